@@ -1,0 +1,1 @@
+"""Embedded payment core: intents, risk, ledger, settlement, reconciliation (talks to custody over HTTP only)."""

@@ -1,0 +1,1 @@
+"""Network and fault simulations, scale studies and benchmarks."""
