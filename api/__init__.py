@@ -1,0 +1,1 @@
+"""The coordinator ASGI app: routes, auth, orchestration, persistence."""

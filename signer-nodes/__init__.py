@@ -1,0 +1,1 @@
+"""The signer-node service: protocol sessions, SQLCipher store, envelopes, policy check."""
