@@ -27,7 +27,15 @@ from nacl import bindings as sodium
 
 from mpc.errors import EncodingError
 
-__all__ = ["Point", "Group", "Ed25519Group", "Secp256k1Group", "ED25519", "SECP256K1", "group_by_name"]
+__all__ = [
+    "Point",
+    "Group",
+    "Ed25519Group",
+    "Secp256k1Group",
+    "ED25519",
+    "SECP256K1",
+    "group_by_name",
+]
 
 
 class Point(ABC):
@@ -74,7 +82,7 @@ class Group(ABC):
 
     # -- scalars -------------------------------------------------------------------------
     def random_scalar(self) -> int:
-        """A uniformly random non-zero scalar from the OS CSPRNG (RFC 9591 section 4.1, RandomScalar)."""
+        """Uniform non-zero scalar from the OS CSPRNG (RFC 9591 section 4.1, RandomScalar)."""
         while True:
             # 64 random bytes reduced mod order: bias below 2^-250 (cf. RFC 9380 section 5).
             s = int.from_bytes(secrets.token_bytes(64), "big") % self.order

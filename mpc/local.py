@@ -45,7 +45,11 @@ def run_local(
             msg = maybe
         if wire:
             msg = decode(encode(msg))
-        targets = [msg.recipient] if msg.recipient is not None else [p for p in sessions if p != msg.sender]
+        targets = (
+            [msg.recipient]
+            if msg.recipient is not None
+            else [p for p in sessions if p != msg.sender]
+        )
         for t in targets:
             if t in drop or t not in sessions:
                 continue

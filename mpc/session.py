@@ -62,12 +62,18 @@ class RoundSession(ABC, Generic[R]):
     def result(self) -> R:
         self._raise_if_failed()
         if not self._done or self._result is None:
-            raise UsageError(f"{self.protocol}: no result yet (waiting for {list(self.waiting_for())})")
+            raise UsageError(
+                f"{self.protocol}: no result yet (waiting for {list(self.waiting_for())})"
+            )
         return self._result
 
     @property
     def current_round(self) -> int | None:
-        return None if self._done or self._round_index >= len(self.rounds) else self.rounds[self._round_index]
+        return (
+            None
+            if self._done or self._round_index >= len(self.rounds)
+            else self.rounds[self._round_index]
+        )
 
     def waiting_for(self) -> tuple[int, ...]:
         """Parties whose message for the current round has not arrived yet."""
@@ -133,21 +139,37 @@ class RoundSession(ABC, Generic[R]):
         if msg.session_id != self.session_id:
             raise DecodeError("message belongs to another session", field="session_id", party=s)
         if s == self.me or s not in self.participants:
-            raise DecodeError(f"sender {s} is not another participant of this session", field="sender", party=s)
+            raise DecodeError(
+                f"sender {s} is not another participant of this session", field="sender", party=s
+            )
         if msg.recipient is not None and msg.recipient != self.me:
-            raise DecodeError(f"message addressed to {msg.recipient}, not to {self.me}", field="recipient", party=s)
+            raise DecodeError(
+                f"message addressed to {msg.recipient}, not to {self.me}",
+                field="recipient",
+                party=s,
+            )
         if msg.round not in self._inbox:
             raise DecodeError(f"unexpected round {msg.round}", field="round", party=s)
         kind = self.expected_kind(msg.round)
-        if (kind == "broadcast" and msg.recipient is not None) or (kind == "direct" and msg.recipient is None):
-            raise DecodeError(f"round {msg.round} messages must be {kind}", field="recipient", party=s)
+        if (kind == "broadcast" and msg.recipient is not None) or (
+            kind == "direct" and msg.recipient is None
+        ):
+            raise DecodeError(
+                f"round {msg.round} messages must be {kind}", field="recipient", party=s
+            )
         if self._done or self.rounds.index(msg.round) < self._round_index:
-            raise ProtocolError(f"stale or replayed message for finished round {msg.round}", culprits=(s,))
+            raise ProtocolError(
+                f"stale or replayed message for finished round {msg.round}", culprits=(s,)
+            )
         if s not in self.expected_senders(msg.round):
-            raise DecodeError(f"party {s} does not send in round {msg.round}", field="sender", party=s)
+            raise DecodeError(
+                f"party {s} does not send in round {msg.round}", field="sender", party=s
+            )
         box = self._inbox[msg.round]
         if s in box:
-            raise ProtocolError(f"second message in round {msg.round} (replay or equivocation)", culprits=(s,))
+            raise ProtocolError(
+                f"second message in round {msg.round} (replay or equivocation)", culprits=(s,)
+            )
         box[s] = msg
         out: list[Message] = []
         while not self._done and self._round_index < len(self.rounds):

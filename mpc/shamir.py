@@ -17,12 +17,15 @@ MAX_PARTIES = 255
 
 
 def check_identifiers(group: Group, ids: Iterable[int]) -> tuple[int, ...]:
-    """Validate a set of participant identifiers: integers in [1, min(order-1, 65535)], no duplicates."""
+    """Validate participant identifiers: integers in [1, min(order-1, 65535)], no duplicates."""
     out = tuple(ids)
     seen: set[int] = set()
     for i in out:
         if type(i) is not int or i <= 0 or i >= group.order or i > 65535:
-            raise UsageError(f"participant identifier {i!r} is zero, negative or out of range", party=i if type(i) is int else None)
+            raise UsageError(
+                f"participant identifier {i!r} is zero, negative or out of range",
+                party=i if type(i) is int else None,
+            )
         if i in seen:
             raise UsageError(f"participant identifier {i} is duplicated", party=i)
         seen.add(i)
@@ -32,7 +35,9 @@ def check_identifiers(group: Group, ids: Iterable[int]) -> tuple[int, ...]:
 def check_threshold(t: int, n: int) -> None:
     """2 <= t <= n <= MAX_PARTIES."""
     if type(t) is not int or type(n) is not int or not (2 <= t <= n <= MAX_PARTIES):
-        raise UsageError(f"invalid threshold t={t!r} of n={n!r} (need 2 <= t <= n <= {MAX_PARTIES})")
+        raise UsageError(
+            f"invalid threshold t={t!r} of n={n!r} (need 2 <= t <= n <= {MAX_PARTIES})"
+        )
 
 
 def lagrange_coefficient(group: Group, x_i: int, ids: Sequence[int]) -> int:
@@ -66,7 +71,7 @@ def vss_commit(group: Group, coeffs: Sequence[int]) -> list[Point]:
 
 
 def commitment_evaluate(group: Group, commitment: Sequence[Point], x: int) -> Point:
-    """``sum_k x^k * C_k``: the public image of the share at ``x`` (Appendix C.2, ``vss_verify``)."""
+    """``sum_k x^k * C_k``: public image of the share at ``x`` (Appendix C.2, ``vss_verify``)."""
     acc = group.identity
     xk = 1
     q = group.order
@@ -76,15 +81,20 @@ def commitment_evaluate(group: Group, commitment: Sequence[Point], x: int) -> Po
     return acc
 
 
-def vss_verify(group: Group, share_i: int, x_i: int, commitment: Sequence[Point], *, sender: int) -> None:
+def vss_verify(
+    group: Group, share_i: int, x_i: int, commitment: Sequence[Point], *, sender: int
+) -> None:
     """RFC 9591 Appendix C.2 ``vss_verify``; a failing share blames its sender."""
     if group.base_mul(share_i) != commitment_evaluate(group, commitment, x_i):
-        raise ProtocolError(f"share for participant {x_i} does not match the sender's commitment", culprits=(sender,))
+        raise ProtocolError(
+            f"share for participant {x_i} does not match the sender's commitment",
+            culprits=(sender,),
+        )
 
 
 @dataclass(frozen=True)
 class PublicKeyPackage:
-    """Public key material of one threshold key: group key and every participant's verifying share."""
+    """Public material of one threshold key: group key and each participant's verifying share."""
 
     group: Group
     min_signers: int

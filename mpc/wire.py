@@ -77,19 +77,39 @@ def cbor_loads(data: bytes, *, what: str = "message", party: int | None = None) 
         raise
     except Exception as exc:  # cbor2 raises several types (and RecursionError) on bad input
         raise DecodeError(f"invalid CBOR ({type(exc).__name__})", field=what, party=party) from None
+    # Only the canonical encoding of a value is accepted (RFC 8949 section 4.2.1): this
+    # refuses indefinite lengths, non-shortest integers, unsorted or duplicate map keys and
+    # every semantic tag that cbor2 decodes natively (bignums, dates, self-describe), so one
+    # value has exactly one accepted byte string.
+    try:
+        canonical = cbor_dumps(obj)
+    except Exception:
+        canonical = b""
+    if canonical != bytes(data):
+        raise DecodeError("CBOR is not in canonical form", field=what, party=party)
     return obj
 
 
 def _ident(value: Any, name: str, party: int | None) -> int:
     if type(value) is not int or not (1 <= value < 2**16):
-        raise DecodeError("participant identifier must be an integer in [1, 65535]", field=name, party=party)
+        raise DecodeError(
+            "participant identifier must be an integer in [1, 65535]", field=name, party=party
+        )
     return value
 
 
 def encode(msg: Message) -> bytes:
     """Encode a message as canonical CBOR."""
     return cbor_dumps(
-        [WIRE_VERSION, msg.protocol, msg.session_id, msg.round, msg.sender, msg.recipient, dict(msg.payload)]
+        [
+            WIRE_VERSION,
+            msg.protocol,
+            msg.session_id,
+            msg.round,
+            msg.sender,
+            msg.recipient,
+            dict(msg.payload),
+        ]
     )
 
 
@@ -110,9 +130,13 @@ def decode(
     if not isinstance(proto, str) or not proto or len(proto) > 64:
         raise DecodeError("protocol must be a non-empty string", field="protocol", party=party)
     if protocol is not None and proto != protocol:
-        raise DecodeError(f"expected protocol {protocol!r}, got {proto!r}", field="protocol", party=party)
+        raise DecodeError(
+            f"expected protocol {protocol!r}, got {proto!r}", field="protocol", party=party
+        )
     if not isinstance(sid, bytes) or len(sid) != SESSION_ID_LEN:
-        raise DecodeError(f"session id must be {SESSION_ID_LEN} bytes", field="session_id", party=party)
+        raise DecodeError(
+            f"session id must be {SESSION_ID_LEN} bytes", field="session_id", party=party
+        )
     if session_id is not None and sid != session_id:
         raise DecodeError("message belongs to another session", field="session_id", party=party)
     if type(rnd) is not int or not (0 <= rnd < 256):
@@ -126,6 +150,7 @@ def decode(
 
 
 # -- payload field helpers ---------------------------------------------------------------
+
 
 def take_map(payload: Mapping[str, Any], name: str, party: int | None) -> Mapping[str, Any]:
     value = payload.get(name) if isinstance(payload, Mapping) else None
@@ -165,7 +190,9 @@ def take_list(
     return value
 
 
-def scalar_from(group: Group, value: Any, name: str, party: int | None, *, allow_zero: bool = False) -> int:
+def scalar_from(
+    group: Group, value: Any, name: str, party: int | None, *, allow_zero: bool = False
+) -> int:
     """Strictly decode a scalar value already taken from a payload."""
     if not isinstance(value, bytes):
         raise DecodeError("expected a scalar byte string", field=name, party=party)
@@ -186,10 +213,23 @@ def point_from(group: Group, value: Any, name: str, party: int | None) -> Point:
 
 
 def take_scalar(
-    group: Group, payload: Mapping[str, Any], name: str, party: int | None, *, allow_zero: bool = False
+    group: Group,
+    payload: Mapping[str, Any],
+    name: str,
+    party: int | None,
+    *,
+    allow_zero: bool = False,
 ) -> int:
-    return scalar_from(group, payload.get(name) if isinstance(payload, Mapping) else None, name, party, allow_zero=allow_zero)
+    return scalar_from(
+        group,
+        payload.get(name) if isinstance(payload, Mapping) else None,
+        name,
+        party,
+        allow_zero=allow_zero,
+    )
 
 
 def take_point(group: Group, payload: Mapping[str, Any], name: str, party: int | None) -> Point:
-    return point_from(group, payload.get(name) if isinstance(payload, Mapping) else None, name, party)
+    return point_from(
+        group, payload.get(name) if isinstance(payload, Mapping) else None, name, party
+    )

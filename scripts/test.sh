@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run the whole test suite, slow studies in their short form.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export CUSTODY_SLOW_SHORT=1
+exec .venv/bin/python -m pytest -q "$@"
