@@ -74,7 +74,9 @@ def test_vector_byte_for_byte(rel: str, suite_name: str) -> None:
 
     # The shares are a sharing of the group key (checked in the exponent, without the secret).
     for subset in (ids, [1, 2], [2, 3]):
-        acc = g.sum([public.verifying_shares[i] * lagrange_coefficient(g, i, subset) for i in subset])
+        acc = g.sum(
+            [public.verifying_shares[i] * lagrange_coefficient(g, i, subset) for i in subset]
+        )
         assert acc == public.group_public_key
 
     # Round one: nonces from the given randomness, commitments.
