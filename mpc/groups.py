@@ -361,6 +361,9 @@ class Secp256k1Group(Group):
 
 ED25519: Final = Ed25519Group()
 SECP256K1: Final = Secp256k1Group()
+# Point.group (used by repr): set once both groups exist.
+Ed25519Point.group = ED25519
+Secp256k1Point.group = SECP256K1
 
 
 def group_by_name(name: str) -> Group:
