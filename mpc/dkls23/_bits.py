@@ -1,0 +1,143 @@
+"""Bit-matrix helpers for the OT extension: transposition and the packed GF(2^128) check hash.
+
+Why by hand: no maintained Python library offers OT extension (or the bit-matrix
+transposition and binary-field hashing it needs), and the only fast primitive CPython gives
+us for bit vectors is the arbitrary-precision ``int`` (XOR/AND/shift run in C over whole
+machine words). So every bit matrix here is one big ``int`` and every operation is a handful
+of whole-matrix big-int operations instead of a Python loop over bits.
+
+Conventions: a byte string ``b`` is read as ``int.from_bytes(b, "little")``, so bit ``j`` of
+the vector is bit ``j % 8`` of byte ``j // 8``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+#: transposition works on 256 x 256 blocks (256 = KAPPA base OTs = columns of the OTE matrix)
+BLOCK: Final = 256
+_BLOCK_BYTES: Final = BLOCK * BLOCK // 8
+
+
+def _delta_swap_masks() -> list[tuple[int, int]]:
+    """Masks of the recursive block transpose (Hacker's Delight, section 7-3), 8 levels."""
+    out: list[tuple[int, int]] = []
+    s = BLOCK // 2
+    while s:
+        row = 0
+        for c in range(BLOCK):
+            if c & s:
+                row |= 1 << c
+        m = 0
+        for r in range(BLOCK):
+            if not r & s:
+                m |= row << (BLOCK * r)
+        # element (r, c) with r&s == 0, c&s != 0 swaps with (r+s, c-s): BLOCK*s - s bits further
+        out.append((s * (BLOCK - 1), m))
+        s >>= 1
+    return out
+
+
+_MASKS: Final = _delta_swap_masks()
+
+
+def transpose_block(x: int) -> int:
+    """Transpose a 256 x 256 bit matrix stored row-major (row r = bits [256r, 256r+256))."""
+    for d, m in _MASKS:
+        t = ((x >> d) ^ x) & m
+        x ^= t ^ (t << d)
+    return x
+
+
+def columns_to_rows(cols: Sequence[bytes], nrows: int) -> bytes:
+    """Rows ``0..nrows-1`` of the matrix whose 256 columns are ``cols`` (KOS15 "transpose").
+
+    Returns ``nrows * 32`` bytes; row ``j`` is bytes ``[32j, 32j + 32)`` and its bit ``l`` is
+    bit ``j`` of column ``l``.
+    """
+    assert len(cols) == BLOCK and nrows % BLOCK == 0
+    out = []
+    for b in range(nrows // BLOCK):
+        lo, hi = 32 * b, 32 * b + 32
+        m = int.from_bytes(b"".join(c[lo:hi] for c in cols), "little")
+        out.append(transpose_block(m).to_bytes(_BLOCK_BYTES, "little"))
+    return b"".join(out)
+
+
+def replicate(value: int, width: int, count: int) -> int:
+    """``value`` copied into ``count`` consecutive slots of ``width`` bits (value < 2^width)."""
+    return value * sum(1 << (width * i) for i in range(count))
+
+
+# -- GF(2^128) universal hash over column chunks (SoftSpokenOT / KOS15 consistency check) ------
+
+SIGMA: Final = 128
+_SLOT: Final = 256  # each 128-bit chunk sits in a 256-bit slot so products never overlap
+_Z16: Final = bytes(16)
+_LO: Final = replicate((1 << SIGMA) - 1, _SLOT, BLOCK)
+
+
+def _pack_chunk(cols: Sequence[bytes], c: int) -> int:
+    lo, hi = 16 * c, 16 * c + 16
+    return int.from_bytes(b"".join(col[lo:hi] + _Z16 for col in cols), "little")
+
+
+def _clmul_packed(p: int, chi: int) -> int:
+    """Carry-less product of every slot of ``p`` with the 128-bit ``chi`` (unreduced)."""
+    acc = 0
+    b = 0
+    while chi:
+        if chi & 1:
+            acc ^= p << b
+        chi >>= 1
+        b += 1
+    return acc
+
+
+def _reduce_packed(a: int) -> int:
+    """Reduce every slot modulo x^128 + x^7 + x^2 + x + 1 (the GCM polynomial)."""
+    for _ in range(2):
+        hi = (a >> SIGMA) & _LO
+        a = (a & _LO) ^ hi ^ (hi << 1) ^ (hi << 2) ^ (hi << 7)
+    return a
+
+
+def chunk_hash(cols: Sequence[bytes], chis: Sequence[int]) -> int:
+    """For every column ``v`` (``len(chis)+1`` chunks of 128 bits): ``v_m + sum_c chi_c * v_c``.
+
+    This is the linear universal hash of the consistency check (SoftSpokenOT, ePrint 2022/192,
+    section 5; KOS15, ePrint 2015/546, section 3 "consistency check"), with chunk ``m`` (the
+    last ``SIGMA`` extension bits) as the mask. Result: one int, column ``l`` in bits
+    ``[256l, 256l+128)``.
+    """
+    m = len(chis)
+    acc = 0
+    for c, chi in enumerate(chis):
+        acc ^= _clmul_packed(_pack_chunk(cols, c), chi)
+    return _pack_chunk(cols, m) ^ _reduce_packed(acc)
+
+
+def packed_to_bytes(packed: int, count: int) -> bytes:
+    """The 16-byte hash values of ``count`` slots, concatenated."""
+    raw = packed.to_bytes(_SLOT // 8 * max(count, 1), "little")
+    return b"".join(raw[32 * i : 32 * i + 16] for i in range(count))
+
+
+def bytes_to_packed(data: bytes, count: int) -> int:
+    return int.from_bytes(b"".join(data[16 * i : 16 * i + 16] + _Z16 for i in range(count)), "little")
+
+
+def slot_mask(bits: int, count: int) -> int:
+    """Full 128-bit slot masks for the slots ``l < count`` with bit ``l`` of ``bits`` set."""
+    m = 0
+    full = (1 << SIGMA) - 1
+    for i in range(count):
+        if bits >> i & 1:
+            m |= full << (_SLOT * i)
+    return m
+
+
+def spread(value128: int, count: int = BLOCK) -> int:
+    """``value128`` in every slot (for ``Delta_l * x-dot`` in the check)."""
+    return replicate(value128, _SLOT, count)

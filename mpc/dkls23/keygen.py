@@ -1,0 +1,247 @@
+"""DKLs23 key setup: the ECDSA key share and the pairwise base-OT setup session.
+
+DKLs23 (ePrint 2023/765) section 3 "setup" / Protocol 3.6 needs, besides a Shamir sharing
+``p(i)`` of the secret key (here from :mod:`mpc.dkg` or the dealer import :mod:`mpc.dealer`),
+an instance of F_RVOLE for every ordered pair of parties. Its setup is the base OTs of the
+OT extension (section 5): for each ordered pair (Bob, Alice), ``KAPPA`` random OTs where
+Bob is the base-OT *sender* (he keeps both pads ``k0, k1``) and Alice the base-OT
+*receiver* with random choice bits ``Delta`` (she keeps ``Delta`` and ``k_Delta``). Each
+party therefore keeps, per peer, a :class:`~mpc.dkls23.mul.BobSeeds` (it is Bob against the
+peer) and an :class:`~mpc.dkls23.mul.AliceSeeds` (it is Alice against the peer). These
+seeds are secret and stored with the share (sealed by the node's HSM layer).
+
+:class:`OtSetupSession` runs all base OTs of all ordered pairs in one five-round session
+(the five messages of VSOT, :mod:`mpc.dkls23.baseot`), every message point-to-point.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpc.dkls23.baseot import VsotReceiver, VsotSender
+from mpc.dkls23.mul import AliceSeeds, BobSeeds
+from mpc.dkls23.params import GROUP, KAPPA, h
+from mpc.errors import DecodeError, EncodingError, UsageError
+from mpc.groups import Point
+from mpc.local import run_local
+from mpc.session import RoundSession
+from mpc.shamir import KeyPackage, PublicKeyPackage, check_identifiers
+from mpc.wire import (
+    Message,
+    cbor_dumps,
+    cbor_loads,
+    point_from,
+    scalar_from,
+    take_bytes,
+    take_list,
+)
+
+PROTOCOL_SETUP = "dkls23-setup"
+_SHARE_VERSION = 1
+
+
+def key_id_of(public: PublicKeyPackage) -> bytes:
+    """A stable identifier of a threshold key: hash of t, group key and all verifying shares."""
+    parts: list[bytes | int] = [public.min_signers, public.group_public_key.encode()]
+    for i in sorted(public.verifying_shares):
+        parts += [i, public.verifying_shares[i].encode()]
+    return h(b"DKLs23 key id", *parts)
+
+
+@dataclass(frozen=True)
+class EcdsaKeyShare:
+    """One party's DKLs23 key share: its Shamir share plus the OT seeds against every peer.
+
+    Secret: ``key.signing_share`` and every seed; none appears in ``repr``. Serialise with
+    :meth:`to_bytes` only to hand the bytes to the HSM sealing layer.
+    """
+
+    key: KeyPackage
+    bob: Mapping[int, BobSeeds] = field(repr=False)
+    alice: Mapping[int, AliceSeeds] = field(repr=False)
+
+    @property
+    def identifier(self) -> int:
+        return self.key.identifier
+
+    @property
+    def public(self) -> PublicKeyPackage:
+        return self.key.public
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id_of(self.key.public)
+
+    @property
+    def group_public_key(self) -> Point:
+        return self.key.public.group_public_key
+
+    def to_bytes(self) -> bytes:
+        """Canonical CBOR of the whole share (secret: seal it before it touches storage)."""
+        pub = self.key.public
+        return cbor_dumps(
+            {
+                "v": _SHARE_VERSION,
+                "id": self.identifier,
+                "t": pub.min_signers,
+                "pk": pub.group_public_key.encode(),
+                "vs": {i: p.encode() for i, p in pub.verifying_shares.items()},
+                "x": GROUP.encode_scalar(self.key.signing_share),
+                "ot": {
+                    j: [self.bob[j].k0, self.bob[j].k1, self.alice[j].delta.to_bytes(32, "big"), self.alice[j].kd]
+                    for j in self.bob
+                },
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EcdsaKeyShare:
+        """Strictly decode :meth:`to_bytes` output (DecodeError names the field)."""
+        obj = cbor_loads(data, what="key share")
+        if not isinstance(obj, dict) or set(obj) != {"v", "id", "t", "pk", "vs", "x", "ot"}:
+            raise DecodeError("unexpected key share fields", field="key share")
+        if obj["v"] != _SHARE_VERSION:
+            raise DecodeError("unsupported key share version", field="v")
+        me, t = obj["id"], obj["t"]
+        vs_raw = obj["vs"]
+        if not isinstance(vs_raw, dict):
+            raise DecodeError("expected a map", field="vs")
+        try:
+            ids = check_identifiers(GROUP, list(vs_raw))
+        except UsageError as exc:
+            raise DecodeError(str(exc), field="vs") from None
+        if type(me) is not int or me not in ids:
+            raise DecodeError("identifier not among the participants", field="id")
+        if type(t) is not int or not (2 <= t <= len(ids)):
+            raise DecodeError("bad threshold", field="t")
+        vs = {i: point_from(GROUP, p, "vs", None) for i, p in vs_raw.items()}
+        pk = point_from(GROUP, obj["pk"], "pk", None)
+        x = scalar_from(GROUP, obj["x"], "x", None)
+        if GROUP.base_mul(x) != vs[me]:
+            raise DecodeError("signing share does not match its verifying share", field="x")
+        ot = obj["ot"]
+        if not isinstance(ot, dict) or set(ot) != set(ids) - {me}:
+            raise DecodeError("expected seeds for every peer", field="ot")
+        bob: dict[int, BobSeeds] = {}
+        alice: dict[int, AliceSeeds] = {}
+        for j, entry in ot.items():
+            if (
+                not isinstance(entry, list)
+                or len(entry) != 4
+                or not all(isinstance(e, bytes) for e in entry)
+                or [len(e) for e in entry] != [32 * KAPPA, 32 * KAPPA, 32, 32 * KAPPA]
+            ):
+                raise DecodeError(f"bad OT seeds for peer {j}", field="ot")
+            bob[j] = BobSeeds(entry[0], entry[1])
+            alice[j] = AliceSeeds(int.from_bytes(entry[2], "big"), entry[3])
+        public = PublicKeyPackage(GROUP, t, pk, vs)
+        return cls(KeyPackage(me, x, public), bob, alice)
+
+
+def _ctx(sid: bytes, sender: int, receiver: int) -> bytes:
+    return h(b"DKLs23 base OT", sid, sender, receiver)
+
+
+class OtSetupSession(RoundSession[EcdsaKeyShare]):
+    """Base OTs for every ordered pair among the key's participants (DKLs23 section 5 setup).
+
+    Party ``me`` runs, with every peer ``j``, one VSOT as sender (-> its BobSeeds vs j) and
+    one as receiver with random ``Delta`` (-> its AliceSeeds vs j). Rounds 1-5 carry VSOT
+    steps 1-5 in both directions at once (a round-r message from ``j`` holds the step-r
+    output of the VSOT in which ``j`` has the role that acts in step r).
+    """
+
+    protocol = PROTOCOL_SETUP
+    rounds = (1, 2, 3, 4, 5)
+
+    def __init__(self, key: KeyPackage, session_id: bytes) -> None:
+        if key.group is not GROUP:
+            raise UsageError("DKLs23 needs a secp256k1 key package")
+        super().__init__(session_id=session_id, me=key.identifier, participants=key.public.participants)
+        self.key = key
+        self._senders: dict[int, VsotSender] = {}
+        self._receivers: dict[int, VsotReceiver] = {}
+
+    def expected_kind(self, round: int) -> str:
+        return "direct"
+
+    def _start(self) -> list[Message]:
+        """VSOT step 1 towards every peer (we are sender)."""
+        out = []
+        for j in self.others:
+            s = VsotSender(_ctx(self.session_id, self.me, j), receiver=j)
+            self._senders[j] = s
+            B, T, z = s.step1()
+            out.append(self._msg(1, {"B": B.encode(), "T": T, "z": GROUP.encode_scalar(z)}, j))
+        return out
+
+    def _points(self, payload: Mapping[str, Any], name: str, party: int) -> list[Point]:
+        raw = take_list(payload, name, party, length=KAPPA)
+        return [point_from(GROUP, p, name, party) for p in raw]
+
+    def _digests(self, payload: Mapping[str, Any], name: str, party: int, n: int = 1) -> list[bytes]:
+        raw = take_bytes(payload, name, party, length=32 * n * KAPPA)
+        return [raw[32 * n * l : 32 * n * (l + 1)] for l in range(KAPPA)]
+
+    def _process_round(self, round: int, msgs: dict[int, Message]) -> list[Message]:
+        out: list[Message] = []
+        for j, m in sorted(msgs.items()):
+            p = m.payload
+            if round == 1:  # step 2: we are receiver of j's VSOT
+                B = point_from(GROUP, p.get("B"), "B", j)
+                T = take_bytes(p, "T", j, length=33)
+                z = scalar_from(GROUP, p.get("z"), "z", j)
+                delta = secrets.randbits(KAPPA)
+                r = VsotReceiver(_ctx(self.session_id, j, self.me), delta, sender=j)
+                self._receivers[j] = r
+                try:
+                    A = r.step2(B, T, z)
+                except EncodingError as exc:
+                    raise DecodeError(str(exc), field="T", party=j) from None
+                out.append(self._msg(2, {"A": [a.encode() for a in A]}, j))
+            elif round == 2:  # step 3: we are sender
+                xis = self._senders[j].step3(self._points(p, "A", j))
+                out.append(self._msg(3, {"xi": b"".join(xis)}, j))
+            elif round == 3:  # step 4: we are receiver
+                resp = self._receivers[j].step4(self._digests(p, "xi", j))
+                out.append(self._msg(4, {"resp": b"".join(resp)}, j))
+            elif round == 4:  # step 5: we are sender
+                opens = self._senders[j].step5(self._digests(p, "resp", j))
+                out.append(self._msg(5, {"open": b"".join(a + b for a, b in opens)}, j))
+            else:  # step 6: we are receiver
+                raw = self._digests(p, "open", j, 2)
+                self._receivers[j].step6([(o[:32], o[32:]) for o in raw])
+        if round == 5:
+            bob, alice = {}, {}
+            for j in self.others:
+                k0, k1 = self._senders[j].output()
+                bob[j] = BobSeeds(b"".join(k0), b"".join(k1))
+                r = self._receivers[j]
+                alice[j] = AliceSeeds(r.omega, b"".join(r.output()))
+            self._senders.clear()
+            self._receivers.clear()
+            self._finish(EcdsaKeyShare(self.key, bob, alice))
+        return out
+
+
+def run_ot_setup_local(keys: Sequence[KeyPackage], *, order: str = "fifo", seed: int = 0) -> dict[int, EcdsaKeyShare]:
+    """Run :class:`OtSetupSession` for all holders of one key in this process."""
+    sid = secrets.token_bytes(32)
+    sessions = {k.identifier: OtSetupSession(k, sid) for k in keys}
+    res: dict[int, EcdsaKeyShare] = run_local(sessions, order=order, seed=seed)
+    return res
+
+
+def run_keygen_local(t: int, n: int) -> dict[int, EcdsaKeyShare]:
+    """DKG (:func:`mpc.dkg.run_dkg_local`) plus all pairwise OT setups, in one process.
+
+    For tests and benchmarks; nodes run :class:`mpc.dkg.DkgSession` and
+    :class:`OtSetupSession` over the network instead.
+    """
+    from mpc.dkg import run_dkg_local
+
+    keys = run_dkg_local(GROUP, t, n)
+    return run_ot_setup_local(keys)
