@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import coincurve
-import nacl.signing
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mpc import frost
 from mpc.frost import Ciphersuite
 from mpc.groups import Secp256k1Point
 from mpc.shamir import KeyPackage, PublicKeyPackage, lagrange_coefficient
-from tests.mpc.conftest import load_json
+from tests.mpc.conftest import independent_verify, load_json
 
 CASES = [
     ("rfc9591/frost-ed25519-sha512.json", "ed25519"),
@@ -22,31 +19,6 @@ CASES = [
     ("zcash-frost/frost-secp256k1-vectors.json", "secp256k1"),
     ("zcash-frost/frost-secp256k1-tr-vectors.json", "bip340"),
 ]
-
-
-def independent_verify(suite: Ciphersuite, msg: bytes, sig: bytes, pk_bytes: bytes) -> None:
-    """Check a FROST output with verifiers that share no code with ours."""
-    if suite.name == "ed25519":
-        nacl.signing.VerifyKey(pk_bytes).verify(msg, sig)  # raises on failure
-        Ed25519PublicKey.from_public_bytes(pk_bytes).verify(sig, msg)
-    elif suite.name == "bip340":
-        assert len(sig) == 64
-        assert coincurve.PublicKeyXOnly(pk_bytes).verify(sig, msg)
-    else:  # RFC FROST(secp256k1): R || z, checked with py-ecc arithmetic
-        from py_ecc.secp256k1 import secp256k1 as ref
-
-        def dec(b: bytes) -> Any:
-            x = int.from_bytes(b[1:], "big")
-            y2 = (pow(x, 3, ref.P) + 7) % ref.P
-            y = pow(y2, (ref.P + 1) // 4, ref.P)
-            if y % 2 != b[0] - 2:
-                y = ref.P - y
-            return (x, y)
-
-        r, z = dec(sig[:33]), int.from_bytes(sig[33:], "big")
-        pk = dec(pk_bytes)
-        c = suite.H2(sig[:33] + pk_bytes + msg)
-        assert ref.multiply(ref.G, z) == ref.add(r, ref.multiply(pk, c))
 
 
 def _setup(rel: str, suite_name: str) -> tuple[Ciphersuite, dict[str, Any], dict[int, KeyPackage]]:
