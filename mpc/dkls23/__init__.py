@@ -1,1 +1,47 @@
-"""DKLs23 threshold ECDSA on secp256k1 (Doerner, Kondi, Lee, shelat, IEEE S&P 2024, ePrint 2023/765)."""
+"""DKLs23 threshold ECDSA on secp256k1 (Doerner, Kondi, Lee, shelat, IEEE S&P 2024, ePrint 2023/765).
+
+Public API:
+
+* key setup: :class:`EcdsaKeyShare`, :class:`OtSetupSession` (pairwise base OTs after the
+  DKG or dealer import), :func:`run_keygen_local` (tests, benchmarks);
+* presigning: :class:`PresignSession` (rounds 1-2 and the local part of round 3, message
+  independent) giving a single-use :class:`Presignature`;
+* online: :func:`sign_with_presignature` (one message per signer, ledger written first),
+  :func:`combine_signature` (public values only; verifies; low-s; recovery id).
+
+Module map: ``baseot`` (VSOT), ``mul`` (OT extension + F_RVOLE), ``keygen``, ``sign``.
+"""
+
+from mpc.dkls23.keygen import EcdsaKeyShare, OtSetupSession, key_id_of, run_keygen_local, run_ot_setup_local
+from mpc.dkls23.sign import (
+    EcdsaSignature,
+    Ledger,
+    MemoryLedger,
+    PartialSignature,
+    Presignature,
+    PresignaturePublic,
+    PresignSession,
+    combine_signature,
+    presignature_id_of,
+    sign_with_presignature,
+    verify_signature,
+)
+
+__all__ = [
+    "EcdsaKeyShare",
+    "OtSetupSession",
+    "key_id_of",
+    "run_keygen_local",
+    "run_ot_setup_local",
+    "EcdsaSignature",
+    "Ledger",
+    "MemoryLedger",
+    "PartialSignature",
+    "Presignature",
+    "PresignaturePublic",
+    "PresignSession",
+    "combine_signature",
+    "presignature_id_of",
+    "sign_with_presignature",
+    "verify_signature",
+]

@@ -1,0 +1,477 @@
+"""DKLs23 threshold ECDSA signing (ePrint 2023/765, Protocol 3.6) split into presign + online.
+
+Notation of Protocol 3.6 for party ``i`` among the signers ``P`` (|P| >= t):
+
+Round 1 (message independent)
+    Sample instance key ``r_i`` and inversion mask ``phi_i``; ``R_i = r_i*G``; commit to
+    ``R_i``. ``sk_i = lambda_i * p(i)`` (Lagrange coefficient over ``P``). For every
+    ``j != i``: start F_RVOLE with ``i`` as Bob, receiving the random ``chi_{i,j}``
+    (:class:`~mpc.dkls23.mul.MulBob`, round 1 of the OT extension).
+Round 2 (message independent)
+    For every ``j``: as Alice with ``j`` as Bob, input ``(r_i, sk_i)`` and receive
+    ``(c_u^{i,j}, c_v^{i,j})``; send ``j`` the decommitment of ``R_i``, ``Gamma^u_{i,j} =
+    c_u^{i,j} G``, ``Gamma^v_{i,j} = c_v^{i,j} G`` and ``psi_{i,j} = phi_i - chi_{i,j}``.
+Round 3, local part (message independent)
+    Receive Bob's outputs ``(d_u^{i,j}, d_v^{i,j})``; verify every decommitment and the
+    consistency checks ``chi_{i,j} R_j - Gamma^u_{j,i} = d_u^{i,j} G`` and
+    ``chi_{i,j} pk_j - Gamma^v_{j,i} = d_v^{i,j} G``; ``R = sum_j R_j``, ``r = R.x mod q``,
+    ``u_i = r_i phi_i + sum_j (r_i psi_{j,i} + c_u^{i,j} + d_u^{i,j})``,
+    ``v_i = sk_i phi_i + sum_j (sk_i psi_{j,i} + c_v^{i,j} + d_v^{i,j})``.
+    These are kept as the :class:`Presignature`.
+Round 3, online (the only step that needs the message)
+    ``w_i = H(m) phi_i + r v_i``; send ``(u_i, w_i)`` to the combiner
+    (:func:`sign_with_presignature`).
+Output
+    ``s = (sum_i w_i) / (sum_i u_i)``, normalised to low s; verified against the group key
+    before it is returned (:func:`combine_signature`).
+
+Since ``sum u_i = r*phi`` and ``sum v_i = sk*phi``, ``s = (H(m) + r*sk) / r_inst``.
+Deviation: Protocol 3.6 sends ``pk_i`` and checks ``sum pk_j = pk``; here each party derives
+``pk_j = lambda_j * Y_j`` from the public verifying shares (the same value, with no message
+to forge), and the signer set is checked to reconstruct ``pk`` before the session starts.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import coincurve
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from mpc.dkls23.keygen import EcdsaKeyShare
+from mpc.dkls23.mul import MulAlice, MulBob
+from mpc.dkls23.params import GROUP, Q, h
+from mpc.errors import DecodeError, NonceReuseError, ProtocolError, UsageError
+from mpc.groups import Point, Secp256k1Point
+from mpc.session import RoundSession
+from mpc.shamir import check_identifiers, lagrange_coefficient
+from mpc.wire import (
+    Message,
+    cbor_dumps,
+    cbor_loads,
+    point_from,
+    scalar_from,
+    take_bytes,
+)
+
+PROTOCOL_PRESIGN = "dkls23-presign"
+_R1_FIELDS = frozenset({"com", "nonce", "u", "x_dot", "t_dot"})
+_R2_FIELDS = frozenset({"tau", "mu", "r_hash", "R", "salt", "gu", "gv", "psi"})
+
+#: storage callback: mark ``presignature_id`` used durably; return False if it already was
+Ledger = Callable[[bytes], bool]
+
+
+def presignature_id_of(session_id: bytes, key_id: bytes, signers: Sequence[int]) -> bytes:
+    """Stable id of a presignature: hash of session id, key id and signer set."""
+    return h(b"DKLs23 presignature id", session_id, key_id, *sorted(signers))
+
+
+def _commit(sid: bytes, i: int, R: Point, salt: bytes) -> bytes:
+    """F_Com realised as a salted hash bound to session and sender (Protocol 3.6, round 1)."""
+    return h(b"DKLs23 commit R_i", sid, i, R.encode(), salt)
+
+
+def _exact(payload: Mapping[str, Any], fields: frozenset[str], party: int) -> None:
+    if set(payload) != fields:
+        extra = sorted(set(payload) - fields)
+        missing = sorted(fields - set(payload))
+        raise DecodeError(f"unexpected fields {extra}, missing {missing}", field="payload", party=party)
+
+
+def _x_of(R: Point) -> int:
+    assert isinstance(R, Secp256k1Point)
+    return int.from_bytes(R.x_only(), "big")
+
+
+# -- presignature ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PresignaturePublic:
+    """What the combiner needs about a presignature: public values only."""
+
+    presignature_id: bytes
+    key_id: bytes
+    session_id: bytes
+    signers: tuple[int, ...]
+    R: Point
+
+    @property
+    def r(self) -> int:
+        return _x_of(self.R) % Q
+
+
+class Presignature:
+    """Party ``party``'s single-use presignature: ``(phi_i, u_i, v_i)`` for instance point ``R``.
+
+    **Storage contract.** A presignature may be used once. :func:`sign_with_presignature`
+    refuses a second use of the same object, and calls the node's ``ledger`` with
+    :attr:`presignature_id` *before* it computes the partial signature: the ledger must
+    record the id durably (write-ahead) and return False if it was already recorded. So
+    two objects rebuilt from the same stored bytes (:meth:`to_bytes`) can never both sign.
+    """
+
+    __slots__ = ("public", "party", "_phi", "_u", "_v", "_used")
+
+    def __init__(self, public: PresignaturePublic, party: int, phi: int, u: int, v: int) -> None:
+        self.public = public
+        self.party = party
+        self._phi, self._u, self._v = phi, u, v
+        self._used = False
+
+    @property
+    def presignature_id(self) -> bytes:
+        return self.public.presignature_id
+
+    @property
+    def used(self) -> bool:
+        return self._used
+
+    def __repr__(self) -> str:
+        return f"Presignature(id={self.presignature_id.hex()[:16]}, party={self.party}, used={self._used})"
+
+    def to_bytes(self) -> bytes:
+        """Canonical CBOR (secret: seal before storing)."""
+        if self._used:
+            raise NonceReuseError("presignature already used; it must not be stored again", party=self.party)
+        p = self.public
+        return cbor_dumps(
+            {
+                "v": 1,
+                "sid": p.session_id,
+                "key": p.key_id,
+                "signers": list(p.signers),
+                "R": p.R.encode(),
+                "me": self.party,
+                "phi": GROUP.encode_scalar(self._phi),
+                "u": GROUP.encode_scalar(self._u),
+                "w": GROUP.encode_scalar(self._v),
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Presignature:
+        obj = cbor_loads(data, what="presignature")
+        fields = {"v", "sid", "key", "signers", "R", "me", "phi", "u", "w"}
+        if not isinstance(obj, dict) or set(obj) != fields or obj["v"] != 1:
+            raise DecodeError("unexpected presignature fields or version", field="presignature")
+        sid = take_bytes(obj, "sid", None, length=32)
+        key = take_bytes(obj, "key", None, length=32)
+        signers = obj["signers"]
+        if not isinstance(signers, list) or len(signers) < 2:
+            raise DecodeError("bad signer set", field="signers")
+        try:
+            ids = check_identifiers(GROUP, signers)
+        except UsageError as exc:
+            raise DecodeError(str(exc), field="signers") from None
+        me = obj["me"]
+        if type(me) is not int or me not in ids or list(ids) != sorted(ids):
+            raise DecodeError("party not in the (sorted) signer set", field="me")
+        R = point_from(GROUP, obj["R"], "R", None)
+        public = PresignaturePublic(presignature_id_of(sid, key, ids), key, sid, tuple(ids), R)
+        return cls(
+            public,
+            me,
+            scalar_from(GROUP, obj["phi"], "phi", None),
+            scalar_from(GROUP, obj["u"], "u", None, allow_zero=True),
+            scalar_from(GROUP, obj["w"], "w", None, allow_zero=True),
+        )
+
+
+class PresignSession(RoundSession[Presignature]):
+    """Rounds 1-2 and the local part of round 3 of DKLs23 Protocol 3.6 for party ``me``.
+
+    ``signers`` (at least ``t``, including ``me``) is the set the presignature is bound to,
+    together with the key id and ``session_id`` (which must be fresh per presignature).
+    """
+
+    protocol = PROTOCOL_PRESIGN
+    rounds = (1, 2)
+
+    def __init__(self, share: EcdsaKeyShare, session_id: bytes, signers: Sequence[int]) -> None:
+        ids = tuple(sorted(check_identifiers(GROUP, signers)))
+        pub = share.public
+        if len(ids) < pub.min_signers:
+            raise UsageError(f"{len(ids)} signers cannot sign a {pub.min_signers}-of-n key")
+        unknown = [i for i in ids if i not in pub.verifying_shares]
+        if unknown:
+            raise UsageError(f"signers {unknown} do not hold this key", party=unknown[0])
+        super().__init__(session_id=session_id, me=share.identifier, participants=ids)
+        missing = [j for j in self.others if j not in share.bob or j not in share.alice]
+        if missing:
+            raise UsageError(f"no OT setup with {missing}", party=missing[0])
+        self.share = share
+        self.key_id = share.key_id
+        # pk_j = lambda_j * Y_j (Protocol 3.6, round 1 "sk_i"; public counterpart)
+        self._pk = {j: pub.verifying_shares[j] * lagrange_coefficient(GROUP, j, ids) for j in ids}
+        if GROUP.sum(list(self._pk.values())) != pub.group_public_key:
+            raise UsageError("the signer set does not reconstruct the group key")
+        self._sk = share.key.signing_share * lagrange_coefficient(GROUP, self.me, ids) % Q
+        self._bobs = {j: MulBob(share.bob[j], session_id, alice=j, bob=self.me) for j in self.others}
+        self._r = 0
+        self._phi = 0
+        self._R: Point = GROUP.identity
+        self._salt = b""
+        self._com: dict[int, bytes] = {}
+        self._c: dict[int, tuple[int, int]] = {}
+
+    def expected_kind(self, round: int) -> str:
+        return "direct"
+
+    def _start(self) -> list[Message]:
+        """Round 1: instance key, inversion mask, commitment, and F_RVOLE as Bob with each peer."""
+        self._r = GROUP.random_scalar()
+        self._phi = GROUP.random_scalar()
+        self._R = GROUP.base_mul(self._r)
+        self._salt = secrets.token_bytes(32)
+        com = _commit(self.session_id, self.me, self._R, self._salt)
+        out = []
+        for j in self.others:
+            payload = self._bobs[j].round1()
+            payload["com"] = com
+            out.append(self._msg(1, payload, j))
+        return out
+
+    def _process_round(self, round: int, msgs: dict[int, Message]) -> list[Message]:
+        if round == 1:
+            return self._round2(msgs)
+        self._finish(self._round3(msgs))
+        return []
+
+    def _round2(self, msgs: dict[int, Message]) -> list[Message]:
+        """Round 2: F_RVOLE as Alice with input (r_i, sk_i); decommit; Gamma's and psi."""
+        out = []
+        for j, m in sorted(msgs.items()):
+            _exact(m.payload, _R1_FIELDS, j)
+            self._com[j] = take_bytes(m.payload, "com", j, length=32)
+            alice = MulAlice(self.share.alice[j], self.session_id, alice=self.me, bob=j)
+            payload, (cu, cv) = alice.round2(m.payload, (self._r, self._sk))
+            self._c[j] = (cu, cv)
+            payload.update(
+                {
+                    "R": self._R.encode(),
+                    "salt": self._salt,
+                    "gu": GROUP.base_mul(cu).encode(),
+                    "gv": GROUP.base_mul(cv).encode(),
+                    "psi": GROUP.encode_scalar((self._phi - self._bobs[j].chi) % Q),
+                }
+            )
+            out.append(self._msg(2, payload, j))
+        return out
+
+    def _round3(self, msgs: dict[int, Message]) -> Presignature:
+        """Round 3 (local part): Bob's outputs, decommitments, consistency checks, u_i and v_i."""
+        u = self._r * self._phi
+        v = self._sk * self._phi
+        R = self._R
+        for j, m in sorted(msgs.items()):
+            p = m.payload
+            _exact(p, _R2_FIELDS, j)
+            R_j = point_from(GROUP, p.get("R"), "R", j)
+            salt = take_bytes(p, "salt", j, length=32)
+            gu = point_from(GROUP, p.get("gu"), "gu", j)
+            gv = point_from(GROUP, p.get("gv"), "gv", j)
+            psi = scalar_from(GROUP, p.get("psi"), "psi", j, allow_zero=True)
+            du, dv = self._bobs[j].round3(p)
+            if not secrets.compare_digest(_commit(self.session_id, j, R_j, salt), self._com[j]):
+                raise ProtocolError("decommitment of R_j does not match its round-1 commitment", culprits=(j,))
+            chi = self._bobs[j].chi
+            if R_j * chi - gu != GROUP.base_mul(du) or self._pk[j] * chi - gv != GROUP.base_mul(dv):
+                raise ProtocolError(
+                    f"multiplication consistency check (Gamma) failed for Alice {j} / Bob {self.me}",
+                    culprits=(j,),
+                    pair=(min(j, self.me), max(j, self.me)),
+                )
+            cu, cv = self._c[j]
+            u += self._r * psi + cu + du
+            v += self._sk * psi + cv + dv
+            R = R + R_j
+        if R.is_identity() or _x_of(R) % Q == 0:
+            raise ProtocolError("instance point R is degenerate; rerun presign", culprits=())
+        public = PresignaturePublic(
+            presignature_id_of(self.session_id, self.key_id, self.participants),
+            self.key_id,
+            self.session_id,
+            self.participants,
+            R,
+        )
+        pre = Presignature(public, self.me, self._phi, u % Q, v % Q)
+        self._r = self._phi = self._sk = 0
+        self._bobs.clear()
+        self._c.clear()
+        return pre
+
+
+# -- online round and combination ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class PartialSignature:
+    """One signer's last-round message ``(u_i, w_i)`` for presignature ``presignature_id``."""
+
+    sender: int
+    presignature_id: bytes
+    R: Point
+    u: int = field(repr=False)
+    w: int = field(repr=False)
+
+    def to_bytes(self) -> bytes:
+        return cbor_dumps(
+            {
+                "sender": self.sender,
+                "pid": self.presignature_id,
+                "R": self.R.encode(),
+                "u": GROUP.encode_scalar(self.u),
+                "w": GROUP.encode_scalar(self.w),
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, sender: int) -> PartialSignature:
+        """Strict decoding; ``sender`` is the authenticated sender (it must match the body)."""
+        obj = cbor_loads(data, what="partial signature", party=sender)
+        if not isinstance(obj, dict):
+            raise DecodeError("expected a map", field="partial signature", party=sender)
+        _exact(obj, frozenset({"sender", "pid", "R", "u", "w"}), sender)
+        if obj["sender"] != sender or type(obj["sender"]) is not int:
+            raise DecodeError("sender does not match the authenticated sender", field="sender", party=sender)
+        return cls(
+            sender,
+            take_bytes(obj, "pid", sender, length=32),
+            point_from(GROUP, obj["R"], "R", sender),
+            scalar_from(GROUP, obj["u"], "u", sender, allow_zero=True),
+            scalar_from(GROUP, obj["w"], "w", sender, allow_zero=True),
+        )
+
+
+class MemoryLedger:
+    """An in-memory ledger for tests and benchmarks only (not durable: never use on a node)."""
+
+    def __init__(self) -> None:
+        self.used: set[bytes] = set()
+
+    def __call__(self, presignature_id: bytes) -> bool:
+        if presignature_id in self.used:
+            return False
+        self.used.add(presignature_id)
+        return True
+
+
+def _digest_int(message_hash: bytes) -> int:
+    if not isinstance(message_hash, bytes) or len(message_hash) != 32:
+        raise UsageError("message hash must be 32 bytes")
+    return int.from_bytes(message_hash, "big") % Q  # bits2int for a 256-bit hash (SEC 1, 4.1.3)
+
+
+def sign_with_presignature(
+    presig: Presignature, share: EcdsaKeyShare, message_hash: bytes, *, ledger: Ledger
+) -> PartialSignature:
+    """The online round of DKLs23 Protocol 3.6 (round 3): ``w_i = H(m) phi_i + r v_i``.
+
+    Order of operations (the single-use contract): the binding to key and party is checked;
+    the object refuses a second use; ``ledger(presignature_id)`` is called and must return
+    True (newly recorded, durably) *before* the partial is computed; then the secrets are
+    wiped from the object. A False from the ledger raises :class:`NonceReuseError`.
+    """
+    if presig.public.key_id != share.key_id:
+        raise UsageError("presignature belongs to another key", party=presig.party)
+    if presig.party != share.identifier:
+        raise UsageError("presignature belongs to another party", party=presig.party)
+    z = _digest_int(message_hash)
+    if presig._used:
+        raise NonceReuseError("presignature object already used", party=presig.party)
+    presig._used = True
+    if not ledger(presig.presignature_id):
+        presig._phi = presig._u = presig._v = 0
+        raise NonceReuseError(
+            f"presignature {presig.presignature_id.hex()} is already marked used in storage",
+            party=presig.party,
+        )
+    w = (z * presig._phi + presig.public.r * presig._v) % Q
+    u = presig._u
+    presig._phi = presig._u = presig._v = 0
+    return PartialSignature(presig.party, presig.presignature_id, presig.public.R, u, w)
+
+
+@dataclass(frozen=True)
+class EcdsaSignature:
+    """An ECDSA signature with low ``s`` and its recovery id (bit 0: y parity, bit 1: x >= q)."""
+
+    r: int
+    s: int
+    recovery_id: int
+
+    def to_der(self) -> bytes:
+        return bytes(encode_dss_signature(self.r, self.s))
+
+    def to_compact(self) -> bytes:
+        """``r || s || recovery_id`` (65 bytes, libsecp256k1 recoverable form)."""
+        return self.r.to_bytes(32, "big") + self.s.to_bytes(32, "big") + bytes([self.recovery_id])
+
+
+def combine_signature(
+    public: PresignaturePublic,
+    partials: Iterable[PartialSignature],
+    message_hash: bytes,
+    group_public_key: Point,
+) -> EcdsaSignature:
+    """Output step of DKLs23 Protocol 3.6: ``s = sum w_i / sum u_i``, low-s, verified.
+
+    Takes only public values and partial signatures. A partial for another presignature or
+    another ``R``, from a non-signer, or duplicated, names its sender. The signature is
+    verified with libsecp256k1 (both plain verification and public-key recovery) before it
+    is returned. DKLs23 has no per-party check of ``(u_i, w_i)``: when the final signature
+    does not verify the combiner can only detect it; the error lists the signers as
+    suspects (``culprits`` stays empty).
+    """
+    z = _digest_int(message_hash)
+    got: dict[int, PartialSignature] = {}
+    for p in partials:
+        if p.sender not in public.signers:
+            raise ProtocolError("partial signature from a party outside the signer set", culprits=(p.sender,))
+        if p.sender in got:
+            raise ProtocolError("two partial signatures from one signer", culprits=(p.sender,))
+        if p.presignature_id != public.presignature_id:
+            raise ProtocolError("partial signature for another presignature", culprits=(p.sender,))
+        if p.R != public.R:
+            raise ProtocolError("partial signature for another instance point R", culprits=(p.sender,))
+        got[p.sender] = p
+    missing = [i for i in public.signers if i not in got]
+    if missing:
+        raise UsageError(f"waiting for partial signatures from {missing}", party=missing[0])
+    U = sum(p.u for p in got.values()) % Q
+    W = sum(p.w for p in got.values()) % Q
+    r = public.r
+    Rb = public.R.encode()
+    v = (Rb[0] & 1) | (2 if _x_of(public.R) >= Q else 0)
+    s = W * GROUP.inv(U) % Q if U else 0
+    if s > Q // 2:
+        s, v = Q - s, v ^ 1
+    sig = EcdsaSignature(r, s, v)
+    if s == 0 or not _verify(sig, message_hash, group_public_key):
+        raise ProtocolError(
+            f"combined signature does not verify; DKLs23 cannot attribute a bad (u_i, w_i): "
+            f"suspects {list(public.signers)}",
+            culprits=(),
+        )
+    return sig
+
+
+def _verify(sig: EcdsaSignature, message_hash: bytes, pk: Point) -> bool:
+    """libsecp256k1 verification (low-s enforced) and recovery-id check."""
+    assert isinstance(pk, Secp256k1Point)
+    try:
+        ok = pk.pubkey.verify(sig.to_der(), message_hash, hasher=None)
+        rec = coincurve.PublicKey.from_signature_and_message(sig.to_compact(), message_hash, hasher=None)
+    except (ValueError, TypeError):
+        return False
+    return bool(ok) and rec.format() == pk.encode()
+
+
+def verify_signature(sig: EcdsaSignature, message_hash: bytes, pk: Point) -> bool:
+    """Public helper: verify an ECDSA signature and its recovery id against ``pk``."""
+    if not isinstance(message_hash, bytes) or len(message_hash) != 32:
+        raise UsageError("message hash must be 32 bytes")
+    return _verify(sig, message_hash, pk)
