@@ -1,0 +1,59 @@
+"""Hash-chained audit log.
+
+Each row commits to its predecessor: ``hash = sha256(prev_hash || canonical_json(entry))``
+where ``entry`` is ``{seq, at, actor, action, subject, data}`` serialised with sorted keys
+and no whitespace, and the first row's ``prev_hash`` is 64 zeros. Rows are appended in the
+same transaction as the state change they record, so a failed audit write rolls the change
+back (fail closed). ``seq`` is the primary key: two writers racing for the same ``seq``
+collide on it and the loser retries, on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.db import AuditEntry
+
+GENESIS = "0" * 64
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_hash(prev_hash: str, entry: dict[str, Any]) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(entry)).hexdigest()
+
+
+def append(s: Session, actor: str, action: str, subject: str, data: dict[str, Any]) -> AuditEntry:
+    """Append one entry inside the caller's transaction (flushed, not committed)."""
+    last = s.scalar(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
+    seq = 1 if last is None else last.seq + 1
+    prev = GENESIS if last is None else last.hash
+    entry = {"seq": seq, "at": dt.datetime.now(dt.UTC).isoformat(), "actor": actor,
+             "action": action, "subject": subject, "data": data}
+    row = AuditEntry(seq=seq, at=entry["at"], actor=actor, action=action, subject=subject,
+                     data=data, prev_hash=prev, hash=entry_hash(prev, entry))
+    s.add(row)
+    s.flush()
+    return row
+
+
+def verify_chain(s: Session) -> tuple[bool, int, int | None]:
+    """Walk the chain; returns ``(ok, entries, first_bad_seq)``."""
+    prev = GENESIS
+    n = 0
+    for row in s.scalars(select(AuditEntry).order_by(AuditEntry.seq)):
+        n += 1
+        entry = {"seq": row.seq, "at": row.at, "actor": row.actor, "action": row.action,
+                 "subject": row.subject, "data": row.data}
+        if row.prev_hash != prev or entry_hash(prev, entry) != row.hash or row.seq != n:
+            return False, n, row.seq
+        prev = row.hash
+    return True, n, None

@@ -1,0 +1,89 @@
+"""Bearer credentials, each bound to one role.
+
+Tokens are ``tpwc_`` + 32 random bytes (base64url) from the OS CSPRNG; only
+``sha256(token)`` is stored. A plain hash is enough here, unlike for passwords: a token
+carries 256 bits of entropy, so nobody can brute-force it from a leaked hash, and a slow
+KDF (argon2, scrypt) would only add tens of milliseconds to every request without adding
+security. Lookup is by the hash, so response timing reveals nothing about the token.
+
+Roles: ``admin`` (key ceremonies, node enrolment), ``requester`` (asks for signatures),
+``approver`` (approves requests; later issue), ``auditor`` (read-only). A credential has
+exactly one role, so nobody can both request and approve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from api.db import Credential, Database
+from api.problems import Problem
+
+ROLES = ("admin", "requester", "approver", "auditor")
+READ_ROLES = ROLES
+
+_bearer = HTTPBearer(auto_error=False, description="a token bound to one role")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return "tpwc_" + secrets.token_urlsafe(32)
+
+
+def create_credential(db: Database, role: str, label: str = "") -> tuple[str, str]:
+    """Create a credential; returns ``(credential_id, token)`` (the token is shown once)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    token = new_token()
+    cid = "cred_" + uuid.uuid4().hex[:20]
+    with db.session() as s:
+        s.add(Credential(id=cid, role=role, token_sha256=hash_token(token), label=label))
+    return cid, token
+
+
+@dataclass(frozen=True)
+class Principal:
+    credential_id: str
+    role: str
+
+
+def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal:
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        p = Problem(401, "unauthorized", "Missing or invalid credentials",
+                    "send Authorization: Bearer <token>")
+        p.headers["WWW-Authenticate"] = "Bearer"
+        raise p
+    db: Database = request.app.state.db
+    with db.session() as s:
+        row = s.scalar(select(Credential).where(
+            Credential.token_sha256 == hash_token(creds.credentials)))
+        if row is None or row.revoked:
+            p = Problem(401, "unauthorized", "Missing or invalid credentials",
+                        "unknown or revoked token")
+            p.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+            raise p
+        return Principal(row.id, row.role)
+
+
+def require(*roles: str):  # noqa: ANN201 - returns a FastAPI dependency
+    """A dependency admitting only credentials whose role is in ``roles``."""
+
+    def dep(
+        request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)  # noqa: B008
+    ) -> Principal:
+        principal = _authenticate(request, creds)
+        if principal.role not in roles:
+            raise Problem(403, "forbidden", "Forbidden",
+                          f"role {principal.role!r} may not do this; needs one of {list(roles)}")
+        return principal
+
+    return dep

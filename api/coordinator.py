@@ -1,0 +1,608 @@
+"""Orchestration: DKG sessions, FROST and DKLs23 signing, preprocessing pools, node health.
+
+The coordinator relays and aggregates; it never holds a share. Per session it picks ``t``
+healthy nodes, relays their envelopes (docs/NODE_API.md, SessionState loop), bounds every
+call by ``round_timeout``, and on a node failure retries once on another subset without the
+blamed node. Aggregated signatures are verified against the group key before they are
+stored, and stored in the same transaction as their audit entry (fail closed).
+
+Pools (FROST nonce commitments per node, ECDSA presignatures per participant set) live in
+memory: they are a cache of public data. Losing them on restart only wastes the nodes'
+precomputation; single use is enforced durably by the nodes, and each item is handed out
+once here (popped from a deque inside one event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import logging
+import random
+import secrets
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from sqlalchemy import select
+
+from api import audit, crypto
+from api.db import Database, Key, Node, SignRequest, utcnow
+from api.nodes import NodeCaller, NodeFailure, NodeInfo
+from api.problems import Problem
+from api.settings import Settings
+
+log = logging.getLogger("api.coordinator")
+
+FROST_SCHEMES = ("ed25519", "bip340")
+
+
+class SessionFailed(Exception):
+    """A multi-party session or signing attempt failed; ``blame`` lists (party, reason)."""
+
+    def __init__(self, detail: str, blame: list[tuple[int, str]]) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.blame = blame
+
+
+def problem_doc(slug: str, title: str, detail: str, status: int = 502,
+                **extra: Any) -> dict[str, Any]:
+    return Problem(status, slug, title, detail, **extra).document()
+
+
+class Coordinator:
+    """Holds the node registry, the pools and the background tasks of one coordinator."""
+
+    def __init__(self, settings: Settings, db: Database, caller: NodeCaller) -> None:
+        self.settings = settings
+        self.db = db
+        self.caller = caller
+        self.nodes: dict[str, NodeInfo] = {}
+        self.frost_pool: dict[tuple[str, int], deque[tuple[str, str]]] = {}
+        self.presig_pool: dict[str, deque[tuple[str, tuple[int, ...]]]] = {}
+        self._refilling: set[tuple[str, Any]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._last_seen_written: dict[str, float] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def load_nodes(self) -> None:
+        with self.db.session() as s:
+            for n in s.scalars(select(Node)):
+                self.nodes[n.id] = NodeInfo(n.id, n.party_id, n.url, n.sign_pk, n.box_pk)
+
+    def start(self) -> None:
+        self.load_nodes()
+        self._loop_task = asyncio.create_task(self._background())
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, *( [self._loop_task] if self._loop_task else []),
+                             return_exceptions=True)
+        await self.caller.aclose()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _background(self) -> None:
+        while True:
+            try:
+                await self.check_health()
+                self.expire_requests()
+                self.top_up_pools()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background sweep failed")
+            await asyncio.sleep(self.settings.pool_interval)
+
+    # -- nodes --------------------------------------------------------------------------
+    async def check_health(self) -> None:
+        await asyncio.gather(*(self._check(n) for n in list(self.nodes.values())))
+
+    async def _check(self, node: NodeInfo) -> None:
+        before = node.status
+        try:
+            h = await self.caller.health(node)
+            node.status = "healthy" if h.get("status") == "ok" else "degraded"
+            node.last_error = None if node.status == "healthy" else f"hsm: {h.get('hsm')}"
+            node.last_seen = time.time()
+        except NodeFailure as e:
+            node.status = "down"
+            node.last_error = e.detail
+        now = time.time()
+        if before != node.status or now - self._last_seen_written.get(node.id, 0) > 5:
+            self._last_seen_written[node.id] = now
+            self._persist_node(node)
+
+    def _persist_node(self, node: NodeInfo) -> None:
+        with self.db.session() as s:
+            row = s.scalar(select(Node).where(Node.id == node.id))
+            if row is None:
+                return
+            row.status = node.status
+            row.last_error = node.last_error
+            if node.last_seen:
+                row.last_seen = dt.datetime.fromtimestamp(node.last_seen, dt.UTC)
+
+    def mark_down(self, party: int, detail: str) -> None:
+        for n in self.nodes.values():
+            if n.party_id == party and n.status != "down":
+                n.status = "down"
+                n.last_error = detail
+                self._persist_node(n)
+
+    def node_by_party(self, party: int) -> NodeInfo | None:
+        for n in self.nodes.values():
+            if n.party_id == party:
+                return n
+        return None
+
+    async def enrol(self, node_id: str, url: str, actor: str) -> NodeInfo:
+        """Fetch the node's identity from its /health, store it, push peers to every node."""
+        probe = NodeInfo(node_id, 0, url, "", "")
+        try:
+            h = await self.caller.health(probe)
+        except NodeFailure as e:
+            raise Problem(502, "node-unreachable", "Node unreachable", e.detail) from None
+        if h.get("node_id") != node_id:
+            raise Problem(409, "node-id-mismatch", "Node id mismatch",
+                          f"the node at {url} says it is {h.get('node_id')!r}")
+        try:
+            party = int(h["party_id"])
+            sign_pk, box_pk = str(h["sign_pk"]), str(h["box_pk"])
+            bytes.fromhex(sign_pk), bytes.fromhex(box_pk)
+        except (KeyError, ValueError, TypeError):
+            raise Problem(502, "node-garbage", "Node answered garbage",
+                          "health lacks party_id/sign_pk/box_pk") from None
+        with self.db.session() as s:
+            clash = s.scalar(select(Node).where(Node.party_id == party, Node.id != node_id))
+            if clash is not None:
+                raise Problem(409, "party-id-taken", "Party id taken",
+                              f"party {party} already belongs to {clash.id}")
+            row = s.scalar(select(Node).where(Node.id == node_id))
+            if row is None:
+                row = Node(id=node_id, party_id=party, url=url, sign_pk=sign_pk, box_pk=box_pk)
+                s.add(row)
+            row.url, row.party_id, row.sign_pk, row.box_pk = url, party, sign_pk, box_pk
+            row.status = "healthy" if h.get("status") == "ok" else "degraded"
+            row.last_seen = utcnow()
+            audit.append(s, actor, "node.enrol", node_id,
+                         {"url": url, "party_id": party, "sign_pk": sign_pk, "box_pk": box_pk})
+        info = NodeInfo(node_id, party, url, sign_pk, box_pk, status=row.status,
+                        last_seen=time.time())
+        self.nodes[node_id] = info
+        await self.push_peers()
+        return info
+
+    async def push_peers(self) -> None:
+        peers = [{"node_id": n.id, "party_id": n.party_id, "sign_pk": n.sign_pk,
+                  "box_pk": n.box_pk} for n in sorted(self.nodes.values(),
+                                                       key=lambda n: n.party_id)]
+        results = await asyncio.gather(
+            *(self.caller.call(n, "PUT", "/v1/peers", {"peers": peers})
+              for n in self.nodes.values()), return_exceptions=True)
+        for r in results:
+            if isinstance(r, NodeFailure):
+                log.warning("peer push failed", extra={"node": r.node.id, "err": r.detail})
+
+    # -- sessions (DKG, presign) -----------------------------------------------------------
+    async def run_session(self, nodes: list[NodeInfo], body: dict[str, Any]) -> dict[int, Any]:
+        """Start a session on ``nodes`` and relay envelopes until all are done.
+
+        Returns each party's ``result``. Raises :class:`SessionFailed` with blame.
+        """
+        sid = body["session_id"]
+        by_party = {n.party_id: n for n in nodes}
+        parties = set(by_party)
+        timeout = self.settings.round_timeout
+
+        async def call(p: int, method: str, path: str, b: dict[str, Any] | None) -> Any:
+            return await asyncio.wait_for(self.caller.call(by_party[p], method, path, b),
+                                          timeout)
+
+        async def fan(reqs: dict[int, tuple[str, str, dict[str, Any] | None]]) -> dict[int, Any]:
+            res = await asyncio.gather(*(call(p, *r) for p, r in reqs.items()),
+                                       return_exceptions=True)
+            out: dict[int, Any] = {}
+            blame: list[tuple[int, str]] = []
+            for p, r in zip(reqs, res, strict=True):
+                if isinstance(r, NodeFailure):
+                    blame += [(c, f"{r.reason}: {r.detail}") for c in r.culprits]
+                    if r.transport:
+                        self.mark_down(p, r.detail)
+                elif isinstance(r, TimeoutError):
+                    blame.append((p, "timeout"))
+                elif isinstance(r, BaseException):
+                    raise r
+                else:
+                    out[p] = r
+            if blame:
+                raise SessionFailed("session " + sid[:16] + " failed", blame)
+            return out
+
+        states = await fan({p: ("POST", "/v1/sessions", body) for p in parties})
+        delivered: set[str] = set()
+        last_progress = time.monotonic()
+        while True:
+            outbox: dict[int, list[dict[str, Any]]] = {}
+            for p, st in states.items():
+                self._check_state(p, st, sid, parties)
+                for env in st.get("envelopes") or []:
+                    h = hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()
+                    if h in delivered:
+                        continue
+                    delivered.add(h)
+                    to = env.get("to")
+                    for q in ([to] if to is not None else sorted(parties - {p})):
+                        outbox.setdefault(q, []).append(env)
+            if all(st["status"] == "done" for st in states.values()) and not outbox:
+                return {p: st.get("result") for p, st in states.items()}
+            if outbox:
+                new = await fan({q: ("POST", f"/v1/sessions/{sid}/envelopes",
+                                     {"envelopes": envs}) for q, envs in outbox.items()})
+                states.update(new)
+                last_progress = time.monotonic()
+                continue
+            if time.monotonic() - last_progress > timeout:
+                waiting = sorted({w for st in states.values()
+                                  for w in (st.get("waiting_for") or []) if w in parties})
+                raise SessionFailed("round timed out", [(w, "timeout") for w in waiting]
+                                    or [(p, "timeout") for p, st in states.items()
+                                        if st["status"] != "done"])
+            await asyncio.sleep(0.01)
+            pending = {p: ("GET", f"/v1/sessions/{sid}", None)
+                       for p, st in states.items() if st["status"] != "done"}
+            states.update(await fan(pending))
+
+    @staticmethod
+    def _check_state(p: int, st: Any, sid: str, parties: set[int]) -> None:
+        def garbage(why: str) -> SessionFailed:
+            return SessionFailed(f"party {p} sent a malformed session state: {why}",
+                                 [(p, "garbage: " + why)])
+
+        if not isinstance(st, dict) or st.get("status") not in ("running", "done", "failed"):
+            raise garbage("status")
+        if st.get("session_id") not in (None, sid):
+            raise garbage("session_id")
+        if st["status"] == "failed":
+            err = st.get("error") or {}
+            culprits = err.get("culprits") if isinstance(err, dict) else None
+            if not (isinstance(culprits, list) and culprits
+                    and all(type(c) is int and c in parties for c in culprits)):
+                culprits = [p]
+            detail = err.get("detail", "") if isinstance(err, dict) else ""
+            raise SessionFailed(f"party {p} reports failure: {detail}",
+                                [(c, f"reported by party {p}: {detail}") for c in culprits])
+        envs = st.get("envelopes") or []
+        if not isinstance(envs, list):
+            raise garbage("envelopes")
+        for e in envs:
+            if not isinstance(e, dict) or e.get("from") != p or not isinstance(
+                    e.get("envelope"), str):
+                raise garbage("envelope header")
+            to = e.get("to")
+            if to is not None and (type(to) is not int or to not in parties or to == p):
+                raise garbage("envelope recipient")
+
+    # -- keys ---------------------------------------------------------------------------
+    async def run_dkg(self, key_id: str) -> None:
+        with self.db.session() as s:
+            key = s.scalar(select(Key).where(Key.id == key_id))
+            assert key is not None
+            scheme, t, node_ids = key.scheme, key.threshold, list(key.nodes)
+        nodes = [self.nodes[n] for n in node_ids]
+        body = {"session_id": secrets.token_hex(32), "kind": "dkg", "key_id": key_id,
+                "scheme": scheme, "threshold": t,
+                "participants": sorted(n.party_id for n in nodes)}
+        error: dict[str, Any] | None = None
+        pk: str | None = None
+        shares: dict[str, str] | None = None
+        try:
+            results = await self.run_session(nodes, body)
+            pk, shares = self._agree_dkg(scheme, results)
+        except SessionFailed as e:
+            error = problem_doc("dkg-failed", "DKG failed", e.detail,
+                                culprits=sorted({c for c, _ in e.blame}),
+                                blamed=[self._blame(c, r) for c, r in e.blame])
+        except Exception as e:  # never leave a key pending forever
+            log.exception("dkg crashed", extra={"key_id": key_id})
+            error = problem_doc("dkg-failed", "DKG failed", type(e).__name__, status=500)
+        with self.db.session() as s:
+            key = s.scalar(select(Key).where(Key.id == key_id))
+            assert key is not None
+            key.updated_at = utcnow()
+            if error is None:
+                key.status, key.public_key, key.verifying_shares = "active", pk, shares
+                audit.append(s, "coordinator", "key.active", key_id,
+                             {"scheme": scheme, "public_key": pk, "threshold": t,
+                              "nodes": node_ids})
+            else:
+                key.status, key.error = "failed", error
+                audit.append(s, "coordinator", "key.failed", key_id, {"error": error})
+        if error is None:
+            self.top_up_pools()
+
+    @staticmethod
+    def _agree_dkg(scheme: str, results: dict[int, Any]) -> tuple[str, dict[str, str]]:
+        """All parties must report the same public key and verifying shares (else blame)."""
+        seen: dict[str, list[int]] = {}
+        parsed: dict[int, tuple[str, dict[str, str]]] = {}
+        for p, r in results.items():
+            try:
+                pk = str(r["public_key"])
+                vs = {str(k): str(v) for k, v in dict(r["verifying_shares"]).items()}
+                crypto.check_public_key(scheme, pk, vs)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise SessionFailed(f"party {p} gave a malformed DKG result",
+                                    [(p, f"garbage: {e}")]) from None
+            parsed[p] = (pk, vs)
+            seen.setdefault(json.dumps([pk, vs], sort_keys=True), []).append(p)
+        if len(seen) != 1:
+            groups = sorted(seen.values(), key=len)
+            minority = [p for g in groups[:-1] for p in g]
+            raise SessionFailed("parties disagree on the DKG result",
+                                [(p, "inconsistent DKG result") for p in minority])
+        return next(iter(parsed.values()))
+
+    def _blame(self, party: int, reason: str) -> dict[str, Any]:
+        n = self.node_by_party(party)
+        return {"node_id": n.id if n else None, "party_id": party, "reason": reason[:300]}
+
+    # -- pools --------------------------------------------------------------------------
+    def _active_keys(self) -> list[tuple[str, str, int, list[str]]]:
+        with self.db.session() as s:
+            return [(k.id, k.scheme, k.threshold, list(k.nodes))
+                    for k in s.scalars(select(Key).where(Key.status == "active"))]
+
+    def top_up_pools(self) -> None:
+        for key_id, scheme, t, node_ids in self._active_keys():
+            if scheme in FROST_SCHEMES:
+                for nid in node_ids:
+                    n = self.nodes.get(nid)
+                    if n is None or not n.eligible:
+                        continue
+                    q = self.frost_pool.get((key_id, n.party_id))
+                    if (q is None or len(q) < self.settings.frost_low_water) and \
+                            ("frost", key_id, n.party_id) not in self._refilling:
+                        self.spawn(self._refill_frost(key_id, n))
+            else:
+                q2 = self.presig_pool.get(key_id)
+                if (q2 is None or len(q2) < self.settings.presig_target) and \
+                        ("presig", key_id) not in self._refilling:
+                    self.spawn(self._refill_presig(key_id, t, node_ids))
+
+    async def _refill_frost(self, key_id: str, node: NodeInfo) -> None:
+        tag = ("frost", key_id, node.party_id)
+        self._refilling.add(tag)
+        try:
+            await self._fetch_commitments(key_id, node, self.settings.frost_batch)
+        except NodeFailure as e:
+            if e.transport:
+                self.mark_down(node.party_id, e.detail)
+            log.warning("commitment refill failed", extra={"node": node.id, "err": e.detail})
+        finally:
+            self._refilling.discard(tag)
+
+    async def _fetch_commitments(self, key_id: str, node: NodeInfo, count: int) -> None:
+        doc = await asyncio.wait_for(self.caller.call(
+            node, "POST", "/v1/frost/commitments", {"key_id": key_id, "count": count}),
+            self.settings.round_timeout)
+        items = doc.get("commitments")
+        if not isinstance(items, list):
+            raise NodeFailure(node, "garbage", "commitments is not a list")
+        q = self.frost_pool.setdefault((key_id, node.party_id), deque())
+        for it in items:
+            if not (isinstance(it, dict) and isinstance(it.get("nonce_id"), str)
+                    and isinstance(it.get("commitments"), str)):
+                raise NodeFailure(node, "garbage", "malformed commitment item")
+            q.append((it["nonce_id"], it["commitments"]))
+
+    async def _refill_presig(self, key_id: str, t: int, node_ids: list[str]) -> None:
+        tag = ("presig", key_id)
+        self._refilling.add(tag)
+        try:
+            q = self.presig_pool.setdefault(key_id, deque())
+            while len(q) < self.settings.presig_target:
+                eligible = [self.nodes[n] for n in node_ids if n in self.nodes
+                            and self.nodes[n].eligible]
+                if len(eligible) < t:
+                    return
+                chosen = random.sample(eligible, t)
+                q.append(await self._presign(key_id, chosen))
+        except SessionFailed as e:
+            log.warning("presign refill failed", extra={"key_id": key_id, "err": e.detail})
+        finally:
+            self._refilling.discard(tag)
+
+    async def _presign(self, key_id: str, nodes: list[NodeInfo]) -> tuple[str, tuple[int, ...]]:
+        parties = tuple(sorted(n.party_id for n in nodes))
+        body = {"session_id": secrets.token_hex(32), "kind": "ecdsa-presign", "key_id": key_id,
+                "scheme": "ecdsa-secp256k1", "threshold": len(nodes),
+                "participants": list(parties)}
+        results = await self.run_session(nodes, body)
+        ids = {str((r or {}).get("presignature_id")) for r in results.values()}
+        if len(ids) != 1:
+            raise SessionFailed("parties disagree on the presignature id",
+                                [(p, "inconsistent presign result") for p in parties])
+        return ids.pop(), parties
+
+    # -- sign requests ------------------------------------------------------------------
+    def expire_requests(self) -> None:
+        now = utcnow()
+        with self.db.session() as s:
+            rows = s.scalars(select(SignRequest).where(
+                SignRequest.status == "pending_approval", SignRequest.expires_at < now)).all()
+            for r in rows:
+                r.status, r.updated_at = "expired", now
+                audit.append(s, "coordinator", "sign.expired", r.id, {})
+
+    async def run_sign(self, request_id: str) -> None:
+        """Sign one request: first attempt, then one retry on a subset without the blamed."""
+        with self.db.session() as s:
+            req = s.scalar(select(SignRequest).where(SignRequest.id == request_id))
+            assert req is not None
+            key = s.scalar(select(Key).where(Key.id == req.key_id))
+            assert key is not None
+            body = dict(req.body)
+            kinfo = (key.id, key.scheme, key.threshold, list(key.nodes), key.public_key,
+                     dict(key.verifying_shares or {}))
+        blamed: list[dict[str, Any]] = []
+        excluded: set[int] = set()
+        result: tuple[bytes, int | None, list[int]] | None = None
+        error: dict[str, Any] | None = None
+        for _attempt in range(2):
+            try:
+                result = await self._sign_once(kinfo, body, excluded)
+                break
+            except SessionFailed as e:
+                for party, reason in e.blame:
+                    blamed.append(self._blame(party, reason))
+                    excluded.add(party)
+                error = problem_doc("signing-failed", "Signing failed", e.detail,
+                                    culprits=sorted(excluded))
+            except Exception as e:
+                log.exception("signing crashed", extra={"request_id": request_id})
+                error = problem_doc("signing-failed", "Signing failed", type(e).__name__, 500)
+                break
+        self.finalize(request_id, result, error, blamed)
+
+    def finalize(self, request_id: str, result: tuple[bytes, int | None, list[int]] | None,
+                 error: dict[str, Any] | None, blamed: list[dict[str, Any]]) -> None:
+        """Store the outcome with its audit entry in one transaction. If that fails, the
+        signature is not released: the request is marked failed without it."""
+        try:
+            with self.db.session() as s:
+                req = s.scalar(select(SignRequest).where(SignRequest.id == request_id))
+                assert req is not None
+                req.updated_at = utcnow()
+                req.blamed = blamed
+                if result is not None:
+                    sig, recid, signers = result
+                    req.status, req.signature, req.recovery_id = "signed", sig.hex(), recid
+                    req.signers, req.error = signers, None
+                    audit.append(s, "coordinator", "sign.signed", request_id,
+                                 {"key_id": req.key_id, "signature": sig.hex(),
+                                  "signers": signers, "blamed": blamed})
+                else:
+                    req.status, req.error = "failed", error
+                    audit.append(s, "coordinator", "sign.failed", request_id,
+                                 {"error": error, "blamed": blamed})
+        except Exception as e:
+            log.error("audit write failed; signature withheld",
+                      extra={"request_id": request_id, "err": type(e).__name__})
+            with self.db.session() as s:
+                req = s.scalar(select(SignRequest).where(SignRequest.id == request_id))
+                if req is not None:
+                    req.status, req.signature, req.recovery_id = "failed", None, None
+                    req.updated_at = utcnow()
+                    req.error = problem_doc("audit-failed", "Audit write failed",
+                                            "the signature was withheld", 500)
+
+    def _pick(self, node_ids: list[str], t: int, excluded: set[int]) -> list[NodeInfo]:
+        eligible = [self.nodes[n] for n in node_ids if n in self.nodes
+                    and self.nodes[n].eligible and self.nodes[n].party_id not in excluded]
+        if len(eligible) < t:
+            down = [n for n in node_ids if n not in self.nodes or not self.nodes[n].eligible]
+            raise SessionFailed(f"only {len(eligible)} healthy nodes for threshold {t} "
+                                f"(unavailable: {down})", [])
+        random.shuffle(eligible)
+        return sorted(eligible[:t], key=lambda n: n.party_id)
+
+    async def _fan_sign(self, calls: dict[int, tuple[NodeInfo, str, dict[str, Any]]],
+                        field: str) -> dict[int, bytes]:
+        res = await asyncio.gather(*(asyncio.wait_for(self.caller.call(n, "POST", path, b),
+                                                      self.settings.round_timeout)
+                                     for n, path, b in calls.values()), return_exceptions=True)
+        out: dict[int, bytes] = {}
+        blame: list[tuple[int, str]] = []
+        for p, r in zip(calls, res, strict=True):
+            if isinstance(r, NodeFailure):
+                blame += [(c, f"{r.reason}: {r.detail}") for c in r.culprits]
+                if r.transport:
+                    self.mark_down(p, r.detail)
+            elif isinstance(r, TimeoutError):
+                blame.append((p, "timeout"))
+                self.mark_down(p, "timeout")
+            elif isinstance(r, BaseException):
+                raise r
+            else:
+                try:
+                    out[p] = bytes.fromhex(r[field])
+                except (KeyError, TypeError, ValueError):
+                    blame.append((p, f"garbage: no hex {field!r}"))
+        if blame:
+            raise SessionFailed("signing round failed", blame)
+        return out
+
+    async def _sign_once(self, kinfo: tuple[Any, ...], body: dict[str, Any],
+                         excluded: set[int]) -> tuple[bytes, int | None, list[int]]:
+        key_id, scheme, t, node_ids, pk, vshares = kinfo
+        msg = crypto.message_to_sign(scheme, body)
+        if scheme in FROST_SCHEMES:
+            nodes = self._pick(node_ids, t, excluded)
+            commitments: dict[int, tuple[str, str]] = {}
+            for n in nodes:
+                q = self.frost_pool.get((key_id, n.party_id))
+                if not q:
+                    try:
+                        await self._fetch_commitments(key_id, n, self.settings.frost_batch)
+                    except NodeFailure as e:
+                        if e.transport:
+                            self.mark_down(n.party_id, e.detail)
+                        raise SessionFailed("commitment fetch failed",
+                                            [(c, f"{e.reason}: {e.detail}")
+                                             for c in e.culprits]) from None
+                    q = self.frost_pool[(key_id, n.party_id)]
+                commitments[n.party_id] = q.popleft()
+            try:
+                package = crypto.frost_signing_package(
+                    scheme, msg, {p: c for p, (_, c) in commitments.items()})
+            except crypto.Blame as e:
+                raise SessionFailed(str(e), [(c, "garbage commitments") for c in e.culprits]) \
+                    from None
+            calls = {n.party_id: (n, "/v1/frost/sign", {
+                "key_id": key_id, "nonce_id": commitments[n.party_id][0], "request": body,
+                "signing_package": package.hex()}) for n in nodes}
+            shares = await self._fan_sign(calls, "signature_share")
+            try:
+                sig = crypto.frost_aggregate(scheme, pk, vshares, t, package, shares, msg)
+            except crypto.Blame as e:
+                raise SessionFailed(str(e), [(c, "invalid signature share")
+                                             for c in e.culprits]) from None
+            return sig, None, sorted(shares)
+        # ECDSA (DKLs23): a presignature whose participants are all healthy, then one round.
+        q2 = self.presig_pool.setdefault(key_id, deque())
+        chosen: tuple[str, tuple[int, ...]] | None = None
+        for _ in range(len(q2)):
+            item = q2.popleft()
+            if all(p not in excluded and (n := self.node_by_party(p)) is not None
+                   and n.eligible for p in item[1]):
+                chosen = item
+                break
+            q2.append(item)  # keep it for when its nodes are back
+        if chosen is None:
+            chosen = await self._presign(key_id, self._pick(node_ids, t, excluded))
+        presig_id, parties = chosen
+        nodes2 = [n for p in parties if (n := self.node_by_party(p)) is not None]
+        calls = {n.party_id: (n, "/v1/ecdsa/sign", {
+            "key_id": key_id, "presignature_id": presig_id, "request": body}) for n in nodes2}
+        partials = await self._fan_sign(calls, "partial")
+        try:
+            sig, recid = crypto.ecdsa_combine(pk, vshares, partials, msg)
+        except crypto.Blame as e:
+            raise SessionFailed(str(e), [(c, "invalid partial") for c in e.culprits]) from None
+        return sig, recid, sorted(partials)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"

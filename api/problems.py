@@ -1,0 +1,128 @@
+"""RFC 9457 problem documents for every error the coordinator returns.
+
+Handlers turn :class:`Problem` (our errors), Starlette's ``HTTPException`` (unknown route,
+wrong method), FastAPI's request-validation error (422) and any unexpected exception (500,
+without internals) into ``application/problem+json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:tpwc:problem:"
+
+log = logging.getLogger("api.problems")
+
+
+class ProblemModel(BaseModel):
+    """The RFC 9457 members we emit; extension members (``errors``, ``culprits``...) allowed."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+
+
+class Problem(Exception):
+    """An error with an HTTP status and a stable ``type`` slug."""
+
+    def __init__(
+        self, status: int, slug: str, title: str, detail: str | None = None, **extra: Any
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+    def document(self, instance: str | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = {"type": TYPE_PREFIX + self.slug, "title": self.title,
+                               "status": self.status}
+        if self.detail is not None:
+            doc["detail"] = self.detail
+        if instance is not None:
+            doc["instance"] = instance
+        doc.update(self.extra)
+        return doc
+
+
+def problem_response(
+    problem: Problem, instance: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        problem.document(instance),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers={**problem.headers, **(headers or {})},
+    )
+
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Missing or invalid credentials"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    409: ("conflict", "Conflict"),
+    413: ("too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation", "Request validation failed"),
+    503: ("unavailable", "Service unavailable"),
+}
+
+
+def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        out.append({
+            "loc": [str(x) for x in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        })
+    return out
+
+
+def install(app: FastAPI) -> None:
+    """Register the problem+json handlers on ``app``."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        p = Problem(exc.status_code, slug, title, detail)
+        return problem_response(p, request.url.path, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        p = Problem(422, "validation", "Request validation failed",
+                    "the request does not match the schema", errors=_jsonable_errors(exc.errors()))
+        return problem_response(p, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        p = Problem(500, "internal", "Internal error", "the coordinator hit an unexpected error")
+        return problem_response(p, request.url.path)
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for the given error codes (content fixed in openapi())."""
+    return {c: {"model": ProblemModel, "description": _HTTP_SLUGS.get(c, ("", "Error"))[1]}
+            for c in codes}

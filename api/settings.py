@@ -1,0 +1,56 @@
+"""Coordinator settings: a data directory plus tunables, overridable by ``CUSTODY_*`` env."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get("CUSTODY_" + name, default)
+
+
+@dataclass
+class Settings:
+    """Everything the coordinator needs to start.
+
+    ``data_dir`` holds ``coordinator.db`` (unless ``database_url`` points elsewhere, e.g.
+    ``postgresql+psycopg://...``) and ``coordinator_key`` (the Ed25519 key that signs every
+    node request, mode 0600; it authorises nothing on its own, nodes still check policy).
+    """
+
+    data_dir: Path
+    database_url: str = ""
+    round_timeout: float = 10.0  # seconds one node call / protocol round may take
+    sync_wait: float = 15.0  # POST waits this long for completion before answering 202
+    frost_batch: int = 64  # commitments fetched per node call
+    frost_low_water: int = 32  # refill below this many unused commitments per node
+    presig_target: int = 16  # unused ECDSA presignatures kept per key
+    pool_interval: float = 0.5  # seconds between pool/health sweeps
+    dev_allow_all: bool = False  # dev cluster: allow-all policy (policies arrive later)
+    approval_ttl: float = 24 * 3600.0  # pending_approval requests expire after this
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'coordinator.db'}"
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "coordinator_key"
+
+    @classmethod
+    def from_env(cls, data_dir: str | Path | None = None) -> Settings:
+        return cls(
+            data_dir=Path(data_dir or _env("DATA_DIR", ".custody/coordinator")),
+            database_url=_env("DATABASE_URL", ""),
+            round_timeout=float(_env("ROUND_TIMEOUT", "10")),
+            sync_wait=float(_env("SYNC_WAIT", "15")),
+            frost_batch=int(_env("FROST_BATCH", "64")),
+            frost_low_water=int(_env("FROST_LOW_WATER", "32")),
+            presig_target=int(_env("PRESIG_TARGET", "16")),
+            pool_interval=float(_env("POOL_INTERVAL", "0.5")),
+            dev_allow_all=_env("DEV_ALLOW_ALL", "0") == "1",
+        )
