@@ -136,14 +136,8 @@ def _prepare(package: SigningPackage, public: PublicKeyPackage) -> _Prepared:
     suite = package.suite
     if public.group is not suite.group:
         raise UsageError(f"key is on {public.group.name}, signing package is for {suite.name}")
-    pk = public.group_public_key
-    key = pk.encode()
-    cached = package._cache.get(key)
-    if cached is not None:
-        assert isinstance(cached, _Prepared)
-        return cached
     ids = package.identifiers
-    for i in ids:
+    for i in ids:  # checked on every call: cheap, and the cache is keyed by the group key only
         if i not in public.verifying_shares:
             raise UsageError(
                 f"participant {i} in the signing package does not hold a share of this key", party=i
@@ -152,6 +146,12 @@ def _prepare(package: SigningPackage, public: PublicKeyPackage) -> _Prepared:
         raise UsageError(
             f"signing package has {len(ids)} signers, the key needs {public.min_signers}"
         )
+    pk = public.group_public_key
+    key = pk.encode()
+    cached = package._cache.get(key)
+    if cached is not None:
+        assert isinstance(cached, _Prepared)
+        return cached
     negate_key = suite.needs_negation(pk)
     if negate_key:
         pk = -pk
@@ -159,7 +159,7 @@ def _prepare(package: SigningPackage, public: PublicKeyPackage) -> _Prepared:
     shares = _commitment_shares(package.commitments, rho)
     r = suite.group.sum(list(shares.values()))  # 4.5
     if r.is_identity():
-        raise ProtocolError("group commitment is the identity element", culprits=ids)
+        raise ProtocolError("group commitment is the identity element (cannot tell who)")
     negate_r = suite.needs_negation(r)
     if negate_r:
         r = -r
