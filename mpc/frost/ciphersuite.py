@@ -348,10 +348,13 @@ _SUITES: Final[dict[str, Ciphersuite]] = {
 }
 
 
+_ALIASES: Final = {"secp256k1-tr": "bip340"}
+
+
 def ciphersuite(name: str) -> Ciphersuite:
-    """Look a suite up by name: ``"ed25519"``, ``"secp256k1"`` or ``"bip340"``."""
+    """Look a suite up: ``"ed25519"``, ``"secp256k1"``, ``"bip340"`` (alias ``"secp256k1-tr"``)."""
     try:
-        return _SUITES[name]
+        return _SUITES[_ALIASES.get(name, name)]
     except (KeyError, TypeError):
         raise UsageError(
             f"unknown FROST ciphersuite {name!r} (expected one of {sorted(_SUITES)})"

@@ -248,24 +248,23 @@ class SigningNonces:
 
     __slots__ = ("suite", "identifier", "commitments", "_hiding", "_binding", "_used")
 
-    def __init__(
-        self,
-        suite: Ciphersuite,
-        identifier: int,
-        hiding: int,
-        binding: int,
-        commitments: SigningCommitments,
-    ) -> None:
+    def __init__(self, suite: Ciphersuite, identifier: int, hiding: int, binding: int) -> None:
+        """Nonces from given scalars; the commitments are always computed from them.
+
+        RFC 9591 section 5.1, last steps: ``D = G * hiding``, ``E = G * binding``. Use
+        :func:`mpc.frost.commit` for fresh nonces; this constructor serves storage and
+        test vectors.
+        """
+        check_identifier(identifier)
         q = suite.group.order
-        if not (0 < hiding < q and 0 < binding < q):
+        if not all(type(v) is int and 0 < v < q for v in (hiding, binding)):
             raise UsageError("nonces must be non-zero canonical scalars", party=identifier)
-        if commitments.suite is not suite or commitments.identifier != identifier:
-            raise UsageError(
-                "nonces and commitments disagree on suite or identifier", party=identifier
-            )
+        g = suite.group
         self.suite = suite
-        self.identifier = check_identifier(identifier)
-        self.commitments = commitments
+        self.identifier = identifier
+        self.commitments = SigningCommitments(
+            suite, identifier, g.base_mul(hiding), g.base_mul(binding)
+        )
         self._hiding = hiding
         self._binding = binding
         self._used = False
@@ -274,10 +273,8 @@ class SigningNonces:
     def from_scalars(
         cls, suite: Ciphersuite, identifier: int, hiding: int, binding: int
     ) -> SigningNonces:
-        """Nonces from given scalars, commitments computed (RFC 9591 section 5.1, last steps)."""
-        g = suite.group
-        comm = SigningCommitments(suite, identifier, g.base_mul(hiding), g.base_mul(binding))
-        return cls(suite, identifier, hiding, binding, comm)
+        """Same as the constructor (named for readability at call sites)."""
+        return cls(suite, identifier, hiding, binding)
 
     @property
     def used(self) -> bool:
