@@ -62,7 +62,7 @@ class Coordinator:
         self.caller = caller
         self.nodes: dict[str, NodeInfo] = {}
         self.frost_pool: dict[tuple[str, int], deque[tuple[str, str]]] = {}
-        self.presig_pool: dict[str, deque[tuple[str, tuple[int, ...]]]] = {}
+        self.presig_pool: dict[str, deque[tuple[str, tuple[int, ...], str | None]]] = {}
         self._refilling: set[tuple[str, Any]] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -309,7 +309,7 @@ class Coordinator:
         shares: dict[str, str] | None = None
         try:
             results = await self.run_session(nodes, body)
-            pk, shares = self._agree_dkg(scheme, results)
+            pk, shares = self._agree_dkg(scheme, t, results)
         except SessionFailed as e:
             error = problem_doc("dkg-failed", "DKG failed", e.detail,
                                 culprits=sorted({c for c, _ in e.blame}),
@@ -333,7 +333,7 @@ class Coordinator:
             self.top_up_pools()
 
     @staticmethod
-    def _agree_dkg(scheme: str, results: dict[int, Any]) -> tuple[str, dict[str, str]]:
+    def _agree_dkg(scheme: str, t: int, results: dict[int, Any]) -> tuple[str, dict[str, str]]:
         """All parties must report the same public key and verifying shares (else blame)."""
         seen: dict[str, list[int]] = {}
         parsed: dict[int, tuple[str, dict[str, str]]] = {}
@@ -341,7 +341,7 @@ class Coordinator:
             try:
                 pk = str(r["public_key"])
                 vs = {str(k): str(v) for k, v in dict(r["verifying_shares"]).items()}
-                crypto.check_public_key(scheme, pk, vs)
+                crypto.check_public_key(scheme, pk, vs, t)
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise SessionFailed(f"party {p} gave a malformed DKG result",
                                     [(p, f"garbage: {e}")]) from None
@@ -424,17 +424,20 @@ class Coordinator:
         finally:
             self._refilling.discard(tag)
 
-    async def _presign(self, key_id: str, nodes: list[NodeInfo]) -> tuple[str, tuple[int, ...]]:
+    async def _presign(self, key_id: str,
+                       nodes: list[NodeInfo]) -> tuple[str, tuple[int, ...], str | None]:
         parties = tuple(sorted(n.party_id for n in nodes))
         body = {"session_id": secrets.token_hex(32), "kind": "ecdsa-presign", "key_id": key_id,
                 "scheme": "ecdsa-secp256k1", "threshold": len(nodes),
                 "participants": list(parties)}
         results = await self.run_session(nodes, body)
-        ids = {str((r or {}).get("presignature_id")) for r in results.values()}
+        ids = {(str((r or {}).get("presignature_id")), (r or {}).get("R"))
+               for r in results.values()}
         if len(ids) != 1:
-            raise SessionFailed("parties disagree on the presignature id",
+            raise SessionFailed("parties disagree on the presignature",
                                 [(p, "inconsistent presign result") for p in parties])
-        return ids.pop(), parties
+        pid, r_point = ids.pop()
+        return pid, parties, (r_point if isinstance(r_point, str) else None)
 
     # -- sign requests ------------------------------------------------------------------
     def expire_requests(self) -> None:
@@ -582,7 +585,7 @@ class Coordinator:
             return sig, None, sorted(shares)
         # ECDSA (DKLs23): a presignature whose participants are all healthy, then one round.
         q2 = self.presig_pool.setdefault(key_id, deque())
-        chosen: tuple[str, tuple[int, ...]] | None = None
+        chosen: tuple[str, tuple[int, ...], str | None] | None = None
         for _ in range(len(q2)):
             item = q2.popleft()
             if all(p not in excluded and (n := self.node_by_party(p)) is not None
@@ -592,13 +595,13 @@ class Coordinator:
             q2.append(item)  # keep it for when its nodes are back
         if chosen is None:
             chosen = await self._presign(key_id, self._pick(node_ids, t, excluded))
-        presig_id, parties = chosen
+        presig_id, parties, r_point = chosen
         nodes2 = [n for p in parties if (n := self.node_by_party(p)) is not None]
         calls = {n.party_id: (n, "/v1/ecdsa/sign", {
             "key_id": key_id, "presignature_id": presig_id, "request": body}) for n in nodes2}
         partials = await self._fan_sign(calls, "partial")
         try:
-            sig, recid = crypto.ecdsa_combine(pk, vshares, partials, msg)
+            sig, recid = crypto.ecdsa_combine(pk, presig_id, parties, r_point, partials, msg)
         except crypto.Blame as e:
             raise SessionFailed(str(e), [(c, "invalid partial") for c in e.culprits]) from None
         return sig, recid, sorted(partials)

@@ -7,11 +7,17 @@ party caused is raised as :class:`Blame` naming the culprits.
 
 from __future__ import annotations
 
+import functools
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 from custody.signing import SignRequestError
 from custody.signing import message_to_sign as _message_to_sign
+from mpc import dkls23, frost
+from mpc.errors import EncodingError, MpcError, ProtocolError, UsageError
+from mpc.groups import ED25519, SECP256K1, Group, Point, Secp256k1Point
+from mpc.shamir import PublicKeyPackage, lagrange_coefficient
 
 PUBLIC_KEY_LEN = {"ed25519": 32, "bip340": 32, "ecdsa-secp256k1": 33}
 
@@ -32,32 +38,142 @@ __all__ = ["Blame", "SignRequestError", "message_to_sign", "check_public_key",
            "frost_signing_package", "frost_aggregate", "ecdsa_combine", "verify"]
 
 
-def check_public_key(scheme: str, public_key: str, verifying_shares: Mapping[str, str]) -> None:
+_SUITE = {"ed25519": "ed25519", "bip340": "bip340"}
+
+
+def _group(scheme: str) -> Group:
+    return ED25519 if scheme == "ed25519" else SECP256K1
+
+
+def public_key_package(scheme: str, public_key: str, verifying_shares: Mapping[str, str],
+                       t: int) -> PublicKeyPackage:
+    """Rebuild the public key package from a DKG result and check it is consistent.
+
+    The group key *point* is interpolated in the exponent from the first ``t`` verifying
+    shares (RFC 9591 section 4.2 Lagrange coefficients): ``PK = sum lambda_i * Y_i``. Its
+    encoding must equal the reported public key (x-only for bip340, which is why the point
+    is interpolated: its Y parity is needed to check shares). Raises ValueError.
+    """
+    g = _group(scheme)
+    vs: dict[int, Point] = {}
+    for party, hexpt in verifying_shares.items():
+        pid = int(party)
+        if pid <= 0 or pid > 65535:
+            raise ValueError(f"bad party id {party!r}")
+        try:
+            vs[pid] = g.decode_point(bytes.fromhex(hexpt))
+        except EncodingError as e:
+            raise ValueError(f"verifying share of party {pid}: {e}") from None
+    if len(vs) < t:
+        raise ValueError("fewer verifying shares than the threshold")
+    ids = sorted(vs)[:t]
+    pk = g.sum([vs[i] * lagrange_coefficient(g, i, ids) for i in ids])
+    if pk.is_identity():
+        raise ValueError("group key is the identity")
+    if scheme == "bip340":
+        assert isinstance(pk, Secp256k1Point)
+        enc = pk.x_only()
+    else:
+        enc = pk.encode()
+    if enc.hex() != public_key.lower():
+        raise ValueError("public key does not match the verifying shares")
+    return PublicKeyPackage(g, t, pk, vs)
+
+
+def check_public_key(scheme: str, public_key: str, verifying_shares: Mapping[str, str],
+                     t: int) -> None:
     """Lengths and encodings of a DKG result; raises ValueError."""
     pk = bytes.fromhex(public_key)
     if len(pk) != PUBLIC_KEY_LEN[scheme]:
         raise ValueError(f"public key must be {PUBLIC_KEY_LEN[scheme]} bytes")
-    if not verifying_shares:
-        raise ValueError("no verifying shares")
-    for party, vs in verifying_shares.items():
-        if int(party) <= 0:
-            raise ValueError("bad party id")
-        bytes.fromhex(vs)
+    if scheme in _SUITE:
+        public_key_package(scheme, public_key, verifying_shares, t)
+    elif scheme == "ecdsa-secp256k1":
+        SECP256K1.decode_point(pk)
 
 
 def frost_signing_package(scheme: str, msg: bytes, commitments: Mapping[int, str]) -> bytes:
-    raise NotImplementedError("waiting for mpc.frost")
+    """RFC 9591 section 5.2 (coordinator): the signing package over each signer's
+    commitments, decoded strictly; malformed commitments blame their node."""
+    suite = frost.ciphersuite(_SUITE[scheme])
+    decoded = {}
+    for party, hexc in commitments.items():
+        try:
+            decoded[party] = frost.SigningCommitments.from_bytes(
+                bytes.fromhex(hexc), suite=suite, party=party)
+        except (MpcError, ValueError) as e:
+            raise Blame(f"party {party}: bad commitments: {e}", (party,)) from None
+    return frost.signing_package(decoded, msg).to_bytes()  # type: ignore[no-any-return]
 
 
 def frost_aggregate(scheme: str, public_key: str, verifying_shares: Mapping[str, str], t: int,
                     package: bytes, shares: Mapping[int, bytes], msg: bytes) -> bytes:
-    raise NotImplementedError("waiting for mpc.frost")
+    """RFC 9591 section 5.3 aggregate with identifiable abort (5.4); the signature is
+    verified against the group key (also as a plain Ed25519/BIP-340 signature)."""
+    suite = frost.ciphersuite(_SUITE[scheme])
+    public = _pkp_cached(scheme, public_key, tuple(sorted(verifying_shares.items())), t)
+    pkg = frost.SigningPackage.from_bytes(package, suite=suite)
+    decoded = {}
+    for party, raw in shares.items():
+        try:
+            decoded[party] = frost.SignatureShare.from_bytes(raw, suite=suite, party=party)
+        except (MpcError, ValueError) as e:
+            raise Blame(f"party {party}: bad signature share: {e}", (party,)) from None
+    try:
+        sig = frost.aggregate(pkg, decoded, public)
+    except ProtocolError as e:
+        raise Blame(str(e), e.culprits or tuple(decoded)) from None
+    if not verify(scheme, bytes.fromhex(public_key), msg, sig):
+        raise Blame("aggregate signature does not verify", tuple(decoded))
+    return sig  # type: ignore[no-any-return]
 
 
-def ecdsa_combine(public_key: str, verifying_shares: Mapping[str, str],
+@functools.lru_cache(maxsize=1024)
+def _pkp_cached(scheme: str, public_key: str, vs: tuple[tuple[str, str], ...],
+                t: int) -> PublicKeyPackage:
+    return public_key_package(scheme, public_key, dict(vs), t)
+
+
+def ecdsa_combine(public_key: str, presig_id: str, signers: tuple[int, ...], r_point: str | None,
                   partials: Mapping[int, bytes], msg: bytes) -> tuple[bytes, int]:
-    raise NotImplementedError("waiting for mpc.dkls23")
+    """DKLs23 Protocol 3.6 output step (:func:`mpc.dkls23.combine_signature`): low-s
+    ``r||s`` and the recovery id, verified by libsecp256k1 before it is returned.
+
+    ``R`` comes from the presign result when the nodes report it; else from the partials
+    (every partial must carry the same ``R``; one that differs from the others is blamed).
+    """
+    decoded = {}
+    for party, raw in partials.items():
+        try:
+            decoded[party] = dkls23.PartialSignature.from_bytes(raw, sender=party)
+        except (MpcError, ValueError) as e:
+            raise Blame(f"party {party}: bad partial: {e}", (party,)) from None
+    if r_point is not None:
+        R = SECP256K1.decode_point(bytes.fromhex(r_point))
+    else:
+        votes = Counter(p.R.encode() for p in decoded.values())
+        top, n = votes.most_common(1)[0]
+        if n * 2 <= len(decoded) and len(votes) > 1:
+            raise Blame("signers disagree on the presignature point R", tuple(decoded))
+        R = SECP256K1.decode_point(top)
+    public = dkls23.PresignaturePublic(bytes.fromhex(presig_id), b"", b"", tuple(signers), R)
+    try:
+        sig = dkls23.combine_signature(public, decoded.values(), msg,
+                                       SECP256K1.decode_point(bytes.fromhex(public_key)))
+    except ProtocolError as e:
+        raise Blame(str(e), e.culprits or tuple(decoded)) from None
+    except UsageError as e:
+        raise Blame(str(e), (e.party,) if e.party else tuple(decoded)) from None
+    out = sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big")
+    return out, sig.recovery_id
 
 
 def verify(scheme: str, public_key: bytes, msg: bytes, signature: bytes) -> bool:
-    raise NotImplementedError("waiting for mpc")
+    """Verify as a plain single-key signature of the scheme."""
+    if scheme in _SUITE:
+        return bool(frost.verify(frost.ciphersuite(_SUITE[scheme]), msg, signature, public_key))
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    return bool(dkls23.verify_signature(dkls23.EcdsaSignature(r, s, 0), msg,
+                                        SECP256K1.decode_point(public_key))) or \
+        bool(dkls23.verify_signature(dkls23.EcdsaSignature(r, s, 1), msg,
+                                     SECP256K1.decode_point(public_key)))
