@@ -105,7 +105,15 @@ def compute_group_commitment(
     binding_factors: Mapping[int, int],
 ) -> Point:
     """RFC 9591 section 4.5 ``compute_group_commitment``: ``sum(D_i + rho_i * E_i)``."""
-    return suite.group.sum(list(_commitment_shares(commitment_list, binding_factors).values()))
+    return _sum(list(_commitment_shares(commitment_list, binding_factors).values()))
+
+
+def _sum(points: list[Point]) -> Point:
+    """Sum of a non-empty list (no wasted addition of the identity)."""
+    acc = points[0]
+    for p in points[1:]:
+        acc = acc + p
+    return acc
 
 
 def compute_challenge(
@@ -157,7 +165,7 @@ def _prepare(package: SigningPackage, public: PublicKeyPackage) -> _Prepared:
         pk = -pk
     rho = compute_binding_factors(suite, pk, package.commitments, package.message)  # 4.4
     shares = _commitment_shares(package.commitments, rho)
-    r = suite.group.sum(list(shares.values()))  # 4.5
+    r = _sum(list(shares.values()))  # 4.5
     if r.is_identity():
         raise ProtocolError("group commitment is the identity element (cannot tell who)")
     negate_r = suite.needs_negation(r)
