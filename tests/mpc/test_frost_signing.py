@@ -168,3 +168,13 @@ def test_ed25519_key_is_usable_by_standard_libraries() -> None:
     keys = dealer_split_for_tests(suite.group, 3, 5)
     sig = sign_with(suite, keys, [5, 1, 3], b"order of signers does not matter")
     assert len(sig) == 64
+
+
+@pytest.mark.parametrize("name", SUITES)
+def test_keys_from_the_dkg_sign(name: str) -> None:
+    from mpc.dkg import run_dkg_local
+
+    suite = frost.ciphersuite(name)
+    keys = {kp.identifier: kp for kp in run_dkg_local(suite.group, 2, 3)}
+    for subset in ([1, 2], [1, 3], [2, 3]):
+        sign_with(suite, keys, subset, b"dkg key")
