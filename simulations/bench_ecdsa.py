@@ -1,0 +1,76 @@
+"""DKLs23 ECDSA benchmark: ``python -m simulations.bench ecdsa [--json] [--quick]``.
+
+Rows ``{"suite": "ecdsa", "scheme": "ecdsa-secp256k1", "t", "n", "op", "median_ms", "runs"}``:
+
+* ``op="keygen"``: Pedersen DKG (``mpc.dkg``) plus the base OTs of every ordered pair
+  (``OtSetupSession``), all ``n`` parties in this process.
+* ``op="presign"``: DKLs23 rounds 1-2 and the local part of round 3 for ``t`` signers, all
+  in this process (total compute of all signers).
+* ``op="sign"``: the online round of every signer (ledger mark + ``w_i``), the combination,
+  low-s normalisation and verification (libsecp256k1, including the recovery id).
+"""
+
+from __future__ import annotations
+
+import secrets
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mpc.dkls23 import (
+    MemoryLedger,
+    Presignature,
+    PresignSession,
+    combine_signature,
+    run_keygen_local,
+    sign_with_presignature,
+)
+from mpc.local import run_local
+
+SIZES = ((2, 3), (3, 5), (5, 9))
+DIGEST = bytes.fromhex("5c" * 32)
+
+
+def _median_ms(fn: Callable[[], Any], runs: int, *, warm: bool = True) -> float:
+    if warm:
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _row(t: int, n: int, op: str, ms: float, runs: int) -> dict[str, Any]:
+    return {"suite": "ecdsa", "scheme": "ecdsa-secp256k1", "t": t, "n": n, "op": op, "median_ms": round(ms, 3), "runs": runs}
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    for t, n in SIZES:
+        kg_runs = 1 if quick or n > 5 else 3
+        rows.append(_row(t, n, "keygen", _median_ms(lambda: run_keygen_local(t, n), kg_runs, warm=False), kg_runs))
+        keys = run_keygen_local(t, n)
+        signers = tuple(range(1, t + 1))
+
+        def presign() -> dict[int, Presignature]:
+            sid = secrets.token_bytes(32)
+            out: dict[int, Presignature] = run_local({i: PresignSession(keys[i], sid, signers) for i in signers})
+            return out
+
+        ps_runs = 3 if quick else 15
+        rows.append(_row(t, n, "presign", _median_ms(presign, ps_runs), ps_runs))
+        sg_runs = 5 if quick else 50
+        pool = [presign() for _ in range(sg_runs + 1)]
+        ledgers = {i: MemoryLedger() for i in signers}
+        pk = keys[1].group_public_key
+
+        def sign() -> None:
+            pres = pool.pop()
+            parts = [sign_with_presignature(pres[i], keys[i], DIGEST, ledger=ledgers[i]) for i in signers]
+            combine_signature(pres[signers[0]].public, parts, DIGEST, pk)
+
+        rows.append(_row(t, n, "sign", _median_ms(sign, sg_runs), sg_runs))
+    return rows
