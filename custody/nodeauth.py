@@ -1,0 +1,111 @@
+"""Coordinator -> signer-node request authentication (docs/NODE_API.md).
+
+Every request except ``GET /health`` carries::
+
+    X-Coordinator-Timestamp: <unix seconds, decimal>
+    X-Coordinator-Signature: <hex Ed25519 signature>
+
+over ``b"tpwc-coord-v1\\n" + METHOD + b"\\n" + PATH + b"\\n" + TIMESTAMP + b"\\n" +
+sha256(body).hexdigest()``. ``PATH`` is the request target (path plus ``?query`` if any).
+Ed25519 comes from pynacl (libsodium); nothing here is hand-rolled crypto.
+
+The coordinator uses :func:`sign_headers`, a node :func:`verify_headers`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+__all__ = [
+    "DOMAIN",
+    "MAX_SKEW_SECONDS",
+    "TIMESTAMP_HEADER",
+    "SIGNATURE_HEADER",
+    "NodeAuthError",
+    "signed_bytes",
+    "sign_headers",
+    "verify_headers",
+]
+
+DOMAIN = b"tpwc-coord-v1\n"
+MAX_SKEW_SECONDS = 60
+TIMESTAMP_HEADER = "X-Coordinator-Timestamp"
+SIGNATURE_HEADER = "X-Coordinator-Signature"
+
+
+class NodeAuthError(Exception):
+    """The request is not signed by the enrolled coordinator (missing, bad or stale)."""
+
+
+def signed_bytes(method: str, path: str, timestamp: str, body: bytes) -> bytes:
+    """The exact byte string the coordinator signs."""
+    return (
+        DOMAIN
+        + method.upper().encode()
+        + b"\n"
+        + path.encode()
+        + b"\n"
+        + timestamp.encode()
+        + b"\n"
+        + hashlib.sha256(body).hexdigest().encode()
+    )
+
+
+def sign_headers(
+    signing_key: SigningKey | bytes,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    timestamp: int | None = None,
+) -> dict[str, str]:
+    """Headers authenticating one request; ``signing_key`` is a SigningKey or its 32-byte seed."""
+    key = signing_key if isinstance(signing_key, SigningKey) else SigningKey(bytes(signing_key))
+    ts = str(int(time.time()) if timestamp is None else int(timestamp))
+    sig = key.sign(signed_bytes(method, path, ts, body)).signature
+    return {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sig.hex()}
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.lower())
+    return value
+
+
+def verify_headers(
+    public_key: VerifyKey | bytes,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    now: float | None = None,
+    max_skew: int = MAX_SKEW_SECONDS,
+) -> None:
+    """Raise :class:`NodeAuthError` unless the headers carry a fresh, good coordinator signature."""
+    ts = _header(headers, TIMESTAMP_HEADER)
+    sig_hex = _header(headers, SIGNATURE_HEADER)
+    if ts is None or sig_hex is None:
+        raise NodeAuthError("missing coordinator signature headers")
+    if not ts.isascii() or not ts.isdigit() or len(ts) > 12:
+        raise NodeAuthError("malformed timestamp")
+    current = time.time() if now is None else now
+    if abs(current - int(ts)) > max_skew:
+        raise NodeAuthError(f"timestamp more than {max_skew} s off")
+    try:
+        sig = bytes.fromhex(sig_hex)
+    except ValueError:
+        raise NodeAuthError("signature is not hex") from None
+    if len(sig) != 64:
+        raise NodeAuthError("signature must be 64 bytes")
+    key = public_key if isinstance(public_key, VerifyKey) else VerifyKey(bytes(public_key))
+    try:
+        key.verify(signed_bytes(method, path, ts, body), sig)
+    except BadSignatureError:
+        raise NodeAuthError("bad coordinator signature") from None

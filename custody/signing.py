@@ -1,0 +1,145 @@
+"""Sign requests and the message a node signs for them.
+
+Both the coordinator and every signer node call :func:`message_to_sign`; a node never takes
+the message to sign from the coordinator, it recomputes it from the request payload
+(DESIGN.md invariant 2) and refuses when the signing package carries something else.
+
+A request is a JSON object::
+
+    {"id": str, "key_id": str, "kind": "raw" | "payment" | "settlement", ...}
+
+``raw``
+    ``"message"``: lower-case hex. The message is those bytes. For
+    ``ecdsa-secp256k1`` they must be exactly the 32-byte digest that is signed (the
+    caller hashes: Keccak-256 for Ethereum, double SHA-256 for Bitcoin legacy, ...).
+
+``payment`` / ``settlement``
+    ``"payload"``: a JSON object describing the payment or settlement (amounts as decimal
+    strings or integers in minor units; floats are refused because their canonical form
+    is ambiguous). The message is the 32-byte digest::
+
+        SHA-256( b"tpwc-sign-v1\\x00" + kind.encode() + b"\\x00"
+                 + canonical_cbor({"id": id, "key_id": key_id, "kind": kind, "payload": payload}) )
+
+    where ``canonical_cbor`` is RFC 8949 section 4.2.1 deterministic CBOR
+    (:func:`mpc.wire.cbor_dumps`). The request id and key id are bound in, so the same
+    payload signed for another request or key gives another digest. A ``"message"``
+    field, if present, must equal that digest in hex (a client may send it to show what
+    it expects); it is never trusted on its own.
+
+The same 32-byte digest is what Ed25519 and BIP-340 sign too (as their message), so one
+rule covers every scheme.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from mpc.wire import cbor_dumps
+
+__all__ = ["SCHEMES", "KINDS", "SignRequestError", "message_to_sign", "canonical_digest"]
+
+SCHEMES = ("ed25519", "bip340", "ecdsa-secp256k1")
+KINDS = ("raw", "payment", "settlement")
+DOMAIN = b"tpwc-sign-v1\x00"
+MAX_MESSAGE = 64 * 1024
+_HEX = re.compile(r"^(?:[0-9a-f]{2})*$")
+_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class SignRequestError(ValueError):
+    """The request is malformed; ``field`` names the offending field."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        self.field = field
+        super().__init__(f"field {field!r}: {message}")
+
+
+def _text_id(request: Mapping[str, Any], name: str) -> str:
+    value = request.get(name)
+    if not isinstance(value, str) or not _ID.match(value):
+        raise SignRequestError("must be 1-128 characters of [A-Za-z0-9._:-]", field=name)
+    return value
+
+
+def _hex(value: Any, name: str) -> bytes:
+    if not isinstance(value, str) or not _HEX.match(value):
+        raise SignRequestError("must be lower-case hex with an even number of digits", field=name)
+    if len(value) > 2 * MAX_MESSAGE:
+        raise SignRequestError(f"longer than {MAX_MESSAGE} bytes", field=name)
+    return bytes.fromhex(value)
+
+
+def _check_json(value: Any, path: str, depth: int = 0) -> None:
+    """Accept only JSON values with one canonical CBOR form (no floats), depth <= 16."""
+    if depth > 16:
+        raise SignRequestError("nested too deeply", field=path)
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**64:
+            raise SignRequestError("integer out of range", field=path)
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json(v, f"{path}[{i}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SignRequestError("object keys must be strings", field=path)
+            _check_json(v, f"{path}.{k}", depth + 1)
+        return
+    raise SignRequestError(
+        f"{type(value).__name__} is not allowed (use strings for amounts)", field=path
+    )
+
+
+def canonical_digest(request: Mapping[str, Any]) -> bytes:
+    """The 32-byte digest of a ``payment`` or ``settlement`` request (see module docstring)."""
+    kind = request.get("kind")
+    if kind not in ("payment", "settlement"):
+        raise SignRequestError("must be 'payment' or 'settlement'", field="kind")
+    payload = request.get("payload")
+    if not isinstance(payload, dict) or not payload:
+        raise SignRequestError("must be a non-empty object", field="payload")
+    _check_json(payload, "payload")
+    body = {
+        "id": _text_id(request, "id"),
+        "key_id": _text_id(request, "key_id"),
+        "kind": kind,
+        "payload": payload,
+    }
+    return hashlib.sha256(DOMAIN + kind.encode() + b"\x00" + cbor_dumps(body)).digest()
+
+
+def message_to_sign(scheme: str, request: Mapping[str, Any]) -> bytes:
+    """Recompute the exact message bytes a signer signs for ``request`` under ``scheme``.
+
+    Raises :class:`SignRequestError` naming the field for any malformed request.
+    """
+    if scheme not in SCHEMES:
+        raise SignRequestError(f"unknown scheme {scheme!r}", field="scheme")
+    if not isinstance(request, Mapping):
+        raise SignRequestError("must be an object", field="request")
+    _text_id(request, "id")
+    _text_id(request, "key_id")
+    kind = request.get("kind")
+    if kind not in KINDS:
+        raise SignRequestError(f"must be one of {list(KINDS)}", field="kind")
+    if kind == "raw":
+        msg = _hex(request.get("message"), "message")
+        if scheme == "ecdsa-secp256k1" and len(msg) != 32:
+            raise SignRequestError("ECDSA signs a 32-byte digest", field="message")
+        if not msg and scheme == "ecdsa-secp256k1":
+            raise SignRequestError("empty", field="message")
+        return msg
+    digest = canonical_digest(request)
+    if "message" in request and _hex(request["message"], "message") != digest:
+        raise SignRequestError(
+            "does not match the digest recomputed from the payload", field="message"
+        )
+    return digest

@@ -1,0 +1,162 @@
+"""``python -m signer_nodes init|run|rotate-seal-key|status`` (typer + rich).
+
+Errors never print a stack trace: HSM errors exit with their own code
+(:mod:`hsm.errors`: 20 module missing, 21 token missing, 22 wrong PIN, 23 HSM
+unavailable, 24 unseal failed, ...), configuration errors with 2, database errors with 3.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from signer_nodes import logs
+from signer_nodes.config import ConfigError
+from signer_nodes.store import StoreError
+
+from hsm.errors import HsmError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="TP Wallet Custody signer node.")
+err = Console(stderr=True, soft_wrap=True)
+out = Console()
+T = TypeVar("T")
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="node data directory")]
+PinFile = Annotated[Path | None, typer.Option("--pin-file", help="file holding the HSM user PIN")]
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn every known failure into a one-line message and its exit code."""
+    try:
+        return fn()
+    except HsmError as exc:
+        err.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except ConfigError as exc:
+        err.print(f"[red]error[/red] config: {exc}", highlight=False)
+        raise typer.Exit(ConfigError.exit_code) from None
+    except StoreError as exc:
+        err.print(f"[red]error[/red] database: {exc}", highlight=False)
+        raise typer.Exit(3) from None
+
+
+@app.command()
+def init(
+    data_dir: DataDir,
+    node_id: Annotated[str, typer.Option("--node-id")],
+    party_id: Annotated[int, typer.Option("--party-id")],
+    coordinator_key: Annotated[
+        str, typer.Option("--coordinator-key", help="hex Ed25519 public key")
+    ],
+    pin_file: PinFile = None,
+    module: Annotated[str | None, typer.Option("--module", help="PKCS#11 module path")] = None,
+) -> None:
+    """Provision the HSM token, identity keys and database; print the public identity."""
+    from signer_nodes.node import Node
+
+    def run() -> dict[str, Any]:
+        try:
+            ck = bytes.fromhex(coordinator_key)
+        except ValueError:
+            raise ConfigError("--coordinator-key must be hex") from None
+        node = Node.init(
+            data_dir,
+            node_id=node_id,
+            party_id=party_id,
+            coordinator_key=ck,
+            pin_file=pin_file,
+            module_path=module,
+        )
+        try:
+            h = node.health()
+            return {k: h[k] for k in ("node_id", "party_id", "sign_pk", "box_pk")}
+        finally:
+            node.close()
+
+    info = _guard(run)
+    print(json.dumps(info))
+
+
+@app.command()
+def run(
+    data_dir: DataDir,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8701,
+    pin_file: PinFile = None,
+) -> None:
+    """Serve the node API (docs/NODE_API.md) on uvicorn."""
+    import uvicorn
+    from signer_nodes.node import Node
+    from signer_nodes.service import create_app
+
+    logs.setup()
+    node = _guard(lambda: Node.open(data_dir, pin_file=pin_file))
+    try:
+        logs.event("node.serve", node_id=node.node_id, host=host, port=port)
+        uvicorn.run(create_app(node), host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        node.close()
+
+
+@app.command("rotate-seal-key")
+def rotate_seal_key(data_dir: DataDir, pin_file: PinFile = None) -> None:
+    """Rewrap every sealed blob under a new HSM seal key version; destroy the old one.
+
+    The node must be stopped (the data directory lock is taken).
+    """
+    from signer_nodes.node import Node
+
+    logs.setup()
+
+    def go() -> dict[str, int]:
+        node = Node.open(data_dir, pin_file=pin_file)
+        try:
+            return node.rotate_seal_key()
+        finally:
+            node.close()
+
+    res = _guard(go)
+    out.print(
+        f"seal key rotated to version {res['version']}: {res['blobs']} blobs rewrapped, "
+        f"{res['destroyed']} old key(s) destroyed"
+    )
+
+
+@app.command()
+def status(
+    data_dir: DataDir,
+    pin_file: PinFile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Shares held, ledger size, HSM health (never a secret)."""
+    from signer_nodes.node import Node
+
+    def go() -> dict[str, Any]:
+        node = Node.open(data_dir, pin_file=pin_file, exclusive=False)
+        try:
+            return node.status()
+        finally:
+            node.close()
+
+    st = _guard(go)
+    if as_json:
+        print(json.dumps(st))
+        return
+    table = Table(title=f"node {st['node_id']} (party {st['party_id']})", show_header=False)
+    for k, v in st.items():
+        table.add_row(k, ", ".join(v) if isinstance(v, list) else str(v))
+    out.print(table)
+
+
+def main() -> None:
+    app(prog_name="signer_nodes")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

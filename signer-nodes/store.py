@@ -1,0 +1,420 @@
+"""The node database: one SQLCipher file holding sealed shares, the nonce/presignature
+ledger, session state, peers and the pending seal-key rotation record.
+
+Every secret in here is *also* sealed by the HSM (the ``sealed`` columns); SQLCipher
+(AES-256 page encryption with per-page HMAC, key from the HSM-sealed key file) protects
+the metadata and makes tampering with rows detectable.
+
+Durability (DESIGN.md invariant 3, the write-ahead rule). The database runs in WAL mode
+with ``synchronous=FULL``: SQLite fsyncs the WAL at every commit, so once ``COMMIT``
+returns, the ``used`` mark of a nonce survives SIGKILL and power loss. (With WAL,
+``synchronous=NORMAL`` would *not* be enough: the last commits may roll back on power loss.
+A rollback journal with FULL would also be correct; WAL was chosen because readers do not
+block the writer and commits cost one fsync of an append-only file.)
+
+Threads: one connection, ``check_same_thread=False``, every use under one re-entrant lock
+(:meth:`NodeStore.tx` / :meth:`NodeStore.read`). The service is I/O-light and the lock is
+held for at most a few milliseconds, so serialising is simpler than a pool and obviously
+correct.
+
+Migrations are versioned: ``schema_version`` holds the applied version and
+:data:`MIGRATIONS` is the ordered list; :meth:`NodeStore.migrate` applies the missing
+ones, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlcipher3
+
+__all__ = ["MIGRATIONS", "StoreError", "NodeStore", "KeyRow", "LedgerRow"]
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            "CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
+            """CREATE TABLE identity (
+                kind TEXT PRIMARY KEY, public BLOB NOT NULL,
+                sealed BLOB NOT NULL, seal_version INTEGER NOT NULL)""",
+            """CREATE TABLE keys (
+                key_id TEXT PRIMARY KEY, scheme TEXT NOT NULL, share_version INTEGER NOT NULL,
+                public_key BLOB NOT NULL, public_info BLOB NOT NULL,
+                sealed_share BLOB NOT NULL, seal_version INTEGER NOT NULL,
+                created_at REAL NOT NULL)""",
+            """CREATE TABLE ledger (
+                item_id TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('nonce','presig')),
+                key_id TEXT NOT NULL REFERENCES keys(key_id), public BLOB NOT NULL,
+                sealed BLOB NOT NULL, seal_version INTEGER NOT NULL,
+                used INTEGER NOT NULL DEFAULT 0, used_by TEXT,
+                created_at REAL NOT NULL, used_at REAL)""",
+            "CREATE INDEX ledger_key ON ledger(key_id, kind, used)",
+            """CREATE TABLE sessions (
+                session_id TEXT PRIMARY KEY, kind TEXT NOT NULL, key_id TEXT NOT NULL,
+                scheme TEXT NOT NULL, threshold INTEGER NOT NULL, participants TEXT NOT NULL,
+                status TEXT NOT NULL, result TEXT, error TEXT,
+                created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+            """CREATE TABLE envelopes (
+                session_id TEXT NOT NULL, direction TEXT NOT NULL CHECK (direction IN ('in','out')),
+                hash BLOB NOT NULL, sender INTEGER NOT NULL, recipient INTEGER,
+                round INTEGER NOT NULL, envelope BLOB, created_at REAL NOT NULL,
+                PRIMARY KEY (session_id, direction, hash))""",
+            """CREATE TABLE peers (
+                party_id INTEGER PRIMARY KEY, node_id TEXT NOT NULL,
+                sign_pk BLOB NOT NULL, box_pk BLOB NOT NULL)""",
+            """CREATE TABLE rotation (
+                id INTEGER PRIMARY KEY CHECK (id = 1), from_version INTEGER NOT NULL,
+                to_version INTEGER NOT NULL, step TEXT NOT NULL, started_at REAL NOT NULL)""",
+        ],
+    ),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class StoreError(Exception):
+    """The database cannot be opened (wrong key, corrupt file) or a migration failed."""
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    key_id: str
+    scheme: str
+    share_version: int
+    public_key: bytes
+    public_info: bytes
+    sealed_share: bytes
+    seal_version: int
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    item_id: str
+    kind: str
+    key_id: str
+    public: bytes
+    sealed: bytes
+    seal_version: int
+    used: bool
+    used_by: str | None
+
+
+class NodeStore:
+    """The node's SQLCipher database (see the module docstring)."""
+
+    def __init__(self, path: Path, db_key: bytes) -> None:
+        if len(db_key) != 32:
+            raise StoreError("database key must be 32 bytes")
+        self.path = Path(path)
+        self.lock = threading.RLock()
+        conn = sqlcipher3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            # Raw 256-bit key (no KDF: the key is random, not a passphrase).
+            conn.execute(f"PRAGMA key = \"x'{db_key.hex()}'\"")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")
+        except sqlcipher3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"cannot open node database {self.path.name}: {exc}") from None
+        self._conn = conn
+        os.chmod(self.path, 0o600)
+        self.migrate()
+
+    def close(self) -> None:
+        with self.lock:
+            self._conn.close()
+
+    # -- transactions ------------------------------------------------------------------
+    @contextmanager
+    def tx(self) -> Iterator[sqlcipher3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT), durable when it returns."""
+        with self.lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlcipher3.Connection]:
+        with self.lock:
+            yield self._conn
+
+    def schema_version(self) -> int:
+        with self.read() as c:
+            row = c.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
+            ).fetchone()
+            if row is None:
+                return 0
+            (v,) = c.execute("SELECT version FROM schema_version").fetchone()
+            return int(v)
+
+    def migrate(self) -> None:
+        """Apply every migration newer than the database's ``schema_version``, in order."""
+        with self.tx() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            if c.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
+                c.execute("INSERT INTO schema_version VALUES (0)")
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema {current} is newer than this code ({SCHEMA_VERSION})"
+            )
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            with self.tx() as c:
+                for sql in statements:
+                    c.execute(sql)
+                c.execute("UPDATE schema_version SET version = ?", (version,))
+
+    # -- meta ----------------------------------------------------------------------------
+    def get_meta(self, k: str) -> str | None:
+        with self.read() as c:
+            row = c.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
+            return None if row is None else str(row[0])
+
+    def set_meta(self, k: str, v: str, conn: Any = None) -> None:
+        sql = "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v"
+        if conn is not None:
+            conn.execute(sql, (k, v))
+            return
+        with self.tx() as c:
+            c.execute(sql, (k, v))
+
+    # -- identity ------------------------------------------------------------------------
+    def put_identity(self, kind: str, public: bytes, sealed: bytes, seal_version: int) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO identity (kind, public, sealed, seal_version) VALUES (?,?,?,?)",
+                (kind, public, sealed, seal_version),
+            )
+
+    def get_identity(self, kind: str) -> tuple[bytes, bytes, int]:
+        with self.read() as c:
+            row = c.execute(
+                "SELECT public, sealed, seal_version FROM identity WHERE kind = ?", (kind,)
+            ).fetchone()
+        if row is None:
+            raise StoreError(f"identity key {kind!r} missing")
+        return bytes(row[0]), bytes(row[1]), int(row[2])
+
+    # -- keys ----------------------------------------------------------------------------
+    def put_key(self, row: KeyRow) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO keys (key_id, scheme, share_version, public_key, public_info,"
+                " sealed_share, seal_version, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    row.key_id,
+                    row.scheme,
+                    row.share_version,
+                    row.public_key,
+                    row.public_info,
+                    row.sealed_share,
+                    row.seal_version,
+                    time.time(),
+                ),
+            )
+
+    def get_key(self, key_id: str) -> KeyRow | None:
+        with self.read() as c:
+            r = c.execute(
+                "SELECT key_id, scheme, share_version, public_key, public_info, sealed_share,"
+                " seal_version FROM keys WHERE key_id = ?",
+                (key_id,),
+            ).fetchone()
+        if r is None:
+            return None
+        return KeyRow(r[0], r[1], int(r[2]), bytes(r[3]), bytes(r[4]), bytes(r[5]), int(r[6]))
+
+    def key_ids(self) -> list[str]:
+        with self.read() as c:
+            return [r[0] for r in c.execute("SELECT key_id FROM keys ORDER BY key_id")]
+
+    # -- ledger --------------------------------------------------------------------------
+    def add_ledger(self, items: list[tuple[str, str, str, bytes, bytes, int]]) -> None:
+        """Insert (item_id, kind, key_id, public, sealed, seal_version) rows in one commit."""
+        now = time.time()
+        with self.tx() as c:
+            c.executemany(
+                "INSERT INTO ledger (item_id, kind, key_id, public, sealed, seal_version,"
+                " created_at) VALUES (?,?,?,?,?,?,?)",
+                [(*it, now) for it in items],
+            )
+
+    def get_ledger(self, item_id: str, conn: Any = None) -> LedgerRow | None:
+        sql = (
+            "SELECT item_id, kind, key_id, public, sealed, seal_version, used, used_by"
+            " FROM ledger WHERE item_id = ?"
+        )
+        if conn is not None:
+            r = conn.execute(sql, (item_id,)).fetchone()
+        else:
+            with self.read() as c:
+                r = c.execute(sql, (item_id,)).fetchone()
+        if r is None:
+            return None
+        return LedgerRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), int(r[5]), bool(r[6]), r[7])
+
+    def ledger_counts(self) -> dict[str, int]:
+        out = {
+            "nonces_unused": 0,
+            "nonces_used": 0,
+            "presignatures_unused": 0,
+            "presignatures_used": 0,
+        }
+        with self.read() as c:
+            for kind, used, n in c.execute(
+                "SELECT kind, used, count(*) FROM ledger GROUP BY kind, used"
+            ):
+                name = "nonces" if kind == "nonce" else "presignatures"
+                out[f"{name}_{'used' if used else 'unused'}"] = int(n)
+        return out
+
+    # -- peers ---------------------------------------------------------------------------
+    def set_peers(self, peers: list[tuple[int, str, bytes, bytes]]) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM peers")
+            c.executemany(
+                "INSERT INTO peers (party_id, node_id, sign_pk, box_pk) VALUES (?,?,?,?)", peers
+            )
+
+    def get_peers(self) -> list[tuple[int, str, bytes, bytes]]:
+        with self.read() as c:
+            return [
+                (int(p), n, bytes(s), bytes(b))
+                for p, n, s, b in c.execute("SELECT party_id, node_id, sign_pk, box_pk FROM peers")
+            ]
+
+    # -- sessions ------------------------------------------------------------------------
+    def create_session(self, info: dict[str, Any]) -> None:
+        now = time.time()
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO sessions (session_id, kind, key_id, scheme, threshold, participants,"
+                " status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    info["session_id"],
+                    info["kind"],
+                    info["key_id"],
+                    info["scheme"],
+                    info["threshold"],
+                    json.dumps(info["participants"]),
+                    "running",
+                    now,
+                    now,
+                ),
+            )
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        with self.read() as c:
+            r = c.execute(
+                "SELECT session_id, kind, key_id, scheme, threshold, participants, status, result,"
+                " error FROM sessions WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        if r is None:
+            return None
+        return {
+            "session_id": r[0],
+            "kind": r[1],
+            "key_id": r[2],
+            "scheme": r[3],
+            "threshold": r[4],
+            "participants": json.loads(r[5]),
+            "status": r[6],
+            "result": json.loads(r[7]) if r[7] else None,
+            "error": json.loads(r[8]) if r[8] else None,
+        }
+
+    def finish_session(
+        self,
+        session_id: str,
+        status: str,
+        *,
+        result: Any = None,
+        error: Any = None,
+        conn: Any = None,
+    ) -> None:
+        sql = (
+            "UPDATE sessions SET status = ?, result = ?, error = ?, updated_at = ?"
+            " WHERE session_id = ?"
+        )
+        args = (
+            status,
+            json.dumps(result) if result is not None else None,
+            json.dumps(error) if error is not None else None,
+            time.time(),
+            session_id,
+        )
+        if conn is not None:
+            conn.execute(sql, args)
+            return
+        with self.tx() as c:
+            c.execute(sql, args)
+
+    def fail_running_sessions(self, reason: dict[str, Any]) -> int:
+        """At startup: in-memory protocol state is gone, so every running session failed."""
+        with self.tx() as c:
+            cur = c.execute(
+                "UPDATE sessions SET status = 'failed', error = ?, updated_at = ?"
+                " WHERE status = 'running'",
+                (json.dumps(reason), time.time()),
+            )
+            return int(cur.rowcount)
+
+    def envelope_seen(self, session_id: str, h: bytes) -> bool:
+        with self.read() as c:
+            return (
+                c.execute(
+                    "SELECT 1 FROM envelopes"
+                    " WHERE session_id = ? AND direction = 'in' AND hash = ?",
+                    (session_id, h),
+                ).fetchone()
+                is not None
+            )
+
+    def add_envelope(
+        self,
+        conn: Any,
+        session_id: str,
+        direction: str,
+        h: bytes,
+        sender: int,
+        recipient: int | None,
+        rnd: int,
+        envelope: bytes | None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO envelopes (session_id, direction, hash, sender, recipient, round,"
+            " envelope, created_at) VALUES (?,?,?,?,?,?,?,?)",
+            (session_id, direction, h, sender, recipient, rnd, envelope, time.time()),
+        )
+
+    def outbox(self, session_id: str) -> list[tuple[int, int | None, bytes]]:
+        with self.read() as c:
+            return [
+                (int(s), r, bytes(e))
+                for s, r, e in c.execute(
+                    "SELECT sender, recipient, envelope FROM envelopes WHERE session_id = ?"
+                    " AND direction = 'out' ORDER BY created_at, rowid",
+                    (session_id,),
+                )
+            ]
