@@ -1,0 +1,342 @@
+"""Harness for signer-node tests: real nodes (SoftHSM2 tokens, SQLCipher files) in tmp_path.
+
+* :class:`NodeProc`: one node provisioned with ``python -m signer_nodes init`` and served by
+  ``python -m signer_nodes run`` (uvicorn on 127.0.0.1, free port) as a subprocess.
+* :class:`Coordinator`: the minimal coordinator the tests need: signs every request
+  (``custody.nodeauth``), relays session envelopes between nodes without reading them,
+  builds FROST signing packages and aggregates with ``mpc.frost.aggregate`` (public values
+  only). The real coordinator lives in ``api/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from nacl.signing import SigningKey
+
+from custody.nodeauth import sign_headers
+from custody.signing import message_to_sign
+from mpc import frost, keyio
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def slow_short() -> bool:
+    return os.environ.get("CUSTODY_SLOW_SHORT") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SOFTHSM2_CONF", "CUSTODY_HSM_PIN")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "-m", "signer_nodes", *args],
+        capture_output=True,
+        text=True,
+        env=node_env(env),
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
+@dataclass
+class NodeProc:
+    data_dir: Path
+    party_id: int
+    coordinator: SigningKey
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    log_path: Path | None = None
+
+    @property
+    def node_id(self) -> str:
+        return f"node-{self.party_id}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def init(self) -> None:
+        r = cli(
+            "init",
+            "--data-dir",
+            str(self.data_dir),
+            "--node-id",
+            self.node_id,
+            "--party-id",
+            str(self.party_id),
+            "--coordinator-key",
+            bytes(self.coordinator.verify_key).hex(),
+        )
+        assert r.returncode == 0, r.stderr
+        self.info = json.loads(r.stdout.strip().splitlines()[-1])
+
+    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        self.port = free_port()
+        self.log_path = self.data_dir.parent / f"{self.node_id}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "signer_nodes",
+                "run",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+            ],
+            stdout=log,
+            stderr=log,
+            env=node_env(env),
+            cwd=REPO,
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.node_id} exited {self.proc.returncode}: {self.log_tail()}"
+                )
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.node_id} not ready: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-2000:] if self.log_path and self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+class NodeRefused(Exception):
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        super().__init__(f"{status}: {problem}")
+
+
+class Coordinator:
+    """Signs requests to nodes and relays their envelopes (never reads them)."""
+
+    def __init__(self, key: SigningKey, nodes: Sequence[NodeProc]) -> None:
+        self.key = key
+        self.nodes = {n.party_id: n for n in nodes}
+        self.http = httpx.Client(timeout=60)
+
+    def call(
+        self,
+        node: NodeProc,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        key: SigningKey | None = None,
+    ) -> Any:
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = sign_headers(key or self.key, method, path, data)
+        headers["content-type"] = "application/json"
+        r = self.http.request(method, node.url + path, content=data, headers=headers)
+        if r.status_code >= 400:
+            raise NodeRefused(r.status_code, r.json())
+        return r.json()
+
+    def enroll(self) -> None:
+        peers = [
+            {
+                "node_id": n.node_id,
+                "party_id": n.party_id,
+                "sign_pk": n.info["sign_pk"],
+                "box_pk": n.info["box_pk"],
+            }
+            for n in self.nodes.values()
+        ]
+        for n in self.nodes.values():
+            assert self.call(n, "PUT", "/v1/peers", {"peers": peers})["peers"] == len(peers) - 1
+
+    def run_session(
+        self, spec: dict[str, Any], parties: Sequence[int] | None = None, tamper: Any = None
+    ) -> dict[int, dict[str, Any]]:
+        """Start a session on every participant and relay envelopes until all finish."""
+        parties = list(parties or spec["participants"])
+        states: dict[int, dict[str, Any]] = {}
+        queue: list[dict[str, Any]] = []
+        for p in parties:
+            st = self.call(self.nodes[p], "POST", "/v1/sessions", spec)
+            states[p] = st
+            queue.extend(st["envelopes"])
+        sid = spec["session_id"]
+        while queue:
+            batch: dict[int, list[dict[str, Any]]] = {}
+            for env in queue:
+                targets = (
+                    [env["to"]]
+                    if env["to"] is not None
+                    else [p for p in parties if p != env["from"]]
+                )
+                for t in targets:
+                    e = tamper(env, t) if tamper else env
+                    if e is not None:
+                        batch.setdefault(t, []).append(e)
+            queue = []
+            for t, envs in sorted(batch.items()):
+                st = self.call(
+                    self.nodes[t], "POST", f"/v1/sessions/{sid}/envelopes", {"envelopes": envs}
+                )
+                states[t] = st
+                queue.extend(st["envelopes"])
+        return {
+            p: self.call(self.nodes[p], "GET", f"/v1/sessions/{sid}")
+            | {"refused": states[p].get("refused", [])}
+            for p in parties
+        }
+
+    def dkg(
+        self, scheme: str, key_id: str, threshold: int, parties: Sequence[int]
+    ) -> dict[str, Any]:
+        spec = {
+            "session_id": secrets.token_hex(32),
+            "kind": "dkg",
+            "key_id": key_id,
+            "scheme": scheme,
+            "threshold": threshold,
+            "participants": sorted(parties),
+        }
+        res = self.run_session(spec)
+        results = [r["result"] for r in res.values()]
+        assert all(r["status"] == "done" for r in res.values()), res
+        assert all(r == results[0] for r in results)
+        return results[0]
+
+    def commitments(self, party: int, key_id: str, count: int = 1) -> list[dict[str, str]]:
+        out = self.call(
+            self.nodes[party], "POST", "/v1/frost/commitments", {"key_id": key_id, "count": count}
+        )["commitments"]
+        return list(out)
+
+    def frost_sign(
+        self,
+        scheme: str,
+        key_id: str,
+        parties: Sequence[int],
+        request: dict[str, Any],
+        public: Any,
+        nonces: dict[int, dict[str, str]] | None = None,
+    ) -> bytes:
+        """One FROST signature through the nodes; aggregated here from public values."""
+        suite = frost.ciphersuite(scheme)
+        nonces = nonces or {p: self.commitments(p, key_id)[0] for p in parties}
+        comms = [
+            frost.SigningCommitments.from_bytes(
+                bytes.fromhex(nonces[p]["commitments"]), suite=suite
+            )
+            for p in parties
+        ]
+        pkg = frost.signing_package(comms, message_to_sign(scheme, request))
+        shares = []
+        for p in parties:
+            r = self.call(
+                self.nodes[p],
+                "POST",
+                "/v1/frost/sign",
+                {
+                    "key_id": key_id,
+                    "nonce_id": nonces[p]["nonce_id"],
+                    "request": request,
+                    "signing_package": pkg.to_bytes().hex(),
+                },
+            )
+            shares.append(
+                frost.SignatureShare.from_bytes(bytes.fromhex(r["signature_share"]), suite=suite)
+            )
+        return frost.aggregate(pkg, shares, public)
+
+
+def public_package(result: dict[str, Any], scheme: str) -> Any:
+    """Rebuild the PublicKeyPackage from a DKG result (public values only)."""
+    from mpc.groups import ED25519, SECP256K1
+    from mpc.shamir import PublicKeyPackage
+
+    g = ED25519 if scheme == "ed25519" else SECP256K1
+    return PublicKeyPackage(
+        g,
+        result["min_signers"],
+        g.decode_point(bytes.fromhex(result["group_public_key"])),
+        {int(i): g.decode_point(bytes.fromhex(v)) for i, v in result["verifying_shares"].items()},
+    )
+
+
+_ = keyio  # re-exported for tests that decode stored packages
+
+
+@pytest.fixture
+def coordinator_key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, coordinator_key: SigningKey) -> Iterator[Coordinator]:
+    """Three running nodes (parties 1..3), enrolled with each other."""
+    nodes = [NodeProc(tmp_path / f"node-{i}", i, coordinator_key) for i in (1, 2, 3)]
+    try:
+        for n in nodes:
+            n.init()
+        for n in nodes:
+            n.start(wait=False)
+        for n in nodes:
+            n.wait_ready()
+        coord = Coordinator(coordinator_key, nodes)
+        coord.enroll()
+        yield coord
+    finally:
+        for n in nodes:
+            n.stop()
