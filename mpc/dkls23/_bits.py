@@ -13,6 +13,7 @@ the vector is bit ``j % 8`` of byte ``j // 8``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Final
 
 #: transposition works on 256 x 256 blocks (256 = KAPPA base OTs = columns of the OTE matrix)
@@ -65,9 +66,23 @@ def columns_to_rows(cols: Sequence[bytes], nrows: int) -> bytes:
     return b"".join(out)
 
 
+@lru_cache(maxsize=16)
+def _rep(width: int, count: int) -> int:
+    return int.from_bytes((b"\x01" + bytes(width // 8 - 1)) * count, "little")
+
+
 def replicate(value: int, width: int, count: int) -> int:
     """``value`` copied into ``count`` consecutive slots of ``width`` bits (value < 2^width)."""
-    return value * sum(1 << (width * i) for i in range(count))
+    return value * _rep(width, count)
+
+
+def bit_slot_mask(bits: int, width: int, count: int, ones: int | None = None) -> int:
+    """Slots ``l < count`` of ``width`` bits: the low ``ones`` bits (default all) set iff bit l of ``bits``."""
+    nb = width // 8
+    k = nb if ones is None else ones // 8
+    full = b"\xff" * k + bytes(nb - k)
+    zero = bytes(nb)
+    return int.from_bytes(b"".join([full if bits >> l & 1 else zero for l in range(count)]), "little")
 
 
 # -- GF(2^128) universal hash over column chunks (SoftSpokenOT / KOS15 consistency check) ------
@@ -81,18 +96,6 @@ _LO: Final = replicate((1 << SIGMA) - 1, _SLOT, BLOCK)
 def _pack_chunk(cols: Sequence[bytes], c: int) -> int:
     lo, hi = 16 * c, 16 * c + 16
     return int.from_bytes(b"".join(col[lo:hi] + _Z16 for col in cols), "little")
-
-
-def _clmul_packed(p: int, chi: int) -> int:
-    """Carry-less product of every slot of ``p`` with the 128-bit ``chi`` (unreduced)."""
-    acc = 0
-    b = 0
-    while chi:
-        if chi & 1:
-            acc ^= p << b
-        chi >>= 1
-        b += 1
-    return acc
 
 
 def _reduce_packed(a: int) -> int:
@@ -112,9 +115,19 @@ def chunk_hash(cols: Sequence[bytes], chis: Sequence[int]) -> int:
     ``[256l, 256l+128)``.
     """
     m = len(chis)
+    # sum_c chi_c * P_c = sum_b x^b * (XOR of P_c over the c with bit b of chi_c set):
+    # precompute the 2^m subset XORs once, then one Horner pass over the 128 bit positions.
+    packed = [_pack_chunk(cols, c) for c in range(m)]
+    subset = [0] * (1 << m)
+    for mask in range(1, 1 << m):
+        low = mask & -mask
+        subset[mask] = subset[mask ^ low] ^ packed[low.bit_length() - 1]
     acc = 0
-    for c, chi in enumerate(chis):
-        acc ^= _clmul_packed(_pack_chunk(cols, c), chi)
+    for b in range(SIGMA - 1, -1, -1):
+        sel = 0
+        for c in range(m):
+            sel |= ((chis[c] >> b) & 1) << c
+        acc = (acc << 1) ^ subset[sel]
     return _pack_chunk(cols, m) ^ _reduce_packed(acc)
 
 
@@ -130,12 +143,7 @@ def bytes_to_packed(data: bytes, count: int) -> int:
 
 def slot_mask(bits: int, count: int) -> int:
     """Full 128-bit slot masks for the slots ``l < count`` with bit ``l`` of ``bits`` set."""
-    m = 0
-    full = (1 << SIGMA) - 1
-    for i in range(count):
-        if bits >> i & 1:
-            m |= full << (_SLOT * i)
-    return m
+    return bit_slot_mask(bits, _SLOT, count, SIGMA)
 
 
 def spread(value128: int, count: int = BLOCK) -> int:

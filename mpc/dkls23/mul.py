@@ -26,6 +26,7 @@ the session id, Alice's and Bob's identifiers and a fresh nonce chosen by Bob.
 from __future__ import annotations
 
 import hashlib
+import operator
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ class MulBob:
         self._rows = b""
         self._ctx = b""
         self._u = b""
+        self._xbits: list[int] = []
 
     def round1(self) -> dict[str, Any]:
         """KOS15 Ext.1-Ext.3 and the check (Check.1* by Fiat-Shamir, Check.2), DKLs23 round 1.
@@ -117,8 +119,8 @@ class MulBob:
         x_dot = _bits.chunk_hash([x.to_bytes(COL_BYTES, "little")], chis) & ((1 << 128) - 1)
         t_dot = _bits.packed_to_bytes(_bits.chunk_hash(t0, chis), KAPPA)
         self._rows = _bits.columns_to_rows(t0, XI)
-        g = GADGET
-        self.chi = sum(g[j] for j in range(XI) if x >> j & 1) % Q
+        self._xbits = xb = [int(c) for c in format(x & ((1 << XI) - 1), f"0{XI}b")[::-1]]
+        self.chi = sum(map(operator.mul, GADGET, xb)) % Q
         return {"nonce": nonce, "u": u, "x_dot": x_dot.to_bytes(16, "little"), "t_dot": t_dot}
 
     def round3(self, payload: Mapping[str, Any]) -> tuple[int, int]:
@@ -136,32 +138,29 @@ class MulBob:
             if not isinstance(m, bytes) or len(m) != 32 or int.from_bytes(m, "big") >= Q:
                 raise DecodeError("expected a canonical 32-byte scalar", field="mu", party=a)
             mu.append(int.from_bytes(m, "big"))
-        ct, ch = _mul_chis(self._ctx, self._u, tau)[:ELL], _mul_chis(self._ctx, self._u, tau)[ELL:]
+        ct0, ct1, ch0, ch1 = _mul_chis(self._ctx, self._u, tau)
+        mu0, mu1 = mu
         prefix = h(b"DKLs23 OTE hash", self._ctx)
-        rows, x, g = self._rows, self._x, GADGET
-        d0 = d1 = 0
-        rbuf = []
-        ct0, ct1, ch0, ch1, mu0, mu1 = ct[0], ct[1], ch[0], ch[1], mu[0], mu[1]
-        frm = int.from_bytes
-        for j in range(XI):
-            v = hashlib.shake_256(prefix + _J[j] + rows[32 * j : 32 * j + 32]).digest(128)
-            o = 128 * j
-            t = tau[o : o + 128]
-            tk = (frm(t[0:32], "big"), frm(t[32:64], "big"), frm(t[64:96], "big"), frm(t[96:128], "big"))
-            if tk[0] >= Q or tk[1] >= Q or tk[2] >= Q or tk[3] >= Q:
-                raise DecodeError("non-canonical scalar", field="tau", party=a)
-            v0, v1, v2, v3 = (frm(v[0:32], "big"), frm(v[32:64], "big"), frm(v[64:96], "big"), frm(v[96:128], "big"))
-            if x >> j & 1:
-                z0, z1, z2, z3 = tk[0] - v0, tk[1] - v1, tk[2] - v2, tk[3] - v3
-                r0 = (mu0 - ct0 * z0 - ch0 * z2) % Q
-                r1 = (mu1 - ct1 * z1 - ch1 * z3) % Q
-            else:
-                z0, z1, z2, z3 = -v0, -v1, -v2, -v3
-                r0 = (-ct0 * z0 - ch0 * z2) % Q
-                r1 = (-ct1 * z1 - ch1 * z3) % Q
-            rbuf.append(r0.to_bytes(32, "big") + r1.to_bytes(32, "big"))
-            d0 += g[j] * z0
-            d1 += g[j] * z1
+        rows, sh, frm = self._rows, hashlib.shake_256, int.from_bytes
+        # T&R.2: v_{x_j} = H(j, t_j), mapped to WIDTH scalars
+        ev = b"".join([sh(prefix + _J[j] + rows[32 * j : 32 * j + 32]).digest(128) for j in range(XI)])
+        vs = [frm(ev[i : i + 32], "big") for i in range(0, len(ev), 32)]
+        ts = [frm(tau[i : i + 32], "big") for i in range(0, len(tau), 32)]
+        if max(ts) >= Q:
+            raise DecodeError("non-canonical scalar", field="tau", party=a)
+        # Derand.2: z_B = x_j * tau_j - v_{x_j}
+        x4 = [b for b in self._xbits for _ in range(WIDTH)]
+        z = [t - v if b else -v for t, v, b in zip(ts, vs, x4, strict=True)]
+        xs = self._xbits
+        zt0, zt1, zh0, zh1 = z[0::4], z[1::4], z[2::4], z[3::4]
+        # DKLs19 Protocol 1 check: r_{j,i} must equal x_j mu_i - chi~_i z~_B - chi^_i z^_B
+        rbuf = [
+            ((b * mu0 - ct0 * a0 - ch0 * c0) % Q).to_bytes(32, "big")
+            + ((b * mu1 - ct1 * a1 - ch1 * c1) % Q).to_bytes(32, "big")
+            for b, a0, a1, c0, c1 in zip(xs, zt0, zt1, zh0, zh1, strict=True)
+        ]
+        d0 = sum(map(operator.mul, GADGET, zt0))
+        d1 = sum(map(operator.mul, GADGET, zt1))
         if not secrets.compare_digest(h(b"DKLs23 mul r", self._ctx, b"".join(rbuf)), r_hash):
             raise ProtocolError(
                 f"multiplication check failed: Alice {a} sent inconsistent values to Bob {self.bob}",
@@ -195,11 +194,7 @@ class MulAlice:
         ctx = _ctx(self.sid, self.alice, b, nonce)
         delta = self._seeds.delta
         # Ext.4: q^l = t^l_{Delta_l} xor Delta_l * u^l
-        col_mask = 0
-        full = (1 << ETA) - 1
-        for l in range(KAPPA):
-            if delta >> l & 1:
-                col_mask |= full << (ETA * l)
+        col_mask = _bits.bit_slot_mask(delta, ETA, KAPPA)
         q_int = int.from_bytes(b"".join(_prg_columns(ctx, self._seeds.kd)), "little") ^ (
             int.from_bytes(u, "little") & col_mask
         )
@@ -223,31 +218,25 @@ class MulAlice:
         prefix = h(b"DKLs23 OTE hash", ctx)
         a_hat = (secrets.randbelow(Q), secrets.randbelow(Q))
         al0, al1, al2, al3 = a[0] % Q, a[1] % Q, a_hat[0], a_hat[1]
-        g = GADGET
-        frm = int.from_bytes
-        taus = []
-        z = []
-        c0 = c1 = 0
-        for j in range(XI):
-            pj = prefix + _J[j]
-            e0 = hashlib.shake_256(pj + rows0[32 * j : 32 * j + 32]).digest(128)
-            e1 = hashlib.shake_256(pj + rows1[32 * j : 32 * j + 32]).digest(128)
-            v0, v1, v2, v3 = (frm(e0[0:32], "big"), frm(e0[32:64], "big"), frm(e0[64:96], "big"), frm(e0[96:128], "big"))
-            taus.append(
-                ((frm(e1[0:32], "big") - v0 + al0) % Q).to_bytes(32, "big")
-                + ((frm(e1[32:64], "big") - v1 + al1) % Q).to_bytes(32, "big")
-                + ((frm(e1[64:96], "big") - v2 + al2) % Q).to_bytes(32, "big")
-                + ((frm(e1[96:128], "big") - v3 + al3) % Q).to_bytes(32, "big")
-            )
-            z.append((v0, v1, v2, v3))
-            c0 += g[j] * v0
-            c1 += g[j] * v1
-        tau = b"".join(taus)
+        sh, frm = hashlib.shake_256, int.from_bytes
+        # T&R.3: v_0 = H(j, q_j), v_1 = H(j, q_j xor Delta), each mapped to WIDTH scalars
+        e0 = b"".join([sh(prefix + _J[j] + rows0[32 * j : 32 * j + 32]).digest(128) for j in range(XI)])
+        e1 = b"".join([sh(prefix + _J[j] + rows1[32 * j : 32 * j + 32]).digest(128) for j in range(XI)])
+        v0s = [frm(e0[i : i + 32], "big") for i in range(0, len(e0), 32)]
+        v1s = [frm(e1[i : i + 32], "big") for i in range(0, len(e1), 32)]
+        # Derand.1: z_A = v_0, tau = v_1 - v_0 + alpha
+        alpha = (al0, al1, al2, al3) * XI
+        tau = b"".join([((b - a + c) % Q).to_bytes(32, "big") for a, b, c in zip(v0s, v1s, alpha, strict=True)])
+        zt0, zt1, zh0, zh1 = v0s[0::4], v0s[1::4], v0s[2::4], v0s[3::4]
+        c0 = sum(map(operator.mul, GADGET, zt0))
+        c1 = sum(map(operator.mul, GADGET, zt1))
         mc = _mul_chis(ctx, u, tau)
         ct0, ct1, ch0, ch1 = mc[0], mc[1], mc[2], mc[3]
         rbuf = b"".join(
-            ((ct0 * v0 + ch0 * v2) % Q).to_bytes(32, "big") + ((ct1 * v1 + ch1 * v3) % Q).to_bytes(32, "big")
-            for v0, v1, v2, v3 in z
+            [
+                ((ct0 * a0 + ch0 * b0) % Q).to_bytes(32, "big") + ((ct1 * a1 + ch1 * b1) % Q).to_bytes(32, "big")
+                for a0, a1, b0, b1 in zip(zt0, zt1, zh0, zh1, strict=True)
+            ]
         )
         mu = [((ct0 * al0 + ch0 * al2) % Q).to_bytes(32, "big"), ((ct1 * al1 + ch1 * al3) % Q).to_bytes(32, "big")]
         out = {"tau": tau, "mu": mu, "r_hash": h(b"DKLs23 mul r", ctx, rbuf)}
