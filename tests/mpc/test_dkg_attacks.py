@@ -179,6 +179,7 @@ def test_header_checks(group: Group) -> None:
         (replace(msgs[2], protocol="frost-sign"), DecodeError, "protocol"),
         (replace(msgs[2], recipient=1), DecodeError, "recipient"),  # round 1 is broadcast
         (replace(msgs[2], round=2), DecodeError, "recipient"),  # round 2 is direct
+        (replace(msgs[2], round=2, recipient=3), DecodeError, "recipient"),  # not for us
     ]
     for bad, err, field in cases:
         fresh = sessions(group, 2, 3, sid=msgs[2].session_id)
@@ -186,6 +187,12 @@ def test_header_checks(group: Group) -> None:
         with pytest.raises(err) as ei:
             fresh[1].receive(bad)
         assert ei.value.party == 2 and getattr(ei.value, "field", None) == field
+    for sender in (1, 4, 0):  # ourselves, outside the set, the invalid id 0
+        fresh = sessions(group, 2, 3, sid=msgs[2].session_id)
+        fresh[1].start()
+        with pytest.raises(DecodeError) as de:
+            fresh[1].receive(replace(msgs[2], sender=sender))
+        assert de.value.field == "sender"
 
 
 @gid
