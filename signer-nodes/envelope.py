@@ -108,10 +108,12 @@ def open_envelope(
     me: int,
     box_key: PrivateKey,
     peers: Mapping[int, Peer],
-    session_id: bytes,
-    protocol: str,
+    accept: Mapping[str, bytes],
 ) -> Message:
-    """Verify and open an envelope addressed to party ``me``; see the module docstring."""
+    """Verify and open an envelope addressed to party ``me``; see the module docstring.
+
+    ``accept`` maps each protocol name the session runs to its session id.
+    """
     try:
         obj = cbor_loads(data, what="envelope")
     except DecodeError as exc:
@@ -136,8 +138,9 @@ def open_envelope(
             "bad-signature", f"signature does not verify under party {sender}'s key"
         ) from None
     # From here on the sender signed what we see.
-    if proto != protocol:
-        raise EnvelopeError("wrong-protocol", f"expected {protocol!r}, got {proto!r}")
+    if not isinstance(proto, str) or proto not in accept:
+        raise EnvelopeError("wrong-protocol", f"protocol {proto!r} is not run in this session")
+    protocol, session_id = proto, accept[proto]
     if sid != session_id:
         raise EnvelopeError("wrong-session", "envelope belongs to another session")
     if recipient is not None and recipient != me:

@@ -80,7 +80,7 @@ class _Live:
     """A running protocol session in memory (its secret state never leaves the process)."""
 
     info: dict[str, Any]
-    rs: RoundSession[Any]
+    rs: Any  # a RoundSession, or a chain of them (signer_nodes.ecdsa.KeygenChain)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -467,8 +467,7 @@ class Node:
                         me=self.party_id,
                         box_key=self._box_key,
                         peers=peers,
-                        session_id=sid_bytes,
-                        protocol=live.rs.protocol,
+                        accept=getattr(live.rs, "accepts", None) or {live.rs.protocol: sid_bytes},
                     )
                 except EnvelopeError as exc:
                     refused.append(
@@ -660,6 +659,27 @@ class Node:
             request_id=request.get("id"),
         )
         return share.to_bytes()
+
+    def ecdsa_sign(
+        self,
+        key_id: str,
+        presignature_id: str,
+        request: Mapping[str, Any],
+        *,
+        coordinator_verified: bool,
+        requested: bytes | None = None,
+    ) -> bytes:
+        """DKLs23 online round (see :func:`signer_nodes.ecdsa.sign`)."""
+        from signer_nodes import ecdsa
+
+        return ecdsa.sign(
+            self,
+            key_id,
+            presignature_id,
+            request,
+            coordinator_verified=coordinator_verified,
+            requested=requested,
+        )
 
     def _authorize(
         self,

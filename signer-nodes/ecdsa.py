@@ -1,0 +1,231 @@
+"""DKLs23 threshold ECDSA on the node: keygen (DKG + pairwise OT setup), presign, sign.
+
+Keygen is two protocols back to back in one node session: the FROST KeyGen DKG over
+secp256k1 (``frost-dkg``), then :class:`mpc.dkls23.OtSetupSession` (``dkls23-setup``)
+under a session id derived from the first. :class:`KeygenChain` runs them as one
+round-session-like object and buffers second-stage messages that arrive while this node
+is still finishing the DKG. The result, an :class:`~mpc.dkls23.EcdsaKeyShare` (share plus
+OT seeds), is sealed as the key's share.
+
+Presignatures are sealed into the ledger (kind ``presig``) with the same write-ahead rule
+as FROST nonces: :func:`sign` marks the presignature used and commits before the partial
+signature is computed (``sign_with_presignature`` calls our ledger callback first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from custody.signing import SignRequestError, message_to_sign
+from mpc import dkls23, keyio
+from mpc.dkg import DkgSession
+from mpc.errors import MpcError
+from mpc.groups import SECP256K1
+from mpc.session import RoundSession
+from mpc.wire import Message
+from signer_nodes import logs, vault
+
+if TYPE_CHECKING:
+    from signer_nodes.node import Node
+
+__all__ = ["KeygenChain", "keygen_session", "presign_session", "finish", "sign"]
+
+SCHEME = "ecdsa-secp256k1"
+
+
+class KeygenChain:
+    """DKG then OT setup, presented to the node like one RoundSession."""
+
+    def __init__(
+        self, sid: bytes, me: int, participants: list[int], t: int, context: bytes
+    ) -> None:
+        self.sid = sid
+        self.sid2 = hashlib.sha256(b"tpwc-dkls23-setup\x00" + sid).digest()
+        self.stage1 = DkgSession(SECP256K1, sid, me, participants, t, context)
+        self.stage2: dkls23.OtSetupSession | None = None
+        self._early: list[Message] = []
+
+    @property
+    def accepts(self) -> dict[str, bytes]:
+        return {self.stage1.protocol: self.sid, dkls23.keygen.PROTOCOL_SETUP: self.sid2}
+
+    @property
+    def protocol(self) -> str:
+        return self.stage1.protocol if self.stage2 is None else self.stage2.protocol
+
+    @property
+    def done(self) -> bool:
+        return self.stage2 is not None and self.stage2.done
+
+    @property
+    def result(self) -> dkls23.EcdsaKeyShare:
+        assert self.stage2 is not None
+        return self.stage2.result
+
+    def waiting_for(self) -> tuple[int, ...]:
+        return (self.stage2 or self.stage1).waiting_for()
+
+    def start(self) -> list[Message]:
+        return self.stage1.start()
+
+    def receive(self, msg: Message) -> list[Message]:
+        if msg.protocol == dkls23.keygen.PROTOCOL_SETUP and self.stage2 is None:
+            self._early.append(msg)
+            return []
+        if self.stage2 is not None:
+            return self.stage2.receive(msg)
+        out = self.stage1.receive(msg)
+        if self.stage1.done:
+            self.stage2 = dkls23.OtSetupSession(self.stage1.result, self.sid2)
+            out = out + self.stage2.start()
+            early, self._early = self._early, []
+            for m in early:
+                out += self.stage2.receive(m)
+        return out
+
+
+def keygen_session(node: Node, info: dict[str, Any]) -> Any:
+    from signer_nodes.protocols import dkg_context
+
+    return KeygenChain(
+        bytes.fromhex(info["session_id"]),
+        node.party_id,
+        info["participants"],
+        info["threshold"],
+        dkg_context(SCHEME, info["key_id"]),
+    )
+
+
+def _load_share(node: Node, key_id: str) -> dkls23.EcdsaKeyShare:
+    from signer_nodes.node import NodeError
+
+    row = node._key_row(key_id)
+    if row.scheme != SCHEME:
+        raise NodeError(422, "wrong-scheme", f"key {key_id!r} is {row.scheme}, not {SCHEME}")
+    return dkls23.EcdsaKeyShare.from_bytes(node._unseal_share(row))
+
+
+def presign_session(node: Node, info: dict[str, Any]) -> RoundSession[Any]:
+    share = _load_share(node, info["key_id"])
+    return dkls23.PresignSession(share, bytes.fromhex(info["session_id"]), info["participants"])
+
+
+def finish(node: Node, info: dict[str, Any], rs: Any) -> dict[str, Any]:
+    """Seal the result of an ECDSA keygen or presign session; return its public part."""
+    if info["kind"] == "dkg":
+        share: dkls23.EcdsaKeyShare = rs.result
+        pub = share.public
+        node.store_share(
+            info["key_id"],
+            SCHEME,
+            share.to_bytes(),
+            pub.group_public_key.encode(),
+            keyio.encode_public_key_package(pub),
+        )
+        return {
+            "key_id": info["key_id"],
+            "scheme": SCHEME,
+            "public_key": pub.group_public_key.encode().hex(),
+            "group_public_key": pub.group_public_key.encode().hex(),
+            "min_signers": pub.min_signers,
+            "verifying_shares": {
+                str(i): p.encode().hex() for i, p in sorted(pub.verifying_shares.items())
+            },
+        }
+    presig: dkls23.Presignature = rs.result
+    pid = presig.presignature_id.hex()
+    p = presig.public
+    with node.store.lock:
+        blob = node.vault.seal(
+            presig.to_bytes(), vault.ledger_aad(info["key_id"], node.node_id, "presig", pid)
+        )
+        node.store.add_ledger(
+            [(pid, "presig", info["key_id"], p.R.encode(), blob, node.vault.blob_version(blob))]
+        )
+    return {
+        "presignature_id": pid,
+        "key_id": info["key_id"],
+        "participants": list(p.signers),
+        "R": p.R.encode().hex(),
+        "dkls23_key_id": p.key_id.hex(),
+        "session_id": p.session_id.hex(),
+    }
+
+
+def sign(
+    node: Node,
+    key_id: str,
+    presignature_id: str,
+    request: Mapping[str, Any],
+    *,
+    coordinator_verified: bool,
+    requested: bytes | None = None,
+) -> bytes:
+    """DKLs23 online round with the write-ahead ledger; returns CBOR PartialSignature."""
+    from signer_nodes.node import NodeError, crash_point
+
+    row = node._key_row(key_id)
+    if row.scheme != SCHEME:
+        raise NodeError(422, "wrong-scheme", f"key {key_id!r} is {row.scheme}, not {SCHEME}")
+    try:
+        digest = message_to_sign(SCHEME, request)
+    except SignRequestError as exc:
+        raise NodeError(422, "bad-request", f"request {exc}") from None
+    node._authorize(
+        row, request, digest, digest if requested is None else requested, coordinator_verified
+    )
+    if not isinstance(presignature_id, str) or len(presignature_id) != 64:
+        raise NodeError(422, "bad-request", "presignature_id must be 64 hex digits")
+    with node.store.lock:
+        item = node.store.get_ledger(presignature_id)
+        if item is None or item.kind != "presig" or item.key_id != key_id:
+            raise NodeError(
+                404, "unknown-presignature", f"no presignature {presignature_id} for key {key_id!r}"
+            )
+        if item.used:
+            logs.warn(
+                "presig.reuse_refused",
+                node_id=node.node_id,
+                key_id=key_id,
+                presignature_id=presignature_id,
+            )
+            raise NodeError(
+                409,
+                "presignature-used",
+                f"presignature {presignature_id} was already used (by {item.used_by})",
+            )
+        presig = dkls23.Presignature.from_bytes(
+            node.vault.unseal(
+                item.sealed, vault.ledger_aad(key_id, node.node_id, "presig", presignature_id)
+            )
+        )
+        share = dkls23.EcdsaKeyShare.from_bytes(node._unseal_share(row))
+
+        def ledger(pid: bytes) -> bool:
+            if pid.hex() != presignature_id:
+                return False
+            with node.store.tx() as c:
+                cur = c.execute(
+                    "UPDATE ledger SET used = 1, used_by = ?, used_at = strftime('%s','now'),"
+                    " sealed = x'' WHERE item_id = ? AND used = 0",
+                    (str(request.get("id")), presignature_id),
+                )
+                return bool(cur.rowcount == 1)
+
+        try:
+            partial = dkls23.sign_with_presignature(presig, share, digest, ledger=ledger)
+        except MpcError as exc:
+            raise NodeError(
+                409, "presignature-used" if "used" in str(exc) else "bad-request", str(exc)
+            ) from None
+    crash_point("sign-after-mark")
+    logs.event(
+        "ecdsa.signed",
+        node_id=node.node_id,
+        key_id=key_id,
+        presignature_id=presignature_id,
+        request_id=request.get("id"),
+    )
+    return partial.to_bytes()
