@@ -44,20 +44,40 @@ def _median_ms(fn: Callable[[], Any], runs: int, *, warm: bool = True) -> float:
 
 
 def _row(t: int, n: int, op: str, ms: float, runs: int) -> dict[str, Any]:
-    return {"suite": "ecdsa", "scheme": "ecdsa-secp256k1", "t": t, "n": n, "op": op, "median_ms": round(ms, 3), "runs": runs}
+    return {
+        "suite": "ecdsa",
+        "scheme": "ecdsa-secp256k1",
+        "t": t,
+        "n": n,
+        "op": op,
+        "median_ms": round(ms, 3),
+        "runs": runs,
+    }
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
     rows = []
     for t, n in SIZES:
         kg_runs = 1 if quick or n > 5 else 3
-        rows.append(_row(t, n, "keygen", _median_ms(lambda: run_keygen_local(t, n), kg_runs, warm=False), kg_runs))
+        rows.append(
+            _row(
+                t,
+                n,
+                "keygen",
+                _median_ms(lambda t=t, n=n: run_keygen_local(t, n), kg_runs, warm=False),
+                kg_runs,
+            )
+        )
         keys = run_keygen_local(t, n)
         signers = tuple(range(1, t + 1))
 
-        def presign() -> dict[int, Presignature]:
+        def presign(
+            keys: dict[int, Any] = keys, signers: tuple[int, ...] = signers
+        ) -> dict[int, Presignature]:
             sid = secrets.token_bytes(32)
-            out: dict[int, Presignature] = run_local({i: PresignSession(keys[i], sid, signers) for i in signers})
+            out: dict[int, Presignature] = run_local(
+                {i: PresignSession(keys[i], sid, signers) for i in signers}
+            )
             return out
 
         ps_runs = 3 if quick else 15
@@ -67,9 +87,17 @@ def run(quick: bool) -> list[dict[str, Any]]:
         ledgers = {i: MemoryLedger() for i in signers}
         pk = keys[1].group_public_key
 
-        def sign() -> None:
+        def sign(
+            pool: list[dict[int, Presignature]] = pool,
+            keys: dict[int, Any] = keys,
+            ledgers: dict[int, MemoryLedger] = ledgers,
+            signers: tuple[int, ...] = signers,
+            pk: Any = pk,
+        ) -> None:
             pres = pool.pop()
-            parts = [sign_with_presignature(pres[i], keys[i], DIGEST, ledger=ledgers[i]) for i in signers]
+            parts = [
+                sign_with_presignature(pres[i], keys[i], DIGEST, ledger=ledgers[i]) for i in signers
+            ]
             combine_signature(pres[signers[0]].public, parts, DIGEST, pk)
 
         rows.append(_row(t, n, "sign", _median_ms(sign, sg_runs), sg_runs))

@@ -1,4 +1,6 @@
-"""DKLs23 threshold ECDSA on secp256k1 (Doerner, Kondi, Lee, shelat, IEEE S&P 2024, ePrint 2023/765).
+"""DKLs23 threshold ECDSA on secp256k1.
+
+Doerner, Kondi, Lee, shelat, "Threshold ECDSA in Three Rounds", IEEE S&P 2024, ePrint 2023/765.
 
 Public API:
 
@@ -12,7 +14,13 @@ Public API:
 Module map: ``baseot`` (VSOT), ``mul`` (OT extension + F_RVOLE), ``keygen``, ``sign``.
 """
 
-from mpc.dkls23.keygen import EcdsaKeyShare, OtSetupSession, key_id_of, run_keygen_local, run_ot_setup_local
+from mpc.dkls23.keygen import (
+    EcdsaKeyShare,
+    OtSetupSession,
+    key_id_of,
+    run_keygen_local,
+    run_ot_setup_local,
+)
 from mpc.dkls23.sign import (
     EcdsaSignature,
     Ledger,

@@ -77,12 +77,14 @@ def replicate(value: int, width: int, count: int) -> int:
 
 
 def bit_slot_mask(bits: int, width: int, count: int, ones: int | None = None) -> int:
-    """Slots ``l < count`` of ``width`` bits: the low ``ones`` bits (default all) set iff bit l of ``bits``."""
+    """``count`` slots of ``width`` bits; slot l gets its low ``ones`` bits set iff ``bits`` has bit l."""
     nb = width // 8
     k = nb if ones is None else ones // 8
     full = b"\xff" * k + bytes(nb - k)
     zero = bytes(nb)
-    return int.from_bytes(b"".join([full if bits >> l & 1 else zero for l in range(count)]), "little")
+    return int.from_bytes(
+        b"".join([full if bits >> col & 1 else zero for col in range(count)]), "little"
+    )
 
 
 # -- GF(2^128) universal hash over column chunks (SoftSpokenOT / KOS15 consistency check) ------
@@ -138,7 +140,9 @@ def packed_to_bytes(packed: int, count: int) -> bytes:
 
 
 def bytes_to_packed(data: bytes, count: int) -> int:
-    return int.from_bytes(b"".join(data[16 * i : 16 * i + 16] + _Z16 for i in range(count)), "little")
+    return int.from_bytes(
+        b"".join(data[16 * i : 16 * i + 16] + _Z16 for i in range(count)), "little"
+    )
 
 
 def slot_mask(bits: int, count: int) -> int:

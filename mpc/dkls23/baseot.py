@@ -40,8 +40,8 @@ def _xor(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(32, "big")
 
 
-def _pad(ctx: bytes, l: int, p: Point) -> bytes:
-    return h(b"VSOT pad", ctx, l, p.encode())
+def _pad(ctx: bytes, col: int, p: Point) -> bytes:
+    return h(b"VSOT pad", ctx, col, p.encode())
 
 
 def _hh(x: bytes) -> bytes:
@@ -49,6 +49,7 @@ def _hh(x: bytes) -> bytes:
 
 
 # -- step 1 ------------------------------------------------------------------------------
+
 
 class VsotSender:
     """The sender side of one VSOT instance (DKLs18 Protocol 7)."""
@@ -72,12 +73,12 @@ class VsotSender:
         """Step 3: derive both pads from each ``A_l`` and return the challenges ``xi_l``."""
         bB = self.B * self._b
         xis = []
-        for l, a_l in enumerate(A):
+        for col, a_l in enumerate(A):
             if a_l == self.B:  # A_l - B would be the identity: refuse (no pad from the identity)
                 raise ProtocolError("VSOT: A_l equals B", culprits=(self.receiver,))
             bA = a_l * self._b
-            r0 = _pad(self.ctx, l, bA)
-            r1 = _pad(self.ctx, l, bA - bB)
+            r0 = _pad(self.ctx, col, bA)
+            r1 = _pad(self.ctx, col, bA - bB)
             self._rho0.append(r0)
             self._rho1.append(r1)
             xis.append(_xor(_hh(_hh(r0)), _hh(_hh(r1))))
@@ -86,9 +87,11 @@ class VsotSender:
 
     def step5(self, responses: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
         """Step 5: verify the receiver's responses, then open ``(H(rho0_l), H(rho1_l))``."""
-        for l, resp in enumerate(responses):
-            if not secrets.compare_digest(resp, _hh(_hh(self._rho0[l]))):
-                raise ProtocolError(f"VSOT: receiver's response {l} does not verify", culprits=(self.receiver,))
+        for col, resp in enumerate(responses):
+            if not secrets.compare_digest(resp, _hh(_hh(self._rho0[col]))):
+                raise ProtocolError(
+                    f"VSOT: receiver's response {col} does not verify", culprits=(self.receiver,)
+                )
         return [(_hh(r0), _hh(r1)) for r0, r1 in zip(self._rho0, self._rho1, strict=True)]
 
     def output(self) -> tuple[list[bytes], list[bytes]]:
@@ -111,14 +114,16 @@ class VsotReceiver:
         T = _G.decode_point(T_enc)  # caller turns EncodingError into DecodeError
         e = int.from_bytes(h(b"VSOT dlog proof", self.ctx, B.encode(), T.encode()), "big") % Q
         if _G.base_mul(z) != T + B * e:
-            raise ProtocolError("VSOT: proof of knowledge of the sender's secret fails", culprits=(self.sender,))
+            raise ProtocolError(
+                "VSOT: proof of knowledge of the sender's secret fails", culprits=(self.sender,)
+            )
         out = []
-        for l in range(KAPPA):
+        for col in range(KAPPA):
             a = _G.random_scalar()
             A = _G.base_mul(a)
-            if self.omega >> l & 1:
+            if self.omega >> col & 1:
                 A = A + B
-            self._rho.append(_pad(self.ctx, l, B * a))
+            self._rho.append(_pad(self.ctx, col, B * a))
             out.append(A)
         return out
 
@@ -126,19 +131,21 @@ class VsotReceiver:
         """Step 4: ``rho'_l = H(H(rho_l)) xor omega_l * xi_l``."""
         self._xi = list(xis)
         out = []
-        for l, xi in enumerate(xis):
-            hh = _hh(_hh(self._rho[l]))
-            out.append(_xor(hh, xi) if self.omega >> l & 1 else hh)
+        for col, xi in enumerate(xis):
+            hh = _hh(_hh(self._rho[col]))
+            out.append(_xor(hh, xi) if self.omega >> col & 1 else hh)
         return out
 
     def step6(self, openings: Sequence[tuple[bytes, bytes]]) -> None:
         """Step 6: check the sender's openings against our pad and the challenges."""
-        for l, (o0, o1) in enumerate(openings):
-            mine = o1 if self.omega >> l & 1 else o0
-            if not secrets.compare_digest(mine, _hh(self._rho[l])) or not secrets.compare_digest(
-                _xor(_hh(o0), _hh(o1)), self._xi[l]
+        for col, (o0, o1) in enumerate(openings):
+            mine = o1 if self.omega >> col & 1 else o0
+            if not secrets.compare_digest(mine, _hh(self._rho[col])) or not secrets.compare_digest(
+                _xor(_hh(o0), _hh(o1)), self._xi[col]
             ):
-                raise ProtocolError(f"VSOT: sender's opening {l} does not verify", culprits=(self.sender,))
+                raise ProtocolError(
+                    f"VSOT: sender's opening {col} does not verify", culprits=(self.sender,)
+                )
 
     def output(self) -> list[bytes]:
         """The receiver's pads ``rho_{omega_l}``: the OT-extension sender's seeds ``k_Delta``."""

@@ -91,7 +91,12 @@ class EcdsaKeyShare:
                 "vs": {i: p.encode() for i, p in pub.verifying_shares.items()},
                 "x": GROUP.encode_scalar(self.key.signing_share),
                 "ot": {
-                    j: [self.bob[j].k0, self.bob[j].k1, self.alice[j].delta.to_bytes(32, "big"), self.alice[j].kd]
+                    j: [
+                        self.bob[j].k0,
+                        self.bob[j].k1,
+                        self.alice[j].delta.to_bytes(32, "big"),
+                        self.alice[j].kd,
+                    ]
                     for j in self.bob
                 },
             }
@@ -160,7 +165,9 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
     def __init__(self, key: KeyPackage, session_id: bytes) -> None:
         if key.group is not GROUP:
             raise UsageError("DKLs23 needs a secp256k1 key package")
-        super().__init__(session_id=session_id, me=key.identifier, participants=key.public.participants)
+        super().__init__(
+            session_id=session_id, me=key.identifier, participants=key.public.participants
+        )
         self.key = key
         self._senders: dict[int, VsotSender] = {}
         self._receivers: dict[int, VsotReceiver] = {}
@@ -182,9 +189,11 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
         raw = take_list(payload, name, party, length=KAPPA)
         return [point_from(GROUP, p, name, party) for p in raw]
 
-    def _digests(self, payload: Mapping[str, Any], name: str, party: int, n: int = 1) -> list[bytes]:
+    def _digests(
+        self, payload: Mapping[str, Any], name: str, party: int, n: int = 1
+    ) -> list[bytes]:
         raw = take_bytes(payload, name, party, length=32 * n * KAPPA)
-        return [raw[32 * n * l : 32 * n * (l + 1)] for l in range(KAPPA)]
+        return [raw[32 * n * col : 32 * n * (col + 1)] for col in range(KAPPA)]
 
     def _process_round(self, round: int, msgs: dict[int, Message]) -> list[Message]:
         out: list[Message] = []
@@ -227,7 +236,9 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
         return out
 
 
-def run_ot_setup_local(keys: Sequence[KeyPackage], *, order: str = "fifo", seed: int = 0) -> dict[int, EcdsaKeyShare]:
+def run_ot_setup_local(
+    keys: Sequence[KeyPackage], *, order: str = "fifo", seed: int = 0
+) -> dict[int, EcdsaKeyShare]:
     """Run :class:`OtSetupSession` for all holders of one key in this process."""
     sid = secrets.token_bytes(32)
     sessions = {k.identifier: OtSetupSession(k, sid) for k in keys}

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mpc.dkls23 import _bits
-from mpc.dkls23.params import COL_BYTES, ELL, ETA, GADGET, KAPPA, Q, WIDTH, XI, h, h_scalars
+from mpc.dkls23.params import COL_BYTES, ELL, ETA, GADGET, KAPPA, WIDTH, XI, Q, h, h_scalars
 from mpc.errors import DecodeError, ProtocolError
 from mpc.wire import take_bytes, take_list
 
@@ -55,7 +55,7 @@ class BobSeeds:
 class AliceSeeds:
     """Seeds of the OT-extension sender against one peer: ``Delta`` and ``k_{Delta_l}``."""
 
-    delta: int = field(repr=False)  # KAPPA bits; bit l = Delta_l
+    delta: int = field(repr=False)  # KAPPA bits; bit col = Delta_l
     kd: bytes = field(repr=False)  # KAPPA * 32 bytes
 
 
@@ -66,8 +66,10 @@ def _ctx(sid: bytes, alice: int, bob: int, nonce: bytes) -> bytes:
 def _prg_columns(ctx: bytes, seeds: bytes) -> list[bytes]:
     """KOS15 "Ext.2": expand each base-OT seed to an ETA-bit column (SHAKE-256 as the PRG)."""
     return [
-        hashlib.shake_256(ctx + l.to_bytes(2, "big") + seeds[32 * l : 32 * l + 32]).digest(COL_BYTES)
-        for l in range(KAPPA)
+        hashlib.shake_256(ctx + col.to_bytes(2, "big") + seeds[32 * col : 32 * col + 32]).digest(
+            COL_BYTES
+        )
+        for col in range(KAPPA)
     ]
 
 
@@ -143,7 +145,9 @@ class MulBob:
         prefix = h(b"DKLs23 OTE hash", self._ctx)
         rows, sh, frm = self._rows, hashlib.shake_256, int.from_bytes
         # T&R.2: v_{x_j} = H(j, t_j), mapped to WIDTH scalars
-        ev = b"".join([sh(prefix + _J[j] + rows[32 * j : 32 * j + 32]).digest(128) for j in range(XI)])
+        ev = b"".join(
+            [sh(prefix + _J[j] + rows[32 * j : 32 * j + 32]).digest(128) for j in range(XI)]
+        )
         vs = [frm(ev[i : i + 32], "big") for i in range(0, len(ev), 32)]
         ts = [frm(tau[i : i + 32], "big") for i in range(0, len(tau), 32)]
         if max(ts) >= Q:
@@ -163,7 +167,7 @@ class MulBob:
         d1 = sum(map(operator.mul, GADGET, zt1))
         if not secrets.compare_digest(h(b"DKLs23 mul r", self._ctx, b"".join(rbuf)), r_hash):
             raise ProtocolError(
-                f"multiplication check failed: Alice {a} sent inconsistent values to Bob {self.bob}",
+                f"multiplication check failed: Alice {a} inconsistent towards Bob {self.bob}",
                 culprits=(a,),
                 pair=(min(a, self.bob), max(a, self.bob)),
             )
@@ -178,12 +182,15 @@ class MulAlice:
         self._seeds = seeds
         self.sid, self.alice, self.bob = sid, alice, bob
 
-    def round2(self, payload: Mapping[str, Any], a: tuple[int, int]) -> tuple[dict[str, Any], tuple[int, int]]:
+    def round2(
+        self, payload: Mapping[str, Any], a: tuple[int, int]
+    ) -> tuple[dict[str, Any], tuple[int, int]]:
         """Alice's round: KOS15 Ext.4 and Check.3, T&R.3, Derand.1; DKLs19 Protocol 1 steps 3-5.
 
         Verifies Bob's extension (blaming Bob), derives ``z_A = H(q_j)`` and sends
         ``tau_j = H(q_j xor Delta) - z_A + (a_1, a_2, a_hat_1, a_hat_2)``, the check values
-        ``mu_i = chi~_i a_i + chi^_i a_hat_i`` and a hash of ``r_{j,i} = chi~_i z~_A + chi^_i z^_A``.
+        ``mu_i = chi~_i a_i + chi^_i a_hat_i`` and a hash of
+        ``r_{j,i} = chi~_i z~_A + chi^_i z^_A``.
         Returns the payload for Bob and Alice's output ``c = sum_j g_j z~_A``.
         """
         b = self.bob
@@ -199,7 +206,7 @@ class MulAlice:
             int.from_bytes(u, "little") & col_mask
         )
         qb = q_int.to_bytes(COL_BYTES * KAPPA, "little")
-        qcols = [qb[COL_BYTES * l : COL_BYTES * (l + 1)] for l in range(KAPPA)]
+        qcols = [qb[COL_BYTES * col : COL_BYTES * (col + 1)] for col in range(KAPPA)]
         # Check.3: q_dot^l == t_dot^l + Delta_l * x_dot for every column l
         chis = _check_chis(ctx, u)
         expect = _bits.bytes_to_packed(t_dot, KAPPA) ^ (
@@ -207,26 +214,32 @@ class MulAlice:
         )
         if _bits.chunk_hash(qcols, chis) != expect:
             raise ProtocolError(
-                f"OT-extension consistency check failed: Bob {b} is inconsistent with Alice {self.alice}",
+                f"OT-extension consistency check failed: Bob {b} towards Alice {self.alice}",
                 culprits=(b,),
                 pair=(min(b, self.alice), max(b, self.alice)),
             )
         rows0 = _bits.columns_to_rows(qcols, XI)
-        rows1 = (
-            int.from_bytes(rows0, "little") ^ _bits.replicate(delta, KAPPA, XI)
-        ).to_bytes(len(rows0), "little")
+        rows1 = (int.from_bytes(rows0, "little") ^ _bits.replicate(delta, KAPPA, XI)).to_bytes(
+            len(rows0), "little"
+        )
         prefix = h(b"DKLs23 OTE hash", ctx)
         a_hat = (secrets.randbelow(Q), secrets.randbelow(Q))
         al0, al1, al2, al3 = a[0] % Q, a[1] % Q, a_hat[0], a_hat[1]
         sh, frm = hashlib.shake_256, int.from_bytes
         # T&R.3: v_0 = H(j, q_j), v_1 = H(j, q_j xor Delta), each mapped to WIDTH scalars
-        e0 = b"".join([sh(prefix + _J[j] + rows0[32 * j : 32 * j + 32]).digest(128) for j in range(XI)])
-        e1 = b"".join([sh(prefix + _J[j] + rows1[32 * j : 32 * j + 32]).digest(128) for j in range(XI)])
+        e0 = b"".join(
+            [sh(prefix + _J[j] + rows0[32 * j : 32 * j + 32]).digest(128) for j in range(XI)]
+        )
+        e1 = b"".join(
+            [sh(prefix + _J[j] + rows1[32 * j : 32 * j + 32]).digest(128) for j in range(XI)]
+        )
         v0s = [frm(e0[i : i + 32], "big") for i in range(0, len(e0), 32)]
         v1s = [frm(e1[i : i + 32], "big") for i in range(0, len(e1), 32)]
         # Derand.1: z_A = v_0, tau = v_1 - v_0 + alpha
         alpha = (al0, al1, al2, al3) * XI
-        tau = b"".join([((b - a + c) % Q).to_bytes(32, "big") for a, b, c in zip(v0s, v1s, alpha, strict=True)])
+        tau = b"".join(
+            [((b - a + c) % Q).to_bytes(32, "big") for a, b, c in zip(v0s, v1s, alpha, strict=True)]
+        )
         zt0, zt1, zh0, zh1 = v0s[0::4], v0s[1::4], v0s[2::4], v0s[3::4]
         c0 = sum(map(operator.mul, GADGET, zt0))
         c1 = sum(map(operator.mul, GADGET, zt1))
@@ -234,10 +247,14 @@ class MulAlice:
         ct0, ct1, ch0, ch1 = mc[0], mc[1], mc[2], mc[3]
         rbuf = b"".join(
             [
-                ((ct0 * a0 + ch0 * b0) % Q).to_bytes(32, "big") + ((ct1 * a1 + ch1 * b1) % Q).to_bytes(32, "big")
+                ((ct0 * a0 + ch0 * b0) % Q).to_bytes(32, "big")
+                + ((ct1 * a1 + ch1 * b1) % Q).to_bytes(32, "big")
                 for a0, a1, b0, b1 in zip(zt0, zt1, zh0, zh1, strict=True)
             ]
         )
-        mu = [((ct0 * al0 + ch0 * al2) % Q).to_bytes(32, "big"), ((ct1 * al1 + ch1 * al3) % Q).to_bytes(32, "big")]
+        mu = [
+            ((ct0 * al0 + ch0 * al2) % Q).to_bytes(32, "big"),
+            ((ct1 * al1 + ch1 * al3) % Q).to_bytes(32, "big"),
+        ]
         out = {"tau": tau, "mu": mu, "r_hash": h(b"DKLs23 mul r", ctx, rbuf)}
         return out, (c0 % Q, c1 % Q)

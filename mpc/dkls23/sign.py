@@ -79,7 +79,9 @@ def _exact(payload: Mapping[str, Any], fields: frozenset[str], party: int) -> No
     if set(payload) != fields:
         extra = sorted(set(payload) - fields)
         missing = sorted(fields - set(payload))
-        raise DecodeError(f"unexpected fields {extra}, missing {missing}", field="payload", party=party)
+        raise DecodeError(
+            f"unexpected fields {extra}, missing {missing}", field="payload", party=party
+        )
 
 
 def _x_of(R: Point) -> int:
@@ -88,6 +90,7 @@ def _x_of(R: Point) -> int:
 
 
 # -- presignature ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PresignaturePublic:
@@ -131,12 +134,15 @@ class Presignature:
         return self._used
 
     def __repr__(self) -> str:
-        return f"Presignature(id={self.presignature_id.hex()[:16]}, party={self.party}, used={self._used})"
+        pid = self.presignature_id.hex()[:16]
+        return f"Presignature(id={pid}, party={self.party}, used={self._used})"
 
     def to_bytes(self) -> bytes:
         """Canonical CBOR (secret: seal before storing)."""
         if self._used:
-            raise NonceReuseError("presignature already used; it must not be stored again", party=self.party)
+            raise NonceReuseError(
+                "presignature already used; it must not be stored again", party=self.party
+            )
         p = self.public
         return cbor_dumps(
             {
@@ -210,7 +216,9 @@ class PresignSession(RoundSession[Presignature]):
         if GROUP.sum(list(self._pk.values())) != pub.group_public_key:
             raise UsageError("the signer set does not reconstruct the group key")
         self._sk = share.key.signing_share * lagrange_coefficient(GROUP, self.me, ids) % Q
-        self._bobs = {j: MulBob(share.bob[j], session_id, alice=j, bob=self.me) for j in self.others}
+        self._bobs = {
+            j: MulBob(share.bob[j], session_id, alice=j, bob=self.me) for j in self.others
+        }
         self._r = 0
         self._phi = 0
         self._R: Point = GROUP.identity
@@ -277,11 +285,13 @@ class PresignSession(RoundSession[Presignature]):
             psi = scalar_from(GROUP, p.get("psi"), "psi", j, allow_zero=True)
             du, dv = self._bobs[j].round3(p)
             if not secrets.compare_digest(_commit(self.session_id, j, R_j, salt), self._com[j]):
-                raise ProtocolError("decommitment of R_j does not match its round-1 commitment", culprits=(j,))
+                raise ProtocolError(
+                    "decommitment of R_j does not match its round-1 commitment", culprits=(j,)
+                )
             chi = self._bobs[j].chi
             if R_j * chi - gu != GROUP.base_mul(du) or self._pk[j] * chi - gv != GROUP.base_mul(dv):
                 raise ProtocolError(
-                    f"multiplication consistency check (Gamma) failed for Alice {j} / Bob {self.me}",
+                    f"multiplication consistency (Gamma) check failed: Alice {j}, Bob {self.me}",
                     culprits=(j,),
                     pair=(min(j, self.me), max(j, self.me)),
                 )
@@ -306,6 +316,7 @@ class PresignSession(RoundSession[Presignature]):
 
 
 # -- online round and combination ----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PartialSignature:
@@ -336,7 +347,9 @@ class PartialSignature:
             raise DecodeError("expected a map", field="partial signature", party=sender)
         _exact(obj, frozenset({"sender", "pid", "R", "u", "w"}), sender)
         if obj["sender"] != sender or type(obj["sender"]) is not int:
-            raise DecodeError("sender does not match the authenticated sender", field="sender", party=sender)
+            raise DecodeError(
+                "sender does not match the authenticated sender", field="sender", party=sender
+            )
         return cls(
             sender,
             take_bytes(obj, "pid", sender, length=32),
@@ -426,17 +439,21 @@ def combine_signature(
     does not verify the combiner can only detect it; the error lists the signers as
     suspects (``culprits`` stays empty).
     """
-    z = _digest_int(message_hash)
+    _digest_int(message_hash)  # length check
     got: dict[int, PartialSignature] = {}
     for p in partials:
         if p.sender not in public.signers:
-            raise ProtocolError("partial signature from a party outside the signer set", culprits=(p.sender,))
+            raise ProtocolError(
+                "partial signature from a party outside the signer set", culprits=(p.sender,)
+            )
         if p.sender in got:
             raise ProtocolError("two partial signatures from one signer", culprits=(p.sender,))
         if p.presignature_id != public.presignature_id:
             raise ProtocolError("partial signature for another presignature", culprits=(p.sender,))
         if p.R != public.R:
-            raise ProtocolError("partial signature for another instance point R", culprits=(p.sender,))
+            raise ProtocolError(
+                "partial signature for another instance point R", culprits=(p.sender,)
+            )
         got[p.sender] = p
     missing = [i for i in public.signers if i not in got]
     if missing:
@@ -464,7 +481,9 @@ def _verify(sig: EcdsaSignature, message_hash: bytes, pk: Point) -> bool:
     assert isinstance(pk, Secp256k1Point)
     try:
         ok = pk.pubkey.verify(sig.to_der(), message_hash, hasher=None)
-        rec = coincurve.PublicKey.from_signature_and_message(sig.to_compact(), message_hash, hasher=None)
+        rec = coincurve.PublicKey.from_signature_and_message(
+            sig.to_compact(), message_hash, hasher=None
+        )
     except (ValueError, TypeError):
         return False
     return bool(ok) and rec.format() == pk.encode()

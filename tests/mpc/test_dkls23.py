@@ -23,13 +23,13 @@ from mpc.dkls23 import (
     Presignature,
     PresignaturePublic,
     PresignSession,
+    _bits,
     combine_signature,
     run_keygen_local,
     run_ot_setup_local,
     sign_with_presignature,
 )
-from mpc.dkls23 import _bits
-from mpc.dkls23.mul import AliceSeeds, BobSeeds, MulAlice, MulBob
+from mpc.dkls23.mul import MulAlice, MulBob
 from mpc.dkls23.params import Q
 from mpc.errors import NonceReuseError, ProtocolError, UsageError
 from mpc.groups import SECP256K1
@@ -40,13 +40,17 @@ G = SECP256K1
 
 
 def dealer_import_for_tests(secret: int, t: int, n: int) -> list[KeyPackage]:
-    """DEALER IMPORT FOR TESTS ONLY: Shamir-split a known secret (the only place a whole key exists).
+    """DEALER IMPORT FOR TESTS ONLY: Shamir-split a known secret.
+
+    The only place in these tests where a whole key exists.
 
     Used by the test that checks the secret never appears in any protocol value.
     """
     coeffs = [secret] + [G.random_scalar() for _ in range(t - 1)]
     shares = {i: evaluate_polynomial(G, coeffs, i) for i in range(1, n + 1)}
-    public = PublicKeyPackage(G, t, G.base_mul(secret), {i: G.base_mul(s) for i, s in shares.items()})
+    public = PublicKeyPackage(
+        G, t, G.base_mul(secret), {i: G.base_mul(s) for i, s in shares.items()}
+    )
     return [KeyPackage(i, s, public) for i, s in shares.items()]
 
 
@@ -60,15 +64,23 @@ def keys35() -> dict[int, EcdsaKeyShare]:
     return run_keygen_local(3, 5)
 
 
-def presign(keys: dict[int, EcdsaKeyShare], signers: tuple[int, ...], **kw: typing.Any) -> dict[int, Presignature]:
+def presign(
+    keys: dict[int, EcdsaKeyShare], signers: tuple[int, ...], **kw: typing.Any
+) -> dict[int, Presignature]:
     sid = secrets.token_bytes(32)
-    res: dict[int, Presignature] = run_local({i: PresignSession(keys[i], sid, signers) for i in signers}, **kw)
+    res: dict[int, Presignature] = run_local(
+        {i: PresignSession(keys[i], sid, signers) for i in signers}, **kw
+    )
     return res
 
 
-def sign(keys: dict[int, EcdsaKeyShare], signers: tuple[int, ...], msg_hash: bytes, **kw: typing.Any):  # type: ignore[no-untyped-def]
+def sign(
+    keys: dict[int, EcdsaKeyShare], signers: tuple[int, ...], msg_hash: bytes, **kw: typing.Any
+):  # type: ignore[no-untyped-def]
     pres = presign(keys, signers, **kw)
-    parts = [sign_with_presignature(pres[i], keys[i], msg_hash, ledger=MemoryLedger()) for i in signers]
+    parts = [
+        sign_with_presignature(pres[i], keys[i], msg_hash, ledger=MemoryLedger()) for i in signers
+    ]
     pub = pres[signers[0]].public
     assert all(p.public == pub for p in pres.values())
     return combine_signature(pub, parts, msg_hash, keys[signers[0]].group_public_key)
@@ -85,13 +97,14 @@ def check_independently(sig, msg_hash: bytes, pk_bytes: bytes) -> None:  # type:
 
 # -- building blocks -----------------------------------------------------------------------
 
+
 def test_transpose_matches_naive() -> None:
     cols = [secrets.token_bytes(80) for _ in range(256)]
     rows = _bits.columns_to_rows(cols, 512)
     ints = [int.from_bytes(c, "little") for c in cols]
     for j in (0, 1, 255, 256, 511):
         r = int.from_bytes(rows[32 * j : 32 * j + 32], "little")
-        assert all((r >> l) & 1 == (ints[l] >> j) & 1 for l in range(256))
+        assert all((r >> col) & 1 == (ints[col] >> j) & 1 for col in range(256))
 
 
 def test_chunk_hash_matches_gf128_reference() -> None:
@@ -108,13 +121,13 @@ def test_chunk_hash_matches_gf128_reference() -> None:
     cols = [secrets.token_bytes(80) for _ in range(256)]
     chis = [secrets.randbits(128) for _ in range(4)]
     packed = _bits.chunk_hash(cols, chis)
-    for l in (0, 100, 255):
-        v = int.from_bytes(cols[l], "little")
+    for col in (0, 100, 255):
+        v = int.from_bytes(cols[col], "little")
         ch = [(v >> (128 * c)) & ((1 << 128) - 1) for c in range(5)]
         want = ch[4]
         for c in range(4):
             want ^= gmul(ch[c], chis[c])
-        assert (packed >> (256 * l)) & ((1 << 128) - 1) == want
+        assert (packed >> (256 * col)) & ((1 << 128) - 1) == want
 
 
 def test_rvole_multiplication_correct(keys23: dict[int, EcdsaKeyShare]) -> None:
@@ -129,6 +142,7 @@ def test_rvole_multiplication_correct(keys23: dict[int, EcdsaKeyShare]) -> None:
 
 # -- signing -------------------------------------------------------------------------------
 
+
 def test_every_t_subset_signs_2_of_3(keys23: dict[int, EcdsaKeyShare]) -> None:
     pk = keys23[1].group_public_key.encode()
     for signers in [(1, 2), (1, 3), (2, 3), (1, 2, 3)]:
@@ -136,9 +150,13 @@ def test_every_t_subset_signs_2_of_3(keys23: dict[int, EcdsaKeyShare]) -> None:
         check_independently(sign(keys23, signers, h), h, pk)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
-def test_any_t_subset_of_3_of_5_signs(keys35: dict[int, EcdsaKeyShare], data: st.DataObject) -> None:
+def test_any_t_subset_of_3_of_5_signs(
+    keys35: dict[int, EcdsaKeyShare], data: st.DataObject
+) -> None:
     size = data.draw(st.integers(3, 4))
     signers = tuple(sorted(data.draw(st.permutations([1, 2, 3, 4, 5]))[:size]))
     h = data.draw(st.binary(min_size=32, max_size=32))
@@ -178,7 +196,9 @@ def test_eip1559_transaction_recovers_group_address(keys23: dict[int, EcdsaKeySh
     }
     digest = TypedTransaction.from_dict(tx).hash()
     sig = sign(keys23, (1, 3), digest)
-    raw = TypedTransaction.from_dict({**tx, "v": sig.recovery_id & 1, "r": sig.r, "s": sig.s}).encode()
+    raw = TypedTransaction.from_dict(
+        {**tx, "v": sig.recovery_id & 1, "r": sig.r, "s": sig.s}
+    ).encode()
     pk = coincurve.PublicKey(keys23[1].group_public_key.encode()).format(compressed=False)
     address = eth_keys.PublicKey(pk[1:]).to_checksum_address()
     assert sig.recovery_id < 2
@@ -201,6 +221,7 @@ def test_ot_setup_random_order_with_dealer_import() -> None:
 
 # -- storage, binding ----------------------------------------------------------------------
 
+
 def test_key_share_roundtrip_and_repr(keys23: dict[int, EcdsaKeyShare]) -> None:
     k = keys23[2]
     assert EcdsaKeyShare.from_bytes(k.to_bytes()) == k
@@ -209,7 +230,7 @@ def test_key_share_roundtrip_and_repr(keys23: dict[int, EcdsaKeyShare]) -> None:
 
 
 def test_presignature_single_use_object_and_storage(keys23: dict[int, EcdsaKeyShare]) -> None:
-    """Intended storage pattern: store sealed bytes; rebuild; the node's ledger marks the id first."""
+    """Intended storage pattern: store sealed bytes; rebuild; the node ledger marks the id first."""
     pres = presign(keys23, (1, 2))
     stored = pres[1].to_bytes()  # what the node seals into its database
     ledger = MemoryLedger()  # stands for the node's durable presignature ledger
@@ -238,7 +259,9 @@ def test_ledger_failure_releases_nothing(keys23: dict[int, EcdsaKeyShare]) -> No
         sign_with_presignature(pres[1], keys23[1], secrets.token_bytes(32), ledger=MemoryLedger())
 
 
-def test_presignature_bound_to_key_signers_session(keys23: dict[int, EcdsaKeyShare], keys35: dict[int, EcdsaKeyShare]) -> None:
+def test_presignature_bound_to_key_signers_session(
+    keys23: dict[int, EcdsaKeyShare], keys35: dict[int, EcdsaKeyShare]
+) -> None:
     h = secrets.token_bytes(32)
     pres = presign(keys23, (1, 2))
     with pytest.raises(UsageError, match="another key"):
@@ -260,13 +283,23 @@ def test_combiner_holds_only_public_values() -> None:
     assert set(hints) == {"public", "partials", "message_hash", "group_public_key", "return"}
     assert hints["public"] is PresignaturePublic
     assert {f.name for f in dataclasses.fields(PresignaturePublic)} == {
-        "presignature_id", "key_id", "session_id", "signers", "R",
+        "presignature_id",
+        "key_id",
+        "session_id",
+        "signers",
+        "R",
     }
-    assert {f.name for f in dataclasses.fields(PartialSignature)} == {"sender", "presignature_id", "R", "u", "w"}
+    assert {f.name for f in dataclasses.fields(PartialSignature)} == {
+        "sender",
+        "presignature_id",
+        "R",
+        "u",
+        "w",
+    }
 
 
 def test_no_value_anywhere_equals_the_private_key() -> None:
-    """Run setup, presign and sign on a dealer-imported key; the key appears in no message or output."""
+    """Setup, presign and sign on a dealer-imported key: the key is in no message or output."""
     secret = G.random_scalar()
     kps = dealer_import_for_tests(secret, 2, 3)
     needles = [secret.to_bytes(32, "big"), ((Q - secret) % Q).to_bytes(32, "big")]

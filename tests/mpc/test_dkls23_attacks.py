@@ -34,9 +34,15 @@ def keys() -> dict[int, EcdsaKeyShare]:
     return run_keygen_local(2, 3)
 
 
-def tamper_payload(rnd: int, sender: int, fn: Callable[[dict[str, Any]], None], recipient: int | None = None) -> Callable[[Message], Message]:
+def tamper_payload(
+    rnd: int, sender: int, fn: Callable[[dict[str, Any]], None], recipient: int | None = None
+) -> Callable[[Message], Message]:
     def t(msg: Message) -> Message:
-        if msg.round == rnd and msg.sender == sender and (recipient is None or msg.recipient == recipient):
+        if (
+            msg.round == rnd
+            and msg.sender == sender
+            and (recipient is None or msg.recipient == recipient)
+        ):
             p = dict(msg.payload)
             fn(p)
             return dataclasses.replace(msg, payload=p)
@@ -49,13 +55,19 @@ def flip(b: bytes, i: int = 0) -> bytes:
     return b[:i] + bytes([b[i] ^ 1]) + b[i + 1 :]
 
 
-def run_presign(keys: dict[int, EcdsaKeyShare], signers: tuple[int, ...] = (1, 2, 3), **kw: Any) -> dict[int, Presignature]:
+def run_presign(
+    keys: dict[int, EcdsaKeyShare], signers: tuple[int, ...] = (1, 2, 3), **kw: Any
+) -> dict[int, Presignature]:
     sid = secrets.token_bytes(32)
-    res: dict[int, Presignature] = run_local({i: PresignSession(keys[i], sid, signers) for i in signers}, **kw)
+    res: dict[int, Presignature] = run_local(
+        {i: PresignSession(keys[i], sid, signers) for i in signers}, **kw
+    )
     return res
 
 
-def expect_blame(exc_type: type[MpcError], culprit: int, keys: dict[int, EcdsaKeyShare], tamper: Any) -> MpcError:
+def expect_blame(
+    exc_type: type[MpcError], culprit: int, keys: dict[int, EcdsaKeyShare], tamper: Any
+) -> MpcError:
     with pytest.raises(exc_type) as exc:
         run_presign(keys, tamper=tamper)
     err = exc.value
@@ -67,6 +79,7 @@ def expect_blame(exc_type: type[MpcError], culprit: int, keys: dict[int, EcdsaKe
 
 
 # -- presignature reuse ------------------------------------------------------------------
+
 
 def test_presignature_used_twice(keys: dict[int, EcdsaKeyShare]) -> None:
     pres = run_presign(keys, (1, 2))
@@ -85,8 +98,11 @@ def test_presignature_used_twice(keys: dict[int, EcdsaKeyShare]) -> None:
 
 # -- multiplication and OT extension ---------------------------------------------------------
 
+
 def test_inconsistent_tau_blames_alice(keys: dict[int, EcdsaKeyShare]) -> None:
-    err = expect_blame(ProtocolError, 1, keys, tamper_payload(2, 1, lambda p: p.update(tau=flip(p["tau"], 40)), 3))
+    err = expect_blame(
+        ProtocolError, 1, keys, tamper_payload(2, 1, lambda p: p.update(tau=flip(p["tau"], 40)), 3)
+    )
     assert isinstance(err, ProtocolError) and err.pair == (1, 3)
 
 
@@ -104,14 +120,25 @@ def test_inconsistent_gamma_blames_sender(keys: dict[int, EcdsaKeyShare]) -> Non
 
 
 def test_wrong_decommitment_blames_sender(keys: dict[int, EcdsaKeyShare]) -> None:
-    expect_blame(ProtocolError, 2, keys, tamper_payload(2, 2, lambda p: p.update(salt=flip(p["salt"])), 3))
+    expect_blame(
+        ProtocolError, 2, keys, tamper_payload(2, 2, lambda p: p.update(salt=flip(p["salt"])), 3)
+    )
 
 
 def test_failing_ote_check_blames_bob(keys: dict[int, EcdsaKeyShare]) -> None:
-    err = expect_blame(ProtocolError, 1, keys, tamper_payload(1, 1, lambda p: p.update(u=flip(p["u"], 100)), 2))
+    err = expect_blame(
+        ProtocolError, 1, keys, tamper_payload(1, 1, lambda p: p.update(u=flip(p["u"], 100)), 2)
+    )
     assert isinstance(err, ProtocolError) and err.pair == (1, 2)
-    expect_blame(ProtocolError, 3, keys, tamper_payload(1, 3, lambda p: p.update(t_dot=flip(p["t_dot"], 7)), 1))
-    expect_blame(ProtocolError, 2, keys, tamper_payload(1, 2, lambda p: p.update(x_dot=flip(p["x_dot"])), 3))
+    expect_blame(
+        ProtocolError,
+        3,
+        keys,
+        tamper_payload(1, 3, lambda p: p.update(t_dot=flip(p["t_dot"], 7)), 1),
+    )
+    expect_blame(
+        ProtocolError, 2, keys, tamper_payload(1, 2, lambda p: p.update(x_dot=flip(p["x_dot"])), 3)
+    )
 
 
 @pytest.mark.parametrize(
@@ -135,17 +162,22 @@ def test_malformed_ote_messages(keys: dict[int, EcdsaKeyShare], field: str, valu
 
 def test_noncanonical_tau_scalar(keys: dict[int, EcdsaKeyShare]) -> None:
     big = (Q + 1).to_bytes(32, "big")
-    err = expect_blame(DecodeError, 3, keys, tamper_payload(2, 3, lambda p: p.update(tau=big + p["tau"][32:]), 2))
+    err = expect_blame(
+        DecodeError, 3, keys, tamper_payload(2, 3, lambda p: p.update(tau=big + p["tau"][32:]), 2)
+    )
     assert isinstance(err, DecodeError) and err.field == "tau"
 
 
-@pytest.mark.parametrize("enc", [b"\x02" + b"\x00" * 32, b"\x00" * 33, b"\x04" + b"\x01" * 32, b"\x02" * 32])
+@pytest.mark.parametrize(
+    "enc", [b"\x02" + b"\x00" * 32, b"\x00" * 33, b"\x04" + b"\x01" * 32, b"\x02" * 32]
+)
 def test_bad_points_in_presign(keys: dict[int, EcdsaKeyShare], enc: bytes) -> None:
     err = expect_blame(DecodeError, 1, keys, tamper_payload(2, 1, lambda p: p.update(R=enc), 2))
     assert isinstance(err, DecodeError) and err.field == "R"
 
 
 # -- base OT setup ---------------------------------------------------------------------------
+
 
 def run_setup(tamper: Any) -> None:
     from mpc.dkg import run_dkg_local
@@ -179,6 +211,7 @@ def test_malformed_base_ot(rnd: int, fn: Any, exc: type[MpcError], field: str | 
 
 
 # -- replay, dropout, order ------------------------------------------------------------------
+
 
 def test_message_from_another_session_refused(keys: dict[int, EcdsaKeyShare]) -> None:
     sid_a, sid_b = secrets.token_bytes(32), secrets.token_bytes(32)
@@ -247,6 +280,7 @@ def test_dropout_in_setup_reports_whom_we_wait_for() -> None:
 
 # -- combiner --------------------------------------------------------------------------------
 
+
 def test_bad_partial_fails_closed(keys: dict[int, EcdsaKeyShare]) -> None:
     pres = run_presign(keys, (1, 2))
     h = secrets.token_bytes(32)
@@ -256,7 +290,9 @@ def test_bad_partial_fails_closed(keys: dict[int, EcdsaKeyShare]) -> None:
     with pytest.raises(ProtocolError, match="suspects"):
         combine_signature(pres[1].public, [p1, dataclasses.replace(p2, w=(p2.w + 1) % Q)], h, pk)
     with pytest.raises(ProtocolError) as exc:
-        combine_signature(pres[1].public, [p1, dataclasses.replace(p2, presignature_id=b"\x00" * 32)], h, pk)
+        combine_signature(
+            pres[1].public, [p1, dataclasses.replace(p2, presignature_id=b"\x00" * 32)], h, pk
+        )
     assert exc.value.culprits == (2,)
     with pytest.raises(ProtocolError) as exc:
         combine_signature(pres[1].public, [p1, p1], h, pk)
