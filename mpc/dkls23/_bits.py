@@ -77,7 +77,10 @@ def replicate(value: int, width: int, count: int) -> int:
 
 
 def bit_slot_mask(bits: int, width: int, count: int, ones: int | None = None) -> int:
-    """``count`` slots of ``width`` bits; slot l gets its low ``ones`` bits set iff ``bits`` has bit l."""
+    """``count`` slots of ``width`` bits; slot l: low ``ones`` bits set iff ``bits`` has bit l.
+
+    ``ones`` defaults to the whole slot.
+    """
     nb = width // 8
     k = nb if ones is None else ones // 8
     full = b"\xff" * k + bytes(nb - k)
