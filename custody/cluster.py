@@ -1,0 +1,226 @@
+"""A local cluster as processes: one coordinator (``python -m api``) and n signer nodes
+(``python -m signer_nodes``), all under one data directory.
+
+Layout of ``DIR``::
+
+    coordinator/        coordinator.db, coordinator_key (0600)
+    node-1/ ...         each node's own SQLCipher file and SoftHSM2 token (signer_nodes init)
+    logs/               one JSON-lines log per process
+    cluster.json        {"api_url", "nodes": [{"id", "url"}], "credentials": {role: token}} (0600)
+
+First run provisions everything (``api init``, ``signer_nodes init``); later runs reuse it.
+This module only starts processes and speaks HTTP: it imports neither ``api`` nor
+``signer_nodes``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROLES = ("admin", "requester", "approver", "auditor")
+DEFAULT_PORT = 7100
+
+
+def node_id(i: int) -> str:
+    return f"node-{i}"
+
+
+def node_port(api_port: int, i: int) -> int:
+    return api_port + i
+
+
+def write_private_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` to ``path`` with mode 0600 (it holds bearer tokens)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+@dataclass
+class Cluster:
+    """Start/stop a dev cluster. ``progress(msg)`` is called at each step."""
+
+    data_dir: Path
+    nodes: int = 3
+    port: int = DEFAULT_PORT
+    host: str = "127.0.0.1"
+    dev: bool = True
+    python: str = sys.executable
+    progress: Callable[[str], None] = lambda _msg: None
+    env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def node_url(self, i: int) -> str:
+        return f"http://{self.host}:{node_port(self.port, i)}"
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.data_dir / "cluster.json"
+
+    # -- provisioning -------------------------------------------------------------------
+    def _run(self, argv: list[str]) -> str:
+        r = subprocess.run(  # noqa: S603 - our own argv, no shell
+            argv, capture_output=True, text=True, env=self._env(), check=False, cwd=self._cwd())
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[1:4])} failed ({r.returncode}): "
+                               f"{r.stderr.strip()[-2000:]}")
+        return r.stdout
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                    else "")
+        return env
+
+    @staticmethod
+    def _cwd() -> str:
+        return str(Path(__file__).resolve().parent.parent)
+
+    def provision(self) -> dict[str, str]:
+        """Initialise coordinator and nodes on first run; returns the credentials."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        self.progress("provisioning coordinator")
+        out = json.loads(self._run([self.python, "-m", "api", "init", "--data-dir",
+                                    str(self.data_dir / "coordinator")]))
+        coord_pk = out["coordinator_public_key"]
+        creds = out["credentials"]
+        if creds is None:
+            if not self.cluster_file.exists():
+                raise RuntimeError(f"{self.data_dir} has a coordinator but no cluster.json: "
+                                   "its credentials are lost; use a fresh --data-dir")
+            creds = json.loads(self.cluster_file.read_text())["credentials"]
+        for i in range(1, self.nodes + 1):
+            d = self.data_dir / node_id(i)
+            if d.exists() and any(d.iterdir()):
+                continue  # provisioned on an earlier run
+            self.progress(f"provisioning {node_id(i)} (HSM token, database)")
+            self._run([self.python, "-m", "signer_nodes", "init", "--data-dir", str(d),
+                       "--node-id", node_id(i), "--party-id", str(i),
+                       "--coordinator-key", coord_pk])
+        return dict(creds)
+
+    # -- processes ----------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
+        p = subprocess.Popen(  # noqa: S603 - our own argv, no shell
+            argv, stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=self._cwd(),
+            start_new_session=True)
+        log.close()
+        self.procs[name] = Proc(name, argv, p)
+
+    def start_node(self, i: int) -> None:
+        self._spawn(node_id(i), [self.python, "-m", "signer_nodes", "run", "--data-dir",
+                                 str(self.data_dir / node_id(i)), "--host", self.host,
+                                 "--port", str(node_port(self.port, i))])
+
+    def start(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Provision, start every process, enrol the nodes, write cluster.json."""
+        creds = self.provision()
+        self.progress("starting coordinator and nodes")
+        argv = [self.python, "-m", "api", "serve", "--data-dir",
+                str(self.data_dir / "coordinator"), "--host", self.host, "--port", str(self.port)]
+        self._spawn("coordinator", argv + (["--dev"] if self.dev else []))
+        for i in range(1, self.nodes + 1):
+            self.start_node(i)
+        deadline = time.monotonic() + timeout
+        self._wait_health(self.api_url, deadline, "coordinator")
+        for i in range(1, self.nodes + 1):
+            self._wait_health(self.node_url(i), deadline, node_id(i))
+        self.progress("enrolling nodes")
+        with httpx.Client(base_url=self.api_url, timeout=30,
+                          headers={"Authorization": f"Bearer {creds['admin']}"}) as c:
+            for i in range(1, self.nodes + 1):
+                r = c.put(f"/v1/nodes/{node_id(i)}", json={"url": self.node_url(i)})
+                if r.status_code != 200:
+                    raise RuntimeError(f"enrolling {node_id(i)} failed: {r.text}")
+            while True:
+                ready = c.get("/ready").json()
+                if ready.get("nodes_healthy") == self.nodes:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nodes not healthy in time: {ready}")
+                time.sleep(0.1)
+        doc = {"api_url": self.api_url,
+               "nodes": [{"id": node_id(i), "url": self.node_url(i)}
+                         for i in range(1, self.nodes + 1)],
+               "credentials": creds, "dev_policy": "allow-all" if self.dev else None,
+               "pids": {n: p.popen.pid for n, p in self.procs.items() if p.popen}}
+        write_private_json(self.cluster_file, doc)
+        self.progress("ready")
+        return doc
+
+    def _wait_health(self, url: str, deadline: float, name: str) -> None:
+        while True:
+            proc = self.procs.get(name)
+            if proc is not None and not proc.alive:
+                tail = (self.data_dir / "logs" / f"{name}.log").read_bytes()[-1500:]
+                text = tail.decode(errors="replace")
+                raise RuntimeError(f"{name} exited during start-up:\n{text}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not answer /health at {url}")
+            time.sleep(0.1)
+
+    def stop_proc(self, name: str, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
+        """Stop one process (by the pid we started): ``sig``, then SIGKILL after ``wait``."""
+        proc = self.procs.get(name)
+        if proc is None or proc.popen is None:
+            return
+        p = proc.popen
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(wait)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+    def stop(self) -> None:
+        """Stop every process: the coordinator first, then the nodes."""
+        for name in ["coordinator", *[n for n in self.procs if n != "coordinator"]]:
+            self.stop_proc(name)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
