@@ -53,7 +53,8 @@ class Message:
     round: int
     sender: int
     recipient: int | None
-    payload: Mapping[str, Any] = field(default_factory=dict)
+    # Payloads of direct messages carry secret shares: never in repr or logs.
+    payload: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 def cbor_dumps(obj: Any) -> bytes:
