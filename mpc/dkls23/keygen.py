@@ -40,6 +40,13 @@ from mpc.wire import (
 )
 
 PROTOCOL_SETUP = "dkls23-setup"
+_SETUP_FIELDS = {
+    1: {"B", "T", "z"},
+    2: {"A"},
+    3: {"xi"},
+    4: {"resp"},
+    5: {"open"},
+}
 _SHARE_VERSION = 1
 
 
@@ -199,6 +206,12 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
         out: list[Message] = []
         for j, m in sorted(msgs.items()):
             p = m.payload
+            if set(p) != _SETUP_FIELDS[round]:
+                raise DecodeError(
+                    f"round {round} payload must have exactly {sorted(_SETUP_FIELDS[round])}",
+                    field="payload",
+                    party=j,
+                )
             if round == 1:  # step 2: we are receiver of j's VSOT
                 B = point_from(GROUP, p.get("B"), "B", j)
                 T = take_bytes(p, "T", j, length=33)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mpc.dealer import split_existing_key
 from mpc.dkls23 import (
     EcdsaKeyShare,
     MemoryLedger,
@@ -34,24 +35,17 @@ from mpc.dkls23.params import Q
 from mpc.errors import NonceReuseError, ProtocolError, UsageError
 from mpc.groups import SECP256K1
 from mpc.local import run_local
-from mpc.shamir import KeyPackage, PublicKeyPackage, evaluate_polynomial
+from mpc.shamir import KeyPackage
 
 G = SECP256K1
 
 
 def dealer_import_for_tests(secret: int, t: int, n: int) -> list[KeyPackage]:
-    """DEALER IMPORT FOR TESTS ONLY: Shamir-split a known secret.
-
-    The only place in these tests where a whole key exists.
+    """Dealer import (:func:`mpc.dealer.split_existing_key`) of a known secret, for tests.
 
     Used by the test that checks the secret never appears in any protocol value.
     """
-    coeffs = [secret] + [G.random_scalar() for _ in range(t - 1)]
-    shares = {i: evaluate_polynomial(G, coeffs, i) for i in range(1, n + 1)}
-    public = PublicKeyPackage(
-        G, t, G.base_mul(secret), {i: G.base_mul(s) for i, s in shares.items()}
-    )
-    return [KeyPackage(i, s, public) for i, s in shares.items()]
+    return split_existing_key(G, secret, t, list(range(1, n + 1)))
 
 
 @pytest.fixture(scope="module")

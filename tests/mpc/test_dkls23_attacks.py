@@ -198,6 +198,7 @@ def run_setup(tamper: Any) -> None:
         (3, lambda p: p.update(xi=p["xi"][:-1]), DecodeError, "xi"),
         (4, lambda p: p.update(resp=flip(p["resp"], 3)), ProtocolError, None),  # VSOT check
         (5, lambda p: p.update(open=flip(p["open"], 70)), ProtocolError, None),
+        (3, lambda p: p.update(extra=b""), DecodeError, "payload"),  # strict field set
     ],
 )
 def test_malformed_base_ot(rnd: int, fn: Any, exc: type[MpcError], field: str | None) -> None:
