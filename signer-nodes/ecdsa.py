@@ -18,6 +18,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from signer_nodes import logs, vault
+
 from custody.signing import SignRequestError, message_to_sign
 from mpc import dkls23, keyio
 from mpc.dkg import DkgSession
@@ -25,7 +27,6 @@ from mpc.errors import MpcError
 from mpc.groups import SECP256K1
 from mpc.session import RoundSession
 from mpc.wire import Message
-from signer_nodes import logs, vault
 
 if TYPE_CHECKING:
     from signer_nodes.node import Node

@@ -34,7 +34,6 @@ from signer_nodes.store import KeyRow, NodeStore
 from custody.signing import SignRequestError, message_to_sign
 from mpc import frost
 from mpc.errors import MpcError
-from mpc.session import RoundSession
 from mpc.wire import Message
 
 __all__ = ["Node", "NodeError", "KEY_ID_RE", "crash_point"]
@@ -147,7 +146,7 @@ class Node:
         config = NodeConfig(
             node_id=node_id,
             party_id=party_id,
-            token_label=f"tpwc-{node_id}"[:32],
+            token_label=f"{node_id[:22]}-{secrets.token_hex(4)}",
             module_path=module_path,
         )
         v, conf = vault.Vault.provision(paths, config, pin)

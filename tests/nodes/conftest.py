@@ -340,3 +340,105 @@ def cluster(tmp_path: Path, coordinator_key: SigningKey) -> Iterator[Coordinator
     finally:
         for n in nodes:
             n.stop()
+
+
+# -- in-process nodes ---------------------------------------------------------------------
+# SoftHSM2 binds one config per process (hsm package docstring): in-process nodes all get
+# their tokens in the token directory bound first in this process (hsm.provision).
+
+
+class InProc:
+    """Nodes as in-process objects with a direct-call relay (fast tests, benchmarks)."""
+
+    def __init__(self, root: Path, key: SigningKey, n: int = 3) -> None:
+        from signer_nodes.envelope import Peer
+        from signer_nodes.node import Node
+
+        self.key = key
+        self.nodes = {
+            i: Node.init(
+                root / f"node-{i}",
+                node_id=f"node-{i}",
+                party_id=i,
+                coordinator_key=bytes(key.verify_key),
+            )
+            for i in range(1, n + 1)
+        }
+        peers = [Peer(i, nd.node_id, nd.sign_pk, nd.box_pk) for i, nd in self.nodes.items()]
+        for nd in self.nodes.values():
+            nd.set_peers(peers)
+
+    def close(self) -> None:
+        for nd in self.nodes.values():
+            nd.close()
+
+    def run_session(self, spec: dict[str, Any], tamper: Any = None) -> dict[int, dict[str, Any]]:
+        parties = spec["participants"]
+        states = {p: self.nodes[p].start_session(spec) for p in parties}
+        queue = [e for st in states.values() for e in st["envelopes"]]
+        while queue:
+            env = queue.pop(0)
+            targets = (
+                [env["to"]] if env["to"] is not None else [p for p in parties if p != env["from"]]
+            )
+            for t in targets:
+                e = tamper(env, t) if tamper else env
+                if e is None:
+                    continue
+                st = self.nodes[t].deliver(spec["session_id"], [e])
+                states[t] = st
+                queue.extend(st["envelopes"])
+        return states
+
+    def dkg(
+        self, scheme: str, key_id: str, t: int = 2, parties: Sequence[int] = (1, 2, 3)
+    ) -> dict[str, Any]:
+        spec = {
+            "session_id": secrets.token_hex(32),
+            "kind": "dkg",
+            "key_id": key_id,
+            "scheme": scheme,
+            "threshold": t,
+            "participants": sorted(parties),
+        }
+        states = self.run_session(spec)
+        assert all(
+            self.nodes[p].session_state(spec["session_id"])["status"] == "done" for p in parties
+        ), states
+        return dict(self.nodes[parties[0]].session_state(spec["session_id"])["result"])
+
+    def frost_sign(
+        self, scheme: str, key_id: str, parties: Sequence[int], request: dict[str, Any], public: Any
+    ) -> bytes:
+        suite = frost.ciphersuite(scheme)
+        nonces = {p: self.nodes[p].frost_commitments(key_id, 1)[0] for p in parties}
+        comms = [
+            frost.SigningCommitments.from_bytes(
+                bytes.fromhex(nonces[p]["commitments"]), suite=suite
+            )
+            for p in parties
+        ]
+        pkg = frost.signing_package(comms, message_to_sign(scheme, request))
+        shares = [
+            frost.SignatureShare.from_bytes(
+                self.nodes[p].frost_sign(
+                    key_id,
+                    nonces[p]["nonce_id"],
+                    request,
+                    pkg.to_bytes(),
+                    coordinator_verified=True,
+                ),
+                suite=suite,
+            )
+            for p in parties
+        ]
+        return frost.aggregate(pkg, shares, public)
+
+
+@pytest.fixture
+def inproc(tmp_path: Path, coordinator_key: SigningKey) -> Iterator[InProc]:
+    c = InProc(tmp_path, coordinator_key)
+    try:
+        yield c
+    finally:
+        c.close()
