@@ -56,6 +56,7 @@ __all__ = [
     "LOCK",
     "Library",
     "bound_library",
+    "check_session",
     "find_token",
     "free_slot",
     "get_library",
@@ -92,6 +93,7 @@ CKR_USER_PIN_NOT_INITIALIZED = 0x102
 CKR_USER_ANOTHER_ALREADY_LOGGED_IN = 0x104
 CKR_CRYPTOKI_NOT_INITIALIZED = 0x190
 CKU_USER = 1
+CKS_RW_USER_FUNCTIONS = 3
 
 _RV_TO_DEVICE_EXC: dict[int, type[p11e.PKCS11Error]] = {
     CKR_GENERAL_ERROR: p11e.GeneralError,
@@ -221,7 +223,42 @@ def _bind_ctypes(path: str) -> ctypes.CDLL:
     cdll.C_Login.restype = ulong
     cdll.C_InitToken.argtypes = [ulong, char_p, ulong, char_p]
     cdll.C_InitToken.restype = ulong
+    cdll.C_GetSessionInfo.argtypes = [ulong, ctypes.POINTER(_CkSessionInfo)]
+    cdll.C_GetSessionInfo.restype = ulong
     return cdll
+
+
+class _CkSessionInfo(ctypes.Structure):
+    """``CK_SESSION_INFO`` (PKCS#11 v2.40 base §3.6)."""
+
+    _fields_ = [
+        ("slotID", ctypes.c_ulong),
+        ("state", ctypes.c_ulong),
+        ("flags", ctypes.c_ulong),
+        ("ulDeviceError", ctypes.c_ulong),
+    ]
+
+
+def check_session(library: Library, session: Any) -> None:
+    """``C_GetSessionInfo``: raise a device error unless ``session`` is alive and logged in.
+
+    Probing first keeps a dead session from failing *inside* a python-pkcs11 object
+    search, whose cleanup would then raise from ``__del__``.
+
+    Raises:
+        pkcs11.exceptions.PKCS11Error: ``SessionHandleInvalid`` & co. (see
+            :func:`is_device_error`), or ``UserNotLoggedIn`` if the login was lost.
+    """
+    info = _CkSessionInfo()
+    with LOCK:
+        rv = library.cdll.C_GetSessionInfo(session.handle, ctypes.byref(info))
+    if rv == CKR_OK:
+        if info.state != CKS_RW_USER_FUNCTIONS:
+            raise p11e.UserNotLoggedIn()
+        return
+    if rv == CKR_CRYPTOKI_NOT_INITIALIZED:
+        raise p11e.PKCS11Error("Initialisation error (not initialized)")
+    raise _RV_TO_DEVICE_EXC.get(rv, p11e.SessionHandleInvalid)()
 
 
 def bound_library(module_path: str) -> Library | None:

@@ -41,7 +41,7 @@ from hsm.blob import (
 from hsm.config import HsmConfig, resolve_module_path
 from hsm.errors import HsmError, HsmUnavailable, SealKeyMissing, UnsealError
 
-__all__ = ["SEAL_KEY_LABEL_PREFIX", "Hsm", "seal_key_label"]
+__all__ = ["HIGH_WATER_LABEL", "SEAL_KEY_LABEL_PREFIX", "Hsm", "seal_key_label"]
 
 log = logging.getLogger("hsm")
 
@@ -50,6 +50,8 @@ T = TypeVar("T")
 #: Seal keys are labelled ``custody-seal-v{n}``, n >= 1, no leading zeros.
 SEAL_KEY_LABEL_PREFIX = "custody-seal-v"
 _LABEL_RE = re.compile(r"custody-seal-v([1-9][0-9]{0,9})")
+#: Label of the private CKO_DATA object recording the highest version ever created.
+HIGH_WATER_LABEL = "custody-seal-high-water"
 
 # Errors C_Decrypt with CKM_AES_GCM returns for a bad tag, depending on the module:
 # CKR_ENCRYPTED_DATA_INVALID (spec), CKR_GENERAL_ERROR (SoftHSM2 2.6), and others seen in
@@ -255,6 +257,7 @@ class Hsm:
                         reason = f"reconnect failed: {type(exc).__name__}"
                         continue
                 try:
+                    _backend.check_session(self._library, self._session)
                     return fn(self._session)
                 except p11e.PKCS11Error as exc:
                     if not _backend.is_device_error(exc, self._library):
@@ -341,10 +344,45 @@ class Hsm:
                 self._check_token(session)
         raise missing()
 
+    def _high_water(self, session: Any) -> tuple[int, list[Any]]:
+        """Return (highest seal key version ever created, its CKO_DATA records).
+
+        The record (label :data:`HIGH_WATER_LABEL`, a private token data object holding a
+        u32) makes versions monotonic: a destroyed version number is never reused, so a
+        blob of a destroyed key always reports ``unknown_key_version``.
+        """
+        records = list(
+            session.get_objects(
+                {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: HIGH_WATER_LABEL}
+            )
+        )
+        values = [int.from_bytes(r[Attribute.VALUE], "big") for r in records]
+        return max(values, default=0), records
+
+    def _record_high_water(self, session: Any, old: list[Any], version: int) -> None:
+        """Store ``version`` as the high-water mark: write the new record, drop the old.
+
+        (SoftHSM2 refuses C_SetAttributeValue on CKA_VALUE; if we die between create and
+        destroy, :meth:`_high_water` takes the maximum of the records.)
+        """
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.LABEL: HIGH_WATER_LABEL,
+                Attribute.APPLICATION: "tp-wallet-custody",
+                Attribute.VALUE: version.to_bytes(4, "big"),
+            }
+        )
+        for record in old:
+            record.destroy()
+
     def _create(self, session: Any) -> int:
-        """Generate seal key max+1 on the token; returns its version."""
+        """Generate a seal key as version max(existing, high-water)+1; return it."""
         for _ in range(3):
-            version = max(self._versions(session), default=0) + 1
+            high_water, records = self._high_water(session)
+            version = max(max(self._versions(session), default=0), high_water) + 1
             if version > MAX_KEY_VERSION:
                 raise HsmError("seal key versions exhausted", code="hsm.seal_key_exhausted")
             key = session.generate_key(
@@ -364,6 +402,7 @@ class Hsm:
                 )
             )
             if len(same) == 1:
+                self._record_high_water(session, records, version)
                 self._keys[version] = key
                 log.info(
                     "hsm.seal_key_created token=%s version=%d", self._config.token_label, version
@@ -398,7 +437,10 @@ class Hsm:
         return self._run("current_seal_version", self._current)
 
     def create_seal_key(self) -> int:
-        """Generate a new seal key (``CKM_AES_KEY_GEN``, AES-256) as version max+1.
+        """Generate a new seal key (``CKM_AES_KEY_GEN``, AES-256) as the next version.
+
+        Versions only grow: the next one is above every version ever created on the
+        token (destroyed ones included), so a destroyed version number is never reused.
 
         The key is a token object with ``CKA_SENSITIVE=TRUE``, ``CKA_EXTRACTABLE=FALSE``,
         ``CKA_PRIVATE=TRUE``, encrypt/decrypt only. Returns the new version, which becomes
@@ -459,6 +501,11 @@ class Hsm:
         context = _as_bytes("aad", aad)
         if version is not None:
             _check_version_type(version)
+            if not 1 <= version <= MAX_KEY_VERSION:
+                raise SealKeyMissing(
+                    f"seal key version {version} is not on token {self._config.token_label!r} "
+                    "(versions are 1..2^32-1)"
+                )
 
         def do_seal(session: Any) -> bytes:
             use = version if version is not None else self._current(session)

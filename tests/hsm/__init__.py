@@ -1,0 +1,1 @@
+"""Tests of the hsm package against real SoftHSM2 tokens."""
