@@ -1,0 +1,70 @@
+"""A real local cluster (coordinator + 3 signer-node processes on loopback) per test module."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from custody.client import CustodyClient
+from custody.cluster import Cluster
+
+
+def free_port_block(n: int) -> int:
+    """A base port such that base..base+n are free on loopback (best effort)."""
+    for _ in range(50):
+        base = random.randrange(20000, 40000)
+        ok = True
+        for p in range(base, base + n + 1):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block")
+
+
+class Live:
+    def __init__(self, cluster: Cluster, doc: dict) -> None:
+        self.cluster = cluster
+        self.doc = doc
+        creds = doc["credentials"]
+        self.admin = CustodyClient(doc["api_url"], creds["admin"])
+        self.requester = CustodyClient(doc["api_url"], creds["requester"])
+        self.auditor = CustodyClient(doc["api_url"], creds["auditor"])
+        self.keys: dict[str, dict] = {}
+
+    def key(self, scheme: str) -> dict:
+        if scheme not in self.keys:
+            k = self.admin.create_key(scheme, 2)
+            assert k["status"] == "active", k
+            self.keys[scheme] = k
+        return self.keys[scheme]
+
+    def close(self) -> None:
+        for c in (self.admin, self.requester, self.auditor):
+            c.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    d: Path = tmp_path_factory.mktemp("cluster")
+    cluster = Cluster(d, nodes=3, port=free_port_block(3),
+                      env={"CUSTODY_POOL_INTERVAL": "0.3", "CUSTODY_ROUND_TIMEOUT": "5"})
+    try:
+        doc = cluster.start(timeout=90)
+    except BaseException:
+        cluster.stop()
+        raise
+    lv = Live(cluster, doc)
+    try:
+        yield lv
+    finally:
+        lv.close()
+        cluster.stop()
