@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,6 +40,23 @@ def node_id(i: int) -> str:
 
 def node_port(api_port: int, i: int) -> int:
     return api_port + i
+
+
+def free_port_block(n: int) -> int:
+    """A base port such that ``base .. base+n`` are free on loopback (best effort)."""
+    for _ in range(50):
+        base = random.randrange(20000, 40000)  # noqa: S311 - not security relevant
+        ok = True
+        for p in range(base, base + n + 1):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block")
 
 
 def write_private_json(path: Path, doc: dict[str, Any]) -> None:

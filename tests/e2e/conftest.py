@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import random
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from custody.client import CustodyClient
-from custody.cluster import Cluster
-
-
-def free_port_block(n: int) -> int:
-    """A base port such that base..base+n are free on loopback (best effort)."""
-    for _ in range(50):
-        base = random.randrange(20000, 40000)
-        ok = True
-        for p in range(base, base + n + 1):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
+from custody.cluster import Cluster, free_port_block
 
 
 class Live:

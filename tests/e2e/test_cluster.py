@@ -17,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from custody.cluster import free_port_block
 from custody.demo import verify_independently
-from tests.e2e.conftest import Live, free_port_block
+from tests.e2e.conftest import Live
 
 SCHEMES = ["ed25519", "bip340", "ecdsa-secp256k1"]
 
