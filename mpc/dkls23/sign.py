@@ -77,7 +77,7 @@ def _commit(sid: bytes, i: int, R: Point, salt: bytes) -> bytes:
 
 def _exact(payload: Mapping[str, Any], fields: frozenset[str], party: int) -> None:
     if set(payload) != fields:
-        extra = sorted(set(payload) - fields)
+        extra = sorted(repr(k) for k in set(payload) - fields)
         missing = sorted(fields - set(payload))
         raise DecodeError(
             f"unexpected fields {extra}, missing {missing}", field="payload", party=party
