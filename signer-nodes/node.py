@@ -266,6 +266,8 @@ class Node:
         }
 
     def status(self) -> dict[str, Any]:
+        from signer_nodes import rotation
+
         counts = self.store.ledger_counts()
         return {
             "node_id": self.node_id,
@@ -274,6 +276,8 @@ class Node:
             "key_ids": self.store.key_ids(),
             **counts,
             "seal_key_version": self.vault.current_version(),
+            "seal_key_versions": self.vault.versions(),
+            "rotation_pending": rotation.pending(self.store),
             "schema_version": self.store.schema_version(),
             "hsm": self.hsm_health(),
         }
