@@ -34,7 +34,9 @@ class ProtocolError(MpcError):
     """A peer deviated from the protocol; ``culprits`` names every party at fault.
 
     Where a check only identifies a pair (e.g. a failing pairwise OT-extension check),
-    ``culprits`` holds both members of the pair and ``pair`` is set.
+    ``pair`` is set to ``(detecting party, peer)`` and ``culprits`` holds the peer as seen
+    from the detecting party: the fault is on that link, and the driver (which sees every
+    party's report) decides whom to route around.
     """
 
     def __init__(

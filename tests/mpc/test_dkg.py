@@ -147,7 +147,7 @@ def test_secrets_not_in_repr() -> None:
                 out2 += s[j].receive(out1[i][0])
     for m in out2:
         share_hex = bytes(m.payload["share"]).hex()
-        assert share_hex not in repr(m) and "secret 32 bytes" in repr(m)
+        assert share_hex not in repr(m) and "payload" not in repr(m)
     for m in out2:
         s[m.recipient].receive(m)  # type: ignore[index]
     for i in s:
