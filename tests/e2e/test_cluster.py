@@ -132,8 +132,11 @@ def test_killed_node_is_routed_around_and_reported(live: Live, scheme: str) -> N
             assert ok, by
             blamed += sr["blamed"]
         assert {b["node_id"] for b in blamed} <= {name}
-        nodes = {n["id"]: n for n in live.auditor.nodes()}
-        assert nodes[name]["status"] == "down" and nodes[name]["last_error"]
+        deadline = time.monotonic() + 5  # reported by blame at once, else by the health sweep
+        while (nodes := {n["id"]: n for n in live.auditor.nodes()})[name]["status"] != "down":
+            assert time.monotonic() < deadline, nodes[name]
+            time.sleep(0.1)
+        assert nodes[name]["last_error"]
         assert nodes["node-1"]["status"] == nodes["node-2"]["status"] == "healthy"
     finally:
         live.cluster.start_node(3)
