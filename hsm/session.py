@@ -11,8 +11,10 @@ Failure policy (fail closed): a PKCS#11 call that fails with a session/token/dev
 (:data:`hsm._backend.DEVICE_ERRORS`, or the library having been finalised) triggers one
 reconnect -- close the session, re-initialise the library if needed, find the token by
 label, open and log in again -- and one retry of the whole operation. If that fails too,
-:class:`~hsm.errors.HsmUnavailable` is raised and nothing was sealed, unsealed or
-changed. The next call starts again with a reconnect.
+:class:`~hsm.errors.HsmUnavailable` is raised and no result is returned (no blob, no
+plaintext, no version). The next call starts again with a reconnect. A SoftHSM2 token
+whose directory vanished stays unavailable until the process restarts: SoftHSM2 only
+rescans its token directory in ``C_Initialize``.
 """
 
 from __future__ import annotations
@@ -276,7 +278,7 @@ class Hsm:
             )
             raise HsmUnavailable(
                 f"{op} on token {self._config.token_label!r} failed: HSM session/device gone "
-                f"({reason}); one reconnect and retry failed, nothing was done"
+                f"({reason}); one reconnect and retry failed; fail closed, no result returned"
             )
 
     # -- seal keys -----------------------------------------------------------------

@@ -83,7 +83,7 @@ def test_token_directory_deleted_fails_closed(
         assert info.value.exit_code == 23
         assert info.value.code == "hsm.unavailable"
         assert f"{name} on token {hsm_config.token_label!r}" in info.value.message
-        assert "nothing was done" in info.value.message
+        assert "fail closed" in info.value.message
         assert USER_PIN not in str(info.value)
 
     # Exactly one reconnect per call: the first call saw the live session fail once
