@@ -416,6 +416,8 @@ class Node:
         )
         err = NodeError(409, "protocol-error", str(exc), culprits=culprits).problem()
         self.store.finish_session(live.info["session_id"], "failed", error=err)
+        with self._live_lock:  # drop the protocol object (and its secret state) at once
+            self._live.pop(live.info["session_id"], None)
         logs.warn(
             "session.failed",
             node_id=self.node_id,
