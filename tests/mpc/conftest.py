@@ -17,7 +17,8 @@ from mpc.frost import Ciphersuite
 from mpc.groups import Group
 from mpc.shamir import KeyPackage, PublicKeyPackage, check_threshold
 
-VECTORS = Path("/work/shared/vectors")
+# the shared/ folder sits beside the repository (CI lays a copy there too)
+VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
 
 
 def load_json(rel: str) -> dict[str, Any]:
