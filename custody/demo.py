@@ -118,10 +118,18 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
             own.stop()
     t = Table(title=f"2-of-3 threshold signatures over {MESSAGE!r}")
     for col in ("scheme", "public key", "signature", "verified by", "latency"):
-        t.add_column(col, overflow="fold")
+        t.add_column(col, overflow="fold", no_wrap=col in ("scheme", "public key", "signature"))
     for row in rows:
         mark = "[green]yes[/green]" if row["verified"] else "[red]NO[/red]"
-        t.add_row(row["scheme"], row["public_key"], row["signature"],
+        t.add_row(row["scheme"], _short(row["public_key"]), _short(row["signature"]),
                   f"{mark} {row['verified_by']}", f"{row['latency_ms']:.1f} ms")
     console.print(t)
+    for row in rows:  # the full values, for copy and paste into another verifier
+        console.print(f"{row['scheme']}: public key {row['public_key']}", soft_wrap=True)
+        console.print(f"{row['scheme']}: signature  {row['signature']}", soft_wrap=True)
     return 0 if all(r["verified"] for r in rows) else 1
+
+
+def _short(hex_value: str) -> str:
+    """``0123abcd…89ef (32 B)``: enough to recognise a value in a narrow table."""
+    return f"{hex_value[:8]}…{hex_value[-8:]} ({len(hex_value) // 2} B)"
