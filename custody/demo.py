@@ -118,7 +118,7 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
             own.stop()
     t = Table(title=f"2-of-3 threshold signatures over {MESSAGE!r}")
     for col in ("scheme", "public key", "signature", "verified by", "latency"):
-        t.add_column(col, overflow="fold", no_wrap=col in ("scheme", "public key", "signature"))
+        t.add_column(col, overflow="fold")
     for row in rows:
         mark = "[green]yes[/green]" if row["verified"] else "[red]NO[/red]"
         t.add_row(row["scheme"], _short(row["public_key"]), _short(row["signature"]),
@@ -131,5 +131,5 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
 
 
 def _short(hex_value: str) -> str:
-    """``0123abcd…89ef (32 B)``: enough to recognise a value in a narrow table."""
-    return f"{hex_value[:8]}…{hex_value[-8:]} ({len(hex_value) // 2} B)"
+    """``0123ab…89ef 32B``: enough to recognise a value in a narrow table."""
+    return f"{hex_value[:6]}…{hex_value[-4:]} {len(hex_value) // 2}B"
