@@ -1,1 +1,1 @@
-"""Embedded payment core: intents, risk, ledger, settlement, reconciliation (talks to custody over HTTP only)."""
+"""Embedded payment core (later issue): intents, risk, ledger, settlement, reconciliation."""

@@ -4,4 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export CUSTODY_SLOW_SHORT=1
+echo "==> lint: ruff, mypy (strict on mpc/)"
+.venv/bin/ruff check .
+.venv/bin/mypy mpc hsm
+echo "==> tests"
 exec .venv/bin/python -m pytest -q "$@"
