@@ -10,6 +10,7 @@ Public API::
     sig = frost.aggregate(pkg, [share_1, share_3], public)    # verified before returned
     frost.verify(suite, message, sig, public.group_public_key)
     suite.encode_public_key(public.group_public_key)          # 32-byte x-only for bip340
+    taproot_tweak(key_package, merkle_root=b"")               # BIP-341 output-key shares
 
 Wire/storage: ``SigningCommitments``, ``SigningPackage``, ``SignatureShare`` and
 ``SigningNonces`` have strict ``to_bytes``/``from_bytes`` (canonical CBOR).
@@ -36,6 +37,7 @@ from mpc.frost.core import (
     verify,
     verify_signature_share,
 )
+from mpc.frost.taproot import taproot_tweak
 from mpc.frost.types import (
     SignatureShare,
     SigningCommitments,
@@ -66,4 +68,5 @@ __all__ = [
     "SigningCommitments",
     "SigningPackage",
     "SignatureShare",
+    "taproot_tweak",
 ]
