@@ -30,7 +30,7 @@ from typing import Any
 
 from mpc.errors import DecodeError, EncodingError, MpcError
 from mpc.groups import Group, Point, group_by_name
-from mpc.shamir import MAX_PARTIES, KeyPackage, PublicKeyPackage
+from mpc.shamir import MAX_PARTIES, KeyPackage, PublicKeyPackage, lagrange_coefficient
 from mpc.wire import cbor_dumps, cbor_loads, point_from, scalar_from
 
 __all__ = [
@@ -103,24 +103,13 @@ def _identifier(group: Group, value: Any, field: str) -> int:
     return value
 
 
-def _lagrange_at(group: Group, x: int, i: int, ids: list[int]) -> int:
-    """Lagrange basis polynomial of ``i`` over ``ids`` at ``x`` (RFC 9591 section 4.2 at x)."""
-    q = group.order
-    num, den = 1, 1
-    for j in ids:
-        if j != i:
-            num = num * (x - j) % q
-            den = den * (i - j) % q
-    return num * group.inv(den) % q
-
-
 def _check_consistent(
     group: Group, t: int, group_key: Point, shares: dict[int, Point], prefix: str
 ) -> None:
     base = sorted(shares)[:t]
 
     def interpolate(x: int) -> Point:
-        return group.sum([shares[i] * _lagrange_at(group, x, i, base) for i in base])
+        return group.sum([shares[i] * lagrange_coefficient(group, i, base, at=x) for i in base])
 
     if interpolate(0) != group_key:
         raise DecodeError(

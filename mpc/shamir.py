@@ -40,8 +40,12 @@ def check_threshold(t: int, n: int) -> None:
         )
 
 
-def lagrange_coefficient(group: Group, x_i: int, ids: Sequence[int]) -> int:
-    """RFC 9591 section 4.2, ``derive_interpolating_value(L, x_i)`` at 0."""
+def lagrange_coefficient(group: Group, x_i: int, ids: Sequence[int], *, at: int = 0) -> int:
+    """RFC 9591 section 4.2, ``derive_interpolating_value(L, x_i)``, evaluated at ``at``.
+
+    The RFC evaluates at 0 (the secret); ``at`` lets callers interpolate other points of the
+    polynomial, e.g. a verifying share from t others, in the exponent.
+    """
     if x_i not in ids:
         raise UsageError(f"identifier {x_i} is not in the signer set", party=x_i)
     if len(set(ids)) != len(ids):
@@ -51,8 +55,8 @@ def lagrange_coefficient(group: Group, x_i: int, ids: Sequence[int]) -> int:
     for x_j in ids:
         if x_j == x_i:
             continue
-        num = num * x_j % q
-        den = den * (x_j - x_i) % q
+        num = num * (at - x_j) % q
+        den = den * (x_i - x_j) % q
     return num * group.inv(den) % q
 
 

@@ -15,7 +15,7 @@ from py_ecc.secp256k1 import secp256k1 as ref  # imported early: it raises the r
 from mpc import frost
 from mpc.frost import Ciphersuite
 from mpc.groups import Group
-from mpc.shamir import KeyPackage, PublicKeyPackage, check_threshold
+from mpc.shamir import KeyPackage, PublicKeyPackage, check_threshold, lagrange_coefficient
 
 # the shared/ folder sits beside the repository (CI lays a copy there too)
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
@@ -24,17 +24,6 @@ VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
 def load_json(rel: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((VECTORS / rel).read_text())
     return data
-
-
-def _lagrange_at(group: Group, x: int, i: int, ids: list[int]) -> int:
-    """Lagrange basis polynomial for ``i`` over ``ids`` evaluated at ``x``."""
-    q = group.order
-    num, den = 1, 1
-    for j in ids:
-        if j != i:
-            num = num * (x - j) % q
-            den = den * (i - j) % q
-    return num * group.inv(den) % q
 
 
 def dealer_split_for_tests(group: Group, t: int, n: int) -> dict[int, KeyPackage]:
@@ -49,9 +38,10 @@ def dealer_split_for_tests(group: Group, t: int, n: int) -> dict[int, KeyPackage
     base = list(range(1, t + 1))
     shares = {i: group.random_scalar() for i in base}
     for j in range(t + 1, n + 1):
-        shares[j] = sum(_lagrange_at(group, j, i, base) * shares[i] for i in base) % group.order
+        terms = (lagrange_coefficient(group, i, base, at=j) * shares[i] for i in base)
+        shares[j] = sum(terms) % group.order
     verifying = {i: group.base_mul(s) for i, s in shares.items()}
-    pk = group.sum([verifying[i] * _lagrange_at(group, 0, i, base) for i in base])
+    pk = group.sum([verifying[i] * lagrange_coefficient(group, i, base) for i in base])
     public = PublicKeyPackage(group, t, pk, verifying)
     return {i: KeyPackage(i, s, public) for i, s in shares.items()}
 
