@@ -11,7 +11,9 @@ Public API:
 * online: :func:`sign_with_presignature` (one message per signer, ledger written first),
   :func:`combine_signature` (public values only; verifies; low-s; recovery id).
 
-Module map: ``baseot`` (VSOT), ``mul`` (OT extension + F_RVOLE), ``keygen``, ``sign``.
+Module map: ``baseot`` (VSOT, DKLs18 Protocol 7), ``mul`` (OT extension in KOS15 Fig. 10 /
+SoftSpokenOT form + F_RVOLE, DKLs23 Functionality 3.5 / Protocol 5.2 = DKLs19 Protocol 1),
+``keygen`` (the pairwise base-OT setup), ``sign`` (DKLs23 Protocol 3.6).
 """
 
 from mpc.dkls23.keygen import (

@@ -52,7 +52,9 @@ def transpose_block(x: int) -> int:
 
 
 def columns_to_rows(cols: Sequence[bytes], nrows: int) -> bytes:
-    """Rows ``0..nrows-1`` of the matrix whose 256 columns are ``cols`` (KOS15 "transpose").
+    """Rows ``0..nrows-1`` of the matrix whose 256 columns are ``cols``.
+
+    KOS15 (ePrint 2015/546) Fig. 10, phase "Transpose and Randomize", first step.
 
     Returns ``nrows * 32`` bytes; row ``j`` is bytes ``[32j, 32j + 32)`` and its bit ``l`` is
     bit ``j`` of column ``l``.
@@ -90,7 +92,7 @@ def bit_slot_mask(bits: int, width: int, count: int, ones: int | None = None) ->
     )
 
 
-# -- GF(2^128) universal hash over column chunks (SoftSpokenOT / KOS15 consistency check) ------
+# -- GF(2^128) universal hash over column chunks (KOS15 Fig. 10 / SoftSpokenOT consistency check)
 
 SIGMA: Final = 128
 _SLOT: Final = 256  # each 128-bit chunk sits in a 256-bit slot so products never overlap
@@ -114,9 +116,12 @@ def _reduce_packed(a: int) -> int:
 def chunk_hash(cols: Sequence[bytes], chis: Sequence[int]) -> int:
     """For every column ``v`` (``len(chis)+1`` chunks of 128 bits): ``v_m + sum_c chi_c * v_c``.
 
-    This is the linear universal hash of the consistency check (SoftSpokenOT, ePrint 2022/192,
-    section 5; KOS15, ePrint 2015/546, section 3 "consistency check"), with chunk ``m`` (the
-    last ``SIGMA`` extension bits) as the mask. Result: one int, column ``l`` in bits
+    This is the linear universal hash of the consistency check: KOS15 (ePrint 2015/546)
+    Fig. 10, phase "Consistency Check", ``x_dot = x_hat_{m+1} + sum_c chi_c x_hat_c`` and
+    likewise for every column ``t^l`` / ``q^l``, with chunk ``m`` (the last ``SIGMA``
+    extension bits) as the unweighted mask; SoftSpokenOT (ePrint 2022/192) proves this check
+    in its malicious-security section (section 4 in the 2025 revision; the section numbers
+    moved between revisions, so we cite it by name). Result: one int, column ``l`` in bits
     ``[256l, 256l+128)``.
     """
     m = len(chis)

@@ -1,27 +1,34 @@
 """Base OT: Verified Simplest OT (VSOT), DKLs18 (ePrint 2018/499) Protocol 7, as used by DKLs19/23.
 
+DKLs18 Protocol 7 (Appendix A in the July 2023 revision) is Chou-Orlandi "Simplest OT"
+(ePrint 2015/267) plus a verification phase. We run its random-OT part only: the paper's last
+steps encrypt chosen messages, which base OTs for an OT extension do not need (public
+implementations call the random-OT part "steps 1 to 8" and the encryption "steps 9 and 10").
+
 One VSOT instance produces ``KAPPA`` random 1-of-2 OTs between a *sender* (who learns both
 pads ``rho0_l, rho1_l``) and a *receiver* (who chooses bits ``omega_l`` and learns
 ``rho_{omega_l}``). It is run once per ordered pair of parties at key setup; the OT
-extension then reuses its output for every signature (DKLs23 section 5: "the base OTs are
-performed once, during setup").
+extension then reuses its output for every signature (DKLs23 section 5: the base OTs are "a
+fast one-time setup").
 
-Steps (DKLs18 Protocol 7, with Chou-Orlandi "Simplest OT" at its core):
+Our five messages (the paper's step numbers are not repeated here; each message is named by
+what it does in Protocol 7):
 
-1. Sender: ``b`` random, ``B = b*G``, Schnorr proof of knowledge of ``b`` (F_ZK^RDL,
-   made non-interactive with Fiat-Shamir bound to the context).
+1. Sender: ``b`` random, ``B = b*G``, Schnorr proof of knowledge of ``b`` (the paper's
+   F_ZK^RDL, made non-interactive with Fiat-Shamir bound to the context).
 2. Receiver: verifies the proof; for each ``l``: ``a_l`` random, ``A_l = a_l*G + omega_l*B``,
    ``rho_l = H(l, a_l*B)``.
 3. Sender: ``rho0_l = H(l, b*A_l)``, ``rho1_l = H(l, b*(A_l - B))``; challenge
-   ``xi_l = H(H(rho0_l)) xor H(H(rho1_l))``.
+   ``xi_l = H(H(rho0_l)) xor H(H(rho1_l))`` (start of the verification phase).
 4. Receiver: response ``rho'_l = H(H(rho_l)) xor omega_l*xi_l``.
 5. Sender: aborts unless ``rho'_l == H(H(rho0_l))``; opens ``(H(rho0_l), H(rho1_l))``.
-6. Receiver: aborts unless ``H(rho_l)`` equals the opened value for ``omega_l`` and the
-   openings hash to ``xi_l``.
+6. Receiver (local): aborts unless ``H(rho_l)`` equals the opened value for ``omega_l`` and
+   the openings hash to ``xi_l``.
 
-The verification (steps 3-6) is what makes the simplest OT secure against a malicious
+The verification (3-6) is what makes the simplest OT simulatable against a malicious
 receiver/sender in the sense DKLs18 needs. Every hash is bound to a context (session id,
-sender, receiver) so nothing replays across sessions or pairs.
+sender, receiver) and to the index ``l``, so one sender key ``B`` serves all ``KAPPA``
+transfers and nothing replays across sessions or pairs.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ def _hh(x: bytes) -> bytes:
 
 
 class VsotSender:
-    """The sender side of one VSOT instance (DKLs18 Protocol 7)."""
+    """The sender side of one VSOT instance (DKLs18 Protocol 7, random-OT part)."""
 
     def __init__(self, ctx: bytes, *, receiver: int) -> None:
         self.ctx = ctx
@@ -63,14 +70,14 @@ class VsotSender:
         self._rho1: list[bytes] = []
 
     def step1(self) -> tuple[Point, bytes, int]:
-        """Step 1: ``B`` and a Schnorr proof ``(T, z)`` of knowledge of ``b``."""
+        """Message 1 (Protocol 7, sender's key): ``B`` and a Schnorr PoK ``(T, z)`` of ``b``."""
         k = _G.random_scalar()
         T = _G.base_mul(k)
         e = int.from_bytes(h(b"VSOT dlog proof", self.ctx, self.B.encode(), T.encode()), "big") % Q
         return self.B, T.encode(), (k + e * self._b) % Q
 
     def step3(self, A: Sequence[Point]) -> list[bytes]:
-        """Step 3: derive both pads from each ``A_l`` and return the challenges ``xi_l``."""
+        """Message 3 (Protocol 7, pads and verification challenge): both pads, ``xi_l``."""
         bB = self.B * self._b
         xis = []
         for col, a_l in enumerate(A):
@@ -86,7 +93,7 @@ class VsotSender:
         return xis
 
     def step5(self, responses: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
-        """Step 5: verify the receiver's responses, then open ``(H(rho0_l), H(rho1_l))``."""
+        """Message 5 (Protocol 7, verification): check, open ``(H(rho0_l), H(rho1_l))``."""
         for col, resp in enumerate(responses):
             if not secrets.compare_digest(resp, _hh(_hh(self._rho0[col]))):
                 raise ProtocolError(
@@ -100,7 +107,7 @@ class VsotSender:
 
 
 class VsotReceiver:
-    """The receiver side of one VSOT instance with choice bits ``omega`` (an int of KAPPA bits)."""
+    """The receiver side of one VSOT instance (DKLs18 Protocol 7) with choice bits ``omega``."""
 
     def __init__(self, ctx: bytes, omega: int, *, sender: int) -> None:
         self.ctx = ctx
@@ -110,7 +117,7 @@ class VsotReceiver:
         self._xi: list[bytes] = []
 
     def step2(self, B: Point, T_enc: bytes, z: int) -> list[Point]:
-        """Step 2: verify the proof on ``B``; choose ``A_l = a_l*G + omega_l*B``."""
+        """Message 2 (Protocol 7, receiver's choice): check PoK; ``A_l = a_l*G + omega_l*B``."""
         T = _G.decode_point(T_enc)  # caller turns EncodingError into DecodeError
         e = int.from_bytes(h(b"VSOT dlog proof", self.ctx, B.encode(), T.encode()), "big") % Q
         if _G.base_mul(z) != T + B * e:
@@ -128,7 +135,7 @@ class VsotReceiver:
         return out
 
     def step4(self, xis: Sequence[bytes]) -> list[bytes]:
-        """Step 4: ``rho'_l = H(H(rho_l)) xor omega_l * xi_l``."""
+        """Message 4 (Protocol 7, verification response): ``H(H(rho_l)) xor omega_l * xi_l``."""
         self._xi = list(xis)
         out = []
         for col, xi in enumerate(xis):
@@ -137,7 +144,7 @@ class VsotReceiver:
         return out
 
     def step6(self, openings: Sequence[tuple[bytes, bytes]]) -> None:
-        """Step 6: check the sender's openings against our pad and the challenges."""
+        """Protocol 7, receiver's final verification: openings against our pad and ``xi_l``."""
         for col, (o0, o1) in enumerate(openings):
             mine = o1 if self.omega >> col & 1 else o0
             if not secrets.compare_digest(mine, _hh(self._rho[col])) or not secrets.compare_digest(

@@ -1,11 +1,13 @@
 """DKLs23 key setup: the ECDSA key share and the pairwise base-OT setup session.
 
-DKLs23 (ePrint 2023/765) section 3 "setup" / Protocol 3.6 needs, besides a Shamir sharing
-``p(i)`` of the secret key (here from :mod:`mpc.dkg` or the dealer import :mod:`mpc.dealer`),
-an instance of F_RVOLE for every ordered pair of parties. Its setup is the base OTs of the
-OT extension (section 5): for each ordered pair (Bob, Alice), ``KAPPA`` random OTs where
-Bob is the base-OT *sender* (he keeps both pads ``k0, k1``) and Alice the base-OT
-*receiver* with random choice bits ``Delta`` (she keeps ``Delta`` and ``k_Delta``). Each
+DKLs23 (ePrint 2023/765) Protocol 3.6 (signing) needs, besides a Shamir sharing ``p(i)`` of
+the secret key (here from :mod:`mpc.dkg` or the dealer import :mod:`mpc.dealer`), an
+instance of F_RVOLE (Functionality 3.5) for every ordered pair of parties. Its setup is the
+base OTs of the OT extension (DKLs23 section 5, "a fast one-time setup"; KOS15 Fig. 10,
+"Initialize", with the base-OT roles reversed): for each ordered pair (Bob, Alice), ``KAPPA``
+random OTs (VSOT, DKLs18 Protocol 7) where Bob is the base-OT *sender* (he keeps both pads
+``k0, k1``) and Alice the base-OT *receiver* with random choice bits ``Delta`` (she keeps
+``Delta`` and ``k_Delta``). Each
 party therefore keeps, per peer, a :class:`~mpc.dkls23.mul.BobSeeds` (it is Bob against the
 peer) and an :class:`~mpc.dkls23.mul.AliceSeeds` (it is Alice against the peer). These
 seeds are secret and stored with the share (sealed by the node's HSM layer).
@@ -158,12 +160,12 @@ def _ctx(sid: bytes, sender: int, receiver: int) -> bytes:
 
 
 class OtSetupSession(RoundSession[EcdsaKeyShare]):
-    """Base OTs for every ordered pair among the key's participants (DKLs23 section 5 setup).
+    """Base OTs for every ordered pair (F_RVOLE setup, DKLs23 Functionality 3.5 / section 5).
 
     Party ``me`` runs, with every peer ``j``, one VSOT as sender (-> its BobSeeds vs j) and
     one as receiver with random ``Delta`` (-> its AliceSeeds vs j). Rounds 1-5 carry VSOT
-    steps 1-5 in both directions at once (a round-r message from ``j`` holds the step-r
-    output of the VSOT in which ``j`` has the role that acts in step r).
+    messages 1-5 (:mod:`mpc.dkls23.baseot`) in both directions at once (a round-r message
+    from ``j`` holds message r of the VSOT in which ``j`` has the role that sends it).
     """
 
     protocol = PROTOCOL_SETUP
@@ -183,7 +185,7 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
         return "direct"
 
     def _start(self) -> list[Message]:
-        """VSOT step 1 towards every peer (we are sender)."""
+        """VSOT message 1 towards every peer (we are sender)."""
         out = []
         for j in self.others:
             s = VsotSender(_ctx(self.session_id, self.me, j), receiver=j)
@@ -212,7 +214,7 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
                     field="payload",
                     party=j,
                 )
-            if round == 1:  # step 2: we are receiver of j's VSOT
+            if round == 1:  # VSOT message 2: we are receiver of j's VSOT
                 B = point_from(GROUP, p.get("B"), "B", j)
                 T = take_bytes(p, "T", j, length=33)
                 z = scalar_from(GROUP, p.get("z"), "z", j)
@@ -224,16 +226,16 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
                 except EncodingError as exc:
                     raise DecodeError(str(exc), field="T", party=j) from None
                 out.append(self._msg(2, {"A": [a.encode() for a in A]}, j))
-            elif round == 2:  # step 3: we are sender
+            elif round == 2:  # VSOT message 3: we are sender
                 xis = self._senders[j].step3(self._points(p, "A", j))
                 out.append(self._msg(3, {"xi": b"".join(xis)}, j))
-            elif round == 3:  # step 4: we are receiver
+            elif round == 3:  # VSOT message 4: we are receiver
                 resp = self._receivers[j].step4(self._digests(p, "xi", j))
                 out.append(self._msg(4, {"resp": b"".join(resp)}, j))
-            elif round == 4:  # step 5: we are sender
+            elif round == 4:  # VSOT message 5: we are sender
                 opens = self._senders[j].step5(self._digests(p, "resp", j))
                 out.append(self._msg(5, {"open": b"".join(a + b for a, b in opens)}, j))
-            else:  # step 6: we are receiver
+            else:  # VSOT final check: we are receiver
                 raw = self._digests(p, "open", j, 2)
                 self._receivers[j].step6([(o[:32], o[32:]) for o in raw])
         if round == 5:

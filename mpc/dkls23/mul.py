@@ -1,21 +1,32 @@
 """Two-party multiplication (F_RVOLE) over OT extension, as DKLs23 uses it.
 
-* OT extension: SoftSpokenOT (Roy, ePrint 2022/192) with ``k = 1``, which is the IKNP/KOS15
-  structure (ePrint 2015/546, Fig. 7 / Fig. 10 notation), with the SoftSpokenOT/KOS
-  consistency check over GF(2^128) and Fiat-Shamir as in DKLs23 section 5.1. Roles: Bob (the
-  multiplication's receiver) is the OT-extension receiver and was the *sender* of the base
-  OTs; Alice holds ``Delta`` (her base-OT choice bits) and ``k_{Delta_l}``.
-* Multiplication: DKLs19 (ePrint 2019/523) Protocol 1 in the "forced reuse" form of DKLs23
-  section 5 / Functionality 3.5 (F_RVOLE): Bob's input ``chi`` is random (his choice bits
-  dotted with the public gadget vector), Alice's input is the vector ``a = (a_1, a_2)``;
-  outputs ``c`` (Alice) and ``d`` (Bob) with ``c_i + d_i = chi * a_i``. The correlated OTs
-  carry ``(a_1, a_2, a_hat_1, a_hat_2)``, where ``a_hat`` is Alice's random check pad.
+* F_RVOLE is DKLs23 (ePrint 2023/765) Functionality 3.5; its protocol is DKLs23 Protocol 5.2,
+  which is DKLs19 (ePrint 2019/523) Protocol 1 in the "forced reuse" form (Bob's single
+  random input serves Alice's whole input vector) over the OT extension made one message
+  by Fiat-Shamir (DKLs23 section 5.1).
+* OT extension: SoftSpokenOT (Roy, ePrint 2022/192) with ``k = 1``, which has the IKNP/KOS
+  shape, described in the notation of KOS15 (ePrint 2015/546) Fig. 10 (the figure of the
+  corrected KOS15 with the SoftSpokenOT-proved check). The step labels used below (Ext.1-4,
+  Check.1-3, T&R.1-3, Derand.1-2) are our names for the steps of Fig. 10's phases "Extend",
+  "Consistency Check" and "Transpose and Randomize", and of the derandomisation that turns
+  random OTs into correlated ones (Masny-Rindal, ePrint 2019/706; DKLs18 Protocol 9,
+  "Transfer"). ``*`` marks a step replaced by Fiat-Shamir. Roles: Bob (the multiplication's
+  receiver) is the OT-extension receiver and was the *sender* of the base OTs; Alice holds
+  ``Delta`` (her base-OT choice bits) and ``k_{Delta_l}``.
+* Multiplication: Bob's input ``chi = <g, x>`` is random (his choice bits dotted with the
+  public gadget vector ``g``), Alice's input is the vector ``a = (a_1, a_2)``; outputs ``c``
+  (Alice) and ``d`` (Bob) with ``c_i + d_i = chi * a_i``. The correlated OTs carry
+  ``(a_1, a_2, a_hat_1, a_hat_2)``, where ``a_hat`` is Alice's random check pad (DKLs19
+  Protocol 1 step 2). Alice's input is known when she acts, so she correlates it directly
+  instead of a random pad ``a_tilde`` followed by the adjustment ``gamma_A = a - a_tilde``
+  (DKLs19 Protocol 1 steps 7-8 with ``gamma_A = 0``).
 
 Message flow (fits DKLs23's rounds 1-3):
 
 * round 1, Bob -> Alice: ``nonce, u, x_dot, t_dot`` (extension + check, Fiat-Shamir);
-* round 2, Alice -> Bob: ``tau`` (derandomisation), ``mu`` and ``r_hash`` (multiplication check);
-* round 3, Bob: verifies the check and outputs ``d``.
+* round 2, Alice -> Bob: ``tau`` (derandomisation), ``mu`` and ``r_hash`` (DKLs19
+  Protocol 1 step 5; only a hash of ``r`` is sent, as DKLs23 section 5.1 suggests);
+* round 3, Bob: verifies the check (DKLs19 Protocol 1 step 6) and outputs ``d``.
 
 Why by hand: no maintained Python library offers OT extension or OT-based multiplication;
 the bit matrices are Python ints (see :mod:`mpc.dkls23._bits`), hashing is hashlib.
@@ -64,7 +75,7 @@ def _ctx(sid: bytes, alice: int, bob: int, nonce: bytes) -> bytes:
 
 
 def _prg_columns(ctx: bytes, seeds: bytes) -> list[bytes]:
-    """KOS15 "Ext.2": expand each base-OT seed to an ETA-bit column (SHAKE-256 as the PRG)."""
+    """KOS15 Fig. 10, Extend (Ext.2): each base-OT seed to an ETA-bit column (SHAKE-256 PRG)."""
     return [
         hashlib.shake_256(ctx + col.to_bytes(2, "big") + seeds[32 * col : 32 * col + 32]).digest(
             COL_BYTES
@@ -74,13 +85,13 @@ def _prg_columns(ctx: bytes, seeds: bytes) -> list[bytes]:
 
 
 def _check_chis(ctx: bytes, u: bytes) -> list[int]:
-    """Fiat-Shamir challenges chi_1..chi_m in GF(2^128) (DKLs23 section 5.1)."""
+    """KOS15 Fig. 10 Check.1*: chi_1..chi_m in GF(2^128) by Fiat-Shamir (DKLs23 section 5.1)."""
     raw = hashlib.shake_256(h(b"DKLs23 OTE check", ctx, u)).digest(16 * _NCHUNK)
     return [int.from_bytes(raw[16 * c : 16 * c + 16], "little") for c in range(_NCHUNK)]
 
 
 def _mul_chis(ctx: bytes, u: bytes, tau: bytes) -> list[int]:
-    """DKLs19 Protocol 1 step 4: chi_tilde_i, chi_hat_i from the transcript (Fiat-Shamir)."""
+    """DKLs19 Protocol 1 step 4: ``chi~_i, chi^_i`` by Fiat-Shamir over the transcript."""
     return h_scalars(b"DKLs23 mul check", 2 * ELL, ctx, h(b"u", u), h(b"tau", tau))
 
 
@@ -98,11 +109,12 @@ class MulBob:
         self._xbits: list[int] = []
 
     def round1(self) -> dict[str, Any]:
-        """KOS15 Ext.1-Ext.3 and the check (Check.1* by Fiat-Shamir, Check.2), DKLs23 round 1.
+        """KOS15 Fig. 10 Ext.1-3, Check.1*, Check.2, T&R.1 (in DKLs23 Protocol 3.6 round 1).
 
         Bob samples ETA random choice bits ``x`` (the last S only mask the check), expands his
         two seeds per column, sends ``u^l = t0^l xor t1^l xor x`` and the check hashes. His
-        random F_RVOLE input is ``chi = <g, x[:XI]>`` (DKLs23 section 5, forced reuse).
+        random F_RVOLE input is ``chi = <g, x[:XI]>`` (DKLs19 Protocol 1 with Bob's input
+        random: DKLs23 Protocol 5.2, forced reuse).
         """
         nonce = secrets.token_bytes(32)
         self._ctx = ctx = _ctx(self.sid, self.alice, self.bob, nonce)
@@ -126,7 +138,7 @@ class MulBob:
         return {"nonce": nonce, "u": u, "x_dot": x_dot.to_bytes(16, "little"), "t_dot": t_dot}
 
     def round3(self, payload: Mapping[str, Any]) -> tuple[int, int]:
-        """Derandomise (KOS15 T&R / MR19), run the DKLs19 Protocol 1 check, output ``d``.
+        """KOS15 Fig. 10 T&R.2, Derand.2; DKLs19 Protocol 1 steps 6 and 8: check, output ``d``.
 
         Aborts, blaming Alice, unless for every OT ``j`` and input ``i``:
         ``chi~_i z~_B + chi^_i z^_B + r_{j,i} = x_j mu_i`` (compared through a hash of r).
@@ -144,7 +156,7 @@ class MulBob:
         mu0, mu1 = mu
         prefix = h(b"DKLs23 OTE hash", self._ctx)
         rows, sh, frm = self._rows, hashlib.shake_256, int.from_bytes
-        # T&R.2: v_{x_j} = H(j, t_j), mapped to WIDTH scalars
+        # T&R.2: v_{x_j} = H(j, t_j) over the rows t_j of t0, mapped to WIDTH scalars
         ev = b"".join(
             [sh(prefix + _J[j] + rows[32 * j : 32 * j + 32]).digest(128) for j in range(XI)]
         )
@@ -157,7 +169,7 @@ class MulBob:
         z = [t - v if b else -v for t, v, b in zip(ts, vs, x4, strict=True)]
         xs = self._xbits
         zt0, zt1, zh0, zh1 = z[0::4], z[1::4], z[2::4], z[3::4]
-        # DKLs19 Protocol 1 check: r_{j,i} must equal x_j mu_i - chi~_i z~_B - chi^_i z^_B
+        # DKLs19 Protocol 1 step 6: r_{j,i} must equal x_j mu_i - chi~_i z~_B - chi^_i z^_B
         rbuf = [
             ((b * mu0 - ct0 * a0 - ch0 * c0) % Q).to_bytes(32, "big")
             + ((b * mu1 - ct1 * a1 - ch1 * c1) % Q).to_bytes(32, "big")
@@ -185,7 +197,7 @@ class MulAlice:
     def round2(
         self, payload: Mapping[str, Any], a: tuple[int, int]
     ) -> tuple[dict[str, Any], tuple[int, int]]:
-        """Alice's round: KOS15 Ext.4 and Check.3, T&R.3, Derand.1; DKLs19 Protocol 1 steps 3-5.
+        """KOS15 Fig. 10 Ext.4, Check.3, T&R.1, T&R.3, Derand.1; DKLs19 Protocol 1 steps 3-5, 8.
 
         Verifies Bob's extension (blaming Bob), derives ``z_A = H(q_j)`` and sends
         ``tau_j = H(q_j xor Delta) - z_A + (a_1, a_2, a_hat_1, a_hat_2)``, the check values

@@ -1,15 +1,17 @@
 """Parameters and hash helpers shared by the DKLs23 modules.
 
-Parameters (DKLs23, ePrint 2023/765, section 5 and Protocol 5.x; DKLs19, ePrint 2019/523,
-Protocol 1 "parameters"):
+Parameters (DKLs23, ePrint 2023/765, Protocol 5.2, the F_RVOLE protocol, and section 5.1;
+DKLs19, ePrint 2019/523, Protocol 1, its parameter list ``xi = kappa + 2s``):
 
 * ``KAPPA = 256``: bit length of the field Z_q of secp256k1 and the number of base OTs per
   ordered pair (computational security 128 bits, the security of secp256k1 itself).
-* ``S = 128``: statistical security parameter. DKLs23 applies Fiat-Shamir to the OT-extension
-  and multiplication checks (section 5.1), so the statistical parameter must also resist
-  offline grinding; 128 bits matches the curve.
+* ``S = 128``: statistical security parameter. DKLs23 section 5.1 makes the OT extension one
+  message by Fiat-Shamir, so the statistical parameter becomes a computational one (it must
+  resist offline grinding); 128 bits matches the curve.
 * ``XI = KAPPA + 2*S = 512``: OT-extension batch (Bob's random choice bits) per multiplication.
-* ``ETA = XI + S = 640``: extended columns including the ``S`` masking bits of the check.
+* ``ETA = XI + S = 640``: extended columns, i.e. ``XI`` plus one chunk of ``S`` random bits
+  that masks the consistency check (the ``l'`` of KOS15, ePrint 2015/546, Fig. 10, with the
+  check computed over GF(2^S)).
 * ``ELL = 2``: Alice's input vector length in F_RVOLE (instance key share and key share).
 
 Hash: SHA-256 / SHAKE-256 (hashlib) with a protocol label and length-prefixed fields, so
@@ -52,13 +54,18 @@ def h_scalars(label: bytes, count: int, *parts: bytes | int) -> list[int]:
 
 
 def _gadget() -> tuple[int, ...]:
-    """The public gadget vector g in Z_q^XI (DKLs19 Protocol 1 / DKLs23 section 5).
+    """The public gadget vector ``g``, uniform in Z_q^XI (DKLs19, ePrint 2019/523, Protocol 1).
 
-    ``g = (1, 2, ..., 2^(KAPPA-1)) || g_R`` with ``g_R`` in Z_q^(2S) public randomness (here
-    derived from a fixed label, i.e. a common reference string everyone can recompute).
+    DKLs19 Protocol 1 takes ``g`` as a public uniformly random vector of length ``xi``; Bob's
+    random F_RVOLE input is ``<g, x>`` for his random choice bits ``x`` (DKLs23 "forced
+    reuse", Functionality 3.5), which is close to uniform even after a selective-failure
+    leak of ``s`` bits of ``x`` because ``x -> <g, x>`` is a universal hash for uniform ``g``.
+    (An earlier version used powers of two followed by ``2s`` random entries, the shape of an
+    encoding of a *chosen* input; Bob's input here is random, and the implementations we
+    checked sample all of ``g``.) Here ``g`` is derived from a fixed label: a common reference
+    string everyone can recompute.
     """
-    rnd = h_scalars(b"DKLs23 gadget vector g_R", 2 * S)
-    return tuple(1 << j for j in range(KAPPA)) + tuple(rnd)
+    return tuple(h_scalars(b"DKLs23 gadget vector g (DKLs19 Protocol 1)", XI))
 
 
 GADGET: Final = _gadget()

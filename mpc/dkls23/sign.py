@@ -1,6 +1,8 @@
 """DKLs23 threshold ECDSA signing (ePrint 2023/765, Protocol 3.6) split into presign + online.
 
-Notation of Protocol 3.6 for party ``i`` among the signers ``P`` (|P| >= t):
+Protocol 3.6 realises the threshold ECDSA functionality (DKLs23 Functionality 3.1) using
+F_RVOLE (Functionality 3.5, realised in :mod:`mpc.dkls23.mul` by Protocol 5.2). Notation of
+Protocol 3.6 for party ``i`` among the signers ``P`` (|P| >= t):
 
 Round 1 (message independent)
     Sample instance key ``r_i`` and inversion mask ``phi_i``; ``R_i = r_i*G``; commit to
@@ -18,6 +20,14 @@ Round 3, local part (message independent)
     ``u_i = r_i phi_i + sum_j (r_i psi_{j,i} + c_u^{i,j} + d_u^{i,j})``,
     ``v_i = sk_i phi_i + sum_j (sk_i psi_{j,i} + c_v^{i,j} + d_v^{i,j})``.
     These are kept as the :class:`Presignature`.
+
+    The second check, as printed in the paper, has a typo (a public DKLs23 implementation's
+    README reports that the DKLs authors confirmed it). The mathematically correct check,
+    used here, has the *peer's* ``pk_j``: F_RVOLE gives ``c_v^{j,i} + d_v^{i,j} = chi_{i,j}
+    sk_j`` and ``Gamma^v_{j,i} = c_v^{j,i} G``, so for honest parties exactly
+    ``chi_{i,j} pk_j - Gamma^v_{j,i} = d_v^{i,j} G`` holds, mirroring the first check with
+    ``R_j`` (``c_u^{j,i} + d_u^{i,j} = chi_{i,j} r_j``). The honest-path tests exercise both
+    checks and the attack tests make each one fail.
 Round 3, online (the only step that needs the message)
     ``w_i = H(m) phi_i + r v_i``; send ``(u_i, w_i)`` to the combiner
     (:func:`sign_with_presignature`).
@@ -26,9 +36,12 @@ Output
     before it is returned (:func:`combine_signature`).
 
 Since ``sum u_i = r*phi`` and ``sum v_i = sk*phi``, ``s = (H(m) + r*sk) / r_inst``.
-Deviation: Protocol 3.6 sends ``pk_i`` and checks ``sum pk_j = pk``; here each party derives
-``pk_j = lambda_j * Y_j`` from the public verifying shares (the same value, with no message
-to forge), and the signer set is checked to reconstruct ``pk`` before the session starts.
+Deviation: Protocol 3.6 re-randomises the additive shares with a zero-sharing
+(``sk_i = lambda_i p(i) + zeta_i`` from F_Zero, as the public implementations do), sends
+``pk_i = sk_i G`` and checks ``sum pk_j = pk``. Here ``sk_i = lambda_i p(i)`` and each party
+derives ``pk_j = lambda_j * Y_j`` from the public verifying shares (the value every party
+can compute, with no message to forge); the signer set is checked to reconstruct ``pk``
+before the session starts.
 """
 
 from __future__ import annotations
@@ -271,7 +284,10 @@ class PresignSession(RoundSession[Presignature]):
         return out
 
     def _round3(self, msgs: dict[int, Message]) -> Presignature:
-        """Round 3 (local part): Bob's outputs, decommitments, consistency checks, u_i and v_i."""
+        """Protocol 3.6 round 3, local part: decommitments, both consistency checks, u_i, v_i.
+
+        The second check is the corrected one (peer's ``pk_j``, see the module docstring).
+        """
         u = self._r * self._phi
         v = self._sk * self._phi
         R = self._R
