@@ -15,19 +15,22 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from nacl.signing import SigningKey
-from sqlalchemy import select, text
+from sqlalchemy import Connection, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
-from api import audit, problems
+from api import audit, idempotency, problems
 from api.auth import READ_ROLES, Principal, require
 from api.coordinator import Coordinator, new_id
 from api.crypto import SignRequestError, message_to_sign
 from api.db import AuditEntry, Database, Key, Node, SignRequest, utcnow
-from api.idempotency import MAX_KEY_LEN, run_idempotent
+from api.idempotency import MAX_KEY_LEN, fingerprint, run_idempotent
 from api.logs import RequestLog
 from api.nodes import NodeCaller
 from api.problems import Problem, problem_responses
@@ -96,7 +99,7 @@ def key_out(k: Key) -> dict[str, Any]:
                   created_at=k.created_at).model_dump(mode="json")
 
 
-def sign_out(r: SignRequest) -> dict[str, Any]:
+def sign_out(r: SignRequest | SimpleNamespace) -> dict[str, Any]:
     return SignRequestOut(
         id=r.id, key_id=r.key_id, kind=r.kind, message=r.body.get("message", ""),  # type: ignore[arg-type]
         status=r.status, signature=r.signature if r.status == "signed" else None,  # type: ignore[arg-type]
@@ -258,47 +261,76 @@ async def create_sign_request(request: Request, body: SignRequestCreate,
     (``custody.signing``)."""
     c = coord(request)
     settings: Settings = request.app.state.settings
-
-    async def handler() -> tuple[int, dict[str, Any]]:
-        with request.app.state.db.session() as s:
-            k = s.scalar(select(Key).where(Key.id == body.key_id))
-            if k is None:
-                raise Problem(404, "key-not-found", "Key not found", f"no key {body.key_id!r}")
-            if k.status != "active":
-                raise Problem(409, "key-not-active", "Key not active", f"key is {k.status}")
-            scheme = k.scheme
-        rid = new_id("sr")
+    db: Database = request.app.state.db
+    cred = p.credential_id
+    fp = fingerprint(request.method, request.url.path, await request.body())
+    rid = new_id("sr")
+    try:
+        k = c.key_info(body.key_id)
         canonical: dict[str, Any] = {**(body.model_extra or {}), "id": rid,
                                      "key_id": body.key_id, "kind": body.kind}
         if body.message is not None:
             canonical["message"] = body.message.lower()
         try:
-            msg = message_to_sign(scheme, canonical)
+            msg = message_to_sign(k.scheme, canonical)
         except SignRequestError as e:
             raise Problem(422, "invalid-sign-request", "Invalid sign request", str(e),
                           field=e.field) from None
-        if "message" not in canonical:
-            canonical["message"] = msg.hex()
-        status = "signing" if settings.dev_allow_all else "pending_approval"
-        now = utcnow()
-        with request.app.state.db.session() as s:
-            s.add(SignRequest(id=rid, key_id=body.key_id, kind=body.kind, body=canonical,
-                              status=status, requested_by=p.credential_id, blamed=[],
-                              created_at=now, updated_at=now,
-                              expires_at=None if status == "signing" else
-                              now + dt.timedelta(seconds=settings.approval_ttl)))
-            audit.append(s, p.credential_id, "sign.request", rid,
-                         {"key_id": body.key_id, "kind": body.kind,
-                          "digest": hashlib.sha256(msg).hexdigest(),
-                          "policy": "allow-all (dev)" if status == "signing" else "approval"})
-        if status == "signing":
-            await wait_for(c.spawn(c.run_sign(rid)), settings.sync_wait)
-        with request.app.state.db.session() as s:
-            r = s.scalar(select(SignRequest).where(SignRequest.id == rid))
-            assert r is not None
-            return (201 if r.status in ("signed", "failed") else 202), sign_out(r)
+    except Problem:
+        # A key already used answers as before (replay, 409, 422) even for a bad request.
+        replayed = idempotency.existing(db, cred, idempotency_key, fp)
+        if replayed is not None:
+            return replayed
+        raise
+    if "message" not in canonical:
+        canonical["message"] = msg.hex()
+    status = "signing" if settings.dev_allow_all else "pending_approval"
+    now = utcnow()
+    row: dict[str, Any] = {
+        "id": rid, "key_id": body.key_id, "kind": body.kind, "body": canonical,
+        "status": status, "requested_by": cred, "blamed": [], "created_at": now,
+        "updated_at": now, "expires_at": None if status == "signing" else
+        now + dt.timedelta(seconds=settings.approval_ttl),
+        "signature": None, "recovery_id": None, "signers": None, "error": None}
+    slot = idempotency.Slot(cred, idempotency_key)
+    digest = hashlib.sha256(msg).hexdigest()
 
-    return await run_idempotent(request, p, idempotency_key, handler)
+    def insert_request(conn: Connection) -> None:
+        """One transaction: claim the Idempotency-Key, insert the request, audit it."""
+        conn.execute(idempotency.claim_values(cred, idempotency_key, fp))
+        conn.execute(insert(SignRequest).values(**row))
+        audit.append(conn, cred, "sign.request", rid,
+                     {"key_id": body.key_id, "kind": body.kind, "digest": digest,
+                      "policy": "allow-all (dev)" if status == "signing" else "approval"})
+
+    try:
+        await db.write(insert_request)
+    except IntegrityError:
+        return idempotency.replay(db, cred, idempotency_key, fp)
+    try:
+        if status == "signing":
+            def answer(changes: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+                return 201, sign_out(SimpleNamespace(**{**row, **changes}))
+
+            task = c.spawn(c.run_sign(rid, canonical, k, answer=answer, slot=slot))
+            await wait_for(task, settings.sync_wait)
+            if not task.done() and not slot.detach():
+                await task  # the outcome's transaction is storing the answer right now
+            if slot.response is not None:  # stored with the outcome (the usual case)
+                return JSONResponse(slot.response[1], status_code=slot.response[0])
+            slot.detach()
+            with db.session() as s:
+                r = s.scalar(select(SignRequest).where(SignRequest.id == rid))
+                assert r is not None
+                out = (201 if r.status in ("signed", "failed") else 202), sign_out(r)
+        else:
+            out = 202, sign_out(SimpleNamespace(**row))
+        await db.write(lambda conn: idempotency.store_answer(conn, slot, *out))
+    except BaseException:
+        if slot.response is None:
+            idempotency.release(db, cred, idempotency_key)
+        raise
+    return JSONResponse(out[1], status_code=out[0])
 
 
 @v1.get("/sign-requests", response_model=SignRequestList, tags=["signing"],
@@ -413,6 +445,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
             yield
         finally:
             await c.stop()
+            db.close()
 
     app = FastAPI(title="TP Wallet Custody coordinator", version=VERSION, lifespan=lifespan)
     app.state.db = db

@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
 from api.db import AuditEntry
@@ -31,18 +31,24 @@ def entry_hash(prev_hash: str, entry: dict[str, Any]) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(entry)).hexdigest()
 
 
-def append(s: Session, actor: str, action: str, subject: str, data: dict[str, Any]) -> AuditEntry:
-    """Append one entry inside the caller's transaction (flushed, not committed)."""
-    last = s.scalar(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
-    seq = 1 if last is None else last.seq + 1
-    prev = GENESIS if last is None else last.hash
+_LAST = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+_INSERT = insert(AuditEntry)
+
+
+def append(s: Session | Connection, actor: str, action: str, subject: str,
+           data: dict[str, Any]) -> int:
+    """Append one entry inside the caller's transaction (executed, not committed); returns
+    its ``seq``. Works on an ORM session or a Core connection (the signing hot path): two
+    Core statements, no ORM unit of work."""
+    last = s.execute(_LAST).first()
+    seq = 1 if last is None else last[0] + 1
+    prev = GENESIS if last is None else last[1]
     entry = {"seq": seq, "at": dt.datetime.now(dt.UTC).isoformat(), "actor": actor,
              "action": action, "subject": subject, "data": data}
-    row = AuditEntry(seq=seq, at=entry["at"], actor=actor, action=action, subject=subject,
-                     data=data, prev_hash=prev, hash=entry_hash(prev, entry))
-    s.add(row)
-    s.flush()
-    return row
+    s.execute(_INSERT.values(seq=seq, at=entry["at"], actor=actor, action=action,
+                             subject=subject, data=data, prev_hash=prev,
+                             hash=entry_hash(prev, entry)))
+    return seq
 
 
 def verify_chain(s: Session) -> tuple[bool, int, int | None]:

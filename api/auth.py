@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from api.db import Credential, Database
 from api.problems import Problem
@@ -63,15 +63,18 @@ def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) 
         p.headers["WWW-Authenticate"] = "Bearer"
         raise p
     db: Database = request.app.state.db
-    with db.session() as s:
-        row = s.scalar(select(Credential).where(
-            Credential.token_sha256 == hash_token(creds.credentials)))
-        if row is None or row.revoked:
-            p = Problem(401, "unauthorized", "Missing or invalid credentials",
-                        "unknown or revoked token")
-            p.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-            raise p
-        return Principal(row.id, row.role)
+    with db.engine.connect() as conn:  # one indexed Core read per request, no ORM session
+        row = conn.execute(_BY_HASH, {"h": hash_token(creds.credentials)}).first()
+    if row is None or row.revoked:
+        p = Problem(401, "unauthorized", "Missing or invalid credentials",
+                    "unknown or revoked token")
+        p.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        raise p
+    return Principal(row.id, row.role)
+
+
+_BY_HASH = select(Credential.id, Credential.role, Credential.revoked).where(
+    Credential.token_sha256 == bindparam("h"))
 
 
 def require(*roles: str):  # noqa: ANN201 - returns a FastAPI dependency

@@ -24,11 +24,12 @@ import secrets
 import time
 import uuid
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select, update
 
-from api import audit, crypto
+from api import audit, crypto, idempotency
 from api.db import Database, Key, Node, SignRequest, utcnow
 from api.nodes import NodeCaller, NodeFailure, NodeInfo
 from api.problems import Problem
@@ -53,6 +54,17 @@ def problem_doc(slug: str, title: str, detail: str, status: int = 502,
     return Problem(status, slug, title, detail, **extra).document()
 
 
+class KeyInfo(NamedTuple):
+    """An active key as signing needs it (public data only)."""
+
+    id: str
+    scheme: str
+    threshold: int
+    nodes: list[str]
+    public_key: str
+    verifying_shares: dict[str, str]
+
+
 class Coordinator:
     """Holds the node registry, the pools and the background tasks of one coordinator."""
 
@@ -67,6 +79,9 @@ class Coordinator:
         self.tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._last_seen_written: dict[str, float] = {}
+        # Active keys by id. A key's row never changes once it is active (there is no
+        # disable yet; whoever adds one must drop the key from here in the same change).
+        self.active_keys: dict[str, KeyInfo] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
     def load_nodes(self) -> None:
@@ -440,6 +455,25 @@ class Coordinator:
         return pid, parties, (r_point if isinstance(r_point, str) else None)
 
     # -- sign requests ------------------------------------------------------------------
+    def key_info(self, key_id: str) -> KeyInfo:
+        """The active key ``key_id`` (from memory after the first look-up); 404/409 problem
+        when it does not exist or is not active."""
+        k = self.active_keys.get(key_id)
+        if k is not None:
+            return k
+        with self.db.engine.connect() as conn:
+            row = conn.execute(select(Key.id, Key.scheme, Key.threshold, Key.nodes, Key.status,
+                                      Key.public_key, Key.verifying_shares)
+                               .where(Key.id == key_id)).first()
+        if row is None:
+            raise Problem(404, "key-not-found", "Key not found", f"no key {key_id!r}")
+        if row.status != "active":
+            raise Problem(409, "key-not-active", "Key not active", f"key is {row.status}")
+        k = KeyInfo(row.id, row.scheme, row.threshold, list(row.nodes), row.public_key or "",
+                    dict(row.verifying_shares or {}))
+        self.active_keys[key_id] = k
+        return k
+
     def expire_requests(self) -> None:
         now = utcnow()
         with self.db.session() as s:
@@ -449,16 +483,20 @@ class Coordinator:
                 r.status, r.updated_at = "expired", now
                 audit.append(s, "coordinator", "sign.expired", r.id, {})
 
-    async def run_sign(self, request_id: str) -> None:
-        """Sign one request: first attempt, then one retry on a subset without the blamed."""
-        with self.db.session() as s:
-            req = s.scalar(select(SignRequest).where(SignRequest.id == request_id))
-            assert req is not None
-            key = s.scalar(select(Key).where(Key.id == req.key_id))
-            assert key is not None
-            body = dict(req.body)
-            kinfo = (key.id, key.scheme, key.threshold, list(key.nodes), key.public_key,
-                     dict(key.verifying_shares or {}))
+    async def run_sign(self, request_id: str, body: dict[str, Any] | None = None,
+                       kinfo: KeyInfo | None = None,
+                       answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+                       | None = None, slot: idempotency.Slot | None = None) -> None:
+        """Sign one request: first attempt, then one retry on a subset without the blamed.
+
+        ``body`` and ``kinfo`` spare the database reads when the caller has them; with
+        ``slot`` and ``answer`` the POST's idempotent answer is stored with the outcome."""
+        if body is None or kinfo is None:
+            with self.db.session() as s:
+                req = s.scalar(select(SignRequest).where(SignRequest.id == request_id))
+                assert req is not None
+                body = dict(req.body)
+                kinfo = self.key_info(req.key_id)
         blamed: list[dict[str, Any]] = []
         excluded: set[int] = set()
         result: tuple[bytes, int | None, list[int]] | None = None
@@ -477,39 +515,78 @@ class Coordinator:
                 log.exception("signing crashed", extra={"request_id": request_id})
                 error = problem_doc("signing-failed", "Signing failed", type(e).__name__, 500)
                 break
-        self.finalize(request_id, result, error, blamed)
+        jobs = self._finalize_jobs(request_id, result, error, blamed, slot, answer)
+        try:
+            await self.db.write(jobs[0])
+        except Exception as e:
+            self._withheld(request_id, e, slot)
+            await self.db.write(jobs[1])
 
     def finalize(self, request_id: str, result: tuple[bytes, int | None, list[int]] | None,
                  error: dict[str, Any] | None, blamed: list[dict[str, Any]]) -> None:
         """Store the outcome with its audit entry in one transaction. If that fails, the
-        signature is not released: the request is marked failed without it."""
+        signature is not released: the request is marked failed without it. (Synchronous
+        form of what :meth:`run_sign` does through the group writer.)"""
+        jobs = self._finalize_jobs(request_id, result, error, blamed, None, None)
         try:
-            with self.db.session() as s:
-                req = s.scalar(select(SignRequest).where(SignRequest.id == request_id))
-                assert req is not None
-                req.updated_at = utcnow()
-                req.blamed = blamed
-                if result is not None:
-                    sig, recid, signers = result
-                    req.status, req.signature, req.recovery_id = "signed", sig.hex(), recid
-                    req.signers, req.error = signers, None
-                    audit.append(s, "coordinator", "sign.signed", request_id,
-                                 {"key_id": req.key_id, "signature": sig.hex(),
-                                  "signers": signers, "blamed": blamed})
-                else:
-                    req.status, req.error = "failed", error
-                    audit.append(s, "coordinator", "sign.failed", request_id,
-                                 {"error": error, "blamed": blamed})
+            with self.db.engine.begin() as conn:
+                jobs[0](conn)
         except Exception as e:
-            log.error("audit write failed; signature withheld",
-                      extra={"request_id": request_id, "err": type(e).__name__})
-            with self.db.session() as s:
-                req = s.scalar(select(SignRequest).where(SignRequest.id == request_id))
-                if req is not None:
-                    req.status, req.signature, req.recovery_id = "failed", None, None
-                    req.updated_at = utcnow()
-                    req.error = problem_doc("audit-failed", "Audit write failed",
-                                            "the signature was withheld", 500)
+            self._withheld(request_id, e, None)
+            with self.db.engine.begin() as conn:
+                jobs[1](conn)
+
+    @staticmethod
+    def _withheld(request_id: str, e: Exception, slot: idempotency.Slot | None) -> None:
+        if slot is not None:
+            slot.response = None
+        log.error("audit write failed; signature withheld",
+                  extra={"request_id": request_id, "err": type(e).__name__})
+
+    def _finalize_jobs(
+        self, request_id: str, result: tuple[bytes, int | None, list[int]] | None,
+        error: dict[str, Any] | None, blamed: list[dict[str, Any]],
+        slot: idempotency.Slot | None,
+        answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None,
+    ) -> tuple[Callable[[Connection], None], Callable[[Connection], None]]:
+        """Two database jobs: the outcome with its audit entry (and, while the POST still
+        waits, its idempotent answer, built by ``answer(changed columns)``); and the
+        fallback that marks the request failed without the signature."""
+        now = utcnow()
+        if result is not None:
+            sig, recid, signers = result
+            changes: dict[str, Any] = {"status": "signed", "signature": sig.hex(),
+                                       "recovery_id": recid, "signers": signers, "error": None}
+        else:
+            changes = {"status": "failed", "error": error}
+        changes.update(updated_at=now, blamed=blamed)
+        withheld = {"status": "failed", "signature": None, "recovery_id": None,
+                    "updated_at": now, "blamed": blamed,
+                    "error": problem_doc("audit-failed", "Audit write failed",
+                                         "the signature was withheld", 500)}
+
+        def outcome(conn: Connection) -> None:
+            key_id = conn.execute(select(SignRequest.key_id)
+                                  .where(SignRequest.id == request_id)).scalar_one()
+            conn.execute(update(SignRequest).where(SignRequest.id == request_id)
+                         .values(**changes))
+            if result is not None:
+                audit.append(conn, "coordinator", "sign.signed", request_id,
+                             {"key_id": key_id, "signature": changes["signature"],
+                              "signers": changes["signers"], "blamed": blamed})
+            else:
+                audit.append(conn, "coordinator", "sign.failed", request_id,
+                             {"error": error, "blamed": blamed})
+            if slot is not None and answer is not None and slot.own():
+                idempotency.store_answer(conn, slot, *answer(changes))
+
+        def fallback(conn: Connection) -> None:
+            conn.execute(update(SignRequest).where(SignRequest.id == request_id)
+                         .values(**withheld))
+            if slot is not None and answer is not None and slot.own():
+                idempotency.store_answer(conn, slot, *answer(withheld))
+
+        return outcome, fallback
 
     def _pick(self, node_ids: list[str], t: int, excluded: set[int]) -> list[NodeInfo]:
         eligible = [self.nodes[n] for n in node_ids if n in self.nodes

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.db import Database, IdempotencyRecord
+from api.db import Database, IdempotencyRecord, utcnow
 from api.problems import Problem
 
 MAX_KEY_LEN = 255
@@ -34,6 +37,91 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(method.encode() + b"\n" + path.encode() + b"\n" + canon).hexdigest()
 
 
+@dataclass
+class Slot:
+    """One claimed ``Idempotency-Key`` whose answer is still to be stored.
+
+    The signing path stores the answer in the same transaction as the outcome
+    (:meth:`api.coordinator.Coordinator.finalize`) while ``attached`` (the POST is still
+    waiting); once the POST stops waiting it detaches and stores its 202 answer itself.
+    ``response`` is set when the answer has been stored.
+    """
+
+    credential_id: str
+    key: str
+    attached: bool = True
+    owned: bool = False
+    response: tuple[int, dict[str, Any]] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def own(self) -> bool:
+        """Called by the outcome's transaction: True if it is to store the answer."""
+        with self._lock:
+            self.owned = self.attached
+            return self.owned
+
+    def detach(self) -> bool:
+        """Called by the POST when it stops waiting: False if the outcome's transaction
+        already took the answer over (then wait for it instead)."""
+        with self._lock:
+            if self.owned:
+                return False
+            self.attached = False
+            return True
+
+
+def _where(credential_id: str, key: str) -> Any:
+    return (IdempotencyRecord.credential_id == credential_id) & (IdempotencyRecord.key == key)
+
+
+def claim_values(credential_id: str, key: str, fp: str) -> Any:
+    """The INSERT that claims ``key`` (run it in the caller's transaction)."""
+    return insert(IdempotencyRecord).values(credential_id=credential_id, key=key,
+                                            fingerprint=fp, state="in_flight",
+                                            created_at=utcnow())
+
+
+def store_answer(conn: Connection | Session, slot: Slot, status: int,
+                 body: dict[str, Any]) -> None:
+    """Record the answer of a claimed key inside the caller's transaction."""
+    conn.execute(update(IdempotencyRecord).where(_where(slot.credential_id, slot.key))
+                 .values(state="done", status_code=status, response=body))
+    slot.response = (status, body)
+
+
+def release(db: Database, credential_id: str, key: str) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(delete(IdempotencyRecord).where(_where(credential_id, key)))
+
+
+def existing(db: Database, credential_id: str, key: str, fp: str) -> JSONResponse | None:
+    """The answer for a key already claimed: the stored answer (same request), else a
+    422 (other request) or 409 (still running) problem. ``None`` when it is unclaimed."""
+    with db.engine.connect() as conn:
+        rec = conn.execute(select(IdempotencyRecord.fingerprint, IdempotencyRecord.state,
+                                  IdempotencyRecord.status_code, IdempotencyRecord.response)
+                           .where(_where(credential_id, key))).first()
+    if rec is None:
+        return None
+    if rec.fingerprint != fp:
+        raise Problem(422, "idempotency-mismatch", "Idempotency-Key reused",
+                      "this Idempotency-Key was used with a different request")
+    if rec.state != "done":
+        raise Problem(409, "idempotency-in-flight", "Request in flight",
+                      "a request with this Idempotency-Key is still being processed")
+    return JSONResponse(rec.response, status_code=rec.status_code or 200,
+                        headers={"Idempotent-Replayed": "true"})
+
+
+def replay(db: Database, credential_id: str, key: str, fp: str) -> JSONResponse:
+    """After losing the race to claim ``key``: the answer as :func:`existing` gives it."""
+    out = existing(db, credential_id, key, fp)
+    if out is None:  # released between our insert and read: ask to retry
+        raise Problem(409, "idempotency-in-flight", "Request in flight",
+                      "a request with this Idempotency-Key is being processed")
+    return out
+
+
 async def run_idempotent(
     request: Request, principal: Principal, idem_key: str,
     handler: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
@@ -41,38 +129,16 @@ async def run_idempotent(
     db: Database = request.app.state.db
     fp = fingerprint(request.method, request.url.path, await request.body())
     try:
-        with db.session() as s:
-            s.add(IdempotencyRecord(credential_id=principal.credential_id, key=idem_key,
-                                    fingerprint=fp, state="in_flight"))
+        with db.engine.begin() as conn:
+            conn.execute(claim_values(principal.credential_id, idem_key, fp))
     except IntegrityError:
-        with db.session() as s:
-            rec = s.scalar(select(IdempotencyRecord).where(
-                IdempotencyRecord.credential_id == principal.credential_id,
-                IdempotencyRecord.key == idem_key))
-            if rec is None:  # released between our insert and read: ask to retry
-                raise Problem(409, "idempotency-in-flight", "Request in flight",
-                              "a request with this Idempotency-Key is being processed") from None
-            if rec.fingerprint != fp:
-                raise Problem(422, "idempotency-mismatch", "Idempotency-Key reused",
-                              "this Idempotency-Key was used with a different request") from None
-            if rec.state != "done":
-                raise Problem(409, "idempotency-in-flight", "Request in flight",
-                              "a request with this Idempotency-Key is still being processed"
-                              ) from None
-            return JSONResponse(rec.response, status_code=rec.status_code or 200,
-                                headers={"Idempotent-Replayed": "true"})
+        return replay(db, principal.credential_id, idem_key, fp)
+    slot = Slot(principal.credential_id, idem_key)
     try:
         status, body = await handler()
     except BaseException:
-        with db.session() as s:
-            s.execute(delete(IdempotencyRecord).where(
-                IdempotencyRecord.credential_id == principal.credential_id,
-                IdempotencyRecord.key == idem_key))
+        release(db, principal.credential_id, idem_key)
         raise
-    with db.session() as s:
-        rec = s.scalar(select(IdempotencyRecord).where(
-            IdempotencyRecord.credential_id == principal.credential_id,
-            IdempotencyRecord.key == idem_key))
-        if rec is not None:
-            rec.state, rec.status_code, rec.response = "done", status, body
+    with db.engine.begin() as conn:
+        store_answer(conn, slot, status, body)
     return JSONResponse(body, status_code=status)
