@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 from nacl.signing import SigningKey
 
 from custody.nodeauth import sign_headers
@@ -56,18 +56,35 @@ class NodeFailure(Exception):
 
 
 class NodeCaller:
-    """Signed JSON calls to nodes over one shared async connection pool."""
+    """Signed JSON calls to nodes: one keep-alive HTTP/1.1 connection pool per node URL.
 
-    def __init__(self, signing_key: SigningKey, timeout: float) -> None:
+    The client is aiohttp, not httpx: httpcore checks every pooled connection's socket for
+    each request it dispatches, which at 32 concurrent signatures cost the coordinator
+    more CPU than everything else together; aiohttp's pool (and C parser) does not.
+    """
+
+    def __init__(self, signing_key: SigningKey, timeout: float,
+                 max_connections: int = 64) -> None:
         self.key = signing_key
         self.timeout = timeout
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
-        )
+        self.max_connections = max_connections
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    def session(self, base_url: str) -> aiohttp.ClientSession:
+        s = self._sessions.get(base_url)
+        if s is None or s.closed:
+            s = self._sessions[base_url] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections,
+                                               keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=self.timeout,
+                                              sock_connect=min(self.timeout, 2.0)),
+                skip_auto_headers=("User-Agent",), auto_decompress=False)
+        return s
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for s in sessions:
+            await s.close()
 
     async def health(self, node: NodeInfo, url: str | None = None) -> dict[str, Any]:
         return await self._send(node, "GET", "/health", None, url=url, signed=False)
@@ -82,27 +99,30 @@ class NodeCaller:
         headers = {"content-type": "application/json"} if body is not None else {}
         if signed:
             headers.update(sign_headers(self.key, method, path, content))
+        base = (url or node.url).rstrip("/")
         try:
-            r = await self.http.request(method, (url or node.url).rstrip("/") + path,
-                                        content=content, headers=headers)
-        except httpx.TimeoutException as e:
+            async with self.session(base).request(method, base + path, data=content or None,
+                                                  headers=headers) as r:
+                raw = await r.read()
+                status = r.status
+        except TimeoutError as e:
             raise NodeFailure(node, "timeout", f"{method} {path}: no answer in time") from e
-        except httpx.HTTPError as e:
+        except (aiohttp.ClientError, OSError, ValueError) as e:
             raise NodeFailure(node, "unreachable", f"{method} {path}: {type(e).__name__}") from e
         try:
-            doc = r.json()
+            doc = json.loads(raw)
         except ValueError:
             raise NodeFailure(node, "garbage", f"{method} {path}: answer is not JSON",
-                              status=r.status_code) from None
+                              status=status) from None
         if not isinstance(doc, dict):
             raise NodeFailure(node, "garbage", f"{method} {path}: answer is not an object",
-                              status=r.status_code)
-        if r.status_code >= 400:
+                              status=status)
+        if status >= 400:
             culprits = doc.get("culprits")
             ok = isinstance(culprits, list) and culprits and all(
                 type(c) is int for c in culprits)
-            raise NodeFailure(node, "refused" if r.status_code < 500 else "error",
-                              f"{method} {path}: {r.status_code} {doc.get('title', '')}: "
+            raise NodeFailure(node, "refused" if status < 500 else "error",
+                              f"{method} {path}: {status} {doc.get('title', '')}: "
                               f"{doc.get('detail', '')}",
-                              culprits=tuple(culprits) if ok else None, status=r.status_code)
+                              culprits=tuple(culprits) if ok else None, status=status)
         return doc
