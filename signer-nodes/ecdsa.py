@@ -138,7 +138,7 @@ def finish(node: Node, info: dict[str, Any], rs: Any) -> dict[str, Any]:
     presig: dkls23.Presignature = rs.result
     pid = presig.presignature_id.hex()
     p = presig.public
-    with node.store.lock:
+    with node.store.sealing.read():  # seal and insert atomically w.r.t. rotation
         blob = node.vault.seal(
             presig.to_bytes(), vault.ledger_aad(info["key_id"], node.node_id, "presig", pid)
         )
@@ -165,6 +165,19 @@ def sign(
     requested: bytes | None = None,
 ) -> bytes:
     """DKLs23 online round with the write-ahead ledger; returns CBOR PartialSignature."""
+    with node.store.sealing.read():  # no rotation between load, unseal and mark
+        return _sign_locked(node, key_id, presignature_id, request, coordinator_verified,
+                            requested)
+
+
+def _sign_locked(
+    node: Node,
+    key_id: str,
+    presignature_id: str,
+    request: Mapping[str, Any],
+    coordinator_verified: bool,
+    requested: bytes | None,
+) -> bytes:
     from signer_nodes.node import NodeError, crash_point
 
     row = node._key_row(key_id)
@@ -179,48 +192,42 @@ def sign(
     )
     if not isinstance(presignature_id, str) or len(presignature_id) != 64:
         raise NodeError(422, "bad-request", "presignature_id must be 64 hex digits")
-    with node.store.lock:
-        item = node.store.get_ledger(presignature_id)
-        if item is None or item.kind != "presig" or item.key_id != key_id:
-            raise NodeError(
-                404, "unknown-presignature", f"no presignature {presignature_id} for key {key_id!r}"
-            )
-        if item.used:
-            logs.warn(
-                "presig.reuse_refused",
-                node_id=node.node_id,
-                key_id=key_id,
-                presignature_id=presignature_id,
-            )
-            raise NodeError(
-                409,
-                "presignature-used",
-                f"presignature {presignature_id} was already used (by {item.used_by})",
-            )
-        presig = dkls23.Presignature.from_bytes(
-            node.vault.unseal(
-                item.sealed, vault.ledger_aad(key_id, node.node_id, "presig", presignature_id)
-            )
+    item = node.store.get_ledger(presignature_id)
+    if item is None or item.kind != "presig" or item.key_id != key_id:
+        raise NodeError(
+            404, "unknown-presignature", f"no presignature {presignature_id} for key {key_id!r}"
         )
-        share = dkls23.EcdsaKeyShare.from_bytes(node._unseal_share(row))
+    if item.used:
+        logs.warn(
+            "presig.reuse_refused",
+            node_id=node.node_id,
+            key_id=key_id,
+            presignature_id=presignature_id,
+        )
+        raise NodeError(
+            409,
+            "presignature-used",
+            f"presignature {presignature_id} was already used (by {item.used_by})",
+        )
+    presig = dkls23.Presignature.from_bytes(
+        node.vault.unseal(
+            item.sealed, vault.ledger_aad(key_id, node.node_id, "presig", presignature_id)
+        )
+    )
+    share = dkls23.EcdsaKeyShare.from_bytes(node._unseal_share(row))
 
-        def ledger(pid: bytes) -> bool:
-            if pid.hex() != presignature_id:
-                return False
-            with node.store.tx() as c:
-                cur = c.execute(
-                    "UPDATE ledger SET used = 1, used_by = ?, used_at = strftime('%s','now'),"
-                    " sealed = x'' WHERE item_id = ? AND used = 0",
-                    (str(request.get("id")), presignature_id),
-                )
-                return bool(cur.rowcount == 1)
+    def ledger(pid: bytes) -> bool:
+        """Write-ahead: durable mark (group commit) before the partial is computed."""
+        if pid.hex() != presignature_id:
+            return False
+        return node.store.mark_used(presignature_id, str(request.get("id")))
 
-        try:
-            partial = dkls23.sign_with_presignature(presig, share, digest, ledger=ledger)
-        except MpcError as exc:
-            raise NodeError(
-                409, "presignature-used" if "used" in str(exc) else "bad-request", str(exc)
-            ) from None
+    try:
+        partial = dkls23.sign_with_presignature(presig, share, digest, ledger=ledger)
+    except MpcError as exc:
+        raise NodeError(
+            409, "presignature-used" if "used" in str(exc) else "bad-request", str(exc)
+        ) from None
     crash_point("sign-after-mark")
     logs.event(
         "ecdsa.signed",

@@ -7,7 +7,9 @@ two identity keys (needed for every envelope) and never a share longer than one 
 
 Signing follows the write-ahead rule (DESIGN.md invariant 3): :meth:`Node.frost_sign`
 validates the request, loads and unseals the nonce, marks it used and COMMITs (durable,
-see :mod:`signer_nodes.store`), and only then computes the partial signature.
+see :mod:`signer_nodes.store`; concurrent marks share one group commit, each caller
+waiting for the commit that holds its own mark), and only then computes the partial
+signature.
 """
 
 from __future__ import annotations
@@ -307,7 +309,7 @@ class Node:
         public_info: bytes,
         share_version: int = 1,
     ) -> None:
-        with self.store.lock:  # seal and insert atomically w.r.t. seal-key rotation
+        with self.store.sealing.read():  # seal and insert atomically w.r.t. rotation
             blob = self.vault.seal(share_cbor, vault.share_aad(key_id, self.node_id, share_version))
             self.store.put_key(
                 KeyRow(
@@ -565,7 +567,7 @@ class Node:
         del kp
         items = []
         out = []
-        with self.store.lock:  # seal and insert atomically w.r.t. seal-key rotation
+        with self.store.sealing.read():  # seal and insert atomically w.r.t. rotation
             for nonces, comm in batch:
                 nonce_id = secrets.token_hex(16)
                 blob = self.vault.seal(
@@ -587,21 +589,27 @@ class Node:
         *,
         coordinator_verified: bool,
     ) -> bytes:
-        """RFC 9591 s5.2 with the write-ahead rule; returns the CBOR SignatureShare."""
-        row = self._key_row(key_id)
-        suite = protocols.frost_suite(row.scheme)
-        try:
-            message = message_to_sign(row.scheme, request)
-        except SignRequestError as exc:
-            raise NodeError(422, "bad-request", f"request {exc}") from None
-        try:
-            package = frost.SigningPackage.from_bytes(package_bytes, suite=suite)
-        except MpcError as exc:
-            raise NodeError(422, "bad-signing-package", str(exc)) from None
-        self._authorize(row, request, message, package.message, coordinator_verified)
-        if not isinstance(nonce_id, str) or not re.fullmatch(r"[0-9a-f]{32}", nonce_id):
-            raise NodeError(422, "bad-request", "nonce_id must be 32 lower-case hex digits")
-        with self.store.lock:  # rotation cannot interleave between load, unseal and mark
+        """RFC 9591 s5.2 with the write-ahead rule; returns the CBOR SignatureShare.
+
+        Concurrent calls run in parallel (the service runs each in a worker thread). Each
+        holds :attr:`NodeStore.sealing` as a reader from reading the key row to the durable
+        mark, so a seal-key rotation never interleaves with load, unseal and mark; the mark
+        goes through the ledger's group commit (:meth:`NodeStore.mark_used`) and the share
+        is computed only after the commit holding it has returned."""
+        with self.store.sealing.read():
+            row = self._key_row(key_id)
+            suite = protocols.frost_suite(row.scheme)
+            try:
+                message = message_to_sign(row.scheme, request)
+            except SignRequestError as exc:
+                raise NodeError(422, "bad-request", f"request {exc}") from None
+            try:
+                package = frost.SigningPackage.from_bytes(package_bytes, suite=suite)
+            except MpcError as exc:
+                raise NodeError(422, "bad-signing-package", str(exc)) from None
+            self._authorize(row, request, message, package.message, coordinator_verified)
+            if not isinstance(nonce_id, str) or not re.fullmatch(r"[0-9a-f]{32}", nonce_id):
+                raise NodeError(422, "bad-request", "nonce_id must be 32 lower-case hex digits")
             item = self.store.get_ledger(nonce_id)
             if item is None or item.kind != "nonce" or item.key_id != key_id:
                 raise NodeError(404, "unknown-nonce", f"no nonce {nonce_id} for key {key_id!r}")
@@ -638,14 +646,8 @@ class Node:
             )
             kp = protocols.load_key_package(self._unseal_share(row))
             crash_point("sign-before-mark")
-            with self.store.tx() as c:
-                cur = c.execute(
-                    "UPDATE ledger SET used = 1, used_by = ?, used_at = strftime('%s','now'),"
-                    " sealed = x'' WHERE item_id = ? AND used = 0",
-                    (str(request.get("id")), nonce_id),
-                )
-                if cur.rowcount != 1:
-                    raise NodeError(409, "nonce-used", f"nonce {nonce_id} was already used")
+            if not self.store.mark_used(nonce_id, str(request.get("id"))):
+                raise NodeError(409, "nonce-used", f"nonce {nonce_id} was already used")
             # Durable now: the nonce can never be handed out again, even after a crash.
         crash_point("sign-after-mark")
         try:

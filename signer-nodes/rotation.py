@@ -21,9 +21,11 @@ rotation row present or more than one seal key on the token, it rewraps whatever
 under the newest version, rewrites the key file if needed, destroys older versions and
 deletes the row. Each of those is idempotent, so a crash during recovery is recovered too.
 
-Concurrency: the whole rotation holds the store lock, and every other path that seals and
-writes (new nonces, new shares) or unseals-then-uses (signing) does so under the same lock,
-so no blob is sealed under, or read with, a key version the rotation is about to destroy.
+Concurrency: the whole rotation holds ``store.sealing`` as writer (and the store lock), and
+every other path that seals and writes (new nonces, new shares) or unseals-then-uses
+(signing) holds ``store.sealing`` as reader, so no blob is sealed under, or read with, a key
+version the rotation is about to destroy; signing requests still run in parallel with each
+other.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def _finish(v: vault.Vault, store: NodeStore, node_id: str, target: int) -> dict
 
 def rotate(v: vault.Vault, store: NodeStore, node_id: str) -> dict[str, int]:
     """Rotate to a new seal key version (see the module docstring)."""
-    with store.lock:
+    with store.sealing.write(), store.lock:
         recover(v, store, node_id)
         old = v.current_version()
         with store.tx() as c:
@@ -148,7 +150,7 @@ def rotate(v: vault.Vault, store: NodeStore, node_id: str) -> dict[str, int]:
 
 def recover(v: vault.Vault, store: NodeStore, node_id: str) -> dict[str, int] | None:
     """Finish an interrupted rotation, if any (idempotent; called at every open)."""
-    with store.lock:
+    with store.sealing.write(), store.lock:
         versions = v.versions()
         rec = pending(store)
         if not versions or (rec is None and len(versions) <= 1):

@@ -2,21 +2,27 @@
 
 Every route except ``GET /health`` requires a request signed by the enrolled coordinator
 (:func:`custody.nodeauth.verify_headers`); a missing, bad or stale signature is a 401
-problem document and is logged. Handlers are plain ``def`` so FastAPI runs them in its
-thread pool; the node serialises database access itself (:mod:`signer_nodes.store`).
+problem document and is logged. Every error, expected or not, is an RFC 9457 problem
+document. Blocking node work runs in the thread pool, so requests are served
+concurrently; the node orders what must be ordered itself (:mod:`signer_nodes.store`:
+group commit of ledger marks, the sealing readers-writer lock against rotation).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from signer_nodes import logs
 from signer_nodes.envelope import Peer
 from signer_nodes.node import Node, NodeError
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from custody.nodeauth import NodeAuthError, verify_headers
 from hsm.errors import HsmError
@@ -47,31 +53,58 @@ def _hex(body: dict[str, Any], name: str) -> bytes:
         raise NodeError(422, "bad-request", f"field {name!r} is not hex") from None
 
 
-class CoordinatorAuth(BaseHTTPMiddleware):
-    """Check the coordinator signature on every request but ``GET /health``."""
+class CoordinatorAuth:
+    """Check the coordinator signature on every request but ``GET /health``.
 
-    def __init__(self, app: Any, node: Node) -> None:
-        super().__init__(app)
+    A pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` runs every request through
+    an extra task and memory streams): it reads the body once, verifies the signature over
+    it and hands the same bytes on to the app.
+    """
+
+    def __init__(self, app: ASGIApp, node: Node) -> None:
+        self.app = app
         self.node = node
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.url.path == "/health" and request.method == "GET":
-            return await call_next(request)
-        body = await request.body()
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["path"] == "/health" and scope["method"] == "GET"):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = scope["path"] + (f"?{query}" if query else "")
         try:
-            verify_headers(self.node.coordinator_pk, request.method, target, body, request.headers)
+            verify_headers(
+                self.node.coordinator_pk, scope["method"], target, body, Headers(scope=scope)
+            )
         except NodeAuthError as exc:
             logs.warn(
                 "auth.refused",
                 node_id=self.node.node_id,
-                method=request.method,
-                path=request.url.path,
+                method=scope["method"],
+                path=scope["path"],
                 reason=str(exc),
             )
-            return problem(401, "unauthenticated", str(exc))
-        request.state.coordinator_verified = True
-        return await call_next(request)
+            await problem(401, "unauthenticated", str(exc))(scope, receive, send)
+            return
+        scope = {**scope, "state": {**scope.get("state", {}), "coordinator_verified": True}}
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def create_app(node: Node) -> FastAPI:
@@ -82,6 +115,27 @@ def create_app(node: Node) -> FastAPI:
     @app.exception_handler(NodeError)
     async def _node_error(_: Request, exc: NodeError) -> JSONResponse:
         return JSONResponse(exc.problem(), status_code=exc.status, media_type=PROBLEM)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "bad-request")
+        return problem(exc.status_code, kind, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem(422, "bad-request", "request does not match the schema")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Never a bare text/plain 500: the coordinator blames a node that answers garbage.
+        logs.event(
+            "request.crashed",
+            level=logging.ERROR,
+            node_id=node.node_id,
+            path=request.url.path,
+            error=type(exc).__name__,
+        )
+        return problem(500, "internal", "the node hit an unexpected error; nothing was released")
 
     @app.exception_handler(HsmError)
     async def _hsm_error(_: Request, exc: HsmError) -> JSONResponse:

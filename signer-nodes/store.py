@@ -13,9 +13,19 @@ A rollback journal with FULL would also be correct; WAL was chosen because reade
 block the writer and commits cost one fsync of an append-only file.)
 
 Threads: one connection, ``check_same_thread=False``, every use under one re-entrant lock
-(:meth:`NodeStore.tx` / :meth:`NodeStore.read`). The service is I/O-light and the lock is
-held for at most a few milliseconds, so serialising is simpler than a pool and obviously
-correct.
+(:meth:`NodeStore.tx` / :meth:`NodeStore.read`), held only for the statements themselves.
+
+Group commit (:meth:`NodeStore.mark_used`). Concurrent signing requests each need their
+ledger item marked used and that mark *durable* before their share is computed. One
+thread at a time leads: it takes every mark queued so far, runs their ``UPDATE``s in one
+transaction and COMMITs once (one fsync), then wakes each waiter with its own row count.
+Marks that arrive during that fsync form the next batch. Each caller still returns only
+after the commit holding *its* mark has returned, so the write-ahead rule holds per share;
+under load one fsync covers many shares instead of one.
+
+Seal-key rotation (:mod:`signer_nodes.rotation`) takes :attr:`NodeStore.sealing` as
+writer; every path that seals, or unseals and then uses, a blob takes it as reader. So
+signing requests run concurrently with each other but never interleave with a rotation.
 
 Migrations are versioned: ``schema_version`` holds the applied version and
 :data:`MIGRATIONS` is the ordered list; :meth:`NodeStore.migrate` applies the missing
@@ -36,7 +46,7 @@ from typing import Any
 
 import sqlcipher3
 
-__all__ = ["MIGRATIONS", "StoreError", "NodeStore", "KeyRow", "LedgerRow"]
+__all__ = ["MIGRATIONS", "StoreError", "NodeStore", "KeyRow", "LedgerRow", "RWLock"]
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (
@@ -108,6 +118,71 @@ class LedgerRow:
     used_by: str | None
 
 
+class RWLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no starvation).
+
+    The writer side is re-entrant for its owning thread, and a thread holding the writer
+    side may also take the reader side (rotation calls code that reads).
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer: int | None = None
+        self._depth = 0
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        me = threading.get_ident()
+        if self._writer == me:
+            yield
+            return
+        with self._cv:
+            while self._writer is not None or self._writers_waiting:
+                self._cv.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._readers -= 1
+                if not self._readers:
+                    self._cv.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cv:
+            if self._writer == me:
+                self._depth += 1
+            else:
+                self._writers_waiting += 1
+                try:
+                    while self._writer is not None or self._readers:
+                        self._cv.wait()
+                finally:
+                    self._writers_waiting -= 1
+                self._writer, self._depth = me, 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._depth -= 1
+                if not self._depth:
+                    self._writer = None
+                    self._cv.notify_all()
+
+
+@dataclass
+class _Mark:
+    item_id: str
+    used_by: str
+    done: bool = False
+    ok: bool = False
+    error: BaseException | None = None
+
+
 class NodeStore:
     """The node's SQLCipher database (see the module docstring)."""
 
@@ -116,6 +191,12 @@ class NodeStore:
             raise StoreError("database key must be 32 bytes")
         self.path = Path(path)
         self.lock = threading.RLock()
+        self.sealing = RWLock()
+        self._marks: list[_Mark] = []
+        self._marks_cv = threading.Condition(threading.Lock())
+        self._leading = False
+        self.commits = 0  # ledger-mark transactions committed (group commit statistics)
+        self.marks = 0
         conn = sqlcipher3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         try:
             # Raw 256-bit key (no KDF: the key is random, not a passphrase).
@@ -272,6 +353,52 @@ class NodeStore:
         if r is None:
             return None
         return LedgerRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), int(r[5]), bool(r[6]), r[7])
+
+    def mark_used(self, item_id: str, used_by: str) -> bool:
+        """Mark ledger item ``item_id`` used (and wipe its sealed secret) durably; True if
+        this call marked it, False if it was used already. Returns only after the COMMIT
+        holding the mark has returned (group commit, see the module docstring)."""
+        me = _Mark(item_id, used_by)
+        with self._marks_cv:
+            self._marks.append(me)
+            while not me.done:
+                if self._leading:
+                    self._marks_cv.wait()
+                    continue
+                self._leading = True
+                batch, self._marks = self._marks, []
+                self._marks_cv.release()
+                try:
+                    self._commit_marks(batch)
+                finally:
+                    self._marks_cv.acquire()
+                    self._leading = False
+                    self._marks_cv.notify_all()
+        if me.error is not None:
+            raise me.error
+        return me.ok
+
+    def _commit_marks(self, batch: list[_Mark]) -> None:
+        try:
+            with self.tx() as c:
+                oks = [
+                    c.execute(
+                        "UPDATE ledger SET used = 1, used_by = ?,"
+                        " used_at = strftime('%s','now'), sealed = x''"
+                        " WHERE item_id = ? AND used = 0",
+                        (m.used_by, m.item_id),
+                    ).rowcount
+                    == 1
+                    for m in batch
+                ]
+        except BaseException as exc:  # nothing was committed: every waiter fails closed
+            for m in batch:
+                m.error, m.done = exc, True
+            return
+        self.commits += 1
+        self.marks += len(batch)
+        for m, ok in zip(batch, oks, strict=True):
+            m.ok, m.done = ok, True
 
     def ledger_counts(self) -> dict[str, int]:
         out = {
