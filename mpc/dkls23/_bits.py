@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Final
 
+from gmpy2 import mpz
+
 #: transposition works on 256 x 256 blocks (256 = KAPPA base OTs = columns of the OTE matrix)
 BLOCK: Final = 256
 _BLOCK_BYTES: Final = BLOCK * BLOCK // 8
@@ -95,25 +97,17 @@ def bit_slot_mask(bits: int, width: int, count: int, ones: int | None = None) ->
 # -- GF(2^128) universal hash over column chunks (KOS15 Fig. 10 / SoftSpokenOT consistency check)
 
 SIGMA: Final = 128
-_SLOT: Final = 256  # each 128-bit chunk sits in a 256-bit slot so products never overlap
-_Z16: Final = bytes(16)
-_LO: Final = replicate((1 << SIGMA) - 1, _SLOT, BLOCK)
+_M128: Final = (1 << SIGMA) - 1
 
 
-def _pack_chunk(cols: Sequence[bytes], c: int) -> int:
-    lo, hi = 16 * c, 16 * c + 16
-    return int.from_bytes(b"".join(col[lo:hi] + _Z16 for col in cols), "little")
+@lru_cache(maxsize=4)
+def _half_masks(ncols: int) -> tuple[mpz, mpz]:
+    """Low 128 bits of 256-bit slots: ``ceil(ncols/2)`` slots, and twice as many."""
+    n2 = (ncols + 1) // 2
+    return mpz(replicate(_M128, 256, n2)), mpz(replicate(_M128, 256, 2 * n2))
 
 
-def _reduce_packed(a: int) -> int:
-    """Reduce every slot modulo x^128 + x^7 + x^2 + x + 1 (the GCM polynomial)."""
-    for _ in range(2):
-        hi = (a >> SIGMA) & _LO
-        a = (a & _LO) ^ hi ^ (hi << 1) ^ (hi << 2) ^ (hi << 7)
-    return a
-
-
-def chunk_hash(cols: Sequence[bytes], chis: Sequence[int]) -> int:
+def check_hash(matrix: bytes, ncols: int, chis: Sequence[int]) -> bytes:
     """For every column ``v`` (``len(chis)+1`` chunks of 128 bits): ``v_m + sum_c chi_c * v_c``.
 
     This is the linear universal hash of the consistency check: KOS15 (ePrint 2015/546)
@@ -121,43 +115,45 @@ def chunk_hash(cols: Sequence[bytes], chis: Sequence[int]) -> int:
     likewise for every column ``t^l`` / ``q^l``, with chunk ``m`` (the last ``SIGMA``
     extension bits) as the unweighted mask; SoftSpokenOT (ePrint 2022/192) proves this check
     in its malicious-security section (section 4 in the 2025 revision; the section numbers
-    moved between revisions, so we cite it by name). Result: one int, column ``l`` in bits
-    ``[256l, 256l+128)``.
+    moved between revisions, so we cite it by name). Products are in GF(2^128) modulo
+    ``x^128 + x^7 + x^2 + x + 1``.
+
+    ``matrix`` is ``ncols`` columns of equal length, concatenated; the result is the 16-byte
+    hash of every column, concatenated (little-endian, like the columns). All columns are
+    hashed at once: chunk ``c`` of every column goes into one gmpy2 integer with 256-bit
+    slots (even columns in the lower half, odd columns in the upper half, so each 128-bit
+    chunk has room for its 255-bit unreduced product), and every step below is a handful
+    of whole-vector operations.
     """
     m = len(chis)
+    col_bytes = len(matrix) // ncols
+    assert col_bytes * ncols == len(matrix) and col_bytes == 16 * (m + 1)
+    even, lo = _half_masks(ncols)
+    off = 256 * ((ncols + 1) // 2)
+
+    def chunk(c: int) -> mpz:
+        d = mpz.from_bytes(
+            b"".join([matrix[k : k + 16] for k in range(16 * c, len(matrix), col_bytes)]),
+            "little",
+        )
+        return (d & even) | (((d >> SIGMA) & even) << off)
+
+    chunks = [chunk(c) for c in range(m + 1)]
     # sum_c chi_c * P_c = sum_b x^b * (XOR of P_c over the c with bit b of chi_c set):
-    # precompute the 2^m subset XORs once, then one Horner pass over the 128 bit positions.
-    packed = [_pack_chunk(cols, c) for c in range(m)]
-    subset = [0] * (1 << m)
+    # the 2^m subset XORs once, then one Horner pass over the 128 bit positions.
+    subset = [mpz(0)] * (1 << m)
     for mask in range(1, 1 << m):
         low = mask & -mask
-        subset[mask] = subset[mask ^ low] ^ packed[low.bit_length() - 1]
-    acc = 0
+        subset[mask] = subset[mask ^ low] ^ chunks[low.bit_length() - 1]
+    acc = mpz(0)
     for b in range(SIGMA - 1, -1, -1):
         sel = 0
         for c in range(m):
             sel |= ((chis[c] >> b) & 1) << c
         acc = (acc << 1) ^ subset[sel]
-    return _pack_chunk(cols, m) ^ _reduce_packed(acc)
-
-
-def packed_to_bytes(packed: int, count: int) -> bytes:
-    """The 16-byte hash values of ``count`` slots, concatenated."""
-    raw = packed.to_bytes(_SLOT // 8 * max(count, 1), "little")
-    return b"".join(raw[32 * i : 32 * i + 16] for i in range(count))
-
-
-def bytes_to_packed(data: bytes, count: int) -> int:
-    return int.from_bytes(
-        b"".join(data[16 * i : 16 * i + 16] + _Z16 for i in range(count)), "little"
-    )
-
-
-def slot_mask(bits: int, count: int) -> int:
-    """Full 128-bit slot masks for the slots ``l < count`` with bit ``l`` of ``bits`` set."""
-    return bit_slot_mask(bits, _SLOT, count, SIGMA)
-
-
-def spread(value128: int, count: int = BLOCK) -> int:
-    """``value128`` in every slot (for ``Delta_l * x-dot`` in the check)."""
-    return replicate(value128, _SLOT, count)
+    for _ in range(2):  # reduce every slot modulo the GCM polynomial
+        hi = (acc >> SIGMA) & lo
+        acc = (acc & lo) ^ hi ^ (hi << 1) ^ (hi << 2) ^ (hi << 7)
+    raw: bytes = (chunks[m] ^ acc).to_bytes(off // 4, "little")
+    half = off // 8
+    return b"".join([raw[half * (col & 1) + 32 * (col >> 1) :][:16] for col in range(ncols)])

@@ -37,13 +37,14 @@ the session id, Alice's and Bob's identifiers and a fresh nonce chosen by Bob.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import operator
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from mpc.dkls23 import _bits
+from mpc.dkls23 import _bits, _zq
 from mpc.dkls23.params import COL_BYTES, ELL, ETA, GADGET, KAPPA, WIDTH, XI, Q, h, h_scalars
 from mpc.errors import DecodeError, ProtocolError
 from mpc.wire import take_bytes, take_list
@@ -76,10 +77,9 @@ def _ctx(sid: bytes, alice: int, bob: int, nonce: bytes) -> bytes:
 
 def _prg_columns(ctx: bytes, seeds: bytes) -> list[bytes]:
     """KOS15 Fig. 10, Extend (Ext.2): each base-OT seed to an ETA-bit column (SHAKE-256 PRG)."""
+    sh = hashlib.shake_256
     return [
-        hashlib.shake_256(ctx + col.to_bytes(2, "big") + seeds[32 * col : 32 * col + 32]).digest(
-            COL_BYTES
-        )
+        sh(ctx + _J[col] + seeds[32 * col : 32 * col + 32]).digest(COL_BYTES)
         for col in range(KAPPA)
     ]
 
@@ -106,7 +106,6 @@ class MulBob:
         self._rows = b""
         self._ctx = b""
         self._u = b""
-        self._xbits: list[int] = []
 
     def round1(self) -> dict[str, Any]:
         """KOS15 Fig. 10 Ext.1-3, Check.1*, Check.2, T&R.1 (in DKLs23 Protocol 3.6 round 1).
@@ -130,12 +129,12 @@ class MulBob:
         )
         self._u = u = u_int.to_bytes(nb, "little")
         chis = _check_chis(ctx, u)
-        x_dot = _bits.chunk_hash([x.to_bytes(COL_BYTES, "little")], chis) & ((1 << 128) - 1)
-        t_dot = _bits.packed_to_bytes(_bits.chunk_hash(t0, chis), KAPPA)
+        x_dot = _bits.check_hash(x.to_bytes(COL_BYTES, "little"), 1, chis)
+        t_dot = _bits.check_hash(b"".join(t0), KAPPA, chis)
         self._rows = _bits.columns_to_rows(t0, XI)
-        self._xbits = xb = [int(c) for c in format(x & ((1 << XI) - 1), f"0{XI}b")[::-1]]
-        self.chi = sum(map(operator.mul, GADGET, xb)) % Q
-        return {"nonce": nonce, "u": u, "x_dot": x_dot.to_bytes(16, "little"), "t_dot": t_dot}
+        xb = map(int, format(x & ((1 << XI) - 1), f"0{XI}b")[::-1])  # bit j of x, j < XI
+        self.chi = sum(itertools.compress(GADGET, xb)) % Q
+        return {"nonce": nonce, "u": u, "x_dot": x_dot, "t_dot": t_dot}
 
     def round3(self, payload: Mapping[str, Any]) -> tuple[int, int]:
         """KOS15 Fig. 10 T&R.2, Derand.2; DKLs19 Protocol 1 steps 6 and 8: check, output ``d``.
@@ -154,30 +153,30 @@ class MulBob:
             mu.append(int.from_bytes(m, "big"))
         ct0, ct1, ch0, ch1 = _mul_chis(self._ctx, self._u, tau)
         mu0, mu1 = mu
+        taus = _zq.streams(tau)  # tau_{j,i} as four packed vectors over j (see _zq)
+        if not all(_zq.below_q(t) for t in taus):
+            raise DecodeError("non-canonical scalar", field="tau", party=a)
         prefix = h(b"DKLs23 OTE hash", self._ctx)
-        rows, sh, frm = self._rows, hashlib.shake_256, int.from_bytes
-        # T&R.2: v_{x_j} = H(j, t_j) over the rows t_j of t0, mapped to WIDTH scalars
+        rows, sh = self._rows, hashlib.shake_256
+        # T&R.2: v_{x_j} = H(j, t_j), mapped to WIDTH scalars
         ev = b"".join(
             [sh(prefix + _J[j] + rows[32 * j : 32 * j + 32]).digest(128) for j in range(XI)]
         )
-        vs = [frm(ev[i : i + 32], "big") for i in range(0, len(ev), 32)]
-        ts = [frm(tau[i : i + 32], "big") for i in range(0, len(tau), 32)]
-        if max(ts) >= Q:
-            raise DecodeError("non-canonical scalar", field="tau", party=a)
-        # Derand.2: z_B = x_j * tau_j - v_{x_j}
-        x4 = [b for b in self._xbits for _ in range(WIDTH)]
-        z = [t - v if b else -v for t, v, b in zip(ts, vs, x4, strict=True)]
-        xs = self._xbits
-        zt0, zt1, zh0, zh1 = z[0::4], z[1::4], z[2::4], z[3::4]
-        # DKLs19 Protocol 1 step 6: r_{j,i} must equal x_j mu_i - chi~_i z~_B - chi^_i z^_B
-        rbuf = [
-            ((b * mu0 - ct0 * a0 - ch0 * c0) % Q).to_bytes(32, "big")
-            + ((b * mu1 - ct1 * a1 - ch1 * c1) % Q).to_bytes(32, "big")
-            for b, a0, a1, c0, c1 in zip(xs, zt0, zt1, zh0, zh1, strict=True)
+        xm = _zq.slot_mask(self._x)  # slot j all-ones iff x_j
+        # Derand.2: z_B = x_j * tau_j - v_{x_j} (canonical mod q)
+        zt0, zt1, zh0, zh1 = [
+            _zq.reduce((t & xm) + _zq.Q2_REP - v, 258)
+            for t, v in zip(taus, _zq.streams(ev), strict=True)
         ]
-        d0 = sum(map(operator.mul, GADGET, zt0))
-        d1 = sum(map(operator.mul, GADGET, zt1))
-        if not secrets.compare_digest(h(b"DKLs23 mul r", self._ctx, b"".join(rbuf)), r_hash):
+        # DKLs19 Protocol 1 step 6: r_{j,i} must equal x_j mu_i - chi~_i z~_B - chi^_i z^_B
+        xb = xm & _zq.ONES  # slot j holds the bit x_j
+        r0 = _zq.reduce(xb * mu0 + _zq.Q_REP - _zq.reduce(zt0 * ct0 + zh0 * ch0, 513), 257)
+        r1 = _zq.reduce(xb * mu1 + _zq.Q_REP - _zq.reduce(zt1 * ct1 + zh1 * ch1, 513), 257)
+        rbuf = _zq.to_bytes((r0 << 256) | r1)
+        # step 8: d_i = <g, z~_B,i>
+        d0 = sum(map(operator.mul, GADGET, _zq.unpack(_zq.to_bytes(zt0), 4, 3)))
+        d1 = sum(map(operator.mul, GADGET, _zq.unpack(_zq.to_bytes(zt1), 4, 3)))
+        if not secrets.compare_digest(h(b"DKLs23 mul r", self._ctx, rbuf), r_hash):
             raise ProtocolError(
                 f"multiplication check failed: Alice {a} inconsistent towards Bob {self.bob}",
                 culprits=(a,),
@@ -221,10 +220,11 @@ class MulAlice:
         qcols = [qb[COL_BYTES * col : COL_BYTES * (col + 1)] for col in range(KAPPA)]
         # Check.3: q_dot^l == t_dot^l + Delta_l * x_dot for every column l
         chis = _check_chis(ctx, u)
-        expect = _bits.bytes_to_packed(t_dot, KAPPA) ^ (
-            _bits.spread(x_dot) & _bits.slot_mask(delta, KAPPA)
+        expect = int.from_bytes(t_dot, "little") ^ (
+            _bits.replicate(x_dot, 128, KAPPA) & _bits.bit_slot_mask(delta, 128, KAPPA)
         )
-        if _bits.chunk_hash(qcols, chis) != expect:
+        q_dot = _bits.check_hash(qb, KAPPA, chis)
+        if not secrets.compare_digest(q_dot, expect.to_bytes(16 * KAPPA, "little")):
             raise ProtocolError(
                 f"OT-extension consistency check failed: Bob {b} towards Alice {self.alice}",
                 culprits=(b,),
@@ -237,7 +237,7 @@ class MulAlice:
         prefix = h(b"DKLs23 OTE hash", ctx)
         a_hat = (secrets.randbelow(Q), secrets.randbelow(Q))
         al0, al1, al2, al3 = a[0] % Q, a[1] % Q, a_hat[0], a_hat[1]
-        sh, frm = hashlib.shake_256, int.from_bytes
+        sh = hashlib.shake_256
         # T&R.3: v_0 = H(j, q_j), v_1 = H(j, q_j xor Delta), each mapped to WIDTH scalars
         e0 = b"".join(
             [sh(prefix + _J[j] + rows0[32 * j : 32 * j + 32]).digest(128) for j in range(XI)]
@@ -245,25 +245,23 @@ class MulAlice:
         e1 = b"".join(
             [sh(prefix + _J[j] + rows1[32 * j : 32 * j + 32]).digest(128) for j in range(XI)]
         )
-        v0s = [frm(e0[i : i + 32], "big") for i in range(0, len(e0), 32)]
-        v1s = [frm(e1[i : i + 32], "big") for i in range(0, len(e1), 32)]
-        # Derand.1: z_A = v_0, tau = v_1 - v_0 + alpha
-        alpha = (al0, al1, al2, al3) * XI
-        tau = b"".join(
-            [((b - a + c) % Q).to_bytes(32, "big") for a, b, c in zip(v0s, v1s, alpha, strict=True)]
-        )
-        zt0, zt1, zh0, zh1 = v0s[0::4], v0s[1::4], v0s[2::4], v0s[3::4]
-        c0 = sum(map(operator.mul, GADGET, zt0))
-        c1 = sum(map(operator.mul, GADGET, zt1))
-        mc = _mul_chis(ctx, u, tau)
-        ct0, ct1, ch0, ch1 = mc[0], mc[1], mc[2], mc[3]
-        rbuf = b"".join(
+        v0s = _zq.streams(e0)  # z_A: (z~_1, z~_2, z^_1, z^_2) as packed vectors over j
+        # Derand.1: z_A = v_0, tau = v_1 - v_0 + alpha (canonical mod q)
+        tau = _zq.join(
             [
-                ((ct0 * a0 + ch0 * b0) % Q).to_bytes(32, "big")
-                + ((ct1 * a1 + ch1 * b1) % Q).to_bytes(32, "big")
-                for a0, a1, b0, b1 in zip(zt0, zt1, zh0, zh1, strict=True)
+                _zq.reduce(v1 + _zq.rep(al + 2 * Q) - v0, 258)
+                for v0, v1, al in zip(v0s, _zq.streams(e1), (al0, al1, al2, al3), strict=True)
             ]
         )
+        # step 8: c_i = <g, z~_A,i>
+        c0 = sum(map(operator.mul, GADGET, _zq.unpack(e0, WIDTH, 0)))
+        c1 = sum(map(operator.mul, GADGET, _zq.unpack(e0, WIDTH, 1)))
+        ct0, ct1, ch0, ch1 = _mul_chis(ctx, u, tau)
+        # step 5: r_{j,i} = chi~_i z~_A + chi^_i z^_A
+        zt0, zt1, zh0, zh1 = v0s
+        r0 = _zq.reduce(zt0 * ct0 + zh0 * ch0, 513)
+        r1 = _zq.reduce(zt1 * ct1 + zh1 * ch1, 513)
+        rbuf = _zq.to_bytes((r0 << 256) | r1)
         mu = [
             ((ct0 * al0 + ch0 * al2) % Q).to_bytes(32, "big"),
             ((ct1 * al1 + ch1 * al3) % Q).to_bytes(32, "big"),

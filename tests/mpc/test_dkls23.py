@@ -114,14 +114,16 @@ def test_chunk_hash_matches_gf128_reference() -> None:
 
     cols = [secrets.token_bytes(80) for _ in range(256)]
     chis = [secrets.randbits(128) for _ in range(4)]
-    packed = _bits.chunk_hash(cols, chis)
+    out = _bits.check_hash(b"".join(cols), 256, chis)
+    assert len(out) == 16 * 256
+    assert _bits.check_hash(cols[7], 1, chis) == out[16 * 7 : 16 * 8]
     for col in (0, 100, 255):
         v = int.from_bytes(cols[col], "little")
         ch = [(v >> (128 * c)) & ((1 << 128) - 1) for c in range(5)]
         want = ch[4]
         for c in range(4):
             want ^= gmul(ch[c], chis[c])
-        assert (packed >> (256 * col)) & ((1 << 128) - 1) == want
+        assert int.from_bytes(out[16 * col : 16 * col + 16], "little") == want
 
 
 def test_rvole_multiplication_correct(keys23: dict[int, EcdsaKeyShare]) -> None:
@@ -320,3 +322,33 @@ def test_no_value_anywhere_equals_the_private_key() -> None:
     for blob in seen:
         for n in needles:
             assert n not in blob
+
+
+def test_packed_zq_vectors_match_scalar_arithmetic() -> None:
+    """_zq (the packed Z_q vectors of the multiplication) agrees with plain ints mod q."""
+    from gmpy2 import mpz
+
+    from mpc.dkls23 import _zq
+    from mpc.dkls23.params import XI, Q
+
+    vals = [secrets.randbits(256) for _ in range(4 * XI)]
+    buf = b"".join(v.to_bytes(32, "big") for v in vals)
+    vecs = _zq.streams(buf)
+    assert _zq.join(vecs) == buf
+    assert _zq.unpack(_zq.to_bytes(vecs[2]), 4, 3) == vals[2::4]
+    assert _zq.unpack(buf, 4, 1) == vals[1::4]
+    edge = [0, 1, Q - 1, Q, Q + 1, 2 * Q - 1]
+    for bits in (256, 257, 258, 300, 387, 513):
+        xs = [secrets.randbits(bits) for _ in range(XI)]
+        special = [e for e in edge if e < 1 << bits] + [(1 << bits) - 1]
+        xs[: len(special)] = special
+        v = mpz.from_bytes(b"".join(x.to_bytes(128, "big") for x in xs), "big")
+        assert _zq.unpack(_zq.to_bytes(_zq.reduce(v, bits)), 4, 3) == [x % Q for x in xs]
+    canon = [secrets.randbelow(Q) for _ in range(XI)]
+    good = mpz.from_bytes(b"".join(x.to_bytes(128, "big") for x in canon), "big")
+    assert _zq.below_q(good)
+    canon[7] = Q  # one non-canonical slot
+    bad = mpz.from_bytes(b"".join(x.to_bytes(128, "big") for x in canon), "big")
+    assert not _zq.below_q(bad)
+    mask = _zq.slot_mask(0b101)
+    assert _zq.unpack(_zq.to_bytes(mask & _zq.ONES), 4, 3)[:4] == [1, 0, 1, 0]
