@@ -13,9 +13,6 @@ Rows ``{"suite": "ecdsa", "scheme": "ecdsa-secp256k1", "t", "n", "op", "median_m
 from __future__ import annotations
 
 import secrets
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 from mpc.dkls23 import (
@@ -27,20 +24,10 @@ from mpc.dkls23 import (
     sign_with_presignature,
 )
 from mpc.local import run_local
+from simulations.timing import median_ms
 
 SIZES = ((2, 3), (3, 5), (5, 9))
 DIGEST = bytes.fromhex("5c" * 32)
-
-
-def _median_ms(fn: Callable[[], Any], runs: int, *, warm: bool = True) -> float:
-    if warm:
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def _row(t: int, n: int, op: str, ms: float, runs: int) -> dict[str, Any]:
@@ -64,7 +51,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 t,
                 n,
                 "keygen",
-                _median_ms(lambda t=t, n=n: run_keygen_local(t, n), kg_runs, warm=False),
+                median_ms(lambda t=t, n=n: run_keygen_local(t, n), kg_runs, warm=False),
                 kg_runs,
             )
         )
@@ -81,7 +68,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
             return out
 
         ps_runs = 3 if quick else 15
-        rows.append(_row(t, n, "presign", _median_ms(presign, ps_runs), ps_runs))
+        rows.append(_row(t, n, "presign", median_ms(presign, ps_runs), ps_runs))
         sg_runs = 5 if quick else 50
         pool = [presign() for _ in range(sg_runs + 1)]
         ledgers = {i: MemoryLedger() for i in signers}
@@ -100,5 +87,5 @@ def run(quick: bool) -> list[dict[str, Any]]:
             ]
             combine_signature(pres[signers[0]].public, parts, DIGEST, pk)
 
-        rows.append(_row(t, n, "sign", _median_ms(sign, sg_runs), sg_runs))
+        rows.append(_row(t, n, "sign", median_ms(sign, sg_runs), sg_runs))
     return rows

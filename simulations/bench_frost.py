@@ -20,28 +20,17 @@ from __future__ import annotations
 
 import os
 import secrets
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 from mpc import frost
 from mpc.groups import Group
 from mpc.shamir import KeyPackage, PublicKeyPackage
+from simulations.timing import median_ms
 
 SIZES = ((2, 3), (3, 5), (7, 10), (15, 20))
 SCHEMES = ("ed25519", "bip340")
 MESSAGE = b"\x00\x00 benchmark payment digest \x00"
-
-
-def _median_ms(fn: Callable[[], Any], runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def _split(group: Group, t: int, n: int) -> dict[int, KeyPackage]:
@@ -93,7 +82,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             dkg = _dkg_runner(suite.group, t, n)
             if dkg is not None:
                 keys = dkg()
-                rows.append(_row(scheme, t, n, "dkg", _median_ms(dkg, runs_dkg), runs_dkg))
+                rows.append(_row(scheme, t, n, "dkg", median_ms(dkg, runs_dkg), runs_dkg))
             else:
                 keys = _split(suite.group, t, n)
             public = keys[1].public
@@ -110,7 +99,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 shares = [frost.sign(pkg, pairs[i][0], keys[i]) for i in signers]
                 return frost.aggregate(pkg, shares, public)
 
-            rows.append(_row(scheme, t, n, "sign", _median_ms(sign_once, runs_sign), runs_sign))
+            rows.append(_row(scheme, t, n, "sign", median_ms(sign_once, runs_sign), runs_sign))
 
             # One node's online work in the deployed flow (nonces preprocessed, not timed).
             me = keys[1]
@@ -129,7 +118,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 return frost.sign(pkg, nonces, me).to_bytes()
 
             rows.append(
-                _row(scheme, t, n, "sign_node", _median_ms(node_once, runs_sign), runs_sign)
+                _row(scheme, t, n, "sign_node", median_ms(node_once, runs_sign), runs_sign)
             )
     return rows
 
