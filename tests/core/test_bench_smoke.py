@@ -32,7 +32,7 @@ EXPECTED = {
 @pytest.mark.slow
 @pytest.mark.parametrize("suite", sorted(EXPECTED))
 def test_bench_suite_prints_its_schema(suite: str) -> None:
-    out = subprocess.run(
+    out = subprocess.run(  # noqa: S603 - fixed argv
         [sys.executable, "-m", "simulations.bench", suite, "--json", "--quick"],
         cwd=ROOT,
         capture_output=True,
