@@ -7,12 +7,12 @@ where a decoder documents it. Protocol sessions fed garbage payloads may also ra
 :class:`~mpc.errors.ProtocolError` (a well-formed but wrong proof or share is blamed).
 
 To add a decoder: append ``(name, function bytes -> object, [valid encodings])`` to
-``DECODERS`` (the optional FROST / DKLs23 ones below are picked up when importable).
+``DECODERS``: wire, key IO, every FROST type of every suite and the DKLs23 types, each
+seeded with valid encodings so that mutations reach past the CBOR layer.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mpc import dkls23, frost
 from mpc.dealer import split_existing_key
 from mpc.dkg import PROTOCOL, DkgSession
 from mpc.errors import DecodeError, EncodingError, MpcError, ProtocolError
@@ -32,7 +33,9 @@ from mpc.keyio import (
     encode_key_package,
     encode_public_key_package,
 )
+from mpc.local import run_local
 from mpc.wire import Message, cbor_dumps, decode, encode
+from tests.mpc.conftest import dealer_split_for_tests
 
 FUZZ = settings(
     max_examples=50 if os.environ.get("CUSTODY_SLOW_SHORT") == "1" else 200,
@@ -104,28 +107,59 @@ DECODERS: list[tuple[str, Callable[[bytes], object], list[bytes]]] = [
     ("keyio.decode_public_key_package", decode_public_key_package, [_PUB_ED, _PUB_K1]),
 ]
 
-# Optional decoders of other packages: (module, attribute path, extra kwargs).
-_OPTIONAL = [
-    ("mpc.frost.types", "SigningCommitments.from_bytes", {}),
-    ("mpc.frost.types", "SignatureShare.from_bytes", {}),
-    ("mpc.frost.types", "SigningPackage.from_bytes", {}),
-    ("mpc.frost.types", "SigningNonces.from_bytes", {}),
-    ("mpc.dkls23.sign", "Presignature.from_bytes", {}),
-    ("mpc.dkls23.sign", "PartialSignature.from_bytes", {"sender": 1}),
-    ("mpc.dkls23.keygen", "EcdsaKeyShare.from_bytes", {}),
+
+def _frost_seeds(name: str) -> dict[str, list[bytes]]:
+    """Valid encodings of every FROST wire/storage type, to mutate."""
+    suite = frost.ciphersuite(name)
+    keys = dealer_split_for_tests(suite.group, 2, 3)
+    (n1, c1), (n2, c2) = frost.commit(suite, keys[1]), frost.commit(suite, keys[2])
+    pkg = frost.signing_package([c1, c2], b"\x00fuzz")
+    share = frost.sign(pkg, n1, keys[1])
+    return {
+        "SigningCommitments": [c1.to_bytes(), c2.to_bytes()],
+        "SigningNonces": [n2.to_bytes()],
+        "SigningPackage": [pkg.to_bytes()],
+        "SignatureShare": [share.to_bytes()],
+    }
+
+
+def _dkls_seeds() -> dict[str, list[bytes]]:
+    """Valid encodings of the DKLs23 key share, presignature and partial signature."""
+    shares = dkls23.run_keygen_local(2, 3)
+    sid = bytes(range(32))
+    sessions = {i: dkls23.PresignSession(shares[i], sid, (1, 2)) for i in (1, 2)}
+    presigs = run_local(sessions)
+    stored = presigs[1].to_bytes()
+    partial = dkls23.sign_with_presignature(
+        presigs[1], shares[1], bytes(32), ledger=dkls23.MemoryLedger()
+    )
+    return {
+        "EcdsaKeyShare": [shares[1].to_bytes()],
+        "Presignature": [stored],
+        "PartialSignature": [partial.to_bytes()],
+    }
+
+
+for _suite in ("ed25519", "secp256k1", "bip340"):
+    _suite_obj = frost.ciphersuite(_suite)
+    for _cls_name, _blobs in _frost_seeds(_suite).items():
+        _cls = getattr(frost, _cls_name)
+
+        def _frost_call(data: bytes, _c: Any = _cls, _s: Any = _suite_obj) -> object:
+            return _c.from_bytes(data, suite=_s, party=1)
+
+        DECODERS.append((f"frost.{_suite}.{_cls_name}", _frost_call, _blobs))
+
+_DKLS = _dkls_seeds()
+DECODERS += [
+    ("dkls23.EcdsaKeyShare", dkls23.EcdsaKeyShare.from_bytes, _DKLS["EcdsaKeyShare"]),
+    ("dkls23.Presignature", dkls23.Presignature.from_bytes, _DKLS["Presignature"]),
+    (
+        "dkls23.PartialSignature",
+        lambda data: dkls23.PartialSignature.from_bytes(data, sender=1),
+        _DKLS["PartialSignature"],
+    ),
 ]
-for _mod, _path, _kw in _OPTIONAL:
-    try:
-        _obj: Any = importlib.import_module(_mod)
-        for _part in _path.split("."):
-            _obj = getattr(_obj, _part)
-    except (ImportError, AttributeError):
-        continue
-
-    def _call(data: bytes, _f: Any = _obj, _k: dict[str, Any] = _kw) -> object:
-        return _f(data, **_k)
-
-    DECODERS.append((f"{_mod}.{_path}", _call, []))
 
 
 @pytest.mark.parametrize("name,fn,seeds", DECODERS, ids=[d[0] for d in DECODERS])
