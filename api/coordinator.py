@@ -74,7 +74,7 @@ class Coordinator:
         self.caller = caller
         self.nodes: dict[str, NodeInfo] = {}
         self.frost_pool: dict[tuple[str, int], deque[tuple[str, str]]] = {}
-        self.presig_pool: dict[str, deque[tuple[str, tuple[int, ...], str | None]]] = {}
+        self.presig_pool: dict[str, deque[tuple[str, tuple[int, ...], str]]] = {}
         self._refilling: set[tuple[str, Any]] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -82,6 +82,7 @@ class Coordinator:
         # Active keys by id. A key's row never changes once it is active (there is no
         # disable yet; whoever adds one must drop the key from here in the same change).
         self.active_keys: dict[str, KeyInfo] = {}
+        self.signing = 0  # sign requests being signed right now
 
     # -- lifecycle ----------------------------------------------------------------------
     def load_nodes(self) -> None:
@@ -392,9 +393,16 @@ class Coordinator:
                         self.spawn(self._refill_frost(key_id, n))
             else:
                 q2 = self.presig_pool.get(key_id)
-                if (q2 is None or len(q2) < self.settings.presig_target) and \
-                        ("presig", key_id) not in self._refilling:
+                if self._presig_wanted(q2) and ("presig", key_id) not in self._refilling:
                     self.spawn(self._refill_presig(key_id, t, node_ids))
+
+    def _presig_wanted(self, q: deque[Any] | None) -> bool:
+        """Refill a presignature pool below ``presig_target`` while no signature is in
+        flight, or at once below ``presig_low_water``: presign sessions cost far more CPU
+        than online signing, so they wait for a quiet moment unless the pool runs low."""
+        n = 0 if q is None else len(q)
+        return n < self.settings.presig_low_water or (
+            n < self.settings.presig_target and not self.signing)
 
     async def _refill_frost(self, key_id: str, node: NodeInfo) -> None:
         tag = ("frost", key_id, node.party_id)
@@ -423,36 +431,65 @@ class Coordinator:
             q.append((it["nonce_id"], it["commitments"]))
 
     async def _refill_presig(self, key_id: str, t: int, node_ids: list[str]) -> None:
+        """Fill the key's presignature pool up to ``presig_target``, running up to
+        ``presig_parallel`` presign sessions at once (each is a few sequential rounds, so
+        one at a time leaves the cores idle and a busy pool runs dry)."""
         tag = ("presig", key_id)
         self._refilling.add(tag)
         try:
             q = self.presig_pool.setdefault(key_id, deque())
-            while len(q) < self.settings.presig_target:
+            while self._presig_wanted(q):
                 eligible = [self.nodes[n] for n in node_ids if n in self.nodes
                             and self.nodes[n].eligible]
                 if len(eligible) < t:
                     return
-                chosen = random.sample(eligible, t)
-                q.append(await self._presign(key_id, chosen))
-        except SessionFailed as e:
-            log.warning("presign refill failed", extra={"key_id": key_id, "err": e.detail})
+                n = min(self.settings.presig_parallel, self.settings.presig_target - len(q))
+                res = await asyncio.gather(
+                    *(self._presign(key_id, random.sample(eligible, t)) for _ in range(n)),
+                    return_exceptions=True)
+                for r in res:
+                    if isinstance(r, tuple):
+                        q.append(r)
+                    elif isinstance(r, SessionFailed):
+                        log.warning("presign refill failed",
+                                    extra={"key_id": key_id, "err": r.detail})
+                    elif isinstance(r, BaseException):
+                        raise r
+                if not any(isinstance(r, tuple) for r in res):
+                    return  # every session failed: the next sweep tries again
         finally:
             self._refilling.discard(tag)
 
     async def _presign(self, key_id: str,
-                       nodes: list[NodeInfo]) -> tuple[str, tuple[int, ...], str | None]:
+                       nodes: list[NodeInfo]) -> tuple[str, tuple[int, ...], str]:
+        """One DKLs23 presign session; every party must report the same presignature id
+        and instance point ``R`` (hex), which the combiner then takes as given."""
         parties = tuple(sorted(n.party_id for n in nodes))
         body = {"session_id": secrets.token_hex(32), "kind": "ecdsa-presign", "key_id": key_id,
                 "scheme": "ecdsa-secp256k1", "threshold": len(nodes),
                 "participants": list(parties)}
         results = await self.run_session(nodes, body)
-        ids = {(str((r or {}).get("presignature_id")), (r or {}).get("R"))
-               for r in results.values()}
+        lacking = [p for p, r in results.items()
+                   if not (isinstance(r, dict) and isinstance(r.get("R"), str)
+                           and isinstance(r.get("presignature_id"), str))]
+        if lacking:
+            raise SessionFailed("presign result without presignature_id or R",
+                                [(p, "garbage: presign result lacks R") for p in lacking])
+        ids = {(r["presignature_id"], r["R"]) for r in results.values()}
         if len(ids) != 1:
             raise SessionFailed("parties disagree on the presignature",
                                 [(p, "inconsistent presign result") for p in parties])
         pid, r_point = ids.pop()
-        return pid, parties, (r_point if isinstance(r_point, str) else None)
+        try:
+            crypto.check_point(r_point)
+        except ValueError as e:
+            raise SessionFailed("presign result has a bad R",
+                                [(p, f"garbage: {e}") for p in parties]) from None
+        return pid, parties, r_point
+
+    def pool_sizes(self) -> dict[str, int]:
+        return {"frost_commitments": sum(len(q) for q in self.frost_pool.values()),
+                "presignatures": sum(len(q) for q in self.presig_pool.values())}
 
     # -- sign requests ------------------------------------------------------------------
     def key_info(self, key_id: str) -> KeyInfo:
@@ -497,8 +534,17 @@ class Coordinator:
                 assert req is not None
                 body = dict(req.body)
                 kinfo = self.key_info(req.key_id)
-        blamed: list[dict[str, Any]] = []
-        excluded: set[int] = set()
+        self.signing += 1
+        try:
+            await self._attempts(request_id, kinfo, body, [], set(), slot, answer)
+        finally:
+            self.signing -= 1
+
+    async def _attempts(self, request_id: str, kinfo: KeyInfo, body: dict[str, Any],
+                        blamed: list[dict[str, Any]], excluded: set[int],
+                        slot: idempotency.Slot | None,
+                        answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None,
+                        ) -> None:
         result: tuple[bytes, int | None, list[int]] | None = None
         error: dict[str, Any] | None = None
         for _attempt in range(2):
@@ -662,7 +708,7 @@ class Coordinator:
             return sig, None, sorted(shares)
         # ECDSA (DKLs23): a presignature whose participants are all healthy, then one round.
         q2 = self.presig_pool.setdefault(key_id, deque())
-        chosen: tuple[str, tuple[int, ...], str | None] | None = None
+        chosen: tuple[str, tuple[int, ...], str] | None = None
         for _ in range(len(q2)):
             item = q2.popleft()
             if all(p not in excluded and (n := self.node_by_party(p)) is not None

@@ -8,7 +8,6 @@ party caused is raised as :class:`Blame` naming the culprits.
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,7 +33,7 @@ def message_to_sign(scheme: str, request: Mapping[str, Any]) -> bytes:
     return _message_to_sign(scheme, request)
 
 
-__all__ = ["Blame", "SignRequestError", "message_to_sign", "check_public_key",
+__all__ = ["Blame", "SignRequestError", "message_to_sign", "check_public_key", "check_point",
            "frost_signing_package", "frost_aggregate", "ecdsa_combine", "verify"]
 
 
@@ -134,13 +133,21 @@ def _pkp_cached(scheme: str, public_key: str, vs: tuple[tuple[str, str], ...],
     return public_key_package(scheme, public_key, dict(vs), t)
 
 
-def ecdsa_combine(public_key: str, presig_id: str, signers: tuple[int, ...], r_point: str | None,
+def check_point(hexpt: str) -> None:
+    """A secp256k1 point encoding (e.g. a presignature's ``R``); raises ValueError."""
+    try:
+        SECP256K1.decode_point(bytes.fromhex(hexpt))
+    except (EncodingError, ValueError) as e:
+        raise ValueError(f"not a secp256k1 point: {e}") from None
+
+
+def ecdsa_combine(public_key: str, presig_id: str, signers: tuple[int, ...], r_point: str,
                   partials: Mapping[int, bytes], msg: bytes) -> tuple[bytes, int]:
     """DKLs23 Protocol 3.6 output step (:func:`mpc.dkls23.combine_signature`): low-s
     ``r||s`` and the recovery id, verified by libsecp256k1 before it is returned.
 
-    ``R`` comes from the presign result when the nodes report it; else from the partials
-    (every partial must carry the same ``R``; one that differs from the others is blamed).
+    ``R`` is the instance point every presign participant reported (NODE_API.md v1.2); a
+    partial made for another ``R`` names its sender.
     """
     decoded = {}
     for party, raw in partials.items():
@@ -148,14 +155,7 @@ def ecdsa_combine(public_key: str, presig_id: str, signers: tuple[int, ...], r_p
             decoded[party] = dkls23.PartialSignature.from_bytes(raw, sender=party)
         except (MpcError, ValueError) as e:
             raise Blame(f"party {party}: bad partial: {e}", (party,)) from None
-    if r_point is not None:
-        R = SECP256K1.decode_point(bytes.fromhex(r_point))
-    else:
-        votes = Counter(p.R.encode() for p in decoded.values())
-        top, n = votes.most_common(1)[0]
-        if n * 2 <= len(decoded) and len(votes) > 1:
-            raise Blame("signers disagree on the presignature point R", tuple(decoded))
-        R = SECP256K1.decode_point(top)
+    R = SECP256K1.decode_point(bytes.fromhex(r_point))
     public = dkls23.PresignaturePublic(bytes.fromhex(presig_id), b"", b"", tuple(signers), R)
     try:
         sig = dkls23.combine_signature(public, decoded.values(), msg,

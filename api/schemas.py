@@ -28,6 +28,8 @@ class Ready(BaseModel):
     database: str
     nodes_healthy: int
     nodes_enrolled: int
+    pools: dict[str, int] = Field(default_factory=dict, description=(
+        "unused preprocessing held in memory: FROST nonce commitments, ECDSA presignatures"))
 
 
 class NodeEnrol(BaseModel):

@@ -27,6 +27,8 @@ class Settings:
     frost_batch: int = 64  # commitments fetched per node call
     frost_low_water: int = 32  # refill below this many unused commitments per node
     presig_target: int = 16  # unused ECDSA presignatures kept per key
+    presig_parallel: int = 4  # presign sessions run at once while refilling
+    presig_low_water: int = -1  # refill at once below this (else when idle); -1: target/4
     pool_interval: float = 0.5  # seconds between pool/health sweeps
     dev_allow_all: bool = False  # dev cluster: allow-all policy (policies arrive later)
     approval_ttl: float = 24 * 3600.0  # pending_approval requests expire after this
@@ -34,6 +36,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        if self.presig_low_water < 0:
+            self.presig_low_water = self.presig_target // 4
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'coordinator.db'}"
 
@@ -51,6 +55,8 @@ class Settings:
             frost_batch=int(_env("FROST_BATCH", "64")),
             frost_low_water=int(_env("FROST_LOW_WATER", "32")),
             presig_target=int(_env("PRESIG_TARGET", "16")),
+            presig_parallel=int(_env("PRESIG_PARALLEL", "4")),
+            presig_low_water=int(_env("PRESIG_LOW_WATER", "-1")),
             pool_interval=float(_env("POOL_INTERVAL", "0.5")),
             dev_allow_all=_env("DEV_ALLOW_ALL", "0") == "1",
         )

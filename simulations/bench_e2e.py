@@ -1,10 +1,18 @@
 """End-to-end benchmark: signing through the HTTP API of a local 2-of-3 cluster.
 
-Starts a cluster (coordinator + 3 signer-node processes on loopback), creates one key per
-scheme, warms the preprocessing pools (FROST commitments, ECDSA presignatures), then
-measures ``POST /v1/sign-requests`` until the answer carries the signature, at concurrency
-1, 8 and 32 (asyncio + httpx). Rows: ``{"suite": "e2e", "scheme", "t", "n", "op": "sign",
-"concurrency", "median_ms", "p99_ms", "throughput_per_s", "runs", "failed"}``.
+Starts a cluster (coordinator + 3 signer-node processes on loopback, all sharing this
+machine's cores with the load generator), creates one key per scheme, fills the
+preprocessing pools (FROST commitments, ECDSA presignatures: the coordinator reports
+their sizes in ``GET /ready``), warms every connection up, then measures
+``POST /v1/sign-requests`` until the answer carries the signature (polling ``GET`` if the
+POST answered 202), at concurrency 1, 8 and 32.
+
+The load generator is one aiohttp session with a keep-alive pool as large as the
+concurrency (an httpx pool of 36 connections cost ~3 ms of CPU per request here, CPU the
+cluster under test then lacks). Rows: ``{"suite": "e2e", "scheme", "t", "n", "op": "sign",
+"concurrency", "median_ms", "p99_ms", "throughput_per_s", "runs", "failed", "pool_at_start"}``
+(``pool_at_start``: unused presignatures when an ECDSA run began; fewer than ``runs`` means
+some signatures ran a presign session inline, which the row then includes).
 """
 
 from __future__ import annotations
@@ -14,12 +22,14 @@ import hashlib
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
-from custody.client import AsyncCustodyClient, CustodyClient
+from custody.client import TERMINAL_SIGN, CustodyClient
 from custody.cluster import Cluster, free_port_block
 
 SCHEMES = ("ed25519", "bip340", "ecdsa-secp256k1")
@@ -31,22 +41,49 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
+def runs_for(conc: int, quick: bool) -> int:
+    return max(10, conc * 2) if quick else max(100, conc * 10)
+
+
+async def _sign(http: aiohttp.ClientSession, key_id: str, msg: bytes) -> dict[str, Any]:
+    """What ``AsyncCustodyClient.sign`` does (POST, then poll until terminal)."""
+    async with http.post("/v1/sign-requests",
+                         json={"key_id": key_id, "kind": "raw", "message": msg.hex()},
+                         headers={"Idempotency-Key": str(uuid.uuid4())}) as r:
+        doc: dict[str, Any] = await r.json(content_type=None)
+        if r.status >= 400:
+            return {"status": f"http-{r.status}", **doc}
+    delay = 0.005
+    while doc["status"] not in TERMINAL_SIGN and doc["status"] != "pending_approval":
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+        async with http.get(f"/v1/sign-requests/{doc['id']}") as r:
+            doc = await r.json(content_type=None)
+    return doc
+
+
 async def _measure(api_url: str, token: str, key_id: str, scheme: str, conc: int,
-                   total: int) -> dict[str, Any]:
+                   total: int, warmup: int) -> dict[str, Any]:
     lat: list[float] = []
     failed = 0
-    counter = iter(range(total))
-    http = httpx.AsyncClient(base_url=api_url, timeout=60,
-                             limits=httpx.Limits(max_connections=conc + 4,
-                                                 max_keepalive_connections=conc + 4))
-    async with AsyncCustodyClient(api_url, token, http=http) as c:
+    conn = aiohttp.TCPConnector(limit=conc + 2, keepalive_timeout=60)
+    async with aiohttp.ClientSession(api_url, connector=conn,
+                                     headers={"Authorization": f"Bearer {token}"},
+                                     timeout=aiohttp.ClientTimeout(total=120)) as http:
+        def message(i: int) -> bytes:
+            m = b"bench %d %f" % (i, time.time())
+            return hashlib.sha256(m).digest() if scheme == "ecdsa-secp256k1" else m
+
+        # warm up: open every connection of the pool, touch every code path once
+        await asyncio.gather(*(_sign(http, key_id, message(-1 - i)) for i in range(warmup)))
+        counter = iter(range(total))
+
         async def worker() -> None:
             nonlocal failed
             for i in counter:
-                m = b"bench %d %f" % (i, time.time())
-                msg = hashlib.sha256(m).digest() if scheme == "ecdsa-secp256k1" else m
+                msg = message(i)
                 t0 = time.perf_counter()
-                r = await c.sign(key_id, msg)
+                r = await _sign(http, key_id, msg)
                 dt = time.perf_counter() - t0
                 if r["status"] == "signed":
                     lat.append(dt * 1000)
@@ -61,19 +98,33 @@ async def _measure(api_url: str, token: str, key_id: str, scheme: str, conc: int
             "throughput_per_s": round(len(lat) / wall, 1), "runs": len(lat), "failed": failed}
 
 
-def _wait_pools(c: CustodyClient, seconds: float) -> None:
-    time.sleep(seconds)  # background refill runs every pool_interval
+def _pools(api_url: str) -> dict[str, int]:
+    return dict(httpx.get(api_url + "/ready", timeout=10).json().get("pools", {}))
+
+
+def _wait_pool(api_url: str, name: str, want: int, timeout: float) -> int:
+    """Wait until the coordinator holds ``want`` unused items in pool ``name`` (or time
+    runs out); returns how many it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        have = _pools(api_url).get(name, 0)
+        if have >= want or time.monotonic() > deadline:
+            return have
+        time.sleep(0.25)
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    ecdsa_need = max(runs_for(c, quick) + c for c in CONCURRENCY)
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as d:
-        env = {"CUSTODY_PRESIG_TARGET": "64" if not quick else "16",
-               "CUSTODY_FROST_BATCH": "128", "CUSTODY_FROST_LOW_WATER": "96"}
+        env = {"CUSTODY_PRESIG_TARGET": str(ecdsa_need), "CUSTODY_PRESIG_PARALLEL": "4",
+               "CUSTODY_FROST_BATCH": "128", "CUSTODY_FROST_LOW_WATER": "96",
+               "CUSTODY_POOL_INTERVAL": "0.2"}
         with Cluster(Path(d), nodes=3, port=free_port_block(3), env=env) as cluster:
             doc = cluster.start(timeout=120)
             creds = doc["credentials"]
-            with CustodyClient(doc["api_url"], creds["admin"]) as admin:
+            api = doc["api_url"]
+            with CustodyClient(api, creds["admin"]) as admin:
                 keys = {}
                 for scheme in SCHEMES:
                     try:
@@ -82,14 +133,22 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                         k = {"status": "failed", "error": str(e)}
                     if k["status"] == "active":
                         keys[scheme] = k["id"]
-                _wait_pools(admin, 3.0 if quick else 8.0)
+            # every pool full before anything is measured: 3 nodes x 128 commitments per
+            # FROST key, the presignature target (refills wait for idle moments after this)
+            _wait_pool(api, "frost_commitments", 3 * 128 * sum(
+                s != "ecdsa-secp256k1" for s in keys), 30)
+            if "ecdsa-secp256k1" in keys:
+                _wait_pool(api, "presignatures", ecdsa_need, 120 if quick else 600)
             for scheme, key_id in keys.items():
                 for conc in CONCURRENCY:
-                    total = (max(10, conc * 2) if quick else max(60, conc * 8))
-                    res = asyncio.run(_measure(doc["api_url"], creds["requester"], key_id,
-                                               scheme, conc, total))
-                    rows.append({"suite": "e2e", "scheme": scheme, "t": 2, "n": 3,
-                                 "op": "sign", "concurrency": conc, **res})
+                    total = runs_for(conc, quick)
+                    pool = None
                     if scheme == "ecdsa-secp256k1":
-                        time.sleep(2.0 if quick else 5.0)  # let the presignature pool refill
+                        pool = _wait_pool(api, "presignatures", total + conc,
+                                          60 if quick else 300)
+                    res = asyncio.run(_measure(api, creds["requester"], key_id, scheme, conc,
+                                               total, warmup=conc))
+                    rows.append({"suite": "e2e", "scheme": scheme, "t": 2, "n": 3,
+                                 "op": "sign", "concurrency": conc, **res,
+                                 "pool_at_start": pool})
     return rows

@@ -1,0 +1,109 @@
+"""Mechanisms of the signing hot path: group commit, presignature results, pool report."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+
+from api.coordinator import Coordinator, SessionFailed
+from api.db import AuditEntry, Database
+from api.nodes import NodeInfo
+
+
+def _row(seq: int) -> dict:
+    return {"seq": seq, "at": "t", "actor": "a", "action": "x", "subject": "s", "data": {},
+            "prev_hash": "0" * 64, "hash": f"{seq:064x}"}
+
+
+async def test_group_writer_commits_queued_jobs_together_and_fails_one_alone(
+        tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'w.db'}")
+    db.create_all()
+    gate = threading.Event()
+    try:
+        first = asyncio.ensure_future(db.write(lambda c: gate.wait(10)))
+        await asyncio.sleep(0.05)  # the writer thread now blocks inside the first batch
+
+        def add(seq: int):  # noqa: ANN202
+            return lambda c: c.execute(insert(AuditEntry).values(**_row(seq))).rowcount
+
+        def clash(c):  # noqa: ANN001, ANN202 - same seq as job 1: IntegrityError
+            return c.execute(insert(AuditEntry).values(**{**_row(1), "hash": "f" * 64}))
+
+        queued = [asyncio.ensure_future(db.write(add(i))) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        assert await asyncio.gather(*queued) == [1] * 5
+        assert (db.writer.batches, db.writer.jobs) == (2, 6)  # 5 queued jobs, one commit
+
+        gate.clear()
+        first = asyncio.ensure_future(db.write(lambda c: gate.wait(10)))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(db.write(add(i))) for i in (6, 7)]
+        bad = asyncio.ensure_future(db.write(clash))
+        queued.append(asyncio.ensure_future(db.write(add(8))))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        assert await asyncio.gather(*queued) == [1, 1, 1]
+        with pytest.raises(Exception, match="UNIQUE"):
+            await bad
+        with db.engine.connect() as c:
+            assert c.execute(select(AuditEntry.seq).order_by(AuditEntry.seq)).scalars().all() \
+                == list(range(1, 9))
+    finally:
+        gate.set()
+        db.close()
+
+
+def _coordinator(api) -> Coordinator:  # noqa: ANN001
+    return api.app.state.coordinator
+
+
+@pytest.mark.parametrize("bad", ["no-R", "disagree", "not-a-point"])
+async def test_presign_results_must_carry_the_same_valid_R(api, bad: str) -> None:  # noqa: ANN001
+    c = _coordinator(api)
+    from tests.api.conftest import nothing_up_my_sleeve_point
+
+    R = nothing_up_my_sleeve_point(b"R").hex()
+    good = {"presignature_id": "ab" * 32, "R": R}
+    results = {1: dict(good), 2: dict(good)}
+    if bad == "no-R":
+        del results[2]["R"]
+    elif bad == "disagree":
+        results[2]["R"] = nothing_up_my_sleeve_point(b"other").hex()
+    else:
+        results[1]["R"] = results[2]["R"] = "02" + "00" * 32
+
+    async def fake_session(nodes, body):  # noqa: ANN001, ANN202
+        return results
+
+    c.run_session = fake_session  # type: ignore[method-assign]
+    nodes = [NodeInfo(f"node-{i}", i, "http://127.0.0.1:1", "", "") for i in (1, 2)]
+    with pytest.raises(SessionFailed) as e:
+        await c._presign("key", nodes)
+    culprits = {p for p, _ in e.value.blame}
+    assert culprits == ({2} if bad == "no-R" else {1, 2})
+    results[1], results[2] = dict(good), dict(good)
+    assert await c._presign("key", nodes) == ("ab" * 32, (1, 2), R)
+
+
+def test_ready_reports_pools_and_presign_refill_waits_for_idle(api) -> None:  # noqa: ANN001
+    r = api.client.get("/ready").json()
+    assert r["pools"] == {"frost_commitments": 0, "presignatures": 0}
+    c = _coordinator(api)
+    from collections import deque
+
+    s = c.settings
+    q = deque(range(s.presig_low_water))  # at low water, not below
+    assert c._presig_wanted(q) is True  # idle: refill
+    c.signing = 1
+    assert c._presig_wanted(q) is False  # busy signing: wait
+    assert c._presig_wanted(deque(range(s.presig_low_water - 1))) is True  # below: at once
+    assert c._presig_wanted(deque(range(s.presig_target))) is False
+    c.signing = 0
