@@ -70,7 +70,8 @@ def new_session(node: Node, info: dict[str, Any]) -> RoundSession[Any]:
         if scheme == "ecdsa-secp256k1":
             from signer_nodes import ecdsa
 
-            return ecdsa.keygen_session(node, info)
+            chain: RoundSession[Any] = ecdsa.keygen_session(node, info)
+            return chain
         raise SetupError(422, "bad-request", f"unknown scheme {scheme!r}")
     if kind == "ecdsa-presign":
         from signer_nodes import ecdsa

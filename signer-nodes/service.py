@@ -181,7 +181,8 @@ def create_app(node: Node) -> FastAPI:
     @app.post("/v1/sessions")
     async def start_session(request: Request) -> dict[str, Any]:
         body = await _json(request)
-        return await _run(node.start_session, body)
+        state: dict[str, Any] = await _run(node.start_session, body)
+        return state
 
     @app.post("/v1/sessions/{session_id}/envelopes")
     async def envelopes(session_id: str, request: Request) -> dict[str, Any]:
@@ -189,7 +190,8 @@ def create_app(node: Node) -> FastAPI:
         envs = body.get("envelopes")
         if not isinstance(envs, list) or not all(isinstance(e, dict) for e in envs):
             raise NodeError(422, "bad-request", "envelopes must be a list of objects")
-        return await _run(node.deliver, session_id, envs)
+        state: dict[str, Any] = await _run(node.deliver, session_id, envs)
+        return state
 
     @app.get("/v1/sessions/{session_id}")
     def get_session(session_id: str) -> dict[str, Any]:
