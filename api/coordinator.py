@@ -38,6 +38,7 @@ from api.settings import Settings
 log = logging.getLogger("api.coordinator")
 
 FROST_SCHEMES = ("ed25519", "bip340")
+IDLE_GRACE = 0.5  # seconds without a new signature before presign refills count as idle
 
 
 class SessionFailed(Exception):
@@ -83,6 +84,7 @@ class Coordinator:
         # disable yet; whoever adds one must drop the key from here in the same change).
         self.active_keys: dict[str, KeyInfo] = {}
         self.signing = 0  # sign requests being signed right now
+        self.last_sign = 0.0  # monotonic time the last one started
 
     # -- lifecycle ----------------------------------------------------------------------
     def load_nodes(self) -> None:
@@ -401,8 +403,8 @@ class Coordinator:
         flight, or at once below ``presig_low_water``: presign sessions cost far more CPU
         than online signing, so they wait for a quiet moment unless the pool runs low."""
         n = 0 if q is None else len(q)
-        return n < self.settings.presig_low_water or (
-            n < self.settings.presig_target and not self.signing)
+        idle = not self.signing and time.monotonic() - self.last_sign > IDLE_GRACE
+        return n < self.settings.presig_low_water or (n < self.settings.presig_target and idle)
 
     async def _refill_frost(self, key_id: str, node: NodeInfo) -> None:
         tag = ("frost", key_id, node.party_id)
@@ -535,6 +537,7 @@ class Coordinator:
                 body = dict(req.body)
                 kinfo = self.key_info(req.key_id)
         self.signing += 1
+        self.last_sign = time.monotonic()
         try:
             await self._attempts(request_id, kinfo, body, [], set(), slot, answer)
         finally:

@@ -102,6 +102,11 @@ def test_ready_reports_pools_and_presign_refill_waits_for_idle(api) -> None:  # 
     s = c.settings
     q = deque(range(s.presig_low_water))  # at low water, not below
     assert c._presig_wanted(q) is True  # idle: refill
+    import time
+
+    c.last_sign = time.monotonic()
+    assert c._presig_wanted(q) is False  # a signature just started: not idle yet
+    c.last_sign = 0.0
     c.signing = 1
     assert c._presig_wanted(q) is False  # busy signing: wait
     assert c._presig_wanted(deque(range(s.presig_low_water - 1))) is True  # below: at once
