@@ -1,4 +1,4 @@
-"""Talking to signer nodes: signed requests over async httpx, typed failures that blame.
+"""Talking to signer nodes: signed requests over async aiohttp, typed failures that blame.
 
 Every request except ``GET /health`` is signed with the coordinator's Ed25519 key
 (:func:`custody.nodeauth.sign_headers`, docs/NODE_API.md). Every failure is a
