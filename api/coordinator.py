@@ -649,7 +649,9 @@ class Coordinator:
 
     async def _fan_sign(self, calls: dict[int, tuple[NodeInfo, str, dict[str, Any]]],
                         field: str) -> dict[int, bytes]:
-        res = await asyncio.gather(*(asyncio.wait_for(self.caller.call(n, "POST", path, b),
+        """One sign item per node, each through that node's micro-batching sender
+        (:meth:`NodeCaller.sign_item`); a failed item blames as a failed call did."""
+        res = await asyncio.gather(*(asyncio.wait_for(self.caller.sign_item(n, path, b),
                                                       self.settings.round_timeout)
                                      for n, path, b in calls.values()), return_exceptions=True)
         out: dict[int, bytes] = {}
@@ -699,7 +701,7 @@ class Coordinator:
             except crypto.Blame as e:
                 raise SessionFailed(str(e), [(c, "garbage commitments") for c in e.culprits]) \
                     from None
-            calls = {n.party_id: (n, "/v1/frost/sign", {
+            calls = {n.party_id: (n, "/v1/frost/sign-batch", {
                 "key_id": key_id, "nonce_id": commitments[n.party_id][0], "request": body,
                 "signing_package": package.hex()}) for n in nodes}
             shares = await self._fan_sign(calls, "signature_share")
@@ -723,7 +725,7 @@ class Coordinator:
             chosen = await self._presign(key_id, self._pick(node_ids, t, excluded))
         presig_id, parties, r_point = chosen
         nodes2 = [n for p in parties if (n := self.node_by_party(p)) is not None]
-        calls = {n.party_id: (n, "/v1/ecdsa/sign", {
+        calls = {n.party_id: (n, "/v1/ecdsa/sign-batch", {
             "key_id": key_id, "presignature_id": presig_id, "request": body}) for n in nodes2}
         partials = await self._fan_sign(calls, "partial")
         try:

@@ -8,6 +8,7 @@ slow or answers garbage, or the ``culprits`` of a protocol problem it reports.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,11 +65,13 @@ class NodeCaller:
     """
 
     def __init__(self, signing_key: SigningKey, timeout: float,
-                 max_connections: int = 64) -> None:
+                 max_connections: int = 64, max_batch: int = 64) -> None:
         self.key = signing_key
         self.timeout = timeout
         self.max_connections = max_connections
+        self.max_batch = max_batch
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._batchers: dict[tuple[str, str, str], Batcher] = {}
 
     def session(self, base_url: str) -> aiohttp.ClientSession:
         s = self._sessions.get(base_url)
@@ -92,6 +95,21 @@ class NodeCaller:
     async def call(self, node: NodeInfo, method: str, path: str,
                    body: dict[str, Any] | None = None) -> dict[str, Any]:
         return await self._send(node, method, path, body)
+
+    async def sign_item(self, node: NodeInfo, path: str, item: dict[str, Any]) -> dict[str, Any]:
+        """One sign item through ``node``'s batch endpoint ``path`` (:class:`Batcher`):
+        its own result object, or :class:`NodeFailure` for its own problem document or for
+        a failure of the whole call."""
+        key = (node.id, node.url, path)
+        b = self._batchers.get(key)
+        if b is None:
+            b = self._batchers[key] = Batcher(self, node, path, self.max_batch)
+        doc = await b.submit(item)
+        problem = doc.get("problem")
+        if problem is not None:
+            raise _refused(node, "POST", path, problem.get("status") if isinstance(
+                problem, dict) else None, problem)
+        return doc
 
     async def _send(self, node: NodeInfo, method: str, path: str, body: dict[str, Any] | None,
                     *, url: str | None = None, signed: bool = True) -> dict[str, Any]:
@@ -118,11 +136,84 @@ class NodeCaller:
             raise NodeFailure(node, "garbage", f"{method} {path}: answer is not an object",
                               status=status)
         if status >= 400:
-            culprits = doc.get("culprits")
-            ok = isinstance(culprits, list) and culprits and all(
-                type(c) is int for c in culprits)
-            raise NodeFailure(node, "refused" if status < 500 else "error",
-                              f"{method} {path}: {status} {doc.get('title', '')}: "
-                              f"{doc.get('detail', '')}",
-                              culprits=tuple(culprits) if ok else None, status=status)
+            raise _refused(node, method, path, status, doc)
         return doc
+
+
+def _refused(node: NodeInfo, method: str, path: str, status: Any, doc: Any) -> NodeFailure:
+    """The failure for a problem document ``doc`` the node answered (whole call or item)."""
+    if not isinstance(doc, dict) or type(status) is not int or status < 400:
+        return NodeFailure(node, "garbage", f"{method} {path}: malformed problem document")
+    culprits = doc.get("culprits")
+    ok = isinstance(culprits, list) and culprits and all(type(c) is int for c in culprits)
+    return NodeFailure(node, "refused" if status < 500 else "error",
+                       f"{method} {path}: {status} {doc.get('title', '')}: "
+                       f"{doc.get('detail', '')}",
+                       culprits=tuple(culprits) if ok else None, status=status)
+
+
+class Batcher:
+    """Natural micro-batching of sign items to one node's batch endpoint.
+
+    When no call to the node is in flight, an item is sent at once (alone: latency at low
+    load does not grow). While a call is in flight, arriving items wait and all of them
+    (up to ``max_batch``) go in the next call, so under load one HTTP request, one
+    signature check of the coordinator and one durable commit on the node serve many
+    signatures. Results come back per item (NODE_API.md v1.3): each waiter gets its own
+    result object; a failure of the whole call (unreachable, timeout, garbage, refused)
+    is raised to every waiter of that call. A waiter that gave up (cancelled) before its
+    call left is not sent.
+    """
+
+    def __init__(self, caller: NodeCaller, node: NodeInfo, path: str, max_batch: int) -> None:
+        self.caller = caller
+        self.node = node
+        self.path = path
+        self.max_batch = max_batch
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.calls = 0  # batch calls made (statistics)
+        self.items = 0
+
+    async def submit(self, item: dict[str, Any]) -> dict[str, Any]:
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                take = self._pending[:self.max_batch]
+                del self._pending[:self.max_batch]
+                batch = [(i, f) for i, f in take if not f.done()]
+                if batch:
+                    await self._call(batch)
+        finally:
+            self._sender = None
+
+    async def _call(self, batch: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
+        node, path = self.node, self.path
+        try:
+            doc = await self.caller.call(node, "POST", path, {"items": [i for i, _ in batch]})
+            results = doc.get("results")
+            if not (isinstance(results, list) and len(results) == len(batch)
+                    and all(isinstance(r, dict) for r in results)):
+                raise NodeFailure(node, "garbage", f"POST {path}: results do not match items")
+        except NodeFailure as e:
+            for _, f in batch:
+                if not f.done():
+                    f.set_exception(e)
+            return
+        except BaseException as e:  # cancelled (shutdown) or a bug: nobody waits forever
+            for _, f in batch:
+                if not f.done():
+                    f.set_exception(e if isinstance(e, Exception) else
+                                    NodeFailure(node, "unreachable", f"POST {path}: cancelled"))
+            raise
+        self.calls += 1
+        self.items += len(batch)
+        for (_, f), r in zip(batch, results, strict=True):
+            if not f.done():
+                f.set_result(r)

@@ -15,7 +15,8 @@ signature is computed (``sign_with_presignature`` calls our ledger callback firs
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from signer_nodes import logs, vault
@@ -31,7 +32,7 @@ from mpc.wire import Message
 if TYPE_CHECKING:
     from signer_nodes.node import Node
 
-__all__ = ["KeygenChain", "keygen_session", "presign_session", "finish", "sign"]
+__all__ = ["KeygenChain", "keygen_session", "presign_session", "finish", "sign", "sign_batch"]
 
 SCHEME = "ecdsa-secp256k1"
 
@@ -165,20 +166,106 @@ def sign(
     requested: bytes | None = None,
 ) -> bytes:
     """DKLs23 online round with the write-ahead ledger; returns CBOR PartialSignature."""
+    from signer_nodes.node import crash_point
+
+    shares: dict[str, dkls23.EcdsaKeyShare] = {}
     with node.store.sealing.read():  # no rotation between load, unseal and mark
-        return _sign_locked(node, key_id, presignature_id, request, coordinator_verified,
-                            requested)
+        item = _prepare(
+            node, key_id, presignature_id, request, coordinator_verified, requested, shares, set()
+        )
+
+        def ledger(pid: bytes) -> bool:
+            """Write-ahead: durable mark (group commit) before the partial is computed."""
+            if pid.hex() != presignature_id:
+                return False
+            return node.store.mark_used(presignature_id, str(request.get("id")))
+
+        partial = _partial(node, item, shares, ledger)
+    crash_point("sign-after-mark")
+    return partial
 
 
-def _sign_locked(
+def sign_batch(
+    node: Node, items: Sequence[Any], *, coordinator_verified: bool
+) -> list[dict[str, Any]]:
+    """:func:`sign` for many requests in one call; one result per item, in order:
+    ``{"partial": hex}`` or ``{"problem": problem document}``.
+
+    Each item is checked alone (its own recomputed digest and authorization, its own
+    presignature; one named twice is refused the second time), so a bad item fails alone.
+    The presignatures of the items that passed are marked used in ONE durable commit
+    (:meth:`NodeStore.mark_used_many`) before any partial is computed: the ledger callback
+    of :func:`mpc.dkls23.sign_with_presignature` then answers from that commit's result."""
+    from signer_nodes.node import NodeError, crash_point
+
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    ready: list[tuple[int, _Item]] = []
+    shares: dict[str, dkls23.EcdsaKeyShare] = {}
+    seen: set[str] = set()
+    with node.store.sealing.read():
+        for i, raw in enumerate(items):
+            try:
+                if not isinstance(raw, dict):
+                    raise NodeError(422, "bad-request", "each item must be an object")
+                req = raw.get("request")
+                if not isinstance(req, dict):
+                    raise NodeError(422, "bad-request", "request must be an object")
+                ready.append((i, _prepare(
+                    node, raw.get("key_id"), raw.get("presignature_id"), req,
+                    coordinator_verified, None, shares, seen,
+                )))
+            except Exception as exc:  # noqa: BLE001 - becomes this item's problem
+                results[i] = {"problem": node._item_problem(exc)}
+        crash_point("sign-before-mark")
+        marked = node.store.mark_used_many(
+            [(it.presignature_id, str(it.request.get("id"))) for _, it in ready]
+        )
+        # Durable now: none of these presignatures can ever be used again.
+        for (i, it), ok in zip(ready, marked, strict=True):
+            try:
+                results[i] = {"partial": _partial(node, it, shares, _marked(it, ok)).hex()}
+            except Exception as exc:  # noqa: BLE001
+                results[i] = {"problem": node._item_problem(exc)}
+    crash_point("sign-after-mark")
+    shares.clear()
+    return [r if r is not None else {"problem": NodeError(
+        500, "internal", "item not processed").problem()} for r in results]
+
+
+def _marked(item: _Item, ok: bool) -> Callable[[bytes], bool]:
+    """The ledger callback of a batch item: the batch's durable commit already decided."""
+
+    def ledger(pid: bytes) -> bool:
+        return ok and pid.hex() == item.presignature_id
+
+    return ledger
+
+
+@dataclass
+class _Item:
+    """One ECDSA sign item that passed every check; its presignature is unsealed (secret)."""
+
+    key_id: str
+    presignature_id: str
+    request: Mapping[str, Any]
+    digest: bytes
+    presig: dkls23.Presignature = field(repr=False)
+
+
+def _prepare(
     node: Node,
-    key_id: str,
-    presignature_id: str,
+    key_id: Any,
+    presignature_id: Any,
     request: Mapping[str, Any],
     coordinator_verified: bool,
     requested: bytes | None,
-) -> bytes:
-    from signer_nodes.node import NodeError, crash_point
+    shares: dict[str, dkls23.EcdsaKeyShare],
+    seen: set[str],
+) -> _Item:
+    """Every check before the mark: key and scheme, the digest recomputed from the request,
+    authorization, the presignature (known, for this key, unused, not named earlier in
+    this batch); then unseal it and (once per ``shares`` cache) the key share."""
+    from signer_nodes.node import NodeError
 
     row = node._key_row(key_id)
     if row.scheme != SCHEME:
@@ -197,43 +284,53 @@ def _sign_locked(
         raise NodeError(
             404, "unknown-presignature", f"no presignature {presignature_id} for key {key_id!r}"
         )
-    if item.used:
+    if item.used or presignature_id in seen:
         logs.warn(
             "presig.reuse_refused",
             node_id=node.node_id,
             key_id=key_id,
             presignature_id=presignature_id,
         )
+        by = item.used_by if item.used else "an earlier item of this batch"
         raise NodeError(
             409,
             "presignature-used",
-            f"presignature {presignature_id} was already used (by {item.used_by})",
+            f"presignature {presignature_id} was already used (by {by})",
         )
     presig = dkls23.Presignature.from_bytes(
         node.vault.unseal(
             item.sealed, vault.ledger_aad(key_id, node.node_id, "presig", presignature_id)
         )
     )
-    share = dkls23.EcdsaKeyShare.from_bytes(node._unseal_share(row))
+    if key_id not in shares:
+        shares[key_id] = dkls23.EcdsaKeyShare.from_bytes(node._unseal_share(row))
+    seen.add(presignature_id)
+    return _Item(key_id, presignature_id, request, digest, presig)
 
-    def ledger(pid: bytes) -> bool:
-        """Write-ahead: durable mark (group commit) before the partial is computed."""
-        if pid.hex() != presignature_id:
-            return False
-        return node.store.mark_used(presignature_id, str(request.get("id")))
+
+def _partial(
+    node: Node,
+    item: _Item,
+    shares: dict[str, dkls23.EcdsaKeyShare],
+    ledger: Callable[[bytes], bool],
+) -> bytes:
+    """DKLs23 online round for a checked item; ``ledger`` makes (or reports) the durable
+    mark, which :func:`mpc.dkls23.sign_with_presignature` requires before computing."""
+    from signer_nodes.node import NodeError
 
     try:
-        partial = dkls23.sign_with_presignature(presig, share, digest, ledger=ledger)
+        partial = dkls23.sign_with_presignature(
+            item.presig, shares[item.key_id], item.digest, ledger=ledger
+        )
     except MpcError as exc:
         raise NodeError(
             409, "presignature-used" if "used" in str(exc) else "bad-request", str(exc)
         ) from None
-    crash_point("sign-after-mark")
     logs.event(
         "ecdsa.signed",
         node_id=node.node_id,
-        key_id=key_id,
-        presignature_id=presignature_id,
-        request_id=request.get("id"),
+        key_id=item.key_id,
+        presignature_id=item.presignature_id,
+        request_id=item.request.get("id"),
     )
     return partial.to_bytes()

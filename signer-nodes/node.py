@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import logging
 import os
 import re
 import secrets
@@ -38,12 +39,23 @@ from mpc import frost
 from mpc.errors import MpcError
 from mpc.wire import Message
 
-__all__ = ["Node", "NodeError", "KEY_ID_RE", "crash_point"]
+__all__ = ["Node", "NodeError", "KEY_ID_RE", "MAX_BATCH", "crash_point"]
 
 KEY_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SESSION_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 CRASH_ENV = "SIGNER_NODES_CRASH_AT"
 MAX_COMMITMENTS = 1000
+MAX_BATCH = 256  # sign items per batch call
+
+
+def _hex_field(body: Mapping[str, Any], name: str) -> bytes:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise NodeError(422, "bad-request", f"field {name!r} must be a hex string")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise NodeError(422, "bad-request", f"field {name!r} is not hex") from None
 
 
 def crash_point(name: str) -> None:
@@ -74,6 +86,17 @@ class NodeError(Exception):
         if self.culprits:
             doc["culprits"] = list(self.culprits)
         return doc
+
+
+@dataclass
+class _FrostItem:
+    """One FROST sign item that passed every check; its nonce is unsealed (secret)."""
+
+    key_id: str
+    nonce_id: str
+    request: Mapping[str, Any]
+    package: Any  # frost.SigningPackage
+    nonces: Any = field(repr=False)  # frost.SigningNonces
 
 
 @dataclass
@@ -596,74 +619,163 @@ class Node:
         mark, so a seal-key rotation never interleaves with load, unseal and mark; the mark
         goes through the ledger's group commit (:meth:`NodeStore.mark_used`) and the share
         is computed only after the commit holding it has returned."""
+        keys: dict[str, Any] = {}
         with self.store.sealing.read():
-            row = self._key_row(key_id)
-            suite = protocols.frost_suite(row.scheme)
-            try:
-                message = message_to_sign(row.scheme, request)
-            except SignRequestError as exc:
-                raise NodeError(422, "bad-request", f"request {exc}") from None
-            try:
-                package = frost.SigningPackage.from_bytes(package_bytes, suite=suite)
-            except MpcError as exc:
-                raise NodeError(422, "bad-signing-package", str(exc)) from None
-            self._authorize(row, request, message, package.message, coordinator_verified)
-            if not isinstance(nonce_id, str) or not re.fullmatch(r"[0-9a-f]{32}", nonce_id):
-                raise NodeError(422, "bad-request", "nonce_id must be 32 lower-case hex digits")
-            item = self.store.get_ledger(nonce_id)
-            if item is None or item.kind != "nonce" or item.key_id != key_id:
-                raise NodeError(404, "unknown-nonce", f"no nonce {nonce_id} for key {key_id!r}")
-            if item.used:
-                logs.warn(
-                    "nonce.reuse_refused",
-                    node_id=self.node_id,
-                    key_id=key_id,
-                    nonce_id=nonce_id,
-                    request_id=request.get("id"),
-                )
-                raise NodeError(
-                    409,
-                    "nonce-used",
-                    f"nonce {nonce_id} was already used (by request {item.used_by})",
-                )
-            try:
-                mine = package.commitment_for(self.party_id)
-            except MpcError:
-                raise NodeError(
-                    422, "bad-signing-package", "this node is not in the signing package"
-                ) from None
-            if mine.to_bytes() != item.public:
-                raise NodeError(
-                    422,
-                    "bad-signing-package",
-                    "package carries commitments for this node that are not those of the nonce",
-                )
-            nonces = frost.SigningNonces.from_bytes(
-                self.vault.unseal(
-                    item.sealed, vault.ledger_aad(key_id, self.node_id, "nonce", nonce_id)
-                ),
-                suite=suite,
+            item = self._frost_prepare(
+                key_id, nonce_id, request, package_bytes, coordinator_verified, keys, set()
             )
-            kp = protocols.load_key_package(self._unseal_share(row))
             crash_point("sign-before-mark")
             if not self.store.mark_used(nonce_id, str(request.get("id"))):
                 raise NodeError(409, "nonce-used", f"nonce {nonce_id} was already used")
             # Durable now: the nonce can never be handed out again, even after a crash.
         crash_point("sign-after-mark")
+        return self._frost_share(item, keys)
+
+    def frost_sign_batch(
+        self, items: Sequence[Any], *, coordinator_verified: bool
+    ) -> list[dict[str, Any]]:
+        """:meth:`frost_sign` for many requests in one call; one result per item, in order:
+        ``{"signature_share": hex}`` or ``{"problem": problem document}``.
+
+        Every item is checked on its own exactly as :meth:`frost_sign` checks it (its own
+        recomputed message and authorization, its own nonce; a nonce named twice in the
+        batch is refused the second time), so a bad item fails alone. The nonces of all
+        items that passed are marked used in ONE durable commit
+        (:meth:`NodeStore.mark_used_many`); only after it returned is any share computed
+        (write-ahead rule, DESIGN.md invariant 3). A key's share is unsealed once per batch.
+        A failing commit fails the whole batch closed (nothing released)."""
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        ready: list[tuple[int, _FrostItem]] = []
+        keys: dict[str, Any] = {}
+        seen: set[str] = set()
+        with self.store.sealing.read():
+            for i, raw in enumerate(items):
+                try:
+                    if not isinstance(raw, dict):
+                        raise NodeError(422, "bad-request", "each item must be an object")
+                    req = raw.get("request")
+                    if not isinstance(req, dict):
+                        raise NodeError(422, "bad-request", "request must be an object")
+                    ready.append((i, self._frost_prepare(
+                        raw.get("key_id"), raw.get("nonce_id"), req,
+                        _hex_field(raw, "signing_package"), coordinator_verified, keys, seen,
+                    )))
+                except Exception as exc:  # noqa: BLE001 - becomes this item's problem
+                    results[i] = {"problem": self._item_problem(exc)}
+            crash_point("sign-before-mark")
+            marked = self.store.mark_used_many(
+                [(it.nonce_id, str(it.request.get("id"))) for _, it in ready]
+            )
+            # Durable now: none of these nonces can ever be handed out again.
+        crash_point("sign-after-mark")
+        for (i, it), ok in zip(ready, marked, strict=True):
+            try:
+                if not ok:
+                    raise NodeError(409, "nonce-used", f"nonce {it.nonce_id} was already used")
+                results[i] = {"signature_share": self._frost_share(it, keys).hex()}
+            except Exception as exc:  # noqa: BLE001
+                results[i] = {"problem": self._item_problem(exc)}
+        keys.clear()
+        return [r if r is not None else {"problem": NodeError(
+            500, "internal", "item not processed").problem()} for r in results]
+
+    def _item_problem(self, exc: Exception) -> dict[str, Any]:
+        """The problem document of one failed batch item (what the single route answers)."""
+        if isinstance(exc, NodeError):
+            return exc.problem()
+        from hsm.errors import HsmError
+
+        if isinstance(exc, HsmError):
+            logs.warn("hsm.error", node_id=self.node_id, code=exc.code)
+            status = 500 if exc.code.startswith("hsm.unseal") else 503
+            return NodeError(
+                status, exc.code.replace(".", "-").replace("_", "-"), exc.message
+            ).problem()
+        logs.event(
+            "item.crashed", level=logging.ERROR, node_id=self.node_id, error=type(exc).__name__
+        )
+        return NodeError(
+            500, "internal", "the node hit an unexpected error; nothing was released"
+        ).problem()
+
+    def _frost_prepare(
+        self,
+        key_id: Any,
+        nonce_id: Any,
+        request: Mapping[str, Any],
+        package_bytes: bytes,
+        coordinator_verified: bool,
+        keys: dict[str, Any],
+        seen: set[str],
+    ) -> _FrostItem:
+        """Every check of RFC 9591 s5.2 signing that precedes the mark, in order: key, the
+        message recomputed from the request, the package, authorization, the nonce (known,
+        for this key, unused, not named earlier in this batch, matching the package), then
+        unseal nonce and (once per ``keys`` cache) the key package. Caller holds
+        ``sealing`` as reader."""
+        row = self._key_row(key_id)
+        suite = protocols.frost_suite(row.scheme)
         try:
-            share = frost.sign(package, nonces, kp)
+            message = message_to_sign(row.scheme, request)
+        except SignRequestError as exc:
+            raise NodeError(422, "bad-request", f"request {exc}") from None
+        try:
+            package = frost.SigningPackage.from_bytes(package_bytes, suite=suite)
+        except MpcError as exc:
+            raise NodeError(422, "bad-signing-package", str(exc)) from None
+        self._authorize(row, request, message, package.message, coordinator_verified)
+        if not isinstance(nonce_id, str) or not re.fullmatch(r"[0-9a-f]{32}", nonce_id):
+            raise NodeError(422, "bad-request", "nonce_id must be 32 lower-case hex digits")
+        item = self.store.get_ledger(nonce_id)
+        if item is None or item.kind != "nonce" or item.key_id != key_id:
+            raise NodeError(404, "unknown-nonce", f"no nonce {nonce_id} for key {key_id!r}")
+        if item.used or nonce_id in seen:
+            logs.warn(
+                "nonce.reuse_refused",
+                node_id=self.node_id,
+                key_id=key_id,
+                nonce_id=nonce_id,
+                request_id=request.get("id"),
+            )
+            by = item.used_by if item.used else "an earlier item of this batch"
+            raise NodeError(409, "nonce-used", f"nonce {nonce_id} was already used (by {by})")
+        try:
+            mine = package.commitment_for(self.party_id)
+        except MpcError:
+            raise NodeError(
+                422, "bad-signing-package", "this node is not in the signing package"
+            ) from None
+        if mine.to_bytes() != item.public:
+            raise NodeError(
+                422,
+                "bad-signing-package",
+                "package carries commitments for this node that are not those of the nonce",
+            )
+        nonces = frost.SigningNonces.from_bytes(
+            self.vault.unseal(
+                item.sealed, vault.ledger_aad(key_id, self.node_id, "nonce", nonce_id)
+            ),
+            suite=suite,
+        )
+        if key_id not in keys:
+            keys[key_id] = protocols.load_key_package(self._unseal_share(row))
+        seen.add(nonce_id)
+        return _FrostItem(key_id, nonce_id, request, package, nonces)
+
+    def _frost_share(self, item: _FrostItem, keys: dict[str, Any]) -> bytes:
+        """RFC 9591 s5.2 ``sign`` for a prepared item whose nonce mark is durable."""
+        try:
+            share = frost.sign(item.package, item.nonces, keys[item.key_id])
         except MpcError as exc:
             raise NodeError(
                 422, "bad-signing-package", str(exc), culprits=getattr(exc, "culprits", ())
             ) from None
-        finally:
-            del kp
         logs.event(
             "frost.signed",
             node_id=self.node_id,
-            key_id=key_id,
-            nonce_id=nonce_id,
-            request_id=request.get("id"),
+            key_id=item.key_id,
+            nonce_id=item.nonce_id,
+            request_id=item.request.get("id"),
         )
         return share.to_bytes()
 
@@ -687,6 +799,14 @@ class Node:
             coordinator_verified=coordinator_verified,
             requested=requested,
         )
+
+    def ecdsa_sign_batch(
+        self, items: Sequence[Any], *, coordinator_verified: bool
+    ) -> list[dict[str, Any]]:
+        """DKLs23 online round for many items (see :func:`signer_nodes.ecdsa.sign_batch`)."""
+        from signer_nodes import ecdsa
+
+        return ecdsa.sign_batch(self, items, coordinator_verified=coordinator_verified)
 
     def _authorize(
         self,

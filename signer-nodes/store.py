@@ -38,7 +38,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,10 +358,21 @@ class NodeStore:
         """Mark ledger item ``item_id`` used (and wipe its sealed secret) durably; True if
         this call marked it, False if it was used already. Returns only after the COMMIT
         holding the mark has returned (group commit, see the module docstring)."""
-        me = _Mark(item_id, used_by)
+        return self.mark_used_many([(item_id, used_by)])[0]
+
+    def mark_used_many(self, marks: Sequence[tuple[str, str]]) -> list[bool]:
+        """:meth:`mark_used` for several ``(item_id, used_by)`` at once (a signing batch).
+
+        All of them are queued together, so one leader takes them into the same
+        transaction: one COMMIT for the whole batch. Returns, in order, whether each was
+        newly marked (False: used already, also by an earlier entry of ``marks``); returns
+        only after that COMMIT has returned. A failed COMMIT raises for every mark."""
+        mine = [_Mark(item_id, used_by) for item_id, used_by in marks]
+        if not mine:
+            return []
         with self._marks_cv:
-            self._marks.append(me)
-            while not me.done:
+            self._marks.extend(mine)
+            while not all(m.done for m in mine):
                 if self._leading:
                     self._marks_cv.wait()
                     continue
@@ -374,9 +385,10 @@ class NodeStore:
                     self._marks_cv.acquire()
                     self._leading = False
                     self._marks_cv.notify_all()
-        if me.error is not None:
-            raise me.error
-        return me.ok
+        for m in mine:
+            if m.error is not None:
+                raise m.error
+        return [m.ok for m in mine]
 
     def _commit_marks(self, batch: list[_Mark]) -> None:
         try:

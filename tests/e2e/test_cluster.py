@@ -3,6 +3,7 @@ verified by independent libraries; a killed node; a node that answers garbage.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import signal
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from custody.client import AsyncCustodyClient
 from custody.cluster import free_port_block
 from custody.demo import verify_independently
 from tests.e2e.conftest import Live
@@ -46,6 +48,29 @@ def test_sign_and_verify_independently(live: Live, scheme: str) -> None:
     assert live.auditor.verify_audit()["ok"] is True
 
 
+@pytest.mark.parametrize(("scheme", "conc"), [("ed25519", 32), ("bip340", 32),
+                                             ("ecdsa-secp256k1", 12)])
+def test_concurrent_signatures_each_verify_independently(live: Live, scheme: str,
+                                                        conc: int) -> None:
+    """Many requests at once (the coordinator batches node calls): every signature is
+    for its own message and verifies with an independent library."""
+    key = live.key(scheme)
+    msgs = [msg_for(scheme, 1000 + i) for i in range(conc)]
+
+    async def run() -> list[dict]:
+        async with AsyncCustodyClient(live.doc["api_url"],
+                                      live.doc["credentials"]["requester"]) as c:
+            return list(await asyncio.gather(*(c.sign(key["id"], m) for m in msgs)))
+
+    out = asyncio.run(run())
+    assert [sr["status"] for sr in out] == ["signed"] * conc, out
+    assert len({sr["signature"] for sr in out}) == conc
+    for m, sr in zip(msgs, out, strict=True):
+        ok, by = verify_independently(scheme, key["public_key"], m, sr["signature"],
+                                      sr["recovery_id"])
+        assert ok, (by, sr)
+
+
 class GarbageProxy:
     """A 'node' that forwards to a real node but corrupts its signing answers."""
 
@@ -70,12 +95,16 @@ class GarbageProxy:
         r = await self.http.request(request.method, request.url.path, content=body,
                                     headers=headers)
         content = r.content
-        if request.url.path.endswith("/sign") and r.status_code == 200:
+        if request.url.path.endswith(("/sign", "/sign-batch")) and r.status_code == 200:
             if self.mode == "not-json":
                 content = b"<html>oops</html>"
             else:  # well-formed JSON, a share that is not a share
                 field = "partial" if "ecdsa" in request.url.path else "signature_share"
-                content = json.dumps({field: "a1" * 40}).encode()
+                if request.url.path.endswith("/sign-batch"):
+                    n = len(r.json()["results"])
+                    content = json.dumps({"results": [{field: "a1" * 40}] * n}).encode()
+                else:
+                    content = json.dumps({field: "a1" * 40}).encode()
         return Response(content, status_code=r.status_code,
                         media_type=r.headers.get("content-type"))
 
