@@ -34,7 +34,8 @@ def message_to_sign(scheme: str, request: Mapping[str, Any]) -> bytes:
 
 
 __all__ = ["Blame", "SignRequestError", "message_to_sign", "check_public_key", "check_point",
-           "frost_signing_package", "frost_aggregate", "ecdsa_combine", "verify"]
+           "frost_commitments", "frost_signing_package", "frost_aggregate", "ecdsa_combine",
+           "verify"]
 
 
 _SUITE = {"ed25519": "ed25519", "bip340": "bip340"}
@@ -91,27 +92,42 @@ def check_public_key(scheme: str, public_key: str, verifying_shares: Mapping[str
         SECP256K1.decode_point(pk)
 
 
-def frost_signing_package(scheme: str, msg: bytes, commitments: Mapping[int, str]) -> bytes:
+def frost_commitments(scheme: str, party: int, hexc: str) -> frost.SigningCommitments:
+    """RFC 9591 section 5.1 output of node ``party``, strictly decoded once, when it enters
+    the pool (points on the curve, in the prime-order subgroup, not the identity; the
+    identifier inside is ``party``). Raises :class:`Blame` naming the node."""
+    try:
+        return frost.SigningCommitments.from_bytes(
+            bytes.fromhex(hexc), suite=frost.ciphersuite(_SUITE[scheme]), party=party)
+    except (MpcError, ValueError) as e:
+        raise Blame(f"party {party}: bad commitments: {e}", (party,)) from None
+
+
+def frost_signing_package(scheme: str, msg: bytes,
+                          commitments: Mapping[int, frost.SigningCommitments],
+                          ) -> frost.SigningPackage:
     """RFC 9591 section 5.2 (coordinator): the signing package over each signer's
-    commitments, decoded strictly; malformed commitments blame their node."""
-    suite = frost.ciphersuite(_SUITE[scheme])
-    decoded = {}
-    for party, hexc in commitments.items():
-        try:
-            decoded[party] = frost.SigningCommitments.from_bytes(
-                bytes.fromhex(hexc), suite=suite, party=party)
-        except (MpcError, ValueError) as e:
-            raise Blame(f"party {party}: bad commitments: {e}", (party,)) from None
-    return frost.signing_package(decoded, msg).to_bytes()  # type: ignore[no-any-return]
+    commitments, already decoded and checked by :func:`frost_commitments`. Its encoding
+    carries them byte for byte as each node published them (canonical encodings)."""
+    if any(c.suite is not frost.ciphersuite(_SUITE[scheme]) or c.identifier != p
+           for p, c in commitments.items()):
+        raise Blame("commitments of another suite or party",
+                    tuple(p for p, c in commitments.items() if c.identifier != p))
+    return frost.signing_package(commitments, msg)
 
 
 def frost_aggregate(scheme: str, public_key: str, verifying_shares: Mapping[str, str], t: int,
-                    package: bytes, shares: Mapping[int, bytes], msg: bytes) -> bytes:
-    """RFC 9591 section 5.3 aggregate with identifiable abort (5.4); the signature is
-    verified against the group key (also as a plain Ed25519/BIP-340 signature)."""
+                    package: frost.SigningPackage, shares: Mapping[int, bytes],
+                    msg: bytes) -> bytes:
+    """RFC 9591 section 5.3 aggregate with identifiable abort (5.4). The signature is
+    verified before it is returned by :func:`mpc.frost.aggregate` itself, with the plain
+    single-key verifier of the scheme (libsodium's Ed25519, :func:`mpc.bip340.verify`) under
+    the group key, which :func:`public_key_package` checked equals ``public_key``; a
+    second, identical verification here would only repeat it."""
     suite = frost.ciphersuite(_SUITE[scheme])
     public = _pkp_cached(scheme, public_key, tuple(sorted(verifying_shares.items())), t)
-    pkg = frost.SigningPackage.from_bytes(package, suite=suite)
+    if package.message != msg or package.suite is not suite:
+        raise ValueError("signing package is not for this message and scheme")
     decoded = {}
     for party, raw in shares.items():
         try:
@@ -119,12 +135,9 @@ def frost_aggregate(scheme: str, public_key: str, verifying_shares: Mapping[str,
         except (MpcError, ValueError) as e:
             raise Blame(f"party {party}: bad signature share: {e}", (party,)) from None
     try:
-        sig = frost.aggregate(pkg, decoded, public)
+        return frost.aggregate(package, decoded, public)
     except ProtocolError as e:
         raise Blame(str(e), e.culprits or tuple(decoded)) from None
-    if not verify(scheme, bytes.fromhex(public_key), msg, sig):
-        raise Blame("aggregate signature does not verify", tuple(decoded))
-    return sig  # type: ignore[no-any-return]
 
 
 @functools.lru_cache(maxsize=1024)

@@ -112,3 +112,28 @@ def test_ready_reports_pools_and_presign_refill_waits_for_idle(api) -> None:  # 
     assert c._presig_wanted(deque(range(s.presig_low_water - 1))) is True  # below: at once
     assert c._presig_wanted(deque(range(s.presig_target))) is False
     c.signing = 0
+
+
+def test_pooled_commitments_are_checked_once_on_entry_and_blame_their_node() -> None:
+    """Commitments enter the pool decoded and checked (api.crypto.frost_commitments);
+    the signing package built from them carries them byte for byte."""
+    from api import crypto
+    from mpc import frost
+    from mpc.groups import ED25519
+
+    suite = frost.ciphersuite("ed25519")
+    comm = frost.SigningCommitments(suite, 2, ED25519.base_mul(5), ED25519.base_mul(7))
+    other = frost.SigningCommitments(suite, 3, ED25519.base_mul(11), ED25519.base_mul(13))
+    dec = crypto.frost_commitments("ed25519", 2, comm.to_bytes().hex())
+    assert dec == comm
+    pkg = crypto.frost_signing_package("ed25519", b"m", {2: dec, 3: other})
+    assert pkg.commitment_for(2).to_bytes() == comm.to_bytes()
+    assert frost.SigningPackage.from_bytes(pkg.to_bytes(), suite=suite) == pkg
+    # another node's commitments, an off-curve point, not hex: each blames the sender
+    bad_point = comm.to_bytes().replace(ED25519.base_mul(5).encode(), b"\x02" + b"\xff" * 31)
+    for party, raw in ((3, comm.to_bytes().hex()), (2, bad_point.hex()), (2, "zz")):
+        with pytest.raises(crypto.Blame) as e:
+            crypto.frost_commitments("ed25519", party, raw)
+        assert e.value.culprits == (party,)
+    with pytest.raises(crypto.Blame):
+        crypto.frost_signing_package("ed25519", b"m", {3: dec})  # filed under another party
