@@ -144,7 +144,8 @@ async def ready(request: Request) -> Any:
         raise Problem(503, "not-ready", "Not ready", "database unavailable") from None
     return {"status": "ready", "database": "ok",
             "nodes_healthy": sum(n.eligible for n in c.nodes.values()),
-            "nodes_enrolled": len(c.nodes), "pools": c.pool_sizes()}
+            "nodes_enrolled": len(c.nodes), "pools": c.pool_sizes(),
+            "batching": c.caller.batch_stats()}
 
 
 @v1.get("/nodes", response_model=NodeList, tags=["nodes"],

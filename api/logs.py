@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
-import uuid
 from typing import Any
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
@@ -53,7 +53,7 @@ class RequestLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = uuid.uuid4().hex
+        rid = os.urandom(16).hex()
         for k, v in scope.get("headers", ()):
             if k == b"x-request-id" and 0 < len(v) <= 64:
                 rid = v.decode("latin-1")

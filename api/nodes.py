@@ -96,6 +96,11 @@ class NodeCaller:
                    body: dict[str, Any] | None = None) -> dict[str, Any]:
         return await self._send(node, method, path, body)
 
+    def batch_stats(self) -> dict[str, int]:
+        """Batch calls made and sign items they carried, over every node and route."""
+        return {"calls": sum(b.calls for b in self._batchers.values()),
+                "items": sum(b.items for b in self._batchers.values())}
+
     async def sign_item(self, node: NodeInfo, path: str, item: dict[str, Any]) -> dict[str, Any]:
         """One sign item through ``node``'s batch endpoint ``path`` (:class:`Batcher`):
         its own result object, or :class:`NodeFailure` for its own problem document or for

@@ -30,6 +30,8 @@ class Ready(BaseModel):
     nodes_enrolled: int
     pools: dict[str, int] = Field(default_factory=dict, description=(
         "unused preprocessing held in memory: FROST nonce commitments, ECDSA presignatures"))
+    batching: dict[str, int] = Field(default_factory=dict, description=(
+        "node sign calls made since start and the sign items they carried (micro-batching)"))
 
 
 class NodeEnrol(BaseModel):

@@ -72,6 +72,7 @@ async def test_batcher_sends_alone_when_idle_and_coalesces_while_busy() -> None:
             failed = res[1]
             assert isinstance(failed, NodeFailure)  # its own problem, its own culprits
             assert (failed.reason, failed.status, failed.culprits) == ("refused", 409, (7,))
+            assert caller.batch_stats() == {"calls": 3, "items": 7}  # GET /ready reports it
             # a whole-call failure reaches every waiter of that call
             fake.mode = "short"
             res = await asyncio.gather(*(caller.sign_item(node, path, {"n": "0a"})
