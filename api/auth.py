@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -62,15 +63,38 @@ def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) 
                     "send Authorization: Bearer <token>")
         p.headers["WWW-Authenticate"] = "Bearer"
         raise p
+    h = hash_token(creds.credentials)
+    now = time.monotonic()
+    seen: dict[str, tuple[Principal, float]] | None = getattr(
+        request.app.state, "credentials_seen", None)  # per app: one coordinator, one database
+    if seen is None:
+        seen = request.app.state.credentials_seen = {}
+    hit = seen.get(h)
+    if hit is not None and hit[1] > now:
+        return hit[0]
     db: Database = request.app.state.db
-    with db.engine.connect() as conn:  # one indexed Core read per request, no ORM session
-        row = conn.execute(_BY_HASH, {"h": hash_token(creds.credentials)}).first()
+    with db.engine.connect() as conn:  # one indexed Core read, no ORM session
+        row = conn.execute(_BY_HASH, {"h": h}).first()
     if row is None or row.revoked:
+        seen.pop(h, None)
         p = Problem(401, "unauthorized", "Missing or invalid credentials",
                     "unknown or revoked token")
         p.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         raise p
-    return Principal(row.id, row.role)
+    principal = Principal(row.id, row.role)
+    if len(seen) >= SEEN_MAX:
+        seen.clear()
+    seen[h] = (principal, now + SEEN_TTL)
+    return principal
+
+
+# Valid credentials seen in the last SEEN_TTL seconds (by token hash): a busy client
+# authenticates with one database read per second instead of one per request (the read
+# and its connection checkout cost ~12% of the coordinator's CPU at 32 concurrent
+# signatures). So a revoked credential is refused at most SEEN_TTL seconds later, on
+# every coordinator; unknown or revoked tokens are never cached.
+SEEN_TTL = 1.0
+SEEN_MAX = 4096
 
 
 _BY_HASH = select(Credential.id, Credential.role, Credential.revoked).where(

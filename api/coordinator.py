@@ -734,7 +734,10 @@ class Coordinator:
                 "signing_package": package_hex}) for n in nodes}
             shares = await self._fan_sign(calls, "signature_share")
             try:
-                sig = crypto.frost_aggregate(scheme, pk, vshares, t, package, shares, msg)
+                # in a worker thread: the curve arithmetic (libsodium / libsecp256k1) drops
+                # the GIL, so it runs beside the event loop instead of stalling it
+                sig = await asyncio.to_thread(crypto.frost_aggregate, scheme, pk, vshares, t,
+                                              package, shares, msg)
             except crypto.Blame as e:
                 raise SessionFailed(str(e), [(c, "invalid signature share")
                                              for c in e.culprits]) from None
@@ -757,7 +760,8 @@ class Coordinator:
             "key_id": key_id, "presignature_id": presig_id, "request": body}) for n in nodes2}
         partials = await self._fan_sign(calls, "partial")
         try:
-            sig, recid = crypto.ecdsa_combine(pk, presig_id, parties, r_point, partials, msg)
+            sig, recid = await asyncio.to_thread(crypto.ecdsa_combine, pk, presig_id, parties,
+                                                 r_point, partials, msg)
         except crypto.Blame as e:
             raise SessionFailed(str(e), [(c, "invalid partial") for c in e.culprits]) from None
         return sig, recid, sorted(partials)

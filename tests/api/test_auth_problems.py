@@ -120,3 +120,26 @@ def test_health_ready_openapi(api) -> None:  # noqa: ANN001
             for code, resp in op["responses"].items():
                 if int(code) >= 400:
                     assert list(resp["content"]) == [PROBLEM_MEDIA_TYPE], (path, code)
+
+
+def test_revoked_credential_is_refused_within_the_cache_ttl(api, monkeypatch) -> None:  # noqa: ANN001
+    """Valid credentials are remembered for SEEN_TTL seconds (one read per second for a
+    busy client); a revoked one is refused once that has passed."""
+    import time
+
+    from sqlalchemy import update
+
+    from api import auth
+    from api.db import Credential
+
+    monkeypatch.setattr(auth, "SEEN_TTL", 0.2)
+    h = api.h("auditor")
+    assert api.client.get("/v1/sign-requests", headers=h).status_code == 200
+    with api.app.state.db.session() as s:
+        s.execute(update(Credential).where(
+            Credential.token_sha256 == auth.hash_token(api.tokens["auditor"])).values(
+            revoked=True))
+    time.sleep(0.25)
+    r = api.client.get("/v1/sign-requests", headers=h)
+    assert r.status_code == 401 and r.json()["status"] == 401
+    assert api.client.get("/v1/sign-requests", headers=h).status_code == 401  # not cached
