@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from nacl.signing import SigningKey
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import IntegrityError
 
 from api import audit, idempotency, problems
@@ -120,6 +120,9 @@ def coord(request: Request) -> Coordinator:
 
 async def wait_for(task: asyncio.Task[Any], seconds: float) -> None:
     await asyncio.wait({task}, timeout=seconds)
+
+
+_INSERT_REQUEST = SignRequest.__table__.insert()  # Core, built once (signing hot path)
 
 
 # -- routes -----------------------------------------------------------------------------
@@ -298,8 +301,8 @@ async def create_sign_request(request: Request, body: SignRequestCreate,
 
     def insert_request(conn: Connection) -> None:
         """One transaction: claim the Idempotency-Key, insert the request, audit it."""
-        conn.execute(idempotency.claim_values(cred, idempotency_key, fp))
-        conn.execute(insert(SignRequest).values(**row))
+        idempotency.claim(conn, cred, idempotency_key, fp)
+        conn.execute(_INSERT_REQUEST, row)
         audit.append(conn, cred, "sign.request", rid,
                      {"key_id": body.key_id, "kind": body.kind, "digest": digest,
                       "policy": "allow-all (dev)" if status == "signing" else "approval"})

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select
 
 from api import audit, crypto, idempotency
 from api.db import Database, Key, Node, SignRequest, utcnow
@@ -40,6 +40,12 @@ log = logging.getLogger("api.coordinator")
 FROST_SCHEMES = ("ed25519", "bip340")
 IDLE_GRACE = 0.5  # seconds without a new signature before presign refills count as idle
 SLOW_SWEEP = 1.0  # seconds between health checks, expiry and re-reading the active keys
+
+
+# Core statement built once for the signing hot path (parameters per call; the SET clause
+# is the columns named in the parameters).
+_REQUESTS = SignRequest.__table__
+_UPDATE_REQUEST = _REQUESTS.update().where(_REQUESTS.c.id == bindparam("_rid"))
 
 
 class SessionFailed(Exception):
@@ -591,7 +597,7 @@ class Coordinator:
                 log.exception("signing crashed", extra={"request_id": request_id})
                 error = problem_doc("signing-failed", "Signing failed", type(e).__name__, 500)
                 break
-        jobs = self._finalize_jobs(request_id, result, error, blamed, slot, answer)
+        jobs = self._finalize_jobs(request_id, result, error, blamed, slot, answer, kinfo.id)
         try:
             await self.db.write(jobs[0])
         except Exception as e:
@@ -624,6 +630,7 @@ class Coordinator:
         error: dict[str, Any] | None, blamed: list[dict[str, Any]],
         slot: idempotency.Slot | None,
         answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None,
+        key_id: str | None = None,
     ) -> tuple[Callable[[Connection], None], Callable[[Connection], None]]:
         """Two database jobs: the outcome with its audit entry (and, while the POST still
         waits, its idempotent answer, built by ``answer(changed columns)``); and the
@@ -642,13 +649,12 @@ class Coordinator:
                                          "the signature was withheld", 500)}
 
         def outcome(conn: Connection) -> None:
-            key_id = conn.execute(select(SignRequest.key_id)
-                                  .where(SignRequest.id == request_id)).scalar_one()
-            conn.execute(update(SignRequest).where(SignRequest.id == request_id)
-                         .values(**changes))
+            kid = key_id if key_id is not None else conn.execute(
+                select(SignRequest.key_id).where(SignRequest.id == request_id)).scalar_one()
+            conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **changes})
             if result is not None:
                 audit.append(conn, "coordinator", "sign.signed", request_id,
-                             {"key_id": key_id, "signature": changes["signature"],
+                             {"key_id": kid, "signature": changes["signature"],
                               "signers": changes["signers"], "blamed": blamed})
             else:
                 audit.append(conn, "coordinator", "sign.failed", request_id,
@@ -657,8 +663,7 @@ class Coordinator:
                 idempotency.store_answer(conn, slot, *answer(changes))
 
         def fallback(conn: Connection) -> None:
-            conn.execute(update(SignRequest).where(SignRequest.id == request_id)
-                         .values(**withheld))
+            conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **withheld})
             if slot is not None and answer is not None and slot.own():
                 idempotency.store_answer(conn, slot, *answer(withheld))
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -74,18 +74,23 @@ def _where(credential_id: str, key: str) -> Any:
     return (IdempotencyRecord.credential_id == credential_id) & (IdempotencyRecord.key == key)
 
 
-def claim_values(credential_id: str, key: str, fp: str) -> Any:
-    """The INSERT that claims ``key`` (run it in the caller's transaction)."""
-    return insert(IdempotencyRecord).values(credential_id=credential_id, key=key,
-                                            fingerprint=fp, state="in_flight",
-                                            created_at=utcnow())
+_TABLE = IdempotencyRecord.__table__
+_CLAIM = _TABLE.insert()  # Core statements built once; parameters per call
+_ANSWER = _TABLE.update().where(_TABLE.c.credential_id == bindparam("_cred"),
+                                _TABLE.c.key == bindparam("_key"))
+
+
+def claim(conn: Connection, credential_id: str, key: str, fp: str) -> None:
+    """INSERT the claim of ``key`` in the caller's transaction (IntegrityError if taken)."""
+    conn.execute(_CLAIM, {"credential_id": credential_id, "key": key, "fingerprint": fp,
+                          "state": "in_flight", "created_at": utcnow()})
 
 
 def store_answer(conn: Connection | Session, slot: Slot, status: int,
                  body: dict[str, Any]) -> None:
     """Record the answer of a claimed key inside the caller's transaction."""
-    conn.execute(update(IdempotencyRecord).where(_where(slot.credential_id, slot.key))
-                 .values(state="done", status_code=status, response=body))
+    conn.execute(_ANSWER, {"_cred": slot.credential_id, "_key": slot.key, "state": "done",
+                           "status_code": status, "response": body})
     slot.response = (status, body)
 
 
@@ -130,7 +135,7 @@ async def run_idempotent(
     fp = fingerprint(request.method, request.url.path, await request.body())
     try:
         with db.engine.begin() as conn:
-            conn.execute(claim_values(principal.credential_id, idem_key, fp))
+            claim(conn, principal.credential_id, idem_key, fp)
     except IntegrityError:
         return replay(db, principal.credential_id, idem_key, fp)
     slot = Slot(principal.credential_id, idem_key)

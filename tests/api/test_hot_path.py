@@ -137,3 +137,38 @@ def test_pooled_commitments_are_checked_once_on_entry_and_blame_their_node() -> 
         assert e.value.culprits == (party,)
     with pytest.raises(crypto.Blame):
         crypto.frost_signing_package("ed25519", b"m", {3: dec})  # filed under another party
+
+
+async def test_audit_appends_grouped_in_one_transaction_keep_the_chain(tmp_path: Path) -> None:
+    """Appends queued together share one transaction; each links to the one before it
+    (the chain head is read once per transaction), and a failed batch rerun alone still
+    links correctly."""
+    from api import audit
+
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    db.create_all()
+    gate = threading.Event()
+    try:
+        first = asyncio.ensure_future(db.write(lambda c: gate.wait(10)))
+        await asyncio.sleep(0.05)
+
+        def job(i: int, fail: bool = False):  # noqa: ANN202
+            def run(c):  # noqa: ANN001, ANN202
+                seq = audit.append(c, "t", "x", f"s{i}", {"i": i})
+                if fail:
+                    raise RuntimeError("job fails after its append")
+                return seq
+            return run
+
+        jobs = [asyncio.ensure_future(db.write(job(i, fail=i == 3))) for i in range(6)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        res = await asyncio.gather(*jobs, return_exceptions=True)
+        assert isinstance(res[3], RuntimeError)
+        assert sorted(r for r in res if isinstance(r, int)) == [1, 2, 3, 4, 5]
+        with db.session() as s:
+            assert audit.verify_chain(s) == (True, 5, None)
+    finally:
+        gate.set()
+        db.close()

@@ -69,6 +69,8 @@ def test_concurrent_signatures_each_verify_independently(live: Live, scheme: str
         ok, by = verify_independently(scheme, key["public_key"], m, sr["signature"],
                                       sr["recovery_id"])
         assert ok, (by, sr)
+    # the audit chain, written by group commits of many signatures each, still verifies
+    assert live.auditor.verify_audit()["ok"] is True
 
 
 class GarbageProxy:
