@@ -10,9 +10,11 @@ POST answered 202), at concurrency 1, 8 and 32.
 The load generator is one aiohttp session with a keep-alive pool as large as the
 concurrency (an httpx pool of 36 connections cost ~3 ms of CPU per request here, CPU the
 cluster under test then lacks). Rows: ``{"suite": "e2e", "scheme", "t", "n", "op": "sign",
-"concurrency", "median_ms", "p99_ms", "throughput_per_s", "runs", "failed", "pool_at_start"}``
-(``pool_at_start``: unused presignatures when an ECDSA run began; fewer than ``runs`` means
-some signatures ran a presign session inline, which the row then includes).
+"concurrency", "median_ms", "p99_ms", "throughput_per_s", "runs", "failed", "pool_at_start",
+"items_per_node_call"}`` (``pool_at_start``: unused presignatures when an ECDSA run began;
+fewer than ``runs`` means some signatures ran a presign session inline, which the row then
+includes; ``items_per_node_call``: sign items per batched node call during the run, warm-up
+included: 1.0 means no batching happened, see NODE_API.md v1.3).
 """
 
 from __future__ import annotations
@@ -102,6 +104,11 @@ def _pools(api_url: str) -> dict[str, int]:
     return dict(httpx.get(api_url + "/ready", timeout=10).json().get("pools", {}))
 
 
+def _batching(api_url: str) -> dict[str, int]:
+    """The coordinator's node sign calls so far and the items they carried."""
+    return dict(httpx.get(api_url + "/ready", timeout=10).json().get("batching", {}))
+
+
 def _wait_pool(api_url: str, name: str, want: int, timeout: float) -> int:
     """Wait until the coordinator holds ``want`` unused items in pool ``name`` (or time
     runs out); returns how many it holds."""
@@ -146,9 +153,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                     if scheme == "ecdsa-secp256k1":
                         pool = _wait_pool(api, "presignatures", total + conc,
                                           60 if quick else 300)
+                    b0 = _batching(api)
                     res = asyncio.run(_measure(api, creds["requester"], key_id, scheme, conc,
                                                total, warmup=conc))
+                    b1 = _batching(api)
+                    calls = b1.get("calls", 0) - b0.get("calls", 0)
+                    per_call = round((b1.get("items", 0) - b0.get("items", 0)) / calls, 1) \
+                        if calls else None
                     rows.append({"suite": "e2e", "scheme": scheme, "t": 2, "n": 3,
                                  "op": "sign", "concurrency": conc, **res,
-                                 "pool_at_start": pool})
+                                 "pool_at_start": pool, "items_per_node_call": per_call})
     return rows
