@@ -16,13 +16,13 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from nacl.signing import SigningKey
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, Table, select, text
 from sqlalchemy.exc import IntegrityError
 
 from api import audit, idempotency, problems
@@ -122,7 +122,7 @@ async def wait_for(task: asyncio.Task[Any], seconds: float) -> None:
     await asyncio.wait({task}, timeout=seconds)
 
 
-_INSERT_REQUEST = SignRequest.__table__.insert()  # Core, built once (signing hot path)
+_INSERT_REQUEST = cast(Table, SignRequest.__table__).insert()  # Core, built once (signing hot path)
 
 
 # -- routes -----------------------------------------------------------------------------

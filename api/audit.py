@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, select
 from sqlalchemy.orm import Session
 
 from api.db import AuditEntry
@@ -32,7 +32,7 @@ def entry_hash(prev_hash: str, entry: dict[str, Any]) -> str:
 
 
 _LAST = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-_INSERT = AuditEntry.__table__.insert()  # Core, prebuilt: parameters per call
+_INSERT = cast(Table, AuditEntry.__table__).insert()  # Core, prebuilt: parameters per call
 
 
 def append(s: Session | Connection, actor: str, action: str, subject: str,

@@ -17,6 +17,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
@@ -101,7 +102,7 @@ _BY_HASH = select(Credential.id, Credential.role, Credential.revoked).where(
     Credential.token_sha256 == bindparam("h"))
 
 
-def require(*roles: str):  # noqa: ANN201 - returns a FastAPI dependency
+def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting only credentials whose role is in ``roles``."""
 
     # async: one indexed read of a pooled connection (tens of microseconds on SQLite) costs

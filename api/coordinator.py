@@ -24,10 +24,10 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Table, bindparam, select
 
 from api import audit, crypto, idempotency
 from api.db import Database, Key, Node, SignRequest, utcnow
@@ -44,7 +44,7 @@ SLOW_SWEEP = 1.0  # seconds between health checks, expiry and re-reading the act
 
 # Core statement built once for the signing hot path (parameters per call; the SET clause
 # is the columns named in the parameters).
-_REQUESTS = SignRequest.__table__
+_REQUESTS = cast(Table, SignRequest.__table__)
 _UPDATE_REQUEST = _REQUESTS.update().where(_REQUESTS.c.id == bindparam("_rid"))
 
 
@@ -84,7 +84,7 @@ class Coordinator:
         # (nonce_id, commitments decoded and checked once, on entry) per (key, party)
         self.frost_pool: dict[tuple[str, int], deque[tuple[str, Any]]] = {}
         self.presig_pool: dict[str, deque[tuple[str, tuple[int, ...], str]]] = {}
-        self._refilling: set[tuple[str, Any]] = set()
+        self._refilling: set[tuple[Any, ...]] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._last_seen_written: dict[str, float] = {}
@@ -245,7 +245,9 @@ class Coordinator:
             return await asyncio.wait_for(self.caller.call(by_party[p], method, path, b),
                                           timeout)
 
-        async def fan(reqs: dict[int, tuple[str, str, dict[str, Any] | None]]) -> dict[int, Any]:
+        async def fan(
+            reqs: Mapping[int, tuple[str, str, dict[str, Any] | None]],
+        ) -> dict[int, Any]:
             res = await asyncio.gather(*(call(p, *r) for p, r in reqs.items()),
                                        return_exceptions=True)
             out: dict[int, Any] = {}
@@ -752,15 +754,15 @@ class Coordinator:
         chosen: tuple[str, tuple[int, ...], str] | None = None
         for _ in range(len(q2)):
             item = q2.popleft()
-            if all(p not in excluded and (n := self.node_by_party(p)) is not None
-                   and n.eligible for p in item[1]):
+            if all(p not in excluded and (nd := self.node_by_party(p)) is not None
+                   and nd.eligible for p in item[1]):
                 chosen = item
                 break
             q2.append(item)  # keep it for when its nodes are back
         if chosen is None:
             chosen = await self._presign(key_id, self._pick(node_ids, t, excluded))
         presig_id, parties, r_point = chosen
-        nodes2 = [n for p in parties if (n := self.node_by_party(p)) is not None]
+        nodes2 = [nd for p in parties if (nd := self.node_by_party(p)) is not None]
         calls = {n.party_id: (n, "/v1/ecdsa/sign-batch", {
             "key_id": key_id, "presignature_id": presig_id, "request": body}) for n in nodes2}
         partials = await self._fan_sign(calls, "partial")

@@ -14,11 +14,11 @@ import json
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, Table, bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -74,7 +74,7 @@ def _where(credential_id: str, key: str) -> Any:
     return (IdempotencyRecord.credential_id == credential_id) & (IdempotencyRecord.key == key)
 
 
-_TABLE = IdempotencyRecord.__table__
+_TABLE = cast(Table, IdempotencyRecord.__table__)
 _CLAIM = _TABLE.insert()  # Core statements built once; parameters per call
 _ANSWER = _TABLE.update().where(_TABLE.c.credential_id == bindparam("_cred"),
                                 _TABLE.c.key == bindparam("_key"))

@@ -150,11 +150,11 @@ def _refused(node: NodeInfo, method: str, path: str, status: Any, doc: Any) -> N
     if not isinstance(doc, dict) or type(status) is not int or status < 400:
         return NodeFailure(node, "garbage", f"{method} {path}: malformed problem document")
     culprits = doc.get("culprits")
-    ok = isinstance(culprits, list) and culprits and all(type(c) is int for c in culprits)
+    ok = isinstance(culprits, list) and bool(culprits) and all(type(c) is int for c in culprits)
     return NodeFailure(node, "refused" if status < 500 else "error",
                        f"{method} {path}: {status} {doc.get('title', '')}: "
                        f"{doc.get('detail', '')}",
-                       culprits=tuple(culprits) if ok else None, status=status)
+                       culprits=tuple(culprits) if ok and culprits else None, status=status)
 
 
 class Batcher:
