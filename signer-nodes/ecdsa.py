@@ -15,6 +15,7 @@ signature is computed (``sign_with_presignature`` calls our ledger callback firs
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -109,7 +110,42 @@ def _load_share(node: Node, key_id: str) -> dkls23.EcdsaKeyShare:
     return dkls23.EcdsaKeyShare.from_bytes(node._unseal_share(row))
 
 
+def _retired_key(key_id: str) -> str:
+    return f"ot-retired:{key_id}"
+
+
+def retired_ot_peers(node: Node, key_id: str) -> set[int]:
+    """Peers whose OT setup with this node, for this key, failed a check and is retired."""
+    raw = node.store.get_meta(_retired_key(key_id))
+    return set(json.loads(raw)) if raw else set()
+
+
+def retire_ot_pair(node: Node, key_id: str, peer: int) -> None:
+    """Retire this node's base-OT setup with ``peer`` for ``key_id``, durably.
+
+    A failed OT-extension or multiplication check may be a selective-failure probe: each
+    abort can leak a bit of the OT-extension correlation to the peer that caused it. The
+    DKLs18 errata (ePrint 2018/499, 2023 revision) therefore require that a pair whose check
+    failed never run the extension on the same base OTs again. Until a fresh OT setup for
+    the pair exists (a later key-lifecycle ceremony), this node refuses every presign
+    session that includes ``peer`` for this key; other signer sets keep working.
+    """
+    peers = retired_ot_peers(node, key_id) | {peer}
+    node.store.set_meta(_retired_key(key_id), json.dumps(sorted(peers)))
+    logs.warn("ot_pair.retired", node_id=node.node_id, key_id=key_id, peer=peer)
+
+
 def presign_session(node: Node, info: dict[str, Any]) -> RoundSession[Any]:
+    from signer_nodes.node import NodeError
+
+    retired = retired_ot_peers(node, info["key_id"]) & set(info["participants"])
+    if retired:
+        raise NodeError(
+            409,
+            "ot-pair-retired",
+            f"this node's OT setup with parties {sorted(retired)} failed a check and is retired",
+            culprits=sorted(retired),
+        )
     share = _load_share(node, info["key_id"])
     return dkls23.PresignSession(share, bytes.fromhex(info["session_id"]), info["participants"])
 

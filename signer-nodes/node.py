@@ -440,6 +440,11 @@ class Node:
             (exc.party,) if exc.party is not None else ()
         )
         err = NodeError(409, "protocol-error", str(exc), culprits=culprits).problem()
+        pair = getattr(exc, "pair", None)
+        if live.info.get("kind") == "ecdsa-presign" and pair is not None and self.party_id in pair:
+            from signer_nodes import ecdsa
+
+            ecdsa.retire_ot_pair(self, live.info["key_id"], pair[0] + pair[1] - self.party_id)
         self.store.finish_session(live.info["session_id"], "failed", error=err)
         with self._live_lock:  # drop the protocol object (and its secret state) at once
             self._live.pop(live.info["session_id"], None)
