@@ -149,7 +149,7 @@ def status(
         return
     table = Table(title=f"node {st['node_id']} (party {st['party_id']})", show_header=False)
     for k, v in st.items():
-        table.add_row(k, ", ".join(v) if isinstance(v, list) else str(v))
+        table.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
     out.print(table)
 
 

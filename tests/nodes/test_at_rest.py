@@ -127,6 +127,9 @@ def test_cli_errors_have_their_own_code(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     ok = cli("status", "--data-dir", str(d), "--json")
     assert ok.returncode == 0 and '"hsm": "ok"' in ok.stdout
+    table = cli("status", "--data-dir", str(d))  # the human form (lists of ints included)
+    assert table.returncode == 0 and "seal_key_versions" in table.stdout, table.stderr
+    assert "Traceback" not in table.stdout + table.stderr
     wrong = cli("status", "--data-dir", str(d), env={"CUSTODY_HSM_PIN": "not-the-pin"})
     module = cli(
         "status", "--data-dir", str(d), env={"CUSTODY_PKCS11_MODULE": str(tmp_path / "x.so")}
