@@ -39,6 +39,38 @@ class CustodyError(Exception):
         super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', '')}")
 
 
+class CustodyUnreachable(CustodyError):
+    """No answer at all (connection refused, DNS, timeout): a client-side problem document."""
+
+    def __init__(self, url: str, exc: Exception) -> None:
+        super().__init__(503, {
+            "type": "urn:tpwc:client:unreachable",
+            "title": "Coordinator unreachable",
+            "status": 503,
+            "detail": f"{url}: {type(exc).__name__}: {exc}",
+        })
+
+
+class _Transport(httpx.HTTPTransport):
+    """Turns transport failures into :class:`CustodyUnreachable`, so callers see one error type."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.TransportError as exc:
+            raise CustodyUnreachable(str(request.url), exc) from None
+
+
+class _AsyncTransport(httpx.AsyncHTTPTransport):
+    """Async twin of :class:`_Transport`."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.TransportError as exc:
+            raise CustodyUnreachable(str(request.url), exc) from None
+
+
 def load_cluster(path: str) -> dict[str, Any]:
     """Read a ``cluster.json`` written by ``custody up``."""
     import json
@@ -83,7 +115,8 @@ class CustodyClient(_Base):
     def __init__(self, base_url: str, token: str, *, timeout: float = 60.0,
                  http: httpx.Client | None = None) -> None:
         super().__init__(base_url, token)
-        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout,
+                                         transport=_Transport())
         self.http.headers.update(self.headers)
 
     def __enter__(self) -> CustodyClient:
@@ -175,9 +208,10 @@ class AsyncCustodyClient(_Base):
     def __init__(self, base_url: str, token: str, *, timeout: float = 60.0,
                  http: httpx.AsyncClient | None = None) -> None:
         super().__init__(base_url, token)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
         self.http = http or httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
+            transport=_AsyncTransport(limits=limits))
         self.http.headers.update(self.headers)
 
     async def __aenter__(self) -> AsyncCustodyClient:

@@ -35,3 +35,40 @@ async def test_async_client(api) -> None:  # noqa: ANN001
         assert sr["status"] == "pending_approval"
         assert (await c.get_sign_request(sr["id"]))["id"] == sr["id"]
         assert [r["id"] async for r in c.list_sign_requests()] == [sr["id"]]
+
+
+def _dead_url() -> str:
+    """A loopback URL on which nothing listens (a port bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_unreachable_coordinator_is_one_typed_error_and_a_clean_cli_exit() -> None:
+    import subprocess
+    import sys
+
+    from custody.client import CustodyClient, CustodyError, CustodyUnreachable
+
+    url = _dead_url()
+    with CustodyClient(url, "t") as c, pytest.raises(CustodyUnreachable) as info:
+        c.health()
+    assert isinstance(info.value, CustodyError) and info.value.status == 503
+    assert info.value.type == "urn:tpwc:client:unreachable"
+    cli = subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "-m", "custody.cli", "keys", "list", "--api-url", url, "--token", "t"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert cli.returncode == 1, cli.stderr
+    assert "unreachable" in cli.stderr and "Traceback" not in cli.stdout + cli.stderr
+
+
+async def test_unreachable_coordinator_async() -> None:
+    from custody.client import AsyncCustodyClient, CustodyUnreachable
+
+    async with AsyncCustodyClient(_dead_url(), "t") as c:
+        with pytest.raises(CustodyUnreachable):
+            await c.health()
