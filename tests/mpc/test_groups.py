@@ -12,7 +12,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from py_ecc.secp256k1 import secp256k1 as k1
 
@@ -103,11 +103,15 @@ def k1_encode(p: tuple[int, int]) -> bytes:
 
 @FEW
 @given(a=scalars_k1, b=scalars_k1)
+@example(a=1, b=SECP256K1.order - 1)  # a + b = n: the sum is the point at infinity
 def test_secp256k1_matches_py_ecc(a: int, b: int) -> None:
     pa, pb = SECP256K1.base_mul(a), SECP256K1.base_mul(b)
     ra, rb = k1.multiply(k1.G, a), k1.multiply(k1.G, b)
     assert pa.encode() == k1_encode(ra)
-    assert (pa + pb).encode() == k1_encode(k1.add(ra, rb))
+    if (a + b) % SECP256K1.order == 0:  # the point at infinity (py-ecc: n * G)
+        assert (pa + pb).is_identity() and k1.add(ra, rb) == k1.multiply(k1.G, k1.N)
+    else:
+        assert (pa + pb).encode() == k1_encode(k1.add(ra, rb))
     assert (pa * b).encode() == k1_encode(k1.multiply(ra, b))
     if a != b:
         assert (pa - pb).encode() == k1_encode(k1.add(ra, (rb[0], k1.P - rb[1])))
@@ -131,11 +135,16 @@ def test_secp256k1_identity_arithmetic() -> None:
 
 @FEW
 @given(a=scalars_ed, b=scalars_ed)
+@example(a=1, b=ED25519.order - 1)  # a + b = L: the sum is the identity
 def test_ed25519_matches_rfc8032_reference(a: int, b: int) -> None:
     pa, pb = ED25519.base_mul(a), ED25519.base_mul(b)
     ra, rb = ref_mul(a, BASE), ref_mul(b, BASE)
     assert pa.encode() == ref_encode(ra)
-    assert (pa + pb).encode() == ref_encode(ref_add(ra, rb))
+    if (a + b) % ED25519.order == 0:  # the identity has no encoding in our API
+        assert (pa + pb).is_identity()
+        assert ref_encode(ref_add(ra, rb)) == bytes([1]) + bytes(31)
+    else:
+        assert (pa + pb).encode() == ref_encode(ref_add(ra, rb))
     assert (pa * b).encode() == ref_encode(ref_mul(b, ra))
     assert ED25519.decode_point(pa.encode()) == pa
 
