@@ -253,16 +253,11 @@ class Coordinator:
             out: dict[int, Any] = {}
             blame: list[tuple[int, str]] = []
             for p, r in zip(reqs, res, strict=True):
-                if isinstance(r, NodeFailure):
-                    blame += [(c, f"{r.reason}: {r.detail}") for c in r.culprits]
-                    if r.transport:
-                        self.mark_down(p, r.detail)
-                elif isinstance(r, TimeoutError):
-                    blame.append((p, "timeout"))
-                elif isinstance(r, BaseException):
-                    raise r
-                else:
+                failed = self._failure_blame(p, r, timeout_marks_down=False)
+                if failed is None:
                     out[p] = r
+                else:
+                    blame += failed
             if blame:
                 raise SessionFailed("session " + sid[:16] + " failed", blame)
             return out
@@ -681,6 +676,25 @@ class Coordinator:
         random.shuffle(eligible)
         return sorted(eligible[:t], key=lambda n: n.party_id)
 
+    def _failure_blame(
+        self, p: int, r: Any, *, timeout_marks_down: bool
+    ) -> list[tuple[int, str]] | None:
+        """The blame for party ``p``'s fan-out result ``r``, or None when ``r`` is an answer.
+
+        A failed call blames the culprits it names (and marks the node down when the
+        transport failed); a timeout blames ``p``; any other exception is re-raised."""
+        if isinstance(r, NodeFailure):
+            if r.transport:
+                self.mark_down(p, r.detail)
+            return [(c, f"{r.reason}: {r.detail}") for c in r.culprits]
+        if isinstance(r, TimeoutError):
+            if timeout_marks_down:
+                self.mark_down(p, "timeout")
+            return [(p, "timeout")]
+        if isinstance(r, BaseException):
+            raise r
+        return None
+
     async def _fan_sign(self, calls: dict[int, tuple[NodeInfo, str, dict[str, Any]]],
                         field: str) -> dict[int, bytes]:
         """One sign item per node, each through that node's micro-batching sender
@@ -691,18 +705,13 @@ class Coordinator:
         out: dict[int, bytes] = {}
         blame: list[tuple[int, str]] = []
         for p, r in zip(calls, res, strict=True):
-            if isinstance(r, NodeFailure):
-                blame += [(c, f"{r.reason}: {r.detail}") for c in r.culprits]
-                if r.transport:
-                    self.mark_down(p, r.detail)
-            elif isinstance(r, TimeoutError):
-                blame.append((p, "timeout"))
-                self.mark_down(p, "timeout")
-            elif isinstance(r, BaseException):
-                raise r
+            failed = self._failure_blame(p, r, timeout_marks_down=True)
+            if failed is not None:
+                blame += failed
             else:
+                answer: dict[str, Any] = r  # type: ignore[assignment]  # not an exception here
                 try:
-                    out[p] = bytes.fromhex(r[field])
+                    out[p] = bytes.fromhex(answer[field])
                 except (KeyError, TypeError, ValueError):
                     blame.append((p, f"garbage: no hex {field!r}"))
         if blame:

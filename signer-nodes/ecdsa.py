@@ -232,7 +232,7 @@ def sign_batch(
     The presignatures of the items that passed are marked used in ONE durable commit
     (:meth:`NodeStore.mark_used_many`) before any partial is computed: the ledger callback
     of :func:`mpc.dkls23.sign_with_presignature` then answers from that commit's result."""
-    from signer_nodes.node import NodeError, crash_point
+    from signer_nodes.node import NodeError, batch_item_request, crash_point
 
     results: list[dict[str, Any] | None] = [None] * len(items)
     ready: list[tuple[int, _Item]] = []
@@ -241,11 +241,7 @@ def sign_batch(
     with node.store.sealing.read():
         for i, raw in enumerate(items):
             try:
-                if not isinstance(raw, dict):
-                    raise NodeError(422, "bad-request", "each item must be an object")
-                req = raw.get("request")
-                if not isinstance(req, dict):
-                    raise NodeError(422, "bad-request", "request must be an object")
+                req = batch_item_request(raw)
                 ready.append((i, _prepare(
                     node, raw.get("key_id"), raw.get("presignature_id"), req,
                     coordinator_verified, None, shares, seen,

@@ -88,6 +88,16 @@ class NodeError(Exception):
         return doc
 
 
+def batch_item_request(raw: Any) -> dict[str, Any]:
+    """The ``request`` object of one sign-batch item (a NodeError becomes that item's problem)."""
+    if not isinstance(raw, dict):
+        raise NodeError(422, "bad-request", "each item must be an object")
+    req = raw.get("request")
+    if not isinstance(req, dict):
+        raise NodeError(422, "bad-request", "request must be an object")
+    return req
+
+
 @dataclass
 class _FrostItem:
     """One FROST sign item that passed every check; its nonce is unsealed (secret)."""
@@ -656,11 +666,7 @@ class Node:
         with self.store.sealing.read():
             for i, raw in enumerate(items):
                 try:
-                    if not isinstance(raw, dict):
-                        raise NodeError(422, "bad-request", "each item must be an object")
-                    req = raw.get("request")
-                    if not isinstance(req, dict):
-                        raise NodeError(422, "bad-request", "request must be an object")
+                    req = batch_item_request(raw)
                     ready.append((i, self._frost_prepare(
                         raw.get("key_id"), raw.get("nonce_id"), req,
                         _hex_field(raw, "signing_package"), coordinator_verified, keys, seen,
