@@ -181,3 +181,18 @@ def test_killed_node_is_routed_around_and_reported(live: Live, scheme: str) -> N
         while {n["id"]: n for n in live.auditor.nodes()}[name]["status"] != "healthy":
             assert time.monotonic() < deadline, "node-3 did not come back"
             time.sleep(0.2)
+
+
+def test_demo_signs_every_scheme_and_every_signature_verifies(live: Live) -> None:
+    """What `custody demo` (the README's first command) shows, on the live cluster."""
+    from custody.demo import SCHEMES, sign_and_verify_all
+
+    rows = sign_and_verify_all(live.admin, live.requester)
+    assert [r["scheme"] for r in rows] == list(SCHEMES)
+    for r in rows:
+        assert r["verified"] is True, r
+        assert len(bytes.fromhex(r["signature"])) == 64
+        assert r["latency_ms"] > 0 and r["warm_latency_ms"] > 0
+        assert ("recovery_id" in r) and (r["recovery_id"] is not None) == (
+            r["scheme"] == "ecdsa-secp256k1"
+        )
