@@ -48,7 +48,8 @@ MAX_COMMITMENTS = 1000
 MAX_BATCH = 256  # sign items per batch call
 
 
-def _hex_field(body: Mapping[str, Any], name: str) -> bytes:
+def hex_field(body: Mapping[str, Any], name: str) -> bytes:
+    """A hex string field of a request body as bytes (NodeError 422 otherwise)."""
     value = body.get(name)
     if not isinstance(value, str):
         raise NodeError(422, "bad-request", f"field {name!r} must be a hex string")
@@ -89,7 +90,8 @@ class NodeError(Exception):
 
 
 def batch_item_request(raw: Any) -> dict[str, Any]:
-    """The ``request`` object of one sign-batch item (a NodeError becomes that item's problem)."""
+    """The ``request`` object of a sign call's body or of one sign-batch item (NodeError 422
+    otherwise; in a batch it becomes that item's problem)."""
     if not isinstance(raw, dict):
         raise NodeError(422, "bad-request", "each item must be an object")
     req = raw.get("request")
@@ -669,7 +671,7 @@ class Node:
                     req = batch_item_request(raw)
                     ready.append((i, self._frost_prepare(
                         raw.get("key_id"), raw.get("nonce_id"), req,
-                        _hex_field(raw, "signing_package"), coordinator_verified, keys, seen,
+                        hex_field(raw, "signing_package"), coordinator_verified, keys, seen,
                     )))
                 except Exception as exc:  # noqa: BLE001 - becomes this item's problem
                     results[i] = {"problem": self._item_problem(exc)}

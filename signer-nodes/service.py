@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from signer_nodes import logs
 from signer_nodes.envelope import Peer
-from signer_nodes.node import MAX_BATCH, Node, NodeError
+from signer_nodes.node import MAX_BATCH, Node, NodeError, batch_item_request, hex_field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,16 +41,6 @@ def problem(status: int, kind: str, detail: str, **extra: Any) -> JSONResponse:
         **extra,
     }
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
-
-
-def _hex(body: dict[str, Any], name: str) -> bytes:
-    value = body.get(name)
-    if not isinstance(value, str):
-        raise NodeError(422, "bad-request", f"field {name!r} must be a hex string")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise NodeError(422, "bad-request", f"field {name!r} is not hex") from None
 
 
 class CoordinatorAuth:
@@ -173,7 +163,12 @@ def create_app(node: Node) -> FastAPI:
                     422, "bad-request", "each peer needs node_id, party_id, sign_pk, box_pk"
                 )
             peers.append(
-                Peer(p["party_id"], str(p.get("node_id")), _hex(p, "sign_pk"), _hex(p, "box_pk"))
+                Peer(
+                    p["party_id"],
+                    str(p.get("node_id")),
+                    hex_field(p, "sign_pk"),
+                    hex_field(p, "box_pk"),
+                )
             )
         n = await _run(node.set_peers, peers)
         return {"peers": n}
@@ -206,15 +201,13 @@ def create_app(node: Node) -> FastAPI:
     @app.post("/v1/frost/sign")
     async def frost_sign(request: Request) -> dict[str, Any]:
         body = await _json(request)
-        req = body.get("request")
-        if not isinstance(req, dict):
-            raise NodeError(422, "bad-request", "request must be an object")
+        req = batch_item_request(body)
         share = await _run(
             node.frost_sign,
             body.get("key_id"),
             body.get("nonce_id"),
             req,
-            _hex(body, "signing_package"),
+            hex_field(body, "signing_package"),
             coordinator_verified=bool(getattr(request.state, "coordinator_verified", False)),
         )
         return {"signature_share": share.hex()}
@@ -222,9 +215,7 @@ def create_app(node: Node) -> FastAPI:
     @app.post("/v1/ecdsa/sign")
     async def ecdsa_sign(request: Request) -> dict[str, Any]:
         body = await _json(request)
-        req = body.get("request")
-        if not isinstance(req, dict):
-            raise NodeError(422, "bad-request", "request must be an object")
+        req = batch_item_request(body)
         partial = await _run(
             node.ecdsa_sign,
             body.get("key_id"),
