@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         creds = None
         if not have:
             creds = {r: create_credential(db, r, label=f"bootstrap {r}")[1] for r in ROLES}
-        print(json.dumps({"coordinator_public_key": bytes(key.verify_key).hex(),
-                          "credentials": creds}))
+        print(
+            json.dumps(
+                {"coordinator_public_key": bytes(key.verify_key).hex(), "credentials": creds}
+            )
+        )
         return 0
 
     import uvicorn
@@ -58,8 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     settings.dev_allow_all = settings.dev_allow_all or args.dev
     logs.configure(args.log_level)
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 

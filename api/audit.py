@@ -35,8 +35,9 @@ _LAST = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).
 _INSERT = cast(Table, AuditEntry.__table__).insert()  # Core, prebuilt: parameters per call
 
 
-def append(s: Session | Connection, actor: str, action: str, subject: str,
-           data: dict[str, Any]) -> int:
+def append(
+    s: Session | Connection, actor: str, action: str, subject: str, data: dict[str, Any]
+) -> int:
     """Append one entry inside the caller's transaction (executed, not committed); returns
     its ``seq``. Works on an ORM session or a Core connection (the signing hot path: one
     prebuilt Core INSERT, and the chain head read once per transaction, see
@@ -44,11 +45,28 @@ def append(s: Session | Connection, actor: str, action: str, subject: str,
     last = _head(s)
     seq = 1 if last is None else last[0] + 1
     prev = GENESIS if last is None else last[1]
-    entry = {"seq": seq, "at": dt.datetime.now(dt.UTC).isoformat(), "actor": actor,
-             "action": action, "subject": subject, "data": data}
+    entry = {
+        "seq": seq,
+        "at": dt.datetime.now(dt.UTC).isoformat(),
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "data": data,
+    }
     h = entry_hash(prev, entry)
-    s.execute(_INSERT, {"seq": seq, "at": entry["at"], "actor": actor, "action": action,
-                        "subject": subject, "data": data, "prev_hash": prev, "hash": h})
+    s.execute(
+        _INSERT,
+        {
+            "seq": seq,
+            "at": entry["at"],
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "data": data,
+            "prev_hash": prev,
+            "hash": h,
+        },
+    )
     if isinstance(s, Connection):
         s.info["audit_head"] = (s.get_transaction(), seq, h)
     return seq
@@ -75,8 +93,14 @@ def verify_chain(s: Session) -> tuple[bool, int, int | None]:
     n = 0
     for row in s.scalars(select(AuditEntry).order_by(AuditEntry.seq)):
         n += 1
-        entry = {"seq": row.seq, "at": row.at, "actor": row.actor, "action": row.action,
-                 "subject": row.subject, "data": row.data}
+        entry = {
+            "seq": row.seq,
+            "at": row.at,
+            "actor": row.actor,
+            "action": row.action,
+            "subject": row.subject,
+            "data": row.data,
+        }
         if row.prev_hash != prev or entry_hash(prev, entry) != row.hash or row.seq != n:
             return False, n, row.seq
         prev = row.hash

@@ -60,14 +60,19 @@ class Principal:
 
 def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal:
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
-        p = Problem(401, "unauthorized", "Missing or invalid credentials",
-                    "send Authorization: Bearer <token>")
+        p = Problem(
+            401,
+            "unauthorized",
+            "Missing or invalid credentials",
+            "send Authorization: Bearer <token>",
+        )
         p.headers["WWW-Authenticate"] = "Bearer"
         raise p
     h = hash_token(creds.credentials)
     now = time.monotonic()
     seen: dict[str, tuple[Principal, float]] | None = getattr(
-        request.app.state, "credentials_seen", None)  # per app: one coordinator, one database
+        request.app.state, "credentials_seen", None
+    )  # per app: one coordinator, one database
     if seen is None:
         seen = request.app.state.credentials_seen = {}
     hit = seen.get(h)
@@ -78,8 +83,9 @@ def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) 
         row = conn.execute(_BY_HASH, {"h": h}).first()
     if row is None or row.revoked:
         seen.pop(h, None)
-        p = Problem(401, "unauthorized", "Missing or invalid credentials",
-                    "unknown or revoked token")
+        p = Problem(
+            401, "unauthorized", "Missing or invalid credentials", "unknown or revoked token"
+        )
         p.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         raise p
     principal = Principal(row.id, row.role)
@@ -99,7 +105,8 @@ SEEN_MAX = 4096
 
 
 _BY_HASH = select(Credential.id, Credential.role, Credential.revoked).where(
-    Credential.token_sha256 == bindparam("h"))
+    Credential.token_sha256 == bindparam("h")
+)
 
 
 def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
@@ -110,12 +117,17 @@ def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     # and 32 concurrent worker threads overflowed the connection pool (a new connection,
     # with its PRAGMAs, per request).
     async def dep(
-        request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)  # noqa: B008
+        request: Request,
+        creds: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
     ) -> Principal:
         principal = _authenticate(request, creds)
         if principal.role not in roles:
-            raise Problem(403, "forbidden", "Forbidden",
-                          f"role {principal.role!r} may not do this; needs one of {list(roles)}")
+            raise Problem(
+                403,
+                "forbidden",
+                "Forbidden",
+                f"role {principal.role!r} may not do this; needs one of {list(roles)}",
+            )
         return principal
 
     return dep

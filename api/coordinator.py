@@ -57,8 +57,9 @@ class SessionFailed(Exception):
         self.blame = blame
 
 
-def problem_doc(slug: str, title: str, detail: str, status: int = 502,
-                **extra: Any) -> dict[str, Any]:
+def problem_doc(
+    slug: str, title: str, detail: str, status: int = 502, **extra: Any
+) -> dict[str, Any]:
     return Problem(status, slug, title, detail, **extra).document()
 
 
@@ -110,8 +111,9 @@ class Coordinator:
             self._loop_task.cancel()
         for t in list(self.tasks):
             t.cancel()
-        await asyncio.gather(*self.tasks, *( [self._loop_task] if self._loop_task else []),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *self.tasks, *([self._loop_task] if self._loop_task else []), return_exceptions=True
+        )
         await self.caller.aclose()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -190,20 +192,29 @@ class Coordinator:
         except NodeFailure as e:
             raise Problem(502, "node-unreachable", "Node unreachable", e.detail) from None
         if h.get("node_id") != node_id:
-            raise Problem(409, "node-id-mismatch", "Node id mismatch",
-                          f"the node at {url} says it is {h.get('node_id')!r}")
+            raise Problem(
+                409,
+                "node-id-mismatch",
+                "Node id mismatch",
+                f"the node at {url} says it is {h.get('node_id')!r}",
+            )
         try:
             party = int(h["party_id"])
             sign_pk, box_pk = str(h["sign_pk"]), str(h["box_pk"])
             bytes.fromhex(sign_pk), bytes.fromhex(box_pk)
         except (KeyError, ValueError, TypeError):
-            raise Problem(502, "node-garbage", "Node answered garbage",
-                          "health lacks party_id/sign_pk/box_pk") from None
+            raise Problem(
+                502, "node-garbage", "Node answered garbage", "health lacks party_id/sign_pk/box_pk"
+            ) from None
         with self.db.session() as s:
             clash = s.scalar(select(Node).where(Node.party_id == party, Node.id != node_id))
             if clash is not None:
-                raise Problem(409, "party-id-taken", "Party id taken",
-                              f"party {party} already belongs to {clash.id}")
+                raise Problem(
+                    409,
+                    "party-id-taken",
+                    "Party id taken",
+                    f"party {party} already belongs to {clash.id}",
+                )
             row = s.scalar(select(Node).where(Node.id == node_id))
             if row is None:
                 row = Node(id=node_id, party_id=party, url=url, sign_pk=sign_pk, box_pk=box_pk)
@@ -211,21 +222,32 @@ class Coordinator:
             row.url, row.party_id, row.sign_pk, row.box_pk = url, party, sign_pk, box_pk
             row.status = "healthy" if h.get("status") == "ok" else "degraded"
             row.last_seen = utcnow()
-            audit.append(s, actor, "node.enrol", node_id,
-                         {"url": url, "party_id": party, "sign_pk": sign_pk, "box_pk": box_pk})
-        info = NodeInfo(node_id, party, url, sign_pk, box_pk, status=row.status,
-                        last_seen=time.time())
+            audit.append(
+                s,
+                actor,
+                "node.enrol",
+                node_id,
+                {"url": url, "party_id": party, "sign_pk": sign_pk, "box_pk": box_pk},
+            )
+        info = NodeInfo(
+            node_id, party, url, sign_pk, box_pk, status=row.status, last_seen=time.time()
+        )
         self.nodes[node_id] = info
         await self.push_peers()
         return info
 
     async def push_peers(self) -> None:
-        peers = [{"node_id": n.id, "party_id": n.party_id, "sign_pk": n.sign_pk,
-                  "box_pk": n.box_pk} for n in sorted(self.nodes.values(),
-                                                       key=lambda n: n.party_id)]
+        peers = [
+            {"node_id": n.id, "party_id": n.party_id, "sign_pk": n.sign_pk, "box_pk": n.box_pk}
+            for n in sorted(self.nodes.values(), key=lambda n: n.party_id)
+        ]
         results = await asyncio.gather(
-            *(self.caller.call(n, "PUT", "/v1/peers", {"peers": peers})
-              for n in self.nodes.values()), return_exceptions=True)
+            *(
+                self.caller.call(n, "PUT", "/v1/peers", {"peers": peers})
+                for n in self.nodes.values()
+            ),
+            return_exceptions=True,
+        )
         for r in results:
             if isinstance(r, NodeFailure):
                 log.warning("peer push failed", extra={"node": r.node.id, "err": r.detail})
@@ -242,14 +264,14 @@ class Coordinator:
         timeout = self.settings.round_timeout
 
         async def call(p: int, method: str, path: str, b: dict[str, Any] | None) -> Any:
-            return await asyncio.wait_for(self.caller.call(by_party[p], method, path, b),
-                                          timeout)
+            return await asyncio.wait_for(self.caller.call(by_party[p], method, path, b), timeout)
 
         async def fan(
             reqs: Mapping[int, tuple[str, str, dict[str, Any] | None]],
         ) -> dict[int, Any]:
-            res = await asyncio.gather(*(call(p, *r) for p, r in reqs.items()),
-                                       return_exceptions=True)
+            res = await asyncio.gather(
+                *(call(p, *r) for p, r in reqs.items()), return_exceptions=True
+            )
             out: dict[int, Any] = {}
             blame: list[tuple[int, str]] = []
             for p, r in zip(reqs, res, strict=True):
@@ -275,32 +297,48 @@ class Coordinator:
                         continue
                     delivered.add(h)
                     to = env.get("to")
-                    for q in ([to] if to is not None else sorted(parties - {p})):
+                    for q in [to] if to is not None else sorted(parties - {p}):
                         outbox.setdefault(q, []).append(env)
             if all(st["status"] == "done" for st in states.values()) and not outbox:
                 return {p: st.get("result") for p, st in states.items()}
             if outbox:
-                new = await fan({q: ("POST", f"/v1/sessions/{sid}/envelopes",
-                                     {"envelopes": envs}) for q, envs in outbox.items()})
+                new = await fan(
+                    {
+                        q: ("POST", f"/v1/sessions/{sid}/envelopes", {"envelopes": envs})
+                        for q, envs in outbox.items()
+                    }
+                )
                 states.update(new)
                 last_progress = time.monotonic()
                 continue
             if time.monotonic() - last_progress > timeout:
-                waiting = sorted({w for st in states.values()
-                                  for w in (st.get("waiting_for") or []) if w in parties})
-                raise SessionFailed("round timed out", [(w, "timeout") for w in waiting]
-                                    or [(p, "timeout") for p, st in states.items()
-                                        if st["status"] != "done"])
+                waiting = sorted(
+                    {
+                        w
+                        for st in states.values()
+                        for w in (st.get("waiting_for") or [])
+                        if w in parties
+                    }
+                )
+                raise SessionFailed(
+                    "round timed out",
+                    [(w, "timeout") for w in waiting]
+                    or [(p, "timeout") for p, st in states.items() if st["status"] != "done"],
+                )
             await asyncio.sleep(0.01)
-            pending = {p: ("GET", f"/v1/sessions/{sid}", None)
-                       for p, st in states.items() if st["status"] != "done"}
+            pending = {
+                p: ("GET", f"/v1/sessions/{sid}", None)
+                for p, st in states.items()
+                if st["status"] != "done"
+            }
             states.update(await fan(pending))
 
     @staticmethod
     def _check_state(p: int, st: Any, sid: str, parties: set[int]) -> None:
         def garbage(why: str) -> SessionFailed:
-            return SessionFailed(f"party {p} sent a malformed session state: {why}",
-                                 [(p, "garbage: " + why)])
+            return SessionFailed(
+                f"party {p} sent a malformed session state: {why}", [(p, "garbage: " + why)]
+            )
 
         if not isinstance(st, dict) or st.get("status") not in ("running", "done", "failed"):
             raise garbage("status")
@@ -309,18 +347,26 @@ class Coordinator:
         if st["status"] == "failed":
             err = st.get("error") or {}
             culprits = err.get("culprits") if isinstance(err, dict) else None
-            if not (isinstance(culprits, list) and culprits
-                    and all(type(c) is int and c in parties for c in culprits)):
+            if not (
+                isinstance(culprits, list)
+                and culprits
+                and all(type(c) is int and c in parties for c in culprits)
+            ):
                 culprits = [p]
             detail = err.get("detail", "") if isinstance(err, dict) else ""
-            raise SessionFailed(f"party {p} reports failure: {detail}",
-                                [(c, f"reported by party {p}: {detail}") for c in culprits])
+            raise SessionFailed(
+                f"party {p} reports failure: {detail}",
+                [(c, f"reported by party {p}: {detail}") for c in culprits],
+            )
         envs = st.get("envelopes") or []
         if not isinstance(envs, list):
             raise garbage("envelopes")
         for e in envs:
-            if not isinstance(e, dict) or e.get("from") != p or not isinstance(
-                    e.get("envelope"), str):
+            if (
+                not isinstance(e, dict)
+                or e.get("from") != p
+                or not isinstance(e.get("envelope"), str)
+            ):
                 raise garbage("envelope header")
             to = e.get("to")
             if to is not None and (type(to) is not int or to not in parties or to == p):
@@ -333,9 +379,14 @@ class Coordinator:
             assert key is not None
             scheme, t, node_ids = key.scheme, key.threshold, list(key.nodes)
         nodes = [self.nodes[n] for n in node_ids]
-        body = {"session_id": secrets.token_hex(32), "kind": "dkg", "key_id": key_id,
-                "scheme": scheme, "threshold": t,
-                "participants": sorted(n.party_id for n in nodes)}
+        body = {
+            "session_id": secrets.token_hex(32),
+            "kind": "dkg",
+            "key_id": key_id,
+            "scheme": scheme,
+            "threshold": t,
+            "participants": sorted(n.party_id for n in nodes),
+        }
         error: dict[str, Any] | None = None
         pk: str | None = None
         shares: dict[str, str] | None = None
@@ -343,9 +394,13 @@ class Coordinator:
             results = await self.run_session(nodes, body)
             pk, shares = self._agree_dkg(scheme, t, results)
         except SessionFailed as e:
-            error = problem_doc("dkg-failed", "DKG failed", e.detail,
-                                culprits=sorted({c for c, _ in e.blame}),
-                                blamed=[self._blame(c, r) for c, r in e.blame])
+            error = problem_doc(
+                "dkg-failed",
+                "DKG failed",
+                e.detail,
+                culprits=sorted({c for c, _ in e.blame}),
+                blamed=[self._blame(c, r) for c, r in e.blame],
+            )
         except Exception as e:  # never leave a key pending forever
             log.exception("dkg crashed", extra={"key_id": key_id})
             error = problem_doc("dkg-failed", "DKG failed", type(e).__name__, status=500)
@@ -355,9 +410,13 @@ class Coordinator:
             key.updated_at = utcnow()
             if error is None:
                 key.status, key.public_key, key.verifying_shares = "active", pk, shares
-                audit.append(s, "coordinator", "key.active", key_id,
-                             {"scheme": scheme, "public_key": pk, "threshold": t,
-                              "nodes": node_ids})
+                audit.append(
+                    s,
+                    "coordinator",
+                    "key.active",
+                    key_id,
+                    {"scheme": scheme, "public_key": pk, "threshold": t, "nodes": node_ids},
+                )
             else:
                 key.status, key.error = "failed", error
                 audit.append(s, "coordinator", "key.failed", key_id, {"error": error})
@@ -376,15 +435,18 @@ class Coordinator:
                 vs = {str(k): str(v) for k, v in dict(r["verifying_shares"]).items()}
                 crypto.check_public_key(scheme, pk, vs, t)
             except (KeyError, TypeError, ValueError, AttributeError) as e:
-                raise SessionFailed(f"party {p} gave a malformed DKG result",
-                                    [(p, f"garbage: {e}")]) from None
+                raise SessionFailed(
+                    f"party {p} gave a malformed DKG result", [(p, f"garbage: {e}")]
+                ) from None
             parsed[p] = (pk, vs)
             seen.setdefault(json.dumps([pk, vs], sort_keys=True), []).append(p)
         if len(seen) != 1:
             groups = sorted(seen.values(), key=len)
             minority = [p for g in groups[:-1] for p in g]
-            raise SessionFailed("parties disagree on the DKG result",
-                                [(p, "inconsistent DKG result") for p in minority])
+            raise SessionFailed(
+                "parties disagree on the DKG result",
+                [(p, "inconsistent DKG result") for p in minority],
+            )
         return next(iter(parsed.values()))
 
     def _blame(self, party: int, reason: str) -> dict[str, Any]:
@@ -396,8 +458,10 @@ class Coordinator:
         """Active keys as of the last slow sweep or DKG (a key only ever becomes active)."""
         if self._keys_read is None:
             with self.db.session() as s:
-                self._keys_read = [(k.id, k.scheme, k.threshold, list(k.nodes))
-                                   for k in s.scalars(select(Key).where(Key.status == "active"))]
+                self._keys_read = [
+                    (k.id, k.scheme, k.threshold, list(k.nodes))
+                    for k in s.scalars(select(Key).where(Key.status == "active"))
+                ]
         return self._keys_read
 
     def top_up_pools(self) -> None:
@@ -408,8 +472,11 @@ class Coordinator:
                     if n is None or not n.eligible:
                         continue
                     q = self.frost_pool.get((key_id, n.party_id))
-                    if (q is None or len(q) < self.settings.frost_low_water) and \
-                            ("frost", key_id, n.party_id) not in self._refilling:
+                    if (q is None or len(q) < self.settings.frost_low_water) and (
+                        "frost",
+                        key_id,
+                        n.party_id,
+                    ) not in self._refilling:
                         self.spawn(self._refill_frost(key_id, n))
             else:
                 q2 = self.presig_pool.get(key_id)
@@ -437,22 +504,29 @@ class Coordinator:
             self._refilling.discard(tag)
 
     async def _fetch_commitments(self, key_id: str, node: NodeInfo, count: int) -> None:
-        doc = await asyncio.wait_for(self.caller.call(
-            node, "POST", "/v1/frost/commitments", {"key_id": key_id, "count": count}),
-            self.settings.round_timeout)
+        doc = await asyncio.wait_for(
+            self.caller.call(
+                node, "POST", "/v1/frost/commitments", {"key_id": key_id, "count": count}
+            ),
+            self.settings.round_timeout,
+        )
         items = doc.get("commitments")
         if not isinstance(items, list):
             raise NodeFailure(node, "garbage", "commitments is not a list")
         for it in items:
-            if not (isinstance(it, dict) and isinstance(it.get("nonce_id"), str)
-                    and isinstance(it.get("commitments"), str)):
+            if not (
+                isinstance(it, dict)
+                and isinstance(it.get("nonce_id"), str)
+                and isinstance(it.get("commitments"), str)
+            ):
                 raise NodeFailure(node, "garbage", "malformed commitment item")
         scheme = self.key_info(key_id).scheme
 
         def decode() -> list[tuple[str, Any]]:
-            return [(it["nonce_id"], crypto.frost_commitments(scheme, node.party_id,
-                                                              it["commitments"]))
-                    for it in items]
+            return [
+                (it["nonce_id"], crypto.frost_commitments(scheme, node.party_id, it["commitments"]))
+                for it in items
+            ]
 
         # Checked once, here: point checks (~65 us per Ed25519 point) of a whole batch would
         # stall the event loop, so they run in a worker thread (libsodium drops the GIL).
@@ -471,20 +545,23 @@ class Coordinator:
         try:
             q = self.presig_pool.setdefault(key_id, deque())
             while self._presig_wanted(q):
-                eligible = [self.nodes[n] for n in node_ids if n in self.nodes
-                            and self.nodes[n].eligible]
+                eligible = [
+                    self.nodes[n] for n in node_ids if n in self.nodes and self.nodes[n].eligible
+                ]
                 if len(eligible) < t:
                     return
                 n = min(self.settings.presig_parallel, self.settings.presig_target - len(q))
                 res = await asyncio.gather(
                     *(self._presign(key_id, random.sample(eligible, t)) for _ in range(n)),
-                    return_exceptions=True)
+                    return_exceptions=True,
+                )
                 for r in res:
                     if isinstance(r, tuple):
                         q.append(r)
                     elif isinstance(r, SessionFailed):
-                        log.warning("presign refill failed",
-                                    extra={"key_id": key_id, "err": r.detail})
+                        log.warning(
+                            "presign refill failed", extra={"key_id": key_id, "err": r.detail}
+                        )
                     elif isinstance(r, BaseException):
                         raise r
                 if not any(isinstance(r, tuple) for r in res):
@@ -492,36 +569,55 @@ class Coordinator:
         finally:
             self._refilling.discard(tag)
 
-    async def _presign(self, key_id: str,
-                       nodes: list[NodeInfo]) -> tuple[str, tuple[int, ...], str]:
+    async def _presign(
+        self, key_id: str, nodes: list[NodeInfo]
+    ) -> tuple[str, tuple[int, ...], str]:
         """One DKLs23 presign session; every party must report the same presignature id
         and instance point ``R`` (hex), which the combiner then takes as given."""
         parties = tuple(sorted(n.party_id for n in nodes))
-        body = {"session_id": secrets.token_hex(32), "kind": "ecdsa-presign", "key_id": key_id,
-                "scheme": "ecdsa-secp256k1", "threshold": len(nodes),
-                "participants": list(parties)}
+        body = {
+            "session_id": secrets.token_hex(32),
+            "kind": "ecdsa-presign",
+            "key_id": key_id,
+            "scheme": "ecdsa-secp256k1",
+            "threshold": len(nodes),
+            "participants": list(parties),
+        }
         results = await self.run_session(nodes, body)
-        lacking = [p for p, r in results.items()
-                   if not (isinstance(r, dict) and isinstance(r.get("R"), str)
-                           and isinstance(r.get("presignature_id"), str))]
+        lacking = [
+            p
+            for p, r in results.items()
+            if not (
+                isinstance(r, dict)
+                and isinstance(r.get("R"), str)
+                and isinstance(r.get("presignature_id"), str)
+            )
+        ]
         if lacking:
-            raise SessionFailed("presign result without presignature_id or R",
-                                [(p, "garbage: presign result lacks R") for p in lacking])
+            raise SessionFailed(
+                "presign result without presignature_id or R",
+                [(p, "garbage: presign result lacks R") for p in lacking],
+            )
         ids = {(r["presignature_id"], r["R"]) for r in results.values()}
         if len(ids) != 1:
-            raise SessionFailed("parties disagree on the presignature",
-                                [(p, "inconsistent presign result") for p in parties])
+            raise SessionFailed(
+                "parties disagree on the presignature",
+                [(p, "inconsistent presign result") for p in parties],
+            )
         pid, r_point = ids.pop()
         try:
             crypto.check_point(r_point)
         except ValueError as e:
-            raise SessionFailed("presign result has a bad R",
-                                [(p, f"garbage: {e}") for p in parties]) from None
+            raise SessionFailed(
+                "presign result has a bad R", [(p, f"garbage: {e}") for p in parties]
+            ) from None
         return pid, parties, r_point
 
     def pool_sizes(self) -> dict[str, int]:
-        return {"frost_commitments": sum(len(q) for q in self.frost_pool.values()),
-                "presignatures": sum(len(q) for q in self.presig_pool.values())}
+        return {
+            "frost_commitments": sum(len(q) for q in self.frost_pool.values()),
+            "presignatures": sum(len(q) for q in self.presig_pool.values()),
+        }
 
     # -- sign requests ------------------------------------------------------------------
     def key_info(self, key_id: str) -> KeyInfo:
@@ -531,31 +627,52 @@ class Coordinator:
         if k is not None:
             return k
         with self.db.engine.connect() as conn:
-            row = conn.execute(select(Key.id, Key.scheme, Key.threshold, Key.nodes, Key.status,
-                                      Key.public_key, Key.verifying_shares)
-                               .where(Key.id == key_id)).first()
+            row = conn.execute(
+                select(
+                    Key.id,
+                    Key.scheme,
+                    Key.threshold,
+                    Key.nodes,
+                    Key.status,
+                    Key.public_key,
+                    Key.verifying_shares,
+                ).where(Key.id == key_id)
+            ).first()
         if row is None:
             raise Problem(404, "key-not-found", "Key not found", f"no key {key_id!r}")
         if row.status != "active":
             raise Problem(409, "key-not-active", "Key not active", f"key is {row.status}")
-        k = KeyInfo(row.id, row.scheme, row.threshold, list(row.nodes), row.public_key or "",
-                    dict(row.verifying_shares or {}))
+        k = KeyInfo(
+            row.id,
+            row.scheme,
+            row.threshold,
+            list(row.nodes),
+            row.public_key or "",
+            dict(row.verifying_shares or {}),
+        )
         self.active_keys[key_id] = k
         return k
 
     def expire_requests(self) -> None:
         now = utcnow()
         with self.db.session() as s:
-            rows = s.scalars(select(SignRequest).where(
-                SignRequest.status == "pending_approval", SignRequest.expires_at < now)).all()
+            rows = s.scalars(
+                select(SignRequest).where(
+                    SignRequest.status == "pending_approval", SignRequest.expires_at < now
+                )
+            ).all()
             for r in rows:
                 r.status, r.updated_at = "expired", now
                 audit.append(s, "coordinator", "sign.expired", r.id, {})
 
-    async def run_sign(self, request_id: str, body: dict[str, Any] | None = None,
-                       kinfo: KeyInfo | None = None,
-                       answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
-                       | None = None, slot: idempotency.Slot | None = None) -> None:
+    async def run_sign(
+        self,
+        request_id: str,
+        body: dict[str, Any] | None = None,
+        kinfo: KeyInfo | None = None,
+        answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None = None,
+        slot: idempotency.Slot | None = None,
+    ) -> None:
         """Sign one request: first attempt, then one retry on a subset without the blamed.
 
         ``body`` and ``kinfo`` spare the database reads when the caller has them; with
@@ -573,11 +690,16 @@ class Coordinator:
         finally:
             self.signing -= 1
 
-    async def _attempts(self, request_id: str, kinfo: KeyInfo, body: dict[str, Any],
-                        blamed: list[dict[str, Any]], excluded: set[int],
-                        slot: idempotency.Slot | None,
-                        answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None,
-                        ) -> None:
+    async def _attempts(
+        self,
+        request_id: str,
+        kinfo: KeyInfo,
+        body: dict[str, Any],
+        blamed: list[dict[str, Any]],
+        excluded: set[int],
+        slot: idempotency.Slot | None,
+        answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None,
+    ) -> None:
         result: tuple[bytes, int | None, list[int]] | None = None
         error: dict[str, Any] | None = None
         for _attempt in range(2):
@@ -588,8 +710,9 @@ class Coordinator:
                 for party, reason in e.blame:
                     blamed.append(self._blame(party, reason))
                     excluded.add(party)
-                error = problem_doc("signing-failed", "Signing failed", e.detail,
-                                    culprits=sorted(excluded))
+                error = problem_doc(
+                    "signing-failed", "Signing failed", e.detail, culprits=sorted(excluded)
+                )
             except Exception as e:
                 log.exception("signing crashed", extra={"request_id": request_id})
                 error = problem_doc("signing-failed", "Signing failed", type(e).__name__, 500)
@@ -601,8 +724,13 @@ class Coordinator:
             self._withheld(request_id, e, slot)
             await self.db.write(jobs[1])
 
-    def finalize(self, request_id: str, result: tuple[bytes, int | None, list[int]] | None,
-                 error: dict[str, Any] | None, blamed: list[dict[str, Any]]) -> None:
+    def finalize(
+        self,
+        request_id: str,
+        result: tuple[bytes, int | None, list[int]] | None,
+        error: dict[str, Any] | None,
+        blamed: list[dict[str, Any]],
+    ) -> None:
         """Store the outcome with its audit entry in one transaction. If that fails, the
         signature is not released: the request is marked failed without it. (Synchronous
         form of what :meth:`run_sign` does through the group writer.)"""
@@ -619,12 +747,17 @@ class Coordinator:
     def _withheld(request_id: str, e: Exception, slot: idempotency.Slot | None) -> None:
         if slot is not None:
             slot.response = None
-        log.error("audit write failed; signature withheld",
-                  extra={"request_id": request_id, "err": type(e).__name__})
+        log.error(
+            "audit write failed; signature withheld",
+            extra={"request_id": request_id, "err": type(e).__name__},
+        )
 
     def _finalize_jobs(
-        self, request_id: str, result: tuple[bytes, int | None, list[int]] | None,
-        error: dict[str, Any] | None, blamed: list[dict[str, Any]],
+        self,
+        request_id: str,
+        result: tuple[bytes, int | None, list[int]] | None,
+        error: dict[str, Any] | None,
+        blamed: list[dict[str, Any]],
         slot: idempotency.Slot | None,
         answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None,
         key_id: str | None = None,
@@ -635,27 +768,57 @@ class Coordinator:
         now = utcnow()
         if result is not None:
             sig, recid, signers = result
-            changes: dict[str, Any] = {"status": "signed", "signature": sig.hex(),
-                                       "recovery_id": recid, "signers": signers, "error": None}
+            changes: dict[str, Any] = {
+                "status": "signed",
+                "signature": sig.hex(),
+                "recovery_id": recid,
+                "signers": signers,
+                "error": None,
+            }
         else:
             changes = {"status": "failed", "error": error}
         changes.update(updated_at=now, blamed=blamed)
-        withheld = {"status": "failed", "signature": None, "recovery_id": None,
-                    "updated_at": now, "blamed": blamed,
-                    "error": problem_doc("audit-failed", "Audit write failed",
-                                         "the signature was withheld", 500)}
+        withheld = {
+            "status": "failed",
+            "signature": None,
+            "recovery_id": None,
+            "updated_at": now,
+            "blamed": blamed,
+            "error": problem_doc(
+                "audit-failed", "Audit write failed", "the signature was withheld", 500
+            ),
+        }
 
         def outcome(conn: Connection) -> None:
-            kid = key_id if key_id is not None else conn.execute(
-                select(SignRequest.key_id).where(SignRequest.id == request_id)).scalar_one()
+            kid = (
+                key_id
+                if key_id is not None
+                else conn.execute(
+                    select(SignRequest.key_id).where(SignRequest.id == request_id)
+                ).scalar_one()
+            )
             conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **changes})
             if result is not None:
-                audit.append(conn, "coordinator", "sign.signed", request_id,
-                             {"key_id": kid, "signature": changes["signature"],
-                              "signers": changes["signers"], "blamed": blamed})
+                audit.append(
+                    conn,
+                    "coordinator",
+                    "sign.signed",
+                    request_id,
+                    {
+                        "key_id": kid,
+                        "signature": changes["signature"],
+                        "signers": changes["signers"],
+                        "blamed": blamed,
+                    },
+                )
             else:
-                audit.append(conn, "coordinator", "sign.failed", request_id,
-                             {"error": error, "blamed": blamed})
+                audit.append(
+                    conn,
+                    "coordinator",
+                    "sign.failed",
+                    request_id,
+                    {"error": error, "blamed": blamed},
+                )
             if slot is not None and answer is not None and slot.own():
                 idempotency.store_answer(conn, slot, *answer(changes))
 
@@ -667,12 +830,16 @@ class Coordinator:
         return outcome, fallback
 
     def _pick(self, node_ids: list[str], t: int, excluded: set[int]) -> list[NodeInfo]:
-        eligible = [self.nodes[n] for n in node_ids if n in self.nodes
-                    and self.nodes[n].eligible and self.nodes[n].party_id not in excluded]
+        eligible = [
+            self.nodes[n]
+            for n in node_ids
+            if n in self.nodes and self.nodes[n].eligible and self.nodes[n].party_id not in excluded
+        ]
         if len(eligible) < t:
             down = [n for n in node_ids if n not in self.nodes or not self.nodes[n].eligible]
-            raise SessionFailed(f"only {len(eligible)} healthy nodes for threshold {t} "
-                                f"(unavailable: {down})", [])
+            raise SessionFailed(
+                f"only {len(eligible)} healthy nodes for threshold {t} (unavailable: {down})", []
+            )
         random.shuffle(eligible)
         return sorted(eligible[:t], key=lambda n: n.party_id)
 
@@ -695,13 +862,18 @@ class Coordinator:
             raise r
         return None
 
-    async def _fan_sign(self, calls: dict[int, tuple[NodeInfo, str, dict[str, Any]]],
-                        field: str) -> dict[int, bytes]:
+    async def _fan_sign(
+        self, calls: dict[int, tuple[NodeInfo, str, dict[str, Any]]], field: str
+    ) -> dict[int, bytes]:
         """One sign item per node, each through that node's micro-batching sender
         (:meth:`NodeCaller.sign_item`); a failed item blames as a failed call did."""
-        res = await asyncio.gather(*(asyncio.wait_for(self.caller.sign_item(n, path, b),
-                                                      self.settings.round_timeout)
-                                     for n, path, b in calls.values()), return_exceptions=True)
+        res = await asyncio.gather(
+            *(
+                asyncio.wait_for(self.caller.sign_item(n, path, b), self.settings.round_timeout)
+                for n, path, b in calls.values()
+            ),
+            return_exceptions=True,
+        )
         out: dict[int, bytes] = {}
         blame: list[tuple[int, str]] = []
         for p, r in zip(calls, res, strict=True):
@@ -718,8 +890,9 @@ class Coordinator:
             raise SessionFailed("signing round failed", blame)
         return out
 
-    async def _sign_once(self, kinfo: tuple[Any, ...], body: dict[str, Any],
-                         excluded: set[int]) -> tuple[bytes, int | None, list[int]]:
+    async def _sign_once(
+        self, kinfo: tuple[Any, ...], body: dict[str, Any], excluded: set[int]
+    ) -> tuple[bytes, int | None, list[int]]:
         key_id, scheme, t, node_ids, pk, vshares = kinfo
         msg = crypto.message_to_sign(scheme, body)
         if scheme in FROST_SCHEMES:
@@ -733,38 +906,55 @@ class Coordinator:
                     except NodeFailure as e:
                         if e.transport:
                             self.mark_down(n.party_id, e.detail)
-                        raise SessionFailed("commitment fetch failed",
-                                            [(c, f"{e.reason}: {e.detail}")
-                                             for c in e.culprits]) from None
+                        raise SessionFailed(
+                            "commitment fetch failed",
+                            [(c, f"{e.reason}: {e.detail}") for c in e.culprits],
+                        ) from None
                     q = self.frost_pool[(key_id, n.party_id)]
                 commitments[n.party_id] = q.popleft()
             try:
                 package = crypto.frost_signing_package(
-                    scheme, msg, {p: c for p, (_, c) in commitments.items()})
+                    scheme, msg, {p: c for p, (_, c) in commitments.items()}
+                )
             except crypto.Blame as e:
-                raise SessionFailed(str(e), [(c, "garbage commitments") for c in e.culprits]) \
-                    from None
+                raise SessionFailed(
+                    str(e), [(c, "garbage commitments") for c in e.culprits]
+                ) from None
             package_hex = package.to_bytes().hex()
-            calls = {n.party_id: (n, "/v1/frost/sign-batch", {
-                "key_id": key_id, "nonce_id": commitments[n.party_id][0], "request": body,
-                "signing_package": package_hex}) for n in nodes}
+            calls = {
+                n.party_id: (
+                    n,
+                    "/v1/frost/sign-batch",
+                    {
+                        "key_id": key_id,
+                        "nonce_id": commitments[n.party_id][0],
+                        "request": body,
+                        "signing_package": package_hex,
+                    },
+                )
+                for n in nodes
+            }
             shares = await self._fan_sign(calls, "signature_share")
             try:
                 # in a worker thread: the curve arithmetic (libsodium / libsecp256k1) drops
                 # the GIL, so it runs beside the event loop instead of stalling it
-                sig = await asyncio.to_thread(crypto.frost_aggregate, scheme, pk, vshares, t,
-                                              package, shares, msg)
+                sig = await asyncio.to_thread(
+                    crypto.frost_aggregate, scheme, pk, vshares, t, package, shares, msg
+                )
             except crypto.Blame as e:
-                raise SessionFailed(str(e), [(c, "invalid signature share")
-                                             for c in e.culprits]) from None
+                raise SessionFailed(
+                    str(e), [(c, "invalid signature share") for c in e.culprits]
+                ) from None
             return sig, None, sorted(shares)
         # ECDSA (DKLs23): a presignature whose participants are all healthy, then one round.
         q2 = self.presig_pool.setdefault(key_id, deque())
         chosen: tuple[str, tuple[int, ...], str] | None = None
         for _ in range(len(q2)):
             item = q2.popleft()
-            if all(p not in excluded and (nd := self.node_by_party(p)) is not None
-                   and nd.eligible for p in item[1]):
+            if all(
+                p not in excluded and (nd := self.node_by_party(p)) is not None and nd.eligible
+                for p in item[1]
+            ):
                 chosen = item
                 break
             q2.append(item)  # keep it for when its nodes are back
@@ -772,12 +962,19 @@ class Coordinator:
             chosen = await self._presign(key_id, self._pick(node_ids, t, excluded))
         presig_id, parties, r_point = chosen
         nodes2 = [nd for p in parties if (nd := self.node_by_party(p)) is not None]
-        calls = {n.party_id: (n, "/v1/ecdsa/sign-batch", {
-            "key_id": key_id, "presignature_id": presig_id, "request": body}) for n in nodes2}
+        calls = {
+            n.party_id: (
+                n,
+                "/v1/ecdsa/sign-batch",
+                {"key_id": key_id, "presignature_id": presig_id, "request": body},
+            )
+            for n in nodes2
+        }
         partials = await self._fan_sign(calls, "partial")
         try:
-            sig, recid = await asyncio.to_thread(crypto.ecdsa_combine, pk, presig_id, parties,
-                                                 r_point, partials, msg)
+            sig, recid = await asyncio.to_thread(
+                crypto.ecdsa_combine, pk, presig_id, parties, r_point, partials, msg
+            )
         except crypto.Blame as e:
             raise SessionFailed(str(e), [(c, "invalid partial") for c in e.culprits]) from None
         return sig, recid, sorted(partials)

@@ -33,9 +33,18 @@ def message_to_sign(scheme: str, request: Mapping[str, Any]) -> bytes:
     return _message_to_sign(scheme, request)
 
 
-__all__ = ["Blame", "SignRequestError", "message_to_sign", "check_public_key", "check_point",
-           "frost_commitments", "frost_signing_package", "frost_aggregate", "ecdsa_combine",
-           "verify"]
+__all__ = [
+    "Blame",
+    "SignRequestError",
+    "message_to_sign",
+    "check_public_key",
+    "check_point",
+    "frost_commitments",
+    "frost_signing_package",
+    "frost_aggregate",
+    "ecdsa_combine",
+    "verify",
+]
 
 
 _SUITE = {"ed25519": "ed25519", "bip340": "bip340"}
@@ -45,8 +54,9 @@ def _group(scheme: str) -> Group:
     return ED25519 if scheme == "ed25519" else SECP256K1
 
 
-def public_key_package(scheme: str, public_key: str, verifying_shares: Mapping[str, str],
-                       t: int) -> PublicKeyPackage:
+def public_key_package(
+    scheme: str, public_key: str, verifying_shares: Mapping[str, str], t: int
+) -> PublicKeyPackage:
     """Rebuild the public key package from a DKG result and check it is consistent.
 
     The group key *point* is interpolated in the exponent from the first ``t`` verifying
@@ -80,8 +90,9 @@ def public_key_package(scheme: str, public_key: str, verifying_shares: Mapping[s
     return PublicKeyPackage(g, t, pk, vs)
 
 
-def check_public_key(scheme: str, public_key: str, verifying_shares: Mapping[str, str],
-                     t: int) -> None:
+def check_public_key(
+    scheme: str, public_key: str, verifying_shares: Mapping[str, str], t: int
+) -> None:
     """Lengths and encodings of a DKG result; raises ValueError."""
     pk = bytes.fromhex(public_key)
     if len(pk) != PUBLIC_KEY_LEN[scheme]:
@@ -98,27 +109,40 @@ def frost_commitments(scheme: str, party: int, hexc: str) -> frost.SigningCommit
     identifier inside is ``party``). Raises :class:`Blame` naming the node."""
     try:
         return frost.SigningCommitments.from_bytes(
-            bytes.fromhex(hexc), suite=frost.ciphersuite(_SUITE[scheme]), party=party)
+            bytes.fromhex(hexc), suite=frost.ciphersuite(_SUITE[scheme]), party=party
+        )
     except (MpcError, ValueError) as e:
         raise Blame(f"party {party}: bad commitments: {e}", (party,)) from None
 
 
-def frost_signing_package(scheme: str, msg: bytes,
-                          commitments: Mapping[int, frost.SigningCommitments],
-                          ) -> frost.SigningPackage:
+def frost_signing_package(
+    scheme: str,
+    msg: bytes,
+    commitments: Mapping[int, frost.SigningCommitments],
+) -> frost.SigningPackage:
     """RFC 9591 section 5.2 (coordinator): the signing package over each signer's
     commitments, already decoded and checked by :func:`frost_commitments`. Its encoding
     carries them byte for byte as each node published them (canonical encodings)."""
-    if any(c.suite is not frost.ciphersuite(_SUITE[scheme]) or c.identifier != p
-           for p, c in commitments.items()):
-        raise Blame("commitments of another suite or party",
-                    tuple(p for p, c in commitments.items() if c.identifier != p))
+    if any(
+        c.suite is not frost.ciphersuite(_SUITE[scheme]) or c.identifier != p
+        for p, c in commitments.items()
+    ):
+        raise Blame(
+            "commitments of another suite or party",
+            tuple(p for p, c in commitments.items() if c.identifier != p),
+        )
     return frost.signing_package(commitments, msg)
 
 
-def frost_aggregate(scheme: str, public_key: str, verifying_shares: Mapping[str, str], t: int,
-                    package: frost.SigningPackage, shares: Mapping[int, bytes],
-                    msg: bytes) -> bytes:
+def frost_aggregate(
+    scheme: str,
+    public_key: str,
+    verifying_shares: Mapping[str, str],
+    t: int,
+    package: frost.SigningPackage,
+    shares: Mapping[int, bytes],
+    msg: bytes,
+) -> bytes:
     """RFC 9591 section 5.3 aggregate with identifiable abort (5.4). The signature is
     verified before it is returned by :func:`mpc.frost.aggregate` itself, with the plain
     single-key verifier of the scheme (libsodium's Ed25519, :func:`mpc.bip340.verify`) under
@@ -141,8 +165,9 @@ def frost_aggregate(scheme: str, public_key: str, verifying_shares: Mapping[str,
 
 
 @functools.lru_cache(maxsize=1024)
-def _pkp_cached(scheme: str, public_key: str, vs: tuple[tuple[str, str], ...],
-                t: int) -> PublicKeyPackage:
+def _pkp_cached(
+    scheme: str, public_key: str, vs: tuple[tuple[str, str], ...], t: int
+) -> PublicKeyPackage:
     return public_key_package(scheme, public_key, dict(vs), t)
 
 
@@ -154,8 +179,14 @@ def check_point(hexpt: str) -> None:
         raise ValueError(f"not a secp256k1 point: {e}") from None
 
 
-def ecdsa_combine(public_key: str, presig_id: str, signers: tuple[int, ...], r_point: str,
-                  partials: Mapping[int, bytes], msg: bytes) -> tuple[bytes, int]:
+def ecdsa_combine(
+    public_key: str,
+    presig_id: str,
+    signers: tuple[int, ...],
+    r_point: str,
+    partials: Mapping[int, bytes],
+    msg: bytes,
+) -> tuple[bytes, int]:
     """DKLs23 Protocol 3.6 output step (:func:`mpc.dkls23.combine_signature`): low-s
     ``r||s`` and the recovery id, verified by libsecp256k1 before it is returned.
 
@@ -171,8 +202,9 @@ def ecdsa_combine(public_key: str, presig_id: str, signers: tuple[int, ...], r_p
     R = SECP256K1.decode_point(bytes.fromhex(r_point))
     public = dkls23.PresignaturePublic(bytes.fromhex(presig_id), b"", b"", tuple(signers), R)
     try:
-        sig = dkls23.combine_signature(public, decoded.values(), msg,
-                                       SECP256K1.decode_point(bytes.fromhex(public_key)))
+        sig = dkls23.combine_signature(
+            public, decoded.values(), msg, SECP256K1.decode_point(bytes.fromhex(public_key))
+        )
     except ProtocolError as e:
         raise Blame(str(e), e.culprits or tuple(decoded)) from None
     except UsageError as e:
@@ -186,7 +218,12 @@ def verify(scheme: str, public_key: bytes, msg: bytes, signature: bytes) -> bool
     if scheme in _SUITE:
         return bool(frost.verify(frost.ciphersuite(_SUITE[scheme]), msg, signature, public_key))
     r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-    return bool(dkls23.verify_signature(dkls23.EcdsaSignature(r, s, 0), msg,
-                                        SECP256K1.decode_point(public_key))) or \
-        bool(dkls23.verify_signature(dkls23.EcdsaSignature(r, s, 1), msg,
-                                     SECP256K1.decode_point(public_key)))
+    return bool(
+        dkls23.verify_signature(
+            dkls23.EcdsaSignature(r, s, 0), msg, SECP256K1.decode_point(public_key)
+        )
+    ) or bool(
+        dkls23.verify_signature(
+            dkls23.EcdsaSignature(r, s, 1), msg, SECP256K1.decode_point(public_key)
+        )
+    )

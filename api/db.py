@@ -238,8 +238,7 @@ class GroupWriter:
     async def run(self, job: Callable[[Connection], T]) -> T:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._main, name="db-writer",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._main, name="db-writer", daemon=True)
                 self._thread.start()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
@@ -291,8 +290,12 @@ class GroupWriter:
             self._wake(loop, fut, res, None)
 
     @staticmethod
-    def _wake(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], res: Any,
-              exc: BaseException | None) -> None:
+    def _wake(
+        loop: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[Any],
+        res: Any,
+        exc: BaseException | None,
+    ) -> None:
         try:
             loop.call_soon_threadsafe(_deliver, fut, res, exc)
         except RuntimeError:  # the caller's loop is closed: nobody is waiting any more

@@ -76,21 +76,37 @@ def _where(credential_id: str, key: str) -> Any:
 
 _TABLE = cast(Table, IdempotencyRecord.__table__)
 _CLAIM = _TABLE.insert()  # Core statements built once; parameters per call
-_ANSWER = _TABLE.update().where(_TABLE.c.credential_id == bindparam("_cred"),
-                                _TABLE.c.key == bindparam("_key"))
+_ANSWER = _TABLE.update().where(
+    _TABLE.c.credential_id == bindparam("_cred"), _TABLE.c.key == bindparam("_key")
+)
 
 
 def claim(conn: Connection, credential_id: str, key: str, fp: str) -> None:
     """INSERT the claim of ``key`` in the caller's transaction (IntegrityError if taken)."""
-    conn.execute(_CLAIM, {"credential_id": credential_id, "key": key, "fingerprint": fp,
-                          "state": "in_flight", "created_at": utcnow()})
+    conn.execute(
+        _CLAIM,
+        {
+            "credential_id": credential_id,
+            "key": key,
+            "fingerprint": fp,
+            "state": "in_flight",
+            "created_at": utcnow(),
+        },
+    )
 
 
-def store_answer(conn: Connection | Session, slot: Slot, status: int,
-                 body: dict[str, Any]) -> None:
+def store_answer(conn: Connection | Session, slot: Slot, status: int, body: dict[str, Any]) -> None:
     """Record the answer of a claimed key inside the caller's transaction."""
-    conn.execute(_ANSWER, {"_cred": slot.credential_id, "_key": slot.key, "state": "done",
-                           "status_code": status, "response": body})
+    conn.execute(
+        _ANSWER,
+        {
+            "_cred": slot.credential_id,
+            "_key": slot.key,
+            "state": "done",
+            "status_code": status,
+            "response": body,
+        },
+    )
     slot.response = (status, body)
 
 
@@ -103,32 +119,52 @@ def existing(db: Database, credential_id: str, key: str, fp: str) -> JSONRespons
     """The answer for a key already claimed: the stored answer (same request), else a
     422 (other request) or 409 (still running) problem. ``None`` when it is unclaimed."""
     with db.engine.connect() as conn:
-        rec = conn.execute(select(IdempotencyRecord.fingerprint, IdempotencyRecord.state,
-                                  IdempotencyRecord.status_code, IdempotencyRecord.response)
-                           .where(_where(credential_id, key))).first()
+        rec = conn.execute(
+            select(
+                IdempotencyRecord.fingerprint,
+                IdempotencyRecord.state,
+                IdempotencyRecord.status_code,
+                IdempotencyRecord.response,
+            ).where(_where(credential_id, key))
+        ).first()
     if rec is None:
         return None
     if rec.fingerprint != fp:
-        raise Problem(422, "idempotency-mismatch", "Idempotency-Key reused",
-                      "this Idempotency-Key was used with a different request")
+        raise Problem(
+            422,
+            "idempotency-mismatch",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used with a different request",
+        )
     if rec.state != "done":
-        raise Problem(409, "idempotency-in-flight", "Request in flight",
-                      "a request with this Idempotency-Key is still being processed")
-    return JSONResponse(rec.response, status_code=rec.status_code or 200,
-                        headers={"Idempotent-Replayed": "true"})
+        raise Problem(
+            409,
+            "idempotency-in-flight",
+            "Request in flight",
+            "a request with this Idempotency-Key is still being processed",
+        )
+    return JSONResponse(
+        rec.response, status_code=rec.status_code or 200, headers={"Idempotent-Replayed": "true"}
+    )
 
 
 def replay(db: Database, credential_id: str, key: str, fp: str) -> JSONResponse:
     """After losing the race to claim ``key``: the answer as :func:`existing` gives it."""
     out = existing(db, credential_id, key, fp)
     if out is None:  # released between our insert and read: ask to retry
-        raise Problem(409, "idempotency-in-flight", "Request in flight",
-                      "a request with this Idempotency-Key is being processed")
+        raise Problem(
+            409,
+            "idempotency-in-flight",
+            "Request in flight",
+            "a request with this Idempotency-Key is being processed",
+        )
     return out
 
 
 async def run_idempotent(
-    request: Request, principal: Principal, idem_key: str,
+    request: Request,
+    principal: Principal,
+    idem_key: str,
     handler: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
 ) -> JSONResponse:
     db: Database = request.app.state.db

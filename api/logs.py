@@ -71,6 +71,13 @@ class RequestLog:
         try:
             await self.app(scope, receive, _send)
         finally:
-            self.log.info("request", extra={
-                "method": scope["method"], "path": scope["path"], "status": status,
-                "request_id": rid, "ms": round((time.perf_counter() - start) * 1000, 2)})
+            self.log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "request_id": rid,
+                    "ms": round((time.perf_counter() - start) * 1000, 2),
+                },
+            )

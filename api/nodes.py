@@ -41,8 +41,14 @@ class NodeInfo:
 class NodeFailure(Exception):
     """A node call failed. ``culprits`` are the party ids to blame, ``reason`` a short code."""
 
-    def __init__(self, node: NodeInfo, reason: str, detail: str,
-                 culprits: tuple[int, ...] | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        node: NodeInfo,
+        reason: str,
+        detail: str,
+        culprits: tuple[int, ...] | None = None,
+        status: int | None = None,
+    ) -> None:
         self.node = node
         self.reason = reason
         self.detail = detail
@@ -64,8 +70,13 @@ class NodeCaller:
     more CPU than everything else together; aiohttp's pool (and C parser) does not.
     """
 
-    def __init__(self, signing_key: SigningKey, timeout: float,
-                 max_connections: int = 64, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        signing_key: SigningKey,
+        timeout: float,
+        max_connections: int = 64,
+        max_batch: int = 64,
+    ) -> None:
         self.key = signing_key
         self.timeout = timeout
         self.max_connections = max_connections
@@ -77,11 +88,13 @@ class NodeCaller:
         s = self._sessions.get(base_url)
         if s is None or s.closed:
             s = self._sessions[base_url] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections,
-                                               keepalive_timeout=30),
-                timeout=aiohttp.ClientTimeout(total=self.timeout,
-                                              sock_connect=min(self.timeout, 2.0)),
-                skip_auto_headers=("User-Agent",), auto_decompress=False)
+                connector=aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(
+                    total=self.timeout, sock_connect=min(self.timeout, 2.0)
+                ),
+                skip_auto_headers=("User-Agent",),
+                auto_decompress=False,
+            )
         return s
 
     async def aclose(self) -> None:
@@ -92,14 +105,17 @@ class NodeCaller:
     async def health(self, node: NodeInfo, url: str | None = None) -> dict[str, Any]:
         return await self._send(node, "GET", "/health", None, url=url, signed=False)
 
-    async def call(self, node: NodeInfo, method: str, path: str,
-                   body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def call(
+        self, node: NodeInfo, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return await self._send(node, method, path, body)
 
     def batch_stats(self) -> dict[str, int]:
         """Batch calls made and sign items they carried, over every node and route."""
-        return {"calls": sum(b.calls for b in self._batchers.values()),
-                "items": sum(b.items for b in self._batchers.values())}
+        return {
+            "calls": sum(b.calls for b in self._batchers.values()),
+            "items": sum(b.items for b in self._batchers.values()),
+        }
 
     async def sign_item(self, node: NodeInfo, path: str, item: dict[str, Any]) -> dict[str, Any]:
         """One sign item through ``node``'s batch endpoint ``path`` (:class:`Batcher`):
@@ -112,20 +128,34 @@ class NodeCaller:
         doc = await b.submit(item)
         problem = doc.get("problem")
         if problem is not None:
-            raise _refused(node, "POST", path, problem.get("status") if isinstance(
-                problem, dict) else None, problem)
+            raise _refused(
+                node,
+                "POST",
+                path,
+                problem.get("status") if isinstance(problem, dict) else None,
+                problem,
+            )
         return doc
 
-    async def _send(self, node: NodeInfo, method: str, path: str, body: dict[str, Any] | None,
-                    *, url: str | None = None, signed: bool = True) -> dict[str, Any]:
+    async def _send(
+        self,
+        node: NodeInfo,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        url: str | None = None,
+        signed: bool = True,
+    ) -> dict[str, Any]:
         content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"content-type": "application/json"} if body is not None else {}
         if signed:
             headers.update(sign_headers(self.key, method, path, content))
         base = (url or node.url).rstrip("/")
         try:
-            async with self.session(base).request(method, base + path, data=content or None,
-                                                  headers=headers) as r:
+            async with self.session(base).request(
+                method, base + path, data=content or None, headers=headers
+            ) as r:
                 raw = await r.read()
                 status = r.status
         except TimeoutError as e:
@@ -135,11 +165,13 @@ class NodeCaller:
         try:
             doc = json.loads(raw)
         except ValueError:
-            raise NodeFailure(node, "garbage", f"{method} {path}: answer is not JSON",
-                              status=status) from None
+            raise NodeFailure(
+                node, "garbage", f"{method} {path}: answer is not JSON", status=status
+            ) from None
         if not isinstance(doc, dict):
-            raise NodeFailure(node, "garbage", f"{method} {path}: answer is not an object",
-                              status=status)
+            raise NodeFailure(
+                node, "garbage", f"{method} {path}: answer is not an object", status=status
+            )
         if status >= 400:
             raise _refused(node, method, path, status, doc)
         return doc
@@ -151,10 +183,13 @@ def _refused(node: NodeInfo, method: str, path: str, status: Any, doc: Any) -> N
         return NodeFailure(node, "garbage", f"{method} {path}: malformed problem document")
     culprits = doc.get("culprits")
     ok = isinstance(culprits, list) and bool(culprits) and all(type(c) is int for c in culprits)
-    return NodeFailure(node, "refused" if status < 500 else "error",
-                       f"{method} {path}: {status} {doc.get('title', '')}: "
-                       f"{doc.get('detail', '')}",
-                       culprits=tuple(culprits) if ok and culprits else None, status=status)
+    return NodeFailure(
+        node,
+        "refused" if status < 500 else "error",
+        f"{method} {path}: {status} {doc.get('title', '')}: {doc.get('detail', '')}",
+        culprits=tuple(culprits) if ok and culprits else None,
+        status=status,
+    )
 
 
 class Batcher:
@@ -190,8 +225,8 @@ class Batcher:
     async def _drain(self) -> None:
         try:
             while self._pending:
-                take = self._pending[:self.max_batch]
-                del self._pending[:self.max_batch]
+                take = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
                 batch = [(i, f) for i, f in take if not f.done()]
                 if batch:
                     await self._call(batch)
@@ -203,8 +238,11 @@ class Batcher:
         try:
             doc = await self.caller.call(node, "POST", path, {"items": [i for i, _ in batch]})
             results = doc.get("results")
-            if not (isinstance(results, list) and len(results) == len(batch)
-                    and all(isinstance(r, dict) for r in results)):
+            if not (
+                isinstance(results, list)
+                and len(results) == len(batch)
+                and all(isinstance(r, dict) for r in results)
+            ):
                 raise NodeFailure(node, "garbage", f"POST {path}: results do not match items")
         except NodeFailure as e:
             for _, f in batch:
@@ -214,8 +252,11 @@ class Batcher:
         except BaseException as e:  # cancelled (shutdown) or a bug: nobody waits forever
             for _, f in batch:
                 if not f.done():
-                    f.set_exception(e if isinstance(e, Exception) else
-                                    NodeFailure(node, "unreachable", f"POST {path}: cancelled"))
+                    f.set_exception(
+                        e
+                        if isinstance(e, Exception)
+                        else NodeFailure(node, "unreachable", f"POST {path}: cancelled")
+                    )
             raise
         self.calls += 1
         self.items += len(batch)

@@ -48,8 +48,11 @@ class Problem(Exception):
         self.headers: dict[str, str] = {}
 
     def document(self, instance: str | None = None) -> dict[str, Any]:
-        doc: dict[str, Any] = {"type": TYPE_PREFIX + self.slug, "title": self.title,
-                               "status": self.status}
+        doc: dict[str, Any] = {
+            "type": TYPE_PREFIX + self.slug,
+            "title": self.title,
+            "status": self.status,
+        }
         if self.detail is not None:
             doc["detail"] = self.detail
         if instance is not None:
@@ -87,11 +90,13 @@ _HTTP_SLUGS = {
 def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
     out = []
     for e in errors:
-        out.append({
-            "loc": [str(x) for x in e.get("loc", ())],
-            "msg": str(e.get("msg", "")),
-            "type": str(e.get("type", "")),
-        })
+        out.append(
+            {
+                "loc": [str(x) for x in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+        )
     return out
 
 
@@ -111,8 +116,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        p = Problem(422, "validation", "Request validation failed",
-                    "the request does not match the schema", errors=_jsonable_errors(exc.errors()))
+        p = Problem(
+            422,
+            "validation",
+            "Request validation failed",
+            "the request does not match the schema",
+            errors=_jsonable_errors(exc.errors()),
+        )
         return problem_response(p, request.url.path)
 
     @app.exception_handler(Exception)
@@ -124,5 +134,7 @@ def install(app: FastAPI) -> None:
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries for the given error codes (content fixed in openapi())."""
-    return {c: {"model": ProblemModel, "description": _HTTP_SLUGS.get(c, ("", "Error"))[1]}
-            for c in codes}
+    return {
+        c: {"model": ProblemModel, "description": _HTTP_SLUGS.get(c, ("", "Error"))[1]}
+        for c in codes
+    }

@@ -28,16 +28,28 @@ class Ready(BaseModel):
     database: str
     nodes_healthy: int
     nodes_enrolled: int
-    pools: dict[str, int] = Field(default_factory=dict, description=(
-        "unused preprocessing held in memory: FROST nonce commitments, ECDSA presignatures"))
-    batching: dict[str, int] = Field(default_factory=dict, description=(
-        "node sign calls made since start and the sign items they carried (micro-batching)"))
+    pools: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "unused preprocessing held in memory: FROST nonce commitments, ECDSA presignatures"
+        ),
+    )
+    batching: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "node sign calls made since start and the sign items they carried (micro-batching)"
+        ),
+    )
 
 
 class NodeEnrol(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=8, max_length=300, pattern=r"^https?://[^\s]+$",
-                     description="base URL of the signer node, e.g. http://127.0.0.1:7101")
+    url: str = Field(
+        min_length=8,
+        max_length=300,
+        pattern=r"^https?://[^\s]+$",
+        description="base URL of the signer node, e.g. http://127.0.0.1:7101",
+    )
 
 
 class NodeOut(BaseModel):
@@ -59,8 +71,12 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scheme: Scheme
     threshold: int = Field(ge=2, le=255)
-    nodes: list[str] | None = Field(default=None, min_length=1, max_length=255,
-                                    description="node ids holding shares; default all enrolled")
+    nodes: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="node ids holding shares; default all enrolled",
+    )
 
 
 class KeyOut(BaseModel):
@@ -70,7 +86,8 @@ class KeyOut(BaseModel):
     nodes: list[str]
     status: KeyStatus
     public_key: str | None = Field(
-        description="hex: 32 bytes (ed25519), 32-byte x-only (bip340), 33-byte compressed (ecdsa)")
+        description="hex: 32 bytes (ed25519), 32-byte x-only (bip340), 33-byte compressed (ecdsa)"
+    )
     verifying_shares: dict[str, str] | None = None
     error: ProblemModel | None = None
     created_at: dt.datetime
@@ -89,9 +106,12 @@ class SignRequestCreate(BaseModel):
     key_id: str = Field(min_length=1, max_length=40)
     kind: Kind
     message: str | None = Field(
-        default=None, max_length=MAX_MESSAGE_HEX, pattern=HEX,
+        default=None,
+        max_length=MAX_MESSAGE_HEX,
+        pattern=HEX,
         description="hex; required for raw (ECDSA: a 32-byte digest); for payment and "
-                    "settlement optional, and if given must equal the payload digest")
+        "settlement optional, and if given must equal the payload digest",
+    )
 
 
 class Blame(BaseModel):
@@ -107,7 +127,8 @@ class SignRequestOut(BaseModel):
     message: str
     status: SignStatus
     signature: str | None = Field(
-        description="hex, 64 bytes: R||s (ed25519, bip340) or r||s low-s (ecdsa)")
+        description="hex, 64 bytes: R||s (ed25519, bip340) or r||s low-s (ecdsa)"
+    )
     recovery_id: int | None
     signers: list[int] | None = Field(description="party ids whose shares made the signature")
     blamed: list[Blame]

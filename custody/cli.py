@@ -26,29 +26,33 @@ from rich.table import Table
 
 from custody.client import CustodyClient, CustodyError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="TP Wallet Custody: threshold-signing custody.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="TP Wallet Custody: threshold-signing custody."
+)
 keys_app = typer.Typer(no_args_is_help=True, help="Threshold keys.")
 app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
 DEFAULT_DIR = Path(".custody")
-ClusterOpt = Annotated[Path | None, typer.Option("--cluster", envvar="CUSTODY_CLUSTER",
-                                                 help="path to cluster.json")]
+ClusterOpt = Annotated[
+    Path | None, typer.Option("--cluster", envvar="CUSTODY_CLUSTER", help="path to cluster.json")
+]
 ApiOpt = Annotated[str | None, typer.Option("--api-url", envvar="CUSTODY_API_URL")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="CUSTODY_TOKEN")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
-def _client(role: str, cluster: Path | None, api_url: str | None,
-            token: str | None) -> CustodyClient:
+def _client(
+    role: str, cluster: Path | None, api_url: str | None, token: str | None
+) -> CustodyClient:
     if api_url and token:
         return CustodyClient(api_url, token)
     path = cluster or DEFAULT_DIR / "cluster.json"
     if not path.exists():
-        err.print(f"[red]no cluster file at {path}[/red]: run `custody up` or pass "
-                  "--api-url and --token")
+        err.print(
+            f"[red]no cluster file at {path}[/red]: run `custody up` or pass --api-url and --token"
+        )
         raise typer.Exit(2)
     doc = json.loads(path.read_text())
     return CustodyClient(api_url or doc["api_url"], token or doc["credentials"][role])
@@ -71,8 +75,9 @@ def up(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with console.status("starting cluster") as status:
-        cluster = Cluster(Path(data_dir), nodes=nodes, port=port,
-                          progress=lambda m: status.update(m))
+        cluster = Cluster(
+            Path(data_dir), nodes=nodes, port=port, progress=lambda m: status.update(m)
+        )
         try:
             doc = cluster.start()
         except (RuntimeError, OSError) as e:
@@ -81,10 +86,12 @@ def up(
             raise typer.Exit(1) from None
     lines = [f"API        {doc['api_url']}  (OpenAPI: {doc['api_url']}/docs)"]
     lines += [f"{n['id']:<10} {n['url']}" for n in doc["nodes"]]
-    lines += [f"cluster    {cluster.cluster_file}  (credentials, mode 0600)",
-              "[bold yellow]DEV CLUSTER: allow-all policy installed (no approvals needed); "
-              "policies arrive in a later issue[/bold yellow]",
-              "Ctrl-C stops every process."]
+    lines += [
+        f"cluster    {cluster.cluster_file}  (credentials, mode 0600)",
+        "[bold yellow]DEV CLUSTER: allow-all policy installed (no approvals needed); "
+        "policies arrive in a later issue[/bold yellow]",
+        "Ctrl-C stops every process.",
+    ]
     console.print(Panel("\n".join(lines), title="TP Wallet Custody — dev cluster"))
     try:
         while not stop.is_set():
@@ -107,7 +114,9 @@ def keys_create(
     scheme: Annotated[str, typer.Argument(help="ed25519 | bip340 | ecdsa-secp256k1")],
     threshold: Annotated[int, typer.Option("--threshold", "-t")] = 2,
     nodes: Annotated[list[str] | None, typer.Option("--node")] = None,
-    cluster: ClusterOpt = None, api_url: ApiOpt = None, token: TokenOpt = None,
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a DKG among the nodes and show the new key."""
@@ -120,8 +129,12 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(cluster: ClusterOpt = None, api_url: ApiOpt = None, token: TokenOpt = None,
-              as_json: JsonOpt = False) -> None:
+def keys_list(
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """List keys."""
     with _client("auditor", cluster, api_url, token) as c:
         try:
@@ -133,14 +146,24 @@ def keys_list(cluster: ClusterOpt = None, api_url: ApiOpt = None, token: TokenOp
         return
     t = Table("id", "scheme", "t/n", "status", "public key")
     for k in items:
-        t.add_row(k["id"], k["scheme"], f"{k['threshold']}/{len(k['nodes'])}", k["status"],
-                  k["public_key"] or "")
+        t.add_row(
+            k["id"],
+            k["scheme"],
+            f"{k['threshold']}/{len(k['nodes'])}",
+            k["status"],
+            k["public_key"] or "",
+        )
     console.print(t)
 
 
 @keys_app.command("show")
-def keys_show(key_id: str, cluster: ClusterOpt = None, api_url: ApiOpt = None,
-              token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+def keys_show(
+    key_id: str,
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Show one key."""
     with _client("auditor", cluster, api_url, token) as c:
         try:
@@ -167,7 +190,9 @@ def sign(
     message: Annotated[str, typer.Argument(help="hex (ECDSA: a 32-byte digest)")],
     kind: Annotated[str, typer.Option("--kind")] = "raw",
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
-    cluster: ClusterOpt = None, api_url: ApiOpt = None, token: TokenOpt = None,
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask for a signature and wait for it."""
@@ -192,8 +217,12 @@ def sign(
 
 
 @app.command()
-def nodes(cluster: ClusterOpt = None, api_url: ApiOpt = None, token: TokenOpt = None,
-          as_json: JsonOpt = False) -> None:
+def nodes(
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Enrolled nodes with health and last seen."""
     with _client("auditor", cluster, api_url, token) as c:
         try:
@@ -205,13 +234,24 @@ def nodes(cluster: ClusterOpt = None, api_url: ApiOpt = None, token: TokenOpt = 
         return
     t = Table("id", "party", "url", "status", "last seen", "last error")
     for n in items:
-        t.add_row(n["id"], str(n["party_id"]), n["url"], n["status"], str(n["last_seen"]),
-                  n["last_error"] or "")
+        t.add_row(
+            n["id"],
+            str(n["party_id"]),
+            n["url"],
+            n["status"],
+            str(n["last_seen"]),
+            n["last_error"] or "",
+        )
     console.print(t)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                               "help_option_names": []})
+@app.command(
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],
+    }
+)
 def node(ctx: typer.Context) -> None:
     """Signer-node commands: forwards to ``python -m signer_nodes ...``."""
     argv = [sys.executable, "-m", "signer_nodes", *ctx.args]
@@ -221,8 +261,9 @@ def node(ctx: typer.Context) -> None:
 @app.command()
 def demo(
     cluster: ClusterOpt = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where to start a cluster "
-                                                  "if none is running")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="where to start a cluster if none is running")
+    ] = None,
     port: Annotated[int, typer.Option("--port")] = 7100,
 ) -> None:
     """Create a key per scheme, sign, verify with independent libraries, print a table."""

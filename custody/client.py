@@ -22,8 +22,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["CustodyError", "CustodyClient", "AsyncCustodyClient", "TERMINAL_SIGN",
-           "load_cluster"]
+__all__ = ["CustodyError", "CustodyClient", "AsyncCustodyClient", "TERMINAL_SIGN", "load_cluster"]
 
 TERMINAL_SIGN = ("signed", "rejected", "failed", "expired")
 TERMINAL_KEY = ("active", "failed")
@@ -43,12 +42,15 @@ class CustodyUnreachable(CustodyError):
     """No answer at all (connection refused, DNS, timeout): a client-side problem document."""
 
     def __init__(self, url: str, exc: Exception) -> None:
-        super().__init__(503, {
-            "type": "urn:tpwc:client:unreachable",
-            "title": "Coordinator unreachable",
-            "status": 503,
-            "detail": f"{url}: {type(exc).__name__}: {exc}",
-        })
+        super().__init__(
+            503,
+            {
+                "type": "urn:tpwc:client:unreachable",
+                "title": "Coordinator unreachable",
+                "status": 503,
+                "detail": f"{url}: {type(exc).__name__}: {exc}",
+            },
+        )
 
 
 class _Transport(httpx.HTTPTransport):
@@ -89,8 +91,13 @@ def _raise_for(r: httpx.Response) -> dict[str, Any]:
     return doc  # type: ignore[no-any-return]
 
 
-def _sign_body(key_id: str, message: bytes | str | None, kind: str,
-               payload: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
+def _sign_body(
+    key_id: str,
+    message: bytes | str | None,
+    kind: str,
+    payload: dict[str, Any] | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     body: dict[str, Any] = {"key_id": key_id, "kind": kind, **extra}
     if message is not None:
         body["message"] = message.hex() if isinstance(message, bytes | bytearray) else message
@@ -112,11 +119,13 @@ class _Base:
 class CustodyClient(_Base):
     """Synchronous client."""
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 60.0,
-                 http: httpx.Client | None = None) -> None:
+    def __init__(
+        self, base_url: str, token: str, *, timeout: float = 60.0, http: httpx.Client | None = None
+    ) -> None:
         super().__init__(base_url, token)
-        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout,
-                                         transport=_Transport())
+        self.http = http or httpx.Client(
+            base_url=self.base_url, timeout=timeout, transport=_Transport()
+        )
         self.http.headers.update(self.headers)
 
     def __enter__(self) -> CustodyClient:
@@ -129,8 +138,9 @@ class CustodyClient(_Base):
         self.http.close()
 
     def _get(self, path: str, **params: Any) -> dict[str, Any]:
-        return _raise_for(self.http.get(path, params={k: v for k, v in params.items()
-                                                      if v is not None}))
+        return _raise_for(
+            self.http.get(path, params={k: v for k, v in params.items() if v is not None})
+        )
 
     def health(self) -> dict[str, Any]:
         return self._get("/health")
@@ -144,14 +154,20 @@ class CustodyClient(_Base):
     def enrol_node(self, node_id: str, url: str) -> dict[str, Any]:
         return _raise_for(self.http.put(f"/v1/nodes/{node_id}", json={"url": url}))
 
-    def create_key(self, scheme: str, threshold: int, nodes: list[str] | None = None, *,
-                   idempotency_key: str | None = None, wait: bool = True,
-                   timeout: float = 120.0) -> dict[str, Any]:
+    def create_key(
+        self,
+        scheme: str,
+        threshold: int,
+        nodes: list[str] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+        timeout: float = 120.0,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"scheme": scheme, "threshold": threshold}
         if nodes is not None:
             body["nodes"] = nodes
-        key = _raise_for(self.http.post("/v1/keys", json=body,
-                                        headers=self._idem(idempotency_key)))
+        key = _raise_for(self.http.post("/v1/keys", json=body, headers=self._idem(idempotency_key)))
         deadline = time.monotonic() + timeout
         while wait and key["status"] not in TERMINAL_KEY and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -164,17 +180,34 @@ class CustodyClient(_Base):
     def list_keys(self, limit: int = 50) -> Iterator[dict[str, Any]]:
         yield from self._pages("/v1/keys", limit=limit)
 
-    def sign(self, key_id: str, message: bytes | str | None = None, *, kind: str = "raw",
-             payload: dict[str, Any] | None = None, idempotency_key: str | None = None,
-             wait: bool = True, timeout: float = 60.0, **extra: Any) -> dict[str, Any]:
+    def sign(
+        self,
+        key_id: str,
+        message: bytes | str | None = None,
+        *,
+        kind: str = "raw",
+        payload: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+        timeout: float = 60.0,
+        **extra: Any,
+    ) -> dict[str, Any]:
         """Create a sign request; with ``wait`` poll until it is signed/failed/expired."""
-        r = _raise_for(self.http.post(
-            "/v1/sign-requests", json=_sign_body(key_id, message, kind, payload, extra),
-            headers=self._idem(idempotency_key)))
+        r = _raise_for(
+            self.http.post(
+                "/v1/sign-requests",
+                json=_sign_body(key_id, message, kind, payload, extra),
+                headers=self._idem(idempotency_key),
+            )
+        )
         deadline = time.monotonic() + timeout
         delay = 0.01
-        while wait and r["status"] not in TERMINAL_SIGN and r["status"] != "pending_approval" \
-                and time.monotonic() < deadline:
+        while (
+            wait
+            and r["status"] not in TERMINAL_SIGN
+            and r["status"] != "pending_approval"
+            and time.monotonic() < deadline
+        ):
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
             r = self.get_sign_request(r["id"])
@@ -205,13 +238,19 @@ class CustodyClient(_Base):
 class AsyncCustodyClient(_Base):
     """Asynchronous client (same methods, awaitable)."""
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 60.0,
-                 http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 60.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
         super().__init__(base_url, token)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
         self.http = http or httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout,
-            transport=_AsyncTransport(limits=limits))
+            base_url=self.base_url, timeout=timeout, transport=_AsyncTransport(limits=limits)
+        )
         self.http.headers.update(self.headers)
 
     async def __aenter__(self) -> AsyncCustodyClient:
@@ -224,8 +263,9 @@ class AsyncCustodyClient(_Base):
         await self.http.aclose()
 
     async def _get(self, path: str, **params: Any) -> dict[str, Any]:
-        return _raise_for(await self.http.get(path, params={k: v for k, v in params.items()
-                                                            if v is not None}))
+        return _raise_for(
+            await self.http.get(path, params={k: v for k, v in params.items() if v is not None})
+        )
 
     async def health(self) -> dict[str, Any]:
         return await self._get("/health")
@@ -233,14 +273,22 @@ class AsyncCustodyClient(_Base):
     async def nodes(self) -> list[dict[str, Any]]:
         return (await self._get("/v1/nodes"))["items"]  # type: ignore[no-any-return]
 
-    async def create_key(self, scheme: str, threshold: int, nodes: list[str] | None = None, *,
-                         idempotency_key: str | None = None, wait: bool = True,
-                         timeout: float = 120.0) -> dict[str, Any]:
+    async def create_key(
+        self,
+        scheme: str,
+        threshold: int,
+        nodes: list[str] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+        timeout: float = 120.0,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"scheme": scheme, "threshold": threshold}
         if nodes is not None:
             body["nodes"] = nodes
-        key = _raise_for(await self.http.post("/v1/keys", json=body,
-                                              headers=self._idem(idempotency_key)))
+        key = _raise_for(
+            await self.http.post("/v1/keys", json=body, headers=self._idem(idempotency_key))
+        )
         deadline = time.monotonic() + timeout
         while wait and key["status"] not in TERMINAL_KEY and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
@@ -250,16 +298,33 @@ class AsyncCustodyClient(_Base):
     async def get_key(self, key_id: str) -> dict[str, Any]:
         return await self._get(f"/v1/keys/{key_id}")
 
-    async def sign(self, key_id: str, message: bytes | str | None = None, *, kind: str = "raw",
-                   payload: dict[str, Any] | None = None, idempotency_key: str | None = None,
-                   wait: bool = True, timeout: float = 60.0, **extra: Any) -> dict[str, Any]:
-        r = _raise_for(await self.http.post(
-            "/v1/sign-requests", json=_sign_body(key_id, message, kind, payload, extra),
-            headers=self._idem(idempotency_key)))
+    async def sign(
+        self,
+        key_id: str,
+        message: bytes | str | None = None,
+        *,
+        kind: str = "raw",
+        payload: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+        timeout: float = 60.0,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        r = _raise_for(
+            await self.http.post(
+                "/v1/sign-requests",
+                json=_sign_body(key_id, message, kind, payload, extra),
+                headers=self._idem(idempotency_key),
+            )
+        )
         deadline = time.monotonic() + timeout
         delay = 0.01
-        while wait and r["status"] not in TERMINAL_SIGN and r["status"] != "pending_approval" \
-                and time.monotonic() < deadline:
+        while (
+            wait
+            and r["status"] not in TERMINAL_SIGN
+            and r["status"] != "pending_approval"
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
             r = await self.get_sign_request(r["id"])
@@ -268,8 +333,9 @@ class AsyncCustodyClient(_Base):
     async def get_sign_request(self, request_id: str) -> dict[str, Any]:
         return await self._get(f"/v1/sign-requests/{request_id}")
 
-    async def list_sign_requests(self, limit: int = 50,
-                                 **filters: Any) -> AsyncIterator[dict[str, Any]]:
+    async def list_sign_requests(
+        self, limit: int = 50, **filters: Any
+    ) -> AsyncIterator[dict[str, Any]]:
         cursor = None
         while True:
             page = await self._get("/v1/sign-requests", cursor=cursor, limit=limit, **filters)

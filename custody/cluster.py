@@ -111,17 +111,18 @@ class Cluster:
     # -- provisioning -------------------------------------------------------------------
     def _run(self, argv: list[str]) -> str:
         r = subprocess.run(  # noqa: S603 - our own argv, no shell
-            argv, capture_output=True, text=True, env=self._env(), check=False, cwd=self._cwd())
+            argv, capture_output=True, text=True, env=self._env(), check=False, cwd=self._cwd()
+        )
         if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv[1:4])} failed ({r.returncode}): "
-                               f"{r.stderr.strip()[-2000:]}")
+            raise RuntimeError(
+                f"{' '.join(argv[1:4])} failed ({r.returncode}): {r.stderr.strip()[-2000:]}"
+            )
         return r.stdout
 
     def _env(self) -> dict[str, str]:
         env = {**os.environ, **self.env}
         root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                    else "")
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         return env
 
     @staticmethod
@@ -134,45 +135,90 @@ class Cluster:
         os.chmod(self.data_dir, 0o700)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         self.progress("provisioning coordinator")
-        out = json.loads(self._run([self.python, "-m", "api", "init", "--data-dir",
-                                    str(self.data_dir / "coordinator")]))
+        out = json.loads(
+            self._run(
+                [self.python, "-m", "api", "init", "--data-dir", str(self.data_dir / "coordinator")]
+            )
+        )
         coord_pk = out["coordinator_public_key"]
         creds = out["credentials"]
         if creds is None:
             if not self.cluster_file.exists():
-                raise RuntimeError(f"{self.data_dir} has a coordinator but no cluster.json: "
-                                   "its credentials are lost; use a fresh --data-dir")
+                raise RuntimeError(
+                    f"{self.data_dir} has a coordinator but no cluster.json: "
+                    "its credentials are lost; use a fresh --data-dir"
+                )
             creds = json.loads(self.cluster_file.read_text())["credentials"]
         for i in range(1, self.nodes + 1):
             d = self.data_dir / node_id(i)
             if d.exists() and any(d.iterdir()):
                 continue  # provisioned on an earlier run
             self.progress(f"provisioning {node_id(i)} (HSM token, database)")
-            self._run([self.python, "-m", "signer_nodes", "init", "--data-dir", str(d),
-                       "--node-id", node_id(i), "--party-id", str(i),
-                       "--coordinator-key", coord_pk])
+            self._run(
+                [
+                    self.python,
+                    "-m",
+                    "signer_nodes",
+                    "init",
+                    "--data-dir",
+                    str(d),
+                    "--node-id",
+                    node_id(i),
+                    "--party-id",
+                    str(i),
+                    "--coordinator-key",
+                    coord_pk,
+                ]
+            )
         return dict(creds)
 
     # -- processes ----------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
         p = subprocess.Popen(  # noqa: S603 - our own argv, no shell
-            argv, stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=self._cwd(),
-            start_new_session=True)
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+            cwd=self._cwd(),
+            start_new_session=True,
+        )
         log.close()
         self.procs[name] = Proc(name, argv, p)
 
     def start_node(self, i: int) -> None:
-        self._spawn(node_id(i), [self.python, "-m", "signer_nodes", "run", "--data-dir",
-                                 str(self.data_dir / node_id(i)), "--host", self.host,
-                                 "--port", str(node_port(self.port, i))])
+        self._spawn(
+            node_id(i),
+            [
+                self.python,
+                "-m",
+                "signer_nodes",
+                "run",
+                "--data-dir",
+                str(self.data_dir / node_id(i)),
+                "--host",
+                self.host,
+                "--port",
+                str(node_port(self.port, i)),
+            ],
+        )
 
     def start(self, timeout: float = 60.0) -> dict[str, Any]:
         """Provision, start every process, enrol the nodes, write cluster.json."""
         creds = self.provision()
         self.progress("starting coordinator and nodes")
-        argv = [self.python, "-m", "api", "serve", "--data-dir",
-                str(self.data_dir / "coordinator"), "--host", self.host, "--port", str(self.port)]
+        argv = [
+            self.python,
+            "-m",
+            "api",
+            "serve",
+            "--data-dir",
+            str(self.data_dir / "coordinator"),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
         self._spawn("coordinator", argv + (["--dev"] if self.dev else []))
         for i in range(1, self.nodes + 1):
             self.start_node(i)
@@ -181,8 +227,9 @@ class Cluster:
         for i in range(1, self.nodes + 1):
             self._wait_health(self.node_url(i), deadline, node_id(i))
         self.progress("enrolling nodes")
-        with httpx.Client(base_url=self.api_url, timeout=30,
-                          headers={"Authorization": f"Bearer {creds['admin']}"}) as c:
+        with httpx.Client(
+            base_url=self.api_url, timeout=30, headers={"Authorization": f"Bearer {creds['admin']}"}
+        ) as c:
             for i in range(1, self.nodes + 1):
                 r = c.put(f"/v1/nodes/{node_id(i)}", json={"url": self.node_url(i)})
                 if r.status_code != 200:
@@ -194,11 +241,15 @@ class Cluster:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"nodes not healthy in time: {ready}")
                 time.sleep(0.1)
-        doc = {"api_url": self.api_url,
-               "nodes": [{"id": node_id(i), "url": self.node_url(i)}
-                         for i in range(1, self.nodes + 1)],
-               "credentials": creds, "dev_policy": "allow-all" if self.dev else None,
-               "pids": {n: p.popen.pid for n, p in self.procs.items() if p.popen}}
+        doc = {
+            "api_url": self.api_url,
+            "nodes": [
+                {"id": node_id(i), "url": self.node_url(i)} for i in range(1, self.nodes + 1)
+            ],
+            "credentials": creds,
+            "dev_policy": "allow-all" if self.dev else None,
+            "pids": {n: p.popen.pid for n, p in self.procs.items() if p.popen},
+        }
         write_private_json(self.cluster_file, doc)
         self.progress("ready")
         return doc

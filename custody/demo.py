@@ -31,8 +31,9 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 WARM_SIGNATURES = 5
 
 
-def verify_independently(scheme: str, public_key: str, message: bytes, signature: str,
-                         recovery_id: int | None) -> tuple[bool, str]:
+def verify_independently(
+    scheme: str, public_key: str, message: bytes, signature: str, recovery_id: int | None
+) -> tuple[bool, str]:
     """Verify with a library that is not ours; returns (ok, verifier name)."""
     pk, sig = bytes.fromhex(public_key), bytes.fromhex(signature)
     if scheme == "ed25519":
@@ -42,13 +43,15 @@ def verify_independently(scheme: str, public_key: str, message: bytes, signature
         except BadSignatureError:
             return False, "pynacl (libsodium)"
     if scheme == "bip340":
-        return bool(coincurve.PublicKeyXOnly(pk).verify(sig, message)), \
-            "coincurve PublicKeyXOnly (libsecp256k1)"
+        return bool(
+            coincurve.PublicKeyXOnly(pk).verify(sig, message)
+        ), "coincurve PublicKeyXOnly (libsecp256k1)"
     r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
     ok = coincurve.PublicKey(pk).verify(encode_dss_signature(r, s), message, hasher=None)
     if recovery_id is not None:
-        rec = coincurve.PublicKey.from_signature_and_message(sig + bytes([recovery_id]), message,
-                                                             hasher=None)
+        rec = coincurve.PublicKey.from_signature_and_message(
+            sig + bytes([recovery_id]), message, hasher=None
+        )
         ok = ok and rec.format() == pk
     low_s = s <= SECP256K1_N // 2
     return bool(ok and low_s), "coincurve PublicKey + recovery (libsecp256k1)"
@@ -60,8 +63,9 @@ def message_for(scheme: str, n: int = 0) -> bytes:
     return hashlib.sha256(msg).digest() if scheme == "ecdsa-secp256k1" else msg
 
 
-def sign_and_verify_all(c_admin: CustodyClient, c_req: CustodyClient,
-                        threshold: int = 2) -> list[dict[str, Any]]:
+def sign_and_verify_all(
+    c_admin: CustodyClient, c_req: CustodyClient, threshold: int = 2
+) -> list[dict[str, Any]]:
     rows = []
     for scheme in SCHEMES:
         key = c_admin.create_key(scheme, threshold)
@@ -73,8 +77,9 @@ def sign_and_verify_all(c_admin: CustodyClient, c_req: CustodyClient,
         ms = (time.perf_counter() - start) * 1000
         if sr["status"] != "signed":
             raise RuntimeError(f"{scheme} signing {sr['status']}: {sr.get('error')}")
-        ok, by = verify_independently(scheme, key["public_key"], msg, sr["signature"],
-                                      sr["recovery_id"])
+        ok, by = verify_independently(
+            scheme, key["public_key"], msg, sr["signature"], sr["recovery_id"]
+        )
         # The first signature of a new key also waits for the nodes' first nonce batch (and,
         # for ECDSA, a presignature); the warm figure is what a steady client sees.
         warm = []
@@ -83,13 +88,27 @@ def sign_and_verify_all(c_admin: CustodyClient, c_req: CustodyClient,
             t0 = time.perf_counter()
             w = c_req.sign(key["id"], m)
             warm.append((time.perf_counter() - t0) * 1000)
-            ok = ok and w["status"] == "signed" and verify_independently(
-                scheme, key["public_key"], m, w["signature"], w["recovery_id"])[0]
-        rows.append({"scheme": scheme, "key_id": key["id"], "public_key": key["public_key"],
-                     "signature": sr["signature"], "recovery_id": sr["recovery_id"],
-                     "signers": sr["signers"], "verified": ok, "verified_by": by,
-                     "latency_ms": round(ms, 1),
-                     "warm_latency_ms": round(statistics.median(warm), 1)})
+            ok = (
+                ok
+                and w["status"] == "signed"
+                and verify_independently(
+                    scheme, key["public_key"], m, w["signature"], w["recovery_id"]
+                )[0]
+            )
+        rows.append(
+            {
+                "scheme": scheme,
+                "key_id": key["id"],
+                "public_key": key["public_key"],
+                "signature": sr["signature"],
+                "recovery_id": sr["recovery_id"],
+                "signers": sr["signers"],
+                "verified": ok,
+                "verified_by": by,
+                "latency_ms": round(ms, 1),
+                "warm_latency_ms": round(statistics.median(warm), 1),
+            }
+        )
     return rows
 
 
@@ -121,9 +140,11 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
                 return 1
         console.print(f"[yellow]DEV CLUSTER in {where}: allow-all policy[/yellow]")
     try:
-        with CustodyClient(doc["api_url"], doc["credentials"]["admin"]) as a, \
-                CustodyClient(doc["api_url"], doc["credentials"]["requester"]) as r, \
-                console.status("DKG and signing for each scheme"):
+        with (
+            CustodyClient(doc["api_url"], doc["credentials"]["admin"]) as a,
+            CustodyClient(doc["api_url"], doc["credentials"]["requester"]) as r,
+            console.status("DKG and signing for each scheme"),
+        ):
             rows = sign_and_verify_all(a, r)
     except Exception as e:  # noqa: BLE001 - report, then stop our processes
         console.print(f"[red]demo failed:[/red] {e}")
@@ -132,15 +153,21 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
         if own is not None:
             own.stop()
     t = Table(title=f"2-of-3 threshold signatures over {MESSAGE!r}")
-    t.caption = "latency: first signature of the new key / median of the next " \
+    t.caption = (
+        "latency: first signature of the new key / median of the next "
         f"{WARM_SIGNATURES} (each verified too)"
+    )
     for col in ("scheme", "public key", "signature", "verified by", "latency"):
         t.add_column(col, overflow="fold")
     for row in rows:
         mark = "[green]yes[/green]" if row["verified"] else "[red]NO[/red]"
-        t.add_row(row["scheme"], _short(row["public_key"]), _short(row["signature"]),
-                  f"{mark} {row['verified_by']}",
-                  f"{row['latency_ms']:.0f} / {row['warm_latency_ms']:.0f} ms")
+        t.add_row(
+            row["scheme"],
+            _short(row["public_key"]),
+            _short(row["signature"]),
+            f"{mark} {row['verified_by']}",
+            f"{row['latency_ms']:.0f} / {row['warm_latency_ms']:.0f} ms",
+        )
     console.print(t)
     for row in rows:  # the full values, for copy and paste into another verifier
         console.print(f"{row['scheme']}: public key {row['public_key']}", soft_wrap=True)

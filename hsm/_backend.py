@@ -355,9 +355,7 @@ def _iter_tokens(library: Library) -> Iterator[Any]:
 def token_labels(library: Library) -> list[str]:
     """Labels of the initialised tokens visible to ``library`` (labels are not secret)."""
     with LOCK:
-        return [
-            t.label for t in _iter_tokens(library) if t.flags & TokenFlag.TOKEN_INITIALIZED
-        ]
+        return [t.label for t in _iter_tokens(library) if t.flags & TokenFlag.TOKEN_INITIALIZED]
 
 
 def find_token(library: Library, label: str) -> Any:
@@ -427,9 +425,7 @@ def login(library: Library, session: Any, token: Any, pin: str, holder: int) -> 
                 library.logins[key] = _Login(None, {holder})
                 log.warning("hsm.login_unverified token=%s (logged in outside hsm)", label)
                 return
-            if entry.digest is not None and not hmac.compare_digest(
-                entry.digest, _pin_digest(pin)
-            ):
+            if entry.digest is not None and not hmac.compare_digest(entry.digest, _pin_digest(pin)):
                 raise HsmWrongPin(f"incorrect user PIN for token {label!r}")
             entry.holders.add(holder)
             return

@@ -32,8 +32,11 @@ SOFTHSM_CONF_ENV = "SOFTHSM2_CONF"
 def _standard_module_paths() -> tuple[str, ...]:
     """Return the usual install locations of ``libsofthsm2.so``, most common first."""
     machine = platform.machine() or "x86_64"
-    multiarch = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu",
-                 "arm64": "aarch64-linux-gnu"}.get(machine, f"{machine}-linux-gnu")
+    multiarch = {
+        "x86_64": "x86_64-linux-gnu",
+        "aarch64": "aarch64-linux-gnu",
+        "arm64": "aarch64-linux-gnu",
+    }.get(machine, f"{machine}-linux-gnu")
     return (
         "/usr/lib/softhsm/libsofthsm2.so",  # Debian / Ubuntu (package softhsm2)
         f"/usr/lib/{multiarch}/softhsm/libsofthsm2.so",  # Debian multiarch

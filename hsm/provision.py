@@ -131,9 +131,7 @@ def _init_user_pin(token: Any, user_pin: str, so_pin: str) -> None:
         session.close()
 
 
-def _provision_here(
-    library: _backend.Library, label: str, user_pin: str, so_pin: str
-) -> bool:
+def _provision_here(library: _backend.Library, label: str, user_pin: str, so_pin: str) -> bool:
     """Provision ``label`` through ``library`` in this process; True if it was created."""
     with LOCK:
         try:
@@ -170,9 +168,7 @@ def _provision_in_child(module: str, conf: str, label: str, user_pin: str, so_pi
         "from hsm.provision import _child_main; raise SystemExit(_child_main())"
     )
     env = {**os.environ, SOFTHSM_CONF_ENV: conf}
-    request = json.dumps(
-        {"module": module, "label": label, "user_pin": user_pin, "so_pin": so_pin}
-    )
+    request = json.dumps({"module": module, "label": label, "user_pin": user_pin, "so_pin": so_pin})
     try:
         proc = subprocess.run(  # noqa: S603 - argv is sys.executable + constant code
             [sys.executable, "-P", "-c", code],
@@ -211,16 +207,22 @@ def _child_main() -> int:
     result: dict[str, object]
     try:
         library = _backend.get_library(request["module"], os.environ[SOFTHSM_CONF_ENV])
-        created = _provision_here(
-            library, request["label"], request["user_pin"], request["so_pin"]
-        )
+        created = _provision_here(library, request["label"], request["user_pin"], request["so_pin"])
         result = {"ok": True, "created": created}
     except HsmError as exc:
-        result = {"ok": False, "class": type(exc).__name__, "code": exc.code,
-                  "message": exc.message}
+        result = {
+            "ok": False,
+            "class": type(exc).__name__,
+            "code": exc.code,
+            "message": exc.message,
+        }
     except p11e.PKCS11Error as exc:
-        result = {"ok": False, "class": "HsmError", "code": "hsm.pkcs11_error",
-                  "message": f"provisioning failed: PKCS#11 {type(exc).__name__}"}
+        result = {
+            "ok": False,
+            "class": "HsmError",
+            "code": "hsm.pkcs11_error",
+            "message": f"provisioning failed: PKCS#11 {type(exc).__name__}",
+        }
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

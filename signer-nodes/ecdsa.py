@@ -242,10 +242,21 @@ def sign_batch(
         for i, raw in enumerate(items):
             try:
                 req = batch_item_request(raw)
-                ready.append((i, _prepare(
-                    node, raw.get("key_id"), raw.get("presignature_id"), req,
-                    coordinator_verified, None, shares, seen,
-                )))
+                ready.append(
+                    (
+                        i,
+                        _prepare(
+                            node,
+                            raw.get("key_id"),
+                            raw.get("presignature_id"),
+                            req,
+                            coordinator_verified,
+                            None,
+                            shares,
+                            seen,
+                        ),
+                    )
+                )
             except Exception as exc:  # noqa: BLE001 - becomes this item's problem
                 results[i] = {"problem": node._item_problem(exc)}
         crash_point("sign-before-mark")
@@ -260,8 +271,12 @@ def sign_batch(
                 results[i] = {"problem": node._item_problem(exc)}
     crash_point("sign-after-mark")
     shares.clear()
-    return [r if r is not None else {"problem": NodeError(
-        500, "internal", "item not processed").problem()} for r in results]
+    return [
+        r
+        if r is not None
+        else {"problem": NodeError(500, "internal", "item not processed").problem()}
+        for r in results
+    ]
 
 
 def _marked(item: _Item, ok: bool) -> Callable[[bytes], bool]:

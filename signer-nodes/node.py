@@ -669,10 +669,20 @@ class Node:
             for i, raw in enumerate(items):
                 try:
                     req = batch_item_request(raw)
-                    ready.append((i, self._frost_prepare(
-                        raw.get("key_id"), raw.get("nonce_id"), req,
-                        hex_field(raw, "signing_package"), coordinator_verified, keys, seen,
-                    )))
+                    ready.append(
+                        (
+                            i,
+                            self._frost_prepare(
+                                raw.get("key_id"),
+                                raw.get("nonce_id"),
+                                req,
+                                hex_field(raw, "signing_package"),
+                                coordinator_verified,
+                                keys,
+                                seen,
+                            ),
+                        )
+                    )
                 except Exception as exc:  # noqa: BLE001 - becomes this item's problem
                     results[i] = {"problem": self._item_problem(exc)}
             crash_point("sign-before-mark")
@@ -689,8 +699,12 @@ class Node:
             except Exception as exc:  # noqa: BLE001
                 results[i] = {"problem": self._item_problem(exc)}
         keys.clear()
-        return [r if r is not None else {"problem": NodeError(
-            500, "internal", "item not processed").problem()} for r in results]
+        return [
+            r
+            if r is not None
+            else {"problem": NodeError(500, "internal", "item not processed").problem()}
+            for r in results
+        ]
 
     def _item_problem(self, exc: Exception) -> dict[str, Any]:
         """The problem document of one failed batch item (what the single route answers)."""

@@ -49,9 +49,11 @@ def runs_for(conc: int, quick: bool) -> int:
 
 async def _sign(http: aiohttp.ClientSession, key_id: str, msg: bytes) -> dict[str, Any]:
     """What ``AsyncCustodyClient.sign`` does (POST, then poll until terminal)."""
-    async with http.post("/v1/sign-requests",
-                         json={"key_id": key_id, "kind": "raw", "message": msg.hex()},
-                         headers={"Idempotency-Key": str(uuid.uuid4())}) as r:
+    async with http.post(
+        "/v1/sign-requests",
+        json={"key_id": key_id, "kind": "raw", "message": msg.hex()},
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+    ) as r:
         doc: dict[str, Any] = await r.json(content_type=None)
         if r.status >= 400:
             return {"status": f"http-{r.status}", **doc}
@@ -64,14 +66,19 @@ async def _sign(http: aiohttp.ClientSession, key_id: str, msg: bytes) -> dict[st
     return doc
 
 
-async def _measure(api_url: str, token: str, key_id: str, scheme: str, conc: int,
-                   total: int, warmup: int) -> dict[str, Any]:
+async def _measure(
+    api_url: str, token: str, key_id: str, scheme: str, conc: int, total: int, warmup: int
+) -> dict[str, Any]:
     lat: list[float] = []
     failed = 0
     conn = aiohttp.TCPConnector(limit=conc + 2, keepalive_timeout=60)
-    async with aiohttp.ClientSession(api_url, connector=conn,
-                                     headers={"Authorization": f"Bearer {token}"},
-                                     timeout=aiohttp.ClientTimeout(total=120)) as http:
+    async with aiohttp.ClientSession(
+        api_url,
+        connector=conn,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=aiohttp.ClientTimeout(total=120),
+    ) as http:
+
         def message(i: int) -> bytes:
             m = b"bench %d %f" % (i, time.time())
             return hashlib.sha256(m).digest() if scheme == "ecdsa-secp256k1" else m
@@ -95,9 +102,13 @@ async def _measure(api_url: str, token: str, key_id: str, scheme: str, conc: int
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(conc)))
         wall = time.perf_counter() - start
-    return {"median_ms": round(statistics.median(lat), 2) if lat else None,
-            "p99_ms": round(_pct(lat, 0.99), 2) if lat else None,
-            "throughput_per_s": round(len(lat) / wall, 1), "runs": len(lat), "failed": failed}
+    return {
+        "median_ms": round(statistics.median(lat), 2) if lat else None,
+        "p99_ms": round(_pct(lat, 0.99), 2) if lat else None,
+        "throughput_per_s": round(len(lat) / wall, 1),
+        "runs": len(lat),
+        "failed": failed,
+    }
 
 
 def _pools(api_url: str) -> dict[str, int]:
@@ -124,9 +135,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     ecdsa_need = max(runs_for(c, quick) + c for c in CONCURRENCY)
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as d:
-        env = {"CUSTODY_PRESIG_TARGET": str(ecdsa_need), "CUSTODY_PRESIG_PARALLEL": "4",
-               "CUSTODY_FROST_BATCH": "128", "CUSTODY_FROST_LOW_WATER": "96",
-               "CUSTODY_POOL_INTERVAL": "0.2"}
+        env = {
+            "CUSTODY_PRESIG_TARGET": str(ecdsa_need),
+            "CUSTODY_PRESIG_PARALLEL": "4",
+            "CUSTODY_FROST_BATCH": "128",
+            "CUSTODY_FROST_LOW_WATER": "96",
+            "CUSTODY_POOL_INTERVAL": "0.2",
+        }
         with Cluster(Path(d), nodes=3, port=free_port_block(3), env=env) as cluster:
             doc = cluster.start(timeout=120)
             creds = doc["credentials"]
@@ -142,8 +157,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                         keys[scheme] = k["id"]
             # every pool full before anything is measured: 3 nodes x 128 commitments per
             # FROST key, the presignature target (refills wait for idle moments after this)
-            _wait_pool(api, "frost_commitments", 3 * 128 * sum(
-                s != "ecdsa-secp256k1" for s in keys), 30)
+            _wait_pool(
+                api, "frost_commitments", 3 * 128 * sum(s != "ecdsa-secp256k1" for s in keys), 30
+            )
             if "ecdsa-secp256k1" in keys:
                 _wait_pool(api, "presignatures", ecdsa_need, 120 if quick else 600)
             for scheme, key_id in keys.items():
@@ -151,16 +167,29 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                     total = runs_for(conc, quick)
                     pool = None
                     if scheme == "ecdsa-secp256k1":
-                        pool = _wait_pool(api, "presignatures", total + conc,
-                                          60 if quick else 300)
+                        pool = _wait_pool(api, "presignatures", total + conc, 60 if quick else 300)
                     b0 = _batching(api)
-                    res = asyncio.run(_measure(api, creds["requester"], key_id, scheme, conc,
-                                               total, warmup=conc))
+                    res = asyncio.run(
+                        _measure(api, creds["requester"], key_id, scheme, conc, total, warmup=conc)
+                    )
                     b1 = _batching(api)
                     calls = b1.get("calls", 0) - b0.get("calls", 0)
-                    per_call = round((b1.get("items", 0) - b0.get("items", 0)) / calls, 1) \
-                        if calls else None
-                    rows.append({"suite": "e2e", "scheme": scheme, "t": 2, "n": 3,
-                                 "op": "sign", "concurrency": conc, **res,
-                                 "pool_at_start": pool, "items_per_node_call": per_call})
+                    per_call = (
+                        round((b1.get("items", 0) - b0.get("items", 0)) / calls, 1)
+                        if calls
+                        else None
+                    )
+                    rows.append(
+                        {
+                            "suite": "e2e",
+                            "scheme": scheme,
+                            "t": 2,
+                            "n": 3,
+                            "op": "sign",
+                            "concurrency": conc,
+                            **res,
+                            "pool_at_start": pool,
+                            "items_per_node_call": per_call,
+                        }
+                    )
     return rows

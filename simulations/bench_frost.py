@@ -117,9 +117,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 pkg = frost.SigningPackage.from_bytes(wire, suite=suite)
                 return frost.sign(pkg, nonces, me).to_bytes()
 
-            rows.append(
-                _row(scheme, t, n, "sign_node", median_ms(node_once, runs_sign), runs_sign)
-            )
+            rows.append(_row(scheme, t, n, "sign_node", median_ms(node_once, runs_sign), runs_sign))
     return rows
 
 

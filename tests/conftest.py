@@ -3,11 +3,38 @@
 Hypothesis: no per-example deadline (CI runs on a loaded 2-core machine, where a slow
 example is not a failure; performance is measured by the benchmarks), and every failure
 prints the blob that reproduces it.
+
+And no test or module reads a file beside the repository (see the audit hook below).
 """
 
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
 
 from hypothesis import settings
 
 settings.register_profile("custody", deadline=None, print_blob=True)
 settings.load_profile("custody")
+
+
+# The repository stands alone: no test or module may open a file beside it (a sibling of
+# the checkout, such as a design brief or vectors folder next to the clone). An audit hook
+# refuses such an open, so the test that tried fails with the path in its message.
+_ROOT = Path(__file__).resolve().parents[1]
+_OUTSIDE = _ROOT.parent
+
+
+def _refuse_sibling_paths(event: str, args: tuple[object, ...]) -> None:
+    if event != "open" or not args or not isinstance(args[0], str | bytes | os.PathLike):
+        return
+    raw = os.fsdecode(args[0])
+    if not os.path.isabs(raw):
+        raw = os.path.join(os.getcwd(), raw)
+    path = Path(os.path.normpath(raw))
+    if path.is_relative_to(_OUTSIDE) and not path.is_relative_to(_ROOT):
+        raise PermissionError(f"a test opened {path}, outside the repository {_ROOT}")
+
+
+sys.addaudithook(_refuse_sibling_paths)

@@ -51,8 +51,17 @@ class Api:
             pk = pk[1:]
         kid = "key_" + hashlib.sha256(pk + status.encode()).hexdigest()[:32]
         with self.app.state.db.session() as s:
-            s.add(Key(id=kid, scheme=scheme, threshold=2, nodes=["node-1", "node-2", "node-3"],
-                      status=status, public_key=pk.hex(), verifying_shares={}))
+            s.add(
+                Key(
+                    id=kid,
+                    scheme=scheme,
+                    threshold=2,
+                    nodes=["node-1", "node-2", "node-3"],
+                    status=status,
+                    public_key=pk.hex(),
+                    verifying_shares={},
+                )
+            )
         return kid
 
 

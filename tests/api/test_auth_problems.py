@@ -14,8 +14,12 @@ ROUTES = [
     ("POST", "/v1/keys", {"scheme": "ed25519", "threshold": 2}, {"admin"}),
     ("GET", "/v1/sign-requests", None, {"admin", "requester", "approver", "auditor"}),
     ("GET", "/v1/sign-requests/sr_nope", None, {"admin", "requester", "approver", "auditor"}),
-    ("POST", "/v1/sign-requests", {"key_id": "key_x", "kind": "raw", "message": "00" * 32},
-     {"requester"}),
+    (
+        "POST",
+        "/v1/sign-requests",
+        {"key_id": "key_x", "kind": "raw", "message": "00" * 32},
+        {"requester"},
+    ),
     ("GET", "/v1/audit", None, {"admin", "auditor"}),
     ("GET", "/v1/audit/verify", None, {"admin", "auditor"}),
     ("PUT", "/v1/nodes/node-1", {"url": "http://127.0.0.1:1"}, {"admin"}),
@@ -38,8 +42,9 @@ def assert_problem(r, status: int, slug: str | None = None) -> dict:  # noqa: AN
 def test_auth_matrix(api, method, path, body, allowed) -> None:  # noqa: ANN001
     # no credentials, and a forged one: 401 with a challenge
     for headers in ({}, {"Authorization": "Bearer tpwc_forged"}, {"Authorization": "Basic x"}):
-        r = api.client.request(method, path, json=body,
-                               headers={**headers, "Idempotency-Key": "k1"})
+        r = api.client.request(
+            method, path, json=body, headers={**headers, "Idempotency-Key": "k1"}
+        )
         assert_problem(r, 401, "unauthorized")
         assert r.headers["www-authenticate"].startswith("Bearer")
     for role in ROLES:
@@ -71,41 +76,54 @@ def test_problem_documents(api) -> None:  # noqa: ANN001
     doc = assert_problem(api.client.get("/v1/keys/key_nope", headers=api.h("admin")), 404)
     assert doc["instance"] == "/v1/keys/key_nope"
     # FastAPI's own validation (422) is a problem document too, with the errors listed
-    r = api.client.post("/v1/keys", json={"scheme": "rsa", "threshold": 1},
-                        headers=api.h("admin", "v1"))
+    r = api.client.post(
+        "/v1/keys", json={"scheme": "rsa", "threshold": 1}, headers=api.h("admin", "v1")
+    )
     doc = assert_problem(r, 422, "validation")
     locs = {tuple(e["loc"]) for e in doc["errors"]}
     assert ("body", "scheme") in locs and ("body", "threshold") in locs
-    r = api.client.post("/v1/keys", content=b"{not json", headers={
-        **api.h("admin", "v2"), "content-type": "application/json"})
+    r = api.client.post(
+        "/v1/keys",
+        content=b"{not json",
+        headers={**api.h("admin", "v2"), "content-type": "application/json"},
+    )
     assert_problem(r, 422, "validation")
     # missing Idempotency-Key is a validation error naming the header
-    r = api.client.post("/v1/keys", json={"scheme": "ed25519", "threshold": 2},
-                        headers=api.h("admin"))
+    r = api.client.post(
+        "/v1/keys", json={"scheme": "ed25519", "threshold": 2}, headers=api.h("admin")
+    )
     doc = assert_problem(r, 422, "validation")
     assert any(e["loc"][-1].lower() == "idempotency-key" for e in doc["errors"])
-    assert_problem(api.client.get("/v1/keys?cursor=%%%", headers=api.h("admin")), 422,
-                   "invalid-cursor")
+    assert_problem(
+        api.client.get("/v1/keys?cursor=%%%", headers=api.h("admin")), 422, "invalid-cursor"
+    )
     assert_problem(api.client.get("/v1/keys?limit=0", headers=api.h("admin")), 422)
 
 
 def test_key_creation_refusals(api) -> None:  # noqa: ANN001
     # no nodes enrolled: threshold cannot be met
-    r = api.client.post("/v1/keys", json={"scheme": "ed25519", "threshold": 2},
-                        headers=api.h("admin", "a"))
+    r = api.client.post(
+        "/v1/keys", json={"scheme": "ed25519", "threshold": 2}, headers=api.h("admin", "a")
+    )
     assert_problem(r, 422, "invalid-threshold")
-    r = api.client.post("/v1/keys", json={"scheme": "ed25519", "threshold": 2,
-                                          "nodes": ["node-9", "node-8"]},
-                        headers=api.h("admin", "b"))
+    r = api.client.post(
+        "/v1/keys",
+        json={"scheme": "ed25519", "threshold": 2, "nodes": ["node-9", "node-8"]},
+        headers=api.h("admin", "b"),
+    )
     assert "node-9" in assert_problem(r, 422, "unknown-node")["detail"]
-    r = api.client.post("/v1/keys", json={"scheme": "ed25519", "threshold": 2,
-                                          "nodes": ["n", "n"]}, headers=api.h("admin", "c"))
+    r = api.client.post(
+        "/v1/keys",
+        json={"scheme": "ed25519", "threshold": 2, "nodes": ["n", "n"]},
+        headers=api.h("admin", "c"),
+    )
     assert_problem(r, 422)
 
 
 def test_enrol_unreachable_node(api) -> None:  # noqa: ANN001
-    r = api.client.put("/v1/nodes/node-1", json={"url": "http://127.0.0.1:9"},
-                       headers=api.h("admin"))
+    r = api.client.put(
+        "/v1/nodes/node-1", json={"url": "http://127.0.0.1:9"}, headers=api.h("admin")
+    )
     assert_problem(r, 502, "node-unreachable")
 
 
@@ -136,9 +154,11 @@ def test_revoked_credential_is_refused_within_the_cache_ttl(api, monkeypatch) ->
     h = api.h("auditor")
     assert api.client.get("/v1/sign-requests", headers=h).status_code == 200
     with api.app.state.db.session() as s:
-        s.execute(update(Credential).where(
-            Credential.token_sha256 == auth.hash_token(api.tokens["auditor"])).values(
-            revoked=True))
+        s.execute(
+            update(Credential)
+            .where(Credential.token_sha256 == auth.hash_token(api.tokens["auditor"]))
+            .values(revoked=True)
+        )
     time.sleep(0.25)
     r = api.client.get("/v1/sign-requests", headers=h)
     assert r.status_code == 401 and r.json()["status"] == 401

@@ -34,8 +34,17 @@ class FakeBatchNode:
         out = []
         for it in items:
             if it.get("bad"):
-                out.append({"problem": {"type": "urn:tpwc:node:nonce-used", "status": 409,
-                                        "title": "nonce used", "detail": "used", "culprits": [7]}})
+                out.append(
+                    {
+                        "problem": {
+                            "type": "urn:tpwc:node:nonce-used",
+                            "status": 409,
+                            "title": "nonce used",
+                            "detail": "used",
+                            "culprits": [7],
+                        }
+                    }
+                )
             else:
                 out.append({"signature_share": it["n"]})
         return web.json_response({"results": out})
@@ -58,9 +67,12 @@ async def test_batcher_sends_alone_when_idle_and_coalesces_while_busy() -> None:
             first = asyncio.ensure_future(caller.sign_item(node, path, {"n": "01"}))
             while len(fake.calls) < 2:
                 await asyncio.sleep(0.005)
-            rest = [asyncio.ensure_future(caller.sign_item(node, path, {"n": f"{i:02x}",
-                                                                        "bad": i == 3}))
-                    for i in range(2, 7)]
+            rest = [
+                asyncio.ensure_future(
+                    caller.sign_item(node, path, {"n": f"{i:02x}", "bad": i == 3})
+                )
+                for i in range(2, 7)
+            ]
             await asyncio.sleep(0.05)
             assert [len(c) for c in fake.calls] == [1, 1]  # nothing sent while busy
             fake.gate.set()
@@ -75,8 +87,10 @@ async def test_batcher_sends_alone_when_idle_and_coalesces_while_busy() -> None:
             assert caller.batch_stats() == {"calls": 3, "items": 7}  # GET /ready reports it
             # a whole-call failure reaches every waiter of that call
             fake.mode = "short"
-            res = await asyncio.gather(*(caller.sign_item(node, path, {"n": "0a"})
-                                         for _ in range(3)), return_exceptions=True)
+            res = await asyncio.gather(
+                *(caller.sign_item(node, path, {"n": "0a"}) for _ in range(3)),
+                return_exceptions=True,
+            )
             assert all(isinstance(r, NodeFailure) and r.reason == "garbage" for r in res)
         finally:
             await caller.aclose()
@@ -86,8 +100,10 @@ async def test_batcher_unreachable_node_fails_every_waiter() -> None:
     caller = NodeCaller(SigningKey.generate(), timeout=2)
     node = NodeInfo("node-9", 9, "http://127.0.0.1:9", "00", "00")  # nothing listens
     try:
-        res = await asyncio.gather(*(caller.sign_item(node, "/v1/frost/sign-batch", {"n": i})
-                                     for i in range(4)), return_exceptions=True)
+        res = await asyncio.gather(
+            *(caller.sign_item(node, "/v1/frost/sign-batch", {"n": i}) for i in range(4)),
+            return_exceptions=True,
+        )
         assert all(isinstance(r, NodeFailure) and r.transport for r in res), res
     finally:
         await caller.aclose()

@@ -15,12 +15,21 @@ from api.nodes import NodeInfo
 
 
 def _row(seq: int) -> dict:
-    return {"seq": seq, "at": "t", "actor": "a", "action": "x", "subject": "s", "data": {},
-            "prev_hash": "0" * 64, "hash": f"{seq:064x}"}
+    return {
+        "seq": seq,
+        "at": "t",
+        "actor": "a",
+        "action": "x",
+        "subject": "s",
+        "data": {},
+        "prev_hash": "0" * 64,
+        "hash": f"{seq:064x}",
+    }
 
 
 async def test_group_writer_commits_queued_jobs_together_and_fails_one_alone(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     db = Database(f"sqlite:///{tmp_path / 'w.db'}")
     db.create_all()
     gate = threading.Event()
@@ -54,8 +63,9 @@ async def test_group_writer_commits_queued_jobs_together_and_fails_one_alone(
         with pytest.raises(Exception, match="UNIQUE"):
             await bad
         with db.engine.connect() as c:
-            assert c.execute(select(AuditEntry.seq).order_by(AuditEntry.seq)).scalars().all() \
-                == list(range(1, 9))
+            assert c.execute(
+                select(AuditEntry.seq).order_by(AuditEntry.seq)
+            ).scalars().all() == list(range(1, 9))
     finally:
         gate.set()
         db.close()
@@ -158,6 +168,7 @@ async def test_audit_appends_grouped_in_one_transaction_keep_the_chain(tmp_path:
                 if fail:
                     raise RuntimeError("job fails after its append")
                 return seq
+
             return run
 
         jobs = [asyncio.ensure_future(db.write(job(i, fail=i == 3))) for i in range(6)]

@@ -34,16 +34,24 @@ def test_openapi_conformance(api_module, role: str) -> None:  # noqa: ANN001
     schema = schemathesis.openapi.from_asgi("/openapi.json", api_module.app)
     failures: list[str] = []
     headers = {"Authorization": f"Bearer {api_module.tokens[role]}"}
-    wanted = [checks.not_a_server_error, checks.status_code_conformance,
-              checks.content_type_conformance, checks.response_schema_conformance]
+    wanted = [
+        checks.not_a_server_error,
+        checks.status_code_conformance,
+        checks.content_type_conformance,
+        checks.response_schema_conformance,
+    ]
 
     for op_result in schema.get_all_operations():
         op = op_result.ok()
         if op.method.upper() == "PUT":  # enrolment dials arbitrary URLs: covered elsewhere
             continue
 
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=op.as_strategy())
         def run(case) -> None:  # noqa: ANN001
             resp = case.call(headers=headers)

@@ -11,8 +11,7 @@ from custody.client import AsyncCustodyClient, CustodyClient, CustodyError
 
 def test_sync_client(api) -> None:  # noqa: ANN001
     kid = api.add_key("ed25519")
-    with CustodyClient("http://testserver", api.tokens["requester"],
-                       http=TestClient(api.app)) as c:
+    with CustodyClient("http://testserver", api.tokens["requester"], http=TestClient(api.app)) as c:
         sr = c.sign(kid, b"\x01\x02", idempotency_key="sdk-1")
         assert sr["status"] == "pending_approval" and sr["message"] == "0102"
         assert c.sign(kid, b"\x01\x02", idempotency_key="sdk-1")["id"] == sr["id"]
@@ -60,7 +59,10 @@ def test_unreachable_coordinator_is_one_typed_error_and_a_clean_cli_exit() -> No
     assert info.value.type == "urn:tpwc:client:unreachable"
     cli = subprocess.run(  # noqa: S603 - fixed argv
         [sys.executable, "-m", "custody.cli", "keys", "list", "--api-url", url, "--token", "t"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert cli.returncode == 1, cli.stderr
     assert "unreachable" in cli.stderr and "Traceback" not in cli.stdout + cli.stderr

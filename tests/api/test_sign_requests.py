@@ -12,8 +12,11 @@ from tests.api.test_auth_problems import assert_problem
 
 
 def post_sr(api, key_id: str, idem: str, message: str = "11" * 32, **extra):  # noqa: ANN001, ANN003, ANN201
-    return api.client.post("/v1/sign-requests", headers=api.h("requester", idem),
-                           json={"key_id": key_id, "kind": "raw", "message": message, **extra})
+    return api.client.post(
+        "/v1/sign-requests",
+        headers=api.h("requester", idem),
+        json={"key_id": key_id, "kind": "raw", "message": message, **extra},
+    )
 
 
 def test_pending_approval_without_policy(api) -> None:  # noqa: ANN001
@@ -35,8 +38,11 @@ def test_idempotency_rules(api) -> None:  # noqa: ANN001
     assert again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
     # key order in the body does not matter: canonical JSON fingerprint
-    r = api.client.post("/v1/sign-requests", headers=api.h("requester", "same"),
-                        json={"message": "11" * 32, "kind": "raw", "key_id": kid})
+    r = api.client.post(
+        "/v1/sign-requests",
+        headers=api.h("requester", "same"),
+        json={"message": "11" * 32, "kind": "raw", "key_id": kid},
+    )
     assert r.json()["id"] == first.json()["id"]
     # same key, other body: 422
     assert_problem(post_sr(api, kid, "same", message="22" * 32), 422, "idempotency-mismatch")
@@ -47,9 +53,11 @@ def test_idempotency_rules(api) -> None:  # noqa: ANN001
     from api.auth import create_credential
 
     _, other = create_credential(api.app.state.db, "requester")
-    r = api.client.post("/v1/sign-requests", json={"key_id": kid, "kind": "raw",
-                                                   "message": "11" * 32},
-                        headers={"Authorization": f"Bearer {other}", "Idempotency-Key": "same"})
+    r = api.client.post(
+        "/v1/sign-requests",
+        json={"key_id": kid, "kind": "raw", "message": "11" * 32},
+        headers={"Authorization": f"Bearer {other}", "Idempotency-Key": "same"},
+    )
     assert r.status_code == 202 and r.json()["id"] != first.json()["id"]
 
 
@@ -64,11 +72,19 @@ def test_idempotency_in_flight_is_409(api) -> None:  # noqa: ANN001
     from api.db import Credential
 
     with api.app.state.db.session() as s:
-        cid = s.scalar(select(Credential.id).where(
-            Credential.token_sha256 == hash_token(api.tokens["requester"])))
-        s.add(IdempotencyRecord(credential_id=cid, key="busy", state="in_flight",
-                                fingerprint=fingerprint("POST", "/v1/sign-requests",
-                                                        json.dumps(body).encode())))
+        cid = s.scalar(
+            select(Credential.id).where(
+                Credential.token_sha256 == hash_token(api.tokens["requester"])
+            )
+        )
+        s.add(
+            IdempotencyRecord(
+                credential_id=cid,
+                key="busy",
+                state="in_flight",
+                fingerprint=fingerprint("POST", "/v1/sign-requests", json.dumps(body).encode()),
+            )
+        )
     r = api.client.post("/v1/sign-requests", json=body, headers=api.h("requester", "busy"))
     assert_problem(r, 409, "idempotency-in-flight")
 
@@ -89,11 +105,17 @@ def test_sign_request_validation(api) -> None:  # noqa: ANN001
     assert_problem(post_sr(api, pending, "c"), 409, "key-not-active")
     # payment: the message is the digest of the payload; a wrong claimed message is refused
     ed = api.add_key("ed25519")
-    r = api.client.post("/v1/sign-requests", headers=api.h("requester", "p1"), json={
-        "key_id": ed, "kind": "payment", "payload": {"amount": "10.00", "to": "acct-1"}})
+    r = api.client.post(
+        "/v1/sign-requests",
+        headers=api.h("requester", "p1"),
+        json={"key_id": ed, "kind": "payment", "payload": {"amount": "10.00", "to": "acct-1"}},
+    )
     assert r.status_code == 202 and len(bytes.fromhex(r.json()["message"])) == 32
-    r = api.client.post("/v1/sign-requests", headers=api.h("requester", "p2"), json={
-        "key_id": ed, "kind": "payment", "payload": {"amount": 1.5}})
+    r = api.client.post(
+        "/v1/sign-requests",
+        headers=api.h("requester", "p2"),
+        json={"key_id": ed, "kind": "payment", "payload": {"amount": 1.5}},
+    )
     assert assert_problem(r, 422, "invalid-sign-request")["field"].startswith("payload")
 
 

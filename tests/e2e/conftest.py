@@ -36,8 +36,12 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     d: Path = tmp_path_factory.mktemp("cluster")
-    cluster = Cluster(d, nodes=3, port=free_port_block(3),
-                      env={"CUSTODY_POOL_INTERVAL": "0.3", "CUSTODY_ROUND_TIMEOUT": "5"})
+    cluster = Cluster(
+        d,
+        nodes=3,
+        port=free_port_block(3),
+        env={"CUSTODY_POOL_INTERVAL": "0.3", "CUSTODY_ROUND_TIMEOUT": "5"},
+    )
     try:
         doc = cluster.start(timeout=90)
     except BaseException:

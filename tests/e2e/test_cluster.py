@@ -39,8 +39,9 @@ def test_sign_and_verify_independently(live: Live, scheme: str) -> None:
         sr = live.requester.sign(key["id"], msg_for(scheme, i))
         assert sr["status"] == "signed", sr
         assert len(bytes.fromhex(sr["signature"])) == 64 and len(sr["signers"]) == 2
-        ok, by = verify_independently(scheme, key["public_key"], msg_for(scheme, i),
-                                      sr["signature"], sr["recovery_id"])
+        ok, by = verify_independently(
+            scheme, key["public_key"], msg_for(scheme, i), sr["signature"], sr["recovery_id"]
+        )
         assert ok, by
         if scheme == "ecdsa-secp256k1":
             assert sr["recovery_id"] in (0, 1, 2, 3)
@@ -48,26 +49,30 @@ def test_sign_and_verify_independently(live: Live, scheme: str) -> None:
     assert live.auditor.verify_audit()["ok"] is True
 
 
-@pytest.mark.parametrize(("scheme", "conc"), [("ed25519", 32), ("bip340", 32),
-                                             ("ecdsa-secp256k1", 12)])
-def test_concurrent_signatures_each_verify_independently(live: Live, scheme: str,
-                                                        conc: int) -> None:
+@pytest.mark.parametrize(
+    ("scheme", "conc"), [("ed25519", 32), ("bip340", 32), ("ecdsa-secp256k1", 12)]
+)
+def test_concurrent_signatures_each_verify_independently(
+    live: Live, scheme: str, conc: int
+) -> None:
     """Many requests at once (the coordinator batches node calls): every signature is
     for its own message and verifies with an independent library."""
     key = live.key(scheme)
     msgs = [msg_for(scheme, 1000 + i) for i in range(conc)]
 
     async def run() -> list[dict]:
-        async with AsyncCustodyClient(live.doc["api_url"],
-                                      live.doc["credentials"]["requester"]) as c:
+        async with AsyncCustodyClient(
+            live.doc["api_url"], live.doc["credentials"]["requester"]
+        ) as c:
             return list(await asyncio.gather(*(c.sign(key["id"], m) for m in msgs)))
 
     out = asyncio.run(run())
     assert [sr["status"] for sr in out] == ["signed"] * conc, out
     assert len({sr["signature"] for sr in out}) == conc
     for m, sr in zip(msgs, out, strict=True):
-        ok, by = verify_independently(scheme, key["public_key"], m, sr["signature"],
-                                      sr["recovery_id"])
+        ok, by = verify_independently(
+            scheme, key["public_key"], m, sr["signature"], sr["recovery_id"]
+        )
         assert ok, (by, sr)
     # the audit chain, written by group commits of many signatures each, still verifies
     assert live.auditor.verify_audit()["ok"] is True
@@ -81,10 +86,12 @@ class GarbageProxy:
         self.mode = mode
         self.port = free_port_block(0)
         self.http = httpx.AsyncClient(base_url=upstream, timeout=10)
-        app = Starlette(routes=[Route("/{path:path}", self.forward,
-                                      methods=["GET", "POST", "PUT"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
+        app = Starlette(
+            routes=[Route("/{path:path}", self.forward, methods=["GET", "POST", "PUT"])]
+        )
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -94,8 +101,7 @@ class GarbageProxy:
     async def forward(self, request: Request) -> Response:
         body = await request.body()
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        r = await self.http.request(request.method, request.url.path, content=body,
-                                    headers=headers)
+        r = await self.http.request(request.method, request.url.path, content=body, headers=headers)
         content = r.content
         if request.url.path.endswith(("/sign", "/sign-batch")) and r.status_code == 200:
             if self.mode == "not-json":
@@ -107,8 +113,9 @@ class GarbageProxy:
                     content = json.dumps({"results": [{field: "a1" * 40}] * n}).encode()
                 else:
                     content = json.dumps({field: "a1" * 40}).encode()
-        return Response(content, status_code=r.status_code,
-                        media_type=r.headers.get("content-type"))
+        return Response(
+            content, status_code=r.status_code, media_type=r.headers.get("content-type")
+        )
 
     def __enter__(self) -> GarbageProxy:
         self.thread.start()
@@ -138,9 +145,13 @@ def test_garbage_node_is_blamed_and_routed_around(live: Live, mode: str) -> None
                 sr = live.requester.sign(key["id"], b"garbage %s %d" % (mode.encode(), i))
                 assert sr["status"] == "signed", sr
                 assert 2 not in sr["signers"] or not sr["blamed"]
-                ok, _ = verify_independently("ed25519", key["public_key"],
-                                             b"garbage %s %d" % (mode.encode(), i),
-                                             sr["signature"], None)
+                ok, _ = verify_independently(
+                    "ed25519",
+                    key["public_key"],
+                    b"garbage %s %d" % (mode.encode(), i),
+                    sr["signature"],
+                    None,
+                )
                 assert ok
                 blamed += sr["blamed"]
                 if blamed and i >= 7:
@@ -164,8 +175,13 @@ def test_killed_node_is_routed_around_and_reported(live: Live, scheme: str) -> N
             sr = live.requester.sign(key["id"], msg_for(scheme, 100 + i))
             assert sr["status"] == "signed", sr
             assert 3 not in sr["signers"]
-            ok, by = verify_independently(scheme, key["public_key"], msg_for(scheme, 100 + i),
-                                          sr["signature"], sr["recovery_id"])
+            ok, by = verify_independently(
+                scheme,
+                key["public_key"],
+                msg_for(scheme, 100 + i),
+                sr["signature"],
+                sr["recovery_id"],
+            )
             assert ok, by
             blamed += sr["blamed"]
         assert {b["node_id"] for b in blamed} <= {name}

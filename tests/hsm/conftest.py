@@ -104,9 +104,7 @@ def hsm(hsm_config: HsmConfig) -> Iterator[Hsm]:
 
 
 @pytest.fixture(scope="module")
-def module_hsm(
-    tmp_path_factory: pytest.TempPathFactory, hsm_process_conf: str
-) -> Iterator[Hsm]:
+def module_hsm(tmp_path_factory: pytest.TempPathFactory, hsm_process_conf: str) -> Iterator[Hsm]:
     """An open :class:`Hsm` shared by one module (for hypothesis tests)."""
     config = provision_dev_token(
         tmp_path_factory.mktemp("module-token"), unique_label("m"), USER_PIN, SO_PIN

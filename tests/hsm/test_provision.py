@@ -228,14 +228,20 @@ def test_seal_aad_is_not_ambiguous() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    a=st.tuples(st.text(min_size=1, max_size=8), st.text(min_size=1, max_size=8),
-                st.integers(0, 2**64 - 1), st.text(min_size=1, max_size=8)),
-    b=st.tuples(st.text(min_size=1, max_size=8), st.text(min_size=1, max_size=8),
-                st.integers(0, 2**64 - 1), st.text(min_size=1, max_size=8)),
+    a=st.tuples(
+        st.text(min_size=1, max_size=8),
+        st.text(min_size=1, max_size=8),
+        st.integers(0, 2**64 - 1),
+        st.text(min_size=1, max_size=8),
+    ),
+    b=st.tuples(
+        st.text(min_size=1, max_size=8),
+        st.text(min_size=1, max_size=8),
+        st.integers(0, 2**64 - 1),
+        st.text(min_size=1, max_size=8),
+    ),
 )
-def test_seal_aad_is_injective(
-    a: tuple[str, str, int, str], b: tuple[str, str, int, str]
-) -> None:
+def test_seal_aad_is_injective(a: tuple[str, str, int, str], b: tuple[str, str, int, str]) -> None:
     try:
         aad_a, aad_b = seal_aad(*a), seal_aad(*b)
     except ValueError:  # lone surrogates are refused

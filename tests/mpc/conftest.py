@@ -17,8 +17,8 @@ from mpc.frost import Ciphersuite
 from mpc.groups import Group
 from mpc.shamir import KeyPackage, PublicKeyPackage, check_threshold, lagrange_coefficient
 
-# the shared/ folder sits beside the repository (CI lays a copy there too)
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+# vendored copies, checked against tests/vectors/SHA256SUMS
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
 
 def load_json(rel: str) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from mpc.errors import UsageError
 from mpc.groups import ED25519, SECP256K1, Group
 from mpc.shamir import lagrange_coefficient
 
-# the shared/ folder sits beside the repository (CI lays a copy there too)
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+# vendored copies, checked against tests/vectors/SHA256SUMS
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 FILES = [
     ("rfc9591/frost-ed25519-sha512.json", ED25519),
     ("rfc9591/frost-secp256k1-sha256.json", SECP256K1),

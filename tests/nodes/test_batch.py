@@ -32,9 +32,17 @@ def _post(client: TestClient, inproc: InProc, path: str, body: Any) -> httpx.Res
 
 def _package(scheme: str, comms: dict[int, dict[str, str]], msg: bytes) -> str:
     suite = frost.ciphersuite(scheme)
-    return frost.signing_package(
-        [frost.SigningCommitments.from_bytes(bytes.fromhex(c["commitments"]), suite=suite)
-         for c in comms.values()], msg).to_bytes().hex()
+    return (
+        frost.signing_package(
+            [
+                frost.SigningCommitments.from_bytes(bytes.fromhex(c["commitments"]), suite=suite)
+                for c in comms.values()
+            ],
+            msg,
+        )
+        .to_bytes()
+        .hex()
+    )
 
 
 @pytest.mark.parametrize("scheme", ["ed25519", "bip340"])
@@ -47,27 +55,36 @@ def test_frost_batch_bad_items_fail_alone(inproc: InProc, scheme: str) -> None:
     n1, n2 = inproc.nodes[1], inproc.nodes[2]
     c1 = n1.frost_commitments("bk", 5)
     c2 = n2.frost_commitments("bk", 5)
-    reqs = [{"id": f"b{i}", "key_id": "bk", "kind": "raw", "message": f"{i:02x}" * 8}
-            for i in range(5)]
-    pkgs = [_package(scheme, {1: c1[i], 2: c2[i]}, message_to_sign(scheme, reqs[i]))
-            for i in range(5)]
+    reqs = [
+        {"id": f"b{i}", "key_id": "bk", "kind": "raw", "message": f"{i:02x}" * 8} for i in range(5)
+    ]
+    pkgs = [
+        _package(scheme, {1: c1[i], 2: c2[i]}, message_to_sign(scheme, reqs[i])) for i in range(5)
+    ]
 
     def item(i: int, comm: dict[str, str], **over: Any) -> dict[str, Any]:
-        return {"key_id": "bk", "nonce_id": comm["nonce_id"], "request": reqs[i],
-                "signing_package": pkgs[i], **over}
+        return {
+            "key_id": "bk",
+            "nonce_id": comm["nonce_id"],
+            "request": reqs[i],
+            "signing_package": pkgs[i],
+            **over,
+        }
 
     # nonce 1 of node 1 is used before the batch (by a single sign)
-    n1.frost_sign("bk", c1[1]["nonce_id"], reqs[1], bytes.fromhex(pkgs[1]),
-                  coordinator_verified=True)
+    n1.frost_sign(
+        "bk", c1[1]["nonce_id"], reqs[1], bytes.fromhex(pkgs[1]), coordinator_verified=True
+    )
     other = {**reqs[2], "message": "ff" * 8}  # request whose message is not the package's
     batch1 = [
-        item(0, c1[0]),                                   # good
-        item(1, c1[1]),                                   # nonce used already
-        item(2, c1[2], request=other),                    # message mismatch
-        item(3, c1[3], key_id="no-such-key",
-             request={**reqs[3], "key_id": "no-such-key"}),  # unknown key
-        item(4, c1[4]),                                   # good
-        item(0, c1[0]),                                   # same nonce again in the batch
+        item(0, c1[0]),  # good
+        item(1, c1[1]),  # nonce used already
+        item(2, c1[2], request=other),  # message mismatch
+        item(
+            3, c1[3], key_id="no-such-key", request={**reqs[3], "key_id": "no-such-key"}
+        ),  # unknown key
+        item(4, c1[4]),  # good
+        item(0, c1[0]),  # same nonce again in the batch
         "not an object",
     ]
     commits = n1.store.commits
@@ -78,10 +95,16 @@ def test_frost_batch_bad_items_fail_alone(inproc: InProc, scheme: str) -> None:
         assert len(out) == len(batch1)
         assert n1.store.commits == commits + 1  # the two good marks: one durable commit
         kinds = [o["problem"]["type"].rsplit(":", 1)[1] if "problem" in o else "ok" for o in out]
-        assert kinds == ["ok", "nonce-used", "message-mismatch", "unknown-key", "ok",
-                         "nonce-used", "bad-request"]
-        assert [o["problem"]["status"] for o in out if "problem" in o] == [409, 403, 404, 409,
-                                                                           422]
+        assert kinds == [
+            "ok",
+            "nonce-used",
+            "message-mismatch",
+            "unknown-key",
+            "ok",
+            "nonce-used",
+            "bad-request",
+        ]
+        assert [o["problem"]["status"] for o in out if "problem" in o] == [409, 403, 404, 409, 422]
         assert "earlier item of this batch" in out[5]["problem"]["detail"]
         # malformed batches are refused as a whole, unsigned ones too
         assert _post(client, inproc, "/v1/frost/sign-batch", {"items": []}).status_code == 422
@@ -89,15 +112,20 @@ def test_frost_batch_bad_items_fail_alone(inproc: InProc, scheme: str) -> None:
         unsigned = client.post("/v1/frost/sign-batch", json={"items": batch1[:1]})
         assert unsigned.status_code == 401
     with TestClient(create_app(n2)) as client:
-        r2 = _post(client, inproc, "/v1/frost/sign-batch",
-                   {"items": [item(0, c2[0]), item(4, c2[4])]})
+        r2 = _post(
+            client, inproc, "/v1/frost/sign-batch", {"items": [item(0, c2[0]), item(4, c2[4])]}
+        )
         out2 = r2.json()["results"]
     vk = VerifyKey(bytes.fromhex(res["public_key"]))
     for i, mine, theirs in ((0, out[0], out2[0]), (4, out[4], out2[1])):
         sig = frost.aggregate(
             frost.SigningPackage.from_bytes(bytes.fromhex(pkgs[i]), suite=suite),
-            [frost.SignatureShare.from_bytes(bytes.fromhex(s["signature_share"]), suite=suite)
-             for s in (mine, theirs)], public)
+            [
+                frost.SignatureShare.from_bytes(bytes.fromhex(s["signature_share"]), suite=suite)
+                for s in (mine, theirs)
+            ],
+            public,
+        )
         msg = message_to_sign(scheme, reqs[i])
         if scheme == "ed25519":
             vk.verify(msg, sig)
@@ -108,7 +136,12 @@ def test_frost_batch_bad_items_fail_alone(inproc: InProc, scheme: str) -> None:
     # refused before the nonce was touched: the mismatched and unknown-key items' nonces
     # are still unused, the used and signed ones are not
     assert [n1.store.get_ledger(c1[i]["nonce_id"]).used for i in range(5)] == [
-        True, True, False, False, True]
+        True,
+        True,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_ecdsa_batch_bad_items_fail_alone(inproc: InProc) -> None:
@@ -117,48 +150,77 @@ def test_ecdsa_batch_bad_items_fail_alone(inproc: InProc) -> None:
     key = inproc.dkg("ecdsa-secp256k1", "ek")
     pres = []
     for _ in range(2):
-        spec = {"session_id": secrets.token_hex(32), "kind": "ecdsa-presign", "key_id": "ek",
-                "scheme": "ecdsa-secp256k1", "threshold": 2, "participants": [1, 2]}
+        spec = {
+            "session_id": secrets.token_hex(32),
+            "kind": "ecdsa-presign",
+            "key_id": "ek",
+            "scheme": "ecdsa-secp256k1",
+            "threshold": 2,
+            "participants": [1, 2],
+        }
         inproc.run_session(spec)
         pres.append(inproc.nodes[1].session_state(spec["session_id"])["result"])
     digests = [hashlib.sha256(b"batch %d" % i).digest() for i in range(2)]
-    reqs = [{"id": f"e{i}", "key_id": "ek", "kind": "raw", "message": d.hex()}
-            for i, d in enumerate(digests)]
+    reqs = [
+        {"id": f"e{i}", "key_id": "ek", "kind": "raw", "message": d.hex()}
+        for i, d in enumerate(digests)
+    ]
 
     def item(i: int, **over: Any) -> dict[str, Any]:
-        return {"key_id": "ek", "presignature_id": pres[i]["presignature_id"],
-                "request": reqs[i], **over}
+        return {
+            "key_id": "ek",
+            "presignature_id": pres[i]["presignature_id"],
+            "request": reqs[i],
+            **over,
+        }
 
     results = {}
     for party in (1, 2):
-        batch = [item(0), item(0), item(1, presignature_id="ab" * 32),
-                 item(1, request={**reqs[1], "key_id": "other"}), item(1)] if party == 1 \
+        batch = (
+            [
+                item(0),
+                item(0),
+                item(1, presignature_id="ab" * 32),
+                item(1, request={**reqs[1], "key_id": "other"}),
+                item(1),
+            ]
+            if party == 1
             else [item(0), item(1)]
+        )
         with TestClient(create_app(inproc.nodes[party])) as client:
             r = _post(client, inproc, "/v1/ecdsa/sign-batch", {"items": batch})
             assert r.status_code == 200, r.text
             results[party] = r.json()["results"]
-    kinds = [o["problem"]["type"].rsplit(":", 1)[1] if "problem" in o else "ok"
-             for o in results[1]]
+    kinds = [o["problem"]["type"].rsplit(":", 1)[1] if "problem" in o else "ok" for o in results[1]]
     assert kinds == ["ok", "presignature-used", "unknown-presignature", "key-mismatch", "ok"]
     pk = SECP256K1.decode_point(bytes.fromhex(key["public_key"]))
-    for i, (mine, theirs) in enumerate([(results[1][0], results[2][0]),
-                                        (results[1][4], results[2][1])]):
+    for i, (mine, theirs) in enumerate(
+        [(results[1][0], results[2][0]), (results[1][4], results[2][1])]
+    ):
         p = pres[i]
         public = dkls23.PresignaturePublic(
-            bytes.fromhex(p["presignature_id"]), bytes.fromhex(p["dkls23_key_id"]),
-            bytes.fromhex(p["session_id"]), tuple(p["participants"]),
-            SECP256K1.decode_point(bytes.fromhex(p["R"])))
-        partials = [dkls23.PartialSignature.from_bytes(bytes.fromhex(x["partial"]), sender=s)
-                    for s, x in ((1, mine), (2, theirs))]
+            bytes.fromhex(p["presignature_id"]),
+            bytes.fromhex(p["dkls23_key_id"]),
+            bytes.fromhex(p["session_id"]),
+            tuple(p["participants"]),
+            SECP256K1.decode_point(bytes.fromhex(p["R"])),
+        )
+        partials = [
+            dkls23.PartialSignature.from_bytes(bytes.fromhex(x["partial"]), sender=s)
+            for s, x in ((1, mine), (2, theirs))
+        ]
         sig = dkls23.combine_signature(public, partials, digests[i], pk)
-        assert PublicKey(bytes.fromhex(key["public_key"])).verify(sig.to_der(), digests[i],
-                                                                  hasher=None)
+        assert PublicKey(bytes.fromhex(key["public_key"])).verify(
+            sig.to_der(), digests[i], hasher=None
+        )
 
 
 def _batch_call(cluster: Coordinator, party: int, items: list[dict[str, Any]]) -> list[Any]:
-    return list(cluster.call(cluster.nodes[party], "POST", "/v1/frost/sign-batch",
-                             {"items": items})["results"])
+    return list(
+        cluster.call(cluster.nodes[party], "POST", "/v1/frost/sign-batch", {"items": items})[
+            "results"
+        ]
+    )
 
 
 def test_sigkill_around_the_batch_commit(cluster: Coordinator) -> None:
@@ -170,12 +232,23 @@ def test_sigkill_around_the_batch_commit(cluster: Coordinator) -> None:
     for point, burnt in (("sign-after-mark", True), ("sign-before-mark", False)):
         c1 = cluster.commitments(1, "kb", 4)
         c2 = cluster.commitments(2, "kb", 4)
-        reqs = [{"id": f"{point}-{i}", "key_id": "kb", "kind": "raw", "message": f"{i:04x}"}
-                for i in range(4)]
-        pkgs = [_package("ed25519", {1: c1[i], 2: c2[i]}, message_to_sign("ed25519", reqs[i]))
-                for i in range(4)]
-        items = [{"key_id": "kb", "nonce_id": c1[i]["nonce_id"], "request": reqs[i],
-                  "signing_package": pkgs[i]} for i in range(4)]
+        reqs = [
+            {"id": f"{point}-{i}", "key_id": "kb", "kind": "raw", "message": f"{i:04x}"}
+            for i in range(4)
+        ]
+        pkgs = [
+            _package("ed25519", {1: c1[i], 2: c2[i]}, message_to_sign("ed25519", reqs[i]))
+            for i in range(4)
+        ]
+        items = [
+            {
+                "key_id": "kb",
+                "nonce_id": c1[i]["nonce_id"],
+                "request": reqs[i],
+                "signing_package": pkgs[i],
+            }
+            for i in range(4)
+        ]
         victim.stop()
         victim.start(env={"SIGNER_NODES_CRASH_AT": point})
         with pytest.raises((httpx.HTTPError, NodeRefused)):
@@ -188,16 +261,22 @@ def test_sigkill_around_the_batch_commit(cluster: Coordinator) -> None:
             assert all(o["problem"]["type"] == "urn:tpwc:node:nonce-used" for o in out), out
             continue
         assert all("signature_share" in o for o in out), out
-        theirs = _batch_call(cluster, 2, [{**it, "nonce_id": c2[i]["nonce_id"]}
-                                          for i, it in enumerate(items)])
+        theirs = _batch_call(
+            cluster, 2, [{**it, "nonce_id": c2[i]["nonce_id"]} for i, it in enumerate(items)]
+        )
         suite = frost.ciphersuite("ed25519")
         vk = VerifyKey(bytes.fromhex(res["public_key"]))
         for i in range(4):
             sig = frost.aggregate(
                 frost.SigningPackage.from_bytes(bytes.fromhex(pkgs[i]), suite=suite),
-                [frost.SignatureShare.from_bytes(bytes.fromhex(s["signature_share"]),
-                                                 suite=suite) for s in (out[i], theirs[i])],
-                public)
+                [
+                    frost.SignatureShare.from_bytes(
+                        bytes.fromhex(s["signature_share"]), suite=suite
+                    )
+                    for s in (out[i], theirs[i])
+                ],
+                public,
+            )
             vk.verify(message_to_sign("ed25519", reqs[i]), sig)
         # and now they are used: a second batch gets nothing
         again = _batch_call(cluster, 1, items)

@@ -31,8 +31,10 @@ def test_group_commit_batches_marks_queued_during_a_commit(inproc: InProc) -> No
     results: dict[str, bool] = {}
     before = (store.commits, store.marks)
     with store.lock:  # the first leader blocks on the database: the rest queue behind it
-        threads = [threading.Thread(target=lambda i=i: results.update({i: store.mark_used(i, "r")}))
-                   for i in ids]
+        threads = [
+            threading.Thread(target=lambda i=i: results.update({i: store.mark_used(i, "r")}))
+            for i in ids
+        ]
         threads[0].start()
         _wait(lambda: store._leading, "no leader")
         for t in threads[1:]:
@@ -44,8 +46,10 @@ def test_group_commit_batches_marks_queued_during_a_commit(inproc: InProc) -> No
     # one commit for the first mark, ONE commit for the seven queued meanwhile
     assert (store.commits - before[0], store.marks - before[1]) == (2, 8)
     with store.read() as c:
-        rows = [c.execute("SELECT used, length(sealed) FROM ledger WHERE item_id = ?",
-                          (i,)).fetchone() for i in ids]
+        rows = [
+            c.execute("SELECT used, length(sealed) FROM ledger WHERE item_id = ?", (i,)).fetchone()
+            for i in ids
+        ]
     assert rows == [(1, 0)] * 8  # durable, secret wiped
     assert store.mark_used(ids[0], "again") is False  # used already
 
@@ -55,8 +59,10 @@ def test_mark_fails_closed_when_the_commit_fails(inproc: InProc) -> None:
     store = inproc.nodes[1].store
     nonce = inproc.nodes[1].frost_commitments("fk", 1)[0]["nonce_id"]
     with store.tx() as c:  # a real failure: the ledger refuses every update
-        c.execute("CREATE TRIGGER no_marks BEFORE UPDATE ON ledger BEGIN"
-                  " SELECT RAISE(ABORT, 'disk says no'); END")
+        c.execute(
+            "CREATE TRIGGER no_marks BEFORE UPDATE ON ledger BEGIN"
+            " SELECT RAISE(ABORT, 'disk says no'); END"
+        )
     with pytest.raises(Exception, match="disk says no"):
         store.mark_used(nonce, "r")
     with store.tx() as c:
@@ -73,15 +79,20 @@ def test_concurrent_signing_racing_for_one_nonce(inproc: InProc) -> None:
     msg = message_to_sign("ed25519", req)
     c1 = inproc.nodes[1].frost_commitments("rk", 1)[0]
     c3 = inproc.nodes[3].frost_commitments("rk", 1)[0]
-    comms = [frost.SigningCommitments.from_bytes(bytes.fromhex(c["commitments"]), suite=suite)
-             for c in (c1, c3)]
+    comms = [
+        frost.SigningCommitments.from_bytes(bytes.fromhex(c["commitments"]), suite=suite)
+        for c in (c1, c3)
+    ]
     pkg = frost.signing_package(comms, msg).to_bytes()
     outcomes: list[object] = []
 
     def attempt() -> None:
         try:
-            outcomes.append(inproc.nodes[1].frost_sign("rk", c1["nonce_id"], req, pkg,
-                                                       coordinator_verified=True))
+            outcomes.append(
+                inproc.nodes[1].frost_sign(
+                    "rk", c1["nonce_id"], req, pkg, coordinator_verified=True
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - collected and checked below
             outcomes.append(exc)
 
@@ -95,9 +106,11 @@ def test_concurrent_signing_racing_for_one_nonce(inproc: InProc) -> None:
     assert len(shares) == 1 and len(refused) == 7
     assert all(getattr(e, "kind", None) == "nonce-used" for e in refused), refused
     share3 = inproc.nodes[3].frost_sign("rk", c3["nonce_id"], req, pkg, coordinator_verified=True)
-    sig = frost.aggregate(frost.SigningPackage.from_bytes(pkg, suite=suite),
-                          [frost.SignatureShare.from_bytes(s, suite=suite)
-                           for s in (shares[0], share3)], public)
+    sig = frost.aggregate(
+        frost.SigningPackage.from_bytes(pkg, suite=suite),
+        [frost.SignatureShare.from_bytes(s, suite=suite) for s in (shares[0], share3)],
+        public,
+    )
     VerifyKey(bytes.fromhex(res["public_key"])).verify(msg, sig)
 
 
@@ -176,6 +189,7 @@ def test_every_error_is_a_problem_document(inproc: InProc, monkeypatch) -> None:
 
     monkeypatch.setattr(node, "status", boom)
     with TestClient(create_app(node), raise_server_exceptions=False) as client:
+
         def signed(method: str, path: str, body: bytes = b"") -> dict[str, str]:
             return sign_headers(inproc.key, method, path, body)
 
@@ -189,10 +203,14 @@ def test_every_error_is_a_problem_document(inproc: InProc, monkeypatch) -> None:
         assert r.status_code == 404 and r.json()["type"] == "urn:tpwc:node:not-found"
         r = client.delete("/v1/status", headers=signed("DELETE", "/v1/status"))
         assert r.status_code == 405 and r.headers["content-type"].startswith(
-            "application/problem+json")
+            "application/problem+json"
+        )
         r = client.get("/v1/status")  # unsigned: still a problem document
         assert r.status_code == 401 and r.json()["type"] == "urn:tpwc:node:unauthenticated"
         body = b'{"key_id": "nope", "count": 1}'
-        r = client.post("/v1/frost/commitments", content=body,
-                        headers=signed("POST", "/v1/frost/commitments", body))
+        r = client.post(
+            "/v1/frost/commitments",
+            content=body,
+            headers=signed("POST", "/v1/frost/commitments", body),
+        )
         assert r.status_code == 404 and r.json()["type"] == "urn:tpwc:node:unknown-key"
