@@ -12,7 +12,10 @@ import importlib
 import json
 import sys
 
-SUITES = ("frost", "ecdsa", "e2e")
+from rich.console import Console
+from rich.table import Table
+
+SUITES = ("frost", "ecdsa", "hsm", "e2e")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,13 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"{args.suite} benchmark")
     cols = list(rows[0]) if rows else []
     for c in cols:
-        table.add_column(c)
+        table.add_column(c, overflow="fold")  # never cut a value
     for r in rows:
         table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
     Console().print(table)

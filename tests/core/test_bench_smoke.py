@@ -26,6 +26,7 @@ EXPECTED = {
         "ops": {"keygen", "presign", "sign"},
         "sizes": {(2, 3), (3, 5), (5, 9)},
     },
+    "hsm": {"schemes": {"aes-256-gcm"}, "ops": {"seal", "unseal"}, "sizes": {(1, 1)}},
 }
 
 
