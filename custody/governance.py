@@ -1,0 +1,559 @@
+"""Governance: who may hold shares, decided by a quorum of security officers.
+
+A governance document names the officers (each an Ed25519 public key), the quorum M of
+them that must sign a change, the node roster with each node's pinned identity keys, and
+the keys for which ``raw`` signing is enabled. Later issues add policies and allowlists as
+further fields of the same document. The design follows TUF's root metadata (The Update
+Framework specification, section 5.3.4, "Update the root role"):
+
+- every document has a version; version 1 is the genesis, installed on every node at
+  ``node init`` as its trust anchor;
+- each later version names the SHA-256 digest of the version before it, so versions form
+  a chain that nobody can fork or reorder;
+- a new version is valid only when M distinct officers of the *current* version signed it
+  (the old quorum authorizes the change) and the new version's own quorum of its own
+  officers signed it too (the new officer set can act);
+- a holder keeps the highest version it has verified and never goes back: an older or
+  equal version is refused as a rollback.
+
+Every node verifies each version itself (``GovernanceState.advance``); the coordinator only
+relays documents and cannot make one. This module is pure: no I/O, no clock; what it is
+given is all it reads. Every refusal is a ``GovernanceError`` with a ``kind`` and a detail
+naming the field, officer or node at fault.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import cbor2
+import nacl.bindings
+import nacl.exceptions
+import nacl.pwhash
+import nacl.signing
+import nacl.utils
+
+FORMAT = 1
+SIGNING_CONTEXT = b"tpwc-governance-v1\x00"
+DIGEST_CONTEXT = b"tpwc-governance-digest-v1\x00"
+GENESIS_PREVIOUS = bytes(32)
+MAX_DOCUMENT_BYTES = 256 * 1024
+_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class GovernanceErrorKind(enum.StrEnum):
+    MALFORMED = "governance-malformed"
+    UNCHAINED = "governance-unchained"
+    UNDER_SIGNED = "governance-under-signed"
+    ROLLBACK = "governance-rollback"
+    WRONG_CLUSTER = "governance-wrong-cluster"
+
+
+class GovernanceError(Exception):
+    """A governance document refused; ``kind`` says why, the message says what."""
+
+    def __init__(self, kind: GovernanceErrorKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+def _malformed(detail: str) -> GovernanceError:
+    return GovernanceError(GovernanceErrorKind.MALFORMED, detail)
+
+
+@dataclass(frozen=True)
+class Officer:
+    """A security officer: an id and the Ed25519 public key of their own key file."""
+
+    officer_id: str
+    public_key: bytes
+
+
+@dataclass(frozen=True)
+class RosterNode:
+    """A signer node the officers admitted, with its pinned identity keys."""
+
+    node_id: str
+    party_id: int
+    sign_pk: bytes  # Ed25519, signs envelopes and node statements
+    box_pk: bytes  # X25519, receives point-to-point payloads
+
+
+@dataclass(frozen=True)
+class Governance:
+    """One version of the governance document (the body the officers sign)."""
+
+    cluster_id: str
+    version: int
+    previous: bytes
+    officers: tuple[Officer, ...]
+    quorum: int
+    roster: tuple[RosterNode, ...]
+    raw_signing_keys: frozenset[str] = field(default_factory=frozenset)
+
+    def encode(self) -> bytes:
+        """Canonical CBOR (RFC 8949 section 4.2.1) of the body: the bytes officers sign."""
+        return cbor2.dumps(
+            {
+                "format": FORMAT,
+                "cluster_id": self.cluster_id,
+                "version": self.version,
+                "previous": self.previous,
+                "officers": [[o.officer_id, o.public_key] for o in self.officers],
+                "quorum": self.quorum,
+                "roster": [[n.node_id, n.party_id, n.sign_pk, n.box_pk] for n in self.roster],
+                "raw_signing_keys": sorted(self.raw_signing_keys),
+            },
+            canonical=True,
+        )
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 over a context tag and the body: what the next version names."""
+        return hashlib.sha256(DIGEST_CONTEXT + self.encode()).digest()
+
+    def node(self, node_id: str) -> RosterNode | None:
+        return next((n for n in self.roster if n.node_id == node_id), None)
+
+    def node_by_party(self, party_id: int) -> RosterNode | None:
+        return next((n for n in self.roster if n.party_id == party_id), None)
+
+    def officer(self, officer_id: str) -> Officer | None:
+        return next((o for o in self.officers if o.officer_id == officer_id), None)
+
+    def successor(self, **changes: Any) -> Governance:
+        """A proposal for the next version: chained to this one, fields changed as given."""
+        if {"version", "previous", "cluster_id"} & set(changes):
+            raise ValueError("version, previous and cluster_id follow from the current version")
+        proposal = replace(self, version=self.version + 1, previous=self.digest, **changes)
+        check_body(proposal)
+        return proposal
+
+    def refuse_outsiders(self, node_ids: Iterable[str]) -> None:
+        """Refuse a committee (or peer list) that names a node outside this roster."""
+        outside = sorted(set(node_ids) - {n.node_id for n in self.roster})
+        if outside:
+            raise GovernanceError(
+                GovernanceErrorKind.UNDER_SIGNED,
+                f"not in governance version {self.version}'s roster: {', '.join(outside)}",
+            )
+
+
+@dataclass(frozen=True)
+class OfficerSignature:
+    officer_id: str
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class SignedGovernance:
+    """A body and the officers' signatures over it (the unit nodes receive)."""
+
+    body: Governance
+    signatures: tuple[OfficerSignature, ...]
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(
+            {
+                "body": self.body.encode(),
+                "signatures": [[s.officer_id, s.signature] for s in self.signatures],
+            },
+            canonical=True,
+        )
+
+    def with_signature(self, signer: nacl.signing.SigningKey, officer_id: str) -> SignedGovernance:
+        """Add (or replace) ``officer_id``'s signature over the body."""
+        sig = signer.sign(SIGNING_CONTEXT + self.body.encode()).signature
+        kept = tuple(s for s in self.signatures if s.officer_id != officer_id)
+        return SignedGovernance(self.body, (*kept, OfficerSignature(officer_id, sig)))
+
+
+def unsigned(body: Governance) -> SignedGovernance:
+    return SignedGovernance(check_body(body), ())
+
+
+# -- strict decoding ----------------------------------------------------------------------
+
+
+def _ed25519_point(raw: Any, what: str) -> bytes:
+    if not isinstance(raw, bytes) or len(raw) != 32:
+        raise _malformed(f"{what}: an Ed25519 public key is 32 bytes")
+    if not nacl.bindings.crypto_core_ed25519_is_valid_point(raw):
+        raise _malformed(f"{what}: not a valid Ed25519 point (off the curve or small order)")
+    return raw
+
+
+def _x25519_key(raw: Any, what: str) -> bytes:
+    if not isinstance(raw, bytes) or len(raw) != 32 or raw == bytes(32):
+        raise _malformed(f"{what}: an X25519 public key is 32 bytes, not all zero")
+    return raw
+
+
+def _ident(raw: Any, what: str) -> str:
+    if not isinstance(raw, str) or not _ID.match(raw):
+        raise _malformed(f"{what}: an id is 1-64 characters of [A-Za-z0-9._:-]")
+    return raw
+
+
+def check_body(body: Governance) -> Governance:
+    """Structural rules of one version, whatever its signatures say."""
+    _ident(body.cluster_id, "cluster_id")
+    if isinstance(body.version, bool) or not isinstance(body.version, int) or body.version < 1:
+        raise _malformed("version: a positive integer")
+    if not isinstance(body.previous, bytes) or len(body.previous) != 32:
+        raise _malformed("previous: a 32-byte digest")
+    if (body.version == 1) != (body.previous == GENESIS_PREVIOUS):
+        raise _malformed("previous: all zero exactly for version 1 (the genesis)")
+    if not body.officers:
+        raise _malformed("officers: at least one")
+    seen_ids: set[str] = set()
+    seen_keys: set[bytes] = set()
+    for i, officer in enumerate(body.officers):
+        _ident(officer.officer_id, f"officers[{i}].officer_id")
+        _ed25519_point(officer.public_key, f"officer {officer.officer_id}: public_key")
+        if officer.officer_id in seen_ids:
+            raise _malformed(f"officers: duplicate officer id {officer.officer_id}")
+        if officer.public_key in seen_keys:
+            raise _malformed(f"officer {officer.officer_id}: public key used by another officer")
+        seen_ids.add(officer.officer_id)
+        seen_keys.add(officer.public_key)
+    if (
+        isinstance(body.quorum, bool)
+        or not isinstance(body.quorum, int)
+        or not 1 <= body.quorum <= len(body.officers)
+    ):
+        raise _malformed(f"quorum: between 1 and the {len(body.officers)} officers")
+    node_ids: set[str] = set()
+    parties: set[int] = set()
+    keys: set[bytes] = set()
+    for i, node in enumerate(body.roster):
+        _ident(node.node_id, f"roster[{i}].node_id")
+        if isinstance(node.party_id, bool) or not isinstance(node.party_id, int):
+            raise _malformed(f"node {node.node_id}: party_id is an integer")
+        if not 1 <= node.party_id <= 255:
+            raise _malformed(f"node {node.node_id}: party_id between 1 and 255 (0 is never an id)")
+        _ed25519_point(node.sign_pk, f"node {node.node_id}: sign_pk")
+        _x25519_key(node.box_pk, f"node {node.node_id}: box_pk")
+        if node.node_id in node_ids:
+            raise _malformed(f"roster: duplicate node id {node.node_id}")
+        if node.party_id in parties:
+            raise _malformed(f"node {node.node_id}: party id {node.party_id} already taken")
+        if node.sign_pk in keys or node.box_pk in keys:
+            raise _malformed(f"node {node.node_id}: identity key shared with another node")
+        node_ids.add(node.node_id)
+        parties.add(node.party_id)
+        keys.update((node.sign_pk, node.box_pk))
+    for key_id in body.raw_signing_keys:
+        if not isinstance(key_id, str) or not 1 <= len(key_id) <= 128:
+            raise _malformed("raw_signing_keys: key ids of 1-128 characters")
+    return body
+
+
+def _exact(raw: Any, fields: set[str], what: str) -> Mapping[str, Any]:
+    if not isinstance(raw, dict) or set(raw) != fields:
+        got = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+        raise _malformed(f"{what}: expected fields {sorted(fields)}, got {got}")
+    return raw
+
+
+def _canonical_cbor(data: bytes, what: str) -> Any:
+    try:
+        value = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types for truncated or bad input
+        raise _malformed(f"{what}: not CBOR ({exc})") from exc
+    try:
+        again = cbor2.dumps(value, canonical=True)
+    except Exception as exc:
+        raise _malformed(f"{what}: holds values with no canonical encoding") from exc
+    if again != data:
+        raise _malformed(f"{what}: CBOR is not in canonical form (RFC 8949 section 4.2.1)")
+    return value
+
+
+def _list(raw: Any, what: str) -> Sequence[Any]:
+    if not isinstance(raw, list):
+        raise _malformed(f"{what}: a list")
+    return raw
+
+
+def _pair_list(raw: Any, width: int, what: str) -> list[list[Any]]:
+    items = _list(raw, what)
+    for i, item in enumerate(items):
+        if not isinstance(item, list) or len(item) != width:
+            raise _malformed(f"{what}[{i}]: a list of {width}")
+    return list(items)
+
+
+def decode_body(data: bytes) -> Governance:
+    fields = {
+        "format",
+        "cluster_id",
+        "version",
+        "previous",
+        "officers",
+        "quorum",
+        "roster",
+        "raw_signing_keys",
+    }
+    raw = _exact(_canonical_cbor(data, "body"), fields, "body")
+    if raw["format"] != FORMAT:
+        raise _malformed(f"format: {raw['format']!r} is not {FORMAT}")
+    raw_keys = _list(raw["raw_signing_keys"], "raw_signing_keys")
+    if any(not isinstance(k, str) for k in raw_keys) or len(set(raw_keys)) != len(raw_keys):
+        raise _malformed("raw_signing_keys: distinct strings")
+    body = Governance(
+        cluster_id=raw["cluster_id"],
+        version=raw["version"],
+        previous=raw["previous"],
+        officers=tuple(Officer(o[0], o[1]) for o in _pair_list(raw["officers"], 2, "officers")),
+        quorum=raw["quorum"],
+        roster=tuple(
+            RosterNode(n[0], n[1], n[2], n[3]) for n in _pair_list(raw["roster"], 4, "roster")
+        ),
+        raw_signing_keys=frozenset(raw_keys),
+    )
+    return check_body(body)
+
+
+def decode(data: bytes) -> SignedGovernance:
+    """Strictly decode a signed document (canonical CBOR, exact fields, valid keys)."""
+    if not isinstance(data, bytes) or len(data) > MAX_DOCUMENT_BYTES:
+        raise _malformed(f"document: bytes of at most {MAX_DOCUMENT_BYTES}")
+    raw = _exact(_canonical_cbor(data, "document"), {"body", "signatures"}, "document")
+    if not isinstance(raw["body"], bytes):
+        raise _malformed("body: bytes")
+    body = decode_body(raw["body"])
+    signatures = []
+    for i, (officer_id, sig) in enumerate(_pair_list(raw["signatures"], 2, "signatures")):
+        _ident(officer_id, f"signatures[{i}].officer_id")
+        if not isinstance(sig, bytes) or len(sig) != 64:
+            raise _malformed(f"signature of {officer_id}: 64 bytes")
+        signatures.append(OfficerSignature(officer_id, sig))
+    if len({s.officer_id for s in signatures}) != len(signatures):
+        raise _malformed("signatures: one per officer")
+    return SignedGovernance(body, tuple(signatures))
+
+
+# -- verification -------------------------------------------------------------------------
+
+
+def valid_signers(doc: SignedGovernance, officers: Sequence[Officer]) -> set[str]:
+    """The ids of ``officers`` whose signature over the body verifies."""
+    message = SIGNING_CONTEXT + doc.body.encode()
+    keys = {o.officer_id: o.public_key for o in officers}
+    good: set[str] = set()
+    for sig in doc.signatures:
+        key = keys.get(sig.officer_id)
+        if key is None:
+            continue
+        try:
+            nacl.signing.VerifyKey(key).verify(message, sig.signature)
+        except nacl.exceptions.BadSignatureError:
+            continue
+        good.add(sig.officer_id)
+    return good
+
+
+def _require_quorum(
+    doc: SignedGovernance, officers: Sequence[Officer], quorum: int, who: str
+) -> None:
+    good = valid_signers(doc, officers)
+    if len(good) < quorum:
+        bad = sorted(
+            s.officer_id
+            for s in doc.signatures
+            if s.officer_id in {o.officer_id for o in officers} and s.officer_id not in good
+        )
+        strangers = sorted(
+            s.officer_id
+            for s in doc.signatures
+            if s.officer_id not in {o.officer_id for o in officers}
+        )
+        detail = (
+            f"version {doc.body.version} has {len(good)} valid signatures of {who}, needs {quorum}"
+        )
+        if bad:
+            detail += f"; invalid signature from {', '.join(bad)}"
+        if strangers:
+            detail += f"; signed by non-officers {', '.join(strangers)}"
+        raise GovernanceError(GovernanceErrorKind.UNDER_SIGNED, detail)
+
+
+def verify_genesis(doc: SignedGovernance, *, cluster_id: str | None = None) -> Governance:
+    """Verify a version 1 document: chained to nothing, signed by its own quorum."""
+    body = check_body(doc.body)
+    if cluster_id is not None and body.cluster_id != cluster_id:
+        raise GovernanceError(
+            GovernanceErrorKind.WRONG_CLUSTER,
+            f"document is for cluster {body.cluster_id}, this node serves {cluster_id}",
+        )
+    if body.version != 1:
+        raise GovernanceError(
+            GovernanceErrorKind.UNCHAINED, f"a genesis is version 1, not {body.version}"
+        )
+    _require_quorum(doc, body.officers, body.quorum, "its officers")
+    return body
+
+
+def verify_successor(current: Governance, doc: SignedGovernance) -> Governance:
+    """Verify ``doc`` as the version right after ``current`` (TUF 5.3.4's two quorums)."""
+    new = check_body(doc.body)
+    if new.cluster_id != current.cluster_id:
+        raise GovernanceError(
+            GovernanceErrorKind.WRONG_CLUSTER,
+            f"document is for cluster {new.cluster_id}, not {current.cluster_id}",
+        )
+    if new.version <= current.version:
+        raise GovernanceError(
+            GovernanceErrorKind.ROLLBACK,
+            f"version {new.version} is not newer than the installed version {current.version}",
+        )
+    if new.version != current.version + 1:
+        raise GovernanceError(
+            GovernanceErrorKind.UNCHAINED,
+            f"version {new.version} skips version {current.version + 1}: install versions in order",
+        )
+    if new.previous != current.digest:
+        raise GovernanceError(
+            GovernanceErrorKind.UNCHAINED,
+            f"version {new.version} names previous {new.previous.hex()[:16]}..., but version "
+            f"{current.version} is {current.digest.hex()[:16]}...",
+        )
+    _require_quorum(doc, current.officers, current.quorum, f"version {current.version}'s officers")
+    _require_quorum(doc, new.officers, new.quorum, "its own officers")
+    return new
+
+
+@dataclass
+class GovernanceState:
+    """What one holder (a node) has verified: the highest version, never going back."""
+
+    current: Governance
+
+    @classmethod
+    def from_genesis(
+        cls, doc: SignedGovernance, *, cluster_id: str | None = None
+    ) -> GovernanceState:
+        return cls(verify_genesis(doc, cluster_id=cluster_id))
+
+    def advance(self, doc: SignedGovernance) -> Governance:
+        """Verify and install the next version; the state is unchanged on any refusal."""
+        self.current = verify_successor(self.current, doc)
+        return self.current
+
+
+# -- officer key files --------------------------------------------------------------------
+# An officer's key is an Ed25519 seed, kept in a file encrypted under a passphrase with
+# libsodium: Argon2id (crypto_pwhash, RFC 9106) derives a key for XSalsa20-Poly1305
+# (crypto_secretbox). Only the public key ever leaves the file.
+
+KEY_FILE_FORMAT = "tpwc-officer-key-v1"
+
+
+@dataclass(frozen=True)
+class KdfCost:
+    opslimit: int
+    memlimit: int
+
+
+# libsodium's "moderate" cost (3 passes, 256 MiB) for real officers; tests use "interactive".
+MODERATE = KdfCost(
+    nacl.bindings.crypto_pwhash_argon2id_OPSLIMIT_MODERATE,
+    nacl.bindings.crypto_pwhash_argon2id_MEMLIMIT_MODERATE,
+)
+INTERACTIVE = KdfCost(
+    nacl.bindings.crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE,
+    nacl.bindings.crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE,
+)
+
+
+class OfficerKeyError(Exception):
+    """An officer key file that cannot be opened: wrong passphrase, damaged or not ours."""
+
+
+def _kdf(passphrase: bytes, salt: bytes, cost: KdfCost) -> bytes:
+    return nacl.pwhash.argon2id.kdf(
+        nacl.bindings.crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
+        passphrase,
+        salt,
+        opslimit=cost.opslimit,
+        memlimit=cost.memlimit,
+    )
+
+
+def _key_file_header(officer_id: str, public_key: bytes, salt: bytes, cost: KdfCost) -> bytes:
+    return cbor2.dumps(
+        {
+            "format": KEY_FILE_FORMAT,
+            "officer_id": officer_id,
+            "public_key": public_key,
+            "salt": salt,
+            "opslimit": cost.opslimit,
+            "memlimit": cost.memlimit,
+        },
+        canonical=True,
+    )
+
+
+def create_officer_key(
+    officer_id: str, passphrase: bytes, *, cost: KdfCost = MODERATE
+) -> tuple[Officer, bytes]:
+    """A new officer key: the public ``Officer`` and the encrypted key file's bytes.
+
+    The header (id, public key, KDF parameters) is the AEAD's associated data, so a file
+    whose header was edited does not open.
+    """
+    _ident(officer_id, "officer_id")
+    if len(passphrase) < 8:
+        raise OfficerKeyError("a passphrase has at least 8 bytes")
+    signer = nacl.signing.SigningKey.generate()
+    public_key = bytes(signer.verify_key)
+    salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+    header = _key_file_header(officer_id, public_key, salt, cost)
+    nonce = nacl.utils.random(nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
+    sealed = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        bytes(signer), header, nonce, _kdf(passphrase, salt, cost)
+    )
+    blob = cbor2.dumps({"header": header, "nonce": nonce, "sealed": sealed}, canonical=True)
+    return Officer(officer_id, public_key), blob
+
+
+def read_officer_public(blob: bytes) -> Officer:
+    """The officer id and public key of a key file (no passphrase needed)."""
+    header = _key_file_fields(blob)[0]
+    return Officer(header["officer_id"], header["public_key"])
+
+
+def _key_file_fields(blob: bytes) -> tuple[Mapping[str, Any], bytes, bytes, bytes]:
+    try:
+        outer = cbor2.loads(blob)
+        header_bytes = outer["header"]
+        header = cbor2.loads(header_bytes)
+        nonce, sealed = outer["nonce"], outer["sealed"]
+    except Exception as exc:  # any damage reads as "not an officer key file"
+        raise OfficerKeyError("not an officer key file") from exc
+    if not isinstance(header, dict) or header.get("format") != KEY_FILE_FORMAT:
+        raise OfficerKeyError("not an officer key file (unknown format)")
+    return header, header_bytes, nonce, sealed
+
+
+def open_officer_key(blob: bytes, passphrase: bytes) -> tuple[Officer, nacl.signing.SigningKey]:
+    """Decrypt a key file; a wrong passphrase or an edited file is one error."""
+    header, header_bytes, nonce, sealed = _key_file_fields(blob)
+    cost = KdfCost(header["opslimit"], header["memlimit"])
+    try:
+        seed = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            sealed, header_bytes, nonce, _kdf(passphrase, header["salt"], cost)
+        )
+    except (nacl.exceptions.CryptoError, TypeError, ValueError) as exc:
+        raise OfficerKeyError("wrong passphrase, or the key file was altered") from exc
+    signer = nacl.signing.SigningKey(seed)
+    if bytes(signer.verify_key) != header["public_key"]:
+        raise OfficerKeyError("key file's public key does not match its secret")
+    return Officer(header["officer_id"], header["public_key"]), signer
