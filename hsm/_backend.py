@@ -187,6 +187,25 @@ class Library:
             except p11e.PKCS11Error as exc:
                 raise _init_failed(self.path, self.conf, exc) from exc
 
+    def reinitialize(self) -> None:
+        """``C_Finalize`` then ``C_Initialize``: make the module read its tokens afresh.
+
+        SoftHSM2 reads its token directory at ``C_Initialize``; a token it failed to read
+        then (say, the process was out of file descriptors under a connection flood) stays
+        missing until the module is initialised again. Every session of the process ends;
+        each :class:`~hsm.Hsm` reconnects on its next call.
+
+        Raises:
+            HsmTokenMissing: ``hsm.init_failed`` when ``C_Initialize`` fails.
+        """
+        with LOCK:
+            if self.lib.initialized:
+                try:
+                    self.lib.finalize()
+                except p11e.PKCS11Error:
+                    pass  # finalising a module in a bad state: initialise it anyway
+            self.ensure_initialized()
+
 
 _LIBRARIES: dict[str, Library] = {}
 

@@ -41,7 +41,7 @@ from hsm.blob import (
     parse_sealed_header,
 )
 from hsm.config import HsmConfig, resolve_module_path
-from hsm.errors import HsmError, HsmUnavailable, SealKeyMissing, UnsealError
+from hsm.errors import HsmError, HsmTokenMissing, HsmUnavailable, SealKeyMissing, UnsealError
 
 __all__ = ["HIGH_WATER_LABEL", "SEAL_KEY_LABEL_PREFIX", "Hsm", "seal_key_label"]
 
@@ -223,10 +223,24 @@ class Hsm:
         self._keys.clear()
 
     def _reconnect(self) -> None:
-        """Drop the session, re-initialise the library if finalised, log in again."""
+        """Drop the session, re-initialise the library if finalised, log in again.
+
+        When the token is not found, the module is initialised afresh once and the token
+        looked up again, so a node whose token was unreadable for a while (file descriptors
+        exhausted, a volume remounted) recovers on its own instead of until a restart.
+        """
         self._disconnect()
         self._library = _backend.get_library(self._module, self._config.softhsm_conf)
-        self._connect()
+        try:
+            self._connect()
+        except HsmTokenMissing as exc:
+            if exc.code != "hsm.token_missing":
+                raise
+            log.warning(
+                "hsm.library_reinitialized token=%s reason=%s", self._config.token_label, exc.code
+            )
+            self._library.reinitialize()
+            self._connect()
 
     # -- the retry wrapper ---------------------------------------------------------
 

@@ -139,3 +139,58 @@ def test_whole_token_directory_deleted_in_a_node_process(tmp_path: Path) -> None
         cls, exit_code, message = out[name]
         assert (cls, exit_code) == ("HsmUnavailable", 23), (name, message)
     assert "hsm.init_failed" in out["after_finalize"][2]
+
+
+_RECOVERY_SCRIPT = r"""
+import json, resource, shutil, socket, sys
+from pathlib import Path
+from hsm import Hsm, HsmError, provision_dev_token, seal_aad
+
+base = Path(sys.stdin.readline().strip())
+config = provision_dev_token(base, "only-token", "user-pin-1234", "so-pin-5678")
+aad = seal_aad("k", "n", 1)
+out = {"during": [], "after": []}
+
+def attempt(where):
+    try:
+        out[where].append(hsm.unseal(blob, aad).decode())
+    except HsmError as exc:
+        out[where].append([type(exc).__name__, exc.code, exc.message])
+
+with Hsm.open(config) as hsm:
+    blob = hsm.seal(b"share", aad)
+    if sys.argv[1] == "fd-flood":
+        # a connection flood: every file descriptor of the process taken
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+        held = []
+        try:
+            while True:
+                held.append(socket.socket())
+        except OSError:
+            pass
+        attempt("during")
+        for s in held:
+            s.close()
+    else:
+        # the token's volume away for a while (unmounted, moved)
+        tokens = next(p for p in base.iterdir() if p.is_dir())
+        shutil.move(str(tokens), str(base / "away"))
+        attempt("during")
+        shutil.move(str(base / "away"), str(tokens))
+    attempt("after")
+    attempt("after")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("outage", ["fd-flood", "token-dir-away"])
+def test_node_process_recovers_without_restart_after_the_token_was_unreadable(
+    tmp_path: Path, outage: str
+) -> None:
+    """SoftHSM2 reads its tokens at C_Initialize: a token unreadable once stayed missing
+    until restart. Now the HSM fails closed while it is unreadable, then the next call
+    re-initialises the module and succeeds, in the same process."""
+    out = run_py(_RECOVERY_SCRIPT.replace("sys.argv[1]", repr(outage)), stdin=str(tmp_path) + "\n")
+    ((cls, code, message),) = out["during"]
+    assert (cls, code) == ("HsmUnavailable", "hsm.unavailable") and "fail closed" in message
+    assert out["after"] == ["share", "share"]
