@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 from pkcs11.mechanisms import GCMParams
+from pkcs11.util.ec import encode_named_curve_parameters
 
 from hsm import _backend
 from hsm._backend import LOCK
@@ -70,6 +71,8 @@ _DECRYPT_REJECTS: tuple[type[p11e.PKCS11Error], ...] = (
 )
 
 _STALE_HANDLE = (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid)
+SIGNING_KEY_LABEL_PREFIX = "custody-ed25519-"
+_ED25519_OID = "1.3.101.112"  # id-Ed25519, RFC 8410 section 3
 
 
 def seal_key_label(version: int) -> str:
@@ -119,6 +122,7 @@ class Hsm:
     _session: Any
     _token_serial: bytes | None
     _keys: dict[int, Any]
+    _signing_keys: dict[str, Any]
     _closed: bool
 
     def __init__(self) -> None:
@@ -146,6 +150,7 @@ class Hsm:
         self._session = None
         self._token_serial = None
         self._keys = {}
+        self._signing_keys = {}
         self._closed = False
         with LOCK:
             self._library = _backend.get_library(module, config.softhsm_conf)
@@ -203,6 +208,7 @@ class Hsm:
         self._session = session
         self._token_serial = bytes(token.serial)
         self._keys.clear()
+        self._signing_keys.clear()
 
     @staticmethod
     def _close_quietly(session: Any) -> None:
@@ -221,6 +227,7 @@ class Hsm:
         self._session = None
         self._token_serial = None
         self._keys.clear()
+        self._signing_keys.clear()
 
     def _reconnect(self) -> None:
         """Drop the session, re-initialise the library if finalised, log in again.
@@ -612,6 +619,115 @@ class Hsm:
             return bytes(session.generate_random(n * 8))
 
         return self._run("random", generate)
+
+    # -- Ed25519 signing keys (the coordinator's identity) ---------------------------
+
+    def create_signing_key(self, name: str) -> bytes:
+        """Generate a non-extractable Ed25519 key pair on the token; return the public key.
+
+        ``CKM_EC_EDWARDS_KEY_PAIR_GEN`` with the curve named by OID 1.3.101.112 (PKCS#11
+        v3.0 section 2.3.5, RFC 8410): the private key is sensitive and never leaves the
+        token. Refuses (``hsm.signing_key_exists``) to make a second key of one name.
+        """
+        label = signing_key_label(name)
+
+        def generate(session: Any) -> bytes:
+            if list(session.get_objects({Attribute.LABEL: label})):
+                raise HsmError(
+                    f"token {self._config.token_label!r} already has signing key {name!r}",
+                    code="hsm.signing_key_exists",
+                )
+            params = session.create_domain_parameters(
+                KeyType.EC_EDWARDS,
+                {Attribute.EC_PARAMS: encode_named_curve_parameters(_ED25519_OID)},
+                local=True,
+            )
+            public, _private = params.generate_keypair(
+                store=True,
+                label=label,
+                public_template={Attribute.VERIFY: True, Attribute.TOKEN: True},
+                private_template={
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.SIGN: True,
+                },
+            )
+            return _ed25519_point(public[Attribute.EC_POINT])
+
+        return self._run("create_signing_key", generate)
+
+    def signing_public_key(self, name: str) -> bytes:
+        """The 32-byte Ed25519 public key of signing key ``name``."""
+
+        def read(session: Any) -> bytes:
+            found = list(
+                session.get_objects(
+                    {
+                        Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                        Attribute.LABEL: signing_key_label(name),
+                    }
+                )
+            )
+            if len(found) != 1:
+                raise self._no_signing_key(name, len(found))
+            return _ed25519_point(found[0][Attribute.EC_POINT])
+
+        return self._run("signing_public_key", read)
+
+    def sign_ed25519(self, name: str, data: bytes) -> bytes:
+        """Sign ``data`` with signing key ``name`` inside the token (``CKM_EDDSA``, pure)."""
+        data = _as_bytes("data", data)
+
+        def sign(session: Any) -> bytes:
+            for _ in range(2):
+                key = self._signing_keys.get(name)
+                if key is None:
+                    found = list(
+                        session.get_objects(
+                            {
+                                Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                                Attribute.LABEL: signing_key_label(name),
+                            }
+                        )
+                    )
+                    if len(found) != 1:
+                        raise self._no_signing_key(name, len(found))
+                    key = self._signing_keys[name] = found[0]
+                try:
+                    return bytes(key.sign(data, mechanism=Mechanism.EDDSA))
+                except _STALE_HANDLE:
+                    self._signing_keys.pop(name, None)
+                    self._check_token(session)
+            raise self._no_signing_key(name, 0)
+
+        return self._run("sign_ed25519", sign)
+
+    def _no_signing_key(self, name: str, count: int) -> HsmError:
+        what = "no" if count == 0 else f"{count}"
+        return HsmError(
+            f"token {self._config.token_label!r} has {what} signing key labelled "
+            f"{signing_key_label(name)!r}",
+            code="hsm.signing_key_missing" if count == 0 else "hsm.signing_key_duplicate",
+        )
+
+
+def signing_key_label(name: str) -> str:
+    """Token label of Ed25519 signing key ``name`` (``"custody-ed25519-coordinator"``)."""
+    if not re.fullmatch(r"[a-z0-9-]{1,32}", name):
+        raise ValueError("a signing key name is 1-32 characters of [a-z0-9-]")
+    return f"{SIGNING_KEY_LABEL_PREFIX}{name}"
+
+
+def _ed25519_point(ec_point: bytes) -> bytes:
+    """The raw key from CKA_EC_POINT: a DER OCTET STRING of 32 bytes (PKCS#11 v3.0 2.3.5)."""
+    raw = bytes(ec_point)
+    if len(raw) == 34 and raw[:2] == b"\x04\x20":
+        return raw[2:]
+    if len(raw) == 32:  # some modules return the bare point
+        return raw
+    raise HsmError(f"unexpected CKA_EC_POINT of {len(raw)} bytes", code="hsm.pkcs11_error")
 
 
 def _check_version_type(version: object) -> None:
