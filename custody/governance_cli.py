@@ -1,0 +1,285 @@
+"""``custody officer`` and ``custody governance``: officers' keys and governance documents.
+
+    custody officer enroll --id ID --out FILE         a passphrase-sealed officer key file
+    custody officer show FILE                         its id and public key
+    custody governance genesis --cluster-id C --officer FILE... --quorum M --node FILE... --out F
+    custody governance propose CURRENT [--add-node F] [--remove-node ID] [--quorum M]
+                               [--add-officer F] [--remove-officer ID]
+                               [--raw-signing KEY] [--no-raw-signing KEY] --out FILE
+    custody governance sign FILE --key KEYFILE        add your signature (in place)
+    custody governance verify FILE [--current F]      check it as a node will
+    custody governance show FILE [--json]
+
+Documents are files of canonical CBOR (``custody.governance``). Signing happens on the
+officer's own machine; nothing here sends a key anywhere. Passphrases come from a prompt,
+or from ``--passphrase-file`` / ``$CUSTODY_OFFICER_PASSPHRASE`` for scripted ceremonies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from custody import governance as gov
+
+officer_app = typer.Typer(no_args_is_help=True, help="Security officers' own keys.")
+governance_app = typer.Typer(
+    no_args_is_help=True, help="Governance documents: roster, officers, quorum."
+)
+console = Console()
+err = Console(stderr=True)
+
+PASSPHRASE_ENV = "CUSTODY_OFFICER_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+PassphraseFileOpt = Annotated[
+    Path | None,
+    typer.Option("--passphrase-file", help="read the passphrase from this file (scripts)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _passphrase(path: Path | None, *, confirm: bool) -> bytes:
+    if path is not None:
+        return path.read_bytes().rstrip(b"\r\n")
+    if PASSPHRASE_ENV in os.environ:
+        return os.environ[PASSPHRASE_ENV].encode()
+    return str(typer.prompt("passphrase", hide_input=True, confirmation_prompt=confirm)).encode()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file readable by its owner only (refuses to overwrite)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _refused(exc: gov.GovernanceError | gov.OfficerKeyError) -> typer.Exit:
+    kind = getattr(exc, "kind", "officer-key")
+    err.print(f"[red]refused ({kind})[/red]: {exc}")
+    return typer.Exit(1)
+
+
+def _load(path: Path) -> gov.SignedGovernance:
+    try:
+        return gov.decode(path.read_bytes())
+    except gov.GovernanceError as exc:
+        raise _refused(exc) from exc
+
+
+def _node_from_file(path: Path) -> gov.RosterNode:
+    """A node identity file: JSON ``{"node_id", "party_id", "sign_pk", "box_pk"}`` (hex)."""
+    try:
+        raw = json.loads(path.read_text())
+        return gov.RosterNode(
+            raw["node_id"],
+            raw["party_id"],
+            bytes.fromhex(raw["sign_pk"]),
+            bytes.fromhex(raw["box_pk"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        err.print(f"[red]{path}[/red]: not a node identity file ({exc})")
+        raise typer.Exit(2) from exc
+
+
+def _officer_from_file(path: Path) -> gov.Officer:
+    try:
+        return gov.read_officer_public(path.read_bytes())
+    except gov.OfficerKeyError as exc:
+        raise _refused(exc) from exc
+
+
+def describe(doc: gov.SignedGovernance) -> dict[str, Any]:
+    body = doc.body
+    return {
+        "cluster_id": body.cluster_id,
+        "version": body.version,
+        "digest": body.digest.hex(),
+        "previous": body.previous.hex(),
+        "quorum": body.quorum,
+        "officers": [
+            {"officer_id": o.officer_id, "public_key": o.public_key.hex()} for o in body.officers
+        ],
+        "roster": [
+            {
+                "node_id": n.node_id,
+                "party_id": n.party_id,
+                "sign_pk": n.sign_pk.hex(),
+                "box_pk": n.box_pk.hex(),
+            }
+            for n in body.roster
+        ],
+        "raw_signing_keys": sorted(body.raw_signing_keys),
+        "signed_by": [s.officer_id for s in doc.signatures],
+    }
+
+
+@officer_app.command("enroll")
+def officer_enroll(
+    officer_id: Annotated[str, typer.Option("--id", help="your officer id, e.g. alice")],
+    out: Annotated[Path, typer.Option("--out", help="the key file to create (mode 0600)")],
+    passphrase_file: PassphraseFileOpt = None,
+) -> None:
+    """Create your officer key file; only its public key ever leaves it."""
+    try:
+        officer, blob = gov.create_officer_key(
+            officer_id, _passphrase(passphrase_file, confirm=True)
+        )
+    except (gov.OfficerKeyError, gov.GovernanceError) as exc:
+        raise _refused(exc) from exc
+    try:
+        _write_private(out, blob)
+    except FileExistsError as exc:
+        err.print(f"[red]{out} exists[/red]: an officer key file is never overwritten")
+        raise typer.Exit(2) from exc
+    console.print(f"officer {officer.officer_id}: public key {officer.public_key.hex()}")
+
+
+@officer_app.command("show")
+def officer_show(path: Annotated[Path, typer.Argument(help="an officer key file")]) -> None:
+    """Print the id and public key of an officer key file (no passphrase needed)."""
+    officer = _officer_from_file(path)
+    console.print(f"officer {officer.officer_id}: public key {officer.public_key.hex()}")
+
+
+@governance_app.command("genesis")
+def genesis(
+    cluster_id: Annotated[str, typer.Option("--cluster-id")],
+    officers: Annotated[list[Path], typer.Option("--officer", help="an officer key file")],
+    quorum: Annotated[int, typer.Option("--quorum", help="signatures needed for a change")],
+    nodes: Annotated[list[Path], typer.Option("--node", help="a node identity file")],
+    out: Annotated[Path, typer.Option("--out")],
+) -> None:
+    """Write version 1 (unsigned): the trust anchor every node installs at init."""
+    try:
+        body = gov.check_body(
+            gov.Governance(
+                cluster_id=cluster_id,
+                version=1,
+                previous=gov.GENESIS_PREVIOUS,
+                officers=tuple(_officer_from_file(p) for p in officers),
+                quorum=quorum,
+                roster=tuple(_node_from_file(p) for p in nodes),
+            )
+        )
+    except gov.GovernanceError as exc:
+        raise _refused(exc) from exc
+    out.write_bytes(gov.unsigned(body).encode())
+    console.print(f"genesis of {cluster_id} written to {out}: needs {quorum} officer signatures")
+
+
+@governance_app.command("propose")
+def propose(
+    current: Annotated[Path, typer.Argument(help="the installed version")],
+    out: Annotated[Path, typer.Option("--out")],
+    add_node: Annotated[list[Path] | None, typer.Option("--add-node")] = None,
+    remove_node: Annotated[list[str] | None, typer.Option("--remove-node")] = None,
+    add_officer: Annotated[list[Path] | None, typer.Option("--add-officer")] = None,
+    remove_officer: Annotated[list[str] | None, typer.Option("--remove-officer")] = None,
+    quorum: Annotated[int | None, typer.Option("--quorum")] = None,
+    raw_signing: Annotated[list[str] | None, typer.Option("--raw-signing")] = None,
+    no_raw_signing: Annotated[list[str] | None, typer.Option("--no-raw-signing")] = None,
+) -> None:
+    """Write the next version (unsigned) with the changes given."""
+    body = _load(current).body
+    gone_nodes = set(remove_node or ())
+    gone_officers = set(remove_officer or ())
+    for missing in sorted(gone_nodes - {n.node_id for n in body.roster}):
+        err.print(f"[red]no node {missing} in version {body.version}[/red]")
+        raise typer.Exit(2)
+    for missing in sorted(gone_officers - {o.officer_id for o in body.officers}):
+        err.print(f"[red]no officer {missing} in version {body.version}[/red]")
+        raise typer.Exit(2)
+    replaced = {n.node_id for n in map(_node_from_file, add_node or ())}
+    try:
+        proposal = body.successor(
+            roster=(
+                *(n for n in body.roster if n.node_id not in gone_nodes | replaced),
+                *map(_node_from_file, add_node or ()),
+            ),
+            officers=(
+                *(o for o in body.officers if o.officer_id not in gone_officers),
+                *map(_officer_from_file, add_officer or ()),
+            ),
+            quorum=body.quorum if quorum is None else quorum,
+            raw_signing_keys=(body.raw_signing_keys | set(raw_signing or ()))
+            - set(no_raw_signing or ()),
+        )
+    except gov.GovernanceError as exc:
+        raise _refused(exc) from exc
+    out.write_bytes(gov.unsigned(proposal).encode())
+    console.print(
+        f"version {proposal.version} written to {out}: needs {body.quorum} signatures of "
+        f"version {body.version}'s officers and {proposal.quorum} of its own"
+    )
+
+
+@governance_app.command("sign")
+def sign(
+    path: Annotated[Path, typer.Argument(help="the document to sign (updated in place)")],
+    key: Annotated[Path, typer.Option("--key", help="your officer key file")],
+    passphrase_file: PassphraseFileOpt = None,
+) -> None:
+    """Add your signature to a document, after showing what you sign."""
+    doc = _load(path)
+    try:
+        officer, signer = gov.open_officer_key(
+            key.read_bytes(), _passphrase(passphrase_file, confirm=False)
+        )
+    except gov.OfficerKeyError as exc:
+        raise _refused(exc) from exc
+    signed = doc.with_signature(signer, officer.officer_id)
+    path.write_bytes(signed.encode())
+    signers = ", ".join(s.officer_id for s in signed.signatures)
+    console.print(
+        f"{officer.officer_id} signed version {doc.body.version} of {doc.body.cluster_id} "
+        f"(digest {doc.body.digest.hex()}); signed by {signers}",
+        soft_wrap=True,
+    )
+
+
+@governance_app.command("verify")
+def verify(
+    path: Annotated[Path, typer.Argument(help="the document to check")],
+    current: Annotated[Path | None, typer.Option("--current", help="the installed version")] = None,
+) -> None:
+    """Check a document as a node will: exit 0 when a node would install it."""
+    doc = _load(path)
+    try:
+        if current is None:
+            body = gov.verify_genesis(doc)
+        else:
+            body = gov.verify_successor(_load(current).body, doc)
+    except gov.GovernanceError as exc:
+        raise _refused(exc) from exc
+    console.print(f"version {body.version} of {body.cluster_id} verifies")
+
+
+@governance_app.command("show")
+def show(path: Annotated[Path, typer.Argument()], as_json: JsonOpt = False) -> None:
+    """Print a document: officers, quorum, roster and who signed it."""
+    info = describe(_load(path))
+    if as_json:
+        print(json.dumps(info, indent=1))
+        return
+    console.print(
+        f"[bold]{info['cluster_id']}[/bold] version {info['version']} "
+        f"(quorum {info['quorum']} of {len(info['officers'])}); digest {info['digest']}",
+        soft_wrap=True,
+    )
+    # one line per key, soft-wrapped: a key is never cut or folded into a table cell
+    console.print("roster:")
+    for n in info["roster"]:
+        console.print(f"  {n['node_id']} (party {n['party_id']})")
+        console.print(f"    sign_pk {n['sign_pk']}", soft_wrap=True)
+        console.print(f"    box_pk  {n['box_pk']}", soft_wrap=True)
+    console.print("officers: " + ", ".join(o["officer_id"] for o in info["officers"]))
+    console.print("signed by: " + (", ".join(info["signed_by"]) or "nobody yet"))
+    if info["raw_signing_keys"]:
+        console.print("raw signing enabled for: " + ", ".join(info["raw_signing_keys"]))
+
+
+__all__ = ["describe", "governance_app", "officer_app"]
