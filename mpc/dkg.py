@@ -13,9 +13,10 @@ Round 1, broadcast (Figure 1, Round 1, steps 1-4)
     Party ``i`` samples ``f_i(x) = a_i0 + a_i1 x + ... + a_i(t-1) x^(t-1)``, broadcasts the
     commitment ``C_i = [a_i0 G, ..., a_i(t-1) G]`` (exactly ``t`` points) and a Schnorr proof
     of knowledge of ``a_i0``: ``(R_i, mu_i)`` with ``R_i = k G``, ``mu_i = k + a_i0 c_i``,
-    ``c_i = H(context, session_id, i, C_i0, R_i)`` (see :func:`pok_challenge`). Binding the
-    session id, the sender and a domain string makes a proof replayed from another session,
-    another sender or another protocol fail (it is what defeats rogue-key attacks).
+    ``c_i = H(context, session_id, i, C_i0, R_i)`` (see :func:`mpc.hazmat.pok_challenge`).
+    Binding the session id, the sender and a domain string makes a proof replayed from
+    another session, another sender or another protocol fail (it is what defeats rogue-key
+    attacks).
 
 Round 2, point-to-point (Figure 1, Round 2, steps 1-4, plus an echo check)
     Party ``i`` sends ``f_i(j)`` to each ``j`` together with ``echo``: a digest, per sender,
@@ -61,7 +62,7 @@ Zero shares: a share ``f_i(j) = 0`` happens with probability ``1/q`` and is acce
 decides); an identity group key or verifying share (probability about ``n/q``, or a sign of
 a bug) aborts with a :class:`~mpc.errors.ProtocolError` without culprits: rerun the DKG.
 
-Hash to scalar (proof challenge, :func:`pok_challenge`): SHA-512 over the proof's ``R``,
+Hash to scalar (proof challenge, `pok_challenge`): SHA-512 over the proof's ``R``,
 ``C_i0`` and a length-prefixed, domain-separated message, reduced modulo the group order (a
 wide reduction, 512 bits onto a ~253/256-bit order, bias below 2^-250; RFC 9380 section 5.2
 hash_to_field reduces the same way). For ed25519 it is exactly the RFC 8032 challenge, so a
@@ -78,7 +79,6 @@ cannot be wiped from memory; nodes keep sessions short-lived.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -88,7 +88,6 @@ from nacl.exceptions import BadSignatureError
 from mpc import _ed25519_vartime as _edv
 from mpc.errors import DecodeError, ProtocolError, UsageError
 from mpc.groups import ED25519, SECP256K1, Ed25519Point, Group, Point
-from mpc.local import run_local
 from mpc.session import RoundSession
 from mpc.shamir import (
     KeyPackage,
@@ -105,14 +104,6 @@ __all__ = [
     "PROTOCOL",
     "DkgSession",
     "EquivocationError",
-    "pok_challenge",
-    "prove_knowledge",
-    "verify_knowledge",
-    "verify_knowledge_generic",
-    "round1_payload",
-    "echo_digest",
-    "evaluate_in_exponent",
-    "run_dkg_local",
 ]
 
 PROTOCOL = "frost-dkg"
@@ -162,7 +153,7 @@ def _lp(data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-def pok_challenge(
+def _pok_challenge(
     group: Group, context: bytes, session_id: bytes, sender: int, c0: Point, r: Point
 ) -> int:
     """Figure 1, Round 1, step 2: ``c_i = H(i, Phi, g^{a_i0}, R_i)``.
@@ -190,7 +181,7 @@ def _pok_message(group: Group, context: bytes, session_id: bytes, sender: int) -
     )
 
 
-def prove_knowledge(
+def _prove_knowledge(
     group: Group, secret: int, c0: Point, context: bytes, session_id: bytes, sender: int
 ) -> tuple[Point, int]:
     """Figure 1, Round 1, step 2: Schnorr proof ``(R, mu)`` of knowledge of ``secret = log C_i0``.
@@ -199,19 +190,19 @@ def prove_knowledge(
     """
     k = group.random_scalar()
     r = group.base_mul(k)
-    c = pok_challenge(group, context, session_id, sender, c0, r)
+    c = _pok_challenge(group, context, session_id, sender, c0, r)
     mu = (k + secret * c) % group.order
     del k
     return r, mu
 
 
-def verify_knowledge(
+def _verify_knowledge(
     group: Group, c0: Point, r: Point, mu: int, context: bytes, session_id: bytes, sender: int
 ) -> bool:
     """Figure 1, Round 1, step 5: check ``R_l == mu_l G - c_l C_l0``.
 
     For ed25519 the same equation is checked by libsodium's Ed25519 verification (see
-    :func:`pok_challenge`); :func:`verify_knowledge_generic` is the direct form.
+    :func:`_pok_challenge`); :func:`_verify_knowledge_generic` is the direct form.
     """
     if group is ED25519:
         msg = _pok_message(group, context, session_id, sender)
@@ -220,23 +211,24 @@ def verify_knowledge(
         except (BadSignatureError, ValueError, TypeError):
             return False
         return True
-    return verify_knowledge_generic(group, c0, r, mu, context, session_id, sender)
+    return _verify_knowledge_generic(group, c0, r, mu, context, session_id, sender)
 
 
-def verify_knowledge_generic(
+def _verify_knowledge_generic(
     group: Group, c0: Point, r: Point, mu: int, context: bytes, session_id: bytes, sender: int
 ) -> bool:
     """Figure 1, Round 1, step 5 written out: ``mu G - c C_0 == R``."""
-    c = pok_challenge(group, context, session_id, sender, c0, r)
+    c = _pok_challenge(group, context, session_id, sender, c0, r)
     return group.base_mul(mu) - c0 * c == r
 
 
-def round1_payload(
+def _round1_payload(
     group: Group, coeffs: Sequence[int], context: bytes, session_id: bytes, sender: int
 ) -> dict[str, Any]:
     """Figure 1, Round 1, steps 2-4: the broadcast ``{commitment, pok_r, pok_mu}``.
 
-    Public so attack tests can build a second, valid-looking broadcast for equivocation.
+    Exported by :mod:`mpc.hazmat` so attack tests can build a second, valid-looking
+    broadcast for equivocation.
     """
     return _encode_round1(group, *_round1(group, coeffs, context, session_id, sender))
 
@@ -245,7 +237,7 @@ def _round1(
     group: Group, coeffs: Sequence[int], context: bytes, session_id: bytes, sender: int
 ) -> tuple[list[Point], Point, int]:
     commitment = vss_commit(group, coeffs)
-    r, mu = prove_knowledge(group, coeffs[0], commitment[0], context, session_id, sender)
+    r, mu = _prove_knowledge(group, coeffs[0], commitment[0], context, session_id, sender)
     return commitment, r, mu
 
 
@@ -257,7 +249,7 @@ def _encode_round1(group: Group, commitment: Sequence[Point], r: Point, mu: int)
     }
 
 
-def echo_digest(
+def _echo_digest(
     group: Group,
     context: bytes,
     session_id: bytes,
@@ -282,7 +274,7 @@ def echo_digest(
     return h.digest()
 
 
-def evaluate_in_exponent(points: Sequence[Point], x: int) -> Point:
+def _evaluate_in_exponent(points: Sequence[Point], x: int) -> Point:
     """``sum_k x^k P_k`` by Horner's rule: ``len(points) - 1`` multiplications by ``x``.
 
     The public image of a polynomial at ``x`` (RFC 9591 Appendix C.2, the right-hand side
@@ -409,7 +401,7 @@ class DkgSession(RoundSession[KeyPackage]):
         del coeffs
         self._own_share = self._shares_out.pop(self.me)
         self._commitments[self.me] = commitment
-        self._digests[self.me] = echo_digest(
+        self._digests[self.me] = _echo_digest(
             g, self.context, self.session_id, self.me, commitment, r, mu
         )
         return [self._msg(1, payload)]
@@ -427,7 +419,7 @@ class DkgSession(RoundSession[KeyPackage]):
         bad = [
             s
             for s, (cmt, r, mu) in decoded.items()
-            if not verify_knowledge(g, cmt[0], r, mu, self.context, self.session_id, s)
+            if not _verify_knowledge(g, cmt[0], r, mu, self.context, self.session_id, s)
         ]
         if bad:
             raise ProtocolError(
@@ -437,7 +429,7 @@ class DkgSession(RoundSession[KeyPackage]):
             )
         for s, (cmt, r, mu) in decoded.items():
             self._commitments[s] = cmt
-            self._digests[s] = echo_digest(g, self.context, self.session_id, s, cmt, r, mu)
+            self._digests[s] = _echo_digest(g, self.context, self.session_id, s, cmt, r, mu)
         echo = [self._digests[p] for p in self.participants]
         shares, self._shares_out = self._shares_out, None
         assert shares is not None
@@ -501,7 +493,7 @@ class DkgSession(RoundSession[KeyPackage]):
             # the own share is cross-checked against libsodium in _round2.
             verifying: dict[int, Point] = {j: Ed25519Point(e) for j, e in images.items()}
         else:
-            verifying = {j: evaluate_in_exponent(v, j) for j in self.participants}
+            verifying = {j: _evaluate_in_exponent(v, j) for j in self.participants}
             if any(y.is_identity() for y in verifying.values()):
                 raise _identity_error()
         return v[0], verifying
@@ -551,21 +543,3 @@ def _identity_error() -> ProtocolError:
         "group key or a verifying share is the identity (probability ~n/q): rerun the DKG",
         culprits=(),
     )
-
-
-def run_dkg_local(
-    group: Group,
-    t: int,
-    n: int,
-    *,
-    context: bytes = b"",
-    order: str = "fifo",
-    seed: int = 0,
-    wire: bool = False,
-) -> list[KeyPackage]:
-    """Run a ``t``-of-``n`` DKG with parties ``1..n`` in this process (tests, benchmarks)."""
-    sid = secrets.token_bytes(32)
-    ids = list(range(1, n + 1))
-    sessions = {i: DkgSession(group, sid, i, ids, t, context) for i in ids}
-    results = run_local(sessions, order=order, seed=seed, wire=wire)
-    return [results[i] for i in ids]

@@ -19,7 +19,7 @@ seeds are secret and stored with the share (sealed by the node's HSM layer).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,6 @@ from mpc.dkls23.mul import AliceSeeds, BobSeeds
 from mpc.dkls23.params import GROUP, KAPPA, h
 from mpc.errors import DecodeError, EncodingError, UsageError
 from mpc.groups import Point
-from mpc.local import run_local
 from mpc.session import RoundSession
 from mpc.shamir import KeyPackage, PublicKeyPackage, check_identifiers
 from mpc.wire import (
@@ -249,25 +248,3 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
             self._receivers.clear()
             self._finish(EcdsaKeyShare(self.key, bob, alice))
         return out
-
-
-def run_ot_setup_local(
-    keys: Sequence[KeyPackage], *, order: str = "fifo", seed: int = 0
-) -> dict[int, EcdsaKeyShare]:
-    """Run :class:`OtSetupSession` for all holders of one key in this process."""
-    sid = secrets.token_bytes(32)
-    sessions = {k.identifier: OtSetupSession(k, sid) for k in keys}
-    res: dict[int, EcdsaKeyShare] = run_local(sessions, order=order, seed=seed)
-    return res
-
-
-def run_keygen_local(t: int, n: int) -> dict[int, EcdsaKeyShare]:
-    """DKG (:func:`mpc.dkg.run_dkg_local`) plus all pairwise OT setups, in one process.
-
-    For tests and benchmarks; nodes run :class:`mpc.dkg.DkgSession` and
-    :class:`OtSetupSession` over the network instead.
-    """
-    from mpc.dkg import run_dkg_local
-
-    keys = run_dkg_local(GROUP, t, n)
-    return run_ot_setup_local(keys)

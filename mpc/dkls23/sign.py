@@ -375,19 +375,6 @@ class PartialSignature:
         )
 
 
-class MemoryLedger:
-    """An in-memory ledger for tests and benchmarks only (not durable: never use on a node)."""
-
-    def __init__(self) -> None:
-        self.used: set[bytes] = set()
-
-    def __call__(self, presignature_id: bytes) -> bool:
-        if presignature_id in self.used:
-            return False
-        self.used.add(presignature_id)
-        return True
-
-
 def _digest_int(message_hash: bytes) -> int:
     if not isinstance(message_hash, bytes) or len(message_hash) != 32:
         raise UsageError("message hash must be 32 bytes")

@@ -11,19 +11,17 @@ import pytest
 
 from mpc.dkls23 import (
     EcdsaKeyShare,
-    MemoryLedger,
     OtSetupSession,
     PartialSignature,
     Presignature,
     PresignSession,
     combine_signature,
-    run_keygen_local,
     sign_with_presignature,
 )
 from mpc.dkls23.params import Q
 from mpc.errors import DecodeError, MpcError, NonceReuseError, ProtocolError
 from mpc.groups import SECP256K1
-from mpc.local import run_local
+from mpc.testing import MemoryLedger, run_dkg_local, run_keygen_local, run_local
 from mpc.wire import Message
 
 G = SECP256K1
@@ -180,7 +178,6 @@ def test_bad_points_in_presign(keys: dict[int, EcdsaKeyShare], enc: bytes) -> No
 
 
 def run_setup(tamper: Any) -> None:
-    from mpc.dkg import run_dkg_local
 
     kps = run_dkg_local(G, 2, 3)
     sid = secrets.token_bytes(32)
@@ -269,7 +266,6 @@ def test_dropout_reports_whom_we_wait_for(keys: dict[int, EcdsaKeyShare]) -> Non
 
 
 def test_dropout_in_setup_reports_whom_we_wait_for() -> None:
-    from mpc.dkg import run_dkg_local
 
     kps = run_dkg_local(G, 2, 3)
     sid = secrets.token_bytes(32)
