@@ -79,6 +79,7 @@ cannot be wiped from memory; nodes keep sessions short-lived.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -88,7 +89,7 @@ from nacl.exceptions import BadSignatureError
 from mpc import _ed25519_vartime as _edv
 from mpc.errors import DecodeError, ProtocolError, UsageError
 from mpc.groups import ED25519, SECP256K1, Ed25519Point, Group, Point
-from mpc.session import RoundSession
+from mpc.session import Rng, RoundSession
 from mpc.shamir import (
     KeyPackage,
     PublicKeyPackage,
@@ -182,13 +183,19 @@ def _pok_message(group: Group, context: bytes, session_id: bytes, sender: int) -
 
 
 def _prove_knowledge(
-    group: Group, secret: int, c0: Point, context: bytes, session_id: bytes, sender: int
+    group: Group,
+    secret: int,
+    c0: Point,
+    context: bytes,
+    session_id: bytes,
+    sender: int,
+    rng: Rng = secrets.token_bytes,
 ) -> tuple[Point, int]:
     """Figure 1, Round 1, step 2: Schnorr proof ``(R, mu)`` of knowledge of ``secret = log C_i0``.
 
-    ``k`` random, ``R = k G``, ``mu = k + secret * c``.
+    ``k`` random (from ``rng``), ``R = k G``, ``mu = k + secret * c``.
     """
-    k = group.random_scalar()
+    k = group.random_scalar(rng)
     r = group.base_mul(k)
     c = _pok_challenge(group, context, session_id, sender, c0, r)
     mu = (k + secret * c) % group.order
@@ -223,21 +230,31 @@ def _verify_knowledge_generic(
 
 
 def _round1_payload(
-    group: Group, coeffs: Sequence[int], context: bytes, session_id: bytes, sender: int
+    group: Group,
+    coeffs: Sequence[int],
+    context: bytes,
+    session_id: bytes,
+    sender: int,
+    rng: Rng = secrets.token_bytes,
 ) -> dict[str, Any]:
     """Figure 1, Round 1, steps 2-4: the broadcast ``{commitment, pok_r, pok_mu}``.
 
     Exported by :mod:`mpc.hazmat` so attack tests can build a second, valid-looking
     broadcast for equivocation.
     """
-    return _encode_round1(group, *_round1(group, coeffs, context, session_id, sender))
+    return _encode_round1(group, *_round1(group, coeffs, context, session_id, sender, rng))
 
 
 def _round1(
-    group: Group, coeffs: Sequence[int], context: bytes, session_id: bytes, sender: int
+    group: Group,
+    coeffs: Sequence[int],
+    context: bytes,
+    session_id: bytes,
+    sender: int,
+    rng: Rng,
 ) -> tuple[list[Point], Point, int]:
     commitment = vss_commit(group, coeffs)
-    r, mu = _prove_knowledge(group, coeffs[0], commitment[0], context, session_id, sender)
+    r, mu = _prove_knowledge(group, coeffs[0], commitment[0], context, session_id, sender, rng)
     return commitment, r, mu
 
 
@@ -393,8 +410,8 @@ class DkgSession(RoundSession[KeyPackage]):
         can be dropped at once; they are sent only after every round-1 broadcast checks out.
         """
         g = self.group
-        coeffs = [g.random_scalar() for _ in range(self.threshold)]
-        commitment, r, mu = _round1(g, coeffs, self.context, self.session_id, self.me)
+        coeffs = [g.random_scalar(self._rng) for _ in range(self.threshold)]
+        commitment, r, mu = _round1(g, coeffs, self.context, self.session_id, self.me, self._rng)
         payload = _encode_round1(g, commitment, r, mu)
         self._shares_out = {j: evaluate_polynomial(g, coeffs, j) for j in self.participants}
         coeffs.clear()  # the polynomial is not needed again (drop it, Figure 1 Round 2 step 4)

@@ -34,13 +34,14 @@ transfers and nothing replays across sessions or pairs.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mpc.dkls23.params import GROUP, KAPPA, Q, h
 from mpc.errors import ProtocolError
 from mpc.groups import Point
 
 _G = GROUP
+Rng = Callable[[int], bytes]
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -61,17 +62,18 @@ def _hh(x: bytes) -> bytes:
 class VsotSender:
     """The sender side of one VSOT instance (DKLs18 Protocol 7, random-OT part)."""
 
-    def __init__(self, ctx: bytes, *, receiver: int) -> None:
+    def __init__(self, ctx: bytes, *, receiver: int, rng: Rng = secrets.token_bytes) -> None:
         self.ctx = ctx
         self.receiver = receiver
-        self._b = _G.random_scalar()
+        self._rng = rng
+        self._b = _G.random_scalar(rng)
         self.B = _G.base_mul(self._b)
         self._rho0: list[bytes] = []
         self._rho1: list[bytes] = []
 
     def step1(self) -> tuple[Point, bytes, int]:
         """Message 1 (Protocol 7, sender's key): ``B`` and a Schnorr PoK ``(T, z)`` of ``b``."""
-        k = _G.random_scalar()
+        k = _G.random_scalar(self._rng)
         T = _G.base_mul(k)
         e = int.from_bytes(h(b"VSOT dlog proof", self.ctx, self.B.encode(), T.encode()), "big") % Q
         return self.B, T.encode(), (k + e * self._b) % Q
@@ -109,9 +111,12 @@ class VsotSender:
 class VsotReceiver:
     """The receiver side of one VSOT instance (DKLs18 Protocol 7) with choice bits ``omega``."""
 
-    def __init__(self, ctx: bytes, omega: int, *, sender: int) -> None:
+    def __init__(
+        self, ctx: bytes, omega: int, *, sender: int, rng: Rng = secrets.token_bytes
+    ) -> None:
         self.ctx = ctx
         self.sender = sender
+        self._rng = rng
         self.omega = omega
         self._rho: list[bytes] = []
         self._xi: list[bytes] = []
@@ -126,7 +131,7 @@ class VsotReceiver:
             )
         out = []
         for col in range(KAPPA):
-            a = _G.random_scalar()
+            a = _G.random_scalar(self._rng)
             A = _G.base_mul(a)
             if self.omega >> col & 1:
                 A = A + B

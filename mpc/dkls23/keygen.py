@@ -18,7 +18,6 @@ seeds are secret and stored with the share (sealed by the node's HSM layer).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,7 +186,7 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
         """VSOT message 1 towards every peer (we are sender)."""
         out = []
         for j in self.others:
-            s = VsotSender(_ctx(self.session_id, self.me, j), receiver=j)
+            s = VsotSender(_ctx(self.session_id, self.me, j), receiver=j, rng=self._rng)
             self._senders[j] = s
             B, T, z = s.step1()
             out.append(self._msg(1, {"B": B.encode(), "T": T, "z": GROUP.encode_scalar(z)}, j))
@@ -217,8 +216,8 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
                 B = point_from(GROUP, p.get("B"), "B", j)
                 T = take_bytes(p, "T", j, length=33)
                 z = scalar_from(GROUP, p.get("z"), "z", j)
-                delta = secrets.randbits(KAPPA)
-                r = VsotReceiver(_ctx(self.session_id, j, self.me), delta, sender=j)
+                delta = int.from_bytes(self._rng(KAPPA // 8), "big")  # KAPPA random bits
+                r = VsotReceiver(_ctx(self.session_id, j, self.me), delta, sender=j, rng=self._rng)
                 self._receivers[j] = r
                 try:
                     A = r.step2(B, T, z)

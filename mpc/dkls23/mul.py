@@ -40,7 +40,7 @@ import hashlib
 import itertools
 import operator
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -53,6 +53,7 @@ _J: Final = [j.to_bytes(2, "big") for j in range(XI)]
 _NCHUNK: Final = XI // _bits.SIGMA  # chunks that the check hash weights with chi_c
 _SEED_BYTES: Final = 32 * KAPPA
 _TAU_BYTES: Final = XI * WIDTH * 32
+Rng = Callable[[int], bytes]
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,12 @@ def _mul_chis(ctx: bytes, u: bytes, tau: bytes) -> list[int]:
 class MulBob:
     """Bob's side of one multiplication with Alice ``alice`` (Bob = ``bob``) in session ``sid``."""
 
-    def __init__(self, seeds: BobSeeds, sid: bytes, *, alice: int, bob: int) -> None:
+    def __init__(
+        self, seeds: BobSeeds, sid: bytes, *, alice: int, bob: int, rng: Rng = secrets.token_bytes
+    ) -> None:
         self._seeds = seeds
         self.sid, self.alice, self.bob = sid, alice, bob
+        self._rng = rng
         self.chi = 0
         self._x = 0
         self._rows = b""
@@ -115,9 +119,9 @@ class MulBob:
         random F_RVOLE input is ``chi = <g, x[:XI]>`` (DKLs19 Protocol 1 with Bob's input
         random: DKLs23 Protocol 5.2, forced reuse).
         """
-        nonce = secrets.token_bytes(32)
+        nonce = self._rng(32)
         self._ctx = ctx = _ctx(self.sid, self.alice, self.bob, nonce)
-        x = int.from_bytes(secrets.token_bytes(COL_BYTES), "little")
+        x = int.from_bytes(self._rng(COL_BYTES), "little")
         self._x = x
         t0 = _prg_columns(ctx, self._seeds.k0)
         t1 = _prg_columns(ctx, self._seeds.k1)
@@ -189,9 +193,12 @@ class MulBob:
 class MulAlice:
     """Alice's side of one multiplication with Bob ``bob`` in session ``sid``."""
 
-    def __init__(self, seeds: AliceSeeds, sid: bytes, *, alice: int, bob: int) -> None:
+    def __init__(
+        self, seeds: AliceSeeds, sid: bytes, *, alice: int, bob: int, rng: Rng = secrets.token_bytes
+    ) -> None:
         self._seeds = seeds
         self.sid, self.alice, self.bob = sid, alice, bob
+        self._rng = rng
 
     def round2(
         self, payload: Mapping[str, Any], a: tuple[int, int]
@@ -235,7 +242,8 @@ class MulAlice:
             len(rows0), "little"
         )
         prefix = h(b"DKLs23 OTE hash", ctx)
-        a_hat = (secrets.randbelow(Q), secrets.randbelow(Q))
+        # uniform in Z_q up to a bias below 2^-256 (64 bytes reduced mod q)
+        a_hat = tuple(int.from_bytes(self._rng(64), "big") % Q for _ in range(2))
         al0, al1, al2, al3 = a[0] % Q, a[1] % Q, a_hat[0], a_hat[1]
         sh = hashlib.shake_256
         # T&R.3: v_0 = H(j, q_j), v_1 = H(j, q_j xor Delta), each mapped to WIDTH scalars

@@ -229,9 +229,7 @@ class PresignSession(RoundSession[Presignature]):
         if GROUP.sum(list(self._pk.values())) != pub.group_public_key:
             raise UsageError("the signer set does not reconstruct the group key")
         self._sk = share.key.signing_share * lagrange_coefficient(GROUP, self.me, ids) % Q
-        self._bobs = {
-            j: MulBob(share.bob[j], session_id, alice=j, bob=self.me) for j in self.others
-        }
+        self._bobs: dict[int, MulBob] = {}  # one F_RVOLE per peer with us as Bob, see _start
         self._r = 0
         self._phi = 0
         self._R: Point = GROUP.identity
@@ -244,10 +242,15 @@ class PresignSession(RoundSession[Presignature]):
 
     def _start(self) -> list[Message]:
         """Round 1: instance key, inversion mask, commitment, and F_RVOLE as Bob with each peer."""
-        self._r = GROUP.random_scalar()
-        self._phi = GROUP.random_scalar()
+        rng = self._rng
+        self._bobs = {
+            j: MulBob(self.share.bob[j], self.session_id, alice=j, bob=self.me, rng=rng)
+            for j in self.others
+        }
+        self._r = GROUP.random_scalar(rng)
+        self._phi = GROUP.random_scalar(rng)
         self._R = GROUP.base_mul(self._r)
-        self._salt = secrets.token_bytes(32)
+        self._salt = rng(32)
         com = _commit(self.session_id, self.me, self._R, self._salt)
         out = []
         for j in self.others:
@@ -268,7 +271,9 @@ class PresignSession(RoundSession[Presignature]):
         for j, m in sorted(msgs.items()):
             _exact(m.payload, _R1_FIELDS, j)
             self._com[j] = take_bytes(m.payload, "com", j, length=32)
-            alice = MulAlice(self.share.alice[j], self.session_id, alice=self.me, bob=j)
+            alice = MulAlice(
+                self.share.alice[j], self.session_id, alice=self.me, bob=j, rng=self._rng
+            )
             payload, (cu, cv) = alice.round2(m.payload, (self._r, self._sk))
             self._c[j] = (cu, cv)
             payload.update(

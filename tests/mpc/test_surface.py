@@ -51,3 +51,28 @@ def test_top_level_all_lists_only_existing_names() -> None:
     for module in (frost, dkls23, dkg, hazmat, testing):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.__all__ lists missing {name}"
+
+
+def test_set_rng_only_before_start_and_reproducible() -> None:
+    from mpc.dkg import DkgSession
+    from mpc.errors import UsageError
+    from mpc.groups import ED25519
+
+    def run(seed: bytes) -> list[bytes]:
+        s = {i: DkgSession(ED25519, bytes(32), i, [1, 2, 3], 2) for i in (1, 2, 3)}
+        for i in s:
+            hazmat.set_rng(s[i], testing.seeded_rng(seed + bytes([i])))
+        keys = testing.run_local(s)
+        return [ED25519.encode_scalar(keys[i].signing_share) for i in (1, 2, 3)]
+
+    assert run(b"a") == run(b"a") != run(b"b")
+    s = DkgSession(ED25519, bytes(32), 1, [1, 2], 2)
+    s.start()
+    with pytest.raises(UsageError, match="after start"):
+        hazmat.set_rng(s, testing.seeded_rng(b"late"))
+
+
+def test_seeded_rng_is_a_stream() -> None:
+    a, b = testing.seeded_rng(b"s"), testing.seeded_rng(b"s")
+    assert a(10) + a(100) == b(110)
+    assert len(a(0)) == 0 and testing.seeded_rng(b"t")(32) != testing.seeded_rng(b"s")(32)
