@@ -81,13 +81,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from nacl import bindings as sodium
 from nacl.exceptions import BadSignatureError
 
 from mpc import _ed25519_vartime as _edv
-from mpc.errors import DecodeError, ProtocolError, UsageError
+from mpc.errors import ProtocolError, UsageError
 from mpc.groups import ED25519, SECP256K1, Ed25519Point, Group, Point
 from mpc.session import Rng, RoundSession
 from mpc.shamir import (
@@ -99,7 +100,7 @@ from mpc.shamir import (
     vss_commit,
     vss_verify,
 )
-from mpc.wire import Message, point_from, take_list, take_point, take_scalar
+from mpc.wire import Message, decode_payload, digests, encode_payload, point, points, scalar
 
 __all__ = [
     "PROTOCOL",
@@ -112,9 +113,6 @@ _DOMAIN = b"TPWC-v1/frost-dkg/"
 MAX_CONTEXT_LEN = 1024
 ECHO_LEN = 32
 _ED_IDENTITY = bytes([1]) + bytes(31)
-
-ROUND1_FIELDS = frozenset({"commitment", "pok_r", "pok_mu"})
-ROUND2_FIELDS = frozenset({"share", "echo"})
 
 
 class EquivocationError(ProtocolError):
@@ -137,11 +135,28 @@ class EquivocationError(ProtocolError):
         return tuple(sorted({s for s, _ in self.mismatches}))
 
 
-class _Secret(bytes):
-    """Bytes of a secret share in an outgoing payload: CBOR-encodes as bytes, never repr'd."""
+@dataclass(frozen=True)
+class DkgRound1:
+    """Figure 1, Round 1, step 4: the broadcast ``(C_i, sigma_i = (R_i, mu_i))``.
 
-    def __repr__(self) -> str:
-        return f"<secret {len(self)} bytes>"
+    Exactly ``t`` commitment points: longer would raise the threshold, shorter would give a
+    key with a lower one.
+    """
+
+    commitment: tuple[Point, ...] = points("t")
+    pok_r: Point = point()
+    pok_mu: int = scalar(allow_zero=True)
+
+
+@dataclass(frozen=True)
+class DkgRound2:
+    """Figure 1, Round 2, step 1: the secret share ``f_i(j)`` (zero allowed) and the echo.
+
+    ``echo`` holds one digest per participant, in participant order (see "Echo check").
+    """
+
+    share: int = scalar(allow_zero=True, secret=True)
+    echo: tuple[bytes, ...] = digests("n", ECHO_LEN)
 
 
 # ---------------------------------------------------------------------------------------
@@ -242,7 +257,8 @@ def _round1_payload(
     Exported by :mod:`mpc.hazmat` so attack tests can build a second, valid-looking
     broadcast for equivocation.
     """
-    return _encode_round1(group, *_round1(group, coeffs, context, session_id, sender, rng))
+    commitment, r, mu = _round1(group, coeffs, context, session_id, sender, rng)
+    return encode_payload(DkgRound1(tuple(commitment), r, mu), group)
 
 
 def _round1(
@@ -256,14 +272,6 @@ def _round1(
     commitment = vss_commit(group, coeffs)
     r, mu = _prove_knowledge(group, coeffs[0], commitment[0], context, session_id, sender, rng)
     return commitment, r, mu
-
-
-def _encode_round1(group: Group, commitment: Sequence[Point], r: Point, mu: int) -> dict[str, Any]:
-    return {
-        "commitment": [c.encode() for c in commitment],
-        "pok_r": r.encode(),
-        "pok_mu": group.encode_scalar(mu),
-    }
 
 
 def _echo_digest(
@@ -304,55 +312,6 @@ def _evaluate_in_exponent(points: Sequence[Point], x: int) -> Point:
 
 
 # ---------------------------------------------------------------------------------------
-# Strict payload decoding
-# ---------------------------------------------------------------------------------------
-
-
-def _exact_fields(payload: Mapping[str, Any], fields: frozenset[str], party: int) -> None:
-    if not isinstance(payload, Mapping):
-        raise DecodeError("payload must be a map", field="payload", party=party)
-    keys = set(payload)
-    missing = sorted(fields - keys)
-    if missing:
-        raise DecodeError("missing field", field=missing[0], party=party)
-    extra = sorted(str(k) for k in keys - fields)
-    if extra:
-        raise DecodeError("unexpected field", field=extra[0], party=party)
-
-
-def _decode_round1(
-    group: Group, t: int, payload: Mapping[str, Any], party: int
-) -> tuple[list[Point], Point, int]:
-    """Strictly decode a round-1 broadcast: exactly ``t`` non-identity points and a proof."""
-    _exact_fields(payload, ROUND1_FIELDS, party)
-    raw = take_list(payload, "commitment", party)
-    if len(raw) != t:
-        # Longer: threshold-raising attack; shorter: a key with a lower threshold.
-        raise DecodeError(
-            f"commitment must have exactly t={t} points, got {len(raw)}",
-            field="commitment",
-            party=party,
-        )
-    commitment = [point_from(group, v, f"commitment[{k}]", party) for k, v in enumerate(raw)]
-    r = take_point(group, payload, "pok_r", party)
-    mu = take_scalar(group, payload, "pok_mu", party, allow_zero=True)
-    return commitment, r, mu
-
-
-def _decode_round2(
-    group: Group, n: int, payload: Mapping[str, Any], party: int
-) -> tuple[int, list[bytes]]:
-    """Strictly decode a round-2 message: one share (zero allowed) and ``n`` echo digests."""
-    _exact_fields(payload, ROUND2_FIELDS, party)
-    share = take_scalar(group, payload, "share", party, allow_zero=True)
-    echo = take_list(payload, "echo", party, length=n)
-    for k, d in enumerate(echo):
-        if not isinstance(d, bytes) or len(d) != ECHO_LEN:
-            raise DecodeError(f"expected a {ECHO_LEN}-byte digest", field=f"echo[{k}]", party=party)
-    return share, echo
-
-
-# ---------------------------------------------------------------------------------------
 # The session
 # ---------------------------------------------------------------------------------------
 
@@ -389,9 +348,8 @@ class DkgSession(RoundSession[KeyPackage]):
         # secret state; see _start and _process_round
         self._shares_out: dict[int, int] | None = None
         self._own_share: int | None = None
-        self._own_commitment: list[Point] = []
         self._digests: dict[int, bytes] = {}
-        self._commitments: dict[int, list[Point]] = {}
+        self._commitments: dict[int, Sequence[Point]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -412,7 +370,7 @@ class DkgSession(RoundSession[KeyPackage]):
         g = self.group
         coeffs = [g.random_scalar(self._rng) for _ in range(self.threshold)]
         commitment, r, mu = _round1(g, coeffs, self.context, self.session_id, self.me, self._rng)
-        payload = _encode_round1(g, commitment, r, mu)
+        payload = encode_payload(DkgRound1(tuple(commitment), r, mu), g)
         self._shares_out = {j: evaluate_polynomial(g, coeffs, j) for j in self.participants}
         coeffs.clear()  # the polynomial is not needed again (drop it, Figure 1 Round 2 step 4)
         del coeffs
@@ -432,11 +390,17 @@ class DkgSession(RoundSession[KeyPackage]):
     def _round1(self, msgs: dict[int, Message]) -> list[Message]:
         """Figure 1, Round 1, step 5 (verify every proof), then Round 2, step 1 (send shares)."""
         g = self.group
-        decoded = {s: _decode_round1(g, self.threshold, msgs[s].payload, s) for s in sorted(msgs)}
+        t = {"t": self.threshold}
+        decoded = {
+            s: decode_payload(DkgRound1, msgs[s].payload, group=g, party=s, sizes=t)
+            for s in sorted(msgs)
+        }
         bad = [
             s
-            for s, (cmt, r, mu) in decoded.items()
-            if not _verify_knowledge(g, cmt[0], r, mu, self.context, self.session_id, s)
+            for s, m in decoded.items()
+            if not _verify_knowledge(
+                g, m.commitment[0], m.pok_r, m.pok_mu, self.context, self.session_id, s
+            )
         ]
         if bad:
             raise ProtocolError(
@@ -444,16 +408,15 @@ class DkgSession(RoundSession[KeyPackage]):
                 "(rogue key, replay from another session or sender, or tampering)",
                 culprits=tuple(bad),
             )
-        for s, (cmt, r, mu) in decoded.items():
-            self._commitments[s] = cmt
-            self._digests[s] = _echo_digest(g, self.context, self.session_id, s, cmt, r, mu)
-        echo = [self._digests[p] for p in self.participants]
+        for s, m in decoded.items():
+            self._commitments[s] = m.commitment
+            self._digests[s] = _echo_digest(
+                g, self.context, self.session_id, s, m.commitment, m.pok_r, m.pok_mu
+            )
+        echo = tuple(self._digests[p] for p in self.participants)
         shares, self._shares_out = self._shares_out, None
         assert shares is not None
-        out = [
-            self._msg(2, {"share": _Secret(g.encode_scalar(shares[j])), "echo": echo}, j)
-            for j in self.others
-        ]
+        out = [self._msg(2, encode_payload(DkgRound2(shares[j], echo), g), j) for j in self.others]
         shares.clear()
         return out
 
@@ -462,20 +425,23 @@ class DkgSession(RoundSession[KeyPackage]):
         """Echo check, then Figure 1, Round 2, steps 2-4 (verify shares, derive keys)."""
         g = self.group
         n = len(self.participants)
-        decoded = {s: _decode_round2(g, n, msgs[s].payload, s) for s in sorted(msgs)}
-        self._check_echo({s: echo for s, (_, echo) in decoded.items()})
+        decoded = {
+            s: decode_payload(DkgRound2, msgs[s].payload, group=g, party=s, sizes={"n": n})
+            for s in sorted(msgs)
+        }
+        self._check_echo({s: m.echo for s, m in decoded.items()})
 
         # Step 3: s_j = sum_i f_i(j) (our own f_j(j) included).
         own = self._own_share
         self._own_share = None
         assert own is not None
-        share = (own + sum(sh for sh, _ in decoded.values())) % g.order
+        share = (own + sum(m.share for m in decoded.values())) % g.order
 
         group_key, verifying = self._public_package()
 
         # Step 2 (batched, see module docstring), which is also the own-share check.
         if g.base_mul(share) != verifying[self.me]:
-            self._blame_shares({s: sh for s, (sh, _) in decoded.items()})
+            self._blame_shares({s: m.share for s, m in decoded.items()})
             raise ProtocolError(  # unreachable unless a bug: the sum of valid shares is valid
                 "own signing share does not match its verifying share", culprits=()
             )
