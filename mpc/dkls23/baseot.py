@@ -71,12 +71,12 @@ class VsotSender:
         self._rho0: list[bytes] = []
         self._rho1: list[bytes] = []
 
-    def step1(self) -> tuple[Point, bytes, int]:
+    def step1(self) -> tuple[Point, Point, int]:
         """Message 1 (Protocol 7, sender's key): ``B`` and a Schnorr PoK ``(T, z)`` of ``b``."""
         k = _G.random_scalar(self._rng)
         T = _G.base_mul(k)
         e = int.from_bytes(h(b"VSOT dlog proof", self.ctx, self.B.encode(), T.encode()), "big") % Q
-        return self.B, T.encode(), (k + e * self._b) % Q
+        return self.B, T, (k + e * self._b) % Q
 
     def step3(self, A: Sequence[Point]) -> list[bytes]:
         """Message 3 (Protocol 7, pads and verification challenge): both pads, ``xi_l``."""
@@ -121,9 +121,8 @@ class VsotReceiver:
         self._rho: list[bytes] = []
         self._xi: list[bytes] = []
 
-    def step2(self, B: Point, T_enc: bytes, z: int) -> list[Point]:
+    def step2(self, B: Point, T: Point, z: int) -> list[Point]:
         """Message 2 (Protocol 7, receiver's choice): check PoK; ``A_l = a_l*G + omega_l*B``."""
-        T = _G.decode_point(T_enc)  # caller turns EncodingError into DecodeError
         e = int.from_bytes(h(b"VSOT dlog proof", self.ctx, B.encode(), T.encode()), "big") % Q
         if _G.base_mul(z) != T + B * e:
             raise ProtocolError(
