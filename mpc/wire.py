@@ -61,6 +61,7 @@ __all__ = [
     "digests",
     "encode_payload",
     "decode_payload",
+    "exact_fields",
 ]
 
 WIRE_VERSION = 1
@@ -350,6 +351,26 @@ def encode_payload(obj: Any, group: Group) -> dict[str, Any]:
     return out
 
 
+def exact_fields(
+    obj: Any, expected: set[str] | frozenset[str], *, party: int | None, what: str = "payload"
+) -> Mapping[str, Any]:
+    """The field-set rule of every map we decode: exactly ``expected``, named when not.
+
+    A non-map is refused as ``what``; otherwise the first missing field (sorted), then the
+    first unexpected one, is named in the :class:`DecodeError`.
+    """
+    if not isinstance(obj, Mapping):
+        raise DecodeError(f"{what} must be a map", field=what, party=party)
+    keys = set(obj)
+    missing = sorted(expected - keys)
+    if missing:
+        raise DecodeError("missing field", field=missing[0], party=party)
+    extra = sorted(str(k) for k in keys - expected)
+    if extra:
+        raise DecodeError("unexpected field", field=extra[0], party=party)
+    return obj
+
+
 def _count(spec: _Spec, sizes: Mapping[str, int]) -> int | None:
     if isinstance(spec.count, str):
         return sizes[spec.count]
@@ -377,16 +398,7 @@ def decode_payload(
     """Strictly decode ``payload`` (a Message's map) into ``cls``; see the module docstring."""
     specs = _specs(cls)
     sizes = sizes or {}
-    if not isinstance(payload, Mapping):
-        raise DecodeError("payload must be a map", field="payload", party=party)
-    expected = {name for name, _ in specs}
-    keys = set(payload)
-    missing = sorted(expected - keys)
-    if missing:
-        raise DecodeError("missing field", field=missing[0], party=party)
-    extra = sorted(str(k) for k in keys - expected)
-    if extra:
-        raise DecodeError("unexpected field", field=extra[0], party=party)
+    exact_fields(payload, {name for name, _ in specs}, party=party)
     values: dict[str, Any] = {}
     for name, spec in specs:
         v = payload[name]
