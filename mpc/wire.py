@@ -22,7 +22,7 @@ Round payloads: one codec
     the session (``t`` commitments, ``n`` echo digests) are declared by name and given to
     :func:`decode_payload` in ``sizes``.
 
-The payload helpers (:func:`take_bytes`, :func:`take_scalar`, :func:`take_point`, ...) give
+The field helpers (:func:`take_bytes`, :func:`take_scalar`, :func:`take_point`) give
 code outside round payloads (storage formats) the same strictness.
 """
 
@@ -47,11 +47,8 @@ __all__ = [
     "cbor_dumps",
     "cbor_loads",
     "take_bytes",
-    "take_int",
     "take_scalar",
     "take_point",
-    "take_list",
-    "take_map",
     "SecretBytes",
     "raw",
     "scalar",
@@ -178,13 +175,6 @@ def decode(
 # -- payload field helpers ---------------------------------------------------------------
 
 
-def take_map(payload: Mapping[str, Any], name: str, party: int | None) -> Mapping[str, Any]:
-    value = payload.get(name) if isinstance(payload, Mapping) else None
-    if not isinstance(value, dict):
-        raise DecodeError("expected a map", field=name, party=party)
-    return value
-
-
 def take_bytes(
     payload: Mapping[str, Any], name: str, party: int | None, *, length: int | None = None
 ) -> bytes:
@@ -193,26 +183,6 @@ def take_bytes(
         raise DecodeError("expected a byte string", field=name, party=party)
     if length is not None and len(value) != length:
         raise DecodeError(f"expected {length} bytes, got {len(value)}", field=name, party=party)
-    return value
-
-
-def take_int(
-    payload: Mapping[str, Any], name: str, party: int | None, *, lo: int = 0, hi: int = 2**32
-) -> int:
-    value = payload.get(name) if isinstance(payload, Mapping) else None
-    if type(value) is not int or not (lo <= value <= hi):
-        raise DecodeError(f"expected an integer in [{lo}, {hi}]", field=name, party=party)
-    return value
-
-
-def take_list(
-    payload: Mapping[str, Any], name: str, party: int | None, *, length: int | None = None
-) -> list[Any]:
-    value = payload.get(name) if isinstance(payload, Mapping) else None
-    if not isinstance(value, list):
-        raise DecodeError("expected an array", field=name, party=party)
-    if length is not None and len(value) != length:
-        raise DecodeError(f"expected {length} elements, got {len(value)}", field=name, party=party)
     return value
 
 

@@ -51,7 +51,6 @@ from mpc.wire import raw, scalars
 
 _J: Final = [j.to_bytes(2, "big") for j in range(XI)]
 _NCHUNK: Final = XI // _bits.SIGMA  # chunks that the check hash weights with chi_c
-_SEED_BYTES: Final = 32 * KAPPA
 _TAU_BYTES: Final = XI * WIDTH * 32
 Rng = Callable[[int], bytes]
 
