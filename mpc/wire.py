@@ -322,22 +322,27 @@ def encode_payload(obj: Any, group: Group) -> dict[str, Any]:
 
 
 def exact_fields(
-    obj: Any, expected: set[str] | frozenset[str], *, party: int | None, what: str = "payload"
+    obj: Any,
+    expected: set[str] | frozenset[str],
+    *,
+    party: int | None,
+    what: str = "payload",
+    prefix: str = "",
 ) -> Mapping[str, Any]:
     """The field-set rule of every map we decode: exactly ``expected``, named when not.
 
     A non-map is refused as ``what``; otherwise the first missing field (sorted), then the
-    first unexpected one, is named in the :class:`DecodeError`.
+    first unexpected one, is named (``prefix + name``) in the :class:`DecodeError`.
     """
     if not isinstance(obj, Mapping):
         raise DecodeError(f"{what} must be a map", field=what, party=party)
     keys = set(obj)
     missing = sorted(expected - keys)
     if missing:
-        raise DecodeError("missing field", field=missing[0], party=party)
+        raise DecodeError("missing field", field=prefix + missing[0], party=party)
     extra = sorted(str(k) for k in keys - expected)
     if extra:
-        raise DecodeError("unexpected field", field=extra[0], party=party)
+        raise DecodeError("unexpected field", field=prefix + extra[0], party=party)
     return obj
 
 

@@ -34,6 +34,7 @@ from mpc.wire import (
     cbor_loads,
     decode_payload,
     encode_payload,
+    exact_fields,
     point,
     point_from,
     points,
@@ -93,6 +94,7 @@ _SETUP_PAYLOADS: dict[int, type] = {
     5: VsotOpening,
 }
 _SHARE_VERSION = 1
+_SHARE_FIELDS = frozenset({"v", "id", "t", "pk", "vs", "x", "ot"})
 
 
 def key_id_of(public: PublicKeyPackage) -> bytes:
@@ -158,8 +160,7 @@ class EcdsaKeyShare:
     def from_bytes(cls, data: bytes) -> EcdsaKeyShare:
         """Strictly decode :meth:`to_bytes` output (DecodeError names the field)."""
         obj = cbor_loads(data, what="key share")
-        if not isinstance(obj, dict) or set(obj) != {"v", "id", "t", "pk", "vs", "x", "ot"}:
-            raise DecodeError("unexpected key share fields", field="key share")
+        exact_fields(obj, _SHARE_FIELDS, party=None, what="key share")
         if obj["v"] != _SHARE_VERSION:
             raise DecodeError("unsupported key share version", field="v")
         me, t = obj["id"], obj["t"]
