@@ -1,1 +1,15 @@
-"""Threshold-signing protocols, sans-IO: groups, FROST, DKG, DKLs23 ECDSA, wire format."""
+"""Threshold-signing protocols, sans-IO: groups, FROST, DKG, DKLs23 ECDSA, wire format.
+
+Job: the protocol core. It does no I/O (no files, sockets, clocks, threads or ``os``) and
+imports nothing of ours outside ``mpc`` (tests/core/test_layering.py checks both).
+
+Surface, by who may call it:
+
+* a service (node, coordinator): :mod:`mpc.frost`, :mod:`mpc.dkg` (``DkgSession``),
+  :mod:`mpc.dkls23` (sessions, ``sign_with_presignature``, ``combine_signature``),
+  :mod:`mpc.session`, :mod:`mpc.wire`, :mod:`mpc.keyio`, :mod:`mpc.groups`,
+  :mod:`mpc.shamir`, :mod:`mpc.errors`, :mod:`mpc.bip340`;
+* key ceremonies only, with their own warning: :mod:`mpc.dealer`;
+* never a service: :mod:`mpc.hazmat` (RFC internals, fixed randomness) and
+  :mod:`mpc.testing` (in-process runners, in-memory ledger, seeded randomness).
+"""

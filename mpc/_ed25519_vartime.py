@@ -28,7 +28,6 @@ D2 = 2 * D % P
 SQRT_M1 = int(gmpy2.powmod(2, (P - 1) // 4, P))
 
 Ext = tuple[int, int, int, int]  # extended homogeneous coordinates (X, Y, Z, T)
-IDENTITY: Ext = (0, 1, 1, 0)
 
 
 def decode(b: bytes) -> Ext:

@@ -13,9 +13,10 @@ Round 1, broadcast (Figure 1, Round 1, steps 1-4)
     Party ``i`` samples ``f_i(x) = a_i0 + a_i1 x + ... + a_i(t-1) x^(t-1)``, broadcasts the
     commitment ``C_i = [a_i0 G, ..., a_i(t-1) G]`` (exactly ``t`` points) and a Schnorr proof
     of knowledge of ``a_i0``: ``(R_i, mu_i)`` with ``R_i = k G``, ``mu_i = k + a_i0 c_i``,
-    ``c_i = H(context, session_id, i, C_i0, R_i)`` (see :func:`pok_challenge`). Binding the
-    session id, the sender and a domain string makes a proof replayed from another session,
-    another sender or another protocol fail (it is what defeats rogue-key attacks).
+    ``c_i = H(context, session_id, i, C_i0, R_i)`` (see :func:`mpc.hazmat.pok_challenge`).
+    Binding the session id, the sender and a domain string makes a proof replayed from
+    another session, another sender or another protocol fail (it is what defeats rogue-key
+    attacks).
 
 Round 2, point-to-point (Figure 1, Round 2, steps 1-4, plus an echo check)
     Party ``i`` sends ``f_i(j)`` to each ``j`` together with ``echo``: a digest, per sender,
@@ -61,7 +62,7 @@ Zero shares: a share ``f_i(j) = 0`` happens with probability ``1/q`` and is acce
 decides); an identity group key or verifying share (probability about ``n/q``, or a sign of
 a bug) aborts with a :class:`~mpc.errors.ProtocolError` without culprits: rerun the DKG.
 
-Hash to scalar (proof challenge, :func:`pok_challenge`): SHA-512 over the proof's ``R``,
+Hash to scalar (proof challenge, `pok_challenge`): SHA-512 over the proof's ``R``,
 ``C_i0`` and a length-prefixed, domain-separated message, reduced modulo the group order (a
 wide reduction, 512 bits onto a ~253/256-bit order, bias below 2^-250; RFC 9380 section 5.2
 hash_to_field reduces the same way). For ed25519 it is exactly the RFC 8032 challenge, so a
@@ -80,16 +81,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from nacl import bindings as sodium
 from nacl.exceptions import BadSignatureError
 
 from mpc import _ed25519_vartime as _edv
-from mpc.errors import DecodeError, ProtocolError, UsageError
+from mpc.errors import ProtocolError, UsageError
 from mpc.groups import ED25519, SECP256K1, Ed25519Point, Group, Point
-from mpc.local import run_local
-from mpc.session import RoundSession
+from mpc.session import Rng, RoundSession
 from mpc.shamir import (
     KeyPackage,
     PublicKeyPackage,
@@ -99,20 +100,12 @@ from mpc.shamir import (
     vss_commit,
     vss_verify,
 )
-from mpc.wire import Message, point_from, take_list, take_point, take_scalar
+from mpc.wire import Message, decode_payload, digests, encode_payload, point, points, scalar
 
 __all__ = [
     "PROTOCOL",
     "DkgSession",
     "EquivocationError",
-    "pok_challenge",
-    "prove_knowledge",
-    "verify_knowledge",
-    "verify_knowledge_generic",
-    "round1_payload",
-    "echo_digest",
-    "evaluate_in_exponent",
-    "run_dkg_local",
 ]
 
 PROTOCOL = "frost-dkg"
@@ -120,9 +113,6 @@ _DOMAIN = b"TPWC-v1/frost-dkg/"
 MAX_CONTEXT_LEN = 1024
 ECHO_LEN = 32
 _ED_IDENTITY = bytes([1]) + bytes(31)
-
-ROUND1_FIELDS = frozenset({"commitment", "pok_r", "pok_mu"})
-ROUND2_FIELDS = frozenset({"share", "echo"})
 
 
 class EquivocationError(ProtocolError):
@@ -145,11 +135,28 @@ class EquivocationError(ProtocolError):
         return tuple(sorted({s for s, _ in self.mismatches}))
 
 
-class _Secret(bytes):
-    """Bytes of a secret share in an outgoing payload: CBOR-encodes as bytes, never repr'd."""
+@dataclass(frozen=True)
+class DkgRound1:
+    """Figure 1, Round 1, step 4: the broadcast ``(C_i, sigma_i = (R_i, mu_i))``.
 
-    def __repr__(self) -> str:
-        return f"<secret {len(self)} bytes>"
+    Exactly ``t`` commitment points: longer would raise the threshold, shorter would give a
+    key with a lower one.
+    """
+
+    commitment: tuple[Point, ...] = points("t")
+    pok_r: Point = point()
+    pok_mu: int = scalar(allow_zero=True)
+
+
+@dataclass(frozen=True)
+class DkgRound2:
+    """Figure 1, Round 2, step 1: the secret share ``f_i(j)`` (zero allowed) and the echo.
+
+    ``echo`` holds one digest per participant, in participant order (see "Echo check").
+    """
+
+    share: int = scalar(allow_zero=True, secret=True)
+    echo: tuple[bytes, ...] = digests("n", ECHO_LEN)
 
 
 # ---------------------------------------------------------------------------------------
@@ -162,7 +169,7 @@ def _lp(data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-def pok_challenge(
+def _pok_challenge(
     group: Group, context: bytes, session_id: bytes, sender: int, c0: Point, r: Point
 ) -> int:
     """Figure 1, Round 1, step 2: ``c_i = H(i, Phi, g^{a_i0}, R_i)``.
@@ -190,28 +197,34 @@ def _pok_message(group: Group, context: bytes, session_id: bytes, sender: int) -
     )
 
 
-def prove_knowledge(
-    group: Group, secret: int, c0: Point, context: bytes, session_id: bytes, sender: int
+def _prove_knowledge(
+    group: Group,
+    secret: int,
+    c0: Point,
+    context: bytes,
+    session_id: bytes,
+    sender: int,
+    rng: Rng = secrets.token_bytes,
 ) -> tuple[Point, int]:
     """Figure 1, Round 1, step 2: Schnorr proof ``(R, mu)`` of knowledge of ``secret = log C_i0``.
 
-    ``k`` random, ``R = k G``, ``mu = k + secret * c``.
+    ``k`` random (from ``rng``), ``R = k G``, ``mu = k + secret * c``.
     """
-    k = group.random_scalar()
+    k = group.random_scalar(rng)
     r = group.base_mul(k)
-    c = pok_challenge(group, context, session_id, sender, c0, r)
+    c = _pok_challenge(group, context, session_id, sender, c0, r)
     mu = (k + secret * c) % group.order
     del k
     return r, mu
 
 
-def verify_knowledge(
+def _verify_knowledge(
     group: Group, c0: Point, r: Point, mu: int, context: bytes, session_id: bytes, sender: int
 ) -> bool:
     """Figure 1, Round 1, step 5: check ``R_l == mu_l G - c_l C_l0``.
 
     For ed25519 the same equation is checked by libsodium's Ed25519 verification (see
-    :func:`pok_challenge`); :func:`verify_knowledge_generic` is the direct form.
+    :func:`_pok_challenge`); :func:`_verify_knowledge_generic` is the direct form.
     """
     if group is ED25519:
         msg = _pok_message(group, context, session_id, sender)
@@ -220,44 +233,48 @@ def verify_knowledge(
         except (BadSignatureError, ValueError, TypeError):
             return False
         return True
-    return verify_knowledge_generic(group, c0, r, mu, context, session_id, sender)
+    return _verify_knowledge_generic(group, c0, r, mu, context, session_id, sender)
 
 
-def verify_knowledge_generic(
+def _verify_knowledge_generic(
     group: Group, c0: Point, r: Point, mu: int, context: bytes, session_id: bytes, sender: int
 ) -> bool:
     """Figure 1, Round 1, step 5 written out: ``mu G - c C_0 == R``."""
-    c = pok_challenge(group, context, session_id, sender, c0, r)
+    c = _pok_challenge(group, context, session_id, sender, c0, r)
     return group.base_mul(mu) - c0 * c == r
 
 
-def round1_payload(
-    group: Group, coeffs: Sequence[int], context: bytes, session_id: bytes, sender: int
+def _round1_payload(
+    group: Group,
+    coeffs: Sequence[int],
+    context: bytes,
+    session_id: bytes,
+    sender: int,
+    rng: Rng = secrets.token_bytes,
 ) -> dict[str, Any]:
     """Figure 1, Round 1, steps 2-4: the broadcast ``{commitment, pok_r, pok_mu}``.
 
-    Public so attack tests can build a second, valid-looking broadcast for equivocation.
+    Exported by :mod:`mpc.hazmat` so attack tests can build a second, valid-looking
+    broadcast for equivocation.
     """
-    return _encode_round1(group, *_round1(group, coeffs, context, session_id, sender))
+    commitment, r, mu = _round1(group, coeffs, context, session_id, sender, rng)
+    return encode_payload(DkgRound1(tuple(commitment), r, mu), group)
 
 
 def _round1(
-    group: Group, coeffs: Sequence[int], context: bytes, session_id: bytes, sender: int
+    group: Group,
+    coeffs: Sequence[int],
+    context: bytes,
+    session_id: bytes,
+    sender: int,
+    rng: Rng,
 ) -> tuple[list[Point], Point, int]:
     commitment = vss_commit(group, coeffs)
-    r, mu = prove_knowledge(group, coeffs[0], commitment[0], context, session_id, sender)
+    r, mu = _prove_knowledge(group, coeffs[0], commitment[0], context, session_id, sender, rng)
     return commitment, r, mu
 
 
-def _encode_round1(group: Group, commitment: Sequence[Point], r: Point, mu: int) -> dict[str, Any]:
-    return {
-        "commitment": [c.encode() for c in commitment],
-        "pok_r": r.encode(),
-        "pok_mu": group.encode_scalar(mu),
-    }
-
-
-def echo_digest(
+def _echo_digest(
     group: Group,
     context: bytes,
     session_id: bytes,
@@ -282,7 +299,7 @@ def echo_digest(
     return h.digest()
 
 
-def evaluate_in_exponent(points: Sequence[Point], x: int) -> Point:
+def _evaluate_in_exponent(points: Sequence[Point], x: int) -> Point:
     """``sum_k x^k P_k`` by Horner's rule: ``len(points) - 1`` multiplications by ``x``.
 
     The public image of a polynomial at ``x`` (RFC 9591 Appendix C.2, the right-hand side
@@ -292,55 +309,6 @@ def evaluate_in_exponent(points: Sequence[Point], x: int) -> Point:
     for p in reversed(points[:-1]):
         acc = (acc if x == 1 else acc * x) + p
     return acc
-
-
-# ---------------------------------------------------------------------------------------
-# Strict payload decoding
-# ---------------------------------------------------------------------------------------
-
-
-def _exact_fields(payload: Mapping[str, Any], fields: frozenset[str], party: int) -> None:
-    if not isinstance(payload, Mapping):
-        raise DecodeError("payload must be a map", field="payload", party=party)
-    keys = set(payload)
-    missing = sorted(fields - keys)
-    if missing:
-        raise DecodeError("missing field", field=missing[0], party=party)
-    extra = sorted(str(k) for k in keys - fields)
-    if extra:
-        raise DecodeError("unexpected field", field=extra[0], party=party)
-
-
-def _decode_round1(
-    group: Group, t: int, payload: Mapping[str, Any], party: int
-) -> tuple[list[Point], Point, int]:
-    """Strictly decode a round-1 broadcast: exactly ``t`` non-identity points and a proof."""
-    _exact_fields(payload, ROUND1_FIELDS, party)
-    raw = take_list(payload, "commitment", party)
-    if len(raw) != t:
-        # Longer: threshold-raising attack; shorter: a key with a lower threshold.
-        raise DecodeError(
-            f"commitment must have exactly t={t} points, got {len(raw)}",
-            field="commitment",
-            party=party,
-        )
-    commitment = [point_from(group, v, f"commitment[{k}]", party) for k, v in enumerate(raw)]
-    r = take_point(group, payload, "pok_r", party)
-    mu = take_scalar(group, payload, "pok_mu", party, allow_zero=True)
-    return commitment, r, mu
-
-
-def _decode_round2(
-    group: Group, n: int, payload: Mapping[str, Any], party: int
-) -> tuple[int, list[bytes]]:
-    """Strictly decode a round-2 message: one share (zero allowed) and ``n`` echo digests."""
-    _exact_fields(payload, ROUND2_FIELDS, party)
-    share = take_scalar(group, payload, "share", party, allow_zero=True)
-    echo = take_list(payload, "echo", party, length=n)
-    for k, d in enumerate(echo):
-        if not isinstance(d, bytes) or len(d) != ECHO_LEN:
-            raise DecodeError(f"expected a {ECHO_LEN}-byte digest", field=f"echo[{k}]", party=party)
-    return share, echo
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,9 +348,8 @@ class DkgSession(RoundSession[KeyPackage]):
         # secret state; see _start and _process_round
         self._shares_out: dict[int, int] | None = None
         self._own_share: int | None = None
-        self._own_commitment: list[Point] = []
         self._digests: dict[int, bytes] = {}
-        self._commitments: dict[int, list[Point]] = {}
+        self._commitments: dict[int, Sequence[Point]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -401,15 +368,15 @@ class DkgSession(RoundSession[KeyPackage]):
         can be dropped at once; they are sent only after every round-1 broadcast checks out.
         """
         g = self.group
-        coeffs = [g.random_scalar() for _ in range(self.threshold)]
-        commitment, r, mu = _round1(g, coeffs, self.context, self.session_id, self.me)
-        payload = _encode_round1(g, commitment, r, mu)
+        coeffs = [g.random_scalar(self._rng) for _ in range(self.threshold)]
+        commitment, r, mu = _round1(g, coeffs, self.context, self.session_id, self.me, self._rng)
+        payload = encode_payload(DkgRound1(tuple(commitment), r, mu), g)
         self._shares_out = {j: evaluate_polynomial(g, coeffs, j) for j in self.participants}
         coeffs.clear()  # the polynomial is not needed again (drop it, Figure 1 Round 2 step 4)
         del coeffs
         self._own_share = self._shares_out.pop(self.me)
         self._commitments[self.me] = commitment
-        self._digests[self.me] = echo_digest(
+        self._digests[self.me] = _echo_digest(
             g, self.context, self.session_id, self.me, commitment, r, mu
         )
         return [self._msg(1, payload)]
@@ -423,11 +390,17 @@ class DkgSession(RoundSession[KeyPackage]):
     def _round1(self, msgs: dict[int, Message]) -> list[Message]:
         """Figure 1, Round 1, step 5 (verify every proof), then Round 2, step 1 (send shares)."""
         g = self.group
-        decoded = {s: _decode_round1(g, self.threshold, msgs[s].payload, s) for s in sorted(msgs)}
+        t = {"t": self.threshold}
+        decoded = {
+            s: decode_payload(DkgRound1, msgs[s].payload, group=g, party=s, sizes=t)
+            for s in sorted(msgs)
+        }
         bad = [
             s
-            for s, (cmt, r, mu) in decoded.items()
-            if not verify_knowledge(g, cmt[0], r, mu, self.context, self.session_id, s)
+            for s, m in decoded.items()
+            if not _verify_knowledge(
+                g, m.commitment[0], m.pok_r, m.pok_mu, self.context, self.session_id, s
+            )
         ]
         if bad:
             raise ProtocolError(
@@ -435,16 +408,15 @@ class DkgSession(RoundSession[KeyPackage]):
                 "(rogue key, replay from another session or sender, or tampering)",
                 culprits=tuple(bad),
             )
-        for s, (cmt, r, mu) in decoded.items():
-            self._commitments[s] = cmt
-            self._digests[s] = echo_digest(g, self.context, self.session_id, s, cmt, r, mu)
-        echo = [self._digests[p] for p in self.participants]
+        for s, m in decoded.items():
+            self._commitments[s] = m.commitment
+            self._digests[s] = _echo_digest(
+                g, self.context, self.session_id, s, m.commitment, m.pok_r, m.pok_mu
+            )
+        echo = tuple(self._digests[p] for p in self.participants)
         shares, self._shares_out = self._shares_out, None
         assert shares is not None
-        out = [
-            self._msg(2, {"share": _Secret(g.encode_scalar(shares[j])), "echo": echo}, j)
-            for j in self.others
-        ]
+        out = [self._msg(2, encode_payload(DkgRound2(shares[j], echo), g), j) for j in self.others]
         shares.clear()
         return out
 
@@ -453,20 +425,23 @@ class DkgSession(RoundSession[KeyPackage]):
         """Echo check, then Figure 1, Round 2, steps 2-4 (verify shares, derive keys)."""
         g = self.group
         n = len(self.participants)
-        decoded = {s: _decode_round2(g, n, msgs[s].payload, s) for s in sorted(msgs)}
-        self._check_echo({s: echo for s, (_, echo) in decoded.items()})
+        decoded = {
+            s: decode_payload(DkgRound2, msgs[s].payload, group=g, party=s, sizes={"n": n})
+            for s in sorted(msgs)
+        }
+        self._check_echo({s: m.echo for s, m in decoded.items()})
 
         # Step 3: s_j = sum_i f_i(j) (our own f_j(j) included).
         own = self._own_share
         self._own_share = None
         assert own is not None
-        share = (own + sum(sh for sh, _ in decoded.values())) % g.order
+        share = (own + sum(m.share for m in decoded.values())) % g.order
 
         group_key, verifying = self._public_package()
 
         # Step 2 (batched, see module docstring), which is also the own-share check.
         if g.base_mul(share) != verifying[self.me]:
-            self._blame_shares({s: sh for s, (sh, _) in decoded.items()})
+            self._blame_shares({s: m.share for s, m in decoded.items()})
             raise ProtocolError(  # unreachable unless a bug: the sum of valid shares is valid
                 "own signing share does not match its verifying share", culprits=()
             )
@@ -501,7 +476,7 @@ class DkgSession(RoundSession[KeyPackage]):
             # the own share is cross-checked against libsodium in _round2.
             verifying: dict[int, Point] = {j: Ed25519Point(e) for j, e in images.items()}
         else:
-            verifying = {j: evaluate_in_exponent(v, j) for j in self.participants}
+            verifying = {j: _evaluate_in_exponent(v, j) for j in self.participants}
             if any(y.is_identity() for y in verifying.values()):
                 raise _identity_error()
         return v[0], verifying
@@ -551,21 +526,3 @@ def _identity_error() -> ProtocolError:
         "group key or a verifying share is the identity (probability ~n/q): rerun the DKG",
         culprits=(),
     )
-
-
-def run_dkg_local(
-    group: Group,
-    t: int,
-    n: int,
-    *,
-    context: bytes = b"",
-    order: str = "fifo",
-    seed: int = 0,
-    wire: bool = False,
-) -> list[KeyPackage]:
-    """Run a ``t``-of-``n`` DKG with parties ``1..n`` in this process (tests, benchmarks)."""
-    sid = secrets.token_bytes(32)
-    ids = list(range(1, n + 1))
-    sessions = {i: DkgSession(group, sid, i, ids, t, context) for i in ids}
-    results = run_local(sessions, order=order, seed=seed, wire=wire)
-    return [results[i] for i in ids]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Final
 
 import coincurve
@@ -81,11 +82,15 @@ class Group(ABC):
     element_len: int
 
     # -- scalars -------------------------------------------------------------------------
-    def random_scalar(self) -> int:
-        """Uniform non-zero scalar from the OS CSPRNG (RFC 9591 section 4.1, RandomScalar)."""
+    def random_scalar(self, rng: Callable[[int], bytes] = secrets.token_bytes) -> int:
+        """Uniform non-zero scalar (RFC 9591 section 4.1, RandomScalar).
+
+        ``rng(n)`` returns ``n`` random bytes: the OS CSPRNG unless a session's randomness
+        was replaced through :func:`mpc.hazmat.set_rng` (recorded vectors only).
+        """
         while True:
             # 64 random bytes reduced mod order: bias below 2^-250 (cf. RFC 9380 section 5).
-            s = int.from_bytes(secrets.token_bytes(64), "big") % self.order
+            s = int.from_bytes(rng(64), "big") % self.order
             if s:
                 return s
 

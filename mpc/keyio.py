@@ -31,7 +31,7 @@ from typing import Any
 from mpc.errors import DecodeError, EncodingError, MpcError
 from mpc.groups import Group, Point, group_by_name
 from mpc.shamir import MAX_PARTIES, KeyPackage, PublicKeyPackage, lagrange_coefficient
-from mpc.wire import cbor_dumps, cbor_loads, point_from, scalar_from
+from mpc.wire import cbor_dumps, cbor_loads, exact_fields, point_from, scalar_from
 
 __all__ = [
     "FORMAT_VERSION",
@@ -81,15 +81,9 @@ def encode_key_package(kp: KeyPackage) -> bytes:
 
 
 def _fields(obj: Any, expected: frozenset[str], kind: str, prefix: str) -> dict[str, Any]:
-    if not isinstance(obj, dict):
+    if not isinstance(obj, dict):  # a CBOR map decodes to a dict
         raise DecodeError("expected a map", field=prefix.rstrip(".") or "package")
-    keys = set(obj)
-    missing = sorted(expected - keys)
-    if missing:
-        raise DecodeError("missing field", field=prefix + missing[0])
-    extra = sorted(str(k) for k in keys - expected)
-    if extra:
-        raise DecodeError("unexpected field", field=prefix + extra[0])
+    exact_fields(obj, expected, party=None, prefix=prefix)
     if type(obj["v"]) is not int or obj["v"] != FORMAT_VERSION:
         raise DecodeError(f"unsupported version {obj['v']!r}", field=prefix + "v")
     if obj["kind"] != kind:

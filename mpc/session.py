@@ -14,18 +14,53 @@ messages from finished rounds, and buffers early messages so that any delivery o
 completes. ``waiting_for()`` names the parties a stalled session still waits on, so the
 driver can report a dropout. Once any error is raised the object is dead: every later call
 raises the same error (fail closed).
+
+The life cycle is an explicit :class:`SessionState`; every change of state goes through
+``_to`` and the table ``TRANSITIONS`` (h11 style: the states and their moves in one place)::
+
+    IDLE --start()--> RUNNING --last round processed--> DONE
+                         |                               |
+                         +--peer error--> FAILED <--------+  (a replay after the end)
+
+Randomness: a session draws every secret through ``self._rng`` (``Callable[[int], bytes]``,
+default :func:`secrets.token_bytes`). Only :func:`mpc.hazmat.set_rng` replaces it, before
+``start()``, to make a run reproducible (recorded vectors).
 """
 
 from __future__ import annotations
 
+import enum
+import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from mpc.errors import DecodeError, MpcError, ProtocolError, UsageError
 from mpc.wire import SESSION_ID_LEN, Message
 
 R = TypeVar("R")
+
+#: A source of randomness: ``rng(n)`` returns ``n`` uniformly random bytes.
+Rng = Callable[[int], bytes]
+
+
+class SessionState(enum.Enum):
+    """Where a :class:`RoundSession` is in its life cycle."""
+
+    IDLE = "idle"  # constructed; start() not called yet
+    RUNNING = "running"  # started; collecting the messages of current_round
+    DONE = "done"  # every round processed; result is set
+    FAILED = "failed"  # a peer's message was refused; the session is dead (fail closed)
+
+
+#: The only moves between states. DONE -> FAILED: a replayed message after the last round
+#: is a peer's fault and is reported; the session then refuses to hand out its result.
+TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
+    SessionState.IDLE: frozenset({SessionState.RUNNING}),
+    SessionState.RUNNING: frozenset({SessionState.DONE, SessionState.FAILED}),
+    SessionState.DONE: frozenset({SessionState.FAILED}),
+    SessionState.FAILED: frozenset(),
+}
 
 
 class RoundSession(ABC, Generic[R]):
@@ -46,22 +81,26 @@ class RoundSession(ABC, Generic[R]):
         self.me = me
         self.participants = tuple(sorted(participants))
         self.others = tuple(p for p in self.participants if p != me)
-        self._started = False
+        self._state = SessionState.IDLE
         self._round_index = 0
         self._inbox: dict[int, dict[int, Message]] = {r: {} for r in self.rounds}
         self._result: R | None = None
-        self._done = False
         self._error: MpcError | None = None
+        self._rng: Rng = secrets.token_bytes
 
     # -- public API ------------------------------------------------------------------
     @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
     def done(self) -> bool:
-        return self._done
+        return self._state is SessionState.DONE
 
     @property
     def result(self) -> R:
         self._raise_if_failed()
-        if not self._done or self._result is None:
+        if self._state is not SessionState.DONE or self._result is None:
             raise UsageError(
                 f"{self.protocol}: no result yet (waiting for {list(self.waiting_for())})"
             )
@@ -71,27 +110,27 @@ class RoundSession(ABC, Generic[R]):
     def current_round(self) -> int | None:
         return (
             None
-            if self._done or self._round_index >= len(self.rounds)
+            if self._state is SessionState.DONE or self._round_index >= len(self.rounds)
             else self.rounds[self._round_index]
         )
 
     def waiting_for(self) -> tuple[int, ...]:
         """Parties whose message for the current round has not arrived yet."""
         r = self.current_round
-        if r is None or not self._started:
+        if r is None or self._state is not SessionState.RUNNING:
             return ()
         return tuple(p for p in self.expected_senders(r) if p not in self._inbox[r])
 
     def start(self) -> list[Message]:
         self._raise_if_failed()
-        if self._started:
+        if self._state is not SessionState.IDLE:
             raise UsageError(f"{self.protocol}: start() called twice")
-        self._started = True
+        self._to(SessionState.RUNNING)
         return self._guard(self._start)
 
     def receive(self, msg: Message) -> list[Message]:
         self._raise_if_failed()
-        if not self._started:
+        if self._state is SessionState.IDLE:
             raise UsageError(f"{self.protocol}: receive() before start()")
         return self._guard(lambda: self._receive(msg))
 
@@ -112,18 +151,25 @@ class RoundSession(ABC, Generic[R]):
 
     def _finish(self, result: R) -> None:
         self._result = result
-        self._done = True
+        self._to(SessionState.DONE)
 
     def _msg(self, round: int, payload: dict[str, Any], recipient: int | None = None) -> Message:
         return Message(self.protocol, self.session_id, round, self.me, recipient, payload)
 
     # -- engine ------------------------------------------------------------------------
+    def _to(self, new: SessionState) -> None:
+        """Move to ``new``; the only place the state changes (see ``TRANSITIONS``)."""
+        if new not in TRANSITIONS[self._state]:
+            raise UsageError(f"{self.protocol}: no transition {self._state.name} -> {new.name}")
+        self._state = new
+
     def _guard(self, fn: Any) -> list[Message]:
         try:
             out: list[Message] = fn()
             return out
         except (ProtocolError, DecodeError) as exc:
             self._error = exc
+            self._to(SessionState.FAILED)
             raise
 
     def _raise_if_failed(self) -> None:
@@ -157,7 +203,7 @@ class RoundSession(ABC, Generic[R]):
             raise DecodeError(
                 f"round {msg.round} messages must be {kind}", field="recipient", party=s
             )
-        if self._done or self.rounds.index(msg.round) < self._round_index:
+        if self.done or self.rounds.index(msg.round) < self._round_index:
             raise ProtocolError(
                 f"stale or replayed message for finished round {msg.round}", culprits=(s,)
             )
@@ -172,7 +218,7 @@ class RoundSession(ABC, Generic[R]):
             )
         box[s] = msg
         out: list[Message] = []
-        while not self._done and self._round_index < len(self.rounds):
+        while not self.done and self._round_index < len(self.rounds):
             r = self.rounds[self._round_index]
             if set(self._inbox[r]) != set(self.expected_senders(r)):
                 break

@@ -7,16 +7,31 @@ envelope layer (``signer_nodes``); this module is pure data.
 
 Decoding is strict: the envelope must be exactly ``[version, protocol, session_id, round,
 sender, recipient, payload]`` with the right types, and :func:`decode` raises only
-:class:`~mpc.errors.DecodeError`, naming the field and (when known) the sending party. The
-payload helpers (:func:`take_bytes`, :func:`take_scalar`, :func:`take_point`, ...) give
-protocol code the same strictness for payload fields.
+:class:`~mpc.errors.DecodeError`, naming the field and (when known) the sending party.
+
+Round payloads: one codec
+    Each protocol round's payload is a frozen dataclass whose fields are declared with
+    :func:`raw`, :func:`scalar`, :func:`point`, :func:`points`, :func:`scalars` or
+    :func:`digests`. :func:`encode_payload` turns one into the payload map (CBOR values:
+    byte strings and arrays of them); :func:`decode_payload` is the only way back and is
+    strict: the map must have exactly the declared fields (a missing one is named first,
+    then an unexpected one, each in sorted order), each of the declared type and length,
+    scalars canonical (and non-zero unless declared otherwise), points on the curve, in the
+    subgroup and not the identity. Every error is a :class:`DecodeError` naming the field
+    (``name[k]`` for an element of an array) and the sending party. Counts that depend on
+    the session (``t`` commitments, ``n`` echo digests) are declared by name and given to
+    :func:`decode_payload` in ``sizes``.
+
+The field helpers (:func:`take_bytes`, :func:`take_scalar`, :func:`take_point`) give
+code outside round payloads (storage formats) the same strictness.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import cbor2
 
@@ -32,11 +47,18 @@ __all__ = [
     "cbor_dumps",
     "cbor_loads",
     "take_bytes",
-    "take_int",
     "take_scalar",
     "take_point",
-    "take_list",
-    "take_map",
+    "SecretBytes",
+    "raw",
+    "scalar",
+    "point",
+    "points",
+    "scalars",
+    "digests",
+    "encode_payload",
+    "decode_payload",
+    "exact_fields",
 ]
 
 WIRE_VERSION = 1
@@ -153,13 +175,6 @@ def decode(
 # -- payload field helpers ---------------------------------------------------------------
 
 
-def take_map(payload: Mapping[str, Any], name: str, party: int | None) -> Mapping[str, Any]:
-    value = payload.get(name) if isinstance(payload, Mapping) else None
-    if not isinstance(value, dict):
-        raise DecodeError("expected a map", field=name, party=party)
-    return value
-
-
 def take_bytes(
     payload: Mapping[str, Any], name: str, party: int | None, *, length: int | None = None
 ) -> bytes:
@@ -168,26 +183,6 @@ def take_bytes(
         raise DecodeError("expected a byte string", field=name, party=party)
     if length is not None and len(value) != length:
         raise DecodeError(f"expected {length} bytes, got {len(value)}", field=name, party=party)
-    return value
-
-
-def take_int(
-    payload: Mapping[str, Any], name: str, party: int | None, *, lo: int = 0, hi: int = 2**32
-) -> int:
-    value = payload.get(name) if isinstance(payload, Mapping) else None
-    if type(value) is not int or not (lo <= value <= hi):
-        raise DecodeError(f"expected an integer in [{lo}, {hi}]", field=name, party=party)
-    return value
-
-
-def take_list(
-    payload: Mapping[str, Any], name: str, party: int | None, *, length: int | None = None
-) -> list[Any]:
-    value = payload.get(name) if isinstance(payload, Mapping) else None
-    if not isinstance(value, list):
-        raise DecodeError("expected an array", field=name, party=party)
-    if length is not None and len(value) != length:
-        raise DecodeError(f"expected {length} elements, got {len(value)}", field=name, party=party)
     return value
 
 
@@ -234,3 +229,178 @@ def take_point(group: Group, payload: Mapping[str, Any], name: str, party: int |
     return point_from(
         group, payload.get(name) if isinstance(payload, Mapping) else None, name, party
     )
+
+
+# -- round payloads: declared fields, one strict codec -----------------------------------
+
+_SPEC = "mpc.wire"
+Count = int | str | None
+P = TypeVar("P")
+
+
+class SecretBytes(bytes):
+    """Bytes of a secret (a share) in an outgoing payload: CBOR-encodes as bytes, never repr'd."""
+
+    def __repr__(self) -> str:
+        return f"<secret {len(self)} bytes>"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    kind: Literal["bytes", "scalar", "point", "points", "scalars", "digests"]
+    count: Count = None  # byte length ("bytes"), element count (arrays); str: from sizes
+    size: int | None = None  # byte length of each digest
+    allow_zero: bool = False
+    secret: bool = False
+
+
+def _declare(spec: _Spec) -> Any:
+    return field(metadata={_SPEC: spec}, repr=not spec.secret)
+
+
+def raw(length: Count = None, *, secret: bool = False) -> Any:
+    """A byte string of exactly ``length`` bytes (any length if ``None``)."""
+    return _declare(_Spec("bytes", length, secret=secret))
+
+
+def scalar(*, allow_zero: bool = False, secret: bool = False) -> Any:
+    """A canonical scalar of the payload's group, decoded to ``int``."""
+    return _declare(_Spec("scalar", allow_zero=allow_zero, secret=secret))
+
+
+def point() -> Any:
+    """A group element (strict: on the curve, in the subgroup, not the identity)."""
+    return _declare(_Spec("point"))
+
+
+def points(count: Count) -> Any:
+    """An array of exactly ``count`` group elements, decoded to a tuple of points."""
+    return _declare(_Spec("points", count))
+
+
+def scalars(count: Count, *, allow_zero: bool = False) -> Any:
+    """An array of exactly ``count`` canonical scalars, decoded to a tuple of ints."""
+    return _declare(_Spec("scalars", count, allow_zero=allow_zero))
+
+
+def digests(count: Count, size: int) -> Any:
+    """An array of exactly ``count`` byte strings of ``size`` bytes each."""
+    return _declare(_Spec("digests", count, size=size))
+
+
+def _specs(cls: type) -> list[tuple[str, _Spec]]:
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a payload dataclass")
+    out = []
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get(_SPEC)
+        if not isinstance(spec, _Spec):
+            raise TypeError(f"{cls.__name__}.{f.name} is not declared with mpc.wire")
+        out.append((f.name, spec))
+    return out
+
+
+def encode_payload(obj: Any, group: Group) -> dict[str, Any]:
+    """The payload map of a round-payload dataclass (its wire form inside a Message)."""
+    out: dict[str, Any] = {}
+    for name, spec in _specs(type(obj)):
+        v = getattr(obj, name)
+        if spec.kind == "bytes":
+            enc: Any = bytes(v)
+        elif spec.kind == "scalar":
+            enc = group.encode_scalar(v)
+        elif spec.kind == "point":
+            enc = v.encode()
+        elif spec.kind == "points":
+            enc = [p.encode() for p in v]
+        elif spec.kind == "scalars":
+            enc = [group.encode_scalar(x) for x in v]
+        else:
+            enc = [bytes(d) for d in v]
+        out[name] = SecretBytes(enc) if spec.secret else enc
+    return out
+
+
+def exact_fields(
+    obj: Any,
+    expected: set[str] | frozenset[str],
+    *,
+    party: int | None,
+    what: str = "payload",
+    prefix: str = "",
+) -> Mapping[str, Any]:
+    """The field-set rule of every map we decode: exactly ``expected``, named when not.
+
+    A non-map is refused as ``what``; otherwise the first missing field (sorted), then the
+    first unexpected one, is named (``prefix + name``) in the :class:`DecodeError`.
+    """
+    if not isinstance(obj, Mapping):
+        raise DecodeError(f"{what} must be a map", field=what, party=party)
+    keys = set(obj)
+    missing = sorted(expected - keys)
+    if missing:
+        raise DecodeError("missing field", field=prefix + missing[0], party=party)
+    extra = sorted(str(k) for k in keys - expected)
+    if extra:
+        raise DecodeError("unexpected field", field=prefix + extra[0], party=party)
+    return obj
+
+
+def _count(spec: _Spec, sizes: Mapping[str, int]) -> int | None:
+    if isinstance(spec.count, str):
+        return sizes[spec.count]
+    return spec.count
+
+
+def _array(value: Any, name: str, party: int | None, count: int | None) -> list[Any]:
+    if not isinstance(value, list):
+        raise DecodeError("expected an array", field=name, party=party)
+    if count is not None and len(value) != count:
+        raise DecodeError(
+            f"expected exactly {count} elements, got {len(value)}", field=name, party=party
+        )
+    return value
+
+
+def decode_payload(
+    cls: type[P],
+    payload: Any,
+    *,
+    group: Group,
+    party: int | None,
+    sizes: Mapping[str, int] | None = None,
+) -> P:
+    """Strictly decode ``payload`` (a Message's map) into ``cls``; see the module docstring."""
+    specs = _specs(cls)
+    sizes = sizes or {}
+    exact_fields(payload, {name for name, _ in specs}, party=party)
+    values: dict[str, Any] = {}
+    for name, spec in specs:
+        v = payload[name]
+        n = _count(spec, sizes)
+        if spec.kind == "bytes":
+            values[name] = take_bytes(payload, name, party, length=n)
+        elif spec.kind == "scalar":
+            values[name] = scalar_from(group, v, name, party, allow_zero=spec.allow_zero)
+        elif spec.kind == "point":
+            values[name] = point_from(group, v, name, party)
+        elif spec.kind == "points":
+            items = _array(v, name, party, n)
+            values[name] = tuple(
+                point_from(group, e, f"{name}[{k}]", party) for k, e in enumerate(items)
+            )
+        elif spec.kind == "scalars":
+            items = _array(v, name, party, n)
+            values[name] = tuple(
+                scalar_from(group, e, f"{name}[{k}]", party, allow_zero=spec.allow_zero)
+                for k, e in enumerate(items)
+            )
+        else:
+            items = _array(v, name, party, n)
+            for k, d in enumerate(items):
+                if not isinstance(d, bytes) or len(d) != spec.size:
+                    raise DecodeError(
+                        f"expected a {spec.size}-byte digest", field=f"{name}[{k}]", party=party
+                    )
+            values[name] = tuple(bytes(d) for d in items)
+    return cls(**values)

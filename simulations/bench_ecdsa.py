@@ -16,14 +16,12 @@ import secrets
 from typing import Any
 
 from mpc.dkls23 import (
-    MemoryLedger,
     Presignature,
     PresignSession,
     combine_signature,
-    run_keygen_local,
     sign_with_presignature,
 )
-from mpc.local import run_local
+from mpc.testing import MemoryLedger, run_keygen_local, run_local
 from simulations.timing import median_ms
 
 SIZES = ((2, 3), (3, 5), (5, 9))

@@ -11,7 +11,7 @@ Rows ``{"suite": "frost", "scheme", "t", "n", "op", "median_ms", "runs"}``:
   decode the CBOR signing package (strict point decoding), compute binding factors and
   group commitment, sign, encode the share. Nonces are preprocessed (not timed).
 * ``op="dkg"``: a t-of-n Pedersen DKG (``mpc.dkg``) with all parties in this process via
-  ``mpc.local.run_local``; emitted only when ``mpc.dkg`` is importable.
+  ``mpc.testing.run_local``; emitted only when ``mpc.dkg`` is importable.
 
 Keys for ``sign`` come from the DKG when available, otherwise from a test-style split.
 """
@@ -57,7 +57,7 @@ def _split(group: Group, t: int, n: int) -> dict[int, KeyPackage]:
 def _dkg_runner(group: Group, t: int, n: int) -> Callable[[], dict[int, KeyPackage]] | None:
     try:
         from mpc.dkg import DkgSession
-        from mpc.local import run_local
+        from mpc.testing import run_local
     except ImportError:
         return None
 

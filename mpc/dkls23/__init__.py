@@ -5,7 +5,8 @@ Doerner, Kondi, Lee, shelat, "Threshold ECDSA in Three Rounds", IEEE S&P 2024, e
 Public API:
 
 * key setup: :class:`EcdsaKeyShare`, :class:`OtSetupSession` (pairwise base OTs after the
-  DKG or dealer import), :func:`run_keygen_local` (tests, benchmarks);
+  DKG or dealer import); in-process runners and the in-memory ledger of tests are in
+  :mod:`mpc.testing`;
 * presigning: :class:`PresignSession` (rounds 1-2 and the local part of round 3, message
   independent) giving a single-use :class:`Presignature`;
 * online: :func:`sign_with_presignature` (one message per signer, ledger written first),
@@ -20,13 +21,10 @@ from mpc.dkls23.keygen import (
     EcdsaKeyShare,
     OtSetupSession,
     key_id_of,
-    run_keygen_local,
-    run_ot_setup_local,
 )
 from mpc.dkls23.sign import (
     EcdsaSignature,
     Ledger,
-    MemoryLedger,
     PartialSignature,
     Presignature,
     PresignaturePublic,
@@ -41,11 +39,8 @@ __all__ = [
     "EcdsaKeyShare",
     "OtSetupSession",
     "key_id_of",
-    "run_keygen_local",
-    "run_ot_setup_local",
     "EcdsaSignature",
     "Ledger",
-    "MemoryLedger",
     "PartialSignature",
     "Presignature",
     "PresignaturePublic",

@@ -34,13 +34,14 @@ transfers and nothing replays across sessions or pairs.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mpc.dkls23.params import GROUP, KAPPA, Q, h
 from mpc.errors import ProtocolError
 from mpc.groups import Point
 
 _G = GROUP
+Rng = Callable[[int], bytes]
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -61,20 +62,21 @@ def _hh(x: bytes) -> bytes:
 class VsotSender:
     """The sender side of one VSOT instance (DKLs18 Protocol 7, random-OT part)."""
 
-    def __init__(self, ctx: bytes, *, receiver: int) -> None:
+    def __init__(self, ctx: bytes, *, receiver: int, rng: Rng = secrets.token_bytes) -> None:
         self.ctx = ctx
         self.receiver = receiver
-        self._b = _G.random_scalar()
+        self._rng = rng
+        self._b = _G.random_scalar(rng)
         self.B = _G.base_mul(self._b)
         self._rho0: list[bytes] = []
         self._rho1: list[bytes] = []
 
-    def step1(self) -> tuple[Point, bytes, int]:
+    def step1(self) -> tuple[Point, Point, int]:
         """Message 1 (Protocol 7, sender's key): ``B`` and a Schnorr PoK ``(T, z)`` of ``b``."""
-        k = _G.random_scalar()
+        k = _G.random_scalar(self._rng)
         T = _G.base_mul(k)
         e = int.from_bytes(h(b"VSOT dlog proof", self.ctx, self.B.encode(), T.encode()), "big") % Q
-        return self.B, T.encode(), (k + e * self._b) % Q
+        return self.B, T, (k + e * self._b) % Q
 
     def step3(self, A: Sequence[Point]) -> list[bytes]:
         """Message 3 (Protocol 7, pads and verification challenge): both pads, ``xi_l``."""
@@ -109,16 +111,18 @@ class VsotSender:
 class VsotReceiver:
     """The receiver side of one VSOT instance (DKLs18 Protocol 7) with choice bits ``omega``."""
 
-    def __init__(self, ctx: bytes, omega: int, *, sender: int) -> None:
+    def __init__(
+        self, ctx: bytes, omega: int, *, sender: int, rng: Rng = secrets.token_bytes
+    ) -> None:
         self.ctx = ctx
         self.sender = sender
+        self._rng = rng
         self.omega = omega
         self._rho: list[bytes] = []
         self._xi: list[bytes] = []
 
-    def step2(self, B: Point, T_enc: bytes, z: int) -> list[Point]:
+    def step2(self, B: Point, T: Point, z: int) -> list[Point]:
         """Message 2 (Protocol 7, receiver's choice): check PoK; ``A_l = a_l*G + omega_l*B``."""
-        T = _G.decode_point(T_enc)  # caller turns EncodingError into DecodeError
         e = int.from_bytes(h(b"VSOT dlog proof", self.ctx, B.encode(), T.encode()), "big") % Q
         if _G.base_mul(z) != T + B * e:
             raise ProtocolError(
@@ -126,7 +130,7 @@ class VsotReceiver:
             )
         out = []
         for col in range(KAPPA):
-            a = _G.random_scalar()
+            a = _G.random_scalar(self._rng)
             A = _G.base_mul(a)
             if self.omega >> col & 1:
                 A = A + B

@@ -18,38 +18,83 @@ seeds are secret and stored with the share (sealed by the node's HSM layer).
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from mpc.dkls23.baseot import VsotReceiver, VsotSender
 from mpc.dkls23.mul import AliceSeeds, BobSeeds
 from mpc.dkls23.params import GROUP, KAPPA, h
-from mpc.errors import DecodeError, EncodingError, UsageError
+from mpc.errors import DecodeError, UsageError
 from mpc.groups import Point
-from mpc.local import run_local
 from mpc.session import RoundSession
 from mpc.shamir import KeyPackage, PublicKeyPackage, check_identifiers
 from mpc.wire import (
     Message,
     cbor_dumps,
     cbor_loads,
+    decode_payload,
+    encode_payload,
+    exact_fields,
+    point,
     point_from,
+    points,
+    raw,
+    scalar,
     scalar_from,
-    take_bytes,
-    take_list,
 )
 
 PROTOCOL_SETUP = "dkls23-setup"
-_SETUP_FIELDS = {
-    1: {"B", "T", "z"},
-    2: {"A"},
-    3: {"xi"},
-    4: {"resp"},
-    5: {"open"},
+
+
+# -- round payloads (VSOT messages 1-5, DKLs18 Protocol 7; see mpc.dkls23.baseot) ---------
+
+
+@dataclass(frozen=True)
+class VsotKey:
+    """Round 1 (VSOT message 1): the sender's ``B = b G`` and a Schnorr PoK ``(T, z)`` of ``b``."""
+
+    B: Point = point()
+    T: Point = point()
+    z: int = scalar()
+
+
+@dataclass(frozen=True)
+class VsotChoice:
+    """Round 2 (VSOT message 2): ``A_l = a_l G + omega_l B`` for each of the KAPPA OTs."""
+
+    A: tuple[Point, ...] = points(KAPPA)
+
+
+@dataclass(frozen=True)
+class VsotChallenge:
+    """Round 3 (VSOT message 3): the challenges ``xi_l``, 32 bytes each, concatenated."""
+
+    xi: bytes = raw(32 * KAPPA)
+
+
+@dataclass(frozen=True)
+class VsotResponse:
+    """Round 4 (VSOT message 4): the responses ``rho'_l``, 32 bytes each, concatenated."""
+
+    resp: bytes = raw(32 * KAPPA)
+
+
+@dataclass(frozen=True)
+class VsotOpening:
+    """Round 5 (VSOT message 5): the openings ``(H(rho0_l), H(rho1_l))``, concatenated."""
+
+    open: bytes = raw(64 * KAPPA)
+
+
+_SETUP_PAYLOADS: dict[int, type] = {
+    1: VsotKey,
+    2: VsotChoice,
+    3: VsotChallenge,
+    4: VsotResponse,
+    5: VsotOpening,
 }
 _SHARE_VERSION = 1
+_SHARE_FIELDS = frozenset({"v", "id", "t", "pk", "vs", "x", "ot"})
 
 
 def key_id_of(public: PublicKeyPackage) -> bytes:
@@ -115,8 +160,7 @@ class EcdsaKeyShare:
     def from_bytes(cls, data: bytes) -> EcdsaKeyShare:
         """Strictly decode :meth:`to_bytes` output (DecodeError names the field)."""
         obj = cbor_loads(data, what="key share")
-        if not isinstance(obj, dict) or set(obj) != {"v", "id", "t", "pk", "vs", "x", "ot"}:
-            raise DecodeError("unexpected key share fields", field="key share")
+        exact_fields(obj, _SHARE_FIELDS, party=None, what="key share")
         if obj["v"] != _SHARE_VERSION:
             raise DecodeError("unsupported key share version", field="v")
         me, t = obj["id"], obj["t"]
@@ -155,6 +199,11 @@ class EcdsaKeyShare:
         return cls(KeyPackage(me, x, public), bob, alice)
 
 
+def _split(data: bytes, size: int) -> list[bytes]:
+    """The KAPPA consecutive ``size``-byte pieces of a concatenated VSOT message."""
+    return [data[size * col : size * (col + 1)] for col in range(KAPPA)]
+
+
 def _ctx(sid: bytes, sender: int, receiver: int) -> bytes:
     return h(b"DKLs23 base OT", sid, sender, receiver)
 
@@ -188,56 +237,37 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
         """VSOT message 1 towards every peer (we are sender)."""
         out = []
         for j in self.others:
-            s = VsotSender(_ctx(self.session_id, self.me, j), receiver=j)
+            s = VsotSender(_ctx(self.session_id, self.me, j), receiver=j, rng=self._rng)
             self._senders[j] = s
-            B, T, z = s.step1()
-            out.append(self._msg(1, {"B": B.encode(), "T": T, "z": GROUP.encode_scalar(z)}, j))
+            out.append(self._msg(1, encode_payload(VsotKey(*s.step1()), GROUP), j))
         return out
-
-    def _points(self, payload: Mapping[str, Any], name: str, party: int) -> list[Point]:
-        raw = take_list(payload, name, party, length=KAPPA)
-        return [point_from(GROUP, p, name, party) for p in raw]
-
-    def _digests(
-        self, payload: Mapping[str, Any], name: str, party: int, n: int = 1
-    ) -> list[bytes]:
-        raw = take_bytes(payload, name, party, length=32 * n * KAPPA)
-        return [raw[32 * n * col : 32 * n * (col + 1)] for col in range(KAPPA)]
 
     def _process_round(self, round: int, msgs: dict[int, Message]) -> list[Message]:
         out: list[Message] = []
-        for j, m in sorted(msgs.items()):
-            p = m.payload
-            if set(p) != _SETUP_FIELDS[round]:
-                raise DecodeError(
-                    f"round {round} payload must have exactly {sorted(_SETUP_FIELDS[round])}",
-                    field="payload",
-                    party=j,
-                )
-            if round == 1:  # VSOT message 2: we are receiver of j's VSOT
-                B = point_from(GROUP, p.get("B"), "B", j)
-                T = take_bytes(p, "T", j, length=33)
-                z = scalar_from(GROUP, p.get("z"), "z", j)
-                delta = secrets.randbits(KAPPA)
-                r = VsotReceiver(_ctx(self.session_id, j, self.me), delta, sender=j)
+        decoded: dict[int, object] = {
+            j: decode_payload(_SETUP_PAYLOADS[round], m.payload, group=GROUP, party=j)
+            for j, m in sorted(msgs.items())
+        }
+        for j, p in decoded.items():
+            if isinstance(p, VsotKey):  # VSOT message 2: we are receiver of j's VSOT
+                delta = int.from_bytes(self._rng(KAPPA // 8), "big")  # KAPPA random bits
+                r = VsotReceiver(_ctx(self.session_id, j, self.me), delta, sender=j, rng=self._rng)
                 self._receivers[j] = r
-                try:
-                    A = r.step2(B, T, z)
-                except EncodingError as exc:
-                    raise DecodeError(str(exc), field="T", party=j) from None
-                out.append(self._msg(2, {"A": [a.encode() for a in A]}, j))
-            elif round == 2:  # VSOT message 3: we are sender
-                xis = self._senders[j].step3(self._points(p, "A", j))
-                out.append(self._msg(3, {"xi": b"".join(xis)}, j))
-            elif round == 3:  # VSOT message 4: we are receiver
-                resp = self._receivers[j].step4(self._digests(p, "xi", j))
-                out.append(self._msg(4, {"resp": b"".join(resp)}, j))
-            elif round == 4:  # VSOT message 5: we are sender
-                opens = self._senders[j].step5(self._digests(p, "resp", j))
-                out.append(self._msg(5, {"open": b"".join(a + b for a, b in opens)}, j))
+                choice = VsotChoice(tuple(r.step2(p.B, p.T, p.z)))
+                out.append(self._msg(2, encode_payload(choice, GROUP), j))
+            elif isinstance(p, VsotChoice):  # VSOT message 3: we are sender
+                xis = self._senders[j].step3(p.A)
+                out.append(self._msg(3, encode_payload(VsotChallenge(b"".join(xis)), GROUP), j))
+            elif isinstance(p, VsotChallenge):  # VSOT message 4: we are receiver
+                resp = self._receivers[j].step4(_split(p.xi, 32))
+                out.append(self._msg(4, encode_payload(VsotResponse(b"".join(resp)), GROUP), j))
+            elif isinstance(p, VsotResponse):  # VSOT message 5: we are sender
+                opens = self._senders[j].step5(_split(p.resp, 32))
+                opening = VsotOpening(b"".join(a + b for a, b in opens))
+                out.append(self._msg(5, encode_payload(opening, GROUP), j))
             else:  # VSOT final check: we are receiver
-                raw = self._digests(p, "open", j, 2)
-                self._receivers[j].step6([(o[:32], o[32:]) for o in raw])
+                assert isinstance(p, VsotOpening)
+                self._receivers[j].step6([(o[:32], o[32:]) for o in _split(p.open, 64)])
         if round == 5:
             bob, alice = {}, {}
             for j in self.others:
@@ -249,25 +279,3 @@ class OtSetupSession(RoundSession[EcdsaKeyShare]):
             self._receivers.clear()
             self._finish(EcdsaKeyShare(self.key, bob, alice))
         return out
-
-
-def run_ot_setup_local(
-    keys: Sequence[KeyPackage], *, order: str = "fifo", seed: int = 0
-) -> dict[int, EcdsaKeyShare]:
-    """Run :class:`OtSetupSession` for all holders of one key in this process."""
-    sid = secrets.token_bytes(32)
-    sessions = {k.identifier: OtSetupSession(k, sid) for k in keys}
-    res: dict[int, EcdsaKeyShare] = run_local(sessions, order=order, seed=seed)
-    return res
-
-
-def run_keygen_local(t: int, n: int) -> dict[int, EcdsaKeyShare]:
-    """DKG (:func:`mpc.dkg.run_dkg_local`) plus all pairwise OT setups, in one process.
-
-    For tests and benchmarks; nodes run :class:`mpc.dkg.DkgSession` and
-    :class:`OtSetupSession` over the network instead.
-    """
-    from mpc.dkg import run_dkg_local
-
-    keys = run_dkg_local(GROUP, t, n)
-    return run_ot_setup_local(keys)

@@ -40,19 +40,19 @@ import hashlib
 import itertools
 import operator
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from mpc.dkls23 import _bits, _zq
 from mpc.dkls23.params import COL_BYTES, ELL, ETA, GADGET, KAPPA, WIDTH, XI, Q, h, h_scalars
 from mpc.errors import DecodeError, ProtocolError
-from mpc.wire import take_bytes, take_list
+from mpc.wire import raw, scalars
 
 _J: Final = [j.to_bytes(2, "big") for j in range(XI)]
 _NCHUNK: Final = XI // _bits.SIGMA  # chunks that the check hash weights with chi_c
-_SEED_BYTES: Final = 32 * KAPPA
 _TAU_BYTES: Final = XI * WIDTH * 32
+Rng = Callable[[int], bytes]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,33 @@ class AliceSeeds:
 
     delta: int = field(repr=False)  # KAPPA bits; bit col = Delta_l
     kd: bytes = field(repr=False)  # KAPPA * 32 bytes
+
+
+@dataclass(frozen=True)
+class OteExtension:
+    """Bob -> Alice (DKLs23 Protocol 3.6 round 1): KOS15 Fig. 10 Ext.3 and Check.2.
+
+    Bob's fresh ``nonce`` (binds every hash of this multiplication), the extension matrix
+    ``u`` (KAPPA columns of ETA bits) and the consistency-check hashes ``x_dot``, ``t_dot``.
+    """
+
+    nonce: bytes = raw(32)
+    u: bytes = raw(COL_BYTES * KAPPA)
+    x_dot: bytes = raw(16)
+    t_dot: bytes = raw(16 * KAPPA)
+
+
+@dataclass(frozen=True)
+class MulReply:
+    """Alice -> Bob (round 2): Derand.1 ``tau`` and DKLs19 Protocol 1 step 5 ``mu``, ``H(r)``.
+
+    ``tau`` is XI * WIDTH scalars (32 bytes each, big-endian, each checked canonical by
+    :meth:`MulBob.round3`); ``mu`` has ELL canonical scalars.
+    """
+
+    tau: bytes = raw(_TAU_BYTES)
+    mu: tuple[int, ...] = scalars(ELL, allow_zero=True)
+    r_hash: bytes = raw(32)
 
 
 def _ctx(sid: bytes, alice: int, bob: int, nonce: bytes) -> bytes:
@@ -98,16 +125,19 @@ def _mul_chis(ctx: bytes, u: bytes, tau: bytes) -> list[int]:
 class MulBob:
     """Bob's side of one multiplication with Alice ``alice`` (Bob = ``bob``) in session ``sid``."""
 
-    def __init__(self, seeds: BobSeeds, sid: bytes, *, alice: int, bob: int) -> None:
+    def __init__(
+        self, seeds: BobSeeds, sid: bytes, *, alice: int, bob: int, rng: Rng = secrets.token_bytes
+    ) -> None:
         self._seeds = seeds
         self.sid, self.alice, self.bob = sid, alice, bob
+        self._rng = rng
         self.chi = 0
         self._x = 0
         self._rows = b""
         self._ctx = b""
         self._u = b""
 
-    def round1(self) -> dict[str, Any]:
+    def round1(self) -> OteExtension:
         """KOS15 Fig. 10 Ext.1-3, Check.1*, Check.2, T&R.1 (in DKLs23 Protocol 3.6 round 1).
 
         Bob samples ETA random choice bits ``x`` (the last S only mask the check), expands his
@@ -115,9 +145,9 @@ class MulBob:
         random F_RVOLE input is ``chi = <g, x[:XI]>`` (DKLs19 Protocol 1 with Bob's input
         random: DKLs23 Protocol 5.2, forced reuse).
         """
-        nonce = secrets.token_bytes(32)
+        nonce = self._rng(32)
         self._ctx = ctx = _ctx(self.sid, self.alice, self.bob, nonce)
-        x = int.from_bytes(secrets.token_bytes(COL_BYTES), "little")
+        x = int.from_bytes(self._rng(COL_BYTES), "little")
         self._x = x
         t0 = _prg_columns(ctx, self._seeds.k0)
         t1 = _prg_columns(ctx, self._seeds.k1)
@@ -134,25 +164,18 @@ class MulBob:
         self._rows = _bits.columns_to_rows(t0, XI)
         xb = map(int, format(x & ((1 << XI) - 1), f"0{XI}b")[::-1])  # bit j of x, j < XI
         self.chi = sum(itertools.compress(GADGET, xb)) % Q
-        return {"nonce": nonce, "u": u, "x_dot": x_dot, "t_dot": t_dot}
+        return OteExtension(nonce, u, x_dot, t_dot)
 
-    def round3(self, payload: Mapping[str, Any]) -> tuple[int, int]:
+    def round3(self, msg: MulReply) -> tuple[int, int]:
         """KOS15 Fig. 10 T&R.2, Derand.2; DKLs19 Protocol 1 steps 6 and 8: check, output ``d``.
 
         Aborts, blaming Alice, unless for every OT ``j`` and input ``i``:
         ``chi~_i z~_B + chi^_i z^_B + r_{j,i} = x_j mu_i`` (compared through a hash of r).
         """
         a = self.alice
-        tau = take_bytes(payload, "tau", a, length=_TAU_BYTES)
-        mu_raw = take_list(payload, "mu", a, length=ELL)
-        r_hash = take_bytes(payload, "r_hash", a, length=32)
-        mu = []
-        for m in mu_raw:
-            if not isinstance(m, bytes) or len(m) != 32 or int.from_bytes(m, "big") >= Q:
-                raise DecodeError("expected a canonical 32-byte scalar", field="mu", party=a)
-            mu.append(int.from_bytes(m, "big"))
+        tau, r_hash = msg.tau, msg.r_hash  # lengths and mu checked by mpc.wire.decode_payload
         ct0, ct1, ch0, ch1 = _mul_chis(self._ctx, self._u, tau)
-        mu0, mu1 = mu
+        mu0, mu1 = msg.mu
         taus = _zq.streams(tau)  # tau_{j,i} as four packed vectors over j (see _zq)
         if not all(_zq.below_q(t) for t in taus):
             raise DecodeError("non-canonical scalar", field="tau", party=a)
@@ -189,13 +212,14 @@ class MulBob:
 class MulAlice:
     """Alice's side of one multiplication with Bob ``bob`` in session ``sid``."""
 
-    def __init__(self, seeds: AliceSeeds, sid: bytes, *, alice: int, bob: int) -> None:
+    def __init__(
+        self, seeds: AliceSeeds, sid: bytes, *, alice: int, bob: int, rng: Rng = secrets.token_bytes
+    ) -> None:
         self._seeds = seeds
         self.sid, self.alice, self.bob = sid, alice, bob
+        self._rng = rng
 
-    def round2(
-        self, payload: Mapping[str, Any], a: tuple[int, int]
-    ) -> tuple[dict[str, Any], tuple[int, int]]:
+    def round2(self, msg: OteExtension, a: tuple[int, int]) -> tuple[MulReply, tuple[int, int]]:
         """KOS15 Fig. 10 Ext.4, Check.3, T&R.1, T&R.3, Derand.1; DKLs19 Protocol 1 steps 3-5, 8.
 
         Verifies Bob's extension (blaming Bob), derives ``z_A = H(q_j)`` and sends
@@ -205,10 +229,8 @@ class MulAlice:
         Returns the payload for Bob and Alice's output ``c = sum_j g_j z~_A``.
         """
         b = self.bob
-        nonce = take_bytes(payload, "nonce", b, length=32)
-        u = take_bytes(payload, "u", b, length=COL_BYTES * KAPPA)
-        x_dot = int.from_bytes(take_bytes(payload, "x_dot", b, length=16), "little")
-        t_dot = take_bytes(payload, "t_dot", b, length=16 * KAPPA)
+        nonce, u, t_dot = msg.nonce, msg.u, msg.t_dot  # lengths checked by decode_payload
+        x_dot = int.from_bytes(msg.x_dot, "little")
         ctx = _ctx(self.sid, self.alice, b, nonce)
         delta = self._seeds.delta
         # Ext.4: q^l = t^l_{Delta_l} xor Delta_l * u^l
@@ -235,7 +257,8 @@ class MulAlice:
             len(rows0), "little"
         )
         prefix = h(b"DKLs23 OTE hash", ctx)
-        a_hat = (secrets.randbelow(Q), secrets.randbelow(Q))
+        # uniform in Z_q up to a bias below 2^-256 (64 bytes reduced mod q)
+        a_hat = tuple(int.from_bytes(self._rng(64), "big") % Q for _ in range(2))
         al0, al1, al2, al3 = a[0] % Q, a[1] % Q, a_hat[0], a_hat[1]
         sh = hashlib.shake_256
         # T&R.3: v_0 = H(j, q_j), v_1 = H(j, q_j xor Delta), each mapped to WIDTH scalars
@@ -262,9 +285,6 @@ class MulAlice:
         r0 = _zq.reduce(zt0 * ct0 + zh0 * ch0, 513)
         r1 = _zq.reduce(zt1 * ct1 + zh1 * ch1, 513)
         rbuf = _zq.to_bytes((r0 << 256) | r1)
-        mu = [
-            ((ct0 * al0 + ch0 * al2) % Q).to_bytes(32, "big"),
-            ((ct1 * al1 + ch1 * al3) % Q).to_bytes(32, "big"),
-        ]
-        out = {"tau": tau, "mu": mu, "r_hash": h(b"DKLs23 mul r", ctx, rbuf)}
+        mu = ((ct0 * al0 + ch0 * al2) % Q, (ct1 * al1 + ch1 * al3) % Q)
+        out = MulReply(tau, mu, h(b"DKLs23 mul r", ctx, rbuf))
         return out, (c0 % Q, c1 % Q)

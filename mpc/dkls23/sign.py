@@ -46,8 +46,9 @@ before the session starts.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,7 @@ import coincurve
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from mpc.dkls23.keygen import EcdsaKeyShare
-from mpc.dkls23.mul import MulAlice, MulBob
+from mpc.dkls23.mul import MulAlice, MulBob, MulReply, OteExtension
 from mpc.dkls23.params import GROUP, Q, h
 from mpc.errors import DecodeError, NonceReuseError, ProtocolError, UsageError
 from mpc.groups import Point, Secp256k1Point
@@ -65,14 +66,48 @@ from mpc.wire import (
     Message,
     cbor_dumps,
     cbor_loads,
+    decode_payload,
+    encode_payload,
+    exact_fields,
+    point,
     point_from,
+    raw,
+    scalar,
     scalar_from,
     take_bytes,
 )
 
 PROTOCOL_PRESIGN = "dkls23-presign"
-_R1_FIELDS = frozenset({"com", "nonce", "u", "x_dot", "t_dot"})
-_R2_FIELDS = frozenset({"tau", "mu", "r_hash", "R", "salt", "gu", "gv", "psi"})
+
+
+@dataclass(frozen=True)
+class PresignRound1(OteExtension):
+    """Protocol 3.6 round 1, to each peer ``j``: F_RVOLE as Bob, and the commitment to ``R_i``."""
+
+    com: bytes = raw(32)
+
+
+@dataclass(frozen=True)
+class PresignRound2(MulReply):
+    """Protocol 3.6 round 2, to each peer ``j``: F_RVOLE as Alice, decommitment, Gammas, psi.
+
+    ``R`` and ``salt`` open the round-1 commitment; ``gu``, ``gv`` are ``Gamma^u_{i,j}``,
+    ``Gamma^v_{i,j}``; ``psi = phi_i - chi_{i,j}`` (zero allowed).
+    """
+
+    R: Point = point()
+    salt: bytes = raw(32)
+    gu: Point = point()
+    gv: Point = point()
+    psi: int = scalar(allow_zero=True)
+
+
+_PARTIAL_FIELDS = frozenset({"sender", "pid", "R", "u", "w"})
+
+
+def _fields_of(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
 
 #: storage callback: mark ``presignature_id`` used durably; return False if it already was
 Ledger = Callable[[bytes], bool]
@@ -86,15 +121,6 @@ def presignature_id_of(session_id: bytes, key_id: bytes, signers: Sequence[int])
 def _commit(sid: bytes, i: int, R: Point, salt: bytes) -> bytes:
     """F_Com realised as a salted hash bound to session and sender (Protocol 3.6, round 1)."""
     return h(b"DKLs23 commit R_i", sid, i, R.encode(), salt)
-
-
-def _exact(payload: Mapping[str, Any], fields: frozenset[str], party: int) -> None:
-    if set(payload) != fields:
-        extra = sorted(repr(k) for k in set(payload) - fields)
-        missing = sorted(fields - set(payload))
-        raise DecodeError(
-            f"unexpected fields {extra}, missing {missing}", field="payload", party=party
-        )
 
 
 def _x_of(R: Point) -> int:
@@ -229,9 +255,7 @@ class PresignSession(RoundSession[Presignature]):
         if GROUP.sum(list(self._pk.values())) != pub.group_public_key:
             raise UsageError("the signer set does not reconstruct the group key")
         self._sk = share.key.signing_share * lagrange_coefficient(GROUP, self.me, ids) % Q
-        self._bobs = {
-            j: MulBob(share.bob[j], session_id, alice=j, bob=self.me) for j in self.others
-        }
+        self._bobs: dict[int, MulBob] = {}  # one F_RVOLE per peer with us as Bob, see _start
         self._r = 0
         self._phi = 0
         self._R: Point = GROUP.identity
@@ -244,16 +268,20 @@ class PresignSession(RoundSession[Presignature]):
 
     def _start(self) -> list[Message]:
         """Round 1: instance key, inversion mask, commitment, and F_RVOLE as Bob with each peer."""
-        self._r = GROUP.random_scalar()
-        self._phi = GROUP.random_scalar()
+        rng = self._rng
+        self._bobs = {
+            j: MulBob(self.share.bob[j], self.session_id, alice=j, bob=self.me, rng=rng)
+            for j in self.others
+        }
+        self._r = GROUP.random_scalar(rng)
+        self._phi = GROUP.random_scalar(rng)
         self._R = GROUP.base_mul(self._r)
-        self._salt = secrets.token_bytes(32)
+        self._salt = rng(32)
         com = _commit(self.session_id, self.me, self._R, self._salt)
         out = []
         for j in self.others:
-            payload = self._bobs[j].round1()
-            payload["com"] = com
-            out.append(self._msg(1, payload, j))
+            first = PresignRound1(**_fields_of(self._bobs[j].round1()), com=com)
+            out.append(self._msg(1, encode_payload(first, GROUP), j))
         return out
 
     def _process_round(self, round: int, msgs: dict[int, Message]) -> list[Message]:
@@ -265,22 +293,26 @@ class PresignSession(RoundSession[Presignature]):
     def _round2(self, msgs: dict[int, Message]) -> list[Message]:
         """Round 2: F_RVOLE as Alice with input (r_i, sk_i); decommit; Gamma's and psi."""
         out = []
-        for j, m in sorted(msgs.items()):
-            _exact(m.payload, _R1_FIELDS, j)
-            self._com[j] = take_bytes(m.payload, "com", j, length=32)
-            alice = MulAlice(self.share.alice[j], self.session_id, alice=self.me, bob=j)
-            payload, (cu, cv) = alice.round2(m.payload, (self._r, self._sk))
-            self._c[j] = (cu, cv)
-            payload.update(
-                {
-                    "R": self._R.encode(),
-                    "salt": self._salt,
-                    "gu": GROUP.base_mul(cu).encode(),
-                    "gv": GROUP.base_mul(cv).encode(),
-                    "psi": GROUP.encode_scalar((self._phi - self._bobs[j].chi) % Q),
-                }
+        decoded = {
+            j: decode_payload(PresignRound1, m.payload, group=GROUP, party=j)
+            for j, m in sorted(msgs.items())
+        }
+        for j, p in decoded.items():
+            self._com[j] = p.com
+            alice = MulAlice(
+                self.share.alice[j], self.session_id, alice=self.me, bob=j, rng=self._rng
             )
-            out.append(self._msg(2, payload, j))
+            reply, (cu, cv) = alice.round2(p, (self._r, self._sk))
+            self._c[j] = (cu, cv)
+            second = PresignRound2(
+                **_fields_of(reply),
+                R=self._R,
+                salt=self._salt,
+                gu=GROUP.base_mul(cu),
+                gv=GROUP.base_mul(cv),
+                psi=(self._phi - self._bobs[j].chi) % Q,
+            )
+            out.append(self._msg(2, encode_payload(second, GROUP), j))
         return out
 
     def _round3(self, msgs: dict[int, Message]) -> Presignature:
@@ -291,14 +323,12 @@ class PresignSession(RoundSession[Presignature]):
         u = self._r * self._phi
         v = self._sk * self._phi
         R = self._R
-        for j, m in sorted(msgs.items()):
-            p = m.payload
-            _exact(p, _R2_FIELDS, j)
-            R_j = point_from(GROUP, p.get("R"), "R", j)
-            salt = take_bytes(p, "salt", j, length=32)
-            gu = point_from(GROUP, p.get("gu"), "gu", j)
-            gv = point_from(GROUP, p.get("gv"), "gv", j)
-            psi = scalar_from(GROUP, p.get("psi"), "psi", j, allow_zero=True)
+        decoded = {
+            j: decode_payload(PresignRound2, m.payload, group=GROUP, party=j)
+            for j, m in sorted(msgs.items())
+        }
+        for j, p in decoded.items():
+            R_j, salt, gu, gv, psi = p.R, p.salt, p.gu, p.gv, p.psi
             du, dv = self._bobs[j].round3(p)
             if not secrets.compare_digest(_commit(self.session_id, j, R_j, salt), self._com[j]):
                 raise ProtocolError(
@@ -359,9 +389,7 @@ class PartialSignature:
     def from_bytes(cls, data: bytes, *, sender: int) -> PartialSignature:
         """Strict decoding; ``sender`` is the authenticated sender (it must match the body)."""
         obj = cbor_loads(data, what="partial signature", party=sender)
-        if not isinstance(obj, dict):
-            raise DecodeError("expected a map", field="partial signature", party=sender)
-        _exact(obj, frozenset({"sender", "pid", "R", "u", "w"}), sender)
+        exact_fields(obj, _PARTIAL_FIELDS, party=sender, what="partial signature")
         if obj["sender"] != sender or type(obj["sender"]) is not int:
             raise DecodeError(
                 "sender does not match the authenticated sender", field="sender", party=sender
@@ -373,19 +401,6 @@ class PartialSignature:
             scalar_from(GROUP, obj["u"], "u", sender, allow_zero=True),
             scalar_from(GROUP, obj["w"], "w", sender, allow_zero=True),
         )
-
-
-class MemoryLedger:
-    """An in-memory ledger for tests and benchmarks only (not durable: never use on a node)."""
-
-    def __init__(self) -> None:
-        self.used: set[bytes] = set()
-
-    def __call__(self, presignature_id: bytes) -> bool:
-        if presignature_id in self.used:
-            return False
-        self.used.add(presignature_id)
-        return True
 
 
 def _digest_int(message_hash: bytes) -> int:

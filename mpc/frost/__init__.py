@@ -15,6 +15,8 @@ Public API::
 Wire/storage: ``SigningCommitments``, ``SigningPackage``, ``SignatureShare`` and
 ``SigningNonces`` have strict ``to_bytes``/``from_bytes`` (canonical CBOR).
 Key material is :class:`mpc.shamir.KeyPackage` / :class:`mpc.shamir.PublicKeyPackage`.
+The RFC 9591 internals (``nonce_generate`` with fixed randomness, binding factors, group
+commitment, challenge) are in :mod:`mpc.hazmat`, not here.
 """
 
 from mpc.frost.ciphersuite import (
@@ -27,11 +29,6 @@ from mpc.frost.ciphersuite import (
 from mpc.frost.core import (
     aggregate,
     commit,
-    compute_binding_factors,
-    compute_challenge,
-    compute_group_commitment,
-    encode_group_commitment_list,
-    nonce_generate,
     preprocess,
     sign,
     verify,
@@ -59,11 +56,6 @@ __all__ = [
     "aggregate",
     "verify",
     "verify_signature_share",
-    "nonce_generate",
-    "encode_group_commitment_list",
-    "compute_binding_factors",
-    "compute_group_commitment",
-    "compute_challenge",
     "SigningNonces",
     "SigningCommitments",
     "SigningPackage",

@@ -29,13 +29,8 @@ from mpc.groups import Point
 from mpc.shamir import KeyPackage, PublicKeyPackage, lagrange_coefficient
 
 __all__ = [
-    "nonce_generate",
     "commit",
     "preprocess",
-    "encode_group_commitment_list",
-    "compute_binding_factors",
-    "compute_group_commitment",
-    "compute_challenge",
     "sign",
     "aggregate",
     "verify_signature_share",
@@ -48,7 +43,7 @@ MAX_PREPROCESS = 10_000
 # -- RFC 9591 section 4: helper functions -----------------------------------------------
 
 
-def nonce_generate(suite: Ciphersuite, secret: int, random_bytes: bytes | None = None) -> int:
+def _nonce_generate(suite: Ciphersuite, secret: int, random_bytes: bytes | None = None) -> int:
     """RFC 9591 section 4.1 ``nonce_generate``: ``H3(random_bytes(32) || SerializeScalar(secret))``.
 
     ``random_bytes`` is drawn from the OS CSPRNG; pass it only to reproduce test vectors.
@@ -60,7 +55,7 @@ def nonce_generate(suite: Ciphersuite, secret: int, random_bytes: bytes | None =
     return suite.H3(random_bytes + suite.group.encode_scalar(secret))
 
 
-def encode_group_commitment_list(
+def _encode_group_commitment_list(
     suite: Ciphersuite, commitment_list: Sequence[SigningCommitments]
 ) -> bytes:
     """RFC 9591 section 4.3: concatenated ``SerializeScalar(id) || enc(D_i) || enc(E_i)``."""
@@ -70,7 +65,7 @@ def encode_group_commitment_list(
     )
 
 
-def compute_binding_factors(
+def _compute_binding_factors(
     suite: Ciphersuite,
     group_public_key: Point,
     commitment_list: Sequence[SigningCommitments],
@@ -84,7 +79,7 @@ def compute_binding_factors(
     prefix = (
         group_public_key.encode()
         + suite.H4(msg)
-        + suite.H5(encode_group_commitment_list(suite, commitment_list))
+        + suite.H5(_encode_group_commitment_list(suite, commitment_list))
     )
     enc = suite.group.encode_scalar
     return {c.identifier: suite.H1(prefix + enc(c.identifier)) for c in commitment_list}
@@ -99,7 +94,7 @@ def _commitment_shares(
     }
 
 
-def compute_group_commitment(
+def _compute_group_commitment(
     suite: Ciphersuite,
     commitment_list: Sequence[SigningCommitments],
     binding_factors: Mapping[int, int],
@@ -116,7 +111,7 @@ def _sum(points: list[Point]) -> Point:
     return acc
 
 
-def compute_challenge(
+def _compute_challenge(
     suite: Ciphersuite, group_commitment: Point, group_public_key: Point, msg: bytes
 ) -> int:
     """RFC 9591 section 4.6 ``compute_challenge`` (BIP-340 variant: x-only, tagged hash)."""
@@ -163,7 +158,7 @@ def _prepare(package: SigningPackage, public: PublicKeyPackage) -> _Prepared:
     negate_key = suite.needs_negation(pk)
     if negate_key:
         pk = -pk
-    rho = compute_binding_factors(suite, pk, package.commitments, package.message)  # 4.4
+    rho = _compute_binding_factors(suite, pk, package.commitments, package.message)  # 4.4
     shares = _commitment_shares(package.commitments, rho)
     r = _sum(list(shares.values()))  # 4.5
     if r.is_identity():
@@ -171,7 +166,7 @@ def _prepare(package: SigningPackage, public: PublicKeyPackage) -> _Prepared:
     negate_r = suite.needs_negation(r)
     if negate_r:
         r = -r
-    c = compute_challenge(suite, r, pk, package.message)  # 4.6
+    c = _compute_challenge(suite, r, pk, package.message)  # 4.6
     lambdas = {i: lagrange_coefficient(suite.group, i, ids) for i in ids}  # 4.2
     prep = _Prepared(negate_key, pk, rho, shares, negate_r, r, c, lambdas)
     package._cache[key] = prep
@@ -185,8 +180,8 @@ def commit(suite: Ciphersuite, key_package: KeyPackage) -> tuple[SigningNonces, 
     """RFC 9591 section 5.1 ``commit``: two fresh nonces (bound to the share) and commitments."""
     _check_key(suite, key_package)
     sk = key_package.signing_share
-    d = nonce_generate(suite, sk)
-    e = nonce_generate(suite, sk)
+    d = _nonce_generate(suite, sk)
+    e = _nonce_generate(suite, sk)
     nonces = SigningNonces.from_scalars(suite, key_package.identifier, d, e)
     return nonces, nonces.commitments
 

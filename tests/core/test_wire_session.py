@@ -10,9 +10,9 @@ import pytest
 
 from mpc.errors import DecodeError, ProtocolError, UsageError
 from mpc.groups import ED25519, SECP256K1
-from mpc.local import run_local
 from mpc.session import RoundSession
 from mpc.shamir import check_identifiers, check_threshold, lagrange_coefficient
+from mpc.testing import run_local
 from mpc.wire import Message, decode, encode, take_point, take_scalar
 
 SID = bytes(range(32))

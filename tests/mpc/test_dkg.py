@@ -12,20 +12,17 @@ from hypothesis import strategies as st
 from nacl.signing import VerifyKey
 
 from mpc import _ed25519_vartime as edv
-from mpc.dkg import (
-    PROTOCOL,
-    DkgSession,
-    _pok_message,
+from mpc.dkg import PROTOCOL, DkgSession, _pok_message
+from mpc.errors import UsageError
+from mpc.groups import ED25519, SECP256K1, Group
+from mpc.hazmat import (
     evaluate_in_exponent,
     prove_knowledge,
-    run_dkg_local,
     verify_knowledge,
     verify_knowledge_generic,
 )
-from mpc.errors import UsageError
-from mpc.groups import ED25519, SECP256K1, Group
-from mpc.local import run_local
 from mpc.shamir import KeyPackage, lagrange_coefficient
+from mpc.testing import run_dkg_local, run_local
 
 GROUPS = [ED25519, SECP256K1]
 gid = pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.name)

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from mpc.dkg import PROTOCOL, DkgSession, EquivocationError, echo_digest, round1_payload
+from mpc.dkg import PROTOCOL, DkgSession, EquivocationError
 from mpc.errors import DecodeError, MpcError, ProtocolError
 from mpc.groups import ED25519, SECP256K1, Group
-from mpc.local import run_local
+from mpc.hazmat import echo_digest, round1_payload
+from mpc.testing import run_local
 from mpc.wire import Message
 
 GROUPS = [ED25519, SECP256K1]

@@ -19,23 +19,20 @@ from hypothesis import strategies as st
 from mpc.dealer import split_existing_key
 from mpc.dkls23 import (
     EcdsaKeyShare,
-    MemoryLedger,
     PartialSignature,
     Presignature,
     PresignaturePublic,
     PresignSession,
     _bits,
     combine_signature,
-    run_keygen_local,
-    run_ot_setup_local,
     sign_with_presignature,
 )
 from mpc.dkls23.mul import MulAlice, MulBob
 from mpc.dkls23.params import Q
 from mpc.errors import NonceReuseError, ProtocolError, UsageError
 from mpc.groups import SECP256K1
-from mpc.local import run_local
 from mpc.shamir import KeyPackage
+from mpc.testing import MemoryLedger, run_keygen_local, run_local, run_ot_setup_local
 
 G = SECP256K1
 

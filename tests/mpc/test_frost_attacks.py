@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mpc import frost
+from mpc import frost, hazmat
 from mpc.errors import DecodeError, MpcError, NonceReuseError, ProtocolError, UsageError
 from mpc.frost import Ciphersuite
 from mpc.shamir import KeyPackage
@@ -372,4 +372,4 @@ def test_errors_are_typed(setup: tuple[Ciphersuite, dict[int, KeyPackage]]) -> N
     with pytest.raises(MpcError):
         frost.ciphersuite("p256")
     with pytest.raises(UsageError):
-        frost.nonce_generate(suite, 5, b"short")
+        hazmat.nonce_generate(suite, 5, b"short")

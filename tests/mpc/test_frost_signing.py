@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpc import frost
+from mpc import frost, hazmat
 from mpc.errors import ProtocolError, UsageError
 from mpc.groups import Secp256k1Point
 from mpc.shamir import KeyPackage
@@ -63,10 +63,10 @@ def test_fewer_than_t_cannot_sign(name: str, t: int) -> None:
     with pytest.raises(ProtocolError, match="does not verify"):
         frost.aggregate(pkg, shares, lie)
     z = sum(s.share for s in shares) % suite.group.order
-    prep_r = frost.compute_group_commitment(
+    prep_r = hazmat.compute_group_commitment(
         suite,
         pkg.commitments,
-        frost.compute_binding_factors(
+        hazmat.compute_binding_factors(
             suite, keys[1].group_public_key, pkg.commitments, pkg.message
         ),
     )
@@ -92,8 +92,8 @@ def test_bip340_odd_key_and_both_r_parities() -> None:
         shares = [frost.sign(pkg, pairs[i][0], keys[i]) for i in (1, 3)]
         sig = frost.aggregate(pkg, shares, keys[1].public, verify_shares=True)
         independent_verify(suite, msg, sig, suite.encode_public_key(pk))
-        rho = frost.compute_binding_factors(suite, -pk, pkg.commitments, msg)
-        r = frost.compute_group_commitment(suite, pkg.commitments, rho)
+        rho = hazmat.compute_binding_factors(suite, -pk, pkg.commitments, msg)
+        r = hazmat.compute_group_commitment(suite, pkg.commitments, rho)
         assert isinstance(r, Secp256k1Point)
         seen.add(r.has_even_y())
         if len(seen) == 2:
@@ -172,7 +172,7 @@ def test_ed25519_key_is_usable_by_standard_libraries() -> None:
 
 @pytest.mark.parametrize("name", SUITES)
 def test_keys_from_the_dkg_sign(name: str) -> None:
-    from mpc.dkg import run_dkg_local
+    from mpc.testing import run_dkg_local
 
     suite = frost.ciphersuite(name)
     keys = {kp.identifier: kp for kp in run_dkg_local(suite.group, 2, 3)}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mpc import frost
+from mpc import frost, hazmat
 from mpc.frost import Ciphersuite
 from mpc.groups import Secp256k1Point
 from mpc.shamir import KeyPackage, PublicKeyPackage, lagrange_coefficient
@@ -56,8 +56,8 @@ def test_vector_byte_for_byte(rel: str, suite_name: str) -> None:
     for out in v["round_one_outputs"]["outputs"]:
         i = out["identifier"]
         sk = keys[i].signing_share
-        d = frost.nonce_generate(suite, sk, bytes.fromhex(out["hiding_nonce_randomness"]))
-        e = frost.nonce_generate(suite, sk, bytes.fromhex(out["binding_nonce_randomness"]))
+        d = hazmat.nonce_generate(suite, sk, bytes.fromhex(out["hiding_nonce_randomness"]))
+        e = hazmat.nonce_generate(suite, sk, bytes.fromhex(out["binding_nonce_randomness"]))
         assert g.encode_scalar(d).hex() == out["hiding_nonce"]
         assert g.encode_scalar(e).hex() == out["binding_nonce"]
         nonces[i] = frost.SigningNonces.from_scalars(suite, i, d, e)
@@ -68,11 +68,11 @@ def test_vector_byte_for_byte(rel: str, suite_name: str) -> None:
     # Binding factors (RFC 9591 section 4.4), input and output.
     pkg = frost.signing_package([nonces[i].commitments for i in ids], msg)
     pkg = frost.SigningPackage.from_bytes(pkg.to_bytes(), suite=suite)  # through the wire form
-    rho = frost.compute_binding_factors(suite, public.group_public_key, pkg.commitments, msg)
+    rho = hazmat.compute_binding_factors(suite, public.group_public_key, pkg.commitments, msg)
     prefix = (
         public.group_public_key.encode()
         + suite.H4(msg)
-        + suite.H5(frost.encode_group_commitment_list(suite, pkg.commitments))
+        + suite.H5(hazmat.encode_group_commitment_list(suite, pkg.commitments))
     )
     for out in v["round_one_outputs"]["outputs"]:
         i = out["identifier"]

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpc import dkls23, frost
+from mpc import dkls23, frost, testing
 from mpc.dealer import split_existing_key
 from mpc.dkg import PROTOCOL, DkgSession
 from mpc.errors import DecodeError, EncodingError, MpcError, ProtocolError
@@ -33,7 +33,7 @@ from mpc.keyio import (
     encode_key_package,
     encode_public_key_package,
 )
-from mpc.local import run_local
+from mpc.testing import run_local
 from mpc.wire import Message, cbor_dumps, decode, encode
 from tests.mpc.conftest import dealer_split_for_tests
 
@@ -125,13 +125,13 @@ def _frost_seeds(name: str) -> dict[str, list[bytes]]:
 
 def _dkls_seeds() -> dict[str, list[bytes]]:
     """Valid encodings of the DKLs23 key share, presignature and partial signature."""
-    shares = dkls23.run_keygen_local(2, 3)
+    shares = testing.run_keygen_local(2, 3)
     sid = bytes(range(32))
     sessions = {i: dkls23.PresignSession(shares[i], sid, (1, 2)) for i in (1, 2)}
     presigs = run_local(sessions)
     stored = presigs[1].to_bytes()
     partial = dkls23.sign_with_presignature(
-        presigs[1], shares[1], bytes(32), ledger=dkls23.MemoryLedger()
+        presigs[1], shares[1], bytes(32), ledger=testing.MemoryLedger()
     )
     return {
         "EcdsaKeyShare": [shares[1].to_bytes()],

@@ -9,7 +9,6 @@ import cbor2
 import pytest
 
 from mpc.dealer import split_existing_key
-from mpc.dkg import run_dkg_local
 from mpc.errors import DecodeError
 from mpc.groups import ED25519, SECP256K1, Group
 from mpc.keyio import (
@@ -19,6 +18,7 @@ from mpc.keyio import (
     encode_public_key_package,
 )
 from mpc.shamir import KeyPackage
+from mpc.testing import run_dkg_local
 from mpc.wire import cbor_dumps
 
 gid = pytest.mark.parametrize("group", [ED25519, SECP256K1], ids=lambda g: g.name)
