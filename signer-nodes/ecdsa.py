@@ -22,7 +22,15 @@ from mpc import dkls23, keyio
 from mpc.dkls23.keysetup import KeygenChain
 from mpc.errors import MpcError
 
-__all__ = ["SCHEME", "keygen_session", "presign_session", "finish", "on_failure", "load_share"]
+__all__ = [
+    "SCHEME",
+    "check_scheme",
+    "keygen_session",
+    "load_share",
+    "presign_session",
+    "finish",
+    "on_failure",
+]
 
 SCHEME = "ecdsa-secp256k1"
 
@@ -34,11 +42,11 @@ def keygen_session(spec: SessionSpec, me: int) -> KeygenChain:
     )
 
 
-def load_share(shares: ShareStore, key_id: object) -> tuple[str, dkls23.EcdsaKeyShare]:
-    """The key id and unsealed ECDSA share of ``key_id`` (unknown-key, wrong-scheme)."""
+def load_share(shares: ShareStore, key_id: object) -> dkls23.EcdsaKeyShare:
+    """The unsealed ECDSA share of ``key_id`` (unknown-key, wrong-scheme)."""
     row = shares.row(key_id)
     check_scheme(row.key_id, row.scheme)
-    return row.key_id, dkls23.EcdsaKeyShare.from_bytes(shares.unseal_share(row))
+    return dkls23.EcdsaKeyShare.from_bytes(shares.unseal_share(row))
 
 
 def check_scheme(key_id: str, scheme: str) -> None:
@@ -55,7 +63,7 @@ def presign_session(spec: SessionSpec, shares: ShareStore) -> dkls23.PresignSess
             f"this node's OT setup with parties {sorted(retired)} failed a check and is retired",
             culprits=sorted(retired),
         )
-    _, share = load_share(shares, spec.key_id)
+    share = load_share(shares, spec.key_id)
     return dkls23.PresignSession(share, spec.sid, list(spec.participants))
 
 

@@ -9,6 +9,33 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "signer-nodes"
+LOW = {"errors", "faults", "config", "logs", "policy", "envelope", "store"}
+MAY_IMPORT = {
+    **{m: set() for m in LOW},
+    "vault": {"config"},
+    "rotation": {"faults", "logs", "store", "vault"},
+    "identity": {"envelope", "errors", "logs", "store", "vault"},
+    "shares": {"errors", "logs", "store", "vault"},
+    "specs": {"errors", "shares"},
+    "ecdsa": {"errors", "shares", "specs"},
+    "protocols": {"ecdsa", "errors", "shares", "specs"},
+    "sessions": {"envelope", "errors", "identity", "logs", "protocols", "specs", "store"},
+    "pipeline": {
+        "ecdsa",
+        "errors",
+        "faults",
+        "logs",
+        "policy",
+        "protocols",
+        "shares",
+        "specs",
+        "store",
+    },
+    "service": {"envelope", "errors", "logs", "node", "pipeline", "specs"},
+    "cli": {"config", "logs", "node", "store", "service"},
+    "__main__": {"cli"},
+    "__init__": set(),
+}
 LAZY_OK = {("cli.py", "run")}  # starts the web stack only for `run` (commented there)
 
 
@@ -16,6 +43,40 @@ def _modules() -> list[Path]:
     files = sorted(ROOT.glob("*.py"))
     assert files
     return files
+
+
+def _own_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[0] != "signer_nodes":
+                continue
+            if len(parts) > 1:
+                found.add(parts[1])
+            else:
+                found.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(
+                a.name.split(".")[1] for a in node.names if a.name.startswith("signer_nodes.")
+            )
+    return found
+
+
+def test_each_module_imports_only_what_its_row_allows() -> None:
+    """The table in signer-nodes/__init__.py; ``node`` may import all but service/cli."""
+    bad = {}
+    for f in _modules():
+        mod = f.stem
+        allowed = (
+            {m.stem for m in _modules()} - {"node", "service", "cli", "__main__", "__init__"}
+            if mod == "node"
+            else MAY_IMPORT[mod]
+        )
+        extra = _own_imports(f) - allowed - {mod}
+        if extra:
+            bad[mod] = sorted(extra)
+    assert bad == {}
 
 
 def test_no_import_inside_a_function() -> None:
