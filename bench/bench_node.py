@@ -99,7 +99,7 @@ def main() -> None:
         item = n1.store.get_ledger(nonce_id)
         assert item is not None
         t0 = time.perf_counter_ns()
-        kp = protocols.load_key_package(n1._unseal_share(row))
+        kp = protocols.load_key_package(n1.shares.unseal_share(row))
         nonces = frost.SigningNonces.from_bytes(
             n1.vault.unseal(item.sealed, vault.ledger_aad("k", n1.node_id, "nonce", nonce_id)),
             suite=suite,

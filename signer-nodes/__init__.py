@@ -1,1 +1,30 @@
-"""The signer-node service: protocol sessions, SQLCipher store, envelopes, policy check."""
+"""The signer-node service (``signer_nodes``): one node's sealed shares, its protocol
+sessions and its write-ahead signing pipeline, served over HTTP (docs/NODE_API.md).
+
+May import: ``mpc``, ``hsm``, ``custody`` (and third-party libraries); never ``api``.
+
+One job per module; after the colon, what it may import of this package (checked by
+``tests/nodes/test_structure.py``)::
+
+    errors     domain errors (a Kind, a detail, culprits; no HTTP): -
+    faults     fault hooks passed in (NO_FAULTS in production): -
+    config     data-directory layout, node.json, the PIN source: -
+    logs       structured JSON logs, secret-looking fields dropped: -
+    policy     the authorization seam (invariant 2): -
+    envelope   signed and boxed envelopes around protocol messages: -
+    store      the SQLCipher database, group commit, sealing lock: -
+    vault      the node's view of its HSM, the sealed DB key file: config
+    rotation   seal-key rotation and its recovery: faults logs store vault
+    identity   identity keys, peers, envelopes: envelope errors logs store vault
+    shares     sealed shares and ledger items, retired OT pairs: errors logs store vault
+    specs      typed session specs, body field parsers: errors shares
+    ecdsa      DKLs23 key-setup and presign sessions: errors shares specs
+    protocols  the protocol object a spec runs, what is kept of it: ecdsa errors shares specs
+    sessions   the session host: envelope errors identity logs protocols specs store
+    pipeline   THE write-ahead signing pipeline, FROST and ECDSA strategies:
+               ecdsa errors faults logs policy protocols shares specs store
+    node       provisioning, the directory lock, the composition: all of the above
+    service    HTTP, the only map from error kinds to HTTP: envelope errors logs node
+               pipeline specs
+    cli        python -m signer_nodes ...: config logs node store (service, lazily)
+"""

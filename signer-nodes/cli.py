@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from signer_nodes import logs
 from signer_nodes.config import ConfigError
+from signer_nodes.node import Node
 from signer_nodes.store import StoreError
 
 from hsm.errors import HsmError
@@ -57,7 +58,6 @@ def init(
     module: Annotated[str | None, typer.Option("--module", help="PKCS#11 module path")] = None,
 ) -> None:
     """Provision the HSM token, identity keys and database; print the public identity."""
-    from signer_nodes.node import Node
 
     def run() -> dict[str, Any]:
         try:
@@ -90,8 +90,9 @@ def run(
     pin_file: PinFile = None,
 ) -> None:
     """Serve the node API (docs/NODE_API.md) on uvicorn."""
+    # Lazy on purpose (CLI start-up): only `run` needs the web stack, so `init`, `status`
+    # and `rotate-seal-key` start without importing uvicorn, FastAPI and Starlette.
     import uvicorn
-    from signer_nodes.node import Node
     from signer_nodes.service import create_app
 
     logs.setup()
@@ -109,7 +110,6 @@ def rotate_seal_key(data_dir: DataDir, pin_file: PinFile = None) -> None:
 
     The node must be stopped (the data directory lock is taken).
     """
-    from signer_nodes.node import Node
 
     logs.setup()
 
@@ -134,7 +134,6 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Shares held, ledger size, HSM health (never a secret)."""
-    from signer_nodes.node import Node
 
     def go() -> dict[str, Any]:
         node = Node.open(data_dir, pin_file=pin_file, exclusive=False)

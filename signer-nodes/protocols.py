@@ -1,102 +1,137 @@
 """Which protocol object a session runs, and what the node keeps from its result.
 
-Glue between the HTTP-level session spec (docs/NODE_API.md ``POST /v1/sessions``) and the
-sans-IO protocol objects of :mod:`mpc`. Secret results (a :class:`~mpc.shamir.KeyPackage`,
-an ECDSA key share, a presignature) go straight to sealed storage; only public values are
-returned in the session result.
+Glue between a typed session spec (:class:`signer_nodes.specs.SessionSpec`, from
+docs/NODE_API.md ``POST /v1/sessions``) and the sans-IO protocol objects of :mod:`mpc`.
+FROST DKGs are handled here; ECDSA key setup and presigning in :mod:`signer_nodes.ecdsa`.
+Secret results (a :class:`~mpc.shamir.KeyPackage`, an ECDSA key share, a presignature) go
+straight to sealed storage (:mod:`signer_nodes.shares`); only public values are returned.
+
+Imports: :mod:`signer_nodes.ecdsa`, ``.errors``, ``.shares``, ``.specs``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from signer_nodes import ecdsa
+from signer_nodes.errors import Kind, NodeError
+from signer_nodes.shares import ShareStore
+from signer_nodes.specs import SessionSpec, dkg_context
 
 from mpc import frost, keyio
 from mpc.dkg import DkgSession
+from mpc.dkls23.keysetup import KeygenChain
+from mpc.errors import MpcError
 from mpc.groups import ED25519, SECP256K1
-from mpc.session import RoundSession
 from mpc.shamir import KeyPackage, PublicKeyPackage
-
-if TYPE_CHECKING:
-    from signer_nodes.node import Node
+from mpc.wire import Message
 
 __all__ = [
-    "SetupError",
-    "new_session",
-    "finish",
+    "FROST_SCHEMES",
+    "ProtocolSession",
+    "SessionFactory",
+    "Protocols",
     "frost_suite",
     "load_key_package",
     "dump_key_package",
     "dump_public_package",
+    "public_result",
 ]
 
 FROST_SCHEMES = {"ed25519": ED25519, "bip340": SECP256K1}
 
 
-class SetupError(Exception):
-    def __init__(self, status: int, kind: str, detail: str) -> None:
-        self.status, self.kind, self.detail = status, kind, detail
-        super().__init__(detail)
+class ProtocolSession(Protocol):
+    """What the session host drives: a :class:`mpc.session.RoundSession` or a composite
+    session such as :class:`mpc.dkls23.keysetup.KeygenChain`."""
+
+    @property
+    def protocol(self) -> str: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def result(self) -> Any: ...
+
+    def waiting_for(self) -> tuple[int, ...]: ...
+
+    def start(self) -> list[Message]: ...
+
+    def receive(self, msg: Message) -> list[Message]: ...
+
+
+class SessionFactory(Protocol):
+    """What the session host asks for a new session and a finished or failed one."""
+
+    def new_session(self, spec: SessionSpec) -> ProtocolSession: ...
+
+    def accepts(self, spec: SessionSpec, rs: ProtocolSession) -> Mapping[str, bytes]: ...
+
+    def finish(self, spec: SessionSpec, rs: ProtocolSession) -> dict[str, Any]: ...
+
+    def on_failure(self, spec: SessionSpec, exc: MpcError) -> None: ...
 
 
 def frost_suite(scheme: str) -> frost.Ciphersuite:
     if scheme not in FROST_SCHEMES:
-        raise SetupError(422, "wrong-scheme", f"key scheme {scheme!r} is not a FROST scheme")
+        raise NodeError(Kind.WRONG_SCHEME, f"key scheme {scheme!r} is not a FROST scheme")
     return frost.ciphersuite(scheme)
 
 
-def dkg_context(scheme: str, key_id: str) -> bytes:
-    """Bound into every DKG proof: a transcript cannot be reused for another key or scheme."""
-    return b"tpwc-dkg-v1\x00" + scheme.encode() + b"\x00" + key_id.encode()
+class Protocols:
+    """The node's :class:`SessionFactory`: party ``me`` over its share store."""
 
+    def __init__(self, me: int, shares: ShareStore) -> None:
+        self.me = me
+        self.shares = shares
 
-def new_session(node: Node, info: dict[str, Any]) -> RoundSession[Any]:
-    """Build the protocol object for a session spec (validated here, typed errors)."""
-    kind, scheme, t = info["kind"], info["scheme"], info["threshold"]
-    sid = bytes.fromhex(info["session_id"])
-    if kind == "dkg":
-        if node.store.get_key(info["key_id"]) is not None:
-            raise SetupError(
-                409, "key-exists", f"key {info['key_id']!r} already exists on this node"
+    def new_session(self, spec: SessionSpec) -> ProtocolSession:
+        """The protocol object for ``spec`` (NodeError, or MpcError for bad parameters)."""
+        if spec.kind == "dkg":
+            if self.shares.exists(spec.key_id):
+                raise NodeError(Kind.KEY_EXISTS, f"key {spec.key_id!r} already exists on this node")
+            if spec.scheme in FROST_SCHEMES:
+                return DkgSession(
+                    FROST_SCHEMES[spec.scheme],
+                    spec.sid,
+                    self.me,
+                    list(spec.participants),
+                    spec.threshold,
+                    dkg_context(spec.scheme, spec.key_id),
+                )
+            if spec.scheme == ecdsa.SCHEME:
+                return ecdsa.keygen_session(spec, self.me)
+            raise NodeError(Kind.BAD_REQUEST, f"unknown scheme {spec.scheme!r}")
+        if spec.kind == "ecdsa-presign":
+            return ecdsa.presign_session(spec, self.shares)
+        raise NodeError(Kind.BAD_REQUEST, f"unknown session kind {spec.kind!r}")
+
+    def accepts(self, spec: SessionSpec, rs: ProtocolSession) -> Mapping[str, bytes]:
+        """Protocol name -> session id of every protocol ``rs`` runs (for envelopes)."""
+        if isinstance(rs, KeygenChain):
+            return rs.accepts
+        return {rs.protocol: spec.sid}
+
+    def finish(self, spec: SessionSpec, rs: ProtocolSession) -> dict[str, Any]:
+        """Persist a finished session's secret result (sealed); return its public result."""
+        if spec.kind == "dkg" and spec.scheme in FROST_SCHEMES:
+            kp: KeyPackage = rs.result
+            pub = kp.public
+            suite = frost.ciphersuite(spec.scheme)
+            self.shares.store_share(
+                spec.key_id,
+                spec.scheme,
+                dump_key_package(kp),
+                suite.encode_public_key(pub.group_public_key),
+                dump_public_package(pub),
             )
-        if scheme in FROST_SCHEMES:
-            return DkgSession(
-                FROST_SCHEMES[scheme],
-                sid,
-                node.party_id,
-                info["participants"],
-                t,
-                dkg_context(scheme, info["key_id"]),
-            )
-        if scheme == "ecdsa-secp256k1":
-            from signer_nodes import ecdsa
+            return public_result(spec.key_id, spec.scheme, pub)
+        return ecdsa.finish(spec, rs.result, self.shares)
 
-            chain: RoundSession[Any] = ecdsa.keygen_session(node, info)
-            return chain
-        raise SetupError(422, "bad-request", f"unknown scheme {scheme!r}")
-    if kind == "ecdsa-presign":
-        from signer_nodes import ecdsa
-
-        return ecdsa.presign_session(node, info)
-    raise SetupError(422, "bad-request", f"unknown session kind {kind!r}")
-
-
-def finish(node: Node, info: dict[str, Any], rs: RoundSession[Any]) -> dict[str, Any]:
-    """Persist a finished session's secret result (sealed) and return its public result."""
-    if info["kind"] == "dkg" and info["scheme"] in FROST_SCHEMES:
-        kp: KeyPackage = rs.result
-        pub = kp.public
-        suite = frost.ciphersuite(info["scheme"])
-        node.store_share(
-            info["key_id"],
-            info["scheme"],
-            dump_key_package(kp),
-            suite.encode_public_key(pub.group_public_key),
-            dump_public_package(pub),
-        )
-        return public_result(info["key_id"], info["scheme"], pub)
-    from signer_nodes import ecdsa
-
-    return ecdsa.finish(node, info, rs)
+    def on_failure(self, spec: SessionSpec, exc: MpcError) -> None:
+        ecdsa.on_failure(spec, exc, self.me, self.shares)
 
 
 def public_result(key_id: str, scheme: str, pub: PublicKeyPackage) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Seal-key rotation: rewrap every sealed blob under a new HSM key version, then destroy
 the old one.
 
-Steps (each a crash point ``rotate:<n>`` for tests, see :func:`signer_nodes.node.crash_point`)::
+Steps (each a fault point ``rotate:<n>``, see :mod:`signer_nodes.faults`)::
 
     1  record      rotation row (from_version) committed           -> crash point rotate:1
     2  new key     hsm.create_seal_key(); row.to_version committed  -> rotate:2
@@ -34,15 +34,10 @@ import time
 from typing import Any
 
 from signer_nodes import logs, vault
+from signer_nodes.faults import NO_FAULTS, FaultHooks
 from signer_nodes.store import NodeStore
 
 __all__ = ["rotate", "recover", "pending"]
-
-
-def _crash(name: str) -> None:
-    from signer_nodes.node import crash_point
-
-    crash_point(name)
 
 
 def pending(store: NodeStore) -> dict[str, Any] | None:
@@ -51,7 +46,9 @@ def pending(store: NodeStore) -> dict[str, Any] | None:
     return None if r is None else {"from_version": r[0], "to_version": r[1], "step": r[2]}
 
 
-def _rewrap_db(v: vault.Vault, store: NodeStore, node_id: str, target: int) -> int:
+def _rewrap_db(
+    v: vault.Vault, store: NodeStore, node_id: str, target: int, faults: FaultHooks
+) -> int:
     """Step 3: one transaction; returns how many blobs were rewrapped."""
     n = 0
     with store.tx() as c:
@@ -89,12 +86,12 @@ def _rewrap_db(v: vault.Vault, store: NodeStore, node_id: str, target: int) -> i
                 )
             n += 1
             if i == len(rows) // 2:
-                _crash("rotate:3a")
+                faults.reached("rotate:3a")
         c.execute("UPDATE rotation SET step = 'db-rewrapped' WHERE id = 1")
     return n
 
 
-def _rewrap_key_file(v: vault.Vault, target: int) -> bool:
+def _rewrap_key_file(v: vault.Vault, target: int, faults: FaultHooks) -> bool:
     """Step 4: atomically replace the sealed DB key file if it is not under ``target``."""
     blob = v.paths.db_key.read_bytes()
     if v.blob_version(blob) == target:
@@ -102,22 +99,24 @@ def _rewrap_key_file(v: vault.Vault, target: int) -> bool:
     new = v.hsm.reseal(blob, vault.db_key_aad(v.node_id), target)
     tmp = v.paths.db_key.with_name(v.paths.db_key.name + ".tmp")
     tmp.write_bytes(new)
-    _crash("rotate:4a")
+    faults.reached("rotate:4a")
     vault.atomic_write(v.paths.db_key, new)
     return True
 
 
-def _finish(v: vault.Vault, store: NodeStore, node_id: str, target: int) -> dict[str, int]:
-    blobs = _rewrap_db(v, store, node_id, target)
-    _crash("rotate:3")
-    key_file = _rewrap_key_file(v, target)
-    _crash("rotate:4")
+def _finish(
+    v: vault.Vault, store: NodeStore, node_id: str, target: int, faults: FaultHooks
+) -> dict[str, int]:
+    blobs = _rewrap_db(v, store, node_id, target, faults)
+    faults.reached("rotate:3")
+    key_file = _rewrap_key_file(v, target, faults)
+    faults.reached("rotate:4")
     destroyed = 0
     for old in v.versions():
         if old < target:
             v.hsm.destroy_seal_key(old)
             destroyed += 1
-    _crash("rotate:5")
+    faults.reached("rotate:5")
     with store.tx() as c:
         c.execute("DELETE FROM rotation WHERE id = 1")
     tmp = v.paths.db_key.with_name(v.paths.db_key.name + ".tmp")
@@ -125,10 +124,12 @@ def _finish(v: vault.Vault, store: NodeStore, node_id: str, target: int) -> dict
     return {"blobs": blobs, "key_file": int(key_file), "destroyed": destroyed, "version": target}
 
 
-def rotate(v: vault.Vault, store: NodeStore, node_id: str) -> dict[str, int]:
+def rotate(
+    v: vault.Vault, store: NodeStore, node_id: str, faults: FaultHooks = NO_FAULTS
+) -> dict[str, int]:
     """Rotate to a new seal key version (see the module docstring)."""
     with store.sealing.write(), store.lock:
-        recover(v, store, node_id)
+        recover(v, store, node_id, faults)
         old = v.current_version()
         with store.tx() as c:
             c.execute(
@@ -136,19 +137,21 @@ def rotate(v: vault.Vault, store: NodeStore, node_id: str) -> dict[str, int]:
                 " VALUES (1, ?, 0, 'begin', ?)",
                 (old, time.time()),
             )
-        _crash("rotate:1")
+        faults.reached("rotate:1")
         new = v.hsm.create_seal_key()
         with store.tx() as c:
             c.execute(
                 "UPDATE rotation SET to_version = ?, step = 'key-created' WHERE id = 1", (new,)
             )
-        _crash("rotate:2")
-        out = _finish(v, store, node_id, new)
+        faults.reached("rotate:2")
+        out = _finish(v, store, node_id, new, faults)
         logs.event("seal_key.rotated", node_id=node_id, from_version=old, **out)
         return out
 
 
-def recover(v: vault.Vault, store: NodeStore, node_id: str) -> dict[str, int] | None:
+def recover(
+    v: vault.Vault, store: NodeStore, node_id: str, faults: FaultHooks = NO_FAULTS
+) -> dict[str, int] | None:
     """Finish an interrupted rotation, if any (idempotent; called at every open)."""
     with store.sealing.write(), store.lock:
         versions = v.versions()
@@ -163,7 +166,7 @@ def recover(v: vault.Vault, store: NodeStore, node_id: str) -> dict[str, int] | 
                     " VALUES (1, ?, ?, 'recovering', ?)",
                     (min(versions), target, time.time()),
                 )
-        out = _finish(v, store, node_id, target)
+        out = _finish(v, store, node_id, target, faults)
         logs.warn(
             "seal_key.rotation_recovered", node_id=node_id, step=(rec or {}).get("step"), **out
         )

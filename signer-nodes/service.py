@@ -3,7 +3,11 @@
 Every route except ``GET /health`` requires a request signed by the enrolled coordinator
 (:func:`custody.nodeauth.verify_headers`); a missing, bad or stale signature is a 401
 problem document and is logged. Every error, expected or not, is an RFC 9457 problem
-document. Blocking node work runs in the thread pool, so requests are served
+document: this module is the ONE place that maps a domain error
+(:class:`signer_nodes.errors.NodeError`, its :class:`~signer_nodes.errors.Kind`) or an HSM
+error to an HTTP status and a problem document (:data:`STATUS`, :func:`problem_doc`), for
+whole requests, for each item of a batch and for the ``error`` of a failed session.
+Blocking node work runs in the thread pool, so requests are served
 concurrently; the node orders what must be ordered itself (:mod:`signer_nodes.store`:
 group commit of ledger marks, the sealing readers-writer lock against rotation).
 """
@@ -19,7 +23,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from signer_nodes import logs
 from signer_nodes.envelope import Peer
-from signer_nodes.node import MAX_BATCH, Node, NodeError, batch_item_request, hex_field
+from signer_nodes.errors import Kind, NodeError
+from signer_nodes.node import Node
+from signer_nodes.pipeline import MAX_BATCH, Outcome, Strategy
+from signer_nodes.specs import hex_field
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,20 +35,90 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from custody.nodeauth import NodeAuthError, verify_headers
 from hsm.errors import HsmError
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "STATUS", "problem_doc", "error_doc", "session_view"]
 
 PROBLEM = "application/problem+json"
 
+#: The HTTP status of each kind of domain error.
+STATUS: dict[Kind, int] = {
+    Kind.BAD_REQUEST: 422,
+    Kind.BAD_PEER: 422,
+    Kind.BAD_SIGNING_PACKAGE: 422,
+    Kind.WRONG_SCHEME: 422,
+    Kind.UNKNOWN_KEY: 404,
+    Kind.UNKNOWN_SESSION: 404,
+    Kind.UNKNOWN_NONCE: 404,
+    Kind.UNKNOWN_PRESIGNATURE: 404,
+    Kind.UNKNOWN_PEER: 409,
+    Kind.NONCE_USED: 409,
+    Kind.PRESIGNATURE_USED: 409,
+    Kind.SESSION_EXISTS: 409,
+    Kind.KEY_EXISTS: 409,
+    Kind.PROTOCOL_ERROR: 409,
+    Kind.OT_PAIR_RETIRED: 409,
+    Kind.RESTARTED: 409,
+    Kind.NOT_AUTHORIZED: 403,
+    Kind.INTERNAL: 500,
+}
 
-def problem(status: int, kind: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {
-        "type": f"urn:tpwc:node:{kind}",
-        "title": kind.replace("-", " "),
+
+def problem_doc(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """An RFC 9457 problem document of type ``urn:tpwc:node:<code>``."""
+    return {
+        "type": f"urn:tpwc:node:{code}",
+        "title": code.replace("-", " "),
         "status": status,
         "detail": detail,
         **extra,
     }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(
+        problem_doc(status, code, detail, **extra), status_code=status, media_type=PROBLEM
+    )
+
+
+def node_error_doc(exc: NodeError) -> dict[str, Any]:
+    extra = {"culprits": list(exc.culprits)} if exc.culprits else {}
+    return problem_doc(STATUS[exc.kind], exc.code, exc.detail, **extra)
+
+
+def hsm_error_doc(exc: HsmError) -> dict[str, Any]:
+    status = 500 if exc.code.startswith("hsm.unseal") else 503
+    return problem_doc(status, exc.code.replace(".", "-").replace("_", "-"), exc.message)
+
+
+INTERNAL_DETAIL = "the node hit an unexpected error; nothing was released"
+
+
+def error_doc(exc: BaseException, node_id: str) -> dict[str, Any]:
+    """The problem document of any error (logged; an unexpected one reveals nothing)."""
+    if isinstance(exc, NodeError):
+        return node_error_doc(exc)
+    if isinstance(exc, HsmError):
+        logs.warn("hsm.error", node_id=node_id, code=exc.code)
+        return hsm_error_doc(exc)
+    logs.event("item.crashed", level=logging.ERROR, node_id=node_id, error=type(exc).__name__)
+    return problem_doc(500, "internal", INTERNAL_DETAIL)
+
+
+def session_view(state: dict[str, Any]) -> dict[str, Any]:
+    """A session state for the wire: its ``error`` record as a problem document."""
+    err = state.get("error")
+    if isinstance(err, dict) and "type" not in err:  # records; older rows hold documents
+        state = {**state, "error": node_error_doc(NodeError.from_record(err))}
+    return state
+
+
+def batch_results(strategy: Strategy, outcomes: list[Outcome], node_id: str) -> list[Any]:
+    """One ``{result_field: hex}`` or ``{"problem": document}`` per batch item."""
+    return [
+        {strategy.result_field: o.hex()}
+        if isinstance(o, bytes)
+        else {"problem": error_doc(o, node_id)}
+        for o in outcomes
+    ]
 
 
 class CoordinatorAuth:
@@ -104,7 +182,8 @@ def create_app(node: Node) -> FastAPI:
 
     @app.exception_handler(NodeError)
     async def _node_error(_: Request, exc: NodeError) -> JSONResponse:
-        return JSONResponse(exc.problem(), status_code=exc.status, media_type=PROBLEM)
+        doc = node_error_doc(exc)
+        return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -125,21 +204,25 @@ def create_app(node: Node) -> FastAPI:
             path=request.url.path,
             error=type(exc).__name__,
         )
-        return problem(500, "internal", "the node hit an unexpected error; nothing was released")
+        return problem(500, "internal", INTERNAL_DETAIL)
 
     @app.exception_handler(HsmError)
     async def _hsm_error(_: Request, exc: HsmError) -> JSONResponse:
         logs.warn("hsm.error", node_id=node.node_id, code=exc.code)
-        status = 500 if exc.code.startswith("hsm.unseal") else 503
-        return problem(status, exc.code.replace(".", "-").replace("_", "-"), exc.message)
+        doc = hsm_error_doc(exc)
+        return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM)
+
+    @app.exception_handler(_NotJson)
+    async def _not_json(_: Request, exc: _NotJson) -> JSONResponse:
+        return problem(400, "bad-request", str(exc))
 
     async def _json(request: Request) -> dict[str, Any]:
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError:
-            raise NodeError(400, "bad-request", "body is not JSON") from None
+            raise _NotJson("body is not JSON") from None
         if not isinstance(body, dict):
-            raise NodeError(400, "bad-request", "body must be a JSON object")
+            raise _NotJson("body must be a JSON object")
         return body
 
     @app.get("/health")
@@ -155,12 +238,12 @@ def create_app(node: Node) -> FastAPI:
         body = await _json(request)
         raw = body.get("peers")
         if not isinstance(raw, list):
-            raise NodeError(422, "bad-request", "peers must be a list")
+            raise NodeError(Kind.BAD_REQUEST, "peers must be a list")
         peers = []
         for p in raw:
             if not isinstance(p, dict) or type(p.get("party_id")) is not int:
                 raise NodeError(
-                    422, "bad-request", "each peer needs node_id, party_id, sign_pk, box_pk"
+                    Kind.BAD_REQUEST, "each peer needs node_id, party_id, sign_pk, box_pk"
                 )
             peers.append(
                 Peer(
@@ -177,20 +260,20 @@ def create_app(node: Node) -> FastAPI:
     async def start_session(request: Request) -> dict[str, Any]:
         body = await _json(request)
         state: dict[str, Any] = await _run(node.start_session, body)
-        return state
+        return session_view(state)
 
     @app.post("/v1/sessions/{session_id}/envelopes")
     async def envelopes(session_id: str, request: Request) -> dict[str, Any]:
         body = await _json(request)
         envs = body.get("envelopes")
         if not isinstance(envs, list) or not all(isinstance(e, dict) for e in envs):
-            raise NodeError(422, "bad-request", "envelopes must be a list of objects")
+            raise NodeError(Kind.BAD_REQUEST, "envelopes must be a list of objects")
         state: dict[str, Any] = await _run(node.deliver, session_id, envs)
-        return state
+        return session_view(state)
 
     @app.get("/v1/sessions/{session_id}")
     def get_session(session_id: str) -> dict[str, Any]:
-        return node.session_state(session_id)
+        return session_view(node.session_state(session_id))
 
     @app.post("/v1/frost/commitments")
     async def commitments(request: Request) -> dict[str, Any]:
@@ -198,60 +281,52 @@ def create_app(node: Node) -> FastAPI:
         out = await _run(node.frost_commitments, body.get("key_id"), body.get("count"))
         return {"commitments": out}
 
-    @app.post("/v1/frost/sign")
-    async def frost_sign(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        req = batch_item_request(body)
-        share = await _run(
-            node.frost_sign,
-            body.get("key_id"),
-            body.get("nonce_id"),
-            req,
-            hex_field(body, "signing_package"),
-            coordinator_verified=bool(getattr(request.state, "coordinator_verified", False)),
-        )
-        return {"signature_share": share.hex()}
+    pipeline = node.pipeline
 
-    @app.post("/v1/ecdsa/sign")
-    async def ecdsa_sign(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        req = batch_item_request(body)
-        partial = await _run(
-            node.ecdsa_sign,
-            body.get("key_id"),
-            body.get("presignature_id"),
-            req,
-            coordinator_verified=bool(getattr(request.state, "coordinator_verified", False)),
-        )
-        return {"partial": partial.hex()}
+    def _verified(request: Request) -> bool:
+        return bool(getattr(request.state, "coordinator_verified", False))
 
-    async def _batch(request: Request, fn: Any) -> JSONResponse:
+    async def _sign(request: Request, strategy: Strategy) -> dict[str, Any]:
+        body = await _json(request)
+        item = strategy.parse(body)
+        out = await _run(pipeline.sign_one, strategy, item, coordinator_verified=_verified(request))
+        return {strategy.result_field: out.hex()}
+
+    async def _batch(request: Request, strategy: Strategy) -> JSONResponse:
         body = await _json(request)
         items = body.get("items")
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
-            raise NodeError(422, "bad-request", f"items must be a list of 1 to {MAX_BATCH} objects")
-        results = await _run(
-            fn,
-            items,
-            coordinator_verified=bool(getattr(request.state, "coordinator_verified", False)),
+            raise NodeError(Kind.BAD_REQUEST, f"items must be a list of 1 to {MAX_BATCH} objects")
+        outcomes = await _run(
+            pipeline.sign_batch, strategy, items, coordinator_verified=_verified(request)
         )
-        return JSONResponse({"results": results})
+        return JSONResponse({"results": batch_results(strategy, outcomes, node.node_id)})
+
+    @app.post("/v1/frost/sign")
+    async def frost_sign(request: Request) -> dict[str, Any]:
+        return await _sign(request, pipeline.frost)
+
+    @app.post("/v1/ecdsa/sign")
+    async def ecdsa_sign(request: Request) -> dict[str, Any]:
+        return await _sign(request, pipeline.ecdsa)
 
     @app.post("/v1/frost/sign-batch")
     async def frost_sign_batch(request: Request) -> JSONResponse:
         """Many ``/v1/frost/sign`` items in one call; each fails alone (NODE_API.md v1.3)."""
-        return await _batch(request, node.frost_sign_batch)
+        return await _batch(request, pipeline.frost)
 
     @app.post("/v1/ecdsa/sign-batch")
     async def ecdsa_sign_batch(request: Request) -> JSONResponse:
         """Many ``/v1/ecdsa/sign`` items in one call; each fails alone (NODE_API.md v1.3)."""
-        return await _batch(request, node.ecdsa_sign_batch)
+        return await _batch(request, pipeline.ecdsa)
 
     return app
 
 
+class _NotJson(Exception):
+    """The body is not a JSON object (a 400, before any domain code runs)."""
+
+
 async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run blocking node code (HSM, SQLCipher, curve arithmetic) off the event loop."""
-    from starlette.concurrency import run_in_threadpool
-
     return await run_in_threadpool(fn, *args, **kwargs)

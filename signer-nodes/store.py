@@ -271,11 +271,8 @@ class NodeStore:
             row = c.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
             return None if row is None else str(row[0])
 
-    def set_meta(self, k: str, v: str, conn: Any = None) -> None:
+    def set_meta(self, k: str, v: str) -> None:
         sql = "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v"
-        if conn is not None:
-            conn.execute(sql, (k, v))
-            return
         with self.tx() as c:
             c.execute(sql, (k, v))
 
@@ -340,16 +337,13 @@ class NodeStore:
                 [(*it, now) for it in items],
             )
 
-    def get_ledger(self, item_id: str, conn: Any = None) -> LedgerRow | None:
+    def get_ledger(self, item_id: str) -> LedgerRow | None:
         sql = (
             "SELECT item_id, kind, key_id, public, sealed, seal_version, used, used_by"
             " FROM ledger WHERE item_id = ?"
         )
-        if conn is not None:
-            r = conn.execute(sql, (item_id,)).fetchone()
-        else:
-            with self.read() as c:
-                r = c.execute(sql, (item_id,)).fetchone()
+        with self.read() as c:
+            r = c.execute(sql, (item_id,)).fetchone()
         if r is None:
             return None
         return LedgerRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), int(r[5]), bool(r[6]), r[7])
@@ -490,7 +484,6 @@ class NodeStore:
         *,
         result: Any = None,
         error: Any = None,
-        conn: Any = None,
     ) -> None:
         sql = (
             "UPDATE sessions SET status = ?, result = ?, error = ?, updated_at = ?"
@@ -503,9 +496,6 @@ class NodeStore:
             time.time(),
             session_id,
         )
-        if conn is not None:
-            conn.execute(sql, args)
-            return
         with self.tx() as c:
             c.execute(sql, args)
 

@@ -6,6 +6,10 @@
   (``custody.nodeauth``), relays session envelopes between nodes without reading them,
   builds FROST signing packages and aggregates with ``mpc.frost.aggregate`` (public values
   only). The real coordinator lives in ``api/``.
+* :class:`InProc`: nodes as in-process objects.
+* :func:`relay`: the ONE envelope relay loop both harnesses use.
+* Crash tests start nodes through ``tests/nodes/crashing_node.py`` (``crash_at=``): the
+  real node with a fault hook that exits at the named point.
 """
 
 from __future__ import annotations
@@ -18,18 +22,24 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from nacl.public import PrivateKey
 from nacl.signing import SigningKey
+from signer_nodes import vault
+from signer_nodes.envelope import Peer
+from signer_nodes.node import Node
 
 from custody.nodeauth import sign_headers
 from custody.signing import message_to_sign
 from mpc import frost, keyio
+from mpc.groups import ED25519, SECP256K1
+from mpc.shamir import PublicKeyPackage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,11 +61,21 @@ def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def node_argv(crash_at: str | None = None) -> list[str]:
+    """``python -m signer_nodes``, or the crashing launcher dying at ``crash_at``."""
+    if crash_at is None:
+        return [sys.executable, "-m", "signer_nodes"]
+    return [sys.executable, "-m", "tests.nodes.crashing_node", "--crash-at", crash_at]
+
+
 def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    crash_at: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - fixed argv
-        [sys.executable, "-m", "signer_nodes", *args],
+        [*node_argv(crash_at), *args],
         capture_output=True,
         text=True,
         env=node_env(env),
@@ -63,6 +83,49 @@ def cli(
         cwd=REPO,
         check=False,
     )
+
+
+Envelope = dict[str, Any]
+
+
+def relay(
+    parties: Sequence[int],
+    first: Mapping[int, dict[str, Any]],
+    deliver: Callable[[int, list[Envelope]], dict[str, Any]],
+    tamper: Callable[[Envelope, int], Envelope | None] | None = None,
+) -> dict[int, dict[str, Any]]:
+    """THE relay loop of the test harnesses: route every envelope of ``first`` (each
+    party's state after starting the session) and of every answer to its recipient (a
+    broadcast to every other party), wave by wave, until no node has anything to send.
+    ``tamper(env, target)`` may rewrite or drop (``None``) an envelope on its way.
+    Returns each party's last state."""
+    states = dict(first)
+    queue = [e for p in parties for e in first[p]["envelopes"]]
+    while queue:
+        batch: dict[int, list[Envelope]] = {}
+        for env in queue:
+            targets = (
+                [env["to"]] if env["to"] is not None else [p for p in parties if p != env["from"]]
+            )
+            for t in targets:
+                e = tamper(env, t) if tamper else env
+                if e is not None:
+                    batch.setdefault(t, []).append(e)
+        queue = []
+        for t, envs in sorted(batch.items()):
+            st = deliver(t, envs)
+            states[t] = st
+            queue.extend(st["envelopes"])
+    return states
+
+
+def unsealed_identity(node: Node) -> tuple[SigningKey, PrivateKey]:
+    """A node's identity keys, read back through its own unseal path (tests only)."""
+    keys = []
+    for kind in ("sign", "box"):
+        _, blob, _ = node.store.get_identity(kind)
+        keys.append(node.vault.unseal(blob, vault.identity_aad(node.node_id, kind)))
+    return SigningKey(keys[0]), PrivateKey(keys[1])
 
 
 @dataclass
@@ -98,15 +161,17 @@ class NodeProc:
         assert r.returncode == 0, r.stderr
         self.info = json.loads(r.stdout.strip().splitlines()[-1])
 
-    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> None:
+    def start(
+        self, env: dict[str, str] | None = None, wait: bool = True, crash_at: str | None = None
+    ) -> None:
+        """Serve the node; with ``crash_at`` through the crashing launcher, which exits
+        (code 137) when the node reaches that fault point."""
         self.port = free_port()
         self.log_path = self.data_dir.parent / f"{self.node_id}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(  # noqa: S603
             [
-                sys.executable,
-                "-m",
-                "signer_nodes",
+                *node_argv(crash_at),
                 "run",
                 "--data-dir",
                 str(self.data_dir),
@@ -208,32 +273,17 @@ class Coordinator:
     ) -> dict[int, dict[str, Any]]:
         """Start a session on every participant and relay envelopes until all finish."""
         parties = list(parties or spec["participants"])
-        states: dict[int, dict[str, Any]] = {}
-        queue: list[dict[str, Any]] = []
-        for p in parties:
-            st = self.call(self.nodes[p], "POST", "/v1/sessions", spec)
-            states[p] = st
-            queue.extend(st["envelopes"])
         sid = spec["session_id"]
-        while queue:
-            batch: dict[int, list[dict[str, Any]]] = {}
-            for env in queue:
-                targets = (
-                    [env["to"]]
-                    if env["to"] is not None
-                    else [p for p in parties if p != env["from"]]
-                )
-                for t in targets:
-                    e = tamper(env, t) if tamper else env
-                    if e is not None:
-                        batch.setdefault(t, []).append(e)
-            queue = []
-            for t, envs in sorted(batch.items()):
-                st = self.call(
+        first = {p: self.call(self.nodes[p], "POST", "/v1/sessions", spec) for p in parties}
+
+        def deliver(t: int, envs: list[Envelope]) -> dict[str, Any]:
+            return dict(
+                self.call(
                     self.nodes[t], "POST", f"/v1/sessions/{sid}/envelopes", {"envelopes": envs}
                 )
-                states[t] = st
-                queue.extend(st["envelopes"])
+            )
+
+        states = relay(parties, first, deliver, tamper)
         return {
             p: self.call(self.nodes[p], "GET", f"/v1/sessions/{sid}")
             | {"refused": states[p].get("refused", [])}
@@ -303,9 +353,6 @@ class Coordinator:
 
 def public_package(result: dict[str, Any], scheme: str) -> Any:
     """Rebuild the PublicKeyPackage from a DKG result (public values only)."""
-    from mpc.groups import ED25519, SECP256K1
-    from mpc.shamir import PublicKeyPackage
-
     g = ED25519 if scheme == "ed25519" else SECP256K1
     return PublicKeyPackage(
         g,
@@ -351,9 +398,6 @@ class InProc:
     """Nodes as in-process objects with a direct-call relay (fast tests, benchmarks)."""
 
     def __init__(self, root: Path, key: SigningKey, n: int = 3) -> None:
-        from signer_nodes.envelope import Peer
-        from signer_nodes.node import Node
-
         self.key = key
         self.nodes = {
             i: Node.init(
@@ -374,21 +418,18 @@ class InProc:
 
     def run_session(self, spec: dict[str, Any], tamper: Any = None) -> dict[int, dict[str, Any]]:
         parties = spec["participants"]
-        states = {p: self.nodes[p].start_session(spec) for p in parties}
-        queue = [e for st in states.values() for e in st["envelopes"]]
-        while queue:
-            env = queue.pop(0)
-            targets = (
-                [env["to"]] if env["to"] is not None else [p for p in parties if p != env["from"]]
-            )
-            for t in targets:
-                e = tamper(env, t) if tamper else env
-                if e is None:
-                    continue
-                st = self.nodes[t].deliver(spec["session_id"], [e])
-                states[t] = st
-                queue.extend(st["envelopes"])
-        return states
+        sid = spec["session_id"]
+        first = {p: self.nodes[p].start_session(spec) for p in parties}
+
+        def deliver(t: int, envs: list[Envelope]) -> dict[str, Any]:
+            st: dict[str, Any] = {}
+            out: list[Envelope] = []
+            for e in envs:  # one at a time, as a direct-call transport would
+                st = self.nodes[t].deliver(sid, [e])
+                out.extend(st["envelopes"])
+            return {**st, "envelopes": out}
+
+        return relay(parties, first, deliver, tamper)
 
     def dkg(
         self, scheme: str, key_id: str, t: int = 2, parties: Sequence[int] = (1, 2, 3)

@@ -13,7 +13,7 @@ import pytest
 import sqlcipher3
 
 from mpc import dkls23, keyio
-from tests.nodes.conftest import InProc, cli
+from tests.nodes.conftest import InProc, cli, unsealed_identity
 
 
 def _forms(secret: bytes) -> list[bytes]:
@@ -33,10 +33,11 @@ def _node_secrets(node) -> list[bytes]:  # noqa: ANN001 - test helper
     """Every secret a node holds, read back through its own unseal path."""
     from signer_nodes import vault as v
 
-    found = [bytes(node._sign_key), bytes(node._box_key), node.vault.read_db_key()]
+    sign_key, box_key = unsealed_identity(node)
+    found = [bytes(sign_key), bytes(box_key), node.vault.read_db_key()]
     for key_id in node.store.key_ids():
         row = node.store.get_key(key_id)
-        plain = node._unseal_share(row)
+        plain = node.shares.unseal_share(row)
         found.append(plain)
         if row.scheme == "ecdsa-secp256k1":
             share = dkls23.EcdsaKeyShare.from_bytes(plain)

@@ -250,7 +250,7 @@ def test_sigkill_around_the_batch_commit(cluster: Coordinator) -> None:
             for i in range(4)
         ]
         victim.stop()
-        victim.start(env={"SIGNER_NODES_CRASH_AT": point})
+        victim.start(crash_at=point)
         with pytest.raises((httpx.HTTPError, NodeRefused)):
             _batch_call(cluster, 1, items)
         assert victim.proc is not None and victim.proc.wait(10) == 137

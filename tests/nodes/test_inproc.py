@@ -9,7 +9,7 @@ from nacl.signing import VerifyKey
 
 from custody.signing import message_to_sign
 from hsm.errors import UnsealError
-from tests.nodes.conftest import InProc, public_package
+from tests.nodes.conftest import InProc, public_package, unsealed_identity
 
 
 def test_inproc_dkg_sign(inproc: InProc) -> None:
@@ -74,7 +74,8 @@ def test_envelopes_forged_misaddressed_replayed_and_misencrypted_are_refused(
     assert refused(3, to2)["reason"] == "misaddressed"
     # payload encrypted to another node (signed by 1, addressed to 2, boxed to 3's key)
     msg = Message("frost-dkg", bytes.fromhex(sid), 2, 1, 2, {"x": b"1"})
-    bad = seal(msg, sign_key=n[1]._sign_key, box_key=n[1]._box_key, recipient_box_pk=n[3].box_pk)
+    sign_key, box_key = unsealed_identity(n[1])
+    bad = seal(msg, sign_key=sign_key, box_key=box_key, recipient_box_pk=n[3].box_pk)
     r = refused(2, {"from": 1, "to": 2, "envelope": bad.hex()})
     assert r["reason"] == "undecryptable" and r["culprit"] == 1
     # the session survives all of it and completes with the honest envelopes

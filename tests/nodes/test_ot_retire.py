@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from signer_nodes.node import NodeError
+from signer_nodes.errors import NodeError
+from signer_nodes.node import Node
+from signer_nodes.protocols import ProtocolSession, SessionFactory
+from signer_nodes.specs import SessionSpec
 
+from mpc.errors import MpcError
+from mpc.wire import Message
 from tests.nodes.conftest import InProc
 
 
@@ -30,15 +36,26 @@ def _presign_spec(key_id: str, parties: list[int]) -> dict[str, Any]:
     }
 
 
-def _make_malicious(node: Any, session_id: str) -> None:
-    """Wrap node 2's protocol object so the round-2 message it seals carries a bad ``tau``."""
-    live = node._live[session_id]
-    honest = live.rs.receive
+class _BadTau:
+    """Node 2's protocol object, honest except that the round-2 message it sends carries a
+    tampered ``tau`` (sealed and signed by node 2 itself, so every envelope check passes)."""
 
-    def receive(msg: Any) -> list[Any]:
-        out = honest(msg)
+    def __init__(self, rs: ProtocolSession) -> None:
+        self.rs = rs
+
+    protocol = property(lambda self: self.rs.protocol)
+    done = property(lambda self: self.rs.done)
+    result = property(lambda self: self.rs.result)
+
+    def waiting_for(self) -> tuple[int, ...]:
+        return self.rs.waiting_for()
+
+    def start(self) -> list[Message]:
+        return self.rs.start()
+
+    def receive(self, msg: Message) -> list[Message]:
         bad = []
-        for m in out:
+        for m in self.rs.receive(msg):
             if "tau" in m.payload:
                 tau = bytearray(m.payload["tau"])
                 tau[40] ^= 1
@@ -46,7 +63,24 @@ def _make_malicious(node: Any, session_id: str) -> None:
             bad.append(m)
         return bad
 
-    live.rs.receive = receive
+
+class _Malicious:
+    """Node 2's session factory (the host's public seam), making presign sessions bad."""
+
+    def __init__(self, honest: SessionFactory) -> None:
+        self.honest = honest
+
+    def new_session(self, spec: SessionSpec) -> ProtocolSession:
+        return _BadTau(self.honest.new_session(spec))
+
+    def accepts(self, spec: SessionSpec, rs: ProtocolSession) -> Mapping[str, bytes]:
+        return self.honest.accepts(spec, rs)
+
+    def finish(self, spec: SessionSpec, rs: ProtocolSession) -> dict[str, Any]:
+        return self.honest.finish(spec, rs)
+
+    def on_failure(self, spec: SessionSpec, exc: MpcError) -> None:
+        self.honest.on_failure(spec, exc)
 
 
 def test_failed_check_retires_the_pair_and_later_presigns_with_it_are_refused(
@@ -56,14 +90,10 @@ def test_failed_check_retires_the_pair_and_later_presigns_with_it_are_refused(
     inproc.dkg("ecdsa-secp256k1", "ke")
 
     spec = _presign_spec("ke", [1, 2])
-    states = {p: n[p].start_session(spec) for p in (1, 2)}
-    _make_malicious(n[2], spec["session_id"])
-    queue = [e for st in states.values() for e in st["envelopes"]]
-    while queue:
-        env = queue.pop(0)
-        target = env["to"] if env["to"] is not None else 3 - env["from"]
-        st = n[target].deliver(spec["session_id"], [env])
-        queue.extend(st["envelopes"])
+    honest = n[2].sessions.factory
+    n[2].sessions.factory = _Malicious(honest)
+    inproc.run_session(spec)
+    n[2].sessions.factory = honest
     failed = n[1].session_state(spec["session_id"])
     assert failed["status"] == "failed"
     assert failed["error"]["culprits"] == [2]
@@ -73,14 +103,11 @@ def test_failed_check_retires_the_pair_and_later_presigns_with_it_are_refused(
     assert refused.value.kind == "ot-pair-retired" and refused.value.culprits == (2,)
 
     # the retirement is durable (it survives reopening node 1) and scoped to the pair
-    from signer_nodes import ecdsa
-    from signer_nodes.node import Node
-
     root = n[1].paths.root
     n[1].close()
     n[1] = Node.open(root)
-    assert ecdsa.retired_ot_peers(n[1], "ke") == {2}
-    assert ecdsa.retired_ot_peers(n[3], "ke") == set()
+    assert n[1].shares.retired_ot_peers("ke") == {2}
+    assert n[3].shares.retired_ot_peers("ke") == set()
     with pytest.raises(NodeError, match="ot-pair-retired"):
         n[1].start_session(_presign_spec("ke", [1, 2]))
     ok = inproc.run_session(_presign_spec("ke", [1, 3]))

@@ -28,9 +28,7 @@ def test_crash_at_each_rotation_step_recovers(cluster: Coordinator) -> None:
     for i, step in enumerate(STEPS):
         spare = cluster.commitments(1, "k1", 1)[0]  # an unused nonce that must survive
         n1.stop()
-        busy = cli(
-            "rotate-seal-key", "--data-dir", str(n1.data_dir), env={"SIGNER_NODES_CRASH_AT": step}
-        )
+        busy = cli("rotate-seal-key", "--data-dir", str(n1.data_dir), crash_at=step)
         assert busy.returncode == 137, (step, busy.stderr)
         if step == "rotate:3a":  # read-only status while the rotation is pending
             pend = _status(n1)

@@ -1,0 +1,406 @@
+"""The one write-ahead signing pipeline (DESIGN.md invariant 3: one nonce, one use).
+
+Every signing request, FROST or ECDSA, single or batch, goes through
+:meth:`SigningPipeline.sign_one` / :meth:`SigningPipeline.sign_batch`, in this order:
+
+1. **parse**: the body (or batch item) becomes a typed :class:`SignItem`;
+2. **check and authorize**: the key and its scheme, the message *recomputed* from the
+   request (``custody.signing.message_to_sign``), the scheme's own input (the FROST
+   signing package), then :func:`signer_nodes.policy.authorize` (the one authorization
+   seam; the policy/approvals check of the next issue plugs in there), then the ledger
+   item (known, for this key, unused, not named earlier in the same call, matching the
+   package) and the unsealing of the item's secret and (once per call and key) the share;
+3. **mark used, durably**: the items that passed are marked used in the ledger in ONE
+   commit (:meth:`NodeStore.mark_used_many`, joining the store's group commit with any
+   concurrent request); it returns only after that COMMIT has returned;
+4. **compute**: only then is any partial signature computed, for the items whose mark
+   this call made;
+5. **release**: the caller gets the bytes (a batch: one outcome per item, in order).
+
+Steps 2-3 run under ``store.sealing`` as reader, so a seal-key rotation never interleaves
+with load, unseal and mark. A bad item of a batch fails alone (its outcome is its error);
+a failing commit fails the whole call closed (nothing computed, nothing released).
+
+What differs between schemes is a small :class:`Strategy`: :class:`FrostStrategy` (RFC
+9591 s5.2) and :class:`EcdsaStrategy` (DKLs23 Protocol 3.6, round 3). The fault hooks
+(:mod:`signer_nodes.faults`) are called at ``sign-before-mark`` and ``sign-after-mark``.
+
+Imports: :mod:`signer_nodes.ecdsa`, ``.errors``, ``.faults``, ``.logs``, ``.policy``,
+``.protocols``, ``.shares``, ``.specs``, ``.store``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from signer_nodes import ecdsa, logs
+from signer_nodes.errors import Kind, NodeError
+from signer_nodes.faults import NO_FAULTS, FaultHooks
+from signer_nodes.policy import AuthorizationContext, NotAuthorized, authorize
+from signer_nodes.protocols import frost_suite, load_key_package
+from signer_nodes.shares import ShareStore
+from signer_nodes.specs import hex_field, sign_request
+from signer_nodes.store import KeyRow, LedgerRow
+
+from custody.signing import SignRequestError, message_to_sign
+from mpc import dkls23, frost
+from mpc.errors import MpcError, NonceReuseError
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_COMMITMENTS",
+    "SignItem",
+    "Prepared",
+    "Outcome",
+    "Strategy",
+    "FrostStrategy",
+    "EcdsaStrategy",
+    "SigningPipeline",
+]
+
+MAX_BATCH = 256  # sign items per batch call
+MAX_COMMITMENTS = 1000  # FROST nonce pairs per commitments call
+
+Outcome = bytes | Exception
+
+
+@dataclass(frozen=True)
+class SignItem:
+    """One parsed sign request: which key, which ledger item, the request to recompute the
+    message from, and the scheme's own input (FROST: the signing package; ECDSA: the
+    message the caller asks for, ``None`` meaning the recomputed one)."""
+
+    key_id: object
+    item_id: object
+    request: Mapping[str, Any]
+    package: bytes | None = None
+    requested: bytes | None = None
+
+
+@dataclass
+class Prepared:
+    """A sign item that passed every check; ``secret`` is the unsealed nonce/presignature."""
+
+    key_id: str
+    item_id: str
+    request: Mapping[str, Any]
+    public: Any  # FROST: the SigningPackage; ECDSA: the digest
+    secret: Any = field(repr=False)
+
+
+class Strategy(Protocol):
+    """What one scheme family contributes to the pipeline."""
+
+    ledger_kind: str  # ledger rows: "nonce" or "presig"
+    noun: str  # in messages: "nonce" or "presignature"
+    result_field: str  # in responses: "signature_share" or "partial"
+    unknown: Kind
+    used: Kind
+    reuse_event: str
+    signed_event: str
+
+    def parse(self, raw: Any) -> SignItem: ...
+
+    def check_scheme(self, row: KeyRow) -> None: ...
+
+    def requested(self, row: KeyRow, item: SignItem, message: bytes) -> tuple[bytes, Any]:
+        """(message the caller asks to sign, the scheme's parsed public input)."""
+        ...
+
+    def check_item_id(self, item_id: object) -> str: ...
+
+    def check_ledger(self, ledger: LedgerRow, public: Any) -> None: ...
+
+    def load_secret(self, row: KeyRow, plain: bytes) -> Any: ...
+
+    def load_key(self, plain: bytes) -> Any: ...
+
+    def compute(self, prepared: Prepared, key: Any) -> bytes: ...
+
+
+class FrostStrategy:
+    """FROST (RFC 9591): nonces are preprocessed (s5.1), signing is s5.2 ``sign``."""
+
+    ledger_kind = "nonce"
+    noun = "nonce"
+    result_field = "signature_share"
+    unknown = Kind.UNKNOWN_NONCE
+    used = Kind.NONCE_USED
+    reuse_event = "nonce.reuse_refused"
+    signed_event = "frost.signed"
+
+    def __init__(self, shares: ShareStore, party_id: int) -> None:
+        self.shares = shares
+        self.party_id = party_id
+
+    def commitments(self, key_id: object, count: object) -> list[dict[str, str]]:
+        """RFC 9591 s5.1 ahead of time: seal each nonce pair in the ledger, publish
+        commitments (``[{"nonce_id", "commitments"}]``)."""
+        if type(count) is not int or not 1 <= count <= MAX_COMMITMENTS:
+            raise NodeError(Kind.BAD_REQUEST, f"count must be an integer in [1, {MAX_COMMITMENTS}]")
+        row = self.shares.row(key_id)
+        suite = frost_suite(row.scheme)
+        kp = load_key_package(self.shares.unseal_share(row))
+        batch = frost.preprocess(suite, kp, count)
+        del kp
+        pairs = [(nonces.to_bytes(), comm.to_bytes()) for nonces, comm in batch]
+        del batch
+        ids = self.shares.add_ledger_items("nonce", row.key_id, pairs)
+        logs.event("nonces.added", node_id=self.shares.node_id, key_id=row.key_id, count=count)
+        return [
+            {"nonce_id": i, "commitments": pub.hex()}
+            for i, (_, pub) in zip(ids, pairs, strict=True)
+        ]
+
+    def parse(self, raw: Any) -> SignItem:
+        req = sign_request(raw)
+        return SignItem(
+            raw.get("key_id"), raw.get("nonce_id"), req, package=hex_field(raw, "signing_package")
+        )
+
+    def check_scheme(self, row: KeyRow) -> None:
+        frost_suite(row.scheme)
+
+    def requested(self, row: KeyRow, item: SignItem, message: bytes) -> tuple[bytes, Any]:
+        try:
+            package = frost.SigningPackage.from_bytes(
+                item.package or b"", suite=frost_suite(row.scheme)
+            )
+        except MpcError as exc:
+            raise NodeError(Kind.BAD_SIGNING_PACKAGE, str(exc)) from None
+        return package.message, package
+
+    def check_item_id(self, item_id: object) -> str:
+        if not isinstance(item_id, str) or not re.fullmatch(r"[0-9a-f]{32}", item_id):
+            raise NodeError(Kind.BAD_REQUEST, "nonce_id must be 32 lower-case hex digits")
+        return item_id
+
+    def check_ledger(self, ledger: LedgerRow, public: Any) -> None:
+        try:
+            mine = public.commitment_for(self.party_id)
+        except MpcError:
+            raise NodeError(
+                Kind.BAD_SIGNING_PACKAGE, "this node is not in the signing package"
+            ) from None
+        if mine.to_bytes() != ledger.public:
+            raise NodeError(
+                Kind.BAD_SIGNING_PACKAGE,
+                "package carries commitments for this node that are not those of the nonce",
+            )
+
+    def load_secret(self, row: KeyRow, plain: bytes) -> Any:
+        return frost.SigningNonces.from_bytes(plain, suite=frost_suite(row.scheme))
+
+    def load_key(self, plain: bytes) -> Any:
+        return load_key_package(plain)
+
+    def compute(self, prepared: Prepared, key: Any) -> bytes:
+        try:
+            share = frost.sign(prepared.public, prepared.secret, key)
+        except MpcError as exc:
+            raise NodeError(
+                Kind.BAD_SIGNING_PACKAGE, str(exc), culprits=getattr(exc, "culprits", ())
+            ) from None
+        return share.to_bytes()
+
+
+class EcdsaStrategy:
+    """DKLs23 (ePrint 2023/765) Protocol 3.6 round 3 with a presignature from the ledger."""
+
+    ledger_kind = "presig"
+    noun = "presignature"
+    result_field = "partial"
+    unknown = Kind.UNKNOWN_PRESIGNATURE
+    used = Kind.PRESIGNATURE_USED
+    reuse_event = "presig.reuse_refused"
+    signed_event = "ecdsa.signed"
+
+    def parse(self, raw: Any) -> SignItem:
+        req = sign_request(raw)
+        return SignItem(raw.get("key_id"), raw.get("presignature_id"), req)
+
+    def check_scheme(self, row: KeyRow) -> None:
+        ecdsa.check_scheme(row.key_id, row.scheme)
+
+    def requested(self, row: KeyRow, item: SignItem, message: bytes) -> tuple[bytes, Any]:
+        return (message if item.requested is None else item.requested), message
+
+    def check_item_id(self, item_id: object) -> str:
+        if not isinstance(item_id, str) or len(item_id) != 64:
+            raise NodeError(Kind.BAD_REQUEST, "presignature_id must be 64 hex digits")
+        return item_id
+
+    def check_ledger(self, ledger: LedgerRow, public: Any) -> None:
+        return None
+
+    def load_secret(self, row: KeyRow, plain: bytes) -> Any:
+        return dkls23.Presignature.from_bytes(plain)
+
+    def load_key(self, plain: bytes) -> Any:
+        return dkls23.EcdsaKeyShare.from_bytes(plain)
+
+    def compute(self, prepared: Prepared, key: Any) -> bytes:
+        # The pipeline made the durable mark already; the ledger callback reports it.
+        def ledger(pid: bytes) -> bool:
+            return pid.hex() == prepared.item_id
+
+        try:
+            partial = dkls23.sign_with_presignature(
+                prepared.secret, key, prepared.public, ledger=ledger
+            )
+        except NonceReuseError as exc:
+            raise NodeError(Kind.PRESIGNATURE_USED, str(exc)) from None
+        except MpcError as exc:
+            raise NodeError(Kind.BAD_REQUEST, str(exc)) from None
+        return partial.to_bytes()
+
+
+class SigningPipeline:
+    """The write-ahead pipeline of one node (see the module docstring)."""
+
+    def __init__(
+        self,
+        shares: ShareStore,
+        party_id: int,
+        *,
+        faults: FaultHooks = NO_FAULTS,
+    ) -> None:
+        self.shares = shares
+        self.store = shares.store
+        self.node_id = shares.node_id
+        self.faults = faults
+        self.frost = FrostStrategy(shares, party_id)
+        self.ecdsa = EcdsaStrategy()
+
+    def sign_one(self, strategy: Strategy, item: Any, *, coordinator_verified: bool) -> bytes:
+        """One request (a :class:`SignItem` or a body to parse); raises its error."""
+        out = self._run(strategy, [item], coordinator_verified, fail_alone=False)[0]
+        assert isinstance(out, bytes)  # fail_alone=False raised any error
+        return out
+
+    def sign_batch(
+        self, strategy: Strategy, items: Sequence[Any], *, coordinator_verified: bool
+    ) -> list[Outcome]:
+        """Many requests; one outcome per item, in order: the bytes or the item's error."""
+        return self._run(strategy, items, coordinator_verified, fail_alone=True)
+
+    # -- the steps -------------------------------------------------------------------------
+    def _run(
+        self, strategy: Strategy, items: Sequence[Any], verified: bool, *, fail_alone: bool
+    ) -> list[Outcome]:
+        results: list[Outcome | None] = [None] * len(items)
+        ready: list[tuple[int, Prepared]] = []
+        keys: dict[str, Any] = {}
+        seen: set[str] = set()
+        with self.store.sealing.read():
+            for i, raw in enumerate(items):
+                try:
+                    item = raw if isinstance(raw, SignItem) else strategy.parse(raw)
+                    ready.append((i, self._prepare(strategy, item, verified, keys, seen)))
+                except Exception as exc:  # noqa: BLE001 - becomes this item's outcome
+                    if not fail_alone:
+                        raise
+                    results[i] = exc
+            self.faults.reached("sign-before-mark")
+            marked = self.store.mark_used_many(
+                [(p.item_id, str(p.request.get("id"))) for _, p in ready]
+            )
+            # Durable now: none of these items can ever be handed out again, even after a
+            # crash. A failed commit raised above: nothing is computed or released.
+        self.faults.reached("sign-after-mark")
+        for (i, p), ok in zip(ready, marked, strict=True):
+            try:
+                if not ok:
+                    raise NodeError(strategy.used, f"{strategy.noun} {p.item_id} was already used")
+                results[i] = strategy.compute(p, keys[p.key_id])
+                ids: dict[str, Any] = {f"{strategy.noun}_id": p.item_id}
+                logs.event(
+                    strategy.signed_event,
+                    node_id=self.node_id,
+                    key_id=p.key_id,
+                    request_id=p.request.get("id"),
+                    **ids,
+                )
+            except Exception as exc:  # noqa: BLE001
+                if not fail_alone:
+                    raise
+                results[i] = exc
+        keys.clear()
+        return [
+            r if r is not None else NodeError(Kind.INTERNAL, "item not processed") for r in results
+        ]
+
+    def _prepare(
+        self,
+        strategy: Strategy,
+        item: SignItem,
+        verified: bool,
+        keys: dict[str, Any],
+        seen: set[str],
+    ) -> Prepared:
+        """Every check that precedes the mark, in order (module docstring, step 2).
+        Caller holds ``sealing`` as reader."""
+        row = self.shares.row(item.key_id)
+        strategy.check_scheme(row)
+        try:
+            message = message_to_sign(row.scheme, item.request)
+        except SignRequestError as exc:
+            raise NodeError(Kind.BAD_REQUEST, f"request {exc}") from None
+        requested, public = strategy.requested(row, item, message)
+        self._authorize(row, item.request, message, requested, verified)
+        item_id = strategy.check_item_id(item.item_id)
+        ledger = self.shares.ledger_item(item_id)
+        if ledger is None or ledger.kind != strategy.ledger_kind or ledger.key_id != row.key_id:
+            raise NodeError(
+                strategy.unknown, f"no {strategy.noun} {item_id} for key {row.key_id!r}"
+            )
+        if ledger.used or item_id in seen:
+            logs.warn(
+                strategy.reuse_event,
+                node_id=self.node_id,
+                key_id=row.key_id,
+                **{f"{strategy.noun}_id": item_id},
+                request_id=item.request.get("id"),
+            )
+            by = ledger.used_by if ledger.used else "an earlier item of this batch"
+            raise NodeError(strategy.used, f"{strategy.noun} {item_id} was already used (by {by})")
+        strategy.check_ledger(ledger, public)
+        secret = strategy.load_secret(row, self.shares.unseal_ledger_item(ledger))
+        if row.key_id not in keys:
+            keys[row.key_id] = strategy.load_key(self.shares.unseal_share(row))
+        seen.add(item_id)
+        return Prepared(row.key_id, item_id, item.request, public, secret)
+
+    def _authorize(
+        self,
+        row: KeyRow,
+        request: Mapping[str, Any],
+        recomputed: bytes,
+        requested: bytes,
+        coordinator_verified: bool,
+    ) -> None:
+        """The authorization seam (:mod:`signer_nodes.policy`); refusals are logged."""
+        try:
+            authorize(
+                AuthorizationContext(
+                    node_id=self.node_id,
+                    key_id=row.key_id,
+                    scheme=row.scheme,
+                    request=request,
+                    recomputed_message=recomputed,
+                    requested_message=requested,
+                    coordinator_verified=coordinator_verified,
+                )
+            )
+        except NotAuthorized as exc:
+            logs.warn(
+                "sign.refused",
+                node_id=self.node_id,
+                key_id=row.key_id,
+                reason=exc.reason,
+                request_id=request.get("id"),
+            )
+            raise NodeError(Kind.NOT_AUTHORIZED, exc.detail, code=exc.reason) from None

@@ -1,0 +1,156 @@
+"""The share store: key shares and single-use ledger items, sealed by the HSM.
+
+Every share (FROST key package or DKLs23 key share) and every ledger item (FROST nonce
+pair, DKLs23 presignature) is sealed by the HSM with an AAD naming what it is
+(:mod:`signer_nodes.vault`) before it is written to the database (:mod:`.store`), and is
+unsealed only for the one operation that needs it. Sealing and inserting run under
+``store.sealing`` as reader, so a seal-key rotation never interleaves with them.
+
+Also kept here, because it is a property of a key's stored OT seeds: the peers whose
+pairwise OT setup for a key is retired after a failed check (:meth:`ShareStore.retire_ot_pair`).
+
+Imports: :mod:`signer_nodes.errors`, ``.logs``, ``.store``, ``.vault``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Sequence
+
+from signer_nodes import logs, vault
+from signer_nodes.errors import Kind, NodeError
+from signer_nodes.store import KeyRow, LedgerRow, NodeStore
+
+__all__ = ["KEY_ID_RE", "ShareStore", "check_key_id"]
+
+KEY_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def check_key_id(key_id: object) -> str:
+    """``key_id`` if it is a valid key id (NodeError bad-request otherwise)."""
+    if not isinstance(key_id, str) or not KEY_ID_RE.match(key_id):
+        raise NodeError(Kind.BAD_REQUEST, "key_id must be 1-128 characters of [A-Za-z0-9._:-]")
+    return key_id
+
+
+class ShareStore:
+    """Sealed shares and ledger items of one node (see the module docstring)."""
+
+    def __init__(self, v: vault.Vault, store: NodeStore, node_id: str) -> None:
+        self.vault = v
+        self.store = store
+        self.node_id = node_id
+
+    # -- shares --------------------------------------------------------------------------
+    def exists(self, key_id: str) -> bool:
+        return self.store.get_key(key_id) is not None
+
+    def row(self, key_id: object) -> KeyRow:
+        """The stored row of ``key_id`` (bad-request, unknown-key)."""
+        kid = check_key_id(key_id)
+        row = self.store.get_key(kid)
+        if row is None:
+            raise NodeError(Kind.UNKNOWN_KEY, f"no share of key {kid!r} on {self.node_id}")
+        return row
+
+    def unseal_share(self, row: KeyRow) -> bytes:
+        """The plaintext share of ``row`` (secret: the caller drops it after one use)."""
+        return self.vault.unseal(
+            row.sealed_share, vault.share_aad(row.key_id, self.node_id, row.share_version)
+        )
+
+    def store_share(
+        self,
+        key_id: str,
+        scheme: str,
+        share_cbor: bytes,
+        public_key: bytes,
+        public_info: bytes,
+        share_version: int = 1,
+    ) -> None:
+        """Seal and insert a new share, atomically with respect to rotation."""
+        with self.store.sealing.read():
+            blob = self.vault.seal(share_cbor, vault.share_aad(key_id, self.node_id, share_version))
+            self.store.put_key(
+                KeyRow(
+                    key_id,
+                    scheme,
+                    share_version,
+                    public_key,
+                    public_info,
+                    blob,
+                    self.vault.blob_version(blob),
+                )
+            )
+        logs.event(
+            "key.stored",
+            node_id=self.node_id,
+            key_id=key_id,
+            scheme=scheme,
+            share_version=share_version,
+        )
+
+    # -- ledger --------------------------------------------------------------------------
+    def add_ledger_items(
+        self, kind: str, key_id: str, items: Sequence[tuple[bytes, bytes]]
+    ) -> list[str]:
+        """Seal each ``(secret, public)`` as a ledger item of ``kind`` (``nonce``: a fresh
+        random id each; ids are returned in order). One commit for all of them."""
+        rows = []
+        ids = []
+        with self.store.sealing.read():
+            for secret, public in items:
+                item_id = secrets.token_hex(16)
+                rows.append(self._ledger_row(kind, key_id, item_id, secret, public))
+                ids.append(item_id)
+            self.store.add_ledger(rows)
+        return ids
+
+    def add_ledger_item(
+        self, kind: str, key_id: str, item_id: str, secret: bytes, public: bytes
+    ) -> None:
+        """Seal one ledger item under a given id (a presignature's id is its hash)."""
+        with self.store.sealing.read():
+            self.store.add_ledger([self._ledger_row(kind, key_id, item_id, secret, public)])
+
+    def _ledger_row(
+        self, kind: str, key_id: str, item_id: str, secret: bytes, public: bytes
+    ) -> tuple[str, str, str, bytes, bytes, int]:
+        blob = self.vault.seal(secret, vault.ledger_aad(key_id, self.node_id, kind, item_id))
+        return (item_id, kind, key_id, public, blob, self.vault.blob_version(blob))
+
+    def ledger_item(self, item_id: str) -> LedgerRow | None:
+        return self.store.get_ledger(item_id)
+
+    def unseal_ledger_item(self, item: LedgerRow) -> bytes:
+        """The plaintext secret of an unused ledger item (secret)."""
+        return self.vault.unseal(
+            item.sealed, vault.ledger_aad(item.key_id, self.node_id, item.kind, item.item_id)
+        )
+
+    # -- retired OT pairs ------------------------------------------------------------------
+    @staticmethod
+    def _retired_meta(key_id: str) -> str:
+        return f"ot-retired:{key_id}"
+
+    def retired_ot_peers(self, key_id: str) -> set[int]:
+        """Peers whose OT setup with this node, for this key, failed a check and is retired."""
+        raw = self.store.get_meta(self._retired_meta(key_id))
+        return set(json.loads(raw)) if raw else set()
+
+    def retire_ot_pair(self, key_id: str, peer: int) -> None:
+        """Retire this node's base-OT setup with ``peer`` for ``key_id``, durably.
+
+        A failed OT-extension or multiplication check may be a selective-failure probe:
+        each abort can leak a bit of the OT-extension correlation to the peer that caused
+        it. The DKLs18 errata (ePrint 2018/499, 2023 revision) therefore require that a
+        pair whose check failed never run the extension on the same base OTs again. Until a
+        fresh OT setup for the pair exists (a later key-lifecycle ceremony), this node
+        refuses every presign session that includes ``peer`` for this key; other signer
+        sets keep working.
+        """
+        peers = self.retired_ot_peers(key_id) | {peer}
+        self.store.set_meta(self._retired_meta(key_id), json.dumps(sorted(peers)))
+        logs.warn("ot_pair.retired", node_id=self.node_id, key_id=key_id, peer=peer)

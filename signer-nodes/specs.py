@@ -1,0 +1,104 @@
+"""Typed request specs and the field parsers of request bodies.
+
+:meth:`SessionSpec.parse` checks the shape of a session spec (docs/NODE_API.md ``POST
+/v1/sessions``) and returns a frozen :class:`SessionSpec`; which protocol it runs is
+decided in :mod:`signer_nodes.protocols`. :func:`dkg_context` is the value bound into every
+DKG proof. :func:`hex_field` and :func:`sign_request` parse the fields every signing body
+(and every batch item) shares; the sign items themselves are
+:class:`signer_nodes.pipeline.SignItem`.
+
+Imports: :mod:`signer_nodes.errors`, :mod:`signer_nodes.shares` (the key-id rule).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from signer_nodes.errors import Kind, NodeError
+from signer_nodes.shares import check_key_id
+
+__all__ = ["SESSION_ID_RE", "SessionSpec", "dkg_context", "hex_field", "sign_request"]
+
+SESSION_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def hex_field(body: Mapping[str, Any], name: str) -> bytes:
+    """A hex string field of a request body as bytes (NodeError bad-request otherwise)."""
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise NodeError(Kind.BAD_REQUEST, f"field {name!r} must be a hex string")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise NodeError(Kind.BAD_REQUEST, f"field {name!r} is not hex") from None
+
+
+def sign_request(raw: Any) -> dict[str, Any]:
+    """The ``request`` object of a sign call's body or of one sign-batch item (NodeError
+    bad-request otherwise; in a batch it becomes that item's problem)."""
+    if not isinstance(raw, dict):
+        raise NodeError(Kind.BAD_REQUEST, "each item must be an object")
+    req = raw.get("request")
+    if not isinstance(req, dict):
+        raise NodeError(Kind.BAD_REQUEST, "request must be an object")
+    return req
+
+
+def dkg_context(scheme: str, key_id: str) -> bytes:
+    """Bound into every DKG proof: a transcript cannot be reused for another key or scheme."""
+    return b"tpwc-dkg-v1\x00" + scheme.encode() + b"\x00" + key_id.encode()
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """One protocol session (``kind`` and ``scheme`` are checked by :mod:`.protocols`)."""
+
+    session_id: str
+    kind: Any
+    key_id: str
+    scheme: Any
+    threshold: Any
+    participants: tuple[int, ...]
+
+    @property
+    def sid(self) -> bytes:
+        return bytes.fromhex(self.session_id)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], me: int) -> SessionSpec:
+        """The spec of a request body; ``me`` must be among the participants."""
+        sid = raw.get("session_id")
+        if not isinstance(sid, str) or not SESSION_ID_RE.match(sid):
+            raise NodeError(Kind.BAD_REQUEST, "session_id must be 64 lower-case hex digits")
+        key_id = check_key_id(raw.get("key_id"))
+        participants = raw.get("participants")
+        if (
+            not isinstance(participants, list)
+            or not all(type(p) is int for p in participants)
+            or me not in participants
+        ):
+            raise NodeError(
+                Kind.BAD_REQUEST, "participants must be a list of party ids including this node"
+            )
+        return cls(
+            session_id=sid,
+            kind=raw.get("kind"),
+            key_id=key_id,
+            scheme=raw.get("scheme"),
+            threshold=raw.get("threshold"),
+            participants=tuple(sorted(participants)),
+        )
+
+    def as_record(self) -> dict[str, Any]:
+        """The spec as the store keeps it (and as session results echo it)."""
+        return {
+            "session_id": self.session_id,
+            "kind": self.kind,
+            "key_id": self.key_id,
+            "scheme": self.scheme,
+            "threshold": self.threshold,
+            "participants": list(self.participants),
+        }
