@@ -9,7 +9,7 @@ import pytest
 from mpc.dkls23.keygen import PROTOCOL_SETUP
 from mpc.dkls23.keysetup import KeygenChain, setup_session_id
 from mpc.errors import ProtocolError, UsageError
-from mpc.local import run_local
+from mpc.testing import run_local
 from mpc.wire import Message
 
 
