@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env(args.data_dir)
     if args.cmd == "init":
         from api.app import load_or_create_key
-        from api.auth import ROLES, create_credential
+        from api.auth import create_credential
         from api.db import Credential, Database
+        from custody.domain import ROLES
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         key = load_or_create_key(settings)

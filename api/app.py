@@ -26,15 +26,17 @@ from sqlalchemy import Connection, Table, select, text
 from sqlalchemy.exc import IntegrityError
 
 from api import audit, idempotency, problems
-from api.auth import READ_ROLES, Principal, require
-from api.coordinator import Coordinator, new_id
+from api.auth import Principal, require
+from api.coordinator import Coordinator
 from api.crypto import SignRequestError, message_to_sign
 from api.db import AuditEntry, Database, Key, Node, SignRequest, utcnow
 from api.idempotency import MAX_KEY_LEN, fingerprint, run_idempotent
 from api.logs import RequestLog
 from api.nodes import NodeCaller
 from api.problems import Problem, problem_responses
-from api.schemas import (
+from api.settings import Settings
+from custody.domain import READ_ROLES, SIGN_STATUSES, new_id
+from custody.models import (
     AuditList,
     AuditOut,
     AuditVerify,
@@ -50,11 +52,10 @@ from api.schemas import (
     SignRequestList,
     SignRequestOut,
 )
-from api.settings import Settings
 
 VERSION = "0.1.0"
 AUTH_ERRORS = (401, 403)
-STATUS_PATTERN = "^(pending_approval|signing|signed|rejected|failed|expired)$"
+STATUS_PATTERN = "^(" + "|".join(SIGN_STATUSES) + ")$"
 IdempotencyKey = Header(alias="Idempotency-Key", min_length=1, max_length=MAX_KEY_LEN,
                         description="unique per logical request; see DESIGN.md")
 
@@ -109,7 +110,7 @@ def sign_out(r: SignRequest | SimpleNamespace) -> dict[str, Any]:
 
 
 def node_out(n: Node) -> dict[str, Any]:
-    return NodeOut(id=n.id, party_id=n.party_id, url=n.url, status=n.status,
+    return NodeOut(id=n.id, party_id=n.party_id, url=n.url, status=n.status,  # type: ignore[arg-type]
                    last_seen=n.last_seen, last_error=n.last_error, sign_pk=n.sign_pk,
                    box_pk=n.box_pk).model_dump(mode="json")
 

@@ -26,9 +26,7 @@ from sqlalchemy import bindparam, select
 
 from api.db import Credential, Database
 from api.problems import Problem
-
-ROLES = ("admin", "requester", "approver", "auditor")
-READ_ROLES = ROLES
+from custody.domain import ROLES
 
 _bearer = HTTPBearer(auto_error=False, description="a token bound to one role")
 

@@ -19,7 +19,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import random
 import secrets
 import time
@@ -34,10 +33,10 @@ from api.db import Database, Key, Node, SignRequest, utcnow
 from api.nodes import NodeCaller, NodeFailure, NodeInfo
 from api.problems import Problem
 from api.settings import Settings
+from custody.domain import FROST_SCHEMES
 
 log = logging.getLogger("api.coordinator")
 
-FROST_SCHEMES = ("ed25519", "bip340")
 IDLE_GRACE = 0.5  # seconds without a new signature before presign refills count as idle
 SLOW_SWEEP = 1.0  # seconds between health checks, expiry and re-reading the active keys
 
@@ -978,9 +977,3 @@ class Coordinator:
         except crypto.Blame as e:
             raise SessionFailed(str(e), [(c, "invalid partial") for c in e.culprits]) from None
         return sig, recid, sorted(partials)
-
-
-def new_id(prefix: str) -> str:
-    """``prefix_`` + 32 random hex digits (128 bits from the OS CSPRNG, like a uuid4 hex
-    but without building a UUID object on every request)."""
-    return f"{prefix}_{os.urandom(16).hex()}"

@@ -22,10 +22,12 @@ from typing import Any
 
 import httpx
 
+from custody.domain import TERMINAL_KEY_STATUSES, TERMINAL_SIGN_STATUSES
+
 __all__ = ["CustodyError", "CustodyClient", "AsyncCustodyClient", "TERMINAL_SIGN", "load_cluster"]
 
-TERMINAL_SIGN = ("signed", "rejected", "failed", "expired")
-TERMINAL_KEY = ("active", "failed")
+TERMINAL_SIGN = TERMINAL_SIGN_STATUSES
+TERMINAL_KEY = TERMINAL_KEY_STATUSES
 
 
 class CustodyError(Exception):

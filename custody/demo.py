@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 from custody.client import CustodyClient
+from custody.domain import SCHEMES, spec
 
 MESSAGE = b"TP Wallet Custody demo: pay 10.00 EUR to ACME"
-SCHEMES = ("ed25519", "bip340", "ecdsa-secp256k1")
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 WARM_SIGNATURES = 5
 
@@ -60,7 +60,7 @@ def verify_independently(
 def message_for(scheme: str, n: int = 0) -> bytes:
     """The demo message (its SHA-256 for ECDSA); ``n > 0`` numbers the extra warm ones."""
     msg = MESSAGE if n == 0 else MESSAGE + b" #%d" % n
-    return hashlib.sha256(msg).digest() if scheme == "ecdsa-secp256k1" else msg
+    return hashlib.sha256(msg).digest() if spec(scheme).raw_message == "digest32" else msg
 
 
 def sign_and_verify_all(
