@@ -1,7 +1,8 @@
 """The coordinator's only cryptography: public-key checks, FROST signing packages and
 aggregation (mpc.frost), DKLs23 combining (mpc.dkls23), verification. No secrets here.
 
-This is the single seam between the orchestrator and :mod:`mpc`; every failure that a
+This is the single seam between the orchestration and :mod:`mpc`'s cryptography (the
+session relay also drives the sans-IO router :mod:`mpc.relay`); every failure that a
 party caused is raised as :class:`Blame` naming the culprits.
 """
 
@@ -9,11 +10,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
 
 from custody.domain import spec
-from custody.signing import SignRequestError
-from custody.signing import message_to_sign as _message_to_sign
 from mpc import dkls23, frost
 from mpc.errors import EncodingError, MpcError, ProtocolError, UsageError
 from mpc.groups import ED25519, SECP256K1, Group, Point, Secp256k1Point
@@ -28,21 +26,14 @@ class Blame(Exception):
         self.culprits = culprits
 
 
-def message_to_sign(scheme: str, request: Mapping[str, Any]) -> bytes:
-    return _message_to_sign(scheme, request)
-
-
 __all__ = [
     "Blame",
-    "SignRequestError",
-    "message_to_sign",
     "check_public_key",
     "check_point",
     "frost_commitments",
     "frost_signing_package",
     "frost_aggregate",
     "ecdsa_combine",
-    "verify",
 ]
 
 
@@ -128,10 +119,7 @@ def frost_signing_package(
     """RFC 9591 section 5.2 (coordinator): the signing package over each signer's
     commitments, already decoded and checked by :func:`frost_commitments`. Its encoding
     carries them byte for byte as each node published them (canonical encodings)."""
-    if any(
-        c.suite is not _suite(scheme) or c.identifier != p
-        for p, c in commitments.items()
-    ):
+    if any(c.suite is not _suite(scheme) or c.identifier != p for p, c in commitments.items()):
         raise Blame(
             "commitments of another suite or party",
             tuple(p for p, c in commitments.items() if c.identifier != p),
@@ -216,19 +204,3 @@ def ecdsa_combine(
         raise Blame(str(e), (e.party,) if e.party else tuple(decoded)) from None
     out = sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big")
     return out, sig.recovery_id
-
-
-def verify(scheme: str, public_key: bytes, msg: bytes, signature: bytes) -> bool:
-    """Verify as a plain single-key signature of the scheme."""
-    if spec(scheme).is_frost:
-        return bool(frost.verify(_suite(scheme), msg, signature, public_key))
-    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-    return bool(
-        dkls23.verify_signature(
-            dkls23.EcdsaSignature(r, s, 0), msg, SECP256K1.decode_point(public_key)
-        )
-    ) or bool(
-        dkls23.verify_signature(
-            dkls23.EcdsaSignature(r, s, 1), msg, SECP256K1.decode_point(public_key)
-        )
-    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -31,7 +31,6 @@ class NodeInfo:
     status: str = "unknown"  # healthy | degraded | down | unknown
     last_seen: float | None = None
     last_error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def eligible(self) -> bool:
