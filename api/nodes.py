@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from nacl.signing import SigningKey
 
+from custody.domain import NodeStatus
 from custody.nodeauth import sign_headers
 
 
@@ -28,7 +29,7 @@ class NodeInfo:
     url: str
     sign_pk: str
     box_pk: str
-    status: str = "unknown"  # healthy | degraded | down | unknown
+    status: NodeStatus = "unknown"
     last_seen: float | None = None
     last_error: str | None = None
 

@@ -39,6 +39,11 @@ Sign-request life
 Key life
     ``pending`` (DKG running) -> ``active`` | ``failed``.
 
+Node sessions
+    The multi-party sessions a coordinator starts on nodes (:data:`SESSION_KINDS`: a
+    ``dkg`` for a new key, an ``ecdsa-presign`` for a DKLs23 presignature) and the status
+    a node reports for one (:data:`SESSION_STATUSES`).
+
 Roles
     One per credential (so nobody both requests and approves): ``admin`` (key ceremonies,
     node enrolment), ``requester`` (asks for signatures), ``approver`` (approves; a later
@@ -70,6 +75,10 @@ __all__ = [
     "TERMINAL_KEY_STATUSES",
     "NodeStatus",
     "NODE_STATUSES",
+    "SessionKind",
+    "SESSION_KINDS",
+    "SessionStatus",
+    "SESSION_STATUSES",
     "Role",
     "ROLES",
     "READ_ROLES",
@@ -172,6 +181,12 @@ TERMINAL_KEY_STATUSES: Final[tuple[KeyStatus, ...]] = ("active", "failed")
 
 NodeStatus = Literal["healthy", "degraded", "down", "unknown"]
 NODE_STATUSES: Final[tuple[NodeStatus, ...]] = get_args(NodeStatus)
+
+# -- node sessions (docs/NODE_API.md) -------------------------------------------------------
+SessionKind = Literal["dkg", "ecdsa-presign"]  # multi-party sessions a coordinator starts
+SESSION_KINDS: Final[tuple[SessionKind, ...]] = get_args(SessionKind)
+SessionStatus = Literal["running", "done", "failed"]  # a node's SessionState.status
+SESSION_STATUSES: Final[tuple[SessionStatus, ...]] = get_args(SessionStatus)
 
 # -- roles ----------------------------------------------------------------------------------
 Role = Literal["admin", "requester", "approver", "auditor"]

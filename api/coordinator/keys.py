@@ -21,7 +21,7 @@ from api.coordinator.relay import SessionRelay
 from api.coordinator.types import KeyInfo, SessionFailed, problem_doc
 from api.db import Database, Key, utcnow
 from api.problems import Problem
-from custody.domain import Scheme
+from custody.domain import Scheme, SessionKind
 
 log = logging.getLogger("api.coordinator")
 
@@ -100,9 +100,10 @@ class KeyCeremony:
         assert key is not None
         scheme, t, node_ids = key.scheme, key.threshold, list(key.nodes)
         nodes = [self.registry.nodes[n] for n in node_ids]
+        kind: SessionKind = "dkg"
         body = {
             "session_id": secrets.token_hex(32),
-            "kind": "dkg",
+            "kind": kind,
             "key_id": key_id,
             "scheme": scheme,
             "threshold": t,

@@ -24,7 +24,7 @@ from api.coordinator.relay import SessionRelay
 from api.coordinator.types import Activity, KeyInfo, SessionFailed
 from api.nodes import NodeFailure, NodeInfo
 from api.settings import Settings
-from custody.domain import spec
+from custody.domain import Scheme, SessionKind, spec
 from mpc import frost
 
 log = logging.getLogger("api.coordinator")
@@ -221,11 +221,13 @@ class Pools:
         """One DKLs23 presign session; every party must report the same presignature id
         and instance point ``R`` (hex), which the combiner then takes as given."""
         parties = tuple(sorted(n.party_id for n in nodes))
+        kind: SessionKind = "ecdsa-presign"
+        scheme: Scheme = "ecdsa-secp256k1"
         body = {
             "session_id": secrets.token_hex(32),
-            "kind": "ecdsa-presign",
+            "kind": kind,
             "key_id": key_id,
-            "scheme": "ecdsa-secp256k1",
+            "scheme": scheme,
             "threshold": len(nodes),
             "participants": list(parties),
         }

@@ -21,6 +21,7 @@ from api.coordinator.types import SessionFailed
 from api.db import Database, Node, utcnow
 from api.nodes import NodeCaller, NodeFailure, NodeInfo
 from api.problems import Problem
+from custody.domain import NodeStatus
 
 log = logging.getLogger("api.coordinator")
 
@@ -173,7 +174,8 @@ class NodeRegistry:
                 row = Node(id=node_id, party_id=party, url=url, sign_pk=sign_pk, box_pk=box_pk)
                 s.add(row)
             row.url, row.party_id, row.sign_pk, row.box_pk = url, party, sign_pk, box_pk
-            row.status = "healthy" if h.get("status") == "ok" else "degraded"
+            status: NodeStatus = "healthy" if h.get("status") == "ok" else "degraded"
+            row.status = status
             row.last_seen = utcnow()
             audit.append(
                 s,
@@ -182,9 +184,7 @@ class NodeRegistry:
                 node_id,
                 {"url": url, "party_id": party, "sign_pk": sign_pk, "box_pk": box_pk},
             )
-        info = NodeInfo(
-            node_id, party, url, sign_pk, box_pk, status=row.status, last_seen=time.time()
-        )
+        info = NodeInfo(node_id, party, url, sign_pk, box_pk, status=status, last_seen=time.time())
         self.nodes[node_id] = info
         await self._push_peers()
         return info

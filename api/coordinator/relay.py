@@ -19,6 +19,7 @@ from typing import Any
 from api.coordinator.registry import NodeRegistry
 from api.coordinator.types import SessionFailed
 from api.nodes import NodeInfo
+from custody.domain import SESSION_STATUSES
 from mpc.relay import Envelope, Relay, RelayError
 
 _Call = tuple[str, str, dict[str, Any] | None]  # method, path, body
@@ -123,7 +124,7 @@ class SessionRelay:
     def _check_state(p: int, st: Any, sid: str, parties: set[int]) -> None:
         """A party's SessionState is well formed, else blame it; a reported failure blames
         the culprits it names (or the reporter, when it names none of the participants)."""
-        if not isinstance(st, dict) or st.get("status") not in ("running", "done", "failed"):
+        if not isinstance(st, dict) or st.get("status") not in SESSION_STATUSES:
             raise _garbage(p, "status")
         if st.get("session_id") not in (None, sid):
             raise _garbage(p, "session_id")

@@ -97,6 +97,7 @@ def test_nothing_in_api_or_custody_redefines_a_domain_list() -> None:
         "schemes": set(domain.SCHEMES),
         "sign statuses": set(domain.SIGN_STATUSES) - {"failed"},
         "roles": set(domain.ROLES),
+        "session statuses": set(domain.SESSION_STATUSES),
     }
     found = []
     for folder in ("api", "custody"):

@@ -24,7 +24,7 @@ class Live:
 
     def key(self, scheme: str) -> KeyOut:
         if scheme not in self.keys:
-            k = self.admin.create_key(scheme, 2)  # type: ignore[arg-type]
+            k = self.admin.create_key(scheme, 2)
             assert k.status == "active", k
             self.keys[scheme] = k
         return self.keys[scheme]
