@@ -8,6 +8,9 @@ A request is a JSON object::
 
     {"id": str, "key_id": str, "kind": "raw" | "payment" | "settlement", ...}
 
+``id`` and ``key_id`` follow the one id rule of :mod:`custody.domain` (1-40 characters of
+``[A-Za-z0-9._:-]``); schemes, kinds and what each scheme signs come from there too.
+
 ``raw``
     ``"message"``: lower-case hex. The message is those bytes. For
     ``ecdsa-secp256k1`` they must be exactly the 32-byte digest that is signed (the
