@@ -13,7 +13,16 @@ import argparse
 import json
 import sys
 
+import uvicorn
 from sqlalchemy import func, select
+
+from api import logs
+from api.app import create_app
+from api.auth import create_credential
+from api.db import Credential, Database
+from api.keyfile import load_or_create_key
+from api.settings import Settings
+from custody.domain import ROLES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,14 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
 
-    from api.settings import Settings
-
     settings = Settings.from_env(args.data_dir)
     if args.cmd == "init":
-        from api.app import load_or_create_key
-        from api.auth import ROLES, create_credential
-        from api.db import Credential, Database
-
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         key = load_or_create_key(settings)
         db = Database(settings.database_url)
@@ -52,11 +55,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-
-    import uvicorn
-
-    from api import logs
-    from api.app import create_app
 
     settings.dev_allow_all = settings.dev_allow_all or args.dev
     logs.configure(args.log_level)

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -26,9 +27,9 @@ from sqlalchemy import bindparam, select
 
 from api.db import Credential, Database
 from api.problems import Problem
+from custody.domain import ROLES
 
-ROLES = ("admin", "requester", "approver", "auditor")
-READ_ROLES = ROLES
+AUTH_ERRORS = (401, 403)  # what every authenticated route may answer
 
 _bearer = HTTPBearer(auto_error=False, description="a token bound to one role")
 
@@ -118,7 +119,7 @@ def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     # with its PRAGMAs, per request).
     async def dep(
         request: Request,
-        creds: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
         principal = _authenticate(request, creds)
         if principal.role not in roles:

@@ -1,7 +1,8 @@
 """The coordinator's only cryptography: public-key checks, FROST signing packages and
 aggregation (mpc.frost), DKLs23 combining (mpc.dkls23), verification. No secrets here.
 
-This is the single seam between the orchestrator and :mod:`mpc`; every failure that a
+This is the single seam between the orchestration and :mod:`mpc`'s cryptography (the
+session relay also drives the sans-IO router :mod:`mpc.relay`); every failure that a
 party caused is raised as :class:`Blame` naming the culprits.
 """
 
@@ -9,16 +10,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
 
-from custody.signing import SignRequestError
-from custody.signing import message_to_sign as _message_to_sign
+from custody.domain import spec
 from mpc import dkls23, frost
 from mpc.errors import EncodingError, MpcError, ProtocolError, UsageError
 from mpc.groups import ED25519, SECP256K1, Group, Point, Secp256k1Point
 from mpc.shamir import PublicKeyPackage, lagrange_coefficient
-
-PUBLIC_KEY_LEN = {"ed25519": 32, "bip340": 32, "ecdsa-secp256k1": 33}
 
 
 class Blame(Exception):
@@ -29,29 +26,27 @@ class Blame(Exception):
         self.culprits = culprits
 
 
-def message_to_sign(scheme: str, request: Mapping[str, Any]) -> bytes:
-    return _message_to_sign(scheme, request)
-
-
 __all__ = [
     "Blame",
-    "SignRequestError",
-    "message_to_sign",
     "check_public_key",
     "check_point",
     "frost_commitments",
     "frost_signing_package",
     "frost_aggregate",
     "ecdsa_combine",
-    "verify",
 ]
 
 
-_SUITE = {"ed25519": "ed25519", "bip340": "bip340"}
+def _suite(scheme: str) -> frost.Ciphersuite:
+    """The FROST ciphersuite of a FROST scheme (``custody.domain`` names it)."""
+    name = spec(scheme).frost_suite
+    if name is None:
+        raise ValueError(f"{scheme} is not a FROST scheme")
+    return frost.ciphersuite(name)
 
 
 def _group(scheme: str) -> Group:
-    return ED25519 if scheme == "ed25519" else SECP256K1
+    return ED25519 if spec(scheme).curve == "ed25519" else SECP256K1
 
 
 def public_key_package(
@@ -80,7 +75,7 @@ def public_key_package(
     pk = g.sum([vs[i] * lagrange_coefficient(g, i, ids) for i in ids])
     if pk.is_identity():
         raise ValueError("group key is the identity")
-    if scheme == "bip340":
+    if spec(scheme).x_only_key:
         assert isinstance(pk, Secp256k1Point)
         enc = pk.x_only()
     else:
@@ -95,11 +90,12 @@ def check_public_key(
 ) -> None:
     """Lengths and encodings of a DKG result; raises ValueError."""
     pk = bytes.fromhex(public_key)
-    if len(pk) != PUBLIC_KEY_LEN[scheme]:
-        raise ValueError(f"public key must be {PUBLIC_KEY_LEN[scheme]} bytes")
-    if scheme in _SUITE:
+    s = spec(scheme)
+    if len(pk) != s.public_key_len:
+        raise ValueError(f"public key must be {s.public_key_len} bytes")
+    if s.is_frost:
         public_key_package(scheme, public_key, verifying_shares, t)
-    elif scheme == "ecdsa-secp256k1":
+    else:
         SECP256K1.decode_point(pk)
 
 
@@ -109,7 +105,7 @@ def frost_commitments(scheme: str, party: int, hexc: str) -> frost.SigningCommit
     identifier inside is ``party``). Raises :class:`Blame` naming the node."""
     try:
         return frost.SigningCommitments.from_bytes(
-            bytes.fromhex(hexc), suite=frost.ciphersuite(_SUITE[scheme]), party=party
+            bytes.fromhex(hexc), suite=_suite(scheme), party=party
         )
     except (MpcError, ValueError) as e:
         raise Blame(f"party {party}: bad commitments: {e}", (party,)) from None
@@ -123,10 +119,7 @@ def frost_signing_package(
     """RFC 9591 section 5.2 (coordinator): the signing package over each signer's
     commitments, already decoded and checked by :func:`frost_commitments`. Its encoding
     carries them byte for byte as each node published them (canonical encodings)."""
-    if any(
-        c.suite is not frost.ciphersuite(_SUITE[scheme]) or c.identifier != p
-        for p, c in commitments.items()
-    ):
+    if any(c.suite is not _suite(scheme) or c.identifier != p for p, c in commitments.items()):
         raise Blame(
             "commitments of another suite or party",
             tuple(p for p, c in commitments.items() if c.identifier != p),
@@ -148,7 +141,7 @@ def frost_aggregate(
     single-key verifier of the scheme (libsodium's Ed25519, :func:`mpc.bip340.verify`) under
     the group key, which :func:`public_key_package` checked equals ``public_key``; a
     second, identical verification here would only repeat it."""
-    suite = frost.ciphersuite(_SUITE[scheme])
+    suite = _suite(scheme)
     public = _pkp_cached(scheme, public_key, tuple(sorted(verifying_shares.items())), t)
     if package.message != msg or package.suite is not suite:
         raise ValueError("signing package is not for this message and scheme")
@@ -211,19 +204,3 @@ def ecdsa_combine(
         raise Blame(str(e), (e.party,) if e.party else tuple(decoded)) from None
     out = sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big")
     return out, sig.recovery_id
-
-
-def verify(scheme: str, public_key: bytes, msg: bytes, signature: bytes) -> bool:
-    """Verify as a plain single-key signature of the scheme."""
-    if scheme in _SUITE:
-        return bool(frost.verify(frost.ciphersuite(_SUITE[scheme]), msg, signature, public_key))
-    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-    return bool(
-        dkls23.verify_signature(
-            dkls23.EcdsaSignature(r, s, 0), msg, SECP256K1.decode_point(public_key)
-        )
-    ) or bool(
-        dkls23.verify_signature(
-            dkls23.EcdsaSignature(r, s, 1), msg, SECP256K1.decode_point(public_key)
-        )
-    )

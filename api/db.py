@@ -1,12 +1,13 @@
-"""Coordinator persistence: SQLAlchemy 2 models over SQLite (default) or PostgreSQL.
+"""Coordinator persistence: SQLAlchemy 2 models over SQLite (default) or PostgreSQL, the
+engine, and the group writer of the signing hot path. (The queries the routes make are in
+:mod:`api.repository`.)
 
 Only portable SQL is used: no SQLite-only pragmas outside :func:`make_engine`, JSON stored
-as text, times as timezone-aware UTC, booleans as booleans, claims of pool items by a
-conditional ``UPDATE ... WHERE used = false`` whose row count tells who won (works the same
-on PostgreSQL, where ``SELECT ... FOR UPDATE SKIP LOCKED`` can later replace it).
+as text, times as timezone-aware UTC, booleans as booleans.
 
 The coordinator stores no secret share: keys hold public material only (group public key
-and verifying shares), pools hold nonce *commitments* and presignature ids.
+and verifying shares). The preprocessing pools (nonce *commitments*, presignature ids) are
+held in memory only (:mod:`api.coordinator.pools`).
 """
 
 from __future__ import annotations
@@ -140,23 +141,6 @@ class IdempotencyRecord(Base):
     state: Mapped[str] = mapped_column(String(12))  # in_flight | done
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class PoolItem(Base):
-    """Preprocessed signing material handed out once: FROST nonce commitments of one node
-    (``kind='frost'``, ``party_id`` set) or a DKLs23 presignature of a participant set
-    (``kind='presig'``, ``participants`` set). Public data only."""
-
-    __tablename__ = "pool"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    key_id: Mapped[str] = mapped_column(ForeignKey("keys.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(8))
-    party_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    participants: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
-    ref: Mapped[str] = mapped_column(String(100))  # nonce_id / presignature_id
-    data: Mapped[str | None] = mapped_column(Text, nullable=True)  # hex commitments
-    used: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -42,7 +42,7 @@ class Slot:
     """One claimed ``Idempotency-Key`` whose answer is still to be stored.
 
     The signing path stores the answer in the same transaction as the outcome
-    (:meth:`api.coordinator.Coordinator.finalize`) while ``attached`` (the POST is still
+    (:class:`api.coordinator.outcomes.OutcomeWriter`) while ``attached`` (the POST is still
     waiting); once the POST stops waiting it detaches and stores its 202 answer itself.
     ``response`` is set when the answer has been stored.
     """

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from nacl.signing import SigningKey
 
+from custody.domain import NodeStatus
 from custody.nodeauth import sign_headers
 
 
@@ -28,10 +29,9 @@ class NodeInfo:
     url: str
     sign_pk: str
     box_pk: str
-    status: str = "unknown"  # healthy | degraded | down | unknown
+    status: NodeStatus = "unknown"
     last_seen: float | None = None
     last_error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def eligible(self) -> bool:

@@ -13,24 +13,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from custody.models import ProblemModel
+
+__all__ = ["PROBLEM_MEDIA_TYPE", "TYPE_PREFIX", "Problem", "ProblemModel", "install"]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:tpwc:problem:"
 
 log = logging.getLogger("api.problems")
-
-
-class ProblemModel(BaseModel):
-    """The RFC 9457 members we emit; extension members (``errors``, ``culprits``...) allowed."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = None
 
 
 class Problem(Exception):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -32,7 +32,6 @@ class Settings:
     pool_interval: float = 0.5  # seconds between pool/health sweeps
     dev_allow_all: bool = False  # dev cluster: allow-all policy (policies arrive later)
     approval_ttl: float = 24 * 3600.0  # pending_approval requests expire after this
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -1,1 +1,9 @@
-"""Custody domain: keys, sign requests, policy, approvals, audit log, CLI and SDK client."""
+"""Custody domain and client side.
+
+``custody.domain`` (schemes, kinds, statuses, roles, id rules), ``custody.models`` (the
+public API models), ``custody.signing`` (the message each scheme signs), the SDK
+(``custody.client``), the ``custody`` CLI and the local dev cluster.
+
+May import: ``mpc`` (``custody.signing`` uses its canonical CBOR), never ``api`` or
+``signer_nodes``.
+"""

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
@@ -25,6 +25,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from custody.client import CustodyClient, CustodyError
+from custody.domain import SCHEMES, Kind, Scheme
+from custody.models import KeyOut
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="TP Wallet Custody: threshold-signing custody."
@@ -111,7 +113,7 @@ def up(
 
 @keys_app.command("create")
 def keys_create(
-    scheme: Annotated[str, typer.Argument(help="ed25519 | bip340 | ecdsa-secp256k1")],
+    scheme: Annotated[str, typer.Argument(help=" | ".join(SCHEMES))],
     threshold: Annotated[int, typer.Option("--threshold", "-t")] = 2,
     nodes: Annotated[list[str] | None, typer.Option("--node")] = None,
     cluster: ClusterOpt = None,
@@ -122,7 +124,7 @@ def keys_create(
     """Run a DKG among the nodes and show the new key."""
     with _client("admin", cluster, api_url, token) as c, console.status("running DKG"):
         try:
-            key = c.create_key(scheme, threshold, nodes)
+            key = c.create_key(cast(Scheme, scheme), threshold, nodes)  # the API checks it
         except CustodyError as e:
             raise _fail(e) from None
     _show_key(key, as_json)
@@ -142,17 +144,11 @@ def keys_list(
         except CustodyError as e:
             raise _fail(e) from None
     if as_json:
-        console.print_json(json.dumps(items))
+        console.print_json(json.dumps([k.model_dump(mode="json") for k in items]))
         return
     t = Table("id", "scheme", "t/n", "status", "public key")
     for k in items:
-        t.add_row(
-            k["id"],
-            k["scheme"],
-            f"{k['threshold']}/{len(k['nodes'])}",
-            k["status"],
-            k["public_key"] or "",
-        )
+        t.add_row(k.id, k.scheme, f"{k.threshold}/{len(k.nodes)}", k.status, k.public_key or "")
     console.print(t)
 
 
@@ -172,15 +168,16 @@ def keys_show(
             raise _fail(e) from None
 
 
-def _show_key(key: dict[str, Any], as_json: bool) -> None:
+def _show_key(key: KeyOut, as_json: bool) -> None:
+    doc = key.model_dump(mode="json")
     if as_json:
-        console.print_json(json.dumps(key))
+        console.print_json(json.dumps(doc))
         return
     t = Table(show_header=False)
     for f in ("id", "scheme", "threshold", "nodes", "status", "public_key"):
-        t.add_row(f, str(key.get(f)))
-    if key.get("error"):
-        t.add_row("error", str(key["error"].get("detail")))
+        t.add_row(f, str(doc.get(f)))
+    if key.error is not None:
+        t.add_row("error", str(key.error.detail))
     console.print(t)
 
 
@@ -198,21 +195,24 @@ def sign(
     """Ask for a signature and wait for it."""
     with _client("requester", cluster, api_url, token) as c, console.status("signing"):
         try:
-            r = c.sign(key_id, message, kind=kind, idempotency_key=idempotency_key)
+            r = c.sign(
+                key_id, message, kind=cast(Kind, kind), idempotency_key=idempotency_key
+            )  # the API checks the kind
         except CustodyError as e:
             raise _fail(e) from None
+    doc = r.model_dump(mode="json")
     if as_json:
-        console.print_json(json.dumps(r))
+        console.print_json(json.dumps(doc))
         return
     t = Table(show_header=False)
     for f in ("id", "status", "signature", "recovery_id", "signers"):
-        t.add_row(f, str(r.get(f)))
-    for b in r.get("blamed") or []:
-        t.add_row("blamed", f"{b['node_id']} (party {b['party_id']}): {b['reason']}")
-    if r.get("error"):
-        t.add_row("error", str(r["error"].get("detail")))
+        t.add_row(f, str(doc.get(f)))
+    for b in r.blamed:
+        t.add_row("blamed", f"{b.node_id} (party {b.party_id}): {b.reason}")
+    if r.error is not None:
+        t.add_row("error", str(r.error.detail))
     console.print(t)
-    if r["status"] != "signed":
+    if r.status != "signed":
         raise typer.Exit(1)
 
 
@@ -230,18 +230,12 @@ def nodes(
         except CustodyError as e:
             raise _fail(e) from None
     if as_json:
-        console.print_json(json.dumps(items))
+        console.print_json(json.dumps([n.model_dump(mode="json") for n in items]))
         return
     t = Table("id", "party", "url", "status", "last seen", "last error")
     for n in items:
-        t.add_row(
-            n["id"],
-            str(n["party_id"]),
-            n["url"],
-            n["status"],
-            str(n["last_seen"]),
-            n["last_error"] or "",
-        )
+        last_seen = n.model_dump(mode="json")["last_seen"]
+        t.add_row(n.id, str(n.party_id), n.url, n.status, str(last_seen), n.last_error or "")
     console.print(t)
 
 

@@ -1,31 +1,72 @@
-"""Python SDK for the coordinator API (httpx), sync and async.
+"""Python SDK for the coordinator API (httpx), sync and async, returning typed models.
 
     from custody.client import CustodyClient
     with CustodyClient("http://127.0.0.1:7100", token) as c:
         key = c.create_key("ed25519", threshold=2)
-        sr = c.sign(key["id"], b"hello")          # waits until signed/failed
-        bytes.fromhex(sr["signature"])
+        sr = c.sign(key.id, b"hello")          # waits until signed/failed
+        bytes.fromhex(sr.signature or "")
+
+Every resource is the pydantic model the API documents (:mod:`custody.models`:
+:class:`~custody.models.KeyOut`, :class:`~custody.models.SignRequestOut`, ...); every
+scheme, status and role is :mod:`custody.domain`'s. :class:`AsyncCustodyClient` has the
+same methods as :class:`CustodyClient`, awaitable (``list_*`` and :meth:`audit` are async
+iterators there).
 
 Every POST carries an ``Idempotency-Key`` (a fresh UUID unless you pass one, so a retry
 of the same logical call should pass the same key). Errors raise :class:`CustodyError`
-carrying the RFC 9457 problem document. Resources are plain dicts shaped like the API's
-JSON (see ``/openapi.json``).
+carrying the RFC 9457 problem document.
+
+May import: :mod:`custody.domain`, :mod:`custody.models`, httpx.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
-__all__ = ["CustodyError", "CustodyClient", "AsyncCustodyClient", "TERMINAL_SIGN", "load_cluster"]
+from custody.domain import (
+    TERMINAL_KEY_STATUSES,
+    TERMINAL_SIGN_STATUSES,
+    Kind,
+    Scheme,
+    SignStatus,
+)
+from custody.models import (
+    AuditList,
+    AuditOut,
+    AuditVerify,
+    Health,
+    KeyList,
+    KeyOut,
+    NodeList,
+    NodeOut,
+    Page,
+    Ready,
+    SignRequestList,
+    SignRequestOut,
+)
 
-TERMINAL_SIGN = ("signed", "rejected", "failed", "expired")
-TERMINAL_KEY = ("active", "failed")
+__all__ = [
+    "CustodyError",
+    "CustodyUnreachable",
+    "CustodyClient",
+    "AsyncCustodyClient",
+    "TERMINAL_SIGN",
+    "TERMINAL_KEY",
+    "load_cluster",
+]
+
+TERMINAL_SIGN = TERMINAL_SIGN_STATUSES
+TERMINAL_KEY = TERMINAL_KEY_STATUSES
+M = TypeVar("M", bound=BaseModel)
 
 
 class CustodyError(Exception):
@@ -75,26 +116,24 @@ class _AsyncTransport(httpx.AsyncHTTPTransport):
 
 def load_cluster(path: str) -> dict[str, Any]:
     """Read a ``cluster.json`` written by ``custody up``."""
-    import json
-    from pathlib import Path
-
     return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
 
 
-def _raise_for(r: httpx.Response) -> dict[str, Any]:
+def _parse(r: httpx.Response, model: type[M]) -> M:
+    """The answer as ``model``, or :class:`CustodyError` with the problem document."""
     try:
         doc = r.json()
     except ValueError:
         doc = {"title": "non-JSON answer", "detail": r.text[:200]}
     if r.status_code >= 400:
         raise CustodyError(r.status_code, doc if isinstance(doc, dict) else {"detail": doc})
-    return doc  # type: ignore[no-any-return]
+    return model.model_validate(doc)
 
 
 def _sign_body(
     key_id: str,
     message: bytes | str | None,
-    kind: str,
+    kind: Kind,
     payload: dict[str, Any] | None,
     extra: dict[str, Any],
 ) -> dict[str, Any]:
@@ -104,6 +143,22 @@ def _sign_body(
     if payload is not None:
         body["payload"] = payload
     return body
+
+
+def _key_body(scheme: Scheme, threshold: int, nodes: list[str] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"scheme": scheme, "threshold": threshold}
+    if nodes is not None:
+        body["nodes"] = nodes
+    return body
+
+
+def _params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _sign_waits(r: SignRequestOut) -> bool:
+    """Still worth polling: neither terminal nor parked for an approval."""
+    return r.status not in TERMINAL_SIGN and r.status != "pending_approval"
 
 
 class _Base:
@@ -137,106 +192,109 @@ class CustodyClient(_Base):
     def close(self) -> None:
         self.http.close()
 
-    def _get(self, path: str, **params: Any) -> dict[str, Any]:
-        return _raise_for(
-            self.http.get(path, params={k: v for k, v in params.items() if v is not None})
-        )
+    def _get(self, path: str, model: type[M], **params: Any) -> M:
+        return _parse(self.http.get(path, params=_params(params)), model)
 
-    def health(self) -> dict[str, Any]:
-        return self._get("/health")
+    def _pages(self, path: str, model: type[Page[M]], **params: Any) -> Iterator[M]:
+        cursor = None
+        while True:
+            page = self._get(path, model, cursor=cursor, **params)
+            yield from page.items
+            cursor = page.next_cursor
+            if not cursor:
+                return
 
-    def ready(self) -> dict[str, Any]:
-        return self._get("/ready")
+    def health(self) -> Health:
+        return self._get("/health", Health)
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return self._get("/v1/nodes")["items"]  # type: ignore[no-any-return]
+    def ready(self) -> Ready:
+        return self._get("/ready", Ready)
 
-    def enrol_node(self, node_id: str, url: str) -> dict[str, Any]:
-        return _raise_for(self.http.put(f"/v1/nodes/{node_id}", json={"url": url}))
+    def nodes(self) -> list[NodeOut]:
+        return self._get("/v1/nodes", NodeList).items
+
+    def enrol_node(self, node_id: str, url: str) -> NodeOut:
+        return _parse(self.http.put(f"/v1/nodes/{node_id}", json={"url": url}), NodeOut)
 
     def create_key(
         self,
-        scheme: str,
+        scheme: Scheme,
         threshold: int,
         nodes: list[str] | None = None,
         *,
         idempotency_key: str | None = None,
         wait: bool = True,
         timeout: float = 120.0,
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"scheme": scheme, "threshold": threshold}
-        if nodes is not None:
-            body["nodes"] = nodes
-        key = _raise_for(self.http.post("/v1/keys", json=body, headers=self._idem(idempotency_key)))
+    ) -> KeyOut:
+        """Run a DKG; with ``wait`` poll until the key is active or failed."""
+        key = _parse(
+            self.http.post(
+                "/v1/keys",
+                json=_key_body(scheme, threshold, nodes),
+                headers=self._idem(idempotency_key),
+            ),
+            KeyOut,
+        )
         deadline = time.monotonic() + timeout
-        while wait and key["status"] not in TERMINAL_KEY and time.monotonic() < deadline:
+        while wait and key.status not in TERMINAL_KEY and time.monotonic() < deadline:
             time.sleep(0.2)
-            key = self.get_key(key["id"])
+            key = self.get_key(key.id)
         return key
 
-    def get_key(self, key_id: str) -> dict[str, Any]:
-        return self._get(f"/v1/keys/{key_id}")
+    def get_key(self, key_id: str) -> KeyOut:
+        return self._get(f"/v1/keys/{key_id}", KeyOut)
 
-    def list_keys(self, limit: int = 50) -> Iterator[dict[str, Any]]:
-        yield from self._pages("/v1/keys", limit=limit)
+    def list_keys(self, limit: int = 50) -> Iterator[KeyOut]:
+        yield from self._pages("/v1/keys", KeyList, limit=limit)
 
     def sign(
         self,
         key_id: str,
         message: bytes | str | None = None,
         *,
-        kind: str = "raw",
+        kind: Kind = "raw",
         payload: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         wait: bool = True,
         timeout: float = 60.0,
         **extra: Any,
-    ) -> dict[str, Any]:
+    ) -> SignRequestOut:
         """Create a sign request; with ``wait`` poll until it is signed/failed/expired."""
-        r = _raise_for(
+        r = _parse(
             self.http.post(
                 "/v1/sign-requests",
                 json=_sign_body(key_id, message, kind, payload, extra),
                 headers=self._idem(idempotency_key),
-            )
+            ),
+            SignRequestOut,
         )
         deadline = time.monotonic() + timeout
         delay = 0.01
-        while (
-            wait
-            and r["status"] not in TERMINAL_SIGN
-            and r["status"] != "pending_approval"
-            and time.monotonic() < deadline
-        ):
+        while wait and _sign_waits(r) and time.monotonic() < deadline:
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
-            r = self.get_sign_request(r["id"])
+            r = self.get_sign_request(r.id)
         return r
 
-    def get_sign_request(self, request_id: str) -> dict[str, Any]:
-        return self._get(f"/v1/sign-requests/{request_id}")
+    def get_sign_request(self, request_id: str) -> SignRequestOut:
+        return self._get(f"/v1/sign-requests/{request_id}", SignRequestOut)
 
-    def list_sign_requests(self, limit: int = 50, **filters: Any) -> Iterator[dict[str, Any]]:
-        yield from self._pages("/v1/sign-requests", limit=limit, **filters)
+    def list_sign_requests(
+        self, limit: int = 50, *, status: SignStatus | None = None, key_id: str | None = None
+    ) -> Iterator[SignRequestOut]:
+        yield from self._pages(
+            "/v1/sign-requests", SignRequestList, limit=limit, status=status, key_id=key_id
+        )
 
-    def audit(self, limit: int = 100) -> Iterator[dict[str, Any]]:
-        yield from self._pages("/v1/audit", limit=limit)
+    def audit(self, limit: int = 100) -> Iterator[AuditOut]:
+        yield from self._pages("/v1/audit", AuditList, limit=limit)
 
-    def verify_audit(self) -> dict[str, Any]:
-        return self._get("/v1/audit/verify")
-
-    def _pages(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
-        cursor = None
-        while True:
-            page = self._get(path, cursor=cursor, **params)
-            yield from page["items"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+    def verify_audit(self) -> AuditVerify:
+        return self._get("/v1/audit/verify", AuditVerify)
 
 
 class AsyncCustodyClient(_Base):
-    """Asynchronous client (same methods, awaitable)."""
+    """Asynchronous client: the methods of :class:`CustodyClient`, awaitable."""
 
     def __init__(
         self,
@@ -262,85 +320,106 @@ class AsyncCustodyClient(_Base):
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def _get(self, path: str, **params: Any) -> dict[str, Any]:
-        return _raise_for(
-            await self.http.get(path, params={k: v for k, v in params.items() if v is not None})
-        )
+    async def _get(self, path: str, model: type[M], **params: Any) -> M:
+        return _parse(await self.http.get(path, params=_params(params)), model)
 
-    async def health(self) -> dict[str, Any]:
-        return await self._get("/health")
+    async def _pages(self, path: str, model: type[Page[M]], **params: Any) -> AsyncIterator[M]:
+        cursor = None
+        while True:
+            page = await self._get(path, model, cursor=cursor, **params)
+            for item in page.items:
+                yield item
+            cursor = page.next_cursor
+            if not cursor:
+                return
 
-    async def nodes(self) -> list[dict[str, Any]]:
-        return (await self._get("/v1/nodes"))["items"]  # type: ignore[no-any-return]
+    async def health(self) -> Health:
+        return await self._get("/health", Health)
+
+    async def ready(self) -> Ready:
+        return await self._get("/ready", Ready)
+
+    async def nodes(self) -> list[NodeOut]:
+        return (await self._get("/v1/nodes", NodeList)).items
+
+    async def enrol_node(self, node_id: str, url: str) -> NodeOut:
+        return _parse(await self.http.put(f"/v1/nodes/{node_id}", json={"url": url}), NodeOut)
 
     async def create_key(
         self,
-        scheme: str,
+        scheme: Scheme,
         threshold: int,
         nodes: list[str] | None = None,
         *,
         idempotency_key: str | None = None,
         wait: bool = True,
         timeout: float = 120.0,
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"scheme": scheme, "threshold": threshold}
-        if nodes is not None:
-            body["nodes"] = nodes
-        key = _raise_for(
-            await self.http.post("/v1/keys", json=body, headers=self._idem(idempotency_key))
+    ) -> KeyOut:
+        """Run a DKG; with ``wait`` poll until the key is active or failed."""
+        key = _parse(
+            await self.http.post(
+                "/v1/keys",
+                json=_key_body(scheme, threshold, nodes),
+                headers=self._idem(idempotency_key),
+            ),
+            KeyOut,
         )
         deadline = time.monotonic() + timeout
-        while wait and key["status"] not in TERMINAL_KEY and time.monotonic() < deadline:
+        while wait and key.status not in TERMINAL_KEY and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-            key = await self.get_key(key["id"])
+            key = await self.get_key(key.id)
         return key
 
-    async def get_key(self, key_id: str) -> dict[str, Any]:
-        return await self._get(f"/v1/keys/{key_id}")
+    async def get_key(self, key_id: str) -> KeyOut:
+        return await self._get(f"/v1/keys/{key_id}", KeyOut)
+
+    async def list_keys(self, limit: int = 50) -> AsyncIterator[KeyOut]:
+        async for k in self._pages("/v1/keys", KeyList, limit=limit):
+            yield k
 
     async def sign(
         self,
         key_id: str,
         message: bytes | str | None = None,
         *,
-        kind: str = "raw",
+        kind: Kind = "raw",
         payload: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         wait: bool = True,
         timeout: float = 60.0,
         **extra: Any,
-    ) -> dict[str, Any]:
-        r = _raise_for(
+    ) -> SignRequestOut:
+        """Create a sign request; with ``wait`` poll until it is signed/failed/expired."""
+        r = _parse(
             await self.http.post(
                 "/v1/sign-requests",
                 json=_sign_body(key_id, message, kind, payload, extra),
                 headers=self._idem(idempotency_key),
-            )
+            ),
+            SignRequestOut,
         )
         deadline = time.monotonic() + timeout
         delay = 0.01
-        while (
-            wait
-            and r["status"] not in TERMINAL_SIGN
-            and r["status"] != "pending_approval"
-            and time.monotonic() < deadline
-        ):
+        while wait and _sign_waits(r) and time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-            r = await self.get_sign_request(r["id"])
+            r = await self.get_sign_request(r.id)
         return r
 
-    async def get_sign_request(self, request_id: str) -> dict[str, Any]:
-        return await self._get(f"/v1/sign-requests/{request_id}")
+    async def get_sign_request(self, request_id: str) -> SignRequestOut:
+        return await self._get(f"/v1/sign-requests/{request_id}", SignRequestOut)
 
     async def list_sign_requests(
-        self, limit: int = 50, **filters: Any
-    ) -> AsyncIterator[dict[str, Any]]:
-        cursor = None
-        while True:
-            page = await self._get("/v1/sign-requests", cursor=cursor, limit=limit, **filters)
-            for item in page["items"]:
-                yield item
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        self, limit: int = 50, *, status: SignStatus | None = None, key_id: str | None = None
+    ) -> AsyncIterator[SignRequestOut]:
+        async for r in self._pages(
+            "/v1/sign-requests", SignRequestList, limit=limit, status=status, key_id=key_id
+        ):
+            yield r
+
+    async def audit(self, limit: int = 100) -> AsyncIterator[AuditOut]:
+        async for e in self._pages("/v1/audit", AuditList, limit=limit):
+            yield e
+
+    async def verify_audit(self) -> AuditVerify:
+        return await self._get("/v1/audit/verify", AuditVerify)

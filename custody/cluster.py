@@ -30,7 +30,6 @@ from typing import Any
 
 import httpx
 
-ROLES = ("admin", "requester", "approver", "auditor")
 DEFAULT_PORT = 7100
 
 

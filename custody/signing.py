@@ -8,6 +8,9 @@ A request is a JSON object::
 
     {"id": str, "key_id": str, "kind": "raw" | "payment" | "settlement", ...}
 
+``id`` and ``key_id`` follow the one id rule of :mod:`custody.domain` (1-40 characters of
+``[A-Za-z0-9._:-]``); schemes, kinds and what each scheme signs come from there too.
+
 ``raw``
     ``"message"``: lower-case hex. The message is those bytes. For
     ``ecdsa-secp256k1`` they must be exactly the 32-byte digest that is signed (the
@@ -38,16 +41,21 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from custody.domain import (
+    DIGEST_KINDS,
+    KINDS,
+    MAX_ID_LEN,
+    MAX_MESSAGE,
+    SCHEME_SPECS,
+    SCHEMES,
+    is_valid_id,
+)
 from mpc.wire import cbor_dumps
 
 __all__ = ["SCHEMES", "KINDS", "SignRequestError", "message_to_sign", "canonical_digest"]
 
-SCHEMES = ("ed25519", "bip340", "ecdsa-secp256k1")
-KINDS = ("raw", "payment", "settlement")
 DOMAIN = b"tpwc-sign-v1\x00"
-MAX_MESSAGE = 64 * 1024
 _HEX = re.compile(r"^(?:[0-9a-f]{2})*$")
-_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class SignRequestError(ValueError):
@@ -60,8 +68,9 @@ class SignRequestError(ValueError):
 
 def _text_id(request: Mapping[str, Any], name: str) -> str:
     value = request.get(name)
-    if not isinstance(value, str) or not _ID.match(value):
-        raise SignRequestError("must be 1-128 characters of [A-Za-z0-9._:-]", field=name)
+    if not is_valid_id(value):
+        raise SignRequestError(f"must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9._:-]", field=name)
+    assert isinstance(value, str)
     return value
 
 
@@ -101,7 +110,7 @@ def _check_json(value: Any, path: str, depth: int = 0) -> None:
 def canonical_digest(request: Mapping[str, Any]) -> bytes:
     """The 32-byte digest of a ``payment`` or ``settlement`` request (see module docstring)."""
     kind = request.get("kind")
-    if kind not in ("payment", "settlement"):
+    if kind not in DIGEST_KINDS:
         raise SignRequestError("must be 'payment' or 'settlement'", field="kind")
     payload = request.get("payload")
     if not isinstance(payload, dict) or not payload:
@@ -132,10 +141,8 @@ def message_to_sign(scheme: str, request: Mapping[str, Any]) -> bytes:
         raise SignRequestError(f"must be one of {list(KINDS)}", field="kind")
     if kind == "raw":
         msg = _hex(request.get("message"), "message")
-        if scheme == "ecdsa-secp256k1" and len(msg) != 32:
+        if SCHEME_SPECS[scheme].raw_message == "digest32" and len(msg) != 32:
             raise SignRequestError("ECDSA signs a 32-byte digest", field="message")
-        if not msg and scheme == "ecdsa-secp256k1":
-            raise SignRequestError("empty", field="message")
         return msg
     digest = canonical_digest(request)
     if "message" in request and _hex(request["message"], "message") != digest:

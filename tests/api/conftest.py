@@ -10,9 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import ROLES, create_credential
+from api.auth import create_credential
 from api.db import Key
 from api.settings import Settings
+from custody.domain import ROLES
 from mpc.groups import SECP256K1
 
 

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import inspect
+
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from custody.client import AsyncCustodyClient, CustodyClient, CustodyError
+from custody.models import KeyOut, SignRequestOut
 
 
 def test_sync_client(api) -> None:  # noqa: ANN001
     kid = api.add_key("ed25519")
     with CustodyClient("http://testserver", api.tokens["requester"], http=TestClient(api.app)) as c:
         sr = c.sign(kid, b"\x01\x02", idempotency_key="sdk-1")
-        assert sr["status"] == "pending_approval" and sr["message"] == "0102"
-        assert c.sign(kid, b"\x01\x02", idempotency_key="sdk-1")["id"] == sr["id"]
-        assert [r["id"] for r in c.list_sign_requests(limit=1)] == [sr["id"]]
-        assert c.get_key(kid)["public_key"]
+        assert isinstance(sr, SignRequestOut)
+        assert sr.status == "pending_approval" and sr.message == "0102"
+        assert c.sign(kid, b"\x01\x02", idempotency_key="sdk-1").id == sr.id
+        assert [r.id for r in c.list_sign_requests(limit=1)] == [sr.id]
+        assert [r.id for r in c.list_sign_requests(status="signed")] == []
+        key = c.get_key(kid)
+        assert isinstance(key, KeyOut) and key.public_key and key.scheme == "ed25519"
+        assert [k.id for k in c.list_keys()] == [kid]
         with pytest.raises(CustodyError) as e:
             c.create_key("ed25519", 2)
         assert e.value.status == 403 and e.value.type.endswith("forbidden")
@@ -31,9 +38,11 @@ async def test_async_client(api) -> None:  # noqa: ANN001
     http = httpx.AsyncClient(transport=transport, base_url="http://testserver")
     async with AsyncCustodyClient("http://testserver", api.tokens["requester"], http=http) as c:
         sr = await c.sign(kid, "aa" * 8)
-        assert sr["status"] == "pending_approval"
-        assert (await c.get_sign_request(sr["id"]))["id"] == sr["id"]
-        assert [r["id"] async for r in c.list_sign_requests()] == [sr["id"]]
+        assert isinstance(sr, SignRequestOut) and sr.status == "pending_approval"
+        assert (await c.get_sign_request(sr.id)).id == sr.id
+        assert [r.id async for r in c.list_sign_requests()] == [sr.id]
+        assert [k.id async for k in c.list_keys()] == [kid]
+        assert (await c.health()).status == "ok"
 
 
 def _dead_url() -> str:
@@ -74,3 +83,30 @@ async def test_unreachable_coordinator_async() -> None:
     async with AsyncCustodyClient(_dead_url(), "t") as c:
         with pytest.raises(CustodyUnreachable):
             await c.health()
+
+
+def _public_methods(cls: type) -> dict[str, inspect.Signature]:
+    return {
+        name: inspect.signature(fn)
+        for name, fn in inspect.getmembers(cls, inspect.isfunction)
+        if not name.startswith("_")
+    }
+
+
+def test_async_client_has_the_sync_clients_methods() -> None:
+    """Same public methods, same parameters (names, kinds, defaults, annotations) and the
+    same results (an ``Iterator[X]`` of the sync client is an ``AsyncIterator[X]``); only
+    ``close`` is ``aclose``."""
+    sync, asyn = _public_methods(CustodyClient), _public_methods(AsyncCustodyClient)
+    assert set(sync) - {"close"} == set(asyn) - {"aclose"}
+    assert len(sync) >= 12
+    for name, sig in sync.items():
+        if name == "close":
+            continue
+        other = asyn[name]
+        assert list(sig.parameters.values()) == list(other.parameters.values()), name
+        want = str(sig.return_annotation).replace("Iterator[", "AsyncIterator[")
+        assert str(other.return_annotation) == want, name
+        assert inspect.iscoroutinefunction(getattr(AsyncCustodyClient, name)) or (
+            inspect.isasyncgenfunction(getattr(AsyncCustodyClient, name))
+        ), name

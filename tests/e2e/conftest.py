@@ -9,6 +9,7 @@ import pytest
 
 from custody.client import CustodyClient
 from custody.cluster import Cluster, free_port_block
+from custody.models import KeyOut
 
 
 class Live:
@@ -19,12 +20,12 @@ class Live:
         self.admin = CustodyClient(doc["api_url"], creds["admin"])
         self.requester = CustodyClient(doc["api_url"], creds["requester"])
         self.auditor = CustodyClient(doc["api_url"], creds["auditor"])
-        self.keys: dict[str, dict] = {}
+        self.keys: dict[str, KeyOut] = {}
 
-    def key(self, scheme: str) -> dict:
+    def key(self, scheme: str) -> KeyOut:
         if scheme not in self.keys:
             k = self.admin.create_key(scheme, 2)
-            assert k["status"] == "active", k
+            assert k.status == "active", k
             self.keys[scheme] = k
         return self.keys[scheme]
 

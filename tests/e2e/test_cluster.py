@@ -21,6 +21,7 @@ from starlette.routing import Route
 from custody.client import AsyncCustodyClient
 from custody.cluster import free_port_block
 from custody.demo import verify_independently
+from custody.models import SignRequestOut
 from tests.e2e.conftest import Live
 
 SCHEMES = ["ed25519", "bip340", "ecdsa-secp256k1"]
@@ -34,19 +35,19 @@ def msg_for(scheme: str, i: int = 0) -> bytes:
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_sign_and_verify_independently(live: Live, scheme: str) -> None:
     key = live.key(scheme)
-    assert len(bytes.fromhex(key["public_key"])) == (33 if scheme == "ecdsa-secp256k1" else 32)
+    assert len(bytes.fromhex(key.public_key)) == (33 if scheme == "ecdsa-secp256k1" else 32)
     for i in range(3):
-        sr = live.requester.sign(key["id"], msg_for(scheme, i))
-        assert sr["status"] == "signed", sr
-        assert len(bytes.fromhex(sr["signature"])) == 64 and len(sr["signers"]) == 2
+        sr = live.requester.sign(key.id, msg_for(scheme, i))
+        assert sr.status == "signed", sr
+        assert len(bytes.fromhex(sr.signature)) == 64 and len(sr.signers) == 2
         ok, by = verify_independently(
-            scheme, key["public_key"], msg_for(scheme, i), sr["signature"], sr["recovery_id"]
+            scheme, key.public_key, msg_for(scheme, i), sr.signature, sr.recovery_id
         )
         assert ok, by
         if scheme == "ecdsa-secp256k1":
-            assert sr["recovery_id"] in (0, 1, 2, 3)
+            assert sr.recovery_id in (0, 1, 2, 3)
     # the audit chain holds every step and verifies
-    assert live.auditor.verify_audit()["ok"] is True
+    assert live.auditor.verify_audit().ok is True
 
 
 @pytest.mark.parametrize(
@@ -60,22 +61,20 @@ def test_concurrent_signatures_each_verify_independently(
     key = live.key(scheme)
     msgs = [msg_for(scheme, 1000 + i) for i in range(conc)]
 
-    async def run() -> list[dict]:
+    async def run() -> list[SignRequestOut]:
         async with AsyncCustodyClient(
             live.doc["api_url"], live.doc["credentials"]["requester"]
         ) as c:
-            return list(await asyncio.gather(*(c.sign(key["id"], m) for m in msgs)))
+            return list(await asyncio.gather(*(c.sign(key.id, m) for m in msgs)))
 
     out = asyncio.run(run())
-    assert [sr["status"] for sr in out] == ["signed"] * conc, out
-    assert len({sr["signature"] for sr in out}) == conc
+    assert [sr.status for sr in out] == ["signed"] * conc, out
+    assert len({sr.signature for sr in out}) == conc
     for m, sr in zip(msgs, out, strict=True):
-        ok, by = verify_independently(
-            scheme, key["public_key"], m, sr["signature"], sr["recovery_id"]
-        )
+        ok, by = verify_independently(scheme, key.public_key, m, sr.signature, sr.recovery_id)
         assert ok, (by, sr)
     # the audit chain, written by group commits of many signatures each, still verifies
-    assert live.auditor.verify_audit()["ok"] is True
+    assert live.auditor.verify_audit().ok is True
 
 
 class GarbageProxy:
@@ -142,24 +141,24 @@ def test_garbage_node_is_blamed_and_routed_around(live: Live, mode: str) -> None
             # its commitment pool behind the proxy is refilled: sign until it is picked and
             # blamed (at most 40 tries, a few seconds), checking every signature on the way.
             for i in range(40):
-                sr = live.requester.sign(key["id"], b"garbage %s %d" % (mode.encode(), i))
-                assert sr["status"] == "signed", sr
-                assert 2 not in sr["signers"] or not sr["blamed"]
+                sr = live.requester.sign(key.id, b"garbage %s %d" % (mode.encode(), i))
+                assert sr.status == "signed", sr
+                assert 2 not in sr.signers or not sr.blamed
                 ok, _ = verify_independently(
                     "ed25519",
-                    key["public_key"],
+                    key.public_key,
                     b"garbage %s %d" % (mode.encode(), i),
-                    sr["signature"],
+                    sr.signature,
                     None,
                 )
                 assert ok
-                blamed += sr["blamed"]
+                blamed += sr.blamed
                 if blamed and i >= 7:
                     break
                 time.sleep(0.05)
             assert blamed, "node-2 was never picked in 40 tries"
-            assert {b["node_id"] for b in blamed} == {"node-2"}
-            assert all(b["party_id"] == 2 for b in blamed)
+            assert {b.node_id for b in blamed} == {"node-2"}
+            assert all(b.party_id == 2 for b in blamed)
         finally:
             live.admin.enrol_node("node-2", real)
 
@@ -172,29 +171,29 @@ def test_killed_node_is_routed_around_and_reported(live: Live, scheme: str) -> N
     try:
         blamed = []
         for i in range(6):  # right after the kill: the coordinator may still pick node-3
-            sr = live.requester.sign(key["id"], msg_for(scheme, 100 + i))
-            assert sr["status"] == "signed", sr
-            assert 3 not in sr["signers"]
+            sr = live.requester.sign(key.id, msg_for(scheme, 100 + i))
+            assert sr.status == "signed", sr
+            assert 3 not in sr.signers
             ok, by = verify_independently(
                 scheme,
-                key["public_key"],
+                key.public_key,
                 msg_for(scheme, 100 + i),
-                sr["signature"],
-                sr["recovery_id"],
+                sr.signature,
+                sr.recovery_id,
             )
             assert ok, by
-            blamed += sr["blamed"]
-        assert {b["node_id"] for b in blamed} <= {name}
+            blamed += sr.blamed
+        assert {b.node_id for b in blamed} <= {name}
         deadline = time.monotonic() + 5  # reported by blame at once, else by the health sweep
-        while (nodes := {n["id"]: n for n in live.auditor.nodes()})[name]["status"] != "down":
+        while (nodes := {n.id: n for n in live.auditor.nodes()})[name].status != "down":
             assert time.monotonic() < deadline, nodes[name]
             time.sleep(0.1)
-        assert nodes[name]["last_error"]
-        assert nodes["node-1"]["status"] == nodes["node-2"]["status"] == "healthy"
+        assert nodes[name].last_error
+        assert nodes["node-1"].status == nodes["node-2"].status == "healthy"
     finally:
         live.cluster.start_node(3)
         deadline = time.monotonic() + 30
-        while {n["id"]: n for n in live.auditor.nodes()}[name]["status"] != "healthy":
+        while {n.id: n for n in live.auditor.nodes()}[name].status != "healthy":
             assert time.monotonic() < deadline, "node-3 did not come back"
             time.sleep(0.2)
 

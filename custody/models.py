@@ -1,21 +1,83 @@
-"""Request and response bodies of the public API (pydantic v2; drive the OpenAPI document)."""
+"""The public API models (pydantic v2): request and response bodies of the coordinator API.
+
+The coordinator's routes declare them (so they drive its OpenAPI document) and the SDK
+(:mod:`custody.client`) returns them, so an integrator gets the same typed objects the
+service documents. Every scheme, status, kind and id rule comes from :mod:`custody.domain`.
+
+May import: :mod:`custody.domain`, pydantic.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.problems import ProblemModel
+from custody.domain import (
+    ID_PATTERN,
+    MAX_ID_LEN,
+    MAX_MESSAGE,
+    KeyStatus,
+    Kind,
+    NodeStatus,
+    Scheme,
+    SignStatus,
+)
 
-Scheme = Literal["ed25519", "bip340", "ecdsa-secp256k1"]
-SCHEMES: tuple[str, ...] = ("ed25519", "bip340", "ecdsa-secp256k1")
-Kind = Literal["raw", "payment", "settlement"]
-KeyStatus = Literal["pending", "active", "failed"]
-SignStatus = Literal["pending_approval", "signing", "signed", "rejected", "failed", "expired"]
-HEX = r"^(?:[0-9a-fA-F]{2})*$"
-MAX_MESSAGE_HEX = 2 * 64 * 1024
+__all__ = [
+    "HEX_PATTERN",
+    "MAX_MESSAGE_HEX",
+    "Id",
+    "ProblemModel",
+    "Health",
+    "Ready",
+    "NodeEnrol",
+    "NodeOut",
+    "NodeList",
+    "KeyCreate",
+    "KeyOut",
+    "KeyList",
+    "SignRequestCreate",
+    "Blame",
+    "SignRequestOut",
+    "SignRequestList",
+    "AuditOut",
+    "AuditList",
+    "AuditVerify",
+    "Page",
+]
+
+HEX_PATTERN = r"^(?:[0-9a-fA-F]{2})*$"
+MAX_MESSAGE_HEX = 2 * MAX_MESSAGE
+Id = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_ID_LEN,
+        pattern=ID_PATTERN,
+        description=f"1-{MAX_ID_LEN} characters of [A-Za-z0-9._:-]",
+    ),
+]
+T = TypeVar("T")
+
+
+class ProblemModel(BaseModel):
+    """The RFC 9457 members we emit; extension members (``errors``, ``culprits``...) allowed."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: pass ``next_cursor`` back as ``cursor`` for the next one."""
+
+    items: list[T]
+    next_cursor: str | None
 
 
 class Health(BaseModel):
@@ -56,7 +118,7 @@ class NodeOut(BaseModel):
     id: str
     party_id: int
     url: str
-    status: str = Field(description="healthy | degraded | down | unknown")
+    status: NodeStatus = Field(description="healthy | degraded | down | unknown")
     last_seen: dt.datetime | None
     last_error: str | None
     sign_pk: str
@@ -93,9 +155,8 @@ class KeyOut(BaseModel):
     created_at: dt.datetime
 
 
-class KeyList(BaseModel):
-    items: list[KeyOut]
-    next_cursor: str | None
+class KeyList(Page[KeyOut]):
+    pass
 
 
 class SignRequestCreate(BaseModel):
@@ -103,12 +164,12 @@ class SignRequestCreate(BaseModel):
     which recompute the message from them (``custody.signing.message_to_sign``)."""
 
     model_config = ConfigDict(extra="allow")
-    key_id: str = Field(min_length=1, max_length=40)
+    key_id: Id
     kind: Kind
     message: str | None = Field(
         default=None,
         max_length=MAX_MESSAGE_HEX,
-        pattern=HEX,
+        pattern=HEX_PATTERN,
         description="hex; required for raw (ECDSA: a 32-byte digest); for payment and "
         "settlement optional, and if given must equal the payload digest",
     )
@@ -138,9 +199,8 @@ class SignRequestOut(BaseModel):
     expires_at: dt.datetime | None
 
 
-class SignRequestList(BaseModel):
-    items: list[SignRequestOut]
-    next_cursor: str | None
+class SignRequestList(Page[SignRequestOut]):
+    pass
 
 
 class AuditOut(BaseModel):
@@ -154,9 +214,8 @@ class AuditOut(BaseModel):
     hash: str
 
 
-class AuditList(BaseModel):
-    items: list[AuditOut]
-    next_cursor: str | None
+class AuditList(Page[AuditOut]):
+    pass
 
 
 class AuditVerify(BaseModel):

@@ -1,0 +1,21 @@
+"""Orchestration, one job per module; the coordinator never holds a share.
+
+=============== ===========================================================================
+``service``     :class:`Coordinator`: wires the parts, background sweeps, sign with a retry
+``registry``    node registry and health: enrolment, peers, picking, blame, marking down
+``relay``       session relay: drives :class:`mpc.relay.Relay` over HTTP (DKG, presign)
+``keys``        the DKG ceremony and agreement; the book of active keys
+``pools``       FROST commitment and ECDSA presignature pools and their refills
+``signers``     per-scheme signers (FROST, DKLs23 ECDSA): one attempt each
+``outcomes``    the outcome writer: result + audit entry in one transaction, fail closed
+``types``       values they pass each other (KeyInfo, SignResult, SessionFailed, ...)
+=============== ===========================================================================
+
+May import: ``api`` (db, nodes, crypto, audit, idempotency, problems, settings),
+``custody`` (domain, signing), ``mpc`` (through :mod:`api.crypto`, and :mod:`mpc.relay`).
+"""
+
+from api.coordinator.service import Coordinator
+from api.coordinator.types import KeyInfo, SessionFailed, SignResult
+
+__all__ = ["Coordinator", "KeyInfo", "SessionFailed", "SignResult"]

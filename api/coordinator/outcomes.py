@@ -1,0 +1,122 @@
+"""The outcome writer: a sign request's result, stored with its audit entry, fail closed.
+
+The outcome (signed with the signature, or failed with its problem) and its audit entry
+are one transaction through the group writer; while the POST still waits, its idempotent
+answer goes in the same transaction. If that transaction fails, the signature is not
+released: the request is marked failed without it (``audit-failed``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, bindparam
+
+from api import audit, idempotency
+from api.coordinator.types import SignResult, problem_doc
+from api.db import Database, SignRequest, utcnow
+
+log = logging.getLogger("api.coordinator")
+
+Answer = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+Job = Callable[[Connection], None]
+
+# Core statement built once for the signing hot path (parameters per call; the SET clause
+# is the columns named in the parameters).
+_REQUESTS = cast(Table, SignRequest.__table__)
+_UPDATE_REQUEST = _REQUESTS.update().where(_REQUESTS.c.id == bindparam("_rid"))
+
+
+class OutcomeWriter:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record(
+        self,
+        request_id: str,
+        key_id: str,
+        result: SignResult | None,
+        error: dict[str, Any] | None,
+        blamed: list[dict[str, Any]],
+        slot: idempotency.Slot | None = None,
+        answer: Answer | None = None,
+    ) -> None:
+        """Store the outcome (``result`` or ``error``); with ``slot`` and ``answer`` the
+        POST's idempotent answer, built by ``answer(changed columns)``, goes with it."""
+        outcome, fallback = _jobs(request_id, key_id, result, error, blamed, slot, answer)
+        try:
+            await self.db.write(outcome)
+        except Exception as e:
+            if slot is not None:
+                slot.response = None
+            log.error(
+                "audit write failed; signature withheld",
+                extra={"request_id": request_id, "err": type(e).__name__},
+            )
+            await self.db.write(fallback)
+
+
+def _jobs(
+    request_id: str,
+    key_id: str,
+    result: SignResult | None,
+    error: dict[str, Any] | None,
+    blamed: list[dict[str, Any]],
+    slot: idempotency.Slot | None,
+    answer: Answer | None,
+) -> tuple[Job, Job]:
+    """Two database jobs: the outcome with its audit entry; and the fallback that marks
+    the request failed without the signature."""
+    now = utcnow()
+    if result is not None:
+        changes: dict[str, Any] = {
+            "status": "signed",
+            "signature": result.signature.hex(),
+            "recovery_id": result.recovery_id,
+            "signers": result.signers,
+            "error": None,
+        }
+    else:
+        changes = {"status": "failed", "error": error}
+    changes.update(updated_at=now, blamed=blamed)
+    withheld = {
+        "status": "failed",
+        "signature": None,
+        "recovery_id": None,
+        "updated_at": now,
+        "blamed": blamed,
+        "error": problem_doc(
+            "audit-failed", "Audit write failed", "the signature was withheld", 500
+        ),
+    }
+
+    def outcome(conn: Connection) -> None:
+        conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **changes})
+        if result is not None:
+            audit.append(
+                conn,
+                "coordinator",
+                "sign.signed",
+                request_id,
+                {
+                    "key_id": key_id,
+                    "signature": changes["signature"],
+                    "signers": changes["signers"],
+                    "blamed": blamed,
+                },
+            )
+        else:
+            audit.append(
+                conn, "coordinator", "sign.failed", request_id, {"error": error, "blamed": blamed}
+            )
+        if slot is not None and answer is not None and slot.own():
+            idempotency.store_answer(conn, slot, *answer(changes))
+
+    def fallback(conn: Connection) -> None:
+        conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **withheld})
+        if slot is not None and answer is not None and slot.own():
+            idempotency.store_answer(conn, slot, *answer(withheld))
+
+    return outcome, fallback

@@ -1,0 +1,262 @@
+"""Preprocessing pools: FROST nonce commitments per (key, node), ECDSA presignatures per key.
+
+They live in memory: a cache of public data. Losing them on restart only wastes the
+nodes' precomputation; single use is enforced durably by the nodes, and each item is
+handed out once here (popped from a deque inside one event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from api import crypto
+from api.coordinator.keys import KeyBook
+from api.coordinator.registry import NodeRegistry
+from api.coordinator.relay import SessionRelay
+from api.coordinator.types import Activity, KeyInfo, SessionFailed
+from api.nodes import NodeFailure, NodeInfo
+from api.settings import Settings
+from custody.domain import Scheme, SessionKind, spec
+from mpc import frost
+
+log = logging.getLogger("api.coordinator")
+
+IDLE_GRACE = 0.5  # seconds without a new signature before presign refills count as idle
+
+
+@dataclass(frozen=True)
+class Presignature:
+    """A DKLs23 presignature every participant reported alike (public part only)."""
+
+    id: str
+    parties: tuple[int, ...]
+    r_point: str  # hex instance point R
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """One node's nonce commitments (RFC 9591 section 5.1), decoded and checked on entry."""
+
+    nonce_id: str
+    commitments: frost.SigningCommitments
+
+
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
+
+
+class Pools:
+    """Keeps both pools topped up and hands out their items."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: NodeRegistry,
+        relay: SessionRelay,
+        keys: KeyBook,
+        activity: Activity,
+        spawn: Spawn,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.relay = relay
+        self.keys = keys
+        self.activity = activity
+        self._spawn = spawn
+        self._frost: dict[tuple[str, int], deque[Commitment]] = {}
+        self._presig: dict[str, deque[Presignature]] = {}
+        self._refilling: set[tuple[str, str, int]] = set()
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "frost_commitments": sum(len(q) for q in self._frost.values()),
+            "presignatures": sum(len(q) for q in self._presig.values()),
+        }
+
+    # -- handing out ------------------------------------------------------------------------
+    async def take_commitment(self, key: KeyInfo, node: NodeInfo) -> Commitment:
+        """One unused commitment of ``node`` for ``key`` (fetched now if the pool is dry)."""
+        q = self._frost.get((key.id, node.party_id))
+        if not q:
+            try:
+                await self._fetch_commitments(key, node, self.settings.frost_batch)
+            except NodeFailure as e:
+                if e.transport:
+                    self.registry.mark_down(node.party_id, e.detail)
+                raise SessionFailed(
+                    "commitment fetch failed",
+                    [(c, f"{e.reason}: {e.detail}") for c in e.culprits],
+                ) from None
+            q = self._frost[(key.id, node.party_id)]
+        return q.popleft()
+
+    async def take_presignature(self, key: KeyInfo, excluded: set[int]) -> Presignature:
+        """A pooled presignature whose participants are all healthy and not excluded (the
+        others stay for when their nodes are back), else a fresh presign session."""
+        q = self._presig.setdefault(key.id, deque())
+        for _ in range(len(q)):
+            item = q.popleft()
+            if all(p not in excluded and self.registry.eligible_party(p) for p in item.parties):
+                return item
+            q.append(item)
+        return await self.presign(key.id, self.registry.pick(key.nodes, key.threshold, excluded))
+
+    # -- refilling --------------------------------------------------------------------------
+    def top_up(self) -> None:
+        """Spawn a refill for every pool below its mark (at most one per pool at a time)."""
+        for key in self.keys.active():
+            if spec(key.scheme).is_frost:
+                for nid in key.nodes:
+                    n = self.registry.nodes.get(nid)
+                    if n is None or not n.eligible:
+                        continue
+                    q = self._frost.get((key.id, n.party_id))
+                    tag = ("frost", key.id, n.party_id)
+                    low = q is None or len(q) < self.settings.frost_low_water
+                    if low and tag not in self._refilling:
+                        self._spawn(self._refill_frost(key, n))
+            elif self.presig_wanted(self._presig.get(key.id)) and (
+                ("presig", key.id, 0) not in self._refilling
+            ):
+                self._spawn(self._refill_presig(key))
+
+    def presig_wanted(self, q: deque[Any] | None) -> bool:
+        """Refill a presignature pool below ``presig_target`` while no signature is in
+        flight, or at once below ``presig_low_water``: presign sessions cost far more CPU
+        than online signing, so they wait for a quiet moment unless the pool runs low."""
+        n = 0 if q is None else len(q)
+        a = self.activity
+        idle = not a.signing and time.monotonic() - a.last_sign > IDLE_GRACE
+        return n < self.settings.presig_low_water or (n < self.settings.presig_target and idle)
+
+    async def _refill_frost(self, key: KeyInfo, node: NodeInfo) -> None:
+        tag = ("frost", key.id, node.party_id)
+        self._refilling.add(tag)
+        try:
+            await self._fetch_commitments(key, node, self.settings.frost_batch)
+        except NodeFailure as e:
+            if e.transport:
+                self.registry.mark_down(node.party_id, e.detail)
+            log.warning("commitment refill failed", extra={"node": node.id, "err": e.detail})
+        finally:
+            self._refilling.discard(tag)
+
+    async def _fetch_commitments(self, key: KeyInfo, node: NodeInfo, count: int) -> None:
+        doc = await asyncio.wait_for(
+            self.registry.caller.call(
+                node, "POST", "/v1/frost/commitments", {"key_id": key.id, "count": count}
+            ),
+            self.settings.round_timeout,
+        )
+        items = doc.get("commitments")
+        if not isinstance(items, list):
+            raise NodeFailure(node, "garbage", "commitments is not a list")
+        for it in items:
+            if not (
+                isinstance(it, dict)
+                and isinstance(it.get("nonce_id"), str)
+                and isinstance(it.get("commitments"), str)
+            ):
+                raise NodeFailure(node, "garbage", "malformed commitment item")
+
+        def decode() -> list[Commitment]:
+            return [
+                Commitment(
+                    it["nonce_id"],
+                    crypto.frost_commitments(key.scheme, node.party_id, it["commitments"]),
+                )
+                for it in items
+            ]
+
+        # Checked once, here: point checks (~65 us per Ed25519 point) of a whole batch would
+        # stall the event loop, so they run in a worker thread (libsodium drops the GIL).
+        try:
+            decoded = await asyncio.to_thread(decode)
+        except crypto.Blame as e:
+            raise NodeFailure(node, "garbage", str(e)) from None
+        self._frost.setdefault((key.id, node.party_id), deque()).extend(decoded)
+
+    async def _refill_presig(self, key: KeyInfo) -> None:
+        """Fill the key's presignature pool up to ``presig_target``, running up to
+        ``presig_parallel`` presign sessions at once (each is a few sequential rounds, so
+        one at a time leaves the cores idle and a busy pool runs dry)."""
+        tag = ("presig", key.id, 0)
+        self._refilling.add(tag)
+        try:
+            q = self._presig.setdefault(key.id, deque())
+            while self.presig_wanted(q):
+                eligible = self.registry.eligible_of(key.nodes)
+                if len(eligible) < key.threshold:
+                    return
+                n = min(self.settings.presig_parallel, self.settings.presig_target - len(q))
+                res = await asyncio.gather(
+                    *(
+                        self.presign(key.id, random.sample(eligible, key.threshold))
+                        for _ in range(n)
+                    ),
+                    return_exceptions=True,
+                )
+                for r in res:
+                    if isinstance(r, Presignature):
+                        q.append(r)
+                    elif isinstance(r, SessionFailed):
+                        log.warning(
+                            "presign refill failed", extra={"key_id": key.id, "err": r.detail}
+                        )
+                    elif isinstance(r, BaseException):
+                        raise r
+                if not any(isinstance(r, Presignature) for r in res):
+                    return  # every session failed: the next sweep tries again
+        finally:
+            self._refilling.discard(tag)
+
+    async def presign(self, key_id: str, nodes: list[NodeInfo]) -> Presignature:
+        """One DKLs23 presign session; every party must report the same presignature id
+        and instance point ``R`` (hex), which the combiner then takes as given."""
+        parties = tuple(sorted(n.party_id for n in nodes))
+        kind: SessionKind = "ecdsa-presign"
+        scheme: Scheme = "ecdsa-secp256k1"
+        body = {
+            "session_id": secrets.token_hex(32),
+            "kind": kind,
+            "key_id": key_id,
+            "scheme": scheme,
+            "threshold": len(nodes),
+            "participants": list(parties),
+        }
+        results = await self.relay.run(nodes, body)
+        lacking = [
+            p
+            for p, r in results.items()
+            if not (
+                isinstance(r, dict)
+                and isinstance(r.get("R"), str)
+                and isinstance(r.get("presignature_id"), str)
+            )
+        ]
+        if lacking:
+            raise SessionFailed(
+                "presign result without presignature_id or R",
+                [(p, "garbage: presign result lacks R") for p in lacking],
+            )
+        ids = {(r["presignature_id"], r["R"]) for r in results.values()}
+        if len(ids) != 1:
+            raise SessionFailed(
+                "parties disagree on the presignature",
+                [(p, "inconsistent presign result") for p in parties],
+            )
+        pid, r_point = ids.pop()
+        try:
+            crypto.check_point(r_point)
+        except ValueError as e:
+            raise SessionFailed(
+                "presign result has a bad R", [(p, f"garbage: {e}") for p in parties]
+            ) from None
+        return Presignature(pid, parties, r_point)

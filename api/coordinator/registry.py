@@ -1,0 +1,206 @@
+"""Node registry and health: who is enrolled, who is healthy, whom to pick and blame.
+
+Enrolment reads a node's identity from its ``GET /health`` and pushes the peer list to
+every node; the health sweep and every failed call keep ``status`` current (a node failing
+a transport call is marked down at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from api import audit
+from api.coordinator.types import SessionFailed
+from api.db import Database, Node, utcnow
+from api.nodes import NodeCaller, NodeFailure, NodeInfo
+from api.problems import Problem
+from custody.domain import NodeStatus
+
+log = logging.getLogger("api.coordinator")
+
+
+class NodeRegistry:
+    """The enrolled nodes (in memory, mirrored in the ``nodes`` table) and their health."""
+
+    def __init__(self, db: Database, caller: NodeCaller) -> None:
+        self.db = db
+        self.caller = caller
+        self.nodes: dict[str, NodeInfo] = {}
+        self._last_seen_written: dict[str, float] = {}
+
+    def load(self) -> None:
+        with self.db.session() as s:
+            for n in s.scalars(select(Node)):
+                self.nodes[n.id] = NodeInfo(n.id, n.party_id, n.url, n.sign_pk, n.box_pk)
+
+    # -- health ---------------------------------------------------------------------------
+    async def check_health(self) -> None:
+        await asyncio.gather(*(self._check(n) for n in list(self.nodes.values())))
+
+    async def _check(self, node: NodeInfo) -> None:
+        before = node.status
+        try:
+            h = await self.caller.health(node)
+            node.status = "healthy" if h.get("status") == "ok" else "degraded"
+            node.last_error = None if node.status == "healthy" else f"hsm: {h.get('hsm')}"
+            node.last_seen = time.time()
+        except NodeFailure as e:
+            node.status = "down"
+            node.last_error = e.detail
+        now = time.time()
+        if before != node.status or now - self._last_seen_written.get(node.id, 0) > 5:
+            self._last_seen_written[node.id] = now
+            self._persist(node)
+
+    def _persist(self, node: NodeInfo) -> None:
+        with self.db.session() as s:
+            row = s.scalar(select(Node).where(Node.id == node.id))
+            if row is None:
+                return
+            row.status = node.status
+            row.last_error = node.last_error
+            if node.last_seen:
+                row.last_seen = dt.datetime.fromtimestamp(node.last_seen, dt.UTC)
+
+    def mark_down(self, party: int, detail: str) -> None:
+        for n in self.nodes.values():
+            if n.party_id == party and n.status != "down":
+                n.status = "down"
+                n.last_error = detail
+                self._persist(n)
+
+    @property
+    def healthy(self) -> int:
+        return sum(n.eligible for n in self.nodes.values())
+
+    def by_party(self, party: int) -> NodeInfo | None:
+        for n in self.nodes.values():
+            if n.party_id == party:
+                return n
+        return None
+
+    def eligible_party(self, party: int) -> bool:
+        n = self.by_party(party)
+        return n is not None and n.eligible
+
+    def by_party_order(self) -> list[str]:
+        """Enrolled node ids by party id (the default share holders of a new key)."""
+        return sorted(self.nodes, key=lambda n: self.nodes[n].party_id)
+
+    # -- picking and blame ------------------------------------------------------------------
+    def pick(self, node_ids: list[str], t: int, excluded: set[int]) -> list[NodeInfo]:
+        """``t`` healthy nodes of ``node_ids`` at random, none of ``excluded``, by party."""
+        eligible = [
+            self.nodes[n]
+            for n in node_ids
+            if n in self.nodes and self.nodes[n].eligible and self.nodes[n].party_id not in excluded
+        ]
+        if len(eligible) < t:
+            down = [n for n in node_ids if n not in self.nodes or not self.nodes[n].eligible]
+            raise SessionFailed(
+                f"only {len(eligible)} healthy nodes for threshold {t} (unavailable: {down})", []
+            )
+        random.shuffle(eligible)
+        return sorted(eligible[:t], key=lambda n: n.party_id)
+
+    def eligible_of(self, node_ids: list[str]) -> list[NodeInfo]:
+        return [self.nodes[n] for n in node_ids if n in self.nodes and self.nodes[n].eligible]
+
+    def blame_entry(self, party: int, reason: str) -> dict[str, Any]:
+        """A ``Blame`` as stored on a key or sign request."""
+        n = self.by_party(party)
+        return {"node_id": n.id if n else None, "party_id": party, "reason": reason[:300]}
+
+    def failure_blame(
+        self, p: int, r: object, *, timeout_marks_down: bool
+    ) -> list[tuple[int, str]] | None:
+        """The blame for party ``p``'s fan-out result ``r``, or None when ``r`` is an answer.
+
+        A failed call blames the culprits it names (and marks the node down when the
+        transport failed); a timeout blames ``p``; any other exception is re-raised."""
+        if isinstance(r, NodeFailure):
+            if r.transport:
+                self.mark_down(p, r.detail)
+            return [(c, f"{r.reason}: {r.detail}") for c in r.culprits]
+        if isinstance(r, TimeoutError):
+            if timeout_marks_down:
+                self.mark_down(p, "timeout")
+            return [(p, "timeout")]
+        if isinstance(r, BaseException):
+            raise r
+        return None
+
+    # -- enrolment ----------------------------------------------------------------------------
+    async def enrol(self, node_id: str, url: str, actor: str) -> NodeInfo:
+        """Fetch the node's identity from its /health, store it, push peers to every node."""
+        probe = NodeInfo(node_id, 0, url, "", "")
+        try:
+            h = await self.caller.health(probe)
+        except NodeFailure as e:
+            raise Problem(502, "node-unreachable", "Node unreachable", e.detail) from None
+        if h.get("node_id") != node_id:
+            raise Problem(
+                409,
+                "node-id-mismatch",
+                "Node id mismatch",
+                f"the node at {url} says it is {h.get('node_id')!r}",
+            )
+        try:
+            party = int(h["party_id"])
+            sign_pk, box_pk = str(h["sign_pk"]), str(h["box_pk"])
+            bytes.fromhex(sign_pk), bytes.fromhex(box_pk)
+        except (KeyError, ValueError, TypeError):
+            raise Problem(
+                502, "node-garbage", "Node answered garbage", "health lacks party_id/sign_pk/box_pk"
+            ) from None
+        with self.db.session() as s:
+            clash = s.scalar(select(Node).where(Node.party_id == party, Node.id != node_id))
+            if clash is not None:
+                raise Problem(
+                    409,
+                    "party-id-taken",
+                    "Party id taken",
+                    f"party {party} already belongs to {clash.id}",
+                )
+            row = s.scalar(select(Node).where(Node.id == node_id))
+            if row is None:
+                row = Node(id=node_id, party_id=party, url=url, sign_pk=sign_pk, box_pk=box_pk)
+                s.add(row)
+            row.url, row.party_id, row.sign_pk, row.box_pk = url, party, sign_pk, box_pk
+            status: NodeStatus = "healthy" if h.get("status") == "ok" else "degraded"
+            row.status = status
+            row.last_seen = utcnow()
+            audit.append(
+                s,
+                actor,
+                "node.enrol",
+                node_id,
+                {"url": url, "party_id": party, "sign_pk": sign_pk, "box_pk": box_pk},
+            )
+        info = NodeInfo(node_id, party, url, sign_pk, box_pk, status=status, last_seen=time.time())
+        self.nodes[node_id] = info
+        await self._push_peers()
+        return info
+
+    async def _push_peers(self) -> None:
+        peers = [
+            {"node_id": n.id, "party_id": n.party_id, "sign_pk": n.sign_pk, "box_pk": n.box_pk}
+            for n in sorted(self.nodes.values(), key=lambda n: n.party_id)
+        ]
+        results = await asyncio.gather(
+            *(
+                self.caller.call(n, "PUT", "/v1/peers", {"peers": peers})
+                for n in self.nodes.values()
+            ),
+            return_exceptions=True,
+        )
+        for r in results:
+            if isinstance(r, NodeFailure):
+                log.warning("peer push failed", extra={"node": r.node.id, "err": r.detail})

@@ -1,0 +1,165 @@
+"""The coordinator: wires its parts, runs the background sweeps, signs with one retry.
+
+The coordinator relays and aggregates; it never holds a share. Per signature it picks
+``t`` healthy nodes, bounds every call by ``round_timeout``, and on a node failure retries
+once on another subset without the blamed node. Aggregated signatures are verified before
+they are stored, and stored in the same transaction as their audit entry (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from sqlalchemy import select
+
+from api import audit, idempotency
+from api.coordinator.keys import KeyBook, KeyCeremony
+from api.coordinator.outcomes import Answer, OutcomeWriter
+from api.coordinator.pools import Pools
+from api.coordinator.registry import NodeRegistry
+from api.coordinator.relay import SessionRelay
+from api.coordinator.signers import signers_by_scheme
+from api.coordinator.types import Activity, KeyInfo, SessionFailed, SignResult, problem_doc
+from api.db import Database, SignRequest, utcnow
+from api.nodes import NodeCaller
+from api.settings import Settings
+from custody.signing import message_to_sign
+
+log = logging.getLogger("api.coordinator")
+
+SLOW_SWEEP = 1.0  # seconds between health checks, expiry and re-reading the active keys
+ATTEMPTS = 2  # a first attempt and one retry without the blamed
+
+
+class Coordinator:
+    """One coordinator: node registry, session relay, key book and ceremony, pools,
+    per-scheme signers, outcome writer, and the background tasks."""
+
+    def __init__(self, settings: Settings, db: Database, caller: NodeCaller) -> None:
+        self.settings = settings
+        self.db = db
+        self.caller = caller
+        self.registry = NodeRegistry(db, caller)
+        self.relay = SessionRelay(self.registry, settings.round_timeout)
+        self.keys = KeyBook(db)
+        self.ceremony = KeyCeremony(db, self.registry, self.relay)
+        self.activity = Activity()
+        self.pools = Pools(
+            settings, self.registry, self.relay, self.keys, self.activity, self.spawn
+        )
+        self.signers = signers_by_scheme(self.registry, self.pools, settings.round_timeout)
+        self.outcomes = OutcomeWriter(db)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, *, background: bool = True) -> None:
+        """Load the registry; with ``background`` run the sweeps (tests may skip them)."""
+        self.registry.load()
+        if background:
+            self._loop_task = asyncio.create_task(self._background())
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(
+            *self._tasks, *([self._loop_task] if self._loop_task else []), return_exceptions=True
+        )
+        await self.caller.aclose()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` as a task the coordinator cancels on stop."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _background(self) -> None:
+        """Pool top-ups every ``pool_interval``; health checks, request expiry and the list
+        of active keys at most every :data:`SLOW_SWEEP` (each is a database query or a
+        call per node: at a 0.2 s interval they cost as much as 30 signatures a second).
+        A node failing a call is marked down at once anyway."""
+        last_slow = -SLOW_SWEEP
+        while True:
+            try:
+                if time.monotonic() - last_slow >= SLOW_SWEEP:
+                    last_slow = time.monotonic()
+                    await self.registry.check_health()
+                    self.expire_requests()
+                    self.keys.forget_list()
+                self.pools.top_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background sweep failed")
+            await asyncio.sleep(self.settings.pool_interval)
+
+    # -- keys -----------------------------------------------------------------------------
+    async def run_dkg(self, key_id: str) -> None:
+        if await self.ceremony.run_dkg(key_id):
+            self.keys.forget_list()
+            self.pools.top_up()
+
+    # -- sign requests ----------------------------------------------------------------------
+    def expire_requests(self) -> None:
+        """Pending approvals past ``expires_at`` become ``expired`` (audited)."""
+        now = utcnow()
+        with self.db.session() as s:
+            rows = s.scalars(
+                select(SignRequest).where(
+                    SignRequest.status == "pending_approval", SignRequest.expires_at < now
+                )
+            ).all()
+            for r in rows:
+                r.status, r.updated_at = "expired", now
+                audit.append(s, "coordinator", "sign.expired", r.id, {})
+
+    async def run_sign(
+        self,
+        request_id: str,
+        body: dict[str, Any],
+        key: KeyInfo,
+        *,
+        answer: Answer | None = None,
+        slot: idempotency.Slot | None = None,
+    ) -> None:
+        """Sign one request: first attempt, then one retry on a subset without the blamed;
+        then store the outcome (with ``slot`` and ``answer``, the POST's idempotent answer
+        with it)."""
+        self.activity.signing += 1
+        self.activity.last_sign = time.monotonic()
+        try:
+            result, error, blamed = await self._attempts(request_id, key, body)
+            await self.outcomes.record(request_id, key.id, result, error, blamed, slot, answer)
+        finally:
+            self.activity.signing -= 1
+
+    async def _attempts(
+        self, request_id: str, key: KeyInfo, body: dict[str, Any]
+    ) -> tuple[SignResult | None, dict[str, Any] | None, list[dict[str, Any]]]:
+        signer = self.signers[key.scheme]
+        msg = message_to_sign(key.scheme, body)
+        blamed: list[dict[str, Any]] = []
+        excluded: set[int] = set()
+        error: dict[str, Any] | None = None
+        for _attempt in range(ATTEMPTS):
+            try:
+                return await signer.sign(key, body, msg, excluded), None, blamed
+            except SessionFailed as e:
+                for party, reason in e.blame:
+                    blamed.append(self.registry.blame_entry(party, reason))
+                    excluded.add(party)
+                error = problem_doc(
+                    "signing-failed", "Signing failed", e.detail, culprits=sorted(excluded)
+                )
+            except Exception as e:
+                log.exception("signing crashed", extra={"request_id": request_id})
+                error = problem_doc("signing-failed", "Signing failed", type(e).__name__, 500)
+                break
+        return None, error, blamed

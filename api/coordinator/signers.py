@@ -1,0 +1,158 @@
+"""Per-scheme signers: one attempt at a signature from ``t`` healthy share holders.
+
+:class:`FrostSigner` (Ed25519, BIP-340; RFC 9591): a pooled commitment per signer, the
+signing package, one round of signature shares, aggregate (verified inside
+:func:`mpc.frost.aggregate`). :class:`EcdsaSigner` (DKLs23): a presignature whose
+participants are healthy, one round of partials, combine (verified by libsecp256k1).
+Each sign item goes through the node's micro-batching sender; a failed item, a garbage
+answer or an invalid share raises :class:`SessionFailed` blaming its node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from api import crypto
+from api.coordinator.pools import Pools
+from api.coordinator.registry import NodeRegistry
+from api.coordinator.types import KeyInfo, SessionFailed, SignResult
+from api.nodes import NodeInfo
+from custody.domain import SCHEMES, Scheme, spec
+
+
+class Signer(Protocol):
+    async def sign(
+        self, key: KeyInfo, body: dict[str, Any], msg: bytes, excluded: set[int]
+    ) -> SignResult:
+        """One attempt; ``msg`` is :func:`custody.signing.message_to_sign` of ``body``."""
+        ...
+
+
+class _Fan:
+    def __init__(self, registry: NodeRegistry, round_timeout: float) -> None:
+        self.registry = registry
+        self.timeout = round_timeout
+
+    async def fan_sign(
+        self, calls: dict[int, tuple[NodeInfo, str, dict[str, Any]]], field: str
+    ) -> dict[int, bytes]:
+        """One sign item per node, each through that node's micro-batching sender
+        (:meth:`NodeCaller.sign_item`); a failed item blames as a failed call did."""
+        caller = self.registry.caller
+        res = await asyncio.gather(
+            *(
+                asyncio.wait_for(caller.sign_item(n, path, b), self.timeout)
+                for n, path, b in calls.values()
+            ),
+            return_exceptions=True,
+        )
+        out: dict[int, bytes] = {}
+        blame: list[tuple[int, str]] = []
+        for p, r in zip(calls, res, strict=True):
+            failed = self.registry.failure_blame(p, r, timeout_marks_down=True)
+            if failed is not None:
+                blame += failed
+                continue
+            assert isinstance(r, dict)  # not an exception here
+            try:
+                out[p] = bytes.fromhex(r[field])
+            except (KeyError, TypeError, ValueError):
+                blame.append((p, f"garbage: no hex {field!r}"))
+        if blame:
+            raise SessionFailed("signing round failed", blame)
+        return out
+
+
+class FrostSigner(_Fan):
+    def __init__(self, registry: NodeRegistry, pools: Pools, round_timeout: float) -> None:
+        super().__init__(registry, round_timeout)
+        self.pools = pools
+
+    async def sign(
+        self, key: KeyInfo, body: dict[str, Any], msg: bytes, excluded: set[int]
+    ) -> SignResult:
+        nodes = self.registry.pick(key.nodes, key.threshold, excluded)
+        commitments = {n.party_id: await self.pools.take_commitment(key, n) for n in nodes}
+        try:
+            package = crypto.frost_signing_package(
+                key.scheme, msg, {p: c.commitments for p, c in commitments.items()}
+            )
+        except crypto.Blame as e:
+            raise SessionFailed(str(e), [(c, "garbage commitments") for c in e.culprits]) from None
+        package_hex = package.to_bytes().hex()
+        calls = {
+            n.party_id: (
+                n,
+                "/v1/frost/sign-batch",
+                {
+                    "key_id": key.id,
+                    "nonce_id": commitments[n.party_id].nonce_id,
+                    "request": body,
+                    "signing_package": package_hex,
+                },
+            )
+            for n in nodes
+        }
+        shares = await self.fan_sign(calls, "signature_share")
+        try:
+            # in a worker thread: the curve arithmetic (libsodium / libsecp256k1) drops
+            # the GIL, so it runs beside the event loop instead of stalling it
+            sig = await asyncio.to_thread(
+                crypto.frost_aggregate,
+                key.scheme,
+                key.public_key,
+                key.verifying_shares,
+                key.threshold,
+                package,
+                shares,
+                msg,
+            )
+        except crypto.Blame as e:
+            raise SessionFailed(
+                str(e), [(c, "invalid signature share") for c in e.culprits]
+            ) from None
+        return SignResult(sig, None, sorted(shares))
+
+
+class EcdsaSigner(_Fan):
+    def __init__(self, registry: NodeRegistry, pools: Pools, round_timeout: float) -> None:
+        super().__init__(registry, round_timeout)
+        self.pools = pools
+
+    async def sign(
+        self, key: KeyInfo, body: dict[str, Any], msg: bytes, excluded: set[int]
+    ) -> SignResult:
+        pre = await self.pools.take_presignature(key, excluded)
+        nodes = [nd for p in pre.parties if (nd := self.registry.by_party(p)) is not None]
+        calls = {
+            n.party_id: (
+                n,
+                "/v1/ecdsa/sign-batch",
+                {"key_id": key.id, "presignature_id": pre.id, "request": body},
+            )
+            for n in nodes
+        }
+        partials = await self.fan_sign(calls, "partial")
+        try:
+            sig, recid = await asyncio.to_thread(
+                crypto.ecdsa_combine,
+                key.public_key,
+                pre.id,
+                pre.parties,
+                pre.r_point,
+                partials,
+                msg,
+            )
+        except crypto.Blame as e:
+            raise SessionFailed(str(e), [(c, "invalid partial") for c in e.culprits]) from None
+        return SignResult(sig, recid, sorted(partials))
+
+
+def signers_by_scheme(
+    registry: NodeRegistry, pools: Pools, round_timeout: float
+) -> dict[Scheme, Signer]:
+    """The signer of each scheme (FROST for the FROST schemes, DKLs23 for ECDSA)."""
+    frost = FrostSigner(registry, pools, round_timeout)
+    ecdsa = EcdsaSigner(registry, pools, round_timeout)
+    return {s: (frost if spec(s).is_frost else ecdsa) for s in SCHEMES}

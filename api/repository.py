@@ -1,0 +1,113 @@
+"""Persistence for the routes: every read and write a route makes, in one place.
+
+Routes never build a query; the coordinator's parts keep their own (they are the
+orchestration's persistence: health, DKG outcome, sign outcome). Writes that are audited
+append their audit entry in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, select, text
+
+from api import audit, idempotency
+from api.db import AuditEntry, Database, Key, Node, SignRequest
+from api.pagination import PageOf, paginate
+from custody.domain import Scheme, SignStatus
+
+_INSERT_REQUEST = cast(Table, SignRequest.__table__).insert()  # Core, built once (hot path)
+
+
+class Repository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def ping(self) -> None:
+        """Raises when the database does not answer."""
+        with self.db.session() as s:
+            s.execute(text("SELECT 1"))
+
+    # -- nodes ------------------------------------------------------------------------------
+    def nodes(self) -> Sequence[Node]:
+        with self.db.session() as s:
+            return s.scalars(select(Node).order_by(Node.party_id)).all()
+
+    def node(self, node_id: str) -> Node | None:
+        with self.db.session() as s:
+            return s.scalar(select(Node).where(Node.id == node_id))
+
+    # -- keys -------------------------------------------------------------------------------
+    def add_pending_key(
+        self, key_id: str, scheme: Scheme, threshold: int, nodes: list[str], actor: str
+    ) -> None:
+        with self.db.session() as s:
+            s.add(Key(id=key_id, scheme=scheme, threshold=threshold, nodes=nodes, status="pending"))
+            audit.append(
+                s,
+                actor,
+                "key.create",
+                key_id,
+                {"scheme": scheme, "threshold": threshold, "nodes": nodes},
+            )
+
+    def key(self, key_id: str) -> Key | None:
+        with self.db.session() as s:
+            return s.scalar(select(Key).where(Key.id == key_id))
+
+    def keys(self, limit: int, cursor: str | None) -> PageOf[Key]:
+        with self.db.session() as s:
+            return paginate(s, Key, select(Key), Key.seq, limit=limit, cursor=cursor)
+
+    # -- sign requests ------------------------------------------------------------------------
+    @staticmethod
+    def insert_sign_request(
+        conn: Connection,
+        row: dict[str, Any],
+        slot: idempotency.Slot,
+        fingerprint: str,
+        audit_data: dict[str, Any],
+    ) -> None:
+        """One transaction (a group-writer job): claim the Idempotency-Key, insert the
+        request, audit it. IntegrityError when the key is taken."""
+        idempotency.claim(conn, slot.credential_id, slot.key, fingerprint)
+        conn.execute(_INSERT_REQUEST, row)
+        audit.append(conn, slot.credential_id, "sign.request", row["id"], audit_data)
+
+    def sign_request(self, request_id: str) -> SignRequest | None:
+        with self.db.session() as s:
+            return s.scalar(select(SignRequest).where(SignRequest.id == request_id))
+
+    def sign_requests(
+        self,
+        limit: int,
+        cursor: str | None,
+        *,
+        status: SignStatus | None = None,
+        key_id: str | None = None,
+    ) -> PageOf[SignRequest]:
+        q = select(SignRequest)
+        if status is not None:
+            q = q.where(SignRequest.status == status)
+        if key_id is not None:
+            q = q.where(SignRequest.key_id == key_id)
+        with self.db.session() as s:
+            return paginate(s, SignRequest, q, SignRequest.seq, limit=limit, cursor=cursor)
+
+    # -- audit ------------------------------------------------------------------------------
+    def audit_entries(self, limit: int, cursor: str | None) -> PageOf[AuditEntry]:
+        with self.db.session() as s:
+            return paginate(
+                s,
+                AuditEntry,
+                select(AuditEntry),
+                AuditEntry.seq,
+                limit=limit,
+                cursor=cursor,
+                order="oldest",
+            )
+
+    def verify_audit(self) -> tuple[bool, int, int | None]:
+        with self.db.session() as s:
+            return audit.verify_chain(s)

@@ -1,0 +1,91 @@
+"""``/v1/keys``: threshold keys, created by DKG among the share holders."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from api.auth import AUTH_ERRORS
+from api.deps import Admin, CoordinatorDep, Cursor, IdempotencyKey, Reader, Repo, SettingsDep
+from api.idempotency import run_idempotent
+from api.problems import Problem, problem_responses
+from api.serializers import key_out
+from custody.domain import new_id
+from custody.models import KeyCreate, KeyList, KeyOut
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=KeyOut,
+    responses={
+        202: {"model": KeyOut, "description": "DKG still running"},
+        **problem_responses(*AUTH_ERRORS, 409, 422, 503),
+    },
+)
+async def create_key(
+    request: Request,
+    body: KeyCreate,
+    idempotency_key: IdempotencyKey,
+    c: CoordinatorDep,
+    repo: Repo,
+    settings: SettingsDep,
+    p: Admin,
+) -> JSONResponse:
+    """Create a threshold key by DKG among ``nodes`` (default: all enrolled)."""
+    registry = c.registry
+
+    async def handler() -> tuple[int, dict[str, Any]]:
+        node_ids = body.nodes if body.nodes is not None else registry.by_party_order()
+        if len(set(node_ids)) != len(node_ids):
+            raise Problem(422, "validation", "Request validation failed", "duplicate node ids")
+        unknown = [n for n in node_ids if n not in registry.nodes]
+        if unknown:
+            raise Problem(422, "unknown-node", "Unknown node", f"not enrolled: {unknown}")
+        if not 2 <= body.threshold <= len(node_ids):
+            raise Problem(
+                422,
+                "invalid-threshold",
+                "Invalid threshold",
+                f"need 2 <= threshold <= {len(node_ids)} nodes",
+            )
+        down = [n for n in node_ids if not registry.nodes[n].eligible]
+        if down:
+            raise Problem(
+                503,
+                "nodes-unavailable",
+                "Nodes unavailable",
+                f"a DKG needs every share holder; not healthy: {down}",
+            )
+        kid = new_id("key")
+        repo.add_pending_key(kid, body.scheme, body.threshold, node_ids, p.credential_id)
+        await asyncio.wait({c.spawn(c.run_dkg(kid))}, timeout=settings.sync_wait)
+        k = repo.key(kid)
+        assert k is not None
+        return (202 if k.status == "pending" else 201), key_out(k)
+
+    return await run_idempotent(request, p, idempotency_key, handler)
+
+
+@router.get("", response_model=KeyList, responses=problem_responses(*AUTH_ERRORS, 422))
+async def list_keys(
+    repo: Repo,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Keys, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    return repo.keys(limit, cursor).out(key_out)
+
+
+@router.get("/{key_id}", response_model=KeyOut, responses=problem_responses(*AUTH_ERRORS, 404))
+async def get_key(key_id: str, repo: Repo, _: Reader) -> dict[str, Any]:
+    k = repo.key(key_id)
+    if k is None:
+        raise Problem(404, "not-found", "Not found", f"no key {key_id!r}")
+    return key_out(k)

@@ -1,0 +1,187 @@
+"""``/v1/sign-requests``: ask for a signature, follow it to its outcome.
+
+A POST waits up to ``settings.sync_wait`` for the outcome and answers 201 when it is
+final, else 202 with the request as it stands (``pending_approval`` answers 202 at once).
+The Idempotency-Key is claimed in the request's own insert transaction, and the answer is
+stored with the outcome while the POST still waits (:mod:`api.idempotency`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+
+from api import idempotency
+from api.auth import AUTH_ERRORS
+from api.coordinator import Coordinator, KeyInfo
+from api.db import utcnow
+from api.deps import (
+    CoordinatorDep,
+    Cursor,
+    Db,
+    IdempotencyKey,
+    Reader,
+    Repo,
+    Requester,
+    SettingsDep,
+)
+from api.problems import Problem, problem_responses
+from api.serializers import sign_out
+from custody.domain import SignStatus, new_id
+from custody.models import Id, SignRequestCreate, SignRequestList, SignRequestOut
+from custody.signing import SignRequestError, message_to_sign
+
+router = APIRouter(prefix="/v1/sign-requests", tags=["signing"])
+Answer = tuple[int, dict[str, Any]]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=SignRequestOut,
+    responses={
+        202: {"model": SignRequestOut, "description": "awaiting approval or signing"},
+        **problem_responses(*AUTH_ERRORS, 404, 409, 422),
+    },
+)
+async def create_sign_request(
+    request: Request,
+    body: SignRequestCreate,
+    idempotency_key: IdempotencyKey,
+    c: CoordinatorDep,
+    repo: Repo,
+    db: Db,
+    settings: SettingsDep,
+    p: Requester,
+) -> JSONResponse:
+    """Ask for a signature. Raw: ed25519/bip340 sign the message bytes, ECDSA a 32-byte
+    digest. Payment/settlement: the nodes sign the digest of ``payload``
+    (``custody.signing``)."""
+    cred = p.credential_id
+    fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    rid = new_id("sr")
+    try:
+        k = c.keys.get(body.key_id)
+        canonical: dict[str, Any] = {
+            **(body.model_extra or {}),
+            "id": rid,
+            "key_id": body.key_id,
+            "kind": body.kind,
+        }
+        if body.message is not None:
+            canonical["message"] = body.message.lower()
+        try:
+            msg = message_to_sign(k.scheme, canonical)
+        except SignRequestError as e:
+            raise Problem(
+                422, "invalid-sign-request", "Invalid sign request", str(e), field=e.field
+            ) from None
+    except Problem:
+        # A key already used answers as before (replay, 409, 422) even for a bad request.
+        replayed = idempotency.existing(db, cred, idempotency_key, fp)
+        if replayed is not None:
+            return replayed
+        raise
+    if "message" not in canonical:
+        canonical["message"] = msg.hex()
+    status: SignStatus = "signing" if settings.dev_allow_all else "pending_approval"
+    now = utcnow()
+    row: dict[str, Any] = {
+        "id": rid,
+        "key_id": body.key_id,
+        "kind": body.kind,
+        "body": canonical,
+        "status": status,
+        "requested_by": cred,
+        "blamed": [],
+        "created_at": now,
+        "updated_at": now,
+        "expires_at": None
+        if status == "signing"
+        else now + dt.timedelta(seconds=settings.approval_ttl),
+        "signature": None,
+        "recovery_id": None,
+        "signers": None,
+        "error": None,
+    }
+    slot = idempotency.Slot(cred, idempotency_key)
+    audit_data = {
+        "key_id": body.key_id,
+        "kind": body.kind,
+        "digest": hashlib.sha256(msg).hexdigest(),
+        "policy": "allow-all (dev)" if status == "signing" else "approval",
+    }
+    try:
+        await db.write(lambda conn: repo.insert_sign_request(conn, row, slot, fp, audit_data))
+    except IntegrityError:
+        return idempotency.replay(db, cred, idempotency_key, fp)
+    try:
+        if status == "signing":
+            done = await _sign_and_wait(c, repo, settings.sync_wait, canonical, k, row, slot)
+            if isinstance(done, JSONResponse):
+                return done
+            out = done
+        else:
+            out = 202, sign_out(row)
+        await db.write(lambda conn: idempotency.store_answer(conn, slot, *out))
+    except BaseException:
+        if slot.response is None:
+            idempotency.release(db, cred, idempotency_key)
+        raise
+    return JSONResponse(out[1], status_code=out[0])
+
+
+async def _sign_and_wait(
+    c: Coordinator,
+    repo: Repo,
+    sync_wait: float,
+    canonical: dict[str, Any],
+    key: KeyInfo,
+    row: dict[str, Any],
+    slot: idempotency.Slot,
+) -> JSONResponse | Answer:
+    """Sign in the background and wait up to ``sync_wait``: the answer the outcome stored
+    (the usual case), else the answer still to store (the request as it stands)."""
+
+    def answer(changes: dict[str, Any]) -> Answer:
+        return 201, sign_out({**row, **changes})
+
+    task = c.spawn(c.run_sign(row["id"], canonical, key, answer=answer, slot=slot))
+    await asyncio.wait({task}, timeout=sync_wait)
+    if not task.done() and not slot.detach():
+        await task  # the outcome's transaction is storing the answer right now
+    if slot.response is not None:  # stored with the outcome
+        return JSONResponse(slot.response[1], status_code=slot.response[0])
+    slot.detach()
+    r = repo.sign_request(row["id"])
+    assert r is not None
+    return (201 if r.status in ("signed", "failed") else 202), sign_out(r)
+
+
+@router.get("", response_model=SignRequestList, responses=problem_responses(*AUTH_ERRORS, 422))
+async def list_sign_requests(
+    repo: Repo,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
+    status: Annotated[SignStatus | None, Query()] = None,
+    key_id: Annotated[Id | None, Query()] = None,
+) -> dict[str, Any]:
+    """Sign requests, newest first, optionally filtered; opaque cursor pagination."""
+    return repo.sign_requests(limit, cursor, status=status, key_id=key_id).out(sign_out)
+
+
+@router.get(
+    "/{request_id}", response_model=SignRequestOut, responses=problem_responses(*AUTH_ERRORS, 404)
+)
+async def get_sign_request(request_id: str, repo: Repo, _: Reader) -> dict[str, Any]:
+    r = repo.sign_request(request_id)
+    if r is None:
+        raise Problem(404, "not-found", "Not found", f"no sign request {request_id!r}")
+    return sign_out(r)

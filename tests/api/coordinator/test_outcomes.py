@@ -1,0 +1,37 @@
+"""api.coordinator.outcomes: a sign request's outcome is stored with its audit entry, or
+the signature is withheld."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import text
+
+from api.coordinator import SignResult
+from tests.api.test_sign_requests import post_sr
+
+
+def test_signature_withheld_when_audit_write_fails(dev_api) -> None:  # noqa: ANN001
+    kid = dev_api.add_key("ed25519")
+    sid = post_sr(dev_api, kid, "w").json()["id"]
+    with dev_api.app.state.db.session() as s:  # a real database failure: the table is gone
+        s.execute(text("DROP TABLE audit"))
+    outcomes = dev_api.app.state.coordinator.outcomes
+    asyncio.run(outcomes.record(sid, kid, SignResult(b"\x01" * 64, None, [1, 2]), None, []))
+    got = dev_api.client.get(f"/v1/sign-requests/{sid}", headers=dev_api.h("requester")).json()
+    assert got["status"] == "failed" and got["signature"] is None
+    assert got["error"]["type"].endswith("audit-failed")
+
+
+def test_outcome_is_stored_with_its_audit_entry(api) -> None:  # noqa: ANN001
+    kid = api.add_key("ed25519")
+    sid = post_sr(api, kid, "o").json()["id"]
+    outcomes = api.app.state.coordinator.outcomes
+    asyncio.run(outcomes.record(sid, kid, SignResult(b"\x02" * 64, None, [1, 3]), None, []))
+    got = api.client.get(f"/v1/sign-requests/{sid}", headers=api.h("requester")).json()
+    assert got["status"] == "signed" and got["signature"] == "02" * 64
+    assert got["signers"] == [1, 3]
+    items = api.client.get("/v1/audit", headers=api.h("auditor")).json()["items"]
+    assert items[-1]["action"] == "sign.signed" and items[-1]["data"]["key_id"] == kid
+    v = api.client.get("/v1/audit/verify", headers=api.h("auditor")).json()
+    assert v["ok"] is True

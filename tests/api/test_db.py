@@ -1,0 +1,104 @@
+"""api.db and api.audit on the signing hot path: group commit, grouped audit appends."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+
+from api import audit
+from api.db import AuditEntry, Database
+
+
+def _row(seq: int) -> dict:
+    return {
+        "seq": seq,
+        "at": "t",
+        "actor": "a",
+        "action": "x",
+        "subject": "s",
+        "data": {},
+        "prev_hash": "0" * 64,
+        "hash": f"{seq:064x}",
+    }
+
+
+async def test_group_writer_commits_queued_jobs_together_and_fails_one_alone(
+    tmp_path: Path,
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'w.db'}")
+    db.create_all()
+    gate = threading.Event()
+    try:
+        first = asyncio.ensure_future(db.write(lambda c: gate.wait(10)))
+        await asyncio.sleep(0.05)  # the writer thread now blocks inside the first batch
+
+        def add(seq: int):  # noqa: ANN202
+            return lambda c: c.execute(insert(AuditEntry).values(**_row(seq))).rowcount
+
+        def clash(c):  # noqa: ANN001, ANN202 - same seq as job 1: IntegrityError
+            return c.execute(insert(AuditEntry).values(**{**_row(1), "hash": "f" * 64}))
+
+        queued = [asyncio.ensure_future(db.write(add(i))) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        assert await asyncio.gather(*queued) == [1] * 5
+        assert (db.writer.batches, db.writer.jobs) == (2, 6)  # 5 queued jobs, one commit
+
+        gate.clear()
+        first = asyncio.ensure_future(db.write(lambda c: gate.wait(10)))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(db.write(add(i))) for i in (6, 7)]
+        bad = asyncio.ensure_future(db.write(clash))
+        queued.append(asyncio.ensure_future(db.write(add(8))))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        assert await asyncio.gather(*queued) == [1, 1, 1]
+        with pytest.raises(Exception, match="UNIQUE"):
+            await bad
+        with db.engine.connect() as c:
+            assert c.execute(
+                select(AuditEntry.seq).order_by(AuditEntry.seq)
+            ).scalars().all() == list(range(1, 9))
+    finally:
+        gate.set()
+        db.close()
+
+
+async def test_audit_appends_grouped_in_one_transaction_keep_the_chain(tmp_path: Path) -> None:
+    """Appends queued together share one transaction; each links to the one before it
+    (the chain head is read once per transaction), and a failed batch rerun alone still
+    links correctly."""
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    db.create_all()
+    gate = threading.Event()
+    try:
+        first = asyncio.ensure_future(db.write(lambda c: gate.wait(10)))
+        await asyncio.sleep(0.05)
+
+        def job(i: int, fail: bool = False):  # noqa: ANN202
+            def run(c):  # noqa: ANN001, ANN202
+                seq = audit.append(c, "t", "x", f"s{i}", {"i": i})
+                if fail:
+                    raise RuntimeError("job fails after its append")
+                return seq
+
+            return run
+
+        jobs = [asyncio.ensure_future(db.write(job(i, fail=i == 3))) for i in range(6)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        res = await asyncio.gather(*jobs, return_exceptions=True)
+        assert isinstance(res[3], RuntimeError)
+        assert sorted(r for r in res if isinstance(r, int)) == [1, 2, 3, 4, 5]
+        with db.session() as s:
+            assert audit.verify_chain(s) == (True, 5, None)
+    finally:
+        gate.set()
+        db.close()
