@@ -662,17 +662,8 @@ class Hsm:
         """The 32-byte Ed25519 public key of signing key ``name``."""
 
         def read(session: Any) -> bytes:
-            found = list(
-                session.get_objects(
-                    {
-                        Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-                        Attribute.LABEL: signing_key_label(name),
-                    }
-                )
-            )
-            if len(found) != 1:
-                raise self._no_signing_key(name, len(found))
-            return _ed25519_point(found[0][Attribute.EC_POINT])
+            public = self._find_signing_object(session, name, ObjectClass.PUBLIC_KEY)
+            return _ed25519_point(public[Attribute.EC_POINT])
 
         return self._run("signing_public_key", read)
 
@@ -684,17 +675,8 @@ class Hsm:
             for _ in range(2):
                 key = self._signing_keys.get(name)
                 if key is None:
-                    found = list(
-                        session.get_objects(
-                            {
-                                Attribute.CLASS: ObjectClass.PRIVATE_KEY,
-                                Attribute.LABEL: signing_key_label(name),
-                            }
-                        )
-                    )
-                    if len(found) != 1:
-                        raise self._no_signing_key(name, len(found))
-                    key = self._signing_keys[name] = found[0]
+                    key = self._find_signing_object(session, name, ObjectClass.PRIVATE_KEY)
+                    self._signing_keys[name] = key
                 try:
                     return bytes(key.sign(data, mechanism=Mechanism.EDDSA))
                 except _STALE_HANDLE:
@@ -703,6 +685,15 @@ class Hsm:
             raise self._no_signing_key(name, 0)
 
         return self._run("sign_ed25519", sign)
+
+    def _find_signing_object(self, session: Any, name: str, cls: ObjectClass) -> Any:
+        """The one public or private key object of signing key ``name``."""
+        found = list(
+            session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: signing_key_label(name)})
+        )
+        if len(found) != 1:
+            raise self._no_signing_key(name, len(found))
+        return found[0]
 
     def _no_signing_key(self, name: str, count: int) -> HsmError:
         what = "no" if count == 0 else f"{count}"
