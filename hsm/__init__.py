@@ -5,7 +5,10 @@ non-extractable AES-256 key that lives in a PKCS#11 token -- SoftHSM2 in dev and
 a hardware HSM in production. Sealing is AES-256-GCM performed *inside* the token
 (``CKM_AES_GCM``, PKCS#11 Current Mechanisms v2.40/v3.0; GCM per NIST SP 800-38D) with a
 fresh 96-bit random nonce and a 128-bit tag, and an AAD that binds purpose, key id, node
-id and share version (:func:`seal_aad`).
+id and share version (:func:`seal_aad`). The token also keeps non-extractable Ed25519
+signing keys (the coordinator's identity).
+
+May import: nothing of ours (only python-pkcs11 and the standard library).
 
 Quick use::
 
