@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import GUARDED_ZONE
+
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors"
 
@@ -60,6 +62,8 @@ def test_nothing_in_the_repository_reads_or_links_outside_it() -> None:
 
 def test_opening_a_file_beside_the_repository_fails_the_test() -> None:
     """tests/conftest.py's audit hook refuses any open of a sibling of the checkout."""
+    if GUARDED_ZONE is None:
+        pytest.skip("the checkout sits among system paths: the hook is off (see conftest)")
     beside = ROOT.parent / "shared" / "DESIGN.md"
     with pytest.raises(PermissionError, match="outside the repository"):
         beside.read_text()
