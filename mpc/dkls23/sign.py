@@ -6,7 +6,8 @@ Protocol 3.6 for party ``i`` among the signers ``P`` (|P| >= t):
 
 Round 1 (message independent)
     Sample instance key ``r_i`` and inversion mask ``phi_i``; ``R_i = r_i*G``; commit to
-    ``R_i``. ``sk_i = lambda_i * p(i)`` (Lagrange coefficient over ``P``). For every
+    ``R_i``; and (our addition, see below) a fresh contribution ``rho_i``.
+    ``sk_i = lambda_i * p(i)`` (Lagrange coefficient over ``P``). For every
     ``j != i``: start F_RVOLE with ``i`` as Bob, receiving the random ``chi_{i,j}``
     (:class:`~mpc.dkls23.mul.MulBob`, round 1 of the OT extension).
 Round 2 (message independent)
@@ -36,6 +37,29 @@ Output
     before it is returned (:func:`combine_signature`).
 
 Since ``sum u_i = r*phi`` and ``sum v_i = sk*phi``, ``s = (H(m) + r*sk) / r_inst``.
+
+Fresh context per run (issue 9, item 3; a departure from the paper, which assumes the
+session id unique). Protocol 3.6 and F_RVOLE (Functionality 3.5) take a unique ``sid``
+from outside; ours comes from the coordinator and is made unique only by the nodes' session
+tables, which a database restore rolls back. A repeated ``sid`` used to repeat the whole
+multiplication context of a pair, and a malicious peer could then solve for the other
+party's share (the attack is spelled out in :mod:`mpc.dkls23.mul`). So each party draws a
+fresh 32-byte ``rho_i`` per session in round 1 and sends it to every peer in its round-1
+message (field ``rho``, the OT-extension contribution it also uses as Bob). Bound in:
+
+* ``context = H(sid, key id, signer set)``: every hash below;
+* round 1: ``rho_i`` into ``i``'s column PRG and OT-extension check as Bob
+  (:func:`~mpc.dkls23.mul.ext_context`) and into ``i``'s commitment to ``R_i``;
+* rounds 2-3: ``pair_ctx = H(context, i, j, rho_i, rho_j)``
+  (:func:`~mpc.dkls23.mul.pair_context`) into both multiplications of the pair (pads,
+  derandomisation, the DKLs19 check), and echoed in round 2 (field ``pair_ctx``): the peer
+  refuses, naming the sender, a round 2 computed over any other view of the two
+  contributions (e.g. the peer's contribution of an earlier run with the same ``sid``),
+  before it uses anything in it. A contribution equal to the receiver's own (reflected) is
+  refused too, naming the sender.
+
+Rounds and the session interface are unchanged (a joint session id agreed in a message of
+its own, as public implementations do, would cost one more round).
 Deviation: Protocol 3.6 re-randomises the additive shares with a zero-sharing
 (``sk_i = lambda_i p(i) + zeta_i`` from F_Zero, as the public implementations do), sends
 ``pk_i = sk_i G`` and checks ``sum pk_j = pk``. Here ``sk_i = lambda_i p(i)`` and each party
@@ -56,7 +80,7 @@ import coincurve
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from mpc.dkls23.keygen import EcdsaKeyShare
-from mpc.dkls23.mul import MulAlice, MulBob, MulReply, OteExtension
+from mpc.dkls23.mul import RHO_BYTES, MulAlice, MulBob, MulReply, OteExtension, pair_context
 from mpc.dkls23.params import GROUP, Q, h
 from mpc.errors import DecodeError, NonceReuseError, ProtocolError, UsageError
 from mpc.groups import Point, Secp256k1Point
@@ -82,7 +106,11 @@ PROTOCOL_PRESIGN = "dkls23-presign"
 
 @dataclass(frozen=True)
 class PresignRound1(OteExtension):
-    """Protocol 3.6 round 1, to each peer ``j``: F_RVOLE as Bob, and the commitment to ``R_i``."""
+    """Protocol 3.6 round 1, to each peer ``j``: F_RVOLE as Bob, and the commitment to ``R_i``.
+
+    ``rho`` (from :class:`~mpc.dkls23.mul.OteExtension`) is the sender's fresh contribution
+    of this session, the same to every peer (module docstring, "Fresh context per run").
+    """
 
     com: bytes = raw(32)
 
@@ -92,7 +120,9 @@ class PresignRound2(MulReply):
     """Protocol 3.6 round 2, to each peer ``j``: F_RVOLE as Alice, decommitment, Gammas, psi.
 
     ``R`` and ``salt`` open the round-1 commitment; ``gu``, ``gv`` are ``Gamma^u_{i,j}``,
-    ``Gamma^v_{i,j}``; ``psi = phi_i - chi_{i,j}`` (zero allowed).
+    ``Gamma^v_{i,j}``; ``psi = phi_i - chi_{i,j}`` (zero allowed). ``pair_ctx`` is the
+    sender's ``pair_context(context, i, j, rho_i, rho_j)``, our addition: the receiver
+    checks it against its own before using the message (module docstring).
     """
 
     R: Point = point()
@@ -100,6 +130,7 @@ class PresignRound2(MulReply):
     gu: Point = point()
     gv: Point = point()
     psi: int = scalar(allow_zero=True)
+    pair_ctx: bytes = raw(32)
 
 
 _PARTIAL_FIELDS = frozenset({"sender", "pid", "R", "u", "w"})
@@ -118,9 +149,11 @@ def presignature_id_of(session_id: bytes, key_id: bytes, signers: Sequence[int])
     return h(b"DKLs23 presignature id", session_id, key_id, *sorted(signers))
 
 
-def _commit(sid: bytes, i: int, R: Point, salt: bytes) -> bytes:
-    """F_Com realised as a salted hash bound to session and sender (Protocol 3.6, round 1)."""
-    return h(b"DKLs23 commit R_i", sid, i, R.encode(), salt)
+def _commit(context: bytes, i: int, rho_i: bytes, R: Point, salt: bytes) -> bytes:
+    """F_Com as a salted hash (Protocol 3.6, round 1), bound to the session context, sender
+    and the sender's fresh ``rho_i`` (our addition: a commitment never repeats with the sid).
+    """
+    return h(b"DKLs23 commit R_i v2", context, i, rho_i, R.encode(), salt)
 
 
 def _x_of(R: Point) -> int:
@@ -255,6 +288,10 @@ class PresignSession(RoundSession[Presignature]):
         if GROUP.sum(list(self._pk.values())) != pub.group_public_key:
             raise UsageError("the signer set does not reconstruct the group key")
         self._sk = share.key.signing_share * lagrange_coefficient(GROUP, self.me, ids) % Q
+        # session context bound into every hash of the run (module docstring)
+        self._context = h(b"DKLs23 presign context", session_id, self.key_id, *ids)
+        self._rho = b""  # our fresh contribution, drawn in _start
+        self._rhos: dict[int, bytes] = {}  # the peers' contributions (round 1)
         self._bobs: dict[int, MulBob] = {}  # one F_RVOLE per peer with us as Bob, see _start
         self._r = 0
         self._phi = 0
@@ -267,17 +304,18 @@ class PresignSession(RoundSession[Presignature]):
         return "direct"
 
     def _start(self) -> list[Message]:
-        """Round 1: instance key, inversion mask, commitment, and F_RVOLE as Bob with each peer."""
+        """Round 1: contribution, instance key, mask, commitment, F_RVOLE as Bob with each peer."""
         rng = self._rng
+        self._rho = rho = rng(RHO_BYTES)
         self._bobs = {
-            j: MulBob(self.share.bob[j], self.session_id, alice=j, bob=self.me, rng=rng)
+            j: MulBob(self.share.bob[j], self._context, alice=j, bob=self.me, rho=rho, rng=rng)
             for j in self.others
         }
         self._r = GROUP.random_scalar(rng)
         self._phi = GROUP.random_scalar(rng)
         self._R = GROUP.base_mul(self._r)
         self._salt = rng(32)
-        com = _commit(self.session_id, self.me, self._R, self._salt)
+        com = _commit(self._context, self.me, rho, self._R, self._salt)
         out = []
         for j in self.others:
             first = PresignRound1(**_fields_of(self._bobs[j].round1()), com=com)
@@ -291,7 +329,11 @@ class PresignSession(RoundSession[Presignature]):
         return []
 
     def _round2(self, msgs: dict[int, Message]) -> list[Message]:
-        """Round 2: F_RVOLE as Alice with input (r_i, sk_i); decommit; Gamma's and psi."""
+        """Round 2: F_RVOLE as Alice with input (r_i, sk_i); decommit; Gamma's, psi, pair_ctx.
+
+        Each peer's ``rho_j`` is kept for round 3; a reflected one (equal to ours) is
+        refused by :meth:`MulAlice.round2`, naming the peer.
+        """
         out = []
         decoded = {
             j: decode_payload(PresignRound1, m.payload, group=GROUP, party=j)
@@ -300,9 +342,15 @@ class PresignSession(RoundSession[Presignature]):
         for j, p in decoded.items():
             self._com[j] = p.com
             alice = MulAlice(
-                self.share.alice[j], self.session_id, alice=self.me, bob=j, rng=self._rng
+                self.share.alice[j],
+                self._context,
+                alice=self.me,
+                bob=j,
+                rho=self._rho,
+                rng=self._rng,
             )
             reply, (cu, cv) = alice.round2(p, (self._r, self._sk))
+            self._rhos[j] = p.rho
             self._c[j] = (cu, cv)
             second = PresignRound2(
                 **_fields_of(reply),
@@ -311,6 +359,7 @@ class PresignSession(RoundSession[Presignature]):
                 gu=GROUP.base_mul(cu),
                 gv=GROUP.base_mul(cv),
                 psi=(self._phi - self._bobs[j].chi) % Q,
+                pair_ctx=pair_context(self._context, self.me, j, self._rho, p.rho),
             )
             out.append(self._msg(2, encode_payload(second, GROUP), j))
         return out
@@ -319,6 +368,9 @@ class PresignSession(RoundSession[Presignature]):
         """Protocol 3.6 round 3, local part: decommitments, both consistency checks, u_i, v_i.
 
         The second check is the corrected one (peer's ``pk_j``, see the module docstring).
+        First, each peer's ``pair_ctx`` must equal ours: a round 2 computed over another view
+        of the two contributions (a replayed or substituted ``rho``) is refused, naming the
+        sender, before any of it is used.
         """
         u = self._r * self._phi
         v = self._sk * self._phi
@@ -328,9 +380,19 @@ class PresignSession(RoundSession[Presignature]):
             for j, m in sorted(msgs.items())
         }
         for j, p in decoded.items():
+            want = pair_context(self._context, self.me, j, self._rho, self._rhos[j])
+            if not secrets.compare_digest(p.pair_ctx, want):
+                raise ProtocolError(
+                    f"party {j}'s round 2 is bound to another pair context than party "
+                    f"{self.me}'s (a replayed or substituted contribution rho)",
+                    culprits=(j,),
+                    pair=(min(j, self.me), max(j, self.me)),
+                )
+        for j, p in decoded.items():
             R_j, salt, gu, gv, psi = p.R, p.salt, p.gu, p.gv, p.psi
-            du, dv = self._bobs[j].round3(p)
-            if not secrets.compare_digest(_commit(self.session_id, j, R_j, salt), self._com[j]):
+            du, dv = self._bobs[j].round3(p, rho_alice=self._rhos[j])
+            com = _commit(self._context, j, self._rhos[j], R_j, salt)
+            if not secrets.compare_digest(com, self._com[j]):
                 raise ProtocolError(
                     "decommitment of R_j does not match its round-1 commitment", culprits=(j,)
                 )
@@ -358,6 +420,7 @@ class PresignSession(RoundSession[Presignature]):
         self._r = self._phi = self._sk = 0
         self._bobs.clear()
         self._c.clear()
+        self._rhos.clear()
         return pre
 
 

@@ -124,12 +124,13 @@ def test_chunk_hash_matches_gf128_reference() -> None:
 
 
 def test_rvole_multiplication_correct(keys23: dict[int, EcdsaKeyShare]) -> None:
-    sid = secrets.token_bytes(32)
-    bob = MulBob(keys23[1].bob[2], sid, alice=2, bob=1)
-    alice = MulAlice(keys23[2].alice[1], sid, alice=2, bob=1)
+    ctx = secrets.token_bytes(32)
+    rho_b, rho_a = secrets.token_bytes(32), secrets.token_bytes(32)
+    bob = MulBob(keys23[1].bob[2], ctx, alice=2, bob=1, rho=rho_b)
+    alice = MulAlice(keys23[2].alice[1], ctx, alice=2, bob=1, rho=rho_a)
     a = (G.random_scalar(), G.random_scalar())
     msg, c = alice.round2(bob.round1(), a)
-    d = bob.round3(msg)
+    d = bob.round3(msg, rho_alice=rho_a)
     assert all((c[i] + d[i]) % Q == bob.chi * a[i] % Q for i in range(2))
 
 

@@ -141,7 +141,7 @@ def test_failing_ote_check_blames_bob(keys: dict[int, EcdsaKeyShare]) -> None:
 
 @pytest.mark.parametrize(
     "field,value",
-    [("u", b"\x00" * 10), ("tau_short", None), ("nonce", b"x"), ("t_dot", 5), ("extra", b"")],
+    [("u", b"\x00" * 10), ("tau_short", None), ("rho", b"x"), ("t_dot", 5), ("extra", b"")],
 )
 def test_malformed_ote_messages(keys: dict[int, EcdsaKeyShare], field: str, value: Any) -> None:
     def bad(p: dict[str, Any]) -> None:
