@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, Literal, get_args
 
-from custody.kinds import evm, message
+from custody.kinds import btc, evm, message
 from custody.kinds._common import Intent, KindError
 
 __all__ = ["ChainKind", "KINDS", "SCHEMES_OF", "Intent", "KindError", "decode"]
@@ -62,5 +62,6 @@ def decode(
         return evm.decode(payload)
     if kind == "message":
         return message.decode(payload, scheme=scheme)
-    del public_key, network
+    if kind == "btc-psbt":
+        return btc.decode(payload, internal_key=public_key, network=network)
     raise KindError(kind, "kind", "not decoded yet")
