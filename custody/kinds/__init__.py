@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, Literal, get_args
 
-from custody.kinds import btc, evm, message
+from custody.kinds import btc, evm, iso20022, message
 from custody.kinds._common import Intent, KindError
 
 __all__ = ["ChainKind", "KINDS", "SCHEMES_OF", "Intent", "KindError", "decode"]
@@ -64,4 +64,4 @@ def decode(
         return message.decode(payload, scheme=scheme)
     if kind == "btc-psbt":
         return btc.decode(payload, internal_key=public_key, network=network)
-    raise KindError(kind, "kind", "not decoded yet")
+    return iso20022.decode(payload)

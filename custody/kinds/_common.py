@@ -45,7 +45,7 @@ def only_fields(
         raise KindError(kind, "payload", "must be an object")
     for key in payload:
         if not isinstance(key, str) or key not in allowed:
-            raise KindError(kind, str(key)[:40], "unknown field")
+            raise KindError(kind, str(key)[:40] or "payload", "unknown field")
     for key in sorted(required):
         if key not in payload:
             raise KindError(kind, key, "missing")
