@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, Literal, get_args
 
+from custody.domain import SCHEMES
 from custody.kinds import btc, evm, iso20022, message
 from custody.kinds._common import Intent, KindError
 
@@ -39,8 +40,8 @@ KINDS: Final[tuple[ChainKind, ...]] = get_args(ChainKind)
 SCHEMES_OF: Final[dict[str, tuple[str, ...]]] = {
     "evm-tx": ("ecdsa-secp256k1",),
     "btc-psbt": ("bip340",),
-    "iso20022": ("ed25519", "bip340", "ecdsa-secp256k1"),
-    "message": ("ed25519", "bip340", "ecdsa-secp256k1"),
+    "iso20022": SCHEMES,
+    "message": SCHEMES,
 }
 
 

@@ -17,13 +17,14 @@ from typing import Any, Final
 
 from eth_utils.crypto import keccak
 
+from custody.domain import MAX_MESSAGE as DOMAIN_MAX_MESSAGE
+from custody.domain import SCHEMES
 from custody.kinds._common import Intent, KindError, hex_bytes, only_fields
 
 __all__ = ["KIND", "Message", "decode", "eip191_digest", "MAX_MESSAGE"]
 
 KIND: Final = "message"
-MAX_MESSAGE: Final = 64 * 1024  # = custody.domain.MAX_MESSAGE
-_SCHEMES: Final = ("ed25519", "bip340", "ecdsa-secp256k1")
+MAX_MESSAGE: Final = DOMAIN_MAX_MESSAGE  # bytes, the domain's bound on a raw message
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def _text(message: bytes) -> str | None:
 
 def decode(payload: Mapping[str, Any], *, scheme: str) -> Message:
     """Decode a ``message`` payload for a key of ``scheme``."""
-    if scheme not in _SCHEMES:
+    if scheme not in SCHEMES:
         raise KindError(KIND, "scheme", f"unknown scheme {scheme!r}")
     only_fields(KIND, payload, {"message"}, {"message"})
     msg = hex_bytes(KIND, "message", payload["message"], MAX_MESSAGE)

@@ -17,6 +17,7 @@ import pbk
 import pytest
 from eth.vm.forks.london.transactions import UnsignedDynamicFeeTransaction
 from eth_account import Account
+from eth_account.messages import encode_defunct
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_utils.address import to_checksum_address
 
@@ -91,6 +92,18 @@ def test_evm_tx_signed_by_dkls23_is_recovered_and_mined(value: int, data: bytes)
     mined = tester.get_transaction_by_hash(tx_hash)
     assert mined["from"] == sender and mined["to"] == to_checksum_address(to)
     assert tester.get_balance(to_checksum_address(to)) == value
+
+
+def test_message_signed_by_dkls23_is_an_eip191_personal_sign() -> None:
+    keys = run_keygen_local(2, 3)
+    address = ethereum_address(keys[1].group_public_key.encode())
+    text = "I control this address: tp-wallet-custody"
+    intent = decode("message", {"message": "0x" + text.encode().hex()}, scheme="ecdsa-secp256k1")
+    sig = dkls_sign(keys, intent.messages[0])
+    signature = (
+        sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([27 + sig.recovery_id])
+    )
+    assert Account.recover_message(encode_defunct(text=text), signature=signature) == address
 
 
 # -- Bitcoin --------------------------------------------------------------------------------
