@@ -7,6 +7,7 @@ import base64
 import pytest
 from btclib.script import sig_hash
 from btclib.tx import Tx, TxOut
+from embit import compact
 from embit.script import Script
 from embit.transaction import TransactionOutput
 from hypothesis import given, settings
@@ -161,3 +162,22 @@ def test_finalize_refuses_wrong_signatures() -> None:
     with pytest.raises(KindError) as err:
         btc.finalize(intent, [bytes(64), bytes(63)])
     assert err.value.field == "signatures[0]"
+
+
+def test_tap_internal_key_must_be_ours() -> None:
+    p = build_psbt(KEY, [(bytes(32), 0, 1000, 5)], [(b"\x6a\x00", 900)])
+    raw = base64.b64decode(b64(p)["psbt"])
+    head = b"psbt\xff" + kv(b"\x00", p.unsigned.serialize()) + b"\x00"
+    assert raw.startswith(head)
+    other = bytes.fromhex("83dfe85a3151d2517290da461fe2815591ef69f2b18a2ce63f01697a8b313145")
+    ours = head + kv(b"\x17", KEY) + raw[len(head) :]  # PSBT_IN_TAP_INTERNAL_KEY
+    intent = btc.decode(
+        {"psbt": base64.b64encode(ours).decode()}, internal_key=KEY, network="mainnet"
+    )
+    assert intent.fee == 100
+    theirs = head + kv(b"\x17", other) + raw[len(head) :]
+    refused({"psbt": base64.b64encode(theirs).decode()}, "psbt.inputs[0].tap_internal_key")
+
+
+def kv(key: bytes, value: bytes) -> bytes:
+    return compact.to_bytes(len(key)) + key + compact.to_bytes(len(value)) + value
