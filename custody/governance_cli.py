@@ -222,9 +222,14 @@ def sign(
     path: Annotated[Path, typer.Argument(help="the document to sign (updated in place)")],
     key: Annotated[Path, typer.Option("--key", help="your officer key file")],
     passphrase_file: PassphraseFileOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="sign without asking (scripts)")] = False,
 ) -> None:
-    """Add your signature to a document, after showing what you sign."""
+    """Show what you are about to sign, then add your signature (in place)."""
     doc = _load(path)
+    show(path)
+    if not yes and not typer.confirm("sign this version?", default=False):
+        err.print("not signed")
+        raise typer.Exit(1)
     try:
         officer, signer = gov.open_officer_key(
             key.read_bytes(), _passphrase(passphrase_file, confirm=False)

@@ -70,9 +70,9 @@ def test_genesis_then_a_change_signed_by_a_quorum(tmp_path: Path, officer_keys) 
         "--out", str(g),
     )  # fmt: skip
     assert "0 valid signatures" in refused("governance", "verify", str(g))  # unsigned
-    run("governance", "sign", str(g), "--key", str(officer_keys["alice"]))
+    run("governance", "sign", str(g), "--key", str(officer_keys["alice"]), "--yes")
     assert "1 valid signatures" in refused("governance", "verify", str(g))
-    run("governance", "sign", str(g), "--key", str(officer_keys["bob"]))
+    run("governance", "sign", str(g), "--key", str(officer_keys["bob"]), "--yes")
     assert "version 1 of prod-eu verifies" in run("governance", "verify", str(g))
 
     v2 = tmp_path / "v2.gov"
@@ -81,8 +81,8 @@ def test_genesis_then_a_change_signed_by_a_quorum(tmp_path: Path, officer_keys) 
         "--add-node", str(node_file(tmp_path, 4)), "--raw-signing", "treasury-hot",
         "--out", str(v2),
     )  # fmt: skip
-    run("governance", "sign", str(v2), "--key", str(officer_keys["carol"]))
-    run("governance", "sign", str(v2), "--key", str(officer_keys["bob"]))
+    run("governance", "sign", str(v2), "--key", str(officer_keys["carol"]), "--yes")
+    run("governance", "sign", str(v2), "--key", str(officer_keys["bob"]), "--yes")
     assert "verifies" in run("governance", "verify", str(v2), "--current", str(g))
     shown = json.loads(run("governance", "show", str(v2), "--json"))
     assert [n["node_id"] for n in shown["roster"]] == ["node-1", "node-2", "node-4"]
@@ -103,13 +103,36 @@ def test_wrong_passphrase_and_existing_key_file_are_refused(tmp_path: Path, offi
         "--quorum", "1", "--node", str(node_file(tmp_path, 1)), "--out", str(g),
     )  # fmt: skip
     out = refused(
-        "governance", "sign", str(g), "--key", str(officer_keys["alice"]), passphrase="x" * 9
+        "governance",
+        "sign",
+        str(g),
+        "--key",
+        str(officer_keys["alice"]),
+        "--yes",
+        passphrase="x" * 9,
     )
     assert "wrong passphrase" in out
     assert gov.decode(g.read_bytes()).signatures == ()  # nothing was written
     assert "never overwritten" in refused(
         "officer", "enroll", "--id", "alice", "--out", str(officer_keys["alice"])
     )
+
+
+def test_sign_shows_the_document_and_asks_first(tmp_path: Path, officer_keys):
+    g = tmp_path / "v1.gov"
+    run(
+        "governance", "genesis", "--cluster-id", "c", "--officer", str(officer_keys["alice"]),
+        "--quorum", "1", "--node", str(node_file(tmp_path, 1)), "--out", str(g),
+    )  # fmt: skip
+    result = runner.invoke(
+        app,
+        ["governance", "sign", str(g), "--key", str(officer_keys["alice"])],
+        input="n\n",
+        env={"CUSTODY_OFFICER_PASSPHRASE": PASSPHRASE},
+    )
+    assert result.exit_code == 1 and "not signed" in result.output
+    assert "node-1 (party 1)" in result.output  # shown before the question
+    assert gov.decode(g.read_bytes()).signatures == ()
 
 
 def test_a_malformed_proposal_names_its_fault(tmp_path: Path, officer_keys):
