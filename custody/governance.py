@@ -29,6 +29,7 @@ naming the field, officer or node at fault.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -126,9 +127,10 @@ class Governance:
             canonical=True,
         )
 
-    @property
+    @functools.cached_property
     def digest(self) -> bytes:
-        """SHA-256 over a context tag and the body: what the next version names."""
+        """SHA-256 over a context tag and the body: what the next version names (computed
+        once per object: a body is immutable, and nodes ask for it on every request)."""
         return hashlib.sha256(DIGEST_CONTEXT + self.encode()).digest()
 
     def node(self, node_id: str) -> RosterNode | None:
