@@ -2,9 +2,13 @@
 
 A governance document names the officers (each an Ed25519 public key), the quorum M of
 them that must sign a change, the node roster with each node's pinned identity keys, and
-the keys for which ``raw`` signing is enabled. Later issues add policies and allowlists as
-further fields of the same document. The design follows TUF's root metadata (The Update
-Framework specification, section 5.3.4, "Update the root role"):
+the keys for which ``raw`` signing is enabled, and the custody policy (:mod:`custody.policy`:
+ordered rules, allowlists with time locks, wallets and approver groups), so a policy is a
+draft until the officer quorum signs the version that carries it. A document without a
+policy keeps its format 1 encoding byte for byte (so its digest, and every chain built on
+it, is unchanged); one with a policy is format 2, the same fields plus ``policy``.
+The design follows TUF's root metadata (The Update Framework specification, section
+5.3.4, "Update the root role"):
 
 - every document has a version; version 1 is the genesis, installed on every node at
   ``node init`` as its trust anchor;
@@ -25,11 +29,12 @@ naming the field, officer or node at fault.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import cbor2
 import nacl.bindings
@@ -38,7 +43,10 @@ import nacl.pwhash
 import nacl.signing
 import nacl.utils
 
-FORMAT = 1
+from custody.policy import EMPTY_POLICY, Approver, Policy, PolicyError, check_policy, decode_policy
+
+FORMAT = 1  # a document without a policy
+FORMAT_WITH_POLICY = 2  # the same fields and ``policy``
 SIGNING_CONTEXT = b"tpwc-governance-v1\x00"
 DIGEST_CONTEXT = b"tpwc-governance-digest-v1\x00"
 GENESIS_PREVIOUS = bytes(32)
@@ -96,12 +104,17 @@ class Governance:
     quorum: int
     roster: tuple[RosterNode, ...]
     raw_signing_keys: frozenset[str] = field(default_factory=frozenset)
+    policy: Policy = EMPTY_POLICY
 
     def encode(self) -> bytes:
-        """Canonical CBOR (RFC 8949 section 4.2.1) of the body: the bytes officers sign."""
+        """Canonical CBOR (RFC 8949 section 4.2.1) of the body: the bytes officers sign.
+
+        Format 1 without a policy (exactly as before policies existed), format 2 with one.
+        """
+        extra: dict[str, Any] = {} if self.policy.empty else {"policy": self.policy.to_cbor()}
         return cbor2.dumps(
             {
-                "format": FORMAT,
+                "format": FORMAT if self.policy.empty else FORMAT_WITH_POLICY,
                 "cluster_id": self.cluster_id,
                 "version": self.version,
                 "previous": self.previous,
@@ -109,13 +122,15 @@ class Governance:
                 "quorum": self.quorum,
                 "roster": [[n.node_id, n.party_id, n.sign_pk, n.box_pk] for n in self.roster],
                 "raw_signing_keys": sorted(self.raw_signing_keys),
+                **extra,
             },
             canonical=True,
         )
 
-    @property
+    @functools.cached_property
     def digest(self) -> bytes:
-        """SHA-256 over a context tag and the body: what the next version names."""
+        """SHA-256 over a context tag and the body: what the next version names (computed
+        once per object: a body is immutable, and nodes ask for it on every request)."""
         return hashlib.sha256(DIGEST_CONTEXT + self.encode()).digest()
 
     def node(self, node_id: str) -> RosterNode | None:
@@ -126,6 +141,10 @@ class Governance:
 
     def officer(self, officer_id: str) -> Officer | None:
         return next((o for o in self.officers if o.officer_id == officer_id), None)
+
+    def approver(self, approver_id: str) -> Approver | None:
+        """The approver of that id in any of the policy's approver groups."""
+        return self.policy.approver(approver_id)
 
     def successor(self, **changes: Any) -> Governance:
         """A proposal for the next version: chained to this one, fields changed as given."""
@@ -252,6 +271,15 @@ def check_body(body: Governance) -> Governance:
     for key_id in body.raw_signing_keys:
         if not isinstance(key_id, str) or not 1 <= len(key_id) <= 128:
             raise _malformed("raw_signing_keys: key ids of 1-128 characters")
+    try:
+        check_policy(body.policy)
+    except PolicyError as exc:
+        raise _malformed(f"policy: {exc}") from exc
+    for group in body.policy.approver_groups:
+        for a in group.approvers:
+            _ed25519_point(a.public_key, f"approver {a.approver_id}: public_key")
+            if a.public_key in seen_keys:
+                raise _malformed(f"approver {a.approver_id}: public key is an officer's")
     return body
 
 
@@ -301,9 +329,23 @@ def decode_body(data: bytes) -> Governance:
         "roster",
         "raw_signing_keys",
     }
-    raw = _exact(_canonical_cbor(data, "body"), fields, "body")
-    if raw["format"] != FORMAT:
-        raise _malformed(f"format: {raw['format']!r} is not {FORMAT}")
+    value = _canonical_cbor(data, "body")
+    fmt = value.get("format") if isinstance(value, dict) else None
+    if fmt == FORMAT_WITH_POLICY:
+        fields.add("policy")
+    raw = _exact(value, fields, "body")
+    if raw["format"] not in (FORMAT, FORMAT_WITH_POLICY):
+        raise _malformed(f"format: {raw['format']!r} is not {FORMAT} or {FORMAT_WITH_POLICY}")
+    policy = EMPTY_POLICY
+    if fmt == FORMAT_WITH_POLICY:
+        try:
+            policy = decode_policy(raw["policy"])
+        except PolicyError as exc:
+            raise _malformed(f"policy: {exc}") from exc
+        if policy.empty:
+            raise _malformed(
+                f"format: {FORMAT_WITH_POLICY} with an empty policy is format {FORMAT}"
+            )
     raw_keys = _list(raw["raw_signing_keys"], "raw_signing_keys")
     if any(not isinstance(k, str) for k in raw_keys) or len(set(raw_keys)) != len(raw_keys):
         raise _malformed("raw_signing_keys: distinct strings")
@@ -317,8 +359,12 @@ def decode_body(data: bytes) -> Governance:
             RosterNode(n[0], n[1], n[2], n[3]) for n in _pair_list(raw["roster"], 4, "roster")
         ),
         raw_signing_keys=frozenset(raw_keys),
+        policy=policy,
     )
-    return check_body(body)
+    check_body(body)
+    if body.encode() != data:  # e.g. a rule field present with a null value
+        raise _malformed("body: not in the one encoding of its content")
+    return body
 
 
 def decode(data: bytes) -> SignedGovernance:
@@ -448,12 +494,20 @@ class GovernanceState:
         return self.current
 
 
-# -- officer key files --------------------------------------------------------------------
-# An officer's key is an Ed25519 seed, kept in a file encrypted under a passphrase with
-# libsodium: Argon2id (crypto_pwhash, RFC 9106) derives a key for XSalsa20-Poly1305
-# (crypto_secretbox). Only the public key ever leaves the file.
+# -- officer and approver key files -------------------------------------------------------
+# A principal's key (an officer's or an approver's) is an Ed25519 seed, kept in a file
+# encrypted under a passphrase with libsodium: Argon2id (crypto_pwhash, RFC 9106) derives a
+# key for XChaCha20-Poly1305 (crypto_aead_xchacha20poly1305_ietf). Only the public key ever
+# leaves the file. The header names the kind of principal (``tpwc-officer-key-v1`` with
+# ``officer_id``, ``tpwc-approver-key-v1`` with ``approver_id``), so an approver's file is
+# never taken for an officer's, nor the other way round.
 
-KEY_FILE_FORMAT = "tpwc-officer-key-v1"
+PrincipalKind = Literal["officer", "approver"]
+KEY_FILE_FORMATS: dict[str, str] = {
+    "officer": "tpwc-officer-key-v1",
+    "approver": "tpwc-approver-key-v1",
+}
+KEY_FILE_FORMAT = KEY_FILE_FORMATS["officer"]
 
 
 @dataclass(frozen=True)
@@ -474,7 +528,20 @@ INTERACTIVE = KdfCost(
 
 
 class OfficerKeyError(Exception):
-    """An officer key file that cannot be opened: wrong passphrase, damaged or not ours."""
+    """A key file that cannot be opened: wrong passphrase, damaged, not ours or of another
+    kind of principal (the name is historical: approver key files raise it too)."""
+
+
+KeyFileError = OfficerKeyError
+
+
+@dataclass(frozen=True)
+class PrincipalKey:
+    """The public side of a key file: kind of principal, id and Ed25519 public key."""
+
+    kind: PrincipalKind
+    principal_id: str
+    public_key: bytes
 
 
 def _kdf(passphrase: bytes, salt: bytes, cost: KdfCost) -> bytes:
@@ -487,11 +554,20 @@ def _kdf(passphrase: bytes, salt: bytes, cost: KdfCost) -> bytes:
     )
 
 
-def _key_file_header(officer_id: str, public_key: bytes, salt: bytes, cost: KdfCost) -> bytes:
+def _kind_format(kind: str) -> str:
+    try:
+        return KEY_FILE_FORMATS[kind]
+    except KeyError:
+        raise ValueError(f"unknown principal kind {kind!r}") from None
+
+
+def _key_file_header(
+    principal_id: str, public_key: bytes, salt: bytes, cost: KdfCost, kind: str = "officer"
+) -> bytes:
     return cbor2.dumps(
         {
-            "format": KEY_FILE_FORMAT,
-            "officer_id": officer_id,
+            "format": _kind_format(kind),
+            f"{kind}_id": principal_id,
             "public_key": public_key,
             "salt": salt,
             "opslimit": cost.opslimit,
@@ -501,59 +577,116 @@ def _key_file_header(officer_id: str, public_key: bytes, salt: bytes, cost: KdfC
     )
 
 
-def create_officer_key(
-    officer_id: str, passphrase: bytes, *, cost: KdfCost = MODERATE
-) -> tuple[Officer, bytes]:
-    """A new officer key: the public ``Officer`` and the encrypted key file's bytes.
+def create_principal_key(
+    kind: PrincipalKind, principal_id: str, passphrase: bytes, *, cost: KdfCost = MODERATE
+) -> tuple[PrincipalKey, bytes]:
+    """A new key of a principal of ``kind``: its public side and the encrypted file's bytes.
 
-    The header (id, public key, KDF parameters) is the AEAD's associated data, so a file
-    whose header was edited does not open.
+    The header (kind, id, public key, KDF parameters) is the AEAD's associated data, so a
+    file whose header was edited does not open.
     """
-    _ident(officer_id, "officer_id")
+    _kind_format(kind)
+    _ident(principal_id, f"{kind}_id")
     if len(passphrase) < 8:
         raise OfficerKeyError("a passphrase has at least 8 bytes")
     signer = nacl.signing.SigningKey.generate()
     public_key = bytes(signer.verify_key)
     salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
-    header = _key_file_header(officer_id, public_key, salt, cost)
+    header = _key_file_header(principal_id, public_key, salt, cost, kind)
     nonce = nacl.utils.random(nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
     sealed = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
         bytes(signer), header, nonce, _kdf(passphrase, salt, cost)
     )
     blob = cbor2.dumps({"header": header, "nonce": nonce, "sealed": sealed}, canonical=True)
-    return Officer(officer_id, public_key), blob
+    return PrincipalKey(kind, principal_id, public_key), blob
 
 
-def read_officer_public(blob: bytes) -> Officer:
-    """The officer id and public key of a key file (no passphrase needed)."""
-    header = _key_file_fields(blob)[0]
-    return Officer(header["officer_id"], header["public_key"])
-
-
-def _key_file_fields(blob: bytes) -> tuple[Mapping[str, Any], bytes, bytes, bytes]:
+def _key_file_fields(
+    blob: bytes, kind: str = "officer"
+) -> tuple[Mapping[str, Any], bytes, bytes, bytes]:
+    what = f"not an {kind} key file"
     try:
         outer = cbor2.loads(blob)
         header_bytes = outer["header"]
         header = cbor2.loads(header_bytes)
         nonce, sealed = outer["nonce"], outer["sealed"]
-    except Exception as exc:  # any damage reads as "not an officer key file"
-        raise OfficerKeyError("not an officer key file") from exc
-    if not isinstance(header, dict) or header.get("format") != KEY_FILE_FORMAT:
-        raise OfficerKeyError("not an officer key file (unknown format)")
+    except Exception as exc:  # any damage reads as "not a key file"
+        raise OfficerKeyError(what) from exc
+    if not isinstance(header, dict) or header.get("format") != _kind_format(kind):
+        other = next(
+            (
+                k
+                for k, f in KEY_FILE_FORMATS.items()
+                if isinstance(header, dict) and header.get("format") == f
+            ),
+            None,
+        )
+        if other is not None:
+            raise OfficerKeyError(f"{what}: it is an {other} key file")
+        raise OfficerKeyError(f"{what} (unknown format)")
+    if not isinstance(header.get(f"{kind}_id"), str):
+        raise OfficerKeyError(f"{what} (no {kind}_id)")
     return header, header_bytes, nonce, sealed
 
 
-def open_officer_key(blob: bytes, passphrase: bytes) -> tuple[Officer, nacl.signing.SigningKey]:
-    """Decrypt a key file; a wrong passphrase or an edited file is one error."""
-    header, header_bytes, nonce, sealed = _key_file_fields(blob)
-    cost = KdfCost(header["opslimit"], header["memlimit"])
+def read_principal_public(blob: bytes, kind: PrincipalKind) -> PrincipalKey:
+    """The id and public key of a key file of ``kind`` (no passphrase needed)."""
+    header = _key_file_fields(blob, kind)[0]
+    return PrincipalKey(kind, header[f"{kind}_id"], header["public_key"])
+
+
+def open_principal_key(
+    blob: bytes, passphrase: bytes, kind: PrincipalKind
+) -> tuple[PrincipalKey, nacl.signing.SigningKey]:
+    """Decrypt a key file of ``kind``; a wrong passphrase or an edited file is one error."""
+    header, header_bytes, nonce, sealed = _key_file_fields(blob, kind)
     try:
+        cost = KdfCost(header["opslimit"], header["memlimit"])
         seed = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
             sealed, header_bytes, nonce, _kdf(passphrase, header["salt"], cost)
         )
-    except (nacl.exceptions.CryptoError, TypeError, ValueError) as exc:
+    except (nacl.exceptions.CryptoError, TypeError, ValueError, KeyError) as exc:
         raise OfficerKeyError("wrong passphrase, or the key file was altered") from exc
     signer = nacl.signing.SigningKey(seed)
     if bytes(signer.verify_key) != header["public_key"]:
         raise OfficerKeyError("key file's public key does not match its secret")
-    return Officer(header["officer_id"], header["public_key"]), signer
+    return PrincipalKey(kind, header[f"{kind}_id"], header["public_key"]), signer
+
+
+def create_officer_key(
+    officer_id: str, passphrase: bytes, *, cost: KdfCost = MODERATE
+) -> tuple[Officer, bytes]:
+    """A new officer key: the public ``Officer`` and the encrypted key file's bytes."""
+    key, blob = create_principal_key("officer", officer_id, passphrase, cost=cost)
+    return Officer(key.principal_id, key.public_key), blob
+
+
+def read_officer_public(blob: bytes) -> Officer:
+    """The officer id and public key of a key file (no passphrase needed)."""
+    key = read_principal_public(blob, "officer")
+    return Officer(key.principal_id, key.public_key)
+
+
+def open_officer_key(blob: bytes, passphrase: bytes) -> tuple[Officer, nacl.signing.SigningKey]:
+    """Decrypt an officer key file; a wrong passphrase or an edited file is one error."""
+    key, signer = open_principal_key(blob, passphrase, "officer")
+    return Officer(key.principal_id, key.public_key), signer
+
+
+def create_approver_key(
+    approver_id: str, passphrase: bytes, *, cost: KdfCost = MODERATE
+) -> tuple[Approver, bytes]:
+    """A new approver key: the public ``Approver`` (to join a group by governance) and the
+    encrypted key file's bytes."""
+    key, blob = create_principal_key("approver", approver_id, passphrase, cost=cost)
+    return Approver(key.principal_id, key.public_key), blob
+
+
+def read_approver_public(blob: bytes) -> Approver:
+    key = read_principal_public(blob, "approver")
+    return Approver(key.principal_id, key.public_key)
+
+
+def open_approver_key(blob: bytes, passphrase: bytes) -> tuple[Approver, nacl.signing.SigningKey]:
+    key, signer = open_principal_key(blob, passphrase, "approver")
+    return Approver(key.principal_id, key.public_key), signer

@@ -2,6 +2,8 @@
 
     custody officer enroll --id ID --out FILE         a passphrase-sealed officer key file
     custody officer show FILE                         its id and public key
+    custody approver enroll --id ID --out FILE        a passphrase-sealed approver key file
+    custody approver show FILE                        its id and public key
     custody governance genesis --cluster-id C --officer FILE... --quorum M --node FILE... --out F
     custody governance propose CURRENT [--add-node F] [--remove-node ID] [--quorum M]
                                [--add-officer F] [--remove-officer ID]
@@ -28,6 +30,9 @@ from rich.console import Console
 from custody import governance as gov
 
 officer_app = typer.Typer(no_args_is_help=True, help="Security officers' own keys.")
+approver_app = typer.Typer(
+    no_args_is_help=True, help="Treasury approvers' own keys (the public key joins a group)."
+)
 governance_app = typer.Typer(
     no_args_is_help=True, help="Governance documents: roster, officers, quorum."
 )
@@ -117,6 +122,30 @@ def describe(doc: gov.SignedGovernance) -> dict[str, Any]:
     }
 
 
+def _enroll(kind: gov.PrincipalKind, principal_id: str, out: Path, pass_file: Path | None) -> None:
+    """Create a key file of ``kind`` (officer or approver): one mechanism for both."""
+    try:
+        key, blob = gov.create_principal_key(
+            kind, principal_id, _passphrase(pass_file, confirm=True)
+        )
+    except (gov.OfficerKeyError, gov.GovernanceError) as exc:
+        raise _refused(exc) from exc
+    try:
+        _write_private(out, blob)
+    except FileExistsError as exc:
+        err.print(f"[red]{out} exists[/red]: an {kind} key file is never overwritten")
+        raise typer.Exit(2) from exc
+    console.print(f"{kind} {key.principal_id}: public key {key.public_key.hex()}")
+
+
+def _show(kind: gov.PrincipalKind, path: Path) -> None:
+    try:
+        key = gov.read_principal_public(path.read_bytes(), kind)
+    except gov.OfficerKeyError as exc:
+        raise _refused(exc) from exc
+    console.print(f"{kind} {key.principal_id}: public key {key.public_key.hex()}")
+
+
 @officer_app.command("enroll")
 def officer_enroll(
     officer_id: Annotated[str, typer.Option("--id", help="your officer id, e.g. alice")],
@@ -124,25 +153,29 @@ def officer_enroll(
     passphrase_file: PassphraseFileOpt = None,
 ) -> None:
     """Create your officer key file; only its public key ever leaves it."""
-    try:
-        officer, blob = gov.create_officer_key(
-            officer_id, _passphrase(passphrase_file, confirm=True)
-        )
-    except (gov.OfficerKeyError, gov.GovernanceError) as exc:
-        raise _refused(exc) from exc
-    try:
-        _write_private(out, blob)
-    except FileExistsError as exc:
-        err.print(f"[red]{out} exists[/red]: an officer key file is never overwritten")
-        raise typer.Exit(2) from exc
-    console.print(f"officer {officer.officer_id}: public key {officer.public_key.hex()}")
+    _enroll("officer", officer_id, out, passphrase_file)
 
 
 @officer_app.command("show")
 def officer_show(path: Annotated[Path, typer.Argument(help="an officer key file")]) -> None:
     """Print the id and public key of an officer key file (no passphrase needed)."""
-    officer = _officer_from_file(path)
-    console.print(f"officer {officer.officer_id}: public key {officer.public_key.hex()}")
+    _show("officer", path)
+
+
+@approver_app.command("enroll")
+def approver_enroll(
+    approver_id: Annotated[str, typer.Option("--id", help="your approver id, e.g. ann")],
+    out: Annotated[Path, typer.Option("--out", help="the key file to create (mode 0600)")],
+    passphrase_file: PassphraseFileOpt = None,
+) -> None:
+    """Create your approver key file; its public key joins an approver group by governance."""
+    _enroll("approver", approver_id, out, passphrase_file)
+
+
+@approver_app.command("show")
+def approver_show(path: Annotated[Path, typer.Argument(help="an approver key file")]) -> None:
+    """Print the id and public key of an approver key file (no passphrase needed)."""
+    _show("approver", path)
 
 
 @governance_app.command("genesis")
@@ -287,4 +320,4 @@ def show(path: Annotated[Path, typer.Argument()], as_json: JsonOpt = False) -> N
         console.print("raw signing enabled for: " + ", ".join(info["raw_signing_keys"]))
 
 
-__all__ = ["describe", "governance_app", "officer_app"]
+__all__ = ["approver_app", "describe", "governance_app", "officer_app"]

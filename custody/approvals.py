@@ -1,0 +1,392 @@
+"""Approvals: approvers' Ed25519 signatures over what they approve, and their counting. Pure.
+
+An approver (a named principal with a key file of their own,
+:func:`custody.governance.create_approver_key`) signs an :class:`ApprovalStatement`:
+
+    Ed25519( APPROVAL_CONTEXT || canonical CBOR of the statement )
+
+with ``APPROVAL_CONTEXT = b"tpwc-approval-v1\\x00"`` and the statement a CBOR map of exactly
+these fields (RFC 8949 section 4.2.1 canonical encoding):
+
+=================== ========= =========================================================
+field               type      meaning
+=================== ========= =========================================================
+``format``          uint      1
+``intent_digest``   bstr 32   :func:`intent_digest`: SHA-256 over the intent's canonical
+                              summary (binds the decoded request, hence its digests)
+``request_id``      tstr      the sign request's id
+``policy_version``  uint      the governance version whose policy was evaluated
+``governance_digest`` bstr 32 that version's digest (:attr:`Governance.digest`)
+``expires_at``      uint      Unix seconds; the approval counts while ``now < expires_at``
+``approver_id``     tstr      who signs
+``decision``        tstr      ``approve`` or ``reject``
+=================== ========= =========================================================
+
+:func:`verify_approvals` is what every node runs: each signature against the approver's
+key in the governance's approver groups, the request, intent, policy version and
+governance digest it names, its expiry, the initiator rule (the initiator never counts),
+duplicates (an approver counts once; an approver who both approved and rejected has
+rejected), and one valid rejection from a group the requirement names rejects the request.
+No I/O, no clock: ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import cbor2
+import nacl.exceptions
+import nacl.signing
+
+from custody.governance import Governance
+from custody.policy import Decision, GroupQuorum, Requirement
+
+__all__ = [
+    "APPROVAL_CONTEXT",
+    "INTENT_DIGEST_CONTEXT",
+    "Approval",
+    "ApprovalError",
+    "ApprovalOutcome",
+    "ApprovalRequest",
+    "ApprovalStatement",
+    "Refusal",
+    "RefusalReason",
+    "Shortfall",
+    "decode_approval",
+    "intent_digest",
+    "sign_approval",
+    "verify_approvals",
+]
+
+APPROVAL_CONTEXT: Final = b"tpwc-approval-v1\x00"
+INTENT_DIGEST_CONTEXT: Final = b"tpwc-intent-digest-v1\x00"
+STATEMENT_FORMAT: Final = 1
+MAX_APPROVAL_BYTES: Final = 1024
+_FIELDS: Final = frozenset(
+    {
+        "format",
+        "intent_digest",
+        "request_id",
+        "policy_version",
+        "governance_digest",
+        "expires_at",
+        "approver_id",
+        "decision",
+    }
+)
+
+
+class ApprovalError(ValueError):
+    """Bytes that are not an approval (malformed, non-canonical, wrong fields)."""
+
+
+def intent_digest(kind: str, summary: Mapping[str, Any]) -> bytes:
+    """SHA-256 over a context tag and the canonical CBOR of ``{"kind", "summary"}``, where
+    ``summary`` is :meth:`custody.kinds.Intent.summary` (for ``raw``, ``{"message": hex}``)."""
+    body = cbor2.dumps({"kind": kind, "summary": dict(summary)}, canonical=True)
+    return hashlib.sha256(INTENT_DIGEST_CONTEXT + body).digest()
+
+
+@dataclass(frozen=True)
+class ApprovalStatement:
+    intent_digest: bytes
+    request_id: str
+    policy_version: int
+    governance_digest: bytes
+    expires_at: int
+    approver_id: str
+    decision: Literal["approve", "reject"]
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(
+            {
+                "format": STATEMENT_FORMAT,
+                "intent_digest": self.intent_digest,
+                "request_id": self.request_id,
+                "policy_version": self.policy_version,
+                "governance_digest": self.governance_digest,
+                "expires_at": self.expires_at,
+                "approver_id": self.approver_id,
+                "decision": self.decision,
+            },
+            canonical=True,
+        )
+
+    def signed_bytes(self) -> bytes:
+        return APPROVAL_CONTEXT + self.encode()
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A statement and its signature; ``encode`` is the wire form
+    (canonical CBOR ``{"statement": bstr, "signature": bstr 64}``)."""
+
+    statement: ApprovalStatement
+    signature: bytes
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(
+            {"statement": self.statement.encode(), "signature": self.signature}, canonical=True
+        )
+
+
+def sign_approval(signer: nacl.signing.SigningKey, statement: ApprovalStatement) -> Approval:
+    return Approval(statement, signer.sign(statement.signed_bytes()).signature)
+
+
+def _strict(data: Any, what: str) -> Any:
+    if not isinstance(data, bytes) or len(data) > MAX_APPROVAL_BYTES:
+        raise ApprovalError(f"{what}: bytes of at most {MAX_APPROVAL_BYTES}")
+    try:
+        value = cbor2.loads(data)
+        again = cbor2.dumps(value, canonical=True)
+    except Exception as exc:  # cbor2 raises several types
+        raise ApprovalError(f"{what}: not CBOR") from exc
+    if again != data:
+        raise ApprovalError(f"{what}: not canonical CBOR")
+    return value
+
+
+def decode_approval(data: bytes) -> Approval:
+    """Strictly decode an approval's wire form; :class:`ApprovalError` names the field."""
+    outer = _strict(data, "approval")
+    if not isinstance(outer, dict) or set(outer) != {"statement", "signature"}:
+        raise ApprovalError("approval: fields statement and signature")
+    sig = outer["signature"]
+    if not isinstance(sig, bytes) or len(sig) != 64:
+        raise ApprovalError("signature: 64 bytes")
+    raw = _strict(outer["statement"], "statement")
+    if not isinstance(raw, dict) or set(raw) != _FIELDS:
+        raise ApprovalError(f"statement: expected fields {sorted(_FIELDS)}")
+    if raw["format"] != STATEMENT_FORMAT:
+        raise ApprovalError(f"statement.format: not {STATEMENT_FORMAT}")
+    for name in ("intent_digest", "governance_digest"):
+        if not isinstance(raw[name], bytes) or len(raw[name]) != 32:
+            raise ApprovalError(f"statement.{name}: 32 bytes")
+    for name in ("request_id", "approver_id"):
+        if not isinstance(raw[name], str) or not 1 <= len(raw[name]) <= 64:
+            raise ApprovalError(f"statement.{name}: a string of 1-64 characters")
+    for name in ("policy_version", "expires_at"):
+        v = raw[name]
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+            raise ApprovalError(f"statement.{name}: a non-negative integer")
+    if raw["decision"] not in ("approve", "reject"):
+        raise ApprovalError("statement.decision: approve or reject")
+    statement = ApprovalStatement(
+        raw["intent_digest"],
+        raw["request_id"],
+        raw["policy_version"],
+        raw["governance_digest"],
+        raw["expires_at"],
+        raw["approver_id"],
+        raw["decision"],
+    )
+    return Approval(statement, sig)
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """The request approvals are checked against."""
+
+    request_id: str
+    intent_digest: bytes
+
+
+class RefusalReason(enum.StrEnum):
+    """Why one approval does not count (stable, machine-readable)."""
+
+    MALFORMED = "approval-malformed"
+    UNKNOWN_APPROVER = "approval-unknown-approver"
+    BAD_SIGNATURE = "approval-bad-signature"
+    OTHER_REQUEST = "approval-other-request"
+    OTHER_INTENT = "approval-other-intent"
+    STALE_POLICY = "approval-stale-policy-version"  # names an older (or other) version
+    OTHER_GOVERNANCE = "approval-other-governance"  # same version number, other digest
+    EXPIRED = "approval-expired"
+    INITIATOR = "approval-by-initiator"
+    NOT_IN_REQUIRED_GROUP = "approval-not-in-a-required-group"
+    DUPLICATE = "approval-duplicate"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    approver_id: str
+    reason: RefusalReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Group ``group_id`` still needs ``needed`` more approvals (of ``m``)."""
+
+    group_id: str
+    needed: int
+    m: int
+
+
+Status = Literal["satisfied", "pending", "rejected"]
+
+
+@dataclass(frozen=True)
+class ApprovalOutcome:
+    status: Status
+    reason: str  # stable: approvals-satisfied | approvals-pending | approvals-rejected | ...
+    counted: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # group -> approvers
+    missing: tuple[Shortfall, ...] = ()  # for pending: what would satisfy each open term
+    rejected_by: tuple[str, ...] = ()
+    refused: tuple[Refusal, ...] = ()
+
+    @property
+    def satisfied(self) -> bool:
+        return self.status == "satisfied"
+
+
+def _check_one(
+    approval: Approval,
+    governance: Governance,
+    request: ApprovalRequest,
+    now: int,
+    initiator: str,
+    required: frozenset[str],
+) -> Refusal | None:
+    st = approval.statement
+    who = st.approver_id
+    approver = governance.approver(who)
+    if approver is None:
+        return Refusal(who, RefusalReason.UNKNOWN_APPROVER, f"{who} is in no approver group")
+    try:
+        nacl.signing.VerifyKey(approver.public_key).verify(st.signed_bytes(), approval.signature)
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+        return Refusal(who, RefusalReason.BAD_SIGNATURE, f"signature of {who} does not verify")
+    if st.request_id != request.request_id:
+        return Refusal(
+            who, RefusalReason.OTHER_REQUEST, f"{who} approved request {st.request_id!r}"
+        )
+    if st.intent_digest != request.intent_digest:
+        return Refusal(who, RefusalReason.OTHER_INTENT, f"{who} approved another intent")
+    if st.policy_version != governance.version:
+        return Refusal(
+            who,
+            RefusalReason.STALE_POLICY,
+            f"{who} approved under policy version {st.policy_version}, not {governance.version}",
+        )
+    if st.governance_digest != governance.digest:
+        return Refusal(
+            who,
+            RefusalReason.OTHER_GOVERNANCE,
+            f"{who} approved under another governance document of version {st.policy_version}",
+        )
+    if now >= st.expires_at:
+        return Refusal(who, RefusalReason.EXPIRED, f"approval of {who} expired at {st.expires_at}")
+    if who == initiator:
+        return Refusal(who, RefusalReason.INITIATOR, f"{who} initiated the request")
+    if not any(
+        g.group_id in required and g.member(who) is not None
+        for g in governance.policy.approver_groups
+    ):
+        return Refusal(
+            who, RefusalReason.NOT_IN_REQUIRED_GROUP, f"{who} is in none of {sorted(required)}"
+        )
+    return None
+
+
+def _term_ok(term: GroupQuorum | Requirement, counts: Mapping[str, int]) -> bool:
+    if isinstance(term, GroupQuorum):
+        return counts.get(term.group_id, 0) >= term.m
+    results = [_term_ok(t, counts) for t in term.terms]
+    return all(results) if term.op == "all" else any(results)
+
+
+def _shortfalls(req: Requirement, counts: Mapping[str, int]) -> list[Shortfall]:
+    out: list[Shortfall] = []
+    for t in req.terms:
+        if _term_ok(t, counts):
+            continue
+        if isinstance(t, GroupQuorum):
+            out.append(Shortfall(t.group_id, t.m - counts.get(t.group_id, 0), t.m))
+        else:
+            out.extend(_shortfalls(t, counts))
+    return out
+
+
+def verify_approvals(
+    decision: Decision,
+    approvals: Sequence[Approval | bytes],
+    governance: Governance,
+    request: ApprovalRequest,
+    now: int,
+    initiator: str,
+) -> ApprovalOutcome:
+    """Count ``approvals`` for ``decision`` (from :func:`custody.policy.decide` on the same
+    ``governance``) at ``now``; the request was initiated by principal ``initiator``.
+
+    ``satisfied`` when the requirement holds on valid approvals; ``rejected`` when the
+    policy denied, the decision was made under another governance version, or a valid
+    rejection came from an approver of a group the requirement names; ``pending``
+    otherwise, with ``missing`` listing what each open term still needs. Approvals that do
+    not count are listed in ``refused``, each naming the approver and the reason.
+    """
+    if decision.policy_version != governance.version or (
+        decision.governance_digest != governance.digest
+    ):
+        return ApprovalOutcome("rejected", "approvals-decision-of-other-governance")
+    if decision.action == "deny":
+        return ApprovalOutcome("rejected", "approvals-policy-denied")
+    if decision.action == "allow":
+        return ApprovalOutcome("satisfied", "approvals-not-required")
+    req = decision.requirement
+    if req is None:  # an approve decision always carries one; fail closed
+        return ApprovalOutcome("rejected", "approvals-no-requirement")
+    required = req.groups()
+    refused: list[Refusal] = []
+    approvers: set[str] = set()
+    rejecters: set[str] = set()
+    for item in approvals:
+        if isinstance(item, bytes):
+            try:
+                item = decode_approval(item)
+            except ApprovalError as exc:
+                refused.append(Refusal("", RefusalReason.MALFORMED, str(exc)))
+                continue
+        problem = _check_one(item, governance, request, now, initiator, required)
+        if problem is not None:
+            refused.append(problem)
+            continue
+        who = item.statement.approver_id
+        if item.statement.decision == "reject":
+            rejecters.add(who)
+        elif who in approvers:
+            refused.append(Refusal(who, RefusalReason.DUPLICATE, f"{who} approved twice"))
+        else:
+            approvers.add(who)
+    approvers -= rejecters  # one who rejected has rejected, whatever else they signed
+    counted = {
+        g.group_id: tuple(sorted(a.approver_id for a in g.approvers if a.approver_id in approvers))
+        for g in governance.policy.approver_groups
+        if g.group_id in required
+    }
+    if rejecters:
+        return ApprovalOutcome(
+            "rejected",
+            "approvals-rejected",
+            counted,
+            rejected_by=tuple(sorted(rejecters)),
+            refused=tuple(refused),
+        )
+    counts = {g: len(a) for g, a in counted.items()}
+    if _term_ok(req, counts):
+        return ApprovalOutcome("satisfied", "approvals-satisfied", counted, refused=tuple(refused))
+    return ApprovalOutcome(
+        "pending",
+        "approvals-pending",
+        counted,
+        missing=tuple(_shortfalls(req, counts)),
+        refused=tuple(refused),
+    )
