@@ -4,7 +4,7 @@
     custody demo                                        three schemes, signed and verified
     custody keys create|list|show, custody sign, custody nodes
     custody node ...                                    = python -m signer_nodes ...
-    custody officer enroll|show, custody governance genesis|propose|sign|verify|show
+    custody officer|approver enroll|show, custody governance genesis|propose|sign|verify|show
 
 Commands that talk to a cluster read ``DIR/cluster.json`` (``--cluster`` or env
 ``CUSTODY_CLUSTER``; default ``.custody/cluster.json``), or ``--api-url`` and ``--token``.
@@ -27,7 +27,7 @@ from rich.table import Table
 
 from custody.client import CustodyClient, CustodyError
 from custody.domain import SCHEMES, Kind, Scheme
-from custody.governance_cli import governance_app, officer_app
+from custody.governance_cli import approver_app, governance_app, officer_app
 from custody.models import KeyOut
 
 app = typer.Typer(
@@ -36,6 +36,7 @@ app = typer.Typer(
 keys_app = typer.Typer(no_args_is_help=True, help="Threshold keys.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(officer_app, name="officer")
+app.add_typer(approver_app, name="approver")
 app.add_typer(governance_app, name="governance")
 console = Console()
 err = Console(stderr=True)
