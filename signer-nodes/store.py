@@ -38,7 +38,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +46,16 @@ from typing import Any
 
 import sqlcipher3
 
-__all__ = ["MIGRATIONS", "StoreError", "NodeStore", "KeyRow", "LedgerRow", "RWLock"]
+__all__ = [
+    "MIGRATIONS",
+    "StoreError",
+    "NodeStore",
+    "KeyRow",
+    "LedgerRow",
+    "ReleaseRow",
+    "ReleaseBuilder",
+    "RWLock",
+]
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (
@@ -84,6 +93,21 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             """CREATE TABLE rotation (
                 id INTEGER PRIMARY KEY CHECK (id = 1), from_version INTEGER NOT NULL,
                 to_version INTEGER NOT NULL, step TEXT NOT NULL, started_at REAL NOT NULL)""",
+        ],
+    ),
+    (
+        2,
+        [
+            # Issue 9: nonce and presignature secrets live in memory only (signer_nodes.pool);
+            # any sealed one an older version left on disk is dropped here.
+            "DELETE FROM ledger",
+            """CREATE TABLE governance (
+                version INTEGER PRIMARY KEY, digest BLOB NOT NULL, document BLOB NOT NULL,
+                installed_at REAL NOT NULL)""",
+            """CREATE TABLE releases (
+                seq INTEGER PRIMARY KEY, item_id TEXT NOT NULL UNIQUE,
+                item_kind TEXT NOT NULL CHECK (item_kind IN ('nonce','presig')), prev BLOB NOT NULL,
+                hash BLOB NOT NULL, entry BLOB NOT NULL, created_at REAL NOT NULL)""",
         ],
     ),
 ]
@@ -174,11 +198,26 @@ class RWLock:
                     self._cv.notify_all()
 
 
+#: Builds a release entry at commit time: (seq, prev hash) -> (entry bytes, entry hash).
+ReleaseBuilder = Callable[[int, bytes], tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    seq: int
+    item_id: str
+    prev: bytes
+    hash: bytes
+    entry: bytes
+
+
 @dataclass
 class _Mark:
     item_id: str
-    used_by: str
+    item_kind: str
+    build: ReleaseBuilder
     done: bool = False
+    seq: int = 0
     ok: bool = False
     error: BaseException | None = None
 
@@ -348,20 +387,22 @@ class NodeStore:
             return None
         return LedgerRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), int(r[5]), bool(r[6]), r[7])
 
-    def mark_used(self, item_id: str, used_by: str) -> bool:
-        """Mark ledger item ``item_id`` used (and wipe its sealed secret) durably; True if
-        this call marked it, False if it was used already. Returns only after the COMMIT
-        holding the mark has returned (group commit, see the module docstring)."""
-        return self.mark_used_many([(item_id, used_by)])[0]
+    def release(self, item_id: str, item_kind: str, build: ReleaseBuilder) -> int | None:
+        """Append one release-log entry for ``item_id`` durably; its seq, or None if the
+        item has a release entry already. Returns only after the COMMIT holding it has
+        returned (group commit, see the module docstring)."""
+        return self.release_many([(item_id, item_kind, build)])[0]
 
-    def mark_used_many(self, marks: Sequence[tuple[str, str]]) -> list[bool]:
-        """:meth:`mark_used` for several ``(item_id, used_by)`` at once (a signing batch).
+    def release_many(self, marks: Sequence[tuple[str, str, ReleaseBuilder]]) -> list[int | None]:
+        """:meth:`release` for several items at once (a signing batch).
 
         All of them are queued together, so one leader takes them into the same
-        transaction: one COMMIT for the whole batch. Returns, in order, whether each was
-        newly marked (False: used already, also by an earlier entry of ``marks``); returns
-        only after that COMMIT has returned. A failed COMMIT raises for every mark."""
-        mine = [_Mark(item_id, used_by) for item_id, used_by in marks]
+        transaction: one COMMIT for the whole batch. The leader assigns each entry its
+        sequence number and the previous entry's hash (the release log is one hash chain)
+        and calls its builder. Returns, in order, each new entry's seq (None: the item was
+        released already, also by an earlier entry of ``marks``); returns only after that
+        COMMIT has returned. A failed COMMIT raises for every mark."""
+        mine = [_Mark(item_id, kind, build) for item_id, kind, build in marks]
         if not mine:
             return []
         with self._marks_cv:
@@ -382,44 +423,85 @@ class NodeStore:
         for m in mine:
             if m.error is not None:
                 raise m.error
-        return [m.ok for m in mine]
+        return [m.seq if m.ok else None for m in mine]
 
     def _commit_marks(self, batch: list[_Mark]) -> None:
+        now = time.time()
         try:
             with self.tx() as c:
-                oks = [
+                row = c.execute(
+                    "SELECT seq, hash FROM releases ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                seq, head = (0, bytes(32)) if row is None else (int(row[0]), bytes(row[1]))
+                done: list[tuple[int, bool]] = []
+                for m in batch:
+                    if c.execute(
+                        "SELECT 1 FROM releases WHERE item_id = ?", (m.item_id,)
+                    ).fetchone():
+                        done.append((0, False))
+                        continue
+                    entry, h = m.build(seq + 1, head)
                     c.execute(
-                        "UPDATE ledger SET used = 1, used_by = ?,"
-                        " used_at = strftime('%s','now'), sealed = x''"
-                        " WHERE item_id = ? AND used = 0",
-                        (m.used_by, m.item_id),
-                    ).rowcount
-                    == 1
-                    for m in batch
-                ]
+                        "INSERT INTO releases (seq, item_id, item_kind, prev, hash, entry,"
+                        " created_at) VALUES (?,?,?,?,?,?,?)",
+                        (seq + 1, m.item_id, m.item_kind, head, h, entry, now),
+                    )
+                    seq, head = seq + 1, h
+                    done.append((seq, True))
         except BaseException as exc:  # nothing was committed: every waiter fails closed
             for m in batch:
                 m.error, m.done = exc, True
             return
         self.commits += 1
         self.marks += len(batch)
-        for m, ok in zip(batch, oks, strict=True):
-            m.ok, m.done = ok, True
+        for m, (s, ok) in zip(batch, done, strict=True):
+            m.seq, m.ok, m.done = s, ok, True
 
-    def ledger_counts(self) -> dict[str, int]:
-        out = {
-            "nonces_unused": 0,
-            "nonces_used": 0,
-            "presignatures_unused": 0,
-            "presignatures_used": 0,
-        }
+    def released(self, item_id: str) -> bool:
         with self.read() as c:
-            for kind, used, n in c.execute(
-                "SELECT kind, used, count(*) FROM ledger GROUP BY kind, used"
-            ):
-                name = "nonces" if kind == "nonce" else "presignatures"
-                out[f"{name}_{'used' if used else 'unused'}"] = int(n)
-        return out
+            return (
+                c.execute("SELECT 1 FROM releases WHERE item_id = ?", (item_id,)).fetchone()
+                is not None
+            )
+
+    def releases_after(self, after: int, limit: int) -> list[ReleaseRow]:
+        with self.read() as c:
+            return [
+                ReleaseRow(int(r[0]), r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]))
+                for r in c.execute(
+                    "SELECT seq, item_id, prev, hash, entry FROM releases WHERE seq > ?"
+                    " ORDER BY seq LIMIT ?",
+                    (after, limit),
+                )
+            ]
+
+    def release_head(self) -> tuple[int, bytes]:
+        with self.read() as c:
+            row = c.execute("SELECT seq, hash FROM releases ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, bytes(32)) if row is None else (int(row[0]), bytes(row[1]))
+
+    def release_counts(self) -> dict[str, int]:
+        """Released items by kind (``nonce``, ``presig``)."""
+        with self.read() as c:
+            return {
+                str(k): int(n)
+                for k, n in c.execute("SELECT item_kind, count(*) FROM releases GROUP BY item_kind")
+            }
+
+    # -- governance ----------------------------------------------------------------------
+    def add_governance(self, version: int, digest: bytes, document: bytes) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO governance (version, digest, document, installed_at) VALUES (?,?,?,?)",
+                (version, digest, document, time.time()),
+            )
+
+    def governance_documents(self) -> list[bytes]:
+        """Every installed version's document, oldest first."""
+        with self.read() as c:
+            return [
+                bytes(r[0]) for r in c.execute("SELECT document FROM governance ORDER BY version")
+            ]
 
     # -- peers ---------------------------------------------------------------------------
     def set_peers(self, peers: list[tuple[int, str, bytes, bytes]]) -> None:
