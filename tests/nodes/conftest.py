@@ -290,6 +290,9 @@ class NodeRefused(Exception):
 class Coordinator:
     """Signs requests to nodes and relays their envelopes (never reads them)."""
 
+    officers: Officers
+    genesis: bytes = b""
+
     def __init__(self, key: SigningKey, nodes: Sequence[NodeProc]) -> None:
         self.key = key
         self.nodes = {n.party_id: n for n in nodes}
@@ -311,6 +314,13 @@ class Coordinator:
         if r.status_code >= 400:
             raise NodeRefused(r.status_code, r.json())
         return r.json()
+
+    def govern(self, body: gov.Governance, by: Sequence[str] | None = None) -> bytes:
+        """Sign ``body`` by the officers (``by``, default a quorum) and PUT it on every node."""
+        doc = self.officers.sign(body, by)
+        for n in self.nodes.values():
+            self.call(n, "PUT", "/v1/governance", {"document": doc.hex()})
+        return doc
 
     def enroll(self) -> None:
         peers = [
@@ -450,12 +460,13 @@ def cluster(
     """Three running nodes (parties 1..3) under one genesis, enrolled with each other."""
     nodes = [NodeProc(tmp_path / f"node-{i}", i, coordinator_key) for i in (1, 2, 3)]
     try:
-        provision(nodes, officers)
+        genesis = provision(nodes, officers)
         for n in nodes:
             n.start(wait=False)
         for n in nodes:
             n.wait_ready()
         coord = Coordinator(coordinator_key, nodes)
+        coord.officers, coord.genesis = officers, genesis
         coord.enroll()
         yield coord
     finally:
