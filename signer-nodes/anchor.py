@@ -216,6 +216,7 @@ class Anchor:
         by_party = {p.party_id: p for p in self.peers()}
         members = [[p, by_party[p].node_id, by_party[p].sign_pk.hex()] for p in sorted(parties)]
         self.store.set_meta(self._committee_meta(key_id), json.dumps(members))
+        self._committees.pop(key_id, None)
 
     def committee(self, key_id: str) -> list[tuple[int, str, bytes]]:
         if key_id not in self._committees:
