@@ -3,6 +3,7 @@ SQLCipher). Every attack fails closed with a precise problem document, culprits 
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tests.nodes.conftest import (
     NodeProc,
     NodeRefused,
     Officers,
+    cli,
     public_package,
     roster_node,
 )
@@ -52,6 +54,8 @@ def test_trust_refuses_a_genesis_that_pins_another_identity_or_lacks_its_quorum(
 ) -> None:
     node = NodeProc(tmp_path / "node-1", 1, coordinator_key)
     node.init()
+    shown = cli("identity", "--data-dir", str(node.data_dir))
+    assert shown.returncode == 0 and json.loads(shown.stdout) == node.info
     # the roster pins node-1 with someone else's keys (an attacker's genesis)
     other = officers.sign(officers.genesis_body([_rogue(1, "node-1")]))
     r = node.trust(other)
