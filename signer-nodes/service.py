@@ -100,11 +100,13 @@ class ReplayCache:
         self.window_s = window_s
         self.cap = cap
         self._seen: dict[bytes, float] = {}
+        self._purged = 0.0
 
     def fresh(self, sig: bytes, timestamp: float, now: float) -> bool:
         """Record ``sig``; False if it was seen before (or the cache is full)."""
-        if len(self._seen) >= self.cap:
+        if now - self._purged > 5 or len(self._seen) >= self.cap:
             self._seen = {k: t for k, t in self._seen.items() if t > now}
+            self._purged = now
             if len(self._seen) >= self.cap:
                 return False
         if sig in self._seen:
@@ -288,16 +290,15 @@ def create_app(node: Node) -> FastAPI:
         return problem(400, "bad-request", str(exc))
 
     async def _json(request: Request) -> dict[str, Any]:
-        raw = await request.body() or b"{}"
-        if _too_deep(raw):
-            raise _NotJson(f"body nests deeper than {MAX_JSON_DEPTH} levels")
         try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
+            body = json.loads(await request.body() or b"{}")
+        except RecursionError:
+            raise _NotJson(f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
+        except ValueError:
             raise _NotJson("body is not JSON") from None
         if not isinstance(body, dict):
             raise _NotJson("body must be a JSON object")
-        bad = _bad_string(body)
+        bad = _bad_json(body)
         if bad:
             raise _NotJson(bad)
         return body
@@ -425,40 +426,18 @@ def create_app(node: Node) -> FastAPI:
     return app
 
 
-def _too_deep(raw: bytes) -> bool:
-    """Whether the JSON text nests deeper than :data:`MAX_JSON_DEPTH` (a byte scan that
-    respects strings, so the parser never recurses into a hostile depth)."""
-    depth = 0
-    in_str = esc = False
-    for b in raw:
-        if in_str:
-            if esc:
-                esc = False
-            elif b == 0x5C:  # backslash
-                esc = True
-            elif b == 0x22:
-                in_str = False
-        elif b == 0x22:
-            in_str = True
-        elif b in (0x5B, 0x7B):
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return True
-        elif b in (0x5D, 0x7D):
-            depth -= 1
-    return False
-
-
-def _bad_string(value: Any) -> str | None:
-    """A problem with a string in the parsed body (a lone surrogate has no UTF-8 form)."""
-    stack = [value]
+def _bad_json(value: Any) -> str | None:
+    """What is wrong with a parsed body, if anything: nesting deeper than
+    :data:`MAX_JSON_DEPTH` (later canonical encodings recurse), or a string with no UTF-8
+    form (a lone surrogate such as ``"\\ud800"``). Iterative, so no hostile depth recurses."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        v = stack.pop()
-        if isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                return f"body nests deeper than {MAX_JSON_DEPTH} levels"
+            items = [*v.keys(), *v.values()] if isinstance(v, dict) else v
+            stack.extend((x, depth + 1) for x in items)
         elif isinstance(v, str):
             try:
                 v.encode("utf-8")
