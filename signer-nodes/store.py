@@ -1,5 +1,7 @@
-"""The node database: one SQLCipher file holding sealed shares, the nonce/presignature
-ledger, session state, peers and the pending seal-key rotation record.
+"""The node database: one SQLCipher file holding sealed shares, the hash-chained release
+log, the governance versions, session state and the pending seal-key rotation record.
+(Nonces and presignatures are NOT here: they live in memory only, :mod:`signer_nodes.pool`;
+the ``ledger`` and ``peers`` tables of schema 1 stay empty.)
 
 Every secret in here is *also* sealed by the HSM (the ``sealed`` columns); SQLCipher
 (AES-256 page encryption with per-page HMAC, key from the HSM-sealed key file) protects
@@ -7,7 +9,7 @@ the metadata and makes tampering with rows detectable.
 
 Durability (DESIGN.md invariant 3, the write-ahead rule). The database runs in WAL mode
 with ``synchronous=FULL``: SQLite fsyncs the WAL at every commit, so once ``COMMIT``
-returns, the ``used`` mark of a nonce survives SIGKILL and power loss. (With WAL,
+returns, the release-log entry of a nonce survives SIGKILL and power loss. (With WAL,
 ``synchronous=NORMAL`` would *not* be enough: the last commits may roll back on power loss.
 A rollback journal with FULL would also be correct; WAL was chosen because readers do not
 block the writer and commits cost one fsync of an append-only file.)
@@ -15,10 +17,10 @@ block the writer and commits cost one fsync of an append-only file.)
 Threads: one connection, ``check_same_thread=False``, every use under one re-entrant lock
 (:meth:`NodeStore.tx` / :meth:`NodeStore.read`), held only for the statements themselves.
 
-Group commit (:meth:`NodeStore.mark_used`). Concurrent signing requests each need their
-ledger item marked used and that mark *durable* before their share is computed. One
-thread at a time leads: it takes every mark queued so far, runs their ``UPDATE``s in one
-transaction and COMMITs once (one fsync), then wakes each waiter with its own row count.
+Group commit (:meth:`NodeStore.release_many`). Concurrent signing requests each need
+their release-log entry *durable* before their share is computed. One thread at a time
+leads: it takes every entry queued so far, chains and inserts them in one transaction and
+COMMITs once (one fsync), then wakes each waiter with its own sequence number.
 Marks that arrive during that fsync form the next batch. Each caller still returns only
 after the commit holding *its* mark has returned, so the write-ahead rule holds per share;
 under load one fsync covers many shares instead of one.
@@ -51,7 +53,6 @@ __all__ = [
     "StoreError",
     "NodeStore",
     "KeyRow",
-    "LedgerRow",
     "ReleaseRow",
     "ReleaseBuilder",
     "RWLock",
@@ -101,6 +102,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             # Issue 9: nonce and presignature secrets live in memory only (signer_nodes.pool);
             # any sealed one an older version left on disk is dropped here.
             "DELETE FROM ledger",
+            "DELETE FROM peers",  # peers come from the governance roster now
             """CREATE TABLE governance (
                 version INTEGER PRIMARY KEY, digest BLOB NOT NULL, document BLOB NOT NULL,
                 installed_at REAL NOT NULL)""",
@@ -128,18 +130,6 @@ class KeyRow:
     public_info: bytes
     sealed_share: bytes
     seal_version: int
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    item_id: str
-    kind: str
-    key_id: str
-    public: bytes
-    sealed: bytes
-    seal_version: int
-    used: bool
-    used_by: str | None
 
 
 class RWLock:
@@ -234,7 +224,7 @@ class NodeStore:
         self._marks: list[_Mark] = []
         self._marks_cv = threading.Condition(threading.Lock())
         self._leading = False
-        self.commits = 0  # ledger-mark transactions committed (group commit statistics)
+        self.commits = 0  # release-log transactions committed (group commit statistics)
         self.marks = 0
         conn = sqlcipher3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         try:
@@ -365,28 +355,7 @@ class NodeStore:
         with self.read() as c:
             return [r[0] for r in c.execute("SELECT key_id FROM keys ORDER BY key_id")]
 
-    # -- ledger --------------------------------------------------------------------------
-    def add_ledger(self, items: list[tuple[str, str, str, bytes, bytes, int]]) -> None:
-        """Insert (item_id, kind, key_id, public, sealed, seal_version) rows in one commit."""
-        now = time.time()
-        with self.tx() as c:
-            c.executemany(
-                "INSERT INTO ledger (item_id, kind, key_id, public, sealed, seal_version,"
-                " created_at) VALUES (?,?,?,?,?,?,?)",
-                [(*it, now) for it in items],
-            )
-
-    def get_ledger(self, item_id: str) -> LedgerRow | None:
-        sql = (
-            "SELECT item_id, kind, key_id, public, sealed, seal_version, used, used_by"
-            " FROM ledger WHERE item_id = ?"
-        )
-        with self.read() as c:
-            r = c.execute(sql, (item_id,)).fetchone()
-        if r is None:
-            return None
-        return LedgerRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), int(r[5]), bool(r[6]), r[7])
-
+    # -- release log ---------------------------------------------------------------------
     def release(self, item_id: str, item_kind: str, build: ReleaseBuilder) -> int | None:
         """Append one release-log entry for ``item_id`` durably; its seq, or None if the
         item has a release entry already. Returns only after the COMMIT holding it has
@@ -501,21 +470,6 @@ class NodeStore:
         with self.read() as c:
             return [
                 bytes(r[0]) for r in c.execute("SELECT document FROM governance ORDER BY version")
-            ]
-
-    # -- peers ---------------------------------------------------------------------------
-    def set_peers(self, peers: list[tuple[int, str, bytes, bytes]]) -> None:
-        with self.tx() as c:
-            c.execute("DELETE FROM peers")
-            c.executemany(
-                "INSERT INTO peers (party_id, node_id, sign_pk, box_pk) VALUES (?,?,?,?)", peers
-            )
-
-    def get_peers(self) -> list[tuple[int, str, bytes, bytes]]:
-        with self.read() as c:
-            return [
-                (int(p), n, bytes(s), bytes(b))
-                for p, n, s, b in c.execute("SELECT party_id, node_id, sign_pk, box_pk FROM peers")
             ]
 
     # -- sessions ------------------------------------------------------------------------
