@@ -13,18 +13,26 @@ One job per module; after the colon, what it may import of this package (checked
     policy     the authorization seam (invariant 2): -
     envelope   signed and boxed envelopes around protocol messages: -
     store      the SQLCipher database, group commit, sealing lock: -
+    audit      pure encodings: release/audit entries, request digest, statements: -
+    pool       single-use secrets (nonces, presignatures), in memory only: errors
     vault      the node's view of its HSM, the sealed DB key file: config
     rotation   seal-key rotation and its recovery: faults logs store vault
-    identity   identity keys, peers, envelopes: envelope errors logs store vault
-    shares     sealed shares and ledger items, retired OT pairs: errors logs store vault
+    identity   identity keys, peers, envelopes: envelope store vault
+    anchor     the governance trust anchor (roster, committees, raw keys):
+               envelope errors logs store
+    checkpoint release log view, node-cosigned audit checkpoints:
+               anchor audit errors logs store
+    shares     sealed shares, in-memory items, retired OT pairs: errors logs pool store vault
     specs      typed session specs, body field parsers: errors shares
     ecdsa      DKLs23 key-setup and presign sessions: errors shares specs
     protocols  the protocol object a spec runs, what is kept of it: ecdsa errors shares specs
-    sessions   the session host: envelope errors identity logs protocols specs store
+    sessions   the session host: anchor envelope errors identity logs protocols specs
+               store
     pipeline   THE write-ahead signing pipeline, FROST and ECDSA strategies:
-               ecdsa errors faults logs policy protocols shares specs store
+               anchor audit ecdsa errors faults logs policy pool protocols shares specs
+               store
     node       provisioning, the directory lock, the composition: all of the above
     service    HTTP, the only map from error kinds to HTTP: envelope errors logs node
                pipeline specs
-    cli        python -m signer_nodes ...: config logs node store (service, lazily)
+    cli        python -m signer_nodes ...: config errors logs node store (service, lazily)
 """

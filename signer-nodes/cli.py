@@ -1,4 +1,11 @@
-"""``python -m signer_nodes init|run|rotate-seal-key|status`` (typer + rich).
+"""``python -m signer_nodes init|identity|trust|run|rotate-seal-key|status`` (typer + rich).
+
+Provisioning: ``init`` creates the token, identity keys and database and prints the
+identity JSON ``{"node_id","party_id","sign_pk","box_pk"}`` (``identity`` prints it again);
+the officers pin it in the governance genesis; ``trust --governance GENESIS`` installs that
+genesis once; then ``run``. The PIN comes from ``--pin-file`` (a secret file outside the
+data directory) or ``$CUSTODY_HSM_PIN``; without either, ``init`` writes a random PIN to
+``D/hsm.pin``, which is the DEV layout only (the PIN next to the token it unlocks).
 
 Errors never print a stack trace: HSM errors exit with their own code
 (:mod:`hsm.errors`: 20 module missing, 21 token missing, 22 wrong PIN, 23 HSM
@@ -17,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from signer_nodes import logs
 from signer_nodes.config import ConfigError
+from signer_nodes.errors import NodeError
 from signer_nodes.node import Node
 from signer_nodes.store import StoreError
 
@@ -35,6 +43,8 @@ def _guard(fn: Callable[[], T]) -> T:
     """Run ``fn``; turn every known failure into a one-line message and its exit code."""
     try:
         return fn()
+    except NodeError:
+        raise
     except HsmError as exc:
         err.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
@@ -92,16 +102,61 @@ def run(
     """Serve the node API (docs/NODE_API.md) on uvicorn."""
     # Lazy on purpose (CLI start-up): only `run` needs the web stack, so `init`, `status`
     # and `rotate-seal-key` start without importing uvicorn, FastAPI and Starlette.
-    import uvicorn
-    from signer_nodes.service import create_app
+    from signer_nodes.service import serve
 
     logs.setup()
     node = _guard(lambda: Node.open(data_dir, pin_file=pin_file))
     try:
         logs.event("node.serve", node_id=node.node_id, host=host, port=port)
-        uvicorn.run(create_app(node), host=host, port=port, log_level="warning", access_log=False)
+        serve(node, host=host, port=port)
     finally:
         node.close()
+
+
+@app.command()
+def identity(data_dir: DataDir, pin_file: PinFile = None) -> None:
+    """Print the node's public identity JSON (what a governance roster pins)."""
+
+    def go() -> dict[str, Any]:
+        node = Node.open(data_dir, pin_file=pin_file, exclusive=False)
+        try:
+            return node.identity_info()
+        finally:
+            node.close()
+
+    print(json.dumps(_guard(go)))
+
+
+@app.command()
+def trust(
+    data_dir: DataDir,
+    governance: Annotated[
+        Path, typer.Option("--governance", help="signed genesis (canonical CBOR)")
+    ],
+    pin_file: PinFile = None,
+) -> None:
+    """Install the governance genesis once, as this node's trust anchor (node stopped).
+
+    Refused unless the genesis carries its officers' quorum and its roster pins this
+    node's own identity (``identity``)."""
+
+    def go() -> dict[str, Any]:
+        try:
+            data = governance.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {governance}: {exc.strerror}") from None
+        node = Node.open(data_dir, pin_file=pin_file)
+        try:
+            return node.trust(data)
+        finally:
+            node.close()
+
+    try:
+        info = _guard(go)
+    except NodeError as exc:
+        err.print(f"[red]refused ({exc.code})[/red]: {exc.detail}", highlight=False)
+        raise typer.Exit(1) from None
+    print(json.dumps(info))
 
 
 @app.command("rotate-seal-key")

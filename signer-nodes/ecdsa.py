@@ -3,9 +3,9 @@
 Key setup is :class:`mpc.dkls23.keysetup.KeygenChain` (the FROST KeyGen DKG over
 secp256k1, then the pairwise OT setup); its result, an :class:`~mpc.dkls23.EcdsaKeyShare`
 (share plus OT seeds), is sealed as the key's share. A presign session
-(:class:`mpc.dkls23.PresignSession`) gives a single-use presignature, sealed into the
-ledger (kind ``presig``); signing with it is the ECDSA strategy of the one signing
-pipeline (:mod:`signer_nodes.pipeline`).
+(:class:`mpc.dkls23.PresignSession`) gives a single-use presignature, kept in the node's
+memory only (kind ``presig``, :mod:`signer_nodes.pool`); signing with it is the ECDSA
+strategy of the one signing pipeline (:mod:`signer_nodes.pipeline`).
 
 Imports: :mod:`signer_nodes.errors`, ``.shares``, ``.specs``.
 """
@@ -92,7 +92,7 @@ def finish(spec: SessionSpec, result: Any, shares: ShareStore) -> dict[str, Any]
     presig: dkls23.Presignature = result
     pid = presig.presignature_id.hex()
     p = presig.public
-    shares.add_ledger_item("presig", spec.key_id, pid, presig.to_bytes(), p.R.encode())
+    shares.add_ledger_item("presig", spec.key_id, pid, presig, p.R.encode())
     return {
         "presignature_id": pid,
         "key_id": spec.key_id,

@@ -41,6 +41,17 @@ class Kind(StrEnum):
     OT_PAIR_RETIRED = "ot-pair-retired"
     RESTARTED = "restarted"
     NOT_AUTHORIZED = "not-authorized"
+    GOVERNANCE_MISSING = "governance-missing"
+    GOVERNANCE_MALFORMED = "governance-malformed"
+    GOVERNANCE_UNCHAINED = "governance-unchained"
+    GOVERNANCE_UNDER_SIGNED = "governance-under-signed"
+    GOVERNANCE_ROLLBACK = "governance-rollback"
+    GOVERNANCE_WRONG_CLUSTER = "governance-wrong-cluster"
+    IDENTITY_MISMATCH = "identity-mismatch"
+    NOT_IN_ROSTER = "not-in-roster"
+    POOL_FULL = "pool-full"
+    CHECKPOINT_UNCHAINED = "checkpoint-unchained"
+    CHECKPOINT_MISSING_RELEASES = "checkpoint-missing-releases"
     INTERNAL = "internal"
 
 

@@ -8,8 +8,9 @@ environment or exits the process.
 
 Points:
 
-* ``sign-before-mark``: signing, every check passed, the ledger marks not yet written;
-* ``sign-after-mark``: the marks are durable, no share computed or released yet;
+* ``sign-before-mark``: signing, every check passed, the items taken out of the pool, their
+  release-log entries not yet written;
+* ``sign-after-mark``: the entries are durable, no share computed or released yet;
 * ``rotate:1`` .. ``rotate:5`` (and ``rotate:3a``, ``rotate:4a`` inside steps 3 and 4):
   the steps of a seal-key rotation (:mod:`signer_nodes.rotation`).
 

@@ -4,21 +4,20 @@ A node has two long-term keys: an Ed25519 signing key (it signs every envelope i
 and an X25519 box key (direct envelopes are encrypted to it). Both are sealed by the HSM
 at rest (:mod:`signer_nodes.vault`, AAD purpose ``identity``) and unsealed once, when the
 node opens; they stay inside this object and are never returned or logged. Peers (party id,
-node id, public keys) are enrolled by the coordinator (``PUT /v1/peers``) and kept in the
-database.
+node id, public keys) come from the governance roster (:mod:`signer_nodes.anchor`), never
+from the coordinator.
 
-Imports: :mod:`signer_nodes.envelope`, ``.errors``, ``.logs``, ``.store``, ``.vault``.
+Imports: :mod:`signer_nodes.envelope`, ``.store``, ``.vault``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
-from signer_nodes import logs, vault
+from signer_nodes import vault
 from signer_nodes.envelope import Peer, open_envelope, seal
-from signer_nodes.errors import Kind, NodeError
 from signer_nodes.store import NodeStore
 
 from mpc.wire import Message
@@ -35,6 +34,8 @@ class Identity:
         self.node_id = node_id
         self.party_id = party_id
         self._store = store
+        #: Where the peers come from: the node wires the governance roster in here.
+        self.roster: Callable[[], Sequence[Peer]] = list
         self._sign_key = SigningKey(self._unseal(v, store, "sign"))
         self._box_key = PrivateKey(self._unseal(v, store, "box"))
 
@@ -62,29 +63,16 @@ class Identity:
     def box_pk(self) -> bytes:
         return bytes(self._box_key.public_key)
 
+    def sign_statement(self, statement: bytes) -> bytes:
+        """This node's Ed25519 signature over a statement (release head, checkpoint)."""
+        return bytes(self._sign_key.sign(statement).signature)
+
     # -- peers ---------------------------------------------------------------------------
     def peers(self) -> dict[int, Peer]:
-        """Every enrolled peer and this node itself, by party id."""
-        out = {p: Peer(p, n, s, b) for p, n, s, b in self._store.get_peers()}
+        """The peers: the current governance roster (``roster``), and this node itself."""
+        out = {p.party_id: p for p in self.roster() if p.node_id != self.node_id}
         out[self.party_id] = Peer(self.party_id, self.node_id, self.sign_pk, self.box_pk)
         return out
-
-    def set_peers(self, peers: Sequence[Peer]) -> int:
-        """Replace the enrolled peers; returns how many (this node's own entry not counted)."""
-        rows = []
-        for p in peers:
-            if p.party_id == self.party_id:
-                if p.sign_pk != self.sign_pk or p.box_pk != self.box_pk:
-                    raise NodeError(Kind.BAD_PEER, "own entry does not carry this node's keys")
-                continue
-            if len(p.sign_pk) != 32 or len(p.box_pk) != 32:
-                raise NodeError(Kind.BAD_PEER, f"party {p.party_id}: keys must be 32 bytes")
-            rows.append((p.party_id, p.node_id, p.sign_pk, p.box_pk))
-        if len({r[0] for r in rows}) != len(rows):
-            raise NodeError(Kind.BAD_PEER, "duplicate party id")
-        self._store.set_peers(rows)
-        logs.event("peers.set", node_id=self.node_id, peers=len(rows))
-        return len(rows)
 
     # -- envelopes -----------------------------------------------------------------------
     def seal(self, msg: Message, peers: Mapping[int, Peer]) -> bytes:

@@ -8,7 +8,9 @@ sessions a restart lost) and composes, each with one job:
 * :class:`~signer_nodes.identity.Identity`: identity keys, peers, envelopes;
 * :class:`~signer_nodes.shares.ShareStore`: sealed shares and ledger items;
 * :class:`~signer_nodes.sessions.SessionHost`: protocol sessions (DKG, key setup, presign);
-* :class:`~signer_nodes.pipeline.SigningPipeline`: the one write-ahead signing pipeline.
+* :class:`~signer_nodes.pipeline.SigningPipeline`: the one write-ahead signing pipeline;
+* :class:`~signer_nodes.anchor.Anchor`: the governance trust anchor (roster, raw keys);
+* :class:`~signer_nodes.checkpoint.Checkpoints`: release log view, audit checkpoints.
 
 The thin methods below are the node's API for the service, the CLI, tests and benchmarks.
 Fault hooks (:mod:`signer_nodes.faults`) are passed in; production passes none.
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from signer_nodes import logs, rotation, vault
+from signer_nodes.anchor import Anchor
+from signer_nodes.checkpoint import Checkpoints
 from signer_nodes.config import NODE_ID_RE, ConfigError, NodeConfig, Paths, read_pin
 from signer_nodes.envelope import Peer
 from signer_nodes.faults import NO_FAULTS, FaultHooks
@@ -65,9 +69,17 @@ class Node:
             raise ConfigError("database holds no coordinator key")
         self.coordinator_pk = bytes.fromhex(coord)
         self.identity = Identity(v, store, self.node_id, self.party_id)
+        own = Peer(self.party_id, self.node_id, self.identity.sign_pk, self.identity.box_pk)
+        self.anchor = Anchor(store, self.node_id, self.party_id, own)
+        self.identity.roster = self.anchor.peers
         self.shares = ShareStore(v, store, self.node_id)
-        self.sessions = SessionHost(self.identity, store, Protocols(self.party_id, self.shares))
-        self.pipeline = SigningPipeline(self.shares, self.party_id, faults=faults)
+        self.sessions = SessionHost(
+            self.identity, store, Protocols(self.party_id, self.shares), self.anchor
+        )
+        self.pipeline = SigningPipeline(self.shares, self.party_id, self.anchor, faults=faults)
+        self.checkpoints = Checkpoints(
+            store, self.anchor, self.node_id, self.identity.sign_statement
+        )
         self._lock_fd = lock_fd
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -100,7 +112,9 @@ class Node:
         if pin_file is not None or os.environ.get("CUSTODY_HSM_PIN"):
             pin = read_pin(paths, pin_file)
         else:
-            # Dev only: a random PIN in a 0600 file. Production must use a real PIN source.
+            # Dev only: a random PIN in a 0600 file next to the token it unlocks. Production
+            # passes --pin-file (a secret file outside the data directory) or the environment.
+            logs.warn("pin.dev_only", node_id=node_id, pin_file=str(paths.pin_file))
             pin = secrets.token_hex(16)
             fd = os.open(paths.pin_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -178,11 +192,41 @@ class Node:
     def box_pk(self) -> bytes:
         return self.identity.box_pk
 
+    def identity_info(self) -> dict[str, Any]:
+        """The public identity a governance roster pins (node_id, party_id, sign_pk, box_pk)."""
+        return {
+            "node_id": self.node_id,
+            "party_id": self.party_id,
+            "sign_pk": self.sign_pk.hex(),
+            "box_pk": self.box_pk.hex(),
+        }
+
     def peers(self) -> dict[int, Peer]:
         return self.identity.peers()
 
     def set_peers(self, peers: Sequence[Peer]) -> int:
-        return self.identity.set_peers(peers)
+        """Peers come from governance: refuse any not matching the roster; nothing stored."""
+        return self.anchor.check_peers(peers)
+
+    # -- governance, release log, audit checkpoints ---------------------------------------
+    def trust(self, genesis: bytes) -> dict[str, Any]:
+        """Install the governance genesis (once): the node's trust anchor."""
+        self.anchor.install_genesis(genesis)
+        return self.anchor.describe()
+
+    def install_governance(self, document: bytes) -> dict[str, Any]:
+        """Verify and install the next governance version (``PUT /v1/governance``)."""
+        _, new = self.anchor.advance(document)
+        return {**self.anchor.describe(), "changed": new}
+
+    def governance(self) -> dict[str, Any]:
+        return self.anchor.describe()
+
+    def releases(self, after: int, limit: int = 1000) -> dict[str, Any]:
+        return self.checkpoints.releases(after, limit)
+
+    def checkpoint(self, seq: object, head: object, entries: object) -> dict[str, Any]:
+        return self.checkpoints.checkpoint(seq, head, entries)
 
     def hsm_health(self) -> str:
         return self.vault.health()
@@ -199,7 +243,13 @@ class Node:
         }
 
     def status(self) -> dict[str, Any]:
-        counts = self.store.ledger_counts()
+        released = self.store.release_counts()
+        counts = {
+            "nonces_unused": self.shares.pool.count("nonce"),
+            "nonces_used": released.get("nonce", 0),
+            "presignatures_unused": self.shares.pool.count("presig"),
+            "presignatures_used": released.get("presig", 0),
+        }
         return {
             "node_id": self.node_id,
             "party_id": self.party_id,
@@ -211,6 +261,9 @@ class Node:
             "rotation_pending": rotation.pending(self.store),
             "schema_version": self.store.schema_version(),
             "hsm": self.hsm_health(),
+            "governance": self.anchor.describe(),
+            "release_head": self.store.release_head()[0],
+            "checkpoint_seq": self.checkpoints.last()["seq"],
         }
 
     # -- sessions --------------------------------------------------------------------------

@@ -7,43 +7,52 @@ Every signing request, FROST or ECDSA, single or batch, goes through
 2. **check and authorize**: the key and its scheme, the message *recomputed* from the
    request (``custody.signing.message_to_sign``), the scheme's own input (the FROST
    signing package), then :func:`signer_nodes.policy.authorize` (the one authorization
-   seam; the policy/approvals check of the next issue plugs in there), then the ledger
-   item (known, for this key, unused, not named earlier in the same call, matching the
-   package) and the unsealing of the item's secret and (once per call and key) the share;
-3. **mark used, durably**: the items that passed are marked used in the ledger in ONE
-   commit (:meth:`NodeStore.mark_used_many`, joining the store's group commit with any
-   concurrent request); it returns only after that COMMIT has returned;
+   seam; the policy/approvals check of the next issue plugs in there, and governance's
+   ``raw_signing_keys``), the key's committee still in the governance roster
+   (:mod:`signer_nodes.anchor`), then the single-use item (in the in-memory pool, for this
+   key, not released before, not named earlier in the same call, matching the package),
+   the unsealing (once per call and key) of the share, and last the item is TAKEN out of
+   the pool (:mod:`signer_nodes.pool`: it exists nowhere else, so it is burned from here on);
+3. **release-log entry, durably**: the items that passed get their hash-chained
+   release-log entries (request digest, kind, key, signer set, item id, time) in ONE
+   commit (:meth:`NodeStore.release_many`, joining the store's group commit with any
+   concurrent request); it returns only after that COMMIT has returned. The entry is the
+   durable "used" record: nothing leaves before its entry is durable;
 4. **compute**: only then is any partial signature computed, for the items whose mark
    this call made;
 5. **release**: the caller gets the bytes (a batch: one outcome per item, in order).
 
 Steps 2-3 run under ``store.sealing`` as reader, so a seal-key rotation never interleaves
 with load, unseal and mark. A bad item of a batch fails alone (its outcome is its error);
-a failing commit fails the whole call closed (nothing computed, nothing released).
+a failing commit fails the whole call closed (nothing computed, nothing released; the
+taken items are burned).
 
 What differs between schemes is a small :class:`Strategy`: :class:`FrostStrategy` (RFC
 9591 s5.2) and :class:`EcdsaStrategy` (DKLs23 Protocol 3.6, round 3). The fault hooks
 (:mod:`signer_nodes.faults`) are called at ``sign-before-mark`` and ``sign-after-mark``.
 
-Imports: :mod:`signer_nodes.ecdsa`, ``.errors``, ``.faults``, ``.logs``, ``.policy``,
-``.protocols``, ``.shares``, ``.specs``, ``.store``.
+Imports: :mod:`signer_nodes.anchor`, ``.audit``, ``.ecdsa``, ``.errors``, ``.faults``,
+``.logs``, ``.policy``, ``.pool``, ``.protocols``, ``.shares``, ``.specs``.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from signer_nodes import ecdsa, logs
+from signer_nodes import audit, ecdsa, logs
+from signer_nodes.anchor import Anchor
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.faults import NO_FAULTS, FaultHooks
 from signer_nodes.policy import AuthorizationContext, NotAuthorized, authorize
+from signer_nodes.pool import PoolItem
 from signer_nodes.protocols import frost_suite, load_key_package
 from signer_nodes.shares import ShareStore
 from signer_nodes.specs import hex_field, sign_request
-from signer_nodes.store import KeyRow, LedgerRow
+from signer_nodes.store import KeyRow
 
 from custody.signing import SignRequestError, message_to_sign
 from mpc import dkls23, frost
@@ -89,6 +98,7 @@ class Prepared:
     request: Mapping[str, Any]
     public: Any  # FROST: the SigningPackage; ECDSA: the digest
     secret: Any = field(repr=False)
+    release: dict[str, Any] = field(default_factory=dict)  # the release-log fields
 
 
 class Strategy(Protocol):
@@ -112,9 +122,9 @@ class Strategy(Protocol):
 
     def check_item_id(self, item_id: object) -> str: ...
 
-    def check_ledger(self, ledger: LedgerRow, public: Any) -> None: ...
+    def check_ledger(self, ledger: PoolItem, public: Any) -> None: ...
 
-    def load_secret(self, row: KeyRow, plain: bytes) -> Any: ...
+    def signers(self, ledger: PoolItem, public: Any) -> list[int]: ...
 
     def load_key(self, plain: bytes) -> Any: ...
 
@@ -132,21 +142,23 @@ class FrostStrategy:
     reuse_event = "nonce.reuse_refused"
     signed_event = "frost.signed"
 
-    def __init__(self, shares: ShareStore, party_id: int) -> None:
+    def __init__(self, shares: ShareStore, party_id: int, anchor: Anchor) -> None:
         self.shares = shares
         self.party_id = party_id
+        self.anchor = anchor
 
     def commitments(self, key_id: object, count: object) -> list[dict[str, str]]:
-        """RFC 9591 s5.1 ahead of time: seal each nonce pair in the ledger, publish
-        commitments (``[{"nonce_id", "commitments"}]``)."""
+        """RFC 9591 s5.1 ahead of time: keep each nonce pair in memory only (the pool),
+        publish commitments (``[{"nonce_id", "commitments"}]``)."""
         if type(count) is not int or not 1 <= count <= MAX_COMMITMENTS:
             raise NodeError(Kind.BAD_REQUEST, f"count must be an integer in [1, {MAX_COMMITMENTS}]")
         row = self.shares.row(key_id)
         suite = frost_suite(row.scheme)
+        self.anchor.check_committee(row.key_id)
         kp = load_key_package(self.shares.unseal_share(row))
         batch = frost.preprocess(suite, kp, count)
         del kp
-        pairs = [(nonces.to_bytes(), comm.to_bytes()) for nonces, comm in batch]
+        pairs = [(nonces, comm.to_bytes()) for nonces, comm in batch]
         del batch
         ids = self.shares.add_ledger_items("nonce", row.key_id, pairs)
         logs.event("nonces.added", node_id=self.shares.node_id, key_id=row.key_id, count=count)
@@ -178,7 +190,7 @@ class FrostStrategy:
             raise NodeError(Kind.BAD_REQUEST, "nonce_id must be 32 lower-case hex digits")
         return item_id
 
-    def check_ledger(self, ledger: LedgerRow, public: Any) -> None:
+    def check_ledger(self, ledger: PoolItem, public: Any) -> None:
         try:
             mine = public.commitment_for(self.party_id)
         except MpcError:
@@ -191,8 +203,8 @@ class FrostStrategy:
                 "package carries commitments for this node that are not those of the nonce",
             )
 
-    def load_secret(self, row: KeyRow, plain: bytes) -> Any:
-        return frost.SigningNonces.from_bytes(plain, suite=frost_suite(row.scheme))
+    def signers(self, ledger: PoolItem, public: Any) -> list[int]:
+        return sorted(public.identifiers)
 
     def load_key(self, plain: bytes) -> Any:
         return load_key_package(plain)
@@ -233,11 +245,11 @@ class EcdsaStrategy:
             raise NodeError(Kind.BAD_REQUEST, "presignature_id must be 64 hex digits")
         return item_id
 
-    def check_ledger(self, ledger: LedgerRow, public: Any) -> None:
+    def check_ledger(self, ledger: PoolItem, public: Any) -> None:
         return None
 
-    def load_secret(self, row: KeyRow, plain: bytes) -> Any:
-        return dkls23.Presignature.from_bytes(plain)
+    def signers(self, ledger: PoolItem, public: Any) -> list[int]:
+        return sorted(ledger.secret.public.signers)
 
     def load_key(self, plain: bytes) -> Any:
         return dkls23.EcdsaKeyShare.from_bytes(plain)
@@ -265,14 +277,16 @@ class SigningPipeline:
         self,
         shares: ShareStore,
         party_id: int,
+        anchor: Anchor,
         *,
         faults: FaultHooks = NO_FAULTS,
     ) -> None:
         self.shares = shares
+        self.anchor = anchor
         self.store = shares.store
         self.node_id = shares.node_id
         self.faults = faults
-        self.frost = FrostStrategy(shares, party_id)
+        self.frost = FrostStrategy(shares, party_id, anchor)
         self.ecdsa = EcdsaStrategy()
 
     def sign_one(self, strategy: Strategy, item: Any, *, coordinator_verified: bool) -> bytes:
@@ -304,16 +318,20 @@ class SigningPipeline:
                     if not fail_alone:
                         raise
                     results[i] = exc
+            # The items are out of the pool (taken): from here on they are burnt, whatever
+            # happens. A failure before the commit leaves them "in flight" for good, so a
+            # retry is told nonce-used, never handed the secret again.
             self.faults.reached("sign-before-mark")
-            marked = self.store.mark_used_many(
-                [(p.item_id, str(p.request.get("id"))) for _, p in ready]
+            marked = self.store.release_many(
+                [(p.item_id, strategy.ledger_kind, _builder(p.release)) for _, p in ready]
             )
-            # Durable now: none of these items can ever be handed out again, even after a
-            # crash. A failed commit raised above: nothing is computed or released.
+            self.shares.pool.settle([p.item_id for _, p in ready])
+            # Durable now: each item's release-log entry is committed (and the item is
+            # gone from memory). A failed commit raised above: nothing computed or released.
         self.faults.reached("sign-after-mark")
-        for (i, p), ok in zip(ready, marked, strict=True):
+        for (i, p), seq in zip(ready, marked, strict=True):
             try:
-                if not ok:
+                if seq is None:
                     raise NodeError(strategy.used, f"{strategy.noun} {p.item_id} was already used")
                 results[i] = strategy.compute(p, keys[p.key_id])
                 ids: dict[str, Any] = {f"{strategy.noun}_id": p.item_id}
@@ -345,6 +363,7 @@ class SigningPipeline:
         Caller holds ``sealing`` as reader."""
         row = self.shares.row(item.key_id)
         strategy.check_scheme(row)
+        self.anchor.check_committee(row.key_id)
         try:
             message = message_to_sign(row.scheme, item.request)
         except SignRequestError as exc:
@@ -353,11 +372,9 @@ class SigningPipeline:
         self._authorize(row, item.request, message, requested, verified)
         item_id = strategy.check_item_id(item.item_id)
         ledger = self.shares.ledger_item(item_id)
-        if ledger is None or ledger.kind != strategy.ledger_kind or ledger.key_id != row.key_id:
-            raise NodeError(
-                strategy.unknown, f"no {strategy.noun} {item_id} for key {row.key_id!r}"
-            )
-        if ledger.used or item_id in seen:
+        if ledger is None and (
+            item_id in seen or self.shares.pool.in_flight(item_id) or self.store.released(item_id)
+        ):
             logs.warn(
                 strategy.reuse_event,
                 node_id=self.node_id,
@@ -365,14 +382,34 @@ class SigningPipeline:
                 **{f"{strategy.noun}_id": item_id},
                 request_id=item.request.get("id"),
             )
-            by = ledger.used_by if ledger.used else "an earlier item of this batch"
+            by = "an earlier item of this batch" if item_id in seen else "a released signature"
             raise NodeError(strategy.used, f"{strategy.noun} {item_id} was already used (by {by})")
+        if ledger is None or ledger.kind != strategy.ledger_kind or ledger.key_id != row.key_id:
+            raise NodeError(
+                strategy.unknown,
+                f"no {strategy.noun} {item_id} for key {row.key_id!r} (outstanding ones live in"
+                " memory only: a restart discards them)",
+            )
         strategy.check_ledger(ledger, public)
-        secret = strategy.load_secret(row, self.shares.unseal_ledger_item(ledger))
         if row.key_id not in keys:
             keys[row.key_id] = strategy.load_key(self.shares.unseal_share(row))
+        if self.shares.take_ledger_item(item_id) is None:  # a concurrent request took it
+            raise NodeError(strategy.used, f"{strategy.noun} {item_id} was already used")
         seen.add(item_id)
-        return Prepared(row.key_id, item_id, item.request, public, secret)
+        kind = str(item.request.get("kind"))
+        release = {
+            "time": int(time.time()),
+            "request_id": str(item.request.get("id")),
+            "request_digest": audit.request_digest(
+                str(item.request.get("id")), row.key_id, kind, message
+            ),
+            "kind": kind,
+            "key_id": row.key_id,
+            "scheme": row.scheme,
+            "signers": strategy.signers(ledger, public),
+            "item_id": item_id,
+        }
+        return Prepared(row.key_id, item_id, item.request, public, ledger.secret, release)
 
     def _authorize(
         self,
@@ -393,6 +430,7 @@ class SigningPipeline:
                     recomputed_message=recomputed,
                     requested_message=requested,
                     coordinator_verified=coordinator_verified,
+                    raw_enabled=self.anchor.raw_allowed(row.key_id),
                 )
             )
         except NotAuthorized as exc:
@@ -404,3 +442,13 @@ class SigningPipeline:
                 request_id=request.get("id"),
             )
             raise NodeError(Kind.NOT_AUTHORIZED, exc.detail, code=exc.reason) from None
+
+
+def _builder(fields: Mapping[str, Any]) -> Any:
+    """The release-log entry builder for one item: seq and prev come at commit time."""
+
+    def build(seq: int, prev: bytes) -> tuple[bytes, bytes]:
+        encoded = audit.encode_release({**fields, "seq": seq, "prev": prev})
+        return encoded, audit.release_hash(encoded)
+
+    return build

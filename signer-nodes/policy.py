@@ -11,10 +11,13 @@ The rule today is exactly:
    checked by the service before the handler runs, recorded in ``coordinator_verified``);
 2. the node recomputed the message from the request payload itself
    (``custody.signing.message_to_sign``) and it is byte-for-byte what the signing package
-   (FROST) or the caller (ECDSA) asks it to sign.
+   (FROST) or the caller (ECDSA) asks it to sign;
+3. a ``kind: raw`` request only for a key the current governance lists in
+   ``raw_signing_keys`` (``raw_enabled``): the coordinator key alone never gets a signature
+   over arbitrary bytes.
 
 The policy/approvals check of a later issue (verify approver signatures against the policy
-the node holds) plugs in here, as a third step; nothing else in the node needs to change.
+the node holds) plugs in here, as a further step; nothing else in the node needs to change.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class AuthorizationContext:
     recomputed_message: bytes
     requested_message: bytes
     coordinator_verified: bool
+    raw_enabled: bool = False  # governance lists this key in raw_signing_keys
 
 
 def authorize(ctx: AuthorizationContext) -> None:
@@ -54,6 +58,11 @@ def authorize(ctx: AuthorizationContext) -> None:
         raise NotAuthorized("not-coordinator", "request is not signed by the enrolled coordinator")
     if ctx.request.get("key_id") != ctx.key_id:
         raise NotAuthorized("key-mismatch", "request names another key than the one asked to sign")
+    if ctx.request.get("kind") == "raw" and not ctx.raw_enabled:
+        raise NotAuthorized(
+            "raw-not-enabled",
+            f"governance does not enable raw signing for key {ctx.key_id!r} (raw_signing_keys)",
+        )
     if ctx.recomputed_message != ctx.requested_message:
         raise NotAuthorized(
             "message-mismatch", "message to sign differs from the one recomputed from the request"

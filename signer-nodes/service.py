@@ -1,12 +1,15 @@
 """The node's HTTP service (FastAPI on uvicorn): docs/NODE_API.md.
 
 Every route except ``GET /health`` requires a request signed by the enrolled coordinator
-(:func:`custody.nodeauth.verify_headers`); a missing, bad or stale signature is a 401
-problem document and is logged. Every error, expected or not, is an RFC 9457 problem
-document: this module is the ONE place that maps a domain error
-(:class:`signer_nodes.errors.NodeError`, its :class:`~signer_nodes.errors.Kind`) or an HSM
-error to an HTTP status and a problem document (:data:`STATUS`, :func:`problem_doc`), for
-whole requests, for each item of a batch and for the ``error`` of a failed session.
+for this node (:func:`custody.nodeauth.verify_headers` with ``recipient`` = this node's
+id); a missing, bad, stale, misaddressed or replayed signature is a 401 problem document
+and is logged. The node is served through :func:`custody.serving.serve` (:func:`serve`):
+body limit before authentication (413), header/body timeouts, a connection cap.
+Every error, expected or not, is an RFC 9457 problem document: this module is the ONE
+place that maps a domain error (:class:`signer_nodes.errors.NodeError`, its
+:class:`~signer_nodes.errors.Kind`) or an HSM error to an HTTP status and a problem
+document (:data:`STATUS`, :func:`problem_doc`), for whole requests, for each item of a
+batch and for the ``error`` of a failed session.
 Blocking node work runs in the thread pool, so requests are served
 concurrently; the node orders what must be ordered itself (:mod:`signer_nodes.store`:
 group commit of ledger marks, the sealing readers-writer lock against rotation).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,10 +36,21 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from custody.nodeauth import NodeAuthError, verify_headers
+from custody.nodeauth import MAX_SKEW_SECONDS, TIMESTAMP_HEADER, NodeAuthError, verify_headers
+from custody.serving import ServiceLimits
+from custody.serving import serve as serve_app
 from hsm.errors import HsmError
 
-__all__ = ["create_app", "STATUS", "problem_doc", "error_doc", "session_view"]
+__all__ = [
+    "create_app",
+    "serve",
+    "LIMITS",
+    "STATUS",
+    "ReplayCache",
+    "problem_doc",
+    "error_doc",
+    "session_view",
+]
 
 PROBLEM = "application/problem+json"
 
@@ -58,8 +73,47 @@ STATUS: dict[Kind, int] = {
     Kind.OT_PAIR_RETIRED: 409,
     Kind.RESTARTED: 409,
     Kind.NOT_AUTHORIZED: 403,
+    Kind.GOVERNANCE_MISSING: 409,
+    Kind.GOVERNANCE_MALFORMED: 422,
+    Kind.GOVERNANCE_UNCHAINED: 409,
+    Kind.GOVERNANCE_UNDER_SIGNED: 403,
+    Kind.GOVERNANCE_ROLLBACK: 409,
+    Kind.GOVERNANCE_WRONG_CLUSTER: 409,
+    Kind.IDENTITY_MISMATCH: 409,
+    Kind.NOT_IN_ROSTER: 403,
+    Kind.POOL_FULL: 429,
+    Kind.CHECKPOINT_UNCHAINED: 409,
+    Kind.CHECKPOINT_MISSING_RELEASES: 409,
     Kind.INTERNAL: 500,
 }
+
+#: Transport limits of a node (custody.serving): bodies up to 2 MiB (a 256-item batch, a
+#: governance document, a few thousand audit entries), checked before authentication.
+LIMITS = ServiceLimits(max_body_bytes=2 * 1024 * 1024)
+MAX_JSON_DEPTH = 64
+
+
+class ReplayCache:
+    """Coordinator signatures seen within their validity window: each is accepted once."""
+
+    def __init__(self, window_s: float = MAX_SKEW_SECONDS, cap: int = 500_000) -> None:
+        self.window_s = window_s
+        self.cap = cap
+        self._seen: dict[bytes, float] = {}
+        self._purged = 0.0
+
+    def fresh(self, sig: bytes, timestamp: float, now: float) -> bool:
+        """Record ``sig``; False if it was seen before (or the cache is full)."""
+        if now - self._purged > 5 or len(self._seen) >= self.cap:
+            self._seen = {k: t for k, t in self._seen.items() if t > now}
+            self._purged = now
+            if len(self._seen) >= self.cap:
+                return False
+        if sig in self._seen:
+            return False
+        # kept until the timestamp can no longer pass the skew check
+        self._seen[sig] = timestamp + self.window_s + 1
+        return True
 
 
 def problem_doc(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -132,6 +186,7 @@ class CoordinatorAuth:
     def __init__(self, app: ASGIApp, node: Node) -> None:
         self.app = app
         self.node = node
+        self.replays = ReplayCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (scope["path"] == "/health" and scope["method"] == "GET"):
@@ -148,10 +203,27 @@ class CoordinatorAuth:
         body = b"".join(chunks)
         query = scope.get("query_string", b"").decode("latin-1")
         target = scope["path"] + (f"?{query}" if query else "")
+        headers = Headers(scope=scope)
         try:
-            verify_headers(
-                self.node.coordinator_pk, scope["method"], target, body, Headers(scope=scope)
+            sig = verify_headers(
+                self.node.coordinator_pk,
+                scope["method"],
+                target,
+                body,
+                headers,
+                recipient=self.node.node_id,
             )
+            if not self.replays.fresh(sig, float(headers[TIMESTAMP_HEADER]), time.time()):
+                logs.warn(
+                    "auth.replay",
+                    node_id=self.node.node_id,
+                    method=scope["method"],
+                    path=scope["path"],
+                )
+                await problem(
+                    401, "replayed", "this coordinator signature was used before (replay)"
+                )(scope, receive, send)
+                return
         except NodeAuthError as exc:
             logs.warn(
                 "auth.refused",
@@ -179,6 +251,7 @@ def create_app(node: Node) -> FastAPI:
     """The ASGI app serving ``node``."""
     app = FastAPI(title=f"TP Wallet Custody signer node {node.node_id}", version="1")
     app.add_middleware(CoordinatorAuth, node=node)
+    app.state.node_id = node.node_id
 
     @app.exception_handler(NodeError)
     async def _node_error(_: Request, exc: NodeError) -> JSONResponse:
@@ -219,10 +292,15 @@ def create_app(node: Node) -> FastAPI:
     async def _json(request: Request) -> dict[str, Any]:
         try:
             body = json.loads(await request.body() or b"{}")
+        except RecursionError:
+            raise _NotJson(f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
         except ValueError:
             raise _NotJson("body is not JSON") from None
         if not isinstance(body, dict):
             raise _NotJson("body must be a JSON object")
+        bad = _bad_json(body)
+        if bad:
+            raise _NotJson(bad)
         return body
 
     @app.get("/health")
@@ -255,6 +333,31 @@ def create_app(node: Node) -> FastAPI:
             )
         n = await _run(node.set_peers, peers)
         return {"peers": n}
+
+    @app.get("/v1/governance")
+    def get_governance() -> dict[str, Any]:
+        return node.governance()
+
+    @app.put("/v1/governance")
+    async def put_governance(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        doc = hex_field(body, "document")
+        out: dict[str, Any] = await _run(node.install_governance, doc)
+        return out
+
+    @app.get("/v1/releases")
+    def releases(after: int = 0, limit: int = 1000) -> dict[str, Any]:
+        if not 0 <= after <= 2**62 or not 1 <= limit <= 1000:
+            raise NodeError(Kind.BAD_REQUEST, "after in [0, 2**62], limit in [1, 1000]")
+        return node.releases(after, limit)
+
+    @app.post("/v1/audit/checkpoint")
+    async def checkpoint(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        out: dict[str, Any] = await _run(
+            node.checkpoint, body.get("seq"), body.get("head"), body.get("entries")
+        )
+        return out
 
     @app.post("/v1/sessions")
     async def start_session(request: Request) -> dict[str, Any]:
@@ -321,6 +424,31 @@ def create_app(node: Node) -> FastAPI:
         return await _batch(request, pipeline.ecdsa)
 
     return app
+
+
+def _bad_json(value: Any) -> str | None:
+    """What is wrong with a parsed body, if anything: nesting deeper than
+    :data:`MAX_JSON_DEPTH` (later canonical encodings recurse), or a string with no UTF-8
+    form (a lone surrogate such as ``"\\ud800"``). Iterative, so no hostile depth recurses."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                return f"body nests deeper than {MAX_JSON_DEPTH} levels"
+            items = [*v.keys(), *v.values()] if isinstance(v, dict) else v
+            stack.extend((x, depth + 1) for x in items)
+        elif isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return "body holds a string that is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def serve(node: Node, *, host: str, port: int) -> None:
+    """Serve ``node`` under the transport guards of :mod:`custody.serving` (:data:`LIMITS`)."""
+    serve_app(create_app(node), host=host, port=port, limits=LIMITS)
 
 
 class _NotJson(Exception):

@@ -13,7 +13,7 @@ sealed storage through the factory; the session keeps only its public result.
 A failed session's ``error`` is a :meth:`NodeError.to_record` record; the service renders
 it as a problem document.
 
-Imports: :mod:`signer_nodes.envelope`, ``.errors``, ``.identity``, ``.logs``,
+Imports: :mod:`signer_nodes.anchor`, ``.envelope``, ``.errors``, ``.identity``, ``.logs``,
 ``.protocols``, ``.specs``, ``.store``.
 """
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from signer_nodes import logs
+from signer_nodes.anchor import Anchor
 from signer_nodes.envelope import EnvelopeError, envelope_hash
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.identity import Identity
@@ -57,8 +58,11 @@ class SessionHost:
     a spec runs (tests wrap it to make a node misbehave).
     """
 
-    def __init__(self, identity: Identity, store: NodeStore, factory: SessionFactory) -> None:
+    def __init__(
+        self, identity: Identity, store: NodeStore, factory: SessionFactory, anchor: Anchor
+    ) -> None:
         self.identity = identity
+        self.anchor = anchor
         self.store = store
         self.factory = factory
         self._live: dict[str, _Live] = {}
@@ -71,11 +75,16 @@ class SessionHost:
     def start(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Start the session a request body describes; returns its state (first envelopes)."""
         spec = SessionSpec.parse(raw, self.identity.party_id)
+        # Governance first: every participant in the roster, and for a presign the key's
+        # committee still as the officers pinned it (fail closed without governance).
+        self.anchor.check_parties(spec.participants)
+        if spec.kind == "ecdsa-presign":
+            self.anchor.check_committee(spec.key_id)
         peers = self.identity.peers()
         missing = [p for p in spec.participants if p not in peers]
         if missing:
             raise NodeError(
-                Kind.UNKNOWN_PEER, f"parties {missing} are not enrolled (PUT /v1/peers)"
+                Kind.UNKNOWN_PEER, f"parties {missing} are not in the governance roster"
             )
         if self.store.get_session(spec.session_id) is not None:
             raise NodeError(
@@ -108,6 +117,7 @@ class SessionHost:
 
     def deliver(self, session_id: str, envelopes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Verify, open and feed relayed envelopes; return the new state and any refusals."""
+        self.anchor.require()
         info = self.store.get_session(session_id)
         if info is None:
             raise NodeError(Kind.UNKNOWN_SESSION, f"no session {session_id} on this node")
@@ -245,6 +255,8 @@ class SessionHost:
     def _complete(self, live: _Live) -> None:
         sid = live.spec.session_id
         try:
+            if live.spec.kind == "dkg":
+                self.anchor.record_committee(live.spec.key_id, live.spec.participants)
             result = self.factory.finish(live.spec, live.rs)
         except MpcError as exc:
             self._fail(live, exc)

@@ -1,15 +1,17 @@
-"""The share store: key shares and single-use ledger items, sealed by the HSM.
+"""The share store: key shares, sealed by the HSM, and the single-use items in memory.
 
-Every share (FROST key package or DKLs23 key share) and every ledger item (FROST nonce
-pair, DKLs23 presignature) is sealed by the HSM with an AAD naming what it is
-(:mod:`signer_nodes.vault`) before it is written to the database (:mod:`.store`), and is
-unsealed only for the one operation that needs it. Sealing and inserting run under
-``store.sealing`` as reader, so a seal-key rotation never interleaves with them.
+Every share (FROST key package or DKLs23 key share) is sealed by the HSM with an AAD
+naming what it is (:mod:`signer_nodes.vault`) before it is written to the database
+(:mod:`.store`), and is unsealed only for the one operation that needs it. Sealing and
+inserting run under ``store.sealing`` as reader, so a seal-key rotation never interleaves
+with them. Single-use items (FROST nonce pairs, DKLs23 presignatures) are NOT sealed or
+stored: they live in the process's :class:`~signer_nodes.pool.Pool` only, so no restore of
+the disk can bring one back (issue 9).
 
 Also kept here, because it is a property of a key's stored OT seeds: the peers whose
 pairwise OT setup for a key is retired after a failed check (:meth:`ShareStore.retire_ot_pair`).
 
-Imports: :mod:`signer_nodes.errors`, ``.logs``, ``.store``, ``.vault``.
+Imports: :mod:`signer_nodes.errors`, ``.logs``, ``.pool``, ``.store``, ``.vault``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import json
 import re
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from signer_nodes import logs, vault
 from signer_nodes.errors import Kind, NodeError
-from signer_nodes.store import KeyRow, LedgerRow, NodeStore
+from signer_nodes.pool import Pool, PoolItem
+from signer_nodes.store import KeyRow, NodeStore
 
 __all__ = ["KEY_ID_RE", "ShareStore", "check_key_id"]
 
@@ -42,6 +46,7 @@ class ShareStore:
         self.vault = v
         self.store = store
         self.node_id = node_id
+        self.pool = Pool()
 
     # -- shares --------------------------------------------------------------------------
     def exists(self, key_id: str) -> bool:
@@ -92,43 +97,31 @@ class ShareStore:
             share_version=share_version,
         )
 
-    # -- ledger --------------------------------------------------------------------------
+    # -- single-use items (memory only) ------------------------------------------------
     def add_ledger_items(
-        self, kind: str, key_id: str, items: Sequence[tuple[bytes, bytes]]
+        self, kind: str, key_id: str, items: Sequence[tuple[Any, bytes]]
     ) -> list[str]:
-        """Seal each ``(secret, public)`` as a ledger item of ``kind`` (``nonce``: a fresh
-        random id each; ids are returned in order). One commit for all of them."""
-        rows = []
-        ids = []
-        with self.store.sealing.read():
-            for secret, public in items:
-                item_id = secrets.token_hex(16)
-                rows.append(self._ledger_row(kind, key_id, item_id, secret, public))
-                ids.append(item_id)
-            self.store.add_ledger(rows)
-        return ids
+        """Keep each ``(secret, public)`` as an outstanding item of ``kind`` in memory (a
+        fresh random id each; ids are returned in order). Never sealed, never on disk."""
+        made = [
+            PoolItem(secrets.token_hex(16), kind, key_id, public, secret)
+            for secret, public in items
+        ]
+        self.pool.add(made)
+        return [it.item_id for it in made]
 
     def add_ledger_item(
-        self, kind: str, key_id: str, item_id: str, secret: bytes, public: bytes
+        self, kind: str, key_id: str, item_id: str, secret: Any, public: bytes
     ) -> None:
-        """Seal one ledger item under a given id (a presignature's id is its hash)."""
-        with self.store.sealing.read():
-            self.store.add_ledger([self._ledger_row(kind, key_id, item_id, secret, public)])
+        """Keep one item under a given id (a presignature's id is its hash), in memory."""
+        self.pool.add([PoolItem(item_id, kind, key_id, public, secret)])
 
-    def _ledger_row(
-        self, kind: str, key_id: str, item_id: str, secret: bytes, public: bytes
-    ) -> tuple[str, str, str, bytes, bytes, int]:
-        blob = self.vault.seal(secret, vault.ledger_aad(key_id, self.node_id, kind, item_id))
-        return (item_id, kind, key_id, public, blob, self.vault.blob_version(blob))
+    def ledger_item(self, item_id: str) -> PoolItem | None:
+        return self.pool.get(item_id)
 
-    def ledger_item(self, item_id: str) -> LedgerRow | None:
-        return self.store.get_ledger(item_id)
-
-    def unseal_ledger_item(self, item: LedgerRow) -> bytes:
-        """The plaintext secret of an unused ledger item (secret)."""
-        return self.vault.unseal(
-            item.sealed, vault.ledger_aad(item.key_id, self.node_id, item.kind, item.item_id)
-        )
+    def take_ledger_item(self, item_id: str) -> PoolItem | None:
+        """Remove the item for its one use (None if a concurrent request took it)."""
+        return self.pool.take(item_id)
 
     # -- retired OT pairs ------------------------------------------------------------------
     @staticmethod

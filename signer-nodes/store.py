@@ -1,5 +1,7 @@
-"""The node database: one SQLCipher file holding sealed shares, the nonce/presignature
-ledger, session state, peers and the pending seal-key rotation record.
+"""The node database: one SQLCipher file holding sealed shares, the hash-chained release
+log, the governance versions, session state and the pending seal-key rotation record.
+(Nonces and presignatures are NOT here: they live in memory only, :mod:`signer_nodes.pool`;
+the ``ledger`` and ``peers`` tables of schema 1 stay empty.)
 
 Every secret in here is *also* sealed by the HSM (the ``sealed`` columns); SQLCipher
 (AES-256 page encryption with per-page HMAC, key from the HSM-sealed key file) protects
@@ -7,7 +9,7 @@ the metadata and makes tampering with rows detectable.
 
 Durability (DESIGN.md invariant 3, the write-ahead rule). The database runs in WAL mode
 with ``synchronous=FULL``: SQLite fsyncs the WAL at every commit, so once ``COMMIT``
-returns, the ``used`` mark of a nonce survives SIGKILL and power loss. (With WAL,
+returns, the release-log entry of a nonce survives SIGKILL and power loss. (With WAL,
 ``synchronous=NORMAL`` would *not* be enough: the last commits may roll back on power loss.
 A rollback journal with FULL would also be correct; WAL was chosen because readers do not
 block the writer and commits cost one fsync of an append-only file.)
@@ -15,10 +17,10 @@ block the writer and commits cost one fsync of an append-only file.)
 Threads: one connection, ``check_same_thread=False``, every use under one re-entrant lock
 (:meth:`NodeStore.tx` / :meth:`NodeStore.read`), held only for the statements themselves.
 
-Group commit (:meth:`NodeStore.mark_used`). Concurrent signing requests each need their
-ledger item marked used and that mark *durable* before their share is computed. One
-thread at a time leads: it takes every mark queued so far, runs their ``UPDATE``s in one
-transaction and COMMITs once (one fsync), then wakes each waiter with its own row count.
+Group commit (:meth:`NodeStore.release_many`). Concurrent signing requests each need
+their release-log entry *durable* before their share is computed. One thread at a time
+leads: it takes every entry queued so far, chains and inserts them in one transaction and
+COMMITs once (one fsync), then wakes each waiter with its own sequence number.
 Marks that arrive during that fsync form the next batch. Each caller still returns only
 after the commit holding *its* mark has returned, so the write-ahead rule holds per share;
 under load one fsync covers many shares instead of one.
@@ -38,7 +40,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +48,15 @@ from typing import Any
 
 import sqlcipher3
 
-__all__ = ["MIGRATIONS", "StoreError", "NodeStore", "KeyRow", "LedgerRow", "RWLock"]
+__all__ = [
+    "MIGRATIONS",
+    "StoreError",
+    "NodeStore",
+    "KeyRow",
+    "ReleaseRow",
+    "ReleaseBuilder",
+    "RWLock",
+]
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (
@@ -86,6 +96,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 to_version INTEGER NOT NULL, step TEXT NOT NULL, started_at REAL NOT NULL)""",
         ],
     ),
+    (
+        2,
+        [
+            # Issue 9: nonce and presignature secrets live in memory only (signer_nodes.pool);
+            # any sealed one an older version left on disk is dropped here.
+            "DELETE FROM ledger",
+            "DELETE FROM peers",  # peers come from the governance roster now
+            """CREATE TABLE governance (
+                version INTEGER PRIMARY KEY, digest BLOB NOT NULL, document BLOB NOT NULL,
+                installed_at REAL NOT NULL)""",
+            """CREATE TABLE releases (
+                seq INTEGER PRIMARY KEY, item_id TEXT NOT NULL UNIQUE,
+                item_kind TEXT NOT NULL CHECK (item_kind IN ('nonce','presig')), prev BLOB NOT NULL,
+                hash BLOB NOT NULL, entry BLOB NOT NULL, created_at REAL NOT NULL)""",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -104,18 +130,6 @@ class KeyRow:
     public_info: bytes
     sealed_share: bytes
     seal_version: int
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    item_id: str
-    kind: str
-    key_id: str
-    public: bytes
-    sealed: bytes
-    seal_version: int
-    used: bool
-    used_by: str | None
 
 
 class RWLock:
@@ -174,11 +188,26 @@ class RWLock:
                     self._cv.notify_all()
 
 
+#: Builds a release entry at commit time: (seq, prev hash) -> (entry bytes, entry hash).
+ReleaseBuilder = Callable[[int, bytes], tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    seq: int
+    item_id: str
+    prev: bytes
+    hash: bytes
+    entry: bytes
+
+
 @dataclass
 class _Mark:
     item_id: str
-    used_by: str
+    item_kind: str
+    build: ReleaseBuilder
     done: bool = False
+    seq: int = 0
     ok: bool = False
     error: BaseException | None = None
 
@@ -195,7 +224,7 @@ class NodeStore:
         self._marks: list[_Mark] = []
         self._marks_cv = threading.Condition(threading.Lock())
         self._leading = False
-        self.commits = 0  # ledger-mark transactions committed (group commit statistics)
+        self.commits = 0  # release-log transactions committed (group commit statistics)
         self.marks = 0
         conn = sqlcipher3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         try:
@@ -326,42 +355,23 @@ class NodeStore:
         with self.read() as c:
             return [r[0] for r in c.execute("SELECT key_id FROM keys ORDER BY key_id")]
 
-    # -- ledger --------------------------------------------------------------------------
-    def add_ledger(self, items: list[tuple[str, str, str, bytes, bytes, int]]) -> None:
-        """Insert (item_id, kind, key_id, public, sealed, seal_version) rows in one commit."""
-        now = time.time()
-        with self.tx() as c:
-            c.executemany(
-                "INSERT INTO ledger (item_id, kind, key_id, public, sealed, seal_version,"
-                " created_at) VALUES (?,?,?,?,?,?,?)",
-                [(*it, now) for it in items],
-            )
+    # -- release log ---------------------------------------------------------------------
+    def release(self, item_id: str, item_kind: str, build: ReleaseBuilder) -> int | None:
+        """Append one release-log entry for ``item_id`` durably; its seq, or None if the
+        item has a release entry already. Returns only after the COMMIT holding it has
+        returned (group commit, see the module docstring)."""
+        return self.release_many([(item_id, item_kind, build)])[0]
 
-    def get_ledger(self, item_id: str) -> LedgerRow | None:
-        sql = (
-            "SELECT item_id, kind, key_id, public, sealed, seal_version, used, used_by"
-            " FROM ledger WHERE item_id = ?"
-        )
-        with self.read() as c:
-            r = c.execute(sql, (item_id,)).fetchone()
-        if r is None:
-            return None
-        return LedgerRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), int(r[5]), bool(r[6]), r[7])
-
-    def mark_used(self, item_id: str, used_by: str) -> bool:
-        """Mark ledger item ``item_id`` used (and wipe its sealed secret) durably; True if
-        this call marked it, False if it was used already. Returns only after the COMMIT
-        holding the mark has returned (group commit, see the module docstring)."""
-        return self.mark_used_many([(item_id, used_by)])[0]
-
-    def mark_used_many(self, marks: Sequence[tuple[str, str]]) -> list[bool]:
-        """:meth:`mark_used` for several ``(item_id, used_by)`` at once (a signing batch).
+    def release_many(self, marks: Sequence[tuple[str, str, ReleaseBuilder]]) -> list[int | None]:
+        """:meth:`release` for several items at once (a signing batch).
 
         All of them are queued together, so one leader takes them into the same
-        transaction: one COMMIT for the whole batch. Returns, in order, whether each was
-        newly marked (False: used already, also by an earlier entry of ``marks``); returns
-        only after that COMMIT has returned. A failed COMMIT raises for every mark."""
-        mine = [_Mark(item_id, used_by) for item_id, used_by in marks]
+        transaction: one COMMIT for the whole batch. The leader assigns each entry its
+        sequence number and the previous entry's hash (the release log is one hash chain)
+        and calls its builder. Returns, in order, each new entry's seq (None: the item was
+        released already, also by an earlier entry of ``marks``); returns only after that
+        COMMIT has returned. A failed COMMIT raises for every mark."""
+        mine = [_Mark(item_id, kind, build) for item_id, kind, build in marks]
         if not mine:
             return []
         with self._marks_cv:
@@ -382,58 +392,84 @@ class NodeStore:
         for m in mine:
             if m.error is not None:
                 raise m.error
-        return [m.ok for m in mine]
+        return [m.seq if m.ok else None for m in mine]
 
     def _commit_marks(self, batch: list[_Mark]) -> None:
+        now = time.time()
         try:
             with self.tx() as c:
-                oks = [
+                row = c.execute(
+                    "SELECT seq, hash FROM releases ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                seq, head = (0, bytes(32)) if row is None else (int(row[0]), bytes(row[1]))
+                done: list[tuple[int, bool]] = []
+                for m in batch:
+                    if c.execute(
+                        "SELECT 1 FROM releases WHERE item_id = ?", (m.item_id,)
+                    ).fetchone():
+                        done.append((0, False))
+                        continue
+                    entry, h = m.build(seq + 1, head)
                     c.execute(
-                        "UPDATE ledger SET used = 1, used_by = ?,"
-                        " used_at = strftime('%s','now'), sealed = x''"
-                        " WHERE item_id = ? AND used = 0",
-                        (m.used_by, m.item_id),
-                    ).rowcount
-                    == 1
-                    for m in batch
-                ]
+                        "INSERT INTO releases (seq, item_id, item_kind, prev, hash, entry,"
+                        " created_at) VALUES (?,?,?,?,?,?,?)",
+                        (seq + 1, m.item_id, m.item_kind, head, h, entry, now),
+                    )
+                    seq, head = seq + 1, h
+                    done.append((seq, True))
         except BaseException as exc:  # nothing was committed: every waiter fails closed
             for m in batch:
                 m.error, m.done = exc, True
             return
         self.commits += 1
         self.marks += len(batch)
-        for m, ok in zip(batch, oks, strict=True):
-            m.ok, m.done = ok, True
+        for m, (s, ok) in zip(batch, done, strict=True):
+            m.seq, m.ok, m.done = s, ok, True
 
-    def ledger_counts(self) -> dict[str, int]:
-        out = {
-            "nonces_unused": 0,
-            "nonces_used": 0,
-            "presignatures_unused": 0,
-            "presignatures_used": 0,
-        }
+    def released(self, item_id: str) -> bool:
         with self.read() as c:
-            for kind, used, n in c.execute(
-                "SELECT kind, used, count(*) FROM ledger GROUP BY kind, used"
-            ):
-                name = "nonces" if kind == "nonce" else "presignatures"
-                out[f"{name}_{'used' if used else 'unused'}"] = int(n)
-        return out
-
-    # -- peers ---------------------------------------------------------------------------
-    def set_peers(self, peers: list[tuple[int, str, bytes, bytes]]) -> None:
-        with self.tx() as c:
-            c.execute("DELETE FROM peers")
-            c.executemany(
-                "INSERT INTO peers (party_id, node_id, sign_pk, box_pk) VALUES (?,?,?,?)", peers
+            return (
+                c.execute("SELECT 1 FROM releases WHERE item_id = ?", (item_id,)).fetchone()
+                is not None
             )
 
-    def get_peers(self) -> list[tuple[int, str, bytes, bytes]]:
+    def releases_after(self, after: int, limit: int) -> list[ReleaseRow]:
         with self.read() as c:
             return [
-                (int(p), n, bytes(s), bytes(b))
-                for p, n, s, b in c.execute("SELECT party_id, node_id, sign_pk, box_pk FROM peers")
+                ReleaseRow(int(r[0]), r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]))
+                for r in c.execute(
+                    "SELECT seq, item_id, prev, hash, entry FROM releases WHERE seq > ?"
+                    " ORDER BY seq LIMIT ?",
+                    (after, limit),
+                )
+            ]
+
+    def release_head(self) -> tuple[int, bytes]:
+        with self.read() as c:
+            row = c.execute("SELECT seq, hash FROM releases ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, bytes(32)) if row is None else (int(row[0]), bytes(row[1]))
+
+    def release_counts(self) -> dict[str, int]:
+        """Released items by kind (``nonce``, ``presig``)."""
+        with self.read() as c:
+            return {
+                str(k): int(n)
+                for k, n in c.execute("SELECT item_kind, count(*) FROM releases GROUP BY item_kind")
+            }
+
+    # -- governance ----------------------------------------------------------------------
+    def add_governance(self, version: int, digest: bytes, document: bytes) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO governance (version, digest, document, installed_at) VALUES (?,?,?,?)",
+                (version, digest, document, time.time()),
+            )
+
+    def governance_documents(self) -> list[bytes]:
+        """Every installed version's document, oldest first."""
+        with self.read() as c:
+            return [
+                bytes(r[0]) for r in c.execute("SELECT document FROM governance ORDER BY version")
             ]
 
     # -- sessions ------------------------------------------------------------------------

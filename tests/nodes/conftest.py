@@ -7,6 +7,9 @@
   builds FROST signing packages and aggregates with ``mpc.frost.aggregate`` (public values
   only). The real coordinator lives in ``api/``.
 * :class:`InProc`: nodes as in-process objects.
+* :class:`Officers`: the security officers of the test cluster (``custody.governance``);
+  every harness installs a genesis signed by them whose roster pins its nodes, since a
+  node without governance takes part in nothing.
 * :func:`relay`: the ONE envelope relay loop both harnesses use.
 * Crash tests start nodes through ``tests/nodes/crashing_node.py`` (``crash_at=``): the
   real node with a fault hook that exits at the named point.
@@ -35,6 +38,7 @@ from signer_nodes import vault
 from signer_nodes.envelope import Peer
 from signer_nodes.node import Node
 
+from custody import governance as gov
 from custody.nodeauth import sign_headers
 from custody.signing import message_to_sign
 from mpc import frost, keyio
@@ -42,6 +46,53 @@ from mpc.groups import ED25519, SECP256K1
 from mpc.shamir import PublicKeyPackage
 
 REPO = Path(__file__).resolve().parents[2]
+
+#: Key ids the test genesis enables ``kind: raw`` for (every raw-signing test key).
+RAW_KEYS = frozenset(
+    {"k", "k1", "k2", "k3", "ka", "kb", "bk", "ek", "ke", "fk", "gk", "pk", "rk", "rot"}
+    | {"eth-1", "k-ed", "k-ec", "k-tr", "k-ed25519", "k-bip340", "k-ecdsa-secp256k1"}
+)
+
+
+class Officers:
+    """The test cluster's security officers (``custody.governance``): Ed25519 keys held
+    in memory, quorum 2 of 3. Builds and signs genesis and successor documents."""
+
+    def __init__(self, n: int = 3, quorum: int = 2, cluster_id: str = "test-cluster") -> None:
+        self.keys = {f"officer-{i}": SigningKey.generate() for i in range(1, n + 1)}
+        self.quorum = quorum
+        self.cluster_id = cluster_id
+
+    def officers(self) -> tuple[gov.Officer, ...]:
+        return tuple(gov.Officer(o, bytes(k.verify_key)) for o, k in self.keys.items())
+
+    def sign(self, body: gov.Governance, by: Sequence[str] | None = None) -> bytes:
+        doc = gov.unsigned(body)
+        for o in by if by is not None else list(self.keys)[: self.quorum]:
+            doc = doc.with_signature(self.keys[o], o)
+        return doc.encode()
+
+    def genesis_body(
+        self, identities: Sequence[Mapping[str, Any]], raw_keys: frozenset[str] = RAW_KEYS
+    ) -> gov.Governance:
+        return gov.Governance(
+            cluster_id=self.cluster_id,
+            version=1,
+            previous=gov.GENESIS_PREVIOUS,
+            officers=self.officers(),
+            quorum=self.quorum,
+            roster=tuple(roster_node(i) for i in identities),
+            raw_signing_keys=raw_keys,
+        )
+
+
+def roster_node(identity: Mapping[str, Any]) -> gov.RosterNode:
+    return gov.RosterNode(
+        str(identity["node_id"]),
+        int(identity["party_id"]),
+        bytes.fromhex(str(identity["sign_pk"])),
+        bytes.fromhex(str(identity["box_pk"])),
+    )
 
 
 def slow_short() -> bool:
@@ -161,6 +212,12 @@ class NodeProc:
         assert r.returncode == 0, r.stderr
         self.info = json.loads(r.stdout.strip().splitlines()[-1])
 
+    def trust(self, genesis: bytes) -> subprocess.CompletedProcess[str]:
+        """``python -m signer_nodes trust --governance FILE`` (the node must be stopped)."""
+        path = self.data_dir.parent / f"{self.node_id}-genesis.cbor"
+        path.write_bytes(genesis)
+        return cli("trust", "--data-dir", str(self.data_dir), "--governance", str(path))
+
     def start(
         self, env: dict[str, str] | None = None, wait: bool = True, crash_at: str | None = None
     ) -> None:
@@ -233,6 +290,9 @@ class NodeRefused(Exception):
 class Coordinator:
     """Signs requests to nodes and relays their envelopes (never reads them)."""
 
+    officers: Officers
+    genesis: bytes = b""
+
     def __init__(self, key: SigningKey, nodes: Sequence[NodeProc]) -> None:
         self.key = key
         self.nodes = {n.party_id: n for n in nodes}
@@ -248,12 +308,19 @@ class Coordinator:
         key: SigningKey | None = None,
     ) -> Any:
         data = b"" if body is None else json.dumps(body).encode()
-        headers = sign_headers(key or self.key, method, path, data)
+        headers = sign_headers(key or self.key, method, path, data, recipient=node.node_id)
         headers["content-type"] = "application/json"
         r = self.http.request(method, node.url + path, content=data, headers=headers)
         if r.status_code >= 400:
             raise NodeRefused(r.status_code, r.json())
         return r.json()
+
+    def govern(self, body: gov.Governance, by: Sequence[str] | None = None) -> bytes:
+        """Sign ``body`` by the officers (``by``, default a quorum) and PUT it on every node."""
+        doc = self.officers.sign(body, by)
+        for n in self.nodes.values():
+            self.call(n, "PUT", "/v1/governance", {"document": doc.hex()})
+        return doc
 
     def enroll(self) -> None:
         peers = [
@@ -371,17 +438,35 @@ def coordinator_key() -> SigningKey:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, coordinator_key: SigningKey) -> Iterator[Coordinator]:
-    """Three running nodes (parties 1..3), enrolled with each other."""
+def officers() -> Officers:
+    return Officers()
+
+
+def provision(nodes: Sequence[NodeProc], officers: Officers) -> bytes:
+    """``init`` every node, then ``trust`` the genesis whose roster pins them all."""
+    for n in nodes:
+        n.init()
+    genesis = officers.sign(officers.genesis_body([n.info for n in nodes]))
+    for n in nodes:
+        r = n.trust(genesis)
+        assert r.returncode == 0, r.stderr
+    return genesis
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, coordinator_key: SigningKey, officers: Officers
+) -> Iterator[Coordinator]:
+    """Three running nodes (parties 1..3) under one genesis, enrolled with each other."""
     nodes = [NodeProc(tmp_path / f"node-{i}", i, coordinator_key) for i in (1, 2, 3)]
     try:
-        for n in nodes:
-            n.init()
+        genesis = provision(nodes, officers)
         for n in nodes:
             n.start(wait=False)
         for n in nodes:
             n.wait_ready()
         coord = Coordinator(coordinator_key, nodes)
+        coord.officers, coord.genesis = officers, genesis
         coord.enroll()
         yield coord
     finally:
@@ -397,8 +482,11 @@ def cluster(tmp_path: Path, coordinator_key: SigningKey) -> Iterator[Coordinator
 class InProc:
     """Nodes as in-process objects with a direct-call relay (fast tests, benchmarks)."""
 
-    def __init__(self, root: Path, key: SigningKey, n: int = 3) -> None:
+    def __init__(
+        self, root: Path, key: SigningKey, n: int = 3, officers: Officers | None = None
+    ) -> None:
         self.key = key
+        self.officers = officers or Officers()
         self.nodes = {
             i: Node.init(
                 root / f"node-{i}",
@@ -408,8 +496,12 @@ class InProc:
             )
             for i in range(1, n + 1)
         }
+        self.genesis = self.officers.sign(
+            self.officers.genesis_body([nd.identity_info() for nd in self.nodes.values()])
+        )
         peers = [Peer(i, nd.node_id, nd.sign_pk, nd.box_pk) for i, nd in self.nodes.items()]
         for nd in self.nodes.values():
+            nd.trust(self.genesis)
             nd.set_peers(peers)
 
     def close(self) -> None:

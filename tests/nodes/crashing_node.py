@@ -5,7 +5,7 @@
 
 It builds exactly what ``python -m signer_nodes run`` / ``rotate-seal-key`` build (the
 real :class:`signer_nodes.node.Node` over its SoftHSM2 token and SQLCipher file, the real
-service on uvicorn) and passes :class:`ExitAt` as the node's fault hooks: when the node
+service under custody.serving) and passes :class:`ExitAt` as the node's fault hooks: when the node
 reaches ``POINT`` (:mod:`signer_nodes.faults`) the process ends at once with exit code
 137, as if SIGKILLed (no cleanup, no flush, no atexit). Production code never exits the
 process and never reads a crash point from the environment; only this file does.
@@ -18,11 +18,10 @@ import os
 import sys
 from pathlib import Path
 
-import uvicorn
 from signer_nodes import logs
 from signer_nodes.faults import POINTS
 from signer_nodes.node import Node
-from signer_nodes.service import create_app
+from signer_nodes.service import serve
 
 EXIT_CODE = 137  # what a shell reports for SIGKILL
 
@@ -56,13 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     node = Node.open(args.data_dir, faults=faults)
     try:
         if args.command == "run":
-            uvicorn.run(
-                create_app(node),
-                host=args.host,
-                port=args.port,
-                log_level="warning",
-                access_log=False,
-            )
+            serve(node, host=args.host, port=args.port)
         else:
             print(node.rotate_seal_key())
     finally:

@@ -52,18 +52,18 @@ def _node_secrets(node) -> list[bytes]:  # noqa: ANN001 - test helper
         else:
             kp = keyio.decode_key_package(plain)
         found.append(kp.group.encode_scalar(kp.signing_share))
-    with node.store.read() as c:
-        rows = c.execute(
-            "SELECT item_id, kind, key_id, sealed FROM ledger WHERE used = 0"
-        ).fetchall()
-    for item_id, kind, key_id, sealed in rows:
-        plain = node.vault.unseal(bytes(sealed), v.ledger_aad(key_id, node.node_id, kind, item_id))
+    # Nonces and presignatures live in memory only (signer_nodes.pool): none may be on disk.
+    for item in list(node.shares.pool._items.values()):
+        plain = item.secret.to_bytes()
         found.append(plain)
-        if kind == "nonce":
+        if item.kind == "nonce":
             import cbor2
 
             obj = cbor2.loads(plain)
             found += [obj["hiding"], obj["binding"]]
+    with node.store.read() as c:
+        assert c.execute("SELECT count(*) FROM ledger").fetchone()[0] == 0
+    assert v.ledger_aad  # the AAD purpose stays for rotation of old ledgers
     return found
 
 

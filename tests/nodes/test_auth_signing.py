@@ -21,20 +21,29 @@ def test_node_refuses_unsigned_forged_and_stale_requests(inproc: InProc) -> None
 
     client = TestClient(create_app(inproc.nodes[1]))
     assert client.get("/health").json()["hsm"] == "ok"
+    me = {"recipient": "node-1"}
     cases = {
         "missing": {},
-        "other key": sign_headers(SigningKey.generate(), "GET", "/v1/status"),
-        "stale": sign_headers(inproc.key, "GET", "/v1/status", timestamp=int(time.time()) - 120),
-        "other path": sign_headers(inproc.key, "GET", "/v1/sessions/x"),
+        "other key": sign_headers(SigningKey.generate(), "GET", "/v1/status", **me),
+        "stale": sign_headers(
+            inproc.key, "GET", "/v1/status", timestamp=int(time.time()) - 120, **me
+        ),
+        "other path": sign_headers(inproc.key, "GET", "/v1/sessions/x", **me),
+        "no recipient (v1)": sign_headers(inproc.key, "GET", "/v1/status"),
+        "other recipient": sign_headers(inproc.key, "GET", "/v1/status", recipient="node-2"),
     }
     for name, headers in cases.items():
         r = client.get("/v1/status", headers=headers)
         assert r.status_code == 401, name
         assert r.headers["content-type"] == "application/problem+json"
-    ok = client.get("/v1/status", headers=sign_headers(inproc.key, "GET", "/v1/status"))
+        assert r.json()["type"] == "urn:tpwc:node:unauthenticated", name
+    good = sign_headers(inproc.key, "GET", "/v1/status", **me)
+    ok = client.get("/v1/status", headers=good)
     assert ok.status_code == 200 and ok.json()["node_id"] == "node-1"
+    again = client.get("/v1/status", headers=good)  # the same signature in its window
+    assert again.status_code == 401 and again.json()["type"] == "urn:tpwc:node:replayed"
     body = json.dumps({"key_id": "nope", "count": 1}).encode()
-    h = sign_headers(inproc.key, "POST", "/v1/frost/commitments", body)
+    h = sign_headers(inproc.key, "POST", "/v1/frost/commitments", body, **me)
     tampered = json.dumps({"key_id": "nope", "count": 2}).encode()
     assert client.post("/v1/frost/commitments", content=tampered, headers=h).status_code == 401
     r = client.post("/v1/frost/commitments", content=body, headers=h)

@@ -26,7 +26,10 @@ from tests.nodes.conftest import Coordinator, InProc, NodeRefused, public_packag
 
 def _post(client: TestClient, inproc: InProc, path: str, body: Any) -> httpx.Response:
     raw = json.dumps(body).encode()
-    headers = {**sign_headers(inproc.key, "POST", path, raw), "content-type": "application/json"}
+    headers = {
+        **sign_headers(inproc.key, "POST", path, raw, recipient=client.app.state.node_id),
+        "content-type": "application/json",
+    }
     return client.post(path, content=raw, headers=headers)
 
 
@@ -134,8 +137,8 @@ def test_frost_batch_bad_items_fail_alone(inproc: InProc, scheme: str) -> None:
 
             assert PublicKeyXOnly(bytes.fromhex(res["public_key"])).verify(sig, msg)
     # refused before the nonce was touched: the mismatched and unknown-key items' nonces
-    # are still unused, the used and signed ones are not
-    assert [n1.store.get_ledger(c1[i]["nonce_id"]).used for i in range(5)] == [
+    # are still outstanding (in memory), the used and signed ones are released
+    assert [n1.shares.pool.get(c1[i]["nonce_id"]) is None for i in range(5)] == [
         True,
         True,
         False,
@@ -224,12 +227,14 @@ def _batch_call(cluster: Coordinator, party: int, items: list[dict[str, Any]]) -
 
 
 def test_sigkill_around_the_batch_commit(cluster: Coordinator) -> None:
-    """Killed before the batch's commit: no nonce is marked, each is usable once after the
-    restart. Killed after it (before any share left): every nonce of the batch is burnt."""
+    """Killed after the batch's commit (before any share left): every nonce of the batch
+    is burnt (its release entry is durable: ``nonce-used``). Killed before it: nothing was
+    released and the nonces died with the process (memory only: ``unknown-nonce``)."""
     res = cluster.dkg("ed25519", "kb", 2, [1, 2, 3])
-    public = public_package(res, "ed25519")
     victim = cluster.nodes[1]
     for point, burnt in (("sign-after-mark", True), ("sign-before-mark", False)):
+        victim.stop()
+        victim.start(crash_at=point)
         c1 = cluster.commitments(1, "kb", 4)
         c2 = cluster.commitments(2, "kb", 4)
         reqs = [
@@ -249,35 +254,15 @@ def test_sigkill_around_the_batch_commit(cluster: Coordinator) -> None:
             }
             for i in range(4)
         ]
-        victim.stop()
-        victim.start(crash_at=point)
         with pytest.raises((httpx.HTTPError, NodeRefused)):
             _batch_call(cluster, 1, items)
         assert victim.proc is not None and victim.proc.wait(10) == 137
         victim.proc = None
         victim.start()
         out = _batch_call(cluster, 1, items)
-        if burnt:
-            assert all(o["problem"]["type"] == "urn:tpwc:node:nonce-used" for o in out), out
-            continue
-        assert all("signature_share" in o for o in out), out
-        theirs = _batch_call(
-            cluster, 2, [{**it, "nonce_id": c2[i]["nonce_id"]} for i, it in enumerate(items)]
-        )
-        suite = frost.ciphersuite("ed25519")
-        vk = VerifyKey(bytes.fromhex(res["public_key"]))
-        for i in range(4):
-            sig = frost.aggregate(
-                frost.SigningPackage.from_bytes(bytes.fromhex(pkgs[i]), suite=suite),
-                [
-                    frost.SignatureShare.from_bytes(
-                        bytes.fromhex(s["signature_share"]), suite=suite
-                    )
-                    for s in (out[i], theirs[i])
-                ],
-                public,
-            )
-            vk.verify(message_to_sign("ed25519", reqs[i]), sig)
-        # and now they are used: a second batch gets nothing
-        again = _batch_call(cluster, 1, items)
-        assert all(o["problem"]["status"] == 409 for o in again)
+        want = "nonce-used" if burnt else "unknown-nonce"
+        assert all(o["problem"]["type"] == f"urn:tpwc:node:{want}" for o in out), out
+        releases = cluster.call(victim, "GET", "/v1/releases?after=0")["entries"]
+        released = {e["item_id"] for e in releases}
+        assert all((c["nonce_id"] in released) == burnt for c in c1)
+    assert res["public_key"]

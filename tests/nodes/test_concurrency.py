@@ -9,6 +9,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from nacl.signing import VerifyKey
+from signer_nodes import audit
 
 from custody.nodeauth import sign_headers
 from custody.signing import message_to_sign
@@ -23,16 +24,26 @@ def _wait(cond, what: str, timeout: float = 10.0) -> None:  # noqa: ANN001
         time.sleep(0.005)
 
 
+def _entry(item_id: str):  # noqa: ANN202 - a release-entry builder for store tests
+    def build(seq: int, prev: bytes) -> tuple[bytes, bytes]:
+        enc = audit.encode_release({"seq": seq, "prev": prev, "item_id": item_id})
+        return enc, audit.release_hash(enc)
+
+    return build
+
+
 def test_group_commit_batches_marks_queued_during_a_commit(inproc: InProc) -> None:
     inproc.dkg("ed25519", "gk")
     node = inproc.nodes[1]
     store = node.store
     ids = [c["nonce_id"] for c in node.frost_commitments("gk", 8)]
-    results: dict[str, bool] = {}
+    results: dict[str, int | None] = {}
     before = (store.commits, store.marks)
     with store.lock:  # the first leader blocks on the database: the rest queue behind it
         threads = [
-            threading.Thread(target=lambda i=i: results.update({i: store.mark_used(i, "r")}))
+            threading.Thread(
+                target=lambda i=i: results.update({i: store.release(i, "nonce", _entry(i))})
+            )
             for i in ids
         ]
         threads[0].start()
@@ -42,33 +53,34 @@ def test_group_commit_batches_marks_queued_during_a_commit(inproc: InProc) -> No
         _wait(lambda: len(store._marks) == 7, "marks not queued")
     for t in threads:
         t.join(10)
-    assert results == dict.fromkeys(ids, True)
+    assert sorted(results.values()) == list(range(1, 9))  # one chain, seq 1..8
     # one commit for the first mark, ONE commit for the seven queued meanwhile
     assert (store.commits - before[0], store.marks - before[1]) == (2, 8)
-    with store.read() as c:
-        rows = [
-            c.execute("SELECT used, length(sealed) FROM ledger WHERE item_id = ?", (i,)).fetchone()
-            for i in ids
-        ]
-    assert rows == [(1, 0)] * 8  # durable, secret wiped
-    assert store.mark_used(ids[0], "again") is False  # used already
+    rows = store.releases_after(0, 100)
+    assert [r.seq for r in rows] == list(range(1, 9))
+    prev = bytes(32)
+    for r in rows:  # hash-chained: each names its predecessor's hash
+        assert r.prev == prev and r.hash == audit.release_hash(r.entry)
+        prev = r.hash
+    assert store.release(ids[0], "nonce", _entry(ids[0])) is None  # released already
 
 
 def test_mark_fails_closed_when_the_commit_fails(inproc: InProc) -> None:
     inproc.dkg("ed25519", "fk")
-    store = inproc.nodes[1].store
-    nonce = inproc.nodes[1].frost_commitments("fk", 1)[0]["nonce_id"]
-    with store.tx() as c:  # a real failure: the ledger refuses every update
+    node = inproc.nodes[1]
+    store = node.store
+    nonce = node.frost_commitments("fk", 1)[0]["nonce_id"]
+    with store.tx() as c:  # a real failure: the release log refuses every insert
         c.execute(
-            "CREATE TRIGGER no_marks BEFORE UPDATE ON ledger BEGIN"
+            "CREATE TRIGGER no_marks BEFORE INSERT ON releases BEGIN"
             " SELECT RAISE(ABORT, 'disk says no'); END"
         )
     with pytest.raises(Exception, match="disk says no"):
-        store.mark_used(nonce, "r")
+        store.release(nonce, "nonce", _entry(nonce))
     with store.tx() as c:
         c.execute("DROP TRIGGER no_marks")
-    assert store.get_ledger(nonce).used is False  # nothing released, nothing half-done
-    assert store.mark_used(nonce, "r") is True
+    assert store.releases_after(0, 10) == []  # nothing half-done
+    assert store.release(nonce, "nonce", _entry(nonce)) == 1
 
 
 def test_concurrent_signing_racing_for_one_nonce(inproc: InProc) -> None:
@@ -191,7 +203,7 @@ def test_every_error_is_a_problem_document(inproc: InProc, monkeypatch) -> None:
     with TestClient(create_app(node), raise_server_exceptions=False) as client:
 
         def signed(method: str, path: str, body: bytes = b"") -> dict[str, str]:
-            return sign_headers(inproc.key, method, path, body)
+            return sign_headers(inproc.key, method, path, body, recipient=node.node_id)
 
         r = client.get("/v1/status", headers=signed("GET", "/v1/status"))
         assert r.status_code == 500

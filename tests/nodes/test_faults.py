@@ -40,7 +40,7 @@ def test_frost_fault_before_and_after_the_mark(inproc: InProc) -> None:
     public = public_package(res, "ed25519")
     suite = frost.ciphersuite("ed25519")
     n1, n2 = inproc.nodes[1], inproc.nodes[2]
-    for point, burnt in (("sign-before-mark", False), ("sign-after-mark", True)):
+    for point, logged in (("sign-before-mark", False), ("sign-after-mark", True)):
         c1, c2 = n1.frost_commitments("fk", 1)[0], n2.frost_commitments("fk", 1)[0]
         req = {"id": point, "key_id": "fk", "kind": "raw", "message": point.encode().hex()}
         comms = [
@@ -54,23 +54,30 @@ def test_frost_fault_before_and_after_the_mark(inproc: InProc) -> None:
             n1.frost_sign("fk", c1["nonce_id"], req, pkg, coordinator_verified=True)
         n1.pipeline.faults = NO_FAULTS
         assert hook.hits == 1
-        row = n1.store.get_ledger(c1["nonce_id"])
-        assert row is not None and row.used is burnt
-        if burnt:
-            assert row.sealed == b""  # the secret is wiped with the mark
-            with pytest.raises(NodeError) as e:
-                n1.frost_sign("fk", c1["nonce_id"], req, pkg, coordinator_verified=True)
-            assert e.value.kind is Kind.NONCE_USED
-            continue
-        shares = [
-            frost.SignatureShare.from_bytes(
-                n.frost_sign("fk", c["nonce_id"], req, pkg, coordinator_verified=True),
-                suite=suite,
-            )
-            for n, c in ((n1, c1), (n2, c2))
-        ]
-        sig = frost.aggregate(frost.SigningPackage.from_bytes(pkg, suite=suite), shares, public)
-        VerifyKey(bytes.fromhex(res["public_key"])).verify(message_to_sign("ed25519", req), sig)
+        # taken out of memory before the commit: burnt either way, never handed out again;
+        # its release entry exists exactly when the fault came after the commit
+        assert n1.shares.pool.get(c1["nonce_id"]) is None
+        assert n1.store.released(c1["nonce_id"]) is logged
+        with pytest.raises(NodeError) as e:
+            n1.frost_sign("fk", c1["nonce_id"], req, pkg, coordinator_verified=True)
+        assert e.value.kind is Kind.NONCE_USED
+    # and a fresh pair of nonces signs
+    c1, c2 = n1.frost_commitments("fk", 1)[0], n2.frost_commitments("fk", 1)[0]
+    req = {"id": "fresh", "key_id": "fk", "kind": "raw", "message": "00"}
+    comms = [
+        frost.SigningCommitments.from_bytes(bytes.fromhex(c["commitments"]), suite=suite)
+        for c in (c1, c2)
+    ]
+    pkg = frost.signing_package(comms, message_to_sign("ed25519", req)).to_bytes()
+    shares = [
+        frost.SignatureShare.from_bytes(
+            n.frost_sign("fk", c["nonce_id"], req, pkg, coordinator_verified=True),
+            suite=suite,
+        )
+        for n, c in ((n1, c1), (n2, c2))
+    ]
+    sig = frost.aggregate(frost.SigningPackage.from_bytes(pkg, suite=suite), shares, public)
+    VerifyKey(bytes.fromhex(res["public_key"])).verify(message_to_sign("ed25519", req), sig)
 
 
 def test_ecdsa_fault_after_the_mark_burns_the_presignature(inproc: InProc) -> None:
@@ -91,8 +98,7 @@ def test_ecdsa_fault_after_the_mark_burns_the_presignature(inproc: InProc) -> No
     with pytest.raises(Crash):
         n1.ecdsa_sign("ek", pid, req, coordinator_verified=True)
     n1.pipeline.faults = NO_FAULTS
-    row = n1.store.get_ledger(pid)
-    assert row is not None and row.used and row.sealed == b""
+    assert n1.shares.pool.get(pid) is None and n1.store.released(pid)
     with pytest.raises(NodeError) as e:
         n1.ecdsa_sign("ek", pid, req, coordinator_verified=True)
     assert e.value.kind is Kind.PRESIGNATURE_USED

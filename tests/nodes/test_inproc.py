@@ -106,6 +106,7 @@ def test_tampered_or_moved_share_fails_to_unseal_precisely(inproc: InProc) -> No
             "k2", row.scheme, 1, row.public_key, row.public_info, row.sealed_share, row.seal_version
         )
     )
+    node1.anchor.record_committee("k2", [1, 2, 3])  # past governance: the HSM must refuse
     with pytest.raises(UnsealError) as e:
         node1.frost_commitments("k2", 1)
     assert e.value.reason == "authentication_failed"
@@ -118,6 +119,7 @@ def test_tampered_or_moved_share_fails_to_unseal_precisely(inproc: InProc) -> No
             "k3", row.scheme, 1, row.public_key, row.public_info, row.sealed_share, row.seal_version
         )
     )
+    node2.anchor.record_committee("k3", [1, 2, 3])
     with pytest.raises(UnsealError) as e:
         node2.frost_commitments("k3", 1)
     assert e.value.reason in ("authentication_failed", "unknown_key_version")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
 from nacl.signing import VerifyKey
 
 from custody.signing import message_to_sign
-from tests.nodes.conftest import Coordinator, InProc, cli, public_package
+from tests.nodes.conftest import Coordinator, InProc, NodeRefused, cli, public_package
 
 STEPS = ["rotate:1", "rotate:2", "rotate:3a", "rotate:3", "rotate:4a", "rotate:4", "rotate:5"]
 
@@ -26,7 +27,8 @@ def test_crash_at_each_rotation_step_recovers(cluster: Coordinator) -> None:
     n1 = cluster.nodes[1]
     version = 1
     for i, step in enumerate(STEPS):
-        spare = cluster.commitments(1, "k1", 1)[0]  # an unused nonce that must survive
+        # an outstanding nonce lives in memory only: a restart discards it (issue 9)
+        spare = cluster.commitments(1, "k1", 1)[0]
         n1.stop()
         busy = cli("rotate-seal-key", "--data-dir", str(n1.data_dir), crash_at=step)
         assert busy.returncode == 137, (step, busy.stderr)
@@ -42,7 +44,12 @@ def test_crash_at_each_rotation_step_recovers(cluster: Coordinator) -> None:
         assert st["rotation_pending"] is None
         version = st["seal_key_version"]
         req = {"id": f"after-{i}", "key_id": "k1", "kind": "raw", "message": step.encode().hex()}
-        nonces = {1: spare, 2: cluster.commitments(2, "k1", 1)[0]}
+        with pytest.raises(NodeRefused) as gone:
+            cluster.frost_sign(
+                "ed25519", "k1", [1, 2], req, pub, {1: spare, 2: cluster.commitments(2, "k1")[0]}
+            )
+        assert gone.value.problem["type"] == "urn:tpwc:node:unknown-nonce"
+        nonces = {p: cluster.commitments(p, "k1", 1)[0] for p in (1, 2)}
         sig = cluster.frost_sign("ed25519", "k1", [1, 2], req, pub, nonces)
         VerifyKey(bytes.fromhex(res["public_key"])).verify(message_to_sign("ed25519", req), sig)
     # a clean rotation of a running node's data dir is refused (directory lock)
