@@ -150,7 +150,7 @@ class NodeCaller:
         content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"content-type": "application/json"} if body is not None else {}
         if signed:
-            headers.update(sign_headers(self.key, method, path, content))
+            headers.update(sign_headers(self.key, method, path, content, recipient=node.id))
         base = (url or node.url).rstrip("/")
         try:
             async with self.session(base).request(

@@ -5,6 +5,8 @@ Layout of ``DIR``::
 
     coordinator/        coordinator.db, coordinator_key (0600)
     node-1/ ...         each node's own SQLCipher file and SoftHSM2 token (signer_nodes init)
+    officers/           dev officer key files and their passphrase (development only)
+    governance/v1.gov   the dev genesis every node installed as its trust anchor
     logs/               one JSON-lines log per process
     cluster.json        {"api_url", "nodes": [{"id", "url"}], "credentials": {role: token}} (0600)
 
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from custody import governance
 
 DEFAULT_PORT = 7100
 
@@ -56,6 +60,13 @@ def free_port_block(n: int) -> int:
         if ok:
             return base
     raise RuntimeError("no free port block")
+
+
+def write_private_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def write_private_json(path: Path, doc: dict[str, Any]) -> None:
@@ -169,7 +180,76 @@ class Cluster:
                     coord_pk,
                 ]
             )
+        self._dev_governance()
         return dict(creds)
+
+    def _dev_governance(self) -> None:
+        """A development genesis: dev officers, every node pinned, raw signing for all keys.
+
+        Three officer key files (quorum 2) under ``DIR/officers/`` sealed with a dev
+        passphrase kept beside them (``DIR/officers/passphrase``, 0600): a development
+        cluster only, and ``cluster.json`` says so. The genesis, signed by two of them, is
+        installed on each node as its trust anchor (``signer_nodes trust``).
+        """
+        genesis_file = self.data_dir / "governance" / "v1.gov"
+        if genesis_file.exists():
+            return
+        self.progress("dev governance: officers sign a genesis pinning every node")
+        officer_dir = self.data_dir / "officers"
+        officer_dir.mkdir(mode=0o700, exist_ok=True)
+        passphrase = os.urandom(16).hex().encode()
+        write_private_bytes(officer_dir / "passphrase", passphrase)
+        officers, signers = [], {}
+        for i in (1, 2, 3):
+            officer, blob = governance.create_officer_key(
+                f"dev-officer-{i}", passphrase, cost=governance.INTERACTIVE
+            )
+            write_private_bytes(officer_dir / f"dev-officer-{i}.key", blob)
+            officers.append(officer)
+            signers[officer.officer_id] = governance.open_officer_key(blob, passphrase)[1]
+        roster = []
+        for i in range(1, self.nodes + 1):
+            ident = json.loads(
+                self._run(
+                    [
+                        self.python,
+                        "-m",
+                        "signer_nodes",
+                        "identity",
+                        "--data-dir",
+                        str(self.data_dir / node_id(i)),
+                    ]
+                )  # fmt: skip
+            )
+            roster.append(
+                governance.RosterNode(
+                    ident["node_id"],
+                    int(ident["party_id"]),
+                    bytes.fromhex(ident["sign_pk"]),
+                    bytes.fromhex(ident["box_pk"]),
+                )
+            )
+        body = governance.Governance(
+            cluster_id=f"dev-{os.urandom(4).hex()}",
+            version=1,
+            previous=governance.GENESIS_PREVIOUS,
+            officers=tuple(officers),
+            quorum=2,
+            roster=tuple(roster),
+            raw_signing_keys=frozenset({governance.ALL_KEYS}),
+        )
+        doc = governance.unsigned(body)
+        for officer_id in ("dev-officer-1", "dev-officer-2"):
+            doc = doc.with_signature(signers[officer_id], officer_id)
+        genesis_file.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = genesis_file.with_suffix(".tmp")
+        tmp.write_bytes(doc.encode())
+        for i in range(1, self.nodes + 1):
+            self._run(
+                [self.python, "-m", "signer_nodes", "trust", "--data-dir",
+                 str(self.data_dir / node_id(i)), "--governance", str(tmp)]
+            )  # fmt: skip
+        tmp.rename(genesis_file)
 
     # -- processes ----------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:
@@ -247,6 +327,12 @@ class Cluster:
             ],
             "credentials": creds,
             "dev_policy": "allow-all" if self.dev else None,
+            "dev_governance": {
+                "genesis": str(self.data_dir / "governance" / "v1.gov"),
+                "officers": sorted(str(p) for p in (self.data_dir / "officers").glob("*.key")),
+                "passphrase_file": str(self.data_dir / "officers" / "passphrase"),
+                "raw_signing": "every key (development only)",
+            },
             "pids": {n: p.popen.pid for n, p in self.procs.items() if p.popen},
         }
         write_private_json(self.cluster_file, doc)

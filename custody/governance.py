@@ -50,6 +50,9 @@ FORMAT_WITH_POLICY = 2  # the same fields and ``policy``
 SIGNING_CONTEXT = b"tpwc-governance-v1\x00"
 DIGEST_CONTEXT = b"tpwc-governance-digest-v1\x00"
 GENESIS_PREVIOUS = bytes(32)
+# In ``raw_signing_keys``: raw signing for every key. Only a development cluster's genesis
+# (``custody up``) lists it; ``custody governance show`` flags it.
+ALL_KEYS = "*"
 MAX_DOCUMENT_BYTES = 256 * 1024
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -132,6 +135,10 @@ class Governance:
         """SHA-256 over a context tag and the body: what the next version names (computed
         once per object: a body is immutable, and nodes ask for it on every request)."""
         return hashlib.sha256(DIGEST_CONTEXT + self.encode()).digest()
+
+    def raw_enabled(self, key_id: str) -> bool:
+        """Raw signing enabled for ``key_id`` (listed, or :data:`ALL_KEYS` listed: dev only)."""
+        return key_id in self.raw_signing_keys or ALL_KEYS in self.raw_signing_keys
 
     def node(self, node_id: str) -> RosterNode | None:
         return next((n for n in self.roster if n.node_id == node_id), None)

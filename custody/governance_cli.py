@@ -316,7 +316,9 @@ def show(path: Annotated[Path, typer.Argument()], as_json: JsonOpt = False) -> N
         console.print(f"    box_pk  {n['box_pk']}", soft_wrap=True)
     console.print("officers: " + ", ".join(o["officer_id"] for o in info["officers"]))
     console.print("signed by: " + (", ".join(info["signed_by"]) or "nobody yet"))
-    if info["raw_signing_keys"]:
+    if gov.ALL_KEYS in info["raw_signing_keys"]:
+        console.print("[bold red]raw signing enabled for EVERY key: a development cluster only[/]")
+    elif info["raw_signing_keys"]:
         console.print("raw signing enabled for: " + ", ".join(info["raw_signing_keys"]))
 
 

@@ -858,7 +858,7 @@ def decide(
     whose effect cannot be stated is denied (:attr:`Reason.NOT_UNDERSTOOD`).
     """
     version, digest = governance.version, governance.digest
-    if intent == "raw" and key_id in governance.raw_signing_keys:
+    if intent == "raw" and governance.raw_enabled(key_id):
         return Decision("allow", "raw-signing-keys", Reason.RAW_SIGNING, None, version, digest)
     try:
         facts = facts_of(intent, key_id=key_id, initiator=initiator)

@@ -248,4 +248,4 @@ class Anchor:
 
     def raw_allowed(self, key_id: str) -> bool:
         cur = self.current
-        return cur is not None and key_id in cur.raw_signing_keys
+        return cur is not None and cur.raw_enabled(key_id)
