@@ -18,6 +18,7 @@ from signer_nodes.errors import Kind, NodeError
 from signer_nodes.shares import ShareStore
 from signer_nodes.specs import SessionSpec, dkg_context
 
+from custody.domain import Scheme
 from mpc import dkls23, keyio
 from mpc.dkls23.keysetup import KeygenChain
 from mpc.errors import MpcError
@@ -32,7 +33,7 @@ __all__ = [
     "on_failure",
 ]
 
-SCHEME = "ecdsa-secp256k1"
+SCHEME: Scheme = "ecdsa-secp256k1"  # the domain's one DKLs23 scheme
 
 
 def keygen_session(spec: SessionSpec, me: int) -> KeygenChain:

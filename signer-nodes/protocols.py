@@ -19,6 +19,8 @@ from signer_nodes.errors import Kind, NodeError
 from signer_nodes.shares import ShareStore
 from signer_nodes.specs import SessionSpec, dkg_context
 
+from custody.domain import FROST_SCHEMES as DOMAIN_FROST
+from custody.domain import spec
 from mpc import frost, keyio
 from mpc.dkg import DkgSession
 from mpc.dkls23.keysetup import KeygenChain
@@ -39,7 +41,10 @@ __all__ = [
     "public_result",
 ]
 
-FROST_SCHEMES = {"ed25519": ED25519, "bip340": SECP256K1}
+# the group of each FROST scheme of the domain (custody.domain.FROST_SCHEMES)
+FROST_SCHEMES = {
+    s: {"ed25519": ED25519, "secp256k1": SECP256K1}[spec(s).curve] for s in DOMAIN_FROST
+}
 
 
 class ProtocolSession(Protocol):

@@ -17,7 +17,6 @@ Imports: :mod:`signer_nodes.errors`, ``.logs``, ``.pool``, ``.store``, ``.vault`
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -27,15 +26,18 @@ from signer_nodes.errors import Kind, NodeError
 from signer_nodes.pool import Pool, PoolItem
 from signer_nodes.store import KeyRow, NodeStore
 
-__all__ = ["KEY_ID_RE", "ShareStore", "check_key_id"]
+from custody.domain import ID_ALPHABET, MAX_ID_LEN, is_valid_id
 
-KEY_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+__all__ = ["ShareStore", "check_key_id"]
 
 
 def check_key_id(key_id: object) -> str:
-    """``key_id`` if it is a valid key id (NodeError bad-request otherwise)."""
-    if not isinstance(key_id, str) or not KEY_ID_RE.match(key_id):
-        raise NodeError(Kind.BAD_REQUEST, "key_id must be 1-128 characters of [A-Za-z0-9._:-]")
+    """``key_id`` if it is a valid key id by the domain's one rule (NodeError otherwise)."""
+    if not is_valid_id(key_id):
+        raise NodeError(
+            Kind.BAD_REQUEST, f"key_id must be 1-{MAX_ID_LEN} characters of {ID_ALPHABET}"
+        )
+    assert isinstance(key_id, str)  # is_valid_id checked it
     return key_id
 
 
