@@ -43,6 +43,8 @@ from custody.nodeauth import sign_headers
 from custody.signing import message_to_sign
 from mpc import frost, keyio
 from mpc.groups import ED25519, SECP256K1
+from mpc.relay import Envelope as RelayEnvelope
+from mpc.relay import Relay
 from mpc.shamir import PublicKeyPackage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,28 +147,35 @@ def relay(
     deliver: Callable[[int, list[Envelope]], dict[str, Any]],
     tamper: Callable[[Envelope, int], Envelope | None] | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """THE relay loop of the test harnesses: route every envelope of ``first`` (each
-    party's state after starting the session) and of every answer to its recipient (a
-    broadcast to every other party), wave by wave, until no node has anything to send.
+    """THE relay loop of the test harnesses, on the coordinator's own router
+    (:class:`mpc.relay.Relay`): route every envelope of ``first`` (each party's state after
+    starting the session) and of every answer to its recipient (a broadcast to every other
+    party), each envelope once, wave by wave, until no node has anything to send.
     ``tamper(env, target)`` may rewrite or drop (``None``) an envelope on its way.
     Returns each party's last state."""
     states = dict(first)
-    queue = [e for p in parties for e in first[p]["envelopes"]]
-    while queue:
-        batch: dict[int, list[Envelope]] = {}
-        for env in queue:
-            targets = (
-                [env["to"]] if env["to"] is not None else [p for p in parties if p != env["from"]]
-            )
-            for t in targets:
-                e = tamper(env, t) if tamper else env
+    router: Relay[str] = Relay("harness", parties)  # the coordinator's router, mpc.relay
+    raw: dict[str, Envelope] = {}
+
+    def submit(envelopes: Sequence[Envelope]) -> None:
+        for env in envelopes:
+            raw[env["envelope"]] = env
+            router.submit(RelayEnvelope("harness", env["from"], env["to"], env["envelope"]))
+
+    for p in parties:
+        submit(first[p]["envelopes"])
+    while router.pending:
+        for t, routed in sorted(router.take().items()):
+            envs = []
+            for r in routed:
+                e = tamper(raw[r.payload], t) if tamper else raw[r.payload]
                 if e is not None:
-                    batch.setdefault(t, []).append(e)
-        queue = []
-        for t, envs in sorted(batch.items()):
+                    envs.append(e)
+            if not envs:
+                continue
             st = deliver(t, envs)
             states[t] = st
-            queue.extend(st["envelopes"])
+            submit(st["envelopes"])
     return states
 
 
