@@ -27,6 +27,11 @@ EXPECTED = {
         "sizes": {(2, 3), (3, 5), (5, 9)},
     },
     "hsm": {"schemes": {"aes-256-gcm"}, "ops": {"seal", "unseal"}, "sizes": {(1, 1)}},
+    "node": {
+        "schemes": {"ed25519", "bip340"},
+        "ops": {"unseal+sign", "node.frost_sign"},
+        "sizes": {(2, 3)},
+    },
     "policy": {"schemes": {"ed25519"}, "ops": {"evaluate", "evaluate+verify3"}, "sizes": {(3, 6)}},
 }
 
