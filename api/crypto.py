@@ -11,6 +11,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
 from custody.domain import spec
 from mpc import dkls23, frost
 from mpc.errors import EncodingError, MpcError, ProtocolError, UsageError
@@ -34,6 +37,8 @@ __all__ = [
     "frost_signing_package",
     "frost_aggregate",
     "ecdsa_combine",
+    "verify_signature",
+    "verify_ed25519",
 ]
 
 
@@ -204,3 +209,33 @@ def ecdsa_combine(
         raise Blame(str(e), (e.party,) if e.party else tuple(decoded)) from None
     out = sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big")
     return out, sig.recovery_id
+
+
+def verify_signature(
+    scheme: str, public_key: str, msg: bytes, signature: str, recovery_id: int | None
+) -> bool:
+    """Verify a stored signature again, as any wallet would: the scheme's plain verifier
+    under the key's public key over the recomputed message (ECDSA: also the recovery id).
+    Never raises on malformed input; it is simply not valid."""
+    try:
+        sig = bytes.fromhex(signature)
+        pk = bytes.fromhex(public_key)
+        if spec(scheme).is_frost:
+            return bool(_suite(scheme).verify(msg, sig, pk))
+        if len(sig) != 64 or recovery_id not in (0, 1, 2, 3):
+            return False
+        es = dkls23.EcdsaSignature(
+            int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"), recovery_id
+        )
+        return dkls23.verify_signature(es, msg, SECP256K1.decode_point(pk))
+    except (MpcError, ValueError, TypeError, OverflowError):
+        return False
+
+
+def verify_ed25519(public_key: str, message: bytes, signature: str) -> bool:
+    """A node identity signature (e.g. over an audit checkpoint statement)."""
+    try:
+        VerifyKey(bytes.fromhex(public_key)).verify(message, bytes.fromhex(signature))
+        return True
+    except (BadSignatureError, ValueError, TypeError):
+        return False

@@ -145,17 +145,33 @@ class IdempotencyRecord(Base):
 
 
 class AuditEntry(Base):
-    """Hash-chained audit log: ``hash = sha256(prev_hash || canonical_json(entry))``."""
+    """Hash-chained audit log: ``hash = sha256(prev_hash || sha256(canonical_json(entry)))``
+    (:func:`api.audit.entry_hash`)."""
 
     __tablename__ = "audit"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
-    subject: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(64), index=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Checkpoint(Base):
+    """A node-signed audit checkpoint: the chain ``head`` after entry ``seq``, the digest of
+    every entry since the previous checkpoint (so verification names the first rewritten
+    one), and each co-signing node's Ed25519 signature over
+    :func:`api.audit.checkpoint_statement`. Rows are only trusted through those
+    signatures, checked under the nodes' pinned identity keys."""
+
+    __tablename__ = "checkpoints"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    head: Mapped[str] = mapped_column(String(64))
+    digests: Mapped[list[Any]] = mapped_column(JSON)
+    signatures: Mapped[dict[str, Any]] = mapped_column(JSON)  # node id -> hex signature
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 def make_engine(url: str) -> Engine:

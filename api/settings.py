@@ -32,6 +32,7 @@ class Settings:
     pool_interval: float = 0.5  # seconds between pool/health sweeps
     dev_allow_all: bool = False  # dev cluster: allow-all policy (policies arrive later)
     approval_ttl: float = 24 * 3600.0  # pending_approval requests expire after this
+    cluster_id: str = "tpwc-dev"  # named in every audit checkpoint the nodes sign
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -58,4 +59,5 @@ class Settings:
             presig_low_water=int(_env("PRESIG_LOW_WATER", "-1")),
             pool_interval=float(_env("POOL_INTERVAL", "0.5")),
             dev_allow_all=_env("DEV_ALLOW_ALL", "0") == "1",
+            cluster_id=_env("CLUSTER_ID", "tpwc-dev"),
         )

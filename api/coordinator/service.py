@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from api import audit, idempotency
+from api.coordinator.checkpoints import Checkpointer
 from api.coordinator.keys import KeyBook, KeyCeremony
 from api.coordinator.outcomes import Answer, OutcomeWriter
 from api.coordinator.pools import Pools
@@ -53,6 +54,9 @@ class Coordinator:
         )
         self.signers = signers_by_scheme(self.registry, self.pools, settings.round_timeout)
         self.outcomes = OutcomeWriter(db)
+        self.checkpoints = Checkpointer(
+            db, self.registry, settings.cluster_id, settings.round_timeout
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
