@@ -15,9 +15,10 @@ def _env(name: str, default: str) -> str:
 class Settings:
     """Everything the coordinator needs to start.
 
-    ``data_dir`` holds ``coordinator.db`` (unless ``database_url`` points elsewhere, e.g.
-    ``postgresql+psycopg://...``) and ``coordinator_key`` (the Ed25519 key that signs every
-    node request, mode 0600; it authorises nothing on its own, nodes still check policy).
+    ``data_dir`` (0700) holds ``coordinator.db`` (0600, unless ``database_url`` points
+    elsewhere, e.g. ``postgresql+psycopg://...``) and the coordinator's PKCS#11 token with
+    the Ed25519 key that signs every node request (:mod:`api.keystore`; it authorises
+    nothing on its own, nodes still check policy).
     """
 
     data_dir: Path
@@ -42,7 +43,8 @@ class Settings:
             self.database_url = f"sqlite:///{self.data_dir / 'coordinator.db'}"
 
     @property
-    def key_path(self) -> Path:
+    def legacy_key_path(self) -> Path:
+        """Where the key file was before it moved into the token (refused if present)."""
         return self.data_dir / "coordinator_key"
 
     @classmethod

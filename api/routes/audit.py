@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
 from api.auth import AUTH_ERRORS
-from api.deps import Admin, Auditor, CoordinatorDep, Cursor, Repo, SettingsDep
+from api.deps import Admin, Auditor, CoordinatorDep, Cursor, IdempotencyKey, Repo, SettingsDep
+from api.idempotency import run_idempotent
 from api.problems import problem_responses
 from api.serializers import audit_out, checkpoint_out
 from custody.models import AuditList, AuditVerify, CheckpointList, CheckpointOut
@@ -50,10 +52,16 @@ async def list_checkpoints(repo: Repo, _: Auditor) -> dict[str, Any]:
     "/checkpoints",
     status_code=201,
     response_model=CheckpointOut,
-    responses=problem_responses(*AUTH_ERRORS, 409, 502),
+    responses=problem_responses(*AUTH_ERRORS, 409, 422, 502),
 )
-async def create_checkpoint(c: CoordinatorDep, p: Admin) -> dict[str, Any]:
+async def create_checkpoint(
+    request: Request, idempotency_key: IdempotencyKey, c: CoordinatorDep, p: Admin
+) -> JSONResponse:
     """Ask every node to co-sign the current chain head; stored when one node signed
     (502 problem ``checkpoint-unsigned``, with each node's answer, when none did; 409
     when there is nothing new or no node is enrolled)."""
-    return await c.checkpoints.create(p.credential_id)
+
+    async def handler() -> tuple[int, dict[str, Any]]:
+        return 201, await c.checkpoints.create(p.credential_id)
+
+    return await run_idempotent(request, p, idempotency_key, handler)
