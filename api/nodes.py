@@ -2,8 +2,9 @@
 
 Every request except ``GET /health`` is signed with the coordinator's Ed25519 key, inside
 its HSM token (:func:`sign_headers`, the format of :mod:`custody.nodeauth`, NODE_API.md).
-Every failure is a :class:`NodeFailure` naming the parties to blame: the node itself when it is unreachable,
-slow or answers garbage, or the ``culprits`` of a protocol problem it reports.
+Every failure is a :class:`NodeFailure` naming the parties to blame: the node itself when
+it is unreachable, slow or answers garbage, or the ``culprits`` of a protocol problem it
+reports.
 """
 
 from __future__ import annotations
