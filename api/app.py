@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import keystore, problems
 from api.coordinator import Coordinator
@@ -50,7 +50,12 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
             db.close()
             key.close()
 
-    app = FastAPI(title=TITLE, version=VERSION, lifespan=lifespan)
+    app = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        lifespan=lifespan,
+        dependencies=[Depends(problems.refuse_lone_surrogates)],
+    )
     app.state.db = db
     app.state.repository = Repository(db)
     app.state.settings = settings

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -174,6 +175,9 @@ class Checkpoint(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+BUSY_TIMEOUT = float(os.environ.get("CUSTODY_DB_BUSY_TIMEOUT", "5"))
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout so readers never block.
 
@@ -182,9 +186,15 @@ def make_engine(url: str) -> Engine:
     crash: the last commits, e.g. the ``sign.signed`` entry of a signature already
     returned, could vanish on power loss, breaking the audit rule of DESIGN.md invariant 6.)
     An fsync of the append-only WAL costs ~0.1 ms here; the signing path makes two commits.
+
+    A writer waits at most ``BUSY_TIMEOUT`` seconds (``$CUSTODY_DB_BUSY_TIMEOUT``, default
+    5) for SQLite's write lock, then fails (503 problem ``database-busy``); writes run off
+    the event loop, and WAL readers never wait for the lock, so the API keeps answering.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT}
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

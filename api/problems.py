@@ -7,12 +7,14 @@ without internals) into ``application/problem+json``.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from custody.models import ProblemModel
@@ -117,11 +119,50 @@ def install(app: FastAPI) -> None:
         )
         return problem_response(p, request.url.path)
 
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        p = Problem(
+            503,
+            "database-busy",
+            "Database busy",
+            "the coordinator database did not answer in time; retry later",
+        )
+        p.headers["Retry-After"] = "1"
+        return problem_response(p, request.url.path)
+
+    @app.exception_handler(UnicodeError)
+    async def _unicode(request: Request, exc: UnicodeError) -> JSONResponse:
+        p = Problem(422, "invalid-text", "Invalid text", "text must be valid Unicode")
+        return problem_response(p, request.url.path)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         p = Problem(500, "internal", "Internal error", "the coordinator hit an unexpected error")
         return problem_response(p, request.url.path)
+
+
+async def refuse_lone_surrogates(request: Request) -> None:
+    """App-wide dependency: a JSON body may escape a lone UTF-16 surrogate (``"\\ud800"``),
+    which Python's parser accepts but no UTF-8 encoder, CBOR or database takes; refuse it
+    with a 422 naming the rule before any route uses the text."""
+    if request.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        return
+    body = await request.body()
+    if b"\\u" not in body:
+        return
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode()
+    except UnicodeError:
+        raise Problem(
+            422,
+            "invalid-text",
+            "Invalid text",
+            "the body escapes a lone UTF-16 surrogate; text must be valid Unicode",
+        ) from None
+    except ValueError:
+        return  # not JSON: the route's own validation answers
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

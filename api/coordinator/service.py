@@ -95,7 +95,7 @@ class Coordinator:
                 if time.monotonic() - last_slow >= SLOW_SWEEP:
                     last_slow = time.monotonic()
                     await self.registry.check_health()
-                    self.expire_requests()
+                    await asyncio.to_thread(self.expire_requests)
                     self.keys.forget_list()
                 self.pools.top_up()
             except asyncio.CancelledError:
