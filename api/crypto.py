@@ -29,8 +29,18 @@ class Blame(Exception):
         self.culprits = culprits
 
 
+class Unattributable(Exception):
+    """The result is wrong but the protocol cannot say whose input made it so: one or more
+    of ``suspects`` (DKLs23 partials have no per-party check); nobody is blamed."""
+
+    def __init__(self, message: str, suspects: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.suspects = suspects
+
+
 __all__ = [
     "Blame",
+    "Unattributable",
     "check_public_key",
     "check_point",
     "frost_commitments",
@@ -204,7 +214,9 @@ def ecdsa_combine(
             public, decoded.values(), msg, SECP256K1.decode_point(bytes.fromhex(public_key))
         )
     except ProtocolError as e:
-        raise Blame(str(e), e.culprits or tuple(decoded)) from None
+        if not e.culprits:  # the combined signature does not verify: whose partial?
+            raise Unattributable(str(e), tuple(sorted(decoded))) from None
+        raise Blame(str(e), e.culprits) from None
     except UsageError as e:
         raise Blame(str(e), (e.party,) if e.party else tuple(decoded)) from None
     out = sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big")
