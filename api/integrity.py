@@ -67,6 +67,7 @@ def verify_all(s: Session, cluster: str) -> dict[str, Any]:
         rep, cps, cluster, node_keys, crypto.verify_ed25519
     )
     findings += cp_findings
+    findings += _missing_checkpoints(s, {c.seq for c in cps})
     findings += _credentials(s)
     findings += _signatures(s)
     bad = [f.seq for f in findings if f.seq is not None]
@@ -88,6 +89,24 @@ def _events(s: Session, actions: tuple[str, ...]) -> dict[str, list[tuple[int, s
     ):
         out.setdefault(subject, []).append((seq, action, data))
     return out
+
+
+def _missing_checkpoints(s: Session, stored: set[int]) -> list[Finding]:
+    """A checkpoint the chain records (``audit.checkpoint``) whose row is gone: deleting
+    checkpoints is how a database writer would hide a re-chain behind them."""
+    found = []
+    for subject, ev in _events(s, ("audit.checkpoint",)).items():
+        for seq, _, data in ev:
+            if data.get("seq") not in stored:
+                found.append(
+                    Finding(
+                        "checkpoint-missing",
+                        seq,
+                        subject,
+                        f"entry {seq} records checkpoint {data.get('seq')}, which is gone",
+                    )
+                )
+    return found
 
 
 def _credentials(s: Session) -> list[Finding]:

@@ -221,7 +221,8 @@ class AuditList(Page[AuditOut]):
 class AuditFinding(BaseModel):
     kind: str = Field(
         description="edited | inserted | reordered | deleted | rewritten | truncated | "
-        "checkpoint-unsigned | checkpoint-invalid | credential-forged | signature-invalid | "
+        "checkpoint-unsigned | checkpoint-invalid | checkpoint-missing | credential-forged | "
+        "signature-invalid | "
         "signature-swapped"
     )
     seq: int | None = Field(description="the first bad audit entry, when it is one")

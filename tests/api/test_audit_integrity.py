@@ -282,3 +282,16 @@ def test_swapped_signature_is_never_served_as_signed(api: Api, signed: tuple) ->
         assert r.json()["request_id"] == sid
     v = verify(api)
     assert [(f["kind"], f["subject"]) for f in v["findings"]] == [("signature-invalid", sid)]
+
+
+def test_deleting_a_recorded_checkpoint_is_named(api: Api) -> None:
+    fill(api)
+    n1 = add_node(api, "node-1", 1)
+    seq = checkpoint(api, {"node-1": n1})
+    with api.app.state.db.session() as s:  # as the Checkpointer records it
+        audit.append(s, "admin", "audit.checkpoint", f"checkpoint-{seq}", {"seq": seq})
+    assert verify(api)["ok"] is True
+    with raw(api) as c:
+        c.execute("DELETE FROM checkpoints")
+    v = verify(api)
+    assert kinds(v) == [("checkpoint-missing", seq + 1)]
