@@ -62,6 +62,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(problems.NestingLimit)
     app.add_middleware(RequestLog)
     app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -171,3 +172,68 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         c: {"model": ProblemModel, "description": _HTTP_SLUGS.get(c, ("", "Error"))[1]}
         for c in codes
     }
+
+
+MAX_DEPTH = 32  # JSON nesting accepted in a request body (payloads are checked to 16)
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def nesting_depth(body: bytes) -> int:
+    """The deepest ``[``/``{`` nesting of a JSON text (strings skipped), computed without
+    parsing it."""
+    depth = deepest = 0
+    for m in _TOKENS.finditer(body):
+        c = m.group()
+        if c in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+class NestingLimit:
+    """Pure ASGI middleware: a request body nested deeper than :data:`MAX_DEPTH` is refused
+    (422 problem) before any JSON parser sees it. Python's C parser recurses once per
+    level, so a body of a few hundred kilobytes of ``[`` could exhaust a worker thread's C
+    stack. Bodies with fewer brackets than the limit (all ordinary ones) cost one
+    ``bytes.count`` each."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body.count(b"[") + body.count(b"{") > MAX_DEPTH and nesting_depth(body) > MAX_DEPTH:
+            p = Problem(
+                422,
+                "too-deep",
+                "Body nested too deeply",
+                f"JSON nesting deeper than {MAX_DEPTH} levels is refused",
+            )
+            response = problem_response(p, scope.get("path"))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, _replay([{"type": "http.request", "body": body}]), send)
+
+
+def _replay(messages: list[Any]) -> Any:
+    queue = list(messages)
+
+    async def receive() -> Any:
+        if queue:
+            return queue.pop(0)
+        return {"type": "http.disconnect"}
+
+    return receive
