@@ -5,8 +5,10 @@ preprocessing pools, aggregates and verifies signatures, and serves the public A
 ``repository`` (the routes' persistence), ``pagination``, ``serializers``, ``openapi``,
 ``coordinator/`` (orchestration, one job per module), ``nodes`` (the node HTTP client),
 ``crypto`` (the seam to :mod:`mpc`), ``db``, ``audit``, ``idempotency``, ``auth``,
-``problems``, ``logs``, ``settings``, ``keyfile``, ``version``.
+``integrity`` (what a database writer cannot pass), ``problems``, ``logs``, ``settings``,
+``keystore`` (the coordinator key in its PKCS#11 token), ``version``.
 
-May import: ``custody`` (domain, models, signing, nodeauth) and ``mpc``; never
-``signer_nodes``. It never sees a share or a whole key. No import inside a function.
+May import: ``custody`` (domain, models, signing, nodeauth, serving), ``mpc`` and ``hsm``
+(the coordinator's own token); never ``signer_nodes``. It never sees a share or a whole
+key. No import inside a function.
 """

@@ -1,28 +1,34 @@
 """``python -m api init|serve``: provision and run the coordinator.
 
-``init --data-dir D [--json]`` creates the database, the coordinator key (0600) and, on the
-first run only, one credential per role; prints ``{"coordinator_public_key",
-"credentials": {role: token} | null}`` (tokens are shown once; only their hashes are kept).
-``serve --data-dir D --host H --port P [--dev]`` runs the app under uvicorn; ``--dev``
-installs the allow-all policy of a dev cluster.
+``init --data-dir D [--json]`` creates the data directory (0700), the database (0600), the
+coordinator's PKCS#11 token with its non-extractable Ed25519 key (:mod:`api.keystore`)
+and, on the first run only, one credential per role (audited); prints
+``{"coordinator_public_key", "credentials": {role: token} | null}`` (tokens are shown
+once; only their hashes are kept).
+``serve --data-dir D --host H --port P [--dev]`` runs the app under
+:func:`custody.serving.serve` (body limit before any route, header/body timeouts, a
+connection cap); ``--dev`` installs the allow-all policy of a dev cluster.
+
+The process runs with umask 077: whatever it creates (database, WAL, token files, logs it
+is pointed at) is readable by its own user only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-import uvicorn
 from sqlalchemy import func, select
 
-from api import logs
+from api import keystore, logs
 from api.app import create_app
 from api.auth import create_credential
 from api.db import Credential, Database
-from api.keyfile import load_or_create_key
 from api.settings import Settings
 from custody.domain import ROLES
+from custody.serving import ServiceLimits, serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,34 +44,31 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
 
+    os.umask(0o077)
     settings = Settings.from_env(args.data_dir)
     if args.cmd == "init":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        key = load_or_create_key(settings)
+        key = keystore.load_or_create(settings)
+        key.close()
         db = Database(settings.database_url)
         db.create_all()
+        keystore.private_files(settings)
         with db.session() as sess:
             have = sess.scalar(select(func.count()).select_from(Credential))
         creds = None
         if not have:
             creds = {r: create_credential(db, r, label=f"bootstrap {r}")[1] for r in ROLES}
-        print(
-            json.dumps(
-                {"coordinator_public_key": bytes(key.verify_key).hex(), "credentials": creds}
-            )
-        )
+        db.close()
+        print(json.dumps({"coordinator_public_key": key.public_key.hex(), "credentials": creds}))
         return 0
 
     settings.dev_allow_all = settings.dev_allow_all or args.dev
     logs.configure(args.log_level)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
+    serve(
+        create_app(settings),
         host=args.host,
         port=args.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
+        limits=ServiceLimits(),
+        log_level=args.log_level.lower(),
     )
     return 0
 

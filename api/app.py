@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from api import problems
+from api import keystore, problems
 from api.coordinator import Coordinator
 from api.db import Database
-from api.keyfile import load_or_create_key
 from api.logs import RequestLog
 from api.nodes import NodeCaller
 from api.openapi import TITLE, openapi_schema
@@ -28,7 +27,7 @@ from api.routes import ROUTERS
 from api.settings import Settings
 from api.version import VERSION
 
-__all__ = ["create_app", "load_or_create_key", "VERSION"]
+__all__ = ["create_app", "VERSION"]
 
 
 def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
@@ -37,25 +36,33 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key = keystore.load_or_create(settings)
         db.create_all()
-        key = load_or_create_key(settings)
-        c = Coordinator(settings, db, NodeCaller(key, settings.round_timeout))
+        keystore.private_files(settings)
+        c = Coordinator(settings, db, NodeCaller(key.sign, settings.round_timeout))
         app.state.coordinator = c
+        app.state.coordinator_public_key = key.public_key
         c.start(background=background)
         try:
             yield
         finally:
             await c.stop()
             db.close()
+            key.close()
 
-    app = FastAPI(title=TITLE, version=VERSION, lifespan=lifespan)
+    app = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        lifespan=lifespan,
+        dependencies=[Depends(problems.refuse_lone_surrogates)],
+    )
     app.state.db = db
     app.state.repository = Repository(db)
     app.state.settings = settings
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(problems.NestingLimit)
     app.add_middleware(RequestLog)
     app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     return app

@@ -23,9 +23,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 
-from api.db import Credential, Database
+from api import audit
+from api.db import AuditEntry, Credential, Database
+from api.integrity import CREDENTIAL_ACTIONS, credential_entry, credential_matches
 from api.problems import Problem
 from custody.domain import ROLES
 
@@ -42,15 +44,33 @@ def new_token() -> str:
     return "tpwc_" + secrets.token_urlsafe(32)
 
 
-def create_credential(db: Database, role: str, label: str = "") -> tuple[str, str]:
-    """Create a credential; returns ``(credential_id, token)`` (the token is shown once)."""
+def create_credential(
+    db: Database, role: str, label: str = "", actor: str = "bootstrap"
+) -> tuple[str, str]:
+    """Create a credential and its audit entry (``credential.create``, carrying role and
+    token hash: a row that differs from it is refused); returns ``(credential_id, token)``
+    (the token is shown once)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     token = new_token()
     cid = "cred_" + uuid.uuid4().hex[:20]
+    h = hash_token(token)
     with db.session() as s:
-        s.add(Credential(id=cid, role=role, token_sha256=hash_token(token), label=label))
+        s.add(Credential(id=cid, role=role, token_sha256=h, label=label))
+        audit.append(s, actor, "credential.create", cid, credential_entry(role, h, label))
     return cid, token
+
+
+def revoke_credential(db: Database, credential_id: str, actor: str) -> bool:
+    """Revoke a credential (audited as ``credential.revoke``); False if it is unknown."""
+    with db.session() as s:
+        done = s.execute(
+            update(Credential).where(Credential.id == credential_id).values(revoked=True)
+        )
+        if not done.rowcount:  # type: ignore[attr-defined]
+            return False
+        audit.append(s, actor, "credential.revoke", credential_id, {})
+    return True
 
 
 @dataclass(frozen=True)
@@ -80,9 +100,12 @@ def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) 
     if hit is not None and hit[1] > now:
         return hit[0]
     db: Database = request.app.state.db
-    with db.engine.connect() as conn:  # one indexed Core read, no ORM session
+    with db.engine.connect() as conn:  # indexed Core reads, no ORM session
         row = conn.execute(_BY_HASH, {"h": h}).first()
-    if row is None or row.revoked:
+        events = [] if row is None else [(a, d) for a, d in conn.execute(_EVENTS, {"cid": row.id})]
+    # A row that is not what its audited creation made (inserted or edited in the
+    # database behind the API) is refused like an unknown token.
+    if row is None or row.revoked or not credential_matches(row, events):
         seen.pop(h, None)
         p = Problem(
             401, "unauthorized", "Missing or invalid credentials", "unknown or revoked token"
@@ -105,8 +128,13 @@ SEEN_TTL = 1.0
 SEEN_MAX = 4096
 
 
-_BY_HASH = select(Credential.id, Credential.role, Credential.revoked).where(
-    Credential.token_sha256 == bindparam("h")
+_BY_HASH = select(
+    Credential.id, Credential.role, Credential.token_sha256, Credential.revoked
+).where(Credential.token_sha256 == bindparam("h"))
+_EVENTS = (
+    select(AuditEntry.action, AuditEntry.data)
+    .where(AuditEntry.subject == bindparam("cid"), AuditEntry.action.in_(CREDENTIAL_ACTIONS))
+    .order_by(AuditEntry.seq)
 )
 
 

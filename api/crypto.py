@@ -11,6 +11,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
 from custody.domain import spec
 from mpc import dkls23, frost
 from mpc.errors import EncodingError, MpcError, ProtocolError, UsageError
@@ -26,14 +29,26 @@ class Blame(Exception):
         self.culprits = culprits
 
 
+class Unattributable(Exception):
+    """The result is wrong but the protocol cannot say whose input made it so: one or more
+    of ``suspects`` (DKLs23 partials have no per-party check); nobody is blamed."""
+
+    def __init__(self, message: str, suspects: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.suspects = suspects
+
+
 __all__ = [
     "Blame",
+    "Unattributable",
     "check_public_key",
     "check_point",
     "frost_commitments",
     "frost_signing_package",
     "frost_aggregate",
     "ecdsa_combine",
+    "verify_signature",
+    "verify_ed25519",
 ]
 
 
@@ -199,8 +214,40 @@ def ecdsa_combine(
             public, decoded.values(), msg, SECP256K1.decode_point(bytes.fromhex(public_key))
         )
     except ProtocolError as e:
-        raise Blame(str(e), e.culprits or tuple(decoded)) from None
+        if not e.culprits:  # the combined signature does not verify: whose partial?
+            raise Unattributable(str(e), tuple(sorted(decoded))) from None
+        raise Blame(str(e), e.culprits) from None
     except UsageError as e:
         raise Blame(str(e), (e.party,) if e.party else tuple(decoded)) from None
     out = sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big")
     return out, sig.recovery_id
+
+
+def verify_signature(
+    scheme: str, public_key: str, msg: bytes, signature: str, recovery_id: int | None
+) -> bool:
+    """Verify a stored signature again, as any wallet would: the scheme's plain verifier
+    under the key's public key over the recomputed message (ECDSA: also the recovery id).
+    Never raises on malformed input; it is simply not valid."""
+    try:
+        sig = bytes.fromhex(signature)
+        pk = bytes.fromhex(public_key)
+        if spec(scheme).is_frost:
+            return bool(_suite(scheme).verify(msg, sig, pk))
+        if len(sig) != 64 or recovery_id not in (0, 1, 2, 3):
+            return False
+        es = dkls23.EcdsaSignature(
+            int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"), recovery_id
+        )
+        return dkls23.verify_signature(es, msg, SECP256K1.decode_point(pk))
+    except (MpcError, ValueError, TypeError, OverflowError):
+        return False
+
+
+def verify_ed25519(public_key: str, message: bytes, signature: str) -> bool:
+    """A node identity signature (e.g. over an audit checkpoint statement)."""
+    try:
+        VerifyKey(bytes.fromhex(public_key)).verify(message, bytes.fromhex(signature))
+        return True
+    except (BadSignatureError, ValueError, TypeError):
+        return False

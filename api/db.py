@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -145,17 +146,36 @@ class IdempotencyRecord(Base):
 
 
 class AuditEntry(Base):
-    """Hash-chained audit log: ``hash = sha256(prev_hash || canonical_json(entry))``."""
+    """Hash-chained audit log: ``hash = sha256(prev_hash || sha256(canonical_json(entry)))``
+    (:func:`api.audit.entry_hash`)."""
 
     __tablename__ = "audit"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
-    subject: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(64), index=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Checkpoint(Base):
+    """A node-signed audit checkpoint: the chain ``head`` after entry ``seq``, the digest of
+    every entry since the previous checkpoint (so verification names the first rewritten
+    one), and each co-signing node's Ed25519 signature over
+    :func:`api.audit.checkpoint_statement`. Rows are only trusted through those
+    signatures, checked under the nodes' pinned identity keys."""
+
+    __tablename__ = "checkpoints"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    head: Mapped[str] = mapped_column(String(64))
+    digests: Mapped[list[Any]] = mapped_column(JSON)
+    signatures: Mapped[dict[str, Any]] = mapped_column(JSON)  # node id -> hex signature
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+BUSY_TIMEOUT = float(os.environ.get("CUSTODY_DB_BUSY_TIMEOUT", "5"))
 
 
 def make_engine(url: str) -> Engine:
@@ -166,9 +186,15 @@ def make_engine(url: str) -> Engine:
     crash: the last commits, e.g. the ``sign.signed`` entry of a signature already
     returned, could vanish on power loss, breaking the audit rule of DESIGN.md invariant 6.)
     An fsync of the append-only WAL costs ~0.1 ms here; the signing path makes two commits.
+
+    A writer waits at most ``BUSY_TIMEOUT`` seconds (``$CUSTODY_DB_BUSY_TIMEOUT``, default
+    5) for SQLite's write lock, then fails (503 problem ``database-busy``); writes run off
+    the event loop, and WAL readers never wait for the lock, so the API keeps answering.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT}
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -9,6 +9,7 @@ fix the cause and retry with it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -169,17 +170,20 @@ async def run_idempotent(
 ) -> JSONResponse:
     db: Database = request.app.state.db
     fp = fingerprint(request.method, request.url.path, await request.body())
-    try:
-        with db.engine.begin() as conn:
-            claim(conn, principal.credential_id, idem_key, fp)
+    cred = principal.credential_id
+    slot = Slot(cred, idem_key)
+
+    def claim_job(conn: Connection) -> None:
+        claim(conn, cred, idem_key, fp)
+
+    try:  # every database call off the event loop (the group writer's thread, or a worker)
+        await db.write(claim_job)
     except IntegrityError:
-        return replay(db, principal.credential_id, idem_key, fp)
-    slot = Slot(principal.credential_id, idem_key)
+        return await asyncio.to_thread(replay, db, cred, idem_key, fp)
     try:
         status, body = await handler()
     except BaseException:
-        release(db, principal.credential_id, idem_key)
+        await asyncio.shield(asyncio.to_thread(release, db, cred, idem_key))
         raise
-    with db.engine.begin() as conn:
-        store_answer(conn, slot, status, body)
+    await db.write(lambda conn: store_answer(conn, slot, status, body))
     return JSONResponse(body, status_code=status)

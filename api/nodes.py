@@ -1,9 +1,10 @@
 """Talking to signer nodes: signed requests over async aiohttp, typed failures that blame.
 
-Every request except ``GET /health`` is signed with the coordinator's Ed25519 key
-(:func:`custody.nodeauth.sign_headers`, docs/NODE_API.md). Every failure is a
-:class:`NodeFailure` naming the parties to blame: the node itself when it is unreachable,
-slow or answers garbage, or the ``culprits`` of a protocol problem it reports.
+Every request except ``GET /health`` is signed with the coordinator's Ed25519 key, inside
+its HSM token (:func:`sign_headers`, the format of :mod:`custody.nodeauth`, NODE_API.md).
+Every failure is a :class:`NodeFailure` naming the parties to blame: the node itself when
+it is unreachable, slow or answers garbage, or the ``culprits`` of a protocol problem it
+reports.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from nacl.signing import SigningKey
 
 from custody.domain import NodeStatus
-from custody.nodeauth import sign_headers
+from custody.nodeauth import Signer, sign_headers
 
 
 @dataclass
@@ -72,12 +72,12 @@ class NodeCaller:
 
     def __init__(
         self,
-        signing_key: SigningKey,
+        signer: Signer,
         timeout: float,
         max_connections: int = 64,
         max_batch: int = 64,
     ) -> None:
-        self.key = signing_key
+        self.signer = signer
         self.timeout = timeout
         self.max_connections = max_connections
         self.max_batch = max_batch
@@ -150,7 +150,7 @@ class NodeCaller:
         content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"content-type": "application/json"} if body is not None else {}
         if signed:
-            headers.update(sign_headers(self.key, method, path, content, recipient=node.id))
+            headers.update(sign_headers(self.signer, method, path, content, recipient=node.id))
         base = (url or node.url).rstrip("/")
         try:
             async with self.session(base).request(

@@ -19,6 +19,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from api.problems import Problem
 
 R = TypeVar("R")
+MAX_SEQ = 2**63 - 1  # the largest integer SQLite and PostgreSQL BIGINT hold
 
 
 def encode_cursor(seq: int) -> str:
@@ -31,7 +32,7 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         seq = json.loads(raw)["s"]
-        if type(seq) is not int or seq < 0:
+        if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
             raise ValueError
         return seq
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):

@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, select, text
+from sqlalchemy.orm import Session
 
-from api import audit, idempotency
-from api.db import AuditEntry, Database, Key, Node, SignRequest
+from api import audit, idempotency, integrity
+from api.db import AuditEntry, Checkpoint, Database, Key, Node, SignRequest
 from api.pagination import PageOf, paginate
+from api.problems import Problem
 from custody.domain import Scheme, SignStatus
 
 _INSERT_REQUEST = cast(Table, SignRequest.__table__).insert()  # Core, built once (hot path)
@@ -76,8 +78,12 @@ class Repository:
         audit.append(conn, slot.credential_id, "sign.request", row["id"], audit_data)
 
     def sign_request(self, request_id: str) -> SignRequest | None:
+        """The request; a ``signed`` one only if its stored signature still verifies."""
         with self.db.session() as s:
-            return s.scalar(select(SignRequest).where(SignRequest.id == request_id))
+            r = s.scalar(select(SignRequest).where(SignRequest.id == request_id))
+            if r is not None:
+                _check_signed(s, [r])
+            return r
 
     def sign_requests(
         self,
@@ -93,7 +99,9 @@ class Repository:
         if key_id is not None:
             q = q.where(SignRequest.key_id == key_id)
         with self.db.session() as s:
-            return paginate(s, SignRequest, q, SignRequest.seq, limit=limit, cursor=cursor)
+            page = paginate(s, SignRequest, q, SignRequest.seq, limit=limit, cursor=cursor)
+            _check_signed(s, page.rows)
+            return page
 
     # -- audit ------------------------------------------------------------------------------
     def audit_entries(self, limit: int, cursor: str | None) -> PageOf[AuditEntry]:
@@ -108,6 +116,35 @@ class Repository:
                 order="oldest",
             )
 
-    def verify_audit(self) -> tuple[bool, int, int | None]:
+    def verify_audit(self, cluster: str) -> dict[str, Any]:
         with self.db.session() as s:
-            return audit.verify_chain(s)
+            return integrity.verify_all(s, cluster)
+
+    def checkpoints(self) -> Sequence[Checkpoint]:
+        with self.db.session() as s:
+            return s.scalars(select(Checkpoint).order_by(Checkpoint.seq)).all()
+
+
+def _check_signed(s: Session, rows: Sequence[SignRequest]) -> None:
+    """Verify every ``signed`` row's stored signature again (key public key, recomputed
+    message); a mismatch is a 500 problem naming the request, never a ``signed`` answer."""
+    signed = [r for r in rows if r.status == "signed"]
+    if not signed:
+        return
+    ids = {r.key_id for r in signed}
+    keys = {
+        k.id: (k.scheme, k.public_key)
+        for k in s.execute(select(Key.id, Key.scheme, Key.public_key).where(Key.id.in_(ids)))
+    }
+    for r in signed:
+        scheme, pk = keys.get(r.key_id, ("", None))
+        row = {"body": r.body, "signature": r.signature, "recovery_id": r.recovery_id}
+        if not integrity.stored_signature_ok(scheme, pk, row):
+            raise Problem(
+                500,
+                "stored-signature-invalid",
+                "Stored signature invalid",
+                f"the stored signature of {r.id} does not verify under key {r.key_id}; "
+                "the database was changed behind the coordinator (see /v1/audit/verify)",
+                request_id=r.id,
+            )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.db import AuditEntry, Key, Node, SignRequest
+from api.db import AuditEntry, Checkpoint, Key, Node, SignRequest
 from api.nodes import NodeInfo
-from custody.models import AuditOut, KeyOut, NodeOut, SignRequestOut
+from custody.models import AuditOut, CheckpointOut, KeyOut, NodeOut, SignRequestOut
 
 
 def key_out(k: Key) -> dict[str, Any]:
@@ -88,3 +88,9 @@ def node_out(n: Node, live: NodeInfo | None = None) -> dict[str, Any]:
 
 def audit_out(e: AuditEntry) -> dict[str, Any]:
     return AuditOut.model_validate(e, from_attributes=True).model_dump()
+
+
+def checkpoint_out(c: Checkpoint) -> dict[str, Any]:
+    return CheckpointOut.model_validate(
+        {"seq": c.seq, "head": c.head, "signatures": c.signatures, "created_at": c.created_at}
+    ).model_dump(mode="json")

@@ -15,9 +15,10 @@ def _env(name: str, default: str) -> str:
 class Settings:
     """Everything the coordinator needs to start.
 
-    ``data_dir`` holds ``coordinator.db`` (unless ``database_url`` points elsewhere, e.g.
-    ``postgresql+psycopg://...``) and ``coordinator_key`` (the Ed25519 key that signs every
-    node request, mode 0600; it authorises nothing on its own, nodes still check policy).
+    ``data_dir`` (0700) holds ``coordinator.db`` (0600, unless ``database_url`` points
+    elsewhere, e.g. ``postgresql+psycopg://...``) and the coordinator's PKCS#11 token with
+    the Ed25519 key that signs every node request (:mod:`api.keystore`; it authorises
+    nothing on its own, nodes still check policy).
     """
 
     data_dir: Path
@@ -32,6 +33,7 @@ class Settings:
     pool_interval: float = 0.5  # seconds between pool/health sweeps
     dev_allow_all: bool = False  # dev cluster: allow-all policy (policies arrive later)
     approval_ttl: float = 24 * 3600.0  # pending_approval requests expire after this
+    cluster_id: str = "tpwc-dev"  # named in every audit checkpoint the nodes sign
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -41,7 +43,8 @@ class Settings:
             self.database_url = f"sqlite:///{self.data_dir / 'coordinator.db'}"
 
     @property
-    def key_path(self) -> Path:
+    def legacy_key_path(self) -> Path:
+        """Where the key file was before it moved into the token (refused if present)."""
         return self.data_dir / "coordinator_key"
 
     @classmethod
@@ -58,4 +61,5 @@ class Settings:
             presig_low_water=int(_env("PRESIG_LOW_WATER", "-1")),
             pool_interval=float(_env("POOL_INTERVAL", "0.5")),
             dev_allow_all=_env("DEV_ALLOW_ALL", "0") == "1",
+            cluster_id=_env("CLUSTER_ID", "tpwc-dev"),
         )

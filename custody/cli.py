@@ -38,6 +38,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(officer_app, name="officer")
 app.add_typer(approver_app, name="approver")
 app.add_typer(governance_app, name="governance")
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail and its checkpoints.")
+app.add_typer(audit_app, name="audit")
 console = Console()
 err = Console(stderr=True)
 
@@ -219,6 +221,54 @@ def sign(
     console.print(t)
     if r.status != "signed":
         raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the audit chain against the node-signed checkpoints, the credentials and the
+    stored signatures; exit 1 naming the first bad entry of each tampering found."""
+    with _client("auditor", cluster, api_url, token) as c:
+        try:
+            v = c.verify_audit()
+        except CustodyError as e:
+            raise _fail(e) from None
+    if as_json:
+        console.print_json(json.dumps(v.model_dump(mode="json")))
+    else:
+        cps = v.checkpoints
+        anchored = f", anchored by node checkpoints up to {cps.last_seq}" if cps else ""
+        console.print(f"{'ok' if v.ok else 'TAMPERED'}: {v.entries} entries{anchored}")
+        for f in v.findings:
+            where = f"entry {f.seq}" if f.seq is not None else (f.subject or "")
+            console.print(f"  {f.kind}: {where}: {f.detail}")
+    if not v.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask every node to co-sign the current audit head (admin)."""
+    with _client("admin", cluster, api_url, token) as c:
+        try:
+            cp = c.checkpoint_audit()
+        except CustodyError as e:
+            if as_json:
+                console.print_json(json.dumps(e.problem))
+            raise _fail(e) from None
+    if as_json:
+        console.print_json(json.dumps(cp.model_dump(mode="json")))
+        return
+    console.print(f"checkpoint {cp.seq} head {cp.head} signed by {sorted(cp.signatures)}")
 
 
 @app.command()

@@ -43,6 +43,8 @@ from custody.models import (
     AuditList,
     AuditOut,
     AuditVerify,
+    CheckpointList,
+    CheckpointOut,
     Health,
     KeyList,
     KeyOut,
@@ -292,6 +294,16 @@ class CustodyClient(_Base):
     def verify_audit(self) -> AuditVerify:
         return self._get("/v1/audit/verify", AuditVerify)
 
+    def checkpoint_audit(self, *, idempotency_key: str | None = None) -> CheckpointOut:
+        """Ask every node to co-sign the audit head (admin)."""
+        return _parse(
+            self.http.post("/v1/audit/checkpoints", headers=self._idem(idempotency_key)),
+            CheckpointOut,
+        )
+
+    def checkpoints(self) -> list[CheckpointOut]:
+        return self._get("/v1/audit/checkpoints", CheckpointList).items
+
 
 class AsyncCustodyClient(_Base):
     """Asynchronous client: the methods of :class:`CustodyClient`, awaitable."""
@@ -423,3 +435,13 @@ class AsyncCustodyClient(_Base):
 
     async def verify_audit(self) -> AuditVerify:
         return await self._get("/v1/audit/verify", AuditVerify)
+
+    async def checkpoint_audit(self, *, idempotency_key: str | None = None) -> CheckpointOut:
+        """Ask every node to co-sign the audit head (admin)."""
+        return _parse(
+            await self.http.post("/v1/audit/checkpoints", headers=self._idem(idempotency_key)),
+            CheckpointOut,
+        )
+
+    async def checkpoints(self) -> list[CheckpointOut]:
+        return (await self._get("/v1/audit/checkpoints", CheckpointList)).items

@@ -3,7 +3,7 @@
 
 Layout of ``DIR``::
 
-    coordinator/        coordinator.db, coordinator_key (0600)
+    coordinator/        coordinator.db (0600), token/ (its PKCS#11 token, coordinator key inside)
     node-1/ ...         each node's own SQLCipher file and SoftHSM2 token (signer_nodes init)
     officers/           dev officer key files and their passphrase (development only)
     governance/v1.gov   the dev genesis every node installed as its trust anchor
@@ -143,7 +143,8 @@ class Cluster:
         """Initialise coordinator and nodes on first run; returns the credentials."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
-        (self.data_dir / "logs").mkdir(exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True, mode=0o700)
+        os.chmod(self.data_dir / "logs", 0o700)
         self.progress("provisioning coordinator")
         out = json.loads(
             self._run(
@@ -253,7 +254,9 @@ class Cluster:
 
     # -- processes ----------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
+        path = self.data_dir / "logs" / f"{name}.log"
+        log = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        os.chmod(path, 0o600)
         p = subprocess.Popen(  # noqa: S603 - our own argv, no shell
             argv,
             stdout=log,

@@ -218,7 +218,46 @@ class AuditList(Page[AuditOut]):
     pass
 
 
+class AuditFinding(BaseModel):
+    kind: str = Field(
+        description="edited | inserted | reordered | deleted | rewritten | truncated | "
+        "checkpoint-unsigned | checkpoint-invalid | checkpoint-missing | credential-forged | "
+        "signature-invalid | "
+        "signature-swapped"
+    )
+    seq: int | None = Field(description="the first bad audit entry, when it is one")
+    subject: str | None = Field(description="the credential, sign request or checkpoint")
+    detail: str
+
+
+class CheckpointSummary(BaseModel):
+    stored: int
+    anchored: int = Field(description="checkpoints with a valid node signature that hold")
+    last_seq: int = Field(description="entries up to here are anchored by node signatures")
+
+
 class AuditVerify(BaseModel):
     ok: bool
     entries: int
     first_bad_seq: int | None
+    head: str | None = None
+    findings: list[AuditFinding] = Field(default_factory=list)
+    checkpoints: CheckpointSummary | None = None
+
+
+class CheckpointNode(BaseModel):
+    node_id: str
+    status: Literal["signed", "unsupported", "refused", "invalid", "unreachable"]
+    detail: str | None = None
+
+
+class CheckpointOut(BaseModel):
+    seq: int
+    head: str
+    signatures: dict[str, str] = Field(description="node id -> hex Ed25519 signature")
+    nodes: list[CheckpointNode] = Field(default_factory=list)
+    created_at: dt.datetime | None = None
+
+
+class CheckpointList(BaseModel):
+    items: list[CheckpointOut]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
@@ -81,8 +81,20 @@ def signed_bytes(
     )
 
 
+Signer = Callable[[bytes], bytes]
+
+
+def _signer(signing_key: SigningKey | bytes | Signer) -> Signer:
+    if isinstance(signing_key, SigningKey):
+        return lambda data: signing_key.sign(data).signature
+    if isinstance(signing_key, bytes | bytearray):
+        key = SigningKey(bytes(signing_key))
+        return lambda data: key.sign(data).signature
+    return signing_key
+
+
 def sign_headers(
-    signing_key: SigningKey | bytes,
+    signing_key: SigningKey | bytes | Signer,
     method: str,
     path: str,
     body: bytes = b"",
@@ -91,14 +103,15 @@ def sign_headers(
     recipient: str | None = None,
 ) -> dict[str, str]:
     """Headers authenticating one request for node ``recipient`` (its node id; nodes refuse
-    a request signed without one); ``signing_key`` is a SigningKey or its 32-byte seed."""
-    key = signing_key if isinstance(signing_key, SigningKey) else SigningKey(bytes(signing_key))
+    a request signed without one). ``signing_key`` is a SigningKey, its 32-byte seed, or a
+    function that signs bytes (the coordinator's key in its HSM token)."""
+    sign = _signer(signing_key)
     ts = str(int(time.time()) if timestamp is None else int(timestamp))
     if recipient is None:
-        sig = key.sign(signed_bytes(method, path, ts, body)).signature
+        sig = sign(signed_bytes(method, path, ts, body))
         return {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sig.hex()}
     nonce = secrets.token_hex(16)
-    sig = key.sign(signed_bytes(method, path, ts, body, recipient, nonce)).signature
+    sig = sign(signed_bytes(method, path, ts, body, recipient, nonce))
     return {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sig.hex(), NONCE_HEADER: nonce}
 
 

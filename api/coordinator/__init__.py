@@ -8,6 +8,7 @@
 ``pools``       FROST commitment and ECDSA presignature pools and their refills
 ``signers``     per-scheme signers (FROST, DKLs23 ECDSA): one attempt each
 ``outcomes``    the outcome writer: result + audit entry in one transaction, fail closed
+``checkpoints`` audit checkpoints co-signed by the nodes
 ``types``       values they pass each other (KeyInfo, SignResult, SessionFailed, ...)
 =============== ===========================================================================
 

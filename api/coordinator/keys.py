@@ -8,6 +8,7 @@ transaction with its audit entry.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -93,10 +94,7 @@ class KeyCeremony:
 
     async def run_dkg(self, key_id: str) -> bool:
         """DKG for the pending key ``key_id``; True when it became active."""
-        with self.db.session() as s:
-            key = s.execute(
-                select(Key.scheme, Key.threshold, Key.nodes).where(Key.id == key_id)
-            ).first()
+        key = await asyncio.to_thread(self._load, key_id)
         assert key is not None
         scheme, t, node_ids = key.scheme, key.threshold, list(key.nodes)
         nodes = [self.registry.nodes[n] for n in node_ids]
@@ -126,6 +124,25 @@ class KeyCeremony:
         except Exception as e:  # never leave a key pending forever
             log.exception("dkg crashed", extra={"key_id": key_id})
             error = problem_doc("dkg-failed", "DKG failed", type(e).__name__, status=500)
+        await asyncio.to_thread(self._record, key_id, scheme, t, node_ids, pk, shares, error)
+        return error is None
+
+    def _load(self, key_id: str) -> Any:
+        with self.db.session() as s:
+            return s.execute(
+                select(Key.scheme, Key.threshold, Key.nodes).where(Key.id == key_id)
+            ).first()
+
+    def _record(
+        self,
+        key_id: str,
+        scheme: Scheme,
+        t: int,
+        node_ids: list[str],
+        pk: str | None,
+        shares: dict[str, str] | None,
+        error: dict[str, Any] | None,
+    ) -> None:
         with self.db.session() as s:
             row = s.scalar(select(Key).where(Key.id == key_id))
             assert row is not None
@@ -142,7 +159,6 @@ class KeyCeremony:
             else:
                 row.status, row.error = "failed", error
                 audit.append(s, "coordinator", "key.failed", key_id, {"error": error})
-        return error is None
 
 
 def _agree(scheme: Scheme, t: int, results: dict[int, Any]) -> tuple[str, dict[str, str]]:

@@ -26,6 +26,11 @@ from custody.domain import NodeStatus
 log = logging.getLogger("api.coordinator")
 
 
+def _log_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("node health not persisted", extra={"err": repr(fut.exception())})
+
+
 class NodeRegistry:
     """The enrolled nodes (in memory, mirrored in the ``nodes`` table) and their health."""
 
@@ -60,14 +65,28 @@ class NodeRegistry:
             self._persist(node)
 
     def _persist(self, node: NodeInfo) -> None:
+        """Mirror the node's health into its row, in a worker thread (never a database
+        write on the event loop: a held write lock must not freeze the API)."""
+        snap = (node.id, node.status, node.last_error, node.last_seen)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write_health(*snap)
+            return
+        fut = loop.run_in_executor(None, self._write_health, *snap)
+        fut.add_done_callback(_log_failure)
+
+    def _write_health(
+        self, node_id: str, status: str, last_error: str | None, last_seen: float | None
+    ) -> None:
         with self.db.session() as s:
-            row = s.scalar(select(Node).where(Node.id == node.id))
+            row = s.scalar(select(Node).where(Node.id == node_id))
             if row is None:
                 return
-            row.status = node.status
-            row.last_error = node.last_error
-            if node.last_seen:
-                row.last_seen = dt.datetime.fromtimestamp(node.last_seen, dt.UTC)
+            row.status = status
+            row.last_error = last_error
+            if last_seen:
+                row.last_seen = dt.datetime.fromtimestamp(last_seen, dt.UTC)
 
     def mark_down(self, party: int, detail: str) -> None:
         for n in self.nodes.values():
@@ -160,6 +179,25 @@ class NodeRegistry:
             raise Problem(
                 502, "node-garbage", "Node answered garbage", "health lacks party_id/sign_pk/box_pk"
             ) from None
+        status: NodeStatus = "healthy" if h.get("status") == "ok" else "degraded"
+        await asyncio.to_thread(
+            self._store_enrolment, node_id, url, party, sign_pk, box_pk, status, actor
+        )
+        info = NodeInfo(node_id, party, url, sign_pk, box_pk, status=status, last_seen=time.time())
+        self.nodes[node_id] = info
+        await self._push_peers()
+        return info
+
+    def _store_enrolment(
+        self,
+        node_id: str,
+        url: str,
+        party: int,
+        sign_pk: str,
+        box_pk: str,
+        status: NodeStatus,
+        actor: str,
+    ) -> None:
         with self.db.session() as s:
             clash = s.scalar(select(Node).where(Node.party_id == party, Node.id != node_id))
             if clash is not None:
@@ -174,7 +212,6 @@ class NodeRegistry:
                 row = Node(id=node_id, party_id=party, url=url, sign_pk=sign_pk, box_pk=box_pk)
                 s.add(row)
             row.url, row.party_id, row.sign_pk, row.box_pk = url, party, sign_pk, box_pk
-            status: NodeStatus = "healthy" if h.get("status") == "ok" else "degraded"
             row.status = status
             row.last_seen = utcnow()
             audit.append(
@@ -184,10 +221,6 @@ class NodeRegistry:
                 node_id,
                 {"url": url, "party_id": party, "sign_pk": sign_pk, "box_pk": box_pk},
             )
-        info = NodeInfo(node_id, party, url, sign_pk, box_pk, status=status, last_seen=time.time())
-        self.nodes[node_id] = info
-        await self._push_peers()
-        return info
 
     async def _push_peers(self) -> None:
         peers = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from api import audit, idempotency
+from api.coordinator.checkpoints import Checkpointer
 from api.coordinator.keys import KeyBook, KeyCeremony
 from api.coordinator.outcomes import Answer, OutcomeWriter
 from api.coordinator.pools import Pools
@@ -33,6 +35,63 @@ log = logging.getLogger("api.coordinator")
 
 SLOW_SWEEP = 1.0  # seconds between health checks, expiry and re-reading the active keys
 ATTEMPTS = 2  # a first attempt and one retry without the blamed
+ISOLATION_ATTEMPTS = 4  # attempts in all when a failure names only suspects (DKLs23)
+
+
+class _Isolation:
+    """Who spoiled a DKLs23 signature, from which signer sets failed and which worked.
+
+    DKLs23 cannot attribute a bad partial (``mpc.dkls23.combine_signature``), so a failed
+    set only makes its members suspects. A party is named only when (a) it was never in a
+    set that worked, (b) every other member of each failed set it was in was in a set that
+    worked, and (c) it failed in at least two different sets. A node that misbehaves
+    selectively to frame an honest partner therefore gets nobody named: the honest partner
+    is cleared by a set that worked, and the rest stay suspects."""
+
+    def __init__(self) -> None:
+        self.failed: list[frozenset[int]] = []
+        self.ok: set[int] = set()
+        self.steer: set[int] = set()
+
+    def failed_with(self, signers: tuple[int, ...]) -> None:
+        self.failed.append(frozenset(signers))
+        counts = {p: sum(p in f for f in self.failed) for p in signers}
+        top = max(counts.values())
+        self.steer = {random.choice([p for p in signers if counts[p] == top])}
+
+    def succeeded_with(self, signers: list[int]) -> None:
+        self.ok.update(signers)
+
+    def _candidates(self) -> dict[int, list[frozenset[int]]]:
+        out: dict[int, list[frozenset[int]]] = {}
+        for p in {p for f in self.failed for p in f} - self.ok:
+            sets = [f for f in self.failed if p in f]
+            if all(f - {p} <= self.ok for f in sets):
+                out[p] = sets
+        return out
+
+    def confirmed(self, culprits: set[int]) -> list[tuple[int, str]]:
+        return [
+            (p, ", ".join(str(sorted(f)) for f in sets))
+            for p, sets in sorted(self._candidates().items())
+            if p not in culprits and len(set(sets)) >= 2
+        ]
+
+    def confirming_set(self, t: int) -> set[int] | None:
+        """A signer set of ``t`` for a candidate failed once: it and cleared partners, not
+        a set that already failed; None when there is no candidate or no such set."""
+        for p, sets in sorted(self._candidates().items()):
+            if len(set(sets)) >= 2:
+                continue
+            partners = sorted(self.ok - set().union(*sets)) + sorted(self.ok & set().union(*sets))
+            want = {p, *partners[: t - 1]}
+            if len(want) == t and frozenset(want) not in self.failed:
+                return want
+        return None
+
+    def suspects(self, culprits: set[int]) -> list[int]:
+        """Members of every failed set that no named culprit explains."""
+        return sorted({p for f in self.failed if not f & culprits for p in f})
 
 
 class Coordinator:
@@ -53,6 +112,9 @@ class Coordinator:
         )
         self.signers = signers_by_scheme(self.registry, self.pools, settings.round_timeout)
         self.outcomes = OutcomeWriter(db)
+        self.checkpoints = Checkpointer(
+            db, self.registry, settings.cluster_id, settings.round_timeout
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -91,7 +153,7 @@ class Coordinator:
                 if time.monotonic() - last_slow >= SLOW_SWEEP:
                     last_slow = time.monotonic()
                     await self.registry.check_health()
-                    self.expire_requests()
+                    await asyncio.to_thread(self.expire_requests)
                     self.keys.forget_list()
                 self.pools.top_up()
             except asyncio.CancelledError:
@@ -146,20 +208,59 @@ class Coordinator:
         signer = self.signers[key.scheme]
         msg = message_to_sign(key.scheme, body)
         blamed: list[dict[str, Any]] = []
-        excluded: set[int] = set()
+        culprits: set[int] = set()  # attributed: left out of every later attempt
+        iso = _Isolation()  # unattributable failures (DKLs23): isolate by other signer sets
         error: dict[str, Any] | None = None
-        for _attempt in range(ATTEMPTS):
+        result: SignResult | None = None
+        attempt = 0
+        while attempt < (ISOLATION_ATTEMPTS if iso.failed else ATTEMPTS):
+            attempt += 1
+            if result is None:
+                excluded = culprits | iso.steer
+            else:  # signed; confirm a candidate culprit with another, cleared partner
+                want = iso.confirming_set(key.threshold)
+                if want is None:
+                    break
+                parties = {n.party_id for n in self.registry.eligible_of(key.nodes)}
+                excluded = parties - want
             try:
-                return await signer.sign(key, body, msg, excluded), None, blamed
+                got = await signer.sign(key, body, msg, excluded)
             except SessionFailed as e:
                 for party, reason in e.blame:
                     blamed.append(self.registry.blame_entry(party, reason))
-                    excluded.add(party)
-                error = problem_doc(
-                    "signing-failed", "Signing failed", e.detail, culprits=sorted(excluded)
-                )
+                    culprits.add(party)
+                if e.suspects:
+                    iso.failed_with(e.suspects)
+                if result is None:
+                    extra: dict[str, Any] = {"culprits": sorted(culprits)}
+                    if suspects := iso.suspects(culprits):
+                        extra["suspects"] = suspects  # one or more of them, nobody named
+                    error = problem_doc("signing-failed", "Signing failed", e.detail, **extra)
+                continue
             except Exception as e:
                 log.exception("signing crashed", extra={"request_id": request_id})
-                error = problem_doc("signing-failed", "Signing failed", type(e).__name__, 500)
+                if result is None:
+                    error = problem_doc("signing-failed", "Signing failed", type(e).__name__, 500)
                 break
+            iso.succeeded_with(got.signers)
+            if result is None:
+                result = got
+            if not iso.failed:
+                break
+        for party, sets in iso.confirmed(culprits):
+            culprits.add(party)
+            blamed.append(
+                self.registry.blame_entry(
+                    party,
+                    "invalid partial: every signer set with it failed (" + sets + ") and its "
+                    "partners signed without it",
+                )
+            )
+        if result is not None:
+            if left := iso.suspects(culprits):
+                log.warning(
+                    "signed, but a failed signer set stays unattributed",
+                    extra={"request_id": request_id, "suspects": left},
+                )
+            return result, None, blamed
         return None, error, blamed

@@ -146,6 +146,8 @@ class EcdsaSigner(_Fan):
             )
         except crypto.Blame as e:
             raise SessionFailed(str(e), [(c, "invalid partial") for c in e.culprits]) from None
+        except crypto.Unattributable as e:
+            raise SessionFailed(str(e), [], suspects=e.suspects) from None
         return SignResult(sig, recid, sorted(partials))
 
 

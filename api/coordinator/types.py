@@ -10,12 +10,17 @@ from custody.domain import Scheme
 
 
 class SessionFailed(Exception):
-    """A multi-party session or signing attempt failed; ``blame`` lists (party, reason)."""
+    """A multi-party session or signing attempt failed; ``blame`` lists (party, reason).
+    ``suspects``: when the failure cannot be attributed (a DKLs23 signature that does not
+    verify), the signer set, of whom one or more is faulty; nobody is blamed for it."""
 
-    def __init__(self, detail: str, blame: list[tuple[int, str]]) -> None:
+    def __init__(
+        self, detail: str, blame: list[tuple[int, str]], suspects: tuple[int, ...] = ()
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.blame = blame
+        self.suspects = suspects
 
 
 def problem_doc(

@@ -63,9 +63,11 @@ async def create_key(
                 f"a DKG needs every share holder; not healthy: {down}",
             )
         kid = new_id("key")
-        repo.add_pending_key(kid, body.scheme, body.threshold, node_ids, p.credential_id)
+        await asyncio.to_thread(
+            repo.add_pending_key, kid, body.scheme, body.threshold, node_ids, p.credential_id
+        )
         await asyncio.wait({c.spawn(c.run_dkg(kid))}, timeout=settings.sync_wait)
-        k = repo.key(kid)
+        k = await asyncio.to_thread(repo.key, kid)
         assert k is not None
         return (202 if k.status == "pending" else 201), key_out(k)
 
@@ -80,12 +82,12 @@ async def list_keys(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Keys, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    return repo.keys(limit, cursor).out(key_out)
+    return (await asyncio.to_thread(repo.keys, limit, cursor)).out(key_out)
 
 
 @router.get("/{key_id}", response_model=KeyOut, responses=problem_responses(*AUTH_ERRORS, 404))
 async def get_key(key_id: str, repo: Repo, _: Reader) -> dict[str, Any]:
-    k = repo.key(key_id)
+    k = await asyncio.to_thread(repo.key, key_id)
     if k is None:
         raise Problem(404, "not-found", "Not found", f"no key {key_id!r}")
     return key_out(k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
@@ -20,7 +21,8 @@ NodeId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9.
 @router.get("", response_model=NodeList, responses=problem_responses(*AUTH_ERRORS))
 async def list_nodes(c: CoordinatorDep, repo: Repo, _: Auditor) -> dict[str, Any]:
     """Enrolled nodes with their health and when they were last seen."""
-    return {"items": [node_out(n, c.registry.nodes.get(n.id)) for n in repo.nodes()]}
+    rows = await asyncio.to_thread(repo.nodes)
+    return {"items": [node_out(n, c.registry.nodes.get(n.id)) for n in rows]}
 
 
 @router.put(
@@ -34,6 +36,6 @@ async def enrol_node(
     """Enrol (or re-point) a node: the coordinator reads its identity from ``GET /health``
     at ``url`` and pushes the peer list to every node."""
     await c.registry.enrol(node_id, body.url, p.credential_id)
-    row = repo.node(node_id)
+    row = await asyncio.to_thread(repo.node, node_id)
     assert row is not None
     return node_out(row)

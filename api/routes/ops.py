@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -24,7 +25,7 @@ async def health() -> dict[str, Any]:
 async def ready(c: CoordinatorDep, repo: Repo) -> dict[str, Any]:
     """Readiness: the database answers; reports how many nodes are healthy."""
     try:
-        repo.ping()
+        await asyncio.to_thread(repo.ping)
     except Exception:
         raise Problem(503, "not-ready", "Not ready", "database unavailable") from None
     return {

@@ -84,7 +84,7 @@ async def create_sign_request(
             ) from None
     except Problem:
         # A key already used answers as before (replay, 409, 422) even for a bad request.
-        replayed = idempotency.existing(db, cred, idempotency_key, fp)
+        replayed = await asyncio.to_thread(idempotency.existing, db, cred, idempotency_key, fp)
         if replayed is not None:
             return replayed
         raise
@@ -120,7 +120,7 @@ async def create_sign_request(
     try:
         await db.write(lambda conn: repo.insert_sign_request(conn, row, slot, fp, audit_data))
     except IntegrityError:
-        return idempotency.replay(db, cred, idempotency_key, fp)
+        return await asyncio.to_thread(idempotency.replay, db, cred, idempotency_key, fp)
     try:
         if status == "signing":
             done = await _sign_and_wait(c, repo, settings.sync_wait, canonical, k, row, slot)
@@ -132,7 +132,7 @@ async def create_sign_request(
         await db.write(lambda conn: idempotency.store_answer(conn, slot, *out))
     except BaseException:
         if slot.response is None:
-            idempotency.release(db, cred, idempotency_key)
+            await asyncio.to_thread(idempotency.release, db, cred, idempotency_key)
         raise
     return JSONResponse(out[1], status_code=out[0])
 
@@ -159,7 +159,7 @@ async def _sign_and_wait(
     if slot.response is not None:  # stored with the outcome
         return JSONResponse(slot.response[1], status_code=slot.response[0])
     slot.detach()
-    r = repo.sign_request(row["id"])
+    r = await asyncio.to_thread(repo.sign_request, row["id"])
     assert r is not None
     return (201 if r.status in ("signed", "failed") else 202), sign_out(r)
 
@@ -174,14 +174,17 @@ async def list_sign_requests(
     key_id: Annotated[Id | None, Query()] = None,
 ) -> dict[str, Any]:
     """Sign requests, newest first, optionally filtered; opaque cursor pagination."""
-    return repo.sign_requests(limit, cursor, status=status, key_id=key_id).out(sign_out)
+    page = await asyncio.to_thread(
+        lambda: repo.sign_requests(limit, cursor, status=status, key_id=key_id)
+    )
+    return page.out(sign_out)
 
 
 @router.get(
     "/{request_id}", response_model=SignRequestOut, responses=problem_responses(*AUTH_ERRORS, 404)
 )
 async def get_sign_request(request_id: str, repo: Repo, _: Reader) -> dict[str, Any]:
-    r = repo.sign_request(request_id)
+    r = await asyncio.to_thread(repo.sign_request, request_id)
     if r is None:
         raise Problem(404, "not-found", "Not found", f"no sign request {request_id!r}")
     return sign_out(r)

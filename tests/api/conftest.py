@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from nacl.signing import SigningKey
 
 from api.app import create_app
 from api.auth import create_credential
@@ -64,6 +65,25 @@ class Api:
                 )
             )
         return kid
+
+    def add_signing_key(self) -> tuple[str, object]:
+        """An active ed25519 key row whose public key belongs to a test-only single key
+        (pynacl), standing in for a DKG result so tests can store real signatures."""
+        sk = SigningKey.generate()
+        kid = "key_" + bytes(sk.verify_key).hex()[:32]
+        with self.app.state.db.session() as s:
+            s.add(
+                Key(
+                    id=kid,
+                    scheme="ed25519",
+                    threshold=2,
+                    nodes=["node-1", "node-2", "node-3"],
+                    status="active",
+                    public_key=bytes(sk.verify_key).hex(),
+                    verifying_shares={},
+                )
+            )
+        return kid, sk
 
 
 def make_api(tmp_path: Path, **kw) -> Iterator[Api]:  # noqa: ANN003

@@ -56,7 +56,7 @@ async def test_batcher_sends_alone_when_idle_and_coalesces_while_busy() -> None:
     app.router.add_post("/v1/frost/sign-batch", fake.handle)
     async with TestServer(app, host="127.0.0.1") as server:
         node = NodeInfo("node-1", 1, str(server.make_url("")), "00", "00")
-        caller = NodeCaller(SigningKey.generate(), timeout=5)
+        caller = NodeCaller(lambda m: SigningKey.generate().sign(m).signature, timeout=5)
         path = "/v1/frost/sign-batch"
         try:
             # idle: an item goes out alone, at once
@@ -97,7 +97,7 @@ async def test_batcher_sends_alone_when_idle_and_coalesces_while_busy() -> None:
 
 
 async def test_batcher_unreachable_node_fails_every_waiter() -> None:
-    caller = NodeCaller(SigningKey.generate(), timeout=2)
+    caller = NodeCaller(lambda m: SigningKey.generate().sign(m).signature, timeout=2)
     node = NodeInfo("node-9", 9, "http://127.0.0.1:9", "00", "00")  # nothing listens
     try:
         res = await asyncio.gather(
@@ -115,7 +115,7 @@ async def test_batcher_skips_items_whose_waiter_gave_up() -> None:
     app.router.add_post("/v1/frost/sign-batch", fake.handle)
     async with TestServer(app, host="127.0.0.1") as server:
         node = NodeInfo("node-1", 1, str(server.make_url("")), "00", "00")
-        caller = NodeCaller(SigningKey.generate(), timeout=5)
+        caller = NodeCaller(lambda m: SigningKey.generate().sign(m).signature, timeout=5)
         path = "/v1/frost/sign-batch"
         try:
             fake.gate.clear()

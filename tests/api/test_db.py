@@ -98,7 +98,8 @@ async def test_audit_appends_grouped_in_one_transaction_keep_the_chain(tmp_path:
         assert isinstance(res[3], RuntimeError)
         assert sorted(r for r in res if isinstance(r, int)) == [1, 2, 3, 4, 5]
         with db.session() as s:
-            assert audit.verify_chain(s) == (True, 5, None)
+            rep = audit.walk_chain(s.scalars(select(AuditEntry).order_by(AuditEntry.seq)))
+            assert (rep.entries, rep.findings) == (5, [])
     finally:
         gate.set()
         db.close()

@@ -165,10 +165,10 @@ def test_audit_chain_and_tamper(api) -> None:  # noqa: ANN001
     for i in range(3):
         post_sr(api, kid, f"a{i}", message=f"{i:02x}" * 32)
     v = api.client.get("/v1/audit/verify", headers=api.h("auditor")).json()
-    assert v == {"ok": True, "entries": 3, "first_bad_seq": None}
+    assert (v["ok"], v["entries"], v["first_bad_seq"], v["findings"]) == (True, 7, None, [])
     items = api.client.get("/v1/audit", headers=api.h("auditor")).json()["items"]
     assert [i["prev_hash"] for i in items[1:]] == [i["hash"] for i in items[:-1]]
     with api.app.state.db.session() as s:
-        s.execute(text("UPDATE audit SET actor = 'mallory' WHERE seq = 2"))
+        s.execute(text("UPDATE audit SET actor = 'mallory' WHERE seq = 6"))
     v = api.client.get("/v1/audit/verify", headers=api.h("auditor")).json()
-    assert v["ok"] is False and v["first_bad_seq"] == 2
+    assert v["ok"] is False and v["first_bad_seq"] == 6

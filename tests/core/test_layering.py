@@ -14,7 +14,7 @@ ALLOWED = {
     "hsm": set(),
     "custody": {"mpc"},
     "signer_nodes": {"mpc", "hsm", "custody"},
-    "api": {"mpc", "custody"},
+    "api": {"mpc", "hsm", "custody"},
     "payments": {"custody"},
 }
 FOLDER = {"signer_nodes": "signer-nodes"}

@@ -4,11 +4,15 @@ verified by independent libraries; a killed node; a node that answers garbage.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,9 +26,12 @@ from custody.client import AsyncCustodyClient
 from custody.cluster import free_port_block
 from custody.demo import verify_independently
 from custody.models import SignRequestOut
+from mpc import dkls23
+from mpc.dkls23.params import Q
 from tests.e2e.conftest import Live
 
 SCHEMES = ["ed25519", "bip340", "ecdsa-secp256k1"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def msg_for(scheme: str, i: int = 0) -> bytes:
@@ -77,6 +84,20 @@ def test_concurrent_signatures_each_verify_independently(
     assert live.auditor.verify_audit().ok is True
 
 
+def _spoil_partials(doc: dict) -> dict:
+    """A malicious co-signer: each partial well-formed, for the right presignature and R,
+    but with ``w`` off by one, so only the combined signature fails (DKLs23 cannot say
+    whose partial it was)."""
+    out = []
+    for item in doc["results"]:
+        if "partial" in item:
+            p = dkls23.PartialSignature.from_bytes(bytes.fromhex(item["partial"]), sender=2)
+            bad = dataclasses.replace(p, w=(p.w + 1) % Q)
+            item = {**item, "partial": bad.to_bytes().hex()}
+        out.append(item)
+    return {**doc, "results": out}
+
+
 class GarbageProxy:
     """A 'node' that forwards to a real node but corrupts its signing answers."""
 
@@ -102,7 +123,10 @@ class GarbageProxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
         r = await self.http.request(request.method, request.url.path, content=body, headers=headers)
         content = r.content
-        if request.url.path.endswith(("/sign", "/sign-batch")) and r.status_code == 200:
+        if self.mode == "wrong-partial":
+            if "/ecdsa/sign" in request.url.path and r.status_code == 200:
+                content = json.dumps(_spoil_partials(r.json())).encode()
+        elif request.url.path.endswith(("/sign", "/sign-batch")) and r.status_code == 200:
             if self.mode == "not-json":
                 content = b"<html>oops</html>"
             else:  # well-formed JSON, a share that is not a share
@@ -211,3 +235,67 @@ def test_demo_signs_every_scheme_and_every_signature_verifies(live: Live) -> Non
         assert ("recovery_id" in r) and (r["recovery_id"] is not None) == (
             r["scheme"] == "ecdsa-secp256k1"
         )
+
+
+def test_malicious_ecdsa_cosigner_is_isolated_and_honest_nodes_never_blamed(live: Live) -> None:
+    key = live.key("ecdsa-secp256k1")
+    real = live.cluster.node_url(2)
+    with GarbageProxy(real, "wrong-partial") as proxy:
+        live.admin.enrol_node("node-2", proxy.url)
+        try:
+            blamed, failed = [], []
+            for i in range(12):
+                m = hashlib.sha256(b"malicious co-signer %d" % i).digest()
+                sr = live.requester.sign(key.id, m)
+                blamed += sr.blamed
+                if sr.status == "signed":
+                    assert 2 not in (sr.signers or [])
+                    ok, by = verify_independently(
+                        "ecdsa-secp256k1", key.public_key, m, sr.signature, sr.recovery_id
+                    )
+                    assert ok, by
+                else:  # not isolated in this request: suspects, nobody honest named
+                    failed.append(sr)
+                    assert sr.error is not None
+                    extra = sr.error.model_extra or {}
+                    assert set(extra.get("culprits", [])) <= {2}
+                    assert 2 in extra.get("suspects", [2]) or extra.get("culprits") == [2]
+                if len(blamed) >= 2 and i >= 5:
+                    break
+            assert blamed, "node-2 was never isolated"
+            assert {b.node_id for b in blamed} == {"node-2"}, blamed
+            assert all(b.party_id == 2 for b in blamed)
+        finally:
+            live.admin.enrol_node("node-2", real)
+
+
+def test_checkpoint_route_asks_every_node_and_verify_cli(live: Live) -> None:
+    r = live.admin.http.post("/v1/audit/checkpoints", headers={"Idempotency-Key": "cp-1"})
+    doc = r.json()
+    if r.status_code == 201:  # the nodes co-sign (node side integrated)
+        assert set(doc["signatures"]) == {"node-1", "node-2", "node-3"}
+        assert live.auditor.verify_audit().checkpoints.anchored >= 1
+    else:  # nodes without POST /v1/audit/checkpoint yet: reported, nothing stored
+        assert r.status_code == 502 and doc["type"].endswith("checkpoint-unsigned"), doc
+        assert {n["node_id"]: n["status"] for n in doc["nodes"]} == {
+            f"node-{i}": "unsupported" for i in (1, 2, 3)
+        }
+    out = subprocess.run(  # noqa: S603 - our own argv
+        [
+            sys.executable,
+            "-m",
+            "custody.cli",
+            "audit",
+            "verify",
+            "--json",
+            "--cluster",
+            str(live.cluster.cluster_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    v = json.loads(out.stdout)
+    assert v["ok"] is True and v["findings"] == [] and v["entries"] > 0

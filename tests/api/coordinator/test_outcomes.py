@@ -24,12 +24,13 @@ def test_signature_withheld_when_audit_write_fails(dev_api) -> None:  # noqa: AN
 
 
 def test_outcome_is_stored_with_its_audit_entry(api) -> None:  # noqa: ANN001
-    kid = api.add_key("ed25519")
+    kid, sk = api.add_signing_key()
     sid = post_sr(api, kid, "o").json()["id"]
+    sig = sk.sign(bytes.fromhex("11" * 32)).signature
     outcomes = api.app.state.coordinator.outcomes
-    asyncio.run(outcomes.record(sid, kid, SignResult(b"\x02" * 64, None, [1, 3]), None, []))
+    asyncio.run(outcomes.record(sid, kid, SignResult(sig, None, [1, 3]), None, []))
     got = api.client.get(f"/v1/sign-requests/{sid}", headers=api.h("requester")).json()
-    assert got["status"] == "signed" and got["signature"] == "02" * 64
+    assert got["status"] == "signed" and got["signature"] == sig.hex()
     assert got["signers"] == [1, 3]
     items = api.client.get("/v1/audit", headers=api.h("auditor")).json()["items"]
     assert items[-1]["action"] == "sign.signed" and items[-1]["data"]["key_id"] == kid

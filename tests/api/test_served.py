@@ -1,0 +1,110 @@
+"""The coordinator as a real process (``python -m api serve``, under custody.serving):
+an oversized body is refused before authentication, and a write lock held on its SQLite
+database by another connection does not freeze the API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from custody.cluster import free_port_block
+
+ROOT = Path(__file__).resolve().parents[2]
+BUSY = 2.0  # the coordinator's SQLite busy timeout in this test
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, dict]]:
+    d = tmp_path_factory.mktemp("served") / "coord"
+    env = {**os.environ, "CUSTODY_DB_BUSY_TIMEOUT": str(BUSY), "CUSTODY_POOL_INTERVAL": "0.2"}
+    out = subprocess.run(  # noqa: S603 - our own argv
+        [sys.executable, "-m", "api", "init", "--data-dir", str(d)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    creds = json.loads(out.stdout)["credentials"]
+    port = free_port_block(1)
+    log = open(d.parent / "coordinator.log", "wb")  # noqa: SIM115
+    p = subprocess.Popen(  # noqa: S603 - our own argv
+        [sys.executable, "-m", "api", "serve", "--data-dir", str(d), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and p.poll() is None, "coordinator did not start"
+            time.sleep(0.2)
+        yield url, d, creds
+    finally:
+        p.terminate()
+        p.wait(10)
+        log.close()
+
+
+def test_oversized_body_is_413_before_authentication(served: tuple[str, Path, dict]) -> None:
+    url, _, _ = served
+    r = httpx.post(url + "/v1/keys", content=b"x" * (2 * 1024 * 1024), timeout=10)
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_a_held_write_lock_does_not_freeze_the_api(served: tuple[str, Path, dict]) -> None:
+    url, d, creds = served
+    admin = {"Authorization": f"Bearer {creds['admin']}"}
+    lock = sqlite3.connect(d / "coordinator.db", isolation_level=None, timeout=0)
+    lock.execute("BEGIN EXCLUSIVE")
+    result: dict[str, httpx.Response] = {}
+
+    def write() -> None:  # needs the write lock: it waits, then gets a 503 problem
+        result["r"] = httpx.post(
+            url + "/v1/keys",
+            headers={**admin, "Idempotency-Key": "locked"},
+            json={"scheme": "ed25519", "threshold": 2},
+            timeout=30,
+        )
+
+    try:
+        t = threading.Thread(target=write)
+        t.start()
+        time.sleep(0.3)
+        for path in ("/health", "/v1/keys", "/v1/audit/verify", "/ready"):
+            start = time.monotonic()
+            r = httpx.get(url + path, headers=admin, timeout=BUSY)
+            took = time.monotonic() - start
+            assert r.status_code == 200 and took < 1.0, (path, r.status_code, took)
+        t.join(BUSY + 10)
+        r = result["r"]
+        assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"].endswith("database-busy") and r.headers["retry-after"] == "1"
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    r = httpx.post(  # the lock is gone: the same key works again (no node: 422 problem)
+        url + "/v1/keys",
+        headers={**admin, "Idempotency-Key": "locked"},
+        json={"scheme": "ed25519", "threshold": 2},
+        timeout=10,
+    )
+    assert r.status_code == 422 and r.json()["type"].endswith("invalid-threshold"), r.text
