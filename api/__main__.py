@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -26,8 +27,10 @@ from api import keystore, logs
 from api.app import create_app
 from api.auth import create_credential
 from api.db import Credential, Database
+from api.governance import GovernanceStore
 from api.settings import Settings
 from custody.domain import ROLES
+from custody.governance import GovernanceError
 from custody.serving import ServiceLimits, serve
 
 
@@ -36,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     i = sub.add_parser("init")
     i.add_argument("--data-dir", required=True)
+    t = sub.add_parser("trust", help="install the governance genesis (once)")
+    t.add_argument("--data-dir", required=True)
+    t.add_argument("--governance", required=True, help="signed genesis (canonical CBOR)")
     s = sub.add_parser("serve")
     s.add_argument("--data-dir", required=True)
     s.add_argument("--host", default="127.0.0.1")
@@ -59,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
             creds = {r: create_credential(db, r, label=f"bootstrap {r}")[1] for r in ROLES}
         db.close()
         print(json.dumps({"coordinator_public_key": key.public_key.hex(), "credentials": creds}))
+        return 0
+
+    if args.cmd == "trust":
+        try:
+            body = GovernanceStore(settings.data_dir).install_genesis(
+                Path(args.governance).read_bytes()
+            )
+        except (OSError, GovernanceError) as exc:
+            print(f"refused ({getattr(exc, 'kind', 'unreadable')}): {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps({"cluster_id": body.cluster_id, "version": body.version}))
         return 0
 
     settings.dev_allow_all = settings.dev_allow_all or args.dev

@@ -190,7 +190,8 @@ class Cluster:
         Three officer key files (quorum 2) under ``DIR/officers/`` sealed with a dev
         passphrase kept beside them (``DIR/officers/passphrase``, 0600): a development
         cluster only, and ``cluster.json`` says so. The genesis, signed by two of them, is
-        installed on each node as its trust anchor (``signer_nodes trust``).
+        installed on each node as its trust anchor (``signer_nodes trust``) and on the
+        coordinator, which then enrols only the nodes it pins (``api trust``).
         """
         genesis_file = self.data_dir / "governance" / "v1.gov"
         if genesis_file.exists():
@@ -250,6 +251,10 @@ class Cluster:
                 [self.python, "-m", "signer_nodes", "trust", "--data-dir",
                  str(self.data_dir / node_id(i)), "--governance", str(tmp)]
             )  # fmt: skip
+        self._run(
+            [self.python, "-m", "api", "trust", "--data-dir",
+             str(self.data_dir / "coordinator"), "--governance", str(tmp)]
+        )  # fmt: skip
         tmp.rename(genesis_file)
 
     # -- processes ----------------------------------------------------------------------

@@ -261,3 +261,23 @@ class CheckpointOut(BaseModel):
 
 class CheckpointList(BaseModel):
     items: list[CheckpointOut]
+
+
+class GovernanceSubmit(BaseModel):
+    """The next governance version as the officers signed it (canonical CBOR, hex)."""
+
+    model_config = ConfigDict(extra="forbid")
+    document: str = Field(min_length=2, max_length=2 * 256 * 1024, pattern=r"^(?:[0-9a-f]{2})+$")
+
+
+class GovernanceOut(BaseModel):
+    """The coordinator's verified governance: version, roster and, for a submission, what
+    each node answered."""
+
+    installed: bool
+    cluster_id: str | None = None
+    version: int | None = None
+    digest: str | None = None
+    roster: list[str] = []
+    document: str | None = None
+    nodes: dict[str, str] | None = None

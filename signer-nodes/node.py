@@ -64,6 +64,9 @@ class Node:
         self.faults = faults
         self.node_id = config.node_id
         self.party_id = config.party_id
+        # new at every start: its in-memory nonces and presignatures are gone, and the
+        # coordinator, seeing a new boot id in /health, drops what it pooled from this node
+        self.boot_id = secrets.token_hex(8)
         coord = store.get_meta("coordinator_pk")
         if coord is None:
             raise ConfigError("database holds no coordinator key")
@@ -236,6 +239,7 @@ class Node:
         return {
             "node_id": self.node_id,
             "party_id": self.party_id,
+            "boot_id": self.boot_id,
             "status": "ok" if hsm == "ok" else "degraded",
             "sign_pk": self.sign_pk.hex(),
             "box_pk": self.box_pk.hex(),

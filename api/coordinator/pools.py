@@ -74,6 +74,22 @@ class Pools:
         self._presig: dict[str, deque[Presignature]] = {}
         self._refilling: set[tuple[str, str, int]] = set()
 
+    def forget_party(self, party: int) -> int:
+        """Drop every pooled commitment of ``party`` and every presignature it is part of
+        (the node restarted: the secrets behind them lived in its memory only). Returns
+        how many were dropped; the refill sweep makes new ones."""
+        dropped = 0
+        for (_key_id, p), commitments in self._frost.items():
+            if p == party:
+                dropped += len(commitments)
+                commitments.clear()
+        for presignatures in self._presig.values():
+            stale = [x for x in presignatures if party in x.parties]
+            for x in stale:
+                presignatures.remove(x)
+            dropped += len(stale)
+        return dropped
+
     def sizes(self) -> dict[str, int]:
         return {
             "frost_commitments": sum(len(q) for q in self._frost.values()),

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -19,8 +20,10 @@ from sqlalchemy import select
 from api import audit
 from api.coordinator.types import SessionFailed
 from api.db import Database, Node, utcnow
+from api.governance import GovernanceStore
 from api.nodes import NodeCaller, NodeFailure, NodeInfo
 from api.problems import Problem
+from custody import governance as gov
 from custody.domain import NodeStatus
 
 log = logging.getLogger("api.coordinator")
@@ -34,7 +37,11 @@ def _log_failure(fut: asyncio.Future[None]) -> None:
 class NodeRegistry:
     """The enrolled nodes (in memory, mirrored in the ``nodes`` table) and their health."""
 
-    def __init__(self, db: Database, caller: NodeCaller) -> None:
+    def __init__(self, db: Database, caller: NodeCaller, governance: GovernanceStore) -> None:
+        self.governance = governance
+        self._boots: dict[str, str] = {}
+        # called with a party id when that node restarted (its pooled items are stale)
+        self.restart_listeners: list[Callable[[int], int]] = []
         self.db = db
         self.caller = caller
         self.nodes: dict[str, NodeInfo] = {}
@@ -53,6 +60,7 @@ class NodeRegistry:
         before = node.status
         try:
             h = await self.caller.health(node)
+            self._saw_boot(node, h.get("boot_id"))
             node.status = "healthy" if h.get("status") == "ok" else "degraded"
             node.last_error = None if node.status == "healthy" else f"hsm: {h.get('hsm')}"
             node.last_seen = time.time()
@@ -63,6 +71,18 @@ class NodeRegistry:
         if before != node.status or now - self._last_seen_written.get(node.id, 0) > 5:
             self._last_seen_written[node.id] = now
             self._persist(node)
+
+    def _saw_boot(self, node: NodeInfo, boot_id: object) -> None:
+        """A new boot id: the node restarted and its outstanding nonces and presignatures
+        (memory only, NODE_API v2.0) are gone; tell the listeners (the pools)."""
+        if not isinstance(boot_id, str):
+            return
+        before = self._boots.get(node.id)
+        self._boots[node.id] = boot_id
+        if before is not None and before != boot_id:
+            for listener in self.restart_listeners:
+                dropped = listener(node.party_id)
+                log.info("node restarted", extra={"node": node.id, "dropped": dropped})
 
     def _persist(self, node: NodeInfo) -> None:
         """Mirror the node's health into its row, in a worker thread (never a database
@@ -179,14 +199,48 @@ class NodeRegistry:
             raise Problem(
                 502, "node-garbage", "Node answered garbage", "health lacks party_id/sign_pk/box_pk"
             ) from None
+        self._check_pin(node_id, party, sign_pk, box_pk)
         status: NodeStatus = "healthy" if h.get("status") == "ok" else "degraded"
         await asyncio.to_thread(
             self._store_enrolment, node_id, url, party, sign_pk, box_pk, status, actor
         )
         info = NodeInfo(node_id, party, url, sign_pk, box_pk, status=status, last_seen=time.time())
         self.nodes[node_id] = info
+        self._saw_boot(info, h.get("boot_id"))
         await self._push_peers()
         return info
+
+    def _check_pin(self, node_id: str, party: int, sign_pk: str, box_pk: str) -> None:
+        """Enrol only a roster node whose identity is the one the officers pinned."""
+        cur = self.governance.current
+        if cur is None:
+            raise Problem(
+                409,
+                "governance-missing",
+                "No governance installed",
+                "the coordinator enrols only nodes of an officer-signed roster: install the "
+                "genesis first (python -m api trust --governance FILE)",
+            )
+        pinned = cur.node(node_id)
+        if pinned is None:
+            raise Problem(
+                403,
+                "not-in-roster",
+                "Node not in the roster",
+                f"{node_id} is not in governance version {cur.version}'s roster",
+            )
+        if (pinned.party_id, pinned.sign_pk.hex(), pinned.box_pk.hex()) != (
+            party,
+            sign_pk,
+            box_pk,
+        ):
+            raise Problem(
+                409,
+                "identity-mismatch",
+                "Node identity differs from its pin",
+                f"the node at this URL is not the {node_id} that governance version "
+                f"{cur.version} pins (party or identity keys differ)",
+            )
 
     def _store_enrolment(
         self,
@@ -237,3 +291,69 @@ class NodeRegistry:
         for r in results:
             if isinstance(r, NodeFailure):
                 log.warning("peer push failed", extra={"node": r.node.id, "err": r.detail})
+
+    # -- governance -----------------------------------------------------------------------------
+    async def install_governance(self, data: bytes, actor: str) -> dict[str, Any]:
+        """Verify the next governance version, relay it to every enrolled node, keep it.
+
+        Each node verifies it itself (the coordinator cannot make a version); the
+        coordinator keeps it only when no node refused it (an unreachable node installs it
+        later, when it is relayed again). Answer: the version and each node's outcome.
+        """
+        try:
+            new = self.governance.check_successor(data)
+        except gov.GovernanceError as exc:
+            raise _governance_problem(exc) from None
+        body = {"document": data.hex()}
+        nodes = sorted(self.nodes.values(), key=lambda n: n.party_id)
+        results = await asyncio.gather(
+            *(self.caller.call(n, "PUT", "/v1/governance", body) for n in nodes),
+            return_exceptions=True,
+        )
+        outcome: dict[str, str] = {}
+        refused = []
+        for n, r in zip(nodes, results, strict=True):
+            if isinstance(r, NodeFailure):
+                outcome[n.id] = "refused" if r.status is not None and r.status < 500 else r.reason
+                if r.status is not None and r.status < 500:
+                    refused.append(f"{n.id}: {r.detail}")
+            elif isinstance(r, BaseException):
+                raise r
+            else:
+                outcome[n.id] = "installed"
+        if refused:
+            raise Problem(
+                409,
+                "governance-refused-by-nodes",
+                "Nodes refused the governance version",
+                "; ".join(refused),
+                nodes=outcome,
+            )
+        await asyncio.to_thread(self._store_governance, data, new, actor)
+        return {"version": new.version, "digest": new.digest.hex(), "nodes": outcome}
+
+    def _store_governance(self, data: bytes, new: gov.Governance, actor: str) -> None:
+        self.governance.advance(data)
+        with self.db.session() as s:
+            audit.append(
+                s,
+                actor,
+                "governance.install",
+                new.cluster_id,
+                {"version": new.version, "digest": new.digest.hex()},
+            )
+
+
+_GOVERNANCE_STATUS = {
+    gov.GovernanceErrorKind.MALFORMED: 422,
+    gov.GovernanceErrorKind.UNDER_SIGNED: 403,
+    gov.GovernanceErrorKind.UNCHAINED: 409,
+    gov.GovernanceErrorKind.ROLLBACK: 409,
+    gov.GovernanceErrorKind.WRONG_CLUSTER: 409,
+}
+
+
+def _governance_problem(exc: gov.GovernanceError) -> Problem:
+    return Problem(
+        _GOVERNANCE_STATUS[exc.kind], str(exc.kind), "Governance version refused", exc.detail
+    )

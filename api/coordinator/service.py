@@ -27,6 +27,7 @@ from api.coordinator.relay import SessionRelay
 from api.coordinator.signers import signers_by_scheme
 from api.coordinator.types import Activity, KeyInfo, SessionFailed, SignResult, problem_doc
 from api.db import Database, SignRequest, utcnow
+from api.governance import GovernanceStore
 from api.nodes import NodeCaller
 from api.settings import Settings
 from custody.signing import message_to_sign
@@ -102,7 +103,8 @@ class Coordinator:
         self.settings = settings
         self.db = db
         self.caller = caller
-        self.registry = NodeRegistry(db, caller)
+        self.governance = GovernanceStore(settings.data_dir)
+        self.registry = NodeRegistry(db, caller, self.governance)
         self.relay = SessionRelay(self.registry, settings.round_timeout)
         self.keys = KeyBook(db)
         self.ceremony = KeyCeremony(db, self.registry, self.relay)
@@ -110,6 +112,7 @@ class Coordinator:
         self.pools = Pools(
             settings, self.registry, self.relay, self.keys, self.activity, self.spawn
         )
+        self.registry.restart_listeners.append(self.pools.forget_party)
         self.signers = signers_by_scheme(self.registry, self.pools, settings.round_timeout)
         self.outcomes = OutcomeWriter(db)
         self.checkpoints = Checkpointer(

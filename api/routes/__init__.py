@@ -1,9 +1,16 @@
 """One FastAPI router per resource: ``ops`` (health, readiness), ``nodes``, ``keys``,
-``sign_requests``, ``audit``. Routes validate, authorise (:mod:`api.deps`), call the
+``sign_requests``, ``audit``, ``governance``. Routes validate, authorise (:mod:`api.deps`), call the
 coordinator or the repository, and serialise (:mod:`api.serializers`); no SQL here."""
 
-from api.routes import audit, keys, nodes, ops, sign_requests
+from api.routes import audit, governance, keys, nodes, ops, sign_requests
 
-ROUTERS = (ops.router, nodes.router, keys.router, sign_requests.router, audit.router)
+ROUTERS = (
+    ops.router,
+    governance.router,
+    nodes.router,
+    keys.router,
+    sign_requests.router,
+    audit.router,
+)
 
 __all__ = ["ROUTERS"]

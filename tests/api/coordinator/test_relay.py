@@ -71,7 +71,7 @@ class ToyCaller:
 
 def _relay(parties: list[int], tamper: dict[int, str] | None = None) -> tuple[SessionRelay, Any]:
     toys = {p: ToyNode(p, parties, (tamper or {}).get(p)) for p in parties}
-    registry = NodeRegistry(db=None, caller=ToyCaller(toys))  # type: ignore[arg-type]
+    registry = NodeRegistry(db=None, caller=ToyCaller(toys), governance=None)  # type: ignore[arg-type]
     infos = [NodeInfo(f"node-{p}", p, f"http://n{p}", "", "", status="healthy") for p in parties]
     registry.nodes = {n.id: n for n in infos}
     return SessionRelay(registry, round_timeout=2.0), (infos, toys)
