@@ -30,8 +30,11 @@ class Signer(Protocol):
 
 
 class _Fan:
-    def __init__(self, registry: NodeRegistry, round_timeout: float) -> None:
+    """What both signers share: the registry, the pools and the fan-out of sign items."""
+
+    def __init__(self, registry: NodeRegistry, pools: Pools, round_timeout: float) -> None:
         self.registry = registry
+        self.pools = pools
         self.timeout = round_timeout
 
     async def fan_sign(
@@ -65,10 +68,6 @@ class _Fan:
 
 
 class FrostSigner(_Fan):
-    def __init__(self, registry: NodeRegistry, pools: Pools, round_timeout: float) -> None:
-        super().__init__(registry, round_timeout)
-        self.pools = pools
-
     async def sign(
         self, key: KeyInfo, body: dict[str, Any], msg: bytes, excluded: set[int]
     ) -> SignResult:
@@ -116,10 +115,6 @@ class FrostSigner(_Fan):
 
 
 class EcdsaSigner(_Fan):
-    def __init__(self, registry: NodeRegistry, pools: Pools, round_timeout: float) -> None:
-        super().__init__(registry, round_timeout)
-        self.pools = pools
-
     async def sign(
         self, key: KeyInfo, body: dict[str, Any], msg: bytes, excluded: set[int]
     ) -> SignResult:
