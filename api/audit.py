@@ -1,25 +1,31 @@
 """Hash-chained audit log, anchored by node-signed checkpoints.
 
-The canonical hashing (ONE definition, :func:`entry_digest` and :func:`chain_hash`; the
-signer nodes hash entries the same way when they co-sign a checkpoint)::
+The chain is THE definition the signer nodes check (:mod:`custody.auditchain`); the
+coordinator's stored ``hash`` of every row is the node's audit-entry hash::
 
-    entry    = {"seq": int, "at": str, "actor": str, "action": str, "subject": str,
-                "data": object}
+    record   = {"seq": int, "at": str, "actor": str, "action": str, "subject": str,
+                "data": object}                     # the full row, as stored
     canon(x) = UTF-8 of json.dumps(x, sort_keys=True, separators=(",", ":"),
                                    ensure_ascii=False)   # integers only, no floats
-    digest_i = SHA-256(canon(entry_i))                   # 32 bytes
-    hash_i   = SHA-256(hash_{i-1} || digest_i)           # 32 raw bytes each
+    entry    = {"seq": seq, "prev": hash_{seq-1}, "kind": action,
+                "data": SHA-256(canon(record)),
+                "sign": {"request_digest", "key_id", "signers"} | null}
+    hash     = SHA-256("tpwc-audit-entry-v1\0" || canonical CBOR(entry))
     hash_0   = 32 zero bytes (GENESIS, stored as 64 hex zeros)
 
-Hashes are stored as lowercase hex; ``seq`` runs 1, 2, 3, ... without gaps. Rows are
-appended in the same transaction as the state change they record, so a failed audit write
-rolls the change back (fail closed). ``seq`` is the primary key: two writers racing for
-the same ``seq`` collide on it and the loser retries, on SQLite and PostgreSQL alike.
+``sign`` is filled for every ``sign.signed`` entry from its ``data`` (``request_digest``,
+``key_id``, ``signers``; :func:`sign_data` computes them as a node does, from the request
+body through ``custody.signing.message_to_sign``), and null otherwise. Hashes are stored
+as lowercase hex; ``seq`` runs 1, 2, 3, ... without gaps. Rows are appended in the same
+transaction as the state change they record, so a failed audit write rolls the change back
+(fail closed). ``seq`` is the primary key: two writers racing for the same ``seq`` collide
+on it and the loser retries, on SQLite and PostgreSQL alike.
 
 Whoever can write the database can rewrite the chain and re-hash it, or cut its tail.
-Checkpoints (:mod:`api.checkpoints`) stop that: a checkpoint is ``(seq, head)`` signed by
-the nodes, plus the entry digests it covers, so :func:`verify` names the first entry that
-differs from what the nodes signed. What a node signs is :func:`checkpoint_statement`.
+Checkpoints (:mod:`api.coordinator.checkpoints`) stop that: a checkpoint is ``(seq,
+head)`` signed by the nodes (:func:`checkpoint_statement`), stored with the wire entries
+it covers, so :func:`verify_checkpoints` names the first entry that differs from what the
+nodes signed.
 """
 
 from __future__ import annotations
@@ -35,48 +41,75 @@ from sqlalchemy import Connection, Table, select
 from sqlalchemy.orm import Session
 
 from api.db import AuditEntry
+from custody import auditchain
+from custody.signing import message_to_sign
 
-GENESIS = "0" * 64
-CHECKPOINT_DOMAIN = b"tpwc-audit-checkpoint-v1\n"
+GENESIS = auditchain.ZERO.hex()
+SIGNED = "sign.signed"  # the action whose entries carry ``sign``
 
 
 def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def entry_digest(entry: Mapping[str, Any]) -> str:
-    """``SHA-256(canon(entry))`` (hex) of ``{seq, at, actor, action, subject, data}``."""
-    return hashlib.sha256(canonical_json(dict(entry))).hexdigest()
+def sign_data(
+    request_id: str, key_id: str, scheme: str, body: Mapping[str, Any], signers: Iterable[int]
+) -> dict[str, Any]:
+    """What a ``sign.signed`` entry's ``data`` holds for ``sign``: the request digest the
+    nodes put in their release logs (same body, key, kind, message), key and signer set."""
+    digest = auditchain.request_digest(
+        request_id, key_id, str(body.get("kind")), message_to_sign(scheme, body)
+    )
+    return {"request_digest": digest.hex(), "key_id": key_id, "signers": sorted(signers)}
 
 
-def chain_hash(prev_hash: str, digest: str) -> str:
-    """``SHA-256(prev_hash || digest)`` over the raw 32-byte values (hex in, hex out)."""
-    return hashlib.sha256(bytes.fromhex(prev_hash) + bytes.fromhex(digest)).hexdigest()
-
-
-def entry_hash(prev_hash: str, entry: Mapping[str, Any]) -> str:
-    """The stored ``hash`` of ``entry`` after ``prev_hash``: the one canonical function."""
-    return chain_hash(prev_hash, entry_digest(entry))
-
-
-def fold(prev_hash: str, digests: Iterable[str]) -> str:
-    """The head after appending entries with ``digests`` to a chain ending in ``prev_hash``."""
-    h = prev_hash
-    for d in digests:
-        h = chain_hash(h, d)
-    return h
-
-
-def checkpoint_statement(cluster: str, node_id: str, seq: int, head: str) -> bytes:
-    """The bytes a node signs (Ed25519, its identity key) to co-sign a checkpoint:
-    ``b"tpwc-audit-checkpoint-v1\\n" || canon({"cluster", "node_id", "seq", "head"})``."""
-    return CHECKPOINT_DOMAIN + canonical_json(
-        {"cluster": cluster, "node_id": node_id, "seq": seq, "head": head}
+def chain_entry(prev_hash: str, record: Mapping[str, Any]) -> auditchain.AuditEntry:
+    """The node-checked entry of ``record`` (a stored row's full content) after
+    ``prev_hash``: ``data`` is ``SHA-256(canon(record))``, ``sign`` from a signing entry."""
+    data = record.get("data")
+    sign: tuple[bytes, str, tuple[int, ...]] | tuple[None, None, None] = (None, None, None)
+    if record.get("action") == SIGNED and isinstance(data, Mapping):
+        try:
+            sign = (
+                bytes.fromhex(str(data["request_digest"])),
+                str(data["key_id"]),
+                tuple(sorted(int(p) for p in data["signers"])),
+            )
+        except (KeyError, TypeError, ValueError):
+            sign = (None, None, None)  # malformed: hashed without sign (it will not match)
+    return auditchain.AuditEntry(
+        int(record["seq"]),
+        bytes.fromhex(prev_hash),
+        str(record["action"]),
+        hashlib.sha256(canonical_json(dict(record))).digest(),
+        *sign,
     )
 
 
+def entry_hash(prev_hash: str, record: Mapping[str, Any]) -> str:
+    """The stored ``hash`` of ``record`` after ``prev_hash``: the node's entry hash (hex)."""
+    return chain_entry(prev_hash, record).hash.hex()
+
+
+def wire(row: Any) -> dict[str, Any]:
+    """A stored row as a node reads it (``POST /v1/audit/checkpoint`` ``entries``)."""
+    return auditchain.entry_wire(chain_entry(row.prev_hash, row_entry(row)))
+
+
+def content(wire_entry: Mapping[str, Any]) -> bytes:
+    """What an entry says, apart from its link (``prev``, ``hash``): equal for a row and a
+    checkpoint's copy of it unless the row itself was changed."""
+    return canonical_json({k: v for k, v in wire_entry.items() if k not in ("prev", "hash")})
+
+
+def checkpoint_statement(cluster: str, node_id: str, seq: int, head: str) -> bytes:
+    """The bytes a node signs (Ed25519, its identity key) to co-sign a checkpoint
+    (:func:`custody.auditchain.checkpoint_statement`, ``head`` as hex here)."""
+    return auditchain.checkpoint_statement(cluster, node_id, seq, bytes.fromhex(head))
+
+
 def row_entry(row: Any) -> dict[str, Any]:
-    """The hashed entry of a stored row (ORM object or Core row)."""
+    """The full record of a stored row (ORM object or Core row)."""
     return {
         "seq": row.seq,
         "at": row.at,
@@ -165,7 +198,7 @@ class ChainReport:
     entries: int = 0
     head: str = GENESIS
     findings: list[Finding] = field(default_factory=list)
-    digests: dict[int, str] = field(default_factory=dict)  # seq -> digest of the stored row
+    contents: dict[int, bytes] = field(default_factory=dict)  # seq -> content of the stored row
 
 
 def walk_chain(rows: Iterable[Any]) -> ChainReport:
@@ -187,7 +220,7 @@ def walk_chain(rows: Iterable[Any]) -> ChainReport:
     for k, row in enumerate(stored, start=1):
         rep.entries += 1
         entry = row_entry(row)
-        rep.digests[row.seq] = entry_digest(entry)
+        rep.contents[row.seq] = content(auditchain.entry_wire(chain_entry(row.prev_hash, entry)))
         if broken:
             continue
         finding = _classify(k, row, entry, prev, by_hash)
@@ -227,14 +260,16 @@ def verify_checkpoints(
     node_keys: Mapping[str, str],
     verify_sig: Any,
 ) -> tuple[list[Finding], int, int]:
-    """Check the chain against the stored checkpoints (``seq``, ``head``, ``digests``,
-    ``signatures``); returns ``(findings, checkpoints anchored, last anchored seq)``.
+    """Check the chain against the stored checkpoints (``seq``, ``head``, ``digests``: the
+    wire entries it covers, ``signatures``); returns ``(findings, checkpoints anchored,
+    last anchored seq)``.
 
     A checkpoint anchors only with at least one valid signature of an enrolled node over
     :func:`checkpoint_statement` under its pinned ``sign_pk`` (``node_keys``), and only
-    when its digests fold from the previous anchored head to its head. Against an anchored
-    checkpoint, the first row whose digest differs names a ``rewritten`` entry (edited
-    and re-chained), and a missing row a ``truncated`` chain."""
+    when its entries chain (:func:`custody.auditchain.chain`, each hash recomputed) from
+    the previous anchored head to its head. Against an anchored checkpoint, the first row
+    whose content differs names a ``rewritten`` entry (edited and re-chained), and a
+    missing row a ``truncated`` chain."""
     findings: list[Finding] = []
     anchored, last_seq, last_head = 0, 0, GENESIS
     for cp in sorted(checkpoints, key=lambda c: c.seq):
@@ -244,38 +279,48 @@ def verify_checkpoints(
             if n in node_keys
             and verify_sig(node_keys[n], checkpoint_statement(cluster, n, cp.seq, cp.head), sig)
         ]
-        digests = list(cp.digests or [])
         if not signed:
             findings.append(
                 Finding("checkpoint-unsigned", None, f"checkpoint {cp.seq}", "no valid node sig")
             )
             continue
-        if cp.seq - last_seq != len(digests) or fold(last_head, digests) != cp.head:
+        try:
+            covered = auditchain.chain(
+                [auditchain.parse_audit_entry(e) for e in list(cp.digests or [])],
+                last_seq,
+                bytes.fromhex(last_head),
+            )
+            if not covered or covered[-1].seq != cp.seq or covered[-1].hash.hex() != cp.head:
+                raise auditchain.AuditFormatError("the entries do not end at its head")
+        except auditchain.AuditFormatError as exc:
             findings.append(
                 Finding(
                     "checkpoint-invalid",
                     None,
                     f"checkpoint {cp.seq}",
-                    "its digests do not lead from the previous checkpoint to its head",
+                    f"its entries do not lead from the previous checkpoint to its head: {exc}",
                 )
             )
             continue
-        for i, d in enumerate(digests, start=last_seq + 1):
-            got = rep.digests.get(i)
+        for e in covered:
+            got = rep.contents.get(e.seq)
             if got is None:
                 findings.append(
                     Finding(
-                        "truncated", i, None, f"entry {i} is gone; checkpoint {cp.seq} signed it"
+                        "truncated",
+                        e.seq,
+                        None,
+                        f"entry {e.seq} is gone; checkpoint {cp.seq} signed it",
                     )
                 )
                 return findings, anchored, last_seq
-            if got != d:
+            if got != content(auditchain.entry_wire(e)):
                 findings.append(
                     Finding(
                         "rewritten",
-                        i,
+                        e.seq,
                         None,
-                        f"entry {i} differs from what checkpoint {cp.seq} signed",
+                        f"entry {e.seq} differs from what checkpoint {cp.seq} signed",
                     )
                 )
                 return findings, anchored, last_seq

@@ -21,6 +21,7 @@ from api.db import AuditEntry, Checkpoint, Credential, Key, Node, SignRequest
 from custody.signing import SignRequestError, message_to_sign
 
 CREDENTIAL_ACTIONS = ("credential.create", "credential.revoke")
+MISSING_RELEASES = "audit.releases-missing"  # api.coordinator.checkpoints records these
 
 
 def credential_entry(role: str, token_sha256: str, label: str) -> dict[str, Any]:
@@ -68,6 +69,7 @@ def verify_all(s: Session, cluster: str) -> dict[str, Any]:
     )
     findings += cp_findings
     findings += _missing_checkpoints(s, {c.seq for c in cps})
+    findings += _missing_releases(s)
     findings += _credentials(s)
     findings += _signatures(s)
     bad = [f.seq for f in findings if f.seq is not None]
@@ -107,6 +109,22 @@ def _missing_checkpoints(s: Session, stored: set[int]) -> list[Finding]:
                     )
                 )
     return found
+
+
+def _missing_releases(s: Session) -> list[Finding]:
+    """A node that refused a checkpoint because the chain lacks signatures it released (a
+    signature released behind the coordinator's back), as the checkpointer recorded it."""
+    return [
+        Finding(
+            "releases-missing",
+            None,
+            subject,
+            f"entry {seq}: {subject} released signatures the audit log does not hold: "
+            f"{data.get('detail', '')}",
+        )
+        for subject, ev in _events(s, (MISSING_RELEASES,)).items()
+        for seq, _, data in ev
+    ]
 
 
 def _credentials(s: Session) -> list[Finding]:

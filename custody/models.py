@@ -222,8 +222,8 @@ class AuditFinding(BaseModel):
     kind: str = Field(
         description="edited | inserted | reordered | deleted | rewritten | truncated | "
         "checkpoint-unsigned | checkpoint-invalid | checkpoint-missing | credential-forged | "
-        "signature-invalid | "
-        "signature-swapped"
+        "signature-invalid | signature-swapped | releases-missing (a node released "
+        "signatures the chain does not hold)"
     )
     seq: int | None = Field(description="the first bad audit entry, when it is one")
     subject: str | None = Field(description="the credential, sign request or checkpoint")
@@ -247,7 +247,12 @@ class AuditVerify(BaseModel):
 
 class CheckpointNode(BaseModel):
     node_id: str
-    status: Literal["signed", "unsupported", "refused", "invalid", "unreachable"]
+    status: Literal[
+        "signed", "unsupported", "refused", "missing-releases", "invalid", "unreachable"
+    ] = Field(
+        description="missing-releases: the node refused because the audit log lacks "
+        "signatures it released (named in detail; recorded, reported by verify)"
+    )
     detail: str | None = None
 
 

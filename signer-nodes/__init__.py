@@ -13,7 +13,6 @@ One job per module; after the colon, what it may import of this package (checked
     policy     the authorization seam (invariant 2): -
     envelope   signed and boxed envelopes around protocol messages: -
     store      the SQLCipher database, group commit, sealing lock: -
-    audit      pure encodings: release/audit entries, request digest, statements: -
     pool       single-use secrets (nonces, presignatures), in memory only: errors
     vault      the node's view of its HSM, the sealed DB key file: config
     rotation   seal-key rotation and its recovery: faults logs store vault
@@ -21,7 +20,9 @@ One job per module; after the colon, what it may import of this package (checked
     anchor     the governance trust anchor (roster, committees, raw keys):
                envelope errors logs store
     checkpoint release log view, node-cosigned audit checkpoints:
-               anchor audit errors logs store
+               anchor errors logs store (and custody.auditchain: the pure encodings
+               of release/audit entries, request digest, statements, shared with the
+               coordinator)
     shares     sealed shares, in-memory items, retired OT pairs: errors logs pool store vault
     specs      typed session specs, body field parsers: errors shares
     ecdsa      DKLs23 key-setup and presign sessions: errors shares specs
@@ -29,8 +30,8 @@ One job per module; after the colon, what it may import of this package (checked
     sessions   the session host: anchor envelope errors identity logs protocols specs
                store
     pipeline   THE write-ahead signing pipeline, FROST and ECDSA strategies:
-               anchor audit ecdsa errors faults logs policy pool protocols shares specs
-               store
+               anchor ecdsa errors faults logs policy pool protocols shares specs
+               store (and custody.auditchain)
     node       provisioning, the directory lock, the composition: all of the above
     service    HTTP, the only map from error kinds to HTTP: envelope errors logs node
                pipeline specs

@@ -1,7 +1,7 @@
 """Audit checkpoints the node co-signs, and its release log as served to auditors.
 
 ``POST /v1/audit/checkpoint`` brings ``{seq, head, entries}``: the coordinator's audit-log
-entries (:mod:`signer_nodes.audit`, minimal canonical form) since the last checkpoint this
+entries (:mod:`custody.auditchain`, minimal canonical form) since the last checkpoint this
 node signed. The node signs ``{cluster, node_id, seq, head}`` with its identity key only if
 
 1. the entries chain, link by link, from its last signed checkpoint (seq, head) to the
@@ -16,7 +16,8 @@ last signed checkpoint is stored durably (``meta``). A release made while the co
 compiled its entries shows as missing too: retry with the current head; a release that
 stays missing is the alarm.
 
-Imports: :mod:`signer_nodes.anchor`, ``.audit``, ``.errors``, ``.logs``, ``.store``.
+Imports: :mod:`signer_nodes.anchor`, ``.errors``, ``.logs``, ``.store``;
+:mod:`custody.auditchain` (the one definition the coordinator uses too).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import cbor2
-from signer_nodes import audit, logs
+from signer_nodes import logs
 from signer_nodes.anchor import Anchor
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.store import NodeStore
+
+from custody import auditchain as audit
 
 __all__ = ["Checkpoints", "MAX_ENTRIES", "MAX_RELEASES_PAGE"]
 

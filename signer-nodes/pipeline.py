@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from signer_nodes import audit, ecdsa, logs
+from signer_nodes import ecdsa, logs
 from signer_nodes.anchor import Anchor
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.faults import NO_FAULTS, FaultHooks
@@ -54,6 +54,7 @@ from signer_nodes.shares import ShareStore
 from signer_nodes.specs import hex_field, sign_request
 from signer_nodes.store import KeyRow
 
+from custody import auditchain as audit
 from custody.signing import SignRequestError, message_to_sign
 from mpc import dkls23, frost
 from mpc.errors import MpcError, NonceReuseError

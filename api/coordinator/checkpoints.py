@@ -1,12 +1,21 @@
 """Audit checkpoints: ask every node to co-sign the chain head, store what they signed.
 
-A node (``POST /v1/audit/checkpoint``, NODE_API.md) gets ``{seq, head, entries}`` (the
-entries since the last stored checkpoint, as :func:`api.audit.row_entry` gives them) and
-answers ``{"signature": hex}``: its identity key's Ed25519 signature over
-:func:`api.audit.checkpoint_statement` ``(cluster, node_id, seq, head)``. Each signature is
-verified under the node's pinned ``sign_pk`` before it is stored; the checkpoint is stored
-(with the digest of every entry it covers, and an ``audit.checkpoint`` entry) only when at
-least one node signed it.
+Each node (``POST /v1/audit/checkpoint``, NODE_API.md) gets ``{seq, head, entries}``:
+the entries, in the node's wire form (:func:`api.audit.wire`, :mod:`custody.auditchain`),
+since the last checkpoint THAT node signed (its ``checkpoint_seq`` in ``GET /v1/status``),
+and answers ``{"signature": hex}``: its identity key's Ed25519 signature over
+:func:`api.audit.checkpoint_statement` ``(cluster, node_id, seq, head)``. A node signs only
+if the entries chain from its last checkpoint and hold every signature it released since.
+
+A node answering ``checkpoint-missing-releases`` is asked once more with the then current
+head (a release whose outcome was still being written). If it still refuses, the releases
+it names were made behind the coordinator's back: an ``audit.releases-missing`` entry
+records the node's answer (``GET /v1/audit/verify`` reports it), and the answer to the
+route names them too.
+
+Each signature is verified under the node's pinned ``sign_pk`` before it is stored; the
+checkpoint is stored (with the wire entries it covers since the previous stored
+checkpoint, and an ``audit.checkpoint`` entry) only when at least one node signed it.
 """
 
 from __future__ import annotations
@@ -19,10 +28,15 @@ from sqlalchemy import select
 from api import audit, crypto
 from api.coordinator.registry import NodeRegistry
 from api.db import AuditEntry, Checkpoint, Database
+from api.integrity import MISSING_RELEASES
 from api.nodes import NodeFailure, NodeInfo
 from api.problems import Problem
 
 PATH = "/v1/audit/checkpoint"
+MISSING = "checkpoint missing releases"  # the title of the node's problem (its code)
+RETRY_WAIT = 0.2  # seconds before the one retry: outcomes being written land meanwhile
+
+Answer = tuple[str, str | None, str]  # status, detail, signature ("" when none)
 
 
 class Checkpointer:
@@ -36,58 +50,103 @@ class Checkpointer:
     async def create(self, actor: str) -> dict[str, Any]:
         """One checkpoint at the current head; raises a problem when no node signed."""
         async with self._lock:
-            prev_seq, prev_head, entries = await asyncio.to_thread(self._pending)
-            if not entries:
-                raise Problem(
-                    409, "nothing-to-checkpoint", "Nothing to checkpoint", "no new entries"
-                )
-            digests = [audit.entry_digest(e) for e in entries]
-            seq, head = entries[-1]["seq"], audit.fold(prev_head, digests)
             nodes = list(self.registry.nodes.values())
             if not nodes:
                 raise Problem(409, "no-nodes", "No nodes", "no node is enrolled to co-sign")
-            body = {"seq": seq, "head": head, "entries": entries}
-            answers = await asyncio.gather(*(self._ask(n, body) for n in nodes))
+            seq, head, wires, prev_seq, answers = await self._round(nodes)
+            if any(st == "refused" and d and MISSING in d for st, d, _ in answers):
+                await asyncio.sleep(RETRY_WAIT)
+                seq, head, wires, prev_seq, answers = await self._round(nodes)
             sigs = {n.id: sig for n, (_, _, sig) in zip(nodes, answers, strict=True) if sig}
             report = [
                 {"node_id": n.id, "status": st, "detail": d}
                 for n, (st, d, _) in zip(nodes, answers, strict=True)
             ]
+            missing = {
+                n.id: d
+                for n, (st, d, _) in zip(nodes, answers, strict=True)
+                if st == "refused" and d and MISSING in d
+            }
+            if missing:
+                for r in report:
+                    if r["node_id"] in missing:
+                        r["status"] = "missing-releases"
+                await asyncio.to_thread(self._record_missing, actor, seq, missing)
             if not sigs:
                 raise Problem(
                     502,
                     "checkpoint-unsigned",
                     "No node signed the checkpoint",
-                    f"checkpoint at entry {seq} was not stored",
+                    f"checkpoint at entry {seq} was not stored"
+                    + (
+                        "; signatures released behind the coordinator's back: "
+                        + "; ".join(f"{n}: {d}" for n, d in missing.items())
+                        if missing
+                        else ""
+                    ),
                     seq=seq,
                     head=head,
                     nodes=report,
                 )
-            await asyncio.to_thread(self._store, seq, head, digests, sigs, actor, prev_seq)
+            covered = [w for w in wires if w["seq"] > prev_seq]
+            await asyncio.to_thread(self._store, seq, head, covered, sigs, actor, prev_seq)
             return {"seq": seq, "head": head, "signatures": sigs, "nodes": report}
 
-    def _pending(self) -> tuple[int, str, list[dict[str, Any]]]:
-        with self.db.session() as s:
-            last = s.execute(
-                select(Checkpoint.seq, Checkpoint.head).order_by(Checkpoint.seq.desc()).limit(1)
-            ).first()
-            prev_seq, prev_head = (0, audit.GENESIS) if last is None else (last[0], last[1])
-            rows = s.scalars(
-                select(AuditEntry).where(AuditEntry.seq > prev_seq).order_by(AuditEntry.seq)
+    async def _round(
+        self, nodes: list[NodeInfo]
+    ) -> tuple[int, str, list[dict[str, Any]], int, list[Answer]]:
+        """Ask every node once at the current head: ``(seq, head, wire entries, previous
+        stored checkpoint's seq, answers)``."""
+        since = await asyncio.gather(*(self._checkpoint_seq(n) for n in nodes))
+        prev_seq = await asyncio.to_thread(self._last_stored)
+        frm = min([prev_seq, *(s for s in since if s is not None)])
+        wires = await asyncio.to_thread(self._wires, frm)
+        if not wires or wires[-1]["seq"] <= prev_seq:
+            raise Problem(409, "nothing-to-checkpoint", "Nothing to checkpoint", "no new entries")
+        seq, head = wires[-1]["seq"], wires[-1]["hash"]
+
+        async def ask(n: NodeInfo, s: int | None) -> Answer:
+            if s is None:
+                return "unreachable", "GET /v1/status failed (its checkpoint_seq is unknown)", ""
+            body = {"seq": seq, "head": head, "entries": [w for w in wires if w["seq"] > s]}
+            return await self._ask(n, body)
+
+        answers = await asyncio.gather(*(ask(n, s) for n, s in zip(nodes, since, strict=True)))
+        return seq, head, wires, prev_seq, list(answers)
+
+    async def _checkpoint_seq(self, node: NodeInfo) -> int | None:
+        try:
+            doc = await asyncio.wait_for(
+                self.registry.caller.call(node, "GET", "/v1/status"), self.timeout
             )
-            return prev_seq, prev_head, [audit.row_entry(r) for r in rows]
+        except (NodeFailure, TimeoutError):
+            return None
+        s = doc.get("checkpoint_seq", 0)
+        return s if type(s) is int and s >= 0 else None
+
+    def _last_stored(self) -> int:
+        with self.db.session() as s:
+            last = s.scalar(select(Checkpoint.seq).order_by(Checkpoint.seq.desc()).limit(1))
+            return 0 if last is None else int(last)
+
+    def _wires(self, after: int) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            rows = s.scalars(
+                select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq)
+            )
+            return [audit.wire(r) for r in rows]
 
     def _store(
         self,
         seq: int,
         head: str,
-        digests: list[str],
+        covered: list[dict[str, Any]],
         sigs: dict[str, str],
         actor: str,
         prev_seq: int,
     ) -> None:
         with self.db.session() as s:
-            s.add(Checkpoint(seq=seq, head=head, digests=digests, signatures=sigs))
+            s.add(Checkpoint(seq=seq, head=head, digests=covered, signatures=sigs))
             audit.append(
                 s,
                 actor,
@@ -96,7 +155,14 @@ class Checkpointer:
                 {"seq": seq, "head": head, "after": prev_seq, "signers": sorted(sigs)},
             )
 
-    async def _ask(self, node: NodeInfo, body: dict[str, Any]) -> tuple[str, str | None, str]:
+    def _record_missing(self, actor: str, seq: int, missing: dict[str, str]) -> None:
+        with self.db.session() as s:
+            for node_id, detail in sorted(missing.items()):
+                audit.append(
+                    s, actor, MISSING_RELEASES, node_id, {"at_seq": seq, "detail": detail[:2000]}
+                )
+
+    async def _ask(self, node: NodeInfo, body: dict[str, Any]) -> Answer:
         """``(status, detail, signature or "")`` of one node."""
         try:
             doc = await asyncio.wait_for(
@@ -105,7 +171,7 @@ class Checkpointer:
         except NodeFailure as e:
             if e.status in (404, 405):
                 return "unsupported", f"the node has no {PATH} yet ({e.status})", ""
-            return ("unreachable" if e.transport else "refused"), e.detail[:300], ""
+            return ("unreachable" if e.transport else "refused"), e.detail[:2000], ""
         except TimeoutError:
             return "unreachable", "timeout", ""
         sig = doc.get("signature")

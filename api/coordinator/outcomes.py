@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam
+from sqlalchemy import Connection, Table, bindparam, select
 
 from api import audit, idempotency
 from api.coordinator.types import SignResult, problem_doc
-from api.db import Database, SignRequest, utcnow
+from api.db import Database, Key, SignRequest, utcnow
 
 log = logging.getLogger("api.coordinator")
 
@@ -27,6 +27,11 @@ Job = Callable[[Connection], None]
 # is the columns named in the parameters).
 _REQUESTS = cast(Table, SignRequest.__table__)
 _UPDATE_REQUEST = _REQUESTS.update().where(_REQUESTS.c.id == bindparam("_rid"))
+_SIGNED_BODY = (
+    select(SignRequest.body, Key.scheme)
+    .join(Key, Key.id == SignRequest.key_id)
+    .where(SignRequest.id == bindparam("_rid"))
+)
 
 
 class OutcomeWriter:
@@ -95,16 +100,18 @@ def _jobs(
     def outcome(conn: Connection) -> None:
         conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **changes})
         if result is not None:
+            # ``sign`` of the entry (api.audit): the request digest the nodes put in their
+            # release logs, recomputed from the stored body, with key and signer set.
+            body, scheme = conn.execute(_SIGNED_BODY, {"_rid": request_id}).one()
             audit.append(
                 conn,
                 "coordinator",
-                "sign.signed",
+                audit.SIGNED,
                 request_id,
                 {
-                    "key_id": key_id,
                     "signature": changes["signature"],
-                    "signers": changes["signers"],
                     "blamed": blamed,
+                    **audit.sign_data(request_id, key_id, scheme, body, result.signers),
                 },
             )
         else:

@@ -2,7 +2,8 @@
 coordinator host or a backup operator could), and each named by ``/v1/audit/verify``:
 edit, insert, reorder, delete, re-chain, truncate, swapped signature, forged credential.
 Re-chain and truncate are caught against checkpoints signed by node identity keys
-(pynacl keys here, standing in for the nodes until they co-sign over HTTP)."""
+(pynacl keys here; tests/e2e/test_cluster.py has real nodes co-signing over HTTP). The
+chain is the nodes' one definition (custody.auditchain)."""
 
 from __future__ import annotations
 
@@ -96,19 +97,19 @@ def checkpoint(api: Api, signers: dict[str, SigningKey], forge: bool = False) ->
         prev_seq, prev_head = (0, audit.GENESIS) if last is None else (last.seq, last.head)
         from api.db import AuditEntry  # noqa: PLC0415 - test helper only
 
-        entries = [
-            audit.row_entry(r)
+        entries = [  # the node's wire form (custody.auditchain), as the nodes are sent it
+            audit.wire(r)
             for r in s.query(AuditEntry).filter(AuditEntry.seq > prev_seq).order_by(AuditEntry.seq)
         ]
-        digests = [audit.entry_digest(e) for e in entries]
-        seq, head = entries[-1]["seq"], audit.fold(prev_head, digests)
+        assert entries[0]["prev"] == prev_head
+        seq, head = entries[-1]["seq"], entries[-1]["hash"]
         sigs = {
             n: (SigningKey.generate() if forge else sk)
             .sign(audit.checkpoint_statement(CLUSTER, n, seq, head))
             .signature.hex()
             for n, sk in signers.items()
         }
-        s.add(Checkpoint(seq=seq, head=head, digests=digests, signatures=sigs))
+        s.add(Checkpoint(seq=seq, head=head, digests=entries, signatures=sigs))
     return seq
 
 
@@ -295,3 +296,50 @@ def test_deleting_a_recorded_checkpoint_is_named(api: Api) -> None:
         c.execute("DELETE FROM checkpoints")
     v = verify(api)
     assert kinds(v) == [("checkpoint-missing", seq + 1)]
+
+
+def test_signed_entry_carries_the_nodes_request_digest_in_their_wire_form(
+    api: Api, signed: tuple
+) -> None:
+    """The coordinator's stored hash IS the node's entry hash (custody.auditchain): the
+    ``sign.signed`` row, in wire form, parses on the node's parser and its ``sign`` holds
+    the request digest a node computes from the same body."""
+    from custody import auditchain  # noqa: PLC0415
+    from custody.signing import message_to_sign  # noqa: PLC0415
+
+    sid, kid, _ = signed
+    with api.app.state.db.session() as s:
+        from api.db import AuditEntry, SignRequest  # noqa: PLC0415
+
+        row = s.query(AuditEntry).filter_by(action="sign.signed", subject=sid).one()
+        body = s.query(SignRequest).filter_by(id=sid).one().body
+        scheme = api.app.state.coordinator.keys.get(kid).scheme
+        w = audit.wire(row)
+    assert w["hash"] == row.hash and w["prev"] == row.prev_hash and w["kind"] == "sign.signed"
+    e = auditchain.parse_audit_entry(w)  # the node's own check of the hash
+    assert e.request_digest == auditchain.request_digest(
+        sid, kid, body["kind"], message_to_sign(scheme, body)
+    )
+    assert (e.key_id, e.signers) == (kid, (1, 2))
+    with raw(api) as c:  # the digest edited in the database: the entry no longer matches
+        data = c.execute("SELECT data FROM audit WHERE seq = ?", (row.seq,)).fetchone()[0]
+        c.execute(
+            "UPDATE audit SET data = ? WHERE seq = ?",
+            (data.replace(e.request_digest.hex(), "00" * 32), row.seq),
+        )
+    assert kinds(verify(api)) == [("edited", row.seq)]
+
+
+def test_a_refusal_naming_missing_releases_is_reported_by_verify(api: Api) -> None:
+    fill(api, 2)
+    with api.app.state.db.session() as s:  # as the Checkpointer records a node's refusal
+        audit.append(
+            s,
+            "admin",
+            "audit.releases-missing",
+            "node-2",
+            {"at_seq": 6, "detail": "the audit log lacks 1 signature(s) this node released"},
+        )
+    v = verify(api)
+    assert [(f["kind"], f["subject"]) for f in v["findings"]] == [("releases-missing", "node-2")]
+    assert "lacks 1 signature" in v["findings"][0]["detail"]

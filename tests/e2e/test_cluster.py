@@ -1,5 +1,7 @@
 """End to end over real processes on loopback: DKG and signing for all three schemes,
-verified by independent libraries; a killed node; a node that answers garbage."""
+verified by independent libraries; a killed node; a node that answers garbage; audit
+checkpoints co-signed by the real nodes, and the attacks they catch (a signature released
+behind the coordinator's back, a rewritten and re-chained coordinator database)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ import dataclasses
 import hashlib
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,13 +26,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api import audit
 from custody.client import AsyncCustodyClient
 from custody.cluster import free_port_block
 from custody.demo import verify_independently
 from custody.models import SignRequestOut
-from mpc import dkls23
+from custody.nodeauth import SIGNATURE_HEADER, sign_headers
+from custody.signing import message_to_sign
+from mpc import dkls23, frost
 from mpc.dkls23.params import Q
-from tests.e2e.conftest import Live
+from tests.e2e.conftest import GovernedCluster, Live
 
 SCHEMES = ["ed25519", "bip340", "ecdsa-secp256k1"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,18 +276,9 @@ def test_malicious_ecdsa_cosigner_is_isolated_and_honest_nodes_never_blamed(live
             live.admin.enrol_node("node-2", real)
 
 
-def test_checkpoint_route_asks_every_node_and_verify_cli(live: Live) -> None:
-    r = live.admin.http.post("/v1/audit/checkpoints", headers={"Idempotency-Key": "cp-1"})
-    doc = r.json()
-    if r.status_code == 201:  # the nodes co-sign (node side integrated)
-        assert set(doc["signatures"]) == {"node-1", "node-2", "node-3"}
-        assert live.auditor.verify_audit().checkpoints.anchored >= 1
-    else:  # nodes without POST /v1/audit/checkpoint yet: reported, nothing stored
-        assert r.status_code == 502 and doc["type"].endswith("checkpoint-unsigned"), doc
-        assert {n["node_id"]: n["status"] for n in doc["nodes"]} == {
-            f"node-{i}": "unsupported" for i in (1, 2, 3)
-        }
-    out = subprocess.run(  # noqa: S603 - our own argv
+def verify_cli(live: Live) -> subprocess.CompletedProcess[str]:
+    """``custody audit verify --json`` against the live cluster (what an auditor runs)."""
+    return subprocess.run(  # noqa: S603 - our own argv
         [
             sys.executable,
             "-m",
@@ -296,6 +294,222 @@ def test_checkpoint_route_asks_every_node_and_verify_cli(live: Live) -> None:
         timeout=60,
         cwd=ROOT,
     )
+
+
+def test_checkpoint_route_asks_every_node_and_verify_cli(live: Live) -> None:
+    """Issue 9 item 4 (a): after signatures in every scheme, all three real nodes co-sign
+    the checkpoint (each checked the chain in its own encoding and found every signature
+    it released), and the auditor's CLI verifies the chain against it."""
+    for scheme in SCHEMES:
+        assert live.requester.sign(live.key(scheme).id, msg_for(scheme, 500)).status == "signed"
+    r = live.admin.http.post("/v1/audit/checkpoints", headers={"Idempotency-Key": "cp-1"})
+    doc = r.json()
+    assert r.status_code == 201, json.dumps(doc)
+    assert set(doc["signatures"]) == {"node-1", "node-2", "node-3"}, doc
+    assert {n["status"] for n in doc["nodes"]} == {"signed"}
+    status = {n.id: n for n in live.auditor.nodes()}
+    assert set(status) == {"node-1", "node-2", "node-3"}
+    v = live.auditor.verify_audit()
+    assert v.ok is True and v.checkpoints.anchored >= 1 and v.checkpoints.last_seq == doc["seq"]
+    # more signatures, a second checkpoint: each node is sent what follows its own last one
+    key = live.key("ed25519")
+    assert live.requester.sign(key.id, msg_for("ed25519", 501)).status == "signed"
+    second = live.admin.checkpoint_audit(idempotency_key="cp-2")
+    assert second.seq > doc["seq"] and set(second.signatures) == {"node-1", "node-2", "node-3"}
+    out = verify_cli(live)
     assert out.returncode == 0, out.stdout + out.stderr
     v = json.loads(out.stdout)
     assert v["ok"] is True and v["findings"] == [] and v["entries"] > 0
+    assert v["checkpoints"]["anchored"] >= 2
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Live]:
+    """A cluster of its own: the attacks below leave it in an alarmed state for good."""
+    cluster = GovernedCluster(
+        tmp_path,
+        nodes=3,
+        port=free_port_block(3),
+        env={"CUSTODY_POOL_INTERVAL": "0.3", "CUSTODY_ROUND_TIMEOUT": "5"},
+    )
+    try:
+        doc = cluster.start(timeout=90)
+    except BaseException:
+        cluster.stop()
+        raise
+    lv = Live(cluster, doc)
+    try:
+        yield lv
+    finally:
+        lv.close()
+        cluster.stop()
+
+
+SIGNER_SCRIPT = """
+import json, sys
+from pathlib import Path
+from hsm import Hsm, HsmConfig
+d = Path(sys.argv[1])
+state = json.loads((d / "hsm.json").read_text())
+pin = (d / "hsm.pin").read_text().strip()
+hsm = Hsm.open(HsmConfig(state["token_label"], pin, softhsm_conf=state["softhsm_conf"]))
+out = [hsm.sign_ed25519("coordinator", bytes.fromhex(x)).hex() for x in json.load(sys.stdin)]
+hsm.close()
+print(json.dumps(out))
+"""
+
+
+def _token_sign(live: Live, payloads: list[bytes]) -> list[bytes]:
+    """Signatures by the coordinator's key, made in the coordinator's own PKCS#11 token
+    opened as a thief on the coordinator host would (the dev PIN file next to it): the
+    key never leaves the token, but it signs. (A subprocess: SoftHSM2 binds a process to
+    one token directory.)"""
+    out = subprocess.run(  # noqa: S603 - our own argv
+        [sys.executable, "-c", SIGNER_SCRIPT, str(live.cluster.data_dir / "coordinator")],
+        input=json.dumps([p.hex() for p in payloads]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=True,
+    )
+    return [bytes.fromhex(x) for x in json.loads(out.stdout)]
+
+
+def _direct(live: Live, calls: list[tuple[int, str, dict]]) -> list[dict]:
+    """Node requests signed with the coordinator's key, sent past the coordinator."""
+    prepared = []
+    for party, path, body in calls:
+        data = json.dumps(body).encode()
+        seen: list[bytes] = []
+        headers = sign_headers(
+            lambda b, seen=seen: seen.append(b) or bytes(64),  # type: ignore[func-returns-value]
+            "POST",
+            path,
+            data,
+            recipient=f"node-{party}",
+        )
+        prepared.append((party, path, data, headers, seen[0]))
+    sigs = _token_sign(live, [p[4] for p in prepared])
+    out = []
+    for (party, path, data, headers, _), sig in zip(prepared, sigs, strict=True):
+        headers = {**headers, SIGNATURE_HEADER: sig.hex(), "content-type": "application/json"}
+        r = httpx.post(
+            live.cluster.node_url(party) + path, content=data, headers=headers, timeout=30
+        )
+        assert r.status_code == 200, r.text
+        out.append(dict(r.json()))
+    return out
+
+
+def test_a_signature_released_behind_the_coordinators_back_is_named_by_the_next_checkpoint(
+    fresh: Live,
+) -> None:
+    """Issue 9 item 4 (b): the coordinator's credentials (its HSM token) drive nodes 1 and
+    2 directly, outside the coordinator: they release a valid signature the audit log never
+    saw. The next checkpoint is refused by exactly those nodes, naming the release; the
+    coordinator records the refusal and ``custody audit verify`` reports it."""
+    live = fresh
+    key = live.key("ed25519")
+    assert live.requester.sign(key.id, msg_for("ed25519", 1)).status == "signed"
+    first = live.admin.checkpoint_audit(idempotency_key="before")
+    assert set(first.signatures) == {"node-1", "node-2", "node-3"}
+    req = {"id": "behind-the-back", "key_id": key.id, "kind": "raw", "message": "ee" * 8}
+    suite = frost.ciphersuite("ed25519")
+    got = _direct(
+        live, [(p, "/v1/frost/commitments", {"key_id": key.id, "count": 1}) for p in (1, 2)]
+    )
+    nonces = {p: g["commitments"][0] for p, g in zip((1, 2), got, strict=True)}
+    comms = [
+        frost.SigningCommitments.from_bytes(bytes.fromhex(n["commitments"]), suite=suite)
+        for n in nonces.values()
+    ]
+    pkg = frost.signing_package(comms, message_to_sign("ed25519", req))
+    shares = _direct(
+        live,
+        [
+            (
+                p,
+                "/v1/frost/sign",
+                {
+                    "key_id": key.id,
+                    "nonce_id": n["nonce_id"],
+                    "request": req,
+                    "signing_package": pkg.to_bytes().hex(),
+                },
+            )
+            for p, n in nonces.items()
+        ],
+    )
+    assert all(s["signature_share"] for s in shares)  # released, in each release log
+    assert live.requester.sign(key.id, msg_for("ed25519", 2)).status == "signed"
+    r = live.admin.http.post("/v1/audit/checkpoints", headers={"Idempotency-Key": "after"})
+    doc = r.json()
+    nodes = {n["node_id"]: n for n in doc["nodes"]}
+    # node 3 released nothing behind the back: it signs; nodes 1 and 2 refuse, naming it
+    assert r.status_code == 201 and set(doc["signatures"]) == {"node-3"}, doc
+    for n in ("node-1", "node-2"):
+        assert nodes[n]["status"] == "missing-releases", nodes[n]
+        assert "behind-the-back" in nodes[n]["detail"] and key.id in nodes[n]["detail"]
+    v = live.auditor.verify_audit()
+    found = {f.subject: f for f in v.findings if f.kind == "releases-missing"}
+    assert v.ok is False and set(found) == {"node-1", "node-2"}, v
+    assert "behind-the-back" in found["node-1"].detail
+    out = verify_cli(live)
+    assert out.returncode != 0
+    rep = json.loads(out.stdout)
+    assert {f["subject"] for f in rep["findings"] if f["kind"] == "releases-missing"} == {
+        "node-1",
+        "node-2",
+    }
+
+
+def test_rewrite_and_rechain_of_the_coordinator_db_after_a_checkpoint_is_named(
+    fresh: Live,
+) -> None:
+    """Issue 9 item 4 (c): after a checkpoint all three nodes signed, the coordinator's
+    database is edited and re-chained (every hash recomputed with the one definition, as
+    anyone with the database could): the chain alone looks fine, verify names the entry
+    against the node signatures, and the nodes refuse to sign the rewritten history."""
+    live = fresh
+    key = live.key("ed25519")
+    for i in range(3):
+        assert live.requester.sign(key.id, msg_for("ed25519", 10 + i)).status == "signed"
+    cp = live.admin.checkpoint_audit(idempotency_key="cp")
+    assert set(cp.signatures) == {"node-1", "node-2", "node-3"}
+    assert live.auditor.verify_audit().ok is True
+    db = sqlite3.connect(live.cluster.data_dir / "coordinator" / "coordinator.db")
+    try:
+        with db:
+            seq, data = db.execute(
+                "SELECT seq, data FROM audit WHERE action = 'sign.signed' ORDER BY seq LIMIT 1"
+            ).fetchone()
+            edited = {**json.loads(data), "blamed": [{"node_id": "node-1", "reason": "x"}]}
+            db.execute("UPDATE audit SET data = ? WHERE seq = ?", (json.dumps(edited), seq))
+            prev = db.execute("SELECT hash FROM audit WHERE seq = ?", (seq - 1,)).fetchone()[0]
+            cols = "seq, at, actor, action, subject, data"
+            for row in db.execute(
+                f"SELECT {cols} FROM audit WHERE seq >= ? ORDER BY seq",  # noqa: S608
+                (seq,),
+            ).fetchall():
+                rec = dict(zip(cols.split(", "), row, strict=True))
+                rec["data"] = json.loads(rec["data"])
+                h = audit.entry_hash(prev, rec)
+                db.execute(
+                    "UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, h, rec["seq"])
+                )
+                prev = h
+    finally:
+        db.close()
+    v = live.auditor.verify_audit()
+    assert v.ok is False and [(f.kind, f.seq) for f in v.findings] == [("rewritten", seq)], v
+    assert v.first_bad_seq == seq
+    out = verify_cli(live)
+    assert out.returncode != 0 and json.loads(out.stdout)["first_bad_seq"] == seq
+    # the nodes will not co-sign the rewritten history either
+    assert live.requester.sign(key.id, msg_for("ed25519", 20)).status == "signed"
+    r = live.admin.http.post("/v1/audit/checkpoints", headers={"Idempotency-Key": "cp-after"})
+    doc = r.json()
+    assert r.status_code == 502 and doc["type"].endswith("checkpoint-unsigned"), doc
+    assert {n["status"] for n in doc["nodes"]} == {"refused"}
+    assert all("does not chain" in n["detail"] for n in doc["nodes"]), doc

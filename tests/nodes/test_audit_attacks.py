@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from nacl.signing import VerifyKey
-from signer_nodes import audit
 
+from custody import auditchain as audit
 from custody.signing import message_to_sign
 from tests.nodes.conftest import Coordinator, NodeRefused, public_package
 

@@ -9,8 +9,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from nacl.signing import VerifyKey
-from signer_nodes import audit
 
+from custody import auditchain as audit
 from custody.nodeauth import sign_headers
 from custody.signing import message_to_sign
 from mpc import frost

@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "signer-nodes"
-LOW = {"errors", "faults", "config", "logs", "policy", "envelope", "store", "audit"}
+LOW = {"errors", "faults", "config", "logs", "policy", "envelope", "store"}
 MAY_IMPORT = {
     **{m: set() for m in LOW},
     "vault": {"config"},
@@ -17,7 +17,7 @@ MAY_IMPORT = {
     "pool": {"errors"},
     "identity": {"envelope", "store", "vault"},
     "anchor": {"envelope", "errors", "logs", "store"},
-    "checkpoint": {"anchor", "audit", "errors", "logs", "store"},
+    "checkpoint": {"anchor", "errors", "logs", "store"},
     "shares": {"errors", "logs", "pool", "store", "vault"},
     "specs": {"errors", "shares"},
     "ecdsa": {"errors", "shares", "specs"},
@@ -34,7 +34,6 @@ MAY_IMPORT = {
     },
     "pipeline": {
         "anchor",
-        "audit",
         "pool",
         "ecdsa",
         "errors",

@@ -1,10 +1,11 @@
-"""Pure encodings shared by a node and the coordinator's audit log: release-log entries,
-audit-log entries, request digests and the statements a node signs.
+"""THE audit-chain definition, shared by the signer nodes and the coordinator: release-log
+entries, audit-log entries, request digests, the statements a node signs, the chain walk.
 
-Nothing here does I/O or reads a clock; every function is deterministic over its inputs,
-so the coordinator can import the same code to build what a node checks (this module
-should move to ``custody/`` so both sides share it without the coordinator importing the
-node package).
+Nothing here does I/O or reads a clock; every function is deterministic over its inputs.
+The nodes (``signer_nodes.pipeline``, ``signer_nodes.checkpoint``) and the coordinator
+(``api.audit``, ``api.coordinator.checkpoints``) import this one module: the coordinator's
+stored chain hash IS :func:`audit_entry_hash`, so what a node co-signs is what the
+coordinator verifies.
 
 **Request digest** (what a release and an audit entry agree on)::
 
@@ -32,7 +33,7 @@ carries its ``hash`` (checked).
 canonical CBOR): a checkpoint ``{cluster, node_id, seq, head}`` and a release-log head
 ``{node_id, seq, head}``.
 
-Imports: nothing of ours.
+Imports: nothing of ours (``cbor2`` only).
 """
 
 from __future__ import annotations
