@@ -45,7 +45,9 @@ from custody import auditchain
 from custody.signing import message_to_sign
 
 GENESIS = auditchain.ZERO.hex()
-SIGNED = "sign.signed"  # the action whose entries carry ``sign``
+SIGNED = "sign.signed"  # a stored signature: its entry carries ``sign``
+ATTEMPT = "sign.attempt"  # another signer set asked to sign (it may have released shares)
+SIGN_ACTIONS = frozenset({SIGNED, ATTEMPT})  # the actions whose entries carry ``sign``
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -68,7 +70,7 @@ def chain_entry(prev_hash: str, record: Mapping[str, Any]) -> auditchain.AuditEn
     ``prev_hash``: ``data`` is ``SHA-256(canon(record))``, ``sign`` from a signing entry."""
     data = record.get("data")
     sign: tuple[bytes, str, tuple[int, ...]] | tuple[None, None, None] = (None, None, None)
-    if record.get("action") == SIGNED and isinstance(data, Mapping):
+    if record.get("action") in SIGN_ACTIONS and isinstance(data, Mapping):
         try:
             sign = (
                 bytes.fromhex(str(data["request_digest"])),

@@ -33,7 +33,7 @@ class Settings:
     pool_interval: float = 0.5  # seconds between pool/health sweeps
     dev_allow_all: bool = False  # dev cluster: allow-all policy (policies arrive later)
     approval_ttl: float = 24 * 3600.0  # pending_approval requests expire after this
-    cluster_id: str = "tpwc-dev"  # named in every audit checkpoint the nodes sign
+    cluster_id: str = "tpwc-dev"  # named in every checkpoint; the governance's id when installed
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

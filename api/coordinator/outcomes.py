@@ -9,7 +9,7 @@ released: the request is marked failed without it (``audit-failed``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, select
@@ -47,10 +47,16 @@ class OutcomeWriter:
         blamed: list[dict[str, Any]],
         slot: idempotency.Slot | None = None,
         answer: Answer | None = None,
+        *,
+        attempted: Sequence[tuple[int, ...]] = (),
     ) -> None:
         """Store the outcome (``result`` or ``error``); with ``slot`` and ``answer`` the
-        POST's idempotent answer, built by ``answer(changed columns)``, goes with it."""
-        outcome, fallback = _jobs(request_id, key_id, result, error, blamed, slot, answer)
+        POST's idempotent answer, built by ``answer(changed columns)``, goes with it. Every
+        other signer set in ``attempted`` gets a ``sign.attempt`` entry: its nodes may have
+        released shares, which their next audit checkpoint looks for."""
+        outcome, fallback = _jobs(
+            request_id, key_id, result, error, blamed, slot, answer, attempted
+        )
         try:
             await self.db.write(outcome)
         except Exception as e:
@@ -71,6 +77,7 @@ def _jobs(
     blamed: list[dict[str, Any]],
     slot: idempotency.Slot | None,
     answer: Answer | None,
+    attempted: Sequence[tuple[int, ...]] = (),
 ) -> tuple[Job, Job]:
     """Two database jobs: the outcome with its audit entry; and the fallback that marks
     the request failed without the signature."""
@@ -97,8 +104,21 @@ def _jobs(
         ),
     }
 
+    final = tuple(sorted(result.signers)) if result is not None else None
+    others = sorted({tuple(sorted(a)) for a in attempted} - {final})
+
     def outcome(conn: Connection) -> None:
         conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **changes})
+        if others:
+            body, scheme = conn.execute(_SIGNED_BODY, {"_rid": request_id}).one()
+            for signers in others:
+                audit.append(
+                    conn,
+                    "coordinator",
+                    audit.ATTEMPT,
+                    request_id,
+                    audit.sign_data(request_id, key_id, scheme, body, signers),
+                )
         if result is not None:
             # ``sign`` of the entry (api.audit): the request digest the nodes put in their
             # release logs, recomputed from the stored body, with key and signer set.

@@ -104,6 +104,9 @@ class Coordinator:
         self.db = db
         self.caller = caller
         self.governance = GovernanceStore(settings.data_dir)
+        if self.governance.current is not None:
+            # the cluster the officers named: nodes sign audit checkpoints for it
+            settings.cluster_id = self.governance.current.cluster_id
         self.registry = NodeRegistry(db, caller, self.governance)
         self.relay = SessionRelay(self.registry, settings.round_timeout)
         self.keys = KeyBook(db)
@@ -200,15 +203,22 @@ class Coordinator:
         self.activity.signing += 1
         self.activity.last_sign = time.monotonic()
         try:
-            result, error, blamed = await self._attempts(request_id, key, body)
-            await self.outcomes.record(request_id, key.id, result, error, blamed, slot, answer)
+            result, error, blamed, attempted = await self._attempts(request_id, key, body)
+            await self.outcomes.record(
+                request_id, key.id, result, error, blamed, slot, answer, attempted=attempted
+            )
         finally:
             self.activity.signing -= 1
 
     async def _attempts(
         self, request_id: str, key: KeyInfo, body: dict[str, Any]
-    ) -> tuple[SignResult | None, dict[str, Any] | None, list[dict[str, Any]]]:
+    ) -> tuple[
+        SignResult | None, dict[str, Any] | None, list[dict[str, Any]], list[tuple[int, ...]]
+    ]:
+        """The attempts at one signature: the result or the error, who was blamed, and
+        every signer set that was asked to sign (their nodes may have released shares)."""
         signer = self.signers[key.scheme]
+        attempted: list[tuple[int, ...]] = []
         msg = message_to_sign(key.scheme, body)
         blamed: list[dict[str, Any]] = []
         culprits: set[int] = set()  # attributed: left out of every later attempt
@@ -229,6 +239,8 @@ class Coordinator:
             try:
                 got = await signer.sign(key, body, msg, excluded)
             except SessionFailed as e:
+                if e.signers:
+                    attempted.append(e.signers)
                 for party, reason in e.blame:
                     blamed.append(self.registry.blame_entry(party, reason))
                     culprits.add(party)
@@ -245,6 +257,7 @@ class Coordinator:
                 if result is None:
                     error = problem_doc("signing-failed", "Signing failed", type(e).__name__, 500)
                 break
+            attempted.append(tuple(sorted(got.signers)))
             iso.succeeded_with(got.signers)
             if result is None:
                 result = got
@@ -265,5 +278,5 @@ class Coordinator:
                     "signed, but a failed signer set stays unattributed",
                     extra={"request_id": request_id, "suspects": left},
                 )
-            return result, None, blamed
-        return None, error, blamed
+            return result, None, blamed, attempted
+        return None, error, blamed, attempted

@@ -11,14 +11,17 @@ answer or an invalid share raises :class:`SessionFailed` blaming its node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from api import crypto
-from api.coordinator.pools import Pools
+from api.coordinator.pools import Commitment, Pools, Presignature
 from api.coordinator.registry import NodeRegistry
 from api.coordinator.types import KeyInfo, SessionFailed, SignResult
 from api.nodes import NodeInfo
 from custody.domain import SCHEMES, Scheme, spec
+from mpc import frost
 
 
 class Signer(Protocol):
@@ -27,6 +30,16 @@ class Signer(Protocol):
     ) -> SignResult:
         """One attempt; ``msg`` is :func:`custody.signing.message_to_sign` of ``body``."""
         ...
+
+
+@contextlib.contextmanager
+def _attempt(parties: Iterable[int]) -> Iterator[None]:
+    """Name the attempt's signer set on a failure (see ``SessionFailed.signers``)."""
+    try:
+        yield
+    except SessionFailed as e:
+        e.signers = tuple(sorted(parties))
+        raise
 
 
 class _Fan:
@@ -79,6 +92,18 @@ class FrostSigner(_Fan):
             )
         except crypto.Blame as e:
             raise SessionFailed(str(e), [(c, "garbage commitments") for c in e.culprits]) from None
+        with _attempt(commitments):
+            return await self._frost_round(key, body, msg, nodes, commitments, package)
+
+    async def _frost_round(
+        self,
+        key: KeyInfo,
+        body: dict[str, Any],
+        msg: bytes,
+        nodes: list[NodeInfo],
+        commitments: dict[int, Commitment],
+        package: frost.SigningPackage,
+    ) -> SignResult:
         package_hex = package.to_bytes().hex()
         calls = {
             n.party_id: (
@@ -128,6 +153,16 @@ class EcdsaSigner(_Fan):
             )
             for n in nodes
         }
+        with _attempt(pre.parties):
+            return await self._ecdsa_round(key, msg, pre, calls)
+
+    async def _ecdsa_round(
+        self,
+        key: KeyInfo,
+        msg: bytes,
+        pre: Presignature,
+        calls: dict[int, tuple[NodeInfo, str, dict[str, Any]]],
+    ) -> SignResult:
         partials = await self.fan_sign(calls, "partial")
         try:
             sig, recid = await asyncio.to_thread(

@@ -21,6 +21,9 @@ class SessionFailed(Exception):
         self.detail = detail
         self.blame = blame
         self.suspects = suspects
+        # the signer set of the attempt (set by the signer): its nodes may have released
+        # shares, which the audit log must record for the nodes' checkpoints
+        self.signers: tuple[int, ...] = ()
 
 
 def problem_doc(

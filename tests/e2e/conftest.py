@@ -7,24 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from custody import governance
 from custody.client import CustodyClient
 from custody.cluster import Cluster, free_port_block
 from custody.models import KeyOut
-
-
-class GovernedCluster(Cluster):
-    """The dev cluster, its coordinator started with ``CUSTODY_CLUSTER_ID`` = the cluster id
-    its nodes' genesis names (the nodes sign audit checkpoints for that id, and the
-    coordinator verifies them for its own). ``custody up`` draws a random dev cluster id
-    for the genesis and does not pass it to the coordinator yet (custody/cluster.py)."""
-
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        genesis = self.data_dir / "governance" / "v1.gov"
-        if name == "coordinator" and genesis.exists():
-            cid = governance.decode(genesis.read_bytes()).body.cluster_id
-            self.env = {**self.env, "CUSTODY_CLUSTER_ID": cid}
-        super()._spawn(name, argv)
 
 
 class Live:
@@ -52,7 +37,7 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     d: Path = tmp_path_factory.mktemp("cluster")
-    cluster = GovernedCluster(
+    cluster = Cluster(
         d,
         nodes=3,
         port=free_port_block(3),

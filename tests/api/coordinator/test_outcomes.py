@@ -36,3 +36,21 @@ def test_outcome_is_stored_with_its_audit_entry(api) -> None:  # noqa: ANN001
     assert items[-1]["action"] == "sign.signed" and items[-1]["data"]["key_id"] == kid
     v = api.client.get("/v1/audit/verify", headers=api.h("auditor")).json()
     assert v["ok"] is True
+
+
+def test_every_attempted_signer_set_is_in_the_chain_for_the_nodes(api) -> None:  # noqa: ANN001
+    """A failed attempt's nodes may have released shares: each attempted signer set gets a
+    ``sign.attempt`` entry whose ``sign`` the nodes match against their release logs."""
+    kid, sk = api.add_signing_key()
+    sid = post_sr(api, kid, "a").json()["id"]
+    sig = sk.sign(bytes.fromhex("11" * 32)).signature
+    outcomes = api.app.state.coordinator.outcomes
+    attempted = [(1, 2), (1, 3), (1, 3)]  # (1, 2) failed, (1, 3) signed (twice: a confirmation)
+    asyncio.run(
+        outcomes.record(sid, kid, SignResult(sig, None, [1, 3]), None, [], attempted=attempted)
+    )
+    items = api.client.get("/v1/audit", headers=api.h("auditor")).json()["items"]
+    actions = [(i["action"], i["data"].get("signers")) for i in items[-2:]]
+    assert actions == [("sign.attempt", [1, 2]), ("sign.signed", [1, 3])]
+    assert items[-2]["data"]["request_digest"] == items[-1]["data"]["request_digest"]
+    assert api.client.get("/v1/audit/verify", headers=api.h("auditor")).json()["ok"] is True
