@@ -104,6 +104,7 @@ class Key(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     public_key: Mapped[str | None] = mapped_column(String(70), nullable=True)
     verifying_shares: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    network: Mapped[str | None] = mapped_column(String(10), nullable=True)  # bip340 keys
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from api.db import AuditEntry, Checkpoint, Key, Node, SignRequest
 from api.nodes import NodeInfo
+from custody.kinds import KindError
+from custody.kinds.addresses import bitcoin_p2tr_address, ethereum_address
 from custody.models import AuditOut, CheckpointOut, KeyOut, NodeOut, SignRequestOut
+from custody.signing import SignRequestError, sign_result
+
+log = logging.getLogger("api")
+
+
+def addresses(scheme: str, public_key: str | None, network: str | None) -> dict[str, str]:
+    """The addresses a key shows (``custody.kinds.addresses``): Ethereum (EIP-55) for an
+    ECDSA key, BIP-86 P2TR on the key's network for a BIP-340 key, none otherwise."""
+    if not public_key:
+        return {}
+    try:
+        if scheme == "ecdsa-secp256k1":
+            return {"ethereum": ethereum_address(bytes.fromhex(public_key))}
+        if scheme == "bip340":
+            return {
+                "bitcoin": bitcoin_p2tr_address(bytes.fromhex(public_key), network or "mainnet")
+            }
+    except (KindError, ValueError):  # a key the DKG agreed on always has its address
+        log.error("key without an address", extra={"scheme": scheme})
+    return {}
+
+
+def _result(c: dict[str, Any]) -> dict[str, Any] | None:
+    """The signed request's result, assembled again from its stored signature (pure and
+    deterministic: the signer assembled and checked the same before storing it)."""
+    if c["kind"] != "evm-tx" or c["signature"] is None:
+        return None
+    try:
+        return sign_result(
+            "ecdsa-secp256k1", c["body"], bytes.fromhex(c["signature"]), c["recovery_id"]
+        )
+    except (SignRequestError, ValueError):
+        log.error("signed evm-tx without a result", extra={"request_id": c["id"]})
+        return None
 
 
 def key_out(k: Key) -> dict[str, Any]:
@@ -19,6 +56,8 @@ def key_out(k: Key) -> dict[str, Any]:
             "status": k.status,
             "public_key": k.public_key,
             "verifying_shares": k.verifying_shares,
+            "network": k.network,
+            "addresses": addresses(k.scheme, k.public_key, k.network),
             "error": k.error,
             "created_at": k.created_at,
         }
@@ -40,6 +79,7 @@ def sign_out(r: SignRequest | dict[str, Any]) -> dict[str, Any]:
             "signature": c["signature"] if signed else None,
             "recovery_id": c["recovery_id"] if signed else None,
             "signers": c["signers"],
+            "result": _result(c) if signed else None,
             "blamed": c["blamed"] or [],
             "error": c["error"],
             "created_at": c["created_at"],

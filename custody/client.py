@@ -36,6 +36,7 @@ from custody.domain import (
     TERMINAL_KEY_STATUSES,
     TERMINAL_SIGN_STATUSES,
     Kind,
+    Network,
     Scheme,
     SignStatus,
 )
@@ -147,10 +148,14 @@ def _sign_body(
     return body
 
 
-def _key_body(scheme: Scheme, threshold: int, nodes: list[str] | None) -> dict[str, Any]:
+def _key_body(
+    scheme: Scheme, threshold: int, nodes: list[str] | None, network: Network | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"scheme": scheme, "threshold": threshold}
     if nodes is not None:
         body["nodes"] = nodes
+    if network is not None:
+        body["network"] = network
     return body
 
 
@@ -224,15 +229,17 @@ class CustodyClient(_Base):
         threshold: int,
         nodes: list[str] | None = None,
         *,
+        network: Network | None = None,
         idempotency_key: str | None = None,
         wait: bool = True,
         timeout: float = 120.0,
     ) -> KeyOut:
-        """Run a DKG; with ``wait`` poll until the key is active or failed."""
+        """Run a DKG; with ``wait`` poll until the key is active or failed. ``network``:
+        a bip340 key's Bitcoin network (its ``addresses["bitcoin"]``), default mainnet."""
         key = _parse(
             self.http.post(
                 "/v1/keys",
-                json=_key_body(scheme, threshold, nodes),
+                json=_key_body(scheme, threshold, nodes, network),
                 headers=self._idem(idempotency_key),
             ),
             KeyOut,
@@ -363,15 +370,17 @@ class AsyncCustodyClient(_Base):
         threshold: int,
         nodes: list[str] | None = None,
         *,
+        network: Network | None = None,
         idempotency_key: str | None = None,
         wait: bool = True,
         timeout: float = 120.0,
     ) -> KeyOut:
-        """Run a DKG; with ``wait`` poll until the key is active or failed."""
+        """Run a DKG; with ``wait`` poll until the key is active or failed. ``network``:
+        a bip340 key's Bitcoin network (its ``addresses["bitcoin"]``), default mainnet."""
         key = _parse(
             await self.http.post(
                 "/v1/keys",
-                json=_key_body(scheme, threshold, nodes),
+                json=_key_body(scheme, threshold, nodes, network),
                 headers=self._idem(idempotency_key),
             ),
             KeyOut,

@@ -21,7 +21,13 @@ Schemes
     =================== ============ ============================ =====================
 
     For ``payment`` and ``settlement`` requests every scheme signs the same 32-byte
-    digest of the payload (:mod:`custody.signing`).
+    digest of the payload (:mod:`custody.signing`). The decoded kinds
+    (:data:`DECODED_KINDS`: ``evm-tx`` for ECDSA keys, ``message`` for every scheme) sign
+    what :func:`custody.kinds.decode` says (``Intent.messages``).
+
+Networks
+    A ``bip340`` key has a Bitcoin network (:data:`NETWORKS`, ``mainnet`` by default),
+    chosen at creation; it picks the human-readable part of the key's BIP-86 address.
 
 Ids
     A key id and a sign-request id are 1 to :data:`MAX_ID_LEN` (40) characters of
@@ -67,6 +73,9 @@ __all__ = [
     "Kind",
     "KINDS",
     "DIGEST_KINDS",
+    "DECODED_KINDS",
+    "Network",
+    "NETWORKS",
     "SignStatus",
     "SIGN_STATUSES",
     "TERMINAL_SIGN_STATUSES",
@@ -166,9 +175,14 @@ def spec(scheme: str) -> SchemeSpec:
 
 
 # -- requests -------------------------------------------------------------------------------
-Kind = Literal["raw", "payment", "settlement"]
+Kind = Literal["raw", "payment", "settlement", "evm-tx", "message"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 DIGEST_KINDS: Final[tuple[Kind, ...]] = ("payment", "settlement")  # sign a payload digest
+# Decoded by :func:`custody.kinds.decode` from ``payload`` (the chain-aware kinds wired so far)
+DECODED_KINDS: Final[tuple[Kind, ...]] = ("evm-tx", "message")
+# The Bitcoin network of a BIP-340 key (its BIP-86 address), chosen at key creation
+Network = Literal["mainnet", "testnet", "signet", "regtest"]
+NETWORKS: Final[tuple[Network, ...]] = get_args(Network)
 MAX_MESSAGE: Final = 64 * 1024  # bytes of a raw message
 
 SignStatus = Literal["pending_approval", "signing", "signed", "rejected", "failed", "expired"]

@@ -20,6 +20,7 @@ from custody.domain import (
     MAX_MESSAGE,
     KeyStatus,
     Kind,
+    Network,
     NodeStatus,
     Scheme,
     SignStatus,
@@ -39,6 +40,8 @@ __all__ = [
     "KeyOut",
     "KeyList",
     "SignRequestCreate",
+    "EvmSignature",
+    "SignResultOut",
     "Blame",
     "SignRequestOut",
     "SignRequestList",
@@ -139,6 +142,11 @@ class KeyCreate(BaseModel):
         max_length=255,
         description="node ids holding shares; default all enrolled",
     )
+    network: Network | None = Field(
+        default=None,
+        description="bip340 keys only: the Bitcoin network of the key's BIP-86 address "
+        "(default mainnet)",
+    )
 
 
 class KeyOut(BaseModel):
@@ -151,6 +159,14 @@ class KeyOut(BaseModel):
         description="hex: 32 bytes (ed25519), 32-byte x-only (bip340), 33-byte compressed (ecdsa)"
     )
     verifying_shares: dict[str, str] | None = None
+    network: Network | None = Field(
+        default=None, description="bip340 keys: the Bitcoin network of the key's address"
+    )
+    addresses: dict[str, str] = Field(
+        default_factory=dict,
+        description='ecdsa-secp256k1: {"ethereum": EIP-55 address}; bip340: {"bitcoin": '
+        "BIP-86 P2TR address on the key's network}; ed25519: {}",
+    )
     error: ProblemModel | None = None
     created_at: dt.datetime
 
@@ -160,8 +176,10 @@ class KeyList(Page[KeyOut]):
 
 
 class SignRequestCreate(BaseModel):
-    """A request to sign. Extra members (payment details) are kept and sent to the nodes,
-    which recompute the message from them (``custody.signing.message_to_sign``)."""
+    """A request to sign. Extra members (``payload``: payment details, or for ``evm-tx``
+    ``{"tx": "0x02..."}`` and for ``message`` ``{"message": "0x..."}``) are kept and sent to
+    the nodes, which recompute the message from them (``custody.signing.message_to_sign``).
+    """
 
     model_config = ConfigDict(extra="allow")
     key_id: Id
@@ -170,8 +188,8 @@ class SignRequestCreate(BaseModel):
         default=None,
         max_length=MAX_MESSAGE_HEX,
         pattern=HEX_PATTERN,
-        description="hex; required for raw (ECDSA: a 32-byte digest); for payment and "
-        "settlement optional, and if given must equal the payload digest",
+        description="hex; required for raw (ECDSA: a 32-byte digest); for the other kinds "
+        "optional, and if given must equal the message recomputed from the payload",
     )
 
 
@@ -179,6 +197,19 @@ class Blame(BaseModel):
     node_id: str | None
     party_id: int | None
     reason: str
+
+
+class EvmSignature(BaseModel):
+    r: str = Field(description="0x hex, 32 bytes")
+    s: str = Field(description="0x hex, 32 bytes, low-s (EIP-2)")
+    y_parity: Literal[0, 1]
+
+
+class SignResultOut(BaseModel):
+    """What a signed chain-aware request carries beyond its signature."""
+
+    signature: EvmSignature | None = Field(default=None, description="evm-tx: r, s, y_parity")
+    signed_tx: str = Field(description="evm-tx: the signed EIP-1559 transaction, 0x02... hex")
 
 
 class SignRequestOut(BaseModel):
@@ -192,6 +223,9 @@ class SignRequestOut(BaseModel):
     )
     recovery_id: int | None
     signers: list[int] | None = Field(description="party ids whose shares made the signature")
+    result: SignResultOut | None = Field(
+        default=None, description="evm-tx, once signed: the signature and the signed transaction"
+    )
     blamed: list[Blame]
     error: ProblemModel | None = None
     created_at: dt.datetime

@@ -6,7 +6,8 @@ the message to sign from the coordinator, it recomputes it from the request payl
 
 A request is a JSON object::
 
-    {"id": str, "key_id": str, "kind": "raw" | "payment" | "settlement", ...}
+    {"id": str, "key_id": str, "kind": "raw" | "payment" | "settlement" | "evm-tx"
+     | "message", ...}
 
 ``id`` and ``key_id`` follow the one id rule of :mod:`custody.domain` (1-40 characters of
 ``[A-Za-z0-9._:-]``); schemes, kinds and what each scheme signs come from there too.
@@ -32,6 +33,19 @@ A request is a JSON object::
 
 The same 32-byte digest is what Ed25519 and BIP-340 sign too (as their message), so one
 rule covers every scheme.
+
+``evm-tx`` / ``message`` (:data:`custody.domain.DECODED_KINDS`)
+    ``"payload"``: ``{"tx": "0x02..."}`` (an unsigned EIP-1559 transaction, ECDSA keys
+    only) or ``{"message": "0x..."}``. The message is what :func:`custody.kinds.decode`
+    gives (``Intent.messages``, one message for these kinds): ``keccak256(0x02 ||
+    rlp(fields))``, or the EIP-191 ``personal_sign`` digest for an ECDSA key and the bytes
+    themselves for Ed25519 and BIP-340. No other top-level member is allowed; a
+    ``"message"`` member, if present, must equal that message in hex (as for payment).
+    A refused payload names its field as ``payload.<path>`` (e.g. ``payload.tx.to``).
+
+:func:`sign_result` is what a signed request carries beyond its signature: for ``evm-tx``
+``{"signature": {"r", "s", "y_parity"}, "signed_tx": "0x02..."}`` (recovery ids 2 and 3
+are refused: no EIP-1559 transaction can carry them), ``None`` for every other kind.
 """
 
 from __future__ import annotations
@@ -41,7 +55,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from custody import kinds
 from custody.domain import (
+    DECODED_KINDS,
     DIGEST_KINDS,
     KINDS,
     MAX_ID_LEN,
@@ -52,7 +68,15 @@ from custody.domain import (
 )
 from mpc.wire import cbor_dumps
 
-__all__ = ["SCHEMES", "KINDS", "SignRequestError", "message_to_sign", "canonical_digest"]
+__all__ = [
+    "SCHEMES",
+    "KINDS",
+    "SignRequestError",
+    "message_to_sign",
+    "canonical_digest",
+    "decode_request",
+    "sign_result",
+]
 
 DOMAIN = b"tpwc-sign-v1\x00"
 _HEX = re.compile(r"^(?:[0-9a-f]{2})*$")
@@ -125,6 +149,55 @@ def canonical_digest(request: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(DOMAIN + kind.encode() + b"\x00" + cbor_dumps(body)).digest()
 
 
+_DECODED_MEMBERS = frozenset({"id", "key_id", "kind", "payload", "message"})
+
+
+def decode_request(scheme: str, request: Mapping[str, Any]) -> kinds.Intent:
+    """The decoded intent of an ``evm-tx`` / ``message`` request for a key of ``scheme``
+    (:class:`SignRequestError` naming the field otherwise)."""
+    if not isinstance(request, Mapping):
+        raise SignRequestError("must be an object", field="request")
+    kind = request.get("kind")
+    if kind not in DECODED_KINDS:
+        raise SignRequestError(f"must be one of {list(DECODED_KINDS)}", field="kind")
+    for name in request:
+        if name not in _DECODED_MEMBERS:
+            raise SignRequestError(f"unknown member of a {kind} request", field=str(name)[:40])
+    if "payload" not in request:
+        raise SignRequestError("missing", field="payload")
+    try:
+        return kinds.decode(kind, request["payload"], scheme=scheme)
+    except kinds.KindError as exc:
+        name = exc.field if exc.field in ("scheme", "kind", "payload") else f"payload.{exc.field}"
+        raise SignRequestError(exc.detail, field=name) from None
+
+
+def sign_result(
+    scheme: str,
+    request: Mapping[str, Any],
+    signature: bytes,
+    recovery_id: int | None,
+    public_key: bytes | None = None,
+) -> dict[str, Any] | None:
+    """What a signed ``request`` carries beyond its signature (module docstring): for
+    ``evm-tx`` the signature split for Ethereum and the signed transaction, checked to
+    recover to ``public_key`` when given; ``None`` for any other kind. Raises
+    :class:`SignRequestError` (``signature...``) for a signature that cannot be used, such
+    as recovery id 2 or 3."""
+    if request.get("kind") != "evm-tx":
+        return None
+    intent = decode_request(scheme, request)
+    assert isinstance(intent, kinds.evm.EvmTx)
+    if len(signature) != 64 or recovery_id is None:
+        raise SignRequestError("must be 64 bytes r || s with a recovery id", field="signature")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:], "big")
+    try:
+        return kinds.evm.result(intent, r, s, recovery_id, public_key=public_key)
+    except kinds.KindError as exc:
+        raise SignRequestError(exc.detail, field=exc.field) from None
+
+
 def message_to_sign(scheme: str, request: Mapping[str, Any]) -> bytes:
     """Recompute the exact message bytes a signer signs for ``request`` under ``scheme``.
 
@@ -144,9 +217,12 @@ def message_to_sign(scheme: str, request: Mapping[str, Any]) -> bytes:
         if SCHEME_SPECS[scheme].raw_message == "digest32" and len(msg) != 32:
             raise SignRequestError("ECDSA signs a 32-byte digest", field="message")
         return msg
-    digest = canonical_digest(request)
+    if kind in DECODED_KINDS:
+        (digest,) = decode_request(scheme, request).messages  # one message for these kinds
+    else:
+        digest = canonical_digest(request)
     if "message" in request and _hex(request["message"], "message") != digest:
         raise SignRequestError(
-            "does not match the digest recomputed from the payload", field="message"
+            "does not match the message recomputed from the payload", field="message"
         )
     return digest

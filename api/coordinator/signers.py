@@ -3,7 +3,9 @@
 :class:`FrostSigner` (Ed25519, BIP-340; RFC 9591): a pooled commitment per signer, the
 signing package, one round of signature shares, aggregate (verified inside
 :func:`mpc.frost.aggregate`). :class:`EcdsaSigner` (DKLs23): a presignature whose
-participants are healthy, one round of partials, combine (verified by libsecp256k1).
+participants are healthy, one round of partials, combine (verified by libsecp256k1); for
+an ``evm-tx`` the signed transaction is assembled and must recover to the key
+(:func:`custody.signing.sign_result`; recovery ids 2/3 are refused).
 Each sign item goes through the node's micro-batching sender; a failed item, a garbage
 answer or an invalid share raises :class:`SessionFailed` blaming its node.
 """
@@ -21,6 +23,7 @@ from api.coordinator.registry import NodeRegistry
 from api.coordinator.types import KeyInfo, SessionFailed, SignResult
 from api.nodes import NodeInfo
 from custody.domain import SCHEMES, Scheme, spec
+from custody.signing import SignRequestError, sign_result
 from mpc import frost
 
 
@@ -154,11 +157,12 @@ class EcdsaSigner(_Fan):
             for n in nodes
         }
         with _attempt(pre.parties):
-            return await self._ecdsa_round(key, msg, pre, calls)
+            return await self._ecdsa_round(key, body, msg, pre, calls)
 
     async def _ecdsa_round(
         self,
         key: KeyInfo,
+        body: dict[str, Any],
         msg: bytes,
         pre: Presignature,
         calls: dict[int, tuple[NodeInfo, str, dict[str, Any]]],
@@ -178,6 +182,14 @@ class EcdsaSigner(_Fan):
             raise SessionFailed(str(e), [(c, "invalid partial") for c in e.culprits]) from None
         except crypto.Unattributable as e:
             raise SessionFailed(str(e), [], suspects=e.suspects) from None
+        if body.get("kind") == "evm-tx":
+            # The verified signature must make a broadcastable transaction of this key:
+            # y_parity 0/1 (recovery ids 2 and 3 are refused), recovering to the key. The
+            # answer re-assembles the same transaction from the stored signature.
+            try:
+                sign_result(key.scheme, body, sig, recid, bytes.fromhex(key.public_key))
+            except SignRequestError as e:
+                raise SessionFailed(f"signature unusable for evm-tx: {e}", []) from None
         return SignResult(sig, recid, sorted(partials))
 
 

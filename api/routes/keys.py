@@ -37,7 +37,9 @@ async def create_key(
     settings: SettingsDep,
     p: Admin,
 ) -> JSONResponse:
-    """Create a threshold key by DKG among ``nodes`` (default: all enrolled)."""
+    """Create a threshold key by DKG among ``nodes`` (default: all enrolled). A bip340 key
+    takes an optional Bitcoin ``network`` (mainnet, testnet, signet, regtest; default
+    mainnet) for its BIP-86 address."""
     registry = c.registry
 
     async def handler() -> tuple[int, dict[str, Any]]:
@@ -62,9 +64,26 @@ async def create_key(
                 "Nodes unavailable",
                 f"a DKG needs every share holder; not healthy: {down}",
             )
+        network = body.network
+        if network is not None and body.scheme != "bip340":
+            raise Problem(
+                422,
+                "invalid-network",
+                "Invalid network",
+                "network applies to bip340 keys only (their BIP-86 Bitcoin address)",
+                field="network",
+            )
+        if body.scheme == "bip340" and network is None:
+            network = "mainnet"
         kid = new_id("key")
         await asyncio.to_thread(
-            repo.add_pending_key, kid, body.scheme, body.threshold, node_ids, p.credential_id
+            c.ceremony.add_pending,
+            kid,
+            body.scheme,
+            body.threshold,
+            node_ids,
+            p.credential_id,
+            network,
         )
         await asyncio.wait({c.spawn(c.run_dkg(kid))}, timeout=settings.sync_wait)
         k = await asyncio.to_thread(repo.key, kid)
@@ -87,6 +106,8 @@ async def list_keys(
 
 @router.get("/{key_id}", response_model=KeyOut, responses=problem_responses(*AUTH_ERRORS, 404))
 async def get_key(key_id: str, repo: Repo, _: Reader) -> dict[str, Any]:
+    """The key, with its ``addresses``: ``ethereum`` (EIP-55) for an ECDSA key, ``bitcoin``
+    (BIP-86 P2TR on its network) for a BIP-340 key."""
     k = await asyncio.to_thread(repo.key, key_id)
     if k is None:
         raise Problem(404, "not-found", "Not found", f"no key {key_id!r}")

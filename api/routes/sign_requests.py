@@ -62,7 +62,9 @@ async def create_sign_request(
 ) -> JSONResponse:
     """Ask for a signature. Raw: ed25519/bip340 sign the message bytes, ECDSA a 32-byte
     digest. Payment/settlement: the nodes sign the digest of ``payload``
-    (``custody.signing``)."""
+    (``custody.signing``). ``evm-tx`` (ECDSA keys; ``payload: {"tx": "0x02..."}``) and
+    ``message`` (``payload: {"message": "0x..."}``): every node decodes the payload itself
+    (``custody.kinds``); a signed ``evm-tx`` carries ``result.signed_tx``."""
     cred = p.credential_id
     fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
     rid = new_id("sr")

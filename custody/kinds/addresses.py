@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal, get_args
+from typing import Final
 
 import coincurve
 from embit import bech32
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from custody.domain import NETWORKS, Network
 from custody.kinds._common import KindError
 from mpc.bip340 import tagged_hash
 
@@ -29,8 +30,6 @@ __all__ = [
     "bitcoin_p2tr_address",
 ]
 
-Network = Literal["mainnet", "testnet", "signet", "regtest"]
-NETWORKS: Final[tuple[Network, ...]] = get_args(Network)
 HRP: Final[dict[str, str]] = {"mainnet": "bc", "testnet": "tb", "signet": "tb", "regtest": "bcrt"}
 SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _KIND: Final = "address"
