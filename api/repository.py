@@ -17,7 +17,7 @@ from api import audit, idempotency, integrity
 from api.db import AuditEntry, Checkpoint, Database, Key, Node, SignRequest
 from api.pagination import PageOf, paginate
 from api.problems import Problem
-from custody.domain import Scheme, SignStatus
+from custody.domain import Network, Scheme, SignStatus
 
 _INSERT_REQUEST = cast(Table, SignRequest.__table__).insert()  # Core, built once (hot path)
 
@@ -42,17 +42,31 @@ class Repository:
 
     # -- keys -------------------------------------------------------------------------------
     def add_pending_key(
-        self, key_id: str, scheme: Scheme, threshold: int, nodes: list[str], actor: str
+        self,
+        key_id: str,
+        scheme: Scheme,
+        threshold: int,
+        nodes: list[str],
+        actor: str,
+        network: Network | None = None,
     ) -> None:
+        """Insert the pending key (with a bip340 key's Bitcoin ``network``) and its
+        ``key.create`` audit entry in one transaction."""
+        data: dict[str, Any] = {"scheme": scheme, "threshold": threshold, "nodes": nodes}
+        if network is not None:
+            data["network"] = network
         with self.db.session() as s:
-            s.add(Key(id=key_id, scheme=scheme, threshold=threshold, nodes=nodes, status="pending"))
-            audit.append(
-                s,
-                actor,
-                "key.create",
-                key_id,
-                {"scheme": scheme, "threshold": threshold, "nodes": nodes},
+            s.add(
+                Key(
+                    id=key_id,
+                    scheme=scheme,
+                    threshold=threshold,
+                    nodes=nodes,
+                    status="pending",
+                    network=network,
+                )
             )
+            audit.append(s, actor, "key.create", key_id, data)
 
     def key(self, key_id: str) -> Key | None:
         with self.db.session() as s:

@@ -22,7 +22,7 @@ from api.coordinator.relay import SessionRelay
 from api.coordinator.types import KeyInfo, SessionFailed, problem_doc
 from api.db import Database, Key, utcnow
 from api.problems import Problem
-from custody.domain import Network, Scheme, SessionKind
+from custody.domain import Scheme, SessionKind
 
 log = logging.getLogger("api.coordinator")
 
@@ -91,33 +91,6 @@ class KeyCeremony:
         self.db = db
         self.registry = registry
         self.relay = relay
-
-    def add_pending(
-        self,
-        key_id: str,
-        scheme: Scheme,
-        threshold: int,
-        nodes: list[str],
-        actor: str,
-        network: Network | None,
-    ) -> None:
-        """Insert the pending key (with a bip340 key's Bitcoin ``network``) and its
-        ``key.create`` audit entry in one transaction."""
-        data: dict[str, Any] = {"scheme": scheme, "threshold": threshold, "nodes": nodes}
-        if network is not None:
-            data["network"] = network
-        with self.db.session() as s:
-            s.add(
-                Key(
-                    id=key_id,
-                    scheme=scheme,
-                    threshold=threshold,
-                    nodes=nodes,
-                    status="pending",
-                    network=network,
-                )
-            )
-            audit.append(s, actor, "key.create", key_id, data)
 
     async def run_dkg(self, key_id: str) -> bool:
         """DKG for the pending key ``key_id``; True when it became active."""

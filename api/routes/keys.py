@@ -77,7 +77,7 @@ async def create_key(
             network = "mainnet"
         kid = new_id("key")
         await asyncio.to_thread(
-            c.ceremony.add_pending,
+            repo.add_pending_key,
             kid,
             body.scheme,
             body.threshold,
