@@ -28,12 +28,11 @@ import json
 import threading
 from collections.abc import Iterable, Sequence
 
+from custody import governance as gov
 from signer_nodes import logs
 from signer_nodes.envelope import Peer
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.store import NodeStore
-
-from custody import governance as gov
 
 __all__ = ["Anchor"]
 

@@ -28,12 +28,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import cbor2
+
+from custody import auditchain as audit
 from signer_nodes import logs
 from signer_nodes.anchor import Anchor
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.store import NodeStore
-
-from custody import auditchain as audit
 
 __all__ = ["Checkpoints", "MAX_ENTRIES", "MAX_RELEASES_PAGE"]
 

@@ -22,13 +22,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from hsm.errors import HsmError
 from signer_nodes import logs
 from signer_nodes.config import ConfigError
 from signer_nodes.errors import NodeError
 from signer_nodes.node import Node
 from signer_nodes.store import StoreError
-
-from hsm.errors import HsmError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="TP Wallet Custody signer node.")
 err = Console(stderr=True, soft_wrap=True)

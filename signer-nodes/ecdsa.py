@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from signer_nodes.errors import Kind, NodeError
-from signer_nodes.shares import ShareStore
-from signer_nodes.specs import SessionSpec, dkg_context
-
 from custody.domain import Scheme
 from mpc import dkls23, keyio
 from mpc.dkls23.keysetup import KeygenChain
 from mpc.errors import MpcError
+from signer_nodes.errors import Kind, NodeError
+from signer_nodes.shares import ShareStore
+from signer_nodes.specs import SessionSpec, dkg_context
 
 __all__ = [
     "SCHEME",

@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
+
+from mpc.wire import Message
 from signer_nodes import vault
 from signer_nodes.envelope import Peer, open_envelope, seal
 from signer_nodes.store import NodeStore
-
-from mpc.wire import Message
 
 __all__ = ["Identity"]
 

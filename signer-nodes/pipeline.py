@@ -43,6 +43,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from custody import auditchain as audit
+from custody.signing import SignRequestError, message_to_sign
+from mpc import dkls23, frost
+from mpc.errors import MpcError, NonceReuseError
 from signer_nodes import ecdsa, logs
 from signer_nodes.anchor import Anchor
 from signer_nodes.errors import Kind, NodeError
@@ -53,11 +57,6 @@ from signer_nodes.protocols import frost_suite, load_key_package
 from signer_nodes.shares import ShareStore
 from signer_nodes.specs import hex_field, sign_request
 from signer_nodes.store import KeyRow
-
-from custody import auditchain as audit
-from custody.signing import SignRequestError, message_to_sign
-from mpc import dkls23, frost
-from mpc.errors import MpcError, NonceReuseError
 
 __all__ = [
     "MAX_BATCH",

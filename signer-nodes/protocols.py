@@ -14,11 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from signer_nodes import ecdsa
-from signer_nodes.errors import Kind, NodeError
-from signer_nodes.shares import ShareStore
-from signer_nodes.specs import SessionSpec, dkg_context
-
 from custody.domain import FROST_SCHEMES as DOMAIN_FROST
 from custody.domain import spec
 from mpc import frost, keyio
@@ -28,6 +23,10 @@ from mpc.errors import MpcError
 from mpc.groups import ED25519, SECP256K1
 from mpc.shamir import KeyPackage, PublicKeyPackage
 from mpc.wire import Message
+from signer_nodes import ecdsa
+from signer_nodes.errors import Kind, NodeError
+from signer_nodes.shares import ShareStore
+from signer_nodes.specs import SessionSpec, dkg_context
 
 __all__ = [
     "FROST_SCHEMES",

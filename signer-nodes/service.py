@@ -25,12 +25,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from signer_nodes import logs
-from signer_nodes.envelope import Peer
-from signer_nodes.errors import Kind, NodeError
-from signer_nodes.node import Node
-from signer_nodes.pipeline import MAX_BATCH, Outcome, Strategy
-from signer_nodes.specs import hex_field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -40,6 +34,12 @@ from custody.nodeauth import MAX_SKEW_SECONDS, TIMESTAMP_HEADER, NodeAuthError, 
 from custody.serving import ServiceLimits
 from custody.serving import serve as serve_app
 from hsm.errors import HsmError
+from signer_nodes import logs
+from signer_nodes.envelope import Peer
+from signer_nodes.errors import Kind, NodeError
+from signer_nodes.node import Node
+from signer_nodes.pipeline import MAX_BATCH, Outcome, Strategy
+from signer_nodes.specs import hex_field
 
 __all__ = [
     "create_app",

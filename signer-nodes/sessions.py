@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mpc.errors import MpcError
+from mpc.wire import Message
 from signer_nodes import logs
 from signer_nodes.anchor import Anchor
 from signer_nodes.envelope import EnvelopeError, envelope_hash
@@ -32,9 +34,6 @@ from signer_nodes.identity import Identity
 from signer_nodes.protocols import ProtocolSession, SessionFactory
 from signer_nodes.specs import SessionSpec
 from signer_nodes.store import NodeStore
-
-from mpc.errors import MpcError
-from mpc.wire import Message
 
 __all__ = ["SessionHost", "RESTARTED"]
 

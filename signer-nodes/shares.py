@@ -21,12 +21,11 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from custody.domain import ID_ALPHABET, MAX_ID_LEN, is_valid_id
 from signer_nodes import logs, vault
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.pool import Pool, PoolItem
 from signer_nodes.store import KeyRow, NodeStore
-
-from custody.domain import ID_ALPHABET, MAX_ID_LEN, is_valid_id
 
 __all__ = ["ShareStore", "check_key_id"]
 

@@ -22,13 +22,12 @@ import os
 import secrets
 from pathlib import Path
 
-from signer_nodes.config import NodeConfig, Paths
-
 from hsm.blob import seal_aad, sealed_key_version
 from hsm.config import HsmConfig
 from hsm.errors import HsmError, HsmTokenMissing
 from hsm.provision import provision_dev_token
 from hsm.session import Hsm
+from signer_nodes.config import NodeConfig, Paths
 
 __all__ = ["Vault", "share_aad", "ledger_aad", "identity_aad", "db_key_aad", "atomic_write"]
 

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from nacl.signing import SigningKey
-from signer_nodes.node import Node
-from signer_nodes.protocols import load_key_package
 
 from custody import governance as gov
 from custody.signing import message_to_sign
 from mpc import frost
 from mpc.relay import Envelope, Relay
+from signer_nodes.node import Node
+from signer_nodes.protocols import load_key_package
 from simulations.timing import time_calls
 
 

@@ -34,9 +34,6 @@ import httpx
 import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
-from signer_nodes import vault
-from signer_nodes.envelope import Peer
-from signer_nodes.node import Node
 
 from custody import governance as gov
 from custody.nodeauth import sign_headers
@@ -46,6 +43,9 @@ from mpc.groups import ED25519, SECP256K1
 from mpc.relay import Envelope as RelayEnvelope
 from mpc.relay import Relay
 from mpc.shamir import PublicKeyPackage
+from signer_nodes import vault
+from signer_nodes.envelope import Peer
+from signer_nodes.node import Node
 
 REPO = Path(__file__).resolve().parents[2]
 

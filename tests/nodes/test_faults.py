@@ -11,11 +11,11 @@ import secrets
 
 import pytest
 from nacl.signing import VerifyKey
-from signer_nodes.errors import Kind, NodeError
-from signer_nodes.faults import NO_FAULTS, POINTS
 
 from custody.signing import message_to_sign
 from mpc import frost
+from signer_nodes.errors import Kind, NodeError
+from signer_nodes.faults import NO_FAULTS, POINTS
 from tests.nodes.conftest import InProc, public_package
 
 

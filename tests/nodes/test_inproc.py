@@ -39,9 +39,8 @@ def _flip(hexstr: str, pos: int = -5) -> str:
 def test_envelopes_forged_misaddressed_replayed_and_misencrypted_are_refused(
     inproc: InProc,
 ) -> None:
-    from signer_nodes.envelope import seal
-
     from mpc.wire import Message
+    from signer_nodes.envelope import seal
 
     n = inproc.nodes
     a, b = _spec("ka"), _spec("kb")

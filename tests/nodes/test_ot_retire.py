@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+
+from mpc.errors import MpcError
+from mpc.wire import Message
 from signer_nodes.errors import NodeError
 from signer_nodes.node import Node
 from signer_nodes.protocols import ProtocolSession, SessionFactory
 from signer_nodes.specs import SessionSpec
-
-from mpc.errors import MpcError
-from mpc.wire import Message
 from tests.nodes.conftest import InProc
 
 
