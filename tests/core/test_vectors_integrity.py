@@ -31,8 +31,21 @@ def test_every_vendored_vector_matches_sha256sums() -> None:
     assert third_party == set(listed), "every third-party vector file is listed, and only those"
 
 
-# A path that climbs out of the repository: "../shared", parents[3] / "shared", and the like.
-ESCAPES = re.compile(r"\.\./shared|parents\[[3-9]\]|/work/|\.\./\.library")
+# A path that climbs out of the repository: ``../<name>`` where <name> is not one of the
+# repository's own top-level entries (``../signer-nodes`` from a subfolder is fine), a
+# ``parents[3]`` or higher from a file two levels down, or an absolute /work/ path.
+CLIMB = re.compile(r"(?<!\.)\.\./([\w.-]+)")
+ESCAPES = re.compile(r"parents\[[3-9]\]|/work/")
+OWN = {p.name for p in ROOT.iterdir()}
+
+
+def escapes(line: str) -> bool:
+    """True when ``line`` names a path outside the repository."""
+    if ESCAPES.search(line):
+        return True
+    return any(name.rstrip(".") not in OWN for name in CLIMB.findall(line))
+
+
 SCANNED = {".py", ".sh", ".md", ".toml", ".yml", ".yaml", ".cfg", ".ini", ""}
 
 
@@ -55,16 +68,23 @@ def test_nothing_in_the_repository_reads_or_links_outside_it() -> None:
             if rel.parts[0] != ".ci":
                 continue
         for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            if ESCAPES.search(line):
+            if escapes(line):
                 offenders.append(f"{rel}:{n}: {line.strip()}")
     assert offenders == []
+
+
+def test_the_scan_tells_a_climb_out_from_a_path_inside() -> None:
+    sibling = "../" + "beside-the-checkout/vectors"  # built here so this file stays clean
+    assert escapes(f"VECTORS = {sibling!r}") and escapes("/work/elsewhere/x")
+    assert not escapes("link .typing/signer_nodes -> ../signer-nodes")
+    assert not escapes("POST .../envelopes")
 
 
 def test_opening_a_file_beside_the_repository_fails_the_test() -> None:
     """tests/conftest.py's audit hook refuses any open of a sibling of the checkout."""
     if GUARDED_ZONE is None:
         pytest.skip("the checkout sits among system paths: the hook is off (see conftest)")
-    beside = ROOT.parent / "shared" / "DESIGN.md"
+    beside = ROOT.parent / "beside-the-checkout" / "DESIGN.md"
     with pytest.raises(PermissionError, match="outside the repository"):
         beside.read_text()
     with pytest.raises(PermissionError, match="outside the repository"):
