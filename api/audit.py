@@ -42,7 +42,6 @@ from sqlalchemy.orm import Session
 
 from api.db import AuditEntry
 from custody import auditchain
-from custody.signing import message_to_sign
 
 GENESIS = auditchain.ZERO.hex()
 SIGNED = "sign.signed"  # a stored signature: its entry carries ``sign``
@@ -54,15 +53,18 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign_data(
-    request_id: str, key_id: str, scheme: str, body: Mapping[str, Any], signers: Iterable[int]
-) -> dict[str, Any]:
-    """What a ``sign.signed`` entry's ``data`` holds for ``sign``: the request digest the
-    nodes put in their release logs (same body, key, kind, message), key and signer set."""
-    digest = auditchain.request_digest(
-        request_id, key_id, str(body.get("kind")), message_to_sign(scheme, body)
-    )
-    return {"request_digest": digest.hex(), "key_id": key_id, "signers": sorted(signers)}
+def request_digest(
+    request_id: str, key_id: str, scheme: str, body: Mapping[str, Any], message: bytes
+) -> bytes:
+    """The request digest the nodes put in their release logs for ``body`` (the request
+    they were sent), whose message to sign is ``message``."""
+    return auditchain.request_digest(request_id, key_id, str(body.get("kind")), message)
+
+
+def sign_data(request_digest: bytes, key_id: str, signers: Iterable[int]) -> dict[str, Any]:
+    """What a ``sign.signed`` or ``sign.attempt`` entry's ``data`` holds for ``sign``: the
+    request digest, key and signer set the nodes match their releases against."""
+    return {"request_digest": request_digest.hex(), "key_id": key_id, "signers": sorted(signers)}
 
 
 def chain_entry(prev_hash: str, record: Mapping[str, Any]) -> auditchain.AuditEntry:

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, select
+from sqlalchemy import Connection, Table, bindparam
 
 from api import audit, idempotency
 from api.coordinator.types import SignResult, problem_doc
-from api.db import Database, Key, SignRequest, utcnow
+from api.db import Database, SignRequest, utcnow
 
 log = logging.getLogger("api.coordinator")
 
@@ -27,11 +27,6 @@ Job = Callable[[Connection], None]
 # is the columns named in the parameters).
 _REQUESTS = cast(Table, SignRequest.__table__)
 _UPDATE_REQUEST = _REQUESTS.update().where(_REQUESTS.c.id == bindparam("_rid"))
-_SIGNED_BODY = (
-    select(SignRequest.body, Key.scheme)
-    .join(Key, Key.id == SignRequest.key_id)
-    .where(SignRequest.id == bindparam("_rid"))
-)
 
 
 class OutcomeWriter:
@@ -48,14 +43,17 @@ class OutcomeWriter:
         slot: idempotency.Slot | None = None,
         answer: Answer | None = None,
         *,
+        request_digest: bytes,
         attempted: Sequence[tuple[int, ...]] = (),
     ) -> None:
         """Store the outcome (``result`` or ``error``); with ``slot`` and ``answer`` the
         POST's idempotent answer, built by ``answer(changed columns)``, goes with it. Every
         other signer set in ``attempted`` gets a ``sign.attempt`` entry: its nodes may have
-        released shares, which their next audit checkpoint looks for."""
+        released shares, which their next audit checkpoint looks for. ``request_digest`` is
+        the digest the nodes logged for the request (:func:`api.audit.request_digest`),
+        computed by the caller, off the writer thread."""
         outcome, fallback = _jobs(
-            request_id, key_id, result, error, blamed, slot, answer, attempted
+            request_id, key_id, result, error, blamed, slot, answer, attempted, request_digest
         )
         try:
             await self.db.write(outcome)
@@ -77,7 +75,8 @@ def _jobs(
     blamed: list[dict[str, Any]],
     slot: idempotency.Slot | None,
     answer: Answer | None,
-    attempted: Sequence[tuple[int, ...]] = (),
+    attempted: Sequence[tuple[int, ...]],
+    request_digest: bytes,
 ) -> tuple[Job, Job]:
     """Two database jobs: the outcome with its audit entry; and the fallback that marks
     the request failed without the signature."""
@@ -109,20 +108,17 @@ def _jobs(
 
     def outcome(conn: Connection) -> None:
         conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **changes})
-        if others:
-            body, scheme = conn.execute(_SIGNED_BODY, {"_rid": request_id}).one()
-            for signers in others:
-                audit.append(
-                    conn,
-                    "coordinator",
-                    audit.ATTEMPT,
-                    request_id,
-                    audit.sign_data(request_id, key_id, scheme, body, signers),
-                )
+        for signers in others:
+            audit.append(
+                conn,
+                "coordinator",
+                audit.ATTEMPT,
+                request_id,
+                audit.sign_data(request_digest, key_id, signers),
+            )
         if result is not None:
             # ``sign`` of the entry (api.audit): the request digest the nodes put in their
             # release logs, recomputed from the stored body, with key and signer set.
-            body, scheme = conn.execute(_SIGNED_BODY, {"_rid": request_id}).one()
             audit.append(
                 conn,
                 "coordinator",
@@ -131,7 +127,7 @@ def _jobs(
                 {
                     "signature": changes["signature"],
                     "blamed": blamed,
-                    **audit.sign_data(request_id, key_id, scheme, body, result.signers),
+                    **audit.sign_data(request_digest, key_id, result.signers),
                 },
             )
         else:

@@ -203,15 +203,25 @@ class Coordinator:
         self.activity.signing += 1
         self.activity.last_sign = time.monotonic()
         try:
-            result, error, blamed, attempted = await self._attempts(request_id, key, body)
+            msg = message_to_sign(key.scheme, body)
+            result, error, blamed, attempted = await self._attempts(request_id, key, body, msg)
+            digest = audit.request_digest(request_id, key.id, key.scheme, body, msg)
             await self.outcomes.record(
-                request_id, key.id, result, error, blamed, slot, answer, attempted=attempted
+                request_id,
+                key.id,
+                result,
+                error,
+                blamed,
+                slot,
+                answer,
+                request_digest=digest,
+                attempted=attempted,
             )
         finally:
             self.activity.signing -= 1
 
     async def _attempts(
-        self, request_id: str, key: KeyInfo, body: dict[str, Any]
+        self, request_id: str, key: KeyInfo, body: dict[str, Any], msg: bytes
     ) -> tuple[
         SignResult | None, dict[str, Any] | None, list[dict[str, Any]], list[tuple[int, ...]]
     ]:
@@ -219,7 +229,6 @@ class Coordinator:
         every signer set that was asked to sign (their nodes may have released shares)."""
         signer = self.signers[key.scheme]
         attempted: list[tuple[int, ...]] = []
-        msg = message_to_sign(key.scheme, body)
         blamed: list[dict[str, Any]] = []
         culprits: set[int] = set()  # attributed: left out of every later attempt
         iso = _Isolation()  # unattributable failures (DKLs23): isolate by other signer sets

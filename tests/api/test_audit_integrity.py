@@ -18,7 +18,7 @@ from api import audit
 from api.auth import hash_token, new_token, revoke_credential
 from api.db import Checkpoint, Node
 from tests.api.conftest import Api
-from tests.api.test_sign_requests import post_sr
+from tests.api.test_sign_requests import post_sr, stored_digest
 
 CLUSTER = "tpwc-dev"
 
@@ -264,7 +264,16 @@ def signed(api: Api) -> tuple[str, str, SigningKey]:
     sid = post_sr(api, kid, "sig").json()["id"]
     sig = sk.sign(bytes.fromhex("11" * 32)).signature  # type: ignore[attr-defined]
     outcomes = api.app.state.coordinator.outcomes
-    asyncio.run(outcomes.record(sid, kid, SignResult(sig, None, [1, 2]), None, []))
+    asyncio.run(
+        outcomes.record(
+            sid,
+            kid,
+            SignResult(sig, None, [1, 2]),
+            None,
+            [],
+            request_digest=stored_digest(api, sid),
+        )
+    )
     return sid, kid, sk  # type: ignore[return-value]
 
 

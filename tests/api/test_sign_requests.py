@@ -6,8 +6,10 @@ import datetime as dt
 
 from sqlalchemy import select, text
 
-from api.db import IdempotencyRecord, SignRequest
+from api import audit
+from api.db import IdempotencyRecord, Key, SignRequest
 from api.idempotency import fingerprint
+from custody.signing import message_to_sign
 from tests.api.test_auth_problems import assert_problem
 
 
@@ -17,6 +19,17 @@ def post_sr(api, key_id: str, idem: str, message: str = "11" * 32, **extra):  # 
         headers=api.h("requester", idem),
         json={"key_id": key_id, "kind": "raw", "message": message, **extra},
     )
+
+
+def stored_digest(api, request_id: str) -> bytes:  # noqa: ANN001
+    """The request digest the nodes log for a stored request (what the coordinator passes
+    to its outcome writer), recomputed from the stored body and the key's scheme."""
+    with api.app.state.db.session() as s:
+        row = s.scalar(select(SignRequest).where(SignRequest.id == request_id))
+        assert row is not None, request_id
+        key = s.scalar(select(Key).where(Key.id == row.key_id))
+        body, scheme, key_id = dict(row.body), key.scheme, row.key_id
+    return audit.request_digest(request_id, key_id, scheme, body, message_to_sign(scheme, body))
 
 
 def test_pending_approval_without_policy(api) -> None:  # noqa: ANN001

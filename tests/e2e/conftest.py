@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,9 +35,9 @@ class Live:
             c.close()
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    d: Path = tmp_path_factory.mktemp("cluster")
+@contextlib.contextmanager
+def running_cluster(d: Path) -> Iterator[Live]:
+    """A real 3-node cluster under ``d``, stopped on the way out (setup failures too)."""
     cluster = Cluster(
         d,
         nodes=3,
@@ -54,3 +55,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     finally:
         lv.close()
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as lv:
+        yield lv

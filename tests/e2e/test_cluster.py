@@ -28,14 +28,14 @@ from starlette.routing import Route
 
 from api import audit
 from custody.client import AsyncCustodyClient
-from custody.cluster import Cluster, free_port_block
+from custody.cluster import free_port_block
 from custody.demo import verify_independently
 from custody.models import SignRequestOut
 from custody.nodeauth import SIGNATURE_HEADER, sign_headers
 from custody.signing import message_to_sign
 from mpc import dkls23, frost
 from mpc.dkls23.params import Q
-from tests.e2e.conftest import Live
+from tests.e2e.conftest import Live, running_cluster
 
 SCHEMES = ["ed25519", "bip340", "ecdsa-secp256k1"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -326,23 +326,8 @@ def test_checkpoint_route_asks_every_node_and_verify_cli(live: Live) -> None:
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[Live]:
     """A cluster of its own: the attacks below leave it in an alarmed state for good."""
-    cluster = Cluster(
-        tmp_path,
-        nodes=3,
-        port=free_port_block(3),
-        env={"CUSTODY_POOL_INTERVAL": "0.3", "CUSTODY_ROUND_TIMEOUT": "5"},
-    )
-    try:
-        doc = cluster.start(timeout=90)
-    except BaseException:
-        cluster.stop()
-        raise
-    lv = Live(cluster, doc)
-    try:
+    with running_cluster(tmp_path) as lv:
         yield lv
-    finally:
-        lv.close()
-        cluster.stop()
 
 
 SIGNER_SCRIPT = """

@@ -8,7 +8,7 @@ import asyncio
 from sqlalchemy import text
 
 from api.coordinator import SignResult
-from tests.api.test_sign_requests import post_sr
+from tests.api.test_sign_requests import post_sr, stored_digest
 
 
 def test_signature_withheld_when_audit_write_fails(dev_api) -> None:  # noqa: ANN001
@@ -17,7 +17,16 @@ def test_signature_withheld_when_audit_write_fails(dev_api) -> None:  # noqa: AN
     with dev_api.app.state.db.session() as s:  # a real database failure: the table is gone
         s.execute(text("DROP TABLE audit"))
     outcomes = dev_api.app.state.coordinator.outcomes
-    asyncio.run(outcomes.record(sid, kid, SignResult(b"\x01" * 64, None, [1, 2]), None, []))
+    asyncio.run(
+        outcomes.record(
+            sid,
+            kid,
+            SignResult(b"\x01" * 64, None, [1, 2]),
+            None,
+            [],
+            request_digest=stored_digest(dev_api, sid),
+        )
+    )
     got = dev_api.client.get(f"/v1/sign-requests/{sid}", headers=dev_api.h("requester")).json()
     assert got["status"] == "failed" and got["signature"] is None
     assert got["error"]["type"].endswith("audit-failed")
@@ -28,7 +37,16 @@ def test_outcome_is_stored_with_its_audit_entry(api) -> None:  # noqa: ANN001
     sid = post_sr(api, kid, "o").json()["id"]
     sig = sk.sign(bytes.fromhex("11" * 32)).signature
     outcomes = api.app.state.coordinator.outcomes
-    asyncio.run(outcomes.record(sid, kid, SignResult(sig, None, [1, 3]), None, []))
+    asyncio.run(
+        outcomes.record(
+            sid,
+            kid,
+            SignResult(sig, None, [1, 3]),
+            None,
+            [],
+            request_digest=stored_digest(api, sid),
+        )
+    )
     got = api.client.get(f"/v1/sign-requests/{sid}", headers=api.h("requester")).json()
     assert got["status"] == "signed" and got["signature"] == sig.hex()
     assert got["signers"] == [1, 3]
@@ -47,7 +65,15 @@ def test_every_attempted_signer_set_is_in_the_chain_for_the_nodes(api) -> None: 
     outcomes = api.app.state.coordinator.outcomes
     attempted = [(1, 2), (1, 3), (1, 3)]  # (1, 2) failed, (1, 3) signed (twice: a confirmation)
     asyncio.run(
-        outcomes.record(sid, kid, SignResult(sig, None, [1, 3]), None, [], attempted=attempted)
+        outcomes.record(
+            sid,
+            kid,
+            SignResult(sig, None, [1, 3]),
+            None,
+            [],
+            request_digest=stored_digest(api, sid),
+            attempted=attempted,
+        )
     )
     items = api.client.get("/v1/audit", headers=api.h("auditor")).json()["items"]
     actions = [(i["action"], i["data"].get("signers")) for i in items[-2:]]
