@@ -20,6 +20,9 @@ field               type      meaning
 ``expires_at``      uint      Unix seconds; the approval counts while ``now < expires_at``
 ``approver_id``     tstr      who signs
 ``decision``        tstr      ``approve`` or ``reject``
+``initiator``       tstr      the principal who created the request, as the approver was
+                              shown it; it must equal the request's ``initiator``, so a
+                              coordinator cannot rename the initiator after approval
 =================== ========= =========================================================
 
 :func:`verify_approvals` is what every node runs: each signature against the approver's
@@ -42,8 +45,11 @@ import cbor2
 import nacl.exceptions
 import nacl.signing
 
+from custody.domain import DECODED_KINDS
 from custody.governance import Governance
+from custody.kinds import Intent
 from custody.policy import Decision, GroupQuorum, Requirement
+from custody.signing import decode_request, message_to_sign
 
 __all__ = [
     "APPROVAL_CONTEXT",
@@ -58,6 +64,7 @@ __all__ = [
     "Shortfall",
     "decode_approval",
     "intent_digest",
+    "request_intent",
     "sign_approval",
     "verify_approvals",
 ]
@@ -76,6 +83,7 @@ _FIELDS: Final = frozenset(
         "expires_at",
         "approver_id",
         "decision",
+        "initiator",
     }
 )
 
@@ -91,6 +99,23 @@ def intent_digest(kind: str, summary: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(INTENT_DIGEST_CONTEXT + body).digest()
 
 
+def request_intent(scheme: str, request: Mapping[str, Any]) -> tuple[Intent | str, ApprovalRequest]:
+    """What a policy evaluates for a sign ``request`` to a key of ``scheme`` (the decoded
+    :class:`~custody.kinds.Intent`, or the kind's name for kinds without a decoder) and the
+    :class:`ApprovalRequest` its approvals must name. The coordinator, every node and the
+    approver's CLI call this on the request they hold; nothing is taken from another party.
+    Raises :class:`custody.signing.SignRequestError` for a malformed request."""
+    message = message_to_sign(scheme, request)
+    kind = str(request["kind"])
+    intent: Intent | str
+    if kind in DECODED_KINDS:
+        intent = decode_request(scheme, request)
+        summary = intent.summary()
+    else:
+        intent, summary = kind, {"message": message.hex()}
+    return intent, ApprovalRequest(str(request["id"]), intent_digest(kind, summary))
+
+
 @dataclass(frozen=True)
 class ApprovalStatement:
     intent_digest: bytes
@@ -100,6 +125,7 @@ class ApprovalStatement:
     expires_at: int
     approver_id: str
     decision: Literal["approve", "reject"]
+    initiator: str
 
     def encode(self) -> bytes:
         return cbor2.dumps(
@@ -112,6 +138,7 @@ class ApprovalStatement:
                 "expires_at": self.expires_at,
                 "approver_id": self.approver_id,
                 "decision": self.decision,
+                "initiator": self.initiator,
             },
             canonical=True,
         )
@@ -167,7 +194,7 @@ def decode_approval(data: bytes) -> Approval:
     for name in ("intent_digest", "governance_digest"):
         if not isinstance(raw[name], bytes) or len(raw[name]) != 32:
             raise ApprovalError(f"statement.{name}: 32 bytes")
-    for name in ("request_id", "approver_id"):
+    for name in ("request_id", "approver_id", "initiator"):
         if not isinstance(raw[name], str) or not 1 <= len(raw[name]) <= 64:
             raise ApprovalError(f"statement.{name}: a string of 1-64 characters")
     for name in ("policy_version", "expires_at"):
@@ -184,6 +211,7 @@ def decode_approval(data: bytes) -> Approval:
         raw["expires_at"],
         raw["approver_id"],
         raw["decision"],
+        raw["initiator"],
     )
     return Approval(statement, sig)
 
@@ -207,6 +235,7 @@ class RefusalReason(enum.StrEnum):
     BAD_SIGNATURE = "approval-bad-signature"
     OTHER_REQUEST = "approval-other-request"
     OTHER_INTENT = "approval-other-intent"
+    OTHER_INITIATOR = "approval-other-initiator"  # shown another initiator than the request's
     STALE_POLICY = "approval-stale-policy-version"  # names an older (or other) version
     OTHER_GOVERNANCE = "approval-other-governance"  # same version number, other digest
     EXPIRED = "approval-expired"
@@ -271,6 +300,12 @@ def _check_one(
         )
     if st.intent_digest != request.intent_digest:
         return Refusal(who, RefusalReason.OTHER_INTENT, f"{who} approved another intent")
+    if st.initiator != initiator:
+        return Refusal(
+            who,
+            RefusalReason.OTHER_INITIATOR,
+            f"{who} approved a request initiated by {st.initiator!r}, not {initiator!r}",
+        )
     if st.policy_version != governance.version:
         return Refusal(
             who,

@@ -21,6 +21,7 @@ from custody.kinds import decode
 from simulations.timing import time_calls
 
 NOW = 1_800_000_000
+INITIATOR = "payments-bot"
 RULES = 100
 F = frozenset
 
@@ -89,6 +90,7 @@ def _setup() -> tuple[
                 NOW + 600,
                 a,
                 "approve",
+                INITIATOR,
             ),
         )
         for a in ("treasury-1", "treasury-2", "risk-1")

@@ -66,6 +66,7 @@ def approve(keys, who, g, request, *, decision="approve", expires=T0 + 600, **ov
         expires_at=expires,
         approver_id=who,
         decision=decision,
+        initiator=INITIATOR,
     )
     return ap.sign_approval(keys[who], replace(st, **over))
 
@@ -124,6 +125,16 @@ def test_the_initiator_never_counts_and_duplicates_count_once(setup) -> None:
         (INITIATOR, R.INITIATOR),
         ("treasury-2", R.DUPLICATE),
     ]
+
+
+def test_an_approval_shown_another_initiator_does_not_count(setup) -> None:
+    """A coordinator that renames the initiator after approval (to let the real initiator's
+    own approval count) spoils every approval: each signs the initiator it was shown."""
+    g, keys, req, intent = setup
+    shown = [approve(keys, a, g, req, initiator="someone-else") for a in ("treasury-2", "risk-1")]
+    out = check(g, "k-both", intent, req, shown)
+    assert out.status == "pending"
+    assert {r.reason for r in out.refused} == {R.OTHER_INITIATOR}
 
 
 def test_one_rejection_from_a_required_group_rejects(setup) -> None:
@@ -234,6 +245,7 @@ def test_wire_form_round_trips_and_is_strict(setup) -> None:
         "expires_at",
         "approver_id",
         "decision",
+        "initiator",
     }
     yes = [approve(keys, x, g, req).encode() for x in ("treasury-2", "treasury-3")]
     assert check(g, "k-both", intent, req, [*yes, a.encode()]).satisfied
