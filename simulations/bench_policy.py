@@ -21,7 +21,7 @@ from custody.kinds import decode
 from simulations.timing import time_calls
 
 NOW = 1_800_000_000
-INITIATOR = "payments-bot"
+INITIATOR = "requester-1"
 RULES = 100
 F = frozenset
 
@@ -105,12 +105,10 @@ def run(quick: bool) -> list[dict[str, Any]]:
     wire = [a.encode() for a in approvals]
 
     def evaluate() -> pol.Decision:
-        return pol.decide(
-            g, intent, key_id="key-1", initiator="requester-1", now=NOW, history=history
-        )
+        return pol.decide(g, intent, key_id="key-1", initiator=INITIATOR, now=NOW, history=history)
 
     def both() -> ap.ApprovalOutcome:
-        out = ap.verify_approvals(evaluate(), wire, g, request, NOW, "requester-1")
+        out = ap.verify_approvals(evaluate(), wire, g, request, NOW, INITIATOR)
         if not out.satisfied:
             raise RuntimeError(f"benchmark approvals not satisfied: {out}")
         return out
