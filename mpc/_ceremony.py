@@ -21,12 +21,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
+from mpc import _ed25519_vartime as _edv
 from mpc.dkg import EquivocationError
 from mpc.errors import ProtocolError, UsageError
-from mpc.groups import ED25519, SECP256K1, Group, Point
+from mpc.groups import ED25519, SECP256K1, Ed25519Point, Group, Point
 from mpc.shamir import KeyPackage, PublicKeyPackage, commitment_evaluate, vss_verify
 
 ECHO_LEN = 32
+_ED_IDENTITY = bytes([1]) + bytes(31)
 MAX_CONTEXT_LEN = 1024
 
 
@@ -161,5 +163,15 @@ def sum_commitments(
 
 
 def images(group: Group, v: Sequence[Point], xs: Sequence[int]) -> dict[int, Point]:
-    """``sum_k x^k V_k`` for each ``x`` (RFC 9591 Appendix C.2, the right side of vss_verify)."""
+    """``sum_k x^k V_k`` for each ``x`` (RFC 9591 Appendix C.2, the right side of vss_verify).
+
+    Public values only. For ed25519 this runs in :mod:`mpc._ed25519_vartime` (Horner's rule
+    with small-integer multiplications, as the DKG's public package), which returns
+    canonical encodings of sums of subgroup points; callers cross-check their own image
+    against ``base_mul`` of their share. secp256k1: libsecp256k1 through the group.
+    """
+    if group is ED25519:
+        enc = [_ED_IDENTITY if p.is_identity() else p.encode() for p in v]
+        out = _edv.polynomial_images(enc, xs)
+        return {x: group.identity if e == _ED_IDENTITY else Ed25519Point(e) for x, e in out.items()}
     return {x: commitment_evaluate(group, v, x) for x in xs}

@@ -33,6 +33,11 @@ EXPECTED = {
         "sizes": {(2, 3)},
     },
     "policy": {"schemes": {"ed25519"}, "ops": {"evaluate", "evaluate+verify3"}, "sizes": {(3, 6)}},
+    "refresh": {
+        "schemes": {"ed25519", "secp256k1", "ecdsa-secp256k1"},
+        "ops": {"refresh", "reshare"},
+        "sizes": {(2, 3), (3, 5), (7, 10)},
+    },
 }
 
 
