@@ -298,3 +298,43 @@ def test_property_refresh_preserves_the_key(group: Group, tn: tuple[int, int], s
     assert pub.group_public_key == keys[1].group_public_key and pub.min_signers == t
     assert every_subset_gives_group_key(pub)
     assert all(k.group.base_mul(k.signing_share) == k.verifying_share for k in new.values())
+
+
+# -- DKLs23: refresh then fresh base OTs, as one composite session ---------------------------
+
+
+@pytest.mark.parametrize("order", ["fifo", "random"])
+def test_ecdsa_refresh_chain_gives_fresh_ot_seeds(order: str) -> None:
+    from mpc.dkls23.resetup import OtResetupChain, resetup_session_id
+
+    old = run_keygen_local(2, 3)
+    sid = os.urandom(32)
+    chains = {i: OtResetupChain(RefreshSession(s.key, sid)) for i, s in old.items()}
+    assert chains[1].accepts == {
+        "frost-refresh": sid,
+        "dkls23-setup": resetup_session_id("frost-refresh", sid),
+    }
+    new: dict[int, EcdsaKeyShare] = run_local(chains, order=order, seed=5)  # type: ignore[arg-type]
+    assert all(isinstance(s, EcdsaKeyShare) for s in new.values())
+    assert new[1].group_public_key == old[1].group_public_key
+    assert new[1].key_id != old[1].key_id and new[3].bob[1].k0 != old[3].bob[1].k0
+    ecdsa_sign(new, [1, 2], hashlib.sha256(b"after the refresh ceremony").digest())
+
+
+def test_ecdsa_refresh_chain_refuses_ed25519_and_early_floods() -> None:
+    from mpc.dkls23.resetup import OtResetupChain
+
+    with pytest.raises(UsageError, match="secp256k1"):
+        OtResetupChain(RefreshSession(dkg(ED25519, 2, 3)[1], os.urandom(32)))
+    old = run_keygen_local(2, 3)
+    sid = os.urandom(32)
+    chain = OtResetupChain(RefreshSession(old[1].key, sid))
+    chain.start()
+    with pytest.raises(UsageError, match="not finished"):
+        _ = chain.result
+    flood = Message("dkls23-setup", chain.setup_session_id, 1, 2, 1, {})
+    for _ in range(5):
+        chain.receive(flood)
+    with pytest.raises(ProtocolError) as ei:
+        chain.receive(flood)
+    assert ei.value.culprits == (2,)

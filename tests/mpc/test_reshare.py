@@ -338,3 +338,21 @@ def test_property_reshare_preserves_the_key(
     assert every_subset_gives_group_key(pub)
     for k in new_keys(res).values():
         assert k.group.base_mul(k.signing_share) == k.verifying_share
+
+
+def test_ecdsa_reshare_chain_sets_up_the_new_committee() -> None:
+    """Reshare then OT setup as one session per party; a departing dealer ends with None."""
+    from mpc.dkls23 import EcdsaKeyShare
+    from mpc.dkls23.resetup import OtResetupChain
+
+    old = run_keygen_local(2, 3)
+    keys = {i: s.key for i, s in old.items()}
+    sid = os.urandom(32)
+    ss = sessions(keys[1].public, keys, [1, 3], [2, 3, 4], 2, sid)
+    chains = {p: OtResetupChain(s) for p, s in ss.items()}
+    out = run_local(chains, order="random", seed=2)  # type: ignore[arg-type]
+    assert out[1] is None  # dealer 1 leaves
+    new = {p: s for p, s in out.items() if s is not None}
+    assert sorted(new) == [2, 3, 4] and all(isinstance(s, EcdsaKeyShare) for s in new.values())
+    assert set(new[4].bob) == {2, 3}
+    ecdsa_sign(new, [2, 4], hashlib.sha256(b"new committee, new OTs").digest())
