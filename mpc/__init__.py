@@ -9,6 +9,11 @@ Surface, by who may call it:
   :mod:`mpc.dkls23` (sessions, ``sign_with_presignature``, ``combine_signature``),
   :mod:`mpc.session`, :mod:`mpc.wire`, :mod:`mpc.keyio`, :mod:`mpc.groups`,
   :mod:`mpc.shamir`, :mod:`mpc.errors`, :mod:`mpc.bip340`;
+* key ceremonies on an existing key: :mod:`mpc.refresh` (``RefreshSession``,
+  ``ecdsa_share_with_ot``), :mod:`mpc.reshare` (``ReshareSession``, ``ReshareResult``),
+  :mod:`mpc.dkls23.resetup` (``OtResetupChain``: either ceremony, then fresh base OTs for a
+  DKLs23 key), :mod:`mpc.hd` (BIP-32 non-hardened derivation of shared keys, xpubs, the
+  Ed25519 additive tweak);
 * key ceremonies only, with their own warning: :mod:`mpc.dealer`;
 * never a service: :mod:`mpc.hazmat` (RFC internals, fixed randomness) and
   :mod:`mpc.testing` (in-process runners, in-memory ledger, seeded randomness).

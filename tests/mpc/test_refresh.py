@@ -338,3 +338,13 @@ def test_ecdsa_refresh_chain_refuses_ed25519_and_early_floods() -> None:
     with pytest.raises(ProtocolError) as ei:
         chain.receive(flood)
     assert ei.value.culprits == (2,)
+
+
+def test_ceremony_modules_export_only_existing_names() -> None:
+    import mpc.dkls23.resetup
+    import mpc.hd
+    import mpc.refresh
+    import mpc.reshare
+
+    for module in (mpc.refresh, mpc.reshare, mpc.hd, mpc.dkls23.resetup):
+        assert module.__all__ and all(hasattr(module, n) for n in module.__all__)
