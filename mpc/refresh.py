@@ -6,7 +6,9 @@ of **zero** with Feldman commitments, every holder verifies the sub-shares it re
 against the commitments and adds them to its share. The secret is unchanged (the dealt
 secrets are all zero), the shares are re-randomised, and shares of different epochs do not
 combine: an adversary must corrupt ``t`` holders *within one epoch*. ZcashFoundation FROST
-(``frost_core::keys::refresh``, "refresh_dkg_part1/2/shares") and cb-mpc do the same.
+(``frost_core::keys::refresh``: with a dealer, ``compute_refreshing_shares`` and
+``refresh_share``, or DKG-style as here; it also lets a refresh drop participants) and
+cb-mpc do the same.
 
 Rounds (every participant is both dealer and receiver):
 
