@@ -317,3 +317,23 @@ def test_xpub_parsing_refusals_name_the_field() -> None:
     with pytest.raises(DecodeError, match="Base58 character"):
         parse_xpub("xpub0OIl")
     assert base58check_decode(base58check_encode(b"\x00\x00abc")) == b"\x00\x00abc"
+
+
+# -- garbage only ever raises DecodeError ------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=120),
+        st.binary(max_size=90).map(base58check_encode),
+        st.sampled_from([v for v, _ in INVALID] + [x for c in CHAINS.values() for _, x in c]).map(
+            lambda s: s[:-3] + "zzz"
+        ),
+    )
+)
+def test_parse_xpub_garbage_raises_only_decode_error(text: str) -> None:
+    try:
+        parse_xpub(text)
+    except DecodeError as exc:
+        assert exc.field

@@ -348,3 +348,58 @@ def test_ceremony_modules_export_only_existing_names() -> None:
 
     for module in (mpc.refresh, mpc.reshare, mpc.hd, mpc.dkls23.resetup):
         assert module.__all__ and all(hasattr(module, n) for n in module.__all__)
+
+
+# -- garbage payloads only ever raise the typed errors ----------------------------------------
+
+
+@pytest.mark.parametrize("group", [ED25519, SECP256K1], ids=lambda g: g.name)
+@pytest.mark.parametrize("round_", [1, 2])
+def test_refresh_garbage_payloads(group: Group, round_: int) -> None:
+    from dataclasses import replace
+
+    from tests.mpc.test_fuzz_decoders import FUZZ, _payload_strategy
+
+    keys = dkg(group, 2, 3)
+
+    def fresh() -> tuple[dict[int, RefreshSession], dict[tuple[int, int, int], Message]]:
+        sid = os.urandom(32)
+        s = {i: RefreshSession(k, sid) for i, k in keys.items()}
+        r1 = {i: s[i].start()[0] for i in s}
+        msgs = {(1, i, 0): m for i, m in r1.items()}
+        for i in s:
+            for j in s:
+                if j != i:
+                    for m in s[j].receive(r1[i]):
+                        msgs[(2, m.sender, m.recipient or 0)] = m
+        return s, msgs
+
+    _, sample = fresh()
+
+    @FUZZ
+    @given(payload=_payload_strategy(dict(sample[(round_, 2, 1 if round_ == 2 else 0)].payload)))
+    def run(payload: Any) -> None:
+        sid = os.urandom(32)
+        s = {i: RefreshSession(k, sid) for i, k in keys.items()}
+        r1 = {i: s[i].start()[0] for i in s}
+        target = s[1]
+        if round_ == 1:
+            target.receive(r1[3])
+            bad = replace(r1[2], payload=payload)
+        else:
+            for i in (2, 3):
+                target.receive(r1[i])
+            r2 = {}
+            for j in (2, 3):
+                for i in s:
+                    if i != j:
+                        for m in s[j].receive(r1[i]):
+                            r2[(m.sender, m.recipient)] = m
+            target.receive(r2[(3, 1)])
+            bad = replace(r2[(2, 1)], payload=payload)
+        try:
+            target.receive(bad)
+        except (DecodeError, ProtocolError) as exc:
+            assert exc.party == 2 or 2 in getattr(exc, "culprits", ())
+
+    run()

@@ -356,3 +356,54 @@ def test_ecdsa_reshare_chain_sets_up_the_new_committee() -> None:
     assert sorted(new) == [2, 3, 4] and all(isinstance(s, EcdsaKeyShare) for s in new.values())
     assert set(new[4].bob) == {2, 3}
     ecdsa_sign(new, [2, 4], hashlib.sha256(b"new committee, new OTs").digest())
+
+
+@pytest.mark.parametrize("group", [ED25519, SECP256K1], ids=lambda g: g.name)
+@pytest.mark.parametrize("round_", [1, 2, 3])
+def test_reshare_garbage_payloads(group: Group, round_: int) -> None:
+    """Member 4 (not a dealer) fed a garbage round-``round_`` payload from party 2."""
+    from dataclasses import replace
+
+    from tests.mpc.test_fuzz_decoders import FUZZ, _payload_strategy
+
+    keys = dkg(group, 2, 3)
+
+    def transcript() -> tuple[dict[int, ReshareSession], list[Any]]:
+        ss = sessions(keys[1].public, keys, [1, 2], [1, 2, 4], 2)
+        log: list[Any] = []
+        queue = [m for s in ss.values() for m in s.start()]
+        while queue:
+            m = queue.pop(0)
+            log.append(m)
+            for p in ss:
+                if p != m.sender and m.recipient in (None, p):
+                    queue += ss[p].receive(m)
+        return ss, log
+
+    _, sample_log = transcript()
+    sample = next(m for m in sample_log if m.sender == 2 and m.round == round_)
+
+    @FUZZ
+    @given(payload=_payload_strategy(dict(sample.payload)))
+    def run(payload: Any) -> None:
+        ss = sessions(keys[1].public, keys, [1, 2], [1, 2, 4], 2)
+        target = ReshareSession(
+            ss[4].session_id, 4, keys[1].public, [1, 2], [1, 2, 4], 2, context=b"k"
+        )
+        target.start()
+        queue = [m for s in ss.values() for m in s.start()]
+        while queue:
+            m = queue.pop(0)
+            for p in ss:
+                if p != m.sender and m.recipient in (None, p) and p != 4:
+                    queue += ss[p].receive(m)
+            if m.recipient in (None, 4) and m.sender != 4:
+                if m.sender == 2 and m.round == round_:
+                    m = replace(m, payload=payload)
+                try:
+                    target.receive(m)
+                except (DecodeError, ProtocolError) as exc:
+                    assert exc.party == 2 or 2 in getattr(exc, "culprits", ())
+                    return
+
+    run()
