@@ -407,3 +407,14 @@ def test_reshare_garbage_payloads(group: Group, round_: int) -> None:
                     return
 
     run()
+
+
+def test_reshared_packages_round_trip_through_keyio() -> None:
+    from mpc.keyio import decode_key_package, encode_key_package
+
+    keys = dkg(SECP256K1, 2, 3)
+    res = reshare(keys, [1, 3], [2, 7, 9], 2)
+    for k in new_keys(res).values():
+        back = decode_key_package(encode_key_package(k))
+        assert back.public == k.public and back.identifier == k.identifier
+        assert back.group.base_mul(back.signing_share) == k.verifying_share
