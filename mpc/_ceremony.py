@@ -71,10 +71,25 @@ def check_key_package(key: KeyPackage) -> None:
         raise UsageError("signing share does not match its verifying share", party=key.identifier)
 
 
+def params_digest(*parts: int | bytes | Sequence[int]) -> bytes:
+    """Digest of a ceremony's parameters (group key, thresholds, party sets), bound into every
+    echo digest: parties given different parameters abort at the echo check at the latest."""
+    h = hashlib.sha256(b"TPWC-v1/ceremony-params")
+    for p in parts:
+        if isinstance(p, int):
+            h.update(_lp(p.to_bytes(4, "big")))
+        elif isinstance(p, bytes):
+            h.update(_lp(p))
+        else:
+            h.update(_lp(b"".join(i.to_bytes(2, "big") for i in p)))
+    return h.digest()
+
+
 def echo_digest(
     protocol: str,
     group: Group,
     context: bytes,
+    params: bytes,
     session_id: bytes,
     dealer: int,
     commitment: Sequence[Point],
@@ -82,12 +97,14 @@ def echo_digest(
     """Digest of one dealer's *validated* broadcast commitment, as exchanged by the echo check.
 
     SHA-256 over length-prefixed fields: a domain string naming the protocol and group, the
-    caller's context, the session id, the dealer and every commitment point.
+    caller's context, the ceremony parameters (:func:`params_digest`), the session id, the
+    dealer and every commitment point.
     """
     h = hashlib.sha256()
     for part in (
         b"TPWC-v1/" + protocol.encode() + b"/" + group.name.encode() + b"/echo",
         context,
+        params,
         session_id,
         dealer.to_bytes(2, "big"),
         len(commitment).to_bytes(2, "big"),
@@ -122,7 +139,8 @@ def check_echo(
                 mismatches.append((s, j))
     if certain:
         raise ProtocolError(
-            "echo check: misreported its own broadcast commitment or ours (equivocation)",
+            "echo check: misreported its own broadcast commitment or ours (equivocation, or "
+            "the parties were given different ceremony parameters)",
             culprits=tuple(certain),
         )
     if mismatches:

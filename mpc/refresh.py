@@ -22,7 +22,8 @@ Round 1, broadcast (HJKY95 section 3.2, step 1)
     constant (named in round 2).
 Round 2, point-to-point (HJKY95 section 3.2, steps 2-3, plus the echo of :mod:`mpc.dkg`)
     Party ``i`` sends ``delta_i(j)`` to each ``j`` with ``echo``, one digest per participant
-    of the round-1 broadcast it received from it (its own for itself). Receiver ``j`` runs
+    of the round-1 broadcast it received from it (its own for itself), bound to the session,
+    the context and the parameters (group key, ``t``, participants). Receiver ``j`` runs
     the echo check (:func:`mpc._ceremony.check_echo`: a dealer sending different
     commitments to different holders is caught, :class:`~mpc.dkg.EquivocationError`), then
     verifies ``delta(j) G == sum_k j^k V_k`` with ``V_k = sum_i C_ik`` (batched, as in the
@@ -70,6 +71,7 @@ from mpc._ceremony import (
     check_key_package,
     echo_digest,
     images,
+    params_digest,
     sum_commitments,
 )
 from mpc.dkls23.keygen import EcdsaKeyShare
@@ -146,6 +148,9 @@ class RefreshSession(RoundSession[KeyPackage]):
         self.key = key
         self.threshold = old.min_signers
         self.context = context
+        self._params = params_digest(
+            old.group_public_key.encode(), self.threshold, self.participants
+        )
         self._shares_out: dict[int, int] | None = None
         self._own_delta: int | None = None
         self._commitments: dict[int, tuple[Point, ...]] = {}
@@ -181,7 +186,9 @@ class RefreshSession(RoundSession[KeyPackage]):
         return [self._msg(1, encode_payload(RefreshRound1(commitment), g))]
 
     def _digest(self, dealer: int, commitment: Sequence[Point]) -> bytes:
-        return echo_digest(PROTOCOL, self.group, self.context, self.session_id, dealer, commitment)
+        return echo_digest(
+            PROTOCOL, self.group, self.context, self._params, self.session_id, dealer, commitment
+        )
 
     def _process_round(self, round: int, msgs: dict[int, Message]) -> list[Message]:
         if round == 1:

@@ -25,7 +25,10 @@ Round 2, point-to-point from each dealer to each new member (WWW02 section 4, st
     ``g_i(j)``. Dealers send it in ``start()``, together with round 1; the session buffers
     a share that arrives before its commitment.
 Round 3, broadcast from each new member (echo; not in WWW02, which assumes a broadcast
-    channel): one digest per dealer of the round-1 broadcast it received. It is sent only
+    channel): one digest per dealer of the round-1 broadcast it received, bound to the
+    session, the context and the ceremony parameters (old group key and threshold, dealers,
+    new committee, ``t_new``), so parties given different parameters abort here at the
+    latest instead of finishing with different public packages. It is sent only
     after the member verified ``s_j' G == sum_k j^k V_k``, ``V_k = sum_i C_ik`` (batched; on
     failure every dealer whose ``g_i(j)`` fails ``vss_verify`` is named). Every party then
     compares the echoes with its own digests (:func:`mpc._ceremony.check_echo`): a dealer
@@ -62,6 +65,7 @@ from mpc._ceremony import (
     check_public_package,
     echo_digest,
     images,
+    params_digest,
     sum_commitments,
 )
 from mpc.errors import ProtocolError, UsageError
@@ -180,6 +184,13 @@ class ReshareSession(RoundSession[ReshareResult]):
         self.new_participants = new_ids
         self.new_threshold = new_threshold
         self.context = context
+        self._params = params_digest(
+            old_public.group_public_key.encode(),
+            old_public.min_signers,
+            dealer_ids,
+            new_ids,
+            new_threshold,
+        )
         self._key = key
         self._own_share: int | None = None
         self._commitments: dict[int, tuple[Point, ...]] = {}
@@ -212,7 +223,9 @@ class ReshareSession(RoundSession[ReshareResult]):
         return tuple(j for j in self.new_participants if j != self.me)
 
     def _digest(self, dealer: int, commitment: Sequence[Point]) -> bytes:
-        return echo_digest(PROTOCOL, self.group, self.context, self.session_id, dealer, commitment)
+        return echo_digest(
+            PROTOCOL, self.group, self.context, self._params, self.session_id, dealer, commitment
+        )
 
     # -- rounds 1 and 2 (dealers) ----------------------------------------------------
     def _start(self) -> list[Message]:

@@ -418,3 +418,40 @@ def test_reshared_packages_round_trip_through_keyio() -> None:
         back = decode_key_package(encode_key_package(k))
         assert back.public == k.public and back.identifier == k.identifier
         assert back.group.base_mul(back.signing_share) == k.verifying_share
+
+
+@gid
+def test_parties_given_different_committees_abort_at_the_echo(group: Group) -> None:
+    """Member 3 is told the new committee is {3, 4}; everyone else {3, 4, 5} (same t).
+
+    Without the parameters in the echo digest, 3 would finish with a public package for
+    {3, 4} that the others do not have; with them, 3's echo check fails on 4's echo.
+    """
+    keys = dkg(group, 2, 3)
+    old = keys[1].public
+    sid = os.urandom(32)
+    ss = sessions(old, keys, [1, 2], [3, 4, 5], 2, sid)
+    ss[3] = ReshareSession(sid, 3, old, [1, 2], [3, 4], 2, context=b"k")
+    queue = [m for s in ss.values() for m in s.start()]
+    while queue:
+        m = queue.pop(0)
+        for p, s in ss.items():
+            if p == m.sender or m.recipient not in (None, p) or (p == 3 and m.sender == 5):
+                continue
+            if p == 3:
+                with pytest.raises((ProtocolError, DecodeError)) if m.round == 3 else _noop():
+                    queue += s.receive(m)
+                if m.round == 3:
+                    assert not ss[3].done
+                    return
+            else:
+                queue += s.receive(m)
+    raise AssertionError("party 3 never got an echo")
+
+
+class _noop:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
