@@ -1,7 +1,8 @@
 """Proactive refresh of a threshold key: same group key, new shares (protocol ``frost-refresh``).
 
 Herzberg, Jarecki, Krawczyk, Yung, "Proactive Secret Sharing Or: How to Cope With Perpetual
-Leakage" (CRYPTO 1995), section 3.2 ("Share renewal"): every holder deals a random sharing
+Leakage" (CRYPTO 1995), the periodic share renewal protocol (cited below as "HJKY95
+renewal", steps in its order): every holder deals a random sharing
 of **zero** with Feldman commitments, every holder verifies the sub-shares it receives
 against the commitments and adds them to its share. The secret is unchanged (the dealt
 secrets are all zero), the shares are re-randomised, and shares of different epochs do not
@@ -12,7 +13,7 @@ cb-mpc do the same.
 
 Rounds (every participant is both dealer and receiver):
 
-Round 1, broadcast (HJKY95 section 3.2, step 1)
+Round 1, broadcast (HJKY95 renewal, step 1)
     Party ``i`` samples ``delta_i(x) = a_i1 x + ... + a_i(t-1) x^(t-1)`` (constant term
     **zero**) and broadcasts ``C_i = [a_i1 G, ..., a_i(t-1) G]``: exactly ``t - 1`` points.
     The constant term's commitment is the identity by construction, so the wire form has no
@@ -20,7 +21,7 @@ Round 1, broadcast (HJKY95 section 3.2, step 1)
     is refused as malformed (naming the dealer), and a dealer that shares a non-zero secret
     nevertheless has sub-shares that fail ``vss_verify`` against the implied identity
     constant (named in round 2).
-Round 2, point-to-point (HJKY95 section 3.2, steps 2-3, plus the echo of :mod:`mpc.dkg`)
+Round 2, point-to-point (HJKY95 renewal, steps 2-3, plus the echo of :mod:`mpc.dkg`)
     Party ``i`` sends ``delta_i(j)`` to each ``j`` with ``echo``, one digest per participant
     of the round-1 broadcast it received from it (its own for itself), bound to the session,
     the context and the parameters (group key, ``t``, participants). Receiver ``j`` runs
@@ -29,7 +30,7 @@ Round 2, point-to-point (HJKY95 section 3.2, steps 2-3, plus the echo of :mod:`m
     verifies ``delta(j) G == sum_k j^k V_k`` with ``V_k = sum_i C_ik`` (batched, as in the
     DKG; on failure each dealer's sub-share is checked alone and every bad dealer named),
     and sets ``s_j' = s_j + delta(j)``.
-Output (HJKY95 section 3.2, step 4; RFC 9591 section 4.2)
+Output (HJKY95 renewal, step 4; RFC 9591 section 4.2)
     Verifying shares ``Y_l' = Y_l + sum_k l^k V_k``; the group key is *checked*: a ``t``-set
     of the new verifying shares must interpolate (in the exponent) to the old group key, and
     ``s_j' G == Y_j'``. The result is a **new** :class:`~mpc.shamir.KeyPackage`; the old one
@@ -95,7 +96,7 @@ PROTOCOL = "frost-refresh"
 
 @dataclass(frozen=True)
 class RefreshRound1:
-    """HJKY95 section 3.2 step 1: commitments to ``a_i1..a_i(t-1)`` (the constant is zero).
+    """HJKY95 renewal step 1: commitments to ``a_i1..a_i(t-1)`` (the constant is zero).
 
     Exactly ``t - 1`` points; the commitment to the constant term is the identity and is not
     sent (the identity has no encoding, RFC 9591 section 4 SerializeElement).
@@ -106,7 +107,7 @@ class RefreshRound1:
 
 @dataclass(frozen=True)
 class RefreshRound2:
-    """HJKY95 section 3.2 step 2: the sub-share ``delta_i(j)`` (zero allowed) and the echo."""
+    """HJKY95 renewal step 2: the sub-share ``delta_i(j)`` (zero allowed) and the echo."""
 
     share: int = scalar(allow_zero=True, secret=True)
     echo: tuple[bytes, ...] = digests("n", ECHO_LEN)
@@ -170,7 +171,7 @@ class RefreshSession(RoundSession[KeyPackage]):
 
     # -- round 1 -----------------------------------------------------------------------
     def _start(self) -> list[Message]:
-        """HJKY95 section 3.2 step 1: a random sharing of zero; broadcast its commitment.
+        """HJKY95 renewal step 1: a random sharing of zero; broadcast its commitment.
 
         The sub-shares are computed now so the coefficients can be dropped at once; they are
         sent only once every round-1 broadcast has been received (round 2).
@@ -216,7 +217,7 @@ class RefreshSession(RoundSession[KeyPackage]):
 
     # -- round 2 -----------------------------------------------------------------------
     def _round2(self, msgs: dict[int, Message]) -> KeyPackage:
-        """Echo check, HJKY95 section 3.2 steps 3-4: verify sub-shares, add, check the key."""
+        """Echo check, HJKY95 renewal steps 3-4: verify sub-shares, add, check the key."""
         g = self.group
         q = g.order
         decoded = {

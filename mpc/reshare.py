@@ -2,9 +2,10 @@
 
 Verifiable secret redistribution: Desmedt and Jajodia, "Redistributing Secret Shares to New
 Access Structures and Its Applications" (GMU tech. report ISSE-TR-97-01, 1997), made
-verifiable by Wong, Wang and Wing, "Verifiable Secret Redistribution for Archive Systems"
-(IEEE SISW 2002), section 4; as in tss-lib's ``ecdsa/resharing`` and the ZcashFoundation
-FROST resharing proposal. The group key stays the same, the new committee gets a fresh
+verifiable by Wong, Wang and Wing, "Verifiable Secret Redistribution for Threshold Sharing
+Schemes" (CMU-CS-02-114, 2002; IEEE SISW 2002 "... for Archive Systems"), the redistribution
+protocol (cited below as "WWW02 redistribution", steps in its order); as in tss-lib's
+``ecdsa/resharing``. The group key stays the same, the new committee gets a fresh
 ``t_new``-of-``n_new`` sharing, and an old holder outside the new committee gets nothing.
 
 Parties: ``dealers``, at least ``t_old`` holders of the old key, and ``new_participants``,
@@ -13,7 +14,7 @@ session over ``participants = dealers | new_participants``. Every party must hol
 :class:`~mpc.shamir.PublicKeyPackage` from an authenticated source (for a node: the key's
 record pinned by governance), since the checks below are against it.
 
-Round 1, broadcast from each dealer (WWW02 section 4, "Redistribution", step 1)
+Round 1, broadcast from each dealer (WWW02 redistribution, step 1)
     Dealer ``i`` with old share ``s_i`` and Lagrange coefficient ``lambda_i`` over the dealer
     set (RFC 9591 section 4.2) samples ``g_i(x) = lambda_i s_i + a_i1 x + ... +
     a_i(t_new - 1) x^(t_new - 1)`` and broadcasts ``C_i = [g_i's coefficients * G]``:
@@ -21,7 +22,7 @@ Round 1, broadcast from each dealer (WWW02 section 4, "Redistribution", step 1)
     threshold. Every party checks ``C_i0 == lambda_i Y_i`` (``Y_i`` the dealer's old
     verifying share; WWW02's "the commitment to the old share" check) and names a dealer
     whose constant term differs, then checks ``sum_i C_i0 == Y``, the group key.
-Round 2, point-to-point from each dealer to each new member (WWW02 section 4, step 2)
+Round 2, point-to-point from each dealer to each new member (WWW02 redistribution, step 2)
     ``g_i(j)``. Dealers send it in ``start()``, together with round 1; the session buffers
     a share that arrives before its commitment.
 Round 3, broadcast from each new member (echo; not in WWW02, which assumes a broadcast
@@ -34,7 +35,7 @@ Round 3, broadcast from each new member (echo; not in WWW02, which assumes a bro
     compares the echoes with its own digests (:func:`mpc._ceremony.check_echo`): a dealer
     that sent different commitments to different parties is caught
     (:class:`~mpc.dkg.EquivocationError`) before anyone takes a result.
-Output (WWW02 section 4, step 3)
+Output (WWW02 redistribution, step 3)
     ``s_j' = sum_i g_i(j)``; verifying shares ``Y_l' = sum_k l^k V_k`` for each new member
     ``l``; the group key ``V_0 = Y`` unchanged; threshold ``t_new`` recorded in the result.
     A :class:`ReshareResult` holds the new public package and, for a new member, its new
@@ -89,14 +90,14 @@ PROTOCOL = "frost-reshare"
 
 @dataclass(frozen=True)
 class ReshareRound1:
-    """WWW02 section 4 step 1: the commitment to ``g_i`` (exactly ``t_new`` points)."""
+    """WWW02 redistribution step 1: the commitment to ``g_i`` (exactly ``t_new`` points)."""
 
     commitment: tuple[Point, ...] = points("t")
 
 
 @dataclass(frozen=True)
 class ReshareRound2:
-    """WWW02 section 4 step 2: the sub-share ``g_i(j)`` (zero allowed)."""
+    """WWW02 redistribution step 2: the sub-share ``g_i(j)`` (zero allowed)."""
 
     share: int = scalar(allow_zero=True, secret=True)
 
@@ -229,7 +230,7 @@ class ReshareSession(RoundSession[ReshareResult]):
 
     # -- rounds 1 and 2 (dealers) ----------------------------------------------------
     def _start(self) -> list[Message]:
-        """WWW02 section 4 steps 1-2: deal ``lambda_i s_i``; commitment and sub-shares at once."""
+        """WWW02 redistribution steps 1-2: deal ``lambda_i s_i``; commitment and sub-shares."""
         if not self.is_dealer:
             return []
         g = self.group
@@ -282,7 +283,7 @@ class ReshareSession(RoundSession[ReshareResult]):
 
     # -- round 2 (new members) ---------------------------------------------------------
     def _round2(self, msgs: dict[int, Message]) -> list[Message]:
-        """WWW02 section 4 step 3: verify the sub-shares (batched, blame), then echo."""
+        """WWW02 redistribution step 3: verify the sub-shares (batched, blame), then echo."""
         g = self.group
         shares = {
             s: decode_payload(ReshareRound2, msgs[s].payload, group=g, party=s).share
