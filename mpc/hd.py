@@ -43,11 +43,17 @@ The chain code (:func:`chain_code_from_dkg`)
     commitments or verifying shares would change every derived address at each ceremony.
     A jointly contributed random value (a commit-reveal round at DKG) would keep the chain
     code secret from whoever knows only ``Y``, but must then be stored, backed up and
-    carried through every refresh and reshare with the shares, for no security gain: the
-    chain code never protects a key (BIP-32 "Security": it only makes child keys
-    unlinkable to someone without the xpub). Consequence, to document for operators: the
-    root group key is as sensitive as the xpub (whoever knows it can link every derived
-    key), so the root key itself should not be used as an address.
+    carried through every refresh and reshare with the shares, for no security gain here:
+    with non-hardened derivation only, the chain code protects no key; what it hides is the
+    link between keys (BIP-32 "Security", "Implications": leaking an extended public key
+    "can mean loss of privacy"). Consequences, to document for operators: (1) the root
+    group key is as sensitive as the xpub (whoever knows it can link every derived key), so
+    the root key itself should not be used as an address; (2) BIP-32 "Implications": the
+    parent xpub plus any non-hardened child *private* key gives the parent private key. No
+    child private key exists here, and a child share is a root share plus a public tweak,
+    so ``t`` child shares are exactly as dangerous as ``t`` root shares; but a derived key
+    must never be exported whole (a key-export ceremony for one address would give away
+    the root and every other address).
 
 Ed25519: an additive-tweak scheme (ours; :func:`ckd_pub_ed25519`)
     ``I = HMAC-SHA512(Key = c_par, Data = "TPWC-v1/hd/ed25519" || A_par || ser32(i))``,
