@@ -403,3 +403,29 @@ def test_refresh_garbage_payloads(group: Group, round_: int) -> None:
             assert exc.party == 2 or 2 in getattr(exc, "culprits", ())
 
     run()
+
+
+def test_ecdsa_stale_share_among_refreshed_ones_is_named() -> None:
+    """DKLs23: party 3 presigns with its old-epoch share; parties 1 and 2 both name it."""
+    from mpc.dkls23 import PresignSession
+
+    old = run_keygen_local(2, 3)
+    refreshed = refresh({i: s.key for i, s in old.items()})
+    new = {i: ecdsa_share_with_ot(refreshed[i], old[i]) for i in old}
+    sid = os.urandom(32)
+    ss = {1: new[1], 2: new[2], 3: old[3]}
+    sessions = {i: PresignSession(s, sid, (1, 2, 3)) for i, s in ss.items()}
+    errors: dict[int, ProtocolError] = {}
+    queue = [m for s in sessions.values() for m in s.start()]
+    while queue:
+        m = queue.pop(0)
+        p = m.recipient
+        assert p is not None
+        if p in errors:
+            continue
+        try:
+            queue += sessions[p].receive(m)
+        except ProtocolError as exc:
+            errors[p] = exc
+    assert errors[1].culprits == (3,) and errors[2].culprits == (3,)
+    assert not any(s.done for s in sessions.values())
