@@ -337,3 +337,16 @@ def test_parse_xpub_garbage_raises_only_decode_error(text: str) -> None:
         parse_xpub(text)
     except DecodeError as exc:
         assert exc.field
+
+
+def test_derived_key_then_taproot_tweak_signs_for_the_output_key() -> None:
+    """Per-path P2TR: derive the internal key by BIP-32, then the BIP-341 tweak on top."""
+    from mpc.frost import taproot_tweak
+
+    suite = frost.ciphersuite("bip340")
+    keys = root_key("secp256k1")
+    cc = chain_code_from_dkg(keys[1].public)
+    out = {i: taproot_tweak(derive_key_package(k, cc, "m/0/3")) for i, k in keys.items()}
+    pub = taproot_tweak(derive_public_package(keys[1].public, cc, "m/0/3"))
+    assert out[1].public == pub
+    sign_with(suite, out, [1, 2], b"key-path spend")  # coincurve under x(Q)
