@@ -13,11 +13,12 @@ form into plain words, so both show the same text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 from custody import policy as pol
+from custody.approvals import request_intent
 from custody.governance import Governance
 from custody.policy_file import (
     describe_requirement,
@@ -28,10 +29,12 @@ from custody.policy_file import (
 )
 
 __all__ = [
+    "DRY_RUN_ID",
     "Explanation",
     "Miss",
     "RuleCheck",
     "check_rules",
+    "dry_run",
     "explain",
     "explanation_json",
     "explanation_lines",
@@ -244,6 +247,35 @@ def explain(
     if chosen != decision.rule_id:  # pragma: no cover - both read the engine's matcher
         raise AssertionError(f"explanation found {chosen}, the engine {decision.rule_id}")
     return Explanation(decision, facts, checks, now, policy)
+
+
+DRY_RUN_ID: Final = "sr_dry-run"  # the request id a dry run evaluates under (ids bind nothing)
+
+
+def dry_run(
+    governance: Governance,
+    scheme: str,
+    request: Mapping[str, Any],
+    *,
+    initiator: str,
+    now: int,
+    history: Sequence[pol.Release] = (),
+) -> Explanation:
+    """Evaluate a sign ``request`` (the body ``POST /v1/sign-requests`` takes: ``key_id``,
+    ``kind``, ``message`` and/or ``payload``) to a key of ``scheme`` against ``governance``
+    without signing: the intent every node would decode (:func:`custody.approvals.
+    request_intent`), then :func:`explain`. Raises :class:`custody.signing.SignRequestError`
+    naming the field of a malformed request."""
+    canonical = {"id": DRY_RUN_ID, **request}
+    intent, _ = request_intent(scheme, canonical)
+    return explain(
+        governance,
+        intent,
+        key_id=str(canonical["key_id"]),
+        initiator=initiator,
+        now=now,
+        history=history,
+    )
 
 
 # -- JSON and words -------------------------------------------------------------------------

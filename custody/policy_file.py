@@ -90,6 +90,7 @@ __all__ = [
     "describe_requirement",
     "describe_rule",
     "dumps",
+    "edit_allowlist",
     "format_amount",
     "format_duration",
     "format_instant",
@@ -677,6 +678,48 @@ def load_json(text: str | bytes) -> Any:
 def loads(text: str | bytes, *, key_files: Mapping[str, pol.Approver] | None = None) -> pol.Policy:
     """:func:`parse_policy` of JSON text."""
     return parse_policy(load_json(text), key_files=key_files)
+
+
+# -- edits --------------------------------------------------------------------------------
+
+
+def edit_allowlist(
+    policy: pol.Policy,
+    name: str,
+    *,
+    add: Sequence[pol.AllowlistEntry] = (),
+    remove: Sequence[str] = (),
+) -> pol.Policy:
+    """``policy`` with entries added to and addresses removed from allowlist ``name``
+    (addresses compared normalized). Refuses an unknown list, adding an address already on
+    it, removing one that is not (:class:`PolicyFileError`, paths named after the CLI's
+    options)."""
+    found = next((a for a in policy.allowlists if a.name == name), None)
+    if found is None:
+        known = ", ".join(a.name for a in policy.allowlists) or "none"
+        raise PolicyFileError("--allowlist", f"no allowlist {name!r} (the policy has: {known})")
+    entries = list(found.entries)
+    for address in remove:
+        norm = pol.normalize_address(address)
+        kept = [e for e in entries if pol.normalize_address(e.address) != norm]
+        if len(kept) == len(entries):
+            raise PolicyFileError("--disallow", f"{address} is not on allowlist {name}")
+        entries = kept
+    for entry in add:
+        norm = pol.normalize_address(entry.address)
+        if any(pol.normalize_address(e.address) == norm for e in entries):
+            raise PolicyFileError(
+                "--allow", f"{entry.address} is on allowlist {name} already (--disallow it first)"
+            )
+        entries.append(entry)
+    lists = tuple(
+        pol.Allowlist(name, tuple(entries)) if a.name == name else a for a in policy.allowlists
+    )
+    edited = pol.Policy(policy.rules, lists, policy.wallets, policy.approver_groups)
+    try:
+        return pol.check_policy(edited)
+    except pol.PolicyError as exc:
+        raise PolicyFileError("--allow", str(exc)) from None
 
 
 # -- plain words --------------------------------------------------------------------------
