@@ -199,7 +199,7 @@ def dry_run_cmd(
     """Evaluate a sign request against a draft or the active version, without signing."""
     body = _read_request(request)
     now = int(time.time()) if at is None else parse_time(at)
-    initiator = body.pop("initiator", "dry-run")
+    initiator = body.pop("initiator", None)  # the coordinator's default: the caller
     if governance == "active":
         for name in LOCAL_ONLY:
             body.pop(name, None)
@@ -219,10 +219,10 @@ def dry_run_cmd(
             body.pop(name, None)
         if not isinstance(scheme, str):
             raise _fail(f"{request}: scheme: the key's scheme is needed for a local dry run", 2)
-        if not isinstance(initiator, str):
+        if not isinstance(initiator, str | None):
             raise _fail(f"{request}: initiator: a principal id", 2)
         try:
-            expl = dry_run(draft.body, scheme, body, initiator=initiator, now=now)
+            expl = dry_run(draft.body, scheme, body, initiator=initiator or "dry-run", now=now)
         except (SignRequestError, pol.PolicyError) as exc:
             raise _fail(f"{request}: refused: {exc}") from None
         doc = {

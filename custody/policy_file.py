@@ -184,7 +184,7 @@ def parse_instant(text: Any, path: str = "instant") -> int:
         raise PolicyFileError(path, f"{text!r}: {exc}") from None
     seconds = int((when - _EPOCH).total_seconds())
     if not 0 <= seconds <= MAX_INSTANT:
-        raise PolicyFileError(path, f"{text!r} is before 1970-01-01T00:00:00Z")
+        raise PolicyFileError(path, f"{text!r} is before 1970-01-01T00:00:00Z or after 9999")
     return seconds
 
 

@@ -11,7 +11,11 @@ import copy
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import logging
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,19 +24,23 @@ import nacl.signing
 import pytest
 import rlp
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
-from api.db import SignRequest
+from api.db import Database, Key, SignRequest
 from api.governance import GovernanceStore
 from api.shadow import Shadow
 from custody import governance as gov
 from custody import policy_file as pf
+from custody.cli import app as cli_app
 from custody.client import AsyncCustodyClient, CustodyClient, CustodyError
+from custody.cluster import free_port_block
 from custody.models import PolicyDryRunOut
 from tests.api.conftest import Api, make_api, nothing_up_my_sleeve_point
 from tests.api.test_auth_problems import assert_problem
 from tests.custody.policy.helpers import ALICE, BOB
 from tests.custody.policy.test_policy_file import sample_doc
 
+ROOT = Path(__file__).resolve().parents[2]
 ETH = 10**18
 T0 = 1_800_000_000  # 2027-01-15T08:00:00Z: ALICE allowlisted, BOB still time-locked
 OFFICER = nacl.signing.SigningKey(b"\x07" * 32)
@@ -376,3 +384,81 @@ def test_openapi_documents_the_policy_routes(gapi: Api) -> None:
     assert "get" in paths["/v1/policy/shadow/disagreements"]
     problem = paths["/v1/policy/dry-run"]["post"]["responses"]["422"]["content"]
     assert "application/problem+json" in problem
+
+
+# -- the CLI's `--governance active`, against a coordinator served as a process --------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict]]:
+    """``python -m api init``, the genesis installed, one ECDSA key row, ``python -m api
+    serve``: the coordinator as the CLI meets it."""
+    d = tmp_path_factory.mktemp("served") / "coord"
+    out = subprocess.run(  # noqa: S603 - our own argv
+        [sys.executable, "-m", "api", "init", "--data-dir", str(d)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+    creds = json.loads(out.stdout)["credentials"]
+    GovernanceStore(d).install_genesis(genesis(policy_doc(KEY_ID)).encode())
+    db = Database(f"sqlite:///{d / 'coordinator.db'}")
+    with db.session() as s:
+        s.add(
+            Key(
+                id=KEY_ID,
+                scheme="ecdsa-secp256k1",
+                threshold=2,
+                nodes=["node-1", "node-2"],
+                status="active",
+                public_key=nothing_up_my_sleeve_point(b"ecdsa-secp256k1").hex(),
+                verifying_shares={},
+            )
+        )
+    db.close()
+    port = free_port_block(1)
+    log = open(d.parent / "coordinator.log", "wb")  # noqa: SIM115
+    p = subprocess.Popen(  # noqa: S603 - our own argv
+        [sys.executable, "-m", "api", "serve", "--data-dir", str(d), "--port", str(port)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and p.poll() is None, "coordinator did not start"
+            time.sleep(0.2)
+        yield url, creds
+    finally:
+        p.terminate()
+        p.wait(10)
+        log.close()
+
+
+def test_cli_dry_run_against_the_active_version(served: tuple[str, dict], tmp_path: Path) -> None:
+    url, creds = served
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({**evm(ALICE, 2 * ETH, KEY_ID), "scheme": "ignored-here"}))
+    args = ["policy", "dry-run", "--request", str(req), "--api-url", url, "--token"]
+    result = CliRunner().invoke(cli_app, [*args, creds["auditor"], "--at", "2027-01-15T08:00:00Z"])
+    assert result.exit_code == 0, result.output
+    assert "governance: the coordinator's active version" in result.output
+    assert "decision: APPROVALS REQUIRED by rule big-eth" in result.output
+    assert "approvals required: 2 of treasury (ann, bob)" in result.output
+    result = CliRunner().invoke(cli_app, [*args, creds["auditor"], "--json", "--at", str(T0)])
+    doc = json.loads(result.output)
+    assert doc["source"] == "active" and doc["facts"]["initiator"].startswith("cred_")
+    assert doc["rules"][1]["failed"][0]["condition"] == "max_amount"
+    # the coordinator's problems come through
+    req.write_text(json.dumps(evm(ALICE, 1, "key_nope")))
+    result = CliRunner().invoke(cli_app, [*args, creds["auditor"]])
+    assert result.exit_code == 1 and "404" in result.output

@@ -273,3 +273,23 @@ def test_dry_run_refusals(v2, tmp_path) -> None:
     out = run("policy", "dry-run", "--request", str(bad), "--api-url", "http://127.0.0.1:9",
               "--token", "t", code=1)  # fmt: skip
     assert "503 Coordinator unreachable" in out
+
+
+def test_propose_refuses_a_bad_policy_file_and_writes_nothing(files, tmp_path: Path) -> None:
+    doc = json.loads(files["policy"].read_text())
+    doc["rules"][2]["approvals"]["all"][0]["m"] = 3  # of 2 approvers
+    bad = files["dir"] / "bad-quorum.json"
+    bad.write_text(json.dumps(doc))
+    out = tmp_path / "v2.gov"
+    got = run("governance", "propose", str(files["v1"]), "--policy", str(bad), "--out", str(out),
+              code=1)  # fmt: skip
+    assert "rules[2].approvals.all[0].m: a whole number from 1 to the 2 approvers" in got
+    assert not out.exists()
+    # an approver whose key is an officer's is refused by the governance rules
+    officer = gov.decode(files["v1"].read_bytes()).body.officers[0]
+    doc = json.loads(files["policy"].read_text())
+    doc["approver_groups"][0]["approvers"][0]["public_key"] = officer.public_key.hex()
+    bad.write_text(json.dumps(doc))
+    got = run("governance", "propose", str(files["v1"]), "--policy", str(bad), "--out", str(out),
+              code=1)  # fmt: skip
+    assert "public key is an officer's" in got and not out.exists()
