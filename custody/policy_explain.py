@@ -84,7 +84,8 @@ def _used(v: pol.Velocity, facts: pol.Facts, now: int, history: Sequence[pol.Rel
         used = sum(r.amount for r in recent if r.key_id == facts.key_id)
         return (
             f"key {facts.key_id} released {format_amount(used, _asset(facts))} in the last "
-            f"{format_duration(v.window)}; with this request's {facts.amount or 0} that exceeds "
+            f"{format_duration(v.window)}; with this request's "
+            f"{format_amount(facts.amount or 0, _asset(facts))} that exceeds "
             f"the limit {format_amount(v.limit, _asset(facts))}"
         )
     worst = ""
@@ -93,7 +94,8 @@ def _used(v: pol.Velocity, facts: pol.Facts, now: int, history: Sequence[pol.Rel
         if used + t.amount > v.limit:
             worst = (
                 f"destination {t.destination} received {format_amount(used, _asset(facts))} in "
-                f"the last {format_duration(v.window)}; with this request's {t.amount} that "
+                f"the last {format_duration(v.window)}; with this request's "
+                f"{format_amount(t.amount, _asset(facts))} that "
                 f"exceeds the limit {format_amount(v.limit, _asset(facts))}"
             )
             break
