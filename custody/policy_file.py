@@ -232,7 +232,7 @@ def _obj(
     value: Any, path: str, required: Sequence[str], optional: Sequence[str] = ()
 ) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise PolicyFileError(path, f"an object, not {_type(value)}")
+        raise PolicyFileError(path or "(document)", f"an object, not {_type(value)}")
     for name in value:
         if name not in required and name not in optional:
             known = ", ".join([*required, *optional])

@@ -288,7 +288,7 @@ def test_json_text_is_parsed_strictly() -> None:
     assert e.value.path == "json"
     with pytest.raises(pf.PolicyFileError) as e:
         pf.loads("[]")
-    assert "an object" in str(e.value)
+    assert str(e.value) == "(document): an object, not a list"
     # an empty policy is a policy: it denies everything
     assert pf.loads('{"format": "tpwc-policy-v1", "rules": []}') == pol.EMPTY_POLICY
 
