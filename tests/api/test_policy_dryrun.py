@@ -462,3 +462,34 @@ def test_cli_dry_run_against_the_active_version(served: tuple[str, dict], tmp_pa
     req.write_text(json.dumps(evm(ALICE, 1, "key_nope")))
     result = CliRunner().invoke(cli_app, [*args, creds["auditor"]])
     assert result.exit_code == 1 and "404" in result.output
+
+
+def test_sdk_shadow_methods(gapi: Api) -> None:
+    active = gapi.app.state.coordinator.governance.current
+    shadow_doc = policy_doc(KEY_ID)
+    shadow_doc["rules"][1]["max_amount"] = str(ETH // 10)
+    doc = draft(active, shadow_doc)
+    http = TestClient(gapi.app)
+    with CustodyClient("http://testserver", gapi.tokens["admin"], http=http) as c:
+        state = c.set_policy_shadow(doc)
+        assert state.installed and state.version == 2 and not state.stale
+        assert c.policy_shadow() == state
+        sign(gapi, evm(ALICE, ETH // 2, KEY_ID), "sdk-shadow")
+        found = list(c.shadow_disagreements(limit=1))
+        assert [(d.active.action, d.shadow.action) for d in found] == [("allow", "approve")]
+        c.delete_policy_shadow()
+        with pytest.raises(CustodyError) as e:
+            c.delete_policy_shadow()
+        assert e.value.status == 404
+
+    async def go() -> list[str]:
+        ahttp = httpx.AsyncClient(transport=httpx.ASGITransport(app=gapi.app), base_url="http://t")
+        async with AsyncCustodyClient("http://t", gapi.tokens["admin"], http=ahttp) as ac:
+            assert (await ac.set_policy_shadow(doc)).installed
+            assert (await ac.policy_shadow()).digest == state.digest
+            seen = [d.request_id async for d in ac.shadow_disagreements()]
+            await ac.delete_policy_shadow()
+            assert not (await ac.policy_shadow()).installed
+            return seen
+
+    assert len(asyncio.run(go())) == 1
