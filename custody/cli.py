@@ -29,6 +29,7 @@ from custody.client import CustodyClient, CustodyError
 from custody.domain import SCHEMES, Kind, Scheme
 from custody.governance_cli import approver_app, governance_app, officer_app
 from custody.models import KeyOut
+from custody.policy_cli import policy_app
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="TP Wallet Custody: threshold-signing custody."
@@ -38,6 +39,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(officer_app, name="officer")
 app.add_typer(approver_app, name="approver")
 app.add_typer(governance_app, name="governance")
+app.add_typer(policy_app, name="policy")
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail and its checkpoints.")
 app.add_typer(audit_app, name="audit")
 console = Console()

@@ -22,6 +22,7 @@ May import: :mod:`custody.domain`, :mod:`custody.models`, httpx.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
@@ -52,7 +53,11 @@ from custody.models import (
     NodeList,
     NodeOut,
     Page,
+    PolicyDryRunOut,
+    PolicyShadowOut,
     Ready,
+    ShadowDisagreementList,
+    ShadowDisagreementOut,
     SignRequestList,
     SignRequestOut,
 )
@@ -157,6 +162,35 @@ def _key_body(
     if network is not None:
         body["network"] = network
     return body
+
+
+def _dry_run_body(
+    key_id: str,
+    message: bytes | str | None,
+    kind: Kind,
+    payload: dict[str, Any] | None,
+    governance: bytes | None,
+    at: int | None,
+    initiator: str | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    body = _sign_body(key_id, message, kind, payload, extra)
+    if governance is not None:
+        body["governance"] = base64.b64encode(governance).decode()
+    if at is not None:
+        body["at"] = at
+    if initiator is not None:
+        body["initiator"] = initiator
+    return body
+
+
+def _b64(document: bytes) -> dict[str, str]:
+    return {"document": base64.b64encode(document).decode()}
+
+
+def _deleted(r: httpx.Response) -> None:
+    if r.status_code != 204:
+        _parse(r, PolicyShadowOut)
 
 
 def _params(params: dict[str, Any]) -> dict[str, Any]:
@@ -311,6 +345,47 @@ class CustodyClient(_Base):
     def checkpoints(self) -> list[CheckpointOut]:
         return self._get("/v1/audit/checkpoints", CheckpointList).items
 
+    def dry_run_policy(
+        self,
+        key_id: str,
+        message: bytes | str | None = None,
+        *,
+        kind: Kind = "raw",
+        payload: dict[str, Any] | None = None,
+        governance: bytes | None = None,
+        at: int | None = None,
+        initiator: str | None = None,
+        **extra: Any,
+    ) -> PolicyDryRunOut:
+        """Evaluate a sign request against the active policy (or ``governance``, a draft
+        document's bytes) at ``at`` (Unix seconds) without signing or creating anything."""
+        return _parse(
+            self.http.post(
+                "/v1/policy/dry-run",
+                json=_dry_run_body(
+                    key_id, message, kind, payload, governance, at, initiator, extra
+                ),
+            ),
+            PolicyDryRunOut,
+        )
+
+    def policy_shadow(self) -> PolicyShadowOut:
+        return self._get("/v1/policy/shadow", PolicyShadowOut)
+
+    def set_policy_shadow(self, document: bytes) -> PolicyShadowOut:
+        """Install an unsigned draft of the next version as the shadow policy (admin)."""
+        return _parse(self.http.put("/v1/policy/shadow", json=_b64(document)), PolicyShadowOut)
+
+    def delete_policy_shadow(self) -> None:
+        """Remove the shadow policy (admin)."""
+        _deleted(self.http.delete("/v1/policy/shadow"))
+
+    def shadow_disagreements(self, limit: int = 100) -> Iterator[ShadowDisagreementOut]:
+        """Live requests on which the shadow policy decided otherwise, newest first."""
+        yield from self._pages(
+            "/v1/policy/shadow/disagreements", ShadowDisagreementList, limit=limit
+        )
+
 
 class AsyncCustodyClient(_Base):
     """Asynchronous client: the methods of :class:`CustodyClient`, awaitable."""
@@ -454,3 +529,47 @@ class AsyncCustodyClient(_Base):
 
     async def checkpoints(self) -> list[CheckpointOut]:
         return (await self._get("/v1/audit/checkpoints", CheckpointList)).items
+
+    async def dry_run_policy(
+        self,
+        key_id: str,
+        message: bytes | str | None = None,
+        *,
+        kind: Kind = "raw",
+        payload: dict[str, Any] | None = None,
+        governance: bytes | None = None,
+        at: int | None = None,
+        initiator: str | None = None,
+        **extra: Any,
+    ) -> PolicyDryRunOut:
+        """Evaluate a sign request against the active policy (or ``governance``, a draft
+        document's bytes) at ``at`` (Unix seconds) without signing or creating anything."""
+        return _parse(
+            await self.http.post(
+                "/v1/policy/dry-run",
+                json=_dry_run_body(
+                    key_id, message, kind, payload, governance, at, initiator, extra
+                ),
+            ),
+            PolicyDryRunOut,
+        )
+
+    async def policy_shadow(self) -> PolicyShadowOut:
+        return await self._get("/v1/policy/shadow", PolicyShadowOut)
+
+    async def set_policy_shadow(self, document: bytes) -> PolicyShadowOut:
+        """Install an unsigned draft of the next version as the shadow policy (admin)."""
+        return _parse(
+            await self.http.put("/v1/policy/shadow", json=_b64(document)), PolicyShadowOut
+        )
+
+    async def delete_policy_shadow(self) -> None:
+        """Remove the shadow policy (admin)."""
+        _deleted(await self.http.delete("/v1/policy/shadow"))
+
+    async def shadow_disagreements(self, limit: int = 100) -> AsyncIterator[ShadowDisagreementOut]:
+        """Live requests on which the shadow policy decided otherwise, newest first."""
+        async for d in self._pages(
+            "/v1/policy/shadow/disagreements", ShadowDisagreementList, limit=limit
+        ):
+            yield d

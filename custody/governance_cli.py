@@ -7,7 +7,10 @@
     custody governance genesis --cluster-id C --officer FILE... --quorum M --node FILE... --out F
     custody governance propose CURRENT [--add-node F] [--remove-node ID] [--quorum M]
                                [--add-officer F] [--remove-officer ID]
-                               [--raw-signing KEY] [--no-raw-signing KEY] --out FILE
+                               [--raw-signing KEY] [--no-raw-signing KEY]
+                               [--policy POLICY.json]
+                               [--allow DEST --allowlist NAME [--label L] [--timelock 24h]]
+                               [--disallow DEST --allowlist NAME] --out FILE
     custody governance sign FILE --key KEYFILE        add your signature (in place)
     custody governance verify FILE [--current F]      check it as a node will
     custody governance show FILE [--json]
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +32,9 @@ import typer
 from rich.console import Console
 
 from custody import governance as gov
+from custody import policy as pol
+from custody import policy_file as pf
+from custody.policy_cli import load_policy_file
 
 officer_app = typer.Typer(no_args_is_help=True, help="Security officers' own keys.")
 approver_app = typer.Typer(
@@ -215,9 +222,55 @@ def propose(
     quorum: Annotated[int | None, typer.Option("--quorum")] = None,
     raw_signing: Annotated[list[str] | None, typer.Option("--raw-signing")] = None,
     no_raw_signing: Annotated[list[str] | None, typer.Option("--no-raw-signing")] = None,
+    policy_path: Annotated[
+        Path | None,
+        typer.Option("--policy", help="a policy file (custody policy check): the new policy"),
+    ] = None,
+    allow: Annotated[
+        list[str] | None, typer.Option("--allow", help="add a destination to --allowlist")
+    ] = None,
+    disallow: Annotated[
+        list[str] | None, typer.Option("--disallow", help="remove a destination from --allowlist")
+    ] = None,
+    allowlist: Annotated[str | None, typer.Option("--allowlist", help="the list edited")] = None,
+    label: Annotated[str, typer.Option("--label", help="label of the --allow entries")] = "",
+    timelock: Annotated[
+        str,
+        typer.Option("--timelock", help="--allow entries count this long after now (e.g. 48h, 7d)"),
+    ] = "24h",
 ) -> None:
-    """Write the next version (unsigned) with the changes given."""
+    """Write the next version (unsigned) with the changes given. ``--policy`` replaces the
+    policy first; ``--allow``/``--disallow`` then edit one allowlist of it."""
     body = _load(current).body
+    policy = body.policy if policy_path is None else load_policy_file(policy_path)
+    if (allow or disallow) and allowlist is None:
+        err.print("[red]--allow and --disallow need --allowlist NAME[/red]")
+        raise typer.Exit(2)
+    if allowlist is not None and not (allow or disallow):
+        err.print("[red]--allowlist names the list --allow or --disallow edits[/red]")
+        raise typer.Exit(2)
+    if allowlist is not None:
+        try:
+            lock = pf.parse_duration(timelock, "--timelock")
+            active_from = int(time.time()) + lock
+            policy = pf.edit_allowlist(
+                policy,
+                allowlist,
+                add=[pol.AllowlistEntry(d, active_from, label) for d in allow or ()],
+                remove=list(disallow or ()),
+            )
+        except pf.PolicyFileError as exc:
+            err.print(f"refused: {exc}", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        for d in allow or ():
+            console.print(
+                f"allowlist {allowlist}: + {d} from {pf.format_instant(active_from)} "
+                f"(time lock {pf.format_duration(lock)})",
+                markup=False,
+                soft_wrap=True,
+            )
+        for d in disallow or ():
+            console.print(f"allowlist {allowlist}: - {d}", markup=False, soft_wrap=True)
     gone_nodes = set(remove_node or ())
     gone_officers = set(remove_officer or ())
     for missing in sorted(gone_nodes - {n.node_id for n in body.roster}):
@@ -240,10 +293,18 @@ def propose(
             quorum=body.quorum if quorum is None else quorum,
             raw_signing_keys=(body.raw_signing_keys | set(raw_signing or ()))
             - set(no_raw_signing or ()),
+            policy=policy,
         )
     except gov.GovernanceError as exc:
         raise _refused(exc) from exc
     out.write_bytes(gov.unsigned(proposal).encode())
+    if proposal.policy != body.policy:
+        console.print(
+            f"policy changed: {len(proposal.policy.rules)} rules; review it with "
+            f"`custody policy show {out}`",
+            markup=False,
+            soft_wrap=True,
+        )
     console.print(
         f"version {proposal.version} written to {out}: needs {body.quorum} signatures of "
         f"version {body.version}'s officers and {proposal.quorum} of its own"

@@ -320,3 +320,138 @@ class GovernanceOut(BaseModel):
     roster: list[str] = []
     document: str | None = None
     nodes: dict[str, str] | None = None
+
+
+# -- policy dry run and shadow mode ---------------------------------------------------------
+
+
+class PolicyDryRunCreate(BaseModel):
+    """A sign request as ``POST /v1/sign-requests`` takes it (``key_id``, ``kind``,
+    ``message``, ``payload``), to evaluate without signing, plus what to evaluate it
+    against and as whom."""
+
+    model_config = ConfigDict(extra="allow")
+    key_id: Id
+    kind: Kind
+    message: str | None = Field(
+        default=None, max_length=MAX_MESSAGE_HEX, pattern=HEX_PATTERN, description="as for signing"
+    )
+    governance: str | None = Field(
+        default=None,
+        min_length=4,
+        max_length=4 * (256 * 1024 + 2) // 3 + 4,
+        pattern=r"^[A-Za-z0-9+/]+={0,2}$",
+        description="base64 of a governance document (canonical CBOR; a draft, unsigned, is "
+        "fine) to evaluate instead of the active version",
+    )
+    at: int | None = Field(
+        default=None, ge=0, le=2**62, description="Unix seconds to evaluate at (default now)"
+    )
+    initiator: Id | None = Field(
+        default=None, description="the principal who would create the request (default: you)"
+    )
+
+
+class PolicyMissOut(BaseModel):
+    condition: str = Field(description="the rule's field: kinds, max_amount, velocity[0], ...")
+    detail: str = Field(description="why the request fails it, in plain words")
+
+
+class PolicyRuleCheckOut(BaseModel):
+    index: int = Field(description="1-based position of the rule in the policy")
+    rule: str
+    action: Literal["allow", "deny", "approve"]
+    matched: bool
+    failed: list[PolicyMissOut]
+
+
+class PolicyTransferOut(BaseModel):
+    destination: str
+    amount: str = Field(description="base units, decimal digits")
+
+
+class PolicyFactsOut(BaseModel):
+    """What the policy read of the request (``custody.policy.Facts``)."""
+
+    kind: str
+    key_id: str
+    initiator: str
+    operation: str
+    asset: str | None
+    chain: str | None
+    amount: str | None = Field(description="base units, decimal digits")
+    amount_text: str | None
+    transfers: list[PolicyTransferOut]
+
+
+class PolicyDryRunOut(BaseModel):
+    """A policy decision and why; nothing was created or signed."""
+
+    action: Literal["allow", "deny", "approve"]
+    rule: str = Field(description="the rule that matched, or default-deny")
+    reason: str = Field(description="custody.policy.Reason: policy-allowed, policy-denied, ...")
+    detail: str
+    policy_version: int
+    governance_digest: str = Field(description="hex SHA-256 of the version evaluated")
+    requirement: dict[str, Any] | None = Field(
+        description='for approve: {"all"|"any": [{"group", "m"} | nested]} (policy file form)'
+    )
+    requirement_text: str | None
+    at: str = Field(description="the instant evaluated at, ISO 8601 UTC")
+    facts: PolicyFactsOut | None
+    rules: list[PolicyRuleCheckOut] = Field(
+        description="the rules tried in order, up to and including the one that matched"
+    )
+    source: Literal["active", "document"] = Field(
+        description="the active version, or the document submitted"
+    )
+    signed_by: list[str] = Field(description="officers whose signatures the document carries")
+
+
+class PolicyShadowSubmit(BaseModel):
+    """A shadow policy: an *unsigned* draft of the next governance version (base64)."""
+
+    model_config = ConfigDict(extra="forbid")
+    document: str = Field(
+        min_length=4,
+        max_length=4 * (256 * 1024 + 2) // 3 + 4,
+        pattern=r"^[A-Za-z0-9+/]+={0,2}$",
+        description="base64 of the draft (canonical CBOR, no officer signatures), chained to "
+        "the active version",
+    )
+
+
+class PolicyShadowOut(BaseModel):
+    installed: bool
+    version: int | None = None
+    digest: str | None = None
+    base_version: int | None = Field(default=None, description="the active version it follows")
+    base_digest: str | None = None
+    stale: bool = Field(
+        default=False, description="the active version moved on since it was installed"
+    )
+    installed_by: str | None = None
+    installed_at: dt.datetime | None = None
+
+
+class PolicyVerdictOut(BaseModel):
+    version: int
+    digest: str
+    action: Literal["allow", "deny", "approve"]
+    rule: str
+    reason: str
+    requirement: str | None = Field(description="the approvals required, in plain words")
+
+
+class ShadowDisagreementOut(BaseModel):
+    seq: int
+    request_id: str
+    key_id: str
+    kind: str
+    at: dt.datetime
+    active: PolicyVerdictOut
+    shadow: PolicyVerdictOut
+
+
+class ShadowDisagreementList(Page[ShadowDisagreementOut]):
+    pass

@@ -2,7 +2,7 @@
 ``sign_requests``, ``audit``, ``governance``. Routes validate, authorise (:mod:`api.deps`), call the
 coordinator or the repository, and serialise (:mod:`api.serializers`); no SQL here."""
 
-from api.routes import audit, governance, keys, nodes, ops, sign_requests
+from api.routes import audit, governance, keys, nodes, ops, policy, sign_requests
 
 ROUTERS = (
     ops.router,
@@ -11,6 +11,7 @@ ROUTERS = (
     keys.router,
     sign_requests.router,
     audit.router,
+    policy.router,
 )
 
 __all__ = ["ROUTERS"]

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
-from api import idempotency
+from api import idempotency, shadow
 from api.auth import AUTH_ERRORS
 from api.coordinator import Coordinator, KeyInfo
 from api.db import utcnow
@@ -123,6 +123,7 @@ async def create_sign_request(
         await db.write(lambda conn: repo.insert_sign_request(conn, row, slot, fp, audit_data))
     except IntegrityError:
         return await asyncio.to_thread(idempotency.replay, db, cred, idempotency_key, fp)
+    await shadow.observe(request.app, canonical, k, cred, now)  # policy shadow mode: api/shadow.py
     try:
         if status == "signing":
             done = await _sign_and_wait(c, repo, settings.sync_wait, canonical, k, row, slot)
