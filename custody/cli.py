@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
-from rich.panel import Panel
 
 from custody.cli_support import (
     CliError,
@@ -173,15 +172,19 @@ def up(
         except BaseException:
             cluster.stop()
             raise
-    lines = [f"API        {doc['api_url']}  (OpenAPI: {doc['api_url']}/docs)"]
-    lines += [f"{n['id']:<10} {n['url']}" for n in doc["nodes"]]
-    lines += [
-        f"cluster    {cluster.cluster_file}  (credentials, mode 0600)",
+    out.print("[bold]TP Wallet Custody — dev cluster[/bold]")
+    print_fields(  # whole lines, not a panel: a long path is never folded or cut
+        [
+            ("API", doc["api_url"]),
+            ("OpenAPI", f"{doc['api_url']}/docs"),
+            *((n["id"], n["url"]) for n in doc["nodes"]),
+            ("cluster", f"{cluster.cluster_file}  (credentials, mode 0600)"),
+        ]
+    )
+    out.print(
         "[bold yellow]DEV CLUSTER: allow-all policy installed (no approvals needed); "
-        "policies arrive in a later issue[/bold yellow]",
-        "Ctrl-C stops every process.",
-    ]
-    out.print(Panel("\n".join(lines), title="TP Wallet Custody — dev cluster"))
+        "policies arrive in a later issue[/bold yellow]\nCtrl-C stops every process."
+    )
     try:
         while not stop.is_set():
             dead = [p.name for p in cluster.procs.values() if not p.alive]
@@ -457,9 +460,10 @@ def _show_sign_request(r: SignRequestOut, as_json: bool) -> None:
         ("status", r.status),
         ("message", r.message),
         ("signature", r.signature),
-        ("recovery_id", r.recovery_id),
-        ("signers", ", ".join(map(str, r.signers or ()))),
     ]
+    if r.recovery_id is not None:
+        fields.append(("recovery_id", r.recovery_id))
+    fields.append(("signers", ", ".join(map(str, r.signers or ()))))
     if r.result is not None:
         fields.append(("signed_tx", r.result.signed_tx))
     fields += [("blamed", f"{b.node_id} (party {b.party_id}): {b.reason}") for b in r.blamed]

@@ -26,6 +26,7 @@ from typing import Any
 
 import typer
 from pydantic import ValidationError
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -129,10 +130,14 @@ def problem_lines(status: int, problem: dict[str, Any]) -> list[str]:
     if isinstance(errors, list):
         for e in errors:
             lines.append("  - " + _field_error(e))
-    for member in ("culprits", "suspects", "blamed"):
-        if problem.get(member):
-            lines.append(f"  {member}: {json.dumps(problem[member])}")
+    for member, value in problem.items():  # extension members: field, culprits, ...
+        if member not in _PROBLEM_MEMBERS and value not in (None, "", [], {}):
+            text = value if isinstance(value, str) else json.dumps(value)
+            lines.append(f"  {member}: {text}")
     return lines
+
+
+_PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "errors"})
 
 
 def _field_error(e: Any) -> str:
@@ -260,7 +265,8 @@ def print_rows(
         col.overflow = "fold"
     for row in cells:
         table.add_row(*(escape(c) for c in row))
-    if out.measure(table).maximum <= out.width:
+    widths = [max(cell_len(x) for x in col) for col in zip(headers, *cells, strict=True)]
+    if sum(widths) + 3 * len(widths) + 1 <= out.width:  # cells, padding, borders
         out.print(table)
         return
     short = [i for i, h in enumerate(headers) if h not in long]
