@@ -2,7 +2,8 @@
 
     custody up [--nodes 3] [--data-dir DIR] [--port P]   run a local dev cluster (foreground)
     custody demo                                        three schemes, signed and verified
-    custody keys create|list|show, custody sign, custody nodes, custody audit verify|checkpoint
+    custody keys create|list|show, custody sign, custody requests list|show, custody nodes,
+    custody audit verify|checkpoint
     custody node ...                                    = python -m signer_nodes ...
     custody officer|approver enroll|show, custody governance genesis|propose|sign|verify|show
     custody --version
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import os
 import signal
@@ -44,7 +46,16 @@ from custody.cli_support import (
     require_id,
 )
 from custody.client import CustodyClient
-from custody.domain import KINDS, NETWORKS, SCHEMES, Kind, Network, Scheme
+from custody.domain import (
+    KINDS,
+    NETWORKS,
+    SCHEMES,
+    SIGN_STATUSES,
+    Kind,
+    Network,
+    Scheme,
+    SignStatus,
+)
 from custody.exitcodes import ExitCode
 from custody.governance_cli import approver_app, governance_app, officer_app
 from custody.models import KeyOut, SignRequestOut
@@ -64,6 +75,10 @@ app.add_typer(approver_app, name="approver")
 app.add_typer(governance_app, name="governance")
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail and its checkpoints.")
 app.add_typer(audit_app, name="audit")
+requests_app = typer.Typer(
+    no_args_is_help=True, help="Sign requests: their status, signature and result."
+)
+app.add_typer(requests_app, name="requests")
 console = out  # the stdout console (kept for custody.demo and older callers)
 
 DEFAULT_DIR = Path(".custody")
@@ -126,6 +141,8 @@ def _root(
 def _client(
     role: str, cluster: Path | None, api_url: str | None, token: str | None
 ) -> CustodyClient:
+    if api_url is not None and not api_url.startswith(("http://", "https://")):
+        raise CliError(f"--api-url {api_url!r}: not an http:// or https:// URL")
     if api_url and token:
         return CustodyClient(api_url, token)
     path = cluster or DEFAULT_DIR / "cluster.json"
@@ -443,10 +460,7 @@ def sign(
             timeout=timeout,
         )
     _show_sign_request(r, as_json)
-    code = _SIGN_EXIT.get(r.status, ExitCode.PENDING)
-    if code == ExitCode.PENDING:
-        err.print(f"sign request {r.id} is {r.status}: ask again later with its id")
-    raise typer.Exit(code)
+    raise typer.Exit(_sign_exit(r))
 
 
 def _show_sign_request(r: SignRequestOut, as_json: bool) -> None:
@@ -470,6 +484,65 @@ def _show_sign_request(r: SignRequestOut, as_json: bool) -> None:
     if r.error is not None:
         fields.append(("error", f"{r.error.title}: {r.error.detail}"))
     print_fields(fields)
+
+
+def _sign_exit(r: SignRequestOut) -> ExitCode:
+    code = _SIGN_EXIT.get(r.status, ExitCode.PENDING)
+    if code == ExitCode.PENDING:
+        err.print(
+            f"sign request {r.id} is {r.status}: ask again later with "
+            f"`custody requests show {r.id}`"
+        )
+    return code
+
+
+@requests_app.command("show")
+def requests_show(
+    request_id: Annotated[str, typer.Argument(help="the sign request's id (sr_...)")],
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one sign request; the exit code says its status (docs/CLI.md)."""
+    require_id(request_id, "sign request id")
+    with _client("auditor", cluster, api_url, token) as c:
+        r = c.get_sign_request(request_id)
+    _show_sign_request(r, as_json)
+    raise typer.Exit(_sign_exit(r))
+
+
+@requests_app.command("list")
+def requests_list(
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="only this status: " + " | ".join(SIGN_STATUSES)),
+    ] = None,
+    key_id: Annotated[str | None, typer.Option("--key", help="only this key's requests")] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="at most this many, newest first")
+    ] = 50,
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List sign requests, newest first."""
+    if key_id is not None:
+        require_id(key_id, "key id")
+    with _client("auditor", cluster, api_url, token) as c:
+        found = c.list_sign_requests(
+            min(limit, 200), status=cast(SignStatus | None, status), key_id=key_id
+        )
+        items = list(itertools.islice(found, limit))
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in items])
+        return
+    print_rows(
+        ("id", "key id", "kind", "status", "signature"),
+        [(r.id, r.key_id, r.kind, r.status, r.signature or "") for r in items],
+        long=("key id", "signature"),
+    )
 
 
 @audit_app.command("verify")

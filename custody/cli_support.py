@@ -18,6 +18,7 @@ click, rich, pydantic.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -205,14 +206,22 @@ def _os_reason(exc: OSError | UnicodeDecodeError) -> str:
 
 
 @contextmanager
-def handled() -> Iterator[None]:
-    """Turn a user error raised inside into its message and exit code."""
+def handled(*, json_problem: bool = False) -> Iterator[None]:
+    """Turn a user error raised inside into its message (stderr) and exit code; with
+    ``json_problem`` (the command was given ``--json``) a problem document is also printed
+    on stdout, as JSON."""
     try:
         yield
+    except BrokenPipeError:  # the reader went away (``custody keys list | head -1``)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush is quiet
+        raise typer.Exit(ExitCode.ABORTED) from None
     except Exception as exc:  # typer's Exit and Abort are not user errors: report() -> None
         code = report(exc)
         if code is None:
             raise
+        if json_problem and isinstance(exc, CustodyError):
+            print_json({"status": exc.status, **exc.problem})
         raise typer.Exit(code) from None
 
 
@@ -220,7 +229,8 @@ class HandledGroup(TyperGroup):
     """The root command: every subcommand runs inside :func:`handled`."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context
-        with handled():
+        args = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+        with handled(json_problem="--json" in args):
             return super().invoke(ctx)
 
 

@@ -24,8 +24,8 @@ class ExitCode(IntEnum):
     OK = 0
     """Done: the key was created, the signature made, the check passed."""
     ABORTED = 1
-    """Aborted (Ctrl-C, a confirmation declined), or a bug: an unexpected error with its
-    traceback. No deliberate failure uses it."""
+    """Aborted (Ctrl-C, a confirmation declined, the reader of its output went away), or a
+    bug: an unexpected error with its traceback. No deliberate failure uses it."""
     USAGE = 2
     """Bad command line or input: an unknown option, an empty or malformed id, an
     unreadable or corrupt ``cluster.json`` or payload file, or a request the API refused as

@@ -235,6 +235,24 @@ def test_every_read_command_has_json_that_matches_the_api(live: Live) -> None:
     assert doc == live.auditor.get_sign_request(doc["id"]).model_dump(mode="json")
 
 
+def test_requests_show_and_list_print_whole_values(live: Live) -> None:
+    key = live.keys["bip340"]
+    sr = live.requester.sign(key.id, bytes.fromhex(digest_or_text("bip340", 4242)))
+    assert sr.status == "signed" and sr.signature is not None
+    rc, output = run_tty("requests", "show", sr.id, *cluster_args(live), cols=80)
+    assert rc == ExitCode.OK, output
+    assert_whole(output, sr.id, key.id, sr.signature)
+    rc, output = run_tty("requests", "list", "--key", key.id, *cluster_args(live), cols=80)
+    assert rc == ExitCode.OK, output
+    listed = list(live.auditor.list_sign_requests(key_id=key.id))
+    assert_whole(output, *(v for r in listed for v in (r.id, r.signature)))
+    r = run_pipe("requests", "list", "--key", key.id, "--limit", "2", "--json", *cluster_args(live))
+    assert r.returncode == ExitCode.OK, r.stderr
+    assert json.loads(r.stdout) == [x.model_dump(mode="json") for x in listed[:2]]
+    r = run_pipe("requests", "show", "sr_" + "0" * 32, *cluster_args(live))
+    assert r.returncode == ExitCode.NOT_FOUND and "404" in r.stderr, r.stderr
+
+
 # Commands that change something or run something; every other command reads, and has --json.
 NOT_READS = {
     "up",
@@ -349,6 +367,11 @@ def test_a_422_prints_every_field_error(live: Live) -> None:
     for e in errors:
         assert f"{'.'.join(e['loc'][1:])}: {e['msg']}" in r.stderr, (e, r.stderr)
     no_traceback(r.stdout, r.stderr)
+    # with --json, the problem document is on stdout too, whole
+    r = run_pipe("sign", key.id, "zz", "--kind", "bogus", "--json", *cluster_args(live))
+    assert r.returncode == ExitCode.USAGE, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["status"] == 422 and doc["errors"] == errors
 
 
 def test_refused_and_unreachable_have_their_own_codes(live: Live) -> None:
