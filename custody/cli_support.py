@@ -67,39 +67,39 @@ class CliError(Exception):
         self.code = code
 
 
+HINT = "run `custody up` (or pass --api-url and --token)"
+
+
 class ClusterFileError(CliError):
     """``cluster.json`` is missing, unreadable or not what ``custody up`` writes."""
 
-    def __init__(self, path: Path, why: str) -> None:
-        super().__init__(
-            f"cluster file {path}: {why}; run `custody up` (or pass --api-url and --token)",
-            ExitCode.USAGE,
-        )
+    def __init__(self, path: Path, why: str, hint: str = HINT) -> None:
+        super().__init__(f"cluster file {path}: {why}; {hint}", ExitCode.USAGE)
         self.path = path
 
 
-def read_cluster_file(path: Path) -> dict[str, Any]:
+def read_cluster_file(path: Path, hint: str = HINT) -> dict[str, Any]:
     """``cluster.json`` as ``custody up`` wrote it, or :class:`ClusterFileError` saying
-    what is wrong with it (missing, unreadable, not JSON, missing members)."""
+    what is wrong with it (missing, unreadable, not JSON, missing members) and ``hint``."""
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ClusterFileError(path, "not found") from None
+        raise ClusterFileError(path, "not found", hint) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ClusterFileError(path, f"cannot be read ({_os_reason(exc)})") from None
+        raise ClusterFileError(path, f"cannot be read ({_os_reason(exc)})", hint) from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ClusterFileError(
-            path, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            path, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", hint
         ) from None
     if not isinstance(doc, dict):
-        raise ClusterFileError(path, "not a JSON object")
+        raise ClusterFileError(path, "not a JSON object", hint)
     if not isinstance(doc.get("api_url"), str):
-        raise ClusterFileError(path, 'no "api_url"')
+        raise ClusterFileError(path, 'no "api_url"', hint)
     creds = doc.get("credentials")
     if not isinstance(creds, dict) or not all(isinstance(v, str) for v in creds.values()):
-        raise ClusterFileError(path, 'no "credentials" object of role -> token')
+        raise ClusterFileError(path, 'no "credentials" object of role -> token', hint)
     return doc
 
 

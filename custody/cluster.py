@@ -183,7 +183,10 @@ class Cluster:
                     f"{self.data_dir} has a coordinator but no cluster.json: "
                     "its credentials are lost; use a fresh --data-dir"
                 )
-            creds = read_cluster_file(self.cluster_file)["credentials"]
+            creds = read_cluster_file(
+                self.cluster_file,
+                "it holds this cluster's credentials: restore it, or use a fresh --data-dir",
+            )["credentials"]
         for i in range(1, self.nodes + 1):
             d = self.data_dir / node_id(i)
             if d.exists() and any(d.iterdir()):

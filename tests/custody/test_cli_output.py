@@ -408,6 +408,28 @@ def test_a_corrupt_cluster_file_is_a_message_and_exit_2(
     assert r.returncode == ExitCode.USAGE and "not found" in r.stderr, r.stderr
 
 
+def test_up_over_a_corrupt_cluster_file_says_so(tmp_path: Path) -> None:
+    """A provisioned coordinator keeps its credentials only in cluster.json: ``custody up``
+    on a data directory whose cluster.json is corrupt names the file, and stops there."""
+    d = tmp_path / "d"
+    init = subprocess.run(  # noqa: S603 - our own argv
+        [sys.executable, "-m", "api", "init", "--data-dir", str(d / "coordinator")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert init.returncode == 0, init.stderr
+    (d / "cluster.json").write_text('{"api_url": ')
+    r = run_pipe("up", "--data-dir", str(d), "--port", str(free_port_block(3)), timeout=120)
+    assert r.returncode == ExitCode.USAGE, r.stdout + r.stderr
+    assert f"cluster file {d.resolve() / 'cluster.json'}: not valid JSON" in r.stderr, r.stderr
+    assert "restore it, or use a fresh --data-dir" in r.stderr
+    assert not (d / "node-1").exists()  # stopped before provisioning a node
+    no_traceback(r.stdout, r.stderr)
+
+
 def test_up_names_a_busy_port_before_it_starts_anything(tmp_path: Path) -> None:
     base = free_port_block(3)
     for busy, role in ((base, "the coordinator's port"), (base + 2, "node-2's port")):
