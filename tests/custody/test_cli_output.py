@@ -253,6 +253,19 @@ def test_requests_show_and_list_print_whole_values(live: Live) -> None:
     assert r.returncode == ExitCode.NOT_FOUND and "404" in r.stderr, r.stderr
 
 
+def test_demo_prints_whole_keys_and_signatures(live: Live) -> None:
+    rc, output = run_tty("demo", *cluster_args(live), cols=80)
+    assert rc == ExitCode.OK, output
+    keys = dict(re.findall(r"^([\w-]+): key +(key_[0-9a-f]{32})$", output, re.MULTILINE))
+    assert set(keys) == set(SCHEMES), output
+    for scheme, key_id in keys.items():
+        key = live.auditor.get_key(key_id)
+        signatures = {r.signature for r in live.auditor.list_sign_requests(key_id=key_id)}
+        (shown,) = re.findall(rf"^{scheme}: signature +([0-9a-f]+)$", output, re.MULTILINE)
+        assert shown in signatures
+        assert_whole(output, key.public_key, shown)
+
+
 # Commands that change something or run something; every other command reads, and has --json.
 NOT_READS = {
     "up",
