@@ -54,8 +54,8 @@ __all__ = [
     "require_id",
 ]
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, emoji=False)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 
 class CliError(Exception):
