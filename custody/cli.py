@@ -34,18 +34,22 @@ from typing import Annotated, Any, cast
 import typer
 
 from custody.cli_support import (
+    DEFAULT_DIR,
+    ApiOpt,
     CliError,
-    ClusterFileError,
+    ClusterOpt,
     HandledGroup,
+    IdemOpt,
+    JsonOpt,
+    TokenOpt,
+    connect,
     err,
     out,
     print_fields,
     print_json,
     print_rows,
-    read_cluster_file,
     require_id,
 )
-from custody.client import CustodyClient
 from custody.domain import (
     KINDS,
     NETWORKS,
@@ -81,36 +85,6 @@ requests_app = typer.Typer(
 app.add_typer(requests_app, name="requests")
 console = out  # the stdout console (kept for custody.demo and older callers)
 
-DEFAULT_DIR = Path(".custody")
-ClusterOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--cluster",
-        envvar="CUSTODY_CLUSTER",
-        help="path to the cluster.json `custody up` wrote [default: .custody/cluster.json]",
-    ),
-]
-ApiOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--api-url", envvar="CUSTODY_API_URL", help="coordinator URL (instead of --cluster)"
-    ),
-]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--token", envvar="CUSTODY_TOKEN", help="bearer token for --api-url (instead of --cluster)"
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the API's JSON document")]
-IdemOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--idempotency-key",
-        help="reuse this key to retry the same request safely [default: a fresh UUID]",
-    ),
-]
-
 
 def package_version() -> str:
     """The installed distribution's version (``pyproject.toml``)."""
@@ -136,21 +110,6 @@ def _root(
     ] = False,
 ) -> None:
     """TP Wallet Custody: threshold-signing custody. Exit codes: docs/CLI.md."""
-
-
-def _client(
-    role: str, cluster: Path | None, api_url: str | None, token: str | None
-) -> CustodyClient:
-    if api_url is not None and not api_url.startswith(("http://", "https://")):
-        raise CliError(f"--api-url {api_url!r}: not an http:// or https:// URL")
-    if api_url and token:
-        return CustodyClient(api_url, token)
-    path = cluster or DEFAULT_DIR / "cluster.json"
-    doc = read_cluster_file(path)
-    cred = token or doc["credentials"].get(role)
-    if not cred:
-        raise ClusterFileError(path, f"no {role!r} credential")
-    return CustodyClient(api_url or doc["api_url"], cred)
 
 
 @app.command()
@@ -239,7 +198,7 @@ def keys_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a DKG among the nodes and show the new key."""
-    with _client("admin", cluster, api_url, token) as c, err.status("running DKG"):
+    with connect("admin", cluster, api_url, token) as c, err.status("running DKG"):
         key = c.create_key(  # the API checks scheme, threshold and network
             cast(Scheme, scheme),
             threshold,
@@ -263,7 +222,7 @@ def keys_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List keys."""
-    with _client("auditor", cluster, api_url, token) as c:
+    with connect("auditor", cluster, api_url, token) as c:
         items = list(c.list_keys())
     if as_json:
         print_json([k.model_dump(mode="json") for k in items])
@@ -288,7 +247,7 @@ def keys_show(
 ) -> None:
     """Show one key."""
     require_id(key_id, "key id")
-    with _client("auditor", cluster, api_url, token) as c:
+    with connect("auditor", cluster, api_url, token) as c:
         key = c.get_key(key_id)
     _show_key(key, as_json)
 
@@ -450,7 +409,7 @@ def sign(
     kind_, payload = _sign_payload(kind, payload_file, tx, psbt, text)
     if kind_ == "raw" and message is None:
         raise CliError("raw signing needs MESSAGE (hex); or give --tx, --psbt, --message")
-    with _client("requester", cluster, api_url, token) as c, err.status("signing"):
+    with connect("requester", cluster, api_url, token) as c, err.status("signing"):
         r = c.sign(  # the API checks the kind and the payload
             key_id,
             message,
@@ -506,7 +465,7 @@ def requests_show(
 ) -> None:
     """Show one sign request; the exit code says its status (docs/CLI.md)."""
     require_id(request_id, "sign request id")
-    with _client("auditor", cluster, api_url, token) as c:
+    with connect("auditor", cluster, api_url, token) as c:
         r = c.get_sign_request(request_id)
     _show_sign_request(r, as_json)
     raise typer.Exit(_sign_exit(r))
@@ -530,7 +489,7 @@ def requests_list(
     """List sign requests, newest first."""
     if key_id is not None:
         require_id(key_id, "key id")
-    with _client("auditor", cluster, api_url, token) as c:
+    with connect("auditor", cluster, api_url, token) as c:
         found = c.list_sign_requests(
             min(limit, 200), status=cast(SignStatus | None, status), key_id=key_id
         )
@@ -554,7 +513,7 @@ def audit_verify(
 ) -> None:
     """Check the audit chain against the node-signed checkpoints, the credentials and the
     stored signatures; exit 6 (failed) naming the first bad entry of each tampering found."""
-    with _client("auditor", cluster, api_url, token) as c:
+    with connect("auditor", cluster, api_url, token) as c:
         v = c.verify_audit()
     if as_json:
         print_json(v.model_dump(mode="json"))
@@ -581,7 +540,7 @@ def audit_checkpoint(
     as_json: JsonOpt = False,
 ) -> None:
     """Ask every node to co-sign the current audit head (admin)."""
-    with _client("admin", cluster, api_url, token) as c:
+    with connect("admin", cluster, api_url, token) as c:
         cp = c.checkpoint_audit(idempotency_key=idempotency_key)
     if as_json:
         print_json(cp.model_dump(mode="json"))
@@ -604,7 +563,7 @@ def nodes(
     as_json: JsonOpt = False,
 ) -> None:
     """Enrolled nodes with health and last seen."""
-    with _client("auditor", cluster, api_url, token) as c:
+    with connect("auditor", cluster, api_url, token) as c:
         items = c.nodes()
     if as_json:
         print_json([n.model_dump(mode="json") for n in items])

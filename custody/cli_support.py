@@ -1,8 +1,11 @@
 """What every ``custody`` command shares: output that never cuts a value, errors as
 messages with their exit code (:mod:`custody.exitcodes`), the cluster file.
 
-For modules that add commands to ``custody`` (``app.add_typer`` in :mod:`custody.cli`):
+For modules that add commands to ``custody`` (``app.add_typer`` in :mod:`custody.cli`;
+import from here, not from :mod:`custody.cli`, which imports them):
 
+- take ``ClusterOpt``, ``ApiOpt``, ``TokenOpt`` (and ``JsonOpt`` on a read command, ``IdemOpt``
+  on a POST) and get a client with :func:`connect` (the credential of a role);
 - raise :class:`CliError` (message + :class:`~custody.exitcodes.ExitCode`) for a user error,
   or let a :class:`~custody.client.CustodyError` through: :class:`HandledGroup`, the root
   command's class, prints either (every field error of a problem document) and exits with
@@ -12,7 +15,7 @@ For modules that add commands to ``custody`` (``app.add_typer`` in :mod:`custody
   width, and plain (no colour, no box) when stdout is not a terminal.
 
 May import: :mod:`custody.exitcodes`, :mod:`custody.client`, :mod:`custody.domain`, typer,
-click, rich, pydantic.
+rich, pydantic.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -33,12 +36,19 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from custody.client import CustodyError, CustodyUnreachable
+from custody.client import CustodyClient, CustodyError, CustodyUnreachable
 from custody.domain import MAX_ID_LEN, is_valid_id
 from custody.exitcodes import ExitCode, for_status
 
 __all__ = [
+    "DEFAULT_DIR",
+    "ApiOpt",
     "CliError",
+    "ClusterOpt",
+    "IdemOpt",
+    "JsonOpt",
+    "TokenOpt",
+    "connect",
     "ClusterFileError",
     "HandledGroup",
     "err",
@@ -115,10 +125,60 @@ def require_id(value: str, what: str) -> str:
     return value
 
 
+# -- the options every command that talks to a cluster takes ---------------------------------
+DEFAULT_DIR = Path(".custody")
+ClusterOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cluster",
+        envvar="CUSTODY_CLUSTER",
+        help="path to the cluster.json `custody up` wrote [default: .custody/cluster.json]",
+    ),
+]
+ApiOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-url", envvar="CUSTODY_API_URL", help="coordinator URL (instead of --cluster)"
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="CUSTODY_TOKEN", help="bearer token for --api-url (instead of --cluster)"
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the API's JSON document")]
+IdemOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        help="reuse this key to retry the same request safely [default: a fresh UUID]",
+    ),
+]
+
+
+def connect(
+    role: str, cluster: Path | None, api_url: str | None, token: str | None
+) -> CustodyClient:
+    """A client for the coordinator with the credential of ``role`` from the cluster file
+    (``--cluster``, default ``.custody/cluster.json``), or ``--api-url`` and ``--token``."""
+    if api_url is not None and not api_url.startswith(("http://", "https://")):
+        raise CliError(f"--api-url {api_url!r}: not an http:// or https:// URL")
+    if api_url and token:
+        return CustodyClient(api_url, token)
+    path = cluster or DEFAULT_DIR / "cluster.json"
+    doc = read_cluster_file(path)
+    cred = token or doc["credentials"].get(role)
+    if not cred:
+        raise ClusterFileError(path, f"no {role!r} credential")
+    return CustodyClient(api_url or doc["api_url"], cred)
+
+
 # -- errors ----------------------------------------------------------------------------------
 def problem_lines(status: int, problem: dict[str, Any]) -> list[str]:
-    """An RFC 9457 problem as lines of text: status and title, detail, then every entry
-    of its ``errors`` list (``field: message``), and the culprits it names."""
+    """An RFC 9457 problem as lines of text: status, title and detail, its type, every
+    entry of its ``errors`` list (``field: message (type)``), then its extension members
+    (``field``, ``culprits``, ...)."""
     title = str(problem.get("title") or "error")
     lines = [f"{status} {title}"]
     detail = problem.get("detail")
@@ -166,7 +226,9 @@ def report(exc: BaseException) -> ExitCode | None:
         if isinstance(exc, CustodyUnreachable):
             lines[0] = f"coordinator unreachable: {exc.problem.get('detail', '')}"
         _error(lines[0], lines[1:])
-        return ExitCode.UNREACHABLE if isinstance(exc, CustodyUnreachable) else fail_code(exc)
+        return (
+            ExitCode.UNREACHABLE if isinstance(exc, CustodyUnreachable) else for_status(exc.status)
+        )
     if isinstance(exc, ValidationError):
         _error(f"unexpected answer from the coordinator: {exc.error_count()} invalid fields")
         return ExitCode.FAILED
@@ -180,10 +242,6 @@ def report(exc: BaseException) -> ExitCode | None:
         _error(_os_reason(exc))
         return ExitCode.USAGE
     return None
-
-
-def fail_code(exc: CustodyError) -> ExitCode:
-    return for_status(exc.status)
 
 
 def fail(exc: CustodyError) -> typer.Exit:
