@@ -2,37 +2,76 @@
 
     custody up [--nodes 3] [--data-dir DIR] [--port P]   run a local dev cluster (foreground)
     custody demo                                        three schemes, signed and verified
-    custody keys create|list|show, custody sign, custody nodes
+    custody keys create|list|show, custody sign, custody requests list|show, custody nodes,
+    custody audit verify|checkpoint
     custody node ...                                    = python -m signer_nodes ...
     custody officer|approver enroll|show, custody governance genesis|propose|sign|verify|show
+    custody --version
 
 Commands that talk to a cluster read ``DIR/cluster.json`` (``--cluster`` or env
 ``CUSTODY_CLUSTER``; default ``.custody/cluster.json``), or ``--api-url`` and ``--token``.
+Every read command has ``--json``. Values (ids, public keys, signatures) are printed whole
+at any terminal width, and plainly when stdout is not a terminal. Exit codes:
+:mod:`custody.exitcodes` (``docs/CLI.md``); errors are messages, never tracebacks
+(:mod:`custody.cli_support`, whose helpers other command modules use too).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import itertools
 import json
 import os
 import signal
 import sys
 import threading
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import typer
-from rich.console import Console
-from rich.panel import Panel
-from rich.table import Table
 
-from custody.client import CustodyClient, CustodyError
-from custody.domain import SCHEMES, Kind, Scheme
+from custody.cli_support import (
+    DEFAULT_DIR,
+    ApiOpt,
+    CliError,
+    ClusterOpt,
+    HandledGroup,
+    IdemOpt,
+    JsonOpt,
+    TokenOpt,
+    connect,
+    err,
+    out,
+    print_fields,
+    print_json,
+    print_rows,
+    require_id,
+)
+from custody.domain import (
+    KINDS,
+    NETWORKS,
+    SCHEMES,
+    SIGN_STATUSES,
+    Kind,
+    Network,
+    Scheme,
+    SignStatus,
+)
+from custody.exitcodes import ExitCode
 from custody.governance_cli import approver_app, governance_app, officer_app
-from custody.models import KeyOut
+from custody.models import KeyOut, SignRequestOut
 from custody.policy_cli import policy_app
 
+DISTRIBUTION = "tp-wallet-custody"
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="TP Wallet Custody: threshold-signing custody."
+    cls=HandledGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    help="TP Wallet Custody: threshold-signing custody.",
 )
 keys_app = typer.Typer(no_args_is_help=True, help="Threshold keys.")
 app.add_typer(keys_app, name="keys")
@@ -42,68 +81,88 @@ app.add_typer(governance_app, name="governance")
 app.add_typer(policy_app, name="policy")
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail and its checkpoints.")
 app.add_typer(audit_app, name="audit")
-console = Console()
-err = Console(stderr=True)
-
-DEFAULT_DIR = Path(".custody")
-ClusterOpt = Annotated[
-    Path | None, typer.Option("--cluster", envvar="CUSTODY_CLUSTER", help="path to cluster.json")
-]
-ApiOpt = Annotated[str | None, typer.Option("--api-url", envvar="CUSTODY_API_URL")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="CUSTODY_TOKEN")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+requests_app = typer.Typer(
+    no_args_is_help=True, help="Sign requests: their status, signature and result."
+)
+app.add_typer(requests_app, name="requests")
+console = out  # the stdout console (kept for custody.demo and older callers)
 
 
-def _client(
-    role: str, cluster: Path | None, api_url: str | None, token: str | None
-) -> CustodyClient:
-    if api_url and token:
-        return CustodyClient(api_url, token)
-    path = cluster or DEFAULT_DIR / "cluster.json"
-    if not path.exists():
-        err.print(
-            f"[red]no cluster file at {path}[/red]: run `custody up` or pass --api-url and --token"
-        )
-        raise typer.Exit(2)
-    doc = json.loads(path.read_text())
-    return CustodyClient(api_url or doc["api_url"], token or doc["credentials"][role])
+def package_version() -> str:
+    """The installed distribution's version (``pyproject.toml``)."""
+    try:
+        return _dist_version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
-def _fail(e: CustodyError) -> typer.Exit:
-    err.print(f"[red]{e.status} {e.problem.get('title', '')}[/red] {e.problem.get('detail', '')}")
-    return typer.Exit(1)
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"custody {package_version()}")
+        raise typer.Exit(ExitCode.OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """TP Wallet Custody: threshold-signing custody. Exit codes: docs/CLI.md."""
 
 
 @app.command()
 def up(
-    nodes: Annotated[int, typer.Option("--nodes", min=2, max=16)] = 3,
-    data_dir: Annotated[Path, typer.Option("--data-dir")] = DEFAULT_DIR,
-    port: Annotated[int, typer.Option("--port")] = 7100,
+    nodes: Annotated[
+        int, typer.Option("--nodes", min=2, max=16, help="number of signer nodes")
+    ] = 3,
+    data_dir: Annotated[
+        Path,
+        typer.Option("--data-dir", help="directory for every process's data and cluster.json"),
+    ] = DEFAULT_DIR,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", min=1, max=65535 - 16, help="coordinator port; node i listens on port+i"
+        ),
+    ] = 7100,
 ) -> None:
     """Start the coordinator and the signer nodes as local processes (Ctrl-C stops them)."""
-    from custody.cluster import Cluster
+    from custody.cluster import Cluster, PortInUse
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with console.status("starting cluster") as status:
+    with err.status("starting cluster") as status:
         cluster = Cluster(
             Path(data_dir), nodes=nodes, port=port, progress=lambda m: status.update(m)
         )
         try:
             doc = cluster.start()
+        except PortInUse as e:
+            cluster.stop()
+            raise CliError(str(e), ExitCode.IN_USE) from None
         except (RuntimeError, OSError) as e:
             cluster.stop()
-            err.print(f"[red]cluster failed to start:[/red] {e}")
-            raise typer.Exit(1) from None
-    lines = [f"API        {doc['api_url']}  (OpenAPI: {doc['api_url']}/docs)"]
-    lines += [f"{n['id']:<10} {n['url']}" for n in doc["nodes"]]
-    lines += [
-        f"cluster    {cluster.cluster_file}  (credentials, mode 0600)",
+            raise CliError(f"cluster failed to start: {e}", ExitCode.FAILED) from None
+        except BaseException:
+            cluster.stop()
+            raise
+    out.print("[bold]TP Wallet Custody — dev cluster[/bold]")
+    print_fields(  # whole lines, not a panel: a long path is never folded or cut
+        [
+            ("API", doc["api_url"]),
+            ("OpenAPI", f"{doc['api_url']}/docs"),
+            *((n["id"], n["url"]) for n in doc["nodes"]),
+            ("cluster", f"{cluster.cluster_file}  (credentials, mode 0600)"),
+        ]
+    )
+    out.print(
         "[bold yellow]DEV CLUSTER: allow-all policy installed (no approvals needed); "
-        "policies arrive in a later issue[/bold yellow]",
-        "Ctrl-C stops every process.",
-    ]
-    console.print(Panel("\n".join(lines), title="TP Wallet Custody — dev cluster"))
+        "policies arrive in a later issue[/bold yellow]\nCtrl-C stops every process."
+    )
     try:
         while not stop.is_set():
             dead = [p.name for p in cluster.procs.values() if not p.alive]
@@ -115,28 +174,46 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
-        with console.status("stopping"):
+        with err.status("stopping"):
             cluster.stop()
-        console.print("stopped")
+        out.print("stopped")
 
 
 @keys_app.command("create")
 def keys_create(
-    scheme: Annotated[str, typer.Argument(help=" | ".join(SCHEMES))],
-    threshold: Annotated[int, typer.Option("--threshold", "-t")] = 2,
-    nodes: Annotated[list[str] | None, typer.Option("--node")] = None,
+    scheme: Annotated[str, typer.Argument(help="the key's scheme: " + " | ".join(SCHEMES))],
+    threshold: Annotated[
+        int, typer.Option("--threshold", "-t", help="signatures need this many nodes")
+    ] = 2,
+    nodes: Annotated[
+        list[str] | None,
+        typer.Option("--node", help="a node to hold a share (repeat) [default: every node]"),
+    ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option("--network", help="bip340 keys: the Bitcoin network, " + " | ".join(NETWORKS)),
+    ] = None,
+    idempotency_key: IdemOpt = None,
     cluster: ClusterOpt = None,
     api_url: ApiOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a DKG among the nodes and show the new key."""
-    with _client("admin", cluster, api_url, token) as c, console.status("running DKG"):
-        try:
-            key = c.create_key(cast(Scheme, scheme), threshold, nodes)  # the API checks it
-        except CustodyError as e:
-            raise _fail(e) from None
+    with connect("admin", cluster, api_url, token) as c, err.status("running DKG"):
+        key = c.create_key(  # the API checks scheme, threshold and network
+            cast(Scheme, scheme),
+            threshold,
+            nodes,
+            network=cast(Network | None, network),
+            idempotency_key=idempotency_key,
+        )
     _show_key(key, as_json)
+    if key.status == "failed":
+        raise typer.Exit(ExitCode.FAILED)
+    if key.status != "active":
+        err.print(f"key {key.id} is still {key.status}: `custody keys show {key.id}` later")
+        raise typer.Exit(ExitCode.PENDING)
 
 
 @keys_app.command("list")
@@ -147,82 +224,286 @@ def keys_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List keys."""
-    with _client("auditor", cluster, api_url, token) as c:
-        try:
-            items = list(c.list_keys())
-        except CustodyError as e:
-            raise _fail(e) from None
+    with connect("auditor", cluster, api_url, token) as c:
+        items = list(c.list_keys())
     if as_json:
-        console.print_json(json.dumps([k.model_dump(mode="json") for k in items]))
+        print_json([k.model_dump(mode="json") for k in items])
         return
-    t = Table("id", "scheme", "t/n", "status", "public key")
-    for k in items:
-        t.add_row(k.id, k.scheme, f"{k.threshold}/{len(k.nodes)}", k.status, k.public_key or "")
-    console.print(t)
+    print_rows(
+        ("id", "scheme", "t/n", "status", "public key"),
+        [
+            (k.id, k.scheme, f"{k.threshold}/{len(k.nodes)}", k.status, k.public_key or "")
+            for k in items
+        ],
+        long=("public key",),
+    )
 
 
 @keys_app.command("show")
 def keys_show(
-    key_id: str,
+    key_id: Annotated[str, typer.Argument(help="the key's id (key_...)")],
     cluster: ClusterOpt = None,
     api_url: ApiOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show one key."""
-    with _client("auditor", cluster, api_url, token) as c:
-        try:
-            _show_key(c.get_key(key_id), as_json)
-        except CustodyError as e:
-            raise _fail(e) from None
+    require_id(key_id, "key id")
+    with connect("auditor", cluster, api_url, token) as c:
+        key = c.get_key(key_id)
+    _show_key(key, as_json)
 
 
 def _show_key(key: KeyOut, as_json: bool) -> None:
     doc = key.model_dump(mode="json")
     if as_json:
-        console.print_json(json.dumps(doc))
+        print_json(doc)
         return
-    t = Table(show_header=False)
-    for f in ("id", "scheme", "threshold", "nodes", "status", "public_key"):
-        t.add_row(f, str(doc.get(f)))
+    fields: list[tuple[str, Any]] = [
+        ("id", key.id),
+        ("scheme", key.scheme),
+        ("status", key.status),
+        ("threshold", f"{key.threshold} of {len(key.nodes)}"),
+        ("nodes", ", ".join(key.nodes)),
+        ("public_key", key.public_key),
+    ]
+    if key.network is not None:
+        fields.append(("network", key.network))
+    fields += [(f"address.{chain}", a) for chain, a in sorted(key.addresses.items())]
+    fields.append(("created_at", doc["created_at"]))
     if key.error is not None:
-        t.add_row("error", str(key.error.detail))
-    console.print(t)
+        fields.append(("error", f"{key.error.title}: {key.error.detail}"))
+    print_fields(fields)
+
+
+def _arg_or_file(value: str, option: str) -> str:
+    """``value``, or the text of file ``F`` when ``value`` is ``@F`` (``@-``: stdin)."""
+    if not value.startswith("@"):
+        return value.strip()
+    return _read(value[1:], option).decode().strip()
+
+
+def _read(name: str, option: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as e:
+        raise CliError(f"{option}: cannot read {name}: {e.strerror or e}") from None
+
+
+def _psbt(value: str) -> str:
+    """A PSBT as base64: given as base64, or ``@file`` holding base64 or the raw bytes."""
+    raw = _read(value[1:], "--psbt") if value.startswith("@") else value.encode()
+    if raw.startswith(b"psbt\xff"):
+        return base64.b64encode(raw).decode()
+    text = raw.decode(errors="replace").strip()
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise CliError("--psbt: not base64 (nor a binary PSBT file)") from None
+    return text
+
+
+def _payload_file(name: str) -> dict[str, Any]:
+    raw = _read(name, "--payload-file")
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CliError(f"--payload-file {name}: not JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise CliError(f"--payload-file {name}: the payload must be a JSON object")
+    return doc
+
+
+def _sign_payload(
+    kind: str | None,
+    payload_file: str | None,
+    tx: str | None,
+    psbt: str | None,
+    text: str | None,
+) -> tuple[str, dict[str, Any] | None]:
+    """The request's kind and payload from the options (at most one payload source)."""
+    given = [
+        name
+        for name, v in (
+            ("--payload-file", payload_file),
+            ("--tx", tx),
+            ("--psbt", psbt),
+            ("--message", text),
+        )
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise CliError(f"give one payload, not {' and '.join(given)}")
+    if tx is not None:
+        return kind or "evm-tx", {"tx": _arg_or_file(tx, "--tx")}
+    if psbt is not None:
+        return kind or "btc-psbt", {"psbt": _psbt(psbt)}
+    if text is not None:
+        hexed = text if text.startswith("0x") else "0x" + text.encode().hex()
+        return kind or "message", {"message": hexed}
+    if payload_file is not None:
+        if kind is None or kind == "raw":
+            raise CliError("--payload-file needs --kind (evm-tx, btc-psbt, message, ...)")
+        return kind, _payload_file(payload_file)
+    return kind or "raw", None
+
+
+_SIGN_EXIT = {
+    "signed": ExitCode.OK,
+    "rejected": ExitCode.REFUSED,
+    "failed": ExitCode.FAILED,
+    "expired": ExitCode.FAILED,
+}
 
 
 @app.command()
 def sign(
-    key_id: str,
-    message: Annotated[str, typer.Argument(help="hex (ECDSA: a 32-byte digest)")],
-    kind: Annotated[str, typer.Option("--kind")] = "raw",
-    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    key_id: Annotated[str, typer.Argument(help="the key's id (key_...)")],
+    message: Annotated[
+        str | None,
+        typer.Argument(
+            help="raw kind: the message as hex (ECDSA: a 32-byte digest); other kinds: "
+            "optional, the hex the payload must yield"
+        ),
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="what is signed: "
+            + " | ".join([*KINDS, "btc-psbt", "iso20022"])
+            + " [default: from the payload option, else raw]",
+        ),
+    ] = None,
+    payload_file: Annotated[
+        str | None,
+        typer.Option(
+            "--payload-file", help="the request's payload: a JSON object in this file (- stdin)"
+        ),
+    ] = None,
+    tx: Annotated[
+        str | None,
+        typer.Option("--tx", help="evm-tx: an unsigned EIP-1559 transaction 0x02... or @FILE"),
+    ] = None,
+    psbt: Annotated[
+        str | None,
+        typer.Option("--psbt", help="btc-psbt: a PSBT as BASE64, or @FILE (base64 or binary)"),
+    ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--message", help="message kind: the text to sign (0x... for hex bytes), EIP-191"
+        ),
+    ] = None,
+    idempotency_key: IdemOpt = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="seconds to wait for a terminal status")
+    ] = 60.0,
     cluster: ClusterOpt = None,
     api_url: ApiOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask for a signature and wait for it."""
-    with _client("requester", cluster, api_url, token) as c, console.status("signing"):
-        try:
-            r = c.sign(
-                key_id, message, kind=cast(Kind, kind), idempotency_key=idempotency_key
-            )  # the API checks the kind
-        except CustodyError as e:
-            raise _fail(e) from None
-    doc = r.model_dump(mode="json")
+    require_id(key_id, "key id")
+    kind_, payload = _sign_payload(kind, payload_file, tx, psbt, text)
+    if kind_ == "raw" and message is None:
+        raise CliError("raw signing needs MESSAGE (hex); or give --tx, --psbt, --message")
+    with connect("requester", cluster, api_url, token) as c, err.status("signing"):
+        r = c.sign(  # the API checks the kind and the payload
+            key_id,
+            message,
+            kind=cast(Kind, kind_),
+            payload=payload,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+        )
+    _show_sign_request(r, as_json)
+    raise typer.Exit(_sign_exit(r))
+
+
+def _show_sign_request(r: SignRequestOut, as_json: bool) -> None:
     if as_json:
-        console.print_json(json.dumps(doc))
+        print_json(r.model_dump(mode="json"))
         return
-    t = Table(show_header=False)
-    for f in ("id", "status", "signature", "recovery_id", "signers"):
-        t.add_row(f, str(doc.get(f)))
-    for b in r.blamed:
-        t.add_row("blamed", f"{b.node_id} (party {b.party_id}): {b.reason}")
+    fields: list[tuple[str, Any]] = [
+        ("id", r.id),
+        ("key_id", r.key_id),
+        ("kind", r.kind),
+        ("status", r.status),
+        ("message", r.message),
+        ("signature", r.signature),
+    ]
+    if r.recovery_id is not None:
+        fields.append(("recovery_id", r.recovery_id))
+    fields.append(("signers", ", ".join(map(str, r.signers or ()))))
+    if r.result is not None:
+        fields.append(("signed_tx", r.result.signed_tx))
+    fields += [("blamed", f"{b.node_id} (party {b.party_id}): {b.reason}") for b in r.blamed]
     if r.error is not None:
-        t.add_row("error", str(r.error.detail))
-    console.print(t)
-    if r.status != "signed":
-        raise typer.Exit(1)
+        fields.append(("error", f"{r.error.title}: {r.error.detail}"))
+    print_fields(fields)
+
+
+def _sign_exit(r: SignRequestOut) -> ExitCode:
+    code = _SIGN_EXIT.get(r.status, ExitCode.PENDING)
+    if code == ExitCode.PENDING:
+        err.print(
+            f"sign request {r.id} is {r.status}: ask again later with "
+            f"`custody requests show {r.id}`"
+        )
+    return code
+
+
+@requests_app.command("show")
+def requests_show(
+    request_id: Annotated[str, typer.Argument(help="the sign request's id (sr_...)")],
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one sign request; the exit code says its status (docs/CLI.md)."""
+    require_id(request_id, "sign request id")
+    with connect("auditor", cluster, api_url, token) as c:
+        r = c.get_sign_request(request_id)
+    _show_sign_request(r, as_json)
+    raise typer.Exit(_sign_exit(r))
+
+
+@requests_app.command("list")
+def requests_list(
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="only this status: " + " | ".join(SIGN_STATUSES)),
+    ] = None,
+    key_id: Annotated[str | None, typer.Option("--key", help="only this key's requests")] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="at most this many, newest first")
+    ] = 50,
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List sign requests, newest first."""
+    if key_id is not None:
+        require_id(key_id, "key id")
+    with connect("auditor", cluster, api_url, token) as c:
+        found = c.list_sign_requests(
+            min(limit, 200), status=cast(SignStatus | None, status), key_id=key_id
+        )
+        items = list(itertools.islice(found, limit))
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in items])
+        return
+    print_rows(
+        ("id", "key id", "kind", "status", "signature"),
+        [(r.id, r.key_id, r.kind, r.status, r.signature or "") for r in items],
+        long=("key id", "signature"),
+    )
 
 
 @audit_app.command("verify")
@@ -233,44 +514,47 @@ def audit_verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Check the audit chain against the node-signed checkpoints, the credentials and the
-    stored signatures; exit 1 naming the first bad entry of each tampering found."""
-    with _client("auditor", cluster, api_url, token) as c:
-        try:
-            v = c.verify_audit()
-        except CustodyError as e:
-            raise _fail(e) from None
+    stored signatures; exit 6 (failed) naming the first bad entry of each tampering found."""
+    with connect("auditor", cluster, api_url, token) as c:
+        v = c.verify_audit()
     if as_json:
-        console.print_json(json.dumps(v.model_dump(mode="json")))
+        print_json(v.model_dump(mode="json"))
     else:
         cps = v.checkpoints
         anchored = f", anchored by node checkpoints up to {cps.last_seq}" if cps else ""
-        console.print(f"{'ok' if v.ok else 'TAMPERED'}: {v.entries} entries{anchored}")
-        for f in v.findings:
-            where = f"entry {f.seq}" if f.seq is not None else (f.subject or "")
-            console.print(f"  {f.kind}: {where}: {f.detail}")
+        print_fields([("result", f"{'ok' if v.ok else 'TAMPERED'}: {v.entries} entries{anchored}")])
+        print_fields(
+            [
+                (f.kind, f"{f'entry {f.seq}' if f.seq is not None else f.subject}: {f.detail}")
+                for f in v.findings
+            ]
+        )
     if not v.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @audit_app.command("checkpoint")
 def audit_checkpoint(
+    idempotency_key: IdemOpt = None,
     cluster: ClusterOpt = None,
     api_url: ApiOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask every node to co-sign the current audit head (admin)."""
-    with _client("admin", cluster, api_url, token) as c:
-        try:
-            cp = c.checkpoint_audit()
-        except CustodyError as e:
-            if as_json:
-                console.print_json(json.dumps(e.problem))
-            raise _fail(e) from None
+    with connect("admin", cluster, api_url, token) as c:
+        cp = c.checkpoint_audit(idempotency_key=idempotency_key)
     if as_json:
-        console.print_json(json.dumps(cp.model_dump(mode="json")))
+        print_json(cp.model_dump(mode="json"))
         return
-    console.print(f"checkpoint {cp.seq} head {cp.head} signed by {sorted(cp.signatures)}")
+    print_fields(
+        [
+            ("checkpoint", cp.seq),
+            ("head", cp.head),
+            *((f"signature {n}", s) for n, s in sorted(cp.signatures.items())),
+            *((f"node {n.node_id}", f"{n.status} {n.detail or ''}".strip()) for n in cp.nodes),
+        ]
+    )
 
 
 @app.command()
@@ -281,19 +565,30 @@ def nodes(
     as_json: JsonOpt = False,
 ) -> None:
     """Enrolled nodes with health and last seen."""
-    with _client("auditor", cluster, api_url, token) as c:
-        try:
-            items = c.nodes()
-        except CustodyError as e:
-            raise _fail(e) from None
+    with connect("auditor", cluster, api_url, token) as c:
+        items = c.nodes()
     if as_json:
-        console.print_json(json.dumps([n.model_dump(mode="json") for n in items]))
+        print_json([n.model_dump(mode="json") for n in items])
         return
-    t = Table("id", "party", "url", "status", "last seen", "last error")
-    for n in items:
-        last_seen = n.model_dump(mode="json")["last_seen"]
-        t.add_row(n.id, str(n.party_id), n.url, n.status, str(last_seen), n.last_error or "")
-    console.print(t)
+    print_rows(
+        ("id", "party", "status", "url", "last seen", "last error"),
+        [
+            (
+                n.id,
+                n.party_id,
+                n.status,
+                n.url,
+                n.model_dump(mode="json")["last_seen"],
+                n.last_error,
+            )
+            for n in items
+        ],
+        long=("url", "last seen", "last error"),
+    )
+
+
+# The node CLI under this name: `custody node --help` shows `custody node ...` usage.
+_NODE_CLI = "from signer_nodes.cli import app; app(prog_name='custody node')"
 
 
 @app.command(
@@ -304,8 +599,8 @@ def nodes(
     }
 )
 def node(ctx: typer.Context) -> None:
-    """Signer-node commands: forwards to ``python -m signer_nodes ...``."""
-    argv = [sys.executable, "-m", "signer_nodes", *ctx.args]
+    """Signer-node commands: init, identity, trust, run, rotate-seal-key, status."""
+    argv = [sys.executable, "-c", _NODE_CLI, *ctx.args]
     os.execvp(argv[0], argv)  # noqa: S606 - replaces this process, no shell
 
 
@@ -315,13 +610,20 @@ def demo(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="where to start a cluster if none is running")
     ] = None,
-    port: Annotated[int, typer.Option("--port")] = 7100,
+    port: Annotated[
+        int, typer.Option("--port", help="coordinator port of a cluster it starts")
+    ] = 7100,
 ) -> None:
     """Create a key per scheme, sign, verify with independent libraries, print a table."""
     from custody.demo import run_demo
 
-    sys.exit(run_demo(console, cluster, data_dir, port))
+    raise typer.Exit(run_demo(out, cluster, data_dir, port))
+
+
+def main() -> None:
+    """``python -m custody.cli`` and the ``custody`` script."""
+    app()
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -25,6 +25,7 @@ import asyncio
 import base64
 import json
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -193,6 +194,15 @@ def _deleted(r: httpx.Response) -> None:
         _parse(r, PolicyShadowOut)
 
 
+def _seg(value: str) -> str:
+    """``value`` as one URL path segment: percent-encoded, ``/`` included, so an id such as
+    ``../nodes`` names no other resource. ``ValueError`` for an id no URL can name (empty,
+    ``.`` or ``..``, which would address the collection or its parent)."""
+    if value in ("", ".", ".."):
+        raise ValueError(f"{value!r} is not an id")
+    return urllib.parse.quote(value, safe="")
+
+
 def _params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
@@ -255,7 +265,7 @@ class CustodyClient(_Base):
         return self._get("/v1/nodes", NodeList).items
 
     def enrol_node(self, node_id: str, url: str) -> NodeOut:
-        return _parse(self.http.put(f"/v1/nodes/{node_id}", json={"url": url}), NodeOut)
+        return _parse(self.http.put(f"/v1/nodes/{_seg(node_id)}", json={"url": url}), NodeOut)
 
     def create_key(
         self,
@@ -285,7 +295,7 @@ class CustodyClient(_Base):
         return key
 
     def get_key(self, key_id: str) -> KeyOut:
-        return self._get(f"/v1/keys/{key_id}", KeyOut)
+        return self._get(f"/v1/keys/{_seg(key_id)}", KeyOut)
 
     def list_keys(self, limit: int = 50) -> Iterator[KeyOut]:
         yield from self._pages("/v1/keys", KeyList, limit=limit)
@@ -320,7 +330,7 @@ class CustodyClient(_Base):
         return r
 
     def get_sign_request(self, request_id: str) -> SignRequestOut:
-        return self._get(f"/v1/sign-requests/{request_id}", SignRequestOut)
+        return self._get(f"/v1/sign-requests/{_seg(request_id)}", SignRequestOut)
 
     def list_sign_requests(
         self, limit: int = 50, *, status: SignStatus | None = None, key_id: str | None = None
@@ -437,7 +447,7 @@ class AsyncCustodyClient(_Base):
         return (await self._get("/v1/nodes", NodeList)).items
 
     async def enrol_node(self, node_id: str, url: str) -> NodeOut:
-        return _parse(await self.http.put(f"/v1/nodes/{node_id}", json={"url": url}), NodeOut)
+        return _parse(await self.http.put(f"/v1/nodes/{_seg(node_id)}", json={"url": url}), NodeOut)
 
     async def create_key(
         self,
@@ -467,7 +477,7 @@ class AsyncCustodyClient(_Base):
         return key
 
     async def get_key(self, key_id: str) -> KeyOut:
-        return await self._get(f"/v1/keys/{key_id}", KeyOut)
+        return await self._get(f"/v1/keys/{_seg(key_id)}", KeyOut)
 
     async def list_keys(self, limit: int = 50) -> AsyncIterator[KeyOut]:
         async for k in self._pages("/v1/keys", KeyList, limit=limit):
@@ -503,7 +513,7 @@ class AsyncCustodyClient(_Base):
         return r
 
     async def get_sign_request(self, request_id: str) -> SignRequestOut:
-        return await self._get(f"/v1/sign-requests/{request_id}", SignRequestOut)
+        return await self._get(f"/v1/sign-requests/{_seg(request_id)}", SignRequestOut)
 
     async def list_sign_requests(
         self, limit: int = 50, *, status: SignStatus | None = None, key_id: str | None = None

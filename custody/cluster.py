@@ -33,8 +33,32 @@ from typing import Any
 import httpx
 
 from custody import governance
+from custody.cli_support import read_cluster_file
 
 DEFAULT_PORT = 7100
+
+
+class PortInUse(RuntimeError):
+    """A port the cluster needs is taken (another ``custody up``, or another program)."""
+
+    def __init__(self, port: int, role: str) -> None:
+        super().__init__(
+            f"port {port} is in use ({role}): another `custody up` or another program "
+            "listens there; stop it, or pass another --port"
+        )
+        self.port = port
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port`` (a bind with ``SO_REUSEADDR``, as uvicorn
+    binds, fails only then; connections in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def node_id(i: int) -> str:
@@ -159,7 +183,10 @@ class Cluster:
                     f"{self.data_dir} has a coordinator but no cluster.json: "
                     "its credentials are lost; use a fresh --data-dir"
                 )
-            creds = json.loads(self.cluster_file.read_text())["credentials"]
+            creds = read_cluster_file(
+                self.cluster_file,
+                "it holds this cluster's credentials: restore it, or use a fresh --data-dir",
+            )["credentials"]
         for i in range(1, self.nodes + 1):
             d = self.data_dir / node_id(i)
             if d.exists() and any(d.iterdir()):
@@ -290,8 +317,20 @@ class Cluster:
             ],
         )
 
+    def check_ports(self) -> None:
+        """:class:`PortInUse` naming the first port of the cluster already taken."""
+        wanted = [(self.port, "the coordinator's port")]
+        wanted += [
+            (node_port(self.port, i), f"{node_id(i)}'s port") for i in range(1, self.nodes + 1)
+        ]
+        for port, role in wanted:
+            if port_in_use(self.host, port):
+                raise PortInUse(port, role)
+
     def start(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Provision, start every process, enrol the nodes, write cluster.json."""
+        """Check the ports are free, provision, start every process, enrol the nodes,
+        write cluster.json."""
+        self.check_ports()
         creds = self.provision()
         self.progress("starting coordinator and nodes")
         argv = [

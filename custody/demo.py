@@ -8,7 +8,6 @@ code, so a table full of "yes" means the threshold signatures are ordinary signa
 from __future__ import annotations
 
 import hashlib
-import json
 import statistics
 import tempfile
 import time
@@ -23,8 +22,10 @@ from nacl.signing import VerifyKey
 from rich.console import Console
 from rich.table import Table
 
+from custody.cli_support import read_cluster_file
 from custody.client import CustodyClient
 from custody.domain import SCHEMES, spec
+from custody.exitcodes import ExitCode
 
 MESSAGE = b"TP Wallet Custody demo: pay 10.00 EUR to ACME"
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -112,16 +113,17 @@ def sign_and_verify_all(
 def _running(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
-    doc = json.loads(path.read_text())
+    doc = read_cluster_file(path)
     try:
         httpx.get(doc["api_url"] + "/health", timeout=1).raise_for_status()
     except httpx.HTTPError:
         return None
-    return doc  # type: ignore[no-any-return]
+    return doc
 
 
 def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port: int) -> int:
-    from custody.cluster import Cluster
+    """Run the demo; returns its exit code (:class:`custody.exitcodes.ExitCode`)."""
+    from custody.cluster import Cluster, PortInUse
 
     doc = _running(cluster or Path(".custody/cluster.json"))
     own: Cluster | None = None
@@ -131,10 +133,14 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
             own = Cluster(where, nodes=3, port=port, progress=lambda m: st.update(m))
             try:
                 doc = own.start()
+            except PortInUse as e:
+                own.stop()
+                console.print(f"[red]could not start a cluster:[/red] {e}")
+                return ExitCode.IN_USE
             except (RuntimeError, OSError) as e:
                 own.stop()
                 console.print(f"[red]could not start a cluster:[/red] {e}")
-                return 1
+                return ExitCode.FAILED
         console.print(f"[yellow]DEV CLUSTER in {where}: allow-all policy[/yellow]")
     try:
         with (
@@ -145,7 +151,7 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
             rows = sign_and_verify_all(a, r)
     except Exception as e:  # noqa: BLE001 - report, then stop our processes
         console.print(f"[red]demo failed:[/red] {e}")
-        return 1
+        return ExitCode.FAILED
     finally:
         if own is not None:
             own.stop()
@@ -154,24 +160,20 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
         "latency: first signature of the new key / median of the next "
         f"{WARM_SIGNATURES} (each verified too)"
     )
-    for col in ("scheme", "public key", "signature", "verified by", "latency"):
+    for col in ("scheme", "verified by", "latency"):
         t.add_column(col, overflow="fold")
     for row in rows:
         mark = "[green]yes[/green]" if row["verified"] else "[red]NO[/red]"
         t.add_row(
             row["scheme"],
-            _short(row["public_key"]),
-            _short(row["signature"]),
             f"{mark} {row['verified_by']}",
             f"{row['latency_ms']:.0f} / {row['warm_latency_ms']:.0f} ms",
         )
     console.print(t)
-    for row in rows:  # the full values, for copy and paste into another verifier
+    # the values themselves, whole (never in a table cell that would cut them), for copy
+    # and paste into another verifier
+    for row in rows:
+        console.print(f"{row['scheme']}: key        {row['key_id']}", soft_wrap=True)
         console.print(f"{row['scheme']}: public key {row['public_key']}", soft_wrap=True)
         console.print(f"{row['scheme']}: signature  {row['signature']}", soft_wrap=True)
-    return 0 if all(r["verified"] for r in rows) else 1
-
-
-def _short(hex_value: str) -> str:
-    """``0123ab…89ef 32B``: enough to recognise a value in a narrow table."""
-    return f"{hex_value[:6]}…{hex_value[-4:]} {len(hex_value) // 2}B"
+    return ExitCode.OK if all(r["verified"] for r in rows) else ExitCode.FAILED

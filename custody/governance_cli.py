@@ -34,6 +34,7 @@ from rich.console import Console
 from custody import governance as gov
 from custody import policy as pol
 from custody import policy_file as pf
+from custody.exitcodes import ExitCode
 from custody.policy_cli import load_policy_file
 
 officer_app = typer.Typer(no_args_is_help=True, help="Security officers' own keys.")
@@ -72,7 +73,7 @@ def _write_private(path: Path, data: bytes) -> None:
 def _refused(exc: gov.GovernanceError | gov.OfficerKeyError) -> typer.Exit:
     kind = getattr(exc, "kind", "officer-key")
     err.print(f"[red]refused ({kind})[/red]: {exc}")
-    return typer.Exit(1)
+    return typer.Exit(ExitCode.REFUSED)
 
 
 def _load(path: Path) -> gov.SignedGovernance:
@@ -94,7 +95,7 @@ def _node_from_file(path: Path) -> gov.RosterNode:
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         err.print(f"[red]{path}[/red]: not a node identity file ({exc})")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(ExitCode.USAGE) from exc
 
 
 def _officer_from_file(path: Path) -> gov.Officer:
@@ -141,16 +142,20 @@ def _enroll(kind: gov.PrincipalKind, principal_id: str, out: Path, pass_file: Pa
         _write_private(out, blob)
     except FileExistsError as exc:
         err.print(f"[red]{out} exists[/red]: an {kind} key file is never overwritten")
-        raise typer.Exit(2) from exc
-    console.print(f"{kind} {key.principal_id}: public key {key.public_key.hex()}")
+        raise typer.Exit(ExitCode.USAGE) from exc
+    console.print(f"{kind} {key.principal_id}: public key {key.public_key.hex()}", soft_wrap=True)
 
 
-def _show(kind: gov.PrincipalKind, path: Path) -> None:
+def _show(kind: gov.PrincipalKind, path: Path, as_json: bool) -> None:
     try:
         key = gov.read_principal_public(path.read_bytes(), kind)
     except gov.OfficerKeyError as exc:
         raise _refused(exc) from exc
-    console.print(f"{kind} {key.principal_id}: public key {key.public_key.hex()}")
+    if as_json:
+        doc = {"kind": kind, "id": key.principal_id, "public_key": key.public_key.hex()}
+        print(json.dumps(doc, indent=2))
+        return
+    console.print(f"{kind} {key.principal_id}: public key {key.public_key.hex()}", soft_wrap=True)
 
 
 @officer_app.command("enroll")
@@ -164,9 +169,11 @@ def officer_enroll(
 
 
 @officer_app.command("show")
-def officer_show(path: Annotated[Path, typer.Argument(help="an officer key file")]) -> None:
+def officer_show(
+    path: Annotated[Path, typer.Argument(help="an officer key file")], as_json: JsonOpt = False
+) -> None:
     """Print the id and public key of an officer key file (no passphrase needed)."""
-    _show("officer", path)
+    _show("officer", path, as_json)
 
 
 @approver_app.command("enroll")
@@ -180,18 +187,20 @@ def approver_enroll(
 
 
 @approver_app.command("show")
-def approver_show(path: Annotated[Path, typer.Argument(help="an approver key file")]) -> None:
+def approver_show(
+    path: Annotated[Path, typer.Argument(help="an approver key file")], as_json: JsonOpt = False
+) -> None:
     """Print the id and public key of an approver key file (no passphrase needed)."""
-    _show("approver", path)
+    _show("approver", path, as_json)
 
 
 @governance_app.command("genesis")
 def genesis(
-    cluster_id: Annotated[str, typer.Option("--cluster-id")],
+    cluster_id: Annotated[str, typer.Option("--cluster-id", help="the cluster's name")],
     officers: Annotated[list[Path], typer.Option("--officer", help="an officer key file")],
     quorum: Annotated[int, typer.Option("--quorum", help="signatures needed for a change")],
     nodes: Annotated[list[Path], typer.Option("--node", help="a node identity file")],
-    out: Annotated[Path, typer.Option("--out")],
+    out: Annotated[Path, typer.Option("--out", help="the unsigned genesis to write")],
 ) -> None:
     """Write version 1 (unsigned): the trust anchor every node installs at init."""
     try:
@@ -214,14 +223,32 @@ def genesis(
 @governance_app.command("propose")
 def propose(
     current: Annotated[Path, typer.Argument(help="the installed version")],
-    out: Annotated[Path, typer.Option("--out")],
-    add_node: Annotated[list[Path] | None, typer.Option("--add-node")] = None,
-    remove_node: Annotated[list[str] | None, typer.Option("--remove-node")] = None,
-    add_officer: Annotated[list[Path] | None, typer.Option("--add-officer")] = None,
-    remove_officer: Annotated[list[str] | None, typer.Option("--remove-officer")] = None,
-    quorum: Annotated[int | None, typer.Option("--quorum")] = None,
-    raw_signing: Annotated[list[str] | None, typer.Option("--raw-signing")] = None,
-    no_raw_signing: Annotated[list[str] | None, typer.Option("--no-raw-signing")] = None,
+    out: Annotated[Path, typer.Option("--out", help="the unsigned next version to write")],
+    add_node: Annotated[
+        list[Path] | None,
+        typer.Option("--add-node", help="a node identity file to add or replace (repeat)"),
+    ] = None,
+    remove_node: Annotated[
+        list[str] | None, typer.Option("--remove-node", help="a node id to remove (repeat)")
+    ] = None,
+    add_officer: Annotated[
+        list[Path] | None, typer.Option("--add-officer", help="an officer key file (repeat)")
+    ] = None,
+    remove_officer: Annotated[
+        list[str] | None,
+        typer.Option("--remove-officer", help="an officer id to remove (repeat)"),
+    ] = None,
+    quorum: Annotated[
+        int | None, typer.Option("--quorum", help="the new quorum [default: unchanged]")
+    ] = None,
+    raw_signing: Annotated[
+        list[str] | None,
+        typer.Option("--raw-signing", help="a key id to allow raw signing for (repeat; * all)"),
+    ] = None,
+    no_raw_signing: Annotated[
+        list[str] | None,
+        typer.Option("--no-raw-signing", help="a key id to stop raw signing for (repeat)"),
+    ] = None,
     policy_path: Annotated[
         Path | None,
         typer.Option("--policy", help="a policy file (custody policy check): the new policy"),
@@ -261,7 +288,7 @@ def propose(
             )
         except pf.PolicyFileError as exc:
             err.print(f"refused: {exc}", markup=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(ExitCode.REFUSED) from None
         for d in allow or ():
             console.print(
                 f"allowlist {allowlist}: + {d} from {pf.format_instant(active_from)} "
@@ -275,10 +302,10 @@ def propose(
     gone_officers = set(remove_officer or ())
     for missing in sorted(gone_nodes - {n.node_id for n in body.roster}):
         err.print(f"[red]no node {missing} in version {body.version}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     for missing in sorted(gone_officers - {o.officer_id for o in body.officers}):
         err.print(f"[red]no officer {missing} in version {body.version}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     replaced = {n.node_id for n in map(_node_from_file, add_node or ())}
     try:
         proposal = body.successor(
@@ -323,7 +350,7 @@ def sign(
     show(path)
     if not yes and not typer.confirm("sign this version?", default=False):
         err.print("not signed")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ABORTED)
     try:
         officer, signer = gov.open_officer_key(
             key.read_bytes(), _passphrase(passphrase_file, confirm=False)
@@ -358,7 +385,9 @@ def verify(
 
 
 @governance_app.command("show")
-def show(path: Annotated[Path, typer.Argument()], as_json: JsonOpt = False) -> None:
+def show(
+    path: Annotated[Path, typer.Argument(help="a governance document")], as_json: JsonOpt = False
+) -> None:
     """Print a document: officers, quorum, roster and who signed it."""
     info = describe(_load(path))
     if as_json:

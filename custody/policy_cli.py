@@ -37,7 +37,9 @@ from rich.console import Console
 from custody import governance as gov
 from custody import policy as pol
 from custody import policy_file as pf
+from custody.cli_support import ApiOpt, ClusterOpt, TokenOpt
 from custody.client import CustodyClient, CustodyError
+from custody.exitcodes import ExitCode
 from custody.policy_explain import dry_run, explanation_json, explanation_lines
 from custody.signing import SignRequestError
 
@@ -52,18 +54,18 @@ DEFAULT_CLUSTER = Path(".custody") / "cluster.json"
 LOCAL_ONLY = ("scheme", "public_key", "network")  # request-file fields the API does not take
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
+def _fail(message: str, code: int = ExitCode.REFUSED) -> typer.Exit:
     err.print(message, markup=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 def load_policy_file(path: Path) -> pol.Policy:
     """The policy of a policy file; the approver key files it names are read relative to it.
-    Exits 1 naming the path of the fault."""
+    Exits 4 (refused) naming the path of the fault."""
     try:
         doc = pf.load_json(path.read_bytes())
     except OSError as exc:
-        raise _fail(f"{path}: cannot read ({exc.strerror})", 2) from None
+        raise _fail(f"{path}: cannot read ({exc.strerror})", ExitCode.USAGE) from None
     except pf.PolicyFileError as exc:
         raise _fail(f"{path}: refused: {exc}") from None
     key_files: dict[str, pol.Approver] = {}
@@ -89,7 +91,7 @@ def _load_governance(path: Path) -> gov.SignedGovernance:
     try:
         return gov.decode(path.read_bytes())
     except OSError as exc:
-        raise _fail(f"{path}: cannot read ({exc.strerror})", 2) from None
+        raise _fail(f"{path}: cannot read ({exc.strerror})", ExitCode.USAGE) from None
     except gov.GovernanceError as exc:
         raise _fail(f"{path}: refused ({exc.kind}): {exc}") from None
 
@@ -103,7 +105,7 @@ def show(
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise _fail(f"{path}: cannot read ({exc.strerror})", 2) from None
+        raise _fail(f"{path}: cannot read ({exc.strerror})", ExitCode.USAGE) from None
     header = f"policy file {path}"
     if _is_json(data):
         policy = load_policy_file(path)
@@ -146,18 +148,18 @@ def parse_time(text: str) -> int:
     try:
         return pf.parse_instant(text, "--at")
     except pf.PolicyFileError as exc:
-        raise _fail(str(exc), 2) from None
+        raise _fail(str(exc), ExitCode.USAGE) from None
 
 
 def _read_request(path: Path) -> dict[str, Any]:
     try:
         doc = pf.load_json(path.read_bytes())
     except OSError as exc:
-        raise _fail(f"{path}: cannot read ({exc.strerror})", 2) from None
+        raise _fail(f"{path}: cannot read ({exc.strerror})", ExitCode.USAGE) from None
     except pf.PolicyFileError as exc:
-        raise _fail(f"{path}: refused: {exc}", 2) from None
+        raise _fail(f"{path}: refused: {exc}", ExitCode.USAGE) from None
     if not isinstance(doc, dict):
-        raise _fail(f"{path}: a sign request is a JSON object", 2)
+        raise _fail(f"{path}: a sign request is a JSON object", ExitCode.USAGE)
     return doc
 
 
@@ -171,7 +173,7 @@ def _client(cluster: Path | None, api_url: str | None, token: str | None) -> Cus
         raise _fail(
             f"no cluster file at {path}: pass --governance DRAFT.gov, --cluster, or --api-url "
             "and --token",
-            2,
+            ExitCode.USAGE,
         ) from None
     return CustodyClient(api_url or doc["api_url"], token or doc["credentials"]["auditor"])
 
@@ -190,11 +192,9 @@ def dry_run_cmd(
         str | None, typer.Option("--at", help="ISO 8601 instant or Unix seconds (default now)")
     ] = None,
     as_json: JsonOpt = False,
-    cluster: Annotated[
-        Path | None, typer.Option("--cluster", envvar="CUSTODY_CLUSTER", help="cluster.json")
-    ] = None,
-    api_url: Annotated[str | None, typer.Option("--api-url", envvar="CUSTODY_API_URL")] = None,
-    token: Annotated[str | None, typer.Option("--token", envvar="CUSTODY_TOKEN")] = None,
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Evaluate a sign request against a draft or the active version, without signing."""
     body = _read_request(request)
@@ -218,9 +218,11 @@ def dry_run_cmd(
         for name in LOCAL_ONLY:
             body.pop(name, None)
         if not isinstance(scheme, str):
-            raise _fail(f"{request}: scheme: the key's scheme is needed for a local dry run", 2)
+            raise _fail(
+                f"{request}: scheme: the key's scheme is needed for a local dry run", ExitCode.USAGE
+            )
         if not isinstance(initiator, str | None):
-            raise _fail(f"{request}: initiator: a principal id", 2)
+            raise _fail(f"{request}: initiator: a principal id", ExitCode.USAGE)
         try:
             expl = dry_run(draft.body, scheme, body, initiator=initiator or "dry-run", now=now)
         except (SignRequestError, pol.PolicyError) as exc:

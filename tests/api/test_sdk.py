@@ -73,7 +73,7 @@ def test_unreachable_coordinator_is_one_typed_error_and_a_clean_cli_exit() -> No
         timeout=60,
         check=False,
     )
-    assert cli.returncode == 1, cli.stderr
+    assert cli.returncode == 5, cli.stderr  # ExitCode.UNREACHABLE
     assert "unreachable" in cli.stderr and "Traceback" not in cli.stdout + cli.stderr
 
 

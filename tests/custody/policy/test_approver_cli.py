@@ -31,4 +31,4 @@ def test_enroll_writes_a_private_approver_key_file_that_opens(tmp_path: Path) ->
     assert again.exit_code == 2 and "never overwritten" in again.output
     # an approver key file is not an officer's
     wrong = runner.invoke(app, ["officer", "show", str(out)])
-    assert wrong.exit_code == 1 and "approver key file" in wrong.output
+    assert wrong.exit_code == 4 and "approver key file" in wrong.output  # ExitCode.REFUSED

@@ -83,20 +83,20 @@ def test_check_accepts_a_good_file_and_names_the_path_of_a_fault(files) -> None:
     doc["rules"][1]["velocity"][0]["window"] = "a day"
     bad = files["dir"] / "bad.json"  # beside the key files it names
     bad.write_text(json.dumps(doc))
-    out = run("policy", "check", str(bad), code=1)
+    out = run("policy", "check", str(bad), code=4)
     assert "rules[1].velocity[0].window: 'a day' is not a duration" in out
     doc = json.loads(files["policy"].read_text())
     doc["approver_groups"][0]["approvers"][1]["key_file"] = "approvers/nobody.key"
     bad.write_text(json.dumps(doc))
-    assert "key file approvers/nobody.key: cannot read" in run("policy", "check", str(bad), code=1)
+    assert "key file approvers/nobody.key: cannot read" in run("policy", "check", str(bad), code=4)
     # an officer's key file is not an approver's
     officer, blob = gov.create_officer_key("olga", PASS, cost=gov.INTERACTIVE)
     (files["dir"] / "approvers" / "olga.key").write_bytes(blob)
     doc["approver_groups"][0]["approvers"][1]["key_file"] = "approvers/olga.key"
     bad.write_text(json.dumps(doc))
-    assert "it is an officer key file" in run("policy", "check", str(bad), code=1)
+    assert "it is an officer key file" in run("policy", "check", str(bad), code=4)
     bad.write_text("{not json")
-    assert "json: not JSON" in run("policy", "check", str(bad), code=1)
+    assert "json: not JSON" in run("policy", "check", str(bad), code=4)
 
 
 def test_propose_carries_the_policy_and_show_prints_it(files, v2: Path) -> None:
@@ -156,7 +156,7 @@ def test_allow_and_disallow_edit_one_allowlist(files, v2: Path, tmp_path: Path) 
         (["--allow", CAROL, "--allowlist", "payees", "--timelock", "2 days"], "--timelock:"),
     ]
     for extra, words in refusals:
-        got = run("governance", "propose", str(v4), *extra, "--out", str(v5), code=1)
+        got = run("governance", "propose", str(v4), *extra, "--out", str(v5), code=4)
         assert words in got, got
     assert "need --allowlist" in run("governance", "propose", str(v4), "--allow", CAROL,
                                      "--out", str(v5), code=2)  # fmt: skip
@@ -261,7 +261,7 @@ def test_dry_run_refusals(v2, tmp_path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"key_id": "key-1", "kind": "evm-tx", "scheme": "ecdsa-secp256k1",
                                "payload": {"tx": "0x02zz"}}))  # fmt: skip
-    out = run("policy", "dry-run", "--request", str(bad), "--governance", str(v2), code=1)
+    out = run("policy", "dry-run", "--request", str(bad), "--governance", str(v2), code=4)
     assert "refused: field 'payload.tx'" in out
     bad.write_text(json.dumps({"key_id": "key-1", "kind": "raw", "message": "11" * 32}))
     out = run("policy", "dry-run", "--request", str(bad), "--governance", str(v2), code=2)
@@ -271,7 +271,7 @@ def test_dry_run_refusals(v2, tmp_path) -> None:
     assert "--at: 'tomorrow' is not an ISO 8601 instant" in out
     # the active version is the coordinator's: without one reachable, a clean error
     out = run("policy", "dry-run", "--request", str(bad), "--api-url", "http://127.0.0.1:9",
-              "--token", "t", code=1)  # fmt: skip
+              "--token", "t", code=4)  # fmt: skip
     assert "503 Coordinator unreachable" in out
 
 
@@ -282,7 +282,7 @@ def test_propose_refuses_a_bad_policy_file_and_writes_nothing(files, tmp_path: P
     bad.write_text(json.dumps(doc))
     out = tmp_path / "v2.gov"
     got = run("governance", "propose", str(files["v1"]), "--policy", str(bad), "--out", str(out),
-              code=1)  # fmt: skip
+              code=4)  # fmt: skip
     assert "rules[2].approvals.all[0].m: a whole number from 1 to the 2 approvers" in got
     assert not out.exists()
     # an approver whose key is an officer's is refused by the governance rules
@@ -291,5 +291,5 @@ def test_propose_refuses_a_bad_policy_file_and_writes_nothing(files, tmp_path: P
     doc["approver_groups"][0]["approvers"][0]["public_key"] = officer.public_key.hex()
     bad.write_text(json.dumps(doc))
     got = run("governance", "propose", str(files["v1"]), "--policy", str(bad), "--out", str(out),
-              code=1)  # fmt: skip
+              code=4)  # fmt: skip
     assert "public key is an officer's" in got and not out.exists()
