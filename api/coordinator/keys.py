@@ -54,6 +54,7 @@ class KeyBook:
                     Key.status,
                     Key.public_key,
                     Key.verifying_shares,
+                    Key.network,
                 ).where(Key.id == key_id)
             ).first()
         if row is None:
@@ -67,6 +68,7 @@ class KeyBook:
             list(row.nodes),
             row.public_key or "",
             dict(row.verifying_shares or {}),
+            row.network,
         )
         self._by_id[key_id] = k
         return k
