@@ -383,6 +383,8 @@ class SigningPipeline:
         except SignRequestError as exc:
             raise NodeError(Kind.BAD_REQUEST, f"request {exc}") from None
         message = b"".join(messages)  # the request's message (its release-log digest)
+        if item.request.get("kind") == taproot.KIND:
+            taproot.check_network(row.key_id, item.request, self.shares.network(row.key_id))
         expected = taproot.item_message(item.request, messages, item.input_index)
         requested, public = strategy.requested(row, item, expected)
         self._authorize(row, item.request, expected, requested, verified)

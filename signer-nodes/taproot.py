@@ -18,6 +18,9 @@ and verify under (``output_key``). The node never takes either on trust:
   coordinator that means to aggregate under the internal (untweaked) key, or under another
   key's output key, is refused before any nonce is taken.
 
+The request's ``network`` (which names the outputs' addresses in the decoded intent, never
+the sighashes) must be the one the node recorded at the key's DKG (:func:`check_network`).
+
 Which key a request kind signs under is the node's decision: ``btc-psbt`` always under the
 output key, every other kind under the key itself. The tweaked package is computed once per
 call and key (beside the unsealed share, under :func:`slot`), not kept across calls: a
@@ -36,7 +39,7 @@ from mpc import frost
 from mpc.shamir import KeyPackage
 from signer_nodes.errors import Kind, NodeError
 
-__all__ = ["KIND", "check_output_key", "item_message", "slot", "tweak"]
+__all__ = ["KIND", "check_network", "check_output_key", "item_message", "slot", "tweak"]
 
 KIND = "btc-psbt"
 
@@ -57,6 +60,17 @@ def item_message(request: Mapping[str, Any], messages: Sequence[bytes], index: o
             f"{len(messages)} input(s); at most {MAX_PSBT_INPUTS} per request)",
         )
     return messages[index]
+
+
+def check_network(key_id: str, request: Mapping[str, Any], recorded: str) -> None:
+    """A ``btc-psbt`` request must name the network this node recorded at the key's DKG
+    (the coordinator cannot re-label the outputs' addresses per request)."""
+    if request.get("network") != recorded:
+        raise NodeError(
+            Kind.BAD_REQUEST,
+            f"request field 'network': key {key_id!r} is a {recorded} key (recorded at its "
+            f"DKG), not {str(request.get('network'))[:16]!r}",
+        )
 
 
 def slot(key_id: str) -> str:

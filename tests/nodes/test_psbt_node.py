@@ -20,7 +20,7 @@ from custody.signing import messages_to_sign, sign_result
 from mpc import frost
 from tests.custody.kinds.btc_build import b64, build_psbt
 from tests.custody.kinds.test_chain_acceptance import core_verifies
-from tests.nodes.conftest import Coordinator, NodeRefused, public_package
+from tests.nodes.conftest import Coordinator, NodeRefused, public_package, relay
 
 SUITE = frost.ciphersuite("bip340")
 KEY = "tr-psbt"
@@ -30,9 +30,9 @@ SIGNERS = (1, 2)
 @pytest.fixture
 def psbt_key(cluster: Coordinator) -> Iterator[tuple[Coordinator, dict[str, Any]]]:
     """The one place the test key and its governance are set up: a 2-of-3 BIP-340 key by
-    DKG on the real nodes. (When the nodes evaluate policies, the rule allowing
-    ``btc-psbt`` for :data:`KEY` goes here.)"""
-    yield cluster, cluster.dkg("bip340", KEY, 2, [1, 2, 3])
+    DKG on the real nodes, on regtest (each node records the network). (When the nodes
+    evaluate policies, the rule allowing ``btc-psbt`` for :data:`KEY` goes here.)"""
+    yield cluster, cluster.dkg("bip340", KEY, 2, [1, 2, 3], network="regtest")
 
 
 def request(internal: bytes, amounts: list[int], **extra: Any) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def test_a_coordinator_cannot_get_a_share_for_another_message_or_key(
     c, res = psbt_key
     internal = bytes.fromhex(res["public_key"])
     output_key = taproot_output_key(internal)
-    stranger_pk = bytes.fromhex(c.dkg("bip340", "tr-x", 2, [1, 2, 3])["public_key"])
+    stranger_pk = bytes.fromhex(c.dkg("bip340", "tr-x", 2, [1, 2, 3], "regtest")["public_key"])
     other_key = taproot_output_key(stranger_pk)
     req = request(internal, [40_000, 20_000])
     s0, s1 = messages_to_sign("bip340", req, public_key=internal)
@@ -182,6 +182,12 @@ def test_a_coordinator_cannot_get_a_share_for_another_message_or_key(
                 "payload.psbt.inputs[0].witness_utxo",
             ),
             "no network": (item(nonces, p, 0, no_network, s0, output_key), 422, "network"),
+            # the addresses re-labelled for another network than the one of the key's DKG
+            "another network": (
+                item(nonces, p, 0, {**req, "network": "mainnet"}, s0, output_key),
+                422,
+                "is a regtest key",
+            ),
         }
 
     for p in SIGNERS:
@@ -231,3 +237,49 @@ def test_input_index_belongs_to_btc_psbt_only_and_other_kinds_sign_untweaked(
         btc.finalize(intent, [sig, sig])
     tx = btc.assemble(intent.psbt, [sig, sig])
     assert not core_verifies(tx, p2tr_script(output_key), [30_000, 10_000])
+
+
+def test_the_network_is_recorded_at_the_dkg_and_checked(cluster: Coordinator) -> None:
+    res = cluster.dkg("bip340", "tr-main", 2, [1, 2, 3])  # no network: mainnet, as the API
+    assert res["network"] == "mainnet"
+    assert cluster.dkg("bip340", "tr-sig", 2, [1, 2, 3], "signet")["network"] == "signet"
+    for scheme, network in (("ed25519", "mainnet"), ("bip340", "litecoin")):
+        spec = {
+            "session_id": secrets.token_hex(32),
+            "kind": "dkg",
+            "key_id": "tr-bad",
+            "scheme": scheme,
+            "threshold": 2,
+            "participants": [1, 2, 3],
+            "network": network,
+        }
+        with pytest.raises(NodeRefused) as e:
+            cluster.call(cluster.nodes[1], "POST", "/v1/sessions", spec)
+        assert e.value.status == 422 and "network" in e.value.problem["detail"], e.value.problem
+    # nodes told different networks cannot agree on a key (the network is in the context)
+    sid = secrets.token_hex(32)
+    specs = {
+        p: {
+            "session_id": sid,
+            "kind": "dkg",
+            "key_id": "tr-split",
+            "scheme": "bip340",
+            "threshold": 2,
+            "participants": [1, 2, 3],
+            "network": "mainnet" if p == 1 else "testnet",
+        }
+        for p in (1, 2, 3)
+    }
+    first = {p: cluster.call(cluster.nodes[p], "POST", "/v1/sessions", specs[p]) for p in specs}
+
+    def deliver(t: int, envs: list[Any]) -> dict[str, Any]:
+        path = f"/v1/sessions/{sid}/envelopes"
+        return dict(cluster.call(cluster.nodes[t], "POST", path, {"envelopes": envs}))
+
+    relay(list(specs), first, deliver)
+    out = {p: cluster.call(cluster.nodes[p], "GET", f"/v1/sessions/{sid}") for p in specs}
+    assert all(r["status"] == "failed" for r in out.values()), out
+    for p in specs:  # no key came of it
+        with pytest.raises(NodeRefused) as e:
+            cluster.commitments(p, "tr-split")
+        assert e.value.status == 404, e.value.problem
