@@ -107,6 +107,10 @@ def test_psbt_signed_over_the_api_passes_bitcoin_core(live: Live, psbt_key: KeyO
     assert [e.action for e in entries if e.action == "sign.signed"] == ["sign.signed"]
     report = live.auditor.verify_audit()
     assert report.ok, report
+    # every node co-signs the audit head: each signer's k release-log entries (one per
+    # input, the request's digest and signer set) are matched by the one sign.signed entry
+    cp = live.admin.checkpoint_audit(idempotency_key=secrets.token_hex(8))
+    assert set(cp.signatures) == {"node-1", "node-2", "node-3"}, cp
 
 
 def _refused(c: CustodyClient, body: dict[str, Any]) -> dict[str, Any]:
