@@ -266,6 +266,8 @@ def _psbt_result(
         psbt = payload.get("psbt") if isinstance(payload, Mapping) else None
         raw = base64.b64decode(str(psbt), validate=True)
         return {"signed_tx": kinds.btc.assemble(raw, _psbt_signatures(signature))}
+    except SignRequestError:
+        raise
     except kinds.KindError as exc:
         raise SignRequestError(exc.detail, field=exc.field) from None
     except (ValueError, TypeError, binascii.Error) as exc:
