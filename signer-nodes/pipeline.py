@@ -385,7 +385,7 @@ class SigningPipeline:
         message = b"".join(messages)  # the request's message (its release-log digest)
         if item.request.get("kind") == taproot.KIND:
             taproot.check_network(row.key_id, item.request, self.shares.network(row.key_id))
-        expected = taproot.item_message(item.request, messages, item.input_index)
+        expected = taproot.item_message(item.request, messages, item.input_index, item.output_key)
         requested, public = strategy.requested(row, item, expected)
         self._authorize(row, item.request, expected, requested, verified)
         item_id = strategy.check_item_id(item.item_id)

@@ -1,7 +1,8 @@
 """``btc-psbt`` at the node: which input a FROST item signs, and the share it signs with.
 
 A ``btc-psbt`` request (:mod:`custody.kinds.btc`) is signed as one FROST item per input,
-all items of one request in one ``sign-batch`` call, each with its own nonce. Each item
+each with its own nonce (the coordinator's sender normally puts the items of one request in
+one ``sign-batch`` call, so one durable commit of the pipeline covers them). Each item
 names its input (``input_index``) and the x-only output key the coordinator will aggregate
 and verify under (``output_key``). The node never takes either on trust:
 
@@ -23,8 +24,8 @@ the sighashes) must be the one the node recorded at the key's DKG (:func:`check_
 
 Which key a request kind signs under is the node's decision: ``btc-psbt`` always under the
 output key, every other kind under the key itself. The tweaked package is computed once per
-call and key (beside the unsealed share, under :func:`slot`), not kept across calls: a
-secret outlives its call nowhere in the node.
+call and key (beside the unsealed share, under :func:`slot`) and, like the unsealed share,
+dropped when the call ends.
 
 Imports: :mod:`signer_nodes.errors`.
 """
@@ -44,13 +45,16 @@ __all__ = ["KIND", "check_network", "check_output_key", "item_message", "slot", 
 KIND = "btc-psbt"
 
 
-def item_message(request: Mapping[str, Any], messages: Sequence[bytes], index: object) -> bytes:
+def item_message(
+    request: Mapping[str, Any], messages: Sequence[bytes], index: object, output_key: object
+) -> bytes:
     """The message a sign item of ``request`` may sign: for ``btc-psbt`` the recomputed
     sighash of input ``index`` (BIP-341: one signature message per input); for any other
-    kind the request's one message, and ``index`` must be absent."""
+    kind the request's one message, and ``index`` and ``output_key`` must be absent."""
     if request.get("kind") != KIND:
-        if index is not None:
-            raise NodeError(Kind.BAD_REQUEST, "input_index is only for btc-psbt items")
+        for name, value in (("input_index", index), ("output_key", output_key)):
+            if value is not None:
+                raise NodeError(Kind.BAD_REQUEST, f"{name} is only for btc-psbt items")
         (message,) = messages
         return message
     if type(index) is not int or not 0 <= index < len(messages):

@@ -227,6 +227,10 @@ def test_input_index_belongs_to_btc_psbt_only_and_other_kinds_sign_untweaked(
     with pytest.raises(NodeRefused) as e:
         c.call(c.nodes[1], "POST", "/v1/frost/sign", item(nonces, 1, 0, as_message, s0, output_key))
     assert e.value.status == 422 and "input_index" in e.value.problem["detail"]
+    dressed = item(nonces, 1, 0, as_message, s0, output_key, index=None)
+    with pytest.raises(NodeRefused) as e:
+        c.call(c.nodes[1], "POST", "/v1/frost/sign", dressed)
+    assert e.value.status == 422 and "output_key" in e.value.problem["detail"]
     assert nonces_used(c, 1) == 0
     # plainly a `message`: signed, but under the internal key, so it spends nothing
     sig = c.frost_sign("bip340", KEY, list(SIGNERS), as_message, public_package(res, "bip340"))
