@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -198,10 +199,17 @@ def decode_request(
                 "the key's 32-byte x-only public key is needed to decode a PSBT",
                 field="public_key",
             )
+    payload = request["payload"]
+    psbt = payload.get("psbt") if isinstance(payload, Mapping) and len(payload) == 1 else None
+    if kind == "btc-psbt" and isinstance(psbt, str) and len(psbt) <= _PSBT_MEMO_CHARS:
+        # one decode for the k items of a request (each carries it; a node signs them all)
+        return _decode_psbt(scheme, psbt, public_key or b"", str(network))
+    return _decode(kind, payload, scheme, public_key or b"", str(network))
+
+
+def _decode(kind: str, payload: Any, scheme: str, public_key: bytes, network: str) -> kinds.Intent:
     try:
-        intent = kinds.decode(
-            kind, request["payload"], scheme=scheme, public_key=public_key or b"", network=network
-        )
+        intent = kinds.decode(kind, payload, scheme=scheme, public_key=public_key, network=network)
     except kinds.KindError as exc:
         name = exc.field if exc.field in ("scheme", "kind", "payload") else f"payload.{exc.field}"
         raise SignRequestError(exc.detail, field=name) from None
@@ -211,6 +219,16 @@ def decode_request(
             field="payload.psbt.inputs",
         )
     return intent
+
+
+_PSBT_MEMO_CHARS = 96 * 1024  # base64 characters of a PSBT whose decoding is remembered
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_psbt(scheme: str, psbt: str, public_key: bytes, network: str) -> kinds.Intent:
+    """:func:`_decode` of ``{"psbt": psbt}``, remembered (a pure function of its arguments;
+    the intent is immutable; refusals are not remembered)."""
+    return _decode("btc-psbt", {"psbt": psbt}, scheme, public_key, network)
 
 
 def _psbt_signatures(signature: bytes, count: int | None = None) -> list[bytes]:
