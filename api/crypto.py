@@ -15,6 +15,8 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from custody.domain import spec
+from custody.kinds import KindError
+from custody.kinds.addresses import taproot_output_key
 from mpc import dkls23, frost
 from mpc.errors import EncodingError, MpcError, ProtocolError, UsageError
 from mpc.groups import ED25519, SECP256K1, Group, Point, Secp256k1Point
@@ -48,6 +50,8 @@ __all__ = [
     "frost_aggregate",
     "ecdsa_combine",
     "verify_signature",
+    "verify_psbt_signatures",
+    "taproot_public",
     "verify_ed25519",
 ]
 
@@ -241,6 +245,45 @@ def verify_signature(
         )
         return dkls23.verify_signature(es, msg, SECP256K1.decode_point(pk))
     except (MpcError, ValueError, TypeError, OverflowError):
+        return False
+
+
+def taproot_public(
+    scheme: str, public_key: str, verifying_shares: Mapping[str, str], t: int
+) -> tuple[str, dict[str, str]]:
+    """The BIP-86 output key ``x(Q)`` (hex) of a BIP-340 key and the verifying shares of
+    the tweaked sharing (:func:`mpc.frost.taproot_tweak` of the public package: BIP-341
+    ``taproot_tweak_pubkey`` with an empty merkle root, applied to every public share), so
+    that :func:`frost_aggregate` aggregates and checks each node's share of a key-path
+    signature under ``Q``. Public values only. Raises ValueError."""
+    if scheme != "bip340":
+        raise ValueError("only bip340 keys have a Taproot output key")
+    try:
+        tweaked = frost.taproot_tweak(
+            _pkp_cached(scheme, public_key, tuple(sorted(verifying_shares.items())), t)
+        )
+    except UsageError as e:
+        raise ValueError(str(e)) from None
+    output = _suite(scheme).encode_public_key(tweaked.group_public_key)
+    shares = {str(i): p.encode().hex() for i, p in sorted(tweaked.verifying_shares.items())}
+    return output.hex(), shares
+
+
+def verify_psbt_signatures(public_key: str, messages: bytes, signature: str) -> bool:
+    """A stored ``btc-psbt`` signature (64 bytes per input) against the concatenated
+    sighashes ``messages`` (32 bytes per input): each input's BIP-340 signature verifies
+    under the BIP-86 output key of ``public_key`` (BIP-341 key path). Never raises."""
+    try:
+        sig = bytes.fromhex(signature)
+        if not messages or len(messages) % 32 or len(sig) != 2 * len(messages):
+            return False
+        output = taproot_output_key(bytes.fromhex(public_key))
+        suite = _suite("bip340")
+        return all(
+            suite.verify(messages[32 * i : 32 * i + 32], sig[64 * i : 64 * i + 64], output)
+            for i in range(len(messages) // 32)
+        )
+    except (KindError, MpcError, ValueError, TypeError):
         return False
 
 

@@ -49,10 +49,16 @@ def stored_signature_ok(scheme: str, public_key: str | None, row: Mapping[str, A
     recomputed from its stored body."""
     if not public_key or not row.get("signature"):
         return False
+    body = row.get("body")
+    psbt = isinstance(body, Mapping) and body.get("kind") == "btc-psbt"
     try:
-        msg = message_to_sign(scheme, row["body"])
+        msg = message_to_sign(
+            scheme, row["body"], public_key=bytes.fromhex(public_key) if psbt else None
+        )
     except (SignRequestError, KeyError, TypeError, ValueError):
         return False
+    if psbt:  # every input's signature under the BIP-86 output key
+        return crypto.verify_psbt_signatures(public_key, msg, str(row["signature"]))
     return crypto.verify_signature(
         scheme, public_key, msg, str(row["signature"]), row.get("recovery_id")
     )

@@ -35,14 +35,15 @@ def addresses(scheme: str, public_key: str | None, network: str | None) -> dict[
 def _result(c: dict[str, Any]) -> dict[str, Any] | None:
     """The signed request's result, assembled again from its stored signature (pure and
     deterministic: the signer assembled and checked the same before storing it)."""
-    if c["kind"] != "evm-tx" or c["signature"] is None:
+    if c["kind"] not in ("evm-tx", "btc-psbt") or c["signature"] is None:
         return None
+    scheme = "ecdsa-secp256k1" if c["kind"] == "evm-tx" else "bip340"
     try:
-        return sign_result(
-            "ecdsa-secp256k1", c["body"], bytes.fromhex(c["signature"]), c["recovery_id"]
-        )
+        return sign_result(scheme, c["body"], bytes.fromhex(c["signature"]), c["recovery_id"])
     except (SignRequestError, ValueError):
-        log.error("signed evm-tx without a result", extra={"request_id": c["id"]})
+        log.error(
+            "signed request without a result", extra={"request_id": c["id"], "kind": c["kind"]}
+        )
         return None
 
 

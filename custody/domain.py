@@ -22,8 +22,10 @@ Schemes
 
     For ``payment`` and ``settlement`` requests every scheme signs the same 32-byte
     digest of the payload (:mod:`custody.signing`). The decoded kinds
-    (:data:`DECODED_KINDS`: ``evm-tx`` for ECDSA keys, ``message`` for every scheme) sign
-    what :func:`custody.kinds.decode` says (``Intent.messages``).
+    (:data:`DECODED_KINDS`: ``evm-tx`` for ECDSA keys, ``btc-psbt`` for BIP-340 keys,
+    ``message`` for every scheme) sign what :func:`custody.kinds.decode` says
+    (``Intent.messages``); a ``btc-psbt`` request makes one signature per input (at most
+    :data:`MAX_PSBT_INPUTS`), under the key's BIP-86 output key.
 
 Networks
     A ``bip340`` key has a Bitcoin network (:data:`NETWORKS`, ``mainnet`` by default),
@@ -76,6 +78,7 @@ __all__ = [
     "DECODED_KINDS",
     "Network",
     "NETWORKS",
+    "MAX_PSBT_INPUTS",
     "SignStatus",
     "SIGN_STATUSES",
     "TERMINAL_SIGN_STATUSES",
@@ -175,11 +178,14 @@ def spec(scheme: str) -> SchemeSpec:
 
 
 # -- requests -------------------------------------------------------------------------------
-Kind = Literal["raw", "payment", "settlement", "evm-tx", "message"]
+Kind = Literal["raw", "payment", "settlement", "evm-tx", "message", "btc-psbt"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 DIGEST_KINDS: Final[tuple[Kind, ...]] = ("payment", "settlement")  # sign a payload digest
 # Decoded by :func:`custody.kinds.decode` from ``payload`` (the chain-aware kinds wired so far)
-DECODED_KINDS: Final[tuple[Kind, ...]] = ("evm-tx", "message")
+DECODED_KINDS: Final[tuple[Kind, ...]] = ("evm-tx", "message", "btc-psbt")
+# A ``btc-psbt`` request signs one BIP-340 signature per input, each a FROST item the nodes
+# receive in one batch call carrying the request: at most this many inputs
+MAX_PSBT_INPUTS: Final = 16
 # The Bitcoin network of a BIP-340 key (its BIP-86 address), chosen at key creation
 Network = Literal["mainnet", "testnet", "signet", "regtest"]
 NETWORKS: Final[tuple[Network, ...]] = get_args(Network)

@@ -177,8 +177,10 @@ class KeyList(Page[KeyOut]):
 
 class SignRequestCreate(BaseModel):
     """A request to sign. Extra members (``payload``: payment details, or for ``evm-tx``
-    ``{"tx": "0x02..."}`` and for ``message`` ``{"message": "0x..."}``) are kept and sent to
-    the nodes, which recompute the message from them (``custody.signing.message_to_sign``).
+    ``{"tx": "0x02..."}``, for ``btc-psbt`` ``{"psbt": "<base64>"}`` and for ``message``
+    ``{"message": "0x..."}``) are kept and sent to the nodes, which recompute the message
+    from them (``custody.signing.message_to_sign``). A ``btc-psbt`` request's ``network`` is
+    the key's own (set by the coordinator; a different one given here is refused).
     """
 
     model_config = ConfigDict(extra="allow")
@@ -209,7 +211,10 @@ class SignResultOut(BaseModel):
     """What a signed chain-aware request carries beyond its signature."""
 
     signature: EvmSignature | None = Field(default=None, description="evm-tx: r, s, y_parity")
-    signed_tx: str = Field(description="evm-tx: the signed EIP-1559 transaction, 0x02... hex")
+    signed_tx: str = Field(
+        description="evm-tx: the signed EIP-1559 transaction, 0x02... hex; btc-psbt: the "
+        "finalized network transaction (each input's key-path witness), hex without 0x"
+    )
 
 
 class SignRequestOut(BaseModel):
@@ -219,12 +224,16 @@ class SignRequestOut(BaseModel):
     message: str
     status: SignStatus
     signature: str | None = Field(
-        description="hex, 64 bytes: R||s (ed25519, bip340) or r||s low-s (ecdsa)"
+        description="hex, 64 bytes: R||s (ed25519, bip340) or r||s low-s (ecdsa); btc-psbt: "
+        "64 bytes per input, in input order, each input's BIP-340 signature of its BIP-341 "
+        "sighash under the key's BIP-86 output key (the witnesses of result.signed_tx)"
     )
     recovery_id: int | None
     signers: list[int] | None = Field(description="party ids whose shares made the signature")
     result: SignResultOut | None = Field(
-        default=None, description="evm-tx, once signed: the signature and the signed transaction"
+        default=None,
+        description="evm-tx, once signed: the signature and the signed transaction; "
+        "btc-psbt: the finalized transaction",
     )
     blamed: list[Blame]
     error: ProblemModel | None = None

@@ -7,7 +7,7 @@ the message to sign from the coordinator, it recomputes it from the request payl
 A request is a JSON object::
 
     {"id": str, "key_id": str, "kind": "raw" | "payment" | "settlement" | "evm-tx"
-     | "message", ...}
+     | "message" | "btc-psbt", ...}
 
 ``id`` and ``key_id`` follow the one id rule of :mod:`custody.domain` (1-40 characters of
 ``[A-Za-z0-9._:-]``); schemes, kinds and what each scheme signs come from there too.
@@ -34,22 +34,37 @@ A request is a JSON object::
 The same 32-byte digest is what Ed25519 and BIP-340 sign too (as their message), so one
 rule covers every scheme.
 
-``evm-tx`` / ``message`` (:data:`custody.domain.DECODED_KINDS`)
+``evm-tx`` / ``message`` / ``btc-psbt`` (:data:`custody.domain.DECODED_KINDS`)
     ``"payload"``: ``{"tx": "0x02..."}`` (an unsigned EIP-1559 transaction, ECDSA keys
-    only) or ``{"message": "0x..."}``. The message is what :func:`custody.kinds.decode`
-    gives (``Intent.messages``, one message for these kinds): ``keccak256(0x02 ||
-    rlp(fields))``, or the EIP-191 ``personal_sign`` digest for an ECDSA key and the bytes
-    themselves for Ed25519 and BIP-340. No other top-level member is allowed; a
-    ``"message"`` member, if present, must equal that message in hex (as for payment).
-    A refused payload names its field as ``payload.<path>`` (e.g. ``payload.tx.to``).
+    only), ``{"message": "0x..."}``, or ``{"psbt": "<base64>"}`` (BIP-174, BIP-340 keys
+    only). The messages are what :func:`custody.kinds.decode` gives (``Intent.messages``):
+    ``keccak256(0x02 || rlp(fields))``, or the EIP-191 ``personal_sign`` digest for an ECDSA
+    key and the bytes themselves for Ed25519 and BIP-340: one message; for ``btc-psbt``
+    one per input, its BIP-341 sighash (``SIGHASH_DEFAULT``, signed under the key's BIP-86
+    output key), at most :data:`custody.domain.MAX_PSBT_INPUTS`. :func:`messages_to_sign`
+    gives them; :func:`message_to_sign` gives their concatenation (the one message for the
+    first two kinds; for ``btc-psbt`` ``sighash_0 || sighash_1 || ...``, 32 bytes per
+    input): the request's ``message``, bound into its audit and release-log digests.
+    A ``btc-psbt`` request also carries ``"network"`` (the key's Bitcoin network, which
+    names the outputs' addresses in the decoded intent; the sighashes do not depend on it)
+    and is decoded for the key's x-only ``public_key`` (every input must spend its BIP-86
+    output). No other top-level member is allowed; a ``"message"`` member, if present,
+    must equal that message in hex (as for payment). A refused payload names its field as
+    ``payload.<path>`` (e.g. ``payload.tx.to``, ``payload.psbt.inputs[1].witness_utxo``).
 
 :func:`sign_result` is what a signed request carries beyond its signature: for ``evm-tx``
 ``{"signature": {"r", "s", "y_parity"}, "signed_tx": "0x02..."}`` (recovery ids 2 and 3
-are refused: no EIP-1559 transaction can carry them), ``None`` for every other kind.
+are refused: no EIP-1559 transaction can carry them); for ``btc-psbt``, whose signature is
+the 64-byte BIP-340 signatures of its inputs concatenated in input order,
+``{"signed_tx": "<hex>"}`` (:func:`custody.kinds.btc.finalize`); ``None`` for every other
+kind.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -62,6 +77,8 @@ from custody.domain import (
     KINDS,
     MAX_ID_LEN,
     MAX_MESSAGE,
+    MAX_PSBT_INPUTS,
+    NETWORKS,
     SCHEME_SPECS,
     SCHEMES,
     is_valid_id,
@@ -73,6 +90,7 @@ __all__ = [
     "KINDS",
     "SignRequestError",
     "message_to_sign",
+    "messages_to_sign",
     "canonical_digest",
     "decode_request",
     "sign_result",
@@ -150,26 +168,75 @@ def canonical_digest(request: Mapping[str, Any]) -> bytes:
 
 
 _DECODED_MEMBERS = frozenset({"id", "key_id", "kind", "payload", "message"})
+_PSBT_MEMBERS = _DECODED_MEMBERS | {"network"}
+PSBT_SIGNATURE_LEN = 64  # bytes per input in a btc-psbt request's signature
 
 
-def decode_request(scheme: str, request: Mapping[str, Any]) -> kinds.Intent:
-    """The decoded intent of an ``evm-tx`` / ``message`` request for a key of ``scheme``
-    (:class:`SignRequestError` naming the field otherwise)."""
+def decode_request(
+    scheme: str, request: Mapping[str, Any], *, public_key: bytes | None = None
+) -> kinds.Intent:
+    """The decoded intent of an ``evm-tx`` / ``message`` / ``btc-psbt`` request for a key of
+    ``scheme`` (``btc-psbt``: with its x-only ``public_key``) (:class:`SignRequestError`
+    naming the field otherwise)."""
     if not isinstance(request, Mapping):
         raise SignRequestError("must be an object", field="request")
     kind = request.get("kind")
     if kind not in DECODED_KINDS:
         raise SignRequestError(f"must be one of {list(DECODED_KINDS)}", field="kind")
+    allowed = _PSBT_MEMBERS if kind == "btc-psbt" else _DECODED_MEMBERS
     for name in request:
-        if name not in _DECODED_MEMBERS:
+        if name not in allowed:
             raise SignRequestError(f"unknown member of a {kind} request", field=str(name)[:40])
     if "payload" not in request:
         raise SignRequestError("missing", field="payload")
+    network = "mainnet"
+    if kind == "btc-psbt" and scheme in kinds.SCHEMES_OF["btc-psbt"]:
+        network = request.get("network")  # type: ignore[assignment]
+        if network not in NETWORKS:
+            raise SignRequestError(f"must be one of {list(NETWORKS)}", field="network")
+        if not isinstance(public_key, bytes) or len(public_key) != 32:
+            raise SignRequestError(
+                "the key's 32-byte x-only public key is needed to decode a PSBT",
+                field="public_key",
+            )
+    payload = request["payload"]
+    psbt = payload.get("psbt") if isinstance(payload, Mapping) and len(payload) == 1 else None
+    if kind == "btc-psbt" and isinstance(psbt, str) and len(psbt) <= _PSBT_MEMO_CHARS:
+        # one decode for the k items of a request (each carries it; a node signs them all)
+        return _decode_psbt(scheme, psbt, public_key or b"", str(network))
+    return _decode(kind, payload, scheme, public_key or b"", str(network))
+
+
+def _decode(kind: str, payload: Any, scheme: str, public_key: bytes, network: str) -> kinds.Intent:
     try:
-        return kinds.decode(kind, request["payload"], scheme=scheme)
+        intent = kinds.decode(kind, payload, scheme=scheme, public_key=public_key, network=network)
     except kinds.KindError as exc:
         name = exc.field if exc.field in ("scheme", "kind", "payload") else f"payload.{exc.field}"
         raise SignRequestError(exc.detail, field=name) from None
+    if len(intent.messages) > MAX_PSBT_INPUTS:
+        raise SignRequestError(
+            f"{len(intent.messages)} inputs: at most {MAX_PSBT_INPUTS} are signed per request",
+            field="payload.psbt.inputs",
+        )
+    return intent
+
+
+_PSBT_MEMO_CHARS = 96 * 1024  # base64 characters of a PSBT whose decoding is remembered
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_psbt(scheme: str, psbt: str, public_key: bytes, network: str) -> kinds.Intent:
+    """:func:`_decode` of ``{"psbt": psbt}``, remembered (a pure function of its arguments;
+    the intent is immutable; refusals are not remembered)."""
+    return _decode("btc-psbt", {"psbt": psbt}, scheme, public_key, network)
+
+
+def _psbt_signatures(signature: bytes, count: int | None = None) -> list[bytes]:
+    n = PSBT_SIGNATURE_LEN
+    if not signature or len(signature) % n or (count is not None and len(signature) != n * count):
+        want = "64 bytes per input" if count is None else f"{count} x 64 bytes (one per input)"
+        raise SignRequestError(f"must be {want}", field="signature")
+    return [signature[i : i + n] for i in range(0, len(signature), n)]
 
 
 def sign_result(
@@ -181,9 +248,13 @@ def sign_result(
 ) -> dict[str, Any] | None:
     """What a signed ``request`` carries beyond its signature (module docstring): for
     ``evm-tx`` the signature split for Ethereum and the signed transaction, checked to
-    recover to ``public_key`` when given; ``None`` for any other kind. Raises
-    :class:`SignRequestError` (``signature...``) for a signature that cannot be used, such
-    as recovery id 2 or 3."""
+    recover to ``public_key`` when given; for ``btc-psbt`` the finalized transaction, each
+    input's signature checked under the output key of ``public_key`` when given (without
+    it, re-assembled from a stored, verified signature); ``None`` for any other kind.
+    Raises :class:`SignRequestError` (``signature...``) for a signature that cannot be
+    used, such as recovery id 2 or 3."""
+    if request.get("kind") == "btc-psbt":
+        return _psbt_result(scheme, request, signature, public_key)
     if request.get("kind") != "evm-tx":
         return None
     intent = decode_request(scheme, request)
@@ -198,8 +269,49 @@ def sign_result(
         raise SignRequestError(exc.detail, field=exc.field) from None
 
 
-def message_to_sign(scheme: str, request: Mapping[str, Any]) -> bytes:
-    """Recompute the exact message bytes a signer signs for ``request`` under ``scheme``.
+def _psbt_result(
+    scheme: str, request: Mapping[str, Any], signature: bytes, public_key: bytes | None
+) -> dict[str, Any]:
+    """BIP-174 "Input Finalizer" for key-path inputs: each input's final witness is its
+    signature (BIP-341 key path, ``SIGHASH_DEFAULT``: 64 bytes, no sighash byte)."""
+    try:
+        if public_key is not None:
+            intent = decode_request(scheme, request, public_key=public_key)
+            assert isinstance(intent, kinds.btc.BtcPsbt)
+            sigs = _psbt_signatures(signature, len(intent.messages))
+            return {"signed_tx": kinds.btc.finalize(intent, sigs)}
+        payload = request.get("payload")
+        psbt = payload.get("psbt") if isinstance(payload, Mapping) else None
+        raw = base64.b64decode(str(psbt), validate=True)
+        return {"signed_tx": kinds.btc.assemble(raw, _psbt_signatures(signature))}
+    except SignRequestError:
+        raise
+    except kinds.KindError as exc:
+        raise SignRequestError(exc.detail, field=exc.field) from None
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise SignRequestError(f"cannot assemble the transaction: {exc}", field="payload") from None
+
+
+def messages_to_sign(
+    scheme: str, request: Mapping[str, Any], *, public_key: bytes | None = None
+) -> tuple[bytes, ...]:
+    """Each message a signer signs for ``request``, in order: one for every kind but
+    ``btc-psbt``, whose messages are its inputs' BIP-341 sighashes (``public_key``: the
+    key's x-only key, which every input must pay). Their concatenation is
+    :func:`message_to_sign`. Raises :class:`SignRequestError` naming the field."""
+    if isinstance(request, Mapping) and request.get("kind") == "btc-psbt":
+        message = message_to_sign(scheme, request, public_key=public_key)
+        n = 32
+        return tuple(message[i : i + n] for i in range(0, len(message), n))
+    return (message_to_sign(scheme, request, public_key=public_key),)
+
+
+def message_to_sign(
+    scheme: str, request: Mapping[str, Any], *, public_key: bytes | None = None
+) -> bytes:
+    """Recompute the exact message bytes a signer signs for ``request`` under ``scheme``
+    (``btc-psbt``: the concatenation of its inputs' sighashes, :func:`messages_to_sign`;
+    ``public_key`` is needed for that kind only).
 
     Raises :class:`SignRequestError` naming the field for any malformed request.
     """
@@ -218,7 +330,7 @@ def message_to_sign(scheme: str, request: Mapping[str, Any]) -> bytes:
             raise SignRequestError("ECDSA signs a 32-byte digest", field="message")
         return msg
     if kind in DECODED_KINDS:
-        (digest,) = decode_request(scheme, request).messages  # one message for these kinds
+        digest = b"".join(decode_request(scheme, request, public_key=public_key).messages)
     else:
         digest = canonical_digest(request)
     if "message" in request and _hex(request["message"], "message") != digest:

@@ -29,9 +29,10 @@ One job per module; after the colon, what it may import of this package (checked
     protocols  the protocol object a spec runs, what is kept of it: ecdsa errors shares specs
     sessions   the session host: anchor envelope errors identity logs protocols specs
                store
+    taproot    btc-psbt items: the input's sighash, the BIP-86 output-key share: errors
     pipeline   THE write-ahead signing pipeline, FROST and ECDSA strategies:
                anchor ecdsa errors faults logs policy pool protocols shares specs
-               store (and custody.auditchain)
+               store taproot (and custody.auditchain)
     node       provisioning, the directory lock, the composition: all of the above
     service    HTTP, the only map from error kinds to HTTP: envelope errors logs node
                pipeline specs

@@ -31,8 +31,13 @@ What differs between schemes is a small :class:`Strategy`: :class:`FrostStrategy
 9591 s5.2) and :class:`EcdsaStrategy` (DKLs23 Protocol 3.6, round 3). The fault hooks
 (:mod:`signer_nodes.faults`) are called at ``sign-before-mark`` and ``sign-after-mark``.
 
+A ``btc-psbt`` request is one FROST item per input (:mod:`signer_nodes.taproot`): step 2
+recomputes every input's sighash, takes the one of the item's ``input_index`` as the message
+the package must carry, and signs with the share tweaked to the BIP-86 output key (once per
+call and key, in the call's memory only), after checking the item's ``output_key`` is it.
+
 Imports: :mod:`signer_nodes.anchor`, ``.audit``, ``.ecdsa``, ``.errors``, ``.faults``,
-``.logs``, ``.policy``, ``.pool``, ``.protocols``, ``.shares``, ``.specs``.
+``.logs``, ``.policy``, ``.pool``, ``.protocols``, ``.shares``, ``.specs``, ``.taproot``.
 """
 
 from __future__ import annotations
@@ -44,10 +49,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from custody import auditchain as audit
-from custody.signing import SignRequestError, message_to_sign
+from custody.signing import SignRequestError, messages_to_sign
 from mpc import dkls23, frost
 from mpc.errors import MpcError, NonceReuseError
-from signer_nodes import ecdsa, logs
+from signer_nodes import ecdsa, logs, taproot
 from signer_nodes.anchor import Anchor
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.faults import NO_FAULTS, FaultHooks
@@ -87,6 +92,9 @@ class SignItem:
     request: Mapping[str, Any]
     package: bytes | None = None
     requested: bytes | None = None
+    # btc-psbt (FROST) items: the input signed, the output key named (:mod:`.taproot`)
+    input_index: object = None
+    output_key: object = None
 
 
 @dataclass
@@ -99,6 +107,7 @@ class Prepared:
     public: Any  # FROST: the SigningPackage; ECDSA: the digest
     secret: Any = field(repr=False)
     release: dict[str, Any] = field(default_factory=dict)  # the release-log fields
+    key_slot: str = ""  # where the call keeps the key to sign with (default: key_id)
 
 
 class Strategy(Protocol):
@@ -170,7 +179,12 @@ class FrostStrategy:
     def parse(self, raw: Any) -> SignItem:
         req = sign_request(raw)
         return SignItem(
-            raw.get("key_id"), raw.get("nonce_id"), req, package=hex_field(raw, "signing_package")
+            raw.get("key_id"),
+            raw.get("nonce_id"),
+            req,
+            package=hex_field(raw, "signing_package"),
+            input_index=raw.get("input_index"),
+            output_key=raw.get("output_key"),
         )
 
     def check_scheme(self, row: KeyRow) -> None:
@@ -333,7 +347,7 @@ class SigningPipeline:
             try:
                 if seq is None:
                     raise NodeError(strategy.used, f"{strategy.noun} {p.item_id} was already used")
-                results[i] = strategy.compute(p, keys[p.key_id])
+                results[i] = strategy.compute(p, keys[p.key_slot or p.key_id])
                 ids: dict[str, Any] = {f"{strategy.noun}_id": p.item_id}
                 logs.event(
                     strategy.signed_event,
@@ -365,11 +379,15 @@ class SigningPipeline:
         strategy.check_scheme(row)
         self.anchor.check_committee(row.key_id)
         try:
-            message = message_to_sign(row.scheme, item.request)
+            messages = messages_to_sign(row.scheme, item.request, public_key=row.public_key)
         except SignRequestError as exc:
             raise NodeError(Kind.BAD_REQUEST, f"request {exc}") from None
-        requested, public = strategy.requested(row, item, message)
-        self._authorize(row, item.request, message, requested, verified)
+        message = b"".join(messages)  # the request's message (its release-log digest)
+        if item.request.get("kind") == taproot.KIND:
+            taproot.check_network(row.key_id, item.request, self.shares.network(row.key_id))
+        expected = taproot.item_message(item.request, messages, item.input_index, item.output_key)
+        requested, public = strategy.requested(row, item, expected)
+        self._authorize(row, item.request, expected, requested, verified)
         item_id = strategy.check_item_id(item.item_id)
         ledger = self.shares.ledger_item(item_id)
         if ledger is None and (
@@ -393,6 +411,12 @@ class SigningPipeline:
         strategy.check_ledger(ledger, public)
         if row.key_id not in keys:
             keys[row.key_id] = strategy.load_key(self.shares.unseal_share(row))
+        key_slot = row.key_id
+        if item.input_index is not None:  # btc-psbt: the BIP-86 output-key share
+            key_slot = taproot.slot(row.key_id)
+            if key_slot not in keys:
+                keys[key_slot] = taproot.tweak(keys[row.key_id])
+            taproot.check_output_key(row.key_id, keys[key_slot], item.output_key)
         if self.shares.take_ledger_item(item_id) is None:  # a concurrent request took it
             raise NodeError(strategy.used, f"{strategy.noun} {item_id} was already used")
         seen.add(item_id)
@@ -409,7 +433,7 @@ class SigningPipeline:
             "signers": strategy.signers(ledger, public),
             "item_id": item_id,
         }
-        return Prepared(row.key_id, item_id, item.request, public, ledger.secret, release)
+        return Prepared(row.key_id, item_id, item.request, public, ledger.secret, release, key_slot)
 
     def _authorize(
         self,

@@ -96,6 +96,8 @@ class Protocols:
         if spec.kind == "dkg":
             if self.shares.exists(spec.key_id):
                 raise NodeError(Kind.KEY_EXISTS, f"key {spec.key_id!r} already exists on this node")
+            if spec.network is not None and spec.scheme != "bip340":
+                raise NodeError(Kind.BAD_REQUEST, "network applies to the DKG of a bip340 key")
             if spec.scheme in FROST_SCHEMES:
                 return DkgSession(
                     FROST_SCHEMES[spec.scheme],
@@ -103,7 +105,7 @@ class Protocols:
                     self.me,
                     list(spec.participants),
                     spec.threshold,
-                    dkg_context(spec.scheme, spec.key_id),
+                    dkg_context(spec.scheme, spec.key_id, spec.network),
                 )
             if spec.scheme == ecdsa.SCHEME:
                 return ecdsa.keygen_session(spec, self.me)
@@ -124,6 +126,8 @@ class Protocols:
             kp: KeyPackage = rs.result
             pub = kp.public
             suite = frost.ciphersuite(spec.scheme)
+            if spec.scheme == "bip340":  # recorded first: a share never lacks its network
+                self.shares.set_network(spec.key_id, spec.network or "mainnet")
             self.shares.store_share(
                 spec.key_id,
                 spec.scheme,
@@ -131,7 +135,10 @@ class Protocols:
                 suite.encode_public_key(pub.group_public_key),
                 dump_public_package(pub),
             )
-            return public_result(spec.key_id, spec.scheme, pub)
+            out = public_result(spec.key_id, spec.scheme, pub)
+            if spec.scheme == "bip340":
+                out["network"] = spec.network or "mainnet"
+            return out
         return ecdsa.finish(spec, rs.result, self.shares)
 
     def on_failure(self, spec: SessionSpec, exc: MpcError) -> None:

@@ -61,6 +61,15 @@ class ShareStore:
             raise NodeError(Kind.UNKNOWN_KEY, f"no share of key {kid!r} on {self.node_id}")
         return row
 
+    def set_network(self, key_id: str, network: str) -> None:
+        """Record a BIP-340 key's Bitcoin network (from its DKG spec), before its share."""
+        self.store.set_meta("network:" + key_id, network)
+
+    def network(self, key_id: str) -> str:
+        """The Bitcoin network recorded at ``key_id``'s DKG (``mainnet`` for a key made
+        before networks were recorded, as the coordinator's default)."""
+        return self.store.get_meta("network:" + key_id) or "mainnet"
+
     def unseal_share(self, row: KeyRow) -> bytes:
         """The plaintext share of ``row`` (secret: the caller drops it after one use)."""
         return self.vault.unseal(

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from custody.domain import NETWORKS
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.shares import check_key_id
 
@@ -47,9 +48,11 @@ def sign_request(raw: Any) -> dict[str, Any]:
     return req
 
 
-def dkg_context(scheme: str, key_id: str) -> bytes:
-    """Bound into every DKG proof: a transcript cannot be reused for another key or scheme."""
-    return b"tpwc-dkg-v1\x00" + scheme.encode() + b"\x00" + key_id.encode()
+def dkg_context(scheme: str, key_id: str, network: str | None = None) -> bytes:
+    """Bound into every DKG proof: a transcript cannot be reused for another key or scheme;
+    with a BIP-340 key's ``network``, nodes told different networks cannot agree on a key."""
+    ctx = b"tpwc-dkg-v1\x00" + scheme.encode() + b"\x00" + key_id.encode()
+    return ctx if network is None else ctx + b"\x00network=" + network.encode()
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class SessionSpec:
     scheme: Any
     threshold: Any
     participants: tuple[int, ...]
+    network: str | None = None  # a bip340 DKG: the key's Bitcoin network (custody.domain)
 
     @property
     def sid(self) -> bytes:
@@ -83,7 +87,11 @@ class SessionSpec:
             raise NodeError(
                 Kind.BAD_REQUEST, "participants must be a list of party ids including this node"
             )
+        network = raw.get("network")
+        if network is not None and network not in NETWORKS:
+            raise NodeError(Kind.BAD_REQUEST, f"network must be one of {list(NETWORKS)}")
         return cls(
+            network=network,
             session_id=sid,
             kind=raw.get("kind"),
             key_id=key_id,

@@ -54,6 +54,7 @@ class KeyBook:
                     Key.status,
                     Key.public_key,
                     Key.verifying_shares,
+                    Key.network,
                 ).where(Key.id == key_id)
             ).first()
         if row is None:
@@ -67,6 +68,7 @@ class KeyBook:
             list(row.nodes),
             row.public_key or "",
             dict(row.verifying_shares or {}),
+            row.network,
         )
         self._by_id[key_id] = k
         return k
@@ -99,7 +101,7 @@ class KeyCeremony:
         scheme, t, node_ids = key.scheme, key.threshold, list(key.nodes)
         nodes = [self.registry.nodes[n] for n in node_ids]
         kind: SessionKind = "dkg"
-        body = {
+        body: dict[str, Any] = {
             "session_id": secrets.token_hex(32),
             "kind": kind,
             "key_id": key_id,
@@ -107,12 +109,22 @@ class KeyCeremony:
             "threshold": t,
             "participants": sorted(n.party_id for n in nodes),
         }
+        if key.network is not None:  # a bip340 key: every node records its network
+            body["network"] = key.network
         error: dict[str, Any] | None = None
         pk: str | None = None
         shares: dict[str, str] | None = None
         try:
             results = await self.relay.run(nodes, body)
             pk, shares = _agree(scheme, t, results)
+            if key.network is not None:
+                if wrong := sorted(
+                    p for p, r in results.items() if r.get("network") != key.network
+                ):
+                    raise SessionFailed(
+                        f"nodes did not record network {key.network!r}",
+                        [(p, "DKG result without the key's network") for p in wrong],
+                    )
         except SessionFailed as e:
             error = problem_doc(
                 "dkg-failed",
@@ -130,7 +142,7 @@ class KeyCeremony:
     def _load(self, key_id: str) -> Any:
         with self.db.session() as s:
             return s.execute(
-                select(Key.scheme, Key.threshold, Key.nodes).where(Key.id == key_id)
+                select(Key.scheme, Key.threshold, Key.nodes, Key.network).where(Key.id == key_id)
             ).first()
 
     def _record(

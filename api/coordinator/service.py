@@ -22,6 +22,7 @@ from api.coordinator.checkpoints import Checkpointer
 from api.coordinator.keys import KeyBook, KeyCeremony
 from api.coordinator.outcomes import Answer, OutcomeWriter
 from api.coordinator.pools import Pools
+from api.coordinator.psbt import request_message
 from api.coordinator.registry import NodeRegistry
 from api.coordinator.relay import SessionRelay
 from api.coordinator.signers import signers_by_scheme
@@ -30,7 +31,6 @@ from api.db import Database, SignRequest, utcnow
 from api.governance import GovernanceStore
 from api.nodes import NodeCaller
 from api.settings import Settings
-from custody.signing import message_to_sign
 
 log = logging.getLogger("api.coordinator")
 
@@ -203,7 +203,7 @@ class Coordinator:
         self.activity.signing += 1
         self.activity.last_sign = time.monotonic()
         try:
-            msg = message_to_sign(key.scheme, body)
+            msg = request_message(key, body)
             result, error, blamed, attempted = await self._attempts(request_id, key, body, msg)
             digest = audit.request_digest(request_id, key.id, key.scheme, body, msg)
             await self.outcomes.record(

@@ -5,7 +5,9 @@ signing package, one round of signature shares, aggregate (verified inside
 :func:`mpc.frost.aggregate`). :class:`EcdsaSigner` (DKLs23): a presignature whose
 participants are healthy, one round of partials, combine (verified by libsecp256k1); for
 an ``evm-tx`` the signed transaction is assembled and must recover to the key
-(:func:`custody.signing.sign_result`; recovery ids 2/3 are refused).
+(:func:`custody.signing.sign_result`; recovery ids 2/3 are refused). A ``btc-psbt``
+request is one FROST signature per input under the key's BIP-86 output key
+(:mod:`api.coordinator.psbt`).
 Each sign item goes through the node's micro-batching sender; a failed item, a garbage
 answer or an invalid share raises :class:`SessionFailed` blaming its node.
 """
@@ -18,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from api import crypto
+from api.coordinator import psbt
 from api.coordinator.pools import Commitment, Pools, Presignature
 from api.coordinator.registry import NodeRegistry
 from api.coordinator.types import KeyInfo, SessionFailed, SignResult
@@ -87,6 +90,10 @@ class FrostSigner(_Fan):
     async def sign(
         self, key: KeyInfo, body: dict[str, Any], msg: bytes, excluded: set[int]
     ) -> SignResult:
+        if body.get("kind") == psbt.KIND:  # one signature per input (api.coordinator.psbt)
+            return await psbt.sign_psbt(
+                self.registry, self.pools, self.timeout, key, body, msg, excluded
+            )
         nodes = self.registry.pick(key.nodes, key.threshold, excluded)
         commitments = {n.party_id: await self.pools.take_commitment(key, n) for n in nodes}
         try:

@@ -43,6 +43,7 @@ class KeyInfo:
     nodes: list[str]
     public_key: str
     verifying_shares: dict[str, str]
+    network: str | None = None  # bip340 keys: the Bitcoin network chosen at creation
 
 
 @dataclass(frozen=True)

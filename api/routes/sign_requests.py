@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from api import idempotency, shadow
 from api.auth import AUTH_ERRORS
 from api.coordinator import Coordinator, KeyInfo
+from api.coordinator.psbt import request_message
 from api.db import utcnow
 from api.deps import (
     CoordinatorDep,
@@ -35,7 +36,7 @@ from api.problems import Problem, problem_responses
 from api.serializers import sign_out
 from custody.domain import SignStatus, new_id
 from custody.models import Id, SignRequestCreate, SignRequestList, SignRequestOut
-from custody.signing import SignRequestError, message_to_sign
+from custody.signing import SignRequestError
 
 router = APIRouter(prefix="/v1/sign-requests", tags=["signing"])
 Answer = tuple[int, dict[str, Any]]
@@ -64,7 +65,9 @@ async def create_sign_request(
     digest. Payment/settlement: the nodes sign the digest of ``payload``
     (``custody.signing``). ``evm-tx`` (ECDSA keys; ``payload: {"tx": "0x02..."}``) and
     ``message`` (``payload: {"message": "0x..."}``): every node decodes the payload itself
-    (``custody.kinds``); a signed ``evm-tx`` carries ``result.signed_tx``."""
+    (``custody.kinds``); a signed ``evm-tx`` carries ``result.signed_tx``. ``btc-psbt``
+    (bip340 keys; ``payload: {"psbt": "<base64>"}``): one signature per input under the
+    key's BIP-86 output key (``api.coordinator.psbt``), ``result.signed_tx`` finalized."""
     cred = p.credential_id
     fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
     rid = new_id("sr")
@@ -79,7 +82,7 @@ async def create_sign_request(
         if body.message is not None:
             canonical["message"] = body.message.lower()
         try:
-            msg = message_to_sign(k.scheme, canonical)
+            msg = request_message(k, canonical)  # btc-psbt: the key's network and public key
         except SignRequestError as e:
             raise Problem(
                 422, "invalid-sign-request", "Invalid sign request", str(e), field=e.field

@@ -36,7 +36,7 @@ from embit.transaction import Transaction
 from custody.kinds._common import Intent, KindError, only_fields
 from custody.kinds.addresses import NETWORKS, p2tr_script, taproot_output_key
 
-__all__ = ["KIND", "BtcPsbt", "Prevout", "Output", "decode", "finalize", "MAX_PSBT"]
+__all__ = ["KIND", "BtcPsbt", "Prevout", "Output", "decode", "finalize", "assemble", "MAX_PSBT"]
 
 KIND: Final = "btc-psbt"
 MAX_PSBT: Final = 512 * 1024  # bytes, decoded
@@ -253,7 +253,24 @@ def finalize(intent: BtcPsbt, signatures: Sequence[bytes]) -> str:
             raise KindError(KIND, f"signatures[{i}]", "must be 64 bytes")
         if not verifier.verify(sig, digest):
             raise KindError(KIND, f"signatures[{i}]", "does not verify under the output key")
-    tx = _unsigned_tx(intent.psbt)
+    return assemble(intent.psbt, signatures)
+
+
+def assemble(psbt: bytes, signatures: Sequence[bytes]) -> str:
+    """The network transaction of an already decoded (and checked) ``psbt`` with each
+    input's witness the one-element stack ``[signature]`` (BIP-341 "Script validation
+    rules": a key-path spend is a witness of one 64-byte signature for ``SIGHASH_DEFAULT``).
+
+    No check of the signatures: :func:`finalize` checks them first; this is for re-assembling
+    a stored, verified result. Raises :class:`KindError` for a count or length mismatch."""
+    try:
+        tx = _unsigned_tx(psbt)
+    except KindError:
+        raise
+    except Exception as exc:  # embit's parse errors: a PSBT this module never accepted
+        raise KindError(KIND, "psbt", f"unreadable unsigned transaction: {exc}") from None
+    if len(signatures) != len(tx.vin) or any(len(sig) != 64 for sig in signatures):
+        raise KindError(KIND, "signatures", f"need {len(tx.vin)} signatures of 64 bytes")
     for vin, sig in zip(tx.vin, signatures, strict=True):
         vin.witness = Witness([sig])
     return str(tx.serialize().hex())

@@ -367,7 +367,12 @@ class Coordinator:
         }
 
     def dkg(
-        self, scheme: str, key_id: str, threshold: int, parties: Sequence[int]
+        self,
+        scheme: str,
+        key_id: str,
+        threshold: int,
+        parties: Sequence[int],
+        network: str | None = None,
     ) -> dict[str, Any]:
         spec = {
             "session_id": secrets.token_hex(32),
@@ -377,6 +382,8 @@ class Coordinator:
             "threshold": threshold,
             "participants": sorted(parties),
         }
+        if network is not None:  # a bip340 key's Bitcoin network, recorded by each node
+            spec["network"] = network
         res = self.run_session(spec)
         results = [r["result"] for r in res.values()]
         assert all(r["status"] == "done" for r in res.values()), res

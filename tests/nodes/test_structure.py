@@ -32,6 +32,7 @@ MAY_IMPORT = {
         "specs",
         "store",
     },
+    "taproot": {"errors"},
     "pipeline": {
         "anchor",
         "pool",
@@ -44,6 +45,7 @@ MAY_IMPORT = {
         "shares",
         "specs",
         "store",
+        "taproot",
     },
     "service": {"envelope", "errors", "logs", "node", "pipeline", "specs"},
     "cli": {"config", "errors", "logs", "node", "store", "service"},
