@@ -39,7 +39,7 @@ from custody import policy as pol
 from custody import policy_file as pf
 from custody.cli_support import ApiOpt, ClusterOpt, TokenOpt
 from custody.client import CustodyClient, CustodyError
-from custody.exitcodes import ExitCode
+from custody.exitcodes import ExitCode, for_status
 from custody.policy_explain import dry_run, explanation_json, explanation_lines
 from custody.signing import SignRequestError
 
@@ -209,7 +209,8 @@ def dry_run_cmd(
             except CustodyError as e:
                 problem = e.problem
                 raise _fail(
-                    f"{e.status} {problem.get('title', '')}: {problem.get('detail', '')}"
+                    f"{e.status} {problem.get('title', '')}: {problem.get('detail', '')}",
+                    for_status(e.status),
                 ) from None
         doc = out.model_dump(mode="json")
     else:

@@ -461,7 +461,7 @@ def test_cli_dry_run_against_the_active_version(served: tuple[str, dict], tmp_pa
     # the coordinator's problems come through
     req.write_text(json.dumps(evm(ALICE, 1, "key_nope")))
     result = CliRunner().invoke(cli_app, [*args, creds["auditor"]])
-    assert result.exit_code == 1 and "404" in result.output
+    assert result.exit_code == 3 and "404" in result.output  # ExitCode.NOT_FOUND
 
 
 def test_sdk_shadow_methods(gapi: Api) -> None:
