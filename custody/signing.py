@@ -39,7 +39,8 @@ rule covers every scheme.
     only) or ``{"message": "0x..."}``. The message is what :func:`custody.kinds.decode`
     gives (``Intent.messages``, one message for these kinds): ``keccak256(0x02 ||
     rlp(fields))``, or the EIP-191 ``personal_sign`` digest for an ECDSA key and the bytes
-    themselves for Ed25519 and BIP-340. No other top-level member is allowed; a
+    themselves for Ed25519 and BIP-340. No other top-level member is allowed but the
+    coordinator's ``initiator`` and ``approvals`` (not part of the message); a
     ``"message"`` member, if present, must equal that message in hex (as for payment).
     A refused payload names its field as ``payload.<path>`` (e.g. ``payload.tx.to``).
 
@@ -149,7 +150,12 @@ def canonical_digest(request: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(DOMAIN + kind.encode() + b"\x00" + cbor_dumps(body)).digest()
 
 
-_DECODED_MEMBERS = frozenset({"id", "key_id", "kind", "payload", "message"})
+#: ``initiator`` and ``approvals`` are set by the coordinator (the principal who created the
+#: request, the approvals it collected); they are not part of the message to sign, and the
+#: nodes check them against their own policy (``signer_nodes.policy``).
+_DECODED_MEMBERS = frozenset(
+    {"id", "key_id", "kind", "payload", "message", "initiator", "approvals"}
+)
 
 
 def decode_request(scheme: str, request: Mapping[str, Any]) -> kinds.Intent:
