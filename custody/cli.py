@@ -5,6 +5,7 @@
     custody keys create|list|show, custody sign, custody nodes
     custody node ...                                    = python -m signer_nodes ...
     custody officer|approver enroll|show, custody governance genesis|propose|sign|verify|show
+    custody receipt verify FILE --governance GOV...     an authorization receipt, offline
 
 Commands that talk to a cluster read ``DIR/cluster.json`` (``--cluster`` or env
 ``CUSTODY_CLUSTER``; default ``.custody/cluster.json``), or ``--api-url`` and ``--token``.
@@ -29,6 +30,7 @@ from custody.client import CustodyClient, CustodyError
 from custody.domain import SCHEMES, Kind, Scheme
 from custody.governance_cli import approver_app, governance_app, officer_app
 from custody.models import KeyOut
+from custody.receipt_cli import receipt_app
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="TP Wallet Custody: threshold-signing custody."
@@ -40,6 +42,7 @@ app.add_typer(approver_app, name="approver")
 app.add_typer(governance_app, name="governance")
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail and its checkpoints.")
 app.add_typer(audit_app, name="audit")
+app.add_typer(receipt_app, name="receipt")
 console = Console()
 err = Console(stderr=True)
 

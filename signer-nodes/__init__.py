@@ -33,7 +33,7 @@ One job per module; after the colon, what it may import of this package (checked
                store
     pipeline   THE write-ahead signing pipeline, FROST and ECDSA strategies:
                anchor ecdsa errors faults logs policy pool protocols shares specs
-               store velocity (and custody.auditchain)
+               store velocity (and custody.auditchain, custody.receipts)
     node       provisioning, the directory lock, the composition: all of the above
     service    HTTP, the only map from error kinds to HTTP: envelope errors logs node
                pipeline specs

@@ -23,7 +23,9 @@ Every signing request, FROST or ECDSA, single or batch, goes through
    durable "used" record: nothing leaves before its entry is durable;
 4. **compute**: only then is any partial signature computed, for the items whose mark
    this call made;
-5. **release**: the caller gets the bytes (a batch: one outcome per item, in order).
+5. **release**: the caller gets the bytes (a batch: one outcome per item, in order), a
+   :class:`Released` carrying this node's receipt attestation (:mod:`custody.receipts`,
+   signed with its identity key over the committed entry's seq and hash).
 
 Steps 2-3 run under ``store.sealing`` as reader, so a seal-key rotation never interleaves
 with load, unseal and mark. A bad item of a batch fails alone (its outcome is its error);
@@ -42,11 +44,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from custody import auditchain as audit
+from custody import receipts
 from custody.signing import SignRequestError, message_to_sign
 from mpc import dkls23, frost
 from mpc.errors import MpcError, NonceReuseError
@@ -86,6 +89,18 @@ MAX_COMMITMENTS = 1000  # FROST nonce pairs per commitments call
 Outcome = bytes | Exception
 
 
+class Released(bytes):
+    """A released partial signature (the bytes, as before) and this node's receipt
+    attestation for it (:mod:`custody.receipts`): ``{"body": hex, "node": {...}}``."""
+
+    receipt: dict[str, Any] | None
+
+    def __new__(cls, data: bytes, receipt: dict[str, Any] | None = None) -> Released:
+        obj = super().__new__(cls, data)
+        obj.receipt = receipt
+        return obj
+
+
 @dataclass(frozen=True)
 class SignItem:
     """One parsed sign request: which key, which ledger item, the request to recompute the
@@ -112,6 +127,7 @@ class Prepared:
     auth: Authorization | None = None
     reservation: RequestKey | None = None  # its velocity reservation (signer_nodes.velocity)
     entry: list[bytes] = field(default_factory=list)  # [entry hash], set at commit
+    receipt_body: bytes = b""  # custody.receipts.ReceiptBody, canonical CBOR
 
 
 class Strategy(Protocol):
@@ -293,8 +309,10 @@ class SigningPipeline:
         anchor: Anchor,
         *,
         faults: FaultHooks = NO_FAULTS,
+        sign: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.shares = shares
+        self.sign = sign  # the node's identity signature (receipts); None: no receipts
         self.anchor = anchor
         self.store = shares.store
         self.node_id = shares.node_id
@@ -356,7 +374,7 @@ class SigningPipeline:
             try:
                 if seq is None:
                     raise NodeError(strategy.used, f"{strategy.noun} {p.item_id} was already used")
-                results[i] = strategy.compute(p, keys[p.key_id])
+                results[i] = Released(strategy.compute(p, keys[p.key_id]), self._receipt(p, seq))
                 ids: dict[str, Any] = {f"{strategy.noun}_id": p.item_id}
                 logs.event(
                     strategy.signed_event,
@@ -410,7 +428,31 @@ class SigningPipeline:
             raise
         prepared.auth, prepared.reservation = auth, reservation
         prepared.release.update(_release_fields(auth, governance.digest, now))
+        r = prepared.release
+        prepared.receipt_body = receipts.ReceiptBody(
+            cluster_id=governance.cluster_id,
+            request_id=r["request_id"],
+            key_id=row.key_id,
+            kind=r["kind"],
+            scheme=row.scheme,
+            message=message,
+            request_digest=r["request_digest"],
+            intent_digest=auth.intent_digest,
+            policy_version=auth.decision.policy_version,
+            governance_digest=governance.digest,
+            rule=auth.decision.rule_id,
+            approvals=auth.approvals,
+            signers=tuple(r["signers"]),
+        ).encode()
         return prepared
+
+    def _receipt(self, p: Prepared, seq: int) -> dict[str, Any] | None:
+        """This node's attestation of a committed release (:mod:`custody.receipts`)."""
+        if self.sign is None or not p.entry:
+            return None
+        statement = receipts.node_statement(p.receipt_body, self.node_id, seq, p.entry[0])
+        attestation = receipts.Attestation(self.node_id, seq, p.entry[0], self.sign(statement))
+        return {"body": p.receipt_body.hex(), "node": attestation.to_json()}
 
     def _prepare_item(
         self,

@@ -22,6 +22,7 @@ from nacl.signing import SigningKey
 from custody import approvals as appr
 from custody import governance as gov
 from custody import policy as pol
+from custody import receipts
 from custody.kinds.addresses import ethereum_address
 from custody.signing import message_to_sign, sign_result
 from mpc import dkls23
@@ -356,14 +357,35 @@ def test_a_compromised_coordinator_gets_nothing_the_policy_does_not_allow(
         assert st["presignatures_used"] == 0 and st["presignatures_unused"] == 1
     # the same request with two valid approvals of the treasury signs
     good = {**big, "approvals": approve(big, "treasury-1", "treasury-3")}
-    _sign(cluster, pre, good, governed["pk"])
-    for p in (1, 2):
+    signature, answers = _sign(cluster, pre, good, governed["pk"])
+    for p, answer in zip((1, 2), answers, strict=True):
         entries = cluster.call(cluster.nodes[p], "GET", "/v1/releases")["entries"]
         (entry,) = entries
         assert entry["rule"] == "large-to-payees" and entry["policy_version"] == 2
         assert [a for a, _ in entry["approvals"]] == ["treasury-1", "treasury-3"]
         assert entry["initiator"] == INITIATOR
         assert entry["asset"] == "ETH" and entry["transfers"] == [[ALICE, 5000]]
+        # the node's receipt attestation names this very release-log entry
+        node = answer["receipt"]["node"]
+        assert (node["release_seq"], node["release_hash"]) == (entry["seq"], entry["hash"])
+    # phase 2: the nodes' attestations make a receipt that verifies offline against v2
+    (body,) = {a["receipt"]["body"] for a in answers}
+    receipt = {
+        "format": 1,
+        "body": body,
+        "nodes": [a["receipt"]["node"] for a in answers],
+        "signature": signature,
+    }
+    ok = receipts.verify_receipt(receipt, g, public_key=governed["pk"])
+    assert ok.nodes == ("node-1", "node-2") and ok.signature_checked
+    assert ok.body.rule == "large-to-payees" and ok.body.signers == (1, 2)
+    assert [a for a, _ in ok.body.approvals] == ["treasury-1", "treasury-3"]
+    assert ok.body.request_digest.hex() == entry["request_digest"]
+    assert ok.body.intent_digest == appr.request_intent(SCHEME, good)[1].intent_digest
+    # one node's attestation alone is not a receipt; a tampered rule breaks them all
+    with pytest.raises(receipts.ReceiptError) as e:
+        receipts.verify_receipt({**receipt, "nodes": receipt["nodes"][:1]}, g)
+    assert e.value.code == "receipt-too-few-nodes"
 
 
 def test_velocity_is_counted_from_each_nodes_own_release_log(
