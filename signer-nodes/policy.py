@@ -212,23 +212,29 @@ def _counted_one(
     one approving this request under this governance whose signature verifies."""
     approver = governance.approver(approver_id)
     assert approver is not None  # it counted
-    for a in approvals:
-        if not isinstance(a, appr.Approval):
+    candidates = [
+        a
+        for a in approvals
+        if isinstance(a, appr.Approval)
+        and a.statement.approver_id == approver_id
+        and a.statement.decision == "approve"
+        and (a.statement.request_id, a.statement.intent_digest)
+        == (request.request_id, request.intent_digest)
+        and (a.statement.policy_version, a.statement.governance_digest)
+        == (governance.version, governance.digest)
+        and now < a.statement.expires_at
+        and a.statement.initiator == initiator
+    ]
+    if len(candidates) == 1:  # the one that counted (verify_approvals checked its signature)
+        return candidates[0]
+    for a in candidates:  # the approver sent several: the first whose signature verifies
+        try:
+            nacl.signing.VerifyKey(approver.public_key).verify(
+                a.statement.signed_bytes(), a.signature
+            )
+        except nacl.exceptions.BadSignatureError:
             continue
-        st = a.statement
-        if (
-            st.approver_id == approver_id
-            and st.decision == "approve"
-            and (st.request_id, st.intent_digest) == (request.request_id, request.intent_digest)
-            and (st.policy_version, st.governance_digest) == (governance.version, governance.digest)
-            and now < st.expires_at
-            and st.initiator == initiator
-        ):
-            try:
-                nacl.signing.VerifyKey(approver.public_key).verify(st.signed_bytes(), a.signature)
-            except nacl.exceptions.BadSignatureError:
-                continue
-            return a
+        return a
     raise AssertionError(f"no counted approval of {approver_id}")  # verify_approvals counted it
 
 
