@@ -99,17 +99,20 @@ def intent_digest(kind: str, summary: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(INTENT_DIGEST_CONTEXT + body).digest()
 
 
-def request_intent(scheme: str, request: Mapping[str, Any]) -> tuple[Intent | str, ApprovalRequest]:
+def request_intent(
+    scheme: str, request: Mapping[str, Any], *, public_key: bytes | None = None
+) -> tuple[Intent | str, ApprovalRequest]:
     """What a policy evaluates for a sign ``request`` to a key of ``scheme`` (the decoded
     :class:`~custody.kinds.Intent`, or the kind's name for kinds without a decoder) and the
     :class:`ApprovalRequest` its approvals must name. The coordinator, every node and the
     approver's CLI call this on the request they hold; nothing is taken from another party.
-    Raises :class:`custody.signing.SignRequestError` for a malformed request."""
-    message = message_to_sign(scheme, request)
+    ``public_key`` is the key's (needed for ``btc-psbt``: every input must spend its BIP-86
+    output). Raises :class:`custody.signing.SignRequestError` for a malformed request."""
+    message = message_to_sign(scheme, request, public_key=public_key)
     kind = str(request["kind"])
     intent: Intent | str
     if kind in DECODED_KINDS:
-        intent = decode_request(scheme, request)
+        intent = decode_request(scheme, request, public_key=public_key)
         summary = intent.summary()
     else:
         intent, summary = kind, {"message": message.hex()}

@@ -16,8 +16,14 @@ with ``message`` = ``custody.signing.message_to_sign(scheme, request)``.
 
 **Release-log entry** (one per partial signature a node released), canonical CBOR map
 ``{"seq", "prev", "time", "request_id", "request_digest", "kind", "key_id", "signers",
-"item_id", "scheme"}``; ``hash = SHA-256("tpwc-release-v1\\0" || that CBOR)``; ``prev`` is
-the previous entry's ``hash`` (32 zero bytes for seq 1).
+"item_id", "scheme"}`` and, since the nodes decide (issue 10; entries before it lack them),
+the authorization: ``"intent_digest"`` (``custody.approvals.intent_digest``),
+``"initiator"`` (str or null for raw), ``"policy_version"``, ``"governance_digest"``,
+``"rule"`` (the rule id that allowed it), ``"approvals"`` (``[[approver_id,
+SHA-256(signed statement bytes)], ...]``, those that counted), and what velocity counts:
+``"asset"`` (str or null) and ``"transfers"`` (``[[destination, amount], ...]``, the
+policy facts of the decoded intent); ``hash = SHA-256("tpwc-release-v1\\0" || that
+CBOR)``; ``prev`` is the previous entry's ``hash`` (32 zero bytes for seq 1).
 
 **Audit-log entry** (the coordinator's, in the minimal canonical form a node checks)::
 

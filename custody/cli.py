@@ -7,6 +7,7 @@
     custody node ...                                    = python -m signer_nodes ...
     custody officer|approver enroll|show, custody governance genesis|propose|sign|verify|show
     custody --version
+    custody receipt verify FILE --governance GOV...     an authorization receipt, offline
 
 Commands that talk to a cluster read ``DIR/cluster.json`` (``--cluster`` or env
 ``CUSTODY_CLUSTER``; default ``.custody/cluster.json``), or ``--api-url`` and ``--token``.
@@ -64,6 +65,7 @@ from custody.exitcodes import ExitCode
 from custody.governance_cli import approver_app, governance_app, officer_app
 from custody.models import KeyOut, SignRequestOut
 from custody.policy_cli import policy_app
+from custody.receipt_cli import receipt_app
 
 DISTRIBUTION = "tp-wallet-custody"
 
@@ -85,6 +87,7 @@ requests_app = typer.Typer(
     no_args_is_help=True, help="Sign requests: their status, signature and result."
 )
 app.add_typer(requests_app, name="requests")
+app.add_typer(receipt_app, name="receipt")
 console = out  # the stdout console (kept for custody.demo and older callers)
 
 

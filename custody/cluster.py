@@ -33,7 +33,9 @@ from typing import Any
 import httpx
 
 from custody import governance
+from custody import policy as pol
 from custody.cli_support import read_cluster_file
+from custody.domain import KINDS
 
 DEFAULT_PORT = 7100
 
@@ -212,7 +214,8 @@ class Cluster:
         return dict(creds)
 
     def _dev_governance(self) -> None:
-        """A development genesis: dev officers, every node pinned, raw signing for all keys.
+        """A development genesis: dev officers, every node pinned, raw signing for all keys,
+        a policy allowing every kind (rule ``dev-allow-all-kinds``).
 
         Three officer key files (quorum 2) under ``DIR/officers/`` sealed with a dev
         passphrase kept beside them (``DIR/officers/passphrase``, 0600): a development
@@ -266,6 +269,17 @@ class Cluster:
             quorum=2,
             roster=tuple(roster),
             raw_signing_keys=frozenset({governance.ALL_KEYS}),
+            # Every node decides by this policy itself (deny by default): the dev cluster
+            # allows every kind explicitly, as it allows raw signing for every key.
+            policy=pol.Policy(
+                rules=(
+                    pol.Rule(
+                        "dev-allow-all-kinds",
+                        "allow",
+                        kinds=frozenset(k for k in KINDS if k != "raw"),
+                    ),
+                )
+            ),
         )
         doc = governance.unsigned(body)
         for officer_id in ("dev-officer-1", "dev-officer-2"):

@@ -48,8 +48,9 @@ rule covers every scheme.
     A ``btc-psbt`` request also carries ``"network"`` (the key's Bitcoin network, which
     names the outputs' addresses in the decoded intent; the sighashes do not depend on it)
     and is decoded for the key's x-only ``public_key`` (every input must spend its BIP-86
-    output). No other top-level member is allowed; a ``"message"`` member, if present,
-    must equal that message in hex (as for payment). A refused payload names its field as
+    output). No other top-level member is allowed but the coordinator's ``initiator`` and
+    ``approvals`` (not part of the message); a ``"message"`` member, if present, must equal
+    that message in hex (as for payment). A refused payload names its field as
     ``payload.<path>`` (e.g. ``payload.tx.to``, ``payload.psbt.inputs[1].witness_utxo``).
 
 :func:`sign_result` is what a signed request carries beyond its signature: for ``evm-tx``
@@ -167,7 +168,12 @@ def canonical_digest(request: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(DOMAIN + kind.encode() + b"\x00" + cbor_dumps(body)).digest()
 
 
-_DECODED_MEMBERS = frozenset({"id", "key_id", "kind", "payload", "message"})
+#: ``initiator`` and ``approvals`` are set by the coordinator (the principal who created the
+#: request, the approvals it collected); they are not part of the message to sign, and the
+#: nodes check them against their own policy (``signer_nodes.policy``).
+_DECODED_MEMBERS = frozenset(
+    {"id", "key_id", "kind", "payload", "message", "initiator", "approvals"}
+)
 _PSBT_MEMBERS = _DECODED_MEMBERS | {"network"}
 PSBT_SIGNATURE_LEN = 64  # bytes per input in a btc-psbt request's signature
 

@@ -10,7 +10,8 @@ One job per module; after the colon, what it may import of this package (checked
     faults     fault hooks passed in (NO_FAULTS in production): -
     config     data-directory layout, node.json, the PIN source: -
     logs       structured JSON logs, secret-looking fields dropped: -
-    policy     the authorization seam (invariant 2): -
+    policy     the authorization seam (invariant 2: coordinator, message, policy,
+               approvals, velocity; pure): -
     envelope   signed and boxed envelopes around protocol messages: -
     store      the SQLCipher database, group commit, sealing lock: -
     pool       single-use secrets (nonces, presignatures), in memory only: errors
@@ -23,6 +24,7 @@ One job per module; after the colon, what it may import of this package (checked
                anchor errors logs store (and custody.auditchain: the pure encodings
                of release/audit entries, request digest, statements, shared with the
                coordinator)
+    velocity   the node's own release history for velocity windows: store
     shares     sealed shares, in-memory items, retired OT pairs: errors logs pool store vault
     specs      typed session specs, body field parsers: errors shares
     ecdsa      DKLs23 key-setup and presign sessions: errors shares specs
@@ -32,7 +34,7 @@ One job per module; after the colon, what it may import of this package (checked
     taproot    btc-psbt items: the input's sighash, the BIP-86 output-key share: errors
     pipeline   THE write-ahead signing pipeline, FROST and ECDSA strategies:
                anchor ecdsa errors faults logs policy pool protocols shares specs
-               store taproot (and custody.auditchain)
+               store taproot velocity (and custody.auditchain, custody.receipts)
     node       provisioning, the directory lock, the composition: all of the above
     service    HTTP, the only map from error kinds to HTTP: envelope errors logs node
                pipeline specs

@@ -45,8 +45,18 @@ META = "audit-checkpoint"
 def release_wire(seq: int, entry: bytes, h: bytes) -> dict[str, Any]:
     """A release-log entry for the wire: its fields (bytes as hex) and its hash."""
     fields = cbor2.loads(entry)
-    out = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in fields.items()}
-    return {**out, "seq": seq, "hash": h.hex()}
+    return {**_hexed(fields), "seq": seq, "hash": h.hex()}
+
+
+def _hexed(value: Any) -> Any:
+    """Byte strings as hex, at any depth (an entry's approvals hold digests)."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k: _hexed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hexed(v) for v in value]
+    return value
 
 
 class Checkpoints:

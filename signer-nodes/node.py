@@ -79,7 +79,13 @@ class Node:
         self.sessions = SessionHost(
             self.identity, store, Protocols(self.party_id, self.shares), self.anchor
         )
-        self.pipeline = SigningPipeline(self.shares, self.party_id, self.anchor, faults=faults)
+        self.pipeline = SigningPipeline(
+            self.shares,
+            self.party_id,
+            self.anchor,
+            faults=faults,
+            sign=self.identity.sign_statement,
+        )
         self.checkpoints = Checkpoints(
             store, self.anchor, self.node_id, self.identity.sign_statement
         )

@@ -7,20 +7,25 @@ Every signing request, FROST or ECDSA, single or batch, goes through
 2. **check and authorize**: the key and its scheme, the message *recomputed* from the
    request (``custody.signing.message_to_sign``), the scheme's own input (the FROST
    signing package), then :func:`signer_nodes.policy.authorize` (the one authorization
-   seam; the policy/approvals check of the next issue plugs in there, and governance's
-   ``raw_signing_keys``), the key's committee still in the governance roster
+   seam: the active governance's policy, the approvals, ``raw_signing_keys``, velocity
+   from this node's own release log, :mod:`signer_nodes.velocity`, the request reserved
+   in its window while decided), the key's committee still in the governance roster
    (:mod:`signer_nodes.anchor`), then the single-use item (in the in-memory pool, for this
    key, not released before, not named earlier in the same call, matching the package),
    the unsealing (once per call and key) of the share, and last the item is TAKEN out of
    the pool (:mod:`signer_nodes.pool`: it exists nowhere else, so it is burned from here on);
 3. **release-log entry, durably**: the items that passed get their hash-chained
-   release-log entries (request digest, kind, key, signer set, item id, time) in ONE
+   release-log entries (request digest, kind, key, signer set, item id, time, and the
+   authorization: intent digest, initiator, policy version, rule, counted approvals,
+   asset and transfers) in ONE
    commit (:meth:`NodeStore.release_many`, joining the store's group commit with any
    concurrent request); it returns only after that COMMIT has returned. The entry is the
    durable "used" record: nothing leaves before its entry is durable;
 4. **compute**: only then is any partial signature computed, for the items whose mark
    this call made;
-5. **release**: the caller gets the bytes (a batch: one outcome per item, in order).
+5. **release**: the caller gets the bytes (a batch: one outcome per item, in order), a
+   :class:`Released` carrying this node's receipt attestation (:mod:`custody.receipts`,
+   signed with its identity key over the committed entry's seq and hash).
 
 Steps 2-3 run under ``store.sealing`` as reader, so a seal-key rotation never interleaves
 with load, unseal and mark. A bad item of a batch fails alone (its outcome is its error);
@@ -44,11 +49,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from custody import auditchain as audit
+from custody import receipts
 from custody.signing import SignRequestError, messages_to_sign
 from mpc import dkls23, frost
 from mpc.errors import MpcError, NonceReuseError
@@ -56,12 +62,19 @@ from signer_nodes import ecdsa, logs, taproot
 from signer_nodes.anchor import Anchor
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.faults import NO_FAULTS, FaultHooks
-from signer_nodes.policy import AuthorizationContext, NotAuthorized, authorize
+from signer_nodes.policy import (
+    Authorization,
+    AuthorizationContext,
+    NotAuthorized,
+    authorize,
+    request_key,
+)
 from signer_nodes.pool import PoolItem
 from signer_nodes.protocols import frost_suite, load_key_package
 from signer_nodes.shares import ShareStore
 from signer_nodes.specs import hex_field, sign_request
 from signer_nodes.store import KeyRow
+from signer_nodes.velocity import Counted, ReleaseWindow, RequestKey
 
 __all__ = [
     "MAX_BATCH",
@@ -79,6 +92,18 @@ MAX_BATCH = 256  # sign items per batch call
 MAX_COMMITMENTS = 1000  # FROST nonce pairs per commitments call
 
 Outcome = bytes | Exception
+
+
+class Released(bytes):
+    """A released partial signature (the bytes, as before) and this node's receipt
+    attestation for it (:mod:`custody.receipts`): ``{"body": hex, "node": {...}}``."""
+
+    receipt: dict[str, Any] | None
+
+    def __new__(cls, data: bytes, receipt: dict[str, Any] | None = None) -> Released:
+        obj = super().__new__(cls, data)
+        obj.receipt = receipt
+        return obj
 
 
 @dataclass(frozen=True)
@@ -108,6 +133,10 @@ class Prepared:
     secret: Any = field(repr=False)
     release: dict[str, Any] = field(default_factory=dict)  # the release-log fields
     key_slot: str = ""  # where the call keeps the key to sign with (default: key_id)
+    auth: Authorization | None = None
+    reservation: RequestKey | None = None  # its velocity reservation (signer_nodes.velocity)
+    entry: list[bytes] = field(default_factory=list)  # [entry hash], set at commit
+    receipt_body: bytes = b""  # custody.receipts.ReceiptBody, canonical CBOR
 
 
 class Strategy(Protocol):
@@ -294,14 +323,19 @@ class SigningPipeline:
         anchor: Anchor,
         *,
         faults: FaultHooks = NO_FAULTS,
+        sign: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.shares = shares
+        self.sign = sign  # the node's identity signature (receipts); None: no receipts
         self.anchor = anchor
         self.store = shares.store
         self.node_id = shares.node_id
         self.faults = faults
         self.frost = FrostStrategy(shares, party_id, anchor)
         self.ecdsa = EcdsaStrategy()
+        self.window = ReleaseWindow(self.store)
+        if anchor.current is not None:  # rebuild the velocity window from the log at open
+            self.window.history(anchor.current.policy, int(time.time()))
 
     def sign_one(self, strategy: Strategy, item: Any, *, coordinator_verified: bool) -> bytes:
         """One request (a :class:`SignItem` or a body to parse); raises its error."""
@@ -336,10 +370,17 @@ class SigningPipeline:
             # happens. A failure before the commit leaves them "in flight" for good, so a
             # retry is told nonce-used, never handed the secret again.
             self.faults.reached("sign-before-mark")
-            marked = self.store.release_many(
-                [(p.item_id, strategy.ledger_kind, _builder(p.release)) for _, p in ready]
-            )
+            try:
+                marked = self.store.release_many(
+                    [(p.item_id, strategy.ledger_kind, _builder(p)) for _, p in ready]
+                )
+            except BaseException:
+                for _, p in ready:
+                    self.window.cancel(p.reservation)
+                raise
             self.shares.pool.settle([p.item_id for _, p in ready])
+            for (_, p), seq in zip(ready, marked, strict=True):
+                (self.window.cancel if seq is None else self.window.confirm)(p.reservation)
             # Durable now: each item's release-log entry is committed (and the item is
             # gone from memory). A failed commit raised above: nothing computed or released.
         self.faults.reached("sign-after-mark")
@@ -347,7 +388,9 @@ class SigningPipeline:
             try:
                 if seq is None:
                     raise NodeError(strategy.used, f"{strategy.noun} {p.item_id} was already used")
-                results[i] = strategy.compute(p, keys[p.key_slot or p.key_id])
+                results[i] = Released(
+                    strategy.compute(p, keys[p.key_slot or p.key_id]), self._receipt(p, seq)
+                )
                 ids: dict[str, Any] = {f"{strategy.noun}_id": p.item_id}
                 logs.event(
                     strategy.signed_event,
@@ -387,7 +430,62 @@ class SigningPipeline:
             taproot.check_network(row.key_id, item.request, self.shares.network(row.key_id))
         expected = taproot.item_message(item.request, messages, item.input_index, item.output_key)
         requested, public = strategy.requested(row, item, expected)
-        self._authorize(row, item.request, expected, requested, verified)
+        governance = self.anchor.require()
+        now = int(time.time())
+        with self.window.guard(governance.policy):
+            auth = self._authorize(row, item.request, expected, requested, verified, now)
+            rid = str(item.request.get("id"))
+            reservation = self.window.reserve(
+                request_key(rid, row.key_id, auth.intent_digest),
+                None
+                if auth.asset is None
+                else Counted(now, row.key_id, auth.asset, tuple(auth.transfers)),
+            )
+        try:
+            prepared = self._prepare_item(strategy, item, row, message, public, keys, seen)
+        except BaseException:
+            self.window.cancel(reservation)
+            raise
+        prepared.auth, prepared.reservation = auth, reservation
+        prepared.release.update(_release_fields(auth, governance.digest, now))
+        r = prepared.release
+        prepared.receipt_body = receipts.ReceiptBody(
+            cluster_id=governance.cluster_id,
+            request_id=r["request_id"],
+            key_id=row.key_id,
+            kind=r["kind"],
+            scheme=row.scheme,
+            message=message,
+            request_digest=r["request_digest"],
+            intent_digest=auth.intent_digest,
+            policy_version=auth.decision.policy_version,
+            governance_digest=governance.digest,
+            rule=auth.decision.rule_id,
+            approvals=auth.approvals,
+            signers=tuple(r["signers"]),
+        ).encode()
+        return prepared
+
+    def _receipt(self, p: Prepared, seq: int) -> dict[str, Any] | None:
+        """This node's attestation of a committed release (:mod:`custody.receipts`)."""
+        if self.sign is None or not p.entry:
+            return None
+        statement = receipts.node_statement(p.receipt_body, self.node_id, seq, p.entry[0])
+        attestation = receipts.Attestation(self.node_id, seq, p.entry[0], self.sign(statement))
+        return {"body": p.receipt_body.hex(), "node": attestation.to_json()}
+
+    def _prepare_item(
+        self,
+        strategy: Strategy,
+        item: SignItem,
+        row: KeyRow,
+        message: bytes,
+        public: Any,
+        keys: dict[str, Any],
+        seen: set[str],
+    ) -> Prepared:
+        """The single-use item's checks, the unsealing, the take (module docstring, step 2,
+        after the authorization)."""
         item_id = strategy.check_item_id(item.item_id)
         ledger = self.shares.ledger_item(item_id)
         if ledger is None and (
@@ -442,10 +540,13 @@ class SigningPipeline:
         recomputed: bytes,
         requested: bytes,
         coordinator_verified: bool,
-    ) -> None:
-        """The authorization seam (:mod:`signer_nodes.policy`); refusals are logged."""
+        now: int,
+    ) -> Authorization:
+        """The authorization seam (:mod:`signer_nodes.policy`) over the active governance
+        and this node's own release history; refusals are logged."""
+        governance = self.anchor.require()
         try:
-            authorize(
+            return authorize(
                 AuthorizationContext(
                     node_id=self.node_id,
                     key_id=row.key_id,
@@ -454,7 +555,11 @@ class SigningPipeline:
                     recomputed_message=recomputed,
                     requested_message=requested,
                     coordinator_verified=coordinator_verified,
-                    raw_enabled=self.anchor.raw_allowed(row.key_id),
+                    raw_enabled=governance.raw_enabled(row.key_id),
+                    governance=governance,
+                    now=now,
+                    history=self.window.history(governance.policy, now),
+                    public_key=row.public_key,
                 )
             )
         except NotAuthorized as exc:
@@ -468,11 +573,31 @@ class SigningPipeline:
             raise NodeError(Kind.NOT_AUTHORIZED, exc.detail, code=exc.reason) from None
 
 
-def _builder(fields: Mapping[str, Any]) -> Any:
-    """The release-log entry builder for one item: seq and prev come at commit time."""
+def _release_fields(auth: Authorization, governance_digest: bytes, now: int) -> dict[str, Any]:
+    """What the release-log entry records of the authorization (custody.auditchain): the
+    decision, the approvals that counted, and what velocity counts (asset, transfers)."""
+    return {
+        "time": now,
+        "intent_digest": auth.intent_digest,
+        "initiator": auth.initiator,
+        "policy_version": auth.decision.policy_version,
+        "governance_digest": governance_digest,
+        "rule": auth.decision.rule_id,
+        "approvals": [[a, d] for a, d in auth.approvals],
+        "asset": auth.asset,
+        "transfers": [[t.destination, t.amount] for t in auth.transfers],
+    }
+
+
+def _builder(prepared: Prepared) -> Any:
+    """The release-log entry builder for one item: seq and prev come at commit time; the
+    entry's hash is kept for the receipt."""
+    fields = prepared.release
 
     def build(seq: int, prev: bytes) -> tuple[bytes, bytes]:
         encoded = audit.encode_release({**fields, "seq": seq, "prev": prev})
-        return encoded, audit.release_hash(encoded)
+        h = audit.release_hash(encoded)
+        prepared.entry[:] = [h]
+        return encoded, h
 
     return build

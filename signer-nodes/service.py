@@ -168,11 +168,18 @@ def session_view(state: dict[str, Any]) -> dict[str, Any]:
 def batch_results(strategy: Strategy, outcomes: list[Outcome], node_id: str) -> list[Any]:
     """One ``{result_field: hex}`` or ``{"problem": document}`` per batch item."""
     return [
-        {strategy.result_field: o.hex()}
-        if isinstance(o, bytes)
-        else {"problem": error_doc(o, node_id)}
+        _released(strategy, o) if isinstance(o, bytes) else {"problem": error_doc(o, node_id)}
         for o in outcomes
     ]
+
+
+def _released(strategy: Strategy, out: bytes) -> dict[str, Any]:
+    """A released share and, since issue 10, the node's receipt attestation for it."""
+    doc: dict[str, Any] = {strategy.result_field: out.hex()}
+    receipt = getattr(out, "receipt", None)
+    if receipt is not None:
+        doc["receipt"] = receipt
+    return doc
 
 
 class CoordinatorAuth:
@@ -393,7 +400,7 @@ def create_app(node: Node) -> FastAPI:
         body = await _json(request)
         item = strategy.parse(body)
         out = await _run(pipeline.sign_one, strategy, item, coordinator_verified=_verified(request))
-        return {strategy.result_field: out.hex()}
+        return _released(strategy, out)
 
     async def _batch(request: Request, strategy: Strategy) -> JSONResponse:
         body = await _json(request)

@@ -112,6 +112,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 hash BLOB NOT NULL, entry BLOB NOT NULL, created_at REAL NOT NULL)""",
         ],
     ),
+    (
+        3,
+        [
+            # Issue 10 (nodes decide): velocity windows are counted from the node's own
+            # release log; the window is rebuilt at open from the entries since its start,
+            # found through this index (never a scan of the whole log).
+            "CREATE INDEX releases_time ON releases(created_at)",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -441,6 +450,17 @@ class NodeStore:
                     "SELECT seq, item_id, prev, hash, entry FROM releases WHERE seq > ?"
                     " ORDER BY seq LIMIT ?",
                     (after, limit),
+                )
+            ]
+
+    def releases_since(self, created_at: float) -> list[bytes]:
+        """The entries committed after ``created_at`` (Unix seconds), in log order (index
+        ``releases_time``): what a velocity window is rebuilt from."""
+        with self.read() as c:
+            return [
+                bytes(r[0])
+                for r in c.execute(
+                    "SELECT entry FROM releases WHERE created_at > ? ORDER BY seq", (created_at,)
                 )
             ]
 

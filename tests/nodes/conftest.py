@@ -36,6 +36,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from custody import governance as gov
+from custody import policy as pol
 from custody.nodeauth import sign_headers
 from custody.signing import message_to_sign
 from mpc import frost, keyio
@@ -53,6 +54,21 @@ REPO = Path(__file__).resolve().parents[2]
 RAW_KEYS = frozenset(
     {"k", "k1", "k2", "k3", "ka", "kb", "bk", "ek", "ke", "fk", "gk", "pk", "rk", "rot"}
     | {"eth-1", "k-ed", "k-ec", "k-tr", "k-ed25519", "k-bip340", "k-ecdsa-secp256k1"}
+)
+
+#: The principal the tests' requests name as their initiator (the coordinator sets it).
+INITIATOR = "test-requester"
+#: The test genesis's policy: the non-raw kinds the harness tests sign are allowed by an
+#: explicit rule (every node evaluates it; an empty policy denies all but raw). Policy
+#: tests install their own version (``tests/nodes/test_policy_enforcement.py``).
+TEST_POLICY = pol.Policy(
+    rules=(
+        pol.Rule(
+            "tests-allow-kinds",
+            "allow",
+            kinds=frozenset({"payment", "settlement", "message", "evm-tx", "btc-psbt"}),
+        ),
+    )
 )
 
 
@@ -75,7 +91,10 @@ class Officers:
         return doc.encode()
 
     def genesis_body(
-        self, identities: Sequence[Mapping[str, Any]], raw_keys: frozenset[str] = RAW_KEYS
+        self,
+        identities: Sequence[Mapping[str, Any]],
+        raw_keys: frozenset[str] = RAW_KEYS,
+        policy: pol.Policy = TEST_POLICY,
     ) -> gov.Governance:
         return gov.Governance(
             cluster_id=self.cluster_id,
@@ -85,6 +104,7 @@ class Officers:
             quorum=self.quorum,
             roster=tuple(roster_node(i) for i in identities),
             raw_signing_keys=raw_keys,
+            policy=policy,
         )
 
 

@@ -17,7 +17,7 @@ from custody.kinds.addresses import ethereum_address
 from custody.signing import message_to_sign, sign_result
 from mpc import dkls23, frost
 from mpc.groups import SECP256K1
-from tests.nodes.conftest import Coordinator, NodeRefused, public_package
+from tests.nodes.conftest import INITIATOR, Coordinator, NodeRefused, public_package
 from tests.nodes.test_ecdsa_cluster import presign
 
 
@@ -41,7 +41,7 @@ def test_evm_tx_at_the_node(cluster: Coordinator) -> None:
     pk = bytes.fromhex(key["public_key"])
     pre = presign(cluster, "eth-k", [1, 2])
     good, other = unsigned_tx(0), unsigned_tx(1)
-    base = {"id": "sr-1", "key_id": "eth-k", "kind": "evm-tx"}
+    base = {"id": "sr-1", "key_id": "eth-k", "kind": "evm-tx", "initiator": INITIATOR}
     legacy = "0x" + rlp.encode([0, 1, 21000, bytes(20), 1, b""]).hex()
     hostile = {
         "legacy": ({**base, "payload": {"tx": legacy}}, "payload.tx.type"),
@@ -103,7 +103,13 @@ def test_evm_tx_at_the_node(cluster: Coordinator) -> None:
 def test_message_at_the_node(cluster: Coordinator) -> None:
     res = cluster.dkg("bip340", "tr-k", 2, [1, 2, 3])
     pub = public_package(res, "bip340")
-    req = {"id": "m-1", "key_id": "tr-k", "kind": "message", "payload": {"message": "0x6869"}}
+    req = {
+        "id": "m-1",
+        "key_id": "tr-k",
+        "kind": "message",
+        "payload": {"message": "0x6869"},
+        "initiator": INITIATOR,
+    }
     sig = cluster.frost_sign("bip340", "tr-k", [1, 2], req, pub)
     assert PublicKeyXOnly(bytes.fromhex(res["public_key"])).verify(sig, b"hi")
     # a package over other bytes than the payload's, and a malformed payload, are refused

@@ -7,7 +7,7 @@ from coincurve import PublicKeyXOnly
 from nacl.signing import VerifyKey
 
 from custody.signing import message_to_sign
-from tests.nodes.conftest import Coordinator, NodeRefused, public_package
+from tests.nodes.conftest import INITIATOR, Coordinator, NodeRefused, public_package
 
 
 def test_dkg_and_frost_sign_ed25519_and_bip340(cluster: Coordinator) -> None:
@@ -39,6 +39,7 @@ def test_nonce_single_use_and_message_recomputed(cluster: Coordinator) -> None:
         "key_id": "k1",
         "kind": "payment",
         "payload": {"amount": "1000", "currency": "EUR", "to": "DE89..."},
+        "initiator": INITIATOR,
     }
     sig = cluster.frost_sign("ed25519", "k1", [1, 2], req, pub, nonces)
     VerifyKey(bytes.fromhex(res["public_key"])).verify(message_to_sign("ed25519", req), sig)

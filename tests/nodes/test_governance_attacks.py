@@ -13,6 +13,7 @@ from nacl.signing import SigningKey
 
 from custody import governance as gov
 from tests.nodes.conftest import (
+    INITIATOR,
     Coordinator,
     NodeProc,
     NodeRefused,
@@ -222,5 +223,6 @@ def test_raw_signing_only_for_keys_governance_enables(cluster: Coordinator) -> N
         "key_id": "not-raw",
         "kind": "payment",
         "payload": {"to": "acct-9", "amount": "10", "asset": "USD"},
+        "initiator": INITIATOR,
     }
     assert cluster.frost_sign("ed25519", "not-raw", [1, 2], pay, pub)

@@ -20,7 +20,7 @@ from custody.signing import messages_to_sign, sign_result
 from mpc import frost
 from tests.custody.kinds.btc_build import b64, build_psbt
 from tests.custody.kinds.test_chain_acceptance import core_verifies
-from tests.nodes.conftest import Coordinator, NodeRefused, public_package, relay
+from tests.nodes.conftest import INITIATOR, Coordinator, NodeRefused, public_package, relay
 
 SUITE = frost.ciphersuite("bip340")
 KEY = "tr-psbt"
@@ -30,8 +30,8 @@ SIGNERS = (1, 2)
 @pytest.fixture
 def psbt_key(cluster: Coordinator) -> Iterator[tuple[Coordinator, dict[str, Any]]]:
     """The one place the test key and its governance are set up: a 2-of-3 BIP-340 key by
-    DKG on the real nodes, on regtest (each node records the network). (When the nodes
-    evaluate policies, the rule allowing ``btc-psbt`` for :data:`KEY` goes here.)"""
+    DKG on the real nodes, on regtest (each node records the network). The test genesis's
+    policy (``tests.nodes.conftest.TEST_POLICY``) allows ``btc-psbt``."""
     yield cluster, cluster.dkg("bip340", KEY, 2, [1, 2, 3], network="regtest")
 
 
@@ -49,6 +49,7 @@ def request(internal: bytes, amounts: list[int], **extra: Any) -> dict[str, Any]
         "kind": "btc-psbt",
         "payload": payload,
         "network": "regtest",
+        "initiator": INITIATOR,
         **extra,
     }
 
@@ -223,6 +224,7 @@ def test_input_index_belongs_to_btc_psbt_only_and_other_kinds_sign_untweaked(
         "key_id": KEY,
         "kind": "message",
         "payload": {"message": "0x" + s0.hex()},
+        "initiator": INITIATOR,
     }
     with pytest.raises(NodeRefused) as e:
         c.call(c.nodes[1], "POST", "/v1/frost/sign", item(nonces, 1, 0, as_message, s0, output_key))
