@@ -77,15 +77,31 @@ def up(
     nodes: Annotated[int, typer.Option("--nodes", min=2, max=16)] = 3,
     data_dir: Annotated[Path, typer.Option("--data-dir")] = DEFAULT_DIR,
     port: Annotated[int, typer.Option("--port")] = 7100,
+    allow_raw: Annotated[
+        bool,
+        typer.Option(
+            "--allow-raw",
+            help="the genesis enables raw signing for every key (development and tests "
+            "only; chosen when the data directory is first provisioned)",
+        ),
+    ] = False,
 ) -> None:
-    """Start the coordinator and the signer nodes as local processes (Ctrl-C stops them)."""
+    """Start the coordinator and the signer nodes as local processes (Ctrl-C stops them).
+
+    The dev genesis carries the demo policy (README: Demo policy): transfers to the demo
+    allowlist signed up to a limit, above it two approvals of the treasury group (three
+    dev approvers, key files in DIR/approvers), messages signed, raw denied."""
     from custody.cluster import Cluster
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with console.status("starting cluster") as status:
         cluster = Cluster(
-            Path(data_dir), nodes=nodes, port=port, progress=lambda m: status.update(m)
+            Path(data_dir),
+            nodes=nodes,
+            port=port,
+            allow_raw=allow_raw,
+            progress=lambda m: status.update(m),
         )
         try:
             doc = cluster.start()
@@ -96,9 +112,11 @@ def up(
     lines = [f"API        {doc['api_url']}  (OpenAPI: {doc['api_url']}/docs)"]
     lines += [f"{n['id']:<10} {n['url']}" for n in doc["nodes"]]
     lines += [
-        f"cluster    {cluster.cluster_file}  (credentials, mode 0600)",
-        "[bold yellow]DEV CLUSTER: allow-all policy installed (no approvals needed); "
-        "policies arrive in a later issue[/bold yellow]",
+        f"cluster    {cluster.cluster_file}  (credentials, key files; mode 0600)",
+        "[bold yellow]DEV CLUSTER: demo policy (transfers to the demo allowlist up to a "
+        "limit; above it 2 treasury approvals: custody approve ID --key-file "
+        f"{cluster.data_dir / 'approvers' / 'dev-approver-1.key'}); raw signing: "
+        f"{doc['dev_governance']['raw_signing']}[/bold yellow]",
         "Ctrl-C stops every process.",
     ]
     console.print(Panel("\n".join(lines), title="TP Wallet Custody — dev cluster"))

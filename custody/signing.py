@@ -9,6 +9,12 @@ A request is a JSON object::
     {"id": str, "key_id": str, "kind": "raw" | "payment" | "settlement" | "evm-tx"
      | "message", ...}
 
+The coordinator adds two members to every request it relays, and refuses a client that
+sends either: ``"initiator"`` (the principal whose credential created it) and
+``"approvals"`` (a list of standard padded base64 strings of
+:meth:`custody.approvals.Approval.encode`, ``[]`` until approvers sign). Neither changes the
+message signed; a node's policy reads them.
+
 ``id`` and ``key_id`` follow the one id rule of :mod:`custody.domain` (1-40 characters of
 ``[A-Za-z0-9._:-]``); schemes, kinds and what each scheme signs come from there too.
 
@@ -39,7 +45,8 @@ rule covers every scheme.
     only) or ``{"message": "0x..."}``. The message is what :func:`custody.kinds.decode`
     gives (``Intent.messages``, one message for these kinds): ``keccak256(0x02 ||
     rlp(fields))``, or the EIP-191 ``personal_sign`` digest for an ECDSA key and the bytes
-    themselves for Ed25519 and BIP-340. No other top-level member is allowed; a
+    themselves for Ed25519 and BIP-340. No other top-level member is allowed (but
+    ``initiator`` and ``approvals``, which every request carries; see below); a
     ``"message"`` member, if present, must equal that message in hex (as for payment).
     A refused payload names its field as ``payload.<path>`` (e.g. ``payload.tx.to``).
 
@@ -149,7 +156,12 @@ def canonical_digest(request: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(DOMAIN + kind.encode() + b"\x00" + cbor_dumps(body)).digest()
 
 
-_DECODED_MEMBERS = frozenset({"id", "key_id", "kind", "payload", "message"})
+# ``initiator`` and ``approvals`` are set by the coordinator on every request (never by
+# its client): the initiating principal and the approvals (standard base64 of
+# ``custody.approvals.Approval.encode``) the policy needs; they sign nothing themselves.
+_DECODED_MEMBERS = frozenset(
+    {"id", "key_id", "kind", "payload", "message", "initiator", "approvals"}
+)
 
 
 def decode_request(scheme: str, request: Mapping[str, Any]) -> kinds.Intent:
