@@ -5,6 +5,7 @@
     custody keys create|list|show, custody sign, custody nodes
     custody node ...                                    = python -m signer_nodes ...
     custody officer|approver enroll|show, custody governance genesis|propose|sign|verify|show
+    custody approve|reject ID --key-file F              an approver's decision (approve_cli)
 
 Commands that talk to a cluster read ``DIR/cluster.json`` (``--cluster`` or env
 ``CUSTODY_CLUSTER``; default ``.custody/cluster.json``), or ``--api-url`` and ``--token``.
@@ -25,6 +26,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from custody import approve_cli
 from custody.client import CustodyClient, CustodyError
 from custody.domain import SCHEMES, Kind, Scheme
 from custody.governance_cli import approver_app, governance_app, officer_app
@@ -38,6 +40,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(officer_app, name="officer")
 app.add_typer(approver_app, name="approver")
 app.add_typer(governance_app, name="governance")
+app.command("approve")(approve_cli.approve)
+app.command("reject")(approve_cli.reject)
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail and its checkpoints.")
 app.add_typer(audit_app, name="audit")
 console = Console()
