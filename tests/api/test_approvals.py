@@ -461,6 +461,15 @@ def test_live_two_approvals_get_an_evm_tx_signed_and_eth_account_recovers_it(
     denied = _create(live, kid, 1, 1, to=STRANGER)
     assert denied.status_code == 403 and denied.json()["type"].endswith("policy-denied")
     assert live.http["auditor"].get("/ready").json()["batching"] == calls
+    # raw bytes: the demo policy denies them (custody up without --allow-raw)
+    raw = live.http["requester"].post(
+        "/v1/sign-requests",
+        headers={"Idempotency-Key": "raw"},
+        json={"key_id": kid, "kind": "raw", "message": "11" * 32},
+    )
+    assert raw.status_code == 403 and raw.json()["rule_id"] == "raw-denied", raw.text
+    assert live.doc["dev_governance"]["raw_signing"] == "denied (demo policy)"
+    assert live.http["auditor"].get("/ready").json()["batching"] == calls
     # over the limit: waits, two approvals, signed
     big = _create(live, kid, 3 * ETH_LIMIT, 2)
     assert big.status_code == 202 and big.json()["status"] == "pending_approval", big.text

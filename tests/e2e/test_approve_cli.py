@@ -215,3 +215,17 @@ def test_key_file_of_an_officer_is_refused(live: Live) -> None:
             cluster_json(live))  # fmt: skip
     assert r.returncode == 2 and "officer key file" in r.stderr, r.stderr
     assert Path(officer).stat().st_mode & 0o077 == 0
+
+
+def test_the_demos_policy_flow(live: Live) -> None:
+    """What ``custody demo`` shows after the scheme table, on this cluster (which enables
+    raw signing: the raw step is signed here; tests/api/test_approvals.py sees it denied)."""
+    from custody.client import CustodyClient  # noqa: PLC0415
+    from custody.demo import policy_flow  # noqa: PLC0415
+
+    with CustodyClient(live.doc["api_url"], live.doc["credentials"]["approver"]) as approver:
+        steps = policy_flow(live.admin, live.requester, approver, live.doc)
+    assert [s["status"] for s in steps] == ["signed", "signed", "signed"], steps
+    assert all(s["verified"] for s in steps), steps
+    assert "pending_approval (needs 2 of treasury)" in steps[2]["policy"]
+    assert "dev-approver-1, dev-approver-2" in steps[2]["policy"]
