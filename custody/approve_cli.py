@@ -184,13 +184,15 @@ def _requirement(req: ApprovalRequirement | None) -> str:
     return joiner.join(parts)
 
 
-def show(intent: Intent | str, sr: SignRequestOut, scheme: str, decision: str) -> None:
+def show(
+    intent: Intent | str, sr: SignRequestOut, scheme: str, decision: str, address: str = ""
+) -> None:
     a = sr.approval
     assert a is not None
     t = Table(show_header=False, title=f"{decision.upper()} sign request {sr.id}?")
     for label, text in describe(intent, sr):
         t.add_row(label, text)
-    t.add_row("key", f"{sr.key_id} ({scheme})")
+    t.add_row("key", f"{sr.key_id} ({scheme}{', ' + address if address else ''})")
     t.add_row("initiator", a.initiator)
     t.add_row(
         "policy",
@@ -250,7 +252,8 @@ def _decide(
     with _client(cluster, api_url, token) as c:
         try:
             sr = c.get_sign_request(request_id)
-            scheme = c.get_key(sr.key_id).scheme
+            key = c.get_key(sr.key_id)
+            scheme = key.scheme
         except CustodyError as e:
             err.print(f"[red]{e.status}[/red] {e.problem.get('detail', e.problem.get('title'))}")
             raise typer.Exit(1) from None
@@ -259,7 +262,8 @@ def _decide(
         except Mismatch as exc:
             err.print(f"[red]refused, nothing signed:[/red] {exc}")
             raise typer.Exit(1) from None
-        show(intent, sr, scheme, decision)
+        address = next(iter(key.addresses.values()), "")
+        show(intent, sr, scheme, decision, address)
         if not yes and not typer.confirm(f"{decision} this request?", default=False):
             err.print("nothing signed")
             raise typer.Exit(1)

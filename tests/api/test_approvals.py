@@ -14,6 +14,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +334,16 @@ async def test_concurrent_approvals_start_signing_exactly_once(pending: tuple[Ap
     assert acts.count("sign.failed") == 1 and acts.count("sign.signed") == 0, acts
 
 
+def test_openapi_documents_the_approval_routes(api: Api) -> None:
+    doc = api.client.get("/openapi.json").json()
+    for path, name in (("approvals", "Approve"), ("rejections", "Reject")):
+        op = doc["paths"][f"/v1/sign-requests/{{request_id}}/{path}"]["post"]
+        assert op["summary"].startswith(name) and "422" in op["responses"]
+        assert "refusal reason" in op["description"] and "409" in op["responses"]
+    out = doc["components"]["schemas"]["SignRequestOut"]["properties"]
+    assert {"approval", "initiator", "payload"} <= set(out)
+
+
 def test_old_credentials_without_a_principal_read_as_their_id(api: Api) -> None:
     """A credential row made before principals existed (NULL principal, creation audited
     without one) still authenticates, as the principal of its own id."""
@@ -499,3 +510,31 @@ def test_live_two_approvals_get_an_evm_tx_signed_and_eth_account_recovers_it(
     )
     v = live.http["auditor"].get("/v1/audit/verify").json()
     assert v["ok"], v
+    # three approvals at once on another request: signing starts (and signs) once
+    other = _create(live, kid, 4 * ETH_LIMIT, 3)
+    rid = other.json()["id"]
+    approvals = [_live_approval(live, rid, a) for a in approvers]
+
+    def post(i: int) -> int:
+        return (
+            live.http["approver"]
+            .post(
+                f"/v1/sign-requests/{rid}/approvals",
+                headers={"Idempotency-Key": f"cc{i}"},
+                json={"approval": approvals[i]},
+            )
+            .status_code
+        )
+
+    with ThreadPoolExecutor(3) as pool:
+        codes = sorted(pool.map(post, range(3)))
+    assert codes.count(200) >= 2 and set(codes) <= {200, 409}, codes
+    assert _poll(live, rid)["status"] == "signed"
+    mine, cursor = [], None
+    while True:
+        params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+        page = live.http["auditor"].get("/v1/audit", params=params).json()
+        mine += [e["action"] for e in page["items"] if e["subject"] == rid]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert mine.count("sign.approved") == 1 and mine.count("sign.signed") == 1, mine
