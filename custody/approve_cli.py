@@ -1,6 +1,7 @@
 """``custody approve`` and ``custody reject``: an approver's decision, never a blind one.
 
-    custody approve ID --key-file F [--passphrase-file P] [--ttl SECONDS] [--yes] [--cluster C]
+    custody approve ID --key-file F [--passphrase-file P] [--ttl SECONDS] [--yes]
+                       [--governance DOC] [--cluster C]
     custody reject  ID --key-file F [...]
 
 The command fetches the sign request, **decodes its payload here**
@@ -8,8 +9,10 @@ The command fetches the sign request, **decodes its payload here**
 the coordinator's intent digest or summary differs from what the payload says: whatever
 the coordinator claims, the approver signs the digest of the intent they were shown, in
 plain words (amounts with the asset's decimals, destination, chain, fee, data, initiator,
-policy version, what is still required). After a confirmation (or ``--yes``) it signs an
-:class:`custody.approvals.ApprovalStatement` with the approver's own key file
+policy version, what is still required). With ``--governance DOC`` (the approver's own
+copy of the governance version) it also checks the policy version and governance digest
+the coordinator names, and evaluates the policy itself. After a confirmation (or
+``--yes``) it signs an :class:`custody.approvals.ApprovalStatement` with the approver's own key file
 (``custody approver enroll``; passphrase from ``--passphrase-file``,
 ``$CUSTODY_APPROVER_PASSPHRASE`` or a prompt) and posts it.
 
@@ -32,6 +35,7 @@ from rich.table import Table
 
 from custody import approvals as ap
 from custody import governance as gov
+from custody import policy as pol
 from custody.client import CustodyClient, CustodyError
 from custody.kinds import Intent
 from custody.kinds.btc import BtcPsbt
@@ -74,6 +78,14 @@ TtlOpt = Annotated[
     int, typer.Option("--ttl", min=60, max=7 * 86400, help="seconds the approval counts")
 ]
 YesOpt = Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")]
+GovernanceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--governance",
+        help="the governance version you hold (canonical CBOR, as the officers signed it): "
+        "its digest must be the one you approve under, and its policy must ask for approvals",
+    ),
+]
 
 
 class Mismatch(Exception):
@@ -122,6 +134,32 @@ def check_against(sr: SignRequestOut, scheme: str) -> tuple[Intent | str, ap.App
     if sr.initiator is None or sr.initiator != sr.approval.initiator:
         raise Mismatch("the coordinator names two different initiators")
     return intent, request
+
+
+def check_governance(sr: SignRequestOut, intent: Intent | str, path: Path) -> None:
+    """With the approver's own copy of the governance version: the coordinator's policy
+    version and governance digest must be that document's, and its policy, evaluated
+    here, must ask for approvals of this request (raises :class:`Mismatch`)."""
+    a = sr.approval
+    assert a is not None
+    try:
+        body = gov.decode(path.read_bytes()).body
+    except (OSError, gov.GovernanceError) as exc:
+        raise Mismatch(f"{path}: not a governance document ({exc})") from None
+    if body.version != a.policy_version or body.digest.hex() != a.governance_digest:
+        raise Mismatch(
+            f"the coordinator asks for approvals under governance version {a.policy_version} "
+            f"({a.governance_digest[:16]}...), your document is version {body.version} "
+            f"({body.digest.hex()[:16]}...)"
+        )
+    decision = pol.decide(
+        body, intent, key_id=sr.key_id, initiator=a.initiator, now=int(time.time())
+    )
+    if decision.action != "approve" or decision.rule_id != a.decision.rule_id:
+        raise Mismatch(
+            f"under your governance document the policy says {decision.action} "
+            f"({decision.rule_id}), not approve ({a.decision.rule_id})"
+        )
 
 
 def _eth(wei: int) -> str:
@@ -239,6 +277,7 @@ def _decide(
     passphrase_file: Path | None,
     ttl: int,
     yes: bool,
+    governance: Path | None,
     cluster: Path | None,
     api_url: str | None,
     token: str | None,
@@ -259,6 +298,8 @@ def _decide(
             raise typer.Exit(1) from None
         try:
             intent, request = check_against(sr, scheme)
+            if governance is not None:
+                check_governance(sr, intent, governance)
         except Mismatch as exc:
             err.print(f"[red]refused, nothing signed:[/red] {exc}")
             raise typer.Exit(1) from None
@@ -307,13 +348,25 @@ def approve(
     passphrase_file: PassphraseOpt = None,
     ttl: TtlOpt = DEFAULT_TTL,
     yes: YesOpt = False,
+    governance: GovernanceOpt = None,
     cluster: ClusterOpt = None,
     api_url: ApiOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Decode a pending sign request here, show it in plain words, and approve it with
     your approver key (refused if the coordinator's view differs from the payload)."""
-    _decide("approve", request_id, key_file, passphrase_file, ttl, yes, cluster, api_url, token)
+    _decide(
+        "approve",
+        request_id,
+        key_file,
+        passphrase_file,
+        ttl,
+        yes,
+        governance,
+        cluster,
+        api_url,
+        token,
+    )
 
 
 def reject(
@@ -322,10 +375,22 @@ def reject(
     passphrase_file: PassphraseOpt = None,
     ttl: TtlOpt = DEFAULT_TTL,
     yes: YesOpt = False,
+    governance: GovernanceOpt = None,
     cluster: ClusterOpt = None,
     api_url: ApiOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Decode a pending sign request here, show it, and reject it with your approver key
     (one rejection from a required group rejects the request)."""
-    _decide("reject", request_id, key_file, passphrase_file, ttl, yes, cluster, api_url, token)
+    _decide(
+        "reject",
+        request_id,
+        key_file,
+        passphrase_file,
+        ttl,
+        yes,
+        governance,
+        cluster,
+        api_url,
+        token,
+    )

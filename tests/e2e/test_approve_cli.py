@@ -61,6 +61,10 @@ def key_file(live: Live, i: int) -> str:
     return sorted(live.doc["dev_governance"]["approvers"])[i]
 
 
+def genesis_file(live: Live) -> str:
+    return str(live.doc["dev_governance"]["genesis"])
+
+
 def cluster_json(live: Live) -> str:
     return str(live.cluster.cluster_file)
 
@@ -74,7 +78,7 @@ def test_approve_shows_the_intent_in_plain_words_and_two_approvals_sign(live: Li
     assert live.auditor.get_sign_request(rid).approval.approvals == []  # type: ignore[union-attr]
 
     one = cli(live, "approve", rid, "--key-file", key_file(live, 0), "--yes", "--cluster",
-              cluster_json(live))  # fmt: skip
+              cluster_json(live), "--governance", genesis_file(live))  # fmt: skip
     assert one.returncode == 0, one.stdout + one.stderr
     out = one.stdout
     for shown in (
@@ -192,14 +196,23 @@ def test_a_coordinator_showing_another_intent_gets_nothing_signed(live: Live, to
     def other_initiator(doc: dict[str, Any]) -> None:
         doc["approval"]["initiator"] = "dev-approver-1"
 
-    for rewrite, says in (
-        (other_summary, "summary differs"),
-        (other_payload, "intent digest"),
-        (other_initiator, "initiators"),
+    def other_governance(doc: dict[str, Any]) -> None:  # checked against the approver's copy
+        doc["approval"]["governance_digest"] = "ab" * 32
+
+    def other_rule(doc: dict[str, Any]) -> None:  # the approver's policy says another rule
+        doc["approval"]["decision"]["rule_id"] = "token-over-limit"
+
+    genesis = ["--governance", live.doc["dev_governance"]["genesis"]]
+    for rewrite, says, extra in (
+        (other_summary, "summary differs", []),
+        (other_payload, "intent digest", []),
+        (other_initiator, "initiators", []),
+        (other_governance, "your document is version 1", genesis),
+        (other_rule, "not approve (token-over-limit)", genesis),
     ):
         with LyingCoordinator(live.doc["api_url"], rewrite) as liar:
             r = cli(live, "approve", rid, "--key-file", key_file(live, 0), "--yes",
-                    "--api-url", liar.url, "--token", token)  # fmt: skip
+                    "--api-url", liar.url, "--token", token, *extra)  # fmt: skip
         assert r.returncode == 1, r.stdout + r.stderr
         assert "refused, nothing signed" in r.stderr and says in r.stderr, r.stderr
         assert liar.posts == []
