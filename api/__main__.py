@@ -1,13 +1,14 @@
 """``python -m api init|serve``: provision and run the coordinator.
 
-``init --data-dir D [--json]`` creates the data directory (0700), the database (0600), the
-coordinator's PKCS#11 token with its non-extractable Ed25519 key (:mod:`api.keystore`)
-and, on the first run only, one credential per role (audited); prints
+``init --data-dir D [--principal ROLE=NAME]...`` creates the data directory (0700), the
+database (0600), the coordinator's PKCS#11 token with its non-extractable Ed25519 key
+(:mod:`api.keystore`) and, on the first run only, one credential per role (audited), each
+belonging to the principal ``--principal`` names for its role (default: its own id); prints
 ``{"coordinator_public_key", "credentials": {role: token} | null}`` (tokens are shown
 once; only their hashes are kept).
-``serve --data-dir D --host H --port P [--dev]`` runs the app under
+``serve --data-dir D --host H --port P`` runs the app under
 :func:`custody.serving.serve` (body limit before any route, header/body timeouts, a
-connection cap); ``--dev`` installs the allow-all policy of a dev cluster.
+connection cap). What may be signed is the installed governance's policy, nothing else.
 
 The process runs with umask 077: whatever it creates (database, WAL, token files, logs it
 is pointed at) is readable by its own user only.
@@ -29,7 +30,7 @@ from api.auth import create_credential
 from api.db import Credential, Database
 from api.governance import GovernanceStore
 from api.settings import Settings
-from custody.domain import ROLES
+from custody.domain import ROLES, is_valid_id
 from custody.governance import GovernanceError
 from custody.serving import ServiceLimits, serve
 
@@ -39,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     i = sub.add_parser("init")
     i.add_argument("--data-dir", required=True)
+    i.add_argument(
+        "--principal",
+        action="append",
+        default=[],
+        metavar="ROLE=NAME",
+        help="the principal a bootstrap credential belongs to (repeatable)",
+    )
     t = sub.add_parser("trust", help="install the governance genesis (once)")
     t.add_argument("--data-dir", required=True)
     t.add_argument("--governance", required=True, help="signed genesis (canonical CBOR)")
@@ -46,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--data-dir", required=True)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=7100)
-    s.add_argument("--dev", action="store_true", help="allow-all policy (dev cluster only)")
     s.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
 
@@ -62,7 +69,18 @@ def main(argv: list[str] | None = None) -> int:
             have = sess.scalar(select(func.count()).select_from(Credential))
         creds = None
         if not have:
-            creds = {r: create_credential(db, r, label=f"bootstrap {r}")[1] for r in ROLES}
+            names = dict(item.partition("=")[::2] for item in args.principal)
+            if set(names) - set(ROLES) or not all(map(is_valid_id, names.values())):
+                print(
+                    f"--principal: ROLE=NAME, ROLE one of {list(ROLES)}, NAME an id",
+                    file=sys.stderr,
+                )
+                db.close()
+                return 2
+            creds = {
+                r: create_credential(db, r, label=f"bootstrap {r}", principal=names.get(r))[1]
+                for r in ROLES
+            }
         db.close()
         print(json.dumps({"coordinator_public_key": key.public_key.hex(), "credentials": creds}))
         return 0
@@ -78,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"cluster_id": body.cluster_id, "version": body.version}))
         return 0
 
-    settings.dev_allow_all = settings.dev_allow_all or args.dev
     logs.configure(args.log_level)
     serve(
         create_app(settings),

@@ -7,8 +7,13 @@ KDF (argon2, scrypt) would only add tens of milliseconds to every request withou
 security. Lookup is by the hash, so response timing reveals nothing about the token.
 
 Roles: ``admin`` (key ceremonies, node enrolment), ``requester`` (asks for signatures),
-``approver`` (approves requests; later issue), ``auditor`` (read-only). A credential has
+``approver`` (posts approvals and rejections), ``auditor`` (read-only). A credential has
 exactly one role, so nobody can both request and approve.
+
+Every credential belongs to a named **principal** (the id rule of :mod:`custody.domain`;
+by default the credential's own id): the principal of a requester's credential is the
+``initiator`` of each request it creates, which never counts as an approver
+(:mod:`custody.approvals`). The principal is part of the audited creation, like the role.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from api import audit
 from api.db import AuditEntry, Credential, Database
 from api.integrity import CREDENTIAL_ACTIONS, credential_entry, credential_matches
 from api.problems import Problem
-from custody.domain import ROLES
+from custody.domain import ID_ALPHABET, MAX_ID_LEN, ROLES, is_valid_id
 
 AUTH_ERRORS = (401, 403)  # what every authenticated route may answer
 
@@ -45,19 +50,28 @@ def new_token() -> str:
 
 
 def create_credential(
-    db: Database, role: str, label: str = "", actor: str = "bootstrap"
+    db: Database,
+    role: str,
+    label: str = "",
+    actor: str = "bootstrap",
+    *,
+    principal: str | None = None,
 ) -> tuple[str, str]:
-    """Create a credential and its audit entry (``credential.create``, carrying role and
-    token hash: a row that differs from it is refused); returns ``(credential_id, token)``
-    (the token is shown once)."""
+    """Create a credential of ``principal`` (default: the credential id) and its audit
+    entry (``credential.create``, carrying role, principal and token hash: a row that
+    differs from it is refused); returns ``(credential_id, token)`` (the token is shown
+    once)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
+    if principal is not None and not is_valid_id(principal):
+        raise ValueError(f"principal {principal!r}: 1-{MAX_ID_LEN} characters of {ID_ALPHABET}")
     token = new_token()
     cid = "cred_" + uuid.uuid4().hex[:20]
+    name = principal or cid
     h = hash_token(token)
     with db.session() as s:
-        s.add(Credential(id=cid, role=role, token_sha256=h, label=label))
-        audit.append(s, actor, "credential.create", cid, credential_entry(role, h, label))
+        s.add(Credential(id=cid, role=role, principal=name, token_sha256=h, label=label))
+        audit.append(s, actor, "credential.create", cid, credential_entry(role, h, label, name))
     return cid, token
 
 
@@ -75,8 +89,11 @@ def revoke_credential(db: Database, credential_id: str, actor: str) -> bool:
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling: the credential, its role, and the named principal it belongs to."""
+
     credential_id: str
     role: str
+    principal_id: str
 
 
 def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal:
@@ -112,7 +129,7 @@ def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) 
         )
         p.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         raise p
-    principal = Principal(row.id, row.role)
+    principal = Principal(row.id, row.role, row.principal or row.id)
     if len(seen) >= SEEN_MAX:
         seen.clear()
     seen[h] = (principal, now + SEEN_TTL)
@@ -129,7 +146,11 @@ SEEN_MAX = 4096
 
 
 _BY_HASH = select(
-    Credential.id, Credential.role, Credential.token_sha256, Credential.revoked
+    Credential.id,
+    Credential.role,
+    Credential.principal,
+    Credential.token_sha256,
+    Credential.revoked,
 ).where(Credential.token_sha256 == bindparam("h"))
 _EVENTS = (
     select(AuditEntry.action, AuditEntry.data)

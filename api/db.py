@@ -36,6 +36,8 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -71,6 +73,9 @@ class Credential(Base):
     __tablename__ = "credentials"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     role: Mapped[str] = mapped_column(String(16))
+    # the named principal the credential belongs to (the id rule of custody.domain); NULL
+    # only in rows made before principals existed, read as the credential id
+    principal: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     label: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -129,6 +134,24 @@ class SignRequest(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Approval(Base):
+    """One approver's approval or rejection of a sign request, as it was received
+    (``approval``: the standard base64 of :meth:`custody.approvals.Approval.encode`).
+
+    The request body's ``approvals`` (what the nodes are sent) is the list of the stored
+    approvals that still count, rewritten in the same transaction as each new row."""
+
+    __tablename__ = "approvals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("sign_requests.id"), index=True)
+    approver_id: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(8))  # approve | reject
+    approval: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    received_by: Mapped[str] = mapped_column(String(40))  # the credential that posted it
 
 
 class IdempotencyRecord(Base):
@@ -313,6 +336,12 @@ class GroupWriter:
             log.warning("db writer: caller's event loop is closed")
 
 
+# Columns added after a table's first release: (name, SQL type), each nullable.
+_ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "credentials": (("principal", "VARCHAR(40)"),),
+}
+
+
 class Database:
     """Engine plus session factory; ``with db.session() as s:`` commits on success;
     ``await db.write(job)`` runs ``job(conn)`` through the :class:`GroupWriter`."""
@@ -330,7 +359,14 @@ class Database:
         self.writer.close()
 
     def create_all(self) -> None:
+        """Create missing tables, then add the columns later versions added to existing
+        tables (``ALTER TABLE ... ADD COLUMN``: portable, nullable, no data rewritten)."""
         Base.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            have = {c["name"] for c in inspect(conn).get_columns("credentials")}
+            for name, ddl in _ADDED_COLUMNS["credentials"]:
+                if name not in have:
+                    conn.execute(text(f"ALTER TABLE credentials ADD COLUMN {name} {ddl}"))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

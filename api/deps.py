@@ -44,6 +44,7 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 
 Admin = Annotated[Principal, Depends(require("admin"))]
 Requester = Annotated[Principal, Depends(require("requester"))]
+Approver = Annotated[Principal, Depends(require("approver", "admin"))]
 Reader = Annotated[Principal, Depends(require(*READ_ROLES))]
 Auditor = Annotated[Principal, Depends(require("admin", "auditor"))]
 

@@ -24,14 +24,15 @@ CREDENTIAL_ACTIONS = ("credential.create", "credential.revoke")
 MISSING_RELEASES = "audit.releases-missing"  # api.coordinator.checkpoints records these
 
 
-def credential_entry(role: str, token_sha256: str, label: str) -> dict[str, Any]:
+def credential_entry(role: str, token_sha256: str, label: str, principal: str) -> dict[str, Any]:
     """The audited data of a credential's creation (what its row must keep matching)."""
-    return {"role": role, "token_sha256": token_sha256, "label": label}
+    return {"role": role, "token_sha256": token_sha256, "label": label, "principal": principal}
 
 
 def credential_matches(row: Any, events: list[tuple[str, Mapping[str, Any]]]) -> bool:
-    """True when the credential ``row`` (id, role, token_sha256, revoked) is exactly what
-    its audited ``events`` (action, data), oldest first, made of it."""
+    """True when the credential ``row`` (id, role, principal, token_sha256, revoked) is
+    exactly what its audited ``events`` (action, data), oldest first, made of it. A
+    creation audited before principals existed names none: its principal is the id."""
     created = [d for a, d in events if a == "credential.create"]
     if len(created) != 1:
         return False
@@ -39,6 +40,7 @@ def credential_matches(row: Any, events: list[tuple[str, Mapping[str, Any]]]) ->
     revoked = any(a == "credential.revoke" for a, _ in events)
     return (
         d.get("role") == row.role
+        and d.get("principal", row.id) == (row.principal or row.id)
         and d.get("token_sha256") == row.token_sha256
         and bool(row.revoked) == revoked
     )

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Table, select, text
 from sqlalchemy.orm import Session
 
 from api import audit, idempotency, integrity
-from api.db import AuditEntry, Checkpoint, Database, Key, Node, SignRequest
+from api.db import Approval, AuditEntry, Checkpoint, Database, Key, Node, SignRequest
 from api.pagination import PageOf, paginate
 from api.problems import Problem
 from custody.domain import Network, Scheme, SignStatus
@@ -98,6 +98,13 @@ class Repository:
             if r is not None:
                 _check_signed(s, [r])
             return r
+
+    def approvals(self, request_id: str) -> Sequence[Approval]:
+        """The approvals and rejections received for a request, oldest first."""
+        with self.db.session() as s:
+            return s.scalars(
+                select(Approval).where(Approval.request_id == request_id).order_by(Approval.id)
+            ).all()
 
     def sign_requests(
         self,

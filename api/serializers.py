@@ -65,9 +65,12 @@ def key_out(k: Key) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def sign_out(r: SignRequest | dict[str, Any]) -> dict[str, Any]:
+def sign_out(
+    r: SignRequest | dict[str, Any], approval: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A sign request from its row, or from the column values (the signing hot path
-    answers from what it wrote, without reading the row back)."""
+    answers from what it wrote, without reading the row back); ``approval``: what an
+    approver needs (:meth:`api.coordinator.approvals.ApprovalDesk.view`)."""
     c = r if isinstance(r, dict) else {k: getattr(r, k) for k in _SIGN_COLUMNS}
     signed = c["status"] == "signed"
     return SignRequestOut.model_validate(
@@ -86,6 +89,9 @@ def sign_out(r: SignRequest | dict[str, Any]) -> dict[str, Any]:
             "created_at": c["created_at"],
             "updated_at": c["updated_at"],
             "expires_at": c["expires_at"],
+            "payload": c["body"].get("payload"),
+            "initiator": c["body"].get("initiator"),
+            "approval": approval,
         }
     ).model_dump(mode="json")
 

@@ -31,7 +31,6 @@ class Settings:
     presig_parallel: int = 4  # presign sessions run at once while refilling
     presig_low_water: int = -1  # refill at once below this (else when idle); -1: target/4
     pool_interval: float = 0.5  # seconds between pool/health sweeps
-    dev_allow_all: bool = False  # dev cluster: allow-all policy (policies arrive later)
     approval_ttl: float = 24 * 3600.0  # pending_approval requests expire after this
     cluster_id: str = "tpwc-dev"  # named in every checkpoint; the governance's id when installed
 
@@ -60,6 +59,5 @@ class Settings:
             presig_parallel=int(_env("PRESIG_PARALLEL", "4")),
             presig_low_water=int(_env("PRESIG_LOW_WATER", "-1")),
             pool_interval=float(_env("POOL_INTERVAL", "0.5")),
-            dev_allow_all=_env("DEV_ALLOW_ALL", "0") == "1",
             cluster_id=_env("CLUSTER_ID", "tpwc-dev"),
         )

@@ -328,7 +328,8 @@ class Shadow:
         now: int,
     ) -> dict[str, Any] | None:
         """The disagreement row for a live request, or None when both decide alike."""
-        intent, _ = request_intent(key.scheme, canonical)
+        public_key = bytes.fromhex(key.public_key) if key.public_key else None
+        intent, _ = request_intent(key.scheme, canonical, public_key=public_key)
         shadow = state.body
         releases = history(self.db, (active.policy, shadow.policy), now, str(canonical["id"]))
         args: dict[str, Any] = {

@@ -8,6 +8,7 @@
     custody officer|approver enroll|show, custody governance genesis|propose|sign|verify|show
     custody --version
     custody receipt verify FILE --governance GOV...     an authorization receipt, offline
+    custody approve|reject ID --key-file F              an approver's decision (approve_cli)
 
 Commands that talk to a cluster read ``DIR/cluster.json`` (``--cluster`` or env
 ``CUSTODY_CLUSTER``; default ``.custody/cluster.json``), or ``--api-url`` and ``--token``.
@@ -34,6 +35,7 @@ from typing import Annotated, Any, cast
 
 import typer
 
+from custody import approve_cli
 from custody.cli_support import (
     DEFAULT_DIR,
     ApiOpt,
@@ -81,6 +83,8 @@ app.add_typer(officer_app, name="officer")
 app.add_typer(approver_app, name="approver")
 app.add_typer(governance_app, name="governance")
 app.add_typer(policy_app, name="policy")
+app.command("approve")(approve_cli.approve)
+app.command("reject")(approve_cli.reject)
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail and its checkpoints.")
 app.add_typer(audit_app, name="audit")
 requests_app = typer.Typer(
@@ -132,15 +136,31 @@ def up(
             "--port", min=1, max=65535 - 16, help="coordinator port; node i listens on port+i"
         ),
     ] = 7100,
+    allow_raw: Annotated[
+        bool,
+        typer.Option(
+            "--allow-raw",
+            help="the genesis enables raw signing for every key (development and tests "
+            "only; chosen when the data directory is first provisioned)",
+        ),
+    ] = False,
 ) -> None:
-    """Start the coordinator and the signer nodes as local processes (Ctrl-C stops them)."""
+    """Start the coordinator and the signer nodes as local processes (Ctrl-C stops them).
+
+    The dev genesis carries the demo policy (README: Demo policy): transfers to the demo
+    allowlist signed up to a limit, above it two approvals of the treasury group (three
+    dev approvers, key files in DIR/approvers), messages signed, raw denied."""
     from custody.cluster import Cluster, PortInUse
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with err.status("starting cluster") as status:
         cluster = Cluster(
-            Path(data_dir), nodes=nodes, port=port, progress=lambda m: status.update(m)
+            Path(data_dir),
+            nodes=nodes,
+            port=port,
+            allow_raw=allow_raw,
+            progress=lambda m: status.update(m),
         )
         try:
             doc = cluster.start()
@@ -153,18 +173,21 @@ def up(
         except BaseException:
             cluster.stop()
             raise
+    approver_key = cluster.data_dir / "approvers" / "dev-approver-1.key"
     out.print("[bold]TP Wallet Custody — dev cluster[/bold]")
     print_fields(  # whole lines, not a panel: a long path is never folded or cut
         [
             ("API", doc["api_url"]),
             ("OpenAPI", f"{doc['api_url']}/docs"),
             *((n["id"], n["url"]) for n in doc["nodes"]),
-            ("cluster", f"{cluster.cluster_file}  (credentials, mode 0600)"),
+            ("cluster", f"{cluster.cluster_file}  (credentials, key files; mode 0600)"),
+            ("approve", f"custody approve ID --key-file {approver_key}"),
         ]
     )
     out.print(
-        "[bold yellow]DEV CLUSTER: allow-all policy installed (no approvals needed); "
-        "policies arrive in a later issue[/bold yellow]\nCtrl-C stops every process."
+        "[bold yellow]DEV CLUSTER: demo policy (README: Demo policy): transfers to the demo "
+        "allowlist up to a limit, above it 2 treasury approvals; raw signing: "
+        f"{doc['dev_governance']['raw_signing']}[/bold yellow]\nCtrl-C stops every process."
     )
     try:
         while not stop.is_set():

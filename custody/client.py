@@ -207,6 +207,13 @@ def _params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
+def _approval_body(approval: bytes | str) -> dict[str, str]:
+    """``{"approval": base64}`` from an approval's wire bytes (or their base64 already)."""
+    if isinstance(approval, bytes | bytearray):
+        approval = base64.b64encode(bytes(approval)).decode()
+    return {"approval": approval}
+
+
 def _sign_waits(r: SignRequestOut) -> bool:
     """Still worth polling: neither terminal nor parked for an approval."""
     return r.status not in TERMINAL_SIGN and r.status != "pending_approval"
@@ -331,6 +338,58 @@ class CustodyClient(_Base):
 
     def get_sign_request(self, request_id: str) -> SignRequestOut:
         return self._get(f"/v1/sign-requests/{_seg(request_id)}", SignRequestOut)
+
+    def approve(
+        self,
+        request_id: str,
+        approval: bytes | str,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = False,
+        timeout: float = 60.0,
+    ) -> SignRequestOut:
+        """Post an approver's signed ``approve`` statement
+        (:meth:`custody.approvals.Approval.encode`, or its base64); with ``wait``, when it
+        satisfied the requirement, poll until the request is signed or failed."""
+        r = _parse(
+            self.http.post(
+                f"/v1/sign-requests/{request_id}/approvals",
+                json=_approval_body(approval),
+                headers=self._idem(idempotency_key),
+            ),
+            SignRequestOut,
+        )
+        return self._settle(r, wait, timeout)
+
+    def reject(
+        self,
+        request_id: str,
+        approval: bytes | str,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = False,
+        timeout: float = 60.0,
+    ) -> SignRequestOut:
+        """Post an approver's signed ``reject`` statement: one valid rejection from a
+        required group rejects the request."""
+        r = _parse(
+            self.http.post(
+                f"/v1/sign-requests/{request_id}/rejections",
+                json=_approval_body(approval),
+                headers=self._idem(idempotency_key),
+            ),
+            SignRequestOut,
+        )
+        return self._settle(r, wait, timeout)
+
+    def _settle(self, r: SignRequestOut, wait: bool, timeout: float) -> SignRequestOut:
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while wait and _sign_waits(r) and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            r = self.get_sign_request(r.id)
+        return r
 
     def list_sign_requests(
         self, limit: int = 50, *, status: SignStatus | None = None, key_id: str | None = None
@@ -514,6 +573,58 @@ class AsyncCustodyClient(_Base):
 
     async def get_sign_request(self, request_id: str) -> SignRequestOut:
         return await self._get(f"/v1/sign-requests/{_seg(request_id)}", SignRequestOut)
+
+    async def approve(
+        self,
+        request_id: str,
+        approval: bytes | str,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = False,
+        timeout: float = 60.0,
+    ) -> SignRequestOut:
+        """Post an approver's signed ``approve`` statement
+        (:meth:`custody.approvals.Approval.encode`, or its base64); with ``wait``, when it
+        satisfied the requirement, poll until the request is signed or failed."""
+        r = _parse(
+            await self.http.post(
+                f"/v1/sign-requests/{request_id}/approvals",
+                json=_approval_body(approval),
+                headers=self._idem(idempotency_key),
+            ),
+            SignRequestOut,
+        )
+        return await self._settle(r, wait, timeout)
+
+    async def reject(
+        self,
+        request_id: str,
+        approval: bytes | str,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = False,
+        timeout: float = 60.0,
+    ) -> SignRequestOut:
+        """Post an approver's signed ``reject`` statement: one valid rejection from a
+        required group rejects the request."""
+        r = _parse(
+            await self.http.post(
+                f"/v1/sign-requests/{request_id}/rejections",
+                json=_approval_body(approval),
+                headers=self._idem(idempotency_key),
+            ),
+            SignRequestOut,
+        )
+        return await self._settle(r, wait, timeout)
+
+    async def _settle(self, r: SignRequestOut, wait: bool, timeout: float) -> SignRequestOut:
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while wait and _sign_waits(r) and time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            r = await self.get_sign_request(r.id)
+        return r
 
     async def list_sign_requests(
         self, limit: int = 50, *, status: SignStatus | None = None, key_id: str | None = None

@@ -6,11 +6,21 @@ Layout of ``DIR``::
     coordinator/        coordinator.db (0600), token/ (its PKCS#11 token, coordinator key inside)
     node-1/ ...         each node's own SQLCipher file and SoftHSM2 token (signer_nodes init)
     officers/           dev officer key files and their passphrase (development only)
+    approvers/          dev approver key files (the treasury group) and their passphrase
     governance/v1.gov   the dev genesis every node installed as its trust anchor
     logs/               one JSON-lines log per process
-    cluster.json        {"api_url", "nodes": [{"id", "url"}], "credentials": {role: token}} (0600)
+    cluster.json        {"api_url", "nodes": [{"id", "url"}], "credentials": {role: token},
+                         "principals": {role: name}, "dev_governance": {key file paths}} (0600)
 
 First run provisions everything (``api init``, ``signer_nodes init``); later runs reuse it.
+
+The genesis carries the **demo policy** (:func:`demo_policy`, README "Demo policy"): ETH,
+the demo ERC-20 token and BTC transfers to the allowlisted demo destinations are signed up
+to a limit, above it they wait for two approvals of the ``treasury`` group (three dev
+approvers), ``message`` requests are signed, ``raw`` is denied. ``allow_raw``
+(``custody up --allow-raw``) lists every key in the genesis's ``raw_signing_keys``, for
+the tests and benchmarks that sign raw bytes; it is chosen when the genesis is made (the
+first run of a data directory).
 This module only starts processes and speaks HTTP: it imports neither ``api`` nor
 ``signer_nodes``.
 """
@@ -33,11 +43,141 @@ from typing import Any
 import httpx
 
 from custody import governance
-from custody import policy as pol
 from custody.cli_support import read_cluster_file
-from custody.domain import KINDS
+from custody.policy import (
+    Allowlist,
+    AllowlistEntry,
+    Approver,
+    ApproverGroup,
+    GroupQuorum,
+    Policy,
+    Requirement,
+    Rule,
+)
 
 DEFAULT_PORT = 7100
+# The principals of the dev credentials (the requester's is every request's initiator).
+DEV_PRINCIPALS = {
+    "admin": "dev-admin",
+    "requester": "payments-bot",
+    "approver": "treasury-desk",
+    "auditor": "dev-auditor",
+}
+APPROVERS = ("dev-approver-1", "dev-approver-2", "dev-approver-3")
+TREASURY = "treasury"
+ALLOWLIST = "demo-destinations"
+# Demo destinations (allowlisted from the genesis on): two Ethereum accounts (EIP-55), BIP-86
+# taproot addresses of two nothing-up-my-sleeve keys (x = SHA-256("tpwc demo destination
+# N"), rehashed until on the curve) on mainnet and regtest.
+DEMO_ETH_DESTINATIONS = (
+    "0x00000000000000000000000000000000000DEaD1",
+    "0x00000000000000000000000000000000000dead2",
+)
+DEMO_BTC_DESTINATIONS = (
+    "bc1pcrq3cyuk8lpfsfr7kflww2w9gdwvetkvhazcs4tjtacd5h3n06jsdrz7g7",
+    "bc1pqy6unhhmhhl9nnw0uur9x4vf045vpht7ttgkk63sy3wtk7lu4snqwk4dxj",
+    "bcrt1pcrq3cyuk8lpfsfr7kflww2w9gdwvetkvhazcs4tjtacd5h3n06jshj7h8t",
+    "bcrt1pqy6unhhmhhl9nnw0uur9x4vf045vpht7ttgkk63sy3wtk7lu4snq58fyf8",
+)
+# A demo ERC-20 token (USDC's mainnet contract, 6 decimals), its amounts in base units.
+DEMO_ERC20 = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+ETH_LIMIT = 10**18  # wei: 1 ETH
+TOKEN_LIMIT = 10_000 * 10**6  # 10 000 tokens of 6 decimals
+BTC_LIMIT = 10_000_000  # satoshi: 0.1 BTC
+
+
+def demo_policy(approvers: tuple[Approver, ...]) -> Policy:
+    """The dev cluster's policy (first match wins, deny by default):
+
+    1. ``eth-under-limit``: evm-tx ETH transfers of at most 1 ETH to the allowlist: allow;
+    2. ``eth-over-limit``: larger ones to the allowlist: 2 approvals of ``treasury``;
+    3. ``token-under-limit`` / 4. ``token-over-limit``: the same for ERC-20 ``transfer`` of
+       the demo token, limit 10 000 tokens (10 000 * 10**6 base units);
+    5. ``btc-under-limit`` / 6. ``btc-over-limit``: btc-psbt spends of at most 0.1 BTC
+       (10 000 000 sat, summed over the outputs not back to the key) to the allowlist;
+    7. ``messages``: ``message`` requests (EIP-191 / off-chain attestations): allow;
+    8. ``raw-denied``: ``raw``: deny (unless the genesis lists the key in
+       ``raw_signing_keys``, which :func:`custody.policy.decide` checks first).
+
+    Everything else (another destination, a contract call, an ERC-20 approve, payment
+    kinds) is denied by default.
+    """
+    two = Requirement("all", (GroupQuorum(TREASURY, 2),))
+    dest = frozenset({ALLOWLIST})
+    evm, btc = frozenset({"evm-tx"}), frozenset({"btc-psbt"})
+    transfer = frozenset({"transfer"})
+    eth, token = frozenset({"ETH"}), frozenset({DEMO_ERC20.lower()})
+    return Policy(
+        rules=(
+            Rule(
+                "eth-under-limit",
+                "allow",
+                kinds=evm,
+                operations=transfer,
+                assets=eth,
+                allowlists=dest,
+                max_amount=ETH_LIMIT,
+            ),
+            Rule(
+                "eth-over-limit",
+                "approve",
+                kinds=evm,
+                operations=transfer,
+                assets=eth,
+                allowlists=dest,
+                min_amount=ETH_LIMIT + 1,
+                approvals=two,
+            ),
+            Rule(
+                "token-under-limit",
+                "allow",
+                kinds=evm,
+                operations=transfer,
+                assets=token,
+                allowlists=dest,
+                max_amount=TOKEN_LIMIT,
+            ),
+            Rule(
+                "token-over-limit",
+                "approve",
+                kinds=evm,
+                operations=transfer,
+                assets=token,
+                allowlists=dest,
+                min_amount=TOKEN_LIMIT + 1,
+                approvals=two,
+            ),
+            Rule(
+                "btc-under-limit",
+                "allow",
+                kinds=btc,
+                assets=frozenset({"BTC"}),
+                allowlists=dest,
+                max_amount=BTC_LIMIT,
+            ),
+            Rule(
+                "btc-over-limit",
+                "approve",
+                kinds=btc,
+                assets=frozenset({"BTC"}),
+                allowlists=dest,
+                min_amount=BTC_LIMIT + 1,
+                approvals=two,
+            ),
+            Rule("messages", "allow", kinds=frozenset({"message"})),
+            Rule("raw-denied", "deny", kinds=frozenset({"raw"})),
+        ),  # fmt: skip
+        allowlists=(
+            Allowlist(
+                ALLOWLIST,
+                tuple(
+                    AllowlistEntry(a, 0, f"demo destination {i}")
+                    for i, a in enumerate(DEMO_ETH_DESTINATIONS + DEMO_BTC_DESTINATIONS, 1)
+                ),
+            ),
+        ),
+        approver_groups=(ApproverGroup(TREASURY, approvers),),
+    )
 
 
 class PortInUse(RuntimeError):
@@ -124,7 +264,7 @@ class Cluster:
     nodes: int = 3
     port: int = DEFAULT_PORT
     host: str = "127.0.0.1"
-    dev: bool = True
+    allow_raw: bool = False  # the genesis enables raw signing for every key (tests, benches)
     python: str = sys.executable
     progress: Callable[[str], None] = lambda _msg: None
     env: dict[str, str] = field(default_factory=dict)
@@ -175,6 +315,7 @@ class Cluster:
         out = json.loads(
             self._run(
                 [self.python, "-m", "api", "init", "--data-dir", str(self.data_dir / "coordinator")]
+                + [f"--principal={r}={n}" for r, n in DEV_PRINCIPALS.items()]
             )
         )
         coord_pk = out["coordinator_public_key"]
@@ -214,14 +355,15 @@ class Cluster:
         return dict(creds)
 
     def _dev_governance(self) -> None:
-        """A development genesis: dev officers, every node pinned, raw signing for all keys,
-        a policy allowing every kind (rule ``dev-allow-all-kinds``).
+        """A development genesis: dev officers, every node pinned, the demo policy with its
+        three dev approvers, and raw signing for every key only with ``allow_raw``.
 
-        Three officer key files (quorum 2) under ``DIR/officers/`` sealed with a dev
-        passphrase kept beside them (``DIR/officers/passphrase``, 0600): a development
-        cluster only, and ``cluster.json`` says so. The genesis, signed by two of them, is
-        installed on each node as its trust anchor (``signer_nodes trust``) and on the
-        coordinator, which then enrols only the nodes it pins (``api trust``).
+        Three officer key files (quorum 2) under ``DIR/officers/`` and three approver key
+        files under ``DIR/approvers/``, each set sealed with a dev passphrase kept beside
+        it (``passphrase``, 0600): a development cluster only, and ``cluster.json`` says
+        so. The genesis, signed by two officers, is installed on each node as its trust
+        anchor (``signer_nodes trust``) and on the coordinator, which then enrols only the
+        nodes it pins (``api trust``).
         """
         genesis_file = self.data_dir / "governance" / "v1.gov"
         if genesis_file.exists():
@@ -239,6 +381,17 @@ class Cluster:
             write_private_bytes(officer_dir / f"dev-officer-{i}.key", blob)
             officers.append(officer)
             signers[officer.officer_id] = governance.open_officer_key(blob, passphrase)[1]
+        approver_dir = self.data_dir / "approvers"
+        approver_dir.mkdir(mode=0o700, exist_ok=True)
+        approver_pass = os.urandom(16).hex().encode()
+        write_private_bytes(approver_dir / "passphrase", approver_pass)
+        approvers = []
+        for approver_id in APPROVERS:
+            approver, blob = governance.create_approver_key(
+                approver_id, approver_pass, cost=governance.INTERACTIVE
+            )
+            write_private_bytes(approver_dir / f"{approver_id}.key", blob)
+            approvers.append(approver)
         roster = []
         for i in range(1, self.nodes + 1):
             ident = json.loads(
@@ -268,18 +421,8 @@ class Cluster:
             officers=tuple(officers),
             quorum=2,
             roster=tuple(roster),
-            raw_signing_keys=frozenset({governance.ALL_KEYS}),
-            # Every node decides by this policy itself (deny by default): the dev cluster
-            # allows every kind explicitly, as it allows raw signing for every key.
-            policy=pol.Policy(
-                rules=(
-                    pol.Rule(
-                        "dev-allow-all-kinds",
-                        "allow",
-                        kinds=frozenset(k for k in KINDS if k != "raw"),
-                    ),
-                )
-            ),
+            raw_signing_keys=frozenset({governance.ALL_KEYS}) if self.allow_raw else frozenset(),
+            policy=demo_policy(tuple(approvers)),
         )
         doc = governance.unsigned(body)
         for officer_id in ("dev-officer-1", "dev-officer-2"):
@@ -359,7 +502,7 @@ class Cluster:
             "--port",
             str(self.port),
         ]
-        self._spawn("coordinator", argv + (["--dev"] if self.dev else []))
+        self._spawn("coordinator", argv)
         for i in range(1, self.nodes + 1):
             self.start_node(i)
         deadline = time.monotonic() + timeout
@@ -387,18 +530,33 @@ class Cluster:
                 {"id": node_id(i), "url": self.node_url(i)} for i in range(1, self.nodes + 1)
             ],
             "credentials": creds,
-            "dev_policy": "allow-all" if self.dev else None,
-            "dev_governance": {
-                "genesis": str(self.data_dir / "governance" / "v1.gov"),
-                "officers": sorted(str(p) for p in (self.data_dir / "officers").glob("*.key")),
-                "passphrase_file": str(self.data_dir / "officers" / "passphrase"),
-                "raw_signing": "every key (development only)",
-            },
+            "principals": dict(DEV_PRINCIPALS),
+            "dev_policy": "demo (README: Demo policy)",
+            "dev_governance": self._governance_files(),
             "pids": {n: p.popen.pid for n, p in self.procs.items() if p.popen},
         }
         write_private_json(self.cluster_file, doc)
         self.progress("ready")
         return doc
+
+    def _governance_files(self) -> dict[str, Any]:
+        """The dev genesis and key files, for cluster.json (paths only; the passphrase
+        files are 0600 beside the keys, development only)."""
+        genesis = self.data_dir / "governance" / "v1.gov"
+        body = governance.decode(genesis.read_bytes()).body
+        officers, approvers = self.data_dir / "officers", self.data_dir / "approvers"
+        return {
+            "genesis": str(genesis),
+            "officers": sorted(str(p) for p in officers.glob("*.key")),
+            "officer_passphrase_file": str(officers / "passphrase"),
+            "passphrase_file": str(officers / "passphrase"),
+            "approvers": sorted(str(p) for p in approvers.glob("*.key")),
+            "approver_passphrase_file": str(approvers / "passphrase"),
+            "approver_group": TREASURY,
+            "raw_signing": "every key (development only)"
+            if governance.ALL_KEYS in body.raw_signing_keys
+            else "denied (demo policy)",
+        }
 
     def _wait_health(self, url: str, deadline: float, name: str) -> None:
         while True:

@@ -41,8 +41,9 @@ Ids
 
 Sign-request life
     ``pending_approval`` -> ``signing`` -> ``signed`` | ``failed``; a pending request may
-    also become ``rejected`` or ``expired``. A dev cluster (allow-all policy) starts at
-    ``signing``. :data:`TERMINAL_SIGN_STATUSES` never change again.
+    also become ``rejected`` or ``expired``. A request the policy allows starts at
+    ``signing``; one it denies is never created (403). :data:`TERMINAL_SIGN_STATUSES`
+    never change again.
 
 Key life
     ``pending`` (DKG running) -> ``active`` | ``failed``.
@@ -54,8 +55,9 @@ Node sessions
 
 Roles
     One per credential (so nobody both requests and approves): ``admin`` (key ceremonies,
-    node enrolment), ``requester`` (asks for signatures), ``approver`` (approves; a later
-    issue), ``auditor`` (read-only: audit log, nodes).
+    node enrolment), ``requester`` (asks for signatures), ``approver`` (posts approvals and
+    rejections), ``auditor`` (read-only: audit log, nodes). A credential belongs to a named
+    principal (the id rule below); a requester's principal is its requests' initiator.
 """
 
 from __future__ import annotations

@@ -45,6 +45,14 @@ __all__ = [
     "Blame",
     "SignRequestOut",
     "SignRequestList",
+    "ApprovalSubmit",
+    "ApprovalState",
+    "ApprovalEntry",
+    "ApprovalRequirement",
+    "GroupQuorumOut",
+    "ApproverGroupOut",
+    "Shortfall",
+    "PolicyDecision",
     "AuditOut",
     "AuditList",
     "AuditVerify",
@@ -217,6 +225,84 @@ class SignResultOut(BaseModel):
     )
 
 
+class GroupQuorumOut(BaseModel):
+    group: str = Field(description="an approver group of the policy")
+    m: int = Field(description="approvals needed from that group")
+
+
+class ApprovalRequirement(BaseModel):
+    """What an ``approve`` rule requires: all (AND) or any (OR) of its terms, each a group
+    quorum or, one level down, a requirement."""
+
+    op: Literal["all", "any"]
+    terms: list[GroupQuorumOut | ApprovalRequirement]
+
+
+class ApproverGroupOut(BaseModel):
+    group: str
+    n: int = Field(description="members of the group (the N of M of N)")
+    approvers: list[str]
+
+
+class Shortfall(BaseModel):
+    group: str
+    needed: int = Field(description="approvals still missing from this group")
+    m: int
+
+
+class PolicyDecision(BaseModel):
+    action: Literal["allow", "deny", "approve"]
+    rule_id: str = Field(description="the rule that matched, or default-deny")
+    reason: str = Field(description="stable: policy-allowed, policy-approvals-required, ...")
+    detail: str = ""
+
+
+class ApprovalEntry(BaseModel):
+    approver_id: str
+    decision: Literal["approve", "reject"]
+    received_at: dt.datetime
+    expires_at: dt.datetime
+    counts: bool = Field(description="still counts now (not expired, same policy version)")
+
+
+ApprovalStatus = Literal["satisfied", "pending", "rejected"]
+
+
+class ApprovalState(BaseModel):
+    """What an approver needs to decide, as the coordinator evaluated it. An approver's
+    tool must decode the request itself (``custody approve`` does) and compare its own
+    ``intent_digest`` with this one: the coordinator is not trusted for what is signed."""
+
+    kind: str
+    summary: dict[str, Any] = Field(description="the decoded intent (custody.kinds summary)")
+    intent_digest: str = Field(description="hex: custody.approvals.intent_digest")
+    policy_version: int = Field(description="the governance version an approval must name")
+    governance_digest: str = Field(description="hex: that version's digest")
+    initiator: str = Field(description="the principal who created the request")
+    decision: PolicyDecision
+    requirement: ApprovalRequirement | None
+    groups: list[ApproverGroupOut] = Field(default_factory=list)
+    status: ApprovalStatus
+    missing: list[Shortfall] = Field(default_factory=list)
+    counted: dict[str, list[str]] = Field(
+        default_factory=dict, description="group -> approvers whose approval counts"
+    )
+    rejected_by: list[str] = Field(default_factory=list)
+    approvals: list[ApprovalEntry] = Field(default_factory=list)
+
+
+class ApprovalSubmit(BaseModel):
+    """One approver's signed statement (``custody.approvals.Approval.encode``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    approval: str = Field(
+        min_length=4,
+        max_length=1400,
+        pattern=r"^[A-Za-z0-9+/]+={0,2}$",
+        description="standard padded base64 of the approval's canonical CBOR",
+    )
+
+
 class SignRequestOut(BaseModel):
     id: str
     key_id: str
@@ -240,6 +326,19 @@ class SignRequestOut(BaseModel):
     created_at: dt.datetime
     updated_at: dt.datetime
     expires_at: dt.datetime | None
+    payload: dict[str, Any] | None = Field(
+        default=None,
+        description="the request's payload as the nodes are sent it (decode it yourself: "
+        "custody.approvals.request_intent)",
+    )
+    initiator: str | None = Field(
+        default=None, description="the principal whose credential created the request"
+    )
+    approval: ApprovalState | None = Field(
+        default=None,
+        description="GET of one request that needs (or had) approvals: intent, policy "
+        "version, requirement, what is missing, approvals so far",
+    )
 
 
 class SignRequestList(Page[SignRequestOut]):

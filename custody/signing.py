@@ -9,6 +9,12 @@ A request is a JSON object::
     {"id": str, "key_id": str, "kind": "raw" | "payment" | "settlement" | "evm-tx"
      | "message" | "btc-psbt", ...}
 
+The coordinator adds two members to every request it relays, and refuses a client that
+sends either: ``"initiator"`` (the principal whose credential created it) and
+``"approvals"`` (a list of standard padded base64 strings of
+:meth:`custody.approvals.Approval.encode`, ``[]`` until approvers sign). Neither changes the
+message signed; a node's policy reads them.
+
 ``id`` and ``key_id`` follow the one id rule of :mod:`custody.domain` (1-40 characters of
 ``[A-Za-z0-9._:-]``); schemes, kinds and what each scheme signs come from there too.
 

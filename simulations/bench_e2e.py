@@ -142,7 +142,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "CUSTODY_FROST_LOW_WATER": "96",
             "CUSTODY_POOL_INTERVAL": "0.2",
         }
-        with Cluster(Path(d), nodes=3, port=free_port_block(3), env=env) as cluster:
+        # raw requests: the genesis enables raw signing (custody up --allow-raw)
+        with Cluster(Path(d), nodes=3, port=free_port_block(3), env=env, allow_raw=True) as cluster:
             doc = cluster.start(timeout=120)
             creds = doc["credentials"]
             api = doc["api_url"]

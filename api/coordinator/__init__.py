@@ -8,12 +8,14 @@
 ``pools``       FROST commitment and ECDSA presignature pools and their refills
 ``signers``     per-scheme signers (FROST, DKLs23 ECDSA): one attempt each
 ``outcomes``    the outcome writer: result + audit entry in one transaction, fail closed
+``approvals``   the approval desk: policy before any node call, approvals and their moves
 ``checkpoints`` audit checkpoints co-signed by the nodes
 ``types``       values they pass each other (KeyInfo, SignResult, SessionFailed, ...)
 =============== ===========================================================================
 
 May import: ``api`` (db, nodes, crypto, audit, idempotency, problems, settings),
-``custody`` (domain, signing), ``mpc`` (through :mod:`api.crypto`, and :mod:`mpc.relay`).
+``custody`` (domain, signing, policy, approvals, kinds), ``mpc`` (through
+:mod:`api.crypto`, and :mod:`mpc.relay`).
 """
 
 from api.coordinator.service import Coordinator

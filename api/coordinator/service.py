@@ -15,9 +15,10 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from api import audit, idempotency
+from api.coordinator.approvals import ApprovalDesk
 from api.coordinator.checkpoints import Checkpointer
 from api.coordinator.keys import KeyBook, KeyCeremony
 from api.coordinator.outcomes import Answer, OutcomeWriter
@@ -118,6 +119,7 @@ class Coordinator:
         self.registry.restart_listeners.append(self.pools.forget_party)
         self.signers = signers_by_scheme(self.registry, self.pools, settings.round_timeout)
         self.outcomes = OutcomeWriter(db)
+        self.approvals = ApprovalDesk(db, self.governance)
         self.checkpoints = Checkpointer(
             db, self.registry, settings.cluster_id, settings.round_timeout
         )
@@ -176,17 +178,23 @@ class Coordinator:
 
     # -- sign requests ----------------------------------------------------------------------
     def expire_requests(self) -> None:
-        """Pending approvals past ``expires_at`` become ``expired`` (audited)."""
+        """Pending approvals past ``expires_at`` become ``expired`` (audited); the update
+        is conditional on the status, so a request an approval just moved on stays moved."""
         now = utcnow()
         with self.db.session() as s:
-            rows = s.scalars(
-                select(SignRequest).where(
+            ids = s.scalars(
+                select(SignRequest.id).where(
                     SignRequest.status == "pending_approval", SignRequest.expires_at < now
                 )
             ).all()
-            for r in rows:
-                r.status, r.updated_at = "expired", now
-                audit.append(s, "coordinator", "sign.expired", r.id, {})
+            for rid in ids:
+                done = s.execute(
+                    update(SignRequest)
+                    .where(SignRequest.id == rid, SignRequest.status == "pending_approval")
+                    .values(status="expired", updated_at=now)
+                )
+                if done.rowcount:  # type: ignore[attr-defined]
+                    audit.append(s, "coordinator", "sign.expired", rid, {})
 
     async def run_sign(
         self,

@@ -1,8 +1,9 @@
 """One FastAPI router per resource: ``ops`` (health, readiness), ``nodes``, ``keys``,
-``sign_requests``, ``audit``, ``governance``. Routes validate, authorise (:mod:`api.deps`), call the
+``sign_requests``, ``approvals`` (a sign request's approvals and rejections), ``audit``,
+``governance``. Routes validate, authorise (:mod:`api.deps`), call the
 coordinator or the repository, and serialise (:mod:`api.serializers`); no SQL here."""
 
-from api.routes import audit, governance, keys, nodes, ops, policy, sign_requests
+from api.routes import approvals, audit, governance, keys, nodes, ops, policy, sign_requests
 
 ROUTERS = (
     ops.router,
@@ -10,6 +11,7 @@ ROUTERS = (
     nodes.router,
     keys.router,
     sign_requests.router,
+    approvals.router,
     audit.router,
     policy.router,
 )

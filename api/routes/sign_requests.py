@@ -1,5 +1,12 @@
 """``/v1/sign-requests``: ask for a signature, follow it to its outcome.
 
+The coordinator sets two members of every request body itself (a client that sends either
+gets a 422): ``initiator``, the principal of the requesting credential, and ``approvals``,
+``[]`` until approvers sign (:mod:`api.routes.approvals`). It evaluates the active
+governance's policy before any node call (:mod:`api.coordinator.approvals`): ``deny`` is a
+403 problem ``policy-denied`` (audited, nothing stored, no node called), ``approve`` parks
+the request in ``pending_approval`` (202, with what it needs), ``allow`` signs.
+
 A POST waits up to ``settings.sync_wait`` for the outcome and answers 201 when it is
 final, else 202 with the request as it stands (``pending_approval`` answers 202 at once).
 The Idempotency-Key is claimed in the request's own insert transaction, and the answer is
@@ -11,17 +18,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
-from api import idempotency, shadow
+from api import audit, idempotency, shadow
 from api.auth import AUTH_ERRORS
 from api.coordinator import Coordinator, KeyInfo
 from api.coordinator.psbt import request_message
-from api.db import utcnow
+from api.db import SignRequest, utcnow
 from api.deps import (
     CoordinatorDep,
     Cursor,
@@ -36,9 +44,11 @@ from api.problems import Problem, problem_responses
 from api.serializers import sign_out
 from custody.domain import SignStatus, new_id
 from custody.models import Id, SignRequestCreate, SignRequestList, SignRequestOut
+from custody.policy import Decision
 from custody.signing import SignRequestError
 
 router = APIRouter(prefix="/v1/sign-requests", tags=["signing"])
+RESERVED = ("initiator", "approvals")  # members of a request body only the coordinator sets
 Answer = tuple[int, dict[str, Any]]
 
 
@@ -50,6 +60,7 @@ Answer = tuple[int, dict[str, Any]]
         202: {"model": SignRequestOut, "description": "awaiting approval or signing"},
         **problem_responses(*AUTH_ERRORS, 404, 409, 422),
     },
+    summary="Ask for a signature",
 )
 async def create_sign_request(
     request: Request,
@@ -67,22 +78,41 @@ async def create_sign_request(
     ``message`` (``payload: {"message": "0x..."}``): every node decodes the payload itself
     (``custody.kinds``); a signed ``evm-tx`` carries ``result.signed_tx``. ``btc-psbt``
     (bip340 keys; ``payload: {"psbt": "<base64>"}``): one signature per input under the
-    key's BIP-86 output key (``api.coordinator.psbt``), ``result.signed_tx`` finalized."""
+    key's BIP-86 output key (``api.coordinator.psbt``), ``result.signed_tx`` finalized.
+
+    The active governance's policy decides first: 403 ``policy-denied`` naming the rule and
+    reason (nothing sent to any node), 202 ``pending_approval`` with the requirement when
+    approvers must sign (``POST /v1/sign-requests/{id}/approvals``), else signing.
+    ``initiator`` and ``approvals`` are the coordinator's members: sending either is a 422."""
     cred = p.credential_id
     fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
     rid = new_id("sr")
+    clock = int(time.time())
     try:
+        extra = body.model_extra or {}
+        for name in RESERVED:
+            if name in extra:
+                raise Problem(
+                    422,
+                    "invalid-sign-request",
+                    "Invalid sign request",
+                    f"field {name!r}: set by the coordinator, never by a client",
+                    field=name,
+                )
         k = c.keys.get(body.key_id)
         canonical: dict[str, Any] = {
-            **(body.model_extra or {}),
+            **extra,
             "id": rid,
             "key_id": body.key_id,
             "kind": body.kind,
+            "initiator": p.principal_id,
+            "approvals": [],
         }
         if body.message is not None:
             canonical["message"] = body.message.lower()
         try:
             msg = request_message(k, canonical)  # btc-psbt: the key's network and public key
+            ev = c.approvals.evaluate(k, canonical, clock)
         except SignRequestError as e:
             raise Problem(
                 422, "invalid-sign-request", "Invalid sign request", str(e), field=e.field
@@ -95,7 +125,17 @@ async def create_sign_request(
         raise
     if "message" not in canonical:
         canonical["message"] = msg.hex()
-    status: SignStatus = "signing" if settings.dev_allow_all else "pending_approval"
+    decision = ev.decision
+    policy = {
+        "action": decision.action,
+        "rule_id": decision.rule_id,
+        "reason": decision.reason.value,
+        "policy_version": decision.policy_version,
+        "initiator": p.principal_id,
+    }
+    if decision.action == "deny":
+        return await _deny(db, cred, idempotency_key, fp, rid, body, msg, policy, decision)
+    status: SignStatus = "signing" if decision.action == "allow" else "pending_approval"
     now = utcnow()
     row: dict[str, Any] = {
         "id": rid,
@@ -120,7 +160,7 @@ async def create_sign_request(
         "key_id": body.key_id,
         "kind": body.kind,
         "digest": hashlib.sha256(msg).hexdigest(),
-        "policy": "allow-all (dev)" if status == "signing" else "approval",
+        "policy": policy,
     }
     try:
         await db.write(lambda conn: repo.insert_sign_request(conn, row, slot, fp, audit_data))
@@ -134,13 +174,47 @@ async def create_sign_request(
                 return done
             out = done
         else:
-            out = 202, sign_out(row)
+            out = 202, sign_out(row, c.approvals.view(ev, canonical, [], clock))
         await db.write(lambda conn: idempotency.store_answer(conn, slot, *out))
     except BaseException:
         if slot.response is None:
             await asyncio.to_thread(idempotency.release, db, cred, idempotency_key)
         raise
     return JSONResponse(out[1], status_code=out[0])
+
+
+async def _deny(
+    db: Db,
+    cred: str,
+    idempotency_key: str,
+    fp: str,
+    rid: str,
+    body: SignRequestCreate,
+    msg: bytes,
+    policy: dict[str, Any],
+    decision: Decision,
+) -> JSONResponse:
+    """The policy denied: audit it (``sign.denied``), store nothing else, call no node."""
+    replayed = await asyncio.to_thread(idempotency.existing, db, cred, idempotency_key, fp)
+    if replayed is not None:
+        return replayed
+    data = {
+        "key_id": body.key_id,
+        "kind": body.kind,
+        "digest": hashlib.sha256(msg).hexdigest(),
+        "policy": {**policy, "detail": decision.detail},
+    }
+    await db.write(lambda conn: audit.append(conn, cred, "sign.denied", rid, data))
+    detail = f"rule {decision.rule_id}: {decision.reason.value}"
+    raise Problem(
+        403,
+        "policy-denied",
+        "Denied by policy",
+        detail + (f" ({decision.detail})" if decision.detail else ""),
+        rule_id=decision.rule_id,
+        reason=decision.reason.value,
+        policy_version=decision.policy_version,
+    )
 
 
 async def _sign_and_wait(
@@ -170,7 +244,12 @@ async def _sign_and_wait(
     return (201 if r.status in ("signed", "failed") else 202), sign_out(r)
 
 
-@router.get("", response_model=SignRequestList, responses=problem_responses(*AUTH_ERRORS, 422))
+@router.get(
+    "",
+    response_model=SignRequestList,
+    responses=problem_responses(*AUTH_ERRORS, 422),
+    summary="List sign requests",
+)
 async def list_sign_requests(
     repo: Repo,
     _: Reader,
@@ -187,10 +266,31 @@ async def list_sign_requests(
 
 
 @router.get(
-    "/{request_id}", response_model=SignRequestOut, responses=problem_responses(*AUTH_ERRORS, 404)
+    "/{request_id}",
+    response_model=SignRequestOut,
+    responses=problem_responses(*AUTH_ERRORS, 404),
+    summary="Show one sign request",
 )
-async def get_sign_request(request_id: str, repo: Repo, _: Reader) -> dict[str, Any]:
+async def get_sign_request(
+    request_id: str, repo: Repo, c: CoordinatorDep, _: Reader
+) -> dict[str, Any]:
+    """One sign request. One that needs (or had) approvals carries ``approval``: the
+    decoded intent, its digest, the policy version and governance digest an approval must
+    name, the initiator, the requirement, what is still missing and the approvals so far."""
     r = await asyncio.to_thread(repo.sign_request, request_id)
     if r is None:
         raise Problem(404, "not-found", "Not found", f"no sign request {request_id!r}")
-    return sign_out(r)
+    return sign_out(r, await asyncio.to_thread(approval_view, c, repo, r))
+
+
+def approval_view(c: Coordinator, repo: Repo, r: SignRequest) -> dict[str, Any] | None:
+    """The ``approval`` member of ``r``: for a request that waits or waited for approvers."""
+    rows = repo.approvals(r.id)
+    if r.status != "pending_approval" and not rows:
+        return None
+    try:
+        key = c.keys.get(r.key_id)
+        ev = c.approvals.evaluate(key, r.body, int(time.time()))
+    except (Problem, SignRequestError):
+        return None
+    return c.approvals.view(ev, r.body, rows, int(time.time()))

@@ -1,4 +1,8 @@
-"""Fixtures: a coordinator app on a temporary SQLite file, one credential per role."""
+"""Fixtures: a coordinator app on a temporary SQLite file, one credential per role, and a
+governance genesis installed on it (as ``custody up`` installs one): the ``api`` fixture's
+policy needs two treasury approvals for raw, payment and settlement requests and is the
+demo policy otherwise; ``dev_api`` lists every key in ``raw_signing_keys`` (raw is signed
+at once, as ``custody up --allow-raw``)."""
 
 from __future__ import annotations
 
@@ -13,9 +17,54 @@ from nacl.signing import SigningKey
 from api.app import create_app
 from api.auth import create_credential
 from api.db import Key
+from api.governance import GovernanceStore
 from api.settings import Settings
+from custody import governance as gov
+from custody import policy as pol
+from custody.cluster import APPROVERS, TREASURY, demo_policy
 from custody.domain import ROLES
 from mpc.groups import SECP256K1
+
+# The treasury approvers' keys (fixed seeds: tests sign approvals with them)
+APPROVER_KEYS = {
+    a: SigningKey(hashlib.sha256(b"tpwc test approver " + a.encode()).digest()) for a in APPROVERS
+}
+PRINCIPALS = {"requester": "payments-bot", "approver": "treasury-desk"}
+
+
+def treasury() -> tuple[pol.Approver, ...]:
+    return tuple(pol.Approver(a, bytes(k.verify_key)) for a, k in APPROVER_KEYS.items())
+
+
+def test_policy() -> pol.Policy:
+    """The demo policy, after one rule: raw, payment and settlement need 2 of treasury."""
+    demo = demo_policy(treasury())
+    two = pol.Requirement("all", (pol.GroupQuorum(TREASURY, 2),))
+    other = pol.Rule(
+        "other-kinds-approved",
+        "approve",
+        kinds=frozenset({"raw", "payment", "settlement"}),
+        approvals=two,
+    )
+    return pol.Policy((other, *demo.rules), demo.allowlists, demo.wallets, demo.approver_groups)
+
+
+def install_genesis(data_dir: Path, policy: pol.Policy, raw: bool = False) -> gov.Governance:
+    """Install a genesis (one test officer, no roster) on a coordinator's data directory."""
+    officer = SigningKey.generate()
+    body = gov.Governance(
+        cluster_id="tpwc-dev",  # the default cluster id (tests sign checkpoints for it)
+        version=1,
+        previous=gov.GENESIS_PREVIOUS,
+        officers=(gov.Officer("test-officer", bytes(officer.verify_key)),),
+        quorum=1,
+        roster=(),
+        raw_signing_keys=frozenset({gov.ALL_KEYS}) if raw else frozenset(),
+        policy=policy,
+    )
+    doc = gov.unsigned(body).with_signature(officer, "test-officer")
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return GovernanceStore(data_dir).install_genesis(doc.encode())
 
 
 def nothing_up_my_sleeve_point(label: bytes) -> bytes:
@@ -86,11 +135,18 @@ class Api:
         return kid, sk
 
 
-def make_api(tmp_path: Path, **kw) -> Iterator[Api]:  # noqa: ANN003
+def make_api(
+    tmp_path: Path, *, raw: bool = False, policy: pol.Policy | None = None, **kw
+) -> Iterator[Api]:  # noqa: ANN003
+    """An app with a genesis of ``policy`` (default :func:`test_policy`); ``raw``: raw
+    signing enabled for every key."""
     settings = Settings(data_dir=tmp_path / "coord", **{"sync_wait": 2.0, **kw})
+    install_genesis(settings.data_dir, test_policy() if policy is None else policy, raw)
     app = create_app(settings, background=False)
     with TestClient(app, raise_server_exceptions=False) as client:
-        tokens = {r: create_credential(app.state.db, r)[1] for r in ROLES}
+        tokens = {
+            r: create_credential(app.state.db, r, principal=PRINCIPALS.get(r))[1] for r in ROLES
+        }
         yield Api(client, tokens)
 
 
@@ -101,4 +157,4 @@ def api(tmp_path: Path) -> Iterator[Api]:
 
 @pytest.fixture
 def dev_api(tmp_path: Path) -> Iterator[Api]:
-    yield from make_api(tmp_path, dev_allow_all=True)
+    yield from make_api(tmp_path, raw=True)

@@ -103,3 +103,84 @@ async def test_audit_appends_grouped_in_one_transaction_keep_the_chain(tmp_path:
     finally:
         gate.set()
         db.close()
+
+
+def test_create_all_adds_the_principal_column_to_an_older_database(tmp_path: Path) -> None:
+    """A coordinator database made before principals existed (no credentials.principal
+    column) gains it at start; its credentials read as principals of their own id, and new
+    ones carry the principal they were given."""
+    import sqlite3  # noqa: PLC0415 - test only
+
+    from api.auth import Principal, create_credential  # noqa: PLC0415
+    from api.db import Credential  # noqa: PLC0415
+
+    path = tmp_path / "old.db"
+    db = Database(f"sqlite:///{path}")
+    db.create_all()
+    cid, _ = create_credential(db, "requester")
+    db.close()
+    raw = sqlite3.connect(path)
+    raw.execute("DROP INDEX IF EXISTS ix_credentials_principal")
+    raw.execute("ALTER TABLE credentials DROP COLUMN principal")  # as the old schema was
+    raw.commit()
+    assert "principal" not in {r[1] for r in raw.execute("PRAGMA table_info(credentials)")}
+    raw.close()
+    db = Database(f"sqlite:///{path}")
+    try:
+        db.create_all()
+        db.create_all()  # idempotent
+        with db.session() as s:
+            old = s.get(Credential, cid)
+            assert old is not None and old.principal is None
+        new, _ = create_credential(db, "requester", principal="payments-bot")
+        with db.session() as s:
+            assert s.get(Credential, new).principal == "payments-bot"
+        assert Principal(cid, "requester", cid).principal_id == cid
+        with pytest.raises(ValueError, match="principal"):
+            create_credential(db, "requester", principal="not an id!")
+    finally:
+        db.close()
+
+
+def test_api_init_names_the_bootstrap_credentials_principals(tmp_path: Path) -> None:
+    """``python -m api init --principal ROLE=NAME`` (what ``custody up`` runs): a bad role or
+    name creates nothing; good ones become the credentials' audited principals."""
+    import subprocess  # noqa: PLC0415 - test only
+    import sys  # noqa: PLC0415
+
+    from api.db import AuditEntry, Credential  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    d = tmp_path / "coord"
+
+    def init(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 - our own argv
+            [sys.executable, "-m", "api", "init", "--data-dir", str(d), *extra],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            check=False,
+            timeout=120,
+        )
+
+    for bad in ("--principal=requester=not an id", "--principal=boss=x"):
+        r = init(bad)
+        assert r.returncode == 2 and "--principal" in r.stderr, r.stderr
+    r = init("--principal=requester=payments-bot", "--principal=approver=treasury-desk")
+    assert r.returncode == 0, r.stderr
+    db = Database(f"sqlite:///{d / 'coordinator.db'}")
+    try:
+        with db.session() as s:
+            names = {c.role: (c.id, c.principal) for c in s.scalars(select(Credential))}
+            audited = {
+                e.subject: e.data["principal"]
+                for e in s.scalars(
+                    select(AuditEntry).where(AuditEntry.action == "credential.create")
+                )
+            }
+        assert names["requester"][1] == "payments-bot"
+        assert names["approver"][1] == "treasury-desk"
+        assert names["admin"][1] == names["admin"][0]  # default: its own id
+        assert {cid: p for cid, p in names.values()} == audited
+    finally:
+        db.close()

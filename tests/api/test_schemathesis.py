@@ -22,7 +22,7 @@ MAX_EXAMPLES = 8 if os.environ.get("CUSTODY_SLOW_SHORT") else 25
 
 @pytest.fixture(scope="module")
 def api_module(tmp_path_factory):  # noqa: ANN001, ANN201
-    gen = make_api(tmp_path_factory.mktemp("st"), dev_allow_all=True, sync_wait=0.5)
+    gen = make_api(tmp_path_factory.mktemp("st"), raw=True, sync_wait=0.5)
     api = next(gen)
     api.add_key("ed25519")
     yield api

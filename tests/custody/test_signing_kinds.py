@@ -43,6 +43,19 @@ def test_messages_come_from_the_decoders() -> None:
     assert e.value.field == "message"
 
 
+def test_the_coordinators_members_change_no_message() -> None:
+    """Every request the coordinator relays carries ``initiator`` and ``approvals`` (the
+    wire contract with the nodes); they are allowed members and sign nothing themselves."""
+    extra = {"initiator": "payments-bot", "approvals": ["oA=="]}
+    for scheme, r in (
+        ("ecdsa-secp256k1", req("evm-tx", payload={"tx": TX})),
+        ("ed25519", req("message", payload={"message": "0x6869"})),
+        ("ed25519", req("raw", message="6869")),
+        ("ed25519", req("payment", payload={"amount": "1.00"})),
+    ):
+        assert message_to_sign(scheme, {**r, **extra}) == message_to_sign(scheme, r)
+
+
 @pytest.mark.parametrize(
     ("scheme", "request_", "field"),
     [

@@ -1,4 +1,7 @@
-"""A real local cluster (coordinator + 3 signer-node processes on loopback) per test module."""
+"""A real local cluster (coordinator + 3 signer-node processes on loopback) per test module.
+
+Its genesis has the demo policy and, because these tests sign ``raw`` bytes, raw signing
+enabled for every key (``custody up --allow-raw``)."""
 
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ def running_cluster(d: Path) -> Iterator[Live]:
         nodes=3,
         port=free_port_block(3),
         env={"CUSTODY_POOL_INTERVAL": "0.3", "CUSTODY_ROUND_TIMEOUT": "5"},
+        allow_raw=True,
     )
     try:
         doc = cluster.start(timeout=90)

@@ -3,7 +3,9 @@ judged by code that is not ours (eth-account, eth-tester on py-evm, eth-keys, bt
 coincurve / PyNaCl via :func:`custody.demo.verify_independently`).
 
 No key is ever whole: the signing key is a 2-of-3 DKLs23 key of the cluster, and the
-eth-tester funding comes from the tool's own genesis account.
+eth-tester funding comes from the tool's own genesis account. Transactions go to a
+destination on the dev cluster's demo allowlist, under its limit, so the policy signs them
+at once (tests/api/test_approvals.py has the ones that wait for approvals).
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from custody.client import CustodyClient, CustodyError
+from custody.cluster import DEMO_ETH_DESTINATIONS
 from custody.demo import verify_independently
 from custody.models import KeyOut
 from tests.e2e.conftest import Live
 
 ECDSA = "ecdsa-secp256k1"
+ALLOWED = bytes.fromhex(DEMO_ETH_DESTINATIONS[1][2:])  # on the demo policy's allowlist
 
 
 def unsigned_1559(chain_id: int, base_fee: int, to: bytes, value: int, nonce: int = 0) -> str:
@@ -108,7 +112,7 @@ def test_evm_tx_signed_over_the_api_is_recovered_and_mined(
     funder = chain.get_accounts()[0]  # eth-tester's own genesis account
     chain.send_transaction({"from": funder, "to": sender, "value": 10**18, "gas": 21000})
     chain_id = chain.backend.chain.chain_id
-    to = secrets.token_bytes(20)
+    to = ALLOWED
     for nonce, value in enumerate((12345, 67890)):
         base_fee = chain.get_block_by_number("pending")["base_fee_per_gas"]
         tx = unsigned_1559(chain_id, base_fee, to, value, nonce)
@@ -233,7 +237,7 @@ def test_digest_of_a_signed_evm_tx_is_bound_to_the_payload(live: Live) -> None:
     """The stored message is keccak of exactly the bytes in the payload (no client digest
     taken on trust): the same tx twice gives the same message, another tx another one."""
     key = live.key(ECDSA)
-    tx = unsigned_1559(1, 10**9, bytes(20), 0, nonce=7)
+    tx = unsigned_1559(1, 10**9, ALLOWED, 0, nonce=7)
     sr = live.requester.sign(key.id, kind="evm-tx", payload={"tx": tx})
     assert sr.status == "signed", sr
     assert sr.message == keccak(bytes.fromhex(tx[2:])).hex()
