@@ -125,7 +125,8 @@ class SignRequest(Base):
     kind: Mapped[str] = mapped_column(String(16))
     body: Mapped[dict[str, Any]] = mapped_column(JSON)  # canonical SignRequest sent to nodes
     status: Mapped[str] = mapped_column(String(20), index=True)
-    signature: Mapped[str | None] = mapped_column(String(140), nullable=True)
+    # hex; a btc-psbt request's is one 64-byte signature per input (up to 16)
+    signature: Mapped[str | None] = mapped_column(Text, nullable=True)
     recovery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     signers: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     blamed: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -134,6 +135,8 @@ class SignRequest(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # the authorization receipt (custody.receipts wire form) of a signed request
+    receipt: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Approval(Base):
@@ -339,6 +342,7 @@ class GroupWriter:
 # Columns added after a table's first release: (name, SQL type), each nullable.
 _ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "credentials": (("principal", "VARCHAR(40)"),),
+    "sign_requests": (("receipt", "JSON"),),
 }
 
 
@@ -363,10 +367,11 @@ class Database:
         tables (``ALTER TABLE ... ADD COLUMN``: portable, nullable, no data rewritten)."""
         Base.metadata.create_all(self.engine)
         with self.engine.begin() as conn:
-            have = {c["name"] for c in inspect(conn).get_columns("credentials")}
-            for name, ddl in _ADDED_COLUMNS["credentials"]:
-                if name not in have:
-                    conn.execute(text(f"ALTER TABLE credentials ADD COLUMN {name} {ddl}"))
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {c["name"] for c in inspect(conn).get_columns(table)}
+                for name, ddl in columns:
+                    if name not in have:
+                        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

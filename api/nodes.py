@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,12 +49,14 @@ class NodeFailure(Exception):
         detail: str,
         culprits: tuple[int, ...] | None = None,
         status: int | None = None,
+        code: str = "",
     ) -> None:
         self.node = node
         self.reason = reason
         self.detail = detail
         self.culprits = tuple(culprits) if culprits else (node.party_id,)
         self.status = status
+        self.code = code  # the node's stable code (its problem type urn:tpwc:node:<code>)
         super().__init__(f"{node.id} (party {node.party_id}): {reason}: {detail}")
 
     @property
@@ -183,13 +186,24 @@ def _refused(node: NodeInfo, method: str, path: str, status: Any, doc: Any) -> N
         return NodeFailure(node, "garbage", f"{method} {path}: malformed problem document")
     culprits = doc.get("culprits")
     ok = isinstance(culprits, list) and bool(culprits) and all(type(c) is int for c in culprits)
+    ptype = doc.get("type")
+    code = ""
+    if isinstance(ptype, str) and ptype.startswith(NODE_PROBLEM_PREFIX):
+        code = ptype[len(NODE_PROBLEM_PREFIX) :][:64]
+        if not _CODE.fullmatch(code):
+            code = ""
     return NodeFailure(
         node,
         "refused" if status < 500 else "error",
         f"{method} {path}: {status} {doc.get('title', '')}: {doc.get('detail', '')}",
         culprits=tuple(culprits) if ok and culprits else None,
         status=status,
+        code=code,
     )
+
+
+NODE_PROBLEM_PREFIX = "urn:tpwc:node:"
+_CODE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
 
 class Batcher:

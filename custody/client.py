@@ -57,6 +57,7 @@ from custody.models import (
     PolicyDryRunOut,
     PolicyShadowOut,
     Ready,
+    ReceiptOut,
     ShadowDisagreementList,
     ShadowDisagreementOut,
     SignRequestList,
@@ -339,6 +340,10 @@ class CustodyClient(_Base):
     def get_sign_request(self, request_id: str) -> SignRequestOut:
         return self._get(f"/v1/sign-requests/{_seg(request_id)}", SignRequestOut)
 
+    def get_receipt(self, request_id: str) -> ReceiptOut:
+        """The signed request's authorization receipt (``custody.receipts``)."""
+        return self._get(f"/v1/sign-requests/{_seg(request_id)}/receipt", ReceiptOut)
+
     def approve(
         self,
         request_id: str,
@@ -573,6 +578,10 @@ class AsyncCustodyClient(_Base):
 
     async def get_sign_request(self, request_id: str) -> SignRequestOut:
         return await self._get(f"/v1/sign-requests/{_seg(request_id)}", SignRequestOut)
+
+    async def get_receipt(self, request_id: str) -> ReceiptOut:
+        """The signed request's authorization receipt (``custody.receipts``)."""
+        return await self._get(f"/v1/sign-requests/{_seg(request_id)}/receipt", ReceiptOut)
 
     async def approve(
         self,

@@ -563,3 +563,34 @@ class ShadowDisagreementOut(BaseModel):
 
 class ShadowDisagreementList(Page[ShadowDisagreementOut]):
     pass
+
+
+class ReceiptAttestation(BaseModel):
+    node_id: str
+    release_seq: int = Field(description="the node's release-log entry of this release")
+    release_hash: str = Field(description="that entry's hash (hex)")
+    signature: str = Field(description="the node's Ed25519 identity signature (hex)")
+
+
+class ReceiptSignature(BaseModel):
+    public_key: str
+    signature: str
+    recovery_id: int | None = None
+
+
+class ReceiptAudit(BaseModel):
+    seq: int = Field(description="the sign.signed audit entry (the coordinator's claim)")
+
+
+class ReceiptOut(BaseModel):
+    """An authorization receipt (``custody.receipts``): the body every releasing node
+    attested and each node's signature over it and its release-log entry. Check it offline
+    with ``custody receipt verify FILE --governance GOV``."""
+
+    format: int
+    body: str = Field(description="canonical CBOR of the receipt body (hex)")
+    nodes: list[ReceiptAttestation]
+    signature: ReceiptSignature | None = Field(
+        default=None, description="the signature made (none for btc-psbt: see signed_tx)"
+    )
+    audit: ReceiptAudit | None = None

@@ -7,7 +7,12 @@
 documents: the whole chain from the genesis (each version is verified as a node verifies
 it, and the version the receipt names is used), or a single document (checked against its
 own officer quorum only: pass the chain for the full check). Exit 0 when the receipt
-verifies, 1 (with the stable refusal code) when it does not.
+verifies, 4 (refused, with the stable refusal code) when it does not.
+
+    custody receipt get ID [--out FILE] [--cluster ...]
+
+fetches a signed request's receipt from the coordinator (``GET
+/v1/sign-requests/{id}/receipt``) and writes it as JSON (to ``--out`` or stdout).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from rich.console import Console
 
 from custody import governance as gov
 from custody import receipts
+from custody.cli_support import ApiOpt, ClusterOpt, TokenOpt, connect, require_id
+from custody.exitcodes import ExitCode
 
 receipt_app = typer.Typer(no_args_is_help=True, help="Authorization receipts of signed requests.")
 console = Console()
@@ -32,7 +39,7 @@ def _fail(code: str, detail: str, as_json: bool) -> typer.Exit:
         console.print_json(json.dumps({"ok": False, "code": code, "detail": detail}))
     else:
         err.print(f"[red]refused ({code})[/red]: {detail}")
-    return typer.Exit(1)
+    return typer.Exit(ExitCode.REFUSED)
 
 
 def _versions(paths: list[Path]) -> tuple[list[gov.Governance], bool]:
@@ -114,3 +121,25 @@ def verify(
         + ("; signature verifies" if ok.signature_checked else "; no signature included")
         + ("" if chained else " (governance checked against its own officers only)")
     )
+
+
+@receipt_app.command("get")
+def get(
+    request_id: Annotated[str, typer.Argument(help="the signed request's id")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write the receipt here [default: stdout]")
+    ] = None,
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Fetch a signed request's receipt (JSON), to check with ``custody receipt verify``."""
+    require_id(request_id, "request id")
+    with connect("auditor", cluster, api_url, token) as c:
+        doc = c.get_receipt(request_id).model_dump(mode="json", exclude_none=True)
+    text = json.dumps(doc, indent=1)
+    if out is None:
+        print(text)
+        return
+    out.write_text(text + "\n")
+    err.print(f"receipt of {request_id} written to {out}", markup=False, soft_wrap=True)

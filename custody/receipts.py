@@ -23,8 +23,10 @@ with ``RECEIPT_CONTEXT = b"tpwc-receipt-v1\\x00"``: the node names its own relea
 
 The wire form (JSON) is ``{"format": 1, "body": hex, "nodes": [{"node_id", "release_seq",
 "release_hash": hex, "signature": hex}], "signature": {"public_key": hex, "signature": hex,
-"recovery_id": int|null}|null}``; a node's sign answer carries ``{"body", "node"}``: its
-own attestation, which the coordinator gathers into ``nodes``.
+"recovery_id": int|null}|null, "audit": {"seq": uint}?}``; a node's sign answer carries
+``{"body", "node"}``: its own attestation, which the coordinator gathers into ``nodes``.
+``audit.seq`` is the coordinator's claim of the ``sign.signed`` audit entry that records
+the signature: no node signs it (``custody audit verify`` checks the audit log itself).
 
 :func:`verify_receipt` checks the body (strict canonical CBOR, exact fields), that the
 governance given is the one the body names (cluster, version and digest), each node's
@@ -332,8 +334,20 @@ def parse_receipt(raw: Any) -> Receipt:
         "body",
         "nodes",
         "signature",
+        "audit",
     }:
-        raise ReceiptError("receipt-malformed", "receipt: format, body, nodes[, signature]")
+        raise ReceiptError(
+            "receipt-malformed", "receipt: format, body, nodes[, signature][, audit]"
+        )
+    audit = raw.get("audit")
+    if audit is not None and (
+        not isinstance(audit, Mapping)
+        or set(audit) != {"seq"}
+        or isinstance(audit["seq"], bool)
+        or not isinstance(audit["seq"], int)
+        or audit["seq"] < 1
+    ):
+        raise ReceiptError("receipt-malformed", "audit: {seq: a positive integer}")
     if raw["format"] != FORMAT:
         raise ReceiptError("receipt-malformed", f"format: not {FORMAT}")
     nodes = raw["nodes"]

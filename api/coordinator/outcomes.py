@@ -45,15 +45,27 @@ class OutcomeWriter:
         *,
         request_digest: bytes,
         attempted: Sequence[tuple[int, ...]] = (),
+        receipt: dict[str, Any] | None = None,
     ) -> None:
         """Store the outcome (``result`` or ``error``); with ``slot`` and ``answer`` the
         POST's idempotent answer, built by ``answer(changed columns)``, goes with it. Every
         other signer set in ``attempted`` gets a ``sign.attempt`` entry: its nodes may have
         released shares, which their next audit checkpoint looks for. ``request_digest`` is
         the digest the nodes logged for the request (:func:`api.audit.request_digest`),
-        computed by the caller, off the writer thread."""
+        computed by the caller, off the writer thread. ``receipt``
+        (:mod:`api.coordinator.receipts`) is stored with a signature, with the ``sign.signed``
+        entry's sequence number added as ``audit.seq``."""
         outcome, fallback = _jobs(
-            request_id, key_id, result, error, blamed, slot, answer, attempted, request_digest
+            request_id,
+            key_id,
+            result,
+            error,
+            blamed,
+            slot,
+            answer,
+            attempted,
+            request_digest,
+            receipt,
         )
         try:
             await self.db.write(outcome)
@@ -77,6 +89,7 @@ def _jobs(
     answer: Answer | None,
     attempted: Sequence[tuple[int, ...]],
     request_digest: bytes,
+    receipt: dict[str, Any] | None = None,
 ) -> tuple[Job, Job]:
     """Two database jobs: the outcome with its audit entry; and the fallback that marks
     the request failed without the signature."""
@@ -107,7 +120,6 @@ def _jobs(
     others = sorted({tuple(sorted(a)) for a in attempted} - {final})
 
     def outcome(conn: Connection) -> None:
-        conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **changes})
         for signers in others:
             audit.append(
                 conn,
@@ -119,7 +131,7 @@ def _jobs(
         if result is not None:
             # ``sign`` of the entry (api.audit): the request digest the nodes put in their
             # release logs, recomputed from the stored body, with key and signer set.
-            audit.append(
+            seq = audit.append(
                 conn,
                 "coordinator",
                 audit.SIGNED,
@@ -130,10 +142,13 @@ def _jobs(
                     **audit.sign_data(request_digest, key_id, result.signers),
                 },
             )
+            if receipt is not None:
+                changes["receipt"] = {**receipt, "audit": {"seq": seq}}
         else:
             audit.append(
                 conn, "coordinator", "sign.failed", request_id, {"error": error, "blamed": blamed}
             )
+        conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **changes})
         if slot is not None and answer is not None and slot.own():
             idempotency.store_answer(conn, slot, *answer(changes))
 

@@ -30,7 +30,7 @@ import coincurve
 
 from api import crypto
 from api.coordinator.pools import Commitment, Pools
-from api.coordinator.registry import NodeRegistry
+from api.coordinator.registry import NodeRegistry, raise_refusal, receipt_part
 from api.coordinator.types import KeyInfo, SessionFailed, SignResult
 from api.nodes import NodeInfo
 from custody.signing import SignRequestError, message_to_sign, sign_result
@@ -90,7 +90,9 @@ async def sign_psbt(
     except crypto.Blame as e:
         raise SessionFailed(str(e), [(c, "garbage commitments") for c in e.culprits]) from None
     try:
-        shares = await _fan(registry, timeout, key, body, nodes, commitments, packages, output_key)
+        shares, receipts = await _fan(
+            registry, timeout, key, body, nodes, commitments, packages, output_key
+        )
         signatures = []
         for i, (m, package) in enumerate(zip(sighashes, packages, strict=True)):
             try:
@@ -121,7 +123,7 @@ async def sign_psbt(
     except SessionFailed as e:
         e.signers = tuple(sorted(commitments))
         raise
-    return SignResult(signature, None, sorted(commitments))
+    return SignResult(signature, None, sorted(commitments), receipts)
 
 
 async def _fan(
@@ -133,7 +135,7 @@ async def _fan(
     commitments: dict[int, list[Commitment]],
     packages: list[Any],
     output_key: str,
-) -> dict[int, list[bytes]]:
+) -> tuple[dict[int, list[bytes]], dict[int, Any]]:
     """Every node's ``k`` sign items, each through the node's micro-batching sender (so
     they reach its one pipeline together, in one batch call and one durable commit when
     the sender is idle); per node, its share of each input, or the blame of any failure."""
@@ -161,7 +163,9 @@ async def _fan(
         ),
         return_exceptions=True,
     )
+    raise_refusal((n.party_id, r) for (n, _, _), r in zip(calls, res, strict=True))
     out: dict[int, list[bytes]] = {n.party_id: [b""] * len(packages) for n in nodes}
+    receipts: dict[int, Any] = {}
     blame: dict[int, str] = {}
     for (n, i, _), r in zip(calls, res, strict=True):
         p = n.party_id
@@ -175,6 +179,8 @@ async def _fan(
             out[p][i] = bytes.fromhex(r["signature_share"])
         except (KeyError, TypeError, ValueError):
             blame.setdefault(p, f"garbage: no hex 'signature_share' (input {i})")
+        if i == 0:  # one attestation per node: the release of the first input
+            receipts[p] = receipt_part(r)
     if blame:
         raise SessionFailed("signing round failed", sorted(blame.items()))
-    return out
+    return out, receipts

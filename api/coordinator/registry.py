@@ -12,13 +12,13 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select
 
 from api import audit
-from api.coordinator.types import SessionFailed
+from api.coordinator.types import NodesRefused, SessionFailed
 from api.db import Database, Node, utcnow
 from api.governance import GovernanceStore
 from api.nodes import NodeCaller, NodeFailure, NodeInfo
@@ -357,3 +357,17 @@ def _governance_problem(exc: gov.GovernanceError) -> Problem:
     return Problem(
         _GOVERNANCE_STATUS[exc.kind], str(exc.kind), "Governance version refused", exc.detail
     )
+
+
+def raise_refusal(results: Iterable[tuple[int, object]]) -> None:
+    """A node's 403 is its own authorization refusing the request (``signer_nodes.policy``):
+    raise :class:`NodesRefused` (no blame, no retry) for the first one."""
+    for p, r in results:
+        if isinstance(r, NodeFailure) and r.status == 403:
+            raise NodesRefused(p, r.node.id, r.code, r.detail)
+
+
+def receipt_part(answer: dict[str, Any]) -> Any:
+    """The node's receipt part of a sign answer (``{"body", "node"}``), or None."""
+    part = answer.get("receipt")
+    return part if isinstance(part, dict) else None

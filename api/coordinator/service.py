@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from api import audit, idempotency
+from api.coordinator import receipts
 from api.coordinator.approvals import ApprovalDesk
 from api.coordinator.checkpoints import Checkpointer
 from api.coordinator.keys import KeyBook, KeyCeremony
@@ -27,7 +28,14 @@ from api.coordinator.psbt import request_message
 from api.coordinator.registry import NodeRegistry
 from api.coordinator.relay import SessionRelay
 from api.coordinator.signers import signers_by_scheme
-from api.coordinator.types import Activity, KeyInfo, SessionFailed, SignResult, problem_doc
+from api.coordinator.types import (
+    Activity,
+    KeyInfo,
+    NodesRefused,
+    SessionFailed,
+    SignResult,
+    problem_doc,
+)
 from api.db import Database, SignRequest, utcnow
 from api.governance import GovernanceStore
 from api.nodes import NodeCaller
@@ -214,6 +222,7 @@ class Coordinator:
             msg = request_message(key, body)
             result, error, blamed, attempted = await self._attempts(request_id, key, body, msg)
             digest = audit.request_digest(request_id, key.id, key.scheme, body, msg)
+            receipt = None if result is None else receipts.assemble(key, body, result)
             await self.outcomes.record(
                 request_id,
                 key.id,
@@ -224,6 +233,7 @@ class Coordinator:
                 answer,
                 request_digest=digest,
                 attempted=attempted,
+                receipt=receipt,
             )
         finally:
             self.activity.signing -= 1
@@ -255,6 +265,19 @@ class Coordinator:
                 excluded = parties - want
             try:
                 got = await signer.sign(key, body, msg, excluded)
+            except NodesRefused as e:
+                if e.signers:
+                    attempted.append(e.signers)
+                if result is None:
+                    error = problem_doc(
+                        "refused-by-node",
+                        "Refused by a signer node",
+                        e.detail,
+                        403,
+                        code=e.code,
+                        node_id=e.node_id,
+                    )
+                break
             except SessionFailed as e:
                 if e.signers:
                     attempted.append(e.signers)

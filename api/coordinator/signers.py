@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from api import crypto
 from api.coordinator import psbt
 from api.coordinator.pools import Commitment, Pools, Presignature
-from api.coordinator.registry import NodeRegistry
+from api.coordinator.registry import NodeRegistry, raise_refusal, receipt_part
 from api.coordinator.types import KeyInfo, SessionFailed, SignResult
 from api.nodes import NodeInfo
 from custody.domain import SCHEMES, Scheme, spec
@@ -58,9 +58,10 @@ class _Fan:
 
     async def fan_sign(
         self, calls: dict[int, tuple[NodeInfo, str, dict[str, Any]]], field: str
-    ) -> dict[int, bytes]:
+    ) -> tuple[dict[int, bytes], dict[int, Any]]:
         """One sign item per node, each through that node's micro-batching sender
-        (:meth:`NodeCaller.sign_item`); a failed item blames as a failed call did."""
+        (:meth:`NodeCaller.sign_item`); a failed item blames as a failed call did, a
+        refusal raises :class:`NodesRefused`. Returns the shares and receipt parts."""
         caller = self.registry.caller
         res = await asyncio.gather(
             *(
@@ -69,7 +70,9 @@ class _Fan:
             ),
             return_exceptions=True,
         )
+        raise_refusal(zip(calls, res, strict=True))
         out: dict[int, bytes] = {}
+        receipts: dict[int, Any] = {}
         blame: list[tuple[int, str]] = []
         for p, r in zip(calls, res, strict=True):
             failed = self.registry.failure_blame(p, r, timeout_marks_down=True)
@@ -81,9 +84,10 @@ class _Fan:
                 out[p] = bytes.fromhex(r[field])
             except (KeyError, TypeError, ValueError):
                 blame.append((p, f"garbage: no hex {field!r}"))
+            receipts[p] = receipt_part(r)
         if blame:
             raise SessionFailed("signing round failed", blame)
-        return out
+        return out, receipts
 
 
 class FrostSigner(_Fan):
@@ -128,7 +132,7 @@ class FrostSigner(_Fan):
             )
             for n in nodes
         }
-        shares = await self.fan_sign(calls, "signature_share")
+        shares, receipts = await self.fan_sign(calls, "signature_share")
         try:
             # in a worker thread: the curve arithmetic (libsodium / libsecp256k1) drops
             # the GIL, so it runs beside the event loop instead of stalling it
@@ -146,7 +150,7 @@ class FrostSigner(_Fan):
             raise SessionFailed(
                 str(e), [(c, "invalid signature share") for c in e.culprits]
             ) from None
-        return SignResult(sig, None, sorted(shares))
+        return SignResult(sig, None, sorted(shares), receipts)
 
 
 class EcdsaSigner(_Fan):
@@ -174,7 +178,7 @@ class EcdsaSigner(_Fan):
         pre: Presignature,
         calls: dict[int, tuple[NodeInfo, str, dict[str, Any]]],
     ) -> SignResult:
-        partials = await self.fan_sign(calls, "partial")
+        partials, receipts = await self.fan_sign(calls, "partial")
         try:
             sig, recid = await asyncio.to_thread(
                 crypto.ecdsa_combine,
@@ -197,7 +201,7 @@ class EcdsaSigner(_Fan):
                 sign_result(key.scheme, body, sig, recid, bytes.fromhex(key.public_key))
             except SignRequestError as e:
                 raise SessionFailed(f"signature unusable for evm-tx: {e}", []) from None
-        return SignResult(sig, recid, sorted(partials))
+        return SignResult(sig, recid, sorted(partials), receipts)
 
 
 def signers_by_scheme(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from api.problems import Problem
@@ -24,6 +24,21 @@ class SessionFailed(Exception):
         # the signer set of the attempt (set by the signer): its nodes may have released
         # shares, which the audit log must record for the nodes' checkpoints
         self.signers: tuple[int, ...] = ()
+
+
+class NodesRefused(SessionFailed):
+    """A signer node refused to release its share (HTTP 403: the node's own authorization,
+    ``signer_nodes.policy``): the request is not authorized in the node's view. Not a node
+    fault: nobody is blamed or marked down, and no other signer set is tried (each node
+    decides by the same governance, so another set would refuse too, and retrying could
+    only probe for a node that disagrees). ``signers`` is still set: another node of the
+    set may have released (a velocity window each node counts on its own)."""
+
+    def __init__(self, party: int, node_id: str, code: str, detail: str) -> None:
+        super().__init__(f"{node_id}: {code or 'not-authorized'}: {detail}", [])
+        self.party = party
+        self.node_id = node_id
+        self.code = code or "not-authorized"
 
 
 def problem_doc(
@@ -53,6 +68,9 @@ class SignResult:
     signature: bytes
     recovery_id: int | None
     signers: list[int]
+    # each releasing node's receipt part, by party: {"body": hex, "node": attestation}
+    # (custody.receipts; nodes answer it beside their share)
+    receipts: dict[int, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -43,7 +43,7 @@ from api.deps import (
 from api.problems import Problem, problem_responses
 from api.serializers import sign_out
 from custody.domain import SignStatus, new_id
-from custody.models import Id, SignRequestCreate, SignRequestList, SignRequestOut
+from custody.models import Id, ReceiptOut, SignRequestCreate, SignRequestList, SignRequestOut
 from custody.policy import Decision
 from custody.signing import SignRequestError
 
@@ -281,6 +281,28 @@ async def get_sign_request(
     if r is None:
         raise Problem(404, "not-found", "Not found", f"no sign request {request_id!r}")
     return sign_out(r, await asyncio.to_thread(approval_view, c, repo, r))
+
+
+@router.get(
+    "/{request_id}/receipt",
+    response_model=ReceiptOut,
+    responses=problem_responses(*AUTH_ERRORS, 404),
+    summary="Get a signed request's authorization receipt",
+)
+async def get_receipt(request_id: str, repo: Repo, _: Reader) -> dict[str, Any]:
+    """What the releasing signer nodes attested for a signed request: the decoded intent's
+    digest, the policy version and rule that allowed it, the approvals that counted, the
+    signer set, and each node's signature over that and its own release-log entry
+    (``custody.receipts``). Verify it offline with ``custody receipt verify``. 404 for a
+    request that is not signed (or was signed before receipts existed)."""
+    r = await asyncio.to_thread(repo.sign_request, request_id)
+    if r is None:
+        raise Problem(404, "not-found", "Not found", f"no sign request {request_id!r}")
+    if r.receipt is None:
+        raise Problem(
+            404, "no-receipt", "No receipt", f"sign request {request_id!r} has no receipt"
+        )
+    return dict(r.receipt)
 
 
 def approval_view(c: Coordinator, repo: Repo, r: SignRequest) -> dict[str, Any] | None:

@@ -278,6 +278,7 @@ NOT_READS = {
     "governance sign",
     "governance verify",
     "policy check",
+    "receipt get",  # its output is the receipt's JSON, always
 }
 
 

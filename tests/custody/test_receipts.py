@@ -187,11 +187,11 @@ def test_cli_verifies_and_names_the_refusal(tmp_path: Path) -> None:
     r = runner.invoke(app, ["receipt", "verify", str(good), "--governance", str(gfile)])
     assert r.exit_code == 0 and "receipt verifies" in r.output, r.output
     r = runner.invoke(app, ["receipt", "verify", str(bad), "--governance", str(gfile), "--json"])
-    assert r.exit_code == 1 and json.loads(r.output)["code"] == "receipt-too-few-nodes"
+    assert r.exit_code == 4 and json.loads(r.output)["code"] == "receipt-too-few-nodes"
     # a governance document not signed by its officers is refused before any receipt
     unsigned = tmp_path / "unsigned.gov"
     unsigned.write_bytes(gov.unsigned(GOV).encode())
     r = runner.invoke(
         app, ["receipt", "verify", str(good), "--governance", str(unsigned), "--json"]
     )
-    assert r.exit_code == 1 and json.loads(r.output)["code"] == "governance-under-signed"
+    assert r.exit_code == 4 and json.loads(r.output)["code"] == "governance-under-signed"

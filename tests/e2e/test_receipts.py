@@ -1,0 +1,152 @@
+"""Authorization receipts and node refusals through the HTTP API and real node processes.
+
+* A signed request has a receipt: the body every releasing node attested (intent digest,
+  policy version, rule, signer set) and each node's identity signature over it and its own
+  release-log entry. It verifies offline against the governance document
+  (:func:`custody.receipts.verify_receipt`, and ``custody receipt get|verify`` in a
+  separate process); a tampered one does not.
+* When the coordinator lets a request through that the nodes refuse (here: a velocity
+  window the coordinator cannot count, since only the nodes hold the release history), the
+  request fails with the node's stable code; no node is blamed or marked down, and the
+  next request within the window signs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nacl.signing
+import pytest
+from eth_account import Account
+
+from custody import governance as gov
+from custody import policy as pol
+from custody import receipts
+from custody.cluster import ALLOWLIST, DEMO_ETH_DESTINATIONS
+from tests.e2e.conftest import Live
+from tests.e2e.test_kinds import unsigned_1559
+
+ECDSA = "ecdsa-secp256k1"
+TO = bytes.fromhex(DEMO_ETH_DESTINATIONS[0][2:])
+ETH = 10**18
+
+
+def _governance(live: Live) -> tuple[gov.Governance, bytes]:
+    doc = live.admin.http.get("/v1/governance").json()  # the raw document
+    raw = bytes.fromhex(doc["document"])
+    return gov.decode(raw).body, raw
+
+
+def _officers(live: Live) -> dict[str, nacl.signing.SigningKey]:
+    d = live.cluster.data_dir / "officers"
+    passphrase = (d / "passphrase").read_bytes()
+    out = {}
+    for f in sorted(d.glob("*.key")):
+        officer, signer = gov.open_officer_key(f.read_bytes(), passphrase)
+        out[officer.officer_id] = signer
+    return out
+
+
+def _sign_evm(live: Live, value: int, nonce: int) -> object:
+    key = live.key(ECDSA)
+    tx = unsigned_1559(1, 10**9, TO, value, nonce)
+    return live.requester.sign(key.id, kind="evm-tx", payload={"tx": tx}, timeout=60)
+
+
+def test_a_signed_request_has_a_receipt_that_verifies_offline(live: Live, tmp_path: Path) -> None:
+    key = live.key(ECDSA)
+    r = _sign_evm(live, ETH // 10, 0)
+    assert r.status == "signed", r
+    assert r.result is not None
+    sender = Account.recover_transaction(r.result.signed_tx)
+    assert sender == live.admin.get_key(key.id).addresses["ethereum"]
+    receipt = live.auditor.get_receipt(r.id).model_dump(mode="json", exclude_none=True)
+    g, raw = _governance(live)
+    ok = receipts.verify_receipt(receipt, g, public_key=bytes.fromhex(key.public_key or ""))
+    assert ok.signature_checked and len(ok.nodes) == 2
+    assert ok.body.request_id == r.id and ok.body.rule == "eth-under-limit"
+    assert ok.body.policy_version == g.version
+    assert receipt["audit"]["seq"] >= 1
+    # the same with the CLI, in another process, against the genesis chain on disk
+    chain = [live.cluster.data_dir / "governance" / "v1.gov"]
+    if g.version > 1:
+        chain.append(tmp_path / f"v{g.version}.gov")
+        chain[-1].write_bytes(raw)
+    env = {"CUSTODY_CLUSTER": str(live.cluster.cluster_file)}
+    out = tmp_path / "receipt.json"
+    cli = [sys.executable, "-m", "custody.cli"]
+    got = subprocess.run(  # noqa: S603 - our own CLI, arguments built here
+        [*cli, "receipt", "get", r.id, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**_env(), **env},
+        timeout=60,
+    )
+    assert got.returncode == 0, got.stderr
+    gov_args = [a for p in chain for a in ("--governance", str(p))]
+    check = subprocess.run(  # noqa: S603 - our own CLI, arguments built here
+        [*cli, "receipt", "verify", str(out), *gov_args, "--public-key", key.public_key or ""],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert check.returncode == 0 and "receipt verifies" in check.stdout, check.stderr
+    # a receipt whose body is changed (another rule) verifies no more
+    doc = json.loads(out.read_text())
+    doc["body"] = doc["body"].replace(b"eth-under-limit".hex(), b"eth-under-limiT".hex())
+    with pytest.raises(receipts.ReceiptError) as e:
+        receipts.verify_receipt(doc, g)
+    assert e.value.code.startswith("receipt-")
+
+
+def test_a_request_the_nodes_refuse_fails_with_their_code_and_blames_nobody(
+    live: Live,
+) -> None:
+    """A successor policy allows ETH transfers to the allowlist within a velocity window of
+    1 ETH per key and hour. The coordinator (which holds no release history) lets a second
+    0.6 ETH through; every node counts its own releases and refuses it."""
+    cur, _ = _governance(live)
+    velocity = pol.Rule(
+        "eth-velocity",
+        "allow",
+        kinds=frozenset({"evm-tx"}),
+        assets=frozenset({"ETH"}),
+        allowlists=frozenset({ALLOWLIST}),
+        velocity=(pol.Velocity("key", 3600, ETH),),
+    )
+    policy = pol.Policy(
+        rules=(velocity,),
+        allowlists=cur.policy.allowlists,
+        wallets=cur.policy.wallets,
+        approver_groups=cur.policy.approver_groups,
+    )
+    nxt = gov.unsigned(cur.successor(policy=policy))
+    keys = _officers(live)
+    for oid in sorted(keys)[: cur.quorum]:
+        nxt = nxt.with_signature(keys[oid], oid)
+    put = live.admin.http.put("/v1/governance", json={"document": nxt.encode().hex()})
+    assert put.status_code == 200, put.text
+    assert set(put.json()["nodes"].values()) == {"installed"}
+    first = _sign_evm(live, 6 * ETH // 10, 1)
+    assert first.status == "signed", first
+    second = _sign_evm(live, 6 * ETH // 10, 2)
+    assert second.status == "failed", second
+    assert second.error is not None
+    problem = second.error.model_dump()
+    assert problem["type"].endswith("refused-by-node") and problem["status"] == 403, problem
+    assert problem["code"] == "policy-denied" and "default-deny" in (problem["detail"] or "")
+    assert second.blamed == []
+    nodes = live.admin.nodes()
+    assert {n.status for n in nodes} == {"healthy"}
+    third = _sign_evm(live, 3 * ETH // 10, 2)  # within the window's room: signs
+    assert third.status == "signed", third
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
