@@ -23,7 +23,8 @@ Schemes
     For ``payment`` and ``settlement`` requests every scheme signs the same 32-byte
     digest of the payload (:mod:`custody.signing`). The decoded kinds
     (:data:`DECODED_KINDS`: ``evm-tx`` for ECDSA keys, ``btc-psbt`` for BIP-340 keys,
-    ``message`` for every scheme) sign what :func:`custody.kinds.decode` says
+    ``message`` and ``iso20022`` (a pacs.008 message: the SHA-256 of its exclusive C14N)
+    for every scheme) sign what :func:`custody.kinds.decode` says
     (``Intent.messages``); a ``btc-psbt`` request makes one signature per input (at most
     :data:`MAX_PSBT_INPUTS`), under the key's BIP-86 output key.
 
@@ -180,11 +181,11 @@ def spec(scheme: str) -> SchemeSpec:
 
 
 # -- requests -------------------------------------------------------------------------------
-Kind = Literal["raw", "payment", "settlement", "evm-tx", "message", "btc-psbt"]
+Kind = Literal["raw", "payment", "settlement", "evm-tx", "message", "btc-psbt", "iso20022"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 DIGEST_KINDS: Final[tuple[Kind, ...]] = ("payment", "settlement")  # sign a payload digest
 # Decoded by :func:`custody.kinds.decode` from ``payload`` (the chain-aware kinds wired so far)
-DECODED_KINDS: Final[tuple[Kind, ...]] = ("evm-tx", "message", "btc-psbt")
+DECODED_KINDS: Final[tuple[Kind, ...]] = ("evm-tx", "message", "btc-psbt", "iso20022")
 # A ``btc-psbt`` request signs one BIP-340 signature per input, each a FROST item the nodes
 # receive in one batch call carrying the request: at most this many inputs
 MAX_PSBT_INPUTS: Final = 16

@@ -40,12 +40,14 @@ message signed; a node's policy reads them.
 The same 32-byte digest is what Ed25519 and BIP-340 sign too (as their message), so one
 rule covers every scheme.
 
-``evm-tx`` / ``message`` / ``btc-psbt`` (:data:`custody.domain.DECODED_KINDS`)
+``evm-tx`` / ``message`` / ``btc-psbt`` / ``iso20022`` (:data:`custody.domain.DECODED_KINDS`)
     ``"payload"``: ``{"tx": "0x02..."}`` (an unsigned EIP-1559 transaction, ECDSA keys
-    only), ``{"message": "0x..."}``, or ``{"psbt": "<base64>"}`` (BIP-174, BIP-340 keys
-    only). The messages are what :func:`custody.kinds.decode` gives (``Intent.messages``):
-    ``keccak256(0x02 || rlp(fields))``, or the EIP-191 ``personal_sign`` digest for an ECDSA
-    key and the bytes themselves for Ed25519 and BIP-340: one message; for ``btc-psbt``
+    only), ``{"message": "0x..."}``, ``{"psbt": "<base64>"}`` (BIP-174, BIP-340 keys
+    only) or ``{"xml": "..."}`` (an ISO 20022 pacs.008 message, every scheme). The
+    messages are what :func:`custody.kinds.decode` gives (``Intent.messages``):
+    ``keccak256(0x02 || rlp(fields))``, the EIP-191 ``personal_sign`` digest for an ECDSA
+    key and the bytes themselves for Ed25519 and BIP-340, or the SHA-256 of the pacs.008
+    document's exclusive C14N: one message; for ``btc-psbt``
     one per input, its BIP-341 sighash (``SIGHASH_DEFAULT``, signed under the key's BIP-86
     output key), at most :data:`custody.domain.MAX_PSBT_INPUTS`. :func:`messages_to_sign`
     gives them; :func:`message_to_sign` gives their concatenation (the one message for the

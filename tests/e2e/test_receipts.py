@@ -5,6 +5,8 @@
   release-log entry. It verifies offline against the governance document
   (:func:`custody.receipts.verify_receipt`, and ``custody receipt get|verify`` in a
   separate process); a tampered one does not.
+* ``iso20022`` (pacs.008) requests are denied until a rule allows them, then signed over
+  the message's exclusive C14N.
 * When the coordinator lets a request through that the nodes refuse (here: a velocity
   window the coordinator cannot count, since only the nodes hold the release history), the
   request fails with the node's stable code; no node is blamed or marked down, and the
@@ -13,19 +15,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import nacl.signing
 import pytest
 from eth_account import Account
+from lxml import etree
 
 from custody import governance as gov
 from custody import policy as pol
 from custody import receipts
+from custody.client import CustodyError
 from custody.cluster import ALLOWLIST, DEMO_ETH_DESTINATIONS
+from tests.custody.kinds.test_iso20022 import pacs008
 from tests.e2e.conftest import Live
 from tests.e2e.test_kinds import unsigned_1559
 
@@ -150,3 +157,48 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
+
+
+def test_an_iso20022_payment_is_signed_over_its_canonical_form_once_a_rule_allows_it(
+    live: Live,
+) -> None:
+    """``iso20022`` over the API: the demo-derived policy has no rule for it (the
+    coordinator denies at once, 403, nothing stored); a successor version allows EUR
+    payments up to 10 000.00; then an Ed25519 key signs the SHA-256 of the message's
+    exclusive C14N, which the test computes with the W3C algorithm itself and PyNaCl
+    verifies; the receipt names the rule."""
+    key = live.key("ed25519")
+    xml = pacs008(amount="1234.50", ccy="EUR")
+    with pytest.raises(CustodyError) as e:
+        live.requester.sign(key.id, kind="iso20022", payload={"xml": xml})
+    assert e.value.status == 403 and e.value.problem["type"].endswith("policy-denied")
+    cur, _ = _governance(live)
+    sepa = pol.Rule(
+        "eur-payments",
+        "allow",
+        kinds=frozenset({"iso20022"}),
+        assets=frozenset({"EUR"}),
+        max_amount=1_000_000,  # minor units: 10 000.00 EUR
+    )
+    nxt = gov.unsigned(cur.successor(policy=replace(cur.policy, rules=(*cur.policy.rules, sepa))))
+    keys = _officers(live)
+    for oid in sorted(keys)[: cur.quorum]:
+        nxt = nxt.with_signature(keys[oid], oid)
+    put = live.admin.http.put("/v1/governance", json={"document": nxt.encode().hex()})
+    assert put.status_code == 200, put.text
+    r = live.requester.sign(key.id, kind="iso20022", payload={"xml": xml}, timeout=60)
+    assert r.status == "signed", r
+    root = etree.fromstring(xml.encode())
+    c14n = etree.tostring(root.getroottree(), method="c14n", exclusive=True, with_comments=False)
+    digest = hashlib.sha256(c14n).digest()
+    assert r.message == digest.hex()
+    nacl.signing.VerifyKey(bytes.fromhex(key.public_key or "")).verify(
+        digest, bytes.fromhex(r.signature or "")
+    )
+    g, _ = _governance(live)
+    receipt = live.auditor.get_receipt(r.id).model_dump(mode="json", exclude_none=True)
+    assert receipts.verify_receipt(receipt, g).body.rule == "eur-payments"
+    too_big = pacs008(msg_id="MSG-2", amount="10000.01", ccy="EUR")
+    with pytest.raises(CustodyError) as e:
+        live.requester.sign(key.id, kind="iso20022", payload={"xml": too_big})
+    assert e.value.status == 403
