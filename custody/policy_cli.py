@@ -37,7 +37,14 @@ from rich.console import Console
 from custody import governance as gov
 from custody import policy as pol
 from custody import policy_file as pf
-from custody.cli_support import ApiOpt, ClusterOpt, TokenOpt
+from custody.cli_support import (
+    ApiOpt,
+    ClusterOpt,
+    TokenOpt,
+    connect,
+    print_fields,
+    print_json,
+)
 from custody.client import CustodyClient, CustodyError
 from custody.exitcodes import ExitCode, for_status
 from custody.policy_explain import dry_run, explanation_json, explanation_lines
@@ -247,3 +254,87 @@ def dry_run_cmd(
 
 
 __all__ = ["load_policy_file", "parse_time", "policy_app"]
+
+
+shadow_app = typer.Typer(
+    no_args_is_help=True,
+    help="Shadow mode: a draft policy evaluated beside the active one on every live request.",
+)
+policy_app.add_typer(shadow_app, name="shadow")
+
+
+@shadow_app.command("set")
+def shadow_set(
+    draft: Annotated[Path, typer.Argument(help="an unsigned draft of the next version")],
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Install a draft as the shadow policy (admin): it authorizes nothing, it is only
+    evaluated, and its disagreements with the active policy are recorded."""
+    try:
+        document = draft.read_bytes()
+    except OSError as exc:
+        raise _fail(f"{draft}: cannot read ({exc.strerror})", ExitCode.USAGE) from None
+    with connect("admin", cluster, api_url, token) as c:
+        out = c.set_policy_shadow(document)
+    console.print(
+        f"shadow installed: version {out.model_dump().get('version')} beside the active one",
+        markup=False,
+    )
+
+
+@shadow_app.command("show")
+def shadow_show(
+    as_json: JsonOpt = False,
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """The installed shadow policy, if any."""
+    with connect("auditor", cluster, api_url, token) as c:
+        doc = c.policy_shadow().model_dump(mode="json")
+    if as_json:
+        print_json(doc)
+        return
+    print_fields([(k, v) for k, v in doc.items() if v is not None])
+
+
+@shadow_app.command("clear")
+def shadow_clear(
+    cluster: ClusterOpt = None, api_url: ApiOpt = None, token: TokenOpt = None
+) -> None:
+    """Remove the shadow policy (admin)."""
+    with connect("admin", cluster, api_url, token) as c:
+        c.delete_policy_shadow()
+    console.print("shadow removed")
+
+
+@shadow_app.command("disagreements")
+def shadow_disagreements(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many")] = 50,
+    as_json: JsonOpt = False,
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Live requests on which the shadow policy decided otherwise, newest first."""
+    with connect("auditor", cluster, api_url, token) as c:
+        rows: list[dict[str, Any]] = []
+        for d in c.shadow_disagreements(limit=min(limit, 200)):
+            rows.append(d.model_dump(mode="json"))
+            if len(rows) >= limit:
+                break
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        a, s = row["active"], row["shadow"]
+        console.print(
+            f"{row['at']} {row['request_id']} ({row['kind']}, key {row['key_id']}): active "
+            f"{a['action']} by {a['rule']}, shadow {s['action']} by {s['rule']}",
+            markup=False,
+            soft_wrap=True,
+        )
+    if not rows:
+        console.print("no disagreements")

@@ -493,3 +493,38 @@ def test_sdk_shadow_methods(gapi: Api) -> None:
             return seen
 
     assert len(asyncio.run(go())) == 1
+
+
+def test_cli_shadow_set_show_disagreements_clear(served: tuple[str, dict], tmp_path: Path) -> None:
+    """``custody policy shadow ...`` against a served coordinator: a draft that sends
+    transfers above 0.1 ETH to approvers disagrees with the active policy on a 0.5 ETH
+    request, and the CLI lists it."""
+    url, creds = served
+    auth = lambda role: ["--api-url", url, "--token", creds[role]]  # noqa: E731
+    with httpx.Client(base_url=url) as h:
+        doc = h.get("/v1/governance", headers={"Authorization": f"Bearer {creds['auditor']}"})
+        active = gov.decode(bytes.fromhex(doc.json()["document"])).body
+    shadow_doc = policy_doc(KEY_ID)
+    shadow_doc["rules"][1]["max_amount"] = str(ETH // 10)
+    path = tmp_path / "draft.gov"
+    path.write_bytes(draft(active, shadow_doc))
+    run = CliRunner().invoke
+    r = run(cli_app, ["policy", "shadow", "set", str(path), *auth("admin")])
+    assert r.exit_code == 0 and "shadow installed: version 2" in r.output, r.output
+    r = run(cli_app, ["policy", "shadow", "show", "--json", *auth("auditor")])
+    assert r.exit_code == 0 and json.loads(r.output)["installed"] is True, r.output
+    with httpx.Client(base_url=url) as h:
+        post = h.post(
+            "/v1/sign-requests",
+            json=evm(ALICE, ETH // 2, KEY_ID),
+            headers={"Authorization": f"Bearer {creds['requester']}", "Idempotency-Key": "s1"},
+        )
+    assert post.status_code in (201, 202), post.text
+    r = run(cli_app, ["policy", "shadow", "disagreements", "--json", *auth("auditor")])
+    rows = json.loads(r.output)
+    assert [(d["active"]["action"], d["shadow"]["action"]) for d in rows] == [("allow", "approve")]
+    assert rows[0]["request_id"] == post.json()["id"]
+    r = run(cli_app, ["policy", "shadow", "clear", *auth("admin")])
+    assert r.exit_code == 0 and "shadow removed" in r.output
+    r = run(cli_app, ["policy", "shadow", "clear", *auth("admin")])
+    assert r.exit_code == 3  # nothing to remove: not found
