@@ -36,7 +36,9 @@ from rich.table import Table
 from custody import approvals as ap
 from custody import governance as gov
 from custody import policy as pol
+from custody.cli_support import ApiOpt, ClusterOpt, TokenOpt, connect
 from custody.client import CustodyClient, CustodyError
+from custody.exitcodes import ExitCode, for_status
 from custody.kinds import Intent
 from custody.kinds.btc import BtcPsbt
 from custody.kinds.evm import EvmTx
@@ -63,11 +65,6 @@ CHAINS = {
     31337: "local dev chain",
 }
 
-ClusterOpt = Annotated[
-    Path | None, typer.Option("--cluster", envvar="CUSTODY_CLUSTER", help="path to cluster.json")
-]
-ApiOpt = Annotated[str | None, typer.Option("--api-url", envvar="CUSTODY_API_URL")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="CUSTODY_TOKEN")]
 KeyFileOpt = Annotated[
     Path, typer.Option("--key-file", help="your approver key file (custody approver enroll)")
 ]
@@ -254,14 +251,8 @@ def _of_n(sizes: dict[str, int]) -> str:
 
 
 def _client(cluster: Path | None, api_url: str | None, token: str | None) -> CustodyClient:
-    if api_url and token:
-        return CustodyClient(api_url, token)
-    path = cluster or Path(".custody") / "cluster.json"
-    if not path.exists():
-        err.print(f"[red]no cluster file at {path}[/red]: pass --cluster, or --api-url and --token")
-        raise typer.Exit(2)
-    doc = json.loads(path.read_text())
-    return CustodyClient(api_url or doc["api_url"], token or doc["credentials"]["approver"])
+    """The coordinator with the ``approver`` credential (``custody.cli_support.connect``)."""
+    return connect("approver", cluster, api_url, token)
 
 
 def _passphrase(path: Path | None) -> bytes:
@@ -289,7 +280,7 @@ def _decide(
         gov.read_approver_public(blob)  # an approver key file, before asking anything
     except (OSError, gov.KeyFileError) as exc:
         err.print(f"[red]{key_file}[/red]: {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     with _client(cluster, api_url, token) as c:
         try:
             sr = c.get_sign_request(request_id)
@@ -297,7 +288,7 @@ def _decide(
             scheme = key.scheme
         except CustodyError as e:
             err.print(f"[red]{e.status}[/red] {e.problem.get('detail', e.problem.get('title'))}")
-            raise typer.Exit(1) from None
+            raise typer.Exit(for_status(e.status)) from None
         try:
             public_key = bytes.fromhex(key.public_key) if key.public_key else None
             intent, request = check_against(sr, scheme, public_key)
@@ -305,17 +296,17 @@ def _decide(
                 check_governance(sr, intent, governance)
         except Mismatch as exc:
             err.print(f"[red]refused, nothing signed:[/red] {exc}")
-            raise typer.Exit(1) from None
+            raise typer.Exit(ExitCode.REFUSED) from None
         address = next(iter(key.addresses.values()), "")
         show(intent, sr, scheme, decision, address)
         if not yes and not typer.confirm(f"{decision} this request?", default=False):
             err.print("nothing signed")
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.ABORTED)
         try:
             approver, signer = gov.open_approver_key(blob, _passphrase(passphrase_file))
         except gov.KeyFileError as exc:
             err.print(f"[red]{key_file}[/red]: {exc}")
-            raise typer.Exit(2) from None
+            raise typer.Exit(ExitCode.USAGE) from None
         a = sr.approval
         assert a is not None
         statement = ap.ApprovalStatement(
@@ -336,7 +327,7 @@ def _decide(
             err.print(
                 f"[red]{e.status} {e.type.rsplit(':', 1)[-1]}[/red] {e.problem.get('detail')}"
             )
-            raise typer.Exit(1) from None
+            raise typer.Exit(for_status(e.status)) from None
     left = out.approval.missing if out.approval is not None else []
     tail = ", ".join(f"{s.needed} more from {s.group}" for s in left)
     console.print(

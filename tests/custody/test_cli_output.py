@@ -279,6 +279,10 @@ NOT_READS = {
     "governance verify",
     "policy check",
     "receipt get",  # its output is the receipt's JSON, always
+    "approve",
+    "reject",
+    "policy shadow set",
+    "policy shadow clear",
 }
 
 

@@ -115,7 +115,7 @@ def test_approve_shows_the_intent_in_plain_words_and_two_approvals_sign(live: Li
     # after it left pending_approval: refused, with the coordinator's reason
     late = cli(live, "approve", rid, "--key-file", key_file(live, 2), "--yes", "--cluster",
                cluster_json(live))  # fmt: skip
-    assert late.returncode == 1 and "does not wait for approvals" in late.stderr
+    assert late.returncode == 4 and "does not wait for approvals" in late.stderr
 
 
 def test_reject_rejects(live: Live) -> None:
@@ -213,7 +213,7 @@ def test_a_coordinator_showing_another_intent_gets_nothing_signed(live: Live, to
         with LyingCoordinator(live.doc["api_url"], rewrite) as liar:
             r = cli(live, "approve", rid, "--key-file", key_file(live, 0), "--yes",
                     "--api-url", liar.url, "--token", token, *extra)  # fmt: skip
-        assert r.returncode == 1, r.stdout + r.stderr
+        assert r.returncode == 4, r.stdout + r.stderr  # ExitCode.REFUSED
         assert "refused, nothing signed" in r.stderr and says in r.stderr, r.stderr
         assert liar.posts == []
     sr = live.auditor.get_sign_request(rid)
