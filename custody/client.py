@@ -197,7 +197,7 @@ def _deleted(r: httpx.Response) -> None:
 
 def _seg(value: str) -> str:
     """``value`` as one URL path segment: percent-encoded, ``/`` included, so an id such as
-    ``../nodes`` names no other resource. ``ValueError`` for an id no URL can name (empty,
+    ``..`` then ``/nodes`` names no other resource. ``ValueError`` for an id no URL can name (empty,
     ``.`` or ``..``, which would address the collection or its parent)."""
     if value in ("", ".", ".."):
         raise ValueError(f"{value!r} is not an id")

@@ -65,7 +65,7 @@ async def policy_dry_run(
     if body.message is not None:
         request["message"] = body.message.lower()
     now = body.at if body.at is not None else int(time.time())
-    initiator = body.initiator or p.credential_id
+    initiator = body.initiator or p.principal_id
     out = await asyncio.to_thread(
         dry_run, db, governance, key, request, initiator=initiator, now=now
     )

@@ -134,6 +134,9 @@ async def create_sign_request(
         "initiator": p.principal_id,
     }
     if decision.action == "deny":
+        # policy shadow mode (api/shadow.py) sees denied requests too: a shadow that would
+        # allow one is a disagreement worth reading before the shadow becomes active
+        await shadow.observe(request.app, canonical, k, p.principal_id, utcnow())
         return await _deny(db, cred, idempotency_key, fp, rid, body, msg, policy, decision)
     status: SignStatus = "signing" if decision.action == "allow" else "pending_approval"
     now = utcnow()
@@ -166,7 +169,7 @@ async def create_sign_request(
         await db.write(lambda conn: repo.insert_sign_request(conn, row, slot, fp, audit_data))
     except IntegrityError:
         return await asyncio.to_thread(idempotency.replay, db, cred, idempotency_key, fp)
-    await shadow.observe(request.app, canonical, k, cred, now)  # policy shadow mode: api/shadow.py
+    await shadow.observe(request.app, canonical, k, p.principal_id, now)  # api/shadow.py
     try:
         if status == "signing":
             done = await _sign_and_wait(c, repo, settings.sync_wait, canonical, k, row, slot)

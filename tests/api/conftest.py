@@ -136,12 +136,22 @@ class Api:
 
 
 def make_api(
-    tmp_path: Path, *, raw: bool = False, policy: pol.Policy | None = None, **kw
-) -> Iterator[Api]:  # noqa: ANN003
-    """An app with a genesis of ``policy`` (default :func:`test_policy`); ``raw``: raw
-    signing enabled for every key."""
+    tmp_path: Path,
+    *,
+    raw: bool = False,
+    policy: pol.Policy | None = None,
+    genesis: bytes | None = None,
+    **kw,  # noqa: ANN003
+) -> Iterator[Api]:
+    """An app with a genesis of ``policy`` (default :func:`test_policy`), or the signed
+    ``genesis`` document given (``b""``: none at all); ``raw``: raw signing enabled for every
+    key."""
     settings = Settings(data_dir=tmp_path / "coord", **{"sync_wait": 2.0, **kw})
-    install_genesis(settings.data_dir, test_policy() if policy is None else policy, raw)
+    if genesis is None:
+        install_genesis(settings.data_dir, test_policy() if policy is None else policy, raw)
+    elif genesis:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        GovernanceStore(settings.data_dir).install_genesis(genesis)
     app = create_app(settings, background=False)
     with TestClient(app, raise_server_exceptions=False) as client:
         tokens = {

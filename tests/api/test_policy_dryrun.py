@@ -88,9 +88,7 @@ def gapi(tmp_path: Path) -> Iterator[Api]:
     """A coordinator whose active governance (version 1) carries ``policy_doc``, installed
     before it starts (as ``python -m api trust`` does); its ECDSA key is in the policy's
     wallet ``treasury``."""
-    (tmp_path / "coord").mkdir(mode=0o700)
-    GovernanceStore(tmp_path / "coord").install_genesis(genesis(policy_doc(KEY_ID)).encode())
-    for api in make_api(tmp_path):
+    for api in make_api(tmp_path, genesis=genesis(policy_doc(KEY_ID)).encode()):
         assert api.add_key("ecdsa-secp256k1") == KEY_ID
         yield api
 
@@ -205,11 +203,14 @@ def test_dry_run_refusals_are_problems(gapi: Api) -> None:
     assert_problem(gapi.client.post("/v1/policy/dry-run", json=evm(ALICE, 1, kid)), 401)
 
 
-def test_without_governance_only_a_document_can_be_dry_run(api: Api) -> None:
-    plain = api.add_key("ecdsa-secp256k1")
-    assert_problem(dry(api, evm(ALICE, 1, plain)), 409, "governance-missing")
-    g = genesis(policy_doc(plain)).encode()
-    assert dry(api, evm(ALICE, 1, plain, governance=b64(g), at=T0)).json()["signed_by"] == ["olga"]
+def test_without_governance_only_a_document_can_be_dry_run(tmp_path: Path) -> None:
+    for api in make_api(tmp_path, genesis=b""):  # no governance installed
+        plain = api.add_key("ecdsa-secp256k1")
+        assert_problem(dry(api, evm(ALICE, 1, plain)), 409, "governance-missing")
+        g = genesis(policy_doc(plain)).encode()
+        assert dry(api, evm(ALICE, 1, plain, governance=b64(g), at=T0)).json()["signed_by"] == [
+            "olga"
+        ]
 
 
 def test_sdk_dry_run_sync_and_async(gapi: Api) -> None:
@@ -243,8 +244,10 @@ def put_shadow(api: Api, document: bytes, role: str = "admin") -> httpx.Response
 
 
 def sign(api: Api, body: dict, idem: str) -> dict:
+    """A live request: denied (403), pending approvals (202), or allowed and attempted (201:
+    failed, since this coordinator has no nodes)."""
     r = api.client.post("/v1/sign-requests", headers=api.h("requester", idem), json=body)
-    assert r.status_code == 202, r.text
+    assert r.status_code in (201, 202, 403), r.text
     return r.json()
 
 
@@ -332,10 +335,12 @@ def test_shadow_disagreements_on_live_requests(gapi: Api, caplog) -> None:  # no
     logged = [r for r in caplog.records if r.getMessage() == "policy shadow disagreement"]
     assert [r.request_id for r in logged] == [mid["id"], mid2["id"]]  # type: ignore[attr-defined]
     assert logged[0].shadow_action == "approve" and logged[0].active_rule == "small-eth"  # type: ignore[attr-defined]
-    # the live requests themselves are untouched by the shadow: pending as before
-    for sr in (mid, big):
+    # the live requests themselves are untouched by the shadow: the active policy decided
+    # (mid: allowed, so attempted, and failed for want of nodes; big: waits for approvals)
+    assert agree["status"] == 403 and agree["type"].endswith("policy-denied")
+    for sr, status in ((mid, "failed"), (big, "pending_approval")):
         got = gapi.client.get(f"/v1/sign-requests/{sr['id']}", headers=gapi.h("auditor")).json()
-        assert got["status"] == "pending_approval"
+        assert got["status"] == sr["status"] == status
     # kept in the database: a new coordinator object reads it back
     again = Shadow(gapi.app.state.db).current()
     assert again is not None and again.body.digest.hex() == digest
@@ -372,7 +377,8 @@ def test_a_failing_shadow_never_fails_a_live_request(gapi: Api, caplog) -> None:
     shadow._state = dataclasses.replace(state, body=None)
     caplog.set_level(logging.INFO, logger="api.shadow")
     sr = sign(gapi, evm(ALICE, ETH // 2, kid), "still-fine")
-    assert sr["status"] == "pending_approval"
+    # allowed by the active policy and attempted (no nodes here): the shadow changed nothing
+    assert sr["status"] == "failed" and "healthy nodes" in sr["error"]["detail"]
     assert any(r.getMessage() == "policy shadow evaluation failed" for r in caplog.records)
 
 

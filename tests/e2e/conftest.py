@@ -9,8 +9,11 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import nacl.signing
 import pytest
 
+from custody import governance as gov
+from custody import policy as pol
 from custody.client import CustodyClient
 from custody.cluster import Cluster, free_port_block
 from custody.models import KeyOut
@@ -36,6 +39,38 @@ class Live:
     def close(self) -> None:
         for c in (self.admin, self.requester, self.auditor):
             c.close()
+
+
+def current_governance(live: Live) -> tuple[gov.Governance, bytes]:
+    """The active governance version (and its document) as the coordinator holds it."""
+    doc = live.admin.http.get("/v1/governance").json()
+    raw = bytes.fromhex(doc["document"])
+    return gov.decode(raw).body, raw
+
+
+def dev_officers(live: Live) -> dict[str, nacl.signing.SigningKey]:
+    """The dev cluster's officers' keys (``custody up`` writes them under DIR/officers)."""
+    d = live.cluster.data_dir / "officers"
+    passphrase = (d / "passphrase").read_bytes()
+    out = {}
+    for f in sorted(d.glob("*.key")):
+        officer, signer = gov.open_officer_key(f.read_bytes(), passphrase)
+        out[officer.officer_id] = signer
+    return out
+
+
+def install_policy(live: Live, policy: pol.Policy) -> gov.Governance:
+    """Propose the next governance version with ``policy``, sign it with a quorum of the
+    dev officers and install it through the coordinator on every node."""
+    cur, _ = current_governance(live)
+    nxt = gov.unsigned(cur.successor(policy=policy))
+    keys = dev_officers(live)
+    for oid in sorted(keys)[: cur.quorum]:
+        nxt = nxt.with_signature(keys[oid], oid)
+    put = live.admin.http.put("/v1/governance", json={"document": nxt.encode().hex()})
+    assert put.status_code == 200, put.text
+    assert set(put.json()["nodes"].values()) == {"installed"}, put.json()
+    return nxt.body
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import secrets
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,23 +22,27 @@ from btclib.key import PubKeyData
 from btclib.script import taproot
 from coincurve import PublicKeyXOnly
 
+from custody import policy as pol
 from custody.client import CustodyClient
 from custody.kinds.addresses import p2tr_script, taproot_output_key
 from custody.models import KeyOut
 from custody.signing import messages_to_sign
 from tests.custody.kinds.btc_build import b64, build_psbt
 from tests.custody.kinds.test_chain_acceptance import core_verifies
-from tests.e2e.conftest import Live
+from tests.e2e.conftest import Live, current_governance, install_policy
 from tests.e2e.test_cluster import GarbageProxy
 
 
 @pytest.fixture(scope="module")
 def psbt_key(live: Live) -> KeyOut:
     """The one place the signing key and its governance are set up: a 2-of-3 BIP-340 key
-    created over the API on regtest. (When the nodes evaluate policies, the rule allowing
-    ``btc-psbt`` for this key goes here.)"""
+    created over the API on regtest, and a governance version whose first rule allows any
+    ``btc-psbt`` of this key (these tests pay random outputs, not the demo allowlist)."""
     key = live.admin.create_key("bip340", 2, network="regtest")
     assert key.status == "active" and key.network == "regtest", key
+    cur, _ = current_governance(live)
+    rule = pol.Rule("psbt-tests", "allow", kinds=frozenset({"btc-psbt"}), keys=frozenset({key.id}))
+    install_policy(live, replace(cur.policy, rules=(rule, *cur.policy.rules)))
     return key
 
 

@@ -27,34 +27,17 @@ import pytest
 from eth_account import Account
 from lxml import etree
 
-from custody import governance as gov
 from custody import policy as pol
 from custody import receipts
 from custody.client import CustodyError
 from custody.cluster import ALLOWLIST, DEMO_ETH_DESTINATIONS
 from tests.custody.kinds.test_iso20022 import pacs008
-from tests.e2e.conftest import Live
+from tests.e2e.conftest import Live, current_governance, install_policy
 from tests.e2e.test_kinds import unsigned_1559
 
 ECDSA = "ecdsa-secp256k1"
 TO = bytes.fromhex(DEMO_ETH_DESTINATIONS[0][2:])
 ETH = 10**18
-
-
-def _governance(live: Live) -> tuple[gov.Governance, bytes]:
-    doc = live.admin.http.get("/v1/governance").json()  # the raw document
-    raw = bytes.fromhex(doc["document"])
-    return gov.decode(raw).body, raw
-
-
-def _officers(live: Live) -> dict[str, nacl.signing.SigningKey]:
-    d = live.cluster.data_dir / "officers"
-    passphrase = (d / "passphrase").read_bytes()
-    out = {}
-    for f in sorted(d.glob("*.key")):
-        officer, signer = gov.open_officer_key(f.read_bytes(), passphrase)
-        out[officer.officer_id] = signer
-    return out
 
 
 def _sign_evm(live: Live, value: int, nonce: int) -> object:
@@ -71,7 +54,7 @@ def test_a_signed_request_has_a_receipt_that_verifies_offline(live: Live, tmp_pa
     sender = Account.recover_transaction(r.result.signed_tx)
     assert sender == live.admin.get_key(key.id).addresses["ethereum"]
     receipt = live.auditor.get_receipt(r.id).model_dump(mode="json", exclude_none=True)
-    g, raw = _governance(live)
+    g, raw = current_governance(live)
     ok = receipts.verify_receipt(receipt, g, public_key=bytes.fromhex(key.public_key or ""))
     assert ok.signature_checked and len(ok.nodes) == 2
     assert ok.body.request_id == r.id and ok.body.rule == "eth-under-limit"
@@ -116,7 +99,7 @@ def test_a_request_the_nodes_refuse_fails_with_their_code_and_blames_nobody(
     """A successor policy allows ETH transfers to the allowlist within a velocity window of
     1 ETH per key and hour. The coordinator (which holds no release history) lets a second
     0.6 ETH through; every node counts its own releases and refuses it."""
-    cur, _ = _governance(live)
+    cur, _ = current_governance(live)
     velocity = pol.Rule(
         "eth-velocity",
         "allow",
@@ -131,13 +114,7 @@ def test_a_request_the_nodes_refuse_fails_with_their_code_and_blames_nobody(
         wallets=cur.policy.wallets,
         approver_groups=cur.policy.approver_groups,
     )
-    nxt = gov.unsigned(cur.successor(policy=policy))
-    keys = _officers(live)
-    for oid in sorted(keys)[: cur.quorum]:
-        nxt = nxt.with_signature(keys[oid], oid)
-    put = live.admin.http.put("/v1/governance", json={"document": nxt.encode().hex()})
-    assert put.status_code == 200, put.text
-    assert set(put.json()["nodes"].values()) == {"installed"}
+    install_policy(live, policy)
     first = _sign_evm(live, 6 * ETH // 10, 1)
     assert first.status == "signed", first
     second = _sign_evm(live, 6 * ETH // 10, 2)
@@ -172,7 +149,7 @@ def test_an_iso20022_payment_is_signed_over_its_canonical_form_once_a_rule_allow
     with pytest.raises(CustodyError) as e:
         live.requester.sign(key.id, kind="iso20022", payload={"xml": xml})
     assert e.value.status == 403 and e.value.problem["type"].endswith("policy-denied")
-    cur, _ = _governance(live)
+    cur, _ = current_governance(live)
     sepa = pol.Rule(
         "eur-payments",
         "allow",
@@ -180,12 +157,7 @@ def test_an_iso20022_payment_is_signed_over_its_canonical_form_once_a_rule_allow
         assets=frozenset({"EUR"}),
         max_amount=1_000_000,  # minor units: 10 000.00 EUR
     )
-    nxt = gov.unsigned(cur.successor(policy=replace(cur.policy, rules=(*cur.policy.rules, sepa))))
-    keys = _officers(live)
-    for oid in sorted(keys)[: cur.quorum]:
-        nxt = nxt.with_signature(keys[oid], oid)
-    put = live.admin.http.put("/v1/governance", json={"document": nxt.encode().hex()})
-    assert put.status_code == 200, put.text
+    install_policy(live, replace(cur.policy, rules=(*cur.policy.rules, sepa)))
     r = live.requester.sign(key.id, kind="iso20022", payload={"xml": xml}, timeout=60)
     assert r.status == "signed", r
     root = etree.fromstring(xml.encode())
@@ -195,7 +167,7 @@ def test_an_iso20022_payment_is_signed_over_its_canonical_form_once_a_rule_allow
     nacl.signing.VerifyKey(bytes.fromhex(key.public_key or "")).verify(
         digest, bytes.fromhex(r.signature or "")
     )
-    g, _ = _governance(live)
+    g, _ = current_governance(live)
     receipt = live.auditor.get_receipt(r.id).model_dump(mode="json", exclude_none=True)
     assert receipts.verify_receipt(receipt, g).body.rule == "eur-payments"
     too_big = pacs008(msg_id="MSG-2", amount="10000.01", ccy="EUR")

@@ -271,7 +271,7 @@ def test_dry_run_refusals(v2, tmp_path) -> None:
     assert "--at: 'tomorrow' is not an ISO 8601 instant" in out
     # the active version is the coordinator's: without one reachable, a clean error
     out = run("policy", "dry-run", "--request", str(bad), "--api-url", "http://127.0.0.1:9",
-              "--token", "t", code=4)  # fmt: skip
+              "--token", "t", code=5)  # fmt: skip
     assert "503 Coordinator unreachable" in out
 
 
