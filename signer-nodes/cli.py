@@ -106,6 +106,7 @@ def run(
 
     logs.setup()
     node = _guard(lambda: Node.open(data_dir, pin_file=pin_file))
+    logs.bind_node(node.node_id)
     try:
         logs.event("node.serve", node_id=node.node_id, host=host, port=port)
         serve(node, host=host, port=port)

@@ -62,7 +62,7 @@ class OutcomeWriter:
                 slot.response = None
             log.error(
                 "audit write failed; signature withheld",
-                extra={"request_id": request_id, "err": type(e).__name__},
+                extra={"sign_request_id": request_id, "err": type(e).__name__},
             )
             await self.db.write(fallback)
 

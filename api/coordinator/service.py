@@ -15,9 +15,10 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import structlog
 from sqlalchemy import select
 
-from api import audit, idempotency
+from api import audit, idempotency, metrics
 from api.coordinator.checkpoints import Checkpointer
 from api.coordinator.keys import KeyBook, KeyCeremony
 from api.coordinator.outcomes import Answer, OutcomeWriter
@@ -200,25 +201,43 @@ class Coordinator:
         """Sign one request: first attempt, then one retry on a subset without the blamed;
         then store the outcome (with ``slot`` and ``answer``, the POST's idempotent answer
         with it)."""
-        self.activity.signing += 1
-        self.activity.last_sign = time.monotonic()
-        try:
-            msg = message_to_sign(key.scheme, body)
-            result, error, blamed, attempted = await self._attempts(request_id, key, body, msg)
-            digest = audit.request_digest(request_id, key.id, key.scheme, body, msg)
-            await self.outcomes.record(
-                request_id,
-                key.id,
-                result,
-                error,
-                blamed,
-                slot,
-                answer,
-                request_digest=digest,
-                attempted=attempted,
-            )
-        finally:
-            self.activity.signing -= 1
+        with structlog.contextvars.bound_contextvars(sign_request_id=request_id):
+            self.activity.signing += 1
+            self.activity.last_sign = time.monotonic()
+            start = time.perf_counter()
+            signed = False
+            try:
+                msg = message_to_sign(key.scheme, body)
+                result, error, blamed, attempted = await self._attempts(request_id, key, body, msg)
+                for b in blamed:
+                    metrics.record_blame(b)
+                digest = audit.request_digest(request_id, key.id, key.scheme, body, msg)
+                await self.outcomes.record(
+                    request_id,
+                    key.id,
+                    result,
+                    error,
+                    blamed,
+                    slot,
+                    answer,
+                    request_digest=digest,
+                    attempted=attempted,
+                )
+                signed = result is not None
+            finally:
+                self.activity.signing -= 1
+                took = time.perf_counter() - start
+                metrics.observe_sign(key.scheme, body.get("kind"), signed, took)
+                log.info(
+                    "sign.outcome",
+                    extra={
+                        "outcome": "signed" if signed else "failed",
+                        "scheme": key.scheme,
+                        "kind": body.get("kind"),
+                        "key_id": key.id,
+                        "ms": round(took * 1000, 2),
+                    },
+                )
 
     async def _attempts(
         self, request_id: str, key: KeyInfo, body: dict[str, Any], msg: bytes
@@ -262,7 +281,7 @@ class Coordinator:
                     error = problem_doc("signing-failed", "Signing failed", e.detail, **extra)
                 continue
             except Exception as e:
-                log.exception("signing crashed", extra={"request_id": request_id})
+                log.exception("signing crashed", extra={"sign_request_id": request_id})
                 if result is None:
                     error = problem_doc("signing-failed", "Signing failed", type(e).__name__, 500)
                 break
@@ -285,7 +304,7 @@ class Coordinator:
             if left := iso.suspects(culprits):
                 log.warning(
                     "signed, but a failed signer set stays unattributed",
-                    extra={"request_id": request_id, "suspects": left},
+                    extra={"sign_request_id": request_id, "suspects": left},
                 )
             return result, None, blamed, attempted
         return None, error, blamed, attempted

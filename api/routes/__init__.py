@@ -1,8 +1,9 @@
 """One FastAPI router per resource: ``ops`` (health, readiness), ``nodes``, ``keys``,
-``sign_requests``, ``audit``, ``governance``. Routes validate, authorise (:mod:`api.deps`), call the
+``sign_requests``, ``audit``, ``governance``, ``metrics`` (Prometheus, auditor credential).
+Routes validate, authorise (:mod:`api.deps`), call the
 coordinator or the repository, and serialise (:mod:`api.serializers`); no SQL here."""
 
-from api.routes import audit, governance, keys, nodes, ops, sign_requests
+from api.routes import audit, governance, keys, metrics, nodes, ops, sign_requests
 
 ROUTERS = (
     ops.router,
@@ -11,6 +12,7 @@ ROUTERS = (
     keys.router,
     sign_requests.router,
     audit.router,
+    metrics.router,
 )
 
 __all__ = ["ROUTERS"]
