@@ -154,52 +154,156 @@ def _finish(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
         out["trace_id"] = format(span.trace_id, "032x")
         out["span_id"] = format(span.span_id, "016x")
     for k, v in event.items():
-        if k in _DROP or k in out:
-            continue
-        low = k.lower()
-        if k not in _KEEP and any(w in low for w in SECRET_WORDS):
+        if k in _DROP or k in out or _secret_name(k):
             continue
         out[k] = v
-    return {k: _clean(v) for k, v in out.items()}
+    return {k: _clean(v) if isinstance(v, str | dict | list | tuple) else v for k, v in out.items()}
+
+
+_names: dict[str, bool] = {}
+
+
+def _secret_name(key: str) -> bool:
+    """Whether a field name suggests a secret (cached: field names come from code)."""
+    hit = _names.get(key)
+    if hit is None:
+        low = key.lower()
+        hit = key not in _KEEP and any(w in low for w in SECRET_WORDS)
+        if len(_names) < 4096:
+            _names[key] = hit
+    return hit
 
 
 class _ObsHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The one handler :func:`configure_logging` installs on the root logger."""
 
 
-_SHARED: list[Any] = [
-    structlog.contextvars.merge_contextvars,
-    structlog.stdlib.add_log_level,
-    structlog.stdlib.add_logger_name,
+_handler: _ObsHandler | None = None
+
+
+class _Line:
+    """The logger under every structlog logger: writes the rendered line to the one
+    handler's stream under that handler's lock (no second ``LogRecord``, no formatter
+    pass: a line costs a fraction of the stdlib route). Before :func:`configure_logging`
+    (in-process tests) the line goes to the stdlib logger ``name`` instead."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._std = logging.getLogger(name)
+
+    def enabled(self, level: int) -> bool:
+        return self._std.isEnabledFor(level)
+
+    def _emit(self, level: int, line: str) -> None:
+        h = _handler
+        if h is None:
+            self._std.log(level, line)
+            return
+        with h.lock:  # type: ignore[union-attr]
+            h.stream.write(line + "\n")
+            h.stream.flush()
+
+    def debug(self, line: str) -> None:
+        self._emit(logging.DEBUG, line)
+
+    def info(self, line: str) -> None:
+        self._emit(logging.INFO, line)
+
+    def warning(self, line: str) -> None:
+        self._emit(logging.WARNING, line)
+
+    def error(self, line: str) -> None:
+        self._emit(logging.ERROR, line)
+
+    def critical(self, line: str) -> None:
+        self._emit(logging.CRITICAL, line)
+
+    exception = error
+    msg = info
+
+
+class _Bound(structlog.BoundLoggerBase):
+    """``debug/info/warning/error/critical/exception/log``, filtered by the stdlib level of
+    the logger's name (so ``CUSTODY_LOG_LEVEL`` and ``logging`` settings apply)."""
+
+    _logger: _Line
+
+    def _at(self, level: int, name: str, event: str, kw: dict[str, Any]) -> None:
+        if self._logger.enabled(level):
+            self._proxy_to_logger(name, event, **kw)
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._at(logging.DEBUG, "debug", event, kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._at(logging.INFO, "info", event, kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._at(logging.WARNING, "warning", event, kw)
+
+    warn = warning
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._at(logging.ERROR, "error", event, kw)
+
+    def critical(self, event: str, **kw: Any) -> None:
+        self._at(logging.CRITICAL, "critical", event, kw)
+
+    def exception(self, event: str, **kw: Any) -> None:
+        kw.setdefault("exc_info", True)
+        self._at(logging.ERROR, "error", event, kw)
+
+    def log(self, level: int, event: str, **kw: Any) -> None:
+        name = logging.getLevelName(level).lower()
+        if name not in ("debug", "info", "warning", "error", "critical"):
+            name = "info"
+        self._at(level, name, event, kw)
+
+
+def _logger_name(logger: Any, _: str, event: MutableMapping[str, Any]) -> Any:
+    event.setdefault("logger", getattr(logger, "name", ""))
+    return event
+
+
+_TAIL: list[Any] = [
+    structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    structlog.processors.format_exc_info,
+    _finish,
 ]
 
 structlog.configure(
     processors=[
-        structlog.stdlib.filter_by_level,
-        *_SHARED,
-        structlog.stdlib.PositionalArgumentsFormatter(),
-        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _logger_name,
+        *_TAIL,
+        structlog.processors.JSONRenderer(serializer=lambda o, **_: _dumps(o)),
     ],
-    logger_factory=structlog.stdlib.LoggerFactory(),
-    wrapper_class=structlog.stdlib.BoundLogger,
+    logger_factory=_Line,
+    wrapper_class=_Bound,
     cache_logger_on_first_use=True,
 )
 
 
 def _formatter() -> logging.Formatter:
+    """How records of stdlib loggers (uvicorn, ``logging.getLogger(...)`` with ``extra``)
+    become lines of the same schema."""
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-            structlog.processors.format_exc_info,
-            _finish,
-            structlog.processors.JSONRenderer(serializer=_dumps),
+            *_TAIL,
+            structlog.processors.JSONRenderer(serializer=lambda o, **_: _dumps(o)),
         ],
     )
 
 
-def _dumps(obj: Any, **_: Any) -> str:
+def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=str, ensure_ascii=True, separators=(",", ":"))
 
 
@@ -209,6 +313,7 @@ def configure_logging(
     """JSON lines on stderr for every logger of this process (idempotent).
 
     ``level`` defaults to ``$CUSTODY_LOG_LEVEL`` (else INFO)."""
+    global _handler
     if service not in SERVICES:
         raise ValueError(f"service must be one of {SERVICES}")
     bind_static(service=service, node_id=node_id)
@@ -222,6 +327,7 @@ def configure_logging(
     handler.setFormatter(_formatter())
     root.addHandler(handler)
     root.setLevel(level)
+    _handler = handler
     # Every logger reaches the one handler: none keeps a handler or formatter of its own.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi", "signer_nodes"):
         lg = logging.getLogger(name)
@@ -233,8 +339,8 @@ def configure_logging(
 
 
 def get_logger(name: str) -> Any:
-    """A structlog logger writing through the stdlib logger ``name``."""
-    return structlog.stdlib.get_logger(name)
+    """A structlog logger named ``name`` (levels as the stdlib logger ``name``'s)."""
+    return structlog.get_logger(name)
 
 
 # -- traces ---------------------------------------------------------------------------------

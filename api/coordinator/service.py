@@ -31,9 +31,11 @@ from api.db import Database, SignRequest, utcnow
 from api.governance import GovernanceStore
 from api.nodes import NodeCaller
 from api.settings import Settings
+from custody import obs
 from custody.signing import message_to_sign
 
 log = logging.getLogger("api.coordinator")
+events = obs.get_logger("api.coordinator")  # the hot path's lines (custody.obs, no LogRecord)
 
 SLOW_SWEEP = 1.0  # seconds between health checks, expiry and re-reading the active keys
 ATTEMPTS = 2  # a first attempt and one retry without the blamed
@@ -228,15 +230,13 @@ class Coordinator:
                 self.activity.signing -= 1
                 took = time.perf_counter() - start
                 metrics.observe_sign(key.scheme, body.get("kind"), signed, took)
-                log.info(
+                events.info(
                     "sign.outcome",
-                    extra={
-                        "outcome": "signed" if signed else "failed",
-                        "scheme": key.scheme,
-                        "kind": body.get("kind"),
-                        "key_id": key.id,
-                        "ms": round(took * 1000, 2),
-                    },
+                    outcome="signed" if signed else "failed",
+                    scheme=key.scheme,
+                    kind=body.get("kind"),
+                    key_id=key.id,
+                    ms=round(took * 1000, 2),
                 )
 
     async def _attempts(
