@@ -26,7 +26,7 @@ from api.repository import Repository
 from api.routes import ROUTERS
 from api.settings import Settings
 from api.version import VERSION
-from custody.obs import HttpObserve
+from custody.obs import HttpObserve, fastapi_options
 
 __all__ = ["create_app", "VERSION"]
 
@@ -57,6 +57,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
         version=VERSION,
         lifespan=lifespan,
         dependencies=[Depends(problems.refuse_lone_surrogates)],
+        **fastapi_options(),
     )
     app.state.db = db
     app.state.repository = Repository(db)

@@ -33,6 +33,7 @@ credentials.
 from __future__ import annotations
 
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -571,6 +572,26 @@ class HttpObserve:
                     status=answered,
                     ms=round(took * 1000, 2),
                 )
+
+
+#: FastAPI's own OpenTelemetry instrumentation (newer FastAPI versions) stays off: it would
+#: open a second server span from the unbounded ``traceparent``, spans per dependency and
+#: endpoint, and OTel log records with exception messages. :class:`HttpObserve` is the
+#: one place a request's span starts.
+FASTAPI_TELEMETRY_OFF = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
+
+
+def fastapi_options() -> dict[str, Any]:
+    """Keyword arguments for ``FastAPI(...)``: its native telemetry off where it has one."""
+    from fastapi import FastAPI  # the services' web stack; custody itself does not need it
+
+    params = inspect.signature(FastAPI.__init__).parameters
+    return {"telemetry": dict(FASTAPI_TELEMETRY_OFF)} if "telemetry" in params else {}
 
 
 def header_items(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

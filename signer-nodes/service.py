@@ -258,7 +258,11 @@ class CoordinatorAuth:
 
 def create_app(node: Node) -> FastAPI:
     """The ASGI app serving ``node``."""
-    app = FastAPI(title=f"TP Wallet Custody signer node {node.node_id}", version="1")
+    app = FastAPI(
+        title=f"TP Wallet Custody signer node {node.node_id}",
+        version="1",
+        **obs.fastapi_options(),
+    )
     app.add_middleware(CoordinatorAuth, node=node)
     # outermost: ids, trace context and HTTP metrics also for requests auth refuses
     app.add_middleware(obs.HttpObserve, routes=app.router.routes)

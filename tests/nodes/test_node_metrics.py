@@ -174,7 +174,8 @@ def _lines_with(node: NodeProc, key: str, value: str) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 5
     while True:
         found = [r for r in _records(node) if r.get(key) == value]
-        if found or time.monotonic() > deadline:
+        # the request line is written once the answer has left: wait for it
+        if any(r["event"] == "http.request" for r in found) or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
 
