@@ -7,13 +7,16 @@
   nonce pool gauge follows what was added and used; no key id or nonce id appears;
 - a signed request with a ``traceparent`` logs that trace id on the node; a hostile one
   is ignored and the request served;
-- every line the node writes is one JSON object of the shared schema, without ANSI.
+- every line the node writes is one JSON object of the shared schema, without ANSI;
+- spans leave the node by OTLP/HTTP only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from nacl.signing import SigningKey
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
 from custody.nodeauth import sign_headers
@@ -230,3 +234,64 @@ def test_every_node_line_is_json_of_the_one_schema(coord: Coordinator) -> None:
             assert "request_id" not in rec, line
         events = {json.loads(x)["event"] for x in raw}
         assert {"node.serve", "http.request"} <= events
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """A loopback OTLP/HTTP receiver: keeps every ``POST /v1/traces`` body."""
+
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        n = int(self.headers.get("content-length", "0"))
+        body = self.rfile.read(n)
+        if self.path == "/v1/traces":
+            type(self).bodies.append(body)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_spans_are_exported_by_otlp_only_when_configured(coord: Coordinator) -> None:
+    """Runs last in this module: node-2 restarts with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set
+    to a loopback receiver; the server span of a traced call arrives there, with the
+    caller's trace id, the node as its resource and public attributes only."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    node = coord.nodes[2]
+    try:
+        node.stop()
+        node.start(
+            env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+            }
+        )
+        trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+        tp = f"00-{trace_id}-{parent}-01"
+        assert _signed_get(coord, node, "/v1/status", {"traceparent": tp}) == 200
+        spans: list[Any] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not spans:
+            for body in list(_Collector.bodies):
+                req = ExportTraceServiceRequest.FromString(body)
+                for rs in req.resource_spans:
+                    res = {a.key: a.value.string_value for a in rs.resource.attributes}
+                    for ss in rs.scope_spans:
+                        for sp in ss.spans:
+                            if sp.trace_id.hex() == trace_id:
+                                spans.append((res, sp))
+            time.sleep(0.2)
+        assert len(spans) == 1, spans
+        res, sp = spans[0]
+        assert res["service.name"] == "tpwc-node"
+        assert res["service.instance.id"] == "node-2"
+        assert sp.name == "GET /v1/status"
+        assert sp.parent_span_id.hex() == parent
+        attrs = {a.key for a in sp.attributes}
+        assert attrs == {"http.request.method", "http.route", "http.response.status_code"}
+    finally:
+        server.shutdown()
