@@ -45,13 +45,14 @@ class OutcomeWriter:
         *,
         request_digest: bytes,
         attempted: Sequence[tuple[int, ...]] = (),
-    ) -> None:
+    ) -> bool:
         """Store the outcome (``result`` or ``error``); with ``slot`` and ``answer`` the
         POST's idempotent answer, built by ``answer(changed columns)``, goes with it. Every
         other signer set in ``attempted`` gets a ``sign.attempt`` entry: its nodes may have
         released shares, which their next audit checkpoint looks for. ``request_digest`` is
         the digest the nodes logged for the request (:func:`api.audit.request_digest`),
-        computed by the caller, off the writer thread."""
+        computed by the caller, off the writer thread. False when the outcome could not be
+        stored (the fallback marks the request failed: a signature is withheld)."""
         outcome, fallback = _jobs(
             request_id, key_id, result, error, blamed, slot, answer, attempted, request_digest
         )
@@ -65,6 +66,8 @@ class OutcomeWriter:
                 extra={"sign_request_id": request_id, "err": type(e).__name__},
             )
             await self.db.write(fallback)
+            return False
+        return True
 
 
 def _jobs(

@@ -214,7 +214,7 @@ class Coordinator:
                 for b in blamed:
                     metrics.record_blame(b)
                 digest = audit.request_digest(request_id, key.id, key.scheme, body, msg)
-                await self.outcomes.record(
+                stored = await self.outcomes.record(
                     request_id,
                     key.id,
                     result,
@@ -225,7 +225,7 @@ class Coordinator:
                     request_digest=digest,
                     attempted=attempted,
                 )
-                signed = result is not None
+                signed = result is not None and stored  # a withheld signature: failed
             finally:
                 self.activity.signing -= 1
                 took = time.perf_counter() - start
