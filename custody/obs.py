@@ -42,7 +42,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -64,6 +64,9 @@ __all__ = [
     "bind_static",
     "get_logger",
     "HttpObserve",
+    "extract_context",
+    "client_span",
+    "fastapi_options",
     "inject_headers",
     "trace_context",
     "metrics_body",
@@ -592,8 +595,3 @@ def fastapi_options() -> dict[str, Any]:
 
     params = inspect.signature(FastAPI.__init__).parameters
     return {"telemetry": dict(FASTAPI_TELEMETRY_OFF)} if "telemetry" in params else {}
-
-
-def header_items(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    """``headers`` as ASGI header pairs (lower-case names)."""
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
