@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import secrets
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -336,3 +338,31 @@ def test_every_log_line_is_json_with_one_schema_and_no_ansi(live: Live) -> None:
     seen = {k for rs in recs.values() for r in rs for k in r}
     assert {"http_request_id", "sign_request_id", "credential_id", "trace_id"} <= seen
     assert set(CONTEXT_KEYS) <= seen | {"node_id"}
+
+
+def test_a_secret_named_field_and_ansi_never_reach_a_line(tmp_path: Path) -> None:
+    """A process that logs secret-looking fields and escapes (through structlog and through
+    a stdlib logger with ``extra``) writes neither: the second line of defence."""
+    code = (
+        "import logging\n"
+        "from custody import obs\n"
+        "obs.configure_logging('node', node_id='node-9')\n"
+        "kw = dict(pin='1234', db_key='k1', share_value='s1', seed='s2', token='t1',\n"
+        "          private_key='p1', passphrase='p2', request_id='sr_1',\n"
+        "          ok='\\x1b[31mred\\x1b[0m')\n"
+        "obs.get_logger('x').warning('ev', **kw)\n"
+        "logging.getLogger('y').warning('std \\x1b[1mbold', extra=kw)\n"
+    )
+    r = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2, r.stderr
+    for line in lines:
+        assert "\x1b" not in line and "\\u001b" not in line
+        for secret in ("1234", "k1", "s1", "s2", "t1", "p1", "p2"):
+            assert f'"{secret}"' not in line, line
+        rec = json.loads(line)
+        assert rec["service"] == "node" and rec["node_id"] == "node-9"
+        assert rec["ok"] == "red" and rec["sign_request_id"] == "sr_1"
+    assert [json.loads(x)["event"] for x in lines] == ["ev", "std bold"]
