@@ -57,7 +57,7 @@ NODE_CALL_SECONDS = Histogram(
 NODE_CALL_FAILURES = Counter(
     "custody_node_call_failures",
     "Failed coordinator-to-node calls by node, route template and reason "
-    "(unreachable, timeout, garbage, refused, error)",
+    "(unreachable, timeout, garbage, refused, error; cancelled: the caller's round timeout)",
     ["node", "route", "reason"],
 )
 BLAMED = Counter(

@@ -181,6 +181,9 @@ class NodeCaller:
         except NodeFailure as e:
             failure = e.reason
             raise
+        except asyncio.CancelledError:  # the caller's round timeout, or shutdown
+            failure = "cancelled"
+            raise
         finally:
             metrics.observe_node_call(node.id, path, time.perf_counter() - start, failure)
 
