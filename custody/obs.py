@@ -32,17 +32,20 @@ credentials.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import inspect
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
@@ -66,6 +69,7 @@ __all__ = [
     "HttpObserve",
     "extract_context",
     "client_span",
+    "span",
     "fastapi_options",
     "inject_headers",
     "trace_context",
@@ -356,35 +360,81 @@ TRACESTATE_MAX = 512  # W3C trace context: propagate at least 512 characters
 
 
 def configure_tracing(service: str, *, node_id: str | None = None) -> bool:
-    """Install the SDK tracer provider once; OTLP export only when configured.
+    """Start tracing once; returns True when spans are exported.
 
-    Returns True when spans are exported (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
-    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` set; OTLP over HTTP/protobuf; the exporter
-    reads its other ``OTEL_EXPORTER_OTLP_*`` settings itself)."""
-    global _tracing_done
+    With ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` set, the
+    OpenTelemetry SDK's tracer provider is installed with a batched OTLP/HTTP (protobuf)
+    exporter, which reads its other ``OTEL_EXPORTER_OTLP_*`` settings itself. Otherwise
+    no SDK provider is installed: :func:`span` makes non-recording spans that only carry
+    ids (a parent's trace id, a fresh span id) for the logs and for ``traceparent``, at a
+    fraction of the SDK's cost per span, and nothing leaves the process."""
+    global _tracing_done, _exporting
     exporting = bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )
     with _tracing_lock:
         if _tracing_done:
-            return exporting
+            return _exporting
+        _tracing_done = True
+        if not exporting:
+            return False
         attrs: dict[str, str] = {"service.name": f"tpwc-{service}"}
         if node_id:
             attrs["service.instance.id"] = node_id
         provider = TracerProvider(resource=Resource.create(attrs))
-        if exporting:
-            # Only a process that exports imports the exporter (and its protobuf stack).
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        # Only a process that exports imports the exporter (and its protobuf stack).
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
-        _tracing_done = True
-    return exporting
+        _exporting = True
+    return True
 
 
-def _tracer() -> trace.Tracer:
-    return trace.get_tracer("tpwc")
+_exporting = False
+_SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+
+
+@contextlib.contextmanager
+def _id_span(parent: otel_context.Context | None) -> Iterator[trace.Span]:
+    """A non-recording span current for the block: the parent's trace id (or a new one),
+    a new span id; what the logs and ``traceparent`` need when nothing is exported."""
+    up = trace.get_current_span(parent).get_span_context()
+    trace_id = up.trace_id if up.is_valid else (random.getrandbits(128) or 1)
+    ctx = trace.SpanContext(
+        trace_id,
+        random.getrandbits(64) or 1,
+        is_remote=False,
+        trace_flags=up.trace_flags if up.is_valid else _SAMPLED,
+        trace_state=up.trace_state if up.is_valid else None,
+    )
+    s = trace.NonRecordingSpan(ctx)
+    token = otel_context.attach(trace.set_span_in_context(s, parent))
+    try:
+        yield s
+    finally:
+        otel_context.detach(token)
+
+
+def span(
+    name: str,
+    kind: trace.SpanKind,
+    parent: otel_context.Context | None = None,
+    links: Iterable[otel_context.Context] = (),
+) -> AbstractContextManager[trace.Span]:
+    """A span current for the block, child of ``parent`` (default: the current context):
+    recorded by the SDK when exporting, else ids only (:func:`configure_tracing`)."""
+    if not _exporting:
+        return _id_span(parent)
+    linked = [trace.get_current_span(c).get_span_context() for c in links]
+    return trace.get_tracer("tpwc").start_as_current_span(
+        name,
+        context=parent,
+        kind=kind,
+        links=[trace.Link(sc) for sc in linked if sc.is_valid][:64],
+        record_exception=False,
+    )
 
 
 def _valid_header(value: str, limit: int) -> bool:
@@ -431,17 +481,10 @@ def client_span(
     name: str,
     context: otel_context.Context | None = None,
     links: Iterable[otel_context.Context] = (),
-) -> Any:
-    """A client span (context manager) under ``context`` (default: the current one),
-    linked to the spans current in ``links`` (e.g. the other items of a batch call)."""
-    linked = [trace.get_current_span(c).get_span_context() for c in links]
-    return _tracer().start_as_current_span(
-        name,
-        context=context,
-        kind=trace.SpanKind.CLIENT,
-        links=[trace.Link(sc) for sc in linked if sc.is_valid][:64],
-        record_exception=False,
-    )
+) -> AbstractContextManager[trace.Span]:
+    """A client span under ``context`` (default: the current one), linked to the spans
+    current in ``links`` (e.g. the other items of a batch call)."""
+    return span(name, trace.SpanKind.CLIENT, context, links)
 
 
 # -- metrics --------------------------------------------------------------------------------
@@ -504,6 +547,7 @@ class HttpObserve:
     def __init__(self, app: Any, routes: Iterable[Any] = ()) -> None:
         self.app = app
         self.routes = routes  # the app's live list: routes added later are seen
+        self._seen: dict[tuple[str, str], str] = {}  # (method, path) -> route template
         self.log = get_logger("custody.http")
 
     def _route(self, scope: Scope) -> str:
@@ -511,17 +555,25 @@ class HttpObserve:
         path = getattr(route, "path", None)
         if isinstance(path, str):
             return path
-        partial = None
+        key = (scope["method"], scope["path"])
+        hit = self._seen.get(key)
+        if hit is not None:
+            return hit
+        found = "unmatched"
         try:
             for r in self.routes:
                 match, _ = r.matches(scope)
                 if match.name == "FULL":
-                    return str(r.path)
-                if match.name == "PARTIAL" and partial is None:
-                    partial = str(r.path)
+                    found = str(r.path)
+                    break
+                if match.name == "PARTIAL" and found == "unmatched":
+                    found = str(r.path)
         except Exception:  # noqa: BLE001 - a label must never fail a request
             return "unmatched"
-        return partial or "unmatched"
+        if len(self._seen) >= 1024:  # paths with ids: keep the cache bounded
+            self._seen.clear()
+        self._seen[key] = found
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -549,9 +601,7 @@ class HttpObserve:
 
         parent = extract_context(headers)
         with (
-            _tracer().start_as_current_span(
-                method, context=parent, kind=trace.SpanKind.SERVER, record_exception=False
-            ) as span,
+            span(method, trace.SpanKind.SERVER, parent) as current,
             structlog.contextvars.bound_contextvars(http_request_id=rid),
         ):
             try:
@@ -561,10 +611,11 @@ class HttpObserve:
                 route = self._route(scope)
                 took = time.perf_counter() - start
                 count_http(method, route, answered, took)
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.request.method", method)
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", answered)
+                if current.is_recording():
+                    current.update_name(f"{method} {route}")
+                    current.set_attribute("http.request.method", method)
+                    current.set_attribute("http.route", route)
+                    current.set_attribute("http.response.status_code", answered)
                 quiet = scope["path"] in QUIET_PATHS and answered < 400
                 self.log.log(
                     logging.DEBUG if quiet else logging.INFO,
