@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--data-dir", required=True)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=7100)
-    s.add_argument("--log-level", default="INFO")
+    s.add_argument("--log-level", default=None, help="default: $CUSTODY_LOG_LEVEL, else INFO")
     args = ap.parse_args(argv)
 
     os.umask(0o077)
@@ -96,13 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"cluster_id": body.cluster_id, "version": body.version}))
         return 0
 
-    logs.configure(args.log_level)
+    level = args.log_level or os.environ.get("CUSTODY_LOG_LEVEL", "INFO")
+    logs.configure(level)
     serve(
         create_app(settings),
         host=args.host,
         port=args.port,
         limits=ServiceLimits(),
-        log_level=args.log_level.lower(),
+        log_level=level.lower(),
     )
     return 0
 

@@ -6,7 +6,8 @@ the resource as it stands, which ``GET`` then shows progressing.
 
 This module only wires: the database, the repository and the coordinator onto
 ``app.state`` (read through :mod:`api.deps`), the routers (:mod:`api.routes`), the
-problem handlers, the request log and the OpenAPI document.
+problem handlers, the request log, metrics and trace context (:class:`custody.obs.HttpObserve`)
+and the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import keystore, problems
+from api import keystore, metrics, problems
 from api.coordinator import Coordinator
 from api.db import Database
-from api.logs import RequestLog
 from api.nodes import NodeCaller
 from api.openapi import TITLE, openapi_schema
 from api.repository import Repository
 from api.routes import ROUTERS
 from api.settings import Settings
 from api.version import VERSION
+from custody.obs import HttpObserve, fastapi_options
 
 __all__ = ["create_app", "VERSION"]
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
         c = Coordinator(settings, db, NodeCaller(key.sign, settings.round_timeout))
         app.state.coordinator = c
         app.state.coordinator_public_key = key.public_key
+        metrics.watch(c.pools.sizes, lambda: [n.status for n in c.registry.nodes.values()])
         c.start(background=background)
         try:
             yield
@@ -55,6 +57,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
         version=VERSION,
         lifespan=lifespan,
         dependencies=[Depends(problems.refuse_lone_surrogates)],
+        **fastapi_options(),
     )
     app.state.db = db
     app.state.repository = Repository(db)
@@ -63,6 +66,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(problems.NestingLimit)
-    app.add_middleware(RequestLog)
+    # outermost: ids, trace context, the request log and the HTTP metrics (custody.obs)
+    app.add_middleware(HttpObserve, routes=app.router.routes)
     app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     return app

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, select, update
@@ -171,6 +172,8 @@ def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
         principal = _authenticate(request, creds)
+        # on every log line of this request from here on (custody.obs)
+        structlog.contextvars.bind_contextvars(credential_id=principal.credential_id)
         if principal.role not in roles:
             raise Problem(
                 403,

@@ -5,6 +5,11 @@ its HSM token (:func:`sign_headers`, the format of :mod:`custody.nodeauth`, NODE
 Every failure is a :class:`NodeFailure` naming the parties to blame: the node itself when
 it is unreachable, slow or answers garbage, or the ``culprits`` of a protocol problem it
 reports.
+
+Each signed call is a client span and carries its W3C ``traceparent`` (not part of the
+signed string of :mod:`custody.nodeauth`: it only correlates logs and spans); a batch call
+carries the trace of its first item and links the others'. Every call's latency is in
+``custody_node_call_seconds`` by node and route template (:mod:`api.metrics`).
 """
 
 from __future__ import annotations
@@ -12,11 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from opentelemetry.context import Context
 
+from api import metrics
+from custody import obs
 from custody.domain import NodeStatus
 from custody.nodeauth import Signer, sign_headers
 
@@ -109,9 +118,17 @@ class NodeCaller:
         return await self._send(node, "GET", "/health", None, url=url, signed=False)
 
     async def call(
-        self, node: NodeInfo, method: str, path: str, body: dict[str, Any] | None = None
+        self,
+        node: NodeInfo,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        context: Context | None = None,
+        links: tuple[Context, ...] = (),
     ) -> dict[str, Any]:
-        return await self._send(node, method, path, body)
+        """One signed call, traced under ``context`` (default: the current one)."""
+        return await self._send(node, method, path, body, context=context, links=links)
 
     def batch_stats(self) -> dict[str, int]:
         """Batch calls made and sign items they carried, over every node and route."""
@@ -149,11 +166,39 @@ class NodeCaller:
         *,
         url: str | None = None,
         signed: bool = True,
+        context: Context | None = None,
+        links: tuple[Context, ...] = (),
     ) -> dict[str, Any]:
         content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"content-type": "application/json"} if body is not None else {}
         if signed:
             headers.update(sign_headers(self.signer, method, path, content, recipient=node.id))
+        start = time.perf_counter()
+        failure: str | None = None
+        try:
+            if not signed:  # health checks: measured, not traced
+                return await self._request(node, method, path, content, headers, url)
+            with obs.client_span(f"{method} {metrics.node_route(path)}", context, links):
+                obs.inject_headers(headers)
+                return await self._request(node, method, path, content, headers, url)
+        except NodeFailure as e:
+            failure = e.reason
+            raise
+        except asyncio.CancelledError:  # the caller's round timeout, or shutdown
+            failure = "cancelled"
+            raise
+        finally:
+            metrics.observe_node_call(node.id, path, time.perf_counter() - start, failure)
+
+    async def _request(
+        self,
+        node: NodeInfo,
+        method: str,
+        path: str,
+        content: bytes,
+        headers: dict[str, str],
+        url: str | None,
+    ) -> dict[str, Any]:
         base = (url or node.url).rstrip("/")
         try:
             async with self.session(base).request(
@@ -224,14 +269,14 @@ class Batcher:
         self.node = node
         self.path = path
         self.max_batch = max_batch
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]], Context]] = []
         self._sender: asyncio.Task[None] | None = None
         self.calls = 0  # batch calls made (statistics)
         self.items = 0
 
     async def submit(self, item: dict[str, Any]) -> dict[str, Any]:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
+        self._pending.append((item, fut, obs.trace_context()))
         if self._sender is None:
             self._sender = asyncio.create_task(self._drain())
         return await fut
@@ -241,16 +286,23 @@ class Batcher:
             while self._pending:
                 take = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
-                batch = [(i, f) for i, f in take if not f.done()]
+                batch = [(i, f, c) for i, f, c in take if not f.done()]
                 if batch:
                     await self._call(batch)
         finally:
             self._sender = None
 
-    async def _call(self, batch: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
+    async def _call(self, batch: list[tuple[dict[str, Any], asyncio.Future[Any], Context]]) -> None:
         node, path = self.node, self.path
         try:
-            doc = await self.caller.call(node, "POST", path, {"items": [i for i, _ in batch]})
+            doc = await self.caller.call(
+                node,
+                "POST",
+                path,
+                {"items": [i for i, _, _ in batch]},
+                context=batch[0][2],  # the first item's trace; the others are linked
+                links=tuple(c for _, _, c in batch[1:]),
+            )
             results = doc.get("results")
             if not (
                 isinstance(results, list)
@@ -259,12 +311,12 @@ class Batcher:
             ):
                 raise NodeFailure(node, "garbage", f"POST {path}: results do not match items")
         except NodeFailure as e:
-            for _, f in batch:
+            for _, f, _ in batch:
                 if not f.done():
                     f.set_exception(e)
             return
         except BaseException as e:  # cancelled (shutdown) or a bug: nobody waits forever
-            for _, f in batch:
+            for _, f, _ in batch:
                 if not f.done():
                     f.set_exception(
                         e
@@ -274,6 +326,6 @@ class Batcher:
             raise
         self.calls += 1
         self.items += len(batch)
-        for (_, f), r in zip(batch, results, strict=True):
+        for (_, f, _), r in zip(batch, results, strict=True):
             if not f.done():
                 f.set_result(r)

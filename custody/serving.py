@@ -17,7 +17,9 @@ what uvicorn alone does not give:
   closed as soon as it is accepted, so a flood costs the process one file descriptor per
   accepted socket only briefly, and the service keeps serving its existing clients.
 
-Refusals are RFC 9457 problem documents. Everything here is transport-level and knows
+Refusals are RFC 9457 problem documents (counted in ``custody_http_requests_total`` with
+route ``body-limit``). Uvicorn runs with ``log_config=None``: its loggers write through
+the JSON handler of :mod:`custody.obs`. Everything here is transport-level and knows
 nothing of routes; each service keeps its own routes and errors.
 """
 
@@ -32,6 +34,8 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from custody import obs
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -89,6 +93,7 @@ class BodyLimit:
         limit = self.limits.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
+            obs.count_http(scope["method"], "body-limit", 413)
             await _refuse(send, 413, "Content Too Large", f"body of {declared} bytes > {limit}")
             return
         received = 0
@@ -125,6 +130,7 @@ class BodyLimit:
         except _BodyRefused as refused:
             if started:
                 raise
+            obs.count_http(scope["method"], "body-limit", refused.status)
             await _refuse(send, refused.status, refused.title, refused.detail)
 
 
@@ -203,6 +209,9 @@ def server_config(
         port=port,
         http=guarded_protocol(limits),
         log_level=log_level,
+        # uvicorn configures no logging of its own: its loggers reach the one JSON handler
+        # of custody.obs (coloured text and ANSI escapes never enter the logs)
+        log_config=None,
         access_log=False,
         timeout_keep_alive=int(max(1, limits.keep_alive_s)),
         h11_max_incomplete_event_size=limits.max_header_bytes,

@@ -9,7 +9,9 @@ One job per module; after the colon, what it may import of this package (checked
     errors     domain errors (a Kind, a detail, culprits; no HTTP): -
     faults     fault hooks passed in (NO_FAULTS in production): -
     config     data-directory layout, node.json, the PIN source: -
-    logs       structured JSON logs, secret-looking fields dropped: -
+    logs       structured JSON logs (custody.obs, one schema), secret-looking fields
+               dropped: -
+    metrics    Prometheus metrics (no ids, no secrets): -
     policy     the authorization seam (invariant 2: coordinator, message, policy,
                approvals, velocity; pure): -
     envelope   signed and boxed envelopes around protocol messages: -
@@ -36,7 +38,7 @@ One job per module; after the colon, what it may import of this package (checked
                anchor ecdsa errors faults logs policy pool protocols shares specs
                store taproot velocity (and custody.auditchain, custody.receipts)
     node       provisioning, the directory lock, the composition: all of the above
-    service    HTTP, the only map from error kinds to HTTP: envelope errors logs node
-               pipeline specs
+    service    HTTP, the only map from error kinds to HTTP: envelope errors logs metrics
+               node pipeline specs
     cli        python -m signer_nodes ...: config errors logs node store (service, lazily)
 """

@@ -39,6 +39,12 @@ DataDir = Annotated[Path, typer.Option("--data-dir", help="node data directory")
 PinFile = Annotated[Path | None, typer.Option("--pin-file", help="file holding the HSM user PIN")]
 
 
+@app.callback()
+def _logs() -> None:
+    """Every command writes its logs as JSON lines on stderr (custody.obs); output on stdout."""
+    logs.setup()
+
+
 def _guard(fn: Callable[[], T]) -> T:
     """Run ``fn``; turn every known failure into a one-line message and its exit code."""
     try:
@@ -106,6 +112,7 @@ def run(
 
     logs.setup()
     node = _guard(lambda: Node.open(data_dir, pin_file=pin_file))
+    logs.bind_node(node.node_id)
     try:
         logs.event("node.serve", node_id=node.node_id, host=host, port=port)
         serve(node, host=host, port=port)

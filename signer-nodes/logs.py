@@ -1,52 +1,41 @@
-"""Structured JSON logs for the node: one object per line on stderr.
+"""Structured JSON logs for the node: a thin wrapper over :mod:`custody.obs`, the one
+schema the coordinator writes too (one object per line on stderr; docs/OPERATIONS.md).
 
 Callers pass only public values (ids, party numbers, reason codes, counts). Nothing in the
-node ever logs a share, nonce, key, PIN or plaintext payload; :func:`event` additionally
-drops any field whose name suggests a secret, as a second line of defence.
+node ever logs a share, nonce, key, PIN or plaintext payload; the schema additionally
+drops any field whose name suggests a secret, as a second line of defence. A
+``request_id`` field (the sign request's id) is written as ``sign_request_id``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from typing import Any
 
-_LOGGER = logging.getLogger("signer_nodes")
-_SECRET_WORDS = ("secret", "share_value", "seed", "pin", "private", "nonces", "db_key", "password")
+from custody import obs
+
+_LOGGER = obs.get_logger("signer_nodes")
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", {})
-        return json.dumps(
-            {
-                "ts": round(record.created, 3),
-                "level": record.levelname.lower(),
-                "event": record.getMessage(),
-                **fields,
-            },
-            default=str,
-            sort_keys=True,
-        )
+def setup(level: int | str | None = None) -> None:
+    """Send every log of this process as JSON lines to stderr (idempotent)."""
+    obs.configure_logging("node", level)
 
 
-def setup(level: int = logging.INFO) -> None:
-    """Send node logs as JSON lines to stderr (idempotent)."""
-    if any(getattr(h, "_tpwc", False) for h in _LOGGER.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter())
-    handler._tpwc = True  # type: ignore[attr-defined]
-    _LOGGER.addHandler(handler)
-    _LOGGER.setLevel(level)
-    _LOGGER.propagate = False
+def bind_node(node_id: str) -> None:
+    """Write ``node_id`` on every line of this process from now on; start tracing (its
+    spans name the node)."""
+    obs.bind_static(node_id=node_id)
+    obs.configure_tracing("node", node_id=node_id)
 
 
 def event(name: str, *, level: int = logging.INFO, **fields: Any) -> None:
     """Log one structured event; secret-looking field names are dropped."""
-    clean = {k: v for k, v in fields.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
-    _LOGGER.log(level, name, extra={"fields": clean})
+    _LOGGER.log(level, name, **fields)
+
+
+def info(name: str, **fields: Any) -> None:
+    event(name, **fields)
 
 
 def warn(name: str, **fields: Any) -> None:

@@ -1,10 +1,12 @@
 """The node's HTTP service (FastAPI on uvicorn): docs/NODE_API.md.
 
-Every route except ``GET /health`` requires a request signed by the enrolled coordinator
-for this node (:func:`custody.nodeauth.verify_headers` with ``recipient`` = this node's
-id); a missing, bad, stale, misaddressed or replayed signature is a 401 problem document
-and is logged. The node is served through :func:`custody.serving.serve` (:func:`serve`):
-body limit before authentication (413), header/body timeouts, a connection cap.
+Every route except ``GET /health`` and ``GET /metrics`` (:data:`UNSIGNED`; ``/metrics``
+may require the scrape token ``$CUSTODY_METRICS_TOKEN``) requires a request signed by the
+enrolled coordinator for this node (:func:`custody.nodeauth.verify_headers` with
+``recipient`` = this node's id); a missing, bad, stale, misaddressed or replayed signature
+is a 401 problem document and is logged. The node is served through
+:func:`custody.serving.serve` (:func:`serve`): body limit before authentication (413),
+header/body timeouts, a connection cap.
 Every error, expected or not, is an RFC 9457 problem document: this module is the ONE
 place that maps a domain error (:class:`signer_nodes.errors.NodeError`, its
 :class:`~signer_nodes.errors.Kind`) or an HSM error to an HTTP status and a problem
@@ -19,22 +21,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from custody import obs
 from custody.nodeauth import MAX_SKEW_SECONDS, TIMESTAMP_HEADER, NodeAuthError, verify_headers
 from custody.serving import ServiceLimits
 from custody.serving import serve as serve_app
 from hsm.errors import HsmError
-from signer_nodes import logs
+from signer_nodes import logs, metrics
 from signer_nodes.envelope import Peer
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.node import Node
@@ -182,8 +186,13 @@ def _released(strategy: Strategy, out: bytes) -> dict[str, Any]:
     return doc
 
 
+#: Routes a node serves without a coordinator signature (``/metrics`` may need the scrape
+#: token ``$CUSTODY_METRICS_TOKEN`` instead; docs/SECURITY.md).
+UNSIGNED = frozenset({("GET", "/health"), ("GET", "/metrics")})
+
+
 class CoordinatorAuth:
-    """Check the coordinator signature on every request but ``GET /health``.
+    """Check the coordinator signature on every request but :data:`UNSIGNED`.
 
     A pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` runs every request through
     an extra task and memory streams): it reads the body once, verifies the signature over
@@ -196,7 +205,7 @@ class CoordinatorAuth:
         self.replays = ReplayCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["path"] == "/health" and scope["method"] == "GET"):
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in UNSIGNED:
             await self.app(scope, receive, send)
             return
         chunks = []
@@ -256,9 +265,27 @@ class CoordinatorAuth:
 
 def create_app(node: Node) -> FastAPI:
     """The ASGI app serving ``node``."""
-    app = FastAPI(title=f"TP Wallet Custody signer node {node.node_id}", version="1")
+    app = FastAPI(
+        title=f"TP Wallet Custody signer node {node.node_id}",
+        version="1",
+        **obs.fastapi_options(),
+    )
     app.add_middleware(CoordinatorAuth, node=node)
+    # outermost: ids, trace context and HTTP metrics also for requests auth refuses
+    app.add_middleware(obs.HttpObserve, routes=app.router.routes)
     app.state.node_id = node.node_id
+    metrics.watch_pool(node.shares.pool.count)
+    schemes: dict[str, str] = {}
+    scrape_token = os.environ.get("CUSTODY_METRICS_TOKEN") or None
+
+    def scheme_of(key_id: str) -> str | None:
+        """The scheme of a key this node signed with (a metrics label; cached)."""
+        if key_id not in schemes:
+            try:
+                schemes[key_id] = node.shares.row(key_id).scheme
+            except NodeError:
+                return None
+        return schemes[key_id]
 
     @app.exception_handler(NodeError)
     async def _node_error(_: Request, exc: NodeError) -> JSONResponse:
@@ -313,6 +340,13 @@ def create_app(node: Node) -> FastAPI:
     @app.get("/health")
     def health() -> dict[str, Any]:
         return node.health()
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_route(request: Request) -> Response:
+        """Prometheus metrics (no ids, no secrets; docs/OPERATIONS.md)."""
+        if not obs.scrape_token_ok(request.scope.get("headers", ()), scrape_token):
+            return problem(401, "unauthenticated", "send Authorization: Bearer <scrape token>")
+        return Response(obs.metrics_body(), media_type=obs.METRICS_CONTENT_TYPE)
 
     @app.get("/v1/status")
     def status() -> dict[str, Any]:
@@ -396,10 +430,25 @@ def create_app(node: Node) -> FastAPI:
     def _verified(request: Request) -> bool:
         return bool(getattr(request.state, "coordinator_verified", False))
 
+    def _sign_one(strategy: Strategy, body: dict[str, Any], verified: bool) -> bytes:
+        start = time.perf_counter()
+        try:
+            out = pipeline.sign_one(strategy, strategy.parse(body), coordinator_verified=verified)
+        except Exception as exc:
+            metrics.observe_sign([body], [exc], time.perf_counter() - start, scheme_of)
+            raise
+        metrics.observe_sign([body], [out], time.perf_counter() - start, scheme_of)
+        return out
+
+    def _sign_batch(strategy: Strategy, items: list[Any], verified: bool) -> list[Outcome]:
+        start = time.perf_counter()
+        outcomes = pipeline.sign_batch(strategy, items, coordinator_verified=verified)
+        metrics.observe_sign(items, outcomes, time.perf_counter() - start, scheme_of)
+        return outcomes
+
     async def _sign(request: Request, strategy: Strategy) -> dict[str, Any]:
         body = await _json(request)
-        item = strategy.parse(body)
-        out = await _run(pipeline.sign_one, strategy, item, coordinator_verified=_verified(request))
+        out = await _run(_sign_one, strategy, body, _verified(request))
         return _released(strategy, out)
 
     async def _batch(request: Request, strategy: Strategy) -> JSONResponse:
@@ -407,9 +456,7 @@ def create_app(node: Node) -> FastAPI:
         items = body.get("items")
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
             raise NodeError(Kind.BAD_REQUEST, f"items must be a list of 1 to {MAX_BATCH} objects")
-        outcomes = await _run(
-            pipeline.sign_batch, strategy, items, coordinator_verified=_verified(request)
-        )
+        outcomes = await _run(_sign_batch, strategy, items, _verified(request))
         return JSONResponse({"results": batch_results(strategy, outcomes, node.node_id)})
 
     @app.post("/v1/frost/sign")

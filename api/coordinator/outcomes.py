@@ -46,7 +46,7 @@ class OutcomeWriter:
         request_digest: bytes,
         attempted: Sequence[tuple[int, ...]] = (),
         receipt: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> bool:
         """Store the outcome (``result`` or ``error``); with ``slot`` and ``answer`` the
         POST's idempotent answer, built by ``answer(changed columns)``, goes with it. Every
         other signer set in ``attempted`` gets a ``sign.attempt`` entry: its nodes may have
@@ -54,7 +54,8 @@ class OutcomeWriter:
         the digest the nodes logged for the request (:func:`api.audit.request_digest`),
         computed by the caller, off the writer thread. ``receipt``
         (:mod:`api.coordinator.receipts`) is stored with a signature, with the ``sign.signed``
-        entry's sequence number added as ``audit.seq``."""
+        entry's sequence number added as ``audit.seq``. False when the outcome could not be
+        stored (the fallback marks the request failed: a signature is withheld)."""
         outcome, fallback = _jobs(
             request_id,
             key_id,
@@ -74,9 +75,11 @@ class OutcomeWriter:
                 slot.response = None
             log.error(
                 "audit write failed; signature withheld",
-                extra={"request_id": request_id, "err": type(e).__name__},
+                extra={"sign_request_id": request_id, "err": type(e).__name__},
             )
             await self.db.write(fallback)
+            return False
+        return True
 
 
 def _jobs(

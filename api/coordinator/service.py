@@ -15,9 +15,10 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import structlog
 from sqlalchemy import select, update
 
-from api import audit, idempotency
+from api import audit, idempotency, metrics
 from api.coordinator import receipts
 from api.coordinator.approvals import ApprovalDesk
 from api.coordinator.checkpoints import Checkpointer
@@ -40,8 +41,10 @@ from api.db import Database, SignRequest, utcnow
 from api.governance import GovernanceStore
 from api.nodes import NodeCaller
 from api.settings import Settings
+from custody import obs
 
 log = logging.getLogger("api.coordinator")
+events = obs.get_logger("api.coordinator")  # the hot path's lines (custody.obs, no LogRecord)
 
 SLOW_SWEEP = 1.0  # seconds between health checks, expiry and re-reading the active keys
 ATTEMPTS = 2  # a first attempt and one retry without the blamed
@@ -216,27 +219,42 @@ class Coordinator:
         """Sign one request: first attempt, then one retry on a subset without the blamed;
         then store the outcome (with ``slot`` and ``answer``, the POST's idempotent answer
         with it)."""
-        self.activity.signing += 1
-        self.activity.last_sign = time.monotonic()
-        try:
-            msg = request_message(key, body)
-            result, error, blamed, attempted = await self._attempts(request_id, key, body, msg)
-            digest = audit.request_digest(request_id, key.id, key.scheme, body, msg)
-            receipt = None if result is None else receipts.assemble(key, body, result)
-            await self.outcomes.record(
-                request_id,
-                key.id,
-                result,
-                error,
-                blamed,
-                slot,
-                answer,
-                request_digest=digest,
-                attempted=attempted,
-                receipt=receipt,
-            )
-        finally:
-            self.activity.signing -= 1
+        with structlog.contextvars.bound_contextvars(sign_request_id=request_id):
+            self.activity.signing += 1
+            self.activity.last_sign = time.monotonic()
+            start = time.perf_counter()
+            signed = False
+            try:
+                msg = request_message(key, body)
+                result, error, blamed, attempted = await self._attempts(request_id, key, body, msg)
+                for b in blamed:
+                    metrics.record_blame(b)
+                digest = audit.request_digest(request_id, key.id, key.scheme, body, msg)
+                stored = await self.outcomes.record(
+                    request_id,
+                    key.id,
+                    result,
+                    error,
+                    blamed,
+                    slot,
+                    answer,
+                    request_digest=digest,
+                    attempted=attempted,
+                    receipt=None if result is None else receipts.assemble(key, body, result),
+                )
+                signed = result is not None and stored  # a withheld signature: failed
+            finally:
+                self.activity.signing -= 1
+                took = time.perf_counter() - start
+                metrics.observe_sign(key.scheme, body.get("kind"), signed, took)
+                events.info(
+                    "sign.outcome",
+                    outcome="signed" if signed else "failed",
+                    scheme=key.scheme,
+                    kind=body.get("kind"),
+                    key_id=key.id,
+                    ms=round(took * 1000, 2),
+                )
 
     async def _attempts(
         self, request_id: str, key: KeyInfo, body: dict[str, Any], msg: bytes
@@ -293,7 +311,7 @@ class Coordinator:
                     error = problem_doc("signing-failed", "Signing failed", e.detail, **extra)
                 continue
             except Exception as e:
-                log.exception("signing crashed", extra={"request_id": request_id})
+                log.exception("signing crashed", extra={"sign_request_id": request_id})
                 if result is None:
                     error = problem_doc("signing-failed", "Signing failed", type(e).__name__, 500)
                 break
@@ -316,7 +334,7 @@ class Coordinator:
             if left := iso.suspects(culprits):
                 log.warning(
                     "signed, but a failed signer set stays unattributed",
-                    extra={"request_id": request_id, "suspects": left},
+                    extra={"sign_request_id": request_id, "suspects": left},
                 )
             return result, None, blamed, attempted
         return None, error, blamed, attempted

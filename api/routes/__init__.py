@@ -1,9 +1,20 @@
 """One FastAPI router per resource: ``ops`` (health, readiness), ``nodes``, ``keys``,
 ``sign_requests``, ``approvals`` (a sign request's approvals and rejections), ``audit``,
-``governance``. Routes validate, authorise (:mod:`api.deps`), call the
+``governance``, ``policy`` (dry run, shadow mode), ``metrics`` (Prometheus, auditor
+credential). Routes validate, authorise (:mod:`api.deps`), call the
 coordinator or the repository, and serialise (:mod:`api.serializers`); no SQL here."""
 
-from api.routes import approvals, audit, governance, keys, nodes, ops, policy, sign_requests
+from api.routes import (
+    approvals,
+    audit,
+    governance,
+    keys,
+    metrics,
+    nodes,
+    ops,
+    policy,
+    sign_requests,
+)
 
 ROUTERS = (
     ops.router,
@@ -14,6 +25,7 @@ ROUTERS = (
     approvals.router,
     audit.router,
     policy.router,
+    metrics.router,
 )
 
 __all__ = ["ROUTERS"]

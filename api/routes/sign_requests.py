@@ -25,7 +25,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
-from api import audit, idempotency, shadow
+from api import audit, idempotency, metrics, shadow
 from api.auth import AUTH_ERRORS
 from api.coordinator import Coordinator, KeyInfo
 from api.coordinator.psbt import request_message
@@ -126,6 +126,7 @@ async def create_sign_request(
     if "message" not in canonical:
         canonical["message"] = msg.hex()
     decision = ev.decision
+    metrics.record_policy_decision(decision.action, decision.reason.value)
     policy = {
         "action": decision.action,
         "rule_id": decision.rule_id,
