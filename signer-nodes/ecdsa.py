@@ -17,7 +17,8 @@ from typing import Any
 from custody.domain import Scheme
 from mpc import dkls23, keyio
 from mpc.dkls23.keysetup import KeygenChain
-from mpc.errors import MpcError
+from mpc.errors import MpcError, ProtocolError
+from mpc.wire import Message
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.shares import ShareStore
 from signer_nodes.specs import SessionSpec, dkg_context
@@ -28,6 +29,7 @@ __all__ = [
     "keygen_session",
     "load_share",
     "presign_session",
+    "RetirementGuard",
     "finish",
     "on_failure",
 ]
@@ -54,7 +56,7 @@ def check_scheme(key_id: str, scheme: str) -> None:
         raise NodeError(Kind.WRONG_SCHEME, f"key {key_id!r} is {scheme}, not {SCHEME}")
 
 
-def presign_session(spec: SessionSpec, shares: ShareStore) -> dkls23.PresignSession:
+def presign_session(spec: SessionSpec, shares: ShareStore) -> RetirementGuard:
     """A presign session, refused if a retired OT pair (with this node) takes part."""
     retired = shares.retired_ot_peers(spec.key_id) & set(spec.participants)
     if retired:
@@ -64,7 +66,67 @@ def presign_session(spec: SessionSpec, shares: ShareStore) -> dkls23.PresignSess
             culprits=sorted(retired),
         )
     share = load_share(shares, spec.key_id)
-    return dkls23.PresignSession(share, spec.sid, list(spec.participants))
+    return RetirementGuard(
+        dkls23.PresignSession(share, spec.sid, list(spec.participants)), spec, shares
+    )
+
+
+class RetirementGuard:
+    """A presign session that stops at its next message once one of its OT pairs is retired.
+
+    Source: the DKLs18 errata (ePrint 2018/499, 2023 revision) and DKLs23 (ePrint 2023/765)
+    section 5.1 say that base OTs whose extension failed a check (a possible
+    selective-failure probe, each abort leaking a bit of the correlation ``Delta``) must never
+    be extended again. A retirement (:meth:`ShareStore.retire_ot_pair`, written by the
+    failing session's :func:`on_failure`) used to stop only *new* sessions; the pair's other
+    sessions already running (four in parallel by default) went on extending the same base
+    OTs and running their checks. This wrapper re-reads the durable retired set before every
+    message it feeds to the protocol (the retirement is one row of node metadata, so the
+    check is cheap) and raises a :class:`~mpc.errors.ProtocolError` naming the pair: the host
+    fails the session (:meth:`SessionHost._fail`) and drops its secret state at once.
+    """
+
+    def __init__(self, rs: dkls23.PresignSession, spec: SessionSpec, shares: ShareStore) -> None:
+        self.rs = rs
+        self.spec = spec
+        self.shares = shares
+
+    @property
+    def protocol(self) -> str:
+        return self.rs.protocol
+
+    @property
+    def done(self) -> bool:
+        return self.rs.done
+
+    @property
+    def result(self) -> Any:
+        return self.rs.result
+
+    def waiting_for(self) -> tuple[int, ...]:
+        return self.rs.waiting_for()
+
+    def start(self) -> list[Message]:
+        self.check()
+        return self.rs.start()
+
+    def receive(self, msg: Message) -> list[Message]:
+        self.check()
+        return self.rs.receive(msg)
+
+    def check(self) -> None:
+        """Raise if this node retired its OT setup with a peer of the session meanwhile."""
+        me = self.rs.me
+        retired = sorted(self.shares.retired_ot_peers(self.spec.key_id) & set(self.rs.others))
+        if retired:
+            pairs = ", ".join(f"({min(me, j)}, {max(me, j)})" for j in retired)
+            raise ProtocolError(
+                f"OT pair {pairs} of key {self.spec.key_id!r} was retired after a failed check "
+                f"while this presign session was running; party {me} stops it here and never "
+                f"extends those base OTs again",
+                culprits=tuple(retired),
+                pair=(min(me, retired[0]), max(me, retired[0])),
+            )
 
 
 def finish(spec: SessionSpec, result: Any, shares: ShareStore) -> dict[str, Any]:

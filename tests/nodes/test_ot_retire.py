@@ -112,3 +112,45 @@ def test_failed_check_retires_the_pair_and_later_presigns_with_it_are_refused(
         n[1].start_session(_presign_spec("ke", [1, 2]))
     ok = inproc.run_session(_presign_spec("ke", [1, 3]))
     assert all(st["status"] == "done" for st in ok.values()), ok
+
+
+def test_retirement_aborts_the_pairs_running_presign_at_its_next_message(
+    inproc: InProc,
+) -> None:
+    """Issue 13 item 7: a retirement stops the pair's sessions already running, not only new
+    ones. Session B (parties 1, 2) is started on both nodes and left waiting; session A with
+    the same pair fails node 1's check (node 2 malicious) and retires the pair on node 1.
+    Node 1's B then fails at the very next message it is given, naming the pair, and sends
+    nothing more; a session of node 1 with node 3 runs on untouched."""
+    n = inproc.nodes
+    inproc.dkg("ecdsa-secp256k1", "ke")
+
+    spec_b = _presign_spec("ke", [1, 2])
+    sid_b = spec_b["session_id"]
+    first = {p: n[p].start_session(spec_b) for p in (1, 2)}
+    spec_c = _presign_spec("ke", [1, 3])
+    first_c = {p: n[p].start_session(spec_c) for p in (1, 3)}
+
+    honest = n[2].sessions.factory
+    n[2].sessions.factory = _Malicious(honest)
+    inproc.run_session(_presign_spec("ke", [1, 2]))
+    n[2].sessions.factory = honest
+    assert n[1].shares.retired_ot_peers("ke") == {2}
+    assert n[1].session_state(sid_b)["status"] == "running"  # nothing reached it yet
+
+    to_1 = [e for e in first[2]["envelopes"] if e["to"] == 1]
+    st = n[1].deliver(sid_b, to_1)
+    assert st["status"] == "failed"
+    assert st["envelopes"] == []  # no round-2 message leaves node 1 for the retired pair
+    err = st["error"]
+    assert err["culprits"] == [2]
+    assert "OT pair (1, 2)" in err["detail"] and "retired" in err["detail"], err
+
+    # node 2's late round-2 message for B is refused as stale by node 1
+    st2 = n[2].deliver(sid_b, [e for e in first[1]["envelopes"] if e["to"] == 2])
+    late = [e for e in st2["envelopes"] if e["to"] == 1]
+    assert late and all(r["reason"] == "stale" for r in n[1].deliver(sid_b, late)["refused"])
+
+    # the session with node 3, started before the retirement, is not affected
+    c1 = n[1].deliver(spec_c["session_id"], [e for e in first_c[3]["envelopes"] if e["to"] == 1])
+    assert c1["status"] == "running" and c1["envelopes"], c1
