@@ -59,15 +59,18 @@ def columns_to_rows(cols: Sequence[bytes], nrows: int) -> bytes:
     KOS15 (ePrint 2015/546) Fig. 10, phase "Transpose and Randomize", first step.
 
     Returns ``nrows * 32`` bytes; row ``j`` is bytes ``[32j, 32j + 32)`` and its bit ``l`` is
-    bit ``j`` of column ``l``.
+    bit ``j`` of column ``l``. ``nrows`` need not be a multiple of ``BLOCK`` (``XI = 896``):
+    the last block is transposed whole and cut, so every column must hold
+    ``ceil(nrows / BLOCK) * BLOCK`` bits (the ``ETA = XI + S`` extended bits do).
     """
-    assert len(cols) == BLOCK and nrows % BLOCK == 0
+    nblocks = -(-nrows // BLOCK)
+    assert len(cols) == BLOCK and all(len(c) >= 32 * nblocks for c in cols)
     out = []
-    for b in range(nrows // BLOCK):
+    for b in range(nblocks):
         lo, hi = 32 * b, 32 * b + 32
         m = int.from_bytes(b"".join(c[lo:hi] for c in cols), "little")
         out.append(transpose_block(m).to_bytes(_BLOCK_BYTES, "little"))
-    return b"".join(out)
+    return b"".join(out)[: 32 * nrows]
 
 
 @lru_cache(maxsize=16)

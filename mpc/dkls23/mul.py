@@ -82,7 +82,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from mpc.dkls23 import _bits, _zq
-from mpc.dkls23.params import COL_BYTES, ELL, ETA, GADGET, KAPPA, WIDTH, XI, Q, h, h_scalars
+from mpc.dkls23.params import COL_BYTES, ELL, ETA, KAPPA, WIDTH, XI, Q, gadget, h, h_scalars
 from mpc.errors import DecodeError, ProtocolError, UsageError
 from mpc.wire import raw, scalars
 
@@ -230,6 +230,8 @@ class MulBob:
         self._x = 0
         self._rows = b""
         self._mctx = b""
+        self._g: tuple[int, ...] = ()
+        self._rho_alice = b""
         self._u = b""
 
     def round1(self) -> OteExtension:
@@ -258,9 +260,37 @@ class MulBob:
         x_dot = _bits.check_hash(x.to_bytes(COL_BYTES, "little"), 1, chis)
         t_dot = _bits.check_hash(b"".join(t0), KAPPA, chis)
         self._rows = _bits.columns_to_rows(t0, XI)
-        xb = map(int, format(x & ((1 << XI) - 1), f"0{XI}b")[::-1])  # bit j of x, j < XI
-        self.chi = sum(itertools.compress(GADGET, xb)) % Q
         return OteExtension(self.rho, u, x_dot, t_dot)
+
+    def bind(self, rho_alice: bytes) -> int:
+        """Bind Alice's contribution; derive ``mul_ctx``, the gadget ``g`` and ``chi = <g, x>``.
+
+        Called once Alice's ``rho_A`` has arrived (in the presignature: round 2, before
+        ``psi = phi - chi`` is sent; :meth:`round3` calls it if the caller did not). The
+        gadget is derived from ``mul_ctx``, i.e. from both parties' fresh contributions
+        (:func:`mpc.dkls23.params.gadget`; docs/decisions/dkls23-gadget.md). A missing, short
+        or reflected ``rho_alice``, or a second, different one, is refused naming Alice.
+        """
+        a = self.alice
+        if self._mctx:
+            if not secrets.compare_digest(rho_alice, self._rho_alice):
+                raise ProtocolError(
+                    f"party {a} gave party {self.bob} two different contributions rho",
+                    culprits=(a,),
+                    pair=(min(a, self.bob), max(a, self.bob)),
+                )
+            return self.chi
+        if not self._u:
+            raise UsageError("MulBob.bind before round1")
+        _check_rho(rho_alice, self.rho, peer=a, me=self.bob)
+        self._rho_alice = rho_alice
+        self._mctx = mul_context(
+            pair_context(self.context, a, self.bob, rho_alice, self.rho), a, self.bob
+        )
+        self._g = gadget(self._mctx)
+        xb = map(int, format(self._x & ((1 << XI) - 1), f"0{XI}b")[::-1])  # bit j, j < XI
+        self.chi = sum(itertools.compress(self._g, xb)) % Q
+        return self.chi
 
     def round3(self, msg: MulReply, *, rho_alice: bytes) -> tuple[int, int]:
         """KOS15 Fig. 10 T&R.2, Derand.2; DKLs19 Protocol 1 steps 6 and 8: check, output ``d``.
@@ -273,10 +303,7 @@ class MulBob:
         of r).
         """
         a = self.alice
-        _check_rho(rho_alice, self.rho, peer=a, me=self.bob)
-        self._mctx = mul_context(
-            pair_context(self.context, a, self.bob, rho_alice, self.rho), a, self.bob
-        )
+        self.bind(rho_alice)
         tau, r_hash = msg.tau, msg.r_hash  # lengths and mu checked by mpc.wire.decode_payload
         ct0, ct1, ch0, ch1 = _mul_chis(self._mctx, self._u, tau)
         mu0, mu1 = msg.mu
@@ -300,9 +327,10 @@ class MulBob:
         r0 = _zq.reduce(xb * mu0 + _zq.Q_REP - _zq.reduce(zt0 * ct0 + zh0 * ch0, 513), 257)
         r1 = _zq.reduce(xb * mu1 + _zq.Q_REP - _zq.reduce(zt1 * ct1 + zh1 * ch1, 513), 257)
         rbuf = _zq.to_bytes((r0 << 256) | r1)
-        # step 8: d_i = <g, z~_B,i>
-        d0 = sum(map(operator.mul, GADGET, _zq.unpack(_zq.to_bytes(zt0), 4, 3)))
-        d1 = sum(map(operator.mul, GADGET, _zq.unpack(_zq.to_bytes(zt1), 4, 3)))
+        # step 8: d_i = <g, z~_B,i> (g derived from mul_ctx, see bind)
+        g = self._g
+        d0 = sum(map(operator.mul, g, _zq.unpack(_zq.to_bytes(zt0), 4, 3)))
+        d1 = sum(map(operator.mul, g, _zq.unpack(_zq.to_bytes(zt1), 4, 3)))
         if not secrets.compare_digest(h(b"DKLs23 mul r", self._mctx, rbuf), r_hash):
             raise ProtocolError(
                 f"multiplication check failed: Alice {a} inconsistent towards Bob {self.bob}",
@@ -401,9 +429,10 @@ class MulAlice:
                 for v0, v1, al in zip(v0s, _zq.streams(e1), (al0, al1, al2, al3), strict=True)
             ]
         )
-        # step 8: c_i = <g, z~_A,i>
-        c0 = sum(map(operator.mul, GADGET, _zq.unpack(e0, WIDTH, 0)))
-        c1 = sum(map(operator.mul, GADGET, _zq.unpack(e0, WIDTH, 1)))
+        # step 8: c_i = <g, z~_A,i>, g derived from mul_ctx (both contributions)
+        g = gadget(mctx)
+        c0 = sum(map(operator.mul, g, _zq.unpack(e0, WIDTH, 0)))
+        c1 = sum(map(operator.mul, g, _zq.unpack(e0, WIDTH, 1)))
         ct0, ct1, ch0, ch1 = _mul_chis(mctx, u, tau)
         # step 5: r_{j,i} = chi~_i z~_A + chi^_i z^_A
         zt0, zt1, zh0, zh1 = v0s

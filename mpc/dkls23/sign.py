@@ -358,7 +358,7 @@ class PresignSession(RoundSession[Presignature]):
                 salt=self._salt,
                 gu=GROUP.base_mul(cu),
                 gv=GROUP.base_mul(cv),
-                psi=(self._phi - self._bobs[j].chi) % Q,
+                psi=(self._phi - self._bobs[j].bind(p.rho)) % Q,
                 pair_ctx=pair_context(self._context, self.me, j, self._rho, p.rho),
             )
             out.append(self._msg(2, encode_payload(second, GROUP), j))
