@@ -32,6 +32,7 @@ __all__ = [
     "RetirementGuard",
     "finish",
     "on_failure",
+    "resetup_pairs",
 ]
 
 SCHEME: Scheme = "ecdsa-secp256k1"  # the domain's one DKLs23 scheme
@@ -170,3 +171,73 @@ def on_failure(spec: SessionSpec, exc: MpcError, me: int, shares: ShareStore) ->
     pair = getattr(exc, "pair", None)
     if spec.kind == "ecdsa-presign" and pair is not None and me in pair:
         shares.retire_ot_pair(spec.key_id, pair[0] + pair[1] - me)
+
+
+def resetup_pairs(shares: ShareStore, key_id: str, new: dkls23.EcdsaKeyShare) -> dict[str, Any]:
+    """Install the result of an authorized OT re-setup; re-enable the key's retired pairs.
+
+    ``new`` is this node's result of :class:`mpc.dkls23.resetup.OtResetupChain` over a
+    proactive refresh of ``key_id`` (the refresh of DKLs23 ePrint 2023/765 section 7 / the
+    FROST-style refresh of :mod:`mpc.refresh`, then a fresh base-OT setup for every ordered
+    pair, DKLs23 section 5 "a fast one-time setup"). Only the ceremony host may call this,
+    and only with the result of a ceremony the officers authorized (that check is the
+    ceremony wiring's, not this function's). A retired pair's base OTs may never be extended
+    again (DKLs18 errata, ePrint 2018/499, 2023 revision); a *new* setup of the pair is a new
+    correlation, so the retirement ends with it.
+
+    Refused (bad-request, naming the party) unless the new share is for the same party, the
+    same group key, the same threshold and committee, and carries base-OT seeds towards every
+    peer that differ from the stored ones (both roles): seeds equal to the old ones are not a
+    re-setup. The share is replaced (sealed under the next share version) and the retired
+    set cleared in one transaction; returns the public summary.
+    """
+    row = shares.row(key_id)
+    check_scheme(row.key_id, row.scheme)
+    old = dkls23.EcdsaKeyShare.from_bytes(shares.unseal_share(row))
+    me = old.identifier
+    if new.identifier != me:
+        raise NodeError(
+            Kind.BAD_REQUEST,
+            f"re-setup share is party {new.identifier}'s, not this node's (party {me})",
+        )
+    if new.group_public_key != old.group_public_key:
+        raise NodeError(
+            Kind.BAD_REQUEST,
+            f"party {me}'s re-setup share of key {key_id!r} has another group public key",
+        )
+    if (
+        new.public.min_signers != old.public.min_signers
+        or new.public.participants != old.public.participants
+    ):
+        raise NodeError(
+            Kind.BAD_REQUEST,
+            f"party {me}'s re-setup share of key {key_id!r} changes the threshold or the "
+            f"committee (a resharing, not an OT re-setup)",
+        )
+    stale = sorted(
+        j
+        for j in old.bob
+        if j not in new.bob
+        or j not in new.alice
+        or new.bob[j].k0 == old.bob[j].k0
+        or new.bob[j].k1 == old.bob[j].k1
+        or new.alice[j].kd == old.alice[j].kd
+    )
+    if stale:
+        raise NodeError(
+            Kind.BAD_REQUEST,
+            f"party {me}'s re-setup share of key {key_id!r} has no fresh base OTs with "
+            f"parties {stale}",
+            culprits=stale,
+        )
+    retired = shares.retired_ot_peers(key_id)
+    version = shares.replace_share_with_fresh_ots(
+        row, new.to_bytes(), keyio.encode_public_key_package(new.public), peers=sorted(retired)
+    )
+    return {
+        "key_id": key_id,
+        "party": me,
+        "share_version": version,
+        "reenabled_peers": sorted(retired),
+        "dkls23_key_id": new.key_id.hex(),
+    }

@@ -107,6 +107,58 @@ class ShareStore:
             share_version=share_version,
         )
 
+    def replace_share_with_fresh_ots(
+        self, row: KeyRow, share_cbor: bytes, public_info: bytes, *, peers: Sequence[int]
+    ) -> int:
+        """Replace ``row``'s share after an OT re-setup and re-enable ``peers``, atomically.
+
+        Compare-and-swap on ``row.share_version`` (a concurrent replacement loses with a
+        bad-request naming the version); the new share is sealed under ``share_version + 1``
+        (the version is in the AAD, so the old sealed blob can never be put back in its
+        place) and, in the same transaction, ``peers`` leave the key's retired set. Returns
+        the new share version.
+        """
+        new_version = row.share_version + 1
+        meta = self._retired_meta(row.key_id)
+        with self.store.sealing.read():
+            blob = self.vault.seal(
+                share_cbor, vault.share_aad(row.key_id, self.node_id, new_version)
+            )
+            with self.store.tx() as c:
+                cur = c.execute(
+                    "UPDATE keys SET sealed_share = ?, seal_version = ?, share_version = ?,"
+                    " public_info = ? WHERE key_id = ? AND share_version = ?",
+                    (
+                        blob,
+                        self.vault.blob_version(blob),
+                        new_version,
+                        public_info,
+                        row.key_id,
+                        row.share_version,
+                    ),
+                )
+                if cur.rowcount != 1:
+                    raise NodeError(
+                        Kind.BAD_REQUEST,
+                        f"share of key {row.key_id!r} is no longer at version "
+                        f"{row.share_version} (replaced concurrently)",
+                    )
+                r = c.execute("SELECT v FROM meta WHERE k = ?", (meta,)).fetchone()
+                left = sorted(set(json.loads(r[0]) if r else []) - set(peers))
+                c.execute(
+                    "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET"
+                    " v = excluded.v",
+                    (meta, json.dumps(left)),
+                )
+        logs.event(
+            "ot_pair.resetup",
+            node_id=self.node_id,
+            key_id=row.key_id,
+            share_version=new_version,
+            peers=sorted(peers),
+        )
+        return new_version
+
     # -- single-use items (memory only) ------------------------------------------------
     def add_ledger_items(
         self, kind: str, key_id: str, items: Sequence[tuple[Any, bytes]]

@@ -14,10 +14,16 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+import coincurve
 import pytest
 
+from mpc.dkls23 import EcdsaKeyShare, PresignSession, combine_signature, sign_with_presignature
+from mpc.dkls23.resetup import OtResetupChain
 from mpc.errors import MpcError
+from mpc.refresh import RefreshSession
+from mpc.testing import MemoryLedger, run_keygen_local, run_local
 from mpc.wire import Message
+from signer_nodes import ecdsa
 from signer_nodes.errors import NodeError
 from signer_nodes.node import Node
 from signer_nodes.protocols import ProtocolSession, SessionFactory
@@ -154,3 +160,82 @@ def test_retirement_aborts_the_pairs_running_presign_at_its_next_message(
     # the session with node 3, started before the retirement, is not affected
     c1 = n[1].deliver(spec_c["session_id"], [e for e in first_c[3]["envelopes"] if e["to"] == 1])
     assert c1["status"] == "running" and c1["envelopes"], c1
+
+
+def _retire_1_2(inproc: InProc) -> None:
+    n = inproc.nodes
+    honest = n[2].sessions.factory
+    n[2].sessions.factory = _Malicious(honest)
+    inproc.run_session(_presign_spec("ke", [1, 2]))
+    n[2].sessions.factory = honest
+    assert n[1].shares.retired_ot_peers("ke") == {2}
+
+
+def _refresh_with_fresh_ots(inproc: InProc) -> dict[int, EcdsaKeyShare]:
+    """The OT re-setup ceremony's protocol (refresh, then a new base-OT setup for every
+    pair: OtResetupChain), run over the nodes' own shares; the service wiring is elsewhere."""
+    old = {i: ecdsa.load_share(nd.shares, "ke") for i, nd in inproc.nodes.items()}
+    sid = secrets.token_bytes(32)
+    chains = {i: OtResetupChain(RefreshSession(s.key, sid)) for i, s in old.items()}
+    out: dict[int, EcdsaKeyShare] = run_local(chains)  # type: ignore[arg-type]
+    return out
+
+
+def test_ot_resetup_reenables_a_retired_pair_and_the_new_shares_sign(inproc: InProc) -> None:
+    n = inproc.nodes
+    inproc.dkg("ecdsa-secp256k1", "ke")
+    _retire_1_2(inproc)
+    new = _refresh_with_fresh_ots(inproc)
+    done = {i: ecdsa.resetup_pairs(n[i].shares, "ke", new[i]) for i in n}
+    assert done[1]["reenabled_peers"] == [2] and done[3]["reenabled_peers"] == []
+    assert all(d["share_version"] == 2 for d in done.values())
+    assert n[1].shares.retired_ot_peers("ke") == set()
+
+    # the pair presigns again through the nodes, and it survives reopening node 1
+    root = n[1].paths.root
+    n[1].close()
+    n[1] = Node.open(root)
+    assert n[1].shares.retired_ot_peers("ke") == set()
+    ok = inproc.run_session(_presign_spec("ke", [1, 2]))
+    assert all(st["status"] == "done" for st in ok.values()), ok
+
+    # the stored shares are the new ones and sign (verified independently with coincurve)
+    shares = {i: ecdsa.load_share(n[i].shares, "ke") for i in (1, 2)}
+    assert shares[1].key_id == new[1].key_id and shares[1].bob[2].k0 == new[1].bob[2].k0
+    sid = secrets.token_bytes(32)
+    pre = run_local({i: PresignSession(shares[i], sid, [1, 2]) for i in (1, 2)})
+    digest = secrets.token_bytes(32)
+    parts = [
+        sign_with_presignature(pre[i], shares[i], digest, ledger=MemoryLedger()) for i in (1, 2)
+    ]
+    pk = shares[1].group_public_key
+    sig = combine_signature(pre[1].public, parts, digest, pk)
+    assert coincurve.PublicKey(pk.encode()).verify(sig.to_der(), digest, hasher=None)
+
+
+def test_ot_resetup_refuses_shares_that_are_not_a_fresh_setup(inproc: InProc) -> None:
+    """Attacks on the re-setup input: the old share again (same base OTs), another party's
+    share, a share of another key, and a share with one pair's seeds kept. Each is refused
+    naming the party, and the stored share and the retirement stay as they were."""
+    n = inproc.nodes
+    inproc.dkg("ecdsa-secp256k1", "ke")
+    _retire_1_2(inproc)
+    old = ecdsa.load_share(n[1].shares, "ke")
+    new = _refresh_with_fresh_ots(inproc)
+
+    with pytest.raises(NodeError, match=r"no fresh base OTs with parties \[2, 3\]") as e:
+        ecdsa.resetup_pairs(n[1].shares, "ke", old)
+    assert e.value.culprits == (2, 3)
+    with pytest.raises(NodeError, match="party 2's, not this node's \\(party 1\\)"):
+        ecdsa.resetup_pairs(n[1].shares, "ke", new[2])
+    other = run_keygen_local(2, 3)[1]
+    with pytest.raises(NodeError, match="party 1's re-setup share .* another group public key"):
+        ecdsa.resetup_pairs(n[1].shares, "ke", other)
+    kept = EcdsaKeyShare(new[1].key, {**new[1].bob, 2: old.bob[2]}, new[1].alice)
+    with pytest.raises(NodeError, match=r"parties \[2\]") as e:
+        ecdsa.resetup_pairs(n[1].shares, "ke", kept)
+    assert e.value.kind == "bad-request" and e.value.culprits == (2,)
+
+    assert n[1].shares.retired_ot_peers("ke") == {2}
+    assert n[1].shares.row("ke").share_version == 1
+    assert ecdsa.load_share(n[1].shares, "ke").bob[2].k0 == old.bob[2].k0
