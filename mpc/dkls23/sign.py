@@ -60,12 +60,25 @@ message (field ``rho``, the OT-extension contribution it also uses as Bob). Boun
 
 Rounds and the session interface are unchanged (a joint session id agreed in a message of
 its own, as public implementations do, would cost one more round).
-Deviation: Protocol 3.6 re-randomises the additive shares with a zero-sharing
-(``sk_i = lambda_i p(i) + zeta_i`` from F_Zero, as the public implementations do), sends
-``pk_i = sk_i G`` and checks ``sum pk_j = pk``. Here ``sk_i = lambda_i p(i)`` and each party
-derives ``pk_j = lambda_j * Y_j`` from the public verifying shares (the value every party
-can compute, with no message to forge); the signer set is checked to reconstruct ``pk``
-before the session starts.
+Zero-share re-randomisation (Protocol 3.6 round 1, ``sk_i = lambda_i p(i) + zeta_i`` with
+``zeta`` from F_Zero; the public implementations read do the same). F_Zero needs a secret
+seed per pair; DKLs23 and those implementations agree the seeds once at key setup and keep
+them in the key share. They cannot be derived from the material a pair already holds: after
+the base OTs (:mod:`mpc.dkls23.keygen`) Bob holds both pads ``k0, k1`` and Alice ``Delta``
+and ``k_Delta``; any value Alice can compute for every ``Delta`` is independent of the pads
+(OT receiver privacy), so the pair shares no secret there. Instead of a new share field we
+derive the seeds *per session* (issue 13, item 7): each party sends an ephemeral
+``E_i = e_i G`` in its round-1 message (field ``zk``; the messages travel in authenticated
+envelopes, so nobody in between can substitute it) and the pair's seed is
+``H(context, lo, hi, e_i E_j, pair_ctx)``, a Diffie-Hellman secret unknown to every other
+party (CDH; a seed from public values such as ``pair_ctx`` alone would let the other
+signers, who see every ``rho``, compute ``zeta_i``). Then
+``zeta_i = sum_{j != i} sign(j - i) * H_q(seed_{i,j})`` sums to zero over the signers, the
+share format is unchanged, and a session's seeds are fresh even if its session id repeats.
+As in Protocol 3.6, each party sends ``pk_i = sk_i G`` in round 2 (field ``pk``), the
+``Gamma^v`` check uses the received ``pk_j`` (so a ``pk_j`` inconsistent with ``j``'s
+multiplication input is caught and names ``j``), and ``sum_j pk_j = pk`` is checked in
+round 3 (a consistent but wrong zero share can only be detected there; it names no one).
 """
 
 from __future__ import annotations
@@ -80,8 +93,16 @@ import coincurve
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from mpc.dkls23.keygen import EcdsaKeyShare
-from mpc.dkls23.mul import RHO_BYTES, MulAlice, MulBob, MulReply, OteExtension, pair_context
-from mpc.dkls23.params import GROUP, Q, h
+from mpc.dkls23.mul import (
+    RHO_BYTES,
+    MulAlice,
+    MulBob,
+    MulReply,
+    OteExtension,
+    pair_context,
+)
+from mpc.dkls23.mul import _check_rho as _check_peer_rho
+from mpc.dkls23.params import GROUP, Q, h, h_scalars
 from mpc.errors import DecodeError, NonceReuseError, ProtocolError, UsageError
 from mpc.groups import Point, Secp256k1Point
 from mpc.session import RoundSession
@@ -110,9 +131,12 @@ class PresignRound1(OteExtension):
 
     ``rho`` (from :class:`~mpc.dkls23.mul.OteExtension`) is the sender's fresh contribution
     of this session, the same to every peer (module docstring, "Fresh context per run").
+    ``zk`` is the sender's ephemeral Diffie-Hellman key ``E_i = e_i G`` of this session, the
+    same to every peer, for the pairwise zero-share seeds (module docstring).
     """
 
     com: bytes = raw(32)
+    zk: Point = point()
 
 
 @dataclass(frozen=True)
@@ -122,7 +146,9 @@ class PresignRound2(MulReply):
     ``R`` and ``salt`` open the round-1 commitment; ``gu``, ``gv`` are ``Gamma^u_{i,j}``,
     ``Gamma^v_{i,j}``; ``psi = phi_i - chi_{i,j}`` (zero allowed). ``pair_ctx`` is the
     sender's ``pair_context(context, i, j, rho_i, rho_j)``, our addition: the receiver
-    checks it against its own before using the message (module docstring).
+    checks it against its own before using the message (module docstring). ``pk`` is the
+    sender's re-randomised ``pk_i = sk_i G`` (Protocol 3.6 round 2; ``sk_i`` includes the
+    zero share, module docstring "Zero-share re-randomisation").
     """
 
     R: Point = point()
@@ -131,6 +157,7 @@ class PresignRound2(MulReply):
     gv: Point = point()
     psi: int = scalar(allow_zero=True)
     pair_ctx: bytes = raw(32)
+    pk: Point = point()
 
 
 _PARTIAL_FIELDS = frozenset({"sender", "pid", "R", "u", "w"})
@@ -288,6 +315,9 @@ class PresignSession(RoundSession[Presignature]):
         if GROUP.sum(list(self._pk.values())) != pub.group_public_key:
             raise UsageError("the signer set does not reconstruct the group key")
         self._sk = share.key.signing_share * lagrange_coefficient(GROUP, self.me, ids) % Q
+        self._group_pk = pub.group_public_key
+        self._e = 0  # ephemeral DH secret for the zero-share seeds, drawn in _start
+        self._E: Point = GROUP.identity
         # session context bound into every hash of the run (module docstring)
         self._context = h(b"DKLs23 presign context", session_id, self.key_id, *ids)
         self._rho = b""  # our fresh contribution, drawn in _start
@@ -315,10 +345,12 @@ class PresignSession(RoundSession[Presignature]):
         self._phi = GROUP.random_scalar(rng)
         self._R = GROUP.base_mul(self._r)
         self._salt = rng(32)
+        self._e = GROUP.random_scalar(rng)
+        self._E = GROUP.base_mul(self._e)
         com = _commit(self._context, self.me, rho, self._R, self._salt)
         out = []
         for j in self.others:
-            first = PresignRound1(**_fields_of(self._bobs[j].round1()), com=com)
+            first = PresignRound1(**_fields_of(self._bobs[j].round1()), com=com, zk=self._E)
             out.append(self._msg(1, encode_payload(first, GROUP), j))
         return out
 
@@ -339,6 +371,12 @@ class PresignSession(RoundSession[Presignature]):
             j: decode_payload(PresignRound1, m.payload, group=GROUP, party=j)
             for j, m in sorted(msgs.items())
         }
+        for j, p in decoded.items():  # reflected contributions are refused before any use
+            _check_peer_rho(p.rho, self._rho, peer=j, me=self.me)
+        # zero-share re-randomisation: sk_i += zeta_i, pk_i = sk_i G (module docstring)
+        self._sk = (self._sk + self._zero_share(decoded)) % Q
+        self._e = 0
+        self._pk[self.me] = GROUP.base_mul(self._sk)
         for j, p in decoded.items():
             self._com[j] = p.com
             alice = MulAlice(
@@ -360,9 +398,26 @@ class PresignSession(RoundSession[Presignature]):
                 gv=GROUP.base_mul(cv),
                 psi=(self._phi - self._bobs[j].bind(p.rho)) % Q,
                 pair_ctx=pair_context(self._context, self.me, j, self._rho, p.rho),
+                pk=self._pk[self.me],
             )
             out.append(self._msg(2, encode_payload(second, GROUP), j))
         return out
+
+    def _zero_share(self, decoded: dict[int, PresignRound1]) -> int:
+        """``zeta_i`` of F_Zero from per-session Diffie-Hellman seeds (module docstring).
+
+        ``seed_{i,j} = H(context, lo, hi, e_i E_j, pair_ctx)``; the pair's term is added by
+        the smaller identifier and subtracted by the larger, so the zeta sum to zero.
+        """
+        zeta = 0
+        for j, p in decoded.items():
+            lo, hi = min(self.me, j), max(self.me, j)
+            dh = (p.zk * self._e).encode()
+            pctx = pair_context(self._context, self.me, j, self._rho, p.rho)
+            seed = h(b"DKLs23 F_Zero pairwise seed", self._context, lo, hi, dh, pctx)
+            (z,) = h_scalars(b"DKLs23 F_Zero share", 1, seed)
+            zeta += z if self.me < j else -z
+        return zeta % Q
 
     def _round3(self, msgs: dict[int, Message]) -> Presignature:
         """Protocol 3.6 round 3, local part: decommitments, both consistency checks, u_i, v_i.
@@ -388,6 +443,11 @@ class PresignSession(RoundSession[Presignature]):
                     culprits=(j,),
                     pair=(min(j, self.me), max(j, self.me)),
                 )
+        # Protocol 3.6 round 3: the re-randomised pk_j must add up to the group key. A wrong
+        # pk_j inconsistent with j's input fails j's Gamma^v check below, naming j; one that
+        # is consistent (a wrong zero share) shows only here, so check the Gammas first.
+        for j, p in decoded.items():
+            self._pk[j] = p.pk
         for j, p in decoded.items():
             R_j, salt, gu, gv, psi = p.R, p.salt, p.gu, p.gv, p.psi
             du, dv = self._bobs[j].round3(p, rho_alice=self._rhos[j])
@@ -407,6 +467,12 @@ class PresignSession(RoundSession[Presignature]):
             u += self._r * psi + cu + du
             v += self._sk * psi + cv + dv
             R = R + R_j
+        if GROUP.sum([self._pk[j] for j in self.participants]) != self._group_pk:
+            raise ProtocolError(
+                f"the signers' re-randomised pk_j do not add up to the group key (a wrong zero "
+                f"share); party {self.me} cannot tell whose: suspects {list(self.others)}",
+                culprits=(),
+            )
         if R.is_identity() or _x_of(R) % Q == 0:
             raise ProtocolError("instance point R is degenerate; rerun presign", culprits=())
         public = PresignaturePublic(
