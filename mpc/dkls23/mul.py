@@ -171,7 +171,7 @@ def mul_context(pair_ctx: bytes, alice: int, bob: int) -> bytes:
     return h(b"DKLs23 OTE/mul context v2", pair_ctx, alice, bob)
 
 
-def _check_rho(rho: bytes, own: bytes, *, peer: int, me: int) -> None:
+def check_rho(rho: bytes, own: bytes, *, peer: int, me: int) -> None:
     """Refuse a missing, short or reflected contribution, naming the peer who sent it."""
     if not isinstance(rho, bytes) or len(rho) != RHO_BYTES:
         raise DecodeError(f"expected a {RHO_BYTES}-byte contribution", field="rho", party=peer)
@@ -282,7 +282,7 @@ class MulBob:
             return self.chi
         if not self._u:
             raise UsageError("MulBob.bind before round1")
-        _check_rho(rho_alice, self.rho, peer=a, me=self.bob)
+        check_rho(rho_alice, self.rho, peer=a, me=self.bob)
         self._rho_alice = rho_alice
         self._mctx = mul_context(
             pair_context(self.context, a, self.bob, rho_alice, self.rho), a, self.bob
@@ -379,7 +379,7 @@ class MulAlice:
         """
         b = self.bob
         u, t_dot = msg.u, msg.t_dot  # lengths checked by decode_payload
-        _check_rho(msg.rho, self.rho, peer=b, me=self.alice)
+        check_rho(msg.rho, self.rho, peer=b, me=self.alice)
         x_dot = int.from_bytes(msg.x_dot, "little")
         ctx = ext_context(self.context, self.alice, b, msg.rho)
         mctx = mul_context(

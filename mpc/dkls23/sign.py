@@ -6,8 +6,10 @@ Protocol 3.6 for party ``i`` among the signers ``P`` (|P| >= t):
 
 Round 1 (message independent)
     Sample instance key ``r_i`` and inversion mask ``phi_i``; ``R_i = r_i*G``; commit to
-    ``R_i``; and (our addition, see below) a fresh contribution ``rho_i``.
-    ``sk_i = lambda_i * p(i)`` (Lagrange coefficient over ``P``). For every
+    ``R_i``; and (our additions, see below) a fresh contribution ``rho_i`` and an ephemeral
+    Diffie-Hellman key ``E_i`` for the zero-share seeds.
+    ``sk_i = lambda_i * p(i) + zeta_i`` (Lagrange coefficient over ``P``; ``zeta_i`` from
+    F_Zero, computed at the start of round 2, see "Zero-share re-randomisation"). For every
     ``j != i``: start F_RVOLE with ``i`` as Bob, receiving the random ``chi_{i,j}``
     (:class:`~mpc.dkls23.mul.MulBob`, round 1 of the OT extension).
 Round 2 (message independent)
@@ -99,9 +101,9 @@ from mpc.dkls23.mul import (
     MulBob,
     MulReply,
     OteExtension,
+    check_rho,
     pair_context,
 )
-from mpc.dkls23.mul import _check_rho as _check_peer_rho
 from mpc.dkls23.params import GROUP, Q, h, h_scalars
 from mpc.errors import DecodeError, NonceReuseError, ProtocolError, UsageError
 from mpc.groups import Point, Secp256k1Point
@@ -372,7 +374,7 @@ class PresignSession(RoundSession[Presignature]):
             for j, m in sorted(msgs.items())
         }
         for j, p in decoded.items():  # reflected contributions are refused before any use
-            _check_peer_rho(p.rho, self._rho, peer=j, me=self.me)
+            check_rho(p.rho, self._rho, peer=j, me=self.me)
         # zero-share re-randomisation: sk_i += zeta_i, pk_i = sk_i G (module docstring)
         self._sk = (self._sk + self._zero_share(decoded)) % Q
         self._e = 0
