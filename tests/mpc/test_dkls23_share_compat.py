@@ -1,6 +1,6 @@
 """Old DKLs23 key shares still load and sign after the hardening of issue 13, item 7.
 
-``tests/mpc/data/dkls23-share-v1-2of3.json`` holds two parties' ``EcdsaKeyShare.to_bytes``
+``tests/mpc/fixtures/dkls23-share-v1-2of3.json`` holds two parties' ``EcdsaKeyShare.to_bytes``
 (format v1) written by the code *before* the transcript-derived gadget, the new ``XI`` and
 the zero-share re-randomisation (commit 9ab1472; test key material from a throw-away test
 keygen, never used by the service). None of those changes touches the share format (the
@@ -28,7 +28,7 @@ from mpc.dkls23 import (
 from mpc.errors import DecodeError
 from mpc.testing import MemoryLedger, run_local
 
-DATA = Path(__file__).parent / "data" / "dkls23-share-v1-2of3.json"
+DATA = Path(__file__).parent / "fixtures" / "dkls23-share-v1-2of3.json"
 
 
 def _old() -> tuple[dict[int, bytes], bytes]:
