@@ -80,6 +80,9 @@ class Credential(Base):
     label: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # {"keys": [...], "wallets": [...]} the credential may sign with; NULL: every key
+    scope: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    rotated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Node(Base):
@@ -200,6 +203,53 @@ class Checkpoint(Base):
     digests: Mapped[list[Any]] = mapped_column(JSON)
     signatures: Mapped[dict[str, Any]] = mapped_column(JSON)  # node id -> hex signature
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Webhook(Base):
+    """A webhook subscription: where to POST which event types (:mod:`api.webhooks`).
+    ``secret`` is the Standard Webhooks secret sealed by the coordinator's HSM token
+    (base64 of the :mod:`hsm.blob` form), never stored or logged in the clear."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    event_types: Mapped[list[Any]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    secret: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookMessage(Base):
+    """The outbox: one event, written in the transaction of the state change it reports;
+    ``id`` is the Standard Webhooks ``webhook-id`` (receivers de-duplicate on it)."""
+
+    __tablename__ = "webhook_messages"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True, index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One message to one webhook: its state, next attempt and every attempt made."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("message_id", "webhook_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("webhook_messages.id"), index=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    status: Mapped[str] = mapped_column(String(12), index=True)  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log: Mapped[list[Any]] = mapped_column(JSON, default=list)  # the latest attempts
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 BUSY_TIMEOUT = float(os.environ.get("CUSTODY_DB_BUSY_TIMEOUT", "5"))
@@ -341,7 +391,11 @@ class GroupWriter:
 
 # Columns added after a table's first release: (name, SQL type), each nullable.
 _ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "credentials": (("principal", "VARCHAR(40)"),),
+    "credentials": (
+        ("principal", "VARCHAR(40)"),
+        ("scope", "JSON"),
+        ("rotated_at", "TIMESTAMP WITH TIME ZONE"),
+    ),
     "sign_requests": (("receipt", "JSON"),),
 }
 
