@@ -281,13 +281,9 @@ async def list_deliveries(
                 limit=limit,
                 cursor=cursor,
             )
-            types = dict(
-                s.execute(
-                    select(WebhookMessage.id, WebhookMessage.event_type).where(
-                        WebhookMessage.id.in_([d.message_id for d in pg.rows])
-                    )
-                ).tuples()
-            )
+            ids = [d.message_id for d in pg.rows]
+            q = select(WebhookMessage.id, WebhookMessage.event_type)
+            types = {m: t for m, t in s.execute(q.where(WebhookMessage.id.in_(ids)))}
             return pg.out(lambda d: delivery_out(d, types.get(d.message_id, "")))
 
     return await asyncio.to_thread(page)
