@@ -86,6 +86,20 @@ def create_credential(
     return cid, token
 
 
+def get_credential(db: Database, credential_id: str) -> Credential | None:
+    with db.session() as s:
+        return s.get(Credential, credential_id)
+
+
+def list_credentials(db: Database, *, include_revoked: bool = False) -> list[Credential]:
+    """Every credential, oldest first (revoked ones only with ``include_revoked``)."""
+    q = select(Credential).order_by(Credential.created_at, Credential.id)
+    if not include_revoked:
+        q = q.where(Credential.revoked.is_(False))
+    with db.session() as s:
+        return list(s.scalars(q))
+
+
 def normal_scope(scope: Mapping[str, Any] | None) -> dict[str, list[str]] | None:
     """``{"keys": sorted ids, "wallets": sorted names}``, or None for no scope at all."""
     if scope is None:

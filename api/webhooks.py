@@ -44,14 +44,17 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol, cast
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol, cast
 
 import httpx
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Table, delete, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook as StandardWebhook
 
+from api import audit
 from api.db import Database, Webhook, WebhookDelivery, WebhookMessage, utcnow
+from api.pagination import PageOf, paginate
 from api.problems import Problem
 from api.settings import Settings
 
@@ -222,6 +225,18 @@ def backoff(attempts: int, settings: Settings) -> float:
     )
 
 
+class _Due(NamedTuple):
+    delivery_id: int
+    attempts: int
+    log: list[Any]
+    message_id: str
+    payload: dict[str, Any]
+    created_at: dt.datetime
+    webhook_id: str
+    url: str
+    secret: str
+
+
 class DeliveryWorker:
     """Delivers due webhook messages, one sweep every ``webhook_poll_interval``."""
 
@@ -251,11 +266,12 @@ class DeliveryWorker:
         finally:
             await self.http.aclose()
 
-    def _due(self) -> list[tuple[Any, ...]]:
+    def _due(self) -> list[_Due]:
         now = utcnow()
         with self.db.engine.connect() as conn:
-            return list(
-                conn.execute(
+            return [
+                _Due(*row)
+                for row in conn.execute(
                     select(
                         _DELIVERIES.c.id,
                         _DELIVERIES.c.attempts,
@@ -277,7 +293,7 @@ class DeliveryWorker:
                     .order_by(_DELIVERIES.c.id)
                     .limit(100)
                 )
-            )
+            ]
 
     async def sweep(self) -> int:
         """Attempt every due delivery once (concurrently); how many were attempted."""
@@ -367,3 +383,120 @@ def redeliver(conn: Connection | Session, webhook_id: str, delivery_id: int) -> 
         .values(status="pending", attempts=0, next_attempt_at=utcnow(), updated_at=utcnow())
     )
     return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+# -- the store the routes use (api.routes.webhooks holds no SQL) --------------------------------
+def _audit_data(w: Webhook) -> dict[str, Any]:  # never the secret
+    return {"url": w.url, "event_types": list(w.event_types), "enabled": bool(w.enabled)}
+
+
+def store_webhook(db: Database, w: Webhook, actor: str) -> None:
+    with db.session() as s:
+        s.add(w)
+        audit.append(s, actor, "webhook.create", w.id, _audit_data(w))
+
+
+def list_webhooks(db: Database) -> list[Webhook]:
+    with db.session() as s:
+        return list(s.scalars(select(Webhook).order_by(Webhook.created_at, Webhook.id)))
+
+
+def _not_found(webhook_id: str) -> Problem:
+    return Problem(404, "not-found", "Not found", f"no webhook {webhook_id!r}")
+
+
+def get_webhook(db: Database, webhook_id: str) -> Webhook:
+    with db.session() as s:
+        w = s.get(Webhook, webhook_id)
+    if w is None:
+        raise _not_found(webhook_id)
+    return w
+
+
+def update_webhook(
+    db: Database, webhook_id: str, changes: Mapping[str, Any], actor: str
+) -> Webhook:
+    """Apply ``changes`` (url, event_types, description, enabled), audited."""
+    with db.session() as s:
+        w = s.get(Webhook, webhook_id)
+        if w is None:
+            raise _not_found(webhook_id)
+        for name, value in changes.items():
+            setattr(w, name, value)
+        w.updated_at = utcnow()
+        audit.append(s, actor, "webhook.update", webhook_id, _audit_data(w))
+        return w
+
+
+def delete_webhook(db: Database, webhook_id: str, actor: str) -> None:
+    with db.session() as s:
+        w = s.get(Webhook, webhook_id)
+        if w is None:
+            raise _not_found(webhook_id)
+        s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id))
+        s.delete(w)
+        audit.append(s, actor, "webhook.delete", webhook_id, {})
+
+
+def queue_test(db: Database, webhook_id: str) -> str | None:
+    """A ``webhook.test`` message to this webhook only; None when it is disabled."""
+    get_webhook(db, webhook_id)
+    with db.session() as s:
+        return enqueue(s, "webhook.test", {"webhook_id": webhook_id}, only=webhook_id)
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    delivery: WebhookDelivery
+    event_type: str
+
+
+def delivery(
+    db: Database,
+    webhook_id: str,
+    *,
+    message_id: str | None = None,
+    delivery_id: int | None = None,
+) -> DeliveryView:
+    q = (
+        select(WebhookDelivery, WebhookMessage.event_type)
+        .join(WebhookMessage, WebhookMessage.id == WebhookDelivery.message_id)
+        .where(WebhookDelivery.webhook_id == webhook_id)
+    )
+    if message_id is not None:
+        q = q.where(WebhookDelivery.message_id == message_id)
+    if delivery_id is not None:
+        q = q.where(WebhookDelivery.id == delivery_id)
+    with db.session() as s:
+        row = s.execute(q).first()
+    if row is None:
+        raise Problem(404, "not-found", "Not found", f"no such delivery of {webhook_id!r}")
+    return DeliveryView(row[0], row[1])
+
+
+def deliveries(
+    db: Database, webhook_id: str, limit: int, cursor: str | None
+) -> tuple[PageOf[WebhookDelivery], dict[str, str]]:
+    """One page of a webhook's deliveries, newest first, and their messages' event types."""
+    get_webhook(db, webhook_id)
+    with db.session() as s:
+        page = paginate(
+            s,
+            WebhookDelivery,
+            select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id),
+            WebhookDelivery.id,
+            limit=limit,
+            cursor=cursor,
+        )
+        ids = [d.message_id for d in page.rows]
+        q = select(WebhookMessage.id, WebhookMessage.event_type)
+        types = {m: t for m, t in s.execute(q.where(WebhookMessage.id.in_(ids)))}
+    return page, types
+
+
+def redeliver_audited(db: Database, webhook_id: str, delivery_id: int, actor: str) -> bool:
+    with db.session() as s:
+        ok = redeliver(s, webhook_id, delivery_id)
+        if ok:
+            audit.append(s, actor, "webhook.redeliver", webhook_id, {"delivery": delivery_id})
+        return ok

@@ -8,7 +8,6 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from sqlalchemy import select
 
 from api import auth
 from api.auth import AUTH_ERRORS
@@ -42,8 +41,7 @@ def credential_out(c: Credential) -> dict[str, Any]:
 
 
 def _get(db: Db, credential_id: str) -> Credential:
-    with db.session() as s:
-        row = s.get(Credential, credential_id)
+    row = auth.get_credential(db, credential_id)
     if row is None:
         raise Problem(404, "not-found", "Not found", f"no credential {credential_id!r}")
     return row
@@ -86,15 +84,11 @@ async def list_credentials(db: Db, _: Admin, include_revoked: bool = False) -> d
     """Every credential (never a token or its hash), oldest first; revoked ones with
     ``include_revoked``."""
 
-    def rows() -> list[Credential]:
-        q = select(Credential).order_by(Credential.created_at, Credential.id)
-        if not include_revoked:
-            q = q.where(Credential.revoked.is_(False))
-        with db.session() as s:
-            return list(s.scalars(q))
-
+    rows = await asyncio.to_thread(
+        lambda: auth.list_credentials(db, include_revoked=include_revoked)
+    )
     return {
-        "items": [credential_out(c) for c in await asyncio.to_thread(rows)],
+        "items": [credential_out(c) for c in rows],
         "next_cursor": None,
     }
 

@@ -44,7 +44,7 @@ from api.problems import Problem, problem_responses
 from api.serializers import sign_out
 from custody.domain import SignStatus, new_id
 from custody.models import Id, ReceiptOut, SignRequestCreate, SignRequestList, SignRequestOut
-from custody.policy import Decision
+from custody.policy import Decision, Wallet
 from custody.signing import SignRequestError
 
 router = APIRouter(prefix="/v1/sign-requests", tags=["signing"])
@@ -317,7 +317,7 @@ def _own(p: Principal) -> str | None:
     return p.credential_id if p.role == "requester" else None
 
 
-def _wallets(c: Coordinator) -> tuple[Any, ...]:
+def _wallets(c: Coordinator) -> tuple[Wallet, ...]:
     g = c.governance.current
     return () if g is None else tuple(g.policy.wallets)
 

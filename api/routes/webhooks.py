@@ -1,6 +1,6 @@
 """``/v1/webhooks``: Standard Webhooks subscriptions, their delivery log, test events and
-redelivery (admin only; :mod:`api.webhooks`). The signing secret is in the creation answer
-only; it is stored sealed by the coordinator's HSM token."""
+redelivery (admin only; :mod:`api.webhooks`, which holds the queries). The signing secret
+is in the creation answer only; it is stored sealed by the coordinator's HSM token."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy import delete, select
 
-from api import audit, webhooks
+from api import webhooks
 from api.auth import AUTH_ERRORS
-from api.db import Webhook, WebhookDelivery, WebhookMessage, utcnow
+from api.db import Webhook, WebhookDelivery, utcnow
 from api.deps import Admin, Cursor, Db, SettingsDep
-from api.pagination import paginate
 from api.problems import Problem, problem_responses
 from custody.domain import ID_PATTERN, MAX_ID_LEN
 from custody.models import (
@@ -42,18 +40,6 @@ def webhook_out(w: Webhook) -> dict[str, Any]:
         "created_at": w.created_at,
         "updated_at": w.updated_at,
     }
-
-
-def _get(db: Db, webhook_id: str) -> Webhook:
-    with db.session() as s:
-        w = s.get(Webhook, webhook_id)
-    if w is None:
-        raise Problem(404, "not-found", "Not found", f"no webhook {webhook_id!r}")
-    return w
-
-
-def _audit_data(w: Webhook) -> dict[str, Any]:  # never the secret
-    return {"url": w.url, "event_types": list(w.event_types), "enabled": bool(w.enabled)}
 
 
 def _wake(request: Request) -> None:
@@ -96,12 +82,7 @@ async def create_webhook(
         updated_at=now,
     )
 
-    def store() -> None:
-        with db.session() as s:
-            s.add(w)
-            audit.append(s, p.credential_id, "webhook.create", wid, _audit_data(w))
-
-    await asyncio.to_thread(store)
+    await asyncio.to_thread(webhooks.store_webhook, db, w, p.credential_id)
     return {**webhook_out(w), "secret": secret}
 
 
@@ -115,11 +96,8 @@ async def create_webhook(
 async def list_webhooks(db: Db, _: Admin) -> dict[str, Any]:
     """Every subscription, oldest first (never a secret)."""
 
-    def rows() -> list[Webhook]:
-        with db.session() as s:
-            return list(s.scalars(select(Webhook).order_by(Webhook.created_at, Webhook.id)))
-
-    return {"items": [webhook_out(w) for w in await asyncio.to_thread(rows)], "next_cursor": None}
+    rows = await asyncio.to_thread(webhooks.list_webhooks, db)
+    return {"items": [webhook_out(w) for w in rows], "next_cursor": None}
 
 
 @router.get(
@@ -131,7 +109,7 @@ async def list_webhooks(db: Db, _: Admin) -> dict[str, Any]:
 )
 async def get_webhook(webhook_id: WebhookId, db: Db, _: Admin) -> dict[str, Any]:
     """One subscription."""
-    return webhook_out(await asyncio.to_thread(_get, db, webhook_id))
+    return webhook_out(await asyncio.to_thread(webhooks.get_webhook, db, webhook_id))
 
 
 @router.patch(
@@ -152,24 +130,15 @@ async def update_webhook(
             webhooks.check_url, body.url, allow_loopback=settings.webhook_allow_loopback
         )
 
-    def change() -> Webhook:
-        with db.session() as s:
-            w = s.get(Webhook, webhook_id)
-            if w is None:
-                raise Problem(404, "not-found", "Not found", f"no webhook {webhook_id!r}")
-            if body.url is not None:
-                w.url = body.url
-            if types is not None:
-                w.event_types = types
-            if body.description is not None:
-                w.description = body.description
-            if body.enabled is not None:
-                w.enabled = body.enabled
-            w.updated_at = utcnow()
-            audit.append(s, p.credential_id, "webhook.update", webhook_id, _audit_data(w))
-            return w
-
-    return webhook_out(await asyncio.to_thread(change))
+    changes: dict[str, Any] = {
+        "url": body.url,
+        "event_types": types,
+        "description": body.description,
+        "enabled": body.enabled,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    w = await asyncio.to_thread(webhooks.update_webhook, db, webhook_id, changes, p.credential_id)
+    return webhook_out(w)
 
 
 @router.delete(
@@ -182,16 +151,7 @@ async def update_webhook(
 async def delete_webhook(webhook_id: WebhookId, db: Db, p: Admin) -> Response:
     """Delete a subscription with its delivery log (undelivered messages are dropped)."""
 
-    def drop() -> None:
-        with db.session() as s:
-            w = s.get(Webhook, webhook_id)
-            if w is None:
-                raise Problem(404, "not-found", "Not found", f"no webhook {webhook_id!r}")
-            s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id))
-            s.delete(w)
-            audit.append(s, p.credential_id, "webhook.delete", webhook_id, {})
-
-    await asyncio.to_thread(drop)
+    await asyncio.to_thread(webhooks.delete_webhook, db, webhook_id, p.credential_id)
     return Response(status_code=204)
 
 
@@ -205,36 +165,15 @@ async def delete_webhook(webhook_id: WebhookId, db: Db, p: Admin) -> Response:
 )
 async def test_webhook(webhook_id: WebhookId, request: Request, db: Db, _: Admin) -> dict[str, Any]:
     """Queue a ``webhook.test`` event to this webhook only; follow it in its deliveries."""
-    await asyncio.to_thread(_get, db, webhook_id)
-
-    def job() -> str | None:
-        with db.session() as s:
-            return webhooks.enqueue(s, "webhook.test", {"webhook_id": webhook_id}, only=webhook_id)
-
-    mid = await asyncio.to_thread(job)
+    mid = await asyncio.to_thread(webhooks.queue_test, db, webhook_id)
     if mid is None:
         raise Problem(409, "webhook-disabled", "Webhook disabled", f"{webhook_id} is disabled")
     _wake(request)
-    return await asyncio.to_thread(_delivery, db, webhook_id, message_id=mid)
+    return _view(await asyncio.to_thread(webhooks.delivery, db, webhook_id, message_id=mid))
 
 
-def _delivery(
-    db: Db, webhook_id: str, *, message_id: str | None = None, delivery_id: int | None = None
-) -> dict[str, Any]:
-    q = (
-        select(WebhookDelivery, WebhookMessage.event_type)
-        .join(WebhookMessage, WebhookMessage.id == WebhookDelivery.message_id)
-        .where(WebhookDelivery.webhook_id == webhook_id)
-    )
-    if message_id is not None:
-        q = q.where(WebhookDelivery.message_id == message_id)
-    if delivery_id is not None:
-        q = q.where(WebhookDelivery.id == delivery_id)
-    with db.session() as s:
-        row = s.execute(q).first()
-    if row is None:
-        raise Problem(404, "not-found", "Not found", f"no such delivery of {webhook_id!r}")
-    return delivery_out(row[0], row[1])
+def _view(v: webhooks.DeliveryView) -> dict[str, Any]:
+    return delivery_out(v.delivery, v.event_type)
 
 
 def delivery_out(d: WebhookDelivery, event_type: str) -> dict[str, Any]:
@@ -269,24 +208,8 @@ async def list_deliveries(
 ) -> dict[str, Any]:
     """The delivery log, newest first: each message's state, attempts (status code,
     error, duration) and next attempt."""
-    await asyncio.to_thread(_get, db, webhook_id)
-
-    def page() -> dict[str, Any]:
-        with db.session() as s:
-            pg = paginate(
-                s,
-                WebhookDelivery,
-                select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id),
-                WebhookDelivery.id,
-                limit=limit,
-                cursor=cursor,
-            )
-            ids = [d.message_id for d in pg.rows]
-            q = select(WebhookMessage.id, WebhookMessage.event_type)
-            types = {m: t for m, t in s.execute(q.where(WebhookMessage.id.in_(ids)))}
-            return pg.out(lambda d: delivery_out(d, types.get(d.message_id, "")))
-
-    return await asyncio.to_thread(page)
+    page, types = await asyncio.to_thread(webhooks.deliveries, db, webhook_id, limit, cursor)
+    return page.out(lambda d: delivery_out(d, types.get(d.message_id, "")))
 
 
 @router.post(
@@ -307,16 +230,11 @@ async def redeliver(
     """Send a delivered or failed message again, now, with the same ``webhook-id`` (a
     receiver that already processed it de-duplicates it)."""
 
-    def job() -> bool:
-        with db.session() as s:
-            ok = webhooks.redeliver(s, webhook_id, delivery_id)
-            if ok:
-                audit.append(
-                    s, p.credential_id, "webhook.redeliver", webhook_id, {"delivery": delivery_id}
-                )
-            return ok
-
-    if not await asyncio.to_thread(job):
+    done = await asyncio.to_thread(
+        webhooks.redeliver_audited, db, webhook_id, delivery_id, p.credential_id
+    )
+    if not done:
         raise Problem(404, "not-found", "Not found", f"no delivery {delivery_id} of {webhook_id!r}")
     _wake(request)
-    return await asyncio.to_thread(_delivery, db, webhook_id, delivery_id=delivery_id)
+    view = await asyncio.to_thread(webhooks.delivery, db, webhook_id, delivery_id=delivery_id)
+    return _view(view)
