@@ -33,7 +33,7 @@ __all__ = ["create_app", "VERSION"]
 
 def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     """Build the coordinator app; ``background=False`` skips health/pool sweeps (tests)."""
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, settings.db_busy_timeout)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -252,10 +251,10 @@ class WebhookDelivery(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-BUSY_TIMEOUT = float(os.environ.get("CUSTODY_DB_BUSY_TIMEOUT", "5"))
+BUSY_TIMEOUT = 5.0  # default of ``settings.db_busy_timeout`` ($CUSTODY_DB_BUSY_TIMEOUT)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout so readers never block.
 
     ``synchronous=FULL``: with WAL, SQLite then fsyncs the log at every COMMIT, so a
@@ -264,13 +263,14 @@ def make_engine(url: str) -> Engine:
     returned, could vanish on power loss, breaking the audit rule of DESIGN.md invariant 6.)
     An fsync of the append-only WAL costs ~0.1 ms here; the signing path makes two commits.
 
-    A writer waits at most ``BUSY_TIMEOUT`` seconds (``$CUSTODY_DB_BUSY_TIMEOUT``, default
-    5) for SQLite's write lock, then fails (503 problem ``database-busy``); writes run off
-    the event loop, and WAL readers never wait for the lock, so the API keeps answering.
+    A writer waits at most ``busy_timeout`` seconds (``settings.db_busy_timeout``,
+    ``$CUSTODY_DB_BUSY_TIMEOUT``, default 5) for SQLite's write lock, then fails (503
+    problem ``database-busy``); writes run off the event loop, and WAL readers never wait
+    for the lock, so the API keeps answering.
     """
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT}
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout}
         )
 
         @event.listens_for(engine, "connect")
@@ -404,9 +404,9 @@ class Database:
     """Engine plus session factory; ``with db.session() as s:`` commits on success;
     ``await db.write(job)`` runs ``job(conn)`` through the :class:`GroupWriter`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, busy_timeout)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self.writer = GroupWriter(self.engine)
 

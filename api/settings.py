@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     )
     cluster_id: str = Field(
         default="tpwc-dev", description="named in every checkpoint; the governance's when installed"
+    )
+    db_busy_timeout: float = Field(
+        default=5.0, gt=0, description="seconds a SQLite writer waits for the write lock"
+    )
+    log_level: str = Field(default="INFO", description="log level (--log-level wins)")
+    coordinator_pin_file: Path | None = Field(
+        default=None, description="file holding the coordinator token's user PIN (production)"
+    )
+    coordinator_pin: SecretStr | None = Field(
+        default=None, description="the PIN itself (else the dev-only file data_dir/hsm.pin)"
     )
     # credentials (api.auth)
     credential_cache_ttl: float = Field(
