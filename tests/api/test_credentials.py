@@ -281,3 +281,15 @@ def test_with_a_zero_ttl_a_revocation_in_the_database_is_seen_at_once(tmp_path: 
                 .values(revoked=True)
             )
         assert_problem(api.client.get("/v1/sign-requests", headers=h), 401, "unauthorized")
+
+
+def test_every_setting_is_in_the_one_documented_list() -> None:
+    """docs/OPERATIONS.md lists every coordinator setting as its environment variable, and
+    the coordinator reads no ``CUSTODY_*`` variable outside :class:`Settings`."""
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "OPERATIONS.md").read_text()
+    missing = [n for n in Settings.model_fields if f"`CUSTODY_{n.upper()}`" not in doc]
+    assert missing == []
+    for f in sorted((root / "api").rglob("*.py")):
+        text = f.read_text()
+        assert "os.environ" not in text or f.name == "settings.py", f
