@@ -9,6 +9,7 @@ receiver is a real ``http.server`` on 127.0.0.1. Nothing is mocked."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -23,8 +24,12 @@ from sqlalchemy import select, text
 from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks import WebhookVerificationError
 
+from api.coordinator import SignResult
 from api.db import SignRequest, Webhook, WebhookMessage
+from custody.cluster import ETH_LIMIT
 from tests.api.conftest import Api, make_api
+from tests.api.test_approvals import b64, post_approval, post_tx, statement
+from tests.api.test_audit_integrity import stored_digest
 from tests.api.test_auth_problems import assert_problem
 
 FAST = {
@@ -357,3 +362,39 @@ def test_the_outbox_payload_is_the_standard_webhooks_form(
     assert headers["webhook-id"].startswith("msg_")
     assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
     assert headers["webhook-signature"].startswith("v1,")
+
+
+def test_signed_and_rejected_events_from_the_outcome_and_the_approval_desk(
+    hook_api: Api, receiver: Receiver
+) -> None:
+    """``sign_request.signed`` (with the signature) from the outcome writer's transaction,
+    ``sign_request.rejected`` from the approval desk's."""
+    api, rx = hook_api, receiver
+    rx.fail_first = 0
+    subscribe(api, rx, ["sign_request.signed", "sign_request.rejected"])
+    kid, sk = api.add_signing_key()
+    sid = post_sr(api, kid, "s1").json()["id"]  # parked: no event subscribed for that
+    sig = sk.sign(bytes.fromhex("11" * 32)).signature  # type: ignore[attr-defined]
+    asyncio.run(
+        api.app.state.coordinator.outcomes.record(
+            sid,
+            kid,
+            SignResult(sig, None, [1, 2]),
+            None,
+            [],
+            request_digest=stored_digest(api, sid),
+        )
+    )
+    wait_for(lambda: rx.processed)
+    ((_, signed),) = rx.processed.items()
+    assert signed["type"] == "sign_request.signed"
+    assert signed["data"]["id"] == sid and signed["data"]["signature"] == sig.hex()
+
+    ecdsa = api.add_key()
+    rid = post_tx(api, ecdsa, 5 * ETH_LIMIT, "r1").json()["id"]
+    rej = b64(statement(api, rid, "dev-approver-2", decision="reject"))
+    assert post_approval(api, rid, rej, "r2", path="rejections").status_code == 200
+    wait_for(lambda: len(rx.processed) == 2)
+    rejected = [p for p in rx.processed.values() if p["type"] == "sign_request.rejected"]
+    assert [p["data"]["id"] for p in rejected] == [rid]
+    assert rejected[0]["data"]["status"] == "rejected" and rejected[0]["data"]["error"]
