@@ -37,7 +37,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from api import audit
 from api.db import AuditEntry, Credential, Database, utcnow
@@ -111,13 +111,28 @@ def normal_scope(scope: Mapping[str, Any] | None) -> dict[str, list[str]] | None
 
 def revoke_credential(db: Database, credential_id: str, actor: str) -> bool:
     """Revoke a credential (audited as ``credential.revoke``); False if it is unknown.
-    Revoking a revoked credential changes nothing and is not audited again."""
+    Revoking a revoked credential changes nothing and is not audited again. The last live
+    admin credential is not revoked (409 ``last-admin``: nobody could manage credentials
+    any more)."""
     with db.session() as s:
         row = s.get(Credential, credential_id)
         if row is None:
             return False
         if row.revoked:
             return True
+        if row.role == "admin":
+            admins = s.scalar(
+                select(func.count())
+                .select_from(Credential)
+                .where(Credential.role == "admin", Credential.revoked.is_(False))
+            )
+            if (admins or 0) <= 1:
+                raise Problem(
+                    409,
+                    "last-admin",
+                    "Last admin credential",
+                    "create another admin credential before revoking this one",
+                )
         row.revoked = True
         audit.append(s, actor, "credential.revoke", credential_id, {})
     return True

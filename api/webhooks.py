@@ -313,6 +313,8 @@ class DeliveryWorker:
         url: str,
         sealed: str,
     ) -> None:
+        if not await self.db.write(lambda conn: _claim(conn, did, attempts, self.settings)):
+            return  # another coordinator (or sweep) took this attempt
         body = json.dumps(payload, separators=(",", ":"))
         start = time.perf_counter()
         code: int | None = None
@@ -373,6 +375,25 @@ class DeliveryWorker:
                 "outcome": status,
             },
         )
+
+
+def _claim(conn: Connection, did: int, attempts: int, settings: Settings) -> bool:
+    """Take attempt ``attempts + 1`` of a due delivery: a conditional update, so of two
+    coordinators sweeping one database only one sends it; the claim pushes the next
+    attempt past this one's timeout (a coordinator that dies mid-attempt is retried)."""
+    now = utcnow()
+    lease = now + dt.timedelta(seconds=2 * settings.webhook_timeout + 1)
+    done = conn.execute(
+        update(_DELIVERIES)
+        .where(
+            _DELIVERIES.c.id == did,
+            _DELIVERIES.c.status == "pending",
+            _DELIVERIES.c.attempts == attempts,
+            _DELIVERIES.c.next_attempt_at <= now,
+        )
+        .values(next_attempt_at=lease)
+    )
+    return bool(done.rowcount)
 
 
 def redeliver(conn: Connection | Session, webhook_id: str, delivery_id: int) -> bool:

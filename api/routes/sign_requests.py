@@ -296,14 +296,14 @@ async def get_sign_request(
     responses=problem_responses(*AUTH_ERRORS, 404),
     summary="Get a signed request's authorization receipt",
 )
-async def get_receipt(request_id: str, repo: Repo, _: Reader) -> dict[str, Any]:
+async def get_receipt(request_id: str, repo: Repo, p: Reader) -> dict[str, Any]:
     """What the releasing signer nodes attested for a signed request: the decoded intent's
     digest, the policy version and rule that allowed it, the approvals that counted, the
     signer set, and each node's signature over that and its own release-log entry
     (``custody.receipts``). Verify it offline with ``custody receipt verify``. 404 for a
     request that is not signed (or was signed before receipts existed)."""
     r = await asyncio.to_thread(repo.sign_request, request_id)
-    if r is None:
+    if r is None or _own(p) not in (None, r.requested_by):  # another requester's: not found
         raise Problem(404, "not-found", "Not found", f"no sign request {request_id!r}")
     if r.receipt is None:
         raise Problem(

@@ -151,6 +151,23 @@ def test_revoke_through_the_api(api: Api) -> None:
     )
 
 
+def test_the_last_admin_credential_is_not_revoked(api: Api) -> None:
+    with api.app.state.db.session() as s:
+        admin_id = s.scalar(
+            select(Credential.id).where(Credential.token_sha256 == hash_token(api.tokens["admin"]))
+        )
+    r = api.client.delete(f"/v1/credentials/{admin_id}", headers=api.h("admin"))
+    assert_problem(r, 409, "last-admin")
+    other = create(api, role="admin", label="second admin")
+    r = api.client.delete(f"/v1/credentials/{admin_id}", headers=bearer(other["token"]))
+    assert r.status_code == 200 and r.json()["revoked"]
+    assert_problem(
+        api.client.delete(f"/v1/credentials/{other['id']}", headers=bearer(other["token"])),
+        409,
+        "last-admin",
+    )
+
+
 # -- scopes --------------------------------------------------------------------------------
 def _key_id(scheme: str) -> str:
     """The id :meth:`Api.add_key` gives an active key of ``scheme`` (to name it in a policy
@@ -251,6 +268,11 @@ def test_a_requester_sees_only_its_own_sign_requests(api: Api) -> None:
     r = api.client.get(f"/v1/sign-requests/{rb}", headers=bearer(a["token"]))
     assert_problem(r, 404, "not-found")
     assert api.client.get(f"/v1/sign-requests/{ra}", headers=bearer(a["token"])).is_success
+    # nor its receipt (not found, not "no receipt": existence is not revealed)
+    r = api.client.get(f"/v1/sign-requests/{rb}/receipt", headers=bearer(a["token"]))
+    assert_problem(r, 404, "not-found")
+    r = api.client.get(f"/v1/sign-requests/{ra}/receipt", headers=bearer(a["token"]))
+    assert_problem(r, 404, "no-receipt")
     # the other roles see everything, as before
     for role in ("admin", "approver", "auditor"):
         assert {ra, rb} <= listed(api.h(role))

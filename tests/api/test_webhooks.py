@@ -24,6 +24,7 @@ from sqlalchemy import select, text
 from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks import WebhookVerificationError
 
+from api import webhooks
 from api.coordinator import SignResult
 from api.db import SignRequest, Webhook, WebhookMessage
 from custody.cluster import ETH_LIMIT
@@ -398,3 +399,31 @@ def test_signed_and_rejected_events_from_the_outcome_and_the_approval_desk(
     rejected = [p for p in rx.processed.values() if p["type"] == "sign_request.rejected"]
     assert [p["data"]["id"] for p in rejected] == [rid]
     assert rejected[0]["data"]["status"] == "rejected" and rejected[0]["data"]["error"]
+
+
+def test_two_workers_on_one_database_send_each_attempt_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Two delivery workers (as two coordinators on one database run) sweeping the same due
+    deliveries at the same moment: each attempt is claimed by one of them only."""
+    rx = receiver
+    rx.fail_first = 0
+    for api in make_api(tmp_path, **FAST, webhooks_enabled=False):  # no worker of its own
+        hook = subscribe(api, rx, ["webhook.test"])
+        for _ in range(12):
+            r = api.client.post(f"/v1/webhooks/{hook['id']}/test", headers=api.h("admin"))
+            assert r.status_code == 202
+        st = api.app.state
+
+        async def race(st: Any = st) -> list[int]:
+            workers = [webhooks.DeliveryWorker(st.settings, st.db, st.sealer) for _ in range(2)]
+            try:
+                return list(await asyncio.gather(*(w.sweep() for w in workers)))
+            finally:
+                for w in workers:
+                    await w.http.aclose()
+
+        assert asyncio.run(race()) == [12, 12]  # both saw every due delivery
+        ids = [h["webhook-id"] for _, h, _, _ in rx.requests]
+        assert len(ids) == 12 and len(set(ids)) == 12 and not rx.duplicates
+        assert all(d["status"] == "delivered" for d in deliveries(api, hook["id"]))
