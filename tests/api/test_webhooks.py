@@ -427,3 +427,21 @@ def test_two_workers_on_one_database_send_each_attempt_once(
         ids = [h["webhook-id"] for _, h, _, _ in rx.requests]
         assert len(ids) == 12 and len(set(ids)) == 12 and not rx.duplicates
         assert all(d["status"] == "delivered" for d in deliveries(api, hook["id"]))
+
+
+def test_key_events_come_with_the_dkg_result(hook_api: Api, receiver: Receiver) -> None:
+    """``key.active`` and ``key.failed`` are written with the DKG result's own transaction
+    (the ceremony's recorder, called as a finished DKG calls it)."""
+    api, rx = hook_api, receiver
+    rx.fail_first = 0
+    subscribe(api, rx, ["key.active", "key.failed"])
+    ceremony = api.app.state.coordinator.ceremony
+    good = api.add_key("ed25519", status="pending")
+    bad = api.add_key("bip340", status="pending")
+    ceremony._record(good, "ed25519", 2, ["node-1", "node-2"], "ab" * 32, {}, None)
+    problem = {"type": "urn:x", "title": "DKG failed", "status": 502}
+    ceremony._record(bad, "bip340", 2, ["node-1", "node-2"], None, None, problem)
+    wait_for(lambda: len(rx.processed) == 2)
+    got = {p["data"]["id"]: p for p in rx.processed.values()}
+    assert got[good]["type"] == "key.active" and got[good]["data"]["public_key"] == "ab" * 32
+    assert got[bad]["type"] == "key.failed" and got[bad]["data"]["status"] == "failed"
