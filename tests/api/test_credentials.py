@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import select, text, update
 
@@ -21,6 +23,7 @@ from api.auth import hash_token
 from api.db import AuditEntry, Credential
 from api.settings import Settings
 from custody import policy as pol
+from custody.client import AsyncCustodyClient, CustodyClient, CustodyError
 from tests.api.conftest import Api, make_api, nothing_up_my_sleeve_point
 from tests.api.conftest import test_policy as base_policy
 from tests.api.test_auth_problems import assert_problem
@@ -315,3 +318,37 @@ def test_every_setting_is_in_the_one_documented_list() -> None:
     for f in sorted((root / "api").rglob("*.py")):
         text = f.read_text()
         assert "os.environ" not in text or f.name == "settings.py", f
+
+
+# -- the SDK (sync and async) -----------------------------------------------------------------
+def test_sdk_manages_credentials_and_webhooks(api: Api) -> None:
+    kid = api.add_key()
+    with CustodyClient("http://testserver", api.tokens["admin"], http=TestClient(api.app)) as c:
+        made = c.create_credential("requester", principal="sdk-bot", keys=[kid])
+        assert made.token and made.scope is not None and made.scope.keys == [kid]
+        assert made.id in [x.id for x in c.list_credentials()]
+        assert c.get_credential(made.id).principal == "sdk-bot"
+        assert c.scope_credential(made.id).scope is None
+        assert c.scope_credential(made.id, wallets=["hot"]).scope.wallets == ["hot"]  # type: ignore[union-attr]
+        new = c.rotate_credential(made.id)
+        assert new.token != made.token and new.rotated_at is not None
+        assert c.revoke_credential(made.id).revoked
+        with pytest.raises(CustodyError) as e:
+            c.rotate_credential(made.id)
+        assert e.value.status == 409
+        with pytest.raises(CustodyError) as e:
+            c.create_webhook("http://169.254.169.254/", ["*"])
+        assert e.value.status == 422 and e.value.type.endswith("webhook-url-refused")
+        assert c.list_webhooks() == []
+
+
+async def test_async_sdk_manages_credentials(api: Api) -> None:
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=api.app), base_url="http://t")
+    async with AsyncCustodyClient("http://t", api.tokens["admin"], http=http) as c:
+        made = await c.create_credential("auditor", label="async")
+        assert made.id in [x.id for x in await c.list_credentials()]
+        assert (await c.get_credential(made.id)).label == "async"
+        rotated = await c.rotate_credential(made.id)
+        assert rotated.token != made.token
+        assert (await c.revoke_credential(made.id)).revoked
+        assert await c.list_webhooks() == []
