@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
 import httpx
+from prometheus_client import Counter
 from sqlalchemy import Connection, Table, delete, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook as StandardWebhook
@@ -74,6 +75,13 @@ EVENT_TYPES = (
 ALL = "*"
 LOG_KEEP = 20  # attempts kept on a delivery row
 _AAD = b"tpwc-webhook-secret-v1\0"
+
+ATTEMPTS = Counter(
+    "custody_webhook_attempts",
+    "Webhook delivery attempts by event type and outcome (delivered; retry: failed, will be "
+    "tried again; failed: the last attempt failed)",
+    ["event_type", "outcome"],
+)
 
 _WEBHOOKS = cast(Table, Webhook.__table__)
 _MESSAGES = cast(Table, WebhookMessage.__table__)
@@ -345,6 +353,7 @@ class DeliveryWorker:
         n = attempts + 1
         now = utcnow()
         entry = {"at": now.isoformat(), "status_code": code, "error": error, "ms": ms}
+        event_type = str(payload.get("type"))
         if error is None:
             status, nxt = "delivered", None
         elif n >= self.settings.webhook_max_attempts:
@@ -365,6 +374,8 @@ class DeliveryWorker:
                 update(_DELIVERIES).where(_DELIVERIES.c.id == did).values(**changes)
             )
         )
+        outcome = "retry" if status == "pending" else status
+        ATTEMPTS.labels(event_type if event_type in EVENT_TYPES else "other", outcome).inc()
         log.info(
             "webhook delivery",
             extra={

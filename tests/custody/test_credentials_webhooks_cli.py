@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from custody.exitcodes import ExitCode
 from tests.api.test_webhooks import Receiver, wait_for
@@ -212,5 +213,17 @@ def test_webhooks_create_test_deliveries_redeliver(coordinator: Coordinator) -> 
         r = cli(c, "webhooks", "redeliver", wid, "999999")
         assert r.returncode == ExitCode.NOT_FOUND
         assert rx.secret.removeprefix("whsec_") not in c.log.read_text()
+
+        # the attempts are counted on the coordinator's /metrics, by event type and outcome
+        text = httpx.get(c.url + "/metrics", headers={"Authorization": f"Bearer {c.admin}"}).text
+        counts = {
+            (smp.labels["event_type"], smp.labels["outcome"]): smp.value
+            for fam in text_string_to_metric_families(text)
+            if fam.name == "custody_webhook_attempts"
+            for smp in fam.samples
+            if smp.name.endswith("_total")
+        }
+        assert counts[("webhook.test", "retry")] == 1
+        assert counts[("webhook.test", "delivered")] == 2  # the retry and the redelivery
     finally:
         rx.close()
