@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "init":
         key = keystore.load_or_create(settings)
         key.close()
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, settings.db_busy_timeout)
         db.create_all()
         keystore.private_files(settings)
         with db.session() as sess:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"cluster_id": body.cluster_id, "version": body.version}))
         return 0
 
-    level = args.log_level or os.environ.get("CUSTODY_LOG_LEVEL", "INFO")
+    level = args.log_level or settings.log_level
     logs.configure(level)
     serve(
         create_app(settings),

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import keystore, metrics, problems
+from api import keystore, metrics, problems, webhooks
 from api.coordinator import Coordinator
 from api.db import Database
 from api.nodes import NodeCaller
@@ -33,7 +33,7 @@ __all__ = ["create_app", "VERSION"]
 
 def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     """Build the coordinator app; ``background=False`` skips health/pool sweeps (tests)."""
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, settings.db_busy_timeout)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +45,10 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
         app.state.coordinator_public_key = key.public_key
         metrics.watch(c.pools.sizes, lambda: [n.status for n in c.registry.nodes.values()])
         c.start(background=background)
+        app.state.sealer = key.hsm  # seals webhook secrets (api.webhooks)
+        if settings.webhooks_enabled:  # the outbox's delivery worker, stopped with c
+            app.state.webhook_worker = webhooks.DeliveryWorker(settings, db, key.hsm)
+            c.spawn(app.state.webhook_worker.run())
         try:
             yield
         finally:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -80,6 +79,9 @@ class Credential(Base):
     label: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # {"keys": [...], "wallets": [...]} the credential may sign with; NULL: every key
+    scope: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    rotated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Node(Base):
@@ -202,10 +204,57 @@ class Checkpoint(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-BUSY_TIMEOUT = float(os.environ.get("CUSTODY_DB_BUSY_TIMEOUT", "5"))
+class Webhook(Base):
+    """A webhook subscription: where to POST which event types (:mod:`api.webhooks`).
+    ``secret`` is the Standard Webhooks secret sealed by the coordinator's HSM token
+    (base64 of the :mod:`hsm.blob` form), never stored or logged in the clear."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    event_types: Mapped[list[Any]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    secret: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-def make_engine(url: str) -> Engine:
+class WebhookMessage(Base):
+    """The outbox: one event, written in the transaction of the state change it reports;
+    ``id`` is the Standard Webhooks ``webhook-id`` (receivers de-duplicate on it)."""
+
+    __tablename__ = "webhook_messages"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True, index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One message to one webhook: its state, next attempt and every attempt made."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("message_id", "webhook_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("webhook_messages.id"), index=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    status: Mapped[str] = mapped_column(String(12), index=True)  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log: Mapped[list[Any]] = mapped_column(JSON, default=list)  # the latest attempts
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+BUSY_TIMEOUT = 5.0  # default of ``settings.db_busy_timeout`` ($CUSTODY_DB_BUSY_TIMEOUT)
+
+
+def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout so readers never block.
 
     ``synchronous=FULL``: with WAL, SQLite then fsyncs the log at every COMMIT, so a
@@ -214,13 +263,14 @@ def make_engine(url: str) -> Engine:
     returned, could vanish on power loss, breaking the audit rule of DESIGN.md invariant 6.)
     An fsync of the append-only WAL costs ~0.1 ms here; the signing path makes two commits.
 
-    A writer waits at most ``BUSY_TIMEOUT`` seconds (``$CUSTODY_DB_BUSY_TIMEOUT``, default
-    5) for SQLite's write lock, then fails (503 problem ``database-busy``); writes run off
-    the event loop, and WAL readers never wait for the lock, so the API keeps answering.
+    A writer waits at most ``busy_timeout`` seconds (``settings.db_busy_timeout``,
+    ``$CUSTODY_DB_BUSY_TIMEOUT``, default 5) for SQLite's write lock, then fails (503
+    problem ``database-busy``); writes run off the event loop, and WAL readers never wait
+    for the lock, so the API keeps answering.
     """
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT}
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout}
         )
 
         @event.listens_for(engine, "connect")
@@ -341,7 +391,11 @@ class GroupWriter:
 
 # Columns added after a table's first release: (name, SQL type), each nullable.
 _ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "credentials": (("principal", "VARCHAR(40)"),),
+    "credentials": (
+        ("principal", "VARCHAR(40)"),
+        ("scope", "JSON"),
+        ("rotated_at", "TIMESTAMP WITH TIME ZONE"),
+    ),
     "sign_requests": (("receipt", "JSON"),),
 }
 
@@ -350,9 +404,9 @@ class Database:
     """Engine plus session factory; ``with db.session() as s:`` commits on success;
     ``await db.write(job)`` runs ``job(conn)`` through the :class:`GroupWriter`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, busy_timeout)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self.writer = GroupWriter(self.engine)
 

@@ -20,29 +20,59 @@ from api.audit import Finding
 from api.db import AuditEntry, Checkpoint, Credential, Key, Node, SignRequest
 from custody.signing import SignRequestError, message_to_sign
 
-CREDENTIAL_ACTIONS = ("credential.create", "credential.revoke")
+CREDENTIAL_ACTIONS = (
+    "credential.create",
+    "credential.revoke",
+    "credential.rotate",
+    "credential.scope",
+)
 MISSING_RELEASES = "audit.releases-missing"  # api.coordinator.checkpoints records these
 
 
-def credential_entry(role: str, token_sha256: str, label: str, principal: str) -> dict[str, Any]:
-    """The audited data of a credential's creation (what its row must keep matching)."""
-    return {"role": role, "token_sha256": token_sha256, "label": label, "principal": principal}
+def credential_entry(
+    role: str,
+    token_sha256: str,
+    label: str,
+    principal: str,
+    scope: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The audited data of a credential's creation (what its row must keep matching); a
+    scope only when there is one (so unscoped creations hash as they always did)."""
+    out: dict[str, Any] = {
+        "role": role,
+        "token_sha256": token_sha256,
+        "label": label,
+        "principal": principal,
+    }
+    if scope is not None:
+        out["scope"] = dict(scope)
+    return out
 
 
 def credential_matches(row: Any, events: list[tuple[str, Mapping[str, Any]]]) -> bool:
-    """True when the credential ``row`` (id, role, principal, token_sha256, revoked) is
-    exactly what its audited ``events`` (action, data), oldest first, made of it. A
-    creation audited before principals existed names none: its principal is the id."""
+    """True when the credential ``row`` (id, role, principal, token_sha256, revoked,
+    scope) is exactly what its audited ``events`` (action, data), oldest first, made of
+    it: the token hash of its creation or latest ``credential.rotate``, the scope of its
+    creation or latest ``credential.scope``. A creation audited before principals existed
+    names none: its principal is the id."""
     created = [d for a, d in events if a == "credential.create"]
     if len(created) != 1:
         return False
     d = created[0]
     revoked = any(a == "credential.revoke" for a, _ in events)
+    token = d.get("token_sha256")
+    scope = d.get("scope")
+    for a, data in events:
+        if a == "credential.rotate":
+            token = data.get("token_sha256")
+        elif a == "credential.scope":
+            scope = data.get("scope")
     return (
         d.get("role") == row.role
         and d.get("principal", row.id) == (row.principal or row.id)
-        and d.get("token_sha256") == row.token_sha256
+        and token == row.token_sha256
         and bool(row.revoked) == revoked
+        and (scope or None) == (getattr(row, "scope", None) or None)
     )
 
 

@@ -69,12 +69,10 @@ def private_files(settings: Settings) -> None:
 
 
 def _pin(settings: Settings) -> str:
-    pin_file = os.environ.get(PIN_FILE_ENV)
-    if pin_file:
-        return Path(pin_file).read_text().strip()
-    pin = os.environ.get(PIN_ENV)
-    if pin:
-        return pin
+    if settings.coordinator_pin_file is not None:  # $CUSTODY_COORDINATOR_PIN_FILE
+        return Path(settings.coordinator_pin_file).read_text().strip()
+    if settings.coordinator_pin is not None:  # $CUSTODY_COORDINATOR_PIN
+        return settings.coordinator_pin.get_secret_value()
     path = settings.data_dir / "hsm.pin"  # dev only: next to the token
     if not path.exists():
         write_private(path, secrets.token_hex(16))

@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, select, text
 from sqlalchemy.orm import Session
 
-from api import audit, idempotency, integrity
+from api import audit, idempotency, integrity, webhooks
 from api.db import Approval, AuditEntry, Checkpoint, Database, Key, Node, SignRequest
 from api.pagination import PageOf, paginate
 from api.problems import Problem
@@ -90,6 +90,10 @@ class Repository:
         idempotency.claim(conn, slot.credential_id, slot.key, fingerprint)
         conn.execute(_INSERT_REQUEST, row)
         audit.append(conn, slot.credential_id, "sign.request", row["id"], audit_data)
+        if row["status"] == "pending_approval":  # the outbox, in this transaction
+            webhooks.enqueue(
+                conn, "sign_request.pending_approval", webhooks.sign_request_event(row)
+            )
 
     def sign_request(self, request_id: str) -> SignRequest | None:
         """The request; a ``signed`` one only if its stored signature still verifies."""
@@ -113,8 +117,11 @@ class Repository:
         *,
         status: SignStatus | None = None,
         key_id: str | None = None,
+        requested_by: str | None = None,
     ) -> PageOf[SignRequest]:
         q = select(SignRequest)
+        if requested_by is not None:  # a requester's own requests only
+            q = q.where(SignRequest.requested_by == requested_by)
         if status is not None:
             q = q.where(SignRequest.status == status)
         if key_id is not None:

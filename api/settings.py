@@ -1,45 +1,118 @@
-"""Coordinator settings: a data directory plus tunables, overridable by ``CUSTODY_*`` env."""
+"""Coordinator settings: one pydantic-settings model, every field overridable by its
+``CUSTODY_<FIELD>`` environment variable (``docs/OPERATIONS.md`` lists them all).
+
+``Settings(data_dir=...)`` (tests, ``python -m api``) and :meth:`Settings.from_env` read
+the same variables; keyword arguments win over the environment. A value that does not
+parse (``CUSTODY_SYNC_WAIT=soon``) stops the coordinator at start with the variable named.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get("CUSTODY_" + name, default)
-
-
-@dataclass
-class Settings:
+class Settings(BaseSettings):
     """Everything the coordinator needs to start.
 
     ``data_dir`` (0700) holds ``coordinator.db`` (0600, unless ``database_url`` points
     elsewhere, e.g. ``postgresql+psycopg://...``) and the coordinator's PKCS#11 token with
     the Ed25519 key that signs every node request (:mod:`api.keystore`; it authorises
-    nothing on its own, nodes still check policy).
+    nothing on its own, nodes still check policy) and the AES key that seals webhook
+    secrets (:mod:`api.webhooks`).
     """
 
-    data_dir: Path
-    database_url: str = ""
-    round_timeout: float = 10.0  # seconds one node call / protocol round may take
-    sync_wait: float = 15.0  # POST waits this long for completion before answering 202
-    frost_batch: int = 64  # commitments fetched per node call
-    frost_low_water: int = 32  # refill below this many unused commitments per node
-    presig_target: int = 16  # unused ECDSA presignatures kept per key
-    presig_parallel: int = 4  # presign sessions run at once while refilling
-    presig_low_water: int = -1  # refill at once below this (else when idle); -1: target/4
-    pool_interval: float = 0.5  # seconds between pool/health sweeps
-    approval_ttl: float = 24 * 3600.0  # pending_approval requests expire after this
-    cluster_id: str = "tpwc-dev"  # named in every checkpoint; the governance's id when installed
+    model_config = SettingsConfigDict(
+        env_prefix="CUSTODY_", validate_assignment=False, extra="forbid"
+    )
 
-    def __post_init__(self) -> None:
+    data_dir: Path = Field(
+        default=Path(".custody/coordinator"), description="the coordinator's data directory"
+    )
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL; empty: sqlite in data_dir/coordinator.db"
+    )
+    round_timeout: float = Field(
+        default=10.0, gt=0, description="seconds one node call / protocol round may take"
+    )
+    sync_wait: float = Field(
+        default=15.0, ge=0, description="a POST waits this long for completion before 202"
+    )
+    frost_batch: int = Field(default=64, ge=1, description="commitments fetched per node call")
+    frost_low_water: int = Field(
+        default=32, ge=0, description="refill below this many unused commitments per node"
+    )
+    presig_target: int = Field(
+        default=16, ge=0, description="unused ECDSA presignatures kept per key"
+    )
+    presig_parallel: int = Field(
+        default=4, ge=1, description="presign sessions run at once while refilling"
+    )
+    presig_low_water: int = Field(
+        default=-1, description="refill at once below this (else when idle); -1: target/4"
+    )
+    pool_interval: float = Field(
+        default=0.5, gt=0, description="seconds between pool/health sweeps"
+    )
+    approval_ttl: float = Field(
+        default=24 * 3600.0, gt=0, description="pending_approval requests expire after this"
+    )
+    cluster_id: str = Field(
+        default="tpwc-dev", description="named in every checkpoint; the governance's when installed"
+    )
+    db_busy_timeout: float = Field(
+        default=5.0, gt=0, description="seconds a SQLite writer waits for the write lock"
+    )
+    log_level: str = Field(default="INFO", description="log level (--log-level wins)")
+    coordinator_pin_file: Path | None = Field(
+        default=None, description="file holding the coordinator token's user PIN (production)"
+    )
+    coordinator_pin: SecretStr | None = Field(
+        default=None, description="the PIN itself (else the dev-only file data_dir/hsm.pin)"
+    )
+    # credentials (api.auth)
+    credential_cache_ttl: float = Field(
+        default=1.0,
+        ge=0,
+        description="seconds a valid credential is remembered; a revocation takes effect "
+        "at most this late (0: every request reads the database)",
+    )
+    # webhooks (api.webhooks)
+    webhooks_enabled: bool = Field(default=True, description="run the webhook delivery worker")
+    webhook_poll_interval: float = Field(
+        default=0.5, gt=0, description="seconds between delivery worker sweeps"
+    )
+    webhook_timeout: float = Field(default=10.0, gt=0, description="seconds per delivery POST")
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="attempts per delivery before it is marked failed"
+    )
+    webhook_backoff_base: float = Field(
+        default=5.0, gt=0, description="first retry delay; doubled per attempt"
+    )
+    webhook_backoff_max: float = Field(
+        default=3600.0, gt=0, description="longest delay between two attempts"
+    )
+    webhook_allow_loopback: bool = Field(
+        default=False,
+        description="development only: allow webhook URLs on loopback addresses",
+    )
+
+    def __init__(self, data_dir: str | Path | None = None, **kw: Any) -> None:
+        if data_dir is not None:
+            kw["data_dir"] = data_dir
+        super().__init__(**kw)
+
+    @model_validator(mode="after")
+    def _derived(self) -> Settings:
         self.data_dir = Path(self.data_dir)
         if self.presig_low_water < 0:
             self.presig_low_water = self.presig_target // 4
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'coordinator.db'}"
+        return self
 
     @property
     def legacy_key_path(self) -> Path:
@@ -48,16 +121,5 @@ class Settings:
 
     @classmethod
     def from_env(cls, data_dir: str | Path | None = None) -> Settings:
-        return cls(
-            data_dir=Path(data_dir or _env("DATA_DIR", ".custody/coordinator")),
-            database_url=_env("DATABASE_URL", ""),
-            round_timeout=float(_env("ROUND_TIMEOUT", "10")),
-            sync_wait=float(_env("SYNC_WAIT", "15")),
-            frost_batch=int(_env("FROST_BATCH", "64")),
-            frost_low_water=int(_env("FROST_LOW_WATER", "32")),
-            presig_target=int(_env("PRESIG_TARGET", "16")),
-            presig_parallel=int(_env("PRESIG_PARALLEL", "4")),
-            presig_low_water=int(_env("PRESIG_LOW_WATER", "-1")),
-            pool_interval=float(_env("POOL_INTERVAL", "0.5")),
-            cluster_id=_env("CLUSTER_ID", "tpwc-dev"),
-        )
+        """The settings from ``CUSTODY_*`` (``data_dir`` overrides ``CUSTODY_DATA_DIR``)."""
+        return cls(data_dir)

@@ -53,6 +53,7 @@ from custody.cli_support import (
     print_rows,
     require_id,
 )
+from custody.credentials_cli import credentials_app
 from custody.domain import (
     KINDS,
     NETWORKS,
@@ -68,6 +69,7 @@ from custody.governance_cli import approver_app, governance_app, officer_app
 from custody.models import KeyOut, SignRequestOut
 from custody.policy_cli import policy_app
 from custody.receipt_cli import receipt_app
+from custody.webhooks_cli import webhooks_app
 
 DISTRIBUTION = "tp-wallet-custody"
 
@@ -92,6 +94,8 @@ requests_app = typer.Typer(
 )
 app.add_typer(requests_app, name="requests")
 app.add_typer(receipt_app, name="receipt")
+app.add_typer(credentials_app, name="credentials")
+app.add_typer(webhooks_app, name="webhooks")
 console = out  # the stdout console (kept for custody.demo and older callers)
 
 

@@ -39,6 +39,7 @@ from custody.domain import (
     TERMINAL_SIGN_STATUSES,
     Kind,
     Network,
+    Role,
     Scheme,
     SignStatus,
 )
@@ -48,6 +49,9 @@ from custody.models import (
     AuditVerify,
     CheckpointList,
     CheckpointOut,
+    CredentialIssued,
+    CredentialList,
+    CredentialOut,
     Health,
     KeyList,
     KeyOut,
@@ -56,12 +60,18 @@ from custody.models import (
     Page,
     PolicyDryRunOut,
     PolicyShadowOut,
+    ProblemModel,
     Ready,
     ReceiptOut,
     ShadowDisagreementList,
     ShadowDisagreementOut,
     SignRequestList,
     SignRequestOut,
+    WebhookCreated,
+    WebhookDeliveryList,
+    WebhookDeliveryOut,
+    WebhookList,
+    WebhookOut,
 )
 
 __all__ = [
@@ -460,6 +470,100 @@ class CustodyClient(_Base):
             "/v1/policy/shadow/disagreements", ShadowDisagreementList, limit=limit
         )
 
+    # -- credentials (admin) ------------------------------------------------------------------
+    def create_credential(
+        self,
+        role: Role,
+        *,
+        principal: str | None = None,
+        label: str = "",
+        keys: list[str] | None = None,
+        wallets: list[str] | None = None,
+    ) -> CredentialIssued:
+        """A new credential; its ``token`` is shown in this answer only. ``keys`` and/or
+        ``wallets`` scope it (default: every key)."""
+        body = _credential_body(role, principal, label, keys, wallets)
+        return _parse(self.http.post("/v1/credentials", json=body), CredentialIssued)
+
+    def list_credentials(self, *, include_revoked: bool = False) -> list[CredentialOut]:
+        return self._get(
+            "/v1/credentials", CredentialList, include_revoked=include_revoked or None
+        ).items
+
+    def get_credential(self, credential_id: str) -> CredentialOut:
+        return self._get(f"/v1/credentials/{_seg(credential_id)}", CredentialOut)
+
+    def scope_credential(
+        self, credential_id: str, keys: list[str] | None = None, wallets: list[str] | None = None
+    ) -> CredentialOut:
+        """Scope to ``keys`` and ``wallets``; with neither, lift the scope (every key)."""
+        return _parse(
+            self.http.put(
+                f"/v1/credentials/{_seg(credential_id)}/scope", json=_scope_body(keys, wallets)
+            ),
+            CredentialOut,
+        )
+
+    def rotate_credential(self, credential_id: str) -> CredentialIssued:
+        """A new token for the credential (shown once); the old one stops working."""
+        return _parse(
+            self.http.post(f"/v1/credentials/{_seg(credential_id)}/rotate"), CredentialIssued
+        )
+
+    def revoke_credential(self, credential_id: str) -> CredentialOut:
+        return _parse(self.http.delete(f"/v1/credentials/{_seg(credential_id)}"), CredentialOut)
+
+    # -- webhooks (admin) ---------------------------------------------------------------------
+    def create_webhook(
+        self, url: str, event_types: list[str], *, description: str = ""
+    ) -> WebhookCreated:
+        """Subscribe ``url``; the answer's ``secret`` (shown once) verifies deliveries
+        (``standardwebhooks.Webhook(secret).verify(body, headers)``)."""
+        body = {"url": url, "event_types": event_types, "description": description}
+        return _parse(self.http.post("/v1/webhooks", json=body), WebhookCreated)
+
+    def list_webhooks(self) -> list[WebhookOut]:
+        return self._get("/v1/webhooks", WebhookList).items
+
+    def get_webhook(self, webhook_id: str) -> WebhookOut:
+        return self._get(f"/v1/webhooks/{_seg(webhook_id)}", WebhookOut)
+
+    def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        url: str | None = None,
+        event_types: list[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> WebhookOut:
+        body = _params(
+            {"url": url, "event_types": event_types, "description": description, "enabled": enabled}
+        )
+        return _parse(self.http.patch(f"/v1/webhooks/{_seg(webhook_id)}", json=body), WebhookOut)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        _no_content(self.http.delete(f"/v1/webhooks/{_seg(webhook_id)}"))
+
+    def test_webhook(self, webhook_id: str) -> WebhookDeliveryOut:
+        """Queue a ``webhook.test`` event to this webhook; its delivery as queued."""
+        return _parse(self.http.post(f"/v1/webhooks/{_seg(webhook_id)}/test"), WebhookDeliveryOut)
+
+    def webhook_deliveries(self, webhook_id: str, limit: int = 50) -> Iterator[WebhookDeliveryOut]:
+        """The delivery log, newest first."""
+        yield from self._pages(
+            f"/v1/webhooks/{_seg(webhook_id)}/deliveries", WebhookDeliveryList, limit=limit
+        )
+
+    def redeliver_webhook(self, webhook_id: str, delivery_id: int) -> WebhookDeliveryOut:
+        """Send a message again now, with the same ``webhook-id``."""
+        return _parse(
+            self.http.post(
+                f"/v1/webhooks/{_seg(webhook_id)}/deliveries/{int(delivery_id)}/redeliver"
+            ),
+            WebhookDeliveryOut,
+        )
+
 
 class AsyncCustodyClient(_Base):
     """Asynchronous client: the methods of :class:`CustodyClient`, awaitable."""
@@ -703,3 +807,134 @@ class AsyncCustodyClient(_Base):
             "/v1/policy/shadow/disagreements", ShadowDisagreementList, limit=limit
         ):
             yield d
+
+    # -- credentials (admin) ------------------------------------------------------------------
+    async def create_credential(
+        self,
+        role: Role,
+        *,
+        principal: str | None = None,
+        label: str = "",
+        keys: list[str] | None = None,
+        wallets: list[str] | None = None,
+    ) -> CredentialIssued:
+        """A new credential; its ``token`` is shown in this answer only. ``keys`` and/or
+        ``wallets`` scope it (default: every key)."""
+        body = _credential_body(role, principal, label, keys, wallets)
+        return _parse(await self.http.post("/v1/credentials", json=body), CredentialIssued)
+
+    async def list_credentials(self, *, include_revoked: bool = False) -> list[CredentialOut]:
+        return (
+            await self._get(
+                "/v1/credentials", CredentialList, include_revoked=include_revoked or None
+            )
+        ).items
+
+    async def get_credential(self, credential_id: str) -> CredentialOut:
+        return await self._get(f"/v1/credentials/{_seg(credential_id)}", CredentialOut)
+
+    async def scope_credential(
+        self, credential_id: str, keys: list[str] | None = None, wallets: list[str] | None = None
+    ) -> CredentialOut:
+        """Scope to ``keys`` and ``wallets``; with neither, lift the scope (every key)."""
+        return _parse(
+            await self.http.put(
+                f"/v1/credentials/{_seg(credential_id)}/scope", json=_scope_body(keys, wallets)
+            ),
+            CredentialOut,
+        )
+
+    async def rotate_credential(self, credential_id: str) -> CredentialIssued:
+        """A new token for the credential (shown once); the old one stops working."""
+        return _parse(
+            await self.http.post(f"/v1/credentials/{_seg(credential_id)}/rotate"), CredentialIssued
+        )
+
+    async def revoke_credential(self, credential_id: str) -> CredentialOut:
+        return _parse(
+            await self.http.delete(f"/v1/credentials/{_seg(credential_id)}"), CredentialOut
+        )
+
+    # -- webhooks (admin) ---------------------------------------------------------------------
+    async def create_webhook(
+        self, url: str, event_types: list[str], *, description: str = ""
+    ) -> WebhookCreated:
+        """Subscribe ``url``; the answer's ``secret`` (shown once) verifies deliveries
+        (``standardwebhooks.Webhook(secret).verify(body, headers)``)."""
+        body = {"url": url, "event_types": event_types, "description": description}
+        return _parse(await self.http.post("/v1/webhooks", json=body), WebhookCreated)
+
+    async def list_webhooks(self) -> list[WebhookOut]:
+        return (await self._get("/v1/webhooks", WebhookList)).items
+
+    async def get_webhook(self, webhook_id: str) -> WebhookOut:
+        return await self._get(f"/v1/webhooks/{_seg(webhook_id)}", WebhookOut)
+
+    async def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        url: str | None = None,
+        event_types: list[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> WebhookOut:
+        body = _params(
+            {"url": url, "event_types": event_types, "description": description, "enabled": enabled}
+        )
+        return _parse(
+            await self.http.patch(f"/v1/webhooks/{_seg(webhook_id)}", json=body), WebhookOut
+        )
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        _no_content(await self.http.delete(f"/v1/webhooks/{_seg(webhook_id)}"))
+
+    async def test_webhook(self, webhook_id: str) -> WebhookDeliveryOut:
+        """Queue a ``webhook.test`` event to this webhook; its delivery as queued."""
+        return _parse(
+            await self.http.post(f"/v1/webhooks/{_seg(webhook_id)}/test"), WebhookDeliveryOut
+        )
+
+    async def webhook_deliveries(
+        self, webhook_id: str, limit: int = 50
+    ) -> AsyncIterator[WebhookDeliveryOut]:
+        """The delivery log, newest first."""
+        async for d in self._pages(
+            f"/v1/webhooks/{_seg(webhook_id)}/deliveries", WebhookDeliveryList, limit=limit
+        ):
+            yield d
+
+    async def redeliver_webhook(self, webhook_id: str, delivery_id: int) -> WebhookDeliveryOut:
+        """Send a message again now, with the same ``webhook-id``."""
+        return _parse(
+            await self.http.post(
+                f"/v1/webhooks/{_seg(webhook_id)}/deliveries/{int(delivery_id)}/redeliver"
+            ),
+            WebhookDeliveryOut,
+        )
+
+
+def _credential_body(
+    role: str,
+    principal: str | None,
+    label: str,
+    keys: list[str] | None,
+    wallets: list[str] | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"role": role, "label": label}
+    if principal is not None:
+        body["principal"] = principal
+    if keys is not None or wallets is not None:
+        body["scope"] = {"keys": keys or [], "wallets": wallets or []}
+    return body
+
+
+def _scope_body(keys: list[str] | None, wallets: list[str] | None) -> dict[str, Any]:
+    if keys is None and wallets is None:
+        return {"scope": None}
+    return {"scope": {"keys": keys or [], "wallets": wallets or []}}
+
+
+def _no_content(r: httpx.Response) -> None:
+    if r.status_code != 204:
+        _parse(r, ProblemModel)

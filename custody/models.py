@@ -594,3 +594,149 @@ class ReceiptOut(BaseModel):
         default=None, description="the signature made (none for btc-psbt: see signed_tx)"
     )
     audit: ReceiptAudit | None = None
+
+
+# -- credentials (/v1/credentials, admin) -----------------------------------------------------
+class CredentialScope(BaseModel):
+    """The keys a credential may sign with: these key ids, and every key of these wallets
+    (the active governance policy's named key sets). No scope at all: every key."""
+
+    model_config = ConfigDict(extra="forbid")
+    keys: list[Id] = Field(default_factory=list, max_length=256)
+    wallets: list[Id] = Field(default_factory=list, max_length=64)
+
+
+class CredentialCreate(BaseModel):
+    """A new credential: its role, the principal it belongs to (default: its own id), a
+    label, and optionally a scope."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "role": "requester",
+                    "principal": "payments-bot",
+                    "label": "payments service, prod",
+                    "scope": {"keys": [], "wallets": ["hot"]},
+                }
+            ]
+        },
+    )
+    role: Literal["admin", "requester", "approver", "auditor"]
+    principal: Id | None = None
+    label: str = Field(default="", max_length=100)
+    scope: CredentialScope | None = None
+
+
+class CredentialScopeSet(BaseModel):
+    """Set a credential's scope; ``null`` lifts it (every key)."""
+
+    model_config = ConfigDict(extra="forbid")
+    scope: CredentialScope | None
+
+
+class CredentialOut(BaseModel):
+    """A credential as listed: never its token, nor the token's hash."""
+
+    id: str
+    role: str
+    principal: str
+    label: str
+    scope: CredentialScope | None = None
+    revoked: bool
+    created_at: dt.datetime
+    rotated_at: dt.datetime | None = None
+
+
+class CredentialIssued(CredentialOut):
+    """A created or rotated credential with its bearer token: shown this once only."""
+
+    token: str
+
+
+class CredentialList(Page[CredentialOut]):
+    pass
+
+
+# -- webhooks (/v1/webhooks, admin) -----------------------------------------------------------
+class WebhookCreate(BaseModel):
+    """A subscription: Standard Webhooks POSTs to ``url`` for each event of ``event_types``
+    (``["*"]``: all of them)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://hooks.example.com/custody",
+                    "event_types": ["sign_request.signed", "sign_request.failed"],
+                    "description": "wallet backend",
+                }
+            ]
+        },
+    )
+    url: str = Field(min_length=1, max_length=2000)
+    event_types: list[str] = Field(min_length=1, max_length=32)
+    description: str = Field(default="", max_length=200)
+
+
+class WebhookUpdate(BaseModel):
+    """Change a subscription: any member given replaces the stored one."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    event_types: list[str] | None = Field(default=None, min_length=1, max_length=32)
+    description: str | None = Field(default=None, max_length=200)
+    enabled: bool | None = None
+
+
+class WebhookOut(BaseModel):
+    """A subscription, never its secret (shown once, at creation)."""
+
+    id: str
+    url: str
+    event_types: list[str]
+    description: str
+    enabled: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class WebhookCreated(WebhookOut):
+    """A created subscription with its signing secret (``whsec_...``): shown this once;
+    give it to ``standardwebhooks.Webhook(secret).verify``."""
+
+    secret: str
+
+
+class WebhookList(Page[WebhookOut]):
+    pass
+
+
+class WebhookAttempt(BaseModel):
+    at: dt.datetime
+    status_code: int | None = None
+    error: str | None = None
+    ms: float
+
+
+class WebhookDeliveryOut(BaseModel):
+    """One message to one webhook: ``message_id`` is the ``webhook-id`` header (the same
+    on every attempt and redelivery, for de-duplication)."""
+
+    id: int
+    message_id: str
+    event_type: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: dt.datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    log: list[WebhookAttempt]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class WebhookDeliveryList(Page[WebhookDeliveryOut]):
+    pass

@@ -30,7 +30,7 @@ from typing import Any, Literal, cast
 
 from sqlalchemy import Connection, Table, select, update
 
-from api import audit
+from api import audit, webhooks
 from api.coordinator.types import KeyInfo, problem_doc
 from api.db import Approval as ApprovalRow
 from api.db import Database, SignRequest, utcnow
@@ -344,6 +344,11 @@ class ApprovalDesk:
         if done.rowcount != 1:  # another coordinator moved it first
             raise _not_pending(request_id, "no longer pending_approval")
         if status != "pending_approval":
+            event = "sign_request.approved" if status == "signing" else "sign_request.rejected"
+            ref = {"id": request_id, "key_id": body.get("key_id"), "kind": body.get("kind")}
+            webhooks.enqueue(  # the outbox, in this transaction (api.webhooks)
+                conn, event, webhooks.sign_request_event({**ref, **changes, "status": status})
+            )
             audit.append(
                 conn,
                 "coordinator",

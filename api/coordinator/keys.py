@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from api import audit, crypto
+from api import audit, crypto, webhooks
 from api.coordinator.registry import NodeRegistry
 from api.coordinator.relay import SessionRelay
 from api.coordinator.types import KeyInfo, SessionFailed, problem_doc
@@ -171,6 +171,11 @@ class KeyCeremony:
             else:
                 row.status, row.error = "failed", error
                 audit.append(s, "coordinator", "key.failed", key_id, {"error": error})
+            webhooks.enqueue(
+                s,
+                f"key.{row.status}",
+                {"id": key_id, "status": row.status, "scheme": scheme, "public_key": pk},
+            )
 
 
 def _agree(scheme: Scheme, t: int, results: dict[int, Any]) -> tuple[str, dict[str, str]]:

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam
 
-from api import audit, idempotency
+from api import audit, idempotency, webhooks
 from api.coordinator.types import SignResult, problem_doc
 from api.db import Database, SignRequest, utcnow
 
@@ -152,12 +152,20 @@ def _jobs(
                 conn, "coordinator", "sign.failed", request_id, {"error": error, "blamed": blamed}
             )
         conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **changes})
+        _event(conn, request_id, key_id, changes)
         if slot is not None and answer is not None and slot.own():
             idempotency.store_answer(conn, slot, *answer(changes))
 
     def fallback(conn: Connection) -> None:
         conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **withheld})
+        _event(conn, request_id, key_id, withheld)
         if slot is not None and answer is not None and slot.own():
             idempotency.store_answer(conn, slot, *answer(withheld))
 
     return outcome, fallback
+
+
+def _event(conn: Connection, request_id: str, key_id: str, changes: dict[str, Any]) -> None:
+    """The outcome's webhook event, in the outcome's transaction (api.webhooks outbox)."""
+    row = {"id": request_id, "key_id": key_id, **changes}
+    webhooks.enqueue(conn, f"sign_request.{changes['status']}", webhooks.sign_request_event(row))

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy import select, update
 
-from api import audit, idempotency, metrics
+from api import audit, idempotency, metrics, webhooks
 from api.coordinator import receipts
 from api.coordinator.approvals import ApprovalDesk
 from api.coordinator.checkpoints import Checkpointer
@@ -206,6 +206,7 @@ class Coordinator:
                 )
                 if done.rowcount:  # type: ignore[attr-defined]
                     audit.append(s, "coordinator", "sign.expired", rid, {})
+                    webhooks.enqueue(s, "sign_request.expired", {"id": rid, "status": "expired"})
 
     async def run_sign(
         self,

@@ -7,6 +7,7 @@ coordinator or the repository, and serialise (:mod:`api.serializers`); no SQL he
 from api.routes import (
     approvals,
     audit,
+    credentials,
     governance,
     keys,
     metrics,
@@ -14,6 +15,7 @@ from api.routes import (
     ops,
     policy,
     sign_requests,
+    webhooks,
 )
 
 ROUTERS = (
@@ -26,6 +28,8 @@ ROUTERS = (
     audit.router,
     policy.router,
     metrics.router,
+    credentials.router,
+    webhooks.router,
 )
 
 __all__ = ["ROUTERS"]

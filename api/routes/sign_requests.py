@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from api import audit, idempotency, metrics, shadow
-from api.auth import AUTH_ERRORS
+from api.auth import AUTH_ERRORS, Principal, check_scope
 from api.coordinator import Coordinator, KeyInfo
 from api.coordinator.psbt import request_message
 from api.db import SignRequest, utcnow
@@ -44,7 +44,7 @@ from api.problems import Problem, problem_responses
 from api.serializers import sign_out
 from custody.domain import SignStatus, new_id
 from custody.models import Id, ReceiptOut, SignRequestCreate, SignRequestList, SignRequestOut
-from custody.policy import Decision
+from custody.policy import Decision, Wallet
 from custody.signing import SignRequestError
 
 router = APIRouter(prefix="/v1/sign-requests", tags=["signing"])
@@ -100,6 +100,7 @@ async def create_sign_request(
                     field=name,
                 )
         k = c.keys.get(body.key_id)
+        check_scope(p, k.id, _wallets(c))  # a scoped credential: its keys and wallets only
         canonical: dict[str, Any] = {
             **extra,
             "id": rid,
@@ -256,15 +257,17 @@ async def _sign_and_wait(
 )
 async def list_sign_requests(
     repo: Repo,
-    _: Reader,
+    p: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Cursor = None,
     status: Annotated[SignStatus | None, Query()] = None,
     key_id: Annotated[Id | None, Query()] = None,
 ) -> dict[str, Any]:
-    """Sign requests, newest first, optionally filtered; opaque cursor pagination."""
+    """Sign requests, newest first, optionally filtered; opaque cursor pagination. A
+    requester credential sees only the requests it made."""
+    mine = _own(p)
     page = await asyncio.to_thread(
-        lambda: repo.sign_requests(limit, cursor, status=status, key_id=key_id)
+        lambda: repo.sign_requests(limit, cursor, status=status, key_id=key_id, requested_by=mine)
     )
     return page.out(sign_out)
 
@@ -276,13 +279,13 @@ async def list_sign_requests(
     summary="Show one sign request",
 )
 async def get_sign_request(
-    request_id: str, repo: Repo, c: CoordinatorDep, _: Reader
+    request_id: str, repo: Repo, c: CoordinatorDep, p: Reader
 ) -> dict[str, Any]:
     """One sign request. One that needs (or had) approvals carries ``approval``: the
     decoded intent, its digest, the policy version and governance digest an approval must
     name, the initiator, the requirement, what is still missing and the approvals so far."""
     r = await asyncio.to_thread(repo.sign_request, request_id)
-    if r is None:
+    if r is None or _own(p) not in (None, r.requested_by):  # another requester's: not found
         raise Problem(404, "not-found", "Not found", f"no sign request {request_id!r}")
     return sign_out(r, await asyncio.to_thread(approval_view, c, repo, r))
 
@@ -293,20 +296,30 @@ async def get_sign_request(
     responses=problem_responses(*AUTH_ERRORS, 404),
     summary="Get a signed request's authorization receipt",
 )
-async def get_receipt(request_id: str, repo: Repo, _: Reader) -> dict[str, Any]:
+async def get_receipt(request_id: str, repo: Repo, p: Reader) -> dict[str, Any]:
     """What the releasing signer nodes attested for a signed request: the decoded intent's
     digest, the policy version and rule that allowed it, the approvals that counted, the
     signer set, and each node's signature over that and its own release-log entry
     (``custody.receipts``). Verify it offline with ``custody receipt verify``. 404 for a
     request that is not signed (or was signed before receipts existed)."""
     r = await asyncio.to_thread(repo.sign_request, request_id)
-    if r is None:
+    if r is None or _own(p) not in (None, r.requested_by):  # another requester's: not found
         raise Problem(404, "not-found", "Not found", f"no sign request {request_id!r}")
     if r.receipt is None:
         raise Problem(
             404, "no-receipt", "No receipt", f"sign request {request_id!r} has no receipt"
         )
     return dict(r.receipt)
+
+
+def _own(p: Principal) -> str | None:
+    """The credential whose requests ``p`` may read: a requester its own; others all."""
+    return p.credential_id if p.role == "requester" else None
+
+
+def _wallets(c: Coordinator) -> tuple[Wallet, ...]:
+    g = c.governance.current
+    return () if g is None else tuple(g.policy.wallets)
 
 
 def approval_view(c: Coordinator, repo: Repo, r: SignRequest) -> dict[str, Any] | None:

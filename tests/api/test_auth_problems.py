@@ -141,8 +141,8 @@ def test_health_ready_openapi(api) -> None:  # noqa: ANN001
 
 
 def test_revoked_credential_is_refused_within_the_cache_ttl(api, monkeypatch) -> None:  # noqa: ANN001
-    """Valid credentials are remembered for SEEN_TTL seconds (one read per second for a
-    busy client); a revoked one is refused once that has passed."""
+    """Valid credentials are remembered for ``credential_cache_ttl`` seconds (one read per
+    second for a busy client); a revoked one is refused once that has passed."""
     import time
 
     from sqlalchemy import update
@@ -150,7 +150,7 @@ def test_revoked_credential_is_refused_within_the_cache_ttl(api, monkeypatch) ->
     from api import auth
     from api.db import Credential
 
-    monkeypatch.setattr(auth, "SEEN_TTL", 0.2)
+    monkeypatch.setattr(api.app.state.settings, "credential_cache_ttl", 0.2)
     h = api.h("auditor")
     assert api.client.get("/v1/sign-requests", headers=h).status_code == 200
     with api.app.state.db.session() as s:
