@@ -33,6 +33,14 @@ class Settings:
     pool_interval: float = 0.5  # seconds between pool/health sweeps
     approval_ttl: float = 24 * 3600.0  # pending_approval requests expire after this
     cluster_id: str = "tpwc-dev"  # named in every checkpoint; the governance's id when installed
+    # HTTP semantics and limits (api.idempotency, api.limits; docs/DESIGN.md "API conventions")
+    retry_after: float = 1.0  # seconds a 202's Retry-After asks a poller to wait
+    idempotency_ttl: float = 24 * 3600.0  # an Idempotency-Key's record is deleted after this
+    max_sign_request_bytes: int = 256 * 1024  # POST /v1/sign-requests body limit
+    max_body_bytes: int = 64 * 1024  # body limit of every other route
+    rate_limit_credential: str = "300/second"  # per credential ("" = off), `limits` notation
+    rate_limit_address: str = "600/second"  # per client address, every /v1 request
+    rate_limit_auth_failures: str = "20/minute"  # failed authentications per client address
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -60,4 +68,11 @@ class Settings:
             presig_low_water=int(_env("PRESIG_LOW_WATER", "-1")),
             pool_interval=float(_env("POOL_INTERVAL", "0.5")),
             cluster_id=_env("CLUSTER_ID", "tpwc-dev"),
+            retry_after=float(_env("RETRY_AFTER", "1")),
+            idempotency_ttl=float(_env("IDEMPOTENCY_TTL", str(24 * 3600))),
+            max_sign_request_bytes=int(_env("MAX_SIGN_REQUEST_BYTES", str(256 * 1024))),
+            max_body_bytes=int(_env("MAX_BODY_BYTES", str(64 * 1024))),
+            rate_limit_credential=_env("RATE_LIMIT_CREDENTIAL", "300/second"),
+            rate_limit_address=_env("RATE_LIMIT_ADDRESS", "600/second"),
+            rate_limit_auth_failures=_env("RATE_LIMIT_AUTH_FAILURES", "20/minute"),
         )
