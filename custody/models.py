@@ -459,14 +459,16 @@ class GovernanceOut(BaseModel):
 class PolicyDryRunCreate(BaseModel):
     """A sign request as ``POST /v1/sign-requests`` takes it (``key_id``, ``kind``,
     ``message``, ``payload``), to evaluate without signing, plus what to evaluate it
-    against and as whom."""
+    against and as whom. Any other member is a 422."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     key_id: Id
     kind: Kind
     message: str | None = Field(
         default=None, max_length=MAX_MESSAGE_HEX, pattern=HEX_PATTERN, description="as for signing"
     )
+    payload: dict[str, Any] | None = Field(default=None, description="as for signing")
+    network: Network | None = Field(default=None, description="as for signing (btc-psbt)")
     governance: str | None = Field(
         default=None,
         min_length=4,
