@@ -33,7 +33,39 @@ from api.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from api.settings import Settings
 from custody.serving import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["RateLimits", "RouteBodyLimits"]
+__all__ = ["RateLimits", "RouteBodyLimits", "document"]
+
+
+def document(schema: dict[str, Any], problem_ref: dict[str, Any]) -> None:
+    """Add what these limits answer to every ``/v1`` operation of an OpenAPI ``schema``:
+    429 (with ``Retry-After``) everywhere, 413 where there is a body."""
+    content = {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
+    for path, item in schema.get("paths", {}).items():
+        if not path.startswith("/v1/"):
+            continue
+        for op in item.values():
+            resp = op.setdefault("responses", {})
+            resp.setdefault(
+                "429",
+                {
+                    "description": "Too many requests (rate-limited: per credential, per "
+                    "client address, or after failed authentications)",
+                    "headers": {
+                        "Retry-After": {
+                            "description": "seconds until the limit has room",
+                            "schema": {"type": "integer"},
+                        }
+                    },
+                },
+            )["content"] = content
+            r429 = resp["429"]
+            r429.setdefault("headers", {}).setdefault(
+                "Retry-After",
+                {"description": "seconds until the limit has room", "schema": {"type": "integer"}},
+            )
+            if op.get("requestBody"):
+                resp.setdefault("413", {"description": "Request body too large"})
+                resp["413"]["content"] = content
 
 
 class _TooLarge(Exception):

@@ -259,6 +259,12 @@ def test_openapi_documents_the_new_statuses_and_headers(api: Api) -> None:
     assert "patch" in spec["paths"]["/v1/keys/{key_id}"]
     keys_post = spec["paths"]["/v1/keys"]["post"]["responses"]
     assert {"Location", "Retry-After"} <= set(keys_post["202"]["headers"])
+    for path, item in spec["paths"].items():  # every limit's answer is documented
+        for method, op in item.items():
+            if path.startswith("/v1/"):
+                assert "Retry-After" in op["responses"]["429"]["headers"], (method, path)
+                if "requestBody" in op:
+                    assert "413" in op["responses"], (method, path)
 
 
 # -- on a real cluster: nodes down, then back ----------------------------------------------
