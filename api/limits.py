@@ -1,13 +1,16 @@
 """Request limits of the coordinator's routes: body sizes per route and rate limits.
 
 - **Body size per route** (:class:`RouteBodyLimits`): ``POST /v1/sign-requests`` takes up
-  to ``settings.max_sign_request_bytes`` (default 256 KiB: a 16-input PSBT fits), every
-  other route ``settings.max_body_bytes`` (default 64 KiB), both under the transport's
-  global limit (:mod:`custody.serving`). Over it: 413 before the body is parsed, so an
+  to ``settings.max_sign_request_bytes`` (default 256 KiB: a 16-input PSBT fits), the
+  routes that carry a governance document (``/v1/governance``, ``/v1/policy/...``: up to
+  256 KiB of CBOR as hex or base64) ``settings.max_governance_bytes`` (default 1 MiB),
+  every other route ``settings.max_body_bytes`` (default 64 KiB), all under the
+  transport's global limit (:mod:`custody.serving`). Over it: 413 before the body is parsed, so an
   oversized payload is never fanned out to the nodes nor stored.
 - **Rate limits** (:class:`RateLimits`, the ``limits`` library, moving windows in memory,
-  per coordinator process): every ``/v1`` request counts against its client address
-  (``rate_limit_address``) and, when it carries a bearer token, against that credential
+  per coordinator process): every request but the probes (``/health``, ``/ready``)
+  counts against its client address (``rate_limit_address``) and, when it carries a
+  bearer token, against that credential
   (``rate_limit_credential``, keyed by the token's hash, so it applies before the
   database is read). A response 401 counts against the address's failed-authentication
   limit (``rate_limit_auth_failures``, much stricter); while that is exhausted every
@@ -37,11 +40,11 @@ __all__ = ["RateLimits", "RouteBodyLimits", "document"]
 
 
 def document(schema: dict[str, Any], problem_ref: dict[str, Any]) -> None:
-    """Add what these limits answer to every ``/v1`` operation of an OpenAPI ``schema``:
+    """Add what these limits answer to every operation but the probes of an OpenAPI ``schema``:
     429 (with ``Retry-After``) everywhere, 413 where there is a body."""
     content = {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
     for path, item in schema.get("paths", {}).items():
-        if not path.startswith("/v1/"):
+        if path in UNLIMITED:
             continue
         for op in item.values():
             resp = op.setdefault("responses", {})
@@ -80,11 +83,16 @@ class RouteBodyLimits:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.sign = settings.max_sign_request_bytes
+        self.governance = settings.max_governance_bytes
         self.other = settings.max_body_bytes
 
     def limit(self, scope: Scope) -> int:
-        sign = scope.get("method") == "POST" and scope.get("path") == "/v1/sign-requests"
-        return self.sign if sign else self.other
+        path = str(scope.get("path", ""))
+        if scope.get("method") == "POST" and path == "/v1/sign-requests":
+            return self.sign
+        if path.startswith(("/v1/governance", "/v1/policy/")):
+            return self.governance
+        return self.other
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,6 +164,9 @@ async def _refuse(
     await send({"type": "http.response.body", "body": body})
 
 
+UNLIMITED = frozenset({"/health", "/ready"})  # probes: never rate-limited
+
+
 def _item(spec: str) -> RateLimitItem | None:
     return parse(spec) if spec.strip() else None
 
@@ -172,7 +183,7 @@ class RateLimits:
         self.auth_failures = _item(settings.rate_limit_auth_failures)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+        if scope["type"] != "http" or scope.get("path") in UNLIMITED:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")

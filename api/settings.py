@@ -37,6 +37,7 @@ class Settings:
     retry_after: float = 1.0  # seconds a 202's Retry-After asks a poller to wait
     idempotency_ttl: float = 24 * 3600.0  # an Idempotency-Key's record is deleted after this
     max_sign_request_bytes: int = 256 * 1024  # POST /v1/sign-requests body limit
+    max_governance_bytes: int = 1024 * 1024  # /v1/governance, /v1/policy/... body limit
     max_body_bytes: int = 64 * 1024  # body limit of every other route
     rate_limit_credential: str = "300/second"  # per credential ("" = off), `limits` notation
     rate_limit_address: str = "600/second"  # per client address, every /v1 request
@@ -71,6 +72,7 @@ class Settings:
             retry_after=float(_env("RETRY_AFTER", "1")),
             idempotency_ttl=float(_env("IDEMPOTENCY_TTL", str(24 * 3600))),
             max_sign_request_bytes=int(_env("MAX_SIGN_REQUEST_BYTES", str(256 * 1024))),
+            max_governance_bytes=int(_env("MAX_GOVERNANCE_BYTES", str(1024 * 1024))),
             max_body_bytes=int(_env("MAX_BODY_BYTES", str(64 * 1024))),
             rate_limit_credential=_env("RATE_LIMIT_CREDENTIAL", "300/second"),
             rate_limit_address=_env("RATE_LIMIT_ADDRESS", "600/second"),
