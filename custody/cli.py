@@ -279,15 +279,15 @@ def keys_list(
         print_json([k.model_dump(mode="json") for k in items])
         return
     print_rows(
-        ("id", "label", "scheme", "t/n", "status", "public key"),
+        ("id", "scheme", "t/n", "status", "public key", "label"),
         [
             (
                 k.id,
-                k.label or "",
                 k.scheme,
                 f"{k.threshold}/{len(k.nodes)}",
                 k.status,
                 k.public_key or "",
+                k.label or "",
             )
             for k in items
         ],
