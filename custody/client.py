@@ -553,13 +553,16 @@ class AsyncCustodyClient(_Base):
         idempotency_key: str | None = None,
         wait: bool = True,
         timeout: float = 120.0,
+        label: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> KeyOut:
         """Run a DKG; with ``wait`` poll until the key is active or failed. ``network``:
-        a bip340 key's Bitcoin network (its ``addresses["bitcoin"]``), default mainnet."""
+        a bip340 key's Bitcoin network (its ``addresses["bitcoin"]``), default mainnet;
+        ``label`` and ``metadata`` (string tags) for people and filters."""
         key = _parse(
             await self.http.post(
                 "/v1/keys",
-                json=_key_body(scheme, threshold, nodes, network),
+                json=_key_body(scheme, threshold, nodes, network, label, metadata),
                 headers=self._idem(idempotency_key),
             ),
             KeyOut,
@@ -573,9 +576,15 @@ class AsyncCustodyClient(_Base):
     async def get_key(self, key_id: str) -> KeyOut:
         return await self._get(f"/v1/keys/{_seg(key_id)}", KeyOut)
 
-    async def list_keys(self, limit: int = 50) -> AsyncIterator[KeyOut]:
-        async for k in self._pages("/v1/keys", KeyList, limit=limit):
+    async def list_keys(self, limit: int = 50, **filters: str | None) -> AsyncIterator[KeyOut]:
+        """Keys, newest first; ``filters``: ``scheme``, ``status``, ``label`` (exact)."""
+        given = {k: v for k, v in filters.items() if v is not None}
+        async for k in self._pages("/v1/keys", KeyList, limit=limit, **given):
             yield k
+
+    async def update_key(self, key_id: str, **changes: Any) -> KeyOut:
+        """``PATCH`` a key's ``label`` (``None``: remove) and/or ``metadata`` (all tags)."""
+        return _parse(await self.http.patch(f"/v1/keys/{_seg(key_id)}", json=changes), KeyOut)
 
     async def sign(
         self,
