@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI
 from api import keystore, metrics, problems, webhooks
 from api.coordinator import Coordinator
 from api.db import Database
+from api.limits import RateLimits, RouteBodyLimits
 from api.nodes import NodeCaller
 from api.openapi import TITLE, openapi_schema
 from api.repository import Repository
@@ -70,6 +71,9 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(problems.NestingLimit)
+    # request limits (api.limits): body size per route inside, rate limits before it
+    app.add_middleware(RouteBodyLimits, settings=settings)
+    app.add_middleware(RateLimits, settings=settings)
     # outermost: ids, trace context, the request log and the HTTP metrics (custody.obs)
     app.add_middleware(HttpObserve, routes=app.router.routes)
     app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]

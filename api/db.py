@@ -112,6 +112,8 @@ class Key(Base):
     public_key: Mapped[str | None] = mapped_column(String(70), nullable=True)
     verifying_shares: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     network: Mapped[str | None] = mapped_column(String(10), nullable=True)  # bip340 keys
+    label: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    key_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -397,6 +399,7 @@ _ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("rotated_at", "TIMESTAMP WITH TIME ZONE"),
     ),
     "sign_requests": (("receipt", "JSON"),),
+    "keys": (("label", "VARCHAR(100)"), ("key_metadata", "JSON")),
 }
 
 

@@ -4,12 +4,19 @@ Scope is (credential, key). The fingerprint is sha256 of method, path and the ca
 JSON of the body. Same key and same body: the stored answer again (``Idempotent-Replayed:
 true``). Same key, other body: 422. Same key while the first request still runs: 409.
 Only successful (2xx) answers are stored; an error releases the key so the client can
-fix the cause and retry with it.
+fix the cause and retry with it. That includes a sign request that *failed* or *expired*
+after its key was claimed: the outcome's transaction (or the expiry sweep) deletes the
+record (:func:`release_request`), so a retry with the same key starts a new request.
+
+Records expire ``settings.idempotency_ttl`` seconds (default 24 h) after their claim: the
+coordinator's slow background sweep deletes them (:func:`sweep`); after that the same key
+starts a new request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import threading
@@ -116,7 +123,45 @@ def release(db: Database, credential_id: str, key: str) -> None:
         conn.execute(delete(IdempotencyRecord).where(_where(credential_id, key)))
 
 
-def existing(db: Database, credential_id: str, key: str, fp: str) -> JSONResponse | None:
+def release_request(conn: Connection | Session, request_id: str, slot: Slot | None = None) -> None:
+    """In the caller's transaction: release every key whose answer is request
+    ``request_id`` (failed or expired), and ``slot``'s key (its answer not stored yet)."""
+    conn.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.response["id"].as_string() == request_id)
+    )
+    if slot is not None:
+        conn.execute(
+            delete(IdempotencyRecord).where(
+                _where(slot.credential_id, slot.key), IdempotencyRecord.state == "in_flight"
+            )
+        )
+
+
+def sweep(db: Database, ttl: float) -> int:
+    """Delete the records claimed more than ``ttl`` seconds ago; how many went."""
+    cutoff = utcnow() - dt.timedelta(seconds=ttl)
+    with db.engine.begin() as conn:
+        done = conn.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
+    return int(done.rowcount or 0)
+
+
+def location(
+    base: str, status: int, body: dict[str, Any], retry_after: float = 1
+) -> dict[str, str]:
+    """``Location`` (and for a 202 ``Retry-After``) of an answer that made resource
+    ``body["id"]`` under collection path ``base``."""
+    rid = body.get("id") if isinstance(body, dict) else None
+    if status not in (201, 202) or not isinstance(rid, str):
+        return {}
+    headers = {"Location": f"{base.rstrip('/')}/{rid}"}
+    if status == 202:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    return headers
+
+
+def existing(
+    db: Database, credential_id: str, key: str, fp: str, base: str = "", retry_after: float = 1
+) -> JSONResponse | None:
     """The answer for a key already claimed: the stored answer (same request), else a
     422 (other request) or 409 (still running) problem. ``None`` when it is unclaimed."""
     with db.engine.connect() as conn:
@@ -144,14 +189,18 @@ def existing(db: Database, credential_id: str, key: str, fp: str) -> JSONRespons
             "Request in flight",
             "a request with this Idempotency-Key is still being processed",
         )
-    return JSONResponse(
-        rec.response, status_code=rec.status_code or 200, headers={"Idempotent-Replayed": "true"}
-    )
+    status = rec.status_code or 200
+    headers = {"Idempotent-Replayed": "true"}
+    if base:
+        headers.update(location(base, status, rec.response or {}, retry_after))
+    return JSONResponse(rec.response, status_code=status, headers=headers)
 
 
-def replay(db: Database, credential_id: str, key: str, fp: str) -> JSONResponse:
+def replay(
+    db: Database, credential_id: str, key: str, fp: str, base: str = "", retry_after: float = 1
+) -> JSONResponse:
     """After losing the race to claim ``key``: the answer as :func:`existing` gives it."""
-    out = existing(db, credential_id, key, fp)
+    out = existing(db, credential_id, key, fp, base, retry_after)
     if out is None:  # released between our insert and read: ask to retry
         raise Problem(
             409,
@@ -179,11 +228,18 @@ async def run_idempotent(
     try:  # every database call off the event loop (the group writer's thread, or a worker)
         await db.write(claim_job)
     except IntegrityError:
-        return await asyncio.to_thread(replay, db, cred, idem_key, fp)
+        retry_after = request.app.state.settings.retry_after
+        return await asyncio.to_thread(
+            replay, db, cred, idem_key, fp, request.url.path, retry_after
+        )
     try:
         status, body = await handler()
     except BaseException:
         await asyncio.shield(asyncio.to_thread(release, db, cred, idem_key))
         raise
     await db.write(lambda conn: store_answer(conn, slot, status, body))
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(
+        body,
+        status_code=status,
+        headers=location(request.url.path, status, body, request.app.state.settings.retry_after),
+    )

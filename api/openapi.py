@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api import problems
+from api import limits, problems
 from api.version import VERSION
 
 TITLE = "TP Wallet Custody coordinator"
@@ -41,6 +41,7 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
                     "description": "Request validation failed",
                     "content": {problems.PROBLEM_MEDIA_TYPE: {"schema": ref}},
                 }
+    limits.document(schema, ref)  # 429 everywhere, 413 with a body (api.limits)
     for name in ("HTTPValidationError", "ValidationError"):
         comps.pop(name, None)
     app.openapi_schema = schema

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Table, select, text
 from sqlalchemy.orm import Session
 
 from api import audit, idempotency, integrity, webhooks
-from api.db import Approval, AuditEntry, Checkpoint, Database, Key, Node, SignRequest
+from api.db import Approval, AuditEntry, Checkpoint, Database, Key, Node, SignRequest, utcnow
 from api.pagination import PageOf, paginate
 from api.problems import Problem
 from custody.domain import Network, Scheme, SignStatus
@@ -49,12 +49,18 @@ class Repository:
         nodes: list[str],
         actor: str,
         network: Network | None = None,
+        label: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> None:
-        """Insert the pending key (with a bip340 key's Bitcoin ``network``) and its
-        ``key.create`` audit entry in one transaction."""
+        """Insert the pending key (with a bip340 key's Bitcoin ``network``, its label and
+        metadata) and its ``key.create`` audit entry in one transaction."""
         data: dict[str, Any] = {"scheme": scheme, "threshold": threshold, "nodes": nodes}
         if network is not None:
             data["network"] = network
+        if label is not None:
+            data["label"] = label
+        if metadata:
+            data["metadata"] = metadata
         with self.db.session() as s:
             s.add(
                 Key(
@@ -64,6 +70,8 @@ class Repository:
                     nodes=nodes,
                     status="pending",
                     network=network,
+                    label=label,
+                    key_metadata=metadata or None,
                 )
             )
             audit.append(s, actor, "key.create", key_id, data)
@@ -72,9 +80,38 @@ class Repository:
         with self.db.session() as s:
             return s.scalar(select(Key).where(Key.id == key_id))
 
-    def keys(self, limit: int, cursor: str | None) -> PageOf[Key]:
+    def keys(
+        self,
+        limit: int,
+        cursor: str | None,
+        *,
+        scheme: str | None = None,
+        status: str | None = None,
+        label: str | None = None,
+    ) -> PageOf[Key]:
+        q = select(Key)
+        if scheme is not None:
+            q = q.where(Key.scheme == scheme)
+        if status is not None:
+            q = q.where(Key.status == status)
+        if label is not None:
+            q = q.where(Key.label == label)
         with self.db.session() as s:
-            return paginate(s, Key, select(Key), Key.seq, limit=limit, cursor=cursor)
+            return paginate(s, Key, q, Key.seq, limit=limit, cursor=cursor)
+
+    def update_key(self, key_id: str, changes: dict[str, Any], actor: str) -> Key | None:
+        """Change a key's ``label`` / ``metadata`` (audited ``key.update``); None if unknown."""
+        with self.db.session() as s:
+            k = s.scalar(select(Key).where(Key.id == key_id))
+            if k is None:
+                return None
+            if "label" in changes:
+                k.label = changes["label"]
+            if "metadata" in changes:
+                k.key_metadata = changes["metadata"] or None
+            k.updated_at = utcnow()
+            audit.append(s, actor, "key.update", key_id, changes)
+            return k
 
     # -- sign requests ------------------------------------------------------------------------
     @staticmethod

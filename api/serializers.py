@@ -61,6 +61,8 @@ def key_out(k: Key) -> dict[str, Any]:
             "addresses": addresses(k.scheme, k.public_key, k.network),
             "error": k.error,
             "created_at": k.created_at,
+            "label": k.label,
+            "metadata": k.key_metadata or {},
         }
     ).model_dump(mode="json")
 

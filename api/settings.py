@@ -73,6 +73,31 @@ class Settings(BaseSettings):
     coordinator_pin: SecretStr | None = Field(
         default=None, description="the PIN itself (else the dev-only file data_dir/hsm.pin)"
     )
+    # HTTP semantics and limits (api.idempotency, api.limits; docs/DESIGN.md "API conventions")
+    retry_after: float = Field(
+        default=1.0, gt=0, description="seconds a 202's Retry-After asks a poller to wait"
+    )
+    idempotency_ttl: float = Field(
+        default=24 * 3600.0, gt=0, description="an Idempotency-Key's record is deleted after this"
+    )
+    max_sign_request_bytes: int = Field(
+        default=256 * 1024, ge=1, description="POST /v1/sign-requests body limit (bytes)"
+    )
+    max_governance_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="/v1/governance, /v1/policy/... body limit"
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1, description="body limit of every other route (bytes)"
+    )
+    rate_limit_credential: str = Field(
+        default="300/second", description='per credential ("": off), `limits` notation'
+    )
+    rate_limit_address: str = Field(
+        default="600/second", description="per client address, every /v1 request"
+    )
+    rate_limit_auth_failures: str = Field(
+        default="20/minute", description="failed authentications per client address"
+    )
     # credentials (api.auth)
     credential_cache_ttl: float = Field(
         default=1.0,

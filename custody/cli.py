@@ -223,6 +223,12 @@ def keys_create(
         str | None,
         typer.Option("--network", help="bip340 keys: the Bitcoin network, " + " | ".join(NETWORKS)),
     ] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="a name for the key (filter: keys list --label)")
+    ] = None,
+    meta: Annotated[
+        list[str] | None, typer.Option("--meta", help="a metadata tag NAME=VALUE (repeat)")
+    ] = None,
     idempotency_key: IdemOpt = None,
     cluster: ClusterOpt = None,
     api_url: ApiOpt = None,
@@ -230,13 +236,16 @@ def keys_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a DKG among the nodes and show the new key."""
+    metadata = _tags(meta)
     with connect("admin", cluster, api_url, token) as c, err.status("running DKG"):
-        key = c.create_key(  # the API checks scheme, threshold and network
+        key = c.create_key(  # the API checks scheme, threshold, network, label and tags
             cast(Scheme, scheme),
             threshold,
             nodes,
             network=cast(Network | None, network),
             idempotency_key=idempotency_key,
+            label=label,
+            metadata=metadata,
         )
     _show_key(key, as_json)
     if key.status == "failed":
@@ -246,8 +255,22 @@ def keys_create(
         raise typer.Exit(ExitCode.PENDING)
 
 
+def _tags(meta: list[str] | None) -> dict[str, str] | None:
+    if not meta:
+        return None
+    out: dict[str, str] = {}
+    for m in meta:
+        name, sep, value = m.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{m!r}: expected NAME=VALUE", param_hint="--meta")
+        out[name] = value
+    return out
+
+
 @keys_app.command("list")
 def keys_list(
+    scheme: Annotated[str | None, typer.Option("--scheme", help="only keys of this scheme")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="only keys with this label")] = None,
     cluster: ClusterOpt = None,
     api_url: ApiOpt = None,
     token: TokenOpt = None,
@@ -255,14 +278,21 @@ def keys_list(
 ) -> None:
     """List keys."""
     with connect("auditor", cluster, api_url, token) as c:
-        items = list(c.list_keys())
+        items = list(c.list_keys(scheme=scheme, label=label))
     if as_json:
         print_json([k.model_dump(mode="json") for k in items])
         return
     print_rows(
-        ("id", "scheme", "t/n", "status", "public key"),
+        ("id", "scheme", "t/n", "status", "public key", "label"),
         [
-            (k.id, k.scheme, f"{k.threshold}/{len(k.nodes)}", k.status, k.public_key or "")
+            (
+                k.id,
+                k.scheme,
+                f"{k.threshold}/{len(k.nodes)}",
+                k.status,
+                k.public_key or "",
+                k.label or "",
+            )
             for k in items
         ],
         long=("public key",),
@@ -291,6 +321,7 @@ def _show_key(key: KeyOut, as_json: bool) -> None:
         return
     fields: list[tuple[str, Any]] = [
         ("id", key.id),
+        *([("label", key.label)] if key.label else []),
         ("scheme", key.scheme),
         ("status", key.status),
         ("threshold", f"{key.threshold} of {len(key.nodes)}"),
@@ -300,6 +331,7 @@ def _show_key(key: KeyOut, as_json: bool) -> None:
     if key.network is not None:
         fields.append(("network", key.network))
     fields += [(f"address.{chain}", a) for chain, a in sorted(key.addresses.items())]
+    fields += [(f"metadata.{name}", v) for name, v in sorted(key.metadata.items())]
     fields.append(("created_at", doc["created_at"]))
     if key.error is not None:
         fields.append(("error", f"{key.error.title}: {key.error.detail}"))

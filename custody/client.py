@@ -150,6 +150,19 @@ def _parse(r: httpx.Response, model: type[M]) -> M:
     return model.model_validate(doc)
 
 
+def _sign_answer(r: httpx.Response) -> SignRequestOut:
+    """A POST /v1/sign-requests answer: a failed signing is a problem (502, 403 ...) that
+    embeds the request as ``sign_request``; that request is the answer (status failed)."""
+    if r.status_code >= 400:
+        try:
+            doc = r.json()
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("sign_request"), dict):
+            return SignRequestOut.model_validate(doc["sign_request"])
+    return _parse(r, SignRequestOut)
+
+
 def _sign_body(
     key_id: str,
     message: bytes | str | None,
@@ -166,13 +179,22 @@ def _sign_body(
 
 
 def _key_body(
-    scheme: Scheme, threshold: int, nodes: list[str] | None, network: Network | None = None
+    scheme: Scheme,
+    threshold: int,
+    nodes: list[str] | None,
+    network: Network | None = None,
+    label: str | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"scheme": scheme, "threshold": threshold}
     if nodes is not None:
         body["nodes"] = nodes
     if network is not None:
         body["network"] = network
+    if label is not None:
+        body["label"] = label
+    if metadata is not None:
+        body["metadata"] = metadata
     return body
 
 
@@ -295,13 +317,16 @@ class CustodyClient(_Base):
         idempotency_key: str | None = None,
         wait: bool = True,
         timeout: float = 120.0,
+        label: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> KeyOut:
         """Run a DKG; with ``wait`` poll until the key is active or failed. ``network``:
-        a bip340 key's Bitcoin network (its ``addresses["bitcoin"]``), default mainnet."""
+        a bip340 key's Bitcoin network (its ``addresses["bitcoin"]``), default mainnet;
+        ``label`` and ``metadata`` (string tags) for people and filters."""
         key = _parse(
             self.http.post(
                 "/v1/keys",
-                json=_key_body(scheme, threshold, nodes, network),
+                json=_key_body(scheme, threshold, nodes, network, label, metadata),
                 headers=self._idem(idempotency_key),
             ),
             KeyOut,
@@ -315,8 +340,14 @@ class CustodyClient(_Base):
     def get_key(self, key_id: str) -> KeyOut:
         return self._get(f"/v1/keys/{_seg(key_id)}", KeyOut)
 
-    def list_keys(self, limit: int = 50) -> Iterator[KeyOut]:
-        yield from self._pages("/v1/keys", KeyList, limit=limit)
+    def list_keys(self, limit: int = 50, **filters: str | None) -> Iterator[KeyOut]:
+        """Keys, newest first; ``filters``: ``scheme``, ``status``, ``label`` (exact)."""
+        given = {k: v for k, v in filters.items() if v is not None}
+        yield from self._pages("/v1/keys", KeyList, limit=limit, **given)
+
+    def update_key(self, key_id: str, **changes: Any) -> KeyOut:
+        """``PATCH`` a key's ``label`` (``None``: remove) and/or ``metadata`` (all tags)."""
+        return _parse(self.http.patch(f"/v1/keys/{_seg(key_id)}", json=changes), KeyOut)
 
     def sign(
         self,
@@ -331,13 +362,12 @@ class CustodyClient(_Base):
         **extra: Any,
     ) -> SignRequestOut:
         """Create a sign request; with ``wait`` poll until it is signed/failed/expired."""
-        r = _parse(
+        r = _sign_answer(
             self.http.post(
                 "/v1/sign-requests",
                 json=_sign_body(key_id, message, kind, payload, extra),
                 headers=self._idem(idempotency_key),
-            ),
-            SignRequestOut,
+            )
         )
         deadline = time.monotonic() + timeout
         delay = 0.01
@@ -627,13 +657,16 @@ class AsyncCustodyClient(_Base):
         idempotency_key: str | None = None,
         wait: bool = True,
         timeout: float = 120.0,
+        label: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> KeyOut:
         """Run a DKG; with ``wait`` poll until the key is active or failed. ``network``:
-        a bip340 key's Bitcoin network (its ``addresses["bitcoin"]``), default mainnet."""
+        a bip340 key's Bitcoin network (its ``addresses["bitcoin"]``), default mainnet;
+        ``label`` and ``metadata`` (string tags) for people and filters."""
         key = _parse(
             await self.http.post(
                 "/v1/keys",
-                json=_key_body(scheme, threshold, nodes, network),
+                json=_key_body(scheme, threshold, nodes, network, label, metadata),
                 headers=self._idem(idempotency_key),
             ),
             KeyOut,
@@ -647,9 +680,15 @@ class AsyncCustodyClient(_Base):
     async def get_key(self, key_id: str) -> KeyOut:
         return await self._get(f"/v1/keys/{_seg(key_id)}", KeyOut)
 
-    async def list_keys(self, limit: int = 50) -> AsyncIterator[KeyOut]:
-        async for k in self._pages("/v1/keys", KeyList, limit=limit):
+    async def list_keys(self, limit: int = 50, **filters: str | None) -> AsyncIterator[KeyOut]:
+        """Keys, newest first; ``filters``: ``scheme``, ``status``, ``label`` (exact)."""
+        given = {k: v for k, v in filters.items() if v is not None}
+        async for k in self._pages("/v1/keys", KeyList, limit=limit, **given):
             yield k
+
+    async def update_key(self, key_id: str, **changes: Any) -> KeyOut:
+        """``PATCH`` a key's ``label`` (``None``: remove) and/or ``metadata`` (all tags)."""
+        return _parse(await self.http.patch(f"/v1/keys/{_seg(key_id)}", json=changes), KeyOut)
 
     async def sign(
         self,
@@ -664,13 +703,12 @@ class AsyncCustodyClient(_Base):
         **extra: Any,
     ) -> SignRequestOut:
         """Create a sign request; with ``wait`` poll until it is signed/failed/expired."""
-        r = _parse(
+        r = _sign_answer(
             await self.http.post(
                 "/v1/sign-requests",
                 json=_sign_body(key_id, message, kind, payload, extra),
                 headers=self._idem(idempotency_key),
-            ),
-            SignRequestOut,
+            )
         )
         deadline = time.monotonic() + timeout
         delay = 0.01

@@ -140,6 +140,16 @@ class NodeList(BaseModel):
     items: list[NodeOut]
 
 
+KeyLabel = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+KeyMetadata = Annotated[
+    dict[
+        Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._:-]+$")],
+        Annotated[str, Field(max_length=200)],
+    ],
+    Field(max_length=16),
+]
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scheme: Scheme
@@ -155,6 +165,8 @@ class KeyCreate(BaseModel):
         description="bip340 keys only: the Bitcoin network of the key's BIP-86 address "
         "(default mainnet)",
     )
+    label: KeyLabel | None = Field(default=None, description="a name for people; filterable")
+    metadata: KeyMetadata | None = Field(default=None, description="string tags, up to 16")
 
 
 class KeyOut(BaseModel):
@@ -177,6 +189,8 @@ class KeyOut(BaseModel):
     )
     error: ProblemModel | None = None
     created_at: dt.datetime
+    label: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
 
 
 class KeyList(Page[KeyOut]):
@@ -184,14 +198,15 @@ class KeyList(Page[KeyOut]):
 
 
 class SignRequestCreate(BaseModel):
-    """A request to sign. Extra members (``payload``: payment details, or for ``evm-tx``
-    ``{"tx": "0x02..."}``, for ``btc-psbt`` ``{"psbt": "<base64>"}`` and for ``message``
-    ``{"message": "0x..."}``) are kept and sent to the nodes, which recompute the message
-    from them (``custody.signing.message_to_sign``). A ``btc-psbt`` request's ``network`` is
-    the key's own (set by the coordinator; a different one given here is refused).
+    """A request to sign. ``payload``: payment details, or for ``evm-tx`` ``{"tx":
+    "0x02..."}``, for ``btc-psbt`` ``{"psbt": "<base64>"}`` and for ``message``
+    ``{"message": "0x..."}``; it is sent to the nodes, which recompute the message from it
+    (``custody.signing.message_to_sign``). A ``btc-psbt`` request's ``network`` is the key's
+    own (set by the coordinator; a different one given here is refused). Any other member
+    is a 422 (``initiator`` and ``approvals`` are set by the coordinator, never a client).
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     key_id: Id
     kind: Kind
     message: str | None = Field(
@@ -200,6 +215,14 @@ class SignRequestCreate(BaseModel):
         pattern=HEX_PATTERN,
         description="hex; required for raw (ECDSA: a 32-byte digest); for the other kinds "
         "optional, and if given must equal the message recomputed from the payload",
+    )
+    payload: dict[str, Any] | None = Field(
+        default=None,
+        description="payment/settlement: the details whose digest is signed; evm-tx: "
+        '{"tx": "0x02..."}; btc-psbt: {"psbt": "<base64>"}; message: {"message": "0x..."}',
+    )
+    network: Network | None = Field(
+        default=None, description="btc-psbt only: must be the key's network (default: it)"
     )
 
 
@@ -436,14 +459,16 @@ class GovernanceOut(BaseModel):
 class PolicyDryRunCreate(BaseModel):
     """A sign request as ``POST /v1/sign-requests`` takes it (``key_id``, ``kind``,
     ``message``, ``payload``), to evaluate without signing, plus what to evaluate it
-    against and as whom."""
+    against and as whom. Any other member is a 422."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     key_id: Id
     kind: Kind
     message: str | None = Field(
         default=None, max_length=MAX_MESSAGE_HEX, pattern=HEX_PATTERN, description="as for signing"
     )
+    payload: dict[str, Any] | None = Field(default=None, description="as for signing")
+    network: Network | None = Field(default=None, description="as for signing (btc-psbt)")
     governance: str | None = Field(
         default=None,
         min_length=4,
@@ -594,6 +619,15 @@ class ReceiptOut(BaseModel):
         default=None, description="the signature made (none for btc-psbt: see signed_tx)"
     )
     audit: ReceiptAudit | None = None
+
+
+class KeyUpdate(BaseModel):
+    """``PATCH /v1/keys/{id}``: the members given replace the key's; ``label: null``
+    removes the label, ``metadata`` replaces all tags (``{}`` removes them)."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: KeyLabel | None = None
+    metadata: KeyMetadata | None = None
 
 
 # -- credentials (/v1/credentials, admin) -----------------------------------------------------

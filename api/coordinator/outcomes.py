@@ -2,7 +2,10 @@
 
 The outcome (signed with the signature, or failed with its problem) and its audit entry
 are one transaction through the group writer; while the POST still waits, its idempotent
-answer goes in the same transaction. If that transaction fails, the signature is not
+answer goes in the same transaction. A failed outcome stores no answer: it releases every
+Idempotency-Key of the request in that transaction (:func:`api.idempotency.release_request`),
+so the client may retry with the same key; the waiting POST still gets its answer
+(``slot.response``). If that transaction fails, the signature is not
 released: the request is marked failed without it (``audit-failed``).
 """
 
@@ -153,14 +156,23 @@ def _jobs(
             )
         conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **changes})
         _event(conn, request_id, key_id, changes)
-        if slot is not None and answer is not None and slot.own():
+        _answer(conn, changes)
+
+    def _answer(conn: Connection, changes: dict[str, Any]) -> None:
+        owned = slot is not None and answer is not None and slot.own()
+        if changes["status"] == "failed":
+            idempotency.release_request(conn, request_id, slot)
+            if owned:
+                assert slot is not None and answer is not None
+                slot.response = answer(changes)  # answered, not stored: the key is free
+        elif owned:
+            assert slot is not None and answer is not None
             idempotency.store_answer(conn, slot, *answer(changes))
 
     def fallback(conn: Connection) -> None:
         conn.execute(_UPDATE_REQUEST, {"_rid": request_id, **withheld})
         _event(conn, request_id, key_id, withheld)
-        if slot is not None and answer is not None and slot.own():
-            idempotency.store_answer(conn, slot, *answer(withheld))
+        _answer(conn, withheld)
 
     return outcome, fallback
 

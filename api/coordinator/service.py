@@ -173,6 +173,9 @@ class Coordinator:
                     last_slow = time.monotonic()
                     await self.registry.check_health()
                     await asyncio.to_thread(self.expire_requests)
+                    await asyncio.to_thread(
+                        idempotency.sweep, self.db, self.settings.idempotency_ttl
+                    )
                     self.keys.forget_list()
                 self.pools.top_up()
             except asyncio.CancelledError:
@@ -207,6 +210,7 @@ class Coordinator:
                 if done.rowcount:  # type: ignore[attr-defined]
                     audit.append(s, "coordinator", "sign.expired", rid, {})
                     webhooks.enqueue(s, "sign_request.expired", {"id": rid, "status": "expired"})
+                    idempotency.release_request(s, rid)  # a retry may use the same key
 
     async def run_sign(
         self,

@@ -13,8 +13,8 @@ from api.deps import Admin, CoordinatorDep, Cursor, IdempotencyKey, Reader, Repo
 from api.idempotency import run_idempotent
 from api.problems import Problem, problem_responses
 from api.serializers import key_out
-from custody.domain import new_id
-from custody.models import KeyCreate, KeyList, KeyOut
+from custody.domain import KeyStatus, Scheme, new_id
+from custody.models import KeyCreate, KeyList, KeyOut, KeyUpdate
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
@@ -24,9 +24,18 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
     status_code=201,
     response_model=KeyOut,
     responses={
-        202: {"model": KeyOut, "description": "DKG still running"},
-        **problem_responses(*AUTH_ERRORS, 409, 422, 503),
+        201: {"headers": {"Location": {"description": "the key's URL"}}},
+        202: {
+            "model": KeyOut,
+            "description": "DKG still running: poll ``Location``",
+            "headers": {
+                "Location": {"description": "the key's URL"},
+                "Retry-After": {"description": "seconds to wait before polling"},
+            },
+        },
+        **problem_responses(*AUTH_ERRORS, 409, 413, 422, 429, 503),
     },
+    summary="Create a threshold key",
 )
 async def create_key(
     request: Request,
@@ -39,7 +48,8 @@ async def create_key(
 ) -> JSONResponse:
     """Create a threshold key by DKG among ``nodes`` (default: all enrolled). A bip340 key
     takes an optional Bitcoin ``network`` (mainnet, testnet, signet, regtest; default
-    mainnet) for its BIP-86 address."""
+    mainnet) for its BIP-86 address. ``label`` and ``metadata`` (string tags) are for
+    people and filters (``GET /v1/keys?label=``); ``PATCH`` changes them."""
     registry = c.registry
 
     async def handler() -> tuple[int, dict[str, Any]]:
@@ -84,6 +94,8 @@ async def create_key(
             node_ids,
             p.credential_id,
             network,
+            body.label,
+            body.metadata,
         )
         await asyncio.wait({c.spawn(c.run_dkg(kid))}, timeout=settings.sync_wait)
         k = await asyncio.to_thread(repo.key, kid)
@@ -93,18 +105,53 @@ async def create_key(
     return await run_idempotent(request, p, idempotency_key, handler)
 
 
-@router.get("", response_model=KeyList, responses=problem_responses(*AUTH_ERRORS, 422))
+@router.get(
+    "",
+    response_model=KeyList,
+    responses=problem_responses(*AUTH_ERRORS, 422, 429),
+    summary="List keys",
+)
 async def list_keys(
     repo: Repo,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Cursor = None,
+    scheme: Annotated[Scheme | None, Query()] = None,
+    status: Annotated[KeyStatus | None, Query()] = None,
+    label: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
 ) -> dict[str, Any]:
-    """Keys, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    return (await asyncio.to_thread(repo.keys, limit, cursor)).out(key_out)
+    """Keys, newest first, optionally filtered by ``scheme``, ``status`` and exact
+    ``label``; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    page = await asyncio.to_thread(
+        lambda: repo.keys(limit, cursor, scheme=scheme, status=status, label=label)
+    )
+    return page.out(key_out)
 
 
-@router.get("/{key_id}", response_model=KeyOut, responses=problem_responses(*AUTH_ERRORS, 404))
+@router.patch(
+    "/{key_id}",
+    response_model=KeyOut,
+    responses=problem_responses(*AUTH_ERRORS, 404, 413, 422, 429),
+    summary="Change a key's label or metadata",
+)
+async def update_key(key_id: str, body: KeyUpdate, repo: Repo, p: Admin) -> dict[str, Any]:
+    """Replace the members given: ``label`` (``null`` removes it) and ``metadata`` (all
+    tags; ``{}`` removes them). Audited as ``key.update``; nothing else of a key changes."""
+    changes = body.model_dump(include=body.model_fields_set)
+    if not changes:
+        raise Problem(422, "validation", "Request validation failed", "nothing to change")
+    k = await asyncio.to_thread(repo.update_key, key_id, changes, p.credential_id)
+    if k is None:
+        raise Problem(404, "not-found", "Not found", f"no key {key_id!r}")
+    return key_out(k)
+
+
+@router.get(
+    "/{key_id}",
+    response_model=KeyOut,
+    responses=problem_responses(*AUTH_ERRORS, 404, 429),
+    summary="Show one key",
+)
 async def get_key(key_id: str, repo: Repo, _: Reader) -> dict[str, Any]:
     """The key, with its ``addresses``: ``ethereum`` (EIP-55) for an ECDSA key, ``bitcoin``
     (BIP-86 P2TR on its network) for a BIP-340 key."""

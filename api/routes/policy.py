@@ -60,7 +60,7 @@ async def policy_dry_run(
                 "no active version to evaluate; pass governance (a document) to dry-run a draft",
             )
         governance, source = active, "active"
-    request: dict[str, Any] = {k: v for k, v in (body.model_extra or {}).items() if k != "id"}
+    request: dict[str, Any] = body.model_dump(include={"payload", "network"}, exclude_none=True)
     request.update(key_id=body.key_id, kind=body.kind)
     if body.message is not None:
         request["message"] = body.message.lower()

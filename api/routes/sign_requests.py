@@ -8,9 +8,16 @@ governance's policy before any node call (:mod:`api.coordinator.approvals`): ``d
 the request in ``pending_approval`` (202, with what it needs), ``allow`` signs.
 
 A POST waits up to ``settings.sync_wait`` for the outcome and answers 201 when it is
-final, else 202 with the request as it stands (``pending_approval`` answers 202 at once).
-The Idempotency-Key is claimed in the request's own insert transaction, and the answer is
-stored with the outcome while the POST still waits (:mod:`api.idempotency`).
+signed, else 202 with the request as it stands (``pending_approval`` answers 202 at once);
+both carry ``Location`` (the request's URL), a 202 also ``Retry-After``. A request that
+*failed* answers with its stored problem as an ``application/problem+json`` error
+(:func:`failed_answer`: 502 ``signing-failed``, 403 ``refused-by-node``, 500
+``audit-failed``) with the request document embedded as ``sign_request``, like a declined
+Stripe charge: the error names what went wrong, the request's id and URL stay reachable.
+The Idempotency-Key is claimed in the request's own insert transaction, and a signed or
+pending answer is stored with the outcome while the POST still waits
+(:mod:`api.idempotency`); a failed (or, later, expired) request releases its key, so a
+retry with the same key makes a new attempt.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import time
 from typing import Annotated, Any
 
@@ -40,7 +48,7 @@ from api.deps import (
     Requester,
     SettingsDep,
 )
-from api.problems import Problem, problem_responses
+from api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_responses
 from api.serializers import sign_out
 from custody.domain import SignStatus, new_id
 from custody.models import Id, ReceiptOut, SignRequestCreate, SignRequestList, SignRequestOut
@@ -48,7 +56,6 @@ from custody.policy import Decision, Wallet
 from custody.signing import SignRequestError
 
 router = APIRouter(prefix="/v1/sign-requests", tags=["signing"])
-RESERVED = ("initiator", "approvals")  # members of a request body only the coordinator sets
 Answer = tuple[int, dict[str, Any]]
 
 
@@ -57,8 +64,19 @@ Answer = tuple[int, dict[str, Any]]
     status_code=201,
     response_model=SignRequestOut,
     responses={
-        202: {"model": SignRequestOut, "description": "awaiting approval or signing"},
-        **problem_responses(*AUTH_ERRORS, 404, 409, 422),
+        201: {
+            "description": "signed",
+            "headers": {"Location": {"description": "the request's URL"}},
+        },
+        202: {
+            "model": SignRequestOut,
+            "description": "awaiting approval or signing: poll ``Location``",
+            "headers": {
+                "Location": {"description": "the request's URL"},
+                "Retry-After": {"description": "seconds to wait before polling"},
+            },
+        },
+        **problem_responses(*AUTH_ERRORS, 404, 409, 413, 422, 429, 500, 502),
     },
     summary="Ask for a signature",
 )
@@ -85,24 +103,15 @@ async def create_sign_request(
     approvers must sign (``POST /v1/sign-requests/{id}/approvals``), else signing.
     ``initiator`` and ``approvals`` are the coordinator's members: sending either is a 422."""
     cred = p.credential_id
-    fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    base = request.url.path
+    fp = idempotency.fingerprint(request.method, base, await request.body())
     rid = new_id("sr")
     clock = int(time.time())
     try:
-        extra = body.model_extra or {}
-        for name in RESERVED:
-            if name in extra:
-                raise Problem(
-                    422,
-                    "invalid-sign-request",
-                    "Invalid sign request",
-                    f"field {name!r}: set by the coordinator, never by a client",
-                    field=name,
-                )
         k = c.keys.get(body.key_id)
         check_scope(p, k.id, _wallets(c))  # a scoped credential: its keys and wallets only
         canonical: dict[str, Any] = {
-            **extra,
+            **body.model_dump(include={"payload", "network"}, exclude_none=True),
             "id": rid,
             "key_id": body.key_id,
             "kind": body.kind,
@@ -120,7 +129,9 @@ async def create_sign_request(
             ) from None
     except Problem:
         # A key already used answers as before (replay, 409, 422) even for a bad request.
-        replayed = await asyncio.to_thread(idempotency.existing, db, cred, idempotency_key, fp)
+        replayed = await asyncio.to_thread(
+            idempotency.existing, db, cred, idempotency_key, fp, base, settings.retry_after
+        )
         if replayed is not None:
             return replayed
         raise
@@ -170,22 +181,66 @@ async def create_sign_request(
     try:
         await db.write(lambda conn: repo.insert_sign_request(conn, row, slot, fp, audit_data))
     except IntegrityError:
-        return await asyncio.to_thread(idempotency.replay, db, cred, idempotency_key, fp)
+        return await asyncio.to_thread(
+            idempotency.replay, db, cred, idempotency_key, fp, base, settings.retry_after
+        )
     await shadow.observe(request.app, canonical, k, p.principal_id, now)  # api/shadow.py
     try:
         if status == "signing":
             done = await _sign_and_wait(c, repo, settings.sync_wait, canonical, k, row, slot)
             if isinstance(done, JSONResponse):
-                return done
+                return _with_location(done, base, settings.retry_after)
             out = done
         else:
             out = 202, sign_out(row, c.approvals.view(ev, canonical, [], clock))
-        await db.write(lambda conn: idempotency.store_answer(conn, slot, *out))
+        if out[0] < 400:
+            await db.write(lambda conn: idempotency.store_answer(conn, slot, *out))
+        else:  # failed: the key is free again (the outcome released it too)
+            await asyncio.to_thread(idempotency.release, db, cred, idempotency_key)
     except BaseException:
         if slot.response is None:
             await asyncio.to_thread(idempotency.release, db, cred, idempotency_key)
         raise
-    return JSONResponse(out[1], status_code=out[0])
+    return _with_location(_response(*out), base, settings.retry_after)
+
+
+def failed_answer(doc: dict[str, Any]) -> Answer:
+    """The answer of a failed request ``doc`` (:func:`api.serializers.sign_out`): its stored
+    problem with its own status (502 when it has none) and the request as ``sign_request``."""
+    err = dict(doc.get("error") or {})
+    status = err.get("status")
+    if not isinstance(status, int) or not 400 <= status <= 599:
+        status = 502
+    err.setdefault("type", "urn:tpwc:problem:signing-failed")
+    err.setdefault("title", "Signing failed")
+    err["status"] = status
+    if isinstance(doc.get("id"), str):
+        err["instance"] = f"/v1/sign-requests/{doc['id']}"
+    return status, {**err, "sign_request": doc}
+
+
+def _final(doc: dict[str, Any]) -> Answer:
+    if doc.get("status") == "failed":
+        return failed_answer(doc)
+    return (201 if doc.get("status") == "signed" else 202), doc
+
+
+def _response(status: int, body: dict[str, Any]) -> JSONResponse:
+    media = PROBLEM_MEDIA_TYPE if status >= 400 else "application/json"
+    return JSONResponse(body, status_code=status, media_type=media)
+
+
+def _with_location(resp: JSONResponse, base: str, retry_after: float) -> JSONResponse:
+    if resp.status_code >= 400:
+        doc = json.loads(bytes(resp.body)).get("sign_request") or {}
+        if isinstance(doc.get("id"), str):
+            resp.headers["Location"] = f"{base}/{doc['id']}"
+        return resp
+    for name, value in idempotency.location(
+        base, resp.status_code, json.loads(bytes(resp.body)), retry_after
+    ).items():
+        resp.headers[name] = value
+    return resp
 
 
 async def _deny(
@@ -200,7 +255,9 @@ async def _deny(
     decision: Decision,
 ) -> JSONResponse:
     """The policy denied: audit it (``sign.denied``), store nothing else, call no node."""
-    replayed = await asyncio.to_thread(idempotency.existing, db, cred, idempotency_key, fp)
+    replayed = await asyncio.to_thread(
+        idempotency.existing, db, cred, idempotency_key, fp, "/v1/sign-requests"
+    )
     if replayed is not None:
         return replayed
     data = {
@@ -235,18 +292,18 @@ async def _sign_and_wait(
     (the usual case), else the answer still to store (the request as it stands)."""
 
     def answer(changes: dict[str, Any]) -> Answer:
-        return 201, sign_out({**row, **changes})
+        return _final(sign_out({**row, **changes}))
 
     task = c.spawn(c.run_sign(row["id"], canonical, key, answer=answer, slot=slot))
     await asyncio.wait({task}, timeout=sync_wait)
     if not task.done() and not slot.detach():
         await task  # the outcome's transaction is storing the answer right now
-    if slot.response is not None:  # stored with the outcome
-        return JSONResponse(slot.response[1], status_code=slot.response[0])
+    if slot.response is not None:  # stored with the outcome (or a failure's, not stored)
+        return _response(*slot.response)
     slot.detach()
     r = await asyncio.to_thread(repo.sign_request, row["id"])
     assert r is not None
-    return (201 if r.status in ("signed", "failed") else 202), sign_out(r)
+    return _final(sign_out(r))
 
 
 @router.get(

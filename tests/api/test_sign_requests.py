@@ -135,8 +135,11 @@ def test_sign_request_validation(api) -> None:  # noqa: ANN001
 def test_dev_policy_without_nodes_fails_cleanly(dev_api) -> None:  # noqa: ANN001
     kid = dev_api.add_key("bip340")
     r = post_sr(dev_api, kid, "d1")
-    assert r.status_code == 201, r.text
-    sr = r.json()
+    doc = assert_problem(
+        r, 502, "signing-failed"
+    )  # a failure says so (tests/api/test_http_semantics)
+    sr = doc["sign_request"]
+    assert r.headers["Location"] == f"/v1/sign-requests/{sr['id']}"
     assert sr["status"] == "failed" and sr["signature"] is None
     assert sr["error"]["type"].endswith("signing-failed")
     assert "healthy nodes" in sr["error"]["detail"]

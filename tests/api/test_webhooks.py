@@ -212,7 +212,9 @@ def test_events_for_failed_expired_and_only_subscribed_types(
     for api in make_api(tmp_path, raw=True, **FAST):
         hook = subscribe(api, rx, ["sign_request.failed", "sign_request.expired"])
         kid = api.add_key("bip340")
-        rid = post_sr(api, kid, "f1").json()["id"]
+        failed = post_sr(api, kid, "f1")
+        assert failed.status_code == 502, failed.text  # a failed signing is an error answer
+        rid = failed.json()["sign_request"]["id"]
         wait_for(lambda: rx.processed)
         ((_, payload),) = rx.processed.items()
         assert payload["type"] == "sign_request.failed"

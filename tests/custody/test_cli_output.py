@@ -195,7 +195,7 @@ def test_keys_list_into_a_pipe_is_one_tab_separated_line_per_key(live: Live) -> 
     r = run_pipe("keys", "list", *cluster_args(live))
     assert r.returncode == ExitCode.OK, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split("\t") == ["id", "scheme", "t/n", "status", "public key"]
+    assert lines[0].split("\t") == ["id", "scheme", "t/n", "status", "public key", "label"]
     rows = {row[0]: row for row in (line.split("\t") for line in lines[1:])}
     api = {k.id: k for k in live.auditor.list_keys()}
     assert set(rows) == set(api)

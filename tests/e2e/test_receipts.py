@@ -124,6 +124,17 @@ def test_a_request_the_nodes_refuse_fails_with_their_code_and_blames_nobody(
     assert problem["type"].endswith("refused-by-node") and problem["status"] == 403, problem
     assert problem["code"] == "policy-denied" and "default-deny" in (problem["detail"] or "")
     assert second.blamed == []
+    # over HTTP the refusal is the answer's status: a 403 problem with the request in it
+    tx = unsigned_1559(1, 10**9, TO, 6 * ETH // 10, 2)
+    body = {"key_id": live.key(ECDSA).id, "kind": "evm-tx", "payload": {"tx": tx}}
+    r = live.requester.http.post(
+        "/v1/sign-requests", json=body, headers={"Idempotency-Key": "refused-over-http"}
+    )
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    refused = r.json()
+    assert refused["type"].endswith("refused-by-node") and refused["code"] == "policy-denied"
+    assert refused["sign_request"]["status"] == "failed"
+    assert r.headers["Location"] == "/v1/sign-requests/" + refused["sign_request"]["id"]
     nodes = live.admin.nodes()
     assert {n.status for n in nodes} == {"healthy"}
     third = _sign_evm(live, 3 * ETH // 10, 2)  # within the window's room: signs
