@@ -37,6 +37,7 @@ backup_app = typer.Typer(no_args_is_help=True, help="Share backups to offline re
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 Passphrase = Annotated[
     Path | None,
     typer.Option(
@@ -62,9 +63,10 @@ def _refused(exc: bk.BackupError) -> typer.Exit:
     return typer.Exit(ExitCode.REFUSED)
 
 
-def _node_cmd(args: list[str]) -> dict[str, Any]:
+def _node_cmd(args: list[str], extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.update(extra_env or {})
     r = subprocess.run(  # noqa: S603 - our own argv, no shell
         [sys.executable, "-m", "signer_nodes", "backup", *args],
         capture_output=True,
@@ -83,6 +85,7 @@ def _node_cmd(args: list[str]) -> dict[str, Any]:
 def keygen(
     out: Annotated[Path, typer.Option("--out", help="the identity file to write (0600)")],
     passphrase_file: Passphrase = None,
+    as_json: AsJson = False,
 ) -> None:
     """Make a recovery identity (X25519, passphrase-encrypted age file); print its recipient."""
     phrase = _passphrase(passphrase_file)
@@ -90,7 +93,7 @@ def keygen(
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    print(recipient)
+    print(json.dumps({"recipient": recipient, "identity": str(out)}) if as_json else recipient)
 
 
 @backup_app.command("create")
@@ -100,6 +103,7 @@ def create(
     cluster: Annotated[
         Path, typer.Option("--cluster", help="cluster.json of a local cluster")
     ] = Path("cluster.json"),
+    as_json: AsJson = False,
 ) -> None:
     """Back up every local node: each node's own process encrypts its shares (node-local)."""
     try:
@@ -111,10 +115,15 @@ def create(
     rargs = [a for r in recipient for a in ("--recipient", r)]
     done = []
     for n in doc["nodes"]:
-        console.print(f"backing up {n['id']} ...", markup=False)
+        if not as_json:
+            console.print(f"backing up {n['id']} ...", markup=False)
         res = _node_cmd(["export", "--data-dir", str(base / n["id"]), *rargs, "--out", str(out)])
         done.append(res)
-        console.print(f"  {len(res['keys'])} shares -> {res['dir']}", markup=False)
+        if not as_json:
+            console.print(f"  {len(res['keys'])} shares -> {res['dir']}", markup=False)
+    if as_json:
+        print(json.dumps({"out": str(out), "nodes": done}))
+        return
     console.print(f"backup written to {out}; check it with `custody backup verify {out}`")
 
 
@@ -136,7 +145,7 @@ def verify(
         list[Path] | None,
         typer.Option("--governance", help="the governance chain from the genesis (repeat)"),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Manifest signatures (against the roster's pinned identity keys), age headers, file
     digests and completeness (at least t shares per key). Decrypts nothing."""
@@ -188,6 +197,7 @@ def restore(
         list[Path] | None,
         typer.Option("--governance", help="the chain whose roster pinned the backed-up node"),
     ] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Restore one node's backup onto a fresh node (initialised, governance trusted,
     stopped): its own process decrypts and seals the shares under its new HSM key."""
@@ -199,26 +209,72 @@ def restore(
             raise bk.BackupError("manifest-wrong-signer", f"{nb.node_id}: not the pinned identity")
     except bk.BackupError as exc:
         raise _refused(exc) from None
-    phrase = _passphrase(passphrase_file)
-    env_args = ["--sign-pk", nb.sign_pk.hex()]
-    os.environ[bk.PASSPHRASE_ENV] = phrase  # to the node process only, never on disk
-    res = _node_cmd(
-        [
-            "restore",
-            "--data-dir",
-            str(data_dir),
-            "--backup",
-            str(source),
-            "--identity",
-            str(identity),
-            *env_args,
-        ]  # fmt: skip
-    )
+    args = ["restore", "--data-dir", str(data_dir), "--backup", str(source)]
+    args += ["--identity", str(identity), "--sign-pk", nb.sign_pk.hex()]
+    if passphrase_file is not None:
+        res = _node_cmd([*args, "--passphrase-file", str(passphrase_file)])
+    else:  # to the node process only, never on disk
+        res = _node_cmd(args, {bk.PASSPHRASE_ENV: _passphrase(None)})
+    if as_json:
+        print(json.dumps(res))
+        return
     for k in res["keys"]:
         console.print(
             f"restored {k['key_id']} ({k['scheme']}, share version {k['share_version']})",
             markup=False,
         )
+
+
+@backup_app.command("authorize-restore")
+def authorize_restore(
+    source: Annotated[Path, typer.Option("--backup", help="the restored node's backup dir")],
+    governance: Annotated[
+        Path, typer.Option("--governance", help="the version that re-keys the node")
+    ],
+    officer_key: Annotated[Path, typer.Option("--officer-key", help="your officer key file")],
+    officer_passphrase: Annotated[
+        Path, typer.Option("--officer-passphrase-file", help="its passphrase")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="the authorization (co-signed if it exists)")],
+    as_json: AsJson = False,
+) -> None:
+    """Sign (or co-sign) the officers' authorization that a restored node carries on the
+    backed-up node's key committees; each other node adopts it (`signer_nodes backup adopt`)."""
+    try:
+        nb = bk.load_node_backup(source)
+        body = gov.decode(governance.read_bytes()).body
+        officer, signer = gov.open_officer_key(
+            officer_key.read_bytes(), officer_passphrase.read_bytes().rstrip(b"\n")
+        )
+    except bk.BackupError as exc:
+        raise _refused(exc) from None
+    except (gov.GovernanceError, gov.OfficerKeyError) as exc:
+        err.print(f"refused: {exc}", markup=False)
+        raise typer.Exit(ExitCode.REFUSED) from None
+    pinned = body.node(nb.node_id)
+    if pinned is None or pinned.party_id != nb.party_id:
+        err.print(f"refused: version {body.version} has no {nb.node_id} of party {nb.party_id}")
+        raise typer.Exit(ExitCode.REFUSED)
+    auth = bk.RestoreAuthorization(
+        body.cluster_id, body.version, nb.node_id, nb.party_id, nb.sign_pk.hex(),
+        pinned.sign_pk.hex(), tuple(k["key_id"] for k in nb.keys))  # fmt: skip
+    if out.exists():
+        have = bk.RestoreAuthorization.decode(out.read_bytes())
+        if have.body() != auth.body():
+            err.print(f"refused: {out} authorizes something else")
+            raise typer.Exit(ExitCode.REFUSED)
+        auth = have
+    auth = auth.with_signature(signer, officer.officer_id)
+    out.write_bytes(auth.encode())
+    if as_json:
+        print(json.dumps({**auth.body(), "signed_by": [o for o, _ in auth.signatures]}))
+        return
+    console.print(
+        f"{officer.officer_id} signed: {nb.node_id} {nb.sign_pk.hex()[:16]}... -> "
+        f"{pinned.sign_pk.hex()[:16]}... for {len(auth.key_ids)} keys "
+        f"({len(auth.signatures)} of quorum {body.quorum})",
+        markup=False,
+    )
 
 
 def dr_drill(
@@ -231,6 +287,7 @@ def dr_drill(
         typer.Option("--cluster", help="production cluster.json: cross-check GET /v1/keys"),
     ] = None,
     work: Annotated[Path | None, typer.Option("--work-dir", help="scratch directory")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Restore the backups into scratch nodes, sign with each key, verify against the
     production public key, write a report. Never reconstructs a key."""
@@ -255,6 +312,11 @@ def dr_drill(
     text = json.dumps(report, indent=2)
     if out is not None:
         out.write_text(text + "\n")
+    if as_json:
+        print(text)
+        if not report["ok"]:
+            raise typer.Exit(ExitCode.REFUSED)
+        return
     for k in report["keys"]:
         mark = "verified" if k["verified"] else "NOT VERIFIED"
         console.print(

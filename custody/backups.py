@@ -55,6 +55,7 @@ __all__ = [
     "create_identity_file",
     "open_identity_file",
     "recipient_of",
+    "RestoreAuthorization",
 ]
 
 FORMAT = "tpwc-backup-v1"
@@ -365,3 +366,101 @@ def recipient_of(identity: x25519.Identity) -> str:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+# -- restore authorizations ---------------------------------------------------------------
+AUTH_CONTEXT = b"tpwc-restore-authorization-v1\x00"
+
+
+@dataclass(frozen=True)
+class RestoreAuthorization:
+    """The officers' word that a restored node carries on a backed-up node's key shares.
+
+    Re-keying a roster entry alone retires every key committee the node was in (the old
+    identity's share must not sign). A restore is the one case where the new identity holds
+    the same share: the officers say so, for named keys, from the backed-up identity
+    (``from_sign_pk``, the manifest's signer) to the one the roster now pins
+    (``to_sign_pk``), signed by a quorum of the governance version that pins it."""
+
+    cluster_id: str
+    governance_version: int
+    node_id: str
+    party_id: int
+    from_sign_pk: str
+    to_sign_pk: str
+    key_ids: tuple[str, ...]
+    signatures: tuple[tuple[str, str], ...] = ()
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "cluster_id": self.cluster_id,
+            "governance_version": self.governance_version,
+            "node_id": self.node_id,
+            "party_id": self.party_id,
+            "from_sign_pk": self.from_sign_pk,
+            "to_sign_pk": self.to_sign_pk,
+            "key_ids": sorted(self.key_ids),
+        }
+
+    def statement(self) -> bytes:
+        return AUTH_CONTEXT + canon(self.body())
+
+    def with_signature(
+        self, signer: nacl.signing.SigningKey, officer_id: str
+    ) -> RestoreAuthorization:
+        sig = signer.sign(self.statement()).signature.hex()
+        rest = tuple(s for s in self.signatures if s[0] != officer_id)
+        return RestoreAuthorization(**{**self.__dict__, "signatures": (*rest, (officer_id, sig))})
+
+    def encode(self) -> bytes:
+        return canon({"body": self.body(), "signatures": [list(s) for s in self.signatures]})
+
+    @classmethod
+    def decode(cls, data: bytes) -> RestoreAuthorization:
+        try:
+            doc = json.loads(data)
+            b = doc["body"]
+            return cls(
+                str(b["cluster_id"]),
+                int(b["governance_version"]),
+                str(b["node_id"]),
+                int(b["party_id"]),
+                str(b["from_sign_pk"]),
+                str(b["to_sign_pk"]),
+                tuple(str(k) for k in b["key_ids"]),
+                tuple((str(o), str(s)) for o, s in doc["signatures"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            raise BackupError("authorization-malformed", "not a restore authorization") from None
+
+    def verify(self, current: gov.Governance) -> None:
+        """Refused unless a quorum of ``current``'s officers signed it, it names ``current``,
+        and ``current``'s roster pins ``to_sign_pk`` for the node."""
+        if (self.cluster_id, self.governance_version) != (current.cluster_id, current.version):
+            raise BackupError(
+                "authorization-stale",
+                f"it names governance version {self.governance_version} of {self.cluster_id}; "
+                f"version {current.version} of {current.cluster_id} is installed",
+            )
+        n = current.node(self.node_id)
+        if n is None or n.party_id != self.party_id or n.sign_pk.hex() != self.to_sign_pk:
+            raise BackupError(
+                "authorization-not-roster",
+                f"version {current.version}'s roster does not pin {self.node_id} with the "
+                "authorized identity",
+            )
+        valid = set()
+        for oid, sig in self.signatures:
+            o = current.officer(oid)
+            if o is None:
+                continue
+            try:
+                nacl.signing.VerifyKey(o.public_key).verify(self.statement(), bytes.fromhex(sig))
+            except (nacl.exceptions.BadSignatureError, ValueError):
+                continue
+            valid.add(oid)
+        if len(valid) < current.quorum:
+            raise BackupError(
+                "authorization-under-signed",
+                f"{len(valid)} valid officer signatures, quorum {current.quorum}",
+            )

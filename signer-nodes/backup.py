@@ -16,6 +16,9 @@ encryption (export) or between the age decryption and ``seal`` under the new nod
   stopped while it restores (the directory lock): when it runs again it has a new boot id
   and no nonce or presignature (they live in memory only), so the coordinator drops what
   it pooled from this node.
+* :func:`adopt`: on every OTHER node of the restored node's key committees (each stopped,
+  then restarted): the officers' restore authorization re-pins the restored member's new
+  identity in those committees (a re-key alone retires them).
 
 Imports: :mod:`signer_nodes.errors`, ``.logs``, ``.node``, ``.protocols``.
 """
@@ -42,7 +45,7 @@ from signer_nodes.errors import Kind, NodeError
 from signer_nodes.node import Node
 from signer_nodes.protocols import public_result
 
-__all__ = ["export", "restore"]
+__all__ = ["export", "restore", "adopt"]
 
 PAYLOAD_FORMAT = 1
 ECDSA = "ecdsa-secp256k1"
@@ -222,3 +225,35 @@ def restore(
             for e in nb.keys
         ],
     }
+
+
+def adopt(node: Node, data: bytes) -> dict[str, Any]:
+    """Carry this node's key committees over to a restored member (node stopped).
+
+    The officers' :class:`custody.backups.RestoreAuthorization` (a quorum of the installed
+    governance version, which pins the restored node's new identity) names the keys and the
+    identity change; every other member of each committee must still be pinned as it was.
+    The node then restarts, with a new boot id and no nonce or presignature."""
+    auth = bk.RestoreAuthorization.decode(data)
+    cur = node.anchor.require()
+    auth.verify(cur)
+    done = []
+    for kid in sorted(auth.key_ids):
+        members = node.anchor.committee(kid)
+        for party, nid, spk in members:
+            if nid == auth.node_id:
+                ok = party == auth.party_id and spk.hex() in (auth.from_sign_pk, auth.to_sign_pk)
+            else:
+                pinned = cur.node(nid)
+                ok = pinned is not None and (pinned.party_id, pinned.sign_pk) == (party, spk)
+            if not ok:
+                raise NodeError(
+                    Kind.NOT_IN_ROSTER,
+                    f"key {kid!r}: committee member {nid} (party {party}) is not as the "
+                    "authorization and the roster say",
+                    culprits=[party],
+                )
+        node.anchor.record_committee(kid, [p for p, _, _ in members])
+        done.append(kid)
+    logs.event("backup.adopted", node_id=node.node_id, restored=auth.node_id, keys=len(done))
+    return {"node_id": node.node_id, "restored": auth.node_id, "keys": done}

@@ -143,20 +143,25 @@ def trust(
         Path, typer.Option("--governance", help="signed genesis (canonical CBOR)")
     ],
     pin_file: PinFile = None,
+    then: Annotated[
+        list[Path] | None,
+        typer.Option("--then", help="a later version, in order (a node joining later)"),
+    ] = None,
 ) -> None:
     """Install the governance genesis once, as this node's trust anchor (node stopped).
 
-    Refused unless the genesis carries its officers' quorum and its roster pins this
-    node's own identity (``identity``)."""
+    Refused unless the genesis carries its officers' quorum and its roster (or, with
+    ``--then``, the last version's) pins this node's own identity (``identity``)."""
 
     def go() -> dict[str, Any]:
         try:
             data = governance.read_bytes()
+            later = [p.read_bytes() for p in then or ()]
         except OSError as exc:
-            raise ConfigError(f"cannot read {governance}: {exc.strerror}") from None
+            raise ConfigError(f"cannot read governance: {exc.strerror}") from None
         node = Node.open(data_dir, pin_file=pin_file)
         try:
-            return node.trust(data)
+            return node.trust(data, later)
         finally:
             node.close()
 
@@ -216,7 +221,10 @@ def status(
     out.print(table)
 
 
-backup_app = typer.Typer(no_args_is_help=True, help="Share backups (signer_nodes.backup).")
+backup_app = typer.Typer(
+    no_args_is_help=True,
+    help="Share backups to offline recovery keys, made and restored on this node.",
+)
 app.add_typer(backup_app, name="backup")
 
 
@@ -273,6 +281,24 @@ def backup_restore(
         node = Node.open(data_dir, pin_file=pin_file)
         try:
             return backup.restore(node, source, ident, sign_pk=pk)
+        finally:
+            node.close()
+
+    print(json.dumps(_backup_guard(go)))
+
+
+@backup_app.command("adopt")
+def backup_adopt(
+    data_dir: DataDir,
+    authorization: Annotated[Path, typer.Option("--authorization", help="officer-signed")],
+    pin_file: PinFile = None,
+) -> None:
+    """Carry key committees over to a restored member (node stopped; restart it after)."""
+
+    def go() -> dict[str, Any]:
+        node = Node.open(data_dir, pin_file=pin_file)
+        try:
+            return backup.adopt(node, authorization.read_bytes())
         finally:
             node.close()
 

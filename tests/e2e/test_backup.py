@@ -15,18 +15,22 @@ import hashlib
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import coincurve
+import httpx
 import nacl.signing
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from typer.testing import CliRunner
 
 from custody import backups as bk
+from custody import governance as gov
 from custody.cli import app
-from tests.e2e.conftest import Live, running_cluster
+from custody.cluster import node_port
+from tests.e2e.conftest import Live, current_governance, dev_officers, running_cluster
 
 SCHEMES = ("ed25519", "bip340", "ecdsa-secp256k1")
 PASSPHRASE = "correct horse battery staple (test only)"  # noqa: S105 - a test fixture
@@ -303,3 +307,205 @@ def test_signature_messages_are_digests(live: Live) -> None:
         sr = live.requester.sign(k.id, msg)
         assert sr.status == "signed"
         assert _independent(s, k.public_key, msg, str(sr.signature))
+
+
+def _wait(pred: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_restore_onto_a_fresh_node_joins_through_governance_and_signs(
+    live: Live, backup: Path, recovery: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """node-3's host is lost: a fresh node (new token, new data directory, new identity)
+    restores node-3's backup, the officers re-key node-3 to it and authorize the restore,
+    the other nodes adopt it, and the restored node signs with node-2 (node-1 stopped)."""
+    c = live.cluster
+    env, cwd = c._env(), c._cwd()
+
+    def run(*argv: str) -> str:
+        r = subprocess.run([c.python, *argv], capture_output=True, text=True, env=env, cwd=cwd)  # noqa: S603
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout
+
+    coord = json.loads(run("-m", "api", "init", "--data-dir", str(c.data_dir / "coordinator")))
+    old_boot = httpx.get(c.node_url(3) + "/health", timeout=2).json()["boot_id"]
+    c.stop_proc("node-3")
+    fresh = tmp_path / "node-3-new"
+    ident = json.loads(
+        run(
+            "-m",
+            "signer_nodes",
+            "init",
+            "--data-dir",
+            str(fresh),
+            "--node-id",
+            "node-3",
+            "--party-id",
+            "3",
+            "--coordinator-key",
+            coord["coordinator_public_key"],
+        )  # fmt: skip
+    )
+    cur, _ = current_governance(live)
+    assert cur.version == 1  # nothing in this module changed governance before
+    genesis = c.data_dir / "governance" / "v1.gov"
+    new3 = gov.RosterNode(
+        "node-3", 3, bytes.fromhex(ident["sign_pk"]), bytes.fromhex(ident["box_pk"])
+    )
+    nxt = gov.unsigned(
+        cur.successor(roster=tuple(new3 if n.node_id == "node-3" else n for n in cur.roster))
+    )
+    officers = dev_officers(live)
+    for oid in sorted(officers)[: cur.quorum]:
+        nxt = nxt.with_signature(officers[oid], oid)
+    v2 = tmp_path / "v2.gov"
+    v2.write_bytes(nxt.encode())
+    put = live.admin.http.put("/v1/governance", json={"document": nxt.encode().hex()})
+    assert put.status_code == 200, put.text
+    assert put.json()["nodes"]["node-1"] == put.json()["nodes"]["node-2"] == "installed"
+    # the fresh node trusts the chain (its identity is pinned by version 2) and restores
+    run("-m", "signer_nodes", "trust", "--data-dir", str(fresh), "--governance", str(genesis),
+        "--then", str(v2))  # fmt: skip
+    r = CliRunner().invoke(
+        app,
+        [
+            "backup",
+            "restore",
+            "--backup",
+            str(backup / "node-3"),
+            "--data-dir",
+            str(fresh),
+            "--identity",
+            str(recovery[0]),
+            "--passphrase-file",
+            str(recovery[1]),
+            "--governance",
+            str(genesis),
+        ],  # fmt: skip
+    )
+    assert r.exit_code == 0, r.output
+    assert r.output.count("restored ") == len(SCHEMES)
+    # a second restore onto the same node is refused: fresh nodes only
+    again = CliRunner().invoke(
+        app,
+        [
+            "backup",
+            "restore",
+            "--backup",
+            str(backup / "node-3"),
+            "--data-dir",
+            str(fresh),
+            "--identity",
+            str(recovery[0]),
+            "--passphrase-file",
+            str(recovery[1]),
+        ],  # fmt: skip
+    )
+    assert again.exit_code == 4 and "restore onto a fresh node" in again.output
+    # the officers authorize the restore; an under-signed authorization is refused
+    auth = tmp_path / "auth.json"
+    off_dir = c.data_dir / "officers"
+    keyfiles = sorted(off_dir.glob("*.key"))
+    for f in keyfiles[: cur.quorum]:
+        r = CliRunner().invoke(
+            app,
+            [
+                "backup",
+                "authorize-restore",
+                "--backup",
+                str(backup / "node-3"),
+                "--governance",
+                str(v2),
+                "--officer-key",
+                str(f),
+                "--officer-passphrase-file",
+                str(off_dir / "passphrase"),
+                "--out",
+                str(auth),
+            ],  # fmt: skip
+        )
+        assert r.exit_code == 0, r.output
+        if f == keyfiles[0] and cur.quorum > 1:
+            c.stop_proc("node-2")
+            one = subprocess.run(  # noqa: S603
+                [
+                    c.python,
+                    "-m",
+                    "signer_nodes",
+                    "backup",
+                    "adopt",
+                    "--data-dir",
+                    str(c.data_dir / "node-2"),
+                    "--authorization",
+                    str(auth),
+                ],  # fmt: skip
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=cwd,  # fmt: skip
+            )
+            assert one.returncode == 4 and "authorization-under-signed" in one.stderr
+    c.stop_proc("node-1")
+    c.stop_proc("node-2")
+    for i in (1, 2):
+        out = json.loads(
+            run(
+                "-m",
+                "signer_nodes",
+                "backup",
+                "adopt",
+                "--data-dir",
+                str(c.data_dir / f"node-{i}"),
+                "--authorization",
+                str(auth),
+            )  # fmt: skip
+        )
+        assert sorted(out["keys"]) == sorted(k.id for k in live.keys.values())
+    try:
+        c.start_node(2)
+        c._spawn(
+            "node-3",
+            [
+                c.python,
+                "-m",
+                "signer_nodes",
+                "run",
+                "--data-dir",
+                str(fresh),
+                "--host",
+                c.host,
+                "--port",
+                str(node_port(c.port, 3)),
+            ],  # fmt: skip
+        )
+        _wait(lambda: httpx.get(c.node_url(3) + "/health", timeout=1).status_code == 200, "node-3")
+        _wait(lambda: httpx.get(c.node_url(2) + "/health", timeout=1).status_code == 200, "node-2")
+        # the coordinator's view follows governance: node-3 re-enrolled with its new identity
+        enrol = live.admin.http.put("/v1/nodes/node-3", json={"url": c.node_url(3)})
+        assert enrol.status_code == 200, enrol.text
+
+        def ready() -> bool:
+            st = {n.id: n.status for n in live.admin.nodes()}
+            return st["node-2"] == st["node-3"] == "healthy" and st["node-1"] != "healthy"
+
+        _wait(ready, "node-2 and node-3 healthy, node-1 down")
+        health = httpx.get(c.node_url(3) + "/health", timeout=2).json()
+        assert health["sign_pk"] == ident["sign_pk"]
+        assert health["boot_id"] != old_boot  # the coordinator drops what it pooled
+        for s in SCHEMES:
+            k = live.keys[s]
+            msg = hashlib.sha256(b"after restore " + s.encode()).digest()
+            sr = live.requester.sign(k.id, msg, timeout=90)
+            assert sr.status == "signed", sr
+            assert sorted(sr.signers or []) == [2, 3]
+            assert _independent(s, k.public_key, msg, str(sr.signature))
+    finally:
+        c.start_node(1)
