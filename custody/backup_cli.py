@@ -29,7 +29,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from custody import backups as bk
 from custody import governance as gov
-from custody.cli_support import read_cluster_file
+from custody.cli_support import DEFAULT_DIR, ClusterOpt, read_cluster_file
 from custody.drdrill import DrillError, run_drill
 from custody.exitcodes import ExitCode
 
@@ -100,9 +100,7 @@ def keygen(
 def create(
     recipient: Annotated[list[str], typer.Option("--recipient", help="age1... (repeat)")],
     out: Annotated[Path, typer.Option("--out", help="the backup directory")],
-    cluster: Annotated[
-        Path, typer.Option("--cluster", help="cluster.json of a local cluster")
-    ] = Path("cluster.json"),
+    cluster: ClusterOpt = None,
     as_json: AsJson = False,
 ) -> None:
     """Back up every local node: each node's own process encrypts its shares (node-local)."""
@@ -110,8 +108,9 @@ def create(
         bk.parse_recipients(recipient)
     except bk.BackupError as exc:
         raise _refused(exc) from None
-    doc = read_cluster_file(cluster)
-    base = cluster.resolve().parent
+    path = cluster or DEFAULT_DIR / "cluster.json"
+    doc = read_cluster_file(path)
+    base = path.resolve().parent
     rargs = [a for r in recipient for a in ("--recipient", r)]
     done = []
     for n in doc["nodes"]:
