@@ -286,6 +286,9 @@ def dr_drill(
         typer.Option("--cluster", help="production cluster.json: cross-check GET /v1/keys"),
     ] = None,
     work: Annotated[Path | None, typer.Option("--work-dir", help="scratch directory")] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="keep the scratch nodes (they hold every share!)")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Restore the backups into scratch nodes, sign with each key, verify against the
@@ -302,7 +305,9 @@ def dr_drill(
             bar.console.print(f"· {msg}", markup=False, highlight=False)
 
         try:
-            report = run_drill(backups, identity, phrase, work=work, production=prod, progress=step)
+            report = run_drill(
+                backups, identity, phrase, work=work, production=prod, progress=step, keep=keep
+            )
         except bk.BackupError as exc:
             raise _refused(exc) from None
         except (DrillError, RuntimeError) as exc:

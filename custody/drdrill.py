@@ -17,7 +17,9 @@ signed and verified, with timings.
 
 Limits: the scratch nodes are named ``node-<party>`` (as ``custody up`` names them), so a
 backup of a node named otherwise is refused; the scratch nodes are the backed-up parties
-only, so every key must have its threshold among them.
+only, so every key must have its threshold among them. The scratch directory (whose dev
+tokens hold every restored share, sealed, with their PINs beside them) is deleted when the
+drill ends unless ``keep`` is set.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -227,6 +230,11 @@ def run_drill(
     finally:
         cluster.stop()
         pass_file.unlink(missing_ok=True)
+        if not keep:
+            # the scratch tokens hold every restored share, with their dev PINs beside
+            # them: a drill leaves no such copy of the key behind
+            shutil.rmtree(scratch, ignore_errors=True)
+        report["scratch_removed"] = not scratch.exists()
     report["timings"] = {**timings, "total": round(time.monotonic() - t0, 3)}
     report["ok"] = bool(report["keys"]) and all(k["verified"] for k in report["keys"])
     return report

@@ -154,6 +154,8 @@ def test_dr_drill_from_backups_alone_signs_and_verifies(
             k["scheme"], prod.public_key, bytes.fromhex(k["message"]), k["signature"]
         )
     assert report["timings"]["total"] > 0
+    # the scratch nodes held every share: nothing of them is left behind
+    assert report["scratch_removed"] is True and not (fresh / "work" / "scratch").exists()
     assert {n["node_id"] for n in report["nodes"]} == {"node-1", "node-2", "node-3"}
 
 
