@@ -289,12 +289,21 @@ def dr_drill(
     keep: Annotated[
         bool, typer.Option("--keep", help="keep the scratch nodes (they hold every share!)")
     ] = False,
+    governance: Annotated[
+        list[Path] | None,
+        typer.Option("--governance", help="check manifests against this chain (repeat)"),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Restore the backups into scratch nodes, sign with each key, verify against the
     production public key, write a report. Never reconstructs a key."""
     phrase = _passphrase(passphrase_file)
     prod = read_cluster_file(cluster) if cluster is not None else None
+    try:
+        chain = _chain(list(governance or ()))
+    except gov.GovernanceError as exc:
+        err.print(f"refused (governance): {exc}", markup=False)
+        raise typer.Exit(ExitCode.REFUSED) from None
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err
     ) as bar:
@@ -306,7 +315,14 @@ def dr_drill(
 
         try:
             report = run_drill(
-                backups, identity, phrase, work=work, production=prod, progress=step, keep=keep
+                backups,
+                identity,
+                phrase,
+                work=work,
+                production=prod,
+                progress=step,
+                keep=keep,
+                governance=chain,
             )
         except bk.BackupError as exc:
             raise _refused(exc) from None

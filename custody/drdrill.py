@@ -31,7 +31,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ import nacl.signing
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from custody import backups as bk
+from custody import governance as gov
 from custody.client import CustodyClient
 from custody.cluster import Cluster, free_port_block, node_id
 
@@ -106,6 +107,7 @@ def run_drill(
     production: dict[str, Any] | None = None,
     progress: Callable[[str], None] = lambda _m: None,
     keep: bool = False,
+    governance: Sequence[gov.Governance] = (),
 ) -> dict[str, Any]:
     """Run the drill; returns the report (also when a check fails: ``ok`` says)."""
     t0 = time.monotonic()
@@ -117,7 +119,7 @@ def run_drill(
         return now
 
     progress("verifying backups (manifests, signatures, age headers, completeness)")
-    bset = bk.verify_backups(backups)
+    bset = bk.verify_backups(backups, governance=governance)
     # the identity opens (and is the right one) before any scratch node is made
     ident = bk.open_identity_file(identity.read_bytes(), passphrase)
     t = lap("verify", t0)
@@ -151,6 +153,7 @@ def run_drill(
         "format": "tpwc-dr-drill-v1",
         "backups": str(backups),
         "recipient": bk.recipient_of(ident),
+        "roster_checked": bool(governance),
         "scratch_dir": str(scratch),
         "nodes": [],
         "keys": [],

@@ -138,11 +138,13 @@ def test_dr_drill_from_backups_alone_signs_and_verifies(
             str(fresh / "work"),
             "--cluster",
             str(live.cluster.cluster_file),
+            "--governance",
+            str(live.cluster.data_dir / "governance" / "v1.gov"),
         ],  # fmt: skip
     )
     assert r.exit_code == 0, r.output
     report = json.loads(report_file.read_text())
-    assert report["ok"] is True
+    assert report["ok"] is True and report["roster_checked"] is True
     assert {k["key_id"] for k in report["keys"]} == {k.id for k in live.keys.values()}
     for k in report["keys"]:
         prod = live.keys[k["scheme"]]
