@@ -145,14 +145,16 @@ def _check_share(entry: dict[str, Any], p: dict[str, Any]) -> None:
     try:
         if scheme == ECDSA:
             share = EcdsaKeyShare.from_bytes(p["share"])
-            pub = share.public
+            pub, ident = share.public, share.key.identifier
             pk = pub.group_public_key.encode().hex()
         else:
             kp = keyio.decode_key_package(p["share"])
-            pub = kp.public
+            pub, ident = kp.public, kp.identifier
             pk = public_result(kid, scheme, pub)["public_key"]
     except (MpcError, ValueError, KeyError, TypeError) as exc:
         raise NodeError(Kind.BAD_REQUEST, f"key {kid}: the share does not decode ({exc})") from None
+    if ident != p["party_id"]:
+        raise NodeError(Kind.BAD_REQUEST, f"key {kid}: the share is party {ident}'s")
     if pk != entry["public_key"] or pub.min_signers != entry["min_signers"]:
         raise NodeError(Kind.BAD_REQUEST, f"key {kid}: the share is of another public key")
     if bk.share_digest(kid, p["share_version"], p["share"]) != entry["share_digest"]:
