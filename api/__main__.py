@@ -29,6 +29,7 @@ from api.app import create_app
 from api.auth import create_credential
 from api.db import Credential, Database
 from api.governance import GovernanceStore
+from api.keyimport import import_key
 from api.settings import Settings
 from custody.domain import ROLES, is_valid_id
 from custody.governance import GovernanceError
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("trust", help="install the governance genesis (once)")
     t.add_argument("--data-dir", required=True)
     t.add_argument("--governance", required=True, help="signed genesis (canonical CBOR)")
+    k = sub.add_parser("import-key", help="a restored key's public values (DR drill)")
+    k.add_argument("--data-dir", required=True)
+    k.add_argument("--key", required=True, help="JSON file of the key's public values")
     s = sub.add_parser("serve")
     s.add_argument("--data-dir", required=True)
     s.add_argument("--host", default="127.0.0.1")
@@ -94,6 +98,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"refused ({getattr(exc, 'kind', 'unreadable')}): {exc}", file=sys.stderr)
             return 1
         print(json.dumps({"cluster_id": body.cluster_id, "version": body.version}))
+        return 0
+
+    if args.cmd == "import-key":
+        db = Database(settings.database_url)
+        try:
+            import_key(db, json.loads(Path(args.key).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            db.close()
         return 0
 
     level = args.log_level or settings.log_level

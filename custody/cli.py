@@ -35,7 +35,7 @@ from typing import Annotated, Any, cast
 
 import typer
 
-from custody import approve_cli
+from custody import approve_cli, backup_cli
 from custody.cli_support import (
     DEFAULT_DIR,
     ApiOpt,
@@ -85,6 +85,8 @@ app.add_typer(officer_app, name="officer")
 app.add_typer(approver_app, name="approver")
 app.add_typer(governance_app, name="governance")
 app.add_typer(policy_app, name="policy")
+app.add_typer(backup_cli.backup_app, name="backup")
+app.command("dr-drill")(backup_cli.dr_drill)
 app.command("approve")(approve_cli.approve)
 app.command("reject")(approve_cli.reject)
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail and its checkpoints.")

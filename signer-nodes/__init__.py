@@ -40,5 +40,8 @@ One job per module; after the colon, what it may import of this package (checked
     node       provisioning, the directory lock, the composition: all of the above
     service    HTTP, the only map from error kinds to HTTP: envelope errors logs metrics
                node pipeline specs
-    cli        python -m signer_nodes ...: config errors logs node store (service, lazily)
+    backup     share backups to offline age recipients, restore onto a fresh node:
+               errors logs node protocols (and custody.backups: the format)
+    cli        python -m signer_nodes ...: backup config errors logs node store (service,
+               lazily)
 """

@@ -95,9 +95,15 @@ class Anchor:
             "raw_signing_keys": sorted(cur.raw_signing_keys),
         }
 
-    def install_genesis(self, data: bytes) -> gov.Governance:
-        """Install the trust anchor once; its roster must pin this node's own identity."""
+    def install_genesis(self, data: bytes, successors: Sequence[bytes] = ()) -> gov.Governance:
+        """Install the trust anchor once; its roster must pin this node's own identity.
+
+        A node that joins later (a restored node under a re-keyed roster entry) installs the
+        genesis with its ``successors``, each verified in turn; then the LAST version's
+        roster must pin this node's identity."""
         doc = _decode(data)
+        if successors:
+            return self._install_chain(doc, data, [(_decode(d), d) for d in successors])
         with self._lock:
             if self._state is not None:
                 if (
@@ -130,6 +136,48 @@ class Anchor:
             self.store.add_governance(1, state.current.digest, data)
             self._state = state
         logs.event("governance.genesis", node_id=self.node_id, cluster=state.current.cluster_id)
+        return state.current
+
+    def _install_chain(
+        self,
+        doc: gov.SignedGovernance,
+        data: bytes,
+        rest: Sequence[tuple[gov.SignedGovernance, bytes]],
+    ) -> gov.Governance:
+        with self._lock:
+            if self._state is not None:
+                raise NodeError(
+                    Kind.GOVERNANCE_ROLLBACK,
+                    f"{self.node_id} already trusts governance version "
+                    f"{self._state.current.version}; a genesis is installed once",
+                )
+            try:
+                state = gov.GovernanceState.from_genesis(doc)
+                for d, _ in rest:
+                    state.advance(d)
+            except gov.GovernanceError as exc:
+                raise _refused(exc) from None
+            mine = state.current.node(self.node_id)
+            if mine is None or (mine.party_id, mine.sign_pk, mine.box_pk) != (
+                self.party_id,
+                self.own.sign_pk,
+                self.own.box_pk,
+            ):
+                raise NodeError(
+                    Kind.IDENTITY_MISMATCH,
+                    f"governance version {state.current.version}'s roster does not pin "
+                    f"{self.node_id} (party {self.party_id}) with this node's identity keys",
+                )
+            self.store.add_governance(1, doc.body.digest, data)
+            for d, raw in rest:
+                self.store.add_governance(d.body.version, d.body.digest, raw)
+            self._state = state
+        logs.event(
+            "governance.chain",
+            node_id=self.node_id,
+            cluster=state.current.cluster_id,
+            version=state.current.version,
+        )
         return state.current
 
     def advance(self, data: bytes) -> tuple[gov.Governance, bool]:

@@ -1,4 +1,4 @@
-"""``python -m signer_nodes init|identity|trust|run|rotate-seal-key|status`` (typer + rich).
+"""``python -m signer_nodes init|identity|trust|run|rotate-seal-key|status|backup`` (typer + rich).
 
 Provisioning: ``init`` creates the token, identity keys and database and prints the
 identity JSON ``{"node_id","party_id","sign_pk","box_pk"}`` (``identity`` prints it again);
@@ -15,6 +15,7 @@ unavailable, 24 unseal failed, ...), configuration errors with 2, database error
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -23,8 +24,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from custody import backups as bk
 from hsm.errors import HsmError
-from signer_nodes import logs
+from signer_nodes import backup, logs
 from signer_nodes.config import ConfigError
 from signer_nodes.errors import NodeError
 from signer_nodes.node import Node
@@ -141,20 +143,25 @@ def trust(
         Path, typer.Option("--governance", help="signed genesis (canonical CBOR)")
     ],
     pin_file: PinFile = None,
+    then: Annotated[
+        list[Path] | None,
+        typer.Option("--then", help="a later version, in order (a node joining later)"),
+    ] = None,
 ) -> None:
     """Install the governance genesis once, as this node's trust anchor (node stopped).
 
-    Refused unless the genesis carries its officers' quorum and its roster pins this
-    node's own identity (``identity``)."""
+    Refused unless the genesis carries its officers' quorum and its roster (or, with
+    ``--then``, the last version's) pins this node's own identity (``identity``)."""
 
     def go() -> dict[str, Any]:
         try:
             data = governance.read_bytes()
+            later = [p.read_bytes() for p in then or ()]
         except OSError as exc:
-            raise ConfigError(f"cannot read {governance}: {exc.strerror}") from None
+            raise ConfigError(f"cannot read governance: {exc.strerror}") from None
         node = Node.open(data_dir, pin_file=pin_file)
         try:
-            return node.trust(data)
+            return node.trust(data, later)
         finally:
             node.close()
 
@@ -212,6 +219,90 @@ def status(
     for k, v in st.items():
         table.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
     out.print(table)
+
+
+backup_app = typer.Typer(
+    no_args_is_help=True,
+    help="Share backups to offline recovery keys, made and restored on this node.",
+)
+app.add_typer(backup_app, name="backup")
+
+
+def _backup_guard(fn: Callable[[], T]) -> T:
+    try:
+        return _guard(fn)
+    except (NodeError, bk.BackupError) as exc:
+        code = exc.code if isinstance(exc, bk.BackupError) else f"node:{exc.kind.value}"
+        err.print(f"[red]refused ({code})[/red]: {exc.detail}", highlight=False)
+        raise typer.Exit(4) from None
+
+
+@backup_app.command("export")
+def backup_export(
+    data_dir: DataDir,
+    recipient: Annotated[list[str], typer.Option("--recipient", help="age1... (repeat)")],
+    out: Annotated[Path, typer.Option("--out", help="backup directory (DIR/<node id>/)")],
+    pin_file: PinFile = None,
+) -> None:
+    """Encrypt every share to the recovery recipients (age); sign the manifest."""
+
+    def go() -> dict[str, Any]:
+        node = Node.open(data_dir, pin_file=pin_file, exclusive=False)
+        try:
+            return backup.export(node, recipient, out)
+        finally:
+            node.close()
+
+    print(json.dumps(_backup_guard(go)))
+
+
+@backup_app.command("restore")
+def backup_restore(
+    data_dir: DataDir,
+    source: Annotated[Path, typer.Option("--backup", help="one node's backup directory")],
+    identity: Annotated[Path, typer.Option("--identity", help="passphrase-protected age key")],
+    passphrase_file: Annotated[Path | None, typer.Option("--passphrase-file")] = None,
+    sign_pk: Annotated[
+        str | None, typer.Option("--sign-pk", help="hex: the backed-up node's pinned sign_pk")
+    ] = None,
+    pin_file: PinFile = None,
+) -> None:
+    """Restore a node backup onto this fresh node (stopped; governance installed)."""
+
+    def go() -> dict[str, Any]:
+        if passphrase_file is not None:
+            phrase = passphrase_file.read_text().rstrip("\n")
+        else:
+            phrase = os.environ.get(bk.PASSPHRASE_ENV, "")
+        if not phrase:
+            raise ConfigError(f"give --passphrase-file or ${bk.PASSPHRASE_ENV}")
+        ident = bk.open_identity_file(identity.read_bytes(), phrase)
+        pk = None if sign_pk is None else bytes.fromhex(sign_pk)
+        node = Node.open(data_dir, pin_file=pin_file)
+        try:
+            return backup.restore(node, source, ident, sign_pk=pk)
+        finally:
+            node.close()
+
+    print(json.dumps(_backup_guard(go)))
+
+
+@backup_app.command("adopt")
+def backup_adopt(
+    data_dir: DataDir,
+    authorization: Annotated[Path, typer.Option("--authorization", help="officer-signed")],
+    pin_file: PinFile = None,
+) -> None:
+    """Carry key committees over to a restored member (node stopped; restart it after)."""
+
+    def go() -> dict[str, Any]:
+        node = Node.open(data_dir, pin_file=pin_file)
+        try:
+            return backup.adopt(node, authorization.read_bytes())
+        finally:
+            node.close()
+
+    print(json.dumps(_backup_guard(go)))
 
 
 def main() -> None:

@@ -218,9 +218,10 @@ class Node:
         return self.anchor.check_peers(peers)
 
     # -- governance, release log, audit checkpoints ---------------------------------------
-    def trust(self, genesis: bytes) -> dict[str, Any]:
-        """Install the governance genesis (once): the node's trust anchor."""
-        self.anchor.install_genesis(genesis)
+    def trust(self, genesis: bytes, successors: Sequence[bytes] = ()) -> dict[str, Any]:
+        """Install the governance genesis (once, with its successors for a node that joins
+        later): the node's trust anchor."""
+        self.anchor.install_genesis(genesis, successors)
         return self.anchor.describe()
 
     def install_governance(self, document: bytes) -> dict[str, Any]:

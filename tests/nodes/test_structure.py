@@ -50,7 +50,8 @@ MAY_IMPORT = {
         "velocity",
     },
     "service": {"envelope", "errors", "logs", "metrics", "node", "pipeline", "specs"},
-    "cli": {"config", "errors", "logs", "node", "store", "service"},
+    "backup": {"errors", "logs", "node", "protocols"},
+    "cli": {"backup", "config", "errors", "logs", "node", "store", "service"},
     "__main__": {"cli"},
     "__init__": set(),
 }
