@@ -16,12 +16,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
-from api import keystore, metrics, problems
+from api import docs, keystore, metrics, problems
 from api.coordinator import Coordinator
 from api.db import Database
 from api.nodes import NodeCaller
-from api.openapi import TITLE, openapi_schema
+from api.openapi import DESCRIPTION, SWAGGER_UI_PARAMETERS, TITLE, openapi_schema, operation_id
 from api.repository import Repository
 from api.routes import ROUTERS
 from api.settings import Settings
@@ -52,9 +53,14 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
             db.close()
             key.close()
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from the packaged copies fastapi-offline ships
+    # (nothing from a CDN); stable camelCase operationIds for every route, new ones included
+    app = FastAPIOffline(
         title=TITLE,
         version=VERSION,
+        description=DESCRIPTION,
+        generate_unique_id_function=operation_id,
+        swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
         lifespan=lifespan,
         dependencies=[Depends(problems.refuse_lone_surrogates)],
         **fastapi_options(),
@@ -65,6 +71,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(docs.router)  # /problems: the problem types' catalogue (docs/PROBLEMS.md)
     app.add_middleware(problems.NestingLimit)
     # outermost: ids, trace context, the request log and the HTTP metrics (custody.obs)
     app.add_middleware(HttpObserve, routes=app.router.routes)

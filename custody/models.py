@@ -4,7 +4,9 @@ The coordinator's routes declare them (so they drive its OpenAPI document) and t
 (:mod:`custody.client`) returns them, so an integrator gets the same typed objects the
 service documents. Every scheme, status, kind and id rule comes from :mod:`custody.domain`.
 
-May import: :mod:`custody.domain`, pydantic.
+Each request and response model carries an example (:mod:`custody.examples`).
+
+May import: :mod:`custody.domain`, :mod:`custody.examples`, pydantic.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from custody import examples
 from custody.domain import (
     ID_PATTERN,
     MAX_ID_LEN,
@@ -76,7 +79,7 @@ T = TypeVar("T")
 class ProblemModel(BaseModel):
     """The RFC 9457 members we emit; extension members (``errors``, ``culprits``...) allowed."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=examples.of("ProblemModel"))
     type: str
     title: str
     status: int
@@ -92,11 +95,13 @@ class Page(BaseModel, Generic[T]):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("Health"))
     status: Literal["ok", "degraded"]
     version: str
 
 
 class Ready(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("Ready"))
     status: Literal["ready", "not-ready"]
     database: str
     nodes_healthy: int
@@ -116,7 +121,7 @@ class Ready(BaseModel):
 
 
 class NodeEnrol(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("NodeEnrol"))
     url: str = Field(
         min_length=8,
         max_length=300,
@@ -126,6 +131,7 @@ class NodeEnrol(BaseModel):
 
 
 class NodeOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("NodeOut"))
     id: str
     party_id: int
     url: str
@@ -137,11 +143,12 @@ class NodeOut(BaseModel):
 
 
 class NodeList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("NodeList"))
     items: list[NodeOut]
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("KeyCreate"))
     scheme: Scheme
     threshold: int = Field(ge=2, le=255)
     nodes: list[str] | None = Field(
@@ -158,6 +165,7 @@ class KeyCreate(BaseModel):
 
 
 class KeyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("KeyOut"))
     id: str
     scheme: Scheme
     threshold: int
@@ -180,7 +188,7 @@ class KeyOut(BaseModel):
 
 
 class KeyList(Page[KeyOut]):
-    pass
+    model_config = ConfigDict(json_schema_extra=examples.of("KeyList"))
 
 
 class SignRequestCreate(BaseModel):
@@ -191,7 +199,7 @@ class SignRequestCreate(BaseModel):
     the key's own (set by the coordinator; a different one given here is refused).
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=examples.of("SignRequestCreate"))
     key_id: Id
     kind: Kind
     message: str | None = Field(
@@ -294,7 +302,7 @@ class ApprovalState(BaseModel):
 class ApprovalSubmit(BaseModel):
     """One approver's signed statement (``custody.approvals.Approval.encode``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("ApprovalSubmit"))
     approval: str = Field(
         min_length=4,
         max_length=1400,
@@ -304,6 +312,7 @@ class ApprovalSubmit(BaseModel):
 
 
 class SignRequestOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("SignRequestOut"))
     id: str
     key_id: str
     kind: Kind
@@ -342,7 +351,7 @@ class SignRequestOut(BaseModel):
 
 
 class SignRequestList(Page[SignRequestOut]):
-    pass
+    model_config = ConfigDict(json_schema_extra=examples.of("SignRequestList"))
 
 
 class AuditOut(BaseModel):
@@ -357,7 +366,7 @@ class AuditOut(BaseModel):
 
 
 class AuditList(Page[AuditOut]):
-    pass
+    model_config = ConfigDict(json_schema_extra=examples.of("AuditList"))
 
 
 class AuditFinding(BaseModel):
@@ -379,6 +388,7 @@ class CheckpointSummary(BaseModel):
 
 
 class AuditVerify(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("AuditVerify"))
     ok: bool
     entries: int
     first_bad_seq: int | None
@@ -399,6 +409,7 @@ class CheckpointNode(BaseModel):
 
 
 class CheckpointOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("CheckpointOut"))
     seq: int
     head: str
     signatures: dict[str, str] = Field(description="node id -> hex Ed25519 signature")
@@ -407,13 +418,14 @@ class CheckpointOut(BaseModel):
 
 
 class CheckpointList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("CheckpointList"))
     items: list[CheckpointOut]
 
 
 class GovernanceSubmit(BaseModel):
     """The next governance version as the officers signed it (canonical CBOR, hex)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("GovernanceSubmit"))
     document: str = Field(min_length=2, max_length=2 * 256 * 1024, pattern=r"^(?:[0-9a-f]{2})+$")
 
 
@@ -421,6 +433,7 @@ class GovernanceOut(BaseModel):
     """The coordinator's verified governance: version, roster and, for a submission, what
     each node answered."""
 
+    model_config = ConfigDict(json_schema_extra=examples.of("GovernanceOut"))
     installed: bool
     cluster_id: str | None = None
     version: int | None = None
@@ -438,7 +451,7 @@ class PolicyDryRunCreate(BaseModel):
     ``message``, ``payload``), to evaluate without signing, plus what to evaluate it
     against and as whom."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=examples.of("PolicyDryRunCreate"))
     key_id: Id
     kind: Kind
     message: str | None = Field(
@@ -495,6 +508,7 @@ class PolicyFactsOut(BaseModel):
 class PolicyDryRunOut(BaseModel):
     """A policy decision and why; nothing was created or signed."""
 
+    model_config = ConfigDict(json_schema_extra=examples.of("PolicyDryRunOut"))
     action: Literal["allow", "deny", "approve"]
     rule: str = Field(description="the rule that matched, or default-deny")
     reason: str = Field(description="custody.policy.Reason: policy-allowed, policy-denied, ...")
@@ -519,7 +533,7 @@ class PolicyDryRunOut(BaseModel):
 class PolicyShadowSubmit(BaseModel):
     """A shadow policy: an *unsigned* draft of the next governance version (base64)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("PolicyShadowSubmit"))
     document: str = Field(
         min_length=4,
         max_length=4 * (256 * 1024 + 2) // 3 + 4,
@@ -530,6 +544,7 @@ class PolicyShadowSubmit(BaseModel):
 
 
 class PolicyShadowOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("PolicyShadowOut"))
     installed: bool
     version: int | None = None
     digest: str | None = None
@@ -562,7 +577,7 @@ class ShadowDisagreementOut(BaseModel):
 
 
 class ShadowDisagreementList(Page[ShadowDisagreementOut]):
-    pass
+    model_config = ConfigDict(json_schema_extra=examples.of("ShadowDisagreementList"))
 
 
 class ReceiptAttestation(BaseModel):
@@ -587,6 +602,7 @@ class ReceiptOut(BaseModel):
     attested and each node's signature over it and its release-log entry. Check it offline
     with ``custody receipt verify FILE --governance GOV``."""
 
+    model_config = ConfigDict(json_schema_extra=examples.of("ReceiptOut"))
     format: int
     body: str = Field(description="canonical CBOR of the receipt body (hex)")
     nodes: list[ReceiptAttestation]
@@ -594,3 +610,24 @@ class ReceiptOut(BaseModel):
         default=None, description="the signature made (none for btc-psbt: see signed_tx)"
     )
     audit: ReceiptAudit | None = None
+
+
+# -- the problem types' catalogue (GET /problems) --------------------------------------------
+
+
+class ProblemTypeOut(BaseModel):
+    """One problem type: what a problem document's ``type`` means (docs/PROBLEMS.md)."""
+
+    model_config = ConfigDict(json_schema_extra=examples.of("ProblemTypeOut"))
+    type: str = Field(description="the problem documents' type: urn:tpwc:problem:<slug>")
+    slug: str
+    status: int = Field(description="the HTTP status it comes with")
+    title: str
+    family: str = Field(description="what to do about it; the SDK's exception class follows it")
+    meaning: str
+    href: str = Field(description="where this entry resolves on the coordinator")
+
+
+class ProblemTypeList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("ProblemTypeList"))
+    items: list[ProblemTypeOut]
