@@ -181,6 +181,16 @@ OPERATION_EXAMPLES = {
 }
 
 
+# OpenAPI links (stateful clients and tests): a created resource's id feeds these operations
+LINKS = {
+    "createSignRequest": {
+        "GetSignRequest": ("getSignRequest", "request_id"),
+        "GetSignRequestReceipt": ("getSignRequestReceipt", "request_id"),
+    },
+    "createKey": {"GetKey": ("getKey", "key_id")},
+}
+
+
 def camel(name: str) -> str:
     """``create_sign_request`` -> ``createSignRequest``."""
     head, *rest = [p for p in name.split("_") if p]
@@ -319,6 +329,12 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
                     continue
                 if idempotent and method == "post":
                     hdrs["Idempotent-Replayed"] = header("Idempotent-Replayed")
+                for link, (target, param) in LINKS.get(oid, {}).items():
+                    r.setdefault("links", {})[link] = {
+                        "operationId": target,
+                        "parameters": {param: "$response.body#/id"},
+                        "description": f"the created resource's id as {param}",
+                    }
                 if status == 202:
                     hdrs["Location"] = header("Location")
                     hdrs["Retry-After"] = header("Retry-After")
