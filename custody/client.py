@@ -97,6 +97,7 @@ __all__ = [
     "SignTimeout",
     "error_for",
     "RETRY_STATUSES",
+    "Retries",
     "CustodyClient",
     "AsyncCustodyClient",
     "TERMINAL_SIGN",
