@@ -13,10 +13,11 @@ same methods as :class:`CustodyClient`, awaitable (``list_*`` and :meth:`audit` 
 iterators there).
 
 Every POST carries an ``Idempotency-Key`` (a fresh UUID unless you pass one). Transient
-failures (429, 502, 503, 504, no connection) are retried with exponential backoff and
-jitter (stamina), honouring ``Retry-After``, re-sending the very same request, so the same
-Idempotency-Key: a retry never double-submits. Only requests safe to repeat are retried
-(GET, PUT, DELETE, or a request carrying an Idempotency-Key); ``retries=0`` turns it off.
+failures (429, 502, 503, 504, a 409 ``idempotency-in-flight``, no connection) are retried
+with exponential backoff and jitter (stamina), honouring ``Retry-After``, re-sending the
+very same request, so the same Idempotency-Key: a retry never double-submits. Only
+requests safe to repeat are retried (GET, PUT, DELETE, or a request carrying an
+Idempotency-Key); ``retries=0`` turns it off.
 
 Errors raise a subclass of :class:`CustodyError` (so ``except CustodyError`` catches them
 all) chosen by the problem's family (:mod:`custody.problem_types`, ``docs/PROBLEMS.md``):
@@ -273,6 +274,21 @@ def _repeatable(request: httpx.Request) -> bool:
     return request.method in _SAFE_METHODS or "idempotency-key" in request.headers
 
 
+IN_FLIGHT = pt.TYPE_PREFIX + "idempotency-in-flight"
+
+
+def _transient(response: httpx.Response) -> bool:
+    """Worth sending again: 429/502/503/504, or a 409 saying the same Idempotency-Key is
+    still being processed (the repeat then gets the stored answer)."""
+    if response.status_code in RETRY_STATUSES:
+        return True
+    try:
+        doc = json.loads(response.content)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("type") == IN_FLIGHT
+
+
 class _RetryableAnswer(Exception):
     """A transient status (429/502/503/504), raised inside the retry loop."""
 
@@ -326,10 +342,11 @@ class _Transport(httpx.HTTPTransport):
             for attempt in self.retries.context(request):
                 with attempt:
                     response = super().handle_request(request)
-                    if response.status_code in RETRY_STATUSES:
+                    if response.status_code in RETRY_STATUSES or response.status_code == 409:
                         response.read()
                         response.close()
-                        raise _RetryableAnswer(response)
+                        if _transient(response):
+                            raise _RetryableAnswer(response)
                     return response
         except _RetryableAnswer as last:
             return last.response
@@ -350,10 +367,11 @@ class _AsyncTransport(httpx.AsyncHTTPTransport):
             async for attempt in self.retries.context(request):
                 with attempt:
                     response = await super().handle_async_request(request)
-                    if response.status_code in RETRY_STATUSES:
+                    if response.status_code in RETRY_STATUSES or response.status_code == 409:
                         await response.aread()
                         await response.aclose()
-                        raise _RetryableAnswer(response)
+                        if _transient(response):
+                            raise _RetryableAnswer(response)
                     return response
         except _RetryableAnswer as last:
             return last.response

@@ -293,3 +293,26 @@ def test_verify_webhook_with_the_standard() -> None:
         verify_webhook(body, stale, secret)
     with pytest.raises(WebhookInvalid):
         verify_webhook(body, {}, secret)
+
+
+def test_a_request_still_in_flight_is_asked_again_with_the_same_key() -> None:
+    """409 idempotency-in-flight: the first attempt is still being processed; the repeat
+    (same key) gets the stored answer. Any other 409 is a Conflict at once."""
+
+    def answer(h: BaseHTTPRequestHandler, attempt: int) -> None:
+        if attempt == 1:
+            reply(h, 409, problem(409, "idempotency-in-flight"))
+        else:
+            reply(h, 201, _sign_request("signed"), Idempotent_Replayed="true")
+
+    with Server(answer) as srv, CustodyClient(srv.url, "t", retries=FAST) as c:
+        assert c.sign(KEY, b"\x01", idempotency_key="k-9").status == "signed"
+    assert _idem_keys(srv) == ["k-9", "k-9"]
+
+    def conflict(h: BaseHTTPRequestHandler, attempt: int) -> None:
+        reply(h, 409, problem(409, "key-not-active"))
+
+    with Server(conflict) as srv, CustodyClient(srv.url, "t", retries=FAST) as c:
+        with pytest.raises(sdk.Conflict):
+            c.sign(KEY, b"\x01")
+    assert len(srv.seen) == 1
