@@ -274,13 +274,16 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
         comps["ProblemModel"] = problems.ProblemModel.model_json_schema()
     components.setdefault("headers", {}).update(HEADERS)
     components.setdefault("parameters", {}).update(PARAMETERS)
-    for scheme in components.get("securitySchemes", {}).values():
-        if scheme.get("scheme") == "bearer":
-            scheme["bearerFormat"] = "opaque token"
-            scheme["description"] = (
-                "`Authorization: Bearer <token>`; a token is bound to one role (requester, "
-                "approver, auditor, admin)"
-            )
+    schemes = components.get("securitySchemes", {})
+    renamed = {k: "bearerAuth" for k, v in schemes.items() if v.get("scheme") == "bearer"}
+    for old, new in renamed.items():
+        scheme = schemes.pop(old)
+        scheme["bearerFormat"] = "opaque token"
+        scheme["description"] = (
+            "`Authorization: Bearer <token>`; a token is bound to one role (requester, "
+            "approver, auditor, admin)"
+        )
+        schemes[new] = scheme
 
     def header(name: str) -> dict[str, str]:
         return {"$ref": f"#/components/headers/{name}"}
@@ -288,6 +291,10 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
     for path, item in schema.get("paths", {}).items():
         for method, op in item.items():
             oid = op.get("operationId", "")
+            if "security" in op:
+                op["security"] = [
+                    {renamed.get(k, k): v for k, v in req.items()} for req in op["security"]
+                ]
             route = routes.get(oid)
             if route is not None and route.summary is None:
                 op["summary"] = SUMMARIES.get(oid) or _summary(route) or op.get("summary")

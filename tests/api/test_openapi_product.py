@@ -98,8 +98,10 @@ def test_every_operation_has_summary_examples_and_documented_problems(served) ->
     assert {"Location", "Retry-After"} <= set(created["responses"]["202"]["headers"])
     assert "Idempotent-Replayed" in created["responses"]["201"]["headers"]
     assert {"traceparent", "X-Request-Id"} <= set(doc["components"]["parameters"])
-    bearer = doc["components"]["securitySchemes"]["HTTPBearer"]
+    assert list(doc["components"]["securitySchemes"]) == ["bearerAuth"]
+    bearer = doc["components"]["securitySchemes"]["bearerAuth"]
     assert bearer["type"] == "http" and bearer["scheme"] == "bearer"
+    assert created["security"] == [{"bearerAuth": []}]
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
