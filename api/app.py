@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
-from api import keystore, metrics, problems, webhooks
+from api import docs, keystore, metrics, problems, webhooks
 from api.coordinator import Coordinator
 from api.db import Database
 from api.limits import RateLimits, RouteBodyLimits
 from api.nodes import NodeCaller
-from api.openapi import TITLE, openapi_schema
+from api.openapi import DESCRIPTION, SWAGGER_UI_PARAMETERS, TITLE, openapi_schema, operation_id
 from api.repository import Repository
 from api.routes import ROUTERS
 from api.settings import Settings
@@ -57,9 +58,14 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
             db.close()
             key.close()
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from the packaged copies fastapi-offline ships
+    # (nothing from a CDN); stable camelCase operationIds for every route, new ones included
+    app = FastAPIOffline(
         title=TITLE,
         version=VERSION,
+        description=DESCRIPTION,
+        generate_unique_id_function=operation_id,
+        swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
         lifespan=lifespan,
         dependencies=[Depends(problems.refuse_lone_surrogates)],
         **fastapi_options(),
@@ -70,6 +76,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(docs.router)  # /problems: the problem types' catalogue (docs/PROBLEMS.md)
     app.add_middleware(problems.NestingLimit)
     # request limits (api.limits): body size per route inside, rate limits before it
     app.add_middleware(RouteBodyLimits, settings=settings)

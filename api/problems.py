@@ -18,12 +18,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from custody import problem_types
 from custody.models import ProblemModel
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "TYPE_PREFIX", "Problem", "ProblemModel", "install"]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-TYPE_PREFIX = "urn:tpwc:problem:"
+TYPE_PREFIX = problem_types.TYPE_PREFIX  # urn:tpwc:problem:<slug> (docs/PROBLEMS.md)
 
 log = logging.getLogger("api.problems")
 

@@ -53,6 +53,7 @@ from custody.cli_support import (
     print_rows,
     require_id,
 )
+from custody.client import SignTimeout
 from custody.credentials_cli import credentials_app
 from custody.domain import (
     KINDS,
@@ -476,14 +477,17 @@ def sign(
     if kind_ == "raw" and message is None:
         raise CliError("raw signing needs MESSAGE (hex); or give --tx, --psbt, --message")
     with connect("requester", cluster, api_url, token) as c, err.status("signing"):
-        r = c.sign(  # the API checks the kind and the payload
-            key_id,
-            message,
-            kind=cast(Kind, kind_),
-            payload=payload,
-            idempotency_key=idempotency_key,
-            timeout=timeout,
-        )
+        try:
+            r = c.sign(  # the API checks the kind and the payload
+                key_id,
+                message,
+                kind=cast(Kind, kind_),
+                payload=payload,
+                idempotency_key=idempotency_key,
+                timeout=timeout,
+            )
+        except SignTimeout as e:  # not terminal in time: show it as it stands
+            r = e.request
     _show_sign_request(r, as_json)
     raise typer.Exit(_sign_exit(r))
 

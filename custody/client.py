@@ -12,11 +12,25 @@ scheme, status and role is :mod:`custody.domain`'s. :class:`AsyncCustodyClient` 
 same methods as :class:`CustodyClient`, awaitable (``list_*`` and :meth:`audit` are async
 iterators there).
 
-Every POST carries an ``Idempotency-Key`` (a fresh UUID unless you pass one, so a retry
-of the same logical call should pass the same key). Errors raise :class:`CustodyError`
-carrying the RFC 9457 problem document.
+Every POST carries an ``Idempotency-Key`` (a fresh UUID unless you pass one). Transient
+failures (429, 502, 503, 504, a 409 ``idempotency-in-flight``, no connection) are retried
+with exponential backoff and jitter (stamina), honouring ``Retry-After``, re-sending the
+very same request, so the same Idempotency-Key: a retry never double-submits. Only
+requests safe to repeat are retried (GET, PUT, DELETE, or a request carrying an
+Idempotency-Key); ``retries=0`` turns it off.
 
-May import: :mod:`custody.domain`, :mod:`custody.models`, httpx.
+Errors raise a subclass of :class:`CustodyError` (so ``except CustodyError`` catches them
+all) chosen by the problem's family (:mod:`custody.problem_types`, ``docs/PROBLEMS.md``):
+:class:`Unauthorized`, :class:`Forbidden` (and :class:`PolicyDenied`), :class:`NotFound`,
+:class:`Conflict`, :class:`ValidationFailed`, :class:`RateLimited`, :class:`Unavailable`
+(and :class:`CustodyUnreachable`), :class:`SignFailed`, :class:`ServerError`; a redirect or
+a body that is not the documented JSON is :class:`UnexpectedResponse`, never a success.
+``sign(wait=True, timeout=...)`` raises :class:`SignTimeout` (carrying the request as last
+seen) when it is not terminal in time. :func:`custody.webhooks_verify.verify_webhook`
+checks a Standard Webhooks delivery.
+
+May import: :mod:`custody.domain`, :mod:`custody.models`, :mod:`custody.problem_types`,
+httpx, stamina.
 """
 
 from __future__ import annotations
@@ -28,12 +42,15 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel
+import stamina
+from pydantic import BaseModel, ValidationError
 
+from custody import problem_types as pt
 from custody.domain import (
     TERMINAL_KEY_STATUSES,
     TERMINAL_SIGN_STATUSES,
@@ -76,7 +93,22 @@ from custody.models import (
 
 __all__ = [
     "CustodyError",
+    "Unauthorized",
+    "Forbidden",
+    "PolicyDenied",
+    "NotFound",
+    "Conflict",
+    "ValidationFailed",
+    "RateLimited",
+    "Unavailable",
     "CustodyUnreachable",
+    "SignFailed",
+    "ServerError",
+    "UnexpectedResponse",
+    "SignTimeout",
+    "error_for",
+    "RETRY_STATUSES",
+    "Retries",
     "CustodyClient",
     "AsyncCustodyClient",
     "TERMINAL_SIGN",
@@ -90,7 +122,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class CustodyError(Exception):
-    """The API answered with a problem document (or not at all)."""
+    """The API answered with a problem document (or not at all): the base of every SDK error."""
 
     def __init__(self, status: int, problem: dict[str, Any]) -> None:
         self.status = status
@@ -98,8 +130,55 @@ class CustodyError(Exception):
         self.type = str(problem.get("type", ""))
         super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', '')}")
 
+    @property
+    def slug(self) -> str:
+        """``policy-denied`` of ``urn:tpwc:problem:policy-denied`` (docs/PROBLEMS.md)."""
+        return pt.slug_of(self.type)
 
-class CustodyUnreachable(CustodyError):
+
+class Unauthorized(CustodyError):
+    """401: no credential, or one the coordinator does not know."""
+
+
+class Forbidden(CustodyError):
+    """403: the credential's role may not do this."""
+
+
+class PolicyDenied(Forbidden):
+    """403: the governance policy, an approver or a signer node refused the request."""
+
+
+class NotFound(CustodyError):
+    """404: no such resource."""
+
+
+class Conflict(CustodyError):
+    """409: the resource's state forbids it now."""
+
+
+class ValidationFailed(CustodyError):
+    """400/413/415/422: fix the request; ``errors`` lists the fields for a schema failure."""
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        found = self.problem.get("errors")
+        return found if isinstance(found, list) else []
+
+
+class RateLimited(CustodyError):
+    """429, after the SDK's own retries: wait ``retry_after`` seconds."""
+
+    @property
+    def retry_after(self) -> float | None:
+        return _retry_after(self.problem.get("retry_after"))
+
+
+class Unavailable(CustodyError):
+    """502/503/504, after the SDK's own retries: transient, retry later with the same
+    Idempotency-Key."""
+
+
+class CustodyUnreachable(Unavailable):
     """No answer at all (connection refused, DNS, timeout): a client-side problem document."""
 
     def __init__(self, url: str, exc: Exception) -> None:
@@ -114,24 +193,205 @@ class CustodyUnreachable(CustodyError):
         )
 
 
+class SignFailed(CustodyError):
+    """The work ran and failed (``dkg-failed``, ``signing-failed``)."""
+
+
+class ServerError(CustodyError):
+    """500 and other 5xx: a fault of the coordinator; nothing was released."""
+
+
+class UnexpectedResponse(CustodyError):
+    """An answer that is not the documented one: a redirect (3xx is never a success), or a
+    body that is not the expected JSON."""
+
+
+class SignTimeout(CustodyError):
+    """``sign(wait=True, timeout=...)``: the request was not terminal in time; ``request``
+    is the last state seen (poll it again with :meth:`CustodyClient.get_sign_request`)."""
+
+    def __init__(self, request: SignRequestOut, timeout: float) -> None:
+        self.request = request
+        super().__init__(
+            408,
+            {
+                "type": "urn:tpwc:client:sign-timeout",
+                "title": "Sign request not terminal in time",
+                "status": 408,
+                "detail": f"{request.id} still {request.status} after {timeout:g} s",
+            },
+        )
+
+
+_FAMILY_ERRORS: dict[pt.Family, type[CustodyError]] = {
+    pt.Family.UNAUTHORIZED: Unauthorized,
+    pt.Family.FORBIDDEN: Forbidden,
+    pt.Family.POLICY_DENIED: PolicyDenied,
+    pt.Family.NOT_FOUND: NotFound,
+    pt.Family.CONFLICT: Conflict,
+    pt.Family.VALIDATION: ValidationFailed,
+    pt.Family.RATE_LIMITED: RateLimited,
+    pt.Family.UNAVAILABLE: Unavailable,
+    pt.Family.FAILED: SignFailed,
+    pt.Family.INTERNAL: ServerError,
+}
+_STATUS_ERRORS: dict[int, type[CustodyError]] = {
+    400: ValidationFailed,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: ValidationFailed,
+    406: ValidationFailed,
+    409: Conflict,
+    413: ValidationFailed,
+    415: ValidationFailed,
+    422: ValidationFailed,
+    429: RateLimited,
+    502: Unavailable,
+    503: Unavailable,
+    504: Unavailable,
+}
+
+
+def error_for(status: int, problem: dict[str, Any]) -> CustodyError:
+    """The exception for an error answer: by the problem's ``type`` when the catalogue knows
+    it, else by status (a new problem type still lands in the right family)."""
+    entry = pt.lookup(str(problem.get("type", "")))
+    if entry is not None and str(problem.get("type", "")).startswith(pt.TYPE_PREFIX):
+        cls = _FAMILY_ERRORS[entry.family]
+    elif 300 <= status < 400:
+        cls = UnexpectedResponse
+    else:
+        cls = _STATUS_ERRORS.get(status) or (ServerError if status >= 500 else CustodyError)
+    return cls(status, problem)
+
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _retry_after(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds < 86400 else None
+
+
+def _repeatable(request: httpx.Request) -> bool:
+    """Safe to send again: an idempotent method, or a POST carrying an Idempotency-Key
+    (the coordinator answers a repeat with the stored result)."""
+    return request.method in _SAFE_METHODS or "idempotency-key" in request.headers
+
+
+IN_FLIGHT = pt.TYPE_PREFIX + "idempotency-in-flight"
+
+
+def _transient(response: httpx.Response) -> bool:
+    """Worth sending again: 429/502/503/504, or a 409 saying the same Idempotency-Key is
+    still being processed (the repeat then gets the stored answer). Not an answer that
+    carries a sign request (``sign_request``: that signing was attempted and failed, an
+    answer for this request, which the caller decides whether to retry)."""
+    try:
+        doc = json.loads(response.content)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("sign_request"), dict):
+        return False
+    if response.status_code in RETRY_STATUSES:
+        return True
+    return isinstance(doc, dict) and doc.get("type") == IN_FLIGHT
+
+
+class _RetryableAnswer(Exception):
+    """A transient status (429/502/503/504), raised inside the retry loop."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+        self.retry_after = _retry_after(response.headers.get("retry-after"))
+
+
+@dataclass(frozen=True)
+class Retries:
+    """The retry policy: ``attempts`` in all (1 = no retry), exponential backoff from
+    ``wait_initial`` to ``wait_max`` seconds with jitter, a ``Retry-After`` up to
+    ``wait_max`` honoured, everything within ``timeout`` seconds."""
+
+    attempts: int = 4
+    wait_initial: float = 0.1
+    wait_max: float = 5.0
+    timeout: float = 60.0
+
+    def on(self, exc: Exception) -> bool | float:
+        if isinstance(exc, _RetryableAnswer):
+            if exc.retry_after is not None:
+                return min(exc.retry_after, self.wait_max)
+            return True
+        return isinstance(exc, httpx.TransportError)
+
+    def context(self, request: httpx.Request) -> Any:
+        attempts = self.attempts if _repeatable(request) else 1
+        return stamina.retry_context(
+            on=self.on,
+            attempts=max(1, attempts),
+            timeout=self.timeout,
+            wait_initial=self.wait_initial,
+            wait_max=self.wait_max,
+            wait_jitter=self.wait_initial,
+        )
+
+
 class _Transport(httpx.HTTPTransport):
-    """Turns transport failures into :class:`CustodyUnreachable`, so callers see one error type."""
+    """Retries transient failures (:class:`Retries`) re-sending the same request (same
+    Idempotency-Key); turns transport failures into :class:`CustodyUnreachable`, so callers
+    see one error type."""
+
+    def __init__(self, retries: Retries | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.retries = retries or Retries()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         try:
-            return super().handle_request(request)
+            for attempt in self.retries.context(request):
+                with attempt:
+                    response = super().handle_request(request)
+                    if response.status_code in RETRY_STATUSES or response.status_code == 409:
+                        response.read()
+                        response.close()
+                        if _transient(response):
+                            raise _RetryableAnswer(response)
+                    return response
+        except _RetryableAnswer as last:
+            return last.response
         except httpx.TransportError as exc:
             raise CustodyUnreachable(str(request.url), exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _AsyncTransport(httpx.AsyncHTTPTransport):
     """Async twin of :class:`_Transport`."""
 
+    def __init__(self, retries: Retries | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.retries = retries or Retries()
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
-            return await super().handle_async_request(request)
+            async for attempt in self.retries.context(request):
+                with attempt:
+                    response = await super().handle_async_request(request)
+                    if response.status_code in RETRY_STATUSES or response.status_code == 409:
+                        await response.aread()
+                        await response.aclose()
+                        if _transient(response):
+                            raise _RetryableAnswer(response)
+                    return response
+        except _RetryableAnswer as last:
+            return last.response
         except httpx.TransportError as exc:
             raise CustodyUnreachable(str(request.url), exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def load_cluster(path: str) -> dict[str, Any]:
@@ -139,15 +399,42 @@ def load_cluster(path: str) -> dict[str, Any]:
     return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
 
 
+def _unexpected(r: httpx.Response, title: str, detail: str) -> UnexpectedResponse:
+    return UnexpectedResponse(
+        r.status_code,
+        {"type": "urn:tpwc:client:unexpected-response", "title": title, "detail": detail},
+    )
+
+
 def _parse(r: httpx.Response, model: type[M]) -> M:
-    """The answer as ``model``, or :class:`CustodyError` with the problem document."""
+    """The answer as ``model``; else the error of its family (:func:`error_for`) with the
+    problem document. Only a 2xx is a success: a redirect is :class:`UnexpectedResponse`."""
     try:
         doc = r.json()
     except ValueError:
         doc = {"title": "non-JSON answer", "detail": r.text[:200]}
-    if r.status_code >= 400:
-        raise CustodyError(r.status_code, doc if isinstance(doc, dict) else {"detail": doc})
-    return model.model_validate(doc)
+    if not isinstance(doc, dict):
+        doc = {"title": "unexpected answer", "detail": str(doc)[:200]}
+    if r.status_code >= 300 or r.status_code < 200:
+        problem = dict(doc)
+        problem.setdefault("status", r.status_code)
+        if r.status_code < 400:
+            where = r.headers.get("location", "")
+            problem = {
+                "type": "urn:tpwc:client:redirect",
+                "title": "Redirect not followed",
+                "status": r.status_code,
+                "detail": f"{r.request.method} {r.request.url} answered {r.status_code} {where}",
+            }
+        if "retry-after" in r.headers:
+            problem.setdefault("retry_after", r.headers["retry-after"])
+        raise error_for(r.status_code, problem)
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        raise _unexpected(
+            r, f"answer is not a {model.__name__}", str(exc).splitlines()[0]
+        ) from None
 
 
 def _sign_answer(r: httpx.Response) -> SignRequestOut:
@@ -252,6 +539,12 @@ def _sign_waits(r: SignRequestOut) -> bool:
     return r.status not in TERMINAL_SIGN and r.status != "pending_approval"
 
 
+def _retries(retries: Retries | int | None) -> Retries:
+    if isinstance(retries, Retries):
+        return retries
+    return Retries() if retries is None else Retries(attempts=1 + max(0, retries))
+
+
 class _Base:
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")
@@ -266,11 +559,19 @@ class CustodyClient(_Base):
     """Synchronous client."""
 
     def __init__(
-        self, base_url: str, token: str, *, timeout: float = 60.0, http: httpx.Client | None = None
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 60.0,
+        http: httpx.Client | None = None,
+        retries: Retries | int | None = None,
     ) -> None:
+        """``retries``: a :class:`Retries` policy, or the number of retries after the first
+        attempt (``0``: none); default 3 retries with backoff. Ignored with ``http``."""
         super().__init__(base_url, token)
         self.http = http or httpx.Client(
-            base_url=self.base_url, timeout=timeout, transport=_Transport()
+            base_url=self.base_url, timeout=timeout, transport=_Transport(_retries(retries))
         )
         self.http.headers.update(self.headers)
 
@@ -361,7 +662,8 @@ class CustodyClient(_Base):
         timeout: float = 60.0,
         **extra: Any,
     ) -> SignRequestOut:
-        """Create a sign request; with ``wait`` poll until it is signed/failed/expired."""
+        """Create a sign request; with ``wait`` poll until it is signed/failed/expired (or
+        parked for approvals), raising :class:`SignTimeout` after ``timeout`` seconds."""
         r = _sign_answer(
             self.http.post(
                 "/v1/sign-requests",
@@ -369,13 +671,7 @@ class CustodyClient(_Base):
                 headers=self._idem(idempotency_key),
             )
         )
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while wait and _sign_waits(r) and time.monotonic() < deadline:
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
-            r = self.get_sign_request(r.id)
-        return r
+        return self._settle(r, wait, timeout)
 
     def get_sign_request(self, request_id: str) -> SignRequestOut:
         return self._get(f"/v1/sign-requests/{_seg(request_id)}", SignRequestOut)
@@ -398,7 +694,7 @@ class CustodyClient(_Base):
         satisfied the requirement, poll until the request is signed or failed."""
         r = _parse(
             self.http.post(
-                f"/v1/sign-requests/{request_id}/approvals",
+                f"/v1/sign-requests/{_seg(request_id)}/approvals",
                 json=_approval_body(approval),
                 headers=self._idem(idempotency_key),
             ),
@@ -419,7 +715,7 @@ class CustodyClient(_Base):
         required group rejects the request."""
         r = _parse(
             self.http.post(
-                f"/v1/sign-requests/{request_id}/rejections",
+                f"/v1/sign-requests/{_seg(request_id)}/rejections",
                 json=_approval_body(approval),
                 headers=self._idem(idempotency_key),
             ),
@@ -428,10 +724,14 @@ class CustodyClient(_Base):
         return self._settle(r, wait, timeout)
 
     def _settle(self, r: SignRequestOut, wait: bool, timeout: float) -> SignRequestOut:
+        """With ``wait``, poll until terminal (or parked for approval), else
+        :class:`SignTimeout` with the last state."""
         deadline = time.monotonic() + timeout
         delay = 0.01
-        while wait and _sign_waits(r) and time.monotonic() < deadline:
-            time.sleep(delay)
+        while wait and _sign_waits(r):
+            if time.monotonic() >= deadline:
+                raise SignTimeout(r, timeout)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.5)
             r = self.get_sign_request(r.id)
         return r
@@ -605,11 +905,15 @@ class AsyncCustodyClient(_Base):
         *,
         timeout: float = 60.0,
         http: httpx.AsyncClient | None = None,
+        retries: Retries | int | None = None,
     ) -> None:
+        """As :class:`CustodyClient`."""
         super().__init__(base_url, token)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
         self.http = http or httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, transport=_AsyncTransport(limits=limits)
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=_AsyncTransport(_retries(retries), limits=limits),
         )
         self.http.headers.update(self.headers)
 
@@ -702,7 +1006,8 @@ class AsyncCustodyClient(_Base):
         timeout: float = 60.0,
         **extra: Any,
     ) -> SignRequestOut:
-        """Create a sign request; with ``wait`` poll until it is signed/failed/expired."""
+        """Create a sign request; with ``wait`` poll until it is signed/failed/expired (or
+        parked for approvals), raising :class:`SignTimeout` after ``timeout`` seconds."""
         r = _sign_answer(
             await self.http.post(
                 "/v1/sign-requests",
@@ -710,13 +1015,7 @@ class AsyncCustodyClient(_Base):
                 headers=self._idem(idempotency_key),
             )
         )
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while wait and _sign_waits(r) and time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-            r = await self.get_sign_request(r.id)
-        return r
+        return await self._settle(r, wait, timeout)
 
     async def get_sign_request(self, request_id: str) -> SignRequestOut:
         return await self._get(f"/v1/sign-requests/{_seg(request_id)}", SignRequestOut)
@@ -739,7 +1038,7 @@ class AsyncCustodyClient(_Base):
         satisfied the requirement, poll until the request is signed or failed."""
         r = _parse(
             await self.http.post(
-                f"/v1/sign-requests/{request_id}/approvals",
+                f"/v1/sign-requests/{_seg(request_id)}/approvals",
                 json=_approval_body(approval),
                 headers=self._idem(idempotency_key),
             ),
@@ -760,7 +1059,7 @@ class AsyncCustodyClient(_Base):
         required group rejects the request."""
         r = _parse(
             await self.http.post(
-                f"/v1/sign-requests/{request_id}/rejections",
+                f"/v1/sign-requests/{_seg(request_id)}/rejections",
                 json=_approval_body(approval),
                 headers=self._idem(idempotency_key),
             ),
@@ -771,8 +1070,10 @@ class AsyncCustodyClient(_Base):
     async def _settle(self, r: SignRequestOut, wait: bool, timeout: float) -> SignRequestOut:
         deadline = time.monotonic() + timeout
         delay = 0.01
-        while wait and _sign_waits(r) and time.monotonic() < deadline:
-            await asyncio.sleep(delay)
+        while wait and _sign_waits(r):
+            if time.monotonic() >= deadline:
+                raise SignTimeout(r, timeout)
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.5)
             r = await self.get_sign_request(r.id)
         return r

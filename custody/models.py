@@ -4,7 +4,9 @@ The coordinator's routes declare them (so they drive its OpenAPI document) and t
 (:mod:`custody.client`) returns them, so an integrator gets the same typed objects the
 service documents. Every scheme, status, kind and id rule comes from :mod:`custody.domain`.
 
-May import: :mod:`custody.domain`, pydantic.
+Each request and response model carries an example (:mod:`custody.examples`).
+
+May import: :mod:`custody.domain`, :mod:`custody.examples`, pydantic.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from custody import examples
 from custody.domain import (
     ID_PATTERN,
     MAX_ID_LEN,
@@ -22,6 +25,7 @@ from custody.domain import (
     Kind,
     Network,
     NodeStatus,
+    Role,
     Scheme,
     SignStatus,
 )
@@ -76,7 +80,7 @@ T = TypeVar("T")
 class ProblemModel(BaseModel):
     """The RFC 9457 members we emit; extension members (``errors``, ``culprits``...) allowed."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=examples.of("ProblemModel"))
     type: str
     title: str
     status: int
@@ -92,11 +96,13 @@ class Page(BaseModel, Generic[T]):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("Health"))
     status: Literal["ok", "degraded"]
     version: str
 
 
 class Ready(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("Ready"))
     status: Literal["ready", "not-ready"]
     database: str
     nodes_healthy: int
@@ -116,7 +122,7 @@ class Ready(BaseModel):
 
 
 class NodeEnrol(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("NodeEnrol"))
     url: str = Field(
         min_length=8,
         max_length=300,
@@ -126,6 +132,7 @@ class NodeEnrol(BaseModel):
 
 
 class NodeOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("NodeOut"))
     id: str
     party_id: int
     url: str
@@ -137,6 +144,7 @@ class NodeOut(BaseModel):
 
 
 class NodeList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("NodeList"))
     items: list[NodeOut]
 
 
@@ -151,7 +159,7 @@ KeyMetadata = Annotated[
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("KeyCreate"))
     scheme: Scheme
     threshold: int = Field(ge=2, le=255)
     nodes: list[str] | None = Field(
@@ -170,6 +178,7 @@ class KeyCreate(BaseModel):
 
 
 class KeyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("KeyOut"))
     id: str
     scheme: Scheme
     threshold: int
@@ -194,7 +203,7 @@ class KeyOut(BaseModel):
 
 
 class KeyList(Page[KeyOut]):
-    pass
+    model_config = ConfigDict(json_schema_extra=examples.of("KeyList"))
 
 
 class SignRequestCreate(BaseModel):
@@ -206,7 +215,7 @@ class SignRequestCreate(BaseModel):
     is a 422 (``initiator`` and ``approvals`` are set by the coordinator, never a client).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("SignRequestCreate"))
     key_id: Id
     kind: Kind
     message: str | None = Field(
@@ -317,7 +326,7 @@ class ApprovalState(BaseModel):
 class ApprovalSubmit(BaseModel):
     """One approver's signed statement (``custody.approvals.Approval.encode``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("ApprovalSubmit"))
     approval: str = Field(
         min_length=4,
         max_length=1400,
@@ -327,6 +336,7 @@ class ApprovalSubmit(BaseModel):
 
 
 class SignRequestOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("SignRequestOut"))
     id: str
     key_id: str
     kind: Kind
@@ -365,7 +375,7 @@ class SignRequestOut(BaseModel):
 
 
 class SignRequestList(Page[SignRequestOut]):
-    pass
+    model_config = ConfigDict(json_schema_extra=examples.of("SignRequestList"))
 
 
 class AuditOut(BaseModel):
@@ -380,7 +390,7 @@ class AuditOut(BaseModel):
 
 
 class AuditList(Page[AuditOut]):
-    pass
+    model_config = ConfigDict(json_schema_extra=examples.of("AuditList"))
 
 
 class AuditFinding(BaseModel):
@@ -402,6 +412,7 @@ class CheckpointSummary(BaseModel):
 
 
 class AuditVerify(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("AuditVerify"))
     ok: bool
     entries: int
     first_bad_seq: int | None
@@ -422,6 +433,7 @@ class CheckpointNode(BaseModel):
 
 
 class CheckpointOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("CheckpointOut"))
     seq: int
     head: str
     signatures: dict[str, str] = Field(description="node id -> hex Ed25519 signature")
@@ -430,13 +442,14 @@ class CheckpointOut(BaseModel):
 
 
 class CheckpointList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("CheckpointList"))
     items: list[CheckpointOut]
 
 
 class GovernanceSubmit(BaseModel):
     """The next governance version as the officers signed it (canonical CBOR, hex)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("GovernanceSubmit"))
     document: str = Field(min_length=2, max_length=2 * 256 * 1024, pattern=r"^(?:[0-9a-f]{2})+$")
 
 
@@ -444,6 +457,7 @@ class GovernanceOut(BaseModel):
     """The coordinator's verified governance: version, roster and, for a submission, what
     each node answered."""
 
+    model_config = ConfigDict(json_schema_extra=examples.of("GovernanceOut"))
     installed: bool
     cluster_id: str | None = None
     version: int | None = None
@@ -461,7 +475,7 @@ class PolicyDryRunCreate(BaseModel):
     ``message``, ``payload``), to evaluate without signing, plus what to evaluate it
     against and as whom. Any other member is a 422."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("PolicyDryRunCreate"))
     key_id: Id
     kind: Kind
     message: str | None = Field(
@@ -520,6 +534,7 @@ class PolicyFactsOut(BaseModel):
 class PolicyDryRunOut(BaseModel):
     """A policy decision and why; nothing was created or signed."""
 
+    model_config = ConfigDict(json_schema_extra=examples.of("PolicyDryRunOut"))
     action: Literal["allow", "deny", "approve"]
     rule: str = Field(description="the rule that matched, or default-deny")
     reason: str = Field(description="custody.policy.Reason: policy-allowed, policy-denied, ...")
@@ -544,7 +559,7 @@ class PolicyDryRunOut(BaseModel):
 class PolicyShadowSubmit(BaseModel):
     """A shadow policy: an *unsigned* draft of the next governance version (base64)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("PolicyShadowSubmit"))
     document: str = Field(
         min_length=4,
         max_length=4 * (256 * 1024 + 2) // 3 + 4,
@@ -555,6 +570,7 @@ class PolicyShadowSubmit(BaseModel):
 
 
 class PolicyShadowOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("PolicyShadowOut"))
     installed: bool
     version: int | None = None
     digest: str | None = None
@@ -587,7 +603,7 @@ class ShadowDisagreementOut(BaseModel):
 
 
 class ShadowDisagreementList(Page[ShadowDisagreementOut]):
-    pass
+    model_config = ConfigDict(json_schema_extra=examples.of("ShadowDisagreementList"))
 
 
 class ReceiptAttestation(BaseModel):
@@ -612,6 +628,7 @@ class ReceiptOut(BaseModel):
     attested and each node's signature over it and its release-log entry. Check it offline
     with ``custody receipt verify FILE --governance GOV``."""
 
+    model_config = ConfigDict(json_schema_extra=examples.of("ReceiptOut"))
     format: int
     body: str = Field(description="canonical CBOR of the receipt body (hex)")
     nodes: list[ReceiptAttestation]
@@ -657,7 +674,7 @@ class CredentialCreate(BaseModel):
             ]
         },
     )
-    role: Literal["admin", "requester", "approver", "auditor"]
+    role: Role
     principal: Id | None = None
     label: str = Field(default="", max_length=100)
     scope: CredentialScope | None = None
@@ -774,3 +791,24 @@ class WebhookDeliveryOut(BaseModel):
 
 class WebhookDeliveryList(Page[WebhookDeliveryOut]):
     pass
+
+
+# -- the problem types' catalogue (GET /problems) --------------------------------------------
+
+
+class ProblemTypeOut(BaseModel):
+    """One problem type: what a problem document's ``type`` means (docs/PROBLEMS.md)."""
+
+    model_config = ConfigDict(json_schema_extra=examples.of("ProblemTypeOut"))
+    type: str = Field(description="the problem documents' type: urn:tpwc:problem:<slug>")
+    slug: str
+    status: int = Field(description="the HTTP status it comes with")
+    title: str
+    family: str = Field(description="what to do about it; the SDK's exception class follows it")
+    meaning: str
+    href: str = Field(description="where this entry resolves on the coordinator")
+
+
+class ProblemTypeList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=examples.of("ProblemTypeList"))
+    items: list[ProblemTypeOut]

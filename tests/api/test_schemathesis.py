@@ -62,3 +62,49 @@ def test_openapi_conformance(api_module, role: str) -> None:  # noqa: ANN001
 
         run()
     assert not failures, "\n".join(failures[:10])
+
+
+def test_openapi_stateful_sign_request_links(api_module) -> None:  # noqa: ANN001
+    """Stateful: sign requests created through the API are followed by the OpenAPI links
+    (createSignRequest -> getSignRequest, getSignRequestReceipt) with the ids the API
+    answered; no 5xx, every answer as documented. The body's key is the one that exists
+    (random ids would only ever reach the 404 of an unknown key)."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", api_module.app)
+    links = schema.raw_schema["paths"]["/v1/sign-requests"]["post"]["responses"]["201"]["links"]
+    assert {v["operationId"] for v in links.values()} == {"getSignRequest", "getSignRequestReceipt"}
+    kid = api_module.add_key("bip340")
+    headers = {"Authorization": f"Bearer {api_module.tokens['requester']}"}
+    wanted = [
+        checks.not_a_server_error,
+        checks.status_code_conformance,
+        checks.content_type_conformance,
+        checks.response_schema_conformance,
+    ]
+    seen: list[tuple[str, str, int]] = []
+
+    ops = ["createSignRequest", "getSignRequest", "getSignRequestReceipt", "listSignRequests"]
+    signing = schema.include(operation_id=ops)
+
+    class Machine(signing.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case) -> None:  # noqa: ANN001
+            case.headers = {**(case.headers or {}), **headers}
+            if isinstance(case.body, dict) and "key_id" in case.body:
+                case.body["key_id"] = kid
+
+        def after_call(self, response, case) -> None:  # noqa: ANN001
+            seen.append((case.operation.method.upper(), case.operation.path, response.status_code))
+
+        def validate_response(self, response, case, **kwargs) -> None:  # noqa: ANN001, ANN003
+            case.validate_response(response, checks=wanted)
+
+    Machine.run(
+        settings=settings(
+            max_examples=MAX_EXAMPLES,
+            stateful_step_count=4,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    followed = {s for m, p, s in seen if p == "/v1/sign-requests/{request_id}"}
+    assert 200 in followed, f"no link followed to a created sign request: {seen[:20]}"

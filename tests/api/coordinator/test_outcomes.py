@@ -13,7 +13,8 @@ from tests.api.test_sign_requests import post_sr, stored_digest
 
 def test_signature_withheld_when_audit_write_fails(dev_api) -> None:  # noqa: ANN001
     kid = dev_api.add_key("ed25519")
-    sid = post_sr(dev_api, kid, "w").json()["id"]
+    answer = post_sr(dev_api, kid, "w").json()  # no nodes here: failed, with the request
+    sid = answer.get("sign_request", answer)["id"]
     with dev_api.app.state.db.session() as s:  # a real database failure: the table is gone
         s.execute(text("DROP TABLE audit"))
     outcomes = dev_api.app.state.coordinator.outcomes

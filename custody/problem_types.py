@@ -1,0 +1,652 @@
+"""Every RFC 9457 problem type the coordinator emits: its slug, status, family and meaning.
+
+A problem document's ``type`` is ``urn:tpwc:problem:<slug>``: a stable identifier (a URN,
+so it never depends on where a coordinator is reachable). It resolves on every coordinator
+at ``GET /problems/<slug>`` (also ``GET /problems/urn:tpwc:problem:<slug>``), which answers
+this catalogue's entry as JSON or, for a browser, HTML; ``GET /problems`` lists them all.
+``docs/PROBLEMS.md`` is generated from this module (:func:`markdown`; a test keeps it in
+step). The SDK (:mod:`custody.client`) raises one exception class per :class:`Family`.
+
+A new slug is added here, with its meaning; ``tests/api/test_openapi_product.py`` fails for
+a slug the coordinator can emit that is missing.
+
+May import: nothing of ours.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "TYPE_PREFIX",
+    "NODE_TYPE_PREFIX",
+    "CLIENT_TYPE_PREFIX",
+    "Family",
+    "ProblemType",
+    "CATALOGUE",
+    "slug_of",
+    "lookup",
+    "markdown",
+]
+
+TYPE_PREFIX = "urn:tpwc:problem:"
+NODE_TYPE_PREFIX = "urn:tpwc:node:"
+CLIENT_TYPE_PREFIX = "urn:tpwc:client:"
+
+
+class Family(enum.StrEnum):
+    """What an integrator does about a problem; the SDK's exception classes follow it."""
+
+    UNAUTHORIZED = "unauthorized"  # send a valid token
+    FORBIDDEN = "forbidden"  # this credential may not do this
+    POLICY_DENIED = "policy-denied"  # the governance policy (or an approver) said no
+    NOT_FOUND = "not-found"  # no such resource
+    CONFLICT = "conflict"  # the resource's state forbids it now
+    VALIDATION = "validation"  # fix the request
+    RATE_LIMITED = "rate-limited"  # slow down; retry after Retry-After
+    UNAVAILABLE = "unavailable"  # transient: retry later, with the same Idempotency-Key
+    FAILED = "failed"  # the work ran and failed (stored on the resource)
+    INTERNAL = "internal"  # a coordinator fault: report it
+
+
+FAMILY_TEXT = {
+    Family.UNAUTHORIZED: "No credential, or one the coordinator does not know (revoked, "
+    "mistyped). Send `Authorization: Bearer <token>`. SDK: `Unauthorized`.",
+    Family.FORBIDDEN: "The credential is valid but its role may not do this. SDK: `Forbidden`.",
+    Family.POLICY_DENIED: "The active governance policy, or an approver, refused the request. "
+    "Retrying the same request gets the same answer. SDK: `PolicyDenied` (a `Forbidden`).",
+    Family.NOT_FOUND: "No such resource (or none this credential may see). SDK: `NotFound`.",
+    Family.CONFLICT: "The request is well formed but the resource's state forbids it now. "
+    "SDK: `Conflict`.",
+    Family.VALIDATION: "The request does not match the schema or a rule; `errors` (for "
+    "`validation`) or `detail` names the field. Fix the request. SDK: `ValidationFailed`.",
+    Family.RATE_LIMITED: "Too many requests; wait `Retry-After` seconds. The SDK retries these "
+    "with the same Idempotency-Key, then raises `RateLimited`.",
+    Family.UNAVAILABLE: "Transient: a node, the database or the coordinator is not ready. Retry "
+    "later with the same Idempotency-Key (the SDK does, then raises `Unavailable`).",
+    Family.FAILED: "The work ran and failed; the problem is stored on the key or sign request "
+    "(its `error` member) and a retry with a new Idempotency-Key may succeed. SDK: "
+    "`SignFailed` when raised.",
+    Family.INTERNAL: "A fault of the coordinator itself; nothing was released. Report it with "
+    "the response's `X-Request-Id`. SDK: `ServerError`.",
+}
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    slug: str
+    status: int
+    title: str
+    family: Family
+    meaning: str
+
+    @property
+    def type(self) -> str:
+        return TYPE_PREFIX + self.slug
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "type": self.type,
+            "slug": self.slug,
+            "status": self.status,
+            "title": self.title,
+            "family": self.family.value,
+            "meaning": self.meaning,
+            "href": f"/problems/{self.slug}",
+        }
+
+
+F = Family
+_ENTRIES = [
+    # -- credentials and roles
+    ProblemType(
+        "unauthorized",
+        401,
+        "Missing or invalid credentials",
+        F.UNAUTHORIZED,
+        "No `Authorization: Bearer` header, or a token the coordinator does not know or has "
+        "revoked.",
+    ),
+    ProblemType(
+        "forbidden",
+        403,
+        "Forbidden",
+        F.FORBIDDEN,
+        "The credential's role may not call this operation (detail names the roles that may).",
+    ),
+    # -- policy and approvals
+    ProblemType(
+        "policy-denied",
+        403,
+        "Denied by policy",
+        F.POLICY_DENIED,
+        "The active governance policy denied the sign request (detail names the rule and the "
+        "reason). Nothing was stored but the audit entry; no node was called. Use "
+        "`POST /v1/policy/dry-run` to see why.",
+    ),
+    ProblemType(
+        "approvals-rejected",
+        403,
+        "Rejected",
+        F.POLICY_DENIED,
+        "An approver of a required group rejected the sign request: it will not be signed. "
+        "Stored as the request's `error`.",
+    ),
+    ProblemType(
+        "refused-by-node",
+        403,
+        "Refused by a signer node",
+        F.POLICY_DENIED,
+        "A signer node's own policy check refused to release its share (each node decides for "
+        "itself). Stored as the request's `error`; no other signer set is tried.",
+    ),
+    ProblemType(
+        "request-not-pending",
+        409,
+        "Request not pending approval",
+        F.CONFLICT,
+        "An approval or rejection was posted to a sign request that no longer waits for "
+        "approvals (signed, failed, rejected or expired).",
+    ),
+    ProblemType(
+        "approval-wrong-decision",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "A `reject` statement was posted to `/approvals` or an `approve` statement to "
+        "`/rejections`.",
+    ),
+    ProblemType(
+        "approval-malformed",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The approval is not standard padded base64 of a canonical CBOR approval statement.",
+    ),
+    ProblemType(
+        "approval-unknown-approver",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The approver is not in any approver group of the policy version named.",
+    ),
+    ProblemType(
+        "approval-bad-signature",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The approver's Ed25519 signature over the statement does not verify.",
+    ),
+    ProblemType(
+        "approval-other-request",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The statement names another sign request id.",
+    ),
+    ProblemType(
+        "approval-other-intent",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The statement's intent digest is not this request's: the approver saw something else.",
+    ),
+    ProblemType(
+        "approval-other-initiator",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The statement names another initiator than the request's.",
+    ),
+    ProblemType(
+        "approval-stale-policy-version",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The statement names an older (or other) governance version than the active one.",
+    ),
+    ProblemType(
+        "approval-other-governance",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The statement names the active version number but another governance digest.",
+    ),
+    ProblemType(
+        "approval-expired", 422, "Approval refused", F.VALIDATION, "The statement has expired."
+    ),
+    ProblemType(
+        "approval-by-initiator",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The initiator of a request cannot approve it.",
+    ),
+    ProblemType(
+        "approval-not-in-a-required-group",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The approver belongs to no group the rule's requirement counts.",
+    ),
+    ProblemType(
+        "approval-duplicate",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "This approver's statement for this request is already counted.",
+    ),
+    # -- resources
+    ProblemType(
+        "not-found",
+        404,
+        "Not found",
+        F.NOT_FOUND,
+        "No resource at this URL: an unknown key, sign request or route, or no shadow policy.",
+    ),
+    ProblemType(
+        "key-not-found",
+        404,
+        "Key not found",
+        F.NOT_FOUND,
+        "The sign request names a `key_id` no key has (the key's own URL answers `not-found`).",
+    ),
+    ProblemType(
+        "no-receipt",
+        404,
+        "No receipt",
+        F.NOT_FOUND,
+        "The sign request exists but has no authorization receipt (not signed, or signed "
+        "before receipts existed).",
+    ),
+    ProblemType(
+        "key-not-active",
+        409,
+        "Key not active",
+        F.CONFLICT,
+        "The key is still being generated, or its DKG failed: it cannot sign.",
+    ),
+    ProblemType(
+        "method-not-allowed",
+        405,
+        "Method not allowed",
+        F.VALIDATION,
+        "The URL exists but not with this HTTP method.",
+    ),
+    ProblemType(
+        "not-acceptable",
+        406,
+        "Not acceptable",
+        F.VALIDATION,
+        "The `Accept` header asks for a media type this operation cannot answer.",
+    ),
+    ProblemType(
+        "unsupported-media-type",
+        415,
+        "Unsupported media type",
+        F.VALIDATION,
+        "The body is not `application/json`.",
+    ),
+    ProblemType(
+        "too-large",
+        413,
+        "Request body too large",
+        F.VALIDATION,
+        "The body is larger than this route accepts.",
+    ),
+    ProblemType(
+        "bad-request", 400, "Bad request", F.VALIDATION, "The HTTP request itself is malformed."
+    ),
+    ProblemType(
+        "conflict", 409, "Conflict", F.CONFLICT, "The resource's state forbids the change."
+    ),
+    ProblemType(
+        "http-error",
+        400,
+        "HTTP error",
+        F.VALIDATION,
+        "Any other HTTP-level refusal (the status says which).",
+    ),
+    # -- request validation
+    ProblemType(
+        "validation",
+        422,
+        "Request validation failed",
+        F.VALIDATION,
+        "The body, a query or a path parameter does not match the schema; `errors` lists "
+        "each field (`loc`, `msg`, `type`).",
+    ),
+    ProblemType(
+        "invalid-sign-request",
+        422,
+        "Invalid sign request",
+        F.VALIDATION,
+        "The payload does not decode for its kind, the message does not match the payload, "
+        "or a member only the coordinator sets (`initiator`, `approvals`) was sent.",
+    ),
+    ProblemType(
+        "invalid-text",
+        422,
+        "Invalid text",
+        F.VALIDATION,
+        "Text that is not valid Unicode (e.g. a lone UTF-16 surrogate escape).",
+    ),
+    ProblemType(
+        "too-deep",
+        422,
+        "Body nested too deeply",
+        F.VALIDATION,
+        "JSON nested deeper than 32 levels is refused before parsing.",
+    ),
+    ProblemType(
+        "invalid-cursor",
+        422,
+        "Invalid cursor",
+        F.VALIDATION,
+        "A list's `cursor` is not a `next_cursor` this coordinator gave: pass it back unchanged.",
+    ),
+    ProblemType(
+        "invalid-threshold",
+        422,
+        "Invalid threshold",
+        F.VALIDATION,
+        "A key needs 2 <= threshold <= the number of share holders.",
+    ),
+    ProblemType(
+        "invalid-network",
+        422,
+        "Invalid network",
+        F.VALIDATION,
+        "`network` applies to bip340 keys only.",
+    ),
+    ProblemType(
+        "unknown-node",
+        422,
+        "Unknown node",
+        F.VALIDATION,
+        "A key's `nodes` names a node that is not enrolled.",
+    ),
+    ProblemType(
+        "invalid-governance",
+        422,
+        "Invalid governance document",
+        F.VALIDATION,
+        "The governance document is not base64 or not a well-formed governance version.",
+    ),
+    ProblemType(
+        "shadow-signed",
+        422,
+        "A shadow is an unsigned draft",
+        F.VALIDATION,
+        "A shadow policy must be an unsigned draft; a signed version is installed with "
+        "`PUT /v1/governance`.",
+    ),
+    # -- idempotency
+    ProblemType(
+        "idempotency-mismatch",
+        422,
+        "Idempotency-Key reused",
+        F.VALIDATION,
+        "This Idempotency-Key was used with a different request body: use a new key for a new "
+        "request.",
+    ),
+    ProblemType(
+        "idempotency-in-flight",
+        409,
+        "Request in flight",
+        F.CONFLICT,
+        "A request with this Idempotency-Key is still being processed: retry it later with "
+        "the same key to get its answer.",
+    ),
+    # -- governance and nodes
+    ProblemType(
+        "governance-missing",
+        409,
+        "No governance installed",
+        F.CONFLICT,
+        "No officer-signed governance genesis is installed (`python -m api trust`).",
+    ),
+    ProblemType(
+        "governance-malformed",
+        422,
+        "Governance version refused",
+        F.VALIDATION,
+        "The governance document does not decode or breaks a rule of its format.",
+    ),
+    ProblemType(
+        "governance-under-signed",
+        403,
+        "Governance version refused",
+        F.FORBIDDEN,
+        "The new version lacks a quorum of the old or of the new officers' signatures.",
+    ),
+    ProblemType(
+        "governance-unchained",
+        409,
+        "Governance version refused",
+        F.CONFLICT,
+        "The new version does not name the installed version's digest as its previous.",
+    ),
+    ProblemType(
+        "governance-rollback",
+        409,
+        "Governance version refused",
+        F.CONFLICT,
+        "The version number does not move forward.",
+    ),
+    ProblemType(
+        "governance-wrong-cluster",
+        409,
+        "Governance version refused",
+        F.CONFLICT,
+        "The version is for another cluster id.",
+    ),
+    ProblemType(
+        "governance-refused-by-nodes",
+        409,
+        "Nodes refused the governance version",
+        F.CONFLICT,
+        "At least one node refused the version (detail names each); it was not kept.",
+    ),
+    ProblemType(
+        "shadow-unchained",
+        409,
+        "Shadow does not follow the active version",
+        F.CONFLICT,
+        "A shadow draft must be the next version of the active one, for the same cluster.",
+    ),
+    ProblemType(
+        "not-in-roster",
+        403,
+        "Node not in the roster",
+        F.FORBIDDEN,
+        "Only nodes of the governance roster can be enrolled.",
+    ),
+    ProblemType(
+        "node-id-mismatch",
+        409,
+        "Node id mismatch",
+        F.CONFLICT,
+        "The node at this URL reports another node id.",
+    ),
+    ProblemType(
+        "identity-mismatch",
+        409,
+        "Node identity differs from its pin",
+        F.CONFLICT,
+        "The node's identity keys are not the ones the governance roster pins.",
+    ),
+    ProblemType(
+        "party-id-taken",
+        409,
+        "Party id taken",
+        F.CONFLICT,
+        "Another enrolled node already has this party id.",
+    ),
+    ProblemType(
+        "node-unreachable",
+        502,
+        "Node unreachable",
+        F.UNAVAILABLE,
+        "The node to enrol did not answer its `GET /health`.",
+    ),
+    ProblemType(
+        "node-garbage",
+        502,
+        "Node answered garbage",
+        F.UNAVAILABLE,
+        "The node's `GET /health` lacks its party id or identity keys.",
+    ),
+    ProblemType(
+        "no-nodes",
+        409,
+        "No nodes",
+        F.CONFLICT,
+        "No node is enrolled to co-sign an audit checkpoint.",
+    ),
+    ProblemType(
+        "nothing-to-checkpoint",
+        409,
+        "Nothing to checkpoint",
+        F.CONFLICT,
+        "No audit entry since the last checkpoint.",
+    ),
+    ProblemType(
+        "checkpoint-unsigned",
+        502,
+        "No node signed the checkpoint",
+        F.UNAVAILABLE,
+        "No node co-signed the audit head; the checkpoint was not stored.",
+    ),
+    # -- availability
+    ProblemType(
+        "nodes-unavailable",
+        503,
+        "Nodes unavailable",
+        F.UNAVAILABLE,
+        "A DKG needs every share holder healthy (or signing needs `t` of them): retry when "
+        "they are back (`GET /v1/nodes`).",
+    ),
+    ProblemType(
+        "database-busy",
+        503,
+        "Database busy",
+        F.UNAVAILABLE,
+        "The coordinator database did not answer in time; retry after `Retry-After`.",
+    ),
+    ProblemType(
+        "not-ready",
+        503,
+        "Not ready",
+        F.UNAVAILABLE,
+        "Readiness failed: the database does not answer.",
+    ),
+    ProblemType(
+        "unavailable", 503, "Service unavailable", F.UNAVAILABLE, "The service is unavailable."
+    ),
+    ProblemType(
+        "rate-limited",
+        429,
+        "Too many requests",
+        F.RATE_LIMITED,
+        "Too many requests from this credential or address; retry after `Retry-After`.",
+    ),
+    # -- outcomes stored on keys and sign requests
+    ProblemType(
+        "dkg-failed",
+        502,
+        "DKG failed",
+        F.FAILED,
+        "Key generation failed among the nodes (`blamed`/detail names the culprit). Stored "
+        "as the key's `error`; create the key again.",
+    ),
+    ProblemType(
+        "signing-failed",
+        502,
+        "Signing failed",
+        F.FAILED,
+        "The signing round failed (too few healthy nodes, or a culprit named in `blamed`). "
+        "Stored as the sign request's `error`.",
+    ),
+    ProblemType(
+        "audit-failed",
+        500,
+        "Audit write failed",
+        F.INTERNAL,
+        "The audit entry of a signature could not be written, so the signature was withheld "
+        "(fail closed).",
+    ),
+    ProblemType(
+        "stored-signature-invalid",
+        500,
+        "Stored signature invalid",
+        F.INTERNAL,
+        "A stored signature no longer verifies under its key: the database was tampered with. "
+        "Nothing is returned; run `GET /v1/audit/verify`.",
+    ),
+    ProblemType(
+        "internal",
+        500,
+        "Internal error",
+        F.INTERNAL,
+        "The coordinator hit an unexpected error (no internals are shown; see its log by "
+        "`X-Request-Id`).",
+    ),
+]
+
+CATALOGUE: dict[str, ProblemType] = {p.slug: p for p in _ENTRIES}
+
+
+def slug_of(type_uri: str) -> str:
+    """``policy-denied`` from ``urn:tpwc:problem:policy-denied`` (or from the slug itself)."""
+    return type_uri.removeprefix(TYPE_PREFIX)
+
+
+def lookup(ref: str) -> ProblemType | None:
+    """The catalogue entry of a slug or a full type URI, or ``None``."""
+    return CATALOGUE.get(slug_of(ref))
+
+
+def markdown() -> str:
+    """``docs/PROBLEMS.md``: every problem type, grouped by family, with its meaning."""
+    out = [
+        "# Problem types",
+        "",
+        "<!-- generated from custody/problem_types.py: python -m custody.problem_types "
+        "> docs/PROBLEMS.md -->",
+        "",
+        "Every error the coordinator answers is an RFC 9457 problem document "
+        "(`application/problem+json`): `type`, `title`, `status`, `detail`, `instance`, and "
+        "extension members where they apply (`errors` on a validation failure, `approver_id` "
+        "on a refused approval). Branch on `type` (or the SDK's exception class), never on "
+        "`title` or `detail`.",
+        "",
+        "A `type` is `urn:tpwc:problem:<slug>`, a stable name independent of where the "
+        "coordinator runs. It resolves on the coordinator itself, offline: "
+        "`GET /problems/<slug>` (or `GET /problems/urn:tpwc:problem:<slug>`) answers the "
+        "entry below as JSON, or as HTML to a browser; `GET /problems` lists them all. A "
+        "signer node's own problems (`urn:tpwc:node:<code>`) can appear inside a stored "
+        "`error` or `blamed` reason: see `docs/NODE_API.md`. The SDK's own "
+        "`urn:tpwc:client:unreachable` means no answer came at all.",
+        "",
+        "Transient families (`rate-limited`, `unavailable`) are worth retrying with the "
+        "**same** `Idempotency-Key`; the SDK does so with backoff, honouring `Retry-After`.",
+        "",
+    ]
+    for fam in Family:
+        entries = [p for p in _ENTRIES if p.family is fam]
+        if not entries:
+            continue
+        out += [f"## {fam.value}", "", FAMILY_TEXT[fam], ""]
+        out += ["| slug | status | title | meaning |", "| --- | --- | --- | --- |"]
+        for p in entries:
+            out.append(
+                f'| <a id="{p.slug}"></a>`{p.slug}` | {p.status} | {p.title} | {p.meaning} |'
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
