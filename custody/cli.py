@@ -36,6 +36,7 @@ from typing import Annotated, Any, cast
 import typer
 
 from custody import approve_cli
+from custody.ceremony_cli import ceremony_app, register_key_commands
 from custody.cli_support import (
     DEFAULT_DIR,
     ApiOpt,
@@ -79,6 +80,7 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(no_args_is_help=True, help="Threshold keys.")
 app.add_typer(keys_app, name="keys")
+app.add_typer(ceremony_app, name="ceremony")
 app.add_typer(officer_app, name="officer")
 app.add_typer(approver_app, name="approver")
 app.add_typer(governance_app, name="governance")
@@ -278,6 +280,9 @@ def keys_show(
     with connect("auditor", cluster, api_url, token) as c:
         key = c.get_key(key_id)
     _show_key(key, as_json)
+
+
+register_key_commands(keys_app)  # keys refresh (custody.ceremony_cli)
 
 
 def _show_key(key: KeyOut, as_json: bool) -> None:

@@ -40,9 +40,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from nacl.exceptions import BadSignatureError
-from nacl.signing import VerifyKey
-
+from custody.ceremonies import done_statement, verify_transcript
 from mpc import dkls23, frost, keyio
 from mpc.dkls23.resetup import OtResetupChain
 from mpc.errors import MpcError
@@ -74,7 +72,6 @@ __all__ = [
 
 #: session kinds this module runs
 KINDS = ("refresh",)
-STATEMENT_DOMAIN = b"tpwc-ceremony-done-v1\x00"
 
 
 def refresh_context(scheme: str, key_id: str, share_version: int) -> bytes:
@@ -88,12 +85,6 @@ def refresh_context(scheme: str, key_id: str, share_version: int) -> bytes:
         + b"\x00"
         + str(share_version).encode()
     )
-
-
-def done_statement(outcome: Mapping[str, Any]) -> bytes:
-    """What every participant signs when its part of a ceremony is done: the canonical
-    JSON of the ceremony's public outcome (no secret), under a domain string."""
-    return STATEMENT_DOMAIN + json.dumps(outcome, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _pending_meta(key_id: str) -> str:
@@ -346,18 +337,9 @@ class Ceremonies:
     def _check_signatures(self, key_id: str, result: Mapping[str, Any], signatures: object) -> None:
         if not isinstance(signatures, dict):
             raise NodeError(Kind.BAD_REQUEST, "signatures must be an object party -> hex")
-        statement = bytes.fromhex(result["statement"])
-        missing: list[int] = []
-        bad: list[int] = []
-        for party, _node_id, sign_pk in self.anchor.committee(key_id):
-            sig = signatures.get(str(party))
-            if not isinstance(sig, str):
-                missing.append(party)
-                continue
-            try:
-                VerifyKey(sign_pk).verify(statement, bytes.fromhex(sig))
-            except (BadSignatureError, ValueError):
-                bad.append(party)
+        pks = {p: pk for p, _node_id, pk in self.anchor.committee(key_id)}
+        missing = sorted(p for p in pks if not isinstance(signatures.get(str(p)), str))
+        bad = [p for p in verify_transcript(result["outcome"], signatures, pks) if p not in missing]
         if missing or bad:
             parts = []
             if missing:
