@@ -17,7 +17,13 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-__all__ = ["STATEMENT_DOMAIN", "OUTCOME_FIELDS", "done_statement", "verify_transcript"]
+__all__ = [
+    "STATEMENT_DOMAIN",
+    "OUTCOME_FIELDS",
+    "done_statement",
+    "verify_transcript",
+    "hd_context",
+]
 
 STATEMENT_DOMAIN = b"tpwc-ceremony-done-v1\x00"
 #: the fields of an outcome, all public
@@ -59,3 +65,14 @@ def verify_transcript(
         except (BadSignatureError, ValueError):
             bad.append(party)
     return bad
+
+
+# -- HD derivation (mpc.hd) ------------------------------------------------------------------
+HD_CONTEXT_DOMAIN = b"tpwc-hd-v1\x00"
+
+
+def hd_context(key_id: str) -> bytes:
+    """The context of a key's root chain code (:func:`mpc.hd.chain_code_from_dkg`): the key
+    id, so keys never share a chain code; fixed for the key's whole life (refresh keeps it:
+    the chain code hashes the group key, which a refresh does not change)."""
+    return HD_CONTEXT_DOMAIN + key_id.encode()

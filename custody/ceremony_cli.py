@@ -1,6 +1,7 @@
 """Key ceremonies from the CLI: ``custody keys refresh KEY`` and ``custody ceremony show|resume``.
 
     custody keys refresh KEY [--json] [--cluster FILE | --api-url URL --token T]
+    custody keys derive KEY PATH [--json]
     custody ceremony show ID [--json]
     custody ceremony resume ID [--json]
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.table import Table
 
@@ -35,13 +37,16 @@ from custody.cli_support import (
 from custody.client import CustodyClient, CustodyError
 from custody.exitcodes import ExitCode
 
-__all__ = ["ceremony_app", "register_key_commands"]
+__all__ = ["ceremony_app", "register_key_commands", "xpub_of"]
 
 ceremony_app = typer.Typer(no_args_is_help=True, help="Key ceremonies and their transcripts.")
 
 
 def _call(c: CustodyClient, method: str, path: str) -> dict[str, Any]:
-    r = c.http.request(method, path)
+    return _answer_of(c.http.request(method, path))
+
+
+def _answer_of(r: httpx.Response) -> dict[str, Any]:
     try:
         doc = r.json()
     except ValueError:
@@ -121,9 +126,42 @@ def refresh(
         raise typer.Exit(ExitCode.FAILED)
 
 
+def derive(
+    key_id: Annotated[str, typer.Argument(help="the key's id (key_...)")],
+    path: Annotated[str, typer.Argument(help="non-hardened BIP-32 path, e.g. m/0/1")],
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The child key at PATH: public key and addresses (hardened steps are refused)."""
+    require_id(key_id, "key id")
+    with connect("auditor", cluster, api_url, token) as c:
+        r = c.http.get(f"/v1/keys/{_seg(key_id)}/derive", params={"path": path})
+        doc = _answer_of(r)
+    if as_json:
+        print_json(doc)
+        return
+    fields: list[tuple[str, Any]] = [
+        ("key_id", doc["key_id"]),
+        ("path", doc["path"]),
+        ("public_key", doc["public_key"]),
+    ]
+    fields += [(f"address.{chain}", a) for chain, a in sorted(doc["addresses"].items())]
+    if "xpub" in doc:
+        fields.append(("xpub", doc["xpub"]))
+    print_fields(fields)
+
+
+def xpub_of(c: CustodyClient, key_id: str) -> str:
+    """The key's BIP-32 xpub (``custody keys show --xpub``)."""
+    return str(_answer_of(c.http.get(f"/v1/keys/{_seg(key_id)}/xpub"))["xpub"])
+
+
 def register_key_commands(keys_app: typer.Typer) -> None:
-    """Add the ceremony commands to ``custody keys``."""
+    """Add the ceremony and derivation commands to ``custody keys``."""
     keys_app.command("refresh")(refresh)
+    keys_app.command("derive")(derive)
 
 
 @ceremony_app.command("show")

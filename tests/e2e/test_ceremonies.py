@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from embit import bip32 as embit_bip32
 
 from custody.ceremonies import verify_transcript
 from custody.demo import verify_independently
@@ -67,3 +68,47 @@ def test_refresh_from_the_cli_then_sign(live: Live, scheme: str) -> None:
     assert shown.returncode == 0, shown.stderr
     assert cer["id"] in shown.stdout and "switched" in shown.stdout
     assert live.auditor.verify_audit().ok is True
+
+
+@pytest.mark.parametrize("scheme", ["ecdsa-secp256k1", "bip340"])
+def test_xpub_and_derived_keys_agree_with_embit_and_survive_a_refresh(
+    live: Live, scheme: str
+) -> None:
+    key = live.key(scheme)
+    shown = cli(live, "keys", "show", key.id, "--xpub")
+    assert shown.returncode == 0, shown.stderr
+    xpub = shown.stdout.strip()
+    assert xpub.startswith("xpub")  # the dev cluster's bip340 keys are on mainnet
+    root = embit_bip32.HDKey.from_base58(xpub)
+    # the root is the key itself (x-only for bip340)
+    root_pk = root.key.sec()
+    assert root_pk.hex() == key.public_key or root_pk[1:].hex() == key.public_key
+    for path in ([0], [0, 1], [7, 2**31 - 1, 3]):
+        text = "m/" + "/".join(map(str, path))
+        r = cli(live, "keys", "derive", key.id, text, "--json")
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        child = root.derive(path)  # embit: an independent BIP-32 CKDpub
+        sec = child.key.sec()
+        assert doc["public_key"] == (sec.hex() if scheme == "ecdsa-secp256k1" else sec[1:].hex())
+        assert doc["xpub"] == child.to_base58()
+        assert doc["addresses"]  # an address at every path
+    # the API refuses a hardened step with a clear error
+    r = live.auditor.http.get(f"/v1/keys/{key.id}/derive", params={"path": "m/0'/1"})
+    assert r.status_code == 422, r.text
+    assert r.json()["type"].endswith("hardened-derivation") and "hardened" in r.json()["detail"]
+    bad = cli(live, "keys", "derive", key.id, "m/44h/0")
+    assert bad.returncode != 0 and "hardened" in (bad.stdout + bad.stderr)
+    # a refresh keeps the group key, so the chain code and every derived key
+    assert cli(live, "keys", "refresh", key.id, "--json").returncode == 0
+    again = cli(live, "keys", "show", key.id, "--xpub")
+    assert again.stdout.strip() == xpub
+
+
+def test_ed25519_derives_by_the_additive_tweak_and_has_no_xpub(live: Live) -> None:
+    key = live.key("ed25519")
+    r = live.auditor.http.get(f"/v1/keys/{key.id}/derive", params={"path": "m/0/1"})
+    assert r.status_code == 200, r.text
+    assert len(bytes.fromhex(r.json()["public_key"])) == 32 and "xpub" not in r.json()
+    r = live.auditor.http.get(f"/v1/keys/{key.id}/xpub")
+    assert r.status_code == 422 and r.json()["type"].endswith("no-xpub")
