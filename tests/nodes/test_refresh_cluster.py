@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -16,9 +17,20 @@ from nacl.signing import VerifyKey
 
 from custody.signing import message_to_sign
 from mpc import dkls23
-from mpc.errors import ProtocolError
+from mpc.errors import MpcError, ProtocolError
 from mpc.groups import SECP256K1
-from tests.nodes.conftest import Coordinator, NodeProc, NodeRefused, public_package
+from mpc.refresh import RefreshSession
+from mpc.wire import Message
+from signer_nodes.errors import NodeError
+from signer_nodes.protocols import ProtocolSession, SessionFactory
+from signer_nodes.specs import SessionSpec
+from tests.nodes.conftest import (
+    Coordinator,
+    InProc,
+    NodeProc,
+    NodeRefused,
+    public_package,
+)
 
 
 def refresh(cluster: Coordinator, key_id: str, scheme: str, t: int = 2) -> dict[int, Any]:
@@ -275,3 +287,65 @@ def test_node_killed_during_refresh_loses_nothing(cluster: Coordinator, point: s
     req = raw("rk", f"refreshed-{point}")
     sig = cluster.frost_sign("bip340", "rk", [2, 3], req, public_package(again[1], "bip340"))
     frost_verify("bip340", dkg["public_key"], req, sig)
+
+
+class _BadDealer(RefreshSession):
+    """A refresh dealer whose sub-share for party 1 is off by one (not on its commitment)."""
+
+    def _start(self) -> list[Message]:
+        out = super()._start()
+        assert self._shares_out is not None
+        self._shares_out[1] = (self._shares_out[1] + 1) % self.group.order
+        return out
+
+
+class _Malicious:
+    """Node 2's session factory (the host's public seam): its refresh deals a bad share."""
+
+    def __init__(self, honest: SessionFactory) -> None:
+        self.honest = honest
+
+    def new_session(self, spec: SessionSpec) -> ProtocolSession:
+        rs = self.honest.new_session(spec)
+        assert isinstance(rs, RefreshSession)
+        return _BadDealer(rs.key, spec.sid, list(spec.participants), rs.context)
+
+    def accepts(self, spec: SessionSpec, rs: ProtocolSession) -> Mapping[str, bytes]:
+        return self.honest.accepts(spec, rs)
+
+    def finish(self, spec: SessionSpec, rs: ProtocolSession) -> dict[str, Any]:
+        return self.honest.finish(spec, rs)
+
+    def on_failure(self, spec: SessionSpec, exc: MpcError) -> None:
+        self.honest.on_failure(spec, exc)
+
+
+def test_a_bad_dealer_is_named_and_no_share_changes(inproc: InProc) -> None:
+    n = inproc.nodes
+    dkg = inproc.dkg("ed25519", "k-ed")
+    old_pub = public_package(dkg, "ed25519")
+    spec = {
+        "session_id": secrets.token_hex(32),
+        "kind": "refresh",
+        "key_id": "k-ed",
+        "scheme": "ed25519",
+        "threshold": 2,
+        "participants": [1, 2, 3],
+    }
+    honest = n[2].sessions.factory
+    n[2].sessions.factory = _Malicious(honest)
+    inproc.run_session(spec)
+    n[2].sessions.factory = honest
+    failed = n[1].session_state(spec["session_id"])
+    assert failed["status"] == "failed" and failed["error"]["culprits"] == [2]
+    # the others finished, but nothing commits without party 1's done statement
+    done = {p: n[p].session_state(spec["session_id"])["result"] for p in (2, 3)}
+    sigs = {str(p): r["signature"] for p, r in done.items()}
+    for p in (2, 3):
+        with pytest.raises(NodeError) as e:
+            n[p].commit_share("k-ed", {"session_id": spec["session_id"], "signatures": sigs})
+        assert e.value.kind == "not-authorized" and e.value.culprits == (1,)
+        assert n[p].shares.row("k-ed").share_version == 1
+    req = raw("k-ed", "after-bad-dealer")
+    sig = inproc.frost_sign("ed25519", "k-ed", [2, 3], req, old_pub)
+    frost_verify("ed25519", dkg["public_key"], req, sig)
