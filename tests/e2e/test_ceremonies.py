@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from embit import bip32 as embit_bip32
@@ -112,3 +114,29 @@ def test_ed25519_derives_by_the_additive_tweak_and_has_no_xpub(live: Live) -> No
     assert len(bytes.fromhex(r.json()["public_key"])) == 32 and "xpub" not in r.json()
     r = live.auditor.http.get(f"/v1/keys/{key.id}/xpub")
     assert r.status_code == 422 and r.json()["type"].endswith("no-xpub")
+
+
+def test_refresh_with_a_node_down_is_refused_naming_it_and_changes_nothing(live: Live) -> None:
+    key = live.key("bip340")
+    name = "node-3"
+    live.cluster.stop_proc(name, sig=signal.SIGKILL)
+    try:
+        deadline = time.monotonic() + 10
+        while {n.id: n for n in live.auditor.nodes()}[name].status != "down":
+            assert time.monotonic() < deadline, "node-3 not reported down"
+            live.requester.sign(key.id, b"find out")  # blame marks it down at once
+            time.sleep(0.1)
+        r = cli(live, "keys", "refresh", key.id)
+        assert r.returncode != 0
+        assert "nodes-unavailable" in r.stdout + r.stderr and name in r.stdout + r.stderr
+        sign_and_verify(live, "bip340", key.id, key.public_key, "with node-3 down")
+    finally:
+        live.cluster.start_node(3)
+        deadline = time.monotonic() + 30
+        while {n.id: n for n in live.auditor.nodes()}[name].status != "healthy":
+            assert time.monotonic() < deadline, "node-3 did not come back"
+            time.sleep(0.2)
+    r = cli(live, "keys", "refresh", key.id, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for i in range(3):
+        sign_and_verify(live, "bip340", key.id, key.public_key, f"node-3 back {i}")
