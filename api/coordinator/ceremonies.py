@@ -46,6 +46,9 @@ log = logging.getLogger("api.coordinator")
 
 __all__ = ["Ceremonies", "ceremony_out"]
 
+RECOVER_TRIES = 30  # commits of interrupted ceremonies, at coordinator start
+RECOVER_PAUSE = 1.0  # seconds between those tries
+
 
 def ceremony_out(row: Ceremony) -> dict[str, Any]:
     return {
@@ -167,6 +170,31 @@ class Ceremonies:
             await self._commit_all(ceremony_id)
         return await asyncio.to_thread(self.get, ceremony_id)
 
+    async def recover(self) -> None:
+        """At coordinator start: a ceremony left ``running`` by a restart failed (the nodes'
+        sessions lived in their memory; their active shares are untouched); one left
+        ``committing`` is resumed (rolled forward: every node already signed done)."""
+        running, committing = await asyncio.to_thread(self._interrupted)
+        for cid in running:
+            error = problem_doc(
+                "ceremony-failed",
+                "Refresh interrupted",
+                "the coordinator restarted before every party reported done; no share changed",
+            )
+            await asyncio.to_thread(self._fail, cid, error)
+        for _ in range(RECOVER_TRIES):  # nodes may not answer yet right after a start
+            left = []
+            for cid in committing:
+                try:
+                    if (await self.resume(cid))["status"] == "committing":
+                        left.append(cid)
+                except Exception:  # `custody ceremony resume` later
+                    log.exception("ceremony resume failed", extra={"ceremony_id": cid})
+            if not left:
+                return
+            committing = left
+            await asyncio.sleep(RECOVER_PAUSE)
+
     # -- steps -------------------------------------------------------------------------------
     def _agree(
         self, key: KeyInfo, body: dict[str, Any], results: dict[int, Any]
@@ -261,6 +289,17 @@ class Ceremonies:
         self.pools.forget_key(key_id)
 
     # -- records ---------------------------------------------------------------------------
+    def _interrupted(self) -> tuple[list[str], list[str]]:
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Ceremony.id, Ceremony.status).where(
+                    Ceremony.status.in_(("running", "committing"))
+                )
+            ).all()
+        return [r.id for r in rows if r.status == "running"], [
+            r.id for r in rows if r.status == "committing"
+        ]
+
     def _unfinished(self, key_id: str) -> str | None:
         with self.db.session() as s:
             return s.scalar(

@@ -147,6 +147,7 @@ class Coordinator:
         self.registry.load()
         if background:
             self._loop_task = asyncio.create_task(self._background())
+            self.spawn(self.ceremonies.recover())  # interrupted key ceremonies
 
     async def stop(self) -> None:
         if self._loop_task:

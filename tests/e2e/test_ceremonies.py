@@ -8,15 +8,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+import httpx
 import pytest
 from embit import bip32 as embit_bip32
 
 from custody.ceremonies import verify_transcript
+from custody.client import CustodyError
 from custody.demo import verify_independently
 from tests.e2e.conftest import Live, current_governance
 
@@ -140,3 +144,58 @@ def test_refresh_with_a_node_down_is_refused_naming_it_and_changes_nothing(live:
     assert r.returncode == 0, r.stdout + r.stderr
     for i in range(3):
         sign_and_verify(live, "bip340", key.id, key.public_key, f"node-3 back {i}")
+
+
+def _wait_coordinator(live: Live, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(live.doc["api_url"] + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "coordinator did not come back"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("delay", [random.uniform(0.05, 2.5)])  # noqa: S311 - a test point
+def test_coordinator_killed_during_a_refresh_loses_nothing(live: Live, delay: float) -> None:
+    """SIGKILL the coordinator at a random point of an ECDSA refresh (session, commit or
+    after): once it is back, the key signs (old or new shares, never neither), the
+    interrupted ceremony is failed or rolled forward, and the next refresh runs."""
+    key = live.key("ecdsa-secp256k1")
+    answers: list[object] = []
+
+    def call() -> None:
+        try:
+            answers.append(live.admin.http.post(f"/v1/keys/{key.id}/refresh", timeout=60))
+        except (httpx.HTTPError, CustodyError) as exc:  # the coordinator died under it
+            answers.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(delay)
+    live.cluster.stop_proc("coordinator", sig=signal.SIGKILL)
+    t.join(30)
+    live.cluster.start_coordinator()
+    _wait_coordinator(live)
+    deadline = time.monotonic() + 60
+    while True:  # the health sweep finds the nodes again; the key signs
+        try:
+            sign_and_verify(live, "ecdsa-secp256k1", key.id, key.public_key, f"after kill {delay}")
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "the key does not sign after the restart"
+            time.sleep(0.5)
+    deadline = time.monotonic() + 60
+    while True:  # an interrupted commit is rolled forward at start; then a refresh runs
+        r = cli(live, "keys", "refresh", key.id, "--json")
+        if r.returncode == 0:
+            break
+        assert "ceremony-unfinished" in r.stdout + r.stderr or "nodes-unavailable" in (
+            r.stdout + r.stderr
+        ), r.stdout + r.stderr
+        assert time.monotonic() < deadline, r.stdout + r.stderr
+        time.sleep(1)
+    for i in range(3):
+        sign_and_verify(live, "ecdsa-secp256k1", key.id, key.public_key, f"refreshed {i}")
