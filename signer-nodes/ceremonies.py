@@ -24,7 +24,8 @@ happens only on ``POST /v1/keys/{id}/commit`` carrying the done statements of **
 committee member, each verified against the identity key pinned in the committee: one
 transaction swaps the pending share in, and at once every outstanding nonce and
 presignature of the key is dropped from memory. A failed or interrupted refresh leaves
-the active share untouched (the pending one is overwritten by the next refresh); a commit
+the active share untouched (the pending one is overwritten by the next refresh; a seal-key
+rotation rewraps it, :mod:`signer_nodes.rotation`); a commit
 interrupted anywhere is retried (idempotent: a node already on the new version answers
 ``committed``). The signed statements are the ceremony's transcript, kept by the
 coordinator.

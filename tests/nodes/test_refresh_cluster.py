@@ -349,3 +349,27 @@ def test_a_bad_dealer_is_named_and_no_share_changes(inproc: InProc) -> None:
     req = raw("k-ed", "after-bad-dealer")
     sig = inproc.frost_sign("ed25519", "k-ed", [2, 3], req, old_pub)
     frost_verify("ed25519", dkg["public_key"], req, sig)
+
+
+def test_a_seal_key_rotation_rewraps_the_pending_share(inproc: InProc) -> None:
+    n = inproc.nodes
+    dkg = inproc.dkg("bip340", "k-bip340")
+    spec = {
+        "session_id": secrets.token_hex(32),
+        "kind": "refresh",
+        "key_id": "k-bip340",
+        "scheme": "bip340",
+        "threshold": 2,
+        "participants": [1, 2, 3],
+    }
+    inproc.run_session(spec)
+    results = {p: n[p].session_state(spec["session_id"])["result"] for p in (1, 2, 3)}
+    # node 2 rotates its seal key (the old version is destroyed) before the commit
+    assert n[2].rotate_seal_key()["blobs"] >= 2
+    sigs = {str(p): r["signature"] for p, r in results.items()}
+    for p in (1, 2, 3):
+        out = n[p].commit_share("k-bip340", {"session_id": spec["session_id"], "signatures": sigs})
+        assert out["share_version"] == 2
+    req = raw("k-bip340", "after-rotation")
+    sig = inproc.frost_sign("bip340", "k-bip340", [1, 2], req, public_package(results[1], "bip340"))
+    frost_verify("bip340", dkg["public_key"], req, sig)
