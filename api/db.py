@@ -223,6 +223,30 @@ class Webhook(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Ceremony(Base):
+    """A key ceremony (a proactive refresh): ``running`` -> ``committing`` -> ``done``, or
+    ``failed`` (with the blamed parties). ``transcript``: the public outcome every party
+    signed, each party's Ed25519 signature over its done statement
+    (:mod:`custody.ceremonies`) and the new verifying shares; ``progress``: per-party steps
+    (api.coordinator.ceremonies)."""
+
+    __tablename__ = "ceremonies"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True, index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    key_id: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    session_id: Mapped[str] = mapped_column(String(64))
+    participants: Mapped[list[Any]] = mapped_column(JSON)
+    share_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    transcript: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    progress: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class WebhookMessage(Base):
     """The outbox: one event, written in the transaction of the state change it reports;
     ``id`` is the Standard Webhooks ``webhook-id`` (receivers de-duplicate on it)."""

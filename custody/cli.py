@@ -36,6 +36,7 @@ from typing import Annotated, Any, cast
 import typer
 
 from custody import approve_cli, backup_cli
+from custody.ceremony_cli import ceremony_app, register_key_commands, xpub_of
 from custody.cli_support import (
     DEFAULT_DIR,
     ApiOpt,
@@ -82,6 +83,7 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(no_args_is_help=True, help="Threshold keys.")
 app.add_typer(keys_app, name="keys")
+app.add_typer(ceremony_app, name="ceremony")
 app.add_typer(officer_app, name="officer")
 app.add_typer(approver_app, name="approver")
 app.add_typer(governance_app, name="governance")
@@ -309,12 +311,22 @@ def keys_show(
     api_url: ApiOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
+    xpub: Annotated[
+        bool, typer.Option("--xpub", help="print only its BIP-32 extended public key")
+    ] = False,
 ) -> None:
     """Show one key."""
     require_id(key_id, "key id")
     with connect("auditor", cluster, api_url, token) as c:
+        if xpub:  # custody.ceremony_cli (GET /v1/keys/{id}/xpub)
+            x = xpub_of(c, key_id)
+            print_json({"key_id": key_id, "xpub": x}) if as_json else out.print(x)
+            return
         key = c.get_key(key_id)
     _show_key(key, as_json)
+
+
+register_key_commands(keys_app)  # keys refresh (custody.ceremony_cli)
 
 
 def _show_key(key: KeyOut, as_json: bool) -> None:

@@ -474,6 +474,22 @@ class Cluster:
             ],
         )
 
+    def start_coordinator(self) -> None:
+        """Spawn the coordinator process (``start``, or a test restarting it)."""
+        argv = [
+            self.python,
+            "-m",
+            "api",
+            "serve",
+            "--data-dir",
+            str(self.data_dir / "coordinator"),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
+        self._spawn("coordinator", argv)
+
     def check_ports(self) -> None:
         """:class:`PortInUse` naming the first port of the cluster already taken."""
         wanted = [(self.port, "the coordinator's port")]
@@ -490,19 +506,7 @@ class Cluster:
         self.check_ports()
         creds = self.provision()
         self.progress("starting coordinator and nodes")
-        argv = [
-            self.python,
-            "-m",
-            "api",
-            "serve",
-            "--data-dir",
-            str(self.data_dir / "coordinator"),
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-        ]
-        self._spawn("coordinator", argv)
+        self.start_coordinator()
         for i in range(1, self.nodes + 1):
             self.start_node(i)
         deadline = time.monotonic() + timeout

@@ -206,7 +206,8 @@ NodeStatus = Literal["healthy", "degraded", "down", "unknown"]
 NODE_STATUSES: Final[tuple[NodeStatus, ...]] = get_args(NodeStatus)
 
 # -- node sessions (docs/NODE_API.md) -------------------------------------------------------
-SessionKind = Literal["dkg", "ecdsa-presign"]  # multi-party sessions a coordinator starts
+# multi-party sessions a coordinator starts (refresh: signer_nodes.ceremonies)
+SessionKind = Literal["dkg", "ecdsa-presign", "refresh"]
 SESSION_KINDS: Final[tuple[SessionKind, ...]] = get_args(SessionKind)
 SessionStatus = Literal["running", "done", "failed"]  # a node's SessionState.status
 SESSION_STATUSES: Final[tuple[SessionStatus, ...]] = get_args(SessionStatus)
@@ -228,7 +229,7 @@ def is_valid_id(value: object) -> bool:
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
-def new_id(prefix: Literal["key", "sr"]) -> str:
+def new_id(prefix: Literal["key", "sr", "cer"]) -> str:
     """``prefix_`` + 32 random hex digits (128 bits from the OS CSPRNG, like a uuid4 hex
     but without building a UUID object on every request)."""
     return f"{prefix}_{os.urandom(16).hex()}"

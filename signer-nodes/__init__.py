@@ -31,6 +31,9 @@ One job per module; after the colon, what it may import of this package (checked
     specs      typed session specs, body field parsers: errors shares
     ecdsa      DKLs23 key-setup and presign sessions: errors shares specs
     protocols  the protocol object a spec runs, what is kept of it: ecdsa errors shares specs
+    ceremonies refresh sessions on an existing key, the pending share beside the active
+               one, commit when every party signed done: anchor ecdsa errors faults
+               logs protocols shares specs vault
     sessions   the session host: anchor envelope errors identity logs protocols specs
                store
     taproot    btc-psbt items: the input's sighash, the BIP-86 output-key share: errors

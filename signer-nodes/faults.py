@@ -12,7 +12,11 @@ Points:
   release-log entries not yet written;
 * ``sign-after-mark``: the entries are durable, no share computed or released yet;
 * ``rotate:1`` .. ``rotate:5`` (and ``rotate:3a``, ``rotate:4a`` inside steps 3 and 4):
-  the steps of a seal-key rotation (:mod:`signer_nodes.rotation`).
+  the steps of a seal-key rotation (:mod:`signer_nodes.rotation`);
+* ``refresh:pending-stored``: a refresh finished here, its new share sealed beside the
+  active one, no done statement given yet; ``refresh:commit``: a commit checked, the
+  share not yet switched; ``refresh:committed``: switched, not yet answered
+  (:mod:`signer_nodes.ceremonies`).
 
 Imports: nothing of ours.
 """
@@ -33,7 +37,8 @@ ROTATE_POINTS: Final = (
     "rotate:4",
     "rotate:5",
 )
-POINTS: Final = SIGN_POINTS + ROTATE_POINTS
+CEREMONY_POINTS: Final = ("refresh:pending-stored", "refresh:commit", "refresh:committed")
+POINTS: Final = SIGN_POINTS + ROTATE_POINTS + CEREMONY_POINTS
 
 
 class FaultHooks(Protocol):

@@ -7,7 +7,9 @@ sessions a restart lost) and composes, each with one job:
 
 * :class:`~signer_nodes.identity.Identity`: identity keys, peers, envelopes;
 * :class:`~signer_nodes.shares.ShareStore`: sealed shares and ledger items;
-* :class:`~signer_nodes.sessions.SessionHost`: protocol sessions (DKG, key setup, presign);
+* :class:`~signer_nodes.sessions.SessionHost`: protocol sessions (DKG, key setup, presign,
+  and through :class:`~signer_nodes.ceremonies.CeremonyFactory` the key ceremonies);
+* :class:`~signer_nodes.ceremonies.Ceremonies`: commit a ceremony's pending share;
 * :class:`~signer_nodes.pipeline.SigningPipeline`: the one write-ahead signing pipeline;
 * :class:`~signer_nodes.anchor.Anchor`: the governance trust anchor (roster, raw keys);
 * :class:`~signer_nodes.checkpoint.Checkpoints`: release log view, audit checkpoints.
@@ -30,6 +32,7 @@ from typing import Any
 
 from signer_nodes import logs, rotation, vault
 from signer_nodes.anchor import Anchor
+from signer_nodes.ceremonies import Ceremonies, CeremonyFactory
 from signer_nodes.checkpoint import Checkpoints
 from signer_nodes.config import NODE_ID_RE, ConfigError, NodeConfig, Paths, read_pin
 from signer_nodes.envelope import Peer
@@ -77,8 +80,18 @@ class Node:
         self.identity.roster = self.anchor.peers
         self.shares = ShareStore(v, store, self.node_id)
         self.sessions = SessionHost(
-            self.identity, store, Protocols(self.party_id, self.shares), self.anchor
+            self.identity,
+            store,
+            CeremonyFactory(
+                Protocols(self.party_id, self.shares),
+                self.shares,
+                self.anchor,
+                self.identity.sign_statement,
+                faults,
+            ),
+            self.anchor,
         )
+        self.ceremonies = Ceremonies(self.shares, self.anchor, faults)
         self.pipeline = SigningPipeline(
             self.shares,
             self.party_id,
@@ -286,6 +299,11 @@ class Node:
 
     def session_state(self, session_id: str) -> dict[str, Any]:
         return self.sessions.state(session_id)
+
+    def commit_share(self, key_id: object, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Switch ``key_id`` to the share of a finished ceremony (:mod:`.ceremonies`)."""
+        self.anchor.require()
+        return self.ceremonies.commit(key_id, body.get("session_id"), body.get("signatures"))
 
     # -- signing (all through the one pipeline) ----------------------------------------------
     def frost_commitments(self, key_id: object, count: object) -> list[dict[str, str]]:

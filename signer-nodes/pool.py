@@ -93,6 +93,16 @@ class Pool:
         with self._lock:
             self._inflight.difference_update(item_ids)
 
+    def drop_key(self, key_id: str) -> int:
+        """Drop every outstanding item of ``key_id`` (its share changed: a refresh or
+        reshare committed); returns how many were dropped."""
+        with self._lock:
+            gone = [i for i, it in self._items.items() if it.key_id == key_id]
+            for i in gone:
+                it = self._items.pop(i)
+                self._counts[(it.kind, it.key_id)] -= 1
+            return len(gone)
+
     def count(self, kind: str) -> int:
         with self._lock:
             return sum(n for (k, _), n in self._counts.items() if k == kind)

@@ -30,6 +30,7 @@ other.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -87,7 +88,26 @@ def _rewrap_db(
             n += 1
             if i == len(rows) // 2:
                 faults.reached("rotate:3a")
+        n += _rewrap_pending_shares(c, v, node_id, target)
         c.execute("UPDATE rotation SET step = 'db-rewrapped' WHERE id = 1")
+    return n
+
+
+def _rewrap_pending_shares(c: Any, v: vault.Vault, node_id: str, target: int) -> int:
+    """The pending shares of unfinished key ceremonies (meta ``pending-share:KEY``,
+    :mod:`signer_nodes.ceremonies`), in the same transaction as the rest of step 3."""
+    n = 0
+    rows = c.execute("SELECT k, v FROM meta WHERE k LIKE 'pending-share:%'").fetchall()
+    for k, raw in rows:
+        rec = json.loads(raw)
+        blob = bytes.fromhex(rec["sealed_share"])
+        if v.blob_version(blob) == target:
+            continue
+        aad = vault.share_aad(k.removeprefix("pending-share:"), node_id, rec["share_version"])
+        rec["sealed_share"] = v.hsm.reseal(blob, aad, target).hex()
+        rec["seal_version"] = target
+        c.execute("UPDATE meta SET v = ? WHERE k = ?", (json.dumps(rec), k))
+        n += 1
     return n
 
 

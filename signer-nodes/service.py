@@ -419,6 +419,12 @@ def create_app(node: Node) -> FastAPI:
     def get_session(session_id: str) -> dict[str, Any]:
         return session_view(node.session_state(session_id))
 
+    @app.post("/v1/keys/{key_id}/commit")
+    async def commit_share(key_id: str, request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        out: dict[str, Any] = await _run(node.commit_share, key_id, body)
+        return out
+
     @app.post("/v1/frost/commitments")
     async def commitments(request: Request) -> dict[str, Any]:
         body = await _json(request)

@@ -5,6 +5,8 @@
 ``registry``    node registry and health: enrolment, peers, picking, blame, marking down
 ``relay``       session relay: drives :class:`mpc.relay.Relay` over HTTP (DKG, presign)
 ``keys``        the DKG ceremony and agreement; the book of active keys
+``ceremonies``  key ceremonies on an active key: refresh, commit when all done, transcript
+``hd``          HD derivation of an active key's public side: child keys, addresses, xpub
 ``pools``       FROST commitment and ECDSA presignature pools and their refills
 ``signers``     per-scheme signers (FROST, DKLs23 ECDSA): one attempt each
 ``outcomes``    the outcome writer: result + audit entry in one transaction, fail closed

@@ -30,8 +30,8 @@ log = logging.getLogger("api.coordinator")
 class KeyBook:
     """Active keys as signing and the pools need them (public data only, from memory).
 
-    A key's row never changes once it is active (there is no disable yet; whoever adds
-    one must drop the key from here in the same change)."""
+    A key's row changes once active only by a committed refresh (new verifying shares),
+    which drops the key from here (:meth:`forget`)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -83,6 +83,11 @@ class KeyBook:
         return self._active
 
     def forget_list(self) -> None:
+        self._active = None
+
+    def forget(self, key_id: str) -> None:
+        """Drop ``key_id`` (its verifying shares changed: a refresh committed)."""
+        self._by_id.pop(key_id, None)
         self._active = None
 
 

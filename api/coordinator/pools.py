@@ -90,6 +90,20 @@ class Pools:
             dropped += len(stale)
         return dropped
 
+    def forget_key(self, key_id: str) -> int:
+        """Drop every pooled commitment and presignature of ``key_id`` (its shares changed:
+        the nodes dropped the secrets behind them at the commit)."""
+        dropped = 0
+        for (kid, _p), commitments in self._frost.items():
+            if kid == key_id:
+                dropped += len(commitments)
+                commitments.clear()
+        presignatures = self._presig.get(key_id)
+        if presignatures:
+            dropped += len(presignatures)
+            presignatures.clear()
+        return dropped
+
     def sizes(self) -> dict[str, int]:
         return {
             "frost_commitments": sum(len(q) for q in self._frost.values()),

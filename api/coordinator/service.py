@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from api import audit, idempotency, metrics, webhooks
 from api.coordinator import receipts
 from api.coordinator.approvals import ApprovalDesk
+from api.coordinator.ceremonies import Ceremonies
 from api.coordinator.checkpoints import Checkpointer
 from api.coordinator.keys import KeyBook, KeyCeremony
 from api.coordinator.outcomes import Answer, OutcomeWriter
@@ -128,6 +129,9 @@ class Coordinator:
             settings, self.registry, self.relay, self.keys, self.activity, self.spawn
         )
         self.registry.restart_listeners.append(self.pools.forget_party)
+        self.ceremonies = Ceremonies(
+            db, self.registry, self.relay, self.keys, self.pools, settings.round_timeout
+        )
         self.signers = signers_by_scheme(self.registry, self.pools, settings.round_timeout)
         self.outcomes = OutcomeWriter(db)
         self.approvals = ApprovalDesk(db, self.governance)
@@ -143,6 +147,7 @@ class Coordinator:
         self.registry.load()
         if background:
             self._loop_task = asyncio.create_task(self._background())
+            self.spawn(self.ceremonies.recover())  # interrupted key ceremonies
 
     async def stop(self) -> None:
         if self._loop_task:

@@ -1,14 +1,17 @@
 """One FastAPI router per resource: ``ops`` (health, readiness), ``nodes``, ``keys``,
 ``sign_requests``, ``approvals`` (a sign request's approvals and rejections), ``audit``,
-``governance``, ``policy`` (dry run, shadow mode), ``metrics`` (Prometheus, auditor
-credential). Routes validate, authorise (:mod:`api.deps`), call the
-coordinator or the repository, and serialise (:mod:`api.serializers`); no SQL here."""
+``governance``, ``ceremonies`` (key refresh and ceremony records), ``policy`` (dry run,
+shadow mode), ``metrics`` (Prometheus, auditor credential). Routes validate, authorise
+(:mod:`api.deps`), call the coordinator or the repository, and serialise
+(:mod:`api.serializers`); no SQL here."""
 
 from api.routes import (
     approvals,
     audit,
+    ceremonies,
     credentials,
     governance,
+    hd,
     keys,
     metrics,
     nodes,
@@ -23,6 +26,8 @@ ROUTERS = (
     governance.router,
     nodes.router,
     keys.router,
+    ceremonies.router,
+    hd.router,
     sign_requests.router,
     approvals.router,
     audit.router,

@@ -23,6 +23,17 @@ MAY_IMPORT = {
     "specs": {"errors", "shares"},
     "ecdsa": {"errors", "shares", "specs"},
     "protocols": {"ecdsa", "errors", "shares", "specs"},
+    "ceremonies": {
+        "anchor",
+        "ecdsa",
+        "errors",
+        "faults",
+        "logs",
+        "protocols",
+        "shares",
+        "specs",
+        "vault",
+    },
     "sessions": {
         "anchor",
         "envelope",

@@ -1,0 +1,384 @@
+"""Key ceremonies on an active key: proactive refresh over the nodes, commit when all done.
+
+:meth:`Ceremonies.refresh` runs one ``refresh`` session (docs/NODE_API.md) among **every**
+member of the key's committee through the :class:`SessionRelay`, then:
+
+1. checks that every party reports the same outcome (same public key as the key's, same
+   new verifying shares, same share version) and that each party's done statement
+   (:func:`custody.ceremonies.done_statement`) is signed by that party's identity key as
+   enrolled (:func:`custody.ceremonies.verify_transcript`); a party that disagrees, or
+   whose signature fails, is named and nothing is committed;
+2. records the ceremony as ``committing`` with its transcript (outcome + every party's
+   signature), durably, **before** any node switches;
+3. sends ``POST /v1/keys/{id}/commit`` with the signatures to every node (each node checks
+   them itself), and once every node answered ``committed``, stores the key's new verifying
+   shares, drops what the pools held for it and records the ceremony ``done`` (audited).
+
+A refresh that fails before step 2 leaves every node on its active share (nodes keep the
+new one only as pending). A commit that does not reach every node (a node down, the
+coordinator killed) leaves the ceremony ``committing``: :meth:`Ceremonies.resume` (``POST
+/v1/ceremonies/{id}/resume``) sends the commits again; nodes that switched already answer
+``committed`` (idempotent). Until then the old committee members that did not switch still
+sign with the old share, and signing sets that mix versions fail naming the stale party.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from sqlalchemy import select
+
+from api import audit, crypto
+from api.coordinator.keys import KeyBook
+from api.coordinator.pools import Pools
+from api.coordinator.registry import NodeRegistry
+from api.coordinator.relay import SessionRelay
+from api.coordinator.types import KeyInfo, SessionFailed, problem_doc
+from api.db import Ceremony, Database, Key, utcnow
+from api.problems import Problem
+from custody.ceremonies import OUTCOME_FIELDS, verify_transcript
+from custody.domain import SessionKind, new_id
+
+log = logging.getLogger("api.coordinator")
+
+__all__ = ["Ceremonies", "ceremony_out"]
+
+RECOVER_TRIES = 30  # commits of interrupted ceremonies, at coordinator start
+RECOVER_PAUSE = 1.0  # seconds between those tries
+
+
+def ceremony_out(row: Ceremony) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "key_id": row.key_id,
+        "status": row.status,
+        "session_id": row.session_id,
+        "share_version": row.share_version,
+        "participants": row.participants,
+        "transcript": row.transcript,
+        "progress": row.progress or [],
+        "error": row.error,
+        "created_by": row.created_by,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+class Ceremonies:
+    """Runs and records key ceremonies (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        registry: NodeRegistry,
+        relay: SessionRelay,
+        keys: KeyBook,
+        pools: Pools,
+        timeout: float,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.relay = relay
+        self.keys = keys
+        self.pools = pools
+        self.timeout = timeout
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- reading ---------------------------------------------------------------------------
+    def get(self, ceremony_id: str) -> dict[str, Any]:
+        with self.db.session() as s:
+            row = s.scalar(select(Ceremony).where(Ceremony.id == ceremony_id))
+            if row is None:
+                raise Problem(404, "not-found", "Not found", f"no ceremony {ceremony_id!r}")
+            return ceremony_out(row)
+
+    # -- refresh ---------------------------------------------------------------------------
+    async def refresh(self, key_id: str, principal: str) -> dict[str, Any]:
+        """Refresh ``key_id``'s shares on every committee member; the ceremony record."""
+        key = self.keys.get(key_id)
+        lock = self._locks.setdefault(key_id, asyncio.Lock())
+        if lock.locked():
+            raise Problem(
+                409, "ceremony-running", "Ceremony running", f"key {key_id!r} has one running"
+            )
+        async with lock:
+            if busy := await asyncio.to_thread(self._unfinished, key_id):
+                raise Problem(
+                    409,
+                    "ceremony-unfinished",
+                    "Ceremony unfinished",
+                    f"ceremony {busy} of key {key_id!r} is committing: resume it first",
+                    ceremony_id=busy,
+                )
+            nodes = [self.registry.nodes[n] for n in key.nodes]
+            down = [n.id for n in nodes if not n.eligible]
+            if down:
+                raise Problem(
+                    503,
+                    "nodes-unavailable",
+                    "Nodes unavailable",
+                    f"a refresh needs every share holder; not healthy: {down}",
+                )
+            kind: SessionKind = "refresh"
+            body: dict[str, Any] = {
+                "session_id": secrets.token_hex(32),
+                "kind": kind,
+                "key_id": key_id,
+                "scheme": key.scheme,
+                "threshold": key.threshold,
+                "participants": sorted(n.party_id for n in nodes),
+            }
+            cid = new_id("cer")
+            await asyncio.to_thread(self._create, cid, key, body, principal)
+            try:
+                results = await self.relay.run(nodes, body)
+                outcome, shares, sigs = self._agree(key, body, results)
+            except SessionFailed as e:
+                error = problem_doc(
+                    "ceremony-failed",
+                    "Refresh failed",
+                    e.detail,
+                    culprits=sorted({c for c, _ in e.blame}),
+                    blamed=[self.registry.blame_entry(c, r) for c, r in e.blame],
+                )
+                await asyncio.to_thread(self._fail, cid, error)
+                return await asyncio.to_thread(self.get, cid)
+            except Exception as e:  # never leave a ceremony running forever
+                log.exception("refresh crashed", extra={"key_id": key_id})
+                error = problem_doc(
+                    "ceremony-failed", "Refresh failed", type(e).__name__, status=500
+                )
+                await asyncio.to_thread(self._fail, cid, error)
+                return await asyncio.to_thread(self.get, cid)
+            transcript = {"outcome": outcome, "signatures": sigs, "verifying_shares": shares}
+            await asyncio.to_thread(self._committing, cid, outcome["share_version"], transcript)
+            await self._commit_all(cid)
+            return await asyncio.to_thread(self.get, cid)
+
+    async def resume(self, ceremony_id: str) -> dict[str, Any]:
+        """Send the commits of a ``committing`` ceremony again (see the module docstring)."""
+        cer = await asyncio.to_thread(self.get, ceremony_id)
+        if cer["status"] != "committing":
+            raise Problem(
+                409, "ceremony-not-committing", "Nothing to resume", f"ceremony is {cer['status']}"
+            )
+        async with self._locks.setdefault(cer["key_id"], asyncio.Lock()):
+            await self._commit_all(ceremony_id)
+        return await asyncio.to_thread(self.get, ceremony_id)
+
+    async def recover(self) -> None:
+        """At coordinator start: a ceremony left ``running`` by a restart failed (the nodes'
+        sessions lived in their memory; their active shares are untouched); one left
+        ``committing`` is resumed (rolled forward: every node already signed done)."""
+        running, committing = await asyncio.to_thread(self._interrupted)
+        for cid in running:
+            error = problem_doc(
+                "ceremony-failed",
+                "Refresh interrupted",
+                "the coordinator restarted before every party reported done; no share changed",
+            )
+            await asyncio.to_thread(self._fail, cid, error)
+        for _ in range(RECOVER_TRIES):  # nodes may not answer yet right after a start
+            left = []
+            for cid in committing:
+                try:
+                    if (await self.resume(cid))["status"] == "committing":
+                        left.append(cid)
+                except Exception:  # `custody ceremony resume` later
+                    log.exception("ceremony resume failed", extra={"ceremony_id": cid})
+            if not left:
+                return
+            committing = left
+            await asyncio.sleep(RECOVER_PAUSE)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _agree(
+        self, key: KeyInfo, body: dict[str, Any], results: dict[int, Any]
+    ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+        """One outcome from every party, the key's public key, each party's signature."""
+        parsed: dict[int, tuple[dict[str, Any], dict[str, str]]] = {}
+        sigs: dict[str, str] = {}
+        for p, r in results.items():
+            try:
+                outcome = {f: r["outcome"][f] for f in OUTCOME_FIELDS}
+                vs = {str(k): str(v) for k, v in dict(r["verifying_shares"]).items()}
+                crypto.check_public_key(key.scheme, str(r["public_key"]), vs, key.threshold)
+                sigs[str(p)] = str(r["signature"])
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise SessionFailed(
+                    f"party {p} gave a malformed refresh result", [(p, f"garbage: {e}")]
+                ) from None
+            if (
+                outcome["public_key"] != key.public_key
+                or r["public_key"] != key.public_key
+                or outcome["session_id"] != body["session_id"]
+                or outcome["key_id"] != key.id
+                or outcome["participants"] != body["participants"]
+                or outcome["threshold"] != key.threshold
+            ):
+                raise SessionFailed(
+                    f"party {p} reports a refresh outcome for another key or ceremony",
+                    [(p, "wrong refresh outcome")],
+                )
+            parsed[p] = (outcome, vs)
+        groups: dict[str, list[int]] = {}
+        for p, (o, vs) in parsed.items():
+            groups.setdefault(repr((sorted(o.items()), sorted(vs.items()))), []).append(p)
+        if len(groups) != 1:
+            ordered = sorted(groups.values(), key=len)
+            minority = [p for g in ordered[:-1] for p in g]
+            raise SessionFailed(
+                "parties disagree on the refresh outcome",
+                [(p, "inconsistent refresh outcome") for p in minority],
+            )
+        outcome, vs = next(iter(parsed.values()))
+        pks = {
+            n.party_id: bytes.fromhex(n.sign_pk)
+            for nid in key.nodes
+            if (n := self.registry.nodes[nid]) is not None
+        }
+        bad = verify_transcript(outcome, sigs, pks)
+        if bad:
+            raise SessionFailed(
+                f"parties {bad} did not sign the refresh outcome with their identity key",
+                [(p, "bad done-statement signature") for p in bad],
+            )
+        return outcome, vs, sigs
+
+    async def _commit_all(self, cid: str) -> None:
+        cer = await asyncio.to_thread(self.get, cid)
+        key_id = cer["key_id"]
+        body = {"session_id": cer["session_id"], "signatures": cer["transcript"]["signatures"]}
+        parties = cer["participants"]
+        nodes = [n for p in parties if (n := self.registry.by_party(p)) is not None]
+        res = await asyncio.gather(
+            *(
+                asyncio.wait_for(
+                    self.registry.caller.call(n, "POST", f"/v1/keys/{key_id}/commit", body),
+                    self.timeout,
+                )
+                for n in nodes
+            ),
+            return_exceptions=True,
+        )
+        progress = []
+        pending = []
+        for n, r in zip(nodes, res, strict=True):
+            ok = isinstance(r, dict) and r.get("status") == "committed"
+            progress.append(
+                {
+                    "party_id": n.party_id,
+                    "node_id": n.id,
+                    "step": "commit",
+                    "ok": ok,
+                    **({} if ok else {"detail": f"{type(r).__name__}: {r}"[:300]}),
+                }
+            )
+            if not ok:
+                pending.append(n.party_id)
+        await asyncio.to_thread(self._progress, cid, progress)
+        if pending:
+            log.warning("refresh commit incomplete", extra={"key_id": key_id, "parties": pending})
+            return
+        await asyncio.to_thread(self._done, cid)
+        self.keys.forget(key_id)
+        self.pools.forget_key(key_id)
+
+    # -- records ---------------------------------------------------------------------------
+    def _interrupted(self) -> tuple[list[str], list[str]]:
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Ceremony.id, Ceremony.status).where(
+                    Ceremony.status.in_(("running", "committing"))
+                )
+            ).all()
+        return [r.id for r in rows if r.status == "running"], [
+            r.id for r in rows if r.status == "committing"
+        ]
+
+    def _unfinished(self, key_id: str) -> str | None:
+        with self.db.session() as s:
+            return s.scalar(
+                select(Ceremony.id).where(
+                    Ceremony.key_id == key_id, Ceremony.status == "committing"
+                )
+            )
+
+    def _create(self, cid: str, key: KeyInfo, body: dict[str, Any], principal: str) -> None:
+        with self.db.session() as s:
+            s.add(
+                Ceremony(
+                    id=cid,
+                    kind=body["kind"],
+                    key_id=key.id,
+                    status="running",
+                    session_id=body["session_id"],
+                    participants=body["participants"],
+                    created_by=principal,
+                )
+            )
+            audit.append(
+                s,
+                principal,
+                "ceremony.started",
+                key.id,
+                {"ceremony_id": cid, "kind": body["kind"], "participants": body["participants"]},
+            )
+            s.commit()
+
+    def _fail(self, cid: str, error: dict[str, Any]) -> None:
+        with self.db.session() as s:
+            row = s.scalar(select(Ceremony).where(Ceremony.id == cid))
+            assert row is not None
+            row.status, row.error, row.updated_at = "failed", error, utcnow()
+            audit.append(
+                s,
+                "coordinator",
+                "ceremony.failed",
+                row.key_id,
+                {"ceremony_id": cid, "error": error},
+            )
+            s.commit()
+
+    def _committing(self, cid: str, version: int, transcript: dict[str, Any]) -> None:
+        with self.db.session() as s:
+            row = s.scalar(select(Ceremony).where(Ceremony.id == cid))
+            assert row is not None
+            row.status, row.share_version, row.transcript = "committing", version, transcript
+            row.updated_at = utcnow()
+            s.commit()
+
+    def _progress(self, cid: str, progress: list[dict[str, Any]]) -> None:
+        with self.db.session() as s:
+            row = s.scalar(select(Ceremony).where(Ceremony.id == cid))
+            assert row is not None
+            row.progress = [*(row.progress or []), *progress]
+            row.updated_at = utcnow()
+            s.commit()
+
+    def _done(self, cid: str) -> None:
+        with self.db.session() as s:
+            row = s.scalar(select(Ceremony).where(Ceremony.id == cid))
+            assert row is not None and row.transcript is not None
+            key = s.scalar(select(Key).where(Key.id == row.key_id))
+            assert key is not None
+            key.verifying_shares = row.transcript["verifying_shares"]
+            key.updated_at = utcnow()
+            row.status, row.updated_at = "done", utcnow()
+            audit.append(
+                s,
+                "coordinator",
+                "key.refreshed",
+                row.key_id,
+                {
+                    "ceremony_id": cid,
+                    "share_version": row.share_version,
+                    "public_key": key.public_key,
+                    "participants": row.participants,
+                },
+            )
+            s.commit()

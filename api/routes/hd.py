@@ -1,0 +1,33 @@
+"""HD derivation of a key's public side: ``GET /v1/keys/{id}/derive?path=m/0/1`` and
+``GET /v1/keys/{id}/xpub`` (:mod:`api.coordinator.hd`; public values only)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.auth import AUTH_ERRORS
+from api.coordinator import hd
+from api.deps import CoordinatorDep, Reader
+from api.problems import problem_responses
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+@router.get("/{key_id}/derive", responses=problem_responses(*AUTH_ERRORS, 404, 409, 422))
+async def derive_key(
+    key_id: str,
+    c: CoordinatorDep,
+    _: Reader,
+    path: Annotated[str, Query(min_length=1, max_length=200, description="e.g. m/0/1")],
+) -> dict[str, Any]:
+    """The child key at ``path`` (non-hardened steps only; a hardened one is refused with
+    422 ``hardened-derivation``): public key, addresses, and an xpub for secp256k1 keys."""
+    return hd.derive(c.keys.get(key_id), path)
+
+
+@router.get("/{key_id}/xpub", responses=problem_responses(*AUTH_ERRORS, 404, 409, 422))
+async def key_xpub(key_id: str, c: CoordinatorDep, _: Reader) -> dict[str, Any]:
+    """The key's BIP-32 extended public key (secp256k1 keys)."""
+    return hd.xpub(c.keys.get(key_id))
