@@ -235,6 +235,135 @@ EXAMPLES: dict[str, Any] = {
     },
 }
 
+# -- key labels, credentials, webhooks, ceremonies, HD derivation
+CRED = {
+    "id": "cred_4b1e9c2a7d0f3e6a8b5c",
+    "role": "requester",
+    "principal": "payments-bot",
+    "label": "payments service, prod",
+    "scope": {"keys": [], "wallets": ["hot"]},
+    "revoked": False,
+    "created_at": T,
+    "rotated_at": None,
+}
+WEBHOOK = {
+    "id": "wh_7c3d1a9e5b2f4c8d0e6a",
+    "url": "https://hooks.example.com/custody",
+    "event_types": ["sign_request.signed", "sign_request.failed"],
+    "description": "wallet backend",
+    "enabled": True,
+    "created_at": T,
+    "updated_at": T,
+}
+DELIVERY = {
+    "id": 17,
+    "message_id": "msg_2f8e6c4a0b1d3f5e7a9c8b6d4f2e0a1c",
+    "event_type": "sign_request.signed",
+    "status": "delivered",
+    "attempts": 2,
+    "next_attempt_at": None,
+    "last_status_code": 204,
+    "last_error": None,
+    "log": [
+        {"at": T, "status_code": 503, "error": None, "ms": 41.7},
+        {"at": T2, "status_code": 204, "error": None, "ms": 12.3},
+    ],
+    "created_at": T,
+    "updated_at": T2,
+}
+EXAMPLES.update(
+    {
+        "KeyUpdate": {"label": "treasury hot wallet", "metadata": {"team": "treasury"}},
+        "CredentialCreate": {
+            "role": "requester",
+            "principal": "payments-bot",
+            "label": "payments service, prod",
+            "scope": {"keys": [], "wallets": ["hot"]},
+        },
+        "CredentialScopeSet": {"scope": {"keys": [KEY], "wallets": ["hot"]}},
+        "CredentialOut": CRED,
+        "CredentialIssued": {**CRED, "token": "tpwc_Q2hhbmdlTWVJbkEtcmVhbC10b2tlbi1leGFtcGxl"},
+        "CredentialList": {"items": [CRED], "next_cursor": None},
+        "WebhookCreate": {
+            "url": "https://hooks.example.com/custody",
+            "event_types": ["sign_request.signed", "sign_request.failed"],
+            "description": "wallet backend",
+        },
+        "WebhookUpdate": {"event_types": ["*"], "enabled": True},
+        "WebhookOut": WEBHOOK,
+        "WebhookCreated": {**WEBHOOK, "secret": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"},
+        "WebhookList": {"items": [WEBHOOK], "next_cursor": None},
+        "WebhookDeliveryOut": DELIVERY,
+        "WebhookDeliveryList": {"items": [DELIVERY], "next_cursor": None},
+    }
+)
+
+# Answers of routes that return plain JSON objects (no response model): shown on their
+# operation by ``api.routes`` (``responses=``), not validated against a model.
+CEREMONY = {
+    "id": "cer_5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b",
+    "kind": "refresh",
+    "key_id": KEY,
+    "status": "done",
+    "session_id": "6b" * 32,
+    "share_version": 2,
+    "participants": [1, 2, 3],
+    "transcript": {
+        "outcome": {
+            "ceremony": "refresh",
+            "session_id": "6b" * 32,
+            "key_id": KEY,
+            "scheme": "ed25519",
+            "threshold": 2,
+            "participants": [1, 2, 3],
+            "share_version": 2,
+            "public_key": PK,
+            "public_package": "a7" * 16,
+        },
+        "signatures": {"1": "e1" * 64, "2": "e2" * 64, "3": "e3" * 64},
+        "verifying_shares": {"1": "d1" * 32, "2": "d2" * 32, "3": "d3" * 32},
+    },
+    "progress": [
+        {"party_id": 1, "node_id": "node-1", "step": "commit", "ok": True},
+        {"party_id": 2, "node_id": "node-2", "step": "commit", "ok": True},
+        {"party_id": 3, "node_id": "node-3", "step": "commit", "ok": True},
+    ],
+    "error": None,
+    "created_by": "cred_4b1e9c2a7d0f3e6a8b5c",
+    "created_at": T,
+    "updated_at": T2,
+}
+XPUB = (
+    "xpub661MyMwAqRbcFtXgS5sYJABqqG9YLmC4Q1Rdap9gSE8NqtwybGhePY2gZ29ESFjqJoCu1Rupje8YtGqsefD"
+    "265TMg7usUDFdp6W1EGMcet8"
+)
+ROUTE_EXAMPLES: dict[str, Any] = {
+    "Ceremony": CEREMONY,
+    "DerivedKey": {
+        "key_id": KEY,
+        "scheme": "ecdsa-secp256k1",
+        "path": "m/0/1",
+        "public_key": "02" + "4f" * 32,
+        "addresses": {"ethereum": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"},
+        "xpub": XPUB,
+    },
+    "KeyXpub": {
+        "key_id": KEY,
+        "scheme": "ecdsa-secp256k1",
+        "xpub": XPUB,
+        "chain_code": "87" * 32,
+    },
+}
+
+
+def response(name: str, description: str) -> dict[str, Any]:
+    """A ``responses=`` entry showing ``ROUTE_EXAMPLES[name]`` as the JSON answer."""
+    return {
+        "description": description,
+        "content": {"application/json": {"example": ROUTE_EXAMPLES[name]}},
+    }
+
+
 EXAMPLES["ProblemTypeList"] = {"items": [EXAMPLES["ProblemTypeOut"]]}
 
 

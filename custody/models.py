@@ -642,7 +642,7 @@ class KeyUpdate(BaseModel):
     """``PATCH /v1/keys/{id}``: the members given replace the key's; ``label: null``
     removes the label, ``metadata`` replaces all tags (``{}`` removes them)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("KeyUpdate"))
     label: KeyLabel | None = None
     metadata: KeyMetadata | None = None
 
@@ -661,19 +661,7 @@ class CredentialCreate(BaseModel):
     """A new credential: its role, the principal it belongs to (default: its own id), a
     label, and optionally a scope."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "role": "requester",
-                    "principal": "payments-bot",
-                    "label": "payments service, prod",
-                    "scope": {"keys": [], "wallets": ["hot"]},
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("CredentialCreate"))
     role: Role
     principal: Id | None = None
     label: str = Field(default="", max_length=100)
@@ -683,12 +671,14 @@ class CredentialCreate(BaseModel):
 class CredentialScopeSet(BaseModel):
     """Set a credential's scope; ``null`` lifts it (every key)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("CredentialScopeSet"))
     scope: CredentialScope | None
 
 
 class CredentialOut(BaseModel):
     """A credential as listed: never its token, nor the token's hash."""
+
+    model_config = ConfigDict(json_schema_extra=examples.of("CredentialOut"))
 
     id: str
     role: str
@@ -703,11 +693,13 @@ class CredentialOut(BaseModel):
 class CredentialIssued(CredentialOut):
     """A created or rotated credential with its bearer token: shown this once only."""
 
+    model_config = ConfigDict(json_schema_extra=examples.of("CredentialIssued"))
+
     token: str
 
 
 class CredentialList(Page[CredentialOut]):
-    pass
+    model_config = ConfigDict(json_schema_extra=examples.of("CredentialList"))
 
 
 # -- webhooks (/v1/webhooks, admin) -----------------------------------------------------------
@@ -715,18 +707,7 @@ class WebhookCreate(BaseModel):
     """A subscription: Standard Webhooks POSTs to ``url`` for each event of ``event_types``
     (``["*"]``: all of them)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "url": "https://hooks.example.com/custody",
-                    "event_types": ["sign_request.signed", "sign_request.failed"],
-                    "description": "wallet backend",
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("WebhookCreate"))
     url: str = Field(min_length=1, max_length=2000)
     event_types: list[str] = Field(min_length=1, max_length=32)
     description: str = Field(default="", max_length=200)
@@ -735,7 +716,7 @@ class WebhookCreate(BaseModel):
 class WebhookUpdate(BaseModel):
     """Change a subscription: any member given replaces the stored one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("WebhookUpdate"))
     url: str | None = Field(default=None, min_length=1, max_length=2000)
     event_types: list[str] | None = Field(default=None, min_length=1, max_length=32)
     description: str | None = Field(default=None, max_length=200)
@@ -744,6 +725,8 @@ class WebhookUpdate(BaseModel):
 
 class WebhookOut(BaseModel):
     """A subscription, never its secret (shown once, at creation)."""
+
+    model_config = ConfigDict(json_schema_extra=examples.of("WebhookOut"))
 
     id: str
     url: str
@@ -758,11 +741,13 @@ class WebhookCreated(WebhookOut):
     """A created subscription with its signing secret (``whsec_...``): shown this once;
     give it to ``standardwebhooks.Webhook(secret).verify``."""
 
+    model_config = ConfigDict(json_schema_extra=examples.of("WebhookCreated"))
+
     secret: str
 
 
 class WebhookList(Page[WebhookOut]):
-    pass
+    model_config = ConfigDict(json_schema_extra=examples.of("WebhookList"))
 
 
 class WebhookAttempt(BaseModel):
@@ -775,6 +760,8 @@ class WebhookAttempt(BaseModel):
 class WebhookDeliveryOut(BaseModel):
     """One message to one webhook: ``message_id`` is the ``webhook-id`` header (the same
     on every attempt and redelivery, for de-duplication)."""
+
+    model_config = ConfigDict(json_schema_extra=examples.of("WebhookDeliveryOut"))
 
     id: int
     message_id: str
@@ -790,7 +777,7 @@ class WebhookDeliveryOut(BaseModel):
 
 
 class WebhookDeliveryList(Page[WebhookDeliveryOut]):
-    pass
+    model_config = ConfigDict(json_schema_extra=examples.of("WebhookDeliveryList"))
 
 
 # -- the problem types' catalogue (GET /problems) --------------------------------------------

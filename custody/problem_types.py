@@ -115,6 +115,31 @@ _ENTRIES = [
         F.FORBIDDEN,
         "The credential's role may not call this operation (detail names the roles that may).",
     ),
+    ProblemType(
+        "credential-out-of-scope",
+        403,
+        "Key outside the credential's scope",
+        F.FORBIDDEN,
+        "The credential is scoped to some keys and wallets (`PUT /v1/credentials/{id}/scope`) "
+        "and the key named (`key_id` member) is neither one of its keys nor in one of its "
+        "wallets of the active policy. Use another credential or widen its scope.",
+    ),
+    ProblemType(
+        "credential-revoked",
+        409,
+        "Credential revoked",
+        F.CONFLICT,
+        "The credential was revoked: its scope cannot be set nor its token rotated. Create a "
+        "new credential instead.",
+    ),
+    ProblemType(
+        "last-admin",
+        409,
+        "Last admin credential",
+        F.CONFLICT,
+        "Revoking this credential would leave no active admin credential: create another "
+        "admin credential first.",
+    ),
     # -- policy and approvals
     ProblemType(
         "policy-denied",
@@ -382,6 +407,48 @@ _ENTRIES = [
         "A shadow policy must be an unsigned draft; a signed version is installed with "
         "`PUT /v1/governance`.",
     ),
+    ProblemType(
+        "webhook-url-refused",
+        422,
+        "Webhook URL refused",
+        F.VALIDATION,
+        "A webhook `url` must be an `http://` or `https://` URL with a host, no credentials in "
+        "it, whose host resolves, and only to unicast addresses that are not link-local or "
+        "cloud metadata (nor loopback, unless the coordinator allows it); detail says why.",
+    ),
+    ProblemType(
+        "unknown-event-type",
+        422,
+        "Unknown event type",
+        F.VALIDATION,
+        "A webhook's `event_types` names an event type the coordinator does not emit; detail "
+        "lists the known ones (`*`: all of them).",
+    ),
+    ProblemType(
+        "invalid-path",
+        422,
+        "Invalid derivation path",
+        F.VALIDATION,
+        "The `path` of `GET /v1/keys/{id}/derive` is not a BIP-32 style path such as `m/0/1` "
+        "(32-bit indices, at most 255 steps).",
+    ),
+    ProblemType(
+        "hardened-derivation",
+        422,
+        "Hardened derivation refused",
+        F.VALIDATION,
+        "The derivation `path` has a hardened step (marked `'`, `h` or `H`, or an index of "
+        "2^31 or more): that needs the whole parent "
+        "private key, which never exists in threshold custody. Use non-hardened steps only.",
+    ),
+    ProblemType(
+        "no-xpub",
+        422,
+        "No extended public key",
+        F.VALIDATION,
+        "BIP-32 `xpub` serialization exists for secp256k1 keys (ecdsa-secp256k1, bip340) only; "
+        "an ed25519 key derives children by `GET /v1/keys/{id}/derive` but has no xpub.",
+    ),
     # -- idempotency
     ProblemType(
         "idempotency-mismatch",
@@ -519,6 +586,39 @@ _ENTRIES = [
         F.UNAVAILABLE,
         "No node co-signed the audit head; the checkpoint was not stored.",
     ),
+    ProblemType(
+        "webhook-disabled",
+        409,
+        "Webhook disabled",
+        F.CONFLICT,
+        "A test event cannot be sent to a disabled webhook: enable it first "
+        "(`PATCH /v1/webhooks/{id}` with `enabled: true`).",
+    ),
+    # -- key ceremonies (proactive refresh)
+    ProblemType(
+        "ceremony-running",
+        409,
+        "Ceremony running",
+        F.CONFLICT,
+        "A refresh of this key is already running on this coordinator: wait for it "
+        "(`GET /v1/ceremonies/{id}`) instead of starting another.",
+    ),
+    ProblemType(
+        "ceremony-unfinished",
+        409,
+        "Ceremony unfinished",
+        F.CONFLICT,
+        "An earlier refresh of this key is still `committing` (some node has not switched to "
+        "the new shares): `POST /v1/ceremonies/{id}/resume` it (`ceremony_id` member) first.",
+    ),
+    ProblemType(
+        "ceremony-not-committing",
+        409,
+        "Nothing to resume",
+        F.CONFLICT,
+        "Only a `committing` ceremony can be resumed; this one is `done`, `failed` or still "
+        "`running`.",
+    ),
     # -- availability
     ProblemType(
         "nodes-unavailable",
@@ -568,6 +668,16 @@ _ENTRIES = [
         F.FAILED,
         "The signing round failed (too few healthy nodes, or a culprit named in `blamed`). "
         "Stored as the sign request's `error`.",
+    ),
+    ProblemType(
+        "ceremony-failed",
+        409,
+        "Ceremony failed",
+        F.FAILED,
+        "The refresh did not complete before any node switched shares (a party failed, "
+        "disagreed on the outcome or did not sign it; `culprits`/`blamed` name it, or the "
+        "coordinator restarted mid-way): the key keeps its active shares and still signs. "
+        "Stored as the ceremony's `error`; start a new refresh once the culprit is fixed.",
     ),
     ProblemType(
         "audit-failed",

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from api.auth import AUTH_ERRORS
 from api.deps import Admin, CoordinatorDep, Reader
 from api.problems import Problem, problem_responses
+from custody.examples import response
 
 router = APIRouter(tags=["ceremonies"])
 
@@ -34,7 +35,7 @@ def _answer(cer: dict[str, Any]) -> JSONResponse:
 @router.post(
     "/v1/keys/{key_id}/refresh",
     responses={
-        200: {"description": "Refreshed: every node switched to the new shares"},
+        200: response("Ceremony", "Refreshed: every node switched to the new shares"),
         202: {"description": "Committing: some node has not switched yet (resume it)"},
         **problem_responses(*AUTH_ERRORS, 404, 409, 503),
     },
@@ -46,7 +47,13 @@ async def refresh_key(key_id: str, c: CoordinatorDep, p: Admin) -> JSONResponse:
     return _answer(await c.ceremonies.refresh(key_id, p.credential_id))
 
 
-@router.get("/v1/ceremonies/{ceremony_id}", responses=problem_responses(*AUTH_ERRORS, 404))
+@router.get(
+    "/v1/ceremonies/{ceremony_id}",
+    responses={
+        200: response("Ceremony", "The ceremony record"),
+        **problem_responses(*AUTH_ERRORS, 404),
+    },
+)
 async def get_ceremony(ceremony_id: str, c: CoordinatorDep, _: Reader) -> dict[str, Any]:
     """The ceremony, its per-party progress and its transcript (the outcome every node
     signed with its identity key, and each signature)."""
@@ -56,7 +63,7 @@ async def get_ceremony(ceremony_id: str, c: CoordinatorDep, _: Reader) -> dict[s
 @router.post(
     "/v1/ceremonies/{ceremony_id}/resume",
     responses={
-        200: {"description": "Committed on every node"},
+        200: response("Ceremony", "Committed on every node"),
         202: {"description": "Still committing"},
         **problem_responses(*AUTH_ERRORS, 404, 409),
     },

@@ -11,11 +11,18 @@ from api.auth import AUTH_ERRORS
 from api.coordinator import hd
 from api.deps import CoordinatorDep, Reader
 from api.problems import problem_responses
+from custody.examples import response
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
-@router.get("/{key_id}/derive", responses=problem_responses(*AUTH_ERRORS, 404, 409, 422))
+@router.get(
+    "/{key_id}/derive",
+    responses={
+        200: response("DerivedKey", "The child key's public side"),
+        **problem_responses(*AUTH_ERRORS, 404, 409, 422),
+    },
+)
 async def derive_key(
     key_id: str,
     c: CoordinatorDep,
@@ -27,7 +34,13 @@ async def derive_key(
     return hd.derive(c.keys.get(key_id), path)
 
 
-@router.get("/{key_id}/xpub", responses=problem_responses(*AUTH_ERRORS, 404, 409, 422))
+@router.get(
+    "/{key_id}/xpub",
+    responses={
+        200: response("KeyXpub", "The key's extended public key"),
+        **problem_responses(*AUTH_ERRORS, 404, 409, 422),
+    },
+)
 async def key_xpub(key_id: str, c: CoordinatorDep, _: Reader) -> dict[str, Any]:
     """The key's BIP-32 extended public key (secp256k1 keys)."""
     return hd.xpub(c.keys.get(key_id))

@@ -218,6 +218,9 @@ def denying_api(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_problem_families_map_to_exception_classes(denying_api) -> None:  # noqa: ANN001
+    from custody.cluster import ETH_LIMIT
+    from tests.api.test_approvals import unsigned_tx
+
     api = denying_api
     kid = api.add_key("ed25519")
 
@@ -241,9 +244,15 @@ def test_problem_families_map_to_exception_classes(denying_api) -> None:  # noqa
         with pytest.raises(sdk.ValidationFailed) as invalid:
             c.sign(kid, "zz")  # not hex
         assert invalid.value.status == 422 and invalid.value.errors
-        c.sign(kid, kind="message", payload={"message": "0x01"}, idempotency_key="k1", wait=False)
+        # Only a 2xx answer keeps its Idempotency-Key (a failed signing releases it, and
+        # this app has no nodes): an evm-tx over the limit parks for approvals (202, kept).
+        eth = api.add_key("ecdsa-secp256k1")
+        big = {"tx": unsigned_tx(2 * ETH_LIMIT)}
+        parked = c.sign(eth, kind="evm-tx", payload=big, idempotency_key="k1", wait=False)
+        assert parked.status == "pending_approval"
         with pytest.raises(sdk.ValidationFailed) as reused:
-            c.sign(kid, kind="message", payload={"message": "0x02"}, idempotency_key="k1")
+            other = {"tx": unsigned_tx(3 * ETH_LIMIT)}
+            c.sign(eth, kind="evm-tx", payload=other, idempotency_key="k1")
         assert reused.value.slug == "idempotency-mismatch"
     with client("") as c, pytest.raises(sdk.Unauthorized):
         c.get_key(kid)
