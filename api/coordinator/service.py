@@ -19,7 +19,6 @@ import structlog
 from sqlalchemy import select, update
 
 from api import audit, idempotency, metrics, webhooks
-from api.coordinator import receipts
 from api.coordinator.approvals import ApprovalDesk
 from api.coordinator.ceremonies import Ceremonies
 from api.coordinator.checkpoints import Checkpointer
@@ -27,6 +26,7 @@ from api.coordinator.keys import KeyBook, KeyCeremony
 from api.coordinator.outcomes import Answer, OutcomeWriter
 from api.coordinator.pools import Pools
 from api.coordinator.psbt import request_message
+from api.coordinator.receipts import assemble as assemble_receipt
 from api.coordinator.registry import NodeRegistry
 from api.coordinator.relay import SessionRelay
 from api.coordinator.signers import signers_by_scheme
@@ -250,7 +250,7 @@ class Coordinator:
                     answer,
                     request_digest=digest,
                     attempted=attempted,
-                    receipt=None if result is None else receipts.assemble(key, body, result),
+                    receipt=None if result is None else assemble_receipt(key, body, result),
                 )
                 signed = result is not None and stored  # a withheld signature: failed
             finally:

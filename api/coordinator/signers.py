@@ -20,8 +20,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from api import crypto
-from api.coordinator import psbt
 from api.coordinator.pools import Commitment, Pools, Presignature
+from api.coordinator.psbt import KIND as PSBT_KIND
+from api.coordinator.psbt import sign_psbt
 from api.coordinator.registry import NodeRegistry, raise_refusal, receipt_part
 from api.coordinator.types import KeyInfo, SessionFailed, SignResult
 from api.nodes import NodeInfo
@@ -94,8 +95,8 @@ class FrostSigner(_Fan):
     async def sign(
         self, key: KeyInfo, body: dict[str, Any], msg: bytes, excluded: set[int]
     ) -> SignResult:
-        if body.get("kind") == psbt.KIND:  # one signature per input (api.coordinator.psbt)
-            return await psbt.sign_psbt(
+        if body.get("kind") == PSBT_KIND:  # one signature per input (api.coordinator.psbt)
+            return await sign_psbt(
                 self.registry, self.pools, self.timeout, key, body, msg, excluded
             )
         nodes = self.registry.pick(key.nodes, key.threshold, excluded)
