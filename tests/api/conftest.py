@@ -6,10 +6,16 @@ at once, as ``custody up --allow-raw``)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Iterator
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from nacl.signing import SigningKey
@@ -21,7 +27,7 @@ from api.governance import GovernanceStore
 from api.settings import Settings
 from custody import governance as gov
 from custody import policy as pol
-from custody.cluster import APPROVERS, TREASURY, demo_policy
+from custody.cluster import APPROVERS, TREASURY, demo_policy, free_port_block
 from custody.domain import ROLES
 from mpc.groups import SECP256K1
 
@@ -168,3 +174,52 @@ def api(tmp_path: Path) -> Iterator[Api]:
 @pytest.fixture
 def dev_api(tmp_path: Path) -> Iterator[Api]:
     yield from make_api(tmp_path, raw=True)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def init_coordinator(d: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``python -m api init --data-dir d`` in its own process: the bootstrap credentials."""
+    out = subprocess.run(  # noqa: S603 - our own argv
+        [sys.executable, "-m", "api", "init", "--data-dir", str(d)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=None if env is None else dict(env),
+        check=True,
+        timeout=120,
+    )
+    creds: dict[str, str] = json.loads(out.stdout)["credentials"]
+    return creds
+
+
+@contextlib.contextmanager
+def serve_coordinator(d: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """``python -m api serve`` on a free port until healthy (its log beside ``d``); yields
+    its URL and terminates it on the way out."""
+    port = free_port_block(1)
+    log = open(d.parent / "coordinator.log", "wb")  # noqa: SIM115
+    p = subprocess.Popen(  # noqa: S603 - our own argv
+        [sys.executable, "-m", "api", "serve", "--data-dir", str(d), "--port", str(port)],
+        cwd=ROOT,
+        env=None if env is None else dict(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and p.poll() is None, "coordinator did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        p.terminate()
+        p.wait(10)
+        log.close()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,11 +22,9 @@ from sqlalchemy import select
 
 from api.db import AuditEntry, SignRequest
 from api.settings import Settings
-from custody.cluster import free_port_block
-from tests.api.conftest import Api, make_api
+from tests.api.conftest import Api, init_coordinator, make_api, serve_coordinator
 from tests.api.test_auth_problems import assert_problem
 
-ROOT = Path(__file__).resolve().parents[2]
 SR = "/v1/sign-requests"
 
 
@@ -107,41 +103,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
         "CUSTODY_RATE_LIMIT_ADDRESS": ADDRESS,
         "CUSTODY_RATE_LIMIT_AUTH_FAILURES": AUTH_FAILURES,
     }
-    out = subprocess.run(  # noqa: S603 - our own argv
-        [sys.executable, "-m", "api", "init", "--data-dir", str(d)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        check=True,
-        timeout=120,
-    )
-    creds = json.loads(out.stdout)["credentials"]
-    port = free_port_block(1)
-    log = open(d.parent / "coordinator.log", "wb")  # noqa: SIM115
-    p = subprocess.Popen(  # noqa: S603 - our own argv
-        [sys.executable, "-m", "api", "serve", "--data-dir", str(d), "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and p.poll() is None, "coordinator did not start"
-            time.sleep(0.2)
+    creds = init_coordinator(d, env)
+    with serve_coordinator(d, env) as url:
         yield url, creds
-    finally:
-        p.terminate()
-        p.wait(10)
-        log.close()
 
 
 def bearer(token: str) -> dict[str, str]:

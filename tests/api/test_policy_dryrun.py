@@ -13,9 +13,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,14 +30,18 @@ from custody import governance as gov
 from custody import policy_file as pf
 from custody.cli import app as cli_app
 from custody.client import AsyncCustodyClient, CustodyClient, CustodyError
-from custody.cluster import free_port_block
 from custody.models import PolicyDryRunOut
-from tests.api.conftest import Api, make_api, nothing_up_my_sleeve_point
+from tests.api.conftest import (
+    Api,
+    init_coordinator,
+    make_api,
+    nothing_up_my_sleeve_point,
+    serve_coordinator,
+)
 from tests.api.test_auth_problems import assert_problem
 from tests.custody.policy.helpers import ALICE, BOB
 from tests.custody.policy.test_policy_file import sample_doc
 
-ROOT = Path(__file__).resolve().parents[2]
 ETH = 10**18
 T0 = 1_800_000_000  # 2027-01-15T08:00:00Z: ALICE allowlisted, BOB still time-locked
 OFFICER = nacl.signing.SigningKey(b"\x07" * 32)
@@ -400,15 +401,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     """``python -m api init``, the genesis installed, one ECDSA key row, ``python -m api
     serve``: the coordinator as the CLI meets it."""
     d = tmp_path_factory.mktemp("served") / "coord"
-    out = subprocess.run(  # noqa: S603 - our own argv
-        [sys.executable, "-m", "api", "init", "--data-dir", str(d)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-        timeout=120,
-    )
-    creds = json.loads(out.stdout)["credentials"]
+    creds = init_coordinator(d)
     GovernanceStore(d).install_genesis(genesis(policy_doc(KEY_ID)).encode())
     db = Database(f"sqlite:///{d / 'coordinator.db'}")
     with db.session() as s:
@@ -424,30 +417,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
             )
         )
     db.close()
-    port = free_port_block(1)
-    log = open(d.parent / "coordinator.log", "wb")  # noqa: SIM115
-    p = subprocess.Popen(  # noqa: S603 - our own argv
-        [sys.executable, "-m", "api", "serve", "--data-dir", str(d), "--port", str(port)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and p.poll() is None, "coordinator did not start"
-            time.sleep(0.2)
+    with serve_coordinator(d) as url:
         yield url, creds
-    finally:
-        p.terminate()
-        p.wait(10)
-        log.close()
 
 
 def test_cli_dry_run_against_the_active_version(served: tuple[str, dict], tmp_path: Path) -> None:

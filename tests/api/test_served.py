@@ -4,11 +4,8 @@ database by another connection does not freeze the API."""
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,9 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from custody.cluster import free_port_block
+from tests.api.conftest import init_coordinator, serve_coordinator
 
-ROOT = Path(__file__).resolve().parents[2]
 BUSY = 2.0  # the coordinator's SQLite busy timeout in this test
 
 
@@ -27,41 +23,9 @@ BUSY = 2.0  # the coordinator's SQLite busy timeout in this test
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, dict]]:
     d = tmp_path_factory.mktemp("served") / "coord"
     env = {**os.environ, "CUSTODY_DB_BUSY_TIMEOUT": str(BUSY), "CUSTODY_POOL_INTERVAL": "0.2"}
-    out = subprocess.run(  # noqa: S603 - our own argv
-        [sys.executable, "-m", "api", "init", "--data-dir", str(d)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        check=True,
-        timeout=120,
-    )
-    creds = json.loads(out.stdout)["credentials"]
-    port = free_port_block(1)
-    log = open(d.parent / "coordinator.log", "wb")  # noqa: SIM115
-    p = subprocess.Popen(  # noqa: S603 - our own argv
-        [sys.executable, "-m", "api", "serve", "--data-dir", str(d), "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and p.poll() is None, "coordinator did not start"
-            time.sleep(0.2)
+    creds = init_coordinator(d, env)
+    with serve_coordinator(d, env) as url:
         yield url, d, creds
-    finally:
-        p.terminate()
-        p.wait(10)
-        log.close()
 
 
 def test_oversized_body_is_413_before_authentication(served: tuple[str, Path, dict]) -> None:
