@@ -79,7 +79,11 @@ def parse_defused(data: bytes) -> etree._Element:
         line = data.count(b"\n", 0, bad.start()) + 1
         what = bad.group(0).decode("ascii", "replace")
         raise IsoError(
-            [Problem(line, "/", f"{what!r}: DTDs, entities and processing instructions are refused")]
+            [
+                Problem(
+                    line, "/", f"{what!r}: DTDs, entities and processing instructions are refused"
+                )
+            ]
         )
     try:
         root = etree.fromstring(data, _parser())
@@ -95,7 +99,9 @@ def parse_defused(data: bytes) -> etree._Element:
         if isinstance(node.tag, str) or isinstance(node, etree._Comment):
             continue
         line = getattr(node, "sourceline", 0) or 0
-        raise IsoError([Problem(line, xpath(node), "entities and processing instructions are refused")])
+        raise IsoError(
+            [Problem(line, xpath(node), "entities and processing instructions are refused")]
+        )
     return root
 
 

@@ -141,7 +141,7 @@ def build_settlement(
             child.text = text
         return child
 
-    doc = etree.Element(_N + "Document", nsmap={None: NAMESPACE})
+    doc = etree.Element(_N + "Document", nsmap={None: NAMESPACE})  # type: ignore[dict-item]
     msg = el(doc, "FIToFICstmrCdtTrf")
     grp = el(msg, "GrpHdr")
     el(grp, "MsgId", s.settlement_id)
@@ -168,7 +168,7 @@ def build_settlement(
     for e2e in s.end_to_end_ids:
         el(rmt, "Ustrd", e2e)
     errors = [
-        Problem(0, xpath(e.elem) if e.elem is not None else "/", e.reason or str(e))
+        Problem(0, xpath(e.elem) if e.elem is not None else "/", e.reason or str(e))  # type: ignore[arg-type]
         for e in schema("pacs.008.001.08").iter_errors(doc)
     ]
     if errors:  # our own builder is wrong: never hand out an invalid message

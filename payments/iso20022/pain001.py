@@ -21,9 +21,10 @@ refused with its line.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Any, Final
 
 from lxml import etree
 
@@ -90,12 +91,13 @@ class _Collector:
 def _xsd_problems(root: etree._Element) -> list[Problem]:
     out = []
     for err in schema("pain.001.001.09").iter_errors(root):
-        el = err.elem
+        el: Any = err.elem
         if el is not None and isinstance(getattr(el, "tag", None), str):
             line, path = _line(el), xpath(el)
         else:
             line, path = 0, str(err.path or "/")
-        reason = (err.reason or str(err)).strip()
+        # "{urn:...}PmtId" -> "PmtId": the namespace is the file's, said once at the root
+        reason = re.sub(r"\{[^}]*\}", "", (err.reason or str(err)).strip())
         out.append(Problem(line, path, reason))
     return out
 
@@ -127,7 +129,8 @@ def parse_pain001(data: bytes) -> Pain001:
                 Problem(
                     _line(root),
                     "/" + q.localname,
-                    f"the root must be Document in {NAMESPACE} (got {q.namespace or 'no namespace'})",
+                    f"the root must be Document in {NAMESPACE} "
+                    f"(got {q.namespace or 'no namespace'})",
                 )
             ]
         )
@@ -143,8 +146,9 @@ def parse_pain001(data: bytes) -> Pain001:
     seen: dict[str, int] = {}
     total = Decimal(0)
     blocks = msg.findall(f"{_N}PmtInf")
+    sums_known = True  # False once an amount is refused: its CtrlSum would only echo that
     for block in blocks:
-        block_sum = Decimal(0)
+        block_sum: Decimal | None = Decimal(0)
         txs = block.findall(f"{_N}CdtTrfTxInf")
         method = _opt(block, "^PmtMtd")
         if method is not None and method.text != "TRF":
@@ -192,6 +196,7 @@ def parse_pain001(data: bytes) -> Pain001:
                     amount = check_amount(amt.text or "", currency)
                 except (ValueError, InvalidOperation) as exc:
                     c.add(amt, str(exc))
+                    block_sum = None
             cdtr_agt = _opt(tx, "^CdtrAgt/FinInstnId/BICFI")
             cdtr_acct = _opt(tx, "^CdtrAcct/Id/IBAN")
             creditor_bic = creditor_iban = ""
@@ -209,7 +214,8 @@ def parse_pain001(data: bytes) -> Pain001:
                     creditor_iban = check_iban(cdtr_acct.text or "")
                 except ValueError as exc:
                     c.add(cdtr_acct, str(exc))
-            block_sum += amount
+            if block_sum is not None:
+                block_sum += amount
             payments.append(
                 PaymentInstruction(
                     message_id=message_id,
@@ -232,8 +238,11 @@ def parse_pain001(data: bytes) -> Pain001:
                 )
             )
         _totals(c, block, len(txs), block_sum)
-        total += block_sum
-    _totals(c, grp, len(payments), total)
+        if block_sum is None:
+            sums_known = False
+        else:
+            total += block_sum
+    _totals(c, grp, len(payments), total if sums_known else None)
     if c.problems:
         raise IsoError(c.problems)
     return Pain001(
@@ -244,12 +253,13 @@ def parse_pain001(data: bytes) -> Pain001:
     )
 
 
-def _totals(c: _Collector, el: etree._Element, count: int, total: Decimal) -> None:
+def _totals(c: _Collector, el: etree._Element, count: int, total: Decimal | None) -> None:
     """``NbOfTxs`` and ``CtrlSum`` (the plain sum of the amounts, any currencies) of a group
-    header or a ``PmtInf`` agree with the transactions it holds."""
+    header or a ``PmtInf`` agree with the transactions it holds (``total`` None: an amount
+    was refused, the sum is not checked)."""
     nb = _opt(el, "^NbOfTxs")
     if nb is not None and int(nb.text or "0") != count:
         c.add(nb, f"says {nb.text} transactions, the file holds {count}")
     cs = _opt(el, "^CtrlSum")
-    if cs is not None and Decimal(cs.text or "0") != total:
+    if cs is not None and total is not None and Decimal(cs.text or "0") != total:
         c.add(cs, f"says {cs.text}, the amounts sum to {total}")
