@@ -25,8 +25,9 @@ Schemes
     (:data:`DECODED_KINDS`: ``evm-tx`` for ECDSA keys, ``btc-psbt`` for BIP-340 keys,
     ``message`` for every scheme, ``iso20022`` (a pacs.008 message: the canonical XMLDSig
     ``SignedInfo`` over its exclusive C14N digest) for Ed25519) sign what
-    :func:`custody.kinds.decode` says (``Intent.messages``); a ``btc-psbt`` request makes one signature per input (at most
-    :data:`MAX_PSBT_INPUTS`), under the key's BIP-86 output key.
+    :func:`custody.kinds.decode` says (``Intent.messages``); a ``btc-psbt`` request makes
+    one signature per input (at most :data:`MAX_PSBT_INPUTS`), under the key's BIP-86
+    output key.
 
 Networks
     A ``bip340`` key has a Bitcoin network (:data:`NETWORKS`, ``mainnet`` by default),

@@ -141,7 +141,7 @@ def envelope(
     if etree.QName(doc).text != f"{{{PACS008_NS}}}Document":
         raise SettlementError("document", f"must be a {MSG_DEF} Document")
     root = etree.Element(ENVELOPE)
-    hdr = etree.SubElement(root, f"{_H}AppHdr", nsmap={None: BAH_NS})
+    hdr = etree.SubElement(root, f"{_H}AppHdr", nsmap={None: BAH_NS})  # type: ignore[dict-item]
     for role, bic in (("Fr", sender_bic), ("To", receiver_bic)):
         party = etree.SubElement(etree.SubElement(hdr, f"{_H}{role}"), f"{_H}FIId")
         etree.SubElement(etree.SubElement(party, f"{_H}FinInstnId"), f"{_H}BICFI").text = bic
@@ -302,24 +302,24 @@ def _signed_info_digest(info: etree._Element) -> bytes:
     return digest
 
 
-def _no_strays(root: etree._Element, hdr: etree._Element, doc: etree._Element) -> None:
-    """Signature wrapping: no second Document, AppHdr or Signature anywhere in the file,
-    and no ``Id``/``ID`` attribute or ``URI`` anywhere (nothing in this profile needs one)."""
+def _no_strays(root: etree._Element) -> None:
+    """Signature wrapping: exactly one Document, one AppHdr and one ds:Signature in the
+    whole file, and no ``Id``/``ID``/``URI`` attribute anywhere (this profile needs none, so
+    nothing can point a Reference or a reader at other content)."""
+    counts = {"Document": 0, "AppHdr": 0, "Signature": 0}
     for el in root.iter():
         if not isinstance(el.tag, str):
             continue
         q = etree.QName(el)
-        if q.localname == "Document" and el is not doc:
-            raise SettlementError("wrapping", "a second Document in the file")
-        if q.localname == "AppHdr" and el is not hdr:
-            raise SettlementError("wrapping", "a second AppHdr in the file")
+        if q.localname in counts:
+            counts[q.localname] += 1
         for name in el.attrib:
             local = etree.QName(name).localname
             if local in ("Id", "ID", "id", "URI"):
                 raise SettlementError("wrapping", f"a {local} attribute on {q.localname}")
-    sigs = list(root.iter(f"{_DS}Signature"))
-    if len(sigs) != 1:
-        raise SettlementError("wrapping", f"{len(sigs)} ds:Signature elements in the file")
+    for name, n in counts.items():
+        if n != 1:
+            raise SettlementError("wrapping", f"{n} {name} elements in the file, not one")
 
 
 def verify_settlement(
@@ -345,8 +345,8 @@ def verify_settlement(
         if not isinstance(public_key, bytes) or len(public_key) != 32:
             raise SettlementError("public-key", "an Ed25519 public key is 32 bytes")
         root = _parse(xml, "xml")
+        _no_strays(root)
         hdr, doc = _parts(root)
-        _no_strays(root, hdr, doc)
         checks.append(Check("envelope", True, "one AppHdr, one Document, one Signature"))
         header, sig = _header(hdr)
         checks.append(Check("header", True, f"{header['from']} -> {header['to']}"))

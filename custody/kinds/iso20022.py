@@ -243,9 +243,7 @@ def _remittance(tx: etree._Element, ns: str) -> tuple[str, ...]:
         raise KindError(KIND, "RmtInf.Ustrd", f"more than {MAX_REMITTANCE_LINES} lines")
     if len(found[0]) != len(lines):
         raise KindError(KIND, "RmtInf", "only Ustrd lines are accepted")
-    return tuple(
-        _text(line, f"RmtInf.Ustrd[{i}]", None, 140) for i, line in enumerate(lines)
-    )
+    return tuple(_text(line, f"RmtInf.Ustrd[{i}]", None, 140) for i, line in enumerate(lines))
 
 
 def decode(payload: Mapping[str, Any]) -> Pacs008:
