@@ -121,7 +121,9 @@ def test_the_message_is_a_canonical_signed_info_over_the_document_digest() -> No
     info = etree.fromstring(message)
     assert etree.tostring(info, method="c14n", exclusive=True) == message
     assert info.tag == f"{DS}SignedInfo"
-    algs = [(etree.QName(e).localname, e.get("Algorithm")) for e in info.iter() if e.get("Algorithm")]
+    algs = [
+        (etree.QName(e).localname, e.get("Algorithm")) for e in info.iter() if e.get("Algorithm")
+    ]
     assert algs == [
         ("CanonicalizationMethod", "http://www.w3.org/2001/10/xml-exc-c14n#"),
         ("SignatureMethod", "http://www.w3.org/2021/04/xmldsig-more#eddsa-ed25519"),
