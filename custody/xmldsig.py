@@ -123,7 +123,12 @@ def _c14n(el: etree._Element) -> bytes:
 
 def _parse(xml: bytes | str, check: str) -> etree._Element:
     """Defused parse: the kind's parser and refusals (no DTD, entity, PI, network)."""
-    text = xml.decode("utf-8", errors="strict") if isinstance(xml, bytes) else xml
+    try:
+        text = xml.decode("utf-8", errors="strict") if isinstance(xml, bytes) else xml
+    except UnicodeDecodeError as exc:
+        raise SettlementError(check, f"not UTF-8 (byte {exc.start})") from None
+    if not isinstance(text, str):
+        raise SettlementError(check, "must be bytes or a string")
     try:
         return kind._parse(text)
     except KindError as exc:

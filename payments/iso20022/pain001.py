@@ -88,9 +88,15 @@ class _Collector:
         self.problems.append(Problem(_line(el), path, reason))
 
 
+MAX_PROBLEMS: Final = 100  # reported per file; a file this wrong is refused either way
+
+
 def _xsd_problems(root: etree._Element) -> list[Problem]:
-    out = []
+    out: list[Problem] = []
     for err in schema("pain.001.001.09").iter_errors(root):
+        if len(out) == MAX_PROBLEMS:
+            out.append(Problem(0, "/", f"more than {MAX_PROBLEMS} schema errors; stopped"))
+            break
         el: Any = err.elem
         if el is not None and isinstance(getattr(el, "tag", None), str):
             line, path = _line(el), xpath(el)
@@ -244,7 +250,7 @@ def parse_pain001(data: bytes) -> Pain001:
             total += block_sum
     _totals(c, grp, len(payments), total if sums_known else None)
     if c.problems:
-        raise IsoError(c.problems)
+        raise IsoError(c.problems[:MAX_PROBLEMS])
     return Pain001(
         message_id=message_id,
         created=_req_text(grp, "^CreDtTm"),

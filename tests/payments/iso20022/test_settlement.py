@@ -17,6 +17,8 @@ import nacl.exceptions
 import nacl.signing
 import pytest
 import xmlschema
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from custody import xmldsig
@@ -335,3 +337,39 @@ def test_insert_signature_refuses_misuse(threshold_key: ThresholdKey) -> None:
     with pytest.raises(xmldsig.SettlementError):
         msg.signed(b"\x00" * 63)  # type: ignore[attr-defined]
     assert Decimal(msg.amount) == Decimal("1500.25")  # type: ignore[attr-defined]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_files_never_crash_and_never_verify_other_content(
+    threshold_key: ThresholdKey, data: st.DataObject
+) -> None:
+    """Random byte edits of a signed file: verify_settlement always returns a report (never
+    raises), and when it says valid the signed content (the Document's and the SignedInfo's
+    canonical forms) is exactly the original's (only unsigned hints such as KeyName or
+    whitespace outside the Document may differ)."""
+    xml, _ = _FUZZ_FILE.setdefault("xml", signed_file(threshold_key))
+    raw = bytearray(xml)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        op = data.draw(st.sampled_from(["flip", "delete", "insert"]))
+        if op == "flip":
+            raw[i] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "delete":
+            del raw[i]
+        else:
+            raw.insert(i, data.draw(st.sampled_from(b"<>/&\"' =x0\n")))
+    report = verify_settlement(bytes(raw), threshold_key.public_key)
+    if report.valid:
+
+        def signed_parts(b: bytes) -> tuple[bytes, bytes]:
+            root = etree.fromstring(b)
+            doc = _first(root, "p:Document")
+            info = _first(_sig(root), "ds:SignedInfo")
+            c = {"method": "c14n", "exclusive": True, "with_comments": False}
+            return etree.tostring(doc, **c), etree.tostring(info, **c)  # type: ignore[call-overload]
+
+        assert signed_parts(bytes(raw)) == signed_parts(xml)
+
+
+_FUZZ_FILE: dict[str, tuple[bytes, object]] = {}
