@@ -33,7 +33,11 @@ itself, which no XMLDSig verifier accepts; no data depended on it (dev only).
 
 Parsing is defused: a DTD, an entity declaration or reference, a processing instruction
 or anything that could reach the network is refused; lxml never loads a DTD, resolves an
-entity or builds a huge tree. Each field must occur exactly once where it belongs, and is
+entity or builds a huge tree. Nothing that would move money or name a party the policy and
+the approver do not see is accepted (an allowlist of elements: no intermediary or
+reimbursement agent, ultimate party, agent instruction, supplementary data, or account
+identification other than the IBAN; a group total must equal the transaction). Each field
+must occur exactly once where it belongs, and is
 checked against its ISO 20022 pattern (BIC, IBAN with its mod-97 check digits, UETR as a
 version-4 UUID, amount with at most 5 fraction digits and 18 digits in all, ISO 4217 code).
 """
@@ -246,6 +250,78 @@ def _remittance(tx: etree._Element, ns: str) -> tuple[str, ...]:
     return tuple(_text(line, f"RmtInf.Ustrd[{i}]", None, 140) for i, line in enumerate(lines))
 
 
+# What a message may hold besides what is decoded: elements that neither move money nor name
+# another party (the policy and the approver see every field that does). Anything else (an
+# intermediary or reimbursement agent, an ultimate creditor, instructions for an agent,
+# supplementary data, another account identification) is refused rather than signed unseen.
+_ALLOWED: Final[dict[str, frozenset[str]]] = {
+    "FIToFICstmrCdtTrf": frozenset({"GrpHdr", "CdtTrfTxInf"}),
+    "GrpHdr": frozenset(
+        {"MsgId", "CreDtTm", "BtchBookg", "NbOfTxs", "CtrlSum", "TtlIntrBkSttlmAmt"}
+        | {"IntrBkSttlmDt", "SttlmInf", "PmtTpInf"}
+    ),
+    "GrpHdr.SttlmInf": frozenset({"SttlmMtd", "ClrSys"}),
+    "CdtTrfTxInf": frozenset(
+        {"PmtId", "PmtTpInf", "IntrBkSttlmAmt", "IntrBkSttlmDt", "ChrgBr", "Dbtr", "DbtrAcct"}
+        | {"DbtrAgt", "CdtrAgt", "Cdtr", "CdtrAcct", "RmtInf"}
+    ),
+    "Dbtr": frozenset({"Nm"}),
+    "Cdtr": frozenset({"Nm"}),
+    "DbtrAcct": frozenset({"Id"}),
+    "CdtrAcct": frozenset({"Id"}),
+    "DbtrAcct.Id": frozenset({"IBAN"}),
+    "CdtrAcct.Id": frozenset({"IBAN"}),
+    "DbtrAgt": frozenset({"FinInstnId"}),
+    "CdtrAgt": frozenset({"FinInstnId"}),
+    "DbtrAgt.FinInstnId": frozenset({"BICFI"}),
+    "CdtrAgt.FinInstnId": frozenset({"BICFI"}),
+}
+
+
+def _only_allowed(el: etree._Element, ns: str, name: str) -> None:
+    """``el``'s child elements are all in this namespace and in ``_ALLOWED[name]``."""
+    for child in el:
+        if not isinstance(child.tag, str):
+            continue  # comments (the parser refused everything else)
+        q = etree.QName(child)
+        if q.namespace != ns or q.localname not in _ALLOWED[name]:
+            raise KindError(
+                KIND,
+                f"{name}.{q.localname}",
+                "not shown to the policy and approvers, so it is refused",
+            )
+
+
+def _check_structure(msg: etree._Element, tx: etree._Element, ns: str) -> None:
+    _only_allowed(msg, ns, "FIToFICstmrCdtTrf")
+    for path, name in (
+        ("^GrpHdr", "GrpHdr"),
+        ("^GrpHdr/SttlmInf", "GrpHdr.SttlmInf"),
+    ):
+        for el in msg.findall(path.replace("/", f"/{{{ns}}}").replace("^", f"{{{ns}}}")):
+            _only_allowed(el, ns, name)
+    _only_allowed(tx, ns, "CdtTrfTxInf")
+    for name in _ALLOWED:
+        if name.split(".")[0] in ("Dbtr", "Cdtr", "DbtrAcct", "CdtrAcct", "DbtrAgt", "CdtrAgt"):
+            path = "^" + name.replace(".", "/")
+            for el in tx.findall(path.replace("/", f"/{{{ns}}}").replace("^", f"{{{ns}}}")):
+                _only_allowed(el, ns, name)
+
+
+def _check_total(msg: etree._Element, ns: str, amount: Decimal, currency: str) -> None:
+    """A ``GrpHdr/TtlIntrBkSttlmAmt``, when present, says the transaction's amount."""
+    found = msg.findall(f"{{{ns}}}GrpHdr/{{{ns}}}TtlIntrBkSttlmAmt")
+    if not found:
+        return
+    name = "GrpHdr.TtlIntrBkSttlmAmt"
+    if len(found) > 1:
+        raise KindError(KIND, name, "occurs more than once")
+    total = found[0]
+    text = _text(total, name, _AMOUNT, 24)
+    if dict(total.attrib) != {"Ccy": currency} or Decimal(text) != amount:
+        raise KindError(KIND, name, "must equal the transaction's IntrBkSttlmAmt and Ccy")
+
+
 def decode(payload: Mapping[str, Any]) -> Pacs008:
     """Decode an ``iso20022`` payload; :class:`KindError` names the field."""
     only_fields(KIND, payload, {"xml"}, {"xml"})
@@ -261,6 +337,7 @@ def decode(payload: Mapping[str, Any]) -> Pacs008:
     if _text(_one(msg, "^GrpHdr/NbOfTxs", ns, "GrpHdr.NbOfTxs"), "GrpHdr.NbOfTxs", None) != "1":
         raise KindError(KIND, "GrpHdr.NbOfTxs", "must be 1 (one transaction per request)")
     tx = _one(msg, "^CdtTrfTxInf", ns, "CdtTrfTxInf")
+    _check_structure(msg, tx, ns)
     e2e = _text(_one(tx, "^PmtId/EndToEndId", ns, "PmtId.EndToEndId"), "PmtId.EndToEndId", None)
     uetr = _text(_one(tx, "^PmtId/UETR", ns, "PmtId.UETR"), "PmtId.UETR", _UETR, 36)
     amt = _one(tx, "^IntrBkSttlmAmt", ns, "IntrBkSttlmAmt")
@@ -278,6 +355,7 @@ def decode(payload: Mapping[str, Any]) -> Pacs008:
         raise KindError(KIND, "IntrBkSttlmAmt", "more than 18 digits")
     if amount <= 0:
         raise KindError(KIND, "IntrBkSttlmAmt", "must be positive")
+    _check_total(msg, ns, amount, currency)
     bics = {}
     for role in ("DbtrAgt", "CdtrAgt"):
         name = f"{role}.FinInstnId.BICFI"

@@ -212,3 +212,58 @@ def test_defused_and_strict() -> None:
     with pytest.raises(KindError) as err:
         iso20022.decode({"xml": pacs008(), "signature": "x"})
     assert err.value.field == "signature"
+
+
+AGENT = "<FinInstnId><BICFI>COBADEFFXXX</BICFI></FinInstnId>"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        # an intermediary agent would route the money through a bank nobody was shown
+        ("<CdtrAgt>", f"<IntrmyAgt1>{AGENT}</IntrmyAgt1><CdtrAgt>", "CdtTrfTxInf.IntrmyAgt1"),
+        (
+            "</CdtrAcct>",
+            "</CdtrAcct><UltmtCdtr><Nm>Mallory</Nm></UltmtCdtr>",
+            "CdtTrfTxInf.UltmtCdtr",
+        ),
+        ("</CdtrAcct>", "</CdtrAcct><InstrForCdtrAgt/>", "CdtTrfTxInf.InstrForCdtrAgt"),
+        ("</CdtTrfTxInf>", "</CdtTrfTxInf><SplmtryData/>", "FIToFICstmrCdtTrf.SplmtryData"),
+        (
+            "<NbOfTxs>1</NbOfTxs>",
+            f"<NbOfTxs>1</NbOfTxs><SttlmInf><SttlmMtd>INDA</SttlmMtd>"
+            f"<InstgRmbrsmntAgt>{AGENT}</InstgRmbrsmntAgt></SttlmInf>",
+            "GrpHdr.SttlmInf.InstgRmbrsmntAgt",
+        ),
+        ("<NbOfTxs>1</NbOfTxs>", "<NbOfTxs>1</NbOfTxs><InstgAgt/>", "GrpHdr.InstgAgt"),
+        (
+            "<BICFI>BNPAFRPP</BICFI>",
+            "<BICFI>BNPAFRPP</BICFI><ClrSysMmbId/>",
+            "CdtrAgt.FinInstnId.ClrSysMmbId",
+        ),
+        ("</CdtrAcct>", "<Prxy/></CdtrAcct>", "CdtrAcct.Prxy"),
+        ("<IBAN>FR14", "<Othr/><IBAN>FR14", "CdtrAcct.Id.Othr"),
+        ("<Nm>Bob SA</Nm>", "<Nm>Bob SA</Nm><Id/>", "Cdtr.Id"),
+        ("<ChrgBr>", '<x:ChrgBr xmlns:x="urn:other"/><ChrgBr>', "CdtTrfTxInf.ChrgBr"),
+        (
+            "<NbOfTxs>1</NbOfTxs>",
+            '<NbOfTxs>1</NbOfTxs><TtlIntrBkSttlmAmt Ccy="EUR">9999.00</TtlIntrBkSttlmAmt>',
+            "GrpHdr.TtlIntrBkSttlmAmt",
+        ),
+        (
+            "<NbOfTxs>1</NbOfTxs>",
+            '<NbOfTxs>1</NbOfTxs><TtlIntrBkSttlmAmt Ccy="USD">1234.50</TtlIntrBkSttlmAmt>',
+            "GrpHdr.TtlIntrBkSttlmAmt",
+        ),
+    ],
+)
+def test_what_the_approver_would_not_see_is_refused(old: str, new: str, field: str) -> None:
+    xml = pacs008()
+    assert old in xml
+    refused(xml.replace(old, new, 1), field)
+
+
+def test_a_matching_group_total_is_accepted() -> None:
+    total = '<NbOfTxs>1</NbOfTxs><TtlIntrBkSttlmAmt Ccy="EUR">1234.5</TtlIntrBkSttlmAmt>'
+    intent = iso20022.decode({"xml": pacs008().replace("<NbOfTxs>1</NbOfTxs>", total)})
+    assert intent.amount == Decimal("1234.50")

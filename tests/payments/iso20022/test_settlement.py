@@ -242,7 +242,7 @@ TAMPERS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
             b'Ccy="EUR">1500.25</IntrBkSttlmAmt><ChrgBr',
             b'Ccy="EUR">1500.26</IntrBkSttlmAmt><ChrgBr',
         ),
-        "digest",
+        "document",  # the group total no longer says the transaction's amount
     ),
     "both amounts": (lambda x: x.replace(b">1500.25<", b">9500.25<"), "digest"),
     "creditor account": (_swap(BOB.iban.encode(), b"FR7630006000011234567890189"), "digest"),
