@@ -318,7 +318,8 @@ def _check_total(msg: etree._Element, ns: str, amount: Decimal, currency: str) -
         raise KindError(KIND, name, "occurs more than once")
     total = found[0]
     text = _text(total, name, _AMOUNT, 24)
-    if dict(total.attrib) != {"Ccy": currency} or Decimal(text) != amount:
+    attrs = {str(k): str(v) for k, v in total.attrib.items()}
+    if attrs != {"Ccy": currency} or Decimal(text) != amount:
         raise KindError(KIND, name, "must equal the transaction's IntrBkSttlmAmt and Ccy")
 
 
