@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -338,7 +339,14 @@ def verify_settlement(
     DigestValue (XMLDSig 3.2.1); the Ed25519 signature over c14n(SignedInfo) with PyNaCl
     (3.2.2); the header against the document; and, when ``schema`` (an
     ``xmlschema.XMLSchema`` of pacs.008.001.08) is given, the Document against it. Never
-    raises for a bad file: the report says which check failed."""
+    raises for a bad file: the report says which check failed. ``schema`` may also be the
+    path of the XSD file (loaded with ``xmlschema``, local files only), for a caller that
+    cannot import the package that ships it (the custody CLI: :mod:`payments` ships it as
+    package data, ``payments/iso20022/schemas/pacs.008.001.08.xsd``)."""
+    if isinstance(schema, str | os.PathLike):
+        import xmlschema
+
+        schema = xmlschema.XMLSchema(os.fspath(schema), allow="local")
     checks: list[Check] = []
     summary: dict[str, Any] | None = None
     header: dict[str, str] = {}

@@ -373,3 +373,32 @@ def test_mutated_files_never_crash_and_never_verify_other_content(
 
 
 _FUZZ_FILE: dict[str, tuple[bytes, object]] = {}
+
+
+def test_the_custody_side_verifier_takes_the_xsd_by_path(threshold_key: ThresholdKey) -> None:
+    """What ``custody pay verify-settlement`` can run without importing payments: the XSD
+    given as a file path is applied (and catches a document the schema refuses)."""
+    xml, _ = signed_file(threshold_key)
+    path = SCHEMAS / "pacs.008.001.08.xsd"
+    report = xmldsig.verify_settlement(xml, threshold_key.public_key, schema=path)
+    assert report.valid and report.schema_checked
+    assert report.checks[-1].name == "xsd"
+    # SttlmMtd outside its code list: the kind lets it through, the XSD does not; signed
+    # as it is, only the schema check refuses it
+    msg = build_settlement(net(), created=CREATED)
+    odd = msg.document.replace("<SttlmMtd>INDA</SttlmMtd>", "<SttlmMtd>XXXX</SttlmMtd>")
+    (message,) = decode("iso20022", {"xml": odd}, scheme="ed25519").messages
+    unsigned = xmldsig.envelope(
+        document=odd,
+        sender_bic="DEUTDEFFXXX",
+        receiver_bic="BNPAFRPP",
+        message_id="SET-20261201-BOB",
+        created="2026-12-01T17:00:00Z",
+    )
+    signed = xmldsig.insert_signature(unsigned, threshold_key.sign(message))
+    assert xmldsig.verify_settlement(signed, threshold_key.public_key).valid  # no XSD
+    bad = xmldsig.verify_settlement(signed, threshold_key.public_key, schema=str(path))
+    assert not bad.valid and bad.failure is not None and bad.failure.name == "xsd"
+    assert bad.failure.detail.startswith(
+        "line 2: /Document/FIToFICstmrCdtTrf/GrpHdr/SttlmInf/SttlmMtd"
+    )
