@@ -263,10 +263,12 @@ def _signature_parts(sig: etree._Element) -> tuple[etree._Element, bytes, str | 
     key_name = None
     if len(kids) == 3:
         info = kids[2]
-        names = [k.tag for k in info if isinstance(k.tag, str)]
-        if names != [f"{_DS}KeyName"] or info.attrib or len(info[0]) or info[0].attrib:
+        names = [k for k in info if isinstance(k.tag, str)]
+        if [k.tag for k in names] != [f"{_DS}KeyName"] or info.attrib:
             raise SettlementError("signature", "KeyInfo: one KeyName only")
-        key_name = info[0].text or ""
+        if len(names[0]) or names[0].attrib:
+            raise SettlementError("signature", "KeyInfo: KeyName is text only")
+        key_name = names[0].text or ""
     return kids[0], raw, key_name
 
 
@@ -291,16 +293,18 @@ def _signed_info_digest(info: etree._Element) -> bytes:
         raise SettlementError(
             "reference", f"the Reference takes no attributes (got {sorted(ref.attrib)})"
         )
-    parts = [etree.QName(k).localname for k in ref if isinstance(k.tag, str)]
+    elements = [k for k in ref if isinstance(k.tag, str)]  # comments are not signed
+    parts = [etree.QName(k).localname for k in elements]
     if parts != ["Transforms", "DigestMethod", "DigestValue"]:
         raise SettlementError("reference", f"unexpected Reference children {parts}")
-    transforms = [t for t in ref[0] if isinstance(t.tag, str)]
+    transforms_el, method_el, value_el = elements
+    transforms = [t for t in transforms_el if isinstance(t.tag, str)]
     if len(transforms) != 1 or transforms[0].get("Algorithm") != kind.EXC_C14N:
         raise SettlementError("transforms", f"exactly one Transform, {kind.EXC_C14N}")
-    if ref[1].get("Algorithm") != kind.SHA256:
+    if method_el.get("Algorithm") != kind.SHA256:
         raise SettlementError("digest-method", f"DigestMethod must be {kind.SHA256}")
     try:
-        digest = base64.b64decode(ref[2].text or "", validate=True)
+        digest = base64.b64decode(value_el.text or "", validate=True)
     except (binascii.Error, ValueError):
         raise SettlementError("digest", "DigestValue is not base64") from None
     if len(digest) != 32:

@@ -143,6 +143,11 @@ def test_signed_file_verifies_with_ours_and_independently(threshold_key: Thresho
     spaced = xml.replace(b"<AppHdr", b"\n  <AppHdr").replace(b"<ChrgBr>", b"<!-- c --><ChrgBr>")
     assert verify_settlement(spaced, threshold_key.public_key).valid
     independent_verify(spaced, threshold_key.public_key)
+    # comments inside the SignedInfo are not signed (exc-c14n without comments) either
+    noted = xml.replace(b"<ds:Reference>", b"<ds:Reference><!-- r -->").replace(
+        b"<ds:KeyName>", b"<!-- k --><ds:KeyName>"
+    )
+    assert verify_settlement(noted, threshold_key.public_key).valid
 
 
 def test_another_key_does_not_verify(threshold_key: ThresholdKey) -> None:
