@@ -176,12 +176,7 @@ def parse_pain001(data: bytes) -> Pain001:
                 debtor_bic = check_bic(dbtr_agt.text or "")
             except ValueError as exc:
                 c.add(dbtr_agt, str(exc))
-        date_el = _opt(block, "^ReqdExctnDt/Dt")
-        if date_el is not None:
-            when = dt.date.fromisoformat(date_el.text or "")
-        else:
-            stamp = _req_text(block, "^ReqdExctnDt/DtTm")
-            when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).date()
+        when = _execution_date(c, block)
         for tx in txs:
             if len(payments) >= MAX_TRANSACTIONS:
                 c.add(tx, f"more than {MAX_TRANSACTIONS} transactions in one file")
@@ -257,6 +252,20 @@ def parse_pain001(data: bytes) -> Pain001:
         initiating_party=_opt_text(grp, "^InitgPty/Nm"),
         payments=tuple(payments),
     )
+
+
+def _execution_date(c: _Collector, block: etree._Element) -> dt.date:
+    """``ReqdExctnDt``: ``Dt`` (an ISO date) or ``DtTm`` (its date as written); an XSD date
+    with a time zone or a fraction Python cannot read is refused, naming it."""
+    el = _opt(block, "^ReqdExctnDt/Dt")
+    if el is None:
+        el = _opt(block, "^ReqdExctnDt/DtTm")
+    assert el is not None  # the XSD's choice
+    try:
+        return dt.date.fromisoformat((el.text or "")[:10])
+    except ValueError:
+        c.add(el, f"{el.text!r}: not a date (YYYY-MM-DD)")
+        return dt.date.min
 
 
 def _totals(c: _Collector, el: etree._Element, count: int, total: Decimal | None) -> None:

@@ -179,3 +179,18 @@ def test_dtd_entities_and_broken_xml_refused_with_their_line(
 def test_problems_read_as_line_field_reason() -> None:
     err = refused(BATCH.replace("<EndToEndId>E2E-INV-1002</EndToEndId>", ""))
     assert str(err).startswith(f"line {line_of(BATCH, '<PmtId>', 2)}: {TX.format(1, 2)}/PmtId: ")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "when"),
+    [
+        ("<Dt>2026-12-02</Dt>", "<Dt>2026-12-02+01:00</Dt>", dt.date(2026, 12, 2)),
+        ("2026-12-03T09:00:00Z", "2026-12-03T23:30:00.123456789-05:00", dt.date(2026, 12, 3)),
+    ],
+)
+def test_execution_dates_with_zones_read_as_written(old: str, new: str, when: dt.date) -> None:
+    """xs:date and xs:dateTime may carry a zone or nine fraction digits: the date is the
+    one the initiator wrote (no conversion that could move it a day)."""
+    batch = parse_pain001(BATCH.replace(old, new).encode())
+    dates = {p.payment_info_id: p.requested_execution_date for p in batch.payments}
+    assert when in dates.values()
