@@ -23,13 +23,14 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Final
 
 from lxml import etree
 
 from custody import xmldsig
 from custody.kinds import iso20022 as kind
+from custody.kinds._common import KindError
 from payments.iso20022._xml import (
     IsoError,
     Problem,
@@ -112,9 +113,14 @@ def _check(s: NetSettlement) -> str:
         raise _refuse(
             "net_amount", f"{s.net_amount}: the counterparty owes us; nothing is sent from our side"
         )
-    q = s.net_amount.quantize(Decimal(1).scaleb(-exp))
+    try:
+        q = s.net_amount.quantize(Decimal(1).scaleb(-exp))
+    except InvalidOperation:
+        raise _refuse("net_amount", f"{s.net_amount}: too many digits") from None
     if q != s.net_amount:
         raise _refuse("net_amount", f"{s.net_amount} has more than {exp} decimals")
+    if len(q.as_tuple().digits) > 18:  # ActiveCurrencyAndAmount: totalDigits 18
+        raise _refuse("net_amount", f"{s.net_amount}: more than 18 digits")
     if not s.end_to_end_ids or len(s.end_to_end_ids) > MAX_NETTED:
         raise _refuse("end_to_end_ids", f"1-{MAX_NETTED} netted payments per message")
     for e2e in s.end_to_end_ids:
@@ -174,7 +180,10 @@ def build_settlement(
     if errors:  # our own builder is wrong: never hand out an invalid message
         raise IsoError(errors)
     document = etree.tostring(doc, encoding="unicode")
-    kind.decode({"xml": document})  # what a signer node will decode, refused here first
+    try:
+        kind.decode({"xml": document})  # what a signer node will decode, refused here first
+    except KindError as exc:
+        raise _refuse(f"document.{exc.field}", exc.detail) from None
     unsigned = xmldsig.envelope(
         document=document,
         sender_bic=s.ours.bic,

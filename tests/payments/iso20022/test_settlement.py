@@ -110,6 +110,8 @@ def test_one_message_per_counterparty_valid_against_the_xsd() -> None:
         ({"ids": tuple(f"E{i}" for i in range(65))}, "end_to_end_ids"),
         ({"ids": (" padded",)}, "end_to_end_ids"),
         ({"sid": "x" * 36}, "settlement_id"),
+        ({"amount": "1" * 19}, "net_amount"),  # beyond the XSD's 18 digits
+        ({"amount": "1" * 40}, "net_amount"),
     ],
 )
 def test_settlements_that_cannot_be_sent_are_refused(kw: dict, field: str) -> None:
