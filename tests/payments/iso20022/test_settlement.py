@@ -23,6 +23,8 @@ from lxml import etree
 
 from custody import xmldsig
 from custody.kinds import decode
+from mpc import frost
+from mpc.testing import run_dkg_local
 from payments.iso20022 import IsoError, Party, build_settlement, verify_settlement
 from tests.payments.iso20022.conftest import BOB, CREATED, ThresholdKey, net
 
@@ -153,13 +155,18 @@ def test_signed_file_verifies_with_ours_and_independently(threshold_key: Thresho
 
 
 def test_another_key_does_not_verify(threshold_key: ThresholdKey) -> None:
+    """Another custody key (a second DKG, so still no whole key) and 32 bytes that are not
+    a key at all: refused by ours and by PyNaCl."""
     xml, _ = signed_file(threshold_key)
-    other = ThresholdKey(threshold_key.keys).public_key[::-1]  # some other 32 bytes
-    report = verify_settlement(xml, other)
-    assert not report.valid and report.failure is not None
-    assert report.failure.name in ("signature", "public-key")
-    with pytest.raises((nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError)):
-        independent_verify(xml, nacl.signing.SigningKey(b"\x01" * 32).verify_key.encode())
+    group = frost.ciphersuite("ed25519").group
+    other = ThresholdKey({kp.identifier: kp for kp in run_dkg_local(group, 2, 3)}).public_key
+    for wrong in (other, b"\xff" * 32):
+        report = verify_settlement(xml, wrong)
+        assert not report.valid and report.failure is not None
+        assert report.failure.name == "signature", report.failure
+    with pytest.raises(nacl.exceptions.BadSignatureError):
+        independent_verify(xml, other)
+    assert not verify_settlement(xml, b"short").valid
 
 
 def _swap(old: bytes, new: bytes) -> Callable[[bytes], bytes]:
