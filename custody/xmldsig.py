@@ -93,8 +93,8 @@ class Check:
 class SettlementReport:
     """What :func:`verify_settlement` found. ``valid`` only when every check passed;
     ``checks`` in the order run (it stops at the first failure); ``summary`` the decoded
-    document (:meth:`custody.kinds.iso20022.Pacs008.summary`) once it decoded;
-    ``header`` the AppHdr fields; ``schema_checked`` whether an XSD was applied."""
+    document (:meth:`custody.kinds.iso20022.Pacs008.summary`) and ``header`` the AppHdr
+    fields, both only for a valid file; ``schema_checked`` whether an XSD was applied."""
 
     valid: bool
     checks: tuple[Check, ...]
@@ -356,7 +356,15 @@ def verify_settlement(
     header: dict[str, str] = {}
 
     def done(ok: bool) -> SettlementReport:
-        return SettlementReport(ok, tuple(checks), summary, header, schema is not None and ok)
+        # what the file says is reported only once everything holds: nobody reads an
+        # unverified amount or creditor off a refused file's report
+        return SettlementReport(
+            ok,
+            tuple(checks),
+            summary if ok else None,
+            header if ok else {},
+            schema is not None and ok,
+        )
 
     try:
         if not isinstance(public_key, bytes) or len(public_key) != 32:

@@ -416,3 +416,12 @@ def test_the_custody_side_verifier_takes_the_xsd_by_path(threshold_key: Threshol
     assert bad.failure.detail.startswith(
         "line 2: /Document/FIToFICstmrCdtTrf/GrpHdr/SttlmInf/SttlmMtd"
     )
+
+
+def test_a_refused_file_reports_nothing_it_says(threshold_key: ThresholdKey) -> None:
+    """No amount or creditor is read off a refused file's report."""
+    xml, _ = signed_file(threshold_key)
+    report = verify_settlement(xml.replace(b">1500.25<", b">9500.25<"), threshold_key.public_key)
+    assert not report.valid
+    assert report.summary is None and report.header == {}
+    assert report.as_json()["checks"][-1]["ok"] is False
