@@ -42,6 +42,7 @@ from custody.exitcodes import ExitCode, for_status
 from custody.kinds import Intent
 from custody.kinds.btc import BtcPsbt
 from custody.kinds.evm import EvmTx
+from custody.kinds.iso20022 import Pacs008
 from custody.kinds.message import Message
 from custody.models import ApprovalRequirement, GroupQuorumOut, SignRequestOut
 from custody.signing import SignRequestError
@@ -197,6 +198,21 @@ def describe(intent: Intent | str, sr: SignRequestOut) -> list[tuple[str, str]]:
         lines.append(("network", f"Bitcoin {intent.network}"))
         lines.append(("fee", f"{format_units(intent.fee, 8)} BTC"))
         lines.append(("inputs", f"{len(intent.inputs)} (key path, this key)"))
+    elif isinstance(intent, Pacs008):
+        kind = intent.namespace.rsplit(":", 1)[1]
+        lines.append(("action", f"settle {intent.amount} {intent.currency} ({kind}, one transfer)"))
+        for label, name, iban, bic in (
+            ("creditor", intent.creditor_name, intent.creditor_account, intent.creditor_agent),
+            ("debtor", intent.debtor_name, intent.debtor_account, intent.debtor_agent),
+        ):
+            lines.append((label, f"{name or '(no name)'}, IBAN {iban} at {bic}"))
+        lines.append(("message id", f"{intent.message_id}, end-to-end id {intent.end_to_end_id}"))
+        lines.append(("UETR", intent.uetr))
+        if intent.remittance:  # a net settlement lists the payments it settles here
+            lines.append(("remittance", ", ".join(intent.remittance)))
+        lines.append(
+            ("signs", f"an XML signature (EdDSA-Ed25519) over SHA-256 {intent.digest.hex()}")
+        )
     elif isinstance(intent, Message):
         what = repr(intent.text) if intent.text is not None else "0x" + intent.message.hex()
         lines.append(("action", f"sign a message ({intent.standard}), {intent.scheme}"))

@@ -23,10 +23,11 @@ Schemes
     For ``payment`` and ``settlement`` requests every scheme signs the same 32-byte
     digest of the payload (:mod:`custody.signing`). The decoded kinds
     (:data:`DECODED_KINDS`: ``evm-tx`` for ECDSA keys, ``btc-psbt`` for BIP-340 keys,
-    ``message`` and ``iso20022`` (a pacs.008 message: the SHA-256 of its exclusive C14N)
-    for every scheme) sign what :func:`custody.kinds.decode` says
-    (``Intent.messages``); a ``btc-psbt`` request makes one signature per input (at most
-    :data:`MAX_PSBT_INPUTS`), under the key's BIP-86 output key.
+    ``message`` for every scheme, ``iso20022`` (a pacs.008 message: the canonical XMLDSig
+    ``SignedInfo`` over its exclusive C14N digest) for Ed25519) sign what
+    :func:`custody.kinds.decode` says (``Intent.messages``); a ``btc-psbt`` request makes
+    one signature per input (at most :data:`MAX_PSBT_INPUTS`), under the key's BIP-86
+    output key.
 
 Networks
     A ``bip340`` key has a Bitcoin network (:data:`NETWORKS`, ``mainnet`` by default),

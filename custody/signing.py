@@ -43,11 +43,12 @@ rule covers every scheme.
 ``evm-tx`` / ``message`` / ``btc-psbt`` / ``iso20022`` (:data:`custody.domain.DECODED_KINDS`)
     ``"payload"``: ``{"tx": "0x02..."}`` (an unsigned EIP-1559 transaction, ECDSA keys
     only), ``{"message": "0x..."}``, ``{"psbt": "<base64>"}`` (BIP-174, BIP-340 keys
-    only) or ``{"xml": "..."}`` (an ISO 20022 pacs.008 message, every scheme). The
+    only) or ``{"xml": "..."}`` (an ISO 20022 pacs.008 message, Ed25519 keys only). The
     messages are what :func:`custody.kinds.decode` gives (``Intent.messages``):
     ``keccak256(0x02 || rlp(fields))``, the EIP-191 ``personal_sign`` digest for an ECDSA
-    key and the bytes themselves for Ed25519 and BIP-340, or the SHA-256 of the pacs.008
-    document's exclusive C14N: one message; for ``btc-psbt``
+    key and the bytes themselves for Ed25519 and BIP-340, or the exclusive C14N of the
+    XMLDSig ``SignedInfo`` the node builds over the pacs.008 document's digest
+    (:func:`custody.kinds.iso20022.signed_info`): one message; for ``btc-psbt``
     one per input, its BIP-341 sighash (``SIGHASH_DEFAULT``, signed under the key's BIP-86
     output key), at most :data:`custody.domain.MAX_PSBT_INPUTS`. :func:`messages_to_sign`
     gives them; :func:`message_to_sign` gives their concatenation (the one message for the

@@ -11,7 +11,7 @@ kind            payload                        signs (``Intent.messages``)
 =============== ============================== =============================================
 ``evm-tx``      ``{"tx": "0x02..."}``          ``keccak256(0x02 || rlp(fields))``
 ``btc-psbt``    ``{"psbt": "<base64>"}``       each input's BIP-341 sighash (key path)
-``iso20022``    ``{"xml": "..."}`` (pacs.008)  SHA-256 of its exclusive C14N
+``iso20022``    ``{"xml": "..."}`` (pacs.008)  exc-c14n ``ds:SignedInfo`` over its digest
 ``message``     ``{"message": "0x..."}``       EIP-191 digest (ECDSA), the bytes otherwise
 =============== ============================== =============================================
 
@@ -40,7 +40,7 @@ KINDS: Final[tuple[ChainKind, ...]] = get_args(ChainKind)
 SCHEMES_OF: Final[dict[str, tuple[str, ...]]] = {
     "evm-tx": ("ecdsa-secp256k1",),
     "btc-psbt": ("bip340",),
-    "iso20022": SCHEMES,
+    "iso20022": ("ed25519",),  # XMLDSig EdDSA-Ed25519 (RFC 9231) over its SignedInfo
     "message": SCHEMES,
 }
 

@@ -6,7 +6,7 @@
   (:func:`custody.receipts.verify_receipt`, and ``custody receipt get|verify`` in a
   separate process); a tampered one does not.
 * ``iso20022`` (pacs.008) requests are denied until a rule allows them, then signed over
-  the message's exclusive C14N.
+  the XMLDSig SignedInfo of the message's exclusive C14N digest.
 * When the coordinator lets a request through that the nodes refuse (here: a velocity
   window the coordinator cannot count, since only the nodes hold the release history), the
   request fails with the node's stable code; no node is blamed or marked down, and the
@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -152,9 +153,9 @@ def test_an_iso20022_payment_is_signed_over_its_canonical_form_once_a_rule_allow
 ) -> None:
     """``iso20022`` over the API: the demo-derived policy has no rule for it (the
     coordinator denies at once, 403, nothing stored); a successor version allows EUR
-    payments up to 10 000.00; then an Ed25519 key signs the SHA-256 of the message's
-    exclusive C14N, which the test computes with the W3C algorithm itself and PyNaCl
-    verifies; the receipt names the rule."""
+    payments up to 10 000.00; then an Ed25519 key signs the canonical SignedInfo over the
+    SHA-256 of the message's exclusive C14N, which the test computes with the W3C algorithm
+    itself and PyNaCl verifies; the receipt names the rule."""
     key = live.key("ed25519")
     xml = pacs008(amount="1234.50", ccy="EUR")
     with pytest.raises(CustodyError) as e:
@@ -174,9 +175,13 @@ def test_an_iso20022_payment_is_signed_over_its_canonical_form_once_a_rule_allow
     root = etree.fromstring(xml.encode())
     c14n = etree.tostring(root.getroottree(), method="c14n", exclusive=True, with_comments=False)
     digest = hashlib.sha256(c14n).digest()
-    assert r.message == digest.hex()
+    # the nodes signed the canonical XMLDSig SignedInfo over that digest (custody.xmldsig)
+    signed_info = etree.fromstring(bytes.fromhex(r.message or ""))
+    value = signed_info.findtext(".//{http://www.w3.org/2000/09/xmldsig#}DigestValue")
+    assert base64.b64decode(value or "") == digest
+    assert etree.tostring(signed_info, method="c14n", exclusive=True).hex() == r.message
     nacl.signing.VerifyKey(bytes.fromhex(key.public_key or "")).verify(
-        digest, bytes.fromhex(r.signature or "")
+        bytes.fromhex(r.message or ""), bytes.fromhex(r.signature or "")
     )
     g, _ = current_governance(live)
     receipt = live.auditor.get_receipt(r.id).model_dump(mode="json", exclude_none=True)

@@ -127,7 +127,7 @@ def test_valid_seeds_decode() -> None:
         BtcPsbt,
     )
     decode("evm-tx", {"tx": "0x" + EVM.hex()}, scheme="ecdsa-secp256k1")
-    decode("iso20022", {"xml": XML.decode()}, scheme="bip340")
+    decode("iso20022", {"xml": XML.decode()}, scheme="ed25519")
 
 
 @pytest.mark.parametrize("kind", ["payment", "", None, 3])

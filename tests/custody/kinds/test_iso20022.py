@@ -1,7 +1,9 @@
-"""iso20022 pacs.008: built with lxml, decoded by ours; C14N digest checked two ways."""
+"""iso20022 pacs.008: built with lxml, decoded by ours; C14N digest checked two ways, and the
+message signed is the canonical XMLDSig SignedInfo over that digest (checked with lxml)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import string
 import uuid
@@ -52,6 +54,7 @@ def pacs008(
     cdtr_iban: str = "FR1420041010050500013M02606",
     names: tuple[str, str] | None = ("Alice GmbH", "Bob SA"),
     ns: str = NS,
+    remittance: tuple[str, ...] = (),
 ) -> str:
     """A pacs.008 built with lxml's ElementMaker (not by our code)."""
     E = ElementMaker(namespace=ns, nsmap={None: ns})
@@ -67,6 +70,8 @@ def pacs008(
     if names:
         tx.append(E.Cdtr(E.Nm(names[1])))
     tx.append(E.CdtrAcct(E.Id(E.IBAN(cdtr_iban))))
+    if remittance:
+        tx.append(E.RmtInf(*(E.Ustrd(line) for line in remittance)))
     doc = E.Document(
         E.FIToFICstmrCdtTrf(
             E.GrpHdr(E.MsgId(msg_id), E.CreDtTm("2026-12-01T08:00:00Z"), E.NbOfTxs("1")),
@@ -95,7 +100,52 @@ def test_round_trip_every_field(
     # second computation: the standard library's canonicalizer (C14N 2.0) gives the same
     # bytes as exclusive C14N 1.0 for a document with one default namespace and no comments
     std = StdET.canonicalize(xml_data=xml, with_comments=False).encode()
-    assert intent.messages == (hashlib.sha256(std).digest(),) == (intent.digest,)
+    assert intent.digest == hashlib.sha256(std).digest()
+    assert intent.messages == (iso20022.signed_info(intent.digest),)
+    assert intent.end_to_end_id == "E2E-1" and intent.remittance == ()
+
+
+DS = "{http://www.w3.org/2000/09/xmldsig#}"
+
+
+def test_the_message_is_a_canonical_signed_info_over_the_document_digest() -> None:
+    """What a node signs, read back with lxml: a ds:SignedInfo that is its own exclusive
+    C14N, with the RFC 9231 EdDSA-Ed25519 method, exc-c14n, one URI-less Reference with one
+    exc-c14n Transform and SHA-256 of the document's exclusive C14N."""
+    xml = pacs008(remittance=("E2E-A", "E2E-B"))
+    intent = iso20022.decode({"xml": xml})
+    assert isinstance(intent, iso20022.Pacs008)
+    assert intent.remittance == ("E2E-A", "E2E-B")
+    assert intent.summary()["remittance"] == ["E2E-A", "E2E-B"]
+    (message,) = intent.messages
+    info = etree.fromstring(message)
+    assert etree.tostring(info, method="c14n", exclusive=True) == message
+    assert info.tag == f"{DS}SignedInfo"
+    algs = [
+        (etree.QName(e).localname, e.get("Algorithm")) for e in info.iter() if e.get("Algorithm")
+    ]
+    assert algs == [
+        ("CanonicalizationMethod", "http://www.w3.org/2001/10/xml-exc-c14n#"),
+        ("SignatureMethod", "http://www.w3.org/2021/04/xmldsig-more#eddsa-ed25519"),
+        ("Transform", "http://www.w3.org/2001/10/xml-exc-c14n#"),
+        ("DigestMethod", "http://www.w3.org/2001/04/xmlenc#sha256"),
+    ]
+    (ref,) = info.findall(f"{DS}Reference")
+    assert ref.attrib == {}  # no URI: the Document beside the AppHdr
+    c14n = etree.tostring(
+        etree.fromstring(xml.encode()).getroottree(), method="c14n", exclusive=True
+    )
+    value = ref.findtext(f"{DS}DigestValue")
+    assert base64.b64decode(value or "") == hashlib.sha256(c14n).digest() == intent.digest
+    with pytest.raises(ValueError):
+        iso20022.signed_info(b"\x00" * 31)
+
+
+@pytest.mark.parametrize("scheme", ["bip340", "ecdsa-secp256k1"])
+def test_only_ed25519_keys_sign_an_xml_signature(scheme: str) -> None:
+    with pytest.raises(KindError) as err:
+        decode("iso20022", {"xml": pacs008()}, scheme=scheme)
+    assert err.value.field == "scheme"
 
 
 def test_digest_ignores_what_c14n_removes_and_binds_the_rest() -> None:
@@ -153,6 +203,67 @@ def test_defused_and_strict() -> None:
     twice = pacs008().replace("<ChrgBr>", '<IntrBkSttlmAmt Ccy="EUR">1</IntrBkSttlmAmt><ChrgBr>')
     refused(twice, "IntrBkSttlmAmt")
     refused(pacs008().replace("<UETR>", "<UETR><b/>").replace("</UETR>", "</UETR>"), "PmtId.UETR")
+    refused(pacs008().replace("<EndToEndId>E2E-1</EndToEndId>", ""), "PmtId.EndToEndId")
+    refused(pacs008(remittance=("x" * 141,)), "RmtInf.Ustrd[0]")
+    refused(pacs008(remittance=("ok", " pad")), "RmtInf.Ustrd[1]")
+    many = tuple(f"E{i}" for i in range(iso20022.MAX_REMITTANCE_LINES + 1))
+    refused(pacs008(remittance=many), "RmtInf.Ustrd")
+    refused(pacs008(remittance=("a",)).replace("</RmtInf>", "<Strd/></RmtInf>"), "RmtInf")
     with pytest.raises(KindError) as err:
         iso20022.decode({"xml": pacs008(), "signature": "x"})
     assert err.value.field == "signature"
+
+
+AGENT = "<FinInstnId><BICFI>COBADEFFXXX</BICFI></FinInstnId>"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        # an intermediary agent would route the money through a bank nobody was shown
+        ("<CdtrAgt>", f"<IntrmyAgt1>{AGENT}</IntrmyAgt1><CdtrAgt>", "CdtTrfTxInf.IntrmyAgt1"),
+        (
+            "</CdtrAcct>",
+            "</CdtrAcct><UltmtCdtr><Nm>Mallory</Nm></UltmtCdtr>",
+            "CdtTrfTxInf.UltmtCdtr",
+        ),
+        ("</CdtrAcct>", "</CdtrAcct><InstrForCdtrAgt/>", "CdtTrfTxInf.InstrForCdtrAgt"),
+        ("</CdtTrfTxInf>", "</CdtTrfTxInf><SplmtryData/>", "FIToFICstmrCdtTrf.SplmtryData"),
+        (
+            "<NbOfTxs>1</NbOfTxs>",
+            f"<NbOfTxs>1</NbOfTxs><SttlmInf><SttlmMtd>INDA</SttlmMtd>"
+            f"<InstgRmbrsmntAgt>{AGENT}</InstgRmbrsmntAgt></SttlmInf>",
+            "GrpHdr.SttlmInf.InstgRmbrsmntAgt",
+        ),
+        ("<NbOfTxs>1</NbOfTxs>", "<NbOfTxs>1</NbOfTxs><InstgAgt/>", "GrpHdr.InstgAgt"),
+        (
+            "<BICFI>BNPAFRPP</BICFI>",
+            "<BICFI>BNPAFRPP</BICFI><ClrSysMmbId/>",
+            "CdtrAgt.FinInstnId.ClrSysMmbId",
+        ),
+        ("</CdtrAcct>", "<Prxy/></CdtrAcct>", "CdtrAcct.Prxy"),
+        ("<IBAN>FR14", "<Othr/><IBAN>FR14", "CdtrAcct.Id.Othr"),
+        ("<Nm>Bob SA</Nm>", "<Nm>Bob SA</Nm><Id/>", "Cdtr.Id"),
+        ("<ChrgBr>", '<x:ChrgBr xmlns:x="urn:other"/><ChrgBr>', "CdtTrfTxInf.ChrgBr"),
+        (
+            "<NbOfTxs>1</NbOfTxs>",
+            '<NbOfTxs>1</NbOfTxs><TtlIntrBkSttlmAmt Ccy="EUR">9999.00</TtlIntrBkSttlmAmt>',
+            "GrpHdr.TtlIntrBkSttlmAmt",
+        ),
+        (
+            "<NbOfTxs>1</NbOfTxs>",
+            '<NbOfTxs>1</NbOfTxs><TtlIntrBkSttlmAmt Ccy="USD">1234.50</TtlIntrBkSttlmAmt>',
+            "GrpHdr.TtlIntrBkSttlmAmt",
+        ),
+    ],
+)
+def test_what_the_approver_would_not_see_is_refused(old: str, new: str, field: str) -> None:
+    xml = pacs008()
+    assert old in xml
+    refused(xml.replace(old, new, 1), field)
+
+
+def test_a_matching_group_total_is_accepted() -> None:
+    total = '<NbOfTxs>1</NbOfTxs><TtlIntrBkSttlmAmt Ccy="EUR">1234.5</TtlIntrBkSttlmAmt>'
+    intent = iso20022.decode({"xml": pacs008().replace("<NbOfTxs>1</NbOfTxs>", total)})
+    assert intent.amount == Decimal("1234.50")
