@@ -1,0 +1,202 @@
+"""Nonce management for one sending address: every payment gets its own nonce, none twice.
+
+An Ethereum account's transactions run in nonce order (the yellow paper's validity rule
+``T_n = σ[S(T)]_n``): a nonce can be used once, and a transaction whose nonce is above the
+account's next one waits in the pool until the gap below it is filled. The
+:class:`NonceState` of an address is a small immutable value that the payment service
+stores in its own database (:meth:`NonceState.to_json` / :meth:`NonceState.from_json`) and
+passes back in, so it survives restarts; every operation returns the new state, and the
+service persists it in the same transaction as the payment's own state change, under a
+row lock on the address (one writer per address at a time; this module does no I/O and
+holds no lock).
+
+Life of a nonce:
+
+1. :meth:`NonceState.reserve` (payment id, the chain's *pending* transaction count): the
+   payment gets the lowest free nonce at or above the chain's count; the same payment id
+   asking again gets the same nonce (idempotent across retries and restarts). Reconciling
+   with the chain: the chain's count is a floor (nonces below it are used, by us or by
+   anyone else holding the key), so ``next`` jumps up to it and freed nonces below it are
+   forgotten.
+2. :meth:`NonceState.broadcast`: the signed transaction was accepted by the node; the nonce
+   is spent (it stays recorded as in flight until mined, so a crash right after can send
+   the same bytes again: re-broadcasting identical bytes is harmless).
+3. :meth:`NonceState.release`: the transaction was definitively refused (custody declined
+   to sign, the node answered :class:`payments.evm.chain.TxRejected`): the nonce goes back
+   to the free pool and the next payment reuses it, lowest first. A send whose outcome is
+   unknown (:class:`payments.evm.chain.ChainUnavailable`) must NOT be released: the node may
+   have it. Re-broadcast the same bytes instead.
+4. :meth:`NonceState.mined`: the receipt is in; the payment's entry is dropped.
+
+Gap handling: a released nonce below ``next`` is a gap; later transactions of the address
+(higher nonces) wait behind it in every node's pool. Gaps are refilled first (lowest free
+nonce wins), so the next payment closes the gap; :meth:`NonceState.gaps` lists the free
+nonces that block in-flight ones so the service can alert when no payment comes to fill
+them (an operator then sends a zero-value transfer to fill it, which custody's policy must
+allow). A reservation never released nor broadcast (a crash between reserve and sign) is
+found by :meth:`NonceState.stale` and either finished (sign, broadcast) or released.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from eth_utils.address import to_checksum_address
+
+__all__ = ["NonceError", "NonceState", "Reservation"]
+
+Stage = Literal["reserved", "broadcast"]
+
+
+class NonceError(ValueError):
+    """An operation the state does not allow (unknown payment, a second use, bad JSON)."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    nonce: int
+    stage: Stage
+
+
+@dataclass(frozen=True)
+class NonceState:
+    """The nonces of one address (module docstring). ``next_nonce``: lowest never handed
+    out; ``free``: released nonces below it, reused first; ``inflight``: payment id to its
+    reservation."""
+
+    address: str
+    next_nonce: int = 0
+    free: frozenset[int] = frozenset()
+    inflight: Mapping[str, Reservation] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", to_checksum_address(self.address))
+        used = [r.nonce for r in self.inflight.values()]
+        if len(set(used)) != len(used):
+            raise NonceError(f"{self.address}: two payments hold one nonce")
+        if set(used) & self.free:
+            raise NonceError(f"{self.address}: a nonce both free and in flight")
+        if any(not 0 <= n < self.next_nonce for n in (*used, *self.free)):
+            raise NonceError(f"{self.address}: a nonce at or above next_nonce")
+
+    # -- operations (each returns the new state) -----------------------------------------
+    def reserve(self, payment_id: str, chain_pending: int) -> tuple[int, NonceState]:
+        """The nonce for ``payment_id`` (the same one if it already holds one), given the
+        chain's pending transaction count of the address."""
+        if not isinstance(chain_pending, int) or chain_pending < 0:
+            raise NonceError("chain_pending must be a non-negative integer")
+        held = self.inflight.get(payment_id)
+        if held is not None:
+            return held.nonce, self
+        nxt = max(self.next_nonce, chain_pending)
+        free = {n for n in self.free if n >= chain_pending}
+        if free:
+            nonce = min(free)
+            free.discard(nonce)
+        else:
+            nonce = nxt
+            nxt += 1
+        inflight = {**self.inflight, payment_id: Reservation(nonce, "reserved")}
+        return nonce, replace(self, next_nonce=nxt, free=frozenset(free), inflight=inflight)
+
+    def broadcast(self, payment_id: str) -> NonceState:
+        """The node accepted the payment's transaction: its nonce is spent."""
+        held = self._held(payment_id)
+        inflight = {**self.inflight, payment_id: Reservation(held.nonce, "broadcast")}
+        return replace(self, inflight=inflight)
+
+    def release(self, payment_id: str) -> NonceState:
+        """The payment's transaction will never be on chain: its nonce is free again.
+        Refused once broadcast (the node has it; only :meth:`mined` ends it)."""
+        held = self._held(payment_id)
+        if held.stage == "broadcast":
+            raise NonceError(f"{payment_id}: nonce {held.nonce} was broadcast, not releasable")
+        inflight = {k: v for k, v in self.inflight.items() if k != payment_id}
+        if held.nonce == self.next_nonce - 1 and not self._above(held.nonce, inflight):
+            # the top nonce: hand it out again as next, and any free ones just below too
+            nxt, free = held.nonce, set(self.free)
+            while nxt - 1 in free:
+                nxt -= 1
+                free.discard(nxt)
+            return replace(self, next_nonce=nxt, free=frozenset(free), inflight=inflight)
+        return replace(self, free=self.free | {held.nonce}, inflight=inflight)
+
+    def mined(self, payment_id: str) -> NonceState:
+        """The payment's transaction is in a block (whatever its status: a reverted
+        transaction spends its nonce too)."""
+        self._held(payment_id)
+        inflight = {k: v for k, v in self.inflight.items() if k != payment_id}
+        return replace(self, inflight=inflight)
+
+    # -- reading ------------------------------------------------------------------------
+    def nonce_of(self, payment_id: str) -> int | None:
+        held = self.inflight.get(payment_id)
+        return None if held is None else held.nonce
+
+    def gaps(self, chain_pending: int) -> list[int]:
+        """Free nonces at or above the chain's count with an in-flight nonce above them:
+        the holes that keep those transactions waiting."""
+        top = max((r.nonce for r in self.inflight.values()), default=-1)
+        return sorted(n for n in self.free if chain_pending <= n < top)
+
+    def stale(self) -> list[str]:
+        """Payments holding a nonce they never broadcast (finish or release them)."""
+        return sorted(k for k, v in self.inflight.items() if v.stage == "reserved")
+
+    def _held(self, payment_id: str) -> Reservation:
+        held = self.inflight.get(payment_id)
+        if held is None:
+            raise NonceError(f"{payment_id}: holds no nonce of {self.address}")
+        return held
+
+    @staticmethod
+    def _above(nonce: int, inflight: Mapping[str, Reservation]) -> bool:
+        return any(r.nonce > nonce for r in inflight.values())
+
+    # -- persistence ---------------------------------------------------------------------
+    def to_json(self) -> str:
+        doc = {
+            "address": self.address,
+            "next_nonce": self.next_nonce,
+            "free": sorted(self.free),
+            "inflight": {
+                k: {"nonce": v.nonce, "stage": v.stage} for k, v in sorted(self.inflight.items())
+            },
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> NonceState:
+        try:
+            doc: Any = json.loads(text)
+            inflight = {
+                str(k): Reservation(_nat(v["nonce"], f"inflight.{k}.nonce"), _stage(v["stage"]))
+                for k, v in doc["inflight"].items()
+            }
+            return cls(
+                address=str(doc["address"]),
+                next_nonce=_nat(doc["next_nonce"], "next_nonce"),
+                free=frozenset(_nat(n, "free") for n in doc["free"]),
+                inflight=inflight,
+            )
+        except NonceError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise NonceError(f"nonce state: malformed ({type(e).__name__}: {e})") from None
+
+
+def _nat(v: object, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise NonceError(f"nonce state: {what} must be a non-negative integer")
+    return v
+
+
+def _stage(v: object) -> Stage:
+    if v == "reserved":
+        return "reserved"
+    if v == "broadcast":
+        return "broadcast"
+    raise NonceError(f"nonce state: stage must be reserved or broadcast, not {v!r}")
