@@ -132,8 +132,14 @@ class EvmRail:
         """An EIP-1559 transfer of ``value`` wei from ``sender`` to ``to`` at ``nonce``."""
         sender = parse_address(sender, "sender")
         to = parse_address(to, "to")
+        if self.check_funds and self.chain.get_balance(sender) < value:
+            have = self.chain.get_balance(sender)
+            raise BuildError("value", f"{sender} holds {have} wei, less than the {value} sent")
         fees = fees or self.fees()
-        gas = self._gas(sender, to, value, b"")
+        try:
+            gas = self._gas(sender, to, value, b"")
+        except TxRejected as e:
+            raise BuildError("to", f"the transfer would fail: {e}") from None
         tx = UnsignedTx.ether_transfer(
             chain_id=self.chain.chain_id(),
             nonce=nonce,
@@ -172,7 +178,7 @@ class EvmRail:
         try:
             gas = self._gas(sender, token, 0, data)
         except TxRejected as e:
-            raise BuildError("token", f"the transfer would revert: {e}") from None
+            raise BuildError("token", f"the transfer would fail: {e}") from None
         tx = UnsignedTx.erc20_transfer(
             chain_id=self.chain.chain_id(),
             nonce=nonce,
