@@ -58,6 +58,16 @@ GAS_HEADROOM: Final = 0.20
 TRANSFER_SELECTOR: Final = keccak(b"transfer(address,uint256)")[:4]
 BALANCE_OF_SELECTOR: Final = keccak(b"balanceOf(address)")[:4]
 U64: Final = 2**64 - 1
+_FIELDS: Final = (
+    "chain_id",
+    "nonce",
+    "max_priority_fee_per_gas",
+    "max_fee_per_gas",
+    "gas_limit",
+    "to",
+    "value",
+    "data",
+)
 U256: Final = 2**256 - 1
 
 
@@ -157,9 +167,7 @@ class UnsignedTx:
             got = custody_evm.decode(self.payload)
         except KindError as e:
             raise BuildError(e.field, f"custody would refuse it: {e}") from None
-        mine = (self.chain_id, self.nonce, self.max_fee_per_gas, self.gas_limit, self.to)
-        theirs = (got.chain_id, got.nonce, got.max_fee_per_gas, got.gas_limit, got.to)
-        if mine != theirs or (got.value, got.data) != (self.value, self.data):
+        if any(getattr(got, n) != getattr(self, n) for n in _FIELDS):
             raise BuildError("tx", "custody decodes other fields than the ones built")
 
     @property

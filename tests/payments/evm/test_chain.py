@@ -44,7 +44,7 @@ def signed_bytes_of_mined(plumbing: EthTesterChain, tx_hash: bytes) -> bytes:
         t["gas"], bytes.fromhex(t["to"][2:]), t["value"], bytes.fromhex(t["data"][2:]), [],
         t["y_parity"], t["r"], t["s"],
     ]  # fmt: skip
-    return b"\x02" + rlp.encode(fields)
+    return b"\x02" + bytes(rlp.encode(fields))
 
 
 def test_both_implement_the_protocol(env: Env) -> None:
@@ -216,3 +216,16 @@ def test_jsonrpc_hash_must_be_the_keccak_of_the_bytes() -> None:
     with JsonRpcChain("http://x/", http=http) as c:
         with pytest.raises(ChainError, match="not keccak256"):
             c.send_raw_transaction(b"\x02\xc0")
+
+
+def test_jsonrpc_already_known_is_a_successful_send() -> None:
+    """Geth's answer to the same bytes sent twice: not a refusal, the hash is returned."""
+
+    def transport(request: httpx.Request) -> httpx.Response:
+        rid = json.loads(request.content)["id"]
+        err = {"code": -32000, "message": "already known"}
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": rid, "error": err})
+
+    http = httpx.Client(transport=httpx.MockTransport(transport))
+    with JsonRpcChain("http://x/", http=http) as c:
+        assert c.send_raw_transaction(b"\x02\xc0") == keccak(b"\x02\xc0")

@@ -17,13 +17,16 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import rlp
 from eth_account import Account
 from eth_utils.crypto import keccak
 
+from custody.client import CustodyClient
 from custody.cluster import ALLOWLIST, DEMO_ETH_DESTINATIONS, ETH_LIMIT, TOKEN_LIMIT
+from custody.demo import approve_as
 from custody.models import KeyOut, SignRequestOut
 from custody.policy import Rule
 from payments.evm.chain import TxRejected
@@ -174,7 +177,7 @@ def test_erc20_transfer_moves_tokens(world: World) -> None:
 def _tamper_value(signed: bytes, value: int) -> bytes:
     fields = rlp.decode(signed[1:])
     fields[6] = value.to_bytes(32, "big").lstrip(b"\x00")
-    return b"\x02" + rlp.encode(fields)
+    return b"\x02" + bytes(rlp.encode(fields))
 
 
 def test_tampered_signed_tx_is_refused(world: World) -> None:
@@ -291,3 +294,36 @@ def test_reverted_token_transfer_is_failed_and_spends_its_nonce(world: World) ->
     assert chain.get_transaction_count(world.sender) == n + 1  # the nonce is spent anyway
     assert eth_before - chain.get_balance(world.sender) == c.receipt.fee
     world.nonces = world.nonces.mined("revert-1")
+
+
+def test_transfer_over_the_limit_waits_for_two_approvals_then_is_mined(world: World) -> None:
+    """The path a payment over the demo limit takes: parked in ``pending_approval`` until two
+    treasury approvers (each decoding the request locally, as ``custody approve`` does) sign;
+    then signed, attached, mined."""
+    chain, rail = world.env.chain, world.rail
+    value = 2 * ETH_LIMIT
+    n, world.nonces = rail.reserve_nonce(world.nonces, "big-1")
+    tx = rail.build_ether_transfer(sender=world.sender, to=DEST2, value=value, nonce=n)
+    sr = world.live.requester.sign(
+        world.key.id, kind="evm-tx", payload=tx.payload, idempotency_key=str(uuid.uuid4()),
+        wait=False,
+    )  # fmt: skip
+    assert sr.status == "pending_approval", sr
+    with pytest.raises(BuildError, match="sign_request.status: 'pending_approval'"):
+        rail.attach(tx, sr, world.key.public_key or "")
+    files = world.live.doc["dev_governance"]
+    passphrase = Path(files["approver_passphrase_file"]).read_bytes().strip()
+    creds = world.live.doc["credentials"]
+    with CustodyClient(world.live.doc["api_url"], creds["approver"]) as approver:
+        for path in [Path(p) for p in files["approvers"][:2]]:
+            sr = approve_as(approver, sr.id, ECDSA, path, passphrase)
+    assert sr.status == "signed", sr
+    assert world.key.public_key is not None
+    signed = rail.attach(tx, sr, world.key.public_key)
+    assert Account.recover_transaction(signed) == world.sender
+    before = chain.get_balance(DEST2)
+    h = rail.broadcast(signed)
+    world.nonces = world.nonces.broadcast("big-1")
+    r = rail.confirmation(h).receipt
+    assert r is not None and r.status == 1 and chain.get_balance(DEST2) == before + value
+    world.nonces = world.nonces.mined("big-1")
