@@ -10,6 +10,7 @@ Flow of one payment (the service persists each step; every call here is synchron
     sr = custody_client.sign(key_id, kind="evm-tx", payload=tx.payload,
                              idempotency_key=payment_id)  # may park in pending_approval
     signed = rail.attach(tx, sr, key.public_key)           # BuildError if anything is off
+    rail.ready(state, payment_id)         # every lower nonce broadcast? (else wait, then send)
     tx_hash = rail.broadcast(signed)      # TxRejected -> state.release(payment_id)
     state = state.broadcast(payment_id)   # ChainUnavailable -> keep, broadcast(signed) again
     rail.confirmation(tx_hash)            # pending | included | failed | confirmed (state.mined)

@@ -28,6 +28,11 @@ Life of a nonce:
    have it. Re-broadcast the same bytes instead.
 4. :meth:`NonceState.mined`: the receipt is in; the payment's entry is dropped.
 
+Broadcast in nonce order (:meth:`NonceState.ready`): a real node queues a transaction whose
+nonce is above the account's next one, but eth-tester refuses it ("Invalid transaction
+nonce"), and a refusal would wrongly release the nonce; so a payment's transaction is sent
+once every lower in-flight nonce of the address is broadcast.
+
 Gap handling: a released nonce below ``next`` is a gap; later transactions of the address
 (higher nonces) wait behind it in every node's pool. Gaps are refilled first (lowest free
 nonce wins), so the next payment closes the gap; :meth:`NonceState.gaps` lists the free
@@ -141,6 +146,15 @@ class NonceState:
         the holes that keep those transactions waiting."""
         top = max((r.nonce for r in self.inflight.values()), default=-1)
         return sorted(n for n in self.free if chain_pending <= n < top)
+
+    def ready(self, payment_id: str, chain_pending: int) -> bool:
+        """Whether the payment may be broadcast now (module docstring: nonce order): every
+        in-flight nonce below its own is broadcast, and no free nonce between the chain's
+        pending count and its own leaves a gap."""
+        held = self._held(payment_id)
+        lower = [r for r in self.inflight.values() if r.nonce < held.nonce]
+        gap = any(chain_pending <= n < held.nonce for n in self.free)
+        return not gap and all(r.stage == "broadcast" for r in lower)
 
     def stale(self) -> list[str]:
         """Payments holding a nonce they never broadcast (finish or release them)."""

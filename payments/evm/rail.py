@@ -120,6 +120,10 @@ class EvmRail:
         """:meth:`NonceState.reserve` against the chain's pending count of the address."""
         return state.reserve(payment_id, self.chain.get_transaction_count(state.address, "pending"))
 
+    def ready(self, state: NonceState, payment_id: str) -> bool:
+        """:meth:`NonceState.ready` against the chain's pending count: broadcast now?"""
+        return state.ready(payment_id, self.chain.get_transaction_count(state.address, "pending"))
+
     def _gas(self, sender: str, to: str, value: int, data: bytes) -> int:
         estimate = self.chain.estimate_gas(sender, to, value, data)
         if not data and estimate == PLAIN_TRANSFER_GAS:

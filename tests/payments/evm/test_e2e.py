@@ -127,6 +127,7 @@ def test_ether_transfer_is_threshold_signed_recovered_mined_and_confirmed(world:
     assert int.from_bytes(fields[6], "big") == value
 
     before_s, before_d = chain.get_balance(world.sender), chain.get_balance(DEST)
+    assert rail.ready(world.nonces, "eth-1")
     h = rail.broadcast(signed)
     world.nonces = world.nonces.broadcast("eth-1")
     assert h == keccak(signed)

@@ -77,6 +77,28 @@ def test_stale_reservations_are_listed() -> None:
     assert s.stale() == ["a"]
 
 
+def test_ready_means_every_lower_nonce_is_broadcast() -> None:
+    s = NonceState(ADDR)
+    for p in ("a", "b", "c"):
+        _, s = s.reserve(p, 0)
+    assert [s.ready(p, 0) for p in "abc"] == [True, False, False]
+    s = s.broadcast("a")
+    assert [s.ready(p, 0) for p in "abc"] == [True, True, False]
+    s = s.mined("a").release("b")
+    # b's nonce is free: a gap under c until the next payment fills it
+    assert not s.ready("c", 1) and s.gaps(1) == [1]
+    n, s = s.reserve("d", 1)
+    assert n == 1 and s.ready("d", 1) and not s.ready("c", 1)
+    s = s.broadcast("d")
+    assert s.ready("c", 2)
+    # a free nonce under the chain's count (used elsewhere) is no gap
+    t = NonceState(ADDR)
+    for p in ("x", "y"):
+        _, t = t.reserve(p, 0)
+    t = t.release("x")
+    assert not t.ready("y", 0) and t.ready("y", 1)
+
+
 def test_json_round_trip_and_malformed_state() -> None:
     s = NonceState(ADDR.lower())
     for p in ("a", "b", "c"):
