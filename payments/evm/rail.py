@@ -23,6 +23,7 @@ from payments.evm.tx import (
     Fees,
     UnsignedTx,
     assemble,
+    check_uint,
     erc20_transfer_calldata,
     fees_from,
     parse_address,
@@ -89,7 +90,9 @@ class EvmRail:
     ``required_confirmations``: when a mined transaction counts as confirmed;
     ``check_funds``: refuse to build a transfer the sender cannot pay (value and the most
     gas can cost, and for a token the token balance) instead of having it signed and
-    then refused by the chain.
+    then refused by the chain. It reads the latest balances: a pre-check, not a
+    reservation (transactions of the sender still in the pool are not subtracted; the
+    payment core's ledger is what holds funds for a payment).
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class EvmRail:
         """An EIP-1559 transfer of ``value`` wei from ``sender`` to ``to`` at ``nonce``."""
         sender = parse_address(sender, "sender")
         to = parse_address(to, "to")
+        check_uint(value, "value")
         if self.check_funds and self.chain.get_balance(sender) < value:
             have = self.chain.get_balance(sender)
             raise BuildError("value", f"{sender} holds {have} wei, less than the {value} sent")

@@ -46,6 +46,7 @@ __all__ = [
     "TRANSFER_SELECTOR",
     "UnsignedTx",
     "assemble",
+    "check_uint",
     "erc20_balance_of_calldata",
     "erc20_transfer_calldata",
     "fees_from",
@@ -91,7 +92,8 @@ def parse_address(value: object, field: str) -> str:
     return str(to_checksum_address(value))
 
 
-def _uint(value: object, field: str, limit: int = U256) -> int:
+def check_uint(value: object, field: str, limit: int = U256) -> int:
+    """``value`` if it is an integer (not a bool) in ``[0, limit]``, else :class:`BuildError`."""
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
         raise BuildError(field, f"must be an integer in [0, {limit}]")
     return value
@@ -112,7 +114,9 @@ class Fees:
 
 def fees_from(base_fee: int, priority_fee: int, *, max_fee_cap: int | None = None) -> Fees:
     """:class:`Fees` of a chain's suggestion; refuses one over ``max_fee_cap`` wei per gas."""
-    fees = Fees(_uint(base_fee, "base_fee"), _uint(priority_fee, "max_priority_fee_per_gas"))
+    fees = Fees(
+        check_uint(base_fee, "base_fee"), check_uint(priority_fee, "max_priority_fee_per_gas")
+    )
     if max_fee_cap is not None and fees.max_fee_per_gas > max_fee_cap:
         raise BuildError(
             "max_fee_per_gas",
@@ -125,7 +129,9 @@ def fees_from(base_fee: int, priority_fee: int, *, max_fee_cap: int | None = Non
 def erc20_transfer_calldata(recipient: str, amount: int) -> bytes:
     """``transfer(recipient, amount)``, canonically ABI-encoded (68 bytes)."""
     to = parse_address(recipient, "recipient")
-    return TRANSFER_SELECTOR + abi_encode(["address", "uint256"], [to, _uint(amount, "amount")])
+    return TRANSFER_SELECTOR + abi_encode(
+        ["address", "uint256"], [to, check_uint(amount, "amount")]
+    )
 
 
 def erc20_balance_of_calldata(holder: str) -> bytes:
@@ -147,19 +153,19 @@ class UnsignedTx:
     data: bytes
 
     def __post_init__(self) -> None:
-        _uint(self.chain_id, "chain_id", U64)
+        check_uint(self.chain_id, "chain_id", U64)
         if self.chain_id == 0:
             raise BuildError("chain_id", "must not be 0 (EIP-155 replay protection)")
-        _uint(self.nonce, "nonce", U64 - 1)  # EIP-2681
-        _uint(self.max_priority_fee_per_gas, "max_priority_fee_per_gas")
-        _uint(self.max_fee_per_gas, "max_fee_per_gas")
+        check_uint(self.nonce, "nonce", U64 - 1)  # EIP-2681
+        check_uint(self.max_priority_fee_per_gas, "max_priority_fee_per_gas")
+        check_uint(self.max_fee_per_gas, "max_fee_per_gas")
         if self.max_priority_fee_per_gas > self.max_fee_per_gas:
             raise BuildError("max_priority_fee_per_gas", "exceeds max_fee_per_gas (EIP-1559)")
-        _uint(self.gas_limit, "gas_limit", U64)
+        check_uint(self.gas_limit, "gas_limit", U64)
         if self.gas_limit < PLAIN_TRANSFER_GAS:
             raise BuildError("gas_limit", f"under the intrinsic {PLAIN_TRANSFER_GAS}")
         object.__setattr__(self, "to", parse_address(self.to, "to"))
-        _uint(self.value, "value")
+        check_uint(self.value, "value")
         if not isinstance(self.data, bytes):
             raise BuildError("data", "must be bytes")
         # the decoder the nodes run must read back exactly these fields
