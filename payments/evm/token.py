@@ -24,11 +24,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
+import rlp
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from payments.evm.chain import Chain, EthTesterChain, TxRejected
-from payments.evm.tx import erc20_balance_of_calldata, erc20_transfer_calldata
+from payments.evm.tx import erc20_balance_of_calldata, erc20_transfer_calldata, parse_address
 
 __all__ = [
     "ARTIFACT",
@@ -36,6 +39,7 @@ __all__ = [
     "VYPER_VERSION",
     "EVM_VERSION",
     "compile_artifact",
+    "contract_address",
     "artifact",
     "deploy_test_token",
     "give_tokens",
@@ -82,6 +86,15 @@ def artifact() -> dict[str, Any]:
     return doc
 
 
+def contract_address(deployer: str, nonce: int) -> str:
+    """The address a contract created by ``deployer`` at ``nonce`` gets (yellow paper
+    section 7: the last 20 bytes of ``keccak256(rlp([sender, nonce]))``). The demo chain's
+    first deployment from genesis account 0 is thus always at the same address, which a
+    policy can name before the chain exists."""
+    raw = bytes.fromhex(parse_address(deployer, "deployer")[2:])
+    return str(to_checksum_address(keccak(rlp.encode([raw, nonce]))[12:]))
+
+
 def deploy_test_token(
     chain: EthTesterChain,
     *,
@@ -95,11 +108,13 @@ def deploy_test_token(
     address (EIP-55)."""
     args = abi_encode(["string", "string", "uint8", "uint256"], [name, symbol, decimals, supply])
     code = bytes.fromhex(artifact()["bytecode"][2:]) + args
+    deployer = chain.genesis_account(source)
+    expected = contract_address(deployer, chain.get_transaction_count(deployer, "pending"))
     h = chain.send_from_genesis(None, code, DEPLOY_GAS, source=source)
     receipt = chain.get_transaction_receipt(h)
-    if receipt is None or receipt.status != 1 or receipt.contract_address is None:
-        raise TxRejected(f"token deployment failed: {receipt}")
-    return receipt.contract_address
+    if receipt is None or receipt.status != 1 or receipt.contract_address != expected:
+        raise TxRejected(f"token deployment failed (expected at {expected}): {receipt}")
+    return expected
 
 
 def give_tokens(

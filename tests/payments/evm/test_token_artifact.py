@@ -23,6 +23,7 @@ from payments.evm.token import (
     VYPER_VERSION,
     artifact,
     compile_artifact,
+    contract_address,
     deploy_test_token,
     give_tokens,
     token_balance,
@@ -60,25 +61,28 @@ def _call(chain: EthTesterChain, token: str, sig: str, types: list[str]) -> obje
 
 def test_deployed_token_behaves_as_eip20() -> None:
     chain = EthTesterChain()
-    token = deploy_test_token(chain, name="Test", symbol="TST", decimals=6, supply=10**12)
-    code = chain.tester.get_code(token)
+    erc20 = deploy_test_token(chain, name="Test", symbol="TST", decimals=6, supply=10**12)
+    # the first contract of genesis account 0: a fixed address a demo policy can name
+    assert erc20 == contract_address(chain.genesis_account(0), 0)
+    assert erc20 == "0xF2E246BB76DF876Cef8b38ae84130F4F55De395b"
+    code = chain.tester.get_code(erc20)
     assert bytes.fromhex(code[2:]) == bytes.fromhex(artifact()["bytecode_runtime"][2:])
-    assert _call(chain, token, "name()", ["string"]) == "Test"
-    assert _call(chain, token, "symbol()", ["string"]) == "TST"
-    assert _call(chain, token, "decimals()", ["uint8"]) == 6
-    assert _call(chain, token, "totalSupply()", ["uint256"]) == 10**12
+    assert _call(chain, erc20, "name()", ["string"]) == "Test"
+    assert _call(chain, erc20, "symbol()", ["string"]) == "TST"
+    assert _call(chain, erc20, "decimals()", ["uint8"]) == 6
+    assert _call(chain, erc20, "totalSupply()", ["uint256"]) == 10**12
     a, b = chain.genesis_account(0), chain.genesis_account(1)
-    give_tokens(chain, token, b, 40)
-    assert token_balance(chain, token, a) == 10**12 - 40
-    assert token_balance(chain, token, b) == 40
+    give_tokens(chain, erc20, b, 40)
+    assert token_balance(chain, erc20, a) == 10**12 - 40
+    assert token_balance(chain, erc20, b) == 40
     # over the balance: mined, reverted (status 0), nothing moved
-    h = chain.send_from_genesis(token, erc20_transfer_calldata(a, 41), 100_000, source=1)
+    h = chain.send_from_genesis(erc20, erc20_transfer_calldata(a, 41), 100_000, source=1)
     r = chain.get_transaction_receipt(h)
     assert r is not None and r.status == 0 and r.logs == ()
-    assert token_balance(chain, token, b) == 40
+    assert token_balance(chain, erc20, b) == 40
     # to the zero address: refused too
     h = chain.send_from_genesis(
-        token, erc20_transfer_calldata("0x" + "00" * 20, 1), 100_000, source=1
+        erc20, erc20_transfer_calldata("0x" + "00" * 20, 1), 100_000, source=1
     )
     r = chain.get_transaction_receipt(h)
     assert r is not None and r.status == 0
