@@ -9,11 +9,16 @@ Flow of one payment (the service persists each step; every call here is synchron
     #  or rail.build_erc20_transfer(sender=addr, token=tok, recipient=dest, amount=n, nonce=nonce)
     sr = custody_client.sign(key_id, kind="evm-tx", payload=tx.payload,
                              idempotency_key=payment_id)  # may park in pending_approval
+    # custody declined (or the build failed) -> state = state.release(payment_id)
     signed = rail.attach(tx, sr, key.public_key)           # BuildError if anything is off
+    state = state.signed(payment_id)      # from now on the nonce stays with this payment
     rail.ready(state, payment_id)         # every lower nonce broadcast? (else wait, then send)
-    tx_hash = rail.broadcast(signed)      # TxRejected -> state.release(payment_id)
-    state = state.broadcast(payment_id)   # ChainUnavailable -> keep, broadcast(signed) again
-    rail.confirmation(tx_hash)            # pending | included | failed | confirmed (state.mined)
+    tx_hash = rail.broadcast(signed)      # ChainUnavailable -> keep, broadcast(signed) again
+    #   TxRejected -> rail.is_consumed(addr, nonce)? state.consumed(...) : rebuild at the SAME
+    #                 nonce with fresh fees and sign again (never a new nonce: double pay)
+    state = state.broadcast(payment_id)
+    rail.confirmation(tx_hash)            # pending | included | failed | confirmed
+    state = state.consumed(payment_id)    # once mined (failed too: a revert spends the nonce)
 
 Modules:
 

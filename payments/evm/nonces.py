@@ -18,28 +18,44 @@ Life of a nonce:
    with the chain: the chain's count is a floor (nonces below it are used, by us or by
    anyone else holding the key), so ``next`` jumps up to it and freed nonces below it are
    forgotten.
-2. :meth:`NonceState.broadcast`: the signed transaction was accepted by the node; the nonce
-   is spent (it stays recorded as in flight until mined, so a crash right after can send
-   the same bytes again: re-broadcasting identical bytes is harmless).
-3. :meth:`NonceState.release`: the transaction was definitively refused (custody declined
-   to sign, the node answered :class:`payments.evm.chain.TxRejected`): the nonce goes back
-   to the free pool and the next payment reuses it, lowest first. A send whose outcome is
-   unknown (:class:`payments.evm.chain.ChainUnavailable`) must NOT be released: the node may
-   have it. Re-broadcast the same bytes instead.
-4. :meth:`NonceState.mined`: the receipt is in; the payment's entry is dropped.
+2. :meth:`NonceState.signed`: custody signed a transaction at this nonce. From here on the
+   nonce stays with the payment until it is consumed on chain: a signed transaction is a
+   bearer instrument (anyone holding the bytes, the coordinator included, can broadcast
+   them) that stays valid until its nonce is used. Were the nonce handed to another
+   payment after a refusal that is not permanent (fee under the base fee, funds short),
+   the old bytes could still be mined later and the payment retried elsewhere would pay
+   twice. So a refused payment is retried AT THE SAME NONCE (rebuilt with fresh fees,
+   signed again): all its versions share one nonce, and at most one of them can ever be
+   mined.
+3. :meth:`NonceState.broadcast`: the node accepted the transaction (it stays in flight
+   until mined, so after a crash the same bytes are simply sent again: harmless).
+4. :meth:`NonceState.release`: only for a payment that never got a signature (custody
+   declined, the build failed, the payment was cancelled before signing; a sign request
+   still waiting for approvals must be rejected first, or it may yet be signed): the nonce
+   goes back to the free pool and the next payment reuses it, lowest first. Refused once
+   signed. A send whose outcome is unknown
+   (:class:`payments.evm.chain.ChainUnavailable`) is not a refusal either: re-broadcast the
+   same bytes.
+5. :meth:`NonceState.consumed`: the nonce is used on chain: the payment's transaction is in
+   a block (whatever its status: a reverted transaction spends its nonce too), or the node
+   answers "nonce too low" for its bytes (another transaction took the nonce: the bytes are
+   dead, and the payment, if not paid, may reserve a new nonce).
 
 Broadcast in nonce order (:meth:`NonceState.ready`): a real node queues a transaction whose
 nonce is above the account's next one, but eth-tester refuses it ("Invalid transaction
-nonce"), and a refusal would wrongly release the nonce; so a payment's transaction is sent
-once every lower in-flight nonce of the address is broadcast.
+nonce"); so a payment's transaction is sent once every lower in-flight nonce of the
+address is broadcast and no free nonce leaves a gap below it.
 
 Gap handling: a released nonce below ``next`` is a gap; later transactions of the address
 (higher nonces) wait behind it in every node's pool. Gaps are refilled first (lowest free
 nonce wins), so the next payment closes the gap; :meth:`NonceState.gaps` lists the free
 nonces that block in-flight ones so the service can alert when no payment comes to fill
 them (an operator then sends a zero-value transfer to fill it, which custody's policy must
-allow). A reservation never released nor broadcast (a crash between reserve and sign) is
-found by :meth:`NonceState.stale` and either finished (sign, broadcast) or released.
+allow). A payment signed but abandoned (cancelled after signing) still holds its nonce: it
+ends only by being consumed, by its own bytes or by a replacement at that nonce.
+A reservation neither broadcast nor released (a crash between reserve and broadcast) is
+listed by :meth:`NonceState.stale`: finish it (sign, broadcast) or, if never signed,
+release it.
 """
 
 from __future__ import annotations
@@ -53,7 +69,7 @@ from eth_utils.address import to_checksum_address
 
 __all__ = ["NonceError", "NonceState", "Reservation"]
 
-Stage = Literal["reserved", "broadcast"]
+Stage = Literal["reserved", "signed", "broadcast"]
 
 
 class NonceError(ValueError):
@@ -107,18 +123,29 @@ class NonceState:
         inflight = {**self.inflight, payment_id: Reservation(nonce, "reserved")}
         return nonce, replace(self, next_nonce=nxt, free=frozenset(free), inflight=inflight)
 
+    def signed(self, payment_id: str) -> NonceState:
+        """Custody signed a transaction of the payment at its nonce (module docstring, 2)."""
+        held = self._held(payment_id)
+        if held.stage != "reserved":
+            return self
+        inflight = {**self.inflight, payment_id: Reservation(held.nonce, "signed")}
+        return replace(self, inflight=inflight)
+
     def broadcast(self, payment_id: str) -> NonceState:
-        """The node accepted the payment's transaction: its nonce is spent."""
+        """The node accepted the payment's transaction."""
         held = self._held(payment_id)
         inflight = {**self.inflight, payment_id: Reservation(held.nonce, "broadcast")}
         return replace(self, inflight=inflight)
 
     def release(self, payment_id: str) -> NonceState:
-        """The payment's transaction will never be on chain: its nonce is free again.
-        Refused once broadcast (the node has it; only :meth:`mined` ends it)."""
+        """The payment never got a signature and will not: its nonce is free again.
+        Refused once signed (module docstring, 2: retry at the same nonce instead)."""
         held = self._held(payment_id)
-        if held.stage == "broadcast":
-            raise NonceError(f"{payment_id}: nonce {held.nonce} was broadcast, not releasable")
+        if held.stage != "reserved":
+            raise NonceError(
+                f"{payment_id}: nonce {held.nonce} is {held.stage}: signed bytes exist, so it "
+                "stays with the payment until consumed (retry at the same nonce)"
+            )
         inflight = {k: v for k, v in self.inflight.items() if k != payment_id}
         if held.nonce == self.next_nonce - 1 and not self._above(held.nonce, inflight):
             # the top nonce: hand it out again as next, and any free ones just below too
@@ -129,9 +156,8 @@ class NonceState:
             return replace(self, next_nonce=nxt, free=frozenset(free), inflight=inflight)
         return replace(self, free=self.free | {held.nonce}, inflight=inflight)
 
-    def mined(self, payment_id: str) -> NonceState:
-        """The payment's transaction is in a block (whatever its status: a reverted
-        transaction spends its nonce too)."""
+    def consumed(self, payment_id: str) -> NonceState:
+        """The payment's nonce is used on chain (module docstring, 5); its entry is dropped."""
         self._held(payment_id)
         inflight = {k: v for k, v in self.inflight.items() if k != payment_id}
         return replace(self, inflight=inflight)
@@ -157,8 +183,9 @@ class NonceState:
         return not gap and all(r.stage == "broadcast" for r in lower)
 
     def stale(self) -> list[str]:
-        """Payments holding a nonce they never broadcast (finish or release them)."""
-        return sorted(k for k, v in self.inflight.items() if v.stage == "reserved")
+        """Payments holding a nonce they never broadcast (finish them; release only one
+        that was never signed)."""
+        return sorted(k for k, v in self.inflight.items() if v.stage != "broadcast")
 
     def _held(self, payment_id: str) -> Reservation:
         held = self.inflight.get(payment_id)
@@ -211,6 +238,8 @@ def _nat(v: object, what: str) -> int:
 def _stage(v: object) -> Stage:
     if v == "reserved":
         return "reserved"
+    if v == "signed":
+        return "signed"
     if v == "broadcast":
         return "broadcast"
-    raise NonceError(f"nonce state: stage must be reserved or broadcast, not {v!r}")
+    raise NonceError(f"nonce state: stage must be reserved, signed or broadcast, not {v!r}")

@@ -127,6 +127,11 @@ class EvmRail:
         """:meth:`NonceState.ready` against the chain's pending count: broadcast now?"""
         return state.ready(payment_id, self.chain.get_transaction_count(state.address, "pending"))
 
+    def is_consumed(self, address: str, nonce: int) -> bool:
+        """Whether ``nonce`` of ``address`` is used by a mined transaction (the latest
+        count is above it): bytes signed at it can never be mined any more."""
+        return self.chain.get_transaction_count(address, "latest") > nonce
+
     def _gas(self, sender: str, to: str, value: int, data: bytes) -> int:
         estimate = self.chain.estimate_gas(sender, to, value, data)
         if not data and estimate == PLAIN_TRANSFER_GAS:

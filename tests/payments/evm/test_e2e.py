@@ -30,7 +30,7 @@ from custody.demo import approve_as
 from custody.models import KeyOut, SignRequestOut
 from custody.policy import Rule
 from payments.evm.chain import TxRejected
-from payments.evm.nonces import NonceState
+from payments.evm.nonces import NonceError, NonceState
 from payments.evm.rail import EvmRail, erc20_transfers
 from payments.evm.token import deploy_test_token, give_tokens, token_balance
 from payments.evm.tx import BuildError, Fees, UnsignedTx
@@ -119,6 +119,7 @@ def test_ether_transfer_is_threshold_signed_recovered_mined_and_confirmed(world:
     assert sr.message == tx.digest.hex()
     assert world.key.public_key is not None
     signed = rail.attach(tx, sr, world.key.public_key)
+    world.nonces = world.nonces.signed("eth-1")
     # eth-account (not our code) recovers the threshold key's address from the signed bytes
     assert Account.recover_transaction(signed) == world.sender
     fields = rlp.decode(signed[1:])
@@ -141,7 +142,7 @@ def test_ether_transfer_is_threshold_signed_recovered_mined_and_confirmed(world:
     assert r.gas_used == 21_000 and r.effective_gas_price <= tx.max_fee_per_gas
     assert before_s - chain.get_balance(world.sender) == value + r.gas_used * r.effective_gas_price
     assert chain.get_balance(DEST) - before_d == value
-    world.nonces = world.nonces.mined("eth-1")
+    world.nonces = world.nonces.consumed("eth-1")
     # broadcasting the same bytes again is harmless: same hash, nothing moves twice
     assert rail.broadcast(signed) == h
     assert chain.get_balance(DEST) - before_d == value
@@ -172,7 +173,7 @@ def test_erc20_transfer_moves_tokens(world: World) -> None:
     # the ether side: only the gas, exactly
     assert eth_before - chain.get_balance(world.sender) == r.gas_used * r.effective_gas_price
     assert r.gas_used <= tx.gas_limit
-    world.nonces = world.nonces.mined("tok-1")
+    world.nonces = world.nonces.consumed("tok-1")
 
 
 def _tamper_value(signed: bytes, value: int) -> bytes:
@@ -215,7 +216,7 @@ def test_tampered_signed_tx_is_refused(world: World) -> None:
     c = rail.confirmation(h)
     assert c.receipt is not None and c.receipt.status == 1 and c.receipt.sender == world.sender
     assert chain.get_balance(DEST) == before + 1000
-    world.nonces = world.nonces.mined("tamper-1")
+    world.nonces = world.nonces.consumed("tamper-1")
 
 
 def test_nonce_reuse_is_refused_by_the_chain_and_prevented_by_the_manager(world: World) -> None:
@@ -223,7 +224,7 @@ def test_nonce_reuse_is_refused_by_the_chain_and_prevented_by_the_manager(world:
     n1, world.nonces = rail.reserve_nonce(world.nonces, "reuse-1")
     tx1 = rail.build_ether_transfer(sender=world.sender, to=DEST, value=7, nonce=n1)
     h1 = rail.broadcast(world.signed(tx1))
-    world.nonces = world.nonces.broadcast("reuse-1").mined("reuse-1")
+    world.nonces = world.nonces.broadcast("reuse-1").consumed("reuse-1")
     assert rail.confirmation(h1).receipt is not None
     # the manager never hands n1 out again, to a new payment...
     n2, world.nonces = rail.reserve_nonce(world.nonces, "reuse-2")
@@ -242,26 +243,46 @@ def test_nonce_reuse_is_refused_by_the_chain_and_prevented_by_the_manager(world:
     world.nonces = world.nonces.release("reuse-2")
 
 
-def test_refused_broadcast_releases_its_nonce_for_the_next_payment(world: World) -> None:
+def test_refused_broadcast_is_retried_at_the_same_nonce_and_never_pays_twice(
+    world: World,
+) -> None:
+    """A signed transaction the chain refuses for now (fees under the base fee) keeps its
+    nonce: the payment is rebuilt with fresh fees AT THE SAME NONCE and signed again, so the
+    first bytes are dead once the second are mined (one payment, at most one transfer)."""
     chain, rail = world.env.chain, world.rail
     n, world.nonces = rail.reserve_nonce(world.nonces, "cheap-1")
-    # fees under the chain's base fee: custody signs it (fees are not policy), the chain refuses
+    # custody signs it (fees are not policy); the chain refuses it
     cheap = UnsignedTx.ether_transfer(
         chain_id=chain.chain_id(), nonce=n, to=DEST, value=5, fees=Fees(0, 0), gas_limit=21_000
     )
+    cheap_signed = world.signed(cheap)
+    world.nonces = world.nonces.signed("cheap-1")
     with pytest.raises(TxRejected):
-        rail.broadcast(world.signed(cheap))
-    world.nonces = world.nonces.release("cheap-1")  # definitively refused: the nonce is free
-    assert chain.get_transaction_count(world.sender) == n
-    n2, world.nonces = rail.reserve_nonce(world.nonces, "after-1")
-    assert n2 == n  # reused: no gap left behind
-    tx = rail.build_ether_transfer(sender=world.sender, to=DEST, value=5, nonce=n2)
+        rail.broadcast(cheap_signed)
+    assert not rail.is_consumed(world.sender, n)
+    with pytest.raises(NonceError, match="signed bytes exist"):
+        world.nonces.release("cheap-1")  # the manager will not hand the nonce to another
+    # another payment meanwhile gets the next nonce, not this one
+    other, world.nonces = rail.reserve_nonce(world.nonces, "other-1")
+    assert other == n + 1
+    world.nonces = world.nonces.release("other-1")  # never signed: free again
+    # the retry: same payment, same nonce, fees from the chain
+    again, world.nonces = rail.reserve_nonce(world.nonces, "cheap-1")
+    assert again == n
+    before = chain.get_balance(DEST)
+    tx = rail.build_ether_transfer(sender=world.sender, to=DEST, value=5, nonce=again)
+    assert rail.ready(world.nonces, "cheap-1")
     h = rail.broadcast(world.signed(tx))
-    world.nonces = world.nonces.broadcast("after-1")
+    world.nonces = world.nonces.broadcast("cheap-1")
     r = rail.confirmation(h).receipt
     assert r is not None and r.status == 1
+    assert rail.is_consumed(world.sender, n)
+    world.nonces = world.nonces.consumed("cheap-1")
+    # the first bytes can never be mined now (their nonce is used): paid once
+    with pytest.raises(TxRejected):
+        rail.broadcast(cheap_signed)
+    assert chain.get_balance(DEST) == before + 5
     assert chain.get_transaction_count(world.sender) == n + 1
-    world.nonces = world.nonces.mined("after-1")
     assert world.nonces.gaps(chain.get_transaction_count(world.sender)) == []
 
 
@@ -294,7 +315,7 @@ def test_reverted_token_transfer_is_failed_and_spends_its_nonce(world: World) ->
     assert token_balance(chain, token, world.sender) == held
     assert chain.get_transaction_count(world.sender) == n + 1  # the nonce is spent anyway
     assert eth_before - chain.get_balance(world.sender) == c.receipt.fee
-    world.nonces = world.nonces.mined("revert-1")
+    world.nonces = world.nonces.consumed("revert-1")
 
 
 def test_transfer_over_the_limit_waits_for_two_approvals_then_is_mined(world: World) -> None:
@@ -327,4 +348,4 @@ def test_transfer_over_the_limit_waits_for_two_approvals_then_is_mined(world: Wo
     world.nonces = world.nonces.broadcast("big-1")
     r = rail.confirmation(h).receipt
     assert r is not None and r.status == 1 and chain.get_balance(DEST2) == before + value
-    world.nonces = world.nonces.mined("big-1")
+    world.nonces = world.nonces.consumed("big-1")

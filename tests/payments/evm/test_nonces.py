@@ -55,13 +55,18 @@ def test_released_nonce_under_the_chain_count_is_forgotten() -> None:
     assert n == 2 and s.free == frozenset()
 
 
-def test_a_broadcast_nonce_is_never_released_and_mined_ends_it() -> None:
+def test_a_signed_nonce_is_never_released_and_consumed_ends_it() -> None:
     s = NonceState(ADDR)
     _, s = s.reserve("a", 0)
-    s = s.broadcast("a")
-    with pytest.raises(NonceError, match="a: nonce 0 was broadcast, not releasable"):
+    s = s.signed("a")
+    with pytest.raises(NonceError, match="a: nonce 0 is signed: signed bytes exist"):
         s.release("a")
-    s = s.mined("a")
+    assert s.reserve("a", 0)[0] == 0  # the retry of the payment: the same nonce
+    s = s.broadcast("a")
+    assert s.signed("a") == s  # a later signature does not step back
+    with pytest.raises(NonceError, match="a: nonce 0 is broadcast"):
+        s.release("a")
+    s = s.consumed("a")
     assert s.inflight == {} and s.next_nonce == 1
     n, s = s.reserve("b", 1)
     assert n == 1
@@ -84,7 +89,7 @@ def test_ready_means_every_lower_nonce_is_broadcast() -> None:
     assert [s.ready(p, 0) for p in "abc"] == [True, False, False]
     s = s.broadcast("a")
     assert [s.ready(p, 0) for p in "abc"] == [True, True, False]
-    s = s.mined("a").release("b")
+    s = s.consumed("a").release("b")
     # b's nonce is free: a gap under c until the next payment fills it
     assert not s.ready("c", 1) and s.gaps(1) == [1]
     n, s = s.reserve("d", 1)
@@ -122,7 +127,7 @@ def test_json_round_trip_and_malformed_state() -> None:
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["reserve", "broadcast", "release", "mined", "restart"]),
+        st.sampled_from(["reserve", "signed", "broadcast", "release", "consumed", "restart"]),
         st.integers(0, 7),  # payment
         st.integers(0, 3),  # chain count advance
     ),
@@ -139,6 +144,7 @@ def test_no_two_payments_ever_share_a_nonce(steps: list[tuple[str, int, int]]) -
     s = NonceState(ADDR)
     chain_count = 0
     spent: dict[int, str] = {}  # nonce -> payment whose tx the model chain accepted
+    signed_at: dict[int, str] = {}  # nonce -> the payment that has signed bytes at it
     for op, p, advance in steps:
         pid = f"p{p}"
         try:
@@ -147,16 +153,25 @@ def test_no_two_payments_ever_share_a_nonce(steps: list[tuple[str, int, int]]) -
                 n, s = s.reserve(pid, chain_count)
                 assert held is None or n == held
                 assert n not in spent or spent[n] == pid
+                # a nonce with signed bytes of another payment is never handed out
+                assert n not in signed_at or signed_at[n] == pid or held is not None
             elif op == "broadcast":
                 n_or_none = s.nonce_of(pid)
                 s = s.broadcast(pid)
                 assert n_or_none is not None
                 spent.setdefault(n_or_none, pid)
                 chain_count = max(chain_count, min(n_or_none + 1, chain_count + advance))
+            elif op == "signed":
+                s = s.signed(pid)
+                n_or_none = s.nonce_of(pid)
+                assert n_or_none is not None
+                signed_at[n_or_none] = pid
             elif op == "release":
+                held = s.nonce_of(pid)
                 s = s.release(pid)
-            elif op == "mined":
-                s = s.mined(pid)
+                assert held not in signed_at or signed_at[held] != pid  # never once signed
+            elif op == "consumed":
+                s = s.consumed(pid)
             else:
                 s = NonceState.from_json(s.to_json())
         except NonceError:
