@@ -32,8 +32,9 @@ Modules:
   ``max_fee = 2 * base_fee + tip`` (:class:`Fees`), :func:`assemble` (custody's assembler:
   low s, recovers to the key).
 * :mod:`payments.evm.nonces`: :class:`NonceState`, per-address nonce reservation that the
-  service stores (JSON) and that reconciles with the chain's pending count; release on a
-  definitive refusal, gap handling documented there.
+  service stores (JSON) and that reconciles with the chain's pending count; a nonce stays
+  with its payment once signed (retry at the same nonce), is released only if never
+  signed; nonce order and gap handling documented there.
 * :mod:`payments.evm.rail`: :class:`EvmRail` (build, attach, broadcast, confirmation),
   :class:`Confirmation` (``confirmations = head - block + 1``), :func:`erc20_transfers`.
 * :mod:`payments.evm.token`: the committed Vyper ERC-20 test token (source and compiled

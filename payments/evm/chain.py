@@ -11,12 +11,14 @@
   specification), over httpx. Quantities are parsed strictly (``0x`` then no leading zero,
   the spec's QUANTITY), so a node that answers something else is reported, not guessed at.
 
-Errors: :class:`TxRejected` when the node definitively refused a transaction (bad
-signature, nonce too low, fee under the base fee, insufficient funds, a revert in
-``eth_estimateGas``): the transaction is not in its pool. :class:`ChainUnavailable` when the
-outcome is unknown (no answer, timeout, 5xx): a ``send_raw_transaction`` may or may not have
-reached the pool, so its nonce must NOT be reused (broadcast the same bytes again, which is
-idempotent). :class:`ChainError` (their base) for an answer that is not what the spec says.
+Errors: :class:`TxRejected` when the node refused a transaction (bad signature, nonce too
+low, fee under the base fee, insufficient funds, a revert in ``eth_estimateGas``): it is
+not in the pool now (signed bytes refused for fees or funds may be accepted later, which is
+why :mod:`payments.evm.nonces` keeps their nonce with the payment).
+:class:`ChainUnavailable` when the outcome is unknown (no answer, timeout, 5xx): a
+``send_raw_transaction`` may or may not have reached the pool, so its nonce must NOT be
+reused (broadcast the same bytes again, which is idempotent). :class:`ChainError` (their
+base) for an answer that is not what the spec says.
 """
 
 from __future__ import annotations

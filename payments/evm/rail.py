@@ -240,8 +240,10 @@ class EvmRail:
     # -- broadcast and confirm ----------------------------------------------------------
     def broadcast(self, signed: bytes) -> bytes:
         """Send a signed transaction; its hash. Idempotent: a transaction already mined is
-        not sent again (its hash is returned). :class:`TxRejected`: refused (release the
-        nonce); :class:`~payments.evm.chain.ChainUnavailable`: unknown, send again."""
+        not sent again (its hash is returned). :class:`TxRejected`: refused now; the nonce
+        stays with the payment (:mod:`payments.evm.nonces`: rebuild at the same nonce, or
+        :meth:`is_consumed`); :class:`~payments.evm.chain.ChainUnavailable`: unknown, send
+        the same bytes again."""
         h = tx_hash_of(signed)
         if self.chain.get_transaction_receipt(h) is not None:
             return h
