@@ -86,6 +86,9 @@ def erc20_transfers(receipt: Receipt) -> list[Erc20Transfer]:
 class EvmRail:
     """Ether and ERC-20 transfers on one chain, signed by custody as ``evm-tx``.
 
+    ``chain_id``: the chain the service pays on; when given, nothing is built if the
+    endpoint reports another one (a misconfigured or swapped endpoint would otherwise get
+    transactions signed for its chain);
     ``max_fee_cap``: wei per gas above which nothing is built (:func:`fees_from`);
     ``required_confirmations``: when a mined transaction counts as confirmed;
     ``check_funds``: refuse to build a transfer the sender cannot pay (value and the most
@@ -99,6 +102,7 @@ class EvmRail:
         self,
         chain: Chain,
         *,
+        chain_id: int | None = None,
         required_confirmations: int = 1,
         max_fee_cap: int | None = DEFAULT_MAX_FEE_CAP,
         check_funds: bool = True,
@@ -106,6 +110,7 @@ class EvmRail:
         if required_confirmations < 1:
             raise ValueError("required_confirmations must be at least 1")
         self.chain = chain
+        self.expected_chain_id = chain_id
         self.required_confirmations = required_confirmations
         self.max_fee_cap = max_fee_cap
         self.check_funds = check_funds
@@ -132,6 +137,14 @@ class EvmRail:
         count is above it): bytes signed at it can never be mined any more."""
         return self.chain.get_transaction_count(address, "latest") > nonce
 
+    def _chain_id(self) -> int:
+        got = self.chain.chain_id()
+        if self.expected_chain_id is not None and got != self.expected_chain_id:
+            raise BuildError(
+                "chain_id", f"the endpoint is chain {got}, not {self.expected_chain_id}"
+            )
+        return got
+
     def _gas(self, sender: str, to: str, value: int, data: bytes) -> int:
         estimate = self.chain.estimate_gas(sender, to, value, data)
         if not data and estimate == PLAIN_TRANSFER_GAS:
@@ -154,7 +167,7 @@ class EvmRail:
         except TxRejected as e:
             raise BuildError("to", f"the transfer would fail: {e}") from None
         tx = UnsignedTx.ether_transfer(
-            chain_id=self.chain.chain_id(),
+            chain_id=self._chain_id(),
             nonce=nonce,
             to=to,
             value=value,
@@ -193,7 +206,7 @@ class EvmRail:
         except TxRejected as e:
             raise BuildError("token", f"the transfer would fail: {e}") from None
         tx = UnsignedTx.erc20_transfer(
-            chain_id=self.chain.chain_id(),
+            chain_id=self._chain_id(),
             nonce=nonce,
             token=token,
             recipient=recipient,

@@ -105,7 +105,7 @@ def world(request: pytest.FixtureRequest, live: Live, key: KeyOut) -> Iterator[W
             max_amount=TOKEN_LIMIT,
         )
         install_policy(live, dataclasses.replace(cur.policy, rules=(*cur.policy.rules, rule)))
-        rail = EvmRail(env.chain, required_confirmations=3)
+        rail = EvmRail(env.chain, chain_id=131277322940537, required_confirmations=3)
         yield World(env, rail, key, token, NonceState(sender), live)
 
 

@@ -166,6 +166,18 @@ def test_rail_builds_from_the_chain(env: Env) -> None:
     assert t.gas_limit == -(-estimate * 12 // 10) and t.to == token and t.value == 0
 
 
+def test_rail_pinned_to_a_chain_refuses_another_endpoint(env: Env) -> None:
+    sender = env.plumbing.genesis_account(3)
+    with pytest.raises(BuildError, match="chain_id: the endpoint is chain 131277322940537, not 1"):
+        EvmRail(env.chain, chain_id=1).build_ether_transfer(
+            sender=sender, to=DEST, value=1, nonce=0
+        )
+    tx = EvmRail(env.chain, chain_id=131277322940537).build_ether_transfer(
+        sender=sender, to=DEST, value=1, nonce=0
+    )
+    assert tx.chain_id == 131277322940537
+
+
 def test_rail_refuses_what_the_sender_cannot_pay(env: Env) -> None:
     rail = EvmRail(env.chain)
     poor = "0x00000000000000000000000000000000000dead2"
