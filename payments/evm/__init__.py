@@ -7,11 +7,13 @@ Flow of one payment (the service persists each step; every call here is synchron
     nonce, state = rail.reserve_nonce(state, payment_id)   # persist `state` (NonceState.to_json)
     tx = rail.build_ether_transfer(sender=addr, to=dest, value=wei, nonce=nonce)
     #  or rail.build_erc20_transfer(sender=addr, token=tok, recipient=dest, amount=n, nonce=nonce)
+    state = state.signed(payment_id)      # BEFORE asking: a signature may exist from here on,
+                                          # so the nonce stays with this payment
     sr = custody_client.sign(key_id, kind="evm-tx", payload=tx.payload,
-                             idempotency_key=payment_id)  # may park in pending_approval
-    # custody declined (or the build failed) -> state = state.release(payment_id)
+                             idempotency_key=f"{payment_id}:{attempt}")  # may await approvals
+    # a build failure before signed(): state.release(payment_id); custody's final "no"
+    # (denied, rejected, failed, expired): state.release(payment_id, never_signed=True)
     signed = rail.attach(tx, sr, key.public_key)           # BuildError if anything is off
-    state = state.signed(payment_id)      # from now on the nonce stays with this payment
     rail.ready(state, payment_id)         # every lower nonce broadcast? (else wait, then send)
     tx_hash = rail.broadcast(signed)      # ChainUnavailable -> keep, broadcast(signed) again
     #   TxRejected -> rail.is_consumed(addr, nonce)? state.consumed(...) : rebuild at the SAME

@@ -18,8 +18,10 @@ Life of a nonce:
    with the chain: the chain's count is a floor (nonces below it are used, by us or by
    anyone else holding the key), so ``next`` jumps up to it and freed nonces below it are
    forgotten.
-2. :meth:`NonceState.signed`: custody signed a transaction at this nonce. From here on the
-   nonce stays with the payment until it is consumed on chain: a signed transaction is a
+2. :meth:`NonceState.signed`: a transaction at this nonce is submitted to custody for
+   signing (recorded BEFORE the sign request is sent: after a crash custody may have signed
+   it whether or not the answer was seen). From here on the nonce stays with the payment
+   until it is consumed on chain: a signed transaction is a
    bearer instrument (anyone holding the bytes, the coordinator included, can broadcast
    them) that stays valid until its nonce is used. Were the nonce handed to another
    payment after a refusal that is not permanent (fee under the base fee, funds short),
@@ -29,11 +31,12 @@ Life of a nonce:
    mined.
 3. :meth:`NonceState.broadcast`: the node accepted the transaction (it stays in flight
    until mined, so after a crash the same bytes are simply sent again: harmless).
-4. :meth:`NonceState.release`: only for a payment that never got a signature (custody
-   declined, the build failed, the payment was cancelled before signing; a sign request
-   still waiting for approvals must be rejected first, or it may yet be signed): the nonce
-   goes back to the free pool and the next payment reuses it, lowest first. Refused once
-   signed. A send whose outcome is unknown
+4. :meth:`NonceState.release`: only for a payment that has no signature and never will:
+   never submitted (the build failed, cancelled before signing), or, with
+   ``never_signed=True``, every sign request of it is terminal without a signature in
+   custody's own answer (denied, rejected, failed, expired; one still awaiting approvals
+   must be rejected first, or it may yet be signed). The nonce goes back to the free pool
+   and the next payment reuses it, lowest first. A send whose outcome is unknown
    (:class:`payments.evm.chain.ChainUnavailable`) is not a refusal either: re-broadcast the
    same bytes.
 5. :meth:`NonceState.consumed`: the nonce is used on chain: the payment's transaction is in
@@ -124,7 +127,8 @@ class NonceState:
         return nonce, replace(self, next_nonce=nxt, free=frozenset(free), inflight=inflight)
 
     def signed(self, payment_id: str) -> NonceState:
-        """Custody signed a transaction of the payment at its nonce (module docstring, 2)."""
+        """A transaction of the payment at its nonce goes to custody for signing (module
+        docstring, 2: record it before the sign request is sent)."""
         held = self._held(payment_id)
         if held.stage != "reserved":
             return self
@@ -137,14 +141,15 @@ class NonceState:
         inflight = {**self.inflight, payment_id: Reservation(held.nonce, "broadcast")}
         return replace(self, inflight=inflight)
 
-    def release(self, payment_id: str) -> NonceState:
-        """The payment never got a signature and will not: its nonce is free again.
-        Refused once signed (module docstring, 2: retry at the same nonce instead)."""
+    def release(self, payment_id: str, *, never_signed: bool = False) -> NonceState:
+        """The payment has no signature and never will: its nonce is free again (module
+        docstring, 4). A submitted payment only with ``never_signed`` (custody's terminal
+        answer without a signature for every request of it); never once broadcast."""
         held = self._held(payment_id)
-        if held.stage != "reserved":
+        if held.stage == "broadcast" or (held.stage == "signed" and not never_signed):
             raise NonceError(
-                f"{payment_id}: nonce {held.nonce} is {held.stage}: signed bytes exist, so it "
-                "stays with the payment until consumed (retry at the same nonce)"
+                f"{payment_id}: nonce {held.nonce} is {held.stage}: signed bytes may exist, so "
+                "it stays with the payment until consumed (retry at the same nonce)"
             )
         inflight = {k: v for k, v in self.inflight.items() if k != payment_id}
         if held.nonce == self.next_nonce - 1 and not self._above(held.nonce, inflight):

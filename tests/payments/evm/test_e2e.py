@@ -24,7 +24,7 @@ import rlp
 from eth_account import Account
 from eth_utils.crypto import keccak
 
-from custody.client import CustodyClient
+from custody.client import CustodyClient, PolicyDenied
 from custody.cluster import ALLOWLIST, DEMO_ETH_DESTINATIONS, ETH_LIMIT, TOKEN_LIMIT
 from custody.demo import approve_as
 from custody.models import KeyOut, SignRequestOut
@@ -115,11 +115,11 @@ def test_ether_transfer_is_threshold_signed_recovered_mined_and_confirmed(world:
     nonce, world.nonces = rail.reserve_nonce(world.nonces, "eth-1")
     assert nonce == chain.get_transaction_count(world.sender, "pending")
     tx = rail.build_ether_transfer(sender=world.sender, to=DEST, value=value, nonce=nonce)
+    world.nonces = world.nonces.signed("eth-1")
     sr = world.sign(tx)
     assert sr.message == tx.digest.hex()
     assert world.key.public_key is not None
     signed = rail.attach(tx, sr, world.key.public_key)
-    world.nonces = world.nonces.signed("eth-1")
     # eth-account (not our code) recovers the threshold key's address from the signed bytes
     assert Account.recover_transaction(signed) == world.sender
     fields = rlp.decode(signed[1:])
@@ -255,12 +255,12 @@ def test_refused_broadcast_is_retried_at_the_same_nonce_and_never_pays_twice(
     cheap = UnsignedTx.ether_transfer(
         chain_id=chain.chain_id(), nonce=n, to=DEST, value=5, fees=Fees(0, 0), gas_limit=21_000
     )
+    world.nonces = world.nonces.signed("cheap-1")  # before the request goes to custody
     cheap_signed = world.signed(cheap)
-    world.nonces = world.nonces.signed("cheap-1")
     with pytest.raises(TxRejected):
         rail.broadcast(cheap_signed)
     assert not rail.is_consumed(world.sender, n)
-    with pytest.raises(NonceError, match="signed bytes exist"):
+    with pytest.raises(NonceError, match="signed bytes may exist"):
         world.nonces.release("cheap-1")  # the manager will not hand the nonce to another
     # another payment meanwhile gets the next nonce, not this one
     other, world.nonces = rail.reserve_nonce(world.nonces, "other-1")
@@ -349,3 +349,22 @@ def test_transfer_over_the_limit_waits_for_two_approvals_then_is_mined(world: Wo
     r = rail.confirmation(h).receipt
     assert r is not None and r.status == 1 and chain.get_balance(DEST2) == before + value
     world.nonces = world.nonces.consumed("big-1")
+
+
+def test_payment_custody_denies_gives_its_nonce_back(world: World) -> None:
+    """Custody's policy refuses a destination off the allowlist: no signature exists, ever,
+    so the nonce is released and the next payment takes it (no gap)."""
+    chain, rail = world.env.chain, world.rail
+    n, world.nonces = rail.reserve_nonce(world.nonces, "denied-1")
+    tx = rail.build_ether_transfer(
+        sender=world.sender, to="0x000000000000000000000000000000000000bEEF", value=1, nonce=n
+    )
+    world.nonces = world.nonces.signed("denied-1")
+    with pytest.raises(PolicyDenied):
+        world.live.requester.sign(
+            world.key.id, kind="evm-tx", payload=tx.payload, idempotency_key=str(uuid.uuid4())
+        )
+    world.nonces = world.nonces.release("denied-1", never_signed=True)
+    n2, world.nonces = rail.reserve_nonce(world.nonces, "after-denied-1")
+    assert n2 == n == chain.get_transaction_count(world.sender)
+    world.nonces = world.nonces.release("after-denied-1")

@@ -59,13 +59,15 @@ def test_a_signed_nonce_is_never_released_and_consumed_ends_it() -> None:
     s = NonceState(ADDR)
     _, s = s.reserve("a", 0)
     s = s.signed("a")
-    with pytest.raises(NonceError, match="a: nonce 0 is signed: signed bytes exist"):
+    with pytest.raises(NonceError, match="a: nonce 0 is signed: signed bytes may exist"):
         s.release("a")
     assert s.reserve("a", 0)[0] == 0  # the retry of the payment: the same nonce
+    # custody's final answer was "no" (denied): nothing signed, the nonce is free again
+    assert s.release("a", never_signed=True).next_nonce == 0
     s = s.broadcast("a")
     assert s.signed("a") == s  # a later signature does not step back
     with pytest.raises(NonceError, match="a: nonce 0 is broadcast"):
-        s.release("a")
+        s.release("a", never_signed=True)
     s = s.consumed("a")
     assert s.inflight == {} and s.next_nonce == 1
     n, s = s.reserve("b", 1)
