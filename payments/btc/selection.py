@@ -193,7 +193,10 @@ def select_coins(
     best = _branch_and_bound(
         [u.amount * scale - input_cost for u in coins],
         lo=target * scale + rate.sat_per_kvb * fixed_weight,
-        window=cost_of_change * scale,
+        # the effective sum undercounts the exact fee (two roundings up) by less than
+        # 3/4 vB of fee plus 1 sat: the window is widened by that, never pruning a set
+        # whose exact excess is in range
+        window=cost_of_change * scale + 3 * rate.sat_per_kvb + scale,
         exact_excess=lambda chosen: (
             sum(coins[j].amount for j in chosen) - target - fee_without_change(len(chosen))
         ),
@@ -221,7 +224,8 @@ def _branch_and_bound(
     """Core's ``SelectCoinsBnB`` over effective values ``eff`` (sorted, largest first): the
     indices of the changeless set whose exact excess is in ``[0, cost_of_change]`` and
     least, or ``None``. Walks the binary tree inclusion branch first; ``lo`` and ``lo +
-    window`` bound the effective sum of a changeless set."""
+    window`` bound the effective sum of a changeless set (an effective sum never exceeds
+    the exact one: a set below ``lo`` cannot pay, and one above the window pays too much)."""
     hi = lo + window
     available = sum(eff)
     value = 0
@@ -237,7 +241,9 @@ def _branch_and_bound(
             excess = exact_excess(chosen)
             if 0 <= excess <= cost_of_change and (best is None or (excess, len(chosen)) < best_key):
                 best, best_key = list(chosen), (excess, len(chosen))
-            backtrack = True  # more coins only add to the excess
+            # more coins only add to the excess (each has a positive effective value); a
+            # set short of the exact fee goes on, if there is a coin left to add
+            backtrack = excess >= 0 or index == len(eff)
         if backtrack:
             if not chosen:
                 break  # the whole tree is walked
