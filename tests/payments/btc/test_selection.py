@@ -115,15 +115,15 @@ def test_dust_and_bad_amounts_are_refused_naming_the_payment() -> None:
         select_coins(wallet, [TxOut(P2PKH, 545)], rate, CHANGE)
     assert e.value.threshold == 546
     for bad in (0, -1, MAX_MONEY + 1, True):
-        with pytest.raises(SelectionError) as e:
+        with pytest.raises(SelectionError) as refused:
             select_coins(wallet, [TxOut(P2WPKH, bad)], rate, CHANGE)
-        assert e.value.field == "payments[0].amount", bad
-    with pytest.raises(SelectionError) as e:
+        assert refused.value.field == "payments[0].amount", bad
+    with pytest.raises(SelectionError) as refused:
         select_coins(wallet, [], rate, CHANGE)
-    assert e.value.field == "payments"
-    with pytest.raises(SelectionError) as e:
+    assert refused.value.field == "payments"
+    with pytest.raises(SelectionError) as refused:
         select_coins([*wallet, wallet[0]], [TxOut(P2WPKH, 1_000)], rate, CHANGE)
-    assert e.value.field == "utxos[1]"
+    assert refused.value.field == "utxos[1]"
 
 
 def check(s: Selection, rate: FeeRate) -> None:
