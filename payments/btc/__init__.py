@@ -13,7 +13,14 @@ Imports ``custody`` only (its SDK, models and pure kind decoders).
 """
 
 from payments.btc.fees import FeeRate, dust_threshold, tx_vsize, tx_weight
-from payments.btc.psbt import PsbtError, SignedPayment, UnsignedPayment, build_psbt, finalize_psbt
+from payments.btc.psbt import (
+    PsbtError,
+    SignedPayment,
+    UnsignedPayment,
+    build_psbt,
+    finalize_psbt,
+    payment_from_psbt,
+)
 from payments.btc.rail import BitcoinRail, Payment, RailError
 from payments.btc.regtest import BitcoinChain, Block, Coin, Regtest, Rejected, TxStatus, UtxoSet
 from payments.btc.selection import (
@@ -54,6 +61,7 @@ __all__ = [
     "finalize_psbt",
     "output_script",
     "parse_tx",
+    "payment_from_psbt",
     "select_coins",
     "tx_vsize",
     "tx_weight",

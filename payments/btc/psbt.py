@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from typing import Any, Final
 
 from embit import compact
@@ -50,7 +51,9 @@ __all__ = [
     "UnsignedPayment",
     "SignedPayment",
     "build_psbt",
+    "decode_for_custody",
     "finalize_psbt",
+    "payment_from_psbt",
 ]
 
 SEQUENCE: Final = 0xFFFFFFFD
@@ -186,6 +189,52 @@ def build_psbt(
         fee_rate=fee_rate,
         txid=parse_tx(unsigned).txid,
     )
+
+
+def payment_from_psbt(
+    payload: Mapping[str, Any], *, internal_key: bytes, network: str
+) -> UnsignedPayment:
+    """Rebuild the :class:`UnsignedPayment` of a stored ``btc-psbt`` payload (what a payment
+    service keeps across a restart), through custody's strict decoder: the inputs are the
+    key's BIP-86 coins, the change is the output back to the key (at most one), the fee rate
+    the one the transaction pays (rounded down to a whole sat/kvB)."""
+    try:
+        intent = custody_btc.decode(payload, internal_key=internal_key, network=network)
+    except KindError as exc:
+        raise PsbtError(exc.field, exc.detail) from None
+    ours = p2tr_script(intent.output_key)
+    inputs = tuple(Utxo(i.txid, i.vout, i.amount, ours) for i in intent.inputs)
+    outputs = tuple(TxOut(o.script, o.amount) for o in intent.outputs)
+    back = [j for j, o in enumerate(outputs) if o.script == ours]
+    if len(back) > 1:
+        raise PsbtError("psbt.outputs", "more than one output back to the key")
+    weight = tx_weight(len(inputs), [o.script for o in outputs])
+    vsize = -(-weight // 4)
+    return UnsignedPayment(
+        network=network,
+        internal_key=internal_key,
+        psbt=intent.psbt,
+        inputs=inputs,
+        outputs=outputs,
+        change_index=back[0] if back else None,
+        fee=intent.fee,
+        vsize=vsize,
+        weight=weight,
+        fee_rate=FeeRate(intent.fee * 1000 // vsize),
+        txid=parse_tx(_unsigned_tx_bytes(intent.psbt)).txid,
+    )
+
+
+def _unsigned_tx_bytes(psbt: bytes) -> bytes:
+    """``PSBT_GLOBAL_UNSIGNED_TX`` of a PSBT custody's decoder accepted."""
+    stream = BytesIO(psbt[len(PSBT_MAGIC) :])
+    while True:
+        key = stream.read(compact.read_from(stream))
+        value = stream.read(compact.read_from(stream))
+        if key == PSBT_GLOBAL_UNSIGNED_TX:
+            return value
+        if not key:  # pragma: no cover - the decoder refused a PSBT without one
+            raise PsbtError("psbt", "no unsigned transaction")
 
 
 def decode_for_custody(payment: UnsignedPayment) -> custody_btc.BtcPsbt:

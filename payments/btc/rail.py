@@ -30,13 +30,14 @@ from custody.kinds.addresses import bitcoin_p2tr_address, p2tr_script, taproot_o
 from custody.models import KeyOut, SignRequestOut
 from payments.btc.fees import FeeRate
 from payments.btc.psbt import PsbtError, SignedPayment, UnsignedPayment, build_psbt, finalize_psbt
-from payments.btc.regtest import BitcoinChain, TxStatus
+from payments.btc.regtest import BitcoinChain, Rejected, TxStatus
 from payments.btc.selection import TxOut, select_coins
 from payments.btc.tx import output_script
 
 __all__ = ["KIND", "Payment", "BitcoinRail", "RailError"]
 
 KIND: Final = "btc-psbt"
+ALREADY_KNOWN: Final = frozenset({"txn-already-in-mempool", "txn-already-known"})
 SIGNATURE_HEX = 128  # one 64-byte BIP-340 signature per input, hex
 
 
@@ -113,6 +114,20 @@ class BitcoinRail:
                 self._reserved[u.outpoint] = unsigned.txid
             return unsigned
 
+    def reserve(self, unsigned: UnsignedPayment) -> None:
+        """Reserve the coins of a payment prepared earlier (e.g. rebuilt after a restart
+        with :func:`payments.btc.psbt.payment_from_psbt`), so no other payment takes them."""
+        with self._lock:
+            taken = [
+                u.outpoint
+                for u in unsigned.inputs
+                if self._reserved.get(u.outpoint) not in (None, unsigned.txid)
+            ]
+            if taken:
+                raise RailError("inputs", f"reserved by another payment: {taken}")
+            for u in unsigned.inputs:
+                self._reserved[u.outpoint] = unsigned.txid
+
     def release(self, unsigned: UnsignedPayment) -> None:
         """Give the coins of a payment that will not be broadcast back to selection."""
         with self._lock:
@@ -168,10 +183,17 @@ class BitcoinRail:
         return out
 
     def broadcast(self, signed: SignedPayment) -> str:
-        """Submit to the chain (raises its refusal, e.g. :class:`~payments.btc.regtest.
-        Rejected`); on acceptance the payment's coins are no longer reserved here (the
-        chain now reports them spent)."""
-        txid = self.chain.accept(signed.hex)
+        """Submit to the chain; idempotent: a transaction the chain already holds (in its
+        mempool or a block) is the same success, so a retry after a crash pays once. Any
+        other refusal is raised (:class:`~payments.btc.regtest.Rejected`), the coins staying
+        reserved until :meth:`release`. On acceptance the coins are no longer reserved
+        here (the chain now reports them spent)."""
+        try:
+            txid = self.chain.accept(signed.hex)
+        except Rejected as exc:
+            if exc.reason not in ALREADY_KNOWN or self.chain.status(signed.txid).state == "unknown":
+                raise
+            txid = signed.txid
         with self._lock:
             for op in [op for op, t in self._reserved.items() if t == txid]:
                 del self._reserved[op]

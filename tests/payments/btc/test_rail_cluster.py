@@ -39,6 +39,7 @@ from payments.btc import (
     build_psbt,
     output_script,
     parse_tx,
+    payment_from_psbt,
     select_coins,
 )
 from payments.btc.regtest import verify_scripts
@@ -123,13 +124,35 @@ def test_a_payment_with_change_under_the_demo_policy_is_accepted_by_bitcoin_core
     assert rail.balance() == 30_000 + 12_000 + change.amount
 
 
-def test_the_same_idempotency_key_never_signs_twice(rail: BitcoinRail) -> None:
+def test_a_payment_resumed_after_a_restart_signs_once_and_pays_once(
+    live: Live, key: KeyOut, rail: BitcoinRail
+) -> None:
+    """What a payment service keeps (the PSBT and its Idempotency-Key) is enough: after a
+    crash a new rail rebuilds the payment, reserves its coins again, gets the same sign
+    request back, and a broadcast repeated any number of times pays once."""
     unsigned = rail.prepare([Payment(DEST, 20_000)], RATE)
     idem = secrets.token_hex(16)
     first = rail.sign(unsigned, idempotency_key=idem)
-    again = rail.sign(unsigned, idempotency_key=idem)
-    assert first.id == again.id and first.signature == again.signature
-    assert rail.finalize(unsigned, again).txid == unsigned.txid
+    stored = dict(unsigned.payload)
+    # "restart": a new rail over the same chain, nothing of the old one kept
+    resumed = BitcoinRail(live.requester, key, rail.chain)
+    again = payment_from_psbt(stored, internal_key=resumed.internal_key, network="regtest")
+    assert again.txid == unsigned.txid and again.inputs == unsigned.inputs
+    resumed.reserve(again)
+    other = resumed.prepare([Payment(DEST, 20_000)], RATE)
+    assert not {u.outpoint for u in other.inputs} & {u.outpoint for u in again.inputs}
+    sr = resumed.sign(again, idempotency_key=idem)
+    assert sr.id == first.id and sr.signature == first.signature  # no second request
+    signed = resumed.finalize(again, sr)
+    chain: Regtest = resumed.chain  # type: ignore[assignment]
+    assert resumed.broadcast(signed) == resumed.broadcast(signed) == unsigned.txid
+    assert chain.mempool == [unsigned.txid]
+    chain.mine()
+    assert resumed.broadcast(signed) == unsigned.txid  # already mined: still the same
+    assert chain.status(unsigned.txid).confirmations == 1
+    # coins reserved for one payment cannot be reserved for another
+    with pytest.raises(RailError):
+        resumed.reserve(replace(other, txid="00" * 32))
 
 
 @pytest.fixture(scope="module")

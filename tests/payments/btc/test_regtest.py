@@ -28,6 +28,7 @@ from payments.btc.psbt import (
     build_psbt,
     decode_for_custody,
     finalize_psbt,
+    payment_from_psbt,
 )
 from payments.btc.regtest import Regtest, Rejected, verify_scripts
 from payments.btc.selection import Selection, Utxo, select_coins
@@ -398,3 +399,19 @@ def test_finalize_refuses_signatures_that_do_not_verify(key: LocalKey, chain: Re
     with pytest.raises(PsbtError) as e:
         finalize_psbt(replace(unsigned, txid="00" * 32), [key.sign(m)])
     assert e.value.field == "signed_tx"
+
+
+def test_a_stored_psbt_rebuilds_the_same_payment(key: LocalKey, chain: Regtest) -> None:
+    chain.fund(ours(key), [70_000, 20_000])
+    unsigned = prepare(chain, key, [(P2WPKH_ADDR, 60_000), (P2SH_ADDR, 15_000)])
+    assert unsigned.change_index is not None
+    again = payment_from_psbt(unsigned.payload, internal_key=key.internal_key, network="regtest")
+    assert again == unsigned  # with change the rate paid is exactly the rate asked
+    assert (
+        again.summary()["outputs"][unsigned.change_index]["amount"]
+        == unsigned.outputs[unsigned.change_index].amount
+    )
+    stranger = LocalKey()
+    with pytest.raises(PsbtError) as e:
+        payment_from_psbt(unsigned.payload, internal_key=stranger.internal_key, network="regtest")
+    assert e.value.field == "psbt.inputs[0].witness_utxo"
