@@ -26,6 +26,8 @@ The algorithm, after Bitcoin Core's wallet (``wallet/coinselection.cpp``):
    transaction is then valued without the change output, so the fee still meets the rate).
 5. **Insufficient funds**: the error names the shortfall, the amount needed to pay the
    outputs and the fee with every economic coin spent and no change.
+6. **Weight**: a transaction over the standard 400 000 WU (about 1 700 inputs) is refused
+   here, before anything is signed, rather than by the mempool.
 
 Why by hand: the kept coin-selection packages either select only within their own wallet's
 UTXO bookkeeping (bdkpython) or are unmaintained ports without types or tests
@@ -41,6 +43,7 @@ from typing import Final
 
 from payments.btc.fees import (
     INPUT_WEIGHT,
+    MAX_STANDARD_TX_WEIGHT,
     FeeRate,
     dust_threshold,
     output_size,
@@ -194,9 +197,10 @@ def select_coins(
         [u.amount * scale - input_cost for u in coins],
         lo=target * scale + rate.sat_per_kvb * fixed_weight,
         # the effective sum undercounts the exact fee (two roundings up) by less than
-        # 3/4 vB of fee plus 1 sat: the window is widened by that, never pruning a set
-        # whose exact excess is in range
-        window=cost_of_change * scale + 3 * rate.sat_per_kvb + scale,
+        # 3/4 vB of fee plus 1 sat, and by 8 WU more from 253 inputs on (a 3-byte input
+        # count): the window is widened by that, never pruning a set whose exact excess
+        # is in range
+        window=cost_of_change * scale + 11 * rate.sat_per_kvb + scale,
         exact_excess=lambda chosen: (
             sum(coins[j].amount for j in chosen) - target - fee_without_change(len(chosen))
         ),
@@ -206,10 +210,19 @@ def select_coins(
     if best is not None:
         picked = tuple(coins[j] for j in best)
         fee = sum(u.amount for u in picked) - target
-        return Selection(picked, tuple(payments), 0, fee, tx_vsize(len(picked), scripts), "bnb")
-    return _largest_first(
-        coins, payments, target, fee_without_change, fee_with_change, change_script, scripts
-    )
+        chosen = Selection(picked, tuple(payments), 0, fee, tx_vsize(len(picked), scripts), "bnb")
+    else:
+        chosen = _largest_first(
+            coins, payments, target, fee_without_change, fee_with_change, change_script, scripts
+        )
+    if chosen.vsize * 4 > MAX_STANDARD_TX_WEIGHT:
+        raise SelectionError(
+            "payments",
+            f"the transaction would need {len(chosen.inputs)} inputs and weigh about "
+            f"{4 * chosen.vsize} WU, over the standard {MAX_STANDARD_TX_WEIGHT} WU: pay in "
+            "smaller parts or consolidate coins first",
+        )
+    return chosen
 
 
 def _branch_and_bound(

@@ -126,6 +126,16 @@ def test_dust_and_bad_amounts_are_refused_naming_the_payment() -> None:
     assert refused.value.field == "utxos[1]"
 
 
+def test_a_transaction_over_the_standard_weight_is_refused_before_signing() -> None:
+    rate = FeeRate.sat_per_vb(1)
+    wallet = coins(*([1_000] * 1_800))  # 942 sat effective each
+    s = select_coins(wallet, [TxOut(P2WPKH, 1_000_000)], rate, CHANGE)
+    assert len(s.inputs) == 1_062 and s.vsize * 4 <= 400_000 and balanced(s)
+    with pytest.raises(SelectionError) as e:
+        select_coins(wallet, [TxOut(P2WPKH, 1_640_000)], rate, CHANGE)
+    assert e.value.field == "payments" and "over the standard 400000 WU" in e.value.detail
+
+
 def check(s: Selection, rate: FeeRate) -> None:
     """What every selection must satisfy."""
     scripts = [p.script for p in s.payments]
