@@ -286,8 +286,9 @@ class Regtest:
 
     def fund(self, to: str | bytes, amounts: Sequence[int], *, mature: bool = True) -> list[Coin]:
         """Mine a coinbase-style transaction paying ``amounts`` to ``to`` (an address on
-        this network or a scriptPubKey), one output each; with ``mature``, mine the
-        blocks after it that make its outputs spendable (coinbase maturity)."""
+        this network or a scriptPubKey), one output each, in a block that also confirms
+        the mempool; with ``mature``, mine the blocks after it that make its outputs
+        spendable (coinbase maturity: 100 blocks, as in Core)."""
         script = output_script(to, self.network, field="to") if isinstance(to, str) else to
         if not amounts or any(not 0 < a <= MAX_MONEY for a in amounts):
             raise ValueError(f"amounts must be 1..{MAX_MONEY} sat each, got {list(amounts)}")
