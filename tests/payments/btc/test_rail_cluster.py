@@ -155,6 +155,39 @@ def test_a_payment_resumed_after_a_restart_signs_once_and_pays_once(
         resumed.reserve(replace(other, txid="00" * 32))
 
 
+def test_finalize_refuses_what_a_compromised_coordinator_could_return(rail: BitcoinRail) -> None:
+    """The rail does not take the coordinator's word: it finalizes from the signatures with
+    custody's finalizer (each checked under x(Q)) and compares the coordinator's own
+    transaction with its result."""
+    unsigned = rail.prepare([Payment(DEST, 100_000)], RATE)
+    sr = rail.sign(unsigned)
+    assert sr.status == "signed" and sr.signature is not None and sr.result is not None
+    sig = sr.signature
+    other_psbt = {"psbt": base64.b64encode(unsigned.psbt[:-1] + b"\x01").decode()}
+    forged = {
+        "sign_request.status": sr.model_copy(update={"status": "failed"}),
+        "sign_request": sr.model_copy(update={"key_id": "key_" + "0" * 32}),
+        "sign_request.payload": sr.model_copy(update={"payload": other_psbt}),
+        "sign_request.signature": sr.model_copy(update={"signature": sig[128:] + sig[:128]}),
+        "sign_request.result.signed_tx": sr.model_copy(
+            update={
+                "result": sr.result.model_copy(
+                    update={"signed_tx": sr.result.signed_tx[:-2] + "01"}
+                )
+            }
+        ),
+    }
+    for field, bad in forged.items():
+        with pytest.raises(RailError) as e:
+            rail.finalize(unsigned, bad)
+        assert e.value.field == field, (field, e.value)
+    truncated = sr.model_copy(update={"signature": sig[:128]})
+    with pytest.raises(RailError) as e:
+        rail.finalize(unsigned, truncated)
+    assert e.value.field == "sign_request.signature" and "need 2 signatures" in e.value.detail
+    assert rail.finalize(unsigned, sr).hex == sr.result.signed_tx
+
+
 @pytest.fixture(scope="module")
 def open_policy(live: Live, key: KeyOut) -> None:
     """A governance version whose first rule allows any ``btc-psbt`` of this key, for the
