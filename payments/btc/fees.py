@@ -10,29 +10,29 @@ sequence 4) and 66 witness bytes (item count 1, length 1, signature 64), 230 wei
 57.5 vB. The tx's size is therefore exact, not an estimate: :func:`tx_weight` equals the
 weight of the finalized transaction byte for byte (tests check it).
 
-Fee rates are kept like Bitcoin Core's ``CFeeRate`` (``policy/feerate.h``): satoshis per
-1000 virtual bytes, an integer, so a rate in sat/vB may have up to three decimals. A fee for
-``vsize`` is rounded up, so a transaction never pays less than its rate.
-
-Dust follows Bitcoin Core's ``GetDustThreshold`` (``policy/policy.cpp``) at the default
-``-dustrelayfee`` of 3000 sat/kvB: the cost of an output plus the input that would spend it
-(witness programs: 67 bytes on top of the serialized output, other scripts 148); provably
-unspendable outputs (``OP_RETURN``, or longer than 10 000 bytes) have no dust threshold.
-An output below its threshold is dust: Core's mempool refuses a transaction carrying one.
+Fee rates, fees and dust are btclib's (``btclib.fee``, a port of Bitcoin Core's
+``CFeeRate`` and ``GetDustThreshold``): a rate is an integer number of sat/kvB, a fee for
+``vsize`` is rounded up (a transaction never pays less than its rate), and an output is
+dust below the fee, at ``-dustrelayfee`` (3000 sat/kvB), of itself plus the input that
+would spend it (P2TR 330 sat, P2WPKH 294, P2PKH 546; ``OP_RETURN`` none). :class:`FeeRate`
+adds to btclib's class only the two spellings this package uses, ``rate.fee(vsize)`` and
+``rate.fee_for_weight(weight)``. Written here, because no kept library computes it for a
+transaction that does not exist yet: the exact weight of a key-path spend before it is
+signed (:func:`tx_weight`); btclib measures the finalized one in the tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Final
 
+from btclib import fee as btclib_fee
 from embit import compact
 
 __all__ = [
     "FeeRate",
-    "FeeRateError",
     "MIN_RELAY_FEE",
     "DUST_RELAY_FEE",
     "INPUT_WEIGHT",
@@ -42,7 +42,6 @@ __all__ = [
     "tx_vsize",
     "vsize_of_weight",
     "dust_threshold",
-    "is_witness_program",
 ]
 
 # One BIP-86 key-path input: (36 + 1 + 4) * 4 + (1 + 1 + 64) weight units = 57.5 vB.
@@ -53,58 +52,38 @@ INPUT_WEIGHT: Final = 4 * INPUT_BASE_SIZE + INPUT_WITNESS_SIZE  # 230
 TX_FIXED_BASE: Final = 4 + 4
 SEGWIT_MARKER_FLAG: Final = 2
 MAX_STANDARD_TX_WEIGHT: Final = 400_000  # Bitcoin Core policy/policy.h
-MAX_SCRIPT_SIZE: Final = 10_000
-
-
-class FeeRateError(ValueError):
-    """A fee rate that is not a non-negative number of sat/vB with at most 3 decimals."""
 
 
 @dataclass(frozen=True, order=True)
-class FeeRate:
-    """A fee rate in satoshis per 1000 vB (Bitcoin Core's ``CFeeRate`` unit)."""
-
-    sat_per_kvb: int
-
-    def __post_init__(self) -> None:
-        if (
-            not isinstance(self.sat_per_kvb, int)
-            or isinstance(self.sat_per_kvb, bool)
-            or self.sat_per_kvb < 0
-        ):
-            raise FeeRateError(f"fee rate must be a non-negative integer sat/kvB, got {self!r}")
+class FeeRate(btclib_fee.FeeRate):
+    """btclib's fee rate (``FeeRate(sats_per_kvbyte=...)``), with the fee of a size."""
 
     @classmethod
     def sat_per_vb(cls, value: int | str | Decimal) -> FeeRate:
-        """``FeeRate.sat_per_vb("2.5")``: a rate in sat/vB, at most three decimals (a float
-        is refused: 0.1 is not exactly representable)."""
-        if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-            raise FeeRateError(f"fee rate: give an int, a str or a Decimal, not {value!r}")
-        try:
-            d = Decimal(value)
-        except InvalidOperation:
-            raise FeeRateError(f"fee rate: {value!r} is not a number") from None
-        if not d.is_finite() or d < 0:
-            raise FeeRateError(f"fee rate: {value!r} must be a finite, non-negative number")
-        kvb = d * 1000
-        if kvb != kvb.to_integral_value():
-            raise FeeRateError(f"fee rate: {value!r} has more than 3 decimals (sat/vB)")
-        return cls(int(kvb))
+        """``FeeRate.sat_per_vb("2.5")``: btclib's ``from_sats_per_vbyte``, which refuses a
+        rate finer than 1 sat/kvB rather than round it; a float is refused here (0.1 is not
+        exactly representable)."""
+        if isinstance(value, float):
+            raise ValueError(f"fee rate: give an int, a str or a Decimal, not the float {value}")
+        rate = btclib_fee.FeeRate.from_sats_per_vbyte(value)
+        return cls(sats_per_kvbyte=rate.sats_per_kvbyte)
 
     def fee(self, vsize: int) -> int:
-        """The fee for ``vsize`` virtual bytes at this rate, rounded up to a whole satoshi."""
-        return -(-self.sat_per_kvb * vsize // 1000)
+        """The fee for ``vsize`` virtual bytes at this rate, rounded up (Core's GetFee)."""
+        return btclib_fee.fee_from_vsize(vsize, self)
 
     def fee_for_weight(self, weight: int) -> int:
-        """The fee for a transaction of ``weight`` weight units (its vsize rounded up)."""
+        """The fee for ``weight`` weight units (the vsize rounded up first, as Core does)."""
         return self.fee(vsize_of_weight(weight))
 
     def __str__(self) -> str:
-        return f"{Decimal(self.sat_per_kvb) / 1000:f} sat/vB"
+        rate: Decimal = self.sats_per_vbyte
+        return f"{rate:f} sat/vB"
 
 
-MIN_RELAY_FEE: Final = FeeRate(1000)  # -minrelaytxfee: 1 sat/vB, Core's long-standing default
-DUST_RELAY_FEE: Final = FeeRate(3000)  # -dustrelayfee default (policy/policy.h)
+# -minrelaytxfee: 1 sat/vB, Core's long-standing default (Core 30 lowered it to 0.1)
+MIN_RELAY_FEE: Final = FeeRate(sats_per_kvbyte=1000)
+DUST_RELAY_FEE: Final = FeeRate(sats_per_kvbyte=btclib_fee.DUST_RELAY_FEE_RATE.sats_per_kvbyte)
 
 
 def vsize_of_weight(weight: int) -> int:
@@ -137,23 +116,8 @@ def tx_vsize(n_inputs: int, output_scripts: Sequence[bytes]) -> int:
     return vsize_of_weight(tx_weight(n_inputs, output_scripts))
 
 
-def is_witness_program(script: bytes) -> bool:
-    """BIP-141: ``OP_0``..``OP_16``, then one push of 2 to 40 bytes
-    (``CScript::IsWitnessProgram``)."""
-    if not 4 <= len(script) <= 42:
-        return False
-    if script[0] != 0 and not 0x51 <= script[0] <= 0x60:
-        return False
-    return script[1] + 2 == len(script)
-
-
 def dust_threshold(script: bytes, rate: FeeRate = DUST_RELAY_FEE) -> int:
-    """Bitcoin Core's ``GetDustThreshold``: the smallest amount an output to ``script`` may
-    carry without being dust (0 for a provably unspendable script)."""
-    if (script and script[0] == 0x6A) or len(script) > MAX_SCRIPT_SIZE:
-        return 0  # CScript::IsUnspendable
-    size = output_size(script)
-    # outpoint 32 + 4, scriptSig length 1, sequence 4, and the signature data: 107 bytes
-    # for a legacy input, a quarter of that (witness discount, integer division) for segwit
-    size += 32 + 4 + 1 + (107 // 4 if is_witness_program(script) else 107) + 4
-    return rate.fee(size)
+    """Bitcoin Core's ``GetDustThreshold`` (btclib's port): the smallest amount an output
+    to ``script`` may carry without being dust (0 for a provably unspendable script)."""
+    threshold: int = btclib_fee.dust_threshold(script, rate)
+    return threshold

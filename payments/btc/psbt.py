@@ -220,7 +220,7 @@ def payment_from_psbt(
         fee=intent.fee,
         vsize=vsize,
         weight=weight,
-        fee_rate=FeeRate(intent.fee * 1000 // vsize),
+        fee_rate=FeeRate(sats_per_kvbyte=intent.fee * 1000 // vsize),
         txid=parse_tx(_unsigned_tx_bytes(intent.psbt)).txid,
     )
 

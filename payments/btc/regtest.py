@@ -12,9 +12,11 @@ with Core's reject reasons (``validation.cpp`` ``MemPoolAccept::PreChecks`` and
 2. ``CheckTransaction``: inputs and outputs present, output amounts in range, no input
    spent twice by the same transaction, base size within the block limit; a coinbase is
    refused (``coinbase``);
-3. standardness: version 1 to 3, weight at most 400 000 (``tx-size``), non-witness size at
-   least 65 bytes (``tx-size-small``), standard output scripts (``scriptpubkey``), no dust
-   output (``dust``, :func:`payments.btc.fees.dust_threshold`);
+3. standardness, Core's ``IsStandardTx`` as btclib ports it (``btclib.policy``): version 1
+   to 3, weight at most 400 000 (``tx-size``), push-only scriptSigs, standard output
+   scripts (``scriptpubkey``, ``datacarrier``); no dust output (``dust``: Core lets one
+   through only in a 0-fee transaction); then a non-witness size of at least 65 bytes
+   (``tx-size-small``);
 4. finality at the next block's height (``non-final``; time-based lock times are not
    modelled and are refused unless every sequence is final);
 5. already known (``txn-already-in-mempool``, ``txn-already-known``);
@@ -43,16 +45,14 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
 import pbk
+from btclib import policy
+from btclib.exceptions import BTClibTypeError, BTClibValueError
+from btclib.script.solver import solver
+from btclib.tx import Tx as BtclibTx
 from embit.script import Script
 from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
-from payments.btc.fees import (
-    MAX_STANDARD_TX_WEIGHT,
-    MIN_RELAY_FEE,
-    FeeRate,
-    dust_threshold,
-    is_witness_program,
-)
+from payments.btc.fees import MAX_STANDARD_TX_WEIGHT, MIN_RELAY_FEE, FeeRate, dust_threshold
 from payments.btc.selection import MAX_MONEY, Utxo
 from payments.btc.tx import ParsedTx, TxDecodeError, output_script, parse_tx, sha256d
 
@@ -168,20 +168,43 @@ def verify_scripts(tx: bytes, spent: Sequence[tuple[bytes, int]]) -> list[int]:
     return failed
 
 
-def _standard_output(script: bytes) -> bool:
-    """Core's ``IsStandard`` output types (``policy/policy.cpp``, ``script/solver.cpp``)."""
-    n = len(script)
-    if n == 25 and script[:3] == b"\x76\xa9\x14" and script[23:] == b"\x88\xac":
-        return True  # P2PKH
-    if n == 23 and script[:2] == b"\xa9\x14" and script[22] == 0x87:
-        return True  # P2SH
-    if script[:1] == b"\x6a":
-        return n <= 83  # OP_RETURN data carrier, Core's default -datacarriersize
-    if is_witness_program(script):
-        if script[0] == 0:
-            return n in (22, 34)  # P2WPKH, P2WSH (other v0 lengths are invalid)
-        return True  # P2TR and future witness versions (WITNESS_UNKNOWN is standard)
-    return False
+def _standardness(p: ParsedTx) -> None:
+    """Core's ``IsStandardTx`` through btclib's port (``btclib.policy.assert_standard_tx``,
+    whose error is Core's reject reason), naming the output at fault where there is one."""
+    try:
+        btx = BtclibTx.parse(p.raw)
+    except (BTClibValueError, BTClibTypeError) as exc:
+        raise Rejected("TX decode failed", f"btclib: {str(exc)[:120]}") from None
+    try:
+        policy.assert_standard_tx(btx)
+    except BTClibValueError as exc:
+        reason = str(exc)
+        where = ""
+        if reason in ("scriptpubkey", "datacarrier", "bare-multisig"):
+            for j, out in enumerate(btx.vout):
+                kind, _ = solver(out.script_pub_key.script)
+                if kind in ("nonstandard", "nulldata", "multisig"):
+                    where = f"output {j}"
+                    break
+        elif reason == "dust":
+            where = f"outputs {policy.dust_outputs(btx)}"
+        detail = {
+            "version": f"version {btx.version} is not standard",
+            "tx-size": f"weight {btx.weight} exceeds the standard {MAX_STANDARD_TX_WEIGHT}",
+            "dust": "more than one dust output",
+        }.get(reason, "not standard (Bitcoin Core policy)")
+        raise Rejected(reason, detail, where=where) from None
+    dust = policy.dust_outputs(btx)
+    if dust:
+        # Core's ephemeral dust rule (policy/ephemeral_policy.cpp): the one dust output
+        # IsStandardTx lets through needs a 0-fee transaction; every payment here pays one
+        j = dust[0]
+        raise Rejected(
+            "dust",
+            f"{btx.vout[j].value} sat is below the dust threshold of "
+            f"{dust_threshold(btx.vout[j].script_pub_key.script)} sat",
+            where=f"output {j}",
+        )
 
 
 def _bip34_script_sig(height: int, extra: int) -> bytes:
@@ -425,28 +448,10 @@ class Regtest:
             seen[op] = i
         if len(tx.vin) == 1 and outpoints[0] == (NULL_TXID, 0xFFFFFFFF):
             raise Rejected("coinbase", "a coinbase is not accepted into the mempool")
-        # 3. standardness (policy/policy.cpp IsStandardTx)
-        if not 1 <= tx.version <= 3:
-            raise Rejected("version", f"version {tx.version} is not standard")
-        if p.weight > MAX_STANDARD_TX_WEIGHT:
-            raise Rejected(
-                "tx-size", f"weight {p.weight} exceeds the standard {MAX_STANDARD_TX_WEIGHT}"
-            )
+        # 3. standardness (policy/policy.cpp IsStandardTx), then the non-witness size
+        _standardness(p)
         if p.base_size < MIN_STANDARD_TX_NONWITNESS_SIZE:
             raise Rejected("tx-size-small", f"non-witness size {p.base_size} bytes")
-        for j, out in enumerate(tx.vout):
-            spk = out.script_pubkey.data
-            if not _standard_output(spk):
-                raise Rejected(
-                    "scriptpubkey", f"non-standard script {spk.hex()[:80]}", where=f"output {j}"
-                )
-            threshold = dust_threshold(spk)
-            if out.value < threshold:
-                raise Rejected(
-                    "dust",
-                    f"{out.value} sat is below the dust threshold of {threshold} sat",
-                    where=f"output {j}",
-                )
         next_height = self.height + 1
         # 4. finality (consensus/tx_verify.cpp IsFinalTx) at the next block
         if tx.locktime and any(vin.sequence != SEQUENCE_FINAL for vin in tx.vin):

@@ -179,7 +179,7 @@ def select_coins(
 
     # effective values in 1/4000 sat: a coin's fee is rate(sat/kvB) * weight / 4000
     scale = 4000
-    input_cost = rate.sat_per_kvb * INPUT_WEIGHT
+    input_cost = rate.sats_per_kvbyte * INPUT_WEIGHT
     coins = sorted(
         (u for u in utxos if u.amount * scale > input_cost),
         key=lambda u: (-u.amount, u.txid, u.vout),
@@ -195,12 +195,12 @@ def select_coins(
     fixed_weight = tx_weight(1, scripts) - INPUT_WEIGHT  # all but the inputs' weight
     best = _branch_and_bound(
         [u.amount * scale - input_cost for u in coins],
-        lo=target * scale + rate.sat_per_kvb * fixed_weight,
+        lo=target * scale + rate.sats_per_kvbyte * fixed_weight,
         # the effective sum undercounts the exact fee (two roundings up) by less than
         # 3/4 vB of fee plus 1 sat, and by 8 WU more from 253 inputs on (a 3-byte input
         # count): the window is widened by that, never pruning a set whose exact excess
         # is in range
-        window=cost_of_change * scale + 11 * rate.sat_per_kvb + scale,
+        window=cost_of_change * scale + 11 * rate.sats_per_kvbyte + scale,
         exact_excess=lambda chosen: (
             sum(coins[j].amount for j in chosen) - target - fee_without_change(len(chosen))
         ),

@@ -325,7 +325,7 @@ def test_structural_amount_and_policy_refusals_name_the_fault(
         (manual_tx([op], [(wpkh, 50_000), (wpkh, 293)]), "dust", None),
         (manual_tx([op, op], [(wpkh, 1_000)]), "bad-txns-inputs-duplicate", 1),
         (manual_tx([op], [(b"\x51" * 30, 1_000)]), "scriptpubkey", None),
-        (manual_tx([op], [(b"\x51", 1_000)]), "tx-size-small", None),  # 61 bytes < 65
+        (manual_tx([op], [(b"\x6a", 0)]), "tx-size-small", None),  # 61 bytes < 65
         (manual_tx([op], [(wpkh, 1_000)], locktime=chain.height + 1), "non-final", None),
         (manual_tx([op], [(wpkh, 1_000)], locktime=600_000_000), "non-final", None),
         (manual_tx([op], []), "bad-txns-vout-empty", None),
@@ -338,6 +338,8 @@ def test_structural_amount_and_policy_refusals_name_the_fault(
         assert (e.reason, e.input_index) == (reason, index), (reason, str(e))
     e = rejected(chain, manual_tx([op], [(wpkh, 50_000), (wpkh, 293)]))
     assert e.where == "output 1" and f"{dust_threshold(wpkh)} sat" in e.detail
+    e = rejected(chain, manual_tx([op], [(wpkh, 50_000), (wpkh, 293), (ours(key), 329)]))
+    assert e.reason == "dust" and e.where == "outputs [1, 2]"  # btclib's IsStandardTx
     e = rejected(chain, manual_tx([op], [(wpkh, 99_950)]))
     assert "50 < " in e.detail
     # the weight limit (400 000 WU): 2 400 outputs of 43 bytes are 412 800 WU

@@ -158,7 +158,7 @@ def check(s: Selection, rate: FeeRate) -> None:
 @given(
     amounts=st.lists(st.integers(2_000, 5_000_000), min_size=1, max_size=25),
     pay=st.lists(st.integers(300, 3_000_000), min_size=1, max_size=3),
-    rate=st.integers(1_000, 10_000).map(FeeRate),
+    rate=st.integers(1_000, 10_000).map(lambda r: FeeRate(sats_per_kvbyte=r)),
 )
 def test_every_selection_balances_and_meets_its_rate(
     amounts: list[int], pay: list[int], rate: FeeRate
@@ -191,7 +191,7 @@ def brute_force_best(wallet: list[Utxo], target: int, rate: FeeRate) -> tuple[in
     amounts=st.lists(st.integers(2_000, 60_000), min_size=1, max_size=9),
     pick=st.lists(st.booleans(), min_size=9, max_size=9),
     slack=st.integers(0, 250),
-    rate=st.integers(1_000, 10_000).map(FeeRate),
+    rate=st.integers(1_000, 10_000).map(lambda r: FeeRate(sats_per_kvbyte=r)),
 )
 def test_branch_and_bound_finds_the_best_changeless_set(
     amounts: list[int], pick: list[bool], slack: int, rate: FeeRate
