@@ -1,7 +1,7 @@
 """The Bitcoin rail of the payment core: PSBTs custody signs as ``btc-psbt``.
 
 * :mod:`payments.btc.fees`: exact sizes of BIP-86 key-path spends, fee rates, dust;
-* :mod:`payments.btc.selection`: coin selection (branch and bound, then largest first),
+* :mod:`payments.btc.selection`: coin selection (Bitcoin Core's, through btclib-wallet),
   change to the key's own BIP-86 address;
 * :mod:`payments.btc.psbt`: the BIP-174 v0 PSBT custody decodes, and its finalization;
 * :mod:`payments.btc.regtest`: an in-process regtest UTXO set whose mempool checks every

@@ -13,9 +13,11 @@ version is 0) whose maps are exactly what :mod:`custody.kinds.btc` decodes:
 * per output: ``PSBT_OUT_TAP_INTERNAL_KEY`` (``0x05``, BIP-371) on the change output, so a
   signer can tell the change is the key's own; nothing on the others.
 
-The maps are serialized here, key-value by key-value, rather than by embit's serializer,
-which rebuilds the transaction and would turn an input's sequence of 0 into 0xFFFFFFFF.
-Inputs use sequence ``0xFFFFFFFD`` (BIP-125 replaceable, no BIP-68 relative lock, nLockTime
+The maps are written by embit's PSBT serializer (the library custody's decoder reads them
+with). That serializer rebuilds each input with ``sequence or 0xFFFFFFFF``, so a sequence
+of 0 would silently change; the inputs here never use 0, and the unsigned transaction in
+the written PSBT is checked to be byte for byte the one built. Inputs use sequence
+``0xFFFFFFFD`` (BIP-125 replaceable, no BIP-68 relative lock, nLockTime
 enforced) and the lock time is the chain's tip height (Bitcoin Core's anti fee sniping:
 the transaction cannot be mined in a block at or below the tip). The change output's
 position is drawn at random (as Core does), unless given.
@@ -35,6 +37,8 @@ from io import BytesIO
 from typing import Any, Final
 
 from embit import compact
+from embit.ec import PublicKey
+from embit.psbt import PSBT
 from embit.script import Script
 from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
@@ -59,9 +63,6 @@ __all__ = [
 SEQUENCE: Final = 0xFFFFFFFD
 PSBT_MAGIC: Final = b"psbt\xff"
 PSBT_GLOBAL_UNSIGNED_TX: Final = b"\x00"
-PSBT_IN_WITNESS_UTXO: Final = b"\x01"
-PSBT_IN_TAP_INTERNAL_KEY: Final = b"\x17"
-PSBT_OUT_TAP_INTERNAL_KEY: Final = b"\x05"
 TX_VERSION: Final = 2
 
 
@@ -123,11 +124,6 @@ class SignedPayment:
     fee: int
 
 
-def _kv(key: bytes, value: bytes) -> bytes:
-    """One BIP-174 key-value pair: ``<compact keylen><key><compact valuelen><value>``."""
-    return bytes(compact.to_bytes(len(key))) + key + bytes(compact.to_bytes(len(value))) + value
-
-
 def build_psbt(
     selection: Selection,
     *,
@@ -166,15 +162,16 @@ def build_psbt(
         locktime=locktime,
     )
     unsigned = tx.serialize()
-    raw = PSBT_MAGIC + _kv(PSBT_GLOBAL_UNSIGNED_TX, unsigned) + b"\x00"
-    for u in selection.inputs:
-        raw += _kv(PSBT_IN_WITNESS_UTXO, TransactionOutput(u.amount, Script(u.script)).serialize())
-        raw += _kv(PSBT_IN_TAP_INTERNAL_KEY, internal_key)
-        raw += b"\x00"
-    for j in range(len(outputs)):
-        if j == change_index:
-            raw += _kv(PSBT_OUT_TAP_INTERNAL_KEY, internal_key)
-        raw += b"\x00"
+    psbt = PSBT(tx)
+    key = PublicKey.from_xonly(internal_key)
+    for scope, u in zip(psbt.inputs, selection.inputs, strict=True):
+        scope.witness_utxo = TransactionOutput(u.amount, Script(u.script))  # PSBT_IN_WITNESS_UTXO
+        scope.taproot_internal_key = key  # PSBT_IN_TAP_INTERNAL_KEY
+    if change_index is not None:
+        psbt.outputs[change_index].taproot_internal_key = key  # PSBT_OUT_TAP_INTERNAL_KEY
+    raw = psbt.serialize()
+    if _unsigned_tx_bytes(raw) != unsigned:  # pragma: no cover - see the module docstring
+        raise PsbtError("psbt", "the serialized PSBT carries another transaction")
     weight = tx_weight(len(selection.inputs), [o.script for o in outputs])
     return UnsignedPayment(
         network=network,

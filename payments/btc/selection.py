@@ -5,55 +5,57 @@ same, exactly known weight (:data:`payments.btc.fees.INPUT_WEIGHT`, 57.5 vB) and
 a candidate transaction depends only on how many inputs it has and on its output scripts:
 ``fee(n) = rate.fee(tx_vsize(n, outputs))``, exact, with no estimate to pad.
 
-The algorithm, after Bitcoin Core's wallet (``wallet/coinselection.cpp``):
+The algorithm:
 
 1. **Validation.** Each payment positive, within ``MAX_MONEY``, and not dust for its script
-   (:func:`payments.btc.fees.dust_threshold`); at least one payment.
+   (:func:`payments.btc.fees.dust_threshold`); at least one payment; no coin listed twice.
 2. **Uneconomic coins are left out**: a coin whose *effective value* (amount minus the fee
-   of spending it, ``rate * 57.5 vB``) is not positive costs more than it brings.
-3. **Branch and bound** (Murch, "An Evaluation of Coin Selection Strategies", 2016; Core's
-   ``SelectCoinsBnB``): a depth-first search over the coins sorted by effective value,
-   largest first, for a set that pays the outputs and the fee *without change* and leaves
-   an excess of at most ``cost_of_change`` (the fee of a change output plus the fee of
-   spending it later), which then goes to the fee. The search keeps the set with the least
-   excess (Core's waste metric when the long-term fee rate equals the current one), prunes
-   a branch that can no longer reach the target or already overshoots the window, and gives
-   up after :data:`BNB_MAX_TRIES` steps. Its arithmetic is in units of 1/4000 sat (effective
-   values times 4000 are integers); each candidate is then checked with the exact fee.
-4. **Largest first** otherwise: add the largest coins until the outputs and the fee with a
-   change output are paid; the change goes back to the key's own BIP-86 address. Change
-   below the dust threshold of the change script is not made: it goes to the fee (and the
-   transaction is then valued without the change output, so the fee still meets the rate).
-5. **Insufficient funds**: the error names the shortfall, the amount needed to pay the
-   outputs and the fee with every economic coin spent and no change.
-6. **Weight**: a transaction over the standard 400 000 WU (about 1 700 inputs) is refused
+   of spending it) is not positive costs more than it brings.
+3. **Insufficient funds** are found first, exactly: the error names the shortfall, the
+   amount needed to pay the outputs and the fee with every economic coin spent and no
+   change.
+4. **Bitcoin Core's coin selection, as btclib-wallet ports it**
+   (``btclib_wallet.coin_selection``, from Core's ``wallet/coinselection.cpp``): branch
+   and bound (Murch's changeless match within the cost of change), knapsack and single
+   random draw, the result of least *waste* (Core's ``GetWaste``) kept. Each candidate
+   carries the exact input weight (230 WU); the long-term fee rate is the current one
+   unless given; the change is the key's own BIP-86 output.
+5. **Exact pricing.** btclib-wallet prices a selection conservatively (each input rounded
+   up to 58 vB, the segwit marker to a whole vB), so the selection is re-priced here with
+   the exact weight: with change, ``change = inputs - payments - fee(n, with change)``,
+   the fee exactly the rate; a change below the dust threshold of the change script is not
+   made and goes to the fee (the transaction then valued without the change output, so the
+   fee still meets the rate); without change, the excess goes to the fee.
+6. **Largest first** only where the conservative pricing finds no selection but the exact
+   one does (a selection within a vB or two of the funds): the largest coins until the
+   outputs and the fee are paid, change as in 5.
+7. **Weight**: a transaction over the standard 400 000 WU (about 1 700 inputs) is refused
    here, before anything is signed, rather than by the mempool.
-
-Why by hand: the kept coin-selection packages either select only within their own wallet's
-UTXO bookkeeping (bdkpython) or are unmaintained ports without types or tests
-(``bitcoin-coin-selection``, ``coinselectpy``); the algorithm is short and is tested here
-against its invariants (hypothesis) and exact examples.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
+
+from btclib.exceptions import BTClibValueError
+from btclib.tx import OutPoint
+from btclib.tx import TxOut as BtclibTxOut
+from btclib_wallet import coin_selection as btclib_selection
+from btclib_wallet.coin_selection import Candidate
 
 from payments.btc.fees import (
     INPUT_WEIGHT,
     MAX_STANDARD_TX_WEIGHT,
     FeeRate,
     dust_threshold,
-    output_size,
     tx_vsize,
-    tx_weight,
 )
 
 __all__ = [
     "MAX_MONEY",
-    "BNB_MAX_TRIES",
     "Utxo",
     "TxOut",
     "Selection",
@@ -64,7 +66,7 @@ __all__ = [
 ]
 
 MAX_MONEY: Final = 21_000_000 * 100_000_000
-BNB_MAX_TRIES: Final = 100_000  # Core's TOTAL_TRIES
+ALGORITHMS: Final = ("bnb", "knapsack", "srd")
 
 
 @dataclass(frozen=True)
@@ -157,9 +159,13 @@ def select_coins(
     rate: FeeRate,
     change_script: bytes,
     *,
-    max_tries: int = BNB_MAX_TRIES,
+    long_term_rate: FeeRate | None = None,
+    rng: random.Random | None = None,
+    algorithms: Sequence[str] = ALGORITHMS,
 ) -> Selection:
-    """Choose coins for ``payments`` at fee ``rate`` (module docstring for the algorithm)."""
+    """Choose coins for ``payments`` at fee ``rate`` (module docstring for the algorithm);
+    ``rng`` seeds knapsack's and single random draw's shuffles (system entropy if None);
+    ``algorithms`` names which of Core's to run (all by default)."""
     _check_payments(payments)
     seen: set[tuple[str, int]] = set()
     for i, u in enumerate(utxos):
@@ -177,11 +183,8 @@ def select_coins(
     def fee_with_change(n: int) -> int:
         return rate.fee(tx_vsize(n, [*scripts, change_script]))
 
-    # effective values in 1/4000 sat: a coin's fee is rate(sat/kvB) * weight / 4000
-    scale = 4000
-    input_cost = rate.sats_per_kvbyte * INPUT_WEIGHT
     coins = sorted(
-        (u for u in utxos if u.amount * scale > input_cost),
+        (u for u in utxos if u.amount > rate.fee_for_weight(INPUT_WEIGHT)),
         key=lambda u: (-u.amount, u.txid, u.vout),
     )
     available = sum(u.amount for u in coins)
@@ -190,30 +193,40 @@ def select_coins(
         raise InsufficientFunds(
             target + fee_without_change(n), available, len(coins), fee_without_change(n)
         )
-    cost_of_change = rate.fee_for_weight(4 * output_size(change_script) + INPUT_WEIGHT)
-
-    fixed_weight = tx_weight(1, scripts) - INPUT_WEIGHT  # all but the inputs' weight
-    best = _branch_and_bound(
-        [u.amount * scale - input_cost for u in coins],
-        lo=target * scale + rate.sats_per_kvbyte * fixed_weight,
-        # the effective sum undercounts the exact fee (two roundings up) by less than
-        # 3/4 vB of fee plus 1 sat, and by 8 WU more from 253 inputs on (a 3-byte input
-        # count): the window is widened by that, never pruning a set whose exact excess
-        # is in range
-        window=cost_of_change * scale + 11 * rate.sats_per_kvbyte + scale,
-        exact_excess=lambda chosen: (
-            sum(coins[j].amount for j in chosen) - target - fee_without_change(len(chosen))
-        ),
-        cost_of_change=cost_of_change,
-        max_tries=max_tries,
-    )
-    if best is not None:
-        picked = tuple(coins[j] for j in best)
-        fee = sum(u.amount for u in picked) - target
-        chosen = Selection(picked, tuple(payments), 0, fee, tx_vsize(len(picked), scripts), "bnb")
-    else:
+    by_outpoint = {(bytes.fromhex(u.txid), u.vout): u for u in coins}
+    candidates = [
+        Candidate(
+            OutPoint(bytes.fromhex(u.txid), u.vout), BtclibTxOut(u.amount, u.script), INPUT_WEIGHT
+        )
+        for u in coins
+    ]
+    try:
+        result = btclib_selection.select_coins(
+            candidates,
+            [BtclibTxOut(p.amount, p.script) for p in payments],
+            rate,
+            long_term_rate or rate,
+            change_script,
+            INPUT_WEIGHT,
+            rng=rng,
+            algorithms=algorithms,
+        )
+    except BTClibValueError:
         chosen = _largest_first(
             coins, payments, target, fee_without_change, fee_with_change, change_script, scripts
+        )
+    else:
+        picked = tuple(by_outpoint[(c.outpoint.tx_id, c.outpoint.vout)] for c in result.selected)
+        chosen = _priced(
+            picked,
+            payments,
+            target,
+            fee_without_change,
+            fee_with_change,
+            change_script,
+            scripts,
+            result.algorithm,
+            with_change=result.change > 0,
         )
     if chosen.vsize * 4 > MAX_STANDARD_TX_WEIGHT:
         raise SelectionError(
@@ -225,57 +238,34 @@ def select_coins(
     return chosen
 
 
-def _branch_and_bound(
-    eff: list[int],
+def _priced(
+    picked: tuple[Utxo, ...],
+    payments: Sequence[TxOut],
+    target: int,
+    fee_without_change: Callable[[int], int],
+    fee_with_change: Callable[[int], int],
+    change_script: bytes,
+    scripts: list[bytes],
+    algorithm: str,
     *,
-    lo: int,
-    window: int,
-    exact_excess: Callable[[list[int]], int],
-    cost_of_change: int,
-    max_tries: int,
-) -> list[int] | None:
-    """Core's ``SelectCoinsBnB`` over effective values ``eff`` (sorted, largest first): the
-    indices of the changeless set whose exact excess is in ``[0, cost_of_change]`` and
-    least, or ``None``. Walks the binary tree inclusion branch first; ``lo`` and ``lo +
-    window`` bound the effective sum of a changeless set (an effective sum never exceeds
-    the exact one: a set below ``lo`` cannot pay, and one above the window pays too much)."""
-    hi = lo + window
-    available = sum(eff)
-    value = 0
-    chosen: list[int] = []
-    best: list[int] | None = None
-    best_key: tuple[int, int] = (0, 0)
-    index = 0
-    for _ in range(max_tries):
-        backtrack = False
-        if value + available < lo or value > hi:
-            backtrack = True  # cannot reach the target, or past the changeless window
-        elif value >= lo:
-            excess = exact_excess(chosen)
-            if 0 <= excess <= cost_of_change and (best is None or (excess, len(chosen)) < best_key):
-                best, best_key = list(chosen), (excess, len(chosen))
-            # more coins only add to the excess (each has a positive effective value); a
-            # set short of the exact fee goes on, if there is a coin left to add
-            backtrack = excess >= 0 or index == len(eff)
-        if backtrack:
-            if not chosen:
-                break  # the whole tree is walked
-            # give the coins skipped after the last included one back to the lookahead,
-            # then take the exclusion branch of that last included coin
-            index -= 1
-            while index > chosen[-1]:
-                available += eff[index]
-                index -= 1
-            value -= eff[chosen.pop()]
-        else:
-            available -= eff[index]
-            # the inclusion branch, unless this coin equals the one just excluded (the same
-            # sets were already tried with that one)
-            if not chosen or index - 1 == chosen[-1] or eff[index] != eff[index - 1]:
-                chosen.append(index)
-                value += eff[index]
-        index += 1
-    return best
+    with_change: bool,
+) -> Selection:
+    """``picked`` priced exactly (module docstring, step 5)."""
+    n = len(picked)
+    total = sum(u.amount for u in picked)
+    if with_change:
+        change = total - target - fee_with_change(n)
+        if change >= dust_threshold(change_script):
+            vsize = tx_vsize(n, [*scripts, change_script])
+            return Selection(
+                picked, tuple(payments), change, total - target - change, vsize, algorithm
+            )
+    excess = total - target - fee_without_change(n)
+    if excess < 0:  # pragma: no cover - btclib-wallet's pricing is never below the exact one
+        raise AssertionError(f"{algorithm} chose {n} coins short of the exact fee")
+    return Selection(
+        picked, tuple(payments), 0, excess + fee_without_change(n), tx_vsize(n, scripts), algorithm
+    )
 
 
 def _largest_first(
@@ -287,27 +277,20 @@ def _largest_first(
     change_script: bytes,
     scripts: list[bytes],
 ) -> Selection:
-    dust = dust_threshold(change_script)
+    """The largest coins until the payments and the exact fee are paid (step 6)."""
     total = 0
     for n, coin in enumerate(coins, start=1):
         total += coin.amount
-        excess = total - target - fee_without_change(n)
-        if excess < 0:
-            continue
-        change = total - target - fee_with_change(n)
-        picked = tuple(coins[:n])
-        if change >= dust:
-            vsize = tx_vsize(n, [*scripts, change_script])
-            return Selection(
-                picked, tuple(payments), change, total - target - change, vsize, "largest-first"
+        if total - target - fee_without_change(n) >= 0:
+            return _priced(
+                tuple(coins[:n]),
+                payments,
+                target,
+                fee_without_change,
+                fee_with_change,
+                change_script,
+                scripts,
+                "largest-first",
+                with_change=True,
             )
-        # change below dust is not made: it goes to the fee
-        return Selection(
-            picked,
-            tuple(payments),
-            0,
-            excess + fee_without_change(n),
-            tx_vsize(n, scripts),
-            "largest-first",
-        )
     raise AssertionError("unreachable: the funds were checked to suffice")  # pragma: no cover

@@ -85,6 +85,10 @@ def independent_check(key: LocalKey, tx_hex: str, spent: list[tuple[bytes, int]]
         assert len(sig) == 64 and PublicKeyXOnly(key.output_key).verify(sig, digest), i
 
 
+def compact_size(n: int) -> bytes:
+    return bytes([n]) if n < 0xFD else b"\xfd" + n.to_bytes(2, "little")
+
+
 def rejected(chain: Regtest, tx_hex: str) -> Rejected:
     before = chain.mempool
     with pytest.raises(Rejected) as e:
@@ -99,6 +103,7 @@ def test_a_threshold_signed_multi_input_spend_is_accepted_mined_and_confirmed(
     addr = bitcoin_p2tr_address(key.internal_key, "regtest")
     chain.fund(addr, [50_000, 30_000, 120_000, 9_000])
     assert chain.height == 100 and chain.balance(ours(key)) == 209_000
+    before = chain.utxos(ours(key))
     unsigned = prepare(chain, key, [(P2WPKH_ADDR, 172_000)], change_position=1)
     assert len(unsigned.inputs) == 3 and unsigned.change_index == 1
     signed = sign(key, unsigned)
@@ -113,7 +118,9 @@ def test_a_threshold_signed_multi_input_spend_is_accepted_mined_and_confirmed(
     assert chain.accept(signed.hex) == signed.txid
     st = chain.status(signed.txid)
     assert (st.state, st.confirmations, st.height) == ("mempool", 0, None)
-    assert chain.utxos(ours(key)) == [u for u in chain.utxos(ours(key)) if u.amount == 9_000]
+    spent_now = {u.outpoint for u in unsigned.inputs}
+    left = [u for u in before if u.outpoint not in spent_now]
+    assert chain.utxos(ours(key)) == left  # the mempool spends the rest
     (block,) = chain.mine()
     assert block.txids == (signed.txid,) and block.height == 101
     st = chain.status(signed.txid)
@@ -134,7 +141,7 @@ def test_a_threshold_signed_multi_input_spend_is_accepted_mined_and_confirmed(
     assert change.amount == unsigned.outputs[1].amount
     assert sum(u.amount for u in unsigned.inputs) == 172_000 + change.amount + unsigned.fee
     assert unsigned.fee == RATE.fee(unsigned.vsize)
-    assert chain.balance(ours(key)) == 9_000 + change.amount
+    assert chain.balance(ours(key)) == sum(u.amount for u in left) + change.amount
     assert chain.status("ab" * 32).state == "unknown"
 
 
@@ -162,6 +169,24 @@ def test_the_psbt_is_what_custody_decodes(key: LocalKey, chain: Regtest) -> None
     for j, out in enumerate(psbt.outputs):
         has_key = out.taproot_internal_key is not None
         assert has_key == (j == unsigned.change_index)
+
+    # the maps byte for byte (BIP-174 key-value pairs, written out here by hand)
+    def kv(k: bytes, v: bytes) -> bytes:
+        return bytes([len(k)]) + k + compact_size(len(v)) + v
+
+    raw = unsigned.psbt
+    assert raw[:7] == b"psbt\xff\x01\x00"  # magic, the global unsigned tx's key 0x00
+    n = raw[7]  # its length (< 253 here)
+    assert n < 0xFD
+    tx_bytes = raw[8 : 8 + n]
+    expected = b"psbt\xff" + kv(b"\x00", tx_bytes) + b"\x00"
+    for u in unsigned.inputs:
+        witness_utxo = u.amount.to_bytes(8, "little") + bytes([len(u.script)]) + u.script
+        expected += kv(b"\x01", witness_utxo) + kv(b"\x17", key.internal_key) + b"\x00"
+    for j in range(len(unsigned.outputs)):
+        expected += (kv(b"\x05", key.internal_key) if j == unsigned.change_index else b"") + b"\x00"
+    assert raw == expected
+    assert Tx.parse(tx_bytes).id.hex() == unsigned.txid  # btclib reads the same transaction
     # a coin that is not the key's own BIP-86 output is refused before any PSBT exists
     stranger = Utxo("cd" * 32, 0, 50_000, output_script(P2WPKH_ADDR, "regtest"))
     sel = Selection((stranger,), (Out(ours(key), 40_000),), 0, 10_000, 111, "bnb")
