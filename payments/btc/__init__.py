@@ -22,7 +22,16 @@ from payments.btc.psbt import (
     payment_from_psbt,
 )
 from payments.btc.rail import BitcoinRail, Payment, RailError
-from payments.btc.regtest import BitcoinChain, Block, Coin, Regtest, Rejected, TxStatus, UtxoSet
+from payments.btc.regtest import (
+    Accepted,
+    BitcoinChain,
+    Block,
+    Coin,
+    Regtest,
+    Rejected,
+    TxStatus,
+    UtxoSet,
+)
 from payments.btc.selection import (
     DustOutput,
     InsufficientFunds,
@@ -35,6 +44,7 @@ from payments.btc.selection import (
 from payments.btc.tx import AddressError, output_script, parse_tx
 
 __all__ = [
+    "Accepted",
     "AddressError",
     "BitcoinChain",
     "BitcoinRail",

@@ -58,6 +58,7 @@ from payments.btc.tx import ParsedTx, TxDecodeError, output_script, parse_tx, sh
 
 __all__ = [
     "COINBASE_MATURITY",
+    "Accepted",
     "BitcoinChain",
     "Coin",
     "Rejected",
@@ -116,6 +117,16 @@ class TxStatus:
     height: int | None
     confirmations: int
     block_hash: str | None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What :meth:`Regtest.test_accept` reports of a transaction the mempool would take."""
+
+    txid: str
+    wtxid: str
+    vsize: int
+    fee: int
 
 
 @dataclass(frozen=True)
@@ -400,17 +411,28 @@ class Regtest:
             or next_height - coin.height >= self.coinbase_maturity
         )
 
-    def accept(self, tx_hex: str) -> str:
-        """Bitcoin Core's mempool acceptance (module docstring); the txid, or
-        :class:`Rejected`."""
+    @staticmethod
+    def _parse(tx_hex: str) -> ParsedTx:
         try:
             raw = bytes.fromhex(tx_hex)
         except (ValueError, TypeError):
             raise Rejected("TX decode failed", "not hex") from None
         try:
-            parsed = parse_tx(raw)
+            return parse_tx(raw)
         except TxDecodeError as exc:
             raise Rejected("TX decode failed", str(exc)) from None
+
+    def test_accept(self, tx_hex: str) -> Accepted:
+        """Core's ``testmempoolaccept``: every check of :meth:`accept`, nothing kept."""
+        parsed = self._parse(tx_hex)
+        with self._lock:
+            entry = self._check(parsed)
+        return Accepted(parsed.txid, parsed.wtxid, parsed.vsize, entry.fee)
+
+    def accept(self, tx_hex: str) -> str:
+        """Bitcoin Core's mempool acceptance (module docstring); the txid, or
+        :class:`Rejected`."""
+        parsed = self._parse(tx_hex)
         with self._lock:
             entry = self._check(parsed)
             self._mempool[parsed.txid] = entry

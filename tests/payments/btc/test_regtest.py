@@ -115,6 +115,10 @@ def test_a_threshold_signed_multi_input_spend_is_accepted_mined_and_confirmed(
     independent_check(key, signed.hex, spent)
     assert verify_scripts(bytes.fromhex(signed.hex), spent) == []  # libbitcoinkernel
 
+    checked = chain.test_accept(signed.hex)  # testmempoolaccept: nothing kept
+    assert (checked.txid, checked.wtxid) == (signed.txid, signed.wtxid)
+    assert (checked.vsize, checked.fee) == (unsigned.vsize, unsigned.fee)
+    assert chain.mempool == [] and chain.status(signed.txid).state == "unknown"
     assert chain.accept(signed.hex) == signed.txid
     st = chain.status(signed.txid)
     assert (st.state, st.confirmations, st.height) == ("mempool", 0, None)
