@@ -16,9 +16,11 @@ Fee rates, fees and dust are btclib's (``btclib.fee``, a port of Bitcoin Core's
 dust below the fee, at ``-dustrelayfee`` (3000 sat/kvB), of itself plus the input that
 would spend it (P2TR 330 sat, P2WPKH 294, P2PKH 546; ``OP_RETURN`` none). :class:`FeeRate`
 adds to btclib's class only the two spellings this package uses, ``rate.fee(vsize)`` and
-``rate.fee_for_weight(weight)``. Written here, because no kept library computes it for a
-transaction that does not exist yet: the exact weight of a key-path spend before it is
-signed (:func:`tx_weight`); btclib measures the finalized one in the tests.
+``rate.fee_for_weight(weight)``. Written here: the exact weight of a key-path spend of
+``n`` inputs before any PSBT exists (:func:`tx_weight`), which coin selection prices every
+candidate with (btclib-wallet's ``SolutionSizer`` sizes a PSBT already built, and its coin
+selection rounds each input up to 58 vB); btclib measures the finalized transaction in
+the tests, byte for byte the same weight.
 """
 
 from __future__ import annotations
