@@ -112,8 +112,8 @@ from custody.domain import (
 from custody.kinds.addresses import ethereum_address
 from mpc import frost, hd
 from mpc.errors import MpcError
-from mpc.groups import Point
-from mpc.shamir import PublicKeyPackage
+from mpc.groups import ED25519, SECP256K1, Point
+from mpc.shamir import PublicKeyPackage, lagrange_coefficient
 from mpc.wire import cbor_dumps
 
 __all__ = [
@@ -127,6 +127,7 @@ __all__ = [
     "derive_public",
     "root_chain_code",
     "encode_public_key",
+    "child_public_key",
     "derivation_summary",
     "message_to_sign",
     "messages_to_sign",
@@ -215,6 +216,38 @@ def root_chain_code(public: PublicKeyPackage, key_id: str) -> bytes:
     key under :func:`custody.ceremonies.hd_context`), the same for the coordinator and every
     node, unchanged by refresh and resharing."""
     return hd.chain_code_from_dkg(public, hd_context(key_id))
+
+
+def child_public_key(
+    scheme: str,
+    key_id: str,
+    public_key: bytes,
+    verifying_shares: Mapping[str, str],
+    threshold: int,
+    request: Mapping[str, Any],
+) -> bytes:
+    """The public key ``request`` signs under, from the key's public values as the API shows
+    them (a client's own derivation, e.g. the approver's CLI): the key's own without a
+    ``derivation_path``, else the child's. The root point is interpolated in the exponent
+    from ``threshold`` verifying shares (RFC 9591 section 4.2), since an x-only BIP-340 key
+    lacks the Y parity the chain code hashes; it must encode to ``public_key``. Raises
+    :class:`SignRequestError`."""
+    path = request_path(request)
+    if not path:
+        return public_key
+    group = SECP256K1 if scheme in ("ecdsa-secp256k1", "bip340") else ED25519
+    try:
+        shares = {int(i): group.decode_point(bytes.fromhex(v)) for i, v in verifying_shares.items()}
+        ids = sorted(shares)[:threshold]
+        if len(ids) < threshold:
+            raise ValueError("fewer verifying shares than the threshold")
+        root = group.sum([shares[i] * lagrange_coefficient(group, i, ids) for i in ids])
+        if encode_public_key(scheme, root) != public_key:
+            raise ValueError("the verifying shares do not interpolate to the public key")
+        public = PublicKeyPackage(group, threshold, root, shares)
+    except (MpcError, ValueError) as exc:
+        raise SignRequestError(str(exc), field="public_key") from None
+    return encode_public_key(scheme, derive_public(public, key_id, path).group_public_key)
 
 
 def encode_public_key(scheme: str, point: Point) -> bytes:

@@ -15,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 import nacl.signing
@@ -221,3 +222,38 @@ def test_cli_sign_with_path(live: Live) -> None:
     assert Account.recover_message(encode_defunct(text=text), signature=sig) == ethereum_address(
         child
     )
+
+
+def test_a_derived_request_over_the_limit_is_approved_with_the_cli_and_signed(
+    live: Live,
+) -> None:
+    """The approvers' CLI derives the child key itself from the key's public values; the
+    approvals bind the path and the child's address (the intent digest), and every node
+    checks them under the child key it derived."""
+    from custody.cluster import ETH_LIMIT
+    from tests.e2e.test_approve_cli import cli as approve_cli
+    from tests.e2e.test_approve_cli import cluster_json, key_file, unsigned_tx
+
+    key = live.key("ecdsa-secp256k1")
+    path = "m/0/9"
+    sender = ethereum_address(child_sec(live, key, path))
+    tx = unsigned_tx(2 * ETH_LIMIT, 0)
+    sr = live.requester.sign(
+        key.id, kind="evm-tx", payload={"tx": tx}, derivation_path=path, wait=False
+    )
+    assert sr.status == "pending_approval", sr
+    for i in (0, 1):
+        out = approve_cli(
+            live, "approve", sr.id, "--key-file", key_file(live, i), "--yes",
+            "--cluster", cluster_json(live),
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"child {path}" in out.stdout, out.stdout
+    for _ in range(300):
+        got = live.auditor.get_sign_request(sr.id)
+        if got.status not in ("signing", "pending_approval"):
+            break
+        time.sleep(0.1)
+    assert got.status == "signed", got
+    assert got.result is not None
+    assert Account.recover_transaction(got.result.signed_tx) == sender
