@@ -206,10 +206,11 @@ def _credentials(s: Session) -> list[Finding]:
 
 
 def _signatures(s: Session) -> list[Finding]:
-    keys = {k.id: (k.scheme, k.public_key) for k in s.scalars(select(Key))}
-    public = {
+    rows = list(s.scalars(select(Key)))
+    keys = {k.id: (k.scheme, k.public_key) for k in rows}
+    public = {  # a derived request's signature verifies under the child key
         k.id: {"id": k.id, "verifying_shares": k.verifying_shares, "threshold": k.threshold}
-        for k in s.scalars(select(Key))
+        for k in rows
     }
     audited = _events(s, ("sign.signed",))
     found = []
