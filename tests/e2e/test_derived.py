@@ -28,6 +28,7 @@ from eth_tester import EthereumTester, PyEVMBackend
 from eth_utils.address import to_checksum_address
 
 from custody import policy as pol
+from custody import receipts
 from custody.client import CustodyError
 from custody.kinds.addresses import ethereum_address, p2tr_script, taproot_output_key
 from custody.models import KeyOut
@@ -90,6 +91,14 @@ def test_ecdsa_and_bip340_sign_under_each_path(live: Live, path: str) -> None:
     assert live.auditor.get_sign_request(sr.id).status == "signed"
     receipt = live.auditor.get_receipt(sr.id)
     assert receipt.signature is not None and receipt.signature.public_key == xonly.hex()
+    # offline verification against the governance, under the child key the verifier
+    # derived itself (embit); the root key is refused
+    g, _ = current_governance(live)
+    doc = receipt.model_dump(mode="json", exclude_none=True)
+    ok = receipts.verify_receipt(doc, g, public_key=xonly)
+    assert ok.signature_checked and ok.body.request_id == sr.id
+    with pytest.raises(receipts.ReceiptError):
+        receipts.verify_receipt(doc, g, public_key=bytes.fromhex(tr.public_key or ""))
 
 
 @pytest.mark.parametrize("path", PATHS)
