@@ -209,9 +209,9 @@ def req_msg(req: dict[str, Any]) -> bytes:
     return message_to_sign("bip340" if req["key_id"] != "ed-d" else "ed25519", req)
 
 
-def test_hardened_and_malformed_paths_are_refused_by_every_node(cluster: Coordinator) -> None:
+def hardened_and_malformed_paths_are_refused_by_every_node(cluster: Coordinator) -> None:
+    """Run inside the ECDSA test below (one cluster start fewer for the suite)."""
     cluster.dkg("bip340", "tr-h", 2, [1, 2, 3])
-    cluster.dkg("ecdsa-secp256k1", "ec-h", 2, [1, 2, 3])
     for party in (1, 2):
         nonce = cluster.commitments(party, "tr-h")[0]
         for path, want in (
@@ -242,7 +242,7 @@ def test_hardened_and_malformed_paths_are_refused_by_every_node(cluster: Coordin
         assert status(cluster, party)["nonces_used"] == 0
     # a presign session for a hardened path never starts
     with pytest.raises(NodeRefused) as e:
-        presign(cluster, "ec-h", [1, 2], "m/44'/0")
+        presign(cluster, "eth-d", [1, 2], "m/44'/0")
     assert e.value.status == 422 and "hardened" in e.value.problem["detail"], e.value.problem
 
 
@@ -252,7 +252,9 @@ def test_hardened_and_malformed_paths_are_refused_by_every_node(cluster: Coordin
 def test_ecdsa_presignatures_are_per_path_and_evm_tx_recovers_to_the_child(
     cluster: Coordinator,
 ) -> None:
+    """Also: hardened and malformed paths refused by every node, FROST and presign alike."""
     res = cluster.dkg("ecdsa-secp256k1", "eth-d", 2, [1, 2, 3])
+    hardened_and_malformed_paths_are_refused_by_every_node(cluster)
     root = public_package(res, "ecdsa-secp256k1")
     xpub = xpub_of("eth-d", root)
     for path in PATHS:
