@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import Any
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
@@ -17,6 +18,7 @@ from nacl.signing import VerifyKey
 from custody.domain import spec
 from custody.kinds import KindError
 from custody.kinds.addresses import taproot_output_key
+from custody.signing import derive_public, encode_public_key, request_path
 from mpc import dkls23, frost
 from mpc.errors import EncodingError, MpcError, ProtocolError, UsageError
 from mpc.groups import ED25519, SECP256K1, Group, Point, Secp256k1Point
@@ -294,3 +296,24 @@ def verify_ed25519(public_key: str, message: bytes, signature: str) -> bool:
         return True
     except (BadSignatureError, ValueError, TypeError):
         return False
+
+
+def public_key_at(
+    key_id: str,
+    scheme: str,
+    public_key: str,
+    verifying_shares: Mapping[str, str],
+    threshold: int,
+    body: Mapping[str, Any],
+) -> tuple[str, dict[str, str]]:
+    """The public key and verifying shares (hex, as a DKG result gives them) a request
+    ``body`` signs under: the root's, or the child's at its ``derivation_path``. Raises
+    :class:`custody.signing.SignRequestError` for a bad path, ValueError for a bad key."""
+    path = request_path(body)
+    if not path:
+        return public_key, dict(verifying_shares)
+    child = derive_public(
+        public_key_package(scheme, public_key, verifying_shares, threshold), key_id, path
+    )
+    shares = {str(i): p.encode().hex() for i, p in sorted(child.verifying_shares.items())}
+    return encode_public_key(scheme, child.group_public_key).hex(), shares

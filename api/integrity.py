@@ -76,12 +76,33 @@ def credential_matches(row: Any, events: list[tuple[str, Mapping[str, Any]]]) ->
     )
 
 
-def stored_signature_ok(scheme: str, public_key: str | None, row: Mapping[str, Any]) -> bool:
+def stored_signature_ok(
+    scheme: str,
+    public_key: str | None,
+    row: Mapping[str, Any],
+    key: Mapping[str, Any] | None = None,
+) -> bool:
     """A signed request's stored signature verifies under ``public_key`` over the message
-    recomputed from its stored body."""
+    recomputed from its stored body; a body with a ``derivation_path`` under the child key
+    at that path, derived here from the key's public values ``key`` (``id``,
+    ``verifying_shares``, ``threshold``; without them such a row never verifies)."""
     if not public_key or not row.get("signature"):
         return False
     body = row.get("body")
+    if isinstance(body, Mapping) and body.get("derivation_path") is not None:
+        if key is None:
+            return False
+        try:
+            public_key, _ = crypto.public_key_at(
+                str(key["id"]),
+                scheme,
+                public_key,
+                key["verifying_shares"] or {},
+                int(key["threshold"]),
+                body,
+            )
+        except (SignRequestError, KeyError, TypeError, ValueError):
+            return False
     psbt = isinstance(body, Mapping) and body.get("kind") == "btc-psbt"
     try:
         msg = message_to_sign(
@@ -185,7 +206,12 @@ def _credentials(s: Session) -> list[Finding]:
 
 
 def _signatures(s: Session) -> list[Finding]:
-    keys = {k.id: (k.scheme, k.public_key) for k in s.scalars(select(Key))}
+    rows = list(s.scalars(select(Key)))
+    keys = {k.id: (k.scheme, k.public_key) for k in rows}
+    public = {  # a derived request's signature verifies under the child key
+        k.id: {"id": k.id, "verifying_shares": k.verifying_shares, "threshold": k.threshold}
+        for k in rows
+    }
     audited = _events(s, ("sign.signed",))
     found = []
     for r in s.scalars(select(SignRequest).where(SignRequest.status == "signed")):
@@ -193,7 +219,7 @@ def _signatures(s: Session) -> list[Finding]:
         ev = audited.get(r.id, [])
         at = f" (audited at entry {ev[-1][0]})" if ev else " (never audited as signed)"
         row = {"body": r.body, "signature": r.signature, "recovery_id": r.recovery_id}
-        if not stored_signature_ok(scheme, pk, row):
+        if not stored_signature_ok(scheme, pk, row, public.get(r.key_id)):
             found.append(
                 Finding("signature-invalid", None, r.id, f"stored signature is invalid{at}")
             )

@@ -197,14 +197,14 @@ def _check_signed(s: Session, rows: Sequence[SignRequest]) -> None:
     if not signed:
         return
     ids = {r.key_id for r in signed}
-    keys = {
-        k.id: (k.scheme, k.public_key)
-        for k in s.execute(select(Key.id, Key.scheme, Key.public_key).where(Key.id.in_(ids)))
-    }
+    cols = (Key.id, Key.scheme, Key.public_key, Key.verifying_shares, Key.threshold)
+    keys = {k.id: k for k in s.execute(select(*cols).where(Key.id.in_(ids)))}
     for r in signed:
-        scheme, pk = keys.get(r.key_id, ("", None))
+        k = keys.get(r.key_id)
+        scheme, pk = (k.scheme, k.public_key) if k is not None else ("", None)
+        public = None if k is None else k._asdict()  # a derived request: the child key
         row = {"body": r.body, "signature": r.signature, "recovery_id": r.recovery_id}
-        if not integrity.stored_signature_ok(scheme, pk, row):
+        if not integrity.stored_signature_ok(scheme, pk, row, public):
             raise Problem(
                 500,
                 "stored-signature-invalid",

@@ -93,6 +93,7 @@ def sign_out(
             "expires_at": c["expires_at"],
             "payload": c["body"].get("payload"),
             "initiator": c["body"].get("initiator"),
+            "derivation_path": c["body"].get("derivation_path"),
             "approval": approval,
         }
     ).model_dump(mode="json")

@@ -49,7 +49,7 @@ from custody.domain import DECODED_KINDS
 from custody.governance import Governance
 from custody.kinds import Intent
 from custody.policy import Decision, GroupQuorum, Requirement
-from custody.signing import decode_request, message_to_sign
+from custody.signing import decode_request, derivation_summary, message_to_sign
 
 __all__ = [
     "APPROVAL_CONTEXT",
@@ -107,7 +107,9 @@ def request_intent(
     :class:`ApprovalRequest` its approvals must name. The coordinator, every node and the
     approver's CLI call this on the request they hold; nothing is taken from another party.
     ``public_key`` is the key's (needed for ``btc-psbt``: every input must spend its BIP-86
-    output). Raises :class:`custody.signing.SignRequestError` for a malformed request."""
+    output), the child's for a request with a ``derivation_path``, whose summary then
+    carries ``derivation`` (:func:`custody.signing.derivation_summary`). Raises
+    :class:`custody.signing.SignRequestError` for a malformed request."""
     message = message_to_sign(scheme, request, public_key=public_key)
     kind = str(request["kind"])
     intent: Intent | str
@@ -116,6 +118,9 @@ def request_intent(
         summary = intent.summary()
     else:
         intent, summary = kind, {"message": message.hex()}
+    derivation = derivation_summary(scheme, request, public_key)
+    if derivation is not None:  # signing under a derived key: path, child key (issue 13)
+        summary = {**summary, "derivation": derivation}
     return intent, ApprovalRequest(str(request["id"]), intent_digest(kind, summary))
 
 

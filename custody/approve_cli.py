@@ -45,7 +45,7 @@ from custody.kinds.evm import EvmTx
 from custody.kinds.iso20022 import Pacs008
 from custody.kinds.message import Message
 from custody.models import ApprovalRequirement, GroupQuorumOut, SignRequestOut
-from custody.signing import SignRequestError
+from custody.signing import SignRequestError, child_public_key
 
 __all__ = ["approve", "reject", "describe", "format_units", "check_against"]
 
@@ -107,6 +107,8 @@ def local_request(sr: SignRequestOut) -> dict[str, Any]:
         body["payload"] = sr.payload
     if sr.message:
         body["message"] = sr.message
+    if sr.derivation_path is not None:  # signed under the key's child there (issue 13)
+        body["derivation_path"] = sr.derivation_path
     return body
 
 
@@ -307,6 +309,19 @@ def _decide(
             raise typer.Exit(for_status(e.status)) from None
         try:
             public_key = bytes.fromhex(key.public_key) if key.public_key else None
+            if public_key is not None and sr.derivation_path is not None:
+                # derived here from the key's public values, not taken from the coordinator
+                try:
+                    public_key = child_public_key(
+                        scheme,
+                        key.id,
+                        public_key,
+                        key.verifying_shares or {},
+                        key.threshold,
+                        local_request(sr),
+                    )
+                except SignRequestError as exc:
+                    raise Mismatch(f"cannot derive the child key: {exc}") from None
             intent, request = check_against(sr, scheme, public_key)
             if governance is not None:
                 check_governance(sr, intent, governance)
@@ -314,6 +329,8 @@ def _decide(
             err.print(f"[red]refused, nothing signed:[/red] {exc}")
             raise typer.Exit(ExitCode.REFUSED) from None
         address = next(iter(key.addresses.values()), "")
+        if sr.derivation_path is not None:
+            address = f"child {sr.derivation_path} of {address or key.id}"
         show(intent, sr, scheme, decision, address)
         if not yes and not typer.confirm(f"{decision} this request?", default=False):
             err.print("nothing signed")

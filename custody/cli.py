@@ -474,6 +474,14 @@ def sign(
             "--message", help="message kind: the text to sign (0x... for hex bytes), EIP-191"
         ),
     ] = None,
+    path: Annotated[
+        str | None,
+        typer.Option(
+            "--path",
+            help="sign under the key's BIP-32 non-hardened child at this path, e.g. m/0/7 "
+            "(see `custody keys derive KEY PATH`)",
+        ),
+    ] = None,
     idempotency_key: IdemOpt = None,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0, help="seconds to wait for a terminal status")
@@ -497,6 +505,7 @@ def sign(
                 payload=payload,
                 idempotency_key=idempotency_key,
                 timeout=timeout,
+                derivation_path=path,
             )
         except SignTimeout as e:  # not terminal in time: show it as it stands
             r = e.request
@@ -512,6 +521,7 @@ def _show_sign_request(r: SignRequestOut, as_json: bool) -> None:
         ("id", r.id),
         ("key_id", r.key_id),
         ("kind", r.kind),
+        *([("derivation_path", r.derivation_path)] if r.derivation_path else []),
         ("status", r.status),
         ("message", r.message),
         ("signature", r.signature),

@@ -69,6 +69,7 @@ from custody.models import (
     CredentialIssued,
     CredentialList,
     CredentialOut,
+    DerivedKeyOut,
     Health,
     KeyList,
     KeyOut,
@@ -660,10 +661,16 @@ class CustodyClient(_Base):
         idempotency_key: str | None = None,
         wait: bool = True,
         timeout: float = 60.0,
+        derivation_path: str | None = None,
         **extra: Any,
     ) -> SignRequestOut:
         """Create a sign request; with ``wait`` poll until it is signed/failed/expired (or
-        parked for approvals), raising :class:`SignTimeout` after ``timeout`` seconds."""
+        parked for approvals), raising :class:`SignTimeout` after ``timeout`` seconds.
+        ``derivation_path`` (e.g. ``"m/0/7"``, non-hardened steps only): sign under the
+        key's BIP-32 child at that path (its public key: :meth:`derive_key`); a hardened
+        step is refused (422 ``hardened-derivation``)."""
+        if derivation_path is not None:
+            extra = {**extra, "derivation_path": derivation_path}
         r = _sign_answer(
             self.http.post(
                 "/v1/sign-requests",
@@ -672,6 +679,13 @@ class CustodyClient(_Base):
             )
         )
         return self._settle(r, wait, timeout)
+
+    def derive_key(self, key_id: str, path: str) -> DerivedKeyOut:
+        """The key's child at ``path`` (public key, addresses, xpub): what a sign request
+        with that ``derivation_path`` signs under."""
+        return _parse(
+            self.http.get(f"/v1/keys/{_seg(key_id)}/derive", params={"path": path}), DerivedKeyOut
+        )
 
     def get_sign_request(self, request_id: str) -> SignRequestOut:
         return self._get(f"/v1/sign-requests/{_seg(request_id)}", SignRequestOut)
@@ -1004,10 +1018,16 @@ class AsyncCustodyClient(_Base):
         idempotency_key: str | None = None,
         wait: bool = True,
         timeout: float = 60.0,
+        derivation_path: str | None = None,
         **extra: Any,
     ) -> SignRequestOut:
         """Create a sign request; with ``wait`` poll until it is signed/failed/expired (or
-        parked for approvals), raising :class:`SignTimeout` after ``timeout`` seconds."""
+        parked for approvals), raising :class:`SignTimeout` after ``timeout`` seconds.
+        ``derivation_path`` (e.g. ``"m/0/7"``, non-hardened steps only): sign under the
+        key's BIP-32 child at that path (its public key: :meth:`derive_key`); a hardened
+        step is refused (422 ``hardened-derivation``)."""
+        if derivation_path is not None:
+            extra = {**extra, "derivation_path": derivation_path}
         r = _sign_answer(
             await self.http.post(
                 "/v1/sign-requests",
@@ -1016,6 +1036,11 @@ class AsyncCustodyClient(_Base):
             )
         )
         return await self._settle(r, wait, timeout)
+
+    async def derive_key(self, key_id: str, path: str) -> DerivedKeyOut:
+        """The key's child at ``path`` (public key, addresses, xpub)."""
+        r = await self.http.get(f"/v1/keys/{_seg(key_id)}/derive", params={"path": path})
+        return _parse(r, DerivedKeyOut)
 
     async def get_sign_request(self, request_id: str) -> SignRequestOut:
         return await self._get(f"/v1/sign-requests/{_seg(request_id)}", SignRequestOut)

@@ -233,6 +233,30 @@ class SignRequestCreate(BaseModel):
     network: Network | None = Field(
         default=None, description="btc-psbt only: must be the key's network (default: it)"
     )
+    derivation_path: str | None = Field(
+        default=None,
+        max_length=200,
+        description="sign under the key's non-hardened BIP-32 child at this path, e.g. "
+        "'m/0/7' (1-16 steps, canonical decimal; Ed25519 keys: the additive-tweak scheme). "
+        "A hardened step is a 422 hardened-derivation naming it. Every node derives its own "
+        "share tweak from the path; the child's public key: GET /v1/keys/{id}/derive",
+        examples=["m/0/7"],
+    )
+
+
+class DerivedKeyOut(BaseModel):
+    """``GET /v1/keys/{id}/derive?path=...``: a key's child at a non-hardened path."""
+
+    key_id: str
+    scheme: str
+    path: str = Field(description="canonical, e.g. m/0/7")
+    public_key: str = Field(
+        description="hex: SEC1 compressed (ecdsa), x-only (bip340), RFC 8032 (ed25519)"
+    )
+    addresses: dict[str, str] = Field(
+        default_factory=dict, description="ethereum (ecdsa), bitcoin BIP-86 P2TR (bip340)"
+    )
+    xpub: str | None = Field(default=None, description="secp256k1 keys: the child's xpub/tpub")
 
 
 class Blame(BaseModel):
@@ -366,6 +390,11 @@ class SignRequestOut(BaseModel):
     )
     initiator: str | None = Field(
         default=None, description="the principal whose credential created the request"
+    )
+    derivation_path: str | None = Field(
+        default=None,
+        description="the BIP-32 non-hardened path the request signs under (None: the root "
+        "key); the signature verifies under the child key at that path",
     )
     approval: ApprovalState | None = Field(
         default=None,

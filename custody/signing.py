@@ -31,6 +31,8 @@ message signed; a node's policy reads them.
         SHA-256( b"tpwc-sign-v1\\x00" + kind.encode() + b"\\x00"
                  + canonical_cbor({"id": id, "key_id": key_id, "kind": kind, "payload": payload}) )
 
+    (with ``"derivation_path": path`` in that map when the request names one)
+
     where ``canonical_cbor`` is RFC 8949 section 4.2.1 deterministic CBOR
     (:func:`mpc.wire.cbor_dumps`). The request id and key id are bound in, so the same
     payload signed for another request or key gives another digest. A ``"message"``
@@ -39,6 +41,20 @@ message signed; a node's policy reads them.
 
 The same 32-byte digest is what Ed25519 and BIP-340 sign too (as their message), so one
 rule covers every scheme.
+
+``derivation_path`` (optional, every kind; issue 13)
+    ``"m/0/7"``: sign under the BIP-32 non-hardened child of the key at that path
+    (:mod:`mpc.hd`; Ed25519 keys: the additive-tweak scheme documented there, not
+    SLIP-10). Canonical form only (``m`` then 1-:data:`MAX_SIGN_DEPTH` decimal indices
+    below 2^31, no leading zeros); a hardened step (``0'``, ``0h``, ``>= 2^31``) is refused
+    with :class:`HardenedPathError` naming the step. Absent means the root key; ``"m"``
+    alone is refused (one spelling per key). The path is part of the request every node
+    recomputes: for ``payment`` / ``settlement`` it is in the digested body (below), for
+    every kind it is in the approvals' intent digest (:func:`derivation_summary`, with the
+    child's public key and, for ECDSA, its Ethereum address: the sender), and each node
+    derives its own share tweak from it and the key's chain code; the coordinator never
+    sends a tweak. A ``btc-psbt`` request is decoded for the CHILD's x-only key (its inputs
+    must spend the child's BIP-86 output), so is every other kind given ``public_key``.
 
 ``evm-tx`` / ``message`` / ``btc-psbt`` / ``iso20022`` (:data:`custody.domain.DECODED_KINDS`)
     ``"payload"``: ``{"tx": "0x02..."}`` (an unsigned EIP-1559 transaction, ECDSA keys
@@ -81,6 +97,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from custody import kinds
+from custody.ceremonies import hd_context
 from custody.domain import (
     DECODED_KINDS,
     DIGEST_KINDS,
@@ -93,12 +110,26 @@ from custody.domain import (
     SCHEMES,
     is_valid_id,
 )
+from custody.kinds.addresses import ethereum_address
+from mpc import frost, hd
+from mpc.errors import MpcError
+from mpc.groups import ED25519, SECP256K1, Point
+from mpc.shamir import PublicKeyPackage, lagrange_coefficient
 from mpc.wire import cbor_dumps
 
 __all__ = [
     "SCHEMES",
     "KINDS",
     "SignRequestError",
+    "HardenedPathError",
+    "MAX_SIGN_DEPTH",
+    "PATH_MEMBER",
+    "request_path",
+    "derive_public",
+    "root_chain_code",
+    "encode_public_key",
+    "child_public_key",
+    "derivation_summary",
     "message_to_sign",
     "messages_to_sign",
     "canonical_digest",
@@ -107,6 +138,12 @@ __all__ = [
 ]
 
 DOMAIN = b"tpwc-sign-v1\x00"
+PATH_MEMBER = "derivation_path"
+#: Steps of a sign request's derivation path. BIP-32 allows 255; a signing path is checked
+#: and derived by every node for every item, and real wallets' non-hardened tails are 1-3
+#: steps (BIP-44 ``.../change/index``), so 16 bounds the work without limiting any use.
+MAX_SIGN_DEPTH = 16
+_MAX_PATH_CHARS = 16 * 11 + 1
 _HEX = re.compile(r"^(?:[0-9a-f]{2})*$")
 
 
@@ -116,6 +153,132 @@ class SignRequestError(ValueError):
     def __init__(self, message: str, *, field: str) -> None:
         self.field = field
         super().__init__(f"field {field!r}: {message}")
+
+
+class HardenedPathError(SignRequestError):
+    """A hardened step in ``derivation_path`` (it needs the whole parent private key, which
+    never exists here); ``step`` is its 1-based position."""
+
+    def __init__(self, message: str, *, step: int) -> None:
+        self.step = step
+        super().__init__(message, field=PATH_MEMBER)
+
+
+def request_path(request: Mapping[str, Any]) -> tuple[int, ...]:
+    """The request's ``derivation_path`` as indices (``()`` for none: the root key).
+
+    BIP-32 "The key tree" indices, non-hardened only, canonical spelling only (module
+    docstring); raises :class:`HardenedPathError` (naming the step) or
+    :class:`SignRequestError` (``field="derivation_path"``)."""
+    raw = request.get(PATH_MEMBER) if isinstance(request, Mapping) else None
+    if raw is None:
+        return ()
+    if not isinstance(raw, str) or len(raw) > _MAX_PATH_CHARS:
+        raise SignRequestError(
+            f"must be a path string like 'm/0/7' of at most {MAX_SIGN_DEPTH} steps",
+            field=PATH_MEMBER,
+        )
+    if not raw.startswith("m/"):
+        raise SignRequestError(
+            "must start with 'm/' (omit the member to sign with the root key)", field=PATH_MEMBER
+        )
+    try:
+        steps = hd.parse_path(raw)
+    except hd.HardenedDerivationError as exc:
+        raise HardenedPathError(str(exc), step=exc.position) from None
+    except MpcError as exc:
+        raise SignRequestError(str(exc), field=PATH_MEMBER) from None
+    if not 1 <= len(steps) <= MAX_SIGN_DEPTH:
+        raise SignRequestError(
+            f"{len(steps)} steps: a signing path has 1 to {MAX_SIGN_DEPTH}", field=PATH_MEMBER
+        )
+    if hd.format_path(steps) != raw:
+        raise SignRequestError(f"not canonical: write {hd.format_path(steps)!r}", field=PATH_MEMBER)
+    return steps
+
+
+def derive_public(public: PublicKeyPackage, key_id: str, path: tuple[int, ...]) -> PublicKeyPackage:
+    """The public package of the child of ``key_id`` (root package ``public``) at ``path``:
+    BIP-32 CKDpub from the key's root chain code (:func:`mpc.hd.chain_code_from_dkg` under
+    :func:`custody.ceremonies.hd_context`), every verifying share plus the same tweak.
+    ``()`` gives ``public`` itself. The coordinator and every node call this on the public
+    package they hold (a node: the one it stored at DKG), so they agree without a message.
+    Raises :class:`SignRequestError` for the (~2^-127) invalid child."""
+    if not path:
+        return public
+    try:
+        return hd.derive_public_package(public, root_chain_code(public, key_id), path)
+    except MpcError as exc:
+        raise SignRequestError(str(exc), field=PATH_MEMBER) from None
+
+
+def root_chain_code(public: PublicKeyPackage, key_id: str) -> bytes:
+    """The key's BIP-32 root chain code (:func:`mpc.hd.chain_code_from_dkg` of its group
+    key under :func:`custody.ceremonies.hd_context`), the same for the coordinator and every
+    node, unchanged by refresh and resharing."""
+    return hd.chain_code_from_dkg(public, hd_context(key_id))
+
+
+def child_public_key(
+    scheme: str,
+    key_id: str,
+    public_key: bytes,
+    verifying_shares: Mapping[str, str],
+    threshold: int,
+    request: Mapping[str, Any],
+) -> bytes:
+    """The public key ``request`` signs under, from the key's public values as the API shows
+    them (a client's own derivation, e.g. the approver's CLI): the key's own without a
+    ``derivation_path``, else the child's. The root point is interpolated in the exponent
+    from ``threshold`` verifying shares (RFC 9591 section 4.2), since an x-only BIP-340 key
+    lacks the Y parity the chain code hashes; it must encode to ``public_key``. Raises
+    :class:`SignRequestError`."""
+    path = request_path(request)
+    if not path:
+        return public_key
+    group = SECP256K1 if scheme in ("ecdsa-secp256k1", "bip340") else ED25519
+    try:
+        shares = {int(i): group.decode_point(bytes.fromhex(v)) for i, v in verifying_shares.items()}
+        ids = sorted(shares)[:threshold]
+        if len(ids) < threshold:
+            raise ValueError("fewer verifying shares than the threshold")
+        root = group.sum([shares[i] * lagrange_coefficient(group, i, ids) for i in ids])
+        if encode_public_key(scheme, root) != public_key:
+            raise ValueError("the verifying shares do not interpolate to the public key")
+        public = PublicKeyPackage(group, threshold, root, shares)
+    except (MpcError, ValueError) as exc:
+        raise SignRequestError(str(exc), field="public_key") from None
+    return encode_public_key(scheme, derive_public(public, key_id, path).group_public_key)
+
+
+def encode_public_key(scheme: str, point: Point) -> bytes:
+    """A key's public key as the service shows it: SEC1 compressed (ECDSA), x-only
+    (BIP-340), RFC 8032 (Ed25519)."""
+    if scheme == "ecdsa-secp256k1":
+        return point.encode()
+    return frost.ciphersuite(scheme).encode_public_key(point)
+
+
+def derivation_summary(
+    scheme: str, request: Mapping[str, Any], public_key: bytes | None
+) -> dict[str, Any] | None:
+    """What an intent summary says of a derived request (``None`` for the root key): the
+    path, the child's ``public_key`` (the one the request was decoded for) and, for an
+    ECDSA key, its Ethereum ``address`` (an evm-tx's sender). Approvals bind it through
+    the intent digest (:func:`custody.approvals.request_intent`), so an approval for one
+    path never counts for another."""
+    path = request_path(request)
+    if not path:
+        return None
+    out: dict[str, Any] = {"path": hd.format_path(path)}
+    if public_key is not None:
+        out["public_key"] = public_key.hex()
+        if scheme == "ecdsa-secp256k1":
+            try:
+                out["address"] = ethereum_address(public_key)
+            except kinds.KindError as exc:
+                raise SignRequestError(exc.detail, field="public_key") from None
+    return out
 
 
 def _text_id(request: Mapping[str, Any], name: str) -> str:
@@ -174,6 +337,9 @@ def canonical_digest(request: Mapping[str, Any]) -> bytes:
         "kind": kind,
         "payload": payload,
     }
+    path = request_path(request)
+    if path:  # bound into the digest; absent for the root key (digests as before)
+        body[PATH_MEMBER] = hd.format_path(path)
     return hashlib.sha256(DOMAIN + kind.encode() + b"\x00" + cbor_dumps(body)).digest()
 
 
@@ -181,7 +347,7 @@ def canonical_digest(request: Mapping[str, Any]) -> bytes:
 #: request, the approvals it collected); they are not part of the message to sign, and the
 #: nodes check them against their own policy (``signer_nodes.policy``).
 _DECODED_MEMBERS = frozenset(
-    {"id", "key_id", "kind", "payload", "message", "initiator", "approvals"}
+    {"id", "key_id", "kind", "payload", "message", "initiator", "approvals", PATH_MEMBER}
 )
 _PSBT_MEMBERS = _DECODED_MEMBERS | {"network"}
 PSBT_SIGNATURE_LEN = 64  # bytes per input in a btc-psbt request's signature
@@ -339,6 +505,7 @@ def message_to_sign(
     kind = request.get("kind")
     if kind not in KINDS:
         raise SignRequestError(f"must be one of {list(KINDS)}", field="kind")
+    request_path(request)  # a malformed or hardened path is refused for every kind
     if kind == "raw":
         msg = _hex(request.get("message"), "message")
         if SCHEME_SPECS[scheme].raw_message == "digest32" and len(msg) != 32:

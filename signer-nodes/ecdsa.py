@@ -7,6 +7,18 @@ secp256k1, then the pairwise OT setup); its result, an :class:`~mpc.dkls23.Ecdsa
 memory only (kind ``presig``, :mod:`signer_nodes.pool`); signing with it is the ECDSA
 strategy of the one signing pipeline (:mod:`signer_nodes.pipeline`).
 
+A presign spec with a ``derivation_path`` (issue 13) presigns with this node's share
+derived for that path (:func:`mpc.hd.derive_ecdsa_share`: the public BIP-32 tweak added to
+the Shamir share, the OT seeds kept), the tweak computed here from the path and the key's
+root chain code (:func:`custody.signing.root_chain_code`), never taken from the coordinator.
+Why before presigning and not at the online step (``w_i += r t phi_i`` would be sound
+algebra for DKLs23 Protocol 3.6's ``w_i = H(m) phi_i + r v_i``): with the tweak chosen
+after ``R`` is public, ECDSA with additive derivation and presignatures admits forgeries
+(Groth and Shoup, EUROCRYPT 2022, ePrint 2021/1330); deriving first fixes the tweak before
+``R`` exists and binds the presignature to the child key (its id hashes the child's
+:func:`mpc.dkls23.key_id_of`, and ``sign_with_presignature`` refuses another key). The
+presignature is kept with its path, and the pipeline signs with it for that path only.
+
 Imports: :mod:`signer_nodes.errors`, ``.shares``, ``.specs``.
 """
 
@@ -15,7 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 from custody.domain import Scheme
-from mpc import dkls23, keyio
+from custody.signing import SignRequestError, root_chain_code
+from mpc import dkls23, hd, keyio
 from mpc.dkls23.keysetup import KeygenChain
 from mpc.errors import MpcError, ProtocolError
 from mpc.wire import Message
@@ -28,6 +41,7 @@ __all__ = [
     "check_scheme",
     "keygen_session",
     "load_share",
+    "derive_share",
     "presign_session",
     "RetirementGuard",
     "finish",
@@ -52,6 +66,19 @@ def load_share(shares: ShareStore, key_id: object) -> dkls23.EcdsaKeyShare:
     return dkls23.EcdsaKeyShare.from_bytes(shares.unseal_share(row))
 
 
+def derive_share(
+    share: dkls23.EcdsaKeyShare, key_id: str, path: tuple[int, ...]
+) -> dkls23.EcdsaKeyShare:
+    """``share`` derived for the BIP-32 child at ``path`` (``()``: itself); the tweak is
+    this node's own computation from the path and the key's root chain code."""
+    if not path:
+        return share
+    try:
+        return hd.derive_ecdsa_share(share, root_chain_code(share.public, key_id), path)
+    except (MpcError, SignRequestError) as exc:
+        raise NodeError(Kind.BAD_REQUEST, f"derivation_path: {exc}") from None
+
+
 def check_scheme(key_id: str, scheme: str) -> None:
     if scheme != SCHEME:
         raise NodeError(Kind.WRONG_SCHEME, f"key {key_id!r} is {scheme}, not {SCHEME}")
@@ -66,7 +93,7 @@ def presign_session(spec: SessionSpec, shares: ShareStore) -> RetirementGuard:
             f"this node's OT setup with parties {sorted(retired)} failed a check and is retired",
             culprits=sorted(retired),
         )
-    share = load_share(shares, spec.key_id)
+    share = derive_share(load_share(shares, spec.key_id), spec.key_id, spec.path)
     return RetirementGuard(
         dkls23.PresignSession(share, spec.sid, list(spec.participants)), spec, shares
     )
@@ -155,8 +182,9 @@ def finish(spec: SessionSpec, result: Any, shares: ShareStore) -> dict[str, Any]
     presig: dkls23.Presignature = result
     pid = presig.presignature_id.hex()
     p = presig.public
-    shares.add_ledger_item("presig", spec.key_id, pid, presig, p.R.encode())
-    return {
+    path = spec.derivation_path or ""
+    shares.add_ledger_item("presig", spec.key_id, pid, presig, p.R.encode(), path)
+    out = {
         "presignature_id": pid,
         "key_id": spec.key_id,
         "participants": list(p.signers),
@@ -164,6 +192,9 @@ def finish(spec: SessionSpec, result: Any, shares: ShareStore) -> dict[str, Any]
         "dkls23_key_id": p.key_id.hex(),
         "session_id": p.session_id.hex(),
     }
+    if path:
+        out["derivation_path"] = path
+    return out
 
 
 def on_failure(spec: SessionSpec, exc: MpcError, me: int, shares: ShareStore) -> None:

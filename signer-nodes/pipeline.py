@@ -41,6 +41,23 @@ recomputes every input's sighash, takes the one of the item's ``input_index`` as
 the package must carry, and signs with the share tweaked to the BIP-86 output key (once per
 call and key, in the call's memory only), after checking the item's ``output_key`` is it.
 
+A request with a ``derivation_path`` (issue 13) signs under the key's BIP-32 non-hardened
+child there, and this node derives everything for it itself, from the path and the key
+it stored at DKG: the child's public package (:func:`custody.signing.derive_public` of the
+stored public package, under the key's root chain code), for which the request is decoded
+and authorized (the policy and the approvals' intent see the CHILD's key and address: an
+evm-tx's sender, a btc-psbt's inputs and change under the child's BIP-86 output key), and
+the child's share (share + the same public tweak; FROST RFC 9591 s5.2 then signs with it,
+the tweak being fixed before the signing package exists; for btc-psbt the BIP-86 tweak
+comes on top of the child, as BIP-86 wallets derive the child first and then
+taproot-tweak it). The coordinator sends only the path, never a tweak, so a coordinator
+that sends different paths to different nodes gets shares for different keys, which do
+not aggregate (FROST binds the group key in every binding factor and the challenge,
+s4.4-4.6) or a refusal (a DKLs23 presignature is made for one path, kept with it, and
+refused for any other before it is taken). The derived share lives in the call's memory
+only, like the unsealed share. The path is in the release-log entry, and in the
+receipt and approvals through the intent digest.
+
 Imports: :mod:`signer_nodes.anchor`, ``.audit``, ``.ecdsa``, ``.errors``, ``.faults``,
 ``.logs``, ``.policy``, ``.pool``, ``.protocols``, ``.shares``, ``.specs``, ``.taproot``.
 """
@@ -55,8 +72,16 @@ from typing import Any, Protocol
 
 from custody import auditchain as audit
 from custody import receipts
-from custody.signing import SignRequestError, messages_to_sign
-from mpc import dkls23, frost
+from custody.signing import (
+    PATH_MEMBER,
+    SignRequestError,
+    derive_public,
+    encode_public_key,
+    messages_to_sign,
+    request_path,
+    root_chain_code,
+)
+from mpc import dkls23, frost, hd, keyio
 from mpc.errors import MpcError, NonceReuseError
 from signer_nodes import ecdsa, logs, taproot
 from signer_nodes.anchor import Anchor
@@ -166,6 +191,10 @@ class Strategy(Protocol):
 
     def load_key(self, plain: bytes) -> Any: ...
 
+    def derive(self, key: Any, key_id: str, path: tuple[int, ...]) -> Any:
+        """The key share of the BIP-32 child at ``path`` (this node's own tweak)."""
+        ...
+
     def compute(self, prepared: Prepared, key: Any) -> bytes: ...
 
 
@@ -252,6 +281,13 @@ class FrostStrategy:
     def load_key(self, plain: bytes) -> Any:
         return load_key_package(plain)
 
+    def derive(self, key: Any, key_id: str, path: tuple[int, ...]) -> Any:
+        """``s_j + t`` of the child at ``path`` (:func:`mpc.hd.derive_key_package`)."""
+        try:
+            return hd.derive_key_package(key, root_chain_code(key.public, key_id), path)
+        except MpcError as exc:
+            raise NodeError(Kind.BAD_REQUEST, f"derivation_path: {exc}") from None
+
     def compute(self, prepared: Prepared, key: Any) -> bytes:
         try:
             share = frost.sign(prepared.public, prepared.secret, key)
@@ -296,6 +332,10 @@ class EcdsaStrategy:
 
     def load_key(self, plain: bytes) -> Any:
         return dkls23.EcdsaKeyShare.from_bytes(plain)
+
+    def derive(self, key: Any, key_id: str, path: tuple[int, ...]) -> Any:
+        """The DKLs23 share of the child (:func:`signer_nodes.ecdsa.derive_share`)."""
+        return ecdsa.derive_share(key, key_id, path)
 
     def compute(self, prepared: Prepared, key: Any) -> bytes:
         # The pipeline made the durable mark already; the ledger callback reports it.
@@ -422,7 +462,9 @@ class SigningPipeline:
         strategy.check_scheme(row)
         self.anchor.check_committee(row.key_id)
         try:
-            messages = messages_to_sign(row.scheme, item.request, public_key=row.public_key)
+            path = request_path(item.request)
+            public_key = self._public_key(row, path, keys)
+            messages = messages_to_sign(row.scheme, item.request, public_key=public_key)
         except SignRequestError as exc:
             raise NodeError(Kind.BAD_REQUEST, f"request {exc}") from None
         message = b"".join(messages)  # the request's message (its release-log digest)
@@ -433,7 +475,9 @@ class SigningPipeline:
         governance = self.anchor.require()
         now = int(time.time())
         with self.window.guard(governance.policy):
-            auth = self._authorize(row, item.request, expected, requested, verified, now)
+            auth = self._authorize(
+                row, item.request, expected, requested, verified, now, public_key
+            )
             rid = str(item.request.get("id"))
             reservation = self.window.reserve(
                 request_key(rid, row.key_id, auth.intent_digest),
@@ -442,7 +486,7 @@ class SigningPipeline:
                 else Counted(now, row.key_id, auth.asset, tuple(auth.transfers)),
             )
         try:
-            prepared = self._prepare_item(strategy, item, row, message, public, keys, seen)
+            prepared = self._prepare_item(strategy, item, row, message, public, keys, seen, path)
         except BaseException:
             self.window.cancel(reservation)
             raise
@@ -466,6 +510,24 @@ class SigningPipeline:
         ).encode()
         return prepared
 
+    def _public_key(self, row: KeyRow, path: tuple[int, ...], keys: dict[str, Any]) -> bytes:
+        """The public key a request signs under: the key's own, or its child's at ``path``,
+        derived here from the public package this node stored at DKG (kept for the call
+        beside the unsealed shares, under :func:`_slot`)."""
+        if not path:
+            return row.public_key
+        slot = "pk:" + _slot(row.key_id, path)
+        if slot not in keys:
+            try:
+                root = keyio.decode_public_key_package(row.public_info, check=False)
+            except MpcError as exc:
+                raise NodeError(Kind.INTERNAL, f"stored public package: {exc}") from None
+            child = derive_public(root, row.key_id, path)
+            keys[slot] = encode_public_key(row.scheme, child.group_public_key)
+        out = keys[slot]
+        assert isinstance(out, bytes)
+        return out
+
     def _receipt(self, p: Prepared, seq: int) -> dict[str, Any] | None:
         """This node's attestation of a committed release (:mod:`custody.receipts`)."""
         if self.sign is None or not p.entry:
@@ -483,6 +545,7 @@ class SigningPipeline:
         public: Any,
         keys: dict[str, Any],
         seen: set[str],
+        path: tuple[int, ...] = (),
     ) -> Prepared:
         """The single-use item's checks, the unsealing, the take (module docstring, step 2,
         after the authorization)."""
@@ -506,14 +569,26 @@ class SigningPipeline:
                 f"no {strategy.noun} {item_id} for key {row.key_id!r} (outstanding ones live in"
                 " memory only: a restart discards them)",
             )
+        path_text = hd.format_path(path) if path else ""
+        if ledger.kind == "presig" and ledger.path != path_text:
+            # made with the share derived for another path (or the root): never used here
+            made = ledger.path or "the root key"
+            raise NodeError(
+                strategy.unknown,
+                f"presignature {item_id} of key {row.key_id!r} was made for {made}, not for "
+                f"{path_text or 'the root key'}: a presignature signs for its own path only",
+            )
         strategy.check_ledger(ledger, public)
         if row.key_id not in keys:
             keys[row.key_id] = strategy.load_key(self.shares.unseal_share(row))
-        key_slot = row.key_id
-        if item.input_index is not None:  # btc-psbt: the BIP-86 output-key share
-            key_slot = taproot.slot(row.key_id)
+        key_slot = _slot(row.key_id, path)
+        if key_slot not in keys:  # the child's share: this node's own tweak (issue 13)
+            keys[key_slot] = strategy.derive(keys[row.key_id], row.key_id, path)
+        if item.input_index is not None:  # btc-psbt: the BIP-86 output-key share (of the child)
+            base = key_slot
+            key_slot = taproot.slot(base)
             if key_slot not in keys:
-                keys[key_slot] = taproot.tweak(keys[row.key_id])
+                keys[key_slot] = taproot.tweak(keys[base])
             taproot.check_output_key(row.key_id, keys[key_slot], item.output_key)
         if self.shares.take_ledger_item(item_id) is None:  # a concurrent request took it
             raise NodeError(strategy.used, f"{strategy.noun} {item_id} was already used")
@@ -531,6 +606,8 @@ class SigningPipeline:
             "signers": strategy.signers(ledger, public),
             "item_id": item_id,
         }
+        if path_text:  # the release-log entry names the path signed under
+            release[PATH_MEMBER] = path_text
         return Prepared(row.key_id, item_id, item.request, public, ledger.secret, release, key_slot)
 
     def _authorize(
@@ -541,6 +618,7 @@ class SigningPipeline:
         requested: bytes,
         coordinator_verified: bool,
         now: int,
+        public_key: bytes | None = None,
     ) -> Authorization:
         """The authorization seam (:mod:`signer_nodes.policy`) over the active governance
         and this node's own release history; refusals are logged."""
@@ -559,7 +637,7 @@ class SigningPipeline:
                     governance=governance,
                     now=now,
                     history=self.window.history(governance.policy, now),
-                    public_key=row.public_key,
+                    public_key=row.public_key if public_key is None else public_key,
                 )
             )
         except NotAuthorized as exc:
@@ -571,6 +649,12 @@ class SigningPipeline:
                 request_id=request.get("id"),
             )
             raise NodeError(Kind.NOT_AUTHORIZED, exc.detail, code=exc.reason) from None
+
+
+def _slot(key_id: str, path: tuple[int, ...]) -> str:
+    """Where a call keeps the share of ``key_id``'s child at ``path`` (``key_id`` itself for
+    the root; ``@`` is outside the key-id alphabet, so no key id collides with a slot)."""
+    return key_id if not path else f"{key_id}@{hd.format_path(path)}"
 
 
 def _release_fields(auth: Authorization, governance_digest: bytes, now: int) -> dict[str, Any]:

@@ -7,8 +7,9 @@ restart discards every outstanding item; the coordinator refills the pools. What
 memory snapshot of the running process gives an attacker is out of scope (docs/SECURITY.md).
 
 :meth:`Pool.take` removes an item atomically: of two racing requests for one item, exactly
-one gets it. Memory is bounded: at most ``cap`` outstanding items per (kind, key); beyond
-that :meth:`Pool.add` refuses (``pool-full``) until items are used.
+one gets it. Memory is bounded: at most ``cap`` outstanding items per (kind, key), a key's
+presignatures for all its derivation paths counted together; beyond that :meth:`Pool.add`
+refuses (``pool-full``) until items are used.
 
 Imports: :mod:`signer_nodes.errors`.
 """
@@ -34,6 +35,9 @@ class PoolItem:
     key_id: str
     public: bytes
     secret: Any = field(repr=False)
+    # a presignature made with the share derived for this BIP-32 path ("" for the root key):
+    # it signs for that path only (signer_nodes.pipeline); counted against its key's cap
+    path: str = ""
 
 
 class Pool:

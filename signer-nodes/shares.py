@@ -173,10 +173,11 @@ class ShareStore:
         return [it.item_id for it in made]
 
     def add_ledger_item(
-        self, kind: str, key_id: str, item_id: str, secret: Any, public: bytes
+        self, kind: str, key_id: str, item_id: str, secret: Any, public: bytes, path: str = ""
     ) -> None:
-        """Keep one item under a given id (a presignature's id is its hash), in memory."""
-        self.pool.add([PoolItem(item_id, kind, key_id, public, secret)])
+        """Keep one item under a given id (a presignature's id is its hash), in memory;
+        ``path``: the derivation path it was made for ("" for the root key)."""
+        self.pool.add([PoolItem(item_id, kind, key_id, public, secret, path)])
 
     def ledger_item(self, item_id: str) -> PoolItem | None:
         return self.pool.get(item_id)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from custody.domain import NETWORKS
+from custody.signing import PATH_MEMBER, SignRequestError, request_path
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.shares import check_key_id
 
@@ -66,6 +67,14 @@ class SessionSpec:
     threshold: Any
     participants: tuple[int, ...]
     network: str | None = None  # a bip340 DKG: the key's Bitcoin network (custody.domain)
+    # an ecdsa-presign for the key's BIP-32 child at this path (issue 13): the node presigns
+    # with its share derived for it (custody.signing.request_path checked the spelling)
+    derivation_path: str | None = None
+
+    @property
+    def path(self) -> tuple[int, ...]:
+        """The derivation path's indices (``()``: the root key)."""
+        return request_path({PATH_MEMBER: self.derivation_path})
 
     @property
     def sid(self) -> bytes:
@@ -90,7 +99,18 @@ class SessionSpec:
         network = raw.get("network")
         if network is not None and network not in NETWORKS:
             raise NodeError(Kind.BAD_REQUEST, f"network must be one of {list(NETWORKS)}")
+        path = raw.get(PATH_MEMBER)
+        if path is not None:
+            if raw.get("kind") != "ecdsa-presign":
+                raise NodeError(
+                    Kind.BAD_REQUEST, "derivation_path applies to an ecdsa-presign session only"
+                )
+            try:
+                request_path({PATH_MEMBER: path})
+            except SignRequestError as exc:
+                raise NodeError(Kind.BAD_REQUEST, str(exc)) from None
         return cls(
+            derivation_path=path,
             network=network,
             session_id=sid,
             kind=raw.get("kind"),
@@ -109,4 +129,5 @@ class SessionSpec:
             "scheme": self.scheme,
             "threshold": self.threshold,
             "participants": list(self.participants),
+            **({PATH_MEMBER: self.derivation_path} if self.derivation_path else {}),
         }

@@ -31,6 +31,7 @@ from typing import Any, Literal, cast
 from sqlalchemy import Connection, Table, select, update
 
 from api import audit, webhooks
+from api.coordinator.hd import signing_key
 from api.coordinator.types import KeyInfo, problem_doc
 from api.db import Approval as ApprovalRow
 from api.db import Database, SignRequest, utcnow
@@ -120,6 +121,7 @@ class ApprovalDesk:
         """The decision of the active governance for ``body`` (a request to ``key``) at
         ``now``; raises :class:`custody.signing.SignRequestError` for a malformed request.
         No governance installed: deny by default."""
+        key = signing_key(key, body)  # a derivation_path: decoded for the child key
         public_key = bytes.fromhex(key.public_key) if key.public_key else None
         intent, request = ap.request_intent(key.scheme, body, public_key=public_key)
         g = self.governance.current

@@ -8,10 +8,19 @@ path is refused with 422 ``hardened-derivation``. secp256k1 keys (ECDSA, BIP-340
 BIP-32 CKDpub and export a BIP-32 ``xpub`` (``tpub`` for a BIP-340 key on a test network);
 Ed25519 keys by the additive-tweak scheme of :mod:`mpc.hd` (documented there with its
 limits; no standard serialization, so no xpub).
+
+:func:`signing_key` is the child :class:`KeyInfo` a sign request with a
+``derivation_path`` signs under (issue 13): the same key id, nodes and threshold, the child's
+public key and verifying shares (public values only; each node derives its own share tweak
+from the path, the coordinator never sends one). Aggregation, the BIP-86 tweak of a
+``btc-psbt`` request, ECDSA combination, the checks of ``evm-tx`` recovery, receipts and the
+stored signature all use it, so everything is checked under the child key.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from api import crypto
@@ -20,12 +29,13 @@ from api.problems import Problem
 from custody.ceremonies import hd_context
 from custody.kinds import KindError
 from custody.kinds.addresses import bitcoin_p2tr_address, ethereum_address
+from custody.signing import PATH_MEMBER
 from mpc import frost, hd
 from mpc.errors import MpcError
 from mpc.groups import SECP256K1
 from mpc.shamir import PublicKeyPackage
 
-__all__ = ["derive", "xpub"]
+__all__ = ["derive", "xpub", "signing_key"]
 
 
 def _public(key: KeyInfo) -> PublicKeyPackage:
@@ -106,3 +116,22 @@ def xpub(key: KeyInfo) -> dict[str, Any]:
         "xpub": root.to_xpub(_network(key)),
         "chain_code": root.chain_code.hex(),
     }
+
+
+def signing_key(key: KeyInfo, body: Mapping[str, Any]) -> KeyInfo:
+    """The key ``body`` signs under: ``key`` itself, or its child at the body's
+    ``derivation_path`` (module docstring). Idempotent (a child key for the same path is
+    returned as is). Raises :class:`custody.signing.SignRequestError` for a bad path."""
+    path = body.get(PATH_MEMBER)
+    if key.derivation_path is not None:
+        if path != key.derivation_path:
+            raise ValueError(f"key is the child at {key.derivation_path}, not at {path}")
+        return key
+    if path is None:
+        return key
+    pk, shares = crypto.public_key_at(
+        key.id, key.scheme, key.public_key, key.verifying_shares, key.threshold, body
+    )
+    return dataclasses.replace(
+        key, public_key=pk, verifying_shares=shares, derivation_path=str(path)
+    )

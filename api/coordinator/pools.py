@@ -1,8 +1,21 @@
-"""Preprocessing pools: FROST nonce commitments per (key, node), ECDSA presignatures per key.
+"""Preprocessing pools: FROST nonce commitments per (key, node), ECDSA presignatures per
+(key, derivation path).
 
 They live in memory: a cache of public data. Losing them on restart only wastes the
 nodes' precomputation; single use is enforced durably by the nodes, and each item is
 handed out once here (popped from a deque inside one event loop).
+
+Derived keys (issue 13). A FROST nonce is not tied to a key (RFC 9591 s5.1: the nonce and
+its commitments do not depend on the group key; the node signs with the derived share at
+s5.2), so one commitment pool per (key, node) serves the root and every path. A DKLs23
+presignature is: the nodes presign with the share already derived for the path (Groth and
+Shoup, EUROCRYPT 2022: a tweak chosen after ``R`` is known allows forgeries; see
+:mod:`mpc.hd`), so presignatures are pooled per ``(key id, path)`` and each is handed out for
+its own path only (the nodes refuse it for another path too). The root pool is kept at
+``presig_target`` by the refill sweep; a path's pool is filled on demand (a presign session
+at its first signature) and then kept at :data:`DERIVED_TARGET` while it is among the
+:data:`DERIVED_PATHS` most recently used paths of its key. The nodes cap outstanding
+presignatures per key across all its paths (``signer_nodes.pool``).
 """
 
 from __future__ import annotations
@@ -30,6 +43,9 @@ from mpc import frost
 log = logging.getLogger("api.coordinator")
 
 IDLE_GRACE = 0.5  # seconds without a new signature before presign refills count as idle
+DERIVED_TARGET = 2  # presignatures kept for a recently used derivation path
+DERIVED_PATHS = 16  # derivation paths per key whose presignature pools are kept filled
+PoolKey = tuple[str, str | None]  # (key id, derivation path or None for the root key)
 
 
 @dataclass(frozen=True)
@@ -71,8 +87,9 @@ class Pools:
         self.activity = activity
         self._spawn = spawn
         self._frost: dict[tuple[str, int], deque[Commitment]] = {}
-        self._presig: dict[str, deque[Presignature]] = {}
-        self._refilling: set[tuple[str, str, int]] = set()
+        self._presig: dict[PoolKey, deque[Presignature]] = {}
+        self._recent: dict[str, list[str]] = {}  # key id -> its recently used paths, newest last
+        self._refilling: set[tuple[str, str, int | str]] = set()
 
     def forget_party(self, party: int) -> int:
         """Drop every pooled commitment of ``party`` and every presignature it is part of
@@ -98,10 +115,10 @@ class Pools:
             if kid == key_id:
                 dropped += len(commitments)
                 commitments.clear()
-        presignatures = self._presig.get(key_id)
-        if presignatures:
-            dropped += len(presignatures)
-            presignatures.clear()
+        for (kid, _path), presignatures in self._presig.items():
+            if kid == key_id:
+                dropped += len(presignatures)
+                presignatures.clear()
         return dropped
 
     def sizes(self) -> dict[str, int]:
@@ -128,15 +145,28 @@ class Pools:
         return q.popleft()
 
     async def take_presignature(self, key: KeyInfo, excluded: set[int]) -> Presignature:
-        """A pooled presignature whose participants are all healthy and not excluded (the
-        others stay for when their nodes are back), else a fresh presign session."""
-        q = self._presig.setdefault(key.id, deque())
+        """A pooled presignature of ``key``'s path (``key.derivation_path``, None for the
+        root) whose participants are all healthy and not excluded (the others stay for when
+        their nodes are back), else a fresh presign session for that path."""
+        path = key.derivation_path
+        if path is not None:
+            self._used_path(key.id, path)
+        q = self._presig.setdefault((key.id, path), deque())
         for _ in range(len(q)):
             item = q.popleft()
             if all(p not in excluded and self.registry.eligible_party(p) for p in item.parties):
                 return item
             q.append(item)
-        return await self.presign(key.id, self.registry.pick(key.nodes, key.threshold, excluded))
+        return await self.presign(
+            key.id, self.registry.pick(key.nodes, key.threshold, excluded), path
+        )
+
+    def _used_path(self, key_id: str, path: str) -> None:
+        recent = self._recent.setdefault(key_id, [])
+        if path in recent:
+            recent.remove(path)
+        recent.append(path)
+        del recent[:-DERIVED_PATHS]
 
     # -- refilling --------------------------------------------------------------------------
     def top_up(self) -> None:
@@ -152,18 +182,28 @@ class Pools:
                     low = q is None or len(q) < self.settings.frost_low_water
                     if low and tag not in self._refilling:
                         self._spawn(self._refill_frost(key, n))
-            elif self.presig_wanted(self._presig.get(key.id)) and (
-                ("presig", key.id, 0) not in self._refilling
-            ):
-                self._spawn(self._refill_presig(key))
+            else:
+                if self.presig_wanted(self._presig.get((key.id, None))) and (
+                    ("presig", key.id, 0) not in self._refilling
+                ):
+                    self._spawn(self._refill_presig(key))
+                for path in self._recent.get(key.id, ()):
+                    if self.presig_wanted(self._presig.get((key.id, path)), DERIVED_TARGET) and (
+                        ("presig", key.id, path) not in self._refilling
+                    ):
+                        self._spawn(self._refill_presig(key, path))
 
-    def presig_wanted(self, q: deque[Any] | None) -> bool:
+    def presig_wanted(self, q: deque[Any] | None, target: int | None = None) -> bool:
         """Refill a presignature pool below ``presig_target`` while no signature is in
         flight, or at once below ``presig_low_water``: presign sessions cost far more CPU
-        than online signing, so they wait for a quiet moment unless the pool runs low."""
+        than online signing, so they wait for a quiet moment unless the pool runs low.
+        ``target``: a derivation path's pool (:data:`DERIVED_TARGET`), refilled when idle
+        only (its first signature presigns on demand)."""
         n = 0 if q is None else len(q)
         a = self.activity
         idle = not a.signing and time.monotonic() - a.last_sign > IDLE_GRACE
+        if target is not None:
+            return n < target and idle
         return n < self.settings.presig_low_water or (n < self.settings.presig_target and idle)
 
     async def _refill_frost(self, key: KeyInfo, node: NodeInfo) -> None:
@@ -213,22 +253,24 @@ class Pools:
             raise NodeFailure(node, "garbage", str(e)) from None
         self._frost.setdefault((key.id, node.party_id), deque()).extend(decoded)
 
-    async def _refill_presig(self, key: KeyInfo) -> None:
-        """Fill the key's presignature pool up to ``presig_target``, running up to
-        ``presig_parallel`` presign sessions at once (each is a few sequential rounds, so
-        one at a time leaves the cores idle and a busy pool runs dry)."""
-        tag = ("presig", key.id, 0)
+    async def _refill_presig(self, key: KeyInfo, path: str | None = None) -> None:
+        """Fill the presignature pool of the key (``path``: of its child there) up to
+        ``presig_target`` (:data:`DERIVED_TARGET`), running up to ``presig_parallel``
+        presign sessions at once (each is a few sequential rounds, so one at a time leaves
+        the cores idle and a busy pool runs dry)."""
+        tag: tuple[str, str, int | str] = ("presig", key.id, 0 if path is None else path)
+        target = self.settings.presig_target if path is None else DERIVED_TARGET
         self._refilling.add(tag)
         try:
-            q = self._presig.setdefault(key.id, deque())
-            while self.presig_wanted(q):
+            q = self._presig.setdefault((key.id, path), deque())
+            while self.presig_wanted(q, None if path is None else DERIVED_TARGET):
                 eligible = self.registry.eligible_of(key.nodes)
                 if len(eligible) < key.threshold:
                     return
-                n = min(self.settings.presig_parallel, self.settings.presig_target - len(q))
+                n = min(self.settings.presig_parallel, target - len(q))
                 res = await asyncio.gather(
                     *(
-                        self.presign(key.id, random.sample(eligible, key.threshold))
+                        self.presign(key.id, random.sample(eligible, key.threshold), path)
                         for _ in range(n)
                     ),
                     return_exceptions=True,
@@ -247,9 +289,12 @@ class Pools:
         finally:
             self._refilling.discard(tag)
 
-    async def presign(self, key_id: str, nodes: list[NodeInfo]) -> Presignature:
-        """One DKLs23 presign session; every party must report the same presignature id
-        and instance point ``R`` (hex), which the combiner then takes as given."""
+    async def presign(
+        self, key_id: str, nodes: list[NodeInfo], path: str | None = None
+    ) -> Presignature:
+        """One DKLs23 presign session (``path``: each node presigns with its share derived
+        for that path); every party must report the same presignature id, instance point
+        ``R`` (hex) and path, which the combiner then takes as given."""
         parties = tuple(sorted(n.party_id for n in nodes))
         kind: SessionKind = "ecdsa-presign"
         scheme: Scheme = "ecdsa-secp256k1"
@@ -261,6 +306,8 @@ class Pools:
             "threshold": len(nodes),
             "participants": list(parties),
         }
+        if path is not None:
+            body["derivation_path"] = path
         results = await self.relay.run(nodes, body)
         lacking = [
             p
@@ -269,12 +316,13 @@ class Pools:
                 isinstance(r, dict)
                 and isinstance(r.get("R"), str)
                 and isinstance(r.get("presignature_id"), str)
+                and r.get("derivation_path") == path
             )
         ]
         if lacking:
             raise SessionFailed(
                 "presign result without presignature_id or R",
-                [(p, "garbage: presign result lacks R") for p in lacking],
+                [(p, "garbage: presign result lacks R or its path") for p in lacking],
             )
         ids = {(r["presignature_id"], r["R"]) for r in results.values()}
         if len(ids) != 1:

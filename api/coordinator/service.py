@@ -22,6 +22,7 @@ from api import audit, idempotency, metrics, webhooks
 from api.coordinator.approvals import ApprovalDesk
 from api.coordinator.ceremonies import Ceremonies
 from api.coordinator.checkpoints import Checkpointer
+from api.coordinator.hd import signing_key
 from api.coordinator.keys import KeyBook, KeyCeremony
 from api.coordinator.outcomes import Answer, OutcomeWriter
 from api.coordinator.pools import Pools
@@ -235,6 +236,7 @@ class Coordinator:
             start = time.perf_counter()
             signed = False
             try:
+                key = signing_key(key, body)  # derivation_path: the child key (issue 13)
                 msg = request_message(key, body)
                 result, error, blamed, attempted = await self._attempts(request_id, key, body, msg)
                 for b in blamed:

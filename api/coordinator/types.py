@@ -59,6 +59,9 @@ class KeyInfo:
     public_key: str
     verifying_shares: dict[str, str]
     network: str | None = None  # bip340 keys: the Bitcoin network chosen at creation
+    # set on the child key a derived sign request signs with (api.coordinator.hd.signing_key):
+    # public_key and verifying_shares are then the child's at this BIP-32 path
+    derivation_path: str | None = None
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from api import audit, idempotency, metrics, shadow
 from api.auth import AUTH_ERRORS, Principal, check_scope
 from api.coordinator import Coordinator, KeyInfo
+from api.coordinator.hd import signing_key
 from api.coordinator.psbt import request_message
 from api.db import SignRequest, utcnow
 from api.deps import (
@@ -53,7 +54,7 @@ from api.serializers import sign_out
 from custody.domain import SignStatus, new_id
 from custody.models import Id, ReceiptOut, SignRequestCreate, SignRequestList, SignRequestOut
 from custody.policy import Decision, Wallet
-from custody.signing import SignRequestError
+from custody.signing import HardenedPathError, SignRequestError
 
 router = APIRouter(prefix="/v1/sign-requests", tags=["signing"])
 Answer = tuple[int, dict[str, Any]]
@@ -97,6 +98,9 @@ async def create_sign_request(
     (``custody.kinds``); a signed ``evm-tx`` carries ``result.signed_tx``. ``btc-psbt``
     (bip340 keys; ``payload: {"psbt": "<base64>"}``): one signature per input under the
     key's BIP-86 output key (``api.coordinator.psbt``), ``result.signed_tx`` finalized.
+    ``derivation_path`` (e.g. ``m/0/7``, non-hardened only): sign under the key's BIP-32
+    child there (every node derives its own share; a hardened step is a 422
+    ``hardened-derivation`` naming it).
 
     The active governance's policy decides first: 403 ``policy-denied`` naming the rule and
     reason (nothing sent to any node), 202 ``pending_approval`` with the requirement when
@@ -111,7 +115,7 @@ async def create_sign_request(
         k = c.keys.get(body.key_id)
         check_scope(p, k.id, _wallets(c))  # a scoped credential: its keys and wallets only
         canonical: dict[str, Any] = {
-            **body.model_dump(include={"payload", "network"}, exclude_none=True),
+            **body.model_dump(include={"payload", "network", "derivation_path"}, exclude_none=True),
             "id": rid,
             "key_id": body.key_id,
             "kind": body.kind,
@@ -121,8 +125,18 @@ async def create_sign_request(
         if body.message is not None:
             canonical["message"] = body.message.lower()
         try:
+            k = signing_key(k, canonical)  # derivation_path: the child key (issue 13)
             msg = request_message(k, canonical)  # btc-psbt: the key's network and public key
             ev = c.approvals.evaluate(k, canonical, clock)
+        except HardenedPathError as e:
+            raise Problem(
+                422,
+                "hardened-derivation",
+                "Hardened derivation refused",
+                str(e),
+                field=e.field,
+                step=e.step,
+            ) from None
         except SignRequestError as e:
             raise Problem(
                 422, "invalid-sign-request", "Invalid sign request", str(e), field=e.field

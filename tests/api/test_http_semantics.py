@@ -205,7 +205,8 @@ def test_unknown_members_are_a_422_everywhere(api: Api) -> None:
     spec = api.client.get("/openapi.json").json()["components"]["schemas"]
     create = spec["SignRequestCreate"]
     assert create["additionalProperties"] is False
-    assert {"key_id", "kind", "message", "payload", "network"} == set(create["properties"])
+    want = {"key_id", "kind", "message", "payload", "network", "derivation_path"}
+    assert want == set(create["properties"])
 
 
 def test_key_labels_and_metadata(api: Api) -> None:
