@@ -99,10 +99,13 @@ def format_units(amount: int, decimals: int) -> str:
     return text
 
 
-def local_request(sr: SignRequestOut) -> dict[str, Any]:
+def local_request(sr: SignRequestOut, network: str | None = None) -> dict[str, Any]:
     """The request body as the nodes get it, rebuilt from the API's answer (the members the
-    message and the intent depend on)."""
+    message and the intent depend on). A ``btc-psbt`` request decodes on its key's network,
+    which the key (not the request) names: pass ``network`` from the key."""
     body: dict[str, Any] = {"id": sr.id, "key_id": sr.key_id, "kind": sr.kind}
+    if sr.kind == "btc-psbt" and network is not None:
+        body["network"] = network
     if sr.payload is not None:
         body["payload"] = sr.payload
     if sr.message:
@@ -113,14 +116,19 @@ def local_request(sr: SignRequestOut) -> dict[str, Any]:
 
 
 def check_against(
-    sr: SignRequestOut, scheme: str, public_key: bytes | None = None
+    sr: SignRequestOut,
+    scheme: str,
+    public_key: bytes | None = None,
+    network: str | None = None,
 ) -> tuple[Intent | str, ap.ApprovalRequest]:
     """Decode the request here and compare with the coordinator's claims; raises
     :class:`Mismatch` naming what differs."""
     if sr.approval is None or sr.status != "pending_approval":
         raise Mismatch(f"request {sr.id} is {sr.status}: it does not wait for approvals")
     try:
-        intent, request = ap.request_intent(scheme, local_request(sr), public_key=public_key)
+        intent, request = ap.request_intent(
+            scheme, local_request(sr, network), public_key=public_key
+        )
     except SignRequestError as exc:
         raise Mismatch(f"the request does not decode: {exc}") from None
     summary = intent.summary() if not isinstance(intent, str) else {"message": sr.message}
@@ -318,11 +326,11 @@ def _decide(
                         public_key,
                         key.verifying_shares or {},
                         key.threshold,
-                        local_request(sr),
+                        local_request(sr, key.network),
                     )
                 except SignRequestError as exc:
                     raise Mismatch(f"cannot derive the child key: {exc}") from None
-            intent, request = check_against(sr, scheme, public_key)
+            intent, request = check_against(sr, scheme, public_key, key.network)
             if governance is not None:
                 check_governance(sr, intent, governance)
         except Mismatch as exc:

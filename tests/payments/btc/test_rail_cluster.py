@@ -9,22 +9,20 @@ whole anywhere: each node signs with its own share, tweaked by itself."""
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from btclib.script import sig_hash
 from btclib.tx import Tx, TxOut
 from coincurve import PublicKeyXOnly
 
-from custody import approvals as ap
-from custody import governance as gov
 from custody import policy as pol
-from custody.approve_cli import local_request
-from custody.client import CustodyClient
 from custody.cluster import BTC_LIMIT, DEMO_BTC_DESTINATIONS
 from custody.models import KeyOut
 from payments.btc import (
@@ -313,32 +311,20 @@ def test_insufficient_funds_and_dust_are_refused_before_custody_is_asked(
 
 
 def approve_twice(live: Live, rail: BitcoinRail, request_id: str) -> None:
-    """Two dev approvers of the treasury group approve, as ``custody approve`` does: the
-    request decoded here (with the key's network, which a ``btc-psbt`` message needs and
-    ``custody.approve_cli.local_request`` leaves out) and its intent digest compared with
-    the coordinator's, then signed."""
+    """Two dev approvers of the treasury group approve with ``custody approve`` (a process,
+    as an approver runs it): it decodes the PSBT on the key's network itself, compares the
+    intent digest with the coordinator's, shows the spend in plain words and signs."""
     files = live.doc["dev_governance"]
-    passphrase = Path(files["approver_passphrase_file"]).read_bytes()
-    with CustodyClient(live.doc["api_url"], live.doc["credentials"]["approver"]) as c:
-        for path in sorted(files["approvers"])[:2]:
-            sr = c.get_sign_request(request_id)
-            body = {**local_request(sr), "network": rail.network}
-            _, request = ap.request_intent("bip340", body, public_key=rail.internal_key)
-            assert sr.approval is not None and sr.status == "pending_approval"
-            assert request.intent_digest.hex() == sr.approval.intent_digest
-            approver, signer = gov.open_approver_key(Path(path).read_bytes(), passphrase)
-            statement = ap.ApprovalStatement(
-                intent_digest=request.intent_digest,
-                request_id=request.request_id,
-                policy_version=sr.approval.policy_version,
-                governance_digest=bytes.fromhex(sr.approval.governance_digest),
-                expires_at=int(time.time()) + 600,
-                approver_id=approver.approver_id,
-                decision="approve",
-                initiator=sr.approval.initiator,
-            )
-            wire = ap.sign_approval(signer, statement).encode()
-            c.approve(request_id, base64.b64encode(wire).decode())
+    for path in sorted(files["approvers"])[:2]:
+        r = subprocess.run(  # noqa: S603 - our own argv
+            [sys.executable, "-m", "custody.cli", "approve", request_id, "--key-file", path,
+             "--yes", "--cluster", str(live.cluster.cluster_file), "--passphrase-file",
+             files["approver_passphrase_file"]],
+            capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Bitcoin regtest" in r.stdout, r.stdout
 
 
 def test_above_the_limit_a_payment_waits_for_two_approvals(live: Live, key: KeyOut) -> None:
