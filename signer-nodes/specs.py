@@ -66,6 +66,11 @@ class SessionSpec:
     threshold: Any
     participants: tuple[int, ...]
     network: str | None = None  # a bip340 DKG: the key's Bitcoin network (custody.domain)
+    # key ceremonies (signer_nodes.ceremonies): the officers' signed authorization (hex),
+    # and for a resharing the key's old verifying shares (party -> hex), which a new member
+    # holding no share yet checks against the authorized public key
+    authorization: str | None = None
+    old_verifying_shares: Mapping[str, str] | None = None
 
     @property
     def sid(self) -> bytes:
@@ -90,7 +95,18 @@ class SessionSpec:
         network = raw.get("network")
         if network is not None and network not in NETWORKS:
             raise NodeError(Kind.BAD_REQUEST, f"network must be one of {list(NETWORKS)}")
+        authorization = raw.get("authorization")
+        if authorization is not None and not isinstance(authorization, str):
+            raise NodeError(Kind.BAD_REQUEST, "authorization must be a hex string")
+        old_vs = raw.get("old_verifying_shares")
+        if old_vs is not None and (
+            not isinstance(old_vs, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in old_vs.items())
+        ):
+            raise NodeError(Kind.BAD_REQUEST, "old_verifying_shares must be an object party -> hex")
         return cls(
+            authorization=authorization,
+            old_verifying_shares=old_vs,
             network=network,
             session_id=sid,
             kind=raw.get("kind"),
