@@ -198,6 +198,8 @@ class CeremonyFactory:
             return self.inner.new_session(spec)
         auth = self.anchor.verify_ceremony(spec.authorization, int(time.time()))
         self._check_request(spec, auth)
+        if self.shares.store.get_meta(_used_meta(auth.ceremony_id)) is not None:
+            raise self._replayed(auth)
         if spec.kind == "refresh":
             rs = self._refresh(spec, auth)
         else:
@@ -363,16 +365,19 @@ class CeremonyFactory:
         k = _used_meta(auth.ceremony_id)
         with self.shares.store.tx() as c:
             if c.execute("SELECT 1 FROM meta WHERE k = ?", (k,)).fetchone() is not None:
-                raise NodeError(
-                    Kind.NOT_AUTHORIZED,
-                    f"ceremony {auth.ceremony_id}'s authorization was used already on "
-                    f"{self.shares.node_id}: the officers sign a new one for each ceremony",
-                    code=_CODES.REPLAYED.value,
-                )
+                raise self._replayed(auth)
             c.execute(
                 "INSERT INTO meta (k, v) VALUES (?, ?)",
                 (k, json.dumps({"key_id": spec.key_id, "session_id": spec.session_id})),
             )
+
+    def _replayed(self, auth: gov.CeremonyAuthorization) -> NodeError:
+        return NodeError(
+            Kind.NOT_AUTHORIZED,
+            f"ceremony {auth.ceremony_id}'s authorization was used already on "
+            f"{self.shares.node_id}: the officers sign a new one for each ceremony",
+            code=_CODES.REPLAYED.value,
+        )
 
     def check_signers(self, spec: SessionSpec) -> None:
         """A presign session's signers are members of the key's committee (a member
