@@ -109,6 +109,20 @@ class Ceremonies:
                 raise Problem(404, "not-found", "Not found", f"no ceremony {ceremony_id!r}")
             return ceremony_out(row)
 
+    def of_key(self, key_id: str) -> dict[str, Any]:
+        """``key_id``'s ceremonies (newest first) and its current share version: 1 after
+        the DKG, one more for each committed ceremony (what an authorization names)."""
+        self.keys.get(key_id)
+        with self.db.session() as s:
+            rows = list(
+                s.scalars(
+                    select(Ceremony).where(Ceremony.key_id == key_id).order_by(Ceremony.seq.desc())
+                )
+            )
+            items = [ceremony_out(r) for r in rows]
+        done = [int(c["share_version"]) for c in items if c["status"] == "done"]
+        return {"key_id": key_id, "share_version": max(done, default=1), "items": items}
+
     # -- authorization -----------------------------------------------------------------------
     def check_authorization(
         self,

@@ -123,6 +123,26 @@ async def reshare_key(key_id: str, body: ReshareBody, c: CoordinatorDep, p: Admi
 
 
 @router.get(
+    "/v1/keys/{key_id}/ceremonies",
+    responses={
+        200: {
+            "description": "The key's ceremonies and its share version",
+            "content": {
+                "application/json": {
+                    "example": {"key_id": "key_01J9Z8", "share_version": 2, "items": []}
+                }
+            },
+        },
+        **problem_responses(*AUTH_ERRORS, 404, 409),
+    },
+)
+async def key_ceremonies(key_id: str, c: CoordinatorDep, _: Reader) -> dict[str, Any]:
+    """The key's ceremonies, newest first, and its current share version (1 after the DKG,
+    one more per committed ceremony): what the officers' next authorization names."""
+    return c.ceremonies.of_key(key_id)
+
+
+@router.get(
     "/v1/ceremonies/{ceremony_id}",
     responses={
         200: response("Ceremony", "The ceremony record"),
