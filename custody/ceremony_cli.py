@@ -56,7 +56,13 @@ from custody.cli_support import (
 from custody.client import CustodyClient, CustodyError
 from custody.exitcodes import ExitCode
 
-__all__ = ["ceremony_app", "register_key_commands", "xpub_of"]
+__all__ = [
+    "authorization_for",
+    "ceremony_app",
+    "open_officers",
+    "register_key_commands",
+    "xpub_of",
+]
 
 ceremony_app = typer.Typer(no_args_is_help=True, help="Key ceremonies and their transcripts.")
 
@@ -166,7 +172,7 @@ def committee_of(tr: dict[str, Any]) -> list[str]:
     return [str(n) for n in tr.get("committee") or []]
 
 
-def _officer_signers(
+def open_officers(
     cluster: Path | None, keys: list[Path] | None, passphrase_file: Path | None
 ) -> list[tuple[str, Any]]:
     """(officer id, signing key) of each officer key file given, or of the dev officers
@@ -211,9 +217,11 @@ def authorization_for(
     officer_keys: list[Path] | None = None,
     passphrase_file: Path | None = None,
     lifetime: int = AUTH_LIFETIME,
+    signers: list[tuple[str, Any]] | None = None,
 ) -> str:
     """The hex authorization of a ``kind`` ceremony on ``key_id``, made from the key and
-    the coordinator's governance and signed by a quorum of the officers' keys."""
+    the coordinator's governance and signed by a quorum of the officers' keys (``signers``:
+    officer id and opened signing key, else the key files as the CLI options give them)."""
     key = c.get_key(key_id)
     version = int(_call(c, "GET", f"/v1/keys/{_seg(key_id)}/ceremonies")["share_version"])
     current = gov.decode(bytes.fromhex(_call(c, "GET", "/v1/governance")["document"])).body
@@ -238,11 +246,10 @@ def authorization_for(
         body.encode()
     except gov.CeremonyAuthError as e:
         raise CliError(f"{e.kind.value}: {e.detail}", ExitCode.REFUSED) from None
-    signers = [
-        (oid, k)
-        for oid, k in _officer_signers(cluster, officer_keys, passphrase_file)
-        if current.officer(oid) is not None
-    ]
+    opened = (
+        signers if signers is not None else open_officers(cluster, officer_keys, passphrase_file)
+    )
+    signers = [(oid, k) for oid, k in opened if current.officer(oid) is not None]
     if len(signers) < current.quorum:
         raise CliError(
             f"{len(signers)} officer keys of governance version {current.version}; its quorum "
