@@ -43,6 +43,9 @@ class RefreshBody(BaseModel):
     )
 
 
+_NO_BODY = RefreshBody()  # a refresh without a body: refused as ceremony-unauthorized
+
+
 class ReshareBody(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -92,7 +95,7 @@ async def refresh_key(
     key_id: str,
     c: CoordinatorDep,
     p: Admin,
-    body: Annotated[RefreshBody, Body()] = RefreshBody(),  # noqa: B008 - immutable default
+    body: Annotated[RefreshBody, Body()] = _NO_BODY,
 ) -> JSONResponse:
     """Proactive refresh of ``key_id``: same public key, new shares on every committee
     member (ECDSA keys also get fresh base OTs). The old shares stay active until every
