@@ -270,7 +270,7 @@ def test_member_reshared_out_keeps_its_share_and_is_refused_by_the_new_committee
 ) -> None:
     """Party 3 deals in a resharing that drops it, then never commits (it kept its share,
     as a compromised node would): the new committee refuses every signature with it."""
-    for scheme in ("ed25519", "ecdsa-secp256k1"):
+    for scheme in SCHEMES:
         kid = "out-" + scheme
         dkg = five.dkg(scheme, kid, 2, [1, 2, 3])
         pk = dkg["public_key"]
