@@ -1,9 +1,20 @@
-"""Key ceremonies from the CLI: ``custody keys refresh KEY`` and ``custody ceremony show|resume``.
+"""Key ceremonies from the CLI: ``custody keys refresh|reshare KEY`` and ``custody ceremony
+show|resume``.
 
     custody keys refresh KEY [--json] [--cluster FILE | --api-url URL --token T]
+    custody keys reshare KEY --threshold T --nodes a,b,c [--lower-threshold] [--json]
     custody keys derive KEY PATH [--json]
     custody ceremony show ID [--json]
     custody ceremony resume ID [--json]
+
+Every ceremony carries an authorization signed by the officer quorum
+(:class:`custody.governance.CeremonyAuthorization`: kind, key, public key, share version,
+committee after the ceremony, threshold before and after, expiry, a one-time ceremony id).
+``refresh`` and ``reshare`` make it from the key and the coordinator's governance and sign
+it here with officers' key files (``--officer-key F`` repeated, ``--passphrase-file`` or
+``$CUSTODY_OFFICER_PASSPHRASE``; by default the dev officers that ``custody up`` wrote under
+``DIR/officers``), or send one the officers signed elsewhere (``--authorization FILE``).
+Every node verifies it itself; the coordinator only relays it.
 
 ``keys refresh`` asks the coordinator for a proactive refresh (``POST
 /v1/keys/{id}/refresh``): every share holder runs the refresh session, signs the outcome
@@ -15,15 +26,22 @@ party at fault (exit 6), a commit that did not reach every node leaves the cerem
 
 from __future__ import annotations
 
+import os
+import secrets
+import time
 import urllib.parse
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.table import Table
 
+from custody import governance as gov
 from custody.cli_support import (
+    DEFAULT_DIR,
     ApiOpt,
+    CliError,
     ClusterOpt,
     JsonOpt,
     TokenOpt,
@@ -32,14 +50,42 @@ from custody.cli_support import (
     out,
     print_fields,
     print_json,
+    read_cluster_file,
     require_id,
 )
 from custody.client import CustodyClient, CustodyError
 from custody.exitcodes import ExitCode
 
-__all__ = ["ceremony_app", "register_key_commands", "xpub_of"]
+__all__ = [
+    "authorization_for",
+    "ceremony_app",
+    "open_officers",
+    "register_key_commands",
+    "xpub_of",
+]
 
 ceremony_app = typer.Typer(no_args_is_help=True, help="Key ceremonies and their transcripts.")
+
+PASSPHRASE_ENV = "CUSTODY_OFFICER_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+AUTH_LIFETIME = 900  # seconds an authorization made here is valid
+OfficerKeyOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--officer-key",
+        help="an officer key file to sign the authorization with (repeat up to the quorum); "
+        "default: the dev officers of the cluster file",
+    ),
+]
+PassFileOpt = Annotated[
+    Path | None,
+    typer.Option("--passphrase-file", help="the officers' key-file passphrase (scripts)"),
+]
+AuthFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--authorization", help="a ceremony authorization the officers signed (hex or CBOR)"
+    ),
+]
 
 
 def _call(c: CustodyClient, method: str, path: str) -> dict[str, Any]:
@@ -74,6 +120,14 @@ def _show(cer: dict[str, Any], as_json: bool) -> None:
                 ("key_id", cer["key_id"]),
                 ("status", cer["status"]),
                 ("share_version", cer.get("share_version")),
+                *(
+                    [
+                        ("threshold", tr.get("threshold")),
+                        ("committee", ", ".join(sorted(committee_of(tr)))),
+                    ]
+                    if cer["kind"] == "reshare" and tr
+                    else []
+                ),
                 ("public_key", outcome.get("public_key", "")),
                 ("session_id", cer["session_id"]),
                 ("created_by", cer["created_by"]),
@@ -82,16 +136,27 @@ def _show(cer: dict[str, Any], as_json: bool) -> None:
         )
         commits = {p["party_id"]: p for p in cer.get("progress") or []}
         sigs = tr.get("signatures") or {}
-        table = Table("party", "round 1 (commitments)", "round 2 (sub-shares)", "done", "commit")
+        members = {int(p) for p in tr.get("verifying_shares") or {}}
+        table = Table(
+            "party", "role", "round 1 (commitments)", "round 2 (sub-shares)", "done", "commit"
+        )
         for party in cer["participants"]:
             done = str(party) in sigs
             commit = commits.get(party)
+            if cer["kind"] != "reshare" or not members:
+                role = "holder" if cer["kind"] != "reshare" else "-"
+            elif party not in members:
+                role = "departing (deals, then deletes its share)"
+            else:
+                role = "member"
+            switched = "switched" if cer["kind"] != "reshare" or party in members else "retired"
             table.add_row(
                 str(party),
+                role,
                 "ok" if done else "-",
                 "ok" if done else "-",
                 "signed" if done else "-",
-                "-" if commit is None else ("switched" if commit["ok"] else commit["detail"]),
+                "-" if commit is None else (switched if commit["ok"] else commit["detail"]),
             )
         out.print(table)
         err_doc = cer.get("error")
@@ -103,24 +168,207 @@ def _show(cer: dict[str, Any], as_json: bool) -> None:
         raise typer.Exit(ExitCode.PENDING)
 
 
+def committee_of(tr: dict[str, Any]) -> list[str]:
+    return [str(n) for n in tr.get("committee") or []]
+
+
+def open_officers(
+    cluster: Path | None, keys: list[Path] | None, passphrase_file: Path | None
+) -> list[tuple[str, Any]]:
+    """(officer id, signing key) of each officer key file given, or of the dev officers
+    the cluster file names (``custody up``)."""
+    pass_path = passphrase_file
+    if not keys:
+        doc = read_cluster_file(cluster or DEFAULT_DIR / "cluster.json")
+        dev = doc.get("dev_governance") or {}
+        keys = [Path(p) for p in dev.get("officers") or []]
+        if not keys:
+            raise CliError(
+                "no officer key files: pass --officer-key (repeat up to the quorum) or "
+                "--authorization FILE",
+                ExitCode.REFUSED,
+            )
+        pass_path = pass_path or Path(dev["officer_passphrase_file"])
+    if pass_path is not None:
+        passphrase = pass_path.read_bytes().rstrip(b"\r\n")
+    elif os.environ.get(PASSPHRASE_ENV):
+        passphrase = os.environ[PASSPHRASE_ENV].encode()
+    else:
+        passphrase = str(typer.prompt("officer key passphrase", hide_input=True)).encode()
+    out_keys = []
+    for f in keys:
+        try:
+            officer, signer = gov.open_officer_key(f.read_bytes(), passphrase)
+        except (OSError, gov.OfficerKeyError) as e:
+            raise CliError(f"{f}: {e}", ExitCode.REFUSED) from None
+        out_keys.append((officer.officer_id, signer))
+    return out_keys
+
+
+def authorization_for(
+    c: CustodyClient,
+    kind: str,
+    key_id: str,
+    committee: list[str] | None,
+    threshold: int | None,
+    *,
+    lower_threshold: bool = False,
+    cluster: Path | None = None,
+    officer_keys: list[Path] | None = None,
+    passphrase_file: Path | None = None,
+    lifetime: int = AUTH_LIFETIME,
+    signers: list[tuple[str, Any]] | None = None,
+) -> str:
+    """The hex authorization of a ``kind`` ceremony on ``key_id``, made from the key and
+    the coordinator's governance and signed by a quorum of the officers' keys (``signers``:
+    officer id and opened signing key, else the key files as the CLI options give them)."""
+    key = c.get_key(key_id)
+    version = int(_call(c, "GET", f"/v1/keys/{_seg(key_id)}/ceremonies")["share_version"])
+    current = gov.decode(bytes.fromhex(_call(c, "GET", "/v1/governance")["document"])).body
+    now = int(time.time())
+    try:
+        body = gov.CeremonyAuthorization(
+            cluster_id=current.cluster_id,
+            ceremony_id="cer_" + secrets.token_hex(12),
+            kind=kind,
+            key_id=key.id,
+            scheme=key.scheme,
+            public_key=bytes.fromhex(key.public_key or ""),
+            share_version=version,
+            committee=tuple(sorted(committee if committee is not None else key.nodes)),
+            threshold=threshold if threshold is not None else key.threshold,
+            previous_threshold=key.threshold,
+            lower_threshold=lower_threshold,
+            issued_at=now,
+            expires_at=now + lifetime,
+        )
+        doc = gov.SignedCeremonyAuthorization(body)
+        body.encode()
+    except gov.CeremonyAuthError as e:
+        raise CliError(f"{e.kind.value}: {e.detail}", ExitCode.REFUSED) from None
+    opened = (
+        signers if signers is not None else open_officers(cluster, officer_keys, passphrase_file)
+    )
+    signers = [(oid, k) for oid, k in opened if current.officer(oid) is not None]
+    if len(signers) < current.quorum:
+        raise CliError(
+            f"{len(signers)} officer keys of governance version {current.version}; its quorum "
+            f"is {current.quorum}",
+            ExitCode.REFUSED,
+        )
+    for oid, k in signers[: current.quorum]:
+        doc = doc.with_signature(k, oid)
+    return doc.encode().hex()
+
+
+def _read_authorization(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return bytes.fromhex(data.decode().strip()).hex()
+    except (UnicodeDecodeError, ValueError):
+        return data.hex()
+
+
+def _ceremony(c: CustodyClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return _answer_of(c.http.post(path, json=body, timeout=600))
+    except CustodyError as e:
+        cid = e.problem.get("ceremony_id")
+        if not cid:
+            raise
+        return _call(c, "GET", f"/v1/ceremonies/{_seg(str(cid))}")
+
+
 def refresh(
     key_id: Annotated[str, typer.Argument(help="the key's id (key_...)")],
     cluster: ClusterOpt = None,
     api_url: ApiOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
+    officer_key: OfficerKeyOpt = None,
+    passphrase_file: PassFileOpt = None,
+    authorization: AuthFileOpt = None,
 ) -> None:
     """Proactive refresh: same public key, new shares on every node (ECDSA: new base OTs)."""
     require_id(key_id, "key id")
     with connect("admin", cluster, api_url, token) as c:
+        with err.status(f"refreshing {key_id}: the officers authorize it"):
+            auth = (
+                _read_authorization(authorization)
+                if authorization is not None
+                else authorization_for(
+                    c,
+                    "refresh",
+                    key_id,
+                    None,
+                    None,
+                    cluster=cluster,
+                    officer_keys=officer_key,
+                    passphrase_file=passphrase_file,
+                )
+            )
         with err.status(f"refreshing {key_id}: every share holder deals a sharing of zero"):
-            try:
-                cer = _call(c, "POST", f"/v1/keys/{_seg(key_id)}/refresh")
-            except CustodyError as e:
-                cid = e.problem.get("ceremony_id")
-                if not cid:
-                    raise
-                cer = _call(c, "GET", f"/v1/ceremonies/{_seg(str(cid))}")
+            cer = _ceremony(c, f"/v1/keys/{_seg(key_id)}/refresh", {"authorization": auth})
+    _show(cer, as_json)
+    if cer["status"] == "failed":
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def reshare(
+    key_id: Annotated[str, typer.Argument(help="the key's id (key_...)")],
+    threshold: Annotated[int, typer.Option("--threshold", help="the new threshold")],
+    nodes: Annotated[
+        str, typer.Option("--nodes", help="the new committee: node ids, comma-separated")
+    ],
+    lower_threshold: Annotated[
+        bool,
+        typer.Option(
+            "--lower-threshold",
+            help="the new threshold is lower than the key's: say so (it never drops silently)",
+        ),
+    ] = False,
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+    officer_key: OfficerKeyOpt = None,
+    passphrase_file: PassFileOpt = None,
+    authorization: AuthFileOpt = None,
+) -> None:
+    """Reshare to a new committee and threshold: same public key, members may overlap,
+    departing members delete their shares (ECDSA: base OTs for every new pair)."""
+    require_id(key_id, "key id")
+    committee = sorted({n.strip() for n in nodes.split(",") if n.strip()})
+    for n in committee:
+        require_id(n, "node id")
+    if len(committee) < 2:
+        raise CliError("--nodes: at least two node ids")
+    with connect("admin", cluster, api_url, token) as c:
+        with err.status(f"resharing {key_id}: the officers authorize it"):
+            auth = (
+                _read_authorization(authorization)
+                if authorization is not None
+                else authorization_for(
+                    c,
+                    "reshare",
+                    key_id,
+                    committee,
+                    threshold,
+                    lower_threshold=lower_threshold,
+                    cluster=cluster,
+                    officer_keys=officer_key,
+                    passphrase_file=passphrase_file,
+                )
+            )
+        with err.status(
+            f"resharing {key_id} to {threshold}-of-{len(committee)} on {', '.join(committee)}: "
+            "holders deal, the new committee verifies and echoes"
+        ):
+            cer = _ceremony(
+                c,
+                f"/v1/keys/{_seg(key_id)}/reshare",
+                {"threshold": threshold, "nodes": committee, "authorization": auth},
+            )
     _show(cer, as_json)
     if cer["status"] == "failed":
         raise typer.Exit(ExitCode.FAILED)
@@ -161,6 +409,7 @@ def xpub_of(c: CustodyClient, key_id: str) -> str:
 def register_key_commands(keys_app: typer.Typer) -> None:
     """Add the ceremony and derivation commands to ``custody keys``."""
     keys_app.command("refresh")(refresh)
+    keys_app.command("reshare")(reshare)
     keys_app.command("derive")(derive)
 
 

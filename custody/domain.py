@@ -208,7 +208,7 @@ NODE_STATUSES: Final[tuple[NodeStatus, ...]] = get_args(NodeStatus)
 
 # -- node sessions (docs/NODE_API.md) -------------------------------------------------------
 # multi-party sessions a coordinator starts (refresh: signer_nodes.ceremonies)
-SessionKind = Literal["dkg", "ecdsa-presign", "refresh"]
+SessionKind = Literal["dkg", "ecdsa-presign", "refresh", "reshare"]
 SESSION_KINDS: Final[tuple[SessionKind, ...]] = get_args(SessionKind)
 SessionStatus = Literal["running", "done", "failed"]  # a node's SessionState.status
 SESSION_STATUSES: Final[tuple[SessionStatus, ...]] = get_args(SessionStatus)

@@ -697,3 +697,295 @@ def read_approver_public(blob: bytes) -> Approver:
 def open_approver_key(blob: bytes, passphrase: bytes) -> tuple[Approver, nacl.signing.SigningKey]:
     key, signer = open_principal_key(blob, passphrase, "approver")
     return Approver(key.principal_id, key.public_key), signer
+
+
+# -- ceremony authorizations ----------------------------------------------------------------
+# A key ceremony (a proactive refresh, a resharing, an OT re-setup, a restore) changes who
+# holds shares of a key, or what they hold; like a governance version it needs the officer
+# quorum (issue 13, "each ceremony is authorized by the officer quorum and verified by the
+# nodes"). The statement is canonical CBOR (RFC 8949 section 4.2.1) of the fields below,
+# signed by officers as governance versions are (Ed25519 over a context tag and the body;
+# its own tag, so a governance signature is never an authorization nor the other way round)
+# and verified by every node against the quorum of the governance version it holds
+# (:func:`verify_ceremony_authorization`). The coordinator relays it and can change none of
+# it: kind, key, its public key and scheme, the share version it applies to, the committee
+# after the ceremony (node ids), its threshold and the threshold before, an explicit flag to
+# lower the threshold, the issue and expiry times and a ceremony id that nodes accept once.
+
+CEREMONY_AUTH_FORMAT = "tpwc-ceremony-authorization-v1"
+CEREMONY_AUTH_CONTEXT = b"tpwc-ceremony-authorization-v1\x00"
+CEREMONY_KINDS = ("refresh", "reshare", "ot-resetup", "restore")
+#: the longest an authorization may be valid (expires_at - issued_at), in seconds
+MAX_CEREMONY_AUTH_LIFETIME = 24 * 3600
+MAX_CEREMONY_AUTH_BYTES = 16 * 1024
+_AUTH_FIELDS = {
+    "format",
+    "cluster_id",
+    "ceremony_id",
+    "kind",
+    "key_id",
+    "scheme",
+    "public_key",
+    "share_version",
+    "committee",
+    "threshold",
+    "previous_threshold",
+    "lower_threshold",
+    "issued_at",
+    "expires_at",
+}
+
+
+class CeremonyAuthErrorKind(enum.StrEnum):
+    """Why a ceremony authorization is refused; the values are the nodes' stable 403 codes."""
+
+    MISSING = "ceremony-unauthorized"
+    MALFORMED = "ceremony-authorization-malformed"
+    UNDER_SIGNED = "ceremony-authorization-under-signed"
+    EXPIRED = "ceremony-authorization-expired"
+    REPLAYED = "ceremony-authorization-replayed"
+    MISMATCH = "ceremony-authorization-mismatch"
+    THRESHOLD_DROP = "ceremony-threshold-drop"
+
+
+class CeremonyAuthError(Exception):
+    """A ceremony authorization refused: ``kind`` is the stable code, the detail names the
+    field or officer at fault."""
+
+    def __init__(self, kind: CeremonyAuthErrorKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+def _auth_malformed(detail: str) -> CeremonyAuthError:
+    return CeremonyAuthError(CeremonyAuthErrorKind.MALFORMED, detail)
+
+
+def _auth_int(raw: Any, what: str, low: int, high: int) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+        raise _auth_malformed(f"{what}: an integer in [{low}, {high}]")
+    return raw
+
+
+@dataclass(frozen=True)
+class CeremonyAuthorization:
+    """The body the officers sign (see the section comment above)."""
+
+    cluster_id: str
+    ceremony_id: str  # the nonce: every node accepts one id once
+    kind: str
+    key_id: str
+    scheme: str
+    public_key: bytes  # the key's public key as stored (its encoding per scheme)
+    share_version: int  # the share version the ceremony starts from
+    committee: tuple[str, ...]  # node ids holding the key after the ceremony, sorted
+    threshold: int  # after the ceremony
+    previous_threshold: int  # before it (checked by every current holder)
+    issued_at: int  # unix seconds
+    expires_at: int  # unix seconds
+    lower_threshold: bool = False  # must be True when threshold < previous_threshold
+
+    def encode(self) -> bytes:
+        check_ceremony_body(self)
+        return cbor2.dumps(
+            {
+                "format": CEREMONY_AUTH_FORMAT,
+                "cluster_id": self.cluster_id,
+                "ceremony_id": self.ceremony_id,
+                "kind": self.kind,
+                "key_id": self.key_id,
+                "scheme": self.scheme,
+                "public_key": self.public_key,
+                "share_version": self.share_version,
+                "committee": list(self.committee),
+                "threshold": self.threshold,
+                "previous_threshold": self.previous_threshold,
+                "lower_threshold": self.lower_threshold,
+                "issued_at": self.issued_at,
+                "expires_at": self.expires_at,
+            },
+            canonical=True,
+        )
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        return hashlib.sha256(CEREMONY_AUTH_CONTEXT + self.encode()).digest()
+
+
+def check_ceremony_body(a: CeremonyAuthorization) -> CeremonyAuthorization:
+    """Structural rules of an authorization, whatever its signatures say."""
+    _ident_auth(a.cluster_id, "cluster_id")
+    _ident_auth(a.ceremony_id, "ceremony_id")
+    if a.kind not in CEREMONY_KINDS:
+        raise _auth_malformed(f"kind: one of {list(CEREMONY_KINDS)}, not {a.kind!r}")
+    if not isinstance(a.key_id, str) or not 1 <= len(a.key_id) <= 128:
+        raise _auth_malformed("key_id: 1-128 characters")
+    if not isinstance(a.scheme, str) or not 1 <= len(a.scheme) <= 32:
+        raise _auth_malformed("scheme: a scheme name")
+    if not isinstance(a.public_key, bytes) or len(a.public_key) not in (32, 33):
+        raise _auth_malformed("public_key: 32 or 33 bytes")
+    _auth_int(a.share_version, "share_version", 1, 2**31)
+    if not isinstance(a.committee, tuple) or not a.committee:
+        raise _auth_malformed("committee: at least one node id")
+    for i, n in enumerate(a.committee):
+        _ident_auth(n, f"committee[{i}]")
+    if list(a.committee) != sorted(set(a.committee)):
+        raise _auth_malformed("committee: distinct node ids in sorted order")
+    _auth_int(a.threshold, "threshold", 2, 255)
+    _auth_int(a.previous_threshold, "previous_threshold", 2, 255)
+    if a.threshold > len(a.committee):
+        raise _auth_malformed(
+            f"threshold: {a.threshold} is more than the committee's {len(a.committee)} nodes"
+        )
+    if not isinstance(a.lower_threshold, bool):
+        raise _auth_malformed("lower_threshold: a boolean")
+    if a.kind != "reshare" and (a.threshold != a.previous_threshold or a.lower_threshold):
+        raise _auth_malformed(f"threshold: a {a.kind} keeps the threshold")
+    if a.threshold < a.previous_threshold and not a.lower_threshold:
+        raise CeremonyAuthError(
+            CeremonyAuthErrorKind.THRESHOLD_DROP,
+            f"threshold: {a.previous_threshold} -> {a.threshold} lowers the threshold, which "
+            "the authorization must say explicitly (lower_threshold)",
+        )
+    if a.lower_threshold and a.threshold >= a.previous_threshold:
+        raise _auth_malformed("lower_threshold: set, but the threshold does not drop")
+    _auth_int(a.issued_at, "issued_at", 0, 2**40)
+    _auth_int(a.expires_at, "expires_at", 0, 2**40)
+    if not 0 < a.expires_at - a.issued_at <= MAX_CEREMONY_AUTH_LIFETIME:
+        raise _auth_malformed(
+            f"expires_at: after issued_at and at most {MAX_CEREMONY_AUTH_LIFETIME} s later"
+        )
+    return a
+
+
+def _ident_auth(raw: Any, what: str) -> str:
+    if not isinstance(raw, str) or not _ID.match(raw):
+        raise _auth_malformed(f"{what}: an id is 1-64 characters of [A-Za-z0-9._:-]")
+    return raw
+
+
+@dataclass(frozen=True)
+class SignedCeremonyAuthorization:
+    """An authorization body and the officers' signatures over it."""
+
+    body: CeremonyAuthorization
+    signatures: tuple[OfficerSignature, ...] = ()
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(
+            {
+                "body": self.body.encode(),
+                "signatures": [[s.officer_id, s.signature] for s in self.signatures],
+            },
+            canonical=True,
+        )
+
+    def with_signature(
+        self, signer: nacl.signing.SigningKey, officer_id: str
+    ) -> SignedCeremonyAuthorization:
+        """Add (or replace) ``officer_id``'s signature over the body."""
+        sig = signer.sign(CEREMONY_AUTH_CONTEXT + self.body.encode()).signature
+        kept = tuple(s for s in self.signatures if s.officer_id != officer_id)
+        return SignedCeremonyAuthorization(self.body, (*kept, OfficerSignature(officer_id, sig)))
+
+
+def decode_ceremony_authorization(data: bytes) -> SignedCeremonyAuthorization:
+    """Strictly decode a signed authorization (canonical CBOR, exact fields)."""
+    if not isinstance(data, bytes) or not 0 < len(data) <= MAX_CEREMONY_AUTH_BYTES:
+        raise _auth_malformed(f"authorization: bytes of at most {MAX_CEREMONY_AUTH_BYTES}")
+    try:
+        outer = _exact(
+            _canonical_cbor(data, "authorization"), {"body", "signatures"}, "authorization"
+        )
+        if not isinstance(outer["body"], bytes):
+            raise _malformed("body: bytes")
+        raw = _exact(_canonical_cbor(outer["body"], "authorization body"), _AUTH_FIELDS, "body")
+        sigs = _pair_list(outer["signatures"], 2, "signatures")
+    except GovernanceError as exc:
+        raise _auth_malformed(exc.detail) from None
+    if raw["format"] != CEREMONY_AUTH_FORMAT:
+        raise _auth_malformed(f"format: {raw['format']!r} is not {CEREMONY_AUTH_FORMAT}")
+    committee = raw["committee"]
+    if not isinstance(committee, list):
+        raise _auth_malformed("committee: a list of node ids")
+    body = CeremonyAuthorization(
+        cluster_id=raw["cluster_id"],
+        ceremony_id=raw["ceremony_id"],
+        kind=raw["kind"],
+        key_id=raw["key_id"],
+        scheme=raw["scheme"],
+        public_key=raw["public_key"],
+        share_version=raw["share_version"],
+        committee=tuple(committee),
+        threshold=raw["threshold"],
+        previous_threshold=raw["previous_threshold"],
+        lower_threshold=raw["lower_threshold"],
+        issued_at=raw["issued_at"],
+        expires_at=raw["expires_at"],
+    )
+    check_ceremony_body(body)
+    if body.encode() != outer["body"]:
+        raise _auth_malformed("body: not in the one encoding of its content")
+    signatures = []
+    for i, (officer_id, sig) in enumerate(sigs):
+        _ident_auth(officer_id, f"signatures[{i}].officer_id")
+        if not isinstance(sig, bytes) or len(sig) != 64:
+            raise _auth_malformed(f"signature of {officer_id}: 64 bytes")
+        signatures.append(OfficerSignature(officer_id, sig))
+    if len({s.officer_id for s in signatures}) != len(signatures):
+        raise _auth_malformed("signatures: one per officer")
+    return SignedCeremonyAuthorization(body, tuple(signatures))
+
+
+def verify_ceremony_authorization(
+    data: bytes, current: Governance, now: int
+) -> CeremonyAuthorization:
+    """Decode ``data`` and verify it under ``current``: its cluster, the quorum of its
+    officers (distinct, valid signatures), not expired at ``now`` (unix seconds) nor issued
+    in the future (60 s of clock skew allowed). What it authorizes (key, kind, committee,
+    threshold, share version) the caller compares with the ceremony it is asked to run."""
+    doc = decode_ceremony_authorization(data)
+    a = doc.body
+    if a.cluster_id != current.cluster_id:
+        raise CeremonyAuthError(
+            CeremonyAuthErrorKind.MISMATCH,
+            f"cluster_id: the authorization is for {a.cluster_id}, not {current.cluster_id}",
+        )
+    message = CEREMONY_AUTH_CONTEXT + a.encode()
+    keys = {o.officer_id: o.public_key for o in current.officers}
+    good: set[str] = set()
+    bad: list[str] = []
+    strangers: list[str] = []
+    for s in doc.signatures:
+        key = keys.get(s.officer_id)
+        if key is None:
+            strangers.append(s.officer_id)
+            continue
+        try:
+            nacl.signing.VerifyKey(key).verify(message, s.signature)
+        except nacl.exceptions.BadSignatureError:
+            bad.append(s.officer_id)
+            continue
+        good.add(s.officer_id)
+    if len(good) < current.quorum:
+        detail = (
+            f"ceremony {a.ceremony_id} has {len(good)} valid officer signatures under "
+            f"governance version {current.version}, needs {current.quorum}"
+        )
+        if bad:
+            detail += f"; invalid signature from {', '.join(sorted(bad))}"
+        if strangers:
+            detail += f"; signed by non-officers {', '.join(sorted(strangers))}"
+        raise CeremonyAuthError(CeremonyAuthErrorKind.UNDER_SIGNED, detail)
+    if now >= a.expires_at:
+        raise CeremonyAuthError(
+            CeremonyAuthErrorKind.EXPIRED,
+            f"ceremony {a.ceremony_id}'s authorization expired at {a.expires_at} (now {now})",
+        )
+    if a.issued_at > now + 60:
+        raise CeremonyAuthError(
+            CeremonyAuthErrorKind.EXPIRED,
+            f"ceremony {a.ceremony_id}'s authorization is issued at {a.issued_at}, in the future",
+        )
+    return a

@@ -619,6 +619,64 @@ _ENTRIES = [
         "Only a `committing` ceremony can be resumed; this one is `done`, `failed` or still "
         "`running`.",
     ),
+    # -- ceremony authorizations (custody.governance.CeremonyAuthErrorKind; every node
+    # refuses with the same code, urn:tpwc:node:<slug>)
+    ProblemType(
+        "ceremony-unauthorized",
+        403,
+        "Ceremony not authorized",
+        F.FORBIDDEN,
+        "A key ceremony (refresh, reshare) needs an `authorization` signed by the officer "
+        "quorum (`custody keys refresh|reshare` signs one with the officers' key files).",
+    ),
+    ProblemType(
+        "ceremony-authorization-malformed",
+        403,
+        "Ceremony not authorized",
+        F.FORBIDDEN,
+        "The authorization is not a well-formed signed statement (the detail names the "
+        "field): canonical CBOR of exactly its fields, a lifetime of at most a day.",
+    ),
+    ProblemType(
+        "ceremony-authorization-under-signed",
+        403,
+        "Ceremony not authorized",
+        F.FORBIDDEN,
+        "Fewer valid signatures than the governance quorum of officers (forged, by "
+        "non-officers, or the statement was edited after signing).",
+    ),
+    ProblemType(
+        "ceremony-authorization-expired",
+        403,
+        "Ceremony not authorized",
+        F.FORBIDDEN,
+        "The authorization expired (or is issued in the future): the officers sign a new one.",
+    ),
+    ProblemType(
+        "ceremony-authorization-replayed",
+        403,
+        "Ceremony not authorized",
+        F.FORBIDDEN,
+        "Nodes accept each authorization (its `ceremony_id`) once: the officers sign a new "
+        "one for each ceremony, including a retry.",
+    ),
+    ProblemType(
+        "ceremony-authorization-mismatch",
+        403,
+        "Ceremony not authorized",
+        F.FORBIDDEN,
+        "The request is not the ceremony the officers authorized (another kind, key, public "
+        "key, share version, committee or threshold, or another cluster); the detail names "
+        "the field.",
+    ),
+    ProblemType(
+        "ceremony-threshold-drop",
+        403,
+        "Ceremony not authorized",
+        F.FORBIDDEN,
+        "A resharing to a lower threshold must say so explicitly (`lower_threshold` in the "
+        "signed authorization); it never drops silently.",
+    ),
     # -- availability
     ProblemType(
         "nodes-unavailable",

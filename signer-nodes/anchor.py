@@ -17,7 +17,13 @@ What the anchor answers for the rest of the node:
 * :meth:`Anchor.record_committee` / :meth:`Anchor.check_committee`: the identities that
   made a key (at its DKG) must all still be in the roster, as pinned then, for the key to
   be used (a removed or re-keyed member retires the key's committee);
-* :meth:`Anchor.raw_allowed`: ``kind: raw`` only for keys the officers listed.
+* :meth:`Anchor.raw_allowed`: ``kind: raw`` only for keys the officers listed;
+* :meth:`Anchor.verify_ceremony`: a key ceremony's authorization, signed by the officer
+  quorum of the installed version (:func:`custody.governance.verify_ceremony_authorization`),
+  refused with a stable ``ceremony-*`` 403 code; :meth:`Anchor.parties_of` maps the
+  authorized committee (node ids) to the roster's pinned parties, and
+  :meth:`Anchor.committee_entry` / :meth:`Anchor.forget_committee` let a ceremony's commit
+  write the new committee in its own transaction.
 
 Imports: :mod:`signer_nodes.envelope`, ``.errors``, ``.logs``, ``.store``.
 """
@@ -260,10 +266,84 @@ class Anchor:
 
     def record_committee(self, key_id: str, parties: Iterable[int]) -> None:
         """Pin the identities that made ``key_id`` (at its DKG), durably."""
+        k, v = self.committee_entry(key_id, parties)
+        self.store.set_meta(k, v)
+        self._committees.pop(key_id, None)
+
+    def committee_entry(self, key_id: str, parties: Iterable[int]) -> tuple[str, str]:
+        """The meta row (key, value) that pins ``parties`` as ``key_id``'s committee, as the
+        current roster pins them (a ceremony's commit writes it in its own transaction and
+        then calls :meth:`forget_committee`)."""
         by_party = {p.party_id: p for p in self.peers()}
         members = [[p, by_party[p].node_id, by_party[p].sign_pk.hex()] for p in sorted(parties)]
-        self.store.set_meta(self._committee_meta(key_id), json.dumps(members))
+        return self._committee_meta(key_id), json.dumps(members)
+
+    def forget_committee(self, key_id: str) -> None:
+        """Drop the cached committee of ``key_id`` (its meta row changed or went away)."""
         self._committees.pop(key_id, None)
+
+    # -- ceremony authorizations (custody.governance) ------------------------------------
+    def verify_ceremony(self, authorization: str | None, now: int) -> gov.CeremonyAuthorization:
+        """The officers' authorization of a key ceremony, verified under the installed
+        governance (quorum, cluster, expiry); NodeError ``not-authorized`` with the stable
+        code of :class:`custody.governance.CeremonyAuthErrorKind` otherwise."""
+        cur = self.require()
+        kinds = gov.CeremonyAuthErrorKind
+        if authorization is None:
+            raise NodeError(
+                Kind.NOT_AUTHORIZED,
+                "a key ceremony needs an authorization signed by the officer quorum "
+                "(field 'authorization')",
+                code=kinds.MISSING.value,
+            )
+        try:
+            data = bytes.fromhex(authorization)
+        except ValueError:
+            raise NodeError(
+                Kind.NOT_AUTHORIZED, "authorization: not hex", code=kinds.MALFORMED.value
+            ) from None
+        try:
+            return gov.verify_ceremony_authorization(data, cur, now)
+        except gov.CeremonyAuthError as exc:
+            logs.warn(
+                "ceremony.refused", node_id=self.node_id, code=exc.kind.value, detail=exc.detail
+            )
+            raise NodeError(Kind.NOT_AUTHORIZED, exc.detail, code=exc.kind.value) from None
+
+    def parties_of(self, node_ids: Iterable[str]) -> dict[str, int]:
+        """node id -> party id of each of ``node_ids`` in the installed roster (a node
+        outside it is refused: a committee is made of enrolled nodes only)."""
+        cur = self.require()
+        out: dict[str, int] = {}
+        outside = []
+        for nid in node_ids:
+            n = cur.node(nid)
+            if n is None:
+                outside.append(nid)
+            else:
+                out[nid] = n.party_id
+        if outside:
+            raise NodeError(
+                Kind.NOT_IN_ROSTER,
+                f"the authorized committee names nodes outside governance version "
+                f"{cur.version}'s roster: {', '.join(sorted(outside))}",
+            )
+        return out
+
+    def pins(self, parties: Iterable[int]) -> dict[int, bytes]:
+        """party -> the Ed25519 identity key the installed roster pins for it."""
+        cur = self.require()
+        out = {}
+        for p in parties:
+            n = cur.node_by_party(p)
+            if n is None:
+                raise NodeError(
+                    Kind.NOT_IN_ROSTER,
+                    f"party {p} is not in governance version {cur.version}'s roster",
+                    culprits=[p],
+                )
+            out[p] = n.sign_pk
+        return out
 
     def committee(self, key_id: str) -> list[tuple[int, str, bytes]]:
         if key_id not in self._committees:

@@ -37,7 +37,14 @@ ROTATE_POINTS: Final = (
     "rotate:4",
     "rotate:5",
 )
-CEREMONY_POINTS: Final = ("refresh:pending-stored", "refresh:commit", "refresh:committed")
+CEREMONY_POINTS: Final = (
+    "refresh:pending-stored",
+    "refresh:commit",
+    "refresh:committed",
+    "reshare:pending-stored",
+    "reshare:commit",
+    "reshare:committed",
+)
 POINTS: Final = SIGN_POINTS + ROTATE_POINTS + CEREMONY_POINTS
 
 

@@ -71,6 +71,12 @@ class SessionSpec:
     # with its share derived for it (custody.signing.request_path checked the spelling)
     derivation_path: str | None = None
 
+    # key ceremonies (signer_nodes.ceremonies): the officers' signed authorization (hex),
+    # and for a resharing the key's old verifying shares (party -> hex), which a new member
+    # holding no share yet checks against the authorized public key
+    authorization: str | None = None
+    old_verifying_shares: Mapping[str, str] | None = None
+
     @property
     def path(self) -> tuple[int, ...]:
         """The derivation path's indices (``()``: the root key)."""
@@ -109,8 +115,19 @@ class SessionSpec:
                 request_path({PATH_MEMBER: path})
             except SignRequestError as exc:
                 raise NodeError(Kind.BAD_REQUEST, str(exc)) from None
+        authorization = raw.get("authorization")
+        if authorization is not None and not isinstance(authorization, str):
+            raise NodeError(Kind.BAD_REQUEST, "authorization must be a hex string")
+        old_vs = raw.get("old_verifying_shares")
+        if old_vs is not None and (
+            not isinstance(old_vs, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in old_vs.items())
+        ):
+            raise NodeError(Kind.BAD_REQUEST, "old_verifying_shares must be an object party -> hex")
         return cls(
             derivation_path=path,
+            authorization=authorization,
+            old_verifying_shares=old_vs,
             network=network,
             session_id=sid,
             kind=raw.get("kind"),

@@ -1,7 +1,13 @@
-"""Key ceremonies on an active key: proactive refresh over the nodes, commit when all done.
+"""Key ceremonies on an active key: proactive refresh and resharing, commit when all done.
 
 :meth:`Ceremonies.refresh` runs one ``refresh`` session (docs/NODE_API.md) among **every**
-member of the key's committee through the :class:`SessionRelay`, then:
+member of the key's committee through the :class:`SessionRelay`; :meth:`Ceremonies.reshare`
+runs one ``reshare`` session among the healthy members of the key's committee (the dealers,
+at least its threshold of them) and every member of the new committee (receivers that hold
+no share yet take part too). Each carries the officers' authorization
+(:class:`custody.governance.CeremonyAuthorization`), which the coordinator checks against
+its own governance copy and the request before it calls any node (a clear 403 early), and
+which every node verifies again for itself (the coordinator's check decides nothing). Then:
 
 1. checks that every party reports the same outcome (same public key as the key's, same
    new verifying shares, same share version) and that each party's done statement
@@ -20,6 +26,11 @@ coordinator killed) leaves the ceremony ``committing``: :meth:`Ceremonies.resume
 /v1/ceremonies/{id}/resume``) sends the commits again; nodes that switched already answer
 ``committed`` (idempotent). Until then the old committee members that did not switch still
 sign with the old share, and signing sets that mix versions fail naming the stale party.
+
+A committed resharing also records the key's new threshold and committee (``keys.threshold``,
+``keys.nodes``): the nodes take them from the authorization the officers signed, the
+coordinator from the outcome every party signed, and departing members have deleted their
+shares.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import Any
 
 from sqlalchemy import select
@@ -39,6 +51,7 @@ from api.coordinator.relay import SessionRelay
 from api.coordinator.types import KeyInfo, SessionFailed, problem_doc
 from api.db import Ceremony, Database, Key, utcnow
 from api.problems import Problem
+from custody import governance as gov
 from custody.ceremonies import OUTCOME_FIELDS, verify_transcript
 from custody.domain import SessionKind, new_id
 
@@ -96,10 +109,168 @@ class Ceremonies:
                 raise Problem(404, "not-found", "Not found", f"no ceremony {ceremony_id!r}")
             return ceremony_out(row)
 
-    # -- refresh ---------------------------------------------------------------------------
-    async def refresh(self, key_id: str, principal: str) -> dict[str, Any]:
+    def of_key(self, key_id: str) -> dict[str, Any]:
+        """``key_id``'s ceremonies (newest first) and its current share version: 1 after
+        the DKG, one more for each committed ceremony (what an authorization names)."""
+        self.keys.get(key_id)
+        with self.db.session() as s:
+            rows = list(
+                s.scalars(
+                    select(Ceremony).where(Ceremony.key_id == key_id).order_by(Ceremony.seq.desc())
+                )
+            )
+            items = [ceremony_out(r) for r in rows]
+        done = [int(c["share_version"]) for c in items if c["status"] == "done"]
+        return {"key_id": key_id, "share_version": max(done, default=1), "items": items}
+
+    # -- authorization -----------------------------------------------------------------------
+    def check_authorization(
+        self,
+        authorization: str | None,
+        kind: str,
+        key: KeyInfo,
+        committee: list[str],
+        threshold: int,
+    ) -> gov.CeremonyAuthorization:
+        """The officers' authorization as the coordinator's governance copy sees it, and
+        that it is for this ceremony (nodes check it again; this only fails early)."""
+        if not authorization:
+            raise Problem(
+                403,
+                gov.CeremonyAuthErrorKind.MISSING.value,
+                "Ceremony not authorized",
+                f"a {kind} needs an authorization signed by the officer quorum",
+            )
+        cur = self.registry.governance.current
+        if cur is None:
+            raise Problem(503, "governance-missing", "No governance", "no governance installed")
+        try:
+            a = gov.verify_ceremony_authorization(
+                bytes.fromhex(authorization), cur, int(time.time())
+            )
+        except ValueError:
+            raise Problem(
+                403,
+                gov.CeremonyAuthErrorKind.MALFORMED.value,
+                "Ceremony not authorized",
+                "authorization: not hex",
+            ) from None
+        except gov.CeremonyAuthError as e:
+            raise Problem(403, e.kind.value, "Ceremony not authorized", e.detail) from None
+        t_old = key.threshold
+        for field, asked, signed in (
+            ("kind", kind, a.kind),
+            ("key_id", key.id, a.key_id),
+            ("scheme", key.scheme, a.scheme),
+            ("public_key", key.public_key, a.public_key.hex()),
+            ("committee", sorted(committee), list(a.committee)),
+            ("threshold", threshold, a.threshold),
+            ("previous_threshold", t_old, a.previous_threshold),
+        ):
+            if asked != signed:
+                raise Problem(
+                    403,
+                    gov.CeremonyAuthErrorKind.MISMATCH.value,
+                    "Ceremony not authorized",
+                    f"{field}: the request is for {asked!r}, the officers authorized {signed!r}",
+                )
+        return a
+
+    # -- refresh and reshare -----------------------------------------------------------------
+    async def refresh(
+        self, key_id: str, principal: str, authorization: str | None = None
+    ) -> dict[str, Any]:
         """Refresh ``key_id``'s shares on every committee member; the ceremony record."""
         key = self.keys.get(key_id)
+        self.check_authorization(authorization, "refresh", key, key.nodes, key.threshold)
+        nodes = [self.registry.nodes[n] for n in key.nodes]
+        down = [n.id for n in nodes if not n.eligible]
+        if down:
+            raise Problem(
+                503,
+                "nodes-unavailable",
+                "Nodes unavailable",
+                f"a refresh needs every share holder; not healthy: {down}",
+            )
+        kind: SessionKind = "refresh"
+        body: dict[str, Any] = {
+            "session_id": secrets.token_hex(32),
+            "kind": kind,
+            "key_id": key_id,
+            "scheme": key.scheme,
+            "threshold": key.threshold,
+            "participants": sorted(n.party_id for n in nodes),
+            "authorization": authorization,
+        }
+        return await self._run(key, body, nodes, principal, key.nodes)
+
+    async def reshare(
+        self,
+        key_id: str,
+        principal: str,
+        threshold: int,
+        committee: list[str],
+        authorization: str | None,
+    ) -> dict[str, Any]:
+        """Reshare ``key_id`` to ``committee`` (node ids) with ``threshold``; the record."""
+        key = self.keys.get(key_id)
+        unknown = sorted(set(committee) - set(self.registry.nodes))
+        if unknown:
+            raise Problem(
+                422,
+                "unknown-node",
+                "Unknown node",
+                f"not enrolled (join the roster through governance first): {unknown}",
+            )
+        if len(set(committee)) != len(committee):
+            raise Problem(422, "validation", "Invalid request", "nodes: node ids repeat")
+        self.check_authorization(authorization, "reshare", key, committee, threshold)
+        new = [self.registry.nodes[n] for n in sorted(committee)]
+        down = [n.id for n in new if not n.eligible]
+        if down:
+            raise Problem(
+                503,
+                "nodes-unavailable",
+                "Nodes unavailable",
+                f"every member of the new committee takes part; not healthy: {down}",
+            )
+        dealers = [
+            n for nid in key.nodes if (n := self.registry.nodes.get(nid)) is not None and n.eligible
+        ]
+        if len(dealers) < key.threshold:
+            raise Problem(
+                503,
+                "nodes-unavailable",
+                "Nodes unavailable",
+                f"a resharing needs {key.threshold} healthy holders of the key to deal; "
+                f"healthy: {sorted(n.id for n in dealers)}",
+            )
+        by_party = {n.party_id: n for n in [*dealers, *new]}
+        kind: SessionKind = "reshare"
+        body: dict[str, Any] = {
+            "session_id": secrets.token_hex(32),
+            "kind": kind,
+            "key_id": key_id,
+            "scheme": key.scheme,
+            "threshold": threshold,
+            "participants": sorted(by_party),
+            "old_verifying_shares": key.verifying_shares,
+            "authorization": authorization,
+        }
+        if key.network is not None:
+            body["network"] = key.network
+        return await self._run(key, body, list(by_party.values()), principal, sorted(committee))
+
+    async def _run(
+        self,
+        key: KeyInfo,
+        body: dict[str, Any],
+        nodes: list[Any],
+        principal: str,
+        committee: list[str],
+    ) -> dict[str, Any]:
+        key_id = key.id
+        what = "Refresh" if body["kind"] == "refresh" else "Resharing"
         lock = self._locks.setdefault(key_id, asyncio.Lock())
         if lock.locked():
             raise Problem(
@@ -114,24 +285,6 @@ class Ceremonies:
                     f"ceremony {busy} of key {key_id!r} is committing: resume it first",
                     ceremony_id=busy,
                 )
-            nodes = [self.registry.nodes[n] for n in key.nodes]
-            down = [n.id for n in nodes if not n.eligible]
-            if down:
-                raise Problem(
-                    503,
-                    "nodes-unavailable",
-                    "Nodes unavailable",
-                    f"a refresh needs every share holder; not healthy: {down}",
-                )
-            kind: SessionKind = "refresh"
-            body: dict[str, Any] = {
-                "session_id": secrets.token_hex(32),
-                "kind": kind,
-                "key_id": key_id,
-                "scheme": key.scheme,
-                "threshold": key.threshold,
-                "participants": sorted(n.party_id for n in nodes),
-            }
             cid = new_id("cer")
             await asyncio.to_thread(self._create, cid, key, body, principal)
             try:
@@ -140,7 +293,7 @@ class Ceremonies:
             except SessionFailed as e:
                 error = problem_doc(
                     "ceremony-failed",
-                    "Refresh failed",
+                    f"{what} failed",
                     e.detail,
                     culprits=sorted({c for c, _ in e.blame}),
                     blamed=[self.registry.blame_entry(c, r) for c, r in e.blame],
@@ -148,13 +301,20 @@ class Ceremonies:
                 await asyncio.to_thread(self._fail, cid, error)
                 return await asyncio.to_thread(self.get, cid)
             except Exception as e:  # never leave a ceremony running forever
-                log.exception("refresh crashed", extra={"key_id": key_id})
+                log.exception("ceremony crashed", extra={"key_id": key_id})
                 error = problem_doc(
-                    "ceremony-failed", "Refresh failed", type(e).__name__, status=500
+                    "ceremony-failed", f"{what} failed", type(e).__name__, status=500
                 )
                 await asyncio.to_thread(self._fail, cid, error)
                 return await asyncio.to_thread(self.get, cid)
-            transcript = {"outcome": outcome, "signatures": sigs, "verifying_shares": shares}
+            transcript = {
+                "outcome": outcome,
+                "signatures": sigs,
+                "verifying_shares": shares,
+                "committee": committee,
+                "threshold": body["threshold"],
+                "authorization": body["authorization"],
+            }
             await asyncio.to_thread(self._committing, cid, outcome["share_version"], transcript)
             await self._commit_all(cid)
             return await asyncio.to_thread(self.get, cid)
@@ -178,7 +338,7 @@ class Ceremonies:
         for cid in running:
             error = problem_doc(
                 "ceremony-failed",
-                "Refresh interrupted",
+                "Ceremony interrupted",
                 "the coordinator restarted before every party reported done; no share changed",
             )
             await asyncio.to_thread(self._fail, cid, error)
@@ -206,7 +366,7 @@ class Ceremonies:
             try:
                 outcome = {f: r["outcome"][f] for f in OUTCOME_FIELDS}
                 vs = {str(k): str(v) for k, v in dict(r["verifying_shares"]).items()}
-                crypto.check_public_key(key.scheme, str(r["public_key"]), vs, key.threshold)
+                crypto.check_public_key(key.scheme, str(r["public_key"]), vs, body["threshold"])
                 sigs[str(p)] = str(r["signature"])
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise SessionFailed(
@@ -218,7 +378,8 @@ class Ceremonies:
                 or outcome["session_id"] != body["session_id"]
                 or outcome["key_id"] != key.id
                 or outcome["participants"] != body["participants"]
-                or outcome["threshold"] != key.threshold
+                or outcome["threshold"] != body["threshold"]
+                or outcome["ceremony"] != body["kind"]
             ):
                 raise SessionFailed(
                     f"party {p} reports a refresh outcome for another key or ceremony",
@@ -237,9 +398,9 @@ class Ceremonies:
             )
         outcome, vs = next(iter(parsed.values()))
         pks = {
-            n.party_id: bytes.fromhex(n.sign_pk)
-            for nid in key.nodes
-            if (n := self.registry.nodes[nid]) is not None
+            p: bytes.fromhex(n.sign_pk)
+            for p in body["participants"]
+            if (n := self.registry.by_party(p)) is not None
         }
         bad = verify_transcript(outcome, sigs, pks)
         if bad:
@@ -282,7 +443,7 @@ class Ceremonies:
                 pending.append(n.party_id)
         await asyncio.to_thread(self._progress, cid, progress)
         if pending:
-            log.warning("refresh commit incomplete", extra={"key_id": key_id, "parties": pending})
+            log.warning("ceremony commit incomplete", extra={"key_id": key_id, "parties": pending})
             return
         await asyncio.to_thread(self._done, cid)
         self.keys.forget(key_id)
@@ -366,19 +527,28 @@ class Ceremonies:
             assert row is not None and row.transcript is not None
             key = s.scalar(select(Key).where(Key.id == row.key_id))
             assert key is not None
-            key.verifying_shares = row.transcript["verifying_shares"]
+            tr = row.transcript
+            key.verifying_shares = tr["verifying_shares"]
+            detail: dict[str, Any] = {}
+            if row.kind == "reshare":
+                detail = {
+                    "threshold": [key.threshold, tr["threshold"]],
+                    "nodes": [list(key.nodes), tr["committee"]],
+                }
+                key.threshold, key.nodes = int(tr["threshold"]), list(tr["committee"])
             key.updated_at = utcnow()
             row.status, row.updated_at = "done", utcnow()
             audit.append(
                 s,
                 "coordinator",
-                "key.refreshed",
+                "key.refreshed" if row.kind == "refresh" else "key.reshared",
                 row.key_id,
                 {
                     "ceremony_id": cid,
                     "share_version": row.share_version,
                     "public_key": key.public_key,
                     "participants": row.participants,
+                    **detail,
                 },
             )
             s.commit()

@@ -20,6 +20,7 @@ import pytest
 from embit import bip32 as embit_bip32
 
 from custody.ceremonies import verify_transcript
+from custody.ceremony_cli import authorization_for
 from custody.client import CustodyError
 from custody.demo import verify_independently
 from tests.e2e.conftest import Live, current_governance
@@ -165,10 +166,18 @@ def test_coordinator_killed_during_a_refresh_loses_nothing(live: Live, delay: fl
     interrupted ceremony is failed or rolled forward, and the next refresh runs."""
     key = live.key("ecdsa-secp256k1")
     answers: list[object] = []
+    # signed by the dev officers, as `custody keys refresh` signs it
+    auth = authorization_for(
+        live.admin, "refresh", key.id, None, None, cluster=live.cluster.cluster_file
+    )
 
     def call() -> None:
         try:
-            answers.append(live.admin.http.post(f"/v1/keys/{key.id}/refresh", timeout=60))
+            answers.append(
+                live.admin.http.post(
+                    f"/v1/keys/{key.id}/refresh", json={"authorization": auth}, timeout=60
+                )
+            )
         except (httpx.HTTPError, CustodyError) as exc:  # the coordinator died under it
             answers.append(exc)
 

@@ -24,6 +24,7 @@ from mpc.wire import Message
 from signer_nodes.errors import NodeError
 from signer_nodes.protocols import ProtocolSession, SessionFactory
 from signer_nodes.specs import SessionSpec
+from tests.nodes.ceremony_auth import authorize
 from tests.nodes.conftest import (
     Coordinator,
     InProc,
@@ -33,7 +34,15 @@ from tests.nodes.conftest import (
 )
 
 
-def refresh(cluster: Coordinator, key_id: str, scheme: str, t: int = 2) -> dict[int, Any]:
+def authorized(officers: Any, spec: dict[str, Any], pk: str, version: int) -> dict[str, Any]:
+    """``spec`` with an authorization signed by a quorum of the test officers."""
+    auth = authorize(officers.keys, officers.cluster_id, spec, pk, version)
+    return {**spec, "authorization": auth}
+
+
+def refresh(
+    cluster: Coordinator, key_id: str, scheme: str, pk: str, version: int, t: int = 2
+) -> dict[int, Any]:
     spec = {
         "session_id": secrets.token_hex(32),
         "kind": "refresh",
@@ -42,6 +51,7 @@ def refresh(cluster: Coordinator, key_id: str, scheme: str, t: int = 2) -> dict[
         "threshold": t,
         "participants": sorted(cluster.nodes),
     }
+    spec = authorized(cluster.officers, spec, pk, version)
     res = cluster.run_session(spec)
     assert all(r["status"] == "done" for r in res.values()), res
     return {p: r["result"] for p, r in res.items()}
@@ -77,7 +87,7 @@ def test_frost_refresh_then_sign_and_stale_share_named(cluster: Coordinator, sch
     key_id = f"k-{scheme}"
     dkg = cluster.dkg(scheme, key_id, 2, [1, 2, 3])
     old_pub = public_package(dkg, scheme)
-    results = refresh(cluster, key_id, scheme)
+    results = refresh(cluster, key_id, scheme, dkg["public_key"], 1)
     new = results[1]
     assert all(r["verifying_shares"] == new["verifying_shares"] for r in results.values())
     assert new["public_key"] == dkg["public_key"] and new["share_version"] == 2
@@ -132,7 +142,7 @@ def test_frost_refresh_then_sign_and_stale_share_named(cluster: Coordinator, sch
         sig = cluster.frost_sign(scheme, key_id, signers, req, new_pub)
         frost_verify(scheme, dkg["public_key"], req, sig)
     # a second refresh moves on to version 3 and the key still signs
-    again = refresh(cluster, key_id, scheme)
+    again = refresh(cluster, key_id, scheme, dkg["public_key"], 2)
     assert again[2]["share_version"] == 3
     commit(cluster, key_id, again)
     req = raw(key_id, f"{scheme}-v3")
@@ -186,7 +196,7 @@ def test_ecdsa_refresh_fresh_base_ots_then_sign(cluster: Coordinator) -> None:
     pk = dkg["public_key"]
     # a presignature made before the refresh is dropped at commit
     before = presign(cluster, "eth-1", [1, 2])
-    results = refresh(cluster, "eth-1", "ecdsa-secp256k1")
+    results = refresh(cluster, "eth-1", "ecdsa-secp256k1", pk, 1)
     assert all(r["public_key"] == pk and r["share_version"] == 2 for r in results.values())
     assert results[1]["verifying_shares"] != dkg["verifying_shares"]
     ecdsa_sign(cluster, "eth-1", [2, 3], pk, "old-share-still-signs")
@@ -208,29 +218,25 @@ def test_ecdsa_refresh_fresh_base_ots_then_sign(cluster: Coordinator) -> None:
 
 
 def test_refresh_refuses_a_partial_committee_or_another_threshold(cluster: Coordinator) -> None:
-    cluster.dkg("ed25519", "ka", 2, [1, 2, 3])
+    pk = cluster.dkg("ed25519", "ka", 2, [1, 2, 3])["public_key"]
     base = {"kind": "refresh", "key_id": "ka", "scheme": "ed25519"}
+    # even authorized as asked, a refresh of part of the committee is refused
+    spec = {**base, "session_id": secrets.token_hex(32), "threshold": 2, "participants": [1, 2]}
     with pytest.raises(NodeRefused) as e:
         cluster.call(
-            cluster.nodes[1],
-            "POST",
-            "/v1/sessions",
-            {**base, "session_id": secrets.token_hex(32), "threshold": 2, "participants": [1, 2]},
+            cluster.nodes[1], "POST", "/v1/sessions", authorized(cluster.officers, spec, pk, 1)
         )
     assert e.value.status == 403 and "committee" in e.value.problem["detail"]
+    spec = {**base, "session_id": secrets.token_hex(32), "threshold": 2, "participants": [1, 2, 3]}
     with pytest.raises(NodeRefused) as e:
         cluster.call(
             cluster.nodes[1],
             "POST",
             "/v1/sessions",
-            {
-                **base,
-                "session_id": secrets.token_hex(32),
-                "threshold": 1,
-                "participants": [1, 2, 3],
-            },
+            {**authorized(cluster.officers, spec, pk, 1), "threshold": 1},
         )
     assert e.value.status == 403 and "threshold" in e.value.problem["detail"]
+    assert e.value.problem["type"] == "urn:tpwc:node:ceremony-authorization-mismatch"
 
 
 @pytest.mark.parametrize("point", ["refresh:pending-stored", "refresh:commit"])
@@ -248,6 +254,7 @@ def test_node_killed_during_refresh_loses_nothing(cluster: Coordinator, point: s
         "threshold": 2,
         "participants": [1, 2, 3],
     }
+    spec = authorized(cluster.officers, spec, dkg["public_key"], 1)
     results: dict[int, Any] = {}
     try:
         res = cluster.run_session(spec)
@@ -282,7 +289,8 @@ def test_node_killed_during_refresh_loses_nothing(cluster: Coordinator, point: s
             cluster.frost_sign("bip340", "rk", [1, 3], req, new_pub),
         )
     # and a fresh refresh succeeds
-    again = refresh(cluster, "rk", "bip340")
+    version = 2 if point == "refresh:commit" else 1
+    again = refresh(cluster, "rk", "bip340", dkg["public_key"], version)
     commit(cluster, "rk", again)
     req = raw("rk", f"refreshed-{point}")
     sig = cluster.frost_sign("bip340", "rk", [2, 3], req, public_package(again[1], "bip340"))
@@ -332,6 +340,7 @@ def test_a_bad_dealer_is_named_and_no_share_changes(inproc: InProc) -> None:
         "threshold": 2,
         "participants": [1, 2, 3],
     }
+    spec = authorized(inproc.officers, spec, dkg["public_key"], 1)
     honest = n[2].sessions.factory
     n[2].sessions.factory = _Malicious(honest)
     inproc.run_session(spec)
@@ -362,6 +371,7 @@ def test_a_seal_key_rotation_rewraps_the_pending_share(inproc: InProc) -> None:
         "threshold": 2,
         "participants": [1, 2, 3],
     }
+    spec = authorized(inproc.officers, spec, dkg["public_key"], 1)
     inproc.run_session(spec)
     results = {p: n[p].session_state(spec["session_id"])["result"] for p in (1, 2, 3)}
     # node 2 rotates its seal key (the old version is destroyed) before the commit
