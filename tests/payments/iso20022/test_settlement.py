@@ -25,10 +25,11 @@ from custody import xmldsig
 from custody.kinds import decode
 from mpc import frost
 from mpc.testing import run_dkg_local
+from payments import iso20022
 from payments.iso20022 import IsoError, Party, build_settlement, verify_settlement
 from tests.payments.iso20022.conftest import BOB, CREATED, ThresholdKey, net
 
-SCHEMAS = Path(__file__).resolve().parents[3] / "payments" / "iso20022" / "schemas"
+SCHEMAS = Path(iso20022.__file__).resolve().parent / "schemas"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 PACS = "urn:iso:std:iso:20022:tech:xsd:pacs.008.001.08"
 HEAD = "urn:iso:std:iso:20022:tech:xsd:head.001.001.02"
