@@ -1,0 +1,43 @@
+"""Every setting of the payment service, from ``PAYMENTS_*`` environment variables.
+
+``PAYMENTS_DATABASE_URL`` (SQLAlchemy URL; SQLite file by default, ``postgresql+psycopg://``
+when configured), ``PAYMENTS_TOKEN`` (the bearer token clients present),
+``PAYMENTS_CUSTODY_URL`` / ``PAYMENTS_CUSTODY_TOKEN`` (the coordinator and a requester
+credential: the payment core signs only through :class:`custody.client.CustodyClient`),
+``PAYMENTS_BOOK_KEY_ID`` (the custody Ed25519 key that signs internal book transfers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+
+
+class PaymentsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore")
+
+    database_url: str = "sqlite:///payments.db"
+    # the internal book's own journal (the counterparty's side of a book transfer)
+    book_database_url: str = "sqlite:///payments-book.db"
+    token: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = 7300
+    custody_url: str = "http://127.0.0.1:7100"
+    custody_token: SecretStr | None = None
+    book_key_id: str | None = None
+    worker: bool = True
+    worker_interval: float = Field(0.2, gt=0)
+    sanctions_dir: Path = PACKAGE_DATA / "sanctions"
+    # risk
+    decline_score: int = 70
+    velocity_window_s: int = 600
+    velocity_max: int = 5
+    zscore_min_history: int = 5
+    # tests only: the worker stops (sleeps) at this step, so a test can SIGKILL the process
+    # at a known point of a payment ("after-sign-submit", "after-broadcast")
+    fault_pause_at: str | None = None
+    fault_marker: Path | None = None
