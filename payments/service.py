@@ -42,9 +42,7 @@ def build(settings: PaymentsSettings) -> tuple[FastAPI, PaymentCore]:
                     f"PAYMENTS_BOOK_KEY_ID {key.id}: an active ed25519 key is needed, not {key.scheme} {key.status}"
                 )
             book_engine = make_engine(settings.book_database_url)
-            rails["book"] = BookRail(
-                book_engine, key.id, key.public_key, book_destination_check(engine)
-            )
+            rails["book"] = BookRail(book_engine, key.id, key.public_key)
     core = PaymentCore(
         engine,
         SanctionsList.load(settings.sanctions_dir),
