@@ -68,6 +68,7 @@ from custody.domain import (
 )
 from custody.exitcodes import ExitCode
 from custody.governance_cli import approver_app, governance_app, officer_app
+from custody.pay_cli import pay_app
 from custody.models import KeyOut, SignRequestOut
 from custody.policy_cli import policy_app
 from custody.receipt_cli import receipt_app
@@ -101,6 +102,7 @@ app.add_typer(requests_app, name="requests")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(pay_app, name="pay")
 console = out  # the stdout console (kept for custody.demo and older callers)
 
 
