@@ -118,7 +118,8 @@ def _show_payment(p: dict[str, Any]) -> None:
     print_fields(
         [("id", p["id"]), ("status", p["status"]), ("amount", _amount(p) + " (base units)"),
          ("from account", p["account_id"]), ("customer", p["customer"]), ("to", p["destination"]),
-         ("rail", p["rail"]), ("end-to-end id", p["end_to_end_id"]), ("risk score", p["risk_score"]),
+         ("rail", p["rail"]), ("end-to-end id", p["end_to_end_id"]),
+         ("risk score", p["risk_score"]),
          ("sign request", p["sign_request_id"]), ("rail ref", p["rail_ref"]),
          ("settlement", p["settlement_id"]), ("updated", p["updated_at"])]
     )  # fmt: skip
@@ -307,7 +308,8 @@ def reconcile(
             print_json(doc)
         else:
             out.print(
-                f"reconciliation {doc['id']}: {doc['matched']} matched, {len(doc['breaks'])} breaks, {len(doc['reconciled'])} payments reconciled",
+                f"reconciliation {doc['id']}: {doc['matched']} matched, "
+                f"{len(doc['breaks'])} breaks, {len(doc['reconciled'])} payments reconciled",
                 markup=False,
             )
             if doc["breaks"]:

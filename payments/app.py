@@ -205,16 +205,9 @@ def _utc(v: dt.datetime) -> dt.datetime:
 
 
 def payment_out(p: dict[str, Any]) -> PaymentOut:
-    return PaymentOut(
-        **{
-            k: p.get(k)
-            for k in PaymentOut.model_fields
-            if k not in ("version", "created_at", "updated_at")
-        },
-        version=p["seq"],
-        created_at=_utc(p["created_at"]),
-        updated_at=_utc(p["updated_at"]),
-    )
+    doc = {k: p.get(k) for k in PaymentOut.model_fields}
+    doc.update(version=p["seq"], created_at=_utc(p["created_at"]), updated_at=_utc(p["updated_at"]))
+    return PaymentOut.model_validate(doc)
 
 
 def account_out(r: Any) -> AccountOut:
@@ -519,7 +512,8 @@ def create_app(core: PaymentCore, token: str, worker: Any = None, interval: floa
         return SettlementOut(
             id=r.id, counterparty=r.counterparty, asset=r.asset, net_amount=r.net_amount,
             payment_count=r.payment_count, status=r.status, confirmed_amount=r.confirmed_amount,
-            confirmation_ref=r.confirmation_ref, payments=sorted(pids), created_at=_utc(r.created_at),
+            confirmation_ref=r.confirmation_ref, payments=sorted(pids),
+            created_at=_utc(r.created_at),
         )  # fmt: skip
 
     @app.post(
@@ -571,7 +565,7 @@ def create_app(core: PaymentCore, token: str, worker: Any = None, interval: floa
         core.confirm_settlement(settlement_id, body.amount, body.reference)
         return get_settlement(settlement_id)
 
-    # -- reconciliations ----------------------------------------------------------------------------
+    # -- reconciliations -------------------------------------------------------------------
     @app.post(
         "/v1/reconciliations",
         status_code=201,

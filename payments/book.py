@@ -36,6 +36,7 @@ from sqlalchemy import (
     select,
 )
 
+from custody.domain import Scheme
 from payments.rails import Instruction, RailError, RailRecord, Signed, Status, Unsigned
 
 TAG: Final = b"tp-custody/book-transfer/v1\n"
@@ -70,7 +71,7 @@ def instruction_bytes(i: Instruction, key_id: str) -> bytes:
 
 class BookRail:
     name = "book"
-    scheme: Final = "ed25519"
+    scheme: Scheme = "ed25519"
 
     def __init__(
         self,

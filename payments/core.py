@@ -218,7 +218,8 @@ class PaymentCore:
             raise CoreError(
                 422,
                 "unknown-rail",
-                f"rail {body['rail']!r} is not available in this build (available: {', '.join(sorted(self.rails)) or 'none'})",
+                f"rail {body['rail']!r} is not available in this build "
+                f"(available: {', '.join(sorted(self.rails)) or 'none'})",
                 "rail",
             )
 
@@ -325,11 +326,15 @@ class PaymentCore:
                     holds=[Posting(acct.id, acct.asset, hold)],
                 )
         except ledger.InsufficientFunds:
-            available = acct.balance - acct.held
+            now = ledger.account(conn, acct.id)  # as it is now, not as first read
+            available = now.balance - now.held
             decimals = conn.execute(
                 select(assets.c.decimals).where(assets.c.code == acct.asset)
             ).scalar_one()
-            money = lambda x: risk.fmt(x, decimals, acct.asset)  # noqa: E731
+
+            def money(x: int) -> str:
+                return risk.fmt(x, decimals, acct.asset)
+
             reasons.append(
                 f"insufficient funds: {money(hold)} needed, {money(max(available, 0))} available "
                 f"in account {acct.id} (the ledger refused the reservation)"

@@ -69,36 +69,52 @@ def find_breaks(core: PaymentCore) -> tuple[list[Break], int, set[str]]:
             extra = [x for x in by_pid.get(p.id, []) if x.ref != p.rail_ref]
             if len(mine) > 1 or extra:
                 bad.add(p.id)
-                refs = [x.ref for x in mine + extra]
-                breaks.append(Break("duplicate", name, p.id, p.rail_ref, p.amount,
-                                    sum(x.amount for x in mine + extra),
-                                    f"{name} reports {len(refs)} movements for payment {p.id}: {', '.join(refs)}"))  # fmt: skip
+                refs = ", ".join(x.ref for x in mine + extra)
+                why = f"{name} reports {len(mine) + len(extra)} movements for {p.id}: {refs}"
+                total = sum(x.amount for x in mine + extra)
+                breaks.append(Break("duplicate", name, p.id, p.rail_ref, p.amount, total, why))
             if not mine:
                 if p.status in EXPECTED:
                     bad.add(p.id)
-                    breaks.append(Break("missing", name, p.id, p.rail_ref, p.amount, None,
-                                        f"payment {p.id} is {p.status} in the ledger but {name} has no movement {p.rail_ref}"))  # fmt: skip
+                    why = f"payment {p.id} is {p.status} in the ledger; {name} has no {p.rail_ref}"
+                    breaks.append(Break("missing", name, p.id, p.rail_ref, p.amount, None, why))
                 continue
-            if mine[0].amount != p.amount or mine[0].asset != p.asset:
+            got = mine[0]
+            if got.amount != p.amount or got.asset != p.asset:
                 bad.add(p.id)
-                breaks.append(Break("amount_mismatch", name, p.id, p.rail_ref, p.amount, mine[0].amount,
-                                    f"ledger booked {p.amount} {p.asset}, {name} moved {mine[0].amount} {mine[0].asset}"))  # fmt: skip
+                why = f"ledger booked {p.amount} {p.asset}, {name} moved {got.amount} {got.asset}"
+                breaks.append(
+                    Break("amount_mismatch", name, p.id, p.rail_ref, p.amount, got.amount, why)
+                )
                 continue
             if len(mine) == 1 and not extra:
                 matched += 1
         for rec in records:
-            if rec.ref not in known_refs and (
-                rec.payment_id is None or rec.payment_id not in known_pids
+            if rec.ref in known_refs or (
+                rec.payment_id is not None and rec.payment_id in known_pids
             ):
-                breaks.append(Break("unknown", name, rec.payment_id, rec.ref, None, rec.amount,
-                                    f"{name} reports movement {rec.ref} of {rec.amount} {rec.asset} that no payment in the ledger made"))  # fmt: skip
-    for s in stl:
-        if s.status != "confirmed":
-            breaks.append(Break("missing", "settlement", None, s.id, s.net_amount, None,
-                                f"settlement {s.id} with {s.counterparty} ({s.net_amount} {s.asset}) has no confirmation"))  # fmt: skip
-        elif s.confirmed_amount != s.net_amount:
-            breaks.append(Break("amount_mismatch", "settlement", None, s.id, s.net_amount, s.confirmed_amount,
-                                f"settlement {s.id}: netted {s.net_amount} {s.asset}, {s.counterparty} confirmed {s.confirmed_amount}"))  # fmt: skip
+                continue
+            why = f"{name} reports {rec.ref} ({rec.amount} {rec.asset}) that no payment made"
+            breaks.append(Break("unknown", name, rec.payment_id, rec.ref, None, rec.amount, why))
+    for st in stl:
+        if st.status != "confirmed":
+            why = f"settlement {st.id} with {st.counterparty} ({st.net_amount} {st.asset}): "
+            why += "no confirmation"
+            breaks.append(Break("missing", "settlement", None, st.id, st.net_amount, None, why))
+        elif st.confirmed_amount != st.net_amount:
+            why = f"settlement {st.id}: netted {st.net_amount} {st.asset}, "
+            why += f"{st.counterparty} confirmed {st.confirmed_amount}"
+            breaks.append(
+                Break(
+                    "amount_mismatch",
+                    "settlement",
+                    None,
+                    st.id,
+                    st.net_amount,
+                    st.confirmed_amount,
+                    why,
+                )  # fmt: skip
+            )
     return breaks, matched, bad
 
 

@@ -79,7 +79,10 @@ def zscore(amount: int, history: Sequence[int]) -> float | None:
 
 def assess(f: Facts, s: Settings) -> Assessment:
     a = Assessment()
-    money = lambda x: fmt(x, f.decimals, f.asset)  # noqa: E731
+
+    def money(x: int | float) -> str:
+        return fmt(x, f.decimals, f.asset)
+
     if f.sanctioned is not None:
         e = f.sanctioned
         a.hard = True

@@ -39,7 +39,8 @@ def build(settings: PaymentsSettings) -> tuple[FastAPI, PaymentCore]:
             key = custody.get_key(settings.book_key_id)
             if key.scheme != "ed25519" or not key.public_key:
                 raise SystemExit(
-                    f"PAYMENTS_BOOK_KEY_ID {key.id}: an active ed25519 key is needed, not {key.scheme} {key.status}"
+                    f"PAYMENTS_BOOK_KEY_ID {key.id}: an active ed25519 key is needed, "
+                    f"not {key.scheme} {key.status}"
                 )
             book_engine = make_engine(settings.book_database_url)
             rails["book"] = BookRail(book_engine, key.id, key.public_key)

@@ -30,7 +30,7 @@ class PaymentsSettings(BaseSettings):
     custody_token: SecretStr | None = None
     book_key_id: str | None = None
     worker: bool = True
-    worker_interval: float = Field(0.2, gt=0)
+    worker_interval: float = Field(default=0.2, gt=0)
     sanctions_dir: Path = PACKAGE_DATA / "sanctions"
     # risk
     decline_score: int = 70

@@ -116,7 +116,7 @@ class Worker:
         p = self.core.get(pid)
         rail = self.core.rails.get(p["rail"])
         if rail is None:
-            return p["status"]  # its rail is not in this build: it waits
+            return str(p["status"])  # its rail is not in this build: it waits
         status = p["status"]
         if status in ("authorized", "awaiting_approval"):
             self._sign(p, rail)
@@ -124,7 +124,7 @@ class Worker:
             self._broadcast(p, rail)
         elif status == "broadcast":
             self._confirm(p, rail)
-        return self.core.get(pid)["status"]
+        return str(self.core.get(pid)["status"])
 
     def _sign(self, p: dict[str, Any], rail: Rail) -> None:
         pid = p["id"]

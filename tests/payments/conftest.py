@@ -65,7 +65,7 @@ def postgres_url() -> Iterator[str | None]:
     try:
         yield f"postgresql+psycopg://pay@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(
+        subprocess.run(  # noqa: S603 - fixed argv of the installed PostgreSQL tools
             _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
         )
         shutil.rmtree(d, ignore_errors=True)

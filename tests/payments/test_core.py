@@ -18,7 +18,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from payments import lifecycle, reconcile, replay, risk
 from payments.book import BookRail, journal
 from payments.core import CoreError, PaymentCore
-from payments.db import accounts, create_schema, make_engine
+from payments.db import accounts, make_engine
 from payments.rails import RailError, Unsigned
 from payments.sanctions import SanctionsList
 from payments.service import book_destination_check

@@ -66,8 +66,8 @@ def test_sanctioned_destination_is_a_hard_decline_naming_the_entry() -> None:
     a = risk.assess(facts(destination="GB33BUKB20201555555555", sanctioned=e), S)
     assert a.declined(S) and a.hard
     assert (
-        "GB33BUKB20201555555555 is on the sanctions list: FIXTURE SHELL TRADING CO (SDN entry 9003, programs IRAN, Atlantis)"
-        in a.reasons[0]
+        "GB33BUKB20201555555555 is on the sanctions list: FIXTURE SHELL TRADING CO "
+        "(SDN entry 9003, programs IRAN, Atlantis)" in a.reasons[0]
     )
 
 

@@ -183,8 +183,10 @@ def test_payment_is_signed_by_custody_confirmed_settled_and_reconciled(
         "replay_differences": [],
     }
     types = [e["type"] for e in s.http.get(f"/v1/payments/{pid}/events").json()]
-    assert types == ["PaymentCreated", "PaymentAuthorized", "SignPrepared", "PaymentSigned",
-                     "PaymentBroadcast", "PaymentConfirmed", "PaymentSettled", "PaymentReconciled"]  # fmt: skip
+    assert types == [
+        "PaymentCreated", "PaymentAuthorized", "SignPrepared", "PaymentSigned",
+        "PaymentBroadcast", "PaymentConfirmed", "PaymentSettled", "PaymentReconciled",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("pause_at", ["after-sign-submit", "after-broadcast"])
