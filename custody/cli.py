@@ -68,8 +68,8 @@ from custody.domain import (
 )
 from custody.exitcodes import ExitCode
 from custody.governance_cli import approver_app, governance_app, officer_app
-from custody.pay_cli import pay_app
 from custody.models import KeyOut, SignRequestOut
+from custody.pay_cli import pay_app
 from custody.policy_cli import policy_app
 from custody.receipt_cli import receipt_app
 from custody.webhooks_cli import webhooks_app
