@@ -21,9 +21,12 @@ import nacl.signing
 import pytest
 from sqlalchemy import create_engine, select
 
+from custody import policy as pol
+from custody.cluster import TREASURY
+from custody.models import KeyOut
 from payments.book import journal
 from payments.worker import sign_idempotency_key
-from tests.e2e.conftest import Live, running_cluster
+from tests.e2e.conftest import Live, current_governance, install_policy, running_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "paycore-e2e-" + "t" * 24
@@ -42,12 +45,13 @@ def _port() -> int:
 
 
 class PaymentService:
-    def __init__(self, live: Live, d: Path) -> None:
+    def __init__(self, live: Live, d: Path, key: KeyOut | None = None) -> None:
         self.d = d
         self.port = _port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.key_id = live.key("ed25519").id
-        self.public_key = live.key("ed25519").public_key or ""
+        key = key or live.key("ed25519")
+        self.key_id = key.id
+        self.public_key = key.public_key or ""
         self.env = {
             **os.environ,
             "PAYMENTS_DATABASE_URL": f"sqlite:///{d / 'payments.db'}",
@@ -221,3 +225,63 @@ def test_sigkill_mid_payment_then_restart_never_pays_twice(
     assert s.http.get(f"/v1/accounts/{a}").json()["balance"] == 70_00
     assert s.http.get("/v1/ledger/check").json()["replay_differences"] == []
     assert sign_idempotency_key(pid) == f"payment:{pid}:sign"
+
+
+def _approve(live: Live, rid: str, i: int) -> None:
+    """``custody approve`` as an approver runs it: a process with a dev approver's key file."""
+    files = live.doc["dev_governance"]
+    r = subprocess.run(  # noqa: S603 - our own argv
+        [sys.executable, "-m", "custody.cli", "approve", rid, "--yes",
+         "--key-file", sorted(files["approvers"])[i],
+         "--passphrase-file", files["approver_passphrase_file"],
+         "--cluster", str(live.cluster.cluster_file)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_payment_waits_for_two_approvals_then_pays(live: Live, tmp_path: Path) -> None:
+    """A policy that parks every ``message`` request of this key for 2 treasury approvals:
+    the payment sits in awaiting_approval (funds held, nothing on the book) until two
+    approvers sign, then goes on by itself."""
+    key = live.admin.create_key("ed25519", 2)
+    assert key.status == "active"
+    cur, _ = current_governance(live)
+    parked = pol.Rule(
+        "book-four-eyes",
+        "approve",
+        kinds=frozenset({"message"}),
+        keys=frozenset({key.id}),
+        approvals=pol.Requirement("all", (pol.GroupQuorum(TREASURY, 2),)),
+    )
+    install_policy(
+        live,
+        pol.Policy(
+            rules=(parked, *cur.policy.rules),
+            allowlists=cur.policy.allowlists,
+            wallets=cur.policy.wallets,
+            approver_groups=cur.policy.approver_groups,
+        ),
+    )
+    s = PaymentService(live, tmp_path, key)
+    try:
+        s.start()
+        a, b = accounts(s, "four-eyes", 50_00)
+        body = {"account_id": a, "amount": 20_00, "destination": b, "rail": "book"}
+        pid = s.post("/v1/payments", body, "four-eyes").json()["id"]
+        p = s.wait_status(pid, "awaiting_approval")
+        assert s.book_entries(pid) == []
+        assert s.http.get(f"/v1/accounts/{a}").json()["held"] == 20_00
+        sr = live.requester.get_sign_request(p["sign_request_id"])
+        assert sr.status == "pending_approval"
+        _approve(live, sr.id, 0)
+        time.sleep(0.5)
+        assert s.http.get(f"/v1/payments/{pid}").json()["status"] == "awaiting_approval"
+        _approve(live, sr.id, 1)
+        s.wait_status(pid, "confirmed")
+        [entry] = s.book_entries(pid)
+        verify_book_signature(s, entry)
+        acct = s.http.get(f"/v1/accounts/{a}").json()
+        assert (acct["balance"], acct["held"]) == (30_00, 0)
+    finally:
+        s.stop()
