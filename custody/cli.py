@@ -155,6 +155,14 @@ def up(
             "only; chosen when the data directory is first provisioned)",
         ),
     ] = False,
+    with_payments: Annotated[
+        bool,
+        typer.Option(
+            "--with-payments",
+            help="also start the payment service (python -m payments) on port+50; "
+            "`custody pay ...` finds it in cluster.json",
+        ),
+    ] = False,
 ) -> None:
     """Start the coordinator and the signer nodes as local processes (Ctrl-C stops them).
 
@@ -171,6 +179,7 @@ def up(
             nodes=nodes,
             port=port,
             allow_raw=allow_raw,
+            payments=with_payments,
             progress=lambda m: status.update(m),
         )
         try:
@@ -191,6 +200,7 @@ def up(
             ("API", doc["api_url"]),
             ("OpenAPI", f"{doc['api_url']}/docs"),
             *((n["id"], n["url"]) for n in doc["nodes"]),
+            *((("payments", doc["payments"]["url"]),) if "payments" in doc else ()),
             ("cluster", f"{cluster.cluster_file}  (credentials, key files; mode 0600)"),
             ("approve", f"custody approve ID --key-file {approver_key}"),
         ]

@@ -137,7 +137,10 @@ def create(
         str, typer.Option("--to", help="destination (book: an account id; chains: an address)")
     ],
     rail: Annotated[str, typer.Option("--rail", help="book | evm | btc | iso20022")] = "book",
-    end_to_end_id: Annotated[str | None, typer.Option("--end-to-end-id")] = None,
+    end_to_end_id: Annotated[
+        str | None,
+        typer.Option("--end-to-end-id", help="the end-to-end id the payer gave (ISO 20022)"),
+    ] = None,
     idempotency_key: IdemOpt = None,
     cluster: ClusterOpt = None,
     payments_url: PayUrlOpt = None,
@@ -171,8 +174,12 @@ def create(
 
 @pay_app.command("list")
 def list_(
-    status: Annotated[str | None, typer.Option("--status")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
+    status: Annotated[
+        str | None, typer.Option("--status", help="only payments in this status")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000, help="at most this many payments")
+    ] = 100,
     cluster: ClusterOpt = None,
     payments_url: PayUrlOpt = None,
     payments_token: PayTokenOpt = None,
@@ -235,7 +242,9 @@ def show(
 @pay_app.command("cancel")
 def cancel(
     payment_id: Annotated[str, typer.Argument(help="pay_...")],
-    reason: Annotated[str, typer.Option("--reason")] = "cancelled by the operator",
+    reason: Annotated[
+        str, typer.Option("--reason", help="why, kept in the payment's reasons")
+    ] = "cancelled by the operator",
     cluster: ClusterOpt = None,
     payments_url: PayUrlOpt = None,
     payments_token: PayTokenOpt = None,
