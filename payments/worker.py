@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import select
 
 from custody import obs
-from custody.client import CustodyClient, CustodyError, Forbidden
+from custody.client import CustodyClient, CustodyError, Forbidden, NotFound, ValidationFailed
 from custody.models import SignRequestOut
 from payments.core import CoreError, PaymentCore
 from payments.db import payments
@@ -144,12 +144,12 @@ class Worker:
                     idempotency_key=sign_idempotency_key(pid),
                     wait=False,
                 )
-        except Forbidden as exc:
-            self.core.step(
-                pid,
-                "PaymentFailed",
-                {"reasons": [*p["reasons"], f"custody refused to sign: {exc}"]},
-            )
+        except (Forbidden, ValidationFailed, NotFound) as exc:
+            # permanent refusals (policy, a payload custody does not accept, a request it
+            # no longer knows): the payment fails and its funds are released; anything else
+            # (unreachable, busy, 5xx) is retried on the next pass
+            why = f"custody refused to sign: {exc}"
+            self.core.step(pid, "PaymentFailed", {"reasons": [*p["reasons"], why]})
             return
         self._fault("after-sign-submit", pid)
         self._record_sign(p, rail, unsigned, sr)

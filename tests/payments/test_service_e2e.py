@@ -285,3 +285,37 @@ def test_payment_waits_for_two_approvals_then_pays(live: Live, tmp_path: Path) -
         assert (acct["balance"], acct["held"]) == (30_00, 0)
     finally:
         s.stop()
+
+
+def test_custody_refusing_to_sign_fails_the_payment_and_releases_its_funds(
+    live: Live, tmp_path: Path
+) -> None:
+    key = live.admin.create_key("ed25519", 2)
+    cur, _ = current_governance(live)
+    deny = pol.Rule("book-denied", "deny", kinds=frozenset({"message"}), keys=frozenset({key.id}))
+    install_policy(
+        live,
+        pol.Policy(
+            rules=(deny, *cur.policy.rules),
+            allowlists=cur.policy.allowlists,
+            wallets=cur.policy.wallets,
+            approver_groups=cur.policy.approver_groups,
+        ),
+    )
+    s = PaymentService(live, tmp_path, key)
+    try:
+        s.start()
+        a, b = accounts(s, "denied", 50_00)
+        body = {"account_id": a, "amount": 20_00, "destination": b, "rail": "book"}
+        pid = s.post("/v1/payments", body, "denied").json()["id"]
+        deadline = time.monotonic() + 60
+        while (p := s.http.get(f"/v1/payments/{pid}").json())["status"] != "failed":
+            assert time.monotonic() < deadline, p
+            time.sleep(0.1)
+        assert p["reasons"][-1].startswith("custody refused to sign: 403"), p["reasons"]
+        assert "book-denied" in p["reasons"][-1] or "denied" in p["reasons"][-1]
+        acct = s.http.get(f"/v1/accounts/{a}").json()
+        assert (acct["balance"], acct["held"]) == (50_00, 0)
+        assert s.book_entries(pid) == []
+    finally:
+        s.stop()
