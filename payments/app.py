@@ -35,6 +35,7 @@ from payments import events as ev
 from payments import lifecycle, reconcile, replay
 from payments.core import CoreError, PaymentCore
 from payments.db import accounts, payments, reconciliations, settlement_items, settlements
+from payments.events import ConcurrencyError
 from payments.lifecycle import IllegalTransition
 
 PROBLEM = "application/problem+json"
@@ -275,6 +276,13 @@ def create_app(core: PaymentCore, token: str, worker: Any = None, interval: floa
             exc.status, exc.slug, TITLES.get(exc.status, "Error"), exc.detail, field=exc.field
         )
 
+    @app.exception_handler(ConcurrencyError)
+    async def _raced(_: Request, exc: ConcurrencyError) -> JSONResponse:
+        return problem(
+            409, "concurrent-update", "Conflict",
+            f"{exc}; the request changed nothing, try it again", field="version",
+        )  # fmt: skip
+
     @app.exception_handler(IllegalTransition)
     async def _illegal(_: Request, exc: IllegalTransition) -> JSONResponse:
         return problem(
@@ -382,11 +390,12 @@ def create_app(core: PaymentCore, token: str, worker: Any = None, interval: floa
         dependencies=[Auth],
         tags=["accounts"],
     )
-    def deposit(account_id: str, body: DepositIn, key: Idem) -> AccountOut:
+    def deposit(account_id: str, body: DepositIn, key: Idem) -> Any:
         """Fund an account from outside (demo and tests): one balanced posting from the
         ``external`` system account; the ``reference`` books once."""
-        core.deposit(account_id, body.amount, body.reference)
-        return account_out(_account(account_id))
+        booked = core.deposit(account_id, body.amount, body.reference)
+        out = account_out(_account(account_id))
+        return out if booked else JSONResponse(out.model_dump(mode="json"), status_code=200)
 
     @app.get("/v1/ledger/check", dependencies=[Auth], tags=["accounts"])
     def ledger_check() -> dict[str, Any]:

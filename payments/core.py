@@ -159,15 +159,24 @@ class PaymentCore:
 
         return self._idempotent("accounts", key, body, make)
 
-    def deposit(self, account_id: str, amount: int, reference: str) -> None:
+    def deposit(self, account_id: str, amount: int, reference: str) -> bool:
+        """Book a deposit once per ``reference``: ``True`` when booked now, ``False`` when
+        the same deposit (account and amount) was booked before; another deposit under
+        that reference is a 409."""
         try:
             with self.engine.begin() as conn:
                 ledger.deposit(conn, account_id, amount, reference)
+            return True
         except ConcurrencyError:
+            with self.engine.connect() as conn:
+                [first] = ev.load(conn, f"deposit:{reference}")
+            if (first.data["account_id"], first.data["amount"]) == (account_id, amount):
+                return False
             raise CoreError(
                 409,
                 "duplicate-deposit",
-                f"deposit reference {reference!r} was already booked",
+                f"deposit reference {reference!r} was already booked for "
+                f"{first.data['amount']} to {first.data['account_id']}",
                 "reference",
             ) from None
         except LedgerError as exc:
@@ -420,43 +429,50 @@ class PaymentCore:
     # -- settlement windows ---------------------------------------------------------------------
     def settle(self) -> list[str]:
         """Net every confirmed, unsettled payment per (counterparty = rail, asset) into one
-        settlement each; returns the new settlement ids."""
+        settlement each; returns the new settlement ids. Each settlement is one
+        transaction that re-reads its payments: one a concurrent window took already is
+        left out, and a group that lost a race is left for the next window."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(payments)
+                select(payments.c.id, payments.c.rail, payments.c.asset)
                 .where(payments.c.status == "confirmed")
                 .order_by(payments.c.created_at)
             ).all()
-        groups: dict[tuple[str, str], list[Any]] = {}
+        groups: dict[tuple[str, str], list[str]] = {}
         for r in rows:
-            groups.setdefault((r.rail, r.asset), []).append(r)
+            groups.setdefault((r.rail, r.asset), []).append(r.id)
         made = []
-        for (rail, asset), items in sorted(groups.items()):
+        for (rail, asset), ids in sorted(groups.items()):
             sid = new_id("stl")
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(settlements).values(
-                        id=sid,
-                        counterparty=rail,
-                        asset=asset,
-                        net_amount=sum(i.amount for i in items),
-                        payment_count=len(items),
-                        status="created",
-                        created_at=ev.now(),
-                    )
-                )
-                for i in items:
-                    p = i._asdict()
-                    credit = p["destination"] if rail == "book" else None
-                    data = {"settlement_id": sid, "credit_account": credit}
-                    lifecycle.check(p["id"], p["status"], "PaymentSettled")
-                    posts, _ = self._effects(conn, p, "PaymentSettled", data)
-                    self._record(conn, p["id"], p, "PaymentSettled", data, posts=posts)
+            try:
+                with self.engine.begin() as conn:
+                    items = [p for p in (self._payment(conn, pid) for pid in ids) if p]
+                    items = [p for p in items if p["status"] == "confirmed"]
+                    if not items:
+                        continue
                     conn.execute(
-                        insert(settlement_items).values(
-                            settlement_id=sid, payment_id=p["id"], amount=p["amount"]
+                        insert(settlements).values(
+                            id=sid,
+                            counterparty=rail,
+                            asset=asset,
+                            net_amount=sum(p["amount"] for p in items),
+                            payment_count=len(items),
+                            status="created",
+                            created_at=ev.now(),
                         )
                     )
+                    for p in items:
+                        credit = p["destination"] if rail == "book" else None
+                        data = {"settlement_id": sid, "credit_account": credit}
+                        posts, _ = self._effects(conn, p, "PaymentSettled", data)
+                        self._record(conn, p["id"], p, "PaymentSettled", data, posts=posts)
+                        conn.execute(
+                            insert(settlement_items).values(
+                                settlement_id=sid, payment_id=p["id"], amount=p["amount"]
+                            )
+                        )
+            except ConcurrencyError:
+                continue
             made.append(sid)
         return made
 

@@ -124,7 +124,10 @@ class Worker:
             self._broadcast(p, rail)
         elif status == "broadcast":
             self._confirm(p, rail)
-        return str(self.core.get(pid)["status"])
+        now = str(self.core.get(pid)["status"])
+        if now != status:
+            log.info("payments.step", payment_id=pid, rail=rail.name, status=now, previous=status)
+        return now
 
     def _sign(self, p: dict[str, Any], rail: Rail) -> None:
         pid = p["id"]

@@ -57,8 +57,11 @@ def test_accounts_deposits_and_idempotency(client: TestClient) -> None:
     aid = r1.json()["id"]
     d = post(client, f"/v1/accounts/{aid}/deposits", {"amount": 500, "reference": "dep1"}, "d1")
     assert d.status_code == 201 and d.json()["available"] == 500
-    again = post(client, f"/v1/accounts/{aid}/deposits", {"amount": 500, "reference": "dep1"}, "d2")
-    assert again.status_code == 409 and again.json()["field"] == "reference"
+    same = post(client, f"/v1/accounts/{aid}/deposits", {"amount": 500, "reference": "dep1"}, "d1")
+    assert same.status_code == 200 and same.json()["balance"] == 500  # booked once
+    other = post(client, f"/v1/accounts/{aid}/deposits", {"amount": 7, "reference": "dep1"}, "d2")
+    assert other.status_code == 409 and other.json()["field"] == "reference"
+    assert "already booked for 500" in other.json()["detail"]
     check = client.get("/v1/ledger/check").json()
     assert check == {"sum_per_asset": {"USDC": 0}, "replay_differences": []}
 

@@ -274,3 +274,24 @@ def test_reconciliation_finds_every_kind_of_break(core: PaymentCore, tmp_path: P
     ]
     assert out["reconciled"] == []  # nothing reconciles over a broken settlement
     check_invariants(core)
+
+
+def test_concurrent_settlement_windows_settle_each_payment_once(core: PaymentCore) -> None:
+    a, b = account(core, "quin", 100_00), account(core, "ray")
+    ps = [drive(core, pay(core, a, b, 10_00, f"w{i}")["id"]) for i in range(3)]
+    made: list[list[str]] = []
+    barrier = threading.Barrier(2)
+
+    def window() -> None:
+        barrier.wait()
+        made.append(core.settle())
+
+    ts = [threading.Thread(target=window) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sorted(len(m) for m in made) == [0, 1]  # one window took them all
+    assert {core.get(p["id"])["status"] for p in ps} == {"settled"}
+    assert bal(core, b) == (30_00, 0)
+    check_invariants(core)
