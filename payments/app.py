@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from custody import obs
 from custody import problem_types as pt
+from custody.models import ProblemModel
 from payments import events as ev
 from payments import lifecycle, reconcile, replay
 from payments.core import CoreError, PaymentCore
@@ -266,6 +267,10 @@ def create_app(core: PaymentCore, token: str, worker: Any = None, interval: floa
         version="0.1.0",
         description=__doc__,
         lifespan=lifespan,
+        responses={
+            code: {"model": ProblemModel, "description": TITLES[code]}
+            for code in (400, 401, 404, 409, 422)
+        },
         **obs.fastapi_options(),
     )
     app.state.token = token

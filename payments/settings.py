@@ -1,10 +1,28 @@
 """Every setting of the payment service, from ``PAYMENTS_*`` environment variables.
 
-``PAYMENTS_DATABASE_URL`` (SQLAlchemy URL; SQLite file by default, ``postgresql+psycopg://``
-when configured), ``PAYMENTS_TOKEN`` (the bearer token clients present),
-``PAYMENTS_CUSTODY_URL`` / ``PAYMENTS_CUSTODY_TOKEN`` (the coordinator and a requester
-credential: the payment core signs only through :class:`custody.client.CustodyClient`),
-``PAYMENTS_BOOK_KEY_ID`` (the custody Ed25519 key that signs internal book transfers).
+=================================  ========================================================
+``PAYMENTS_DATABASE_URL``          SQLAlchemy URL (``sqlite:///payments.db``; or
+                                   ``postgresql+psycopg://...``)
+``PAYMENTS_BOOK_DATABASE_URL``     the internal book's own journal (the counterparty side)
+``PAYMENTS_TOKEN``                 the bearer token clients present (required)
+``PAYMENTS_HOST`` / ``_PORT``      where it listens (127.0.0.1:7300)
+``PAYMENTS_CUSTODY_URL``           the coordinator; the core signs only through
+                                   :class:`custody.client.CustodyClient`
+``PAYMENTS_CUSTODY_TOKEN``         a ``requester`` credential of the coordinator (no
+                                   token: no rails, no worker; the API still serves)
+``PAYMENTS_BOOK_KEY_ID``           the custody Ed25519 key that signs book transfers
+``PAYMENTS_WORKER``                run the worker in the service (default true)
+``PAYMENTS_WORKER_INTERVAL``       seconds between worker passes (0.2)
+``PAYMENTS_SANCTIONS_DIR``         a directory with ``sdn.csv`` and ``add.csv`` (OFAC
+                                   layout; default: the fictitious fixture)
+``PAYMENTS_DECLINE_SCORE``         risk score from which a payment is declined (70)
+``PAYMENTS_VELOCITY_WINDOW_S``     the velocity window (600) and
+``PAYMENTS_VELOCITY_MAX``          the payments in it from which velocity scores (5)
+``PAYMENTS_ZSCORE_MIN_HISTORY``    past payments needed before the z-score counts (5)
+``PAYMENTS_FAULT_PAUSE_AT``        TESTS ONLY: the worker stops at this step
+                                   (``after-prepare``, ``after-sign-submit``,
+                                   ``after-broadcast``) and writes ``PAYMENTS_FAULT_MARKER``
+=================================  ========================================================
 """
 
 from __future__ import annotations
