@@ -37,7 +37,15 @@ from sqlalchemy import (
 )
 
 from custody.domain import Scheme
-from payments.rails import Instruction, RailError, RailRecord, Signed, Status, Unsigned
+from payments.rails import (
+    CustodySignature,
+    Instruction,
+    RailError,
+    RailRecord,
+    Signed,
+    Status,
+    Unsigned,
+)
 
 TAG: Final = b"tp-custody/book-transfer/v1\n"
 
@@ -96,9 +104,9 @@ class BookRail:
         msg = instruction_bytes(instruction, self.key_id)
         return Unsigned("message", {"message": "0x" + msg.hex()}, 0, {})
 
-    def attach(self, unsigned: Unsigned, signature: str, public_key: str) -> Signed:
+    def attach(self, unsigned: Unsigned, signature: CustodySignature, public_key: str) -> Signed:
         msg = bytes.fromhex(unsigned.payload["message"].removeprefix("0x"))
-        sig = _hex(signature, "signature", 64)
+        sig = _hex(signature.signature, "signature", 64)
         _verify(_hex(public_key, "public_key", 32), msg, sig)
         raw = (sig + msg).hex()
         return Signed(raw, hashlib.sha256(msg).hexdigest())

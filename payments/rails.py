@@ -56,6 +56,17 @@ class Unsigned:
 
 
 @dataclass(frozen=True)
+class CustodySignature:
+    """What custody returned for the request (from ``SignRequestOut``): the rail checks it
+    and builds the signed form from it."""
+
+    signature: str  # hex: 64 bytes (ed25519, bip340, ecdsa r||s); btc-psbt: 64 per input
+    recovery_id: int | None = None  # ecdsa-secp256k1
+    signed_tx: str | None = None  # evm-tx / btc-psbt: custody's result.signed_tx
+    sign_request_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Signed:
     raw: str  # hex: the signed transaction / instruction as it goes on the rail
     ref: str  # the rail's reference for it (tx hash, txid, book digest, message id)
@@ -102,9 +113,10 @@ class Rail(Protocol):
 
     def build(self, instruction: Instruction) -> Unsigned: ...
 
-    def attach(self, unsigned: Unsigned, signature: str, public_key: str) -> Signed:
-        """The signed form, from custody's signature (hex) and the key's public key (hex);
-        raises :class:`RailError` when the signature does not verify."""
+    def attach(self, unsigned: Unsigned, signature: CustodySignature, public_key: str) -> Signed:
+        """The signed form, from what custody returned and the key's public key (hex, as
+        ``KeyOut.public_key``); raises :class:`RailError` when the signature does not
+        verify (checked with an independent library, not by our code)."""
         ...
 
     def broadcast(self, signed: Signed) -> str: ...

@@ -35,7 +35,7 @@ from payments.core import CoreError, PaymentCore
 from payments.db import payments
 from payments.events import ConcurrencyError
 from payments.lifecycle import IllegalTransition
-from payments.rails import Rail, RailError, Signed, Unsigned
+from payments.rails import CustodySignature, Rail, RailError, Signed, Unsigned
 
 ACTIVE = ("authorized", "awaiting_approval", "signed", "broadcast")
 log = obs.get_logger("payments.worker")
@@ -163,7 +163,10 @@ class Worker:
         pid = p["id"]
         if sr.status == "signed" and sr.signature:
             try:
-                signed = rail.attach(unsigned, sr.signature, self.public_key(rail))
+                got = CustodySignature(
+                    sr.signature, sr.recovery_id, sr.result.signed_tx if sr.result else None, sr.id
+                )
+                signed = rail.attach(unsigned, got, self.public_key(rail))
             except RailError as exc:
                 self.core.step(
                     pid, "PaymentFailed", {"reasons": [*p["reasons"], f"signature refused: {exc}"]}

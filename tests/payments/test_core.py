@@ -19,7 +19,7 @@ from payments import lifecycle, reconcile, replay, risk
 from payments.book import BookRail, journal
 from payments.core import CoreError, PaymentCore
 from payments.db import accounts, make_engine
-from payments.rails import RailError, Unsigned
+from payments.rails import CustodySignature, RailError, Unsigned
 from payments.sanctions import SanctionsList
 from payments.service import book_destination_check
 from payments.settings import PACKAGE_DATA
@@ -63,7 +63,7 @@ def drive(core: PaymentCore, pid: str) -> dict:
     msg = bytes.fromhex(unsigned.payload["message"][2:])
     sig = SIGNER.sign(msg)
     nacl.signing.VerifyKey(bytes.fromhex(SIGNER.public_key)).verify(msg, bytes.fromhex(sig))
-    signed = rail.attach(unsigned, sig, SIGNER.public_key)
+    signed = rail.attach(unsigned, CustodySignature(sig), SIGNER.public_key)
     core.step(
         pid,
         "PaymentSigned",
@@ -193,7 +193,7 @@ def test_failure_after_broadcast_returns_the_funds(core: PaymentCore) -> None:
     unsigned = rail.build(core.instruction(p))
     core.step(p["id"], "SignPrepared", {"unsigned": unsigned.to_json()})
     sig = SIGNER.sign(bytes.fromhex(unsigned.payload["message"][2:]))
-    signed = rail.attach(unsigned, sig, SIGNER.public_key)
+    signed = rail.attach(unsigned, CustodySignature(sig), SIGNER.public_key)
     core.step(p["id"], "PaymentSigned", {"signature": sig, "signed_raw": signed.raw})
     core.step(p["id"], "PaymentBroadcast", {"rail_ref": "ref-lost", "fee": 0})
     assert bal(core, a) == (70_00, 0)
@@ -211,18 +211,18 @@ def test_book_refuses_a_bad_or_foreign_signature(core: PaymentCore) -> None:
     sig = bytearray(bytes.fromhex(SIGNER.sign(msg)))
     sig[5] ^= 1
     with pytest.raises(RailError, match="does not verify") as info:
-        rail.attach(unsigned, sig.hex(), SIGNER.public_key)
+        rail.attach(unsigned, CustodySignature(sig.hex()), SIGNER.public_key)
     assert info.value.field == "signature"
     other = ThresholdEd25519()  # a valid signature by another key
     good_other = other.sign(msg)
-    signed = rail.attach(unsigned, good_other, other.public_key)
+    signed = rail.attach(unsigned, CustodySignature(good_other), other.public_key)
     with pytest.raises(RailError, match="under the book key"):
         rail.broadcast(signed)  # the book checks against ITS key, whatever attach was told
     tampered = Unsigned(
         unsigned.kind, {"message": unsigned.payload["message"].replace("31", "39", 1)}
     )
     with pytest.raises(RailError):
-        rail.attach(tampered, SIGNER.sign(msg), SIGNER.public_key)
+        rail.attach(tampered, CustodySignature(SIGNER.sign(msg)), SIGNER.public_key)
 
 
 def test_reconciliation_finds_every_kind_of_break(core: PaymentCore, tmp_path: Path) -> None:
