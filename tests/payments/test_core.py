@@ -13,6 +13,8 @@ from pathlib import Path
 
 import nacl.signing
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, insert, select, update
 
 from payments import lifecycle, reconcile, replay, risk
@@ -295,3 +297,65 @@ def test_concurrent_settlement_windows_settle_each_payment_once(core: PaymentCor
     assert {core.get(p["id"])["status"] for p in ps} == {"settled"}
     assert bal(core, b) == (30_00, 0)
     check_invariants(core)
+
+
+def _fresh(engine: Engine) -> None:
+    from sqlalchemy import text
+
+    with engine.begin() as c:
+        for t in (
+            "settlement_items", "settlements", "reconciliations", "idempotency", "postings",
+            "ledger_transactions", "payments", "accounts", "assets", "events",
+        ):  # fmt: skip
+            c.execute(text(f"DELETE FROM {t}"))  # noqa: S608 - fixed table names
+
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["pay", "drive", "cancel", "fail", "settle", "deposit"]),
+        st.integers(min_value=0, max_value=2),
+        st.integers(min_value=1, max_value=60_00),
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(script=ops)
+def test_property_any_command_sequence_keeps_the_books_and_replays(
+    sqlite_engine: Engine, tmp_path: Path, script: list
+) -> None:
+    """Random payments, drives, cancels, failures, deposits and settlement windows, legal
+    or not: after every command the ledger sums to zero, no customer is overdrawn, and a
+    replay of the events gives exactly the tables (balances, holds, payment rows)."""
+    _fresh(sqlite_engine)
+    book = make_engine(f"sqlite:///{tmp_path / 'book-prop.db'}")
+    rail = BookRail(book, "k", SIGNER.public_key)
+    with book.begin() as c:
+        c.execute(delete(journal))
+    sanctions = SanctionsList.load(PACKAGE_DATA / "sanctions")
+    checks = {"book": book_destination_check}
+    core = PaymentCore(sqlite_engine, sanctions, risk.Settings(), {"book": rail}, checks)
+    accts = [account(core, f"c{i}", 50_00) for i in range(3)]
+    pids: list[str] = []
+    for n, (op, who, amount) in enumerate(script):
+        try:
+            if op == "pay":
+                pids.append(pay(core, accts[who], accts[(who + 1) % 3], amount, f"p{n}")["id"])
+            elif op == "deposit":
+                core.deposit(accts[who], amount, f"dep{n}")
+            elif op == "settle":
+                core.settle()
+            elif pids:
+                pid = pids[who % len(pids)]
+                if op == "drive":
+                    drive(core, pid)
+                elif op == "cancel":
+                    core.cancel(pid, "property test")
+                elif op == "fail":
+                    core.step(pid, "PaymentFailed", {"reasons": ["property test"]})
+        except (CoreError, lifecycle.IllegalTransition):
+            pass  # an illegal step is refused; the books must not move
+        check_invariants(core)
+    book.dispose()
