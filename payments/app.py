@@ -25,6 +25,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, or_, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -262,7 +263,8 @@ def create_app(core: PaymentCore, token: str, worker: Any = None, interval: floa
         if thread is not None:
             thread.join(timeout=10)
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from fastapi-offline's packaged copy, never a CDN
+    app = FastAPIOffline(
         title="TP Wallet Custody: payment core",
         version="0.1.0",
         description=__doc__,

@@ -116,3 +116,5 @@ def test_openapi_lists_every_resource(client: TestClient) -> None:
     for p in ("/v1/payments", "/v1/payments/{payment_id}", "/v1/payments/{payment_id}/cancel",
               "/v1/accounts", "/v1/settlements", "/v1/reconciliations"):  # fmt: skip
         assert p in paths
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn.jsdelivr" not in docs.text and "unpkg" not in docs.text
