@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, or_, select
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from custody import obs
@@ -39,6 +40,7 @@ from payments.core import CoreError, PaymentCore
 from payments.db import accounts, payments, reconciliations, settlement_items, settlements
 from payments.events import ConcurrencyError
 from payments.lifecycle import IllegalTransition
+from payments.rails import BatchParser
 
 PROBLEM = "application/problem+json"
 TYPE_PREFIX = pt.TYPE_PREFIX + "payments."
@@ -244,7 +246,13 @@ Auth = Depends(auth)
 Idem = Annotated[str, Depends(idem)]
 
 
-def create_app(core: PaymentCore, token: str, worker: Any = None, interval: float = 0.2) -> FastAPI:
+def create_app(
+    core: PaymentCore,
+    token: str,
+    worker: Any = None,
+    interval: float = 0.2,
+    intake: BatchParser | None = None,
+) -> FastAPI:
     """The ASGI app over ``core``; with ``worker`` (a :class:`payments.worker.Worker`) its
     loop runs in a thread for the app's lifetime."""
 
@@ -276,6 +284,7 @@ def create_app(core: PaymentCore, token: str, worker: Any = None, interval: floa
         **obs.fastapi_options(),
     )
     app.state.token = token
+    app.state.intake = intake
 
     @app.exception_handler(CoreError)
     async def _core(_: Request, exc: CoreError) -> JSONResponse:
@@ -506,13 +515,23 @@ def create_app(core: PaymentCore, token: str, worker: Any = None, interval: floa
         dependencies=[Auth],
         tags=["payments"],
     )
-    def import_batch(request: Request) -> Any:
-        """A pain.001.001.09 batch: each transaction a payment (needs the ISO 20022 rail)."""
-        raise CoreError(
-            501,
-            "not-available",
-            "pain.001 import is not available in this build (the ISO 20022 rail is not merged yet)",
-        )
+    async def import_batch(request: Request) -> Any:
+        """A pain.001.001.09 batch (``application/xml``): each transaction a payment, each
+        idempotent on (message id, end-to-end id). Needs the ISO 20022 intake parser."""
+        parser = request.app.state.intake
+        if parser is None:
+            raise CoreError(
+                501,
+                "not-available",
+                "pain.001 import is not available in this build "
+                "(the ISO 20022 rail, payments/iso20022, is not merged yet)",
+            )
+        try:
+            message_id, txs = parser.parse(await request.body())
+        except ValueError as exc:
+            raise CoreError(422, "invalid-batch", str(exc), "document") from None
+        ids = await run_in_threadpool(core.import_batch, message_id, txs)
+        return ImportOut(payments=[payment_out(core.get(pid)) for pid in ids])
 
     # -- settlements ------------------------------------------------------------------------------
     def _settlement(c: Any, r: Any) -> SettlementOut:

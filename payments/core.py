@@ -37,7 +37,7 @@ from payments import ledger, lifecycle, risk
 from payments.db import accounts, assets, idempotency, payments, settlement_items, settlements
 from payments.events import ConcurrencyError
 from payments.ledger import LedgerError, Posting
-from payments.rails import Instruction, Rail
+from payments.rails import Instruction, IntakeTransaction, Rail
 from payments.sanctions import SanctionsList
 
 LIVE = (
@@ -351,6 +351,33 @@ class PaymentCore:
             return self._record(
                 conn, p["id"], p, "PaymentDeclined", {"risk_score": a.score, "reasons": reasons}
             )
+
+    def import_batch(self, message_id: str, txs: list[IntakeTransaction]) -> list[str]:
+        """One payment per transaction of an intake batch, each idempotent on
+        ``(message id, end-to-end id)``: importing the same batch again creates nothing;
+        the ids in the batch's order."""
+        seen: set[str] = set()
+        for t in txs:
+            if t.end_to_end_id in seen:
+                raise CoreError(
+                    422,
+                    "duplicate-end-to-end-id",
+                    f"batch {message_id}: end-to-end id {t.end_to_end_id!r} appears twice",
+                    "end_to_end_id",
+                )
+            seen.add(t.end_to_end_id)
+        ids = []
+        for t in txs:
+            body = {
+                "account_id": t.account_id,
+                "amount": t.amount,
+                "destination": t.destination,
+                "rail": t.rail,
+                "end_to_end_id": t.end_to_end_id,
+            }
+            pid, _ = self.create_payment(body, f"batch:{message_id}:{t.end_to_end_id}")
+            ids.append(pid)
+        return ids
 
     @staticmethod
     def instruction(p: Mapping[str, Any]) -> Instruction:

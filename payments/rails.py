@@ -124,3 +124,24 @@ class Rail(Protocol):
     def status(self, ref: str) -> Status: ...
 
     def records(self) -> Iterable[RailRecord]: ...
+
+
+@dataclass(frozen=True)
+class IntakeTransaction:
+    """One credit transfer of an intake batch (a pain.001 ``CdtTrfTxInf``), mapped onto
+    this ledger by the parser: the debtor's account here, the creditor as a destination."""
+
+    end_to_end_id: str
+    account_id: str
+    amount: int  # base units of the account's asset
+    destination: str
+    rail: str
+
+
+class BatchParser(Protocol):
+    """An intake format (``payments/iso20022``: pain.001.001.09 validated against its XSD)."""
+
+    def parse(self, document: bytes) -> tuple[str, list[IntakeTransaction]]:
+        """``(message id, transactions)``; raises ``ValueError`` naming the line and the
+        field of the first error of a malformed document."""
+        ...

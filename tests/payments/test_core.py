@@ -21,7 +21,7 @@ from payments import lifecycle, reconcile, replay, risk
 from payments.book import BookRail, journal
 from payments.core import CoreError, PaymentCore
 from payments.db import accounts, make_engine
-from payments.rails import CustodySignature, RailError, Unsigned
+from payments.rails import CustodySignature, IntakeTransaction, RailError, Unsigned
 from payments.sanctions import SanctionsList
 from payments.service import book_destination_check
 from payments.settings import PACKAGE_DATA
@@ -359,3 +359,24 @@ def test_property_any_command_sequence_keeps_the_books_and_replays(
             pass  # an illegal step is refused; the books must not move
         check_invariants(core)
     book.dispose()
+
+
+def test_an_intake_batch_becomes_payments_once_each(core: PaymentCore) -> None:
+    a, b = account(core, "sam", 100_00), account(core, "tia")
+    txs = [
+        IntakeTransaction("E2E-1", a, 10_00, b, "book"),
+        IntakeTransaction("E2E-2", a, 20_00, b, "book"),
+        IntakeTransaction("E2E-3", a, 5_00, "GB33BUKB20201555555555", "book"),
+    ]
+    ids = core.import_batch("MSG-1", txs)
+    again = core.import_batch("MSG-1", txs)
+    assert ids == again and len(set(ids)) == 3  # the same batch twice: the same payments
+    got = [core.get(pid) for pid in ids]
+    assert [p["end_to_end_id"] for p in got] == ["E2E-1", "E2E-2", "E2E-3"]
+    assert [p["status"] for p in got] == ["authorized", "authorized", "declined"]
+    assert any("sanctions list" in r for r in got[2]["reasons"])
+    assert bal(core, a) == (100_00, 30_00)
+    with pytest.raises(CoreError, match="end-to-end id 'X' appears twice") as info:
+        core.import_batch("MSG-2", [txs[0].__class__("X", a, 1, b, "book")] * 2)
+    assert info.value.field == "end_to_end_id"
+    check_invariants(core)
