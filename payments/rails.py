@@ -14,7 +14,11 @@ Contract (what the worker relies on for "never pays twice"):
 - :meth:`Rail.broadcast` is idempotent: the same :class:`Signed` broadcast again returns
   the same reference and moves nothing a second time (a chain refuses a known
   transaction; the book keys its journal on the instruction digest);
-- :meth:`Rail.status` is a read.
+- :meth:`Rail.status` is a read;
+- :class:`RailError` means a definitive refusal (nothing was or can be accepted: a bad
+  signature, an invalid transaction): the worker fails the payment and returns its funds.
+  Any other exception (a node down, a timeout) is retried on the next pass, so a rail must
+  never raise :class:`RailError` for a broadcast whose outcome it does not know.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from custody import obs
 from custody.client import CustodyClient, CustodyError, Forbidden, NotFound, ValidationFailed
 from custody.models import SignRequestOut
-from payments.core import CoreError, PaymentCore
+from payments.core import PaymentCore
 from payments.db import payments
 from payments.events import ConcurrencyError
 from payments.lifecycle import IllegalTransition
@@ -108,6 +108,13 @@ class Worker:
                     "payments.custody_unavailable",
                     payment_id=pid,
                     status=exc.status,
+                    error=str(exc),
+                )
+            except Exception as exc:  # noqa: BLE001 - a rail that is down: retried next pass
+                log.warning(
+                    "payments.step_failed",
+                    payment_id=pid,
+                    error_type=type(exc).__name__,
                     error=str(exc),
                 )
         return len(ids)
@@ -221,4 +228,4 @@ class Worker:
             )
 
 
-__all__ = ["Worker", "sign_idempotency_key", "ACTIVE", "CoreError"]
+__all__ = ["Worker", "sign_idempotency_key", "ACTIVE"]

@@ -380,3 +380,41 @@ def test_an_intake_batch_becomes_payments_once_each(core: PaymentCore) -> None:
         core.import_batch("MSG-2", [txs[0].__class__("X", a, 1, b, "book")] * 2)
     assert info.value.field == "end_to_end_id"
     check_invariants(core)
+
+
+def test_worker_retries_a_rail_that_is_down_and_pays_once(
+    core: PaymentCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transient rail error (not RailError) leaves the payment signed for the next pass;
+    the next passes broadcast it once and confirm it. (The custody client is never called
+    from ``signed`` on; it points at a closed port.)"""
+    from custody.client import CustodyClient
+    from payments.worker import Worker
+
+    a, b = account(core, "uma", 10_00), account(core, "val")
+    p = pay(core, a, b, 4_00, "down")
+    rail = core.rails["book"]
+    unsigned = rail.build(core.instruction(p))
+    core.step(p["id"], "SignPrepared", {"unsigned": unsigned.to_json()})
+    sig = SIGNER.sign(bytes.fromhex(unsigned.payload["message"][2:]))
+    signed = rail.attach(unsigned, CustodySignature(sig), SIGNER.public_key)
+    core.step(p["id"], "PaymentSigned", {"signature": sig, "signed_raw": signed.raw})
+    real = rail.broadcast
+    calls: list[int] = []
+
+    def flaky(s: object) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("book unreachable")
+        return real(s)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rail, "broadcast", flaky)
+    w = Worker(core, CustodyClient("http://127.0.0.1:9", "unused", retries=0))
+    w.tick()
+    assert core.get(p["id"])["status"] == "signed"
+    w.tick()
+    assert core.get(p["id"])["status"] == "broadcast"
+    w.tick()
+    assert core.get(p["id"])["status"] == "confirmed"
+    assert len([r for r in rail.records() if r.payment_id == p["id"]]) == 1
+    check_invariants(core)
