@@ -193,7 +193,7 @@ def test_payment_is_signed_by_custody_confirmed_settled_and_reconciled(
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("pause_at", ["after-sign-submit", "after-broadcast"])
+@pytest.mark.parametrize("pause_at", ["after-prepare", "after-sign-submit", "after-broadcast"])
 def test_sigkill_mid_payment_then_restart_never_pays_twice(
     service: PaymentService, live: Live, pause_at: str
 ) -> None:
