@@ -105,9 +105,11 @@ class PaymentCore:
         )
 
     def _idempotent(
-        self, scope: str, key: str, body: Mapping[str, Any], make: Callable[[Connection, str], str]
+        self, scope: str, key: str, body: Mapping[str, Any], make: Callable[[Connection], str]
     ) -> tuple[str, bool]:
-        """Run ``make(conn, new id)`` once per (scope, key): ``(id, created)``."""
+        """Run ``make(conn)`` (which returns the id it created) once per (scope, key), in
+        the transaction that claims the key: ``(id, created)``. A concurrent request with
+        the same key waits for the first (the row lock of the claim) and answers its id."""
         digest = body_hash(body)
         for _ in range(3):
             try:
@@ -115,7 +117,7 @@ class PaymentCore:
                     rid = self._claimed(conn, scope, key, digest)
                     if rid is not None:
                         return rid, False
-                    rid = make(conn, "")
+                    rid = make(conn)
                     self._claim(conn, scope, key, digest, rid)
                     return rid, True
             except IntegrityError:
@@ -128,7 +130,7 @@ class PaymentCore:
 
     # -- accounts -------------------------------------------------------------------------
     def open_account(self, body: Mapping[str, Any], key: str) -> tuple[str, bool]:
-        def make(conn: Connection, _: str) -> str:
+        def make(conn: Connection) -> str:
             try:
                 ledger.ensure_asset(conn, body["asset"], body["decimals"])
                 if conn.execute(
@@ -232,7 +234,7 @@ class PaymentCore:
                 "rail",
             )
 
-        def make(conn: Connection, _: str) -> str:
+        def make(conn: Connection) -> str:
             acct = ledger.account(conn, body["account_id"])
             if acct is None or acct.kind != "customer":
                 raise CoreError(
