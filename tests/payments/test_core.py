@@ -418,3 +418,24 @@ def test_worker_retries_a_rail_that_is_down_and_pays_once(
     assert core.get(p["id"])["status"] == "confirmed"
     assert len([r for r in rail.records() if r.payment_id == p["id"]]) == 1
     check_invariants(core)
+
+
+def test_the_same_key_sent_concurrently_makes_one_payment(core: PaymentCore) -> None:
+    a, b = account(core, "wes", 100_00), account(core, "xia")
+    body = {"account_id": a, "amount": 30_00, "destination": b, "rail": "book"}
+    got: list[tuple[str, bool]] = []
+    barrier = threading.Barrier(4)
+
+    def go() -> None:
+        barrier.wait()
+        got.append(core.create_payment(dict(body), "one-key"))
+
+    ts = [threading.Thread(target=go) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert len({pid for pid, _ in got}) == 1
+    assert sorted(created for _, created in got) == [False, False, False, True]
+    assert bal(core, a) == (100_00, 30_00)  # reserved once
+    check_invariants(core)
