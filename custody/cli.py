@@ -69,6 +69,7 @@ from custody.domain import (
 from custody.exitcodes import ExitCode
 from custody.governance_cli import approver_app, governance_app, officer_app
 from custody.models import KeyOut, SignRequestOut
+from custody.pay_cli import pay_app
 from custody.policy_cli import policy_app
 from custody.receipt_cli import receipt_app
 from custody.webhooks_cli import webhooks_app
@@ -101,6 +102,7 @@ app.add_typer(requests_app, name="requests")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(pay_app, name="pay")
 console = out  # the stdout console (kept for custody.demo and older callers)
 
 
@@ -153,6 +155,14 @@ def up(
             "only; chosen when the data directory is first provisioned)",
         ),
     ] = False,
+    with_payments: Annotated[
+        bool,
+        typer.Option(
+            "--with-payments",
+            help="also start the payment service (python -m payments) on port+50; "
+            "`custody pay ...` finds it in cluster.json",
+        ),
+    ] = False,
 ) -> None:
     """Start the coordinator and the signer nodes as local processes (Ctrl-C stops them).
 
@@ -169,6 +179,7 @@ def up(
             nodes=nodes,
             port=port,
             allow_raw=allow_raw,
+            payments=with_payments,
             progress=lambda m: status.update(m),
         )
         try:
@@ -189,6 +200,7 @@ def up(
             ("API", doc["api_url"]),
             ("OpenAPI", f"{doc['api_url']}/docs"),
             *((n["id"], n["url"]) for n in doc["nodes"]),
+            *((("payments", doc["payments"]["url"]),) if "payments" in doc else ()),
             ("cluster", f"{cluster.cluster_file}  (credentials, key files; mode 0600)"),
             ("approve", f"custody approve ID --key-file {approver_key}"),
         ]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -211,6 +212,13 @@ def node_port(api_port: int, i: int) -> int:
     return api_port + i
 
 
+PAYMENTS_PORT_OFFSET = 50  # the payment service (``payments=True``) listens on port+50
+
+
+def payments_port(api_port: int) -> int:
+    return api_port + PAYMENTS_PORT_OFFSET
+
+
 def free_port_block(n: int) -> int:
     """A base port such that ``base .. base+n`` are free on loopback (best effort)."""
     for _ in range(50):
@@ -265,6 +273,9 @@ class Cluster:
     port: int = DEFAULT_PORT
     host: str = "127.0.0.1"
     allow_raw: bool = False  # the genesis enables raw signing for every key (tests, benches)
+    # also start the payment service (python -m payments) with an Ed25519 book key; its URL
+    # and token go into cluster.json's "payments" member (``custody up --with-payments``)
+    payments: bool = False
     python: str = sys.executable
     progress: Callable[[str], None] = lambda _msg: None
     env: dict[str, str] = field(default_factory=dict)
@@ -490,12 +501,64 @@ class Cluster:
         ]
         self._spawn("coordinator", argv)
 
+    def start_payments(self, admin_token: str, requester_token: str) -> dict[str, str]:
+        """Spawn ``python -m payments`` under DIR/payments (its database, the book's journal,
+        its token, the id of its Ed25519 book key, made by a DKG on first run) and wait for
+        its health; returns cluster.json's ``payments`` member."""
+        d = self.data_dir / "payments"
+        d.mkdir(mode=0o700, exist_ok=True)
+        token_file, key_file = d / "token", d / "book-key-id"
+        if not token_file.exists():
+            write_private_bytes(token_file, secrets.token_urlsafe(32).encode())
+        if not key_file.exists():
+            self.progress("creating the payment service's book key")
+            with httpx.Client(
+                base_url=self.api_url,
+                timeout=120,
+                headers={"Authorization": f"Bearer {admin_token}"},
+            ) as c:
+                r = c.post(
+                    "/v1/keys",
+                    json={"scheme": "ed25519", "threshold": 2, "label": "payments-book"},
+                    headers={"Idempotency-Key": f"payments-book-{self.data_dir.name}"},
+                )
+                if r.status_code not in (200, 201, 202):
+                    raise RuntimeError(f"creating the payments book key failed: {r.text}")
+                key_id = r.json()["id"]
+                deadline = time.monotonic() + 120
+                while r.json().get("status") != "active":
+                    if r.json().get("status") == "failed" or time.monotonic() > deadline:
+                        raise RuntimeError(f"the payments book key did not become active: {r.text}")
+                    time.sleep(0.2)
+                    r = c.get(f"/v1/keys/{key_id}")
+            write_private_bytes(key_file, key_id.encode())
+        token = token_file.read_text().strip()
+        port = payments_port(self.port)
+        self.env.update(
+            {
+                "PAYMENTS_DATABASE_URL": f"sqlite:///{d / 'payments.db'}",
+                "PAYMENTS_BOOK_DATABASE_URL": f"sqlite:///{d / 'book.db'}",
+                "PAYMENTS_TOKEN": token,
+                "PAYMENTS_HOST": self.host,
+                "PAYMENTS_PORT": str(port),
+                "PAYMENTS_CUSTODY_URL": self.api_url,
+                "PAYMENTS_CUSTODY_TOKEN": requester_token,
+                "PAYMENTS_BOOK_KEY_ID": key_file.read_text().strip(),
+            }
+        )
+        self._spawn("payments", [self.python, "-m", "payments"])
+        url = f"http://{self.host}:{port}"
+        self._wait_health(url, time.monotonic() + 60, "payments")
+        return {"url": url, "token": token}
+
     def check_ports(self) -> None:
         """:class:`PortInUse` naming the first port of the cluster already taken."""
         wanted = [(self.port, "the coordinator's port")]
         wanted += [
             (node_port(self.port, i), f"{node_id(i)}'s port") for i in range(1, self.nodes + 1)
         ]
+        if self.payments:
+            wanted.append((payments_port(self.port), "the payment service's port"))
         for port, role in wanted:
             if port_in_use(self.host, port):
                 raise PortInUse(port, role)
@@ -537,8 +600,11 @@ class Cluster:
             "principals": dict(DEV_PRINCIPALS),
             "dev_policy": "demo (README: Demo policy)",
             "dev_governance": self._governance_files(),
-            "pids": {n: p.popen.pid for n, p in self.procs.items() if p.popen},
         }
+        if self.payments:
+            self.progress("starting the payment service")
+            doc["payments"] = self.start_payments(creds["admin"], creds["requester"])
+        doc["pids"] = {n: p.popen.pid for n, p in self.procs.items() if p.popen}
         write_private_json(self.cluster_file, doc)
         self.progress("ready")
         return doc

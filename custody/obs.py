@@ -80,7 +80,7 @@ __all__ = [
     "LATENCY_BUCKETS",
 ]
 
-SERVICES = ("coordinator", "node")
+SERVICES = ("coordinator", "node", "payments")
 REQUIRED_KEYS = ("ts", "level", "event", "service", "logger")
 CONTEXT_KEYS = (
     "node_id",

@@ -1,5 +1,30 @@
-"""Embedded payment core (later issue): intents, risk, ledger, settlement, reconciliation.
+"""The embedded payment core: a service of its own (``python -m payments``) that reaches
+custody only through the SDK (:mod:`custody.client`) over HTTP.
 
-May import: ``custody`` (its SDK, ``custody.client``, and the domain models) only; it
-reaches custody over HTTP, so it proves the public API is enough.
+May import: ``custody`` only (``tests/core/test_layering.py``).
+
+=============  ==========================================================================
+module         job
+=============  ==========================================================================
+``settings``   every setting, ``PAYMENTS_*`` (pydantic-settings)
+``db``         the schema (SQLAlchemy Core, SQLite or PostgreSQL), the engine
+``events``     the append-only event store (per-stream ``seq``, optimistic concurrency)
+``ledger``     double-entry accounts, balanced postings, holds; overdrafts refused by a
+               database ``CHECK``
+``lifecycle``  the payment state machine: one transition table, the read-model projection
+``replay``     read models rebuilt from the events, compared with the tables
+``sanctions``  screening from a list in the OFAC SDN CSV layout
+``risk``       limits and the risk score (velocity, new destination, z-score)
+``rails``      the :class:`~payments.rails.Rail` protocol every rail implements
+``book``       the internal book-transfer rail (Ed25519 ``message`` signed through custody)
+``core``       the commands (accounts, deposits, payments, settlement windows), one
+               transaction each
+``worker``     drives authorized payments through custody and their rail, crash-resumable
+``reconcile``  ledger against rail records and settlement confirmations: breaks
+``app``        the HTTP API (FastAPI)
+``service``    composition from the settings; ``__main__`` runs it under uvicorn
+=============  ==========================================================================
+
+The rails ``payments/evm``, ``payments/btc`` and ``payments/iso20022`` are built beside
+this core and registered in :func:`payments.service.build` when merged.
 """

@@ -1,0 +1,214 @@
+"""The payment core's schema (SQLAlchemy Core), one engine per database URL.
+
+Portable SQL only: every constraint is a plain ``CHECK``/``UNIQUE``/``FOREIGN KEY`` that
+SQLite and PostgreSQL both enforce. The one dialect-specific piece is transaction start on
+SQLite (``BEGIN IMMEDIATE``, the pysqlite recipe from the SQLAlchemy docs), so two writers
+serialize at ``BEGIN`` instead of failing when a read lock is upgraded; PostgreSQL gets the
+same effect from the row lock its ``UPDATE accounts`` takes.
+
+Money columns are ``BIGINT`` base units (:data:`MAX_AMOUNT`): an amount that does not fit
+is refused by :func:`payments.ledger.check_amount` with its value named, never wrapped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+
+MAX_AMOUNT = 2**63 - 1
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+Serial = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+Ts = DateTime(timezone=True)
+
+assets = Table(
+    "assets",
+    metadata,
+    Column("code", String(16), primary_key=True),
+    Column("decimals", Integer, nullable=False),
+    CheckConstraint("decimals >= 0 AND decimals <= 36", name="decimals_range"),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner", String(64), nullable=False),  # the customer id, or "system"
+    Column("asset", String(16), ForeignKey("assets.code"), nullable=False),
+    # customer | chain_clearing | settlement_clearing | fees | external
+    Column("kind", String(24), nullable=False),
+    Column("allow_negative", Boolean, nullable=False),
+    Column("balance", BigInteger, nullable=False),
+    Column("held", BigInteger, nullable=False),
+    Column("per_payment_limit", BigInteger, nullable=True),
+    Column("daily_limit", BigInteger, nullable=True),
+    Column("created_at", Ts, nullable=False),
+    UniqueConstraint("owner", "asset", "kind", name="uq_accounts_owner_asset_kind"),
+    # THE overdraft guard: a hold or a debit that would take a customer below zero fails
+    # in the database, whatever the code above it believed
+    CheckConstraint("held >= 0", name="held_not_negative"),
+    CheckConstraint("allow_negative OR balance - held >= 0", name="funds_not_negative"),
+    CheckConstraint(
+        "kind IN ('customer', 'chain_clearing', 'settlement_clearing', 'fees', 'external')",
+        name="kind_known",
+    ),
+)
+
+# The append-only event store: one stream per payment (or account, deposit), seq 1, 2, ...
+events = Table(
+    "events",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("stream", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("at", Ts, nullable=False),
+    UniqueConstraint("stream", "seq", name="uq_events_stream_seq"),
+    CheckConstraint("seq >= 1", name="seq_positive"),
+)
+
+ledger_transactions = Table(
+    "ledger_transactions",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("event_id", BigInteger, ForeignKey("events.id"), nullable=False, unique=True),
+    Column("memo", String(200), nullable=False),
+    Column("at", Ts, nullable=False),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("txn_id", BigInteger, ForeignKey("ledger_transactions.id"), nullable=False),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("asset", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    CheckConstraint("amount <> 0", name="amount_nonzero"),
+)
+
+# The payments read model (rebuilt from events by payments.replay)
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("seq", Integer, nullable=False),  # version: the last event's seq
+    Column("customer", String(64), nullable=False, index=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("asset", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("destination", String(128), nullable=False),
+    Column("rail", String(24), nullable=False),
+    Column("end_to_end_id", String(35), nullable=True),
+    Column("status", String(24), nullable=False, index=True),
+    Column("risk_score", Integer, nullable=True),
+    Column("reasons", JSON, nullable=False),
+    Column("hold", BigInteger, nullable=False),
+    Column("fee", BigInteger, nullable=False),
+    Column("unsigned", JSON, nullable=True),  # what custody was asked to sign
+    Column("sign_request_id", String(40), nullable=True),
+    Column("signature", Text, nullable=True),
+    Column("signed_raw", Text, nullable=True),
+    Column("rail_ref", String(128), nullable=True),
+    Column("settlement_id", String(40), nullable=True),
+    Column("created_at", Ts, nullable=False),
+    Column("updated_at", Ts, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)
+
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("scope", String(40), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("resource_id", String(40), nullable=False),
+    Column("at", Ts, nullable=False),
+)
+
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("counterparty", String(64), nullable=False),
+    Column("asset", String(16), nullable=False),
+    Column("net_amount", BigInteger, nullable=False),
+    Column("payment_count", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # created | confirmed
+    Column("confirmed_amount", BigInteger, nullable=True),
+    Column("confirmation_ref", String(128), nullable=True),
+    Column("created_at", Ts, nullable=False),
+)
+
+settlement_items = Table(
+    "settlement_items",
+    metadata,
+    Column("settlement_id", String(40), ForeignKey("settlements.id"), primary_key=True),
+    Column("payment_id", String(40), ForeignKey("payments.id"), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+    UniqueConstraint("payment_id", name="uq_settlement_items_payment_id"),
+)
+
+reconciliations = Table(
+    "reconciliations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("matched", Integer, nullable=False),
+    Column("breaks", JSON, nullable=False),
+    Column("created_at", Ts, nullable=False),
+)
+
+
+def make_engine(url: str, **kw: Any) -> Engine:
+    """An engine for ``url``; SQLite gets a busy timeout, WAL (file databases),
+    foreign keys on and ``BEGIN IMMEDIATE`` transactions (see the module docstring)."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, **kw)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kw)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    metadata.create_all(engine)

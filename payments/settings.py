@@ -1,0 +1,61 @@
+"""Every setting of the payment service, from ``PAYMENTS_*`` environment variables.
+
+=================================  ========================================================
+``PAYMENTS_DATABASE_URL``          SQLAlchemy URL (``sqlite:///payments.db``; or
+                                   ``postgresql+psycopg://...``)
+``PAYMENTS_BOOK_DATABASE_URL``     the internal book's own journal (the counterparty side)
+``PAYMENTS_TOKEN``                 the bearer token clients present (required)
+``PAYMENTS_HOST`` / ``_PORT``      where it listens (127.0.0.1:7300)
+``PAYMENTS_CUSTODY_URL``           the coordinator; the core signs only through
+                                   :class:`custody.client.CustodyClient`
+``PAYMENTS_CUSTODY_TOKEN``         a ``requester`` credential of the coordinator (no
+                                   token: no rails, no worker; the API still serves)
+``PAYMENTS_BOOK_KEY_ID``           the custody Ed25519 key that signs book transfers
+``PAYMENTS_WORKER``                run the worker in the service (default true)
+``PAYMENTS_WORKER_INTERVAL``       seconds between worker passes (0.2)
+``PAYMENTS_SANCTIONS_DIR``         a directory with ``sdn.csv`` and ``add.csv`` (OFAC
+                                   layout; default: the fictitious fixture)
+``PAYMENTS_DECLINE_SCORE``         risk score from which a payment is declined (70)
+``PAYMENTS_VELOCITY_WINDOW_S``     the velocity window (600) and
+``PAYMENTS_VELOCITY_MAX``          the payments in it from which velocity scores (5)
+``PAYMENTS_ZSCORE_MIN_HISTORY``    past payments needed before the z-score counts (5)
+``PAYMENTS_FAULT_PAUSE_AT``        TESTS ONLY: the worker stops at this step
+                                   (``after-prepare``, ``after-sign-submit``,
+                                   ``after-broadcast``) and writes ``PAYMENTS_FAULT_MARKER``
+=================================  ========================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DATA = Path(__file__).resolve().parent / "lists"
+
+
+class PaymentsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore")
+
+    database_url: str = "sqlite:///payments.db"
+    # the internal book's own journal (the counterparty's side of a book transfer)
+    book_database_url: str = "sqlite:///payments-book.db"
+    token: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = 7300
+    custody_url: str = "http://127.0.0.1:7100"
+    custody_token: SecretStr | None = None
+    book_key_id: str | None = None
+    worker: bool = True
+    worker_interval: float = Field(default=0.2, gt=0)
+    sanctions_dir: Path = PACKAGE_DATA / "sanctions"
+    # risk
+    decline_score: int = 70
+    velocity_window_s: int = 600
+    velocity_max: int = 5
+    zscore_min_history: int = 5
+    # tests only: the worker stops (sleeps) at this step, so a test can SIGKILL the process
+    # at a known point of a payment ("after-sign-submit", "after-broadcast")
+    fault_pause_at: str | None = None
+    fault_marker: Path | None = None

@@ -1,0 +1,96 @@
+"""Fixtures of the payment-core tests: a real database per test (SQLite file, and a real
+PostgreSQL server started once per session where ``initdb`` is installed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from payments.db import create_schema, make_engine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    """initdb refuses to run as root: run the server as the postgres user then."""
+    if os.geteuid() == 0 and shutil.which("runuser"):
+        return ["runuser", "-u", "postgres", "--", *argv]
+    return argv
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not initdb or not pg_ctl:
+        yield None
+        return
+    d = Path(tempfile.mkdtemp(prefix="paycore-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(d, "postgres", "postgres")
+    data, port = d / "data", _free_port()
+    subprocess.run(  # noqa: S603 - fixed argv of the installed PostgreSQL tools
+        _as_postgres([initdb, "-D", str(data), "-U", "pay", "--auth=trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(  # noqa: S603 - fixed argv of the installed PostgreSQL tools
+        _as_postgres(
+            [
+                pg_ctl,
+                "-D",
+                str(data),
+                "-w",
+                "-l",
+                str(d / "log"),
+                "-o",
+                f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ]
+        ),  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg://pay@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(  # noqa: S603 - fixed argv of the installed PostgreSQL tools
+            _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
+        )
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path / 'payments.db'}")
+    else:
+        url = request.getfixturevalue("postgres_url")
+        if url is None:
+            pytest.skip("PostgreSQL (initdb) is not installed")
+        eng = make_engine(url)
+        with eng.begin() as c:  # a clean schema per test
+            c.execute(text("DROP SCHEMA public CASCADE"))
+            c.execute(text("CREATE SCHEMA public"))
+    create_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    eng = make_engine(f"sqlite:///{tmp_path / 'payments.db'}")
+    create_schema(eng)
+    yield eng
+    eng.dispose()
