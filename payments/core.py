@@ -425,10 +425,18 @@ class PaymentCore:
                 posts.append(Posting(ledger.system_account(conn, asset, "fees"), asset, fee))
             return posts, release
         if type_ == "PaymentConfirmed":
-            return [
+            posts = [
                 Posting(ledger.system_account(conn, asset, "chain_clearing"), asset, -amount),
                 Posting(ledger.system_account(conn, asset, "settlement_clearing"), asset, amount),
-            ], []
+            ]
+            # the rail's actual fee (chain rails: known from the receipt) below the fee
+            # booked at broadcast (the most it could be): the difference goes back
+            actual = data.get("fee")
+            if actual is not None and 0 <= int(actual) < p["fee"]:
+                refund = p["fee"] - int(actual)
+                posts.append(Posting(ledger.system_account(conn, asset, "fees"), asset, -refund))
+                posts.append(Posting(acct, asset, refund))
+            return posts, []
         if type_ == "PaymentSettled":
             dest = data.get("credit_account") or ledger.system_account(conn, asset, "external")
             return [

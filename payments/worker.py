@@ -221,7 +221,10 @@ class Worker:
     def _confirm(self, p: dict[str, Any], rail: Rail) -> None:
         st = rail.status(p["rail_ref"])
         if st.state == "confirmed":
-            self.core.step(p["id"], "PaymentConfirmed", {"confirmations": st.confirmations})
+            data: dict[str, Any] = {"confirmations": st.confirmations, **st.facts}
+            if st.fee is not None:
+                data["fee"] = st.fee  # the fee actually paid (core: the excess hold returned)
+            self.core.step(p["id"], "PaymentConfirmed", data)
         elif st.state == "failed":
             self.core.step(
                 p["id"], "PaymentFailed", {"reasons": [*p["reasons"], f"{rail.name}: {st.detail}"]}
