@@ -230,29 +230,32 @@ class BitcoinPayRail:
     # -- build -----------------------------------------------------------------------------
     def build(self, instruction: Instruction) -> Unsigned:
         i = instruction
-        with self.engine.begin() as conn:
-            done = stored_build(conn, NAME, i.payment_id)
-            if done is not None:
-                return done
-            fee_units = authorized_fee(conn, i.payment_id)
-            built = builds(conn, NAME, "built")
-            for pid in dead_unsigned(conn, [r.payment_id for r in built]):
-                row = next(r for r in built if r.payment_id == pid)
-                self.btc.release(self._payment(Unsigned.from_json(row.unsigned)))
-                set_build(conn, NAME, pid, "released", None)
-            try:
-                p = self.btc.prepare([Payment(i.destination, i.amount)], self.fee_rate)
-            except (SelectionError, BtcRailError, AddressError) as exc:
-                raise NotYet(f"cannot build now: {exc}") from None
-            try:
+        prepared = None
+        try:
+            with self.engine.begin() as conn:
+                done = stored_build(conn, NAME, i.payment_id)
+                if done is not None:
+                    return done
+                fee_units = authorized_fee(conn, i.payment_id)
+                built = builds(conn, NAME, "built")
+                for pid in dead_unsigned(conn, [r.payment_id for r in built]):
+                    row = next(r for r in built if r.payment_id == pid)
+                    self.btc.release(self._payment(Unsigned.from_json(row.unsigned)))
+                    set_build(conn, NAME, pid, "released", None)
+                try:
+                    prepared = self.btc.prepare([Payment(i.destination, i.amount)], self.fee_rate)
+                except (SelectionError, BtcRailError, AddressError) as exc:
+                    raise NotYet(f"cannot build now: {exc}") from None
+                p = prepared
                 if p.fee > fee_units:
                     raise NotYet(f"the fee {p.fee} sat is above the {fee_units} sat reserved")
                 u = Unsigned("btc-psbt", p.payload, p.fee, {"txid": p.txid, "fee": p.fee})
                 store_build(conn, NAME, i.payment_id, i.asset, i.amount, u)
-            except BaseException:
-                self.btc.release(p)
-                raise
-            return u
+            return u  # committed: the coins stay reserved with the stored build
+        except BaseException:
+            if prepared is not None:  # not stored: the coins go back to selection
+                self.btc.release(prepared)
+            raise
 
     # -- sign ----------------------------------------------------------------------------
     def attach(self, unsigned: Unsigned, signature: CustodySignature, public_key: str) -> Signed:
