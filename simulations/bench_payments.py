@@ -15,7 +15,8 @@ the last payment reaching the state), and where the time went per payment: ``cus
 (wall time inside custody SDK calls), ``sign_latency_ms`` (median from ``SignPrepared`` to
 ``PaymentSigned``: custody's end-to-end threshold signature, overlapped across payments
 since the worker submits without waiting), ``chain_ms`` (inside chain calls) and
-``service_ms`` (the rest: the payment core, its database, the rails' own work).
+``idle_ms`` (the worker sleeping between passes, waiting for custody) and ``service_ms``
+(the rest: the payment core, its database, the rails' own work).
 """
 
 from __future__ import annotations
@@ -70,11 +71,12 @@ class Timed:
 
 def _drive(
     core: PaymentCore, worker: Worker, pids: list[str], timeout: float
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Worker passes until every payment is confirmed: (seconds to all signed, to all
-    confirmed), from the first pass."""
+    confirmed, of them idle between passes), from the first pass."""
     start = time.perf_counter()
     signed_at = None
+    idle = 0.0
     deadline = time.monotonic() + timeout
     while True:
         worker.tick()
@@ -86,10 +88,11 @@ def _drive(
             signed_at = time.perf_counter() - start
         if all(s == "confirmed" for s in states):
             total = time.perf_counter() - start
-            return signed_at or total, total
+            return signed_at or total, total, idle
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out: {states}")
         time.sleep(PASS_INTERVAL)
+        idle += PASS_INTERVAL
 
 
 def _sign_latency_ms(core: PaymentCore, pids: list[str]) -> float:
@@ -155,7 +158,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 t_auth = time.perf_counter() - t
                 auth_chain = chain.seconds
                 chain.seconds = custody.seconds = 0.0
-                t_signed, t_confirmed = _drive(core, worker, pids, timeout=600)
+                t_signed, t_confirmed, idle = _drive(core, worker, pids, timeout=600)
                 per = 1000 / n
                 base = {"suite": "payments", "rail": rail, "payments": n}
                 rows.append(
@@ -176,13 +179,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                         "custody_ms": custody.seconds * per,
                         "sign_latency_ms": _sign_latency_ms(core, pids),
                         "chain_ms": chain.seconds * per,
-                        "service_ms": (t_confirmed - custody.seconds - chain.seconds) * per,
+                        "idle_ms": idle * per,
+                        "service_ms": (t_confirmed - custody.seconds - chain.seconds - idle) * per,
                     }
                 )
             requester.close()
             engine.dispose()
     cols = (
         *("suite", "rail", "op", "payments", "per_s"),
-        *("custody_ms", "sign_latency_ms", "chain_ms", "service_ms"),
+        *("custody_ms", "sign_latency_ms", "chain_ms", "idle_ms", "service_ms"),
     )
     return [{c: r.get(c, "") for c in cols} for r in rows]
