@@ -12,7 +12,8 @@ Ledger flow of a payment of amount A and fee F from customer account C:
 ==============  ===========================================================
 authorized      hold A + F on C (refused by the database if C cannot cover it)
 broadcast       C -(A+F), chain_clearing +A, fees +F; the hold released
-confirmed       chain_clearing -A, settlement_clearing +A
+confirmed       chain_clearing -A, settlement_clearing +A; a chain rail reporting the
+                fee it actually paid F' < F: fees -(F - F'), C +(F - F')
 settled         settlement_clearing -A, destination (book) or external +A
 failed          the hold released; after broadcast: chain_clearing -A, C +A
 cancelled       the hold released

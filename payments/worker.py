@@ -223,7 +223,11 @@ class Worker:
         if st.state == "confirmed":
             data: dict[str, Any] = {"confirmations": st.confirmations, **st.facts}
             if st.fee is not None:
-                data["fee"] = st.fee  # the fee actually paid (core: the excess hold returned)
+                # the fee actually paid (the core returns what was booked above it); never
+                # more than was booked at broadcast: any excess is the house's, recorded
+                data["fee"] = min(st.fee, p["fee"])
+                if st.fee > p["fee"]:
+                    data["fee_excess"] = st.fee - p["fee"]
             self.core.step(p["id"], "PaymentConfirmed", data)
         elif st.state == "failed":
             self.core.step(
