@@ -9,9 +9,11 @@ the regtest set mining a block per transaction, one SQLite payments database, th
 creates ``n`` payments to the demo allowlist (each authorized in its own transaction), then
 runs worker passes (every 0.05 s) until every one is confirmed.
 
-Rows (``{"suite": "payments", "rail", "op", ...}``): ``authorize`` (create + risk + hold,
-per second), ``signed`` and ``confirmed`` (payments per second from the first worker pass to
-the last payment reaching the state), and where the time went per payment: ``custody_ms``
+Rows (``{"suite": "payments", "scheme", "t", "n", "rail", "op", "runs", "median_ms",
+"per_s", ...}``, the suites' common schema plus the rail): ``authorize`` (create + risk +
+hold; ``median_ms`` per call), ``signed`` and ``confirmed`` (``per_s``: payments per second
+from the first worker pass to the last payment reaching the state; ``median_ms``: from
+``PaymentCreated`` to the state's event), and where the time went per payment: ``custody_ms``
 (wall time inside custody SDK calls), ``sign_latency_ms`` (median from ``SignPrepared`` to
 ``PaymentSigned``: custody's end-to-end threshold signature, overlapped across payments
 since the worker submits without waiting), ``chain_ms`` (inside chain calls) and
@@ -95,12 +97,13 @@ def _drive(
         idle += PASS_INTERVAL
 
 
-def _sign_latency_ms(core: PaymentCore, pids: list[str]) -> float:
+def _median_ms(core: PaymentCore, pids: list[str], first: str, last: str) -> float:
+    """The median time from event ``first`` to event ``last`` of the payments."""
     out = []
     with core.engine.connect() as conn:
         for pid in pids:
             at = {e.type: e.at for e in ev.load(conn, f"payment:{pid}")}
-            out.append((at["PaymentSigned"] - at["SignPrepared"]).total_seconds() * 1000)
+            out.append((at[last] - at[first]).total_seconds() * 1000)
     return statistics.median(out)
 
 
@@ -148,36 +151,51 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 core.deposit(aid, amount * n * 10, f"bench-{asset}")
                 chain.seconds = custody.seconds = 0.0
                 t = time.perf_counter()
-                pids = [
-                    core.create_payment(
-                        {"account_id": aid, "amount": amount, "destination": dest, "rail": rail},
-                        f"{rail}-{i}",
-                    )[0]
-                    for i in range(n)
-                ]
+                pids, calls = [], []
+                for i in range(n):
+                    t1 = time.perf_counter()
+                    body = {"account_id": aid, "amount": amount, "destination": dest, "rail": rail}
+                    pids.append(core.create_payment(body, f"{rail}-{i}")[0])
+                    calls.append((time.perf_counter() - t1) * 1000)
                 t_auth = time.perf_counter() - t
                 auth_chain = chain.seconds
                 chain.seconds = custody.seconds = 0.0
                 t_signed, t_confirmed, idle = _drive(core, worker, pids, timeout=600)
                 per = 1000 / n
-                base = {"suite": "payments", "rail": rail, "payments": n}
+                base = {
+                    "suite": "payments",
+                    "scheme": rails[rail].scheme,
+                    "t": 2,
+                    "n": 3,
+                    "rail": rail,
+                    "runs": n,
+                }
                 rows.append(
                     {
                         **base,
                         "op": "authorize",
+                        "median_ms": statistics.median(calls),
                         "per_s": n / t_auth,
                         "chain_ms": auth_chain * per,
                         "service_ms": (t_auth - auth_chain) * per,
                     }
                 )
-                rows.append({**base, "op": "signed", "per_s": n / t_signed})
+                rows.append(
+                    {
+                        **base,
+                        "op": "signed",
+                        "median_ms": _median_ms(core, pids, "PaymentCreated", "PaymentSigned"),
+                        "per_s": n / t_signed,
+                    }
+                )
                 rows.append(
                     {
                         **base,
                         "op": "confirmed",
+                        "median_ms": _median_ms(core, pids, "PaymentCreated", "PaymentConfirmed"),
                         "per_s": n / t_confirmed,
                         "custody_ms": custody.seconds * per,
-                        "sign_latency_ms": _sign_latency_ms(core, pids),
+                        "sign_latency_ms": _median_ms(core, pids, "SignPrepared", "PaymentSigned"),
                         "chain_ms": chain.seconds * per,
                         "idle_ms": idle * per,
                         "service_ms": (t_confirmed - custody.seconds - chain.seconds - idle) * per,
@@ -186,7 +204,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             requester.close()
             engine.dispose()
     cols = (
-        *("suite", "rail", "op", "payments", "per_s"),
+        *("suite", "scheme", "t", "n", "rail", "op", "runs", "median_ms", "per_s"),
         *("custody_ms", "sign_latency_ms", "chain_ms", "idle_ms", "service_ms"),
     )
     return [{c: r.get(c, "") for c in cols} for r in rows]
