@@ -22,8 +22,12 @@ import pytest
 import rlp
 from sqlalchemy import Engine, select
 
+from custody.client import CustodyClient
+from custody.kinds.addresses import bitcoin_p2tr_address
 from custody.models import KeyOut
 from payments import ledger, risk
+from payments.btc import FeeRate, Regtest
+from payments.btc_rail import BitcoinPayRail
 from payments.chains import NotYet
 from payments.core import PaymentCore
 from payments.db import MAX_AMOUNT, chain_builds, create_schema, make_engine
@@ -237,3 +241,68 @@ def test_broadcast_waits_for_the_lower_nonce(engine: Engine, rail: EthereumRail)
     with pytest.raises(NotYet, match="waits for a lower nonce"):
         rail.broadcast(type("S", (), {"raw": raw.hex(), "ref": ""})())  # type: ignore[arg-type]
     assert isinstance(rail.nonce_state(), NonceState)
+
+
+# -- the bitcoin rail -----------------------------------------------------------------------
+BTC_DEST = "bcrt1pcrq3cyuk8lpfsfr7kflww2w9gdwvetkvhazcs4tjtacd5h3n06jshj7h8t"
+
+
+def _btc_rail(engine: Engine, chain: Regtest) -> BitcoinPayRail:
+    x_only = nums_key(b"tpwc chain-rails btc test")[1:]
+    key = KeyOut(
+        id="key_nums_btc",
+        scheme="bip340",
+        threshold=2,
+        nodes=["node-1", "node-2", "node-3"],
+        status="active",
+        public_key=x_only.hex(),
+        network="regtest",
+        addresses={"bitcoin": bitcoin_p2tr_address(x_only, "regtest")},
+        created_at=dt.datetime.now(dt.UTC),
+    )
+    # the SDK client is never called by build/attach/broadcast (the worker signs)
+    client = CustodyClient("http://127.0.0.1:9", "unused")
+    return BitcoinPayRail(engine, client, key, chain, fee_rate=FeeRate.sat_per_vb(2))
+
+
+def test_bitcoin_builds_keep_their_coins_across_a_restart(engine: Engine) -> None:
+    chain = Regtest()
+    rail = _btc_rail(engine, chain)
+    chain.fund(rail.btc.address, [100_000, 100_000, 100_000])
+    core = PaymentCore(
+        engine,
+        SanctionsList.load(PACKAGE_DATA / "sanctions"),
+        risk.Settings(velocity_max=1000),
+        {"bitcoin": rail},
+    )
+    aid, _ = core.open_account({"owner": "gus", "asset": "BTC", "decimals": 8}, "gus")
+    core.deposit(aid, 10**6, "dep-gus")
+
+    def pay(n: int) -> str:
+        body = {"account_id": aid, "amount": 60_000, "destination": BTC_DEST, "rail": "bitcoin"}
+        pid, _ = core.create_payment(body, f"b{n}")
+        assert core.get(pid)["status"] == "authorized", core.get(pid)
+        return pid
+
+    p1, p2 = pay(1), pay(2)
+    u1 = rail.build(core.instruction(core.get(p1)))
+    assert u1.fee <= core.get(p1)["fee"]  # never more than was reserved
+    assert rail.build(core.instruction(core.get(p1))) == u1  # the same PSBT again
+    restarted = _btc_rail(engine, chain)  # the coins of u1 are taken again at start-up
+    u2 = restarted.build(core.instruction(core.get(p2)))
+    inputs = [
+        {(i.txid, i.vout) for i in restarted._payment(u).inputs}  # noqa: SLF001
+        for u in (u1, u2)
+    ]
+    assert not inputs[0] & inputs[1]
+    p3 = pay(3)
+    u3 = restarted.build(core.instruction(core.get(p3)))
+    used = inputs[0] | inputs[1]
+    assert not {(i.txid, i.vout) for i in restarted._payment(u3).inputs} & used  # noqa: SLF001
+    p4 = pay(4)  # every coin is taken: the build waits (not a RailError)
+    with pytest.raises(NotYet, match="cannot build now"):
+        restarted.build(core.instruction(core.get(p4)))
+    # a signature custody did not make is refused by the finalizer / libbitcoinkernel
+    with pytest.raises(RailError) as err:
+        restarted.attach(u3, CustodySignature("11" * 64), restarted.btc.internal_key.hex())
+    assert err.value.field == "signature"
