@@ -362,6 +362,44 @@ def test_sigkill_between_sign_and_broadcast_pays_once(world: World, pause_at: st
     assert s.http.get("/v1/ledger/check").json()["replay_differences"] == []
 
 
+def test_sigkill_after_sign_submit_on_bitcoin_pays_once_with_the_same_psbt(world: World) -> None:
+    """The bitcoin rail across a SIGKILL after custody was asked: the restarted service
+    takes the stored PSBT's coins again, resubmits the same bytes (the same custody
+    request) and the regtest set holds one transaction paying the destination once."""
+    w, s = world, world.service
+    assert s.proc is not None
+    s.proc.terminate()
+    s.proc.wait(10)
+    s.start(pause_at="after-sign-submit")
+    a = w.account("kill-btc", "BTC", 8, 2_000_000)
+    dest = output_script(BTC_DEST, "regtest")
+    before = w.regtest.balance(dest)
+    body = {"account_id": a, "amount": 700_000, "destination": BTC_DEST, "rail": "bitcoin"}
+    pid = _pay(w, body, "kill-btc")
+    marker = s.d / "paused"
+    deadline = time.monotonic() + 90
+    while not (marker.exists() and pid in marker.read_text()):
+        assert time.monotonic() < deadline, "the worker never reached after-sign-submit"
+        time.sleep(0.05)
+    s.kill()
+    marker.unlink()
+    s.start()
+    again = s.post("/v1/payments", body, "kill-btc")
+    assert again.status_code == 200 and again.json()["id"] == pid
+    p = s.wait_status(pid, "broadcast")
+    w.regtest.mine(1)
+    p = s.wait_status(pid, "confirmed")
+    assert w.regtest.balance(dest) - before == 700_000  # paid once
+    row = w.row(pid)
+    mine = [
+        r
+        for r in w.live.requester.list_sign_requests(key_id=w.btc_key.id)
+        if (r.payload or {}).get("psbt") == row.unsigned["payload"]["psbt"]
+    ]
+    assert len(mine) == 1 and mine[0].id == p["sign_request_id"]
+    assert w.regtest.status(p["rail_ref"]).state == "confirmed"
+
+
 def test_reconciliation_on_chain_receipts_finds_a_break_injected_on_chain(
     world: World,
 ) -> None:
