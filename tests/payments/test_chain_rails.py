@@ -143,6 +143,33 @@ def test_build_is_idempotent_per_payment_and_nonces_are_persisted(
         assert len(c.execute(select(chain_builds)).all()) == 2
 
 
+def test_a_fresh_in_process_chain_starts_the_nonces_over(
+    engine: Engine, rail: EthereumRail
+) -> None:
+    """A development service restarted on a new in-process chain (it lives and dies with
+    the process): the nonces kept for the old chain are dropped, the next payment takes
+    nonce 0 of the new chain instead of waiting forever behind a gap."""
+    core = _core(engine, rail)
+    a = _customer(core, "hal", 2 * GWEI)
+    for n in range(2):
+        pid, _ = core.create_payment(
+            {"account_id": a, "amount": 1_000 + n, "destination": DEST, "rail": "ethereum"},
+            f"f{n}",
+        )
+        rail.build(core.instruction(core.get(pid)))
+    assert rail.nonce_state().next_nonce == 2
+    again = EthereumRail(engine, rail.evm.chain, _key(rail.public_key))
+    assert again.nonce_state().next_nonce == 2  # same chain: the state is kept
+    new_chain = EthTesterChain()
+    fresh = EthereumRail(engine, new_chain, _key(rail.public_key), fresh_chain=True)
+    new_chain.fund(fresh.address, 10**18)
+    core = _core(engine, fresh)
+    pid, _ = core.create_payment(
+        {"account_id": a, "amount": 3_000, "destination": DEST, "rail": "ethereum"}, "f2"
+    )
+    assert fresh.build(core.instruction(core.get(pid))).state["nonce"] == 0
+
+
 def test_a_payment_dead_without_a_signature_gives_its_nonce_back(
     engine: Engine, rail: EthereumRail
 ) -> None:
