@@ -18,6 +18,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
+from api.settings import Settings
 from custody import governance as gov
 from custody import policy as pol
 from custody.client import CustodyClient
@@ -83,7 +84,8 @@ def install_policy(live: Live, policy: pol.Policy) -> gov.Governance:
 #: ECDSA presignature pool (4 per key, refilled at once below 1; api/settings.py): a test
 #: signs a handful of times, and a full default pool (16) costs every ECDSA key, and every
 #: refresh of one, a dozen presign sessions the test never uses, run in the background
-#: while it runs. An empty pool presigns on demand, so nothing else changes.
+#: while it runs. An empty pool presigns on demand. Modules that kill or restart nodes while
+#: ECDSA keys sign keep the default pool (:func:`live_default_pool`).
 CLUSTER_ENV = {
     "CUSTODY_POOL_INTERVAL": "0.3",
     "CUSTODY_ROUND_TIMEOUT": "5",
@@ -174,6 +176,20 @@ def running_cluster(d: Path, env: Mapping[str, str] | None = None) -> Iterator[L
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """A cluster of this module's own (modules that kill, restart or re-govern nodes)."""
     with running_cluster(tmp_path_factory.mktemp("cluster")) as lv:
+        yield lv
+
+
+#: The coordinator's default presignature pool (api/settings.py ``presig_target``).
+DEFAULT_POOL = {"CUSTODY_PRESIG_TARGET": str(Settings.model_fields["presig_target"].default)}
+
+
+@pytest.fixture(scope="module")
+def live_default_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """A cluster of this module's own with the coordinator's default presignature pool:
+    for modules that kill or restart nodes while ECDSA keys sign, where pooled
+    presignatures route around the dead node and presigning on demand on a loaded machine
+    can outlast the round timeout (CLUSTER_ENV)."""
+    with running_cluster(tmp_path_factory.mktemp("cluster"), env=DEFAULT_POOL) as lv:
         yield lv
 
 
