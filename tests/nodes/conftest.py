@@ -11,6 +11,9 @@
   every harness installs a genesis signed by them whose roster pins its nodes, since a
   node without governance takes part in nothing.
 * :func:`relay`: the ONE envelope relay loop both harnesses use.
+* :func:`cluster`: a copy of three nodes provisioned once per session
+  (:class:`NodeTemplate`), per test; :func:`module_cluster`: one copy for a whole module
+  whose tests neither crash, restart nor re-govern a node.
 * Crash tests start nodes through ``tests/nodes/crashing_node.py`` (``crash_at=``): the
   real node with a fault hook that exits at the named point.
 """
