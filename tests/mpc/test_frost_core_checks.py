@@ -9,6 +9,8 @@ Ed25519, coincurve for BIP-340, py-ecc for FROST(secp256k1)) accepts.
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from mpc import frost, hazmat
@@ -217,7 +219,8 @@ def test_preprocess_count_is_bounded_and_typed(
     setup: tuple[Ciphersuite, dict[int, KeyPackage]],
 ) -> None:
     suite, keys = setup
-    for bad in (0, -1, MAX_PREPROCESS + 1, True, 2.0, "3"):
+    assert MAX_PREPROCESS == 10_000  # the documented cap; 10_000 itself: test_frost_preprocess_cap
+    for bad in (0, -1, 10_001, True, 2.0, "3"):
         with pytest.raises(UsageError, match="preprocess count must be in"):
             frost.preprocess(suite, keys[1], bad)  # type: ignore[arg-type]
     batch = frost.preprocess(suite, keys[1], 1)
@@ -228,13 +231,26 @@ def test_preprocess_count_is_bounded_and_typed(
 
 
 def test_nonce_randomness_must_be_32_bytes(
-    setup: tuple[Ciphersuite, dict[int, KeyPackage]],
+    setup: tuple[Ciphersuite, dict[int, KeyPackage]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     suite, keys = setup
     secret = keys[1].signing_share
     for bad in (b"", bytes(31), bytes(33), bytearray(32)):
         with pytest.raises(UsageError, match="nonce randomness must be 32 bytes"):
             hazmat.nonce_generate(suite, secret, bad)  # type: ignore[arg-type]
+    # the OS randomness drawn is exactly random_bytes(32), and the nonce is H3 of it
+    drawn: list[bytes] = []
+    real = secrets.token_bytes
+
+    def spy(n: int) -> bytes:
+        drawn.append(real(n))
+        return drawn[-1]
+
+    monkeypatch.setattr(secrets, "token_bytes", spy)
+    nonce = hazmat.nonce_generate(suite, secret)
+    assert [len(b) for b in drawn] == [32]
+    assert nonce == suite.H3(drawn[0] + suite.group.encode_scalar(secret))
+    monkeypatch.undo()
     # RFC 9591 section 4.1: H3(random_bytes || SerializeScalar(secret)), recomputed here
     rnd = bytes(range(32))
     expected = suite.H3(rnd + suite.group.encode_scalar(secret))
