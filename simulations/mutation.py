@@ -147,8 +147,8 @@ def _package_dirs() -> dict[str, str]:
 
 def copy_tree(dest: Path) -> None:
     """The working tree (tracked and untracked, not ignored) into ``dest``."""
-    listing = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+    listing = subprocess.run(  # noqa: S603 - fixed argv
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -169,7 +169,7 @@ def copy_tree(dest: Path) -> None:
 def _check_imports(copy: Path, env: dict[str, str]) -> None:
     """Every package of ours must import from ``copy``, or a mutant would go unseen."""
     code = "import importlib,sys\nfor n in sys.argv[1:]: print(importlib.import_module(n).__file__)"
-    out = subprocess.run(
+    out = subprocess.run(  # noqa: S603 - fixed argv
         [sys.executable, "-c", code, *OUR_PACKAGES],
         cwd=copy,
         env=env,
@@ -231,8 +231,16 @@ def _inside(pos: tuple[int, int], spans: Sequence[tuple[tuple[int, int], tuple[i
     return any(start <= pos < end for start, end in spans)
 
 
+MutantKey = tuple[str, int, int, str]  # operator, line, column, source line
+
+
 def list_mutants(
-    cfg: Config, module: Path, db_path: Path, sample: int | None, seed: int
+    cfg: Config,
+    module: Path,
+    db_path: Path,
+    sample: int | None,
+    seed: int,
+    only: frozenset[MutantKey] | None = None,
 ) -> tuple[list[Mutant], int, int, int]:
     """Write cosmic-ray's session for ``module`` and return the mutants to run."""
     from cosmic_ray.commands import init
@@ -254,9 +262,14 @@ def list_mutants(
                 db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
                 continue
             line = m.start_pos[0]
-            keep.append(
-                Mutant(item.job_id, m.operator_name, line, m.start_pos[1], lines[line - 1].strip())
+            mutant = Mutant(
+                item.job_id, m.operator_name, line, m.start_pos[1], lines[line - 1].strip()
             )
+            if only is not None and _key(mutant) not in only:
+                filtered += 1
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+                continue
+            keep.append(mutant)
         sampled_out = 0
         if sample is not None and sample < len(keep):
             chosen = set(random.Random(seed).sample(range(len(keep)), sample))
@@ -266,6 +279,22 @@ def list_mutants(
             sampled_out = len(keep) - sample
             keep = [mutant for k, mutant in enumerate(keep) if k in chosen]
     return keep, len(items), filtered, sampled_out
+
+
+def _key(m: Mutant) -> MutantKey:
+    return (m.operator, m.line, m.column, m.code)
+
+
+def survivors_of(report_json: Path, path: str) -> frozenset[MutantKey]:
+    """The surviving (and equivalent) mutants of ``path`` in an earlier ``--json`` report."""
+    doc = json.loads(report_json.read_text())
+    return frozenset(
+        (m["operator"], m["line"], m["column"], m["code"])
+        for r in doc
+        if r["path"] == path
+        for m in r["mutants"]
+        if m["outcome"] in ("survived", "equivalent", "error")
+    )
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -298,6 +327,7 @@ def run_module(
     seed: int,
     keep: Path | None,
     console: Console,
+    only: frozenset[MutantKey] | None = None,
 ) -> ModuleResult:
     from cosmic_ray.mutating import mutate_and_test
     from cosmic_ray.work_db import WorkDB, use_db
@@ -311,7 +341,9 @@ def run_module(
         _check_imports(copy, env)
         target = copy / module.path
         original = target.read_bytes()
-        baseline = subprocess.run(command, capture_output=True, text=True, timeout=cfg.timeout * 4)
+        baseline = subprocess.run(  # noqa: S603 - our interpreter, configured test paths
+            command, capture_output=True, text=True, timeout=cfg.timeout * 4
+        )
         if baseline.returncode != 0:
             raise SystemExit(
                 f"{module.path}: the unmutated tests fail, nothing to measure:\n"
@@ -319,7 +351,7 @@ def run_module(
             )
         db_path = copy.parent / (module.path.replace("/", "_") + ".sqlite")
         mutants, result.listed, result.filtered, result.sampled_out = list_mutants(
-            cfg, target, db_path, sample, seed
+            cfg, target, db_path, sample, seed, only
         )
         result.mutants = mutants
         by_id = {m.job_id: m for m in mutants}
@@ -344,7 +376,8 @@ def run_module(
                 db.set_result(item.job_id, work)
                 m.diff = work.diff or ""
                 if work.worker_outcome is not WorkerOutcome.NORMAL:
-                    m.outcome, m.why = "error", f"{work.worker_outcome}: {(work.output or '')[-300:]}"
+                    m.outcome = "error"
+                    m.why = f"{work.worker_outcome}: {(work.output or '')[-300:]}"
                 elif work.test_outcome is TestOutcome.KILLED:
                     m.outcome = "killed"
                 elif work.test_outcome is TestOutcome.SURVIVED:
@@ -376,7 +409,7 @@ def changed_modules(cfg: Config, base: str) -> list[str]:
     """Configured modules that differ from ``base`` (committed or not)."""
     names: set[str] = set()
     for args in (["git", "diff", "--name-only", f"{base}...HEAD"], ["git", "diff", "--name-only"]):
-        out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+        out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)  # noqa: S603
         if out.returncode == 0:
             names.update(out.stdout.split())
     return [p for p in cfg.paths() if p in names]
@@ -422,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every mutant and outcome here")
     parser.add_argument("--survivors", action="store_true", help="print survivors' diffs")
     parser.add_argument("--keep", type=Path, help="scratch directory to keep (else a temp dir)")
+    parser.add_argument(
+        "--rerun", type=Path, help="only the survivors of this earlier --json report"
+    )
     args = parser.parse_args(argv)
 
     os.nice(19)  # 2 cores shared with everyone else; the test processes inherit it
@@ -437,9 +473,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     results = []
     for p in paths:
+        only = survivors_of(args.rerun, p) if args.rerun else None
         results.append(
             run_module(
-                cfg, cfg.module(p), sample=sample, seed=args.seed, keep=args.keep, console=console
+                cfg,
+                cfg.module(p),
+                sample=sample,
+                seed=args.seed,
+                keep=args.keep,
+                console=console,
+                only=only,
             )
         )
     report(results, Console(width=140), args.survivors)

@@ -107,17 +107,13 @@ def test_integers_outside_the_cbor_64_bit_range_are_refused() -> None:
         refused(
             "payload.amount", "integer out of range", "ed25519", req(payload={"amount": beyond})
         )
-    refused(
-        "payload.legs[1]", "integer out of range", "ed25519", req(payload={"legs": [1, 2**64]})
-    )
+    refused("payload.legs[1]", "integer out of range", "ed25519", req(payload={"legs": [1, 2**64]}))
 
 
 def test_non_string_object_keys_are_refused() -> None:
     # JSON has string keys only; an int key would give the node a CBOR map the
     # coordinator's JSON never had (two readings of one request).
-    refused(
-        "payload", "object keys must be strings", "ed25519", req(payload={"a": "1", 5: "x"})
-    )
+    refused("payload", "object keys must be strings", "ed25519", req(payload={"a": "1", 5: "x"}))
     refused(
         "payload.inner",
         "object keys must be strings",
@@ -145,14 +141,16 @@ def test_raw_message_size_limit_sits_at_max_message() -> None:
     # Attack: a huge raw message to make every node hash and store it.
     ok = req("raw", message="ab" * MAX_MESSAGE)
     assert message_to_sign("ed25519", ok) == b"\xab" * MAX_MESSAGE
-    refused("message", f"longer than {MAX_MESSAGE} bytes", "ed25519", req("raw", message="ab" * (MAX_MESSAGE + 1)))  # fmt: skip
+    too_long = req("raw", message="ab" * (MAX_MESSAGE + 1))
+    refused("message", f"longer than {MAX_MESSAGE} bytes", "ed25519", too_long)
 
 
 @pytest.mark.parametrize("message", ["", "00" * 31, "00" * 33, "00" * 64])
 def test_ecdsa_raw_message_must_be_one_32_byte_digest(message: str) -> None:
     # An ECDSA key signs a digest; an empty or odd-length "digest" would be hashed or
     # padded differently by every verifier, so it is refused before any node signs.
-    refused("message", "ECDSA signs a 32-byte digest", "ecdsa-secp256k1", req("raw", message=message))  # fmt: skip
+    bad = req("raw", message=message)
+    refused("message", "ECDSA signs a 32-byte digest", "ecdsa-secp256k1", bad)
 
 
 def test_ed25519_and_bip340_sign_raw_bytes_of_any_length_within_the_limit() -> None:
