@@ -29,7 +29,7 @@ from nacl.signing import VerifyKey
 
 from mpc import hazmat
 from mpc.dkg import ECHO_LEN, DkgRound1, DkgRound2, DkgSession
-from mpc.errors import ProtocolError
+from mpc.errors import ProtocolError, UsageError
 from mpc.groups import ED25519, SECP256K1, Group
 from mpc.testing import run_local
 from mpc.wire import Message, decode_payload
@@ -221,3 +221,22 @@ def test_scripted_polynomials_that_do_not_cancel_give_the_expected_key(group: Gr
     for j in (1, 2, 3):
         fj = sum(p[0] + p[1] * j for p in polys.values()) % q
         assert keys[j].signing_share == fj
+
+
+# -- session parameters ----------------------------------------------------------------------
+
+
+def test_context_is_bytes_of_at_most_one_kib() -> None:
+    sid = secrets.token_bytes(32)
+    DkgSession(ED25519, sid, 1, [1, 2], 2, b"c" * 1024)  # the limit itself is accepted
+    for bad in (b"c" * 1025, "text", bytearray(b"c")):
+        with pytest.raises(UsageError, match="context must be bytes of at most 1024"):
+            DkgSession(ED25519, sid, 1, [1, 2], 2, bad)  # type: ignore[arg-type]
+
+
+def test_only_the_two_groups_are_supported() -> None:
+    class Other(type(ED25519)):  # type: ignore[misc]
+        name = "other"
+
+    with pytest.raises(UsageError, match="unsupported group"):
+        DkgSession(Other(), secrets.token_bytes(32), 1, [1, 2], 2)
