@@ -71,6 +71,7 @@ class Equivalent:
 class Config:
     timeout: float
     pytest_args: tuple[str, ...]
+    pytest_plugins: tuple[str, ...]
     operators: frozenset[str]
     modules: tuple[Module, ...]
     equivalents: tuple[Equivalent, ...]
@@ -96,6 +97,7 @@ def load_config(path: Path = CONFIG) -> Config:
     return Config(
         timeout=float(raw["timeout"]),
         pytest_args=tuple(raw["pytest-args"]),
+        pytest_plugins=tuple(raw.get("pytest-plugins", ())),
         operators=frozenset(raw["operators"]),
         modules=modules,
         equivalents=equivalents,
@@ -301,7 +303,8 @@ def survivors_of(report_json: Path, path: str) -> frozenset[MutantKey]:
 
 
 def _test_command(cfg: Config, module: Module) -> list[str]:
-    return [sys.executable, "-m", "pytest", *cfg.pytest_args, *module.tests]
+    plugins = [arg for name in cfg.pytest_plugins for arg in ("-p", name)]
+    return [sys.executable, "-m", "pytest", *plugins, *cfg.pytest_args, *module.tests]
 
 
 @contextmanager
@@ -310,6 +313,7 @@ def _environment(copy: Path) -> Iterator[dict[str, str]]:
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     os.environ["PYTHONPATH"] = str(copy)
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # mutation.toml names the plugins
     os.chdir(copy)
     try:
         yield dict(os.environ)

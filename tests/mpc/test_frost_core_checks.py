@@ -318,3 +318,21 @@ def test_cached_preparation_cannot_be_altered() -> None:
     (prep,) = pkg._cache.values()
     with pytest.raises(dataclasses.FrozenInstanceError):
         prep.challenge = 0
+
+
+def test_aggregator_names_who_sent_something_that_is_not_a_share(
+    setup: tuple[Ciphersuite, dict[int, KeyPackage]],
+) -> None:
+    suite, keys = setup
+    pairs = {i: frost.commit(suite, keys[i]) for i in (1, 2)}
+    pkg = frost.signing_package([c for _, c in pairs.values()], MSG)
+    share1 = frost.sign(pkg, pairs[1][0], keys[1])
+    with pytest.raises(UsageError, match="shares must be SignatureShare objects") as exc:
+        frost.aggregate(pkg, {1: share1, 2: share1.to_bytes()}, keys[1].public)  # type: ignore[dict-item]
+    assert exc.value.party == 2
+    with pytest.raises(UsageError, match="shares must be SignatureShare objects") as anon:
+        frost.aggregate(pkg, {"2": b"junk"}, keys[1].public)  # type: ignore[dict-item]
+    assert anon.value.party is None
+    share2 = frost.sign(pkg, pairs[2][0], keys[2])
+    sig = frost.aggregate(pkg, {1: share1, 2: share2}, keys[1].public)
+    independent_verify(suite, MSG, sig, suite.encode_public_key(keys[1].group_public_key))
