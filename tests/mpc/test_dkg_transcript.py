@@ -18,6 +18,7 @@ key for anyone.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 from collections.abc import Callable, Sequence
@@ -240,3 +241,45 @@ def test_only_the_two_groups_are_supported() -> None:
 
     with pytest.raises(UsageError, match="unsupported group"):
         DkgSession(Other(), secrets.token_bytes(32), 1, [1, 2], 2)
+
+
+# -- payload types -----------------------------------------------------------------------------
+
+
+def test_round2_shares_never_appear_in_a_repr() -> None:
+    # A log line or traceback showing a round-2 message must not show the secret share.
+    group, n = SECP256K1, 3
+    _, _, round2, _ = run_recorded(group, 2, n)
+    for m in round2:
+        p = decode_payload(DkgRound2, m.payload, group=group, party=m.sender, sizes={"n": n})
+        enc = group.encode_scalar(p.share)
+        for text in (repr(m), repr(m.payload), str(m.payload), repr(p)):
+            assert enc.hex() not in text and str(p.share) not in text
+            assert repr(enc) not in text
+        assert bytes(m.payload["share"]) == enc  # the bytes are there, only hidden
+
+
+def test_a_zero_proof_response_is_decoded_and_then_blamed_as_a_bad_proof() -> None:
+    # mu = 0 is a scalar like any other (Figure 1: mu = k + a c mod q); a proof carrying it
+    # fails verification and names its sender, as any forged proof does.
+    sid = secrets.token_bytes(32)
+    ids = [1, 2, 3]
+    sessions = {i: DkgSession(ED25519, sid, i, ids, 2, CONTEXT) for i in ids}
+
+    def zero_mu(m: Message) -> Message:
+        if m.round == 1 and m.sender == 2:
+            return dataclasses.replace(m, payload={**m.payload, "pok_mu": bytes(32)})
+        return m
+
+    with pytest.raises(ProtocolError, match="proof of knowledge") as exc:
+        run_local(sessions, wire=True, tamper=zero_mu)
+    assert exc.value.culprits == (2,)
+
+
+def test_decoded_payloads_are_frozen() -> None:
+    _, round1, round2, _ = run_recorded(ED25519, 2, 3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        round1[1].pok_mu = 0  # type: ignore[misc]
+    p = decode_payload(DkgRound2, round2[0].payload, group=ED25519, party=None, sizes={"n": 3})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.share = 0  # type: ignore[misc]
