@@ -462,6 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rerun", type=Path, help="only the survivors of this earlier --json report"
     )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 on a survivor not documented as equivalent"
+    )
     args = parser.parse_args(argv)
 
     os.nice(19)  # 2 cores shared with everyone else; the test processes inherit it
@@ -495,7 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             {**asdict(r), "score": r.score, "killed": r.count("killed")} for r in results
         ]
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
-    return 0
+    unexplained = sum(r.count("survived") + r.count("error") for r in results)
+    return 1 if args.strict and unexplained else 0
 
 
 if __name__ == "__main__":
