@@ -208,10 +208,11 @@ def _unevaluated_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, in
     spans: list[tuple[tuple[int, int], tuple[int, int]]] = []
 
     def add(node: ast.AST | None) -> None:
-        if node is not None and hasattr(node, "end_lineno"):
-            spans.append(
-                ((node.lineno, node.col_offset), (node.end_lineno or 0, node.end_col_offset or 0))
-            )
+        if node is None:
+            return
+        start = (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+        end = (getattr(node, "end_lineno", 0) or 0, getattr(node, "end_col_offset", 0) or 0)
+        spans.append((start, end))
 
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):

@@ -68,7 +68,8 @@ def test_digest_kinds_only_and_a_non_empty_payload() -> None:
     with pytest.raises(SignRequestError, match="must be 'payment' or 'settlement'") as exc:
         canonical_digest(req("raw", message="00"))
     assert exc.value.field == "kind"
-    for payload in ({}, [], "x", None):
+    empty: list[Any] = [{}, [], "x", None]
+    for payload in empty:
         refused("payload", "non-empty object", "ed25519", req(payload=payload))
 
 

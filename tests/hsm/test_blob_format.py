@@ -8,6 +8,8 @@ is tests/hsm/test_seal.py against SoftHSM2.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hsm.blob import (
@@ -45,7 +47,8 @@ def test_header_refuses_a_nonce_that_is_not_96_bits(nonce: bytes) -> None:
 
 def test_parse_takes_the_shortest_blob_and_refuses_one_byte_less() -> None:
     shortest = encode_header(9, NONCE) + bytes(16)  # empty plaintext: header and tag
-    for form in (shortest, bytearray(shortest), memoryview(shortest)):
+    forms: list[Any] = [shortest, bytearray(shortest), memoryview(shortest)]
+    for form in forms:
         header = parse_sealed_header(form)
         assert header.key_version == 9 and header.nonce == NONCE
     assert sealed_key_version(shortest + b"ciphertext") == 9
@@ -68,7 +71,7 @@ def test_parse_refuses_another_magic_and_non_bytes() -> None:
 
 def test_gcm_aad_authenticates_the_format_and_the_version() -> None:
     assert gcm_aad(5, b"ctx") == b"TPS1\x00\x00\x00\x05ctx"
-    assert gcm_aad(5, bytearray(b"")) == b"TPS1\x00\x00\x00\x05"
+    assert gcm_aad(5, bytearray(b"")) == b"TPS1\x00\x00\x00\x05"  # type: ignore[arg-type]
 
 
 def _lp(b: bytes) -> bytes:
@@ -96,9 +99,10 @@ def test_share_aad_refuses_what_has_no_single_encoding() -> None:
     for version in (-1, 2**64):
         with pytest.raises(ValueError, match="share_version must be in 0..2"):
             seal_aad("k", "n", version)
-    for version in (True, 1.0, "1"):
+    wrong_types: list[Any] = [True, 1.0, "1"]
+    for wrong in wrong_types:
         with pytest.raises(TypeError, match="share_version must be int"):
-            seal_aad("k", "n", version)  # type: ignore[arg-type]
+            seal_aad("k", "n", wrong)
     with pytest.raises(TypeError, match="key_id must be str, got bytes"):
         seal_aad(b"k", "n", 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="node_id must not be empty"):

@@ -328,10 +328,10 @@ def test_aggregator_names_who_sent_something_that_is_not_a_share(
     pkg = frost.signing_package([c for _, c in pairs.values()], MSG)
     share1 = frost.sign(pkg, pairs[1][0], keys[1])
     with pytest.raises(UsageError, match="shares must be SignatureShare objects") as exc:
-        frost.aggregate(pkg, {1: share1, 2: share1.to_bytes()}, keys[1].public)  # type: ignore[dict-item]
+        frost.aggregate(pkg, {1: share1, 2: share1.to_bytes()}, keys[1].public)  # type: ignore[arg-type]
     assert exc.value.party == 2
     with pytest.raises(UsageError, match="shares must be SignatureShare objects") as anon:
-        frost.aggregate(pkg, {"2": b"junk"}, keys[1].public)  # type: ignore[dict-item]
+        frost.aggregate(pkg, {"2": b"junk"}, keys[1].public)  # type: ignore[arg-type]
     assert anon.value.party is None
     share2 = frost.sign(pkg, pairs[2][0], keys[2])
     sig = frost.aggregate(pkg, {1: share1, 2: share2}, keys[1].public)
