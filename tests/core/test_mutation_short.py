@@ -3,7 +3,8 @@
 ``python -m simulations.mutation --module mpc/frost/core.py --sample N`` copies the tree to
 a scratch directory, mutates the copy (never this checkout) and runs the module's test
 selection once per mutant, one at a time, at nice 19. Under ``CUSTODY_SLOW_SHORT=1`` (CI)
-it runs 4 mutants, else 8; either way every one must be killed and none may error. The
+it runs 4 mutants, else 8; either way every one must be killed (or be a documented
+equivalent) and none may error. The
 full run and its figures are in docs/MUTATION.md.
 """
 
@@ -49,6 +50,8 @@ def test_a_sample_of_frost_core_mutants_is_all_killed(tmp_path: Path) -> None:
     assert report["path"] == "mpc/frost/core.py"
     outcomes = [(m["line"], m["operator"], m["outcome"]) for m in report["mutants"]]
     assert len(outcomes) == sample
-    assert all(o == "killed" for _, _, o in outcomes), outcomes
+    # killed, or one of the survivors docs/MUTATION.md shows to be equivalent
+    assert all(o in ("killed", "equivalent") for _, _, o in outcomes), outcomes
+    assert any(o == "killed" for _, _, o in outcomes)
     assert report["listed"] > report["filtered"] + sample  # a sample, not everything
     assert (ROOT / "mpc" / "frost" / "core.py").read_bytes() == before  # the checkout untouched
