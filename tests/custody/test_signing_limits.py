@@ -217,3 +217,14 @@ def test_sign_result_refuses_unusable_signatures() -> None:
         with pytest.raises(SignRequestError, match="64 bytes per input") as exc:
             sign_result("bip340", psbt, sig, None)
         assert exc.value.field == "signature"
+
+
+def test_an_unknown_member_is_named_but_cut_to_40_characters() -> None:
+    # A hostile client's member name is echoed into errors and logs: at most 40 characters.
+    long_name = "x" * 39 + "yz" + "w" * 1000
+    with pytest.raises(SignRequestError, match="unknown member") as exc:
+        decode_request("ed25519", req("message", payload={"message": "0x00"}, **{long_name: 1}))
+    assert exc.value.field == "x" * 39 + "y"
+    with pytest.raises(SignRequestError, match="unknown member") as short:
+        decode_request("ed25519", req("message", payload={"message": "0x00"}, **{"x" * 40: 1}))
+    assert short.value.field == "x" * 40
