@@ -10,6 +10,7 @@ rebuilt here by hand (hashlib and cbor2 directly) from the module docstring.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from typing import Any
 
 import cbor2
@@ -25,6 +26,10 @@ from custody.signing import (
     messages_to_sign,
     sign_result,
 )
+from mpc import frost
+from mpc.groups import SECP256K1
+from tests.custody.kinds.btc_build import b64, build_psbt
+from tests.mpc.conftest import dealer_split_for_tests
 
 
 def req(kind: str = "payment", **extra: Any) -> dict[str, Any]:
@@ -228,3 +233,36 @@ def test_an_unknown_member_is_named_but_cut_to_40_characters() -> None:
     with pytest.raises(SignRequestError, match="unknown member") as short:
         decode_request("ed25519", req("message", payload={"message": "0x00"}, **{"x" * 40: 1}))
     assert short.value.field == "x" * 40
+
+
+# -- the remembered PSBT decoding keeps every refusal of the strict one -------------------------
+
+
+def _psbt_request(**extra: Any) -> dict[str, Any]:
+    shares = dealer_split_for_tests(SECP256K1, 2, 3)
+    internal = frost.ciphersuite("bip340").encode_public_key(shares[1].public.group_public_key)
+    ins = [(secrets.token_bytes(32), 0, 1_000, 0)]
+    payload = b64(build_psbt(internal, ins, [(b"\x00\x14" + bytes(20), 500)]))
+    return {**req("btc-psbt", payload=payload, network="testnet", **extra), "_pk": internal}
+
+
+def test_psbt_memo_never_decodes_another_kind_or_drops_a_member() -> None:
+    r = _psbt_request()
+    pk = r.pop("_pk")
+    assert len(message_to_sign("bip340", r, public_key=pk)) == 32  # the honest request
+    # a `message` request carrying a PSBT payload is a malformed message, not a PSBT
+    as_message = {**r, "kind": "message"}
+    as_message.pop("network")
+    with pytest.raises(SignRequestError) as exc:
+        message_to_sign("bip340", as_message, public_key=pk)
+    assert exc.value.field.startswith("payload")
+    # a second payload member is refused, not dropped on the way to the remembered decode
+    extra = {**r, "payload": {**r["payload"], "memo": "x"}}
+    with pytest.raises(SignRequestError) as member:
+        message_to_sign("bip340", extra, public_key=pk)
+    assert member.value.field.startswith("payload")
+    # payloads that are not objects give a refusal, never an AttributeError
+    for payload in (["x"], "a", [r["payload"]["psbt"]]):
+        with pytest.raises(SignRequestError) as shape:
+            message_to_sign("bip340", {**r, "payload": payload}, public_key=pk)
+        assert shape.value.field.startswith("payload")
