@@ -29,6 +29,7 @@ from custody.signing import (
 from mpc import frost
 from mpc.groups import SECP256K1
 from tests.custody.kinds.btc_build import b64, build_psbt
+from tests.custody.test_signing_kinds import TX
 from tests.mpc.conftest import dealer_split_for_tests
 
 
@@ -266,3 +267,35 @@ def test_psbt_memo_never_decodes_another_kind_or_drops_a_member() -> None:
         with pytest.raises(SignRequestError) as shape:
             message_to_sign("bip340", {**r, "payload": payload}, public_key=pk)
         assert shape.value.field.startswith("payload")
+
+
+def test_stored_psbt_signature_reassembly_refuses_non_base64() -> None:
+    # Re-assembling a stored result (no public key) decodes the PSBT strictly: a character
+    # outside base64 is refused, never skipped (two strings must not give one PSBT).
+    r = _psbt_request()
+    r.pop("_pk")
+    sig = bytes(range(64))
+    signed = sign_result("bip340", r, sig, None)
+    assert signed is not None and signed["signed_tx"]
+    psbt = r["payload"]["psbt"]
+    junk = {**r, "payload": {"psbt": psbt[:8] + "!" + psbt[8:]}}
+    with pytest.raises(SignRequestError, match="cannot assemble the transaction") as exc:
+        sign_result("bip340", junk, sig, None)
+    assert exc.value.field == "payload"
+
+
+def test_evm_signature_needs_64_bytes_and_a_recovery_id() -> None:
+    r = req("evm-tx", payload={"tx": TX})
+    for sig, rid in ((bytes(64), None), (bytes(63), 0), (bytes(65), 1)):
+        with pytest.raises(SignRequestError, match="64 bytes r .. s with a recovery id") as exc:
+            sign_result("ecdsa-secp256k1", r, sig, rid)
+        assert exc.value.field == "signature"
+
+
+def test_only_btc_psbt_messages_are_split_into_32_byte_sighashes() -> None:
+    raw = req("raw", message="ab" * 33)
+    assert messages_to_sign("ed25519", raw) == (b"\xab" * 33,)
+    assert messages_to_sign("bip340", req("raw", message="")) == (b"",)
+    with pytest.raises(SignRequestError, match="must be an object") as exc:
+        messages_to_sign("ed25519", ["kind", "btc-psbt"])  # type: ignore[arg-type]
+    assert exc.value.field == "request"
