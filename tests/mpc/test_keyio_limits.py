@@ -92,3 +92,17 @@ def test_not_a_map_is_named() -> None:
     key = cbor2.loads(encode_key_package(kp))
     key["public"] = [1]
     _refused(cbor_dumps(key), "public", "expected a map", key=True)
+
+
+@gid
+def test_a_share_off_the_polynomial_is_named_with_the_degree(group: Group) -> None:
+    obj = _public_obj(group, 3, 5)
+    obj["verifying_shares"][5] = group.base_mul(group.random_scalar()).encode()
+    _refused(
+        cbor_dumps(obj),
+        "verifying_shares[5]",
+        "verifying share 5 is not on the degree-2 polynomial of the others",
+    )
+    obj = _public_obj(group, 2, 4)
+    obj["verifying_shares"][4] = group.base_mul(group.random_scalar()).encode()
+    _refused(cbor_dumps(obj), "verifying_shares[4]", "not on the degree-1 polynomial")
