@@ -8,6 +8,7 @@ is tests/hsm/test_seal.py against SoftHSM2.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -109,3 +110,9 @@ def test_share_aad_refuses_what_has_no_single_encoding() -> None:
         seal_aad("k", "", 1)
     with pytest.raises(ValueError, match="purpose is not valid Unicode"):
         seal_aad("k", "n", 1, "\udc80")
+
+
+def test_a_parsed_header_cannot_be_altered() -> None:
+    header = parse_sealed_header(encode_header(4, NONCE) + bytes(16))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        header.key_version = 5  # type: ignore[misc]
