@@ -7,6 +7,7 @@ or a check dropped would let a peer send what the other nodes read differently.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import cbor2
@@ -129,3 +130,12 @@ def test_take_bytes_checks_type_and_length() -> None:
     for bad in ({"k": "abc"}, {}, [b"abc"]):
         with pytest.raises(DecodeError, match="expected a byte string"):
             take_bytes(bad, "k", 5)  # type: ignore[arg-type]
+
+
+def test_a_message_never_shows_its_payload_and_cannot_be_altered() -> None:
+    # Direct payloads carry secret shares: a repr (a log line, a traceback) must not show them.
+    secret = bytes(range(100, 132))
+    m = Message("frost-dkg", SID, 2, 1, 3, {"share": secret})
+    assert secret.hex() not in repr(m) and repr(secret) not in repr(m) and "share" not in repr(m)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.round = 3  # type: ignore[misc]
