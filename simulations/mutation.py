@@ -65,6 +65,7 @@ class Equivalent:
     operator: str
     code: str
     why: str
+    after: str = ""  # text of the line after, where ``code`` alone is ambiguous
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ def load_config(path: Path = CONFIG) -> Config:
     raw = tomllib.loads(path.read_text())["mutation"]
     modules = tuple(Module(m["path"], tuple(m["tests"])) for m in raw["module"])
     equivalents = tuple(
-        Equivalent(e["path"], e["operator"], e["code"], e["why"]) for e in raw.get("equivalent", [])
+        Equivalent(e["path"], e["operator"], e["code"], e["why"], e.get("after", ""))
+        for e in raw.get("equivalent", [])
     )
     return Config(
         timeout=float(raw["timeout"]),
@@ -113,6 +115,7 @@ class Mutant:
     line: int
     column: int
     code: str  # the original source line
+    after: str = ""  # the line after it
     outcome: str = "pending"  # killed | survived | equivalent | error
     why: str = ""
     diff: str = ""
@@ -268,6 +271,7 @@ def list_mutants(
             mutant = Mutant(
                 item.job_id, m.operator_name, line, m.start_pos[1], lines[line - 1].strip()
             )
+            mutant.after = lines[line].strip() if line < len(lines) else ""
             if only is not None and _key(mutant) not in only:
                 filtered += 1
                 db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
@@ -402,7 +406,7 @@ def run_module(
 
 def _match_equivalent(cfg: Config, path: str, m: Mutant) -> None:
     for e in cfg.equivalents:
-        if e.path == path and e.operator == m.operator and e.code in m.code:
+        if e.path == path and e.operator == m.operator and e.code in m.code and e.after in m.after:
             m.outcome, m.why = "equivalent", e.why
             return
 

@@ -14,13 +14,22 @@ import cbor2
 import pytest
 
 from mpc.errors import DecodeError
+from mpc.groups import ED25519, SECP256K1, Group
 from mpc.wire import (
     MAX_MESSAGE_BYTES,
     Message,
     cbor_loads,
     decode,
+    decode_payload,
     encode,
+    encode_payload,
+    point,
+    raw,
+    scalar,
+    scalars,
     take_bytes,
+    take_point,
+    take_scalar,
 )
 
 SID = bytes(range(32))
@@ -139,3 +148,56 @@ def test_a_message_never_shows_its_payload_and_cannot_be_altered() -> None:
     assert secret.hex() not in repr(m) and repr(secret) not in repr(m) and "share" not in repr(m)
     with pytest.raises(dataclasses.FrozenInstanceError):
         m.round = 3  # type: ignore[misc]
+
+
+# -- round payloads: the declared defaults are the strict ones -------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Example:
+    """A round payload declared with the helpers' defaults only."""
+
+    tag: bytes = raw(4)
+    s: int = scalar()
+    many: tuple[int, ...] = scalars(2)
+    p: object = point()
+
+
+def _example(group: Group) -> dict[str, Any]:
+    e = _Example(b"abcd", 5, (6, 7), group.base_mul(8))
+    return dict(encode_payload(e, group))
+
+
+@pytest.mark.parametrize("group", [ED25519, SECP256K1], ids=lambda g: g.name)
+def test_default_scalars_refuse_zero_and_defaults_are_public(group: Group) -> None:
+    payload = _example(group)
+    back = decode_payload(_Example, payload, group=group, party=4)
+    assert back.many == (6, 7) and back.s == 5 and back.p == group.base_mul(8)
+    assert "abcd" in repr(back) or "b'abcd'" in repr(back)  # not declared secret: shown
+    assert type(payload["tag"]) is bytes and type(payload["s"]) is bytes  # not SecretBytes
+    zero = group.encode_scalar(0)
+    with_zero = {**payload, "many": [payload["many"][0], zero]}
+    with pytest.raises(DecodeError) as many:
+        decode_payload(_Example, with_zero, group=group, party=4)
+    assert many.value.field == "many[1]" and many.value.party == 4
+    with pytest.raises(DecodeError) as one:
+        decode_payload(_Example, {**payload, "s": zero}, group=group, party=4)
+    assert one.value.field == "s"
+
+
+@pytest.mark.parametrize("group", [ED25519, SECP256K1], ids=lambda g: g.name)
+def test_take_point_and_take_scalar_read_the_named_field(group: Group) -> None:
+    g = group
+    enc_p, enc_s = g.base_mul(9).encode(), g.encode_scalar(9)
+    assert take_point(g, {"p": enc_p}, "p", 1) == g.base_mul(9)
+    assert take_scalar(g, {"s": enc_s}, "s", 1) == 9
+    assert take_scalar(g, {"s": g.encode_scalar(0)}, "s", 1, allow_zero=True) == 0
+    for bad in ([enc_p], {"q": enc_p}, {"p": enc_p.hex()}):
+        with pytest.raises(DecodeError, match="expected an element byte string") as exc:
+            take_point(g, bad, "p", 2)  # type: ignore[arg-type]
+        assert exc.value.field == "p" and exc.value.party == 2
+    with pytest.raises(DecodeError, match="expected a scalar byte string"):
+        take_scalar(g, [enc_s], "s", 2)  # type: ignore[arg-type]
+    with pytest.raises(DecodeError) as zero:
+        take_scalar(g, {"s": g.encode_scalar(0)}, "s", 2)
+    assert zero.value.field == "s"
