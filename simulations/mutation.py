@@ -33,6 +33,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -473,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.nice(19)  # 2 cores shared with everyone else; the test processes inherit it
+    # a SIGTERM unwinds like Ctrl-C, so the scratch copy is removed on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cfg = load_config()
     sample = args.sample
     if args.module:
