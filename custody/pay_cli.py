@@ -310,7 +310,7 @@ def settle(
         if as_json:
             print_json(doc)
         elif not doc["items"] and not doc.get("messages"):
-            out.print("nothing to settle")
+            out.print("no confirmed payments to settle and no payments to other banks waiting")
         else:
             if doc["items"]:
                 print_rows(
