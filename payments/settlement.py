@@ -248,10 +248,18 @@ class Settler:
         sid = "stl_" + os.urandom(14).hex()  # 32 characters: fits MsgId (Max35Text)
         now = dt.datetime.now(dt.UTC)
         with self.engine.begin() as c:
+            # re-read in the transaction: a concurrent window may have taken some already
+            taken = set(
+                c.execute(
+                    select(iso_settlement_items.c.payment_id).where(
+                        iso_settlement_items.c.payment_id.in_(ids)
+                    )
+                ).scalars()
+            )
             items = [
                 r
                 for r in c.execute(select(payments).where(payments.c.id.in_(ids))).all()
-                if r.status == "authorized"
+                if r.status == "authorized" and r.id not in taken
             ]
             items.sort(key=lambda r: ids.index(r.id))
             if not items:
