@@ -649,9 +649,13 @@ def create_app(
         "/v1/settlements", response_model=SettlementList, dependencies=[Auth], tags=["settlements"]
     )
     def list_settlements() -> SettlementList:
+        """Every settlement, and every pacs.008 message (signing, waiting, sent, failed,
+        void)."""
+        # read before opening the core's connection: a SQLite connection holds the lock
+        messages = [_message(i) for i in (settler.ids() if settler is not None else [])]
         with core.engine.connect() as c:
             rows = c.execute(select(settlements).order_by(settlements.c.created_at)).all()
-            return SettlementList(items=[_settlement(c, r) for r in rows])
+            return SettlementList(items=[_settlement(c, r) for r in rows], messages=messages)
 
     @app.get(
         "/v1/settlements/{settlement_id}",

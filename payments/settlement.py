@@ -428,6 +428,11 @@ class Settler:
                 log.warning("payments.custody_unavailable", settlement_id=sid, error=str(exc))
         return list(ids)
 
+    def ids(self) -> list[str]:
+        with self.engine.connect() as c:
+            q = select(iso_settlements.c.id).order_by(iso_settlements.c.created_at)
+            return list(c.execute(q).scalars())
+
     def get(self, sid: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
             r = c.execute(select(iso_settlements).where(iso_settlements.c.id == sid)).first()

@@ -107,12 +107,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         cluster.stop()
 
 
-def pain001(msg_id: str, txs: list[tuple[str, str, str, str]], debtor: str = ALICE) -> bytes:
+def pain001(
+    msg_id: str, txs: list[tuple[str, str, str, str]], debtor: str = ALICE, ccy: str = "EUR"
+) -> bytes:
     """A pain.001.001.09 file from ALICE (this bank) with ``(e2e, amount, BIC, IBAN)``."""
     total = sum(Decimal(t[1]) for t in txs)
     body = "".join(
         f"<CdtTrfTxInf><PmtId><EndToEndId>{e2e}</EndToEndId></PmtId>"
-        f'<Amt><InstdAmt Ccy="EUR">{amt}</InstdAmt></Amt>'
+        f'<Amt><InstdAmt Ccy="{ccy}">{amt}</InstdAmt></Amt>'
         f"<CdtrAgt><FinInstnId><BICFI>{bic}</BICFI></FinInstnId></CdtrAgt>"
         f"<Cdtr><Nm>Creditor {e2e}</Nm></Cdtr>"
         f"<CdtrAcct><Id><IBAN>{iban}</IBAN></Id></CdtrAcct>"
@@ -328,3 +330,87 @@ def test_a_large_settlement_waits_for_two_approvals(env: Env, tmp_path: Path) ->
     code, out = env.pay("verify-settlement", str(path), "--public-key", public_key(env))
     assert code == 0, out
     assert env.by_e2e()["E2E-BIG-1"]["status"] == "settled"
+
+
+def _approve_twice(env: Env, request_id: str) -> None:
+    gov = env.doc["dev_governance"]
+    for key_file in sorted(gov["approvers"])[:2]:
+        code, out = env.cli(
+            "approve", request_id, "--key-file", key_file,
+            "--passphrase-file", gov["approver_passphrase_file"], "--yes",
+        )  # fmt: skip
+        assert code == 0, out
+
+
+def test_a_payment_cancelled_while_its_settlement_waits_voids_it(env: Env, tmp_path: Path) -> None:
+    """Cancelled while the pacs.008 carrying it waited for approvals: once signed, the file
+    is NOT released (it would pay a payment the ledger refunded); the other payment is
+    netted again in the next window, alone."""
+    f = tmp_path / "void.xml"
+    f.write_bytes(
+        pain001("BATCH-VOID", [("E2E-VOID-1", "15000.00", *BOB), ("E2E-VOID-2", "20.00", *BOB)])
+    )
+    assert env.pay("import", str(f))[0] == 0
+    out_dir = tmp_path / "out"
+    code, out = env.pay("settle", "--out", str(out_dir), "--json")
+    assert code == ExitCode.PENDING, out
+    (m,) = json.loads(out)["messages"]
+    assert (m["net_amount"], m["payment_count"]) == (1_502_000, 2)
+    code, out = env.pay("cancel", env.by_e2e()["E2E-VOID-1"]["id"], "--json")
+    assert code == 0 and json.loads(out)["status"] == "cancelled", out
+    _approve_twice(env, m["sign_request_id"])
+    deadline = time.monotonic() + 60
+    while True:
+        code, out = env.pay("settle", "--out", str(out_dir), "--json")
+        got = {x["id"]: x for x in json.loads(out)["messages"]}
+        if got.get(m["id"], {}).get("status") == "void":
+            break
+        assert time.monotonic() < deadline, out
+        time.sleep(0.5)
+    assert "E2E-VOID-1" in (got[m["id"]]["detail"] or "") or "changed" in got[m["id"]]["detail"]
+    assert not (out_dir / f"{m['id']}.xml").exists()
+    r = env.http.get(f"/v1/settlements/{m['id']}/file")
+    assert r.status_code == 409 and r.json()["field"] == "status"
+    # the next window nets the remaining payment alone, under the limit: released
+    deadline = time.monotonic() + 60
+    while env.by_e2e()["E2E-VOID-2"]["status"] != "settled":
+        assert time.monotonic() < deadline, env.by_e2e()["E2E-VOID-2"]
+        env.pay("settle", "--out", str(out_dir))
+        time.sleep(0.3)
+    p2 = env.by_e2e()["E2E-VOID-2"]
+    data = (out_dir / f"{p2['settlement_id']}.xml").read_bytes()
+    independent_verify(data, bytes.fromhex(public_key(env)))
+    assert b"<Ustrd>E2E-VOID-2</Ustrd>" in data and b"E2E-VOID-1" not in data
+    assert env.by_e2e()["E2E-VOID-1"]["status"] == "cancelled"
+    check = env.http.get("/v1/ledger/check").json()
+    assert check["sum_per_asset"]["EUR"] == 0 and check["replay_differences"] == [], check
+
+
+def test_a_settlement_the_policy_denies_fails_its_payments(env: Env, tmp_path: Path) -> None:
+    """No rule allows GBP settlements: custody refuses (403), the payment fails with that
+    reason and its hold is released; nothing is written."""
+    r = env.http.post(
+        "/v1/accounts",
+        json={"owner": ALICE, "asset": "GBP", "decimals": 2},
+        headers={"Idempotency-Key": "alice-gbp"},
+    )
+    gbp = r.json()["id"]
+    env.http.post(
+        f"/v1/accounts/{gbp}/deposits",
+        json={"amount": 10_000, "reference": "gbp-seed"},
+        headers={"Idempotency-Key": "gbp-seed"},
+    )
+    f = tmp_path / "gbp.xml"
+    f.write_bytes(pain001("BATCH-GBP", [("E2E-GBP-1", "10.00", *CAROL)], ccy="GBP"))
+    code, out = env.pay("import", str(f), "--json")
+    assert code == 0 and json.loads(out)["payments"][0]["status"] == "authorized", out
+    assert env.http.get(f"/v1/accounts/{gbp}").json()["held"] == 1_000
+    code, out = env.pay("settle", "--out", str(tmp_path / "out"), "--json")
+    assert code == 0, out
+    (m,) = [x for x in json.loads(out)["messages"] if x["asset"] == "GBP"]
+    assert m["status"] == "failed" and "custody refused" in (m["detail"] or ""), m
+    p = env.by_e2e()["E2E-GBP-1"]
+    assert p["status"] == "failed" and any("custody refused" in x for x in p["reasons"]), p
+    acct = env.http.get(f"/v1/accounts/{gbp}").json()
+    assert (acct["balance"], acct["held"]) == (10_000, 0)
+    assert not (tmp_path / "out" / f"{m['id']}.xml").exists()
