@@ -17,6 +17,10 @@ settled         settlement_clearing -A, destination (book) or external +A
 failed          the hold released; after broadcast: chain_clearing -A, C +A
 cancelled       the hold released
 ==============  ===========================================================
+
+An ``iso20022`` payment (:mod:`payments.settlement`) takes signed, broadcast, confirmed and
+settled in the one transaction that releases its netted pacs.008
+(:meth:`PaymentCore.settle_netted`): the same postings, credited to ``external``.
 """
 
 from __future__ import annotations
@@ -542,8 +546,7 @@ class PaymentCore:
             ("PaymentSettled", {"settlement_id": sid, "credit_account": None}),
         ]
         for p in items:
-            for type_, data in steps:
-                lifecycle.check(p["id"], p["status"], type_)
+            for type_, data in steps:  # _record refuses a step the lifecycle does not allow
                 posts, holds = self._effects(conn, p, type_, data)
                 p = {**p, **self._record(conn, p["id"], p, type_, data, posts=posts, holds=holds)}
             conn.execute(

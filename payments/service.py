@@ -73,7 +73,10 @@ def build(settings: PaymentsSettings) -> tuple[FastAPI, PaymentCore]:
     settler = None
     if custody is not None and settlement_rail is not None:
         ours = Party(settings.bank_name, settings.bank_bic, settings.bank_iban)
-        settler = Settler(core, custody, settlement_rail, settlement_pk, ours)
+        try:
+            settler = Settler(core, custody, settlement_rail, settlement_pk, ours)
+        except ValueError as exc:
+            raise SystemExit(f"PAYMENTS_BANK_BIC / PAYMENTS_BANK_IBAN: {exc}") from None
     worker = None
     if custody is not None and settings.worker:
         worker = Worker(

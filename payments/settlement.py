@@ -74,7 +74,7 @@ from payments.iso20022 import (
     build_settlement,
     verify_settlement,
 )
-from payments.iso20022._xml import check_iban, exponent
+from payments.iso20022._xml import check_bic, check_iban, exponent
 from payments.iso20022.pacs008 import MAX_NETTED
 from payments.rails import (
     CustodySignature,
@@ -209,6 +209,8 @@ class Settler:
         self.custody = custody
         self.rail = rail
         self.public_key = bytes.fromhex(public_key)
+        check_bic(ours.bic)  # ValueError at start-up, not at the first window
+        check_iban(ours.iban)
         self.ours = ours
         iso_metadata.create_all(core.engine)
 
