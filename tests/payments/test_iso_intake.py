@@ -114,3 +114,12 @@ def test_the_settlement_rail_authorizes_only_what_it_can_settle(tmp_path: Path) 
     bad.write_text(json.dumps({"BNPAFRPP": {"name": "x", "iban": "FR00"}}))
     with pytest.raises(SystemExit, match="counterparty 'BNPAFRPP'"):
         load_counterparties(bad)
+
+
+def test_custody_ships_the_same_pacs008_xsd_as_payments() -> None:
+    """``custody pay verify-settlement`` uses custody's own copy (custody cannot import
+    payments): it must be byte for byte the schema the builder validates against."""
+    from custody.pay_cli import packaged_schema
+
+    ours = Path(__file__).parents[2] / "payments" / "iso20022" / "schemas" / "pacs.008.001.08.xsd"
+    assert packaged_schema().read_bytes() == ours.read_bytes()
