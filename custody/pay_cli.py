@@ -300,13 +300,14 @@ def settle(
             except OSError as exc:
                 raise CliError(f"--out {out_dir}: cannot be created ({exc.strerror})") from None
         doc = c.call("POST", "/v1/settlements")
-        files = []
         for m in doc.get("messages", []):
             if out_dir is not None and m["status"] == "sent":
                 path = out_dir / f"{m['id']}.xml"
-                path.write_bytes(c.request("GET", f"/v1/settlements/{m['id']}/file").content)
+                data = c.request("GET", f"/v1/settlements/{m['id']}/file").content
+                part = path.with_suffix(".xml.part")  # never a half-written file under its name
+                part.write_bytes(data)
+                part.replace(path)
                 m["file"] = str(path)
-                files.append(path)
         if as_json:
             print_json(doc)
         elif not doc["items"] and not doc.get("messages"):

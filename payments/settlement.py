@@ -239,11 +239,26 @@ class Settler:
             groups.setdefault((bic, r.asset), []).append(r.id)
         made = []
         for (bic, asset), ids in sorted(groups.items()):
+            if bic not in self.rail.counterparties:  # the arrangement ended since
+                self._fail_payments(ids, f"this bank no longer settles with {bic}")
+                continue
             for i in range(0, len(ids), MAX_NETTED):
-                sid = self._open(bic, asset, ids[i : i + MAX_NETTED])
+                chunk = ids[i : i + MAX_NETTED]
+                try:
+                    sid = self._open(bic, asset, chunk)
+                except IsoError as exc:  # no valid pacs.008 can carry them
+                    self._fail_payments(chunk, f"no valid pacs.008 for {bic}: {exc}")
+                    continue
                 if sid:
                     made.append(sid)
         return made
+
+    def _fail_payments(self, ids: list[str], why: str) -> None:
+        for pid in ids:
+            p = self.core.get(pid)
+            if p["status"] == "authorized":
+                self.core.step(pid, "PaymentFailed", {"reasons": [*p["reasons"], why]})
+        log.warning("payments.settlement_refused", payments=len(ids), reason=why)
 
     def _open(self, bic: str, asset: str, ids: list[str]) -> str | None:
         cp = self.rail.counterparties[bic]
@@ -394,10 +409,7 @@ class Settler:
                 .scalars()
                 .all()
             )
-        for pid in ids:
-            p = self.core.get(pid)
-            if p["status"] == "authorized":
-                self.core.step(pid, "PaymentFailed", {"reasons": [*p["reasons"], why]})
+        self._fail_payments(list(ids), why)
         with self.engine.begin() as c:
             c.execute(
                 update(iso_settlements)

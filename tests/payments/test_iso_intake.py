@@ -123,3 +123,44 @@ def test_custody_ships_the_same_pacs008_xsd_as_payments() -> None:
 
     ours = Path(__file__).parents[2] / "payments" / "iso20022" / "schemas" / "pacs.008.001.08.xsd"
     assert packaged_schema().read_bytes() == ours.read_bytes()
+
+
+def test_payments_to_a_bank_no_longer_settled_with_fail_and_release_their_hold(
+    tmp_path: Path,
+) -> None:
+    """The window refuses to build a pacs.008 for a counterparty taken out of the
+    arrangements since authorization: the payment fails, its hold released (no custody
+    call is made: the client points nowhere)."""
+    from custody.client import CustodyClient
+    from payments import risk
+    from payments.core import PaymentCore
+    from payments.iso20022 import Party
+    from payments.sanctions import SanctionsList
+    from payments.settings import PACKAGE_DATA
+    from payments.settlement import Settler
+
+    eng, ids = _engine(tmp_path, [(ALICE, "EUR", 2)])
+    bob = Counterparty("BNPAFRPPXXX", "Banque Bob SA", "FR1420041010050500013M02606")
+    rail = SettlementRail("key_s", {bob.bic: bob})
+    core = PaymentCore(
+        eng, SanctionsList.load(PACKAGE_DATA / "sanctions"), risk.Settings(), {}, {},
+        {rail.name: rail},
+    )  # fmt: skip
+    acct = ids[f"{ALICE}:EUR"]
+    assert core.deposit(acct, 10_000, "seed")
+    body = {"account_id": acct, "amount": 2_500, "destination": destination(*BOB),
+            "rail": "iso20022", "end_to_end_id": "E-OLD-1"}  # fmt: skip
+    pid, _ = core.create_payment(body, "k1")
+    assert core.get(pid)["status"] == "authorized" and core.get(pid)["hold"] == 2_500
+    ours = Party("TP Wallet Custody AG", "DEUTDEFFXXX", "DE89370400440532013000")
+    settler = Settler(core, CustodyClient("http://127.0.0.1:1", "t" * 20), rail, "00" * 32, ours)
+    rail.counterparties.clear()
+    assert settler.open_windows() == []
+    p = core.get(pid)
+    assert p["status"] == "failed" and "no longer settles with BNPAFRPPXXX" in p["reasons"][-1]
+    with eng.connect() as c:
+        a = ledger.account(c, acct)
+    assert (a.balance, a.held) == (10_000, 0)
+    with pytest.raises(ValueError, match="not a valid IBAN"):
+        Settler(core, CustodyClient("http://127.0.0.1:1", "t" * 20), rail, "00" * 32,
+                Party("x", "DEUTDEFFXXX", "DE00"))  # fmt: skip
