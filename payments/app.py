@@ -554,7 +554,7 @@ def create_app(
                 501,
                 "not-available",
                 "pain.001 import is not available in this build "
-                "(the ISO 20022 rail, payments/iso20022, is not merged yet)",
+                "(this service was composed without the pain.001 intake parser)",
             )
         try:
             message_id, txs = await run_in_threadpool(parser.parse, await request.body())
