@@ -85,6 +85,7 @@ DEMO_ERC20 = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 ETH_LIMIT = 10**18  # wei: 1 ETH
 TOKEN_LIMIT = 10_000 * 10**6  # 10 000 tokens of 6 decimals
 BTC_LIMIT = 10_000_000  # satoshi: 0.1 BTC
+EUR_SETTLEMENT_LIMIT = 1_000_000  # cents: 10 000.00 EUR per pacs.008 settlement
 
 
 def demo_policy(approvers: tuple[Approver, ...]) -> Policy:
@@ -96,8 +97,11 @@ def demo_policy(approvers: tuple[Approver, ...]) -> Policy:
        the demo token, limit 10 000 tokens (10 000 * 10**6 base units);
     5. ``btc-under-limit`` / 6. ``btc-over-limit``: btc-psbt spends of at most 0.1 BTC
        (10 000 000 sat, summed over the outputs not back to the key) to the allowlist;
-    7. ``messages``: ``message`` requests (EIP-191 / off-chain attestations): allow;
-    8. ``raw-denied``: ``raw``: deny (unless the genesis lists the key in
+    7. ``eur-settlement`` / ``eur-settlement-large``: ``iso20022`` pacs.008 settlements in
+       EUR of at most 10 000.00 (1 000 000 cents): allow; larger: 2 approvals of
+       ``treasury``;
+    8. ``messages``: ``message`` requests (EIP-191 / off-chain attestations): allow;
+    9. ``raw-denied``: ``raw``: deny (unless the genesis lists the key in
        ``raw_signing_keys``, which :func:`custody.policy.decide` checks first).
 
     Everything else (another destination, a contract call, an ERC-20 approve, payment
@@ -163,6 +167,21 @@ def demo_policy(approvers: tuple[Approver, ...]) -> Policy:
                 assets=frozenset({"BTC"}),
                 allowlists=dest,
                 min_amount=BTC_LIMIT + 1,
+                approvals=two,
+            ),
+            Rule(
+                "eur-settlement",
+                "allow",
+                kinds=frozenset({"iso20022"}),
+                assets=frozenset({"EUR"}),
+                max_amount=EUR_SETTLEMENT_LIMIT,
+            ),
+            Rule(
+                "eur-settlement-large",
+                "approve",
+                kinds=frozenset({"iso20022"}),
+                assets=frozenset({"EUR"}),
+                min_amount=EUR_SETTLEMENT_LIMIT + 1,
                 approvals=two,
             ),
             Rule("messages", "allow", kinds=frozenset({"message"})),
@@ -508,10 +527,13 @@ class Cluster:
         d = self.data_dir / "payments"
         d.mkdir(mode=0o700, exist_ok=True)
         token_file, key_file = d / "token", d / "book-key-id"
+        settlement_file = d / "settlement-key-id"
         if not token_file.exists():
             write_private_bytes(token_file, secrets.token_urlsafe(32).encode())
-        if not key_file.exists():
-            self.progress("creating the payment service's book key")
+        for path, label in ((key_file, "book"), (settlement_file, "settlement")):
+            if path.exists():
+                continue
+            self.progress(f"creating the payment service's {label} key")
             with httpx.Client(
                 base_url=self.api_url,
                 timeout=120,
@@ -519,19 +541,21 @@ class Cluster:
             ) as c:
                 r = c.post(
                     "/v1/keys",
-                    json={"scheme": "ed25519", "threshold": 2, "label": "payments-book"},
-                    headers={"Idempotency-Key": f"payments-book-{self.data_dir.name}"},
+                    json={"scheme": "ed25519", "threshold": 2, "label": f"payments-{label}"},
+                    headers={"Idempotency-Key": f"payments-{label}-{self.data_dir.name}"},
                 )
                 if r.status_code not in (200, 201, 202):
-                    raise RuntimeError(f"creating the payments book key failed: {r.text}")
+                    raise RuntimeError(f"creating the payments {label} key failed: {r.text}")
                 key_id = r.json()["id"]
                 deadline = time.monotonic() + 120
                 while r.json().get("status") != "active":
                     if r.json().get("status") == "failed" or time.monotonic() > deadline:
-                        raise RuntimeError(f"the payments book key did not become active: {r.text}")
+                        raise RuntimeError(
+                            f"the payments {label} key did not become active: {r.text}"
+                        )
                     time.sleep(0.2)
                     r = c.get(f"/v1/keys/{key_id}")
-            write_private_bytes(key_file, key_id.encode())
+            write_private_bytes(path, key_id.encode())
         token = token_file.read_text().strip()
         port = payments_port(self.port)
         self.env.update(
@@ -544,6 +568,7 @@ class Cluster:
                 "PAYMENTS_CUSTODY_URL": self.api_url,
                 "PAYMENTS_CUSTODY_TOKEN": requester_token,
                 "PAYMENTS_BOOK_KEY_ID": key_file.read_text().strip(),
+                "PAYMENTS_SETTLEMENT_KEY_ID": settlement_file.read_text().strip(),
             }
         )
         self._spawn("payments", [self.python, "-m", "payments"])

@@ -20,11 +20,14 @@ module         job
 ``core``       the commands (accounts, deposits, payments, settlement windows), one
                transaction each
 ``worker``     drives authorized payments through custody and their rail, crash-resumable
+``intake``     the pain.001 batch parser: each transaction mapped onto this ledger
+``settlement`` the ``iso20022`` rail: netting per counterparty bank into signed pacs.008
 ``reconcile``  ledger against rail records and settlement confirmations: breaks
 ``app``        the HTTP API (FastAPI)
 ``service``    composition from the settings; ``__main__`` runs it under uvicorn
 =============  ==========================================================================
 
-The rails ``payments/evm``, ``payments/btc`` and ``payments/iso20022`` are built beside
-this core and registered in :func:`payments.service.build` when merged.
+The rails ``payments/evm``, ``payments/btc`` and ``payments/iso20022`` (with
+``intake`` and ``settlement``) are built beside this core and registered in
+:func:`payments.service.build`.
 """
