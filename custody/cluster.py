@@ -82,6 +82,9 @@ DEMO_BTC_DESTINATIONS = (
 )
 # A demo ERC-20 token (USDC's mainnet contract, 6 decimals), its amounts in base units.
 DEMO_ERC20 = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+# The payment service's in-process dev chain deploys the Vyper test token as genesis account
+# 0's first transaction, so it is always here (payments.evm.token.contract_address)
+DEV_ERC20 = "0xF2E246BB76DF876Cef8b38ae84130F4F55De395b"
 ETH_LIMIT = 10**18  # wei: 1 ETH
 TOKEN_LIMIT = 10_000 * 10**6  # 10 000 tokens of 6 decimals
 BTC_LIMIT = 10_000_000  # satoshi: 0.1 BTC
@@ -94,7 +97,8 @@ def demo_policy(approvers: tuple[Approver, ...]) -> Policy:
     1. ``eth-under-limit``: evm-tx ETH transfers of at most 1 ETH to the allowlist: allow;
     2. ``eth-over-limit``: larger ones to the allowlist: 2 approvals of ``treasury``;
     3. ``token-under-limit`` / 4. ``token-over-limit``: the same for ERC-20 ``transfer`` of
-       the demo token, limit 10 000 tokens (10 000 * 10**6 base units);
+       the demo token (and of the payment service's dev-chain test token), limit
+       10 000 tokens (10 000 * 10**6 base units);
     5. ``btc-under-limit`` / 6. ``btc-over-limit``: btc-psbt spends of at most 0.1 BTC
        (10 000 000 sat, summed over the outputs not back to the key) to the allowlist;
     7. ``eur-settlement`` / ``eur-settlement-large``: ``iso20022`` pacs.008 settlements in
@@ -111,7 +115,7 @@ def demo_policy(approvers: tuple[Approver, ...]) -> Policy:
     dest = frozenset({ALLOWLIST})
     evm, btc = frozenset({"evm-tx"}), frozenset({"btc-psbt"})
     transfer = frozenset({"transfer"})
-    eth, token = frozenset({"ETH"}), frozenset({DEMO_ERC20.lower()})
+    eth, token = frozenset({"ETH"}), frozenset({DEMO_ERC20.lower(), DEV_ERC20.lower()})
     return Policy(
         rules=(
             Rule(
@@ -526,36 +530,25 @@ class Cluster:
         its health; returns cluster.json's ``payments`` member."""
         d = self.data_dir / "payments"
         d.mkdir(mode=0o700, exist_ok=True)
-        token_file, key_file = d / "token", d / "book-key-id"
-        settlement_file = d / "settlement-key-id"
+        token_file = d / "token"
         if not token_file.exists():
             write_private_bytes(token_file, secrets.token_urlsafe(32).encode())
-        for path, label in ((key_file, "book"), (settlement_file, "settlement")):
-            if path.exists():
-                continue
-            self.progress(f"creating the payment service's {label} key")
-            with httpx.Client(
-                base_url=self.api_url,
-                timeout=120,
-                headers={"Authorization": f"Bearer {admin_token}"},
-            ) as c:
-                r = c.post(
-                    "/v1/keys",
-                    json={"scheme": "ed25519", "threshold": 2, "label": f"payments-{label}"},
-                    headers={"Idempotency-Key": f"payments-{label}-{self.data_dir.name}"},
-                )
-                if r.status_code not in (200, 201, 202):
-                    raise RuntimeError(f"creating the payments {label} key failed: {r.text}")
-                key_id = r.json()["id"]
-                deadline = time.monotonic() + 120
-                while r.json().get("status") != "active":
-                    if r.json().get("status") == "failed" or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"the payments {label} key did not become active: {r.text}"
-                        )
-                    time.sleep(0.2)
-                    r = c.get(f"/v1/keys/{key_id}")
-            write_private_bytes(path, key_id.encode())
+        # the rails' keys, each made by a DKG on first run: the book's Ed25519 key, the
+        # ethereum rail's ECDSA key, the bitcoin rail's BIP-340 key (regtest addresses)
+        wanted = {
+            "book": {"scheme": "ed25519"},
+            "ethereum": {"scheme": "ecdsa-secp256k1"},
+            "bitcoin": {"scheme": "bip340", "network": "regtest"},
+            # the settlement key signs the pacs.008 files (iso20022, Ed25519)
+            "settlement": {"scheme": "ed25519"},
+        }
+        key_ids = {}
+        for rail, spec in wanted.items():
+            key_file = d / f"{rail}-key-id"
+            if not key_file.exists():
+                self.progress(f"creating the payment service's {rail} key")
+                write_private_bytes(key_file, self._payments_key(admin_token, rail, spec).encode())
+            key_ids[rail] = key_file.read_text().strip()
         token = token_file.read_text().strip()
         port = payments_port(self.port)
         self.env.update(
@@ -567,14 +560,43 @@ class Cluster:
                 "PAYMENTS_PORT": str(port),
                 "PAYMENTS_CUSTODY_URL": self.api_url,
                 "PAYMENTS_CUSTODY_TOKEN": requester_token,
-                "PAYMENTS_BOOK_KEY_ID": key_file.read_text().strip(),
-                "PAYMENTS_SETTLEMENT_KEY_ID": settlement_file.read_text().strip(),
+                "PAYMENTS_BOOK_KEY_ID": key_ids["book"],
+                "PAYMENTS_EVM_KEY_ID": key_ids["ethereum"],
+                "PAYMENTS_BTC_KEY_ID": key_ids["bitcoin"],
+                "PAYMENTS_SETTLEMENT_KEY_ID": key_ids["settlement"],
+                # development cluster: the in-process chains, the keys funded on them
+                "PAYMENTS_DEV_CHAINS": "true",
             }
         )
         self._spawn("payments", [self.python, "-m", "payments"])
         url = f"http://{self.host}:{port}"
         self._wait_health(url, time.monotonic() + 60, "payments")
         return {"url": url, "token": token}
+
+    def _payments_key(self, admin_token: str, rail: str, spec: dict[str, str]) -> str:
+        """Create one of the payment service's keys (2 of the nodes) and wait until it is
+        active; its id."""
+        label = "payments-book" if rail == "book" else f"payments-{rail}"
+        with httpx.Client(
+            base_url=self.api_url,
+            timeout=120,
+            headers={"Authorization": f"Bearer {admin_token}"},
+        ) as c:
+            r = c.post(
+                "/v1/keys",
+                json={**spec, "threshold": 2, "label": label},
+                headers={"Idempotency-Key": f"{label}-{self.data_dir.name}"},
+            )
+            if r.status_code not in (200, 201, 202):
+                raise RuntimeError(f"creating the payments {rail} key failed: {r.text}")
+            key_id = str(r.json()["id"])
+            deadline = time.monotonic() + 120
+            while r.json().get("status") != "active":
+                if r.json().get("status") == "failed" or time.monotonic() > deadline:
+                    raise RuntimeError(f"the payments {rail} key did not become active: {r.text}")
+                time.sleep(0.2)
+                r = c.get(f"/v1/keys/{key_id}")
+        return key_id
 
     def check_ports(self) -> None:
         """:class:`PortInUse` naming the first port of the cluster already taken."""

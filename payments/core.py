@@ -12,7 +12,8 @@ Ledger flow of a payment of amount A and fee F from customer account C:
 ==============  ===========================================================
 authorized      hold A + F on C (refused by the database if C cannot cover it)
 broadcast       C -(A+F), chain_clearing +A, fees +F; the hold released
-confirmed       chain_clearing -A, settlement_clearing +A
+confirmed       chain_clearing -A, settlement_clearing +A; a chain rail reporting the
+                fee it actually paid F' < F: fees -(F - F'), C +(F - F')
 settled         settlement_clearing -A, destination (book) or external +A
 failed          the hold released; after broadcast: chain_clearing -A, C +A
 cancelled       the hold released
@@ -433,10 +434,18 @@ class PaymentCore:
                 posts.append(Posting(ledger.system_account(conn, asset, "fees"), asset, fee))
             return posts, release
         if type_ == "PaymentConfirmed":
-            return [
+            posts = [
                 Posting(ledger.system_account(conn, asset, "chain_clearing"), asset, -amount),
                 Posting(ledger.system_account(conn, asset, "settlement_clearing"), asset, amount),
-            ], []
+            ]
+            # the rail's actual fee (chain rails: known from the receipt) below the fee
+            # booked at broadcast (the most it could be): the difference goes back
+            actual = data.get("fee")
+            if actual is not None and 0 <= int(actual) < p["fee"]:
+                refund = p["fee"] - int(actual)
+                posts.append(Posting(ledger.system_account(conn, asset, "fees"), asset, -refund))
+                posts.append(Posting(acct, asset, refund))
+            return posts, []
         if type_ == "PaymentSettled":
             dest = data.get("credit_account") or ledger.system_account(conn, asset, "external")
             return [

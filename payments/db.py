@@ -6,8 +6,29 @@ SQLite (``BEGIN IMMEDIATE``, the pysqlite recipe from the SQLAlchemy docs), so t
 serialize at ``BEGIN`` instead of failing when a read lock is upgraded; PostgreSQL gets the
 same effect from the row lock its ``UPDATE accounts`` takes.
 
-Money columns are ``BIGINT`` base units (:data:`MAX_AMOUNT`): an amount that does not fit
-is refused by :func:`payments.ledger.check_amount` with its value named, never wrapped.
+Money columns are ``BIGINT`` LEDGER UNITS (:data:`MAX_AMOUNT` = 2**63 - 1): an amount that
+does not fit is refused by :func:`payments.ledger.check_amount` with its value named, never
+wrapped.
+
+The amount-unit decision (issue 12): a ``BIGINT`` of wei holds at most ~9.22 ETH, far too
+little for a custodian. ``NUMERIC(78,0)`` would be exact on PostgreSQL but NOT on SQLite,
+whose NUMERIC affinity stores an integer beyond 64 bits as an 8-byte REAL (checked:
+``2**70 + 1`` reads back as ``1.1805916207174113e+21``, typeof ``real``), and a money column
+that silently rounds is not acceptable on either engine. So every asset has a LEDGER UNIT
+(:class:`payments.ledger.LedgerUnit`), the smallest amount the ledger books, chosen so the
+BIGINT range is ample: ETH is ledgered in **gwei** (9 decimals: up to ~9.2 billion ETH);
+BTC in satoshi and the ERC-20 test token (6 decimals) in its base unit are exact already.
+A transfer's value must be a whole number of ledger units (whole gwei, so the ledger and
+the chain agree exactly); a gas fee paid in wei is charged rounded UP to whole gwei to the
+fee account, and the rounding (wei) is recorded in the ``PaymentConfirmed`` event. The
+``CHECK (allow_negative OR balance - held >= 0)`` overdraft guard keeps working unchanged
+because balances stay BIGINT integers.
+
+The chain rails' own state lives here too, keyed by rail: :data:`chain_nonces` (one
+:class:`payments.evm.NonceState` per sending address, JSON, updated under the row lock)
+and :data:`chain_builds` (the unsigned transaction built for each payment, so a restart
+rebuilds nothing and asks custody for the very same bytes, and Bitcoin coin reservations
+are re-taken from it at start-up).
 """
 
 from __future__ import annotations
@@ -183,6 +204,33 @@ reconciliations = Table(
     Column("matched", Integer, nullable=False),
     Column("breaks", JSON, nullable=False),
     Column("created_at", Ts, nullable=False),
+)
+
+
+# The chain rails (payments.evm_rail, payments.btc_rail): state they must not lose
+chain_nonces = Table(
+    "chain_nonces",
+    metadata,
+    Column("rail", String(24), primary_key=True),
+    Column("address", String(64), primary_key=True),
+    Column("state", Text, nullable=False),  # NonceState.to_json()
+    Column("updated_at", Ts, nullable=False),
+)
+
+chain_builds = Table(
+    "chain_builds",
+    metadata,
+    Column("rail", String(24), primary_key=True),
+    Column("payment_id", String(40), primary_key=True),
+    Column("asset", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),  # ledger units
+    Column("unsigned", JSON, nullable=False),  # payments.rails.Unsigned.to_json()
+    # built | broadcast | released
+    Column("status", String(16), nullable=False),
+    Column("ref", String(128), nullable=True, unique=True),  # tx hash / txid once known
+    Column("created_at", Ts, nullable=False),
+    Column("updated_at", Ts, nullable=False),
+    CheckConstraint("status IN ('built', 'broadcast', 'released')", name="status_known"),
 )
 
 

@@ -73,6 +73,47 @@ def check_amount(value: Any, field: str = "amount", *, positive: bool = True) ->
     return value
 
 
+@dataclass(frozen=True)
+class LedgerUnit:
+    """How an asset's chain amounts map onto the ledger's BIGINT units (:mod:`payments.db`
+    docstring: the amount-unit decision). ``decimals``: the ledger's; ``chain_decimals``:
+    the chain's base unit (ETH: 9 and 18, one ledger unit is one gwei)."""
+
+    asset: str
+    decimals: int
+    chain_decimals: int
+
+    @property
+    def scale(self) -> int:
+        return int(10 ** (self.chain_decimals - self.decimals))
+
+    def to_chain(self, amount: int) -> int:
+        """Ledger units to chain base units (exact)."""
+        return int(check_amount(amount)) * self.scale
+
+    def from_chain(self, value: int, field: str = "amount") -> int:
+        """Chain base units to ledger units; refused unless exact (a value of wei that is
+        not whole gwei cannot be booked without rounding somebody's money)."""
+        units, rest = divmod(value, self.scale)
+        if rest:
+            raise LedgerError(
+                f"{field} {value} is not a whole number of {self.asset} ledger units "
+                f"(1 unit = {self.scale} base units on chain)",
+                field,
+            )
+        return units
+
+    def charge(self, value: int) -> tuple[int, int]:
+        """A fee of ``value`` chain base units as ledger units rounded UP, and the rounding
+        (base units charged above the fee paid): ``(units, rounding)``."""
+        units = -(-value // self.scale)
+        return units, units * self.scale - value
+
+
+ETH_GWEI: Final = LedgerUnit("ETH", 9, 18)
+BTC_SAT: Final = LedgerUnit("BTC", 8, 8)
+
+
 def new_account_id() -> str:
     return "acct_" + os.urandom(16).hex()
 

@@ -124,6 +124,7 @@ _COPIED: Final[dict[str, tuple[str, ...]]] = {
     "PaymentAwaitingApproval": ("sign_request_id",),
     "PaymentSigned": ("signature", "signed_raw", "sign_request_id"),
     "PaymentBroadcast": ("rail_ref",),
+    "PaymentConfirmed": ("fee",),  # the fee actually paid, when the rail reports it
     "PaymentSettled": ("settlement_id",),
     "PaymentFailed": ("reasons",),
     "PaymentCancelled": ("reasons",),

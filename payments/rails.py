@@ -81,6 +81,12 @@ class Status:
     state: Literal["pending", "confirmed", "failed"]
     confirmations: int = 0
     detail: str = ""
+    # confirmed: the fee the rail actually charged, in the payment asset's ledger units
+    # (None: no fee in that asset); the worker books the difference to the authorized fee
+    # back to the customer. ``facts``: recorded with the PaymentConfirmed event (e.g. the
+    # fee in wei and its rounding to ledger units)
+    fee: int | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

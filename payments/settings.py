@@ -26,6 +26,27 @@
 ``PAYMENTS_VELOCITY_WINDOW_S``     the velocity window (600) and
 ``PAYMENTS_VELOCITY_MAX``          the payments in it from which velocity scores (5)
 ``PAYMENTS_ZSCORE_MIN_HISTORY``    past payments needed before the z-score counts (5)
+``PAYMENTS_EVM_KEY_ID``            the custody ``ecdsa-secp256k1`` key of the ``ethereum``
+                                   rail (unset: no ethereum rail)
+``PAYMENTS_EVM_RPC_URL``           an Ethereum JSON-RPC endpoint; unset: the in-process
+                                   eth-tester chain (development only: it lives and dies
+                                   with the process)
+``PAYMENTS_EVM_CHAIN_ID``          the chain id the rail must find at the endpoint
+``PAYMENTS_EVM_CONFIRMATIONS``     confirmations before ``confirmed`` (1)
+``PAYMENTS_EVM_TOKENS``            ERC-20s paid, ``ASSET:0xaddress:decimals`` comma
+                                   separated (with ``PAYMENTS_DEV_CHAINS``: the test token
+                                   ``TPT`` is added)
+``PAYMENTS_BTC_KEY_ID``            the custody ``bip340`` key of the ``bitcoin`` rail
+``PAYMENTS_BTC_RPC_URL``           a Bitcoin Core JSON-RPC endpoint; unset: the in-process
+                                   regtest UTXO set (development only, mines a block per
+                                   accepted transaction)
+``PAYMENTS_BTC_FEE_RATE``          sat/vB paid (``2``)
+``PAYMENTS_BTC_CONFIRMATIONS``     confirmations before ``confirmed`` (1)
+``PAYMENTS_DEV_CHAINS``            DEVELOPMENT ONLY: at start, fund the rails' keys on the
+                                   IN-PROCESS chains (tester genesis -> the key's address,
+                                   the test token deployed and some given to it; a regtest
+                                   coinbase -> the key's BIP-86 address); refused with an
+                                   RPC URL (never silently on a real chain)
 ``PAYMENTS_FAULT_PAUSE_AT``        TESTS ONLY: the worker stops at this step
                                    (``after-prepare``, ``after-sign-submit``,
                                    ``after-broadcast``) and writes ``PAYMENTS_FAULT_MARKER``
@@ -68,6 +89,17 @@ class PaymentsSettings(BaseSettings):
     velocity_window_s: int = 600
     velocity_max: int = 5
     zscore_min_history: int = 5
+    # chain rails (payments.evm_rail, payments.btc_rail)
+    evm_key_id: str | None = None
+    evm_rpc_url: str | None = None
+    evm_chain_id: int | None = None
+    evm_confirmations: int = Field(default=1, ge=1)
+    evm_tokens: str = ""
+    btc_key_id: str | None = None
+    btc_rpc_url: str | None = None
+    btc_fee_rate: str = "2"
+    btc_confirmations: int = Field(default=1, ge=1)
+    dev_chains: bool = False
     # tests only: the worker stops (sleeps) at this step, so a test can SIGKILL the process
     # at a known point of a payment ("after-sign-submit", "after-broadcast")
     fault_pause_at: str | None = None

@@ -221,7 +221,14 @@ class Worker:
     def _confirm(self, p: dict[str, Any], rail: Rail) -> None:
         st = rail.status(p["rail_ref"])
         if st.state == "confirmed":
-            self.core.step(p["id"], "PaymentConfirmed", {"confirmations": st.confirmations})
+            data: dict[str, Any] = {"confirmations": st.confirmations, **st.facts}
+            if st.fee is not None:
+                # the fee actually paid (the core returns what was booked above it); never
+                # more than was booked at broadcast: any excess is the house's, recorded
+                data["fee"] = min(st.fee, p["fee"])
+                if st.fee > p["fee"]:
+                    data["fee_excess"] = st.fee - p["fee"]
+            self.core.step(p["id"], "PaymentConfirmed", data)
         elif st.state == "failed":
             self.core.step(
                 p["id"], "PaymentFailed", {"reasons": [*p["reasons"], f"{rail.name}: {st.detail}"]}

@@ -15,7 +15,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-SUITES = ("frost", "ecdsa", "hsm", "node", "policy", "e2e", "refresh", "ceremonies")
+SUITES = ("frost", "ecdsa", "hsm", "node", "policy", "e2e", "refresh", "ceremonies", "payments")
 
 
 def main(argv: list[str] | None = None) -> int:
