@@ -88,6 +88,7 @@ DEV_ERC20 = "0xF2E246BB76DF876Cef8b38ae84130F4F55De395b"
 ETH_LIMIT = 10**18  # wei: 1 ETH
 TOKEN_LIMIT = 10_000 * 10**6  # 10 000 tokens of 6 decimals
 BTC_LIMIT = 10_000_000  # satoshi: 0.1 BTC
+EUR_SETTLEMENT_LIMIT = 1_000_000  # cents: 10 000.00 EUR per pacs.008 settlement
 
 
 def demo_policy(approvers: tuple[Approver, ...]) -> Policy:
@@ -100,8 +101,11 @@ def demo_policy(approvers: tuple[Approver, ...]) -> Policy:
        10 000 tokens (10 000 * 10**6 base units);
     5. ``btc-under-limit`` / 6. ``btc-over-limit``: btc-psbt spends of at most 0.1 BTC
        (10 000 000 sat, summed over the outputs not back to the key) to the allowlist;
-    7. ``messages``: ``message`` requests (EIP-191 / off-chain attestations): allow;
-    8. ``raw-denied``: ``raw``: deny (unless the genesis lists the key in
+    7. ``eur-settlement`` / ``eur-settlement-large``: ``iso20022`` pacs.008 settlements in
+       EUR of at most 10 000.00 (1 000 000 cents): allow; larger: 2 approvals of
+       ``treasury``;
+    8. ``messages``: ``message`` requests (EIP-191 / off-chain attestations): allow;
+    9. ``raw-denied``: ``raw``: deny (unless the genesis lists the key in
        ``raw_signing_keys``, which :func:`custody.policy.decide` checks first).
 
     Everything else (another destination, a contract call, an ERC-20 approve, payment
@@ -167,6 +171,21 @@ def demo_policy(approvers: tuple[Approver, ...]) -> Policy:
                 assets=frozenset({"BTC"}),
                 allowlists=dest,
                 min_amount=BTC_LIMIT + 1,
+                approvals=two,
+            ),
+            Rule(
+                "eur-settlement",
+                "allow",
+                kinds=frozenset({"iso20022"}),
+                assets=frozenset({"EUR"}),
+                max_amount=EUR_SETTLEMENT_LIMIT,
+            ),
+            Rule(
+                "eur-settlement-large",
+                "approve",
+                kinds=frozenset({"iso20022"}),
+                assets=frozenset({"EUR"}),
+                min_amount=EUR_SETTLEMENT_LIMIT + 1,
                 approvals=two,
             ),
             Rule("messages", "allow", kinds=frozenset({"message"})),
@@ -520,6 +539,8 @@ class Cluster:
             "book": {"scheme": "ed25519"},
             "ethereum": {"scheme": "ecdsa-secp256k1"},
             "bitcoin": {"scheme": "bip340", "network": "regtest"},
+            # the settlement key signs the pacs.008 files (iso20022, Ed25519)
+            "settlement": {"scheme": "ed25519"},
         }
         key_ids = {}
         for rail, spec in wanted.items():
@@ -542,6 +563,7 @@ class Cluster:
                 "PAYMENTS_BOOK_KEY_ID": key_ids["book"],
                 "PAYMENTS_EVM_KEY_ID": key_ids["ethereum"],
                 "PAYMENTS_BTC_KEY_ID": key_ids["bitcoin"],
+                "PAYMENTS_SETTLEMENT_KEY_ID": key_ids["settlement"],
                 # development cluster: the in-process chains, the keys funded on them
                 "PAYMENTS_DEV_CHAINS": "true",
             }

@@ -8,12 +8,18 @@ with ``--payments-url`` and ``--payments-token`` (``CUSTODY_PAYMENTS_URL``,
 status maps through :func:`~custody.exitcodes.for_status`); every read command has
 ``--json``.
 
-``import`` (pain.001 intake), ``settle --out`` (pacs.008 files) and ``verify-settlement``
-need the ISO 20022 rail; until it is merged they say "not available in this build".
+``import`` sends a pain.001.001.09 file to the service (a refused file: every problem
+with its line and field, exit 2); ``settle --out DIR`` writes each signed pacs.008 file
+the window released; ``confirm-settlement`` records the counterparty's confirmation;
+``verify-settlement`` is what a receiving bank runs on a file: no service needed, only
+the public key it trusts (``--public-key``, or ``--key-id`` looked up on the cluster) and
+the pacs.008.001.08 XSD (custody's packaged copy, or ``--schema``).
 """
 
 from __future__ import annotations
 
+import importlib.resources
+import json
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +27,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from custody import xmldsig
 from custody.cli_support import (
     DEFAULT_DIR,
     CliError,
@@ -28,6 +35,7 @@ from custody.cli_support import (
     ClusterOpt,
     IdemOpt,
     JsonOpt,
+    connect,
     handled,
     out,
     print_fields,
@@ -60,9 +68,12 @@ PayTokenOpt = Annotated[
         help="bearer token of the payment service",
     ),
 ]
-NOT_AVAILABLE = (
-    "not available in this build: it needs the ISO 20022 rail (payments/iso20022), not merged yet"
-)
+
+
+def packaged_schema() -> Path:
+    """custody's own copy of the pacs.008.001.08 XSD (package data: custody never imports
+    payments, which ships the same file for its builder)."""
+    return Path(str(importlib.resources.files("custody") / "schemas" / "pacs.008.001.08.xsd"))
 
 
 class PayClient:
@@ -73,6 +84,9 @@ class PayClient:
         )
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
+        return self.request(method, path, **kw).json()
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
             r = self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
@@ -87,7 +101,7 @@ class PayClient:
             raise CliError(
                 "\n".join(problem_lines(r.status_code, problem)), for_status(r.status_code)
             )
-        return r.json()
+        return r
 
 
 def connect_pay(cluster: Path | None, url: str | None, token: str | None) -> PayClient:
@@ -267,38 +281,109 @@ def cancel(
 @pay_app.command("settle")
 def settle(
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="write the pacs.008 files here")
+        Path | None, typer.Option("--out", help="write the signed pacs.008 files here")
     ] = None,
     cluster: ClusterOpt = None,
     payments_url: PayUrlOpt = None,
     payments_token: PayTokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Close a settlement window: confirmed payments netted per counterparty and asset."""
+    """Close a settlement window: confirmed payments netted per counterparty and asset, and
+    payments to other banks netted per bank into one signed pacs.008 each (with --out,
+    each released file written there as <settlement id>.xml). Exit 8 while a pacs.008
+    waits for approvals: run it again once they are given."""
     with handled(json_problem=as_json):
-        if out_dir is not None:
-            raise CliError(f"settle --out (pacs.008 files) is {NOT_AVAILABLE}", ExitCode.FAILED)
         c = connect_pay(cluster, payments_url, payments_token)
+        if out_dir is not None:
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CliError(f"--out {out_dir}: cannot be created ({exc.strerror})") from None
         doc = c.call("POST", "/v1/settlements")
+        for m in doc.get("messages", []):
+            if out_dir is not None and m["status"] == "sent":
+                path = out_dir / f"{m['id']}.xml"
+                data = c.request("GET", f"/v1/settlements/{m['id']}/file").content
+                part = path.with_suffix(".xml.part")  # never a half-written file under its name
+                part.write_bytes(data)
+                part.replace(path)
+                m["file"] = str(path)
         if as_json:
             print_json(doc)
-            return
-        if not doc["items"]:
-            out.print("no confirmed payments to settle")
-            return
-        print_rows(
-            ["id", "counterparty", "net", "payments", "status"],
-            [
-                [
-                    s["id"],
-                    s["counterparty"],
-                    f"{s['net_amount']} {s['asset']}",
-                    s["payment_count"],
-                    s["status"],
-                ]
-                for s in doc["items"]
-            ],
+        elif not doc["items"] and not doc.get("messages"):
+            out.print("no confirmed payments to settle and no payments to other banks waiting")
+        else:
+            if doc["items"]:
+                print_rows(
+                    ["id", "counterparty", "net", "payments", "status"],
+                    [
+                        [
+                            s["id"],
+                            s["counterparty"],
+                            f"{s['net_amount']} {s['asset']}",
+                            s["payment_count"],
+                            s["status"],
+                        ]
+                        for s in doc["items"]
+                    ],
+                )
+            if doc.get("messages"):
+                print_rows(
+                    ["pacs.008", "bank", "net", "payments", "status", "detail"],
+                    [
+                        [
+                            m["id"],
+                            m["counterparty"],
+                            f"{m['net_amount']} {m['asset']}",
+                            m["payment_count"],
+                            m["status"],
+                            m.get("file")
+                            or (
+                                f"sign request {m['sign_request_id']}"
+                                if m["status"] == "pending_approval"
+                                else m["detail"] or ""
+                            ),
+                        ]
+                        for m in doc["messages"]
+                    ],  # fmt: skip
+                    long=["detail"],
+                )
+        if any(m["status"] == "pending_approval" for m in doc.get("messages", [])):
+            raise typer.Exit(ExitCode.PENDING)
+
+
+@pay_app.command("confirm-settlement")
+def confirm_settlement(
+    settlement_id: Annotated[str, typer.Argument(help="stl_...")],
+    amount: Annotated[
+        int, typer.Option("--amount", min=0, help="what the counterparty booked (base units)")
+    ],
+    reference: Annotated[
+        str, typer.Option("--reference", help="the counterparty's reference for it")
+    ],
+    cluster: ClusterOpt = None,
+    payments_url: PayUrlOpt = None,
+    payments_token: PayTokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record the counterparty's confirmation of a settlement (an operator, from the
+    bank's statement); reconciliation then makes its payments reconciled."""
+    with handled(json_problem=as_json):
+        c = connect_pay(cluster, payments_url, payments_token)
+        sid = require_id(settlement_id, "settlement id")
+        doc = c.call(
+            "POST",
+            f"/v1/settlements/{sid}/confirmations",
+            json={"amount": amount, "reference": reference},
         )
+        if as_json:
+            print_json(doc)
+        else:
+            print_fields(
+                [("id", doc["id"]), ("counterparty", doc["counterparty"]),
+                 ("net", f"{doc['net_amount']} {doc['asset']}"), ("status", doc["status"]),
+                 ("confirmed", doc["confirmed_amount"]), ("reference", doc["confirmation_ref"])]
+            )  # fmt: skip
 
 
 @pay_app.command("reconcile")
@@ -350,7 +435,9 @@ def import_(
     payments_token: PayTokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import a pain.001 batch: each transaction becomes a payment."""
+    """Import a pain.001.001.09 batch: each transaction becomes a payment (authorized or
+    declined with its reasons); importing the same file again creates nothing new. A
+    refused file imports nothing: every problem is printed with its line and field."""
     with handled(json_problem=as_json):
         try:
             data = file.read_bytes()
@@ -361,26 +448,92 @@ def import_(
             "POST",
             "/v1/payments/imports",
             content=data,
-            headers={"Content-Type": "application/xml", "Idempotency-Key": str(uuid.uuid4())},
+            headers={"Content-Type": "application/xml"},
         )
         if as_json:
             print_json(doc)
         else:
             print_rows(
-                ["id", "status", "amount"],
-                [[p["id"], p["status"], _amount(p)] for p in doc["payments"]],
+                ["id", "end-to-end id", "status", "amount", "rail", "to"],
+                [
+                    [
+                        p["id"],
+                        p["end_to_end_id"],
+                        p["status"],
+                        _amount(p),
+                        p["rail"],
+                        p["destination"],
+                    ]
+                    for p in doc["payments"]
+                ],  # fmt: skip
+                long=["to"],
             )
 
 
 @pay_app.command("verify-settlement")
 def verify_settlement(
-    file: Annotated[Path, typer.Argument(help="a signed pacs.008 file")], as_json: JsonOpt = False
+    file: Annotated[Path, typer.Argument(help="a signed pacs.008 file")],
+    public_key: Annotated[
+        str | None,
+        typer.Option("--public-key", help="the sender's Ed25519 public key (64 hex) you trust"),
+    ] = None,
+    key_id: Annotated[
+        str | None,
+        typer.Option("--key-id", help="instead: the custody key, its public key from --cluster"),
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option("--schema", help="the pacs.008.001.08 XSD [default: custody's copy]"),
+    ] = None,
+    cluster: ClusterOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Verify a settlement file's XML signature (what a receiving bank would run)."""
+    """Verify a settlement file as a receiving bank: the envelope (no signature wrapping),
+    the header, the XML signature's profile, the document's digest, the Ed25519 signature
+    (PyNaCl), the header against the document, the XSD. Exit 0 only when every check
+    passes; otherwise 6 with the failing check named (2: unreadable input)."""
     with handled(json_problem=as_json):
-        if not file.exists():
-            raise CliError(f"{file}: not found")
-        raise CliError(f"verify-settlement is {NOT_AVAILABLE}", ExitCode.FAILED)
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise CliError(f"{file}: cannot be read ({exc.strerror})") from None
+        if (public_key is None) == (key_id is None):
+            raise CliError("give the key to verify with: --public-key HEX or --key-id ID")
+        if key_id is not None:
+            key = connect("requester", cluster, None, None).get_key(require_id(key_id, "key id"))
+            if key.scheme != "ed25519" or not key.public_key:
+                raise CliError(f"key {key.id} is {key.scheme} {key.status}: no Ed25519 key")
+            public_key = key.public_key
+        try:
+            pk = bytes.fromhex(public_key or "")
+        except ValueError:
+            pk = b""
+        if len(pk) != 32:
+            raise CliError("--public-key: 32 bytes of hex (64 characters) expected")
+        xsd = schema or packaged_schema()
+        if not xsd.is_file():
+            raise CliError(f"--schema {xsd}: not found")
+        report = xmldsig.verify_settlement(data, pk, schema=xsd)
+        if as_json:
+            print_json({"file": str(file), **report.as_json()})
+        else:
+            print_rows(
+                ["check", "result", "detail"],
+                [[c.name, "ok" if c.ok else "FAILED", c.detail] for c in report.checks],
+                long=["detail"],
+            )
+            if report.valid and report.summary:
+                out.print(
+                    f"{file}: valid, signed by {pk.hex()}\n"
+                    + json.dumps(report.summary, indent=2, default=str),
+                    markup=False,
+                )
+        if not report.valid:
+            f = report.failure
+            if not as_json:
+                raise CliError(f"{file}: INVALID: check {f.name if f else '?'} failed",
+                               ExitCode.FAILED)  # fmt: skip
+            raise typer.Exit(ExitCode.FAILED)
 
 
 __all__ = ["pay_app"]

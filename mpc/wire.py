@@ -91,14 +91,23 @@ def cbor_loads(data: bytes, *, what: str = "message", party: int | None = None) 
     if len(data) > MAX_MESSAGE_BYTES:
         raise DecodeError("message too large", field=what, party=party)
 
-    def no_tags(decoder: Any, tag: Any) -> Any:
-        raise DecodeError(f"CBOR tag {tag.tag} not allowed", field=what, party=party)
+    def no_tags(*args: Any) -> Any:
+        # cbor2 5 calls tag_hook(decoder, tag), cbor2 6 tag_hook(tag, immutable)
+        tag = next((a for a in args if isinstance(a, cbor2.CBORTag)), None)
+        number = tag.tag if tag is not None else "?"
+        raise DecodeError(f"CBOR tag {number} not allowed", field=what, party=party)
 
     try:
         obj = cbor2.loads(bytes(data), tag_hook=no_tags)
     except DecodeError:
         raise
     except Exception as exc:  # cbor2 raises several types (and RecursionError) on bad input
+        # cbor2 wraps an error raised by the tag hook in its own CBORDecodeError: report ours
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, DecodeError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, DecodeError):
+            raise cause from None
         raise DecodeError(f"invalid CBOR ({type(exc).__name__})", field=what, party=party) from None
     # Only the canonical encoding of a value is accepted (RFC 8949 section 4.2.1): this
     # refuses indefinite lengths, non-shortest integers, unsorted or duplicate map keys and

@@ -20,6 +20,8 @@ module         job
 ``core``       the commands (accounts, deposits, payments, settlement windows), one
                transaction each
 ``worker``     drives authorized payments through custody and their rail, crash-resumable
+``intake``     the pain.001 batch parser: each transaction mapped onto this ledger
+``settlement`` the ``iso20022`` rail: netting per counterparty bank into signed pacs.008
 ``chains``     what the chain rails share: builds stored per payment, the release rule
 ``evm_rail``   the ``ethereum`` rail (ether and ERC-20 over :mod:`payments.evm`)
 ``btc_rail``   the ``bitcoin`` rail (BIP-86 PSBTs over :mod:`payments.btc`)
@@ -30,5 +32,6 @@ module         job
 
 The chain rails ``payments/evm`` and ``payments/btc`` are registered in
 :func:`payments.service.build` through ``evm_rail`` and ``btc_rail`` (``PAYMENTS_EVM_*``,
-``PAYMENTS_BTC_*``); ``payments/iso20022`` is the intake and settlement format.
+``PAYMENTS_BTC_*``); ``payments/iso20022`` is the intake and settlement format, used by
+``intake`` and ``settlement``.
 """

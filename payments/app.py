@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, or_, select
@@ -165,8 +165,26 @@ class AccountList(Page):
     items: list[AccountOut]
 
 
+class SettlementMessageOut(BaseModel):
+    """A pacs.008 of the ISO 20022 rail: ``signing``, ``pending_approval`` (custody's
+    policy wants approvals: ``sign_request_id``), ``sent`` (signed, its payments settled;
+    the file at ``/v1/settlements/{id}/file``), ``failed`` or ``void``."""
+
+    id: str
+    counterparty: str
+    asset: str
+    net_amount: int
+    payment_count: int
+    status: str
+    uetr: str
+    sign_request_id: str | None
+    detail: str | None
+    created_at: dt.datetime
+
+
 class SettlementList(BaseModel):
     items: list[SettlementOut]
+    messages: list[SettlementMessageOut] = []
 
 
 class ReconciliationList(BaseModel):
@@ -252,9 +270,12 @@ def create_app(
     worker: Any = None,
     interval: float = 0.2,
     intake: BatchParser | None = None,
+    settler: Any = None,
 ) -> FastAPI:
     """The ASGI app over ``core``; with ``worker`` (a :class:`payments.worker.Worker`) its
-    loop runs in a thread for the app's lifetime."""
+    loop runs in a thread for the app's lifetime; ``intake`` parses pain.001 batches and
+    ``settler`` (a :class:`payments.settlement.Settler`) runs the ISO 20022 settlement
+    windows."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -514,22 +535,41 @@ def create_app(
         response_model=ImportOut,
         dependencies=[Auth],
         tags=["payments"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/xml": {"schema": {"type": "string"}}},
+                "description": "a pain.001.001.09 document",
+            }
+        },
     )
     async def import_batch(request: Request) -> Any:
         """A pain.001.001.09 batch (``application/xml``): each transaction a payment, each
-        idempotent on (message id, end-to-end id). Needs the ISO 20022 intake parser."""
+        idempotent on (message id, end-to-end id): the same file again answers the same
+        payments. A refused file imports nothing: a 422 problem whose ``errors`` list each
+        problem (``line``, ``path``: the field as an XPath, ``message``)."""
         parser = request.app.state.intake
         if parser is None:
             raise CoreError(
                 501,
                 "not-available",
                 "pain.001 import is not available in this build "
-                "(the ISO 20022 rail, payments/iso20022, is not merged yet)",
+                "(this service was composed without the pain.001 intake parser)",
             )
         try:
-            message_id, txs = parser.parse(await request.body())
+            message_id, txs = await run_in_threadpool(parser.parse, await request.body())
         except ValueError as exc:
-            raise CoreError(422, "invalid-batch", str(exc), "document") from None
+            problems = getattr(exc, "problems", ())
+            return problem(
+                422, "invalid-batch", "Unprocessable content",
+                f"the batch is refused, nothing was imported: {exc}",
+                field=problems[0].field if problems else "document",
+                errors=[
+                    {"field": f"line {x.line}: {x.field}", "line": x.line, "path": x.field,
+                     "message": x.reason}
+                    for x in problems
+                ] or None,
+            )  # fmt: skip
         ids = await run_in_threadpool(core.import_batch, message_id, txs)
         return ImportOut(payments=[payment_out(core.get(pid)) for pid in ids])
 
@@ -560,19 +600,71 @@ def create_app(
     )
     def run_settlement() -> SettlementList:
         """Close a settlement window: every confirmed payment netted per (counterparty,
-        asset) into one settlement; answers the new settlements (none: an empty list)."""
+        asset) into one settlement; with the ISO 20022 rail, the authorized ``iso20022``
+        payments netted per counterparty bank into one signed pacs.008 each (those
+        waiting for approvals picked up again). Answers the settlements made now and the
+        pacs.008 messages touched (none: empty lists)."""
         ids = core.settle()
+        touched = settler.run() if settler is not None else []
+        messages = [_message(sid) for sid in touched]
+        ids += [m.id for m in messages if m.status == "sent"]
         with core.engine.connect() as c:
             rows = c.execute(select(settlements).where(settlements.c.id.in_(ids))).all()
-            return SettlementList(items=[_settlement(c, r) for r in rows])
+            return SettlementList(items=[_settlement(c, r) for r in rows], messages=messages)
+
+    def _message(sid: str) -> SettlementMessageOut:
+        m = settler.get(sid) if settler is not None else None
+        if m is None:
+            raise CoreError(
+                404, "settlement-not-found", f"no pacs.008 settlement {sid}", "settlement_id"
+            )
+        return SettlementMessageOut(
+            id=m["id"], counterparty=m["counterparty"], asset=m["asset"],
+            net_amount=int(m["net_amount"]), payment_count=m["payment_count"],
+            status=m["status"], uetr=m["uetr"], sign_request_id=m["sign_request_id"],
+            detail=m["detail"], created_at=_utc(m["created_at"]),
+        )  # fmt: skip
+
+    @app.get(
+        "/v1/settlements/{settlement_id}/message",
+        response_model=SettlementMessageOut,
+        dependencies=[Auth],
+        tags=["settlements"],
+    )
+    def get_settlement_message(settlement_id: str) -> SettlementMessageOut:
+        """The pacs.008 of an ISO 20022 settlement: its signing status."""
+        return _message(settlement_id)
+
+    @app.get(
+        "/v1/settlements/{settlement_id}/file",
+        dependencies=[Auth],
+        tags=["settlements"],
+        responses={200: {"content": {"application/xml": {}}, "description": "the signed file"}},
+    )
+    def get_settlement_file(settlement_id: str) -> Response:
+        """The signed pacs.008 file (``application/xml``) a settlement released: what
+        ``custody pay verify-settlement`` checks; 409 while it is not signed."""
+        m = _message(settlement_id)
+        if m.status != "sent":
+            raise CoreError(
+                409, "settlement-not-signed",
+                f"settlement {settlement_id} is {m.status}: no file was released",
+                "status",
+            )  # fmt: skip
+        doc = settler.get(settlement_id)
+        return Response(doc["signed"], media_type="application/xml")
 
     @app.get(
         "/v1/settlements", response_model=SettlementList, dependencies=[Auth], tags=["settlements"]
     )
     def list_settlements() -> SettlementList:
+        """Every settlement, and every pacs.008 message (signing, waiting, sent, failed,
+        void)."""
+        # read before opening the core's connection: a SQLite connection holds the lock
+        messages = [_message(i) for i in (settler.ids() if settler is not None else [])]
         with core.engine.connect() as c:
             rows = c.execute(select(settlements).order_by(settlements.c.created_at)).all()
-            return SettlementList(items=[_settlement(c, r) for r in rows])
+            return SettlementList(items=[_settlement(c, r) for r in rows], messages=messages)
 
     @app.get(
         "/v1/settlements/{settlement_id}",

@@ -24,9 +24,12 @@ from payments.evm import Chain, EthTesterChain, JsonRpcChain, deploy_test_token,
 from payments.evm.tx import parse_address
 from payments.evm_rail import EthereumRail, Token
 from payments.evm_rail import checks as evm_checks
+from payments.intake import Pain001Intake
+from payments.iso20022 import Party
 from payments.rails import Instruction, Rail
 from payments.sanctions import SanctionsList
 from payments.settings import PaymentsSettings
+from payments.settlement import SettlementRail, Settler, load_counterparties
 from payments.worker import Worker
 
 log = obs.get_logger("payments.service")
@@ -184,6 +187,16 @@ def build(settings: PaymentsSettings) -> tuple[FastAPI, PaymentCore]:
             rails["book"] = BookRail(book_engine, key.id, key.public_key)
         more, chain_checks = chain_rails(settings, engine, custody)
         rails.update({r.name: r for r in more})
+    settlement_rail, settlement_pk = None, ""
+    if custody is not None and settings.settlement_key_id:
+        skey = custody.get_key(settings.settlement_key_id)
+        if skey.scheme != "ed25519" or not skey.public_key:
+            raise SystemExit(
+                f"PAYMENTS_SETTLEMENT_KEY_ID {skey.id}: an active ed25519 key is needed, "
+                f"not {skey.scheme} {skey.status}"
+            )
+        settlement_pk = skey.public_key
+        settlement_rail = SettlementRail(skey.id, load_counterparties(settings.counterparties_file))
     core = PaymentCore(
         engine,
         SanctionsList.load(settings.sanctions_dir),
@@ -195,7 +208,15 @@ def build(settings: PaymentsSettings) -> tuple[FastAPI, PaymentCore]:
         ),
         rails,
         {"book": book_destination_check, **chain_checks},
+        {settlement_rail.name: settlement_rail} if settlement_rail else {},
     )
+    settler = None
+    if custody is not None and settlement_rail is not None:
+        ours = Party(settings.bank_name, settings.bank_bic, settings.bank_iban)
+        try:
+            settler = Settler(core, custody, settlement_rail, settlement_pk, ours)
+        except ValueError as exc:
+            raise SystemExit(f"PAYMENTS_BANK_BIC / PAYMENTS_BANK_IBAN: {exc}") from None
     worker = None
     if custody is not None and settings.worker:
         worker = Worker(
@@ -205,5 +226,12 @@ def build(settings: PaymentsSettings) -> tuple[FastAPI, PaymentCore]:
         raise SystemExit(
             "PAYMENTS_TOKEN is not set: the service needs a bearer token for its clients"
         )
-    app = create_app(core, settings.token.get_secret_value(), worker, settings.worker_interval)
+    app = create_app(
+        core,
+        settings.token.get_secret_value(),
+        worker,
+        settings.worker_interval,
+        intake=Pain001Intake(engine, settings.bank_bic),
+        settler=settler,
+    )
     return app, core

@@ -11,6 +11,13 @@
 ``PAYMENTS_CUSTODY_TOKEN``         a ``requester`` credential of the coordinator (no
                                    token: no rails, no worker; the API still serves)
 ``PAYMENTS_BOOK_KEY_ID``           the custody Ed25519 key that signs book transfers
+``PAYMENTS_SETTLEMENT_KEY_ID``     the custody Ed25519 key that signs pacs.008 settlement
+                                   files (``iso20022``; no key: no settlement rail)
+``PAYMENTS_BANK_BIC`` / ``_NAME``  this bank in ISO 20022 files: its BIC (a creditor agent
+``PAYMENTS_BANK_IBAN``             of this BIC is a book transfer), name and the IBAN of
+                                   its settlement account (the pacs.008 debtor)
+``PAYMENTS_COUNTERPARTIES_FILE``   JSON ``{BIC: {"name", "iban"}}``: the banks this one
+                                   settles with (default: the fictitious demo list)
 ``PAYMENTS_WORKER``                run the worker in the service (default true)
 ``PAYMENTS_WORKER_INTERVAL``       seconds between worker passes (0.2)
 ``PAYMENTS_SANCTIONS_DIR``         a directory with ``sdn.csv`` and ``add.csv`` (OFAC
@@ -68,6 +75,12 @@ class PaymentsSettings(BaseSettings):
     custody_url: str = "http://127.0.0.1:7100"
     custody_token: SecretStr | None = None
     book_key_id: str | None = None
+    # ISO 20022: the settlement key, this bank, the counterparties it settles with
+    settlement_key_id: str | None = None
+    bank_bic: str = "DEUTDEFFXXX"
+    bank_name: str = "TP Wallet Custody AG"
+    bank_iban: str = "DE89370400440532013000"
+    counterparties_file: Path = PACKAGE_DATA / "counterparties.json"
     worker: bool = True
     worker_interval: float = Field(default=0.2, gt=0)
     sanctions_dir: Path = PACKAGE_DATA / "sanctions"

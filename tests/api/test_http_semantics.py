@@ -30,10 +30,9 @@ from api.db import AuditEntry, IdempotencyRecord, SignRequest
 from api.routes.sign_requests import failed_answer
 from api.settings import Settings
 from custody.cli import app as cli_app
-from custody.cluster import Cluster, free_port_block
 from tests.api.conftest import Api, make_api
 from tests.api.test_auth_problems import assert_problem
-from tests.e2e.conftest import Live
+from tests.e2e.conftest import Live, running_cluster
 
 SR = "/v1/sign-requests"
 
@@ -275,28 +274,12 @@ TTL = 6.0  # the cluster's CUSTODY_IDEMPOTENCY_TTL (the sweep runs every second)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    c = Cluster(
-        tmp_path_factory.mktemp("semantics"),
-        nodes=3,
-        port=free_port_block(3),
-        env={
-            "CUSTODY_POOL_INTERVAL": "0.3",
-            "CUSTODY_ROUND_TIMEOUT": "5",
-            "CUSTODY_IDEMPOTENCY_TTL": str(TTL),
-        },
-        allow_raw=True,
-    )
-    try:
-        doc = c.start(timeout=90)
-    except BaseException:
-        c.stop()
-        raise
-    lv = Live(c, doc)
-    try:
+    """A cluster of this module's own (tests/e2e/conftest.py ``running_cluster``) whose
+    idempotency records expire after ``TTL`` seconds."""
+    with running_cluster(
+        tmp_path_factory.mktemp("semantics"), env={"CUSTODY_IDEMPOTENCY_TTL": str(TTL)}
+    ) as lv:
         yield lv
-    finally:
-        lv.close()
-        c.stop()
 
 
 def _wait_healthy(live: Live, names: set[str]) -> None:

@@ -1,21 +1,28 @@
-"""A real local cluster (coordinator + 3 signer-node processes on loopback) per test module.
+"""Real local clusters (coordinator + 3 signer-node processes on loopback): one per test
+module (``live``), or one the session shares among modules that only make their own keys
+and sign (``shared_live``).
 
 Its genesis has the demo policy and, because these tests sign ``raw`` bytes, raw signing
 enabled for every key (``custody up --allow-raw``)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-from collections.abc import Iterator
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import nacl.signing
 import pytest
 
+from api.settings import Settings
 from custody import governance as gov
 from custody import policy as pol
 from custody.client import CustodyClient
-from custody.cluster import Cluster, free_port_block
+from custody.cluster import Cluster, free_port_block, write_private_json
 from custody.models import KeyOut
 
 
@@ -73,14 +80,83 @@ def install_policy(live: Live, policy: pol.Policy) -> gov.Governance:
     return nxt.body
 
 
+#: What every test cluster runs with: fast pool/health sweeps, short rounds, and a small
+#: ECDSA presignature pool (4 per key, refilled at once below 1; api/settings.py): a test
+#: signs a handful of times, and a full default pool (16) costs every ECDSA key, and every
+#: refresh of one, a dozen presign sessions the test never uses, run in the background
+#: while it runs. An empty pool presigns on demand. Modules that kill or restart nodes while
+#: ECDSA keys sign keep the default pool (:func:`live_default_pool`).
+CLUSTER_ENV = {
+    "CUSTODY_POOL_INTERVAL": "0.3",
+    "CUSTODY_ROUND_TIMEOUT": "5",
+    "CUSTODY_PRESIG_TARGET": "4",
+}
+
+# -- a provisioned cluster, copied ---------------------------------------------------------
+# Provisioning a cluster (``custody.cluster.Cluster.provision``) is eleven short-lived
+# processes (``api init``, ``signer_nodes init`` / ``identity`` / ``trust`` per node, ``api
+# trust``) and six key files: most of a cluster's start-up. It runs once per test session,
+# into a template directory never started; each cluster a test starts runs a copy of it, so
+# each still starts from a freshly provisioned state of its own (its own databases and
+# SoftHSM2 tokens). The copies share identities and credentials, which no test compares
+# across clusters.
+
+#: The files of a provisioned cluster that name its directory (``hsm.provision``'s dev
+#: SoftHSM2 configs, the coordinator's ``hsm.json``); a copy points them at itself.
+_PATH_FILES = (
+    re.compile(r"coordinator/hsm\.json"),
+    re.compile(r"(coordinator|node-\d+)/token/softhsm2\.conf"),
+)
+_template: Path | None = None
+
+
+def _cluster_template() -> Path:
+    """The session's provisioned cluster (built on first use, removed at exit)."""
+    global _template
+    if _template is None:
+        root = Path(tempfile.mkdtemp(prefix="custody-cluster-template-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        d = root / "cluster"
+        template = Cluster(d, nodes=3, allow_raw=True)
+        creds = template.provision()
+        # the part of what a first start writes that a later start reads back (a copy's
+        # start rewrites the whole file)
+        write_private_json(template.cluster_file, {"api_url": "", "credentials": creds})
+        _template = d
+    return _template
+
+
+def clone_cluster(dst: Path) -> None:
+    """Copy the session's provisioned cluster to ``dst`` (an empty or missing directory),
+    pointing its token configs at the copy. Any other file naming the template fails the
+    copy loudly: the layout changed and the copy would share state with the template."""
+    src = _cluster_template()
+    dst = dst.resolve()
+    if dst.exists():
+        dst.rmdir()  # empty, or this raises: never copy over a cluster
+    shutil.copytree(src, dst, symlinks=True)
+    old, new = str(src).encode(), str(dst).encode()
+    for path in dst.rglob("*"):
+        if not path.is_file() or old not in (data := path.read_bytes()):
+            continue
+        rel = path.relative_to(dst).as_posix()
+        if not any(rx.fullmatch(rel) for rx in _PATH_FILES):
+            raise RuntimeError(f"{path} names the template cluster {src}: cannot copy it")
+        path.write_bytes(data.replace(old, new))
+
+
 @contextlib.contextmanager
-def running_cluster(d: Path) -> Iterator[Live]:
-    """A real 3-node cluster under ``d``, stopped on the way out (setup failures too)."""
+def running_cluster(d: Path, env: Mapping[str, str] | None = None) -> Iterator[Live]:
+    """A real 3-node cluster under ``d``, stopped on the way out (setup failures too).
+    An empty ``d`` gets a copy of the session's provisioned cluster (above); ``env`` adds
+    to :data:`CLUSTER_ENV` (e.g. a test that needs a full presignature pool)."""
+    if not d.exists() or not any(d.iterdir()):
+        clone_cluster(d)
     cluster = Cluster(
         d,
         nodes=3,
         port=free_port_block(3),
-        env={"CUSTODY_POOL_INTERVAL": "0.3", "CUSTODY_ROUND_TIMEOUT": "5"},
+        env={**CLUSTER_ENV, **(env or {})},
         allow_raw=True,
     )
     try:
@@ -98,5 +174,39 @@ def running_cluster(d: Path) -> Iterator[Live]:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """A cluster of this module's own (modules that kill, restart or re-govern nodes)."""
     with running_cluster(tmp_path_factory.mktemp("cluster")) as lv:
         yield lv
+
+
+#: The coordinator's default presignature pool (api/settings.py ``presig_target``).
+DEFAULT_POOL = {"CUSTODY_PRESIG_TARGET": str(Settings.model_fields["presig_target"].default)}
+
+
+@pytest.fixture(scope="module")
+def live_default_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """A cluster of this module's own with the coordinator's default presignature pool:
+    for modules that kill or restart nodes while ECDSA keys sign, where pooled
+    presignatures route around the dead node and presigning on demand on a loaded machine
+    can outlast the round timeout (CLUSTER_ENV)."""
+    with running_cluster(tmp_path_factory.mktemp("cluster"), env=DEFAULT_POOL) as lv:
+        yield lv
+
+
+@pytest.fixture(scope="session")
+def _session_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with running_cluster(tmp_path_factory.mktemp("shared-cluster")) as lv:
+        yield lv
+
+
+@pytest.fixture(scope="module")
+def shared_live(_session_cluster: Live) -> Iterator[Live]:
+    """This module's own :class:`Live` (its own clients and keys) on the session's one
+    shared cluster. Only for modules that create their own keys and sign: they neither
+    kill, restart nor re-enrol nodes, install governance, nor read state they did not make
+    (a module overrides ``live`` with it; see tests/e2e/test_kinds.py)."""
+    lv = Live(_session_cluster.cluster, _session_cluster.doc)
+    try:
+        yield lv
+    finally:
+        lv.close()

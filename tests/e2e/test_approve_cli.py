@@ -29,6 +29,13 @@ DEST = DEMO_ETH_DESTINATIONS[0]
 ECDSA = "ecdsa-secp256k1"
 
 
+@pytest.fixture(scope="module")
+def live(shared_live: Live) -> Live:
+    """This module's keys on the session's shared cluster (tests/e2e/conftest.py
+    ``shared_live``): it only makes its own keys and signs, under the genesis's demo policy."""
+    return shared_live
+
+
 def unsigned_tx(value: int, nonce: int, to: str = DEST) -> str:
     fields = [1, nonce, 10**9, 3 * 10**9, 21_000, bytes.fromhex(to[2:]), value, b"", []]
     return "0x02" + rlp.encode(fields).hex()

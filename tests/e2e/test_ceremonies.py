@@ -28,6 +28,13 @@ from tests.e2e.conftest import Live, current_governance
 SCHEMES = ["ed25519", "bip340", "ecdsa-secp256k1"]
 
 
+@pytest.fixture(scope="module")
+def live(live_default_pool: Live) -> Live:
+    """This module's own cluster, with the default presignature pool: it kills or restarts
+    nodes while ECDSA keys sign (tests/e2e/conftest.py ``live_default_pool``)."""
+    return live_default_pool
+
+
 def cli(live: Live, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own argv
         [sys.executable, "-m", "custody.cli", *args, "--cluster", str(live.cluster.cluster_file)],

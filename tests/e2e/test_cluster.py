@@ -41,6 +41,13 @@ SCHEMES = ["ed25519", "bip340", "ecdsa-secp256k1"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module")
+def live(live_default_pool: Live) -> Live:
+    """This module's own cluster, with the default presignature pool: it kills or restarts
+    nodes while ECDSA keys sign (tests/e2e/conftest.py ``live_default_pool``)."""
+    return live_default_pool
+
+
 def msg_for(scheme: str, i: int = 0) -> bytes:
     m = b"e2e message %d" % i
     return hashlib.sha256(m).digest() if scheme == "ecdsa-secp256k1" else m

@@ -26,6 +26,13 @@ from custody.cluster import free_port_block
 from tests.e2e.conftest import Live
 
 
+@pytest.fixture(scope="module")
+def live(live_default_pool: Live) -> Live:
+    """This module's own cluster, with the default presignature pool: it kills or restarts
+    nodes while ECDSA keys sign (tests/e2e/conftest.py ``live_default_pool``)."""
+    return live_default_pool
+
+
 def _rogue(live: Live, tmp: Path, node_id: str, party: int) -> Iterator[str]:
     """A real signer node process the officers never pinned, serving /health."""
     c = live.cluster

@@ -36,6 +36,13 @@ ECDSA = "ecdsa-secp256k1"
 ALLOWED = bytes.fromhex(DEMO_ETH_DESTINATIONS[1][2:])  # on the demo policy's allowlist
 
 
+@pytest.fixture(scope="module")
+def live(shared_live: Live) -> Live:
+    """This module's keys on the session's shared cluster (tests/e2e/conftest.py
+    ``shared_live``): it only makes its own keys and signs, under the genesis's demo policy."""
+    return shared_live
+
+
 def unsigned_1559(chain_id: int, base_fee: int, to: bytes, value: int, nonce: int = 0) -> str:
     """Built by py-evm (not by our encoder)."""
     tx = UnsignedDynamicFeeTransaction(

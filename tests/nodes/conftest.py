@@ -11,6 +11,9 @@
   every harness installs a genesis signed by them whose roster pins its nodes, since a
   node without governance takes part in nothing.
 * :func:`relay`: the ONE envelope relay loop both harnesses use.
+* :func:`cluster`: a copy of three nodes provisioned once per session
+  (:class:`NodeTemplate`), per test; :func:`module_cluster`: one copy for a whole module
+  whose tests neither crash, restart nor re-govern a node.
 * Crash tests start nodes through ``tests/nodes/crashing_node.py`` (``crash_at=``): the
   real node with a fault hook that exits at the named point.
 """
@@ -20,12 +23,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +85,15 @@ class Officers:
         self.keys = {f"officer-{i}": SigningKey.generate() for i in range(1, n + 1)}
         self.quorum = quorum
         self.cluster_id = cluster_id
+
+    @classmethod
+    def with_keys(
+        cls, keys: Mapping[str, SigningKey], quorum: int = 2, cluster_id: str = "test-cluster"
+    ) -> Officers:
+        """Officers over the given keys (a copy of the mapping: the caller's is untouched)."""
+        out = cls(0, quorum, cluster_id)
+        out.keys = dict(keys)
+        return out
 
     def officers(self) -> tuple[gov.Officer, ...]:
         return tuple(gov.Officer(o, bytes(k.verify_key)) for o, k in self.keys.items())
@@ -468,46 +482,195 @@ def public_package(result: dict[str, Any], scheme: str) -> Any:
 _ = keyio  # re-exported for tests that decode stored packages
 
 
-@pytest.fixture
-def coordinator_key() -> SigningKey:
-    return SigningKey.generate()
+@dataclass(frozen=True)
+class HarnessKeys:
+    """The test session's coordinator key and officers' keys (public-key identities, no
+    share): what a node harness provisions its nodes and genesis with."""
+
+    coordinator: SigningKey
+    officers: Mapping[str, SigningKey]
+
+
+@pytest.fixture(scope="session")
+def harness_keys() -> HarnessKeys:
+    return HarnessKeys(SigningKey.generate(), dict(Officers().keys))
 
 
 @pytest.fixture
-def officers() -> Officers:
-    return Officers()
+def coordinator_key(harness_keys: HarnessKeys) -> SigningKey:
+    """The coordinator key of this test's nodes (the session's: :func:`node_template`'s
+    nodes are provisioned with it)."""
+    return harness_keys.coordinator
+
+
+@pytest.fixture
+def officers(harness_keys: HarnessKeys) -> Officers:
+    """This test's own :class:`Officers` object over the session's officer keys (the
+    template genesis is signed by them); a test may change its object freely."""
+    return Officers.with_keys(harness_keys.officers)
 
 
 def provision(nodes: Sequence[NodeProc], officers: Officers) -> bytes:
-    """``init`` every node, then ``trust`` the genesis whose roster pins them all."""
-    for n in nodes:
-        n.init()
+    """``init`` every node, then ``trust`` the genesis whose roster pins them all. The
+    nodes are provisioned in parallel (each ``init`` is two short-lived processes)."""
+    with ThreadPoolExecutor(len(nodes) or 1) as pool:
+        list(pool.map(NodeProc.init, nodes))
     genesis = officers.sign(officers.genesis_body([n.info for n in nodes]))
-    for n in nodes:
-        r = n.trust(genesis)
+    with ThreadPoolExecutor(len(nodes) or 1) as pool:
+        results = list(pool.map(lambda n: n.trust(genesis), nodes))
+    for r in results:
         assert r.returncode == 0, r.stderr
     return genesis
 
 
-@pytest.fixture
-def cluster(
-    tmp_path: Path, coordinator_key: SigningKey, officers: Officers
-) -> Iterator[Coordinator]:
-    """Three running nodes (parties 1..3) under one genesis, enrolled with each other."""
-    nodes = [NodeProc(tmp_path / f"node-{i}", i, coordinator_key) for i in (1, 2, 3)]
+@dataclass(frozen=True)
+class NodeTemplate:
+    """Three nodes (parties 1..3) provisioned once per session (``init``, then ``trust``
+    of a genesis pinning them) and never started: each test's :func:`cluster` runs a copy
+    of their data directories (:func:`clone_node`), so every test still starts from
+    freshly provisioned nodes of its own, without the nine provisioning processes."""
+
+    root: Path
+    keys: HarnessKeys
+    infos: Mapping[int, Mapping[str, Any]]
+    genesis: bytes
+
+    def node_dir(self, party: int) -> Path:
+        return self.root / f"node-{party}"
+
+
+@pytest.fixture(scope="session")
+def node_template(
+    tmp_path_factory: pytest.TempPathFactory, harness_keys: HarnessKeys
+) -> NodeTemplate:
+    root = tmp_path_factory.mktemp("node-template")
+    nodes = [NodeProc(root / f"node-{i}", i, harness_keys.coordinator) for i in (1, 2, 3)]
+    genesis = provision(nodes, Officers.with_keys(harness_keys.officers))
+    return NodeTemplate(root, harness_keys, {n.party_id: dict(n.info) for n in nodes}, genesis)
+
+
+#: The one file of a node's data directory naming its absolute path (``hsm.provision``:
+#: the dev SoftHSM2 config's ``directories.tokendir``).
+_PATH_FILES = frozenset({Path("token/softhsm2.conf")})
+
+
+def clone_node(src: Path, dst: Path) -> None:
+    """Copy a stopped node's data directory (SQLCipher file, sealed database key, SoftHSM2
+    token: modes kept) to ``dst`` and point its SoftHSM2 config at the copy's token
+    directory. Any other file naming ``src`` fails the copy loudly: the layout changed
+    and a clone would share state with its template."""
+    src, dst = src.resolve(), dst.resolve()
+    shutil.copytree(src, dst, symlinks=True)
+    old, new = str(src).encode(), str(dst).encode()
+    for path in dst.rglob("*"):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if old not in data:
+            continue
+        if path.relative_to(dst) not in _PATH_FILES:
+            raise RuntimeError(f"{path} names the template directory {src}: cannot clone")
+        path.write_bytes(data.replace(old, new))
+
+
+def start_nodes(
+    nodes: Sequence[NodeProc],
+    key: SigningKey,
+    officers: Officers,
+    genesis: bytes,
+    env: Callable[[NodeProc], dict[str, str] | None] = lambda _n: None,
+) -> Coordinator:
+    """Start provisioned ``nodes`` (all at once, then wait for each), enrol them with each
+    other and return the test coordinator over them; a failed start stops them all."""
     try:
-        genesis = provision(nodes, officers)
         for n in nodes:
-            n.start(wait=False)
+            n.start(env=env(n), wait=False)
         for n in nodes:
             n.wait_ready()
-        coord = Coordinator(coordinator_key, nodes)
+        coord = Coordinator(key, nodes)
         coord.officers, coord.genesis = officers, genesis
         coord.enroll()
-        yield coord
-    finally:
+    except BaseException:
         for n in nodes:
             n.stop()
+        raise
+    return coord
+
+
+def cloned_cluster(
+    base: Path,
+    template: NodeTemplate,
+    officers: Officers,
+    env: Callable[[NodeProc], dict[str, str] | None] = lambda _n: None,
+) -> Coordinator:
+    """A running copy of ``template`` under ``base`` (see :class:`NodeTemplate`); stop it
+    with :func:`stop_cluster`."""
+    nodes = []
+    for i, info in sorted(template.infos.items()):
+        clone_node(template.node_dir(i), base / f"node-{i}")
+        n = NodeProc(base / f"node-{i}", i, template.keys.coordinator)
+        n.info = dict(info)
+        nodes.append(n)
+    return start_nodes(nodes, template.keys.coordinator, officers, template.genesis, env)
+
+
+def stop_cluster(coord: Coordinator) -> None:
+    for n in coord.nodes.values():
+        n.stop()
+    coord.http.close()
+
+
+def uses_harness_keys(keys: HarnessKeys, coordinator_key: SigningKey, officers: Officers) -> bool:
+    """Whether a test's ``coordinator_key`` and ``officers`` are the session's (a module may
+    override those fixtures; its nodes are then provisioned from scratch)."""
+    return (
+        coordinator_key is keys.coordinator
+        and officers.keys.keys() == keys.officers.keys()
+        and all(officers.keys[o] is k for o, k in keys.officers.items())
+    )
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path,
+    coordinator_key: SigningKey,
+    officers: Officers,
+    harness_keys: HarnessKeys,
+    request: pytest.FixtureRequest,
+) -> Iterator[Coordinator]:
+    """Three running nodes (parties 1..3) under one genesis, enrolled with each other: this
+    test's own copy of the session's :class:`NodeTemplate`, so no state is shared."""
+    if uses_harness_keys(harness_keys, coordinator_key, officers):
+        template: NodeTemplate = request.getfixturevalue("node_template")
+        coord = cloned_cluster(tmp_path, template, officers)
+    else:
+        nodes = [NodeProc(tmp_path / f"node-{i}", i, coordinator_key) for i in (1, 2, 3)]
+        coord = start_nodes(nodes, coordinator_key, officers, provision(nodes, officers))
+    try:
+        yield coord
+    finally:
+        stop_cluster(coord)
+
+
+@pytest.fixture(scope="module")
+def module_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    harness_keys: HarnessKeys,
+    node_template: NodeTemplate,
+) -> Iterator[Coordinator]:
+    """One running copy of the :class:`NodeTemplate` for a whole module. Only for modules
+    whose tests neither crash, restart nor roll back a node nor install governance, use
+    key ids of their own, and count node state as differences (``/v1/status`` before and
+    after): such a module overrides ``cluster`` with it (tests/nodes/test_hostile_clients.py)."""
+    coord = cloned_cluster(
+        tmp_path_factory.mktemp("module-cluster"),
+        node_template,
+        Officers.with_keys(harness_keys.officers),
+    )
+    try:
+        yield coord
+    finally:
+        stop_cluster(coord)
 
 
 # -- in-process nodes ---------------------------------------------------------------------

@@ -21,6 +21,13 @@ from tests.nodes.conftest import INITIATOR, Coordinator, NodeRefused, public_pac
 from tests.nodes.test_ecdsa_cluster import presign
 
 
+@pytest.fixture
+def cluster(module_cluster: Coordinator) -> Coordinator:
+    """The module's one cluster (tests/nodes/conftest.py ``module_cluster``): no test here
+    crashes, restarts or re-governs a node, and each uses key ids of its own."""
+    return module_cluster
+
+
 def unsigned_tx(nonce: int) -> str:
     tx = UnsignedDynamicFeeTransaction(
         chain_id=1,
@@ -36,7 +43,12 @@ def unsigned_tx(nonce: int) -> str:
     return "0x" + tx.get_message_for_signing().hex()
 
 
+def _status(cluster: Coordinator, party: int) -> dict:
+    return dict(cluster.call(cluster.nodes[party], "GET", "/v1/status"))
+
+
 def test_evm_tx_at_the_node(cluster: Coordinator) -> None:
+    before = {p: _status(cluster, p) for p in (1, 2)}
     key = cluster.dkg("ecdsa-secp256k1", "eth-k", 2, [1, 2, 3])
     pk = bytes.fromhex(key["public_key"])
     pre = presign(cluster, "eth-k", [1, 2])
@@ -66,8 +78,9 @@ def test_evm_tx_at_the_node(cluster: Coordinator) -> None:
             assert e.value.status == 422, (name, e.value.problem)
             assert f"field {field!r}" in e.value.problem["detail"], (name, e.value.problem)
     for party in (1, 2):  # nothing was released, the presignature is still there
-        st = cluster.call(cluster.nodes[party], "GET", "/v1/status")
-        assert st["presignatures_used"] == 0 and st["presignatures_unused"] == 1
+        st, was = _status(cluster, party), before[party]
+        assert st["presignatures_used"] - was["presignatures_used"] == 0
+        assert st["presignatures_unused"] - was["presignatures_unused"] == 1
     # the good transaction: the nodes sign the digest they decoded themselves
     req = {**base, "payload": {"tx": good}}
     digest = message_to_sign("ecdsa-secp256k1", req)
@@ -101,6 +114,7 @@ def test_evm_tx_at_the_node(cluster: Coordinator) -> None:
 
 
 def test_message_at_the_node(cluster: Coordinator) -> None:
+    before = _status(cluster, 1)
     res = cluster.dkg("bip340", "tr-k", 2, [1, 2, 3])
     pub = public_package(res, "bip340")
     req = {
@@ -138,5 +152,5 @@ def test_message_at_the_node(cluster: Coordinator) -> None:
                 },
             )
         assert e.value.status == status, e.value.problem
-    st = cluster.call(cluster.nodes[1], "GET", "/v1/status")
-    assert st["nonces_used"] == 1  # only the good message's
+    st = _status(cluster, 1)
+    assert st["nonces_used"] - before["nonces_used"] == 1  # only the good message's

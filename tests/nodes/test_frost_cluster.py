@@ -10,6 +10,13 @@ from custody.signing import message_to_sign
 from tests.nodes.conftest import INITIATOR, Coordinator, NodeRefused, public_package
 
 
+@pytest.fixture
+def cluster(module_cluster: Coordinator) -> Coordinator:
+    """The module's one cluster (tests/nodes/conftest.py ``module_cluster``): no test here
+    crashes, restarts or re-governs a node, and each uses key ids of its own."""
+    return module_cluster
+
+
 def test_dkg_and_frost_sign_ed25519_and_bip340(cluster: Coordinator) -> None:
     for scheme in ("ed25519", "bip340"):
         key_id = f"k-{scheme}"
@@ -31,6 +38,7 @@ def test_dkg_and_frost_sign_ed25519_and_bip340(cluster: Coordinator) -> None:
 
 
 def test_nonce_single_use_and_message_recomputed(cluster: Coordinator) -> None:
+    before = cluster.call(cluster.nodes[1], "GET", "/v1/status")
     res = cluster.dkg("ed25519", "k1", 2, [1, 2, 3])
     pub = public_package(res, "ed25519")
     nonces = {p: cluster.commitments(p, "k1")[0] for p in (1, 2)}
@@ -70,5 +78,8 @@ def test_nonce_single_use_and_message_recomputed(cluster: Coordinator) -> None:
             },
         )
     assert e.value.status == 403 and e.value.problem["type"].endswith("message-mismatch")
-    st = cluster.call(cluster.nodes[1], "GET", "/v1/status")
-    assert st["nonces_used"] == 1 and st["keys"] == 1
+    st = cluster.call(cluster.nodes[1], "GET", "/v1/status")  # this test's: one key, one nonce
+    assert st["nonces_used"] - before["nonces_used"] == 1
+    assert st["keys"] - before["keys"] == 1 and set(st["key_ids"]) - set(before["key_ids"]) == {
+        "k1"
+    }

@@ -15,6 +15,13 @@ from custody.nodeauth import sign_headers
 from tests.nodes.conftest import Coordinator, InProc
 
 
+@pytest.fixture
+def cluster(module_cluster: Coordinator) -> Coordinator:
+    """The module's one cluster (tests/nodes/conftest.py ``module_cluster``): no test here
+    crashes, restarts or re-governs a node, and each uses key ids of its own."""
+    return module_cluster
+
+
 def _raw(cluster: Coordinator, party: int, method: str, path: str, data: bytes) -> httpx.Response:
     node = cluster.nodes[party]
     headers = sign_headers(cluster.key, method, path, data, recipient=node.node_id)

@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-from nacl.signing import SigningKey
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,11 +30,14 @@ from custody.nodeauth import sign_headers
 from custody.obs import REQUIRED_KEYS
 from tests.nodes.conftest import (
     Coordinator,
+    HarnessKeys,
     NodeProc,
     NodeRefused,
+    NodeTemplate,
     Officers,
-    provision,
+    cloned_cluster,
     public_package,
+    stop_cluster,
 )
 
 KEY = "k-ed25519"  # a raw-signing key of the test genesis (tests/nodes/conftest.py)
@@ -43,25 +45,23 @@ TOKEN = "scrape-" + secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module")
-def coord(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinator]:
-    """Three node processes; node-3 serves /metrics only with the scrape token."""
-    base = tmp_path_factory.mktemp("metrics-nodes")
-    key = SigningKey.generate()
-    officers = Officers()
-    nodes = [NodeProc(base / f"node-{i}", i, key) for i in (1, 2, 3)]
+def coord(
+    tmp_path_factory: pytest.TempPathFactory,
+    harness_keys: HarnessKeys,
+    node_template: NodeTemplate,
+) -> Iterator[Coordinator]:
+    """Three node processes (a copy of the session's provisioned nodes); node-3 serves
+    /metrics only with the scrape token."""
+    c = cloned_cluster(
+        tmp_path_factory.mktemp("metrics-nodes"),
+        node_template,
+        Officers.with_keys(harness_keys.officers),
+        env=lambda n: {"CUSTODY_METRICS_TOKEN": TOKEN} if n.party_id == 3 else None,
+    )
     try:
-        genesis = provision(nodes, officers)
-        for n in nodes:
-            n.start(env={"CUSTODY_METRICS_TOKEN": TOKEN} if n.party_id == 3 else None, wait=False)
-        for n in nodes:
-            n.wait_ready()
-        c = Coordinator(key, nodes)
-        c.officers, c.genesis = officers, genesis
-        c.enroll()
         yield c
     finally:
-        for n in nodes:
-            n.stop()
+        stop_cluster(c)
 
 
 def _scrape(node: NodeProc, token: str | None = None) -> list[Any]:

@@ -106,7 +106,7 @@ def test_unknown_resources_and_unavailable_import(client: TestClient) -> None:
     assert client.post("/v1/payments/pay_nope/cancel").status_code == 404
     r = client.post("/v1/payments/imports", content=b"<x/>")
     assert r.status_code == 501 and "not available in this build" in r.json()["detail"]
-    assert client.post("/v1/settlements").json() == {"items": []}
+    assert client.post("/v1/settlements").json() == {"items": [], "messages": []}
     rec = client.post("/v1/reconciliations").json()
     assert rec["breaks"] == [] and client.get(f"/v1/reconciliations/{rec['id']}").status_code == 200
 

@@ -104,15 +104,20 @@ def test_create_list_show_cancel_reconcile(served: str, tmp_path: Path) -> None:
     assert code == 0 and "no confirmed payments" in text
 
 
-def test_iso20022_commands_say_not_available(served: str, tmp_path: Path) -> None:
+def test_iso20022_commands_without_the_rail_and_on_a_bad_file(served: str, tmp_path: Path) -> None:
+    """A service built without the pain.001 parser says so (501: exit 6); settle --out
+    with nothing to settle writes nothing; verify-settlement refuses a file that is no
+    signed pacs.008, naming the check (exit 6), and wants a trusted key (exit 2)."""
     f = tmp_path / "batch.xml"
     f.write_text("<Document/>")
     code, text = run(served, "import", str(f))
     assert code == 6 and "not available in this build" in text
-    code, text = run(served, "settle", "--out", str(tmp_path))
-    assert code == 6 and "not available in this build" in text
+    code, text = run(served, "settle", "--out", str(tmp_path / "out"))
+    assert code == 0 and list((tmp_path / "out").iterdir()) == []
     r = CliRunner().invoke(app, ["pay", "verify-settlement", str(f)])
-    assert r.exit_code == 6 and "not available in this build" in r.output
+    assert r.exit_code == 2 and "--public-key" in r.output
+    r = CliRunner().invoke(app, ["pay", "verify-settlement", str(f), "--public-key", "11" * 32])
+    assert r.exit_code == 6 and "INVALID: check wrapping failed" in r.output, r.output
 
 
 def test_unreachable_and_missing_cluster_file(tmp_path: Path) -> None:
