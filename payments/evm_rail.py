@@ -36,7 +36,7 @@ import rlp
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from custody.domain import Scheme
 from custody.models import KeyOut
@@ -110,7 +110,11 @@ class EthereumRail:
         chain_id: int | None = None,
         required_confirmations: int = 1,
         max_fee_cap: int | None = None,
+        fresh_chain: bool = False,
     ) -> None:
+        """``fresh_chain``: the chain started empty with this process (the in-process
+        development chain): the nonce state kept for a previous chain is dropped, since
+        its nonces mean nothing on this one (a real chain never goes back, so never)."""
         if key.scheme != "ecdsa-secp256k1" or not key.public_key:
             raise ValueError(f"{key.id}: an active ecdsa-secp256k1 key is needed")
         self.engine = engine
@@ -126,6 +130,13 @@ class EthereumRail:
             required_confirmations=required_confirmations,
             max_fee_cap=DEFAULT_MAX_FEE_CAP if max_fee_cap is None else max_fee_cap,
         )
+        if fresh_chain:
+            with engine.begin() as conn:
+                conn.execute(
+                    delete(chain_nonces).where(
+                        chain_nonces.c.rail == NAME, chain_nonces.c.address == self.address
+                    )
+                )
         self.tokens: dict[str, Token] = {t.asset: t for t in tokens}
         self.decimals: dict[str, int] = {"ETH": ETH_GWEI.decimals}
         self.decimals.update({t.asset: t.decimals for t in self.tokens.values()})

@@ -138,6 +138,7 @@ def chain_rails(
             tokens=tokens,
             chain_id=settings.evm_chain_id,
             required_confirmations=settings.evm_confirmations,
+            fresh_chain=settings.evm_rpc_url is None,  # the in-process chain starts empty
         )
         rails.append(eth)
         checks.update(evm_checks(eth))

@@ -1,7 +1,8 @@
 """The chain rails' pieces without a custody cluster: the ledger unit (ETH in gwei), the
 amount-unit decision's premise (SQLite's NUMERIC is not exact), and the ethereum rail's
 build/nonce persistence over a real SQLite payments database and an in-process eth-tester
-chain, through the payment core's own commands.
+chain, through the payment core's own commands, on SQLite and PostgreSQL (the ``engine``
+fixture of tests/payments/conftest.py: the nonce row is locked with ``FOR UPDATE`` there).
 
 The rail's key here is a nothing-up-my-sleeve point (x = SHA-256 of a tag, the first that
 is on the curve): its public key is all the rail needs to build; nobody knows a private
@@ -14,8 +15,6 @@ import datetime as dt
 import hashlib
 import itertools
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 
 import coincurve
 import pytest
@@ -30,7 +29,7 @@ from payments.btc import FeeRate, Regtest
 from payments.btc_rail import BitcoinPayRail
 from payments.chains import NotYet
 from payments.core import PaymentCore
-from payments.db import MAX_AMOUNT, chain_builds, create_schema, make_engine
+from payments.db import MAX_AMOUNT, chain_builds
 from payments.evm import EthTesterChain, NonceState
 from payments.evm_rail import EthereumRail, address_of
 from payments.evm_rail import checks as evm_checks
@@ -82,14 +81,6 @@ def test_sqlite_numeric_is_not_exact_for_big_integers() -> None:
 @pytest.fixture
 def chain() -> EthTesterChain:
     return EthTesterChain()
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    e = make_engine(f"sqlite:///{tmp_path / 'payments.db'}")
-    create_schema(e)
-    yield e
-    e.dispose()
 
 
 def _key(public_key: bytes) -> KeyOut:
@@ -150,6 +141,33 @@ def test_build_is_idempotent_per_payment_and_nonces_are_persisted(
     assert state.next_nonce == 2 and {r.stage for r in state.inflight.values()} == {"signed"}
     with engine.connect() as c:
         assert len(c.execute(select(chain_builds)).all()) == 2
+
+
+def test_a_fresh_in_process_chain_starts_the_nonces_over(
+    engine: Engine, rail: EthereumRail
+) -> None:
+    """A development service restarted on a new in-process chain (it lives and dies with
+    the process): the nonces kept for the old chain are dropped, the next payment takes
+    nonce 0 of the new chain instead of waiting forever behind a gap."""
+    core = _core(engine, rail)
+    a = _customer(core, "hal", 2 * GWEI)
+    for n in range(2):
+        pid, _ = core.create_payment(
+            {"account_id": a, "amount": 1_000 + n, "destination": DEST, "rail": "ethereum"},
+            f"f{n}",
+        )
+        rail.build(core.instruction(core.get(pid)))
+    assert rail.nonce_state().next_nonce == 2
+    again = EthereumRail(engine, rail.evm.chain, _key(rail.public_key))
+    assert again.nonce_state().next_nonce == 2  # same chain: the state is kept
+    new_chain = EthTesterChain()
+    fresh = EthereumRail(engine, new_chain, _key(rail.public_key), fresh_chain=True)
+    new_chain.fund(fresh.address, 10**18)
+    core = _core(engine, fresh)
+    pid, _ = core.create_payment(
+        {"account_id": a, "amount": 3_000, "destination": DEST, "rail": "ethereum"}, "f2"
+    )
+    assert fresh.build(core.instruction(core.get(pid))).state["nonce"] == 0
 
 
 def test_a_payment_dead_without_a_signature_gives_its_nonce_back(
