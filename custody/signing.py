@@ -110,6 +110,7 @@ from custody.domain import (
     SCHEMES,
     is_valid_id,
 )
+from custody.domain import spec as scheme_spec
 from custody.kinds.addresses import ethereum_address
 from mpc import frost, hd
 from mpc.errors import MpcError
@@ -236,7 +237,7 @@ def child_public_key(
     path = request_path(request)
     if not path:
         return public_key
-    group = SECP256K1 if scheme in ("ecdsa-secp256k1", "bip340") else ED25519
+    group = SECP256K1 if scheme_spec(scheme).curve == "secp256k1" else ED25519
     try:
         shares = {int(i): group.decode_point(bytes.fromhex(v)) for i, v in verifying_shares.items()}
         ids = sorted(shares)[:threshold]
