@@ -283,7 +283,7 @@ def _flow(
     facts = api.confirmed_event(p["id"])
     sr = c_auditor.get_sign_request(str(p["sign_request_id"]))
     console.print(
-        f"1.5 ETH: [green]signed[/green] by {', '.join(sr.signers or [])}, mined on the "
+        f"1.5 ETH: [green]signed[/green] by {', '.join(map(str, sr.signers or []))}, mined on the "
         f"in-process Ethereum chain: tx {p['rail_ref']}, block {facts.get('block_number')}, "
         f"status 1, {facts.get('confirmations')} confirmation(s), fee {p['fee']} gwei",
         soft_wrap=True,
