@@ -354,8 +354,11 @@ def _run_on(console: Console, doc: dict[str, Any], cluster_file: Path) -> int:
             "`custody up --with-payments`, or let `custody demo` start its own)[/yellow]"
         )
         return ExitCode.OK if ok else ExitCode.FAILED
+    # the batch file and the pacs.008 files go beside cluster.json (the cluster's data dir)
+    work_dir = cluster_file.parent / "demo"
     key_file = cluster_file.parent / "payments" / "settlement-key-id"
     try:
+        work_dir.mkdir(mode=0o700, exist_ok=True)
         with (
             CustodyClient(doc["api_url"], doc["credentials"]["approver"]) as v,
             CustodyClient(doc["api_url"], doc["credentials"]["requester"]) as au,
@@ -366,7 +369,7 @@ def _run_on(console: Console, doc: dict[str, Any], cluster_file: Path) -> int:
                 doc,
                 au,
                 _approver(v, doc),
-                Path(tempfile.mkdtemp(prefix="custody-demo-payments-")),
+                work_dir,
                 st.update,
                 key_file.read_text().strip(),
             )

@@ -28,6 +28,7 @@ step and why; ``custody demo`` prints it and exits non-zero.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from eth_account import Account
+from eth_utils.crypto import keccak
 from rich.console import Console
 from rich.table import Table
 
@@ -51,6 +54,7 @@ CAROL = ("INGBNL2A", "NL91ABNA0417164300")
 ZED = ("NWBKGB2L", "GB29NWBK60161331926819")  # no settlement arrangement with this bank
 # a fixture entry of payments/lists/sanctions/sdn.csv (not a real designation)
 SANCTIONED_ETH = "0x1111111111111111111111111111111111111111"
+# (end-to-end id, EUR, creditor BIC, creditor IBAN); each run adds its tag to the ids
 BATCH = (
     ("DEMO-BOB-1", "1250.00", *BOB),
     ("DEMO-BOB-2", "500.25", *BOB),
@@ -67,9 +71,22 @@ class DemoStepFailed(RuntimeError):
     """A step of the payments demo did not reach its expected state."""
 
 
-def demo_batch(msg_id: str = "DEMO-BATCH-1") -> bytes:
-    """The demo's pain.001.001.09 file: :data:`BATCH` from ALICE's account at this bank."""
-    total = sum(Decimal(t[1]) for t in BATCH)
+def run_tag() -> str:
+    """A tag for one run (time and 4 random hex digits): its end-to-end ids, idempotency
+    keys and deposit references are new, so the demo runs again on a running cluster."""
+    return time.strftime("%H%M%S", time.gmtime()) + secrets.token_hex(2)
+
+
+def batch(tag: str) -> list[tuple[str, str, str, str]]:
+    """:data:`BATCH` with this run's end-to-end ids (at most 35 characters)."""
+    return [(f"{e2e}-{tag}", amt, bic, iban) for e2e, amt, bic, iban in BATCH]
+
+
+def demo_batch(tag: str) -> bytes:
+    """The demo's pain.001.001.09 file: :func:`batch` from ALICE's account at this bank."""
+    txs = batch(tag)
+    msg_id = f"DEMO-BATCH-{tag}"
+    total = sum(Decimal(t[1]) for t in txs)
     body = "".join(
         f"<CdtTrfTxInf><PmtId><EndToEndId>{e2e}</EndToEndId></PmtId>"
         f'<Amt><InstdAmt Ccy="EUR">{amt}</InstdAmt></Amt>'
@@ -77,16 +94,16 @@ def demo_batch(msg_id: str = "DEMO-BATCH-1") -> bytes:
         f"<Cdtr><Nm>Creditor {e2e}</Nm></Cdtr>"
         f"<CdtrAcct><Id><IBAN>{iban}</IBAN></Id></CdtrAcct>"
         f"<RmtInf><Ustrd>invoice {e2e}</Ustrd></RmtInf></CdtTrfTxInf>\n"
-        for e2e, amt, bic, iban in BATCH
+        for e2e, amt, bic, iban in txs
     )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.001.001.09">\n'
         f"<CstmrCdtTrfInitn><GrpHdr><MsgId>{msg_id}</MsgId>"
-        f"<CreDtTm>2026-12-01T07:45:00Z</CreDtTm><NbOfTxs>{len(BATCH)}</NbOfTxs>"
+        f"<CreDtTm>2026-12-01T07:45:00Z</CreDtTm><NbOfTxs>{len(txs)}</NbOfTxs>"
         f"<CtrlSum>{total}</CtrlSum><InitgPty><Nm>Alice GmbH</Nm></InitgPty></GrpHdr>\n"
         f"<PmtInf><PmtInfId>{msg_id}-1</PmtInfId><PmtMtd>TRF</PmtMtd>"
-        f"<NbOfTxs>{len(BATCH)}</NbOfTxs><CtrlSum>{total}</CtrlSum>"
+        f"<NbOfTxs>{len(txs)}</NbOfTxs><CtrlSum>{total}</CtrlSum>"
         "<ReqdExctnDt><Dt>2026-12-02</Dt></ReqdExctnDt><Dbtr><Nm>Alice GmbH</Nm></Dbtr>"
         f"<DbtrAcct><Id><IBAN>{ALICE}</IBAN></Id></DbtrAcct>"
         f"<DbtrAgt><FinInstnId><BICFI>{OUR_BIC}</BICFI></FinInstnId></DbtrAgt>\n"
@@ -124,7 +141,7 @@ class PaymentsApi:
         headers = {"Idempotency-Key": key} if key else {}
         return self.call(step, "POST", path, json=body, headers=headers)
 
-    def account(self, owner: str, asset: str, decimals: int, funds: int) -> str:
+    def account(self, owner: str, asset: str, decimals: int, funds: int, tag: str) -> str:
         step = f"opening the {asset} account of {owner}"
         a = self.post(
             step,
@@ -135,8 +152,8 @@ class PaymentsApi:
         self.post(
             step,
             f"/v1/accounts/{a['id']}/deposits",
-            {"amount": funds, "reference": f"demo-seed-{asset}"},
-            f"demo-dep-{owner}-{asset}",
+            {"amount": funds, "reference": f"demo-{tag}-{owner}-{asset}"},
+            f"demo-dep-{tag}-{owner}-{asset}",
         )
         return str(a["id"])
 
@@ -166,10 +183,6 @@ class PaymentsApi:
             if e["type"] == "PaymentConfirmed":
                 return dict(e["data"])
         raise DemoStepFailed(f"payment {pid} is confirmed but has no PaymentConfirmed event")
-
-
-def _money(amount: int, decimals: int) -> str:
-    return f"{Decimal(amount).scaleb(-decimals):.{decimals}f}".rstrip("0").rstrip(".")
 
 
 def payments_flow(
@@ -202,20 +215,25 @@ def _flow(
     settlement_key_id: str,
 ) -> bool:
     ok = True
+    tag = run_tag()
     console.rule("[bold]Payments: the payment service over its HTTP API[/bold]")
     # 1. accounts
     update("payments: opening and funding accounts")
-    alice = api.account(ALICE, "EUR", 2, 5_000_000)  # 50 000.00 EUR
-    api.account(DAVE, "EUR", 2, 1)
-    eth_acct = api.account("demo-eth-treasury", "ETH", 9, 5 * GWEI)  # 5 ETH
-    btc_acct = api.account("demo-btc-treasury", "BTC", 8, 50_000_000)  # 0.5 BTC
+    alice = api.account(ALICE, "EUR", 2, 5_000_000, tag)  # 50 000.00 EUR
+    dave = api.account(DAVE, "EUR", 2, 1, tag)
+    eth_acct = api.account("demo-eth-treasury", "ETH", 9, 5 * GWEI, tag)  # 5 ETH
+    btc_acct = api.account("demo-btc-treasury", "BTC", 8, 50_000_000, tag)  # 0.5 BTC
     console.print(
-        "accounts: ALICE 50 000.00 EUR, DAVE (EUR), ETH treasury 5 ETH, BTC treasury 0.5 BTC"
+        f"run {tag}: accounts funded: ALICE ({ALICE}) +50 000.00 EUR, DAVE ({DAVE}), "
+        "ETH treasury +5 ETH, BTC treasury +0.5 BTC",
+        soft_wrap=True,
     )
     # 2. the pain.001 batch
     update("payments: importing a pain.001 batch")
-    batch_file = work_dir / "demo-pain001.xml"
-    batch_file.write_bytes(demo_batch())
+    batch_file = work_dir / f"pain001-{tag}.xml"
+    batch_file.write_bytes(demo_batch(tag))
+    txs = batch(tag)
+    e2e = {t[0]: f"{t[0]}-{tag}" for t in BATCH}
     imported = api.call(
         "importing the pain.001 batch",
         "POST",
@@ -224,25 +242,37 @@ def _flow(
         headers={"content-type": "application/xml"},
     )["payments"]
     t = Table(title=f"pain.001.001.09 batch imported ({len(imported)} transactions, XSD-valid)")
-    for col in ("end-to-end id", "EUR", "to", "rail", "status", "reason"):
-        t.add_column(col, overflow="fold")
+    t.caption = f"{batch_file}; the same file again imports nothing new"
+    t.add_column("end-to-end id", no_wrap=True)
+    t.add_column("EUR", justify="right", no_wrap=True)
+    t.add_column("creditor", overflow="fold")
+    t.add_column("rail", no_wrap=True)
+    t.add_column("status", no_wrap=True)
+    t.add_column("why", overflow="fold")
     by_e2e = {p["end_to_end_id"]: p for p in imported}
-    for p in imported:
+    for p, (_, _, bic, iban) in zip(imported, txs, strict=False):
+        mark = "green" if p["status"] == "authorized" else "red"
         t.add_row(
-            p["end_to_end_id"],
-            _money(p["amount"], 2),
-            p["destination"],
+            p["end_to_end_id"].removesuffix(f"-{tag}"),
+            f"{Decimal(p['amount']).scaleb(-2):.2f}",
+            f"{bic} {iban}",
             p["rail"],
-            p["status"],
-            "; ".join(p["reasons"]) or "-",
+            f"[{mark}]{p['status']}[/{mark}]",
+            f"risk score {p['risk_score']}"
+            if p["status"] == "authorized"
+            else "; ".join(r for r in p["reasons"] if not r.startswith("first payment")),
         )
     console.print(t)
-    if [p["end_to_end_id"] for p in imported] != [b[0] for b in BATCH]:
-        raise DemoStepFailed(f"the batch import answered {sorted(by_e2e)}, not {BATCH}")
-    if by_e2e["DEMO-ZED-1"]["status"] != "declined" or any(
-        by_e2e[e]["status"] != "authorized" for e in ("DEMO-BOB-1", "DEMO-BOB-2", "DEMO-CAROL-1")
+    if [p["end_to_end_id"] for p in imported] != [x[0] for x in txs]:
+        raise DemoStepFailed(f"the batch import answered {sorted(by_e2e)}, not {txs}")
+    if by_e2e[e2e["DEMO-ZED-1"]]["status"] != "declined" or any(
+        by_e2e[e2e[x]]["status"] != "authorized"
+        for x in ("DEMO-BOB-1", "DEMO-BOB-2", "DEMO-CAROL-1", "DEMO-DAVE-1")
     ):
-        raise DemoStepFailed("the batch's payments are not authorized/declined as expected")
+        raise DemoStepFailed(
+            "the batch's payments are not authorized/declined as expected: "
+            + ", ".join(f"{k} {p['status']}" for k, p in by_e2e.items())
+        )
     # 3. ETH: a sanctioned destination, then one above the limit waiting for approvals
     update("payments: an ETH payment to a sanctioned address")
     bad = api.post(
@@ -250,7 +280,7 @@ def _flow(
         "/v1/payments",
         {"account_id": eth_acct, "amount": GWEI // 10, "destination": SANCTIONED_ETH,
          "rail": "ethereum"},
-        "demo-eth-sanctioned",
+        f"demo-eth-sanctioned-{tag}",
     )  # fmt: skip
     if bad["status"] != "declined":
         raise DemoStepFailed(f"the payment to {SANCTIONED_ETH} was {bad['status']}, not declined")
@@ -265,7 +295,7 @@ def _flow(
         "/v1/payments",
         {"account_id": eth_acct, "amount": big, "destination": DEMO_ETH_DESTINATIONS[0],
          "rail": "ethereum"},
-        "demo-eth-big",
+        f"demo-eth-big-{tag}",
     )  # fmt: skip
     if p["status"] != "authorized":
         raise DemoStepFailed(f"1.5 ETH payment {p['status']}: {'; '.join(p['reasons'])}")
@@ -281,11 +311,25 @@ def _flow(
     update("payments: 1.5 ETH signed, broadcast, mining")
     p = api.wait(p["id"], {"confirmed"}, "1.5 ETH after the approvals")
     facts = api.confirmed_event(p["id"])
+    # eth-account (not our code) recovers the sender from the transaction custody signed,
+    # and its hash is the one the chain mined
     sr = c_auditor.get_sign_request(str(p["sign_request_id"]))
+    key = c_auditor.get_key(sr.key_id)
+    signed_tx = getattr(sr.result, "signed_tx", None)
+    if sr.status != "signed" or not signed_tx:
+        raise DemoStepFailed(f"1.5 ETH: custody sign request {sr.id} is {sr.status}")
+    raw = bytes.fromhex(signed_tx.removeprefix("0x"))
+    sender = Account.recover_transaction(raw)
+    if sender != key.addresses.get("ethereum") or "0x" + keccak(raw).hex() != p["rail_ref"]:
+        raise DemoStepFailed(
+            f"1.5 ETH: the signed transaction recovers {sender} / hashes to "
+            f"0x{keccak(raw).hex()}, not the key's address / the mined {p['rail_ref']}"
+        )
     console.print(
-        f"1.5 ETH: [green]signed[/green] by {', '.join(map(str, sr.signers or []))}, mined on the "
-        f"in-process Ethereum chain: tx {p['rail_ref']}, block {facts.get('block_number')}, "
-        f"status 1, {facts.get('confirmations')} confirmation(s), fee {p['fee']} gwei",
+        f"1.5 ETH: [green]signed[/green] by nodes {', '.join(map(str, sr.signers or []))} "
+        f"(eth-account recovers {sender}), mined on the in-process Ethereum chain: tx "
+        f"{p['rail_ref']}, block {facts.get('block_number')}, receipt status 1, "
+        f"{facts.get('confirmations')} confirmation(s), fee {p['fee']} gwei",
         soft_wrap=True,
     )
     # 4. Bitcoin
@@ -296,7 +340,7 @@ def _flow(
         "/v1/payments",
         {"account_id": btc_acct, "amount": sats, "destination": DEMO_BTC_DESTINATIONS[2],
          "rail": "bitcoin"},
-        "demo-btc-1",
+        f"demo-btc-{tag}",
     )  # fmt: skip
     if b["status"] != "authorized":
         raise DemoStepFailed(f"0.01 BTC payment {b['status']}: {'; '.join(b['reasons'])}")
@@ -311,7 +355,7 @@ def _flow(
     )
     # 5. settlement: the book transfer first confirmed, then the window closed
     update("payments: the book transfer to DAVE")
-    api.wait(by_e2e["DEMO-DAVE-1"]["id"], {"confirmed"}, "book transfer to DAVE")
+    api.wait(by_e2e[e2e["DEMO-DAVE-1"]]["id"], {"confirmed"}, "book transfer to DAVE")
     update("payments: closing the settlement window (pacs.008, signed through custody)")
     settled = api.call("closing the settlement window", "POST", "/v1/settlements")
     msgs = settled["messages"]
@@ -337,7 +381,7 @@ def _flow(
         t.add_row(
             m["counterparty"],
             str(m["payment_count"]),
-            _money(m["net_amount"], 2),
+            f"{Decimal(m['net_amount']).scaleb(-2):.2f}",
             m["uetr"],
             "[green]valid[/green] (signature, XSD)"
             if good
@@ -373,11 +417,14 @@ def _flow(
     balanced = all(v == 0 for v in sums.values()) and not check["replay_differences"]
     ok = ok and balanced
     alice_now = api.call("reading ALICE", "GET", f"/v1/accounts/{alice}")
+    dave_now = api.call("reading DAVE", "GET", f"/v1/accounts/{dave}")
     console.print(
         f"reconciliation {rec['id']}: {rec['matched']} matched, [green]0 breaks[/green], "
         f"{len(rec['reconciled'])} payments reconciled; ledger sums per asset "
         f"{sums} ({'balanced' if balanced else 'NOT BALANCED'}), replay agrees: "
-        f"{not check['replay_differences']}; ALICE now {_money(alice_now['balance'], 2)} EUR",
+        f"{not check['replay_differences']}; balances: ALICE "
+        f"{Decimal(alice_now['balance']).scaleb(-2):.2f} EUR, DAVE "
+        f"{Decimal(dave_now['balance']).scaleb(-2):.2f} EUR",
         soft_wrap=True,
     )
     return ok
