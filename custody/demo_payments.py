@@ -242,7 +242,7 @@ def _flow(
         headers={"content-type": "application/xml"},
     )["payments"]
     t = Table(title=f"pain.001.001.09 batch imported ({len(imported)} transactions, XSD-valid)")
-    t.caption = f"{batch_file}; the same file again imports nothing new"
+    t.caption = str(batch_file)
     t.add_column("end-to-end id", no_wrap=True)
     t.add_column("EUR", justify="right", no_wrap=True)
     t.add_column("creditor", overflow="fold")
@@ -273,6 +273,16 @@ def _flow(
             "the batch's payments are not authorized/declined as expected: "
             + ", ".join(f"{k} {p['status']}" for k, p in by_e2e.items())
         )
+    again = api.call(
+        "importing the same batch again",
+        "POST",
+        "/v1/payments/imports",
+        content=batch_file.read_bytes(),
+        headers={"content-type": "application/xml"},
+    )["payments"]
+    if [p["id"] for p in again] != [p["id"] for p in imported]:
+        raise DemoStepFailed("the same batch imported again made new payments")
+    console.print(f"the same file imported again: the same {len(again)} payments, nothing new")
     # 3. ETH: a sanctioned destination, then one above the limit waiting for approvals
     update("payments: an ETH payment to a sanctioned address")
     bad = api.post(
