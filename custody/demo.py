@@ -12,6 +12,10 @@ destination is signed at once; ``raw`` bytes are denied (403); a transfer above 
 waits in ``pending_approval`` until two dev approvers of the ``treasury`` group, each
 decoding the request locally as ``custody approve`` does, sign their approvals; then it is
 signed. eth-account recovers the sender of both signed transactions.
+
+Part three (:mod:`custody.demo_payments`), when the cluster runs the payment service (the
+cluster ``custody demo`` starts does, as ``custody up --with-payments``): payments over its
+HTTP API, from a pain.001 batch to reconciliation with zero breaks.
 """
 
 from __future__ import annotations

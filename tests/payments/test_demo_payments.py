@@ -5,8 +5,9 @@ The demo's own output is checked line by line, and what it claims is checked aga
 independently of our code: the payment service's read models over its API (statuses,
 zero-sum ledger, zero breaks), eth-account recovering the key's address from the ETH
 transaction custody signed (its keccak hash the mined one), and each pacs.008 file against
-the XSD (xmlschema) and by lxml exclusive C14N plus PyNaCl. Then the payment service is
-stopped and the demo run again: the failing step is named and the exit code is non-zero.
+the XSD (xmlschema) and by lxml exclusive C14N plus PyNaCl. The demo runs a second time
+on the same cluster; then the payment service is stopped and the demo run again: the
+failing step is named and the exit code is non-zero.
 """
 
 from __future__ import annotations
@@ -120,6 +121,21 @@ def test_demo_shows_payments_flow_and_every_claim_holds(cluster: Cluster) -> Non
         # a tampered file fails the independent check too
         with pytest.raises(AssertionError):  # the digest no longer matches
             independent_verify(data.replace(b"DEMO-", b"DEMX-", 1), spk)
+
+
+def test_the_demo_runs_again_on_the_same_cluster(cluster: Cluster) -> None:
+    """A second run (new end-to-end ids and idempotency keys) pays again and reconciles
+    with zero breaks; the first run's payments are not paid twice."""
+    code, out = _demo(cluster)
+    assert code == ExitCode.OK, out
+    assert ", 0 breaks," in out
+    pay = cluster_doc(cluster)["payments"]
+    with httpx.Client(
+        base_url=pay["url"], headers={"Authorization": f"Bearer {pay['token']}"}, timeout=30
+    ) as h:
+        items = h.get("/v1/payments", params={"limit": 200}).json()["items"]
+    assert len(items) == 2 * 8  # per run: 5 from the batch, 2 ETH, 1 BTC
+    assert len({p["rail_ref"] for p in items if p["rail"] in ("ethereum", "bitcoin")} - {None}) == 4
 
 
 def test_a_failing_step_is_named_and_the_demo_exits_non_zero(cluster: Cluster) -> None:
