@@ -12,6 +12,10 @@ destination is signed at once; ``raw`` bytes are denied (403); a transfer above 
 waits in ``pending_approval`` until two dev approvers of the ``treasury`` group, each
 decoding the request locally as ``custody approve`` does, sign their approvals; then it is
 signed. eth-account recovers the sender of both signed transactions.
+
+Part three (:mod:`custody.demo_payments`), when the cluster runs the payment service (the
+cluster ``custody demo`` starts does, as ``custody up --with-payments``): payments over its
+HTTP API, from a pain.001 batch to reconciliation with zero breaks.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from custody.approve_cli import check_against, format_units
 from custody.cli_support import read_cluster_file
 from custody.client import CustodyClient, CustodyError
 from custody.cluster import DEMO_ETH_DESTINATIONS, ETH_LIMIT
+from custody.demo_payments import payments_flow
 from custody.domain import SCHEMES
 from custody.exitcodes import ExitCode
 from custody.kinds.message import eip191_digest
@@ -251,16 +256,39 @@ def _running(path: Path) -> dict[str, Any] | None:
     return doc
 
 
+def _approver(c_appr: CustodyClient, doc: dict[str, Any]) -> Any:
+    """``approve(sign_request_id, scheme)``: two dev approvers of cluster.json approve, as
+    :func:`approve_as`; their approver ids."""
+
+    def approve(request_id: str, scheme: str) -> list[str]:
+        files = doc.get("dev_governance", {})
+        approvers = [Path(p) for p in files.get("approvers", [])][:2]
+        if len(approvers) != 2:
+            raise RuntimeError("no two dev approvers in cluster.json (dev_governance)")
+        passphrase = Path(files["approver_passphrase_file"]).read_bytes().strip()
+        by = []
+        for path in approvers:
+            approve_as(c_appr, request_id, scheme, path, passphrase)
+            by.append(gov.read_approver_public(path.read_bytes()).approver_id)
+        return by
+
+    return approve
+
+
 def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port: int) -> int:
     """Run the demo; returns its exit code (:class:`custody.exitcodes.ExitCode`)."""
     from custody.cluster import Cluster, PortInUse
 
-    doc = _running(cluster or Path(".custody/cluster.json"))
+    cluster_file = cluster or Path(".custody/cluster.json")
+    doc = _running(cluster_file)
     own: Cluster | None = None
     if doc is None:
         where = data_dir or Path(tempfile.mkdtemp(prefix="custody-demo-"))
-        with console.status("starting a local cluster (coordinator + 3 nodes)") as st:
-            own = Cluster(where, nodes=3, port=port, progress=lambda m: st.update(m))
+        with console.status(
+            "starting a local cluster (coordinator + 3 nodes + the payment service)"
+        ) as st:
+            # the payment service too, as `custody up --with-payments` (part three)
+            own = Cluster(where, nodes=3, port=port, payments=True, progress=st.update)
             try:
                 doc = own.start()
             except PortInUse as e:
@@ -271,7 +299,17 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
                 own.stop()
                 console.print(f"[red]could not start a cluster:[/red] {e}")
                 return ExitCode.FAILED
+        cluster_file = own.cluster_file
         console.print(f"[yellow]DEV CLUSTER in {where}: demo policy (README)[/yellow]")
+    try:
+        return _run_on(console, doc, cluster_file)
+    finally:
+        if own is not None:
+            with console.status("stopping the cluster"):
+                own.stop()
+
+
+def _run_on(console: Console, doc: dict[str, Any], cluster_file: Path) -> int:
     try:
         with (
             CustodyClient(doc["api_url"], doc["credentials"]["admin"]) as a,
@@ -284,9 +322,6 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
     except Exception as e:  # noqa: BLE001 - report, then stop our processes
         console.print(f"[red]demo failed:[/red] {e}")
         return ExitCode.FAILED
-    finally:
-        if own is not None:
-            own.stop()
     t = Table(title=f"2-of-3 threshold signatures of the message {MESSAGE!r}")
     t.caption = (
         "latency: first signature of the new key / median of the next "
@@ -317,4 +352,32 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
         p.add_row(step["request"], step["policy"], step["status"], mark)
     console.print(p)
     ok = all(r["verified"] for r in rows) and all(s["verified"] for s in steps)
-    return ExitCode.OK if ok else ExitCode.FAILED
+    if "payments" not in doc:
+        console.print(
+            "[yellow]payments: this cluster runs no payment service (start it with "
+            "`custody up --with-payments`, or let `custody demo` start its own)[/yellow]"
+        )
+        return ExitCode.OK if ok else ExitCode.FAILED
+    # the batch file and the pacs.008 files go beside cluster.json (the cluster's data dir)
+    work_dir = cluster_file.parent / "demo"
+    key_file = cluster_file.parent / "payments" / "settlement-key-id"
+    try:
+        work_dir.mkdir(mode=0o700, exist_ok=True)
+        with (
+            CustodyClient(doc["api_url"], doc["credentials"]["approver"]) as v,
+            CustodyClient(doc["api_url"], doc["credentials"]["requester"]) as au,
+            console.status("payments") as st,
+        ):
+            paid = payments_flow(
+                console,
+                doc,
+                au,
+                _approver(v, doc),
+                work_dir,
+                st.update,
+                key_file.read_text().strip(),
+            )
+    except Exception as e:  # noqa: BLE001 - a step that failed says why; exit non-zero
+        console.print(f"[red]payments demo failed:[/red] {e}", soft_wrap=True)
+        return ExitCode.FAILED
+    return ExitCode.OK if ok and paid else ExitCode.FAILED

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh), start a local 3-node cluster and run the signing demo on it.
+# Set up (scripts/setup.sh), then `custody demo`: it starts a local cluster (coordinator, 3 nodes
+# and the payment service, as `custody up --with-payments`) unless one runs, signs with every
+# scheme, shows the demo policy, then payments flowing end to end (README: Two commands).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
