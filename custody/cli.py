@@ -1,7 +1,7 @@
 """The ``custody`` command line (typer + rich).
 
     custody up [--nodes 3] [--data-dir DIR] [--port P]   run a local dev cluster (foreground)
-    custody demo                                        three schemes, signed and verified
+    custody demo                                        three schemes signed and verified, the policy, payments
     custody keys create|list|show, custody sign, custody requests list|show, custody nodes,
     custody audit verify|checkpoint
     custody node ...                                    = python -m signer_nodes ...
@@ -716,7 +716,9 @@ def demo(
         int, typer.Option("--port", help="coordinator port of a cluster it starts")
     ] = 7100,
 ) -> None:
-    """Create a key per scheme, sign, verify with independent libraries, print a table."""
+    """Create a key per scheme, sign, verify with independent libraries, print a table; then
+    the demo policy at work, and payments through the payment service (pain.001 batch,
+    approvals, mined ETH, Bitcoin Core-checked BTC, a signed pacs.008, reconciliation)."""
     from custody.demo import run_demo
 
     raise typer.Exit(run_demo(out, cluster, data_dir, port))
