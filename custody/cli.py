@@ -1,7 +1,7 @@
 """The ``custody`` command line (typer + rich).
 
     custody up [--nodes 3] [--data-dir DIR] [--port P]   run a local dev cluster (foreground)
-    custody demo                                        three schemes signed and verified, the policy, payments
+    custody demo                                        schemes signed, the policy, payments
     custody keys create|list|show, custody sign, custody requests list|show, custody nodes,
     custody audit verify|checkpoint
     custody node ...                                    = python -m signer_nodes ...
