@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Engine, Row, Table, and_, or_, select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -227,6 +227,25 @@ def _utc(v: dt.datetime) -> dt.datetime:
     return v if v.tzinfo else v.replace(tzinfo=dt.UTC)
 
 
+def _page(
+    engine: Engine, table: Table, where: list[Any], limit: int, cursor: str | None
+) -> tuple[list[Row[Any]], str | None]:
+    """One page of ``table``'s rows matching ``where``, in (created_at, id) order after
+    ``cursor`` (keyset pagination), and the cursor of the next page (``None`` at the end)."""
+    q = select(table).order_by(table.c.created_at, table.c.id).limit(limit + 1)
+    for clause in where:
+        q = q.where(clause)
+    if cursor:
+        at, rid = _uncursor(cursor)
+        q = q.where(or_(table.c.created_at > at, and_(table.c.created_at == at, table.c.id > rid)))
+    with engine.connect() as c:
+        rows = list(c.execute(q).all())
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], _cursor(_utc(last.created_at), last.id)
+
+
 def payment_out(p: dict[str, Any]) -> PaymentOut:
     doc = {k: p.get(k) for k in PaymentOut.model_fields}
     doc.update(version=p["seq"], created_at=_utc(p["created_at"]), updated_at=_utc(p["updated_at"]))
@@ -389,27 +408,11 @@ def create_app(
         owner: str | None = None,
         include_system: bool = False,
     ) -> AccountList:
-        q = select(accounts).order_by(accounts.c.created_at, accounts.c.id).limit(limit + 1)
-        if not include_system:
-            q = q.where(accounts.c.kind == "customer")
+        where = [] if include_system else [accounts.c.kind == "customer"]
         if owner:
-            q = q.where(accounts.c.owner == owner)
-        if cursor:
-            at, rid = _uncursor(cursor)
-            q = q.where(
-                or_(
-                    accounts.c.created_at > at,
-                    and_(accounts.c.created_at == at, accounts.c.id > rid),
-                )
-            )
-        with core.engine.connect() as c:
-            rows = c.execute(q).all()
-        nxt = (
-            _cursor(_utc(rows[limit - 1].created_at), rows[limit - 1].id)
-            if len(rows) > limit
-            else None
-        )
-        return AccountList(items=[account_out(r) for r in rows[:limit]], next_cursor=nxt)
+            where.append(accounts.c.owner == owner)
+        rows, nxt = _page(core.engine, accounts, where, limit, cursor)
+        return AccountList(items=[account_out(r) for r in rows], next_cursor=nxt)
 
     @app.get(
         "/v1/accounts/{account_id}",
@@ -473,27 +476,13 @@ def create_app(
         status: lifecycle.Status | None = None,
         customer: str | None = None,
     ) -> PaymentList:
-        q = select(payments).order_by(payments.c.created_at, payments.c.id).limit(limit + 1)
+        where = []
         if status:
-            q = q.where(payments.c.status == status)
+            where.append(payments.c.status == status)
         if customer:
-            q = q.where(payments.c.customer == customer)
-        if cursor:
-            at, rid = _uncursor(cursor)
-            q = q.where(
-                or_(
-                    payments.c.created_at > at,
-                    and_(payments.c.created_at == at, payments.c.id > rid),
-                )
-            )
-        with core.engine.connect() as c:
-            rows = [r._asdict() for r in c.execute(q)]
-        nxt = (
-            _cursor(_utc(rows[limit - 1]["created_at"]), rows[limit - 1]["id"])
-            if len(rows) > limit
-            else None
-        )
-        return PaymentList(items=[payment_out(r) for r in rows[:limit]], next_cursor=nxt)
+            where.append(payments.c.customer == customer)
+        rows, nxt = _page(core.engine, payments, where, limit, cursor)
+        return PaymentList(items=[payment_out(r._asdict()) for r in rows], next_cursor=nxt)
 
     @app.get(
         "/v1/payments/{payment_id}",
