@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
@@ -56,6 +56,7 @@ __all__ = [
     "handled",
     "out",
     "print_fields",
+    "print_model",
     "print_json",
     "print_rows",
     "problem_lines",
@@ -313,6 +314,14 @@ def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
             _write(f"{name:<{width}}  {text}")
         else:
             out.print(f"[bold]{escape(name):<{width}}[/bold]  {escape(text)}", soft_wrap=True)
+
+
+def print_model(model: BaseModel, fields: Sequence[tuple[str, Any]], as_json: bool) -> None:
+    """One API answer: the model as JSON with ``--json``, else ``fields`` a line each."""
+    if as_json:
+        print_json(model.model_dump(mode="json"))
+    else:
+        print_fields(fields)
 
 
 def print_rows(

@@ -28,6 +28,7 @@ from custody.cli_support import (
     connect,
     print_fields,
     print_json,
+    print_model,
     print_rows,
     require_id,
 )
@@ -148,10 +149,7 @@ def show(
     require_id(credential_id, "credential id")
     with connect("admin", cluster, api_url, token) as c:
         x = c.get_credential(credential_id)
-    if as_json:
-        print_json(x.model_dump(mode="json"))
-    else:
-        print_fields(_fields(x))
+    print_model(x, _fields(x), as_json)
 
 
 @credentials_app.command("scope")
@@ -171,10 +169,7 @@ def scope(
         raise CliError("pass --key/--wallet, or --unscoped (not both)")
     with connect("admin", cluster, api_url, token) as c:
         x = c.scope_credential(credential_id, keys, wallets)
-    if as_json:
-        print_json(x.model_dump(mode="json"))
-    else:
-        print_fields(_fields(x))
+    print_model(x, _fields(x), as_json)
 
 
 @credentials_app.command("rotate")
@@ -208,7 +203,4 @@ def revoke(
         raise typer.Exit(ExitCode.ABORTED)
     with connect("admin", cluster, api_url, token) as c:
         x = c.revoke_credential(credential_id)
-    if as_json:
-        print_json(x.model_dump(mode="json"))
-    else:
-        print_fields(_fields(x))
+    print_model(x, _fields(x), as_json)

@@ -28,6 +28,7 @@ from custody.cli_support import (
     connect,
     print_fields,
     print_json,
+    print_model,
     print_rows,
     require_id,
 )
@@ -119,10 +120,7 @@ def show(
     require_id(webhook_id, "webhook id")
     with connect("admin", cluster, api_url, token) as c:
         w = c.get_webhook(webhook_id)
-    if as_json:
-        print_json(w.model_dump(mode="json"))
-    else:
-        print_fields(_fields(w))
+    print_model(w, _fields(w), as_json)
 
 
 @webhooks_app.command("deliveries")
@@ -163,10 +161,7 @@ def test(
     require_id(webhook_id, "webhook id")
     with connect("admin", cluster, api_url, token) as c:
         d = c.test_webhook(webhook_id)
-    if as_json:
-        print_json(d.model_dump(mode="json"))
-    else:
-        print_fields(_delivery(d))
+    print_model(d, _delivery(d), as_json)
 
 
 @webhooks_app.command("redeliver")
@@ -182,10 +177,7 @@ def redeliver(
     require_id(webhook_id, "webhook id")
     with connect("admin", cluster, api_url, token) as c:
         d = c.redeliver_webhook(webhook_id, delivery_id)
-    if as_json:
-        print_json(d.model_dump(mode="json"))
-    else:
-        print_fields(_delivery(d))
+    print_model(d, _delivery(d), as_json)
 
 
 @webhooks_app.command("delete")
