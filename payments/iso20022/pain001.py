@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -86,6 +87,21 @@ class _Collector:
     def add(self, el: etree._Element, reason: str, child: str | None = None) -> None:
         path = xpath(el) + (f"/{child}" if child else "")
         self.problems.append(Problem(_line(el), path, reason))
+
+    def checked(
+        self, parent: etree._Element, path: str, check: Callable[[str], str], missing: str
+    ) -> str:
+        """The text at ``path`` under ``parent`` through ``check``; a missing element (named
+        by ``parent`` and ``path``) or a refused value is recorded, and gives ``""``."""
+        el = _opt(parent, "^" + path)
+        if el is None:
+            self.add(parent, missing, path)
+            return ""
+        try:
+            return check(el.text or "")
+        except ValueError as exc:
+            self.add(el, str(exc))
+            return ""
 
 
 MAX_PROBLEMS: Final = 100  # reported per file; a file this wrong is refused either way
@@ -159,23 +175,12 @@ def parse_pain001(data: bytes) -> Pain001:
         method = _opt(block, "^PmtMtd")
         if method is not None and method.text != "TRF":
             c.add(method, f"{method.text}: only credit transfers (TRF) are accepted")
-        dbtr_acct = _opt(block, "^DbtrAcct/Id/IBAN")
-        dbtr_agt = _opt(block, "^DbtrAgt/FinInstnId/BICFI")
-        debtor_iban = debtor_bic = ""
-        if dbtr_acct is None:
-            c.add(block, "the debtor account must be an IBAN", "DbtrAcct/Id/IBAN")
-        else:
-            try:
-                debtor_iban = check_iban(dbtr_acct.text or "")
-            except ValueError as exc:
-                c.add(dbtr_acct, str(exc))
-        if dbtr_agt is None:
-            c.add(block, "the debtor agent needs a BIC", "DbtrAgt/FinInstnId/BICFI")
-        else:
-            try:
-                debtor_bic = check_bic(dbtr_agt.text or "")
-            except ValueError as exc:
-                c.add(dbtr_agt, str(exc))
+        debtor_iban = c.checked(
+            block, "DbtrAcct/Id/IBAN", check_iban, "the debtor account must be an IBAN"
+        )
+        debtor_bic = c.checked(
+            block, "DbtrAgt/FinInstnId/BICFI", check_bic, "the debtor agent needs a BIC"
+        )
         when = _execution_date(c, block)
         for tx in txs:
             if len(payments) >= MAX_TRANSACTIONS:
@@ -198,23 +203,12 @@ def parse_pain001(data: bytes) -> Pain001:
                 except (ValueError, InvalidOperation) as exc:
                     c.add(amt, str(exc))
                     block_sum = None
-            cdtr_agt = _opt(tx, "^CdtrAgt/FinInstnId/BICFI")
-            cdtr_acct = _opt(tx, "^CdtrAcct/Id/IBAN")
-            creditor_bic = creditor_iban = ""
-            if cdtr_agt is None:
-                c.add(tx, "the creditor agent needs a BIC", "CdtrAgt/FinInstnId/BICFI")
-            else:
-                try:
-                    creditor_bic = check_bic(cdtr_agt.text or "")
-                except ValueError as exc:
-                    c.add(cdtr_agt, str(exc))
-            if cdtr_acct is None:
-                c.add(tx, "the creditor account must be an IBAN", "CdtrAcct/Id/IBAN")
-            else:
-                try:
-                    creditor_iban = check_iban(cdtr_acct.text or "")
-                except ValueError as exc:
-                    c.add(cdtr_acct, str(exc))
+            creditor_bic = c.checked(
+                tx, "CdtrAgt/FinInstnId/BICFI", check_bic, "the creditor agent needs a BIC"
+            )
+            creditor_iban = c.checked(
+                tx, "CdtrAcct/Id/IBAN", check_iban, "the creditor account must be an IBAN"
+            )
             if block_sum is not None:
                 block_sum += amount
             payments.append(
