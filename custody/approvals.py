@@ -31,13 +31,23 @@ governance digest it names, its expiry, the initiator rule (the initiator never 
 duplicates (an approver counts once; an approver who both approved and rejected has
 rejected), and one valid rejection from a group the requirement names rejects the request.
 No I/O, no clock: ``now`` is an argument.
+
+Passkey approvals (issue 15): an approver whose governance entry is a passkey credential
+(:mod:`custody.passkeys`) approves with a WebAuthn assertion whose challenge is
+SHA-256(``statement.signed_bytes()``); the wire form is canonical CBOR
+``{"statement": bstr, "webauthn": {"credential_id", "authenticator_data",
+"client_data_json", "signature"}}`` (:class:`PasskeyApproval`). It is checked exactly like an
+Ed25519 approval, its signature step being :func:`custody.passkeys.verify_assertion`
+(RP id hash, UP and UV flags, origin, challenge, signature, counter), and counts the same.
+The caller gives each credential's last recorded counter (``passkey_floor``) and records
+the counters of the assertions that verified (:attr:`ApprovalOutcome.passkey_counters`).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -45,6 +55,7 @@ import cbor2
 import nacl.exceptions
 import nacl.signing
 
+from custody import passkeys
 from custody.domain import DECODED_KINDS
 from custody.governance import Governance
 from custody.kinds import Intent
@@ -54,14 +65,18 @@ from custody.signing import decode_request, derivation_summary, message_to_sign
 __all__ = [
     "APPROVAL_CONTEXT",
     "INTENT_DIGEST_CONTEXT",
+    "AnyApproval",
     "Approval",
     "ApprovalError",
+    "PasskeyApproval",
+    "PasskeyCounter",
     "ApprovalOutcome",
     "ApprovalRequest",
     "ApprovalStatement",
     "Refusal",
     "RefusalReason",
     "Shortfall",
+    "check_signature",
     "decode_approval",
     "intent_digest",
     "request_intent",
@@ -72,7 +87,8 @@ __all__ = [
 APPROVAL_CONTEXT: Final = b"tpwc-approval-v1\x00"
 INTENT_DIGEST_CONTEXT: Final = b"tpwc-intent-digest-v1\x00"
 STATEMENT_FORMAT: Final = 1
-MAX_APPROVAL_BYTES: Final = 1024
+# A passkey approval carries clientDataJSON and authenticatorData beside the statement.
+MAX_APPROVAL_BYTES: Final = 2048
 _FIELDS: Final = frozenset(
     {
         "format",
@@ -169,6 +185,51 @@ class Approval:
         )
 
 
+@dataclass(frozen=True)
+class PasskeyApproval:
+    """A statement and the WebAuthn assertion over its challenge (module docstring)."""
+
+    statement: ApprovalStatement
+    assertion: passkeys.PasskeyAssertion
+
+    @property
+    def challenge(self) -> bytes:
+        return passkeys.challenge_for(self.statement.signed_bytes())
+
+    @property
+    def assertion_digest(self) -> bytes:
+        """SHA-256 over the assertion's three signed parts: one assertion, one digest."""
+        a = self.assertion
+        return hashlib.sha256(
+            cbor2.dumps([a.authenticator_data, a.client_data_json, a.signature])
+        ).digest()
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(
+            {"statement": self.statement.encode(), "webauthn": self.assertion.to_cbor()},
+            canonical=True,
+        )
+
+
+AnyApproval = Approval | PasskeyApproval
+
+
+@dataclass(frozen=True)
+class PasskeyCounter:
+    """A passkey assertion that verified: what the verifier records for the credential."""
+
+    approver_id: str
+    credential_id: bytes
+    sign_count: int
+    assertion_digest: bytes
+
+
+#: ``passkey_floor(credential_id, assertion_digest)``: the counter an assertion must exceed
+#: (the verifier's last recorded one for the credential; one less when the recorded one was
+#: set by this very assertion, so a retry of the same approval still counts). 0 if none.
+PasskeyFloor = Callable[[bytes, bytes], int]
+
+
 def sign_approval(signer: nacl.signing.SigningKey, statement: ApprovalStatement) -> Approval:
     return Approval(statement, signer.sign(statement.signed_bytes()).signature)
 
@@ -186,15 +247,26 @@ def _strict(data: Any, what: str) -> Any:
     return value
 
 
-def decode_approval(data: bytes) -> Approval:
-    """Strictly decode an approval's wire form; :class:`ApprovalError` names the field."""
+def decode_approval(data: bytes) -> AnyApproval:
+    """Strictly decode an approval's wire form (an Ed25519 :class:`Approval` or a
+    :class:`PasskeyApproval`); :class:`ApprovalError` names the field."""
     outer = _strict(data, "approval")
+    if isinstance(outer, dict) and set(outer) == {"statement", "webauthn"}:
+        try:
+            assertion = passkeys.assertion_from_cbor(outer["webauthn"])
+        except passkeys.PasskeyError as exc:
+            raise ApprovalError(str(exc)) from None
+        return PasskeyApproval(_statement(outer["statement"]), assertion)
     if not isinstance(outer, dict) or set(outer) != {"statement", "signature"}:
-        raise ApprovalError("approval: fields statement and signature")
+        raise ApprovalError("approval: fields statement and signature (or webauthn)")
     sig = outer["signature"]
     if not isinstance(sig, bytes) or len(sig) != 64:
         raise ApprovalError("signature: 64 bytes")
-    raw = _strict(outer["statement"], "statement")
+    return Approval(_statement(outer["statement"]), sig)
+
+
+def _statement(data: Any) -> ApprovalStatement:
+    raw = _strict(data, "statement")
     if not isinstance(raw, dict) or set(raw) != _FIELDS:
         raise ApprovalError(f"statement: expected fields {sorted(_FIELDS)}")
     if raw["format"] != STATEMENT_FORMAT:
@@ -211,7 +283,7 @@ def decode_approval(data: bytes) -> Approval:
             raise ApprovalError(f"statement.{name}: a non-negative integer")
     if raw["decision"] not in ("approve", "reject"):
         raise ApprovalError("statement.decision: approve or reject")
-    statement = ApprovalStatement(
+    return ApprovalStatement(
         raw["intent_digest"],
         raw["request_id"],
         raw["policy_version"],
@@ -221,7 +293,6 @@ def decode_approval(data: bytes) -> Approval:
         raw["decision"],
         raw["initiator"],
     )
-    return Approval(statement, sig)
 
 
 # -- verification ---------------------------------------------------------------------------
@@ -250,6 +321,19 @@ class RefusalReason(enum.StrEnum):
     INITIATOR = "approval-by-initiator"
     NOT_IN_REQUIRED_GROUP = "approval-not-in-a-required-group"
     DUPLICATE = "approval-duplicate"
+    # issue 15: a passkey approval's assertion (custody.passkeys.PasskeyRefusal, same values)
+    PASSKEY_MALFORMED = "passkey-malformed"
+    PASSKEY_UNKNOWN_CREDENTIAL = "passkey-unknown-credential"
+    PASSKEY_WRONG_TYPE = "passkey-wrong-type"
+    PASSKEY_CHALLENGE = "passkey-challenge-mismatch"
+    PASSKEY_ORIGIN = "passkey-wrong-origin"
+    PASSKEY_CROSS_ORIGIN = "passkey-cross-origin"
+    PASSKEY_RP_ID = "passkey-wrong-rp-id"
+    PASSKEY_USER_PRESENCE = "passkey-user-not-present"
+    PASSKEY_USER_VERIFICATION = "passkey-user-not-verified"
+    PASSKEY_STALE_COUNTER = "passkey-stale-counter"
+    PASSKEY_BAD_SIGNATURE = "passkey-bad-signature"
+    PASSKEY_KIND = "approval-wrong-kind"  # a passkey approver's Ed25519 approval, or reverse
 
 
 @dataclass(frozen=True)
@@ -279,29 +363,64 @@ class ApprovalOutcome:
     missing: tuple[Shortfall, ...] = ()  # for pending: what would satisfy each open term
     rejected_by: tuple[str, ...] = ()
     refused: tuple[Refusal, ...] = ()
+    passkey_counters: tuple[PasskeyCounter, ...] = ()  # to record (module docstring)
 
     @property
     def satisfied(self) -> bool:
         return self.status == "satisfied"
 
 
+def check_signature(
+    approval: AnyApproval, governance: Governance, passkey_floor: PasskeyFloor | None
+) -> Refusal | PasskeyCounter | None:
+    """The approval's signature under the approver's governance key: the Ed25519 signature,
+    or the passkey assertion (:func:`custody.passkeys.verify_assertion`)."""
+    st = approval.statement
+    who = st.approver_id
+    approver = governance.approver(who)
+    if approver is None:
+        return Refusal(who, RefusalReason.UNKNOWN_APPROVER, f"{who} is in no approver group")
+    if approver.passkey is None:
+        if not isinstance(approval, Approval):
+            return Refusal(
+                who, RefusalReason.PASSKEY_KIND, f"{who} approves with a key file, not a passkey"
+            )
+        try:
+            nacl.signing.VerifyKey(approver.public_key).verify(
+                st.signed_bytes(), approval.signature
+            )
+        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+            return Refusal(who, RefusalReason.BAD_SIGNATURE, f"signature of {who} does not verify")
+        return None
+    if not isinstance(approval, PasskeyApproval):
+        return Refusal(
+            who, RefusalReason.PASSKEY_KIND, f"{who} approves with a passkey, not a key file"
+        )
+    floor = 0
+    if passkey_floor is not None:
+        floor = passkey_floor(approver.passkey.credential_id, approval.assertion_digest)
+    try:
+        verified = passkeys.verify_assertion(
+            approver.passkey, approval.assertion, approval.challenge, floor
+        )
+    except passkeys.AssertionRefused as exc:
+        return Refusal(who, RefusalReason(exc.reason.value), f"passkey of {who}: {exc.detail}")
+    return PasskeyCounter(
+        who, verified.credential_id, verified.sign_count, approval.assertion_digest
+    )
+
+
 def _check_one(
-    approval: Approval,
+    approval: AnyApproval,
     governance: Governance,
     request: ApprovalRequest,
     now: int,
     initiator: str,
     required: frozenset[str],
 ) -> Refusal | None:
+    """Everything but the signature (:func:`check_signature`, run first)."""
     st = approval.statement
     who = st.approver_id
-    approver = governance.approver(who)
-    if approver is None:
-        return Refusal(who, RefusalReason.UNKNOWN_APPROVER, f"{who} is in no approver group")
-    try:
-        nacl.signing.VerifyKey(approver.public_key).verify(st.signed_bytes(), approval.signature)
-    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
-        return Refusal(who, RefusalReason.BAD_SIGNATURE, f"signature of {who} does not verify")
     if st.request_id != request.request_id:
         return Refusal(
             who, RefusalReason.OTHER_REQUEST, f"{who} approved request {st.request_id!r}"
@@ -361,11 +480,12 @@ def _shortfalls(req: Requirement, counts: Mapping[str, int]) -> list[Shortfall]:
 
 def verify_approvals(
     decision: Decision,
-    approvals: Sequence[Approval | bytes],
+    approvals: Sequence[AnyApproval | bytes],
     governance: Governance,
     request: ApprovalRequest,
     now: int,
     initiator: str,
+    passkey_floor: PasskeyFloor | None = None,
 ) -> ApprovalOutcome:
     """Count ``approvals`` for ``decision`` (from :func:`custody.policy.decide` on the same
     ``governance``) at ``now``; the request was initiated by principal ``initiator``.
@@ -375,6 +495,9 @@ def verify_approvals(
     rejection came from an approver of a group the requirement names; ``pending``
     otherwise, with ``missing`` listing what each open term still needs. Approvals that do
     not count are listed in ``refused``, each naming the approver and the reason.
+    ``passkey_floor`` gives each passkey credential's recorded counter (None: 0, a verifier
+    that keeps none); the counters of passkey assertions that counted (approvals and
+    rejections) are in ``passkey_counters`` for the caller to record.
     """
     if decision.policy_version != governance.version or (
         decision.governance_digest != governance.digest
@@ -389,6 +512,7 @@ def verify_approvals(
         return ApprovalOutcome("rejected", "approvals-no-requirement")
     required = req.groups()
     refused: list[Refusal] = []
+    counters: list[PasskeyCounter] = []
     approvers: set[str] = set()
     rejecters: set[str] = set()
     for item in approvals:
@@ -398,10 +522,16 @@ def verify_approvals(
             except ApprovalError as exc:
                 refused.append(Refusal("", RefusalReason.MALFORMED, str(exc)))
                 continue
+        checked = check_signature(item, governance, passkey_floor)
+        if isinstance(checked, Refusal):
+            refused.append(checked)
+            continue
         problem = _check_one(item, governance, request, now, initiator, required)
         if problem is not None:
             refused.append(problem)
             continue
+        if checked is not None:
+            counters.append(checked)
         who = item.statement.approver_id
         if item.statement.decision == "reject":
             rejecters.add(who)
@@ -422,14 +552,22 @@ def verify_approvals(
             counted,
             rejected_by=tuple(sorted(rejecters)),
             refused=tuple(refused),
+            passkey_counters=tuple(counters),
         )
     counts = {g: len(a) for g, a in counted.items()}
     if _term_ok(req, counts):
-        return ApprovalOutcome("satisfied", "approvals-satisfied", counted, refused=tuple(refused))
+        return ApprovalOutcome(
+            "satisfied",
+            "approvals-satisfied",
+            counted,
+            refused=tuple(refused),
+            passkey_counters=tuple(counters),
+        )
     return ApprovalOutcome(
         "pending",
         "approvals-pending",
         counted,
         missing=tuple(_shortfalls(req, counts)),
         refused=tuple(refused),
+        passkey_counters=tuple(counters),
     )

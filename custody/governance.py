@@ -47,6 +47,11 @@ from custody.policy import EMPTY_POLICY, Approver, Policy, PolicyError, check_po
 
 FORMAT = 1  # a document without a policy
 FORMAT_WITH_POLICY = 2  # the same fields and ``policy``
+# Issue 15: a policy with a passkey approver (``[id, {credential_id, public_key, rp_id,
+# origins}]`` in an approver group, custody.passkeys) is format 3, the same fields as
+# format 2. A node of an older format-2 reader refuses it rather than misreading it, and
+# formats 1 and 2 keep their encodings (and digests) byte for byte.
+FORMAT_WITH_PASSKEYS = 3
 SIGNING_CONTEXT = b"tpwc-governance-v1\x00"
 DIGEST_CONTEXT = b"tpwc-governance-digest-v1\x00"
 GENESIS_PREVIOUS = bytes(32)
@@ -117,7 +122,7 @@ class Governance:
         extra: dict[str, Any] = {} if self.policy.empty else {"policy": self.policy.to_cbor()}
         return cbor2.dumps(
             {
-                "format": FORMAT if self.policy.empty else FORMAT_WITH_POLICY,
+                "format": self.format,
                 "cluster_id": self.cluster_id,
                 "version": self.version,
                 "previous": self.previous,
@@ -129,6 +134,15 @@ class Governance:
             },
             canonical=True,
         )
+
+    @property
+    def format(self) -> int:
+        """1 without a policy, 2 with one, 3 when an approver is a passkey (issue 15)."""
+        if self.policy.empty:
+            return FORMAT
+        if any(a.passkey is not None for g in self.policy.approver_groups for a in g.approvers):
+            return FORMAT_WITH_PASSKEYS
+        return FORMAT_WITH_POLICY
 
     @functools.cached_property
     def digest(self) -> bytes:
@@ -284,6 +298,8 @@ def check_body(body: Governance) -> Governance:
         raise _malformed(f"policy: {exc}") from exc
     for group in body.policy.approver_groups:
         for a in group.approvers:
+            if a.passkey is not None:  # a P-256/Ed25519 COSE key, checked by check_policy
+                continue
             _ed25519_point(a.public_key, f"approver {a.approver_id}: public_key")
             if a.public_key in seen_keys:
                 raise _malformed(f"approver {a.approver_id}: public key is an officer's")
@@ -338,13 +354,16 @@ def decode_body(data: bytes) -> Governance:
     }
     value = _canonical_cbor(data, "body")
     fmt = value.get("format") if isinstance(value, dict) else None
-    if fmt == FORMAT_WITH_POLICY:
+    if fmt in (FORMAT_WITH_POLICY, FORMAT_WITH_PASSKEYS):
         fields.add("policy")
     raw = _exact(value, fields, "body")
-    if raw["format"] not in (FORMAT, FORMAT_WITH_POLICY):
-        raise _malformed(f"format: {raw['format']!r} is not {FORMAT} or {FORMAT_WITH_POLICY}")
+    if raw["format"] not in (FORMAT, FORMAT_WITH_POLICY, FORMAT_WITH_PASSKEYS):
+        raise _malformed(
+            f"format: {raw['format']!r} is not {FORMAT}, {FORMAT_WITH_POLICY} or"
+            f" {FORMAT_WITH_PASSKEYS}"
+        )
     policy = EMPTY_POLICY
-    if fmt == FORMAT_WITH_POLICY:
+    if fmt in (FORMAT_WITH_POLICY, FORMAT_WITH_PASSKEYS):
         try:
             policy = decode_policy(raw["policy"])
         except PolicyError as exc:
@@ -369,6 +388,8 @@ def decode_body(data: bytes) -> Governance:
         policy=policy,
     )
     check_body(body)
+    if body.format != fmt:  # format 3 exactly when an approver is a passkey
+        raise _malformed(f"format: {fmt} for a document of format {body.format}")
     if body.encode() != data:  # e.g. a rule field present with a null value
         raise _malformed("body: not in the one encoding of its content")
     return body

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
+from custody.passkeys import PasskeyCredential, PasskeyError, check_credential, credential_from_cbor
+
 if TYPE_CHECKING:
     from custody.governance import Governance
 
@@ -110,10 +112,18 @@ class Reason(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Approver:
-    """An approver: a named principal and the Ed25519 public key of their key file."""
+    """An approver: a named principal and the Ed25519 public key of their key file, or
+    (issue 15) a registered passkey (``public_key`` then empty: the credential's COSE key is
+    in ``passkey``; :mod:`custody.passkeys`)."""
 
     approver_id: str
     public_key: bytes
+    passkey: PasskeyCredential | None = None
+
+    def cbor_key(self) -> bytes | dict[str, Any]:
+        """The approver's key as the policy encodes it: the Ed25519 key's bytes (as before
+        passkeys), or the passkey credential's map."""
+        return self.public_key if self.passkey is None else self.passkey.to_cbor()
 
 
 @dataclass(frozen=True)
@@ -244,7 +254,7 @@ class Policy:
             ],
             "wallets": [[w.name, sorted(w.key_ids)] for w in self.wallets],
             "approver_groups": [
-                [g.group_id, [[a.approver_id, a.public_key] for a in g.approvers]]
+                [g.group_id, [[a.approver_id, a.cbor_key()] for a in g.approvers]]
                 for g in self.approver_groups
             ],
         }
@@ -608,6 +618,21 @@ def check_policy(policy: Policy) -> Policy:
         members: set[str] = set()
         for a in g.approvers:
             _ident(a.approver_id, f"approver group {g.group_id}: approver_id")
+            if a.passkey is not None:  # issue 15: the key is the credential's (its id unique)
+                if a.public_key != b"":
+                    raise PolicyError(f"approver {a.approver_id}: a passkey and a public_key")
+                try:
+                    check_credential(a.passkey, f"approver {a.approver_id}: passkey")
+                except PasskeyError as exc:
+                    raise PolicyError(str(exc)) from None
+                key = b"passkey:" + a.passkey.credential_id
+                if approvers.setdefault(a.approver_id, key) != key:
+                    raise PolicyError(f"approver {a.approver_id}: a different key in another group")
+                if keys_seen.setdefault(key, a.approver_id) != a.approver_id:
+                    raise PolicyError(
+                        f"approver {a.approver_id}: passkey credential used by another approver"
+                    )
+                continue
             if not isinstance(a.public_key, bytes) or len(a.public_key) != 32:
                 raise PolicyError(f"approver {a.approver_id}: public_key is 32 bytes")
             if a.approver_id in members:
@@ -804,6 +829,16 @@ def _rule_in(raw: Any, i: int) -> Rule:
     )
 
 
+def _approver_in(approver_id: Any, key: Any) -> Approver:
+    """An approver entry: ``[id, Ed25519 key bytes]`` or ``[id, passkey map]`` (issue 15)."""
+    if isinstance(key, Mapping):
+        try:
+            return Approver(approver_id, b"", credential_from_cbor(key, f"approver {approver_id}"))
+        except PasskeyError as exc:
+            raise PolicyError(str(exc)) from None
+    return Approver(approver_id, key)
+
+
 def decode_policy(raw: Any) -> Policy:
     """The inverse of :meth:`Policy.to_cbor`, strict; then :func:`check_policy`."""
     fields = {"rules", "allowlists", "wallets", "approver_groups"}
@@ -829,7 +864,9 @@ def decode_policy(raw: Any) -> Policy:
             approver_groups=tuple(
                 ApproverGroup(
                     g[0],
-                    tuple(Approver(a[0], a[1]) for a in _list(g[1], f"approver group {g[0]}", 2)),
+                    tuple(
+                        _approver_in(a[0], a[1]) for a in _list(g[1], f"approver group {g[0]}", 2)
+                    ),
                 )
                 for g in _list(raw["approver_groups"], "approver_groups", 2)
             ),

@@ -624,7 +624,7 @@ class SigningPipeline:
         and this node's own release history; refusals are logged."""
         governance = self.anchor.require()
         try:
-            return authorize(
+            auth = authorize(
                 AuthorizationContext(
                     node_id=self.node_id,
                     key_id=row.key_id,
@@ -638,8 +638,19 @@ class SigningPipeline:
                     now=now,
                     history=self.window.history(governance.policy, now),
                     public_key=row.public_key if public_key is None else public_key,
+                    passkey_floor=self.store.passkey_floor,
                 )
             )
+            for pc in auth.passkey_counters:  # issue 15: recorded before any release
+                if not self.store.record_passkey_counter(
+                    pc.credential_id, pc.sign_count, pc.assertion_digest
+                ):
+                    raise NotAuthorized(
+                        "passkey-stale-counter",
+                        f"passkey of {pc.approver_id}: signature counter {pc.sign_count} was"
+                        " overtaken by another assertion of the same credential",
+                    )
+            return auth
         except NotAuthorized as exc:
             logs.warn(
                 "sign.refused",

@@ -40,6 +40,16 @@ In order:
    ``approval-malformed``) and the detail lists every refused approval.
 
 Satisfied approvals allow; approvals that did not count beside them change nothing.
+
+A passkey approval (issue 15, ``custody.approvals.PasskeyApproval``) counts exactly like an
+Ed25519 one; its signature step is the WebAuthn assertion check
+(``custody.passkeys.verify_assertion``), refused with ``passkey-user-not-verified``,
+``passkey-wrong-origin``, ``passkey-wrong-rp-id``, ``passkey-challenge-mismatch``,
+``passkey-stale-counter``, ``passkey-bad-signature`` (and the other ``passkey-*`` codes of
+docs/SECURITY.md), or ``approval-wrong-kind`` for a passkey approver's key-file approval.
+The counter each assertion must exceed comes from the node's store
+(``AuthorizationContext.passkey_floor``); the counters of the assertions that verified are
+in ``Authorization.passkey_counters``, which the node records durably before it releases.
 """
 
 from __future__ import annotations
@@ -50,9 +60,6 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
-
-import nacl.exceptions
-import nacl.signing
 
 from custody import approvals as appr
 from custody import governance as gov
@@ -104,6 +111,7 @@ class AuthorizationContext:
     now: int = 0  # Unix seconds
     history: History | None = None  # None: no release counts (a policy without velocity)
     public_key: bytes | None = None  # the key's (btc-psbt: inputs must spend its output)
+    passkey_floor: appr.PasskeyFloor | None = None  # the node's recorded passkey counters
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,7 @@ class Authorization:
     initiator: str | None
     facts: pol.Facts | None  # None for a raw request allowed by raw_signing_keys
     approvals: tuple[tuple[str, bytes], ...]  # counted: (approver id, statement digest)
+    passkey_counters: tuple[appr.PasskeyCounter, ...] = ()  # to record before release
 
     @property
     def asset(self) -> str | None:
@@ -159,7 +168,7 @@ def _initiator(request: Mapping[str, Any]) -> str | None:
     return raw
 
 
-def _approvals(request: Mapping[str, Any]) -> list[appr.Approval | bytes]:
+def _approvals(request: Mapping[str, Any]) -> list[appr.AnyApproval | bytes]:
     """The ``approvals`` member, bounded and base64-decoded (bytes still to be decoded as
     approvals: a malformed one is refused by ``verify_approvals`` naming it)."""
     raw = request.get("approvals")
@@ -171,7 +180,7 @@ def _approvals(request: Mapping[str, Any]) -> list[appr.Approval | bytes]:
         raise NotAuthorized(
             "approvals-too-many", f"approvals: at most {MAX_APPROVALS}, got {len(raw)}"
         )
-    out: list[appr.Approval | bytes] = []
+    out: list[appr.AnyApproval | bytes] = []
     for i, item in enumerate(raw):
         if not isinstance(item, str):
             raise NotAuthorized("approvals-malformed", f"approvals[{i}]: a base64 string")
@@ -197,18 +206,19 @@ def _approvals(request: Mapping[str, Any]) -> list[appr.Approval | bytes]:
     return out
 
 
-def _statement_digest(a: appr.Approval) -> bytes:
+def _statement_digest(a: appr.AnyApproval) -> bytes:
     return hashlib.sha256(a.statement.signed_bytes()).digest()
 
 
 def _counted_one(
     approver_id: str,
-    approvals: Sequence[appr.Approval | bytes],
+    approvals: Sequence[appr.AnyApproval | bytes],
     governance: gov.Governance,
     request: appr.ApprovalRequest,
     now: int,
     initiator: str,
-) -> appr.Approval:
+    passkey_floor: appr.PasskeyFloor | None,
+) -> appr.AnyApproval:
     """The approval of ``approver_id`` that counted (``verify_approvals`` counted one): the
     one approving this request under this governance whose signature verifies."""
     approver = governance.approver(approver_id)
@@ -216,7 +226,7 @@ def _counted_one(
     candidates = [
         a
         for a in approvals
-        if isinstance(a, appr.Approval)
+        if isinstance(a, appr.Approval | appr.PasskeyApproval)
         and a.statement.approver_id == approver_id
         and a.statement.decision == "approve"
         and (a.statement.request_id, a.statement.intent_digest)
@@ -229,11 +239,7 @@ def _counted_one(
     if len(candidates) == 1:  # the one that counted (verify_approvals checked its signature)
         return candidates[0]
     for a in candidates:  # the approver sent several: the first whose signature verifies
-        try:
-            nacl.signing.VerifyKey(approver.public_key).verify(
-                a.statement.signed_bytes(), a.signature
-            )
-        except nacl.exceptions.BadSignatureError:
+        if isinstance(appr.check_signature(a, governance, passkey_floor), appr.Refusal):
             continue
         return a
     raise AssertionError(f"no counted approval of {approver_id}")  # verify_approvals counted it
@@ -290,9 +296,10 @@ def authorize(ctx: AuthorizationContext) -> Authorization:
             f"{decision.policy_version})" + (f": {decision.detail}" if decision.detail else ""),
         )
     counted: tuple[tuple[str, bytes], ...] = ()
+    passkey_counters: tuple[appr.PasskeyCounter, ...] = ()
     if decision.action == "approve":
         outcome = appr.verify_approvals(
-            decision, approvals, governance, approval_request, ctx.now, who
+            decision, approvals, governance, approval_request, ctx.now, who, ctx.passkey_floor
         )
         if outcome.status == "rejected":
             code = "approvals-rejected" if outcome.rejected_by else outcome.reason
@@ -321,10 +328,21 @@ def authorize(ctx: AuthorizationContext) -> Authorization:
                 (
                     a,
                     _statement_digest(
-                        _counted_one(a, approvals, governance, approval_request, ctx.now, who)
+                        _counted_one(
+                            a,
+                            approvals,
+                            governance,
+                            approval_request,
+                            ctx.now,
+                            who,
+                            ctx.passkey_floor,
+                        )
                     ),
                 )
                 for a in ids
             )
         )
-    return Authorization(decision, approval_request.intent_digest, initiator, facts, counted)
+        passkey_counters = outcome.passkey_counters
+    return Authorization(
+        decision, approval_request.intent_digest, initiator, facts, counted, passkey_counters
+    )

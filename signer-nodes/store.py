@@ -121,6 +121,16 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX releases_time ON releases(created_at)",
         ],
     ),
+    (
+        4,
+        [
+            # Issue 15: the last WebAuthn signature counter this node accepted per passkey
+            # credential (WebAuthn L3 section 6.1.1), and the assertion that set it.
+            """CREATE TABLE passkey_counters (
+                credential_id BLOB PRIMARY KEY, sign_count INTEGER NOT NULL,
+                assertion_digest BLOB NOT NULL, updated_at REAL NOT NULL)""",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -302,6 +312,46 @@ class NodeStore:
                 for sql in statements:
                     c.execute(sql)
                 c.execute("UPDATE schema_version SET version = ?", (version,))
+
+    # -- passkey counters (issue 15) ---------------------------------------------------------
+    def passkey_floor(self, credential_id: bytes, assertion_digest: bytes) -> int:
+        """The counter an assertion of ``credential_id`` must exceed: the last one accepted,
+        or one less when that one was accepted for this very assertion (a retry of the same
+        approval, e.g. another item or signer subset of one request); 0 if none."""
+        with self.read() as c:
+            row = c.execute(
+                "SELECT sign_count, assertion_digest FROM passkey_counters WHERE credential_id = ?",
+                (credential_id,),
+            ).fetchone()
+        if row is None:
+            return 0
+        count, digest = int(row[0]), bytes(row[1])
+        return max(0, count - 1) if digest == assertion_digest else count
+
+    def record_passkey_counter(
+        self, credential_id: bytes, sign_count: int, assertion_digest: bytes
+    ) -> bool:
+        """Durably record an accepted assertion's counter, unless another assertion got there
+        first (compare and set in one transaction). False: the counter no longer exceeds the
+        recorded one, refuse. A counter of 0 beside a recorded 0 is an authenticator that
+        keeps none (WebAuthn L3 section 6.1.1) and always records."""
+        with self.tx() as c:
+            row = c.execute(
+                "SELECT sign_count, assertion_digest FROM passkey_counters WHERE credential_id = ?",
+                (credential_id,),
+            ).fetchone()
+            if row is not None:
+                count, digest = int(row[0]), bytes(row[1])
+                fresh = sign_count > count or (sign_count == count == 0)
+                if not fresh and not (sign_count == count and digest == assertion_digest):
+                    return False
+            c.execute(
+                "INSERT INTO passkey_counters VALUES (?, ?, ?, ?) ON CONFLICT(credential_id)"
+                " DO UPDATE SET sign_count = excluded.sign_count,"
+                " assertion_digest = excluded.assertion_digest, updated_at = excluded.updated_at",
+                (credential_id, sign_count, assertion_digest, time.time()),
+            )
+        return True
 
     # -- meta ----------------------------------------------------------------------------
     def get_meta(self, k: str) -> str | None:

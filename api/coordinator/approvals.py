@@ -157,7 +157,7 @@ class ApprovalDesk:
         )
         initiator = _initiator(body)
 
-        def counts(a: ap.Approval) -> bool:
+        def counts(a: ap.AnyApproval) -> bool:
             if g is None:
                 return False
             one = ap.verify_approvals(ev.decision, [a], g, ev.request, now, initiator)
@@ -247,7 +247,7 @@ class ApprovalDesk:
         conn: Connection,
         request_id: str,
         encoded: str,
-        approval: ap.Approval,
+        approval: ap.AnyApproval,
         ev: Evaluation,
         now: int,
         actor: str,
