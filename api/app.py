@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from api import docs, keystore, metrics, problems, webhooks
+from api import console, docs, keystore, metrics, problems, webhooks
 from api.coordinator import Coordinator
 from api.db import Database
 from api.limits import RateLimits, RouteBodyLimits
@@ -77,6 +77,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(docs.router)  # /problems: the problem types' catalogue (docs/PROBLEMS.md)
+    console.install(app)  # /console: the treasury console (issue 15, docs/CONSOLE.md)
     app.add_middleware(problems.NestingLimit)
     # request limits (api.limits): body size per route inside, rate limits before it
     app.add_middleware(RouteBodyLimits, settings=settings)

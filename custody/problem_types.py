@@ -262,6 +262,96 @@ _ENTRIES = [
         F.VALIDATION,
         "This approver's statement for this request is already counted.",
     ),
+    ProblemType(
+        "passkey-malformed",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The passkey approval's clientDataJSON or authenticatorData cannot be read (WebAuthn "
+        "L3 sections 5.8.1, 6.1).",
+    ),
+    ProblemType(
+        "passkey-unknown-credential",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The assertion names another credential than the approver's registered passkey.",
+    ),
+    ProblemType(
+        "passkey-wrong-type",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The assertion's clientDataJSON `type` is not `webauthn.get`.",
+    ),
+    ProblemType(
+        "passkey-challenge-mismatch",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The assertion signed another challenge than SHA-256 of this approval statement (the "
+        "statement was swapped).",
+    ),
+    ProblemType(
+        "passkey-wrong-origin",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The assertion was made on an origin the approver's governance entry does not allow "
+        "(a phishing site).",
+    ),
+    ProblemType(
+        "passkey-cross-origin",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The assertion was made inside another site's frame (`crossOrigin: true`).",
+    ),
+    ProblemType(
+        "passkey-wrong-rp-id",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The authenticatorData's RP id hash is not SHA-256 of the credential's RP id.",
+    ),
+    ProblemType(
+        "passkey-user-not-present",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The authenticatorData's user-presence (UP) flag is clear.",
+    ),
+    ProblemType(
+        "passkey-user-not-verified",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The authenticatorData's user-verification (UV) flag is clear: an approval needs a "
+        "PIN or biometric.",
+    ),
+    ProblemType(
+        "passkey-stale-counter",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The assertion's signature counter does not exceed the last one accepted for the "
+        "credential (a cloned authenticator).",
+    ),
+    ProblemType(
+        "passkey-bad-signature",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "The passkey's signature over authenticatorData and the clientDataJSON hash does not "
+        "verify under the registered key.",
+    ),
+    ProblemType(
+        "approval-wrong-kind",
+        422,
+        "Approval refused",
+        F.VALIDATION,
+        "A key-file signature for an approver whose governance entry is a passkey, or the reverse.",
+    ),
     # -- resources
     ProblemType(
         "not-found",

@@ -90,3 +90,55 @@ class SoftAuthenticator:
     def approve(self, statement: ap.ApprovalStatement, **knobs) -> ap.PasskeyApproval:
         challenge = pk.challenge_for(statement.signed_bytes())
         return ap.PasskeyApproval(statement, self.get_assertion(challenge, **knobs))
+
+
+# -- the browser's JSON forms (PublicKeyCredential.toJSON(), WebAuthn L3 section 5.1.8) ----
+
+
+def _client_json(type_: str, challenge_b64: str, origin: str) -> bytes:
+    return json.dumps(
+        {"type": type_, "challenge": challenge_b64, "origin": origin, "crossOrigin": False},
+        separators=(",", ":"),
+    ).encode()
+
+
+def registration_json(auth: SoftAuthenticator, options: dict, origin: str) -> dict:
+    """A ``none``-attestation registration response (section 6.5.4 attested credential
+    data; section 8.7 "none" format) for ``options`` (the server's creation options)."""
+    client = _client_json("webauthn.create", options["challenge"], origin)
+    cose = cose_es256(auth.key.public_key())
+    data = (
+        hashlib.sha256(options["rp"]["id"].encode()).digest()
+        + bytes([UP | UV | 0x40])  # AT: attested credential data included
+        + auth.counter.to_bytes(4, "big")
+        + bytes(16)  # AAGUID
+        + len(auth.credential_id).to_bytes(2, "big")
+        + auth.credential_id
+        + cose
+    )
+    att = cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": data})
+    return {
+        "id": b64url(auth.credential_id),
+        "rawId": b64url(auth.credential_id),
+        "type": "public-key",
+        "response": {"clientDataJSON": b64url(client), "attestationObject": b64url(att)},
+        "clientExtensionResults": {},
+    }
+
+
+def assertion_json(auth: SoftAuthenticator, options: dict, origin: str, **knobs) -> dict:
+    """An assertion response for ``options`` (the server's request options)."""
+    pad = "=" * (-len(options["challenge"]) % 4)
+    challenge = base64.urlsafe_b64decode(options["challenge"] + pad)
+    a = auth.get_assertion(challenge, origin=origin, **knobs)
+    return {
+        "id": b64url(a.credential_id),
+        "rawId": b64url(a.credential_id),
+        "type": "public-key",
+        "response": {
+            "authenticatorData": b64url(a.authenticator_data),
+            "clientDataJSON": b64url(a.client_data_json),
+            "signature": b64url(a.signature),
+        },
+        "clientExtensionResults": {},
+    }

@@ -1,0 +1,301 @@
+"""The console over HTTP, without a browser (issue 15, slices 2 and 3): the coordinator app
+(real SQLite database, real approval desk; no signer nodes, so a request that reaches
+``signing`` goes no further, which is enough here), a software authenticator
+(tests/console/authenticator.py) in place of the browser's. Web security: the CSP and
+framing headers, the session cookie's attributes, CSRF on every state change, sessions that
+expire, a new session id at sign-in. Approvals: a fresh assertion over the request's own
+statement each time; one made for something else, or none at all, is refused with its
+reason. The browser end to end is tests/console/test_console_browser.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.console.sessions import COOKIE, CSP
+from custody import policy as pol
+from custody.cluster import ETH_LIMIT, TREASURY
+from tests.api.conftest import Api, make_api
+from tests.api.conftest import test_policy as api_policy
+from tests.api.test_approvals import post_tx
+from tests.console.authenticator import (
+    UP,
+    SoftAuthenticator,
+    assertion_json,
+    registration_json,
+)
+
+ORIGIN = "https://localhost"
+ALICE = SoftAuthenticator(origins=(ORIGIN,))
+
+
+def _policy() -> pol.Policy:
+    """The API tests' policy with passkey approver ``alice`` in the treasury group."""
+    base = api_policy()
+    groups = tuple(
+        pol.ApproverGroup(g.group_id, (*g.approvers, pol.Approver("alice", b"", ALICE.credential)))
+        if g.group_id == TREASURY
+        else g
+        for g in base.approver_groups
+    )
+    return pol.Policy(base.rules, base.allowlists, base.wallets, groups)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    yield from make_api(tmp_path, policy=_policy())
+
+
+@pytest.fixture
+def web(api: Api) -> TestClient:
+    """A browser-like client on https://localhost (Secure cookies are sent over https)."""
+    return TestClient(api.app, base_url=ORIGIN, follow_redirects=False)
+
+
+def csrf(page: str) -> str:
+    m = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
+    assert m, page
+    return m.group(1)
+
+
+def post(web: TestClient, url: str, token: str, body: Any = None) -> Any:
+    return web.post(url, json=body or {}, headers={"X-CSRF-Token": token})
+
+
+def sign_in(web: TestClient, auth: SoftAuthenticator = ALICE, **knobs: Any) -> Any:
+    token = csrf(web.get("/console").text)
+    options = post(web, "/console/login/options", token).json()
+    origin = knobs.pop("origin", ORIGIN)
+    return post(web, "/console/login/verify", token, assertion_json(auth, options, origin, **knobs))
+
+
+def page_token(web: TestClient, url: str) -> str:
+    r = web.get(url)
+    assert r.status_code == 200, (url, r.status_code, r.text[:300])
+    return csrf(r.text)
+
+
+def pending(api: Api, value: int = 2 * ETH_LIMIT, idem: str = "big") -> str:
+    kid = getattr(api, "_kid", None) or api.add_key()
+    api._kid = kid  # type: ignore[attr-defined]
+    r = post_tx(api, kid, value, idem)
+    assert r.status_code == 202 and r.json()["status"] == "pending_approval", r.text
+    return str(r.json()["id"])
+
+
+def decide(web: TestClient, token: str, rid: str, decision: str = "approve", **knobs: Any) -> Any:
+    options = post(web, f"/console/requests/{rid}/challenge", token, {"decision": decision})
+    assert options.status_code == 200, options.text
+    cred = assertion_json(ALICE, options.json(), knobs.pop("origin", ORIGIN), **knobs)
+    return post(
+        web, f"/console/requests/{rid}/decide", token, {"decision": decision, "credential": cred}
+    )
+
+
+# -- web security ---------------------------------------------------------------------------
+
+
+def test_every_console_response_carries_the_security_headers_and_no_inline_script(
+    web: TestClient,
+) -> None:
+    for url in ("/console", "/console/register", "/console/static/console.js"):
+        r = web.get(url)
+        assert r.status_code == 200, url
+        assert r.headers["content-security-policy"] == CSP
+        assert "script-src 'self'" in CSP and "frame-ancestors 'none'" in CSP
+        assert "'unsafe-inline'" not in CSP and "'unsafe-eval'" not in CSP
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["cache-control"] == "no-store"
+    for url in ("/console", "/console/register"):
+        html = web.get(url).text
+        scripts = re.findall(r"<script\b[^>]*>", html)
+        assert scripts and all(re.search(r'\ssrc="/console/static/', s) for s in scripts), scripts
+        assert not re.search(r"<script\b[^>]*>(?!</script>)", html)  # no inline body
+        assert not re.search(r"\son[a-z]+\s*=", html) and " style=" not in html
+    # an API route keeps its own headers (the console's apply under /console only)
+    assert "content-security-policy" not in web.get("/v1/health").headers
+
+
+def test_the_session_cookie_is_host_only_httponly_secure_and_strict(web: TestClient) -> None:
+    cookie = web.get("/console").headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    attrs = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
+    assert {"httponly", "secure", "samesite", "path"} <= attrs and "domain" not in attrs
+    assert "samesite=strict" in cookie.lower() and "path=/" in cookie.lower()
+
+
+def test_csrf_is_required_on_every_state_change(api: Api, web: TestClient) -> None:
+    token = csrf(web.get("/console").text)
+    for url in (
+        "/console/login/options",
+        "/console/login/verify",
+        "/console/register/options",
+        "/console/register/verify",
+        "/console/logout",
+        "/console/requests/sr_x/challenge",
+        "/console/requests/sr_x/decide",
+    ):
+        for headers in ({}, {"X-CSRF-Token": "wrong"}, {"X-CSRF-Token": token + "x"}):
+            r = web.post(url, json={}, headers=headers)
+            assert (r.status_code, r.json()["error"]) == (403, "csrf"), (url, headers)
+    # another visitor's token is no good either (tokens are per session)
+    other = TestClient(api.app, base_url=ORIGIN)
+    r = other.post("/console/login/options", json={}, headers={"X-CSRF-Token": token})
+    assert r.status_code == 403
+    assert post(web, "/console/login/options", token).status_code == 200
+
+
+def test_sign_in_gives_a_new_session_and_sessions_expire(api: Api, web: TestClient) -> None:
+    before = web.get("/console").cookies.get(COOKIE) or web.cookies.get(COOKIE)
+    r = sign_in(web)
+    assert r.status_code == 200 and r.json()["approver_id"] == "alice", r.text
+    after = web.cookies.get(COOKIE)
+    assert after and after != before  # no session fixation
+    assert web.get("/console/queue").status_code == 200
+    sessions = api.app.state.console_sessions
+    now = sessions.clock()
+    sessions.clock = lambda: now + sessions.idle + 1  # idle too long
+    r = web.get("/console/queue")
+    assert (r.status_code, r.headers["location"]) == (303, "/console")
+    sessions.clock = lambda: now
+    assert sign_in(web).status_code == 200
+    t = now
+    for _ in range(int(sessions.lifetime // (sessions.idle / 2)) + 2):  # active, but too long
+        t += sessions.idle / 2
+        sessions.clock = lambda t=t: t
+        last = web.get("/console/queue")
+    assert last.status_code == 303
+
+
+def test_sign_in_refuses_an_unverified_user_another_origin_and_an_unknown_passkey(
+    web: TestClient,
+) -> None:
+    r = sign_in(web, flags=UP)
+    assert r.status_code == 403 and "verif" in r.json()["detail"].lower(), r.text
+    r = sign_in(web, origin="https://evil.example")
+    assert r.status_code == 403 and r.json()["error"] == "sign-in-refused"
+    r = sign_in(web, SoftAuthenticator(origins=(ORIGIN,)))
+    assert r.status_code == 403 and r.json()["error"] == "unknown-passkey"
+    assert web.get("/console/queue").status_code == 303  # still signed out
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+def test_registration_needs_an_approver_token_and_waits_for_governance(
+    api: Api, web: TestClient
+) -> None:
+    token = page_token(web, "/console/register")
+    for bad, code in (("tpwc_nope", "token-refused"), (api.tokens["requester"], "not-approver")):
+        r = post(web, "/console/register/options", token, {"token": bad})
+        assert r.json()["error"] == code
+    r = post(web, "/console/register/options", token, {"token": api.tokens["approver"]})
+    options = r.json()
+    assert options["rp"]["id"] == "localhost"
+    assert options["authenticatorSelection"]["userVerification"] == "required"
+    bob = SoftAuthenticator(origins=(ORIGIN,))
+    reg = post(web, "/console/register/verify", token, registration_json(bob, options, ORIGIN))
+    doc = reg.json()
+    assert reg.status_code == 200 and doc["status"] == "pending-governance", doc
+    assert doc["approver_id"] == "treasury-desk"  # the approver token's principal
+    entry = doc["policy_entry"]["passkey"]
+    assert bytes.fromhex(entry["public_key"]) == bob.credential.public_key
+    assert entry["origins"] == [ORIGIN] and entry["rp_id"] == "localhost"
+    # the challenge is single-use
+    again = post(web, "/console/register/verify", token, registration_json(bob, options, ORIGIN))
+    assert again.json()["error"] == "no-ceremony"
+    # bob can sign in, sees that governance has not admitted him, and can decide nothing
+    assert sign_in(web, bob).status_code == 200
+    q = web.get("/console/queue").text
+    assert 'id="pending-governance"' in q
+    rid = pending(api)
+    t = csrf(q)
+    r = post(web, f"/console/requests/{rid}/challenge", t, {"decision": "approve"})
+    assert r.json()["error"] == "not-in-group"
+
+
+# -- the queue and decisions ----------------------------------------------------------------
+
+
+def test_the_queue_shows_a_request_decoded_and_a_passkey_approval_counts(
+    api: Api, web: TestClient
+) -> None:
+    rid = pending(api, 2 * ETH_LIMIT + ETH_LIMIT // 4)
+    assert sign_in(web).status_code == 200
+    q = web.get("/console/queue").text
+    assert rid in q and "2.25 ETH" in q and "eth-over-limit" in q
+    assert str(2 * ETH_LIMIT + ETH_LIMIT // 4) not in q  # never raw base units
+    page = web.get(f"/console/requests/{rid}").text
+    for text in ("Ethereum mainnet (chain id 1)", "2.25 ETH", "eth-over-limit", "payments-bot"):
+        assert text in page, text
+    assert "allowlist" in page and 'data-decision="approve"' in page
+    token = csrf(page)
+    r = decide(web, token, rid)
+    assert r.status_code == 200 and r.json()["status"] == "pending_approval", r.text
+    view = api.client.get(f"/v1/sign-requests/{rid}", headers=api.h("auditor")).json()
+    got = view["approval"]["approvals"]
+    assert [(a["approver_id"], a["decision"], a["counts"]) for a in got] == [
+        ("alice", "approve", True)
+    ]
+    assert view["approval"]["missing"] == [{"group": TREASURY, "needed": 1, "m": 2}]
+    assert "alice: approve" in web.get(f"/console/requests/{rid}").text
+
+
+def test_a_passkey_rejection_rejects(api: Api, web: TestClient) -> None:
+    rid = pending(api)
+    assert sign_in(web).status_code == 200
+    r = decide(web, page_token(web, f"/console/requests/{rid}"), rid, "reject")
+    assert r.status_code == 200 and r.json()["status"] == "rejected", r.text
+    view = api.client.get(f"/v1/sign-requests/{rid}", headers=api.h("auditor")).json()
+    assert view["status"] == "rejected"
+
+
+def test_no_approval_by_session_alone_nor_by_an_assertion_made_for_anything_else(
+    api: Api, web: TestClient
+) -> None:
+    a, b = pending(api, idem="a"), pending(api, idem="b")
+    assert sign_in(web).status_code == 200
+    token = page_token(web, f"/console/requests/{a}")
+    # a session cookie and CSRF token, but no assertion
+    r = post(web, f"/console/requests/{a}/decide", token, {"decision": "approve"})
+    assert (r.status_code, r.json()["error"]) == (400, "assertion-missing")
+    # an assertion, but no statement asked for (no challenge: nothing to sign)
+    login_options = post(web, "/console/login/options", token).json()
+    stray = assertion_json(ALICE, login_options, ORIGIN)
+    r = post(
+        web, f"/console/requests/{a}/decide", token, {"decision": "approve", "credential": stray}
+    )
+    assert r.json()["error"] == "no-ceremony"
+    # a login assertion slipped in where the statement's was asked for
+    post(web, f"/console/requests/{a}/challenge", token, {"decision": "approve"})
+    r = post(
+        web, f"/console/requests/{a}/decide", token, {"decision": "approve", "credential": stray}
+    )
+    assert (r.status_code, r.json()["error"]) == (422, "passkey-challenge-mismatch"), r.text
+    # an assertion over request a's statement, posted for request b
+    options_a = post(web, f"/console/requests/{a}/challenge", token, {"decision": "approve"})
+    for_a = assertion_json(ALICE, options_a.json(), ORIGIN)
+    post(web, f"/console/requests/{b}/challenge", token, {"decision": "approve"})
+    r = post(
+        web, f"/console/requests/{b}/decide", token, {"decision": "approve", "credential": for_a}
+    )
+    assert (r.status_code, r.json()["error"]) == (422, "passkey-challenge-mismatch"), r.text
+    # UV cleared, and another origin: refused by the approval desk with their codes
+    r = decide(web, token, a, flags=UP)
+    assert (r.status_code, r.json()["error"]) == (422, "passkey-user-not-verified"), r.text
+    r = decide(web, token, a, origin="https://evil.example")
+    assert (r.status_code, r.json()["error"]) == (422, "passkey-wrong-origin"), r.text
+    view = api.client.get(f"/v1/sign-requests/{a}", headers=api.h("auditor")).json()
+    assert view["approval"]["approvals"] == []  # nothing of the above was stored
+    # a signed-out visitor gets nothing either
+    fresh = TestClient(api.app, base_url=ORIGIN)
+    t = csrf(fresh.get("/console").text)
+    r = post(fresh, f"/console/requests/{a}/challenge", t, {"decision": "approve"})
+    assert r.json()["error"] == "signed-out"
+    assert fresh.get(f"/console/requests/{a}", follow_redirects=False).status_code == 303
