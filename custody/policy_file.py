@@ -69,6 +69,7 @@ d))`` is the normal form of ``d``. :func:`describe_policy` says the same in plai
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
@@ -78,6 +79,7 @@ from typing import Any, Final
 
 import nacl.bindings
 
+from custody import passkeys as pk
 from custody import policy as pol
 from custody.domain import KINDS as REQUEST_KINDS
 from custody.domain import NETWORKS
@@ -361,7 +363,38 @@ def key_file_references(doc: Any) -> list[str]:
     return out
 
 
+def _passkey_in(value: Any, path: str) -> pol.Approver:
+    """``{"id", "passkey": {"credential_id": base64url, "public_key": COSE_Key hex,
+    "rp_id", "origins": [...]}}``: the entry the treasury console shows after a passkey
+    registration (issue 15, docs/CONSOLE.md)."""
+    raw = _obj(value, path, ("id", "passkey"))
+    approver_id = _ident(raw["id"], f"{path}.id")
+    p = _obj(raw["passkey"], f"{path}.passkey", ("credential_id", "public_key", "rp_id", "origins"))
+    where = f"{path}.passkey"
+    cid, cose = p["credential_id"], p["public_key"]
+    if not isinstance(cid, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", cid):
+        raise PolicyFileError(f"{where}.credential_id", "base64url without padding")
+    if not isinstance(cose, str) or not re.fullmatch(r"(?:[0-9a-f]{2})+", cose):
+        raise PolicyFileError(f"{where}.public_key", "the COSE_Key in lower-case hex")
+    if not isinstance(p["origins"], list):
+        raise PolicyFileError(f"{where}.origins", "a list of origins")
+    cred = pk.PasskeyCredential(
+        base64.urlsafe_b64decode(cid + "=" * (-len(cid) % 4)),
+        bytes.fromhex(cose),
+        p["rp_id"],
+        tuple(p["origins"]),
+    )
+    try:
+        pk.check_credential(cred, where)
+    except pk.PasskeyError as exc:
+        field, _, why = str(exc).partition(": ")
+        raise PolicyFileError(field, why) from None
+    return pol.Approver(approver_id, b"", cred)
+
+
 def _approver_in(value: Any, path: str, key_files: Mapping[str, pol.Approver]) -> pol.Approver:
+    if isinstance(value, dict) and "passkey" in value:
+        return _passkey_in(value, path)
     if isinstance(value, dict) and "key_file" in value:
         raw = _obj(value, path, ("key_file",), ("id",))
         ref = _text(raw["key_file"], f"{path}.key_file", high=1024)
@@ -420,16 +453,22 @@ def parse_policy(doc: Any, *, key_files: Mapping[str, pol.Approver] | None = Non
             approver = _approver_in(a, ap, key_files)
             if any(m.approver_id == approver.approver_id for m in members):
                 raise PolicyFileError(ap, f"{approver.approver_id} is in {gid} twice")
+            # a passkey's identity is its credential id (it has no Ed25519 key)
+            ident = (
+                approver.public_key
+                if approver.passkey is None
+                else b"passkey:" + approver.passkey.credential_id
+            )
             known = approver_keys.get(approver.approver_id)
-            if known is not None and known[0] != approver.public_key:
+            if known is not None and known[0] != ident:
                 raise PolicyFileError(
                     ap, f"{approver.approver_id} has another public key in {known[1]}"
                 )
-            owner = key_owner.get(approver.public_key)
+            owner = key_owner.get(ident)
             if owner is not None and owner != approver.approver_id:
                 raise PolicyFileError(ap, f"public key already used by approver {owner}")
-            approver_keys[approver.approver_id] = (approver.public_key, gp)
-            key_owner[approver.public_key] = approver.approver_id
+            approver_keys[approver.approver_id] = (ident, gp)
+            key_owner[ident] = approver.approver_id
             members.append(approver)
         group_sizes[gid] = len(members)
         groups.append(pol.ApproverGroup(gid, tuple(members)))
@@ -638,12 +677,25 @@ def print_policy(policy: pol.Policy) -> dict[str, Any]:
         "approver_groups": [
             {
                 "id": g.group_id,
-                "approvers": [
-                    {"id": a.approver_id, "public_key": a.public_key.hex()} for a in g.approvers
-                ],
+                "approvers": [_approver_out(a) for a in g.approvers],
             }
             for g in policy.approver_groups
         ],
+    }
+
+
+def _approver_out(a: pol.Approver) -> dict[str, Any]:
+    if a.passkey is None:
+        return {"id": a.approver_id, "public_key": a.public_key.hex()}
+    c = a.passkey
+    return {
+        "id": a.approver_id,
+        "passkey": {
+            "credential_id": base64.urlsafe_b64encode(c.credential_id).rstrip(b"=").decode(),
+            "public_key": c.public_key.hex(),
+            "rp_id": c.rp_id,
+            "origins": list(c.origins),
+        },
     }
 
 
@@ -836,5 +888,11 @@ def describe_policy(policy: pol.Policy) -> list[str]:
         lines.append(f"wallet {w.name}: {_listing(w.key_ids)}")
     for g in policy.approver_groups:
         lines.append(f"approver group {g.group_id}:")
-        lines += [f"  {a.approver_id} {a.public_key.hex()}" for a in g.approvers]
+        lines += [
+            f"  {a.approver_id} {a.public_key.hex()}"
+            if a.passkey is None
+            else f"  {a.approver_id} passkey {a.passkey.credential_id.hex()[:16]}... "
+            f"(rp {a.passkey.rp_id}, {', '.join(a.passkey.origins)})"
+            for a in g.approvers
+        ]
     return lines

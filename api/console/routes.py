@@ -28,16 +28,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import secrets
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import parse_qs
 
 import webauthn
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url, options_to_json
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
 from webauthn.helpers.exceptions import (
@@ -52,15 +55,19 @@ from webauthn.helpers.structs import (
 )
 
 from api.auth import _authenticate  # the bearer check the API runs, for registration
-from api.console.registrations import Registration, Registrations
+from api.console.registrations import Registrations
 from api.console.sessions import COOKIE, Session, Sessions, csrf_ok
 from api.console.views import show
 from api.coordinator import Coordinator
+from api.db import AuditEntry, Webhook, WebhookDelivery, WebhookMessage
 from api.problems import Problem
 from api.serializers import addresses
+from api.shadow import dry_run
 from custody import approvals as ap
 from custody import governance as gov
 from custody import passkeys as pk
+from custody import policy_file as pf
+from custody.policy_explain import explanation_lines
 from custody.signing import SignRequestError
 
 __all__ = ["router", "STATEMENT_TTL"]
@@ -151,8 +158,6 @@ def origins(request: Request) -> list[str]:
 
 
 def _env(name: str, default: str) -> str:
-    import os
-
     return os.environ.get(f"CUSTODY_CONSOLE_{name}", default)
 
 
@@ -261,7 +266,6 @@ async def register_options(request: Request) -> Response:
         token = body.get("token")
         if not isinstance(token, str) or not token:
             raise ConsoleError(400, "token-missing", "token: your approver API token")
-        from fastapi.security import HTTPAuthorizationCredentials
 
         try:
             p = _authenticate(
@@ -414,9 +418,7 @@ def _decoded(request: Request, r: Any) -> dict[str, Any] | None:
     g = ev.governance
     policy = g.policy if g is not None else None
     view = (
-        c.approvals.view(ev, r.body, _coordinator_repo(request).approvals(r.id), now)
-        if g is not None
-        else None
+        c.approvals.view(ev, r.body, _repo(request).approvals(r.id), now) if g is not None else None
     )
     shown = show(ev.intent, ev.kind, r.body, policy) if policy is not None else None
     groups: set[str] = (
@@ -439,7 +441,7 @@ def _decoded(request: Request, r: Any) -> dict[str, Any] | None:
     }
 
 
-def _coordinator_repo(request: Request) -> Any:
+def _repo(request: Request) -> Any:
     return request.app.state.repository
 
 
@@ -453,7 +455,7 @@ def _in_groups(g: gov.Governance | None, approver_id: str, groups: set[str]) -> 
 
 
 def _queue(request: Request, s: Session) -> list[dict[str, Any]]:
-    repo = _coordinator_repo(request)
+    repo = _repo(request)
     rows = repo.sign_requests(200, None, status="pending_approval").rows
     g = _governance(request)
     out = []
@@ -493,7 +495,7 @@ async def queue_rows(request: Request) -> Response:
 
 
 def _request_row(request: Request, request_id: str) -> Any:
-    r = _coordinator_repo(request).sign_request(request_id)
+    r = _repo(request).sign_request(request_id)
     if r is None:
         raise ConsoleError(404, "not-found", f"no sign request {request_id!r}")
     return r
@@ -635,7 +637,7 @@ async def history_page(request: Request) -> Response:
     s, new = got
 
     def rows() -> list[dict[str, Any]]:
-        page = _coordinator_repo(request).sign_requests(100, None)
+        page = _repo(request).sign_requests(100, None)
         out = []
         for r in page.rows:
             if r.status == "pending_approval":
@@ -657,7 +659,7 @@ async def keys_page(request: Request) -> Response:
     s, new = got
 
     def rows() -> list[dict[str, Any]]:
-        page = _coordinator_repo(request).keys(200, None)
+        page = _repo(request).keys(200, None)
         return [
             {
                 "id": k.id,
@@ -674,8 +676,115 @@ async def keys_page(request: Request) -> Response:
     return _page(request, "keys.html", s, new, title="Keys", items=items)
 
 
-def new_nonce() -> str:
-    return secrets.token_urlsafe(8)
+# -- policies (with a dry run), the audit log, webhook deliveries ----------------------------
 
 
-_ = Registration  # re-exported for the templates' type hints
+@router.get("/policies", response_class=HTMLResponse)
+async def policies_page(request: Request) -> Response:
+    """The active governance version's policy in words, its approver groups, a dry-run form
+    (and the shadow draft's version when one is installed)."""
+    got = _need_sign_in(request)
+    if isinstance(got, RedirectResponse):
+        return got
+    s, new = got
+    g = _governance(request)
+    rules = [] if g is None else [pf.describe_rule(r, g.policy) for r in g.policy.rules]
+    keys = await asyncio.to_thread(lambda: [k.id for k in _repo(request).keys(200, None).rows])
+    return _page(request, "policies.html", s, new, title="Policies", g=g, rules=rules, keys=keys)
+
+
+@router.post("/policies/dry-run", response_class=HTMLResponse)
+async def policies_dry_run(request: Request) -> Response:
+    """What the active policy decides for a sign request (nothing created or signed): the
+    form's key, kind and payload, as the approver (or the initiator given)."""
+    s, new = _session(request)
+    if not csrf_ok(s, request.headers.get("x-csrf-token")):
+        return HTMLResponse("<p class='flag'>missing or wrong CSRF token</p>", status_code=403)
+    if not s.signed_in:
+        return HTMLResponse("<p class='flag'>sign in first</p>", status_code=401)
+    raw = await request.body()
+    if len(raw) > MAX_JSON:
+        return HTMLResponse("<p class='flag'>form too large</p>", status_code=413)
+    # application/x-www-form-urlencoded, as htmx posts a form (no multipart parser needed)
+    form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    c = _coordinator(request)
+    g = _governance(request)
+    lines: list[str]
+    try:
+        if g is None:
+            raise ConsoleError(409, "governance-missing", "no governance version is installed")
+        key = c.keys.get(str(form.get("key_id", "")))
+        kind = str(form.get("kind", "evm-tx"))
+        payload_field = str(form.get("payload", "")).strip()
+        req: dict[str, Any] = {"key_id": key.id, "kind": kind}
+        if kind == "evm-tx":
+            req["payload"] = {"tx": payload_field}
+        elif kind in ("message", "raw"):
+            req["message"] = payload_field.lower()
+        else:
+            req["payload"] = json.loads(payload_field or "{}")
+        initiator = str(form.get("initiator") or s.approver_id)
+        now = int(time.time())
+        out = await asyncio.to_thread(
+            dry_run, request.app.state.db, g, key, req, initiator=initiator, now=now
+        )
+        lines = explanation_lines(out)
+    except (ConsoleError, Problem, ValueError) as e:
+        detail = e.detail if isinstance(e, (ConsoleError, Problem)) else str(e)
+        lines = [f"refused: {detail}"]
+    return _page(request, "dry_run.html", s, new, lines=lines)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit_page(request: Request) -> Response:
+    """The newest audit entries and the chain's verification against the node-signed
+    checkpoints (``GET /v1/audit/verify``)."""
+    got = _need_sign_in(request)
+    if isinstance(got, RedirectResponse):
+        return got
+    s, new = got
+    settings = request.app.state.settings
+
+    def load() -> tuple[dict[str, Any], list[Any]]:
+        repo = _repo(request)
+        report = repo.verify_audit(settings.cluster_id)
+        with request.app.state.db.session() as db:
+            entries = list(db.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(50)))
+            db.expunge_all()
+        return report, entries
+
+    report, entries = await asyncio.to_thread(load)
+    return _page(request, "audit.html", s, new, title="Audit log", report=report, entries=entries)
+
+
+@router.get("/webhooks", response_class=HTMLResponse)
+async def webhooks_page(request: Request) -> Response:
+    """The newest webhook deliveries: event, endpoint, status, attempts, last answer."""
+    got = _need_sign_in(request)
+    if isinstance(got, RedirectResponse):
+        return got
+    s, new = got
+
+    def load() -> list[dict[str, Any]]:
+        with request.app.state.db.session() as db:
+            rows = db.execute(
+                select(WebhookDelivery, WebhookMessage.event_type, Webhook.url)
+                .join(WebhookMessage, WebhookMessage.id == WebhookDelivery.message_id)
+                .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+                .order_by(WebhookDelivery.id.desc())
+                .limit(50)
+            ).all()
+            return [
+                {
+                    "message_id": d.message_id,
+                    "event": event,
+                    "url": url,
+                    "status": d.status,
+                    "attempts": d.attempts,
+                    "last": d.last_status_code or d.last_error or "",
+                }
+                for d, event, url in rows
+            ]
+
+    items = await asyncio.to_thread(load)
+    return _page(request, "webhooks.html", s, new, title="Webhook deliveries", items=items)

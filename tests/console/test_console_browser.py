@@ -294,7 +294,13 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
         assert wait_status(live, other.id, "rejected").status == "rejected"
 
         # -- every page: axe, no CSP violation, keyboard reachable
-        for path in ("/console/history", "/console/keys"):
+        for path in (
+            "/console/history",
+            "/console/keys",
+            "/console/policies",
+            "/console/audit",
+            "/console/webhooks",
+        ):
             bob.go(path)
             violations[path] = bob.axe()
         bob.go("/console")

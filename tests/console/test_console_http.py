@@ -299,3 +299,36 @@ def test_no_approval_by_session_alone_nor_by_an_assertion_made_for_anything_else
     r = post(fresh, f"/console/requests/{a}/challenge", t, {"decision": "approve"})
     assert r.json()["error"] == "signed-out"
     assert fresh.get(f"/console/requests/{a}", follow_redirects=False).status_code == 303
+
+
+def test_policies_with_a_dry_run_the_audit_log_and_webhook_deliveries(
+    api: Api, web: TestClient
+) -> None:
+    from tests.api.test_approvals import unsigned_tx
+
+    kid = api.add_key()
+    api._kid = kid  # type: ignore[attr-defined]  # pending() signs with it
+    assert sign_in(web).status_code == 200
+    page = web.get("/console/policies").text
+    assert "eth-over-limit" in page and "alice (passkey)" in page and "(key file)" in page
+    token = csrf(page)
+    form = {"key_id": kid, "kind": "evm-tx", "payload": unsigned_tx(2 * ETH_LIMIT)}
+    r = web.post("/console/policies/dry-run", data=form)  # no CSRF token: refused
+    assert r.status_code == 403
+    r = web.post("/console/policies/dry-run", data=form, headers={"X-CSRF-Token": token})
+    assert r.status_code == 200
+    assert "APPROVALS REQUIRED by rule eth-over-limit" in r.text and "2 of treasury" in r.text
+    small = {**form, "payload": unsigned_tx(ETH_LIMIT // 2)}
+    r = web.post("/console/policies/dry-run", data=small, headers={"X-CSRF-Token": token})
+    assert "ALLOW by rule eth-under-limit" in r.text
+    bad = {**form, "payload": "0x02zz"}
+    r = web.post("/console/policies/dry-run", data=bad, headers={"X-CSRF-Token": token})
+    assert "refused:" in r.text
+    pending(api)
+    audit = web.get("/console/audit").text
+    assert "The hash chain verifies" in audit and "sign.request" in audit.replace("_", ".")
+    assert web.get("/console/webhooks").status_code == 200
+    for url in ("/console/policies", "/console/audit", "/console/webhooks", "/console/history"):
+        assert (
+            TestClient(api.app, base_url=ORIGIN).get(url, follow_redirects=False).status_code == 303
+        )

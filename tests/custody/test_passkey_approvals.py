@@ -297,3 +297,41 @@ def test_another_credential_and_malformed_wire(world) -> None:
     raw["webauthn"]["client_data_json"] = b"\xff\xfe"
     a = ap.decode_approval(cbor2.dumps(raw, canonical=True))
     assert refusal(world, a).reason is R.PASSKEY_MALFORMED
+
+
+# -- the officers' policy file (custody policy): the entry the console shows -------------------
+
+
+def test_a_policy_file_takes_the_consoles_passkey_entry_and_round_trips(world) -> None:
+    from custody import policy_file as pf
+
+    alice = world["alice"]
+    c = alice.credential
+    entry = {
+        "id": "alice",
+        "passkey": {
+            "credential_id": b64url(c.credential_id),
+            "public_key": c.public_key.hex(),
+            "rp_id": c.rp_id,
+            "origins": list(c.origins),
+        },
+    }
+    other = SoftAuthenticator()
+    doc = pf.print_policy(world["g"].policy)
+    group = doc["approver_groups"][0]
+    assert entry in group["approvers"]  # the file shows the governance's passkey as entered
+    group["approvers"].append({**entry, "id": "bob", "passkey": {
+        **entry["passkey"], "credential_id": b64url(other.credential_id),
+        "public_key": other.credential.public_key.hex()}})  # fmt: skip
+    parsed = pf.parse_policy(doc)
+    assert parsed.approver("alice").passkey == c
+    assert parsed.approver("bob").passkey == other.credential
+    assert pf.print_policy(parsed) == doc
+    # the same credential under two ids, and a bad origin, are refused naming the entry
+    doc["approver_groups"][0]["approvers"][-1]["passkey"] = entry["passkey"]
+    with pytest.raises(pf.PolicyFileError, match="public key already used by approver alice"):
+        pf.parse_policy(doc)
+    doc["approver_groups"][0]["approvers"][-1]["passkey"] = {
+        **entry["passkey"], "origins": ["https://evil.example"]}  # fmt: skip
+    with pytest.raises(pf.PolicyFileError, match="outside rp_id"):
+        pf.parse_policy(doc)

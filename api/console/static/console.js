@@ -32,6 +32,11 @@
     return cred.toJSON();
   }
 
+  // htmx requests (the dry-run form) carry the CSRF token too
+  document.body.addEventListener("htmx:configRequest", (ev) => {
+    ev.detail.headers["X-CSRF-Token"] = csrf;
+  });
+
   const login = document.getElementById("passkey-login");
   if (login) {
     login.addEventListener("click", async () => {
