@@ -52,6 +52,7 @@ from webauthn.helpers import (
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidCBORData
 
 __all__ = [
+    "AssertionRefused",
     "MAX_CLIENT_DATA",
     "MAX_CREDENTIAL_ID",
     "PasskeyAssertion",
@@ -60,8 +61,10 @@ __all__ = [
     "PasskeyRefusal",
     "PasskeyVerified",
     "challenge_for",
+    "assertion_from_cbor",
     "check_credential",
     "credential_from_cbor",
+    "encode_assertion",
     "verify_assertion",
 ]
 
@@ -213,13 +216,13 @@ class PasskeyVerified:
     sign_count: int
 
 
-@dataclass(frozen=True)
 class AssertionRefused(Exception):
-    reason: PasskeyRefusal
-    detail: str
+    """An assertion that does not verify: ``reason`` says which check failed."""
 
-    def __str__(self) -> str:
-        return f"{self.reason.value}: {self.detail}"
+    def __init__(self, reason: PasskeyRefusal, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 def _client_data(data: bytes) -> dict[str, Any]:

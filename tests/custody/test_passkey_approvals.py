@@ -335,3 +335,9 @@ def test_a_policy_file_takes_the_consoles_passkey_entry_and_round_trips(world) -
         **entry["passkey"], "origins": ["https://evil.example"]}  # fmt: skip
     with pytest.raises(pf.PolicyFileError, match="outside rp_id"):
         pf.parse_policy(doc)
+
+
+def test_every_passkey_refusal_is_an_approval_refusal_reason() -> None:
+    """Each check verify_assertion can fail has its stable code among RefusalReason (so a
+    node's problem type and the coordinator's both name it)."""
+    assert {r.value for r in pk.PasskeyRefusal} <= {r.value for r in R}
