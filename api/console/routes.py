@@ -54,6 +54,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from api import logs
 from api.auth import _authenticate  # the bearer check the API runs, for registration
 from api.console.registrations import Registrations
 from api.console.sessions import COOKIE, Session, Sessions, csrf_ok
@@ -330,6 +331,11 @@ async def register_verify(request: Request) -> Response:
         except pk.PasskeyError as exc:
             raise ConsoleError(400, "registration-refused", str(exc)) from None
         reg = _registrations(request).add(c["approver_id"], credential)
+        logs.info(
+            "console.passkey.registered",
+            approver_id=reg.approver_id,
+            credential_id=bytes_to_base64url(credential.credential_id),
+        )
         return JSONResponse(
             {
                 "status": "pending-governance",
@@ -368,7 +374,7 @@ async def login_verify(request: Request) -> Response:
         body = await _json(request, s)
         c = _ceremony(s, "login")
         a = _assertion(body)
-        approver_id, credential, _active = _passkey_of(request, a.credential_id)
+        approver_id, credential, active = _passkey_of(request, a.credential_id)
         try:
             webauthn.verify_authentication_response(
                 credential=body,
@@ -383,6 +389,7 @@ async def login_verify(request: Request) -> Response:
             raise ConsoleError(403, "sign-in-refused", str(exc)) from None
         sessions = _sessions(request)
         fresh = sessions.sign_in(s, approver_id, a.credential_id)
+        logs.info("console.signed_in", approver_id=approver_id, in_governance=active)
         resp = JSONResponse({"next": "/console/queue", "approver_id": approver_id})
         _set_cookie(resp, fresh, sessions)
         return resp
@@ -621,8 +628,21 @@ async def decide(request: Request, request_id: str) -> Response:
         )
         if done.status == "signing":
             coordinator.spawn(coordinator.run_sign(request_id, done.body, key))
+        logs.info(
+            "console.decision",
+            approver_id=s.approver_id,
+            request_id=request_id,
+            decision=decision,
+            status=done.status,
+        )
         return JSONResponse({"status": done.status, "request_id": request_id, "decision": decision})
     except (ConsoleError, Problem) as e:
+        logs.warn(
+            "console.decision.refused",
+            approver_id=s.approver_id,
+            request_id=request_id,
+            reason=e.code if isinstance(e, ConsoleError) else e.slug,
+        )
         return _err(e)
 
 
