@@ -143,6 +143,14 @@ class Approver:
         p.get_by_role("button", name="Sign in with a passkey").click()
         p.wait_for_url("**/console/queue")
 
+    def tab_to(self, text: str, limit: int = 30) -> None:
+        """Move the focus with Tab alone until it is on the control labelled ``text``."""
+        for _ in range(limit):
+            self.page.keyboard.press("Tab")
+            if self.page.evaluate("document.activeElement.textContent.trim()") == text:
+                return
+        raise AssertionError(f"{text!r} is not reachable with Tab")
+
     def axe(self) -> list[dict[str, Any]]:
         """axe-core in this page (run through DevTools, outside the page's CSP): the
         serious and critical violations."""
@@ -286,10 +294,14 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
         # the releasing nodes attest that alice's passkey approval counted, over its statement
         assert {a for a, _ in body.approvals} == {"alice", "dev-approver-1"}
 
-        # -- bob rejects the other one
-        bob.sign_in()
+        # -- bob rejects the other one, with the keyboard only
+        bob.go("/console")
+        bob.tab_to("Sign in with a passkey")
+        bob.page.keyboard.press("Enter")
+        bob.page.wait_for_url("**/console/queue")
         bob.go(f"/console/requests/{other.id}")
-        bob.page.get_by_role("button", name="Reject with passkey").click()
+        bob.tab_to("Reject with passkey")
+        bob.page.keyboard.press("Enter")
         bob.status("rejected")
         assert wait_status(live, other.id, "rejected").status == "rejected"
 
