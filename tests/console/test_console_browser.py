@@ -10,7 +10,7 @@ verifies that assertion itself and the transaction is signed (eth-account recove
 key's address from it). The second approver rejects another request. A decision posted with
 the session cookie but no assertion is refused. axe-core runs in the same browser on every
 page: no serious or critical violation. No page triggers a CSP violation. Screenshots of the
-queue and the approval page are written to docs/.
+queue and the approval page (docs/, with ``CUSTODY_CONSOLE_SCREENSHOTS=1``).
 
 Skipped, with the reason, only when chromium is missing and ``CUSTODY_REQUIRE_BROWSER`` is
 unset (.ci/run installs chromium and sets it)."""
@@ -203,8 +203,11 @@ def wait_status(live: Live, rid: str, want: str) -> Any:
 
 
 def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
-    live: Live, browser: Browser
+    live: Live, browser: Browser, tmp_path: Path
 ) -> None:
+    # docs/console-*.png are refreshed with CUSTODY_CONSOLE_SCREENSHOTS=1 (else a scratch dir,
+    # so a test run leaves the checkout as it was)
+    shots = DOCS if os.environ.get("CUSTODY_CONSOLE_SCREENSHOTS") else tmp_path
     port = live.doc["api_url"].rsplit(":", 1)[1].strip("/")
     base = f"http://localhost:{port}"  # a secure context WebAuthn accepts (RP id localhost)
     creds = {
@@ -257,7 +260,7 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
         assert "2.5 ETH" in str(row.text_content())
         assert not alice.page.locator("#pending-governance").count()
         violations = {"queue": alice.axe()}
-        alice.page.screenshot(path=str(DOCS / "console-queue.png"), full_page=True)
+        alice.page.screenshot(path=str(shots / "console-queue.png"), full_page=True)
         alice.page.get_by_role("link", name=big.id).click()
         page = alice.page
         assert page.locator("#chain").text_content() == "Ethereum mainnet (chain id 1)"
@@ -269,7 +272,9 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
         assert "eth-over-limit" in str(page.locator("#rule").text_content())
         assert "dev-approver-1: approve" in str(page.locator("#approvals").text_content())
         violations["request"] = alice.axe()
-        page.screenshot(path=str(DOCS / "console-approval.png"), full_page=True)
+        page.screenshot(path=str(shots / "console-approval.png"), full_page=True)
+        for png in ("console-queue.png", "console-approval.png"):
+            assert (shots / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         # a session cookie and the CSRF token, but no assertion: refused
         no_assertion = page.evaluate(
             """async (id) => {
