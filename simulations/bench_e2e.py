@@ -221,3 +221,82 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                         }
                     )
     return rows
+
+
+# -- issue 13: sustained ECDSA signing once the presignature pool is drained ---------------
+
+DRAINED_RUNS = 600
+DRAINED_CONCURRENCY = 16
+
+
+def run_drained(
+    runs: int = DRAINED_RUNS,
+    conc: int = DRAINED_CONCURRENCY,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Sustained ECDSA ``raw`` signing over HTTP with the presignature pool drained (issue 13).
+
+    A 2-of-3 cluster with the coordinator's default pool settings (``presig_target`` 16,
+    refills at once below ``presig_low_water`` = 4, ``presig_parallel`` 4 sessions), unless
+    ``env`` overrides them (``CUSTODY_PRESIG_*``). The pool is filled, then drained by
+    ``presig_target + conc`` signatures (the warm-up), then ``runs`` requests are measured
+    at concurrency ``conc``: every signature past the first few needs a presign session
+    made while the load runs, so the row measures presigning throughput over HTTP, not the
+    pool.
+    """
+    settings = {
+        "CUSTODY_PRESIG_TARGET": "16",
+        "CUSTODY_PRESIG_PARALLEL": "4",
+        "CUSTODY_POOL_INTERVAL": "0.2",
+        **(env or {}),
+    }
+    target = int(settings["CUSTODY_PRESIG_TARGET"])
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-drained-") as d:
+        with Cluster(Path(d), nodes=3, port=free_port_block(3), env=settings, allow_raw=True) as cl:
+            doc = cl.start(timeout=180)
+            creds, api = doc["credentials"], doc["api_url"]
+            with CustodyClient(api, creds["admin"]) as admin:
+                key_id = admin.create_key("ecdsa-secp256k1", 2).id
+            pool0 = _wait_pool(api, "presignatures", target, 300)
+            drain = asyncio.run(
+                _measure(api, creds["requester"], key_id, "ecdsa-secp256k1", conc, target, 0)
+            )
+            b0 = _batching(api)
+            res = asyncio.run(
+                _measure(api, creds["requester"], key_id, "ecdsa-secp256k1", conc, runs, 0)
+            )
+            b1 = _batching(api)
+            calls = b1.get("calls", 0) - b0.get("calls", 0)
+    return {
+        "suite": "e2e",
+        "scheme": "ecdsa-secp256k1",
+        "t": 2,
+        "n": 3,
+        "op": "sign (presignature pool drained)",
+        "concurrency": conc,
+        **res,
+        "pool_filled": pool0,
+        "drained_by": drain["runs"] + drain["failed"],
+        "settings": {k: v for k, v in settings.items() if k.startswith("CUSTODY_PRESIG")},
+        "node_sign_calls": calls,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m simulations.bench_e2e drained [--runs N] [--concurrency C] [--env K=V]``."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m simulations.bench_e2e")
+    p.add_argument("what", choices=("drained",))
+    p.add_argument("--runs", type=int, default=DRAINED_RUNS)
+    p.add_argument("--concurrency", type=int, default=DRAINED_CONCURRENCY)
+    p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the cluster")
+    a = p.parse_args(argv)
+    env = dict(kv.split("=", 1) for kv in a.env)
+    print(json.dumps(run_drained(a.runs, a.concurrency, env), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
