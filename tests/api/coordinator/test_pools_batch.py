@@ -91,6 +91,7 @@ async def test_waiting_requests_share_batches_and_the_surplus_is_pooled(api) -> 
         return [Presignature(f"{next(counter):064x}", (1, 2), "R") for _ in range(count)]
 
     pools.presign_batch = fake_batch  # type: ignore[method-assign]
+    c.registry.eligible_party = lambda p: True  # type: ignore[method-assign]
     c.registry.pick = lambda nodes, t, excluded: _nodes()  # type: ignore[method-assign]
     key = KeyInfo("k", "ecdsa-secp256k1", 2, ["node-1", "node-2"], "02" * 33, {})
     tasks = [asyncio.create_task(pools.take_presignature(key, set())) for _ in range(6)]
