@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -353,13 +355,19 @@ def run_drained(
     }
 
 
+def _py_spy() -> str:
+    """py-spy beside this interpreter (a venv's bin), else on PATH."""
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else (shutil.which("py-spy") or "py-spy")
+
+
 def _start_profilers(pids: dict[str, int], out: Path) -> dict[str, tuple[Any, Path]]:
     out.mkdir(parents=True, exist_ok=True)
     spies = {}
     for name, pid in pids.items():
         f = out / f"{name}.txt"
-        argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(f)]
-        argv += ["--rate", "50", "--nonblocking"]
+        argv = [_py_spy(), "record", "--pid", str(pid), "--format", "raw", "-o", str(f)]
+        argv += ["--rate", "50", "--nonblocking", "--gil"]  # CPU under the GIL only
         spies[name] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL), f)  # noqa: S603
     time.sleep(1.0)  # attached before the clock starts
     return spies
