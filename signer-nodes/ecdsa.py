@@ -19,7 +19,7 @@ after ``R`` is public, ECDSA with additive derivation and presignatures admits f
 :func:`mpc.dkls23.key_id_of`, and ``sign_with_presignature`` refuses another key). The
 presignature is kept with its path, and the pipeline signs with it for that path only.
 
-Imports: :mod:`signer_nodes.errors`, ``.pool``, ``.shares``, ``.specs``.
+Imports: :mod:`signer_nodes.errors`, ``.shares``, ``.specs``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from mpc.dkls23.keysetup import KeygenChain
 from mpc.errors import MpcError, ProtocolError
 from mpc.wire import Message
 from signer_nodes.errors import Kind, NodeError
-from signer_nodes.pool import PoolItem
 from signer_nodes.shares import ShareStore
 from signer_nodes.specs import SessionSpec, dkg_context
 
@@ -220,11 +219,8 @@ def _keep(
 ) -> None:
     """Keep presignatures in the node's memory pool, each under its id (its hash), all or
     none (:meth:`signer_nodes.pool.Pool.add` refuses the lot with ``pool-full``)."""
-    shares.pool.add(
-        [
-            PoolItem(p.presignature_id.hex(), "presig", key_id, p.public.R.encode(), p, path)
-            for p in presigs
-        ]
+    shares.add_ledger_items_at(
+        "presig", key_id, [(p.presignature_id.hex(), p, p.public.R.encode()) for p in presigs], path
     )
 
 
