@@ -13,9 +13,9 @@ per batch instead of once per presignature). Nothing of the protocol is shared:
   been started alone with ``sid_k``;
 * every instance draws its own fresh randomness (its ``rho_i``, ``r_i``, ``phi_i``, the
   ephemeral zero-share key, Bob's choice bits, Alice's check pads) from the session's RNG,
-  so no two instances share a secret, a pad or an OT-extension correlation (DKLs23 section
-  5.1's single-use requirement of each extension; the fresh ``rho`` per run of
-  :mod:`mpc.dkls23.mul`);
+  so no two instances share a secret, a pad or an OT-extension correlation (every
+  extension runs on fresh choice bits under a context bound to both parties' fresh
+  ``rho``, as :mod:`mpc.dkls23.mul` requires of every run);
 * every instance runs every check of Protocol 3.6 and F_RVOLE (KOS15 consistency, DKLs19
   Protocol 1 step 6, both Gamma checks, decommitments, ``sum pk_j = pk``) exactly as the
   single session does, and the first failing check fails the *whole* batch with that
@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from mpc.dkls23.keygen import EcdsaKeyShare
-from mpc.dkls23.params import GROUP, h
+from mpc.dkls23.params import GROUP, WIDTH, XI, h
 from mpc.dkls23.sign import PROTOCOL_PRESIGN, Presignature, PresignSession
 from mpc.errors import DecodeError, MpcError, UsageError
 from mpc.session import RoundSession
@@ -58,9 +58,9 @@ __all__ = [
 PROTOCOL_PRESIGN_BATCH: Final = "dkls23-presign-batch"
 #: most instances one batch session may carry (bounds a node's memory per session)
 MAX_BATCH: Final = 32
-#: bytes one instance adds to one round-2 message towards one peer (tau, 896 x 4 scalars,
+#: bytes one instance adds to one round-2 message towards one peer (tau, XI x 4 scalars,
 #: plus the points and hashes of PresignRound2), before envelope and transport encoding
-ROUND2_BYTES_PER_INSTANCE: Final = 896 * 4 * 32 + 600
+ROUND2_BYTES_PER_INSTANCE: Final = XI * WIDTH * 32 + 600
 
 
 def instance_session_id(session_id: bytes, count: int, index: int) -> bytes:
