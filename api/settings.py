@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     presig_parallel: int = Field(
         default=4, ge=1, description="presign sessions run at once while refilling"
     )
+    presig_batch: int = Field(
+        default=8, ge=1, le=32, description="presignatures per presign session (DKLs23 batch)"
+    )
     presig_low_water: int = Field(
         default=-1, description="refill at once below this (else when idle); -1: target/4"
     )

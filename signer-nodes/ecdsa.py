@@ -24,11 +24,13 @@ Imports: :mod:`signer_nodes.errors`, ``.shares``, ``.specs``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from custody.domain import Scheme
 from custody.signing import SignRequestError, root_chain_code
 from mpc import dkls23, hd, keyio
+from mpc.dkls23.batch import BatchPresignSession
 from mpc.dkls23.keysetup import KeygenChain
 from mpc.errors import MpcError, ProtocolError
 from mpc.wire import Message
@@ -94,9 +96,12 @@ def presign_session(spec: SessionSpec, shares: ShareStore) -> RetirementGuard:
             culprits=sorted(retired),
         )
     share = derive_share(load_share(shares, spec.key_id), spec.key_id, spec.path)
-    return RetirementGuard(
-        dkls23.PresignSession(share, spec.sid, list(spec.participants)), spec, shares
-    )
+    rs: dkls23.PresignSession | BatchPresignSession
+    if spec.presign_count == 1:
+        rs = dkls23.PresignSession(share, spec.sid, list(spec.participants))
+    else:
+        rs = BatchPresignSession(share, spec.sid, list(spec.participants), spec.presign_count)
+    return RetirementGuard(rs, spec, shares)
 
 
 class RetirementGuard:
@@ -114,7 +119,12 @@ class RetirementGuard:
     fails the session (:meth:`SessionHost._fail`) and drops its secret state at once.
     """
 
-    def __init__(self, rs: dkls23.PresignSession, spec: SessionSpec, shares: ShareStore) -> None:
+    def __init__(
+        self,
+        rs: dkls23.PresignSession | BatchPresignSession,
+        spec: SessionSpec,
+        shares: ShareStore,
+    ) -> None:
         self.rs = rs
         self.spec = spec
         self.shares = shares
@@ -179,13 +189,45 @@ def finish(spec: SessionSpec, result: Any, shares: ShareStore) -> dict[str, Any]
                 str(i): p.encode().hex() for i, p in sorted(pub.verifying_shares.items())
             },
         }
-    presig: dkls23.Presignature = result
-    pid = presig.presignature_id.hex()
-    p = presig.public
     path = spec.derivation_path or ""
-    shares.add_ledger_item("presig", spec.key_id, pid, presig, p.R.encode(), path)
+    if spec.presign_count == 1:
+        presig: dkls23.Presignature = result
+        _keep(shares, spec.key_id, [presig], path)
+        return _public(spec, presig, path)
+    batch: tuple[dkls23.Presignature, ...] = result
+    if len(batch) != spec.presign_count:
+        raise NodeError(Kind.INTERNAL, "a presign batch ended with the wrong count")
+    # all or none: the pool refuses the whole batch (pool-full) rather than a part of it
+    _keep(shares, spec.key_id, batch, path)
+    first = _public(spec, batch[0], path)
+    return {
+        "key_id": spec.key_id,
+        "participants": first["participants"],
+        "dkls23_key_id": first["dkls23_key_id"],
+        "session_id": spec.session_id,
+        "presign_count": len(batch),
+        "presignatures": [
+            {"presignature_id": p.presignature_id.hex(), "R": p.public.R.encode().hex()}
+            for p in batch
+        ],
+        **({"derivation_path": path} if path else {}),
+    }
+
+
+def _keep(
+    shares: ShareStore, key_id: str, presigs: Sequence[dkls23.Presignature], path: str
+) -> None:
+    """Keep presignatures in the node's memory pool, each under its id (its hash), all or
+    none (:meth:`signer_nodes.pool.Pool.add` refuses the lot with ``pool-full``)."""
+    shares.add_ledger_items_at(
+        "presig", key_id, [(p.presignature_id.hex(), p, p.public.R.encode()) for p in presigs], path
+    )
+
+
+def _public(spec: SessionSpec, presig: dkls23.Presignature, path: str) -> dict[str, Any]:
+    p = presig.public
     out = {
-        "presignature_id": pid,
+        "presignature_id": presig.presignature_id.hex(),
         "key_id": spec.key_id,
         "participants": list(p.signers),
         "R": p.R.encode().hex(),

@@ -179,6 +179,15 @@ class ShareStore:
         ``path``: the derivation path it was made for ("" for the root key)."""
         self.pool.add([PoolItem(item_id, kind, key_id, public, secret, path)])
 
+    def add_ledger_items_at(
+        self, kind: str, key_id: str, items: Sequence[tuple[str, Any, bytes]], path: str = ""
+    ) -> None:
+        """Keep several ``(item id, secret, public)`` under their given ids, all or none
+        (a DKLs23 presign batch, issue 13: :meth:`Pool.add` refuses the lot when full)."""
+        self.pool.add(
+            [PoolItem(i, kind, key_id, public, secret, path) for i, secret, public in items]
+        )
+
     def ledger_item(self, item_id: str) -> PoolItem | None:
         return self.pool.get(item_id)
 

@@ -19,12 +19,14 @@ from typing import Any
 
 from custody.domain import NETWORKS
 from custody.signing import PATH_MEMBER, SignRequestError, request_path
+from mpc.dkls23.batch import MAX_BATCH
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.shares import check_key_id
 
 __all__ = ["SESSION_ID_RE", "SessionSpec", "dkg_context", "hex_field", "sign_request"]
 
 SESSION_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_PRESIGN_COUNT = MAX_BATCH  # instances per ecdsa-presign batch session
 
 
 def hex_field(body: Mapping[str, Any], name: str) -> bytes:
@@ -70,6 +72,9 @@ class SessionSpec:
     # an ecdsa-presign for the key's BIP-32 child at this path (issue 13): the node presigns
     # with its share derived for it (custody.signing.request_path checked the spelling)
     derivation_path: str | None = None
+    # an ecdsa-presign batch (issue 13): this many independent presignatures in one session
+    # (mpc.dkls23.batch); 1 runs the single PresignSession as before
+    presign_count: int = 1
 
     # key ceremonies (signer_nodes.ceremonies): the officers' signed authorization (hex),
     # and for a resharing the key's old verifying shares (party -> hex), which a new member
@@ -115,6 +120,15 @@ class SessionSpec:
                 request_path({PATH_MEMBER: path})
             except SignRequestError as exc:
                 raise NodeError(Kind.BAD_REQUEST, str(exc)) from None
+        count = raw.get("presign_count", 1)
+        if count != 1 and raw.get("kind") != "ecdsa-presign":
+            raise NodeError(
+                Kind.BAD_REQUEST, "presign_count applies to an ecdsa-presign session only"
+            )
+        if type(count) is not int or not 1 <= count <= MAX_PRESIGN_COUNT:
+            raise NodeError(
+                Kind.BAD_REQUEST, f"presign_count must be an integer 1..{MAX_PRESIGN_COUNT}"
+            )
         authorization = raw.get("authorization")
         if authorization is not None and not isinstance(authorization, str):
             raise NodeError(Kind.BAD_REQUEST, "authorization must be a hex string")
@@ -126,6 +140,7 @@ class SessionSpec:
             raise NodeError(Kind.BAD_REQUEST, "old_verifying_shares must be an object party -> hex")
         return cls(
             derivation_path=path,
+            presign_count=count,
             authorization=authorization,
             old_verifying_shares=old_vs,
             network=network,
@@ -147,4 +162,5 @@ class SessionSpec:
             "threshold": self.threshold,
             "participants": list(self.participants),
             **({PATH_MEMBER: self.derivation_path} if self.derivation_path else {}),
+            **({"presign_count": self.presign_count} if self.presign_count != 1 else {}),
         }

@@ -24,7 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -221,3 +226,180 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                         }
                     )
     return rows
+
+
+# -- issue 13: sustained ECDSA signing once the presignature pool is drained ---------------
+
+DRAINED_RUNS = 600
+DRAINED_CONCURRENCY = 16
+
+
+def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each process used so far (Linux ``/proc/PID/stat``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
+#: where a process's sampled CPU goes, by the innermost of our frames that matches
+#: (first match wins; "other" is everything else: the event loop, threads, interpreter)
+PROFILE_BUCKETS = (
+    (
+        "OT-extension hashing (SHAKE-256 rows and PRG)",
+        ("_prg_columns", "<listcomp> (mpc/dkls23/mul"),
+    ),
+    ("consistency-check hash (GF(2^128))", ("check_hash",)),
+    ("gadget and Z_q vector arithmetic", ("gadget", "h_scalars", "_zq.py")),
+    ("bit-matrix transpose", ("columns_to_rows", "transpose_block")),
+    ("curve arithmetic (libsecp256k1)", ("groups.py", "coincurve")),
+    ("DKLs23 other protocol code", ("mpc/dkls23/",)),
+    ("envelopes: sign, box, open (PyNaCl)", ("envelope.py", "identity.py", "nacl/")),
+    ("CBOR", ("cbor2", "mpc/wire.py")),
+    ("JSON", ("json/", "orjson")),
+    ("SQLite / SQLCipher", ("sqlite", "store.py")),
+    ("HSM (PKCS#11)", ("pkcs11", "hsm/")),
+    ("HTTP server/client", ("aiohttp/", "uvicorn/", "starlette/", "fastapi/", "h11/", "httpx/")),
+)
+
+
+def _bucket(stack: str) -> str:
+    frames = stack.split(";")[::-1]  # innermost first
+    for frame in frames:
+        for name, marks in PROFILE_BUCKETS:
+            if any(m in frame for m in marks):
+                return name
+    return "other"
+
+
+def profile_summary(raw_file: Path) -> dict[str, float]:
+    """Share of samples per bucket (:data:`PROFILE_BUCKETS`) of a ``py-spy --format raw``
+    file (collapsed stacks, ``stack count`` per line)."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in raw_file.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        b = _bucket(stack)
+        counts[b] = counts.get(b, 0) + int(n)
+        total += int(n)
+    return {b: round(100 * c / total, 1) for b, c in sorted(counts.items(), key=lambda x: -x[1])}
+
+
+def run_drained(
+    runs: int = DRAINED_RUNS,
+    conc: int = DRAINED_CONCURRENCY,
+    env: dict[str, str] | None = None,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Sustained ECDSA ``raw`` signing over HTTP with the presignature pool drained (issue 13).
+
+    A 2-of-3 cluster with the coordinator's default pool settings (``presig_target`` 16,
+    refills at once below ``presig_low_water`` = 4, ``presig_parallel`` 4 sessions), unless
+    ``env`` overrides them (``CUSTODY_PRESIG_*``). The pool is filled, then drained by
+    ``presig_target + conc`` signatures (the warm-up), then ``runs`` requests are measured
+    at concurrency ``conc``: every signature past the first few needs a presign session
+    made while the load runs, so the row measures presigning throughput over HTTP, not the
+    pool. ``profile_dir``: sample every cluster process with ``py-spy record`` during the
+    measured run (raw collapsed stacks there; py-spy must be installed, it is not a
+    dependency) and add each process's share of samples per :data:`PROFILE_BUCKETS`.
+    """
+    settings = {
+        "CUSTODY_PRESIG_TARGET": "16",
+        "CUSTODY_PRESIG_PARALLEL": "4",
+        "CUSTODY_POOL_INTERVAL": "0.2",
+        **(env or {}),
+    }
+    target = int(settings["CUSTODY_PRESIG_TARGET"])
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-drained-") as d:
+        with Cluster(Path(d), nodes=3, port=free_port_block(3), env=settings, allow_raw=True) as cl:
+            doc = cl.start(timeout=180)
+            creds, api = doc["credentials"], doc["api_url"]
+            with CustodyClient(api, creds["admin"]) as admin:
+                key_id = admin.create_key("ecdsa-secp256k1", 2).id
+            pool0 = _wait_pool(api, "presignatures", target, 300)
+            drain = asyncio.run(
+                _measure(api, creds["requester"], key_id, "ecdsa-secp256k1", conc, target, 0)
+            )
+            pids = {n: int(p) for n, p in doc["pids"].items()}
+            spies = _start_profilers(pids, profile_dir) if profile_dir else {}
+            b0, cpu0 = _batching(api), _cpu_seconds(pids)
+            res = asyncio.run(
+                _measure(api, creds["requester"], key_id, "ecdsa-secp256k1", conc, runs, 0)
+            )
+            b1, cpu1 = _batching(api), _cpu_seconds(pids)
+            profile = _stop_profilers(spies)
+            calls = b1.get("calls", 0) - b0.get("calls", 0)
+            signed = max(1, res["runs"])
+            cpu_ms = {n: round(1000 * (cpu1[n] - cpu0[n]) / signed, 2) for n in pids}
+    return {
+        "suite": "e2e",
+        "scheme": "ecdsa-secp256k1",
+        "t": 2,
+        "n": 3,
+        "op": "sign (presignature pool drained)",
+        "concurrency": conc,
+        **res,
+        "pool_filled": pool0,
+        "drained_by": drain["runs"] + drain["failed"],
+        "settings": {k: v for k, v in settings.items() if k.startswith("CUSTODY_PRESIG")},
+        "node_sign_calls": calls,
+        # CPU per signature of each cluster process (load-independent, unlike the rate)
+        "cpu_ms_per_signature": cpu_ms,
+        "cpu_ms_per_signature_total": round(sum(cpu_ms.values()), 1),
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+        **({"profile_percent": profile} if profile else {}),
+    }
+
+
+def _py_spy() -> str:
+    """py-spy beside this interpreter (a venv's bin), else on PATH."""
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else (shutil.which("py-spy") or "py-spy")
+
+
+def _start_profilers(pids: dict[str, int], out: Path) -> dict[str, tuple[Any, Path]]:
+    out.mkdir(parents=True, exist_ok=True)
+    spies = {}
+    for name, pid in pids.items():
+        f = out / f"{name}.txt"
+        argv = [_py_spy(), "record", "--pid", str(pid), "--format", "raw", "-o", str(f)]
+        argv += ["--rate", "50", "--nonblocking", "--gil"]  # CPU under the GIL only
+        spies[name] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL), f)  # noqa: S603
+    time.sleep(1.0)  # attached before the clock starts
+    return spies
+
+
+def _stop_profilers(spies: dict[str, tuple[Any, Path]]) -> dict[str, dict[str, float]]:
+    for p, _ in spies.values():
+        p.send_signal(signal.SIGINT)
+    out = {}
+    for name, (p, f) in spies.items():
+        p.wait(timeout=60)
+        if f.exists():
+            out[name] = profile_summary(f)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m simulations.bench_e2e drained [--runs N] [--concurrency C] [--env K=V]``."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m simulations.bench_e2e")
+    p.add_argument("what", choices=("drained",))
+    p.add_argument("--runs", type=int, default=DRAINED_RUNS)
+    p.add_argument("--concurrency", type=int, default=DRAINED_CONCURRENCY)
+    p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the cluster")
+    p.add_argument("--profile", type=Path, help="py-spy every process into this directory")
+    a = p.parse_args(argv)
+    env = dict(kv.split("=", 1) for kv in a.env)
+    print(json.dumps(run_drained(a.runs, a.concurrency, env, a.profile), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

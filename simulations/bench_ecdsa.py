@@ -6,6 +6,10 @@ Rows ``{"suite": "ecdsa", "scheme": "ecdsa-secp256k1", "t", "n", "op", "median_m
   (``OtSetupSession``), all ``n`` parties in this process.
 * ``op="presign"``: DKLs23 rounds 1-2 and the local part of round 3 for ``t`` signers, all
   in this process (total compute of all signers).
+* ``op="presign batch/7"``: one :class:`~mpc.dkls23.batch.BatchPresignSession` of 7
+  presignatures (issue 13) for the same signers, divided by 7 (per presignature; the
+  instances share rounds, not computation, so in one process this only shows the
+  multiplexing costs nothing; the saving is per session over HTTP, ``bench_e2e drained``).
 * ``op="sign"``: the online round of every signer (ledger mark + ``w_i``), the combination,
   low-s normalisation and verification (libsecp256k1, including the recovery id).
 """
@@ -21,10 +25,12 @@ from mpc.dkls23 import (
     combine_signature,
     sign_with_presignature,
 )
+from mpc.dkls23.batch import BatchPresignSession
 from mpc.testing import MemoryLedger, run_keygen_local, run_local
 from simulations.timing import median_ms
 
 SIZES = ((2, 3), (3, 5), (5, 9))
+BATCH = 7
 DIGEST = bytes.fromhex("5c" * 32)
 
 
@@ -67,6 +73,19 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
         ps_runs = 3 if quick else 15
         rows.append(_row(t, n, "presign", median_ms(presign, ps_runs), ps_runs))
+
+        def presign_batch(
+            keys: dict[int, Any] = keys, signers: tuple[int, ...] = signers
+        ) -> dict[int, Any]:
+            sid = secrets.token_bytes(32)
+            out: dict[int, Any] = run_local(
+                {i: BatchPresignSession(keys[i], sid, signers, BATCH) for i in signers}
+            )
+            return out
+
+        b_runs = 1 if quick or t > 3 else 3
+        per = median_ms(presign_batch, b_runs) / BATCH
+        rows.append(_row(t, n, f"presign batch/{BATCH}", per, b_runs))
         sg_runs = 5 if quick else 50
         pool = [presign() for _ in range(sg_runs + 1)]
         ledgers = {i: MemoryLedger() for i in signers}

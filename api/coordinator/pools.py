@@ -16,6 +16,17 @@ its own path only (the nodes refuse it for another path too). The root pool is k
 at its first signature) and then kept at :data:`DERIVED_TARGET` while it is among the
 :data:`DERIVED_PATHS` most recently used paths of its key. The nodes cap outstanding
 presignatures per key across all its paths (``signer_nodes.pool``).
+
+Batched presigning (issue 13). Every presign session the coordinator starts asks for a
+batch of up to ``presig_batch`` presignatures (``presign_count``: k independent DKLs23
+instances sharing the session's round trips, :mod:`mpc.dkls23.batch`), capped so that a
+round-2 delivery fits the nodes' body limit (:data:`NODE_BODY_BUDGET`). A request that
+finds its pool empty does not run a session of its own: it waits for a presignature of a
+batch started for the waiting requests (at most ``presig_parallel`` such sessions per pool
+at once, each sized for the requests not yet covered); the surplus of a batch, and every
+refill, serves waiting requests first and then goes to the pool. A failed batch fails the
+requests it was started for with its blame (the signing path retries them without the
+culprits, one single presign each). A retry that excludes parties presigns alone, as before.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from api.nodes import NodeFailure, NodeInfo
 from api.settings import Settings
 from custody.domain import Scheme, SessionKind, spec
 from mpc import frost
+from mpc.dkls23.batch import max_batch_for
 
 log = logging.getLogger("api.coordinator")
 
@@ -46,6 +58,10 @@ IDLE_GRACE = 0.5  # seconds without a new signature before presign refills count
 DERIVED_TARGET = 2  # presignatures kept for a recently used derivation path
 DERIVED_PATHS = 16  # derivation paths per key whose presignature pools are kept filled
 PoolKey = tuple[str, str | None]  # (key id, derivation path or None for the root key)
+#: raw protocol bytes one node may receive in one round-2 delivery of a batch: the nodes'
+#: 2 MiB body limit (signer_nodes.service.LIMITS) halved, envelopes travel hex-encoded,
+#: less room for the envelope framing and the JSON around it
+NODE_BODY_BUDGET = 900_000
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,10 @@ class Pools:
         self._presig: dict[PoolKey, deque[Presignature]] = {}
         self._recent: dict[str, list[str]] = {}  # key id -> its recently used paths, newest last
         self._refilling: set[tuple[str, str, int | str]] = set()
+        # requests waiting for a presignature of an empty pool, and what is being made for
+        # them: presignatures and sessions in flight per pool (module docstring)
+        self._waiters: dict[PoolKey, deque[asyncio.Future[Presignature]]] = {}
+        self._inline: dict[PoolKey, list[int]] = {}  # pool -> [presignatures, sessions]
 
     def forget_party(self, party: int) -> int:
         """Drop every pooled commitment of ``party`` and every presignature it is part of
@@ -157,9 +177,68 @@ class Pools:
             if all(p not in excluded and self.registry.eligible_party(p) for p in item.parties):
                 return item
             q.append(item)
-        return await self.presign(
-            key.id, self.registry.pick(key.nodes, key.threshold, excluded), path
-        )
+        if excluded:  # a retry routing around culprits: a presign of its own, as before
+            return await self.presign(
+                key.id, self.registry.pick(key.nodes, key.threshold, excluded), path
+            )
+        fut: asyncio.Future[Presignature] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault((key.id, path), deque()).append(fut)
+        self._demand(key, path)
+        return await fut
+
+    def batch_size(self, threshold: int) -> int:
+        """Presignatures per presign session: ``presig_batch``, within the body budget."""
+        return min(self.settings.presig_batch, max_batch_for(threshold, NODE_BODY_BUDGET))
+
+    def _demand(self, key: KeyInfo, path: str | None) -> None:
+        """Start batches for the waiting requests of a pool not yet covered by one."""
+        pk = (key.id, path)
+        waiting = sum(not f.done() for f in self._waiters.get(pk, ()))
+        flight = self._inline.setdefault(pk, [0, 0])
+        while flight[0] < waiting and flight[1] < self.settings.presig_parallel:
+            k = self.batch_size(key.threshold)
+            flight[0] += k
+            flight[1] += 1
+            self._spawn(self._inline_batch(key, path, k))
+
+    async def _inline_batch(self, key: KeyInfo, path: str | None, k: int) -> None:
+        """One batch for the waiting requests of a pool (see :meth:`take_presignature`)."""
+        pk = (key.id, path)
+        made: list[Presignature] = []
+        failure: BaseException | None = None
+        try:
+            nodes = self.registry.pick(key.nodes, key.threshold, set())
+            made = await self.presign_batch(key.id, nodes, path, k)
+        except Exception as e:  # noqa: BLE001 - handed to the requests it was made for
+            failure = e
+        finally:
+            flight = self._inline[pk]
+            flight[0] -= k
+            flight[1] -= 1
+        if failure is not None:
+            log.warning("presign batch failed", extra={"key_id": key.id, "err": str(failure)})
+            waiters = self._waiters.get(pk, deque())
+            failed = 0
+            while waiters and failed < k:
+                w = waiters.popleft()
+                if not w.done():
+                    w.set_exception(failure)
+                    failed += 1
+        self._deliver(pk, made)
+        if self._waiters.get(pk):
+            self._demand(key, path)
+
+    def _deliver(self, pk: PoolKey, made: list[Presignature]) -> None:
+        """Hand new presignatures to waiting requests first (oldest first), pool the rest."""
+        waiters = self._waiters.get(pk, deque())
+        q = self._presig.setdefault(pk, deque())
+        for pre in made:
+            while waiters and waiters[0].done():  # cancelled: the client went away
+                waiters.popleft()
+            if waiters:
+                waiters.popleft().set_result(pre)
+            else:
+                q.append(pre)
 
     def _used_path(self, key_id: str, path: str) -> None:
         recent = self._recent.setdefault(key_id, [])
@@ -257,7 +336,8 @@ class Pools:
         """Fill the presignature pool of the key (``path``: of its child there) up to
         ``presig_target`` (:data:`DERIVED_TARGET`), running up to ``presig_parallel``
         presign sessions at once (each is a few sequential rounds, so one at a time leaves
-        the cores idle and a busy pool runs dry)."""
+        the cores idle and a busy pool runs dry), each a batch of up to :meth:`batch_size`
+        presignatures; waiting requests are served first (:meth:`_deliver`)."""
         tag: tuple[str, str, int | str] = ("presig", key.id, 0 if path is None else path)
         target = self.settings.presig_target if path is None else DERIVED_TARGET
         self._refilling.add(tag)
@@ -267,24 +347,26 @@ class Pools:
                 eligible = self.registry.eligible_of(key.nodes)
                 if len(eligible) < key.threshold:
                     return
-                n = min(self.settings.presig_parallel, target - len(q))
+                need = max(1, target - len(q))
+                k = min(self.batch_size(key.threshold), need)
+                n = min(self.settings.presig_parallel, -(-need // k))
                 res = await asyncio.gather(
                     *(
-                        self.presign(key.id, random.sample(eligible, key.threshold), path)
+                        self.presign_batch(key.id, random.sample(eligible, key.threshold), path, k)
                         for _ in range(n)
                     ),
                     return_exceptions=True,
                 )
                 for r in res:
-                    if isinstance(r, Presignature):
-                        q.append(r)
+                    if isinstance(r, list):
+                        self._deliver((key.id, path), r)
                     elif isinstance(r, SessionFailed):
                         log.warning(
                             "presign refill failed", extra={"key_id": key.id, "err": r.detail}
                         )
                     elif isinstance(r, BaseException):
                         raise r
-                if not any(isinstance(r, Presignature) for r in res):
+                if not any(isinstance(r, list) for r in res):
                     return  # every session failed: the next sweep tries again
         finally:
             self._refilling.discard(tag)
@@ -292,13 +374,23 @@ class Pools:
     async def presign(
         self, key_id: str, nodes: list[NodeInfo], path: str | None = None
     ) -> Presignature:
-        """One DKLs23 presign session (``path``: each node presigns with its share derived
-        for that path); every party must report the same presignature id, instance point
-        ``R`` (hex) and path, which the combiner then takes as given."""
+        """One DKLs23 presign session of one presignature (see :meth:`presign_batch`)."""
+        (pre,) = await self.presign_batch(key_id, nodes, path, 1)
+        return pre
+
+    async def presign_batch(
+        self, key_id: str, nodes: list[NodeInfo], path: str | None = None, count: int = 1
+    ) -> list[Presignature]:
+        """One DKLs23 presign session giving ``count`` presignatures (``path``: each node
+        presigns with its share derived for that path; ``count`` > 1: a batch session,
+        ``presign_count``, :mod:`mpc.dkls23.batch`). Every party must report the same
+        presignature ids and instance points ``R`` (hex), in the same order, and the same
+        path, which the combiner then takes as given; else the session's presignatures are
+        all dropped and the parties blamed."""
         parties = tuple(sorted(n.party_id for n in nodes))
         kind: SessionKind = "ecdsa-presign"
         scheme: Scheme = "ecdsa-secp256k1"
-        body = {
+        body: dict[str, Any] = {
             "session_id": secrets.token_hex(32),
             "kind": kind,
             "key_id": key_id,
@@ -308,33 +400,59 @@ class Pools:
         }
         if path is not None:
             body["derivation_path"] = path
+        if count != 1:
+            body["presign_count"] = count
         results = await self.relay.run(nodes, body)
-        lacking = [
-            p
-            for p, r in results.items()
-            if not (
-                isinstance(r, dict)
-                and isinstance(r.get("R"), str)
-                and isinstance(r.get("presignature_id"), str)
-                and r.get("derivation_path") == path
-            )
-        ]
+        reported = {p: _reported(r, path, count) for p, r in results.items()}
+        lacking = [p for p, items in reported.items() if items is None]
         if lacking:
             raise SessionFailed(
                 "presign result without presignature_id or R",
                 [(p, "garbage: presign result lacks R or its path") for p in lacking],
             )
-        ids = {(r["presignature_id"], r["R"]) for r in results.values()}
-        if len(ids) != 1:
+        views = {tuple(items) for items in reported.values() if items is not None}
+        if len(views) != 1:
             raise SessionFailed(
                 "parties disagree on the presignature",
                 [(p, "inconsistent presign result") for p in parties],
             )
-        pid, r_point = ids.pop()
-        try:
-            crypto.check_point(r_point)
-        except ValueError as e:
+        items = views.pop()
+        if len({pid for pid, _ in items}) != len(items):
             raise SessionFailed(
-                "presign result has a bad R", [(p, f"garbage: {e}") for p in parties]
-            ) from None
-        return Presignature(pid, parties, r_point)
+                "presign batch repeats a presignature id",
+                [(p, "garbage: repeated presignature id") for p in parties],
+            )
+        out = []
+        for pid, r_point in items:
+            try:
+                crypto.check_point(r_point)
+            except ValueError as e:
+                raise SessionFailed(
+                    "presign result has a bad R", [(p, f"garbage: {e}") for p in parties]
+                ) from None
+            out.append(Presignature(pid, parties, r_point))
+        return out
+
+
+def _reported(r: Any, path: str | None, count: int) -> list[tuple[str, str]] | None:
+    """A party's presign result as ``[(presignature id, R hex), ...]``, None if malformed
+    (a single session reports one at the top level, a batch ``presignatures``)."""
+    if not isinstance(r, dict) or r.get("derivation_path") != path:
+        return None
+    if count == 1:
+        items = [r]
+    else:
+        raw = r.get("presignatures")
+        if not isinstance(raw, list) or len(raw) != count or r.get("presign_count") != count:
+            return None
+        items = raw
+    out = []
+    for it in items:
+        if not (
+            isinstance(it, dict)
+            and isinstance(it.get("R"), str)
+            and isinstance(it.get("presignature_id"), str)
+        ):
+            return None
+        out.append((it["presignature_id"], it["R"]))
+    return out

@@ -31,6 +31,24 @@ def _garbage(p: int, why: str) -> SessionFailed:
     )
 
 
+_Frozen = tuple[tuple[str, Any], ...] | str
+
+
+def _frozen(e: dict[str, Any]) -> _Frozen:
+    """A node's envelope object as the router's hashable payload (equal iff the objects
+    are). Its fields are flat (strings, ints, null; ``_check_state`` checked the header):
+    a sorted item tuple, which spares a batch's megabytes of hex a JSON encode and decode
+    per hop (issue 13); anything nested falls back to canonical JSON."""
+    items = tuple(sorted(e.items()))
+    if all(isinstance(v, str | int | None) for _, v in items):
+        return items
+    return json.dumps(e, sort_keys=True)
+
+
+def _thawed(payload: _Frozen) -> Any:
+    return json.loads(payload) if isinstance(payload, str) else dict(payload)
+
+
 class SessionRelay:
     """Runs sessions (DKG, presign) among nodes of the registry."""
 
@@ -46,7 +64,7 @@ class SessionRelay:
         sid: str = body["session_id"]
         by_party = {n.party_id: n for n in nodes}
         parties = set(by_party)
-        router: Relay[str] = Relay(sid, parties)
+        router: Relay[_Frozen] = Relay(sid, parties)
 
         states = await self._fan(
             sid, by_party, {p: ("POST", "/v1/sessions", body) for p in parties}
@@ -56,9 +74,8 @@ class SessionRelay:
             for p, st in states.items():
                 self._check_state(p, st, sid, parties)
                 for e in st.get("envelopes") or []:
-                    wire = json.dumps(e, sort_keys=True)
                     try:
-                        router.submit(Envelope(sid, p, e.get("to"), wire))
+                        router.submit(Envelope(sid, p, e.get("to"), _frozen(e)))
                     except RelayError:
                         raise _garbage(p, "envelope recipient") from None
                 if st["status"] == "done" and p not in router.done:
@@ -71,7 +88,7 @@ class SessionRelay:
                     q: (
                         "POST",
                         f"/v1/sessions/{sid}/envelopes",
-                        {"envelopes": [json.loads(e.payload) for e in batch]},
+                        {"envelopes": [_thawed(e.payload) for e in batch]},
                     )
                     for q, batch in outbox.items()
                 }

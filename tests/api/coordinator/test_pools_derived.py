@@ -50,11 +50,12 @@ async def test_a_pooled_presignature_serves_its_own_path_only(api) -> None:  # n
     pools = c.pools
     asked: list[str | None] = []
 
-    async def fake_presign(key_id, nodes, path=None):  # noqa: ANN001, ANN202
+    async def fake_presign(key_id, nodes, path=None, count=1):  # noqa: ANN001, ANN202
         asked.append(path)
-        return Presignature("ee" * 32, (1, 2), "fresh")
+        return [Presignature("ee" * 32, (1, 2), "fresh")] * count
 
-    pools.presign = fake_presign  # type: ignore[method-assign]
+    pools.presign_batch = fake_presign  # type: ignore[method-assign]
+    pools.settings.presig_batch = 1  # one per session: no surplus pooled (issue 13 batches)
     c.registry.eligible_party = lambda p: True  # type: ignore[method-assign]
     c.registry.pick = lambda nodes, t, excluded: _nodes()  # type: ignore[method-assign]
     root = KeyInfo("k", "ecdsa-secp256k1", 2, ["node-1", "node-2"], "02" * 33, {})
