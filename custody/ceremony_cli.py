@@ -1,8 +1,9 @@
-"""Key ceremonies from the CLI: ``custody keys refresh|reshare KEY`` and ``custody ceremony
-show|resume``.
+"""Key ceremonies from the CLI: ``custody keys refresh|reshare|ot-resetup KEY`` and ``custody
+ceremony show|resume|authorize``.
 
     custody keys refresh KEY [--json] [--cluster FILE | --api-url URL --token T]
     custody keys reshare KEY --threshold T --nodes a,b,c [--lower-threshold] [--json]
+    custody keys ot-resetup KEY [--json]
     custody keys derive KEY PATH [--json]
     custody ceremony show ID [--json]
     custody ceremony resume ID [--json]
@@ -314,6 +315,45 @@ def refresh(
         raise typer.Exit(ExitCode.FAILED)
 
 
+def ot_resetup(
+    key_id: Annotated[str, typer.Argument(help="the ECDSA key's id (key_...)")],
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+    officer_key: OfficerKeyOpt = None,
+    passphrase_file: PassFileOpt = None,
+    authorization: AuthFileOpt = None,
+) -> None:
+    """OT re-setup of an ECDSA key: fresh base OTs for every pair (same public key, new
+    shares); re-enables a pair retired after a failed OT-extension check."""
+    require_id(key_id, "key id")
+    with connect("admin", cluster, api_url, token) as c:
+        with err.status(f"OT re-setup of {key_id}: the officers authorize it"):
+            auth = (
+                _read_authorization(authorization)
+                if authorization is not None
+                else authorization_for(
+                    c,
+                    "ot-resetup",
+                    key_id,
+                    None,
+                    None,
+                    cluster=cluster,
+                    officer_keys=officer_key,
+                    passphrase_file=passphrase_file,
+                )
+            )
+        with err.status(
+            f"OT re-setup of {key_id}: every share holder refreshes its share, then every pair "
+            "runs a fresh base-OT setup"
+        ):
+            cer = _ceremony(c, f"/v1/keys/{_seg(key_id)}/ot-resetup", {"authorization": auth})
+    _show(cer, as_json)
+    if cer["status"] == "failed":
+        raise typer.Exit(ExitCode.FAILED)
+
+
 def reshare(
     key_id: Annotated[str, typer.Argument(help="the key's id (key_...)")],
     threshold: Annotated[int, typer.Option("--threshold", help="the new threshold")],
@@ -410,6 +450,7 @@ def register_key_commands(keys_app: typer.Typer) -> None:
     """Add the ceremony and derivation commands to ``custody keys``."""
     keys_app.command("refresh")(refresh)
     keys_app.command("reshare")(reshare)
+    keys_app.command("ot-resetup")(ot_resetup)
     keys_app.command("derive")(derive)
 
 

@@ -101,12 +101,13 @@ __all__ = [
     "CeremonyFactory",
     "Ceremonies",
     "done_statement",
+    "ot_resetup_context",
     "refresh_context",
     "reshare_context",
 ]
 
 #: session kinds this module runs
-KINDS = ("refresh", "reshare")
+KINDS = ("refresh", "reshare", "ot-resetup")
 _CODES = gov.CeremonyAuthErrorKind
 
 
@@ -119,6 +120,19 @@ def refresh_context(
         b"tpwc-refresh-v2\x00"
         + scheme.encode()
         + b"\x00"
+        + key_id.encode()
+        + b"\x00"
+        + str(share_version).encode()
+        + b"\x00"
+        + authorization
+    )
+
+
+def ot_resetup_context(key_id: str, share_version: int, authorization: bytes) -> bytes:
+    """Bound into every echo digest of an OT re-setup's refresh stage (its own domain: a
+    refresh transcript cannot pass for a re-setup, nor the converse)."""
+    return (
+        b"tpwc-ot-resetup-v1\x00"
         + key_id.encode()
         + b"\x00"
         + str(share_version).encode()
@@ -200,10 +214,10 @@ class CeremonyFactory:
         self._check_request(spec, auth)
         if self.shares.store.get_meta(_used_meta(auth.ceremony_id)) is not None:
             raise self._replayed(auth)
-        if spec.kind == "refresh":
-            rs = self._refresh(spec, auth)
-        else:
+        if spec.kind == "reshare":
             rs = self._reshare(spec, auth)
+        else:
+            rs = self._refresh(spec, auth)
         self._mark_used(spec, auth)
         with self._lock:
             self._auth[spec.session_id] = auth
@@ -220,11 +234,15 @@ class CeremonyFactory:
         if list(auth.committee) != committee:
             raise _mismatch(
                 f"the authorized committee {list(auth.committee)} is not key "
-                f"{row.key_id!r}'s committee {committee} (a refresh keeps it)"
+                f"{row.key_id!r}'s committee {committee} (the {spec.kind} keeps it)"
             )
         self._check_holder(row, auth)
         version = row.share_version + 1
-        ctx = refresh_context(row.scheme, row.key_id, version, auth.digest)
+        if spec.kind == "ot-resetup":
+            ecdsa.check_scheme(row.key_id, row.scheme)
+            ctx = ot_resetup_context(row.key_id, version, auth.digest)
+        else:
+            ctx = refresh_context(row.scheme, row.key_id, version, auth.digest)
         plain = self.shares.unseal_share(row)
         if row.scheme in FROST_SCHEMES:
             kp = load_key_package(plain)
@@ -546,7 +564,7 @@ class CeremonyFactory:
         if list(spec.participants) != committee:
             raise NodeError(
                 Kind.NOT_AUTHORIZED,
-                f"a refresh of key {spec.key_id!r} must include exactly its committee "
+                f"the {spec.kind} of key {spec.key_id!r} must include exactly its committee "
                 f"{committee}, not {list(spec.participants)}",
             )
         row = self.shares.row(spec.key_id)
@@ -555,7 +573,7 @@ class CeremonyFactory:
             raise NodeError(
                 Kind.NOT_AUTHORIZED,
                 f"key {spec.key_id!r} is {t}-of-{len(committee)}; the request says threshold "
-                f"{spec.threshold!r} (a refresh keeps the threshold)",
+                f"{spec.threshold!r} (the {spec.kind} keeps the threshold)",
             )
 
     # -- pending share ---------------------------------------------------------------------
@@ -627,6 +645,8 @@ class Ceremonies:
         result = info["result"]
         version = int(result["share_version"])
         if row.share_version == version:
+            if info["kind"] == "ot-resetup":  # an interrupted re-setup commit: finish it
+                return self._ot_resetup_installed(row.key_id, session_id, version)
             return {"key_id": row.key_id, "share_version": version, "status": "committed"}
         if row.share_version != version - 1:
             raise NodeError(
@@ -643,6 +663,8 @@ class Ceremonies:
                 "(a later ceremony replaced it)",
             )
         self.faults.reached("refresh:commit")
+        if info["kind"] == "ot-resetup":
+            return self._commit_ot_resetup(row.key_id, session_id, version, pending)
         store = self.shares.store
         with store.sealing.read(), store.tx() as c:
             cur = c.execute(
@@ -678,6 +700,52 @@ class Ceremonies:
             "share_version": version,
             "status": "committed",
             "dropped_items": dropped,
+        }
+
+    def _commit_ot_resetup(
+        self, kid: str, session_id: str, version: int, pending: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Install an authorized OT re-setup's share with :func:`signer_nodes.ecdsa.
+        resetup_pairs` (same party, group key, threshold and committee; fresh base OTs
+        towards every peer; sealed under the next share version; the retired pairs
+        re-enabled, in one transaction), then drop the key's pending record and its
+        outstanding presignatures (made with the old base OTs)."""
+        with self.shares.store.sealing.read():
+            plain = self.shares.vault.unseal(
+                bytes.fromhex(pending["sealed_share"]),
+                vault.share_aad(kid, self.shares.node_id, version),
+            )
+        new = dkls23.EcdsaKeyShare.from_bytes(plain)
+        del plain
+        installed = ecdsa.resetup_pairs(self.shares, kid, new)
+        del new
+        if installed["share_version"] != version:  # resetup_pairs went from the row we read
+            raise NodeError(Kind.INTERNAL, "the key's active share changed under the commit")
+        out = self._ot_resetup_installed(kid, session_id, version)
+        return {**out, "reenabled_peers": installed["reenabled_peers"]}
+
+    def _ot_resetup_installed(self, kid: str, session_id: str, version: int) -> dict[str, Any]:
+        """After the re-setup share is active (or on a retried commit): the pending record of
+        ``session_id`` and every outstanding presignature of the key go."""
+        pending = self.pending(kid)
+        if pending is not None and pending["session_id"] == session_id:
+            with self.shares.store.tx() as c:
+                c.execute("DELETE FROM meta WHERE k = ?", (_pending_meta(kid),))
+        dropped = self.shares.pool.drop_key(kid)
+        logs.event(
+            "key.ot_resetup",
+            node_id=self.shares.node_id,
+            key_id=kid,
+            share_version=version,
+            session_id=session_id,
+            dropped_items=dropped,
+        )
+        return {
+            "key_id": kid,
+            "share_version": version,
+            "status": "committed",
+            "dropped_items": dropped,
+            "reenabled_peers": [],
         }
 
     def _commit_reshare(

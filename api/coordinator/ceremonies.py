@@ -1,10 +1,13 @@
-"""Key ceremonies on an active key: proactive refresh and resharing, commit when all done.
+"""Key ceremonies on an active key: proactive refresh, resharing and the OT re-setup of an
+ECDSA key, commit when all done.
 
 :meth:`Ceremonies.refresh` runs one ``refresh`` session (docs/NODE_API.md) among **every**
 member of the key's committee through the :class:`SessionRelay`; :meth:`Ceremonies.reshare`
 runs one ``reshare`` session among the healthy members of the key's committee (the dealers,
 at least its threshold of them) and every member of the new committee (receivers that hold
-no share yet take part too). Each carries the officers' authorization
+no share yet take part too); :meth:`Ceremonies.ot_resetup` runs one ``ot-resetup`` session
+among every member of an ECDSA key's committee (fresh base OTs for every pair, which also
+re-enables pairs retired after a failed check). Each carries the officers' authorization
 (:class:`custody.governance.CeremonyAuthorization`), which the coordinator checks against
 its own governance copy and the request before it calls any node (a clear 403 early), and
 which every node verifies again for itself (the coordinator's check decides nothing). Then:
@@ -59,6 +62,12 @@ log = logging.getLogger("api.coordinator")
 
 __all__ = ["Ceremonies", "ceremony_out"]
 
+#: the audit action of each committed ceremony kind
+_AUDIT_ACTIONS = {
+    "refresh": "key.refreshed",
+    "reshare": "key.reshared",
+    "ot-resetup": "key.ot_resetup",
+}
 RECOVER_TRIES = 30  # commits of interrupted ceremonies, at coordinator start
 RECOVER_PAUSE = 1.0  # seconds between those tries
 
@@ -204,6 +213,43 @@ class Ceremonies:
         }
         return await self._run(key, body, nodes, principal, key.nodes)
 
+    async def ot_resetup(
+        self, key_id: str, principal: str, authorization: str | None = None
+    ) -> dict[str, Any]:
+        """Set up the base OTs of every pair of ``key_id`` (an ECDSA key) again: an
+        ``ot-resetup`` session among every committee member (the refresh of the Shamir part,
+        then a fresh OT setup: :class:`mpc.dkls23.resetup.OtResetupChain`), committed like a
+        refresh; each node installs its result with ``signer_nodes.ecdsa.resetup_pairs``,
+        which re-enables the pairs retired after a failed check."""
+        key = self.keys.get(key_id)
+        if key.scheme != "ecdsa-secp256k1":
+            raise Problem(
+                422,
+                "wrong-scheme",
+                "Wrong scheme",
+                f"an OT re-setup is for ECDSA (DKLs23) keys; key {key_id!r} is {key.scheme}",
+            )
+        self.check_authorization(authorization, "ot-resetup", key, key.nodes, key.threshold)
+        nodes = [self.registry.nodes[n] for n in key.nodes]
+        down = [n.id for n in nodes if not n.eligible]
+        if down:
+            raise Problem(
+                503,
+                "nodes-unavailable",
+                "Nodes unavailable",
+                f"an OT re-setup needs every share holder; not healthy: {down}",
+            )
+        body: dict[str, Any] = {
+            "session_id": secrets.token_hex(32),
+            "kind": "ot-resetup",
+            "key_id": key_id,
+            "scheme": key.scheme,
+            "threshold": key.threshold,
+            "participants": sorted(n.party_id for n in nodes),
+            "authorization": authorization,
+        }
+        return await self._run(key, body, nodes, principal, key.nodes)
+
     async def reshare(
         self,
         key_id: str,
@@ -270,7 +316,9 @@ class Ceremonies:
         committee: list[str],
     ) -> dict[str, Any]:
         key_id = key.id
-        what = "Refresh" if body["kind"] == "refresh" else "Resharing"
+        what = {"refresh": "Refresh", "reshare": "Resharing", "ot-resetup": "OT re-setup"}[
+            body["kind"]
+        ]
         lock = self._locks.setdefault(key_id, asyncio.Lock())
         if lock.locked():
             raise Problem(
@@ -541,7 +589,7 @@ class Ceremonies:
             audit.append(
                 s,
                 "coordinator",
-                "key.refreshed" if row.kind == "refresh" else "key.reshared",
+                _AUDIT_ACTIONS[row.kind],
                 row.key_id,
                 {
                     "ceremony_id": cid,
