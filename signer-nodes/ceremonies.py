@@ -1,6 +1,8 @@
-"""Key ceremonies on an existing key: proactive refresh and resharing, commit-when-all-done.
+"""Key ceremonies on an existing key: proactive refresh, resharing and the OT re-setup of an
+ECDSA key, commit-when-all-done.
 
-A ceremony runs as a protocol session of kind ``refresh`` or ``reshare`` (docs/NODE_API.md
+A ceremony runs as a protocol session of kind ``refresh``, ``reshare`` or ``ot-resetup``
+(docs/NODE_API.md
 ``POST /v1/sessions``), hosted like a DKG by :class:`~signer_nodes.sessions.SessionHost`;
 :class:`CeremonyFactory` is the session factory that adds them in front of
 :class:`~signer_nodes.protocols.Protocols`:
@@ -9,7 +11,12 @@ A ceremony runs as a protocol session of kind ``refresh`` or ``reshare`` (docs/N
   :class:`mpc.reshare.ReshareSession`;
 * ECDSA keys run :class:`mpc.dkls23.resetup.OtResetupChain` (the refresh or resharing, then
   a fresh base-OT setup for every pair of the new committee), whose result is the new
-  :class:`~mpc.dkls23.EcdsaKeyShare` (``None`` for a departing dealer).
+  :class:`~mpc.dkls23.EcdsaKeyShare` (``None`` for a departing dealer);
+* an ``ot-resetup`` (ECDSA keys only) is that chain over a refresh, under its own echo
+  context (:func:`ot_resetup_context`), authorized and checked exactly like a refresh; its
+  commit installs the new share with :func:`signer_nodes.ecdsa.resetup_pairs` (fresh base
+  OTs towards every peer checked, the next share version, the retired pairs re-enabled in
+  one transaction) and drops the key's outstanding presignatures.
 
 Authorization (docs/SECURITY.md, "Key ceremonies"). Every ceremony carries an
 ``authorization`` signed by the officer quorum (:class:`custody.governance.
@@ -56,7 +63,9 @@ coordinator. A resharing's commit needs the done statements of every participant
 dealers and new members), each checked against the identity key the roster pinned for it
 when this node finished the session; it swaps the share in (or inserts it, for a
 receiver, or deletes it, for a departing dealer) and records the new committee in the
-same transaction.
+same transaction. An old holder that did not take part (down, or not needed to deal) is
+told to retire with the transcript (:meth:`Ceremonies._retire`): it checks the officers'
+authorization and every participant's done statement itself, then deletes its share.
 
 Imports: :mod:`signer_nodes.anchor`, ``.ecdsa``, ``.errors``, ``.faults``, ``.logs``,
 ``.protocols``, ``.shares``, ``.specs``, ``.vault``.
@@ -329,19 +338,7 @@ class CeremonyFactory:
                 )
 
     def _check_holder(self, row: Any, auth: gov.CeremonyAuthorization) -> PublicKeyPackage:
-        """What this holder of the key knows against what the officers signed."""
-        pub = keyio.decode_public_key_package(row.public_info)
-        for field, held, signed in (
-            ("public_key", row.public_key.hex(), auth.public_key.hex()),
-            ("share_version", row.share_version, auth.share_version),
-            ("previous_threshold", pub.min_signers, auth.previous_threshold),
-        ):
-            if held != signed:
-                raise _mismatch(
-                    f"{field}: key {row.key_id!r} here has {held!r}, the authorization says "
-                    f"{signed!r} (ceremony {auth.ceremony_id})"
-                )
-        return pub
+        return check_holder(row, auth)
 
     def _old_public(self, spec: SessionSpec, auth: gov.CeremonyAuthorization) -> PublicKeyPackage:
         """A receiver's view of the old public package: the relayed verifying shares, which
@@ -606,6 +603,22 @@ class CeremonyFactory:
         )
 
 
+def check_holder(row: Any, auth: gov.CeremonyAuthorization) -> PublicKeyPackage:
+    """What this holder of the key knows against what the officers signed."""
+    pub = keyio.decode_public_key_package(row.public_info)
+    for field, held, signed in (
+        ("public_key", row.public_key.hex(), auth.public_key.hex()),
+        ("share_version", row.share_version, auth.share_version),
+        ("previous_threshold", pub.min_signers, auth.previous_threshold),
+    ):
+        if held != signed:
+            raise _mismatch(
+                f"{field}: key {row.key_id!r} here has {held!r}, the authorization says "
+                f"{signed!r} (ceremony {auth.ceremony_id})"
+            )
+    return pub
+
+
 def public_key_of(scheme: str, pub: PublicKeyPackage) -> bytes:
     """The stored public key encoding of a package (as the DKG stored it)."""
     if scheme in FROST_SCHEMES:
@@ -625,13 +638,18 @@ class Ceremonies:
         raw = self.shares.store.get_meta(_pending_meta(key_id))
         return None if raw is None else dict(json.loads(raw))
 
-    def commit(self, key_id: object, session_id: object, signatures: object) -> dict[str, Any]:
+    def commit(
+        self, key_id: object, session_id: object, signatures: object, retire: object = None
+    ) -> dict[str, Any]:
         """Switch ``key_id`` to the share of the finished ceremony ``session_id``, given the
-        done-statement signatures of every party (``{party: hex}``)."""
+        done-statement signatures of every party (``{party: hex}``); with ``retire`` (an old
+        holder that did not take part in the resharing ``session_id``), delete the share."""
         kid = check_key_id(key_id)
         if not isinstance(session_id, str):
             raise NodeError(Kind.BAD_REQUEST, "session_id must be a string")
         info = self.shares.store.get_session(session_id)
+        if info is None and retire is not None:
+            return self._retire(kid, session_id, signatures, retire)
         if info is None or info["kind"] not in KINDS or info["key_id"] != kid:
             raise NodeError(Kind.UNKNOWN_SESSION, f"no ceremony {session_id} of key {kid!r} here")
         if info["status"] != "done":
@@ -747,6 +765,101 @@ class Ceremonies:
             "dropped_items": dropped,
             "reenabled_peers": [],
         }
+
+    def _retire(
+        self, kid: str, session_id: str, signatures: object, retire: object
+    ) -> dict[str, Any]:
+        """An old holder that did not deal in resharing ``session_id`` deletes its share.
+
+        Why the holder may: the officers authorized a resharing of this key, from the share
+        version it holds, to a committee without it; and every participant signed the
+        outcome (the new share version, under the same public key) with the identity key the
+        roster pins for it, which they do only after their part verified (the module
+        docstring). The authorization's expiry is not checked here: it is the evidence of a
+        ceremony that ran while it was valid, not a permission to start one. The new
+        committee already refuses this share (another polynomial; signers outside the
+        committee are refused by name: :meth:`CeremonyFactory.check_signers`); deleting it
+        leaves nothing to steal."""
+        store = self.shares.store
+        done = {"key_id": kid, "status": "retired", "session_id": session_id}
+        if store.get_meta(_committed_meta(session_id)) is not None:
+            return done
+        if not isinstance(retire, dict):
+            raise NodeError(Kind.BAD_REQUEST, "retire must be an object {outcome, authorization}")
+        outcome, raw = retire.get("outcome"), retire.get("authorization")
+        if not isinstance(raw, str):
+            raise NodeError(Kind.BAD_REQUEST, "retire.authorization must be a hex string")
+        cur = self.anchor.require()
+        try:
+            data = bytes.fromhex(raw)
+            issued = gov.decode_ceremony_authorization(data).body.issued_at
+            auth = gov.verify_ceremony_authorization(data, cur, issued)
+        except ValueError:
+            raise NodeError(
+                Kind.NOT_AUTHORIZED, "retire.authorization: not hex", code=_CODES.MALFORMED.value
+            ) from None
+        except gov.CeremonyAuthError as exc:
+            raise NodeError(Kind.NOT_AUTHORIZED, exc.detail, code=exc.kind.value) from None
+        row = self.shares.row(kid)
+        me = self.shares.node_id
+        if auth.kind != "reshare" or me in auth.committee:
+            raise _mismatch(
+                f"retire: ceremony {auth.ceremony_id} is a {auth.kind} to {list(auth.committee)};"
+                f" only a resharing that leaves {me} out retires its share"
+            )
+        check_holder(row, auth)
+        if not isinstance(outcome, dict):
+            raise NodeError(Kind.BAD_REQUEST, "retire.outcome must be an object")
+        parties = outcome.get("participants")
+        if not isinstance(parties, list) or not all(type(p) is int for p in parties):
+            raise NodeError(Kind.BAD_REQUEST, "retire.outcome.participants: party ids")
+        for field, said, expect in (
+            ("ceremony", outcome.get("ceremony"), "reshare"),
+            ("session_id", outcome.get("session_id"), session_id),
+            ("key_id", outcome.get("key_id"), kid),
+            ("scheme", outcome.get("scheme"), row.scheme),
+            ("public_key", outcome.get("public_key"), row.public_key.hex()),
+            ("share_version", outcome.get("share_version"), auth.share_version + 1),
+            ("threshold", outcome.get("threshold"), auth.threshold),
+        ):
+            if said != expect:
+                raise _mismatch(f"retire.outcome.{field}: {said!r}, not {expect!r}")
+        new = set(self.anchor.parties_of(auth.committee).values())
+        pinned = cur.node(me)
+        if not new <= set(parties) or (pinned is not None and pinned.party_id in parties):
+            raise _mismatch(
+                f"retire.outcome.participants {parties}: not the authorized committee "
+                f"{list(auth.committee)} without {me}"
+            )
+        try:
+            done_statement(outcome)
+        except ValueError as exc:
+            raise NodeError(Kind.BAD_REQUEST, f"retire.outcome: {exc}") from None
+        self._check_signatures(kid, {"outcome": outcome}, signatures, self.anchor.pins(parties))
+        with store.tx() as c:
+            c.execute("DELETE FROM ledger WHERE key_id = ?", (kid,))
+            c.execute("DELETE FROM keys WHERE key_id = ?", (kid,))
+            c.execute(
+                "DELETE FROM meta WHERE k IN (?, ?, ?, ?)",
+                (f"committee:{kid}", _pending_meta(kid), _retire_meta(kid), f"ot-retired:{kid}"),
+            )
+            c.execute(
+                "INSERT INTO meta (k, v) VALUES (?, ?)",
+                (_committed_meta(session_id), json.dumps({"key_id": kid, "retired": True})),
+            )
+        self.anchor.forget_committee(kid)
+        dropped = self.shares.pool.drop_key(kid)
+        logs.event(
+            "key.retired",
+            node_id=me,
+            key_id=kid,
+            share_version=row.share_version,
+            session_id=session_id,
+            committee=sorted(new),
+            dropped_items=dropped,
+            dealt=False,
+        )
+        return {**done, "dropped_items": dropped}
 
     def _commit_reshare(
         self, kid: str, session_id: str, result: Mapping[str, Any], signatures: object
