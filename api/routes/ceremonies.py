@@ -191,5 +191,7 @@ async def get_ceremony(ceremony_id: str, c: CoordinatorDep, _: Reader) -> dict[s
     },
 )
 async def resume_ceremony(ceremony_id: str, c: CoordinatorDep, _: Admin) -> JSONResponse:
-    """Send the commits of an interrupted ceremony again (idempotent on the nodes)."""
+    """Send the commits of an interrupted ceremony again (idempotent on the nodes); for a
+    ``done`` resharing, tell the old holders that have not deleted their share yet (a
+    departing dealer down at the commit, a holder that did not deal) again."""
     return _answer(await c.ceremonies.resume(ceremony_id))
