@@ -739,17 +739,22 @@ class Ceremonies:
         del new
         if installed["share_version"] != version:  # resetup_pairs went from the row we read
             raise NodeError(Kind.INTERNAL, "the key's active share changed under the commit")
-        out = self._ot_resetup_installed(kid, session_id, version)
+        out = self._ot_resetup_installed(kid, session_id, version, first=True)
         return {**out, "reenabled_peers": installed["reenabled_peers"]}
 
-    def _ot_resetup_installed(self, kid: str, session_id: str, version: int) -> dict[str, Any]:
-        """After the re-setup share is active (or on a retried commit): the pending record of
-        ``session_id`` and every outstanding presignature of the key go."""
+    def _ot_resetup_installed(
+        self, kid: str, session_id: str, version: int, *, first: bool = False
+    ) -> dict[str, Any]:
+        """After the re-setup share is active: the pending record of ``session_id`` and every
+        outstanding presignature of the key go. A retried commit (the node answered
+        ``committed`` before, or stopped between the install and this) drops them only if
+        the pending record is still there: presignatures made since with the new share stay."""
         pending = self.pending(kid)
-        if pending is not None and pending["session_id"] == session_id:
+        left = pending is not None and pending["session_id"] == session_id
+        if left:
             with self.shares.store.tx() as c:
                 c.execute("DELETE FROM meta WHERE k = ?", (_pending_meta(kid),))
-        dropped = self.shares.pool.drop_key(kid)
+        dropped = self.shares.pool.drop_key(kid) if first or left else 0
         logs.event(
             "key.ot_resetup",
             node_id=self.shares.node_id,

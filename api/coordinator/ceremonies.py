@@ -234,8 +234,8 @@ class Ceremonies:
         if key.scheme != "ecdsa-secp256k1":
             raise Problem(
                 422,
-                "wrong-scheme",
-                "Wrong scheme",
+                "validation",
+                "Invalid request",
                 f"an OT re-setup is for ECDSA (DKLs23) keys; key {key_id!r} is {key.scheme}",
             )
         self.check_authorization(authorization, "ot-resetup", key, key.nodes, key.threshold)

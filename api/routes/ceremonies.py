@@ -124,7 +124,7 @@ async def ot_resetup_key(
     re-enables a pair retired after a failed OT-extension check. Committed only when every
     node reported done; a failure names the party at fault and changes nothing. Needs the
     officers' ``ot-resetup`` authorization (403 ``ceremony-*`` problems otherwise); 422
-    ``wrong-scheme`` for a FROST key."""
+    ``validation`` for a FROST key."""
     return _answer(await c.ceremonies.ot_resetup(key_id, p.credential_id, body.authorization))
 
 
