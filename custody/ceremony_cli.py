@@ -159,6 +159,17 @@ def _show(cer: dict[str, Any], as_json: bool) -> None:
                 "signed" if done else "-",
                 "-" if commit is None else (switched if commit["ok"] else commit["detail"]),
             )
+        for party, step in sorted(commits.items()):
+            if party in cer["participants"]:
+                continue
+            table.add_row(
+                str(party),
+                "old holder (did not deal; told to retire)",
+                "-",
+                "-",
+                "-",
+                "retired" if step["ok"] else str(step.get("detail", "not reached")),
+            )
         out.print(table)
         err_doc = cer.get("error")
         if err_doc:

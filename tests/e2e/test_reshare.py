@@ -326,6 +326,9 @@ def test_an_old_holder_that_did_not_deal_is_told_to_retire_its_share(live5: Live
     }  # fmt: skip
     (retired,) = _log_events(live5, "node-3", "key.retired", key.id)
     assert retired["dealt"] is False and retired["share_version"] == 1
+    shown = cli(live5, "ceremony", "show", cer["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert "old holder (did not deal; told to retire)" in shown.stdout, shown.stdout
     # nothing left to tell: a second resume is refused as there is nothing to do
     again = live5.admin.http.post(f"/v1/ceremonies/{cer['id']}/resume", timeout=60)
     assert again.status_code == 409, again.text
