@@ -277,6 +277,9 @@ def authorize_restore(
     except gov.CeremonyAuthError as exc:
         err.print(f"refused: {exc.kind.value}: {exc.detail}", markup=False)
         raise typer.Exit(ExitCode.REFUSED) from None
+    except ValueError:
+        err.print(f"refused: {out} carries a restore authorization that is not hex", markup=False)
+        raise typer.Exit(ExitCode.REFUSED) from None
     auth = dataclasses.replace(auth, ceremonies=ceremonies)
     auth = auth.with_signature(signer, officer.officer_id)
     out.write_bytes(auth.encode())
