@@ -413,7 +413,13 @@ def dry_run(
     releases = history(db, (governance.policy,), now)
     try:
         expl = explain_request(
-            governance, key.scheme, request, initiator=initiator, now=now, history=releases
+            governance,
+            key.scheme,
+            request,
+            initiator=initiator,
+            now=now,
+            history=releases,
+            public_key=bytes.fromhex(key.public_key) if key.public_key else None,
         )
     except SignRequestError as e:
         raise Problem(

@@ -16,10 +16,13 @@ file offline, the passphrase apart from it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -235,10 +238,16 @@ def authorize_restore(
         Path, typer.Option("--officer-passphrase-file", help="its passphrase")
     ],
     out: Annotated[Path, typer.Option("--out", help="the authorization (co-signed if it exists)")],
+    lifetime: Annotated[
+        int, typer.Option("--lifetime", help="seconds the restore authorizations stay valid")
+    ] = 24 * 3600,
     as_json: AsJson = False,
 ) -> None:
     """Sign (or co-sign) the officers' authorization that a restored node carries on the
-    backed-up node's key committees; each other node adopts it (`signer_nodes backup adopt`)."""
+    backed-up node's key committees; each other node adopts it (`signer_nodes backup adopt`).
+    It carries, per key, a `restore` ceremony authorization naming the key, the backup's
+    share version and the restored node, which every adopting node verifies and accepts
+    once (the first officer makes them, the others co-sign the same ones)."""
     try:
         nb = bk.load_node_backup(source)
         body = gov.decode(governance.read_bytes()).body
@@ -263,6 +272,15 @@ def authorize_restore(
             err.print(f"refused: {out} authorizes something else")
             raise typer.Exit(ExitCode.REFUSED)
         auth = have
+    try:
+        ceremonies = _restore_ceremonies(nb, body, auth, officer.officer_id, signer, lifetime)
+    except gov.CeremonyAuthError as exc:
+        err.print(f"refused: {exc.kind.value}: {exc.detail}", markup=False)
+        raise typer.Exit(ExitCode.REFUSED) from None
+    except ValueError:
+        err.print(f"refused: {out} carries a restore authorization that is not hex", markup=False)
+        raise typer.Exit(ExitCode.REFUSED) from None
+    auth = dataclasses.replace(auth, ceremonies=ceremonies)
     auth = auth.with_signature(signer, officer.officer_id)
     out.write_bytes(auth.encode())
     if as_json:
@@ -274,6 +292,46 @@ def authorize_restore(
         f"({len(auth.signatures)} of quorum {body.quorum})",
         markup=False,
     )
+
+
+def _restore_ceremonies(
+    nb: bk.NodeBackup,
+    body: gov.Governance,
+    auth: bk.RestoreAuthorization,
+    officer_id: str,
+    signer: Any,
+    lifetime: int,
+) -> tuple[tuple[str, str], ...]:
+    """Each key's ``restore`` ceremony authorization (custody.governance), signed by this
+    officer: the ones ``auth`` carries already (co-signing), else new ones from the backup's
+    manifest (key, scheme, public key, share version, threshold; the restored node)."""
+    now = int(time.time())
+    out = []
+    for entry in nb.keys:
+        kid = str(entry["key_id"])
+        have = auth.ceremony(kid)
+        if have is not None:
+            doc = gov.decode_ceremony_authorization(bytes.fromhex(have))
+        else:
+            t = int(entry["min_signers"])
+            doc = gov.SignedCeremonyAuthorization(
+                gov.CeremonyAuthorization(
+                    cluster_id=body.cluster_id,
+                    ceremony_id="cer_" + secrets.token_hex(12),
+                    kind="restore",
+                    key_id=kid,
+                    scheme=str(entry["scheme"]),
+                    public_key=bytes.fromhex(str(entry["public_key"])),
+                    share_version=int(entry["share_version"]),
+                    committee=(nb.node_id,),
+                    threshold=t,
+                    previous_threshold=t,
+                    issued_at=now,
+                    expires_at=now + lifetime,
+                )
+            )
+        out.append((kid, doc.with_signature(signer, officer_id).encode().hex()))
+    return tuple(sorted(out))
 
 
 def dr_drill(

@@ -390,6 +390,11 @@ class RestoreAuthorization:
     to_sign_pk: str
     key_ids: tuple[str, ...]
     signatures: tuple[tuple[str, str], ...] = ()
+    #: key id -> hex of the officers' signed ``restore`` ceremony authorization of that key
+    #: (:class:`custody.governance.CeremonyAuthorization`: the key, the backup's share
+    #: version, the restored node as its committee, an expiry and a one-time id); each is
+    #: signed on its own, so it travels beside the body, outside the statement above
+    ceremonies: tuple[tuple[str, str], ...] = ()
 
     def body(self) -> dict[str, Any]:
         return {
@@ -413,7 +418,17 @@ class RestoreAuthorization:
         return RestoreAuthorization(**{**self.__dict__, "signatures": (*rest, (officer_id, sig))})
 
     def encode(self) -> bytes:
-        return canon({"body": self.body(), "signatures": [list(s) for s in self.signatures]})
+        return canon(
+            {
+                "body": self.body(),
+                "signatures": [list(s) for s in self.signatures],
+                "ceremonies": dict(sorted(self.ceremonies)),
+            }
+        )
+
+    def ceremony(self, key_id: str) -> str | None:
+        """The hex restore ceremony authorization of ``key_id``, if the file carries one."""
+        return dict(self.ceremonies).get(key_id)
 
     @classmethod
     def decode(cls, data: bytes) -> RestoreAuthorization:
@@ -429,6 +444,7 @@ class RestoreAuthorization:
                 str(b["to_sign_pk"]),
                 tuple(str(k) for k in b["key_ids"]),
                 tuple((str(o), str(s)) for o, s in doc["signatures"]),
+                tuple(sorted((str(k), str(v)) for k, v in doc.get("ceremonies", {}).items())),
             )
         except (ValueError, KeyError, TypeError):
             raise BackupError("authorization-malformed", "not a restore authorization") from None

@@ -1,8 +1,9 @@
-"""Key ceremonies from the CLI: ``custody keys refresh|reshare KEY`` and ``custody ceremony
-show|resume``.
+"""Key ceremonies from the CLI: ``custody keys refresh|reshare|ot-resetup KEY`` and ``custody
+ceremony show|resume|authorize``.
 
     custody keys refresh KEY [--json] [--cluster FILE | --api-url URL --token T]
     custody keys reshare KEY --threshold T --nodes a,b,c [--lower-threshold] [--json]
+    custody keys ot-resetup KEY [--json]
     custody keys derive KEY PATH [--json]
     custody ceremony show ID [--json]
     custody ceremony resume ID [--json]
@@ -158,6 +159,17 @@ def _show(cer: dict[str, Any], as_json: bool) -> None:
                 "signed" if done else "-",
                 "-" if commit is None else (switched if commit["ok"] else commit["detail"]),
             )
+        for party, step in sorted(commits.items()):
+            if party in cer["participants"]:
+                continue
+            table.add_row(
+                str(party),
+                "old holder (did not deal; told to retire)",
+                "-",
+                "-",
+                "-",
+                "retired" if step["ok"] else str(step.get("detail", "not reached")),
+            )
         out.print(table)
         err_doc = cer.get("error")
         if err_doc:
@@ -205,7 +217,7 @@ def open_officers(
     return out_keys
 
 
-def authorization_for(
+def authorization_body(
     c: CustodyClient,
     kind: str,
     key_id: str,
@@ -213,15 +225,10 @@ def authorization_for(
     threshold: int | None,
     *,
     lower_threshold: bool = False,
-    cluster: Path | None = None,
-    officer_keys: list[Path] | None = None,
-    passphrase_file: Path | None = None,
     lifetime: int = AUTH_LIFETIME,
-    signers: list[tuple[str, Any]] | None = None,
-) -> str:
-    """The hex authorization of a ``kind`` ceremony on ``key_id``, made from the key and
-    the coordinator's governance and signed by a quorum of the officers' keys (``signers``:
-    officer id and opened signing key, else the key files as the CLI options give them)."""
+) -> tuple[gov.CeremonyAuthorization, gov.Governance]:
+    """The unsigned authorization of a ``kind`` ceremony on ``key_id``, made from the key
+    and the coordinator's governance (returned too: its quorum decides who must sign)."""
     key = c.get_key(key_id)
     version = int(_call(c, "GET", f"/v1/keys/{_seg(key_id)}/ceremonies")["share_version"])
     current = gov.decode(bytes.fromhex(_call(c, "GET", "/v1/governance")["document"])).body
@@ -242,10 +249,33 @@ def authorization_for(
             issued_at=now,
             expires_at=now + lifetime,
         )
-        doc = gov.SignedCeremonyAuthorization(body)
         body.encode()
     except gov.CeremonyAuthError as e:
         raise CliError(f"{e.kind.value}: {e.detail}", ExitCode.REFUSED) from None
+    return body, current
+
+
+def authorization_for(
+    c: CustodyClient,
+    kind: str,
+    key_id: str,
+    committee: list[str] | None,
+    threshold: int | None,
+    *,
+    lower_threshold: bool = False,
+    cluster: Path | None = None,
+    officer_keys: list[Path] | None = None,
+    passphrase_file: Path | None = None,
+    lifetime: int = AUTH_LIFETIME,
+    signers: list[tuple[str, Any]] | None = None,
+) -> str:
+    """The hex authorization of a ``kind`` ceremony on ``key_id``, made from the key and
+    the coordinator's governance and signed by a quorum of the officers' keys (``signers``:
+    officer id and opened signing key, else the key files as the CLI options give them)."""
+    body, current = authorization_body(
+        c, kind, key_id, committee, threshold, lower_threshold=lower_threshold, lifetime=lifetime
+    )
+    doc = gov.SignedCeremonyAuthorization(body)
     opened = (
         signers if signers is not None else open_officers(cluster, officer_keys, passphrase_file)
     )
@@ -309,6 +339,45 @@ def refresh(
             )
         with err.status(f"refreshing {key_id}: every share holder deals a sharing of zero"):
             cer = _ceremony(c, f"/v1/keys/{_seg(key_id)}/refresh", {"authorization": auth})
+    _show(cer, as_json)
+    if cer["status"] == "failed":
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def ot_resetup(
+    key_id: Annotated[str, typer.Argument(help="the ECDSA key's id (key_...)")],
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+    officer_key: OfficerKeyOpt = None,
+    passphrase_file: PassFileOpt = None,
+    authorization: AuthFileOpt = None,
+) -> None:
+    """OT re-setup of an ECDSA key: fresh base OTs for every pair (same public key, new
+    shares); re-enables a pair retired after a failed OT-extension check."""
+    require_id(key_id, "key id")
+    with connect("admin", cluster, api_url, token) as c:
+        with err.status(f"OT re-setup of {key_id}: the officers authorize it"):
+            auth = (
+                _read_authorization(authorization)
+                if authorization is not None
+                else authorization_for(
+                    c,
+                    "ot-resetup",
+                    key_id,
+                    None,
+                    None,
+                    cluster=cluster,
+                    officer_keys=officer_key,
+                    passphrase_file=passphrase_file,
+                )
+            )
+        with err.status(
+            f"OT re-setup of {key_id}: every share holder refreshes its share, then every pair "
+            "runs a fresh base-OT setup"
+        ):
+            cer = _ceremony(c, f"/v1/keys/{_seg(key_id)}/ot-resetup", {"authorization": auth})
     _show(cer, as_json)
     if cer["status"] == "failed":
         raise typer.Exit(ExitCode.FAILED)
@@ -410,6 +479,7 @@ def register_key_commands(keys_app: typer.Typer) -> None:
     """Add the ceremony and derivation commands to ``custody keys``."""
     keys_app.command("refresh")(refresh)
     keys_app.command("reshare")(reshare)
+    keys_app.command("ot-resetup")(ot_resetup)
     keys_app.command("derive")(derive)
 
 
@@ -443,3 +513,158 @@ def resume(
     with connect("admin", cluster, api_url, token) as c, err.status("committing"):
         cer = _call(c, "POST", f"/v1/ceremonies/{_seg(ceremony_id)}/resume")
     _show(cer, as_json)
+
+
+# -- offline co-signing: custody ceremony authorize create|show|sign -------------------------
+authorize_app = typer.Typer(
+    no_args_is_help=True,
+    help="Officer authorizations signed offline: create the statement, each officer signs "
+    "it on their own machine, then pass it to the ceremony with --authorization FILE.",
+)
+ceremony_app.add_typer(authorize_app, name="authorize")
+
+
+def _read_signed(path: Path) -> gov.SignedCeremonyAuthorization:
+    """The authorization in ``path`` (hex text or CBOR), strictly decoded."""
+    try:
+        data = bytes.fromhex(_read_authorization(path))
+        return gov.decode_ceremony_authorization(data)
+    except OSError as e:
+        raise CliError(f"{path}: {e.strerror}", ExitCode.REFUSED) from None
+    except gov.CeremonyAuthError as e:
+        raise CliError(f"{path}: {e.kind.value}: {e.detail}", ExitCode.REFUSED) from None
+
+
+def _write_signed(path: Path, doc: gov.SignedCeremonyAuthorization) -> None:
+    """Hex text (it travels by mail or USB stick; not a secret), replaced atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(doc.encode().hex() + "\n")
+    tmp.replace(path)
+
+
+def _auth_fields(doc: gov.SignedCeremonyAuthorization) -> list[tuple[str, Any]]:
+    a = doc.body
+    return [
+        ("ceremony_id", a.ceremony_id),
+        ("kind", a.kind),
+        ("cluster_id", a.cluster_id),
+        ("key_id", a.key_id),
+        ("scheme", a.scheme),
+        ("public_key", a.public_key.hex()),
+        ("share_version", a.share_version),
+        ("committee", ", ".join(a.committee)),
+        ("threshold", f"{a.previous_threshold} -> {a.threshold}"),
+        ("lower_threshold", a.lower_threshold),
+        ("issued_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.issued_at))),
+        ("expires_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.expires_at))),
+        ("digest", a.digest.hex()),
+        ("signed_by", ", ".join(s.officer_id for s in doc.signatures) or "-"),
+    ]
+
+
+def _auth_json(doc: gov.SignedCeremonyAuthorization) -> dict[str, Any]:
+    return {k: v for k, v in _auth_fields(doc)} | {
+        "committee": list(doc.body.committee),
+        "threshold": doc.body.threshold,
+        "previous_threshold": doc.body.previous_threshold,
+        "issued_at": doc.body.issued_at,
+        "expires_at": doc.body.expires_at,
+        "signed_by": [s.officer_id for s in doc.signatures],
+    }
+
+
+@authorize_app.command("create")
+def authorize_create(
+    kind: Annotated[str, typer.Argument(help="refresh | reshare | ot-resetup")],
+    key_id: Annotated[str, typer.Argument(help="the key's id (key_...)")],
+    out_file: Annotated[Path, typer.Option("--out", help="where to write the statement")],
+    threshold: Annotated[
+        int | None, typer.Option("--threshold", help="reshare: the new threshold")
+    ] = None,
+    nodes: Annotated[
+        str | None, typer.Option("--nodes", help="reshare: the new committee, comma-separated")
+    ] = None,
+    lower_threshold: Annotated[
+        bool, typer.Option("--lower-threshold", help="reshare: the threshold drops, say so")
+    ] = False,
+    lifetime: Annotated[
+        int,
+        typer.Option(
+            "--lifetime", help="seconds until it expires (enough for every officer to sign)"
+        ),
+    ] = 3600,
+    cluster: ClusterOpt = None,
+    api_url: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the UNSIGNED authorization of a ceremony to a file, from the key and the
+    coordinator's governance; each officer then signs it (`custody ceremony authorize sign`)."""
+    require_id(key_id, "key id")
+    if kind not in ("refresh", "reshare", "ot-resetup"):
+        raise CliError(f"kind: refresh, reshare or ot-resetup, not {kind!r}")
+    committee = None
+    if kind == "reshare":
+        if threshold is None or nodes is None:
+            raise CliError("a reshare names --threshold and --nodes")
+        committee = sorted({n.strip() for n in nodes.split(",") if n.strip()})
+        for n in committee:
+            require_id(n, "node id")
+    elif threshold is not None or nodes is not None or lower_threshold:
+        raise CliError(f"a {kind} keeps the key's committee and threshold")
+    if out_file.exists():
+        raise CliError(f"{out_file} exists: a new authorization gets a new file")
+    with connect("auditor", cluster, api_url, token) as c:
+        body, current = authorization_body(
+            c, kind, key_id, committee, threshold,
+            lower_threshold=lower_threshold, lifetime=lifetime,
+        )  # fmt: skip
+    doc = gov.SignedCeremonyAuthorization(body)
+    _write_signed(out_file, doc)
+    if as_json:
+        print_json({**_auth_json(doc), "quorum": current.quorum, "file": str(out_file)})
+        return
+    print_fields(_auth_fields(doc))
+    err.print(
+        f"wrote {out_file}: {current.quorum} officers of governance version "
+        f"{current.version} sign it (`custody ceremony authorize sign {out_file} --key K`)",
+        markup=False,
+    )
+
+
+@authorize_app.command("show")
+def authorize_show(
+    file: Annotated[Path, typer.Argument(help="the authorization file")],
+    as_json: JsonOpt = False,
+) -> None:
+    """What an authorization says and who signed it (offline; nodes verify the rest)."""
+    doc = _read_signed(file)
+    if as_json:
+        print_json(_auth_json(doc))
+    else:
+        print_fields(_auth_fields(doc))
+
+
+@authorize_app.command("sign")
+def authorize_sign(
+    file: Annotated[Path, typer.Argument(help="the authorization file (signed in place)")],
+    key: Annotated[Path, typer.Option("--key", help="your officer key file")],
+    passphrase_file: PassFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add your officer signature to an authorization, offline: no network, your own key
+    file; read what it authorizes first (printed here, or `authorize show`)."""
+    doc = _read_signed(file)
+    if time.time() >= doc.body.expires_at:
+        raise CliError(
+            f"ceremony-authorization-expired: {doc.body.ceremony_id} expired; create a new one",
+            ExitCode.REFUSED,
+        )
+    ((officer_id, signer),) = open_officers(None, [key], passphrase_file)
+    doc = doc.with_signature(signer, officer_id)
+    _write_signed(file, doc)
+    if as_json:
+        print_json(_auth_json(doc))
+        return
+    print_fields(_auth_fields(doc))
+    err.print(f"{officer_id} signed {file}", markup=False)

@@ -732,6 +732,9 @@ def open_approver_key(blob: bytes, passphrase: bytes) -> tuple[Approver, nacl.si
 # it: kind, key, its public key and scheme, the share version it applies to, the committee
 # after the ceremony (node ids), its threshold and the threshold before, an explicit flag to
 # lower the threshold, the issue and expiry times and a ceremony id that nodes accept once.
+# A ``restore`` names one key, the share version of the backup and, as its committee, the
+# one restored node; each other member of the key's committee checks it before it adopts
+# that node's restored share (signer_nodes.backup.adopt).
 
 CEREMONY_AUTH_FORMAT = "tpwc-ceremony-authorization-v1"
 CEREMONY_AUTH_CONTEXT = b"tpwc-ceremony-authorization-v1\x00"
@@ -855,7 +858,12 @@ def check_ceremony_body(a: CeremonyAuthorization) -> CeremonyAuthorization:
         raise _auth_malformed("committee: distinct node ids in sorted order")
     _auth_int(a.threshold, "threshold", 2, 255)
     _auth_int(a.previous_threshold, "previous_threshold", 2, 255)
-    if a.threshold > len(a.committee):
+    if a.kind == "restore":
+        # a restore names the one node that takes the restored share (its committee), and
+        # keeps the key's threshold: the other members adopt it (signer_nodes.backup.adopt)
+        if len(a.committee) != 1:
+            raise _auth_malformed("committee: a restore names exactly the restored node")
+    elif a.threshold > len(a.committee):
         raise _auth_malformed(
             f"threshold: {a.threshold} is more than the committee's {len(a.committee)} nodes"
         )

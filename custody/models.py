@@ -512,6 +512,14 @@ class PolicyDryRunCreate(BaseModel):
     )
     payload: dict[str, Any] | None = Field(default=None, description="as for signing")
     network: Network | None = Field(default=None, description="as for signing (btc-psbt)")
+    derivation_path: str | None = Field(
+        default=None,
+        max_length=200,
+        description="as for signing: evaluate under the key's non-hardened BIP-32 child at "
+        "this path (the intent then names the path and the child key); a hardened step is a "
+        "422 hardened-derivation naming it",
+        examples=["m/0/7"],
+    )
     governance: str | None = Field(
         default=None,
         min_length=4,

@@ -262,14 +262,16 @@ def dry_run(
     initiator: str,
     now: int,
     history: Sequence[pol.Release] = (),
+    public_key: bytes | None = None,
 ) -> Explanation:
     """Evaluate a sign ``request`` (the body ``POST /v1/sign-requests`` takes: ``key_id``,
-    ``kind``, ``message`` and/or ``payload``) to a key of ``scheme`` against ``governance``
-    without signing: the intent every node would decode (:func:`custody.approvals.
-    request_intent`), then :func:`explain`. Raises :class:`custody.signing.SignRequestError`
-    naming the field of a malformed request."""
+    ``kind``, ``message`` and/or ``payload``, ``derivation_path``) to a key of ``scheme``
+    against ``governance`` without signing: the intent every node would decode
+    (:func:`custody.approvals.request_intent`; ``public_key`` is the key's, or the child's
+    for a request with a ``derivation_path``, as for signing), then :func:`explain`. Raises
+    :class:`custody.signing.SignRequestError` naming the field of a malformed request."""
     canonical = {"id": DRY_RUN_ID, **request}
-    intent, _ = request_intent(scheme, canonical)
+    intent, _ = request_intent(scheme, canonical, public_key=public_key)
     return explain(
         governance,
         intent,

@@ -18,7 +18,13 @@ encryption (export) or between the age decryption and ``seal`` under the new nod
   it pooled from this node.
 * :func:`adopt`: on every OTHER node of the restored node's key committees (each stopped,
   then restarted): the officers' restore authorization re-pins the restored member's new
-  identity in those committees (a re-key alone retires them).
+  identity in those committees (a re-key alone retires them). It carries, per key, a
+  ``restore`` ceremony authorization (:class:`custody.governance.CeremonyAuthorization`)
+  that this node verifies itself and accepts once: the key, the share version of the
+  backup (which must be this node's own: a stale share is refused), and the restored node;
+  refused with the ceremony codes (``ceremony-unauthorized``, ``-under-signed``,
+  ``-expired``, ``-replayed``, ``-mismatch``). Adopting drops every outstanding nonce and
+  presignature of the key.
 
 Imports: :mod:`signer_nodes.errors`, ``.logs``, ``.node``, ``.protocols``.
 """
@@ -37,6 +43,7 @@ import pyrage
 from pyrage import x25519
 
 from custody import backups as bk
+from custody import governance as gov
 from mpc import keyio
 from mpc.dkls23.keygen import EcdsaKeyShare
 from mpc.errors import MpcError
@@ -239,6 +246,7 @@ def adopt(node: Node, data: bytes) -> dict[str, Any]:
     auth = bk.RestoreAuthorization.decode(data)
     cur = node.anchor.require()
     auth.verify(cur)
+    ceremonies = {kid: _restore_ceremony(node, auth, kid) for kid in sorted(auth.key_ids)}
     done = []
     for kid in sorted(auth.key_ids):
         members = node.anchor.committee(kid)
@@ -255,7 +263,82 @@ def adopt(node: Node, data: bytes) -> dict[str, Any]:
                     "authorization and the roster say",
                     culprits=[party],
                 )
+    dropped = 0
+    for kid in sorted(auth.key_ids):
+        members = node.anchor.committee(kid)
+        c = ceremonies[kid]
+        with node.store.tx() as tx:  # each restore authorization is accepted once
+            k = _USED + c.ceremony_id
+            if tx.execute("SELECT 1 FROM meta WHERE k = ?", (k,)).fetchone() is not None:
+                raise _replayed(node, c)
+            tx.execute(
+                "INSERT INTO meta (k, v) VALUES (?, ?)",
+                (k, json.dumps({"key_id": kid, "restored": auth.node_id})),
+            )
         node.anchor.record_committee(kid, [p for p, _, _ in members])
+        # a restore invalidates every outstanding nonce and presignature of the key (the
+        # node is stopped for this, so its memory goes too; this holds even if it is not)
+        dropped += node.shares.pool.drop_key(kid)
         done.append(kid)
-    logs.event("backup.adopted", node_id=node.node_id, restored=auth.node_id, keys=len(done))
+    logs.event(
+        "backup.adopted",
+        node_id=node.node_id,
+        restored=auth.node_id,
+        keys=len(done),
+        dropped_items=dropped,
+    )
     return {"node_id": node.node_id, "restored": auth.node_id, "keys": done}
+
+
+_USED = "ceremony-auth:"  # the ceremony ids accepted (signer_nodes.ceremonies, the same rows)
+_CODES = gov.CeremonyAuthErrorKind
+
+
+def _replayed(node: Node, c: gov.CeremonyAuthorization) -> NodeError:
+    return NodeError(
+        Kind.NOT_AUTHORIZED,
+        f"ceremony {c.ceremony_id}'s restore authorization of key {c.key_id!r} was used "
+        f"already on {node.node_id}",
+        code=_CODES.REPLAYED.value,
+    )
+
+
+def _restore_ceremony(
+    node: Node, auth: bk.RestoreAuthorization, kid: str
+) -> gov.CeremonyAuthorization:
+    """The officers' ``restore`` ceremony authorization of ``kid`` that ``auth`` carries,
+    verified by this node (quorum of its governance, cluster, expiry) and compared with what
+    it holds: the key, its scheme, public key, share version and threshold, and the restored
+    node as the one node it names. A restored share of another version than this node's
+    (a stale backup, or one from before a refresh) is refused here: the committee would
+    never sign with it."""
+    raw = auth.ceremony(kid)
+    if raw is None:
+        raise NodeError(
+            Kind.NOT_AUTHORIZED,
+            f"key {kid!r}: no restore ceremony authorization signed by the officer quorum "
+            f"for {auth.node_id}",
+            code=_CODES.MISSING.value,
+        )
+    c = node.anchor.verify_ceremony(raw, int(time.time()))
+    row = node.shares.row(kid)
+    pub = keyio.decode_public_key_package(row.public_info)
+    for what, signed, held in (
+        ("kind", c.kind, "restore"),
+        ("key_id", c.key_id, kid),
+        ("committee", list(c.committee), [auth.node_id]),
+        ("scheme", c.scheme, row.scheme),
+        ("public_key", c.public_key.hex(), row.public_key.hex()),
+        ("share_version", c.share_version, row.share_version),
+        ("threshold", c.threshold, pub.min_signers),
+    ):
+        if signed != held:
+            raise NodeError(
+                Kind.NOT_AUTHORIZED,
+                f"key {kid!r}: the restore authorization says {what} {signed!r}; "
+                f"{node.node_id} adopts {held!r} (ceremony {c.ceremony_id})",
+                code=_CODES.MISMATCH.value,
+            )
+    if node.store.get_meta(_USED + c.ceremony_id) is not None:
+        raise _replayed(node, c)
+    return c

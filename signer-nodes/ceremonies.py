@@ -1,6 +1,8 @@
-"""Key ceremonies on an existing key: proactive refresh and resharing, commit-when-all-done.
+"""Key ceremonies on an existing key: proactive refresh, resharing and the OT re-setup of an
+ECDSA key, commit-when-all-done.
 
-A ceremony runs as a protocol session of kind ``refresh`` or ``reshare`` (docs/NODE_API.md
+A ceremony runs as a protocol session of kind ``refresh``, ``reshare`` or ``ot-resetup``
+(docs/NODE_API.md
 ``POST /v1/sessions``), hosted like a DKG by :class:`~signer_nodes.sessions.SessionHost`;
 :class:`CeremonyFactory` is the session factory that adds them in front of
 :class:`~signer_nodes.protocols.Protocols`:
@@ -9,7 +11,12 @@ A ceremony runs as a protocol session of kind ``refresh`` or ``reshare`` (docs/N
   :class:`mpc.reshare.ReshareSession`;
 * ECDSA keys run :class:`mpc.dkls23.resetup.OtResetupChain` (the refresh or resharing, then
   a fresh base-OT setup for every pair of the new committee), whose result is the new
-  :class:`~mpc.dkls23.EcdsaKeyShare` (``None`` for a departing dealer).
+  :class:`~mpc.dkls23.EcdsaKeyShare` (``None`` for a departing dealer);
+* an ``ot-resetup`` (ECDSA keys only) is that chain over a refresh, under its own echo
+  context (:func:`ot_resetup_context`), authorized and checked exactly like a refresh; its
+  commit installs the new share with :func:`signer_nodes.ecdsa.resetup_pairs` (fresh base
+  OTs towards every peer checked, the next share version, the retired pairs re-enabled in
+  one transaction) and drops the key's outstanding presignatures.
 
 Authorization (docs/SECURITY.md, "Key ceremonies"). Every ceremony carries an
 ``authorization`` signed by the officer quorum (:class:`custody.governance.
@@ -56,7 +63,9 @@ coordinator. A resharing's commit needs the done statements of every participant
 dealers and new members), each checked against the identity key the roster pinned for it
 when this node finished the session; it swaps the share in (or inserts it, for a
 receiver, or deletes it, for a departing dealer) and records the new committee in the
-same transaction.
+same transaction. An old holder that did not take part (down, or not needed to deal) is
+told to retire with the transcript (:meth:`Ceremonies._retire`): it checks the officers'
+authorization and every participant's done statement itself, then deletes its share.
 
 Imports: :mod:`signer_nodes.anchor`, ``.ecdsa``, ``.errors``, ``.faults``, ``.logs``,
 ``.protocols``, ``.shares``, ``.specs``, ``.vault``.
@@ -101,12 +110,13 @@ __all__ = [
     "CeremonyFactory",
     "Ceremonies",
     "done_statement",
+    "ot_resetup_context",
     "refresh_context",
     "reshare_context",
 ]
 
 #: session kinds this module runs
-KINDS = ("refresh", "reshare")
+KINDS = ("refresh", "reshare", "ot-resetup")
 _CODES = gov.CeremonyAuthErrorKind
 
 
@@ -119,6 +129,19 @@ def refresh_context(
         b"tpwc-refresh-v2\x00"
         + scheme.encode()
         + b"\x00"
+        + key_id.encode()
+        + b"\x00"
+        + str(share_version).encode()
+        + b"\x00"
+        + authorization
+    )
+
+
+def ot_resetup_context(key_id: str, share_version: int, authorization: bytes) -> bytes:
+    """Bound into every echo digest of an OT re-setup's refresh stage (its own domain: a
+    refresh transcript cannot pass for a re-setup, nor the converse)."""
+    return (
+        b"tpwc-ot-resetup-v1\x00"
         + key_id.encode()
         + b"\x00"
         + str(share_version).encode()
@@ -200,10 +223,10 @@ class CeremonyFactory:
         self._check_request(spec, auth)
         if self.shares.store.get_meta(_used_meta(auth.ceremony_id)) is not None:
             raise self._replayed(auth)
-        if spec.kind == "refresh":
-            rs = self._refresh(spec, auth)
-        else:
+        if spec.kind == "reshare":
             rs = self._reshare(spec, auth)
+        else:
+            rs = self._refresh(spec, auth)
         self._mark_used(spec, auth)
         with self._lock:
             self._auth[spec.session_id] = auth
@@ -220,11 +243,15 @@ class CeremonyFactory:
         if list(auth.committee) != committee:
             raise _mismatch(
                 f"the authorized committee {list(auth.committee)} is not key "
-                f"{row.key_id!r}'s committee {committee} (a refresh keeps it)"
+                f"{row.key_id!r}'s committee {committee} (the {spec.kind} keeps it)"
             )
         self._check_holder(row, auth)
         version = row.share_version + 1
-        ctx = refresh_context(row.scheme, row.key_id, version, auth.digest)
+        if spec.kind == "ot-resetup":
+            ecdsa.check_scheme(row.key_id, row.scheme)
+            ctx = ot_resetup_context(row.key_id, version, auth.digest)
+        else:
+            ctx = refresh_context(row.scheme, row.key_id, version, auth.digest)
         plain = self.shares.unseal_share(row)
         if row.scheme in FROST_SCHEMES:
             kp = load_key_package(plain)
@@ -311,19 +338,7 @@ class CeremonyFactory:
                 )
 
     def _check_holder(self, row: Any, auth: gov.CeremonyAuthorization) -> PublicKeyPackage:
-        """What this holder of the key knows against what the officers signed."""
-        pub = keyio.decode_public_key_package(row.public_info)
-        for field, held, signed in (
-            ("public_key", row.public_key.hex(), auth.public_key.hex()),
-            ("share_version", row.share_version, auth.share_version),
-            ("previous_threshold", pub.min_signers, auth.previous_threshold),
-        ):
-            if held != signed:
-                raise _mismatch(
-                    f"{field}: key {row.key_id!r} here has {held!r}, the authorization says "
-                    f"{signed!r} (ceremony {auth.ceremony_id})"
-                )
-        return pub
+        return check_holder(row, auth)
 
     def _old_public(self, spec: SessionSpec, auth: gov.CeremonyAuthorization) -> PublicKeyPackage:
         """A receiver's view of the old public package: the relayed verifying shares, which
@@ -546,7 +561,7 @@ class CeremonyFactory:
         if list(spec.participants) != committee:
             raise NodeError(
                 Kind.NOT_AUTHORIZED,
-                f"a refresh of key {spec.key_id!r} must include exactly its committee "
+                f"the {spec.kind} of key {spec.key_id!r} must include exactly its committee "
                 f"{committee}, not {list(spec.participants)}",
             )
         row = self.shares.row(spec.key_id)
@@ -555,7 +570,7 @@ class CeremonyFactory:
             raise NodeError(
                 Kind.NOT_AUTHORIZED,
                 f"key {spec.key_id!r} is {t}-of-{len(committee)}; the request says threshold "
-                f"{spec.threshold!r} (a refresh keeps the threshold)",
+                f"{spec.threshold!r} (the {spec.kind} keeps the threshold)",
             )
 
     # -- pending share ---------------------------------------------------------------------
@@ -588,6 +603,22 @@ class CeremonyFactory:
         )
 
 
+def check_holder(row: Any, auth: gov.CeremonyAuthorization) -> PublicKeyPackage:
+    """What this holder of the key knows against what the officers signed."""
+    pub = keyio.decode_public_key_package(row.public_info)
+    for field, held, signed in (
+        ("public_key", row.public_key.hex(), auth.public_key.hex()),
+        ("share_version", row.share_version, auth.share_version),
+        ("previous_threshold", pub.min_signers, auth.previous_threshold),
+    ):
+        if held != signed:
+            raise _mismatch(
+                f"{field}: key {row.key_id!r} here has {held!r}, the authorization says "
+                f"{signed!r} (ceremony {auth.ceremony_id})"
+            )
+    return pub
+
+
 def public_key_of(scheme: str, pub: PublicKeyPackage) -> bytes:
     """The stored public key encoding of a package (as the DKG stored it)."""
     if scheme in FROST_SCHEMES:
@@ -607,13 +638,18 @@ class Ceremonies:
         raw = self.shares.store.get_meta(_pending_meta(key_id))
         return None if raw is None else dict(json.loads(raw))
 
-    def commit(self, key_id: object, session_id: object, signatures: object) -> dict[str, Any]:
+    def commit(
+        self, key_id: object, session_id: object, signatures: object, retire: object = None
+    ) -> dict[str, Any]:
         """Switch ``key_id`` to the share of the finished ceremony ``session_id``, given the
-        done-statement signatures of every party (``{party: hex}``)."""
+        done-statement signatures of every party (``{party: hex}``); with ``retire`` (an old
+        holder that did not take part in the resharing ``session_id``), delete the share."""
         kid = check_key_id(key_id)
         if not isinstance(session_id, str):
             raise NodeError(Kind.BAD_REQUEST, "session_id must be a string")
         info = self.shares.store.get_session(session_id)
+        if info is None and retire is not None:
+            return self._retire(kid, session_id, signatures, retire)
         if info is None or info["kind"] not in KINDS or info["key_id"] != kid:
             raise NodeError(Kind.UNKNOWN_SESSION, f"no ceremony {session_id} of key {kid!r} here")
         if info["status"] != "done":
@@ -627,6 +663,8 @@ class Ceremonies:
         result = info["result"]
         version = int(result["share_version"])
         if row.share_version == version:
+            if info["kind"] == "ot-resetup":  # an interrupted re-setup commit: finish it
+                return self._ot_resetup_installed(row.key_id, session_id, version)
             return {"key_id": row.key_id, "share_version": version, "status": "committed"}
         if row.share_version != version - 1:
             raise NodeError(
@@ -643,6 +681,8 @@ class Ceremonies:
                 "(a later ceremony replaced it)",
             )
         self.faults.reached("refresh:commit")
+        if info["kind"] == "ot-resetup":
+            return self._commit_ot_resetup(row.key_id, session_id, version, pending)
         store = self.shares.store
         with store.sealing.read(), store.tx() as c:
             cur = c.execute(
@@ -679,6 +719,152 @@ class Ceremonies:
             "status": "committed",
             "dropped_items": dropped,
         }
+
+    def _commit_ot_resetup(
+        self, kid: str, session_id: str, version: int, pending: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Install an authorized OT re-setup's share with :func:`signer_nodes.ecdsa.
+        resetup_pairs` (same party, group key, threshold and committee; fresh base OTs
+        towards every peer; sealed under the next share version; the retired pairs
+        re-enabled, in one transaction), then drop the key's pending record and its
+        outstanding presignatures (made with the old base OTs)."""
+        with self.shares.store.sealing.read():
+            plain = self.shares.vault.unseal(
+                bytes.fromhex(pending["sealed_share"]),
+                vault.share_aad(kid, self.shares.node_id, version),
+            )
+        new = dkls23.EcdsaKeyShare.from_bytes(plain)
+        del plain
+        installed = ecdsa.resetup_pairs(self.shares, kid, new)
+        del new
+        if installed["share_version"] != version:  # resetup_pairs went from the row we read
+            raise NodeError(Kind.INTERNAL, "the key's active share changed under the commit")
+        out = self._ot_resetup_installed(kid, session_id, version, first=True)
+        return {**out, "reenabled_peers": installed["reenabled_peers"]}
+
+    def _ot_resetup_installed(
+        self, kid: str, session_id: str, version: int, *, first: bool = False
+    ) -> dict[str, Any]:
+        """After the re-setup share is active: the pending record of ``session_id`` and every
+        outstanding presignature of the key go. A retried commit (the node answered
+        ``committed`` before, or stopped between the install and this) drops them only if
+        the pending record is still there: presignatures made since with the new share stay."""
+        pending = self.pending(kid)
+        left = pending is not None and pending["session_id"] == session_id
+        if left:
+            with self.shares.store.tx() as c:
+                c.execute("DELETE FROM meta WHERE k = ?", (_pending_meta(kid),))
+        dropped = self.shares.pool.drop_key(kid) if first or left else 0
+        logs.event(
+            "key.ot_resetup",
+            node_id=self.shares.node_id,
+            key_id=kid,
+            share_version=version,
+            session_id=session_id,
+            dropped_items=dropped,
+        )
+        return {
+            "key_id": kid,
+            "share_version": version,
+            "status": "committed",
+            "dropped_items": dropped,
+            "reenabled_peers": [],
+        }
+
+    def _retire(
+        self, kid: str, session_id: str, signatures: object, retire: object
+    ) -> dict[str, Any]:
+        """An old holder that did not deal in resharing ``session_id`` deletes its share.
+
+        Why the holder may: the officers authorized a resharing of this key, from the share
+        version it holds, to a committee without it; and every participant signed the
+        outcome (the new share version, under the same public key) with the identity key the
+        roster pins for it, which they do only after their part verified (the module
+        docstring). The authorization's expiry is not checked here: it is the evidence of a
+        ceremony that ran while it was valid, not a permission to start one. The new
+        committee already refuses this share (another polynomial; signers outside the
+        committee are refused by name: :meth:`CeremonyFactory.check_signers`); deleting it
+        leaves nothing to steal."""
+        store = self.shares.store
+        done = {"key_id": kid, "status": "retired", "session_id": session_id}
+        if store.get_meta(_committed_meta(session_id)) is not None:
+            return done
+        if not isinstance(retire, dict):
+            raise NodeError(Kind.BAD_REQUEST, "retire must be an object {outcome, authorization}")
+        outcome, raw = retire.get("outcome"), retire.get("authorization")
+        if not isinstance(raw, str):
+            raise NodeError(Kind.BAD_REQUEST, "retire.authorization must be a hex string")
+        cur = self.anchor.require()
+        try:
+            data = bytes.fromhex(raw)
+            issued = gov.decode_ceremony_authorization(data).body.issued_at
+            auth = gov.verify_ceremony_authorization(data, cur, issued)
+        except ValueError:
+            raise NodeError(
+                Kind.NOT_AUTHORIZED, "retire.authorization: not hex", code=_CODES.MALFORMED.value
+            ) from None
+        except gov.CeremonyAuthError as exc:
+            raise NodeError(Kind.NOT_AUTHORIZED, exc.detail, code=exc.kind.value) from None
+        row = self.shares.row(kid)
+        me = self.shares.node_id
+        if auth.kind != "reshare" or me in auth.committee:
+            raise _mismatch(
+                f"retire: ceremony {auth.ceremony_id} is a {auth.kind} to {list(auth.committee)};"
+                f" only a resharing that leaves {me} out retires its share"
+            )
+        check_holder(row, auth)
+        if not isinstance(outcome, dict):
+            raise NodeError(Kind.BAD_REQUEST, "retire.outcome must be an object")
+        parties = outcome.get("participants")
+        if not isinstance(parties, list) or not all(type(p) is int for p in parties):
+            raise NodeError(Kind.BAD_REQUEST, "retire.outcome.participants: party ids")
+        for field, said, expect in (
+            ("ceremony", outcome.get("ceremony"), "reshare"),
+            ("session_id", outcome.get("session_id"), session_id),
+            ("key_id", outcome.get("key_id"), kid),
+            ("scheme", outcome.get("scheme"), row.scheme),
+            ("public_key", outcome.get("public_key"), row.public_key.hex()),
+            ("share_version", outcome.get("share_version"), auth.share_version + 1),
+            ("threshold", outcome.get("threshold"), auth.threshold),
+        ):
+            if said != expect:
+                raise _mismatch(f"retire.outcome.{field}: {said!r}, not {expect!r}")
+        new = set(self.anchor.parties_of(auth.committee).values())
+        pinned = cur.node(me)
+        if not new <= set(parties) or (pinned is not None and pinned.party_id in parties):
+            raise _mismatch(
+                f"retire.outcome.participants {parties}: not the authorized committee "
+                f"{list(auth.committee)} without {me}"
+            )
+        try:
+            done_statement(outcome)
+        except ValueError as exc:
+            raise NodeError(Kind.BAD_REQUEST, f"retire.outcome: {exc}") from None
+        self._check_signatures(kid, {"outcome": outcome}, signatures, self.anchor.pins(parties))
+        with store.tx() as c:
+            c.execute("DELETE FROM ledger WHERE key_id = ?", (kid,))
+            c.execute("DELETE FROM keys WHERE key_id = ?", (kid,))
+            c.execute(
+                "DELETE FROM meta WHERE k IN (?, ?, ?, ?)",
+                (f"committee:{kid}", _pending_meta(kid), _retire_meta(kid), f"ot-retired:{kid}"),
+            )
+            c.execute(
+                "INSERT INTO meta (k, v) VALUES (?, ?)",
+                (_committed_meta(session_id), json.dumps({"key_id": kid, "retired": True})),
+            )
+        self.anchor.forget_committee(kid)
+        dropped = self.shares.pool.drop_key(kid)
+        logs.event(
+            "key.retired",
+            node_id=me,
+            key_id=kid,
+            share_version=row.share_version,
+            session_id=session_id,
+            committee=sorted(new),
+            dropped_items=dropped,
+            dealt=False,
+        )
+        return {**done, "dropped_items": dropped}
 
     def _commit_reshare(
         self, kid: str, session_id: str, result: Mapping[str, Any], signatures: object

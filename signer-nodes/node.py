@@ -303,7 +303,9 @@ class Node:
     def commit_share(self, key_id: object, body: Mapping[str, Any]) -> dict[str, Any]:
         """Switch ``key_id`` to the share of a finished ceremony (:mod:`.ceremonies`)."""
         self.anchor.require()
-        return self.ceremonies.commit(key_id, body.get("session_id"), body.get("signatures"))
+        return self.ceremonies.commit(
+            key_id, body.get("session_id"), body.get("signatures"), body.get("retire")
+        )
 
     # -- signing (all through the one pipeline) ----------------------------------------------
     def frost_commitments(self, key_id: object, count: object) -> list[dict[str, str]]:

@@ -1,10 +1,13 @@
-"""Key ceremonies on an active key: proactive refresh and resharing, commit when all done.
+"""Key ceremonies on an active key: proactive refresh, resharing and the OT re-setup of an
+ECDSA key, commit when all done.
 
 :meth:`Ceremonies.refresh` runs one ``refresh`` session (docs/NODE_API.md) among **every**
 member of the key's committee through the :class:`SessionRelay`; :meth:`Ceremonies.reshare`
 runs one ``reshare`` session among the healthy members of the key's committee (the dealers,
 at least its threshold of them) and every member of the new committee (receivers that hold
-no share yet take part too). Each carries the officers' authorization
+no share yet take part too); :meth:`Ceremonies.ot_resetup` runs one ``ot-resetup`` session
+among every member of an ECDSA key's committee (fresh base OTs for every pair, which also
+re-enables pairs retired after a failed check). Each carries the officers' authorization
 (:class:`custody.governance.CeremonyAuthorization`), which the coordinator checks against
 its own governance copy and the request before it calls any node (a clear 403 early), and
 which every node verifies again for itself (the coordinator's check decides nothing). Then:
@@ -59,8 +62,23 @@ log = logging.getLogger("api.coordinator")
 
 __all__ = ["Ceremonies", "ceremony_out"]
 
+#: the audit action of each committed ceremony kind
+_AUDIT_ACTIONS = {
+    "refresh": "key.refreshed",
+    "reshare": "key.reshared",
+    "ot-resetup": "key.ot_resetup",
+}
 RECOVER_TRIES = 30  # commits of interrupted ceremonies, at coordinator start
 RECOVER_PAUSE = 1.0  # seconds between those tries
+
+
+def _unretired(cer: dict[str, Any]) -> list[int]:
+    """The parties of a resharing whose last commit or retirement notice failed: old
+    holders leaving the committee that have not deleted their share yet."""
+    last: dict[int, bool] = {}
+    for e in cer.get("progress") or []:
+        last[int(e["party_id"])] = bool(e["ok"])
+    return sorted(p for p, ok in last.items() if not ok)
 
 
 def ceremony_out(row: Ceremony) -> dict[str, Any]:
@@ -204,6 +222,43 @@ class Ceremonies:
         }
         return await self._run(key, body, nodes, principal, key.nodes)
 
+    async def ot_resetup(
+        self, key_id: str, principal: str, authorization: str | None = None
+    ) -> dict[str, Any]:
+        """Set up the base OTs of every pair of ``key_id`` (an ECDSA key) again: an
+        ``ot-resetup`` session among every committee member (the refresh of the Shamir part,
+        then a fresh OT setup: :class:`mpc.dkls23.resetup.OtResetupChain`), committed like a
+        refresh; each node installs its result with ``signer_nodes.ecdsa.resetup_pairs``,
+        which re-enables the pairs retired after a failed check."""
+        key = self.keys.get(key_id)
+        if key.scheme != "ecdsa-secp256k1":
+            raise Problem(
+                422,
+                "validation",
+                "Invalid request",
+                f"an OT re-setup is for ECDSA (DKLs23) keys; key {key_id!r} is {key.scheme}",
+            )
+        self.check_authorization(authorization, "ot-resetup", key, key.nodes, key.threshold)
+        nodes = [self.registry.nodes[n] for n in key.nodes]
+        down = [n.id for n in nodes if not n.eligible]
+        if down:
+            raise Problem(
+                503,
+                "nodes-unavailable",
+                "Nodes unavailable",
+                f"an OT re-setup needs every share holder; not healthy: {down}",
+            )
+        body: dict[str, Any] = {
+            "session_id": secrets.token_hex(32),
+            "kind": "ot-resetup",
+            "key_id": key_id,
+            "scheme": key.scheme,
+            "threshold": key.threshold,
+            "participants": sorted(n.party_id for n in nodes),
+            "authorization": authorization,
+        }
+        return await self._run(key, body, nodes, principal, key.nodes)
+
     async def reshare(
         self,
         key_id: str,
@@ -270,7 +325,9 @@ class Ceremonies:
         committee: list[str],
     ) -> dict[str, Any]:
         key_id = key.id
-        what = "Refresh" if body["kind"] == "refresh" else "Resharing"
+        what = {"refresh": "Refresh", "reshare": "Resharing", "ot-resetup": "OT re-setup"}[
+            body["kind"]
+        ]
         lock = self._locks.setdefault(key_id, asyncio.Lock())
         if lock.locked():
             raise Problem(
@@ -314,14 +371,21 @@ class Ceremonies:
                 "committee": committee,
                 "threshold": body["threshold"],
                 "authorization": body["authorization"],
+                "previous_committee": list(key.nodes),
             }
             await asyncio.to_thread(self._committing, cid, outcome["share_version"], transcript)
             await self._commit_all(cid)
             return await asyncio.to_thread(self.get, cid)
 
     async def resume(self, ceremony_id: str) -> dict[str, Any]:
-        """Send the commits of a ``committing`` ceremony again (see the module docstring)."""
+        """Send the commits of a ``committing`` ceremony again (see the module docstring),
+        or, for a ``done`` resharing, the commits and retirement notices that did not reach
+        the old holders leaving the committee."""
         cer = await asyncio.to_thread(self.get, ceremony_id)
+        if cer["status"] == "done" and _unretired(cer):
+            async with self._locks.setdefault(cer["key_id"], asyncio.Lock()):
+                await self._commit_all(ceremony_id)
+            return await asyncio.to_thread(self.get, ceremony_id)
         if cer["status"] != "committing":
             raise Problem(
                 409, "ceremony-not-committing", "Nothing to resume", f"ceremony is {cer['status']}"
@@ -411,43 +475,80 @@ class Ceremonies:
         return outcome, vs, sigs
 
     async def _commit_all(self, cid: str) -> None:
+        """Send the commits (see the module docstring). The ceremony is ``done`` once every
+        member of the committee after it has switched. A resharing's old holders that leave
+        the committee only delete their share, so they do not hold it up: a departing dealer
+        that died after its done statement gets its commit again from ``resume``, and a
+        holder that did not deal (down, or not needed) is told to retire its share with the
+        transcript (the outcome every participant signed and the officers' authorization),
+        which it verifies itself (``POST /v1/keys/{id}/commit`` with ``retire``)."""
         cer = await asyncio.to_thread(self.get, cid)
         key_id = cer["key_id"]
-        body = {"session_id": cer["session_id"], "signatures": cer["transcript"]["signatures"]}
-        parties = cer["participants"]
-        nodes = [n for p in parties if (n := self.registry.by_party(p)) is not None]
+        tr = cer["transcript"]
+        body = {"session_id": cer["session_id"], "signatures": tr["signatures"]}
+        parties = list(cer["participants"])
+        members = set(parties)
+        retire_ids: list[str] = []
+        if cer["kind"] == "reshare":
+            committee = set(tr["committee"])
+            members = {n.party_id for nid in committee if (n := self.registry.nodes.get(nid))}
+            retire_ids = [
+                nid
+                for nid in tr.get("previous_committee") or []
+                if nid not in committee
+                and (n := self.registry.nodes.get(nid)) is not None
+                and n.party_id not in parties
+            ]
+        calls: list[tuple[Any, str, dict[str, Any]]] = [
+            (n, "commit", body) for p in parties if (n := self.registry.by_party(p)) is not None
+        ]
+        notice = {
+            **body,
+            "retire": {"outcome": tr["outcome"], "authorization": tr["authorization"]},
+        }
+        calls += [(self.registry.nodes[nid], "retire", notice) for nid in retire_ids]
+        if cer["status"] == "done":  # only what did not reach a departing holder yet
+            unretired = set(_unretired(cer))
+            calls = [c for c in calls if c[0].party_id in unretired]
         res = await asyncio.gather(
             *(
                 asyncio.wait_for(
-                    self.registry.caller.call(n, "POST", f"/v1/keys/{key_id}/commit", body),
+                    self.registry.caller.call(n, "POST", f"/v1/keys/{key_id}/commit", b),
                     self.timeout,
                 )
-                for n in nodes
+                for n, _, b in calls
             ),
             return_exceptions=True,
         )
         progress = []
         pending = []
-        for n, r in zip(nodes, res, strict=True):
-            ok = isinstance(r, dict) and r.get("status") == "committed"
+        for (n, step, _), r in zip(calls, res, strict=True):
+            ok = isinstance(r, dict) and r.get("status") in ("committed", "retired")
             progress.append(
                 {
                     "party_id": n.party_id,
                     "node_id": n.id,
-                    "step": "commit",
+                    "step": step,
                     "ok": ok,
                     **({} if ok else {"detail": f"{type(r).__name__}: {r}"[:300]}),
                 }
             )
-            if not ok:
+            if not ok and n.party_id in members:
                 pending.append(n.party_id)
         await asyncio.to_thread(self._progress, cid, progress)
         if pending:
             log.warning("ceremony commit incomplete", extra={"key_id": key_id, "parties": pending})
             return
+        if cer["status"] == "done":
+            return
         await asyncio.to_thread(self._done, cid)
         self.keys.forget(key_id)
         self.pools.forget_key(key_id)
+        if left := [e["node_id"] for e in progress if not e["ok"]]:
+            log.warning(
+                "ceremony done; old holders not told to retire yet (resume later)",
+                extra={"key_id": key_id, "nodes": left},
+            )
 
     # -- records ---------------------------------------------------------------------------
     def _interrupted(self) -> tuple[list[str], list[str]]:
@@ -541,7 +642,7 @@ class Ceremonies:
             audit.append(
                 s,
                 "coordinator",
-                "key.refreshed" if row.kind == "refresh" else "key.reshared",
+                _AUDIT_ACTIONS[row.kind],
                 row.key_id,
                 {
                     "ceremony_id": cid,

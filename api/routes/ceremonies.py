@@ -1,6 +1,7 @@
 """Key ceremonies: ``POST /v1/keys/{id}/refresh`` (proactive refresh by every share holder,
 committed only when all are done), ``POST /v1/keys/{id}/reshare`` (resharing to a new
-committee and threshold) and ``/v1/ceremonies/{id}`` (the record and its signed transcript;
+committee and threshold), ``POST /v1/keys/{id}/ot-resetup`` (fresh base OTs for every pair
+of an ECDSA key) and ``/v1/ceremonies/{id}`` (the record and its signed transcript;
 ``resume`` finishes an interrupted commit). Each ceremony carries the officers'
 authorization (``custody.governance.CeremonyAuthorization``, hex of its signed CBOR), which
 every node verifies for itself."""
@@ -105,6 +106,29 @@ async def refresh_key(
 
 
 @router.post(
+    "/v1/keys/{key_id}/ot-resetup",
+    responses={
+        200: response("Ceremony", "Set up again: every pair of the key has fresh base OTs"),
+        202: {"description": "Committing: some node has not switched yet (resume it)"},
+        **problem_responses(*AUTH_ERRORS, 404, 409, 422, 503),
+    },
+)
+async def ot_resetup_key(
+    key_id: str,
+    c: CoordinatorDep,
+    p: Admin,
+    body: Annotated[RefreshBody, Body()] = _NO_BODY,
+) -> JSONResponse:
+    """OT re-setup of the ECDSA key ``key_id`` (DKLs23): a fresh base-OT setup for every pair
+    of its committee (after a refresh of the Shamir part: same public key, new shares), which
+    re-enables a pair retired after a failed OT-extension check. Committed only when every
+    node reported done; a failure names the party at fault and changes nothing. Needs the
+    officers' ``ot-resetup`` authorization (403 ``ceremony-*`` problems otherwise); 422
+    ``validation`` for a FROST key."""
+    return _answer(await c.ceremonies.ot_resetup(key_id, p.credential_id, body.authorization))
+
+
+@router.post(
     "/v1/keys/{key_id}/reshare",
     responses={
         200: response("Ceremony", "Reshared: the new committee holds the key"),
@@ -167,5 +191,7 @@ async def get_ceremony(ceremony_id: str, c: CoordinatorDep, _: Reader) -> dict[s
     },
 )
 async def resume_ceremony(ceremony_id: str, c: CoordinatorDep, _: Admin) -> JSONResponse:
-    """Send the commits of an interrupted ceremony again (idempotent on the nodes)."""
+    """Send the commits of an interrupted ceremony again (idempotent on the nodes); for a
+    ``done`` resharing, tell the old holders that have not deleted their share yet (a
+    departing dealer down at the commit, a holder that did not deal) again."""
     return _answer(await c.ceremonies.resume(ceremony_id))

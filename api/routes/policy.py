@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from api.auth import AUTH_ERRORS
+from api.coordinator.hd import signing_key
 from api.deps import Admin, CoordinatorDep, Cursor, Db, Reader
 from api.problems import Problem, problem_responses
 from api.shadow import ShadowDisagreement, ShadowState, decode_document, dry_run, shadow_of
@@ -26,6 +27,7 @@ from custody.models import (
     ShadowDisagreementList,
     ShadowDisagreementOut,
 )
+from custody.signing import HardenedPathError, SignRequestError
 
 router = APIRouter(prefix="/v1/policy", tags=["policy"])
 
@@ -60,10 +62,23 @@ async def policy_dry_run(
                 "no active version to evaluate; pass governance (a document) to dry-run a draft",
             )
         governance, source = active, "active"
-    request: dict[str, Any] = body.model_dump(include={"payload", "network"}, exclude_none=True)
+    request: dict[str, Any] = body.model_dump(
+        include={"payload", "network", "derivation_path"}, exclude_none=True
+    )
     request.update(key_id=body.key_id, kind=body.kind)
     if body.message is not None:
         request["message"] = body.message.lower()
+    try:
+        key = signing_key(key, request)  # derivation_path: the child key, as for signing
+    except HardenedPathError as e:
+        raise Problem(
+            422, "hardened-derivation", "Hardened derivation refused", str(e),
+            field=e.field, step=e.step,
+        ) from None  # fmt: skip
+    except SignRequestError as e:
+        raise Problem(
+            422, "invalid-sign-request", "Invalid sign request", str(e), field=e.field
+        ) from None
     now = body.at if body.at is not None else int(time.time())
     initiator = body.initiator or p.principal_id
     out = await asyncio.to_thread(

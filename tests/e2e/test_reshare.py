@@ -263,3 +263,124 @@ def test_coordinator_killed_during_a_reshare_loses_nothing(live5: Live, delay: f
 def test_coordinator_killed_at_random_points_of_reshares(live5: Live, scheme: str) -> None:
     for _ in range(1 if slow_short() else 3):
         _coordinator_killed_during_a_reshare(live5, scheme, random.uniform(0.05, 4.0))  # noqa: S311
+
+
+def _node_healthy(live: Live, node: str, healthy: bool) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        st = {n.id: n.status for n in live.admin.nodes()}
+        if (st[node] == "healthy") == healthy:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{node} never became {'healthy' if healthy else 'unhealthy'}")
+
+
+def _log_events(live: Live, node: str, event: str, key_id: str) -> list[dict]:
+    path = live.cluster.data_dir / "logs" / f"{node}.log"
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if event in line and key_id in line:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return [e for e in out if e.get("event") == event and e.get("key_id") == key_id]
+
+
+def _last_step(cer: dict, node: str) -> dict:
+    return [e for e in cer["progress"] if e["node_id"] == node][-1]
+
+
+def test_an_old_holder_that_did_not_deal_is_told_to_retire_its_share(live5: Live) -> None:
+    """Issue 13: node-3 is down during a resharing 2-of-3 -> 2-of-3 {1, 2, 4} (nodes 1 and 2
+    deal). The ceremony completes without it (the new committee all switched); node-3 is
+    told to retire its share when it is back (``resume``): it verifies the officers'
+    authorization and every participant's done statement itself and deletes the share."""
+    c = live5.cluster
+    key = live5.admin.create_key("ed25519", 2, THREE)
+    assert key.public_key is not None
+    auth = authorization_for(live5.admin, "reshare", key.id, REPLACED, 2, cluster=c.cluster_file)
+    c.stop_proc("node-3")
+    try:
+        _node_healthy(live5, "node-3", False)
+        r = live5.admin.http.post(
+            f"/v1/keys/{key.id}/reshare",
+            json={"threshold": 2, "nodes": REPLACED, "authorization": auth},
+            timeout=300,
+        )
+        assert r.status_code == 200, r.text
+        cer = r.json()
+        assert cer["status"] == "done" and cer["participants"] == [1, 2, 4], cer
+        told = _last_step(cer, "node-3")
+        assert told["step"] == "retire" and told["ok"] is False, cer["progress"]
+        assert live5.admin.get_key(key.id).nodes == REPLACED
+        sign_and_verify(live5, "ed25519", key.id, key.public_key, "reshared without node-3")
+    finally:
+        c.start_node(3)
+    _node_healthy(live5, "node-3", True)
+    assert _log_events(live5, "node-3", "key.retired", key.id) == []
+    r = live5.admin.http.post(f"/v1/ceremonies/{cer['id']}/resume", timeout=60)
+    assert r.status_code == 200, r.text
+    assert _last_step(r.json(), "node-3") == {
+        "party_id": 3, "node_id": "node-3", "step": "retire", "ok": True
+    }  # fmt: skip
+    (retired,) = _log_events(live5, "node-3", "key.retired", key.id)
+    assert retired["dealt"] is False and retired["share_version"] == 1
+    shown = cli(live5, "ceremony", "show", cer["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert "old holder (did not deal; told to retire)" in shown.stdout, shown.stdout
+    # nothing left to tell: a second resume is refused as there is nothing to do
+    again = live5.admin.http.post(f"/v1/ceremonies/{cer['id']}/resume", timeout=60)
+    assert again.status_code == 409, again.text
+    sign_and_verify(live5, "ed25519", key.id, key.public_key, "after node-3 retired")
+
+
+def test_a_departing_dealer_dying_after_its_done_statement_does_not_block_the_commit(
+    live5: Live,
+) -> None:
+    """Issue 13: node-3 deals in an ECDSA resharing {1, 2, 3} -> {1, 2, 4}, signs its done
+    statement (its part ends with the resharing stage; the new committee then runs its OT
+    setup) and is SIGKILLed before the commit. Every done statement is in the transcript,
+    so the new committee commits and the ceremony is ``done``; node-3 is sent its commit
+    (delete the share) again by ``resume`` once it is back."""
+    c = live5.cluster
+    key = live5.admin.create_key("ecdsa-secp256k1", 2, THREE)
+    assert key.public_key is not None
+    auth = authorization_for(live5.admin, "reshare", key.id, REPLACED, 2, cluster=c.cluster_file)
+    answer: dict = {}
+
+    def run() -> None:
+        answer["r"] = live5.admin.http.post(
+            f"/v1/keys/{key.id}/reshare",
+            json={"threshold": 2, "nodes": REPLACED, "authorization": auth},
+            timeout=300,
+        )
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not _log_events(live5, "node-3", "ceremony.done", key.id):
+            assert time.monotonic() < deadline and t.is_alive(), "node-3 never finished dealing"
+            time.sleep(0.02)
+        time.sleep(0.3)  # its answer (done, with the statement) reaches the coordinator
+        c.stop_proc("node-3", signal.SIGKILL)
+        t.join(300)
+        r = answer["r"]
+        assert r.status_code == 200, r.text
+        cer = r.json()
+        assert cer["status"] == "done" and cer["participants"] == [1, 2, 3, 4], cer
+        assert sorted(cer["transcript"]["signatures"]) == ["1", "2", "3", "4"]
+        dead = _last_step(cer, "node-3")
+        assert dead["step"] == "commit" and dead["ok"] is False, cer["progress"]
+        assert live5.admin.get_key(key.id).nodes == REPLACED
+        sign_and_verify(live5, "ecdsa-secp256k1", key.id, key.public_key, "node-3 dead")
+    finally:
+        t.join(300)
+        c.start_node(3)
+    _node_healthy(live5, "node-3", True)
+    r = live5.admin.http.post(f"/v1/ceremonies/{cer['id']}/resume", timeout=60)
+    assert r.status_code == 200, r.text
+    assert _last_step(r.json(), "node-3")["ok"] is True, r.json()["progress"]
+    (retired,) = _log_events(live5, "node-3", "key.retired", key.id)
+    assert retired["share_version"] == 2
