@@ -117,18 +117,19 @@ class PinnedConnector(aiohttp.TCPConnector):
         return proto
 
 
-def _tls_detail(e: BaseException) -> str:
-    """The TLS reason of a failed connection (which check refused it), for the operator."""
+def _tls_detail(node: NodeInfo, e: BaseException) -> str:
+    """The TLS reason of a failed connection (which check refused it), naming the node;
+    the exception's type for any other transport failure."""
     if isinstance(e, aiohttp.ClientConnectorCertificateError):
         cert_error = e.certificate_error
         reason = getattr(cert_error, "verify_message", None) or str(cert_error)
-        return f"TLS: certificate refused: {reason}"
+        return f"TLS: {node.id}: certificate refused: {reason}"
     if isinstance(e, aiohttp.ClientSSLError):
         os_error = getattr(e, "os_error", None)
         reason = getattr(os_error, "reason", None) or str(os_error or e)
-        return f"TLS: handshake failed: {reason}"
+        return f"TLS: {node.id}: handshake failed: {reason}"
     if isinstance(e, ssl.SSLError):
-        return f"TLS: handshake failed: {e.reason or e}"
+        return f"TLS: {node.id}: handshake failed: {e.reason or e}"
     return type(e).__name__
 
 
@@ -308,7 +309,7 @@ class NodeCaller:
         except tls.TlsIdentityError as e:
             raise NodeFailure(node, "unreachable", f"{method} {path}: TLS: {e}") from e
         except (aiohttp.ClientError, OSError, ValueError) as e:
-            raise NodeFailure(node, "unreachable", f"{method} {path}: {_tls_detail(e)}") from e
+            raise NodeFailure(node, "unreachable", f"{method} {path}: {_tls_detail(node, e)}") from e
         try:
             doc = json.loads(raw)
         except ValueError:
