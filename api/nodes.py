@@ -295,8 +295,8 @@ class NodeCaller:
             raise NodeFailure(
                 node,
                 "unreachable",
-                f"{method} {path}: {base} is plain HTTP: this coordinator calls nodes only "
-                "over mutual TLS (enrol an https:// URL)",
+                f"{method} {path}: {node.id} at {base} is plain HTTP: this coordinator "
+                "calls nodes only over mutual TLS (enrol an https:// URL)",
             )
         try:
             async with self.session(base, node).request(
@@ -309,7 +309,8 @@ class NodeCaller:
         except tls.TlsIdentityError as e:
             raise NodeFailure(node, "unreachable", f"{method} {path}: TLS: {e}") from e
         except (aiohttp.ClientError, OSError, ValueError) as e:
-            raise NodeFailure(node, "unreachable", f"{method} {path}: {_tls_detail(node, e)}") from e
+            detail = _tls_detail(node, e)
+            raise NodeFailure(node, "unreachable", f"{method} {path}: {detail}") from e
         try:
             doc = json.loads(raw)
         except ValueError:
