@@ -163,6 +163,14 @@ def up(
             "`custody pay ...` finds it in cluster.json",
         ),
     ] = False,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="plain HTTP between coordinator and nodes (development only; default: "
+            "mutual TLS 1.3 with a dev CA made on first run)",
+        ),
+    ] = False,
 ) -> None:
     """Start the coordinator and the signer nodes as local processes (Ctrl-C stops them).
 
@@ -180,6 +188,7 @@ def up(
             port=port,
             allow_raw=allow_raw,
             payments=with_payments,
+            tls=not dev,
             progress=lambda m: status.update(m),
         )
         try:

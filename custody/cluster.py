@@ -8,7 +8,7 @@ Layout of ``DIR``::
     officers/           dev officer key files and their passphrase (development only)
     approvers/          dev approver key files (the treasury group) and their passphrase
     governance/v1.gov   the dev genesis every node installed as its trust anchor
-    tls/                the dev CA (ca.key 0600, ca.pem): ``tls=True``, the default
+    tls/                the dev CA (ca.key 0600, ca.pem): ``tls=True`` (``custody up``)
     coordinator/tls/    its client certificate for the node calls (client.key 0600,
                         client.crt, ca.pem); node-N/tls/ each node's (custody.tls)
     logs/               one JSON-lines log per process
@@ -21,8 +21,9 @@ Mutual TLS (``tls``, the default): the provisioner makes a dev CA, the coordinat
 certificate, and each node's server certificate from a CSR the node makes itself
 (``signer_nodes tls-request``: its key stays in its directory, encrypted under an
 HSM-sealed passphrase, and is bound to its roster identity key); nodes and coordinator
-then serve and call only over TLS 1.3, node URLs are ``https://``. ``tls=False`` starts
-both with ``--dev`` over plain HTTP (development only; docs/PERFORMANCE.md has the cost).
+then serve and call only over TLS 1.3, node URLs are ``https://``. ``tls=False`` (the
+dataclass default, for the test harness) starts both with ``--dev`` over plain HTTP
+(development only; docs/PERFORMANCE.md has the cost).
 
 The genesis carries the **demo policy** (:func:`demo_policy`, README "Demo policy"): ETH,
 the demo ERC-20 token and BTC transfers to the allowlisted demo destinations are signed up
@@ -310,9 +311,11 @@ class Cluster:
     # also start the payment service (python -m payments) with an Ed25519 book key; its URL
     # and token go into cluster.json's "payments" member (``custody up --with-payments``)
     payments: bool = False
-    # mutual TLS 1.3 between coordinator and nodes (a dev CA made on first run); False:
-    # plain HTTP, both processes started with --dev
-    tls: bool = True
+    # mutual TLS 1.3 between coordinator and nodes (a dev CA made on first run; `custody up`
+    # turns it on unless --dev). False: plain HTTP, both processes started with --dev: the
+    # test harness's default while tests reach nodes directly or put plain-HTTP proxies in
+    # front of them (docs/PERFORMANCE.md "Mutual TLS" has the cost and the list)
+    tls: bool = False
     python: str = sys.executable
     progress: Callable[[str], None] = lambda _msg: None
     env: dict[str, str] = field(default_factory=dict)
@@ -320,6 +323,8 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
+        if (self.data_dir / "tls" / "ca.pem").exists():
+            self.tls = True  # provisioned with TLS: its processes no longer serve plain HTTP
 
     @property
     def api_url(self) -> str:

@@ -28,9 +28,9 @@ import pytest
 from nacl.signing import SigningKey
 
 from custody import tls
-from custody.cluster import free_port_block, node_port
+from custody.cluster import Cluster, free_port_block, node_port
 from custody.demo import verify_independently
-from tests.e2e.conftest import Live, running_cluster
+from tests.e2e.conftest import CLUSTER_ENV, Live, clone_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,9 +62,23 @@ while True:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """A cluster of this module's own: it stops a node and re-enrols another."""
-    with running_cluster(tmp_path_factory.mktemp("mtls")) as lv:
-        yield lv
+    """A TLS cluster of this module's own (it stops a node and re-enrols another): a copy
+    of the session's provisioned cluster, to which ``Cluster(tls=True)`` adds the dev CA
+    and every certificate on its first start (what ``custody up`` does)."""
+    d = tmp_path_factory.mktemp("mtls")
+    clone_cluster(d)
+    cluster = Cluster(
+        d, nodes=3, port=free_port_block(3), env=dict(CLUSTER_ENV), allow_raw=True, tls=True
+    )
+    try:
+        doc = cluster.start(timeout=90)
+        lv = Live(cluster, doc)
+        try:
+            yield lv
+        finally:
+            lv.close()
+    finally:
+        cluster.stop()
 
 
 def _ca(live: Live) -> tls.Ca:
