@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from nacl.signing import SigningKey
 
 from custody import tls
@@ -316,3 +317,56 @@ def test_coordinator_without_tls_refuses_to_start_outside_dev(tmp_path: Path) ->
     )  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert "refused: no TLS material" in r.stderr and "--dev" in r.stderr, r.stderr
+
+
+def _node_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "signer_nodes", *args],
+        capture_output=True, text=True, cwd=ROOT, check=False, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_provisioned_node_serves_mtls_after_seal_key_rotation(tmp_path: Path) -> None:
+    """The node's own CSR flow end to end: ``tls-request`` (key encrypted, passphrase
+    sealed by the HSM), a CA signs, the seal key is rotated (the sealed passphrase is
+    rewrapped with the identity keys), and ``run`` serves mutual TLS to the coordinator's
+    certificate; the CSR's binding is the identity ``identity`` reports."""
+    d = tmp_path / "node"
+    r = _node_cli("init", "--data-dir", str(d), "--node-id", "node-7", "--party-id", "7",
+                  "--coordinator-key", "22" * 32)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    sign_pk = bytes.fromhex(json.loads(r.stdout)["sign_pk"])
+    r = _node_cli("tls-request", "--data-dir", str(d), "--host", "127.0.0.1")
+    assert r.returncode == 0, r.stderr
+    ca = tls.make_ca("t")
+    cert = tls.issue_node(ca, tls.load_csr(r.stdout.encode()))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    assert tls.check_node_certificate(der, "node-7", sign_pk) == sign_pk
+    tls.write_public(d / "tls" / "node.crt", tls.pem(cert))
+    tls.write_public(d / "tls" / "ca.pem", tls.pem(ca.cert))
+    assert b"ENCRYPTED" in (d / "tls" / "node.key").read_bytes()
+    r = _node_cli("rotate-seal-key", "--data-dir", str(d))
+    assert r.returncode == 0, r.stderr
+    coord = tls.new_key()
+    tls.write_public(tmp_path / "c.crt", tls.pem(tls.issue_coordinator(ca, coord)))
+    tls.write_private(tmp_path / "c.key", tls.key_pem(coord))
+    tls.write_public(tmp_path / "ca.pem", tls.pem(ca.cert))
+    port = free_port_block(1)
+    p = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "signer_nodes", "run", "--data-dir", str(d), "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        ctx = tls.client_context(tmp_path / "ca.pem", tmp_path / "c.crt", tmp_path / "c.key")
+        end, health = time.monotonic() + 60, None
+        while health is None:
+            assert p.poll() is None, p.stderr.read() if p.stderr else ""
+            try:
+                health = httpx.get(f"https://127.0.0.1:{port}/health", verify=ctx, timeout=2)
+            except httpx.HTTPError:
+                assert time.monotonic() < end, "node did not serve TLS"
+                time.sleep(0.2)
+        assert health.status_code == 200 and health.json()["node_id"] == "node-7"
+    finally:
+        p.terminate()
+        p.wait(10)
