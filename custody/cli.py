@@ -1,6 +1,6 @@
 """The ``custody`` command line (typer + rich).
 
-    custody up [--nodes 3] [--data-dir DIR] [--port P]   run a local dev cluster (foreground)
+    custody up [--nodes 3] [--data-dir DIR] [--port P] [--dev]   a local dev cluster (mTLS)
     custody demo                                        schemes signed, the policy, payments
     custody keys create|list|show, custody sign, custody requests list|show, custody nodes,
     custody audit verify|checkpoint

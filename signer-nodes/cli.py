@@ -1,11 +1,14 @@
-"""``python -m signer_nodes init|identity|trust|run|rotate-seal-key|status|backup`` (typer + rich).
+"""``python -m signer_nodes init|identity|trust|tls-request|run|rotate-seal-key|status|backup``.
 
 Provisioning: ``init`` creates the token, identity keys and database and prints the
 identity JSON ``{"node_id","party_id","sign_pk","box_pk"}`` (``identity`` prints it again);
 the officers pin it in the governance genesis; ``trust --governance GENESIS`` installs that
-genesis once; then ``run``. The PIN comes from ``--pin-file`` (a secret file outside the
-data directory) or ``$CUSTODY_HSM_PIN``; without either, ``init`` writes a random PIN to
-``D/hsm.pin``, which is the DEV layout only (the PIN next to the token it unlocks).
+genesis once; ``tls-request`` makes the TLS key and its identity-bound CSR (the CA's
+certificate goes to D/tls/node.crt, docs/SECURITY.md "Transport: mutual TLS"); then ``run``
+(mutual TLS 1.3; plain HTTP only with ``--dev``). The PIN comes from ``--pin-file`` (a
+secret file outside the data directory) or ``$CUSTODY_HSM_PIN``; without either, ``init``
+writes a random PIN to ``D/hsm.pin``, which is the DEV layout only (the PIN next to the
+token it unlocks).
 
 Errors never print a stack trace: HSM errors exit with their own code
 (:mod:`hsm.errors`: 20 module missing, 21 token missing, 22 wrong PIN, 23 HSM
