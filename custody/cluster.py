@@ -17,13 +17,15 @@ Layout of ``DIR``::
 
 First run provisions everything (``api init``, ``signer_nodes init``); later runs reuse it.
 
-Mutual TLS (``tls``, the default): the provisioner makes a dev CA, the coordinator's client
-certificate, and each node's server certificate from a CSR the node makes itself
+Mutual TLS (``tls=True``, what ``custody up`` runs unless ``--dev``): the provisioner makes
+a dev CA, the coordinator's client certificate, and each node's server certificate from a
+CSR the node makes itself
 (``signer_nodes tls-request``: its key stays in its directory, encrypted under an
 HSM-sealed passphrase, and is bound to its roster identity key); nodes and coordinator
 then serve and call only over TLS 1.3, node URLs are ``https://``. ``tls=False`` (the
 dataclass default, for the test harness) starts both with ``--dev`` over plain HTTP
-(development only; docs/PERFORMANCE.md has the cost).
+(development only; docs/PERFORMANCE.md has the cost); a directory once provisioned with
+TLS stays TLS.
 
 The genesis carries the **demo policy** (:func:`demo_policy`, README "Demo policy"): ETH,
 the demo ERC-20 token and BTC transfers to the allowlisted demo destinations are signed up
