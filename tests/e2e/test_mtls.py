@@ -164,6 +164,33 @@ def test_signing_end_to_end_over_mtls(live: Live, scheme: str) -> None:
         assert by.startswith("pynacl" if scheme == "ed25519" else "coincurve"), by
 
 
+def _node_port_sockets(live: Live) -> dict[str, int]:
+    """Loopback TCP sockets touching the node ports, by state (ESTABLISHED, TIME_WAIT),
+    from /proc/net/tcp: a connection closed by either side leaves a TIME_WAIT."""
+    ports = {node_port(live.cluster.port, i) for i in (1, 2, 3)}
+    out = {"01": 0, "06": 0}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        local, remote, state = int(f[1].split(":")[1], 16), int(f[2].split(":")[1], 16), f[3]
+        if state in out and (local in ports or remote in ports):
+            out[state] += 1
+    return {"established": out["01"], "time_wait": out["06"]}
+
+
+def test_signing_reuses_tls_connections(live: Live) -> None:
+    """30 signatures (each at least two node calls) open next to no new connection: the
+    coordinator's pools keep their TLS connections alive (a handshake per request would
+    leave one TIME_WAIT socket per call)."""
+    key = live.key("ed25519")
+    live.requester.sign(key.id, b"warm")
+    before = _node_port_sockets(live)
+    for i in range(30):
+        assert live.requester.sign(key.id, b"reuse %d" % i).status == "signed"
+    after = _node_port_sockets(live)
+    assert after["time_wait"] - before["time_wait"] <= 6, (before, after)
+    assert after["established"] > 0, after
+
+
 def test_key_material_at_rest(live: Live) -> None:
     """Private keys 0600 in 0700 directories; the node's TLS key is encrypted (its
     passphrase sealed by the node's HSM, not on disk)."""
