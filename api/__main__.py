@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=7100)
     s.add_argument("--log-level", default=None, help="default: $CUSTODY_LOG_LEVEL, else INFO")
+    s.add_argument("--dev", action="store_true", help="development only: plain HTTP to nodes")
     args = ap.parse_args(argv)
 
     os.umask(0o077)
@@ -111,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             db.close()
         return 0
 
+    if args.dev:
+        settings.dev = True
+    refusal = settings.transport_refusal()
+    if refusal is not None:
+        print(f"refused: {refusal}", file=sys.stderr)
+        return 2
     level = args.log_level or settings.log_level
     logs.configure(level)
     serve(

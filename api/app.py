@@ -42,7 +42,8 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
         key = keystore.load_or_create(settings)
         db.create_all()
         keystore.private_files(settings)
-        c = Coordinator(settings, db, NodeCaller(key.sign, settings.round_timeout))
+        caller = NodeCaller(key.sign, settings.round_timeout, tls=settings.node_tls_context())
+        c = Coordinator(settings, db, caller)
         app.state.coordinator = c
         app.state.coordinator_public_key = key.public_key
         metrics.watch(c.pools.sizes, lambda: [n.status for n in c.registry.nodes.values()])

@@ -6,6 +6,13 @@ Every failure is a :class:`NodeFailure` naming the parties to blame: the node it
 it is unreachable, slow or answers garbage, or the ``culprits`` of a protocol problem it
 reports.
 
+With TLS material (:meth:`api.settings.Settings.node_tls_context`) every call goes over
+mutual TLS 1.3 to an ``https://`` URL (a plain ``http://`` one is refused), and each new
+connection is checked, after the CA chain and before any request is sent on it, to be
+the node meant (:class:`PinnedConnector`: :func:`custody.tls.check_node_certificate`
+against the roster's ``sign_pk``); connections are kept alive and reused, so a handshake
+is paid once per connection, not per request.
+
 Each signed call is a client span and carries its W3C ``traceparent`` (not part of the
 signed string of :mod:`custody.nodeauth`: it only correlates logs and spans); a batch call
 carries the trace of its first item and links the others'. Every call's latency is in
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +33,7 @@ import aiohttp
 from opentelemetry.context import Context
 
 from api import metrics
-from custody import obs
+from custody import obs, tls
 from custody.domain import NodeStatus
 from custody.nodeauth import Signer, sign_headers
 
@@ -74,6 +82,57 @@ class NodeFailure(Exception):
         return self.reason in ("unreachable", "timeout")
 
 
+class PinnedConnector(aiohttp.TCPConnector):
+    """A keep-alive pool to one node whose every new TLS connection must carry that node's
+    certificate: SAN ``urn:tpwc:node:<id>`` and the identity binding to ``sign_pk`` (the
+    roster's pin; ``None`` while enrolling, when :meth:`NodeCaller.health` compares the
+    bound key with the identity the node reports). A refused connection is closed before
+    a byte of any request is written on it.
+
+    aiohttp has no public hook after the handshake and before the request, so this
+    overrides ``TCPConnector._create_connection`` (aiohttp 3.9 to 3.14 keep its
+    signature); tests/e2e/test_mtls.py fails if an upgrade bypasses it.
+    """
+
+    def __init__(self, node_id: str, sign_pk: bytes | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.node_id = node_id
+        self.sign_pk = sign_pk
+        self.bound_pk: bytes | None = None  # the identity the last connection was bound to
+
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        proto = await super()._create_connection(req, traces, timeout)
+        transport = proto.transport
+        ssl_object = None if transport is None else transport.get_extra_info("ssl_object")
+        try:
+            if ssl_object is None:
+                raise tls.TlsIdentityError(self.node_id, "connection is not TLS")
+            self.bound_pk = tls.check_node_certificate(
+                ssl_object.getpeercert(binary_form=True), self.node_id, self.sign_pk
+            )
+        except tls.TlsIdentityError:
+            if transport is not None:
+                transport.abort()
+            raise
+        return proto
+
+
+def _tls_detail(node: NodeInfo, e: BaseException) -> str:
+    """The TLS reason of a failed connection (which check refused it), naming the node;
+    the exception's type for any other transport failure."""
+    if isinstance(e, aiohttp.ClientConnectorCertificateError):
+        cert_error = e.certificate_error
+        reason = getattr(cert_error, "verify_message", None) or str(cert_error)
+        return f"TLS: {node.id}: certificate refused: {reason}"
+    if isinstance(e, aiohttp.ClientSSLError):
+        os_error = getattr(e, "os_error", None)
+        reason = getattr(os_error, "reason", None) or str(os_error or e)
+        return f"TLS: {node.id}: handshake failed: {reason}"
+    if isinstance(e, ssl.SSLError):
+        return f"TLS: {node.id}: handshake failed: {e.reason or e}"
+    return type(e).__name__
+
+
 class NodeCaller:
     """Signed JSON calls to nodes: one keep-alive HTTP/1.1 connection pool per node URL.
 
@@ -88,19 +147,36 @@ class NodeCaller:
         timeout: float,
         max_connections: int = 64,
         max_batch: int = 64,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.signer = signer
+        self.tls = tls  # mutual TLS 1.3 to every node (None: plain HTTP, --dev only)
         self.timeout = timeout
         self.max_connections = max_connections
         self.max_batch = max_batch
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._sessions: dict[tuple[str, str, str], aiohttp.ClientSession] = {}
         self._batchers: dict[tuple[str, str, str], Batcher] = {}
 
-    def session(self, base_url: str) -> aiohttp.ClientSession:
-        s = self._sessions.get(base_url)
+    def session(self, base_url: str, node: NodeInfo | None = None) -> aiohttp.ClientSession:
+        """The keep-alive session to ``base_url``; with TLS, one per node identity too (a
+        pool pinned to ``node``'s id and roster ``sign_pk``)."""
+        ident = ("", "") if node is None or self.tls is None else (node.id, node.sign_pk)
+        key = (base_url, *ident)
+        s = self._sessions.get(key)
         if s is None or s.closed:
-            s = self._sessions[base_url] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=30),
+            connector: aiohttp.TCPConnector
+            if self.tls is None or node is None:
+                connector = aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=30)
+            else:
+                connector = PinnedConnector(
+                    node.id,
+                    bytes.fromhex(node.sign_pk) if node.sign_pk else None,
+                    limit=self.max_connections,
+                    keepalive_timeout=30,
+                    ssl=self.tls,
+                )
+            s = self._sessions[key] = aiohttp.ClientSession(
+                connector=connector,
                 timeout=aiohttp.ClientTimeout(
                     total=self.timeout, sock_connect=min(self.timeout, 2.0)
                 ),
@@ -115,7 +191,22 @@ class NodeCaller:
             await s.close()
 
     async def health(self, node: NodeInfo, url: str | None = None) -> dict[str, Any]:
-        return await self._send(node, "GET", "/health", None, url=url, signed=False)
+        """The node's ``/health``. Over TLS, a node enrolling (no ``sign_pk`` yet) must
+        report the identity its certificate is bound to (the registry then checks that
+        identity against the roster)."""
+        doc = await self._send(node, "GET", "/health", None, url=url, signed=False)
+        if self.tls is not None and not node.sign_pk:
+            base = (url or node.url).rstrip("/")
+            connector = self.session(base, node).connector
+            bound = connector.bound_pk if isinstance(connector, PinnedConnector) else None
+            if bound is None or doc.get("sign_pk") != bound.hex():
+                raise NodeFailure(
+                    node,
+                    "unreachable",
+                    f"GET /health: TLS: {node.id}: the identity it reports is not the one "
+                    "its certificate is bound to",
+                )
+        return doc
 
     async def call(
         self,
@@ -200,16 +291,26 @@ class NodeCaller:
         url: str | None,
     ) -> dict[str, Any]:
         base = (url or node.url).rstrip("/")
+        if self.tls is not None and not base.startswith("https://"):
+            raise NodeFailure(
+                node,
+                "unreachable",
+                f"{method} {path}: {node.id} at {base} is plain HTTP: this coordinator "
+                "calls nodes only over mutual TLS (enrol an https:// URL)",
+            )
         try:
-            async with self.session(base).request(
+            async with self.session(base, node).request(
                 method, base + path, data=content or None, headers=headers
             ) as r:
                 raw = await r.read()
                 status = r.status
         except TimeoutError as e:
             raise NodeFailure(node, "timeout", f"{method} {path}: no answer in time") from e
+        except tls.TlsIdentityError as e:
+            raise NodeFailure(node, "unreachable", f"{method} {path}: TLS: {e}") from e
         except (aiohttp.ClientError, OSError, ValueError) as e:
-            raise NodeFailure(node, "unreachable", f"{method} {path}: {type(e).__name__}") from e
+            detail = _tls_detail(node, e)
+            raise NodeFailure(node, "unreachable", f"{method} {path}: {detail}") from e
         try:
             doc = json.loads(raw)
         except ValueError:

@@ -8,11 +8,14 @@ parse (``CUSTODY_SYNC_WAIT=soon``) stops the coordinator at start with the varia
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from custody import tls
 
 
 class Settings(BaseSettings):
@@ -127,6 +130,21 @@ class Settings(BaseSettings):
         default=False,
         description="development only: allow webhook URLs on loopback addresses",
     )
+    # mutual TLS to the signer nodes (custody.tls; docs/SECURITY.md "Transport: mutual TLS")
+    dev: bool = Field(
+        default=False,
+        description="development only: allow plain HTTP to the nodes (serve --dev)",
+    )
+    node_tls_ca_file: Path | None = Field(
+        default=None, description="CA of the nodes' certificates; default data_dir/tls/ca.pem"
+    )
+    node_tls_cert_file: Path | None = Field(
+        default=None,
+        description="the coordinator's client certificate; default data_dir/tls/client.crt",
+    )
+    node_tls_key_file: Path | None = Field(
+        default=None, description="its private key (0600); default data_dir/tls/client.key"
+    )
 
     def __init__(self, data_dir: str | Path | None = None, **kw: Any) -> None:
         if data_dir is not None:
@@ -140,7 +158,45 @@ class Settings(BaseSettings):
             self.presig_low_water = self.presig_target // 4
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'coordinator.db'}"
+        tls_dir = self.data_dir / "tls"
+        if self.node_tls_ca_file is None and (tls_dir / "ca.pem").is_file():
+            self.node_tls_ca_file = tls_dir / "ca.pem"
+        if self.node_tls_cert_file is None and (tls_dir / "client.crt").is_file():
+            self.node_tls_cert_file = tls_dir / "client.crt"
+        if self.node_tls_key_file is None and (tls_dir / "client.key").is_file():
+            self.node_tls_key_file = tls_dir / "client.key"
         return self
+
+    @property
+    def node_tls(self) -> bool:
+        """Whether the coordinator calls the nodes over mutual TLS (CA, certificate, key)."""
+        return None not in (self.node_tls_ca_file, self.node_tls_cert_file, self.node_tls_key_file)
+
+    def node_tls_context(self) -> ssl.SSLContext | None:
+        """The TLS 1.3 client context for node calls (:func:`custody.tls.client_context`),
+        or ``None`` without TLS material. ValueError names the file that does not load."""
+        if not self.node_tls:
+            return None
+        assert self.node_tls_ca_file and self.node_tls_cert_file and self.node_tls_key_file
+        mode = self.node_tls_key_file.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ValueError(f"{self.node_tls_key_file} is mode {mode:o}: it must be 0600")
+        try:
+            return tls.client_context(
+                self.node_tls_ca_file, self.node_tls_cert_file, self.node_tls_key_file
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"node TLS material does not load: {exc}") from None
+
+    def transport_refusal(self) -> str | None:
+        """Why ``serve`` must not start (plain HTTP to the nodes outside ``dev``), or None."""
+        if self.node_tls or self.dev:
+            return None
+        return (
+            f"no TLS material for the node calls ({self.data_dir / 'tls'}/ca.pem, client.crt, "
+            "client.key, or CUSTODY_NODE_TLS_*_FILE): the coordinator calls nodes only over "
+            "mutual TLS; plain HTTP only with --dev (development)"
+        )
 
     @property
     def legacy_key_path(self) -> Path:

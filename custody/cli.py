@@ -1,6 +1,6 @@
 """The ``custody`` command line (typer + rich).
 
-    custody up [--nodes 3] [--data-dir DIR] [--port P]   run a local dev cluster (foreground)
+    custody up [--nodes 3] [--data-dir DIR] [--port P] [--dev]   a local dev cluster (mTLS)
     custody demo                                        schemes signed, the policy, payments
     custody keys create|list|show, custody sign, custody requests list|show, custody nodes,
     custody audit verify|checkpoint
@@ -163,6 +163,14 @@ def up(
             "`custody pay ...` finds it in cluster.json",
         ),
     ] = False,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="plain HTTP between coordinator and nodes (development only; default: "
+            "mutual TLS 1.3 with a dev CA made on first run)",
+        ),
+    ] = False,
 ) -> None:
     """Start the coordinator and the signer nodes as local processes (Ctrl-C stops them).
 
@@ -180,6 +188,7 @@ def up(
             port=port,
             allow_raw=allow_raw,
             payments=with_payments,
+            tls=not dev,
             progress=lambda m: status.update(m),
         )
         try:

@@ -8,11 +8,24 @@ Layout of ``DIR``::
     officers/           dev officer key files and their passphrase (development only)
     approvers/          dev approver key files (the treasury group) and their passphrase
     governance/v1.gov   the dev genesis every node installed as its trust anchor
+    tls/                the dev CA (ca.key 0600, ca.pem): ``tls=True`` (``custody up``)
+    coordinator/tls/    its client certificate for the node calls (client.key 0600,
+                        client.crt, ca.pem); node-N/tls/ each node's (custody.tls)
     logs/               one JSON-lines log per process
     cluster.json        {"api_url", "nodes": [{"id", "url"}], "credentials": {role: token},
                          "principals": {role: name}, "dev_governance": {key file paths}} (0600)
 
 First run provisions everything (``api init``, ``signer_nodes init``); later runs reuse it.
+
+Mutual TLS (``tls=True``, what ``custody up`` runs unless ``--dev``): the provisioner makes
+a dev CA, the coordinator's client certificate, and each node's server certificate from a
+CSR the node makes itself
+(``signer_nodes tls-request``: its key stays in its directory, encrypted under an
+HSM-sealed passphrase, and is bound to its roster identity key); nodes and coordinator
+then serve and call only over TLS 1.3, node URLs are ``https://``. ``tls=False`` (the
+dataclass default, for the test harness) starts both with ``--dev`` over plain HTTP
+(development only; docs/PERFORMANCE.md has the cost); a directory once provisioned with
+TLS stays TLS.
 
 The genesis carries the **demo policy** (:func:`demo_policy`, README "Demo policy"): ETH,
 the demo ERC-20 token and BTC transfers to the allowlisted demo destinations are signed up
@@ -33,6 +46,7 @@ import random
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -43,7 +57,7 @@ from typing import Any
 
 import httpx
 
-from custody import governance
+from custody import governance, tls
 from custody.cli_support import read_cluster_file
 from custody.policy import (
     Allowlist,
@@ -299,6 +313,11 @@ class Cluster:
     # also start the payment service (python -m payments) with an Ed25519 book key; its URL
     # and token go into cluster.json's "payments" member (``custody up --with-payments``)
     payments: bool = False
+    # mutual TLS 1.3 between coordinator and nodes (a dev CA made on first run; `custody up`
+    # turns it on unless --dev). False: plain HTTP, both processes started with --dev: the
+    # test harness's default while tests reach nodes directly or put plain-HTTP proxies in
+    # front of them (docs/PERFORMANCE.md "Mutual TLS" has the cost and the list)
+    tls: bool = False
     python: str = sys.executable
     progress: Callable[[str], None] = lambda _msg: None
     env: dict[str, str] = field(default_factory=dict)
@@ -306,13 +325,33 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
+        if (self.data_dir / "tls" / "ca.pem").exists():
+            self.tls = True  # provisioned with TLS: its processes no longer serve plain HTTP
 
     @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def node_url(self, i: int) -> str:
-        return f"http://{self.host}:{node_port(self.port, i)}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{node_port(self.port, i)}"
+
+    @property
+    def coordinator_tls_dir(self) -> Path:
+        return self.data_dir / "coordinator" / "tls"
+
+    def node_ssl_context(self) -> ssl.SSLContext | None:
+        """A TLS 1.3 client context with the coordinator's certificate (what the
+        provisioner, tests and tools use to reach a node directly), or None without TLS."""
+        if not self.tls:
+            return None
+        d = self.coordinator_tls_dir
+        return tls.client_context(d / "ca.pem", d / "client.crt", d / "client.key")
+
+    def node_http(self, timeout: float = 10.0) -> httpx.Client:
+        """An httpx client for direct node calls (mutual TLS when the cluster has it)."""
+        ctx = self.node_ssl_context()
+        return httpx.Client(timeout=timeout, verify=ctx if ctx is not None else True)
 
     @property
     def cluster_file(self) -> Path:
@@ -385,8 +424,41 @@ class Cluster:
                     coord_pk,
                 ]
             )
+        if self.tls:
+            self._dev_tls()
         self._dev_governance()
         return dict(creds)
+
+    def _dev_tls(self) -> None:
+        """The dev CA (first run), the coordinator's client certificate and a server
+        certificate for every node lacking one, issued from the node's own CSR
+        (``signer_nodes tls-request``), which binds its TLS key to its identity key."""
+        ca_dir = self.data_dir / "tls"
+        ca_dir.mkdir(mode=0o700, exist_ok=True)
+        if not (ca_dir / "ca.pem").exists():
+            self.progress("dev CA: certificates for the coordinator and the nodes")
+            fresh = tls.make_ca(self.data_dir.name)
+            tls.write_private(ca_dir / "ca.key", tls.key_pem(fresh.key))
+            tls.write_public(ca_dir / "ca.pem", tls.pem(fresh.cert))
+        ca = tls.load_ca(ca_dir / "ca.pem", ca_dir / "ca.key")
+        ca_pem = tls.pem(ca.cert)
+        cd = self.coordinator_tls_dir
+        if not (cd / "client.crt").exists():
+            cd.mkdir(mode=0o700, exist_ok=True)
+            key = tls.new_key()
+            tls.write_private(cd / "client.key", tls.key_pem(key))
+            tls.write_public(cd / "ca.pem", ca_pem)
+            tls.write_public(cd / "client.crt", tls.pem(tls.issue_coordinator(ca, key)))
+        hosts = sorted({self.host, "localhost", "127.0.0.1"})
+        for i in range(1, self.nodes + 1):
+            nd = self.data_dir / node_id(i)
+            if (nd / "tls" / "node.crt").exists():
+                continue
+            argv = [self.python, "-m", "signer_nodes", "tls-request", "--data-dir", str(nd)]
+            csr = self._run(argv + [a for h in hosts for a in ("--host", h)])
+            cert = tls.issue_node(ca, tls.load_csr(csr.encode()))
+            tls.write_public(nd / "tls" / "ca.pem", ca_pem)
+            tls.write_public(nd / "tls" / "node.crt", tls.pem(cert))
 
     def _dev_governance(self) -> None:
         """A development genesis: dev officers, every node pinned, the demo policy with its
@@ -492,21 +564,19 @@ class Cluster:
         self.procs[name] = Proc(name, argv, p)
 
     def start_node(self, i: int) -> None:
-        self._spawn(
-            node_id(i),
-            [
-                self.python,
-                "-m",
-                "signer_nodes",
-                "run",
-                "--data-dir",
-                str(self.data_dir / node_id(i)),
-                "--host",
-                self.host,
-                "--port",
-                str(node_port(self.port, i)),
-            ],
-        )
+        argv = [
+            self.python,
+            "-m",
+            "signer_nodes",
+            "run",
+            "--data-dir",
+            str(self.data_dir / node_id(i)),
+            "--host",
+            self.host,
+            "--port",
+            str(node_port(self.port, i)),
+        ]
+        self._spawn(node_id(i), argv if self.tls else [*argv, "--dev"])
 
     def start_coordinator(self) -> None:
         """Spawn the coordinator process (``start``, or a test restarting it)."""
@@ -522,7 +592,7 @@ class Cluster:
             "--port",
             str(self.port),
         ]
-        self._spawn("coordinator", argv)
+        self._spawn("coordinator", argv if self.tls else [*argv, "--dev"])
 
     def start_payments(self, admin_token: str, requester_token: str) -> dict[str, str]:
         """Spawn ``python -m payments`` under DIR/payments (its database, the book's journal,
@@ -621,8 +691,9 @@ class Cluster:
             self.start_node(i)
         deadline = time.monotonic() + timeout
         self._wait_health(self.api_url, deadline, "coordinator")
+        node_ctx = self.node_ssl_context()
         for i in range(1, self.nodes + 1):
-            self._wait_health(self.node_url(i), deadline, node_id(i))
+            self._wait_health(self.node_url(i), deadline, node_id(i), node_ctx)
         self.progress("enrolling nodes")
         with httpx.Client(
             base_url=self.api_url, timeout=30, headers={"Authorization": f"Bearer {creds['admin']}"}
@@ -648,6 +719,13 @@ class Cluster:
             "dev_policy": "demo (README: Demo policy)",
             "dev_governance": self._governance_files(),
         }
+        if self.tls:  # what a tool needs to reach a node directly (the coordinator's files)
+            cd = self.coordinator_tls_dir
+            doc["tls"] = {
+                "ca": str(cd / "ca.pem"),
+                "client_cert": str(cd / "client.crt"),
+                "client_key": str(cd / "client.key"),
+            }
         if self.payments:
             self.progress("starting the payment service")
             doc["payments"] = self.start_payments(creds["admin"], creds["requester"])
@@ -675,7 +753,9 @@ class Cluster:
             else "denied (demo policy)",
         }
 
-    def _wait_health(self, url: str, deadline: float, name: str) -> None:
+    def _wait_health(
+        self, url: str, deadline: float, name: str, ctx: ssl.SSLContext | None = None
+    ) -> None:
         while True:
             proc = self.procs.get(name)
             if proc is not None and not proc.alive:
@@ -683,7 +763,8 @@ class Cluster:
                 text = tail.decode(errors="replace")
                 raise RuntimeError(f"{name} exited during start-up:\n{text}")
             try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                verify: ssl.SSLContext | bool = ctx if ctx is not None else True
+                if httpx.get(url + "/health", timeout=1, verify=verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -1,11 +1,14 @@
-"""``python -m signer_nodes init|identity|trust|run|rotate-seal-key|status|backup`` (typer + rich).
+"""``python -m signer_nodes init|identity|trust|tls-request|run|rotate-seal-key|status|backup``.
 
 Provisioning: ``init`` creates the token, identity keys and database and prints the
 identity JSON ``{"node_id","party_id","sign_pk","box_pk"}`` (``identity`` prints it again);
 the officers pin it in the governance genesis; ``trust --governance GENESIS`` installs that
-genesis once; then ``run``. The PIN comes from ``--pin-file`` (a secret file outside the
-data directory) or ``$CUSTODY_HSM_PIN``; without either, ``init`` writes a random PIN to
-``D/hsm.pin``, which is the DEV layout only (the PIN next to the token it unlocks).
+genesis once; ``tls-request`` makes the TLS key and its identity-bound CSR (the CA's
+certificate goes to D/tls/node.crt, docs/SECURITY.md "Transport: mutual TLS"); then ``run``
+(mutual TLS 1.3; plain HTTP only with ``--dev``). The PIN comes from ``--pin-file`` (a
+secret file outside the data directory) or ``$CUSTODY_HSM_PIN``; without either, ``init``
+writes a random PIN to ``D/hsm.pin``, which is the DEV layout only (the PIN next to the
+token it unlocks).
 
 Errors never print a stack trace: HSM errors exit with their own code
 (:mod:`hsm.errors`: 20 module missing, 21 token missing, 22 wrong PIN, 23 HSM
@@ -26,7 +29,7 @@ from rich.table import Table
 
 from custody import backups as bk
 from hsm.errors import HsmError
-from signer_nodes import backup, logs
+from signer_nodes import backup, config, logs
 from signer_nodes.config import ConfigError
 from signer_nodes.errors import NodeError
 from signer_nodes.node import Node
@@ -106,8 +109,12 @@ def run(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8701,
     pin_file: PinFile = None,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="development only: serve plain HTTP without D/tls")
+    ] = False,
 ) -> None:
-    """Serve the node API (docs/NODE_API.md) on uvicorn."""
+    """Serve the node API (docs/NODE_API.md) on uvicorn, over mutual TLS 1.3 (D/tls/...:
+    ``tls-request``, then the CA's certificate); plain HTTP is refused unless ``--dev``."""
     # Lazy on purpose (CLI start-up): only `run` needs the web stack, so `init`, `status`
     # and `rotate-seal-key` start without importing uvicorn, FastAPI and Starlette.
     from signer_nodes.service import serve
@@ -116,10 +123,71 @@ def run(
     node = _guard(lambda: Node.open(data_dir, pin_file=pin_file))
     logs.bind_node(node.node_id)
     try:
-        logs.event("node.serve", node_id=node.node_id, host=host, port=port)
-        serve(node, host=host, port=port)
+        ssl_context = _guard(
+            lambda: config.server_tls(node.paths, lambda: _tls_passphrase(node, create=False))
+        )
+        if ssl_context is None and not dev:
+            err.print(
+                f"[red]error[/red] config: {node.paths.tls_cert} missing: a node serves only "
+                "mutual TLS (run `tls-request`, install the CA's certificate and ca.pem); "
+                "plain HTTP only with --dev (development)",
+                highlight=False,
+            )
+            raise typer.Exit(ConfigError.exit_code)
+        logs.event(
+            "node.serve", node_id=node.node_id, host=host, port=port, tls=ssl_context is not None
+        )
+        serve(node, host=host, port=port, ssl_context=ssl_context)
     finally:
         node.close()
+
+
+def _tls_passphrase(node: Node, *, create: bool) -> bytes:
+    """The TLS key's passphrase, HSM-sealed in the identity table (config.TLS_IDENTITY_KIND);
+    a new one with ``create`` when the node has none yet."""
+    aad = config.tls_passphrase_aad(node.node_id)
+    try:
+        _, blob, _ = node.store.get_identity(config.TLS_IDENTITY_KIND)
+    except StoreError:
+        if not create:
+            raise ConfigError(
+                f"{node.paths.tls_key} exists but node.db holds no TLS passphrase: "
+                "run tls-request again"
+            ) from None
+        passphrase = config.new_tls_passphrase()
+        blob = node.vault.seal(passphrase, aad)
+        node.store.put_identity(config.TLS_IDENTITY_KIND, b"", blob, node.vault.blob_version(blob))
+        return passphrase
+    return node.vault.unseal(blob, aad)
+
+
+@app.command("tls-request")
+def tls_request(
+    data_dir: DataDir,
+    host: Annotated[
+        list[str], typer.Option("--host", help="a DNS name or IP the node is reached at")
+    ],
+    pin_file: PinFile = None,
+) -> None:
+    """Make the node's TLS key (encrypted, its passphrase HSM-sealed) and print its CSR
+    (PEM; also D/tls/node.csr), bound to the node's identity key (node stopped). The CA's
+    certificate goes to D/tls/node.crt and the CA to D/tls/ca.pem."""
+
+    def go() -> bytes:
+        node = Node.open(data_dir, pin_file=pin_file)
+        try:
+            return config.provision_tls(
+                node.paths,
+                node.node_id,
+                _tls_passphrase(node, create=True),
+                node.identity.sign_pk,
+                node.identity.sign_statement,
+                host,
+            )
+        finally:
+            node.close()
+
+    print(_guard(go).decode(), end="")
 
 
 @app.command()

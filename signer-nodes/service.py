@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import time
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -35,8 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from custody import obs
 from custody.nodeauth import MAX_SKEW_SECONDS, TIMESTAMP_HEADER, NodeAuthError, verify_headers
-from custody.serving import ServiceLimits
-from custody.serving import serve as serve_app
+from custody.serving import ServiceLimits, server_config
 from hsm.errors import HsmError
 from signer_nodes import logs, metrics
 from signer_nodes.envelope import Peer
@@ -506,9 +507,16 @@ def _bad_json(value: Any) -> str | None:
     return None
 
 
-def serve(node: Node, *, host: str, port: int) -> None:
-    """Serve ``node`` under the transport guards of :mod:`custody.serving` (:data:`LIMITS`)."""
-    serve_app(create_app(node), host=host, port=port, limits=LIMITS)
+def serve(node: Node, *, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    """Serve ``node`` under the transport guards of :mod:`custody.serving` (:data:`LIMITS`),
+    over ``ssl_context`` (mutual TLS 1.3: :func:`signer_nodes.config.server_tls`) when
+    given; plain HTTP (``run --dev``) otherwise."""
+    config = server_config(create_app(node), host=host, port=port, limits=LIMITS)
+    config.load()
+    # uvicorn builds its own context from file names (no TLS 1.3 floor, no encrypted key
+    # whose passphrase comes from the HSM): the node's context replaces it
+    config.ssl = ssl_context
+    uvicorn.Server(config).run()
 
 
 class _NotJson(Exception):

@@ -201,7 +201,8 @@ def serve_coordinator(d: Path, env: Mapping[str, str] | None = None) -> Iterator
     port = free_port_block(1)
     log = open(d.parent / "coordinator.log", "wb")  # noqa: SIM115
     p = subprocess.Popen(  # noqa: S603 - our own argv
-        [sys.executable, "-m", "api", "serve", "--data-dir", str(d), "--port", str(port)],
+        [sys.executable, "-m", "api", "serve", "--data-dir", str(d), "--port", str(port)]
+        + ["--dev"],  # no TLS material: plain HTTP to nodes (docs/SECURITY.md)
         cwd=ROOT,
         env=None if env is None else dict(env),
         stdout=log,

@@ -62,7 +62,8 @@ def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinato
     log = d / "coordinator.log"
     with log.open("w") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "api", "serve", "--data-dir", str(data), "--port", str(port)],
+            [sys.executable, "-m", "api", "serve", "--data-dir", str(data), "--port", str(port)]
+            + ["--dev"],  # no TLS material: plain HTTP to nodes
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

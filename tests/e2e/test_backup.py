@@ -488,6 +488,7 @@ def test_restore_onto_a_fresh_node_joins_through_governance_and_signs(
                 c.host,
                 "--port",
                 str(node_port(c.port, 3)),
+                *([] if c.tls else ["--dev"]),  # as Cluster.start_node
             ],  # fmt: skip
         )
         _wait(lambda: httpx.get(c.node_url(3) + "/health", timeout=1).status_code == 200, "node-3")

@@ -277,6 +277,7 @@ class NodeProc:
                 str(self.data_dir),
                 "--port",
                 str(self.port),
+                "--dev",  # the test coordinator speaks plain HTTP (no TLS material)
             ],
             stdout=log,
             stderr=log,

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--data-dir", type=Path, required=True)
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, required=True)
+    run.add_argument("--dev", action="store_true", help="as signer_nodes run: plain HTTP")
     rot = sub.add_parser("rotate-seal-key")
     rot.add_argument("--data-dir", type=Path, required=True)
     args = ap.parse_args(argv)
