@@ -227,7 +227,7 @@ class Study:
             res.failures.append(f"{type(e).__name__}: {e}"[:300])
             return None
         dt = time.perf_counter() - t0
-        if sr.status != "signed":
+        if sr.status != "signed" or sr.signature is None:
             res.failures.append(f"{sr.status}: {sr.error}"[:300])
             return None
         ok, by = verify_independently(scheme, key.public_key, m, sr.signature, sr.recovery_id)
@@ -279,7 +279,7 @@ def run_topology(
         try:
             for s in grid.schemes:
                 study.key(s)
-            current = None
+            current = "warm"  # started with POOL_ENV["warm"]: no restart for it
             for pools, loss, rtt, scheme in grid.cells(t, n):
                 if pools != current:
                     progress(f"[{t}-of-{n}] coordinator with pools {pools}")
@@ -391,7 +391,7 @@ def plot(results: list[Result], docs: Path, link: str) -> list[Path]:
         for ax, (topo, s) in zip(axes[0], combos, strict=True):
             for pools, color in (("warm", "tab:blue"), ("off", "tab:red")):
                 for rtt in sorted({r.rtt_ms for r in lossy if r.loss_pct and r.scheme == s}):
-                    pts = sorted(
+                    by_loss = sorted(
                         (r.loss_pct, r.p50, r.p99)
                         for r in lossy
                         if r.topology == topo
@@ -399,12 +399,12 @@ def plot(results: list[Result], docs: Path, link: str) -> list[Path]:
                         and r.pools == pools
                         and r.rtt_ms == rtt
                     )
-                    if len(pts) < 2:
+                    if len(by_loss) < 2:
                         continue
-                    x = [p[0] for p in pts]
+                    losses = [p[0] for p in by_loss]
                     ax.plot(
-                        x,
-                        [p[2] * 1000 for p in pts],
+                        losses,
+                        [p[2] * 1000 for p in by_loss],
                         "s--",
                         color=color,
                         alpha=min(1.0, 0.4 + rtt / 400),

@@ -37,6 +37,7 @@ def signed_and_verified(live: Live, scheme: str, text: str) -> SignRequestOut:
     m = msg(scheme, text)
     sr = live.requester.sign(key.id, m, timeout=90)
     assert sr.status == "signed", sr
+    assert sr.signature is not None and key.public_key is not None, sr
     ok, by = verify_independently(scheme, key.public_key, m, sr.signature, sr.recovery_id)
     assert ok, f"{scheme} signature refused by {by}"
     return sr
@@ -69,7 +70,7 @@ def test_the_processes_run_in_their_own_namespaces(netns_live: Live) -> None:
     assert len(set(seen.values())) == len(seen) == 4, seen
     for s in SCHEMES:
         sr = signed_and_verified(netns_live, s, f"before any fault {s}")
-        assert len(sr.signers) == 2
+        assert sr.signers is not None and len(sr.signers) == 2
 
 
 def test_a_partitioned_node_of_a_2_of_3_does_not_stop_signing(netns_live: Live) -> None:
@@ -81,7 +82,7 @@ def test_a_partitioned_node_of_a_2_of_3_does_not_stop_signing(netns_live: Live) 
         for s in SCHEMES:
             for j in range(3):  # right after the cut the coordinator may still pick node-3
                 sr = signed_and_verified(netns_live, s, f"one node cut {s} {j}")
-                assert 3 not in sr.signers, sr
+                assert sr.signers is not None and 3 not in sr.signers, sr
                 assert {b.node_id for b in sr.blamed} <= {"node-3"}, sr.blamed
         wait_status(netns_live, {"node-3": "down", "node-1": "healthy", "node-2": "healthy"})
     finally:
