@@ -263,8 +263,13 @@ class Netns:
 
     def exists(self) -> bool:
         """Whether any of this topology's namespaces is still there (tests check cleanup)."""
-        out = _run(["ip", "netns", "list"], check=False).stdout
-        return f"-{self.tag}-" in out and str(os.getpid()) in out
+        listed = {
+            line.split()[0]
+            for line in _run(["ip", "netns", "list"], check=False).stdout.splitlines()
+            if line.split()
+        }
+        ours = {self.coord_ns, *(self.node_ns(i) for i in range(1, self.nodes + 1))}
+        return bool(listed & ours)
 
     # -- faults ----------------------------------------------------------------------------
     def partition(self, i: int) -> None:
@@ -514,9 +519,6 @@ class LinkProxy:
             await task
         except (ConnectionError, OSError):
             task.cancel()
-        finally:
-            with contextlib.suppress(Exception):
-                w.close()
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         try:
@@ -524,7 +526,14 @@ class LinkProxy:
         except OSError:
             cw.close()
             return
-        await asyncio.gather(self._pipe(cr, uw, True), self._pipe(ur, cw, False))
+        try:  # each way ends at its EOF (a half-close is passed on); both closed after
+            await asyncio.gather(
+                self._pipe(cr, uw, True), self._pipe(ur, cw, False), return_exceptions=True
+            )
+        finally:
+            for w in (uw, cw):
+                with contextlib.suppress(Exception):
+                    w.close()
 
     async def serve(self) -> None:
         server = await asyncio.start_server(self._handle, *self.listen)
