@@ -331,6 +331,7 @@ def load(path: Path) -> tuple[dict[str, Any], list[Result]]:
     return doc, [Result.from_doc(r) for r in doc["results"]]
 
 
+LOSS_PLOT_RTTS = (10, 50, 200)  # the loss plot's lines: multi-AZ and multi-region round trips
 LABEL = {
     "ed25519": "Ed25519 (FROST)",
     "bip340": "BIP-340 (FROST)",
@@ -386,11 +387,15 @@ def plot(results: list[Result], docs: Path, link: str) -> list[Path]:
         written.append(p)
     lossy = [r for r in results if r.samples_s]
     if any(r.loss_pct for r in lossy):
-        combos = sorted({(r.topology, r.scheme) for r in lossy if r.loss_pct})
+        combos = sorted(
+            {(r.topology, r.scheme) for r in lossy if r.loss_pct},
+            key=lambda c: (c[0], SCHEMES.index(c[1])),
+        )
         fig, axes = plt.subplots(1, len(combos), figsize=(4.2 * len(combos), 3.8), squeeze=False)
         for ax, (topo, s) in zip(axes[0], combos, strict=True):
             for pools, color in (("warm", "tab:blue"), ("off", "tab:red")):
-                for rtt in sorted({r.rtt_ms for r in lossy if r.loss_pct and r.scheme == s}):
+                measured = {r.rtt_ms for r in lossy if r.loss_pct and r.scheme == s}
+                for rtt in sorted(measured & set(LOSS_PLOT_RTTS)):
                     by_loss = sorted(
                         (r.loss_pct, r.p50, r.p99)
                         for r in lossy
@@ -414,7 +419,7 @@ def plot(results: list[Result], docs: Path, link: str) -> list[Path]:
             ax.set_xlabel("loss each way (%)")
             ax.set_ylabel("p99 sign latency (ms)")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=6)
+            ax.legend(fontsize=6, ncol=2)
         fig.suptitle(f"p99 against loss, link shaped by {how}", fontsize=9)
         fig.tight_layout()
         p = docs / "latency-loss.png"
