@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from simulations.netns import NetnsCluster, netem_support, netns_support
-from tests.e2e.conftest import CLUSTER_ENV, Live, clone_cluster
+from tests.e2e.conftest import CLUSTER_ENV, DEFAULT_POOL, Live, clone_cluster
 
 
 def need(reason: str | None, variable: str) -> None:
@@ -35,7 +35,10 @@ def netns_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         d,
         nodes=3,
         port=7100,
-        env=dict(CLUSTER_ENV),
+        # the default presignature pool, as tests/e2e's modules that cut nodes while ECDSA
+        # keys sign: pooled presignatures of the live pair route around the cut node, where
+        # presigning on demand on a loaded machine can outlast the round timeout
+        env={**CLUSTER_ENV, **DEFAULT_POOL},
         allow_raw=True,
         proxied=netem_support() is not None,
     )

@@ -36,7 +36,7 @@ def signed_and_verified(live: Live, scheme: str, text: str) -> SignRequestOut:
     key = live.key(scheme)
     m = msg(scheme, text)
     sr = live.requester.sign(key.id, m, timeout=90)
-    assert sr.status == "signed", sr
+    assert sr.status == "signed", (sr.status, sr.error, sr.blamed, sr.signers)
     assert sr.signature is not None and key.public_key is not None, sr
     ok, by = verify_independently(scheme, key.public_key, m, sr.signature, sr.recovery_id)
     assert ok, f"{scheme} signature refused by {by}"
