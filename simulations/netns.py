@@ -322,14 +322,27 @@ class NetnsCluster(Cluster):
         super().__post_init__()
         self.net = Netns(self.nodes)
         self._proxy_ctl: dict[int, Path] = {}
+        # the nodes enrolled through their proxy (all of them when proxied, from the start)
+        self.via_proxy: set[int] = set(range(1, self.nodes + 1)) if self.proxied else set()
 
     @property
     def api_url(self) -> str:
         return f"http://{self.net.coord_ip}:{self.port}"
 
     def node_url(self, i: int) -> str:
-        port = self.port + i + (PROXY_PORT_OFFSET if self.proxied else 0)
+        port = self.port + i + (PROXY_PORT_OFFSET if i in self.via_proxy else 0)
         return f"http://{self.net.node_ip(i)}:{port}"
+
+    def route(self, admin: httpx.Client, i: int, via_proxy: bool) -> None:
+        """Enrol node ``i`` again at its proxy's address or at its own (``PUT
+        /v1/nodes/{id}`` with the admin credential), and wait until it is healthy."""
+        if via_proxy and not self.proxied:
+            raise ValueError("no proxies in this cluster (proxied=False)")
+        (self.via_proxy.add if via_proxy else self.via_proxy.discard)(i)
+        r = admin.put(f"/v1/nodes/{node_id(i)}", json={"url": self.node_url(i)})
+        if r.status_code != 200:
+            raise RuntimeError(f"re-enrolling {node_id(i)} failed: {r.text}")
+        self.wait_node_status(admin, {node_id(i): "healthy"})
 
     def check_ports(self) -> None:
         """Each namespace is a fresh network stack: nothing to check on the host."""
@@ -390,6 +403,8 @@ class NetnsCluster(Cluster):
             return "netem"
         if not self.proxied:
             raise NetnsUnavailable(str(netem_support()))
+        if i not in self.via_proxy:
+            raise ValueError(f"{node_id(i)} is reached directly: route() it via its proxy first")
         LinkShape(rtt_ms / 2000, loss_pct / 100, seed).write(self._proxy_ctl[i])
         time.sleep(2 * LinkShape.POLL)  # the proxy re-reads its control file this often
         return "proxy"

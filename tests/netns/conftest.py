@@ -25,9 +25,10 @@ def need(reason: str | None, variable: str) -> None:
 
 @pytest.fixture(scope="module")
 def netns_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """A 2-of-3-capable cluster of this module's own, each process in its own namespace.
-    Without netem every node sits behind its userspace link model (proxied), so links can
-    still be shaped (labelled as such)."""
+    """A 2-of-3-capable cluster of this module's own, each process in its own namespace,
+    the coordinator reaching each node directly. Without netem each node also has its
+    userspace link model (proxied) in front, which a test routes a node through
+    (:meth:`NetnsCluster.route`) to shape its link (labelled as such)."""
     need(netns_support(), "CUSTODY_REQUIRE_NETNS")
     d = tmp_path_factory.mktemp("netns-cluster")
     clone_cluster(d)
@@ -45,6 +46,8 @@ def netns_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     try:
         doc = cluster.start(timeout=120)
         lv = Live(cluster, doc)
+        for i in sorted(cluster.via_proxy):  # direct links, as deployed, until a test shapes one
+            cluster.route(lv.admin.http, i, via_proxy=False)
     except BaseException:
         cluster.stop()
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 
 import pytest
 
@@ -36,6 +37,30 @@ def signed_and_verified(live: Live, scheme: str, text: str) -> SignRequestOut:
     key = live.key(scheme)
     m = msg(scheme, text)
     sr = live.requester.sign(key.id, m, timeout=90)
+    assert sr.status == "signed", (sr.status, sr.error, sr.blamed, sr.signers)
+    assert sr.signature is not None and key.public_key is not None, sr
+    ok, by = verify_independently(scheme, key.public_key, m, sr.signature, sr.recovery_id)
+    assert ok, f"{scheme} signature refused by {by}"
+    return sr
+
+
+#: A healthy node's stale keep-alive connection: the coordinator keeps idle connections to
+#: the nodes for 30 s (api/nodes.py, aiohttp ``keepalive_timeout=30``), the nodes close
+#: theirs after 5 s (custody/serving.py ``keep_alive_s``), so a call can go out on a
+#: connection the node is closing. Seen here as a second fault beside the cut node (the
+#: one retry then has no third node); reported to the coordinator's owners, until fixed
+#: the client resubmits such a request once, as the SDK tells it to for a transient error.
+STALE = ("ServerDisconnectedError", "ClientOSError")
+
+
+def signed_despite_the_cut(live: Live, scheme: str, text: str, cut: str) -> SignRequestOut:
+    key = live.key(scheme)
+    m = msg(scheme, text)
+    sr = live.requester.sign(key.id, m, timeout=90)
+    stale = [b for b in sr.blamed if b.node_id != cut and any(e in b.reason for e in STALE)]
+    if sr.status == "failed" and stale:
+        warnings.warn(f"resubmitted once after a stale connection: {stale}", stacklevel=2)
+        sr = live.requester.sign(key.id, m, timeout=90)
     assert sr.status == "signed", (sr.status, sr.error, sr.blamed, sr.signers)
     assert sr.signature is not None and key.public_key is not None, sr
     ok, by = verify_independently(scheme, key.public_key, m, sr.signature, sr.recovery_id)
@@ -81,7 +106,7 @@ def test_a_partitioned_node_of_a_2_of_3_does_not_stop_signing(netns_live: Live) 
     try:
         for s in SCHEMES:
             for j in range(3):  # right after the cut the coordinator may still pick node-3
-                sr = signed_and_verified(netns_live, s, f"one node cut {s} {j}")
+                sr = signed_despite_the_cut(netns_live, s, f"one node cut {s} {j}", "node-3")
                 assert sr.signers is not None and 3 not in sr.signers, sr
                 assert {b.node_id for b in sr.blamed} <= {"node-3"}, sr.blamed
         wait_status(netns_live, {"node-3": "down", "node-1": "healthy", "node-2": "healthy"})
@@ -120,6 +145,8 @@ def test_two_partitioned_nodes_stop_signing_with_a_problem_naming_them_then_it_r
 
 def _latency_and_loss(live: Live) -> None:
     c = cluster_of(live)
+    if c.proxied:
+        c.route(live.admin.http, 3, via_proxy=True)
     c.set_link(3, rtt_ms=80, loss_pct=5, seed=14)
     try:
         for s in SCHEMES:
@@ -128,6 +155,8 @@ def _latency_and_loss(live: Live) -> None:
         wait_status(live, {"node-1": "healthy", "node-2": "healthy", "node-3": "healthy"})
     finally:
         c.set_link(3, rtt_ms=0, loss_pct=0)
+        if c.proxied:
+            c.route(live.admin.http, 3, via_proxy=False)
 
 
 def test_latency_and_loss_on_one_link_still_signs_netem(netns_live: Live) -> None:
