@@ -65,6 +65,8 @@ def test_a_partition_is_a_silent_cut_and_heal_restores_the_link() -> None:
         if server is not None:
             server.kill()
             server.wait(5)
+            if server.stdout is not None:
+                server.stdout.close()
         net.destroy()
     assert not net.exists()
     assert not link_exists(f"tp{net.tag}h0")
