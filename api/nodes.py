@@ -82,6 +82,14 @@ class NodeFailure(Exception):
         return self.reason in ("unreachable", "timeout")
 
 
+# How long an idle connection to a node is kept for reuse. It must be SHORTER than the
+# nodes' own keep-alive (signer_nodes.service.LIMITS.keep_alive_s, 75 s): the side that
+# closes an idle connection must be the client, or a request can go out on a connection the
+# node is closing at that moment and fail with a disconnect that blames a healthy node
+# (found by the namespace tests, tests/netns; pinned by tests/api/test_node_keepalive.py).
+IDLE_KEEPALIVE_S = 30.0
+
+
 class PinnedConnector(aiohttp.TCPConnector):
     """A keep-alive pool to one node whose every new TLS connection must carry that node's
     certificate: SAN ``urn:tpwc:node:<id>`` and the identity binding to ``sign_pk`` (the
@@ -166,13 +174,15 @@ class NodeCaller:
         if s is None or s.closed:
             connector: aiohttp.TCPConnector
             if self.tls is None or node is None:
-                connector = aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=30)
+                connector = aiohttp.TCPConnector(
+                    limit=self.max_connections, keepalive_timeout=IDLE_KEEPALIVE_S
+                )
             else:
                 connector = PinnedConnector(
                     node.id,
                     bytes.fromhex(node.sign_pk) if node.sign_pk else None,
                     limit=self.max_connections,
-                    keepalive_timeout=30,
+                    keepalive_timeout=IDLE_KEEPALIVE_S,
                     ssl=self.tls,
                 )
             s = self._sessions[key] = aiohttp.ClientSession(

@@ -94,7 +94,10 @@ STATUS: dict[Kind, int] = {
 
 #: Transport limits of a node (custody.serving): bodies up to 2 MiB (a 256-item batch, a
 #: governance document, a few thousand audit entries), checked before authentication.
-LIMITS = ServiceLimits(max_body_bytes=2 * 1024 * 1024)
+# The nodes serve only the coordinator, over few long-lived connections: they keep an idle
+# one longer (75 s) than the coordinator does (api.nodes.IDLE_KEEPALIVE_S), so the client is
+# always the side that closes it.
+LIMITS = ServiceLimits(max_body_bytes=2 * 1024 * 1024, keep_alive_s=75.0)
 MAX_JSON_DEPTH = 64
 
 
