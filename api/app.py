@@ -40,7 +40,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         key = keystore.load_or_create(settings)
-        db.create_all()
+        db.migrate(apply=settings.db_migrate)
         keystore.private_files(settings)
         c = Coordinator(settings, db, NodeCaller(key.sign, settings.round_timeout))
         app.state.coordinator = c
