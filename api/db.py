@@ -40,6 +40,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -422,6 +423,22 @@ class GroupWriter:
             loop.call_soon_threadsafe(_deliver, fut, res, exc)
         except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
             log.warning("db writer: caller's event loop is closed")
+
+
+AUDIT_LOCK = 0x7470_7763_6175  # PostgreSQL advisory lock key of the audit chain ("tpwcau")
+
+
+def lock_audit_chain(s: Session | Connection) -> None:
+    """Inside the caller's transaction, before it reads the audit chain's head to append:
+    on PostgreSQL take the chain's transaction-level advisory lock, so transactions that
+    append (other threads, other coordinators on the same database) go one after another,
+    each reading the head the previous one committed (READ COMMITTED reads the latest
+    commit per statement), instead of two taking the same ``seq`` and the loser failing
+    on the primary key. Released at COMMIT or ROLLBACK. SQLite needs nothing: its one
+    write lock already serialises writers."""
+    bind = s.get_bind() if isinstance(s, Session) else s
+    if bind.dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK})
 
 
 class SchemaError(RuntimeError):
