@@ -5,6 +5,12 @@ engine, and the group writer of the signing hot path. (The queries the routes ma
 Only portable SQL is used: no SQLite-only pragmas outside :func:`make_engine`, JSON stored
 as text, times as timezone-aware UTC, booleans as booleans.
 
+The schema comes from the Alembic migrations in ``api/migrations`` (:func:`migrate`, run
+at start and by ``python -m api db upgrade``), never from ``create_all``; the tests compare
+the migrated schema with these models on SQLite and PostgreSQL. On PostgreSQL, code that
+reads and then writes relying on SQLite's single writer takes a lock first
+(:func:`lock_audit_chain`).
+
 The coordinator stores no secret share: keys hold public material only (group public key
 and verifying shares). The preprocessing pools (nonce *commitments*, presignature ids) are
 held in memory only (:mod:`api.coordinator.pools`).
