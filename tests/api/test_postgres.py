@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from nacl.signing import SigningKey
 from sqlalchemy import func, select
 
 from api import audit
 from api.db import AuditEntry, Database, SignRequest
+from custody import governance as gov
 from tests import pg
 from tests.api.conftest import Api, make_api
+from tests.api.conftest import test_policy as approvals_policy
+from tests.api.test_approvals import ETH_LIMIT, b64, post_approval, post_tx, statement
 
 
 @pytest.fixture
@@ -65,12 +69,31 @@ def test_concurrent_appends_from_two_coordinators_make_one_gapless_chain(pg_url:
             db.close()
 
 
+def shared_genesis() -> bytes:
+    """One signed governance genesis (tests/api/conftest.py's, as bytes) for both
+    coordinators: approvals name the governance they were made under."""
+    officer = SigningKey.generate()
+    body = gov.Governance(
+        cluster_id="tpwc-dev",
+        version=1,
+        previous=gov.GENESIS_PREVIOUS,
+        officers=(gov.Officer("test-officer", bytes(officer.verify_key)),),
+        quorum=1,
+        roster=(),
+        raw_signing_keys=frozenset(),
+        policy=approvals_policy(),
+    )
+    return gov.unsigned(body).with_signature(officer, "test-officer").encode()
+
+
 @pytest.fixture
 def two(tmp_path: Path, pg_url: str) -> Iterator[tuple[Api, Api]]:
-    """Two coordinator apps (own data directory, own HSM token and key) on one database."""
+    """Two coordinator apps (own data directory, own HSM token and key) on one database,
+    under one governance."""
+    g = shared_genesis()
     with ExitStack() as stack:
-        a = stack.enter_context(_entered(make_api(tmp_path / "a", database_url=pg_url)))
-        b = stack.enter_context(_entered(make_api(tmp_path / "b", database_url=pg_url)))
+        a = stack.enter_context(_entered(make_api(tmp_path / "a", genesis=g, database_url=pg_url)))
+        b = stack.enter_context(_entered(make_api(tmp_path / "b", genesis=g, database_url=pg_url)))
         yield a, b
 
 
@@ -152,3 +175,48 @@ def test_times_come_back_timezone_aware_utc(two: tuple[Api, Api]) -> None:
         row = s.scalar(select(SignRequest).where(SignRequest.id == r.json()["id"]))
         assert row is not None and row.created_at.utcoffset() == dt.timedelta(0)
         assert abs(dt.datetime.now(dt.UTC) - row.created_at) < dt.timedelta(minutes=5)
+
+
+def _approve(api: Api, rid: str, who: str) -> int:
+    return post_approval(api, rid, b64(statement(api, rid, who)), f"ap-{who}-{rid}").status_code
+
+
+def _at_once(calls: list[Callable[[], int]]) -> list[int]:
+    """Run the calls in threads released together; their results."""
+    gate = threading.Barrier(len(calls))
+    out: list[int] = []
+
+    def run(call: Callable[[], int]) -> None:
+        gate.wait()
+        out.append(call())
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return out
+
+
+def test_approvals_taken_by_two_coordinators_at_once_both_count(two: tuple[Api, Api]) -> None:
+    """Two approvers' approvals of one request arrive at the same moment, one on each
+    coordinator: both are stored and counted (the request row is read FOR UPDATE), and the
+    request leaves pending_approval exactly once. Without the lock each transaction reads
+    the other's approval as absent and the request stays pending with one of them lost."""
+    a, b = two
+    kid = a.add_key()
+    for n in range(3):
+        r = post_tx(a, kid, 2 * ETH_LIMIT, f"big-{n}")
+        assert r.status_code == 202, r.text
+        rid = r.json()["id"]
+        approvals = [(a, "dev-approver-1"), (b, "dev-approver-3")]
+        codes = _at_once(
+            [lambda api=api, who=who, rid=rid: _approve(api, rid, who) for api, who in approvals]
+        )
+        assert codes == [200, 200], codes
+        with a.app.state.db.session() as s:
+            row = s.scalar(select(SignRequest).where(SignRequest.id == rid))
+            assert row is not None and len(row.body["approvals"]) == 2
+            assert row.status != "pending_approval"
+            acts = s.scalars(select(AuditEntry.action).where(AuditEntry.subject == rid)).all()
+            assert acts.count("sign.approval") == 2 and acts.count("sign.approved") == 1
