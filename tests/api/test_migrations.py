@@ -233,3 +233,41 @@ def test_a_failed_upgrade_names_the_cause(tmp_path: Path) -> None:
         check=False,
     )
     assert bad.returncode == 1 and "db upgrade failed" in bad.stderr and "9999" in bad.stderr
+
+
+AUTOGENERATE = """
+import sys
+import sqlalchemy as sa
+from alembic import command
+from api import shadow  # noqa: F401
+from api.db import Base, alembic_config, make_engine, migrate
+url, out = sys.argv[1], sys.argv[2]
+migrate(make_engine(url))
+Base.metadata.tables["keys"].append_column(sa.Column("note", sa.String(20), nullable=True))
+cfg = alembic_config(url)
+import api.migrations, pathlib
+ours = pathlib.Path(api.migrations.__file__).parent / "versions"
+cfg.set_main_option("version_locations", f"{ours} {out}")
+command.revision(cfg, "add a note", autogenerate=True, rev_id="0002", version_path=out)
+"""
+
+
+def test_autogenerate_writes_batch_alters_for_sqlite(tmp_path: Path) -> None:
+    """A model change autogenerates as ``op.batch_alter_table`` (env.py ``render_as_batch``),
+    the form SQLite can run (it rebuilds the table), from the migrated baseline."""
+    out = tmp_path / "versions"
+    out.mkdir()
+    done = subprocess.run(  # noqa: S603 - our own argv
+        [sys.executable, "-c", AUTOGENERATE, f"sqlite:///{tmp_path / 'c.db'}", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (script,) = out.glob("0002_*.py")
+    text_ = script.read_text()
+    assert "down_revision: str | Sequence[str] | None = '0001'" in text_
+    assert "with op.batch_alter_table('keys'" in text_ and "add_column" in text_
+    assert "create_table" not in text_  # the baseline matched everything else
