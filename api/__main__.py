@@ -6,6 +6,10 @@ database (0600), the coordinator's PKCS#11 token with its non-extractable Ed2551
 belonging to the principal ``--principal`` names for its role (default: its own id); prints
 ``{"coordinator_public_key", "credentials": {role: token} | null}`` (tokens are shown
 once; only their hashes are kept).
+``db upgrade|current --data-dir D`` migrates the database (``$CUSTODY_DATABASE_URL``, else
+``D/coordinator.db``) to the newest revision, or prints the revision it is at and the one
+this release needs (exit 1 when they differ). ``serve`` (and ``init``) migrate at start
+unless ``CUSTODY_DB_MIGRATE=false``; then ``db upgrade`` is the operator's step.
 ``serve --data-dir D --host H --port P`` runs the app under
 :func:`custody.serving.serve` (body limit before any route, header/body timeouts, a
 connection cap). What may be signed is the installed governance's policy, nothing else.
@@ -22,12 +26,14 @@ import os
 import sys
 from pathlib import Path
 
+from alembic.util import CommandError
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from api import keystore, logs
 from api.app import create_app
 from api.auth import create_credential
-from api.db import Credential, Database
+from api.db import Credential, Database, current_revision, head_revision, migrate
 from api.governance import GovernanceStore
 from api.keyimport import import_key
 from api.settings import Settings
@@ -54,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("import-key", help="a restored key's public values (DR drill)")
     k.add_argument("--data-dir", required=True)
     k.add_argument("--key", required=True, help="JSON file of the key's public values")
+    d = sub.add_parser("db", help="database schema migrations (Alembic)")
+    d.add_argument("action", choices=["upgrade", "current"])
+    d.add_argument("--data-dir", required=True)
+    d.add_argument("--revision", default="head", help="upgrade: the target (default: head)")
     s = sub.add_parser("serve")
     s.add_argument("--data-dir", required=True)
     s.add_argument("--host", default="127.0.0.1")
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         key = keystore.load_or_create(settings)
         key.close()
         db = Database(settings.database_url, settings.db_busy_timeout)
-        db.create_all()
+        db.migrate(apply=settings.db_migrate)
         keystore.private_files(settings)
         with db.session() as sess:
             have = sess.scalar(select(func.count()).select_from(Credential))
@@ -89,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         db.close()
         print(json.dumps({"coordinator_public_key": key.public_key.hex(), "credentials": creds}))
         return 0
+
+    if args.cmd == "db":
+        return _db(settings, args.action, args.revision)
 
     if args.cmd == "trust":
         try:
@@ -128,6 +141,25 @@ def main(argv: list[str] | None = None) -> int:
         log_level=level.lower(),
     )
     return 0
+
+
+def _db(settings: Settings, action: str, revision: str) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(settings.database_url, settings.db_busy_timeout)
+    try:
+        if action == "upgrade":
+            before = current_revision(db.engine)
+            migrate(db.engine, revision)
+            print(json.dumps({"from": before, "to": current_revision(db.engine)}))
+            return 0
+        have, head = current_revision(db.engine), head_revision()
+        print(json.dumps({"current": have, "head": head}))
+        return 0 if have == head else 1
+    except (SQLAlchemyError, CommandError) as exc:
+        print(f"db {action} failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         key = keystore.load_or_create(settings)
-        db.create_all()
+        db.migrate(apply=settings.db_migrate)
         keystore.private_files(settings)
         caller = NodeCaller(key.sign, settings.round_timeout, tls=settings.node_tls_context())
         c = Coordinator(settings, db, caller)

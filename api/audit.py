@@ -19,7 +19,9 @@ body through ``custody.signing.message_to_sign``), and null otherwise. Hashes ar
 as lowercase hex; ``seq`` runs 1, 2, 3, ... without gaps. Rows are appended in the same
 transaction as the state change they record, so a failed audit write rolls the change back
 (fail closed). ``seq`` is the primary key: two writers racing for the same ``seq`` collide
-on it and the loser retries, on SQLite and PostgreSQL alike.
+on it; on PostgreSQL appends take the chain's advisory lock first
+(:func:`api.db.lock_audit_chain`), so concurrent writers, several coordinators among them,
+append one after another instead of colliding.
 
 Whoever can write the database can rewrite the chain and re-hash it, or cut its tail.
 Checkpoints (:mod:`api.coordinator.checkpoints`) stop that: a checkpoint is ``(seq,
@@ -40,7 +42,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, select
 from sqlalchemy.orm import Session
 
-from api.db import AuditEntry
+from api.db import AuditEntry, lock_audit_chain
 from custody import auditchain
 
 GENESIS = auditchain.ZERO.hex()
@@ -168,14 +170,15 @@ def append(
 def _head(s: Session | Connection) -> tuple[int, str] | None:
     """The chain head ``(seq, hash)``. On a Core connection that appended earlier in the
     same transaction (group commit: many signatures per transaction) it is what that
-    append wrote: after its INSERT the transaction holds SQLite's write lock, so nobody
-    appended since; on PostgreSQL a concurrent append by another coordinator takes the
-    same ``seq`` and one of the two transactions fails on the primary key, as before."""
+    append wrote: after its INSERT the transaction holds SQLite's write lock, or on
+    PostgreSQL the chain's advisory lock (:func:`api.db.lock_audit_chain`, taken before
+    the head is read), so nobody appended since."""
     if isinstance(s, Connection):
         cached = s.info.get("audit_head")
         tx = s.get_transaction()
         if cached is not None and tx is not None and cached[0] is tx and tx.is_active:
             return cached[1], cached[2]
+    lock_audit_chain(s)  # PostgreSQL: appends go one after another (api.db)
     row = s.execute(_LAST).first()
     return None if row is None else (row[0], row[1])
 

@@ -5,6 +5,12 @@ engine, and the group writer of the signing hot path. (The queries the routes ma
 Only portable SQL is used: no SQLite-only pragmas outside :func:`make_engine`, JSON stored
 as text, times as timezone-aware UTC, booleans as booleans.
 
+The schema comes from the Alembic migrations in ``api/migrations`` (:func:`migrate`, run
+at start and by ``python -m api db upgrade``), never from ``create_all``; the tests compare
+the migrated schema with these models on SQLite and PostgreSQL. On PostgreSQL, code that
+reads and then writes relying on SQLite's single writer takes a lock first
+(:func:`lock_audit_chain`).
+
 The coordinator stores no secret share: keys hold public material only (group public key
 and verifying shares). The preprocessing pools (nonce *commitments*, presignature ids) are
 held in memory only (:mod:`api.coordinator.pools`).
@@ -21,8 +27,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Connection,
     DateTime,
@@ -35,7 +46,6 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
-    inspect,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -60,6 +70,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
         return value
+
+
+# Row ids and sequence numbers: 64-bit on PostgreSQL (an audit log or a request table of a
+# busy custodian outgrows a 32-bit INTEGER); SQLite's INTEGER is already 64-bit, and only an
+# ``INTEGER PRIMARY KEY`` is its rowid alias that autoincrements, so SQLite keeps that name.
+BigSerial = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -103,7 +119,7 @@ class Key(Base):
     """A threshold key: public key, verifying shares, the nodes holding shares."""
 
     __tablename__ = "keys"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True, index=True)
     scheme: Mapped[str] = mapped_column(String(20))
     threshold: Mapped[int] = mapped_column(Integer)
@@ -123,7 +139,7 @@ class SignRequest(Base):
     """A request for one signature and its life: pending_approval -> signing -> signed|..."""
 
     __tablename__ = "sign_requests"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True, index=True)
     key_id: Mapped[str] = mapped_column(ForeignKey("keys.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -151,7 +167,7 @@ class Approval(Base):
     approvals that still count, rewritten in the same transaction as each new row."""
 
     __tablename__ = "approvals"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("sign_requests.id"), index=True)
     approver_id: Mapped[str] = mapped_column(String(64))
     decision: Mapped[str] = mapped_column(String(8))  # approve | reject
@@ -166,7 +182,7 @@ class IdempotencyRecord(Base):
 
     __tablename__ = "idempotency"
     __table_args__ = (UniqueConstraint("credential_id", "key"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
     credential_id: Mapped[str] = mapped_column(String(40))
     key: Mapped[str] = mapped_column(String(255))
     fingerprint: Mapped[str] = mapped_column(String(64))
@@ -181,7 +197,7 @@ class AuditEntry(Base):
     (:func:`api.audit.entry_hash`)."""
 
     __tablename__ = "audit"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigSerial, primary_key=True)
     at: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
@@ -199,7 +215,7 @@ class Checkpoint(Base):
     signatures, checked under the nodes' pinned identity keys."""
 
     __tablename__ = "checkpoints"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigSerial, primary_key=True)
     head: Mapped[str] = mapped_column(String(64))
     digests: Mapped[list[Any]] = mapped_column(JSON)
     signatures: Mapped[dict[str, Any]] = mapped_column(JSON)  # node id -> hex signature
@@ -231,7 +247,7 @@ class Ceremony(Base):
     (api.coordinator.ceremonies)."""
 
     __tablename__ = "ceremonies"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True, index=True)
     kind: Mapped[str] = mapped_column(String(20))
     key_id: Mapped[str] = mapped_column(String(40), index=True)
@@ -252,7 +268,7 @@ class WebhookMessage(Base):
     ``id`` is the Standard Webhooks ``webhook-id`` (receivers de-duplicate on it)."""
 
     __tablename__ = "webhook_messages"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True, index=True)
     event_type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -264,7 +280,7 @@ class WebhookDelivery(Base):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (UniqueConstraint("message_id", "webhook_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
     message_id: Mapped[str] = mapped_column(ForeignKey("webhook_messages.id"), index=True)
     webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
     status: Mapped[str] = mapped_column(String(12), index=True)  # pending|delivered|failed
@@ -415,16 +431,67 @@ class GroupWriter:
             log.warning("db writer: caller's event loop is closed")
 
 
-# Columns added after a table's first release: (name, SQL type), each nullable.
-_ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "credentials": (
-        ("principal", "VARCHAR(40)"),
-        ("scope", "JSON"),
-        ("rotated_at", "TIMESTAMP WITH TIME ZONE"),
-    ),
-    "sign_requests": (("receipt", "JSON"),),
-    "keys": (("label", "VARCHAR(100)"), ("key_metadata", "JSON")),
-}
+AUDIT_LOCK = 0x7470_7763_6175  # PostgreSQL advisory lock key of the audit chain ("tpwcau")
+
+
+def lock_audit_chain(s: Session | Connection) -> None:
+    """Inside the caller's transaction, before it reads the audit chain's head to append:
+    on PostgreSQL take the chain's transaction-level advisory lock, so transactions that
+    append (other threads, other coordinators on the same database) go one after another,
+    each reading the head the previous one committed (READ COMMITTED reads the latest
+    commit per statement), instead of two taking the same ``seq`` and the loser failing
+    on the primary key. Released at COMMIT or ROLLBACK. SQLite needs nothing: its one
+    write lock already serialises writers."""
+    bind = s.get_bind() if isinstance(s, Session) else s
+    if bind.dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK})
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is not the revision this release runs on."""
+
+
+MIGRATION_LOCK = 0x7470_7763_6462  # PostgreSQL advisory lock key of a migration ("tpwcdb")
+MIGRATIONS = "api:migrations"  # the Alembic environment, shipped inside the package
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """The Alembic configuration of the coordinator database: no ``alembic.ini``, the
+    scripts located in the installed package (``api/migrations``)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS)
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """``alembic upgrade revision`` on ``engine``, in one transaction (PostgreSQL: under
+    the advisory lock :data:`MIGRATION_LOCK`, so coordinators starting together take turns).
+
+    Every database, new or old, gets its schema from the migration scripts (never from
+    ``create_all``), so the schema a service runs on is the one the tests compare with the
+    models. A database made before migrations existed (tables, no ``alembic_version``) is
+    adopted by the baseline revision, which creates only what is missing."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            # pysqlite commits before each DDL statement on its own; an explicit BEGIN makes
+            # the upgrade one transaction there too (all of it or none, and one fsync)
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (``None``: not under migrations yet)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    """The newest revision the installed code ships."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 class Database:
@@ -442,17 +509,23 @@ class Database:
 
     def close(self) -> None:
         self.writer.close()
+        self.engine.dispose()  # PostgreSQL: hand the pooled connections back now
 
-    def create_all(self) -> None:
-        """Create missing tables, then add the columns later versions added to existing
-        tables (``ALTER TABLE ... ADD COLUMN``: portable, nullable, no data rewritten)."""
-        Base.metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            for table, columns in _ADDED_COLUMNS.items():
-                have = {c["name"] for c in inspect(conn).get_columns(table)}
-                for name, ddl in columns:
-                    if name not in have:
-                        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+    def migrate(self, apply: bool = True) -> None:
+        """Bring the schema to the newest revision (:func:`migrate`); ``apply=False``
+        (``settings.db_migrate`` off) only checks it is there, else :class:`SchemaError`."""
+        if apply:
+            migrate(self.engine)
+            return
+        have, head = current_revision(self.engine), head_revision()
+        if have != head:
+            raise SchemaError(
+                f"the database is at revision {have or 'none (not migrated)'}, this release "
+                f"needs {head}: run `python -m api db upgrade` (CUSTODY_DB_MIGRATE is off)"
+            )
+
+    # the name callers knew before migrations: it migrates too (nothing calls create_all)
+    create_all = migrate
 
     @contextmanager
     def session(self) -> Iterator[Session]:

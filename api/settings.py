@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     db_busy_timeout: float = Field(
         default=5.0, gt=0, description="seconds a SQLite writer waits for the write lock"
     )
+    db_migrate: bool = Field(
+        default=True,
+        description="migrate the database schema to the newest revision at start; false: "
+        "refuse to start unless it is there already (an operator runs `python -m api db "
+        "upgrade` first, e.g. with a role the service itself lacks: DDL rights)",
+    )
     log_level: str = Field(default="INFO", description="log level (--log-level wins)")
     coordinator_pin_file: Path | None = Field(
         default=None, description="file holding the coordinator token's user PIN (production)"

@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 
 from custody.domain import Scheme
+from payments.db import migrate
 from payments.rails import (
     CustodySignature,
     Instruction,
@@ -92,7 +93,7 @@ class BookRail:
         self.engine = engine
         self.key_id = key_id
         self.public_key = _hex(public_key, "public_key", 32)
-        book_metadata.create_all(engine)
+        migrate(engine, "book")  # its journal's schema (payments/migrations, branch book)
 
     def validate(self, instruction: Instruction) -> list[str]:
         return []  # the destination is an account of the ledger: the core checks it

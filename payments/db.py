@@ -33,8 +33,11 @@ are re-taken from it at start-up).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -258,5 +261,42 @@ def make_engine(url: str, **kw: Any) -> Engine:
     return engine
 
 
+MIGRATION_LOCK = 0x7470_7763_7061  # PostgreSQL advisory lock key of a migration ("tpwcpa")
+MIGRATIONS = "payments:migrations"  # the Alembic environment, shipped inside the package
+Branch = Literal["core", "book"]
+
+
+def alembic_config(branch: Branch = "core", url: str | None = None) -> Config:
+    """The Alembic configuration of one payment-core database (``core``: the ledger's,
+    ``book``: the book rail's journal); no ``alembic.ini``, the scripts in the package."""
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS)
+    cfg.attributes["branch"] = branch
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(engine: Engine, branch: Branch = "core", revision: str = "head") -> None:
+    """``alembic upgrade <branch>@<revision>`` on ``engine`` in one transaction (SQLite:
+    ``BEGIN IMMEDIATE``, :func:`make_engine`; PostgreSQL: under :data:`MIGRATION_LOCK`).
+
+    Every database gets its schema from the migration scripts, never from ``create_all``,
+    so what runs is what ``tests/payments/test_migrations.py`` compares with the tables. A
+    database made by ``create_all`` before migrations existed is adopted by the baseline,
+    which creates only the tables that are missing."""
+    cfg = alembic_config(branch)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, f"{branch}@{revision}")
+
+
+def revisions(engine: Engine) -> set[str]:
+    """The revisions the database is at, one per branch it carries (empty: none)."""
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads())
+
+
 def create_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
+    """The ledger database at its newest revision (:func:`migrate`, branch ``core``)."""
+    migrate(engine, "core")

@@ -255,8 +255,11 @@ class ApprovalDesk:
         """One group-writer transaction: re-read the request, count every stored approval
         and the new one, store it, audit it, and make the move out of pending_approval
         conditional on the status read (so it happens once)."""
-        row = conn.execute(
-            select(_REQUESTS.c.status, _REQUESTS.c.body).where(_REQUESTS.c.id == request_id)
+        row = conn.execute(  # FOR UPDATE (PostgreSQL): approvals to one request, whichever
+            # coordinator takes them, are counted one after another (SQLite: its write lock)
+            select(_REQUESTS.c.status, _REQUESTS.c.body)
+            .where(_REQUESTS.c.id == request_id)
+            .with_for_update()
         ).first()
         if row is None:
             raise Problem(404, "not-found", "Not found", f"no sign request {request_id!r}")

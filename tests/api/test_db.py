@@ -122,6 +122,7 @@ def test_create_all_adds_the_principal_column_to_an_older_database(tmp_path: Pat
     raw = sqlite3.connect(path)
     raw.execute("DROP INDEX IF EXISTS ix_credentials_principal")
     raw.execute("ALTER TABLE credentials DROP COLUMN principal")  # as the old schema was
+    raw.execute("DROP TABLE alembic_version")  # made before migrations (api/migrations)
     raw.commit()
     assert "principal" not in {r[1] for r in raw.execute("PRAGMA table_info(credentials)")}
     raw.close()

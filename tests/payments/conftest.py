@@ -1,13 +1,9 @@
 """Fixtures of the payment-core tests: a real database per test (SQLite file, and a real
-PostgreSQL server started once per session where ``initdb`` is installed)."""
+PostgreSQL server started once per test process where ``initdb`` is installed:
+:mod:`tests.pg`)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,72 +11,14 @@ import pytest
 from sqlalchemy import Engine, text
 
 from payments.db import create_schema, make_engine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _as_postgres(argv: list[str]) -> list[str]:
-    """initdb refuses to run as root: run the server as the postgres user then."""
-    if os.geteuid() == 0 and shutil.which("runuser"):
-        return ["runuser", "-u", "postgres", "--", *argv]
-    return argv
-
-
-def _pg_tool(name: str) -> str | None:
-    """A PostgreSQL server program: on PATH, or where Debian's packages put it."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
-        return str(candidate)
-    return None
+from tests import pg
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str | None]:
-    initdb, pg_ctl = _pg_tool("initdb"), _pg_tool("pg_ctl")
-    if not initdb or not pg_ctl:
-        if os.environ.get("CUSTODY_REQUIRE_POSTGRES") == "1":  # CI installs it (.ci/run)
-            pytest.fail("CUSTODY_REQUIRE_POSTGRES=1 but PostgreSQL's initdb/pg_ctl are not found")
-        yield None
-        return
-    d = Path(tempfile.mkdtemp(prefix="paycore-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(d, "postgres", "postgres")
-    data, port = d / "data", _free_port()
-    subprocess.run(  # noqa: S603 - fixed argv of the installed PostgreSQL tools
-        _as_postgres([initdb, "-D", str(data), "-U", "pay", "--auth=trust", "-E", "UTF8"]),
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(  # noqa: S603 - fixed argv of the installed PostgreSQL tools
-        _as_postgres(
-            [
-                pg_ctl,
-                "-D",
-                str(data),
-                "-w",
-                "-l",
-                str(d / "log"),
-                "-o",
-                f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off",
-                "start",
-            ]
-        ),  # fmt: skip
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg://pay@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(  # noqa: S603 - fixed argv of the installed PostgreSQL tools
-            _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
-        )
-        shutil.rmtree(d, ignore_errors=True)
+def postgres_url() -> str | None:
+    """The tests' PostgreSQL server (:mod:`tests.pg`, one per test process, shared with the
+    coordinator tests); None when not installed (a failure with CUSTODY_REQUIRE_POSTGRES=1)."""
+    return pg.server_url()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

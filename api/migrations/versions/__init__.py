@@ -1,0 +1,1 @@
+"""Coordinator schema revisions, oldest first (``v0001_baseline`` is today's models)."""

@@ -1,0 +1,158 @@
+"""A real PostgreSQL server for the tests, shared by every test package that needs one.
+
+:func:`server` starts one throw-away cluster per test process the first time it is asked
+for (``initdb`` + ``pg_ctl``, found on PATH or where Debian's packages put them, as the
+``postgres`` user when the tests run as root; trust authentication on 127.0.0.1 only;
+``fsync=off``: a test server, nothing to survive) and stops it when the process exits.
+``None`` when the server programs are not installed, unless ``CUSTODY_REQUIRE_POSTGRES=1``
+(CI, ``.ci/run``), which makes that a failure.
+
+:func:`fresh_database` gives a new empty database on it and its URL;
+:func:`drop_database` removes one (open connections are closed by the server).
+
+``CUSTODY_TEST_DATABASE=postgresql`` (:func:`coordinator_on_postgres`) switches every
+coordinator the tests/api fixtures build to its own fresh database on this server.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+USER = "pay"  # the superuser initdb makes (the payment tests' name, kept)
+
+
+def coordinator_on_postgres() -> bool:
+    """The test-wide switch: ``CUSTODY_TEST_DATABASE=postgresql`` (else SQLite)."""
+    value = os.environ.get("CUSTODY_TEST_DATABASE", "sqlite")
+    if value not in ("sqlite", "postgresql"):
+        raise pytest.UsageError(f"CUSTODY_TEST_DATABASE={value!r}: sqlite or postgresql")
+    return value == "postgresql"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    """initdb refuses to run as root: run the server as the postgres user then."""
+    if os.geteuid() == 0 and shutil.which("runuser"):
+        return ["runuser", "-u", "postgres", "--", *argv]
+    return argv
+
+
+def pg_tool(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, or where Debian's packages put it."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    return None
+
+
+class _Server:
+    def __init__(self, initdb: str, pg_ctl: str) -> None:
+        self.pg_ctl = pg_ctl
+        self.dir = Path(tempfile.mkdtemp(prefix="custody-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.data, port = self.dir / "data", _free_port()
+        subprocess.run(  # noqa: S603 - fixed argv of the installed PostgreSQL tools
+            _as_postgres([initdb, "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8"]),
+            check=True,
+            capture_output=True,
+        )
+        options = (
+            f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+            " -c full_page_writes=off -c synchronous_commit=off -c max_connections=400"
+        )
+        log = str(self.dir / "log")
+        subprocess.run(  # noqa: S603 - fixed argv of the installed PostgreSQL tools
+            _as_postgres([pg_ctl, "-D", str(self.data), "-w", "-l", log, "-o", options, "start"]),
+            check=True,
+            capture_output=True,
+        )
+        self.url = f"postgresql+psycopg://{USER}@127.0.0.1:{port}/postgres"
+        self._admin = create_engine(self.url, isolation_level="AUTOCOMMIT", pool_size=1)
+        self._names = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def fresh_database(self, prefix: str) -> str:
+        with self._lock:
+            name = f"{prefix}_{os.getpid()}_{next(self._names)}"
+        with self._admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        return make_url(self.url).set(database=name).render_as_string(hide_password=False)
+
+    def drop_database(self, url: str) -> None:
+        name = make_url(url).database
+        with self._admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def stop(self) -> None:
+        self._admin.dispose()
+        subprocess.run(  # noqa: S603 - fixed argv of the installed PostgreSQL tools
+            _as_postgres([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"]),
+            capture_output=True,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_server: _Server | None = None
+_started = False
+_start_lock = threading.Lock()
+
+
+def server() -> _Server | None:
+    """The test process's PostgreSQL server, started on first use; None if not installed
+    (a failure when ``CUSTODY_REQUIRE_POSTGRES=1`` or the coordinator switch is on)."""
+    global _server, _started
+    with _start_lock:
+        if not _started:
+            _started = True
+            initdb, pg_ctl = pg_tool("initdb"), pg_tool("pg_ctl")
+            if initdb and pg_ctl:
+                _server = _Server(initdb, pg_ctl)
+                atexit.register(_server.stop)
+        if _server is None and (
+            os.environ.get("CUSTODY_REQUIRE_POSTGRES") == "1" or coordinator_on_postgres()
+        ):
+            pytest.fail(
+                "PostgreSQL is required (CUSTODY_REQUIRE_POSTGRES=1 or "
+                "CUSTODY_TEST_DATABASE=postgresql) but its initdb/pg_ctl are not found"
+            )
+        return _server
+
+
+def server_url() -> str | None:
+    """The URL of the server's ``postgres`` database (None: not installed)."""
+    s = server()
+    return None if s is None else s.url
+
+
+def fresh_database(prefix: str = "t") -> str:
+    """A new empty database on the server; its SQLAlchemy URL (psycopg 3)."""
+    s = server()
+    if s is None:
+        pytest.skip("PostgreSQL (initdb) is not installed")
+    return s.fresh_database(prefix)
+
+
+def drop_database(url: str) -> None:
+    s = server()
+    if s is not None:
+        s.drop_database(url)
