@@ -176,6 +176,9 @@ def test_secp256k1_point_decoding_takes_bytearray_and_names_the_reason() -> None
     assert SECP256K1.decode_point(bytearray(g)) == SECP256K1.generator  # type: ignore[arg-type]
     with pytest.raises(EncodingError, match="33 bytes"):
         SECP256K1.decode_point(g.hex())  # type: ignore[arg-type]
+    for bad in (g[:32], g + b"\x00", b"\x02" + bytes(33), b"\x02" * 32):
+        with pytest.raises(EncodingError, match=r"must be 33 bytes \(compressed SEC1\)"):
+            SECP256K1.decode_point(bad)
     with pytest.raises(EncodingError, match="0x02 or 0x03"):
         SECP256K1.decode_point(b"\x04" + g[1:])
     x_off = next(x for x in range(1, 100) if pow(x**3 + 7, (SEC2_P - 1) // 2, SEC2_P) != 1)
