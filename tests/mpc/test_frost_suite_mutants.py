@@ -241,6 +241,33 @@ def test_tweak_of_a_secret_share_reduces_modulo_the_order() -> None:
     assert tweaked.identifier == 1
 
 
+def test_a_tweak_hash_that_is_not_a_scalar_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BIP-341 ``if t >= SECP256K1_ORDER: raise``: unreachable with SHA-256 (it would need a
+    preimage), so the hash is replaced here to reach the check on both sides of n."""
+    from mpc.frost import taproot
+
+    p = SECP256K1.base_mul(7)
+    n = SECP256K1.order
+    for t, ok in ((n - 1, True), (n, False), (2**256 - 1, False)):
+        monkeypatch.setattr(taproot, "tagged_hash", lambda tag, m, t=t: t.to_bytes(32, "big"))
+        if ok:
+            assert tap_tweak_scalar(p) == t
+        else:
+            with pytest.raises(UsageError, match="not a valid scalar"):
+                tap_tweak_scalar(p)
+
+
+def test_a_tweak_that_cancels_the_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Q = P + t*G is the point at infinity when t = -p: BIP-341 fails there too."""
+    from mpc.frost import taproot
+
+    n = SECP256K1.order
+    a = next(s for s in range(2, 60) if _even(SECP256K1.base_mul(s)))
+    monkeypatch.setattr(taproot, "tagged_hash", lambda tag, m: (n - a).to_bytes(32, "big"))
+    with pytest.raises(UsageError, match="point at infinity"):
+        taproot_tweak(_public_package(a))
+
+
 def test_tweak_refuses_a_package_of_another_group() -> None:
     g = ED25519
     public = PublicKeyPackage(g, 2, g.base_mul(3), {1: g.base_mul(4), 2: g.base_mul(5)})
