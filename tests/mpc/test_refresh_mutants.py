@@ -73,4 +73,4 @@ def test_ecdsa_share_with_ot_takes_only_its_two_types() -> None:
     share = EcdsaKeyShare(key, {}, {})
     for args in ((key, "share"), ("key", share), (key, key)):
         with pytest.raises(UsageError, match="expected a KeyPackage and an EcdsaKeyShare"):
-            ecdsa_share_with_ot(*args)  # type: ignore[arg-type]
+            ecdsa_share_with_ot(*args)
