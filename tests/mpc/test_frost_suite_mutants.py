@@ -135,6 +135,18 @@ def test_decoded_signature_round_trips_and_names_the_length(
         suite.decode_public_key(suite.group.identity)
 
 
+@BY_SUITE
+def test_a_zero_response_decodes_and_then_fails_verification(
+    suite: Ciphersuite, msg: bytes, sig: bytes, pk: bytes
+) -> None:
+    """RFC 9591 DeserializeScalar admits z = 0 (and BIP-340 any z < n): the signature is
+    decoded and refused by the verification equation, never by a decoding error."""
+    zero = sig[: len(sig) - 32] + bytes(32)
+    r, z = suite.decode_signature(zero)
+    assert z == 0 and suite.encode_signature(r, z) == zero
+    assert not suite.verify(msg, zero, pk)
+
+
 def test_secp256k1_tr_key_is_x_only_or_compressed() -> None:
     """frost-secp256k1-tr: 32 bytes lift to even Y; 33 bytes keep their parity."""
     odd = next(SECP256K1.base_mul(s) for s in range(1, 50) if not _even(SECP256K1.base_mul(s)))
