@@ -280,6 +280,23 @@ def test_a_tweak_that_cancels_the_key_is_refused(monkeypatch: pytest.MonkeyPatch
         taproot_tweak(_public_package(a))
 
 
+def test_tweak_declares_and_keeps_secret_in_secret_out_public_in_public_out() -> None:
+    """The two ``@overload`` signatures (what type checkers hold callers to) say a key
+    package gives a key package and a public package a public one; so does the code."""
+    import typing
+
+    sigs = [typing.get_type_hints(f) for f in typing.get_overloads(taproot_tweak)]
+    assert [(h["key"], h["return"]) for h in sigs] == [
+        (KeyPackage, KeyPackage),
+        (PublicKeyPackage, PublicKeyPackage),
+    ]
+    n = SECP256K1.order
+    a = next(n - k for k in range(3, 60) if _even(SECP256K1.base_mul(n - k)))
+    public = _public_package(a)
+    assert type(taproot_tweak(public)) is PublicKeyPackage
+    assert type(taproot_tweak(KeyPackage(2, a + 2, public))) is KeyPackage
+
+
 def test_tweak_refuses_a_package_of_another_group() -> None:
     g = ED25519
     public = PublicKeyPackage(g, 2, g.base_mul(3), {1: g.base_mul(4), 2: g.base_mul(5)})
