@@ -6,6 +6,7 @@ of exactly ``t`` holders. First in ``mutation.toml``'s selection for ``mpc/refre
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -14,9 +15,16 @@ from mpc import frost
 from mpc.dkls23 import EcdsaKeyShare
 from mpc.errors import ProtocolError, UsageError
 from mpc.groups import ED25519, SECP256K1, Group
-from mpc.refresh import RefreshSession, check_group_key, ecdsa_share_with_ot
+from mpc.refresh import (
+    RefreshRound1,
+    RefreshRound2,
+    RefreshSession,
+    check_group_key,
+    ecdsa_share_with_ot,
+)
 from mpc.shamir import KeyPackage
 from mpc.testing import run_local
+from mpc.wire import decode_payload, encode_payload
 from tests.mpc.conftest import dealer_split_for_tests, sign_with
 
 gid = pytest.mark.parametrize("group", [ED25519, SECP256K1], ids=lambda g: g.name)
@@ -74,3 +82,40 @@ def test_ecdsa_share_with_ot_takes_only_its_two_types() -> None:
     for args in ((key, "share"), ("key", share), (key, key)):
         with pytest.raises(UsageError, match="expected a KeyPackage and an EcdsaKeyShare"):
             ecdsa_share_with_ot(*args)
+
+
+@gid
+def test_a_zero_sub_share_is_a_scalar_like_any_other(group: Group) -> None:
+    """delta_i(j) = 0 is an honest value (t >= 3: x (a_1 + a_2 x) vanishes at j = -a_1/a_2);
+    refusing it would blame an honest dealer. It decodes as 0."""
+    echo = (bytes(32), bytes(range(32)), bytes(32))
+    wire = encode_payload(RefreshRound2(0, echo), group)
+    got = decode_payload(RefreshRound2, wire, group=group, party=2, sizes={"n": 3, "t1": 2})
+    assert got.share == 0 and got.echo == echo
+
+
+def test_a_sub_share_never_appears_in_a_repr() -> None:
+    """A log line or traceback showing a round-2 payload must not show the secret sub-share."""
+    share = 0x1234567890ABCDEF1234567890ABCDEF
+    p = RefreshRound2(share, (bytes(32),) * 3)
+    wire = encode_payload(p, SECP256K1)
+    enc = SECP256K1.encode_scalar(share)
+    for text in (repr(p), repr(wire), str(wire)):
+        assert str(share) not in text and enc.hex() not in text and repr(enc) not in text
+    assert bytes(wire["share"]) == enc  # the bytes are there, only hidden
+
+
+def test_decoded_refresh_payloads_are_frozen() -> None:
+    g = ED25519
+    one = decode_payload(
+        RefreshRound1,
+        encode_payload(RefreshRound1((g.base_mul(5),)), g),
+        group=g,
+        party=1,
+        sizes={"t1": 1, "n": 3},
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.commitment = ()  # type: ignore[misc]
+    two = RefreshRound2(5, (bytes(32),) * 3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        two.share = 0  # type: ignore[misc]
