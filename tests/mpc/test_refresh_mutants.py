@@ -23,7 +23,7 @@ from mpc.refresh import (
     ecdsa_share_with_ot,
 )
 from mpc.shamir import KeyPackage
-from mpc.testing import run_local
+from mpc.testing import run_keygen_local, run_local
 from mpc.wire import decode_payload, encode_payload
 from tests.mpc.conftest import dealer_split_for_tests, sign_with
 
@@ -119,3 +119,17 @@ def test_decoded_refresh_payloads_are_frozen() -> None:
     two = RefreshRound2(5, (bytes(32),) * 3)
     with pytest.raises(dataclasses.FrozenInstanceError):
         two.share = 0  # type: ignore[misc]
+
+
+def test_ecdsa_share_needs_both_seed_halves_with_every_peer() -> None:
+    """Seeds as Bob without the ones as Alice (or the reverse) are refused, naming the peer:
+    signing with that peer would need both (DKLs23 F_RVOLE runs in both directions)."""
+    old = run_keygen_local(2, 3)[1]
+    assert ecdsa_share_with_ot(old.key, old).bob.keys() == {2, 3}
+    for bob, alice in ((dict(old.bob), {}), ({}, dict(old.alice))):
+        with pytest.raises(UsageError, match=r"no OT seeds with \[2, 3\]") as exc:
+            ecdsa_share_with_ot(old.key, EcdsaKeyShare(old.key, bob, alice))
+        assert exc.value.party == 2
+    only_2 = EcdsaKeyShare(old.key, {2: old.bob[2]}, dict(old.alice))
+    with pytest.raises(UsageError, match=r"no OT seeds with \[3\]"):
+        ecdsa_share_with_ot(old.key, only_2)
