@@ -71,8 +71,8 @@ def test_hex_bytes_bounds_prefix_case_and_parity() -> None:
     for bad in ("0x0", "00", "0xzz", "0X00", " 0x00", "0x00\n"):
         e = refused(hex_bytes, "k", "h", bad, 4)
         assert e.detail == "must be 0x-prefixed hex with an even number of digits", bad
-    for bad in (b"0x00", 0, None):
-        assert refused(hex_bytes, "k", "h", bad, 4).detail == "must be a 0x-prefixed hex string"
+    for other in (b"0x00", 0, None):
+        assert refused(hex_bytes, "k", "h", other, 4).detail == "must be a 0x-prefixed hex string"
 
 
 # -- message ------------------------------------------------------------------------------------
