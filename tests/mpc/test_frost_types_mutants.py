@@ -7,6 +7,8 @@ selection for ``mpc/frost/types.py``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mpc import frost
@@ -201,3 +203,20 @@ def test_decoders_name_the_unexpected_and_missing_fields() -> None:
 
 def test_frost_reexports_the_same_types() -> None:
     assert frost.SigningPackage is SigningPackage and frost.SigningNonces is SigningNonces
+
+
+def test_public_signing_objects_cannot_be_altered() -> None:
+    """Frozen: a SigningPackage caches binding factors and the challenge keyed by the group
+    key, which is sound only if its commitments and message never change after checks."""
+    suite = ED25519_SHA512
+    c1, c2 = _commit(suite, 1), _commit(suite, 2)
+    pkg = signing_package([c1, c2], b"m")
+    for obj, name, value in (
+        (pkg, "message", b"other"),
+        (pkg, "commitments", (c1,)),
+        (c1, "hiding", c2.hiding),
+        (c1, "identifier", 2),
+        (SignatureShare(suite, 1, 5), "share", 6),
+    ):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, name, value)
