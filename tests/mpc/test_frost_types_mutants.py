@@ -220,3 +220,25 @@ def test_public_signing_objects_cannot_be_altered() -> None:
     ):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(obj, name, value)
+
+
+@SUITES
+def test_a_zero_signature_share_round_trips(suite: Ciphersuite) -> None:
+    """z_i = 0 is a canonical scalar (RFC 9591 section 5.2 output mod q): decoded as 0, and
+    judged by the share check at aggregation, never refused as a decoding error."""
+    share = SignatureShare(suite, 3, 0)
+    assert SignatureShare.from_bytes(share.to_bytes(), suite=suite, party=3).share == 0
+
+
+def test_the_package_cache_is_private_and_outside_equality_hash_and_repr() -> None:
+    """A caller cannot hand a package precomputed binding factors, and what the package has
+    cached never changes what it is equal to, its hash or its repr."""
+    suite = SECP256K1_SHA256
+    c1, c2 = _commit(suite, 1), _commit(suite, 2)
+    with pytest.raises(TypeError):
+        SigningPackage(suite, (c1, c2), b"m", {})  # type: ignore[call-arg]
+    pkg = signing_package([c1, c2], b"m")
+    copy = SigningPackage.from_bytes(pkg.to_bytes(), suite=suite)
+    pkg._cache[b"k"] = ("binding factors", 1)
+    assert pkg == copy and hash(pkg) == hash(copy)
+    assert "_cache" not in repr(pkg) and "binding factors" not in repr(pkg)
