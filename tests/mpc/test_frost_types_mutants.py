@@ -242,3 +242,12 @@ def test_the_package_cache_is_private_and_outside_equality_hash_and_repr() -> No
     pkg._cache[b"k"] = ("binding factors", 1)
     assert pkg == copy and hash(pkg) == hash(copy)
     assert "_cache" not in repr(pkg) and "binding factors" not in repr(pkg)
+
+
+def test_the_helper_takes_the_suite_of_the_lowest_identifier_and_refuses_the_rest() -> None:
+    ed, k1 = _commit(ED25519_SHA512, 1), _commit(SECP256K1_SHA256, 2)
+    with pytest.raises(UsageError, match="entry is not ed25519 SigningCommitments"):
+        signing_package([k1, ed], b"m")
+    ed2, k1_1 = _commit(ED25519_SHA512, 2), _commit(SECP256K1_SHA256, 1)
+    with pytest.raises(UsageError, match="entry is not secp256k1 SigningCommitments"):
+        signing_package([ed2, k1_1], b"m")
