@@ -58,7 +58,8 @@ def msg(recipient: int | None = None, **kw: Any) -> Message:
 
 
 def sealed(m: Message, sender: Node = A, to: Node | None = None) -> bytes:
-    return seal(m, sign_key=sender.sign, box_key=sender.box, recipient_box_pk=to and to.peer.box_pk)
+    box_pk = None if to is None else to.peer.box_pk
+    return seal(m, sign_key=sender.sign, box_key=sender.box, recipient_box_pk=box_pk)
 
 
 def forged(fields: list[Any], signer: Node = A) -> bytes:
