@@ -18,6 +18,7 @@ from custody.kinds.addresses import (
     segwit_address,
     taproot_output_key,
 )
+from mpc.groups import SECP256K1, Secp256k1Point
 
 G = bytes.fromhex("0279BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798")
 
@@ -43,14 +44,17 @@ def test_ethereum_address_refusals_name_the_reason() -> None:
 
 
 def test_taproot_tweak_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """BIP-341 ``t >= n``: unreachable with SHA-256, so the hash is replaced to reach it."""
-    n = addresses.SECP256K1_N
-    x = G[1:]
-    monkeypatch.setattr(addresses, "tagged_hash", lambda tag, m: (n - 2).to_bytes(32, "big"))
-    assert taproot_output_key(x) == x  # P = G, t = n - 2: Q = G + (n - 2)G = -G, x(-G) = x(G)
+    """BIP-341 ``t >= n``: unreachable with SHA-256, so the hash is replaced to reach it on
+    both sides of n (SEC 2's order written out, not the module's constant)."""
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    assert addresses.SECP256K1_N == n
+    two_g = SECP256K1.base_mul(2)  # even Y: lift_x(x(2G)) is 2G
+    assert isinstance(two_g, Secp256k1Point) and two_g.has_even_y()
+    monkeypatch.setattr(addresses, "tagged_hash", lambda tag, m: (n - 1).to_bytes(32, "big"))
+    assert taproot_output_key(two_g.x_only()) == G[1:]  # 2G + (n - 1)G = G
     monkeypatch.setattr(addresses, "tagged_hash", lambda tag, m: n.to_bytes(32, "big"))
     with pytest.raises(KindError, match="tweak out of range"):
-        taproot_output_key(x)
+        taproot_output_key(two_g.x_only())
 
 
 def test_taproot_key_refusals() -> None:
