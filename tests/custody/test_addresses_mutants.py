@@ -94,6 +94,10 @@ def test_segwit_v0_programs_of_20_and_32_bytes(program: int) -> None:
 
 def test_scripts_that_are_not_segwit_have_no_address() -> None:
     for script in (
+        b"",
+        b"\x51",  # too short to hold a length byte
+        b"\x00",
+        b"\x50\x14" + bytes(20),  # OP_RESERVED before a 20-byte push: not witness v0
         b"\x51\x01\x00",  # 3 bytes: a 1-byte program
         b"\x51\x29" + bytes(41),  # 43 bytes: a 41-byte program
         b"\x51\x03" + bytes(2),  # the length byte disagrees
