@@ -5,6 +5,7 @@ here (node keys, not threshold keys). Signatures are also checked by ``cryptogra
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -185,3 +186,10 @@ def test_envelope_error_text_names_reason_and_party() -> None:
     assert str(EnvelopeError("bad", "why")) == "bad: why"
     e = EnvelopeError("r", "d", party=0)
     assert (e.reason, e.detail, e.party, str(e)) == ("r", "d", 0, "r: d (party 0)")
+
+
+def test_an_enrolled_peer_cannot_be_altered_in_place() -> None:
+    """Peers are the enrolled identities every envelope is checked against: frozen."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        A.peer.sign_pk = bytes(C.sign.verify_key)  # type: ignore[misc]
+    assert opened(sealed(msg())) == msg()
