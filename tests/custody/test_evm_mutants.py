@@ -44,7 +44,7 @@ def refused(raw: bytes) -> KindError:
 
 
 def raw_fields(items: list[Any]) -> bytes:
-    return b"\x02" + rlp.encode(items)
+    return b"\x02" + bytes(rlp.encode(items))
 
 
 def test_integer_bounds_sit_at_their_eips() -> None:
