@@ -6,6 +6,7 @@ code; pure and fast, first in ``mutation.toml``'s selection for ``custody/kinds/
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -177,3 +178,18 @@ def test_signature_scalars_and_parity_bounds() -> None:
         assert exc.value.field == name, (r, s, y)
     signed = rlp.decode(bytes.fromhex(evm.assemble(intent, 3, 4, 1)[4:]))
     assert signed[-3:] == [b"\x01", b"\x03", b"\x04"]
+
+
+def test_decoded_transactions_and_calls_cannot_be_altered() -> None:
+    """What approvers and policies saw is what is signed: the intent is frozen."""
+    sel = bytes.fromhex("a9059cbb")
+    intent = ok(data=sel + bytes(12) + TO + (5).to_bytes(32, "big"))
+    assert intent.erc20 is not None
+    for obj, name, value in (
+        (intent, "value", 10**18),
+        (intent, "digest", bytes(32)),
+        (intent.erc20, "amount", 10**18),
+        (intent.erc20, "recipient", intent.to),
+    ):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, name, value)
