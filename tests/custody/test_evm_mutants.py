@@ -193,3 +193,31 @@ def test_decoded_transactions_and_calls_cannot_be_altered() -> None:
     ):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(obj, name, value)
+
+
+def test_assemble_checks_what_the_signature_recovers_to() -> None:
+    """Any (r, s, v) with r on the curve recovers to *some* key (libsecp256k1, via coincurve):
+    no private key is needed to test that assemble accepts only the expected one."""
+    import coincurve
+
+    intent = ok()
+    r = int.from_bytes(G_X, "big")  # x of the generator: on the curve
+    sig = r.to_bytes(32, "big") + (1).to_bytes(32, "big") + bytes([0])
+    expected = coincurve.PublicKey.from_signature_and_message(sig, intent.digest, hasher=None)
+    key = expected.format(compressed=True)
+    signed = evm.assemble(intent, r, 1, 0, public_key=key)
+    assert rlp.decode(bytes.fromhex(signed[4:]))[-3:] == [b"", r.to_bytes(32, "big"), b"\x01"]
+    with pytest.raises(KindError, match="recovers to another key"):
+        evm.assemble(intent, r, 1, 1, public_key=key)  # the other parity: the other key
+    with pytest.raises(KindError, match="recovers to another key"):
+        evm.assemble(intent, r, 1, 0, public_key=expected.format(compressed=False))
+    with pytest.raises(KindError, match="does not recover to a public key"):
+        evm.assemble(intent, 5, 1, 0, public_key=key)  # x = 5 is not on secp256k1
+    out = evm.result(intent, r, 1, 0, public_key=key)
+    assert out == {
+        "signature": {"r": "0x" + G_X.hex(), "s": "0x" + "00" * 31 + "01", "y_parity": 0},
+        "signed_tx": signed,
+    }
+
+
+G_X = bytes.fromhex("79BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798")
