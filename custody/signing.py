@@ -291,7 +291,7 @@ def _text_id(request: Mapping[str, Any], name: str) -> str:
 
 
 def _hex(value: Any, name: str) -> bytes:
-    if not isinstance(value, str) or not _HEX.match(value):
+    if not isinstance(value, str) or not _HEX.fullmatch(value):
         raise SignRequestError("must be lower-case hex with an even number of digits", field=name)
     if len(value) > 2 * MAX_MESSAGE:
         raise SignRequestError(f"longer than {MAX_MESSAGE} bytes", field=name)

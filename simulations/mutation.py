@@ -58,6 +58,7 @@ OUR_PACKAGES = ("mpc", "hsm", "custody", "signer_nodes", "api", "payments")
 class Module:
     path: str
     tests: tuple[str, ...]
+    deselect: tuple[str, ...] = ()  # pytest node ids left out (slow fuzzing of another layer)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,9 @@ class Config:
 
 def load_config(path: Path = CONFIG) -> Config:
     raw = tomllib.loads(path.read_text())["mutation"]
-    modules = tuple(Module(m["path"], tuple(m["tests"])) for m in raw["module"])
+    modules = tuple(
+        Module(m["path"], tuple(m["tests"]), tuple(m.get("deselect", ()))) for m in raw["module"]
+    )
     equivalents = tuple(
         Equivalent(e["path"], e["operator"], e["code"], e["why"], e.get("after", ""))
         for e in raw.get("equivalent", [])
@@ -248,8 +251,14 @@ def list_mutants(
     sample: int | None,
     seed: int,
     only: frozenset[MutantKey] | None = None,
+    documented: str | None = None,
 ) -> tuple[list[Mutant], int, int, int]:
-    """Write cosmic-ray's session for ``module`` and return the mutants to run."""
+    """Write cosmic-ray's session for ``module`` and return the mutants to run.
+
+    ``only``: just these (an earlier run's survivors); ``documented``: just the mutants
+    that an ``[[mutation.equivalent]]`` entry of that module path matches (to re-check
+    them after new tests, without the module's whole run).
+    """
     from cosmic_ray.commands import init
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
@@ -273,7 +282,9 @@ def list_mutants(
                 item.job_id, m.operator_name, line, m.start_pos[1], lines[line - 1].strip()
             )
             mutant.after = lines[line].strip() if line < len(lines) else ""
-            if only is not None and _key(mutant) not in only:
+            if (only is not None and _key(mutant) not in only) or (
+                documented is not None and _equivalent_of(cfg, documented, mutant) is None
+            ):
                 filtered += 1
                 db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
                 continue
@@ -310,7 +321,8 @@ def survivors_of(report_json: Path, path: str) -> frozenset[MutantKey]:
 
 def _test_command(cfg: Config, module: Module) -> list[str]:
     plugins = [arg for name in cfg.pytest_plugins for arg in ("-p", name)]
-    return [sys.executable, "-m", "pytest", *plugins, *cfg.pytest_args, *module.tests]
+    skip = [f"--deselect={node}" for node in module.deselect]
+    return [sys.executable, "-m", "pytest", *plugins, *cfg.pytest_args, *skip, *module.tests]
 
 
 @contextmanager
@@ -338,6 +350,7 @@ def run_module(
     keep: Path | None,
     console: Console,
     only: frozenset[MutantKey] | None = None,
+    documented: bool = False,
 ) -> ModuleResult:
     from cosmic_ray.mutating import mutate_and_test
     from cosmic_ray.work_db import WorkDB, use_db
@@ -361,7 +374,7 @@ def run_module(
             )
         db_path = copy.parent / (module.path.replace("/", "_") + ".sqlite")
         mutants, result.listed, result.filtered, result.sampled_out = list_mutants(
-            cfg, target, db_path, sample, seed, only
+            cfg, target, db_path, sample, seed, only, module.path if documented else None
         )
         result.mutants = mutants
         by_id = {m.job_id: m for m in mutants}
@@ -405,11 +418,17 @@ def run_module(
     return result
 
 
-def _match_equivalent(cfg: Config, path: str, m: Mutant) -> None:
+def _equivalent_of(cfg: Config, path: str, m: Mutant) -> Equivalent | None:
     for e in cfg.equivalents:
         if e.path == path and e.operator == m.operator and e.code in m.code and e.after in m.after:
-            m.outcome, m.why = "equivalent", e.why
-            return
+            return e
+    return None
+
+
+def _match_equivalent(cfg: Config, path: str, m: Mutant) -> None:
+    e = _equivalent_of(cfg, path, m)
+    if e is not None:
+        m.outcome, m.why = "equivalent", e.why
 
 
 # -- which modules ---------------------------------------------------------------------------
@@ -469,6 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rerun", type=Path, help="only the survivors of this earlier --json report"
     )
     parser.add_argument(
+        "--equivalents",
+        action="store_true",
+        help="only the mutants that mutation.toml documents as equivalent (re-check them)",
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="exit 1 on a survivor not documented as equivalent"
     )
     args = parser.parse_args(argv)
@@ -498,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 keep=args.keep,
                 console=console,
                 only=only,
+                documented=args.equivalents,
             )
         )
     report(results, Console(width=140), args.survivors)

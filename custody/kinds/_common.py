@@ -67,6 +67,6 @@ def hex_bytes(kind: str, name: str, value: object, max_bytes: int) -> bytes:
         raise KindError(kind, name, "must be a 0x-prefixed hex string")
     if len(value) > 2 + 2 * max_bytes:
         raise KindError(kind, name, f"longer than {max_bytes} bytes")
-    if not _HEX.match(value):
+    if not _HEX.fullmatch(value):  # fullmatch: "$" alone also matches before a final "\n"
         raise KindError(kind, name, "must be 0x-prefixed hex with an even number of digits")
     return bytes.fromhex(value[2:])
