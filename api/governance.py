@@ -37,7 +37,9 @@ class GovernanceStore:
     def _load(self) -> None:
         if not self.dir.is_dir():
             return
-        versions = sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _FILE.match(p.name)))
+        versions = sorted(
+            int(m.group(1)) for p in self.dir.iterdir() if (m := _FILE.fullmatch(p.name))
+        )
         if versions and versions != list(range(1, len(versions) + 1)):
             raise gov.GovernanceError(
                 gov.GovernanceErrorKind.UNCHAINED,

@@ -151,7 +151,7 @@ def parse_audit_entry(raw: Any) -> AuditEntry:
     if type(seq) is not int or seq < 1:
         raise AuditFormatError("seq: a positive integer")
     kind = raw.get("kind")
-    if not isinstance(kind, str) or not _KIND.match(kind):
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
         raise AuditFormatError(f"entry {seq}: kind is 1-64 characters of [a-z0-9._:-]")
     sign = raw.get("sign")
     digest = key_id = signers = None

@@ -236,7 +236,7 @@ def _x25519_key(raw: Any, what: str) -> bytes:
 
 
 def _ident(raw: Any, what: str) -> str:
-    if not isinstance(raw, str) or not _ID.match(raw):
+    if not isinstance(raw, str) or not _ID.fullmatch(raw):
         raise _malformed(f"{what}: an id is 1-64 characters of [A-Za-z0-9._:-]")
     return raw
 
@@ -889,7 +889,7 @@ def check_ceremony_body(a: CeremonyAuthorization) -> CeremonyAuthorization:
 
 
 def _ident_auth(raw: Any, what: str) -> str:
-    if not isinstance(raw, str) or not _ID.match(raw):
+    if not isinstance(raw, str) or not _ID.fullmatch(raw):
         raise _auth_malformed(f"{what}: an id is 1-64 characters of [A-Za-z0-9._:-]")
     return raw
 

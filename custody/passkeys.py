@@ -130,7 +130,7 @@ def check_credential(c: PasskeyCredential, what: str = "passkey") -> PasskeyCred
         decode_credential_public_key(c.public_key)
     except (InvalidCBORData, ValueError, KeyError, TypeError) as exc:
         raise PasskeyError(f"{what}.public_key: not a supported COSE_Key ({exc})") from None
-    if not isinstance(c.rp_id, str) or not _RP_ID.match(c.rp_id):
+    if not isinstance(c.rp_id, str) or not _RP_ID.fullmatch(c.rp_id):
         raise PasskeyError(f"{what}.rp_id: a lower-case host name")
     if (
         not isinstance(c.origins, tuple)
@@ -139,7 +139,7 @@ def check_credential(c: PasskeyCredential, what: str = "passkey") -> PasskeyCred
     ):
         raise PasskeyError(f"{what}.origins: 1-{MAX_ORIGINS} distinct origins")
     for o in c.origins:
-        if not isinstance(o, str) or not _ORIGIN.match(o):
+        if not isinstance(o, str) or not _ORIGIN.fullmatch(o):
             raise PasskeyError(
                 f"{what}.origins: {o!r} is not https://host[:port] or http://localhost[:port]"
             )

@@ -560,7 +560,7 @@ def evaluate(
 
 
 def _ident(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise PolicyError(f"{what}: an id is 1-64 characters of [A-Za-z0-9._:-]")
     return value
 

@@ -154,7 +154,7 @@ class PolicyFileError(ValueError):
 
 def parse_duration(text: Any, path: str = "duration") -> int:
     """Seconds of a duration such as ``24h``, ``1h30m`` or ``7d`` (units w d h m s)."""
-    m = _DURATION.match(text) if isinstance(text, str) and text else None
+    m = _DURATION.fullmatch(text) if isinstance(text, str) and text else None
     if m is None or not any(m.groups()):
         raise PolicyFileError(
             path, f"{text!r} is not a duration (whole numbers with units w d h m s, e.g. 24h)"
@@ -176,7 +176,7 @@ def format_duration(seconds: int) -> str:
 
 def parse_instant(text: Any, path: str = "instant") -> int:
     """Unix seconds of an ISO 8601 instant with an explicit offset (``...Z`` or ``±HH:MM``)."""
-    if not isinstance(text, str) or not _INSTANT.match(text):
+    if not isinstance(text, str) or not _INSTANT.fullmatch(text):
         raise PolicyFileError(
             path, f"{text!r} is not an ISO 8601 instant with an offset (2027-01-15T08:00:00Z)"
         )
@@ -198,7 +198,7 @@ def format_instant(seconds: int) -> str:
 
 
 def _clock_in(text: Any, path: str) -> int:
-    m = _CLOCK.match(text) if isinstance(text, str) else None
+    m = _CLOCK.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise PolicyFileError(path, f"{text!r} is not a UTC time of day HH:MM or HH:MM:SS")
     return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3) or 0)
@@ -217,7 +217,7 @@ def _amount_in(value: Any, path: str) -> int:
             'an amount is a JSON string of base-unit digits, e.g. "1500000000000000000" '
             "(quoted, so no JSON tool rounds it)",
         )
-    if not isinstance(value, str) or not _AMOUNT.match(value):
+    if not isinstance(value, str) or not _AMOUNT.fullmatch(value):
         raise PolicyFileError(
             path, f"{value!r} is not a whole number of base units (digits, no sign or fraction)"
         )
@@ -274,7 +274,7 @@ def _text(value: Any, path: str, low: int = 1, high: int = 128) -> str:
 
 
 def _ident(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not pol._ID.match(value):
+    if not isinstance(value, str) or not pol._ID.fullmatch(value):
         raise PolicyFileError(path, f"{value!r} is not an id (1-64 characters of [A-Za-z0-9._:-])")
     return value
 
@@ -309,14 +309,14 @@ def _operation(value: str, path: str) -> None:
 
 
 def _chain(value: str, path: str) -> None:
-    if not _CHAIN.match(value):
+    if not _CHAIN.fullmatch(value):
         raise PolicyFileError(
             path, f"{value!r} is not a chain (evm:<chain id> or bitcoin:<network>)"
         )
 
 
 def _asset(value: str, path: str) -> None:
-    if not _ASSET.match(value):
+    if not _ASSET.fullmatch(value):
         raise PolicyFileError(
             path, f"{value!r} is not an asset (ETH, BTC, an ERC-20 address 0x..., an ISO 4217 code)"
         )
@@ -411,7 +411,7 @@ def _approver_in(value: Any, path: str, key_files: Mapping[str, pol.Approver]) -
         raw = _obj(value, path, ("id", "public_key"))
         approver_id = _ident(raw["id"], f"{path}.id")
         hexkey = raw["public_key"]
-        if not isinstance(hexkey, str) or not _HEX32.match(hexkey):
+        if not isinstance(hexkey, str) or not _HEX32.fullmatch(hexkey):
             raise PolicyFileError(
                 f"{path}.public_key", "an Ed25519 public key: 64 lower-case hex digits"
             )

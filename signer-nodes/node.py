@@ -118,7 +118,7 @@ class Node:
         faults: FaultHooks = NO_FAULTS,
     ) -> Node:
         """Provision token, identity keys and database under ``data_dir`` (must be new)."""
-        if not NODE_ID_RE.match(node_id):
+        if not NODE_ID_RE.fullmatch(node_id):
             raise ConfigError("node id must be 1-64 characters of [A-Za-z0-9._-]")
         if type(party_id) is not int or not 1 <= party_id <= 255:
             raise ConfigError("party id must be an integer in [1, 255]")

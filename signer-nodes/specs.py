@@ -95,7 +95,7 @@ class SessionSpec:
     def parse(cls, raw: Mapping[str, Any], me: int) -> SessionSpec:
         """The spec of a request body; ``me`` must be among the participants."""
         sid = raw.get("session_id")
-        if not isinstance(sid, str) or not SESSION_ID_RE.match(sid):
+        if not isinstance(sid, str) or not SESSION_ID_RE.fullmatch(sid):
             raise NodeError(Kind.BAD_REQUEST, "session_id must be 64 lower-case hex digits")
         key_id = check_key_id(raw.get("key_id"))
         participants = raw.get("participants")

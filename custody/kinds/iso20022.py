@@ -215,7 +215,7 @@ def _text(el: etree._Element, name: str, pattern: re.Pattern[str] | None, max_le
     text = el.text or ""
     if not text or len(text) > max_len or text != text.strip():
         raise KindError(KIND, name, f"must be 1-{max_len} characters without surrounding spaces")
-    if pattern is not None and not pattern.match(text):
+    if pattern is not None and not pattern.fullmatch(text):
         raise KindError(KIND, name, "does not match its ISO 20022 pattern")
     return text
 
@@ -329,7 +329,7 @@ def decode(payload: Mapping[str, Any]) -> Pacs008:
     root = _parse(payload["xml"])
     tag = etree.QName(root)
     ns = tag.namespace or ""
-    if tag.localname != "Document" or not NAMESPACE.match(ns):
+    if tag.localname != "Document" or not NAMESPACE.fullmatch(ns):
         raise KindError(KIND, "xml.Document", "must be a pacs.008.001.NN Document")
     if len(root) != 1:
         raise KindError(KIND, "xml.Document", "must hold exactly one FIToFICstmrCdtTrf")
@@ -345,7 +345,7 @@ def decode(payload: Mapping[str, Any]) -> Pacs008:
     if set(amt.attrib) != {"Ccy"}:
         raise KindError(KIND, "IntrBkSttlmAmt.Ccy", "must be the one attribute")
     currency = str(amt.attrib["Ccy"])
-    if not _CCY.match(currency):
+    if not _CCY.fullmatch(currency):
         raise KindError(KIND, "IntrBkSttlmAmt.Ccy", "must be an ISO 4217 code")
     text = _text(amt, "IntrBkSttlmAmt", _AMOUNT, 24)
     try:
