@@ -8,5 +8,8 @@ echo "==> lint: ruff (check, format), mypy (every service package; strict on mpc
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-echo "==> tests"
-exec .venv/bin/python -m pytest -q "$@"
+echo "==> tests (two workers, one per core; a module's tests stay on one worker)"
+# -n 2 --dist loadfile (pytest-xdist): the serial run kept one core idle through every
+# in-process test (docs/PERFORMANCE.md "Test suite time"); each worker has its own temp
+# dirs, session templates, PostgreSQL server and SoftHSM2 binding
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
