@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
+import random
 import re
 import shutil
 import tempfile
@@ -24,6 +26,16 @@ from custody import policy as pol
 from custody.client import CustodyClient
 from custody.cluster import Cluster, free_port_block, write_private_json
 from custody.models import KeyOut
+
+
+def collection_rng(name: str) -> random.Random:
+    """A random source for a test point drawn at collection (a random delay given as a
+    parameter, so its value is in the test id). Under pytest-xdist every worker collects
+    the suite and their test ids must agree: it is seeded by ``name`` and the run's id
+    (``PYTEST_XDIST_TESTRUNUID``: the same in every worker, new each run); in a serial run,
+    by the OS."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return random.Random(f"{run}:{name}" if run else None)  # noqa: S311 - a test point
 
 
 class Live:
