@@ -351,10 +351,14 @@ def dr_drill(
         list[Path] | None,
         typer.Option("--governance", help="check manifests against this chain (repeat)"),
     ] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option("--key", help="drill only this key id (repeat; default: every key)"),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Restore the backups into scratch nodes, sign with each key, verify against the
-    production public key, write a report. Never reconstructs a key."""
+    """Restore the backups into scratch nodes, sign with each key (or each ``--key``),
+    verify against the production public key, write a report. Never reconstructs a key."""
     phrase = _passphrase(passphrase_file)
     prod = read_cluster_file(cluster) if cluster is not None else None
     try:
@@ -381,6 +385,7 @@ def dr_drill(
                 progress=step,
                 keep=keep,
                 governance=chain,
+                keys=list(key or ()),
             )
         except bk.BackupError as exc:
             raise _refused(exc) from None

@@ -9,11 +9,15 @@ echo "==> lint: ruff (check, format), mypy (every service package; strict on mpc
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-echo "==> tests"
+echo "==> tests (two workers, one per core; a module's tests stay on one worker)"
+# -n 2 --dist loadfile (pytest-xdist): the serial run kept one core idle through every
+# in-process test (docs/PERFORMANCE.md "Test suite time"); each worker has its own temp
+# dirs, session templates, PostgreSQL server and SoftHSM2 binding
+XDIST=(-n 2 --dist loadfile)
 if [ "$#" -gt 0 ]; then  # a chosen selection: that, once, on SQLite
-  exec .venv/bin/python -m pytest -q "$@"
+  exec .venv/bin/python -m pytest -q "${XDIST[@]}" "$@"
 fi
-.venv/bin/python -m pytest -q
+.venv/bin/python -m pytest -q "${XDIST[@]}"
 
 # The PostgreSQL pass: every coordinator these tests build gets a fresh database on a real
 # PostgreSQL server the tests start (tests/pg.py; CUSTODY_TEST_DATABASE=postgresql). The
@@ -36,6 +40,6 @@ PG_SELECTION=(
 if [ "${CUSTODY_REQUIRE_POSTGRES:-0}" = 1 ] || command -v initdb >/dev/null 2>&1 \
   || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   echo "==> tests: the coordinator on PostgreSQL (CUSTODY_TEST_DATABASE=postgresql)"
-  CUSTODY_TEST_DATABASE=postgresql exec .venv/bin/python -m pytest -q "${PG_SELECTION[@]}"
+  CUSTODY_TEST_DATABASE=postgresql exec .venv/bin/python -m pytest -q "${XDIST[@]}" "${PG_SELECTION[@]}"
 fi
 echo "==> PostgreSQL is not installed: its pass is skipped (CI installs it: .ci/run)"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
+import random
 import re
 import shutil
 import tempfile
@@ -24,6 +26,16 @@ from custody import policy as pol
 from custody.client import CustodyClient
 from custody.cluster import Cluster, free_port_block, write_private_json
 from custody.models import KeyOut
+
+
+def collection_rng(name: str) -> random.Random:
+    """A random source for a test point drawn at collection (a random delay given as a
+    parameter, so its value is in the test id). Under pytest-xdist every worker collects
+    the suite and their test ids must agree: it is seeded by ``name`` and the run's id
+    (``PYTEST_XDIST_TESTRUNUID``: the same in every worker, new each run); in a serial run,
+    by the OS."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return random.Random(f"{run}:{name}" if run else None)  # noqa: S311 - a test point
 
 
 class Live:
@@ -107,30 +119,35 @@ _PATH_FILES = (
     re.compile(r"coordinator/hsm\.json"),
     re.compile(r"(coordinator|node-\d+)/token/softhsm2\.conf"),
 )
-_template: Path | None = None
+#: The session's provisioned templates, by genesis: raw signing for every key (``allow_raw``,
+#: the e2e clusters) or the demo policy alone (``custody up`` as users run it: the payment
+#: clusters, tests/payments/conftest.py).
+_templates: dict[bool, Path] = {}
 
 
-def _cluster_template() -> Path:
-    """The session's provisioned cluster (built on first use, removed at exit)."""
-    global _template
-    if _template is None:
+def _cluster_template(allow_raw: bool = True) -> Path:
+    """The session's provisioned 3-node cluster (built on first use, removed at exit).
+    Provisioned only: no key, nonce or presignature exists in it, so no two copies can
+    ever share one (a copy is like a restored disk snapshot)."""
+    if allow_raw not in _templates:
         root = Path(tempfile.mkdtemp(prefix="custody-cluster-template-"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
         d = root / "cluster"
-        template = Cluster(d, nodes=3, allow_raw=True)
+        template = Cluster(d, nodes=3, allow_raw=allow_raw)
         creds = template.provision()
         # the part of what a first start writes that a later start reads back (a copy's
         # start rewrites the whole file)
         write_private_json(template.cluster_file, {"api_url": "", "credentials": creds})
-        _template = d
-    return _template
+        _templates[allow_raw] = d
+    return _templates[allow_raw]
 
 
-def clone_cluster(dst: Path) -> None:
-    """Copy the session's provisioned cluster to ``dst`` (an empty or missing directory),
-    pointing its token configs at the copy. Any other file naming the template fails the
-    copy loudly: the layout changed and the copy would share state with the template."""
-    src = _cluster_template()
+def clone_cluster(dst: Path, *, allow_raw: bool = True) -> None:
+    """Copy the session's provisioned cluster (with or without raw signing in its genesis)
+    to ``dst`` (an empty or missing directory), pointing its token configs at the copy. Any
+    other file naming the template fails the copy loudly: the layout changed and the copy
+    would share state with the template."""
+    src = _cluster_template(allow_raw)
     dst = dst.resolve()
     if dst.exists():
         dst.rmdir()  # empty, or this raises: never copy over a cluster

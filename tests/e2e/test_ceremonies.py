@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from custody.ceremonies import verify_transcript
 from custody.ceremony_cli import authorization_for
 from custody.client import CustodyError
 from custody.demo import verify_independently
-from tests.e2e.conftest import Live, current_governance
+from tests.e2e.conftest import Live, collection_rng, current_governance
 
 SCHEMES = ["ed25519", "bip340", "ecdsa-secp256k1"]
 
@@ -166,7 +165,7 @@ def _wait_coordinator(live: Live, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("delay", [random.uniform(0.05, 2.5)])  # noqa: S311 - a test point
+@pytest.mark.parametrize("delay", [collection_rng("ceremonies-kill").uniform(0.05, 2.5)])
 def test_coordinator_killed_during_a_refresh_loses_nothing(live: Live, delay: float) -> None:
     """SIGKILL the coordinator at a random point of an ECDSA refresh (session, commit or
     after): once it is back, the key signs (old or new shares, never neither), the

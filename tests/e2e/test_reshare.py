@@ -25,7 +25,7 @@ from custody.ceremonies import verify_transcript
 from custody.ceremony_cli import authorization_for
 from custody.client import CustodyError
 from custody.cluster import Cluster, free_port_block
-from tests.e2e.conftest import Live, current_governance
+from tests.e2e.conftest import Live, collection_rng, current_governance
 from tests.e2e.test_ceremonies import sign_and_verify
 
 
@@ -253,7 +253,7 @@ def _coordinator_killed_during_a_reshare(live: Live, scheme: str, delay: float) 
         sign_and_verify(live, scheme, key.id, pk, f"reshared after kill {i}")
 
 
-@pytest.mark.parametrize("delay", [random.uniform(0.05, 3.0)])  # noqa: S311 - a test point
+@pytest.mark.parametrize("delay", [collection_rng("reshare-kill").uniform(0.05, 3.0)])
 def test_coordinator_killed_during_a_reshare_loses_nothing(live5: Live, delay: float) -> None:
     _coordinator_killed_during_a_reshare(live5, "ecdsa-secp256k1", delay)
 

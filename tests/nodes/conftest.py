@@ -288,7 +288,10 @@ class NodeProc:
         if wait:
             self.wait_ready()
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 90) -> None:
+        # 90 s as the e2e clusters (Cluster.start): a node's boot is ~1.2 s of CPU, mostly
+        # imports, and at a load of 15-20 on two cores (the suite on two workers beside
+        # other jobs) three booting at once took longer than 30 s; a hung node still fails
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None

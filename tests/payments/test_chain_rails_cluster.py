@@ -17,10 +17,9 @@ from custody.cluster import (
     DEMO_BTC_DESTINATIONS,
     DEMO_ETH_DESTINATIONS,
     DEV_ERC20,
-    Cluster,
-    free_port_block,
 )
 from payments.service import DEV_ERC20_ADDRESS
+from tests.payments.conftest import payments_cluster
 
 
 def _wait(h: httpx.Client, pid: str, want: str) -> dict[str, Any]:
@@ -36,7 +35,7 @@ def _wait(h: httpx.Client, pid: str, want: str) -> dict[str, Any]:
 
 def test_dev_cluster_pays_on_its_ethereum_and_bitcoin_dev_chains(tmp_path: Path) -> None:
     assert DEV_ERC20 == DEV_ERC20_ADDRESS  # the policy names the token the dev chain deploys
-    cluster = Cluster(tmp_path / "c", nodes=3, port=free_port_block(3), payments=True)
+    cluster = payments_cluster(tmp_path / "c")
     try:
         doc = cluster.start(timeout=180)
         pay = doc["payments"]

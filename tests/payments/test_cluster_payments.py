@@ -12,11 +12,11 @@ import httpx
 from typer.testing import CliRunner
 
 from custody.cli import app
-from custody.cluster import Cluster, free_port_block
+from tests.payments.conftest import payments_cluster
 
 
 def test_cluster_starts_the_payment_service_and_custody_pay_uses_it(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path / "c", nodes=3, port=free_port_block(3), payments=True)
+    cluster = payments_cluster(tmp_path / "c")
     try:
         doc = cluster.start(timeout=120)
         pay = doc["payments"]

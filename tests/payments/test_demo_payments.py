@@ -27,10 +27,11 @@ from lxml import etree
 from rich.console import Console
 
 from custody.client import CustodyClient
-from custody.cluster import DEMO_ETH_DESTINATIONS, Cluster, free_port_block
+from custody.cluster import DEMO_ETH_DESTINATIONS, Cluster
 from custody.demo import run_demo
 from custody.demo_payments import SANCTIONED_ETH
 from custody.exitcodes import ExitCode
+from tests.payments.conftest import payments_cluster
 from tests.payments.iso20022.test_settlement import independent_verify
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,9 +41,7 @@ P = "{urn:iso:std:iso:20022:tech:xsd:pacs.008.001.08}"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(
-        tmp_path_factory.mktemp("demo") / "c", nodes=3, port=free_port_block(3), payments=True
-    )
+    c = payments_cluster(tmp_path_factory.mktemp("demo") / "c")
     try:
         c.start(timeout=120)
         yield c

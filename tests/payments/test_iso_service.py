@@ -30,8 +30,9 @@ from typer.testing import CliRunner
 
 from custody.cli import app
 from custody.client import CustodyClient
-from custody.cluster import Cluster, free_port_block
+from custody.cluster import Cluster
 from custody.exitcodes import ExitCode
+from tests.payments.conftest import payments_cluster
 from tests.payments.iso20022.test_settlement import independent_verify
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,12 +74,8 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     d = tmp_path_factory.mktemp("cluster")
-    cluster = Cluster(
-        d / "c",
-        nodes=3,
-        port=free_port_block(3),
-        env={"CUSTODY_POOL_INTERVAL": "0.3", "CUSTODY_ROUND_TIMEOUT": "5"},
-        payments=True,
+    cluster = payments_cluster(
+        d / "c", env={"CUSTODY_POOL_INTERVAL": "0.3", "CUSTODY_ROUND_TIMEOUT": "5"}
     )
     try:
         doc = cluster.start(timeout=120)
