@@ -287,8 +287,9 @@ def run_demo(console: Console, cluster: Path | None, data_dir: Path | None, port
         with console.status(
             "starting a local cluster (coordinator + 3 nodes + the payment service)"
         ) as st:
-            # the payment service too, as `custody up --with-payments` (part three)
-            own = Cluster(where, nodes=3, port=port, payments=True, progress=st.update)
+            # the payment service too, as `custody up --with-payments` (part three); mutual
+            # TLS between the coordinator and the nodes, as `custody up` without --dev
+            own = Cluster(where, nodes=3, port=port, payments=True, progress=st.update, tls=True)
             try:
                 doc = own.start()
             except PortInUse as e:
