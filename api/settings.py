@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     approval_ttl: float = Field(
         default=24 * 3600.0, gt=0, description="pending_approval requests expire after this"
     )
+    console_rp_id: str = Field(
+        default="localhost", description="the treasury console's WebAuthn RP id (a domain)"
+    )
+    console_origins: str = Field(
+        default="",
+        description="origins the console accepts passkey ceremonies from (comma-separated); "
+        "empty: this request's origin when its host is the RP id (development)",
+    )
     cluster_id: str = Field(
         default="tpwc-dev", description="named in every checkpoint; the governance's when installed"
     )

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -142,24 +141,23 @@ def _set_cookie(resp: Response, s: Session, sessions: Sessions) -> None:
 
 def rp_id(request: Request) -> str:
     """The WebAuthn RP id: ``CUSTODY_CONSOLE_RP_ID`` (default: ``localhost``)."""
-    return str(getattr(request.app.state, "console_rp_id", None) or _env("RP_ID", "localhost"))
+    return str(
+        getattr(request.app.state, "console_rp_id", None)
+        or request.app.state.settings.console_rp_id
+    )
 
 
 def origins(request: Request) -> list[str]:
     """The origins the console accepts ceremonies from: ``CUSTODY_CONSOLE_ORIGINS``
     (comma-separated), else the origin this request came to when its host is the RP id
     (development on http://localhost:PORT)."""
-    configured = _env("ORIGINS", "")
+    configured = request.app.state.settings.console_origins
     if configured:
         return [o.strip() for o in configured.split(",") if o.strip()]
     host = request.headers.get("host", "")
     if host.split(":", 1)[0] != rp_id(request):
         return []
     return [f"{request.url.scheme}://{host}"]
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"CUSTODY_CONSOLE_{name}", default)
 
 
 async def _json(request: Request, s: Session) -> dict[str, Any]:

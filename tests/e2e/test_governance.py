@@ -42,7 +42,7 @@ def _rogue(live: Live, tmp: Path, node_id: str, party: int) -> Iterator[str]:
     subprocess.run(init, check=True, capture_output=True, env=c._env(), cwd=c._cwd())  # noqa: S603
     port = free_port_block(0)
     proc = subprocess.Popen(  # noqa: S603
-        [c.python, "-m", "signer_nodes", "run", "--data-dir", str(d), "--port", str(port)],
+        [c.python, "-m", "signer_nodes", "run", "--data-dir", str(d), "--port", str(port), "--dev"],
         env=c._env(),
         cwd=c._cwd(),
         stdout=subprocess.DEVNULL,
