@@ -13,7 +13,7 @@ echo "==> tests (two workers, one per core; a module's tests stay on one worker)
 # -n 2 --dist loadfile (pytest-xdist): the serial run kept one core idle through every
 # in-process test (docs/PERFORMANCE.md "Test suite time"); each worker has its own temp
 # dirs, session templates, PostgreSQL server and SoftHSM2 binding
-XDIST=(-n 2 --dist loadfile)
+XDIST=(-n 2 --dist loadfile --durations=40)  # the 40 slowest, for the next budget review
 if [ "$#" -gt 0 ]; then  # a chosen selection: that, once, on SQLite
   exec .venv/bin/python -m pytest -q "${XDIST[@]}" "$@"
 fi
