@@ -363,8 +363,18 @@ def test_a_departing_dealer_dying_after_its_done_statement_does_not_block_the_co
         while not _log_events(live5, "node-3", "ceremony.done", key.id):
             assert time.monotonic() < deadline and t.is_alive(), "node-3 never finished dealing"
             time.sleep(0.02)
-        time.sleep(0.3)  # its answer (done, with the statement) reaches the coordinator
-        c.stop_proc("node-3", signal.SIGKILL)
+        # Hold the new committee's OT setup by pausing node-4, which it needs: no commit can
+        # start before node-4's done statement, so node-3 is surely killed before its commit
+        # (without this, on a quiet machine the OT setup and the commit could finish inside
+        # the pause below and node-3 deleted its share before the kill).
+        node4 = c.procs["node-4"].popen
+        assert node4 is not None
+        node4.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(0.3)  # node-3's answer (done, with the statement) reaches the coordinator
+            c.stop_proc("node-3", signal.SIGKILL)
+        finally:
+            node4.send_signal(signal.SIGCONT)
         t.join(300)
         r = answer["r"]
         assert r.status_code == 200, r.text
