@@ -12,8 +12,11 @@ reads and then writes relying on SQLite's single writer takes a lock first
 (:func:`lock_audit_chain`).
 
 The coordinator stores no secret share: keys hold public material only (group public key
-and verifying shares). The preprocessing pools (nonce *commitments*, presignature ids) are
-held in memory only (:mod:`api.coordinator.pools`).
+and verifying shares). The preprocessing pools (nonce *commitments*, presignature ids and
+``R``: public data only) are held in memory by a single coordinator, and in the tables
+below when several share a PostgreSQL (:mod:`api.coordinator.pools`). Accepted sign
+requests are a durable job queue (the lease columns of ``sign_requests``,
+:mod:`api.coordinator.queue`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -157,6 +161,15 @@ class SignRequest(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # the authorization receipt (custody.receipts wire form) of a signed request
     receipt: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # the durable job queue (migration 0002, api.coordinator.queue): a ``signing`` request
+    # is queued while ``claimed_by`` is NULL or ``lease_until`` has passed; the coordinator
+    # instance that claims it renews the lease while it signs
+    claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # times claimed
+    # every signer set asked to sign, written (fenced by the lease) before the sign items
+    # leave: a coordinator resuming the request records them in the audit log
+    attempted: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Approval(Base):
@@ -291,6 +304,51 @@ class WebhookDelivery(Base):
     log: Mapped[list[Any]] = mapped_column(JSON, default=list)  # the latest attempts
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PoolCommitment(Base):
+    """One FROST nonce commitment (RFC 9591 s5.1, public) of node ``party_id`` for key
+    ``key_id``, fetched while the node ran as ``boot_id``; handed out once, by
+    claim-and-delete (:mod:`api.coordinator.pools`, shared pools). ``commitments``: the
+    node's hex as it sent it, checked on entry."""
+
+    __tablename__ = "pool_commitments"
+    __table_args__ = (Index("ix_pool_commitments_key_party", "key_id", "party_id"),)
+    id: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(String(40))
+    party_id: Mapped[int] = mapped_column(Integer)
+    boot_id: Mapped[str] = mapped_column(String(64))
+    nonce_id: Mapped[str] = mapped_column(String(80), unique=True)
+    commitments: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PoolPresignature(Base):
+    """One DKLs23 presignature of ``key_id`` at derivation ``path`` ("" for the root key):
+    its id, signer set, the parties' boot ids when it was made, and the instance point
+    ``R`` (public data only; the secrets stay in the nodes' memory). Handed out once, by
+    claim-and-delete."""
+
+    __tablename__ = "pool_presignatures"
+    __table_args__ = (Index("ix_pool_presignatures_key_path", "key_id", "path"),)
+    id: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(String(40))
+    path: Mapped[str] = mapped_column(String(200))
+    presignature_id: Mapped[str] = mapped_column(String(80), unique=True)
+    parties: Mapped[list[Any]] = mapped_column(JSON)
+    boot_ids: Mapped[list[Any]] = mapped_column(JSON)
+    r_point: Mapped[str] = mapped_column(String(70))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PoolRefill(Base):
+    """The claim row of one pool being refilled: one coordinator at a time (``holder``
+    until ``until``; an expired claim is taken over)."""
+
+    __tablename__ = "pool_refills"
+    pool: Mapped[str] = mapped_column(String(300), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    until: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 BUSY_TIMEOUT = 5.0  # default of ``settings.db_busy_timeout`` ($CUSTODY_DB_BUSY_TIMEOUT)

@@ -38,6 +38,7 @@ from api.db import (
 from tests import pg
 
 ROOT = Path(__file__).resolve().parents[2]
+HEAD = head_revision()  # 0002 (issue 14) and any later revision
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -66,7 +67,8 @@ def differences(engine: Engine) -> list[Any]:
 def test_the_baseline_on_an_empty_database_is_the_models_schema(engine: Engine) -> None:
     assert current_revision(engine) is None
     migrate(engine)
-    assert current_revision(engine) == head_revision() == "0001"
+    assert current_revision(engine) == head_revision() == HEAD
+    assert HEAD is not None and HEAD >= "0002"
     assert differences(engine) == []
     tables = set(inspect(engine).get_table_names())
     assert set(Base.metadata.tables) | {"alembic_version"} == tables
@@ -80,7 +82,7 @@ def test_upgrading_again_changes_nothing_and_keeps_the_data(engine: Engine, url:
         db.migrate()
         with db.session() as s:
             assert s.get(Credential, cid).label == "kept"
-        assert current_revision(db.engine) == "0001"
+        assert current_revision(db.engine) == HEAD
     finally:
         db.close()
 
@@ -111,6 +113,11 @@ def _as_an_older_release_made_it(engine: Engine) -> None:
             ("sign_requests", "receipt", None),
             ("keys", "label", "ix_keys_label"),
             ("keys", "key_metadata", None),
+            # revision 0002 (issue 14): the job queue's columns
+            ("sign_requests", "claimed_by", None),
+            ("sign_requests", "lease_until", None),
+            ("sign_requests", "claims", None),
+            ("sign_requests", "attempted", None),
         ):
             if index:
                 c.execute(text(f"DROP INDEX {index}"))
@@ -119,6 +126,8 @@ def _as_an_older_release_made_it(engine: Engine) -> None:
             c.execute(text("ALTER TABLE audit ALTER COLUMN seq TYPE integer"))
             c.execute(text("ALTER SEQUENCE audit_seq_seq AS integer"))
         c.execute(text("DROP TABLE policy_shadow_disagreements"))  # a table added later
+        for table in ("pool_commitments", "pool_presignatures", "pool_refills"):  # 0002
+            c.execute(text(f"DROP TABLE {table}"))
         c.execute(
             text(
                 "INSERT INTO credentials (id, role, token_sha256, label, created_at, revoked) "
@@ -133,7 +142,7 @@ def test_a_database_made_before_migrations_is_adopted(engine: Engine) -> None:
     assert differences(engine) != []  # the older schema really differs
     migrate(engine)
     assert differences(engine) == []
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == HEAD
     with engine.connect() as c:
         row = c.execute(select(Credential.label, Credential.principal)).one()
         assert tuple(row) == ("old", None)
@@ -150,7 +159,8 @@ def test_a_database_made_before_migrations_is_adopted(engine: Engine) -> None:
 def test_without_migrating_the_service_refuses_a_database_not_at_head(url: str) -> None:
     db = Database(url)
     try:
-        with pytest.raises(SchemaError, match=r"revision none \(not migrated\).*needs 0001"):
+        refused = r"revision none \(not migrated\).*needs " + str(HEAD)
+        with pytest.raises(SchemaError, match=refused):
             db.migrate(apply=False)
         db.migrate()
         db.migrate(apply=False)  # at head: starts
@@ -181,9 +191,9 @@ def test_coordinators_starting_together_on_postgres_migrate_once(tmp_path: Path)
     e = make_engine(u)
     try:
         assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in outs]
-        assert [json.loads(out)["to"] for out, _ in outs] == ["0001"] * 3
+        assert [json.loads(out)["to"] for out, _ in outs] == [HEAD] * 3
         with e.connect() as c:
-            assert c.execute(text("SELECT version_num FROM alembic_version")).all() == [("0001",)]
+            assert c.execute(text("SELECT version_num FROM alembic_version")).all() == [(HEAD,)]
         assert differences(e) == []
     finally:
         e.dispose()
@@ -207,12 +217,12 @@ def test_python_m_api_db_upgrade_and_current(url: str, tmp_path: Path) -> None:
     d = tmp_path / "coord"
     before = _db_cli("current", d, env)
     assert before.returncode == 1, before.stderr
-    assert json.loads(before.stdout) == {"current": None, "head": "0001"}
+    assert json.loads(before.stdout) == {"current": None, "head": HEAD}
     up = _db_cli("upgrade", d, env)
     assert up.returncode == 0, up.stderr
-    assert json.loads(up.stdout) == {"from": None, "to": "0001"}
+    assert json.loads(up.stdout) == {"from": None, "to": HEAD}
     after = _db_cli("current", d, env)
-    assert after.returncode == 0 and json.loads(after.stdout)["current"] == "0001"
+    assert after.returncode == 0 and json.loads(after.stdout)["current"] == HEAD
     e = make_engine(url)
     try:
         assert differences(e) == []
@@ -248,7 +258,7 @@ cfg = alembic_config(url)
 import api.migrations, pathlib
 ours = pathlib.Path(api.migrations.__file__).parent / "versions"
 cfg.set_main_option("version_locations", f"{ours} {out}")
-command.revision(cfg, "add a note", autogenerate=True, rev_id="0002", version_path=out)
+command.revision(cfg, "add a note", autogenerate=True, rev_id="9999", version_path=out)
 """
 
 
@@ -266,8 +276,8 @@ def test_autogenerate_writes_batch_alters_for_sqlite(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    (script,) = out.glob("0002_*.py")
+    (script,) = out.glob("9999_*.py")
     text_ = script.read_text()
-    assert "down_revision: str | Sequence[str] | None = '0001'" in text_
+    assert f"down_revision: str | Sequence[str] | None = '{HEAD}'" in text_
     assert "with op.batch_alter_table('keys'" in text_ and "add_column" in text_
     assert "create_table" not in text_  # the baseline matched everything else
