@@ -63,6 +63,29 @@ class Settings(BaseSettings):
     pool_interval: float = Field(
         default=0.5, gt=0, description="seconds between pool/health sweeps"
     )
+    sign_lease: float = Field(
+        default=15.0,
+        gt=0,
+        description="seconds a coordinator holds a claimed sign request without renewing "
+        "it; then any coordinator resumes it (issue 14)",
+    )
+    queue_poll: float = Field(
+        default=1.0, gt=0, description="seconds between the job-queue worker's claims"
+    )
+    queue_batch: int = Field(
+        default=16, ge=1, description="sign requests the worker claims at most per poll"
+    )
+    instance_name: str = Field(
+        default="",
+        description="prefix of this coordinator's instance id in leases (empty: the host "
+        "name); the id adds the pid and a random part, new at every start",
+    )
+    shared_pools: str = Field(
+        default="auto",
+        pattern="^(auto|memory|database)$",
+        description="where the preprocessing pools live: memory (one coordinator), "
+        "database (shared by every coordinator on it), auto: database on PostgreSQL",
+    )
     approval_ttl: float = Field(
         default=24 * 3600.0, gt=0, description="pending_approval requests expire after this"
     )

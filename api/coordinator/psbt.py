@@ -30,6 +30,7 @@ import coincurve
 
 from api import crypto
 from api.coordinator.pools import Commitment, Pools
+from api.coordinator.queue import fence
 from api.coordinator.registry import NodeRegistry, raise_refusal, receipt_part
 from api.coordinator.types import KeyInfo, SessionFailed, SignResult
 from api.nodes import NodeInfo
@@ -156,6 +157,7 @@ async def _fan(
         for n in nodes
         for i, package in enumerate(packages)
     ]
+    await fence(n.party_id for n in nodes)  # durable before any item leaves
     res = await asyncio.gather(
         *(
             asyncio.wait_for(caller.sign_item(n, "/v1/frost/sign-batch", item), timeout)

@@ -4,13 +4,23 @@ The coordinator relays and aggregates; it never holds a share. Per signature it 
 ``t`` healthy nodes, bounds every call by ``round_timeout``, and on a node failure retries
 once on another subset without the blamed node. Aggregated signatures are verified before
 they are stored, and stored in the same transaction as their audit entry (fail closed).
+
+Several coordinators may share one database (issue 14). Each is one *instance* (an id
+new at every start: host name, pid, random part) that signs only what it holds a lease
+on (:mod:`api.coordinator.queue`): the request its POST accepted, one its approvals
+released, or one its worker (:meth:`Coordinator._worker`) claimed from the queue (left
+unclaimed, or by a coordinator that stopped renewing). The leases it holds are renewed
+every ``sign_lease / 3`` seconds (:meth:`Coordinator._leases`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -24,9 +34,10 @@ from api.coordinator.ceremonies import Ceremonies
 from api.coordinator.checkpoints import Checkpointer
 from api.coordinator.hd import signing_key
 from api.coordinator.keys import KeyBook, KeyCeremony
-from api.coordinator.outcomes import Answer, OutcomeWriter
+from api.coordinator.outcomes import Answer, OutcomeWriter, final_answer
 from api.coordinator.pools import Pools
 from api.coordinator.psbt import request_message
+from api.coordinator.queue import FENCE, Claimed, Fence, JobQueue, LeaseLost
 from api.coordinator.receipts import assemble as assemble_receipt
 from api.coordinator.registry import NodeRegistry
 from api.coordinator.relay import SessionRelay
@@ -42,6 +53,8 @@ from api.coordinator.types import (
 from api.db import Database, SignRequest, utcnow
 from api.governance import GovernanceStore
 from api.nodes import NodeCaller
+from api.problems import Problem
+from api.serializers import sign_out
 from api.settings import Settings
 from custody import obs
 
@@ -141,6 +154,10 @@ class Coordinator:
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self.instance = instance_id(settings.instance_name)
+        self.queue = JobQueue(db, self.instance, settings.sign_lease)
+        self.held: set[str] = set()  # the sign requests this instance is signing now
+        self._queue_tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, *, background: bool = True) -> None:
@@ -148,16 +165,17 @@ class Coordinator:
         self.registry.load()
         if background:
             self._loop_task = asyncio.create_task(self._background())
+            self._queue_tasks = [
+                asyncio.create_task(self._worker()),
+                asyncio.create_task(self._leases()),
+            ]
             self.spawn(self.ceremonies.recover())  # interrupted key ceremonies
 
     async def stop(self) -> None:
-        if self._loop_task:
-            self._loop_task.cancel()
-        for t in list(self._tasks):
+        loops = [*([self._loop_task] if self._loop_task else []), *self._queue_tasks]
+        for t in [*loops, *self._tasks]:
             t.cancel()
-        await asyncio.gather(
-            *self._tasks, *([self._loop_task] if self._loop_task else []), return_exceptions=True
-        )
+        await asyncio.gather(*self._tasks, *loops, return_exceptions=True)
         await self.caller.aclose()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -189,6 +207,97 @@ class Coordinator:
             except Exception:
                 log.exception("background sweep failed")
             await asyncio.sleep(self.settings.pool_interval)
+
+    # -- the job queue (api.coordinator.queue) -----------------------------------------------
+    async def _worker(self) -> None:
+        """Every ``queue_poll`` seconds: claim queued requests and expired leases (up to
+        ``queue_batch``, none this instance already signs) and sign each in the background.
+        A coordinator that died mid-request left its lease to expire: its requests finish
+        here without the client resubmitting."""
+        while True:
+            try:
+                got = await self.queue.claim_due(self.settings.queue_batch, self.held)
+                for claim in got:
+                    self.resume(claim)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job queue claim failed")
+            await asyncio.sleep(self.settings.queue_poll)
+
+    async def _leases(self) -> None:
+        """Renew the leases of the requests this instance signs, every ``sign_lease / 3``."""
+        while True:
+            await asyncio.sleep(self.settings.sign_lease / 3)
+            try:
+                held = sorted(self.held)
+                kept = await self.queue.renew(held)
+                if lost := set(held) - kept - {r for r in held if r not in self.held}:
+                    log.warning("sign request leases lost", extra={"requests": sorted(lost)})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease renewal failed")
+
+    def resume(self, claim: Claimed) -> None:
+        """Sign a request this instance claimed from the queue (its answer stored for the
+        Idempotency-Keys in flight that name it, :mod:`api.coordinator.outcomes`)."""
+        events.info(
+            "sign.claimed", sign_request_id=claim.id, claims=claim.claims,
+            attempted=[list(a) for a in claim.attempted],
+        )  # fmt: skip
+        self.spawn(self._run_claimed(claim))
+
+    async def _run_claimed(self, claim: Claimed) -> None:
+        try:
+            key = self.keys.get(claim.key_id)
+        except Problem as e:  # the key is gone or not active: the request cannot be signed
+            await self.outcomes.record(
+                claim.id,
+                claim.key_id,
+                None,
+                problem_doc("signing-failed", "Signing failed", e.detail or e.title, 409),
+                [],
+                answer=self._answer_for(claim.id),
+                request_digest=b"",
+                attempted=claim.attempted,
+            )
+            return
+        await self.run_sign(
+            claim.id,
+            claim.body,
+            key,
+            answer=self._answer_for(claim.id),
+            attempted_before=claim.attempted,
+        )
+
+    def _answer_for(self, request_id: str) -> Answer:
+        """The POST answer of a request resumed here, from its row and the outcome."""
+
+        def answer(changes: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            with self.db.engine.connect() as conn:
+                row = (
+                    conn.execute(select(SignRequest.__table__).where(SignRequest.id == request_id))
+                    .mappings()
+                    .one()
+                )
+            return final_answer(sign_out({**row, **changes}))
+
+        return answer
+
+    async def sign_claimed(self, request_id: str, body: dict[str, Any], key: KeyInfo) -> bool:
+        """Claim a request its approvals just released and sign it in the background;
+        False when another coordinator's worker claimed it first (it signs it there)."""
+        claim = await self.queue.claim(request_id)
+        if claim is None:
+            return False
+        self.spawn(
+            self.run_sign(
+                request_id, body, key, answer=self._answer_for(request_id),
+                attempted_before=claim.attempted,
+            )
+        )  # fmt: skip
+        return True
 
     # -- keys -----------------------------------------------------------------------------
     async def run_dkg(self, key_id: str) -> None:
@@ -226,19 +335,28 @@ class Coordinator:
         *,
         answer: Answer | None = None,
         slot: idempotency.Slot | None = None,
+        attempted_before: tuple[tuple[int, ...], ...] = (),
     ) -> None:
-        """Sign one request: first attempt, then one retry on a subset without the blamed;
-        then store the outcome (with ``slot`` and ``answer``, the POST's idempotent answer
-        with it)."""
+        """Sign one request this instance holds the lease of: first attempt, then one retry
+        on a subset without the blamed; then store the outcome (with ``slot`` and
+        ``answer``, the POST's idempotent answer with it). ``attempted_before``: the signer
+        sets earlier holders fenced (a resumed request). Every signer set is fenced before
+        its items leave (:mod:`api.coordinator.queue`); a lost lease ends the attempt with
+        nothing stored from here."""
         with structlog.contextvars.bound_contextvars(sign_request_id=request_id):
             self.activity.signing += 1
             self.activity.last_sign = time.monotonic()
+            self.held.add(request_id)
+            fence = Fence(self.queue, request_id, attempted_before)
+            token = FENCE.set(fence)
             start = time.perf_counter()
             signed = False
+            outcome = "failed"
             try:
                 key = signing_key(key, body)  # derivation_path: the child key (issue 13)
                 msg = request_message(key, body)
                 result, error, blamed, attempted = await self._attempts(request_id, key, body, msg)
+                attempted = [*fence.sets, *attempted]  # every set fenced, earlier holders' too
                 for b in blamed:
                     metrics.record_blame(b)
                 digest = audit.request_digest(request_id, key.id, key.scheme, body, msg)
@@ -255,13 +373,19 @@ class Coordinator:
                     receipt=None if result is None else assemble_receipt(key, body, result),
                 )
                 signed = result is not None and stored  # a withheld signature: failed
+                outcome = "signed" if signed else "failed" if stored or result is None else "lost"
+            except LeaseLost:
+                outcome = "lease-lost"  # another holder finishes it; nothing sent from here
+                log.warning("sign request lease lost", extra={"sign_request_id": request_id})
             finally:
+                FENCE.reset(token)
+                self.held.discard(request_id)
                 self.activity.signing -= 1
                 took = time.perf_counter() - start
                 metrics.observe_sign(key.scheme, body.get("kind"), signed, took)
                 events.info(
                     "sign.outcome",
-                    outcome="signed" if signed else "failed",
+                    outcome=outcome,
                     scheme=key.scheme,
                     kind=body.get("kind"),
                     key_id=key.id,
@@ -322,6 +446,8 @@ class Coordinator:
                         extra["suspects"] = suspects  # one or more of them, nobody named
                     error = problem_doc("signing-failed", "Signing failed", e.detail, **extra)
                 continue
+            except LeaseLost:
+                raise  # nothing more from here (run_sign)
             except Exception as e:
                 log.exception("signing crashed", extra={"sign_request_id": request_id})
                 if result is None:
@@ -350,3 +476,10 @@ class Coordinator:
                 )
             return result, None, blamed, attempted
         return None, error, blamed, attempted
+
+
+def instance_id(name: str = "") -> str:
+    """This coordinator process's id in leases: ``name`` (default the host name), the pid
+    and a random part, so a restarted process never takes an old lease for its own."""
+    host = (name or socket.gethostname())[:60]
+    return f"{host}:{os.getpid()}:{secrets.token_hex(4)}"

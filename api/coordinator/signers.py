@@ -23,6 +23,7 @@ from api import crypto
 from api.coordinator.pools import Commitment, Pools, Presignature
 from api.coordinator.psbt import KIND as PSBT_KIND
 from api.coordinator.psbt import sign_psbt
+from api.coordinator.queue import fence
 from api.coordinator.registry import NodeRegistry, raise_refusal, receipt_part
 from api.coordinator.types import KeyInfo, SessionFailed, SignResult
 from api.nodes import NodeInfo
@@ -64,6 +65,7 @@ class _Fan:
         (:meth:`NodeCaller.sign_item`); a failed item blames as a failed call did, a
         refusal raises :class:`NodesRefused`. Returns the shares and receipt parts."""
         caller = self.registry.caller
+        await fence(calls)  # the signer set is durable before any item leaves
         res = await asyncio.gather(
             *(
                 asyncio.wait_for(caller.sign_item(n, path, b), self.timeout)

@@ -61,8 +61,8 @@ async def _submit(
         done = await c.approvals.submit(
             request_id, body.approval, want, key, r.body, p.credential_id
         )
-        if done.status == "signing":
-            c.spawn(c.run_sign(request_id, done.body, key))
+        if done.status == "signing":  # claimed from the job queue here, or by a worker
+            await c.sign_claimed(request_id, done.body, key)
         fresh = await asyncio.to_thread(repo.sign_request, request_id)
         assert fresh is not None
         return 200, sign_out(fresh, await asyncio.to_thread(approval_view, c, repo, fresh))

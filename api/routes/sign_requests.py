@@ -31,12 +31,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from api import audit, idempotency, metrics, shadow
 from api.auth import AUTH_ERRORS, Principal, check_scope
 from api.coordinator import Coordinator, KeyInfo
 from api.coordinator.hd import signing_key
+from api.coordinator.outcomes import failed_answer as failed_answer  # re-exported
+from api.coordinator.outcomes import final_answer, provisional_answer
 from api.coordinator.psbt import request_message
 from api.db import SignRequest, utcnow
 from api.deps import (
@@ -184,6 +187,9 @@ async def create_sign_request(
         "recovery_id": None,
         "signers": None,
         "error": None,
+        "attempted": None,
+        # signing: claimed by this coordinator at once (the durable job queue, issue 14)
+        **(c.queue.lease_columns() if status == "signing" else {"claims": 0}),
     }
     slot = idempotency.Slot(cred, idempotency_key)
     audit_data = {
@@ -192,8 +198,14 @@ async def create_sign_request(
         "digest": hashlib.sha256(msg).hexdigest(),
         "policy": policy,
     }
+
+    def insert(conn: Connection) -> None:
+        repo.insert_sign_request(conn, row, slot, fp, audit_data)
+        if status == "signing":  # a coordinator resuming it answers this key (outcomes)
+            provisional_answer(conn, slot, rid)
+
     try:
-        await db.write(lambda conn: repo.insert_sign_request(conn, row, slot, fp, audit_data))
+        await db.write(insert)
     except IntegrityError:
         return await asyncio.to_thread(
             idempotency.replay, db, cred, idempotency_key, fp, base, settings.retry_after
@@ -218,25 +230,7 @@ async def create_sign_request(
     return _with_location(_response(*out), base, settings.retry_after)
 
 
-def failed_answer(doc: dict[str, Any]) -> Answer:
-    """The answer of a failed request ``doc`` (:func:`api.serializers.sign_out`): its stored
-    problem with its own status (502 when it has none) and the request as ``sign_request``."""
-    err = dict(doc.get("error") or {})
-    status = err.get("status")
-    if not isinstance(status, int) or not 400 <= status <= 599:
-        status = 502
-    err.setdefault("type", "urn:tpwc:problem:signing-failed")
-    err.setdefault("title", "Signing failed")
-    err["status"] = status
-    if isinstance(doc.get("id"), str):
-        err["instance"] = f"/v1/sign-requests/{doc['id']}"
-    return status, {**err, "sign_request": doc}
-
-
-def _final(doc: dict[str, Any]) -> Answer:
-    if doc.get("status") == "failed":
-        return failed_answer(doc)
-    return (201 if doc.get("status") == "signed" else 202), doc
+_final = final_answer  # the POST's answer of a request (api.coordinator.outcomes)
 
 
 def _response(status: int, body: dict[str, Any]) -> JSONResponse:

@@ -259,11 +259,13 @@ def signed(api: Api) -> tuple[str, str, SigningKey]:
     import asyncio  # noqa: PLC0415 - test helper only
 
     from api.coordinator import SignResult  # noqa: PLC0415
+    from tests.api.coordinator.inflight import in_flight  # noqa: PLC0415
 
     kid, sk = api.add_signing_key()
     sid = post_sr(api, kid, "sig").json()["id"]
     sig = sk.sign(bytes.fromhex("11" * 32)).signature  # type: ignore[attr-defined]
     outcomes = api.app.state.coordinator.outcomes
+    in_flight(api, sid)  # the queue's in-flight state (issue 14)
     asyncio.run(
         outcomes.record(
             sid,

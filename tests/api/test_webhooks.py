@@ -29,6 +29,7 @@ from api.coordinator import SignResult
 from api.db import SignRequest, Webhook, WebhookMessage
 from custody.cluster import ETH_LIMIT
 from tests.api.conftest import Api, make_api
+from tests.api.coordinator.inflight import in_flight
 from tests.api.test_approvals import b64, post_approval, post_tx, statement
 from tests.api.test_audit_integrity import stored_digest
 from tests.api.test_auth_problems import assert_problem
@@ -378,6 +379,7 @@ def test_signed_and_rejected_events_from_the_outcome_and_the_approval_desk(
     kid, sk = api.add_signing_key()
     sid = post_sr(api, kid, "s1").json()["id"]  # parked: no event subscribed for that
     sig = sk.sign(bytes.fromhex("11" * 32)).signature  # type: ignore[attr-defined]
+    in_flight(api, sid)  # the queue's in-flight state (issue 14)
     asyncio.run(
         api.app.state.coordinator.outcomes.record(
             sid,

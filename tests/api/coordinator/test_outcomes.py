@@ -8,6 +8,7 @@ import asyncio
 from sqlalchemy import text
 
 from api.coordinator import SignResult
+from tests.api.coordinator.inflight import in_flight
 from tests.api.test_sign_requests import post_sr, stored_digest
 
 
@@ -18,6 +19,7 @@ def test_signature_withheld_when_audit_write_fails(dev_api) -> None:  # noqa: AN
     with dev_api.app.state.db.session() as s:  # a real database failure: the table is gone
         s.execute(text("DROP TABLE audit"))
     outcomes = dev_api.app.state.coordinator.outcomes
+    in_flight(dev_api, sid)  # the queue's in-flight state (issue 14)
     asyncio.run(
         outcomes.record(
             sid,
@@ -38,6 +40,7 @@ def test_outcome_is_stored_with_its_audit_entry(api) -> None:  # noqa: ANN001
     sid = post_sr(api, kid, "o").json()["id"]
     sig = sk.sign(bytes.fromhex("11" * 32)).signature
     outcomes = api.app.state.coordinator.outcomes
+    in_flight(api, sid)  # the queue's in-flight state (issue 14)
     asyncio.run(
         outcomes.record(
             sid,
@@ -65,6 +68,7 @@ def test_every_attempted_signer_set_is_in_the_chain_for_the_nodes(api) -> None: 
     sig = sk.sign(bytes.fromhex("11" * 32)).signature
     outcomes = api.app.state.coordinator.outcomes
     attempted = [(1, 2), (1, 3), (1, 3)]  # (1, 2) failed, (1, 3) signed (twice: a confirmation)
+    in_flight(api, sid)  # the queue's in-flight state (issue 14)
     asyncio.run(
         outcomes.record(
             sid,
