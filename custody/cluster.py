@@ -578,8 +578,10 @@ class Cluster:
         ]
         self._spawn(node_id(i), argv if self.tls else [*argv, "--dev"])
 
-    def start_coordinator(self) -> None:
-        """Spawn the coordinator process (``start``, or a test restarting it)."""
+    def start_coordinator(self, port: int | None = None, name: str = "coordinator") -> None:
+        """Spawn the coordinator process (``start``, or a test restarting it); ``port`` and
+        ``name``: another coordinator process on the same data directory and database
+        (``simulations/multi.py`` runs several behind HAProxy)."""
         argv = [
             self.python,
             "-m",
@@ -590,9 +592,9 @@ class Cluster:
             "--host",
             self.host,
             "--port",
-            str(self.port),
+            str(self.port if port is None else port),
         ]
-        self._spawn("coordinator", argv if self.tls else [*argv, "--dev"])
+        self._spawn(name, argv if self.tls else [*argv, "--dev"])
 
     def start_payments(self, admin_token: str, requester_token: str) -> dict[str, str]:
         """Spawn ``python -m payments`` under DIR/payments (its database, the book's journal,

@@ -62,6 +62,7 @@ __all__ = [
     "node_csr",
     "issue_node",
     "issue_coordinator",
+    "issue_frontend",
     "check_node_certificate",
     "spki_sha256",
     "server_context",
@@ -324,6 +325,27 @@ def issue_coordinator(
         ExtendedKeyUsageOID.CLIENT_AUTH,
         days,
         now,
+    ).sign(ca.key, hashes.SHA256())
+
+
+def issue_frontend(
+    ca: Ca,
+    key: ec.EllipticCurvePrivateKey,
+    hosts: Sequence[str],
+    *,
+    days: int = LEAF_DAYS,
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    """A server certificate for the coordinators' load balancer (HAProxy terminates the
+    clients' TLS there): EKU ``serverAuth`` only, SAN the DNS names and addresses clients
+    dial. It carries no node URI and no identity binding, so the coordinator never takes
+    it for a node (:func:`check_node_certificate`), and no ``clientAuth``, so no node
+    takes it for the coordinator."""
+    if not hosts:
+        raise ValueError("a frontend certificate needs at least one host name or address")
+    san = x509.SubjectAlternativeName(_hosts(hosts))
+    return _leaf(
+        ca, _name("tpwc api"), key.public_key(), san, ExtendedKeyUsageOID.SERVER_AUTH, days, now
     ).sign(ca.key, hashes.SHA256())
 
 
