@@ -1,0 +1,407 @@
+"""Issue 14's chaos acceptance for coordinators: one of two coordinator processes on one
+PostgreSQL is SIGKILLed during a bounded load, at a point drawn at collection.
+
+The load: requests of every scheme, each with its own Idempotency-Key, sent alternately to
+both coordinators (directly, not through HAProxy: the client itself retries on the other
+coordinator, with the same key and body, where its connection broke). The victim is
+frozen (SIGSTOP) at the drawn point until it holds at least one request in flight, those
+requests are read from the database, and it is SIGKILLed: nothing it held can finish
+there. Afterwards:
+
+- every request the coordinators accepted is ``signed`` with one stored signature, which
+  pynacl or coincurve verifies under the key's public key, and which is the signature its
+  client got; or ``failed`` with its problem (none is left ``signing``);
+- the requests the victim held finish on the survivor **without the client resubmitting**:
+  claimed again from the queue after their lease expired (``claims`` >= 2, claimed by the
+  survivor), and their clients' retries with the same key get the stored answer;
+- one request per Idempotency-Key;
+- no nonce or presignature was released twice: every node's release log names each item
+  once;
+- the audit chain verifies, and every node co-signs a checkpoint at its head, which it
+  does only when the chain holds every release it made (the dead coordinator's included:
+  the fence put its signer sets in the row before they were asked).
+
+The default form (~40 s with the topology's start) kills once; the long form, behind the
+``slow`` marker (short with ``CUSTODY_SLOW_SHORT=1``), restarts the victim and kills the
+other coordinator too, under a longer load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import coincurve
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from nacl.signing import VerifyKey
+from sqlalchemy import Engine, create_engine, select
+
+from api.db import SignRequest
+from custody.nodeauth import SIGNATURE_HEADER, sign_headers
+from simulations.multi import Multi
+from tests.e2e.conftest import collection_rng
+
+SCHEMES = ("ed25519", "bip340", "ecdsa-secp256k1")
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+CONCURRENCY = 8
+TERMINAL = ("signed", "failed", "rejected", "expired")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def slow_short() -> bool:
+    return os.environ.get("CUSTODY_SLOW_SHORT") == "1"
+
+
+@dataclass
+class Outcome:
+    index: int
+    scheme: str
+    message: bytes
+    idem: str
+    status: str = ""
+    request_id: str | None = None
+    signature: str | None = None
+    recovery_id: int | None = None
+    problem: dict[str, Any] | None = None
+    broken: int = 0  # connections that broke under this request (then retried elsewhere)
+    in_flight_answers: int = 0  # 409 "still running" answers to its retries
+
+
+@dataclass
+class Load:
+    """The bounded load and the coordinators it may use (``dead``: killed ones)."""
+
+    multi: Multi
+    token: str
+    keys: dict[str, dict[str, Any]]
+    dead: set[int] = field(default_factory=set)
+    done: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, k: int) -> str:
+        return self.multi.coordinator_url(k)
+
+    def live(self, prefer: int) -> int:
+        with self.lock:
+            if prefer not in self.dead:
+                return prefer
+            others = [k for k in (1, 2) if k not in self.dead]
+        assert others, "every coordinator is dead"
+        return others[0]
+
+    def run(self, i: int) -> Outcome:
+        scheme = SCHEMES[i % len(SCHEMES)]
+        raw = f"multi {i} {uuid.uuid4()}".encode()
+        msg = hashlib.sha256(raw).digest() if scheme == "ecdsa-secp256k1" else raw
+        out = Outcome(i, scheme, msg, f"chaos-{i}-{uuid.uuid4().hex[:8]}")
+        body = {"key_id": self.keys[scheme]["id"], "kind": "raw", "message": msg.hex()}
+        headers = {"Authorization": f"Bearer {self.token}", "Idempotency-Key": out.idem}
+        target = 1 + i % 2  # alternately to both coordinators
+        deadline = time.monotonic() + 120
+        with httpx.Client(timeout=30) as http:
+            while time.monotonic() < deadline:
+                k = self.live(target)
+                try:
+                    r = http.post(self.url(k) + "/v1/sign-requests", json=body, headers=headers)
+                except httpx.TransportError:
+                    out.broken += 1  # the same key and body on the other coordinator
+                    target = 2 if k == 1 else 1
+                    time.sleep(0.1)
+                    continue
+                doc = r.json()
+                if r.status_code == 409 and str(doc.get("type", "")).endswith("in-flight"):
+                    out.in_flight_answers += 1  # accepted before the break: it finishes
+                    time.sleep(0.3)
+                    continue
+                if r.status_code == 202:
+                    doc = self._poll(http, doc["id"], headers, deadline)
+                    if doc is None:
+                        continue  # the coordinator polled died: ask again with the key
+                self._record(out, r.status_code, doc)
+                break
+            else:
+                out.status = "client-timeout"
+        with self.lock:
+            self.done += 1
+        return out
+
+    def _poll(
+        self, http: httpx.Client, rid: str, headers: dict[str, str], deadline: float
+    ) -> dict[str, Any] | None:
+        auth = {"Authorization": headers["Authorization"]}
+        while time.monotonic() < deadline:
+            k = self.live(1)
+            try:
+                r = http.get(f"{self.url(k)}/v1/sign-requests/{rid}", headers=auth)
+            except httpx.TransportError:
+                return None
+            doc: dict[str, Any] = r.json()
+            if doc.get("status") in TERMINAL:
+                return doc
+            time.sleep(0.2)
+        return None
+
+    @staticmethod
+    def _record(out: Outcome, status: int, doc: dict[str, Any]) -> None:
+        sr = doc.get("sign_request", doc) if status >= 400 else doc
+        out.request_id = sr.get("id")
+        out.status = str(sr.get("status") or f"http-{status}")
+        if out.status == "signed":
+            out.signature, out.recovery_id = sr["signature"], sr.get("recovery_id")
+        else:
+            out.problem = {k: doc.get(k) for k in ("type", "title", "detail", "status")}
+
+
+def verify_independently(scheme: str, public_key: str, msg: bytes, sig_hex: str) -> None:
+    """pynacl for Ed25519, coincurve (libsecp256k1) for BIP-340 and ECDSA (low-s)."""
+    pk, sig = bytes.fromhex(public_key), bytes.fromhex(sig_hex)
+    if scheme == "ed25519":
+        VerifyKey(pk).verify(msg, sig)  # raises BadSignatureError
+    elif scheme == "bip340":
+        assert coincurve.PublicKeyXOnly(pk).verify(sig, msg)
+    else:
+        r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+        assert s <= SECP256K1_N // 2
+        assert coincurve.PublicKey(pk).verify(encode_dss_signature(r, s), msg, hasher=None)
+
+
+def _creds(m: Multi) -> dict[str, str]:
+    creds: dict[str, str] = json.loads((m.data_dir / "multi.json").read_text())["credentials"]
+    return creds
+
+
+@pytest.fixture(scope="module")
+def keys(multi: Multi) -> dict[str, dict[str, Any]]:
+    """One 2-of-3 key per scheme (DKG through coordinator 1)."""
+    admin = {"Authorization": f"Bearer {_creds(multi)['admin']}"}
+    out = {}
+    with httpx.Client(base_url=multi.coordinator_url(1), timeout=60, headers=admin) as c:
+        for scheme in SCHEMES:
+            r = c.post("/v1/keys", json={"scheme": scheme, "threshold": 2},
+                       headers={"Idempotency-Key": f"chaos-key-{scheme}"})  # fmt: skip
+            assert r.status_code in (200, 201, 202), r.text
+            doc = r.json()
+            deadline = time.monotonic() + 120
+            while doc["status"] != "active":
+                assert doc["status"] != "failed" and time.monotonic() < deadline, doc
+                time.sleep(0.2)
+                doc = c.get(f"/v1/keys/{doc['id']}").json()
+            out[scheme] = doc
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(multi: Multi) -> Iterator[Engine]:
+    e = create_engine(multi.database_url)
+    yield e
+    e.dispose()
+
+
+def _pid(m: Multi, k: int) -> int:
+    return m.pids()[f"coordinator-{k}"]
+
+
+def _held_by(engine: Engine, pid: int) -> list[str]:
+    """The ``signing`` requests whose lease a coordinator of this pid holds."""
+    with engine.connect() as c:
+        rows = c.execute(
+            select(SignRequest.id).where(
+                SignRequest.status == "signing", SignRequest.claimed_by.like(f"%:{pid}:%")
+            )
+        ).all()
+    return [r.id for r in rows]
+
+
+def kill_holding(m: Multi, engine: Engine, load: Load, k: int, after: int) -> list[str]:
+    """Once ``after`` requests are done: freeze coordinator ``k`` until it holds a request
+    in flight, read which, SIGKILL it. The requests it held."""
+    while load.done < after:
+        time.sleep(0.02)
+    pid = _pid(m, k)
+    held: list[str] = []
+    for _ in range(200):
+        os.kill(pid, signal.SIGSTOP)  # frozen: nothing it holds can be stored now
+        held = _held_by(engine, pid)
+        if held:
+            break
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.02)
+    with load.lock:
+        load.dead.add(k)
+    m.stop_coordinator(k, signal.SIGKILL)
+    return held
+
+
+def run_chaos(
+    m: Multi, engine: Engine, keys: dict[str, dict[str, Any]], total: int, kills: list[int]
+) -> None:
+    """``total`` requests; coordinator 2, then (restarted 2 first) 1, SIGKILLed after
+    ``kills[j]`` requests are done; then every check of the module docstring."""
+    load = Load(m, _creds(m)["requester"], keys)
+    with engine.connect() as c:
+        before = set(c.scalars(select(SignRequest.id)).all())
+    held: list[str] = []
+    survivors: list[int] = []
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        futures = [pool.submit(load.run, i) for i in range(total)]
+        for j, after in enumerate(kills):
+            victim = 2 if j % 2 == 0 else 1
+            if j > 0:  # bring the last victim back first: one coordinator always serves
+                m.start_coordinator(3 - victim)
+                with load.lock:
+                    load.dead.discard(3 - victim)
+            held += kill_holding(m, engine, load, victim, after)
+            survivors.append(3 - victim)
+        outcomes = [f.result() for f in futures]
+    # the clients' view: signed (verified independently) or failed with a reason
+    problems = [o for o in outcomes if o.status not in ("signed", "failed")]
+    assert problems == [], problems
+    for o in outcomes:
+        if o.status == "signed":
+            assert o.signature is not None
+            verify_independently(o.scheme, keys[o.scheme]["public_key"], o.message, o.signature)
+        else:
+            assert o.problem and o.problem.get("type") and o.problem.get("detail"), o
+    signed = [o for o in outcomes if o.status == "signed"]
+    assert len(signed) >= total - len(kills) * CONCURRENCY, [o for o in outcomes if not o.signature]
+    assert held, "the victim never held a request in flight"
+    # the database's view: one request per key, none left signing, one signature each
+    with engine.connect() as c:
+        rows = {
+            r.id: r for r in c.execute(select(SignRequest.__table__)).all() if r.id not in before
+        }
+    assert len(rows) == total, (len(rows), total)
+    assert {o.request_id for o in outcomes} == set(rows)
+    assert [r.id for r in rows.values() if r.status not in ("signed", "failed")] == []
+    by_id = {o.request_id: o for o in outcomes}
+    for rid, r in rows.items():
+        o = by_id[rid]
+        assert r.status == o.status, (rid, r.status, o)
+        if r.status == "signed":
+            assert r.signature == o.signature  # the one stored signature is what it got
+            verify_independently(o.scheme, keys[o.scheme]["public_key"], o.message, r.signature)
+        else:
+            assert r.error and r.error.get("detail"), r
+    # the requests the victims held finished without the client resubmitting
+    survivor_pids = {_pid(m, k) for k in (1, 2) if k not in load.dead}
+    for rid in held:
+        r = rows[rid]
+        assert r.status in ("signed", "failed") and r.claims >= 2, (rid, r.status, r.claims)
+        assert any(f":{p}:" in (r.claimed_by or "") for p in survivor_pids) or len(kills) > 1, r
+    resumed = [by_id[rid] for rid in held]
+    assert all(o.status == rows[o.request_id].status for o in resumed)
+    _no_item_released_twice(m)
+    _audit_chain_holds_every_release(m)
+
+
+SIGNER_SCRIPT = """
+import json, sys
+from pathlib import Path
+from hsm import Hsm, HsmConfig
+d = Path(sys.argv[1])
+state = json.loads((d / "hsm.json").read_text())
+pin = (d / "hsm.pin").read_text().strip()
+hsm = Hsm.open(HsmConfig(state["token_label"], pin, softhsm_conf=state["softhsm_conf"]))
+out = [hsm.sign_ed25519("coordinator", bytes.fromhex(x)).hex() for x in json.load(sys.stdin)]
+hsm.close()
+print(json.dumps(out))
+"""
+
+
+def _signed_get(m: Multi, node: int, target: str) -> dict[str, Any]:
+    """``GET target`` on a node, signed by the coordinators' key in their PKCS#11 token (a
+    subprocess: SoftHSM2 binds a process to one token directory; tests/e2e/test_cluster.py
+    does the same), over mutual TLS."""
+    assert m.cluster is not None
+    seen: list[bytes] = []
+    headers = sign_headers(
+        lambda b: seen.append(b) or bytes(64),  # type: ignore[func-returns-value]
+        "GET",
+        target,
+        b"",
+        recipient=f"node-{node}",
+    )
+    done = subprocess.run(  # noqa: S603 - our own argv
+        [sys.executable, "-c", SIGNER_SCRIPT, str(m.data_dir / "coordinator")],
+        input=json.dumps([seen[0].hex()]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=True,
+    )
+    (sig,) = json.loads(done.stdout)
+    with m.cluster.node_http() as http:
+        r = http.get(m.cluster.node_url(node) + target, headers={**headers, SIGNATURE_HEADER: sig})
+    assert r.status_code == 200, r.text
+    doc: dict[str, Any] = r.json()
+    return doc
+
+
+def _no_item_released_twice(m: Multi) -> None:
+    """Every node's release log (its own hash-chained record of each share it released,
+    ``GET /v1/releases``): each nonce or presignature id once."""
+    for i in range(1, m.nodes + 1):
+        items: list[str] = []
+        after = 0
+        while True:
+            page = _signed_get(m, i, f"/v1/releases?after={after}&limit=1000")
+            items += [e["item_id"] for e in page["entries"]]
+            if len(page["entries"]) < 1000:
+                break
+            after = page["entries"][-1]["seq"]
+        assert items, f"node-{i} released nothing"
+        twice = {x for x in items if items.count(x) > 1}
+        assert twice == set(), f"node-{i} released {sorted(twice)} more than once"
+
+
+def _audit_chain_holds_every_release(m: Multi) -> None:
+    """The chain verifies, and all three nodes co-sign a checkpoint at its head."""
+    creds = _creds(m)
+    k = 1 if m.cluster and m.cluster.procs["coordinator"].alive else 2
+    with httpx.Client(base_url=m.coordinator_url(k), timeout=60) as c:
+        r = c.post(
+            "/v1/audit/checkpoints",
+            headers={"Authorization": f"Bearer {creds['admin']}",
+                     "Idempotency-Key": f"chaos-cp-{uuid.uuid4()}"},
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        assert sorted(r.json()["signatures"]) == [f"node-{i}" for i in range(1, m.nodes + 1)]
+        v = c.get("/v1/audit/verify", headers={"Authorization": f"Bearer {creds['auditor']}"})
+        assert v.status_code == 200 and v.json()["ok"] is True, v.text
+
+
+KILL_AFTER = collection_rng("multi-kill").randint(8, 40)
+
+
+@pytest.mark.parametrize("after", [KILL_AFTER])
+def test_a_coordinator_sigkilled_under_load_loses_nothing(
+    multi: Multi, keys: dict[str, dict[str, Any]], engine: Engine, after: int
+) -> None:
+    run_chaos(multi, engine, keys, 60, [after])
+
+
+@pytest.mark.slow
+def test_each_coordinator_sigkilled_in_turn_under_a_longer_load(
+    multi: Multi, keys: dict[str, dict[str, Any]], engine: Engine
+) -> None:
+    rng = collection_rng("multi-kill-long")
+    total = 90 if slow_short() else 240
+    kills = sorted(rng.sample(range(10, total - 20), 2 if slow_short() else 4))
+    if multi.cluster is not None and not multi.cluster.procs["coordinator-2"].alive:
+        multi.start_coordinator(2)  # killed by the default form
+    run_chaos(multi, engine, keys, total, kills)
