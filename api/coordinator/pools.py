@@ -37,7 +37,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -272,13 +272,13 @@ class Pools:
                     ):
                         self._spawn(self._refill_presig(key, path))
 
-    def presig_wanted(self, q: deque[Any] | None, target: int | None = None) -> bool:
+    def presig_wanted(self, q: Sized | int | None, target: int | None = None) -> bool:
         """Refill a presignature pool below ``presig_target`` while no signature is in
         flight, or at once below ``presig_low_water``: presign sessions cost far more CPU
         than online signing, so they wait for a quiet moment unless the pool runs low.
         ``target``: a derivation path's pool (:data:`DERIVED_TARGET`), refilled when idle
         only (its first signature presigns on demand)."""
-        n = 0 if q is None else len(q)
+        n = q if isinstance(q, int) else 0 if q is None else len(q)
         a = self.activity
         idle = not a.signing and time.monotonic() - a.last_sign > IDLE_GRACE
         if target is not None:
@@ -298,6 +298,14 @@ class Pools:
             self._refilling.discard(tag)
 
     async def _fetch_commitments(self, key: KeyInfo, node: NodeInfo, count: int) -> None:
+        got = await self._fetch_items(key, node, count)
+        self._frost.setdefault((key.id, node.party_id), deque()).extend(c for c, _ in got)
+
+    async def _fetch_items(
+        self, key: KeyInfo, node: NodeInfo, count: int
+    ) -> list[tuple[Commitment, str]]:
+        """``count`` fresh commitments of ``node`` for ``key``, each decoded and checked,
+        with the hex the node sent (what the shared pool stores)."""
         doc = await asyncio.wait_for(
             self.registry.caller.call(
                 node, "POST", "/v1/frost/commitments", {"key_id": key.id, "count": count}
@@ -315,11 +323,14 @@ class Pools:
             ):
                 raise NodeFailure(node, "garbage", "malformed commitment item")
 
-        def decode() -> list[Commitment]:
+        def decode() -> list[tuple[Commitment, str]]:
             return [
-                Commitment(
-                    it["nonce_id"],
-                    crypto.frost_commitments(key.scheme, node.party_id, it["commitments"]),
+                (
+                    Commitment(
+                        it["nonce_id"],
+                        crypto.frost_commitments(key.scheme, node.party_id, it["commitments"]),
+                    ),
+                    it["commitments"],
                 )
                 for it in items
             ]
@@ -327,10 +338,9 @@ class Pools:
         # Checked once, here: point checks (~65 us per Ed25519 point) of a whole batch would
         # stall the event loop, so they run in a worker thread (libsodium drops the GIL).
         try:
-            decoded = await asyncio.to_thread(decode)
+            return await asyncio.to_thread(decode)
         except crypto.Blame as e:
             raise NodeFailure(node, "garbage", str(e)) from None
-        self._frost.setdefault((key.id, node.party_id), deque()).extend(decoded)
 
     async def _refill_presig(self, key: KeyInfo, path: str | None = None) -> None:
         """Fill the presignature pool of the key (``path``: of its child there) up to

@@ -125,6 +125,11 @@ class NodeRegistry:
                 return n
         return None
 
+    def boot_of(self, party: int) -> str:
+        """The boot id the node of ``party`` last reported ("" before its first check)."""
+        n = self.by_party(party)
+        return "" if n is None else self._boots.get(n.id, "")
+
     def eligible_party(self, party: int) -> bool:
         n = self.by_party(party)
         return n is not None and n.eligible

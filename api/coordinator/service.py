@@ -41,6 +41,7 @@ from api.coordinator.queue import FENCE, Claimed, Fence, JobQueue, LeaseLost
 from api.coordinator.receipts import assemble as assemble_receipt
 from api.coordinator.registry import NodeRegistry
 from api.coordinator.relay import SessionRelay
+from api.coordinator.shared_pools import SharedPools, shared_pools_wanted
 from api.coordinator.signers import signers_by_scheme
 from api.coordinator.types import (
     Activity,
@@ -139,9 +140,17 @@ class Coordinator:
         self.keys = KeyBook(db)
         self.ceremony = KeyCeremony(db, self.registry, self.relay)
         self.activity = Activity()
-        self.pools = Pools(
-            settings, self.registry, self.relay, self.keys, self.activity, self.spawn
-        )
+        self.instance = instance_id(settings.instance_name)
+        self.pools: Pools
+        if shared_pools_wanted(settings, db):  # several coordinators draw from one pool
+            self.pools = SharedPools(
+                settings, self.registry, self.relay, self.keys, self.activity, self.spawn,
+                db, self.instance,
+            )  # fmt: skip
+        else:
+            self.pools = Pools(
+                settings, self.registry, self.relay, self.keys, self.activity, self.spawn
+            )
         self.registry.restart_listeners.append(self.pools.forget_party)
         self.ceremonies = Ceremonies(
             db, self.registry, self.relay, self.keys, self.pools, settings.round_timeout
@@ -154,7 +163,6 @@ class Coordinator:
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self.instance = instance_id(settings.instance_name)
         self.queue = JobQueue(db, self.instance, settings.sign_lease)
         self.held: set[str] = set()  # the sign requests this instance is signing now
         self._queue_tasks: list[asyncio.Task[None]] = []
