@@ -19,6 +19,14 @@ NODES = [NodeInfo(f"node-{i}", i, "http://127.0.0.1:1", "", "") for i in (1, 2, 
 KEY = KeyInfo("k", "ed25519", 3, [n.id for n in NODES], "00" * 32, {})
 
 
+@pytest.fixture(autouse=True)
+def _memory_pools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests reach into the in-memory pool (:class:`api.coordinator.pools.Pools`):
+    keep it under CUSTODY_TEST_DATABASE=postgresql too, where pools default to the
+    database (issue 14; the shared pools' own tests: test_pools_shared.py)."""
+    monkeypatch.setenv("CUSTODY_SHARED_POOLS", "memory")
+
+
 def _signer(api) -> FrostSigner:  # noqa: ANN001
     c = api.app.state.coordinator
     return FrostSigner(c.registry, c.pools, 1.0)

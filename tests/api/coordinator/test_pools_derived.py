@@ -16,6 +16,14 @@ from api.nodes import NodeInfo
 from tests.api.conftest import nothing_up_my_sleeve_point
 
 
+@pytest.fixture(autouse=True)
+def _memory_pools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests reach into the in-memory pool (:class:`api.coordinator.pools.Pools`):
+    keep it under CUSTODY_TEST_DATABASE=postgresql too, where pools default to the
+    database (issue 14; the shared pools' own tests: test_pools_shared.py)."""
+    monkeypatch.setenv("CUSTODY_SHARED_POOLS", "memory")
+
+
 def _nodes() -> list[NodeInfo]:
     return [NodeInfo(f"node-{i}", i, "http://127.0.0.1:1", "", "") for i in (1, 2)]
 
