@@ -3,7 +3,9 @@
 
 They live in memory: a cache of public data. Losing them on restart only wastes the
 nodes' precomputation; single use is enforced durably by the nodes, and each item is
-handed out once here (popped from a deque inside one event loop).
+handed out once here (popped from a deque inside one event loop). Several coordinators
+on one PostgreSQL use :class:`api.coordinator.shared_pools.SharedPools` instead, the same
+pools as database rows (``CUSTODY_SHARED_POOLS``: on PostgreSQL by default).
 
 Derived keys (issue 13). A FROST nonce is not tied to a key (RFC 9591 s5.1: the nonce and
 its commitments do not depend on the group key; the node signs with the derived share at
@@ -277,7 +279,7 @@ class Pools:
         flight, or at once below ``presig_low_water``: presign sessions cost far more CPU
         than online signing, so they wait for a quiet moment unless the pool runs low.
         ``target``: a derivation path's pool (:data:`DERIVED_TARGET`), refilled when idle
-        only (its first signature presigns on demand)."""
+        only (its first signature presigns on demand). ``q``: the pool, or its size."""
         n = q if isinstance(q, int) else 0 if q is None else len(q)
         a = self.activity
         idle = not a.signing and time.monotonic() - a.last_sign > IDLE_GRACE
