@@ -65,6 +65,7 @@ events = obs.get_logger("api.coordinator")  # the hot path's lines (custody.obs,
 SLOW_SWEEP = 1.0  # seconds between health checks, expiry and re-reading the active keys
 ATTEMPTS = 2  # a first attempt and one retry without the blamed
 ISOLATION_ATTEMPTS = 4  # attempts in all when a failure names only suspects (DKLs23)
+HELD_PER_BATCH = 4  # the worker claims while this instance signs < 4 x queue_batch requests
 
 
 class _Isolation:
@@ -224,7 +225,11 @@ class Coordinator:
         here without the client resubmitting."""
         while True:
             try:
-                got = await self.queue.claim_due(self.settings.queue_batch, self.held)
+                # bounded: never more than HELD_PER_BATCH polls' worth in flight here, so a
+                # slow coordinator leaves the rest of the queue to the others
+                room = HELD_PER_BATCH * self.settings.queue_batch - len(self.held)
+                limit = min(self.settings.queue_batch, room)
+                got = await self.queue.claim_due(limit, self.held) if limit > 0 else []
                 for claim in got:
                     self.resume(claim)
             except asyncio.CancelledError:
