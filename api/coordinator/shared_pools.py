@@ -8,11 +8,13 @@ several coordinators draw from one pool and a coordinator that dies leaves its i
 others (the nodes cap what is outstanding per key, so items lost with a dead
 coordinator's memory would count against that cap until the nodes restart).
 
-- **Handing out** is claim-and-delete in one transaction: the oldest usable row is picked
-  with ``SELECT ... FOR UPDATE SKIP LOCKED`` (a row another coordinator is taking is
-  skipped, never waited for; one row locked at a time) and deleted with ``RETURNING`` in
-  the same statement, so no item is ever handed out twice, across coordinators or within
-  one. SQLite (one coordinator) has a
+- **Handing out** is claim-and-delete in one transaction: the oldest usable rows are
+  picked with ``SELECT ... FOR UPDATE SKIP LOCKED`` (a row another coordinator is taking
+  is skipped, never waited for) and deleted with ``RETURNING`` in the same statement, so no
+  item is ever handed out twice, across coordinators or within one. A coordinator claims a
+  chunk (:data:`CHUNK`) at a time into its memory and hands those out itself (one
+  statement per chunk instead of one per signature: PostgreSQL's claim-and-delete slows
+  with the dead rows a busy pool leaves; docs/PERFORMANCE.md). SQLite (one coordinator) has a
   single writer; the same statements run there without the locking clause.
 - **Stale items.** Each row carries the boot id of its node(s) when it was made; only rows
   of the boot a node reports now are handed out, and a node's restart deletes its rows
@@ -64,6 +66,10 @@ _PP = cast(Table, PoolPresignature.__table__)
 _PR = cast(Table, PoolRefill.__table__)
 REFILL_HOLD = 60.0  # seconds a refill claim lasts unless renewed (a dead refiller's expires)
 CANDIDATES = 16  # presignature rows looked at per take (those of unhealthy parties stay)
+#: rows a coordinator claims from a shared pool at once into its own memory (one statement,
+#: one transaction), then hands out locally: a dead coordinator loses at most this many
+#: items per pool (the nodes' caps are 20 000 nonces and 2 000 presignatures per key)
+CHUNK = 8
 
 
 @dataclass
@@ -98,6 +104,7 @@ class SharedPools(Pools):
         self.instance = instance
         self.counts = Counts()
         self._sweeping = False
+        self._claim_locks: dict[str, asyncio.Lock] = {}
 
     # -- what the pools hold ------------------------------------------------------------------
     def sizes(self) -> dict[str, int]:
@@ -142,12 +149,28 @@ class SharedPools(Pools):
 
     # -- handing out ----------------------------------------------------------------------------
     async def take_commitment(self, key: KeyInfo, node: NodeInfo) -> Commitment:
-        """Claim-and-delete one row of (key, node) of the node's current boot; none: fetch a
-        batch now, use one, pool the rest."""
+        """One commitment of (key, node): from this process's chunk, else claim-and-delete
+        a chunk of up to :data:`CHUNK` rows of the node's current boot (one statement);
+        none: fetch a batch from the node now, use one, pool the rest."""
+        local = self._frost.setdefault((key.id, node.party_id), deque())
+        if local:
+            return local.popleft()
+        async with self._claiming(f"frost:{key.id}:{node.party_id}"):
+            if local:  # another take of this process claimed a chunk meanwhile
+                return local.popleft()
+            return await self._take_commitment_chunk(key, node, local)
+
+    def _claiming(self, pool: str) -> asyncio.Lock:
+        """One chunk claim in flight per pool in this process (the others wait for it)."""
+        return self._claim_locks.setdefault(pool, asyncio.Lock())
+
+    async def _take_commitment_chunk(
+        self, key: KeyInfo, node: NodeInfo, local: deque[Commitment]
+    ) -> Commitment:
         boot = self.registry.boot_of(node.party_id)
 
-        def claim(conn: Connection) -> tuple[str, str] | None:
-            oldest = (
+        def claim(conn: Connection) -> list[tuple[str, str]]:
+            chunk = (
                 select(_PC.c.id)
                 .where(
                     _PC.c.key_id == key.id,
@@ -155,23 +178,30 @@ class SharedPools(Pools):
                     *([_PC.c.boot_id == boot] if boot else []),
                 )
                 .order_by(_PC.c.id)
-                .limit(1)
+                .limit(CHUNK)
                 .with_for_update(skip_locked=True)
-                .scalar_subquery()
             )
-            row = conn.execute(
-                delete(_PC).where(_PC.c.id == oldest).returning(_PC.c.nonce_id, _PC.c.commitments)
-            ).first()
-            return None if row is None else (str(row.nonce_id), str(row.commitments))
+            rows = conn.execute(
+                delete(_PC)
+                .where(_PC.c.id.in_(chunk.scalar_subquery()))
+                .returning(_PC.c.nonce_id, _PC.c.commitments)
+            ).all()
+            return [(str(r.nonce_id), str(r.commitments)) for r in rows]
 
         got = await self.db.write(claim)
-        if got is not None:
-            try:  # checked on entry already; decoding checks again, cheaply
-                return Commitment(
-                    got[0], crypto.frost_commitments(key.scheme, node.party_id, got[1])
-                )
+        if got:
+
+            def decode() -> list[Commitment]:  # checked on entry already; again, cheaply
+                return [
+                    Commitment(nid, crypto.frost_commitments(key.scheme, node.party_id, h))
+                    for nid, h in got
+                ]
+
+            try:
+                local.extend(await asyncio.to_thread(decode))
             except crypto.Blame as e:
                 raise SessionFailed(str(e), [(node.party_id, "garbage commitments")]) from None
+            return local.popleft()
         try:
             items = await self._fetch_items(key, node, self.settings.frost_batch)
         except NodeFailure as e:
@@ -198,9 +228,10 @@ class SharedPools(Pools):
         await self.db.write(lambda conn: conn.execute(insert(_PC), rows))
 
     async def take_presignature(self, key: KeyInfo, excluded: set[int]) -> Presignature:
-        """Claim-and-delete the oldest row of the key's path whose parties are all healthy,
-        not excluded and still on the boot it was made under; none: the in-process path
-        (a waiter for a batch, or a presign of its own when routing around culprits)."""
+        """From this process's chunk, else claim-and-delete a chunk of the oldest rows of
+        the key's path whose parties are all healthy, not excluded and still on the boot
+        they were made under; none: the in-process path (a waiter for a batch, or a presign
+        of its own when routing around culprits)."""
         path = _path(key.derivation_path)
         nodes = self.registry.nodes.values()
         boots = {n.party_id: self.registry.boot_of(n.party_id) for n in nodes}
@@ -213,10 +244,10 @@ class SharedPools(Pools):
                 for p, b in zip(parties, made, strict=False)
             )
 
-        def claim(conn: Connection) -> Presignature | None:
+        def claim(conn: Connection) -> list[Presignature]:
             # read the oldest candidates unlocked, keep the usable ones, then lock and
-            # delete the first of those nobody else is taking (SKIP LOCKED): one row
-            # locked at a time, so another coordinator's take never waits or goes dry
+            # delete up to CHUNK of those nobody else is taking (SKIP LOCKED): another
+            # coordinator's take never waits, and never sees a dry pool for our locks
             for _ in range(3):
                 rows = conn.execute(
                     select(_PP.c.id, _PP.c.parties, _PP.c.boot_ids)
@@ -226,30 +257,39 @@ class SharedPools(Pools):
                 ).all()
                 ids = [r.id for r in rows if usable(list(r.parties), list(r.boot_ids))]
                 if not ids:
-                    return None
-                first = (
+                    return []
+                chunk = (
                     select(_PP.c.id)
                     .where(_PP.c.id.in_(ids))
                     .order_by(_PP.c.id)
-                    .limit(1)
+                    .limit(CHUNK)
                     .with_for_update(skip_locked=True)
-                    .scalar_subquery()
                 )
                 got = conn.execute(
                     delete(_PP)
-                    .where(_PP.c.id == first)
+                    .where(_PP.c.id.in_(chunk.scalar_subquery()))
                     .returning(_PP.c.presignature_id, _PP.c.parties, _PP.c.r_point)
-                ).first()
-                if got is not None:
-                    return Presignature(got.presignature_id, tuple(got.parties), got.r_point)
-            return None
+                ).all()
+                if got:
+                    return [
+                        Presignature(g.presignature_id, tuple(g.parties), g.r_point) for g in got
+                    ]
+            return []
 
-        got = await self.db.write(claim)
-        if got is not None:
-            if key.derivation_path is not None:
-                self._used_path(key.id, key.derivation_path)
-            return got
-        return await super().take_presignature(key, excluded)
+        pk = (key.id, key.derivation_path)
+        local = self._presig.setdefault(pk, deque())
+
+        def have_local() -> bool:
+            return any(
+                all(p not in excluded and self.registry.eligible_party(p) for p in x.parties)
+                for x in local
+            )
+
+        if not have_local():
+            async with self._claiming(f"presig:{key.id}:{path}"):
+                if not have_local():
+                    local.extend(await self.db.write(claim))
+        return await super().take_presignature(key, excluded)  # the local pool first
 
     def _deliver(self, pk: PoolKey, made: list[Presignature]) -> None:
         """This process's waiters first (oldest first), the rest into the shared pool."""

@@ -161,14 +161,16 @@ def test_presignatures_once_across_coordinators_and_only_of_healthy_parties(
     for c in (a, b):
         _enrol(c)
     b.registry.nodes["node-3"].status = "down"  # b cannot use presignatures with node-3
-    _fill_presignatures(a.db, 30, (1, 2))
+    _fill_presignatures(a.db, 46, (1, 2))  # 30 taken, slack for each one's chunk (CHUNK 8)
     _fill_presignatures(a.db, 10, (2, 3))
     taken: list[tuple[str, tuple[int, ...]]] = []
+    by: list[tuple[Coordinator, str, tuple[int, ...]]] = []
 
     async def drain(c: Coordinator, n: int) -> None:
         for _ in range(n):
             p = await c.pools.take_presignature(_key("ecdsa-secp256k1"), set())
             taken.append((p.id, p.parties))
+            by.append((c, p.id, p.parties))
 
     async def both() -> None:
         await asyncio.gather(drain(a, 15), drain(b, 15))
@@ -178,8 +180,9 @@ def test_presignatures_once_across_coordinators_and_only_of_healthy_parties(
     assert len(ids) == 30 and len(set(ids)) == 30
     with a.db.engine.connect() as conn:
         left = conn.execute(select(PoolPresignature.parties)).all()
-    assert len(left) == 10  # what nobody took stays for later
-    assert sum(1 for _, parties in taken if 3 in parties) <= 10
+    claimed = sum(len(q) for c in (a, b) for q in c.pools._presig.values())  # chunks
+    assert len(left) + claimed == 26  # what nobody took stays: in the pool, or a chunk
+    assert not [p for who, _, p in by if who is b and 3 in p]  # node-3 is down for b
 
 
 async def test_items_of_an_older_boot_are_never_handed_out(tmp_path: Path) -> None:
