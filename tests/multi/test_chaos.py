@@ -405,3 +405,21 @@ def test_each_coordinator_sigkilled_in_turn_under_a_longer_load(
     if multi.cluster is not None and not multi.cluster.procs["coordinator-2"].alive:
         multi.start_coordinator(2)  # killed by the default form
     run_chaos(multi, engine, keys, total, kills)
+
+
+def test_a_coordinator_key_the_nodes_do_not_trust_is_refused_by_every_node(multi: Multi) -> None:
+    """The coordinators share one key, the one every node was initialised to trust
+    (docs/SECURITY.md, "Coordinator identities (first step)"): a request signed by any
+    other Ed25519 key, as a coordinator of its own would sign it, is refused by each node
+    before anything runs (401, the node's own signature check)."""
+    from nacl.signing import SigningKey  # noqa: PLC0415
+
+    assert multi.cluster is not None
+    stranger = SigningKey.generate()
+    with multi.cluster.node_http() as http:
+        for i in range(1, multi.nodes + 1):
+            target = "/v1/releases?after=0&limit=1"
+            headers = sign_headers(stranger, "GET", target, b"", recipient=f"node-{i}")
+            r = http.get(multi.cluster.node_url(i) + target, headers=headers)
+            assert r.status_code == 401, (i, r.status_code, r.text)
+            assert _signed_get(multi, i, target)["node_id"] == f"node-{i}"  # the trusted key
