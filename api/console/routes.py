@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import time
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from typing import Any, Final, Literal
 from urllib.parse import parse_qs
 
 import webauthn
+from eth_utils.crypto import keccak
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
@@ -57,15 +59,16 @@ from api import logs
 from api.auth import _authenticate  # the bearer check the API runs, for registration
 from api.console.registrations import Registrations
 from api.console.sessions import COOKIE, Session, Sessions, csrf_ok
-from api.console.views import show
+from api.console.views import Added, AddedTimes, show
 from api.coordinator import Coordinator
 from api.db import AuditEntry, Webhook, WebhookDelivery, WebhookMessage
 from api.problems import Problem
-from api.serializers import addresses
+from api.serializers import addresses, sign_out
 from api.shadow import dry_run
 from custody import approvals as ap
 from custody import governance as gov
 from custody import passkeys as pk
+from custody import policy as pol
 from custody import policy_file as pf
 from custody.policy_explain import explanation_lines
 from custody.signing import SignRequestError
@@ -425,11 +428,16 @@ def _decoded(request: Request, r: Any) -> dict[str, Any] | None:
     view = (
         c.approvals.view(ev, r.body, _repo(request).approvals(r.id), now) if g is not None else None
     )
-    shown = show(ev.intent, ev.kind, r.body, policy) if policy is not None else None
+    shown = (
+        show(ev.intent, ev.kind, r.body, policy, _added_times(request, g), now)
+        if policy is not None and g is not None
+        else None
+    )
     groups: set[str] = (
         set(ev.decision.requirement.groups()) if ev.decision.requirement is not None else set()
     )
     return {
+        "tx_hash": _tx_hash(r),
         "id": r.id,
         "key_id": r.key_id,
         "kind": ev.kind,
@@ -444,6 +452,77 @@ def _decoded(request: Request, r: Any) -> dict[str, Any] | None:
         "ev": ev,
         "key": key,
     }
+
+
+def _installed_at(request: Request) -> dict[int, int]:
+    """When each governance version was installed on this coordinator (Unix seconds): the
+    ``governance.install`` audit entries (versions 2 and later), and for the genesis (which
+    ``python -m api trust`` installs before there is a database) its file's time."""
+    out: dict[int, int] = {}
+    with request.app.state.db.session() as db:
+        for at, data in db.execute(
+            select(AuditEntry.at, AuditEntry.data).where(AuditEntry.action == "governance.install")
+        ):
+            version = data.get("version") if isinstance(data, dict) else None
+            if isinstance(version, int) and version not in out:
+                out[version] = int(dt.datetime.fromisoformat(at).timestamp())
+    store = _coordinator(request).governance
+    try:
+        out.setdefault(1, int((Path(store.dir) / "v1.gov").stat().st_mtime))
+    except OSError:
+        pass
+    return out
+
+
+def _added_times(request: Request, g: gov.Governance) -> AddedTimes:
+    """When each allowlist entry of ``g`` was added (:class:`api.console.views.Added`): the
+    earliest version from which every version up to ``g`` lists it, and when that version
+    was installed. Versions never change, so the answer is kept per governance digest."""
+    cache: dict[bytes, AddedTimes] | None = getattr(request.app.state, "console_added", None)
+    if cache is None:
+        cache = request.app.state.console_added = {}
+    hit = cache.get(g.digest)
+    if hit is not None:
+        return hit
+    store = _coordinator(request).governance
+
+    def entries(policy: Any) -> set[tuple[str, str]]:
+        return {
+            (al.name, pol.normalize_address(e.address))
+            for al in policy.allowlists
+            for e in al.entries
+        }
+
+    first = {k: g.version for k in entries(g.policy)}
+    missing = set(first)
+    for version in range(g.version - 1, 0, -1):
+        if not missing:
+            break
+        data = store.document(version)
+        if data is None:
+            break
+        present = entries(gov.decode(data).body.policy)
+        for k in list(missing):
+            if k in present:
+                first[k] = version
+            else:
+                missing.discard(k)
+    installed = _installed_at(request)
+    out = {k: Added(v, installed.get(v)) for k, v in first.items()}
+    cache[g.digest] = out
+    return out
+
+
+def _tx_hash(r: Any) -> str | None:
+    """A signed ``evm-tx``'s transaction hash (keccak256 of the signed transaction, what a
+    chain and its explorers call it), else None."""
+    if r.status != "signed" or r.kind != "evm-tx":
+        return None
+    result = sign_out(r).get("result") or {}
+    signed_tx = result.get("signed_tx")
+    if not isinstance(signed_tx, str):
+        return None
+    return "0x" + keccak(bytes.fromhex(signed_tx.removeprefix("0x"))).hex()
 
 
 def _repo(request: Request) -> Any:
