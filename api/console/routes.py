@@ -62,7 +62,7 @@ from api.console.sessions import COOKIE, Session, Sessions, csrf_ok
 from api.console.views import Added, AddedTimes, show
 from api.coordinator import Coordinator
 from api.db import AuditEntry, Webhook, WebhookDelivery, WebhookMessage
-from api.problems import Problem
+from api.problems import Problem, problem_response
 from api.serializers import addresses, sign_out
 from api.shadow import dry_run
 from custody import approvals as ap
@@ -70,10 +70,11 @@ from custody import governance as gov
 from custody import passkeys as pk
 from custody import policy as pol
 from custody import policy_file as pf
+from custody import problem_types
 from custody.policy_explain import explanation_lines
 from custody.signing import SignRequestError
 
-__all__ = ["router", "STATEMENT_TTL"]
+__all__ = ["router", "ConsoleError", "problem_handler", "STATEMENT_TTL"]
 
 STATEMENT_TTL: Final = 600  # seconds an approval made in the console counts
 CEREMONY_TTL: Final = 300  # seconds a WebAuthn challenge stays usable
@@ -86,18 +87,36 @@ templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # -- plumbing -------------------------------------------------------------------------------
 
 
-class ConsoleError(Exception):
-    """An error the console's script shows (JSON ``{"error": code, "detail": text}``)."""
+class ConsoleError(Problem):
+    """An error of the console: an RFC 9457 problem whose type, title and status are the
+    catalogue's (:mod:`custody.problem_types`, ``console-*`` and a few shared slugs).
+    :func:`problem_handler` renders it: ``error.html`` for a browser page, else the
+    ``application/problem+json`` document :mod:`api.problems` makes (what the console's
+    script reads)."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
+    def __init__(self, status: int, slug: str, detail: str) -> None:
+        entry = problem_types.lookup(slug)
+        if entry is None or entry.status != status:
+            raise AssertionError(f"console problem {slug!r} ({status}) is not catalogued")
+        super().__init__(status, slug, entry.title, detail)
 
 
-def _err(e: ConsoleError | Problem) -> JSONResponse:
-    if isinstance(e, Problem):
-        return JSONResponse({"error": e.slug, "detail": e.detail or e.title}, status_code=e.status)
-    return JSONResponse({"error": e.code, "detail": e.detail}, status_code=e.status)
+def wants_html(request: Request) -> bool:
+    """A browser navigating to a page (``Accept`` names ``text/html``), not a script."""
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept.lower()
+
+
+async def problem_handler(request: Request, exc: Exception) -> Response:
+    """The one handler of :class:`ConsoleError` (installed by :func:`api.console.install`)."""
+    assert isinstance(exc, ConsoleError)
+    if wants_html(request):
+        s, new = _session(request)
+        return _page(
+            request, "error.html", s, new, status=exc.status, title=exc.title, problem=exc,
+            type=exc.document()["type"],
+        )  # fmt: skip
+    return problem_response(exc, request.url.path)
 
 
 def _sessions(request: Request) -> Sessions:
@@ -166,16 +185,16 @@ def origins(request: Request) -> list[str]:
 async def _json(request: Request, s: Session) -> dict[str, Any]:
     """A state-changing call: the CSRF token, then a small JSON object."""
     if not csrf_ok(s, request.headers.get("x-csrf-token")):
-        raise ConsoleError(403, "csrf", "missing or wrong CSRF token (reload the page)")
+        raise ConsoleError(403, "console-csrf", "missing or wrong CSRF token (reload the page)")
     raw = await request.body()
     if len(raw) > MAX_JSON:
         raise ConsoleError(413, "too-large", f"body over {MAX_JSON} bytes")
     try:
         body = json.loads(raw or b"{}")
     except ValueError:
-        raise ConsoleError(400, "bad-json", "body: not JSON") from None
+        raise ConsoleError(400, "console-bad-json", "body: not JSON") from None
     if not isinstance(body, dict):
-        raise ConsoleError(400, "bad-json", "body: a JSON object")
+        raise ConsoleError(400, "console-bad-json", "body: a JSON object")
     return body
 
 
@@ -215,7 +234,7 @@ def _passkey_of(request: Request, credential_id: bytes) -> tuple[str, pk.Passkey
                     return a.approver_id, a.passkey, True
     reg = _registrations(request).by_credential(credential_id)
     if reg is None:
-        raise ConsoleError(403, "unknown-passkey", "this passkey is not registered")
+        raise ConsoleError(403, "console-unknown-passkey", "this passkey is not registered")
     return reg.approver_id, reg.credential, False
 
 
@@ -230,13 +249,15 @@ def _assertion(cred: Mapping[str, Any]) -> pk.PasskeyAssertion:
             base64url_to_bytes(str(r["signature"])),
         )
     except (KeyError, TypeError, ValueError):
-        raise ConsoleError(400, "bad-credential", "credential: not a WebAuthn assertion") from None
+        raise ConsoleError(
+            400, "console-bad-credential", "credential: not a WebAuthn assertion"
+        ) from None
 
 
 def _ceremony(s: Session, kind: str) -> dict[str, Any]:
     c = s.ceremony.pop(kind, None)
     if c is None or time.time() > c["until"]:
-        raise ConsoleError(400, "no-ceremony", f"no {kind} in progress (start again)")
+        raise ConsoleError(400, "console-no-ceremony", f"no {kind} in progress (start again)")
     return c  # type: ignore[no-any-return]
 
 
@@ -263,92 +284,84 @@ async def register_page(request: Request) -> Response:
 @router.post("/register/options")
 async def register_options(request: Request) -> Response:
     s, _ = _session(request)
-    try:
-        body = await _json(request, s)
-        token = body.get("token")
-        if not isinstance(token, str) or not token:
-            raise ConsoleError(400, "token-missing", "token: your approver API token")
+    body = await _json(request, s)
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        raise ConsoleError(400, "console-token-missing", "token: your approver API token")
 
-        try:
-            p = _authenticate(
-                request, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
-            )
-        except Problem:
-            raise ConsoleError(401, "token-refused", "unknown or revoked token") from None
-        if p.role != "approver":
-            raise ConsoleError(403, "not-approver", f"a {p.role} token cannot register")
-        existing = [
-            PublicKeyCredentialDescriptor(id=r.credential.credential_id)
-            for r in _registrations(request).of(p.principal_id)
-        ]
-        options = webauthn.generate_registration_options(
-            rp_id=rp_id(request),
-            rp_name="TP Wallet Custody console",
-            user_id=p.principal_id.encode(),
-            user_name=p.principal_id,
-            authenticator_selection=AuthenticatorSelectionCriteria(
-                resident_key=ResidentKeyRequirement.REQUIRED,
-                user_verification=UserVerificationRequirement.REQUIRED,
-            ),
-            supported_pub_key_algs=[
-                COSEAlgorithmIdentifier.ECDSA_SHA_256,
-                COSEAlgorithmIdentifier.EDDSA,
-            ],
-            exclude_credentials=existing,
-        )
-        s.ceremony["register"] = {
-            "challenge": options.challenge,
-            "approver_id": p.principal_id,
-            "until": time.time() + CEREMONY_TTL,
-        }
-        return Response(options_to_json(options), media_type="application/json")
-    except ConsoleError as e:
-        return _err(e)
+    try:
+        p = _authenticate(request, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token))
+    except Problem:
+        raise ConsoleError(401, "console-token-refused", "unknown or revoked token") from None
+    if p.role != "approver":
+        raise ConsoleError(403, "console-not-approver", f"a {p.role} token cannot register")
+    existing = [
+        PublicKeyCredentialDescriptor(id=r.credential.credential_id)
+        for r in _registrations(request).of(p.principal_id)
+    ]
+    options = webauthn.generate_registration_options(
+        rp_id=rp_id(request),
+        rp_name="TP Wallet Custody console",
+        user_id=p.principal_id.encode(),
+        user_name=p.principal_id,
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.REQUIRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        ),
+        supported_pub_key_algs=[
+            COSEAlgorithmIdentifier.ECDSA_SHA_256,
+            COSEAlgorithmIdentifier.EDDSA,
+        ],
+        exclude_credentials=existing,
+    )
+    s.ceremony["register"] = {
+        "challenge": options.challenge,
+        "approver_id": p.principal_id,
+        "until": time.time() + CEREMONY_TTL,
+    }
+    return Response(options_to_json(options), media_type="application/json")
 
 
 @router.post("/register/verify")
 async def register_verify(request: Request) -> Response:
     s, _ = _session(request)
+    body = await _json(request, s)
+    c = _ceremony(s, "register")
+    allowed = origins(request)
     try:
-        body = await _json(request, s)
-        c = _ceremony(s, "register")
-        allowed = origins(request)
-        try:
-            v = webauthn.verify_registration_response(
-                credential=body,
-                expected_challenge=c["challenge"],
-                expected_rp_id=rp_id(request),
-                expected_origin=allowed,
-                require_user_verification=True,
-            )
-        except InvalidRegistrationResponse as exc:
-            raise ConsoleError(400, "registration-refused", str(exc)) from None
-        cd = json.loads(base64url_to_bytes(str(body["response"]["clientDataJSON"])))
-        credential = pk.PasskeyCredential(
-            v.credential_id, v.credential_public_key, rp_id(request), (str(cd["origin"]),)
+        v = webauthn.verify_registration_response(
+            credential=body,
+            expected_challenge=c["challenge"],
+            expected_rp_id=rp_id(request),
+            expected_origin=allowed,
+            require_user_verification=True,
         )
-        try:
-            pk.check_credential(credential)
-        except pk.PasskeyError as exc:
-            raise ConsoleError(400, "registration-refused", str(exc)) from None
-        reg = _registrations(request).add(c["approver_id"], credential)
-        logs.info(
-            "console.passkey.registered",
-            approver_id=reg.approver_id,
-            credential_id=bytes_to_base64url(credential.credential_id),
-        )
-        return JSONResponse(
-            {
-                "status": "pending-governance",
-                "approver_id": reg.approver_id,
-                "credential_id": bytes_to_base64url(credential.credential_id),
-                "policy_entry": reg.policy_entry(),
-                "detail": "registered: it counts once the officers sign a governance version"
-                " that puts it in an approver group",
-            }
-        )
-    except ConsoleError as e:
-        return _err(e)
+    except InvalidRegistrationResponse as exc:
+        raise ConsoleError(400, "console-registration-refused", str(exc)) from None
+    cd = json.loads(base64url_to_bytes(str(body["response"]["clientDataJSON"])))
+    credential = pk.PasskeyCredential(
+        v.credential_id, v.credential_public_key, rp_id(request), (str(cd["origin"]),)
+    )
+    try:
+        pk.check_credential(credential)
+    except pk.PasskeyError as exc:
+        raise ConsoleError(400, "console-registration-refused", str(exc)) from None
+    reg = _registrations(request).add(c["approver_id"], credential)
+    logs.info(
+        "console.passkey.registered",
+        approver_id=reg.approver_id,
+        credential_id=bytes_to_base64url(credential.credential_id),
+    )
+    return JSONResponse(
+        {
+            "status": "pending-governance",
+            "approver_id": reg.approver_id,
+            "credential_id": bytes_to_base64url(credential.credential_id),
+            "policy_entry": reg.policy_entry(),
+            "detail": "registered: it counts once the officers sign a governance version"
+            " that puts it in an approver group",
+        }
+    )
 
 
 # -- sign-in --------------------------------------------------------------------------------
@@ -357,54 +370,45 @@ async def register_verify(request: Request) -> Response:
 @router.post("/login/options")
 async def login_options(request: Request) -> Response:
     s, new = _session(request)
-    try:
-        await _json(request, s)
-        options = webauthn.generate_authentication_options(
-            rp_id=rp_id(request), user_verification=UserVerificationRequirement.REQUIRED
-        )
-        s.ceremony["login"] = {"challenge": options.challenge, "until": time.time() + CEREMONY_TTL}
-        return Response(options_to_json(options), media_type="application/json")
-    except ConsoleError as e:
-        return _err(e)
+    await _json(request, s)
+    options = webauthn.generate_authentication_options(
+        rp_id=rp_id(request), user_verification=UserVerificationRequirement.REQUIRED
+    )
+    s.ceremony["login"] = {"challenge": options.challenge, "until": time.time() + CEREMONY_TTL}
+    return Response(options_to_json(options), media_type="application/json")
 
 
 @router.post("/login/verify")
 async def login_verify(request: Request) -> Response:
     s, _ = _session(request)
+    body = await _json(request, s)
+    c = _ceremony(s, "login")
+    a = _assertion(body)
+    approver_id, credential, active = _passkey_of(request, a.credential_id)
     try:
-        body = await _json(request, s)
-        c = _ceremony(s, "login")
-        a = _assertion(body)
-        approver_id, credential, active = _passkey_of(request, a.credential_id)
-        try:
-            webauthn.verify_authentication_response(
-                credential=body,
-                expected_challenge=c["challenge"],
-                expected_rp_id=credential.rp_id,
-                expected_origin=[o for o in origins(request) if o in credential.origins],
-                credential_public_key=credential.public_key,
-                credential_current_sign_count=0,
-                require_user_verification=True,
-            )
-        except InvalidAuthenticationResponse as exc:
-            raise ConsoleError(403, "sign-in-refused", str(exc)) from None
-        sessions = _sessions(request)
-        fresh = sessions.sign_in(s, approver_id, a.credential_id)
-        logs.info("console.signed_in", approver_id=approver_id, in_governance=active)
-        resp = JSONResponse({"next": "/console/queue", "approver_id": approver_id})
-        _set_cookie(resp, fresh, sessions)
-        return resp
-    except ConsoleError as e:
-        return _err(e)
+        webauthn.verify_authentication_response(
+            credential=body,
+            expected_challenge=c["challenge"],
+            expected_rp_id=credential.rp_id,
+            expected_origin=[o for o in origins(request) if o in credential.origins],
+            credential_public_key=credential.public_key,
+            credential_current_sign_count=0,
+            require_user_verification=True,
+        )
+    except InvalidAuthenticationResponse as exc:
+        raise ConsoleError(403, "console-sign-in-refused", str(exc)) from None
+    sessions = _sessions(request)
+    fresh = sessions.sign_in(s, approver_id, a.credential_id)
+    logs.info("console.signed_in", approver_id=approver_id, in_governance=active)
+    resp = JSONResponse({"next": "/console/queue", "approver_id": approver_id})
+    _set_cookie(resp, fresh, sessions)
+    return resp
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     s, _ = _session(request)
-    try:
-        await _json(request, s)
-    except ConsoleError as e:
-        return _err(e)
+    await _json(request, s)
     _sessions(request).end(s)
     resp = JSONResponse({"next": "/console"})
     resp.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
@@ -591,16 +595,14 @@ async def request_page(request: Request, request_id: str) -> Response:
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
-    try:
-        r = await asyncio.to_thread(_request_row, request, request_id)
-    except ConsoleError as e:
-        return _page(request, "error.html", s, new, status=404, title="Not found", error=e.detail)
+    r = await asyncio.to_thread(_request_row, request, request_id)
     d = await asyncio.to_thread(_decoded, request, r)
     if d is None:
-        return _page(
-            request, "error.html", s, new, status=422, title="Cannot decode",
-            error=f"request {request_id} does not decode: nothing to approve",
-        )  # fmt: skip
+        raise ConsoleError(
+            422,
+            "console-cannot-decode",
+            f"request {request_id} does not decode: nothing to approve",
+        )
     may = (
         r.status == "pending_approval"
         and _in_groups(_governance(request), str(s.approver_id), d["groups"])
@@ -617,12 +619,12 @@ def _statement(
         raise ConsoleError(409, "request-not-pending", f"request {r.id} is {r.status}")
     d = _decoded(request, r)
     if d is None or d["action"] != "approve":
-        raise ConsoleError(409, "no-approval-needed", f"request {r.id} needs no approval")
+        raise ConsoleError(409, "console-no-approval-needed", f"request {r.id} needs no approval")
     g = d["ev"].governance
     assert g is not None
     if not _in_groups(g, str(s.approver_id), d["groups"]):
         raise ConsoleError(
-            403, "not-in-group", f"{s.approver_id} is in no group rule {d['rule']} names"
+            403, "console-not-in-group", f"{s.approver_id} is in no group rule {d['rule']} names"
         )
     st = ap.ApprovalStatement(
         intent_digest=d["ev"].request.intent_digest,
@@ -640,7 +642,7 @@ def _statement(
 def _decision(body: Mapping[str, Any]) -> Literal["approve", "reject"]:
     dec = body.get("decision")
     if dec not in ("approve", "reject"):
-        raise ConsoleError(400, "bad-decision", "decision: approve or reject")
+        raise ConsoleError(400, "console-bad-decision", "decision: approve or reject")
     return "approve" if dec == "approve" else "reject"
 
 
@@ -649,26 +651,23 @@ async def decision_challenge(request: Request, request_id: str) -> Response:
     """The assertion request for this approver's decision on this request: its challenge is
     SHA-256 of the statement (kept in the session until ``decide``)."""
     s, _ = _session(request)
-    try:
-        body = await _json(request, s)
-        if not s.signed_in or s.credential_id is None:
-            raise ConsoleError(401, "signed-out", "sign in first")
-        decision = _decision(body)
-        st, _r, _d = await asyncio.to_thread(_statement, request, s, request_id, decision)
-        challenge = pk.challenge_for(st.signed_bytes())
-        s.ceremony[f"decide:{request_id}"] = {
-            "statement": st,
-            "until": time.time() + CEREMONY_TTL,
-        }
-        options = webauthn.generate_authentication_options(
-            rp_id=rp_id(request),
-            challenge=challenge,
-            allow_credentials=[PublicKeyCredentialDescriptor(id=s.credential_id)],
-            user_verification=UserVerificationRequirement.REQUIRED,
-        )
-        return Response(options_to_json(options), media_type="application/json")
-    except (ConsoleError, Problem) as e:
-        return _err(e)
+    body = await _json(request, s)
+    if not s.signed_in or s.credential_id is None:
+        raise ConsoleError(401, "console-signed-out", "sign in first")
+    decision = _decision(body)
+    st, _r, _d = await asyncio.to_thread(_statement, request, s, request_id, decision)
+    challenge = pk.challenge_for(st.signed_bytes())
+    s.ceremony[f"decide:{request_id}"] = {
+        "statement": st,
+        "until": time.time() + CEREMONY_TTL,
+    }
+    options = webauthn.generate_authentication_options(
+        rp_id=rp_id(request),
+        challenge=challenge,
+        allow_credentials=[PublicKeyCredentialDescriptor(id=s.credential_id)],
+        user_verification=UserVerificationRequirement.REQUIRED,
+    )
+    return Response(options_to_json(options), media_type="application/json")
 
 
 @router.post("/requests/{request_id}/decide")
@@ -678,22 +677,26 @@ async def decide(request: Request, request_id: str) -> Response:
     try:
         body = await _json(request, s)
         if not s.signed_in:
-            raise ConsoleError(401, "signed-out", "sign in first")
+            raise ConsoleError(401, "console-signed-out", "sign in first")
         decision = _decision(body)
         cred = body.get("credential")
         if not isinstance(cred, dict):
             raise ConsoleError(
-                400, "assertion-missing", "credential: a fresh passkey assertion is required"
+                400,
+                "console-assertion-missing",
+                "credential: a fresh passkey assertion is required",
             )
         c = _ceremony(s, f"decide:{request_id}")
         st: ap.ApprovalStatement = c["statement"]
         if st.decision != decision or st.approver_id != s.approver_id:
             raise ConsoleError(
-                400, "other-decision", "the assertion was asked for another decision"
+                400, "console-other-decision", "the assertion was asked for another decision"
             )
         a = _assertion(cred)
         if a.credential_id != s.credential_id:
-            raise ConsoleError(403, "other-passkey", "sign with the passkey you signed in with")
+            raise ConsoleError(
+                403, "console-other-passkey", "sign with the passkey you signed in with"
+            )
         wire = base64.b64encode(ap.PasskeyApproval(st, a).encode()).decode()
         coordinator = _coordinator(request)
         r = await asyncio.to_thread(_request_row, request, request_id)
@@ -705,22 +708,22 @@ async def decide(request: Request, request_id: str) -> Response:
         )
         if done.status == "signing":
             coordinator.spawn(coordinator.run_sign(request_id, done.body, key))
-        logs.info(
-            "console.decision",
-            approver_id=s.approver_id,
-            request_id=request_id,
-            decision=decision,
-            status=done.status,
-        )
-        return JSONResponse({"status": done.status, "request_id": request_id, "decision": decision})
-    except (ConsoleError, Problem) as e:
+    except Problem as e:  # ConsoleError too: logged, then answered by the handlers
         logs.warn(
             "console.decision.refused",
             approver_id=s.approver_id,
             request_id=request_id,
-            reason=e.code if isinstance(e, ConsoleError) else e.slug,
+            reason=e.slug,
         )
-        return _err(e)
+        raise
+    logs.info(
+        "console.decision",
+        approver_id=s.approver_id,
+        request_id=request_id,
+        decision=decision,
+        status=done.status,
+    )
+    return JSONResponse({"status": done.status, "request_id": request_id, "decision": decision})
 
 
 # -- history and keys -----------------------------------------------------------------------

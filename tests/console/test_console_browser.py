@@ -307,11 +307,15 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
                 const r = await fetch('/console/requests/' + id + '/decide', {method: 'POST',
                   headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
                   body: JSON.stringify({decision: 'approve'})});
-                return [r.status, (await r.json()).error];
+                return [r.status, r.headers.get('content-type'), (await r.json()).type];
             }""",
             big.id,
         )
-        assert no_assertion == [400, "assertion-missing"]
+        assert no_assertion == [
+            400,
+            "application/problem+json",
+            "urn:tpwc:problem:console-assertion-missing",
+        ]
         page.get_by_role("button", name="Approve with passkey").click()
         alice.status("approved")
         signed = wait_status(live, big.id, "signed")
