@@ -442,6 +442,7 @@ def _decoded(request: Request, r: Any) -> dict[str, Any] | None:
     )
     return {
         "tx_hash": _tx_hash(r),
+        "risk": _risk_report(request, r.id),
         "id": r.id,
         "key_id": r.key_id,
         "kind": ev.kind,
@@ -515,6 +516,27 @@ def _added_times(request: Request, g: gov.Governance) -> AddedTimes:
     out = {k: Added(v, installed.get(v)) for k, v in first.items()}
     cache[g.digest] = out
     return out
+
+
+def _risk_report(request: Request, request_id: str) -> dict[str, Any] | None:
+    """The risk report the requester sent with the request (``risk``,
+    :class:`custody.models.RiskReport`), kept in its ``sign.request`` audit entry: shown as
+    the payment core's, never decided on. None when it sent none."""
+    with request.app.state.db.session() as db:
+        data = db.scalar(
+            select(AuditEntry.data)
+            .where(AuditEntry.subject == request_id, AuditEntry.action == "sign.request")
+            .limit(1)
+        )
+    risk = data.get("risk") if isinstance(data, dict) else None
+    if not isinstance(risk, dict):
+        return None
+    flags = risk.get("flags")
+    score = risk.get("score")
+    return {
+        "score": score if isinstance(score, int) else None,
+        "flags": [f for f in flags if isinstance(f, str)] if isinstance(flags, list) else [],
+    }
 
 
 def _tx_hash(r: Any) -> str | None:
