@@ -122,7 +122,7 @@ async def problem_handler(request: Request, exc: Exception) -> Response:
 def _sessions(request: Request) -> Sessions:
     s: Sessions | None = getattr(request.app.state, "console_sessions", None)
     if s is None:
-        s = request.app.state.console_sessions = Sessions()
+        s = request.app.state.console_sessions = Sessions(request.app.state.db)
     return s
 
 
@@ -254,11 +254,12 @@ def _assertion(cred: Mapping[str, Any]) -> pk.PasskeyAssertion:
         ) from None
 
 
-def _ceremony(s: Session, kind: str) -> dict[str, Any]:
-    c = s.ceremony.pop(kind, None)
+def _ceremony(request: Request, s: Session, kind: str) -> dict[str, Any]:
+    """The ceremony ``kind`` in progress, taken once (a second take finds none)."""
+    c = _sessions(request).take_ceremony(s, kind)
     if c is None or time.time() > c["until"]:
         raise ConsoleError(400, "console-no-ceremony", f"no {kind} in progress (start again)")
-    return c  # type: ignore[no-any-return]
+    return c
 
 
 # -- pages ----------------------------------------------------------------------------------
@@ -319,6 +320,7 @@ async def register_options(request: Request) -> Response:
         "approver_id": p.principal_id,
         "until": time.time() + CEREMONY_TTL,
     }
+    _sessions(request).save(s)
     return Response(options_to_json(options), media_type="application/json")
 
 
@@ -326,7 +328,7 @@ async def register_options(request: Request) -> Response:
 async def register_verify(request: Request) -> Response:
     s, _ = _session(request)
     body = await _json(request, s)
-    c = _ceremony(s, "register")
+    c = _ceremony(request, s, "register")
     allowed = origins(request)
     try:
         v = webauthn.verify_registration_response(
@@ -375,6 +377,7 @@ async def login_options(request: Request) -> Response:
         rp_id=rp_id(request), user_verification=UserVerificationRequirement.REQUIRED
     )
     s.ceremony["login"] = {"challenge": options.challenge, "until": time.time() + CEREMONY_TTL}
+    _sessions(request).save(s)
     return Response(options_to_json(options), media_type="application/json")
 
 
@@ -382,7 +385,7 @@ async def login_options(request: Request) -> Response:
 async def login_verify(request: Request) -> Response:
     s, _ = _session(request)
     body = await _json(request, s)
-    c = _ceremony(s, "login")
+    c = _ceremony(request, s, "login")
     a = _assertion(body)
     approver_id, credential, active = _passkey_of(request, a.credential_id)
     try:
@@ -683,6 +686,7 @@ async def decision_challenge(request: Request, request_id: str) -> Response:
         "statement": st,
         "until": time.time() + CEREMONY_TTL,
     }
+    _sessions(request).save(s)
     options = webauthn.generate_authentication_options(
         rp_id=rp_id(request),
         challenge=challenge,
@@ -708,7 +712,7 @@ async def decide(request: Request, request_id: str) -> Response:
                 "console-assertion-missing",
                 "credential: a fresh passkey assertion is required",
             )
-        c = _ceremony(s, f"decide:{request_id}")
+        c = _ceremony(request, s, f"decide:{request_id}")
         st: ap.ApprovalStatement = c["statement"]
         if st.decision != decision or st.approver_id != s.approver_id:
             raise ConsoleError(
