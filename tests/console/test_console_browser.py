@@ -267,7 +267,11 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
         amount = 5 * ETH_LIMIT // 2
         tx_big, max_fee = unsigned_tx(chain, amount, 0)
         tx_other, _ = unsigned_tx(chain, 3 * ETH_LIMIT, 1)
-        big = live.requester.sign(key.id, kind="evm-tx", payload={"tx": tx_big}, wait=False)
+        # the first as the payment core sends it: with its authorization's risk report
+        report = {"score": 15, "flags": [f"first payment to destination {DEST}"]}
+        big = live.requester.sign(
+            key.id, kind="evm-tx", payload={"tx": tx_big}, wait=False, risk=report
+        )
         other = live.requester.sign(key.id, kind="evm-tx", payload={"tx": tx_other}, wait=False)
         assert big.status == other.status == "pending_approval"
         key_file_approval(live, big.id, approver_api)  # one of two from a key file
@@ -277,6 +281,7 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
         row = alice.page.locator("tr", has_text=big.id)
         row.wait_for()
         assert "2.5 ETH" in str(row.text_content())
+        assert "score 15/100 · 1 flag" in str(row.text_content())
         assert not alice.page.locator("#pending-governance").count()
         violations = {"queue": alice.axe()}
         alice.page.screenshot(path=str(shots / "console-queue.png"), full_page=True)
@@ -296,6 +301,10 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
         assert fee == f"at most {(Decimal(max_fee * 21_000) / 10**18).normalize():f} ETH", fee
         assert "eth-over-limit" in str(page.locator("#rule").text_content())
         assert "dev-approver-1: approve" in str(page.locator("#approvals").text_content())
+        assert "Risk flags reported by the payment core" in str(
+            page.locator("#risk").text_content()
+        )
+        assert page.locator("#risk-flags li").all_text_contents() == [f"⚠ {report['flags'][0]}"]
         violations["request"] = alice.axe()
         page.screenshot(path=str(shots / "console-approval.png"), full_page=True)
         for png in ("console-queue.png", "console-approval.png"):
