@@ -408,79 +408,73 @@ def test_every_console_error_is_a_catalogued_problem_type_with_its_status() -> N
 # -- risk flags from the payment core: shown, labelled, never decided on ---------------------
 
 
-def _payment_core_report(tmp_path: Path) -> dict[str, Any]:
-    """A payment the real payment core authorized (SQLite, the book rail): a first payment to
-    a destination scores 15 with its reason; the worker's report of it for custody."""
+def test_a_payment_the_payment_core_sends_shows_its_risk_flags_and_the_nodes_never_get_them(
+    api: Api, web: TestClient, tmp_path: Path
+) -> None:
+    """The real payment core (SQLite, the Ethereum rail on an in-process chain) authorizes
+    a 2 ETH payment (a first payment to this destination: score 15), and its worker asks
+    custody to sign through the SDK, as the payment service does: the request waits for
+    approvals and the console shows the core's report, labelled as the core's."""
+    from custody.client import CustodyClient
     from payments import risk
-    from payments.book import BookRail
     from payments.core import PaymentCore
     from payments.db import create_schema, make_engine
+    from payments.evm import EthTesterChain
+    from payments.evm_rail import EthereumRail
+    from payments.evm_rail import checks as evm_checks
     from payments.sanctions import SanctionsList
-    from payments.service import book_destination_check
     from payments.settings import PACKAGE_DATA
-    from payments.worker import risk_report
+    from payments.worker import Worker, risk_report
+    from tests.api.test_approvals import DEST, stored_body
 
+    kid = api.add_key()
+    api._kid = kid  # type: ignore[attr-defined]
+    sdk = CustodyClient("http://testserver", api.tokens["requester"], http=TestClient(api.app))
     engine = make_engine(f"sqlite:///{tmp_path / 'payments.db'}")
-    book = make_engine(f"sqlite:///{tmp_path / 'book.db'}")
     try:
         create_schema(engine)
-        rail = BookRail(book, "key_book", "11" * 32)
+        chain = EthTesterChain()
+        rail = EthereumRail(engine, chain, sdk.get_key(kid))
+        chain.fund(rail.address, 10 * 10**18)
         core = PaymentCore(
             engine,
             SanctionsList.load(PACKAGE_DATA / "sanctions"),
             risk.Settings(),
-            {"book": rail},
-            {"book": book_destination_check},
+            {"ethereum": rail},
+            dict(evm_checks(rail)),
         )
-        src, _ = core.open_account({"owner": "ann", "asset": "USDC", "decimals": 2}, "a-ann")
-        dst, _ = core.open_account({"owner": "ben", "asset": "USDC", "decimals": 2}, "a-ben")
-        core.deposit(src, 10_00, "fund-ann")
+        aid, _ = core.open_account({"owner": "ann", "asset": "ETH", "decimals": 9}, "ann")
+        core.deposit(aid, 5 * 10**9, "dep-ann")  # 5 ETH, ledgered in gwei
         pid, _ = core.create_payment(
-            {"account_id": src, "amount": 4_00, "destination": dst, "rail": "book"}, "pay-1"
+            {"account_id": aid, "amount": 2 * 10**9, "destination": DEST, "rail": "ethereum"},
+            "pay-1",
         )
         p = core.get(pid)
+        assert p["status"] == "authorized" and p["risk_score"] == 15, p
+        report = risk_report(p)
+        assert report == {"score": 15, "flags": [f"first payment to destination {DEST}"]}
+        assert Worker(core, sdk).advance(pid) == "awaiting_approval"
+        rid = str(core.get(pid)["sign_request_id"])
     finally:
         engine.dispose()
-        book.dispose()
-    assert p["status"] == "authorized" and p["risk_score"] == 15, p
-    report = risk_report(p)
-    assert report == {"score": 15, "flags": [f"first payment to destination {dst}"]}
-    return report
-
-
-def test_a_payment_core_request_shows_its_risk_flags_labelled_and_the_nodes_never_get_them(
-    api: Api, web: TestClient, tmp_path: Path
-) -> None:
-    from custody.client import CustodyClient
-    from tests.api.test_approvals import stored_body, unsigned_tx
-
-    report = _payment_core_report(tmp_path)
-    kid = api.add_key()
-    api._kid = kid  # type: ignore[attr-defined]
-    sdk = CustodyClient("http://testserver", api.tokens["requester"], http=TestClient(api.app))
-    sr = sdk.sign(
-        kid, kind="evm-tx", payload={"tx": unsigned_tx(2 * ETH_LIMIT)}, wait=False, risk=report
-    )
-    assert sr.status == "pending_approval"
     plain = pending(api, idem="wallet-app")  # a wallet app's request: no report
     # what the nodes are sent (the stored canonical body) has no trace of the report
-    assert "risk" not in stored_body(api, sr.id) and "risk" not in str(stored_body(api, sr.id))
+    assert "risk" not in stored_body(api, rid) and "first payment" not in str(stored_body(api, rid))
     assert sign_in(web).status_code == 200
-    page = web.get(f"/console/requests/{sr.id}").text
+    page = web.get(f"/console/requests/{rid}").text
     assert "Risk flags reported by the payment core" in page
     assert "do not check them and decide nothing on them" in page
     assert report["flags"][0] in page and "Risk score <strong>15</strong> of 100" in page
     other = web.get(f"/console/requests/{plain}").text
     assert "Risk flags reported" not in other and 'id="risk-flags"' not in other
     queue = web.get("/console/queue").text
-    rows = {rid: row for row in queue.split("<tr>") for rid in (sr.id, plain) if rid in row}
-    assert "score 15/100 · 1 flag" in rows[sr.id] and report["flags"][0] in rows[sr.id]
+    rows = {r: row for row in queue.split("<tr>") for r in (rid, plain) if r in row}
+    assert "score 15/100 · 1 flag" in rows[rid] and report["flags"][0] in rows[rid]
     assert "none reported" in rows[plain] and "score" not in rows[plain]
     assert "Risk reported by the payment core" in queue  # the column's heading
     # the audit log keeps the report with the request's entry
     audit = api.client.get("/v1/audit", headers=api.h("auditor"), params={"limit": 50})
-    assert audit.status_code == 200
-    assert report["flags"][0] in audit.text
+    assert audit.status_code == 200 and report["flags"][0] in audit.text
 
 
 @pytest.mark.parametrize(
