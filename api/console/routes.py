@@ -111,7 +111,7 @@ async def problem_handler(request: Request, exc: Exception) -> Response:
     """The one handler of :class:`ConsoleError` (installed by :func:`api.console.install`)."""
     assert isinstance(exc, ConsoleError)
     if wants_html(request):
-        s, new = _session(request)
+        s, new = await _session(request)
         return _page(
             request, "error.html", s, new, status=exc.status, title=exc.title, problem=exc,
             type=exc.document()["type"],
@@ -140,12 +140,13 @@ def _coordinator(request: Request) -> Coordinator:
     return request.app.state.coordinator  # type: ignore[no-any-return]
 
 
-def _session(request: Request) -> tuple[Session, bool]:
-    """The visitor's live session, or a new anonymous one (True: set the cookie)."""
+async def _session(request: Request) -> tuple[Session, bool]:
+    """The visitor's live session, or a new anonymous one (True: set the cookie). The
+    store is the database: its calls run in a worker thread, off the event loop."""
     sessions = _sessions(request)
-    s = sessions.get(request.cookies.get(COOKIE))
+    s = await asyncio.to_thread(sessions.get, request.cookies.get(COOKIE))
     if s is None:
-        return sessions.new(), True
+        return await asyncio.to_thread(sessions.new), True
     return s, False
 
 
@@ -209,8 +210,8 @@ def _page(
     return resp
 
 
-def _need_sign_in(request: Request) -> tuple[Session, bool] | RedirectResponse:
-    s, new = _session(request)
+async def _need_sign_in(request: Request) -> tuple[Session, bool] | RedirectResponse:
+    s, new = await _session(request)
     if not s.signed_in:
         resp = RedirectResponse("/console", status_code=303)
         if new:
@@ -254,9 +255,9 @@ def _assertion(cred: Mapping[str, Any]) -> pk.PasskeyAssertion:
         ) from None
 
 
-def _ceremony(request: Request, s: Session, kind: str) -> dict[str, Any]:
+async def _ceremony(request: Request, s: Session, kind: str) -> dict[str, Any]:
     """The ceremony ``kind`` in progress, taken once (a second take finds none)."""
-    c = _sessions(request).take_ceremony(s, kind)
+    c = await asyncio.to_thread(_sessions(request).take_ceremony, s, kind)
     if c is None or time.time() > c["until"]:
         raise ConsoleError(400, "console-no-ceremony", f"no {kind} in progress (start again)")
     return c
@@ -267,7 +268,7 @@ def _ceremony(request: Request, s: Session, kind: str) -> dict[str, Any]:
 
 @router.get("", response_class=HTMLResponse)
 async def sign_in_page(request: Request) -> Response:
-    s, new = _session(request)
+    s, new = await _session(request)
     if s.signed_in:
         return RedirectResponse("/console/queue", status_code=303)
     return _page(request, "login.html", s, new, title="Sign in")
@@ -275,7 +276,7 @@ async def sign_in_page(request: Request) -> Response:
 
 @router.get("/register", response_class=HTMLResponse)
 async def register_page(request: Request) -> Response:
-    s, new = _session(request)
+    s, new = await _session(request)
     return _page(request, "register.html", s, new, title="Register a passkey")
 
 
@@ -284,7 +285,7 @@ async def register_page(request: Request) -> Response:
 
 @router.post("/register/options")
 async def register_options(request: Request) -> Response:
-    s, _ = _session(request)
+    s, _ = await _session(request)
     body = await _json(request, s)
     token = body.get("token")
     if not isinstance(token, str) or not token:
@@ -320,15 +321,15 @@ async def register_options(request: Request) -> Response:
         "approver_id": p.principal_id,
         "until": time.time() + CEREMONY_TTL,
     }
-    _sessions(request).save(s)
+    await asyncio.to_thread(_sessions(request).save, s)
     return Response(options_to_json(options), media_type="application/json")
 
 
 @router.post("/register/verify")
 async def register_verify(request: Request) -> Response:
-    s, _ = _session(request)
+    s, _ = await _session(request)
     body = await _json(request, s)
-    c = _ceremony(request, s, "register")
+    c = await _ceremony(request, s, "register")
     allowed = origins(request)
     try:
         v = webauthn.verify_registration_response(
@@ -371,21 +372,21 @@ async def register_verify(request: Request) -> Response:
 
 @router.post("/login/options")
 async def login_options(request: Request) -> Response:
-    s, new = _session(request)
+    s, new = await _session(request)
     await _json(request, s)
     options = webauthn.generate_authentication_options(
         rp_id=rp_id(request), user_verification=UserVerificationRequirement.REQUIRED
     )
     s.ceremony["login"] = {"challenge": options.challenge, "until": time.time() + CEREMONY_TTL}
-    _sessions(request).save(s)
+    await asyncio.to_thread(_sessions(request).save, s)
     return Response(options_to_json(options), media_type="application/json")
 
 
 @router.post("/login/verify")
 async def login_verify(request: Request) -> Response:
-    s, _ = _session(request)
+    s, _ = await _session(request)
     body = await _json(request, s)
-    c = _ceremony(request, s, "login")
+    c = await _ceremony(request, s, "login")
     a = _assertion(body)
     approver_id, credential, active = _passkey_of(request, a.credential_id)
     try:
@@ -401,7 +402,7 @@ async def login_verify(request: Request) -> Response:
     except InvalidAuthenticationResponse as exc:
         raise ConsoleError(403, "console-sign-in-refused", str(exc)) from None
     sessions = _sessions(request)
-    fresh = sessions.sign_in(s, approver_id, a.credential_id)
+    fresh = await asyncio.to_thread(sessions.sign_in, s, approver_id, a.credential_id)
     logs.info("console.signed_in", approver_id=approver_id, in_governance=active)
     resp = JSONResponse({"next": "/console/queue", "approver_id": approver_id})
     _set_cookie(resp, fresh, sessions)
@@ -410,9 +411,9 @@ async def login_verify(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    s, _ = _session(request)
+    s, _ = await _session(request)
     await _json(request, s)
-    _sessions(request).end(s)
+    await asyncio.to_thread(_sessions(request).end, s)
     resp = JSONResponse({"next": "/console"})
     resp.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return resp
@@ -586,7 +587,7 @@ def _queue(request: Request, s: Session) -> list[dict[str, Any]]:
 
 @router.get("/queue", response_class=HTMLResponse)
 async def queue_page(request: Request) -> Response:
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
@@ -599,7 +600,7 @@ async def queue_page(request: Request) -> Response:
 @router.get("/queue/rows", response_class=HTMLResponse)
 async def queue_rows(request: Request) -> Response:
     """The queue's table body (htmx refreshes it)."""
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return Response(status_code=401)
     s, new = got
@@ -616,7 +617,7 @@ def _request_row(request: Request, request_id: str) -> Any:
 
 @router.get("/requests/{request_id}", response_class=HTMLResponse)
 async def request_page(request: Request, request_id: str) -> Response:
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
@@ -675,7 +676,7 @@ def _decision(body: Mapping[str, Any]) -> Literal["approve", "reject"]:
 async def decision_challenge(request: Request, request_id: str) -> Response:
     """The assertion request for this approver's decision on this request: its challenge is
     SHA-256 of the statement (kept in the session until ``decide``)."""
-    s, _ = _session(request)
+    s, _ = await _session(request)
     body = await _json(request, s)
     if not s.signed_in or s.credential_id is None:
         raise ConsoleError(401, "console-signed-out", "sign in first")
@@ -686,7 +687,7 @@ async def decision_challenge(request: Request, request_id: str) -> Response:
         "statement": st,
         "until": time.time() + CEREMONY_TTL,
     }
-    _sessions(request).save(s)
+    await asyncio.to_thread(_sessions(request).save, s)
     options = webauthn.generate_authentication_options(
         rp_id=rp_id(request),
         challenge=challenge,
@@ -699,7 +700,7 @@ async def decision_challenge(request: Request, request_id: str) -> Response:
 @router.post("/requests/{request_id}/decide")
 async def decide(request: Request, request_id: str) -> Response:
     """Forward the approver's fresh assertion as a passkey approval (or rejection)."""
-    s, _ = _session(request)
+    s, _ = await _session(request)
     try:
         body = await _json(request, s)
         if not s.signed_in:
@@ -712,7 +713,7 @@ async def decide(request: Request, request_id: str) -> Response:
                 "console-assertion-missing",
                 "credential: a fresh passkey assertion is required",
             )
-        c = _ceremony(request, s, f"decide:{request_id}")
+        c = await _ceremony(request, s, f"decide:{request_id}")
         st: ap.ApprovalStatement = c["statement"]
         if st.decision != decision or st.approver_id != s.approver_id:
             raise ConsoleError(
@@ -757,7 +758,7 @@ async def decide(request: Request, request_id: str) -> Response:
 
 @router.get("/history", response_class=HTMLResponse)
 async def history_page(request: Request) -> Response:
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
@@ -779,7 +780,7 @@ async def history_page(request: Request) -> Response:
 
 @router.get("/keys", response_class=HTMLResponse)
 async def keys_page(request: Request) -> Response:
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
@@ -809,7 +810,7 @@ async def keys_page(request: Request) -> Response:
 async def policies_page(request: Request) -> Response:
     """The active governance version's policy in words, its approver groups, a dry-run form
     (and the shadow draft's version when one is installed)."""
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
@@ -823,7 +824,7 @@ async def policies_page(request: Request) -> Response:
 async def policies_dry_run(request: Request) -> Response:
     """What the active policy decides for a sign request (nothing created or signed): the
     form's key, kind and payload, as the approver (or the initiator given)."""
-    s, new = _session(request)
+    s, new = await _session(request)
     if not csrf_ok(s, request.headers.get("x-csrf-token")):
         return HTMLResponse("<p class='flag'>missing or wrong CSRF token</p>", status_code=403)
     if not s.signed_in:
@@ -865,7 +866,7 @@ async def policies_dry_run(request: Request) -> Response:
 async def audit_page(request: Request) -> Response:
     """The newest audit entries and the chain's verification against the node-signed
     checkpoints (``GET /v1/audit/verify``)."""
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
@@ -886,7 +887,7 @@ async def audit_page(request: Request) -> Response:
 @router.get("/webhooks", response_class=HTMLResponse)
 async def webhooks_page(request: Request) -> Response:
     """The newest webhook deliveries: event, endpoint, status, attempts, last answer."""
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
