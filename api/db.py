@@ -596,3 +596,24 @@ class Database:
             raise
         finally:
             s.close()
+
+
+class ConsoleSession(Base):
+    """A treasury-console session (api/console/sessions.py), shared by every coordinator on
+    this database. Only the SHA-256 of the session token is stored (the token itself is in
+    the browser's cookie alone); times are Unix milliseconds; ``ceremony`` is the WebAuthn
+    ceremony in progress (challenges, the approval statement asked for), ``version`` its
+    compare-and-set counter, so a challenge is taken once across coordinators. Rows past
+    ``expires_ms`` are swept."""
+
+    __tablename__ = "console_sessions"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    approver_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    credential_id: Mapped[str | None] = mapped_column(Text, nullable=True)  # base64url
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    seen_ms: Mapped[int] = mapped_column(BigInteger)
+    signed_in_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    expires_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    ceremony: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer)

@@ -662,15 +662,20 @@ class CustodyClient(_Base):
         wait: bool = True,
         timeout: float = 60.0,
         derivation_path: str | None = None,
+        risk: dict[str, Any] | None = None,
         **extra: Any,
     ) -> SignRequestOut:
         """Create a sign request; with ``wait`` poll until it is signed/failed/expired (or
         parked for approvals), raising :class:`SignTimeout` after ``timeout`` seconds.
         ``derivation_path`` (e.g. ``"m/0/7"``, non-hardened steps only): sign under the
         key's BIP-32 child at that path (its public key: :meth:`derive_key`); a hardened
-        step is refused (422 ``hardened-derivation``)."""
+        step is refused (422 ``hardened-derivation``). ``risk``: your risk engine's report
+        (:class:`custody.models.RiskReport`: ``score``, ``flags``), shown to approvers and
+        audited, never decided on."""
         if derivation_path is not None:
             extra = {**extra, "derivation_path": derivation_path}
+        if risk is not None:
+            extra = {**extra, "risk": risk}
         r = _sign_answer(
             self.http.post(
                 "/v1/sign-requests",
@@ -1019,15 +1024,20 @@ class AsyncCustodyClient(_Base):
         wait: bool = True,
         timeout: float = 60.0,
         derivation_path: str | None = None,
+        risk: dict[str, Any] | None = None,
         **extra: Any,
     ) -> SignRequestOut:
         """Create a sign request; with ``wait`` poll until it is signed/failed/expired (or
         parked for approvals), raising :class:`SignTimeout` after ``timeout`` seconds.
         ``derivation_path`` (e.g. ``"m/0/7"``, non-hardened steps only): sign under the
         key's BIP-32 child at that path (its public key: :meth:`derive_key`); a hardened
-        step is refused (422 ``hardened-derivation``)."""
+        step is refused (422 ``hardened-derivation``). ``risk``: your risk engine's report
+        (:class:`custody.models.RiskReport`: ``score``, ``flags``), shown to approvers and
+        audited, never decided on."""
         if derivation_path is not None:
             extra = {**extra, "derivation_path": derivation_path}
+        if risk is not None:
+            extra = {**extra, "risk": risk}
         r = _sign_answer(
             await self.http.post(
                 "/v1/sign-requests",

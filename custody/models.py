@@ -206,6 +206,30 @@ class KeyList(Page[KeyOut]):
     model_config = ConfigDict(json_schema_extra=examples.of("KeyList"))
 
 
+RISK_FLAGS_MAX = 16  # flags in one sign request's risk report
+RISK_FLAG_MAX_CHARS = 300
+RiskFlag = Annotated[
+    str, Field(min_length=1, max_length=RISK_FLAG_MAX_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+class RiskReport(BaseModel):
+    """What the requester's own risk engine found (the payment core sends its authorization's
+    flags: limits, velocity, new destination, z-score). **Non-authoritative metadata**: kept
+    in the request's audit entry and shown to approvers in the console as the requester's
+    report; it is not part of what the signer nodes are sent, sign or check, and no policy
+    decision depends on it."""
+
+    model_config = ConfigDict(extra="forbid")
+    score: int | None = Field(default=None, ge=0, le=100, description="the requester's score")
+    flags: list[RiskFlag] = Field(
+        default_factory=list,
+        max_length=RISK_FLAGS_MAX,
+        description=f"at most {RISK_FLAGS_MAX} sentences of at most {RISK_FLAG_MAX_CHARS} "
+        "characters, no control characters",
+    )
+
+
 class SignRequestCreate(BaseModel):
     """A request to sign. ``payload``: payment details, or for ``evm-tx`` ``{"tx":
     "0x02..."}``, for ``btc-psbt`` ``{"psbt": "<base64>"}`` and for ``message``
@@ -241,6 +265,11 @@ class SignRequestCreate(BaseModel):
         "A hardened step is a 422 hardened-derivation naming it. Every node derives its own "
         "share tweak from the path; the child's public key: GET /v1/keys/{id}/derive",
         examples=["m/0/7"],
+    )
+    risk: RiskReport | None = Field(
+        default=None,
+        description="the requester's risk report (RiskReport): shown to approvers, audited; "
+        "never sent to the signer nodes, and nothing is decided on it",
     )
 
 

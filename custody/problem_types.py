@@ -352,6 +352,140 @@ _ENTRIES = [
         F.VALIDATION,
         "A key-file signature for an approver whose governance entry is a passkey, or the reverse.",
     ),
+    # -- the treasury console (/console, docs/CONSOLE.md): its JSON calls and its pages
+    ProblemType(
+        "console-csrf",
+        403,
+        "Missing or wrong CSRF token",
+        F.FORBIDDEN,
+        "A console POST without its session's CSRF token in `X-CSRF-Token` (or with another "
+        "session's). Reload the page: it carries the token.",
+    ),
+    ProblemType(
+        "console-bad-json",
+        400,
+        "Body not a JSON object",
+        F.VALIDATION,
+        "A console call's body is not JSON, or not an object.",
+    ),
+    ProblemType(
+        "console-token-missing",
+        400,
+        "Approver token missing",
+        F.VALIDATION,
+        "Registering a passkey needs the approver's API token (`token` member).",
+    ),
+    ProblemType(
+        "console-token-refused",
+        401,
+        "Approver token refused",
+        F.UNAUTHORIZED,
+        "The API token given to register a passkey is unknown or revoked.",
+    ),
+    ProblemType(
+        "console-not-approver",
+        403,
+        "Not an approver token",
+        F.FORBIDDEN,
+        "Only a credential of role `approver` can register a passkey (detail names the role).",
+    ),
+    ProblemType(
+        "console-registration-refused",
+        400,
+        "Passkey registration refused",
+        F.VALIDATION,
+        "The WebAuthn registration response did not verify (challenge, origin, RP id, user "
+        "verification, or an unsupported key); detail says which.",
+    ),
+    ProblemType(
+        "console-no-ceremony",
+        400,
+        "No WebAuthn ceremony in progress",
+        F.VALIDATION,
+        "A verify call without its options call first, after the challenge expired (5 "
+        "minutes), or a second time (a challenge is used once). Start again.",
+    ),
+    ProblemType(
+        "console-unknown-passkey",
+        403,
+        "Passkey not registered",
+        F.FORBIDDEN,
+        "Sign-in with a passkey that is neither in the active governance nor registered in "
+        "the console.",
+    ),
+    ProblemType(
+        "console-bad-credential",
+        400,
+        "Not a WebAuthn assertion",
+        F.VALIDATION,
+        "The `credential` member is not a `PublicKeyCredential.toJSON()` of an assertion.",
+    ),
+    ProblemType(
+        "console-sign-in-refused",
+        403,
+        "Sign-in refused",
+        F.FORBIDDEN,
+        "The sign-in assertion did not verify (challenge, origin, RP id, user verification, "
+        "signature); detail says which.",
+    ),
+    ProblemType(
+        "console-signed-out",
+        401,
+        "Signed out",
+        F.UNAUTHORIZED,
+        "The console session is not signed in (never, or it expired: 10 minutes idle, 1 hour "
+        "after sign-in). Sign in with a passkey.",
+    ),
+    ProblemType(
+        "console-bad-decision",
+        400,
+        "Decision missing",
+        F.VALIDATION,
+        "`decision` must be `approve` or `reject`.",
+    ),
+    ProblemType(
+        "console-not-in-group",
+        403,
+        "Not an approver of this request",
+        F.FORBIDDEN,
+        "The signed-in approver is in no approver group that the matched rule names.",
+    ),
+    ProblemType(
+        "console-no-approval-needed",
+        409,
+        "No approval needed",
+        F.CONFLICT,
+        "The request's policy decision is not `approve`: there is nothing to decide.",
+    ),
+    ProblemType(
+        "console-assertion-missing",
+        400,
+        "Passkey assertion missing",
+        F.VALIDATION,
+        "A decision posted without a fresh passkey assertion: a session alone approves nothing.",
+    ),
+    ProblemType(
+        "console-other-decision",
+        400,
+        "Assertion asked for another decision",
+        F.VALIDATION,
+        "The decision posted is not the one the challenge was made for (approve vs reject).",
+    ),
+    ProblemType(
+        "console-other-passkey",
+        403,
+        "Another passkey",
+        F.FORBIDDEN,
+        "The assertion is from another passkey than the one the session signed in with.",
+    ),
+    ProblemType(
+        "console-cannot-decode",
+        422,
+        "Request does not decode",
+        F.VALIDATION,
+        "The console cannot decode the sign request's payload (or its key or policy is "
+        "gone), so it shows nothing to approve.",
+    ),
     # -- resources
     ProblemType(
         "not-found",

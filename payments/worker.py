@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from custody import obs
 from custody.client import CustodyClient, CustodyError, Forbidden, NotFound, ValidationFailed
-from custody.models import SignRequestOut
+from custody.models import RISK_FLAG_MAX_CHARS, RISK_FLAGS_MAX, SignRequestOut
 from payments.core import PaymentCore
 from payments.db import payments
 from payments.events import ConcurrencyError
@@ -43,6 +43,26 @@ log = obs.get_logger("payments.worker")
 
 def sign_idempotency_key(payment_id: str) -> str:
     return f"payment:{payment_id}:sign"
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c >= " " and c != "\x7f" else " " for c in text)
+
+
+def risk_report(p: dict[str, Any]) -> dict[str, Any] | None:
+    """What the authorization found (``payments.risk``: the score and its reasons, limits,
+    velocity, new destination, z-score), as the sign request's ``risk`` report: custody shows
+    it to approvers as the payment core's and decides nothing on it. Bounded as custody's
+    schema bounds it (custody.models.RiskReport)."""
+    texts = (" ".join(_printable(str(r)).split()) for r in p.get("reasons") or [])
+    flags = [t[:RISK_FLAG_MAX_CHARS] for t in texts if t][:RISK_FLAGS_MAX]
+    score = p.get("risk_score")
+    if score is None and not flags:
+        return None
+    out: dict[str, Any] = {"flags": flags}
+    if isinstance(score, int):
+        out["score"] = max(0, min(score, 100))
+    return out
 
 
 class Worker:
@@ -153,6 +173,7 @@ class Worker:
                     payload=unsigned.payload,
                     idempotency_key=sign_idempotency_key(pid),
                     wait=False,
+                    risk=risk_report(p),
                 )
         except (Forbidden, ValidationFailed, NotFound) as exc:
             # permanent refusals (policy, a payload custody does not accept, a request it

@@ -3,7 +3,9 @@ review decoded requests and approve or reject them with passkeys (docs/CONSOLE.m
 
 :func:`install` mounts it on the coordinator app: the routes (:mod:`api.console.routes`),
 the vendored static files (htmx, the console's script and style: nothing from a CDN) and
-the security headers of every console response (:data:`api.console.sessions.SECURITY_HEADERS`).
+the security headers of every console response (:data:`api.console.sessions.SECURITY_HEADERS`)
+and the handler of :class:`api.console.routes.ConsoleError` (RFC 9457: an HTML page for a
+browser, ``application/problem+json`` otherwise).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.console.routes import router
+from api.console.routes import ConsoleError, problem_handler, router
 from api.console.sessions import SECURITY_HEADERS
 
 __all__ = ["install", "ConsoleHeaders"]
@@ -47,5 +49,7 @@ class ConsoleHeaders:
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
+    # one handler for every console error: error.html for a browser, else problem+json
+    app.add_exception_handler(ConsoleError, problem_handler)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.add_middleware(ConsoleHeaders)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import time
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from typing import Any, Final, Literal
 from urllib.parse import parse_qs
 
 import webauthn
+from eth_utils.crypto import keccak
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
@@ -57,20 +59,22 @@ from api import logs
 from api.auth import _authenticate  # the bearer check the API runs, for registration
 from api.console.registrations import Registrations
 from api.console.sessions import COOKIE, Session, Sessions, csrf_ok
-from api.console.views import show
+from api.console.views import Added, AddedTimes, show
 from api.coordinator import Coordinator
 from api.db import AuditEntry, Webhook, WebhookDelivery, WebhookMessage
-from api.problems import Problem
-from api.serializers import addresses
+from api.problems import Problem, problem_response
+from api.serializers import addresses, sign_out
 from api.shadow import dry_run
 from custody import approvals as ap
 from custody import governance as gov
 from custody import passkeys as pk
+from custody import policy as pol
 from custody import policy_file as pf
+from custody import problem_types
 from custody.policy_explain import explanation_lines
 from custody.signing import SignRequestError
 
-__all__ = ["router", "STATEMENT_TTL"]
+__all__ = ["router", "ConsoleError", "problem_handler", "STATEMENT_TTL"]
 
 STATEMENT_TTL: Final = 600  # seconds an approval made in the console counts
 CEREMONY_TTL: Final = 300  # seconds a WebAuthn challenge stays usable
@@ -83,24 +87,42 @@ templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # -- plumbing -------------------------------------------------------------------------------
 
 
-class ConsoleError(Exception):
-    """An error the console's script shows (JSON ``{"error": code, "detail": text}``)."""
+class ConsoleError(Problem):
+    """An error of the console: an RFC 9457 problem whose type, title and status are the
+    catalogue's (:mod:`custody.problem_types`, ``console-*`` and a few shared slugs).
+    :func:`problem_handler` renders it: ``error.html`` for a browser page, else the
+    ``application/problem+json`` document :mod:`api.problems` makes (what the console's
+    script reads)."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
+    def __init__(self, status: int, slug: str, detail: str) -> None:
+        entry = problem_types.lookup(slug)
+        if entry is None or entry.status != status:
+            raise AssertionError(f"console problem {slug!r} ({status}) is not catalogued")
+        super().__init__(status, slug, entry.title, detail)
 
 
-def _err(e: ConsoleError | Problem) -> JSONResponse:
-    if isinstance(e, Problem):
-        return JSONResponse({"error": e.slug, "detail": e.detail or e.title}, status_code=e.status)
-    return JSONResponse({"error": e.code, "detail": e.detail}, status_code=e.status)
+def wants_html(request: Request) -> bool:
+    """A browser navigating to a page (``Accept`` names ``text/html``), not a script."""
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept.lower()
+
+
+async def problem_handler(request: Request, exc: Exception) -> Response:
+    """The one handler of :class:`ConsoleError` (installed by :func:`api.console.install`)."""
+    assert isinstance(exc, ConsoleError)
+    if wants_html(request):
+        s, new = await _session(request)
+        return _page(
+            request, "error.html", s, new, status=exc.status, title=exc.title, problem=exc,
+            type=exc.document()["type"],
+        )  # fmt: skip
+    return problem_response(exc, request.url.path)
 
 
 def _sessions(request: Request) -> Sessions:
     s: Sessions | None = getattr(request.app.state, "console_sessions", None)
     if s is None:
-        s = request.app.state.console_sessions = Sessions()
+        s = request.app.state.console_sessions = Sessions(request.app.state.db)
     return s
 
 
@@ -118,12 +140,13 @@ def _coordinator(request: Request) -> Coordinator:
     return request.app.state.coordinator  # type: ignore[no-any-return]
 
 
-def _session(request: Request) -> tuple[Session, bool]:
-    """The visitor's live session, or a new anonymous one (True: set the cookie)."""
+async def _session(request: Request) -> tuple[Session, bool]:
+    """The visitor's live session, or a new anonymous one (True: set the cookie). The
+    store is the database: its calls run in a worker thread, off the event loop."""
     sessions = _sessions(request)
-    s = sessions.get(request.cookies.get(COOKIE))
+    s = await asyncio.to_thread(sessions.get, request.cookies.get(COOKIE))
     if s is None:
-        return sessions.new(), True
+        return await asyncio.to_thread(sessions.new), True
     return s, False
 
 
@@ -163,16 +186,16 @@ def origins(request: Request) -> list[str]:
 async def _json(request: Request, s: Session) -> dict[str, Any]:
     """A state-changing call: the CSRF token, then a small JSON object."""
     if not csrf_ok(s, request.headers.get("x-csrf-token")):
-        raise ConsoleError(403, "csrf", "missing or wrong CSRF token (reload the page)")
+        raise ConsoleError(403, "console-csrf", "missing or wrong CSRF token (reload the page)")
     raw = await request.body()
     if len(raw) > MAX_JSON:
         raise ConsoleError(413, "too-large", f"body over {MAX_JSON} bytes")
     try:
         body = json.loads(raw or b"{}")
     except ValueError:
-        raise ConsoleError(400, "bad-json", "body: not JSON") from None
+        raise ConsoleError(400, "console-bad-json", "body: not JSON") from None
     if not isinstance(body, dict):
-        raise ConsoleError(400, "bad-json", "body: a JSON object")
+        raise ConsoleError(400, "console-bad-json", "body: a JSON object")
     return body
 
 
@@ -187,8 +210,8 @@ def _page(
     return resp
 
 
-def _need_sign_in(request: Request) -> tuple[Session, bool] | RedirectResponse:
-    s, new = _session(request)
+async def _need_sign_in(request: Request) -> tuple[Session, bool] | RedirectResponse:
+    s, new = await _session(request)
     if not s.signed_in:
         resp = RedirectResponse("/console", status_code=303)
         if new:
@@ -212,7 +235,7 @@ def _passkey_of(request: Request, credential_id: bytes) -> tuple[str, pk.Passkey
                     return a.approver_id, a.passkey, True
     reg = _registrations(request).by_credential(credential_id)
     if reg is None:
-        raise ConsoleError(403, "unknown-passkey", "this passkey is not registered")
+        raise ConsoleError(403, "console-unknown-passkey", "this passkey is not registered")
     return reg.approver_id, reg.credential, False
 
 
@@ -227,14 +250,17 @@ def _assertion(cred: Mapping[str, Any]) -> pk.PasskeyAssertion:
             base64url_to_bytes(str(r["signature"])),
         )
     except (KeyError, TypeError, ValueError):
-        raise ConsoleError(400, "bad-credential", "credential: not a WebAuthn assertion") from None
+        raise ConsoleError(
+            400, "console-bad-credential", "credential: not a WebAuthn assertion"
+        ) from None
 
 
-def _ceremony(s: Session, kind: str) -> dict[str, Any]:
-    c = s.ceremony.pop(kind, None)
+async def _ceremony(request: Request, s: Session, kind: str) -> dict[str, Any]:
+    """The ceremony ``kind`` in progress, taken once (a second take finds none)."""
+    c = await asyncio.to_thread(_sessions(request).take_ceremony, s, kind)
     if c is None or time.time() > c["until"]:
-        raise ConsoleError(400, "no-ceremony", f"no {kind} in progress (start again)")
-    return c  # type: ignore[no-any-return]
+        raise ConsoleError(400, "console-no-ceremony", f"no {kind} in progress (start again)")
+    return c
 
 
 # -- pages ----------------------------------------------------------------------------------
@@ -242,7 +268,7 @@ def _ceremony(s: Session, kind: str) -> dict[str, Any]:
 
 @router.get("", response_class=HTMLResponse)
 async def sign_in_page(request: Request) -> Response:
-    s, new = _session(request)
+    s, new = await _session(request)
     if s.signed_in:
         return RedirectResponse("/console/queue", status_code=303)
     return _page(request, "login.html", s, new, title="Sign in")
@@ -250,7 +276,7 @@ async def sign_in_page(request: Request) -> Response:
 
 @router.get("/register", response_class=HTMLResponse)
 async def register_page(request: Request) -> Response:
-    s, new = _session(request)
+    s, new = await _session(request)
     return _page(request, "register.html", s, new, title="Register a passkey")
 
 
@@ -259,93 +285,86 @@ async def register_page(request: Request) -> Response:
 
 @router.post("/register/options")
 async def register_options(request: Request) -> Response:
-    s, _ = _session(request)
-    try:
-        body = await _json(request, s)
-        token = body.get("token")
-        if not isinstance(token, str) or not token:
-            raise ConsoleError(400, "token-missing", "token: your approver API token")
+    s, _ = await _session(request)
+    body = await _json(request, s)
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        raise ConsoleError(400, "console-token-missing", "token: your approver API token")
 
-        try:
-            p = _authenticate(
-                request, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
-            )
-        except Problem:
-            raise ConsoleError(401, "token-refused", "unknown or revoked token") from None
-        if p.role != "approver":
-            raise ConsoleError(403, "not-approver", f"a {p.role} token cannot register")
-        existing = [
-            PublicKeyCredentialDescriptor(id=r.credential.credential_id)
-            for r in _registrations(request).of(p.principal_id)
-        ]
-        options = webauthn.generate_registration_options(
-            rp_id=rp_id(request),
-            rp_name="TP Wallet Custody console",
-            user_id=p.principal_id.encode(),
-            user_name=p.principal_id,
-            authenticator_selection=AuthenticatorSelectionCriteria(
-                resident_key=ResidentKeyRequirement.REQUIRED,
-                user_verification=UserVerificationRequirement.REQUIRED,
-            ),
-            supported_pub_key_algs=[
-                COSEAlgorithmIdentifier.ECDSA_SHA_256,
-                COSEAlgorithmIdentifier.EDDSA,
-            ],
-            exclude_credentials=existing,
-        )
-        s.ceremony["register"] = {
-            "challenge": options.challenge,
-            "approver_id": p.principal_id,
-            "until": time.time() + CEREMONY_TTL,
-        }
-        return Response(options_to_json(options), media_type="application/json")
-    except ConsoleError as e:
-        return _err(e)
+    try:
+        p = _authenticate(request, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token))
+    except Problem:
+        raise ConsoleError(401, "console-token-refused", "unknown or revoked token") from None
+    if p.role != "approver":
+        raise ConsoleError(403, "console-not-approver", f"a {p.role} token cannot register")
+    existing = [
+        PublicKeyCredentialDescriptor(id=r.credential.credential_id)
+        for r in _registrations(request).of(p.principal_id)
+    ]
+    options = webauthn.generate_registration_options(
+        rp_id=rp_id(request),
+        rp_name="TP Wallet Custody console",
+        user_id=p.principal_id.encode(),
+        user_name=p.principal_id,
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.REQUIRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        ),
+        supported_pub_key_algs=[
+            COSEAlgorithmIdentifier.ECDSA_SHA_256,
+            COSEAlgorithmIdentifier.EDDSA,
+        ],
+        exclude_credentials=existing,
+    )
+    s.ceremony["register"] = {
+        "challenge": options.challenge,
+        "approver_id": p.principal_id,
+        "until": time.time() + CEREMONY_TTL,
+    }
+    await asyncio.to_thread(_sessions(request).save, s)
+    return Response(options_to_json(options), media_type="application/json")
 
 
 @router.post("/register/verify")
 async def register_verify(request: Request) -> Response:
-    s, _ = _session(request)
+    s, _ = await _session(request)
+    body = await _json(request, s)
+    c = await _ceremony(request, s, "register")
+    allowed = origins(request)
     try:
-        body = await _json(request, s)
-        c = _ceremony(s, "register")
-        allowed = origins(request)
-        try:
-            v = webauthn.verify_registration_response(
-                credential=body,
-                expected_challenge=c["challenge"],
-                expected_rp_id=rp_id(request),
-                expected_origin=allowed,
-                require_user_verification=True,
-            )
-        except InvalidRegistrationResponse as exc:
-            raise ConsoleError(400, "registration-refused", str(exc)) from None
-        cd = json.loads(base64url_to_bytes(str(body["response"]["clientDataJSON"])))
-        credential = pk.PasskeyCredential(
-            v.credential_id, v.credential_public_key, rp_id(request), (str(cd["origin"]),)
+        v = webauthn.verify_registration_response(
+            credential=body,
+            expected_challenge=c["challenge"],
+            expected_rp_id=rp_id(request),
+            expected_origin=allowed,
+            require_user_verification=True,
         )
-        try:
-            pk.check_credential(credential)
-        except pk.PasskeyError as exc:
-            raise ConsoleError(400, "registration-refused", str(exc)) from None
-        reg = _registrations(request).add(c["approver_id"], credential)
-        logs.info(
-            "console.passkey.registered",
-            approver_id=reg.approver_id,
-            credential_id=bytes_to_base64url(credential.credential_id),
-        )
-        return JSONResponse(
-            {
-                "status": "pending-governance",
-                "approver_id": reg.approver_id,
-                "credential_id": bytes_to_base64url(credential.credential_id),
-                "policy_entry": reg.policy_entry(),
-                "detail": "registered: it counts once the officers sign a governance version"
-                " that puts it in an approver group",
-            }
-        )
-    except ConsoleError as e:
-        return _err(e)
+    except InvalidRegistrationResponse as exc:
+        raise ConsoleError(400, "console-registration-refused", str(exc)) from None
+    cd = json.loads(base64url_to_bytes(str(body["response"]["clientDataJSON"])))
+    credential = pk.PasskeyCredential(
+        v.credential_id, v.credential_public_key, rp_id(request), (str(cd["origin"]),)
+    )
+    try:
+        pk.check_credential(credential)
+    except pk.PasskeyError as exc:
+        raise ConsoleError(400, "console-registration-refused", str(exc)) from None
+    reg = _registrations(request).add(c["approver_id"], credential)
+    logs.info(
+        "console.passkey.registered",
+        approver_id=reg.approver_id,
+        credential_id=bytes_to_base64url(credential.credential_id),
+    )
+    return JSONResponse(
+        {
+            "status": "pending-governance",
+            "approver_id": reg.approver_id,
+            "credential_id": bytes_to_base64url(credential.credential_id),
+            "policy_entry": reg.policy_entry(),
+            "detail": "registered: it counts once the officers sign a governance version"
+            " that puts it in an approver group",
+        }
+    )
 
 
 # -- sign-in --------------------------------------------------------------------------------
@@ -353,56 +372,48 @@ async def register_verify(request: Request) -> Response:
 
 @router.post("/login/options")
 async def login_options(request: Request) -> Response:
-    s, new = _session(request)
-    try:
-        await _json(request, s)
-        options = webauthn.generate_authentication_options(
-            rp_id=rp_id(request), user_verification=UserVerificationRequirement.REQUIRED
-        )
-        s.ceremony["login"] = {"challenge": options.challenge, "until": time.time() + CEREMONY_TTL}
-        return Response(options_to_json(options), media_type="application/json")
-    except ConsoleError as e:
-        return _err(e)
+    s, new = await _session(request)
+    await _json(request, s)
+    options = webauthn.generate_authentication_options(
+        rp_id=rp_id(request), user_verification=UserVerificationRequirement.REQUIRED
+    )
+    s.ceremony["login"] = {"challenge": options.challenge, "until": time.time() + CEREMONY_TTL}
+    await asyncio.to_thread(_sessions(request).save, s)
+    return Response(options_to_json(options), media_type="application/json")
 
 
 @router.post("/login/verify")
 async def login_verify(request: Request) -> Response:
-    s, _ = _session(request)
+    s, _ = await _session(request)
+    body = await _json(request, s)
+    c = await _ceremony(request, s, "login")
+    a = _assertion(body)
+    approver_id, credential, active = _passkey_of(request, a.credential_id)
     try:
-        body = await _json(request, s)
-        c = _ceremony(s, "login")
-        a = _assertion(body)
-        approver_id, credential, active = _passkey_of(request, a.credential_id)
-        try:
-            webauthn.verify_authentication_response(
-                credential=body,
-                expected_challenge=c["challenge"],
-                expected_rp_id=credential.rp_id,
-                expected_origin=[o for o in origins(request) if o in credential.origins],
-                credential_public_key=credential.public_key,
-                credential_current_sign_count=0,
-                require_user_verification=True,
-            )
-        except InvalidAuthenticationResponse as exc:
-            raise ConsoleError(403, "sign-in-refused", str(exc)) from None
-        sessions = _sessions(request)
-        fresh = sessions.sign_in(s, approver_id, a.credential_id)
-        logs.info("console.signed_in", approver_id=approver_id, in_governance=active)
-        resp = JSONResponse({"next": "/console/queue", "approver_id": approver_id})
-        _set_cookie(resp, fresh, sessions)
-        return resp
-    except ConsoleError as e:
-        return _err(e)
+        webauthn.verify_authentication_response(
+            credential=body,
+            expected_challenge=c["challenge"],
+            expected_rp_id=credential.rp_id,
+            expected_origin=[o for o in origins(request) if o in credential.origins],
+            credential_public_key=credential.public_key,
+            credential_current_sign_count=0,
+            require_user_verification=True,
+        )
+    except InvalidAuthenticationResponse as exc:
+        raise ConsoleError(403, "console-sign-in-refused", str(exc)) from None
+    sessions = _sessions(request)
+    fresh = await asyncio.to_thread(sessions.sign_in, s, approver_id, a.credential_id)
+    logs.info("console.signed_in", approver_id=approver_id, in_governance=active)
+    resp = JSONResponse({"next": "/console/queue", "approver_id": approver_id})
+    _set_cookie(resp, fresh, sessions)
+    return resp
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    s, _ = _session(request)
-    try:
-        await _json(request, s)
-    except ConsoleError as e:
-        return _err(e)
-    _sessions(request).end(s)
+    s, _ = await _session(request)
+    await _json(request, s)
+    await asyncio.to_thread(_sessions(request).end, s)
     resp = JSONResponse({"next": "/console"})
     resp.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return resp
@@ -425,11 +436,17 @@ def _decoded(request: Request, r: Any) -> dict[str, Any] | None:
     view = (
         c.approvals.view(ev, r.body, _repo(request).approvals(r.id), now) if g is not None else None
     )
-    shown = show(ev.intent, ev.kind, r.body, policy) if policy is not None else None
+    shown = (
+        show(ev.intent, ev.kind, r.body, policy, _added_times(request, g), now)
+        if policy is not None and g is not None
+        else None
+    )
     groups: set[str] = (
         set(ev.decision.requirement.groups()) if ev.decision.requirement is not None else set()
     )
     return {
+        "tx_hash": _tx_hash(r),
+        "risk": _risk_report(request, r.id),
         "id": r.id,
         "key_id": r.key_id,
         "kind": ev.kind,
@@ -444,6 +461,98 @@ def _decoded(request: Request, r: Any) -> dict[str, Any] | None:
         "ev": ev,
         "key": key,
     }
+
+
+def _installed_at(request: Request) -> dict[int, int]:
+    """When each governance version was installed on this coordinator (Unix seconds): the
+    ``governance.install`` audit entries (versions 2 and later), and for the genesis (which
+    ``python -m api trust`` installs before there is a database) its file's time."""
+    out: dict[int, int] = {}
+    with request.app.state.db.session() as db:
+        for at, data in db.execute(
+            select(AuditEntry.at, AuditEntry.data).where(AuditEntry.action == "governance.install")
+        ):
+            version = data.get("version") if isinstance(data, dict) else None
+            if isinstance(version, int) and version not in out:
+                out[version] = int(dt.datetime.fromisoformat(at).timestamp())
+    store = _coordinator(request).governance
+    try:
+        out.setdefault(1, int((Path(store.dir) / "v1.gov").stat().st_mtime))
+    except OSError:
+        pass
+    return out
+
+
+def _added_times(request: Request, g: gov.Governance) -> AddedTimes:
+    """When each allowlist entry of ``g`` was added (:class:`api.console.views.Added`): the
+    earliest version from which every version up to ``g`` lists it, and when that version
+    was installed. Versions never change, so the answer is kept per governance digest."""
+    cache: dict[bytes, AddedTimes] | None = getattr(request.app.state, "console_added", None)
+    if cache is None:
+        cache = request.app.state.console_added = {}
+    hit = cache.get(g.digest)
+    if hit is not None:
+        return hit
+    store = _coordinator(request).governance
+
+    def entries(policy: Any) -> set[tuple[str, str]]:
+        return {
+            (al.name, pol.normalize_address(e.address))
+            for al in policy.allowlists
+            for e in al.entries
+        }
+
+    first = {k: g.version for k in entries(g.policy)}
+    missing = set(first)
+    for version in range(g.version - 1, 0, -1):
+        if not missing:
+            break
+        data = store.document(version)
+        if data is None:
+            break
+        present = entries(gov.decode(data).body.policy)
+        for k in list(missing):
+            if k in present:
+                first[k] = version
+            else:
+                missing.discard(k)
+    installed = _installed_at(request)
+    out = {k: Added(v, installed.get(v)) for k, v in first.items()}
+    cache[g.digest] = out
+    return out
+
+
+def _risk_report(request: Request, request_id: str) -> dict[str, Any] | None:
+    """The risk report the requester sent with the request (``risk``,
+    :class:`custody.models.RiskReport`), kept in its ``sign.request`` audit entry: shown as
+    the payment core's, never decided on. None when it sent none."""
+    with request.app.state.db.session() as db:
+        data = db.scalar(
+            select(AuditEntry.data)
+            .where(AuditEntry.subject == request_id, AuditEntry.action == "sign.request")
+            .limit(1)
+        )
+    risk = data.get("risk") if isinstance(data, dict) else None
+    if not isinstance(risk, dict):
+        return None
+    flags = risk.get("flags")
+    score = risk.get("score")
+    return {
+        "score": score if isinstance(score, int) else None,
+        "flags": [f for f in flags if isinstance(f, str)] if isinstance(flags, list) else [],
+    }
+
+
+def _tx_hash(r: Any) -> str | None:
+    """A signed ``evm-tx``'s transaction hash (keccak256 of the signed transaction, what a
+    chain and its explorers call it), else None."""
+    if r.status != "signed" or r.kind != "evm-tx":
+        return None
+    result = sign_out(r).get("result") or {}
+    signed_tx = result.get("signed_tx")
+    if not isinstance(signed_tx, str):
+        return None
+    return "0x" + keccak(bytes.fromhex(signed_tx.removeprefix("0x"))).hex()
 
 
 def _repo(request: Request) -> Any:
@@ -478,7 +587,7 @@ def _queue(request: Request, s: Session) -> list[dict[str, Any]]:
 
 @router.get("/queue", response_class=HTMLResponse)
 async def queue_page(request: Request) -> Response:
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
@@ -491,7 +600,7 @@ async def queue_page(request: Request) -> Response:
 @router.get("/queue/rows", response_class=HTMLResponse)
 async def queue_rows(request: Request) -> Response:
     """The queue's table body (htmx refreshes it)."""
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return Response(status_code=401)
     s, new = got
@@ -508,20 +617,18 @@ def _request_row(request: Request, request_id: str) -> Any:
 
 @router.get("/requests/{request_id}", response_class=HTMLResponse)
 async def request_page(request: Request, request_id: str) -> Response:
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
-    try:
-        r = await asyncio.to_thread(_request_row, request, request_id)
-    except ConsoleError as e:
-        return _page(request, "error.html", s, new, status=404, title="Not found", error=e.detail)
+    r = await asyncio.to_thread(_request_row, request, request_id)
     d = await asyncio.to_thread(_decoded, request, r)
     if d is None:
-        return _page(
-            request, "error.html", s, new, status=422, title="Cannot decode",
-            error=f"request {request_id} does not decode: nothing to approve",
-        )  # fmt: skip
+        raise ConsoleError(
+            422,
+            "console-cannot-decode",
+            f"request {request_id} does not decode: nothing to approve",
+        )
     may = (
         r.status == "pending_approval"
         and _in_groups(_governance(request), str(s.approver_id), d["groups"])
@@ -538,12 +645,12 @@ def _statement(
         raise ConsoleError(409, "request-not-pending", f"request {r.id} is {r.status}")
     d = _decoded(request, r)
     if d is None or d["action"] != "approve":
-        raise ConsoleError(409, "no-approval-needed", f"request {r.id} needs no approval")
+        raise ConsoleError(409, "console-no-approval-needed", f"request {r.id} needs no approval")
     g = d["ev"].governance
     assert g is not None
     if not _in_groups(g, str(s.approver_id), d["groups"]):
         raise ConsoleError(
-            403, "not-in-group", f"{s.approver_id} is in no group rule {d['rule']} names"
+            403, "console-not-in-group", f"{s.approver_id} is in no group rule {d['rule']} names"
         )
     st = ap.ApprovalStatement(
         intent_digest=d["ev"].request.intent_digest,
@@ -561,7 +668,7 @@ def _statement(
 def _decision(body: Mapping[str, Any]) -> Literal["approve", "reject"]:
     dec = body.get("decision")
     if dec not in ("approve", "reject"):
-        raise ConsoleError(400, "bad-decision", "decision: approve or reject")
+        raise ConsoleError(400, "console-bad-decision", "decision: approve or reject")
     return "approve" if dec == "approve" else "reject"
 
 
@@ -569,52 +676,54 @@ def _decision(body: Mapping[str, Any]) -> Literal["approve", "reject"]:
 async def decision_challenge(request: Request, request_id: str) -> Response:
     """The assertion request for this approver's decision on this request: its challenge is
     SHA-256 of the statement (kept in the session until ``decide``)."""
-    s, _ = _session(request)
-    try:
-        body = await _json(request, s)
-        if not s.signed_in or s.credential_id is None:
-            raise ConsoleError(401, "signed-out", "sign in first")
-        decision = _decision(body)
-        st, _r, _d = await asyncio.to_thread(_statement, request, s, request_id, decision)
-        challenge = pk.challenge_for(st.signed_bytes())
-        s.ceremony[f"decide:{request_id}"] = {
-            "statement": st,
-            "until": time.time() + CEREMONY_TTL,
-        }
-        options = webauthn.generate_authentication_options(
-            rp_id=rp_id(request),
-            challenge=challenge,
-            allow_credentials=[PublicKeyCredentialDescriptor(id=s.credential_id)],
-            user_verification=UserVerificationRequirement.REQUIRED,
-        )
-        return Response(options_to_json(options), media_type="application/json")
-    except (ConsoleError, Problem) as e:
-        return _err(e)
+    s, _ = await _session(request)
+    body = await _json(request, s)
+    if not s.signed_in or s.credential_id is None:
+        raise ConsoleError(401, "console-signed-out", "sign in first")
+    decision = _decision(body)
+    st, _r, _d = await asyncio.to_thread(_statement, request, s, request_id, decision)
+    challenge = pk.challenge_for(st.signed_bytes())
+    s.ceremony[f"decide:{request_id}"] = {
+        "statement": st,
+        "until": time.time() + CEREMONY_TTL,
+    }
+    await asyncio.to_thread(_sessions(request).save, s)
+    options = webauthn.generate_authentication_options(
+        rp_id=rp_id(request),
+        challenge=challenge,
+        allow_credentials=[PublicKeyCredentialDescriptor(id=s.credential_id)],
+        user_verification=UserVerificationRequirement.REQUIRED,
+    )
+    return Response(options_to_json(options), media_type="application/json")
 
 
 @router.post("/requests/{request_id}/decide")
 async def decide(request: Request, request_id: str) -> Response:
     """Forward the approver's fresh assertion as a passkey approval (or rejection)."""
-    s, _ = _session(request)
+    s, _ = await _session(request)
     try:
         body = await _json(request, s)
         if not s.signed_in:
-            raise ConsoleError(401, "signed-out", "sign in first")
+            raise ConsoleError(401, "console-signed-out", "sign in first")
         decision = _decision(body)
         cred = body.get("credential")
         if not isinstance(cred, dict):
             raise ConsoleError(
-                400, "assertion-missing", "credential: a fresh passkey assertion is required"
+                400,
+                "console-assertion-missing",
+                "credential: a fresh passkey assertion is required",
             )
-        c = _ceremony(s, f"decide:{request_id}")
+        c = await _ceremony(request, s, f"decide:{request_id}")
         st: ap.ApprovalStatement = c["statement"]
         if st.decision != decision or st.approver_id != s.approver_id:
             raise ConsoleError(
-                400, "other-decision", "the assertion was asked for another decision"
+                400, "console-other-decision", "the assertion was asked for another decision"
             )
         a = _assertion(cred)
         if a.credential_id != s.credential_id:
-            raise ConsoleError(403, "other-passkey", "sign with the passkey you signed in with")
+            raise ConsoleError(
+                403, "console-other-passkey", "sign with the passkey you signed in with"
+            )
         wire = base64.b64encode(ap.PasskeyApproval(st, a).encode()).decode()
         coordinator = _coordinator(request)
         r = await asyncio.to_thread(_request_row, request, request_id)
@@ -626,22 +735,22 @@ async def decide(request: Request, request_id: str) -> Response:
         )
         if done.status == "signing":
             coordinator.spawn(coordinator.run_sign(request_id, done.body, key))
-        logs.info(
-            "console.decision",
-            approver_id=s.approver_id,
-            request_id=request_id,
-            decision=decision,
-            status=done.status,
-        )
-        return JSONResponse({"status": done.status, "request_id": request_id, "decision": decision})
-    except (ConsoleError, Problem) as e:
+    except Problem as e:  # ConsoleError too: logged, then answered by the handlers
         logs.warn(
             "console.decision.refused",
             approver_id=s.approver_id,
             request_id=request_id,
-            reason=e.code if isinstance(e, ConsoleError) else e.slug,
+            reason=e.slug,
         )
-        return _err(e)
+        raise
+    logs.info(
+        "console.decision",
+        approver_id=s.approver_id,
+        request_id=request_id,
+        decision=decision,
+        status=done.status,
+    )
+    return JSONResponse({"status": done.status, "request_id": request_id, "decision": decision})
 
 
 # -- history and keys -----------------------------------------------------------------------
@@ -649,7 +758,7 @@ async def decide(request: Request, request_id: str) -> Response:
 
 @router.get("/history", response_class=HTMLResponse)
 async def history_page(request: Request) -> Response:
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
@@ -671,7 +780,7 @@ async def history_page(request: Request) -> Response:
 
 @router.get("/keys", response_class=HTMLResponse)
 async def keys_page(request: Request) -> Response:
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
@@ -701,7 +810,7 @@ async def keys_page(request: Request) -> Response:
 async def policies_page(request: Request) -> Response:
     """The active governance version's policy in words, its approver groups, a dry-run form
     (and the shadow draft's version when one is installed)."""
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
@@ -715,7 +824,7 @@ async def policies_page(request: Request) -> Response:
 async def policies_dry_run(request: Request) -> Response:
     """What the active policy decides for a sign request (nothing created or signed): the
     form's key, kind and payload, as the approver (or the initiator given)."""
-    s, new = _session(request)
+    s, new = await _session(request)
     if not csrf_ok(s, request.headers.get("x-csrf-token")):
         return HTMLResponse("<p class='flag'>missing or wrong CSRF token</p>", status_code=403)
     if not s.signed_in:
@@ -757,7 +866,7 @@ async def policies_dry_run(request: Request) -> Response:
 async def audit_page(request: Request) -> Response:
     """The newest audit entries and the chain's verification against the node-signed
     checkpoints (``GET /v1/audit/verify``)."""
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got
@@ -778,7 +887,7 @@ async def audit_page(request: Request) -> Response:
 @router.get("/webhooks", response_class=HTMLResponse)
 async def webhooks_page(request: Request) -> Response:
     """The newest webhook deliveries: event, endpoint, status, attempts, last answer."""
-    got = _need_sign_in(request)
+    got = await _need_sign_in(request)
     if isinstance(got, RedirectResponse):
         return got
     s, new = got

@@ -198,6 +198,8 @@ async def create_sign_request(
         "digest": hashlib.sha256(msg).hexdigest(),
         "policy": policy,
     }
+    if body.risk is not None:  # the requester's report: audited, shown; not in `canonical`
+        audit_data["risk"] = body.risk.model_dump()
 
     def insert(conn: Connection) -> None:
         repo.insert_sign_request(conn, row, slot, fp, audit_data)

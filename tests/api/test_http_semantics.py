@@ -204,7 +204,7 @@ def test_unknown_members_are_a_422_everywhere(api: Api) -> None:
     spec = api.client.get("/openapi.json").json()["components"]["schemas"]
     create = spec["SignRequestCreate"]
     assert create["additionalProperties"] is False
-    want = {"key_id", "kind", "message", "payload", "network", "derivation_path"}
+    want = {"key_id", "kind", "message", "payload", "network", "derivation_path", "risk"}
     assert want == set(create["properties"])
 
 

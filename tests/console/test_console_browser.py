@@ -7,7 +7,10 @@ Two approvers register passkeys in the console (pending governance), the officer
 governance version that puts both in the treasury group (format 3), both sign in; one sees
 a pending Ethereum withdrawal decoded and approves it with a fresh assertion: every node
 verifies that assertion itself and the transaction is signed (eth-account recovers the
-key's address from it). The second approver rejects another request. A decision posted with
+key's address from it), then sent to an in-process chain (eth-tester on py-evm,
+``payments.evm.EthTesterChain``, the key's address funded from its genesis account) and
+mined: receipt status 1, the destination's balance up by the amount. The second approver
+rejects another request. A decision posted with
 the session cookie but no assertion is refused. axe-core runs in the same browser on every
 page: no serious or critical violation. No page triggers a CSP violation. Screenshots of the
 queue and the approval page (docs/, with ``CUSTODY_CONSOLE_SCREENSHOTS=1``).
@@ -20,9 +23,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ from custody import policy as pol
 from custody import receipts
 from custody.client import CustodyClient
 from custody.cluster import DEMO_ETH_DESTINATIONS, ETH_LIMIT, TREASURY
+from payments.evm import EthTesterChain
 from tests.e2e.conftest import Live, current_governance, install_policy, running_cluster
 
 CHROMIUM = "/usr/bin/chromium"
@@ -162,9 +168,16 @@ class Approver:
         self.context.close()
 
 
-def unsigned_tx(value: int, nonce: int) -> str:
-    fields = [1, nonce, 10**9, 3 * 10**9, 21_000, bytes.fromhex(DEST[2:]), value, b"", []]
-    return "0x02" + rlp.encode(fields).hex()
+TIP = 10**9  # wei per gas to the block producer
+FUNDING = 10 * 10**18
+
+
+def unsigned_tx(chain: EthTesterChain, value: int, nonce: int) -> tuple[str, int]:
+    """An unsigned EIP-1559 ether transfer to DEST for ``chain`` (its own chain id, a max fee
+    over its base fee), and that max fee per gas."""
+    max_fee = 2 * chain.latest_base_fee() + TIP
+    fields = [chain.chain_id(), nonce, TIP, max_fee, 21_000, bytes.fromhex(DEST[2:]), value]
+    return "0x02" + rlp.encode([*fields, b"", []]).hex(), max_fee
 
 
 def key_file_approval(live: Live, rid: str, approver_client: CustodyClient) -> None:
@@ -241,15 +254,25 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
         g = install_policy(live, pol.Policy(p.rules, p.allowlists, p.wallets, groups))
         assert g.format == gov.FORMAT_WITH_PASSKEYS
 
-        # -- two pending withdrawals (2.5 ETH and 3 ETH: over the limit, 2 of treasury)
+        # -- the in-process chain, the key's address funded on it from a genesis account
         key = live.key(ECDSA)
         address = key.addresses["ethereum"]
+        chain = EthTesterChain()
+        funded = chain.get_transaction_receipt(chain.fund(address, FUNDING))
+        assert funded is not None and funded.status == 1
+        assert chain.get_balance(address) == FUNDING
+        assert chain.get_transaction_count(address) == 0
+
+        # -- two pending withdrawals (2.5 ETH and 3 ETH: over the limit, 2 of treasury)
+        amount = 5 * ETH_LIMIT // 2
+        tx_big, max_fee = unsigned_tx(chain, amount, 0)
+        tx_other, _ = unsigned_tx(chain, 3 * ETH_LIMIT, 1)
+        # the first as the payment core sends it: with its authorization's risk report
+        report = {"score": 15, "flags": [f"first payment to destination {DEST}"]}
         big = live.requester.sign(
-            key.id, kind="evm-tx", payload={"tx": unsigned_tx(5 * ETH_LIMIT // 2, 0)}, wait=False
+            key.id, kind="evm-tx", payload={"tx": tx_big}, wait=False, risk=report
         )
-        other = live.requester.sign(
-            key.id, kind="evm-tx", payload={"tx": unsigned_tx(3 * ETH_LIMIT, 1)}, wait=False
-        )
+        other = live.requester.sign(key.id, kind="evm-tx", payload={"tx": tx_other}, wait=False)
         assert big.status == other.status == "pending_approval"
         key_file_approval(live, big.id, approver_api)  # one of two from a key file
 
@@ -258,19 +281,30 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
         row = alice.page.locator("tr", has_text=big.id)
         row.wait_for()
         assert "2.5 ETH" in str(row.text_content())
+        assert "score 15/100 · 1 flag" in str(row.text_content())
         assert not alice.page.locator("#pending-governance").count()
         violations = {"queue": alice.axe()}
         alice.page.screenshot(path=str(shots / "console-queue.png"), full_page=True)
         alice.page.get_by_role("link", name=big.id).click()
         page = alice.page
-        assert page.locator("#chain").text_content() == "Ethereum mainnet (chain id 1)"
+        chain_id = chain.chain_id()
+        assert page.locator("#chain").text_content() == f"EVM chain (chain id {chain_id})"
         assert page.locator("#amount").text_content() == "2.5 ETH"
         assert page.locator("#asset").text_content() == "ETH"
         dest = str(page.locator(".dest").text_content())
-        assert DEST in dest and "demo-destinations" in dest and "usable for" in dest
-        assert "0.000063 ETH" in str(page.locator("#fee").text_content())
+        assert DEST in dest and "demo-destinations" in dest
+        # its entry has no time lock: its age is from the governance version that added it
+        # (the cluster's genesis, installed minutes ago), and it is new
+        assert re.search(r"added (just now|[0-9]+ (min|hours?) ago)", dest), dest
+        assert "time lock" not in dest and "new destination" in dest
+        fee = str(page.locator("#fee").text_content())
+        assert fee == f"at most {(Decimal(max_fee * 21_000) / 10**18).normalize():f} ETH", fee
         assert "eth-over-limit" in str(page.locator("#rule").text_content())
         assert "dev-approver-1: approve" in str(page.locator("#approvals").text_content())
+        assert "Risk flags reported by the payment core" in str(
+            page.locator("#risk").text_content()
+        )
+        assert page.locator("#risk-flags li").all_text_contents() == [f"⚠ {report['flags'][0]}"]
         violations["request"] = alice.axe()
         page.screenshot(path=str(shots / "console-approval.png"), full_page=True)
         for png in ("console-queue.png", "console-approval.png"):
@@ -282,11 +316,15 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
                 const r = await fetch('/console/requests/' + id + '/decide', {method: 'POST',
                   headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
                   body: JSON.stringify({decision: 'approve'})});
-                return [r.status, (await r.json()).error];
+                return [r.status, r.headers.get('content-type'), (await r.json()).type];
             }""",
             big.id,
         )
-        assert no_assertion == [400, "assertion-missing"]
+        assert no_assertion == [
+            400,
+            "application/problem+json",
+            "urn:tpwc:problem:console-assertion-missing",
+        ]
         page.get_by_role("button", name="Approve with passkey").click()
         alice.status("approved")
         signed = wait_status(live, big.id, "signed")
@@ -298,6 +336,21 @@ def test_register_sign_in_approve_and_reject_with_passkeys_in_chromium(
         body = receipts.decode_body(bytes.fromhex(receipt["body"]))
         # the releasing nodes attest that alice's passkey approval counted, over its statement
         assert {a for a, _ in body.approvals} == {"alice", "dev-approver-1"}
+
+        # -- the signed transaction the approval produced, sent to the chain and mined
+        raw = bytes.fromhex(signed.result.signed_tx.removeprefix("0x"))
+        dest_before = chain.get_balance(DEST)
+        tx_hash = chain.send_raw_transaction(raw)
+        mined = chain.get_transaction_receipt(tx_hash)
+        assert mined is not None and mined.status == 1, mined
+        assert (mined.sender, mined.to) == (address, DEST)
+        assert chain.get_balance(DEST) - dest_before == amount
+        assert chain.get_balance(address) == FUNDING - amount - mined.fee
+        assert chain.get_transaction_count(address) == 1
+        # the request page shows the transaction's hash, the one the chain mined
+        page.reload()
+        assert page.locator("#req-status").text_content() == "signed"
+        assert page.locator("#tx-hash").text_content() == "0x" + tx_hash.hex()
 
         # -- bob rejects the other one, with the keyboard only
         bob.go("/console")

@@ -20,7 +20,9 @@
     });
     const doc = await r.json();
     if (!r.ok) {
-      throw new Error((doc.error || r.status) + ": " + (doc.detail || ""));
+      // an RFC 9457 problem document: urn:tpwc:problem:<slug>, title, status, detail
+      const slug = String(doc.type || r.status).replace("urn:tpwc:problem:", "");
+      throw new Error(slug + ": " + (doc.detail || doc.title || ""));
     }
     return doc;
   }
