@@ -1,8 +1,7 @@
 """The treasury console's sessions in the database (issue 15).
 
 Revision ID: 0003
-Revises: 0001 (TEMPORARY: 0002, s21-q's v0002_coordination.py, has not landed; at merge
-           this points at 0002 again)
+Revises: 0002
 Create Date: 2026-12-01
 
 One table, ``console_sessions`` (:class:`api.db.ConsoleSession`), so that several
@@ -22,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-down_revision: str | Sequence[str] | None = "0001"  # TEMPORARY: "0002" once s21-q lands
+down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
