@@ -252,8 +252,8 @@ class Haproxy:
 COMPOSE_BACKENDS = (Backend("coordinator-1", "coordinator-1:7100"),
                     Backend("coordinator-2", "coordinator-2:7100"))  # fmt: skip
 COMPOSE_BIND = "0.0.0.0:8443"
-COMPOSE_PEM = "/pki/frontend.pem"
-COMPOSE_SOCKET = "/var/run/haproxy/admin.sock"
+COMPOSE_PEM = "/srv/lb/frontend.pem"
+COMPOSE_SOCKET = "/home/custody/haproxy-admin.sock"  # the service user's home
 
 
 def compose_config() -> str:
