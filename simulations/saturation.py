@@ -294,18 +294,21 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     files = []
     for scheme in sorted({r["scheme"] for r in rows}):
         fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-        for c, style in ((1, "o-"), (2, "s--")):
+        for c, color, marker in ((1, "C0", "o"), (2, "C1", "s")):
             rs = [r for r in rows if r["scheme"] == scheme and r["coordinators"] == c]
             if not rs:
                 continue
             x = [r["rate"] for r in rs]
-            a.plot(x, [r["achieved_per_s"] for r in rs], style, label=f"{c} coordinator(s)")
-            b.plot(x, [r["p50_ms"] or float("nan") for r in rs], style, label=f"p50, {c}")
-            b.plot(x, [r["p99_ms"] or float("nan") for r in rs], style, alpha=0.5,
-                   label=f"p99, {c}")  # fmt: skip
+            label = f"{c} coordinator" + ("s" if c > 1 else "")
+            a.plot(x, [r["achieved_per_s"] for r in rs], marker=marker, color=color, label=label)
+            b.plot(x, [r["p50_ms"] or float("nan") for r in rs], marker=marker, color=color,
+                   label=f"p50, {label}")  # fmt: skip
+            b.plot(x, [r["p99_ms"] or float("nan") for r in rs], marker=marker, color=color,
+                   linestyle="--", alpha=0.6, label=f"p99, {label}")  # fmt: skip
             for r in rs:
                 if r["fell_over"]:
-                    a.annotate("falls over", (r["rate"], r["achieved_per_s"]), fontsize=8)
+                    a.annotate(f"falls over ({c})", (r["rate"], r["achieved_per_s"]),
+                               fontsize=8, color=color)  # fmt: skip
         top = max(r["rate"] for r in rows if r["scheme"] == scheme)
         a.plot([0, top], [0, top], ":", color="grey", label="achieved = offered")
         a.set_xlabel("offered load (sign requests/s, open loop)")
@@ -317,7 +320,12 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         b.set_ylabel("latency from scheduled send (ms, log)")
         b.set_title(f"{scheme}: p50 / p99")
         b.legend(fontsize=8)
-        fig.suptitle("2-of-3 over mTLS, HAProxy, PostgreSQL; 2 shared CPU cores", fontsize=9)
+        loads = [r["loadavg_1min"] for r in rows if r["scheme"] == scheme]
+        fig.suptitle(
+            f"2-of-3 over mTLS, HAProxy, PostgreSQL; {os.cpu_count()} CPU cores shared with "
+            f"other work (1-min load average {min(loads):g}-{max(loads):g})",
+            fontsize=9,
+        )
         fig.tight_layout()
         f = out / f"saturation-{scheme}.png"
         fig.savefig(f, dpi=110)
@@ -375,7 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-seconds", type=float, default=15.0)
     p.add_argument("--short", action="store_true", help="a few steps (CI smoke)")
     p.add_argument("--out", type=Path, default=Path("docs"))
+    p.add_argument("--replot", type=Path, help="only redraw the PNGs from a saturation.json")
     a = p.parse_args(argv)
+    if a.replot:
+        steps = json.loads(a.replot.read_text())["steps"]
+        for f in plot(steps, a.out):
+            print("# wrote", f)
+        print(TABLE_HEAD)
+        for r in steps:
+            print(_row(r))
+        return 0
     schemes = [s.strip() for s in a.schemes.split(",") if s.strip()]
     unknown = [s for s in schemes if s not in RATES]
     if unknown:

@@ -71,8 +71,11 @@ def test_topology(compose: dict[str, Any]) -> None:
         assert c["command"] == ["coordinator"]
         assert "coordinator-data:/srv/coordinator" in c["volumes"]  # one data volume
         assert "pg_password" in c["secrets"] and "coordinator_pin" in c["secrets"]
+    # after coordinator-1 (the genesis installed once) and after the enrolment (a
+    # coordinator reads the enrolled nodes when it starts)
     assert svcs["coordinator-2"]["depends_on"] == {
-        "coordinator-1": {"condition": "service_healthy"}
+        "coordinator-1": {"condition": "service_healthy"},
+        "enrol": {"condition": "service_completed_successfully"},
     }
     for i in (1, 2, 3):
         n = svcs[f"node-{i}"]
@@ -313,9 +316,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deploye
             gov_file.write_bytes(_genesis(root, top / "officers"))
             d.spawn("coordinator-1", "coordinator")
             _wait(f"http://127.0.0.1:{base}/health", d)
+            enrol = _sh(env, "enrol")  # compose: coordinator-2 starts after enrol
             d.spawn("coordinator-2", "coordinator", CUSTODY_LISTEN_PORT=str(base + 4))
             _wait(f"http://127.0.0.1:{base + 4}/health", d)
-            enrol = _sh(env, "enrol")
             yield d, {"first": first, "again": again, "enrol": enrol, "pg": pg}
         finally:
             d.stop()
