@@ -387,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.replot:
         steps = json.loads(a.replot.read_text())["steps"]
+        a.out.mkdir(parents=True, exist_ok=True)
         for f in plot(steps, a.out):
             print("# wrote", f)
         print(TABLE_HEAD)
