@@ -43,6 +43,24 @@ def rss_bytes(pid: int, with_children: bool = False) -> int:
     return total
 
 
+def anon_bytes(pid: int, with_children: bool = False) -> int:
+    """Private anonymous memory (``RssAnon`` of ``/proc/PID/status``): the heap, what a leak
+    grows. Unlike RSS it leaves out shared memory (PostgreSQL's shared buffers, which RSS
+    charges to every backend as it touches them) and mapped files."""
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            total = int(line.split()[1]) * 1024
+            break
+    if with_children:
+        for c in children(pid):
+            try:
+                total += anon_bytes(c)
+            except OSError:
+                pass
+    return total
+
+
 def open_fds(pid: int, with_children: bool = False) -> int:
     """How many file descriptors are open (entries of ``/proc/PID/fd``)."""
     total = len(os.listdir(f"/proc/{pid}/fd"))

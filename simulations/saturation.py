@@ -102,7 +102,12 @@ def fell_over(step: dict[str, Any], baseline_p99: float | None) -> str | None:
 
 
 async def open_loop(
-    http: aiohttp.ClientSession, key_id: str, scheme: str, rate: float, seconds: float
+    http: aiohttp.ClientSession,
+    key_id: str,
+    scheme: str,
+    rate: float,
+    seconds: float,
+    keep_latencies: bool = False,
 ) -> dict[str, Any]:
     """One step: ``rate`` requests/s scheduled for ``seconds``; latencies from schedule."""
     loop = asyncio.get_running_loop()
@@ -146,7 +151,9 @@ async def open_loop(
     if shed:
         errors["shed"] = shed
     wall = (max(ends) if ends else loop.time()) - t0
+    extra = {"latencies_ms": lat} if keep_latencies else {}
     return {
+        **extra,
         "rate": rate,
         "offered": n,
         "signed": len(lat),

@@ -30,7 +30,7 @@ def _series(
     rss_mib: Sequence[float], fds: Sequence[int], start: float = 0.0
 ) -> list[dict[str, Any]]:
     return [
-        {"t": float(i), "p": {"rss": int(r * MIB), "fds": f}}
+        {"t": float(i), "p": {"rss": int(r * MIB), "anon": int(r * MIB), "fds": f}}
         for i, (r, f) in enumerate(zip(rss_mib, fds, strict=True))
     ]
 
@@ -46,7 +46,7 @@ def test_flat_process_is_flat_after_warm_up() -> None:
 def test_growing_memory_is_not_flat() -> None:
     rss = [100 + 2 * i for i in range(30)]  # 2 MiB per sample, never levels
     v = verdict(_series(rss, [30] * 30), ["p"], warmup_s=0)
-    assert not v["p"]["flat"] and "RSS" in v["p"]["why"], v
+    assert not v["p"]["flat"] and "memory" in v["p"]["why"], v
 
 
 def test_growing_descriptors_are_not_flat() -> None:
