@@ -59,3 +59,16 @@ def test_a_process_that_ended_is_not_flat() -> None:
     s[-1]["p"] = None
     v = verdict(s, ["p"], warmup_s=0)
     assert not v["p"]["flat"] and "ended" in v["p"]["why"]
+
+
+def test_postgres_is_judged_on_its_backends_not_its_descriptor_cache() -> None:
+    """A backend's relation-file cache opens and closes descriptors (bounded per backend):
+    not a leak; one more backend after another is."""
+    s = _series([56] * 30, [616] * 10 + [921] * 10 + [616] * 10)
+    for row, n in zip(s, [16] * 30, strict=True):
+        row["p"]["procs"] = n
+    assert verdict(s, ["p"], warmup_s=0)["p"]["flat"]
+    for i, row in enumerate(s):
+        row["p"]["procs"] = 16 + i
+    v = verdict(s, ["p"], warmup_s=0)
+    assert not v["p"]["flat"] and "processes" in v["p"]["why"], v
