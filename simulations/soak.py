@@ -35,6 +35,10 @@ then stayed level), split in two halves:
   descriptors are bounded per backend and only more backends could grow them;
 - the load itself: at most 0.1 % of the requests failed.
 
+The short form (CI, 35 s) runs inside the heaps' warm-up, so it bounds memory only against
+gross growth (30 % + 24 MiB, :data:`SHORT_RSS_TOLERANCE`); descriptors and the load are
+judged alike.
+
 A process that is not flat, or a failed request rate above that, makes the run fail (exit 1)
 and names the process.
 """
@@ -68,6 +72,13 @@ ROTATE_S = 30.0
 WARMUP_FRACTION = 0.4
 RSS_TOLERANCE = 0.10
 RSS_SLACK_MIB = 4.0
+#: the short form (35 s) is inside the heaps' warm-up (a node's rose 72 -> 184 MiB in the
+#: first 30 s of the 10-minute run, then to ~195 MiB by minute 4): it judges descriptors and
+#: the load as the long form does, memory only against gross growth; the memory verdict
+#: that matters is the 10-minute run's (docs/PERFORMANCE.md "Soak")
+SHORT_RSS_TOLERANCE = 0.30
+SHORT_RSS_SLACK_MIB = 24.0
+SHORT_SECONDS = 35.0
 FD_SLACK = 8
 ERROR_LIMIT = 0.001
 MIB = 1024 * 1024
@@ -114,7 +125,13 @@ class Sampler:
         self._thread.join()
 
 
-def verdict(samples: list[dict[str, Any]], names: list[str], warmup_s: float) -> dict[str, Any]:
+def verdict(
+    samples: list[dict[str, Any]],
+    names: list[str],
+    warmup_s: float,
+    tolerance: float = RSS_TOLERANCE,
+    slack_mib: float = RSS_SLACK_MIB,
+) -> dict[str, Any]:
     """Per process: first/second-half private-memory medians and fd maxima after the
     warm-up, and whether it is flat (module docstring)."""
     after = [s for s in samples if s["t"] >= warmup_s]
@@ -131,7 +148,7 @@ def verdict(samples: list[dict[str, Any]], names: list[str], warmup_s: float) ->
         rss2 = statistics.median(s[name]["rss"] for s in last) / MIB
         f1 = min(s[name]["fds"] for s in first)
         f2 = min(s[name]["fds"] for s in last)
-        rss_ok = r2 <= r1 * (1 + RSS_TOLERANCE) + RSS_SLACK_MIB
+        rss_ok = r2 <= r1 * (1 + tolerance) + slack_mib
         why = []
         if not rss_ok:
             why.append(f"private memory {r1:.1f} -> {r2:.1f} MiB")
@@ -205,12 +222,20 @@ async def _load(
 def soak(
     m: Multi, token: str, keys: dict[str, str], seconds: float, every: float
 ) -> dict[str, Any]:
-    """Run the load for ``seconds`` while sampling; the verdict per process."""
+    """Run the load for ``seconds`` while sampling; the verdict per process (the short
+    form's memory bound when ``seconds`` is :data:`SHORT_SECONDS` or less)."""
     pids = m.pids()
     with Sampler(pids, every) as sampler:
         load = asyncio.run(_load(m, token, keys, seconds, min(ROTATE_S, seconds / 3)))
     warmup = max(10.0, WARMUP_FRACTION * seconds)
-    per_process = verdict(sampler.samples, sorted(pids), warmup)
+    short = seconds <= SHORT_SECONDS
+    per_process = verdict(
+        sampler.samples,
+        sorted(pids),
+        warmup,
+        SHORT_RSS_TOLERANCE if short else RSS_TOLERANCE,
+        SHORT_RSS_SLACK_MIB if short else RSS_SLACK_MIB,
+    )
     offered = sum(t["offered"] for t in load.values())
     errors = sum(t["errors"] for t in load.values())
     load_ok = errors <= ERROR_LIMIT * offered
@@ -292,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             a.out.write_text(json.dumps(result, indent=1))
         return 0 if result["flat"] else 1
     short = a.short or os.environ.get("CUSTODY_SLOW_SHORT") == "1"
-    seconds = 35.0 if short else a.minutes * 60
+    seconds = SHORT_SECONDS if short else a.minutes * 60
     every = SHORT_SAMPLE_S if short else SAMPLE_S
     with tempfile.TemporaryDirectory(prefix="custody-soak-") as d:
         with Multi(Path(d), coordinators=2, client_tls=True, env=dict(STUDY_ENV),
