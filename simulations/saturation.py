@@ -293,6 +293,8 @@ TABLE_HEAD = (
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    # here, not at the top: matplotlib is the optional .[sim] extra, and Agg must be chosen
+    # before pyplot is imported
     import matplotlib
 
     matplotlib.use("Agg")

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import time
 import uuid
 from collections import Counter
@@ -121,8 +122,6 @@ def test_topology_up(multi: Multi) -> None:
     assert not isinstance(ctx, bool)
     with httpx.Client(verify=ctx) as h:
         assert h.get(multi.api_url + "/health").status_code == 200
-    import ssl
-
     old = ssl.create_default_context(cafile=str(multi.ca_file))
     old.maximum_version = ssl.TLSVersion.TLSv1_2
     with pytest.raises(httpx.ConnectError), httpx.Client(verify=old) as h:
