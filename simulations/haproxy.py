@@ -21,7 +21,9 @@ that rendering) run. What it says, and why:
   on their private addresses, and call the nodes over mutual TLS themselves;
 - every answer names the coordinator that gave it (``X-Custody-Backend``), and the access
   log is one JSON object per request (``log-format``, strings through HAProxy's ``json``
-  converter), as every other process of the cluster logs;
+  converter), as every other process of the cluster logs (HAProxy's own notices, such as
+  ``Server coordinators/coordinator-2 is DOWN``, stay its plain-text lines on stderr: 2.6
+  has no JSON form for them);
 - a runtime API socket (``stats socket``, mode 0600) the harness reads server states from
   (:meth:`Haproxy.server_states`).
 
@@ -108,6 +110,10 @@ def render_config(
         # longer than a POST waits for its signature (CUSTODY_SYNC_WAIT, 15 s)
         "    timeout server 65s",
         "    timeout http-request 10s",
+        # idle time allowed between two requests of a client's keep-alive connection; unset,
+        # http-request's 10 s applies and HAProxy closes connections that clients (aiohttp
+        # keeps them 15 s) still reuse: one ServerDisconnectedError in 10 000 in the soak
+        "    timeout http-keep-alive 60s",
         "    timeout queue 10s",
         "    timeout check 3s",
         # retry only a request that was never sent (connect or TLS handshake failed), on
@@ -252,8 +258,8 @@ class Haproxy:
 COMPOSE_BACKENDS = (Backend("coordinator-1", "coordinator-1:7100"),
                     Backend("coordinator-2", "coordinator-2:7100"))  # fmt: skip
 COMPOSE_BIND = "0.0.0.0:8443"
-COMPOSE_PEM = "/pki/frontend.pem"
-COMPOSE_SOCKET = "/var/run/haproxy/admin.sock"
+COMPOSE_PEM = "/srv/lb/frontend.pem"
+COMPOSE_SOCKET = "/home/custody/haproxy-admin.sock"  # the service user's home
 
 
 def compose_config() -> str:

@@ -123,7 +123,8 @@ class Multi:
         deadline = time.monotonic() + timeout
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.progress("PostgreSQL: a throw-away server")
-        self.pg = PgServer(durable=self.pg_durable).start()
+        self.pg = PgServer(durable=self.pg_durable)
+        self.pg.start()  # assigned first: a failed start is still cleaned up by stop()
         self.database_url = self.pg.create_database("custody")
         self.base_port = free_port_block(self.nodes + self.coordinators + 1)
         env = {**self.env, "CUSTODY_DATABASE_URL": self.database_url}

@@ -125,7 +125,9 @@ class PgServer:
             return list(c.execute(sql).fetchall())  # noqa: S608 - the caller's own SQL
 
     def pids(self) -> dict[str, int]:
-        """The postmaster's pid (its first line of ``postmaster.pid``)."""
+        """The postmaster's pid (its first line of ``postmaster.pid``); {} when stopped."""
+        if self.dir is None or not self.running:
+            return {}
         try:
             return {"postgres": int((self.data / "postmaster.pid").read_text().split()[0])}
         except (OSError, ValueError, IndexError):
