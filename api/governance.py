@@ -86,6 +86,29 @@ class GovernanceStore:
             self._state = state
             return state.current
 
+    def refresh(self) -> list[int]:
+        """Take up the versions another coordinator sharing this directory installed since
+        (issue 14: coordinators behind one address; a version arrives through one of them).
+        Each is verified as the successor of the one before, as at start; a file that does
+        not chain raises :class:`custody.governance.GovernanceError` and this copy stays
+        on the version it had (fail closed). Returns the versions taken up."""
+        with self._lock:
+            if not self.dir.is_dir():
+                return []
+            taken: list[int] = []
+            version = 1 if self._state is None else self._state.current.version + 1
+            while (path := self.dir / f"v{version}.gov").is_file():
+                data = path.read_bytes()
+                doc = gov.decode(data)
+                if self._state is None:
+                    self._state = gov.GovernanceState.from_genesis(doc)
+                else:
+                    self._state.advance(doc)
+                self._documents[version] = data
+                taken.append(version)
+                version += 1
+            return taken
+
     def check_successor(self, data: bytes) -> gov.Governance:
         """Verify ``data`` as the next version without installing it."""
         cur = self.current

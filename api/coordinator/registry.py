@@ -52,6 +52,34 @@ class NodeRegistry:
             for n in s.scalars(select(Node)):
                 self.nodes[n.id] = NodeInfo(n.id, n.party_id, n.url, n.sign_pk, n.box_pk)
 
+    def refresh(self) -> list[str]:
+        """Pick up enrolments another coordinator on the same database made (issue 14:
+        several coordinators behind one address). A new row, or a row whose URL or identity
+        changed, replaces this coordinator's entry; its health starts unknown until the
+        next check. A row that does not match the identity governance pins is ignored and
+        logged (the coordinator that wrote it checked the pin; a row written around it is
+        not trusted). Returns the node ids taken up."""
+        with self.db.session() as s:
+            rows = [(n.id, n.party_id, n.url, n.sign_pk, n.box_pk) for n in s.scalars(select(Node))]
+        taken: list[str] = []
+        for node_id, party, url, sign_pk, box_pk in rows:
+            cur = self.nodes.get(node_id)
+            if cur is not None and (cur.party_id, cur.url, cur.sign_pk, cur.box_pk) == (
+                party,
+                url,
+                sign_pk,
+                box_pk,
+            ):
+                continue
+            try:
+                self._check_pin(node_id, party, sign_pk, box_pk)
+            except Problem as e:
+                log.warning("enrolled node ignored", extra={"node": node_id, "err": e.detail})
+                continue
+            self.nodes[node_id] = NodeInfo(node_id, party, url, sign_pk, box_pk)
+            taken.append(node_id)
+        return taken
+
     # -- health ---------------------------------------------------------------------------
     async def check_health(self) -> None:
         await asyncio.gather(*(self._check(n) for n in list(self.nodes.values())))

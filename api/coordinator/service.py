@@ -57,6 +57,7 @@ from api.nodes import NodeCaller
 from api.problems import Problem
 from api.serializers import sign_out
 from api.settings import Settings
+from custody import governance as gov
 from custody import obs
 
 log = logging.getLogger("api.coordinator")
@@ -204,6 +205,9 @@ class Coordinator:
             try:
                 if time.monotonic() - last_slow >= SLOW_SWEEP:
                     last_slow = time.monotonic()
+                    # what another coordinator installed (issue 14): governance versions
+                    # in the shared directory, enrolments in the shared database
+                    await asyncio.to_thread(self._take_up_shared_state)
                     await self.registry.check_health()
                     await asyncio.to_thread(self.expire_requests)
                     await asyncio.to_thread(
@@ -311,6 +315,14 @@ class Coordinator:
             )
         )  # fmt: skip
         return True
+
+    def _take_up_shared_state(self) -> None:
+        try:
+            if taken := self.governance.refresh():
+                log.info("governance taken up", extra={"versions": taken})
+        except gov.GovernanceError as e:  # stays on its version: fail closed
+            log.warning("governance file refused", extra={"err": str(e)})
+        self.registry.refresh()
 
     # -- keys -----------------------------------------------------------------------------
     async def run_dkg(self, key_id: str) -> None:
