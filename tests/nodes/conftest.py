@@ -233,6 +233,7 @@ class NodeProc:
     log_path: Path | None = None
     #: the last start's (env, crash_at), for a start again on another port (wait_ready)
     _launch: tuple[dict[str, str] | None, str | None] = (None, None)
+    _log_start: int = 0
 
     @property
     def node_id(self) -> str:
@@ -272,6 +273,7 @@ class NodeProc:
         self.port = free_port()
         self.log_path = self.data_dir.parent / f"{self.node_id}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self._log_start = log.tell()  # the log is appended to: where this start's begins
         self.proc = subprocess.Popen(  # noqa: S603
             [
                 *node_argv(crash_at),
@@ -305,7 +307,7 @@ class NodeProc:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                if retries and "address already in use" in self.log_tail().lower():
+                if retries and "address already in use" in self._this_starts_log().lower():
                     retries -= 1
                     self._relaunch()
                     continue
@@ -320,6 +322,13 @@ class NodeProc:
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"{self.node_id} not ready: {self.log_tail()}")
+
+    def _this_starts_log(self) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_start)
+            return f.read().decode(errors="replace")
 
     def _is_me(self, health: Any) -> bool:
         if not isinstance(health, dict) or health.get("node_id") != self.node_id:
