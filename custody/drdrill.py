@@ -2,18 +2,18 @@
 
 From the backups alone: :func:`custody.backups.verify_backups` checks every manifest, age
 header, file digest and that each key has at least its threshold of shares; then a scratch
-cluster (:class:`custody.cluster.Cluster`: fresh temporary data directories, a fresh SoftHSM2
-token per node, real node processes, a scratch coordinator, a scratch genesis pinning the
-scratch nodes' new identities) is provisioned (not started); each backed-up node's shares are
-restored into the scratch node of the same id by that node's own process
+cluster (:class:`custody.cluster.Cluster`: fresh temporary data directories, a fresh
+SoftHSM2 token per node, real node processes, a scratch coordinator, a scratch genesis
+pinning the scratch nodes' new identities) is provisioned (not started); each backed-up
+node's shares are restored into the scratch node of the same id by that node's own process
 (``python -m signer_nodes backup restore``: decrypted with the recovery identity in that
-process and sealed at once by its new HSM key); the keys' public values go to the scratch
-coordinator (``python -m api import-key``); everything starts again and each key signs a
-test message by threshold signing (no key is ever reconstructed). Each signature is checked
-here again, independently (pynacl for Ed25519, coincurve for BIP-340 and ECDSA), against the
-PRODUCTION public key: the one in the signed manifests, cross-checked with the production
-coordinator's ``GET /v1/keys`` when it is reachable. The report says what was restored,
-signed and verified, with timings.
+process and sealed at once by its new HSM key), the nodes side by side; the keys' public
+values go to the scratch coordinator (``python -m api import-key``); everything starts again
+and each key signs a test message by threshold signing (no key is ever reconstructed). Each
+signature is checked here again, independently (pynacl for Ed25519, coincurve for BIP-340
+and ECDSA), against the PRODUCTION public key: the one in the signed manifests,
+cross-checked with the production coordinator's ``GET /v1/keys`` when it is reachable. The
+report says what was restored, signed and verified, with timings.
 
 ``keys`` (``custody dr-drill --key ID``, repeatable) drills only those keys: every backup is
 still verified in full and every node's backup restored (a node's restore takes its whole
@@ -43,6 +43,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -195,8 +196,8 @@ def run_drill(
         # coordinator's init printed once (Cluster.provision reads them from cluster.json)
         write_private_json(cluster.cluster_file, {"api_url": "", "credentials": creds})
         t = lap("scratch_cluster", t)
-        for nb in bset.nodes:
-            progress(f"restoring {nb.node_id}'s shares into its scratch node")
+
+        def restore(nb: bk.NodeBackup) -> dict[str, Any]:
             out = cluster._run(  # noqa: SLF001 - the cluster's own subprocess runner
                 [
                     cluster.python,
@@ -216,8 +217,17 @@ def run_drill(
                     nb.sign_pk.hex(),
                 ]  # fmt: skip
             )
-            report["nodes"].append({"node_id": nb.node_id, "party_id": nb.party_id,
-                                    "restored": json.loads(out)["keys"]})  # fmt: skip
+            return {"node_id": nb.node_id, "party_id": nb.party_id,
+                    "restored": json.loads(out)["keys"]}  # fmt: skip
+
+        # each node's restore is its own process on its own stopped data directory (its
+        # own token, its own database): they run side by side; the report keeps their order
+        progress(
+            f"restoring the shares of {', '.join(nb.node_id for nb in bset.nodes)} "
+            "into their scratch nodes"
+        )
+        with ThreadPoolExecutor(max(1, len(bset.nodes))) as pool:
+            report["nodes"].extend(pool.map(restore, bset.nodes))
         t = lap("restore", t)
         for kid, pub in drilled.items():
             kf = secret_dir / f"{kid}.json"

@@ -111,7 +111,6 @@ from custody.domain import (
     is_valid_id,
 )
 from custody.domain import spec as scheme_spec
-from custody.kinds.addresses import ethereum_address
 from mpc import frost, hd
 from mpc.errors import MpcError
 from mpc.groups import ED25519, SECP256K1, Point
@@ -275,6 +274,9 @@ def derivation_summary(
     if public_key is not None:
         out["public_key"] = public_key.hex()
         if scheme == "ecdsa-secp256k1":
+            # on first use: custody.kinds.addresses imports eth-utils (~0.3 s a process)
+            from custody.kinds.addresses import ethereum_address
+
             try:
                 out["address"] = ethereum_address(public_key)
             except kinds.KindError as exc:

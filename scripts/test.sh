@@ -12,8 +12,11 @@ echo "==> lint: ruff (check, format), mypy (every service package; strict on mpc
 echo "==> tests (two workers, one per core; a module's tests stay on one worker)"
 # -n 2 --dist loadfile (pytest-xdist): the serial run kept one core idle through every
 # in-process test (docs/PERFORMANCE.md "Test suite time"); each worker has its own temp
-# dirs, session templates, PostgreSQL server and SoftHSM2 binding
-XDIST=(-n 2 --dist loadfile --durations=40)  # the 40 slowest, for the next budget review
+# dirs, PostgreSQL server and SoftHSM2 binding (the provisioned cluster templates are one
+# per run, tests/e2e/conftest.py). --no-loadscope-reorder: the modules are queued longest
+# first by tests/module_times.json (tests/schedule.py), not most tests first, so the two
+# workers end together instead of one finishing the cluster modules alone.
+XDIST=(-n 2 --dist loadfile --no-loadscope-reorder --durations=40)  # the 40 slowest, for review
 if [ "$#" -gt 0 ]; then  # a chosen selection: that, once, on SQLite
   exec .venv/bin/python -m pytest -q "${XDIST[@]}" "$@"
 fi

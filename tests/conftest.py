@@ -14,7 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import settings
+
+from tests import schedule
 
 settings.register_profile("custody", deadline=None, print_blob=True)
 settings.load_profile("custody")
@@ -57,3 +60,17 @@ def _refuse_sibling_paths(event: str, args: tuple[object, ...]) -> None:
 
 
 sys.addaudithook(_refuse_sibling_paths)
+
+
+# -- the order modules run in under pytest-xdist (tests/schedule.py) ------------------------
+# scripts/test.sh runs ``-n 2 --dist loadfile --no-loadscope-reorder``: each worker takes
+# whole modules from one queue, and this puts the longest modules (by tests/module_times.json)
+# at its head, so the two workers end together. A serial run keeps the file order.
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # an xdist worker (its config says dist "no": the controller schedules); every worker
+    # orders its collection the same way, so their collections still agree
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        schedule.order_items(items)

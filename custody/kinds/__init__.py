@@ -25,12 +25,20 @@ lxml).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
-from typing import Any, Final, Literal, get_args
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from custody.domain import SCHEMES
-from custody.kinds import btc, evm, iso20022, message
 from custody.kinds._common import Intent, KindError
+
+if TYPE_CHECKING:
+    # the submodules, for type checkers (at run time: __getattr__ below)
+    from custody.kinds import btc as btc
+    from custody.kinds import evm as evm
+    from custody.kinds import iso20022 as iso20022
+    from custody.kinds import message as message
 
 __all__ = ["ChainKind", "KINDS", "SCHEMES_OF", "Intent", "KindError", "decode"]
 
@@ -43,6 +51,18 @@ SCHEMES_OF: Final[dict[str, tuple[str, ...]]] = {
     "iso20022": ("ed25519",),  # XMLDSig EdDSA-Ed25519 (RFC 9231) over its SignedInfo
     "message": SCHEMES,
 }
+
+#: The decoder modules, imported on first use (PEP 562 module ``__getattr__``): their
+#: libraries (eth-utils, eth-abi, embit, lxml) are ~0.35 s of the ~1.2 s a signer node or
+#: CLI process spends importing at start-up, and most processes decode no payload, or one
+#: kind. ``custody.kinds.evm`` etc. and ``from custody.kinds import evm`` work as before.
+_DECODERS: Final = frozenset({"btc", "evm", "iso20022", "message"})
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in _DECODERS:
+        return importlib.import_module(f"custody.kinds.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def decode(
@@ -60,9 +80,17 @@ def decode(
     if scheme not in SCHEMES_OF[kind]:
         raise KindError(kind, "scheme", f"a {scheme!r} key cannot sign {kind}")
     if kind == "evm-tx":
+        from custody.kinds import evm  # on first use (_DECODERS)
+
         return evm.decode(payload)
     if kind == "message":
+        from custody.kinds import message  # on first use (_DECODERS)
+
         return message.decode(payload, scheme=scheme)
     if kind == "btc-psbt":
+        from custody.kinds import btc  # on first use (_DECODERS)
+
         return btc.decode(payload, internal_key=public_key, network=network)
+    from custody.kinds import iso20022  # on first use (_DECODERS)
+
     return iso20022.decode(payload)

@@ -390,15 +390,17 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """``custody up`` as users run it (the demo genesis, raw denied): a copy of the
+    session's provisioned cluster of that genesis (tests/e2e/conftest.py
+    ``clone_cluster``), not a provisioning of its own; the test clusters' small
+    presignature pool (``CLUSTER_ENV``: this module signs three times)."""
     from custody.cluster import Cluster as Processes  # noqa: PLC0415
     from custody.cluster import free_port_block  # noqa: PLC0415
+    from tests.e2e.conftest import CLUSTER_ENV, clone_cluster  # noqa: PLC0415
 
-    procs = Processes(
-        tmp_path_factory.mktemp("approvals"),
-        nodes=3,
-        port=free_port_block(3),
-        env={"CUSTODY_POOL_INTERVAL": "0.3", "CUSTODY_ROUND_TIMEOUT": "5"},
-    )
+    d = tmp_path_factory.mktemp("approvals")
+    clone_cluster(d, allow_raw=False)
+    procs = Processes(d, nodes=3, port=free_port_block(3), env=dict(CLUSTER_ENV))
     try:
         doc = procs.start(timeout=90)
         cl = Cluster(doc)

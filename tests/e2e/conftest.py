@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
 import random
 import re
@@ -124,22 +125,57 @@ _PATH_FILES = (
 #: clusters, tests/payments/conftest.py).
 _templates: dict[bool, Path] = {}
 
+_XDIST_BASETEMP = re.compile(r"popen-gw\d+")
 
-def _cluster_template(allow_raw: bool = True) -> Path:
-    """The session's provisioned 3-node cluster (built on first use, removed at exit).
-    Provisioned only: no key, nonce or presignature exists in it, so no two copies can
-    ever share one (a copy is like a restored disk snapshot)."""
-    if allow_raw not in _templates:
-        root = Path(tempfile.mkdtemp(prefix="custody-cluster-template-"))
-        atexit.register(shutil.rmtree, root, ignore_errors=True)
-        d = root / "cluster"
-        template = Cluster(d, nodes=3, allow_raw=allow_raw)
-        creds = template.provision()
-        # the part of what a first start writes that a later start reads back (a copy's
-        # start rewrites the whole file)
-        write_private_json(template.cluster_file, {"api_url": "", "credentials": creds})
-        _templates[allow_raw] = d
-    return _templates[allow_raw]
+
+def _run_root(dst: Path) -> Path | None:
+    """Under pytest-xdist, the run's own temp directory that every worker's basetemp sits
+    in (``.../pytest-N/popen-gw0``: ``.../pytest-N``), found from a cluster directory
+    ``dst`` made under a worker's basetemp; None in a serial run."""
+    for parent in dst.parents:
+        if _XDIST_BASETEMP.fullmatch(parent.name):
+            return parent.parent
+    return None
+
+
+def _provision_template(d: Path, allow_raw: bool) -> None:
+    template = Cluster(d, nodes=3, allow_raw=allow_raw)
+    creds = template.provision()
+    # the part of what a first start writes that a later start reads back (a copy's
+    # start rewrites the whole file)
+    write_private_json(template.cluster_file, {"api_url": "", "credentials": creds})
+
+
+def _cluster_template(allow_raw: bool = True, dst: Path | None = None) -> Path:
+    """The session's provisioned 3-node cluster (built on first use). Provisioned only: no
+    key, nonce or presignature exists in it, so no two copies can ever share one (a copy
+    is like a restored disk snapshot).
+
+    Under pytest-xdist the workers of one run share one template of each genesis: the
+    first to need it provisions it in the run's temp directory (``dst``'s, see
+    :func:`_run_root`) under a file lock, the other waits and copies it (a template is
+    ~14 s of CPU: eleven processes); pytest removes it with the run's other temp dirs. A
+    serial run keeps its own, removed at exit."""
+    if allow_raw in _templates:
+        return _templates[allow_raw]
+    root = _run_root(dst) if dst is not None else None
+    name = "cluster-template-raw" if allow_raw else "cluster-template-demo"
+    if root is None:
+        top = Path(tempfile.mkdtemp(prefix="custody-cluster-template-"))
+        atexit.register(shutil.rmtree, top, ignore_errors=True)
+        _provision_template(top / "cluster", allow_raw)
+        _templates[allow_raw] = top / "cluster"
+        return _templates[allow_raw]
+    d, ready = root / name / "cluster", root / name / "provisioned"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not ready.exists():
+            shutil.rmtree(d.parent, ignore_errors=True)  # a worker's failed attempt
+            d.parent.mkdir(mode=0o700)
+            _provision_template(d, allow_raw)
+            ready.touch()
+    _templates[allow_raw] = d
+    return d
 
 
 def clone_cluster(dst: Path, *, allow_raw: bool = True) -> None:
@@ -147,8 +183,8 @@ def clone_cluster(dst: Path, *, allow_raw: bool = True) -> None:
     to ``dst`` (an empty or missing directory), pointing its token configs at the copy. Any
     other file naming the template fails the copy loudly: the layout changed and the copy
     would share state with the template."""
-    src = _cluster_template(allow_raw)
     dst = dst.resolve()
+    src = _cluster_template(allow_raw, dst)
     if dst.exists():
         dst.rmdir()  # empty, or this raises: never copy over a cluster
     shutil.copytree(src, dst, symlinks=True)

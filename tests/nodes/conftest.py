@@ -231,6 +231,9 @@ class NodeProc:
     proc: subprocess.Popen[bytes] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     log_path: Path | None = None
+    #: the last start's (env, crash_at), for a start again on another port (wait_ready)
+    _launch: tuple[dict[str, str] | None, str | None] = (None, None)
+    _log_start: int = 0
 
     @property
     def node_id(self) -> str:
@@ -266,9 +269,11 @@ class NodeProc:
     ) -> None:
         """Serve the node; with ``crash_at`` through the crashing launcher, which exits
         (code 137) when the node reaches that fault point."""
+        self._launch = (env, crash_at)
         self.port = free_port()
         self.log_path = self.data_dir.parent / f"{self.node_id}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self._log_start = log.tell()  # the log is appended to: where this start's begins
         self.proc = subprocess.Popen(  # noqa: S603
             [
                 *node_argv(crash_at),
@@ -291,21 +296,48 @@ class NodeProc:
     def wait_ready(self, timeout: float = 90) -> None:
         # 90 s as the e2e clusters (Cluster.start): a node's boot is ~1.2 s of CPU, mostly
         # imports, and at a load of 15-20 on two cores (the suite on two workers beside
-        # other jobs) three booting at once took longer than 30 s; a hung node still fails
+        # other jobs) three booting at once took longer than 30 s; a hung node still fails.
+        # Ready means THIS node answers (its node id and, once known, its identity key):
+        # the port comes from free_port(), so between its probe and the node's bind another
+        # process on the machine (the other worker's nodes, other jobs) can take it and
+        # answer /health; then this node exits "address already in use" and is started
+        # again on another port (at most 3 times).
         deadline = time.monotonic() + timeout
+        retries = 3
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
+                if retries and "address already in use" in self._this_starts_log().lower():
+                    retries -= 1
+                    self._relaunch()
+                    continue
                 raise RuntimeError(
                     f"{self.node_id} exited {self.proc.returncode}: {self.log_tail()}"
                 )
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                r = httpx.get(self.url + "/health", timeout=1)
+                if r.status_code == 200 and self._is_me(r.json()):
                     return
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"{self.node_id} not ready: {self.log_tail()}")
+
+    def _this_starts_log(self) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_start)
+            return f.read().decode(errors="replace")
+
+    def _is_me(self, health: Any) -> bool:
+        if not isinstance(health, dict) or health.get("node_id") != self.node_id:
+            return False
+        return not self.info.get("sign_pk") or health.get("sign_pk") == self.info["sign_pk"]
+
+    def _relaunch(self) -> None:
+        env, crash_at = self._launch
+        self.start(env=env, wait=False, crash_at=crash_at)
 
     def log_tail(self) -> str:
         return self.log_path.read_text()[-2000:] if self.log_path and self.log_path.exists() else ""
