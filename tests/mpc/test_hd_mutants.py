@@ -88,6 +88,8 @@ def test_hardened_markers_name_the_step_and_the_index() -> None:
         ("m/1'", HARDENED + 1, 1),
         ("m/0/7h", HARDENED + 7, 2),
         ("5H", HARDENED + 5, 1),
+        ("m/44'/0", HARDENED + 44, 1),
+        ("m/0/2147483647h", 2**32 - 1, 2),
     ):
         with pytest.raises(HardenedDerivationError) as e:
             parse_path(text)
