@@ -137,7 +137,8 @@ def test_an_error_in_one_instance_names_the_instance_and_keeps_the_blame(
             return dataclasses.replace(m, payload={"batch": items})
         return m
 
-    with pytest.raises(ProtocolError, match=f"^batch instance {k} of 3: party 1: decommitment") as e:
+    want = f"^batch instance {k} of 3: party 1: decommitment"
+    with pytest.raises(ProtocolError, match=want) as e:
         _run(shares, t, count=3)
     assert e.value.culprits == (1,)
 
