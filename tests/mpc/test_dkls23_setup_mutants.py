@@ -9,6 +9,7 @@ fixture of shares: no whole key is formed). First in ``mutation.toml``'s selecti
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from typing import Any
@@ -21,7 +22,10 @@ from mpc.dkls23.keygen import (
     EcdsaKeyShare,
     OtSetupSession,
     VsotChallenge,
+    VsotChoice,
     VsotKey,
+    VsotOpening,
+    VsotResponse,
     _split,
     key_id_of,
 )
@@ -103,8 +107,21 @@ def test_a_short_challenge_message_is_refused_naming_the_sender(
     with pytest.raises(DecodeError) as e:
         run_local({i: OtSetupSession(k, sid) for i, k in keys.items()}, tamper=tamper)
     assert e.value.party == 3 and e.value.field == "xi"
-    assert VsotChallenge(bytes(32 * KAPPA)).xi == bytes(32 * KAPPA)
-    assert VsotKey.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+def test_setup_payloads_are_frozen() -> None:
+    g = SECP256K1.generator
+    for obj, name in (
+        (VsotKey(g, g, 1), "z"),
+        (VsotChoice((g,) * KAPPA), "A"),
+        (VsotChallenge(bytes(32 * KAPPA)), "xi"),
+        (VsotResponse(bytes(32 * KAPPA)), "resp"),
+        (VsotOpening(bytes(64 * KAPPA)), "open"),
+        (BobSeeds(b"", b""), "k0"),
+        (AliceSeeds(0, b""), "kd"),
+    ):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, name, None)
 
 
 # -- the share format ------------------------------------------------------------------------
