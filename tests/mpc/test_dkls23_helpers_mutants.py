@@ -189,6 +189,8 @@ def test_columns_to_rows_matches_the_definition() -> None:
         _bits.columns_to_rows([bytes(32)] * 255, 256)
     with pytest.raises(AssertionError):
         _bits.columns_to_rows([bytes(32)] * 256, 257)  # a second block is needed
+    with pytest.raises(AssertionError):
+        _bits.columns_to_rows([bytes(63)] * 256, 512)  # one byte short of two blocks
 
 
 def test_replicate_and_bit_slot_mask() -> None:
