@@ -200,6 +200,8 @@ def test_replicate_and_bit_slot_mask() -> None:
     assert full == 0xFFFF << 32 | 0xFFFF
     part = _bits.bit_slot_mask(0b110, 32, 3, ones=8)
     assert part == 0xFF << 64 | 0xFF << 32
+    assert _bits.bit_slot_mask(0b1, 128, 2, ones=64) == (1 << 64) - 1
+    assert _bits.bit_slot_mask(0b10, 256, 2, ones=128) == ((1 << 128) - 1) << 256
     assert _bits.bit_slot_mask(0, 8, 4) == 0 and _bits.bit_slot_mask(1 << 4, 8, 4) == 0
 
 
