@@ -336,6 +336,11 @@ def test_resetup_buffer_is_counted_per_sender_and_refresh_gives_new_seeds(
 ) -> None:
     sid = os.urandom(32)
     chain = OtResetupChain(RefreshSession(keys[1], sid))
+    assert chain.accepts == {
+        "frost-refresh": sid,
+        PROTOCOL_SETUP: resetup_session_id("frost-refresh", sid),
+    }
+    assert chain.protocol == "frost-refresh" and chain.session_id == sid
     chain.start()
     for sender in (2, 3):
         for rnd in range(1, 6):
