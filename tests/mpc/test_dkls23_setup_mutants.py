@@ -359,3 +359,18 @@ def test_resetup_buffer_is_counted_per_sender_and_refresh_gives_new_seeds(
         OtResetupChain(RefreshSession(dealer_split_for_tests(ED25519, 2, 3)[1], sid))
     with pytest.raises(UsageError, match="needs a secp256k1 ceremony"):
         OtResetupChain(object())  # type: ignore[arg-type]
+
+
+def test_resetup_chain_replays_early_setup_messages(keys: dict[int, KeyPackage]) -> None:
+    """Party 3's last refresh messages are held back until 1 and 2 are in the setup: their
+    setup messages reach 3 early, and its chain must feed them to the setup when it starts."""
+    sid = os.urandom(32)
+    chains = {i: OtResetupChain(RefreshSession(k, sid)) for i, k in keys.items()}
+
+    def hold(m: Message, t: int) -> bool:
+        late = m.protocol == "frost-refresh" and m.round == 2 and t == 3
+        return late and not (chains[1].setup and chains[2].setup)
+
+    _deliver(chains, [m for c in chains.values() for m in c.start()], hold)
+    assert chains[3]._early == [] and all(c.done for c in chains.values())
+    assert all(isinstance(c.result, EcdsaKeyShare) for c in chains.values())
