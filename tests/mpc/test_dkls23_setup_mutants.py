@@ -202,6 +202,8 @@ def test_share_repr_hides_the_seeds(shares: dict[int, EcdsaKeyShare]) -> None:
     text = repr(s)
     assert s.bob[2].k0[:8].hex() not in text and "bob=" not in text and "alice=" not in text
     assert isinstance(s.bob[2], BobSeeds) and isinstance(s.alice[2], AliceSeeds)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.key = shares[2].key  # type: ignore[misc]
 
 
 # -- KeygenChain -----------------------------------------------------------------------------
