@@ -72,6 +72,11 @@ def test_every_pair_holds_random_ots_in_both_directions(shares: dict[int, EcdsaK
                 assert kd[col] == (k1 if alice.delta >> col & 1 else k0)[col], (b, a, col)
                 assert k0[col] != k1[col]
     assert shares[1].bob[2].k0 != shares[2].bob[1].k0  # each direction its own base OTs
+    # Delta is KAPPA random bits: over the six ordered pairs one of the top 32 bits is set
+    # unless the draw is short (an honest failure has probability 2^-192)
+    assert any(
+        shares[a].alice[b].delta >> (KAPPA - 32) for a in (1, 2, 3) for b in (1, 2, 3) if a != b
+    )
     assert set(shares[2].bob) == set(shares[2].alice) == {1, 3}
 
 
