@@ -161,7 +161,12 @@ def test_the_intent_of_a_raw_request_is_its_message_and_of_a_decoded_one_its_sum
     assert intent == "raw"
     assert request == ap.ApprovalRequest("sr_1", ap.intent_digest("raw", {"message": "00ff"}))
     tx = evm_tx()
-    body = {"id": "sr_2", "key_id": "k1", "kind": "evm-tx", "payload": {"tx": "0x" + tx.unsigned.hex()}}
+    body = {
+        "id": "sr_2",
+        "key_id": "k1",
+        "kind": "evm-tx",
+        "payload": {"tx": "0x" + tx.unsigned.hex()},
+    }
     decoded, request = ap.request_intent("ecdsa-secp256k1", body)
     assert not isinstance(decoded, str) and decoded.summary() == tx.summary()
     assert request == ap.ApprovalRequest("sr_2", ap.intent_digest("evm-tx", tx.summary()))
