@@ -303,6 +303,7 @@ def test_a_signature_the_library_cannot_parse_is_a_bad_signature(alice) -> None:
     odd = replace(alice.credential, public_key=cbor2.dumps({1: 1, 3: -8, -1: 6, -2: b"x"}))
     e = refused(odd, a)
     assert e.reason is P.BAD_SIGNATURE
+    assert e.detail == "ValueError: An Ed25519 public key is 32 bytes long"
 
 
 def test_every_passkey_type_is_frozen(alice) -> None:
