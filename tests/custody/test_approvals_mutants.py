@@ -377,3 +377,31 @@ def test_a_signing_key_other_than_the_approvers_is_refused_and_cryptography_agre
     key = Ed25519PublicKey.from_public_bytes(world["g"].approver("treasury-1").public_key)
     with pytest.raises(InvalidSignature):
         key.verify(forged.signature, st.signed_bytes())
+
+
+def test_a_rejection_from_a_group_the_requirement_does_not_name_rejects_nothing() -> None:
+    """Only a group the requirement names can veto: a risk approver's valid rejection of a
+    request that needs treasury approvals is refused as not in a required group, and the
+    treasury quorum still counts (as does their approval: it counts for no group)."""
+    treasury, tkeys = approvers("treasury", 2)
+    risk, rkeys = approvers("risk", 1)
+    rule = pol.Rule(
+        "t",
+        "approve",
+        keys=F({"k1"}),
+        approvals=pol.Requirement("all", (pol.GroupQuorum("treasury", 2),)),
+    )
+    g = governance(pol.Policy(rules=(rule,), approver_groups=(treasury, risk)))
+    intent = evm_tx()
+    request = ap.ApprovalRequest("sr_1", ap.intent_digest(intent.kind, intent.summary()))
+    w = {"g": g, "keys": {**tkeys, **rkeys}, "req": request}
+    d = pol.decide(g, intent, key_id="k1", initiator=INITIATOR, now=T0)
+    yes = [signed(w, "treasury-1"), signed(w, "treasury-2")]
+    for outsider in (signed(w, "risk-1", decision="reject"), signed(w, "risk-1")):
+        out = ap.verify_approvals(d, [*yes, outsider], g, request, T0, INITIATOR)
+        assert out.satisfied is True and out.rejected_by == ()
+        assert out.counted == {"treasury": ("treasury-1", "treasury-2")}
+        assert [(r.approver_id, r.reason) for r in out.refused] == [
+            ("risk-1", R.NOT_IN_REQUIRED_GROUP)
+        ]
+        assert out.refused[0].detail == "risk-1 is in none of ['treasury']"
