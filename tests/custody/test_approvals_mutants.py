@@ -405,3 +405,19 @@ def test_a_rejection_from_a_group_the_requirement_does_not_name_rejects_nothing(
             ("risk-1", R.NOT_IN_REQUIRED_GROUP)
         ]
         assert out.refused[0].detail == "risk-1 is in none of ['treasury']"
+
+
+def test_refused_approvals_before_a_quorum_do_not_stop_the_count(world) -> None:
+    """Junk, a forgery and a misdirected approval placed first (a coordinator that pads
+    the list): each is refused by name and the quorum after them still counts."""
+    yes = [signed(world, "treasury-1").encode(), signed(world, "treasury-2")]
+    forged = replace(signed(world, "treasury-1"), signature=bytes(64))
+    other = signed(world, "treasury-2", request_id="sr_other")
+    out = count(world, [b"\x00", forged, other, *yes])
+    assert out.satisfied is True
+    assert out.counted == {"treasury": ("treasury-1", "treasury-2")}
+    assert [(r.approver_id, r.reason) for r in out.refused] == [
+        ("", R.MALFORMED),
+        ("treasury-1", R.BAD_SIGNATURE),
+        ("treasury-2", R.OTHER_REQUEST),
+    ]
