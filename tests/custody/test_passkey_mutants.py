@@ -235,6 +235,9 @@ def test_an_honest_assertion_verifies_and_carries_its_counter(alice) -> None:
         (5, 5, True),  # a replay
         (4, 5, True),  # a clone behind the original
         (0, 5, True),  # a counter that went back to zero
+        (0, 1, True),  # ... from the first count an authenticator recorded
+        (1, 1, True),
+        (2, 1, False),
     ],
 )
 def test_the_signature_counter_rule_of_step_22(alice, sign_count, last, stale) -> None:
