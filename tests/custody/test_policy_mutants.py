@@ -448,3 +448,32 @@ def test_the_default_deny_says_how_many_rules_it_tried() -> None:
         4,
         b"g" * 32,
     )
+
+
+def test_btc_facts_skip_every_change_output_and_name_scripts_without_an_address() -> None:
+    """Change to the key itself placed *first*, then a payee and an OP_RETURN output (no
+    address): the payee and the script are destinations, the change is not."""
+    from custody.kinds import decode
+    from custody.kinds.addresses import bitcoin_p2tr_address, p2tr_script, taproot_output_key
+    from tests.custody.kinds.btc_build import b64, build_psbt
+
+    # the x coordinates of G and 2G (SEC 2): points, no secret in the test
+    internal = bytes.fromhex("79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
+    ours = p2tr_script(taproot_output_key(internal))
+    payee_key = bytes.fromhex("c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5")
+    payee = p2tr_script(taproot_output_key(payee_key))
+    op_return = bytes.fromhex("6a0401020304")
+    outputs = [(ours, 10_000), (payee, 60_000), (ours, 5_000), (op_return, 0)]
+    psbt = build_psbt(internal, [(b"\x11" * 32, 0, 100_000, 0)], outputs)
+    intent = decode("btc-psbt", b64(psbt), scheme="bip340", public_key=internal, network="signet")
+    f = pol.facts_of(intent, key_id="k", initiator="i")
+    assert f.transfers == (
+        pol.Transfer(bitcoin_p2tr_address(payee_key, "signet"), 60_000),
+        pol.Transfer("script:6a0401020304", 0),
+    )
+    assert (f.asset, f.chain, f.operation, f.amount) == (
+        "BTC",
+        "bitcoin:signet",
+        "transfer",
+        60_000,
+    )
