@@ -304,6 +304,10 @@ def test_a_zero_amount_under_a_velocity_limit_already_reached_is_allowed() -> No
     history = [pol.Release(T0, "key-1", "ETH", "x", 7)]
     assert pol.evaluate(policy, facts(amount=0), now=T0, history=history).action == "allow"
     assert pol.evaluate(policy, facts(amount=1), now=T0, history=history).action == "deny"
+    # past the limit already (a lower limit since, or releases by other means): even a zero
+    # amount does not fit any more
+    over = [pol.Release(T0, "key-1", "ETH", "x", 8)]
+    assert pol.evaluate(policy, facts(amount=0), now=T0, history=over).action == "deny"
 
 
 def test_destination_velocity_sums_two_outputs_to_one_destination() -> None:
