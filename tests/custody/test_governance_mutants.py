@@ -194,3 +194,31 @@ def test_the_clock_window_at_its_edges(keys) -> None:
         with pytest.raises(gov.CeremonyAuthError, match=what) as err:
             gov.verify_ceremony_authorization(data, g, now)
         assert err.value.kind is gov.CeremonyAuthErrorKind.EXPIRED
+
+
+def test_refusals_of_the_chain_name_the_versions_and_digests(keys) -> None:
+    v1 = body(keys)
+    v2 = v1.successor()
+    fork = dataclasses.replace(v2, previous=bytes(range(32)))
+    with pytest.raises(gov.GovernanceError) as err:
+        gov.verify_successor(v1, signed(fork, keys, *keys))
+    assert err.value.kind is Kind.UNCHAINED
+    assert err.value.detail == (
+        f"version 2 names previous {bytes(range(32)).hex()[:16]}..., "
+        f"but version 1 is {v1.digest.hex()[:16]}..."
+    )
+    assert len(bytes(range(32)).hex()[:16]) == 16
+    v3 = v2.successor()
+    with pytest.raises(gov.GovernanceError) as err:
+        gov.verify_successor(v1, signed(v3, keys, *keys))
+    assert err.value.detail == "version 3 skips version 2: install versions in order"
+    with pytest.raises(gov.GovernanceError) as err:
+        gov.verify_successor(v2, signed(v2, keys, *keys))
+    assert (err.value.kind, err.value.detail) == (
+        Kind.ROLLBACK,
+        "version 2 is not newer than the installed version 2",
+    )
+    # each quorum is named: the current version's officers, then the document's own
+    with pytest.raises(gov.GovernanceError) as err:
+        gov.verify_successor(v1, signed(v2, keys, "officer-1"))
+    assert err.value.detail == "version 2 has 1 valid signatures of version 1's officers, needs 2"
