@@ -382,6 +382,9 @@ def test_the_compiled_cache_never_serves_another_policy_and_stays_bounded() -> N
     compiled = pol._CACHE[id(a)][1]
     assert pol.evaluate(a, facts(to=ALICE), now=T0).action == "deny"
     assert pol._CACHE[id(a)][1] is compiled  # built once per policy, then reused
+    pol.evaluate(b, facts(to=ALICE), now=T0)
+    pol.evaluate(a, facts(to=ALICE), now=T0)
+    assert pol._CACHE[id(a)][1] is compiled  # and kept beside another policy's
     # b's id once held a (a freed policy's id reused): the entry must not be served
     pol._CACHE[id(b)] = pol._CACHE[id(a)]
     assert pol.evaluate(b, facts(to=ALICE), now=T0).action == "allow"
