@@ -488,3 +488,14 @@ def test_btc_facts_skip_every_change_output_and_name_scripts_without_an_address(
         "transfer",
         60_000,
     )
+
+
+def test_a_decision_outside_any_governance_names_version_0() -> None:
+    """evaluate() alone (the dry run of a policy file) binds no governance: version 0 and an
+    empty digest, which no approval statement can name (verify_approvals rejects it)."""
+    policy = check(rules=(Rule("a", "allow"),))
+    for d in (
+        pol.evaluate(policy, facts(), now=T0),
+        pol.evaluate(pol.EMPTY_POLICY, facts(), now=T0),
+    ):
+        assert (d.policy_version, d.governance_digest) == (0, b"")
