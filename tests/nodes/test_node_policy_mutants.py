@@ -308,3 +308,15 @@ def test_authorization_types_are_frozen() -> None:
     for obj, name in ((auth, "decision"), (ctx(req(10)), "key_id")):
         with pytest.raises(AttributeError):
             setattr(obj, name, None)
+
+
+def test_a_context_that_omits_raw_enabled_refuses_raw() -> None:
+    """The defaults fail closed: a caller that forgets raw_enabled does not enable raw
+    signing, even for a key the governance lists (the node passes the governance's answer)."""
+    raw = {"id": "r", "key_id": "raw-k", "kind": "raw", "message": "11" * 32}
+    msg = message_to_sign(SCHEME, raw)
+    c = AuthorizationContext(
+        "node-1", "raw-k", SCHEME, raw, msg, msg, True, governance=GOV, now=NOW
+    )
+    assert refused(c).reason == "raw-not-enabled"
+    assert authorize(replace(c, raw_enabled=True)).decision.reason == pol.Reason.RAW_SIGNING
