@@ -148,18 +148,19 @@ def test_at_most_64_approvals_each_a_canonical_base64_string() -> None:
     assert authorize(ctx({**r, "approvals": good + [good[0]] * 62})).decision.rule_id == "big"
     e = refused(ctx({**r, "approvals": good + [good[0]] * 63}))
     assert (e.reason, e.detail) == ("approvals-too-many", "approvals: at most 64, got 65")
-    for bad, code in (
-        ("AAEC", None),  # not an approval: counted as malformed by verify_approvals
-        ("AR==", "approval-not-base64"),  # decodes to 0x01, but AQ== is its encoding
-        ("AAE", "approval-not-base64"),
-        ("AA\nEC", "approval-not-base64"),
-        ("AAé=", "approval-not-base64"),
-        (5, "approvals-malformed"),
+    loose = "approvals[1]: not standard padded base64"
+    for bad, code, detail in (
+        ("AAEC", None, None),  # not an approval: counted as malformed by verify_approvals
+        ("AR==", "approval-not-base64", "approvals[1]: not in canonical padded base64"),
+        ("AAE", "approval-not-base64", loose),
+        ("AA\nEC", "approval-not-base64", loose),  # refused by the alphabet, not re-encoding
+        ("AAé=", "approval-not-base64", loose),
+        (5, "approvals-malformed", "approvals[1]: a base64 string"),
     ):
         e = refused(ctx({**r, "approvals": [good[0], bad]}))
         assert e.reason == (code or "approval-malformed"), (bad, e)
-        if code is not None:
-            assert "approvals[1]" in e.detail
+        if detail is not None:
+            assert e.detail == detail, (bad, e)
     assert refused(ctx({**r, "approvals": good[0]})).reason == "approvals-malformed"
     assert refused(ctx({**r, "approvals": None})).reason == "approvals-pending"
 
@@ -320,3 +321,14 @@ def test_a_context_that_omits_raw_enabled_refuses_raw() -> None:
     )
     assert refused(c).reason == "raw-not-enabled"
     assert authorize(replace(c, raw_enabled=True)).decision.reason == pol.Reason.RAW_SIGNING
+
+
+def test_of_exactly_two_copies_a_forged_first_one_is_not_recorded() -> None:
+    """Two candidates: a forged statement of t-1 (another expiry) first, t-1's real one
+    second. The recorded digest is the real statement's, not the first candidate's."""
+    r = req()
+    a = statement(r, "t-1")
+    other = statement(r, "t-1", expires_at=NOW + 120)
+    forged = b64(appr.sign_approval(nacl.signing.SigningKey.generate(), other))
+    auth = authorize(ctx({**r, "approvals": [forged, approval(r, "t-1"), approval(r, "t-2")]}))
+    assert dict(auth.approvals)["t-1"] == hashlib.sha256(a.signed_bytes()).digest()
