@@ -332,3 +332,20 @@ def test_of_exactly_two_copies_a_forged_first_one_is_not_recorded() -> None:
     forged = b64(appr.sign_approval(nacl.signing.SigningKey.generate(), other))
     auth = authorize(ctx({**r, "approvals": [forged, approval(r, "t-1"), approval(r, "t-2")]}))
     assert dict(auth.approvals)["t-1"] == hashlib.sha256(a.signed_bytes()).digest()
+
+
+def test_a_raw_signing_key_gains_nothing_for_other_kinds() -> None:
+    """raw_signing_keys lets *raw* requests go without an initiator; an evm-tx for the same
+    key still needs one, and its velocity still counts the node's history."""
+    r = {**req(10), "key_id": "raw-k"}
+    del r["initiator"]
+    e = refused(ctx(r, key="raw-k"))
+    assert e.reason == "initiator-missing"
+    asked: list[str] = []
+
+    def history(asset: str, exclude: tuple[str, str, bytes]) -> list[pol.Release]:
+        asked.append(asset)
+        return []
+
+    auth = authorize(ctx({**r, "initiator": "alice"}, key="raw-k", history=history))
+    assert auth.decision.rule_id == "small" and asked == ["ETH"] and auth.facts is not None
