@@ -363,9 +363,7 @@ def test_every_approval_type_is_frozen(world) -> None:
         name = dataclasses.fields(obj)[0].name
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(obj, name, None)
-        if not isinstance(
-            obj, ap.ApprovalOutcome
-        ):  # (it holds a mapping or tuple of lists: no hash)
+        if not isinstance(obj, ap.ApprovalOutcome):  # it holds a mapping: not hashable
             hash(obj)
 
 
