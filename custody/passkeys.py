@@ -49,7 +49,7 @@ from webauthn.helpers import (
     decode_credential_public_key,
     parse_authenticator_data,
 )
-from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidCBORData
+from webauthn.helpers.exceptions import InvalidAuthenticationResponse, WebAuthnException
 
 __all__ = [
     "AssertionRefused",
@@ -128,7 +128,9 @@ def check_credential(c: PasskeyCredential, what: str = "passkey") -> PasskeyCred
         raise PasskeyError(f"{what}.public_key: a COSE_Key of at most {MAX_PUBLIC_KEY} bytes")
     try:
         decode_credential_public_key(c.public_key)
-    except (InvalidCBORData, ValueError, KeyError, TypeError) as exc:
+    # py_webauthn raises its own types (InvalidCBORData, UnsupportedPublicKeyType, ...) and
+    # IndexError, KeyError or TypeError for CBOR of the wrong shape: all are malformed keys
+    except (WebAuthnException, LookupError, ValueError, TypeError) as exc:
         raise PasskeyError(f"{what}.public_key: not a supported COSE_Key ({exc})") from None
     if not isinstance(c.rp_id, str) or not _RP_ID.fullmatch(c.rp_id):
         raise PasskeyError(f"{what}.rp_id: a lower-case host name")
