@@ -7,7 +7,7 @@ append their audit entry in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, select, text
@@ -121,12 +121,16 @@ class Repository:
         slot: idempotency.Slot,
         fingerprint: str,
         audit_data: dict[str, Any],
+        then: Callable[[Connection], None] | None = None,
     ) -> None:
         """One transaction (a group-writer job): claim the Idempotency-Key, insert the
-        request, audit it. IntegrityError when the key is taken."""
+        request, audit it, then ``then`` in the same transaction. IntegrityError when the
+        key is taken."""
         idempotency.claim(conn, slot.credential_id, slot.key, fingerprint)
         conn.execute(_INSERT_REQUEST, row)
         audit.append(conn, slot.credential_id, "sign.request", row["id"], audit_data)
+        if then is not None:
+            then(conn)
         if row["status"] == "pending_approval":  # the outbox, in this transaction
             webhooks.enqueue(
                 conn, "sign_request.pending_approval", webhooks.sign_request_event(row)

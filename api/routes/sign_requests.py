@@ -31,7 +31,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from api import audit, idempotency, metrics, shadow
@@ -201,13 +200,10 @@ async def create_sign_request(
     if body.risk is not None:  # the requester's report: audited, shown; not in `canonical`
         audit_data["risk"] = body.risk.model_dump()
 
-    def insert(conn: Connection) -> None:
-        repo.insert_sign_request(conn, row, slot, fp, audit_data)
-        if status == "signing":  # a coordinator resuming it answers this key (outcomes)
-            provisional_answer(conn, slot, rid)
-
+    # in flight at once: a coordinator resuming it answers this key (outcomes)
+    then = (lambda conn: provisional_answer(conn, slot, rid)) if status == "signing" else None
     try:
-        await db.write(insert)
+        await db.write(lambda conn: repo.insert_sign_request(conn, row, slot, fp, audit_data, then))
     except IntegrityError:
         return await asyncio.to_thread(
             idempotency.replay, db, cred, idempotency_key, fp, base, settings.retry_after

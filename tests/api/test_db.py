@@ -123,6 +123,11 @@ def test_create_all_adds_the_principal_column_to_an_older_database(tmp_path: Pat
     raw.execute("DROP INDEX IF EXISTS ix_credentials_principal")
     raw.execute("ALTER TABLE credentials DROP COLUMN principal")  # as the old schema was
     raw.execute("DROP TABLE alembic_version")  # made before migrations (api/migrations)
+    # nor had it what revision 0002 (issue 14: the job queue and shared pools) adds
+    for col in ("claimed_by", "lease_until", "claims", "attempted"):
+        raw.execute(f"ALTER TABLE sign_requests DROP COLUMN {col}")
+    for table in ("pool_commitments", "pool_presignatures", "pool_refills"):
+        raw.execute(f"DROP TABLE {table}")
     raw.commit()
     assert "principal" not in {r[1] for r in raw.execute("PRAGMA table_info(credentials)")}
     raw.close()

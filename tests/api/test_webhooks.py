@@ -427,7 +427,12 @@ def test_two_workers_on_one_database_send_each_attempt_once(
                 for w in workers:
                     await w.http.aclose()
 
-        assert asyncio.run(race()) == [12, 12]  # both saw every due delivery
+        seen = asyncio.run(race())
+        # each worker reports the due deliveries it read: both read all 12 when their
+        # reads overlap (the race this test is about); on a loaded machine the second may
+        # read only after the first claimed every one (then it sees 0, and nothing is sent
+        # twice either way: the assertions below)
+        assert max(seen) == 12 and len(seen) == 2, seen
         ids = [h["webhook-id"] for _, h, _, _ in rx.requests]
         assert len(ids) == 12 and len(set(ids)) == 12 and not rx.duplicates
         assert all(d["status"] == "delivered" for d in deliveries(api, hook["id"]))
