@@ -20,7 +20,6 @@ import atexit
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -29,6 +28,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+# the launcher's helpers are the harness's (simulations.pgserver): one copy of each
+from simulations.pgserver import _as_postgres, _free_port, pg_tool
 
 USER = "pay"  # the superuser initdb makes (the payment tests' name, kept)
 
@@ -39,29 +41,6 @@ def coordinator_on_postgres() -> bool:
     if value not in ("sqlite", "postgresql"):
         raise pytest.UsageError(f"CUSTODY_TEST_DATABASE={value!r}: sqlite or postgresql")
     return value == "postgresql"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _as_postgres(argv: list[str]) -> list[str]:
-    """initdb refuses to run as root: run the server as the postgres user then."""
-    if os.geteuid() == 0 and shutil.which("runuser"):
-        return ["runuser", "-u", "postgres", "--", *argv]
-    return argv
-
-
-def pg_tool(name: str) -> str | None:
-    """A PostgreSQL server program: on PATH, or where Debian's packages put it."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
-        return str(candidate)
-    return None
 
 
 class _Server:
