@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -74,3 +76,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # orders its collection the same way, so their collections still agree
     if os.environ.get("PYTEST_XDIST_WORKER"):
         schedule.order_items(items)
+
+
+# -- modules that share one session fixture run as one unit (tests/schedule.SHARED_UNITS) --
+# Under ``--dist loadfile`` every module is its own unit of work, so two modules sharing a
+# session fixture may run on two workers and build it twice. This scheduler is xdist's
+# loadfile one with the units of tests/schedule.py: a SHARED_UNITS entry's modules go to
+# one worker together (every other module is its own unit, as before). ``--dist loadgroup``
+# would not do: it makes every test without an ``xdist_group`` mark a unit of its own (a
+# cluster module's tests spread over both workers, each building the cluster).
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling  # noqa: PLC0415 - only under xdist
+
+    class SharedUnitScheduling(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return schedule.unit_of(nodeid)
+
+    return SharedUnitScheduling(config, log)
+
+
+# -- the multi-machine topology, one per worker (tests/lb/test_multi.py, tests/multi) -------
+
+
+@pytest.fixture(scope="session")
+def multi_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A :class:`tests.lb.conftest.SharedMulti`: one ``simulations.multi.Multi`` topology
+    (PostgreSQL, mutual TLS, three nodes, two coordinators, HAProxy with TLS 1.3 for the
+    clients) for every module that asks, built on first use; see tests/lb/conftest.py."""
+    from tests.lb.conftest import SharedMulti  # noqa: PLC0415 - only where it is used
+
+    shared = SharedMulti(tmp_path_factory)
+    try:
+        yield shared
+    finally:
+        shared.close()

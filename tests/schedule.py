@@ -23,6 +23,7 @@ Refresh the times from a run (``-n 2 --dist loadfile --durations=0 --durations-m
 output saved to a file) and check the schedule they predict::
 
     python -m tests.schedule update run.txt          # writes tests/module_times.json
+    python -m tests.schedule update --merge part.txt # only the modules a partial run measured
     python -m tests.schedule simulate run.txt        # predicted wall: xdist's order vs this
 """
 
@@ -45,9 +46,27 @@ NEW_FOLDER = 60.0
 _LINE = re.compile(r"^\s*(?P<s>\d+(?:\.\d+)?)s (?P<phase>setup|call|teardown)\s+(?P<id>\S.*?)\s*$")
 
 
+#: Modules that share one session fixture run as ONE unit of work (one worker, in this
+#: order): under ``--dist loadfile`` two modules are two units and may land on two workers,
+#: each then building the fixture. ``multi_topology`` (tests/conftest.py): the whole
+#: multi-machine topology (PostgreSQL, TLS, HAProxy, three nodes, two coordinators);
+#: tests/lb/test_multi.py goes last, its last test stops the topology.
+SHARED_UNITS: dict[str, tuple[str, ...]] = {
+    "multi-topology": ("tests/multi/test_chaos.py", "tests/lb/test_multi.py"),
+}
+_UNIT_OF = {m: unit for unit, mods in SHARED_UNITS.items() for m in mods}
+
+
 def module_of(nodeid: str) -> str:
     """``tests/e2e/test_backup.py`` of ``tests/e2e/test_backup.py::test_x[a]``."""
     return nodeid.split("::", 1)[0]
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, or the name of the
+    :data:`SHARED_UNITS` entry its module is in (the scheduler's ``_split_scope``)."""
+    module = module_of(nodeid)
+    return _UNIT_OF.get(module, module)
 
 
 def parse_durations(lines: Iterable[str]) -> dict[str, float]:
@@ -96,14 +115,34 @@ def longest_first(modules: Sequence[str], times: Mapping[str, float]) -> list[st
     return sorted(modules, key=lambda m: -w[m])  # sorted() is stable
 
 
+def unit_times(times: Mapping[str, float], modules: Sequence[str]) -> dict[str, float]:
+    """``times`` with every :data:`SHARED_UNITS` entry one of ``modules`` falls in added
+    as one more entry: the sum of its modules' weights."""
+    out = dict(times)
+    w = weights(modules, times)
+    for m in modules:
+        unit = _UNIT_OF.get(m)
+        if unit is not None:
+            out[unit] = out.get(unit, 0.0) + w[m]
+    return out
+
+
 def order_items(items: list[Any], times: Mapping[str, float] | None = None) -> None:
-    """Reorder pytest ``items`` in place: whole modules, longest first (items of a module
-    keep their order and stay together)."""
+    """Reorder pytest ``items`` in place: whole units (a module, or a :data:`SHARED_UNITS`
+    entry's modules one after the other in its order), longest first; items of a module
+    keep their order and stay together."""
     groups: dict[str, list[Any]] = {}
     for it in items:
         groups.setdefault(module_of(it.nodeid), []).append(it)
-    order = longest_first(list(groups), load_times() if times is None else times)
-    items[:] = [it for m in order for it in groups[m]]
+    known = load_times() if times is None else times
+    units: dict[str, list[str]] = {}
+    for m in groups:
+        units.setdefault(_UNIT_OF.get(m, m), []).append(m)
+    for unit, mods in units.items():
+        if unit in SHARED_UNITS:
+            mods.sort(key=SHARED_UNITS[unit].index)
+    order = longest_first(list(units), unit_times(known, list(groups)))
+    items[:] = [it for u in order for m in units[u] for it in groups[m]]
 
 
 # -- a model of xdist's loadfile scheduler -------------------------------------------------
@@ -143,7 +182,7 @@ def simulate(units: Sequence[tuple[str, Sequence[float]]], workers: int = 2) -> 
 def _units(tests: Mapping[str, float], order: Sequence[str]) -> list[tuple[str, list[float]]]:
     by: dict[str, list[float]] = {}
     for nodeid, s in tests.items():
-        by.setdefault(module_of(nodeid), []).append(s)
+        by.setdefault(unit_of(nodeid), []).append(s)
     return [(m, by[m]) for m in order]
 
 
@@ -152,6 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("update", help="write tests/module_times.json from --durations=0 output")
     up.add_argument("durations", nargs="+", type=Path)
+    up.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the modules the runs did not measure (a run of some folders only)",
+    )
     sim = sub.add_parser("simulate", help="predicted wall time of a run's modules, two orders")
     sim.add_argument("durations", nargs="+", type=Path)
     sim.add_argument("--workers", type=int, default=2)
@@ -163,18 +207,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no --durations lines found (run with --durations=0 --durations-min=0)")
         return 1
     if args.cmd == "update":
+        measured = module_times(tests)
+        kept = load_times() if args.merge else {}
         doc = {
             "about": "seconds per test module (setup + call + teardown of its tests), from "
             "--durations=0; tests/schedule.py orders the modules longest first under xdist",
-            "modules": module_times(tests),
+            "modules": dict(sorted({**kept, **measured}.items())),
         }
         TIMES.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"{TIMES}: {len(doc['modules'])} modules, {sum(tests.values()):.0f} s")
         return 0
-    mods = list(dict.fromkeys(module_of(t) for t in tests))
-    counts = {m: sum(1 for t in tests if module_of(t) == m) for m in mods}
+    mods = list(dict.fromkeys(unit_of(t) for t in tests))
+    counts = {m: sum(1 for t in tests if unit_of(t) == m) for m in mods}
     xdist_default = sorted(mods, key=lambda m: -counts[m])  # --loadscope-reorder
-    ours = longest_first(mods, module_times(tests))
+    per_module = module_times(tests)
+    ours = longest_first(mods, unit_times(per_module, list(per_module)))
     total = sum(tests.values())
     print(f"{len(tests)} tests, {len(mods)} modules, {total:.0f} s of test time")
     print(f"ideal ({args.workers} workers): {total / args.workers:.0f} s")
