@@ -50,9 +50,16 @@ _LINE = re.compile(r"^\s*(?P<s>\d+(?:\.\d+)?)s (?P<phase>setup|call|teardown)\s+
 #: order): under ``--dist loadfile`` two modules are two units and may land on two workers,
 #: each then building the fixture. ``multi_topology`` (tests/conftest.py): the whole
 #: multi-machine topology (PostgreSQL, TLS, HAProxy, three nodes, two coordinators);
-#: tests/lb/test_multi.py goes last, its last test stops the topology.
+#: tests/lb/test_multi.py goes last, its last test stops the topology. ``shared_live``
+#: (tests/e2e/conftest.py): the session's one running 3-node cluster of the modules that
+#: only make their own keys and sign.
 SHARED_UNITS: dict[str, tuple[str, ...]] = {
     "multi-topology": ("tests/multi/test_chaos.py", "tests/lb/test_multi.py"),
+    "e2e-shared-cluster": (
+        "tests/e2e/test_approve_cli.py",
+        "tests/e2e/test_ceremony_offline.py",
+        "tests/e2e/test_kinds.py",
+    ),
 }
 _UNIT_OF = {m: unit for unit, mods in SHARED_UNITS.items() for m in mods}
 
