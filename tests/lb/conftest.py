@@ -73,7 +73,6 @@ class SharedMulti:
     def __init__(self, factory: pytest.TempPathFactory) -> None:
         self._factory = factory
         self.multi: Multi | None = None
-        self.builds = 0  # how many topologies this worker started
 
     def running(self) -> bool:
         """HAProxy, PostgreSQL and every node up (the coordinators :meth:`restore` restarts)."""
@@ -91,7 +90,6 @@ class SharedMulti:
             m = Multi(d, coordinators=2, client_tls=True, pg_durable=False, env=dict(SHARED_ENV))
             m.start(timeout=240)  # a failed start stops what it started
             self.multi = m
-            self.builds += 1
         else:
             self.restore()
         return self.multi
