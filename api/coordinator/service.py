@@ -133,7 +133,9 @@ class Coordinator:
         self.settings = settings
         self.db = db
         self.caller = caller
-        self.governance = GovernanceStore(settings.data_dir)
+        # issue 14: versions also shared through the database (coordinators on other hosts)
+        self.governance = GovernanceStore(settings.data_dir, db)
+        self._take_up_governance(publish=True)
         if self.governance.current is not None:
             # the cluster the officers named: nodes sign audit checkpoints for it
             settings.cluster_id = self.governance.current.cluster_id
@@ -316,12 +318,29 @@ class Coordinator:
         )  # fmt: skip
         return True
 
-    def _take_up_shared_state(self) -> None:
+    def _take_up_governance(self, *, publish: bool = False) -> None:
+        """Take up newer governance versions (files, then ``governance_versions`` rows);
+        at start first ``publish`` this copy's versions the table lacks. A refused version
+        or row is logged by name and this coordinator stays on its version (fail closed)."""
         try:
+            if publish:
+                self.governance.publish()
             if taken := self.governance.refresh():
                 log.info("governance taken up", extra={"versions": taken})
         except gov.GovernanceError as e:  # stays on its version: fail closed
-            log.warning("governance file refused", extra={"err": str(e)})
+            cur = self.governance.current
+            log.warning(
+                "governance version refused",
+                extra={
+                    "err": str(e),
+                    "kind": str(e.kind),
+                    "row": getattr(e, "version", None),  # a governance_versions row
+                    "installed": None if cur is None else cur.version,
+                },
+            )
+
+    def _take_up_shared_state(self) -> None:
+        self._take_up_governance()
         self.registry.refresh()
 
     # -- keys -----------------------------------------------------------------------------
