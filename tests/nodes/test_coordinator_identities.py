@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
+import typer
 from nacl.signing import SigningKey, VerifyKey
 
 from custody import governance as gov
@@ -182,3 +184,70 @@ def test_a_coordinator_key_shared_or_named_twice_is_refused() -> None:
         with pytest.raises(gov.GovernanceError) as e:
             gov.check_body(replace(body, coordinators=coords))
         assert named in str(e.value)
+
+
+def test_officers_pin_and_retire_coordinators_with_the_cli(tmp_path: Path) -> None:
+    """``custody governance genesis --coordinator NAME=HEX`` and ``propose
+    --add-coordinator/--remove-coordinator`` (what docs/DEPLOY.md has the officers run)."""
+    from typer.testing import CliRunner
+
+    from custody.governance_cli import governance_app, officer_app
+
+    app = typer.Typer()
+    app.add_typer(governance_app, name="governance")
+    app.add_typer(officer_app, name="officer")
+    runner = CliRunner()
+    env = {"CUSTODY_OFFICER_PASSPHRASE": "correct horse battery"}
+
+    def run(*args: str, ok: bool = True) -> str:
+        result = runner.invoke(app, list(args), env=env)
+        assert (result.exit_code == 0) is ok, result.output
+        return result.output
+
+    officer = tmp_path / "alice.key"
+    run("officer", "enroll", "--id", "alice", "--out", str(officer))
+    node = tmp_path / "node-1.json"
+    nk = SigningKey.generate()
+    node.write_text(
+        json.dumps(
+            {
+                "node_id": "node-1",
+                "party_id": 1,
+                "sign_pk": bytes(nk.verify_key).hex(),
+                "box_pk": bytes(nk.to_curve25519_private_key().public_key).hex(),
+            }
+        )
+    )
+    a, b = (bytes(SigningKey.generate().verify_key).hex() for _ in range(2))
+    g = tmp_path / "v1.gov"
+    run(
+        "governance", "genesis", "--cluster-id", "prod", "--officer", str(officer),
+        "--quorum", "1", "--node", str(node), "--coordinator", f"coordinator-1={a}",
+        "--coordinator", f"coordinator-2={b}", "--out", str(g),
+    )  # fmt: skip
+    run("governance", "sign", str(g), "--key", str(officer), "--yes")
+    shown = json.loads(run("governance", "show", str(g), "--json"))
+    assert shown["coordinators"] == [
+        {"name": "coordinator-1", "public_key": a},
+        {"name": "coordinator-2", "public_key": b},
+    ]
+    v2 = tmp_path / "v2.gov"
+    run("governance", "propose", str(g), "--remove-coordinator", "coordinator-2", "--out", str(v2))
+    assert [c.name for c in gov.decode(v2.read_bytes()).body.coordinators or ()] == [
+        "coordinator-1"
+    ]
+    # a key that is not a point, a missing name, a bad argument: refused by name
+    bad = tmp_path / "bad.gov"
+    out = run(
+        "governance", "propose", str(g), "--add-coordinator", f"coordinator-3={'00' * 32}",
+        "--out", str(bad), ok=False,
+    )  # fmt: skip
+    assert "coordinator coordinator-3: public_key" in out
+    out = run(
+        "governance", "propose", str(g), "--remove-coordinator", "nobody", "--out", str(bad),
+        ok=False,
+    )  # fmt: skip
+    assert "no coordinator nobody" in out
+    assert "NAME=HEX" in run(
+        "governance", "propose", str(g), "--add-coordinator", "x", "--out", str(bad), ok=False
+    )
