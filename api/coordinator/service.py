@@ -278,7 +278,7 @@ class Coordinator:
                 problem_doc("signing-failed", "Signing failed", e.detail or e.title, 409),
                 [],
                 answer=self._answer_for(claim.id),
-                request_digest=b"",
+                request_digest=self._resumed_digest(claim),
                 attempted=claim.attempted,
             )
             return
@@ -289,6 +289,19 @@ class Coordinator:
             answer=self._answer_for(claim.id),
             attempted_before=claim.attempted,
         )
+
+    def _resumed_digest(self, claim: Claimed) -> bytes:
+        """The request digest the nodes logged for a resumed request whose key is no longer
+        active (computed as :meth:`run_sign` does, from the key's public values), so the
+        ``sign.attempt`` entries of the sets an earlier holder fenced name the releases the
+        nodes' checkpoints look for; empty only when the key row is gone or the body no
+        longer yields a message."""
+        try:
+            key = signing_key(self.keys.get(claim.key_id, any_status=True), claim.body)
+            msg = request_message(key, claim.body)
+        except (Problem, ValueError):  # no key row, or a body it cannot make a message of
+            return b""
+        return audit.request_digest(claim.id, key.id, key.scheme, claim.body, msg)
 
     def _answer_for(self, request_id: str) -> Answer:
         """The POST answer of a request resumed here, from its row and the outcome."""
