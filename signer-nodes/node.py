@@ -47,6 +47,10 @@ from signer_nodes.store import NodeStore
 __all__ = ["Node"]
 
 
+#: Where the accepted coordinator key comes from before governance pins a list (issue 14).
+INIT_KEY_SOURCE = "the node's --coordinator-key"
+
+
 class Node:
     """One signer node over its data directory; see the module docstring."""
 
@@ -247,7 +251,7 @@ class Node:
                 {c.public_key: c.name for c in cur.coordinators},
                 f"governance version {cur.version}",
             )
-        return {self.coordinator_pk: "init"}, "the node's --coordinator-key"
+        return {self.coordinator_pk: "init"}, INIT_KEY_SOURCE
 
     # -- governance, release log, audit checkpoints ---------------------------------------
     def trust(self, genesis: bytes, successors: Sequence[bytes] = ()) -> dict[str, Any]:

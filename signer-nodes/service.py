@@ -42,7 +42,7 @@ from hsm.errors import HsmError
 from signer_nodes import logs, metrics
 from signer_nodes.envelope import Peer
 from signer_nodes.errors import Kind, NodeError
-from signer_nodes.node import Node
+from signer_nodes.node import INIT_KEY_SOURCE, Node
 from signer_nodes.pipeline import MAX_BATCH, Outcome, Strategy
 from signer_nodes.specs import hex_field
 
@@ -208,8 +208,9 @@ def verify_coordinator(
 
     With :data:`COORDINATOR_KEY_HEADER` only that key is tried, and a key outside the set
     raises :class:`CoordinatorNotPinned` naming it and the set's source; without it every
-    accepted key is tried (there are a handful) and a signature none verifies is refused as
-    before (``bad coordinator signature``).
+    accepted key is tried (there are a handful); a signature none verifies is
+    :class:`CoordinatorNotPinned` once governance pins a list, else refused as before
+    (``bad coordinator signature``, the node's init key only).
     """
     accepted, source = node.coordinator_keys()
     named = headers.get(COORDINATOR_KEY_HEADER)
@@ -237,8 +238,7 @@ def verify_coordinator(
             continue
         return sig, accepted[key]
     assert error is not None  # ``accepted`` is never empty (check_body, Node.init)
-    pinned = source != "the node's --coordinator-key"
-    if named is None and pinned and "bad coordinator" in str(error):
+    if named is None and source != INIT_KEY_SOURCE and "bad coordinator" in str(error):
         raise CoordinatorNotPinned(
             f"signature verifies under no coordinator key pinned in {source}"
             f" ({', '.join(sorted(accepted.values()))})"
