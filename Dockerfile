@@ -10,10 +10,10 @@ RUN apt-get update \
  && useradd --create-home --uid 10001 custody \
  # the mount points of the named volumes, owned by the service user: a new named volume
  # takes the ownership of the image's directory it is mounted on, so it starts writable
- && mkdir -p /srv/coordinator /srv/node-1 /srv/node-2 /srv/node-3 /srv/pki /srv/lb \
+ && mkdir -p /srv/coordinator /srv/coordinator-2 /srv/node-1 /srv/node-2 /srv/node-3 /srv/pki /srv/lb \
              /srv/bootstrap \
  && chown -R 10001:10001 /srv \
- && chmod 0700 /srv/coordinator /srv/node-1 /srv/node-2 /srv/node-3 /srv/pki /srv/lb \
+ && chmod 0700 /srv/coordinator /srv/coordinator-2 /srv/node-1 /srv/node-2 /srv/node-3 /srv/pki /srv/lb \
                /srv/bootstrap
 
 WORKDIR /app

@@ -42,7 +42,12 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
         key = keystore.load_or_create(settings)
         db.migrate(apply=settings.db_migrate)
         keystore.private_files(settings)
-        caller = NodeCaller(key.sign, settings.round_timeout, tls=settings.node_tls_context())
+        caller = NodeCaller(
+            key.sign,
+            settings.round_timeout,
+            tls=settings.node_tls_context(),
+            public_key=key.public_key,
+        )
         c = Coordinator(settings, db, caller)
         app.state.coordinator = c
         app.state.coordinator_public_key = key.public_key

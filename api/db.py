@@ -44,6 +44,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -617,3 +618,18 @@ class ConsoleSession(Base):
     expires_ms: Mapped[int] = mapped_column(BigInteger, index=True)
     ceremony: Mapped[dict[str, Any]] = mapped_column(JSON)
     version: Mapped[int] = mapped_column(Integer)
+
+
+class GovernanceVersion(Base):
+    """One installed governance version (issue 14), shared by every coordinator on this
+    database: the signed document exactly as the officers signed it (canonical CBOR) and
+    its body digest. A coordinator writes a row only for a version it verified as the
+    successor of the one before (api.governance), and verifies every row again before it
+    takes it up: the table is a transport, never a trust root (the genesis each
+    coordinator trusts is its own ``api trust`` file)."""
+
+    __tablename__ = "governance_versions"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    digest: Mapped[str] = mapped_column(String(64))  # hex SHA-256 (custody.governance)
+    installed_ms: Mapped[int] = mapped_column(BigInteger)

@@ -156,8 +156,12 @@ class NodeCaller:
         max_connections: int = 64,
         max_batch: int = 64,
         tls: ssl.SSLContext | None = None,
+        public_key: bytes | None = None,
     ) -> None:
         self.signer = signer
+        # issue 14: named in every signed request (X-Coordinator-Key), so a node that does
+        # not pin this coordinator refuses it by name (coordinator-not-pinned)
+        self.key_header = {} if public_key is None else {"X-Coordinator-Key": public_key.hex()}
         self.tls = tls  # mutual TLS 1.3 to every node (None: plain HTTP, --dev only)
         self.timeout = timeout
         self.max_connections = max_connections
@@ -274,6 +278,7 @@ class NodeCaller:
         headers = {"content-type": "application/json"} if body is not None else {}
         if signed:
             headers.update(sign_headers(self.signer, method, path, content, recipient=node.id))
+            headers.update(self.key_header)
         start = time.perf_counter()
         failure: str | None = None
         try:

@@ -319,6 +319,11 @@ class Cluster:
     # front of them (docs/PERFORMANCE.md "Mutual TLS" has the cost and the list)
     tls: bool = False
     python: str = sys.executable
+    # issue 14: more coordinators, each its own data directory DIR/<name> (own sealed key,
+    # own TLS client certificate); the dev genesis then pins every coordinator's key in
+    # its ``coordinators`` list ("coordinator" is DIR/coordinator). simulations/multi.py.
+    more_coordinators: tuple[str, ...] = ()
+    coordinator_keys: dict[str, bytes] = field(default_factory=dict)  # name: identity key
     progress: Callable[[str], None] = lambda _msg: None
     env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
@@ -393,6 +398,14 @@ class Cluster:
         )
         coord_pk = out["coordinator_public_key"]
         creds = out["credentials"]
+        self.coordinator_keys = {"coordinator": bytes.fromhex(coord_pk)}
+        for name in self.more_coordinators:  # after the first: its credentials are the ones
+            more = json.loads(
+                self._run(
+                    [self.python, "-m", "api", "init", "--data-dir", str(self.data_dir / name)]
+                )
+            )
+            self.coordinator_keys[name] = bytes.fromhex(more["coordinator_public_key"])
         if creds is None:
             if not self.cluster_file.exists():
                 raise RuntimeError(
@@ -442,13 +455,14 @@ class Cluster:
             tls.write_public(ca_dir / "ca.pem", tls.pem(fresh.cert))
         ca = tls.load_ca(ca_dir / "ca.pem", ca_dir / "ca.key")
         ca_pem = tls.pem(ca.cert)
-        cd = self.coordinator_tls_dir
-        if not (cd / "client.crt").exists():
-            cd.mkdir(mode=0o700, exist_ok=True)
-            key = tls.new_key()
-            tls.write_private(cd / "client.key", tls.key_pem(key))
-            tls.write_public(cd / "ca.pem", ca_pem)
-            tls.write_public(cd / "client.crt", tls.pem(tls.issue_coordinator(ca, key)))
+        for name in ("coordinator", *self.more_coordinators):  # each its own certificate
+            cd = self.data_dir / name / "tls"
+            if not (cd / "client.crt").exists():
+                cd.mkdir(mode=0o700, exist_ok=True)
+                key = tls.new_key()
+                tls.write_private(cd / "client.key", tls.key_pem(key))
+                tls.write_public(cd / "ca.pem", ca_pem)
+                tls.write_public(cd / "client.crt", tls.pem(tls.issue_coordinator(ca, key)))
         hosts = sorted({self.host, "localhost", "127.0.0.1"})
         for i in range(1, self.nodes + 1):
             nd = self.data_dir / node_id(i)
@@ -529,6 +543,11 @@ class Cluster:
             roster=tuple(roster),
             raw_signing_keys=frozenset({governance.ALL_KEYS}) if self.allow_raw else frozenset(),
             policy=demo_policy(tuple(approvers)),
+            coordinators=(
+                tuple(governance.PinnedCoordinator(n, k) for n, k in self.coordinator_keys.items())
+                if self.more_coordinators
+                else None
+            ),
         )
         doc = governance.unsigned(body)
         for officer_id in ("dev-officer-1", "dev-officer-2"):
@@ -541,10 +560,11 @@ class Cluster:
                 [self.python, "-m", "signer_nodes", "trust", "--data-dir",
                  str(self.data_dir / node_id(i)), "--governance", str(tmp)]
             )  # fmt: skip
-        self._run(
-            [self.python, "-m", "api", "trust", "--data-dir",
-             str(self.data_dir / "coordinator"), "--governance", str(tmp)]
-        )  # fmt: skip
+        for name in ("coordinator", *self.more_coordinators):
+            self._run(
+                [self.python, "-m", "api", "trust", "--data-dir",
+                 str(self.data_dir / name), "--governance", str(tmp)]
+            )  # fmt: skip
         tmp.rename(genesis_file)
 
     # -- processes ----------------------------------------------------------------------
@@ -578,17 +598,20 @@ class Cluster:
         ]
         self._spawn(node_id(i), argv if self.tls else [*argv, "--dev"])
 
-    def start_coordinator(self, port: int | None = None, name: str = "coordinator") -> None:
+    def start_coordinator(
+        self, port: int | None = None, name: str = "coordinator", data_dir: str = "coordinator"
+    ) -> None:
         """Spawn the coordinator process (``start``, or a test restarting it); ``port`` and
-        ``name``: another coordinator process on the same data directory and database
-        (``simulations/multi.py`` runs several behind HAProxy)."""
+        ``name``: another coordinator process on the same database (``simulations/multi.py``
+        runs several behind HAProxy); ``data_dir``: its own directory (one of
+        :attr:`more_coordinators`: its own key and certificate), else DIR/coordinator."""
         argv = [
             self.python,
             "-m",
             "api",
             "serve",
             "--data-dir",
-            str(self.data_dir / "coordinator"),
+            str(self.data_dir / data_dir),
             "--host",
             self.host,
             "--port",

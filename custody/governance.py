@@ -102,6 +102,17 @@ class RosterNode:
 
 
 @dataclass(frozen=True)
+class PinnedCoordinator:
+    """A coordinator the officers admitted (issue 14): a name and the Ed25519 identity key
+    whose signature on a node request (custody.nodeauth) the nodes accept. Its TLS client
+    certificate is bound by the CA (custody.tls), which the nodes trust for coordinators;
+    nothing more of it is pinned here (docs/SECURITY.md "Coordinator identities")."""
+
+    name: str
+    public_key: bytes
+
+
+@dataclass(frozen=True)
 class Governance:
     """One version of the governance document (the body the officers sign)."""
 
@@ -113,13 +124,21 @@ class Governance:
     roster: tuple[RosterNode, ...]
     raw_signing_keys: frozenset[str] = field(default_factory=frozenset)
     policy: Policy = EMPTY_POLICY
+    # Issue 14: the coordinators whose signed requests nodes accept. ``None`` (the field
+    # absent from the encoding, so older versions keep their bytes and digests): each node
+    # trusts the key of its ``signer_nodes init --coordinator-key``. A list is the whole
+    # truth: a node's init key does not widen it.
+    coordinators: tuple[PinnedCoordinator, ...] | None = None
 
     def encode(self) -> bytes:
         """Canonical CBOR (RFC 8949 section 4.2.1) of the body: the bytes officers sign.
 
-        Format 1 without a policy (exactly as before policies existed), format 2 with one.
+        Format 1 without a policy (exactly as before policies existed), format 2 with one;
+        ``coordinators`` only when the officers pinned a list (issue 14).
         """
         extra: dict[str, Any] = {} if self.policy.empty else {"policy": self.policy.to_cbor()}
+        if self.coordinators is not None:
+            extra["coordinators"] = [[c.name, c.public_key] for c in self.coordinators]
         return cbor2.dumps(
             {
                 "format": self.format,
@@ -162,6 +181,10 @@ class Governance:
 
     def officer(self, officer_id: str) -> Officer | None:
         return next((o for o in self.officers if o.officer_id == officer_id), None)
+
+    def coordinator(self, public_key: bytes) -> PinnedCoordinator | None:
+        """The pinned coordinator of that identity key (``None`` also without a list)."""
+        return next((c for c in self.coordinators or () if c.public_key == public_key), None)
 
     def approver(self, approver_id: str) -> Approver | None:
         """The approver of that id in any of the policy's approver groups."""
@@ -289,6 +312,24 @@ def check_body(body: Governance) -> Governance:
         node_ids.add(node.node_id)
         parties.add(node.party_id)
         keys.update((node.sign_pk, node.box_pk))
+    if body.coordinators is not None:
+        if not isinstance(body.coordinators, tuple) or not body.coordinators:
+            raise _malformed(
+                "coordinators: at least one (leave the field out for each node's init key)"
+            )
+        names: set[str] = set()
+        for i, coord in enumerate(body.coordinators):
+            _ident(coord.name, f"coordinators[{i}].name")
+            _ed25519_point(coord.public_key, f"coordinator {coord.name}: public_key")
+            if coord.name in names:
+                raise _malformed(f"coordinators: duplicate name {coord.name}")
+            if coord.public_key in keys or coord.public_key in seen_keys:
+                raise _malformed(
+                    f"coordinator {coord.name}: public key is an officer's or a node's"
+                )
+            if any(c.public_key == coord.public_key for c in body.coordinators[:i]):
+                raise _malformed(f"coordinator {coord.name}: public key used by another")
+            names.add(coord.name)
     for key_id in body.raw_signing_keys:
         if not isinstance(key_id, str) or not 1 <= len(key_id) <= 128:
             raise _malformed("raw_signing_keys: key ids of 1-128 characters")
@@ -356,6 +397,8 @@ def decode_body(data: bytes) -> Governance:
     fmt = value.get("format") if isinstance(value, dict) else None
     if fmt in (FORMAT_WITH_POLICY, FORMAT_WITH_PASSKEYS):
         fields.add("policy")
+    if isinstance(value, dict) and "coordinators" in value:  # issue 14, any format
+        fields.add("coordinators")
     raw = _exact(value, fields, "body")
     if raw["format"] not in (FORMAT, FORMAT_WITH_POLICY, FORMAT_WITH_PASSKEYS):
         raise _malformed(
@@ -386,6 +429,14 @@ def decode_body(data: bytes) -> Governance:
         ),
         raw_signing_keys=frozenset(raw_keys),
         policy=policy,
+        coordinators=(
+            None
+            if "coordinators" not in raw
+            else tuple(
+                PinnedCoordinator(c[0], c[1])
+                for c in _pair_list(raw["coordinators"], 2, "coordinators")
+            )
+        ),
     )
     check_body(body)
     if body.format != fmt:  # format 3 exactly when an approver is a passkey

@@ -126,6 +126,15 @@ def describe(doc: gov.SignedGovernance) -> dict[str, Any]:
             for n in body.roster
         ],
         "raw_signing_keys": sorted(body.raw_signing_keys),
+        **(
+            {}
+            if body.coordinators is None
+            else {
+                "coordinators": [
+                    {"name": c.name, "public_key": c.public_key.hex()} for c in body.coordinators
+                ]
+            }
+        ),
         "signed_by": [s.officer_id for s in doc.signatures],
     }
 
@@ -194,6 +203,20 @@ def approver_show(
     _show("approver", path, as_json)
 
 
+def _coordinator_arg(value: str) -> gov.PinnedCoordinator:
+    """``NAME=HEX`` (issue 14): a coordinator's name and the public key ``api init``
+    printed; the key is checked with the rest of the document (custody.governance)."""
+    name, sep, key = value.partition("=")
+    try:
+        public = bytes.fromhex(key)
+    except ValueError:
+        public = b""
+    if not sep or not public:
+        err.print(f"[red]--coordinator {value!r}: NAME=HEX (the key api init printed)[/red]")
+        raise typer.Exit(ExitCode.USAGE)
+    return gov.PinnedCoordinator(name, public)
+
+
 @governance_app.command("genesis")
 def genesis(
     cluster_id: Annotated[str, typer.Option("--cluster-id", help="the cluster's name")],
@@ -201,8 +224,17 @@ def genesis(
     quorum: Annotated[int, typer.Option("--quorum", help="signatures needed for a change")],
     nodes: Annotated[list[Path], typer.Option("--node", help="a node identity file")],
     out: Annotated[Path, typer.Option("--out", help="the unsigned genesis to write")],
+    coordinators: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--coordinator",
+            help="NAME=HEX: a coordinator the nodes accept (repeat) [default: each node's"
+            " --coordinator-key]",
+        ),
+    ] = None,
 ) -> None:
     """Write version 1 (unsigned): the trust anchor every node installs at init."""
+    pinned = tuple(map(_coordinator_arg, coordinators)) if coordinators else None
     try:
         body = gov.check_body(
             gov.Governance(
@@ -212,6 +244,7 @@ def genesis(
                 officers=tuple(_officer_from_file(p) for p in officers),
                 quorum=quorum,
                 roster=tuple(_node_from_file(p) for p in nodes),
+                coordinators=pinned,
             )
         )
     except gov.GovernanceError as exc:
@@ -240,6 +273,14 @@ def propose(
     ] = None,
     quorum: Annotated[
         int | None, typer.Option("--quorum", help="the new quorum [default: unchanged]")
+    ] = None,
+    add_coordinator: Annotated[
+        list[str] | None,
+        typer.Option("--add-coordinator", help="NAME=HEX: pin a coordinator key (repeat)"),
+    ] = None,
+    remove_coordinator: Annotated[
+        list[str] | None,
+        typer.Option("--remove-coordinator", help="a coordinator name to retire (repeat)"),
     ] = None,
     raw_signing: Annotated[
         list[str] | None,
@@ -307,6 +348,15 @@ def propose(
         err.print(f"[red]no officer {missing} in version {body.version}[/red]")
         raise typer.Exit(ExitCode.USAGE)
     replaced = {n.node_id for n in map(_node_from_file, add_node or ())}
+    coordinators = body.coordinators
+    if add_coordinator or remove_coordinator:
+        gone = set(remove_coordinator or ())
+        for missing in sorted(gone - {c.name for c in coordinators or ()}):
+            err.print(f"[red]no coordinator {missing} in version {body.version}[/red]")
+            raise typer.Exit(ExitCode.USAGE)
+        added = tuple(map(_coordinator_arg, add_coordinator or ()))
+        names = gone | {c.name for c in added}
+        coordinators = (*(c for c in coordinators or () if c.name not in names), *added)
     try:
         proposal = body.successor(
             roster=(
@@ -321,6 +371,7 @@ def propose(
             raw_signing_keys=(body.raw_signing_keys | set(raw_signing or ()))
             - set(no_raw_signing or ()),
             policy=policy,
+            coordinators=coordinators,
         )
     except gov.GovernanceError as exc:
         raise _refused(exc) from exc

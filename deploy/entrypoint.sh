@@ -1,6 +1,8 @@
 #!/bin/sh
 # The compose services' entrypoint (docs/DEPLOY.md), run as uid 10001 in the image:
-#   entrypoint.sh init | enrol | node N | coordinator | lb
+#   entrypoint.sh init | enrol | node N | coordinator [DIR] | lb
+# (coordinator DIR: its data directory ROOT/DIR, default "coordinator"; coordinator-2 runs
+# on its own, ROOT/coordinator-2: its own sealed key and TLS client certificate, issue 14)
 # The same commands `custody up` (custody/cluster.py) and simulations/multi.py run, with the
 # compose host names, TLS everywhere and no --dev flag.
 set -eu
@@ -39,7 +41,7 @@ case "$role" in
     exec "$PYTHON" -m signer_nodes run --data-dir "$d" --host "$LISTEN_HOST" --port $((API_PORT + i)) --pin-file "$pin"
     ;;
   coordinator)
-    d="$ROOT/coordinator"
+    d="$ROOT/${2:-coordinator}"
     "$PYTHON" "$HERE/provision.py" wait-governance
     if [ ! -e "$d/.genesis-installed" ]; then
       "$PYTHON" -m api trust --data-dir "$d" --governance "$GENESIS"

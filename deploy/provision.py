@@ -82,8 +82,10 @@ def say(msg: str) -> None:
     print(json.dumps({"service": "deploy", "event": msg}), file=sys.stderr, flush=True)
 
 
-def run(argv: list[str]) -> str:
-    r = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+def run(argv: list[str], env: dict[str, str] | None = None) -> str:
+    r = subprocess.run(  # noqa: S603 - our own argv
+        argv, capture_output=True, text=True, check=False, env=None if env is None else env
+    )
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(argv[1:4])} failed ({r.returncode}): {r.stderr.strip()}")
     return r.stdout
@@ -91,6 +93,20 @@ def run(argv: list[str]) -> str:
 
 def write_private(path: Path, data: bytes) -> None:
     tls.write_private(path, data)
+
+
+COORDINATOR_2_PIN = SECRETS / "coordinator_2_pin"
+
+
+def _client_certificate(coord: Path, ca: tls.Ca, ca_pem: bytes) -> None:
+    """A coordinator's own TLS client certificate (its key 0600 in its own volume)."""
+    cd = coord / "tls"
+    if not (cd / "client.crt").exists():
+        cd.mkdir(mode=0o700, exist_ok=True)
+        key = tls.new_key()
+        tls.write_private(cd / "client.key", tls.key_pem(key))
+        tls.write_public(cd / "ca.pem", ca_pem)
+        tls.write_public(cd / "client.crt", tls.pem(tls.issue_coordinator(ca, key)))
 
 
 def init() -> int:
@@ -117,13 +133,24 @@ def init() -> int:
     tls.write_public(boot / "coordinator.pub", coordinator_pk.encode() + b"\n")
     if out["credentials"] is not None:
         write_private(boot / "credentials.json", json.dumps(out["credentials"]).encode())
-    cd = coord / "tls"
-    if not (cd / "client.crt").exists():
-        cd.mkdir(mode=0o700, exist_ok=True)
-        key = tls.new_key()
-        tls.write_private(cd / "client.key", tls.key_pem(key))
-        tls.write_public(cd / "ca.pem", ca_pem)
-        tls.write_public(cd / "client.crt", tls.pem(tls.issue_coordinator(ca, key)))
+    _client_certificate(coord, ca, ca_pem)
+    pins = {"coordinator-1": coordinator_pk}
+    # 2b. issue 14: coordinator-2 its own identity (own volume ROOT/coordinator-2, own PIN
+    # secret coordinator_2_pin, own sealed key and TLS client certificate) when its PIN
+    # secret is there; without it, coordinator-2 shares coordinator-1's volume (before)
+    if COORDINATOR_2_PIN.is_file():
+        coord2 = ROOT / "coordinator-2"
+        coord2.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not os.access(coord2, os.W_OK):
+            raise SystemExit(f"{coord2} is not writable by uid {os.getuid()} (volume ownership)")
+        say("coordinator-2: api init (its own key)")
+        env2 = {**os.environ, "CUSTODY_COORDINATOR_PIN_FILE": str(COORDINATOR_2_PIN)}
+        out2 = json.loads(
+            run([sys.executable, "-m", "api", "init", "--data-dir", str(coord2)], env2)
+        )
+        pins["coordinator-2"] = out2["coordinator_public_key"]
+        tls.write_public(boot / "coordinator-2.pub", pins["coordinator-2"].encode() + b"\n")
+        _client_certificate(coord2, ca, ca_pem)
     # 3. the nodes
     ids = boot / "identities"
     ids.mkdir(mode=0o700, exist_ok=True)
@@ -156,6 +183,7 @@ def init() -> int:
         json.dumps(
             {
                 "coordinator_public_key": coordinator_pk,
+                "coordinator_public_keys": pins,
                 "identities": {
                     f"node-{i}": json.loads((ids / f"node-{i}.json").read_text())
                     for i in range(1, NODES + 1)
@@ -163,8 +191,9 @@ def init() -> int:
                 "ca_pem": ca_pem.decode(),
                 "credentials_file": str(boot / "credentials.json"),
                 "next": f"officers: a genesis pinning these identities at {GOVERNANCE} "
-                "(custody governance genesis ... --node node-N.json; sign), then "
-                "docker compose up -d",
+                "(custody governance genesis ... --node node-N.json"
+                + "".join(f" --coordinator {n}={k}" for n, k in pins.items())
+                + "; sign), then docker compose up -d",
             },
             indent=1,
         )

@@ -47,6 +47,10 @@ from signer_nodes.store import NodeStore
 __all__ = ["Node"]
 
 
+#: Where the accepted coordinator key comes from before governance pins a list (issue 14).
+INIT_KEY_SOURCE = "the node's --coordinator-key"
+
+
 class Node:
     """One signer node over its data directory; see the module docstring."""
 
@@ -229,6 +233,25 @@ class Node:
     def set_peers(self, peers: Sequence[Peer]) -> int:
         """Peers come from governance: refuse any not matching the roster; nothing stored."""
         return self.anchor.check_peers(peers)
+
+    # -- who may drive this node (issue 14) ------------------------------------------------
+    def coordinator_keys(self) -> tuple[dict[bytes, str], str]:
+        """The coordinator identity keys this node accepts now, each with its name, and
+        where that set comes from (for errors and logs).
+
+        The ``coordinators`` list of the CURRENT verified governance when it has one (the
+        whole truth: the init key does not widen it; a coordinator a newer version retires
+        is refused from the moment that version is installed); otherwise, and before any
+        governance, the key of ``init --coordinator-key`` (the behaviour before issue 14).
+        Read on every request, so an installed version takes effect at once.
+        """
+        cur = self.anchor.current
+        if cur is not None and cur.coordinators is not None:
+            return (
+                {c.public_key: c.name for c in cur.coordinators},
+                f"governance version {cur.version}",
+            )
+        return {self.coordinator_pk: "init"}, INIT_KEY_SOURCE
 
     # -- governance, release log, audit checkpoints ---------------------------------------
     def trust(self, genesis: bytes, successors: Sequence[bytes] = ()) -> dict[str, Any]:

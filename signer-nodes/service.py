@@ -42,7 +42,7 @@ from hsm.errors import HsmError
 from signer_nodes import logs, metrics
 from signer_nodes.envelope import Peer
 from signer_nodes.errors import Kind, NodeError
-from signer_nodes.node import Node
+from signer_nodes.node import INIT_KEY_SOURCE, Node
 from signer_nodes.pipeline import MAX_BATCH, Outcome, Strategy
 from signer_nodes.specs import hex_field
 
@@ -190,6 +190,62 @@ def _released(strategy: Strategy, out: bytes) -> dict[str, Any]:
     return doc
 
 
+#: The coordinator names the identity key it signed with (issue 14: several coordinators,
+#: each its own key pinned in governance). Optional: without it the node tries each key
+#: it accepts; with it, a key not pinned is refused by name (``coordinator-not-pinned``).
+COORDINATOR_KEY_HEADER = "X-Coordinator-Key"
+
+
+class CoordinatorNotPinned(NodeAuthError):
+    """A request signed by (or naming) a coordinator key the node does not accept now."""
+
+
+def verify_coordinator(
+    node: Node, method: str, target: str, body: bytes, headers: Headers
+) -> tuple[bytes, str]:
+    """Verify the coordinator signature against the keys ``node`` accepts now
+    (:meth:`Node.coordinator_keys`); returns the signature and the coordinator's name.
+
+    With :data:`COORDINATOR_KEY_HEADER` only that key is tried, and a key outside the set
+    raises :class:`CoordinatorNotPinned` naming it and the set's source; without it every
+    accepted key is tried (there are a handful); a signature none verifies is
+    :class:`CoordinatorNotPinned` once governance pins a list, else refused as before
+    (``bad coordinator signature``, the node's init key only).
+    """
+    accepted, source = node.coordinator_keys()
+    named = headers.get(COORDINATOR_KEY_HEADER)
+    if named is not None:
+        try:
+            key = bytes.fromhex(named)
+        except ValueError:
+            raise NodeAuthError(f"{COORDINATOR_KEY_HEADER} is not hex") from None
+        if len(key) != 32:
+            raise NodeAuthError(f"{COORDINATOR_KEY_HEADER} must be 32 bytes (64 hex digits)")
+        if key not in accepted:
+            raise CoordinatorNotPinned(
+                f"coordinator key {named.lower()} is not pinned in {source}"
+                f" (accepted: {', '.join(sorted(accepted.values()))})"
+            )
+        candidates = [key]
+    else:
+        candidates = list(accepted)
+    error: NodeAuthError | None = None
+    for key in candidates:
+        try:
+            sig = verify_headers(key, method, target, body, headers, recipient=node.node_id)
+        except NodeAuthError as exc:
+            error = exc
+            continue
+        return sig, accepted[key]
+    assert error is not None  # ``accepted`` is never empty (check_body, Node.init)
+    if named is None and source != INIT_KEY_SOURCE and "bad coordinator" in str(error):
+        raise CoordinatorNotPinned(
+            f"signature verifies under no coordinator key pinned in {source}"
+            f" ({', '.join(sorted(accepted.values()))})"
+        )
+    raise error
+
+
 #: Routes a node serves without a coordinator signature (``/metrics`` may need the scrape
 #: token ``$CUSTODY_METRICS_TOKEN`` instead; docs/SECURITY.md).
 UNSIGNED = frozenset({("GET", "/health"), ("GET", "/metrics")})
@@ -225,14 +281,7 @@ class CoordinatorAuth:
         target = scope["path"] + (f"?{query}" if query else "")
         headers = Headers(scope=scope)
         try:
-            sig = verify_headers(
-                self.node.coordinator_pk,
-                scope["method"],
-                target,
-                body,
-                headers,
-                recipient=self.node.node_id,
-            )
+            sig, coordinator = verify_coordinator(self.node, scope["method"], target, body, headers)
             if not self.replays.fresh(sig, float(headers[TIMESTAMP_HEADER]), time.time()):
                 logs.warn(
                     "auth.replay",
@@ -245,16 +294,25 @@ class CoordinatorAuth:
                 )(scope, receive, send)
                 return
         except NodeAuthError as exc:
+            code = "coordinator-not-pinned" if isinstance(exc, CoordinatorNotPinned) else None
             logs.warn(
                 "auth.refused",
                 node_id=self.node.node_id,
                 method=scope["method"],
                 path=scope["path"],
                 reason=str(exc),
+                **({"code": code} if code else {}),
             )
-            await problem(401, "unauthenticated", str(exc))(scope, receive, send)
+            await problem(401, code or "unauthenticated", str(exc))(scope, receive, send)
             return
-        scope = {**scope, "state": {**scope.get("state", {}), "coordinator_verified": True}}
+        scope = {
+            **scope,
+            "state": {
+                **scope.get("state", {}),
+                "coordinator_verified": True,
+                "coordinator": coordinator,
+            },
+        }
         sent = False
 
         async def replay() -> Message:

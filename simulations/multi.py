@@ -7,13 +7,14 @@ context manager; on a failed start too):
 2. a :class:`custody.cluster.Cluster`: provisioning (``api init`` on that database, the
    nodes, the dev CA and every certificate when ``tls``, the dev genesis), the signer
    nodes, coordinator 1, the nodes' enrolment;
-3. coordinators 2..N: more ``python -m api serve`` processes on the **same** coordinator
-   data directory (the same sealed coordinator key in the same SoftHSM2 token, which the
-   nodes trust) and the same database, each on its own port. They share everything that is
-   durable (requests, idempotency records, the audit chain under its advisory lock,
-   credentials, enrolment); each keeps its own in-memory FROST commitment and ECDSA
-   presignature pools, fetched from the nodes, which hold every nonce and presignature
-   for one use only whoever asks (until s21-q moves pools and queue into PostgreSQL);
+3. coordinators 2..N: more ``python -m api serve`` processes, each on **its own** data
+   directory ``DIR/coordinator-K`` (its own sealed identity key in its own SoftHSM2 token,
+   its own TLS client certificate from the dev CA, made by ``api init`` during the
+   Cluster's provisioning) and the same database, each on its own port. The dev genesis
+   pins every coordinator's key in its ``coordinators`` list (issue 14: the nodes accept
+   exactly those); coordinator 1 is ``DIR/coordinator``. They share everything durable
+   through the database (requests, idempotency records, the audit chain under its
+   advisory lock, credentials, enrolment, governance versions);
 4. HAProxy in front (:mod:`simulations.haproxy`: health checks on ``/ready``, retries only
    for connection failures, redispatch; TLS 1.3 to clients when ``client_tls``, with a
    certificate from the cluster's dev CA).
@@ -130,6 +131,7 @@ class Multi:
         env = {**self.env, "CUSTODY_DATABASE_URL": self.database_url}
         self.cluster = Cluster(
             self.data_dir,
+            more_coordinators=tuple(_coordinator_proc(k) for k in range(2, self.coordinators + 1)),
             nodes=self.nodes,
             port=self.base_port,
             allow_raw=self.allow_raw,
@@ -166,7 +168,9 @@ class Multi:
         """(Re)start coordinator ``k`` and wait until it is ready with every node healthy."""
         assert self.cluster is not None
         self.progress(f"starting coordinator-{k}")
-        self.cluster.start_coordinator(port=self.coordinator_port(k), name=_coordinator_proc(k))
+        self.cluster.start_coordinator(
+            port=self.coordinator_port(k), name=_coordinator_proc(k), data_dir=_coordinator_proc(k)
+        )
         self._wait_ready(k, deadline or time.monotonic() + 60)
 
     def _wait_ready(self, k: int, deadline: float) -> None:

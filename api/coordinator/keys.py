@@ -38,9 +38,10 @@ class KeyBook:
         self._by_id: dict[str, KeyInfo] = {}
         self._active: list[KeyInfo] | None = None
 
-    def get(self, key_id: str) -> KeyInfo:
+    def get(self, key_id: str, *, any_status: bool = False) -> KeyInfo:
         """The active key ``key_id``; 404/409 problem when it does not exist or is not
-        active."""
+        active. ``any_status``: also a key no longer active (its public values, to name a
+        request it can no longer sign in the audit; never cached, never used to sign)."""
         k = self._by_id.get(key_id)
         if k is not None:
             return k
@@ -59,7 +60,7 @@ class KeyBook:
             ).first()
         if row is None:
             raise Problem(404, "key-not-found", "Key not found", f"no key {key_id!r}")
-        if row.status != "active":
+        if row.status != "active" and not any_status:
             raise Problem(409, "key-not-active", "Key not active", f"key is {row.status}")
         k = KeyInfo(
             row.id,
@@ -70,7 +71,8 @@ class KeyBook:
             dict(row.verifying_shares or {}),
             row.network,
         )
-        self._by_id[key_id] = k
+        if row.status == "active":
+            self._by_id[key_id] = k
         return k
 
     def active(self) -> list[KeyInfo]:

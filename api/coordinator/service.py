@@ -133,7 +133,9 @@ class Coordinator:
         self.settings = settings
         self.db = db
         self.caller = caller
-        self.governance = GovernanceStore(settings.data_dir)
+        # issue 14: versions also shared through the database (coordinators on other hosts)
+        self.governance = GovernanceStore(settings.data_dir, db)
+        self._take_up_governance(publish=True)
         if self.governance.current is not None:
             # the cluster the officers named: nodes sign audit checkpoints for it
             settings.cluster_id = self.governance.current.cluster_id
@@ -276,7 +278,7 @@ class Coordinator:
                 problem_doc("signing-failed", "Signing failed", e.detail or e.title, 409),
                 [],
                 answer=self._answer_for(claim.id),
-                request_digest=b"",
+                request_digest=self._resumed_digest(claim),
                 attempted=claim.attempted,
             )
             return
@@ -287,6 +289,19 @@ class Coordinator:
             answer=self._answer_for(claim.id),
             attempted_before=claim.attempted,
         )
+
+    def _resumed_digest(self, claim: Claimed) -> bytes:
+        """The request digest the nodes logged for a resumed request whose key is no longer
+        active (computed as :meth:`run_sign` does, from the key's public values), so the
+        ``sign.attempt`` entries of the sets an earlier holder fenced name the releases the
+        nodes' checkpoints look for; empty only when the key row is gone or the body no
+        longer yields a message."""
+        try:
+            key = signing_key(self.keys.get(claim.key_id, any_status=True), claim.body)
+            msg = request_message(key, claim.body)
+        except (Problem, ValueError):  # no key row, or a body it cannot make a message of
+            return b""
+        return audit.request_digest(claim.id, key.id, key.scheme, claim.body, msg)
 
     def _answer_for(self, request_id: str) -> Answer:
         """The POST answer of a request resumed here, from its row and the outcome."""
@@ -316,12 +331,29 @@ class Coordinator:
         )  # fmt: skip
         return True
 
-    def _take_up_shared_state(self) -> None:
+    def _take_up_governance(self, *, publish: bool = False) -> None:
+        """Take up newer governance versions (files, then ``governance_versions`` rows);
+        at start first ``publish`` this copy's versions the table lacks. A refused version
+        or row is logged by name and this coordinator stays on its version (fail closed)."""
         try:
+            if publish:
+                self.governance.publish()
             if taken := self.governance.refresh():
                 log.info("governance taken up", extra={"versions": taken})
         except gov.GovernanceError as e:  # stays on its version: fail closed
-            log.warning("governance file refused", extra={"err": str(e)})
+            cur = self.governance.current
+            log.warning(
+                "governance version refused",
+                extra={
+                    "err": str(e),
+                    "kind": str(e.kind),
+                    "row": getattr(e, "version", None),  # a governance_versions row
+                    "installed": None if cur is None else cur.version,
+                },
+            )
+
+    def _take_up_shared_state(self) -> None:
+        self._take_up_governance()
         self.registry.refresh()
 
     # -- keys -----------------------------------------------------------------------------

@@ -1,0 +1,328 @@
+"""Issue 14: two coordinators, each its own identity (own data directory, own sealed key in
+its own SoftHSM2 token, own TLS client certificate), behind one PostgreSQL database; the
+dev genesis pins both keys. Real processes: PostgreSQL, three signer nodes over mutual TLS,
+two coordinators (``simulations.multi.Multi``). Signatures are checked by pynacl/coincurve.
+
+- both coordinators sign, each driving the nodes with its own key;
+- a request signed by a key the governance does not pin is refused by every node, named;
+- a version retiring coordinator-2 (installed through coordinator-1, taken up by
+  coordinator-2 from the database) makes every node refuse coordinator-2's key while
+  coordinator-1 keeps signing;
+- a governance row inserted into the table that is under-signed or does not chain is
+  refused by the coordinator reading it (named in its log, it stays on its version) and by
+  every node it is put to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import coincurve
+import httpx
+import pytest
+from nacl.signing import SigningKey, VerifyKey
+from sqlalchemy import create_engine, text
+
+from custody import governance as gov
+from custody.client import CustodyClient
+from custody.nodeauth import SIGNATURE_HEADER, sign_headers
+from simulations.multi import Multi
+from tests.lb.conftest import LB_ENV, require_topology
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SIGNER_SCRIPT = """
+import json, sys
+from pathlib import Path
+from hsm import Hsm, HsmConfig
+d = Path(sys.argv[1])
+state = json.loads((d / "hsm.json").read_text())
+pin = (d / "hsm.pin").read_text().strip()
+hsm = Hsm.open(HsmConfig(state["token_label"], pin, softhsm_conf=state["softhsm_conf"]))
+out = [hsm.sign_ed25519("coordinator", bytes.fromhex(x)).hex() for x in json.load(sys.stdin)]
+hsm.close()
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Multi]:
+    require_topology()
+    d: Path = tmp_path_factory.mktemp("cid")
+    m = Multi(d, coordinators=2, pg_durable=False, env=dict(LB_ENV))
+    try:
+        m.start(timeout=240)
+        yield m
+    finally:
+        m.stop()
+
+
+def _creds(m: Multi) -> dict[str, str]:
+    creds: dict[str, str] = json.loads((m.data_dir / "multi.json").read_text())["credentials"]
+    return creds
+
+
+def _client(m: Multi, k: int, role: str = "admin") -> CustodyClient:
+    """An SDK client of ``role`` on coordinator ``k`` itself (not through HAProxy)."""
+    url = m.coordinator_url(k)
+    return CustodyClient(url, _creds(m)[role], http=httpx.Client(base_url=url, timeout=60))
+
+
+def _coordinator_dir(m: Multi, k: int) -> Path:
+    return m.data_dir / ("coordinator" if k == 1 else f"coordinator-{k}")
+
+
+def _node_request(
+    m: Multi, k: int | SigningKey, node: int, method: str, target: str, body: bytes = b""
+) -> httpx.Response:
+    """A request to a node signed by coordinator ``k``'s key in its own PKCS#11 token (a
+    subprocess: SoftHSM2 binds a process to one token directory), or by a stray key, over
+    mutual TLS; named in X-Coordinator-Key as api.nodes does."""
+    assert m.cluster is not None
+    if isinstance(k, SigningKey):
+        headers = sign_headers(k, method, target, body, recipient=f"node-{node}")
+        public = bytes(k.verify_key)
+    else:
+        seen: list[bytes] = []
+        headers = sign_headers(
+            lambda b: seen.append(b) or bytes(64),  # type: ignore[func-returns-value]
+            method,
+            target,
+            body,
+            recipient=f"node-{node}",
+        )
+        done = subprocess.run(  # noqa: S603 - our own argv
+            [sys.executable, "-c", SIGNER_SCRIPT, str(_coordinator_dir(m, k))],
+            input=json.dumps([seen[0].hex()]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=True,
+        )
+        (sig,) = json.loads(done.stdout)
+        headers[SIGNATURE_HEADER] = sig
+        public = m.cluster.coordinator_keys[_coordinator_dir(m, k).name]
+    headers["X-Coordinator-Key"] = public.hex()
+    headers["content-type"] = "application/json"
+    with m.cluster.node_http() as http:
+        return http.request(
+            method, m.cluster.node_url(node) + target, content=body, headers=headers
+        )
+
+
+def _officers(m: Multi) -> dict[str, SigningKey]:
+    d = m.data_dir / "officers"
+    passphrase = (d / "passphrase").read_bytes()
+    out = {}
+    for i in (1, 2):
+        officer, key = gov.open_officer_key((d / f"dev-officer-{i}.key").read_bytes(), passphrase)
+        out[officer.officer_id] = key
+    return out
+
+
+def _sign_doc(m: Multi, body: gov.Governance, by: tuple[str, ...]) -> bytes:
+    keys = _officers(m)
+    doc = gov.unsigned(body)
+    for o in by:
+        doc = doc.with_signature(keys[o], o)
+    return doc.encode()
+
+
+def _governance(m: Multi, k: int) -> dict[str, Any]:
+    r = httpx.get(
+        m.coordinator_url(k) + "/v1/governance",
+        headers={"Authorization": f"Bearer {_creds(m)['admin']}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    doc: dict[str, Any] = r.json()
+    return doc
+
+
+def _wait_version(m: Multi, k: int, version: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while (v := _governance(m, k)["version"]) != version:
+        assert time.monotonic() < deadline, f"coordinator-{k} stays on version {v}"
+        time.sleep(0.2)
+
+
+def _sign_verified(m: Multi, k: int, scheme: str, key: dict[str, str]) -> None:
+    msg = f"cid {scheme} {uuid.uuid4()}".encode()
+    with _client(m, k, "requester") as c:
+        sr = c.sign(key["id"], msg)
+    assert sr.status == "signed" and sr.signature, sr
+    pk, sig = bytes.fromhex(key["public_key"]), bytes.fromhex(sr.signature)
+    if scheme == "ed25519":
+        VerifyKey(pk).verify(msg, sig)
+    else:
+        assert coincurve.PublicKeyXOnly(pk).verify(sig, msg)
+
+
+def test_two_coordinator_identities_pinned_retired_and_rows_refused(multi: Multi) -> None:
+    m = multi
+    assert m.cluster is not None
+    pins = m.cluster.coordinator_keys
+    assert set(pins) == {"coordinator", "coordinator-2"} and len(set(pins.values())) == 2
+    genesis = gov.decode((m.data_dir / "governance" / "v1.gov").read_bytes()).body
+    assert {(c.name, c.public_key) for c in genesis.coordinators or ()} == set(pins.items())
+    for k in (1, 2):  # each its own TLS client certificate
+        assert (_coordinator_dir(m, k) / "tls" / "client.crt").is_file()
+    c1, c2 = (_coordinator_dir(m, k) / "tls" / "client.crt" for k in (1, 2))
+    assert c1.read_bytes() != c2.read_bytes()
+
+    keys = {}
+    with _client(m, 1) as admin:
+        for scheme in ("ed25519", "bip340"):
+            k = admin.create_key(scheme, 2)  # type: ignore[arg-type]
+            assert k.status == "active" and k.public_key
+            keys[scheme] = {"id": k.id, "public_key": k.public_key}
+    for k in (1, 2):  # both sign, each with its own key towards the nodes
+        for scheme, key in keys.items():
+            _sign_verified(m, k, scheme, key)
+    for node in range(1, m.nodes + 1):
+        assert _node_request(m, 2, node, "GET", "/v1/governance").status_code == 200
+
+    stray = SigningKey.generate()  # a key no governance pins
+    for node in range(1, m.nodes + 1):
+        r = _node_request(m, stray, node, "GET", "/v1/governance")
+        assert r.status_code == 401, r.text
+        assert r.json()["type"] == "urn:tpwc:node:coordinator-not-pinned", r.text
+        assert bytes(stray.verify_key).hex() in r.json()["detail"]
+
+    # the officers retire coordinator-2 (version 2, installed through coordinator-1)
+    v2 = genesis.successor(
+        coordinators=(gov.PinnedCoordinator("coordinator", pins["coordinator"]),)
+    )
+    with httpx.Client(base_url=m.coordinator_url(1), timeout=60) as http:
+        r = http.put(
+            "/v1/governance",
+            json={"document": _sign_doc(m, v2, ("dev-officer-1", "dev-officer-2")).hex()},
+            headers={
+                "Authorization": f"Bearer {_creds(m)['admin']}",
+                "Idempotency-Key": str(uuid.uuid4()),
+            },
+        )
+    assert r.status_code == 200, r.text
+    _wait_version(m, 2, 2)  # coordinator-2 took it up from governance_versions
+    for node in range(1, m.nodes + 1):
+        r = _node_request(m, 2, node, "GET", "/v1/governance")
+        assert r.status_code == 401, r.text
+        problem = r.json()
+        assert problem["type"] == "urn:tpwc:node:coordinator-not-pinned", problem
+        assert pins["coordinator-2"].hex() in problem["detail"], problem
+        assert "governance version 2" in problem["detail"], problem
+    for scheme, key in keys.items():  # coordinator-1 keeps signing
+        _sign_verified(m, 1, scheme, key)
+
+    # rows written into the shared table by someone with database access only
+    engine = create_engine(m.database_url)
+    v3 = v2.successor(coordinators=(gov.PinnedCoordinator("rogue", bytes(stray.verify_key)),))
+    bad = {
+        "under-signed": _sign_doc(m, v3, ("dev-officer-1",)),
+        "unchained": _sign_doc(
+            m, replace(v3, previous=b"\x01" * 32), ("dev-officer-1", "dev-officer-2")
+        ),
+    }
+    log = m.data_dir / "logs" / "coordinator-2.log"
+    for what, data in bad.items():
+        start = log.stat().st_size
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO governance_versions (version, document, digest, installed_ms)"
+                    " VALUES (3, :d, :h, 0)"
+                ),
+                {"d": data, "h": "00" * 32},
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            tail = log.read_bytes()[start:].decode(errors="replace")
+            refused = [line for line in tail.splitlines() if "governance version refused" in line]
+            if refused:
+                break
+            assert time.monotonic() < deadline, f"{what}: coordinator-2 never refused row 3"
+            time.sleep(0.2)
+        entry = refused[-1]
+        assert "governance_versions row 3 refused" in entry, entry
+        assert f"governance-{what}" in entry, entry
+        for k in (1, 2):
+            assert _governance(m, k)["version"] == 2  # both stay on their version
+        for node in range(1, m.nodes + 1):  # and every node refuses the same document
+            r = _node_request(
+                m, 1, node, "PUT", "/v1/governance", json.dumps({"document": data.hex()}).encode()
+            )
+            assert r.status_code in (403, 409), r.text
+            assert r.json()["type"] == f"urn:tpwc:node:governance-{what}", r.text
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM governance_versions WHERE version = 3"))
+    engine.dispose()
+    for scheme, key in keys.items():  # and coordinator-1 still signs
+        _sign_verified(m, 1, scheme, key)
+
+
+def test_deploy_init_gives_coordinator_2_its_own_identity(tmp_path: Path) -> None:
+    """``deploy/entrypoint.sh init`` (what compose's ``init`` runs) with the
+    ``coordinator_2_pin`` secret: coordinator-2 gets its own key in its own token, its own
+    client certificate and ``bootstrap/coordinator-2.pub``; the printed next step pins both
+    keys; a second run changes nothing."""
+    from simulations import pgserver
+    from tests.lb.test_compose import _sh
+
+    require_topology()
+    root, secrets = tmp_path / "srv", tmp_path / "secrets"
+    root.mkdir(mode=0o700)
+    secrets.mkdir(mode=0o700)
+    for name in ("coordinator_pin", "coordinator_2_pin", "node_1_pin", "node_2_pin", "node_3_pin"):
+        (secrets / name).write_text(SigningKey.generate().encode().hex()[:16])
+    with pgserver.PgServer(durable=False) as pg_server:
+        env = {
+            **os.environ,
+            "PYTHON": sys.executable,
+            "PYTHONPATH": str(ROOT),
+            "CUSTODY_DEPLOY_ROOT": str(root),
+            "CUSTODY_SECRETS_DIR": str(secrets),
+            "CUSTODY_DATABASE_URL": pg_server.create_database("custody"),
+            "CUSTODY_COORDINATOR_PIN_FILE": str(secrets / "coordinator_pin"),
+            "CUSTODY_NODE_HOST_PATTERN": "localhost",
+        }
+        first = json.loads(_sh(env, "init").stdout)
+        again = json.loads(_sh(env, "init").stdout)
+    keys = first["coordinator_public_keys"]
+    assert (
+        set(keys) == {"coordinator-1", "coordinator-2"}
+        and keys["coordinator-1"] != keys["coordinator-2"]
+    )
+    assert again["coordinator_public_keys"] == keys  # idempotent: the same two identities
+    assert (root / "bootstrap" / "coordinator-2.pub").read_text().strip() == keys["coordinator-2"]
+    for d in ("coordinator", "coordinator-2"):
+        assert (root / d / "tls" / "client.crt").is_file()
+        assert (root / d / "tls" / "client.key").stat().st_mode & 0o777 == 0o600
+    assert (root / "coordinator" / "tls" / "client.crt").read_bytes() != (
+        root / "coordinator-2" / "tls" / "client.crt"
+    ).read_bytes()
+    for name, key in keys.items():
+        assert f"--coordinator {name}={key}" in first["next"]
+    # each key is a valid Ed25519 point the officers can pin
+    gov.check_body(
+        replace(
+            gov.Governance(
+                cluster_id="c",
+                version=1,
+                previous=gov.GENESIS_PREVIOUS,
+                officers=(gov.Officer("o", bytes(SigningKey.generate().verify_key)),),
+                quorum=1,
+                roster=(),
+            ),
+            coordinators=tuple(gov.PinnedCoordinator(n, bytes.fromhex(k)) for n, k in keys.items()),
+        )
+    )
