@@ -66,11 +66,15 @@ def test_topology(compose: dict[str, Any]) -> None:
         "postgres", "init", "enrol", "node-1", "node-2", "node-3",
         "coordinator-1", "coordinator-2", "lb",
     }  # fmt: skip
-    for k in (1, 2):
-        c = svcs[f"coordinator-{k}"]
-        assert c["command"] == ["coordinator"]
-        assert "coordinator-data:/srv/coordinator" in c["volumes"]  # one data volume
-        assert "pg_password" in c["secrets"] and "coordinator_pin" in c["secrets"]
+    # each coordinator its own identity: its own data volume, sealed key and PIN secret
+    c1, c2 = svcs["coordinator-1"], svcs["coordinator-2"]
+    assert c1["command"] == ["coordinator"]
+    assert c2["command"] == ["coordinator", "coordinator-2"]
+    assert "coordinator-data:/srv/coordinator" in c1["volumes"]
+    assert "coordinator-2-data:/srv/coordinator-2" in c2["volumes"]
+    assert not any("coordinator-data:" in v for v in c2["volumes"])  # not the first one's
+    for c, pin in ((c1, "coordinator_pin"), (c2, "coordinator_2_pin")):
+        assert "pg_password" in c["secrets"] and pin in c["secrets"]
     # after coordinator-1 (the genesis installed once) and after the enrolment (a
     # coordinator reads the enrolled nodes when it starts)
     assert svcs["coordinator-2"]["depends_on"] == {
