@@ -187,9 +187,7 @@ def test_one_and_only_one_of_each_field() -> None:
         "GrpHdr.TtlIntrBkSttlmAmt",
         "must equal",
     )
-    refused(
-        xml.replace('Ccy="EUR"', 'Ccy="EUR" X="1"'), "IntrBkSttlmAmt.Ccy", "the one attribute"
-    )
+    refused(xml.replace('Ccy="EUR"', 'Ccy="EUR" X="1"'), "IntrBkSttlmAmt.Ccy", "the one attribute")
 
 
 def test_summary_names_the_message_type_and_every_field() -> None:
