@@ -215,3 +215,43 @@ def test_signed_info_takes_a_32_byte_digest_only() -> None:
     for n in (0, 31, 33):
         with pytest.raises(ValueError, match="32 bytes"):
             iso20022.signed_info(bytes(n))
+
+
+def test_a_parse_error_is_shown_cut_to_120_characters() -> None:
+    xml = f'<Document xmlns="{NS}"><{"a" * 200}></b></Document>'
+    with pytest.raises(etree.XMLSyntaxError) as lxml_err:
+        etree.fromstring(xml.encode())
+    assert len(str(lxml_err.value)) > 121
+    assert refused(xml, "xml") == f"not well-formed XML: {str(lxml_err.value)[:120]}"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        # a comment just before an element nobody was shown must not end the allowlist check
+        (
+            "<CdtrAgt>",
+            "<!-- routing --><IntrmyAgt1><FinInstnId><BICFI>COBADEFFXXX</BICFI></FinInstnId>"
+            "</IntrmyAgt1><CdtrAgt>",
+            "CdtTrfTxInf.IntrmyAgt1",
+        ),
+        ("<MsgId>", "<!-- c --><InstgAgt/><MsgId>", "GrpHdr.InstgAgt"),
+        ("<IBAN>FR14", "<!-- c --><Othr/><IBAN>FR14", "CdtrAcct.Id.Othr"),
+    ],
+)
+def test_a_comment_does_not_hide_the_element_after_it(old: str, new: str, field: str) -> None:
+    xml = pacs008()
+    assert old in xml
+    refused(xml.replace(old, new, 1), field, "not shown to the policy and approvers")
+
+
+def test_a_group_total_of_24_characters_is_read() -> None:
+    # 18 digits and five zero decimals: the longest text the amount pattern admits (24)
+    total = '<TtlIntrBkSttlmAmt Ccy="EUR">123456789012345678.00000</TtlIntrBkSttlmAmt>'
+    xml = pacs008(amount="123456789012345678")
+    intent = ok(xml.replace("<NbOfTxs>1</NbOfTxs>", "<NbOfTxs>1</NbOfTxs>" + total))
+    assert intent.amount == Decimal("123456789012345678")
+
+
+def test_an_amount_of_24_characters_is_refused_for_its_digits_not_its_length() -> None:
+    refused(pacs008(amount="123456789012345678.00000"), "IntrBkSttlmAmt", "more than 18 digits")
