@@ -19,7 +19,7 @@ import secrets
 
 import pytest
 from embit import compact
-from embit.script import Script
+from embit.script import Script, Witness
 from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
 from custody.kinds import KindError, btc
@@ -180,6 +180,14 @@ def test_unsigned_transaction_with_a_scriptsig_is_refused() -> None:
     # BIP-174: "the transaction must be in the old serialization format (without
     # witnesses) and have empty scriptSigs"; embit or our check refuses it, as a PSBT error
     assert err.value.field in ("psbt", "psbt.inputs[0]"), err.value
+
+
+def test_unsigned_transaction_with_a_witness_alone_is_refused() -> None:
+    # a witness but no scriptSig: each of the two is refused on its own
+    tx = unsigned([(TXID, 0)], [(OP_RETURN, 9_000)])
+    tx.vin[0].witness = Witness([bytes(64)])
+    assert tx.is_segwit and not tx.vin[0].script_sig.data
+    refused(psbt(tx, one_input()), "psbt.inputs[0]", "carries a scriptSig/witness")
 
 
 def test_tap_script_sig_alone_is_script_path_data_and_refused() -> None:
@@ -352,8 +360,13 @@ def test_assemble_refuses_a_count_or_length_mismatch() -> None:
             btc.assemble(intent.psbt, bad)
         assert err.value.field == "signatures", bad
     with pytest.raises(KindError) as err:
-        btc.assemble(b"psbt\xff\x00", sigs)
+        btc.assemble(b"psbt\xff\x00", sigs)  # a global map without PSBT_GLOBAL_UNSIGNED_TX
+    assert (err.value.field, err.value.detail) == ("psbt", "no unsigned transaction")
+    garbage = b"psbt\xff" + kv(b"\x00", b"\x02\x00\x00\x00\x01" + b"\xff" * 10) + b"\x00"
+    with pytest.raises(KindError) as err:
+        btc.assemble(garbage, sigs)  # embit's own parse error, wrapped
     assert err.value.field == "psbt"
+    assert err.value.detail.startswith("unreadable unsigned transaction: ")
 
 
 def test_decoded_values_are_frozen() -> None:
