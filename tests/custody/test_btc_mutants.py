@@ -235,6 +235,8 @@ def test_the_internal_key_must_be_bytes() -> None:
 def test_not_base64_is_named_as_such() -> None:
     assert refused({"psbt": "%%%"}, "psbt") == "not base64"
     assert refused({"psbt": "cHNid"}, "psbt") == "not base64"  # bad padding
+    # non-ASCII: base64 raises a plain ValueError here, not binascii.Error
+    assert refused({"psbt": "cHNi\u00e9"}, "psbt") == "not base64"
 
 
 # -- amounts: MAX_MONEY on every amount and on both sums; fee zero ------------------------
