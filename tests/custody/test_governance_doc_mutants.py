@@ -195,6 +195,18 @@ def test_approver_keys_are_points_and_never_an_officers() -> None:
     )
 
 
+def test_a_passkey_approver_before_them_does_not_end_the_approver_key_checks() -> None:
+    from tests.console.authenticator import SoftAuthenticator
+
+    passkey = Approver("carol", b"", SoftAuthenticator().credential)
+    b = body(policy=group(passkey, Approver("alice", ed())))
+    assert gov.check_body(b).format == gov.FORMAT_WITH_PASSKEYS
+    malformed(
+        body(policy=group(passkey, Approver("alice", OFFICERS[0].public_key))),
+        "approver alice: public key is an officer's",
+    )
+
+
 def test_a_policy_refused_by_check_policy_is_a_malformed_body() -> None:
     a = Approver("alice", ed())
     with pytest.raises(gov.GovernanceError) as err:
