@@ -8,10 +8,13 @@ Pure: ModuleResult objects built by hand, no cosmic-ray run.
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from simulations import mutation
 from simulations.mutation import ModuleResult, Mutant, report
 
 
@@ -75,3 +78,25 @@ def test_report_prints_both_columns_and_marks_an_unexplained_module() -> None:
     assert "95.9%*" in text  # the second: 94 of 98, a survivor undocumented
     assert "100.0%*" not in text
     assert "DeMillo/Offutt" in text
+
+
+def test_main_writes_both_scores_to_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the CLI end to end, with the cosmic-ray run replaced by a result built by hand (the
+    # real run is tests/core/test_mutation_short.py, slow)
+    def fake_run(cfg: object, module: object, **_: object) -> ModuleResult:
+        return result(killed=47, survived=1, equivalent=2)
+
+    monkeypatch.setattr(mutation, "run_module", fake_run)
+    monkeypatch.setattr(mutation.os, "nice", lambda _: 0)  # keep this process's priority
+    monkeypatch.setattr(mutation.signal, "signal", lambda *_: None)  # and its SIGTERM handler
+    out = tmp_path / "r.json"
+    assert mutation.main(["--module", "custody/kinds/btc.py", "--json", str(out)]) == 0
+    assert mutation.main(["--module", "custody/kinds/btc.py", "--strict"]) == 1
+    (doc,) = json.loads(out.read_text())
+    assert doc["killed"] == 47
+    assert doc["score"] == pytest.approx(94.0)
+    assert doc["standard_score"] == pytest.approx(100.0 * 47 / 48)
+    assert doc["all_explained"] is False
+    assert "97.9%*" in capsys.readouterr().out
