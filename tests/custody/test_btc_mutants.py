@@ -392,3 +392,17 @@ def test_summary_shows_every_decoded_field() -> None:
         "locktime": 0,
         "sighashes": [h.hex() for h in intent.sighashes],
     }
+
+
+def test_the_amount_check_on_its_own() -> None:
+    # embit reads amounts as unsigned 8-byte integers, so no PSBT carries a negative one;
+    # the check must refuse it anyway (a parser that read int64, as Bitcoin Core does, would)
+    for ok in (0, 1, MAX_MONEY):
+        assert btc._amount(ok, "a") == ok
+    for bad in (-1, MAX_MONEY + 1, 1.0, "1", None):
+        with pytest.raises(KindError) as err:
+            btc._amount(bad, "psbt.outputs[0].amount")
+        assert (err.value.field, err.value.detail) == (
+            "psbt.outputs[0].amount",
+            "amount out of range",
+        )
