@@ -293,3 +293,12 @@ def test_decode_body_officers_and_roster_are_lists_of_pairs_and_quads() -> None:
     assert isinstance(roster, list)
     bad_decode(enc({**raw, "roster": [roster[0], roster[1][:3]]}), "roster[1]: a list of 4")
     bad_decode(enc({**raw, "roster": [roster[0][:3]]}), "roster[0]: a list of 4")
+
+
+def test_decode_body_names_a_policy_that_decode_policy_refuses() -> None:
+    raw = fields(body(policy=group(Approver("alice", ed()))))
+    for bad in ({"rules": []}, [], "policy"):
+        with pytest.raises(gov.GovernanceError) as err:
+            gov.decode_body(enc({**raw, "policy": bad}))
+        assert err.value.kind is Kind.MALFORMED and err.value.detail.startswith("policy: ")
+        assert isinstance(err.value.__cause__, ValueError)  # the PolicyError it wraps
