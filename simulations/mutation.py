@@ -19,7 +19,10 @@ What it does, per module of ``mutation.toml`` (docs/MUTATION.md):
 3. runs the module's test selection once unmutated (it must pass), then once per mutant,
    one at a time, in a fresh pytest process at the lowest CPU priority (``nice 19``);
 4. prints killed/total per module; a survivor matched by an ``[[mutation.equivalent]]``
-   entry is shown as equivalent (still counted as surviving in the score).
+   entry is shown as equivalent. Two scores: the raw one counts it as not killed
+   (killed / (mutants - errors)); the standard one (DeMillo/Offutt) leaves it out
+   (killed / (mutants - errors - equivalents)), and is marked ``*`` while any survivor is
+   undocumented.
 
 Not a benchmark and not a test: the slow test ``tests/core/test_mutation_short.py`` runs a
 small sample and asserts every mutant in it is killed.
@@ -140,8 +143,25 @@ class ModuleResult:
 
     @property
     def score(self) -> float:
+        """The raw score: killed / (mutants - tool errors); an equivalent counts as not killed."""
         run = [m for m in self.mutants if m.outcome != "error"]
         return 100.0 * self.count("killed") / len(run) if run else 100.0
+
+    @property
+    def standard_score(self) -> float:
+        """The standard mutation score (DeMillo and Offutt): killed / (mutants - tool errors
+        - equivalents), over the mutants that a test *can* kill. Equivalents are only those
+        that an ``[[mutation.equivalent]]`` entry documents with its reason; an undocumented
+        survivor stays in the denominator as a mutant not killed."""
+        killable = [m for m in self.mutants if m.outcome not in ("error", "equivalent")]
+        return 100.0 * self.count("killed") / len(killable) if killable else 100.0
+
+    @property
+    def all_explained(self) -> bool:
+        """No survivor without an ``[[mutation.equivalent]]`` entry: the only case in which
+        the standard score is the one judged. Tool errors (mutants cosmic-ray cannot make)
+        are out of both scores, shown in their own column and explained in MUTATION.md."""
+        return self.count("survived") == 0
 
 
 # -- the scratch copy ---------------------------------------------------------------------
@@ -446,7 +466,8 @@ def changed_modules(cfg: Config, base: str) -> list[str]:
 
 def report(results: Sequence[ModuleResult], console: Console, survivors: bool) -> None:
     table = Table(title="mutation score per module (cosmic-ray, one worker, nice 19)")
-    for col in ("module", "mutants", "killed", "survived", "equivalent", "errors", "score", "s"):
+    columns = ("module", "mutants", "killed", "survived", "equivalent", "errors", "raw", "std", "s")
+    for col in columns:
         table.add_column(col, justify="left" if col == "module" else "right")
     for r in results:
         table.add_row(
@@ -457,9 +478,15 @@ def report(results: Sequence[ModuleResult], console: Console, survivors: bool) -
             str(r.count("equivalent")),
             str(r.count("error")),
             f"{r.score:.1f}%",
+            f"{r.standard_score:.1f}%" + ("" if r.all_explained else "*"),
             f"{r.seconds:.0f}",
         )
     console.print(table)
+    console.print(
+        "[dim]raw = killed / (mutants - errors); std = killed / (mutants - errors - documented "
+        "equivalents) (DeMillo/Offutt); * = a survivor not documented, so the std "
+        "score is not the one judged[/dim]"
+    )
     for r in results:
         console.print(f"[dim]{r.path}: {r.command}[/dim]")
         if r.sampled_out:
@@ -528,7 +555,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     report(results, Console(width=140), args.survivors)
     if args.json:
         doc: list[dict[str, Any]] = [
-            {**asdict(r), "score": r.score, "killed": r.count("killed")} for r in results
+            {
+                **asdict(r),
+                "score": r.score,
+                "standard_score": r.standard_score,
+                "all_explained": r.all_explained,
+                "killed": r.count("killed"),
+            }
+            for r in results
         ]
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
     unexplained = sum(r.count("survived") + r.count("error") for r in results)

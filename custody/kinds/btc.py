@@ -100,6 +100,8 @@ def _b64(value: object) -> bytes:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise KindError(KIND, "psbt", "not base64") from None
+    if len(raw) > MAX_PSBT:  # the string bound above admits up to MAX_PSBT + 1 bytes
+        raise KindError(KIND, "psbt", f"longer than {MAX_PSBT} bytes")
     if base64.b64encode(raw).decode() != value:
         raise KindError(KIND, "psbt", "base64 not in canonical form")
     return raw
