@@ -16,7 +16,6 @@ two coordinators (``simulations.multi.Multi``). Signatures are checked by pynacl
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -268,61 +267,3 @@ def test_two_coordinator_identities_pinned_retired_and_rows_refused(multi: Multi
     engine.dispose()
     for scheme, key in keys.items():  # and coordinator-1 still signs
         _sign_verified(m, 1, scheme, key)
-
-
-def test_deploy_init_gives_coordinator_2_its_own_identity(tmp_path: Path) -> None:
-    """``deploy/entrypoint.sh init`` (what compose's ``init`` runs) with the
-    ``coordinator_2_pin`` secret: coordinator-2 gets its own key in its own token, its own
-    client certificate and ``bootstrap/coordinator-2.pub``; the printed next step pins both
-    keys; a second run changes nothing."""
-    from simulations import pgserver
-    from tests.lb.test_compose import _sh
-
-    require_topology()
-    root, secrets = tmp_path / "srv", tmp_path / "secrets"
-    root.mkdir(mode=0o700)
-    secrets.mkdir(mode=0o700)
-    for name in ("coordinator_pin", "coordinator_2_pin", "node_1_pin", "node_2_pin", "node_3_pin"):
-        (secrets / name).write_text(SigningKey.generate().encode().hex()[:16])
-    with pgserver.PgServer(durable=False) as pg_server:
-        env = {
-            **os.environ,
-            "PYTHON": sys.executable,
-            "PYTHONPATH": str(ROOT),
-            "CUSTODY_DEPLOY_ROOT": str(root),
-            "CUSTODY_SECRETS_DIR": str(secrets),
-            "CUSTODY_DATABASE_URL": pg_server.create_database("custody"),
-            "CUSTODY_COORDINATOR_PIN_FILE": str(secrets / "coordinator_pin"),
-            "CUSTODY_NODE_HOST_PATTERN": "localhost",
-        }
-        first = json.loads(_sh(env, "init").stdout)
-        again = json.loads(_sh(env, "init").stdout)
-    keys = first["coordinator_public_keys"]
-    assert (
-        set(keys) == {"coordinator-1", "coordinator-2"}
-        and keys["coordinator-1"] != keys["coordinator-2"]
-    )
-    assert again["coordinator_public_keys"] == keys  # idempotent: the same two identities
-    assert (root / "bootstrap" / "coordinator-2.pub").read_text().strip() == keys["coordinator-2"]
-    for d in ("coordinator", "coordinator-2"):
-        assert (root / d / "tls" / "client.crt").is_file()
-        assert (root / d / "tls" / "client.key").stat().st_mode & 0o777 == 0o600
-    assert (root / "coordinator" / "tls" / "client.crt").read_bytes() != (
-        root / "coordinator-2" / "tls" / "client.crt"
-    ).read_bytes()
-    for name, key in keys.items():
-        assert f"--coordinator {name}={key}" in first["next"]
-    # each key is a valid Ed25519 point the officers can pin
-    gov.check_body(
-        replace(
-            gov.Governance(
-                cluster_id="c",
-                version=1,
-                previous=gov.GENESIS_PREVIOUS,
-                officers=(gov.Officer("o", bytes(SigningKey.generate().verify_key)),),
-                quorum=1,
-                roster=(),
-            ),
-            coordinators=tuple(gov.PinnedCoordinator(n, bytes.fromhex(k)) for n, k in keys.items()),
-        )
-    )

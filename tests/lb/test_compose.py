@@ -243,10 +243,11 @@ class Deployed:
                 p.wait(5)
 
 
-def _genesis(root: Path, officers_dir: Path) -> bytes:
+def _genesis(root: Path, officers_dir: Path, coordinators: dict[str, str]) -> bytes:
     """The officers' step (docs/DEPLOY.md step 2): a genesis pinning the identities init
-    printed, signed by 2 of 3 officers (their keys are theirs: made here, outside the
-    deployment's directories), raw signing on for the test's keys."""
+    printed (the three nodes and both coordinators' keys), signed by 2 of 3 officers (their
+    keys are theirs: made here, outside the deployment's directories), raw signing on for
+    the test's keys."""
     officers_dir.mkdir()
     officers, signers = [], {}
     for i in (1, 2, 3):
@@ -274,6 +275,10 @@ def _genesis(root: Path, officers_dir: Path) -> bytes:
         quorum=2,
         roster=tuple(roster),
         raw_signing_keys=frozenset({governance.ALL_KEYS}),
+        coordinators=tuple(
+            governance.PinnedCoordinator(name, bytes.fromhex(pk))
+            for name, pk in sorted(coordinators.items())
+        ),
     )
     doc = governance.unsigned(body)
     for oid in ("officer-1", "officer-2"):
@@ -289,7 +294,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deploye
     root, secrets = top / "srv", top / "secrets"
     root.mkdir(mode=0o700)
     secrets.mkdir(mode=0o700)
-    for name in ("coordinator_pin", "node_1_pin", "node_2_pin", "node_3_pin"):
+    # compose's secrets: coordinator-2 has its own PIN, so init gives it its own identity
+    for name in ("coordinator_pin", "coordinator_2_pin", "node_1_pin", "node_2_pin", "node_3_pin"):
         (secrets / name).write_text(os.urandom(8).hex())
     with pgserver.PgServer(durable=False) as pg:
         url = pg.create_database("custody")
@@ -317,11 +323,17 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deploye
                 d.spawn(f"node-{i}", "node", str(i))
             (top / "governance").mkdir()
             gov_file = top / "governance" / "v1.gov"
-            gov_file.write_bytes(_genesis(root, top / "officers"))
+            gov_file.write_bytes(_genesis(root, top / "officers", first["coordinator_public_keys"]))
             d.spawn("coordinator-1", "coordinator")
             _wait(f"http://127.0.0.1:{base}/health", d)
             enrol = _sh(env, "enrol")  # compose: coordinator-2 starts after enrol
-            d.spawn("coordinator-2", "coordinator", CUSTODY_LISTEN_PORT=str(base + 4))
+            d.spawn(  # compose: command ["coordinator", "coordinator-2"], its own PIN secret
+                "coordinator-2",
+                "coordinator",
+                "coordinator-2",
+                CUSTODY_LISTEN_PORT=str(base + 4),
+                CUSTODY_COORDINATOR_PIN_FILE=str(secrets / "coordinator_2_pin"),
+            )
             _wait(f"http://127.0.0.1:{base + 4}/health", d)
             yield d, {"first": first, "again": again, "enrol": enrol, "pg": pg}
         finally:
@@ -369,6 +381,29 @@ def test_init_makes_every_secret_once_with_tight_modes(deployed: tuple[Deployed,
     assert (d.root / "bootstrap" / "coordinator.pub").read_text().strip() == first[
         "coordinator_public_key"
     ]
+
+
+def test_init_gives_coordinator_2_its_own_identity(deployed: tuple[Deployed, dict]) -> None:  # type: ignore[type-arg]
+    """With compose's ``coordinator_2_pin`` secret, init gives coordinator-2 its own key in
+    its own token, its own client certificate and ``bootstrap/coordinator-2.pub``; the
+    printed next step pins both keys; the second run changed nothing (issue 14)."""
+    d, out = deployed
+    first, again = out["first"], out["again"]
+    keys = first["coordinator_public_keys"]
+    assert set(keys) == {"coordinator-1", "coordinator-2"}
+    assert keys["coordinator-1"] == first["coordinator_public_key"]
+    assert keys["coordinator-1"] != keys["coordinator-2"]
+    assert again["coordinator_public_keys"] == keys  # idempotent: the same two identities
+    pub2 = (d.root / "bootstrap" / "coordinator-2.pub").read_text().strip()
+    assert pub2 == keys["coordinator-2"]
+    for c in ("coordinator", "coordinator-2"):
+        assert (d.root / c / "tls" / "client.crt").is_file()
+        mode = stat.S_IMODE((d.root / c / "tls" / "client.key").stat().st_mode)
+        assert mode == 0o600, (c, oct(mode))
+    crt1 = (d.root / "coordinator" / "tls" / "client.crt").read_bytes()
+    assert crt1 != (d.root / "coordinator-2" / "tls" / "client.crt").read_bytes()
+    for name, key in keys.items():
+        assert f"--coordinator {name}={key}" in first["next"]
 
 
 def test_two_coordinators_from_the_entrypoint_sign_verified(
