@@ -366,7 +366,8 @@ def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
     A writer waits at most ``busy_timeout`` seconds (``settings.db_busy_timeout``,
     ``$CUSTODY_DB_BUSY_TIMEOUT``, default 5) for SQLite's write lock, then fails (503
     problem ``database-busy``); writes run off the event loop, and WAL readers never wait
-    for the lock, so the API keeps answering.
+    for the lock, so the API keeps answering. On PostgreSQL the same bound is its
+    ``lock_timeout`` (a lock held by another session).
     """
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -382,7 +383,11 @@ def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # PostgreSQL: the same bound on waiting for a lock (``lock_timeout``; it raises
+    # LockNotAvailable, an OperationalError: the same 503 problem) - without it a writer
+    # behind another session's table lock waited for ever
+    ms = max(1, int(busy_timeout * 1000))
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": f"-c lock_timeout={ms}"})
 
 
 T = TypeVar("T")
