@@ -160,10 +160,9 @@ def _database_from_sqlite(sqlite_file: Path) -> str:
     from api.db import Base, Database, current_revision  # noqa: PLC0415 - tests/pg stays light
 
     src = create_engine(f"sqlite:///{sqlite_file}")
-    url = fresh_database("tmpl")
+    url = fresh_coordinator_database("tmpl")
     dst = Database(url)
     try:
-        dst.migrate(apply=True)
         have = current_revision(src)
         assert have == current_revision(dst.engine), (
             f"{sqlite_file} is at revision {have}, the PostgreSQL copy at "
@@ -207,3 +206,32 @@ def cluster_database_env(cluster_dir: Path) -> dict[str, str]:
     for f in db_file.parent.glob("coordinator.db*"):  # the file and any -wal/-shm beside it
         f.unlink()
     return {"CUSTODY_DATABASE_URL": url}
+
+
+_migrated: dict[int, str] = {}  # this process's migrated, empty coordinator database (name)
+
+
+def fresh_coordinator_database(prefix: str = "coord") -> str:
+    """A new coordinator database at the newest schema revision, copied (``CREATE DATABASE
+    ... TEMPLATE``) from one this process migrated once: the same schema and
+    ``alembic_version`` row ``python -m api db upgrade`` leaves, without running the
+    migrations per coordinator. Its coordinator's own ``migrate`` then finds it at head."""
+    from api.db import Database  # noqa: PLC0415 - tests/pg stays light for its other users
+
+    s = server()
+    if s is None:
+        pytest.skip("PostgreSQL (initdb) is not installed")
+    with s._lock:
+        template = _migrated.get(os.getpid())
+    if template is None:
+        url = s.fresh_database("migrated")
+        db = Database(url)
+        try:
+            db.migrate(apply=True)
+        finally:
+            db.close()  # a template has no connections
+        template = make_url(url).database
+        assert template is not None
+        with s._lock:
+            _migrated[os.getpid()] = template
+    return s.fresh_database(prefix, template=template)

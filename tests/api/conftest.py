@@ -158,7 +158,7 @@ def make_api(
     key."""
     pg_url = None
     if pg.coordinator_on_postgres() and "database_url" not in kw:
-        kw["database_url"] = pg_url = pg.fresh_database("coord")
+        kw["database_url"] = pg_url = pg.fresh_coordinator_database("coord")
     settings = Settings(data_dir=tmp_path / "coord", **{"sync_wait": 2.0, **kw})
     if genesis is None:
         install_genesis(settings.data_dir, test_policy() if policy is None else policy, raw)
@@ -200,7 +200,7 @@ def coordinator_env(d: Path, env: Mapping[str, str] | None) -> dict[str, str] | 
     if not pg.coordinator_on_postgres():
         return None if env is None else dict(env)
     if d not in _PG_DATABASES:
-        _PG_DATABASES[d] = pg.fresh_database("proc")
+        _PG_DATABASES[d] = pg.fresh_coordinator_database("proc")
     return {**(os.environ if env is None else env), "CUSTODY_DATABASE_URL": _PG_DATABASES[d]}
 
 
