@@ -367,7 +367,8 @@ def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
     A writer waits at most ``busy_timeout`` seconds (``settings.db_busy_timeout``,
     ``$CUSTODY_DB_BUSY_TIMEOUT``, default 5) for SQLite's write lock, then fails (503
     problem ``database-busy``); writes run off the event loop, and WAL readers never wait
-    for the lock, so the API keeps answering.
+    for the lock, so the API keeps answering. On PostgreSQL the same bound is its
+    ``lock_timeout`` (a lock held by another session).
     """
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -383,7 +384,12 @@ def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # PostgreSQL: the same bound on waiting for a lock another session holds
+    # (``lock_timeout``; it raises LockNotAvailable, an OperationalError: the same 503
+    # problem) - without it a writer behind a table lock waited for ever. The audit chain's
+    # and the migration's advisory locks lift it (SET LOCAL): there writers take turns.
+    ms = max(1, int(busy_timeout * 1000))
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": f"-c lock_timeout={ms}"})
 
 
 T = TypeVar("T")
@@ -503,6 +509,9 @@ def lock_audit_chain(s: Session | Connection) -> None:
     write lock already serialises writers."""
     bind = s.get_bind() if isinstance(s, Session) else s
     if bind.dialect.name == "postgresql":
+        # writers take turns here however long the queue (not bounded by lock_timeout,
+        # which make_engine sets for locks other sessions hold)
+        s.execute(text("SET LOCAL lock_timeout = 0"))
         s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK})
 
 
@@ -538,6 +547,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             # pysqlite commits before each DDL statement on its own; an explicit BEGIN makes
             # the upgrade one transaction there too (all of it or none, and one fsync)
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:  # coordinators starting together wait for the one migrating (no lock_timeout)
+            conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

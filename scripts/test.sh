@@ -22,24 +22,15 @@ if [ "$#" -gt 0 ]; then  # a chosen selection: that, once, on SQLite
 fi
 .venv/bin/python -m pytest -q "${XDIST[@]}"
 
-# The PostgreSQL pass: every coordinator these tests build gets a fresh database on a real
-# PostgreSQL server the tests start (tests/pg.py; CUSTODY_TEST_DATABASE=postgresql). The
-# selection is the part of tests/api whose coordinators are built in-process and read and
-# write its database (requests, idempotency, credentials, webhooks outbox, policy shadow,
-# outcomes, SDK errors); the rest of tests/api drives nodes or processes over HTTP and adds
-# nothing database-specific, and tests/api/test_migrations.py and test_postgres.py ran on
-# PostgreSQL in the first pass already. The full tests/api passes on PostgreSQL too:
-# CUSTODY_TEST_DATABASE=postgresql .venv/bin/python -m pytest tests/api (docs/OPERATIONS.md:
-# ~7 min on either backend here; this selection ~2 min, what the second pass adds).
-PG_SELECTION=(
-  tests/api/test_sign_requests.py tests/api/test_credentials.py tests/api/test_webhooks.py
-  tests/api/test_policy_dryrun.py tests/api/test_auth_problems.py tests/api/test_http_semantics.py
-  tests/api/test_sdk_errors.py tests/api/coordinator/test_outcomes.py
-  # these three run a node cluster whose coordinator keeps its SQLite file (tests/e2e)
-  --deselect tests/api/test_http_semantics.py::test_two_nodes_down_fails_and_the_same_key_signs_once_they_are_back
-  --deselect tests/api/test_http_semantics.py::test_the_coordinator_sweeps_expired_idempotency_records
-  --deselect tests/api/test_http_semantics.py::test_labels_at_creation_and_in_the_cli
-)
+# The PostgreSQL pass: the whole of tests/api again, every coordinator those tests build on
+# a fresh database of its own on a real PostgreSQL server the tests start (tests/pg.py;
+# CUSTODY_TEST_DATABASE=postgresql): the in-process ones (tests/api/conftest.py make_api),
+# the served processes (coordinator_env) and the node clusters' coordinators, whose copied
+# SQLite rows go to a database made from a per-worker template (tests/pg.py
+# cluster_database_env). What opens SQLite itself has its PostgreSQL twin there (the audit
+# tampering through psycopg, the held write lock as a table lock); no test is deselected.
+# tests/api/test_migrations.py and test_postgres.py run on both backends in either pass.
+PG_SELECTION=(tests/api)
 if [ "${CUSTODY_REQUIRE_POSTGRES:-0}" = 1 ] || command -v initdb >/dev/null 2>&1 \
   || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   echo "==> tests: the coordinator on PostgreSQL (CUSTODY_TEST_DATABASE=postgresql)"

@@ -17,6 +17,7 @@ coordinator the tests/api fixtures build to its own fresh database on this serve
 from __future__ import annotations
 
 import atexit
+import hashlib
 import itertools
 import os
 import shutil
@@ -70,11 +71,14 @@ class _Server:
         self._names = itertools.count(1)
         self._lock = threading.Lock()
 
-    def fresh_database(self, prefix: str) -> str:
+    def fresh_database(self, prefix: str, template: str | None = None) -> str:
+        """A new database (``template``: a copy of that database, which nobody may be
+        connected to); its URL."""
         with self._lock:
             name = f"{prefix}_{os.getpid()}_{next(self._names)}"
+        like = f' TEMPLATE "{template}"' if template else ""
         with self._admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
+            c.execute(text(f'CREATE DATABASE "{name}"{like}'))
         return make_url(self.url).set(database=name).render_as_string(hide_password=False)
 
     def drop_database(self, url: str) -> None:
@@ -135,3 +139,99 @@ def drop_database(url: str) -> None:
     s = server()
     if s is not None:
         s.drop_database(url)
+
+
+# -- a provisioned cluster's coordinator, moved to PostgreSQL -----------------------------
+# The node clusters the tests start are copies of a provisioned template (tests/e2e/
+# conftest.py ``clone_cluster``) whose coordinator database is its SQLite file (what ``api
+# init`` wrote: the bootstrap credentials). Under CUSTODY_TEST_DATABASE=postgresql a copy's
+# coordinator gets a fresh database of its own on this worker's server holding the same
+# rows: the template file's rows are copied once per worker into a template database, and
+# each cluster's database is made from it with ``CREATE DATABASE ... TEMPLATE`` (a file copy
+# on the server, no migration run). The copy's coordinator.db is removed, so nothing in that
+# cluster can keep using SQLite unnoticed.
+
+_cluster_templates: dict[str, str] = {}  # sha-256 of a template's coordinator.db: its URL
+
+
+def _database_from_sqlite(sqlite_file: Path) -> str:
+    """A migrated database on the server with every row of ``sqlite_file`` (a coordinator
+    database at the same revision), serial sequences moved past the copied ids."""
+    from api.db import Base, Database, current_revision  # noqa: PLC0415 - tests/pg stays light
+
+    src = create_engine(f"sqlite:///{sqlite_file}")
+    url = fresh_coordinator_database("tmpl")
+    dst = Database(url)
+    try:
+        have = current_revision(src)
+        assert have == current_revision(dst.engine), (
+            f"{sqlite_file} is at revision {have}, the PostgreSQL copy at "
+            f"{current_revision(dst.engine)}"
+        )
+        with src.connect() as r, dst.engine.begin() as w:
+            for table in Base.metadata.sorted_tables:
+                rows = [dict(m) for m in r.execute(table.select()).mappings()]
+                if rows:
+                    w.execute(table.insert(), rows)
+                for col in table.primary_key.columns:
+                    if col.autoincrement is True and rows:
+                        # our own table and column names, no input
+                        seq = f"pg_get_serial_sequence('{table.name}', '{col.name}')"
+                        top = f"(SELECT max({col.name}) FROM {table.name})"  # noqa: S608
+                        w.execute(text(f"SELECT setval({seq}, {top})"))  # noqa: S608
+    finally:
+        dst.close()
+        src.dispose()
+    return url
+
+
+def cluster_database_env(cluster_dir: Path) -> dict[str, str]:
+    """The environment a copied cluster under ``cluster_dir`` needs for its coordinator:
+    under CUSTODY_TEST_DATABASE=postgresql, ``CUSTODY_DATABASE_URL`` of a fresh database of
+    its own with the rows of the copy's coordinator.db (which is then removed); else none.
+    A cluster whose coordinator.db is already gone keeps no database to copy: an error."""
+    if not coordinator_on_postgres():
+        return {}
+    s = server()
+    assert s is not None  # server() fails the test when the switch is on and none exists
+    db_file = cluster_dir / "coordinator" / "coordinator.db"
+    digest = hashlib.sha256(db_file.read_bytes()).hexdigest()
+    with s._lock:
+        template = _cluster_templates.get(digest)
+    if template is None:
+        template = _database_from_sqlite(db_file)
+        with s._lock:
+            _cluster_templates[digest] = template
+    url = s.fresh_database("cluster", template=make_url(template).database)
+    for f in db_file.parent.glob("coordinator.db*"):  # the file and any -wal/-shm beside it
+        f.unlink()
+    return {"CUSTODY_DATABASE_URL": url}
+
+
+_migrated: dict[int, str] = {}  # this process's migrated, empty coordinator database (name)
+
+
+def fresh_coordinator_database(prefix: str = "coord") -> str:
+    """A new coordinator database at the newest schema revision, copied (``CREATE DATABASE
+    ... TEMPLATE``) from one this process migrated once: the same schema and
+    ``alembic_version`` row ``python -m api db upgrade`` leaves, without running the
+    migrations per coordinator. Its coordinator's own ``migrate`` then finds it at head."""
+    from api.db import Database  # noqa: PLC0415 - tests/pg stays light for its other users
+
+    s = server()
+    if s is None:
+        pytest.skip("PostgreSQL (initdb) is not installed")
+    with s._lock:
+        template = _migrated.get(os.getpid())
+    if template is None:
+        url = s.fresh_database("migrated")
+        db = Database(url)
+        try:
+            db.migrate(apply=True)
+        finally:
+            db.close()  # a template has no connections
+        template = make_url(url).database
+        assert template is not None
+        with s._lock:
+            _migrated[os.getpid()] = template
+    return s.fresh_database(prefix, template=template)

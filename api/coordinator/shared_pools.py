@@ -365,10 +365,14 @@ class SharedPools(Pools):
             if over.rowcount:
                 return True
             ins: Any = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(_PR)
+            # RETURNING, not rowcount: psycopg reports -1 (true) for this INSERT on
+            # PostgreSQL, so every coordinator believed it held the claim
             done = conn.execute(
-                ins.values(pool=pool, holder=me, until=until).on_conflict_do_nothing()
+                ins.values(pool=pool, holder=me, until=until)
+                .on_conflict_do_nothing()
+                .returning(_PR.c.pool)
             )
-            return bool(done.rowcount)
+            return done.first() is not None
 
         return bool(await self.db.write(job))
 

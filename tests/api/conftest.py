@@ -158,7 +158,7 @@ def make_api(
     key."""
     pg_url = None
     if pg.coordinator_on_postgres() and "database_url" not in kw:
-        kw["database_url"] = pg_url = pg.fresh_database("coord")
+        kw["database_url"] = pg_url = pg.fresh_coordinator_database("coord")
     settings = Settings(data_dir=tmp_path / "coord", **{"sync_wait": 2.0, **kw})
     if genesis is None:
         install_genesis(settings.data_dir, test_policy() if policy is None else policy, raw)
@@ -190,29 +190,6 @@ def dev_api(tmp_path: Path) -> Iterator[Api]:
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Under CUSTODY_TEST_DATABASE=postgresql: tests that are about SQLite itself, or that reach
-# the coordinator's database as the file coordinator.db (sqlite3 on its path) rather than
-# through the app, skipped with the reason (they run in the SQLite pass). The coordinators
-# custody.cluster starts (tests/e2e running_cluster clones a template cluster provisioned
-# with its SQLite database) stay on SQLite in both passes.
-SQLITE_ONLY = {
-    "tests/api/test_audit_integrity.py": "tampers with coordinator.db through sqlite3",
-    "tests/api/test_served.py::test_a_held_write_lock_does_not_freeze_the_api": (
-        "holds SQLite's database write lock (PostgreSQL has row locks, no database lock)"
-    ),
-    "tests/api/test_policy_dryrun.py::test_cli_": "its fixture opens coordinator.db by path",
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not pg.coordinator_on_postgres():
-        return
-    for item in items:
-        for prefix, reason in SQLITE_ONLY.items():
-            if item.nodeid.startswith(prefix):
-                item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
-
-
 _PG_DATABASES: dict[Path, str] = {}
 
 
@@ -223,8 +200,15 @@ def coordinator_env(d: Path, env: Mapping[str, str] | None) -> dict[str, str] | 
     if not pg.coordinator_on_postgres():
         return None if env is None else dict(env)
     if d not in _PG_DATABASES:
-        _PG_DATABASES[d] = pg.fresh_database("proc")
+        _PG_DATABASES[d] = pg.fresh_coordinator_database("proc")
     return {**(os.environ if env is None else env), "CUSTODY_DATABASE_URL": _PG_DATABASES[d]}
+
+
+def coordinator_database_url(d: Path) -> str:
+    """The database URL of the coordinator processes on data directory ``d``: its fresh
+    PostgreSQL database under ``CUSTODY_TEST_DATABASE=postgresql``, else its SQLite file."""
+    env = coordinator_env(d, {})
+    return (env or {}).get("CUSTODY_DATABASE_URL") or f"sqlite:///{d / 'coordinator.db'}"
 
 
 def init_coordinator(d: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -32,6 +32,7 @@ from custody import approvals as ap
 from custody import governance as gov
 from custody.cluster import DEMO_ETH_DESTINATIONS, ETH_LIMIT
 from custody.kinds.addresses import ethereum_address
+from tests import pg
 from tests.api.conftest import APPROVER_KEYS, Api
 from tests.api.test_auth_problems import assert_problem
 
@@ -400,7 +401,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
     d = tmp_path_factory.mktemp("approvals")
     clone_cluster(d, allow_raw=False)
-    procs = Processes(d, nodes=3, port=free_port_block(3), env=dict(CLUSTER_ENV))
+    env = {**CLUSTER_ENV, **pg.cluster_database_env(d)}  # the PostgreSQL pass: its own database
+    procs = Processes(d, nodes=3, port=free_port_block(3), env=env)
     try:
         doc = procs.start(timeout=90)
         cl = Cluster(doc)

@@ -1,5 +1,7 @@
-"""Audit tampering, each by writing the coordinator's SQLite file behind the API (as the
-coordinator host or a backup operator could), and each named by ``/v1/audit/verify``:
+"""Audit tampering, each by writing the coordinator's database behind the API (as the
+coordinator host or a backup operator could: its SQLite file through sqlite3, or under
+CUSTODY_TEST_DATABASE=postgresql its PostgreSQL database through psycopg, the same SQL),
+and each named by ``/v1/audit/verify``:
 edit, insert, reorder, delete, re-chain, truncate, swapped signature, forged credential.
 Re-chain and truncate are caught against checkpoints signed by node identity keys
 (pynacl keys here; tests/e2e/test_cluster.py has real nodes co-signing over HTTP). The
@@ -11,8 +13,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from nacl.signing import SigningKey
+from psycopg.types.string import TextLoader
+from sqlalchemy.engine import make_url
 
 from api import audit
 from api.auth import hash_token, new_token, revoke_credential
@@ -27,7 +32,33 @@ def db_file(api: Api) -> Path:
     return Path(api.app.state.settings.data_dir) / "coordinator.db"
 
 
-def raw(api: Api) -> sqlite3.Connection:
+class _PgRaw:
+    """A psycopg connection to the coordinator's PostgreSQL database (autocommit) that takes
+    the tests' sqlite3-style SQL: ``?`` placeholders, ``json`` columns read back as the text
+    stored (as sqlite3 reads them), ``with`` leaving it open as sqlite3's does."""
+
+    def __init__(self, url: str) -> None:
+        u = make_url(url)
+        self.conn = psycopg.connect(
+            host=u.host, port=u.port, user=u.username, dbname=u.database, autocommit=True
+        )
+        self.conn.adapters.register_loader("json", TextLoader)
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
+        return self.conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+
+    def __enter__(self) -> _PgRaw:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+def raw(api: Api) -> Any:  # noqa: ANN401 - sqlite3.Connection or its PostgreSQL twin
+    """A connection to the coordinator's database behind the app's back."""
+    url = api.app.state.settings.database_url
+    if url.startswith("postgresql"):
+        return _PgRaw(url)
     return sqlite3.connect(db_file(api), isolation_level=None)
 
 
@@ -47,13 +78,13 @@ def kinds(v: dict[str, Any]) -> list[tuple[str, int | None]]:
     return [(f["kind"], f["seq"]) for f in v["findings"]]
 
 
-def rows(c: sqlite3.Connection) -> list[tuple[Any, ...]]:
+def rows(c: Any) -> list[tuple[Any, ...]]:  # noqa: ANN401 - raw()'s connection
     return c.execute(
         "SELECT seq, at, actor, action, subject, data, prev_hash, hash FROM audit ORDER BY seq"
     ).fetchall()
 
 
-def rehash_from(c: sqlite3.Connection, start: int) -> None:
+def rehash_from(c: Any, start: int) -> None:  # noqa: ANN401 - raw()'s connection
     """Re-chain every entry from ``start`` on, as a database writer would."""
     import json  # noqa: PLC0415 - test helper only
 
@@ -210,8 +241,8 @@ def test_forged_credential_is_refused_and_named(api: Api) -> None:
     with raw(api) as c:
         c.execute(
             "INSERT INTO credentials (id, role, token_sha256, label, created_at, revoked) "
-            "VALUES ('cred_forged', 'admin', ?, '', '2026-01-01 00:00:00', 0)",
-            (hash_token(token),),
+            "VALUES ('cred_forged', 'admin', ?, '', '2026-01-01 00:00:00', ?)",
+            (hash_token(token), False),
         )
     r = api.client.get("/v1/keys", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
@@ -245,7 +276,7 @@ def test_revocation_is_audited_and_unrevoking_in_the_database_is_caught(api: Api
     assert api.client.get("/v1/keys", headers=api.h("requester")).status_code == 401
     assert verify(api)["ok"] is True
     with raw(api) as c:  # un-revoke behind the API: still refused, the audit says revoked
-        c.execute("UPDATE credentials SET revoked = 0 WHERE id = ?", (cid,))
+        c.execute("UPDATE credentials SET revoked = ? WHERE id = ?", (False, cid))
     assert api.client.get("/v1/keys", headers=api.h("requester")).status_code == 401
     actions = [
         e["action"] for e in api.client.get("/v1/audit", headers=api.h("auditor")).json()["items"]

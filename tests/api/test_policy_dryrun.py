@@ -33,6 +33,7 @@ from custody.client import AsyncCustodyClient, CustodyClient, CustodyError
 from custody.models import PolicyDryRunOut
 from tests.api.conftest import (
     Api,
+    coordinator_database_url,
     init_coordinator,
     make_api,
     nothing_up_my_sleeve_point,
@@ -403,7 +404,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     d = tmp_path_factory.mktemp("served") / "coord"
     creds = init_coordinator(d)
     GovernanceStore(d).install_genesis(genesis(policy_doc(KEY_ID)).encode())
-    db = Database(f"sqlite:///{d / 'coordinator.db'}")
+    db = Database(coordinator_database_url(d))
     with db.session() as s:
         s.add(
             Key(

@@ -1,6 +1,8 @@
 """The coordinator as a real process (``python -m api serve``, under custody.serving):
-an oversized body is refused before authentication, and a write lock held on its SQLite
-database by another connection does not freeze the API."""
+an oversized body is refused before authentication, and a write lock held on its
+database by another connection does not freeze the API (SQLite's database lock; under
+CUSTODY_TEST_DATABASE=postgresql its twin, an EXCLUSIVE lock on the idempotency table,
+which every POST writes first and no read takes)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
-from tests.api.conftest import init_coordinator, serve_coordinator
+from tests.api.conftest import coordinator_database_url, init_coordinator, serve_coordinator
 
-BUSY = 2.0  # the coordinator's SQLite busy timeout in this test
+BUSY = 2.0  # the coordinator's busy timeout (SQLite) or lock_timeout (PostgreSQL) here
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +41,15 @@ def test_oversized_body_is_413_before_authentication(served: tuple[str, Path, di
 def test_a_held_write_lock_does_not_freeze_the_api(served: tuple[str, Path, dict]) -> None:
     url, d, creds = served
     admin = {"Authorization": f"Bearer {creds['admin']}"}
-    lock = sqlite3.connect(d / "coordinator.db", isolation_level=None, timeout=0)
-    lock.execute("BEGIN EXCLUSIVE")
+    url_db = coordinator_database_url(d)
+    lock: sqlite3.Connection | psycopg.Connection
+    if url_db.startswith("postgresql"):
+        u = make_url(url_db)
+        lock = psycopg.connect(host=u.host, port=u.port, user=u.username, dbname=u.database)
+        lock.execute("LOCK TABLE idempotency IN EXCLUSIVE MODE")  # a transaction, held
+    else:
+        lock = sqlite3.connect(d / "coordinator.db", isolation_level=None, timeout=0)
+        lock.execute("BEGIN EXCLUSIVE")
     result: dict[str, httpx.Response] = {}
 
     def write() -> None:  # needs the write lock: it waits, then gets a 503 problem
@@ -63,7 +74,10 @@ def test_a_held_write_lock_does_not_freeze_the_api(served: tuple[str, Path, dict
         assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
         assert r.json()["type"].endswith("database-busy") and r.headers["retry-after"] == "1"
     finally:
-        lock.execute("ROLLBACK")
+        if isinstance(lock, sqlite3.Connection):
+            lock.execute("ROLLBACK")
+        else:
+            lock.rollback()
         lock.close()
     r = httpx.post(  # the lock is gone: the same key works again (no node: 422 problem)
         url + "/v1/keys",

@@ -27,6 +27,7 @@ from custody import policy as pol
 from custody.client import CustodyClient
 from custody.cluster import Cluster, free_port_block, write_private_json
 from custody.models import KeyOut
+from tests import pg
 
 
 def collection_rng(name: str) -> random.Random:
@@ -205,6 +206,7 @@ def running_cluster(d: Path, env: Mapping[str, str] | None = None) -> Iterator[L
     to :data:`CLUSTER_ENV` (e.g. a test that needs a full presignature pool)."""
     if not d.exists() or not any(d.iterdir()):
         clone_cluster(d)
+        env = {**pg.cluster_database_env(d), **(env or {})}  # the PostgreSQL pass: tests/pg.py
     cluster = Cluster(
         d,
         nodes=3,
