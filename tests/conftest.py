@@ -24,8 +24,8 @@ from tests import bytecode, schedule
 settings.register_profile("custody", deadline=None, print_blob=True)
 settings.load_profile("custody")
 
-# one bytecode cache for every process the session starts (tests/bytecode.py)
-bytecode.share_with_children()
+# the processes the session starts keep their bytecode (tests/bytecode.py)
+bytecode.let_children_keep_bytecode()
 
 
 # The repository stands alone: no test or module may open a file beside it (a sibling of

@@ -1,8 +1,9 @@
-"""tests/bytecode.py: the session's children share one bytecode cache where the environment
-forbids writing bytecode, and nothing changes where it does not."""
+"""tests/bytecode.py: the session's children keep bytecode where the environment forbade it,
+and nothing changes where it did not."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,39 +16,37 @@ from tests import bytecode
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _child_import(module: str) -> None:
-    subprocess.run(  # noqa: S603 - our interpreter, constant code
-        [sys.executable, "-c", f"import {module}"], check=True, cwd=ROOT, env=dict(os.environ)
-    )
-
-
-def test_children_write_then_read_one_private_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_children_write_then_read_bytecode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
-    prefix = bytecode.share_with_children()
-    assert prefix is not None
-    assert os.environ["PYTHONPYCACHEPREFIX"] == prefix
+    assert bytecode.let_children_keep_bytecode() is True
     assert "PYTHONDONTWRITEBYTECODE" not in os.environ
-    assert Path(prefix).stat().st_mode & 0o777 == 0o700
-    _child_import("mpc.dkls23._zq")
-    cached = list(Path(prefix).rglob("_zq.cpython-*.pyc"))
-    assert len(cached) == 1, cached
-    mtime = cached[0].stat().st_mtime_ns
-    _child_import("mpc.dkls23._zq")  # read, not written again
-    assert cached[0].stat().st_mtime_ns == mtime
+    (tmp_path / "probe_mod.py").write_text("VALUE = 7\n")
+    pyc = Path(importlib.util.cache_from_source(str(tmp_path / "probe_mod.py")))
+    code = "import probe_mod; assert probe_mod.VALUE == 7"
+    run = [sys.executable, "-c", code]
+    subprocess.run(run, check=True, cwd=tmp_path, env=dict(os.environ))  # noqa: S603
+    assert pyc.is_file()
+    mtime = pyc.stat().st_mtime_ns
+    subprocess.run(run, check=True, cwd=tmp_path, env=dict(os.environ))  # noqa: S603
+    assert pyc.stat().st_mtime_ns == mtime  # read, not written again
 
 
-@pytest.mark.parametrize(
-    ("dont_write", "prefix"), [(None, None), ("1", "/somewhere/else"), (None, "/elsewhere")]
-)
-def test_nothing_changes_where_bytecode_is_kept_or_placed(
-    monkeypatch: pytest.MonkeyPatch, dont_write: str | None, prefix: str | None
+def test_a_child_of_the_old_environment_wrote_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for name, value in (("PYTHONDONTWRITEBYTECODE", dont_write), ("PYTHONPYCACHEPREFIX", prefix)):
-        if value is None:
-            monkeypatch.delenv(name, raising=False)
-        else:
-            monkeypatch.setenv(name, value)
-    assert bytecode.share_with_children() is None
-    assert os.environ.get("PYTHONDONTWRITEBYTECODE") == dont_write
-    assert os.environ.get("PYTHONPYCACHEPREFIX") == prefix
+    """The control: with the variable kept, the same child leaves no bytecode."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
+    (tmp_path / "probe_mod.py").write_text("VALUE = 7\n")
+    pyc = Path(importlib.util.cache_from_source(str(tmp_path / "probe_mod.py")))
+    subprocess.run(  # noqa: S603
+        [sys.executable, "-c", "import probe_mod"], check=True, cwd=tmp_path, env=dict(os.environ)
+    )
+    assert not pyc.exists()
+
+
+def test_nothing_changes_where_bytecode_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    assert bytecode.let_children_keep_bytecode() is False
+    assert "PYTHONDONTWRITEBYTECODE" not in os.environ
