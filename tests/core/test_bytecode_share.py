@@ -13,8 +13,6 @@ import pytest
 
 from tests import bytecode
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_children_write_then_read_bytecode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
@@ -25,10 +23,10 @@ def test_children_write_then_read_bytecode(monkeypatch: pytest.MonkeyPatch, tmp_
     pyc = Path(importlib.util.cache_from_source(str(tmp_path / "probe_mod.py")))
     code = "import probe_mod; assert probe_mod.VALUE == 7"
     run = [sys.executable, "-c", code]
-    subprocess.run(run, check=True, cwd=tmp_path, env=dict(os.environ))  # noqa: S603
+    subprocess.run(run, check=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})  # noqa: S603
     assert pyc.is_file()
     mtime = pyc.stat().st_mtime_ns
-    subprocess.run(run, check=True, cwd=tmp_path, env=dict(os.environ))  # noqa: S603
+    subprocess.run(run, check=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})  # noqa: S603
     assert pyc.stat().st_mtime_ns == mtime  # read, not written again
 
 
@@ -41,7 +39,10 @@ def test_a_child_of_the_old_environment_wrote_none(
     (tmp_path / "probe_mod.py").write_text("VALUE = 7\n")
     pyc = Path(importlib.util.cache_from_source(str(tmp_path / "probe_mod.py")))
     subprocess.run(  # noqa: S603
-        [sys.executable, "-c", "import probe_mod"], check=True, cwd=tmp_path, env=dict(os.environ)
+        [sys.executable, "-c", "import probe_mod"],
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
     )
     assert not pyc.exists()
 
