@@ -19,10 +19,13 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from tests import schedule
+from tests import bytecode, schedule
 
 settings.register_profile("custody", deadline=None, print_blob=True)
 settings.load_profile("custody")
+
+# the processes the session starts keep their bytecode (tests/bytecode.py)
+bytecode.let_children_keep_bytecode()
 
 
 # The repository stands alone: no test or module may open a file beside it (a sibling of
