@@ -1,0 +1,85 @@
+"""DKLs23 signing (mpc.dkls23.sign): the survivors of its first full mutation run
+(session 22, issue 16; docs/MUTATION.md). Shares from the test-only dealer plus one OT
+setup (a module-scoped fixture of shares: no whole key is formed); every signature is
+checked by coincurve (libsecp256k1), not only by our combiner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Any
+
+import coincurve
+import pytest
+
+from mpc.dkls23.keygen import EcdsaKeyShare, OtSetupSession
+from mpc.dkls23.sign import (
+    PresignaturePublic,
+    PresignRound2,
+    PresignSession,
+    combine_signature,
+    sign_with_presignature,
+)
+from mpc.groups import SECP256K1
+from mpc.testing import MemoryLedger, run_local
+from mpc.wire import Message, decode_payload
+from tests.mpc.conftest import dealer_split_for_tests
+
+G = SECP256K1
+DIGEST = hashlib.sha256(b"dkls23 sign survivors").digest()
+
+
+@pytest.fixture(scope="module")
+def shares() -> dict[int, EcdsaKeyShare]:
+    keys = dealer_split_for_tests(G, 2, 3)
+    sid = os.urandom(32)
+    out: dict[int, EcdsaKeyShare] = run_local({i: OtSetupSession(k, sid) for i, k in keys.items()})
+    return out
+
+
+def _recorded_round2(shares: dict[int, EcdsaKeyShare]) -> tuple[dict[int, Any], Message]:
+    """One honest presignature of (1, 2) and party 2's round-2 message to party 1."""
+    seen: list[Message] = []
+
+    def hook(m: Message) -> Message:
+        if m.round == 2 and m.sender == 2 and m.recipient == 1:
+            seen.append(m)
+        return m
+
+    sid = os.urandom(32)
+    pres = run_local({i: PresignSession(shares[i], sid, (1, 2)) for i in (1, 2)}, tamper=hook)
+    assert len(seen) == 1
+    return pres, seen[0]
+
+
+def test_an_honest_psi_of_zero_is_a_scalar_like_any_other(
+    shares: dict[int, EcdsaKeyShare],
+) -> None:
+    """``psi = phi_i - chi_{i,j}`` is uniform mod q: 0 with probability 1/q, and a party
+    must not abort an honest run on it (``scalar(allow_zero=True)``)."""
+    pres, msg = _recorded_round2(shares)
+    for value in (0, 1):
+        payload = {**msg.payload, "psi": value.to_bytes(32, "big")}
+        got = decode_payload(PresignRound2, payload, group=G, party=2)
+        assert got.psi == value
+    # the honest run itself signs, checked by libsecp256k1
+    parts = [
+        sign_with_presignature(pres[i], shares[i], DIGEST, ledger=MemoryLedger()) for i in (1, 2)
+    ]
+    pk = shares[1].group_public_key
+    sig = combine_signature(pres[1].public, parts, DIGEST, pk)
+    assert coincurve.PublicKey(pk.encode()).verify(sig.to_der(), DIGEST, hasher=None)
+
+
+def test_presignature_public_values_cannot_be_altered(shares: dict[int, EcdsaKeyShare]) -> None:
+    """What the combiner trusts about a presignature (its id, signers and ``R``) is frozen:
+    a caller cannot re-point a stored presignature at another instance point or signer set."""
+    pres, _ = _recorded_round2(shares)
+    pub = pres[1].public
+    assert isinstance(pub, PresignaturePublic)
+    for name, value in (("R", G.base_mul(5)), ("signers", (1, 3)), ("presignature_id", bytes(32))):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(pub, name, value)
+    assert hash(pub) == hash(pres[2].public)  # frozen dataclasses hash by value
