@@ -22,6 +22,7 @@ from mpc.dkls23.sign import (
     combine_signature,
     sign_with_presignature,
 )
+from mpc.errors import UsageError
 from mpc.groups import SECP256K1
 from mpc.testing import MemoryLedger, run_local
 from mpc.wire import Message, decode_payload
@@ -83,3 +84,15 @@ def test_presignature_public_values_cannot_be_altered(shares: dict[int, EcdsaKey
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(pub, name, value)
     assert hash(pub) == hash(pres[2].public)  # frozen dataclasses hash by value
+
+
+def test_a_share_without_ot_setups_with_two_peers_names_the_first(
+    shares: dict[int, EcdsaKeyShare],
+) -> None:
+    """A signer missing the base OTs of several peers is refused before any round, naming
+    the lowest of them (the list, and the party the caller retires or re-runs setup with)."""
+    share = shares[1]
+    for bob, alice in (({}, dict(share.alice)), (dict(share.bob), {}), ({}, {})):
+        with pytest.raises(UsageError, match=r"no OT setup with \[2, 3\]") as e:
+            PresignSession(EcdsaKeyShare(share.key, bob, alice), os.urandom(32), [1, 2, 3])
+        assert e.value.party == 2
