@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from coincurve import PublicKey
+from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from custody.signing import message_to_sign
@@ -26,7 +27,7 @@ from mpc import dkls23, frost
 from mpc.groups import SECP256K1
 from signer_nodes.errors import Kind, NodeError
 from signer_nodes.pipeline import MAX_BATCH, MAX_COMMITMENTS, Released, SignItem
-from tests.nodes.conftest import InProc, public_package
+from tests.nodes.conftest import INITIATOR, InProc, public_package
 
 FK, EK = "fk", "ek"  # keys of the harness genesis's raw_signing_keys (RAW_KEYS)
 SUITE = frost.ciphersuite("ed25519")
@@ -320,3 +321,57 @@ def test_ecdsa_signs_once_for_the_recomputed_message_only(
     pk = SECP256K1.decode_point(bytes.fromhex(eres["public_key"]))
     sig = dkls23.combine_signature(public, partials, digest, pk)
     assert PublicKey(bytes.fromhex(eres["public_key"])).verify(sig.to_der(), digest, hasher=None)
+
+
+# -- BIP-32 children (issue 13): the node derives the child's key and share itself ------------
+
+
+def test_a_request_under_a_path_signs_for_the_child_and_a_root_presignature_is_refused(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    from custody.signing import derive_public, encode_public_key, request_path
+
+    c, fres, _ = harness
+    path = "m/0/3"
+    req = {
+        "id": "child-1",
+        "key_id": FK,
+        "kind": "message",
+        "payload": {"message": "0x" + b"child".hex()},
+        "initiator": INITIATOR,
+        "derivation_path": path,
+    }
+    msg = message_to_sign("ed25519", req)
+    nonces = {p: c.nodes[p].frost_commitments(FK, 1)[0] for p in (1, 2)}
+    comms = [
+        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=SUITE)
+        for p in (1, 2)
+    ]
+    pkg = frost.signing_package(comms, msg)
+    raw = [
+        c.nodes[p].frost_sign(
+            FK, nonces[p]["nonce_id"], req, pkg.to_bytes(), coordinator_verified=True
+        )
+        for p in (1, 2)
+    ]
+    child = derive_public(public_package(fres, "ed25519"), FK, request_path(req))
+    shares = [frost.SignatureShare.from_bytes(bytes(x), suite=SUITE) for x in raw]
+    sig = frost.aggregate(pkg, shares, child)
+    VerifyKey(encode_public_key("ed25519", child.group_public_key)).verify(msg, sig)
+    with pytest.raises(BadSignatureError):
+        VerifyKey(bytes.fromhex(fres["public_key"])).verify(msg, sig)
+    # an ECDSA presignature made for the root key is refused for a path, and not spent
+    p = _presign(c, [1, 2])
+    pid = p["presignature_id"]
+    ereq = {**_req("child-e", EK, hashlib.sha256(b"child").hexdigest()), "derivation_path": path}
+    e = _refused(
+        Kind.UNKNOWN_PRESIGNATURE,
+        f"was made for the root key, not for {path}: a presignature signs for its own path only",
+        c.nodes[1].ecdsa_sign,
+        EK,
+        pid,
+        ereq,
+        coordinator_verified=True,
+    )
+    assert pid in e.detail
+    assert c.nodes[1].shares.ledger_item(pid) is not None
