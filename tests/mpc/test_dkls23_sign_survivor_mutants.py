@@ -15,8 +15,11 @@ import coincurve
 import pytest
 
 from mpc.dkls23.keygen import EcdsaKeyShare, OtSetupSession
+from mpc.dkls23.mul import pair_context
+from mpc.dkls23.params import Q, h, h_scalars
 from mpc.dkls23.sign import (
     PresignaturePublic,
+    PresignRound1,
     PresignRound2,
     PresignSession,
     combine_signature,
@@ -24,6 +27,7 @@ from mpc.dkls23.sign import (
 )
 from mpc.errors import UsageError
 from mpc.groups import SECP256K1
+from mpc.shamir import lagrange_coefficient
 from mpc.testing import MemoryLedger, run_local
 from mpc.wire import Message, decode_payload
 from tests.mpc.conftest import dealer_split_for_tests
@@ -96,3 +100,57 @@ def test_a_share_without_ot_setups_with_two_peers_names_the_first(
         with pytest.raises(UsageError, match=r"no OT setup with \[2, 3\]") as e:
             PresignSession(EcdsaKeyShare(share.key, bob, alice), os.urandom(32), [1, 2, 3])
         assert e.value.party == 2
+
+
+def test_the_zero_shares_are_the_documented_pairwise_terms(
+    shares: dict[int, EcdsaKeyShare],
+) -> None:
+    """Protocol 3.6's re-randomisation ``sk_i = lambda_i x_i + zeta_i`` with the module
+    docstring's F_Zero: ``seed_{i,j} = H(context, lo, hi, e_i E_j, pair_ctx)``, the pair's
+    term added by the smaller identifier and subtracted by the larger. Each round-2 ``pk``
+    is checked against that formula rebuilt here (the ephemeral ``e_i`` read from the
+    sessions before round 2), so a node that added where its peers subtract (the sum would
+    still be zero between nodes of the same build, not between builds) is caught."""
+    ids = (1, 2, 3)
+    sid = os.urandom(32)
+    sessions = {i: PresignSession(shares[i], sid, ids) for i in ids}
+    e: dict[int, int] = {}
+    first: dict[int, PresignRound1] = {}
+    pks: dict[int, Any] = {}
+
+    def hook(m: Message) -> Message:
+        if not e:  # every session has started, none has reached round 2
+            e.update({i: s._e for i, s in sessions.items()})
+        if m.round == 1:
+            first[m.sender] = decode_payload(PresignRound1, m.payload, group=G, party=m.sender)
+        else:
+            pks[m.sender] = decode_payload(PresignRound2, m.payload, group=G, party=m.sender).pk
+        return m
+
+    pres = run_local(sessions, tamper=hook)  # type: ignore[arg-type]
+    assert all(v != 0 for v in e.values()) and set(pks) == set(ids)
+    context = h(b"DKLs23 presign context", sid, shares[1].key_id, *ids)
+    zeta = {}
+    for i in ids:
+        acc = 0
+        for j in ids:
+            if j == i:
+                continue
+            lo, hi = min(i, j), max(i, j)
+            dh = (first[j].zk * e[i]).encode()
+            pctx = pair_context(context, i, j, first[i].rho, first[j].rho)
+            seed = h(b"DKLs23 F_Zero pairwise seed", context, lo, hi, dh, pctx)
+            (z,) = h_scalars(b"DKLs23 F_Zero share", 1, seed)
+            acc += z if i < j else -z
+        zeta[i] = acc % Q
+    assert sum(zeta.values()) % Q == 0 and all(zeta.values())
+    pub = shares[1].public
+    for i in ids:
+        lam = lagrange_coefficient(G, i, ids)
+        assert pks[i] == pub.verifying_shares[i] * lam + G.base_mul(zeta[i]), i
+    # and the presignature signs (libsecp256k1)
+    parts = [sign_with_presignature(pres[i], shares[i], DIGEST, ledger=MemoryLedger()) for i in ids]
+    sig = combine_signature(pres[1].public, parts, DIGEST, pub.group_public_key)
+    assert coincurve.PublicKey(pub.group_public_key.encode()).verify(
+        sig.to_der(), DIGEST, hasher=None
+    )
