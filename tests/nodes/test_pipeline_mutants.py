@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 from coincurve import PublicKey
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from custody import auditchain as audit
 from custody.signing import message_to_sign
 from mpc import dkls23, frost
 from mpc.groups import SECP256K1
@@ -375,3 +377,42 @@ def test_a_request_under_a_path_signs_for_the_child_and_a_root_presignature_is_r
     )
     assert pid in e.detail
     assert c.nodes[1].shares.ledger_item(pid) is not None
+
+
+def _entry_of(node: Any, item_id: str) -> tuple[Any, dict[str, Any]]:
+    rows = [r for r in node.store.releases_after(0, 10_000) if r.item_id == item_id]
+    assert len(rows) == 1
+    return rows[0], cbor2.loads(rows[0].entry)
+
+
+def test_the_release_log_entry_records_the_request_and_chains(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """Step 3: the durable entry names the request (digest over id, key, kind and the
+    RECOMPUTED message), the signer set, the item and (under a path) the path, and chains."""
+    c, _, _ = harness
+    node = c.nodes[2]
+    for rid, path in (("entry-root", None), ("entry-child", "m/7")):
+        req: dict[str, Any] = {**_req(rid), "message": "c0ffee"}
+        if path:
+            req["derivation_path"] = path
+        nonces, pkg = _package(c, (2, 3), req)
+        nid = nonces[2]["nonce_id"]
+        out = node.frost_sign(FK, nid, req, pkg, coordinator_verified=True)
+        row, entry = _entry_of(node, nid)
+        assert row.hash == audit.release_hash(row.entry)
+        if row.seq > 1:  # chained to the entry before it
+            assert row.prev == node.store.releases_after(row.seq - 2, 1)[0].hash
+        msg = message_to_sign("ed25519", req)
+        assert entry["request_digest"] == audit.request_digest(rid, FK, "raw", msg)
+        assert entry["request_id"] == rid and entry["kind"] == "raw" and entry["key_id"] == FK
+        assert entry["scheme"] == "ed25519" and entry["signers"] == [2, 3]
+        assert entry["item_id"] == nid and entry["seq"] == row.seq
+        assert isinstance(entry["time"], int) and entry["time"] > 1_700_000_000
+        assert entry.get("derivation_path") == path
+        assert entry["approvals"] == [] and entry["policy_version"] == 1
+        # the receipt attests exactly this committed entry
+        assert out.receipt is not None
+        att = out.receipt["node"]
+        assert att["release_seq"] == row.seq and att["release_hash"] == row.hash.hex()
+        assert att["node_id"] == node.node_id
