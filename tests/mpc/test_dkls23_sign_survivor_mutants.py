@@ -22,10 +22,11 @@ from mpc.dkls23.sign import (
     PresignRound1,
     PresignRound2,
     PresignSession,
+    _commit,
     combine_signature,
     sign_with_presignature,
 )
-from mpc.errors import UsageError
+from mpc.errors import ProtocolError, UsageError
 from mpc.groups import SECP256K1
 from mpc.shamir import lagrange_coefficient
 from mpc.testing import MemoryLedger, run_local
@@ -154,3 +155,42 @@ def test_the_zero_shares_are_the_documented_pairwise_terms(
     assert coincurve.PublicKey(pub.group_public_key.encode()).verify(
         sig.to_der(), DIGEST, hasher=None
     )
+
+
+def test_a_partial_signature_cannot_be_altered(shares: dict[int, EcdsaKeyShare]) -> None:
+    pres, _ = _recorded_round2(shares)
+    part = sign_with_presignature(pres[1], shares[1], DIGEST, ledger=MemoryLedger())
+    for name, value in (("sender", 2), ("u", 1), ("w", 1), ("R", G.base_mul(3))):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(part, name, value)
+
+
+def test_a_signer_who_cancels_the_instance_point_gets_no_presignature(
+    shares: dict[int, EcdsaKeyShare],
+) -> None:
+    """An attacker who could choose ``R_2 = -R_1`` (the round-1 commitment stops this: it
+    would have to know ``R_1`` before committing, simulated here by reading party 1's ``r_1``
+    and rewriting party 2's commitment and input) makes ``R`` the identity: ``r`` would be
+    undefined. Party 1 refuses it as degenerate (Protocol 3.6 round 3) after every
+    consistency check has passed (party 2's multiplication input is consistent with its
+    ``R_2``), and hands out nothing."""
+    ids = (1, 2)
+    sid = os.urandom(32)
+    sessions = {i: PresignSession(shares[i], sid, ids) for i in ids}
+    cheat = sessions[2]
+    rewritten: list[int] = []
+
+    def hook(m: Message) -> Message | None:
+        if not rewritten:  # both have started: party 2 now "learns" r_1 and cancels it
+            cheat._r = (-sessions[1]._r) % Q
+            cheat._R = G.base_mul(cheat._r)
+            rewritten.append(1)
+        if m.round == 1 and m.sender == 2:
+            com = _commit(cheat._context, 2, cheat._rho, cheat._R, cheat._salt)
+            return dataclasses.replace(m, payload={**m.payload, "com": com})
+        return m
+
+    with pytest.raises(ProtocolError, match="instance point R is degenerate; rerun presign") as e:
+        run_local(sessions, tamper=hook)  # type: ignore[arg-type]
+    assert e.value.culprits == ()
+    assert not sessions[1].done
