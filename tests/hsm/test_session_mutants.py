@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from hsm import Hsm, HsmConfig, seal_aad
-from hsm import _backend
+from hsm import Hsm, HsmConfig, _backend, seal_aad
 from hsm.errors import HsmError, SealKeyMissing
 from hsm.session import _ed25519_point, seal_key_label, signing_key_label
 
