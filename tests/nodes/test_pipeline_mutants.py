@@ -416,3 +416,68 @@ def test_the_release_log_entry_records_the_request_and_chains(
         att = out.receipt["node"]
         assert att["release_seq"] == row.seq and att["release_hash"] == row.hash.hex()
         assert att["node_id"] == node.node_id
+
+
+def test_a_committed_release_keeps_counting_in_the_velocity_window(inproc: InProc) -> None:
+    """After the commit, a released request's reservation is CONFIRMED (it counts for good);
+    cancelling it instead would let the next request spend the window again: a velocity
+    bypass until the node restarts. Sequential requests of 1000 under a 1500 limit: the
+    second is refused."""
+    import rlp
+
+    from custody import governance as gov
+    from custody import policy as pol
+
+    inproc.dkg("ecdsa-secp256k1", "vk")
+    body = gov.decode(inproc.genesis).body.successor(
+        policy=pol.Policy(
+            rules=(
+                pol.Rule(
+                    "capped",
+                    "allow",
+                    kinds=frozenset({"evm-tx"}),
+                    assets=frozenset({"ETH"}),
+                    velocity=(pol.Velocity("key", 3600, 1500),),
+                ),
+            )
+        )
+    )
+    doc = inproc.officers.sign(body)
+    for nd in inproc.nodes.values():
+        nd.install_governance(doc)
+    node = inproc.nodes[1]
+    pres = []
+    for _ in range(2):
+        spec = {
+            "session_id": secrets.token_hex(32),
+            "kind": "ecdsa-presign",
+            "key_id": "vk",
+            "scheme": "ecdsa-secp256k1",
+            "threshold": 2,
+            "participants": [1, 2],
+        }
+        inproc.run_session(spec)
+        pres.append(str(node.session_state(spec["session_id"])["result"]["presignature_id"]))
+
+    def request(i: int) -> dict[str, Any]:
+        fields = [1, i, 1, 2, 21_000, bytes.fromhex("a1" * 20), 1000, b"", []]
+        return {
+            "id": f"vel-{i}",
+            "key_id": "vk",
+            "kind": "evm-tx",
+            "payload": {"tx": "0x02" + rlp.encode(fields).hex()},
+            "initiator": INITIATOR,
+        }
+
+    assert isinstance(node.ecdsa_sign("vk", pres[0], request(0), coordinator_verified=True), bytes)
+    e = _refused(
+        Kind.NOT_AUTHORIZED,
+        "",
+        node.ecdsa_sign,
+        "vk",
+        pres[1],
+        request(1),
+        coordinator_verified=True,
+    )
+    assert e.code == "policy-denied"
+    assert node.shares.ledger_item(pres[1]) is not None  # refused before it was taken
