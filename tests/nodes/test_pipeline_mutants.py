@@ -481,3 +481,18 @@ def test_a_committed_release_keeps_counting_in_the_velocity_window(inproc: InPro
     )
     assert e.code == "policy-denied"
     assert node.shares.ledger_item(pres[1]) is not None  # refused before it was taken
+
+
+def test_a_pipeline_without_an_identity_key_releases_without_a_receipt(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    from signer_nodes.pipeline import SigningPipeline
+
+    c, _, _ = harness
+    node = c.nodes[1]
+    bare = SigningPipeline(node.shares, 1, node.anchor)  # sign=None: no receipts
+    req = _req("no-receipt")
+    nonces, pkg = _package(c, (1, 2), req)
+    item = SignItem(FK, nonces[1]["nonce_id"], req, package=pkg)
+    out = bare.sign_one(bare.frost, item, coordinator_verified=True)
+    assert isinstance(out, Released) and out.receipt is None and len(out) > 0
