@@ -32,6 +32,7 @@ from signer_nodes.pipeline import MAX_BATCH, MAX_COMMITMENTS, Released, SignItem
 from tests.nodes.conftest import INITIATOR, InProc, public_package
 
 FK, EK = "fk", "ek"  # keys of the harness genesis's raw_signing_keys (RAW_KEYS)
+FK2 = "k2"  # a second FROST key of the same scheme
 SUITE = frost.ciphersuite("ed25519")
 
 
@@ -41,6 +42,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProc, 
     try:
         fres = c.dkg("ed25519", FK)
         eres = c.dkg("ecdsa-secp256k1", EK)
+        c.dkg("ed25519", FK2)
         yield c, fres, eres
     finally:
         c.close()
@@ -496,3 +498,31 @@ def test_a_pipeline_without_an_identity_key_releases_without_a_receipt(
     item = SignItem(FK, nonces[1]["nonce_id"], req, package=pkg)
     out = bare.sign_one(bare.frost, item, coordinator_verified=True)
     assert isinstance(out, Released) and out.receipt is None and len(out) > 0
+
+
+def test_a_nonce_of_another_key_of_the_same_scheme_is_unknown(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """A nonce lives in the pool under its own key: naming it for another FROST key (same
+    kind of item, package carrying its commitments) is refused before it is taken."""
+    c, _, _ = harness
+    node = c.nodes[1]
+    req = {**_req("cross-key"), "key_id": FK2}
+    nonces = {p: c.nodes[p].frost_commitments(FK, 1)[0] for p in (1, 2)}  # nonces of FK
+    comms = [
+        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=SUITE)
+        for p in (1, 2)
+    ]
+    pkg = frost.signing_package(comms, message_to_sign("ed25519", req)).to_bytes()
+    nid = nonces[1]["nonce_id"]
+    _refused(
+        Kind.UNKNOWN_NONCE,
+        f"no nonce {nid} for key {FK2!r}",
+        node.frost_sign,
+        FK2,
+        nid,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
+    assert node.shares.pool.get(nid) is not None
