@@ -2,8 +2,8 @@
 releases a share, item by item, in process (issue 16, mutation testing; docs/MUTATION.md).
 
 One module-scoped harness of three in-process nodes, each with its own real SoftHSM2 token
-and SQLCipher store (tests/nodes/conftest.py ``InProc``; never a mocked HSM), one FROST
-Ed25519 key and one DKLs23 key from their DKGs: the nodes hold shares only. Every refusal
+and SQLCipher store (tests/nodes/conftest.py ``InProc``; never a mocked HSM), two FROST
+Ed25519 keys and one DKLs23 key from their DKGs: the nodes hold shares only. Every refusal
 is asserted by its kind and detail, and that it spent nothing; every share that is
 released is aggregated and checked by pynacl (Ed25519) or coincurve (ECDSA). First in
 ``mutation.toml``'s selection for ``signer-nodes/pipeline.py``.
