@@ -127,3 +127,12 @@ def test_random_lengths_and_repr(hsm: Hsm, hsm_config: HsmConfig) -> None:
     assert repr(hsm) == f"<Hsm token={hsm_config.token_label!r} open>"
     hsm.close()
     assert hsm.closed and repr(hsm) == f"<Hsm token={hsm_config.token_label!r} closed>"
+
+
+def test_a_missing_signing_key_is_named_as_none(hsm: Hsm, hsm_config: HsmConfig) -> None:
+    with pytest.raises(HsmError) as e:
+        hsm.signing_public_key("absent")
+    assert e.value.code == "hsm.signing_key_missing"
+    assert str(e.value).endswith(
+        f"token {hsm_config.token_label!r} has no signing key labelled 'custody-ed25519-absent'"
+    )
