@@ -136,3 +136,8 @@ def test_a_missing_signing_key_is_named_as_none(hsm: Hsm, hsm_config: HsmConfig)
     assert str(e.value).endswith(
         f"token {hsm_config.token_label!r} has no signing key labelled 'custody-ed25519-absent'"
     )
+
+
+def test_the_token_label_is_a_property(hsm: Hsm, hsm_config: HsmConfig) -> None:
+    assert hsm.token_label == hsm_config.token_label
+    assert hsm.closed is False
