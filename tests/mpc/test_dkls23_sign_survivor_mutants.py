@@ -128,7 +128,7 @@ def test_the_zero_shares_are_the_documented_pairwise_terms(
             pks[m.sender] = decode_payload(PresignRound2, m.payload, group=G, party=m.sender).pk
         return m
 
-    pres = run_local(sessions, tamper=hook)  # type: ignore[arg-type]
+    pres = run_local(sessions, tamper=hook)
     assert all(v != 0 for v in e.values()) and set(pks) == set(ids)
     context = h(b"DKLs23 presign context", sid, shares[1].key_id, *ids)
     zeta = {}
@@ -191,6 +191,6 @@ def test_a_signer_who_cancels_the_instance_point_gets_no_presignature(
         return m
 
     with pytest.raises(ProtocolError, match="instance point R is degenerate; rerun presign") as e:
-        run_local(sessions, tamper=hook)  # type: ignore[arg-type]
+        run_local(sessions, tamper=hook)
     assert e.value.culprits == ()
     assert not sessions[1].done

@@ -52,7 +52,9 @@ def _req(rid: str, key: str = FK, message: str = "00ff") -> dict[str, Any]:
     return {"id": rid, "key_id": key, "kind": "raw", "message": message}
 
 
-def _package(c: InProc, parties: tuple[int, ...], request: dict[str, Any]) -> tuple[dict, bytes]:
+def _package(
+    c: InProc, parties: tuple[int, ...], request: dict[str, Any]
+) -> tuple[dict[int, dict[str, str]], bytes]:
     nonces = {p: c.nodes[p].frost_commitments(FK, 1)[0] for p in parties}
     comms = [
         frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=SUITE)
@@ -80,7 +82,7 @@ def _presign(c: InProc, parties: list[int]) -> dict[str, Any]:
         "participants": parties,
     }
     c.run_session(spec)
-    out: dict[str, Any] = c.nodes[parties[0]].session_state(spec["session_id"])["result"]
+    out: dict[str, Any] = c.nodes[parties[0]].session_state(str(spec["session_id"]))["result"]
     return out
 
 
@@ -269,10 +271,12 @@ def test_a_batch_keeps_order_fails_items_alone_and_refuses_a_repeat(
     public = public_package(fres, "ed25519")
     for k in (0, 2):
         nonces, pkg = made[k]
+        mine = out[k]
+        assert isinstance(mine, bytes)
         theirs = c.nodes[3].frost_sign(
             FK, nonces[3]["nonce_id"], reqs[k], pkg, coordinator_verified=True
         )
-        shares = [frost.SignatureShare.from_bytes(bytes(x), suite=SUITE) for x in (out[k], theirs)]
+        shares = [frost.SignatureShare.from_bytes(bytes(x), suite=SUITE) for x in (mine, theirs)]
         sig = frost.aggregate(frost.SigningPackage.from_bytes(pkg, suite=SUITE), shares, public)
         vk.verify(message_to_sign("ed25519", reqs[k]), sig)
     # a single request raises its error instead
@@ -414,7 +418,7 @@ def test_the_release_log_entry_records_the_request_and_chains(
         assert entry.get("derivation_path") == path
         assert entry["approvals"] == [] and entry["policy_version"] == 1
         # the receipt attests exactly this committed entry
-        assert out.receipt is not None
+        assert isinstance(out, Released) and out.receipt is not None
         att = out.receipt["node"]
         assert att["release_seq"] == row.seq and att["release_hash"] == row.hash.hex()
         assert att["node_id"] == node.node_id
@@ -459,7 +463,7 @@ def test_a_committed_release_keeps_counting_in_the_velocity_window(inproc: InPro
             "participants": [1, 2],
         }
         inproc.run_session(spec)
-        pres.append(str(node.session_state(spec["session_id"])["result"]["presignature_id"]))
+        pres.append(str(node.session_state(str(spec["session_id"]))["result"]["presignature_id"]))
 
     def request(i: int) -> dict[str, Any]:
         fields = [1, i, 1, 2, 21_000, bytes.fromhex("a1" * 20), 1000, b"", []]
