@@ -1,0 +1,143 @@
+"""hsm.session: the seal key's template, version bounds, duplicate labels, the Ed25519 point
+forms and the signing-key names (issue 16, mutation testing; docs/MUTATION.md). Real
+SoftHSM2 tokens (tests/hsm/conftest.py), never a mocked HSM; first in ``mutation.toml``'s
+selection for ``hsm/session.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pkcs11 import Attribute, KeyType, ObjectClass
+
+from hsm import Hsm, HsmConfig, _backend, seal_aad
+from hsm.errors import HsmError, SealKeyMissing
+from hsm.session import _ed25519_point, seal_key_label, signing_key_label
+
+AAD = seal_aad("key-mut", "node-1", 1)
+
+
+@pytest.fixture
+def raw_session(hsm: Hsm, hsm_config: HsmConfig) -> Iterator[Any]:
+    """A second, raw python-pkcs11 session on the token (logged in through ``hsm``)."""
+    assert hsm_config.module_path is not None
+    library = _backend.get_library(hsm_config.module_path, hsm_config.softhsm_conf)
+    session = _backend.find_token(library, hsm_config.token_label).open(rw=True)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def test_every_attribute_of_the_seal_key_template(hsm: Hsm, raw_session: Any) -> None:
+    """PKCS#11 v2.40 base 4.9: encrypt/decrypt only, never modified, copied, wrapped."""
+    assert hsm.create_seal_key() == 1
+    key = raw_session.get_key(label=seal_key_label(1))
+    assert key[Attribute.MODIFIABLE] is False
+    assert key[Attribute.COPYABLE] is False
+    assert key[Attribute.ENCRYPT] is True and key[Attribute.DECRYPT] is True
+    for name in (Attribute.SIGN, Attribute.VERIFY, Attribute.DERIVE, Attribute.WRAP):
+        assert key[name] is False, name
+    assert key[Attribute.LABEL] == "custody-seal-v1"
+    assert hsm.create_seal_key() == 2
+    assert raw_session.get_key(label=seal_key_label(2))[Attribute.ID] == b"\x00\x00\x00\x02"
+
+
+def test_two_keys_under_one_version_label_are_refused_not_guessed(
+    hsm: Hsm, raw_session: Any
+) -> None:
+    for _ in range(2):
+        raw_session.generate_key(KeyType.AES, 256, label=seal_key_label(1), store=True)
+    assert hsm.seal_key_versions() == [1]
+    with pytest.raises(HsmError) as e:
+        hsm.seal(b"secret", AAD, version=1)
+    assert e.value.code == "hsm.seal_key_duplicate"
+    assert "2 keys labelled 'custody-seal-v1'" in str(e.value)
+
+
+def test_versions_above_the_largest_are_ignored(hsm: Hsm, raw_session: Any) -> None:
+    raw_session.generate_key(KeyType.AES, 256, label="custody-seal-v4294967296", store=True)
+    assert hsm.seal_key_versions() == []
+    raw_session.generate_key(KeyType.AES, 256, label="custody-seal-v4294967295", store=True)
+    assert hsm.seal_key_versions() == [4294967295]
+    with pytest.raises(HsmError) as e:  # the next version would pass 2^32 - 1
+        hsm.create_seal_key()
+    assert e.value.code == "hsm.seal_key_exhausted"
+
+
+def test_seal_versions_outside_1_to_2_32_minus_1_are_refused_by_range(hsm: Hsm) -> None:
+    for bad in (0, -1, 2**32):
+        with pytest.raises(SealKeyMissing, match=r"\(versions are 1\.\.2\^32-1\)"):
+            hsm.seal(b"x", AAD, version=bad)
+    for wrong in (True, 1.0, "1"):
+        with pytest.raises(TypeError, match="seal key version must be int"):
+            hsm.seal(b"x", AAD, version=wrong)  # type: ignore[arg-type]
+    with pytest.raises(SealKeyMissing) as e:
+        hsm.seal(b"x", AAD, version=2**32 - 1)  # in range, not on the token
+    assert "versions are" not in str(e.value)
+    blob = hsm.seal(b"x", AAD)
+    assert hsm.unseal(blob, AAD) == b"x"
+
+
+def test_a_high_water_record_is_kept_and_versions_only_grow(hsm: Hsm, raw_session: Any) -> None:
+    assert [hsm.create_seal_key() for _ in range(3)] == [1, 2, 3]
+    records = list(
+        raw_session.get_objects(
+            {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: "custody-seal-high-water"}
+        )
+    )
+    assert len(records) == 1  # the old records are destroyed
+    assert records[0][Attribute.VALUE] == (3).to_bytes(4, "big")
+    assert records[0][Attribute.PRIVATE] is True and records[0][Attribute.TOKEN] is True
+    hsm.destroy_seal_key(3)
+    hsm.destroy_seal_key(2)
+    assert hsm.create_seal_key() == 4
+
+
+def test_the_ed25519_point_forms_of_cka_ec_point() -> None:
+    point = bytes(range(32))
+    assert _ed25519_point(b"\x04\x20" + point) == point
+    assert _ed25519_point(point) == point
+    for bad in (
+        b"\x04\x21" + point,
+        b"\x03\x20" + point,
+        b"\x04\x20" + point[:31],
+        b"\x04\x20" + point + b"\x00",
+        point[:31],
+        b"",
+    ):
+        with pytest.raises(HsmError, match=f"unexpected CKA_EC_POINT of {len(bad)} bytes"):
+            _ed25519_point(bad)
+
+
+def test_signing_key_names_are_1_to_32_of_the_alphabet() -> None:
+    assert signing_key_label("a" * 32) == "custody-ed25519-" + "a" * 32
+    assert signing_key_label("coordinator-2") == "custody-ed25519-coordinator-2"
+    for bad in ("", "a" * 33, "A", "a_b", "a\n", "a b"):
+        with pytest.raises(ValueError, match="1-32 characters"):
+            signing_key_label(bad)
+
+
+def test_random_lengths_and_repr(hsm: Hsm, hsm_config: HsmConfig) -> None:
+    assert len(hsm.random(1)) == 1 and len(hsm.random(7)) == 7
+    with pytest.raises(TypeError):
+        hsm.random(True)
+    assert repr(hsm) == f"<Hsm token={hsm_config.token_label!r} open>"
+    hsm.close()
+    assert hsm.closed and repr(hsm) == f"<Hsm token={hsm_config.token_label!r} closed>"
+
+
+def test_a_missing_signing_key_is_named_as_none(hsm: Hsm, hsm_config: HsmConfig) -> None:
+    with pytest.raises(HsmError) as e:
+        hsm.signing_public_key("absent")
+    assert e.value.code == "hsm.signing_key_missing"
+    assert str(e.value).endswith(
+        f"token {hsm_config.token_label!r} has no signing key labelled 'custody-ed25519-absent'"
+    )
+
+
+def test_the_token_label_is_a_property(hsm: Hsm, hsm_config: HsmConfig) -> None:
+    assert hsm.token_label == hsm_config.token_label
+    assert hsm.closed is False

@@ -1,0 +1,532 @@
+"""The node's signing pipeline (signer_nodes.pipeline): what a node checks before it
+releases a share, item by item, in process (issue 16, mutation testing; docs/MUTATION.md).
+
+One module-scoped harness of three in-process nodes, each with its own real SoftHSM2 token
+and SQLCipher store (tests/nodes/conftest.py ``InProc``; never a mocked HSM), two FROST
+Ed25519 keys and one DKLs23 key from their DKGs: the nodes hold shares only. Every refusal
+is asserted by its kind and detail, and that it spent nothing; every share that is
+released is aggregated and checked by pynacl (Ed25519) or coincurve (ECDSA). First in
+``mutation.toml``'s selection for ``signer-nodes/pipeline.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from coincurve import PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from custody import auditchain as audit
+from custody.signing import message_to_sign
+from mpc import dkls23, frost
+from mpc.groups import SECP256K1
+from signer_nodes.errors import Kind, NodeError
+from signer_nodes.pipeline import MAX_BATCH, MAX_COMMITMENTS, Released, SignItem
+from tests.nodes.conftest import INITIATOR, InProc, public_package
+
+FK, EK = "fk", "ek"  # keys of the harness genesis's raw_signing_keys (RAW_KEYS)
+FK2 = "k2"  # a second FROST key of the same scheme
+SUITE = frost.ciphersuite("ed25519")
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProc, Any, Any]]:
+    c = InProc(Path(tmp_path_factory.mktemp("pipeline-mutants")), SigningKey.generate())
+    try:
+        fres = c.dkg("ed25519", FK)
+        eres = c.dkg("ecdsa-secp256k1", EK)
+        c.dkg("ed25519", FK2)
+        yield c, fres, eres
+    finally:
+        c.close()
+
+
+def _req(rid: str, key: str = FK, message: str = "00ff") -> dict[str, Any]:
+    return {"id": rid, "key_id": key, "kind": "raw", "message": message}
+
+
+def _package(
+    c: InProc, parties: tuple[int, ...], request: dict[str, Any]
+) -> tuple[dict[int, dict[str, str]], bytes]:
+    nonces = {p: c.nodes[p].frost_commitments(FK, 1)[0] for p in parties}
+    comms = [
+        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=SUITE)
+        for p in parties
+    ]
+    pkg = frost.signing_package(comms, message_to_sign("ed25519", request))
+    return nonces, pkg.to_bytes()
+
+
+def _refused(kind: Kind, detail: str, fn: Any, *args: Any, **kw: Any) -> NodeError:
+    with pytest.raises(NodeError) as e:
+        fn(*args, **kw)
+    assert e.value.kind == kind, e.value
+    assert detail in e.value.detail, e.value.detail
+    return e.value
+
+
+def _presign(c: InProc, parties: list[int]) -> dict[str, Any]:
+    spec = {
+        "session_id": secrets.token_hex(32),
+        "kind": "ecdsa-presign",
+        "key_id": EK,
+        "scheme": "ecdsa-secp256k1",
+        "threshold": 2,
+        "participants": parties,
+    }
+    c.run_session(spec)
+    out: dict[str, Any] = c.nodes[parties[0]].session_state(str(spec["session_id"]))["result"]
+    return out
+
+
+# -- FROST commitments -------------------------------------------------------------------------
+
+
+def test_commitment_count_is_an_integer_from_1_to_max(harness: tuple[InProc, Any, Any]) -> None:
+    c, _, _ = harness
+    node = c.nodes[3]
+    want = f"count must be an integer in [1, {MAX_COMMITMENTS}]"
+    assert MAX_COMMITMENTS == 1000
+    for bad in (0, -1, MAX_COMMITMENTS + 1, True, 1.0, "2", None):
+        _refused(Kind.BAD_REQUEST, want, node.frost_commitments, FK, bad)
+    one = node.frost_commitments(FK, 1)
+    assert len(one) == 1 and set(one[0]) == {"nonce_id", "commitments"}
+    full = node.frost_commitments(FK, MAX_COMMITMENTS)
+    assert len(full) == MAX_COMMITMENTS and len({x["nonce_id"] for x in full}) == MAX_COMMITMENTS
+    for x in full[:3] + full[-3:]:  # each one this node's commitments, held in its pool
+        comm = frost.SigningCommitments.from_bytes(bytes.fromhex(x["commitments"]), suite=SUITE)
+        assert comm.identifier == 3
+        assert node.shares.pool.get(x["nonce_id"]) is not None
+
+
+# -- item ids --------------------------------------------------------------------------------
+
+
+def test_item_ids_have_their_exact_form(harness: tuple[InProc, Any, Any]) -> None:
+    c, _, _ = harness
+    node = c.nodes[1]
+    req = _req("ids")
+    nonces, pkg = _package(c, (1, 2), req)
+    good = nonces[1]["nonce_id"]
+    nonce_detail = "nonce_id must be 32 lower-case hex digits"
+    for bad in (good[:31], good + "0", good.upper(), 7, None, bytes.fromhex(good), good + "\n"):
+        if bad == good:  # an id of digits only has no upper case (probability 2^-21.7)
+            continue
+        _refused(
+            Kind.BAD_REQUEST,
+            nonce_detail,
+            node.frost_sign,
+            FK,
+            bad,
+            req,
+            pkg,
+            coordinator_verified=True,
+        )
+    presig_detail = "presignature_id must be 64 hex digits"
+    ereq = _req("eids", EK, hashlib.sha256(b"ids").hexdigest())
+    for bad in ("ab" * 31 + "a", "ab" * 32 + "a", 64, None):
+        _refused(
+            Kind.BAD_REQUEST,
+            presig_detail,
+            node.ecdsa_sign,
+            EK,
+            bad,
+            ereq,
+            coordinator_verified=True,
+        )
+    assert node.shares.pool.get(good) is not None  # nothing spent by the refusals
+
+
+# -- FROST: the package and the nonce --------------------------------------------------------
+
+
+def test_a_package_without_this_node_or_with_other_commitments_is_refused(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    c, fres, _ = harness
+    req = _req("pkg")
+    nonces, pkg = _package(c, (2, 3), req)  # a package of nodes 2 and 3
+    mine = c.nodes[1].frost_commitments(FK, 1)[0]["nonce_id"]
+    _refused(
+        Kind.BAD_SIGNING_PACKAGE,
+        "this node is not in the signing package",
+        c.nodes[1].frost_sign,
+        FK,
+        mine,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
+    # node 2's nonce named with a package carrying node 2's commitments of ANOTHER nonce
+    other = c.nodes[2].frost_commitments(FK, 1)[0]["nonce_id"]
+    _refused(
+        Kind.BAD_SIGNING_PACKAGE,
+        "not those of the nonce",
+        c.nodes[2].frost_sign,
+        FK,
+        other,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
+    assert c.nodes[1].shares.pool.get(mine) is not None
+    assert c.nodes[2].shares.pool.get(other) is not None
+    # the honest package still signs, verified by pynacl
+    shares = [
+        frost.SignatureShare.from_bytes(
+            c.nodes[p].frost_sign(FK, nonces[p]["nonce_id"], req, pkg, coordinator_verified=True),
+            suite=SUITE,
+        )
+        for p in (2, 3)
+    ]
+    pk = frost.SigningPackage.from_bytes(pkg, suite=SUITE)
+    sig = frost.aggregate(pk, shares, public_package(fres, "ed25519"))
+    VerifyKey(bytes.fromhex(fres["public_key"])).verify(message_to_sign("ed25519", req), sig)
+
+
+def test_a_nonce_of_another_key_or_never_issued_is_unknown(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    c, _, _ = harness
+    node = c.nodes[1]
+    req = _req("unk")
+    nonces, pkg = _package(c, (1, 2), req)
+    never = secrets.token_hex(16)
+    e = _refused(
+        Kind.UNKNOWN_NONCE,
+        f"no nonce {never} for key {FK!r}",
+        node.frost_sign,
+        FK,
+        never,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
+    assert "a restart discards them" in e.detail
+    # a FROST nonce id named for the ECDSA key (another key, another kind)
+    ereq = _req("unk-e", EK, hashlib.sha256(b"unk").hexdigest())
+    nid = nonces[1]["nonce_id"]
+    with pytest.raises(NodeError) as ex:
+        node.ecdsa_sign(EK, nid + nid, ereq, coordinator_verified=True)
+    assert ex.value.kind == Kind.UNKNOWN_PRESIGNATURE
+    assert node.shares.pool.get(nid) is not None
+
+
+def test_a_nonce_is_released_once_and_a_retry_is_told_why(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    c, _, _ = harness
+    node = c.nodes[1]
+    req = _req("once")
+    nonces, pkg = _package(c, (1, 2), req)
+    nid = nonces[1]["nonce_id"]
+    out = node.frost_sign(FK, nid, req, pkg, coordinator_verified=True)
+    assert isinstance(out, Released) and out.receipt is not None
+    assert set(out.receipt) == {"body", "node"}
+    assert node.shares.pool.get(nid) is None and node.store.released(nid)
+    e = _refused(
+        Kind.NONCE_USED,
+        f"nonce {nid} was already used (by a released signature)",
+        node.frost_sign,
+        FK,
+        nid,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
+    assert e.code == "nonce-used"
+
+
+# -- batches -------------------------------------------------------------------------------
+
+
+def test_a_batch_keeps_order_fails_items_alone_and_refuses_a_repeat(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    c, fres, _ = harness
+    reqs = [_req(f"bt{i}", message=f"{i:02x}" * 4) for i in range(3)]
+    made = [_package(c, (1, 3), r) for r in reqs]
+    items = [
+        SignItem(FK, made[0][0][1]["nonce_id"], reqs[0], package=made[0][1]),
+        SignItem(FK, "zz", reqs[1], package=made[1][1]),  # bad id: fails alone
+        SignItem(FK, made[2][0][1]["nonce_id"], reqs[2], package=made[2][1]),
+        SignItem(FK, made[0][0][1]["nonce_id"], reqs[0], package=made[0][1]),  # repeat
+    ]
+    out = c.nodes[1].frost_sign_batch(items, coordinator_verified=True)
+    assert len(out) == 4
+    assert isinstance(out[0], Released) and isinstance(out[2], Released)
+    assert isinstance(out[1], NodeError) and out[1].kind == Kind.BAD_REQUEST
+    assert isinstance(out[3], NodeError) and out[3].kind == Kind.NONCE_USED
+    assert "by an earlier item of this batch" in out[3].detail
+    # item 1's nonce was never taken; items 0 and 2 are released and verify (pynacl)
+    assert c.nodes[1].shares.pool.get(made[1][0][1]["nonce_id"]) is not None
+    vk = VerifyKey(bytes.fromhex(fres["public_key"]))
+    public = public_package(fres, "ed25519")
+    for k in (0, 2):
+        nonces, pkg = made[k]
+        mine = out[k]
+        assert isinstance(mine, bytes)
+        theirs = c.nodes[3].frost_sign(
+            FK, nonces[3]["nonce_id"], reqs[k], pkg, coordinator_verified=True
+        )
+        shares = [frost.SignatureShare.from_bytes(bytes(x), suite=SUITE) for x in (mine, theirs)]
+        sig = frost.aggregate(frost.SigningPackage.from_bytes(pkg, suite=SUITE), shares, public)
+        vk.verify(message_to_sign("ed25519", reqs[k]), sig)
+    # a single request raises its error instead
+    with pytest.raises(NodeError):
+        c.nodes[1].frost_sign(FK, "zz", reqs[1], made[1][1], coordinator_verified=True)
+    assert MAX_BATCH == 256
+
+
+# -- ECDSA ---------------------------------------------------------------------------------
+
+
+def test_ecdsa_signs_once_for_the_recomputed_message_only(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    c, _, eres = harness
+    p = _presign(c, [1, 2])
+    pid = p["presignature_id"]
+    digest = hashlib.sha256(b"pipeline ecdsa").digest()
+    req = _req("ecdsa-1", EK, digest.hex())
+    other = hashlib.sha256(b"something else").digest()
+    e = _refused(
+        Kind.NOT_AUTHORIZED,
+        "",
+        c.nodes[1].ecdsa_sign,
+        EK,
+        pid,
+        req,
+        coordinator_verified=True,
+        requested=other,
+    )
+    assert e.code == "message-mismatch"
+    parts = {s: c.nodes[s].ecdsa_sign(EK, pid, req, coordinator_verified=True) for s in (1, 2)}
+    _refused(
+        Kind.PRESIGNATURE_USED,
+        "was already used",
+        c.nodes[1].ecdsa_sign,
+        EK,
+        pid,
+        req,
+        coordinator_verified=True,
+    )
+    public = dkls23.PresignaturePublic(
+        bytes.fromhex(pid),
+        bytes.fromhex(p["dkls23_key_id"]),
+        bytes.fromhex(p["session_id"]),
+        tuple(p["participants"]),
+        SECP256K1.decode_point(bytes.fromhex(p["R"])),
+    )
+    partials = [dkls23.PartialSignature.from_bytes(bytes(parts[s]), sender=s) for s in (1, 2)]
+    pk = SECP256K1.decode_point(bytes.fromhex(eres["public_key"]))
+    sig = dkls23.combine_signature(public, partials, digest, pk)
+    assert PublicKey(bytes.fromhex(eres["public_key"])).verify(sig.to_der(), digest, hasher=None)
+
+
+# -- BIP-32 children (issue 13): the node derives the child's key and share itself ------------
+
+
+def test_a_request_under_a_path_signs_for_the_child_and_a_root_presignature_is_refused(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    from custody.signing import derive_public, encode_public_key, request_path
+
+    c, fres, _ = harness
+    path = "m/0/3"
+    req = {
+        "id": "child-1",
+        "key_id": FK,
+        "kind": "message",
+        "payload": {"message": "0x" + b"child".hex()},
+        "initiator": INITIATOR,
+        "derivation_path": path,
+    }
+    msg = message_to_sign("ed25519", req)
+    nonces = {p: c.nodes[p].frost_commitments(FK, 1)[0] for p in (1, 2)}
+    comms = [
+        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=SUITE)
+        for p in (1, 2)
+    ]
+    pkg = frost.signing_package(comms, msg)
+    raw = [
+        c.nodes[p].frost_sign(
+            FK, nonces[p]["nonce_id"], req, pkg.to_bytes(), coordinator_verified=True
+        )
+        for p in (1, 2)
+    ]
+    child = derive_public(public_package(fres, "ed25519"), FK, request_path(req))
+    shares = [frost.SignatureShare.from_bytes(bytes(x), suite=SUITE) for x in raw]
+    sig = frost.aggregate(pkg, shares, child)
+    VerifyKey(encode_public_key("ed25519", child.group_public_key)).verify(msg, sig)
+    with pytest.raises(BadSignatureError):
+        VerifyKey(bytes.fromhex(fres["public_key"])).verify(msg, sig)
+    # an ECDSA presignature made for the root key is refused for a path, and not spent
+    p = _presign(c, [1, 2])
+    pid = p["presignature_id"]
+    ereq = {**_req("child-e", EK, hashlib.sha256(b"child").hexdigest()), "derivation_path": path}
+    e = _refused(
+        Kind.UNKNOWN_PRESIGNATURE,
+        f"was made for the root key, not for {path}: a presignature signs for its own path only",
+        c.nodes[1].ecdsa_sign,
+        EK,
+        pid,
+        ereq,
+        coordinator_verified=True,
+    )
+    assert pid in e.detail
+    assert c.nodes[1].shares.ledger_item(pid) is not None
+
+
+def _entry_of(node: Any, item_id: str) -> tuple[Any, dict[str, Any]]:
+    rows = [r for r in node.store.releases_after(0, 10_000) if r.item_id == item_id]
+    assert len(rows) == 1
+    return rows[0], cbor2.loads(rows[0].entry)
+
+
+def test_the_release_log_entry_records_the_request_and_chains(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """Step 3: the durable entry names the request (digest over id, key, kind and the
+    RECOMPUTED message), the signer set, the item and (under a path) the path, and chains."""
+    c, _, _ = harness
+    node = c.nodes[2]
+    for rid, path in (("entry-root", None), ("entry-child", "m/7")):
+        req: dict[str, Any] = {**_req(rid), "message": "c0ffee"}
+        if path:
+            req["derivation_path"] = path
+        nonces, pkg = _package(c, (2, 3), req)
+        nid = nonces[2]["nonce_id"]
+        out = node.frost_sign(FK, nid, req, pkg, coordinator_verified=True)
+        row, entry = _entry_of(node, nid)
+        assert row.hash == audit.release_hash(row.entry)
+        if row.seq > 1:  # chained to the entry before it
+            assert row.prev == node.store.releases_after(row.seq - 2, 1)[0].hash
+        msg = message_to_sign("ed25519", req)
+        assert entry["request_digest"] == audit.request_digest(rid, FK, "raw", msg)
+        assert entry["request_id"] == rid and entry["kind"] == "raw" and entry["key_id"] == FK
+        assert entry["scheme"] == "ed25519" and entry["signers"] == [2, 3]
+        assert entry["item_id"] == nid and entry["seq"] == row.seq
+        assert isinstance(entry["time"], int) and entry["time"] > 1_700_000_000
+        assert entry.get("derivation_path") == path
+        assert entry["approvals"] == [] and entry["policy_version"] == 1
+        # the receipt attests exactly this committed entry
+        assert isinstance(out, Released) and out.receipt is not None
+        att = out.receipt["node"]
+        assert att["release_seq"] == row.seq and att["release_hash"] == row.hash.hex()
+        assert att["node_id"] == node.node_id
+
+
+def test_a_committed_release_keeps_counting_in_the_velocity_window(inproc: InProc) -> None:
+    """After the commit, a released request's reservation is CONFIRMED (it counts for good);
+    cancelling it instead would let the next request spend the window again: a velocity
+    bypass until the node restarts. Sequential requests of 1000 under a 1500 limit: the
+    second is refused."""
+    import rlp
+
+    from custody import governance as gov
+    from custody import policy as pol
+
+    inproc.dkg("ecdsa-secp256k1", "vk")
+    body = gov.decode(inproc.genesis).body.successor(
+        policy=pol.Policy(
+            rules=(
+                pol.Rule(
+                    "capped",
+                    "allow",
+                    kinds=frozenset({"evm-tx"}),
+                    assets=frozenset({"ETH"}),
+                    velocity=(pol.Velocity("key", 3600, 1500),),
+                ),
+            )
+        )
+    )
+    doc = inproc.officers.sign(body)
+    for nd in inproc.nodes.values():
+        nd.install_governance(doc)
+    node = inproc.nodes[1]
+    pres = []
+    for _ in range(2):
+        spec = {
+            "session_id": secrets.token_hex(32),
+            "kind": "ecdsa-presign",
+            "key_id": "vk",
+            "scheme": "ecdsa-secp256k1",
+            "threshold": 2,
+            "participants": [1, 2],
+        }
+        inproc.run_session(spec)
+        pres.append(str(node.session_state(str(spec["session_id"]))["result"]["presignature_id"]))
+
+    def request(i: int) -> dict[str, Any]:
+        fields = [1, i, 1, 2, 21_000, bytes.fromhex("a1" * 20), 1000, b"", []]
+        return {
+            "id": f"vel-{i}",
+            "key_id": "vk",
+            "kind": "evm-tx",
+            "payload": {"tx": "0x02" + rlp.encode(fields).hex()},
+            "initiator": INITIATOR,
+        }
+
+    assert isinstance(node.ecdsa_sign("vk", pres[0], request(0), coordinator_verified=True), bytes)
+    e = _refused(
+        Kind.NOT_AUTHORIZED,
+        "",
+        node.ecdsa_sign,
+        "vk",
+        pres[1],
+        request(1),
+        coordinator_verified=True,
+    )
+    assert e.code == "policy-denied"
+    assert node.shares.ledger_item(pres[1]) is not None  # refused before it was taken
+
+
+def test_a_pipeline_without_an_identity_key_releases_without_a_receipt(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    from signer_nodes.pipeline import SigningPipeline
+
+    c, _, _ = harness
+    node = c.nodes[1]
+    bare = SigningPipeline(node.shares, 1, node.anchor)  # sign=None: no receipts
+    req = _req("no-receipt")
+    nonces, pkg = _package(c, (1, 2), req)
+    item = SignItem(FK, nonces[1]["nonce_id"], req, package=pkg)
+    out = bare.sign_one(bare.frost, item, coordinator_verified=True)
+    assert isinstance(out, Released) and out.receipt is None and len(out) > 0
+
+
+def test_a_nonce_of_another_key_of_the_same_scheme_is_unknown(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """A nonce lives in the pool under its own key: naming it for another FROST key (same
+    kind of item, package carrying its commitments) is refused before it is taken."""
+    c, _, _ = harness
+    node = c.nodes[1]
+    req = {**_req("cross-key"), "key_id": FK2}
+    nonces = {p: c.nodes[p].frost_commitments(FK, 1)[0] for p in (1, 2)}  # nonces of FK
+    comms = [
+        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=SUITE)
+        for p in (1, 2)
+    ]
+    pkg = frost.signing_package(comms, message_to_sign("ed25519", req)).to_bytes()
+    nid = nonces[1]["nonce_id"]
+    _refused(
+        Kind.UNKNOWN_NONCE,
+        f"no nonce {nid} for key {FK2!r}",
+        node.frost_sign,
+        FK2,
+        nid,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
+    assert node.shares.pool.get(nid) is not None
