@@ -58,7 +58,7 @@ from typing import Any
 import httpx
 
 from custody import governance, tls
-from custody.cli_support import read_cluster_file
+from custody.cli_support import ClusterFileError, read_cluster_file
 from custody.policy import (
     Allowlist,
     AllowlistEntry,
@@ -389,6 +389,13 @@ class Cluster:
         os.chmod(self.data_dir, 0o700)
         (self.data_dir / "logs").mkdir(exist_ok=True, mode=0o700)
         os.chmod(self.data_dir / "logs", 0o700)
+        known = self._provisioned()
+        if known is not None:  # every part provisioned on an earlier run
+            self.coordinator_keys, creds = known
+            if self.tls:
+                self._dev_tls()
+            self._dev_governance()
+            return creds
         self.progress("provisioning coordinator")
         out = json.loads(
             self._run(
@@ -441,6 +448,43 @@ class Cluster:
             self._dev_tls()
         self._dev_governance()
         return dict(creds)
+
+    def _provisioned(self) -> tuple[dict[str, bytes], dict[str, str]] | None:
+        """The coordinator keys and credentials of a cluster an earlier run provisioned
+        whole, from its ``cluster.json``; None when any part is missing (then ``api init``
+        and ``signer_nodes init`` run, as on a first run).
+
+        ``api init`` on a provisioned coordinator changes nothing (its key and credentials
+        exist) but costs a process start, about 3 s of CPU, on every start of a copied
+        cluster; what it would print is public and recorded in ``cluster.json`` by
+        :meth:`start`. The database is migrated by ``api serve`` at start all the same. A
+        recorded key that is not the token's makes every node refuse the coordinator: it
+        fails closed."""
+        if not self.cluster_file.exists():
+            return None
+        try:
+            doc = read_cluster_file(self.cluster_file)
+        except ClusterFileError:
+            return None
+        recorded = doc.get("coordinator_public_keys")
+        names = ("coordinator", *self.more_coordinators)
+        if not isinstance(recorded, dict) or set(recorded) != set(names):
+            return None
+        if not all((self.data_dir / n / "hsm.json").exists() for n in names):
+            return None
+        if not self._env().get("CUSTODY_DATABASE_URL") and not all(
+            (self.data_dir / n / "coordinator.db").exists() for n in names
+        ):
+            return None  # its database is gone: init makes a new one (and new credentials)
+        for i in range(1, self.nodes + 1):
+            d = self.data_dir / node_id(i)
+            if not (d.exists() and any(d.iterdir())):
+                return None
+        try:
+            keys = {n: bytes.fromhex(recorded[n]) for n in names}
+        except (TypeError, ValueError):
+            return None
+        return keys, dict(doc["credentials"])
 
     def _dev_tls(self) -> None:
         """The dev CA (first run), the coordinator's client certificate and a server
@@ -740,6 +784,7 @@ class Cluster:
                 {"id": node_id(i), "url": self.node_url(i)} for i in range(1, self.nodes + 1)
             ],
             "credentials": creds,
+            "coordinator_public_keys": {n: k.hex() for n, k in self.coordinator_keys.items()},
             "principals": dict(DEV_PRINCIPALS),
             "dev_policy": "demo (README: Demo policy)",
             "dev_governance": self._governance_files(),

@@ -143,8 +143,13 @@ def _provision_template(d: Path, allow_raw: bool) -> None:
     template = Cluster(d, nodes=3, allow_raw=allow_raw)
     creds = template.provision()
     # the part of what a first start writes that a later start reads back (a copy's
-    # start rewrites the whole file)
-    write_private_json(template.cluster_file, {"api_url": "", "credentials": creds})
+    # start rewrites the whole file): with the coordinator's public key, a copy's start
+    # skips `api init` (Cluster._provisioned)
+    keys = {n: k.hex() for n, k in template.coordinator_keys.items()}
+    write_private_json(
+        template.cluster_file,
+        {"api_url": "", "credentials": creds, "coordinator_public_keys": keys},
+    )
 
 
 def _cluster_template(allow_raw: bool = True, dst: Path | None = None) -> Path:
