@@ -6,6 +6,7 @@ selection for ``hsm/session.py``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,8 +14,9 @@ import pytest
 from pkcs11 import Attribute, KeyType, ObjectClass
 
 from hsm import Hsm, HsmConfig, _backend, seal_aad
-from hsm.errors import HsmError, SealKeyMissing
+from hsm.errors import HsmError, HsmUnavailable, SealKeyMissing
 from hsm.session import _ed25519_point, seal_key_label, signing_key_label
+from tests.hsm.conftest import token_subdir
 
 AAD = seal_aad("key-mut", "node-1", 1)
 
@@ -141,3 +143,79 @@ def test_a_missing_signing_key_is_named_as_none(hsm: Hsm, hsm_config: HsmConfig)
 def test_the_token_label_is_a_property(hsm: Hsm, hsm_config: HsmConfig) -> None:
     assert hsm.token_label == hsm_config.token_label
     assert hsm.closed is False
+
+
+# -- s22-mutc: the survivors of the partial full run (docs/MUTATION.md) ----------------------
+
+
+def test_the_last_version_2_32_minus_1_is_created_sealed_under_and_read(
+    hsm: Hsm, raw_session: Any
+) -> None:
+    """A high-water record of 2^32 - 2 makes the next key 2^32 - 1 itself (``>`` is the
+    bound, not ``>=``); a blob sealed under it reads back (the lookup's range includes
+    2^32 - 1); the version after is exhausted."""
+    last = 2**32 - 1
+    raw_session.create_object(
+        {
+            Attribute.CLASS: ObjectClass.DATA,
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.LABEL: "custody-seal-high-water",
+            Attribute.VALUE: (last - 1).to_bytes(4, "big"),
+        }
+    )
+    assert hsm.create_seal_key() == last
+    assert hsm.seal_key_versions() == [last]
+    blob = hsm.seal(b"the last", AAD, version=last)
+    assert hsm.unseal(blob, AAD) == b"the last"
+    with pytest.raises(HsmError) as e:
+        hsm.create_seal_key()
+    assert e.value.code == "hsm.seal_key_exhausted"
+
+
+def test_closing_the_last_holder_forgets_the_token_login(
+    hsm: Hsm, hsm_config: HsmConfig
+) -> None:
+    """``_disconnect`` drops this Hsm from the token's login holders: once the last holder
+    closes, the process no longer records a login (nor the PIN it was made with)."""
+    assert hsm_config.module_path is not None
+    library = _backend.get_library(hsm_config.module_path, hsm_config.softhsm_conf)
+    serial = bytes(_backend.find_token(library, hsm_config.token_label).serial)
+    assert id(hsm) in library.logins[serial].holders
+    hsm.close()
+    assert serial not in library.logins
+
+
+def test_a_failed_reconnect_is_tried_once_more_then_fails_closed(
+    hsm: Hsm, hsm_config: HsmConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real device fault, in process: the token's directory moved out of SoftHSM2's
+    token directory and the PKCS#11 session closed under the Hsm (``C_CloseSession``).
+    A call with no session reconnects on attempt 1 and, that failing, ONCE more on
+    attempt 2 (each reconnect re-initialises the module once: two
+    ``hsm.library_reinitialized`` lines), then fails closed with ``hsm.unavailable``;
+    the directory back, the next call recovers on its own."""
+    hsm.create_seal_key()
+    blob = hsm.seal(b"kept", AAD)
+    sub = token_subdir(hsm_config)
+    away = sub.parent.parent / f"{sub.name}.away"  # outside the scanned token directory
+    sub.rename(away)
+    try:
+        assert hsm._session is not None
+        hsm._session.close()
+        with pytest.raises(HsmUnavailable, match=r"reconnect failed: hsm\.token_missing"):
+            hsm.unseal(blob, AAD)  # the dead session, then one failed reconnect
+        assert hsm._session is None
+        caplog.clear()
+        caplog.set_level(logging.WARNING, logger="hsm")
+        with pytest.raises(HsmUnavailable, match=r"reconnect failed: hsm\.token_missing"):
+            hsm.unseal(blob, AAD)  # no session: reconnect, and reconnect again
+        lines = [r.getMessage().split(" ")[0] for r in caplog.records]
+        assert lines == [
+            "hsm.library_reinitialized",
+            "hsm.library_reinitialized",
+            "hsm.unavailable",
+        ], lines
+    finally:
+        away.rename(sub)
+    assert hsm.unseal(blob, AAD) == b"kept"
