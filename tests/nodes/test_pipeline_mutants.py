@@ -530,3 +530,157 @@ def test_a_nonce_of_another_key_of_the_same_scheme_is_unknown(
         coordinator_verified=True,
     )
     assert node.shares.pool.get(nid) is not None
+
+
+# -- s22-mutc: the survivors left open by s22-muta ------------------------------------------
+
+
+def _velocity_cluster(inproc: InProc, key: str, limit: int, presigs: int) -> list[str]:
+    """``key`` (DKLs23) under one rule: evm-tx of ETH, at most ``limit`` wei an hour per
+    key; returns ``presigs`` presignature ids of nodes 1 and 2."""
+    from custody import governance as gov
+    from custody import policy as pol
+
+    inproc.dkg("ecdsa-secp256k1", key)
+    body = gov.decode(inproc.genesis).body.successor(
+        policy=pol.Policy(
+            rules=(
+                pol.Rule(
+                    "capped",
+                    "allow",
+                    kinds=frozenset({"evm-tx"}),
+                    assets=frozenset({"ETH"}),
+                    velocity=(pol.Velocity("key", 3600, limit),),
+                ),
+            )
+        )
+    )
+    doc = inproc.officers.sign(body)
+    for nd in inproc.nodes.values():
+        nd.install_governance(doc)
+    out = []
+    for _ in range(presigs):
+        spec = {
+            "session_id": secrets.token_hex(32),
+            "kind": "ecdsa-presign",
+            "key_id": key,
+            "scheme": "ecdsa-secp256k1",
+            "threshold": 2,
+            "participants": [1, 2],
+        }
+        inproc.run_session(spec)
+        state = inproc.nodes[1].session_state(str(spec["session_id"]))
+        out.append(str(state["result"]["presignature_id"]))
+    return out
+
+
+def _evm_request(rid: str, key: str, nonce: int, wei: int) -> dict[str, Any]:
+    import rlp
+
+    fields = [1, nonce, 1, 2, 21_000, bytes.fromhex("a1" * 20), wei, b"", []]
+    return {
+        "id": rid,
+        "key_id": key,
+        "kind": "evm-tx",
+        "payload": {"tx": "0x02" + rlp.encode(fields).hex()},
+        "initiator": INITIATOR,
+    }
+
+
+def test_a_failed_commit_gives_back_its_velocity_reservation(inproc: InProc) -> None:
+    """The release-log commit fails (a real SQLCipher failure: a trigger refusing every
+    insert into ``releases``): the request's velocity reservation is CANCELLED, so a later
+    request within the limit is allowed; kept, it would count a release that never
+    happened and deny the next one (fail closed, but a node denying within its limit).
+    After a committed release no reservation is left pending (a pending one is never
+    pruned: the window would grow for as long as the node runs)."""
+    pres = _velocity_cluster(inproc, "vc", 1500, 2)
+    node = inproc.nodes[1]
+    with node.store.tx() as cur:
+        cur.execute(
+            "CREATE TRIGGER no_marks BEFORE INSERT ON releases BEGIN"
+            " SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+    with pytest.raises(Exception, match="disk says no"):
+        node.ecdsa_sign("vc", pres[0], _evm_request("vc-0", "vc", 0, 1000), coordinator_verified=True)
+    with node.store.tx() as cur:
+        cur.execute("DROP TRIGGER no_marks")
+    window = node.pipeline.window
+    assert window.size() == 0 and not window._pending  # nothing counts, nothing pending
+    # the burnt presignature stays burnt (taken before the commit); another one signs
+    out = node.ecdsa_sign("vc", pres[1], _evm_request("vc-1", "vc", 1, 1000), coordinator_verified=True)
+    assert isinstance(out, Released) and out.receipt is not None
+    assert window.size() == 1 and not window._pending  # counted for good, not pending
+
+
+def test_a_psbt_under_a_path_is_authorized_against_the_childs_key(inproc: InProc) -> None:
+    """The authorization seam sees the CHILD's key for a request under a derivation path:
+    a btc-psbt whose inputs spend the child's BIP-86 output is allowed and signed (the
+    aggregate verified by libsecp256k1 under the child's output key); handed the root key,
+    the seam would find inputs that are not the key's and refuse the honest request."""
+    from coincurve import PublicKeyXOnly
+
+    from custody import governance as gov
+    from custody import policy as pol
+    from custody.kinds.addresses import p2tr_script, taproot_output_key
+    from custody.signing import derive_public, messages_to_sign
+    from tests.custody.kinds.btc_build import b64, build_psbt
+    from tests.nodes.conftest import public_package
+    from tests.nodes.test_derived_sign import embit_child, xpub_of
+
+    spec = {
+        "session_id": secrets.token_hex(32),
+        "kind": "dkg",
+        "key_id": "tp",
+        "scheme": "bip340",
+        "threshold": 2,
+        "participants": [1, 2, 3],
+        "network": "regtest",
+    }
+    inproc.run_session(spec)
+    res = dict(inproc.nodes[1].session_state(str(spec["session_id"]))["result"])
+    root = public_package(res, "bip340")
+    child = embit_child(xpub_of("tp", root, "testnet"), "m/0/7")[1:]  # x-only, by embit
+    body = gov.decode(inproc.genesis).body.successor(
+        policy=pol.Policy(rules=(pol.Rule("psbt", "allow", kinds=frozenset({"btc-psbt"})),))
+    )
+    doc = inproc.officers.sign(body)
+    for nd in inproc.nodes.values():
+        nd.install_governance(doc)
+    amounts = [60_000]
+    ins = [(secrets.token_bytes(32), 0, amounts[0], 0xFFFFFFFD)]
+    outs = [(p2tr_script(taproot_output_key(child)), amounts[0] - 400)]
+    req = {
+        "id": "psbt-child",
+        "key_id": "tp",
+        "kind": "btc-psbt",
+        "payload": b64(build_psbt(child, ins, outs)),
+        "network": "regtest",
+        "initiator": INITIATOR,
+        "derivation_path": "m/0/7",
+    }
+    output_key = taproot_output_key(child)
+    (sighash,) = messages_to_sign("bip340", req, public_key=child)
+    suite = frost.ciphersuite("bip340")
+    nonces = {p: inproc.nodes[p].frost_commitments("tp", 1)[0] for p in (1, 2)}
+    comms = [
+        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=suite)
+        for p in (1, 2)
+    ]
+    pkg = frost.signing_package(comms, sighash)
+    shares = []
+    for p in (1, 2):
+        node = inproc.nodes[p]
+        item = SignItem(
+            "tp",
+            nonces[p]["nonce_id"],
+            req,
+            package=pkg.to_bytes(),
+            input_index=0,
+            output_key=output_key.hex(),
+        )
+        out = node.pipeline.sign_one(node.pipeline.frost, item, coordinator_verified=True)
+        shares.append(frost.SignatureShare.from_bytes(bytes(out), suite=suite))
+    tweaked = frost.taproot_tweak(derive_public(root, "tp", (0, 7)))
+    sig = frost.aggregate(pkg, shares, tweaked)
+    assert PublicKeyXOnly(output_key).verify(sig, sighash)  # libsecp256k1, the child's Q
