@@ -684,3 +684,56 @@ def test_a_psbt_under_a_path_is_authorized_against_the_childs_key(inproc: InProc
     tweaked = frost.taproot_tweak(derive_public(root, "tp", (0, 7)))
     sig = frost.aggregate(pkg, shares, tweaked)
     assert PublicKeyXOnly(output_key).verify(sig, sighash)  # libsecp256k1, the child's Q
+
+
+def _released_behind_the_pool(node: Any, nonce_id: str) -> None:
+    """Commit a release-log entry for ``nonce_id`` straight into the node's store (a real
+    SQLCipher commit) while the nonce is still in the memory pool: the state a second
+    writer of the same store would leave. The pipeline's commit then reports the item as
+    already released (``seq`` None) AFTER the mark, in the compute step."""
+
+    def build(seq: int, prev: bytes) -> tuple[bytes, bytes]:
+        enc = audit.encode_release({"seq": seq, "prev": prev, "item_id": nonce_id})
+        return enc, audit.release_hash(enc)
+
+    assert node.store.release(nonce_id, "nonce", build) is not None
+    assert node.shares.pool.get(nonce_id) is not None
+
+
+def test_an_item_the_commit_reports_released_raises_alone_or_fails_alone(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """A failure after the mark (the commit says the nonce was already released) is the
+    single request's own NodeError (nonce-used), raised; in a batch it is that item's
+    outcome and the others are released (and verify under pynacl)."""
+    c, fres, _ = harness
+    node = c.nodes[1]
+    req = _req("behind-1", message="b1" * 4)
+    nonces, pkg = _package(c, (1, 3), req)
+    nid = nonces[1]["nonce_id"]
+    _released_behind_the_pool(node, nid)
+    _refused(
+        Kind.NONCE_USED,
+        f"nonce {nid} was already used",
+        node.frost_sign,
+        FK,
+        nid,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
+    reqs = [_req(f"behind-b{i}", message=f"c{i}" * 4) for i in range(2)]
+    made = [_package(c, (1, 3), r) for r in reqs]
+    _released_behind_the_pool(node, made[0][0][1]["nonce_id"])
+    items = [SignItem(FK, made[k][0][1]["nonce_id"], reqs[k], package=made[k][1]) for k in (0, 1)]
+    out = node.frost_sign_batch(items, coordinator_verified=True)
+    assert isinstance(out[0], NodeError) and out[0].kind == Kind.NONCE_USED, out[0]
+    assert "was already used" in out[0].detail
+    assert isinstance(out[1], Released)
+    theirs = c.nodes[3].frost_sign(
+        FK, made[1][0][3]["nonce_id"], reqs[1], made[1][1], coordinator_verified=True
+    )
+    shares = [frost.SignatureShare.from_bytes(bytes(x), suite=SUITE) for x in (out[1], theirs)]
+    pkg1 = frost.SigningPackage.from_bytes(made[1][1], suite=SUITE)
+    sig = frost.aggregate(pkg1, shares, public_package(fres, "ed25519"))
+    VerifyKey(bytes.fromhex(fres["public_key"])).verify(message_to_sign("ed25519", reqs[1]), sig)
