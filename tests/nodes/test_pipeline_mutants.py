@@ -737,3 +737,100 @@ def test_an_item_the_commit_reports_released_raises_alone_or_fails_alone(
     pkg1 = frost.SigningPackage.from_bytes(made[1][1], suite=SUITE)
     sig = frost.aggregate(pkg1, shares, public_package(fres, "ed25519"))
     VerifyKey(bytes.fromhex(fres["public_key"])).verify(message_to_sign("ed25519", reqs[1]), sig)
+
+
+def test_a_passkey_approval_signs_in_process_and_its_counter_is_recorded(inproc: InProc) -> None:
+    """Issue 15 through the pipeline, in process: a request above the limit approved by a
+    key-file approver and a passkey approver signs (the combined ECDSA signature checked
+    by coincurve); the counter is recorded by the node before the release, so a second
+    assertion with the same counter (a cloned authenticator) is refused."""
+    import time
+
+    from custody import approvals as appr
+    from custody import governance as gov
+    from custody import policy as pol
+    from tests.console.authenticator import SoftAuthenticator
+    from tests.nodes.test_passkey_nodes import _statement, _wire
+    from tests.nodes.test_policy_enforcement import ALICE, KEY, _approval, _policy, _request
+
+    key = inproc.dkg("ecdsa-secp256k1", KEY)
+    treasury = {f"treasury-{i}": SigningKey.generate() for i in (1, 2, 3)}
+    base = _policy(int(time.time()), treasury, {"ops-1": SigningKey.generate()})
+    alice = SoftAuthenticator()
+    groups = tuple(
+        pol.ApproverGroup(g.group_id, (*g.approvers, pol.Approver("alice", b"", alice.credential)))
+        if g.group_id == "treasury"
+        else g
+        for g in base.approver_groups
+    )
+    body = gov.decode(inproc.genesis).body.successor(
+        policy=pol.Policy(base.rules, base.allowlists, base.wallets, groups)
+    )
+    doc = inproc.officers.sign(body)
+    for nd in inproc.nodes.values():
+        nd.install_governance(doc)
+    g = body
+    t1 = treasury["treasury-1"]
+
+    def approved(req: dict[str, Any], approval: appr.PasskeyApproval) -> dict[str, Any]:
+        return {**req, "approvals": [_approval(t1, "treasury-1", req, g), _wire(approval)]}
+
+    alice.counter = 20
+    big = _request("pk-inproc-1", ALICE, 5000)
+    request = approved(big, alice.approve(_statement(big, g, "alice")))  # counter 21
+    pre = _presign_for(inproc, KEY, [1, 2])
+    partials = [
+        dkls23.PartialSignature.from_bytes(
+            bytes(
+                inproc.nodes[p].ecdsa_sign(
+                    KEY, pre["presignature_id"], request, coordinator_verified=True
+                )
+            ),
+            sender=p,
+        )
+        for p in (1, 2)
+    ]
+    public = dkls23.PresignaturePublic(
+        bytes.fromhex(pre["presignature_id"]),
+        bytes.fromhex(pre["dkls23_key_id"]),
+        bytes.fromhex(pre["session_id"]),
+        tuple(pre["participants"]),
+        SECP256K1.decode_point(bytes.fromhex(pre["R"])),
+    )
+    digest = message_to_sign("ecdsa-secp256k1", request)
+    pk = bytes.fromhex(key["public_key"])
+    sig = dkls23.combine_signature(public, partials, digest, SECP256K1.decode_point(pk))
+    raw = sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big")
+    recovered = PublicKey.from_signature_and_message(
+        raw + bytes([sig.recovery_id]), digest, hasher=None
+    )
+    assert recovered.format() == PublicKey(pk).format()  # coincurve, not our code
+    # the counter 21 is the node's now: a clone still at 20 approves another request
+    other = _request("pk-inproc-2", ALICE, 5000)
+    alice.counter = 20
+    cloned = approved(other, alice.approve(_statement(other, g, "alice")))
+    pre2 = _presign_for(inproc, KEY, [1, 2])
+    e = _refused(
+        Kind.NOT_AUTHORIZED,
+        "21 does not exceed 21",
+        inproc.nodes[1].ecdsa_sign,
+        KEY,
+        pre2["presignature_id"],
+        cloned,
+        coordinator_verified=True,
+    )
+    assert e.code == "passkey-stale-counter"
+
+
+def _presign_for(c: InProc, key: str, parties: list[int]) -> dict[str, Any]:
+    spec = {
+        "session_id": secrets.token_hex(32),
+        "kind": "ecdsa-presign",
+        "key_id": key,
+        "scheme": "ecdsa-secp256k1",
+        "threshold": 2,
+        "participants": parties,
+    }
+    c.run_session(spec)
+    out: dict[str, Any] = c.nodes[parties[0]].session_state(str(spec["session_id"]))["result"]
+    return out
