@@ -203,9 +203,12 @@ def test_a_failed_reconnect_is_tried_once_more_then_fails_closed(
     try:
         assert hsm._session is not None
         hsm._session.close()
+        caplog.set_level(logging.WARNING, logger="hsm")
         with pytest.raises(HsmUnavailable, match=r"reconnect failed: hsm\.token_missing"):
             hsm.unseal(blob, AAD)  # the dead session, then one failed reconnect
         assert hsm._session is None
+        lost = [r.getMessage() for r in caplog.records if "hsm.session_lost" in r.getMessage()]
+        assert len(lost) == 1 and lost[0].endswith("reason=SessionHandleInvalid attempt=1"), lost
         caplog.clear()
         caplog.set_level(logging.WARNING, logger="hsm")
         with pytest.raises(HsmUnavailable, match=r"reconnect failed: hsm\.token_missing"):
@@ -219,3 +222,69 @@ def test_a_failed_reconnect_is_tried_once_more_then_fails_closed(
     finally:
         away.rename(sub)
     assert hsm.unseal(blob, AAD) == b"kept"
+
+
+def test_a_planted_key_labelled_v0_is_never_used(hsm: Hsm, raw_session: Any) -> None:
+    """Version 0 is out of range even when a key labelled ``custody-seal-v0`` is on the
+    token (planted by anyone holding the PIN): a blob forged under it with a version-0
+    header (which the header parser accepts) is ``unknown_key_version``, never its
+    attacker-chosen plaintext; it cannot be sealed under nor destroyed as a version."""
+    from pkcs11 import Mechanism
+    from pkcs11.mechanisms import GCMParams
+
+    from hsm.blob import gcm_aad
+    from hsm.errors import UnsealError
+
+    planted = raw_session.generate_key(KeyType.AES, 256, label=seal_key_label(0), store=True)
+    nonce = bytes(12)
+    body = planted.encrypt(
+        b"attacker's share",
+        mechanism=Mechanism.AES_GCM,
+        mechanism_param=GCMParams(nonce, gcm_aad(0, AAD), 128),
+    )
+    forged = b"TPS1" + bytes(4) + nonce + bytes(body)
+    with pytest.raises(UnsealError) as e:
+        hsm.unseal(forged, AAD)
+    assert e.value.code == "hsm.unseal.unknown_key_version", e.value
+    with pytest.raises(SealKeyMissing, match=r"\(versions are 1\.\.2\^32-1\)"):
+        hsm.seal(b"x", AAD, version=0)
+    with pytest.raises(SealKeyMissing, match="seal key version 0 is not on token"):
+        hsm.destroy_seal_key(0)
+    assert raw_session.get_key(label=seal_key_label(0)) is not None  # not destroyed
+
+
+def test_a_stale_key_handle_is_resolved_again_by_label(hsm: Hsm, raw_session: Any) -> None:
+    """The cached handle of v1 is destroyed under the Hsm (another session) and a new key
+    labelled v1 made: the next seal meets the stale handle, looks the label up once more
+    and seals under the new key (which the raw session can decrypt: AES-GCM, same key)."""
+    assert hsm.create_seal_key() == 1
+    old_blob = hsm.seal(b"first", AAD, version=1)  # caches v1's handle
+    new = raw_session.generate_key(KeyType.AES, 256, label="custody-seal-new", store=True)
+    raw_session.get_key(label=seal_key_label(1)).destroy()
+    assert new[Attribute.LABEL] == "custody-seal-new"
+    replacement = raw_session.generate_key(
+        KeyType.AES, 256, label=seal_key_label(1), store=True, id=(1).to_bytes(4, "big")
+    )
+    new.destroy()
+    blob = hsm.seal(b"second", AAD, version=1)
+    assert hsm.unseal(blob, AAD) == b"second"
+    with pytest.raises(HsmError):  # the old key is gone: its blob is unreadable
+        hsm.unseal(old_blob, AAD)
+    assert replacement[Attribute.LABEL] == seal_key_label(1)
+
+
+def test_no_seal_key_on_a_vanished_token_is_not_taken_for_none(
+    hsm: Hsm, hsm_config: HsmConfig
+) -> None:
+    """A token with no seal key vanishes (its directory moved out of SoftHSM2's token
+    directory): the empty object search is probed with C_GetTokenInfo, so the listing
+    fails closed instead of answering "no seal keys" (on which a caller would create v1)."""
+    sub = token_subdir(hsm_config)
+    away = sub.parent.parent / f"{sub.name}.away"
+    sub.rename(away)
+    try:
+        with pytest.raises(HsmUnavailable):
+            hsm.seal_key_versions()
+    finally:
+        away.rename(sub)
+    assert hsm.seal_key_versions() == []
