@@ -173,9 +173,7 @@ def test_the_last_version_2_32_minus_1_is_created_sealed_under_and_read(
     assert e.value.code == "hsm.seal_key_exhausted"
 
 
-def test_closing_the_last_holder_forgets_the_token_login(
-    hsm: Hsm, hsm_config: HsmConfig
-) -> None:
+def test_closing_the_last_holder_forgets_the_token_login(hsm: Hsm, hsm_config: HsmConfig) -> None:
     """``_disconnect`` drops this Hsm from the token's login holders: once the last holder
     closes, the process no longer records a login (nor the PIN it was made with)."""
     assert hsm_config.module_path is not None

@@ -602,13 +602,17 @@ def test_a_failed_commit_gives_back_its_velocity_reservation(inproc: InProc) -> 
             " SELECT RAISE(ABORT, 'disk says no'); END"
         )
     with pytest.raises(Exception, match="disk says no"):
-        node.ecdsa_sign("vc", pres[0], _evm_request("vc-0", "vc", 0, 1000), coordinator_verified=True)
+        node.ecdsa_sign(
+            "vc", pres[0], _evm_request("vc-0", "vc", 0, 1000), coordinator_verified=True
+        )
     with node.store.tx() as cur:
         cur.execute("DROP TRIGGER no_marks")
     window = node.pipeline.window
     assert window.size() == 0 and not window._pending  # nothing counts, nothing pending
     # the burnt presignature stays burnt (taken before the commit); another one signs
-    out = node.ecdsa_sign("vc", pres[1], _evm_request("vc-1", "vc", 1, 1000), coordinator_verified=True)
+    out = node.ecdsa_sign(
+        "vc", pres[1], _evm_request("vc-1", "vc", 1, 1000), coordinator_verified=True
+    )
     assert isinstance(out, Released) and out.receipt is not None
     assert window.size() == 1 and not window._pending  # counted for good, not pending
 
