@@ -149,7 +149,7 @@ def test_the_token_label_is_a_property(hsm: Hsm, hsm_config: HsmConfig) -> None:
 
 
 def test_the_last_version_2_32_minus_1_is_created_sealed_under_and_read(
-    hsm: Hsm, raw_session: Any
+    hsm: Hsm, hsm_config: HsmConfig, raw_session: Any
 ) -> None:
     """A high-water record of 2^32 - 2 makes the next key 2^32 - 1 itself (``>`` is the
     bound, not ``>=``); a blob sealed under it reads back (the lookup's range includes
@@ -168,6 +168,9 @@ def test_the_last_version_2_32_minus_1_is_created_sealed_under_and_read(
     assert hsm.seal_key_versions() == [last]
     blob = hsm.seal(b"the last", AAD, version=last)
     assert hsm.unseal(blob, AAD) == b"the last"
+    with Hsm.open(hsm_config) as fresh:  # no cached handle: found by label, in range
+        assert fresh.unseal(blob, AAD) == b"the last"
+        assert fresh.unseal(fresh.seal(b"again", AAD, version=last), AAD) == b"again"
     with pytest.raises(HsmError) as e:
         hsm.create_seal_key()
     assert e.value.code == "hsm.seal_key_exhausted"
