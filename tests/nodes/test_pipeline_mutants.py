@@ -838,3 +838,53 @@ def _presign_for(c: InProc, key: str, parties: list[int]) -> dict[str, Any]:
     c.run_session(spec)
     out: dict[str, Any] = c.nodes[parties[0]].session_state(str(spec["session_id"]))["result"]
     return out
+
+
+def test_a_prepared_items_repr_never_shows_its_secret() -> None:
+    """``Prepared.secret`` (the unsealed nonce or presignature) is kept out of the
+    dataclass repr, so no log line or traceback that formats an item carries it."""
+    from signer_nodes.pipeline import Prepared
+
+    marker = "5ec2e7" * 8
+    p = Prepared("k", "i" * 32, {"id": "r"}, b"public", bytes.fromhex(marker))
+    assert marker not in repr(p) and repr(bytes.fromhex(marker)) not in repr(p)
+    assert "secret" not in repr(p) and "'k'" in repr(p)
+
+
+def test_a_corrupt_stored_public_package_is_an_internal_error_under_a_path(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """The public package a node stored at DKG is what it derives a child from: corrupt in
+    the store (a real SQLCipher update), a request under a derivation path is refused as
+    the node's own ``internal`` error naming the stored package, and nothing is taken."""
+    c, _, _ = harness
+    c.dkg("ed25519", "kbad")
+    node = c.nodes[1]
+    with node.store.tx() as cur:
+        cur.execute("UPDATE keys SET public_info = ? WHERE key_id = ?", (b"\xa1\x00", "kbad"))
+    req = {
+        "id": "bad-pkg",
+        "key_id": "kbad",
+        "kind": "message",
+        "payload": {"message": "0x" + b"child".hex()},
+        "initiator": INITIATOR,
+        "derivation_path": "m/0/1",
+    }
+    nonces = {p: c.nodes[p].frost_commitments("kbad", 1)[0] for p in (1, 2)}
+    comms = [
+        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=SUITE)
+        for p in (1, 2)
+    ]
+    pkg = frost.signing_package(comms, message_to_sign("ed25519", req)).to_bytes()
+    nid = nonces[1]["nonce_id"]
+    _refused(
+        Kind.INTERNAL,
+        "stored public package:",
+        node.frost_sign,
+        "kbad",
+        nid,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
+    assert node.shares.pool.get(nid) is not None
