@@ -289,3 +289,28 @@ def test_no_seal_key_on_a_vanished_token_is_not_taken_for_none(
     finally:
         away.rename(sub)
     assert hsm.seal_key_versions() == []
+
+
+def test_a_stale_signing_key_handle_is_resolved_again_by_label(
+    hsm: Hsm, hsm_config: HsmConfig, raw_session: Any
+) -> None:
+    """The cached handle of signing key ``rot`` is destroyed under the Hsm (another
+    session) and a new ``rot`` made by a second Hsm: the next signature meets the stale
+    handle, finds the key again by label and signs with the new key (pynacl verifies it
+    under the new public key, not the old)."""
+    from nacl.exceptions import BadSignatureError
+    from nacl.signing import VerifyKey
+
+    old = hsm.create_signing_key("rot")
+    VerifyKey(old).verify(b"one", hsm.sign_ed25519("rot", b"one"))  # caches the handle
+    filler = raw_session.generate_key(KeyType.AES, 256, label="custody-filler", store=True)
+    for obj in raw_session.get_objects({Attribute.LABEL: signing_key_label("rot")}):
+        obj.destroy()
+    with Hsm.open(hsm_config) as other:
+        new = other.create_signing_key("rot")
+    filler.destroy()
+    assert new != old
+    sig = hsm.sign_ed25519("rot", b"two")
+    VerifyKey(new).verify(b"two", sig)
+    with pytest.raises(BadSignatureError):
+        VerifyKey(old).verify(b"two", sig)
