@@ -1,5 +1,6 @@
-"""Issue 14's chaos acceptance for coordinators: one of two coordinator processes on one
-PostgreSQL is SIGKILLed during a bounded load, at a point drawn at collection.
+"""Issue 14's chaos acceptance: one of two coordinator processes on one PostgreSQL, or one
+of the three signer nodes, is SIGKILLed during a bounded load, at a point drawn at
+collection.
 
 The load: requests of every scheme, each with its own Idempotency-Key, sent alternately to
 both coordinators (directly, not through HAProxy: the client itself retries on the other
@@ -21,9 +22,23 @@ there. Afterwards:
   does only when the chain holds every release it made (the dead coordinator's included:
   the fence put its signer sets in the row before they were asked).
 
-The default form (~40 s with the topology's start) kills once; the long form, behind the
-``slow`` marker (short with ``CUSTODY_SLOW_SHORT=1``), restarts the victim and kills the
-other coordinator too, under a longer load.
+A **node** kill (2-of-3 keys, both coordinators serving): the node is frozen at the
+drawn point until a request whose newest fenced signer set (``attempted``, written before
+the sign items leave) holds it is in flight; the unclaimed pool items of its boot are
+read from the database while it is frozen; it is SIGKILLed and started again after a
+drawn delay. Besides every check above:
+
+- each request that was in flight with it is signed by a set without it (retried with
+  another set), or by a set with it only where its release log holds its share for that
+  request, or failed with a problem naming it;
+- it comes back with a new boot id and new pools: none of its old boot's items is in its
+  release log (they lived only in the killed process's memory) and the shared pools hold
+  none of them any more; no item is released twice by any node, the restarted one's log
+  (which survives the kill: it is durable before a share leaves) included.
+
+The default forms (~40 s each with the topology's start) kill once; the long forms, behind
+the ``slow`` marker (short with ``CUSTODY_SLOW_SHORT=1``), kill each coordinator in turn,
+or nodes and coordinators in turn, under a longer load.
 """
 
 from __future__ import annotations
