@@ -43,7 +43,13 @@ from typing import Any
 import httpx
 
 from custody import tls
-from custody.cluster import Cluster, free_port_block, write_private_bytes, write_private_json
+from custody.cluster import (
+    Cluster,
+    free_port_block,
+    node_id,
+    write_private_bytes,
+    write_private_json,
+)
 from simulations.haproxy import Backend, Haproxy, render_config
 from simulations.pgserver import PgServer
 
@@ -228,6 +234,51 @@ class Multi:
         """Stop coordinator ``k`` (SIGKILL: no goodbye to anyone)."""
         assert self.cluster is not None
         self.cluster.stop_proc(_coordinator_proc(k), sig)
+
+    # -- signer nodes (tests/multi/test_chaos.py kills and restarts them) ---------------------
+    def node_health(self, i: int) -> dict[str, Any]:
+        """Node ``i``'s ``GET /health`` over mutual TLS (its ``boot_id`` among the rest)."""
+        assert self.cluster is not None
+        with self.cluster.node_http(timeout=5) as http:
+            r = http.get(self.cluster.node_url(i) + "/health")
+        r.raise_for_status()
+        doc: dict[str, Any] = r.json()
+        return doc
+
+    def stop_node(self, i: int, sig: int = signal.SIGTERM) -> None:
+        """Stop signer node ``i`` (SIGKILL: no goodbye; its nonces and presignatures, which
+        live only in its memory, are gone with it)."""
+        assert self.cluster is not None
+        self.cluster.stop_proc(node_id(i), sig)
+
+    def start_node(self, i: int, deadline: float | None = None) -> str:
+        """(Re)start signer node ``i`` on its data directory and port; wait until it answers
+        ``/health`` and every running coordinator reports all nodes healthy again. Its new
+        boot id."""
+        assert self.cluster is not None
+        self.progress(f"starting {node_id(i)}")
+        until = deadline or time.monotonic() + 90
+        self.cluster.start_node(i)
+        proc = self.cluster.procs[node_id(i)]
+        last: object = None
+        while True:
+            if not proc.alive:
+                log = self.data_dir / "logs" / f"{node_id(i)}.log"
+                tail = log.read_bytes()[-1500:].decode(errors="replace")
+                raise RuntimeError(f"{node_id(i)} exited during start-up:\n{tail}")
+            try:
+                boot = str(self.node_health(i)["boot_id"])
+                break
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                last = exc
+            if time.monotonic() > until:
+                raise RuntimeError(f"{node_id(i)} did not answer /health in time: {last}")
+            time.sleep(0.1)
+        for k in range(1, self.coordinators + 1):
+            p = self.cluster.procs.get(_coordinator_proc(k))
+            if p is not None and p.alive:
+                self._wait_ready(k, until)
+        return boot
 
     def pids(self) -> dict[str, int]:
         """Every process of the topology: coordinators, nodes, haproxy, the postmaster."""
