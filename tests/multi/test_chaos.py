@@ -631,28 +631,6 @@ def test_each_coordinator_sigkilled_in_turn_under_a_longer_load(
     run_chaos(multi, engine, keys, total, kills)
 
 
-@pytest.mark.slow
-def test_nodes_and_coordinators_sigkilled_in_turn_under_one_load(
-    multi: Multi, keys: dict[str, dict[str, Any]], engine: Engine
-) -> None:
-    """Node, coordinator, node, ... each at a point drawn at collection, in one load; a
-    node is started again after a drawn delay, a coordinator at the next coordinator kill
-    (so one always serves)."""
-    rng = collection_rng("multi-mixed-long")
-    total = 120 if slow_short() else 300
-    points = sorted(rng.sample(range(10, total - 30), 3 if slow_short() else 6))
-    plan: list[Kill] = []
-    for j, after in enumerate(points):
-        if j % 2 == 0:
-            plan.append(Kill("node", rng.randint(1, 3), after, round(rng.uniform(0.5, 6), 1)))
-        else:
-            plan.append(Kill("coordinator", 2 if (j // 2) % 2 == 0 else 1, after))
-    if multi.cluster is not None and not multi.cluster.procs["coordinator-2"].alive:
-        multi.start_coordinator(2)
-    s = run_plan(multi, engine, keys, total, plan)
-    assert s.node_held >= 1 and s.coordinator_held >= 1, s
-
-
 def test_a_coordinator_key_the_nodes_do_not_trust_is_refused_by_every_node(multi: Multi) -> None:
     """Each coordinator has its own identity key, sealed in its own token and pinned in
     governance's ``coordinators`` list (docs/SECURITY.md, "Coordinator identities"): a
