@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Path, Query, Request
 
 from api.auth import Principal, require
 from api.coordinator import Coordinator
@@ -18,7 +18,8 @@ from api.db import Database
 from api.idempotency import MAX_KEY_LEN
 from api.repository import Repository
 from api.settings import Settings
-from custody.domain import READ_ROLES
+from custody.domain import ID_PATTERN, MAX_ID_LEN, READ_ROLES
+from custody.models import NO_CONTROLS_PATTERN
 
 
 def _coordinator(request: Request) -> Coordinator:
@@ -54,7 +55,12 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=MAX_KEY_LEN,
+        pattern=NO_CONTROLS_PATTERN,
         description="unique per logical request; see DESIGN.md",
     ),
 ]
-Cursor = Annotated[str | None, Query(max_length=200)]
+Cursor = Annotated[str | None, Query(max_length=200, pattern=NO_CONTROLS_PATTERN)]
+# A key, sign-request or ceremony id in a path: the id rule (custody.domain), so a malformed
+# id is a 422 naming the parameter before any lookup (PostgreSQL refuses a NUL in a query's
+# text parameter: that was a 500).
+IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN)]

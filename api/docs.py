@@ -10,9 +10,9 @@ Swagger UI (``/docs``) and ReDoc (``/redoc``) are served by fastapi-offline (``a
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 
 from api.problems import Problem, problem_responses
@@ -82,7 +82,10 @@ async def list_problem_types(request: Request) -> Any:
     responses={200: {"content": _HTML}, **problem_responses(404)},
     summary="Resolve a problem type",
 )
-async def get_problem_type(ref: str, request: Request) -> Any:
+async def get_problem_type(
+    ref: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9:._-]+$")],
+    request: Request,
+) -> Any:
     """What one problem type means: ``ref`` is its slug (``policy-denied``) or its whole
     ``type`` (``urn:tpwc:problem:policy-denied``). JSON, or HTML for ``text/html``."""
     entry = pt.lookup(ref)

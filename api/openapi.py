@@ -135,7 +135,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "required": False,
         "description": "W3C trace context: the coordinator's span and every node call it "
         "makes continue this trace (ignored when malformed)",
-        "schema": {"type": "string", "maxLength": 256},
+        "schema": {"type": "string", "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]*$"},
         "example": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
     },
     "X-Request-Id": {

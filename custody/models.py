@@ -32,6 +32,7 @@ from custody.domain import (
 
 __all__ = [
     "HEX_PATTERN",
+    "NO_CONTROLS_PATTERN",
     "MAX_MESSAGE_HEX",
     "Id",
     "ProblemModel",
@@ -64,6 +65,13 @@ __all__ = [
 ]
 
 HEX_PATTERN = r"^(?:[0-9a-fA-F]{2})*$"
+# Text for people (labels, descriptions, tags, paths): no C0 control character and no DEL.
+# A NUL is the one PostgreSQL cannot store in a text column (psycopg.DataError: a 500 where
+# a 422 is due); the rest have no meaning in a label and would let a client forge lines in
+# a log or the console. Every string a request carries has this pattern or a stricter one
+# (tests/api/test_text_fields.py checks the OpenAPI document for it).
+NO_CONTROLS_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+NODE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 MAX_MESSAGE_HEX = 2 * MAX_MESSAGE
 Id = Annotated[
     str,
@@ -148,11 +156,12 @@ class NodeList(BaseModel):
     items: list[NodeOut]
 
 
-KeyLabel = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+KeyLabel = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_CONTROLS_PATTERN)]
+NodeId = Annotated[str, Field(min_length=1, max_length=64, pattern=NODE_ID_PATTERN)]
 KeyMetadata = Annotated[
     dict[
         Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._:-]+$")],
-        Annotated[str, Field(max_length=200)],
+        Annotated[str, Field(max_length=200, pattern=NO_CONTROLS_PATTERN)],
     ],
     Field(max_length=16),
 ]
@@ -162,7 +171,7 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("KeyCreate"))
     scheme: Scheme
     threshold: int = Field(ge=2, le=255)
-    nodes: list[str] | None = Field(
+    nodes: list[NodeId] | None = Field(
         default=None,
         min_length=1,
         max_length=255,
@@ -260,6 +269,7 @@ class SignRequestCreate(BaseModel):
     derivation_path: str | None = Field(
         default=None,
         max_length=200,
+        pattern=NO_CONTROLS_PATTERN,
         description="sign under the key's non-hardened BIP-32 child at this path, e.g. "
         "'m/0/7' (1-16 steps, canonical decimal; Ed25519 keys: the additive-tweak scheme). "
         "A hardened step is a 422 hardened-derivation naming it. Every node derives its own "
@@ -544,6 +554,7 @@ class PolicyDryRunCreate(BaseModel):
     derivation_path: str | None = Field(
         default=None,
         max_length=200,
+        pattern=NO_CONTROLS_PATTERN,
         description="as for signing: evaluate under the key's non-hardened BIP-32 child at "
         "this path (the intent then names the path and the child key); a hardened step is a "
         "422 hardened-derivation naming it",
@@ -730,7 +741,7 @@ class CredentialCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("CredentialCreate"))
     role: Role
     principal: Id | None = None
-    label: str = Field(default="", max_length=100)
+    label: str = Field(default="", max_length=100, pattern=NO_CONTROLS_PATTERN)
     scope: CredentialScope | None = None
 
 
@@ -769,23 +780,28 @@ class CredentialList(Page[CredentialOut]):
 
 
 # -- webhooks (/v1/webhooks, admin) -----------------------------------------------------------
+URL_PATTERN = NO_CONTROLS_PATTERN  # what a URL may be is api.webhooks' check (a named 422)
+# Which event types exist is api.webhooks.EVENT_TYPES (a 422 naming the unknown ones).
+EventType = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROLS_PATTERN)]
+
+
 class WebhookCreate(BaseModel):
     """A subscription: Standard Webhooks POSTs to ``url`` for each event of ``event_types``
     (``["*"]``: all of them)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("WebhookCreate"))
-    url: str = Field(min_length=1, max_length=2000)
-    event_types: list[str] = Field(min_length=1, max_length=32)
-    description: str = Field(default="", max_length=200)
+    url: str = Field(min_length=1, max_length=2000, pattern=URL_PATTERN)
+    event_types: list[EventType] = Field(min_length=1, max_length=32)
+    description: str = Field(default="", max_length=200, pattern=NO_CONTROLS_PATTERN)
 
 
 class WebhookUpdate(BaseModel):
     """Change a subscription: any member given replaces the stored one."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=examples.of("WebhookUpdate"))
-    url: str | None = Field(default=None, min_length=1, max_length=2000)
-    event_types: list[str] | None = Field(default=None, min_length=1, max_length=32)
-    description: str | None = Field(default=None, max_length=200)
+    url: str | None = Field(default=None, min_length=1, max_length=2000, pattern=URL_PATTERN)
+    event_types: list[EventType] | None = Field(default=None, min_length=1, max_length=32)
+    description: str | None = Field(default=None, max_length=200, pattern=NO_CONTROLS_PATTERN)
     enabled: bool | None = None
 
 

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from api.auth import AUTH_ERRORS, Principal
 from api.coordinator import Coordinator
 from api.coordinator.approvals import Want
-from api.deps import Approver, CoordinatorDep, IdempotencyKey, Repo
+from api.deps import Approver, CoordinatorDep, IdempotencyKey, IdPath, Repo
 from api.idempotency import run_idempotent
 from api.problems import Problem, problem_responses
 from api.routes.sign_requests import approval_view
@@ -36,7 +36,7 @@ _RESPONSES = problem_responses(*AUTH_ERRORS, 404, 409, 422)
 
 async def _submit(
     request: Request,
-    request_id: str,
+    request_id: IdPath,
     body: ApprovalSubmit,
     want: Want,
     idempotency_key: str,
@@ -78,7 +78,7 @@ async def _submit(
 )
 async def approve_sign_request(
     request: Request,
-    request_id: str,
+    request_id: IdPath,
     body: ApprovalSubmit,
     idempotency_key: IdempotencyKey,
     c: CoordinatorDep,
@@ -101,7 +101,7 @@ async def approve_sign_request(
 )
 async def reject_sign_request(
     request: Request,
-    request_id: str,
+    request_id: IdPath,
     body: ApprovalSubmit,
     idempotency_key: IdempotencyKey,
     c: CoordinatorDep,

@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import AUTH_ERRORS
-from api.deps import Admin, CoordinatorDep, Reader
+from api.deps import Admin, CoordinatorDep, IdPath, Reader
 from api.problems import Problem, problem_responses
 from custody.examples import response
+from custody.models import NodeId
 
 router = APIRouter(tags=["ceremonies"])
 
@@ -61,7 +62,7 @@ class ReshareBody(BaseModel):
         },
     )
     threshold: int = Field(ge=2, le=255, description="the new threshold (as authorized)")
-    nodes: list[str] = Field(
+    nodes: list[NodeId] = Field(
         min_length=2,
         max_length=255,
         description="node ids of the new committee (as authorized; enrolled in the roster)",
@@ -93,7 +94,7 @@ def _answer(cer: dict[str, Any]) -> JSONResponse:
     },
 )
 async def refresh_key(
-    key_id: str,
+    key_id: IdPath,
     c: CoordinatorDep,
     p: Admin,
     body: Annotated[RefreshBody, Body()] = _NO_BODY,
@@ -114,7 +115,7 @@ async def refresh_key(
     },
 )
 async def ot_resetup_key(
-    key_id: str,
+    key_id: IdPath,
     c: CoordinatorDep,
     p: Admin,
     body: Annotated[RefreshBody, Body()] = _NO_BODY,
@@ -136,7 +137,9 @@ async def ot_resetup_key(
         **problem_responses(*AUTH_ERRORS, 404, 409, 422, 503),
     },
 )
-async def reshare_key(key_id: str, body: ReshareBody, c: CoordinatorDep, p: Admin) -> JSONResponse:
+async def reshare_key(
+    key_id: IdPath, body: ReshareBody, c: CoordinatorDep, p: Admin
+) -> JSONResponse:
     """Reshare ``key_id`` to the committee ``nodes`` with ``threshold``: same public key,
     a fresh sharing; members may overlap, new members must be enrolled in the roster,
     departing members deal and then delete their shares. The threshold never drops unless
@@ -163,7 +166,7 @@ async def reshare_key(key_id: str, body: ReshareBody, c: CoordinatorDep, p: Admi
         **problem_responses(*AUTH_ERRORS, 404, 409),
     },
 )
-async def key_ceremonies(key_id: str, c: CoordinatorDep, _: Reader) -> dict[str, Any]:
+async def key_ceremonies(key_id: IdPath, c: CoordinatorDep, _: Reader) -> dict[str, Any]:
     """The key's ceremonies, newest first, and its current share version (1 after the DKG,
     one more per committed ceremony): what the officers' next authorization names."""
     return c.ceremonies.of_key(key_id)
@@ -176,7 +179,7 @@ async def key_ceremonies(key_id: str, c: CoordinatorDep, _: Reader) -> dict[str,
         **problem_responses(*AUTH_ERRORS, 404),
     },
 )
-async def get_ceremony(ceremony_id: str, c: CoordinatorDep, _: Reader) -> dict[str, Any]:
+async def get_ceremony(ceremony_id: IdPath, c: CoordinatorDep, _: Reader) -> dict[str, Any]:
     """The ceremony, its per-party progress and its transcript (the outcome every node
     signed with its identity key, and each signature)."""
     return c.ceremonies.get(ceremony_id)
@@ -190,7 +193,7 @@ async def get_ceremony(ceremony_id: str, c: CoordinatorDep, _: Reader) -> dict[s
         **problem_responses(*AUTH_ERRORS, 404, 409),
     },
 )
-async def resume_ceremony(ceremony_id: str, c: CoordinatorDep, _: Admin) -> JSONResponse:
+async def resume_ceremony(ceremony_id: IdPath, c: CoordinatorDep, _: Admin) -> JSONResponse:
     """Send the commits of an interrupted ceremony again (idempotent on the nodes); for a
     ``done`` resharing, tell the old holders that have not deleted their share yet (a
     departing dealer down at the commit, a holder that did not deal) again."""

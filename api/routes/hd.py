@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 
 from api.auth import AUTH_ERRORS
 from api.coordinator import hd
-from api.deps import CoordinatorDep, Reader
+from api.deps import CoordinatorDep, IdPath, Reader
 from api.problems import problem_responses
 from custody.examples import response
+from custody.models import NO_CONTROLS_PATTERN
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
@@ -24,10 +25,13 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
     },
 )
 async def derive_key(
-    key_id: str,
+    key_id: IdPath,
     c: CoordinatorDep,
     _: Reader,
-    path: Annotated[str, Query(min_length=1, max_length=200, description="e.g. m/0/1")],
+    path: Annotated[
+        str,
+        Query(min_length=1, max_length=200, pattern=NO_CONTROLS_PATTERN, description="e.g. m/0/1"),
+    ],
 ) -> dict[str, Any]:
     """The child key at ``path`` (non-hardened steps only; a hardened one is refused with
     422 ``hardened-derivation``): public key, addresses, and an xpub for secp256k1 keys."""
@@ -41,6 +45,6 @@ async def derive_key(
         **problem_responses(*AUTH_ERRORS, 404, 409, 422),
     },
 )
-async def key_xpub(key_id: str, c: CoordinatorDep, _: Reader) -> dict[str, Any]:
+async def key_xpub(key_id: IdPath, c: CoordinatorDep, _: Reader) -> dict[str, Any]:
     """The key's BIP-32 extended public key (secp256k1 keys)."""
     return hd.xpub(c.keys.get(key_id))

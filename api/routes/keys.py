@@ -9,12 +9,21 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import AUTH_ERRORS
-from api.deps import Admin, CoordinatorDep, Cursor, IdempotencyKey, Reader, Repo, SettingsDep
+from api.deps import (
+    Admin,
+    CoordinatorDep,
+    Cursor,
+    IdempotencyKey,
+    IdPath,
+    Reader,
+    Repo,
+    SettingsDep,
+)
 from api.idempotency import run_idempotent
 from api.problems import Problem, problem_responses
 from api.serializers import key_out
 from custody.domain import KeyStatus, Scheme, new_id
-from custody.models import KeyCreate, KeyList, KeyOut, KeyUpdate
+from custody.models import KeyCreate, KeyLabel, KeyList, KeyOut, KeyUpdate
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
@@ -118,7 +127,7 @@ async def list_keys(
     cursor: Cursor = None,
     scheme: Annotated[Scheme | None, Query()] = None,
     status: Annotated[KeyStatus | None, Query()] = None,
-    label: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    label: Annotated[KeyLabel | None, Query()] = None,
 ) -> dict[str, Any]:
     """Keys, newest first, optionally filtered by ``scheme``, ``status`` and exact
     ``label``; pass ``next_cursor`` back as ``cursor`` for the next page."""
@@ -134,7 +143,7 @@ async def list_keys(
     responses=problem_responses(*AUTH_ERRORS, 404, 413, 422, 429),
     summary="Change a key's label or metadata",
 )
-async def update_key(key_id: str, body: KeyUpdate, repo: Repo, p: Admin) -> dict[str, Any]:
+async def update_key(key_id: IdPath, body: KeyUpdate, repo: Repo, p: Admin) -> dict[str, Any]:
     """Replace the members given: ``label`` (``null`` removes it) and ``metadata`` (all
     tags; ``{}`` removes them). Audited as ``key.update``; nothing else of a key changes."""
     changes = body.model_dump(include=body.model_fields_set)
@@ -152,7 +161,7 @@ async def update_key(key_id: str, body: KeyUpdate, repo: Repo, p: Admin) -> dict
     responses=problem_responses(*AUTH_ERRORS, 404, 429),
     summary="Show one key",
 )
-async def get_key(key_id: str, repo: Repo, _: Reader) -> dict[str, Any]:
+async def get_key(key_id: IdPath, repo: Repo, _: Reader) -> dict[str, Any]:
     """The key, with its ``addresses``: ``ethereum`` (EIP-55) for an ECDSA key, ``bitcoin``
     (BIP-86 P2TR on its network) for a BIP-340 key."""
     k = await asyncio.to_thread(repo.key, key_id)

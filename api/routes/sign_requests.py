@@ -46,6 +46,7 @@ from api.deps import (
     Cursor,
     Db,
     IdempotencyKey,
+    IdPath,
     Reader,
     Repo,
     Requester,
@@ -342,7 +343,7 @@ async def list_sign_requests(
     summary="Show one sign request",
 )
 async def get_sign_request(
-    request_id: str, repo: Repo, c: CoordinatorDep, p: Reader
+    request_id: IdPath, repo: Repo, c: CoordinatorDep, p: Reader
 ) -> dict[str, Any]:
     """One sign request. One that needs (or had) approvals carries ``approval``: the
     decoded intent, its digest, the policy version and governance digest an approval must
@@ -359,7 +360,7 @@ async def get_sign_request(
     responses=problem_responses(*AUTH_ERRORS, 404),
     summary="Get a signed request's authorization receipt",
 )
-async def get_receipt(request_id: str, repo: Repo, p: Reader) -> dict[str, Any]:
+async def get_receipt(request_id: IdPath, repo: Repo, p: Reader) -> dict[str, Any]:
     """What the releasing signer nodes attested for a signed request: the decoded intent's
     digest, the policy version and rule that allowed it, the approvals that counted, the
     signer set, and each node's signature over that and its own release-log entry
