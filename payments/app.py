@@ -18,11 +18,12 @@ import contextlib
 import datetime as dt
 import hmac
 import json
+import re
 import threading
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
@@ -33,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from custody import obs
 from custody import problem_types as pt
-from custody.models import ProblemModel
+from custody.models import NO_CONTROLS_PATTERN, ProblemModel
 from payments import events as ev
 from payments import lifecycle, reconcile, replay
 from payments.core import CoreError, PaymentCore
@@ -45,7 +46,15 @@ from payments.rails import BatchParser
 PROBLEM = "application/problem+json"
 TYPE_PREFIX = pt.TYPE_PREFIX + "payments."
 log = obs.get_logger("payments.api")
-Id = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._:-]+$")]
+ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+Id = Annotated[str, Field(min_length=1, max_length=40, pattern=ID_PATTERN)]
+# Every string a request carries refuses the C0 controls and DEL, or is stricter: PostgreSQL
+# cannot store a NUL in a text column (psycopg's DataError would be a 500 where a 422 naming
+# the field is due; the coordinator's API had that bug), and the rest have no place in an
+# ISO 20022 text, a destination or a log line.
+Text = Annotated[str, Field(pattern=NO_CONTROLS_PATTERN)]
+PathId = Annotated[str, Path(min_length=1, max_length=40, pattern=ID_PATTERN)]
+Cursor = Annotated[str | None, Query(max_length=200, pattern=NO_CONTROLS_PATTERN)]
 Amount = Annotated[int, Field(gt=0, le=2**63 - 1, description="base units of the asset")]
 
 
@@ -78,9 +87,9 @@ class DepositIn(BaseModel):
 class PaymentIn(BaseModel):
     account_id: Id
     amount: Amount
-    destination: Annotated[str, Field(min_length=1, max_length=128)]
-    rail: Annotated[str, Field(min_length=1, max_length=24)]
-    end_to_end_id: Annotated[str, Field(min_length=1, max_length=35)] | None = None
+    destination: Annotated[Text, Field(min_length=1, max_length=128)]
+    rail: Annotated[Text, Field(min_length=1, max_length=24)]
+    end_to_end_id: Annotated[Text, Field(min_length=1, max_length=35)] | None = None
 
 
 class PaymentOut(BaseModel):
@@ -113,7 +122,7 @@ class EventOut(BaseModel):
 
 
 class CancelIn(BaseModel):
-    reason: Annotated[str, Field(min_length=1, max_length=200)] = "cancelled by the customer"
+    reason: Annotated[Text, Field(min_length=1, max_length=200)] = "cancelled by the customer"
 
 
 class SettlementOut(BaseModel):
@@ -131,7 +140,7 @@ class SettlementOut(BaseModel):
 
 class SettlementConfirmIn(BaseModel):
     amount: Annotated[int, Field(ge=0, le=2**63 - 1)]
-    reference: Annotated[str, Field(min_length=1, max_length=128)]
+    reference: Annotated[Text, Field(min_length=1, max_length=128)]
 
 
 class BreakOut(BaseModel):
@@ -269,11 +278,15 @@ def auth(request: Request, authorization: Annotated[str | None, Header()] = None
 
 
 def idem(idempotency_key: Annotated[str | None, Header()] = None) -> str:
-    if not idempotency_key or len(idempotency_key) > 255:
+    if (
+        not idempotency_key
+        or len(idempotency_key) > 255
+        or re.search(r"[\x00-\x1f\x7f]", idempotency_key)
+    ):
         raise CoreError(
             400,
             "idempotency-key-required",
-            "this POST needs an Idempotency-Key header (1-255 characters)",
+            "this POST needs an Idempotency-Key header (1-255 characters, no control character)",
             "Idempotency-Key",
         )
     return idempotency_key
@@ -404,8 +417,8 @@ def create_app(
     @app.get("/v1/accounts", response_model=AccountList, dependencies=[Auth], tags=["accounts"])
     def list_accounts(
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: str | None = None,
-        owner: str | None = None,
+        cursor: Cursor = None,
+        owner: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROLS_PATTERN)] = None,
         include_system: bool = False,
     ) -> AccountList:
         where = [] if include_system else [accounts.c.kind == "customer"]
@@ -420,7 +433,7 @@ def create_app(
         dependencies=[Auth],
         tags=["accounts"],
     )
-    def get_account(account_id: str) -> AccountOut:
+    def get_account(account_id: PathId) -> AccountOut:
         return account_out(_account(account_id))
 
     @app.post(
@@ -430,7 +443,7 @@ def create_app(
         dependencies=[Auth],
         tags=["accounts"],
     )
-    def deposit(account_id: str, body: DepositIn, key: Idem) -> Any:
+    def deposit(account_id: PathId, body: DepositIn, key: Idem) -> Any:
         """Fund an account from outside (demo and tests): one balanced posting from the
         ``external`` system account; the ``reference`` books once."""
         booked = core.deposit(account_id, body.amount, body.reference)
@@ -472,9 +485,9 @@ def create_app(
     @app.get("/v1/payments", response_model=PaymentList, dependencies=[Auth], tags=["payments"])
     def list_payments(
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: str | None = None,
+        cursor: Cursor = None,
         status: lifecycle.Status | None = None,
-        customer: str | None = None,
+        customer: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROLS_PATTERN)] = None,
     ) -> PaymentList:
         where = []
         if status:
@@ -490,7 +503,7 @@ def create_app(
         dependencies=[Auth],
         tags=["payments"],
     )
-    def get_payment(payment_id: str) -> PaymentOut:
+    def get_payment(payment_id: PathId) -> PaymentOut:
         return payment_out(core.get(payment_id))
 
     @app.get(
@@ -499,7 +512,7 @@ def create_app(
         dependencies=[Auth],
         tags=["payments"],
     )
-    def payment_events(payment_id: str) -> list[EventOut]:
+    def payment_events(payment_id: PathId) -> list[EventOut]:
         core.get(payment_id)
         with core.engine.connect() as c:
             return [
@@ -513,7 +526,7 @@ def create_app(
         dependencies=[Auth],
         tags=["payments"],
     )
-    def cancel_payment(payment_id: str, body: CancelIn | None = None) -> PaymentOut:
+    def cancel_payment(payment_id: PathId, body: CancelIn | None = None) -> PaymentOut:
         """Cancel a payment not yet signed (its reserved funds are released); cancelling a
         cancelled payment answers it again; a signed one is a 409."""
         return payment_out(core.cancel(payment_id, (body or CancelIn()).reason))
@@ -620,7 +633,7 @@ def create_app(
         dependencies=[Auth],
         tags=["settlements"],
     )
-    def get_settlement_message(settlement_id: str) -> SettlementMessageOut:
+    def get_settlement_message(settlement_id: PathId) -> SettlementMessageOut:
         """The pacs.008 of an ISO 20022 settlement: its signing status."""
         return _message(settlement_id)
 
@@ -630,7 +643,7 @@ def create_app(
         tags=["settlements"],
         responses={200: {"content": {"application/xml": {}}, "description": "the signed file"}},
     )
-    def get_settlement_file(settlement_id: str) -> Response:
+    def get_settlement_file(settlement_id: PathId) -> Response:
         """The signed pacs.008 file (``application/xml``) a settlement released: what
         ``custody pay verify-settlement`` checks; 409 while it is not signed."""
         m = _message(settlement_id)
@@ -661,7 +674,7 @@ def create_app(
         dependencies=[Auth],
         tags=["settlements"],
     )
-    def get_settlement(settlement_id: str) -> SettlementOut:
+    def get_settlement(settlement_id: PathId) -> SettlementOut:
         with core.engine.connect() as c:
             r = c.execute(select(settlements).where(settlements.c.id == settlement_id)).first()
             if r is None:
@@ -676,7 +689,7 @@ def create_app(
         dependencies=[Auth],
         tags=["settlements"],
     )
-    def confirm_settlement(settlement_id: str, body: SettlementConfirmIn) -> SettlementOut:
+    def confirm_settlement(settlement_id: PathId, body: SettlementConfirmIn) -> SettlementOut:
         """The counterparty's confirmation of a settlement (the amount it booked)."""
         core.confirm_settlement(settlement_id, body.amount, body.reference)
         return get_settlement(settlement_id)
@@ -716,7 +729,7 @@ def create_app(
         dependencies=[Auth],
         tags=["reconciliations"],
     )
-    def get_reconciliation(reconciliation_id: str) -> ReconciliationOut:
+    def get_reconciliation(reconciliation_id: PathId) -> ReconciliationOut:
         with core.engine.connect() as c:
             r = c.execute(
                 select(reconciliations).where(reconciliations.c.id == reconciliation_id)
