@@ -50,6 +50,11 @@ class RowRefused(gov.GovernanceError):
         super().__init__(exc.kind, f"governance_versions row {version} refused: {exc.detail}")
         self.version = version
 
+    @classmethod
+    def unchained(cls, version: int, why: str) -> RowRefused:
+        """Row ``version`` refused because it does not chain onto this copy: ``why``."""
+        return cls(version, gov.GovernanceError(gov.GovernanceErrorKind.UNCHAINED, why))
+
 
 class GovernanceStore:
     """The verified governance chain of one coordinator (see the module docstring)."""
@@ -120,12 +125,8 @@ class GovernanceStore:
             with self.db.session() as s:
                 have = s.get(GovernanceVersion, body.version)
             if have is None or bytes(have.document) != data:
-                raise RowRefused(
-                    body.version,
-                    gov.GovernanceError(
-                        gov.GovernanceErrorKind.UNCHAINED,
-                        "the table holds another document of this version",
-                    ),
+                raise RowRefused.unchained(
+                    body.version, "the table holds another document of this version"
                 ) from None
 
     def publish(self) -> None:
@@ -160,23 +161,13 @@ class GovernanceStore:
             have = self._documents.get(version)
             if have is not None:
                 if have != data:
-                    raise RowRefused(
-                        version,
-                        gov.GovernanceError(
-                            gov.GovernanceErrorKind.UNCHAINED,
-                            f"differs from the version {version} this coordinator installed",
-                        ),
+                    raise RowRefused.unchained(
+                        version, f"differs from the version {version} this coordinator installed"
                     )
                 continue
             expected = self._state.current.version + 1
             if version != expected:
-                raise RowRefused(
-                    version,
-                    gov.GovernanceError(
-                        gov.GovernanceErrorKind.UNCHAINED,
-                        f"version {expected} is missing before it",
-                    ),
-                )
+                raise RowRefused.unchained(version, f"version {expected} is missing before it")
             try:
                 doc = gov.decode(data)
                 if doc.body.version != version:
