@@ -366,6 +366,17 @@ def test_a_wrong_passphrase_is_the_same_error(officer_file) -> None:
         gov.open_officer_key(blob, b"wrong horse")
 
 
+def test_a_truncated_ciphertext_is_the_same_error(officer_file) -> None:
+    # shorter than the 16-byte tag: libsodium's binding raises a plain ValueError (cffi's
+    # "negative array length"), not one of nacl's CryptoErrors
+    _, blob = officer_file
+    outer = cbor2.loads(blob)
+    for sealed in (b"x", outer["sealed"][:15], b""):
+        data = cbor2.dumps({**outer, "sealed": sealed}, canonical=True)
+        with pytest.raises(gov.OfficerKeyError, match="^wrong passphrase, or the key file"):
+            gov.open_officer_key(data, PASS)
+
+
 def test_a_file_whose_header_names_another_public_key_is_refused() -> None:
     # well formed and decrypting, but the sealed seed is not the named key's: built by hand
     seed = bytes([7]) * 32
@@ -399,3 +410,50 @@ def test_a_file_whose_header_names_another_public_key_is_refused() -> None:
     sealed2 = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(seed, h2, nonce, key)
     blob2 = cbor2.dumps({"header": h2, "nonce": nonce, "sealed": sealed2}, canonical=True)
     assert gov.open_officer_key(blob2, PASS)[1].encode() == seed
+
+
+# -- the document's size bound ------------------------------------------------------------
+
+
+def _entry(size: int) -> int:
+    """CBOR bytes of one signature entry with an id of ``size`` characters: array(2) 1,
+    the text header 1 or 2, the id, the byte-string header 2 and 64 bytes."""
+    return 1 + (1 if size < 24 else 2) + size + 2 + 64
+
+
+def _signed_of(total: int) -> bytes:
+    """A quorum-signed genesis of exactly ``total`` bytes: stranger entries whose ids are
+    sized to fit (decoding does not ask who signed; verification skips strangers)."""
+    doc = gov.unsigned(body())
+    for o in ("officer-1", "officer-2"):
+        doc = doc.with_signature(OFF[o], o)
+    extra: list[gov.OfficerSignature] = []
+
+    def entry(size: int) -> gov.OfficerSignature:
+        return gov.OfficerSignature(f"x{len(extra):05d}".ljust(size, "p"), bytes(64))
+
+    def encoded() -> bytes:
+        return dataclasses.replace(doc, signatures=(*doc.signatures, *extra)).encode()
+
+    bulk = (total - len(encoded()) - 4 * _entry(64)) // _entry(64)
+    extra += [gov.OfficerSignature(f"x{i:05d}".ljust(64, "p"), bytes(64)) for i in range(bulk)]
+    while total - len(encoded()) > 2 * _entry(64):
+        extra.append(entry(64))
+    room = total - len(encoded())
+    for a in range(6, 65):
+        for b in range(6, 65):
+            if _entry(a) + _entry(b) == room:
+                extra += [entry(a), entry(b)]
+                data = encoded()
+                assert len(data) == total
+                return data
+    raise AssertionError(room)
+
+
+def test_a_signed_document_of_exactly_256_kib_is_verified_and_one_byte_more_is_refused() -> None:
+    assert gov.MAX_DOCUMENT_BYTES == 262144
+    at = _signed_of(262144)
+    assert gov.verify_genesis(gov.decode(at), cluster_id="c1") == body()
+    with pytest.raises(gov.GovernanceError) as e:
+        gov.decode(_signed_of(262145))
+    assert e.value.detail == "document: bytes of at most 262144"
