@@ -193,9 +193,13 @@ def test_the_state_holds_what_it_verified() -> None:
     for o in ("officer-1", "officer-2"):
         doc = doc.with_signature(OFF[o], o)
     state = gov.GovernanceState.from_genesis(doc, cluster_id="c1")
-    assert state.current == body()
-    state.current = body()  # the holder replaces it through advance; a plain dataclass
-    assert isinstance(state, gov.GovernanceState)
+    assert isinstance(state, gov.GovernanceState) and state.current == body()
+    nxt = gov.unsigned(body().successor(quorum=3))
+    for o in OFF:
+        nxt = nxt.with_signature(OFF[o], o)
+    assert state.advance(nxt).version == 2 and state.current.quorum == 3
+    with pytest.raises(gov.GovernanceError):
+        gov.GovernanceState.from_genesis(doc, cluster_id="c2")
 
 
 # -- pinned coordinators (issue 14) -------------------------------------------------------
