@@ -206,20 +206,25 @@ def test_the_hex_fields() -> None:
 def test_the_sign_object_checks() -> None:
     refused(wire(sign=[1]), "entry 1: sign is an object or null")
     refused(wire(sign="x"), "entry 1: sign is an object or null")
-    sign = {"request_digest": DIGEST.hex(), "key_id": "k-1", "signers": [1]}
+    sign: dict[str, Any] = {"request_digest": DIGEST.hex(), "key_id": "k-1", "signers": [1]}
     refused(
         wire(sign={**sign, "request_digest": "ab"}),
         "entry 1: sign.request_digest: 64 lower-case hex digits",
     )
-    for bad in ("", "k" * 129, 5, None):
-        refused(wire(sign={**sign, "key_id": bad}), "entry 1: sign.key_id is a key id")
-    for good in ("k", "k" * 128):
-        assert ac.parse_audit_entry(wire(sign={**sign, "key_id": good})).key_id == good
-    for bad in ([0], [256], [1, -1], [True], [1.0], ["1"], (1,), "1", None):
-        refused(wire(sign={**sign, "signers": bad}), "entry 1: sign.signers is a list of party ids")
-    for good in ([1], [255], [255, 1], []):
-        parsed = ac.parse_audit_entry(wire(sign={**sign, "signers": good}))
-        assert parsed.signers == tuple(sorted(good))
+    bad_ids: tuple[Any, ...] = ("", "k" * 129, 5, None)
+    for bad_id in bad_ids:
+        refused(wire(sign={**sign, "key_id": bad_id}), "entry 1: sign.key_id is a key id")
+    for good_id in ("k", "k" * 128):
+        assert ac.parse_audit_entry(wire(sign={**sign, "key_id": good_id})).key_id == good_id
+    bad_sets: tuple[Any, ...] = ([0], [256], [1, -1], [True], [1.0], ["1"], (1,), "1", None)
+    for bad_set in bad_sets:
+        refused(
+            wire(sign={**sign, "signers": bad_set}), "entry 1: sign.signers is a list of party ids"
+        )
+    good_sets: tuple[list[int], ...] = ([1], [255], [255, 1], [])
+    for good_set in good_sets:
+        parsed = ac.parse_audit_entry(wire(sign={**sign, "signers": good_set}))
+        assert parsed.signers == tuple(sorted(good_set))
     assert ac.parse_audit_entry(wire(sign=None)).request_digest is None
 
 
