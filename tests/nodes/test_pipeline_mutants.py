@@ -804,3 +804,84 @@ def test_a_corrupt_stored_public_package_is_an_internal_error_under_a_path(
         coordinator_verified=True,
     )
     assert node.shares.pool.get(nid) is not None
+
+
+# -- s23-mutn: the survivors of the run of the mutants no sample had reached ---------------
+
+
+def test_a_sign_item_cannot_be_altered(harness: tuple[InProc, Any, Any]) -> None:
+    """A parsed item is what every later step reads (the key, the item id, the request the
+    message is recomputed from): frozen, so no step can swap one of them under the next."""
+    import dataclasses
+
+    item = SignItem(FK, "00" * 16, _req("frozen"), package=b"\x00")
+    for name, value in (("key_id", EK), ("item_id", "11" * 16), ("request", {})):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(item, name, value)
+    assert item.key_id == FK and item.item_id == "00" * 16
+
+
+def test_a_signing_package_that_does_not_decode_is_refused_before_the_nonce_is_taken(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """Bytes that are no RFC 9591 signing package (truncated, garbage, empty) are the
+    node's ``bad-signing-package`` with the decoder's reason, never a raw MpcError; the
+    nonce stays in the pool and then signs with the honest package."""
+    c, fres, _ = harness
+    node = c.nodes[1]
+    req = _req("undecodable", message="d0" * 4)
+    nonces, pkg = _package(c, (1, 2), req)
+    nid = nonces[1]["nonce_id"]
+    for bad in (pkg[:-1], b"\xff" * 40, b""):
+        e = _refused(
+            Kind.BAD_SIGNING_PACKAGE,
+            "",
+            node.frost_sign,
+            FK,
+            nid,
+            req,
+            bad,
+            coordinator_verified=True,
+        )
+        assert e.detail, e
+        assert node.shares.pool.get(nid) is not None
+    raw = [
+        c.nodes[p].frost_sign(FK, nonces[p]["nonce_id"], req, pkg, coordinator_verified=True)
+        for p in (1, 2)
+    ]
+    _aggregate_and_verify(fres, pkg, raw, req)
+
+
+def test_a_package_below_the_threshold_is_refused_by_the_signing_step(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """A package carrying only this node's commitments (1 signer of a 2-of-3 key) passes
+    every check before the mark (the node is in it, with its own nonce's commitments) and
+    is refused by RFC 9591 section 5.2's own check in ``frost.sign``: the node's
+    ``bad-signing-package`` naming the count, no share released; the nonce is burnt (it
+    was marked before the computation), so a retry is told ``nonce-used``."""
+    c, _, _ = harness
+    node = c.nodes[1]
+    req = _req("alone", message="a1" * 4)
+    nonces, pkg = _package(c, (1,), req)
+    nid = nonces[1]["nonce_id"]
+    _refused(
+        Kind.BAD_SIGNING_PACKAGE,
+        "signing package has 1 signers, the key needs 2",
+        node.frost_sign,
+        FK,
+        nid,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
+    _refused(
+        Kind.NONCE_USED,
+        f"nonce {nid} was already used",
+        node.frost_sign,
+        FK,
+        nid,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
