@@ -885,3 +885,43 @@ def test_a_package_below_the_threshold_is_refused_by_the_signing_step(
         pkg,
         coordinator_verified=True,
     )
+
+
+def test_a_presignature_held_under_another_id_is_refused_as_used_by_the_signing_step(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """DKLs23's own single-use defence, behind the pool's: a presignature object that the
+    node's memory pool holds under a second id (the state a pool bug would leave) is marked
+    under that id, then ``sign_with_presignature`` asks the ledger about the object's own
+    id, is told no, and refuses: the node's ``presignature-used`` naming the presignature,
+    not a generic bad request, and no partial. The object is burnt with it: under its own
+    id it is refused too, and never signs."""
+    import dataclasses
+
+    c, _, _ = harness
+    node = c.nodes[1]
+    p = _presign(c, [1, 2])
+    pid = p["presignature_id"]
+    held = node.shares.ledger_item(pid)
+    assert held is not None
+    alias = secrets.token_hex(32)
+    node.shares.pool.add([dataclasses.replace(held, item_id=alias)])
+    req = _req("alias", EK, hashlib.sha256(b"alias").hexdigest())
+    _refused(
+        Kind.PRESIGNATURE_USED,
+        f"presignature {pid} is already marked used in storage",
+        node.ecdsa_sign,
+        EK,
+        alias,
+        req,
+        coordinator_verified=True,
+    )
+    _refused(
+        Kind.PRESIGNATURE_USED,
+        "presignature object already used",
+        node.ecdsa_sign,
+        EK,
+        pid,
+        req,
+        coordinator_verified=True,
+    )
