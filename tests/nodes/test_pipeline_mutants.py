@@ -925,3 +925,35 @@ def test_a_presignature_held_under_another_id_is_refused_as_used_by_the_signing_
         req,
         coordinator_verified=True,
     )
+
+
+def test_another_nodes_presignature_in_this_nodes_pool_is_a_bad_request_without_a_partial(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """A presignature of node 2 held in node 1's pool (the state a pool bug, or a share
+    store mixed up between nodes, would leave) passes the pipeline's checks (same key,
+    same kind) and is refused by DKLs23's own check that a presignature belongs to the
+    share's party: the node's ``bad-request``, no partial. Node 2's own copy still signs."""
+    import dataclasses
+
+    c, _, eres = harness
+    p = _presign(c, [1, 2])
+    pid = p["presignature_id"]
+    theirs = c.nodes[2].shares.ledger_item(pid)
+    assert theirs is not None
+    alias = secrets.token_hex(32)
+    c.nodes[1].shares.pool.add([dataclasses.replace(theirs, item_id=alias)])
+    digest = hashlib.sha256(b"mixed pools").digest()
+    req = _req("mixed", EK, digest.hex())
+    _refused(
+        Kind.BAD_REQUEST,
+        "presignature belongs to another party",
+        c.nodes[1].ecdsa_sign,
+        EK,
+        alias,
+        req,
+        coordinator_verified=True,
+    )
+    parts = {s: c.nodes[s].ecdsa_sign(EK, pid, req, coordinator_verified=True) for s in (1, 2)}
+    sig = _combine_ecdsa(p, parts, digest, eres["public_key"])
+    assert PublicKey(bytes.fromhex(eres["public_key"])).verify(sig.to_der(), digest, hasher=None)
