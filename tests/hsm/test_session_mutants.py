@@ -47,6 +47,24 @@ def test_every_attribute_of_the_seal_key_template(hsm: Hsm, raw_session: Any) ->
     assert raw_session.get_key(label=seal_key_label(2))[Attribute.ID] == b"\x00\x00\x00\x02"
 
 
+def test_every_attribute_of_the_signing_key_pair(hsm: Hsm, raw_session: Any) -> None:
+    """PKCS#11 v3.0 section 2.3.5 key pair, as ``create_signing_key`` declares it, read
+    back from the token (s23-mutn): the public key a token object usable for
+    verification; the private key a private, sensitive, never-extractable token object for
+    signing only; the returned public key is the token's own point."""
+    pk = hsm.create_signing_key("attrs")
+    label = signing_key_label("attrs")
+    public = raw_session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=label)
+    private = raw_session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+    assert public[Attribute.VERIFY] is True and public[Attribute.TOKEN] is True
+    assert _ed25519_point(public[Attribute.EC_POINT]) == pk
+    for name in (Attribute.TOKEN, Attribute.PRIVATE, Attribute.SENSITIVE, Attribute.SIGN):
+        assert private[name] is True, name
+    assert private[Attribute.EXTRACTABLE] is False
+    assert private[Attribute.NEVER_EXTRACTABLE] is True
+    assert private[Attribute.ALWAYS_SENSITIVE] is True
+
+
 def test_two_keys_under_one_version_label_are_refused_not_guessed(
     hsm: Hsm, raw_session: Any
 ) -> None:

@@ -48,20 +48,120 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProc, 
         c.close()
 
 
+# -- helpers of the in-process harness: one copy of each set-up the tests share -------------
+
+
 def _req(rid: str, key: str = FK, message: str = "00ff") -> dict[str, Any]:
     return {"id": rid, "key_id": key, "kind": "raw", "message": message}
 
 
 def _package(
-    c: InProc, parties: tuple[int, ...], request: dict[str, Any]
+    c: InProc,
+    parties: tuple[int, ...],
+    request: dict[str, Any],
+    *,
+    key: str = FK,
+    scheme: str = "ed25519",
+    message: bytes | None = None,
 ) -> tuple[dict[int, dict[str, str]], bytes]:
-    nonces = {p: c.nodes[p].frost_commitments(FK, 1)[0] for p in parties}
+    """One fresh nonce of ``key`` from each of ``parties`` and the signing package over
+    ``message`` (default: the message the nodes recompute from ``request``)."""
+    suite = frost.ciphersuite(scheme)
+    nonces = {p: c.nodes[p].frost_commitments(key, 1)[0] for p in parties}
     comms = [
-        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=SUITE)
+        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=suite)
         for p in parties
     ]
-    pkg = frost.signing_package(comms, message_to_sign("ed25519", request))
-    return nonces, pkg.to_bytes()
+    if message is None:
+        message = message_to_sign(scheme, request)
+    return nonces, frost.signing_package(comms, message).to_bytes()
+
+
+def _aggregate_and_verify(
+    fres: dict[str, Any], pkg: bytes, raw_shares: list[Any], request: dict[str, Any]
+) -> None:
+    """The Ed25519 shares aggregated under the DKG's public package and the signature
+    verified by pynacl (not our code) over the recomputed message."""
+    shares = [frost.SignatureShare.from_bytes(bytes(x), suite=SUITE) for x in raw_shares]
+    package = frost.SigningPackage.from_bytes(pkg, suite=SUITE)
+    sig = frost.aggregate(package, shares, public_package(fres, "ed25519"))
+    VerifyKey(bytes.fromhex(fres["public_key"])).verify(message_to_sign("ed25519", request), sig)
+
+
+def _presign(c: InProc, parties: list[int], key: str = EK) -> dict[str, Any]:
+    """One DKLs23 presignature of ``key`` by ``parties``; the first party's result."""
+    spec = {
+        "session_id": secrets.token_hex(32),
+        "kind": "ecdsa-presign",
+        "key_id": key,
+        "scheme": "ecdsa-secp256k1",
+        "threshold": 2,
+        "participants": parties,
+    }
+    c.run_session(spec)
+    out: dict[str, Any] = c.nodes[parties[0]].session_state(str(spec["session_id"]))["result"]
+    return out
+
+
+def _combine_ecdsa(
+    pre: dict[str, Any], raw_partials: dict[int, Any], digest: bytes, public_key: str
+) -> Any:
+    """The nodes' DKLs23 partials combined (public values only) into one signature."""
+    public = dkls23.PresignaturePublic(
+        bytes.fromhex(pre["presignature_id"]),
+        bytes.fromhex(pre["dkls23_key_id"]),
+        bytes.fromhex(pre["session_id"]),
+        tuple(pre["participants"]),
+        SECP256K1.decode_point(bytes.fromhex(pre["R"])),
+    )
+    partials = [
+        dkls23.PartialSignature.from_bytes(bytes(raw), sender=s) for s, raw in raw_partials.items()
+    ]
+    pk = SECP256K1.decode_point(bytes.fromhex(public_key))
+    return dkls23.combine_signature(public, partials, digest, pk)
+
+
+def _install_policy(c: InProc, policy: Any) -> Any:
+    """A successor of the harness genesis with ``policy``, signed by the officers and
+    installed on every node; returns its body."""
+    from custody import governance as gov
+
+    body = gov.decode(c.genesis).body.successor(policy=policy)
+    doc = c.officers.sign(body)
+    for nd in c.nodes.values():
+        nd.install_governance(doc)
+    return body
+
+
+def _velocity_cluster(c: InProc, key: str, limit: int, presigs: int) -> list[str]:
+    """``key`` (DKLs23) under one rule: evm-tx of ETH, at most ``limit`` wei an hour per
+    key; returns ``presigs`` presignature ids of nodes 1 and 2."""
+    from custody import policy as pol
+
+    c.dkg("ecdsa-secp256k1", key)
+    rule = pol.Rule(
+        "capped",
+        "allow",
+        kinds=frozenset({"evm-tx"}),
+        assets=frozenset({"ETH"}),
+        velocity=(pol.Velocity("key", 3600, limit),),
+    )
+    _install_policy(c, pol.Policy(rules=(rule,)))
+    return [str(_presign(c, [1, 2], key)["presignature_id"]) for _ in range(presigs)]
+
+
+def _evm_request(rid: str, key: str, nonce: int, wei: int) -> dict[str, Any]:
+    """An EIP-1559 transfer of ``wei`` to 0xa1..a1 on chain 1, by the harness initiator."""
+    import rlp
+
+    fields = [1, nonce, 1, 2, 21_000, bytes.fromhex("a1" * 20), wei, b"", []]
+    return {
+        "id": rid,
+        "key_id": key,
+        "kind": "evm-tx",
+        "payload": {"tx": "0x02" + rlp.encode(fields).hex()},
+        "initiator": INITIATOR,
+    }
 
 
 def _refused(kind: Kind, detail: str, fn: Any, *args: Any, **kw: Any) -> NodeError:
@@ -70,20 +170,6 @@ def _refused(kind: Kind, detail: str, fn: Any, *args: Any, **kw: Any) -> NodeErr
     assert e.value.kind == kind, e.value
     assert detail in e.value.detail, e.value.detail
     return e.value
-
-
-def _presign(c: InProc, parties: list[int]) -> dict[str, Any]:
-    spec = {
-        "session_id": secrets.token_hex(32),
-        "kind": "ecdsa-presign",
-        "key_id": EK,
-        "scheme": "ecdsa-secp256k1",
-        "threshold": 2,
-        "participants": parties,
-    }
-    c.run_session(spec)
-    out: dict[str, Any] = c.nodes[parties[0]].session_state(str(spec["session_id"]))["result"]
-    return out
 
 
 # -- FROST commitments -------------------------------------------------------------------------
@@ -179,16 +265,11 @@ def test_a_package_without_this_node_or_with_other_commitments_is_refused(
     assert c.nodes[1].shares.pool.get(mine) is not None
     assert c.nodes[2].shares.pool.get(other) is not None
     # the honest package still signs, verified by pynacl
-    shares = [
-        frost.SignatureShare.from_bytes(
-            c.nodes[p].frost_sign(FK, nonces[p]["nonce_id"], req, pkg, coordinator_verified=True),
-            suite=SUITE,
-        )
+    raw = [
+        c.nodes[p].frost_sign(FK, nonces[p]["nonce_id"], req, pkg, coordinator_verified=True)
         for p in (2, 3)
     ]
-    pk = frost.SigningPackage.from_bytes(pkg, suite=SUITE)
-    sig = frost.aggregate(pk, shares, public_package(fres, "ed25519"))
-    VerifyKey(bytes.fromhex(fres["public_key"])).verify(message_to_sign("ed25519", req), sig)
+    _aggregate_and_verify(fres, pkg, raw, req)
 
 
 def test_a_nonce_of_another_key_or_never_issued_is_unknown(
@@ -267,8 +348,6 @@ def test_a_batch_keeps_order_fails_items_alone_and_refuses_a_repeat(
     assert "by an earlier item of this batch" in out[3].detail
     # item 1's nonce was never taken; items 0 and 2 are released and verify (pynacl)
     assert c.nodes[1].shares.pool.get(made[1][0][1]["nonce_id"]) is not None
-    vk = VerifyKey(bytes.fromhex(fres["public_key"]))
-    public = public_package(fres, "ed25519")
     for k in (0, 2):
         nonces, pkg = made[k]
         mine = out[k]
@@ -276,9 +355,7 @@ def test_a_batch_keeps_order_fails_items_alone_and_refuses_a_repeat(
         theirs = c.nodes[3].frost_sign(
             FK, nonces[3]["nonce_id"], reqs[k], pkg, coordinator_verified=True
         )
-        shares = [frost.SignatureShare.from_bytes(bytes(x), suite=SUITE) for x in (mine, theirs)]
-        sig = frost.aggregate(frost.SigningPackage.from_bytes(pkg, suite=SUITE), shares, public)
-        vk.verify(message_to_sign("ed25519", reqs[k]), sig)
+        _aggregate_and_verify(fres, pkg, [mine, theirs], reqs[k])
     # a single request raises its error instead
     with pytest.raises(NodeError):
         c.nodes[1].frost_sign(FK, "zz", reqs[1], made[1][1], coordinator_verified=True)
@@ -318,16 +395,7 @@ def test_ecdsa_signs_once_for_the_recomputed_message_only(
         req,
         coordinator_verified=True,
     )
-    public = dkls23.PresignaturePublic(
-        bytes.fromhex(pid),
-        bytes.fromhex(p["dkls23_key_id"]),
-        bytes.fromhex(p["session_id"]),
-        tuple(p["participants"]),
-        SECP256K1.decode_point(bytes.fromhex(p["R"])),
-    )
-    partials = [dkls23.PartialSignature.from_bytes(bytes(parts[s]), sender=s) for s in (1, 2)]
-    pk = SECP256K1.decode_point(bytes.fromhex(eres["public_key"]))
-    sig = dkls23.combine_signature(public, partials, digest, pk)
+    sig = _combine_ecdsa(p, parts, digest, eres["public_key"])
     assert PublicKey(bytes.fromhex(eres["public_key"])).verify(sig.to_der(), digest, hasher=None)
 
 
@@ -350,20 +418,14 @@ def test_a_request_under_a_path_signs_for_the_child_and_a_root_presignature_is_r
         "derivation_path": path,
     }
     msg = message_to_sign("ed25519", req)
-    nonces = {p: c.nodes[p].frost_commitments(FK, 1)[0] for p in (1, 2)}
-    comms = [
-        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=SUITE)
-        for p in (1, 2)
-    ]
-    pkg = frost.signing_package(comms, msg)
+    nonces, pkg_bytes = _package(c, (1, 2), req)
     raw = [
-        c.nodes[p].frost_sign(
-            FK, nonces[p]["nonce_id"], req, pkg.to_bytes(), coordinator_verified=True
-        )
+        c.nodes[p].frost_sign(FK, nonces[p]["nonce_id"], req, pkg_bytes, coordinator_verified=True)
         for p in (1, 2)
     ]
     child = derive_public(public_package(fres, "ed25519"), FK, request_path(req))
     shares = [frost.SignatureShare.from_bytes(bytes(x), suite=SUITE) for x in raw]
+    pkg = frost.SigningPackage.from_bytes(pkg_bytes, suite=SUITE)
     sig = frost.aggregate(pkg, shares, child)
     VerifyKey(encode_public_key("ed25519", child.group_public_key)).verify(msg, sig)
     with pytest.raises(BadSignatureError):
@@ -429,51 +491,11 @@ def test_a_committed_release_keeps_counting_in_the_velocity_window(inproc: InPro
     cancelling it instead would let the next request spend the window again: a velocity
     bypass until the node restarts. Sequential requests of 1000 under a 1500 limit: the
     second is refused."""
-    import rlp
-
-    from custody import governance as gov
-    from custody import policy as pol
-
-    inproc.dkg("ecdsa-secp256k1", "vk")
-    body = gov.decode(inproc.genesis).body.successor(
-        policy=pol.Policy(
-            rules=(
-                pol.Rule(
-                    "capped",
-                    "allow",
-                    kinds=frozenset({"evm-tx"}),
-                    assets=frozenset({"ETH"}),
-                    velocity=(pol.Velocity("key", 3600, 1500),),
-                ),
-            )
-        )
-    )
-    doc = inproc.officers.sign(body)
-    for nd in inproc.nodes.values():
-        nd.install_governance(doc)
+    pres = _velocity_cluster(inproc, "vk", 1500, 2)
     node = inproc.nodes[1]
-    pres = []
-    for _ in range(2):
-        spec = {
-            "session_id": secrets.token_hex(32),
-            "kind": "ecdsa-presign",
-            "key_id": "vk",
-            "scheme": "ecdsa-secp256k1",
-            "threshold": 2,
-            "participants": [1, 2],
-        }
-        inproc.run_session(spec)
-        pres.append(str(node.session_state(str(spec["session_id"]))["result"]["presignature_id"]))
 
     def request(i: int) -> dict[str, Any]:
-        fields = [1, i, 1, 2, 21_000, bytes.fromhex("a1" * 20), 1000, b"", []]
-        return {
-            "id": f"vel-{i}",
-            "key_id": "vk",
-            "kind": "evm-tx",
-            "payload": {"tx": "0x02" + rlp.encode(fields).hex()},
-            "initiator": INITIATOR,
-        }
+        return _evm_request(f"vel-{i}", "vk", i, 1000)
 
     assert isinstance(node.ecdsa_sign("vk", pres[0], request(0), coordinator_verified=True), bytes)
     e = _refused(
@@ -512,12 +534,7 @@ def test_a_nonce_of_another_key_of_the_same_scheme_is_unknown(
     c, _, _ = harness
     node = c.nodes[1]
     req = {**_req("cross-key"), "key_id": FK2}
-    nonces = {p: c.nodes[p].frost_commitments(FK, 1)[0] for p in (1, 2)}  # nonces of FK
-    comms = [
-        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=SUITE)
-        for p in (1, 2)
-    ]
-    pkg = frost.signing_package(comms, message_to_sign("ed25519", req)).to_bytes()
+    nonces, pkg = _package(c, (1, 2), req)  # nonces of FK
     nid = nonces[1]["nonce_id"]
     _refused(
         Kind.UNKNOWN_NONCE,
@@ -533,58 +550,6 @@ def test_a_nonce_of_another_key_of_the_same_scheme_is_unknown(
 
 
 # -- s22-mutc: the survivors left open by s22-muta ------------------------------------------
-
-
-def _velocity_cluster(inproc: InProc, key: str, limit: int, presigs: int) -> list[str]:
-    """``key`` (DKLs23) under one rule: evm-tx of ETH, at most ``limit`` wei an hour per
-    key; returns ``presigs`` presignature ids of nodes 1 and 2."""
-    from custody import governance as gov
-    from custody import policy as pol
-
-    inproc.dkg("ecdsa-secp256k1", key)
-    body = gov.decode(inproc.genesis).body.successor(
-        policy=pol.Policy(
-            rules=(
-                pol.Rule(
-                    "capped",
-                    "allow",
-                    kinds=frozenset({"evm-tx"}),
-                    assets=frozenset({"ETH"}),
-                    velocity=(pol.Velocity("key", 3600, limit),),
-                ),
-            )
-        )
-    )
-    doc = inproc.officers.sign(body)
-    for nd in inproc.nodes.values():
-        nd.install_governance(doc)
-    out = []
-    for _ in range(presigs):
-        spec = {
-            "session_id": secrets.token_hex(32),
-            "kind": "ecdsa-presign",
-            "key_id": key,
-            "scheme": "ecdsa-secp256k1",
-            "threshold": 2,
-            "participants": [1, 2],
-        }
-        inproc.run_session(spec)
-        state = inproc.nodes[1].session_state(str(spec["session_id"]))
-        out.append(str(state["result"]["presignature_id"]))
-    return out
-
-
-def _evm_request(rid: str, key: str, nonce: int, wei: int) -> dict[str, Any]:
-    import rlp
-
-    fields = [1, nonce, 1, 2, 21_000, bytes.fromhex("a1" * 20), wei, b"", []]
-    return {
-        "id": rid,
-        "key_id": key,
-        "kind": "evm-tx",
-        "payload": {"tx": "0x02" + rlp.encode(fields).hex()},
-        "initiator": INITIATOR,
-    }
 
 
 def test_a_failed_commit_gives_back_its_velocity_reservation(inproc: InProc) -> None:
@@ -624,7 +589,6 @@ def test_a_psbt_under_a_path_is_authorized_against_the_childs_key(inproc: InProc
     the seam would find inputs that are not the key's and refuse the honest request."""
     from coincurve import PublicKeyXOnly
 
-    from custody import governance as gov
     from custody import policy as pol
     from custody.kinds.addresses import p2tr_script, taproot_output_key
     from custody.signing import derive_public, messages_to_sign
@@ -645,12 +609,9 @@ def test_a_psbt_under_a_path_is_authorized_against_the_childs_key(inproc: InProc
     res = dict(inproc.nodes[1].session_state(str(spec["session_id"]))["result"])
     root = public_package(res, "bip340")
     child = embit_child(xpub_of("tp", root, "testnet"), "m/0/7")[1:]  # x-only, by embit
-    body = gov.decode(inproc.genesis).body.successor(
-        policy=pol.Policy(rules=(pol.Rule("psbt", "allow", kinds=frozenset({"btc-psbt"})),))
+    _install_policy(
+        inproc, pol.Policy(rules=(pol.Rule("psbt", "allow", kinds=frozenset({"btc-psbt"})),))
     )
-    doc = inproc.officers.sign(body)
-    for nd in inproc.nodes.values():
-        nd.install_governance(doc)
     amounts = [60_000]
     ins = [(secrets.token_bytes(32), 0, amounts[0], 0xFFFFFFFD)]
     outs = [(p2tr_script(taproot_output_key(child)), amounts[0] - 400)]
@@ -666,12 +627,8 @@ def test_a_psbt_under_a_path_is_authorized_against_the_childs_key(inproc: InProc
     output_key = taproot_output_key(child)
     (sighash,) = messages_to_sign("bip340", req, public_key=child)
     suite = frost.ciphersuite("bip340")
-    nonces = {p: inproc.nodes[p].frost_commitments("tp", 1)[0] for p in (1, 2)}
-    comms = [
-        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=suite)
-        for p in (1, 2)
-    ]
-    pkg = frost.signing_package(comms, sighash)
+    nonces, pkg_bytes = _package(inproc, (1, 2), req, key="tp", scheme="bip340", message=sighash)
+    pkg = frost.SigningPackage.from_bytes(pkg_bytes, suite=suite)
     shares = []
     for p in (1, 2):
         node = inproc.nodes[p]
@@ -737,10 +694,7 @@ def test_an_item_the_commit_reports_released_raises_alone_or_fails_alone(
     theirs = c.nodes[3].frost_sign(
         FK, made[1][0][3]["nonce_id"], reqs[1], made[1][1], coordinator_verified=True
     )
-    shares = [frost.SignatureShare.from_bytes(bytes(x), suite=SUITE) for x in (out[1], theirs)]
-    pkg1 = frost.SigningPackage.from_bytes(made[1][1], suite=SUITE)
-    sig = frost.aggregate(pkg1, shares, public_package(fres, "ed25519"))
-    VerifyKey(bytes.fromhex(fres["public_key"])).verify(message_to_sign("ed25519", reqs[1]), sig)
+    _aggregate_and_verify(fres, made[1][1], [out[1], theirs], reqs[1])
 
 
 def test_a_passkey_approval_signs_in_process_and_its_counter_is_recorded(inproc: InProc) -> None:
@@ -751,7 +705,6 @@ def test_a_passkey_approval_signs_in_process_and_its_counter_is_recorded(inproc:
     import time
 
     from custody import approvals as appr
-    from custody import governance as gov
     from custody import policy as pol
     from tests.console.authenticator import SoftAuthenticator
     from tests.nodes.test_passkey_nodes import _statement, _wire
@@ -767,13 +720,7 @@ def test_a_passkey_approval_signs_in_process_and_its_counter_is_recorded(inproc:
         else g
         for g in base.approver_groups
     )
-    body = gov.decode(inproc.genesis).body.successor(
-        policy=pol.Policy(base.rules, base.allowlists, base.wallets, groups)
-    )
-    doc = inproc.officers.sign(body)
-    for nd in inproc.nodes.values():
-        nd.install_governance(doc)
-    g = body
+    g = _install_policy(inproc, pol.Policy(base.rules, base.allowlists, base.wallets, groups))
     t1 = treasury["treasury-1"]
 
     def approved(req: dict[str, Any], approval: appr.PasskeyApproval) -> dict[str, Any]:
@@ -782,28 +729,16 @@ def test_a_passkey_approval_signs_in_process_and_its_counter_is_recorded(inproc:
     alice.counter = 20
     big = _request("pk-inproc-1", ALICE, 5000)
     request = approved(big, alice.approve(_statement(big, g, "alice")))  # counter 21
-    pre = _presign_for(inproc, KEY, [1, 2])
-    partials = [
-        dkls23.PartialSignature.from_bytes(
-            bytes(
-                inproc.nodes[p].ecdsa_sign(
-                    KEY, pre["presignature_id"], request, coordinator_verified=True
-                )
-            ),
-            sender=p,
+    pre = _presign(inproc, [1, 2], KEY)
+    parts = {
+        p: inproc.nodes[p].ecdsa_sign(
+            KEY, pre["presignature_id"], request, coordinator_verified=True
         )
         for p in (1, 2)
-    ]
-    public = dkls23.PresignaturePublic(
-        bytes.fromhex(pre["presignature_id"]),
-        bytes.fromhex(pre["dkls23_key_id"]),
-        bytes.fromhex(pre["session_id"]),
-        tuple(pre["participants"]),
-        SECP256K1.decode_point(bytes.fromhex(pre["R"])),
-    )
+    }
     digest = message_to_sign("ecdsa-secp256k1", request)
     pk = bytes.fromhex(key["public_key"])
-    sig = dkls23.combine_signature(public, partials, digest, SECP256K1.decode_point(pk))
+    sig = _combine_ecdsa(pre, parts, digest, key["public_key"])
     raw = sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big")
     recovered = PublicKey.from_signature_and_message(
         raw + bytes([sig.recovery_id]), digest, hasher=None
@@ -813,7 +748,7 @@ def test_a_passkey_approval_signs_in_process_and_its_counter_is_recorded(inproc:
     other = _request("pk-inproc-2", ALICE, 5000)
     alice.counter = 20
     cloned = approved(other, alice.approve(_statement(other, g, "alice")))
-    pre2 = _presign_for(inproc, KEY, [1, 2])
+    pre2 = _presign(inproc, [1, 2], KEY)
     e = _refused(
         Kind.NOT_AUTHORIZED,
         "21 does not exceed 21",
@@ -824,20 +759,6 @@ def test_a_passkey_approval_signs_in_process_and_its_counter_is_recorded(inproc:
         coordinator_verified=True,
     )
     assert e.code == "passkey-stale-counter"
-
-
-def _presign_for(c: InProc, key: str, parties: list[int]) -> dict[str, Any]:
-    spec = {
-        "session_id": secrets.token_hex(32),
-        "kind": "ecdsa-presign",
-        "key_id": key,
-        "scheme": "ecdsa-secp256k1",
-        "threshold": 2,
-        "participants": parties,
-    }
-    c.run_session(spec)
-    out: dict[str, Any] = c.nodes[parties[0]].session_state(str(spec["session_id"]))["result"]
-    return out
 
 
 def test_a_prepared_items_repr_never_shows_its_secret() -> None:
@@ -870,12 +791,7 @@ def test_a_corrupt_stored_public_package_is_an_internal_error_under_a_path(
         "initiator": INITIATOR,
         "derivation_path": "m/0/1",
     }
-    nonces = {p: c.nodes[p].frost_commitments("kbad", 1)[0] for p in (1, 2)}
-    comms = [
-        frost.SigningCommitments.from_bytes(bytes.fromhex(nonces[p]["commitments"]), suite=SUITE)
-        for p in (1, 2)
-    ]
-    pkg = frost.signing_package(comms, message_to_sign("ed25519", req)).to_bytes()
+    nonces, pkg = _package(c, (1, 2), req, key="kbad")
     nid = nonces[1]["nonce_id"]
     _refused(
         Kind.INTERNAL,
@@ -888,3 +804,156 @@ def test_a_corrupt_stored_public_package_is_an_internal_error_under_a_path(
         coordinator_verified=True,
     )
     assert node.shares.pool.get(nid) is not None
+
+
+# -- s23-mutn: the survivors of the run of the mutants no sample had reached ---------------
+
+
+def test_a_sign_item_cannot_be_altered(harness: tuple[InProc, Any, Any]) -> None:
+    """A parsed item is what every later step reads (the key, the item id, the request the
+    message is recomputed from): frozen, so no step can swap one of them under the next."""
+    import dataclasses
+
+    item = SignItem(FK, "00" * 16, _req("frozen"), package=b"\x00")
+    for name, value in (("key_id", EK), ("item_id", "11" * 16), ("request", {})):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(item, name, value)
+    assert item.key_id == FK and item.item_id == "00" * 16
+
+
+def test_a_signing_package_that_does_not_decode_is_refused_before_the_nonce_is_taken(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """Bytes that are no RFC 9591 signing package (truncated, garbage, empty) are the
+    node's ``bad-signing-package`` with the decoder's reason, never a raw MpcError; the
+    nonce stays in the pool and then signs with the honest package."""
+    c, fres, _ = harness
+    node = c.nodes[1]
+    req = _req("undecodable", message="d0" * 4)
+    nonces, pkg = _package(c, (1, 2), req)
+    nid = nonces[1]["nonce_id"]
+    for bad in (pkg[:-1], b"\xff" * 40, b""):
+        e = _refused(
+            Kind.BAD_SIGNING_PACKAGE,
+            "",
+            node.frost_sign,
+            FK,
+            nid,
+            req,
+            bad,
+            coordinator_verified=True,
+        )
+        assert e.detail, e
+        assert node.shares.pool.get(nid) is not None
+    raw = [
+        c.nodes[p].frost_sign(FK, nonces[p]["nonce_id"], req, pkg, coordinator_verified=True)
+        for p in (1, 2)
+    ]
+    _aggregate_and_verify(fres, pkg, raw, req)
+
+
+def test_a_package_below_the_threshold_is_refused_by_the_signing_step(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """A package carrying only this node's commitments (1 signer of a 2-of-3 key) passes
+    every check before the mark (the node is in it, with its own nonce's commitments) and
+    is refused by RFC 9591 section 5.2's own check in ``frost.sign``: the node's
+    ``bad-signing-package`` naming the count, no share released; the nonce is burnt (it
+    was marked before the computation), so a retry is told ``nonce-used``."""
+    c, _, _ = harness
+    node = c.nodes[1]
+    req = _req("alone", message="a1" * 4)
+    nonces, pkg = _package(c, (1,), req)
+    nid = nonces[1]["nonce_id"]
+    _refused(
+        Kind.BAD_SIGNING_PACKAGE,
+        "signing package has 1 signers, the key needs 2",
+        node.frost_sign,
+        FK,
+        nid,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
+    _refused(
+        Kind.NONCE_USED,
+        f"nonce {nid} was already used",
+        node.frost_sign,
+        FK,
+        nid,
+        req,
+        pkg,
+        coordinator_verified=True,
+    )
+
+
+def test_a_presignature_held_under_another_id_is_refused_as_used_by_the_signing_step(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """DKLs23's own single-use defence, behind the pool's: a presignature object that the
+    node's memory pool holds under a second id (the state a pool bug would leave) is marked
+    under that id, then ``sign_with_presignature`` asks the ledger about the object's own
+    id, is told no, and refuses: the node's ``presignature-used`` naming the presignature,
+    not a generic bad request, and no partial. The object is burnt with it: under its own
+    id it is refused too, and never signs."""
+    import dataclasses
+
+    c, _, _ = harness
+    node = c.nodes[1]
+    p = _presign(c, [1, 2])
+    pid = p["presignature_id"]
+    held = node.shares.ledger_item(pid)
+    assert held is not None
+    alias = secrets.token_hex(32)
+    node.shares.pool.add([dataclasses.replace(held, item_id=alias)])
+    req = _req("alias", EK, hashlib.sha256(b"alias").hexdigest())
+    _refused(
+        Kind.PRESIGNATURE_USED,
+        f"presignature {pid} is already marked used in storage",
+        node.ecdsa_sign,
+        EK,
+        alias,
+        req,
+        coordinator_verified=True,
+    )
+    _refused(
+        Kind.PRESIGNATURE_USED,
+        "presignature object already used",
+        node.ecdsa_sign,
+        EK,
+        pid,
+        req,
+        coordinator_verified=True,
+    )
+
+
+def test_another_nodes_presignature_in_this_nodes_pool_is_a_bad_request_without_a_partial(
+    harness: tuple[InProc, Any, Any],
+) -> None:
+    """A presignature of node 2 held in node 1's pool (the state a pool bug, or a share
+    store mixed up between nodes, would leave) passes the pipeline's checks (same key,
+    same kind) and is refused by DKLs23's own check that a presignature belongs to the
+    share's party: the node's ``bad-request``, no partial. Node 2's own copy still signs."""
+    import dataclasses
+
+    c, _, eres = harness
+    p = _presign(c, [1, 2])
+    pid = p["presignature_id"]
+    theirs = c.nodes[2].shares.ledger_item(pid)
+    assert theirs is not None
+    alias = secrets.token_hex(32)
+    c.nodes[1].shares.pool.add([dataclasses.replace(theirs, item_id=alias)])
+    digest = hashlib.sha256(b"mixed pools").digest()
+    req = _req("mixed", EK, digest.hex())
+    _refused(
+        Kind.BAD_REQUEST,
+        "presignature belongs to another party",
+        c.nodes[1].ecdsa_sign,
+        EK,
+        alias,
+        req,
+        coordinator_verified=True,
+    )
+    parts = {s: c.nodes[s].ecdsa_sign(EK, pid, req, coordinator_verified=True) for s in (1, 2)}
+    sig = _combine_ecdsa(p, parts, digest, eres["public_key"])
+    assert PublicKey(bytes.fromhex(eres["public_key"])).verify(sig.to_der(), digest, hasher=None)
