@@ -390,3 +390,15 @@ def test_the_wire_form_of_each_field_lands_in_its_place() -> None:
     assert back.allowlists[0].entries[1] == pol.AllowlistEntry("bc1q", 0, "")
     # a bare deny rule encodes as its id and action only
     assert _canonical(check(rules=(Rule("d", "deny"),)))["rules"] == [{"id": "d", "action": "deny"}]
+
+
+def test_a_type_error_of_a_nested_decoder_comes_out_as_a_policy_error() -> None:
+    """decode_policy's last resort: a passkey map whose origins hold a list makes
+    ``check_credential`` raise ``TypeError`` (``set()`` of an unhashable origin) before its
+    own per-origin check; decode_policy turns it into a PolicyError, never a TypeError."""
+    cred = SoftAuthenticator().credential.to_cbor()
+    base = pol.EMPTY_POLICY.to_cbor()
+    groups = [["t", [["alice", {**cred, "origins": [["https://example.com"]]}]]]]
+    with pytest.raises(pol.PolicyError, match=r"^policy: unhashable type") as err:
+        pol.decode_policy({**base, "approver_groups": groups})
+    assert isinstance(err.value.__cause__, TypeError)
