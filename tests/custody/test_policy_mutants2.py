@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import replace
+from typing import Any
 
 import cbor2
 import nacl.signing
@@ -29,16 +30,16 @@ def key() -> bytes:
     return bytes(nacl.signing.SigningKey.generate().verify_key)
 
 
-def check(**fields) -> pol.Policy:
+def check(**fields: Any) -> pol.Policy:
     return pol.check_policy(pol.Policy(**fields))
 
 
-def refused(message: str, **fields) -> None:
+def refused(message: str, **fields: Any) -> None:
     with pytest.raises(pol.PolicyError, match="^" + re.escape(message) + "$"):
         check(**fields)
 
 
-def need(*terms) -> tuple[Rule, ...]:
+def need(*terms: Any) -> tuple[Rule, ...]:
     return (Rule("r", "approve", approvals=pol.Requirement("all", terms)),)
 
 
@@ -189,7 +190,7 @@ def test_requirements_nest_one_level_and_every_term_is_checked() -> None:
 
 def test_every_policy_type_is_frozen_and_hashable() -> None:
     cred = SoftAuthenticator().credential
-    objects = [
+    objects: list[Any] = [
         pol.Approver("a", key()),
         pol.Approver("p", b"", cred),
         pol.ApproverGroup("g", ()),
@@ -255,9 +256,10 @@ def test_lookups_by_id_find_the_named_group_and_approver() -> None:
 # -- the wire form ----------------------------------------------------------------------------
 
 
-def _canonical(policy: pol.Policy) -> dict:
+def _canonical(policy: pol.Policy) -> dict[str, Any]:
     """The wire form as a governance document carries it: canonical CBOR, decoded again."""
-    return cbor2.loads(cbor2.dumps(policy.to_cbor(), canonical=True))
+    raw: dict[str, Any] = cbor2.loads(cbor2.dumps(policy.to_cbor(), canonical=True))
+    return raw
 
 
 def test_passkey_and_ed25519_approvers_round_trip_through_canonical_cbor() -> None:
@@ -287,7 +289,7 @@ def test_the_wire_form_names_the_field_exactly() -> None:
     good = _canonical(check(rules=need(pol.GroupQuorum("t", 1)), approver_groups=(g,)))
     rule = good["rules"][0]
 
-    def bad(message: str, **changes) -> None:
+    def bad(message: str, **changes: Any) -> None:
         with pytest.raises(pol.PolicyError, match="^" + re.escape(message) + "$"):
             pol.decode_policy({**good, **changes})
 
