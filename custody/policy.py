@@ -618,6 +618,10 @@ def check_policy(policy: Policy) -> Policy:
         members: set[str] = set()
         for a in g.approvers:
             _ident(a.approver_id, f"approver group {g.group_id}: approver_id")
+            # before the passkey branch: an approver listed twice would count twice toward m
+            if a.approver_id in members:
+                raise PolicyError(f"approver group {g.group_id}: {a.approver_id} twice")
+            members.add(a.approver_id)
             if a.passkey is not None:  # issue 15: the key is the credential's (its id unique)
                 if a.public_key != b"":
                     raise PolicyError(f"approver {a.approver_id}: a passkey and a public_key")
@@ -635,9 +639,6 @@ def check_policy(policy: Policy) -> Policy:
                 continue
             if not isinstance(a.public_key, bytes) or len(a.public_key) != 32:
                 raise PolicyError(f"approver {a.approver_id}: public_key is 32 bytes")
-            if a.approver_id in members:
-                raise PolicyError(f"approver group {g.group_id}: {a.approver_id} twice")
-            members.add(a.approver_id)
             if approvers.setdefault(a.approver_id, a.public_key) != a.public_key:
                 raise PolicyError(f"approver {a.approver_id}: a different key in another group")
             if keys_seen.setdefault(a.public_key, a.approver_id) != a.approver_id:
