@@ -540,8 +540,12 @@ def verify_approvals(
         else:
             approvers.add(who)
     approvers -= rejecters  # one who rejected has rejected, whatever else they signed
+    # A set: an approver counts once per group even if a group listed it twice (which
+    # check_policy refuses; this is the second line, behind it).
     counted = {
-        g.group_id: tuple(sorted(a.approver_id for a in g.approvers if a.approver_id in approvers))
+        g.group_id: tuple(
+            sorted({a.approver_id for a in g.approvers if a.approver_id in approvers})
+        )
         for g in governance.policy.approver_groups
         if g.group_id in required
     }

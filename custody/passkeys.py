@@ -134,13 +134,9 @@ def check_credential(c: PasskeyCredential, what: str = "passkey") -> PasskeyCred
         raise PasskeyError(f"{what}.public_key: not a supported COSE_Key ({exc})") from None
     if not isinstance(c.rp_id, str) or not _RP_ID.fullmatch(c.rp_id):
         raise PasskeyError(f"{what}.rp_id: a lower-case host name")
-    if (
-        not isinstance(c.origins, tuple)
-        or not 1 <= len(c.origins) <= MAX_ORIGINS
-        or len(set(c.origins)) != len(c.origins)
-    ):
+    if not isinstance(c.origins, tuple) or not 1 <= len(c.origins) <= MAX_ORIGINS:
         raise PasskeyError(f"{what}.origins: 1-{MAX_ORIGINS} distinct origins")
-    for o in c.origins:
+    for o in c.origins:  # each a string before the set below (a list in it: a TypeError)
         if not isinstance(o, str) or not _ORIGIN.fullmatch(o):
             raise PasskeyError(
                 f"{what}.origins: {o!r} is not https://host[:port] or http://localhost[:port]"
@@ -148,6 +144,8 @@ def check_credential(c: PasskeyCredential, what: str = "passkey") -> PasskeyCred
         host = o.split("://", 1)[1].split(":", 1)[0]
         if host != c.rp_id and not host.endswith("." + c.rp_id):
             raise PasskeyError(f"{what}.origins: {o!r} is outside rp_id {c.rp_id!r}")
+    if len(set(c.origins)) != len(c.origins):
+        raise PasskeyError(f"{what}.origins: 1-{MAX_ORIGINS} distinct origins")
     return c
 
 

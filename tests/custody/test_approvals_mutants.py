@@ -422,3 +422,40 @@ def test_refused_approvals_before_a_quorum_do_not_stop_the_count(world) -> None:
         ("treasury-1", R.BAD_SIGNATURE),
         ("treasury-2", R.OTHER_REQUEST),
     ]
+
+
+def test_an_approver_listed_twice_in_a_group_still_counts_once() -> None:
+    """Defence in depth behind check_policy (which refuses the listing since session 23):
+    a governance built without that check, whose 2-of-2 group lists treasury-1 twice, is
+    not satisfied by treasury-1's one approval."""
+    group, keys = approvers("treasury", 2)
+    twice = pol.ApproverGroup("treasury", group.approvers[:1] * 2)  # treasury-1, treasury-1
+    rule = pol.Rule(
+        "big",
+        "approve",
+        keys=F({"k1"}),
+        approvals=pol.Requirement("all", (pol.GroupQuorum("treasury", 2),)),
+    )
+    good = governance(pol.Policy(rules=(rule,), approver_groups=(group,)), version=2)
+    g = replace(good, policy=replace(good.policy, approver_groups=(twice,)))  # unchecked
+    with pytest.raises(pol.PolicyError, match="twice"):
+        pol.check_policy(g.policy)
+    intent = evm_tx()
+    request = ap.ApprovalRequest("sr_1", ap.intent_digest(intent.kind, intent.summary()))
+    d = pol.decide(g, intent, key_id="k1", initiator=INITIATOR, now=T0)
+    assert d.action == "approve"
+    st = ap.ApprovalStatement(
+        intent_digest=request.intent_digest,
+        request_id="sr_1",
+        policy_version=g.version,
+        governance_digest=g.digest,
+        expires_at=T0 + 600,
+        approver_id="treasury-1",
+        decision="approve",
+        initiator=INITIATOR,
+    )
+    out = ap.verify_approvals(
+        d, [ap.sign_approval(keys["treasury-1"], st)], g, request, T0, INITIATOR
+    )
+    assert out.status == "pending", out
+    assert out.counted == {"treasury": ("treasury-1",)}

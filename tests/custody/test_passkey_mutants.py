@@ -316,3 +316,12 @@ def test_every_passkey_type_is_frozen(alice) -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(obj, name, None)
         hash(obj)
+
+
+def test_an_origin_that_is_not_a_string_is_refused_by_name_not_a_type_error(alice) -> None:
+    """A list among the origins (hashable or not) is a PasskeyError naming the field: it
+    was a bare TypeError from set() before the per-origin check (found in session 23)."""
+    c = replace(alice.credential, rp_id="example.com")
+    for bad in (["https://wallet.example.com"], {"a": 1}, 443, None):
+        with pytest.raises(pk.PasskeyError, match=r"^p\.origins: .* is not https://host"):
+            pk.check_credential(replace(c, origins=(bad,)), "p")
