@@ -16,8 +16,6 @@ two coordinators (``simulations.multi.Multi``). Signatures are checked by pynacl
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,22 +33,8 @@ from custody import governance as gov
 from custody.client import CustodyClient
 from custody.nodeauth import SIGNATURE_HEADER, sign_headers
 from simulations.multi import Multi
+from tests.e2e.conftest import token_sign
 from tests.lb.conftest import LB_ENV, require_topology
-
-ROOT = Path(__file__).resolve().parents[2]
-
-SIGNER_SCRIPT = """
-import json, sys
-from pathlib import Path
-from hsm import Hsm, HsmConfig
-d = Path(sys.argv[1])
-state = json.loads((d / "hsm.json").read_text())
-pin = (d / "hsm.pin").read_text().strip()
-hsm = Hsm.open(HsmConfig(state["token_label"], pin, softhsm_conf=state["softhsm_conf"]))
-out = [hsm.sign_ed25519("coordinator", bytes.fromhex(x)).hex() for x in json.load(sys.stdin)]
-hsm.close()
-print(json.dumps(out))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -99,17 +83,8 @@ def _node_request(
             body,
             recipient=f"node-{node}",
         )
-        done = subprocess.run(  # noqa: S603 - our own argv
-            [sys.executable, "-c", SIGNER_SCRIPT, str(_coordinator_dir(m, k))],
-            input=json.dumps([seen[0].hex()]),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-            check=True,
-        )
-        (sig,) = json.loads(done.stdout)
-        headers[SIGNATURE_HEADER] = sig
+        (sig,) = token_sign(_coordinator_dir(m, k), seen)
+        headers[SIGNATURE_HEADER] = sig.hex()
         public = m.cluster.coordinator_keys[_coordinator_dir(m, k).name]
     headers["X-Coordinator-Key"] = public.hex()
     headers["content-type"] = "application/json"
