@@ -15,6 +15,7 @@ from tests.conftest import pytest_xdist_make_scheduler
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOS, LB = "tests/multi/test_chaos.py", "tests/lb/test_multi.py"
+CID = "tests/e2e/test_coordinator_identities.py"  # retires coordinator-2, re-pins it at its end
 
 
 @dataclass
@@ -27,12 +28,13 @@ def test_the_shared_units_name_existing_modules_each_once() -> None:
     assert len(mods) == len(set(mods)), mods
     for m in mods:
         assert (ROOT / m).is_file(), m
-    assert schedule.SHARED_UNITS["multi-topology"] == (CHAOS, LB)  # LB last: it stops it
+    assert schedule.SHARED_UNITS["multi-topology"] == (CHAOS, CID, LB)  # LB last: it stops it
 
 
 def test_a_shared_units_modules_are_one_unit_and_others_their_own() -> None:
     assert schedule.unit_of(f"{CHAOS}::test_x[3]") == "multi-topology"
     assert schedule.unit_of(f"{LB}::test_topology_up") == "multi-topology"
+    assert schedule.unit_of(f"{CID}::test_two") == "multi-topology"
     assert schedule.unit_of("tests/lb/test_compose.py::test_topology") == (
         "tests/lb/test_compose.py"
     )
