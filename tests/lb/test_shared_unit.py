@@ -1,7 +1,8 @@
 """The modules that share the worker's one multi-machine topology (tests/conftest.py
 ``multi_topology``) are one unit of work: tests/schedule.py ``SHARED_UNITS`` orders them
 together, and tests/conftest.py's scheduler keeps them on one worker. (That a run builds one
-topology for both: docs/PERFORMANCE.md, "Test suite time (2026-12-02)".)"""
+topology for all of them: docs/PERFORMANCE.md, "Test suite time (2026-12-02)" and
+"Test suite time (session 23)".)"""
 
 from __future__ import annotations
 
