@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -52,6 +52,8 @@ from custody.cluster import (
 )
 from simulations.haproxy import Backend, Haproxy, render_config
 from simulations.pgserver import PgServer
+
+T = TypeVar("T")
 
 
 def _coordinator_proc(k: int) -> str:
@@ -180,25 +182,38 @@ class Multi:
         self._wait_ready(k, deadline or time.monotonic() + 60)
 
     def _wait_ready(self, k: int, deadline: float) -> None:
+        """Until coordinator ``k`` answers ``/ready`` with every node healthy."""
+
+        def ready() -> bool:
+            r = httpx.get(self.coordinator_url(k) + "/ready", timeout=2)
+            body = r.json()
+            if r.status_code == 200 and body.get("nodes_healthy") == self.nodes:
+                return True
+            raise ValueError(body)  # the last answer, for the error if it never gets there
+
+        self._wait_up(_coordinator_proc(k), f"coordinator-{k}", "not ready", deadline, ready)
+
+    def _wait_up(
+        self, proc_name: str, who: str, what: str, deadline: float, probe: Callable[[], T]
+    ) -> T:
+        """``probe()``'s first result that does not raise (an HTTP or decoding error), polled
+        every 0.1 s until ``deadline`` while the process ``proc_name`` runs: a process that
+        exits raises with its log's tail, a deadline passed with ``who`` ``what`` and the
+        last error. One loop for the coordinators' ``/ready`` and the nodes' ``/health``."""
         assert self.cluster is not None
-        proc = self.cluster.procs[_coordinator_proc(k)]
-        url = self.coordinator_url(k) + "/ready"
+        proc = self.cluster.procs[proc_name]
         last: object = None
         while True:
             if not proc.alive:
-                log = self.data_dir / "logs" / f"{_coordinator_proc(k)}.log"
+                log = self.data_dir / "logs" / f"{proc_name}.log"
                 tail = log.read_bytes()[-1500:].decode(errors="replace")
-                raise RuntimeError(f"coordinator-{k} exited during start-up:\n{tail}")
+                raise RuntimeError(f"{who} exited during start-up:\n{tail}")
             try:
-                r = httpx.get(url, timeout=2)
-                body = r.json()
-                last = body
-                if r.status_code == 200 and body.get("nodes_healthy") == self.nodes:
-                    return
-            except (httpx.HTTPError, ValueError) as exc:
+                return probe()
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
                 last = exc
             if time.monotonic() > deadline:
-                raise RuntimeError(f"coordinator-{k} not ready in time: {last}")
+                raise RuntimeError(f"{who} {what} in time: {last}")
             time.sleep(0.1)
 
     def _frontend_pem(self) -> Path:
@@ -259,21 +274,13 @@ class Multi:
         self.progress(f"starting {node_id(i)}")
         until = deadline or time.monotonic() + 90
         self.cluster.start_node(i)
-        proc = self.cluster.procs[node_id(i)]
-        last: object = None
-        while True:
-            if not proc.alive:
-                log = self.data_dir / "logs" / f"{node_id(i)}.log"
-                tail = log.read_bytes()[-1500:].decode(errors="replace")
-                raise RuntimeError(f"{node_id(i)} exited during start-up:\n{tail}")
-            try:
-                boot = str(self.node_health(i)["boot_id"])
-                break
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                last = exc
-            if time.monotonic() > until:
-                raise RuntimeError(f"{node_id(i)} did not answer /health in time: {last}")
-            time.sleep(0.1)
+        boot = self._wait_up(
+            node_id(i),
+            node_id(i),
+            "did not answer /health",
+            until,
+            lambda: str(self.node_health(i)["boot_id"]),
+        )
         for k in range(1, self.coordinators + 1):
             p = self.cluster.procs.get(_coordinator_proc(k))
             if p is not None and p.alive:

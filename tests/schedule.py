@@ -50,11 +50,16 @@ _LINE = re.compile(r"^\s*(?P<s>\d+(?:\.\d+)?)s (?P<phase>setup|call|teardown)\s+
 #: order): under ``--dist loadfile`` two modules are two units and may land on two workers,
 #: each then building the fixture. ``multi_topology`` (tests/conftest.py): the whole
 #: multi-machine topology (PostgreSQL, TLS, HAProxy, three nodes, two coordinators);
-#: tests/lb/test_multi.py goes last, its last test stops the topology. ``shared_live``
+#: tests/e2e/test_coordinator_identities.py retires coordinator-2 and re-pins it when it
+#: ends; tests/lb/test_multi.py goes last, its last test stops the topology. ``shared_live``
 #: (tests/e2e/conftest.py): the session's one running 3-node cluster of the modules that
 #: only make their own keys and sign.
 SHARED_UNITS: dict[str, tuple[str, ...]] = {
-    "multi-topology": ("tests/multi/test_chaos.py", "tests/lb/test_multi.py"),
+    "multi-topology": (
+        "tests/multi/test_chaos.py",
+        "tests/e2e/test_coordinator_identities.py",
+        "tests/lb/test_multi.py",
+    ),
     "e2e-shared-cluster": (
         "tests/e2e/test_approve_cli.py",
         "tests/e2e/test_ceremony_offline.py",

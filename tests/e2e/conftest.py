@@ -10,10 +10,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import json
 import os
 import random
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -38,6 +41,45 @@ def collection_rng(name: str) -> random.Random:
     by the OS."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     return random.Random(f"{run}:{name}" if run else None)  # noqa: S311 - a test point
+
+
+# -- signing with a coordinator's key in its own token (the attacks on the nodes) ----------
+#: The subprocess :func:`token_sign` runs: it opens a coordinator's PKCS#11 token as a thief
+#: on the coordinator host would (the dev PIN file next to it) and signs each hex payload of
+#: its stdin with the coordinator's Ed25519 key (the key never leaves the token).
+_SIGNER_SCRIPT = """
+import json, sys
+from pathlib import Path
+from hsm import Hsm, HsmConfig
+d = Path(sys.argv[1])
+state = json.loads((d / "hsm.json").read_text())
+pin = (d / "hsm.pin").read_text().strip()
+hsm = Hsm.open(HsmConfig(state["token_label"], pin, softhsm_conf=state["softhsm_conf"]))
+out = [hsm.sign_ed25519("coordinator", bytes.fromhex(x)).hex() for x in json.load(sys.stdin)]
+hsm.close()
+print(json.dumps(out))
+"""
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def token_sign(coordinator_dir: Path, payloads: list[bytes]) -> list[bytes]:
+    """Signatures of ``payloads`` by the coordinator key in the token of
+    ``coordinator_dir`` (a coordinator's data directory: its ``hsm.json`` and dev
+    ``hsm.pin``), made by a subprocess: SoftHSM2 binds a process to one token directory,
+    so the test process (which may hold another token) cannot open it itself. Used by
+    tests/e2e/test_cluster.py, tests/e2e/test_coordinator_identities.py and
+    tests/multi/test_chaos.py to send nodes requests past the coordinator."""
+    done = subprocess.run(  # noqa: S603 - our own argv
+        [sys.executable, "-c", _SIGNER_SCRIPT, str(coordinator_dir)],
+        input=json.dumps([p.hex() for p in payloads]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=_ROOT,
+        check=True,
+    )
+    return [bytes.fromhex(x) for x in json.loads(done.stdout)]
 
 
 class Live:

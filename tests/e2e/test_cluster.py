@@ -35,7 +35,7 @@ from custody.nodeauth import SIGNATURE_HEADER, sign_headers
 from custody.signing import message_to_sign
 from mpc import dkls23, frost
 from mpc.dkls23.params import Q
-from tests.e2e.conftest import Live, running_cluster
+from tests.e2e.conftest import Live, running_cluster, token_sign
 
 SCHEMES = ["ed25519", "bip340", "ecdsa-secp256k1"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -337,35 +337,12 @@ def fresh(tmp_path: Path) -> Iterator[Live]:
         yield lv
 
 
-SIGNER_SCRIPT = """
-import json, sys
-from pathlib import Path
-from hsm import Hsm, HsmConfig
-d = Path(sys.argv[1])
-state = json.loads((d / "hsm.json").read_text())
-pin = (d / "hsm.pin").read_text().strip()
-hsm = Hsm.open(HsmConfig(state["token_label"], pin, softhsm_conf=state["softhsm_conf"]))
-out = [hsm.sign_ed25519("coordinator", bytes.fromhex(x)).hex() for x in json.load(sys.stdin)]
-hsm.close()
-print(json.dumps(out))
-"""
-
-
 def _token_sign(live: Live, payloads: list[bytes]) -> list[bytes]:
     """Signatures by the coordinator's key, made in the coordinator's own PKCS#11 token
     opened as a thief on the coordinator host would (the dev PIN file next to it): the
     key never leaves the token, but it signs. (A subprocess: SoftHSM2 binds a process to
     one token directory.)"""
-    out = subprocess.run(  # noqa: S603 - our own argv
-        [sys.executable, "-c", SIGNER_SCRIPT, str(live.cluster.data_dir / "coordinator")],
-        input=json.dumps([p.hex() for p in payloads]),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=True,
-    )
-    return [bytes.fromhex(x) for x in json.loads(out.stdout)]
+    return token_sign(live.cluster.data_dir / "coordinator", payloads)
 
 
 def _direct(live: Live, calls: list[tuple[int, str, dict]]) -> list[dict]:

@@ -1,7 +1,8 @@
 """Issue 14: two coordinators, each its own identity (own data directory, own sealed key in
 its own SoftHSM2 token, own TLS client certificate), behind one PostgreSQL database; the
 dev genesis pins both keys. Real processes: PostgreSQL, three signer nodes over mutual TLS,
-two coordinators (``simulations.multi.Multi``). Signatures are checked by pynacl/coincurve.
+two coordinators (``simulations.multi.Multi``: the worker's shared topology, see the
+``multi`` fixture). Signatures are checked by pynacl/coincurve.
 
 - both coordinators sign, each driving the nodes with its own key;
 - a request signed by a key the governance does not pin is refused by every node, named;
@@ -16,8 +17,6 @@ two coordinators (``simulations.multi.Multi``). Signatures are checked by pynacl
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,34 +34,67 @@ from custody import governance as gov
 from custody.client import CustodyClient
 from custody.nodeauth import SIGNATURE_HEADER, sign_headers
 from simulations.multi import Multi
-from tests.lb.conftest import LB_ENV, require_topology
-
-ROOT = Path(__file__).resolve().parents[2]
-
-SIGNER_SCRIPT = """
-import json, sys
-from pathlib import Path
-from hsm import Hsm, HsmConfig
-d = Path(sys.argv[1])
-state = json.loads((d / "hsm.json").read_text())
-pin = (d / "hsm.pin").read_text().strip()
-hsm = Hsm.open(HsmConfig(state["token_label"], pin, softhsm_conf=state["softhsm_conf"]))
-out = [hsm.sign_ed25519("coordinator", bytes.fromhex(x)).hex() for x in json.load(sys.stdin)]
-hsm.close()
-print(json.dumps(out))
-"""
+from tests.e2e.conftest import token_sign
+from tests.lb.conftest import SharedMulti
 
 
 @pytest.fixture(scope="module")
-def multi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Multi]:
-    require_topology()
-    d: Path = tmp_path_factory.mktemp("cid")
-    m = Multi(d, coordinators=2, pg_durable=False, env=dict(LB_ENV))
+def multi(multi_topology: SharedMulti) -> Iterator[Multi]:
+    """The worker's shared topology (tests/conftest.py ``multi_topology``: PostgreSQL, three
+    nodes over mutual TLS, two coordinators each with its own identity, HAProxy; one unit
+    of work with tests/multi and tests/lb/test_multi.py, tests/schedule.py SHARED_UNITS).
+    This module retires coordinator-2; when it ends (passed or not) :func:`_repin_both`
+    installs a version pinning both again, so the next module has the whole topology."""
+    m = multi_topology.get()
     try:
-        m.start(timeout=240)
         yield m
     finally:
-        m.stop()
+        try:
+            _repin_both(m)
+        finally:
+            multi_topology.restore()
+
+
+def _current(m: Multi) -> gov.Governance:
+    """The active governance version as coordinator-1 holds it."""
+    return gov.decode(bytes.fromhex(_governance(m, 1)["document"])).body
+
+
+def _repin_both(m: Multi) -> None:
+    """The reset step of the shared topology: rows this module wrote into
+    ``governance_versions`` above the active version removed, and, if the active version
+    pins fewer coordinators than the genesis (coordinator-2 retired), its successor with
+    the genesis's pins installed through coordinator-1 and taken up by coordinator-2."""
+    assert m.cluster is not None
+    engine = create_engine(m.database_url)
+    try:
+        with engine.begin() as conn:
+            version = _governance(m, 1)["version"]
+            conn.execute(text("DELETE FROM governance_versions WHERE version > :v"), {"v": version})
+    finally:
+        engine.dispose()
+    genesis = gov.decode((m.data_dir / "governance" / "v1.gov").read_bytes()).body
+    cur = _current(m)
+    pinned = {(c.name, c.public_key) for c in cur.coordinators or ()}
+    if pinned == {(c.name, c.public_key) for c in genesis.coordinators or ()}:
+        return
+    nxt = cur.successor(coordinators=genesis.coordinators)
+    _put_governance(m, _sign_doc(m, nxt, ("dev-officer-1", "dev-officer-2")))
+    _wait_version(m, 2, nxt.version)
+
+
+def _put_governance(m: Multi, document: bytes) -> None:
+    """Install ``document`` through coordinator-1 (``PUT /v1/governance``)."""
+    with httpx.Client(base_url=m.coordinator_url(1), timeout=60) as http:
+        r = http.put(
+            "/v1/governance",
+            json={"document": document.hex()},
+            headers={
+                "Authorization": f"Bearer {_creds(m)['admin']}",
+                "Idempotency-Key": str(uuid.uuid4()),
+            },
+        )
+    assert r.status_code == 200, r.text
 
 
 def _creds(m: Multi) -> dict[str, str]:
@@ -99,17 +131,8 @@ def _node_request(
             body,
             recipient=f"node-{node}",
         )
-        done = subprocess.run(  # noqa: S603 - our own argv
-            [sys.executable, "-c", SIGNER_SCRIPT, str(_coordinator_dir(m, k))],
-            input=json.dumps([seen[0].hex()]),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-            check=True,
-        )
-        (sig,) = json.loads(done.stdout)
-        headers[SIGNATURE_HEADER] = sig
+        (sig,) = token_sign(_coordinator_dir(m, k), seen)
+        headers[SIGNATURE_HEADER] = sig.hex()
         public = m.cluster.coordinator_keys[_coordinator_dir(m, k).name]
     headers["X-Coordinator-Key"] = public.hex()
     headers["content-type"] = "application/json"
@@ -174,6 +197,11 @@ def test_two_coordinator_identities_pinned_retired_and_rows_refused(multi: Multi
     assert set(pins) == {"coordinator", "coordinator-2"} and len(set(pins.values())) == 2
     genesis = gov.decode((m.data_dir / "governance" / "v1.gov").read_bytes()).body
     assert {(c.name, c.public_key) for c in genesis.coordinators or ()} == set(pins.items())
+    # the shared topology may be past its genesis (this module's reset re-pins both; other
+    # modules install nothing): the versions below count from the active one
+    cur = _current(m)
+    assert {(c.name, c.public_key) for c in cur.coordinators or ()} == set(pins.items())
+    base = cur.version
     for k in (1, 2):  # each its own TLS client certificate
         assert (_coordinator_dir(m, k) / "tls" / "client.crt").is_file()
     c1, c2 = (_coordinator_dir(m, k) / "tls" / "client.crt" for k in (1, 2))
@@ -198,28 +226,18 @@ def test_two_coordinator_identities_pinned_retired_and_rows_refused(multi: Multi
         assert r.json()["type"] == "urn:tpwc:node:coordinator-not-pinned", r.text
         assert bytes(stray.verify_key).hex() in r.json()["detail"]
 
-    # the officers retire coordinator-2 (version 2, installed through coordinator-1)
-    v2 = genesis.successor(
-        coordinators=(gov.PinnedCoordinator("coordinator", pins["coordinator"]),)
-    )
-    with httpx.Client(base_url=m.coordinator_url(1), timeout=60) as http:
-        r = http.put(
-            "/v1/governance",
-            json={"document": _sign_doc(m, v2, ("dev-officer-1", "dev-officer-2")).hex()},
-            headers={
-                "Authorization": f"Bearer {_creds(m)['admin']}",
-                "Idempotency-Key": str(uuid.uuid4()),
-            },
-        )
-    assert r.status_code == 200, r.text
-    _wait_version(m, 2, 2)  # coordinator-2 took it up from governance_versions
+    # the officers retire coordinator-2 (version base + 1, installed through coordinator-1)
+    v2 = cur.successor(coordinators=(gov.PinnedCoordinator("coordinator", pins["coordinator"]),))
+    assert v2.version == base + 1
+    _put_governance(m, _sign_doc(m, v2, ("dev-officer-1", "dev-officer-2")))
+    _wait_version(m, 2, base + 1)  # coordinator-2 took it up from governance_versions
     for node in range(1, m.nodes + 1):
         r = _node_request(m, 2, node, "GET", "/v1/governance")
         assert r.status_code == 401, r.text
         problem = r.json()
         assert problem["type"] == "urn:tpwc:node:coordinator-not-pinned", problem
         assert pins["coordinator-2"].hex() in problem["detail"], problem
-        assert "governance version 2" in problem["detail"], problem
+        assert f"governance version {base + 1}" in problem["detail"], problem
     for scheme, key in keys.items():  # coordinator-1 keeps signing
         _sign_verified(m, 1, scheme, key)
 
@@ -239,9 +257,9 @@ def test_two_coordinator_identities_pinned_retired_and_rows_refused(multi: Multi
             conn.execute(
                 text(
                     "INSERT INTO governance_versions (version, document, digest, installed_ms)"
-                    " VALUES (3, :d, :h, 0)"
+                    " VALUES (:v, :d, :h, 0)"
                 ),
-                {"d": data, "h": "00" * 32},
+                {"v": base + 2, "d": data, "h": "00" * 32},
             )
         deadline = time.monotonic() + 30
         while True:
@@ -249,13 +267,15 @@ def test_two_coordinator_identities_pinned_retired_and_rows_refused(multi: Multi
             refused = [line for line in tail.splitlines() if "governance version refused" in line]
             if refused:
                 break
-            assert time.monotonic() < deadline, f"{what}: coordinator-2 never refused row 3"
+            assert time.monotonic() < deadline, (
+                f"{what}: coordinator-2 never refused row {base + 2}"
+            )
             time.sleep(0.2)
         entry = refused[-1]
-        assert "governance_versions row 3 refused" in entry, entry
+        assert f"governance_versions row {base + 2} refused" in entry, entry
         assert f"governance-{what}" in entry, entry
         for k in (1, 2):
-            assert _governance(m, k)["version"] == 2  # both stay on their version
+            assert _governance(m, k)["version"] == base + 1  # both stay on their version
         for node in range(1, m.nodes + 1):  # and every node refuses the same document
             r = _node_request(
                 m, 1, node, "PUT", "/v1/governance", json.dumps({"document": data.hex()}).encode()
@@ -263,7 +283,9 @@ def test_two_coordinator_identities_pinned_retired_and_rows_refused(multi: Multi
             assert r.status_code in (403, 409), r.text
             assert r.json()["type"] == f"urn:tpwc:node:governance-{what}", r.text
         with engine.begin() as conn:
-            conn.execute(text("DELETE FROM governance_versions WHERE version = 3"))
+            conn.execute(
+                text("DELETE FROM governance_versions WHERE version = :v"), {"v": base + 2}
+            )
     engine.dispose()
     for scheme, key in keys.items():  # and coordinator-1 still signs
         _sign_verified(m, 1, scheme, key)

@@ -1,8 +1,10 @@
 """Several coordinators behind HAProxy, as processes (``simulations.multi.Multi``).
 
-One topology per worker, shared by tests/lb/test_multi.py and tests/multi/test_chaos.py
-(``multi``, drawn from the session fixture ``multi_topology`` of tests/conftest.py; the
-two modules are one unit of work, tests/schedule.py ``SHARED_UNITS``): a throw-away
+One topology per worker, shared by tests/lb/test_multi.py, tests/multi/test_chaos.py and
+tests/e2e/test_coordinator_identities.py (``multi``, drawn from the session fixture
+``multi_topology`` of tests/conftest.py; the modules are one unit of work,
+tests/schedule.py ``SHARED_UNITS``; the identities module re-pins the coordinator it
+retires when it ends): a throw-away
 PostgreSQL server, three signer nodes over mutual TLS, two coordinators on one data
 directory and one database, HAProxy in front terminating TLS 1.3 for the clients (what
 ``docker-compose.yml`` runs). A module may SIGKILL a coordinator; when it ends, every

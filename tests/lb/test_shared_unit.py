@@ -1,7 +1,8 @@
 """The modules that share the worker's one multi-machine topology (tests/conftest.py
 ``multi_topology``) are one unit of work: tests/schedule.py ``SHARED_UNITS`` orders them
 together, and tests/conftest.py's scheduler keeps them on one worker. (That a run builds one
-topology for both: docs/PERFORMANCE.md, "Test suite time (2026-12-02)".)"""
+topology for all of them: docs/PERFORMANCE.md, "Test suite time (2026-12-02)" and
+"Test suite time (session 23)".)"""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.conftest import pytest_xdist_make_scheduler
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOS, LB = "tests/multi/test_chaos.py", "tests/lb/test_multi.py"
+CID = "tests/e2e/test_coordinator_identities.py"  # retires coordinator-2, re-pins it at its end
 
 
 @dataclass
@@ -27,12 +29,13 @@ def test_the_shared_units_name_existing_modules_each_once() -> None:
     assert len(mods) == len(set(mods)), mods
     for m in mods:
         assert (ROOT / m).is_file(), m
-    assert schedule.SHARED_UNITS["multi-topology"] == (CHAOS, LB)  # LB last: it stops it
+    assert schedule.SHARED_UNITS["multi-topology"] == (CHAOS, CID, LB)  # LB last: it stops it
 
 
 def test_a_shared_units_modules_are_one_unit_and_others_their_own() -> None:
     assert schedule.unit_of(f"{CHAOS}::test_x[3]") == "multi-topology"
     assert schedule.unit_of(f"{LB}::test_topology_up") == "multi-topology"
+    assert schedule.unit_of(f"{CID}::test_two") == "multi-topology"
     assert schedule.unit_of("tests/lb/test_compose.py::test_topology") == (
         "tests/lb/test_compose.py"
     )

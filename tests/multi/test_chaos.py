@@ -47,15 +47,12 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import coincurve
@@ -68,13 +65,12 @@ from sqlalchemy import Engine, create_engine, select
 from api.db import Node, PoolCommitment, PoolPresignature, SignRequest
 from custody.nodeauth import SIGNATURE_HEADER, sign_headers
 from simulations.multi import Multi
-from tests.e2e.conftest import collection_rng
+from tests.e2e.conftest import collection_rng, token_sign
 
 SCHEMES = ("ed25519", "bip340", "ecdsa-secp256k1")
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 CONCURRENCY = 8
 TERMINAL = ("signed", "failed", "rejected", "expired")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def slow_short() -> bool:
@@ -511,24 +507,10 @@ def _old_boot_never_used(engine: Engine, nk: NodeKill, released: list[str]) -> N
     assert left == set(), f"the pools still hold {len(left)} items of node-{nk.node}'s old boot"
 
 
-SIGNER_SCRIPT = """
-import json, sys
-from pathlib import Path
-from hsm import Hsm, HsmConfig
-d = Path(sys.argv[1])
-state = json.loads((d / "hsm.json").read_text())
-pin = (d / "hsm.pin").read_text().strip()
-hsm = Hsm.open(HsmConfig(state["token_label"], pin, softhsm_conf=state["softhsm_conf"]))
-out = [hsm.sign_ed25519("coordinator", bytes.fromhex(x)).hex() for x in json.load(sys.stdin)]
-hsm.close()
-print(json.dumps(out))
-"""
-
-
 def _signed_get(m: Multi, node: int, target: str) -> dict[str, Any]:
     """``GET target`` on a node, signed by the coordinators' key in their PKCS#11 token (a
-    subprocess: SoftHSM2 binds a process to one token directory; tests/e2e/test_cluster.py
-    does the same), over mutual TLS."""
+    subprocess: SoftHSM2 binds a process to one token directory; tests/e2e/conftest.py
+    ``token_sign``), over mutual TLS."""
     assert m.cluster is not None
     seen: list[bytes] = []
     headers = sign_headers(
@@ -538,18 +520,10 @@ def _signed_get(m: Multi, node: int, target: str) -> dict[str, Any]:
         b"",
         recipient=f"node-{node}",
     )
-    done = subprocess.run(  # noqa: S603 - our own argv
-        [sys.executable, "-c", SIGNER_SCRIPT, str(m.data_dir / "coordinator")],
-        input=json.dumps([seen[0].hex()]),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=True,
-    )
-    (sig,) = json.loads(done.stdout)
+    (sig,) = token_sign(m.data_dir / "coordinator", seen)
     with m.cluster.node_http() as http:
-        r = http.get(m.cluster.node_url(node) + target, headers={**headers, SIGNATURE_HEADER: sig})
+        headers[SIGNATURE_HEADER] = sig.hex()
+        r = http.get(m.cluster.node_url(node) + target, headers=headers)
     assert r.status_code == 200, r.text
     doc: dict[str, Any] = r.json()
     return doc

@@ -27,12 +27,29 @@ KEY = "tr-psbt"
 SIGNERS = (1, 2)
 
 
-@pytest.fixture
-def psbt_key(cluster: Coordinator) -> Iterator[tuple[Coordinator, dict[str, Any]]]:
+@pytest.fixture(scope="module")
+def _module_key(module_cluster: Coordinator) -> dict[str, Any]:
     """The one place the test key and its governance are set up: a 2-of-3 BIP-340 key by
     DKG on the real nodes, on regtest (each node records the network). The test genesis's
-    policy (``tests.nodes.conftest.TEST_POLICY``) allows ``btc-psbt``."""
-    yield cluster, cluster.dkg("bip340", KEY, 2, [1, 2, 3], network="regtest")
+    policy (``tests.nodes.conftest.TEST_POLICY``) allows ``btc-psbt``. One key on the
+    module's one cluster (tests/nodes/conftest.py ``module_cluster``) for every test."""
+    return module_cluster.dkg("bip340", KEY, 2, [1, 2, 3], network="regtest")
+
+
+#: each signer's nonce count and release-log head when the running test began
+#: (:func:`psbt_key`): the tests share the key and cluster, and count from there
+_start: dict[int, tuple[int, int]] = {}
+
+
+@pytest.fixture
+def psbt_key(
+    module_cluster: Coordinator, _module_key: dict[str, Any]
+) -> Iterator[tuple[Coordinator, dict[str, Any]]]:
+    """The module's cluster and key, with the signers' counters noted for this test."""
+    _start.clear()
+    for p in SIGNERS:
+        _start[p] = (_nonces_total(module_cluster, p), _release_head(module_cluster, p))
+    yield module_cluster, _module_key
 
 
 def request(internal: bytes, amounts: list[int], **extra: Any) -> dict[str, Any]:
@@ -94,8 +111,24 @@ def batch(c: Coordinator, p: int, items: list[dict[str, Any]]) -> list[dict[str,
     return res
 
 
-def nonces_used(c: Coordinator, p: int) -> int:
+def _nonces_total(c: Coordinator, p: int) -> int:
     return int(c.call(c.nodes[p], "GET", "/v1/status")["nonces_used"])
+
+
+def _release_head(c: Coordinator, p: int) -> int:
+    entries = c.call(c.nodes[p], "GET", "/v1/releases?after=0&limit=1000")["entries"]
+    assert len(entries) < 1000  # one page holds this module's releases
+    return int(entries[-1]["seq"]) if entries else 0
+
+
+def nonces_used(c: Coordinator, p: int) -> int:
+    """Nonces node ``p`` used since the running test began (``psbt_key``)."""
+    return _nonces_total(c, p) - _start[p][0]
+
+
+def releases(c: Coordinator, p: int) -> list[Any]:
+    """Node ``p``'s release-log entries since the running test began (``psbt_key``)."""
+    return list(c.call(c.nodes[p], "GET", f"/v1/releases?after={_start[p][1]}")["entries"])
 
 
 def test_each_input_signed_under_the_output_key_passes_bitcoin_core(
@@ -202,7 +235,7 @@ def test_a_coordinator_cannot_get_a_share_for_another_message_or_key(
         assert all("problem" in o for o in outcomes), outcomes
         # nothing released: the nonce is still there, and the release log is empty
         assert nonces_used(c, p) == 0
-        assert c.call(c.nodes[p], "GET", "/v1/releases")["entries"] == []
+        assert releases(c, p) == []
     # the same nonces still sign the honest item
     for p in SIGNERS:
         (ok,) = batch(c, p, [item(nonces, p, 0, req, s0, output_key)])
@@ -245,7 +278,8 @@ def test_input_index_belongs_to_btc_psbt_only_and_other_kinds_sign_untweaked(
     assert not core_verifies(tx, p2tr_script(output_key), [30_000, 10_000])
 
 
-def test_the_network_is_recorded_at_the_dkg_and_checked(cluster: Coordinator) -> None:
+def test_the_network_is_recorded_at_the_dkg_and_checked(module_cluster: Coordinator) -> None:
+    cluster = module_cluster  # the key ids it makes (tr-main, tr-sig, tr-split) are its own
     res = cluster.dkg("bip340", "tr-main", 2, [1, 2, 3])  # no network: mainnet, as the API
     assert res["network"] == "mainnet"
     assert cluster.dkg("bip340", "tr-sig", 2, [1, 2, 3], "signet")["network"] == "signet"

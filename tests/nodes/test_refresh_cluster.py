@@ -82,12 +82,20 @@ def raw(key_id: str, tag: str) -> dict[str, Any]:
     return {"id": tag, "key_id": key_id, "kind": "raw", "message": tag.encode().hex()}
 
 
+# The tests up to the kill test share the module's one running cluster (tests/nodes/
+# conftest.py ``module_cluster``): each makes and refreshes a key id of its own, reads no
+# node counter and neither crashes a node nor installs governance. The kill test keeps a
+# cluster of its own (``cluster``).
+
+
 @pytest.mark.parametrize("scheme", ["ed25519", "bip340"])
-def test_frost_refresh_then_sign_and_stale_share_named(cluster: Coordinator, scheme: str) -> None:
+def test_frost_refresh_then_sign_and_stale_share_named(
+    module_cluster: Coordinator, scheme: str
+) -> None:
     key_id = f"k-{scheme}"
-    dkg = cluster.dkg(scheme, key_id, 2, [1, 2, 3])
+    dkg = module_cluster.dkg(scheme, key_id, 2, [1, 2, 3])
     old_pub = public_package(dkg, scheme)
-    results = refresh(cluster, key_id, scheme, dkg["public_key"], 1)
+    results = refresh(module_cluster, key_id, scheme, dkg["public_key"], 1)
     new = results[1]
     assert all(r["verifying_shares"] == new["verifying_shares"] for r in results.values())
     assert new["public_key"] == dkg["public_key"] and new["share_version"] == 2
@@ -96,15 +104,18 @@ def test_frost_refresh_then_sign_and_stale_share_named(cluster: Coordinator, sch
     # not committed yet: the old shares still sign
     req = raw(key_id, f"{scheme}-before")
     frost_verify(
-        scheme, dkg["public_key"], req, cluster.frost_sign(scheme, key_id, [1, 3], req, old_pub)
+        scheme,
+        dkg["public_key"],
+        req,
+        module_cluster.frost_sign(scheme, key_id, [1, 3], req, old_pub),
     )
 
     # a commit without every party's done statement is refused, naming who is missing
     sid = new["outcome"]["session_id"]
     partial = {str(p): results[p]["signature"] for p in (1, 2)}
     with pytest.raises(NodeRefused) as e:
-        cluster.call(
-            cluster.nodes[1],
+        module_cluster.call(
+            module_cluster.nodes[1],
             "POST",
             f"/v1/keys/{key_id}/commit",
             {"session_id": sid, "signatures": partial},
@@ -112,8 +123,8 @@ def test_frost_refresh_then_sign_and_stale_share_named(cluster: Coordinator, sch
     assert e.value.status == 403 and e.value.problem["culprits"] == [3]
     forged = {**partial, "3": results[1]["signature"]}
     with pytest.raises(NodeRefused) as e:
-        cluster.call(
-            cluster.nodes[1],
+        module_cluster.call(
+            module_cluster.nodes[1],
             "POST",
             f"/v1/keys/{key_id}/commit",
             {"session_id": sid, "signatures": forged},
@@ -121,32 +132,37 @@ def test_frost_refresh_then_sign_and_stale_share_named(cluster: Coordinator, sch
     assert e.value.status == 403 and e.value.problem["culprits"] == [3]
 
     # nonces made before the commit are dropped by it
-    early = {p: cluster.commitments(p, key_id)[0] for p in (1, 2)}
+    early = {p: module_cluster.commitments(p, key_id)[0] for p in (1, 2)}
     # node 3 does not get the commit yet: it still holds the old share
-    commit(cluster, key_id, results, parties=[1, 2])
+    commit(module_cluster, key_id, results, parties=[1, 2])
     with pytest.raises(NodeRefused) as e:
-        cluster.frost_sign(scheme, key_id, [1, 2], raw(key_id, f"{scheme}-early"), new_pub, early)
+        module_cluster.frost_sign(
+            scheme, key_id, [1, 2], raw(key_id, f"{scheme}-early"), new_pub, early
+        )
     assert e.value.status == 404  # unknown nonce: invalidated at commit
     req = raw(key_id, f"{scheme}-mixed")
     with pytest.raises(ProtocolError) as pe:
-        cluster.frost_sign(scheme, key_id, [1, 3], req, new_pub)
+        module_cluster.frost_sign(scheme, key_id, [1, 3], req, new_pub)
     assert pe.value.culprits == (3,)  # the stale party is named
     req = raw(key_id, f"{scheme}-new")
     frost_verify(
-        scheme, dkg["public_key"], req, cluster.frost_sign(scheme, key_id, [1, 2], req, new_pub)
+        scheme,
+        dkg["public_key"],
+        req,
+        module_cluster.frost_sign(scheme, key_id, [1, 2], req, new_pub),
     )
     # the commit is idempotent and completes on the late node
-    commit(cluster, key_id, results)
+    commit(module_cluster, key_id, results)
     for signers in ([1, 3], [2, 3]):
         req = raw(key_id, f"{scheme}-after-{signers[0]}{signers[1]}")
-        sig = cluster.frost_sign(scheme, key_id, signers, req, new_pub)
+        sig = module_cluster.frost_sign(scheme, key_id, signers, req, new_pub)
         frost_verify(scheme, dkg["public_key"], req, sig)
     # a second refresh moves on to version 3 and the key still signs
-    again = refresh(cluster, key_id, scheme, dkg["public_key"], 2)
+    again = refresh(module_cluster, key_id, scheme, dkg["public_key"], 2)
     assert again[2]["share_version"] == 3
-    commit(cluster, key_id, again)
+    commit(module_cluster, key_id, again)
     req = raw(key_id, f"{scheme}-v3")
-    sig = cluster.frost_sign(scheme, key_id, [2, 3], req, public_package(again[2], scheme))
+    sig = module_cluster.frost_sign(scheme, key_id, [2, 3], req, public_package(again[2], scheme))
     frost_verify(scheme, dkg["public_key"], req, sig)
 
 
@@ -191,19 +207,19 @@ def ecdsa_sign(
     assert PublicKey(bytes.fromhex(pk_hex)).verify(sig.to_der(), digest, hasher=None)
 
 
-def test_ecdsa_refresh_fresh_base_ots_then_sign(cluster: Coordinator) -> None:
-    dkg = cluster.dkg("ecdsa-secp256k1", "eth-1", 2, [1, 2, 3])
+def test_ecdsa_refresh_fresh_base_ots_then_sign(module_cluster: Coordinator) -> None:
+    dkg = module_cluster.dkg("ecdsa-secp256k1", "eth-1", 2, [1, 2, 3])
     pk = dkg["public_key"]
     # a presignature made before the refresh is dropped at commit
-    before = presign(cluster, "eth-1", [1, 2])
-    results = refresh(cluster, "eth-1", "ecdsa-secp256k1", pk, 1)
+    before = presign(module_cluster, "eth-1", [1, 2])
+    results = refresh(module_cluster, "eth-1", "ecdsa-secp256k1", pk, 1)
     assert all(r["public_key"] == pk and r["share_version"] == 2 for r in results.values())
     assert results[1]["verifying_shares"] != dkg["verifying_shares"]
-    ecdsa_sign(cluster, "eth-1", [2, 3], pk, "old-share-still-signs")
-    commit(cluster, "eth-1", results)
+    ecdsa_sign(module_cluster, "eth-1", [2, 3], pk, "old-share-still-signs")
+    commit(module_cluster, "eth-1", results)
     with pytest.raises(NodeRefused) as e:
-        cluster.call(
-            cluster.nodes[1],
+        module_cluster.call(
+            module_cluster.nodes[1],
             "POST",
             "/v1/ecdsa/sign",
             {
@@ -214,26 +230,31 @@ def test_ecdsa_refresh_fresh_base_ots_then_sign(cluster: Coordinator) -> None:
         )
     assert e.value.status == 404
     for signers in ([1, 2], [1, 3]):
-        ecdsa_sign(cluster, "eth-1", signers, pk, f"after-{signers[0]}{signers[1]}")
+        ecdsa_sign(module_cluster, "eth-1", signers, pk, f"after-{signers[0]}{signers[1]}")
 
 
-def test_refresh_refuses_a_partial_committee_or_another_threshold(cluster: Coordinator) -> None:
-    pk = cluster.dkg("ed25519", "ka", 2, [1, 2, 3])["public_key"]
+def test_refresh_refuses_a_partial_committee_or_another_threshold(
+    module_cluster: Coordinator,
+) -> None:
+    pk = module_cluster.dkg("ed25519", "ka", 2, [1, 2, 3])["public_key"]
     base = {"kind": "refresh", "key_id": "ka", "scheme": "ed25519"}
     # even authorized as asked, a refresh of part of the committee is refused
     spec = {**base, "session_id": secrets.token_hex(32), "threshold": 2, "participants": [1, 2]}
     with pytest.raises(NodeRefused) as e:
-        cluster.call(
-            cluster.nodes[1], "POST", "/v1/sessions", authorized(cluster.officers, spec, pk, 1)
+        module_cluster.call(
+            module_cluster.nodes[1],
+            "POST",
+            "/v1/sessions",
+            authorized(module_cluster.officers, spec, pk, 1),
         )
     assert e.value.status == 403 and "committee" in e.value.problem["detail"]
     spec = {**base, "session_id": secrets.token_hex(32), "threshold": 2, "participants": [1, 2, 3]}
     with pytest.raises(NodeRefused) as e:
-        cluster.call(
-            cluster.nodes[1],
+        module_cluster.call(
+            module_cluster.nodes[1],
             "POST",
             "/v1/sessions",
-            {**authorized(cluster.officers, spec, pk, 1), "threshold": 1},
+            {**authorized(module_cluster.officers, spec, pk, 1), "threshold": 1},
         )
     assert e.value.status == 403 and "threshold" in e.value.problem["detail"]
     assert e.value.problem["type"] == "urn:tpwc:node:ceremony-authorization-mismatch"
