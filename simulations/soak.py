@@ -36,8 +36,14 @@ then stayed level), split in two halves:
 - the load itself: at most 0.1 % of the requests failed.
 
 The short form (CI, 35 s) runs inside the heaps' warm-up, so it bounds memory only against
-gross growth (30 % + 24 MiB, :data:`SHORT_RSS_TOLERANCE`); descriptors and the load are
-judged alike.
+gross growth (30 % + 24 MiB, :data:`SHORT_RSS_TOLERANCE`), and descriptors with
+:data:`SHORT_FD_SLACK` (16): its two judged halves are ~10 s each, and on a shared machine
+a slow spell leaves more keep-alive connections open at HAProxy or a coordinator for a
+while (floors 41 -> 50 at HAProxy and 27 -> 37 at a coordinator in CI runs whose every
+request was signed). The halves' floors are ~10.5 s apart, so a leak of 1.6 descriptors a
+second (one per ~11 requests at 18 requests a second) still fails it; slower leaks are the
+10-minute form's to find (:data:`FD_SLACK` over halves of ~3 minutes).
+The load is judged alike.
 
 A process that is not flat, or a failed request rate above that, makes the run fail (exit 1)
 and names the process.
@@ -80,6 +86,7 @@ SHORT_RSS_TOLERANCE = 0.30
 SHORT_RSS_SLACK_MIB = 24.0
 SHORT_SECONDS = 35.0
 FD_SLACK = 8
+SHORT_FD_SLACK = 16
 ERROR_LIMIT = 0.001
 MIB = 1024 * 1024
 #: what "memory" means in the verdict: private anonymous memory (procstat.anon_bytes)
@@ -131,6 +138,7 @@ def verdict(
     warmup_s: float,
     tolerance: float = RSS_TOLERANCE,
     slack_mib: float = RSS_SLACK_MIB,
+    fd_slack: int = FD_SLACK,
 ) -> dict[str, Any]:
     """Per process: first/second-half private-memory medians and fd maxima after the
     warm-up, and whether it is flat (module docstring)."""
@@ -159,7 +167,7 @@ def verdict(
             if not fds_ok:
                 why.append(f"processes {p1} -> {p2}")
         else:
-            fds_ok = f2 <= f1 + FD_SLACK
+            fds_ok = f2 <= f1 + fd_slack
             if not fds_ok:
                 why.append(f"fds {f1} -> {f2}")
         out[name] = {
@@ -235,6 +243,7 @@ def soak(
         warmup,
         SHORT_RSS_TOLERANCE if short else RSS_TOLERANCE,
         SHORT_RSS_SLACK_MIB if short else RSS_SLACK_MIB,
+        SHORT_FD_SLACK if short else FD_SLACK,
     )
     offered = sum(t["offered"] for t in load.values())
     errors = sum(t["errors"] for t in load.values())

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from simulations.saturation import fell_over
-from simulations.soak import MIB, verdict
+from simulations.soak import MIB, SHORT_FD_SLACK, verdict
 
 
 def _step(**kw: Any) -> dict[str, Any]:
@@ -72,3 +72,15 @@ def test_postgres_is_judged_on_its_backends_not_its_descriptor_cache() -> None:
         row["p"]["procs"] = 16 + i
     v = verdict(s, ["p"], warmup_s=0)
     assert not v["p"]["flat"] and "processes" in v["p"]["why"], v
+
+
+def test_the_short_form_takes_a_raised_keep_alive_floor_but_not_a_leak() -> None:
+    """The short form's halves are ~10 s: a floor raised by keep-alive connections that a
+    slow spell left open (41 -> 50 at HAProxy in one run) passes its slack; a leak of two
+    descriptors a second does not, nor does the long form's slack take +9."""
+    raised = _series([100] * 20, [41] * 10 + [50] * 10)
+    assert verdict(raised, ["p"], warmup_s=0, fd_slack=SHORT_FD_SLACK)["p"]["flat"]
+    assert not verdict(raised, ["p"], warmup_s=0)["p"]["flat"]  # FD_SLACK (8): the long form
+    leak = _series([100] * 21, list(range(41, 83, 2)))
+    v = verdict(leak, ["p"], warmup_s=0, fd_slack=SHORT_FD_SLACK)
+    assert not v["p"]["flat"] and "fds" in v["p"]["why"], v
