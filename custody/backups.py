@@ -28,6 +28,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,6 +339,42 @@ def create_identity_file(passphrase: str) -> tuple[bytes, str]:
     return age_passphrase.encrypt(text.encode(), passphrase), str(ident.to_public())
 
 
+#: How often :func:`open_identity_file` asks age again when it refuses the file's scrypt
+#: work factor as excessive (below).
+WORK_FACTOR_TRIES = 3
+
+
+def _decrypt_identity(data: bytes, passphrase: str) -> bytes:
+    """age's passphrase decryption, with its work-factor refusal told apart.
+
+    age (rage, through pyrage) times a small scrypt at every decryption and refuses a file
+    whose work factor is more than 16 times what it measured (about 16 s here): on a busy
+    machine one slow measurement refuses a file that an idle moment encrypted, with an
+    error that is not the passphrase's. pyrage offers no work-factor parameter, so that
+    refusal is asked again (a new measurement) a few times, then reported by name; every
+    other failure is the passphrase's (age cannot tell a wrong one from a damaged file).
+    """
+    for attempt in range(WORK_FACTOR_TRIES):
+        try:
+            return bytes(age_passphrase.decrypt(data, passphrase))
+        except pyrage.DecryptError as exc:
+            if "Excessive work" not in str(exc):
+                break
+            if attempt + 1 == WORK_FACTOR_TRIES:
+                found = re.search(rb"\n-> scrypt \S+ ([0-9]+)\n", data)
+                log_n = found.group(1).decode() if found else "?"
+                raise BackupError(
+                    "identity-work-factor",
+                    f"age refused the identity file's scrypt work factor 2^{log_n} as more "
+                    "than this machine can derive in about 16 s now: open it on a less busy "
+                    "machine",
+                ) from None
+            time.sleep(0.5 * (attempt + 1))
+    raise BackupError(
+        "identity-wrong-passphrase", "cannot open the identity file (wrong passphrase?)"
+    )
+
+
 def open_identity_file(data: bytes, passphrase: str) -> x25519.Identity:
     """The X25519 identity inside a passphrase-encrypted (or, refused: plain) key file."""
     if not data.startswith(AGE_VERSION_LINE):
@@ -346,11 +384,9 @@ def open_identity_file(data: bytes, passphrase: str) -> x25519.Identity:
             "identity-unprotected", "the identity file must be passphrase-encrypted (age -p)"
         )
     try:
-        text = age_passphrase.decrypt(data, passphrase).decode()
-    except (pyrage.DecryptError, UnicodeDecodeError):
-        raise BackupError(
-            "identity-wrong-passphrase", "cannot open the identity file (wrong passphrase?)"
-        ) from None
+        text = _decrypt_identity(data, passphrase).decode()
+    except UnicodeDecodeError:
+        raise BackupError("identity-malformed", "the identity file is not UTF-8 text") from None
     lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(IDENTITY_PREFIX)]
     if len(lines) != 1:
         raise BackupError("identity-malformed", "the identity file holds no single X25519 key")

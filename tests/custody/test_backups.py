@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import nacl.signing
@@ -35,6 +36,26 @@ def test_identity_files_are_passphrase_protected() -> None:
     with pytest.raises(bk.BackupError) as e:
         bk.open_identity_file(to_key, PASS)
     assert e.value.code == "identity-unprotected"
+
+
+def test_a_work_factor_age_refuses_is_named_not_blamed_on_the_passphrase(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """age measures this machine at each decryption and refuses a file whose scrypt work
+    factor is far above it (on a busy machine, one slow measurement: a DR drill in CI read
+    that as a wrong passphrase). A file asking for 2^40 is refused by age every time: the
+    error names the work factor, after asking age again (real pyrage, real scrypt)."""
+    data, _ = bk.create_identity_file(PASS)
+    log_n = re.search(rb"\n-> scrypt \S+ ([0-9]+)\n", data)
+    assert log_n is not None
+    heavy = data.replace(b" " + log_n.group(1) + b"\n", b" 40\n", 1)
+    calls = []
+    monkeypatch.setattr(bk.time, "sleep", lambda s: calls.append(s))  # no waiting in tests
+    with pytest.raises(bk.BackupError) as e:
+        bk.open_identity_file(heavy, PASS)
+    assert e.value.code == "identity-work-factor"
+    assert "2^40" in str(e.value)
+    assert len(calls) == bk.WORK_FACTOR_TRIES - 1  # asked again, then named
 
 
 def test_age_headers_are_checked_against_the_manifest() -> None:
