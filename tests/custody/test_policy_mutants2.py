@@ -394,13 +394,14 @@ def test_the_wire_form_of_each_field_lands_in_its_place() -> None:
     assert _canonical(check(rules=(Rule("d", "deny"),)))["rules"] == [{"id": "d", "action": "deny"}]
 
 
-def test_a_type_error_of_a_nested_decoder_comes_out_as_a_policy_error() -> None:
-    """decode_policy's last resort: a passkey map whose origins hold a list makes
-    ``check_credential`` raise ``TypeError`` (``set()`` of an unhashable origin) before its
-    own per-origin check; decode_policy turns it into a PolicyError, never a TypeError."""
+def test_a_list_among_a_passkeys_origins_is_refused_by_name() -> None:
+    """A passkey map whose origins hold a list: check_credential once raised TypeError
+    (``set()`` of an unhashable origin) before its per-origin check, which decode_policy's
+    last resort turned into "policy: unhashable type"; since session 23 the origin is
+    refused by name, as a PolicyError with no TypeError behind it."""
     cred = SoftAuthenticator().credential.to_cbor()
     base = pol.EMPTY_POLICY.to_cbor()
     groups = [["t", [["alice", {**cred, "origins": [["https://example.com"]]}]]]]
-    with pytest.raises(pol.PolicyError, match=r"^policy: unhashable type") as err:
+    with pytest.raises(pol.PolicyError, match=r"^approver alice\.origins: \[") as err:
         pol.decode_policy({**base, "approver_groups": groups})
-    assert isinstance(err.value.__cause__, TypeError)
+    assert not isinstance(err.value.__cause__, TypeError)
