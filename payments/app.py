@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from custody import obs
 from custody import problem_types as pt
+from custody.domain import ID_PATTERN
 from custody.models import NO_CONTROLS_PATTERN, ProblemModel
 from payments import events as ev
 from payments import lifecycle, reconcile, replay
@@ -46,7 +47,6 @@ from payments.rails import BatchParser
 PROBLEM = "application/problem+json"
 TYPE_PREFIX = pt.TYPE_PREFIX + "payments."
 log = obs.get_logger("payments.api")
-ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 Id = Annotated[str, Field(min_length=1, max_length=40, pattern=ID_PATTERN)]
 # Every string a request carries refuses the C0 controls and DEL, or is stricter: PostgreSQL
 # cannot store a NUL in a text column (psycopg's DataError would be a 500 where a 422 naming
@@ -281,7 +281,7 @@ def idem(idempotency_key: Annotated[str | None, Header()] = None) -> str:
     if (
         not idempotency_key
         or len(idempotency_key) > 255
-        or re.search(r"[\x00-\x1f\x7f]", idempotency_key)
+        or not re.fullmatch(NO_CONTROLS_PATTERN, idempotency_key)
     ):
         raise CoreError(
             400,

@@ -5,16 +5,15 @@ returned once, at creation or rotation, and only its SHA-256 is kept."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 
 from api import auth
 from api.auth import AUTH_ERRORS
 from api.db import Credential
-from api.deps import Admin, Db
+from api.deps import Admin, Db, IdPath
 from api.problems import Problem, problem_responses
-from custody.domain import ID_PATTERN, MAX_ID_LEN
 from custody.models import (
     CredentialCreate,
     CredentialIssued,
@@ -24,7 +23,6 @@ from custody.models import (
 )
 
 router = APIRouter(prefix="/v1/credentials", tags=["credentials"])
-CredentialId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN)]
 
 
 def credential_out(c: Credential) -> dict[str, Any]:
@@ -100,7 +98,7 @@ async def list_credentials(db: Db, _: Admin, include_revoked: bool = False) -> d
     summary="Show one credential",
     operation_id="getCredential",
 )
-async def get_credential(credential_id: CredentialId, db: Db, _: Admin) -> dict[str, Any]:
+async def get_credential(credential_id: IdPath, db: Db, _: Admin) -> dict[str, Any]:
     """One credential: role, principal, label, scope, whether revoked, when rotated."""
     return credential_out(await asyncio.to_thread(_get, db, credential_id))
 
@@ -113,7 +111,7 @@ async def get_credential(credential_id: CredentialId, db: Db, _: Admin) -> dict[
     operation_id="scopeCredential",
 )
 async def scope_credential(
-    credential_id: CredentialId, body: CredentialScopeSet, request: Request, db: Db, p: Admin
+    credential_id: IdPath, body: CredentialScopeSet, request: Request, db: Db, p: Admin
 ) -> dict[str, Any]:
     """Set the keys and wallets a credential may sign with (``scope: null``: every key).
     Takes effect at once on this coordinator, within the credential cache TTL on others."""
@@ -133,7 +131,7 @@ async def scope_credential(
     operation_id="rotateCredential",
 )
 async def rotate_credential(
-    credential_id: CredentialId, request: Request, db: Db, p: Admin
+    credential_id: IdPath, request: Request, db: Db, p: Admin
 ) -> dict[str, Any]:
     """A new token for the same credential (id, role, principal, scope kept); the old
     token is refused from now on (within the credential cache TTL on other coordinators).
@@ -154,7 +152,7 @@ async def rotate_credential(
     operation_id="revokeCredential",
 )
 async def revoke_credential(
-    credential_id: CredentialId, request: Request, db: Db, p: Admin
+    credential_id: IdPath, request: Request, db: Db, p: Admin
 ) -> dict[str, Any]:
     """Revoke a credential for good (the row stays, for the audit log). Revoking a
     revoked credential answers the same and audits nothing new."""

@@ -11,11 +11,11 @@ from api.auth import AUTH_ERRORS
 from api.deps import Admin, Auditor, CoordinatorDep, Repo
 from api.problems import problem_responses
 from api.serializers import node_out
-from custody.models import NodeEnrol, NodeList, NodeOut
+from custody.models import NODE_ID_PATTERN, NodeEnrol, NodeList, NodeOut
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
-NodeId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+NodeId = Annotated[str, Path(min_length=1, max_length=64, pattern=NODE_ID_PATTERN)]
 
 
 @router.get("", response_model=NodeList, responses=problem_responses(*AUTH_ERRORS))

@@ -13,9 +13,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from api import webhooks
 from api.auth import AUTH_ERRORS
 from api.db import Webhook, WebhookDelivery, utcnow
-from api.deps import Admin, Cursor, Db, SettingsDep
+from api.deps import Admin, Cursor, Db, IdPath, SettingsDep
 from api.problems import Problem, problem_responses
-from custody.domain import ID_PATTERN, MAX_ID_LEN
 from custody.models import (
     WebhookCreate,
     WebhookCreated,
@@ -27,7 +26,6 @@ from custody.models import (
 )
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-WebhookId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN)]
 
 
 def webhook_out(w: Webhook) -> dict[str, Any]:
@@ -107,7 +105,7 @@ async def list_webhooks(db: Db, _: Admin) -> dict[str, Any]:
     summary="Show one webhook",
     operation_id="getWebhook",
 )
-async def get_webhook(webhook_id: WebhookId, db: Db, _: Admin) -> dict[str, Any]:
+async def get_webhook(webhook_id: IdPath, db: Db, _: Admin) -> dict[str, Any]:
     """One subscription."""
     return webhook_out(await asyncio.to_thread(webhooks.get_webhook, db, webhook_id))
 
@@ -120,7 +118,7 @@ async def get_webhook(webhook_id: WebhookId, db: Db, _: Admin) -> dict[str, Any]
     operation_id="updateWebhook",
 )
 async def update_webhook(
-    webhook_id: WebhookId, body: WebhookUpdate, db: Db, settings: SettingsDep, p: Admin
+    webhook_id: IdPath, body: WebhookUpdate, db: Db, settings: SettingsDep, p: Admin
 ) -> dict[str, Any]:
     """Change the URL (checked as at creation), event types, description, or pause it
     (``enabled: false``: its deliveries wait until it is enabled again)."""
@@ -148,7 +146,7 @@ async def update_webhook(
     summary="Delete a webhook",
     operation_id="deleteWebhook",
 )
-async def delete_webhook(webhook_id: WebhookId, db: Db, p: Admin) -> Response:
+async def delete_webhook(webhook_id: IdPath, db: Db, p: Admin) -> Response:
     """Delete a subscription with its delivery log (undelivered messages are dropped)."""
 
     await asyncio.to_thread(webhooks.delete_webhook, db, webhook_id, p.credential_id)
@@ -163,7 +161,7 @@ async def delete_webhook(webhook_id: WebhookId, db: Db, p: Admin) -> Response:
     summary="Send a test event",
     operation_id="testWebhook",
 )
-async def test_webhook(webhook_id: WebhookId, request: Request, db: Db, _: Admin) -> dict[str, Any]:
+async def test_webhook(webhook_id: IdPath, request: Request, db: Db, _: Admin) -> dict[str, Any]:
     """Queue a ``webhook.test`` event to this webhook only; follow it in its deliveries."""
     mid = await asyncio.to_thread(webhooks.queue_test, db, webhook_id)
     if mid is None:
@@ -200,7 +198,7 @@ def delivery_out(d: WebhookDelivery, event_type: str) -> dict[str, Any]:
     operation_id="listWebhookDeliveries",
 )
 async def list_deliveries(
-    webhook_id: WebhookId,
+    webhook_id: IdPath,
     db: Db,
     _: Admin,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -221,7 +219,7 @@ async def list_deliveries(
     operation_id="redeliverWebhookMessage",
 )
 async def redeliver(
-    webhook_id: WebhookId,
+    webhook_id: IdPath,
     delivery_id: Annotated[int, Path(ge=1, le=2**62)],
     request: Request,
     db: Db,

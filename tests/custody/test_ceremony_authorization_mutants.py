@@ -19,8 +19,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from custody import governance as gov
+from tests.custody.test_ceremony_authorization import NOW
+from tests.custody.test_ceremony_authorization import body as _body
 
-NOW = 1_900_000_000
 CODES = gov.CeremonyAuthErrorKind
 KEYS = {f"officer-{i}": nacl.signing.SigningKey(bytes([i]) * 32) for i in (1, 2, 3)}
 GOV = gov.Governance(
@@ -35,21 +36,8 @@ ID_ERR = "an id is 1-64 characters of [A-Za-z0-9._:-]"
 
 
 def body(**changes: object) -> gov.CeremonyAuthorization:
-    base = gov.CeremonyAuthorization(
-        cluster_id="c1",
-        ceremony_id="cer_1",
-        kind="reshare",
-        key_id="key_1",
-        scheme="ed25519",
-        public_key=bytes(range(32)),
-        share_version=1,
-        committee=("node-1", "node-2", "node-3"),
-        threshold=2,
-        previous_threshold=2,
-        issued_at=NOW,
-        expires_at=NOW + 600,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    """test_ceremony_authorization's authorization, with the committee node-1..node-3."""
+    return _body(**{"committee": ("node-1", "node-2", "node-3"), **changes})
 
 
 def ok(**changes: object) -> gov.CeremonyAuthorization:
